@@ -1,0 +1,142 @@
+#pragma once
+// Defines: Backend (memory plus one method per op, on raw pointers of valid input),
+// the op configuration structs, and backend_for(device).
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "activation.h"
+#include "tensor.h"
+
+namespace customml {
+
+// A half-open range [begin, end) of a flat parameter buffer that takes no weight
+// decay (biases, by default). Segments are sorted and disjoint (ops.cpp checks).
+struct Segment {
+  int64_t begin = 0;
+  int64_t end = 0;
+};
+
+struct SgdConfig {
+  float lr = 0.01f;
+  float momentum = 0.0f;
+  bool nesterov = false;
+  float weight_decay = 0.0f;  // L2 added to the gradient, as torch.optim.SGD
+};
+
+struct AdamConfig {
+  float lr = 1e-3f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;
+  bool decoupled = false;  // AdamW: p -= lr * wd * p, instead of L2 on the gradient
+  bool amsgrad = false;
+  int64_t step = 1;  // 1-based count of updates including this one (bias correction)
+};
+
+struct DenseShape {
+  int64_t batch = 0, in = 0, out = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  virtual std::string name() const = 0;
+
+  // Memory. Device memory is host memory on the CPU backend.
+  virtual void* allocate(size_t bytes) = 0;
+  virtual void deallocate(void* p) = 0;
+  virtual void copy_to_device(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;
+
+  // x: (batch, in)  w: (in, out)  b: (out) -> y: (batch, out) = act(x w + b);
+  // z: (batch, out) pre-activation, written only if non-null.
+  virtual void dense_forward(float* y, float* z, const float* x, const float* w, const float* b,
+                             DenseShape s, Activation act) = 0;
+  // dy, y, z: (batch, out)  x: (batch, in)  w: (in, out) -> dx: (batch, in) (skipped if
+  // null), dw: (in, out), db: (out). dz: (batch, out) workspace; may alias dy, which is
+  // then overwritten. z is read only for activations that need it (gelu).
+  virtual void dense_backward(float* dx, float* dw, float* db, float* dz, const float* dy,
+                              const float* x, const float* w, const float* y, const float* z,
+                              DenseShape s, Activation act) = 0;
+
+  // logits: (batch, classes)  labels: (batch)  class_weights: (classes) or null
+  // -> grad: (batch, classes) or null; returns the weighted mean loss.
+  virtual double softmax_cross_entropy(float* grad, const float* logits, const int32_t* labels,
+                                       const float* class_weights, int64_t batch, int64_t classes,
+                                       float label_smoothing) = 0;
+  // logits, targets: (n) -> grad: (n) or null; returns the mean loss.
+  virtual double binary_cross_entropy_with_logits(float* grad, const float* logits,
+                                                  const float* targets, int64_t n) = 0;
+  // pred, target: (n) -> grad: (n) or null; returns the mean squared error.
+  virtual double mse(float* grad, const float* pred, const float* target, int64_t n) = 0;
+  // logits: (batch, classes)  labels: (batch) -> rows whose first maximal logit is the
+  // label; with classes == 1, rows where (logit > 0) == (label != 0).
+  virtual int64_t count_correct(const float* logits, const int32_t* labels, int64_t batch,
+                                int64_t classes) = 0;
+
+  // x: (n) -> y: (n); inverted dropout, keep mask from Philox(seed, stream, index).
+  // May run in place (y == x); backward is the same function applied to dy.
+  virtual void dropout(float* y, const float* x, int64_t n, float rate, uint64_t seed,
+                       uint64_t stream) = 0;
+
+  // One pass over flat buffers of n elements, in place.
+  virtual void sgd_update(float* param, float* velocity, const float* grad, int64_t n,
+                          const Segment* no_decay, int64_t n_no_decay, const SgdConfig& c) = 0;
+  virtual void adam_update(float* param, float* m, float* v, float* vmax, const float* grad,
+                           int64_t n, const Segment* no_decay, int64_t n_no_decay,
+                           const AdamConfig& c) = 0;
+  // grad: (n), scaled in place so its L2 norm is at most max_norm; returns the norm
+  // before scaling.
+  virtual double clip_by_global_norm(float* grad, int64_t n, float max_norm) = 0;
+};
+
+// Device memory of float32 (or int32) elements that grows on demand and is reused:
+// the executor's activations, gradients and staging buffers.
+template <class T>
+class Buffer {
+ public:
+  explicit Buffer(Backend* backend = nullptr) : backend_(backend) {}
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  Buffer(Buffer&& o) noexcept : backend_(o.backend_), data_(o.data_), size_(o.size_) {
+    o.data_ = nullptr;
+    o.size_ = 0;
+  }
+  ~Buffer() {
+    if (data_) backend_->deallocate(data_);
+  }
+  // Capacity for at least n elements; contents are not preserved when it grows.
+  T* reserve(size_t n) {
+    if (n > size_) {
+      if (data_) backend_->deallocate(data_);
+      data_ = nullptr;
+      size_ = 0;
+      data_ = static_cast<T*>(backend_->allocate(n * sizeof(T)));
+      size_ = n;
+    }
+    return data_;
+  }
+  T* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  Backend* backend_;
+  T* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// The backend of a device: "cpu" always; "cuda" only in a CUDA build with a usable GPU.
+Backend& backend_for(const Device& device);
+
+// Why the CUDA backend is unavailable ("" when it is available); from cuda/.
+bool cuda_compiled();
+bool cuda_available();
+std::string cuda_unavailable_reason();
+Backend& cuda_backend();
+
+}  // namespace customml

@@ -1,0 +1,59 @@
+#pragma once
+// Defines: CpuBackend, the Backend for "cpu"; each op lives in its own file
+// (dense.cpp, softmax_cross_entropy.cpp, ...), memory in cpu_backend.cpp.
+
+#include "backend.h"
+
+namespace customml::cpu {
+
+class CpuBackend final : public Backend {
+ public:
+  static CpuBackend& instance();
+
+  Device device() const override { return {DeviceKind::cpu, 0}; }
+  std::string name() const override { return "cpu"; }
+
+  void* allocate(size_t bytes) override;
+  void deallocate(void* p) override;
+  void copy_to_device(void* dst, const void* host_src, size_t bytes) override;
+  void copy_to_host(void* host_dst, const void* src, size_t bytes) override;
+
+  void dense_forward(float* y, float* z, const float* x, const float* w, const float* b,
+                     DenseShape s, Activation act) override;
+  void dense_backward(float* dx, float* dw, float* db, float* dz, const float* dy, const float* x,
+                      const float* w, const float* y, const float* z, DenseShape s,
+                      Activation act) override;
+  double softmax_cross_entropy(float* grad, const float* logits, const int32_t* labels,
+                               const float* class_weights, int64_t batch, int64_t classes,
+                               float label_smoothing) override;
+  double binary_cross_entropy_with_logits(float* grad, const float* logits, const float* targets,
+                                          int64_t n) override;
+  double mse(float* grad, const float* pred, const float* target, int64_t n) override;
+  int64_t count_correct(const float* logits, const int32_t* labels, int64_t batch,
+                        int64_t classes) override;
+  void dropout(float* y, const float* x, int64_t n, float rate, uint64_t seed,
+               uint64_t stream) override;
+  void sgd_update(float* param, float* velocity, const float* grad, int64_t n,
+                  const Segment* no_decay, int64_t n_no_decay, const SgdConfig& c) override;
+  void adam_update(float* param, float* m, float* v, float* vmax, const float* grad, int64_t n,
+                   const Segment* no_decay, int64_t n_no_decay, const AdamConfig& c) override;
+  double clip_by_global_norm(float* grad, int64_t n, float max_norm) override;
+
+ private:
+  CpuBackend();
+};
+
+// Calls f(begin, end, decay) over [0, n) in order, splitting at the no-decay
+// segments: decay is false inside a segment. The optimizers use it to stay one pass.
+template <class F>
+void for_each_decay_range(int64_t n, const Segment* no_decay, int64_t n_no_decay, F&& f) {
+  int64_t pos = 0;
+  for (int64_t s = 0; s < n_no_decay; ++s) {
+    if (no_decay[s].begin > pos) f(pos, no_decay[s].begin, true);
+    f(no_decay[s].begin, no_decay[s].end, false);
+    pos = no_decay[s].end;
+  }
+  if (pos < n) f(pos, n, true);
+}
+
+}  // namespace customml::cpu

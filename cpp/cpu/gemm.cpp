@@ -1,0 +1,99 @@
+// The portable float32 GEMM (the specification the SIMD variants are tested
+// against) and the run-time dispatch between variants.
+
+#include "cpu/gemm.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <memory>
+#include <new>
+
+#include "cpu/gemm_driver.h"
+
+namespace customml::cpu {
+namespace {
+
+constexpr int kPortableMr = 4;
+constexpr int kPortableNr = 16;
+
+// Plain loops over a 4 x 16 accumulator block: with the baseline ISA the compiler
+// turns the inner loop into SSE multiply-adds; the rounding is that of separate
+// multiply and add, which the FMA variants differ from by at most one rounding per
+// product (the tests' tolerance accounts for that).
+void micro_portable(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                    bool accumulate) {
+  float acc[kPortableMr][kPortableNr];
+  for (int i = 0; i < kPortableMr; ++i)
+    for (int j = 0; j < kPortableNr; ++j) acc[i][j] = accumulate ? c[i * ldc + j] : 0.0f;
+  for (int64_t p = 0; p < kc; ++p) {
+    const float* bp = b + p * kPortableNr;
+    for (int i = 0; i < kPortableMr; ++i) {
+      const float ai = a[p * kPortableMr + i];
+      for (int j = 0; j < kPortableNr; ++j) acc[i][j] += ai * bp[j];
+    }
+  }
+  for (int i = 0; i < kPortableMr; ++i)
+    for (int j = 0; j < kPortableNr; ++j) c[i * ldc + j] = acc[i][j];
+}
+
+struct Variant {
+  GemmKernel fn;
+  const char* name;
+};
+
+std::atomic<const Variant*> g_variant{nullptr};
+
+const Variant kPortable{f32_gemm__portable_4x16, "f32_gemm__portable_4x16"};
+#ifdef CUSTOMML_X86_KERNELS
+const Variant kAvx2{f32_gemm__avx2_6x16, "f32_gemm__avx2_6x16"};
+const Variant kAvx512{f32_gemm__avx512_12x32, "f32_gemm__avx512_12x32"};
+#endif
+
+const Variant& current() {
+  const Variant* v = g_variant.load(std::memory_order_acquire);
+  if (!v) {
+    active_isa();  // the first call selects every family
+    v = g_variant.load(std::memory_order_acquire);
+  }
+  return *v;
+}
+
+struct AlignedDeleter {
+  void operator()(float* p) const { std::free(p); }
+};
+
+float* aligned_floats(int64_t n) {
+  void* p = std::aligned_alloc(64, static_cast<size_t>(n) * sizeof(float));
+  if (!p) throw std::bad_alloc();
+  return static_cast<float*>(p);
+}
+
+// Packing buffers: one pair per thread, allocated on first use and reused by every
+// later call, so no GEMM allocates on the hot path.
+const GemmWorkspace& thread_workspace() {
+  thread_local std::unique_ptr<float, AlignedDeleter> a(aligned_floats(kMc * kKc));
+  thread_local std::unique_ptr<float, AlignedDeleter> b(aligned_floats(kKc * kNc));
+  thread_local GemmWorkspace ws{a.get(), b.get()};
+  return ws;
+}
+
+}  // namespace
+
+void f32_gemm__portable_4x16(const GemmArgs& args, const GemmWorkspace& ws) {
+  gemm_blocked<kPortableMr, kPortableNr>(args, ws, micro_portable);
+}
+
+void select_gemm_f32(IsaLevel level) {
+  const Variant* v = &kPortable;
+#ifdef CUSTOMML_X86_KERNELS
+  if (static_cast<int>(level) >= static_cast<int>(IsaLevel::avx512)) v = &kAvx512;
+  else if (level == IsaLevel::avx2) v = &kAvx2;
+#endif
+  g_variant.store(v, std::memory_order_release);
+}
+
+void gemm_f32(const GemmArgs& args) { current().fn(args, thread_workspace()); }
+
+const char* gemm_f32_variant() { return current().name; }
+
+}  // namespace customml::cpu

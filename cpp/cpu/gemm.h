@@ -1,0 +1,55 @@
+#pragma once
+// Defines: GemmArgs and gemm_f32, the float32 GEMM with a fused bias + activation
+// epilogue that every dense kernel uses, dispatched at run time by ISA level.
+
+#include <cstdint>
+
+#include "activation.h"
+#include "cpu/isa.h"
+
+namespace customml::cpu {
+
+// C (m, n) = act(op(A) (m, k) . op(B) (k, n) + bias (n)). A and B are addressed
+// through element strides (row stride, column stride), so the three GEMMs of
+// training read transposed operands in place, with no materialized transpose.
+// C is row-major with leading dimension ldc. If preact is non-null it receives the
+// value before the activation (leading dimension ldc as well).
+struct GemmArgs {
+  int64_t m = 0, n = 0, k = 0;
+  const float* a = nullptr;
+  int64_t a_rs = 0, a_cs = 0;
+  const float* b = nullptr;
+  int64_t b_rs = 0, b_cs = 0;
+  float* c = nullptr;
+  int64_t ldc = 0;
+  const float* bias = nullptr;
+  Activation act = Activation::identity;
+  float* preact = nullptr;
+};
+
+// Packing buffers for one call, provided by the dispatcher (thread-local, reused).
+struct GemmWorkspace {
+  float* packed_a = nullptr;  // kMc x kKc
+  float* packed_b = nullptr;  // kKc x kNc
+};
+
+// Cache blocking shared by every variant: a KC x NR panel of B (32 KiB at NR = 32)
+// stays in L1 while MC rows of A stream from L2; NC columns of B fit in L2.
+constexpr int64_t kKc = 256;
+constexpr int64_t kMc = 120;  // a multiple of every MR (4, 6, 12)
+constexpr int64_t kNc = 1024;  // a multiple of every NR (16, 32)
+
+using GemmKernel = void (*)(const GemmArgs&, const GemmWorkspace&);
+
+void gemm_f32(const GemmArgs& args);
+const char* gemm_f32_variant();
+void select_gemm_f32(IsaLevel level);
+
+// The variants, named what then how: portable always; the others only on x86-64.
+void f32_gemm__portable_4x16(const GemmArgs& args, const GemmWorkspace& ws);
+#ifdef CUSTOMML_X86_KERNELS
+void f32_gemm__avx2_6x16(const GemmArgs& args, const GemmWorkspace& ws);
+void f32_gemm__avx512_12x32(const GemmArgs& args, const GemmWorkspace& ws);
+#endif
+
+}  // namespace customml::cpu

@@ -1,0 +1,126 @@
+#pragma once
+// Defines: gemm_blocked, the BLIS-style cache-blocked driver (pack B panel, pack A
+// block, run an MR x NR microkernel, fused epilogue) shared by every gemm variant.
+//
+// Everything here has internal linkage and uses no standard-library templates: each
+// ISA file includes it under its own compiler flags, and a shared out-of-line copy
+// compiled for AVX-512 must never be what the portable path calls.
+
+#include <cstdint>
+#include <cstring>
+
+#include "activation.h"
+#include "cpu/gemm.h"
+
+namespace customml::cpu {
+namespace {
+
+inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// A block (mc x kc) into MR-row micro-panels: panel r holds rows r*MR.., k-major,
+// zero-padded past m so the microkernel needs no row mask.
+template <int MR>
+void pack_a(float* dst, const GemmArgs& g, int64_t i0, int64_t mc, int64_t p0, int64_t kc) {
+  for (int64_t ir = 0; ir < mc; ir += MR) {
+    const int64_t rows = min_i64(MR, mc - ir);
+    for (int64_t p = 0; p < kc; ++p) {
+      const float* src = g.a + (i0 + ir) * g.a_rs + (p0 + p) * g.a_cs;
+      int64_t i = 0;
+      for (; i < rows; ++i) dst[p * MR + i] = src[i * g.a_rs];
+      for (; i < MR; ++i) dst[p * MR + i] = 0.0f;
+    }
+    dst += MR * kc;
+  }
+}
+
+// B panel (kc x nc) into NR-column micro-panels, k-major, zero-padded past n.
+template <int NR>
+void pack_b(float* dst, const GemmArgs& g, int64_t p0, int64_t kc, int64_t j0, int64_t nc) {
+  for (int64_t jr = 0; jr < nc; jr += NR) {
+    const int64_t cols = min_i64(NR, nc - jr);
+    for (int64_t p = 0; p < kc; ++p) {
+      const float* src = g.b + (p0 + p) * g.b_rs + (j0 + jr) * g.b_cs;
+      int64_t j = 0;
+      if (g.b_cs == 1) {
+        for (; j < cols; ++j) dst[p * NR + j] = src[j];
+      } else {
+        for (; j < cols; ++j) dst[p * NR + j] = src[j * g.b_cs];
+      }
+      for (; j < NR; ++j) dst[p * NR + j] = 0.0f;
+    }
+    dst += NR * kc;
+  }
+}
+
+// Bias and activation over a finished rows x cols tile of C, while it is in cache.
+inline void epilogue(const GemmArgs& g, int64_t i0, int64_t j0, int64_t rows, int64_t cols) {
+  for (int64_t i = 0; i < rows; ++i) {
+    float* c = g.c + (i0 + i) * g.ldc + j0;
+    if (g.bias) {
+      const float* b = g.bias + j0;
+      for (int64_t j = 0; j < cols; ++j) c[j] += b[j];
+    }
+    if (g.preact) std::memcpy(g.preact + (i0 + i) * g.ldc + j0, c, sizeof(float) * cols);
+    switch (g.act) {
+      case Activation::identity: break;
+      case Activation::relu:
+        for (int64_t j = 0; j < cols; ++j) c[j] = c[j] > 0.0f ? c[j] : 0.0f;
+        break;
+      default:
+        for (int64_t j = 0; j < cols; ++j) c[j] = act::apply(g.act, c[j]);
+        break;
+    }
+  }
+}
+
+// Micro: void(int64_t kc, const float* a_panel, const float* b_panel, float* c,
+//             int64_t ldc, bool accumulate) computing a full MR x NR tile.
+template <int MR, int NR, class Micro>
+void gemm_blocked(const GemmArgs& g, const GemmWorkspace& ws, Micro micro) {
+  if (g.m == 0 || g.n == 0) return;
+  if (g.k == 0) {
+    // No products: C is the bias alone (then the activation).
+    for (int64_t i = 0; i < g.m; ++i)
+      for (int64_t j = 0; j < g.n; ++j) g.c[i * g.ldc + j] = 0.0f;
+    epilogue(g, 0, 0, g.m, g.n);
+    return;
+  }
+  alignas(64) float tile[MR * NR];
+  for (int64_t jc = 0; jc < g.n; jc += kNc) {
+    const int64_t nc = min_i64(kNc, g.n - jc);
+    for (int64_t pc = 0; pc < g.k; pc += kKc) {
+      const int64_t kc = min_i64(kKc, g.k - pc);
+      const bool accumulate = pc > 0;
+      const bool last = pc + kc == g.k;
+      pack_b<NR>(ws.packed_b, g, pc, kc, jc, nc);
+      for (int64_t ic = 0; ic < g.m; ic += kMc) {
+        const int64_t mc = min_i64(kMc, g.m - ic);
+        pack_a<MR>(ws.packed_a, g, ic, mc, pc, kc);
+        for (int64_t jr = 0; jr < nc; jr += NR) {
+          const int64_t cols = min_i64(NR, nc - jr);
+          const float* bp = ws.packed_b + (jr / NR) * NR * kc;
+          for (int64_t ir = 0; ir < mc; ir += MR) {
+            const int64_t rows = min_i64(MR, mc - ir);
+            const float* ap = ws.packed_a + (ir / MR) * MR * kc;
+            float* c = g.c + (ic + ir) * g.ldc + jc + jr;
+            if (rows == MR && cols == NR) {
+              micro(kc, ap, bp, c, g.ldc, accumulate);
+            } else {
+              // Edge tile: run the full microkernel on a local tile, copy the valid part.
+              if (accumulate)
+                for (int64_t i = 0; i < rows; ++i)
+                  std::memcpy(tile + i * NR, c + i * g.ldc, sizeof(float) * cols);
+              micro(kc, ap, bp, tile, NR, accumulate);
+              for (int64_t i = 0; i < rows; ++i)
+                std::memcpy(c + i * g.ldc, tile + i * NR, sizeof(float) * cols);
+            }
+            if (last) epilogue(g, ic + ir, jc + jr, rows, cols);
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace customml::cpu

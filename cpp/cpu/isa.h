@@ -1,0 +1,26 @@
+#pragma once
+// Defines: IsaLevel, CPU feature detection and the run-time ISA ceiling (CUSTOMML_ISA).
+
+#include <string>
+#include <vector>
+
+namespace customml::cpu {
+
+// Ordered: each level implies the ones below it.
+enum class IsaLevel { portable = 0, avx2 = 1, avx512 = 2, avx512_vnni = 3, amx = 4 };
+
+const char* isa_name(IsaLevel level);
+IsaLevel parse_isa(const std::string& name);  // throws std::invalid_argument
+
+// What the CPU and the OS support (cpuid + xgetbv), independent of any ceiling.
+IsaLevel detected_isa();
+std::vector<std::string> cpu_features();
+
+// The level kernels are chosen for: min(detected, ceiling). The ceiling starts as
+// CUSTOMML_ISA from the environment (unset: no ceiling); a level the CPU lacks is
+// never selected, whatever the ceiling says.
+IsaLevel active_isa();
+// Sets a new ceiling and re-selects every kernel family; returns the active level.
+IsaLevel set_isa_ceiling(IsaLevel ceiling);
+
+}  // namespace customml::cpu

@@ -1,0 +1,390 @@
+#include "network.h"
+
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "ops.h"
+
+namespace customml {
+
+LossKind parse_loss(const std::string& name) {
+  for (LossKind k : {LossKind::softmax_cross_entropy, LossKind::binary_cross_entropy, LossKind::mse})
+    if (name == loss_name(k)) return k;
+  throw std::invalid_argument("unknown loss '" + name +
+                              "'; expected softmax_cross_entropy, binary_cross_entropy or mse");
+}
+
+const char* loss_name(LossKind k) {
+  switch (k) {
+    case LossKind::softmax_cross_entropy: return "softmax_cross_entropy";
+    case LossKind::binary_cross_entropy: return "binary_cross_entropy";
+    case LossKind::mse: return "mse";
+  }
+  return "?";
+}
+
+// Buffers for one batch of up to `rows` rows. Device buffers are host-addressable on
+// the cpu backend, so batches are gathered straight into them.
+struct Network::Workspace {
+  explicit Workspace(Backend* be, size_t n_layers)
+      : input(be), grad_a(be), grad_b(be), targets(be), labels(be) {
+    for (size_t l = 0; l < n_layers; ++l) {
+      act.emplace_back(be);
+      preact.emplace_back(be);
+    }
+  }
+  int64_t rows = 0;
+  Buffer<float> input;               // (rows, input_dim)
+  std::vector<Buffer<float>> act;    // act[l]: (rows, width_l), layer l's output
+  std::vector<Buffer<float>> preact; // preact[l]: (rows, width_l), training gelu layers only
+  Buffer<float> grad_a, grad_b;      // (rows, max_width): backward ping-pong
+  Buffer<float> targets;             // (rows, output_dim): mse and binary cross-entropy
+  Buffer<int32_t> labels;            // (rows): classification labels
+};
+
+Network::Network(int64_t input_dim, std::vector<LayerSpec> layers, const Device& device)
+    : device_(device), backend_(&backend_for(device)), input_dim_(input_dim), layers_(std::move(layers)),
+      params_(backend_), grads_(backend_), state_a_(backend_), state_b_(backend_), state_c_(backend_) {
+  if (input_dim < 1) throw std::invalid_argument("[Network] input_dim must be >= 1, got " + std::to_string(input_dim));
+  if (layers_.empty()) throw std::invalid_argument("[Network] needs at least one layer");
+  int64_t width = input_dim;
+  max_width_ = input_dim;
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const LayerSpec& s = layers_[l];
+    if (s.kind == LayerSpec::Kind::dense) {
+      if (s.units < 1)
+        throw std::invalid_argument("[Network] layer " + std::to_string(l) + ": units must be >= 1, got " +
+                                    std::to_string(s.units));
+      weight_offsets_.push_back(num_params_);
+      num_params_ += width * s.units;
+      bias_offsets_.push_back(num_params_);
+      // Biases take no weight decay (DESIGN decision 2).
+      no_decay_.push_back({num_params_, num_params_ + s.units});
+      num_params_ += s.units;
+      width = s.units;
+    } else {
+      if (!(s.rate >= 0.0f && s.rate < 1.0f))
+        throw std::invalid_argument("[Network] layer " + std::to_string(l) + ": dropout rate must be in [0, 1), got " +
+                                    std::to_string(s.rate));
+      weight_offsets_.push_back(-1);
+      bias_offsets_.push_back(-1);
+    }
+    widths_.push_back(width);
+    max_width_ = width > max_width_ ? width : max_width_;
+  }
+  params_.reserve(static_cast<size_t>(num_params_));
+  std::memset(params_.data(), 0, sizeof(float) * static_cast<size_t>(num_params_));
+  grads_.reserve(static_cast<size_t>(num_params_));
+  train_ws_ = std::make_unique<Workspace>(backend_, layers_.size());
+}
+
+Network::~Network() = default;
+
+void Network::read_params(float* dst, int64_t offset, int64_t n) const {
+  if (offset < 0 || n < 0 || offset + n > num_params_)
+    throw std::out_of_range("[Network] parameter range [" + std::to_string(offset) + ", " +
+                            std::to_string(offset + n) + ") is outside [0, " + std::to_string(num_params_) + ")");
+  std::shared_lock lock(mutex_);
+  backend_->copy_to_host(dst, params_.data() + offset, sizeof(float) * static_cast<size_t>(n));
+}
+
+void Network::write_params(const float* src, int64_t offset, int64_t n) {
+  if (offset < 0 || n < 0 || offset + n > num_params_)
+    throw std::out_of_range("[Network] parameter range [" + std::to_string(offset) + ", " +
+                            std::to_string(offset + n) + ") is outside [0, " + std::to_string(num_params_) + ")");
+  std::unique_lock lock(mutex_);
+  backend_->copy_to_device(params_.data() + offset, src, sizeof(float) * static_cast<size_t>(n));
+}
+
+void Network::compile(const LossConfig& loss, const OptimizerConfig& opt) {
+  const int64_t out = output_dim();
+  if (loss.kind == LossKind::binary_cross_entropy && out != 1)
+    throw std::invalid_argument("[compile] loss 'binary_cross_entropy' needs one output unit, the last layer has " +
+                                std::to_string(out));
+  if (loss.kind == LossKind::softmax_cross_entropy && !loss.class_weights.empty() &&
+      static_cast<int64_t>(loss.class_weights.size()) != out)
+    throw std::invalid_argument("[compile] class_weights has " + std::to_string(loss.class_weights.size()) +
+                                " entries but the model has " + std::to_string(out) + " classes");
+  for (size_t c = 0; c < loss.class_weights.size(); ++c)
+    if (!(std::isfinite(loss.class_weights[c]) && loss.class_weights[c] >= 0.0f))
+      throw std::invalid_argument("[compile] class_weights[" + std::to_string(c) + "] must be finite and >= 0");
+  if (!(loss.label_smoothing >= 0.0f && loss.label_smoothing <= 1.0f))
+    throw std::invalid_argument("[compile] label_smoothing must be in [0, 1]");
+  if (opt.kind == OptimizerConfig::Kind::sgd) ops::check_sgd_config("compile", opt.sgd);
+  else ops::check_adam_config("compile", opt.adam);
+  if (!(std::isfinite(opt.clip_norm) && opt.clip_norm >= 0.0f))
+    throw std::invalid_argument("[compile] clipnorm must be finite and > 0");
+
+  std::unique_lock lock(mutex_);
+  loss_ = loss;
+  opt_ = opt;
+  const size_t n = static_cast<size_t>(num_params_);
+  auto zeroed = [&](Buffer<float>& b) {
+    b.reserve(n);
+    std::memset(b.data(), 0, sizeof(float) * n);
+  };
+  if (opt.kind == OptimizerConfig::Kind::adam) {
+    zeroed(state_a_);
+    zeroed(state_b_);
+    if (opt.adam.amsgrad) zeroed(state_c_);
+  } else if (opt.sgd.momentum != 0.0f) {
+    zeroed(state_a_);
+  }
+  step_ = 0;
+  compiled_ = true;
+  metrics_ = MetricCounters{};
+}
+
+void Network::set_learning_rate(float lr) {
+  if (!(std::isfinite(lr) && lr >= 0.0f)) throw std::invalid_argument("[Network] learning rate must be finite and >= 0");
+  std::unique_lock lock(mutex_);
+  opt_.sgd.lr = lr;
+  opt_.adam.lr = lr;
+}
+
+void Network::check_targets(const void* y, const int64_t* index, int64_t b) const {
+  if (loss_.kind == LossKind::mse) return;
+  const int32_t* labels = static_cast<const int32_t*>(y);
+  const int64_t classes = loss_.kind == LossKind::binary_cross_entropy ? 2 : output_dim();
+  for (int64_t i = 0; i < b; ++i) {
+    const int64_t r = index ? index[i] : i;
+    if (labels[r] < 0 || labels[r] >= classes)
+      throw std::out_of_range("y[" + std::to_string(r) + "] = " + std::to_string(labels[r]) + " is outside [0, " +
+                              std::to_string(classes) + ")");
+  }
+}
+
+void Network::check_inputs(const char* op, const Tensor& x, const Tensor* y) const {
+  const std::string pre = std::string("[") + op + "] ";
+  if (x.dtype() != DType::f32) throw TypeError(pre + "x must be float32, got " + dtype_name(x.dtype()));
+  if (x.ndim() != 2) throw std::invalid_argument(pre + "x must be 2-D (samples, features), got shape " + x.shape_str());
+  if (!x.is_contiguous()) throw std::invalid_argument(pre + "x must be C-contiguous");
+  if (x.dim(1) != input_dim_)
+    throw std::invalid_argument(pre + "x has " + std::to_string(x.dim(1)) + " features but the model expects " +
+                                std::to_string(input_dim_));
+  if (!y) return;
+  if (!y->is_contiguous()) throw std::invalid_argument(pre + "y must be C-contiguous");
+  if (compiled_ && loss_.kind == LossKind::mse) {
+    if (y->dtype() != DType::f32) throw TypeError(pre + "y must be float32 for loss 'mse', got " + dtype_name(y->dtype()));
+    if (y->shape() != std::vector<int64_t>{x.dim(0), output_dim()})
+      throw std::invalid_argument(pre + "y has shape " + y->shape_str() + ", expected (" + std::to_string(x.dim(0)) +
+                                  ", " + std::to_string(output_dim()) + ")");
+  } else {
+    if (y->dtype() != DType::i32) throw TypeError(pre + "y (class labels) must be int32, got " + dtype_name(y->dtype()));
+    if (y->shape() != std::vector<int64_t>{x.dim(0)})
+      throw std::invalid_argument(pre + "y has shape " + y->shape_str() + " but x has " + std::to_string(x.dim(0)) +
+                                  " rows");
+  }
+}
+
+void Network::stage_batch(Workspace& ws, const float* x, const void* y, const int64_t* index, int64_t start,
+                          int64_t b) const {
+  const int64_t out = output_dim();
+  float* in = ws.input.data();
+  for (int64_t i = 0; i < b; ++i) {
+    const int64_t r = index ? index[i] : start + i;
+    std::memcpy(in + i * input_dim_, x + r * input_dim_, sizeof(float) * static_cast<size_t>(input_dim_));
+  }
+  if (!y) return;
+  if (loss_.kind == LossKind::mse) {
+    const float* t = static_cast<const float*>(y);
+    float* dst = ws.targets.data();
+    for (int64_t i = 0; i < b; ++i) {
+      const int64_t r = index ? index[i] : start + i;
+      std::memcpy(dst + i * out, t + r * out, sizeof(float) * static_cast<size_t>(out));
+    }
+    return;
+  }
+  const int32_t* labels = static_cast<const int32_t*>(y);
+  int32_t* dst = ws.labels.data();
+  for (int64_t i = 0; i < b; ++i) dst[i] = labels[index ? index[i] : start + i];
+  if (loss_.kind == LossKind::binary_cross_entropy)
+    for (int64_t i = 0; i < b; ++i) ws.targets.data()[i] = static_cast<float>(dst[i]);
+}
+
+const float* Network::forward(Workspace& ws, const float* input, int64_t b, bool training, float* out) const {
+  const float* cur = input;
+  int64_t width = input_dim_;
+  const size_t last = layers_.size() - 1;
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const LayerSpec& s = layers_[l];
+    // At inference the last layer writes straight into the caller's buffer.
+    float* dst = (!training && out && l == last) ? out : ws.act[l].data();
+    if (s.kind == LayerSpec::Kind::dense) {
+      float* z = training && activation_needs_preact(s.activation) ? ws.preact[l].data() : nullptr;
+      backend_->dense_forward(dst, z, cur, params_.data() + weight_offsets_[l], params_.data() + bias_offsets_[l],
+                              {b, width, s.units}, s.activation);
+      width = s.units;
+    } else if (training && s.rate > 0.0f) {
+      // One stream per (step, layer): no two masks share random numbers.
+      backend_->dropout(dst, cur, b * width, s.rate, seed_,
+                        static_cast<uint64_t>(step_) * layers_.size() + l);
+    } else if (dst == out) {
+      std::memcpy(dst, cur, sizeof(float) * static_cast<size_t>(b * width));
+    } else {
+      continue;  // dropout at inference is the identity: pass cur through
+    }
+    cur = dst;
+  }
+  return cur;
+}
+
+double Network::loss_and_count(Workspace& ws, const float* logits, int64_t b, bool with_grad) {
+  const int64_t out = output_dim();
+  float* grad = with_grad ? ws.grad_a.data() : nullptr;
+  double loss = 0.0;
+  switch (loss_.kind) {
+    case LossKind::softmax_cross_entropy:
+      loss = backend_->softmax_cross_entropy(grad, logits, ws.labels.data(),
+                                             loss_.class_weights.empty() ? nullptr : loss_.class_weights.data(), b,
+                                             out, loss_.label_smoothing);
+      break;
+    case LossKind::binary_cross_entropy:
+      loss = backend_->binary_cross_entropy_with_logits(grad, logits, ws.targets.data(), b);
+      break;
+    case LossKind::mse:
+      loss = backend_->mse(grad, logits, ws.targets.data(), b * out);
+      break;
+  }
+  metrics_.loss_sum += loss * static_cast<double>(b);
+  metrics_.count += b;
+  if (loss_.kind != LossKind::mse) metrics_.correct += backend_->count_correct(logits, ws.labels.data(), b, out);
+  return loss;
+}
+
+std::unique_ptr<Network::Workspace> Network::acquire_workspace() const {
+  {
+    std::lock_guard lock(pool_mutex_);
+    if (!pool_.empty()) {
+      auto ws = std::move(pool_.back());
+      pool_.pop_back();
+      return ws;
+    }
+  }
+  return std::make_unique<Workspace>(backend_, layers_.size());
+}
+
+void Network::release_workspace(std::unique_ptr<Workspace> ws) const {
+  std::lock_guard lock(pool_mutex_);
+  pool_.push_back(std::move(ws));
+}
+
+namespace {
+// Grows the per-layer buffers to hold `rows` rows; no-op once it is large enough.
+void reserve_rows(std::vector<Buffer<float>>& act, std::vector<Buffer<float>>& preact,
+                  const std::vector<LayerSpec>& layers, const std::vector<int64_t>& widths, int64_t rows,
+                  bool training) {
+  const size_t r = static_cast<size_t>(rows);
+  for (size_t l = 0; l < layers.size(); ++l) {
+    act[l].reserve(r * static_cast<size_t>(widths[l]));
+    if (training && layers[l].kind == LayerSpec::Kind::dense && activation_needs_preact(layers[l].activation))
+      preact[l].reserve(r * static_cast<size_t>(widths[l]));
+  }
+}
+}  // namespace
+
+double Network::train_batch(const float* x, const void* y, int64_t n, const int64_t* index, int64_t b) {
+  if (!compiled_) throw std::runtime_error("[fit] the model must be compiled before training");
+  if (b < 1) throw std::invalid_argument("[fit] a batch needs at least one row");
+  for (int64_t i = 0; i < b; ++i)
+    if (index[i] < 0 || index[i] >= n)
+      throw std::out_of_range("[fit] batch index " + std::to_string(index[i]) + " is outside [0, " +
+                              std::to_string(n) + ")");
+  check_targets(y, index, b);
+  std::unique_lock lock(mutex_);
+  Workspace& ws = *train_ws_;
+  const size_t rows = static_cast<size_t>(b);
+  reserve_rows(ws.act, ws.preact, layers_, widths_, b, true);
+  ws.input.reserve(rows * static_cast<size_t>(input_dim_));
+  ws.grad_a.reserve(rows * static_cast<size_t>(max_width_));
+  ws.grad_b.reserve(rows * static_cast<size_t>(max_width_));
+  ws.targets.reserve(rows * static_cast<size_t>(output_dim()));
+  ws.labels.reserve(rows);
+  stage_batch(ws, x, y, index, 0, b);
+
+  const float* logits = forward(ws, ws.input.data(), b, true, nullptr);
+  const double loss = loss_and_count(ws, logits, b, true);
+
+  // Backward: gradient w.r.t. each layer's output in cur, ping-ponging between two
+  // buffers; dense layers overwrite it with dz in place.
+  float* cur = ws.grad_a.data();
+  float* other = ws.grad_b.data();
+  size_t first_param_layer = layers_.size();
+  for (size_t l = 0; l < layers_.size(); ++l)
+    if (layers_[l].kind == LayerSpec::Kind::dense) {
+      first_param_layer = l;
+      break;
+    }
+  for (size_t l = layers_.size(); l-- > 0;) {
+    const LayerSpec& s = layers_[l];
+    const int64_t in_width = l == 0 ? input_dim_ : widths_[l - 1];
+    const float* layer_in = l == 0 ? ws.input.data() : ws.act[l - 1].data();
+    // Layers before the first dense layer have no parameters: no gradient to carry there.
+    const bool need_dx = l > first_param_layer;
+    if (s.kind == LayerSpec::Kind::dense) {
+      float* dx = need_dx ? other : nullptr;
+      backend_->dense_backward(dx, grads_.data() + weight_offsets_[l], grads_.data() + bias_offsets_[l], cur, cur,
+                               layer_in, params_.data() + weight_offsets_[l], ws.act[l].data(),
+                               ws.preact[l].data(), {b, in_width, s.units}, s.activation);
+      if (!need_dx) break;
+      float* t = cur;
+      cur = other;
+      other = t;
+    } else {
+      if (!need_dx) break;
+      if (s.rate > 0.0f)
+        backend_->dropout(cur, cur, b * in_width, s.rate, seed_, static_cast<uint64_t>(step_) * layers_.size() + l);
+    }
+  }
+
+  if (opt_.clip_norm > 0.0f) backend_->clip_by_global_norm(grads_.data(), num_params_, opt_.clip_norm);
+  ++step_;
+  const int64_t nd = static_cast<int64_t>(no_decay_.size());
+  if (opt_.kind == OptimizerConfig::Kind::adam) {
+    AdamConfig c = opt_.adam;
+    c.step = step_;
+    backend_->adam_update(params_.data(), state_a_.data(), state_b_.data(), c.amsgrad ? state_c_.data() : nullptr,
+                          grads_.data(), num_params_, no_decay_.data(), nd, c);
+  } else {
+    backend_->sgd_update(params_.data(), opt_.sgd.momentum != 0.0f ? state_a_.data() : nullptr, grads_.data(),
+                         num_params_, no_decay_.data(), nd, opt_.sgd);
+  }
+  return loss;
+}
+
+void Network::evaluate(const float* x, const void* y, int64_t n, int64_t batch_size) {
+  if (!compiled_) throw std::runtime_error("[evaluate] the model must be compiled before evaluation");
+  if (batch_size < 1) throw std::invalid_argument("[evaluate] batch_size must be >= 1");
+  check_targets(y, nullptr, n);
+  std::unique_lock lock(mutex_);
+  Workspace& ws = *train_ws_;
+  const int64_t rows = n < batch_size ? n : batch_size;
+  reserve_rows(ws.act, ws.preact, layers_, widths_, rows, false);
+  ws.input.reserve(static_cast<size_t>(rows * input_dim_));
+  ws.targets.reserve(static_cast<size_t>(rows * output_dim()));
+  ws.labels.reserve(static_cast<size_t>(rows));
+  for (int64_t start = 0; start < n; start += batch_size) {
+    const int64_t b = n - start < batch_size ? n - start : batch_size;
+    stage_batch(ws, x, y, nullptr, start, b);
+    loss_and_count(ws, forward(ws, ws.input.data(), b, false, nullptr), b, false);
+  }
+}
+
+void Network::predict(float* out, const float* x, int64_t n, int64_t batch_size) const {
+  if (batch_size < 1) throw std::invalid_argument("[predict] batch_size must be >= 1");
+  std::shared_lock lock(mutex_);
+  std::unique_ptr<Workspace> ws = acquire_workspace();
+  const int64_t rows = n < batch_size ? n : batch_size;
+  reserve_rows(ws->act, ws->preact, layers_, widths_, rows, false);
+  const int64_t out_dim = output_dim();
+  // Contiguous batches of the caller's x are read in place: nothing is staged.
+  for (int64_t start = 0; start < n; start += batch_size) {
+    const int64_t b = n - start < batch_size ? n - start : batch_size;
+    forward(*ws, x + start * input_dim_, b, false, out + start * out_dim);
+  }
+  release_workspace(std::move(ws));
+}
+
+}  // namespace customml

@@ -1,0 +1,130 @@
+#pragma once
+// Defines: Network, the executor of a compiled layer plan over flat parameter,
+// gradient and optimizer-state buffers. One call runs a whole training step or a
+// whole inference; every buffer is reused across calls.
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+
+namespace customml {
+
+struct LayerSpec {
+  enum class Kind { dense, dropout };
+  Kind kind = Kind::dense;
+  int64_t units = 0;  // dense: output width
+  Activation activation = Activation::identity;
+  float rate = 0.0f;  // dropout
+};
+
+enum class LossKind { softmax_cross_entropy, binary_cross_entropy, mse };
+LossKind parse_loss(const std::string& name);
+const char* loss_name(LossKind k);
+
+struct LossConfig {
+  LossKind kind = LossKind::softmax_cross_entropy;
+  float label_smoothing = 0.0f;
+  std::vector<float> class_weights;  // empty: unweighted
+};
+
+struct OptimizerConfig {
+  enum class Kind { sgd, adam };
+  Kind kind = Kind::adam;
+  SgdConfig sgd;
+  AdamConfig adam;  // adam.step is the executor's, not the caller's
+  float clip_norm = 0.0f;  // global-norm clipping of the gradients; 0: off
+};
+
+// Sums over the batches since the last reset_metrics().
+struct MetricCounters {
+  double loss_sum = 0.0;  // sum over batches of (mean batch loss x rows)
+  int64_t correct = 0;
+  int64_t count = 0;
+};
+
+class Network {
+ public:
+  Network(int64_t input_dim, std::vector<LayerSpec> layers, const Device& device);
+  ~Network();
+
+  int64_t input_dim() const { return input_dim_; }
+  int64_t output_dim() const { return widths_.back(); }
+  int64_t num_params() const { return num_params_; }
+  const Device& device() const { return device_; }
+  // Per layer: offset of its weight (in, out) and bias (out) in the flat buffer; -1 for
+  // layers without parameters.
+  const std::vector<int64_t>& weight_offsets() const { return weight_offsets_; }
+  const std::vector<int64_t>& bias_offsets() const { return bias_offsets_; }
+
+  // Copies between the caller's memory and [offset, offset + n) of the flat parameters;
+  // writes take exclusive access and count as a weight change.
+  void read_params(float* dst, int64_t offset, int64_t n) const;
+  void write_params(const float* src, int64_t offset, int64_t n);
+
+  // Sets the loss and the optimizer, and clears the optimizer state and step count.
+  void compile(const LossConfig& loss, const OptimizerConfig& opt);
+  bool compiled() const { return compiled_; }
+  int64_t step() const { return step_; }
+  void set_learning_rate(float lr);
+  void set_seed(uint64_t seed) { seed_ = seed; }
+
+  // x: (n, input_dim); y: labels (n) int32 for softmax_cross_entropy and
+  // binary_cross_entropy (0/1), or targets (n, output_dim) float32 for mse; index: (b)
+  // rows of x and y that form the batch. Forward, loss, backward, clipping, update and
+  // metric counters, exclusive access. Returns the batch's mean loss.
+  double train_batch(const float* x, const void* y, int64_t n, const int64_t* index, int64_t b);
+  // The same forward and loss without dropout or update, over all n rows in batches.
+  void evaluate(const float* x, const void* y, int64_t n, int64_t batch_size);
+  // x: (n, input_dim) -> out: (n, output_dim), in batches; safe to call concurrently.
+  void predict(float* out, const float* x, int64_t n, int64_t batch_size) const;
+
+  // Validates a caller's x (n, input_dim) float32 and, when given, y (labels (n)
+  // int32, or targets (n, output_dim) float32 for mse) before the calls above; op
+  // names the caller (fit, evaluate, predict) in messages.
+  void check_inputs(const char* op, const Tensor& x, const Tensor* y) const;
+
+  const MetricCounters& metrics() const { return metrics_; }
+  void reset_metrics() { metrics_ = MetricCounters{}; }
+
+ private:
+  struct Workspace;
+  void check_targets(const void* y, const int64_t* index, int64_t b) const;
+  void stage_batch(Workspace& ws, const float* x, const void* y, const int64_t* index, int64_t start,
+                   int64_t b) const;
+  // Runs the layers on input (b, input_dim); training applies dropout and keeps what
+  // the backward pass needs. Returns the output (b, output_dim), inside ws or out.
+  const float* forward(Workspace& ws, const float* input, int64_t b, bool training, float* out) const;
+  double loss_and_count(Workspace& ws, const float* logits, int64_t b, bool with_grad);
+  std::unique_ptr<Workspace> acquire_workspace() const;
+  void release_workspace(std::unique_ptr<Workspace> ws) const;
+
+  Device device_;
+  Backend* backend_;
+  int64_t input_dim_;
+  std::vector<LayerSpec> layers_;
+  std::vector<int64_t> widths_;  // widths_[l] = output width of layer l
+  std::vector<int64_t> weight_offsets_, bias_offsets_;
+  std::vector<Segment> no_decay_;
+  int64_t num_params_ = 0;
+  int64_t max_width_ = 0;
+
+  Buffer<float> params_, grads_, state_a_, state_b_, state_c_;  // state: m, v, vmax or velocity
+  LossConfig loss_;
+  OptimizerConfig opt_;
+  bool compiled_ = false;
+  int64_t step_ = 0;
+  uint64_t seed_ = 0;
+  MetricCounters metrics_;
+
+  std::unique_ptr<Workspace> train_ws_;
+  mutable std::shared_mutex mutex_;  // predict: shared; train, write_params, compile: exclusive
+  mutable std::mutex pool_mutex_;
+  mutable std::vector<std::unique_ptr<Workspace>> pool_;
+};
+
+}  // namespace customml

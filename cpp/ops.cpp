@@ -1,0 +1,327 @@
+#include "ops.h"
+
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace customml::ops {
+namespace {
+
+[[noreturn]] void fail(const char* op, const std::string& msg) {
+  throw std::invalid_argument(std::string("[") + op + "] " + msg);
+}
+
+void check_dtype(const char* op, const char* name, const Tensor& t, DType want) {
+  if (t.dtype() != want)
+    throw TypeError(std::string("[") + op + "] " + name + " must be " + dtype_name(want) +
+                    ", got " + dtype_name(t.dtype()));
+}
+
+// dtype, rank and layout of one argument.
+void check(const char* op, const char* name, const Tensor& t, DType want, int ndim) {
+  check_dtype(op, name, t, want);
+  if (ndim >= 0 && t.ndim() != ndim)
+    fail(op, std::string(name) + " must be " + std::to_string(ndim) + "-D, got shape " + t.shape_str());
+  if (!t.is_contiguous())
+    fail(op, std::string(name) + " must be C-contiguous (pass numpy.ascontiguousarray(" + name + "))");
+}
+
+void check_shape(const char* op, const char* name, const Tensor& t, const std::vector<int64_t>& want) {
+  if (t.shape() != want) {
+    Tensor expected(nullptr, t.dtype(), want, std::vector<int64_t>(want.size(), 0));
+    fail(op, std::string(name) + " has shape " + t.shape_str() + ", expected " + expected.shape_str());
+  }
+}
+
+void check_same_shape(const char* op, const char* name, const Tensor& t, const char* ref_name,
+                      const Tensor& ref) {
+  if (t.shape() != ref.shape())
+    fail(op, std::string(name) + " has shape " + t.shape_str() + " but " + ref_name + " has shape " +
+                 ref.shape_str());
+}
+
+void check_device(const char* op, const char* name, const Tensor& t, const Tensor& ref) {
+  if (!(t.device() == ref.device()))
+    fail(op, std::string(name) + " is on " + t.device().name() + " but the other arguments are on " +
+                 ref.device().name());
+}
+
+// An output must not share memory with an input it is computed from.
+void check_no_overlap(const char* op, const char* out_name, const Tensor& out, const char* in_name,
+                      const Tensor& in) {
+  const char* o = static_cast<const char*>(out.data());
+  const char* i = static_cast<const char*>(in.data());
+  const size_t ob = static_cast<size_t>(out.numel()) * dtype_size(out.dtype());
+  const size_t ib = static_cast<size_t>(in.numel()) * dtype_size(in.dtype());
+  if (ob && ib && o < i + ib && i < o + ob)
+    fail(op, std::string(out_name) + " shares memory with " + in_name + "; pass a separate array");
+}
+
+void check_finite_param(const char* op, const char* name, float v) {
+  if (!std::isfinite(v)) fail(op, std::string(name) + " must be finite, got " + std::to_string(v));
+}
+
+float* f32(const Tensor& t) { return t.ptr<float>(); }
+float* f32(const Tensor* t) { return t ? t->ptr<float>() : nullptr; }
+
+}  // namespace
+
+void dense_forward(const Tensor& y, const Tensor* z, const Tensor& x, const Tensor& w, const Tensor& b,
+                   Activation act) {
+  const char* op = "dense_forward";
+  check(op, "x", x, DType::f32, 2);
+  check(op, "weight", w, DType::f32, 2);
+  check(op, "bias", b, DType::f32, 1);
+  check(op, "out", y, DType::f32, 2);
+  if (x.dim(1) != w.dim(0))
+    fail(op, "x has " + std::to_string(x.dim(1)) + " columns but weight has " + std::to_string(w.dim(0)) +
+                 " rows");
+  if (w.dim(0) == 0 || w.dim(1) == 0) fail(op, "weight has shape " + w.shape_str() + "; both sizes must be >= 1");
+  check_shape(op, "bias", b, {w.dim(1)});
+  check_shape(op, "out", y, {x.dim(0), w.dim(1)});
+  for (const auto& [n, t] : {std::pair{"weight", &w}, {"bias", &b}, {"out", &y}}) check_device(op, n, *t, x);
+  check_no_overlap(op, "out", y, "x", x);
+  check_no_overlap(op, "out", y, "weight", w);
+  check_no_overlap(op, "out", y, "bias", b);
+  if (z) {
+    check(op, "preact_out", *z, DType::f32, 2);
+    check_shape(op, "preact_out", *z, y.shape());
+    check_device(op, "preact_out", *z, x);
+    check_no_overlap(op, "preact_out", *z, "out", y);
+    check_no_overlap(op, "preact_out", *z, "x", x);
+  }
+  backend_for(x.device())
+      .dense_forward(f32(y), f32(z), f32(x), f32(w), f32(b), {x.dim(0), x.dim(1), w.dim(1)}, act);
+}
+
+void dense_backward(const Tensor* dx, const Tensor& dw, const Tensor& db, const Tensor& dy,
+                    const Tensor& x, const Tensor& w, const Tensor& y, const Tensor* z, Activation act) {
+  const char* op = "dense_backward";
+  check(op, "dy", dy, DType::f32, 2);
+  check(op, "x", x, DType::f32, 2);
+  check(op, "weight", w, DType::f32, 2);
+  check(op, "y", y, DType::f32, 2);
+  check(op, "dweight", dw, DType::f32, 2);
+  check(op, "dbias", db, DType::f32, 1);
+  if (x.dim(1) != w.dim(0))
+    fail(op, "x has " + std::to_string(x.dim(1)) + " columns but weight has " + std::to_string(w.dim(0)) +
+                 " rows");
+  if (w.dim(0) == 0 || w.dim(1) == 0) fail(op, "weight has shape " + w.shape_str() + "; both sizes must be >= 1");
+  const int64_t batch = x.dim(0), in = w.dim(0), out = w.dim(1);
+  check_shape(op, "dy", dy, {batch, out});
+  check_shape(op, "y", y, {batch, out});
+  check_shape(op, "dweight", dw, {in, out});
+  check_shape(op, "dbias", db, {out});
+  if (activation_needs_preact(act) && !z)
+    fail(op, std::string("activation '") + activation_name(act) + "' needs the pre-activation z");
+  if (z) {
+    check(op, "z", *z, DType::f32, 2);
+    check_shape(op, "z", *z, {batch, out});
+  }
+  std::vector<std::pair<const char*, const Tensor*>> inputs{{"dy", &dy}, {"x", &x}, {"weight", &w}, {"y", &y}};
+  if (z) inputs.emplace_back("z", z);
+  std::vector<std::pair<const char*, const Tensor*>> outputs{{"dweight", &dw}, {"dbias", &db}};
+  if (dx) {
+    check(op, "dx", *dx, DType::f32, 2);
+    check_shape(op, "dx", *dx, {batch, in});
+    outputs.emplace_back("dx", dx);
+  }
+  for (const auto& [on, o] : outputs) {
+    check_device(op, on, *o, x);
+    for (const auto& [in_name, i] : inputs) check_no_overlap(op, on, *o, in_name, *i);
+  }
+  for (const auto& [in_name, i] : inputs) check_device(op, in_name, *i, x);
+  for (size_t a = 0; a < outputs.size(); ++a)
+    for (size_t c = a + 1; c < outputs.size(); ++c)
+      check_no_overlap(op, outputs[a].first, *outputs[a].second, outputs[c].first, *outputs[c].second);
+  Backend& be = backend_for(x.device());
+  // The op leaves dy intact, so dz gets its own buffer (the network executor reuses dy).
+  Tensor dz = Tensor::empty(DType::f32, {batch, out});
+  be.dense_backward(f32(dx), f32(dw), f32(db), f32(dz), f32(dy), f32(x), f32(w), f32(y), f32(z),
+                    {batch, in, out}, act);
+}
+
+double softmax_cross_entropy(const Tensor* grad, const Tensor& logits, const Tensor& labels,
+                             const Tensor* class_weights, float label_smoothing) {
+  const char* op = "softmax_cross_entropy";
+  check(op, "logits", logits, DType::f32, 2);
+  check(op, "labels", labels, DType::i32, 1);
+  const int64_t batch = logits.dim(0), classes = logits.dim(1);
+  if (batch == 0) fail(op, "logits is empty (batch of 0 rows): the mean loss is undefined");
+  if (classes == 0) fail(op, "logits has 0 columns; at least one class is needed");
+  check_shape(op, "labels", labels, {batch});
+  check_device(op, "labels", labels, logits);
+  if (!(label_smoothing >= 0.0f && label_smoothing <= 1.0f))
+    fail(op, "label_smoothing must be in [0, 1], got " + std::to_string(label_smoothing));
+  if (class_weights) {
+    check(op, "class_weights", *class_weights, DType::f32, 1);
+    check_shape(op, "class_weights", *class_weights, {classes});
+    check_device(op, "class_weights", *class_weights, logits);
+    const float* cw = class_weights->ptr<float>();
+    for (int64_t c = 0; c < classes; ++c)
+      if (!(std::isfinite(cw[c]) && cw[c] >= 0.0f))
+        fail(op, "class_weights[" + std::to_string(c) + "] = " + std::to_string(cw[c]) +
+                     " must be finite and >= 0");
+  }
+  const int32_t* lab = labels.ptr<int32_t>();
+  for (int64_t i = 0; i < batch; ++i)
+    if (lab[i] < 0 || lab[i] >= classes)
+      throw std::out_of_range("[" + std::string(op) + "] labels[" + std::to_string(i) + "] = " +
+                              std::to_string(lab[i]) + " is outside [0, " + std::to_string(classes) + ")");
+  if (grad) {
+    check(op, "grad_out", *grad, DType::f32, 2);
+    check_shape(op, "grad_out", *grad, logits.shape());
+    check_device(op, "grad_out", *grad, logits);
+    check_no_overlap(op, "grad_out", *grad, "logits", logits);
+  }
+  return backend_for(logits.device())
+      .softmax_cross_entropy(f32(grad), f32(logits), lab, f32(class_weights), batch, classes,
+                             label_smoothing);
+}
+
+namespace {
+// Elementwise losses: same-shape f32 inputs, not empty, optional same-shape grad.
+int64_t check_pointwise_loss(const char* op, const char* a_name, const Tensor& a, const char* b_name,
+                             const Tensor& b, const Tensor* grad) {
+  check(op, a_name, a, DType::f32, -1);
+  check(op, b_name, b, DType::f32, -1);
+  check_same_shape(op, b_name, b, a_name, a);
+  check_device(op, b_name, b, a);
+  if (a.numel() == 0) fail(op, std::string(a_name) + " is empty: the mean loss is undefined");
+  if (grad) {
+    check(op, "grad_out", *grad, DType::f32, -1);
+    check_same_shape(op, "grad_out", *grad, a_name, a);
+    check_device(op, "grad_out", *grad, a);
+    check_no_overlap(op, "grad_out", *grad, a_name, a);
+    check_no_overlap(op, "grad_out", *grad, b_name, b);
+  }
+  return a.numel();
+}
+}  // namespace
+
+double binary_cross_entropy_with_logits(const Tensor* grad, const Tensor& logits, const Tensor& targets) {
+  const char* op = "binary_cross_entropy_with_logits";
+  const int64_t n = check_pointwise_loss(op, "logits", logits, "targets", targets, grad);
+  return backend_for(logits.device()).binary_cross_entropy_with_logits(f32(grad), f32(logits), f32(targets), n);
+}
+
+double mse(const Tensor* grad, const Tensor& pred, const Tensor& target) {
+  const char* op = "mse";
+  const int64_t n = check_pointwise_loss(op, "pred", pred, "target", target, grad);
+  return backend_for(pred.device()).mse(f32(grad), f32(pred), f32(target), n);
+}
+
+int64_t count_correct(const Tensor& logits, const Tensor& labels) {
+  const char* op = "count_correct";
+  check(op, "logits", logits, DType::f32, 2);
+  check(op, "labels", labels, DType::i32, 1);
+  if (logits.dim(1) == 0) fail(op, "logits has 0 columns; at least one class is needed");
+  check_shape(op, "labels", labels, {logits.dim(0)});
+  check_device(op, "labels", labels, logits);
+  return backend_for(logits.device())
+      .count_correct(f32(logits), labels.ptr<int32_t>(), logits.dim(0), logits.dim(1));
+}
+
+void dropout(const Tensor& y, const Tensor& x, float rate, uint64_t seed, uint64_t stream) {
+  const char* op = "dropout";
+  check(op, "x", x, DType::f32, -1);
+  check(op, "out", y, DType::f32, -1);
+  check_same_shape(op, "out", y, "x", x);
+  check_device(op, "out", y, x);
+  if (!(rate >= 0.0f && rate < 1.0f)) fail(op, "rate must be in [0, 1), got " + std::to_string(rate));
+  // In place is allowed (y == x exactly); a partial overlap is not.
+  if (y.data() != x.data()) check_no_overlap(op, "out", y, "x", x);
+  backend_for(x.device()).dropout(f32(y), f32(x), x.numel(), rate, seed, stream);
+}
+
+void check_segments(const char* op, const std::vector<Segment>& segments, int64_t n) {
+  int64_t prev_end = 0;
+  for (size_t s = 0; s < segments.size(); ++s) {
+    const Segment& seg = segments[s];
+    if (seg.begin < prev_end || seg.end < seg.begin || seg.end > n) {
+      std::ostringstream os;
+      os << "no_decay segment " << s << " = [" << seg.begin << ", " << seg.end
+         << ") must lie in [0, " << n << "), after the previous one, with begin <= end";
+      fail(op, os.str());
+    }
+    prev_end = seg.end;
+  }
+}
+
+void check_sgd_config(const char* op, const SgdConfig& c) {
+  check_finite_param(op, "lr", c.lr);
+  check_finite_param(op, "momentum", c.momentum);
+  check_finite_param(op, "weight_decay", c.weight_decay);
+  if (c.lr < 0.0f) fail(op, "lr must be >= 0, got " + std::to_string(c.lr));
+  if (c.momentum < 0.0f) fail(op, "momentum must be >= 0, got " + std::to_string(c.momentum));
+  if (c.weight_decay < 0.0f) fail(op, "weight_decay must be >= 0, got " + std::to_string(c.weight_decay));
+  if (c.nesterov && c.momentum == 0.0f) fail(op, "nesterov needs momentum > 0");
+}
+
+void check_adam_config(const char* op, const AdamConfig& c) {
+  check_finite_param(op, "lr", c.lr);
+  check_finite_param(op, "eps", c.eps);
+  check_finite_param(op, "weight_decay", c.weight_decay);
+  if (c.lr < 0.0f) fail(op, "lr must be >= 0, got " + std::to_string(c.lr));
+  if (!(c.beta1 >= 0.0f && c.beta1 < 1.0f)) fail(op, "beta1 must be in [0, 1), got " + std::to_string(c.beta1));
+  if (!(c.beta2 >= 0.0f && c.beta2 < 1.0f)) fail(op, "beta2 must be in [0, 1), got " + std::to_string(c.beta2));
+  if (!(c.eps > 0.0f)) fail(op, "eps must be > 0, got " + std::to_string(c.eps));
+  if (c.weight_decay < 0.0f) fail(op, "weight_decay must be >= 0, got " + std::to_string(c.weight_decay));
+  if (c.step < 1) fail(op, "step must be >= 1 (the count of updates including this one), got " + std::to_string(c.step));
+}
+
+void sgd_update(const Tensor& param, const Tensor* velocity, const Tensor& grad,
+                const std::vector<Segment>& no_decay, const SgdConfig& config) {
+  const char* op = "sgd_update";
+  check(op, "param", param, DType::f32, -1);
+  check(op, "grad", grad, DType::f32, -1);
+  check_same_shape(op, "grad", grad, "param", param);
+  check_device(op, "grad", grad, param);
+  check_sgd_config(op, config);
+  if (config.momentum != 0.0f && !velocity) fail(op, "momentum > 0 needs a velocity buffer");
+  if (velocity) {
+    check(op, "velocity", *velocity, DType::f32, -1);
+    check_same_shape(op, "velocity", *velocity, "param", param);
+    check_device(op, "velocity", *velocity, param);
+    check_no_overlap(op, "velocity", *velocity, "param", param);
+    check_no_overlap(op, "velocity", *velocity, "grad", grad);
+  }
+  check_no_overlap(op, "param", param, "grad", grad);
+  check_segments(op, no_decay, param.numel());
+  backend_for(param.device())
+      .sgd_update(f32(param), f32(velocity), f32(grad), param.numel(), no_decay.data(),
+                  static_cast<int64_t>(no_decay.size()), config);
+}
+
+void adam_update(const Tensor& param, const Tensor& m, const Tensor& v, const Tensor* vmax,
+                 const Tensor& grad, const std::vector<Segment>& no_decay, const AdamConfig& config) {
+  const char* op = "adam_update";
+  check(op, "param", param, DType::f32, -1);
+  std::vector<std::pair<const char*, const Tensor*>> all{{"param", &param}, {"m", &m}, {"v", &v}, {"grad", &grad}};
+  if (config.amsgrad && !vmax) fail(op, "amsgrad needs a vmax buffer");
+  if (vmax) all.emplace_back("vmax", vmax);
+  for (size_t a = 1; a < all.size(); ++a) {
+    check(op, all[a].first, *all[a].second, DType::f32, -1);
+    check_same_shape(op, all[a].first, *all[a].second, "param", param);
+    check_device(op, all[a].first, *all[a].second, param);
+  }
+  for (size_t a = 0; a < all.size(); ++a)
+    for (size_t c = a + 1; c < all.size(); ++c)
+      check_no_overlap(op, all[a].first, *all[a].second, all[c].first, *all[c].second);
+  check_adam_config(op, config);
+  check_segments(op, no_decay, param.numel());
+  backend_for(param.device())
+      .adam_update(f32(param), f32(m), f32(v), config.amsgrad ? f32(vmax) : nullptr, f32(grad),
+                   param.numel(), no_decay.data(), static_cast<int64_t>(no_decay.size()), config);
+}
+
+double clip_by_global_norm(const Tensor& grad, float max_norm) {
+  const char* op = "clip_by_global_norm";
+  check(op, "grad", grad, DType::f32, -1);
+  if (!(std::isfinite(max_norm) && max_norm > 0.0f))
+    fail(op, "max_norm must be finite and > 0, got " + std::to_string(max_norm));
+  return backend_for(grad.device()).clip_by_global_norm(f32(grad), grad.numel(), max_norm);
+}
+
+}  // namespace customml::ops

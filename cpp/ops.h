@@ -1,0 +1,62 @@
+#pragma once
+// Defines: every op, declared once. Each validates its arguments here (the only
+// place that does), naming the op and the argument, then runs on the device of its
+// tensors through backend_for(). Outputs first, then inputs, then configuration.
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "backend.h"
+#include "tensor.h"
+
+namespace customml::ops {
+
+// x: (batch, in)  w: (in, out)  b: (out) -> y: (batch, out) = act(x w + b); z: (batch, out)
+// receives the pre-activation when given.
+void dense_forward(const Tensor& y, const Tensor* z, const Tensor& x, const Tensor& w,
+                   const Tensor& b, Activation act);
+
+// dy, y: (batch, out)  x: (batch, in)  w: (in, out)  z: (batch, out), required for gelu
+// -> dx: (batch, in) (optional), dw: (in, out), db: (out).
+void dense_backward(const Tensor* dx, const Tensor& dw, const Tensor& db, const Tensor& dy,
+                    const Tensor& x, const Tensor& w, const Tensor& y, const Tensor* z,
+                    Activation act);
+
+// logits: (batch, classes) f32  labels: (batch) i32  class_weights: (classes) f32
+// -> grad: (batch, classes) (optional); returns the weighted mean loss.
+double softmax_cross_entropy(const Tensor* grad, const Tensor& logits, const Tensor& labels,
+                             const Tensor* class_weights, float label_smoothing);
+
+// logits, targets: same shape, f32 -> grad: same shape (optional); returns the mean loss.
+double binary_cross_entropy_with_logits(const Tensor* grad, const Tensor& logits,
+                                        const Tensor& targets);
+
+// pred, target: same shape, f32 -> grad (optional); returns the mean squared error.
+double mse(const Tensor* grad, const Tensor& pred, const Tensor& target);
+
+// logits: (batch, classes)  labels: (batch) i32 -> number of rows predicted right.
+int64_t count_correct(const Tensor& logits, const Tensor& labels);
+
+// x -> y, same shape: inverted dropout with a Philox(seed, stream, index) mask.
+void dropout(const Tensor& y, const Tensor& x, float rate, uint64_t seed, uint64_t stream);
+
+// param, grad, velocity: same shape, f32, updated in place; velocity optional when
+// momentum is 0. no_decay: sorted, disjoint [begin, end) ranges of the flat index.
+void sgd_update(const Tensor& param, const Tensor* velocity, const Tensor& grad,
+                const std::vector<Segment>& no_decay, const SgdConfig& config);
+
+// param, m, v, grad (and vmax with amsgrad): same shape, f32, updated in place.
+void adam_update(const Tensor& param, const Tensor& m, const Tensor& v, const Tensor* vmax,
+                 const Tensor& grad, const std::vector<Segment>& no_decay,
+                 const AdamConfig& config);
+
+// grad: any shape, f32, scaled in place; returns the norm before scaling.
+double clip_by_global_norm(const Tensor& grad, float max_norm);
+
+// Checks shared with the network executor, which validates whole batches once.
+void check_segments(const char* op, const std::vector<Segment>& segments, int64_t n);
+void check_sgd_config(const char* op, const SgdConfig& c);
+void check_adam_config(const char* op, const AdamConfig& c);
+
+}  // namespace customml::ops

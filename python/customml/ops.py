@@ -1,0 +1,142 @@
+"""Kernel-level functions: thin wrappers over ``customml._core``.
+
+Each takes NumPy arrays (C-contiguous, of the dtype named in its docstring; nothing is
+converted, so a wrong dtype or layout is an error rather than a hidden copy), allocates
+outputs the caller did not pass with ``out=``/``grad_out=``, and runs on ``device``.
+Optimizer updates modify their buffers in place.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import _core
+
+__all__ = [
+    "dense_forward",
+    "dense_backward",
+    "softmax_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "mse",
+    "count_correct",
+    "dropout",
+    "sgd_update",
+    "adam_update",
+    "clip_by_global_norm",
+]
+
+
+def _shape2(a, name: str, op: str) -> tuple:
+    shape = np.shape(a)
+    if len(shape) != 2:
+        raise ValueError(f"[{op}] {name} must be 2-D, got shape {shape}")
+    return shape
+
+
+def dense_forward(x, weight, bias, *, activation: str = "identity", out=None, preact_out=None, device: str = "cpu"):
+    """``activation(x @ weight + bias)``: x (batch, in), weight (in, out), bias (out,), float32.
+
+    ``preact_out`` (batch, out), when given, receives ``x @ weight + bias`` (what
+    ``dense_backward`` needs for gelu). Returns ``out``.
+    """
+    if out is None:
+        batch = _shape2(x, "x", "dense_forward")[0]
+        cols = _shape2(weight, "weight", "dense_forward")[1]
+        out = np.empty((batch, cols), dtype=np.float32)
+    _core.dense_forward(out, x, weight, bias, activation, preact_out, device)
+    return out
+
+
+def dense_backward(dy, x, weight, y, *, z=None, activation: str = "identity", need_dx: bool = True,
+                   dx_out=None, dweight_out=None, dbias_out=None, device: str = "cpu"):
+    """Gradients of ``dense_forward``: returns ``(dx, dweight, dbias)`` (dx is None when
+    ``need_dx`` is False). dy, y: (batch, out); x: (batch, in); weight: (in, out); z: the
+    pre-activation, required for gelu."""
+    batch, inp = _shape2(x, "x", "dense_backward")
+    outp = _shape2(weight, "weight", "dense_backward")[1]
+    if need_dx and dx_out is None:
+        dx_out = np.empty((batch, inp), dtype=np.float32)
+    if dweight_out is None:
+        dweight_out = np.empty((inp, outp), dtype=np.float32)
+    if dbias_out is None:
+        dbias_out = np.empty((outp,), dtype=np.float32)
+    dx = dx_out if need_dx else None
+    _core.dense_backward(dx, dweight_out, dbias_out, dy, x, weight, y, z, activation, device)
+    return dx, dweight_out, dbias_out
+
+
+def softmax_cross_entropy(logits, labels, *, class_weights=None, label_smoothing: float = 0.0,
+                          need_grad: bool = True, grad_out=None, device: str = "cpu") -> Tuple[float, Optional[np.ndarray]]:
+    """Weighted mean softmax cross-entropy of logits (batch, classes) float32 against
+    labels (batch,) int32, and its gradient w.r.t. the logits.
+
+    With smoothing eps the target is ``(1 - eps) * onehot + eps / classes``; with class
+    weights w the mean is ``sum_i w[y_i] l_i / sum_i w[y_i]``. Returns ``(loss, grad)``.
+    """
+    if need_grad and grad_out is None:
+        grad_out = np.empty(np.shape(logits), dtype=np.float32)
+    grad = grad_out if need_grad else None
+    loss = _core.softmax_cross_entropy(grad, logits, labels, class_weights, label_smoothing, device)
+    return loss, grad
+
+
+def binary_cross_entropy_with_logits(logits, targets, *, need_grad: bool = True, grad_out=None,
+                                     device: str = "cpu") -> Tuple[float, Optional[np.ndarray]]:
+    """Mean binary cross-entropy of ``sigmoid(logits)`` against targets in [0, 1] (same
+    shape, float32), and its gradient. Returns ``(loss, grad)``."""
+    if need_grad and grad_out is None:
+        grad_out = np.empty(np.shape(logits), dtype=np.float32)
+    grad = grad_out if need_grad else None
+    return _core.binary_cross_entropy_with_logits(grad, logits, targets, device), grad
+
+
+def mse(pred, target, *, need_grad: bool = True, grad_out=None, device: str = "cpu") -> Tuple[float, Optional[np.ndarray]]:
+    """Mean squared error over all elements (same shape, float32) and its gradient.
+    Returns ``(loss, grad)``."""
+    if need_grad and grad_out is None:
+        grad_out = np.empty(np.shape(pred), dtype=np.float32)
+    grad = grad_out if need_grad else None
+    return _core.mse(grad, pred, target, device), grad
+
+
+def count_correct(logits, labels, *, device: str = "cpu") -> int:
+    """Rows of logits (batch, classes) float32 whose first maximal entry is the int32
+    label; with one column, rows where ``(logit > 0) == (label != 0)``."""
+    return _core.count_correct(logits, labels, device)
+
+
+def dropout(x, *, rate: float, seed: int, stream: int, out=None, device: str = "cpu"):
+    """Inverted dropout of float32 x: ``x / (1 - rate)`` where the Philox4x32-10 draw for
+    (seed, stream, element index) is ``>= rate``, else 0. The same call on the gradient
+    is the backward pass. ``out`` may be ``x`` (in place)."""
+    if out is None:
+        out = np.empty(np.shape(x), dtype=np.float32)
+    _core.dropout(out, x, rate, seed, stream, device)
+    return out
+
+
+def sgd_update(param, grad, velocity=None, *, lr: float, momentum: float = 0.0, nesterov: bool = False,
+               weight_decay: float = 0.0, no_decay: Sequence[Tuple[int, int]] = (), device: str = "cpu") -> None:
+    """One SGD step in place over flat float32 buffers, as ``torch.optim.SGD``
+    (dampening 0). ``no_decay`` lists sorted, disjoint ``[begin, end)`` ranges of the
+    flat index that take no weight decay."""
+    _core.sgd_update(param, grad, velocity, lr=lr, momentum=momentum, nesterov=nesterov,
+                     weight_decay=weight_decay, no_decay=list(no_decay), device=device)
+
+
+def adam_update(param, grad, m, v, vmax=None, *, lr: float, step: int, beta1: float = 0.9, beta2: float = 0.999,
+                eps: float = 1e-8, weight_decay: float = 0.0, decoupled: bool = False, amsgrad: bool = False,
+                no_decay: Sequence[Tuple[int, int]] = (), device: str = "cpu") -> None:
+    """One Adam step (AdamW with ``decoupled=True``) in place, as ``torch.optim.Adam`` /
+    ``AdamW``. ``step`` counts updates including this one (1 on the first)."""
+    _core.adam_update(param, grad, m, v, vmax, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                      weight_decay=weight_decay, decoupled=decoupled, amsgrad=amsgrad, step=step,
+                      no_decay=list(no_decay), device=device)
+
+
+def clip_by_global_norm(grad, max_norm: float, *, device: str = "cpu") -> float:
+    """Scales float32 grad in place by ``max_norm / (norm + 1e-6)`` when that is below 1
+    (as ``torch.nn.utils.clip_grad_norm_``); returns the norm before scaling."""
+    return _core.clip_by_global_norm(grad, max_norm, device)
