@@ -117,6 +117,13 @@ PYBIND11_MODULE(_core, m) {
   // An invalid CUSTOMML_ISA fails the import with its message, not later.
   cpu::active_isa();
 
+  {
+    py::list names;
+    for (Activation a : {Activation::identity, Activation::relu, Activation::sigmoid, Activation::tanh,
+                         Activation::gelu})
+      names.append(activation_name(a));
+    m.attr("activations") = py::tuple(names);
+  }
   m.def("build_info", &build_info, "Version, compiler, CUDA, CPU features and the kernel variant chosen per family.");
   m.def("cuda_available", &cuda_available);
   m.def("cuda_unavailable_reason", &cuda_unavailable_reason);

@@ -36,6 +36,19 @@ void micro_portable(int64_t kc, const float* a, const float* b, float* c, int64_
     for (int j = 0; j < kPortableNr; ++j) c[i * ldc + j] = acc[i][j];
 }
 
+void row_portable(int64_t k, const float* a, int64_t a_cs, const float* b, int64_t b_rs, float* c, int64_t n) {
+  for (int64_t j = 0; j < n; j += kPortableNr) {
+    const int64_t cols = j + kPortableNr <= n ? kPortableNr : n - j;
+    float acc[kPortableNr] = {};
+    for (int64_t p = 0; p < k; ++p) {
+      const float ap = a[p * a_cs];
+      const float* bp = b + p * b_rs + j;
+      for (int64_t t = 0; t < cols; ++t) acc[t] += ap * bp[t];
+    }
+    for (int64_t t = 0; t < cols; ++t) c[j + t] = acc[t];
+  }
+}
+
 struct Variant {
   GemmKernel fn;
   const char* name;
@@ -80,7 +93,7 @@ const GemmWorkspace& thread_workspace() {
 }  // namespace
 
 void f32_gemm__portable_4x16(const GemmArgs& args, const GemmWorkspace& ws) {
-  gemm_blocked<kPortableMr, kPortableNr>(args, ws, micro_portable);
+  gemm_blocked<kPortableMr, kPortableNr>(args, ws, micro_portable, row_portable);
 }
 
 void select_gemm_f32(IsaLevel level) {

@@ -73,11 +73,28 @@ inline void epilogue(const GemmArgs& g, int64_t i0, int64_t j0, int64_t rows, in
   }
 }
 
+// Up to this many rows of C, with B row-major (b_cs == 1), each row of C is computed
+// straight from B without packing: packing B costs as much as the product itself
+// when A has a row or two (batch-1 inference), and most of an MR-row tile would be
+// padding.
+constexpr int64_t kRowPathMaxM = 4;
+
 // Micro: void(int64_t kc, const float* a_panel, const float* b_panel, float* c,
 //             int64_t ldc, bool accumulate) computing a full MR x NR tile.
-template <int MR, int NR, class Micro>
-void gemm_blocked(const GemmArgs& g, const GemmWorkspace& ws, Micro micro) {
+// Row: void(int64_t k, const float* a, int64_t a_cs, const float* b, int64_t b_rs,
+//           float* c, int64_t n) computing one row c (n) = a (k) . B (k, n), summing
+//           over k in increasing order with the same multiply-add as Micro, so a row's
+//           result does not depend on how many rows share the call.
+template <int MR, int NR, class Micro, class Row>
+void gemm_blocked(const GemmArgs& g, const GemmWorkspace& ws, Micro micro, Row row) {
   if (g.m == 0 || g.n == 0) return;
+  if (g.k > 0 && g.m <= kRowPathMaxM && g.b_cs == 1) {
+    for (int64_t i = 0; i < g.m; ++i) {
+      row(g.k, g.a + i * g.a_rs, g.a_cs, g.b, g.b_rs, g.c + i * g.ldc, g.n);
+      epilogue(g, i, 0, 1, g.n);
+    }
+    return;
+  }
   if (g.k == 0) {
     // No products: C is the bias alone (then the activation).
     for (int64_t i = 0; i < g.m; ++i)

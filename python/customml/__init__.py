@@ -1,14 +1,37 @@
-"""customml: a native core for training and serving dense neural networks."""
+"""customml: a native core for training and serving dense neural networks.
 
-from . import _core, ops
+Hand-written C++ kernels under a Keras-like API::
+
+    import customml as cm
+    (x_train, y_train), (x_test, y_test) = cm.datasets.load("digits")
+    model = cm.Sequential([cm.layers.Dense(256, activation="relu"), cm.layers.Dense(10)],
+                          input_dim=x_train.shape[1])
+    model.compile(optimizer=cm.optimizers.Adam(1e-3), loss="softmax_cross_entropy", metrics=["accuracy"])
+    model.fit(x_train, y_train, epochs=10)
+"""
+
+from . import _core, cuda, datasets, layers, losses, ops, optimizers
+from .callbacks import History
+from .models import Sequential
 
 __version__ = _core.build_info()["version"]
 
 
 def build_info() -> dict:
-    """Version, compiler, CUDA, detected CPU features, active ISA level, the kernel
-    variant chosen per family and the thread count."""
+    """Version, compiler, ``cuda_compiled``, detected CPU features, the active ISA level,
+    the kernel variant chosen per family and the thread count."""
     return _core.build_info()
 
 
-__all__ = ["__version__", "build_info", "ops"]
+__all__ = [
+    "__version__",
+    "History",
+    "Sequential",
+    "build_info",
+    "cuda",
+    "datasets",
+    "layers",
+    "losses",
+    "ops",
+    "optimizers",
+]

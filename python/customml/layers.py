@@ -1,0 +1,166 @@
+"""Layers of a Sequential model. A layer describes itself to the C++ network executor
+(``_spec``) and reads or writes its slice of the model's flat parameter buffer."""
+
+from __future__ import annotations
+
+import numbers
+from typing import List, Optional
+
+import numpy as np
+
+from . import _core
+
+__all__ = ["Layer", "Dense", "Dropout"]
+
+_INITIALIZERS = ("glorot_uniform", "he_normal", "zeros")
+
+
+class Layer:
+    """Base class: a named layer that a Sequential model binds to its executor."""
+
+    _kind = "layer"
+
+    def __init__(self, name: Optional[str] = None):
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"{type(self).__name__} name must be a string, got {type(name).__name__}")
+        self.name = name
+        self._model = None
+        self._index = -1
+        self.input_dim: Optional[int] = None
+
+    @property
+    def built(self) -> bool:
+        return self._model is not None and self._model._net is not None
+
+    def output_dim(self, input_dim: int) -> int:
+        return input_dim
+
+    def count_params(self) -> int:
+        return 0
+
+    def get_weights(self) -> List[np.ndarray]:
+        return []
+
+    def set_weights(self, weights) -> None:
+        if len(weights) != 0:
+            raise ValueError(f"layer {self.name!r} has no weights, got {len(weights)} arrays")
+
+    def _spec(self) -> dict:
+        raise NotImplementedError
+
+    def _initial_weights(self, rng: np.random.Generator) -> List[np.ndarray]:
+        return []
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class Dense(Layer):
+    """``y = activation(x @ kernel + bias)``; kernel (in, out), bias (out,).
+
+    activation: None/"linear"/"identity", "relu", "sigmoid", "tanh" or "gelu" (tanh
+    form), fused into the GEMM epilogue. kernel_initializer: "glorot_uniform"
+    (default), "he_normal" or "zeros"; biases start at zero.
+    """
+
+    _kind = "dense"
+
+    def __init__(self, units: int, activation: Optional[str] = None, *,
+                 kernel_initializer: str = "glorot_uniform", name: Optional[str] = None):
+        super().__init__(name)
+        if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units < 1:
+            raise ValueError(f"Dense units must be a positive integer, got {units!r}")
+        act = "identity" if activation in (None, "linear") else activation
+        if act not in _core.activations:
+            raise ValueError(f"Dense activation must be one of {', '.join(_core.activations)} "
+                             f"(or None/'linear'), got {activation!r}")
+        if kernel_initializer not in _INITIALIZERS:
+            raise ValueError(f"Dense kernel_initializer must be one of {', '.join(_INITIALIZERS)}, "
+                             f"got {kernel_initializer!r}")
+        self.units = int(units)
+        self.activation = act
+        self.kernel_initializer = kernel_initializer
+
+    def output_dim(self, input_dim: int) -> int:
+        return self.units
+
+    def count_params(self) -> int:
+        if self.input_dim is None:
+            raise ValueError(f"layer {self.name!r} is not built yet (its input size is unknown)")
+        return self.input_dim * self.units + self.units
+
+    def _spec(self) -> dict:
+        return {"kind": "dense", "units": self.units, "activation": self.activation}
+
+    def _initial_weights(self, rng: np.random.Generator) -> List[np.ndarray]:
+        fan_in, fan_out = self.input_dim, self.units
+        shape = (fan_in, fan_out)
+        if self.kernel_initializer == "glorot_uniform":
+            limit = np.sqrt(6.0 / (fan_in + fan_out))
+            kernel = rng.uniform(-limit, limit, size=shape)
+        elif self.kernel_initializer == "he_normal":
+            # As Keras: a normal truncated at two standard deviations, rescaled so the
+            # variance stays 2 / fan_in (0.8796 is the std of the truncated unit normal).
+            std = np.sqrt(2.0 / fan_in) / 0.87962566103423978
+            kernel = rng.standard_normal(size=shape)
+            bad = np.abs(kernel) > 2.0
+            while bad.any():
+                kernel[bad] = rng.standard_normal(size=int(bad.sum()))
+                bad = np.abs(kernel) > 2.0
+            kernel *= std
+        else:
+            kernel = np.zeros(shape)
+        return [kernel.astype(np.float32), np.zeros(fan_out, dtype=np.float32)]
+
+    def _offsets(self):
+        if not self.built:
+            raise ValueError(f"layer {self.name!r} is not built yet: give the model input_dim or call fit/predict")
+        net = self._model._net
+        return net.weight_offsets[self._index], net.bias_offsets[self._index]
+
+    def get_weights(self) -> List[np.ndarray]:
+        """Copies of ``[kernel (in, out), bias (out,)]`` as float32 NumPy arrays."""
+        w_off, b_off = self._offsets()
+        net = self._model._net
+        kernel = net.read_params(w_off, self.input_dim * self.units).reshape(self.input_dim, self.units)
+        return [kernel, net.read_params(b_off, self.units)]
+
+    def set_weights(self, weights) -> None:
+        """Sets ``[kernel (in, out), bias (out,)]``; shapes must match and values be finite."""
+        w_off, b_off = self._offsets()
+        if not isinstance(weights, (list, tuple)) or len(weights) != 2:
+            raise ValueError(f"Dense.set_weights expects [kernel, bias], got {type(weights).__name__} "
+                             f"of length {len(weights) if hasattr(weights, '__len__') else '?'}")
+        kernel = np.asarray(weights[0], dtype=np.float32)
+        bias = np.asarray(weights[1], dtype=np.float32)
+        if kernel.shape != (self.input_dim, self.units):
+            raise ValueError(f"kernel has shape {kernel.shape}, expected {(self.input_dim, self.units)}")
+        if bias.shape != (self.units,):
+            raise ValueError(f"bias has shape {bias.shape}, expected {(self.units,)}")
+        for name, arr in (("kernel", kernel), ("bias", bias)):
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{name} contains NaN or inf")
+        self._model._write_layer_params(w_off, kernel, b_off, bias)
+
+    def __repr__(self) -> str:
+        return f"Dense({self.units}, activation={self.activation!r}, name={self.name!r})"
+
+
+class Dropout(Layer):
+    """Inverted dropout: during fit, zeroes each activation with probability ``rate``
+    and scales the rest by ``1 / (1 - rate)``; the identity in predict and evaluate.
+    Masks come from Philox(seed, step, index), so a seeded fit is reproducible."""
+
+    _kind = "dropout"
+
+    def __init__(self, rate: float, *, name: Optional[str] = None):
+        super().__init__(name)
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not (0.0 <= rate < 1.0):
+            raise ValueError(f"Dropout rate must be a number in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+
+    def _spec(self) -> dict:
+        return {"kind": "dropout", "rate": self.rate}
+
+    def __repr__(self) -> str:
+        return f"Dropout({self.rate}, name={self.name!r})"

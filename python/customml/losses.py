@@ -1,0 +1,80 @@
+"""Losses, by name or as configured objects. Each runs fused in the C++ executor:
+the loss and its gradient in one pass, probabilities never stored."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+__all__ = ["Loss", "SoftmaxCrossEntropy", "BinaryCrossEntropy", "MeanSquaredError", "get"]
+
+
+class Loss:
+    name = ""
+    classification = True
+
+    def _config(self) -> dict:
+        return {"loss": self.name}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class SoftmaxCrossEntropy(Loss):
+    """Softmax cross-entropy on logits with integer labels. ``label_smoothing`` eps
+    targets ``(1 - eps) * onehot + eps / classes``; ``class_weights`` (one per class)
+    weight each sample by its label's weight and the mean divides by their sum."""
+
+    name = "softmax_cross_entropy"
+
+    def __init__(self, label_smoothing: float = 0.0, class_weights: Optional[Sequence[float]] = None):
+        if (isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real)
+                or not (0.0 <= label_smoothing <= 1.0)):
+            raise ValueError(f"SoftmaxCrossEntropy label_smoothing must be in [0, 1], got {label_smoothing!r}")
+        self.label_smoothing = float(label_smoothing)
+        self.class_weights = None
+        if class_weights is not None:
+            w = np.asarray(class_weights, dtype=np.float64)
+            if w.ndim != 1 or w.size == 0 or not np.isfinite(w).all() or (w < 0).any():
+                raise ValueError("SoftmaxCrossEntropy class_weights must be a non-empty 1-D sequence of "
+                                 f"finite numbers >= 0, got {class_weights!r}")
+            self.class_weights = [float(v) for v in w]
+
+    def _config(self) -> dict:
+        return {"loss": self.name, "label_smoothing": self.label_smoothing,
+                "class_weights": self.class_weights or []}
+
+
+class BinaryCrossEntropy(Loss):
+    """Binary cross-entropy on one logit per sample (sigmoid applied inside), labels 0/1."""
+
+    name = "binary_cross_entropy"
+
+
+class MeanSquaredError(Loss):
+    """Mean squared error over all outputs, for regression (float targets)."""
+
+    name = "mse"
+    classification = False
+
+
+_BY_NAME = {
+    "softmax_cross_entropy": SoftmaxCrossEntropy,
+    "sparse_categorical_crossentropy": SoftmaxCrossEntropy,
+    "binary_cross_entropy": BinaryCrossEntropy,
+    "binary_crossentropy": BinaryCrossEntropy,
+    "mse": MeanSquaredError,
+    "mean_squared_error": MeanSquaredError,
+}
+
+
+def get(loss: Union[str, Loss]) -> Loss:
+    """A loss from an instance or a name (softmax_cross_entropy, binary_cross_entropy, mse,
+    or their Keras names)."""
+    if isinstance(loss, Loss):
+        return loss
+    if isinstance(loss, str) and loss in _BY_NAME:
+        return _BY_NAME[loss]()
+    raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(_BY_NAME)} or a customml.losses.Loss")

@@ -1,0 +1,401 @@
+"""Sequential: a Keras-like model over the C++ network executor.
+
+Python here checks and converts what users pass, then makes one executor call per
+batch (fit) or per call (predict, evaluate); the maths runs in C++ with the GIL
+released.
+"""
+
+from __future__ import annotations
+
+import numbers
+import sys
+import time
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _core
+from . import losses as losses_mod
+from . import optimizers as optimizers_mod
+from .callbacks import History
+from .layers import Dense, Layer
+
+__all__ = ["Sequential"]
+
+_METRICS = ("accuracy",)
+
+
+def _as_features(x, name: str, op: str) -> np.ndarray:
+    """float32, C-contiguous, 2-D, non-empty; no copy when x already is."""
+    if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous):
+        try:
+            x = np.ascontiguousarray(x, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"[{op}] {name} must be a numeric array, got {type(x).__name__}: {exc}") from None
+    if x.ndim != 2:
+        raise ValueError(f"[{op}] {name} must be 2-D (samples, features), got shape {x.shape}")
+    if x.shape[0] == 0:
+        raise ValueError(f"[{op}] {name} is empty (0 samples)")
+    return x
+
+
+def _check_finite(a: np.ndarray, name: str, op: str) -> None:
+    if not np.isfinite(a).all():
+        where = np.argwhere(~np.isfinite(a))[0]
+        raise ValueError(f"[{op}] {name} contains NaN or inf (first at index {tuple(int(i) for i in where)}); "
+                         "training on it would make the weights NaN")
+
+
+def _positive_int(value, name: str, op: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"[{op}] {name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class Sequential:
+    """A stack of layers trained and served by the C++ executor.
+
+    ``input_dim`` builds the model at once (otherwise the first fit/predict builds it
+    from x). ``device``: "cpu" (or "cuda" in a CUDA build with a GPU). ``seed`` makes
+    initialization, shuffling and dropout reproducible: the same seed gives
+    bit-identical weights for the same ISA level and thread count.
+    """
+
+    def __init__(self, layers: Sequence[Layer] = (), input_dim: Optional[int] = None, device: str = "cpu",
+                 seed: Optional[int] = None, name: str = "sequential"):
+        if not isinstance(device, str):
+            raise TypeError(f"device must be a string such as 'cpu', got {type(device).__name__}")
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy % (2**63))
+        self.seed = _positive_int(seed, "seed", "Sequential", minimum=0)
+        self.device = device
+        self.name = name
+        self.layers: List[Layer] = []
+        self._net = None
+        self._loss: Optional[losses_mod.Loss] = None
+        self._optimizer: Optional[optimizers_mod.Optimizer] = None
+        self._metrics: Tuple[str, ...] = ()
+        self.history: Optional[History] = None
+        for layer in layers:
+            self.add(layer)
+        self._input_dim = None
+        if input_dim is not None:
+            self.build(_positive_int(input_dim, "input_dim", "Sequential"))
+
+    # -- structure ---------------------------------------------------------------------
+
+    def add(self, layer: Layer) -> None:
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential.add expects a customml layer, got {type(layer).__name__}")
+        if layer._model is not None:
+            raise ValueError(f"layer {layer.name!r} already belongs to a model")
+        if self._net is not None:
+            raise ValueError("cannot add layers to a built model")
+        if layer.name is None:
+            taken = {lay.name for lay in self.layers}
+            base, i = layer._kind, 0
+            layer.name = base
+            while layer.name in taken:
+                i += 1
+                layer.name = f"{base}_{i}"
+        layer._model = self
+        layer._index = len(self.layers)
+        self.layers.append(layer)
+
+    @property
+    def built(self) -> bool:
+        return self._net is not None
+
+    @property
+    def input_dim(self) -> Optional[int]:
+        return self._input_dim
+
+    @property
+    def output_dim(self) -> int:
+        self._require_built("output_dim")
+        return self._net.output_dim
+
+    def build(self, input_dim: int) -> None:
+        """Creates the executor and initializes the weights (seeded)."""
+        if self._net is not None:
+            if input_dim != self._input_dim:
+                raise ValueError(f"model was built for {self._input_dim} features, got {input_dim}")
+            return
+        if not any(isinstance(layer, Dense) for layer in self.layers):
+            raise ValueError("a Sequential model needs at least one Dense layer")
+        width = input_dim
+        for layer in self.layers:
+            layer.input_dim = width
+            width = layer.output_dim(width)
+        self._net = _core.Network(input_dim, [layer._spec() for layer in self.layers], self.device)
+        self._input_dim = input_dim
+        # Philox: a counter-based stream, the same family the dropout masks use.
+        rng = np.random.Generator(np.random.Philox(key=self.seed))
+        for layer in self.layers:
+            weights = layer._initial_weights(rng)
+            if weights:
+                layer.set_weights(weights)
+
+    def _write_layer_params(self, w_off: int, kernel: np.ndarray, b_off: int, bias: np.ndarray) -> None:
+        self._net.write_params(w_off, kernel.ravel())
+        self._net.write_params(b_off, bias)
+
+    def count_params(self) -> int:
+        self._require_built("count_params")
+        return int(self._net.num_params)
+
+    def get_weights(self) -> List[np.ndarray]:
+        return [w for layer in self.layers for w in layer.get_weights()]
+
+    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        weights = list(weights)
+        for layer in self.layers:
+            n = len(layer.get_weights())
+            layer.set_weights(weights[:n])
+            weights = weights[n:]
+        if weights:
+            raise ValueError(f"set_weights got {len(weights)} more arrays than the model has")
+
+    def summary(self, print_fn: Callable[[str], None] = print) -> None:
+        self._require_built("summary")
+        rows = [("Layer", "Output shape", "Params")]
+        for layer in self.layers:
+            detail = f" ({layer.activation})" if isinstance(layer, Dense) else f" ({layer.rate})"
+            rows.append((f"{layer.name}{detail}", f"(None, {layer.output_dim(layer.input_dim)})",
+                         f"{layer.count_params():,}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        line = "-" * (sum(widths) + 6)
+        print_fn(f'Model "{self.name}" on {self.device}, input (None, {self._input_dim})')
+        print_fn(line)
+        for i, r in enumerate(rows):
+            print_fn(f"{r[0]:<{widths[0]}}   {r[1]:<{widths[1]}}   {r[2]:>{widths[2]}}")
+            if i == 0:
+                print_fn(line)
+        print_fn(line)
+        print_fn(f"Total params: {self.count_params():,}")
+
+    # -- training ----------------------------------------------------------------------
+
+    def compile(self, optimizer: Union[str, optimizers_mod.Optimizer] = "adam",
+                loss: Union[str, losses_mod.Loss] = "softmax_cross_entropy",
+                metrics: Optional[Iterable[str]] = None) -> None:
+        """Sets the optimizer, the loss and the metrics; resets the optimizer state."""
+        optimizer = optimizers_mod.get(optimizer)
+        loss = losses_mod.get(loss)
+        metrics = tuple(metrics or ())
+        for m in metrics:
+            if m not in _METRICS:
+                raise ValueError(f"unknown metric {m!r}; available: {', '.join(_METRICS)}")
+            if m == "accuracy" and not loss.classification:
+                raise ValueError(f"metric 'accuracy' needs a classification loss, not {loss.name!r}")
+        self._optimizer, self._loss, self._metrics = optimizer, loss, metrics
+        if self._net is not None:
+            self._compile_net()
+
+    def _compile_net(self) -> None:
+        config = dict(self._loss._config())
+        config.update(self._optimizer._config())
+        config["clip_norm"] = self._optimizer.clipnorm or 0.0
+        self._net.compile(**config)
+
+    def _require_built(self, op: str) -> None:
+        if self._net is None:
+            raise ValueError(f"[{op}] the model is not built: give Sequential input_dim or call fit/predict first")
+
+    def _ensure_ready(self, x: np.ndarray, op: str) -> None:
+        if self._net is None:
+            self.build(x.shape[1])
+            if self._loss is not None:
+                self._compile_net()
+        if x.shape[1] != self._input_dim:
+            raise ValueError(f"[{op}] x has {x.shape[1]} features but the model expects {self._input_dim}")
+
+    def _as_targets(self, y, n: int, op: str, name: str = "y") -> np.ndarray:
+        """Labels as int32 (n,) for classification losses; targets float32 (n, out) for mse."""
+        if self._loss is None:
+            raise ValueError(f"[{op}] the model must be compiled first (model.compile(...))")
+        try:
+            y = np.asarray(y)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"[{op}] {name} must be an array, got {type(y).__name__}: {exc}") from None
+        if y.ndim == 0:
+            raise ValueError(f"[{op}] {name} must be an array of {n} targets, got a scalar")
+        if y.shape[0] != n:
+            raise ValueError(f"[{op}] x has {n} samples but {name} has {y.shape[0]}")
+        out = self._net.output_dim
+        if not self._loss.classification:
+            if y.ndim == 1 and out == 1:
+                y = y.reshape(n, 1)
+            if y.shape != (n, out):
+                raise ValueError(f"[{op}] {name} has shape {y.shape}, expected ({n}, {out}) for loss 'mse'")
+            if not np.issubdtype(y.dtype, np.number) or np.iscomplexobj(y):
+                raise TypeError(f"[{op}] {name} must be numeric, got dtype {y.dtype}")
+            y = np.ascontiguousarray(y, dtype=np.float32)
+            _check_finite(y, name, op)
+            return y
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1:
+            raise ValueError(f"[{op}] {name} must be 1-D class labels, got shape {y.shape}"
+                             " (one-hot targets: pass argmax(axis=1))")
+        if y.dtype == np.bool_:
+            y = y.astype(np.int32)
+        elif np.issubdtype(y.dtype, np.floating):
+            if not np.isfinite(y).all():
+                _check_finite(y, name, op)
+            if not (y == np.round(y)).all():
+                raise ValueError(f"[{op}] {name} must hold integer class labels, got non-integer values")
+        elif not np.issubdtype(y.dtype, np.integer):
+            raise TypeError(f"[{op}] {name} must hold integer class labels, got dtype {y.dtype}")
+        classes = 2 if self._loss.name == "binary_cross_entropy" else out
+        lo, hi = y.min(), y.max()
+        if lo < 0 or hi >= classes:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"[{op}] {name} contains label {bad!r} outside [0, {classes})"
+                             f" (the model has {out} output{'s' if out != 1 else ''})")
+        return np.ascontiguousarray(y, dtype=np.int32)
+
+    def fit(self, x, y, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
+            validation_split: float = 0.0, validation_data: Optional[Tuple] = None,
+            seed: Optional[int] = None, verbose: int = 1) -> History:
+        """Trains for ``epochs`` passes over (x, y) in mini-batches; one C++ call per
+        batch runs forward, loss, backward, clipping, the update and the metric
+        counters. Returns a History (also kept as ``model.history``). Ctrl-C stops
+        between batches with KeyboardInterrupt, leaving the model consistent."""
+        op = "fit"
+        if self._loss is None:
+            raise ValueError("[fit] the model must be compiled first (model.compile(...))")
+        epochs = _positive_int(epochs, "epochs", op, minimum=0)
+        batch_size = _positive_int(batch_size, "batch_size", op)
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"[fit] verbose must be 0, 1 or 2, got {verbose!r}")
+        x = _as_features(x, "x", op)
+        self._ensure_ready(x, op)
+        y = self._as_targets(y, x.shape[0], op)
+        _check_finite(x, "x", op)
+        if validation_data is not None:
+            if validation_split:
+                raise ValueError("[fit] give validation_split or validation_data, not both")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("[fit] validation_data must be a tuple (x_val, y_val)")
+            x_val = _as_features(validation_data[0], "validation_data x", op)
+            if x_val.shape[1] != self._input_dim:
+                raise ValueError(f"[fit] validation_data x has {x_val.shape[1]} features but the model expects "
+                                 f"{self._input_dim}")
+            y_val = self._as_targets(validation_data[1], x_val.shape[0], op, "validation_data y")
+            _check_finite(x_val, "validation_data x", op)
+        elif validation_split:
+            if isinstance(validation_split, bool) or not (0.0 < validation_split < 1.0):
+                raise ValueError(f"[fit] validation_split must be in [0, 1), got {validation_split!r}")
+            # As Keras: the last fraction of the samples, taken before any shuffling.
+            n_val = int(x.shape[0] * validation_split)
+            if n_val == 0 or n_val == x.shape[0]:
+                raise ValueError(f"[fit] validation_split={validation_split} of {x.shape[0]} samples leaves an "
+                                 "empty training or validation set")
+            x, x_val = x[:-n_val], x[-n_val:]
+            y, y_val = y[:-n_val], y[-n_val:]
+        else:
+            x_val = y_val = None
+
+        seed = self.seed if seed is None else _positive_int(seed, "seed", op, minimum=0)
+        shuffle_rng = np.random.Generator(np.random.Philox(key=seed, counter=[0, 0, 1, 0]))
+        self._net.set_seed(seed)
+        n = x.shape[0]
+        order = np.arange(n, dtype=np.int64)
+        steps = -(-n // batch_size)
+        history = History({"epochs": epochs, "batch_size": batch_size, "steps": steps, "samples": n})
+        self.history = history
+        for epoch in range(epochs):
+            start_time = time.perf_counter()
+            if shuffle:
+                shuffle_rng.shuffle(order)
+            self._net.reset_metrics()
+            bar = self._progress(epoch, epochs, steps) if verbose == 1 else None
+            try:
+                for step, start in enumerate(range(0, n, batch_size)):
+                    self._net.train_batch(x, y, order[start:start + batch_size])
+                    if bar is not None:
+                        bar.update(1)
+                        if step % 16 == 0 or step == steps - 1:
+                            bar.set_postfix(self._read_metrics(), refresh=False)
+                logs = self._read_metrics()
+                if x_val is not None:
+                    logs.update({f"val_{k}": v for k, v in self._evaluate_arrays(x_val, y_val, 1024).items()})
+                history._record(epoch, logs)
+                if bar is not None:
+                    bar.set_postfix(logs, refresh=False)
+            finally:
+                if bar is not None:
+                    bar.close()
+            if verbose == 2:
+                parts = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
+                print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - start_time:.2f}s - {parts}",
+                      file=sys.stdout, flush=True)
+        return history
+
+    def _progress(self, epoch: int, epochs: int, steps: int):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=steps, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch", leave=True,
+                    dynamic_ncols=True, file=sys.stderr)
+
+    def _read_metrics(self) -> Dict[str, float]:
+        loss_sum, correct, count = self._net.metrics()
+        logs = {"loss": loss_sum / count if count else float("nan")}
+        if "accuracy" in self._metrics:
+            logs["accuracy"] = correct / count if count else float("nan")
+        return logs
+
+    def _evaluate_arrays(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> Dict[str, float]:
+        self._net.reset_metrics()
+        self._net.evaluate(x, y, batch_size)
+        return self._read_metrics()
+
+    def evaluate(self, x, y, batch_size: int = 1024) -> Dict[str, float]:
+        """Loss and compiled metrics over (x, y), dropout off: ``{"loss": ..., "accuracy": ...}``."""
+        op = "evaluate"
+        batch_size = _positive_int(batch_size, "batch_size", op)
+        x = _as_features(x, "x", op)
+        self._ensure_ready(x, op)
+        y = self._as_targets(y, x.shape[0], op)
+        return self._evaluate_arrays(x, y, batch_size)
+
+    # -- inference ---------------------------------------------------------------------
+
+    def predict(self, x, batch_size: int = 1024, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """The last layer's output (logits for classification losses), float32
+        (samples, outputs). With ``out=`` it writes into that C-contiguous float32 array
+        and allocates nothing. Safe to call from many threads at once."""
+        op = "predict"
+        if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim == 2 and x.flags.c_contiguous
+                and x.shape[0] > 0 and self._net is not None):
+            x = _as_features(x, "x", op)
+            self._ensure_ready(x, op)
+        if batch_size != 1024:
+            batch_size = _positive_int(batch_size, "batch_size", op)
+        if out is None:
+            out = np.empty((x.shape[0], self._net.output_dim), dtype=np.float32)
+        elif not isinstance(out, np.ndarray):
+            raise TypeError(f"[predict] out must be a numpy array, got {type(out).__name__}")
+        elif np.may_share_memory(out, x):
+            raise ValueError("[predict] out shares memory with x; pass a separate array")
+        self._net.predict(x, out, batch_size)
+        return out
+
+    def predict_proba(self, x, batch_size: int = 1024) -> np.ndarray:
+        """Class probabilities: softmax of the logits (softmax cross-entropy) or, for
+        binary cross-entropy, the sigmoid of the single logit as P(class 1), shape (n, 1)."""
+        if self._loss is None or not self._loss.classification:
+            raise ValueError("[predict_proba] needs a model compiled with a classification loss")
+        logits = self.predict(x, batch_size=batch_size)
+        if self._loss.name == "binary_cross_entropy":
+            # exp of a non-positive number only: no overflow for large |logit|
+            e = np.exp(-np.abs(logits))
+            return np.where(logits >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32)
+        logits -= logits.max(axis=1, keepdims=True)
+        np.exp(logits, out=logits)
+        logits /= logits.sum(axis=1, keepdims=True)
+        return logits
+
+    def __repr__(self) -> str:
+        return f"Sequential({self.layers!r}, input_dim={self._input_dim}, device={self.device!r})"
