@@ -338,7 +338,6 @@ PYBIND11_MODULE(_core, m) {
           py::arg("momentum") = 0.0f, py::arg("nesterov") = false, py::arg("weight_decay") = 0.0f,
           py::arg("beta1") = 0.9f, py::arg("beta2") = 0.999f, py::arg("eps") = 1e-8f, py::arg("decoupled") = false,
           py::arg("amsgrad") = false, py::arg("clip_norm") = 0.0f)
-      .def("set_learning_rate", &Network::set_learning_rate, py::arg("lr"))
       .def("set_seed", &Network::set_seed, py::arg("seed"))
       .def(
           "train_batch",

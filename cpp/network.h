@@ -70,7 +70,6 @@ class Network {
   void compile(const LossConfig& loss, const OptimizerConfig& opt);
   bool compiled() const { return compiled_; }
   int64_t step() const { return step_; }
-  void set_learning_rate(float lr);
   void set_seed(uint64_t seed) { seed_ = seed; }
 
   // x: (n, input_dim); y: labels (n) int32 for softmax_cross_entropy and
