@@ -145,8 +145,8 @@ PYBIND11_MODULE(_core, m) {
         py::gil_scoped_release release;
         ops::dense_forward(y, ptr(z), xt, w, b, act);
       },
-      py::arg("out"), py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("activation") = "identity",
-      py::arg("preact_out") = py::none(), py::arg("device") = "cpu",
+      py::arg("out").noconvert(), py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("activation") = "identity",
+      py::arg("preact_out").noconvert() = py::none(), py::arg("device") = "cpu",
       "out (batch, out) = activation(x (batch, in) . weight (in, out) + bias (out)); preact_out gets the value before "
       "the activation.");
 
@@ -164,7 +164,7 @@ PYBIND11_MODULE(_core, m) {
         py::gil_scoped_release release;
         ops::dense_backward(ptr(dxt), dw, db, dyt, xt, w, yt, ptr(zt), act);
       },
-      py::arg("dx"), py::arg("dweight"), py::arg("dbias"), py::arg("dy"), py::arg("x"), py::arg("weight"),
+      py::arg("dx").noconvert(), py::arg("dweight").noconvert(), py::arg("dbias").noconvert(), py::arg("dy"), py::arg("x"), py::arg("weight"),
       py::arg("y"), py::arg("z") = py::none(), py::arg("activation") = "identity", py::arg("device") = "cpu",
       "Gradients of dense_forward: dx (optional), dweight and dbias from dy, the input x, the weight, the output y and "
       "(for gelu) the pre-activation z.");
@@ -180,7 +180,7 @@ PYBIND11_MODULE(_core, m) {
         py::gil_scoped_release release;
         return ops::softmax_cross_entropy(ptr(g), l, y, ptr(w), label_smoothing);
       },
-      py::arg("grad_out"), py::arg("logits"), py::arg("labels"), py::arg("class_weights") = py::none(),
+      py::arg("grad_out").noconvert(), py::arg("logits"), py::arg("labels"), py::arg("class_weights") = py::none(),
       py::arg("label_smoothing") = 0.0f, py::arg("device") = "cpu",
       "Mean softmax cross-entropy of logits (batch, classes) against int32 labels; writes d loss / d logits into "
       "grad_out when given.");
@@ -194,7 +194,7 @@ PYBIND11_MODULE(_core, m) {
         py::gil_scoped_release release;
         return ops::binary_cross_entropy_with_logits(ptr(g), l, t);
       },
-      py::arg("grad_out"), py::arg("logits"), py::arg("targets"), py::arg("device") = "cpu",
+      py::arg("grad_out").noconvert(), py::arg("logits"), py::arg("targets"), py::arg("device") = "cpu",
       "Mean binary cross-entropy of sigmoid(logits) against targets; gradient into grad_out when given.");
 
   m.def(
@@ -206,7 +206,7 @@ PYBIND11_MODULE(_core, m) {
         py::gil_scoped_release release;
         return ops::mse(ptr(g), p, t);
       },
-      py::arg("grad_out"), py::arg("pred"), py::arg("target"), py::arg("device") = "cpu",
+      py::arg("grad_out").noconvert(), py::arg("pred"), py::arg("target"), py::arg("device") = "cpu",
       "Mean squared error; gradient into grad_out when given.");
 
   m.def(
@@ -228,7 +228,7 @@ PYBIND11_MODULE(_core, m) {
         py::gil_scoped_release release;
         ops::dropout(y, xt, rate, seed, stream);
       },
-      py::arg("out"), py::arg("x"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("device") = "cpu",
+      py::arg("out").noconvert(), py::arg("x"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("device") = "cpu",
       "Inverted dropout: out = x / (1 - rate) where Philox4x32-10(seed, stream, index) >= rate, else 0.");
 
   m.def(
@@ -243,7 +243,7 @@ PYBIND11_MODULE(_core, m) {
         py::gil_scoped_release release;
         ops::sgd_update(p, ptr(v), g, segs, c);
       },
-      py::arg("param"), py::arg("grad"), py::arg("velocity") = py::none(), py::kw_only(), py::arg("lr"),
+      py::arg("param").noconvert(), py::arg("grad"), py::arg("velocity").noconvert() = py::none(), py::kw_only(), py::arg("lr"),
       py::arg("momentum") = 0.0f, py::arg("nesterov") = false, py::arg("weight_decay") = 0.0f,
       py::arg("no_decay") = std::vector<std::pair<int64_t, int64_t>>{}, py::arg("device") = "cpu",
       "One SGD step in place over flat buffers (torch.optim.SGD semantics, dampening 0).");
@@ -262,7 +262,7 @@ PYBIND11_MODULE(_core, m) {
         py::gil_scoped_release release;
         ops::adam_update(p, mt, vt, ptr(vm), g, segs, c);
       },
-      py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"), py::arg("vmax") = py::none(), py::kw_only(),
+      py::arg("param").noconvert(), py::arg("grad"), py::arg("m").noconvert(), py::arg("v").noconvert(), py::arg("vmax").noconvert() = py::none(), py::kw_only(),
       py::arg("lr"), py::arg("beta1") = 0.9f, py::arg("beta2") = 0.999f, py::arg("eps") = 1e-8f,
       py::arg("weight_decay") = 0.0f, py::arg("decoupled") = false, py::arg("amsgrad") = false, py::arg("step"),
       py::arg("no_decay") = std::vector<std::pair<int64_t, int64_t>>{}, py::arg("device") = "cpu",
@@ -276,7 +276,7 @@ PYBIND11_MODULE(_core, m) {
         py::gil_scoped_release release;
         return ops::clip_by_global_norm(g, max_norm);
       },
-      py::arg("grad"), py::arg("max_norm"), py::arg("device") = "cpu",
+      py::arg("grad").noconvert(), py::arg("max_norm"), py::arg("device") = "cpu",
       "Scales grad in place so its L2 norm is at most max_norm (as torch.nn.utils.clip_grad_norm_); returns the norm "
       "before scaling.");
 
@@ -377,7 +377,7 @@ PYBIND11_MODULE(_core, m) {
             py::gil_scoped_release release;
             n.predict(o.ptr<float>(), xt.ptr<float>(), xt.dim(0), batch_size);
           },
-          py::arg("x"), py::arg("out"), py::arg("batch_size"))
+          py::arg("x"), py::arg("out").noconvert(), py::arg("batch_size"))
       .def("metrics",
            [](const Network& n) {
              const MetricCounters& c = n.metrics();

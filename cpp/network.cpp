@@ -137,6 +137,18 @@ void Network::compile(const LossConfig& loss, const OptimizerConfig& opt) {
   metrics_ = MetricCounters{};
 }
 
+void Network::check_targets(const void* y, const int64_t* index, int64_t b) const {
+  if (loss_.kind == LossKind::mse) return;
+  const int32_t* labels = static_cast<const int32_t*>(y);
+  const int64_t classes = loss_.kind == LossKind::binary_cross_entropy ? 2 : output_dim();
+  for (int64_t i = 0; i < b; ++i) {
+    const int64_t r = index ? index[i] : i;
+    if (labels[r] < 0 || labels[r] >= classes)
+      throw std::out_of_range("y[" + std::to_string(r) + "] = " + std::to_string(labels[r]) + " is outside [0, " +
+                              std::to_string(classes) + ")");
+  }
+}
+
 void Network::check_inputs(const char* op, const Tensor& x, const Tensor* y) const {
   const std::string pre = std::string("[") + op + "] ";
   if (x.dtype() != DType::f32) throw TypeError(pre + "x must be float32, got " + dtype_name(x.dtype()));
