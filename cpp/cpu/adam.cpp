@@ -18,7 +18,9 @@ void CpuBackend::adam_update(float* param, float* m, float* v, float* vmax, cons
   const float bias1 = static_cast<float>(1.0 - std::pow(static_cast<double>(c.beta1), t));
   const float bias2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(c.beta2), t)));
   const float step_size = c.lr / bias1;
-  const float b1 = c.beta1, b2 = c.beta2, one_b1 = 1.0f - c.beta1, one_b2 = 1.0f - c.beta2;
+  // Hyper-parameters in locals: read through the config reference, they could alias
+  // the float stores and would block vectorization.
+  const float b1 = c.beta1, b2 = c.beta2, one_b1 = 1.0f - c.beta1, one_b2 = 1.0f - c.beta2, eps = c.eps;
   for_each_decay_range(n, no_decay, n_no_decay, [&](int64_t begin, int64_t end, bool decay) {
     const float wd = decay ? c.weight_decay : 0.0f;
     const float l2 = c.decoupled ? 0.0f : wd;
@@ -35,7 +37,7 @@ void CpuBackend::adam_update(float* param, float* m, float* v, float* vmax, cons
         vhat = vmax[i] > vi ? vmax[i] : vi;
         vmax[i] = vhat;
       }
-      param[i] = p - step_size * mi / (std::sqrt(vhat) / bias2_sqrt + c.eps);
+      param[i] = p - step_size * mi / (std::sqrt(vhat) / bias2_sqrt + eps);
     }
   });
 }
