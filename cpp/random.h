@@ -11,8 +11,9 @@ struct Philox4 {
   uint32_t v[4];
 };
 
-// Philox4x32-10 (Salmon et al., SC'11), the same function as NumPy's Philox bit
-// generator and cuRAND's: key = seed, counter = (index / 4, stream).
+// Philox4x32-10 (Salmon et al., SC'11; Random123's philox4x32 and cuRAND's
+// Philox4_32_10): key = seed, counter = (index / 4, stream). NumPy's Philox is the
+// 4x64 variant, so tests/reference.py carries its own 4x32 implementation.
 inline Philox4 philox4x32_10(uint64_t seed, uint64_t stream, uint64_t block) {
   constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
   constexpr uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
