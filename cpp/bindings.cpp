@@ -41,17 +41,27 @@ DType dtype_of(const py::array& a) {
 
 // A borrowed view of a NumPy array; outputs must be writable. Byte order: NumPy
 // arrays of a non-native byte order are "other", so kernels never read them.
-Tensor view(const py::array& a, const Device& device, const char* name, bool writable) {
-  if (writable && !a.writeable()) throw std::invalid_argument(std::string(name) + " is read-only");
+Tensor view(const py::array& a, const Device& device, const char* op, const char* name, bool writable) {
+  if (writable && !a.writeable())
+    throw std::invalid_argument(std::string("[") + op + "] " + name + " is read-only");
   DType dt = a.dtype().byteorder() == '>' ? DType::other : dtype_of(a);
   std::vector<int64_t> shape(a.shape(), a.shape() + a.ndim());
   std::vector<int64_t> strides(a.strides(), a.strides() + a.ndim());
   return Tensor(const_cast<void*>(a.data()), dt, std::move(shape), std::move(strides), device);
 }
 
-std::optional<Tensor> maybe_view(const std::optional<py::array>& a, const Device& d, const char* name, bool writable) {
+std::optional<Tensor> maybe_view(const std::optional<py::array>& a, const Device& d, const char* op,
+                                 const char* name, bool writable) {
   if (!a) return std::nullopt;
-  return view(*a, d, name, writable);
+  return view(*a, d, op, name, writable);
+}
+
+Activation activation_for(const char* op, const std::string& name) {
+  try {
+    return parse_activation(name);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("[") + op + "] " + e.what());
+  }
 }
 
 const Tensor* ptr(const std::optional<Tensor>& t) { return t ? &*t : nullptr; }
@@ -126,6 +136,14 @@ PYBIND11_MODULE(_core, m) {
   }
   m.def("build_info", &build_info, "Version, compiler, CUDA, CPU features and the kernel variant chosen per family.");
   m.def("cuda_available", &cuda_available);
+  m.def(
+      "check_device",
+      [](const std::string& device) {
+        const Device d = Device::parse(device);
+        backend_for(d);
+        return d.name();
+      },
+      py::arg("device"), "The canonical name of a usable device; ValueError saying why for any other.");
   m.def("cuda_unavailable_reason", &cuda_unavailable_reason);
   m.def(
       "_set_isa",
@@ -138,10 +156,10 @@ PYBIND11_MODULE(_core, m) {
       [](py::array out, py::array x, py::array weight, py::array bias, const std::string& activation,
          std::optional<py::array> preact_out, const std::string& device) {
         const Device d = Device::parse(device);
-        const Activation act = parse_activation(activation);
-        Tensor y = view(out, d, "out", true), xt = view(x, d, "x", false), w = view(weight, d, "weight", false),
-               b = view(bias, d, "bias", false);
-        auto z = maybe_view(preact_out, d, "preact_out", true);
+        const Activation act = activation_for("dense_forward", activation);
+        Tensor y = view(out, d, "dense_forward", "out", true), xt = view(x, d, "dense_forward", "x", false), w = view(weight, d, "dense_forward", "weight", false),
+               b = view(bias, d, "dense_forward", "bias", false);
+        auto z = maybe_view(preact_out, d, "dense_forward", "preact_out", true);
         py::gil_scoped_release release;
         ops::dense_forward(y, ptr(z), xt, w, b, act);
       },
@@ -155,12 +173,12 @@ PYBIND11_MODULE(_core, m) {
       [](std::optional<py::array> dx, py::array dweight, py::array dbias, py::array dy, py::array x, py::array weight,
          py::array y, std::optional<py::array> z, const std::string& activation, const std::string& device) {
         const Device d = Device::parse(device);
-        const Activation act = parse_activation(activation);
-        auto dxt = maybe_view(dx, d, "dx", true);
-        Tensor dw = view(dweight, d, "dweight", true), db = view(dbias, d, "dbias", true),
-               dyt = view(dy, d, "dy", false), xt = view(x, d, "x", false), w = view(weight, d, "weight", false),
-               yt = view(y, d, "y", false);
-        auto zt = maybe_view(z, d, "z", false);
+        const Activation act = activation_for("dense_backward", activation);
+        auto dxt = maybe_view(dx, d, "dense_backward", "dx", true);
+        Tensor dw = view(dweight, d, "dense_backward", "dweight", true), db = view(dbias, d, "dense_backward", "dbias", true),
+               dyt = view(dy, d, "dense_backward", "dy", false), xt = view(x, d, "dense_backward", "x", false), w = view(weight, d, "dense_backward", "weight", false),
+               yt = view(y, d, "dense_backward", "y", false);
+        auto zt = maybe_view(z, d, "dense_backward", "z", false);
         py::gil_scoped_release release;
         ops::dense_backward(ptr(dxt), dw, db, dyt, xt, w, yt, ptr(zt), act);
       },
@@ -174,9 +192,9 @@ PYBIND11_MODULE(_core, m) {
       [](std::optional<py::array> grad_out, py::array logits, py::array labels, std::optional<py::array> class_weights,
          float label_smoothing, const std::string& device) {
         const Device d = Device::parse(device);
-        auto g = maybe_view(grad_out, d, "grad_out", true);
-        Tensor l = view(logits, d, "logits", false), y = view(labels, d, "labels", false);
-        auto w = maybe_view(class_weights, d, "class_weights", false);
+        auto g = maybe_view(grad_out, d, "softmax_cross_entropy", "grad_out", true);
+        Tensor l = view(logits, d, "softmax_cross_entropy", "logits", false), y = view(labels, d, "softmax_cross_entropy", "labels", false);
+        auto w = maybe_view(class_weights, d, "softmax_cross_entropy", "class_weights", false);
         py::gil_scoped_release release;
         return ops::softmax_cross_entropy(ptr(g), l, y, ptr(w), label_smoothing);
       },
@@ -189,8 +207,8 @@ PYBIND11_MODULE(_core, m) {
       "binary_cross_entropy_with_logits",
       [](std::optional<py::array> grad_out, py::array logits, py::array targets, const std::string& device) {
         const Device d = Device::parse(device);
-        auto g = maybe_view(grad_out, d, "grad_out", true);
-        Tensor l = view(logits, d, "logits", false), t = view(targets, d, "targets", false);
+        auto g = maybe_view(grad_out, d, "binary_cross_entropy_with_logits", "grad_out", true);
+        Tensor l = view(logits, d, "binary_cross_entropy_with_logits", "logits", false), t = view(targets, d, "binary_cross_entropy_with_logits", "targets", false);
         py::gil_scoped_release release;
         return ops::binary_cross_entropy_with_logits(ptr(g), l, t);
       },
@@ -201,8 +219,8 @@ PYBIND11_MODULE(_core, m) {
       "mse",
       [](std::optional<py::array> grad_out, py::array pred, py::array target, const std::string& device) {
         const Device d = Device::parse(device);
-        auto g = maybe_view(grad_out, d, "grad_out", true);
-        Tensor p = view(pred, d, "pred", false), t = view(target, d, "target", false);
+        auto g = maybe_view(grad_out, d, "mse", "grad_out", true);
+        Tensor p = view(pred, d, "mse", "pred", false), t = view(target, d, "mse", "target", false);
         py::gil_scoped_release release;
         return ops::mse(ptr(g), p, t);
       },
@@ -213,7 +231,7 @@ PYBIND11_MODULE(_core, m) {
       "count_correct",
       [](py::array logits, py::array labels, const std::string& device) {
         const Device d = Device::parse(device);
-        Tensor l = view(logits, d, "logits", false), y = view(labels, d, "labels", false);
+        Tensor l = view(logits, d, "count_correct", "logits", false), y = view(labels, d, "count_correct", "labels", false);
         py::gil_scoped_release release;
         return ops::count_correct(l, y);
       },
@@ -224,7 +242,7 @@ PYBIND11_MODULE(_core, m) {
       "dropout",
       [](py::array out, py::array x, float rate, uint64_t seed, uint64_t stream, const std::string& device) {
         const Device d = Device::parse(device);
-        Tensor y = view(out, d, "out", true), xt = view(x, d, "x", false);
+        Tensor y = view(out, d, "dropout", "out", true), xt = view(x, d, "dropout", "x", false);
         py::gil_scoped_release release;
         ops::dropout(y, xt, rate, seed, stream);
       },
@@ -236,8 +254,8 @@ PYBIND11_MODULE(_core, m) {
       [](py::array param, py::array grad, std::optional<py::array> velocity, float lr, float momentum, bool nesterov,
          float weight_decay, const std::vector<std::pair<int64_t, int64_t>>& no_decay, const std::string& device) {
         const Device d = Device::parse(device);
-        Tensor p = view(param, d, "param", true), g = view(grad, d, "grad", false);
-        auto v = maybe_view(velocity, d, "velocity", true);
+        Tensor p = view(param, d, "sgd_update", "param", true), g = view(grad, d, "sgd_update", "grad", false);
+        auto v = maybe_view(velocity, d, "sgd_update", "velocity", true);
         const SgdConfig c{lr, momentum, nesterov, weight_decay};
         const auto segs = segments_from(no_decay);
         py::gil_scoped_release release;
@@ -254,9 +272,9 @@ PYBIND11_MODULE(_core, m) {
          float beta1, float beta2, float eps, float weight_decay, bool decoupled, bool amsgrad, int64_t step,
          const std::vector<std::pair<int64_t, int64_t>>& no_decay, const std::string& device) {
         const Device d = Device::parse(device);
-        Tensor p = view(param, d, "param", true), g = view(grad, d, "grad", false), mt = view(m_, d, "m", true),
-               vt = view(v_, d, "v", true);
-        auto vm = maybe_view(vmax, d, "vmax", true);
+        Tensor p = view(param, d, "adam_update", "param", true), g = view(grad, d, "adam_update", "grad", false), mt = view(m_, d, "adam_update", "m", true),
+               vt = view(v_, d, "adam_update", "v", true);
+        auto vm = maybe_view(vmax, d, "adam_update", "vmax", true);
         const AdamConfig c{lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, step};
         const auto segs = segments_from(no_decay);
         py::gil_scoped_release release;
@@ -272,7 +290,7 @@ PYBIND11_MODULE(_core, m) {
       "clip_by_global_norm",
       [](py::array grad, float max_norm, const std::string& device) {
         const Device d = Device::parse(device);
-        Tensor g = view(grad, d, "grad", true);
+        Tensor g = view(grad, d, "clip_by_global_norm", "grad", true);
         py::gil_scoped_release release;
         return ops::clip_by_global_norm(g, max_norm);
       },
@@ -343,8 +361,8 @@ PYBIND11_MODULE(_core, m) {
           "train_batch",
           [](Network& n, py::array x, py::array y, py::array index) {
             const Device d = n.device();
-            Tensor xt = view(x, d, "x", false), yt = view(y, d, "y", false);
-            Tensor it = view(index, Device{}, "index", false);
+            Tensor xt = view(x, d, "fit", "x", false), yt = view(y, d, "fit", "y", false);
+            Tensor it = view(index, Device{}, "fit", "index", false);
             n.check_inputs("fit", xt, &yt);
             if (it.dtype() != DType::i64 || it.ndim() != 1 || !it.is_contiguous())
               throw TypeError("[fit] index must be a contiguous 1-D int64 array");
@@ -357,7 +375,7 @@ PYBIND11_MODULE(_core, m) {
           "evaluate",
           [](Network& n, py::array x, py::array y, int64_t batch_size) {
             const Device d = n.device();
-            Tensor xt = view(x, d, "x", false), yt = view(y, d, "y", false);
+            Tensor xt = view(x, d, "evaluate", "x", false), yt = view(y, d, "evaluate", "y", false);
             n.check_inputs("evaluate", xt, &yt);
             py::gil_scoped_release release;
             n.evaluate(xt.ptr<float>(), yt.data(), xt.dim(0), batch_size);
@@ -367,7 +385,7 @@ PYBIND11_MODULE(_core, m) {
           "predict",
           [](const Network& n, py::array x, py::array out, int64_t batch_size) {
             const Device d = n.device();
-            Tensor xt = view(x, d, "x", false), o = view(out, d, "out", true);
+            Tensor xt = view(x, d, "predict", "x", false), o = view(out, d, "predict", "out", true);
             n.check_inputs("predict", xt, nullptr);
             if (o.dtype() != DType::f32) throw TypeError(std::string("[predict] out must be float32, got ") + dtype_name(o.dtype()));
             if (o.shape() != std::vector<int64_t>{xt.dim(0), n.output_dim()} || !o.is_contiguous())

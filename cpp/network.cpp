@@ -34,6 +34,7 @@ struct Network::Workspace {
       act.emplace_back(be);
       preact.emplace_back(be);
     }
+    layer_in.resize(n_layers);
   }
   int64_t rows = 0;
   Buffer<float> input;               // (rows, input_dim)
@@ -42,6 +43,9 @@ struct Network::Workspace {
   Buffer<float> grad_a, grad_b;      // (rows, max_width): backward ping-pong
   Buffer<float> targets;             // (rows, output_dim): mse and binary cross-entropy
   Buffer<int32_t> labels;            // (rows): classification labels
+  // layer_in[l]: what layer l read in the last forward pass (a pass-through dropout
+  // leaves its own act buffer unwritten, so backward must not assume act[l - 1]).
+  std::vector<const float*> layer_in;
 };
 
 Network::Network(int64_t input_dim, std::vector<LayerSpec> layers, const Device& device)
@@ -86,7 +90,7 @@ void Network::read_params(float* dst, int64_t offset, int64_t n) const {
   if (offset < 0 || n < 0 || offset + n > num_params_)
     throw std::out_of_range("[Network] parameter range [" + std::to_string(offset) + ", " +
                             std::to_string(offset + n) + ") is outside [0, " + std::to_string(num_params_) + ")");
-  std::shared_lock lock(mutex_);
+  std::shared_lock<WriterPreferringLock> lock(mutex_);
   backend_->copy_to_host(dst, params_.data() + offset, sizeof(float) * static_cast<size_t>(n));
 }
 
@@ -94,7 +98,7 @@ void Network::write_params(const float* src, int64_t offset, int64_t n) {
   if (offset < 0 || n < 0 || offset + n > num_params_)
     throw std::out_of_range("[Network] parameter range [" + std::to_string(offset) + ", " +
                             std::to_string(offset + n) + ") is outside [0, " + std::to_string(num_params_) + ")");
-  std::unique_lock lock(mutex_);
+  std::unique_lock<WriterPreferringLock> lock(mutex_);
   backend_->copy_to_device(params_.data() + offset, src, sizeof(float) * static_cast<size_t>(n));
 }
 
@@ -117,7 +121,7 @@ void Network::compile(const LossConfig& loss, const OptimizerConfig& opt) {
   if (!(std::isfinite(opt.clip_norm) && opt.clip_norm >= 0.0f))
     throw std::invalid_argument("[compile] clipnorm must be finite and > 0");
 
-  std::unique_lock lock(mutex_);
+  std::unique_lock<WriterPreferringLock> lock(mutex_);
   loss_ = loss;
   opt_ = opt;
   const size_t n = static_cast<size_t>(num_params_);
@@ -203,6 +207,7 @@ const float* Network::forward(Workspace& ws, const float* input, int64_t b, bool
   const size_t last = layers_.size() - 1;
   for (size_t l = 0; l < layers_.size(); ++l) {
     const LayerSpec& s = layers_[l];
+    ws.layer_in[l] = cur;
     // At inference the last layer writes straight into the caller's buffer.
     float* dst = (!training && out && l == last) ? out : ws.act[l].data();
     if (s.kind == LayerSpec::Kind::dense) {
@@ -286,7 +291,7 @@ double Network::train_batch(const float* x, const void* y, int64_t n, const int6
       throw std::out_of_range("[fit] batch index " + std::to_string(index[i]) + " is outside [0, " +
                               std::to_string(n) + ")");
   check_targets(y, index, b);
-  std::unique_lock lock(mutex_);
+  std::unique_lock<WriterPreferringLock> lock(mutex_);
   Workspace& ws = *train_ws_;
   const size_t rows = static_cast<size_t>(b);
   reserve_rows(ws.act, ws.preact, layers_, widths_, b, true);
@@ -313,13 +318,12 @@ double Network::train_batch(const float* x, const void* y, int64_t n, const int6
   for (size_t l = layers_.size(); l-- > 0;) {
     const LayerSpec& s = layers_[l];
     const int64_t in_width = l == 0 ? input_dim_ : widths_[l - 1];
-    const float* layer_in = l == 0 ? ws.input.data() : ws.act[l - 1].data();
     // Layers before the first dense layer have no parameters: no gradient to carry there.
     const bool need_dx = l > first_param_layer;
     if (s.kind == LayerSpec::Kind::dense) {
       float* dx = need_dx ? other : nullptr;
       backend_->dense_backward(dx, grads_.data() + weight_offsets_[l], grads_.data() + bias_offsets_[l], cur, cur,
-                               layer_in, params_.data() + weight_offsets_[l], ws.act[l].data(),
+                               ws.layer_in[l], params_.data() + weight_offsets_[l], ws.act[l].data(),
                                ws.preact[l].data(), {b, in_width, s.units}, s.activation);
       if (!need_dx) break;
       float* t = cur;
@@ -351,7 +355,7 @@ void Network::evaluate(const float* x, const void* y, int64_t n, int64_t batch_s
   if (!compiled_) throw std::runtime_error("[evaluate] the model must be compiled before evaluation");
   if (batch_size < 1) throw std::invalid_argument("[evaluate] batch_size must be >= 1");
   check_targets(y, nullptr, n);
-  std::unique_lock lock(mutex_);
+  std::unique_lock<WriterPreferringLock> lock(mutex_);
   Workspace& ws = *train_ws_;
   const int64_t rows = n < batch_size ? n : batch_size;
   reserve_rows(ws.act, ws.preact, layers_, widths_, rows, false);
@@ -367,7 +371,7 @@ void Network::evaluate(const float* x, const void* y, int64_t n, int64_t batch_s
 
 void Network::predict(float* out, const float* x, int64_t n, int64_t batch_size) const {
   if (batch_size < 1) throw std::invalid_argument("[predict] batch_size must be >= 1");
-  std::shared_lock lock(mutex_);
+  std::shared_lock<WriterPreferringLock> lock(mutex_);
   std::unique_ptr<Workspace> ws = acquire_workspace();
   const int64_t rows = n < batch_size ? n : batch_size;
   reserve_rows(ws->act, ws->preact, layers_, widths_, rows, false);

@@ -47,6 +47,30 @@ struct MetricCounters {
   int64_t count = 0;
 };
 
+// A reader-writer lock that lets a waiting writer go first: the writer holds gate_
+// while it waits, so readers arriving after it queue behind it instead of starving it
+// (glibc's rwlock prefers readers, and a busy predict loop would hold off fit forever).
+class WriterPreferringLock {
+ public:
+  void lock_shared() {
+    { std::lock_guard<std::mutex> pass(gate_); }
+    rw_.lock_shared();
+  }
+  void unlock_shared() { rw_.unlock_shared(); }
+  void lock() {
+    gate_.lock();
+    rw_.lock();
+  }
+  void unlock() {
+    rw_.unlock();
+    gate_.unlock();
+  }
+
+ private:
+  std::mutex gate_;
+  std::shared_mutex rw_;
+};
+
 class Network {
  public:
   Network(int64_t input_dim, std::vector<LayerSpec> layers, const Device& device);
@@ -121,7 +145,7 @@ class Network {
   MetricCounters metrics_;
 
   std::unique_ptr<Workspace> train_ws_;
-  mutable std::shared_mutex mutex_;  // predict: shared; train, write_params, compile: exclusive
+  mutable WriterPreferringLock mutex_;  // predict, read_params: shared; the rest: exclusive
   mutable std::mutex pool_mutex_;
   mutable std::vector<std::unique_ptr<Workspace>> pool_;
 };

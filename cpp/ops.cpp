@@ -90,6 +90,8 @@ void dense_forward(const Tensor& y, const Tensor* z, const Tensor& x, const Tens
     check_device(op, "preact_out", *z, x);
     check_no_overlap(op, "preact_out", *z, "out", y);
     check_no_overlap(op, "preact_out", *z, "x", x);
+    check_no_overlap(op, "preact_out", *z, "weight", w);
+    check_no_overlap(op, "preact_out", *z, "bias", b);
   }
   backend_for(x.device())
       .dense_forward(f32(y), f32(z), f32(x), f32(w), f32(b), {x.dim(0), x.dim(1), w.dim(1)}, act);
@@ -174,6 +176,8 @@ double softmax_cross_entropy(const Tensor* grad, const Tensor& logits, const Ten
     check_shape(op, "grad_out", *grad, logits.shape());
     check_device(op, "grad_out", *grad, logits);
     check_no_overlap(op, "grad_out", *grad, "logits", logits);
+    check_no_overlap(op, "grad_out", *grad, "labels", labels);
+    if (class_weights) check_no_overlap(op, "grad_out", *grad, "class_weights", *class_weights);
   }
   return backend_for(logits.device())
       .softmax_cross_entropy(f32(grad), f32(logits), lab, f32(class_weights), batch, classes,
@@ -219,6 +223,13 @@ int64_t count_correct(const Tensor& logits, const Tensor& labels) {
   if (logits.dim(1) == 0) fail(op, "logits has 0 columns; at least one class is needed");
   check_shape(op, "labels", labels, {logits.dim(0)});
   check_device(op, "labels", labels, logits);
+  // One column is a binary classifier: labels 0 and 1.
+  const int64_t classes = logits.dim(1) == 1 ? 2 : logits.dim(1);
+  const int32_t* lab = labels.ptr<int32_t>();
+  for (int64_t i = 0; i < logits.dim(0); ++i)
+    if (lab[i] < 0 || lab[i] >= classes)
+      throw std::out_of_range("[" + std::string(op) + "] labels[" + std::to_string(i) + "] = " +
+                              std::to_string(lab[i]) + " is outside [0, " + std::to_string(classes) + ")");
   return backend_for(logits.device())
       .count_correct(f32(logits), labels.ptr<int32_t>(), logits.dim(0), logits.dim(1));
 }

@@ -86,6 +86,7 @@ int64_t Tensor::numel() const {
 }
 
 bool Tensor::is_contiguous() const {
+  if (numel() == 0) return true;  // no element to misplace (NumPy gives them any strides)
   int64_t expected = static_cast<int64_t>(dtype_size(dtype_));
   for (int i = ndim() - 1; i >= 0; --i) {
     // Dimensions of extent 1 carry no stride information (NumPy gives them any stride).

@@ -15,10 +15,10 @@ double CpuBackend::clip_by_global_norm(float* grad, int64_t n, float max_norm) {
   for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(grad[i]) * grad[i];
   const double norm = std::sqrt(sum);
   const double coef = static_cast<double>(max_norm) / (norm + 1e-6);
-  if (coef < 1.0) {
-    const float s = static_cast<float>(coef);
-    for (int64_t i = 0; i < n; ++i) grad[i] *= s;
-  }
+  // Scaled in double: the coefficient itself can be below float32's normal range
+  // (max_norm / norm < 2^-126) while the scaled gradients are not.
+  if (coef < 1.0)
+    for (int64_t i = 0; i < n; ++i) grad[i] = static_cast<float>(grad[i] * coef);
   return norm;
 }
 

@@ -38,12 +38,25 @@ class Layer:
     def count_params(self) -> int:
         return 0
 
+    # How many arrays get_weights() returns.
+    _num_weight_arrays = 0
+
     def get_weights(self) -> List[np.ndarray]:
         return []
 
     def set_weights(self, weights) -> None:
+        """Sets the arrays get_weights() returns (Dense: ``[kernel (in, out), bias (out,)]``);
+        shapes must match and values be finite; all are checked before any is written."""
+        self._assign(self._check_weights(weights))
+
+    def _check_weights(self, weights) -> List[np.ndarray]:
+        """The arrays set_weights would write, converted and checked; writes nothing."""
         if len(weights) != 0:
             raise ValueError(f"layer {self.name!r} has no weights, got {len(weights)} arrays")
+        return []
+
+    def _assign(self, arrays: List[np.ndarray]) -> None:
+        pass
 
     def _spec(self) -> dict:
         raise NotImplementedError
@@ -125,9 +138,10 @@ class Dense(Layer):
         kernel = net.read_params(w_off, self.input_dim * self.units).reshape(self.input_dim, self.units)
         return [kernel, net.read_params(b_off, self.units)]
 
-    def set_weights(self, weights) -> None:
-        """Sets ``[kernel (in, out), bias (out,)]``; shapes must match and values be finite."""
-        w_off, b_off = self._offsets()
+    _num_weight_arrays = 2
+
+    def _check_weights(self, weights) -> List[np.ndarray]:
+        self._offsets()
         if not isinstance(weights, (list, tuple)) or len(weights) != 2:
             raise ValueError(f"Dense.set_weights expects [kernel, bias], got {type(weights).__name__} "
                              f"of length {len(weights) if hasattr(weights, '__len__') else '?'}")
@@ -140,7 +154,11 @@ class Dense(Layer):
         for name, arr in (("kernel", kernel), ("bias", bias)):
             if not np.isfinite(arr).all():
                 raise ValueError(f"{name} contains NaN or inf")
-        self._model._write_layer_params(w_off, kernel, b_off, bias)
+        return [kernel, bias]
+
+    def _assign(self, arrays: List[np.ndarray]) -> None:
+        w_off, b_off = self._offsets()
+        self._model._write_layer_params(w_off, arrays[0], b_off, arrays[1])
 
     def __repr__(self) -> str:
         return f"Dense({self.units}, activation={self.activation!r}, name={self.name!r})"

@@ -29,9 +29,21 @@ def _as_features(x, name: str, op: str) -> np.ndarray:
     """float32, C-contiguous, 2-D, non-empty; no copy when x already is."""
     if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous):
         try:
-            x = np.ascontiguousarray(x, dtype=np.float32)
+            x = np.asarray(x)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"[{op}] {name} must be a numeric array, got {type(x).__name__}: {exc}") from None
+        if x.dtype.kind == "O":  # e.g. a mixed pandas frame: numbers (None becomes NaN) or an error
+            try:
+                x = x.astype(np.float64)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"[{op}] {name} must be a numeric array, got objects: {exc}") from None
+        # Booleans, integers and real floats only: complex would lose its imaginary part
+        # and strings would be parsed, both silently.
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"[{op}] {name} must be a numeric array of real numbers, got dtype {x.dtype}")
+        # Values beyond float32's range become inf here, and fit reports them as such.
+        with np.errstate(over="ignore"):
+            x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 2:
         raise ValueError(f"[{op}] {name} must be 2-D (samples, features), got shape {x.shape}")
     if x.shape[0] == 0:
@@ -65,6 +77,7 @@ class Sequential:
                  seed: Optional[int] = None, name: str = "sequential"):
         if not isinstance(device, str):
             raise TypeError(f"device must be a string such as 'cpu', got {type(device).__name__}")
+        device = _core.check_device(device)
         if seed is None:
             seed = int(np.random.SeedSequence().entropy % (2**63))
         self.seed = _positive_int(seed, "seed", "Sequential", minimum=0)
@@ -76,11 +89,17 @@ class Sequential:
         self._optimizer: Optional[optimizers_mod.Optimizer] = None
         self._metrics: Tuple[str, ...] = ()
         self.history: Optional[History] = None
-        for layer in layers:
-            self.add(layer)
         self._input_dim = None
-        if input_dim is not None:
-            self.build(_positive_int(input_dim, "input_dim", "Sequential"))
+        try:
+            for layer in layers:
+                self.add(layer)
+            if input_dim is not None:
+                self.build(_positive_int(input_dim, "input_dim", "Sequential"))
+        except BaseException:
+            # A model that failed to construct must not keep the layers it was given.
+            for layer in self.layers:
+                layer._model, layer._index, layer.input_dim = None, -1, None
+            raise
 
     # -- structure ---------------------------------------------------------------------
 
@@ -91,8 +110,10 @@ class Sequential:
             raise ValueError(f"layer {layer.name!r} already belongs to a model")
         if self._net is not None:
             raise ValueError("cannot add layers to a built model")
+        taken = {lay.name for lay in self.layers}
+        if layer.name in taken:
+            raise ValueError(f"the model already has a layer named {layer.name!r}; layer names must be unique")
         if layer.name is None:
-            taken = {lay.name for lay in self.layers}
             base, i = layer._kind, 0
             layer.name = base
             while layer.name in taken:
@@ -148,13 +169,20 @@ class Sequential:
         return [w for layer in self.layers for w in layer.get_weights()]
 
     def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        """Sets every layer's weights, in get_weights() order; all are checked before any
+        is written, so a bad array leaves the model unchanged."""
         weights = list(weights)
+        checked = []
         for layer in self.layers:
-            n = len(layer.get_weights())
-            layer.set_weights(weights[:n])
+            n = layer._num_weight_arrays
+            if len(weights) < n:
+                raise ValueError(f"set_weights got too few arrays: layer {layer.name!r} needs {n} more")
+            checked.append((layer, layer._check_weights(weights[:n])))
             weights = weights[n:]
         if weights:
             raise ValueError(f"set_weights got {len(weights)} more arrays than the model has")
+        for layer, arrays in checked:
+            layer._assign(arrays)
 
     def summary(self, print_fn: Callable[[str], None] = print) -> None:
         self._require_built("summary")
@@ -182,7 +210,7 @@ class Sequential:
         """Sets the optimizer, the loss and the metrics; resets the optimizer state."""
         optimizer = optimizers_mod.get(optimizer)
         loss = losses_mod.get(loss)
-        metrics = tuple(metrics or ())
+        metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics or ())
         for m in metrics:
             if m not in _METRICS:
                 raise ValueError(f"unknown metric {m!r}; available: {', '.join(_METRICS)}")
@@ -250,7 +278,7 @@ class Sequential:
         classes = 2 if self._loss.name == "binary_cross_entropy" else out
         lo, hi = y.min(), y.max()
         if lo < 0 or hi >= classes:
-            bad = lo if lo < 0 else hi
+            bad = int(lo if lo < 0 else hi)
             raise ValueError(f"[{op}] {name} contains label {bad!r} outside [0, {classes})"
                              f" (the model has {out} output{'s' if out != 1 else ''})")
         return np.ascontiguousarray(y, dtype=np.int32)
@@ -371,7 +399,7 @@ class Sequential:
                 and x.shape[0] > 0 and self._net is not None):
             x = _as_features(x, "x", op)
             self._ensure_ready(x, op)
-        if batch_size != 1024:
+        if not (type(batch_size) is int and batch_size > 0):
             batch_size = _positive_int(batch_size, "batch_size", op)
         if out is None:
             out = np.empty((x.shape[0], self._net.output_dim), dtype=np.float32)

@@ -15,7 +15,9 @@ def _number(owner: str, name: str, value, *, low: float = 0.0, high: Optional[fl
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise ValueError(f"{owner} {name} must be a finite number, got {value!r}")
     if value < low or (high is not None and (value >= high if high_open else value > high)):
-        bound = f"[{low}, {high})" if high_open else (f">= {low}" if high is None else f"[{low}, {high}]")
+        if high is None:
+            raise ValueError(f"{owner} {name} must be >= {low:g}, got {value!r}")
+        bound = f"[{low:g}, {high:g})" if high_open else f"[{low:g}, {high:g}]"
         raise ValueError(f"{owner} {name} must be in {bound}, got {value!r}")
     return float(value)
 

@@ -1,0 +1,46 @@
+"""Hypothesis profiles and the fixtures every test file shares: ``device`` (each
+available device) and ``isa`` (each CPU ISA level the GEMM family has a variant for)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from customml import _core
+from support import ISA_ORDER, active_isa
+
+# The isa fixture is function-scoped but holds no per-example state (an ISA ceiling that
+# stays put for the whole test), so hypothesis need not reset it between examples.
+_shared = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# ci: the same examples every run (derandomize), a capped count so the suite stays
+# within its time budget on a 2-core runner, and the reproduction blob printed on failure.
+settings.register_profile("ci", derandomize=True, max_examples=25, print_blob=True, **_shared)
+settings.register_profile("dev", max_examples=60, **_shared)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+# "cuda" is generated only where it can run; tests/test_devices.py reports why not.
+# (The tests hand the ops NumPy arrays; when a CUDA backend lands, "cuda" runs will need
+# its device arrays, converted here in one place.)
+DEVICES = ["cpu"] + (["cuda"] if _core.cuda_available() else [])
+
+
+@pytest.fixture(params=DEVICES, scope="session")
+def device(request) -> str:
+    return request.param
+
+
+@pytest.fixture(params=["portable", "avx2", "avx512"])
+def isa(request):
+    """Caps the kernels at one ISA level for the test and restores the original level
+    afterwards; skips when the CPU lacks the level (a lower one would run instead)."""
+    wanted = request.param
+    original = active_isa()
+    active = _core._set_isa(wanted)
+    try:
+        if ISA_ORDER.index(active) < ISA_ORDER.index(wanted):
+            pytest.skip(f"this CPU lacks {wanted} (it supports up to {active})")
+        yield active
+    finally:
+        _core._set_isa(original)

@@ -1,0 +1,282 @@
+"""The NumPy specification of every op in ``customml.ops``, one function per op with the
+op's name (STYLE rule 1).
+
+Inputs are the float32 (int32) arrays the op receives; the maths is float64, so each
+function is the exact value the float32 kernel approximates, and the tests bound the
+difference with a tolerance argued from the kernel's float32 operations. Scalar
+configuration (lr, betas, rates, ...) crosses the binding as C ``float``: callers pass
+values that are exactly representable in float32, and the functions round them once more
+with ``np.float32`` to say so. Pure functions: optimizer references return new state
+instead of updating in place.
+
+Two ops are specified in float32 on purpose, because they are exact by construction:
+``count_correct`` (a comparison) and ``dropout`` (a Philox bit mask and one float32
+multiply).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+ACTIVATIONS = ("identity", "relu", "sigmoid", "tanh", "gelu")
+
+GELU_C = math.sqrt(2.0 / math.pi)
+GELU_A = 0.044715
+
+
+def _f64(a) -> np.ndarray:
+    return np.asarray(a, dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------- activations
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    # exp of a non-positive argument only: no overflow for |z| up to float32 max.
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def gelu_inner(z: np.ndarray) -> np.ndarray:
+    """u = c (z + a z^3), the argument of tanh in the tanh-form GELU."""
+    return GELU_C * (z + GELU_A * z**3)
+
+
+def activation_forward(name: str, z) -> np.ndarray:
+    """act(z) in float64 for each activation name (gelu: 0.5 z (1 + tanh(c (z + a z^3))))."""
+    z = _f64(z)
+    if name == "identity":
+        return z.copy()
+    if name == "relu":
+        return np.where(z > 0, z, 0.0)
+    if name == "sigmoid":
+        return _sigmoid(z)
+    if name == "tanh":
+        return np.tanh(z)
+    if name == "gelu":
+        return 0.5 * z * (1.0 + np.tanh(gelu_inner(z)))
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def gelu_grad(z) -> np.ndarray:
+    """d gelu / dz = 0.5 (1 + t) + 0.5 z (1 - t^2) c (1 + 3 a z^2), t = tanh(u)."""
+    z = _f64(z)
+    t = np.tanh(gelu_inner(z))
+    s = 1.0 - t * t
+    # Where t saturates s is exactly 0 and the second term is 0 (never 0 * inf).
+    second = np.where(s == 0.0, 0.0, 0.5 * z * s * GELU_C * (1.0 + 3.0 * GELU_A * z * z))
+    return 0.5 * (1.0 + t) + second
+
+
+def activation_backward(name: str, dy, y, z=None) -> np.ndarray:
+    """dL/dz from dL/dy: a function of the forward output y for relu, sigmoid and tanh
+    (which is what the op receives), of the pre-activation z for gelu."""
+    dy, y = _f64(dy), _f64(y)
+    if name == "identity":
+        return dy.copy()
+    if name == "relu":
+        return np.where(y > 0, dy, 0.0)
+    if name == "sigmoid":
+        return dy * y * (1.0 - y)
+    if name == "tanh":
+        return dy * (1.0 - y * y)
+    if name == "gelu":
+        if z is None:
+            raise ValueError("gelu backward needs z")
+        return dy * gelu_grad(z)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+# ---------------------------------------------------------------------------- dense
+
+
+def dense_forward(x, weight, bias, *, activation: str = "identity") -> Tuple[np.ndarray, np.ndarray]:
+    """x (batch, in), weight (in, out), bias (out,) -> (y, z): z = x @ weight + bias,
+    y = activation(z)."""
+    z = _f64(x) @ _f64(weight) + _f64(bias)
+    return activation_forward(activation, z), z
+
+
+def dense_backward(dy, x, weight, y, *, z=None, activation: str = "identity",
+                   need_dx: bool = True) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
+    """Gradients of dense_forward: (dx, dweight, dbias) with dz = dy * act'(.),
+    dweight = x^T dz, dbias = sum over the batch of dz, dx = dz weight^T (None unless
+    need_dx)."""
+    dz = activation_backward(activation, dy, y, z)
+    dw = _f64(x).T @ dz
+    db = dz.sum(axis=0)
+    dx = dz @ _f64(weight).T if need_dx else None
+    return dx, dw, db
+
+
+# ---------------------------------------------------------------------------- losses
+
+
+def softmax_cross_entropy(logits, labels, *, class_weights=None,
+                          label_smoothing: float = 0.0) -> Tuple[float, np.ndarray]:
+    """Weighted mean softmax cross-entropy and its gradient w.r.t. the logits.
+
+    q_i = (1 - eps) onehot(y_i) + eps / C; l_i = -sum_c q_ic log softmax(logits_i)_c;
+    w_i = class_weights[y_i] (1 without weights); loss = sum_i w_i l_i / sum_i w_i and
+    grad_i = w_i / sum_i w_i (softmax(logits_i) - q_i). When sum_i w_i == 0 the loss is
+    defined as 0 with a zero gradient.
+    """
+    z = _f64(logits)
+    labels = np.asarray(labels)
+    batch, classes = z.shape
+    eps = float(np.float32(label_smoothing))
+    q = np.full((batch, classes), eps / classes)
+    q[np.arange(batch), labels] += 1.0 - eps
+    d = z - z.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(d).sum(axis=1))
+    logp = d - lse[:, None]
+    row_loss = -(q * logp).sum(axis=1)
+    w = np.ones(batch) if class_weights is None else _f64(class_weights)[labels]
+    total = w.sum()
+    if total == 0.0:
+        return 0.0, np.zeros((batch, classes))
+    p = np.exp(logp)
+    grad = (w / total)[:, None] * (p - q)
+    return float((w * row_loss).sum() / total), grad
+
+
+def binary_cross_entropy_with_logits(logits, targets) -> Tuple[float, np.ndarray]:
+    """mean_i [softplus(z_i) - z_i t_i] and its gradient (sigmoid(z) - t) / n."""
+    z, t = _f64(logits), _f64(targets)
+    n = z.size
+    loss = np.logaddexp(0.0, z) - z * t
+    return float(loss.sum() / n), (_sigmoid(z) - t) / n
+
+
+def mse(pred, target) -> Tuple[float, np.ndarray]:
+    """mean (pred - target)^2 over all elements and its gradient 2 (pred - target) / n."""
+    d = _f64(pred) - _f64(target)
+    n = d.size
+    return float((d * d).sum() / n), 2.0 * d / n
+
+
+def count_correct(logits, labels) -> int:
+    """Rows whose first maximal logit is the label (numpy.argmax semantics); with one
+    column, rows where (logit > 0) == (label != 0)."""
+    logits = np.asarray(logits)
+    labels = np.asarray(labels)
+    if logits.shape[1] == 1:
+        return int(((logits[:, 0] > 0) == (labels != 0)).sum())
+    return int((np.argmax(logits, axis=1) == labels).sum())
+
+
+# ---------------------------------------------------------------------------- dropout
+
+PHILOX_M0, PHILOX_M1 = np.uint64(0xD2511F53), np.uint64(0xCD9E8D57)
+PHILOX_W0, PHILOX_W1 = np.uint64(0x9E3779B9), np.uint64(0xBB67AE85)
+_LO32 = np.uint64(0xFFFFFFFF)
+_32 = np.uint64(32)
+
+
+def philox4x32_10(seed: int, stream: int, block) -> np.ndarray:
+    """Philox4x32-10 (Salmon et al., SC'11; Random123's philox4x32_R(10, ctr, key)) of
+    counter (block low32, block high32, stream low32, stream high32) under key (seed
+    low32, seed high32), for an array of blocks: returns (len(block), 4) uint32.
+
+    uint64 arithmetic: a 32 x 32-bit product fits exactly, so mulhilo is a shift and a mask.
+    """
+    block = np.asarray(block, dtype=np.uint64)
+    c0, c1 = block & _LO32, block >> _32
+    c2 = np.full_like(block, np.uint64(stream) & _LO32)
+    c3 = np.full_like(block, np.uint64(stream) >> _32)
+    k0, k1 = np.uint64(seed) & _LO32, np.uint64(seed) >> _32
+    for _ in range(10):
+        p0 = PHILOX_M0 * c0
+        p1 = PHILOX_M1 * c2
+        c0, c1, c2, c3 = (p1 >> _32) ^ c1 ^ k0, p1 & _LO32, (p0 >> _32) ^ c3 ^ k1, p0 & _LO32
+        k0 = (k0 + PHILOX_W0) & _LO32
+        k1 = (k1 + PHILOX_W1) & _LO32
+    return np.stack([c0, c1, c2, c3], axis=-1).astype(np.uint32)
+
+
+def dropout_uniform(n: int, seed: int, stream: int) -> np.ndarray:
+    """The uniform draw of element i in [0, 1): lane i % 4 of Philox block i // 4, top 24
+    bits scaled by 2**-24 (exact in float32)."""
+    blocks = np.arange((n + 3) // 4, dtype=np.uint64)
+    bits = philox4x32_10(seed, stream, blocks).reshape(-1)[:n]
+    return (bits >> np.uint32(8)).astype(np.float64) * 2.0**-24
+
+
+def dropout(x, *, rate: float, seed: int, stream: int) -> np.ndarray:
+    """Inverted dropout, float32-exact: element i is kept iff its uniform draw >= rate
+    (rate as float32), and then y_i = x_i * scale with scale = 1.0f / (1.0f - rate)
+    evaluated in float32 (two roundings: 1 - rate, then the reciprocal); dropped elements
+    are +0.0."""
+    x = np.asarray(x, dtype=np.float32)
+    rate32 = np.float32(rate)
+    scale = np.float32(1.0) / (np.float32(1.0) - rate32)
+    keep = (dropout_uniform(x.size, seed, stream) >= float(rate32)).reshape(x.shape)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.where(keep, x * scale, np.float32(0.0)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------- optimizers
+
+
+def decay_mask(n: int, no_decay: Sequence[Tuple[int, int]]) -> np.ndarray:
+    """True where weight decay applies: outside every [begin, end) no_decay segment."""
+    mask = np.ones(n, bool)
+    for begin, end in no_decay:
+        mask[begin:end] = False
+    return mask
+
+
+def sgd_update(param, grad, velocity=None, *, lr: float, momentum: float = 0.0, nesterov: bool = False,
+               weight_decay: float = 0.0, no_decay: Sequence[Tuple[int, int]] = ()):
+    """One torch.optim.SGD step (dampening 0) over flat buffers: g = grad + wd p (wd = 0
+    inside no_decay); with momentum v = mu v + g and the step is g + mu v (nesterov) or v;
+    p -= lr step. Returns (param, velocity) (velocity unchanged when momentum is 0)."""
+    lr, mu, wd = (float(np.float32(a)) for a in (lr, momentum, weight_decay))
+    p = _f64(param).reshape(-1)
+    g = _f64(grad).reshape(-1) + np.where(decay_mask(p.size, no_decay), wd, 0.0) * p
+    v = None if velocity is None else _f64(velocity).reshape(-1)
+    if mu == 0.0:
+        step = g
+    else:
+        v = mu * v + g
+        step = g + mu * v if nesterov else v
+    shape = np.shape(param)
+    return (p - lr * step).reshape(shape), (None if v is None else v.reshape(shape))
+
+
+def adam_update(param, grad, m, v, vmax=None, *, lr: float, step: int, beta1: float = 0.9, beta2: float = 0.999,
+                eps: float = 1e-8, weight_decay: float = 0.0, decoupled: bool = False, amsgrad: bool = False,
+                no_decay: Sequence[Tuple[int, int]] = ()):
+    """One torch.optim.Adam (decoupled=False: L2, g += wd p) or AdamW (decoupled=True:
+    p *= 1 - lr wd first) step, wd = 0 inside no_decay:
+    m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; vhat = max(vmax, v) with amsgrad,
+    else v; p -= lr / (1 - b1^t) * m / (sqrt(vhat) / sqrt(1 - b2^t) + eps).
+    Returns (param, m, v, vmax) (vmax None without amsgrad)."""
+    lr, b1, b2, eps, wd = (float(np.float32(a)) for a in (lr, beta1, beta2, eps, weight_decay))
+    shape = np.shape(param)
+    p = _f64(param).reshape(-1)
+    wd_i = np.where(decay_mask(p.size, no_decay), wd, 0.0)
+    if decoupled:
+        p = p * (1.0 - lr * wd_i)
+        g = _f64(grad).reshape(-1)
+    else:
+        g = _f64(grad).reshape(-1) + wd_i * p
+    m = b1 * _f64(m).reshape(-1) + (1.0 - b1) * g
+    v = b2 * _f64(v).reshape(-1) + (1.0 - b2) * g * g
+    vhat = np.maximum(_f64(vmax).reshape(-1), v) if amsgrad else v
+    bias1 = 1.0 - b1**step
+    bias2_sqrt = math.sqrt(1.0 - b2**step)
+    p = p - (lr / bias1) * m / (np.sqrt(vhat) / bias2_sqrt + eps)
+    return p.reshape(shape), m.reshape(shape), v.reshape(shape), (vhat.reshape(shape) if amsgrad else None)
+
+
+def clip_by_global_norm(grad, max_norm: float) -> Tuple[np.ndarray, float]:
+    """torch.nn.utils.clip_grad_norm_: norm = ||grad||_2, coef = max_norm / (norm + 1e-6),
+    grad scaled by coef only if coef < 1. Returns (grad, norm before scaling)."""
+    g = _f64(grad)
+    norm = float(np.sqrt(np.sum(g * g)))
+    coef = float(np.float32(max_norm)) / (norm + 1e-6)
+    return (g * coef if coef < 1.0 else g.copy()), norm

@@ -1,0 +1,131 @@
+"""Shared test support: sizes and float32 value families for hypothesis, NaN-filled
+outputs, the ISA switch, and an elementwise tolerance check that names the worst offenders.
+
+Values are generated with NumPy from a hypothesis-drawn seed and a hypothesis-drawn
+"kind" (hypothesis draws the problem, NumPy fills it): drawing every element through
+hypothesis would make 257 x 257 operands far too slow for the CI budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+from hypothesis import strategies as st
+
+import customml
+from customml import _core
+
+U32 = 2.0**-24  # unit roundoff of float32 (half an ulp of 1)
+U64 = 2.0**-53  # unit roundoff of float64
+TINY32 = 2.0**-149  # smallest float32 subnormal: the absolute error of one underflowing rounding is at most half of it
+
+ISA_ORDER = ("portable", "avx2", "avx512", "avx512_vnni", "amx")
+
+# 1, small odd sizes, and every GEMM blocking boundary +-1: MR = 4 / 6 / 12 rows,
+# NR = 16 / 32 columns, MC = 120 rows, KC = 256 depth (NC = 1024 columns is reached by
+# explicit examples, since a random size that large would dominate the run time).
+TILE_SIZES = (1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 15, 16, 17, 31, 32, 33, 119, 120, 121, 255, 256, 257)
+sizes = st.one_of(st.sampled_from(TILE_SIZES), st.integers(1, 40))
+seeds = st.integers(0, 2**32 - 1)
+
+# Value families. "ints" gives exact arithmetic, exact zeros (relu boundaries) and ties
+# (argmax); "huge" and "tiny" reach overflow / underflow paths; "subnormal" is entirely
+# below 2**-126; "mixed" sprinkles signed zeros, tiny, subnormal and huge entries
+# into normal data.
+VALUE_KINDS = ("normal", "wide", "ints", "tiny", "subnormal", "huge", "mixed")
+
+
+def make_values(rng: np.random.Generator, shape, kind: str, *, scale: float = 1.0, huge: float = 1e20) -> np.ndarray:
+    """A float32 array of ``shape`` from the family ``kind`` (see VALUE_KINDS)."""
+    shape = tuple(shape)
+    n = int(np.prod(shape, dtype=np.int64))
+    if kind == "normal":
+        a = rng.standard_normal(n) * scale
+    elif kind == "wide":  # magnitudes spread over 1e-6 .. 1e6, random signs
+        a = rng.choice([-1.0, 1.0], n) * 10.0 ** rng.uniform(-6, 6, n) * scale
+    elif kind == "ints":
+        a = rng.integers(-3, 4, n).astype(np.float64)
+    elif kind == "tiny":
+        a = rng.standard_normal(n) * 1e-30
+    elif kind == "subnormal":
+        a = rng.integers(-(2**23) + 1, 2**23, n) * TINY32
+    elif kind == "huge":
+        a = rng.standard_normal(n) * scale
+        pick = rng.random(n) < 0.25
+        a[pick] = rng.choice([-huge, huge], int(pick.sum())) * rng.uniform(0.5, 1.0, int(pick.sum()))
+    elif kind == "mixed":
+        a = rng.standard_normal(n) * scale
+        specials = np.array([0.0, -0.0, 1e-30, -1e-30, 3 * TINY32, -TINY32, huge, -huge])
+        pick = rng.random(n) < 0.3
+        a[pick] = rng.choice(specials, int(pick.sum()))
+    else:
+        raise ValueError(f"unknown value kind {kind!r}")
+    return a.astype(np.float32).reshape(shape)
+
+
+def nan_filled(shape) -> np.ndarray:
+    """An output buffer in which any element the kernel forgets to write stays NaN."""
+    return np.full(shape, np.nan, np.float32)
+
+
+def assert_float32_array(a, shape, name: str) -> None:
+    assert isinstance(a, np.ndarray), f"{name} is {type(a).__name__}, not a NumPy array"
+    assert a.shape == tuple(shape), f"{name} has shape {a.shape}, expected {tuple(shape)}"
+    assert a.dtype == np.float32, f"{name} has dtype {a.dtype}, expected float32"
+
+
+def assert_close(got, want, tol, name: str) -> None:
+    """|got - want| <= tol elementwise, in float64. NaN in ``got`` fails wherever ``want``
+    is not NaN (so unwritten NaN-filled outputs fail); equal infinities pass."""
+    got = np.asarray(got, np.float64)
+    want = np.asarray(want, np.float64)
+    tol = np.broadcast_to(np.asarray(tol, np.float64), want.shape)
+    assert got.shape == want.shape, f"{name}: shape {got.shape} != reference {want.shape}"
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.abs(got - want)
+        ok = (err <= tol) | (got == want) | (np.isnan(got) & np.isnan(want))
+    if not ok.all():
+        bad = np.argwhere(~ok.reshape(want.shape) if want.ndim else ~ok.reshape(1))
+        lines = []
+        for idx in bad[:5]:
+            i = tuple(idx) if want.ndim else ()
+            lines.append(f"  at {i}: got {got[i]!r}, want {want[i]!r}, |err| {err[i]!r} > tol {tol[i]!r}")
+        raise AssertionError(f"{name}: {len(bad)} of {want.size} elements outside tolerance\n" + "\n".join(lines))
+
+
+def assert_same_bits(a: np.ndarray, b: np.ndarray, name: str) -> None:
+    """Bit-identical arrays (NaN payloads and the sign of zero included)."""
+    assert a.shape == b.shape and a.dtype == b.dtype, f"{name}: {a.shape}/{a.dtype} vs {b.shape}/{b.dtype}"
+    if a.tobytes() != b.tobytes():
+        diff = np.argwhere(a.view(np.uint32) != b.view(np.uint32))
+        i = tuple(diff[0])
+        raise AssertionError(f"{name}: {len(diff)} elements differ in their bits, first at {i}: {a[i]!r} vs {b[i]!r}")
+
+
+def active_isa() -> str:
+    return customml.build_info()["isa"]
+
+
+@contextlib.contextmanager
+def use_isa(level: str):
+    """Caps the kernels at ``level`` for the block; yields the level actually active
+    (lower when the CPU lacks ``level``) and restores the previous level afterwards."""
+    original = active_isa()
+    try:
+        yield _core._set_isa(level)
+    finally:
+        _core._set_isa(original)
+
+
+def isa_available(level: str) -> bool:
+    return ISA_ORDER.index(customml.build_info()["isa_detected"]) >= ISA_ORDER.index(level)
+
+
+@st.composite
+def no_decay_segments(draw, n: int):
+    """Sorted, disjoint [begin, end) ranges of [0, n), possibly empty or touching."""
+    cuts = sorted(draw(st.lists(st.integers(0, n), max_size=6)))
+    segs = [(cuts[i], cuts[i + 1]) for i in range(0, len(cuts) - 1, 2)]
+    return segs
+

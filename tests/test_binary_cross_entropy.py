@@ -1,0 +1,139 @@
+"""binary_cross_entropy_with_logits against tests/reference.py on every device."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+import reference
+from customml import ops
+from support import (
+    TINY32,
+    U32,
+    U64,
+    VALUE_KINDS,
+    assert_close,
+    assert_float32_array,
+    assert_same_bits,
+    make_values,
+    nan_filled,
+    seeds,
+    sizes,
+)
+
+TARGET_KINDS = ("binary", "soft", "mixed")
+
+# (shape, logit kind, target kind, seed); any rank, the loss is over all elements.
+bce_problems = st.tuples(
+    st.lists(sizes, min_size=1, max_size=3).filter(lambda s: np.prod(s) <= 1 << 15),
+    st.sampled_from(VALUE_KINDS),
+    st.sampled_from(TARGET_KINDS),
+    seeds,
+)
+
+
+def build(problem):
+    shape, kind, target_kind, seed = problem
+    rng = np.random.default_rng(seed)
+    logits = make_values(rng, shape, kind, scale=4.0)  # "huge": +-1e20, far past saturation
+    if target_kind == "binary":
+        targets = rng.integers(0, 2, shape).astype(np.float32)
+    elif target_kind == "soft":
+        targets = rng.random(shape).astype(np.float32)
+    else:
+        targets = np.where(rng.random(shape) < 0.5, rng.integers(0, 2, shape), rng.random(shape)).astype(np.float32)
+    return logits, targets
+
+
+def tolerances(logits, targets):
+    """The kernel sums max(z, 0) - z t + log1p(exp(-|z|)) in float64 from float32 inputs
+    (z t of two float32 is exact in float64), so the loss is float64-accurate: a few
+    roundings per term plus n for the sum, relative to the sum of the terms' magnitudes
+    (the terms cancel for confident, correct logits: z = 1e20, t = 1 gives exactly 0).
+
+    The gradient (sigmoid(z) - t) * fl32(1 / n) is float32: the stable sigmoid errs by
+    <= 4u relative (expf, an add, a division), the subtraction and the two roundings of
+    1 / n and the product add 3u of the result.
+    """
+    z, t = logits.astype(np.float64), targets.astype(np.float64)
+    n = z.size
+    terms = np.maximum(z, 0) + np.abs(z * t) + np.log1p(np.exp(-np.abs(z)))
+    loss_tol = 2 * (n + 8) * U64 * terms.sum() / n
+    sig = 1.0 / (1.0 + np.exp(-np.clip(z, -700, 700)))
+    grad_tol = (4 * U32 * sig + 3 * U32 * np.abs(sig - t)) / n + 2 * TINY32
+    return loss_tol, grad_tol
+
+
+@given(problem=bce_problems)
+@example(problem=([1025, 33], "huge", "mixed", 1))
+@example(problem=([1], "normal", "binary", 2))
+@example(problem=([5, 1, 3], "mixed", "soft", 3))
+def test_binary_cross_entropy_matches_reference(device, problem):
+    logits, targets = build(problem)
+    grad = nan_filled(logits.shape)
+    loss, ret = ops.binary_cross_entropy_with_logits(logits, targets, grad_out=grad, device=device)
+    assert ret is grad
+    assert isinstance(loss, float)
+    assert_float32_array(grad, logits.shape, "grad_out")
+    loss_ref, grad_ref = reference.binary_cross_entropy_with_logits(logits, targets)
+    loss_tol, grad_tol = tolerances(logits, targets)
+    assert_close(loss, loss_ref, loss_tol, "loss")
+    assert_close(grad, grad_ref, grad_tol, "grad")
+    loss2, none = ops.binary_cross_entropy_with_logits(logits, targets, need_grad=False, device=device)
+    assert none is None and loss2 == loss
+    loss3, grad3 = ops.binary_cross_entropy_with_logits(logits, targets, device=device)
+    assert loss3 == loss
+    assert_same_bits(grad3, grad, "grad of a second call")
+
+
+@pytest.mark.parametrize("z", [1e20, -1e20, 3e38, -3e38, 1e4, -1e4, 0.0, -0.0, 1e-45])
+@pytest.mark.parametrize("t", [0.0, 1.0, 0.25])
+def test_binary_cross_entropy_extreme_logits(device, z, t):
+    # log(1 + exp(z)) must not overflow: the loss is |z| (1 - t) or |z| t, the gradient
+    # sigmoid(z) - t, both finite.
+    logits = np.full(3, z, np.float32)
+    targets = np.full(3, t, np.float32)
+    loss, grad = ops.binary_cross_entropy_with_logits(logits, targets, device=device)
+    loss_ref, grad_ref = reference.binary_cross_entropy_with_logits(logits, targets)
+    assert np.isfinite(loss) and np.isfinite(grad).all()
+    loss_tol, grad_tol = tolerances(logits, targets)
+    assert_close(loss, loss_ref, loss_tol, "loss")
+    assert_close(grad, grad_ref, grad_tol, "grad")
+
+
+def _call(device, **over):
+    kw = dict(logits=np.zeros((4, 3), np.float32), targets=np.zeros((4, 3), np.float32), device=device)
+    kw.update(over)
+    return lambda: ops.binary_cross_entropy_with_logits(kw.pop("logits"), kw.pop("targets"), **kw)
+
+
+OP = r"\[binary_cross_entropy_with_logits\]"
+BAD = {
+    "logits float64": (dict(logits=np.zeros((4, 3))), TypeError, OP + r" logits must be float32"),
+    "targets int32": (dict(targets=np.zeros((4, 3), np.int32)), TypeError, OP + r" targets must be float32"),
+    "grad_out float64": (dict(grad_out=np.zeros((4, 3))), TypeError, OP + r" grad_out must be float32"),
+    "targets shape": (dict(targets=np.zeros((4, 4), np.float32)), ValueError, OP + r" targets has shape"),
+    "targets rank": (dict(targets=np.zeros(12, np.float32)), ValueError, OP + r" targets has shape"),
+    "grad_out shape": (dict(grad_out=np.zeros((3, 4), np.float32)), ValueError, OP + r" grad_out has shape"),
+    "empty": (dict(logits=np.zeros((0, 3), np.float32), targets=np.zeros((0, 3), np.float32)), ValueError,
+              OP + r" logits is empty"),
+    "logits strided": (dict(logits=np.zeros((4, 6), np.float32)[:, ::2]), ValueError, OP + r" logits must be C-contiguous"),
+    "targets transposed": (dict(targets=np.zeros((3, 4), np.float32).T), ValueError, OP + r" targets must be C-contiguous"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_binary_cross_entropy_rejects_bad_input(device, case):
+    over, exc, match = BAD[case]
+    with pytest.raises(exc, match=match):
+        _call(device, **over)()
+
+
+@pytest.mark.parametrize("which", ["logits", "targets"])
+def test_binary_cross_entropy_rejects_grad_aliasing_an_input(device, which):
+    logits, targets = np.zeros((4, 3), np.float32), np.zeros((4, 3), np.float32)
+    alias = logits if which == "logits" else targets
+    with pytest.raises(ValueError, match=OP + rf" grad_out shares memory with {which}"):
+        ops.binary_cross_entropy_with_logits(logits, targets, grad_out=alias, device=device)
