@@ -75,7 +75,7 @@ def environment(data: dict) -> str:
         f"- build measured: `_core` sha256 `{prov.get('core_sha256', '?')[:16]}`, installed {prov.get('core_mtime', '?')}; "
         f"source tree HEAD `{prov.get('source_head')}`" + (" with uncommitted changes" if prov.get("source_dirty") else ""),
         f"- NumPy BLAS: {blas} (threadpoolctl.threadpool_limits(1) for the whole session)",
-        f"- torch: " + ("not importable; its benchmarks were skipped" if torch is None
+        "- torch: " + ("not importable; its benchmarks were skipped" if torch is None
                         else f"{torch['version']}, {torch['num_threads']} thread(s)"),
         f"- thread/BLAS environment variables: {set_vars}",
         f"- peak: {peak_line}",

@@ -62,6 +62,14 @@ void check_finite_param(const char* op, const char* name, float v) {
   if (!std::isfinite(v)) fail(op, std::string(name) + " must be finite, got " + std::to_string(v));
 }
 
+// x: (batch, in) against weight: (in, out), both sizes of weight >= 1.
+void check_x_against_weight(const char* op, const Tensor& x, const Tensor& w) {
+  if (x.dim(1) != w.dim(0))
+    fail(op, "x has " + std::to_string(x.dim(1)) + " columns but weight has " + std::to_string(w.dim(0)) +
+                 " rows");
+  if (w.dim(0) == 0 || w.dim(1) == 0) fail(op, "weight has shape " + w.shape_str() + "; both sizes must be >= 1");
+}
+
 float* f32(const Tensor& t) { return t.ptr<float>(); }
 float* f32(const Tensor* t) { return t ? t->ptr<float>() : nullptr; }
 
@@ -74,10 +82,7 @@ void dense_forward(const Tensor& y, const Tensor* z, const Tensor& x, const Tens
   check(op, "weight", w, DType::f32, 2);
   check(op, "bias", b, DType::f32, 1);
   check(op, "out", y, DType::f32, 2);
-  if (x.dim(1) != w.dim(0))
-    fail(op, "x has " + std::to_string(x.dim(1)) + " columns but weight has " + std::to_string(w.dim(0)) +
-                 " rows");
-  if (w.dim(0) == 0 || w.dim(1) == 0) fail(op, "weight has shape " + w.shape_str() + "; both sizes must be >= 1");
+  check_x_against_weight(op, x, w);
   check_shape(op, "bias", b, {w.dim(1)});
   check_shape(op, "out", y, {x.dim(0), w.dim(1)});
   for (const auto& [n, t] : {std::pair{"weight", &w}, {"bias", &b}, {"out", &y}}) check_device(op, n, *t, x);
@@ -106,10 +111,7 @@ void dense_backward(const Tensor* dx, const Tensor& dw, const Tensor& db, const 
   check(op, "y", y, DType::f32, 2);
   check(op, "dweight", dw, DType::f32, 2);
   check(op, "dbias", db, DType::f32, 1);
-  if (x.dim(1) != w.dim(0))
-    fail(op, "x has " + std::to_string(x.dim(1)) + " columns but weight has " + std::to_string(w.dim(0)) +
-                 " rows");
-  if (w.dim(0) == 0 || w.dim(1) == 0) fail(op, "weight has shape " + w.shape_str() + "; both sizes must be >= 1");
+  check_x_against_weight(op, x, w);
   const int64_t batch = x.dim(0), in = w.dim(0), out = w.dim(1);
   check_shape(op, "dy", dy, {batch, out});
   check_shape(op, "y", y, {batch, out});

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 import customml as cm
-from customml import _core
 
 
 def _data(n=203, d=12, classes=4, seed=0):
@@ -43,20 +42,6 @@ def _same(a, b) -> bool:
     return _bits(a) == _bits(b)
 
 
-@pytest.fixture(params=["portable", "avx2", "avx512"])
-def isa_level(request):
-    """Caps the kernels at one ISA level and restores the active level afterwards."""
-    original = cm.build_info()["isa"]
-    order = ("portable", "avx2", "avx512", "avx512_vnni", "amx")
-    active = _core._set_isa(request.param)
-    try:
-        if order.index(active) < order.index(request.param):
-            pytest.skip(f"this CPU lacks {request.param}")
-        yield active
-    finally:
-        _core._set_isa(original)
-
-
 def test_same_seed_same_initial_weights():
     a, b = _model(7), _model(7)
     ws = a.get_weights()
@@ -78,7 +63,7 @@ def test_unseeded_models_differ():
     assert _same(a, cm.Sequential([cm.layers.Dense(16)], input_dim=8, seed=a.seed))
 
 
-def test_same_seed_bit_identical_after_fit(isa_level):
+def test_same_seed_bit_identical_after_fit(isa):
     """Dropout, shuffling and validation_split: two runs agree bit for bit."""
     x, y = _data()
     runs = []

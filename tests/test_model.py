@@ -46,7 +46,6 @@ import numpy as np
 import pytest
 
 import customml as cm
-from customml import _core
 
 U32 = 2.0**-24  # unit roundoff of float32
 
@@ -1040,21 +1039,7 @@ def test_predict_proba_binary_is_sigmoid():
         reg.predict_proba(x)
 
 
-@pytest.fixture(params=["portable", "avx2", "avx512"])
-def gemm_isa(request):
-    """Caps the kernels at one ISA level and restores the active level afterwards."""
-    original = cm.build_info()["isa"]
-    order = ("portable", "avx2", "avx512", "avx512_vnni", "amx")
-    active = _core._set_isa(request.param)
-    try:
-        if order.index(active) < order.index(request.param):
-            pytest.skip(f"this CPU lacks {request.param}")
-        yield active
-    finally:
-        _core._set_isa(original)
-
-
-def test_predict_is_batch_invariant(gemm_isa):
+def test_predict_is_batch_invariant(isa):
     """predict(x)[i] == predict(x[i:i+1])[0] bit for bit: GEMMs of <= 4 rows take the
     unpacked row path, larger ones the packed microkernel; depth 300 and 1030 cross
     KC = 256, width 1030 crosses NC = 1024, 130 rows cross MC = 120."""
