@@ -13,11 +13,20 @@ Backend& backend_for(const Device& device) {
     case DeviceKind::cuda:
       return cuda_backend();
     case DeviceKind::cuda_emulated:
-      throw std::invalid_argument(
-          "device 'cuda-emulated' is not available in this version of customml (the host SIMT "
-          "emulation of the CUDA kernels has not landed yet)");
+      return emulated_cuda_backend();
   }
   throw std::invalid_argument("unknown device");
 }
+
+#ifdef CUSTOMML_SIMT_EMULATION
+bool simt_emulation_compiled() { return true; }
+#else
+bool simt_emulation_compiled() { return false; }
+
+Backend& emulated_cuda_backend() {
+  throw std::invalid_argument(
+      "device 'cuda-emulated' is not available: customml was built with CUSTOMML_SIMT_EMULATION=OFF");
+}
+#endif
 
 }  // namespace customml

@@ -133,7 +133,12 @@ class Buffer {
 // The backend of a device: "cpu" always; "cuda" only in a CUDA build with a usable GPU.
 Backend& backend_for(const Device& device);
 
-// Why the CUDA backend is unavailable ("" when it is available); from cuda/.
+// The "cuda-emulated" device (cuda/emulated_backend.cpp); throws when the build has no
+// SIMT emulation.
+Backend& emulated_cuda_backend();
+bool simt_emulation_compiled();
+
+// Whether the CUDA backend is built and usable, and why not; from cuda/.
 bool cuda_compiled();
 bool cuda_available();
 std::string cuda_unavailable_reason();

@@ -11,6 +11,10 @@
 #include <thread>
 
 #include "backend.h"
+#ifdef CUSTOMML_SIMT_EMULATION
+#include "simt/runtime.h"
+#endif
+#include <array>
 #include "cpu/gemm.h"
 #include "cpu/isa.h"
 #include "network.h"
@@ -90,6 +94,7 @@ py::dict build_info() {
   d["version"] = CUSTOMML_VERSION;
   d["compiler"] = compiler_string();
   d["cuda_compiled"] = cuda_compiled();
+  d["simt_emulation"] = simt_emulation_compiled();
   d["cpu_features"] = cpu::cpu_features();
   d["isa_detected"] = cpu::isa_name(cpu::detected_isa());
   d["isa"] = cpu::isa_name(cpu::active_isa());
@@ -145,6 +150,25 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("device"), "The canonical name of a usable device; ValueError saying why for any other.");
   m.def("cuda_unavailable_reason", &cuda_unavailable_reason);
+#ifdef CUSTOMML_SIMT_EMULATION
+  m.def(
+      "_simt_set_thread_order",
+      [](const std::string& order, uint64_t seed) {
+        simt::set_thread_order(simt::parse_thread_order(order), seed);
+      },
+      py::arg("order"), py::arg("seed") = 0,
+      "The order the SIMT emulator resumes a block's threads in (forward, reverse, shuffled); for tests.");
+  m.def(
+      "_simt_selftest",
+      [](const std::string& name, const std::vector<double>& input, std::array<unsigned, 3> grid,
+         std::array<unsigned, 3> block) {
+        py::gil_scoped_release release;
+        return simt::run_selftest(name, input, simt::dim3(grid[0], grid[1], grid[2]),
+                                  simt::dim3(block[0], block[1], block[2]));
+      },
+      py::arg("name"), py::arg("input"), py::arg("grid"), py::arg("block"),
+      "Runs one of the emulator's primitive test kernels (cuda/simt/selftest.cpp); for tests.");
+#endif
   m.def(
       "_set_isa",
       [](const std::string& level) { return std::string(cpu::isa_name(cpu::set_isa_ceiling(cpu::parse_isa(level)))); },

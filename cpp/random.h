@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "host_device.h"
+
 namespace customml {
 
 struct Philox4 {
@@ -14,7 +16,7 @@ struct Philox4 {
 // Philox4x32-10 (Salmon et al., SC'11; Random123's philox4x32 and cuRAND's
 // Philox4_32_10): key = seed, counter = (index / 4, stream). NumPy's Philox is the
 // 4x64 variant, so tests/reference.py carries its own 4x32 implementation.
-inline Philox4 philox4x32_10(uint64_t seed, uint64_t stream, uint64_t block) {
+CUSTOMML_HD inline Philox4 philox4x32_10(uint64_t seed, uint64_t stream, uint64_t block) {
   constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
   constexpr uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
   uint32_t c0 = static_cast<uint32_t>(block), c1 = static_cast<uint32_t>(block >> 32);
@@ -36,7 +38,7 @@ inline Philox4 philox4x32_10(uint64_t seed, uint64_t stream, uint64_t block) {
 }
 
 // A uniform float in [0, 1) from the top 24 bits, exactly representable.
-inline float uniform_from_bits(uint32_t bits) {
+CUSTOMML_HD inline float uniform_from_bits(uint32_t bits) {
   return static_cast<float>(bits >> 8) * (1.0f / 16777216.0f);
 }
 

@@ -20,15 +20,27 @@ settings.register_profile("ci", derandomize=True, max_examples=25, print_blob=Tr
 settings.register_profile("dev", max_examples=60, **_shared)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
-# "cuda" is generated only where it can run; tests/test_devices.py reports why not.
+# "cuda-emulated" runs the CUDA kernels on the host SIMT emulator, under two thread
+# orders (forward and reverse: a missing barrier makes them disagree with the reference);
+# "cuda" is generated only where it can run, and tests/test_devices.py reports why not.
 # (The tests hand the ops NumPy arrays; when a CUDA backend lands, "cuda" runs will need
 # its device arrays, converted here in one place.)
-DEVICES = ["cpu"] + (["cuda"] if _core.cuda_available() else [])
+DEVICES = (["cpu"]
+           + (["cuda-emulated:forward", "cuda-emulated:reverse"] if _core.build_info()["simt_emulation"] else [])
+           + (["cuda"] if _core.cuda_available() else []))
 
 
-@pytest.fixture(params=DEVICES, scope="session")
+@pytest.fixture(params=DEVICES)
 def device(request) -> str:
-    return request.param
+    name, _, order = request.param.partition(":")
+    if not order:
+        yield name
+        return
+    _core._simt_set_thread_order(order)
+    try:
+        yield name
+    finally:
+        _core._simt_set_thread_order("forward")
 
 
 @pytest.fixture(params=["portable", "avx2", "avx512"])

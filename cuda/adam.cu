@@ -1,0 +1,23 @@
+// Launcher of the Adam / AdamW update.
+
+#include <cmath>
+
+#include "cuda/adam.cuh"
+#include "cuda/launchers.h"
+
+namespace customml::CUSTOMML_CUDA_NS {
+
+void adam_update(DeviceContext& ctx, float* param, float* m, float* v, float* vmax, const float* grad, int64_t n,
+                 const Segment* no_decay, int64_t n_no_decay, const AdamConfig& c) {
+  if (n == 0) return;
+  // The bias corrections in double on the host, rounded as cpu/adam.cpp rounds them.
+  const double t = static_cast<double>(c.step);
+  const float bias1 = static_cast<float>(1.0 - std::pow(static_cast<double>(c.beta1), t));
+  const AdamStep s{c.lr / bias1, static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(c.beta2), t)))};
+  std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
+  const Segment* segs = device_segments(ctx, no_decay, n_no_decay);
+  launch(adam_update_kernel, dim3(grid_stride_blocks(n, kThreads)), dim3(kThreads), 0, ctx.stream, param, m, v,
+         vmax, grad, n, segs, n_no_decay, c, s);
+}
+
+}  // namespace customml::CUSTOMML_CUDA_NS

@@ -1,0 +1,26 @@
+// Launcher of global-norm clipping: a reduction pass, then a scaling pass only when the
+// norm exceeds the limit (as torch.nn.utils.clip_grad_norm_, coefficient max_norm / (norm + 1e-6)).
+
+#include <cmath>
+
+#include "cuda/clip.cuh"
+#include "cuda/launchers.h"
+
+namespace customml::CUSTOMML_CUDA_NS {
+
+double clip_by_global_norm(DeviceContext& ctx, float* grad, int64_t n, float max_norm) {
+  double norm = 0.0;
+  {
+    std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
+    double* partial = ctx.partials.reserve(kReduceBlocks);
+    launch(sum_squares_kernel, dim3(kReduceBlocks), dim3(kThreads), 0, ctx.stream, partial,
+           static_cast<const float*>(grad), n);
+    norm = std::sqrt(sum_partials(ctx, kReduceBlocks));
+  }
+  const double coef = static_cast<double>(max_norm) / (norm + 1e-6);
+  if (coef < 1.0 && n > 0)
+    launch(scale_kernel, dim3(grid_stride_blocks(n, kThreads)), dim3(kThreads), 0, ctx.stream, grad, n, coef);
+  return norm;
+}
+
+}  // namespace customml::CUSTOMML_CUDA_NS

@@ -1,0 +1,76 @@
+#pragma once
+// Defines: the device helpers the kernels share: warp and block reductions in a fixed
+// order (so a reduction's result does not depend on scheduling), grid sizing, and the
+// configuration structs passed to kernels by value.
+
+#include <cstdint>
+
+#include "backend.h"
+#include "cuda/launch.h"
+
+namespace customml::CUSTOMML_CUDA_NS {
+
+constexpr int kThreads = 256;  // threads per block for the elementwise and reduction kernels
+constexpr int kWarps = kThreads / 32;
+// Reductions use a fixed number of blocks (not one derived from the device), so their
+// partial sums, added on the host in block order, give the same result everywhere.
+constexpr int kReduceBlocks = 120;
+
+// Blocks for a grid-stride loop over n items: enough to fill any device, capped so that
+// the grid stays small; the loop covers the rest.
+inline unsigned grid_stride_blocks(int64_t n, int per_block) {
+  const int64_t b = (n + per_block - 1) / per_block;
+  return static_cast<unsigned>(b < 1 ? 1 : (b > 4096 ? 4096 : b));
+}
+
+// Blocks for one block per `per_block` items along gridDim.x (limit 2^31 - 1).
+inline unsigned exact_blocks(int64_t n, int per_block) {
+  const int64_t b = (n + per_block - 1) / per_block;
+  return static_cast<unsigned>(b < 1 ? 1 : b);
+}
+
+// Butterfly sum over the 32 lanes: every lane ends with the same total, accumulated in
+// the same order whatever the scheduling.
+template <class T>
+__device__ __forceinline__ T warp_sum(T v) {
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+template <class T>
+__device__ __forceinline__ T warp_max(T v) {
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    const T o = __shfl_xor_sync(0xffffffffu, v, offset);
+    v = o > v ? o : v;
+  }
+  return v;
+}
+
+// Sum over a block of kThreads threads; the result is valid in thread 0.
+template <class T>
+__device__ __forceinline__ T block_sum(T v) {
+  __shared__ T warp_totals[kWarps];
+  v = warp_sum(v);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) warp_totals[warp] = v;
+  __syncthreads();
+  T total = 0;
+  if (threadIdx.x == 0)
+    for (int w = 0; w < kWarps; ++w) total += warp_totals[w];
+  __syncthreads();  // warp_totals may be reused by the next call
+  return total;
+}
+
+// Whether flat index i takes weight decay: not inside any no-decay segment (sorted,
+// disjoint; binary search over the handful a model has).
+__device__ __forceinline__ bool takes_decay(const Segment* no_decay, int64_t n_no_decay, int64_t i) {
+  int64_t lo = 0, hi = n_no_decay;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi) / 2;
+    if (no_decay[mid].end <= i) lo = mid + 1;
+    else hi = mid;
+  }
+  return !(lo < n_no_decay && no_decay[lo].begin <= i);
+}
+
+}  // namespace customml::CUSTOMML_CUDA_NS

@@ -1,0 +1,27 @@
+#pragma once
+// Defines: dropout_kernel, inverted dropout with the Philox mask of cpp/random.h, so the
+// device draws exactly the CPU's mask.
+
+#include <cstdint>
+
+#include "cuda/common.cuh"
+#include "random.h"
+
+namespace customml::CUSTOMML_CUDA_NS {
+
+// x (n) -> y (n) = keep ? x / (1 - rate) : 0; a thread per Philox block of 4 elements.
+// y may be x.
+__global__ void dropout_kernel(float* y, const float* x, int64_t n, float rate, uint64_t seed, uint64_t stream) {
+  const float scale = 1.0f / (1.0f - rate);
+  const int64_t blocks = (n + 3) / 4;
+  for (int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; b < blocks;
+       b += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const Philox4 r = philox4x32_10(seed, stream, static_cast<uint64_t>(b));
+    for (int j = 0; j < 4; ++j) {
+      const int64_t i = b * 4 + j;
+      if (i < n) y[i] = uniform_from_bits(r.v[j]) >= rate ? x[i] * scale : 0.0f;
+    }
+  }
+}
+
+}  // namespace customml::CUSTOMML_CUDA_NS

@@ -1,0 +1,53 @@
+#pragma once
+// Defines: DeviceContext (a device's stream and reusable scratch) and the launcher of
+// every op: host functions with the Backend op's arguments that size the grids, start
+// the kernels of cuda/*.cuh through launch(), and finish reductions on the host.
+// Implemented in cuda/<family>.cu; compiled by nvcc (namespace cuda) and, for the
+// emulated device, by the host compiler (namespace cuda_emulated).
+
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "backend.h"
+#include "cuda/launch.h"
+
+namespace customml::CUSTOMML_CUDA_NS {
+
+struct DeviceContext {
+  explicit DeviceContext(Backend* device) : memory(device), partials(device), counts(device), segments(device) {}
+  Backend* memory;  // allocation and host <-> device copies
+  Stream stream = nullptr;
+  // Scratch of the reductions and the optimizers' segment table, reused by every call;
+  // the mutex serializes the ops that use it.
+  std::mutex scratch_mutex;
+  Buffer<double> partials;
+  Buffer<int64_t> counts;
+  Buffer<Segment> segments;
+  std::vector<double> host_partials;
+  std::vector<int64_t> host_counts;
+};
+
+void dense_forward(DeviceContext& ctx, float* y, float* z, const float* x, const float* w, const float* b,
+                   DenseShape s, Activation act);
+void dense_backward(DeviceContext& ctx, float* dx, float* dw, float* db, float* dz, const float* dy, const float* x,
+                    const float* w, const float* y, const float* z, DenseShape s, Activation act);
+double softmax_cross_entropy(DeviceContext& ctx, float* grad, const float* logits, const int32_t* labels,
+                             const float* class_weights, int64_t batch, int64_t classes, float label_smoothing);
+int64_t count_correct(DeviceContext& ctx, const float* logits, const int32_t* labels, int64_t batch, int64_t classes);
+double binary_cross_entropy_with_logits(DeviceContext& ctx, float* grad, const float* logits, const float* targets,
+                                        int64_t n);
+double mse(DeviceContext& ctx, float* grad, const float* pred, const float* target, int64_t n);
+void dropout(DeviceContext& ctx, float* y, const float* x, int64_t n, float rate, uint64_t seed, uint64_t stream);
+void sgd_update(DeviceContext& ctx, float* param, float* velocity, const float* grad, int64_t n,
+                const Segment* no_decay, int64_t n_no_decay, const SgdConfig& c);
+void adam_update(DeviceContext& ctx, float* param, float* m, float* v, float* vmax, const float* grad, int64_t n,
+                 const Segment* no_decay, int64_t n_no_decay, const AdamConfig& c);
+double clip_by_global_norm(DeviceContext& ctx, float* grad, int64_t n, float max_norm);
+
+// Sums ctx.partials[0, blocks) on the host in block order (deterministic).
+double sum_partials(DeviceContext& ctx, unsigned blocks);
+// Copies the no-decay table to the device; returns its device address.
+const Segment* device_segments(DeviceContext& ctx, const Segment* no_decay, int64_t n_no_decay);
+
+}  // namespace customml::CUSTOMML_CUDA_NS

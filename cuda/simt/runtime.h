@@ -1,0 +1,66 @@
+#pragma once
+// Defines: the host SIMT emulator's runtime: dim3/uint3, run_grid() which executes a
+// kernel body for every thread of every block, the thread order, and the primitives the
+// CUDA spellings of simt/simt.h are built on.
+//
+// Each block's threads run as cooperative fibers on one OS thread, so __syncthreads()
+// is a real barrier: a thread that reaches it stops until every live thread of the
+// block has reached it. The order in which runnable threads are resumed is selectable
+// (forward, reverse, shuffled), which surfaces missing barriers as wrong results.
+// Blocks run one after another; device memory is host memory.
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace customml::simt {
+
+struct uint3 {
+  unsigned x = 0, y = 0, z = 0;
+};
+
+struct dim3 {
+  unsigned x = 1, y = 1, z = 1;
+  constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+
+constexpr int kWarpSize = 32;
+constexpr unsigned kMaxThreadsPerBlock = 1024;
+
+enum class ThreadOrder { forward, reverse, shuffled };
+// The order runnable threads of a block are resumed in, for every later launch on any
+// OS thread; the seed drives `shuffled`.
+void set_thread_order(ThreadOrder order, uint64_t seed = 0);
+ThreadOrder thread_order();
+const char* thread_order_name(ThreadOrder order);
+ThreadOrder parse_thread_order(const std::string& name);
+
+// Runs body() once per thread of a grid x block launch, each call as a fiber that sees
+// its own threadIdx / blockIdx. dynamic_shared_bytes of per-block memory are available
+// through dynamic_shared(). Throws std::invalid_argument on a bad configuration and
+// std::runtime_error when the threads of a block deadlock (waiting at different
+// barriers).
+void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::function<void()>& body);
+
+// The calling fiber's coordinates and the launch shape.
+const uint3& thread_idx();
+const uint3& block_idx();
+const dim3& block_dim();
+const dim3& grid_dim();
+void* dynamic_shared();
+
+// Barriers. Not inline on purpose: the calling fiber is suspended inside, and the
+// compiler must reload anything it cached from memory other threads may have written.
+void syncthreads();
+// Every lane of `mask` deposits `value`; returns the 32 values deposited (indexed by
+// lane) once all of them have arrived. The basis of shuffles, votes and __syncwarp.
+const uint64_t* warp_exchange(unsigned mask, uint64_t value);
+unsigned lane_id();
+
+// One of the primitive test kernels of simt/selftest.cpp over `input`; for the tests.
+std::vector<double> run_selftest(const std::string& name, const std::vector<double>& input, dim3 grid, dim3 block);
+
+}  // namespace customml::simt
+

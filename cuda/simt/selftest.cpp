@@ -1,0 +1,144 @@
+// Kernels that exercise one emulator primitive each, for tests/test_simt.py (through
+// _core._simt_selftest). They go through the same launch() as the real kernels.
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cuda/launch.h"
+
+namespace customml::simt {
+namespace {
+
+using cuda_emulated::launch;
+
+__device__ int64_t global_id() {
+  const int64_t block = blockIdx.x + static_cast<int64_t>(gridDim.x) * (blockIdx.y + static_cast<int64_t>(gridDim.y) * blockIdx.z);
+  const int64_t thread = threadIdx.x + static_cast<int64_t>(blockDim.x) * (threadIdx.y + static_cast<int64_t>(blockDim.y) * threadIdx.z);
+  return block * blockDim.x * blockDim.y * blockDim.z + thread;
+}
+
+// out (threads, 6): each thread's threadIdx and blockIdx.
+__global__ void indices_kernel(double* out) {
+  double* o = out + global_id() * 6;
+  o[0] = threadIdx.x; o[1] = threadIdx.y; o[2] = threadIdx.z;
+  o[3] = blockIdx.x; o[4] = blockIdx.y; o[5] = blockIdx.z;
+}
+
+// Reverses each block's slice of in through shared memory (1-D blocks).
+template <bool kBarrier>
+__global__ void reverse_kernel(double* out, const double* in) {
+  double* s = static_cast<double*>(dynamic_shared());
+  const unsigned t = threadIdx.x;
+  const int64_t base = static_cast<int64_t>(blockIdx.x) * blockDim.x;
+  s[t] = in[base + t];
+  if (kBarrier) __syncthreads();
+  out[base + t] = s[blockDim.x - 1 - t];
+}
+
+// out (threads, 6): the shuffles of in.
+__global__ void shuffle_kernel(double* out, const double* in) {
+  const int64_t g = global_id();
+  const float v = static_cast<float>(in[g]);
+  const unsigned lane = threadIdx.x % 32;
+  double* o = out + g * 6;
+  o[0] = __shfl_sync(0xffffffffu, v, static_cast<int>((lane + 3) % 32));
+  o[1] = __shfl_down_sync(0xffffffffu, v, 5);
+  o[2] = __shfl_up_sync(0xffffffffu, v, 2);
+  o[3] = __shfl_xor_sync(0xffffffffu, v, 9);
+  o[4] = __shfl_sync(0xffffffffu, v, 1, 8);
+  o[5] = __shfl_down_sync(0xffffffffu, v, 3, 16);
+}
+
+// out (threads, 3): ballot, any and all of in > 0 over the full warp.
+__global__ void vote_kernel(double* out, const double* in) {
+  const int64_t g = global_id();
+  const int p = in[g] > 0;
+  out[g * 3 + 0] = __ballot_sync(0xffffffffu, p);
+  out[g * 3 + 1] = __any_sync(0xffffffffu, p);
+  out[g * 3 + 2] = __all_sync(0xffffffffu, p);
+}
+
+// out (3): the sum of in, the maximum of round(in), and how many threads won a CAS race.
+__global__ void atomics_kernel(double* out, int64_t* scratch, const double* in) {
+  const int64_t g = global_id();
+  atomicAdd(&out[0], in[g]);
+  atomicMax(&scratch[0], static_cast<int64_t>(in[g]));
+  if (atomicCAS(&scratch[1], int64_t{0}, g + 1) == 0) atomicAdd(&scratch[2], int64_t{1});
+}
+
+// out (threads): __dp4a of the packed bytes in in[3g], in[3g + 1] plus in[3g + 2].
+__global__ void dp4a_kernel(double* out, const double* in) {
+  const int64_t g = global_id();
+  out[g] = __dp4a(static_cast<int>(static_cast<int64_t>(in[3 * g]) & 0xffffffff),
+                  static_cast<int>(static_cast<int64_t>(in[3 * g + 1]) & 0xffffffff), static_cast<int>(in[3 * g + 2]));
+}
+
+// Each lane writes shared memory, __syncwarp, then reads its neighbour's slot.
+__global__ void syncwarp_kernel(double* out, const double* in) {
+  double* s = static_cast<double*>(dynamic_shared());
+  const unsigned t = threadIdx.x;
+  s[t] = in[global_id()];
+  __syncwarp();
+  const unsigned warp_base = t - t % 32;
+  out[global_id()] = s[warp_base + (t % 32 + 1) % 32];
+}
+
+// Half of warp 0 waits at __syncthreads while the other half waits at __syncwarp for it.
+__global__ void deadlock_kernel(double* out) {
+  if (threadIdx.x < 16) __syncthreads();
+  else __syncwarp();
+  out[threadIdx.x] = 1.0;
+}
+
+}  // namespace
+
+std::vector<double> run_selftest(const std::string& name, const std::vector<double>& in, dim3 grid, dim3 block) {
+  const int64_t threads = static_cast<int64_t>(grid.x) * grid.y * grid.z * block.x * block.y * block.z;
+  std::vector<double> out;
+  const size_t shared = sizeof(double) * block.x * block.y * block.z;
+  auto need_input = [&](int64_t per_thread) {
+    if (static_cast<int64_t>(in.size()) != threads * per_thread)
+      throw std::invalid_argument("selftest '" + name + "' needs " + std::to_string(threads * per_thread) + " inputs");
+  };
+  if (name == "indices") {
+    out.assign(threads * 6, -1.0);
+    launch(indices_kernel, grid, block, 0, nullptr, out.data());
+  } else if (name == "reverse" || name == "reverse_missing_barrier") {
+    need_input(1);
+    out.assign(threads, -1.0);
+    if (name == "reverse") launch(reverse_kernel<true>, grid, block, shared, nullptr, out.data(), in.data());
+    else launch(reverse_kernel<false>, grid, block, shared, nullptr, out.data(), in.data());
+  } else if (name == "shuffle") {
+    need_input(1);
+    out.assign(threads * 6, -1.0);
+    launch(shuffle_kernel, grid, block, 0, nullptr, out.data(), in.data());
+  } else if (name == "vote") {
+    need_input(1);
+    out.assign(threads * 3, -1.0);
+    launch(vote_kernel, grid, block, 0, nullptr, out.data(), in.data());
+  } else if (name == "atomics") {
+    need_input(1);
+    std::vector<int64_t> scratch{INT64_MIN, 0, 0};
+    out.assign(1, 0.0);
+    launch(atomics_kernel, grid, block, 0, nullptr, out.data(), scratch.data(), in.data());
+    out = {out[0], static_cast<double>(scratch[0]), static_cast<double>(scratch[2])};
+  } else if (name == "dp4a") {
+    need_input(3);
+    out.assign(threads, -1.0);
+    launch(dp4a_kernel, grid, block, 0, nullptr, out.data(), in.data());
+  } else if (name == "syncwarp") {
+    need_input(1);
+    out.assign(threads, -1.0);
+    launch(syncwarp_kernel, grid, block, shared, nullptr, out.data(), in.data());
+  } else if (name == "deadlock") {
+    out.assign(threads, 0.0);
+    launch(deadlock_kernel, grid, block, 0, nullptr, out.data());
+  } else {
+    throw std::invalid_argument("unknown selftest '" + name + "'");
+  }
+  return out;
+}
+
+}  // namespace customml::simt

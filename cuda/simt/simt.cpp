@@ -1,0 +1,265 @@
+// The SIMT emulator's scheduler: one fiber per thread of a block, resumed in the chosen
+// order until each stops at a barrier, a warp collective or its end; barriers release
+// when every thread they concern has arrived.
+
+#include <atomic>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+#include "simt/fiber.h"
+#include "simt/runtime.h"
+
+namespace customml::simt {
+namespace {
+
+// Kernels keep little on the stack (a register tile at most); 64 KiB leaves headroom
+// for unoptimized builds. Pages nobody touches are never committed.
+constexpr size_t kStackBytes = 64 * 1024;
+
+enum class Wait { none, block_barrier, warp, done };
+
+struct ThreadState {
+  Fiber fiber;
+  uint3 idx;
+  unsigned linear = 0;
+  Wait wait = Wait::none;
+  unsigned warp_mask = 0;
+  unsigned warp_ops = 0;  // warp collectives completed: their parity picks the exchange buffer
+};
+
+// Two buffers, used alternately: no lane can start collective k + 2 before every lane
+// has left collective k + 1, hence has read the values of collective k.
+struct WarpSlots {
+  uint64_t values[2][kWarpSize];
+};
+
+struct Runner {
+  Fiber scheduler;
+  std::vector<std::unique_ptr<ThreadState>> threads;
+  std::vector<WarpSlots> warps;
+  std::vector<unsigned> order;
+  ThreadState* current = nullptr;
+  dim3 grid, block;
+  uint3 block_idx;
+  const std::function<void()>* body = nullptr;
+  std::unique_ptr<unsigned char[]> shared;
+  size_t shared_bytes = 0;
+  std::string error;
+};
+
+thread_local Runner* tl_runner = nullptr;
+
+std::atomic<int> g_order{static_cast<int>(ThreadOrder::forward)};
+std::atomic<uint64_t> g_seed{0};
+
+uint64_t splitmix64(uint64_t& state) {
+  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+Runner& runner() {
+  // Only reachable from inside a launch: kernels call these accessors.
+  return *tl_runner;
+}
+
+void fiber_main() {
+  Runner& r = runner();
+  try {
+    (*r.body)();
+  } catch (const std::exception& e) {
+    if (r.error.empty()) r.error = e.what();
+  }
+  r.current->wait = Wait::done;
+  Fiber::switch_to(r.current->fiber, r.scheduler);
+}
+
+void fail_in_kernel(Runner& r, const std::string& msg) {
+  if (r.error.empty()) r.error = msg;
+}
+
+// Releases the lanes of each warp whose collective every lane of its mask has joined.
+bool release_warps(Runner& r, unsigned n) {
+  bool released = false;
+  for (unsigned w = 0; w * kWarpSize < n; ++w) {
+    const unsigned first = w * kWarpSize, last = first + kWarpSize < n ? first + kWarpSize : n;
+    unsigned mask = 0;
+    bool any = false, ready = true;
+    for (unsigned t = first; t < last; ++t) {
+      const ThreadState& s = *r.threads[t];
+      if (s.wait != Wait::warp) continue;
+      if (any && s.warp_mask != mask) {
+        fail_in_kernel(r, "warp collective called with different masks in one warp");
+        return false;
+      }
+      mask = s.warp_mask;
+      any = true;
+    }
+    if (!any) continue;
+    for (unsigned t = first; t < last; ++t) {
+      const ThreadState& s = *r.threads[t];
+      // A lane named in the mask that has exited cannot take part; CUDA leaves that
+      // undefined, so the emulator lets the others go on without it.
+      if (((mask >> (t - first)) & 1u) && s.wait != Wait::warp && s.wait != Wait::done) ready = false;
+    }
+    if (!ready) continue;
+    // Lanes that take no part (outside the mask, exited, or past the end of a partial
+    // warp) read as 0, as inactive lanes do in a vote.
+    unsigned buffer = 0;
+    for (unsigned t = first; t < last; ++t)
+      if (r.threads[t]->wait == Wait::warp) buffer = r.threads[t]->warp_ops & 1u;
+    for (unsigned l = 0; l < static_cast<unsigned>(kWarpSize); ++l)
+      if (first + l >= last || r.threads[first + l]->wait != Wait::warp) r.warps[w].values[buffer][l] = 0;
+    for (unsigned t = first; t < last; ++t)
+      if (r.threads[t]->wait == Wait::warp) r.threads[t]->wait = Wait::none;
+    released = true;
+  }
+  return released;
+}
+
+void run_block(Runner& r, unsigned n) {
+  for (unsigned i = 0; i < n; ++i) {
+    ThreadState& t = *r.threads[i];
+    t.fiber.reset(fiber_main, kStackBytes);
+    t.linear = i;
+    t.idx = {i % r.block.x, (i / r.block.x) % r.block.y, i / (r.block.x * r.block.y)};
+    t.wait = Wait::none;
+    t.warp_ops = 0;
+  }
+  // Uninitialized shared memory, as on the GPU: all bits set reads as NaN in floats,
+  // so a kernel that reads before writing shows it.
+  if (r.shared_bytes) std::memset(r.shared.get(), 0xFF, r.shared_bytes);
+  for (;;) {
+    for (unsigned k : r.order) {
+      ThreadState& t = *r.threads[k];
+      if (t.wait != Wait::none) continue;
+      r.current = &t;
+      Fiber::switch_to(r.scheduler, t.fiber);
+    }
+    r.current = nullptr;
+    if (!r.error.empty()) throw std::runtime_error("[simt] " + r.error);
+    unsigned done = 0, at_barrier = 0, at_warp = 0;
+    for (unsigned i = 0; i < n; ++i) {
+      const Wait w = r.threads[i]->wait;
+      done += w == Wait::done;
+      at_barrier += w == Wait::block_barrier;
+      at_warp += w == Wait::warp;
+    }
+    if (done == n) return;
+    if (at_warp && release_warps(r, n)) continue;
+    if (!r.error.empty()) throw std::runtime_error("[simt] " + r.error);
+    if (at_barrier + done == n) {
+      // Threads that have exited count as arrived (what current GPUs do).
+      for (unsigned i = 0; i < n; ++i)
+        if (r.threads[i]->wait == Wait::block_barrier) r.threads[i]->wait = Wait::none;
+      continue;
+    }
+    throw std::runtime_error("[simt] deadlock in block (" + std::to_string(r.block_idx.x) + ", " +
+                             std::to_string(r.block_idx.y) + ", " + std::to_string(r.block_idx.z) + "): " +
+                             std::to_string(at_barrier) + " threads wait at __syncthreads, " +
+                             std::to_string(at_warp) + " at a warp collective, " + std::to_string(done) +
+                             " have exited");
+  }
+}
+
+}  // namespace
+
+void set_thread_order(ThreadOrder order, uint64_t seed) {
+  g_order.store(static_cast<int>(order));
+  g_seed.store(seed);
+}
+
+ThreadOrder thread_order() { return static_cast<ThreadOrder>(g_order.load()); }
+
+const char* thread_order_name(ThreadOrder order) {
+  switch (order) {
+    case ThreadOrder::forward: return "forward";
+    case ThreadOrder::reverse: return "reverse";
+    case ThreadOrder::shuffled: return "shuffled";
+  }
+  return "?";
+}
+
+ThreadOrder parse_thread_order(const std::string& name) {
+  for (ThreadOrder o : {ThreadOrder::forward, ThreadOrder::reverse, ThreadOrder::shuffled})
+    if (name == thread_order_name(o)) return o;
+  throw std::invalid_argument("thread order must be forward, reverse or shuffled, got '" + name + "'");
+}
+
+void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::function<void()>& body) {
+  const uint64_t n64 = static_cast<uint64_t>(block.x) * block.y * block.z;
+  if (n64 == 0 || n64 > kMaxThreadsPerBlock)
+    throw std::invalid_argument("[simt] a block needs 1 to 1024 threads, got " + std::to_string(n64));
+  if (static_cast<uint64_t>(grid.x) * grid.y * grid.z == 0) return;
+  if (tl_runner) throw std::logic_error("[simt] a kernel launched another kernel");
+  const unsigned n = static_cast<unsigned>(n64);
+
+  thread_local Runner r;
+  r.grid = grid;
+  r.block = block;
+  r.body = &body;
+  r.error.clear();
+  while (r.threads.size() < n) r.threads.push_back(std::make_unique<ThreadState>());
+  r.warps.resize((n + kWarpSize - 1) / kWarpSize);
+  if (r.shared_bytes < dynamic_shared_bytes) {
+    r.shared.reset(new unsigned char[dynamic_shared_bytes]);
+  }
+  r.shared_bytes = dynamic_shared_bytes;
+  r.order.resize(n);
+  const ThreadOrder order = thread_order();
+  for (unsigned i = 0; i < n; ++i) r.order[i] = order == ThreadOrder::reverse ? n - 1 - i : i;
+  if (order == ThreadOrder::shuffled) {
+    uint64_t state = g_seed.load();
+    for (unsigned i = n - 1; i > 0; --i) {
+      const unsigned j = static_cast<unsigned>(splitmix64(state) % (i + 1));
+      const unsigned t = r.order[i];
+      r.order[i] = r.order[j];
+      r.order[j] = t;
+    }
+  }
+
+  struct Active {
+    explicit Active(Runner* p) { tl_runner = p; }
+    ~Active() { tl_runner = nullptr; }
+  } active(&r);
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x) {
+        r.block_idx = {x, y, z};
+        run_block(r, n);
+      }
+}
+
+const uint3& thread_idx() { return runner().current->idx; }
+const uint3& block_idx() { return runner().block_idx; }
+const dim3& block_dim() { return runner().block; }
+const dim3& grid_dim() { return runner().grid; }
+void* dynamic_shared() { return runner().shared.get(); }
+unsigned lane_id() { return runner().current->linear % kWarpSize; }
+
+void syncthreads() {
+  Runner& r = runner();
+  ThreadState& t = *r.current;
+  t.wait = Wait::block_barrier;
+  Fiber::switch_to(t.fiber, r.scheduler);
+}
+
+const uint64_t* warp_exchange(unsigned mask, uint64_t value) {
+  Runner& r = runner();
+  ThreadState& t = *r.current;
+  const unsigned lane = t.linear % kWarpSize;
+  if (!((mask >> lane) & 1u)) fail_in_kernel(r, "a lane called a warp collective with a mask that excludes it");
+  WarpSlots& slots = r.warps[t.linear / kWarpSize];
+  const unsigned buffer = t.warp_ops & 1u;
+  slots.values[buffer][lane] = value;
+  t.wait = Wait::warp;
+  t.warp_mask = mask;
+  Fiber::switch_to(t.fiber, r.scheduler);
+  ++t.warp_ops;
+  return slots.values[buffer];
+}
+
+}  // namespace customml::simt

@@ -1,0 +1,141 @@
+#pragma once
+// Defines: the CUDA spellings that kernels in cuda/*.cuh use, for the host compiler:
+// __global__ and friends, threadIdx/blockIdx/blockDim/gridDim, __shared__,
+// __syncthreads, __syncwarp, warp shuffles and votes, atomics, __dp4a, __ldg. Include it
+// after every other header: its macros would rewrite their code.
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "simt/runtime.h"
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+// One instance per OS thread, shared by the fibers of the block that runs on it.
+#define __shared__ static thread_local
+
+#define threadIdx (::customml::simt::thread_idx())
+#define blockIdx (::customml::simt::block_idx())
+#define blockDim (::customml::simt::block_dim())
+#define gridDim (::customml::simt::grid_dim())
+#define warpSize (::customml::simt::kWarpSize)
+
+using ::customml::simt::dim3;
+using ::customml::simt::uint3;
+
+inline void __syncthreads() { ::customml::simt::syncthreads(); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) { ::customml::simt::warp_exchange(mask, 0); }
+
+namespace customml::simt::detail {
+template <class T>
+uint64_t to_bits(T v) {
+  static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>, "warp shuffles move up to 8 bytes");
+  uint64_t bits = 0;
+  std::memcpy(&bits, &v, sizeof(T));
+  return bits;
+}
+template <class T>
+T from_bits(uint64_t bits) {
+  T v;
+  std::memcpy(&v, &bits, sizeof(T));
+  return v;
+}
+// CUDA's segment rule: width splits the warp into groups; lanes read within their group.
+inline unsigned group_base(unsigned lane, int width) { return lane & ~static_cast<unsigned>(width - 1); }
+}  // namespace customml::simt::detail
+
+template <class T>
+T __shfl_sync(unsigned mask, T var, int src_lane, int width = warpSize) {
+  namespace d = ::customml::simt::detail;
+  const unsigned lane = ::customml::simt::lane_id();
+  const uint64_t* all = ::customml::simt::warp_exchange(mask, d::to_bits(var));
+  const unsigned src = d::group_base(lane, width) + (static_cast<unsigned>(src_lane) % width);
+  return d::from_bits<T>(all[src]);
+}
+
+template <class T>
+T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = warpSize) {
+  namespace d = ::customml::simt::detail;
+  const unsigned lane = ::customml::simt::lane_id();
+  const uint64_t* all = ::customml::simt::warp_exchange(mask, d::to_bits(var));
+  const unsigned base = d::group_base(lane, width);
+  const unsigned src = lane + delta;
+  // Lanes past the end of their group keep their own value, as on the GPU.
+  return src < base + static_cast<unsigned>(width) ? d::from_bits<T>(all[src]) : var;
+}
+
+template <class T>
+T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = warpSize) {
+  namespace d = ::customml::simt::detail;
+  const unsigned lane = ::customml::simt::lane_id();
+  const uint64_t* all = ::customml::simt::warp_exchange(mask, d::to_bits(var));
+  const unsigned base = d::group_base(lane, width);
+  return lane >= base + delta ? d::from_bits<T>(all[lane - delta]) : var;
+}
+
+template <class T>
+T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = warpSize) {
+  namespace d = ::customml::simt::detail;
+  const unsigned lane = ::customml::simt::lane_id();
+  const uint64_t* all = ::customml::simt::warp_exchange(mask, d::to_bits(var));
+  const unsigned src = lane ^ static_cast<unsigned>(lane_mask);
+  return src < d::group_base(lane, width) + static_cast<unsigned>(width) ? d::from_bits<T>(all[src]) : var;
+}
+
+inline unsigned __ballot_sync(unsigned mask, int predicate) {
+  const uint64_t* all = ::customml::simt::warp_exchange(mask, predicate != 0);
+  unsigned bits = 0;
+  for (int l = 0; l < warpSize; ++l)
+    if (((mask >> l) & 1u) && all[l]) bits |= 1u << l;
+  return bits;
+}
+inline int __any_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) != 0; }
+inline int __all_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) == mask; }
+
+// Atomics: blocks run one at a time and fibers switch only at barriers, so a plain
+// read-modify-write is atomic here; they still return the old value as CUDA's do.
+template <class T>
+T atomicAdd(T* address, T value) {
+  const T old = *address;
+  *address = old + value;
+  return old;
+}
+template <class T>
+T atomicMax(T* address, T value) {
+  const T old = *address;
+  *address = old < value ? value : old;
+  return old;
+}
+template <class T>
+T atomicMin(T* address, T value) {
+  const T old = *address;
+  *address = value < old ? value : old;
+  return old;
+}
+template <class T>
+T atomicExch(T* address, T value) {
+  const T old = *address;
+  *address = value;
+  return old;
+}
+template <class T>
+T atomicCAS(T* address, T compare, T value) {
+  const T old = *address;
+  if (old == compare) *address = value;
+  return old;
+}
+
+// Four signed 8-bit products accumulated into c, as the dp4a instruction.
+inline int __dp4a(int a, int b, int c) {
+  for (int i = 0; i < 4; ++i) c += static_cast<int8_t>(a >> (8 * i)) * static_cast<int8_t>(b >> (8 * i));
+  return c;
+}
+
+template <class T>
+T __ldg(const T* p) {
+  return *p;
+}

@@ -1,0 +1,37 @@
+// Launchers of softmax cross-entropy and count_correct.
+
+#include "cuda/launchers.h"
+#include "cuda/softmax_cross_entropy.cuh"
+
+namespace customml::CUSTOMML_CUDA_NS {
+
+double softmax_cross_entropy(DeviceContext& ctx, float* grad, const float* logits, const int32_t* labels,
+                             const float* class_weights, int64_t batch, int64_t classes, float label_smoothing) {
+  std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
+  // partials[0] holds the total weight, partials[1 .. batch] the weighted row losses.
+  double* scratch = ctx.partials.reserve(static_cast<size_t>(batch) + 1);
+  launch(class_weight_total_kernel, dim3(1), dim3(kThreads), 0, ctx.stream, scratch, labels, class_weights, batch);
+  launch(softmax_cross_entropy_kernel, dim3(exact_blocks(batch, kWarps)), dim3(kThreads), 0, ctx.stream, scratch + 1,
+         grad, logits, labels, class_weights, static_cast<const double*>(scratch), batch, classes, label_smoothing);
+  ctx.host_partials.resize(static_cast<size_t>(batch) + 1);
+  ctx.memory->copy_to_host(ctx.host_partials.data(), scratch, sizeof(double) * (static_cast<size_t>(batch) + 1));
+  double loss = 0.0;
+  for (int64_t i = 1; i <= batch; ++i) loss += ctx.host_partials[i];
+  const double total = ctx.host_partials[0];
+  return total > 0.0 ? loss / total : 0.0;
+}
+
+int64_t count_correct(DeviceContext& ctx, const float* logits, const int32_t* labels, int64_t batch, int64_t classes) {
+  if (batch == 0) return 0;
+  std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
+  const unsigned blocks = exact_blocks(batch, kWarps);
+  int64_t* counts = ctx.counts.reserve(blocks);
+  launch(count_correct_kernel, dim3(blocks), dim3(kThreads), 0, ctx.stream, counts, logits, labels, batch, classes);
+  ctx.host_counts.resize(blocks);
+  ctx.memory->copy_to_host(ctx.host_counts.data(), counts, sizeof(int64_t) * blocks);
+  int64_t correct = 0;
+  for (int64_t c : ctx.host_counts) correct += c;
+  return correct;
+}
+
+}  // namespace customml::CUSTOMML_CUDA_NS

@@ -1,0 +1,106 @@
+#pragma once
+// Defines: class_weight_total_kernel, softmax_cross_entropy_kernel (a warp per row:
+// loss and gradient in one pass, probabilities never stored) and count_correct_kernel.
+
+#include <cmath>
+#include <cstdint>
+
+#include "cuda/common.cuh"
+
+namespace customml::CUSTOMML_CUDA_NS {
+
+// total (1) = sum_i w[label_i] (batch if no weights). One block of kThreads.
+__global__ void class_weight_total_kernel(double* total, const int32_t* labels, const float* class_weights,
+                                          int64_t batch) {
+  double sum = 0.0;
+  for (int64_t i = threadIdx.x; i < batch; i += kThreads) sum += class_weights ? class_weights[labels[i]] : 1.0;
+  sum = block_sum(sum);
+  if (threadIdx.x == 0) *total = sum;
+}
+
+// logits (batch, classes), labels (batch), class_weights (classes) or null, total (1)
+// -> row_loss (batch) = w_i l_i, grad (batch, classes) or null. A warp per row, kWarps
+// rows per block; the loss is as cpu/softmax_cross_entropy.cpp.
+__global__ void __launch_bounds__(kThreads)
+    softmax_cross_entropy_kernel(double* row_loss, float* grad, const float* logits, const int32_t* labels,
+                                 const float* class_weights, const double* total, int64_t batch, int64_t classes,
+                                 float label_smoothing) {
+  const int lane = threadIdx.x % 32;
+  const int64_t row_index = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (row_index >= batch) return;
+  const float* row = logits + row_index * classes;
+  const int32_t y = labels[row_index];
+  float mx = -INFINITY;
+  for (int64_t c = lane; c < classes; c += 32) mx = row[c] > mx ? row[c] : mx;
+  mx = warp_max(mx);
+  double sum = 0.0, sum_shifted = 0.0;
+  for (int64_t c = lane; c < classes; c += 32) {
+    const float d = row[c] - mx;
+    sum += expf(d);
+    sum_shifted += d;
+  }
+  sum = warp_sum(sum);
+  sum_shifted = warp_sum(sum_shifted);
+  const float off = label_smoothing / static_cast<float>(classes);
+  const float on = 1.0f - label_smoothing + off;
+  const double w = class_weights ? class_weights[y] : 1.0;
+  if (lane == 0) {
+    const double log_sum = log(sum);
+    row_loss[row_index] =
+        w * (log_sum - (1.0 - label_smoothing) * (row[y] - mx) - static_cast<double>(off) * sum_shifted);
+  }
+  if (!grad) return;
+  const double t = *total;
+  const float scale = static_cast<float>(t > 0.0 ? w / t : 0.0);
+  const float inv_sum = static_cast<float>(1.0 / sum);
+  float* g = grad + row_index * classes;
+  for (int64_t c = lane; c < classes; c += 32) {
+    const float p = expf(row[c] - mx) * inv_sum;
+    g[c] = scale * (p - (c == y ? on : off));
+  }
+}
+
+// logits (batch, classes), labels (batch) -> correct (gridDim.x): rows per block whose
+// first maximal logit is the label (one column: (logit > 0) == (label != 0)).
+__global__ void __launch_bounds__(kThreads)
+    count_correct_kernel(int64_t* correct, const float* logits, const int32_t* labels, int64_t batch,
+                         int64_t classes) {
+  __shared__ int64_t hits[kWarps];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int64_t row_index = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
+  int64_t hit = 0;
+  if (row_index < batch) {
+    const float* row = logits + row_index * classes;
+    if (classes == 1) {
+      hit = (row[0] > 0.0f) == (labels[row_index] != 0);
+    } else {
+      // Each lane keeps the first maximum of its strided share; merging keeps the larger
+      // value, and the smaller index on ties: the first maximum of the row.
+      float best = row[lane < classes ? lane : 0];
+      int64_t best_c = lane < classes ? lane : 0;
+      for (int64_t c = lane + 32; c < classes; c += 32)
+        if (row[c] > best) {
+          best = row[c];
+          best_c = c;
+        }
+      for (int offset = 16; offset > 0; offset >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, best, offset);
+        const int64_t oc = __shfl_xor_sync(0xffffffffu, best_c, offset);
+        if (ov > best || (ov == best && oc < best_c)) {
+          best = ov;
+          best_c = oc;
+        }
+      }
+      hit = best_c == labels[row_index];
+    }
+  }
+  if (lane == 0) hits[warp] = hit;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int64_t sum = 0;
+    for (int w = 0; w < kWarps; ++w) sum += hits[w];
+    correct[blockIdx.x] = sum;
+  }
+}
+
+}  // namespace customml::CUSTOMML_CUDA_NS

@@ -1,0 +1,145 @@
+"""The host SIMT emulator's primitives (cuda/simt/), each through a test kernel of
+cuda/simt/selftest.cpp, compared with what the CUDA programming guide specifies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import customml
+from customml import _core
+
+pytestmark = pytest.mark.skipif(not customml.build_info()["simt_emulation"],
+                                reason="built with CUSTOMML_SIMT_EMULATION=OFF")
+
+ORDERS = ("forward", "reverse", "shuffled")
+
+
+@pytest.fixture(params=ORDERS)
+def order(request):
+    _core._simt_set_thread_order(request.param, 12345)
+    yield request.param
+    _core._simt_set_thread_order("forward")
+
+
+def run(name, values, grid, block, width):
+    out = np.array(_core._simt_selftest(name, list(map(float, values)), grid, block))
+    return out.reshape(-1, width) if width > 1 else out
+
+
+def test_every_thread_sees_its_coordinates(order):
+    grid, block = (3, 2, 2), (5, 3, 2)
+    got = run("indices", [], grid, block, 6)
+    want = [(tx, ty, tz, bx, by, bz)
+            for bz in range(2) for by in range(2) for bx in range(3)
+            for tz in range(2) for ty in range(3) for tx in range(5)]
+    assert got.shape == (len(want), 6)
+    np.testing.assert_array_equal(got, np.array(want, dtype=np.float64))
+
+
+def test_syncthreads_is_a_real_barrier(order):
+    x = np.arange(3 * 96, dtype=np.float64)
+    got = run("reverse", x, (3, 1, 1), (96, 1, 1), 1)
+    want = x.reshape(3, 96)[:, ::-1].ravel()
+    np.testing.assert_array_equal(got, want)
+
+
+def test_a_missing_barrier_computes_a_wrong_result():
+    """Without __syncthreads, a thread reads its partner's shared slot before the partner
+    wrote it. Resumed in forward order, threads 0-15 of each block run to completion
+    before their partners 16-31 start, so they read uninitialized shared memory (NaN);
+    in reverse order it is the other half. The two orders disagree, which is what the
+    emulated test runs compare."""
+    x = np.arange(64, dtype=np.float64)
+    want = x.reshape(2, 32)[:, ::-1].ravel()
+    try:
+        _core._simt_set_thread_order("forward")
+        forward = run("reverse_missing_barrier", x, (2, 1, 1), (32, 1, 1), 1).reshape(2, 32)
+        _core._simt_set_thread_order("reverse")
+        reverse = run("reverse_missing_barrier", x, (2, 1, 1), (32, 1, 1), 1).reshape(2, 32)
+    finally:
+        _core._simt_set_thread_order("forward")
+    want = want.reshape(2, 32)
+    assert np.isnan(forward[:, :16]).all() and np.array_equal(forward[:, 16:], want[:, 16:])
+    assert np.isnan(reverse[:, 16:]).all() and np.array_equal(reverse[:, :16], want[:, :16])
+
+
+def test_warp_shuffles(order):
+    n = 96  # three warps
+    x = np.arange(n, dtype=np.float64) * 1.5 - 7
+    got = run("shuffle", x, (1, 1, 1), (n, 1, 1), 6)
+    lane = np.arange(n) % 32
+    base = np.arange(n) - lane
+    want = np.empty((n, 6))
+    want[:, 0] = x[base + (lane + 3) % 32]
+    want[:, 1] = np.where(lane + 5 < 32, x[np.minimum(np.arange(n) + 5, n - 1)], x)
+    want[:, 2] = np.where(lane >= 2, x[np.maximum(np.arange(n) - 2, 0)], x)
+    want[:, 3] = x[base + (lane ^ 9)]
+    want[:, 4] = x[base + (lane & ~7) + 1]  # width 8: lane 1 of each group of 8
+    want[:, 5] = np.where((lane % 16) + 3 < 16, x[np.minimum(np.arange(n) + 3, n - 1)], x)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_warp_votes(order):
+    n = 64
+    rng = np.random.default_rng(3)
+    x = rng.choice([-1.0, 1.0], n)
+    x[32:] = 1.0  # the second warp all true
+    got = run("vote", x, (1, 1, 1), (n, 1, 1), 3)
+    for w in range(2):
+        bits = sum(1 << lane for lane in range(32) if x[w * 32 + lane] > 0)
+        rows = got[w * 32:(w + 1) * 32]
+        np.testing.assert_array_equal(rows[:, 0], bits)
+        np.testing.assert_array_equal(rows[:, 1], float(bits != 0))
+        np.testing.assert_array_equal(rows[:, 2], float(bits == 0xFFFFFFFF))
+
+
+def test_votes_of_a_partial_warp_count_absent_lanes_as_false():
+    got = run("vote", np.ones(40), (1, 1, 1), (40, 1, 1), 3)
+    np.testing.assert_array_equal(got[32:, 0], 0xFF)  # lanes 0-7 of the second warp exist
+    np.testing.assert_array_equal(got[32:, 2], 0.0)  # not all 32 lanes voted true
+
+
+def test_syncwarp_orders_shared_memory_within_a_warp(order):
+    x = np.arange(64, dtype=np.float64)
+    got = run("syncwarp", x, (1, 1, 1), (64, 1, 1), 1)
+    lane = np.arange(64) % 32
+    np.testing.assert_array_equal(got, x[np.arange(64) - lane + (lane + 1) % 32])
+
+
+def test_atomics(order):
+    x = np.arange(2 * 96, dtype=np.float64) - 50
+    total, maximum, cas_winners = run("atomics", x, (2, 1, 1), (96, 1, 1), 1)
+    assert total == x.sum()
+    assert maximum == x.max()
+    assert cas_winners == 1  # exactly one thread swaps the 0 out
+
+
+def test_dp4a():
+    rng = np.random.default_rng(0)
+    a = rng.integers(-128, 128, (32, 4))
+    b = rng.integers(-128, 128, (32, 4))
+    c = rng.integers(-1000, 1000, 32)
+
+    def pack(v):
+        return int(sum((int(byte) & 0xFF) << (8 * i) for i, byte in enumerate(v)))
+
+    values = [v for i in range(32) for v in (pack(a[i]), pack(b[i]), c[i])]
+    got = run("dp4a", values, (1, 1, 1), (32, 1, 1), 1)
+    np.testing.assert_array_equal(got, (a * b).sum(axis=1) + c)
+
+
+def test_a_deadlock_is_an_error_not_a_hang():
+    with pytest.raises(RuntimeError, match=r"deadlock.*16 threads wait at __syncthreads"):
+        run("deadlock", [], (1, 1, 1), (64, 1, 1), 1)
+    # the emulator is usable afterwards
+    np.testing.assert_array_equal(run("reverse", np.arange(32.0), (1, 1, 1), (32, 1, 1), 1), np.arange(32.0)[::-1])
+
+
+def test_bad_launch_configurations():
+    with pytest.raises(ValueError, match="1 to 1024 threads"):
+        run("indices", [], (1, 1, 1), (1025, 1, 1), 6)
+    with pytest.raises(ValueError, match="1 to 1024 threads"):
+        run("indices", [], (1, 1, 1), (0, 1, 1), 6)
+    with pytest.raises(ValueError, match="thread order"):
+        _core._simt_set_thread_order("sideways")
