@@ -11,7 +11,7 @@ Backend& backend_for(const Device& device) {
     case DeviceKind::cpu:
       return cpu::CpuBackend::instance();
     case DeviceKind::cuda:
-      return cuda_backend();
+      return cuda_backend(device.index);
     case DeviceKind::cuda_emulated:
       return emulated_cuda_backend();
   }

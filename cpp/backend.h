@@ -47,11 +47,14 @@ class Backend {
   virtual Device device() const = 0;
   virtual std::string name() const = 0;
 
-  // Memory. Device memory is host memory on the CPU backend.
+  // Memory. Where it is host-addressable (cpu, cuda-emulated) the executor reads and
+  // writes device buffers directly; elsewhere it stages through copies.
+  virtual bool host_addressable() const { return true; }
   virtual void* allocate(size_t bytes) = 0;
   virtual void deallocate(void* p) = 0;
   virtual void copy_to_device(void* dst, const void* host_src, size_t bytes) = 0;
   virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual void fill_zero(void* dst, size_t bytes) = 0;
 
   // x: (batch, in)  w: (in, out)  b: (out) -> y: (batch, out) = act(x w + b);
   // z: (batch, out) pre-activation, written only if non-null.
@@ -142,6 +145,6 @@ bool simt_emulation_compiled();
 bool cuda_compiled();
 bool cuda_available();
 std::string cuda_unavailable_reason();
-Backend& cuda_backend();
+Backend& cuda_backend(int index);
 
 }  // namespace customml

@@ -43,6 +43,9 @@ struct Network::Workspace {
   Buffer<float> grad_a, grad_b;      // (rows, max_width): backward ping-pong
   Buffer<float> targets;             // (rows, output_dim): mse and binary cross-entropy
   Buffer<int32_t> labels;            // (rows): classification labels
+  // Host staging of a batch for devices whose memory the host cannot address.
+  std::vector<float> host_input, host_targets;
+  std::vector<int32_t> host_labels;
   // layer_in[l]: what layer l read in the last forward pass (a pass-through dropout
   // leaves its own act buffer unwritten, so backward must not assume act[l - 1]).
   std::vector<const float*> layer_in;
@@ -50,7 +53,8 @@ struct Network::Workspace {
 
 Network::Network(int64_t input_dim, std::vector<LayerSpec> layers, const Device& device)
     : device_(device), backend_(&backend_for(device)), input_dim_(input_dim), layers_(std::move(layers)),
-      params_(backend_), grads_(backend_), state_a_(backend_), state_b_(backend_), state_c_(backend_) {
+      params_(backend_), grads_(backend_), state_a_(backend_), state_b_(backend_), state_c_(backend_),
+      class_weights_(backend_) {
   if (input_dim < 1) throw std::invalid_argument("[Network] input_dim must be >= 1, got " + std::to_string(input_dim));
   if (layers_.empty()) throw std::invalid_argument("[Network] needs at least one layer");
   int64_t width = input_dim;
@@ -79,7 +83,7 @@ Network::Network(int64_t input_dim, std::vector<LayerSpec> layers, const Device&
     max_width_ = width > max_width_ ? width : max_width_;
   }
   params_.reserve(static_cast<size_t>(num_params_));
-  std::memset(params_.data(), 0, sizeof(float) * static_cast<size_t>(num_params_));
+  backend_->fill_zero(params_.data(), sizeof(float) * static_cast<size_t>(num_params_));
   grads_.reserve(static_cast<size_t>(num_params_));
   train_ws_ = std::make_unique<Workspace>(backend_, layers_.size());
 }
@@ -127,7 +131,7 @@ void Network::compile(const LossConfig& loss, const OptimizerConfig& opt) {
   const size_t n = static_cast<size_t>(num_params_);
   auto zeroed = [&](Buffer<float>& b) {
     b.reserve(n);
-    std::memset(b.data(), 0, sizeof(float) * n);
+    backend_->fill_zero(b.data(), sizeof(float) * n);
   };
   if (opt.kind == OptimizerConfig::Kind::adam) {
     zeroed(state_a_);
@@ -135,6 +139,10 @@ void Network::compile(const LossConfig& loss, const OptimizerConfig& opt) {
     if (opt.adam.amsgrad) zeroed(state_c_);
   } else if (opt.sgd.momentum != 0.0f) {
     zeroed(state_a_);
+  }
+  if (!loss.class_weights.empty()) {
+    class_weights_.reserve(loss.class_weights.size());
+    backend_->copy_to_device(class_weights_.data(), loss.class_weights.data(), sizeof(float) * loss.class_weights.size());
   }
   step_ = 0;
   compiled_ = true;
@@ -178,27 +186,40 @@ void Network::check_inputs(const char* op, const Tensor& x, const Tensor* y) con
 
 void Network::stage_batch(Workspace& ws, const float* x, const void* y, const int64_t* index, int64_t start,
                           int64_t b) const {
+  // Rows are gathered straight into host-addressable device buffers; elsewhere into
+  // host staging buffers that are then copied over.
+  const bool direct = backend_->host_addressable();
   const int64_t out = output_dim();
-  float* in = ws.input.data();
-  for (int64_t i = 0; i < b; ++i) {
-    const int64_t r = index ? index[i] : start + i;
-    std::memcpy(in + i * input_dim_, x + r * input_dim_, sizeof(float) * static_cast<size_t>(input_dim_));
-  }
+  auto row = [&](int64_t i) { return index ? index[i] : start + i; };
+  const size_t in_bytes = sizeof(float) * static_cast<size_t>(b * input_dim_);
+  if (!direct) ws.host_input.resize(static_cast<size_t>(b * input_dim_));
+  float* in = direct ? ws.input.data() : ws.host_input.data();
+  for (int64_t i = 0; i < b; ++i)
+    std::memcpy(in + i * input_dim_, x + row(i) * input_dim_, sizeof(float) * static_cast<size_t>(input_dim_));
+  if (!direct) backend_->copy_to_device(ws.input.data(), in, in_bytes);
   if (!y) return;
+  const bool float_targets = loss_.kind != LossKind::softmax_cross_entropy;
+  const size_t n_targets = static_cast<size_t>(loss_.kind == LossKind::mse ? b * out : b);
+  if (!direct) {
+    ws.host_targets.resize(n_targets);
+    ws.host_labels.resize(static_cast<size_t>(b));
+  }
+  float* targets = direct ? ws.targets.data() : ws.host_targets.data();
+  int32_t* labels = direct ? ws.labels.data() : ws.host_labels.data();
   if (loss_.kind == LossKind::mse) {
     const float* t = static_cast<const float*>(y);
-    float* dst = ws.targets.data();
-    for (int64_t i = 0; i < b; ++i) {
-      const int64_t r = index ? index[i] : start + i;
-      std::memcpy(dst + i * out, t + r * out, sizeof(float) * static_cast<size_t>(out));
-    }
-    return;
+    for (int64_t i = 0; i < b; ++i)
+      std::memcpy(targets + i * out, t + row(i) * out, sizeof(float) * static_cast<size_t>(out));
+  } else {
+    const int32_t* src = static_cast<const int32_t*>(y);
+    for (int64_t i = 0; i < b; ++i) labels[i] = src[row(i)];
+    // Binary cross-entropy takes its 0/1 labels as float targets too (accuracy uses the labels).
+    if (float_targets)
+      for (int64_t i = 0; i < b; ++i) targets[i] = static_cast<float>(labels[i]);
   }
-  const int32_t* labels = static_cast<const int32_t*>(y);
-  int32_t* dst = ws.labels.data();
-  for (int64_t i = 0; i < b; ++i) dst[i] = labels[index ? index[i] : start + i];
-  if (loss_.kind == LossKind::binary_cross_entropy)
-    for (int64_t i = 0; i < b; ++i) ws.targets.data()[i] = static_cast<float>(dst[i]);
+  if (direct) return;
+  if (float_targets) backend_->copy_to_device(ws.targets.data(), targets, sizeof(float) * n_targets);
+  if (loss_.kind != LossKind::mse) backend_->copy_to_device(ws.labels.data(), labels, sizeof(int32_t) * static_cast<size_t>(b));
 }
 
 const float* Network::forward(Workspace& ws, const float* input, int64_t b, bool training, float* out) const {
@@ -236,7 +257,7 @@ double Network::loss_and_count(Workspace& ws, const float* logits, int64_t b, bo
   switch (loss_.kind) {
     case LossKind::softmax_cross_entropy:
       loss = backend_->softmax_cross_entropy(grad, logits, ws.labels.data(),
-                                             loss_.class_weights.empty() ? nullptr : loss_.class_weights.data(), b,
+                                             loss_.class_weights.empty() ? nullptr : class_weights_.data(), b,
                                              out, loss_.label_smoothing);
       break;
     case LossKind::binary_cross_entropy:
@@ -376,10 +397,20 @@ void Network::predict(float* out, const float* x, int64_t n, int64_t batch_size)
   const int64_t rows = n < batch_size ? n : batch_size;
   reserve_rows(ws->act, ws->preact, layers_, widths_, rows, false);
   const int64_t out_dim = output_dim();
-  // Contiguous batches of the caller's x are read in place: nothing is staged.
-  for (int64_t start = 0; start < n; start += batch_size) {
-    const int64_t b = n - start < batch_size ? n - start : batch_size;
-    forward(*ws, x + start * input_dim_, b, false, out + start * out_dim);
+  if (backend_->host_addressable()) {
+    // Contiguous batches of the caller's x are read in place: nothing is staged.
+    for (int64_t start = 0; start < n; start += batch_size) {
+      const int64_t b = n - start < batch_size ? n - start : batch_size;
+      forward(*ws, x + start * input_dim_, b, false, out + start * out_dim);
+    }
+  } else {
+    ws->input.reserve(static_cast<size_t>(rows * input_dim_));
+    for (int64_t start = 0; start < n; start += batch_size) {
+      const int64_t b = n - start < batch_size ? n - start : batch_size;
+      backend_->copy_to_device(ws->input.data(), x + start * input_dim_, sizeof(float) * static_cast<size_t>(b * input_dim_));
+      const float* y = forward(*ws, ws->input.data(), b, false, nullptr);
+      backend_->copy_to_host(out + start * out_dim, y, sizeof(float) * static_cast<size_t>(b * out_dim));
+    }
   }
   release_workspace(std::move(ws));
 }

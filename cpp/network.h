@@ -137,6 +137,7 @@ class Network {
   int64_t max_width_ = 0;
 
   Buffer<float> params_, grads_, state_a_, state_b_, state_c_;  // state: m, v, vmax or velocity
+  Buffer<float> class_weights_;  // the loss's class weights, on the device
   LossConfig loss_;
   OptimizerConfig opt_;
   bool compiled_ = false;

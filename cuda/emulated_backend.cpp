@@ -34,6 +34,9 @@ class EmulatedCudaBackend final : public Backend {
   EmulatedCudaBackend() : ctx_(this) {}
   Device device() const override { return {DeviceKind::cuda_emulated, 0}; }
   std::string name() const override { return "cuda-emulated"; }
+  // Its memory is host memory, but the executor treats it as a GPU's (staging batches
+  // through copies), so the emulated runs also cover the path the real device takes.
+  bool host_addressable() const override { return false; }
 
   void* allocate(size_t bytes) override {
     void* p = std::aligned_alloc(256, ((bytes + 255) / 256) * 256 + (bytes == 0 ? 256 : 0));
@@ -46,6 +49,9 @@ class EmulatedCudaBackend final : public Backend {
   }
   void copy_to_host(void* host_dst, const void* src, size_t bytes) override {
     if (bytes) std::memcpy(host_dst, src, bytes);
+  }
+  void fill_zero(void* dst, size_t bytes) override {
+    if (bytes) std::memset(dst, 0, bytes);
   }
 
   void dense_forward(float* y, float* z, const float* x, const float* w, const float* b, DenseShape s,

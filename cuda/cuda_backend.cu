@@ -1,0 +1,170 @@
+// The "cuda" device: CudaBackend runs the launchers of cuda/*.cu on one stream, over
+// device memory from a caching allocator (a training step allocates nothing from the
+// driver once its buffers exist). Availability is detected at run time: on a machine
+// without a driver or a GPU the library imports and says why.
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "backend.h"
+#include "cuda/cuda_check.h"
+#include "cuda/launchers.h"
+
+namespace customml {
+namespace {
+
+namespace dev = cuda;
+
+// The first CUDA runtime error of cudaGetDeviceCount, or "" when a device is usable.
+const std::string& availability_error() {
+  static const std::string error = [] {
+    int count = 0;
+    const cudaError_t err = cudaGetDeviceCount(&count);
+    if (err != cudaSuccess) return std::string("no usable CUDA driver or device (") + cudaGetErrorString(err) + ")";
+    if (count == 0) return std::string("no CUDA device found");
+    return std::string();
+  }();
+  return error;
+}
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int index) : index_(index), ctx_(this) {
+    CUDA_CHECK(cudaSetDevice(index_));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    ctx_.stream = stream_;
+  }
+  ~CudaBackend() override {
+    // Process exit may have torn the driver down already; nothing to report then.
+    release_cache();
+    cudaStreamDestroy(stream_);
+  }
+
+  Device device() const override { return {DeviceKind::cuda, index_}; }
+  std::string name() const override { return device().name(); }
+  bool host_addressable() const override { return false; }
+
+  // Sizes round up to 512 bytes and freed blocks wait in a cache keyed by size.
+  void* allocate(size_t bytes) override {
+    const size_t size = ((bytes == 0 ? 1 : bytes) + 511) / 512 * 512;
+    std::lock_guard<std::mutex> lock(alloc_mutex_);
+    auto hit = cached_.find(size);
+    if (hit != cached_.end()) {
+      void* p = hit->second;
+      cached_.erase(hit);
+      live_[p] = size;
+      return p;
+    }
+    CUDA_CHECK(cudaSetDevice(index_));
+    void* p = nullptr;
+    if (cudaMalloc(&p, size) != cudaSuccess) {
+      (void)cudaGetLastError();  // clear the out-of-memory error, give the cache back, retry once
+      release_cache_locked();
+      CUDA_CHECK(cudaMalloc(&p, size));
+    }
+    live_[p] = size;
+    return p;
+  }
+  void deallocate(void* p) override {
+    if (!p) return;
+    std::lock_guard<std::mutex> lock(alloc_mutex_);
+    auto it = live_.find(p);
+    if (it == live_.end()) return;
+    cached_.emplace(it->second, p);
+    live_.erase(it);
+  }
+  void copy_to_device(void* dst, const void* host_src, size_t bytes) override {
+    if (!bytes) return;
+    CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  void copy_to_host(void* host_dst, const void* src, size_t bytes) override {
+    if (!bytes) return;
+    CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  void fill_zero(void* dst, size_t bytes) override {
+    if (bytes) CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, stream_));
+  }
+
+  void dense_forward(float* y, float* z, const float* x, const float* w, const float* b, DenseShape s,
+                     Activation act) override {
+    dev::dense_forward(ctx_, y, z, x, w, b, s, act);
+  }
+  void dense_backward(float* dx, float* dw, float* db, float* dz, const float* dy, const float* x, const float* w,
+                      const float* y, const float* z, DenseShape s, Activation act) override {
+    dev::dense_backward(ctx_, dx, dw, db, dz, dy, x, w, y, z, s, act);
+  }
+  double softmax_cross_entropy(float* grad, const float* logits, const int32_t* labels, const float* class_weights,
+                               int64_t batch, int64_t classes, float label_smoothing) override {
+    return dev::softmax_cross_entropy(ctx_, grad, logits, labels, class_weights, batch, classes, label_smoothing);
+  }
+  double binary_cross_entropy_with_logits(float* grad, const float* logits, const float* targets,
+                                          int64_t n) override {
+    return dev::binary_cross_entropy_with_logits(ctx_, grad, logits, targets, n);
+  }
+  double mse(float* grad, const float* pred, const float* target, int64_t n) override {
+    return dev::mse(ctx_, grad, pred, target, n);
+  }
+  int64_t count_correct(const float* logits, const int32_t* labels, int64_t batch, int64_t classes) override {
+    return dev::count_correct(ctx_, logits, labels, batch, classes);
+  }
+  void dropout(float* y, const float* x, int64_t n, float rate, uint64_t seed, uint64_t stream) override {
+    dev::dropout(ctx_, y, x, n, rate, seed, stream);
+  }
+  void sgd_update(float* param, float* velocity, const float* grad, int64_t n, const Segment* no_decay,
+                  int64_t n_no_decay, const SgdConfig& c) override {
+    dev::sgd_update(ctx_, param, velocity, grad, n, no_decay, n_no_decay, c);
+  }
+  void adam_update(float* param, float* m, float* v, float* vmax, const float* grad, int64_t n,
+                   const Segment* no_decay, int64_t n_no_decay, const AdamConfig& c) override {
+    dev::adam_update(ctx_, param, m, v, vmax, grad, n, no_decay, n_no_decay, c);
+  }
+  double clip_by_global_norm(float* grad, int64_t n, float max_norm) override {
+    return dev::clip_by_global_norm(ctx_, grad, n, max_norm);
+  }
+
+ private:
+  void release_cache() {
+    std::lock_guard<std::mutex> lock(alloc_mutex_);
+    release_cache_locked();
+  }
+  void release_cache_locked() {
+    for (auto& [size, p] : cached_) cudaFree(p);
+    cached_.clear();
+  }
+
+  int index_;
+  cudaStream_t stream_ = nullptr;
+  std::mutex alloc_mutex_;
+  std::multimap<size_t, void*> cached_;
+  std::unordered_map<void*, size_t> live_;
+  dev::DeviceContext ctx_;
+};
+
+}  // namespace
+
+bool cuda_compiled() { return true; }
+bool cuda_available() { return availability_error().empty(); }
+std::string cuda_unavailable_reason() { return availability_error(); }
+
+Backend& cuda_backend(int index) {
+  if (!cuda_available()) throw std::invalid_argument("device 'cuda' is not available: " + availability_error());
+  int count = 0;
+  CUDA_CHECK(cudaGetDeviceCount(&count));
+  if (index < 0 || index >= count)
+    throw std::invalid_argument("device 'cuda:" + std::to_string(index) + "' does not exist (" +
+                                std::to_string(count) + " CUDA device(s))");
+  static std::mutex mutex;
+  static std::vector<std::unique_ptr<CudaBackend>> backends;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (backends.size() < static_cast<size_t>(count)) backends.resize(static_cast<size_t>(count));
+  if (!backends[index]) backends[index] = std::make_unique<CudaBackend>(index);
+  return *backends[index];
+}
+
+}  // namespace customml
