@@ -15,6 +15,7 @@
 #include "simt/runtime.h"
 #endif
 #include <array>
+#include <cstdlib>
 #include "cpu/gemm.h"
 #include "cpu/isa.h"
 #include "network.h"
@@ -43,22 +44,100 @@ DType dtype_of(const py::array& a) {
   return DType::other;
 }
 
-// A borrowed view of a NumPy array; outputs must be writable. Byte order: NumPy
-// arrays of a non-native byte order are "other", so kernels never read them.
-Tensor view(const py::array& a, const Device& device, const char* op, const char* name, bool writable) {
-  if (writable && !a.writeable())
-    throw std::invalid_argument(std::string("[") + op + "] " + name + " is read-only");
-  DType dt = a.dtype().byteorder() == '>' ? DType::other : dtype_of(a);
-  std::vector<int64_t> shape(a.shape(), a.shape() + a.ndim());
-  std::vector<int64_t> strides(a.strides(), a.strides() + a.ndim());
-  return Tensor(const_cast<void*>(a.data()), dt, std::move(shape), std::move(strides), device);
+DType dtype_of_typestr(const std::string& t) {
+  // __cuda_array_interface__ typestr: byte order, kind, size ("<f4", "|i1").
+  if (t.size() < 3 || t[0] == '>') return DType::other;
+  const char kind = t[1];
+  const int size = std::atoi(t.c_str() + 2);
+  if (kind == 'f' && size == 4) return DType::f32;
+  if (kind == 'f' && size == 8) return DType::f64;
+  if (kind == 'f' && size == 2) return DType::f16;
+  if (kind == 'i' && size == 4) return DType::i32;
+  if (kind == 'i' && size == 8) return DType::i64;
+  if (kind == 'i' && size == 1) return DType::i8;
+  if (kind == 'u' && size == 1) return DType::u8;
+  return DType::other;
 }
 
-std::optional<Tensor> maybe_view(const std::optional<py::array>& a, const Device& d, const char* op,
-                                 const char* name, bool writable) {
-  if (!a) return std::nullopt;
-  return view(*a, d, op, name, writable);
-}
+// Borrowed views of the arrays one call receives: NumPy arrays on the host devices,
+// objects exposing __cuda_array_interface__ (CuPy and others) on "cuda", zero-copy.
+// Inputs that are not arrays yet (lists) are converted, and kept alive for the call;
+// outputs must be arrays already, or results would land in a temporary. Byte order:
+// arrays of a non-native byte order get DType::other, so no kernel reads them.
+class Views {
+ public:
+  Views(const char* op, const std::string& device) : Views(op, Device::parse(device)) {}
+  // A device that cannot run says so before anything else is checked.
+  Views(const char* op, const Device& device) : op_(op), device_(device) { backend_for(device_); }
+  const Device& device() const { return device_; }
+
+  Tensor in(const py::object& obj, const char* name) { return view(obj, name, false); }
+  Tensor out(const py::object& obj, const char* name) { return view(obj, name, true); }
+  std::optional<Tensor> in(const std::optional<py::object>& obj, const char* name) {
+    if (!obj || obj->is_none()) return std::nullopt;
+    return view(*obj, name, false);
+  }
+  std::optional<Tensor> out(const std::optional<py::object>& obj, const char* name) {
+    if (!obj || obj->is_none()) return std::nullopt;
+    return view(*obj, name, true);
+  }
+
+ private:
+  std::string prefix(const char* name) const { return std::string("[") + op_ + "] " + name; }
+
+  Tensor view(const py::object& obj, const char* name, bool output) {
+    if (py::hasattr(obj, "__cuda_array_interface__")) return gpu_view(obj, name, output);
+    if (device_.kind == DeviceKind::cuda)
+      throw TypeError(prefix(name) + " must be a GPU array (CuPy, or any object with __cuda_array_interface__) on " +
+                      "device '" + device_.name() + "', got " + std::string(py::str(py::type::of(obj).attr("__name__"))));
+    py::array a;
+    if (output) {
+      if (!py::isinstance<py::array>(obj))
+        throw TypeError(prefix(name) + " must be a NumPy array (results are written into it), got " +
+                        std::string(py::str(py::type::of(obj).attr("__name__"))));
+      a = py::reinterpret_borrow<py::array>(obj);
+      if (!a.writeable()) throw std::invalid_argument(prefix(name) + " is read-only");
+    } else {
+      a = py::array::ensure(obj);
+      if (!a) throw TypeError(prefix(name) + " must be an array, got " + std::string(py::str(py::type::of(obj).attr("__name__"))));
+    }
+    keep_.push_back(a);
+    const DType dt = a.dtype().byteorder() == '>' ? DType::other : dtype_of(a);
+    std::vector<int64_t> shape(a.shape(), a.shape() + a.ndim());
+    std::vector<int64_t> strides(a.strides(), a.strides() + a.ndim());
+    return Tensor(const_cast<void*>(a.data()), dt, std::move(shape), std::move(strides), device_);
+  }
+
+  Tensor gpu_view(const py::object& obj, const char* name, bool output) {
+    if (device_.kind != DeviceKind::cuda)
+      throw std::invalid_argument(prefix(name) + " is a GPU array but the device is '" + device_.name() +
+                                  "'; pass device='cuda'");
+    const py::dict cai = obj.attr("__cuda_array_interface__");
+    const py::tuple data = cai["data"];
+    if (output && py::cast<bool>(data[1])) throw std::invalid_argument(prefix(name) + " is read-only");
+    const DType dt = dtype_of_typestr(py::cast<std::string>(cai["typestr"]));
+    std::vector<int64_t> shape;
+    for (const auto& d : py::tuple(cai["shape"])) shape.push_back(py::cast<int64_t>(d));
+    std::vector<int64_t> strides(shape.size());
+    if (cai.contains("strides") && !cai["strides"].is_none()) {
+      const py::tuple st = cai["strides"];
+      for (size_t i = 0; i < strides.size(); ++i) strides[i] = py::cast<int64_t>(st[i]);
+    } else {  // None: C-contiguous
+      int64_t stride = static_cast<int64_t>(dtype_size(dt));
+      for (size_t i = shape.size(); i-- > 0;) {
+        strides[i] = stride;
+        stride *= shape[i];
+      }
+    }
+    keep_.push_back(obj);
+    return Tensor(reinterpret_cast<void*>(py::cast<uintptr_t>(data[0])), dt, std::move(shape), std::move(strides),
+                  device_);
+  }
+
+  const char* op_;
+  Device device_;
+  std::vector<py::object> keep_;
+};
 
 Activation activation_for(const char* op, const std::string& name) {
   try {
@@ -177,85 +256,85 @@ PYBIND11_MODULE(_core, m) {
 
   m.def(
       "dense_forward",
-      [](py::array out, py::array x, py::array weight, py::array bias, const std::string& activation,
-         std::optional<py::array> preact_out, const std::string& device) {
-        const Device d = Device::parse(device);
+      [](py::object out, py::object x, py::object weight, py::object bias, const std::string& activation,
+         std::optional<py::object> preact_out, const std::string& device) {
+        Views views("dense_forward", device);
         const Activation act = activation_for("dense_forward", activation);
-        Tensor y = view(out, d, "dense_forward", "out", true), xt = view(x, d, "dense_forward", "x", false), w = view(weight, d, "dense_forward", "weight", false),
-               b = view(bias, d, "dense_forward", "bias", false);
-        auto z = maybe_view(preact_out, d, "dense_forward", "preact_out", true);
+        Tensor y = views.out(out, "out"), xt = views.in(x, "x"), w = views.in(weight, "weight"),
+               b = views.in(bias, "bias");
+        auto z = views.out(preact_out, "preact_out");
         py::gil_scoped_release release;
         ops::dense_forward(y, ptr(z), xt, w, b, act);
       },
-      py::arg("out").noconvert(), py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("activation") = "identity",
-      py::arg("preact_out").noconvert() = py::none(), py::arg("device") = "cpu",
+      py::arg("out"), py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("activation") = "identity",
+      py::arg("preact_out") = py::none(), py::arg("device") = "cpu",
       "out (batch, out) = activation(x (batch, in) . weight (in, out) + bias (out)); preact_out gets the value before "
       "the activation.");
 
   m.def(
       "dense_backward",
-      [](std::optional<py::array> dx, py::array dweight, py::array dbias, py::array dy, py::array x, py::array weight,
-         py::array y, std::optional<py::array> z, const std::string& activation, const std::string& device) {
-        const Device d = Device::parse(device);
+      [](std::optional<py::object> dx, py::object dweight, py::object dbias, py::object dy, py::object x, py::object weight,
+         py::object y, std::optional<py::object> z, const std::string& activation, const std::string& device) {
+        Views views("dense_backward", device);
         const Activation act = activation_for("dense_backward", activation);
-        auto dxt = maybe_view(dx, d, "dense_backward", "dx", true);
-        Tensor dw = view(dweight, d, "dense_backward", "dweight", true), db = view(dbias, d, "dense_backward", "dbias", true),
-               dyt = view(dy, d, "dense_backward", "dy", false), xt = view(x, d, "dense_backward", "x", false), w = view(weight, d, "dense_backward", "weight", false),
-               yt = view(y, d, "dense_backward", "y", false);
-        auto zt = maybe_view(z, d, "dense_backward", "z", false);
+        auto dxt = views.out(dx, "dx");
+        Tensor dw = views.out(dweight, "dweight"), db = views.out(dbias, "dbias"),
+               dyt = views.in(dy, "dy"), xt = views.in(x, "x"), w = views.in(weight, "weight"),
+               yt = views.in(y, "y");
+        auto zt = views.in(z, "z");
         py::gil_scoped_release release;
         ops::dense_backward(ptr(dxt), dw, db, dyt, xt, w, yt, ptr(zt), act);
       },
-      py::arg("dx").noconvert(), py::arg("dweight").noconvert(), py::arg("dbias").noconvert(), py::arg("dy"), py::arg("x"), py::arg("weight"),
+      py::arg("dx"), py::arg("dweight"), py::arg("dbias"), py::arg("dy"), py::arg("x"), py::arg("weight"),
       py::arg("y"), py::arg("z") = py::none(), py::arg("activation") = "identity", py::arg("device") = "cpu",
       "Gradients of dense_forward: dx (optional), dweight and dbias from dy, the input x, the weight, the output y and "
       "(for gelu) the pre-activation z.");
 
   m.def(
       "softmax_cross_entropy",
-      [](std::optional<py::array> grad_out, py::array logits, py::array labels, std::optional<py::array> class_weights,
+      [](std::optional<py::object> grad_out, py::object logits, py::object labels, std::optional<py::object> class_weights,
          float label_smoothing, const std::string& device) {
-        const Device d = Device::parse(device);
-        auto g = maybe_view(grad_out, d, "softmax_cross_entropy", "grad_out", true);
-        Tensor l = view(logits, d, "softmax_cross_entropy", "logits", false), y = view(labels, d, "softmax_cross_entropy", "labels", false);
-        auto w = maybe_view(class_weights, d, "softmax_cross_entropy", "class_weights", false);
+        Views views("softmax_cross_entropy", device);
+        auto g = views.out(grad_out, "grad_out");
+        Tensor l = views.in(logits, "logits"), y = views.in(labels, "labels");
+        auto w = views.in(class_weights, "class_weights");
         py::gil_scoped_release release;
         return ops::softmax_cross_entropy(ptr(g), l, y, ptr(w), label_smoothing);
       },
-      py::arg("grad_out").noconvert(), py::arg("logits"), py::arg("labels"), py::arg("class_weights") = py::none(),
+      py::arg("grad_out"), py::arg("logits"), py::arg("labels"), py::arg("class_weights") = py::none(),
       py::arg("label_smoothing") = 0.0f, py::arg("device") = "cpu",
       "Mean softmax cross-entropy of logits (batch, classes) against int32 labels; writes d loss / d logits into "
       "grad_out when given.");
 
   m.def(
       "binary_cross_entropy_with_logits",
-      [](std::optional<py::array> grad_out, py::array logits, py::array targets, const std::string& device) {
-        const Device d = Device::parse(device);
-        auto g = maybe_view(grad_out, d, "binary_cross_entropy_with_logits", "grad_out", true);
-        Tensor l = view(logits, d, "binary_cross_entropy_with_logits", "logits", false), t = view(targets, d, "binary_cross_entropy_with_logits", "targets", false);
+      [](std::optional<py::object> grad_out, py::object logits, py::object targets, const std::string& device) {
+        Views views("binary_cross_entropy_with_logits", device);
+        auto g = views.out(grad_out, "grad_out");
+        Tensor l = views.in(logits, "logits"), t = views.in(targets, "targets");
         py::gil_scoped_release release;
         return ops::binary_cross_entropy_with_logits(ptr(g), l, t);
       },
-      py::arg("grad_out").noconvert(), py::arg("logits"), py::arg("targets"), py::arg("device") = "cpu",
+      py::arg("grad_out"), py::arg("logits"), py::arg("targets"), py::arg("device") = "cpu",
       "Mean binary cross-entropy of sigmoid(logits) against targets; gradient into grad_out when given.");
 
   m.def(
       "mse",
-      [](std::optional<py::array> grad_out, py::array pred, py::array target, const std::string& device) {
-        const Device d = Device::parse(device);
-        auto g = maybe_view(grad_out, d, "mse", "grad_out", true);
-        Tensor p = view(pred, d, "mse", "pred", false), t = view(target, d, "mse", "target", false);
+      [](std::optional<py::object> grad_out, py::object pred, py::object target, const std::string& device) {
+        Views views("mse", device);
+        auto g = views.out(grad_out, "grad_out");
+        Tensor p = views.in(pred, "pred"), t = views.in(target, "target");
         py::gil_scoped_release release;
         return ops::mse(ptr(g), p, t);
       },
-      py::arg("grad_out").noconvert(), py::arg("pred"), py::arg("target"), py::arg("device") = "cpu",
+      py::arg("grad_out"), py::arg("pred"), py::arg("target"), py::arg("device") = "cpu",
       "Mean squared error; gradient into grad_out when given.");
 
   m.def(
       "count_correct",
-      [](py::array logits, py::array labels, const std::string& device) {
-        const Device d = Device::parse(device);
-        Tensor l = view(logits, d, "count_correct", "logits", false), y = view(labels, d, "count_correct", "labels", false);
+      [](py::object logits, py::object labels, const std::string& device) {
+        Views views("count_correct", device);
+        Tensor l = views.in(logits, "logits"), y = views.in(labels, "labels");
         py::gil_scoped_release release;
         return ops::count_correct(l, y);
       },
@@ -264,47 +343,47 @@ PYBIND11_MODULE(_core, m) {
 
   m.def(
       "dropout",
-      [](py::array out, py::array x, float rate, uint64_t seed, uint64_t stream, const std::string& device) {
-        const Device d = Device::parse(device);
-        Tensor y = view(out, d, "dropout", "out", true), xt = view(x, d, "dropout", "x", false);
+      [](py::object out, py::object x, float rate, uint64_t seed, uint64_t stream, const std::string& device) {
+        Views views("dropout", device);
+        Tensor y = views.out(out, "out"), xt = views.in(x, "x");
         py::gil_scoped_release release;
         ops::dropout(y, xt, rate, seed, stream);
       },
-      py::arg("out").noconvert(), py::arg("x"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("device") = "cpu",
+      py::arg("out"), py::arg("x"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("device") = "cpu",
       "Inverted dropout: out = x / (1 - rate) where Philox4x32-10(seed, stream, index) >= rate, else 0.");
 
   m.def(
       "sgd_update",
-      [](py::array param, py::array grad, std::optional<py::array> velocity, float lr, float momentum, bool nesterov,
+      [](py::object param, py::object grad, std::optional<py::object> velocity, float lr, float momentum, bool nesterov,
          float weight_decay, const std::vector<std::pair<int64_t, int64_t>>& no_decay, const std::string& device) {
-        const Device d = Device::parse(device);
-        Tensor p = view(param, d, "sgd_update", "param", true), g = view(grad, d, "sgd_update", "grad", false);
-        auto v = maybe_view(velocity, d, "sgd_update", "velocity", true);
+        Views views("sgd_update", device);
+        Tensor p = views.out(param, "param"), g = views.in(grad, "grad");
+        auto v = views.out(velocity, "velocity");
         const SgdConfig c{lr, momentum, nesterov, weight_decay};
         const auto segs = segments_from(no_decay);
         py::gil_scoped_release release;
         ops::sgd_update(p, ptr(v), g, segs, c);
       },
-      py::arg("param").noconvert(), py::arg("grad"), py::arg("velocity").noconvert() = py::none(), py::kw_only(), py::arg("lr"),
+      py::arg("param"), py::arg("grad"), py::arg("velocity") = py::none(), py::kw_only(), py::arg("lr"),
       py::arg("momentum") = 0.0f, py::arg("nesterov") = false, py::arg("weight_decay") = 0.0f,
       py::arg("no_decay") = std::vector<std::pair<int64_t, int64_t>>{}, py::arg("device") = "cpu",
       "One SGD step in place over flat buffers (torch.optim.SGD semantics, dampening 0).");
 
   m.def(
       "adam_update",
-      [](py::array param, py::array grad, py::array m_, py::array v_, std::optional<py::array> vmax, float lr,
+      [](py::object param, py::object grad, py::object m_, py::object v_, std::optional<py::object> vmax, float lr,
          float beta1, float beta2, float eps, float weight_decay, bool decoupled, bool amsgrad, int64_t step,
          const std::vector<std::pair<int64_t, int64_t>>& no_decay, const std::string& device) {
-        const Device d = Device::parse(device);
-        Tensor p = view(param, d, "adam_update", "param", true), g = view(grad, d, "adam_update", "grad", false), mt = view(m_, d, "adam_update", "m", true),
-               vt = view(v_, d, "adam_update", "v", true);
-        auto vm = maybe_view(vmax, d, "adam_update", "vmax", true);
+        Views views("adam_update", device);
+        Tensor p = views.out(param, "param"), g = views.in(grad, "grad"), mt = views.out(m_, "m"),
+               vt = views.out(v_, "v");
+        auto vm = views.out(vmax, "vmax");
         const AdamConfig c{lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, step};
         const auto segs = segments_from(no_decay);
         py::gil_scoped_release release;
         ops::adam_update(p, mt, vt, ptr(vm), g, segs, c);
       },
-      py::arg("param").noconvert(), py::arg("grad"), py::arg("m").noconvert(), py::arg("v").noconvert(), py::arg("vmax").noconvert() = py::none(), py::kw_only(),
+      py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"), py::arg("vmax") = py::none(), py::kw_only(),
       py::arg("lr"), py::arg("beta1") = 0.9f, py::arg("beta2") = 0.999f, py::arg("eps") = 1e-8f,
       py::arg("weight_decay") = 0.0f, py::arg("decoupled") = false, py::arg("amsgrad") = false, py::arg("step"),
       py::arg("no_decay") = std::vector<std::pair<int64_t, int64_t>>{}, py::arg("device") = "cpu",
@@ -312,13 +391,13 @@ PYBIND11_MODULE(_core, m) {
 
   m.def(
       "clip_by_global_norm",
-      [](py::array grad, float max_norm, const std::string& device) {
-        const Device d = Device::parse(device);
-        Tensor g = view(grad, d, "clip_by_global_norm", "grad", true);
+      [](py::object grad, float max_norm, const std::string& device) {
+        Views views("clip_by_global_norm", device);
+        Tensor g = views.out(grad, "grad");
         py::gil_scoped_release release;
         return ops::clip_by_global_norm(g, max_norm);
       },
-      py::arg("grad").noconvert(), py::arg("max_norm"), py::arg("device") = "cpu",
+      py::arg("grad"), py::arg("max_norm"), py::arg("device") = "cpu",
       "Scales grad in place so its L2 norm is at most max_norm (as torch.nn.utils.clip_grad_norm_); returns the norm "
       "before scaling.");
 
@@ -383,10 +462,10 @@ PYBIND11_MODULE(_core, m) {
       .def("set_seed", &Network::set_seed, py::arg("seed"))
       .def(
           "train_batch",
-          [](Network& n, py::array x, py::array y, py::array index) {
-            const Device d = n.device();
-            Tensor xt = view(x, d, "fit", "x", false), yt = view(y, d, "fit", "y", false);
-            Tensor it = view(index, Device{}, "fit", "index", false);
+          [](Network& n, py::object x, py::object y, py::object index) {
+            Views views("fit", Device{});  // the executor takes host arrays and stages them
+            Tensor xt = views.in(x, "x"), yt = views.in(y, "y");
+            Tensor it = views.in(index, "index");
             n.check_inputs("fit", xt, &yt);
             if (it.dtype() != DType::i64 || it.ndim() != 1 || !it.is_contiguous())
               throw TypeError("[fit] index must be a contiguous 1-D int64 array");
@@ -397,9 +476,9 @@ PYBIND11_MODULE(_core, m) {
           "One training step on rows `index` of x and y; returns the batch's mean loss.")
       .def(
           "evaluate",
-          [](Network& n, py::array x, py::array y, int64_t batch_size) {
-            const Device d = n.device();
-            Tensor xt = view(x, d, "evaluate", "x", false), yt = view(y, d, "evaluate", "y", false);
+          [](Network& n, py::object x, py::object y, int64_t batch_size) {
+            Views views("evaluate", Device{});  // the executor takes host arrays and stages them
+            Tensor xt = views.in(x, "x"), yt = views.in(y, "y");
             n.check_inputs("evaluate", xt, &yt);
             py::gil_scoped_release release;
             n.evaluate(xt.ptr<float>(), yt.data(), xt.dim(0), batch_size);
@@ -407,9 +486,9 @@ PYBIND11_MODULE(_core, m) {
           py::arg("x"), py::arg("y"), py::arg("batch_size"))
       .def(
           "predict",
-          [](const Network& n, py::array x, py::array out, int64_t batch_size) {
-            const Device d = n.device();
-            Tensor xt = view(x, d, "predict", "x", false), o = view(out, d, "predict", "out", true);
+          [](const Network& n, py::object x, py::object out, int64_t batch_size) {
+            Views views("predict", Device{});  // the executor takes host arrays and stages them
+            Tensor xt = views.in(x, "x"), o = views.out(out, "out");
             n.check_inputs("predict", xt, nullptr);
             if (o.dtype() != DType::f32) throw TypeError(std::string("[predict] out must be float32, got ") + dtype_name(o.dtype()));
             if (o.shape() != std::vector<int64_t>{xt.dim(0), n.output_dim()} || !o.is_contiguous())
@@ -419,7 +498,7 @@ PYBIND11_MODULE(_core, m) {
             py::gil_scoped_release release;
             n.predict(o.ptr<float>(), xt.ptr<float>(), xt.dim(0), batch_size);
           },
-          py::arg("x"), py::arg("out").noconvert(), py::arg("batch_size"))
+          py::arg("x"), py::arg("out"), py::arg("batch_size"))
       .def("metrics",
            [](const Network& n) {
              const MetricCounters& c = n.metrics();

@@ -70,6 +70,23 @@ void check_x_against_weight(const char* op, const Tensor& x, const Tensor& w) {
   if (w.dim(0) == 0 || w.dim(1) == 0) fail(op, "weight has shape " + w.shape_str() + "; both sizes must be >= 1");
 }
 
+// The elements of a small tensor (labels, class weights) on the host, for the checks
+// that read values: device memory is not host-addressable on every backend.
+template <class T>
+std::vector<T> host_values(const Tensor& t) {
+  std::vector<T> v(static_cast<size_t>(t.numel()));
+  backend_for(t.device()).copy_to_host(v.data(), t.data(), sizeof(T) * v.size());
+  return v;
+}
+
+void check_labels(const char* op, const Tensor& labels, int64_t classes) {
+  const std::vector<int32_t> lab = host_values<int32_t>(labels);
+  for (size_t i = 0; i < lab.size(); ++i)
+    if (lab[i] < 0 || lab[i] >= classes)
+      throw std::out_of_range("[" + std::string(op) + "] labels[" + std::to_string(i) + "] = " +
+                              std::to_string(lab[i]) + " is outside [0, " + std::to_string(classes) + ")");
+}
+
 float* f32(const Tensor& t) { return t.ptr<float>(); }
 float* f32(const Tensor* t) { return t ? t->ptr<float>() : nullptr; }
 
@@ -162,17 +179,13 @@ double softmax_cross_entropy(const Tensor* grad, const Tensor& logits, const Ten
     check(op, "class_weights", *class_weights, DType::f32, 1);
     check_shape(op, "class_weights", *class_weights, {classes});
     check_device(op, "class_weights", *class_weights, logits);
-    const float* cw = class_weights->ptr<float>();
+    const std::vector<float> cw = host_values<float>(*class_weights);
     for (int64_t c = 0; c < classes; ++c)
       if (!(std::isfinite(cw[c]) && cw[c] >= 0.0f))
         fail(op, "class_weights[" + std::to_string(c) + "] = " + std::to_string(cw[c]) +
                      " must be finite and >= 0");
   }
-  const int32_t* lab = labels.ptr<int32_t>();
-  for (int64_t i = 0; i < batch; ++i)
-    if (lab[i] < 0 || lab[i] >= classes)
-      throw std::out_of_range("[" + std::string(op) + "] labels[" + std::to_string(i) + "] = " +
-                              std::to_string(lab[i]) + " is outside [0, " + std::to_string(classes) + ")");
+  check_labels(op, labels, classes);
   if (grad) {
     check(op, "grad_out", *grad, DType::f32, 2);
     check_shape(op, "grad_out", *grad, logits.shape());
@@ -182,7 +195,7 @@ double softmax_cross_entropy(const Tensor* grad, const Tensor& logits, const Ten
     if (class_weights) check_no_overlap(op, "grad_out", *grad, "class_weights", *class_weights);
   }
   return backend_for(logits.device())
-      .softmax_cross_entropy(f32(grad), f32(logits), lab, f32(class_weights), batch, classes,
+      .softmax_cross_entropy(f32(grad), f32(logits), labels.ptr<int32_t>(), f32(class_weights), batch, classes,
                              label_smoothing);
 }
 
@@ -226,12 +239,7 @@ int64_t count_correct(const Tensor& logits, const Tensor& labels) {
   check_shape(op, "labels", labels, {logits.dim(0)});
   check_device(op, "labels", labels, logits);
   // One column is a binary classifier: labels 0 and 1.
-  const int64_t classes = logits.dim(1) == 1 ? 2 : logits.dim(1);
-  const int32_t* lab = labels.ptr<int32_t>();
-  for (int64_t i = 0; i < logits.dim(0); ++i)
-    if (lab[i] < 0 || lab[i] >= classes)
-      throw std::out_of_range("[" + std::string(op) + "] labels[" + std::to_string(i) + "] = " +
-                              std::to_string(lab[i]) + " is outside [0, " + std::to_string(classes) + ")");
+  check_labels(op, labels, logits.dim(1) == 1 ? 2 : logits.dim(1));
   return backend_for(logits.device())
       .count_correct(f32(logits), labels.ptr<int32_t>(), logits.dim(0), logits.dim(1));
 }

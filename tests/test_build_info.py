@@ -18,11 +18,13 @@ GEMM_VARIANT = {
 def test_build_info_keys_and_types():
     info = customml.build_info()
     assert isinstance(info, dict)
-    for key in ("version", "compiler", "cuda_compiled", "cpu_features", "isa", "isa_detected", "kernels", "num_threads"):
+    for key in ("version", "compiler", "cuda_compiled", "simt_emulation", "cpu_features", "isa", "isa_detected", "kernels", "num_threads"):
         assert key in info, key
     assert info["version"] == customml.__version__ and isinstance(info["version"], str) and info["version"]
     assert isinstance(info["compiler"], str) and info["compiler"]
-    assert info["cuda_compiled"] is False  # this build has no CUDA backend
+    assert isinstance(info["cuda_compiled"], bool) and isinstance(info["simt_emulation"], bool)
+    if not info["cuda_compiled"]:
+        assert "built without CUDA" in customml.cuda.unavailable_reason()
     assert isinstance(info["cpu_features"], list) and all(isinstance(f, str) for f in info["cpu_features"])
     assert info["isa"] in ISA_ORDER and info["isa_detected"] in ISA_ORDER
     assert ISA_ORDER.index(info["isa"]) <= ISA_ORDER.index(info["isa_detected"])

@@ -1,9 +1,11 @@
 """Kernel-level functions: thin wrappers over ``customml._core``.
 
-Each takes NumPy arrays (C-contiguous, of the dtype named in its docstring; nothing is
+Each takes arrays (C-contiguous, of the dtype named in its docstring; nothing is
 converted, so a wrong dtype or layout is an error rather than a hidden copy), allocates
-outputs the caller did not pass with ``out=``/``grad_out=``, and runs on ``device``.
-Optimizer updates modify their buffers in place.
+outputs the caller did not pass with ``out=``/``grad_out=``, and runs on ``device``:
+NumPy arrays on "cpu" and "cuda-emulated", CuPy arrays (or anything exposing
+``__cuda_array_interface__``, zero-copy) on "cuda". Optimizer updates modify their
+buffers in place.
 """
 
 from __future__ import annotations
@@ -28,6 +30,20 @@ __all__ = [
 ]
 
 
+def _empty(shape, device: str):
+    """An uninitialized float32 output on ``device``: CuPy memory on "cuda", NumPy elsewhere."""
+    if device == "cuda" or device.startswith("cuda:"):
+        _core.check_device(device)  # says why CUDA is unavailable before anything else
+        try:
+            import cupy
+        except ImportError as exc:
+            raise ImportError("ops on device 'cuda' allocate their outputs with CuPy: pip install cupy-cuda12x "
+                              "(or pass out=/grad_out= arrays that expose __cuda_array_interface__)") from exc
+        with cupy.cuda.Device(int(device.partition(":")[2] or 0)):
+            return cupy.empty(shape, dtype=cupy.float32)
+    return np.empty(shape, dtype=np.float32)
+
+
 def _shape2(a, name: str, op: str) -> tuple:
     shape = np.shape(a)
     if len(shape) != 2:
@@ -44,7 +60,7 @@ def dense_forward(x, weight, bias, *, activation: str = "identity", out=None, pr
     if out is None:
         batch = _shape2(x, "x", "dense_forward")[0]
         cols = _shape2(weight, "weight", "dense_forward")[1]
-        out = np.empty((batch, cols), dtype=np.float32)
+        out = _empty((batch, cols), device)
     _core.dense_forward(out, x, weight, bias, activation, preact_out, device)
     return out
 
@@ -57,11 +73,11 @@ def dense_backward(dy, x, weight, y, *, z=None, activation: str = "identity", ne
     batch, inp = _shape2(x, "x", "dense_backward")
     outp = _shape2(weight, "weight", "dense_backward")[1]
     if need_dx and dx_out is None:
-        dx_out = np.empty((batch, inp), dtype=np.float32)
+        dx_out = _empty((batch, inp), device)
     if dweight_out is None:
-        dweight_out = np.empty((inp, outp), dtype=np.float32)
+        dweight_out = _empty((inp, outp), device)
     if dbias_out is None:
-        dbias_out = np.empty((outp,), dtype=np.float32)
+        dbias_out = _empty((outp,), device)
     dx = dx_out if need_dx else None
     _core.dense_backward(dx, dweight_out, dbias_out, dy, x, weight, y, z, activation, device)
     return dx, dweight_out, dbias_out
@@ -76,7 +92,7 @@ def softmax_cross_entropy(logits, labels, *, class_weights=None, label_smoothing
     weights w the mean is ``sum_i w[y_i] l_i / sum_i w[y_i]``. Returns ``(loss, grad)``.
     """
     if need_grad and grad_out is None:
-        grad_out = np.empty(np.shape(logits), dtype=np.float32)
+        grad_out = _empty(np.shape(logits), device)
     grad = grad_out if need_grad else None
     loss = _core.softmax_cross_entropy(grad, logits, labels, class_weights, label_smoothing, device)
     return loss, grad
@@ -87,7 +103,7 @@ def binary_cross_entropy_with_logits(logits, targets, *, need_grad: bool = True,
     """Mean binary cross-entropy of ``sigmoid(logits)`` against targets in [0, 1] (same
     shape, float32), and its gradient. Returns ``(loss, grad)``."""
     if need_grad and grad_out is None:
-        grad_out = np.empty(np.shape(logits), dtype=np.float32)
+        grad_out = _empty(np.shape(logits), device)
     grad = grad_out if need_grad else None
     return _core.binary_cross_entropy_with_logits(grad, logits, targets, device), grad
 
@@ -96,7 +112,7 @@ def mse(pred, target, *, need_grad: bool = True, grad_out=None, device: str = "c
     """Mean squared error over all elements (same shape, float32) and its gradient.
     Returns ``(loss, grad)``."""
     if need_grad and grad_out is None:
-        grad_out = np.empty(np.shape(pred), dtype=np.float32)
+        grad_out = _empty(np.shape(pred), device)
     grad = grad_out if need_grad else None
     return _core.mse(grad, pred, target, device), grad
 
@@ -112,7 +128,7 @@ def dropout(x, *, rate: float, seed: int, stream: int, out=None, device: str = "
     (seed, stream, element index) is ``>= rate``, else 0. The same call on the gradient
     is the backward pass. ``out`` may be ``x`` (in place)."""
     if out is None:
-        out = np.empty(np.shape(x), dtype=np.float32)
+        out = _empty(np.shape(x), device)
     _core.dropout(out, x, rate, seed, stream, device)
     return out
 
