@@ -446,5 +446,30 @@ class Sequential:
         logits /= logits.sum(axis=1, keepdims=True)
         return logits
 
+    # -- files -------------------------------------------------------------------------
+
+    def save(self, path, include_optimizer: bool = False) -> None:
+        """Saves the model as a safetensors file (weights, architecture, compile
+        configuration); ``include_optimizer=True`` adds the optimizer state, the step count
+        and the epochs trained so that ``customml.load`` + fit resumes exactly. The write
+        is atomic. See ``customml.io`` for the layout."""
+        from . import io
+
+        io.save(self, path, include_optimizer=include_optimizer)
+
+    def load_weights(self, path) -> None:
+        """Loads the weights of a file saved by ``save`` into this model, which must have
+        the same layers and input size; the optimizer state is left as it is."""
+        from . import io
+
+        io.load_weights(self, path)
+
+    def export_onnx(self, path, opset: int = 17) -> None:
+        """Writes the inference graph (predict's output, dropout removed) as an ONNX model
+        with a dynamic batch dimension; needs the optional extra ``customml[onnx]``."""
+        from . import export
+
+        export.export_onnx(self, path, opset=opset)
+
     def __repr__(self) -> str:
         return f"Sequential({self.layers!r}, input_dim={self._input_dim}, device={self.device!r})"
