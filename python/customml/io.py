@@ -35,8 +35,8 @@ import hashlib
 import json
 import math
 import os
+import secrets
 import stat
-import tempfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -92,7 +92,15 @@ def _atomic_write(path: str, chunks: Sequence[bytes]) -> None:
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path!r} is a directory")
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    # Not tempfile.mkstemp: its files are 0600, while a saved model should get the
+    # permissions any new file gets (0666 less the umask), e.g. readable by a service.
+    while True:
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, "wb") as f:
             for chunk in chunks:
