@@ -291,7 +291,10 @@ class _File:
     def _read(self, path: str) -> bytes:
         if os.path.isdir(path):
             raise ValueError(f"{path}: is a directory, not a model file")
-        with open(path, "rb") as f:
+        # O_NONBLOCK: opening a FIFO would otherwise wait for a writer; fstat then
+        # refuses anything but a regular file (a device would never end).
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with os.fdopen(fd, "rb") as f:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
                 raise ValueError(f"{path}: not a regular file")
