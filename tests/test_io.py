@@ -354,6 +354,38 @@ def test_resume_without_optimizer_state_starts_afresh(tmp_path):
     assert first.epochs_trained == 0 and first._net.step == 0
 
 
+def test_optimizer_state_accessors():
+    """Network.state_slots / read_state / write_state / set_step: slots per optimizer,
+    range checks as read_params / write_params, and compile resetting them."""
+    model = _small_model(compiled=False)
+    net, n = model._net, model.count_params()
+    assert net.state_slots == 0
+    with pytest.raises(IndexError, match="slot 0 is outside \\[0, 0\\) \\(the network is not compiled\\)"):
+        net.read_state(0, 0, 1)
+    with pytest.raises(ValueError, match="set_step needs a compiled network"):
+        net.set_step(1)
+    for opt, slots in ((cm.optimizers.SGD(0.1), 0), (cm.optimizers.SGD(0.1, momentum=0.9), 1),
+                       (cm.optimizers.Adam(), 2), (cm.optimizers.AdamW(amsgrad=True), 3)):
+        model.compile(opt, "softmax_cross_entropy")
+        assert net.state_slots == slots, opt
+    values = np.arange(n, dtype=np.float32) - 7.5
+    net.write_state(2, 0, values)
+    net.write_state(1, 3, values[:4])
+    assert net.read_state(2, 0, n).tobytes() == values.tobytes()
+    assert net.read_state(1, 0, n)[3:7].tobytes() == values[:4].tobytes() and not net.read_state(1, 0, n)[7:].any()
+    for slot, offset, count in ((3, 0, 1), (-1, 0, 1), (0, -1, 1), (0, n - 1, 2), (0, 0, n + 1)):
+        with pytest.raises(IndexError, match="outside"):
+            net.read_state(slot, offset, count)
+    with pytest.raises(IndexError, match="outside"):
+        net.write_state(0, n, values[:1])
+    net.set_step(12)
+    assert net.step == 12
+    with pytest.raises(ValueError, match="step must be >= 0"):
+        net.set_step(-1)
+    model.compile(cm.optimizers.AdamW(amsgrad=True), "softmax_cross_entropy")  # compile resets it all
+    assert net.step == 0 and not net.read_state(2, 0, n).any()
+
+
 # ------------------------------------------------------------------------------------
 # load_weights
 # ------------------------------------------------------------------------------------
