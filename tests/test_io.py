@@ -331,6 +331,27 @@ def test_resume_from_file_continues_bit_exactly(case, tmp_path):
         assert resumed._net.read_state(slot, 0, n).tobytes() == straight._net.read_state(slot, 0, n).tobytes()
 
 
+def test_save_load_and_resume_on_each_device(device, tmp_path):
+    """The same file on every device (conftest's ``device``): load(path, device=) gives
+    the saved bytes, and resuming there equals training straight there."""
+    def model():
+        layers, loss, opt, metrics, _ = CASES["relu-dropout-softmax-adam"]
+        m = cm.Sequential(layers(), input_dim=6, seed=3, device=device)
+        m.compile(opt(), loss, metrics=metrics)
+        return m
+
+    x, y = _case_data("relu-dropout-softmax-adam")
+    straight, first = model(), model()
+    straight.fit(x, y, epochs=4, batch_size=16, verbose=0)
+    first.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    first.save(tmp_path / "ckpt.cml", include_optimizer=True)
+    resumed = cm.load(tmp_path / "ckpt.cml", device=device)
+    assert resumed.device == device and _bits(resumed) == _bits(first)
+    assert _bits(cm.load(tmp_path / "ckpt.cml", device="cpu")) == _bits(first)  # files are device-free
+    resumed.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    assert _bits(resumed) == _bits(straight)
+
+
 def test_successive_fits_equal_one_fit_with_shuffling_and_dropout():
     x, y = _case_data("relu-dropout-softmax-adam")
     a, b = _case_model("relu-dropout-softmax-adam"), _case_model("relu-dropout-softmax-adam")
