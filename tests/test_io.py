@@ -560,6 +560,7 @@ def test_header_length_too_large(tmp_path, good):
     (b'{"a": NaN}', "NaN, which is not JSON"),
     (b'{"__metadata__": {"format": "customml"}, "__metadata__": {}}', "key '__metadata__' twice"),
     (b'{"__metadata__": {"format": 1}}', "__metadata__ must be an object of strings"),
+    (b'{"__metadata__": {"format": "\\ud800"}}', "entry 'format' holds an invalid Unicode escape"),
     pytest.param(b"[" * 100000 + b"]" * 100000, "nested too deeply|not an object", id="deep"),
 ])
 def test_header_not_json_or_not_safetensors(tmp_path, text, match):

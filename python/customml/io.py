@@ -279,6 +279,11 @@ class _File:
         if metadata is not None and not (isinstance(metadata, dict)
                                          and all(isinstance(v, str) for v in metadata.values())):
             self.fail("__metadata__ must be an object of strings")
+        for key, value in (metadata or {}).items():
+            try:  # JSON can escape a lone surrogate, which no UTF-8 text holds
+                key.encode("utf-8"), value.encode("utf-8")
+            except UnicodeEncodeError:
+                self.fail(f"__metadata__ entry {_short(key)} holds an invalid Unicode escape (a lone surrogate)")
         self.metadata: Optional[Dict[str, str]] = metadata
         self.tensors: Dict[str, Tuple[str, Tuple[int, ...], int, int]] = {}
         for name, entry in header.items():
