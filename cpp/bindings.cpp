@@ -435,6 +435,32 @@ PYBIND11_MODULE(_core, m) {
             n.write_params(src, offset, count);
           },
           py::arg("offset"), py::arg("values"))
+      .def_property_readonly("state_slots", &Network::state_slots,
+                             "How many optimizer state buffers exist: adam 2 (m, v) or 3 with amsgrad (vmax); "
+                             "sgd with momentum 1 (velocity); 0 otherwise or before compile.")
+      .def(
+          "read_state",
+          [](const Network& n, int slot, int64_t offset, int64_t count) {
+            py::array_t<float> out(count);
+            float* dst = out.mutable_data();
+            py::gil_scoped_release release;
+            n.read_state(dst, slot, offset, count);
+            return out;
+          },
+          py::arg("slot"), py::arg("offset"), py::arg("count"),
+          "A copy of [offset, offset + count) of optimizer state slot `slot` (laid out as the parameters).")
+      .def(
+          "write_state",
+          [](Network& n, int slot, int64_t offset, py::array_t<float, py::array::c_style | py::array::forcecast> values) {
+            const float* src = values.data();
+            const int64_t count = values.size();
+            py::gil_scoped_release release;
+            n.write_state(src, slot, offset, count);
+          },
+          py::arg("slot"), py::arg("offset"), py::arg("values"),
+          "Writes values into [offset, offset + len(values)) of optimizer state slot `slot`.")
+      .def("set_step", &Network::set_step, py::arg("step"),
+           "Sets the number of updates taken (compile resets it to 0); for resuming training.")
       .def(
           "compile",
           [](Network& n, const std::string& loss, float label_smoothing, const std::vector<float>& class_weights,

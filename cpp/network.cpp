@@ -106,6 +106,43 @@ void Network::write_params(const float* src, int64_t offset, int64_t n) {
   backend_->copy_to_device(params_.data() + offset, src, sizeof(float) * static_cast<size_t>(n));
 }
 
+int Network::state_slots() const {
+  if (!compiled_) return 0;
+  if (opt_.kind == OptimizerConfig::Kind::adam) return opt_.adam.amsgrad ? 3 : 2;
+  return opt_.sgd.momentum != 0.0f ? 1 : 0;
+}
+
+// Callers hold mutex_: compile changes which slots exist.
+const Buffer<float>& Network::state_buffer(int slot, int64_t offset, int64_t n) const {
+  const int slots = state_slots();
+  if (slot < 0 || slot >= slots)
+    throw std::out_of_range("[Network] optimizer state slot " + std::to_string(slot) + " is outside [0, " +
+                            std::to_string(slots) + ")" + (compiled_ ? "" : " (the network is not compiled)"));
+  if (offset < 0 || n < 0 || offset + n > num_params_)
+    throw std::out_of_range("[Network] optimizer state range [" + std::to_string(offset) + ", " +
+                            std::to_string(offset + n) + ") is outside [0, " + std::to_string(num_params_) + ")");
+  return slot == 0 ? state_a_ : slot == 1 ? state_b_ : state_c_;
+}
+
+void Network::read_state(float* dst, int slot, int64_t offset, int64_t n) const {
+  std::shared_lock<WriterPreferringLock> lock(mutex_);
+  const Buffer<float>& b = state_buffer(slot, offset, n);
+  backend_->copy_to_host(dst, b.data() + offset, sizeof(float) * static_cast<size_t>(n));
+}
+
+void Network::write_state(const float* src, int slot, int64_t offset, int64_t n) {
+  std::unique_lock<WriterPreferringLock> lock(mutex_);
+  const Buffer<float>& b = state_buffer(slot, offset, n);
+  backend_->copy_to_device(b.data() + offset, src, sizeof(float) * static_cast<size_t>(n));
+}
+
+void Network::set_step(int64_t step) {
+  if (step < 0) throw std::invalid_argument("[Network] step must be >= 0, got " + std::to_string(step));
+  std::unique_lock<WriterPreferringLock> lock(mutex_);
+  if (!compiled_) throw std::invalid_argument("[Network] set_step needs a compiled network (compile resets the step)");
+  step_ = step;
+}
+
 void Network::compile(const LossConfig& loss, const OptimizerConfig& opt) {
   const int64_t out = output_dim();
   if (loss.kind == LossKind::binary_cross_entropy && out != 1)

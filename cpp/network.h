@@ -96,6 +96,17 @@ class Network {
   int64_t step() const { return step_; }
   void set_seed(uint64_t seed) { seed_ = seed; }
 
+  // Optimizer state for saving and resuming training. Slots, each num_params() floats
+  // laid out as the parameters: adam m, v (and vmax with amsgrad); sgd with momentum,
+  // the velocity; none before compile. Copies between the caller's memory and
+  // [offset, offset + n) of one slot, locked as read_params / write_params.
+  int state_slots() const;
+  void read_state(float* dst, int slot, int64_t offset, int64_t n) const;
+  void write_state(const float* src, int slot, int64_t offset, int64_t n);
+  // The number of updates taken: the next one is step + 1 (Adam's bias correction,
+  // the dropout streams). compile resets it to 0; set_step resumes a saved count.
+  void set_step(int64_t step);
+
   // x: (n, input_dim); y: labels (n) int32 for softmax_cross_entropy and
   // binary_cross_entropy (0/1), or targets (n, output_dim) float32 for mse; index: (b)
   // rows of x and y that form the batch. Forward, loss, backward, clipping, update and
@@ -123,6 +134,7 @@ class Network {
   // the backward pass needs. Returns the output (b, output_dim), inside ws or out.
   const float* forward(Workspace& ws, const float* input, int64_t b, bool training, float* out) const;
   double loss_and_count(Workspace& ws, const float* logits, int64_t b, bool with_grad);
+  const Buffer<float>& state_buffer(int slot, int64_t offset, int64_t n) const;
   std::unique_ptr<Workspace> acquire_workspace() const;
   void release_workspace(std::unique_ptr<Workspace> ws) const;
 

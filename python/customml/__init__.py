@@ -10,8 +10,9 @@ Hand-written C++ kernels under a Keras-like API::
     model.fit(x_train, y_train, epochs=10)
 """
 
-from . import _core, cuda, datasets, layers, losses, ops, optimizers
+from . import _core, cuda, datasets, io, layers, losses, ops, optimizers
 from .callbacks import History
+from .io import load
 from .models import Sequential
 
 __version__ = _core.build_info()["version"]
@@ -30,7 +31,9 @@ __all__ = [
     "build_info",
     "cuda",
     "datasets",
+    "io",
     "layers",
+    "load",
     "losses",
     "ops",
     "optimizers",

@@ -90,6 +90,8 @@ class Sequential:
         self._metrics: Tuple[str, ...] = ()
         self.history: Optional[History] = None
         self._input_dim = None
+        # Epochs completed since compile: the next fit continues the shuffle stream here.
+        self._epoch = 0
         try:
             for layer in layers:
                 self.add(layer)
@@ -207,7 +209,8 @@ class Sequential:
     def compile(self, optimizer: Union[str, optimizers_mod.Optimizer] = "adam",
                 loss: Union[str, losses_mod.Loss] = "softmax_cross_entropy",
                 metrics: Optional[Iterable[str]] = None) -> None:
-        """Sets the optimizer, the loss and the metrics; resets the optimizer state."""
+        """Sets the optimizer, the loss and the metrics; resets the optimizer state, the
+        step count and ``epochs_trained``."""
         optimizer = optimizers_mod.get(optimizer)
         loss = losses_mod.get(loss)
         metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics or ())
@@ -217,8 +220,16 @@ class Sequential:
             if m == "accuracy" and not loss.classification:
                 raise ValueError(f"metric 'accuracy' needs a classification loss, not {loss.name!r}")
         self._optimizer, self._loss, self._metrics = optimizer, loss, metrics
+        self._epoch = 0
         if self._net is not None:
             self._compile_net()
+
+    @property
+    def epochs_trained(self) -> int:
+        """Epochs that fit completed since compile (restored by ``load`` from a file saved
+        with ``include_optimizer=True``); the next fit draws its first epoch's shuffle order
+        from this index."""
+        return self._epoch
 
     def _compile_net(self) -> None:
         config = dict(self._loss._config())
@@ -289,7 +300,12 @@ class Sequential:
         """Trains for ``epochs`` passes over (x, y) in mini-batches; one C++ call per
         batch runs forward, loss, backward, clipping, the update and the metric
         counters. Returns a History (also kept as ``model.history``). Ctrl-C stops
-        between batches with KeyboardInterrupt, leaving the model consistent."""
+        between batches with KeyboardInterrupt, leaving the model consistent.
+
+        Training continues where the last fit since compile stopped: epoch e's shuffle
+        order is drawn from (seed, e) and the dropout masks from (seed, step), so two
+        fits of 2 epochs equal one of 4, bit for bit, and so does a fit resumed from a
+        file saved with ``include_optimizer=True``."""
         op = "fit"
         if self._loss is None:
             raise ValueError("[fit] the model must be compiled first (model.compile(...))")
@@ -326,7 +342,6 @@ class Sequential:
             x_val = y_val = None
 
         seed = self.seed if seed is None else _positive_int(seed, "seed", op, minimum=0)
-        shuffle_rng = np.random.Generator(np.random.Philox(key=seed, counter=[0, 0, 1, 0]))
         self._net.set_seed(seed)
         n = x.shape[0]
         order = np.arange(n, dtype=np.int64)
@@ -336,7 +351,12 @@ class Sequential:
         for epoch in range(epochs):
             start_time = time.perf_counter()
             if shuffle:
-                shuffle_rng.shuffle(order)
+                # One Philox stream per epoch (counter word 3; word 2 = 1 keeps it apart
+                # from the initialization stream), so an epoch's order depends on the
+                # seed and its index alone and a resumed fit draws what a straight one would.
+                order = np.arange(n, dtype=np.int64)
+                stream = np.random.Philox(key=seed, counter=[0, 0, 1, self._epoch])
+                np.random.Generator(stream).shuffle(order)
             self._net.reset_metrics()
             bar = self._progress(epoch, epochs, steps) if verbose == 1 else None
             try:
@@ -350,6 +370,7 @@ class Sequential:
                 if x_val is not None:
                     logs.update({f"val_{k}": v for k, v in self._evaluate_arrays(x_val, y_val, 1024).items()})
                 history._record(epoch, logs)
+                self._epoch += 1
                 if bar is not None:
                     bar.set_postfix(logs, refresh=False)
             finally:
@@ -424,6 +445,31 @@ class Sequential:
         np.exp(logits, out=logits)
         logits /= logits.sum(axis=1, keepdims=True)
         return logits
+
+    # -- files -------------------------------------------------------------------------
+
+    def save(self, path, include_optimizer: bool = False) -> None:
+        """Saves the model as a safetensors file (weights, architecture, compile
+        configuration); ``include_optimizer=True`` adds the optimizer state, the step count
+        and the epochs trained so that ``customml.load`` + fit resumes exactly. The write
+        is atomic. See ``customml.io`` for the layout."""
+        from . import io
+
+        io.save(self, path, include_optimizer=include_optimizer)
+
+    def load_weights(self, path) -> None:
+        """Loads the weights of a file saved by ``save`` into this model, which must have
+        the same layers and input size; the optimizer state is left as it is."""
+        from . import io
+
+        io.load_weights(self, path)
+
+    def export_onnx(self, path, opset: int = 17) -> None:
+        """Writes the inference graph (predict's output, dropout removed) as an ONNX model
+        with a dynamic batch dimension; needs the optional extra ``customml[onnx]``."""
+        from . import export
+
+        export.export_onnx(self, path, opset=opset)
 
     def __repr__(self) -> str:
         return f"Sequential({self.layers!r}, input_dim={self._input_dim}, device={self.device!r})"

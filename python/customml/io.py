@@ -1,0 +1,609 @@
+"""Model files: ``save``, ``load`` and ``load_weights`` (DESIGN decision 11, "Files are safe").
+
+A model file is a standard safetensors file, readable by any safetensors reader and
+meant to be read from C++ without Python:
+
+- 8 bytes: the header length n, unsigned little-endian;
+- n bytes: a JSON object (UTF-8, padded with spaces to a multiple of 8 so the data
+  section is aligned): ``"__metadata__"`` (string values only, per the format) and one
+  entry ``{"dtype": "F32", "shape": [...], "data_offsets": [begin, end]}`` per tensor;
+- the data section: the tensors' little-endian float32 bytes, back to back in the
+  canonical order below, with no gaps.
+
+Tensors, in this order: ``layers.{i}.kernel`` (in, out) and ``layers.{i}.bias`` (out,) for
+each Dense layer i (i indexes ``model.layers``, dropout layers included); then, only with
+``include_optimizer=True``, ``optimizer.{slot}.layers.{i}.kernel`` / ``.bias`` for each
+optimizer state slot (Adam: m, v and, with amsgrad, vmax; SGD with momentum: velocity).
+
+Metadata (every value a string; the structured ones hold JSON): ``format`` = "customml",
+``format_version`` = "1", ``customml_version``, ``architecture``, ``preprocessing``,
+``training`` (the compile configuration, "null" when uncompiled), ``optimizer_state`` (only
+with include_optimizer: the step count, the epochs trained and the slot names) and
+``checksum``: "sha256:" + the hex SHA-256 of every other metadata entry (sorted by key,
+each as key NUL value NUL in UTF-8) followed by the data section.
+
+Loading parses the header itself (nothing is executed, no pickle): every length, offset,
+name, shape and dtype is checked against the architecture, the checksum is verified, and
+any problem is a ValueError that names it. Writes go to a temporary file in the same
+directory, are fsynced and then renamed over the target, so a failed save leaves any
+existing file as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import secrets
+import stat
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import _core
+from . import losses as losses_mod
+from . import optimizers as optimizers_mod
+from .layers import Dense, Dropout
+
+__all__ = ["save", "load", "load_weights", "FORMAT_VERSION"]
+
+FORMAT = "customml"
+# Version 1 is this layout. A later version that changes the layout or adds information
+# a reader must not ignore bumps it; readers accept every version up to their own.
+FORMAT_VERSION = 1
+# As the safetensors reference implementation: a header larger than this is refused
+# before it is read. A customml header is about 200 bytes per layer.
+MAX_HEADER_BYTES = 100_000_000
+
+# safetensors dtype names and their sizes in bytes (the format's full list, so a foreign
+# file's tensors are described correctly before it is refused).
+_DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
+                "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8}
+_REQUIRED_KEYS = ("format", "format_version", "customml_version", "architecture", "preprocessing", "training",
+                  "checksum")
+_OPTIONAL_KEYS = ("optimizer_state",)
+_SLOTS = {"adam": ("m", "v"), "adam_amsgrad": ("m", "v", "vmax"), "sgd_momentum": ("velocity",), "sgd": ()}
+_OPTIMIZERS = {"SGD": optimizers_mod.SGD, "Adam": optimizers_mod.Adam, "AdamW": optimizers_mod.AdamW}
+_LOSSES = {"SoftmaxCrossEntropy": losses_mod.SoftmaxCrossEntropy,
+           "BinaryCrossEntropy": losses_mod.BinaryCrossEntropy,
+           "MeanSquaredError": losses_mod.MeanSquaredError}
+# The JSON type of each constructor argument a training configuration holds; the
+# constructors then check the values. "number?" may be null; "numbers?" is a list or null.
+_ADAM_CONFIG = {"learning_rate": "number", "beta_1": "number", "beta_2": "number", "epsilon": "number",
+                "weight_decay": "number", "amsgrad": "bool", "clipnorm": "number?"}
+_CONFIG_TYPES = {"SGD": {"learning_rate": "number", "momentum": "number", "nesterov": "bool",
+                         "weight_decay": "number", "clipnorm": "number?"},
+                 "Adam": _ADAM_CONFIG, "AdamW": _ADAM_CONFIG,
+                 "SoftmaxCrossEntropy": {"label_smoothing": "number", "class_weights": "numbers?"},
+                 "BinaryCrossEntropy": {}, "MeanSquaredError": {}}
+
+
+# ---------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------
+
+
+def _atomic_write(path: str, chunks: Sequence[bytes]) -> None:
+    """Writes chunks to path through a temporary file in the same directory (fsynced,
+    then renamed over path): readers see the old file or the new one, never a mix, and
+    a failure at any point leaves an existing file untouched and no temporary behind."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path!r} is a directory")
+    directory = os.path.dirname(os.path.abspath(path))
+    # Not tempfile.mkstemp: its files are 0600, while a saved model should get the
+    # permissions any new file gets (0666 less the umask), e.g. readable by a service.
+    while True:
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    # The rename itself reaches the disk with the directory's entry (POSIX); best effort
+    # where directories cannot be opened.
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+def _dumps(value) -> str:
+    # allow_nan=False: NaN is not JSON, and a reader in another language would refuse it.
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def _architecture(model) -> dict:
+    layers = []
+    for layer in model.layers:
+        if isinstance(layer, Dense):
+            layers.append({"kind": "dense", "name": layer.name, "units": layer.units, "activation": layer.activation,
+                           "kernel_initializer": layer.kernel_initializer})
+        elif isinstance(layer, Dropout):
+            layers.append({"kind": "dropout", "name": layer.name, "rate": layer.rate})
+        else:
+            raise ValueError(f"[save] cannot save layer {layer.name!r} of type {type(layer).__name__}")
+    return {"name": model.name, "input_dim": model.input_dim, "seed": model.seed, "layers": layers}
+
+
+def _training(model) -> Optional[dict]:
+    opt, loss = model._optimizer, model._loss
+    if opt is None or loss is None:
+        return None
+    name = type(opt).__name__
+    if _OPTIMIZERS.get(name) is not type(opt):
+        raise ValueError(f"[save] cannot save optimizer of type {name}; expected one of {', '.join(_OPTIMIZERS)}")
+    if isinstance(opt, optimizers_mod.SGD):
+        config = {"learning_rate": opt.learning_rate, "momentum": opt.momentum, "nesterov": opt.nesterov,
+                  "weight_decay": opt.weight_decay}
+    else:
+        config = {"learning_rate": opt.learning_rate, "beta_1": opt.beta_1, "beta_2": opt.beta_2,
+                  "epsilon": opt.epsilon, "weight_decay": opt.weight_decay, "amsgrad": opt.amsgrad}
+    config["clipnorm"] = opt.clipnorm
+    loss_name = type(loss).__name__
+    if _LOSSES.get(loss_name) is not type(loss):
+        raise ValueError(f"[save] cannot save loss of type {loss_name}; expected one of {', '.join(_LOSSES)}")
+    loss_config = {}
+    if isinstance(loss, losses_mod.SoftmaxCrossEntropy):
+        loss_config = {"label_smoothing": loss.label_smoothing, "class_weights": loss.class_weights}
+    return {"optimizer": {"class": name, "config": config}, "loss": {"class": loss_name, "config": loss_config},
+            "metrics": list(model._metrics)}
+
+
+def _slot_names(training: Optional[dict]) -> Tuple[str, ...]:
+    """The optimizer state slots, in the executor's order, for a training configuration."""
+    if training is None:
+        return ()
+    opt = training["optimizer"]
+    if opt["class"] == "SGD":
+        return _SLOTS["sgd_momentum" if opt["config"]["momentum"] != 0.0 else "sgd"]
+    return _SLOTS["adam_amsgrad" if opt["config"]["amsgrad"] else "adam"]
+
+
+def _param_table(arch: dict) -> List[Tuple[str, int, Tuple[int, ...]]]:
+    """(name, layer index, shape) of each parameter tensor, in file order."""
+    table, width = [], arch["input_dim"]
+    for i, spec in enumerate(arch["layers"]):
+        if spec["kind"] == "dense":
+            table.append((f"layers.{i}.kernel", i, (width, spec["units"])))
+            table.append((f"layers.{i}.bias", i, (spec["units"],)))
+            width = spec["units"]
+    return table
+
+
+def _checksum(metadata: Dict[str, str], data: Sequence) -> str:
+    h = hashlib.sha256()
+    for key in sorted(metadata):
+        if key != "checksum":
+            h.update(key.encode("utf-8") + b"\0" + metadata[key].encode("utf-8") + b"\0")
+    for chunk in data:
+        h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def _le_bytes(values: np.ndarray) -> bytes:
+    return np.ascontiguousarray(values, dtype="<f4").tobytes()
+
+
+def save(model, path, include_optimizer: bool = False) -> None:
+    """Saves the model to ``path`` (a safetensors file): weights, architecture, training
+    configuration and, with ``include_optimizer=True``, the optimizer state, the step
+    count and the epochs trained, so that fit resumes exactly where it stopped. The
+    write is atomic: on any failure an existing file at ``path`` is left as it was."""
+    if model._net is None:
+        raise ValueError("[save] the model is not built: give Sequential input_dim or call fit/predict first")
+    net = model._net
+    arch = _architecture(model)
+    training = _training(model)
+    metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+                "customml_version": _core.build_info()["version"], "architecture": _dumps(arch),
+                "preprocessing": _dumps([]), "training": _dumps(training)}
+    table = _param_table(arch)
+    offsets = {}
+    for layer_index, (w_off, b_off) in enumerate(zip(net.weight_offsets, net.bias_offsets)):
+        offsets[f"layers.{layer_index}.kernel"] = w_off
+        offsets[f"layers.{layer_index}.bias"] = b_off
+    tensors = [(name, shape, _le_bytes(net.read_params(offsets[name], math.prod(shape))))
+               for name, _, shape in table]
+    if include_optimizer:
+        if training is None or not net.compiled:
+            raise ValueError("[save] include_optimizer=True needs a compiled model (model.compile(...))")
+        slots = _slot_names(training)
+        if len(slots) != net.state_slots:  # the executor and the configuration must agree
+            raise RuntimeError(f"[save] the executor has {net.state_slots} optimizer state slots, expected {len(slots)}")
+        for slot_index, slot in enumerate(slots):
+            tensors += [(f"optimizer.{slot}.{name}", shape,
+                         _le_bytes(net.read_state(slot_index, offsets[name], math.prod(shape))))
+                        for name, _, shape in table]
+        metadata["optimizer_state"] = _dumps({"step": int(net.step), "epochs_trained": int(model._epoch),
+                                              "slots": list(slots)})
+    metadata["checksum"] = _checksum(metadata, [t[2] for t in tensors])
+
+    header: Dict[str, object] = {"__metadata__": metadata}
+    begin = 0
+    for name, shape, data in tensors:
+        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [begin, begin + len(data)]}
+        begin += len(data)
+    text = _dumps(header).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    _atomic_write(path, [len(text).to_bytes(8, "little"), text] + [t[2] for t in tensors])
+
+
+# ---------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------
+
+
+class _File:
+    """A parsed, structurally valid safetensors file: its header entries, metadata and
+    data section. Raises ValueError naming the problem for anything else."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        raw = self._read(self.path)
+        if len(raw) < 8:
+            self.fail(f"the file is {len(raw)} bytes long, too short for a safetensors header"
+                      + (" (it is empty)" if not raw else ""))
+        n = int.from_bytes(raw[:8], "little")
+        if n > MAX_HEADER_BYTES:
+            self.fail(f"the header length field says {n} bytes, more than the {MAX_HEADER_BYTES} allowed "
+                      "(not a safetensors file, or corrupt)")
+        if n > len(raw) - 8:
+            self.fail(f"the header length field says {n} bytes but only {len(raw) - 8} follow it "
+                      "(the file is truncated, or not a safetensors file)")
+        self.data = memoryview(raw)[8 + n:]
+        header = self._json(raw[8:8 + n], "the header")
+        if not isinstance(header, dict):
+            self.fail(f"the header is JSON but not an object (got {type(header).__name__})")
+        metadata = header.pop("__metadata__", None)
+        if metadata is not None and not (isinstance(metadata, dict)
+                                         and all(isinstance(v, str) for v in metadata.values())):
+            self.fail("__metadata__ must be an object of strings")
+        for key, value in (metadata or {}).items():
+            try:  # JSON can escape a lone surrogate, which no UTF-8 text holds
+                key.encode("utf-8"), value.encode("utf-8")
+            except UnicodeEncodeError:
+                self.fail(f"__metadata__ entry {_short(key)} holds an invalid Unicode escape (a lone surrogate)")
+        self.metadata: Optional[Dict[str, str]] = metadata
+        self.tensors: Dict[str, Tuple[str, Tuple[int, ...], int, int]] = {}
+        for name, entry in header.items():
+            self.tensors[name] = self._entry(name, entry)
+        self._check_layout()
+
+    def fail(self, message: str):
+        raise ValueError(f"{self.path}: {message}")
+
+    def _read(self, path: str) -> bytes:
+        if os.path.isdir(path):
+            raise ValueError(f"{path}: is a directory, not a model file")
+        # O_NONBLOCK: opening a FIFO would otherwise wait for a writer; fstat then
+        # refuses anything but a regular file (a device would never end).
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise ValueError(f"{path}: not a regular file")
+            raw = f.read(st.st_size + 1)
+        if len(raw) != st.st_size:
+            raise ValueError(f"{path}: the file changed size while it was read")
+        return raw
+
+    def _json(self, text: bytes, what: str):
+        def pairs(items):
+            keys = [k for k, _ in items]
+            if len(set(keys)) != len(keys):
+                dup = next(k for k in keys if keys.count(k) > 1)
+                self.fail(f"{what} has the key {dup!r} twice")
+            return dict(items)
+
+        def constant(name):
+            self.fail(f"{what} contains {name}, which is not JSON")
+
+        try:
+            return json.loads(text.decode("utf-8"), object_pairs_hook=pairs, parse_constant=constant)
+        except UnicodeDecodeError as exc:
+            self.fail(f"{what} is not UTF-8 text ({exc.reason} at byte {exc.start}): corrupt, or not a "
+                      "safetensors file")
+        except json.JSONDecodeError as exc:
+            self.fail(f"{what} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): corrupt, "
+                      "or not a safetensors file")
+        except RecursionError:
+            self.fail(f"{what} is nested too deeply")
+
+    def _entry(self, name: str, entry) -> Tuple[str, Tuple[int, ...], int, int]:
+        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+            self.fail(f"tensor {name!r}: expected an object with exactly dtype, shape and data_offsets, got "
+                      f"{_short(entry)}")
+        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        if dtype not in _DTYPE_SIZES:
+            self.fail(f"tensor {name!r}: unknown dtype {_short(dtype)}")
+        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+            self.fail(f"tensor {name!r}: shape must be a list of non-negative integers, got {_short(shape)}")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)
+                and 0 <= offsets[0] <= offsets[1]):
+            self.fail(f"tensor {name!r}: data_offsets must be [begin, end] with 0 <= begin <= end, got "
+                      f"{_short(offsets)}")
+        begin, end = offsets
+        if end > len(self.data):
+            self.fail(f"tensor {name!r}: data_offsets [{begin}, {end}] run past the end of the data section "
+                      f"({len(self.data)} bytes): the file is truncated or the offsets are out of range")
+        need = math.prod(shape) * _DTYPE_SIZES[dtype]
+        if end - begin != need:
+            self.fail(f"tensor {name!r}: shape {tuple(shape)} of {dtype} needs {need} bytes but data_offsets "
+                      f"[{begin}, {end}] hold {end - begin}")
+        return dtype, tuple(shape), begin, end
+
+    def _check_layout(self) -> None:
+        """The tensors tile the data section exactly: no overlap, no gap, nothing after."""
+        position, previous = 0, None
+        for name, (_, _, begin, end) in sorted(self.tensors.items(), key=lambda kv: (kv[1][2], kv[1][3])):
+            if begin < position:
+                self.fail(f"tensors {previous!r} and {name!r} overlap in the data section")
+            if begin > position:
+                self.fail(f"the data section has {begin - position} unused bytes before tensor {name!r}")
+            position, previous = end, name
+        if position != len(self.data):
+            self.fail(f"the file has {len(self.data) - position} bytes after the last tensor's data "
+                      "(extra bytes appended, or offsets that do not match)")
+
+    def array(self, name: str) -> np.ndarray:
+        _, shape, begin, end = self.tensors[name]
+        return np.frombuffer(self.data[begin:end], dtype="<f4").reshape(shape)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _json_type(value, kind: str) -> bool:
+    if kind.endswith("?") and value is None:
+        return True
+    kind = kind.rstrip("?")
+    is_number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    if kind == "number":
+        return is_number(value)
+    if kind == "numbers":
+        return isinstance(value, list) and all(is_number(v) for v in value)
+    return isinstance(value, bool)
+
+
+def _short(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class _Model:
+    """A validated customml model file: the configuration and the tensors, ready to build."""
+
+    def __init__(self, path):
+        f = _File(path)
+        self.file = f
+        meta = f.metadata
+        if not meta or "format" not in meta:
+            f.fail("not a customml model file (a safetensors file without customml metadata)")
+        if meta["format"] != FORMAT:
+            f.fail(f"not a customml model file (its format is {_short(meta['format'])})")
+        version = meta.get("format_version", "")
+        if not (version.isascii() and version.isdigit()) or int(version) < 1:
+            f.fail(f"invalid format_version {_short(version)}")
+        if int(version) > FORMAT_VERSION:
+            f.fail(f"the file has format version {int(version)}, written by a newer customml "
+                   f"({_short(meta.get('customml_version', '?'))}); this customml "
+                   f"({_core.build_info()['version']}) reads format versions up to {FORMAT_VERSION}: upgrade customml "
+                   "to load it")
+        for key in _REQUIRED_KEYS:
+            if key not in meta:
+                f.fail(f"the metadata lacks {key!r}")
+        for key in meta:
+            if key not in _REQUIRED_KEYS and key not in _OPTIONAL_KEYS:
+                f.fail(f"unknown metadata key {_short(key)}")
+        if meta["checksum"] != _checksum(meta, [f.data]):
+            f.fail("checksum mismatch: the data or the metadata were modified or corrupted after saving")
+        self.arch = self._architecture(f._json(meta["architecture"].encode("utf-8"), "architecture"))
+        preprocessing = f._json(meta["preprocessing"].encode("utf-8"), "preprocessing")
+        if preprocessing != []:
+            f.fail(f"unsupported preprocessing {_short(preprocessing)} (this version has none)")
+        self.training = self._training(f._json(meta["training"].encode("utf-8"), "training"))
+        self.state = None
+        if "optimizer_state" in meta:
+            self.state = self._state(f._json(meta["optimizer_state"].encode("utf-8"), "optimizer_state"))
+        self._check_tensors()
+
+    def _architecture(self, arch) -> dict:
+        fail = self.file.fail
+        if not isinstance(arch, dict) or set(arch) != {"name", "input_dim", "seed", "layers"}:
+            fail(f"architecture must be an object with name, input_dim, seed and layers, got {_short(arch)}")
+        if not isinstance(arch["name"], str):
+            fail("architecture name must be a string")
+        if not (_is_int(arch["input_dim"]) and arch["input_dim"] >= 1):
+            fail(f"architecture input_dim must be an integer >= 1, got {_short(arch['input_dim'])}")
+        if not (_is_int(arch["seed"]) and 0 <= arch["seed"] < 2**64):
+            fail(f"architecture seed must be an integer in [0, 2**64), got {_short(arch['seed'])}")
+        layers = arch["layers"]
+        if not isinstance(layers, list) or not layers:
+            fail("architecture layers must be a non-empty list")
+        for i, spec in enumerate(layers):
+            kind = spec.get("kind") if isinstance(spec, dict) else None
+            keys = {"dense": {"kind", "name", "units", "activation", "kernel_initializer"},
+                    "dropout": {"kind", "name", "rate"}}.get(kind)
+            if keys is None or set(spec) != keys:
+                fail(f"architecture layer {i}: expected a dense or dropout layer description, got {_short(spec)}")
+            if not isinstance(spec["name"], str):
+                fail(f"architecture layer {i}: name must be a string")
+            if kind == "dense" and not (_is_int(spec["units"]) and spec["units"] >= 1):
+                fail(f"architecture layer {i}: units must be an integer >= 1, got {_short(spec['units'])}")
+        return arch
+
+    def _training(self, training) -> Optional[dict]:
+        if training is None:
+            return None
+        fail = self.file.fail
+        if not isinstance(training, dict) or set(training) != {"optimizer", "loss", "metrics"}:
+            fail(f"training must be null or an object with optimizer, loss and metrics, got {_short(training)}")
+        for part, classes in (("optimizer", _OPTIMIZERS), ("loss", _LOSSES)):
+            item = training[part]
+            if not (isinstance(item, dict) and set(item) == {"class", "config"} and item["class"] in classes
+                    and isinstance(item["config"], dict)):
+                fail(f"training {part} must be {{class, config}} with class one of {', '.join(classes)}, got "
+                     f"{_short(item)}")
+            types = _CONFIG_TYPES[item["class"]]
+            if set(item["config"]) != set(types):
+                fail(f"training {part} {item['class']} config must have exactly the keys {', '.join(types) or '(none)'}"
+                     f", got {_short(sorted(item['config']))}")
+            for key, kind in types.items():
+                if not _json_type(item["config"][key], kind):
+                    fail(f"training {part} {item['class']} {key} must be {kind.rstrip('?')}"
+                         f"{' or null' if kind.endswith('?') else ''}, got {_short(item['config'][key])}")
+        if not isinstance(training["metrics"], list) or not all(isinstance(m, str) for m in training["metrics"]):
+            fail("training metrics must be a list of strings")
+        return training
+
+    def _state(self, state) -> dict:
+        fail = self.file.fail
+        if self.training is None:
+            fail("optimizer_state without a training configuration")
+        if not isinstance(state, dict) or set(state) != {"step", "epochs_trained", "slots"}:
+            fail(f"optimizer_state must be an object with step, epochs_trained and slots, got {_short(state)}")
+        for key in ("step", "epochs_trained"):
+            if not (_is_int(state[key]) and 0 <= state[key] < 2**62):
+                fail(f"optimizer_state {key} must be an integer >= 0, got {_short(state[key])}")
+        if state["slots"] != list(_slot_names(self.training)):
+            fail(f"optimizer_state slots {_short(state['slots'])} do not match the optimizer "
+                 f"{self.training['optimizer']['class']} (expected {list(_slot_names(self.training))})")
+        return state
+
+    def _check_tensors(self) -> None:
+        f = self.file
+        table = _param_table(self.arch)
+        expected = [(name, shape) for name, _, shape in table]
+        for slot in self.state["slots"] if self.state else ():
+            expected += [(f"optimizer.{slot}.{name}", shape) for name, _, shape in table]
+        known = {name for name, _ in expected}
+        extra = [name for name in f.tensors if name not in known]
+        missing = [name for name, _ in expected if name not in f.tensors]
+        if missing or extra:
+            problems = []
+            if missing:
+                problems.append(f"tensor {missing[0]!r} is missing"
+                                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+            if extra:
+                problems.append(f"unexpected tensor {_short(extra[0])}"
+                                + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+            f.fail("; ".join(problems) + " for the architecture in the file")
+        begin = 0
+        for name, shape in expected:
+            dtype, got_shape, got_begin, got_end = f.tensors[name]
+            if dtype != "F32":
+                f.fail(f"tensor {name!r} has dtype {dtype}, expected F32")
+            if got_shape != shape:
+                f.fail(f"tensor {name!r} has shape {got_shape}, expected {shape} from the architecture")
+            end = begin + 4 * math.prod(shape)
+            if (got_begin, got_end) != (begin, end):
+                f.fail(f"tensor {name!r} has data_offsets [{got_begin}, {got_end}], expected [{begin}, {end}] "
+                       "(tensors are stored in layer order)")
+            begin = end
+
+    def build(self, device: str):
+        from .models import Sequential
+
+        arch, path = self.arch, self.file.path
+        try:
+            layers = []
+            for spec in arch["layers"]:
+                if spec["kind"] == "dense":
+                    layers.append(Dense(spec["units"], activation=spec["activation"],
+                                        kernel_initializer=spec["kernel_initializer"], name=spec["name"]))
+                else:
+                    layers.append(Dropout(spec["rate"], name=spec["name"]))
+            model = Sequential(layers, input_dim=arch["input_dim"], device=device, seed=arch["seed"],
+                               name=arch["name"])
+            if self.training is not None:
+                t = self.training
+                opt = _OPTIMIZERS[t["optimizer"]["class"]](**t["optimizer"]["config"])
+                loss = _LOSSES[t["loss"]["class"]](**t["loss"]["config"])
+                model.compile(optimizer=opt, loss=loss, metrics=t["metrics"])
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: invalid model configuration: {exc}") from None
+        self.write_weights(model)
+        if self.state is not None:
+            net = model._net
+            for slot_index, slot in enumerate(self.state["slots"]):
+                for name, layer_index, _ in _param_table(arch):
+                    offset = (net.weight_offsets if name.endswith("kernel") else net.bias_offsets)[layer_index]
+                    net.write_state(slot_index, offset, self.file.array(f"optimizer.{slot}.{name}").ravel())
+            net.set_step(self.state["step"])
+            model._epoch = self.state["epochs_trained"]
+        return model
+
+    def write_weights(self, model) -> None:
+        """Writes the file's parameters straight into the executor: bit for bit, NaN
+        payloads included (set_weights would refuse non-finite values a saved model may hold)."""
+        net = model._net
+        for name, layer_index, _ in _param_table(self.arch):
+            offset = (net.weight_offsets if name.endswith("kernel") else net.bias_offsets)[layer_index]
+            net.write_params(offset, self.file.array(name).ravel())
+
+
+def load(path, device: str = "cpu"):
+    """Loads a model saved by ``Sequential.save`` onto ``device``: the architecture, the
+    weights (bit for bit), the compile configuration when it was compiled and, when saved
+    with ``include_optimizer=True``, the optimizer state, step count and epochs trained.
+    Any malformed, truncated, oversized or modified file raises ValueError naming the problem."""
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a string such as 'cpu', got {type(device).__name__}")
+    _core.check_device(device)
+    return _Model(path).build(device)
+
+
+def load_weights(model, path) -> None:
+    """Loads the weights of the model file at ``path`` into ``model``, which must have the
+    same layers (kinds, units and input size; an unbuilt model is built for the file's
+    input size). Optimizer state in the file is ignored; the model's is kept."""
+    saved = _Model(path)
+    layers = saved.arch["layers"]
+    mismatch = None
+    if len(layers) != len(model.layers):
+        mismatch = f"the file has {len(layers)} layers, the model {len(model.layers)}"
+    elif model.input_dim is not None and model.input_dim != saved.arch["input_dim"]:
+        mismatch = f"the file's input size is {saved.arch['input_dim']}, the model's {model.input_dim}"
+    else:
+        for i, (spec, layer) in enumerate(zip(layers, model.layers)):
+            mine = _architecture_of_layer(layer)
+            if spec["kind"] != mine[0] or (spec["kind"] == "dense" and spec["units"] != mine[1]):
+                theirs = f"Dense({spec['units']})" if spec["kind"] == "dense" else "Dropout"
+                ours = f"Dense({mine[1]})" if mine[0] == "dense" else "Dropout"
+                mismatch = f"layer {i} is {theirs} in the file but {ours} in the model"
+                break
+    if mismatch:
+        raise ValueError(f"[load_weights] {saved.file.path} does not fit the model: {mismatch}")
+    if model._net is None:
+        model.build(saved.arch["input_dim"])
+        if model._loss is not None:
+            model._compile_net()
+    saved.write_weights(model)
+
+
+def _architecture_of_layer(layer) -> Tuple[str, int]:
+    if isinstance(layer, Dense):
+        return "dense", layer.units
+    return "dropout", 0
