@@ -1,0 +1,61 @@
+"""Fails when ptxas reports register spills, a stack frame or local memory for any
+kernel of the CUDA backend. Reads the build log (nvcc -Xptxas -v output) on stdin or
+from a file and prints each kernel's resources for the log."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+
+def demangle(names):
+    try:
+        out = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True, check=True).stdout
+        return out.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return list(names)
+
+
+def main() -> int:
+    text = open(sys.argv[1]).read() if len(sys.argv) > 1 else sys.stdin.read()
+    rows = []
+    current = None
+    for line in text.splitlines():
+        m = re.search(r"Compiling entry function '([^']+)' for '(sm_\d+)'", line)
+        if m:
+            current = {"kernel": m.group(1), "arch": m.group(2), "stack": None, "spill_st": None, "spill_ld": None,
+                       "regs": None, "lmem": 0}
+            rows.append(current)
+            continue
+        if current is None:
+            continue
+        m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        if m:
+            current["stack"], current["spill_st"], current["spill_ld"] = map(int, m.groups())
+        m = re.search(r"Used (\d+) registers", line)
+        if m:
+            current["regs"] = int(m.group(1))
+            lm = re.search(r"(\d+) bytes lmem", line)
+            current["lmem"] = int(lm.group(1)) if lm else 0
+    if not rows:
+        print("ptxas gate: no kernel resource report found in the build log (was -Xptxas -v passed?)")
+        return 1
+    names = demangle([r["kernel"] for r in rows])
+    bad = 0
+    print(f"{'kernel':<60} {'arch':<6} {'regs':>4} {'stack':>5} {'spill st/ld':>11} {'lmem':>4}")
+    for r, name in zip(rows, names):
+        short = re.sub(r"\(.*", "", name)
+        ok = r["stack"] == 0 and r["spill_st"] == 0 and r["spill_ld"] == 0 and r["lmem"] == 0
+        bad += not ok
+        print(f"{short:<60} {r['arch']:<6} {r['regs']!s:>4} {r['stack']!s:>5} "
+              f"{str(r['spill_st']) + '/' + str(r['spill_ld']):>11} {r['lmem']:>4}{'' if ok else '  <-- FAIL'}")
+    if bad:
+        print(f"ptxas gate: {bad} kernel build(s) spill registers or use local memory")
+        return 1
+    print(f"ptxas gate: {len(rows)} kernel builds, no spills, no stack frames, no local memory")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
