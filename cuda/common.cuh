@@ -61,6 +61,23 @@ __device__ __forceinline__ T block_sum(T v) {
   return total;
 }
 
+// Maximum over a block of kThreads threads; every thread gets the result.
+__device__ __forceinline__ float block_max(float v) {
+  __shared__ float warp_maxima[kWarps];
+  __shared__ float result;
+  v = warp_max(v);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) warp_maxima[warp] = v;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float m = warp_maxima[0];
+    for (int w = 1; w < kWarps; ++w) m = warp_maxima[w] > m ? warp_maxima[w] : m;
+    result = m;
+  }
+  __syncthreads();
+  return result;
+}
+
 // Whether flat index i takes weight decay: not inside any no-decay segment (sorted,
 // disjoint; binary search over the handful a model has).
 __device__ __forceinline__ bool takes_decay(const Segment* no_decay, int64_t n_no_decay, int64_t i) {

@@ -1,6 +1,7 @@
 #pragma once
-// Defines: class_weight_total_kernel, softmax_cross_entropy_kernel (a warp per row:
-// loss and gradient in one pass, probabilities never stored) and count_correct_kernel.
+// Defines: class_weight_total_kernel, softmax_cross_entropy_kernel (a warp per row) and
+// softmax_cross_entropy_block_kernel (a block per row, for many classes): loss and
+// gradient in one pass, probabilities never stored; and count_correct_kernel.
 
 #include <cmath>
 #include <cstdint>
@@ -16,6 +17,29 @@ __global__ void class_weight_total_kernel(double* total, const int32_t* labels, 
   for (int64_t i = threadIdx.x; i < batch; i += kThreads) sum += class_weights ? class_weights[labels[i]] : 1.0;
   sum = block_sum(sum);
   if (threadIdx.x == 0) *total = sum;
+}
+
+// The row loss w * (log_sum - (1 - eps) d_y - eps / C sum_c d_c) with d = row - max
+// (as cpu/softmax_cross_entropy.cpp), shared by the warp and block kernels.
+__device__ __forceinline__ double softmax_row_loss(const float* row, float mx, double sum, double sum_shifted,
+                                                   double w, int32_t y, int64_t classes, float label_smoothing) {
+  const double off = static_cast<double>(label_smoothing / static_cast<float>(classes));
+  return w * (log(sum) - (1.0 - label_smoothing) * (row[y] - mx) - off * sum_shifted);
+}
+
+// The gradient row g = w / W (softmax - q); this thread writes classes first,
+// first + stride, ...
+__device__ __forceinline__ void softmax_grad_row(float* g, const float* row, float mx, double sum, double w,
+                                                 double total, int32_t y, int64_t classes, float label_smoothing,
+                                                 int64_t first, int64_t stride) {
+  const float off = label_smoothing / static_cast<float>(classes);
+  const float on = 1.0f - label_smoothing + off;
+  const float scale = static_cast<float>(total > 0.0 ? w / total : 0.0);
+  const float inv_sum = static_cast<float>(1.0 / sum);
+  for (int64_t c = first; c < classes; c += stride) {
+    const float p = expf(row[c] - mx) * inv_sum;
+    g[c] = scale * (p - (c == y ? on : off));
+  }
 }
 
 // logits (batch, classes), labels (batch), class_weights (classes) or null, total (1)
@@ -41,23 +65,42 @@ __global__ void __launch_bounds__(kThreads)
   }
   sum = warp_sum(sum);
   sum_shifted = warp_sum(sum_shifted);
-  const float off = label_smoothing / static_cast<float>(classes);
-  const float on = 1.0f - label_smoothing + off;
   const double w = class_weights ? class_weights[y] : 1.0;
-  if (lane == 0) {
-    const double log_sum = log(sum);
-    row_loss[row_index] =
-        w * (log_sum - (1.0 - label_smoothing) * (row[y] - mx) - static_cast<double>(off) * sum_shifted);
+  if (lane == 0) row_loss[row_index] = softmax_row_loss(row, mx, sum, sum_shifted, w, y, classes, label_smoothing);
+  if (grad)
+    softmax_grad_row(grad + row_index * classes, row, mx, sum, w, *total, y, classes, label_smoothing, lane, 32);
+}
+
+// As softmax_cross_entropy_kernel with a block of kThreads per row (grid: batch blocks),
+// for rows too long for one warp to keep the memory system busy.
+__global__ void __launch_bounds__(kThreads)
+    softmax_cross_entropy_block_kernel(double* row_loss, float* grad, const float* logits, const int32_t* labels,
+                                       const float* class_weights, const double* total, int64_t batch,
+                                       int64_t classes, float label_smoothing) {
+  __shared__ double sums[2];
+  const int64_t row_index = blockIdx.x;
+  const float* row = logits + row_index * classes;
+  const int32_t y = labels[row_index];
+  float mx = -INFINITY;
+  for (int64_t c = threadIdx.x; c < classes; c += kThreads) mx = row[c] > mx ? row[c] : mx;
+  mx = block_max(mx);
+  double sum = 0.0, sum_shifted = 0.0;
+  for (int64_t c = threadIdx.x; c < classes; c += kThreads) {
+    const float d = row[c] - mx;
+    sum += expf(d);
+    sum_shifted += d;
   }
-  if (!grad) return;
-  const double t = *total;
-  const float scale = static_cast<float>(t > 0.0 ? w / t : 0.0);
-  const float inv_sum = static_cast<float>(1.0 / sum);
-  float* g = grad + row_index * classes;
-  for (int64_t c = lane; c < classes; c += 32) {
-    const float p = expf(row[c] - mx) * inv_sum;
-    g[c] = scale * (p - (c == y ? on : off));
-  }
+  // block_sum leaves its total in thread 0; share both through shared memory
+  sum = block_sum(sum);
+  if (threadIdx.x == 0) sums[0] = sum;
+  sum_shifted = block_sum(sum_shifted);
+  if (threadIdx.x == 0) sums[1] = sum_shifted;
+  __syncthreads();
+  const double w = class_weights ? class_weights[y] : 1.0;
+  if (threadIdx.x == 0) row_loss[row_index] = softmax_row_loss(row, mx, sums[0], sums[1], w, y, classes, label_smoothing);
+  if (grad)
+    softmax_grad_row(grad + row_index * classes, row, mx, sums[0], w, *total, y, classes, label_smoothing, threadIdx.x,
+                     kThreads);
 }
 
 // logits (batch, classes), labels (batch) -> correct (gridDim.x): rows per block whose

@@ -115,6 +115,9 @@ def tolerances(logits, labels, class_weights, smoothing):
 @given(problem=sce_problems)
 @example(problem=(1025, 10, "huge", "none", 0.1, 1))
 @example(problem=(3, 1025, "mixed", "random", 0.0, 2))
+# The CUDA kernels take a warp per row up to 1024 classes and a block per row beyond.
+@example(problem=(2, 1024, "normal", "random", 0.1, 5))
+@example(problem=(1, 4097, "huge", "none", 0.2, 6))
 @example(problem=(7, 5, "normal", "all_zero", 0.2, 3))
 @example(problem=(1, 1, "normal", "none", 0.0, 4))
 def test_softmax_cross_entropy_matches_reference(device, problem):
