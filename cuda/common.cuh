@@ -8,6 +8,14 @@
 #include "backend.h"
 #include "cuda/launch.h"
 
+// Full unrolling of a short fixed-trip loop, so its arrays stay in registers; spelled
+// for each compiler (host GCC warns about `#pragma unroll`).
+#if defined(__CUDACC__)
+#define CUSTOMML_UNROLL _Pragma("unroll")
+#else
+#define CUSTOMML_UNROLL _Pragma("GCC unroll 16")
+#endif
+
 namespace customml::CUSTOMML_CUDA_NS {
 
 constexpr int kThreads = 256;  // threads per block for the elementwise and reduction kernels

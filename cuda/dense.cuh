@@ -27,48 +27,107 @@ struct GemmParams {
 };
 
 // A 64 x 64 tile of C per block of 256 threads, each thread a 4 x 4 register tile;
-// 16-deep slices of A and B staged through shared memory.
+// 16-deep slices of A and B staged through two shared-memory buffers (double buffering:
+// the next slice's global loads are in flight while the current one is multiplied, and
+// one barrier per slice suffices). Each thread moves 4 elements of each operand per
+// slice, as one 16-byte load when the operand is contiguous along that direction and
+// aligned, else as 4 scalar loads.
 constexpr int kGemmBm = 64, kGemmBn = 64, kGemmBk = 16, kGemmTm = 4, kGemmTn = 4;
 constexpr int kGemmThreads = (kGemmBm / kGemmTm) * (kGemmBn / kGemmTn);
 
+// One operand's slice: `rows` x `cols` of a strided matrix, into shared memory laid out
+// [k][m] (A) or [k][n] (B). along_k: the thread's 4 elements run along k (the operand is
+// k-contiguous), else along m / n.
+struct SliceLoad {
+  float v[4];
+
+  // (r, k): the first element; step_r, step_k: between the 4 elements.
+  __device__ __forceinline__ void load(const float* base, int64_t rs, int64_t cs, int64_t r, int64_t k,
+                                       int64_t rows, int64_t depth, bool along_k) {
+    const int64_t dr = along_k ? 0 : 1, dk = along_k ? 1 : 0;
+    const int64_t contiguous_stride = along_k ? cs : rs;
+    const float* p = base + r * rs + k * cs;
+    const bool in_bounds = along_k ? (r < rows && k + 3 < depth) : (r + 3 < rows && k < depth);
+    if (in_bounds && contiguous_stride == 1 && (reinterpret_cast<uintptr_t>(p) & 15) == 0) {
+      const float4 q = *reinterpret_cast<const float4*>(p);
+      v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
+      return;
+    }
+    CUSTOMML_UNROLL
+    for (int i = 0; i < 4; ++i) {
+      const int64_t ri = r + i * dr, ki = k + i * dk;
+      v[i] = (ri < rows && ki < depth) ? base[ri * rs + ki * cs] : 0.0f;
+    }
+  }
+};
+
 // grid (ceil(n / 64), ceil(m / 64)), block kGemmThreads
 __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmParams p) {
-  __shared__ float as[kGemmBk][kGemmBm];
-  __shared__ float bs[kGemmBk][kGemmBn];
+  __shared__ __align__(16) float as[2][kGemmBk][kGemmBm];
+  __shared__ __align__(16) float bs[2][kGemmBk][kGemmBn];
   const int tid = threadIdx.x;
   const int tx = tid % (kGemmBn / kGemmTn), ty = tid / (kGemmBn / kGemmTn);
   const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kGemmBm;
   const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kGemmBn;
-  float acc[kGemmTm][kGemmTn];
-  for (int i = 0; i < kGemmTm; ++i)
-    for (int j = 0; j < kGemmTn; ++j) acc[i][j] = 0.0f;
+  // Which direction each operand's 4-element runs take: along the contiguous one.
+  const bool a_along_k = p.a_cs == 1, b_along_k = p.b_cs != 1 && p.b_rs == 1;
+  // A: along k, thread t takes row t / 4, k (t % 4) * 4; else k t / 16, rows (t % 16) * 4.
+  const int a_m = a_along_k ? tid / 4 : (tid % 16) * 4, a_k = a_along_k ? (tid % 4) * 4 : tid / 16;
+  // B: along n, thread t takes k t / 16, columns (t % 16) * 4; else column t / 4, k (t % 4) * 4.
+  const int b_n = b_along_k ? tid / 4 : (tid % 16) * 4, b_k = b_along_k ? (tid % 4) * 4 : tid / 16;
+  SliceLoad a_next, b_next;
+  auto fetch = [&](int64_t k0) {
+    a_next.load(p.a, p.a_rs, p.a_cs, row0 + a_m, k0 + a_k, p.m, p.k, a_along_k);
+    // B (k, n) is addressed as rows n, depth k: b_cs steps along n, b_rs along k.
+    b_next.load(p.b, p.b_cs, p.b_rs, col0 + b_n, k0 + b_k, p.n, p.k, b_along_k);
+  };
+  auto stash = [&](int buf) {
+    CUSTOMML_UNROLL
+    for (int i = 0; i < 4; ++i) {
+      if (a_along_k) as[buf][a_k + i][a_m] = a_next.v[i];
+      else as[buf][a_k][a_m + i] = a_next.v[i];
+      if (b_along_k) bs[buf][b_k + i][b_n] = b_next.v[i];
+      else bs[buf][b_k][b_n + i] = b_next.v[i];
+    }
+  };
 
-  for (int64_t k0 = 0; k0 < p.k; k0 += kGemmBk) {
-    // Stage the slices, zero past the edges so the inner loop needs no bounds checks.
-    for (int e = tid; e < kGemmBk * kGemmBm; e += kGemmThreads) {
-      const int kk = e / kGemmBm, mm = e % kGemmBm;
-      const int64_t r = row0 + mm, kidx = k0 + kk;
-      as[kk][mm] = (r < p.m && kidx < p.k) ? p.a[r * p.a_rs + kidx * p.a_cs] : 0.0f;
-    }
-    for (int e = tid; e < kGemmBk * kGemmBn; e += kGemmThreads) {
-      const int kk = e / kGemmBn, nn = e % kGemmBn;
-      const int64_t c = col0 + nn, kidx = k0 + kk;
-      bs[kk][nn] = (c < p.n && kidx < p.k) ? p.b[kidx * p.b_rs + c * p.b_cs] : 0.0f;
-    }
+  float acc[kGemmTm][kGemmTn];
+  CUSTOMML_UNROLL
+  for (int i = 0; i < kGemmTm; ++i) {
+    CUSTOMML_UNROLL
+    for (int j = 0; j < kGemmTn; ++j) acc[i][j] = 0.0f;
+  }
+  if (p.k > 0) {
+    fetch(0);
+    stash(0);
     __syncthreads();
+  }
+  for (int64_t k0 = 0; k0 < p.k; k0 += kGemmBk) {
+    const int cur = static_cast<int>((k0 / kGemmBk) & 1);
+    const bool more = k0 + kGemmBk < p.k;
+    if (more) fetch(k0 + kGemmBk);
+    CUSTOMML_UNROLL
     for (int kk = 0; kk < kGemmBk; ++kk) {
-      float a_frag[kGemmTm], b_frag[kGemmTn];
-      for (int i = 0; i < kGemmTm; ++i) a_frag[i] = as[kk][ty * kGemmTm + i];
-      for (int j = 0; j < kGemmTn; ++j) b_frag[j] = bs[kk][tx * kGemmTn + j];
-      for (int i = 0; i < kGemmTm; ++i)
+      const float4 a4 = *reinterpret_cast<const float4*>(&as[cur][kk][ty * kGemmTm]);
+      const float4 b4 = *reinterpret_cast<const float4*>(&bs[cur][kk][tx * kGemmTn]);
+      const float a_frag[kGemmTm] = {a4.x, a4.y, a4.z, a4.w};
+      const float b_frag[kGemmTn] = {b4.x, b4.y, b4.z, b4.w};
+      CUSTOMML_UNROLL
+      for (int i = 0; i < kGemmTm; ++i) {
+        CUSTOMML_UNROLL
         for (int j = 0; j < kGemmTn; ++j) acc[i][j] += a_frag[i] * b_frag[j];
+      }
     }
-    __syncthreads();  // the next slice overwrites as / bs
+    // The other buffer was last read in the previous slice, before the last barrier.
+    if (more) stash(cur ^ 1);
+    __syncthreads();
   }
 
+  CUSTOMML_UNROLL
   for (int i = 0; i < kGemmTm; ++i) {
     const int64_t r = row0 + ty * kGemmTm + i;
     if (r >= p.m) continue;
+    CUSTOMML_UNROLL
     for (int j = 0; j < kGemmTn; ++j) {
       const int64_t c = col0 + tx * kGemmTn + j;
       if (c >= p.n) continue;

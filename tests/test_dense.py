@@ -465,3 +465,37 @@ def test_dense_rejects_unknown_device():
     x, w, b = _fwd_args()
     with pytest.raises(ValueError, match="device must be"):
         ops.dense_forward(x, w, b, device="tpu")
+
+
+def _misaligned(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of ``a`` whose data starts 4 bytes past a 16-byte boundary, so
+    kernels that use 16-byte vector loads must fall back for it."""
+    buf = np.empty(a.size + 8, np.float32)
+    start = (-(buf.ctypes.data // 4) + 1) % 4  # first element index at 16-byte offset 4
+    out = buf[start:start + a.size].reshape(a.shape)
+    out[...] = a
+    assert out.flags.c_contiguous and out.ctypes.data % 16 == 4
+    return out
+
+
+@pytest.mark.parametrize("aligned", [True, False], ids=["aligned", "misaligned"])
+def test_dense_operands_at_any_alignment(device, aligned):
+    """Row strides that are multiples of 4 floats, with the data 16-byte aligned or not:
+    the device GEMM loads 16 bytes at a time only where that is legal."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((67, 36)).astype(np.float32)
+    w = rng.standard_normal((36, 68)).astype(np.float32)
+    b = rng.standard_normal(68).astype(np.float32)
+    dy = rng.standard_normal((67, 68)).astype(np.float32)
+    if not aligned:
+        x, w, dy = _misaligned(x), _misaligned(w), _misaligned(dy)
+    y, z = run_forward(x, w, b, "gelu", device)
+    y_ref, z_ref = reference.dense_forward(x, w, b, activation="gelu")
+    err_z, tol_y = forward_tolerance("gelu", x, w, b, y_ref, z_ref)
+    assert_close(z, z_ref, err_z, "preact_out")
+    assert_close(y, y_ref, tol_y, "out")
+    dx, dw, db = run_backward(dy, x, w, y, z, "gelu", device)
+    ref = reference.dense_backward(dy, x, w, y, z=z, activation="gelu")
+    tols = backward_tolerances("gelu", dy, x, w, y, z)
+    for got, want, tol, name in zip((dx, dw, db), ref, tols, ("dx", "dweight", "dbias")):
+        assert_close(got, want, tol, name)

@@ -1,7 +1,7 @@
 #pragma once
 // Defines: the CUDA spellings that kernels in cuda/*.cuh use, for the host compiler:
 // __global__ and friends, threadIdx/blockIdx/blockDim/gridDim, __shared__,
-// __syncthreads, __syncwarp, warp shuffles and votes, atomics, __dp4a, __ldg. Include it
+// __syncthreads, __syncwarp, warp shuffles and votes, atomics, __dp4a, __ldg, float4. Include it
 // after every other header: its macros would rewrite their code.
 
 #include <cstdint>
@@ -15,6 +15,7 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
 // One instance per OS thread, shared by the fibers of the block that runs on it.
 #define __shared__ static thread_local
 
@@ -26,6 +27,12 @@
 
 using ::customml::simt::dim3;
 using ::customml::simt::uint3;
+
+// CUDA's 16-byte vector type: one 128-bit load or store on the device.
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 
 inline void __syncthreads() { ::customml::simt::syncthreads(); }
 inline void __syncwarp(unsigned mask = 0xffffffffu) { ::customml::simt::warp_exchange(mask, 0); }
