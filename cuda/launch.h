@@ -17,8 +17,7 @@
 #if defined(__CUDACC__)
 #include <cuda_runtime.h>
 
-#include <stdexcept>
-#include <string>
+#include "cuda/cuda_check.h"
 
 namespace customml::CUSTOMML_CUDA_NS {
 using Stream = cudaStream_t;
@@ -27,9 +26,7 @@ template <class... KernelArgs, class... Args>
 void launch(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t shared_bytes, Stream stream,
             Args... args) {
   kernel<<<grid, block, shared_bytes, stream>>>(args...);
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess)
-    throw std::runtime_error(std::string("kernel launch failed: ") + cudaGetErrorString(err));
+  CUDA_CHECK(cudaGetLastError());
 }
 }  // namespace customml::CUSTOMML_CUDA_NS
 #else
