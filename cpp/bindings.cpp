@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include "cpu/gemm.h"
 #include "cpu/isa.h"
+#include "cpu/thread_pool.h"
 #include "network.h"
 #include "ops.h"
 
@@ -182,7 +183,7 @@ py::dict build_info() {
   for (const char* family : {"softmax_cross_entropy", "binary_cross_entropy", "mse", "dropout", "sgd", "adam", "clip"})
     kernels[family] = "portable";
   d["kernels"] = kernels;
-  d["num_threads"] = 1;
+  d["num_threads"] = cpu::ThreadPool::instance().num_threads();
   d["hardware_threads"] = std::thread::hardware_concurrency();
   return d;
 }
@@ -208,8 +209,9 @@ LayerSpec layer_from(const py::dict& d) {
 PYBIND11_MODULE(_core, m) {
   m.doc() = "customml native core: kernels, the network executor and build information";
   py::register_exception<TypeError>(m, "DTypeError", PyExc_TypeError);
-  // An invalid CUSTOMML_ISA fails the import with its message, not later.
+  // An invalid CUSTOMML_ISA or CUSTOMML_NUM_THREADS fails the import with its message.
   cpu::active_isa();
+  cpu::ThreadPool::instance();
 
   {
     py::list names;
@@ -220,6 +222,12 @@ PYBIND11_MODULE(_core, m) {
   }
   m.def("build_info", &build_info, "Version, compiler, CUDA, CPU features and the kernel variant chosen per family.");
   m.def("cuda_available", &cuda_available);
+  m.def(
+      "set_num_threads", [](int n) { cpu::ThreadPool::instance().set_num_threads(n); }, py::arg("n"),
+      "Threads the CPU kernels may use, the caller included (default: CUSTOMML_NUM_THREADS, else all).");
+  m.def(
+      "get_num_threads", [] { return cpu::ThreadPool::instance().num_threads(); },
+      "Threads the CPU kernels may use, the caller included.");
   m.def(
       "check_device",
       [](const std::string& device) {

@@ -9,6 +9,7 @@
 #include <new>
 
 #include "cpu/gemm_driver.h"
+#include "cpu/thread_pool.h"
 
 namespace customml::cpu {
 namespace {
@@ -105,7 +106,36 @@ void select_gemm_f32(IsaLevel level) {
   g_variant.store(v, std::memory_order_release);
 }
 
-void gemm_f32(const GemmArgs& args) { current().fn(args, thread_workspace()); }
+// Below this many multiply-adds a GEMM runs on the calling thread alone: waking a worker
+// costs microseconds, more than a small product (a batch-1 layer) takes.
+constexpr int64_t kParallelMinMacs = int64_t{1} << 20;
+
+// Threads split C by columns, in whole NR-wide micro-panels (NR = 32 divides every
+// variant's): every element is computed by one thread with the same sum order, so the
+// result does not depend on the thread count.
+void gemm_f32(const GemmArgs& args) {
+  const Variant& v = current();
+  ThreadPool& pool = ThreadPool::instance();
+  constexpr int64_t kPanel = 32;
+  const int64_t panels = (args.n + kPanel - 1) / kPanel;
+  const int64_t macs = args.m * args.n * args.k;
+  const int64_t threads = pool.num_threads();
+  if (threads <= 1 || panels < 2 || macs < kParallelMinMacs) {
+    v.fn(args, thread_workspace());
+    return;
+  }
+  const int tasks = static_cast<int>(panels < threads ? panels : threads);
+  pool.parallel_for(tasks, [&](int t) {
+    const int64_t first = panels * t / tasks * kPanel, last = panels * (t + 1) / tasks * kPanel;
+    GemmArgs part = args;
+    part.n = (last < args.n ? last : args.n) - first;
+    part.b = args.b + first * args.b_cs;
+    part.c = args.c + first;
+    if (args.bias) part.bias = args.bias + first;
+    if (args.preact) part.preact = args.preact + first;
+    v.fn(part, thread_workspace());
+  });
+}
 
 const char* gemm_f32_variant() { return current().name; }
 

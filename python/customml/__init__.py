@@ -18,6 +18,17 @@ from .models import Sequential
 __version__ = _core.build_info()["version"]
 
 
+def set_num_threads(n: int) -> None:
+    """Threads the CPU kernels may use, the calling thread included (default: the
+    CUSTOMML_NUM_THREADS environment variable, else every hardware thread). Large GEMMs
+    split their output columns over them; results do not depend on the count."""
+    _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    return _core.get_num_threads()
+
+
 def build_info() -> dict:
     """Version, compiler, ``cuda_compiled``, detected CPU features, the active ISA level,
     the kernel variant chosen per family and the thread count."""
@@ -29,6 +40,8 @@ __all__ = [
     "History",
     "Sequential",
     "build_info",
+    "get_num_threads",
+    "set_num_threads",
     "cuda",
     "datasets",
     "io",

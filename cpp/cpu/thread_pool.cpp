@@ -1,0 +1,125 @@
+#include "cpu/thread_pool.h"
+
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
+
+namespace customml::cpu {
+namespace {
+
+std::atomic<bool> g_forked{false};
+
+int initial_threads() {
+  if (const char* s = std::getenv("CUSTOMML_NUM_THREADS"); s && *s) {
+    char* end = nullptr;
+    const long n = std::strtol(s, &end, 10);
+    if (*end != '\0' || n < 1 || n > 1024)
+      throw std::invalid_argument(std::string("CUSTOMML_NUM_THREADS must be an integer in [1, 1024], got '") + s + "'");
+    return static_cast<int>(n);
+  }
+  const unsigned hw = std::thread::hardware_concurrency();
+  return hw == 0 ? 1 : static_cast<int>(hw);
+}
+
+}  // namespace
+
+bool forked_child() { return g_forked.load(); }
+
+ThreadPool& ThreadPool::instance() {
+  // Never destroyed: workers must not be joined during static destruction at exit.
+  static ThreadPool* pool = [] {
+#if defined(__unix__) || defined(__APPLE__)
+    pthread_atfork(nullptr, nullptr, [] { g_forked.store(true); });
+#endif
+    return new ThreadPool();
+  }();
+  return *pool;
+}
+
+ThreadPool::ThreadPool() { num_threads_.store(initial_threads()); }
+
+ThreadPool::~ThreadPool() { stop_workers(); }
+
+void ThreadPool::set_num_threads(int n) {
+  if (n < 1 || n > 1024) throw std::invalid_argument("num_threads must be in [1, 1024], got " + std::to_string(n));
+  std::lock_guard<std::mutex> busy(busy_);
+  num_threads_.store(n);
+  if (static_cast<int>(workers_.size()) > n - 1 && !forked_child()) stop_workers();
+}
+
+void ThreadPool::start_workers(int n) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  stopping_ = false;
+  while (static_cast<int>(workers_.size()) < n) workers_.emplace_back([this] { worker_loop(); });
+}
+
+void ThreadPool::stop_workers() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  for (auto& t : workers_) t.join();
+  workers_.clear();
+}
+
+void ThreadPool::worker_loop() {
+  uint64_t seen = 0;
+  for (;;) {
+    const std::function<void(int)>* job;
+    int tasks;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+      if (stopping_) return;
+      seen = generation_;
+      job = job_;
+      tasks = tasks_;
+      ++active_;  // the caller waits for us: the job and next_ stay this job's until we leave
+    }
+    int done = 0;
+    for (int t = next_.fetch_add(1); t < tasks; t = next_.fetch_add(1)) {
+      (*job)(t);
+      ++done;
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    remaining_ -= done;
+    --active_;
+    if (remaining_ == 0 && active_ == 0) done_.notify_one();
+  }
+}
+
+void ThreadPool::parallel_for(int tasks, const std::function<void(int)>& fn) {
+  const int threads = num_threads();
+  std::unique_lock<std::mutex> busy(busy_, std::defer_lock);
+  if (tasks <= 1 || threads <= 1 || forked_child() || !busy.try_lock()) {
+    for (int t = 0; t < tasks; ++t) fn(t);
+    return;
+  }
+  const int helpers = (tasks < threads ? tasks : threads) - 1;
+  if (static_cast<int>(workers_.size()) < helpers) start_workers(helpers);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    job_ = &fn;
+    tasks_ = tasks;
+    remaining_ = tasks;
+    next_.store(0);
+    ++generation_;
+  }
+  wake_.notify_all();
+  int done = 0;
+  for (int t = next_.fetch_add(1); t < tasks; t = next_.fetch_add(1)) {
+    fn(t);
+    ++done;
+  }
+  std::unique_lock<std::mutex> lock(mutex_);
+  remaining_ -= done;
+  done_.wait(lock, [&] { return remaining_ == 0 && active_ == 0; });
+  job_ = nullptr;
+}
+
+}  // namespace customml::cpu

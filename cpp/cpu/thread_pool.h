@@ -1,0 +1,55 @@
+#pragma once
+// Defines: ThreadPool, the CPU kernels' worker threads: parallel_for over a fixed number
+// of tasks, the caller taking part; workers sleep (no spinning) between jobs so they
+// coexist with NumPy's and PyTorch's pools.
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace customml::cpu {
+
+class ThreadPool {
+ public:
+  static ThreadPool& instance();
+
+  // Threads a parallel_for may use, the caller included (>= 1). Starts as
+  // CUSTOMML_NUM_THREADS, else the hardware's thread count.
+  int num_threads() const { return num_threads_.load(); }
+  void set_num_threads(int n);
+
+  // Runs fn(task) for every task in [0, tasks), spread over up to num_threads() threads,
+  // and returns when all are done. Inline on the caller when there is one task, one
+  // thread, or the pool is busy with another caller's job (so concurrent callers never
+  // wait on each other or oversubscribe the cores), and in a forked child.
+  void parallel_for(int tasks, const std::function<void(int)>& fn);
+
+ private:
+  ThreadPool();
+  ~ThreadPool();
+  void worker_loop();
+  void start_workers(int n);
+  void stop_workers();
+
+  std::atomic<int> num_threads_{1};
+  std::mutex busy_;  // held by the caller whose job the workers run
+  std::mutex mutex_;
+  std::condition_variable wake_, done_;
+  std::vector<std::thread> workers_;
+  const std::function<void(int)>* job_ = nullptr;
+  int tasks_ = 0;
+  std::atomic<int> next_{0};
+  int remaining_ = 0;  // tasks not yet finished
+  int active_ = 0;     // workers inside the current job
+  uint64_t generation_ = 0;
+  bool stopping_ = false;
+};
+
+// True in a child process forked while the pool had threads: they did not survive the
+// fork, so the child runs every job inline.
+bool forked_child();
+
+}  // namespace customml::cpu

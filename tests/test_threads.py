@@ -1,0 +1,94 @@
+"""The CPU kernels' thread pool: results independent of the thread count, the setting
+validated, and safe across fork (scikit-learn's n_jobs forks worker processes)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import customml as cm
+from customml import ops
+
+
+@pytest.fixture
+def restore_threads():
+    before = cm.get_num_threads()
+    yield
+    cm.set_num_threads(before)
+
+
+def _problem(batch=130, n_in=300, n_out=257):
+    # 2 * 130 * 300 * 257 multiply-adds: above the threshold where GEMMs go parallel
+    rng = np.random.default_rng(0)
+    return (rng.standard_normal((batch, n_in)).astype(np.float32), rng.standard_normal((n_in, n_out)).astype(np.float32),
+            rng.standard_normal(n_out).astype(np.float32), rng.standard_normal((batch, n_out)).astype(np.float32))
+
+
+def test_results_do_not_depend_on_the_thread_count(restore_threads):
+    x, w, b, dy = _problem()
+    results = []
+    for threads in (1, 2, 3):
+        cm.set_num_threads(threads)
+        assert cm.get_num_threads() == threads and cm.build_info()["num_threads"] == threads
+        z = np.empty((x.shape[0], w.shape[1]), np.float32)
+        y = ops.dense_forward(x, w, b, activation="gelu", preact_out=z)
+        results.append([y, z, *ops.dense_backward(dy, x, w, y, z=z, activation="gelu")])
+    for other in results[1:]:
+        for a, c in zip(results[0], other):
+            assert a.tobytes() == c.tobytes()
+
+
+def test_training_is_bit_identical_across_thread_counts(restore_threads):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((256, 200)).astype(np.float32)
+    y = rng.integers(0, 10, 256)
+    weights = []
+    for threads in (1, 2):
+        cm.set_num_threads(threads)
+        model = cm.Sequential([cm.layers.Dense(300, activation="relu"), cm.layers.Dense(10)], input_dim=200, seed=5)
+        model.compile(optimizer="adam", loss="softmax_cross_entropy")
+        model.fit(x, y, epochs=2, batch_size=128, verbose=0)
+        weights.append(np.concatenate([a.ravel() for a in model.get_weights()]))
+    assert weights[0].tobytes() == weights[1].tobytes()
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1025])
+def test_thread_count_is_validated(bad, restore_threads):
+    with pytest.raises(ValueError, match="num_threads"):
+        cm.set_num_threads(bad)
+
+
+def test_invalid_environment_setting_fails_the_import_clearly():
+    env = dict(os.environ, CUSTOMML_NUM_THREADS="many")
+    proc = subprocess.run([sys.executable, "-c", "import customml"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode != 0
+    assert "CUSTOMML_NUM_THREADS" in proc.stderr
+
+
+def _child_forward(queue):
+    x, w, b, _ = _problem()
+    queue.put(ops.dense_forward(x, w, b).tobytes())
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork is POSIX")
+# Python 3.12+ warns that forking a multi-threaded process may deadlock; this test is
+# the proof that customml's pool does not.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_forked_child_computes_without_the_parents_threads(restore_threads):
+    cm.set_num_threads(2)
+    x, w, b, _ = _problem()
+    want = ops.dense_forward(x, w, b).tobytes()  # the pool's workers now exist in the parent
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_forward, args=(queue,))
+    child.start()
+    got = queue.get(timeout=60)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert got == want
