@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -37,8 +38,30 @@ struct AdamConfig {
   int64_t step = 1;  // 1-based count of updates including this one (bias correction)
 };
 
+// The number format a dense layer's GEMM products use: fp32 everywhere; tf32, bf16 and
+// fp16 on tensor cores (operands rounded to the format, accumulation in float32, weights
+// kept in float32) where a backend supports them.
+enum class Precision { fp32, tf32, bf16, fp16 };
+
+inline const char* precision_name(Precision p) {
+  switch (p) {
+    case Precision::fp32: return "fp32";
+    case Precision::tf32: return "tf32";
+    case Precision::bf16: return "bf16";
+    case Precision::fp16: return "fp16";
+  }
+  return "?";
+}
+
+inline Precision parse_precision(const std::string& s) {
+  for (Precision p : {Precision::fp32, Precision::tf32, Precision::bf16, Precision::fp16})
+    if (s == precision_name(p)) return p;
+  throw std::invalid_argument("precision must be fp32, tf32, bf16 or fp16, got '" + s + "'");
+}
+
 struct DenseShape {
   int64_t batch = 0, in = 0, out = 0;
+  Precision precision = Precision::fp32;  // of the GEMM products
 };
 
 class Backend {
@@ -46,6 +69,7 @@ class Backend {
   virtual ~Backend() = default;
   virtual Device device() const = 0;
   virtual std::string name() const = 0;
+  virtual bool supports(Precision p) const { return p == Precision::fp32; }
 
   // Memory. Where it is host-addressable (cpu, cuda-emulated) the executor reads and
   // writes device buffers directly; elsewhere it stages through copies.

@@ -140,9 +140,11 @@ class Views {
   std::vector<py::object> keep_;
 };
 
-Activation activation_for(const char* op, const std::string& name) {
+// Runs a parser of a configuration string, naming the op in its error.
+template <class Parse>
+auto parse_for(const char* op, Parse&& parse) {
   try {
-    return parse_activation(name);
+    return parse();
   } catch (const std::invalid_argument& e) {
     throw std::invalid_argument(std::string("[") + op + "] " + e.what());
   }
@@ -265,36 +267,40 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "dense_forward",
       [](py::object out, py::object x, py::object weight, py::object bias, const std::string& activation,
-         std::optional<py::object> preact_out, const std::string& device) {
+         std::optional<py::object> preact_out, const std::string& device, const std::string& precision) {
         Views views("dense_forward", device);
-        const Activation act = activation_for("dense_forward", activation);
+        const Activation act = parse_for("dense_forward", [&] { return parse_activation(activation); });
+        const Precision prec = parse_for("dense_forward", [&] { return parse_precision(precision); });
         Tensor y = views.out(out, "out"), xt = views.in(x, "x"), w = views.in(weight, "weight"),
                b = views.in(bias, "bias");
         auto z = views.out(preact_out, "preact_out");
         py::gil_scoped_release release;
-        ops::dense_forward(y, ptr(z), xt, w, b, act);
+        ops::dense_forward(y, ptr(z), xt, w, b, act, prec);
       },
       py::arg("out"), py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("activation") = "identity",
-      py::arg("preact_out") = py::none(), py::arg("device") = "cpu",
+      py::arg("preact_out") = py::none(), py::arg("device") = "cpu", py::arg("precision") = "fp32",
       "out (batch, out) = activation(x (batch, in) . weight (in, out) + bias (out)); preact_out gets the value before "
       "the activation.");
 
   m.def(
       "dense_backward",
       [](std::optional<py::object> dx, py::object dweight, py::object dbias, py::object dy, py::object x, py::object weight,
-         py::object y, std::optional<py::object> z, const std::string& activation, const std::string& device) {
+         py::object y, std::optional<py::object> z, const std::string& activation, const std::string& device,
+         const std::string& precision) {
         Views views("dense_backward", device);
-        const Activation act = activation_for("dense_backward", activation);
+        const Activation act = parse_for("dense_backward", [&] { return parse_activation(activation); });
+        const Precision prec = parse_for("dense_backward", [&] { return parse_precision(precision); });
         auto dxt = views.out(dx, "dx");
         Tensor dw = views.out(dweight, "dweight"), db = views.out(dbias, "dbias"),
                dyt = views.in(dy, "dy"), xt = views.in(x, "x"), w = views.in(weight, "weight"),
                yt = views.in(y, "y");
         auto zt = views.in(z, "z");
         py::gil_scoped_release release;
-        ops::dense_backward(ptr(dxt), dw, db, dyt, xt, w, yt, ptr(zt), act);
+        ops::dense_backward(ptr(dxt), dw, db, dyt, xt, w, yt, ptr(zt), act, prec);
       },
       py::arg("dx"), py::arg("dweight"), py::arg("dbias"), py::arg("dy"), py::arg("x"), py::arg("weight"),
       py::arg("y"), py::arg("z") = py::none(), py::arg("activation") = "identity", py::arg("device") = "cpu",
+      py::arg("precision") = "fp32",
       "Gradients of dense_forward: dx (optional), dweight and dbias from dy, the input x, the weight, the output y and "
       "(for gelu) the pre-activation z.");
 

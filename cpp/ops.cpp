@@ -87,13 +87,19 @@ void check_labels(const char* op, const Tensor& labels, int64_t classes) {
                               std::to_string(lab[i]) + " is outside [0, " + std::to_string(classes) + ")");
 }
 
+void check_precision(const char* op, const Backend& be, Precision p) {
+  if (!be.supports(p))
+    fail(op, std::string("precision '") + precision_name(p) + "' is not supported on device '" + be.name() +
+                 "' (tf32, bf16 and fp16 run on CUDA tensor cores)");
+}
+
 float* f32(const Tensor& t) { return t.ptr<float>(); }
 float* f32(const Tensor* t) { return t ? t->ptr<float>() : nullptr; }
 
 }  // namespace
 
 void dense_forward(const Tensor& y, const Tensor* z, const Tensor& x, const Tensor& w, const Tensor& b,
-                   Activation act) {
+                   Activation act, Precision precision) {
   const char* op = "dense_forward";
   check(op, "x", x, DType::f32, 2);
   check(op, "weight", w, DType::f32, 2);
@@ -115,12 +121,14 @@ void dense_forward(const Tensor& y, const Tensor* z, const Tensor& x, const Tens
     check_no_overlap(op, "preact_out", *z, "weight", w);
     check_no_overlap(op, "preact_out", *z, "bias", b);
   }
-  backend_for(x.device())
-      .dense_forward(f32(y), f32(z), f32(x), f32(w), f32(b), {x.dim(0), x.dim(1), w.dim(1)}, act);
+  Backend& be = backend_for(x.device());
+  check_precision(op, be, precision);
+  be.dense_forward(f32(y), f32(z), f32(x), f32(w), f32(b), {x.dim(0), x.dim(1), w.dim(1), precision}, act);
 }
 
 void dense_backward(const Tensor* dx, const Tensor& dw, const Tensor& db, const Tensor& dy,
-                    const Tensor& x, const Tensor& w, const Tensor& y, const Tensor* z, Activation act) {
+                    const Tensor& x, const Tensor& w, const Tensor& y, const Tensor* z, Activation act,
+                    Precision precision) {
   const char* op = "dense_backward";
   check(op, "dy", dy, DType::f32, 2);
   check(op, "x", x, DType::f32, 2);
@@ -157,10 +165,11 @@ void dense_backward(const Tensor* dx, const Tensor& dw, const Tensor& db, const 
     for (size_t c = a + 1; c < outputs.size(); ++c)
       check_no_overlap(op, outputs[a].first, *outputs[a].second, outputs[c].first, *outputs[c].second);
   Backend& be = backend_for(x.device());
+  check_precision(op, be, precision);
   // The op leaves dy intact, so dz gets its own buffer (the network executor reuses dy).
   Tensor dz = Tensor::empty(DType::f32, {batch, out});
   be.dense_backward(f32(dx), f32(dw), f32(db), f32(dz), f32(dy), f32(x), f32(w), f32(y), f32(z),
-                    {batch, in, out}, act);
+                    {batch, in, out, precision}, act);
 }
 
 double softmax_cross_entropy(const Tensor* grad, const Tensor& logits, const Tensor& labels,

@@ -13,15 +13,16 @@
 namespace customml::ops {
 
 // x: (batch, in)  w: (in, out)  b: (out) -> y: (batch, out) = act(x w + b); z: (batch, out)
-// receives the pre-activation when given.
+// receives the pre-activation when given. precision: of the products (the device must
+// support it; see Precision).
 void dense_forward(const Tensor& y, const Tensor* z, const Tensor& x, const Tensor& w,
-                   const Tensor& b, Activation act);
+                   const Tensor& b, Activation act, Precision precision = Precision::fp32);
 
 // dy, y: (batch, out)  x: (batch, in)  w: (in, out)  z: (batch, out), required for gelu
 // -> dx: (batch, in) (optional), dw: (in, out), db: (out).
 void dense_backward(const Tensor* dx, const Tensor& dw, const Tensor& db, const Tensor& dy,
                     const Tensor& x, const Tensor& w, const Tensor& y, const Tensor* z,
-                    Activation act);
+                    Activation act, Precision precision = Precision::fp32);
 
 // logits: (batch, classes) f32  labels: (batch) i32  class_weights: (classes) f32
 // -> grad: (batch, classes) (optional); returns the weighted mean loss.

@@ -47,6 +47,7 @@ class CudaBackend final : public Backend {
   Device device() const override { return {DeviceKind::cuda, index_}; }
   std::string name() const override { return device().name(); }
   bool host_addressable() const override { return false; }
+  bool supports(Precision) const override { return true; }  // tensor cores: sm_80 and later
 
   // Sizes round up to 512 bytes and freed blocks wait in a cache keyed by size.
   void* allocate(size_t bytes) override {

@@ -37,6 +37,7 @@ class EmulatedCudaBackend final : public Backend {
   // Its memory is host memory, but the executor treats it as a GPU's (staging batches
   // through copies), so the emulated runs also cover the path the real device takes.
   bool host_addressable() const override { return false; }
+  bool supports(Precision) const override { return true; }  // tensor cores: sm_80 and later
 
   void* allocate(size_t bytes) override {
     void* p = std::aligned_alloc(256, ((bytes + 255) / 256) * 256 + (bytes == 0 ? 256 : 0));

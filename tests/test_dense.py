@@ -499,3 +499,47 @@ def test_dense_operands_at_any_alignment(device, aligned):
     tols = backward_tolerances("gelu", dy, x, w, y, z)
     for got, want, tol, name in zip((dx, dw, db), ref, tols, ("dx", "dweight", "dbias")):
         assert_close(got, want, tol, name)
+
+
+# Unit roundoff of each tensor-core format: its operands are rounded to nearest with
+# 10 (tf32, fp16) or 7 (bf16) explicit mantissa bits; fp16 also has a narrower exponent.
+TENSOR_CORE_U = {"tf32": 2.0**-11, "bf16": 2.0**-8, "fp16": 2.0**-11}
+
+
+@pytest.mark.parametrize("precision", list(TENSOR_CORE_U))
+@pytest.mark.parametrize("shape", [(1, 1, 1), (17, 33, 65), (70, 37, 90), (130, 300, 17)])
+def test_dense_tensor_core_precisions(device, precision, shape):
+    batch, n_in, n_out = shape
+    rng = np.random.default_rng(batch * 1000 + n_in)
+    x = rng.standard_normal((batch, n_in)).astype(np.float32)
+    w = rng.standard_normal((n_in, n_out)).astype(np.float32)
+    b = rng.standard_normal(n_out).astype(np.float32)
+    dy = rng.standard_normal((batch, n_out)).astype(np.float32)
+    if device == "cpu":
+        with pytest.raises(ValueError, match=rf"\[dense_forward\] precision '{precision}' is not supported"):
+            ops.dense_forward(x, w, b, precision=precision, device=device)
+        return
+    u = TENSOR_CORE_U[precision]
+    # Each operand is rounded once (relative error <= u; these normal-scale values are far
+    # from fp16's overflow and subnormal ranges), so each product is off by at most
+    # (2u + u^2)|x||w|; the float32 sum adds (K + 2) u32 of the sum of |terms|.
+    x64, w64 = np.abs(x.astype(np.float64)), np.abs(w.astype(np.float64))
+    tol_y = (2 * u + u * u + (n_in + 2) * U32) * (x64 @ w64 + np.abs(b))
+    y = nan_filled((batch, n_out))
+    ops.dense_forward(x, w, b, out=y, precision=precision, device=device)
+    assert_float32_array(y, (batch, n_out), "out")
+    assert_close(y, x.astype(np.float64) @ w + b, tol_y, f"out ({precision})")
+    if n_in >= 33:  # the operands really were rounded: the result is not float32's
+        assert not np.array_equal(y, ops.dense_forward(x, w, b, device=device))
+    dx, dw, db = ops.dense_backward(dy, x, w, y, precision=precision, device=device)
+    dy64 = np.abs(dy.astype(np.float64))
+    assert_close(dw, x.T.astype(np.float64) @ dy, (2 * u + u * u + (batch + 2) * U32) * (x64.T @ dy64), "dweight")
+    assert_close(dx, dy.astype(np.float64) @ w.T, (2 * u + u * u + (n_out + 2) * U32) * (dy64 @ w64.T), "dx")
+    # the bias gradient is a plain float32 column sum in every precision
+    assert_close(db, dy.astype(np.float64).sum(axis=0), (batch + 1) * U32 * dy64.sum(axis=0), "dbias")
+
+
+def test_unknown_precision_is_rejected(device):
+    x, w, b = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32), np.ones(4, np.float32)
+    with pytest.raises(ValueError, match=r"\[dense_forward\] precision must be fp32, tf32, bf16 or fp16"):
+        ops.dense_forward(x, w, b, precision="fp8", device=device)

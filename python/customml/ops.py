@@ -51,25 +51,28 @@ def _shape2(a, name: str, op: str) -> tuple:
     return shape
 
 
-def dense_forward(x, weight, bias, *, activation: str = "identity", out=None, preact_out=None, device: str = "cpu"):
+def dense_forward(x, weight, bias, *, activation: str = "identity", out=None, preact_out=None, device: str = "cpu",
+                  precision: str = "fp32"):
     """``activation(x @ weight + bias)``: x (batch, in), weight (in, out), bias (out,), float32.
 
     ``preact_out`` (batch, out), when given, receives ``x @ weight + bias`` (what
-    ``dense_backward`` needs for gelu). Returns ``out``.
+    ``dense_backward`` needs for gelu). ``precision`` "tf32", "bf16" or "fp16" rounds the
+    operands of the products to that format on CUDA tensor cores (accumulating in
+    float32); "fp32" (the default) everywhere. Returns ``out``.
     """
     if out is None:
         batch = _shape2(x, "x", "dense_forward")[0]
         cols = _shape2(weight, "weight", "dense_forward")[1]
         out = _empty((batch, cols), device)
-    _core.dense_forward(out, x, weight, bias, activation, preact_out, device)
+    _core.dense_forward(out, x, weight, bias, activation, preact_out, device, precision)
     return out
 
 
 def dense_backward(dy, x, weight, y, *, z=None, activation: str = "identity", need_dx: bool = True,
-                   dx_out=None, dweight_out=None, dbias_out=None, device: str = "cpu"):
+                   dx_out=None, dweight_out=None, dbias_out=None, device: str = "cpu", precision: str = "fp32"):
     """Gradients of ``dense_forward``: returns ``(dx, dweight, dbias)`` (dx is None when
     ``need_dx`` is False). dy, y: (batch, out); x: (batch, in); weight: (in, out); z: the
-    pre-activation, required for gelu."""
+    pre-activation, required for gelu; ``precision`` as in ``dense_forward``."""
     batch, inp = _shape2(x, "x", "dense_backward")
     outp = _shape2(weight, "weight", "dense_backward")[1]
     if need_dx and dx_out is None:
@@ -79,7 +82,7 @@ def dense_backward(dy, x, weight, y, *, z=None, activation: str = "identity", ne
     if dbias_out is None:
         dbias_out = _empty((outp,), device)
     dx = dx_out if need_dx else None
-    _core.dense_backward(dx, dweight_out, dbias_out, dy, x, weight, y, z, activation, device)
+    _core.dense_backward(dx, dweight_out, dbias_out, dy, x, weight, y, z, activation, device, precision)
     return dx, dweight_out, dbias_out
 
 
