@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "backend.h"
+#include "cpu/elementwise.h"
 #include "cpu/gemm.h"
 #include "cpu/isa.h"
 #include "network.h"
@@ -95,8 +96,11 @@ py::dict build_info() {
   d["isa"] = cpu::isa_name(cpu::active_isa());
   py::dict kernels;
   kernels["gemm"] = cpu::gemm_f32_variant();
-  for (const char* family : {"softmax_cross_entropy", "binary_cross_entropy", "mse", "dropout", "sgd", "adam", "clip"})
-    kernels[family] = "portable";
+  // XNNPACK-style names, what then how: f32_adam__avx512.
+  const std::string isa = cpu::elementwise().isa;
+  for (const char* family : {"softmax_cross_entropy", "binary_cross_entropy", "mse", "sgd", "adam", "clip"})
+    kernels[family] = "f32_" + std::string(family) + "__" + isa;
+  kernels["dropout"] = "f32_dropout__portable";
   d["kernels"] = kernels;
   d["num_threads"] = 1;
   d["hardware_threads"] = std::thread::hardware_concurrency();
@@ -150,6 +154,34 @@ PYBIND11_MODULE(_core, m) {
       [](const std::string& level) { return std::string(cpu::isa_name(cpu::set_isa_ceiling(cpu::parse_isa(level)))); },
       py::arg("level"),
       "Caps the ISA level kernels are chosen for (as CUSTOMML_ISA) and returns the level now active; for tests.");
+
+  m.def(
+      "_vmath",
+      [](const std::string& name, py::array_t<float, py::array::c_style | py::array::forcecast> x,
+         const std::string& level) {
+        const cpu::IsaLevel want = cpu::parse_isa(level);
+        if (static_cast<int>(want) > static_cast<int>(cpu::detected_isa()))
+          throw std::invalid_argument("[_vmath] this CPU lacks " + level);
+        const cpu::ElementwiseKernels& k = cpu::elementwise_for(want);
+        const std::pair<const char*, cpu::UnaryFn> fns[] = {{"exp", k.exp},         {"log", k.log},
+                                                             {"log1p", k.log1p},     {"tanh", k.tanh},
+                                                             {"sigmoid", k.sigmoid}, {"gelu", k.gelu}};
+        for (const auto& [fname, fn] : fns)
+          if (name == fname) {
+            py::array_t<float> y(x.request().shape);
+            const float* src = x.data();
+            float* dst = y.mutable_data();
+            const int64_t n = x.size();
+            {
+              py::gil_scoped_release release;
+              fn(dst, src, n);
+            }
+            return y;
+          }
+        throw std::invalid_argument("[_vmath] unknown function '" + name + "'");
+      },
+      py::arg("name"), py::arg("x"), py::arg("level"),
+      "Private, for tests: the vectorized float32 math (exp, log, log1p, tanh, sigmoid, gelu) of one ISA level.");
 
   m.def(
       "dense_forward",
