@@ -98,9 +98,8 @@ py::dict build_info() {
   kernels["gemm"] = cpu::gemm_f32_variant();
   // XNNPACK-style names, what then how: f32_adam__avx512.
   const std::string isa = cpu::elementwise().isa;
-  for (const char* family : {"softmax_cross_entropy", "binary_cross_entropy", "mse", "sgd", "adam", "clip"})
+  for (const char* family : {"softmax_cross_entropy", "binary_cross_entropy", "mse", "dropout", "sgd", "adam", "clip"})
     kernels[family] = "f32_" + std::string(family) + "__" + isa;
-  kernels["dropout"] = "f32_dropout__portable";
   d["kernels"] = kernels;
   d["num_threads"] = 1;
   d["hardware_threads"] = std::thread::hardware_concurrency();

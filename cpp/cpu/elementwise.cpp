@@ -9,7 +9,7 @@
 
 namespace customml::cpu {
 
-const ElementwiseKernels kElementwisePortable = elementwise_table();
+const ElementwiseKernels kElementwisePortable = elementwise_table(dropout_portable);
 
 namespace {
 std::atomic<const ElementwiseKernels*> g_table{nullptr};

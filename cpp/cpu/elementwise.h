@@ -1,6 +1,6 @@
 #pragma once
 // Defines: ElementwiseKernels, the table of the elementwise and reduction kernels (losses,
-// metrics, optimizer updates, clipping, the vectorized math) for one ISA level, and the
+// metrics, dropout, optimizer updates, clipping, the vectorized math) for one ISA level, and the
 // run-time choice between the portable, AVX2 and AVX-512 tables.
 
 #include <cstdint>
@@ -22,6 +22,7 @@ struct AdamStep {
 };
 
 using UnaryFn = void (*)(float* y, const float* x, int64_t n);
+using DropoutFn = void (*)(float* y, const float* x, int64_t n, float rate, uint64_t seed, uint64_t stream);
 
 // Each entry has the signature and semantics of the CpuBackend op it implements
 // (cpp/cpu/<op>.cpp states them); the variants differ only in rounding (see each
@@ -34,6 +35,7 @@ struct ElementwiseKernels {
   int64_t (*count_correct)(const float* logits, const int32_t* labels, int64_t batch, int64_t classes);
   double (*binary_cross_entropy)(float* grad, const float* logits, const float* targets, int64_t n);
   double (*mse)(float* grad, const float* pred, const float* target, int64_t n);
+  DropoutFn dropout;
   // param, velocity (null when momentum == 0), grad: (n), one decay range
   void (*sgd)(float* param, float* velocity, const float* grad, int64_t n, const SgdStep& s);
   // param, m, v, vmax (null unless amsgrad), grad: (n), one decay range
@@ -43,6 +45,10 @@ struct ElementwiseKernels {
   // The vectorized math of cpu/vmath.h over arrays, for tests/test_vmath.py.
   UnaryFn exp, log, log1p, tanh, sigmoid, gelu;
 };
+
+// The portable dropout (cpu/dropout.cpp), scalar Philox from random.h: the stream the
+// SIMD variants (cpu/philox_simd.h) reproduce bit for bit.
+void dropout_portable(float* y, const float* x, int64_t n, float rate, uint64_t seed, uint64_t stream);
 
 extern const ElementwiseKernels kElementwisePortable;
 #ifdef CUSTOMML_X86_KERNELS

@@ -267,10 +267,11 @@ void ew_unary(float* y, const float* x, int64_t n) {
   if (full < n) store_partial(y + full, n - full, F(load_partial(x + full, n - full, 0.0f)));
 }
 
-// The table of this file's ISA (kIsaSuffix comes from cpu/simd.h).
-constexpr ElementwiseKernels elementwise_table() {
+// The table of this file's ISA (kIsaSuffix comes from cpu/simd.h); dropout is passed
+// in, since its portable form is the scalar Philox of random.h.
+constexpr ElementwiseKernels elementwise_table(DropoutFn dropout) {
   return {kIsaSuffix,          ew_softmax_cross_entropy, ew_count_correct, ew_binary_cross_entropy,
-          ew_mse,              ew_sgd,                   ew_adam,          ew_sum_squares,
+          ew_mse,              dropout,                  ew_sgd,           ew_adam,          ew_sum_squares,
           ew_scale,            ew_unary<vexp>,           ew_unary<vlog>,   ew_unary<vlog1p>,
           ew_unary<vtanh>,     ew_unary<vsigmoid>,       ew_unary<vgelu>};
 }

@@ -60,6 +60,9 @@ inline Vf select(Mask m, Vf a, Vf b) { return {_mm512_mask_blend_ps(m.m, b.v, a.
 inline Vf pow2(Vf n) {
   return {_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n.v), _mm512_set1_epi32(127)), 23))};
 }
+// y 2^n for integral n in [-150, 128], rounded once (subnormal and overflowing
+// results included).
+inline Vf ldexp(Vf y, Vf n) { return {_mm512_scalef_ps(y.v, n.v)}; }
 // For normal positive x: (m, e) with x = m 2^e and m in [1, 2).
 inline Vf mantissa(Vf x) { return {_mm512_getmant_ps(x.v, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_zero)}; }
 inline Vf exponent(Vf x) { return {_mm512_getexp_ps(x.v)}; }
@@ -81,6 +84,41 @@ inline Vf narrow(Vd lo, Vd hi) {
 inline int first_set(Mask m) { return m.m ? __builtin_ctz(m.m) : -1; }
 inline void store_lanes(float* p, Vf a) { _mm512_storeu_ps(p, a.v); }
 inline void store_lanes(double* p, Vd a) { _mm512_storeu_pd(p, a.v); }
+
+// uint32 lanes, for Philox.
+struct Vu { __m512i v; };
+inline Vu set1_u(uint32_t a) { return {_mm512_set1_epi32(static_cast<int>(a))}; }
+inline Vu load_u(const uint32_t* p) { return {_mm512_loadu_si512(p)}; }
+inline Vu operator^(Vu a, Vu b) { return {_mm512_xor_si512(a.v, b.v)}; }
+// The high and low words of a m, per lane: vpmuludq multiplies the even lanes, so the
+// odd ones are shifted down for a second multiply and the halves blended back.
+inline void mulhilo(Vu a, uint32_t m, Vu& hi, Vu& lo) {
+  const __m512i vm = _mm512_set1_epi32(static_cast<int>(m));
+  const __m512i even = _mm512_mul_epu32(a.v, vm);
+  const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a.v, 32), vm);
+  hi.v = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
+  lo.v = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+}
+// (bits >> 8) 2^-24: exact, as uniform_from_bits in random.h.
+inline Vf uniform(Vu bits) {
+  return {_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(bits.v, 8)), _mm512_set1_ps(1.0f / 16777216.0f))};
+}
+// Lane i of a, b, c, d (Philox words 0..3 of block i) to element 4 i + word: the four
+// results hold elements 0-15, 16-31, 32-47, 48-63.
+inline void interleave4(Vf& a, Vf& b, Vf& c, Vf& d) {
+  const __m512 t0 = _mm512_unpacklo_ps(a.v, b.v), t1 = _mm512_unpackhi_ps(a.v, b.v);
+  const __m512 t2 = _mm512_unpacklo_ps(c.v, d.v), t3 = _mm512_unpackhi_ps(c.v, d.v);
+  // per 128-bit lane L: s0 = block 4L, s1 = 4L + 1, s2 = 4L + 2, s3 = 4L + 3
+  const __m512 s0 = _mm512_shuffle_ps(t0, t2, 0x44), s1 = _mm512_shuffle_ps(t0, t2, 0xEE);
+  const __m512 s2 = _mm512_shuffle_ps(t1, t3, 0x44), s3 = _mm512_shuffle_ps(t1, t3, 0xEE);
+  // then a 4 x 4 transpose of the 128-bit lanes
+  const __m512 u0 = _mm512_shuffle_f32x4(s0, s1, 0x44), u1 = _mm512_shuffle_f32x4(s2, s3, 0x44);
+  const __m512 u2 = _mm512_shuffle_f32x4(s0, s1, 0xEE), u3 = _mm512_shuffle_f32x4(s2, s3, 0xEE);
+  a.v = _mm512_shuffle_f32x4(u0, u1, 0x88);
+  b.v = _mm512_shuffle_f32x4(u0, u1, 0xDD);
+  c.v = _mm512_shuffle_f32x4(u2, u3, 0x88);
+  d.v = _mm512_shuffle_f32x4(u2, u3, 0xDD);
+}
 
 #elif defined(__AVX2__) && defined(__FMA__)
 
@@ -125,6 +163,12 @@ inline Vf select(Mask m, Vf a, Vf b) { return {_mm256_blendv_ps(b.v, a.v, m.m)};
 inline Vf pow2(Vf n) {
   return {_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n.v), _mm256_set1_epi32(127)), 23))};
 }
+// y 2^n for integral n in [-150, 128] as two normal factors: the first product is
+// exact, the second rounds once (subnormal results included), and 2^128 y overflows.
+inline Vf ldexp(Vf y, Vf n) {
+  const Vf n1 = round_nearest(n * set1(0.5f));
+  return y * pow2(n1) * pow2(n - n1);
+}
 inline Vf mantissa(Vf x) {
   const __m256i bits = _mm256_castps_si256(x.v);
   return {_mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi32(0x007FFFFF)),
@@ -155,6 +199,33 @@ inline int first_set(Mask m) {
 inline void store_lanes(float* p, Vf a) { _mm256_storeu_ps(p, a.v); }
 inline void store_lanes(double* p, Vd a) { _mm256_storeu_pd(p, a.v); }
 
+// uint32 lanes, for Philox.
+struct Vu { __m256i v; };
+inline Vu set1_u(uint32_t a) { return {_mm256_set1_epi32(static_cast<int>(a))}; }
+inline Vu load_u(const uint32_t* p) { return {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))}; }
+inline Vu operator^(Vu a, Vu b) { return {_mm256_xor_si256(a.v, b.v)}; }
+inline void mulhilo(Vu a, uint32_t m, Vu& hi, Vu& lo) {
+  const __m256i vm = _mm256_set1_epi32(static_cast<int>(m));
+  const __m256i even = _mm256_mul_epu32(a.v, vm);
+  const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a.v, 32), vm);
+  hi.v = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+  lo.v = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+}
+inline Vf uniform(Vu bits) {
+  return {_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(bits.v, 8)), _mm256_set1_ps(1.0f / 16777216.0f))};
+}
+// Lane i of a, b, c, d to element 4 i + word: elements 0-7, 8-15, 16-23, 24-31.
+inline void interleave4(Vf& a, Vf& b, Vf& c, Vf& d) {
+  const __m256 t0 = _mm256_unpacklo_ps(a.v, b.v), t1 = _mm256_unpackhi_ps(a.v, b.v);
+  const __m256 t2 = _mm256_unpacklo_ps(c.v, d.v), t3 = _mm256_unpackhi_ps(c.v, d.v);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  a.v = _mm256_permute2f128_ps(s0, s1, 0x20);
+  b.v = _mm256_permute2f128_ps(s2, s3, 0x20);
+  c.v = _mm256_permute2f128_ps(s0, s1, 0x31);
+  d.v = _mm256_permute2f128_ps(s2, s3, 0x31);
+}
+
 #else
 
 // Portable: one float per "vector", plain C++; this instantiation is the readable
@@ -184,7 +255,12 @@ inline Vf max(Vf a, Vf b) { return {a.v > b.v ? a.v : b.v}; }
 inline Vf min(Vf a, Vf b) { return {a.v < b.v ? a.v : b.v}; }
 inline Vf abs(Vf a) { return {std::fabs(a.v)}; }
 inline Vf copysign(Vf mag, Vf sgn) { return {std::copysign(mag.v, sgn.v)}; }
-inline Vf round_nearest(Vf a) { return {std::nearbyint(a.v)}; }
+// Round to nearest even for |a| < 2^22 by adding and removing 1.5 2^23 (no libm call:
+// nearbyintf is one only where SSE4.1 is absent, i.e. in this portable build).
+inline Vf round_nearest(Vf a) {
+  const float shifter = 12582912.0f;
+  return {(a.v + shifter) - shifter};
+}
 inline Mask operator<(Vf a, Vf b) { return {a.v < b.v}; }
 inline Mask operator>(Vf a, Vf b) { return {a.v > b.v}; }
 inline Mask operator>=(Vf a, Vf b) { return {a.v >= b.v}; }
@@ -196,6 +272,12 @@ inline Vf pow2(Vf n) {
   float r;
   std::memcpy(&r, &bits, sizeof r);
   return {r};
+}
+// y 2^n for integral n in [-150, 128] as two normal factors: the first product is
+// exact, the second rounds once (subnormal results included), and 2^128 y overflows.
+inline Vf ldexp(Vf y, Vf n) {
+  const Vf n1 = round_nearest(n * set1(0.5f));
+  return y * pow2(n1) * pow2(n - n1);
 }
 inline uint32_t bits_of(float x) {
   uint32_t b;

@@ -6,8 +6,9 @@
 // Cephes-style range reduction and minimax polynomials (Moshier's expf, logf,
 // tanhf coefficients), branch-free, with the special values handled by selects.
 // Maximum error against float64, in ulps of the float32 result, measured over every
-// 64th float32 bit pattern (67 M inputs; /tmp-free script in docs/performance.md), the
-// same at every ISA level; tests/test_vmath.py checks these bounds on a sparser grid:
+// 64th float32 bit pattern (67 M inputs), the
+// same at every ISA level (script: docs/performance.md); tests/test_vmath.py checks these
+// bounds on a sparser grid:
 //   vexp     1.27 ulp -> bound 1.5    (subnormal results: rounded once, see below)
 //   vlog     0.81 ulp -> bound 1      (all positive x, subnormals included)
 //   vlog1p   2.41 ulp -> bound 2.5    (x > -1)
@@ -45,11 +46,9 @@ inline Vf vexp(Vf x) {
   p = fmadd(p, r, set1(1.6666665459e-1f));
   p = fmadd(p, r, set1(5.0000001201e-1f));
   const Vf y = fmadd(p, r * r, r + set1(1.0f));
-  // 2^n as two normal factors: the first product is exact, the second rounds once,
-  // so subnormal results are correctly rounded from y and 2^128 y overflows to inf.
-  const Vf n1 = round_nearest(n * set1(0.5f));
-  const Vf e = y * pow2(n1) * pow2(n - n1);
-  return select(is_nan(x), x, e);
+  // Rounded once, so subnormal results are correctly rounded from y, and 2^128 y
+  // overflows to inf.
+  return select(is_nan(x), x, ldexp(y, n));
 }
 
 // log x = e ln 2 + log m, m in [sqrt(1/2), sqrt(2)), log(1 + f) = f - f^2/2 + f^3 P(f).
