@@ -1,6 +1,7 @@
 #pragma once
-// Defines: Activation, its names, and the scalar activation functions and derivatives
-// that every CPU path uses (the portable specification of each activation).
+// Defines: Activation, its names, and the scalar activation derivatives of the backward
+// pass (the forward activations are vectorized, in cpu/vmath.h, applied in the GEMM
+// epilogue).
 
 #include <cmath>
 #include <stdexcept>
@@ -43,19 +44,6 @@ namespace {
 constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2 / pi)
 constexpr float kGeluA = 0.044715f;
 
-// Written so that no intermediate overflows: exp of a non-positive number only.
-inline float sigmoid(float z) {
-  if (z >= 0.0f) return 1.0f / (1.0f + std::exp(-z));
-  const float e = std::exp(z);
-  return e / (1.0f + e);
-}
-
-// GELU, tanh form: 0.5 z (1 + tanh(c (z + a z^3))).
-inline float gelu(float z) {
-  const float u = kGeluC * (z + kGeluA * z * z * z);
-  return 0.5f * z * (1.0f + std::tanh(u));
-}
-
 // d gelu / dz = 0.5 (1 + t) + 0.5 z (1 - t^2) c (1 + 3 a z^2), t = tanh(u).
 // Where t saturates, (1 - t^2) is exactly 0 and the second term must be 0, not 0 * inf.
 inline float gelu_grad(float z) {
@@ -64,17 +52,6 @@ inline float gelu_grad(float z) {
   const float s = 1.0f - t * t;
   const float second = s == 0.0f ? 0.0f : 0.5f * z * s * kGeluC * (1.0f + 3.0f * kGeluA * z * z);
   return 0.5f * (1.0f + t) + second;
-}
-
-inline float apply(Activation a, float z) {
-  switch (a) {
-    case Activation::identity: return z;
-    case Activation::relu: return z > 0.0f ? z : 0.0f;
-    case Activation::sigmoid: return sigmoid(z);
-    case Activation::tanh: return std::tanh(z);
-    case Activation::gelu: return gelu(z);
-  }
-  return z;
 }
 
 // dL/dz from dL/dy, given the forward output y (and z for gelu).

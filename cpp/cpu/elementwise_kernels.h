@@ -258,22 +258,25 @@ void ew_scale(float* x, int64_t n, double coef) {
   }
 }
 
-// ------------------------------------------------------------------ vectorized math
-
-template <Vf (*F)(Vf)>
-void ew_unary(float* y, const float* x, int64_t n) {
-  const int64_t full = n - n % kLanes;
-  for (int64_t i = 0; i < full; i += kLanes) store(y + i, F(load(x + i)));
-  if (full < n) store_partial(y + full, n - full, F(load_partial(x + full, n - full, 0.0f)));
-}
-
 // The table of this file's ISA (kIsaSuffix comes from cpu/simd.h); dropout is passed
 // in, since its portable form is the scalar Philox of random.h.
 constexpr ElementwiseKernels elementwise_table(DropoutFn dropout) {
-  return {kIsaSuffix,          ew_softmax_cross_entropy, ew_count_correct, ew_binary_cross_entropy,
-          ew_mse,              dropout,                  ew_sgd,           ew_adam,          ew_sum_squares,
-          ew_scale,            ew_unary<vexp>,           ew_unary<vlog>,   ew_unary<vlog1p>,
-          ew_unary<vtanh>,     ew_unary<vsigmoid>,       ew_unary<vgelu>};
+  return {kIsaSuffix,
+          ew_softmax_cross_entropy,
+          ew_count_correct,
+          ew_binary_cross_entropy,
+          ew_mse,
+          dropout,
+          ew_sgd,
+          ew_adam,
+          ew_sum_squares,
+          ew_scale,
+          vmath_map<vexp>,
+          vmath_map<vlog>,
+          vmath_map<vlog1p>,
+          vmath_map<vtanh>,
+          vmath_map<vsigmoid>,
+          vmath_map<vgelu>};
 }
 
 }  // namespace

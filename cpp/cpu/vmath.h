@@ -1,6 +1,6 @@
 #pragma once
-// Defines: vexp, vlog, vlog1p, vtanh, vsigmoid, vgelu: float32 transcendentals over the
-// Vf of cpu/simd.h, one source for AVX-512, AVX2 + FMA and portable (each ISA file
+// Defines: vexp, vlog, vlog1p, vtanh, vsigmoid, vgelu (float32 transcendentals over the
+// Vf of cpu/simd.h) and vmath_map (one of them over an array), one source for AVX-512, AVX2 + FMA and portable (each ISA file
 // includes this under its own flags; internal linkage, see simd.h).
 //
 // Cephes-style range reduction and minimax polynomials (Moshier's expf, logf,
@@ -22,6 +22,7 @@
 
 #include <limits>
 
+#include "activation.h"
 #include "cpu/simd.h"
 
 namespace customml::cpu {
@@ -118,10 +119,19 @@ inline Vf vsigmoid(Vf z) {
   return select(z < set1(0.0f), e, set1(1.0f)) / (set1(1.0f) + e);
 }
 
-// GELU, tanh form as act::gelu: 0.5 z (1 + tanh(c (z + a z^3))).
+// GELU, tanh form: 0.5 z (1 + tanh(c (z + a z^3))), c = sqrt(2 / pi), a = 0.044715
+// (act::gelu_grad in activation.h is its derivative).
 inline Vf vgelu(Vf z) {
-  const Vf u = set1(0.7978845608028654f) * (z + set1(0.044715f) * z * z * z);
+  const Vf u = set1(act::kGeluC) * (z + set1(act::kGeluA) * z * z * z);
   return set1(0.5f) * z * (set1(1.0f) + vtanh(u));
+}
+
+// y (n) = F(x (n)); y may be x.
+template <Vf (*F)(Vf)>
+void vmath_map(float* y, const float* x, int64_t n) {
+  const int64_t full = n - n % kLanes;
+  for (int64_t i = 0; i < full; i += kLanes) store(y + i, F(load(x + i)));
+  if (full < n) store_partial(y + full, n - full, F(load_partial(x + full, n - full, 0.0f)));
 }
 
 }  // namespace
