@@ -7,7 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import customml
 from customml import _core
+from support import ISA_ORDER
 
 # Bounds from vmath.h, in ulps of the float32 result (measured maxima 1.27, 0.81, 2.41,
 # 1.33, 2.60, 0.34 over every 64th float32): (ulps, extra absolute error per |x|).
@@ -99,3 +101,12 @@ def test_vmath_special_values(isa, name):
 def test_vmath_rejects_unknown_names():
     with pytest.raises(ValueError, match=r"\[_vmath\] unknown function"):
         _core._vmath("erf", np.zeros(3, np.float32), "portable")
+
+
+def test_vmath_rejects_a_level_the_cpu_lacks():
+    detected = customml.build_info()["isa_detected"]
+    if detected == ISA_ORDER[-1]:
+        pytest.skip("this CPU has every level")
+    above = ISA_ORDER[ISA_ORDER.index(detected) + 1]
+    with pytest.raises(ValueError, match=rf"\[_vmath\] this CPU lacks {above}"):
+        _core._vmath("exp", [0.0], above)
