@@ -163,7 +163,7 @@ PYBIND11_MODULE(_core, m) {
           throw std::invalid_argument("[_vmath] this CPU lacks " + level);
         const cpu::ElementwiseKernels& k = cpu::elementwise_for(want);
         const std::pair<const char*, cpu::UnaryFn> fns[] = {{"exp", k.exp},         {"log", k.log},
-                                                             {"log1p", k.log1p},     {"tanh", k.tanh},
+                                                             {"log1p", k.log1p},     {"log1p_unit", k.log1p_unit}, {"tanh", k.tanh},
                                                              {"sigmoid", k.sigmoid}, {"gelu", k.gelu}};
         for (const auto& [fname, fn] : fns)
           if (name == fname) {

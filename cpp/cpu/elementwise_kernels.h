@@ -126,7 +126,7 @@ double ew_binary_cross_entropy(float* grad, const float* logits, const float* ta
     Vd zl, zh, tl, th, ll, lh;
     widen(z, zl, zh);
     widen(t, tl, th);
-    widen(vlog1p(e), ll, lh);
+    widen(vlog1p_unit(e), ll, lh);
     acc = acc + (max(zl, set1(0.0)) - zl * tl + ll);
     acc_hi = acc_hi + (max(zh, set1(0.0)) - zh * th + lh);
     const Vf sig = select(z < set1(0.0f), e, set1(1.0f)) / (set1(1.0f) + e);
@@ -274,6 +274,7 @@ constexpr ElementwiseKernels elementwise_table(DropoutFn dropout) {
           vmath_map<vexp>,
           vmath_map<vlog>,
           vmath_map<vlog1p>,
+          vmath_map<vlog1p_unit>,
           vmath_map<vtanh>,
           vmath_map<vsigmoid>,
           vmath_map<vgelu>};

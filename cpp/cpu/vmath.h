@@ -1,5 +1,5 @@
 #pragma once
-// Defines: vexp, vlog, vlog1p, vtanh, vsigmoid, vgelu (float32 transcendentals over the
+// Defines: vexp, vlog, vlog1p, vlog1p_unit, vtanh, vsigmoid, vgelu (float32 transcendentals over the
 // Vf of cpu/simd.h) and vmath_map (one of them over an array), one source for AVX-512, AVX2 + FMA and portable (each ISA file
 // includes this under its own flags; internal linkage, see simd.h).
 //
@@ -12,6 +12,8 @@
 //   vexp     1.27 ulp -> bound 1.5    (subnormal results: rounded once, see below)
 //   vlog     0.81 ulp -> bound 1      (all positive x, subnormals included)
 //   vlog1p   2.41 ulp -> bound 2.5    (x > -1)
+//   vlog1p_unit 1.003 ulp -> bound 1.5 (e in [0, 1]: every float32 in [0.3, 1],
+//                                     every 16th below)
 //   vtanh    1.33 ulp -> bound 1.5
 //   vsigmoid 2.60 ulp -> bound 3      (subnormal results included)
 //   vgelu    0.34 -> bound 0.5 ulp + 2^-22 |z| (its tanh's absolute error times 0.5 |z|,
@@ -52,17 +54,9 @@ inline Vf vexp(Vf x) {
   return select(is_nan(x), x, ldexp(y, n));
 }
 
-// log x = e ln 2 + log m, m in [sqrt(1/2), sqrt(2)), log(1 + f) = f - f^2/2 + f^3 P(f).
-inline Vf vlog(Vf x) {
-  // Subnormals scaled by 2^23 into the normal range first.
-  const Mask sub = x < set1(1.17549435e-38f);
-  const Vf xs = select(sub, x * set1(8388608.0f), x);
-  Vf e = exponent(xs) - select(sub, set1(23.0f), set1(0.0f));
-  Vf m = mantissa(xs);
-  const Mask big = m > set1(1.41421356f);
-  m = select(big, m * set1(0.5f), m);
-  e = select(big, e + set1(1.0f), e);
-  const Vf f = m - set1(1.0f);  // exact (Sterbenz)
+// log(1 + f) + k ln 2 for f in [sqrt(1/2) - 1, sqrt(2) - 1] and integral k:
+// f - f^2/2 + f^3 P(f), with ln 2 split so that k kLn2Hi is exact.
+inline Vf log_core(Vf f, Vf k) {
   const Vf z = f * f;
   Vf p = set1(7.0376836292e-2f);
   p = fmadd(p, f, set1(-1.1514610310e-1f));
@@ -74,10 +68,22 @@ inline Vf vlog(Vf x) {
   p = fmadd(p, f, set1(-2.4999993993e-1f));
   p = fmadd(p, f, set1(3.3333331174e-1f));
   Vf y = p * f * z;
-  y = fmadd(e, set1(-2.12194440e-4f), y);
+  y = fmadd(k, set1(-2.12194440e-4f), y);
   y = fmadd(z, set1(-0.5f), y);
-  Vf r = f + y;
-  r = fmadd(e, set1(0.693359375f), r);
+  return fmadd(k, set1(0.693359375f), f + y);
+}
+
+// log x = e ln 2 + log m, m in [sqrt(1/2), sqrt(2)).
+inline Vf vlog(Vf x) {
+  // Subnormals scaled by 2^23 into the normal range first.
+  const Mask sub = x < set1(1.17549435e-38f);
+  const Vf xs = select(sub, x * set1(8388608.0f), x);
+  Vf e = exponent(xs) - select(sub, set1(23.0f), set1(0.0f));
+  Vf m = mantissa(xs);
+  const Mask big = m > set1(1.41421356f);
+  m = select(big, m * set1(0.5f), m);
+  e = select(big, e + set1(1.0f), e);
+  Vf r = log_core(m - set1(1.0f), e);  // m - 1 is exact (Sterbenz)
   r = select(x == set1(0.0f), set1(-kInf), r);
   r = select(x < set1(0.0f), set1(kNan), r);
   r = select(x == set1(kInf), x, r);
@@ -94,6 +100,22 @@ inline Vf vlog1p(Vf x) {
   r = select(d == set1(0.0f), x, r);  // |x| < 2^-25 (and +-0): log1p x = x
   r = select(x == set1(kInf), x, r);
   return select(is_nan(x), x, r);
+}
+
+// log1p e for e in [0, 1] only (binary cross-entropy's exp(-|z|)): 1 + e is in [1, 2],
+// so the exponent is 0 or 1, no special value occurs, and no quotient is needed to
+// cancel the rounding of 1 + e, as in vlog1p.
+inline Vf vlog1p_unit(Vf e) {
+  // Above sqrt(2) - 1: 1 + e = 2 (1 + f), f = (e - 1) / 2. Below 1/2, e - 1 is not a
+  // float: s = fl(e - 1) and its exact error err = e - (s + 1) (Fast2Sum, |-1| >= e);
+  // log(1 + f + err / 2) = log(1 + f) + (err / 2) / (1 + f), and err / 2 <= 2^-26 is
+  // small enough for 1 / (1 + f) ~ 1 - f.
+  const Mask big = e > set1(0.41421356f);
+  const Vf s = e - set1(1.0f);
+  const Vf c = (e - (s + set1(1.0f))) * set1(0.5f);
+  const Vf f = select(big, s * set1(0.5f), e);
+  const Vf r = log_core(f, select(big, set1(1.0f), set1(0.0f)));
+  return select(big, fmadd(c, set1(1.0f) - f, r), r);
 }
 
 // tanh: an odd polynomial below 0.625, else 1 - 2 / (e^{2|x|} + 1) with x's sign.
