@@ -173,29 +173,41 @@ double ew_mse(float* grad, const float* pred, const float* target, int64_t n) {
 // ------------------------------------------------------------------ optimizer updates
 
 // As CpuBackend::sgd_update over one decay range; separate multiplies and adds (no
-// fmadd), so every ISA level rounds as the portable loop does.
-void ew_sgd(float* param, float* velocity, const float* grad, int64_t n, const SgdStep& s) {
+// fmadd), so every ISA level rounds as the portable loop does. The momentum and Nesterov
+// cases are separate instantiations: with no branch in the loop, the one-lane
+// (portable) loop is auto-vectorized too.
+template <bool kMomentum, bool kNesterov>
+void sgd_range(float* param, float* velocity, const float* grad, int64_t n, const SgdStep& s) {
   const Vf lr = set1(s.lr), mu = set1(s.momentum), wd = set1(s.weight_decay);
-  const int64_t full = n - n % kLanes;
   auto step = [&](int64_t i, int64_t count) {
     const bool part = count < kLanes;
-    const Vf p = part ? load_partial(param + i, count, 0.0f) : load(param + i);
-    const Vf g0 = (part ? load_partial(grad + i, count, 0.0f) : load(grad + i)) + wd * p;
-    Vf upd = g0;
-    if (velocity) {
-      const Vf v = mu * (part ? load_partial(velocity + i, count, 0.0f) : load(velocity + i)) + g0;
-      part ? store_partial(velocity + i, count, v) : store(velocity + i, v);
-      upd = s.nesterov ? g0 + mu * v : v;
+    auto ld = [&](const float* a) { return part ? load_partial(a + i, count, 0.0f) : load(a + i); };
+    auto st = [&](float* a, Vf x) { part ? store_partial(a + i, count, x) : store(a + i, x); };
+    const Vf p = ld(param);
+    const Vf g = ld(grad) + wd * p;
+    Vf upd = g;
+    if (kMomentum) {
+      const Vf v = mu * ld(velocity) + g;
+      st(velocity, v);
+      upd = kNesterov ? g + mu * v : v;
     }
-    const Vf pn = p - lr * upd;
-    part ? store_partial(param + i, count, pn) : store(param + i, pn);
+    st(param, p - lr * upd);
   };
+  const int64_t full = n - n % kLanes;
   for (int64_t i = 0; i < full; i += kLanes) step(i, kLanes);
   if (full < n) step(full, n - full);
 }
 
-// As CpuBackend::adam_update over one decay range, with the exact sqrt and divide.
-void ew_adam(float* param, float* m, float* v, float* vmax, const float* grad, int64_t n, const AdamStep& s) {
+void ew_sgd(float* param, float* velocity, const float* grad, int64_t n, const SgdStep& s) {
+  if (!velocity) sgd_range<false, false>(param, velocity, grad, n, s);
+  else if (s.nesterov) sgd_range<true, true>(param, velocity, grad, n, s);
+  else sgd_range<true, false>(param, velocity, grad, n, s);
+}
+
+// As CpuBackend::adam_update over one decay range, with the exact sqrt and divide;
+// amsgrad is a separate instantiation (no branch in the loop, as for SGD).
+template <bool kAmsgrad>
+void adam_range(float* param, float* m, float* v, float* vmax, const float* grad, int64_t n, const AdamStep& s) {
   const Vf shrink = set1(s.shrink), l2 = set1(s.l2), b1 = set1(s.beta1), b2 = set1(s.beta2),
            one_b1 = set1(1.0f - s.beta1), one_b2 = set1(1.0f - s.beta2), step_size = set1(s.step_size),
            bias2_sqrt = set1(s.bias2_sqrt), eps = set1(s.eps);
@@ -210,7 +222,7 @@ void ew_adam(float* param, float* m, float* v, float* vmax, const float* grad, i
     st(m, mi);
     st(v, vi);
     Vf vhat = vi;
-    if (vmax) {
+    if (kAmsgrad) {
       const Vf old = ld(vmax);
       vhat = select(old > vi, old, vi);
       st(vmax, vhat);
@@ -220,6 +232,11 @@ void ew_adam(float* param, float* m, float* v, float* vmax, const float* grad, i
   const int64_t full = n - n % kLanes;
   for (int64_t i = 0; i < full; i += kLanes) step(i, kLanes);
   if (full < n) step(full, n - full);
+}
+
+void ew_adam(float* param, float* m, float* v, float* vmax, const float* grad, int64_t n, const AdamStep& s) {
+  if (vmax) adam_range<true>(param, m, v, vmax, grad, n, s);
+  else adam_range<false>(param, m, v, vmax, grad, n, s);
 }
 
 // x: (n) -> sum x_i^2 in float64: four accumulators (two vectors of float64 lanes per

@@ -6,9 +6,9 @@
 // Cephes-style range reduction and minimax polynomials (Moshier's expf, logf,
 // tanhf coefficients), branch-free, with the special values handled by selects.
 // Maximum error against float64, in ulps of the float32 result, measured over every
-// 64th float32 bit pattern (67 M inputs), the
-// same at every ISA level (script: docs/performance.md); tests/test_vmath.py checks these
-// bounds on a sparser grid:
+// 64th float32 bit pattern (67 M inputs) by bench/vmath_error.py, the largest of the
+// three ISA levels (they differ in the second digit at most); tests/test_vmath.py checks
+// these bounds on every level on a sparser grid:
 //   vexp     1.27 ulp -> bound 1.5    (subnormal results: rounded once, see below)
 //   vlog     0.81 ulp -> bound 1      (all positive x, subnormals included)
 //   vlog1p   2.41 ulp -> bound 2.5    (x > -1)
