@@ -88,27 +88,58 @@ double ew_softmax_cross_entropy(float* grad, const float* logits, const int32_t*
 }
 
 // logits: (batch, classes)  labels: (batch) -> count of rows whose first maximum (as
-// numpy.argmax) is the label: a vector max, then the first element equal to it.
+// numpy.argmax) is the label. One pass: each lane of each accumulator keeps its running
+// maximum and the column where it first reached it (a strict >, so ties keep the earlier
+// column); then the lowest column among the lanes holding the row maximum. Columns are carried as
+// floats, exact below 2^24, so very wide rows are taken in chunks of 2^24 columns.
 int64_t ew_count_correct(const float* logits, const int32_t* labels, int64_t batch, int64_t classes) {
+  constexpr int64_t kChunk = int64_t{1} << 24;
   int64_t correct = 0;
-  const int64_t full = classes - classes % kLanes;
-  const int64_t tail = classes - full;
   for (int64_t i = 0; i < batch; ++i) {
     const float* row = logits + i * classes;
     if (classes == 1) {
       correct += (row[0] > 0.0f) == (labels[i] != 0);
       continue;
     }
-    Vf vmx = set1(row[0]);
-    for (int64_t c = 0; c < full; c += kLanes) vmx = max(load(row + c), vmx);
-    if (tail) vmx = max(load_partial(row + full, tail, row[0]), vmx);
-    const Vf m = set1(max_lanes(vmx));
-    int64_t best = -1;
-    for (int64_t c = 0; c < full && best < 0; c += kLanes) {
-      const int lane = first_set(load(row + c) == m);
-      if (lane >= 0) best = c + lane;
+    // A NaN never compares greater, so it is never the maximum unless it is row[0], as
+    // in the scalar rule `row[c] > row[best]` starting from best = 0.
+    float best_value = row[0];
+    int64_t best = 0;
+    for (int64_t c0 = 0; c0 < classes; c0 += kChunk) {
+      const float* chunk = row + c0;
+      const int64_t cols = classes - c0 < kChunk ? classes - c0 : kChunk;
+      const int64_t full = cols - cols % kLanes;
+      // Four (max, column) accumulators, each over every fourth vector, so the
+      // compare-and-select chains overlap; -1: not above best_value in this chunk.
+      constexpr int kAcc = 4;
+      Vf vmx[kAcc], col[kAcc];
+      for (int a = 0; a < kAcc; ++a) {
+        vmx[a] = set1(best_value);
+        col[a] = set1(-1.0f);
+      }
+      const Vf lanes = lane_index();
+      auto visit = [&](int a, Vf x, int64_t c) {
+        const Mask gt = x > vmx[a];
+        vmx[a] = select(gt, x, vmx[a]);
+        col[a] = select(gt, lanes + set1(static_cast<float>(c)), col[a]);
+      };
+      int64_t c = 0;
+      for (; c + kAcc * kLanes <= full; c += kAcc * kLanes)
+        for (int a = 0; a < kAcc; ++a) visit(a, load(chunk + c + a * kLanes), c + a * kLanes);
+      for (; c < full; c += kLanes) visit(0, load(chunk + c), c);
+      if (full < cols) visit(0, load_partial(chunk + full, cols - full, best_value), full);  // padding never wins
+      // The first maximum is the lowest column among the lanes holding the maximum (they
+      // all moved above best_value, so their columns are set).
+      Vf top = vmx[0];
+      for (int a = 1; a < kAcc; ++a) top = max(vmx[a], top);
+      const float m = max_lanes(top);
+      if (!(m > best_value)) continue;  // nothing in this chunk beats the earlier maximum
+      const Vf vm = set1(m), none = set1(static_cast<float>(kChunk));
+      Vf first = none;
+      for (int a = 0; a < kAcc; ++a) first = min(select(vmx[a] == vm, col[a], none), first);
+      best_value = m;
+      best = c0 + static_cast<int64_t>(min_lanes(first));
     }
-    if (best < 0) best = full + first_set(load_partial(row + full, tail, row[0]) == m);
     correct += best == labels[i];
   }
   return correct;

@@ -27,6 +27,7 @@ struct Vd { __m512d v; };  // kLanes / 2 doubles
 struct Mask { __mmask16 m; };
 
 inline Vf set1(float a) { return {_mm512_set1_ps(a)}; }
+inline Vf lane_index() { return {_mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)}; }
 inline Vf load(const float* p) { return {_mm512_loadu_ps(p)}; }
 inline void store(float* p, Vf a) { _mm512_storeu_ps(p, a.v); }
 inline __mmask16 first_n(int64_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
@@ -80,8 +81,7 @@ inline Vd set1(double a) { return {_mm512_set1_pd(a)}; }
 inline Vf narrow(Vd lo, Vd hi) {
   return {_mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo.v)), _mm512_cvtpd_ps(hi.v), 1)};
 }
-// Index of the first true lane, or -1.
-inline int first_set(Mask m) { return m.m ? __builtin_ctz(m.m) : -1; }
+
 inline void store_lanes(float* p, Vf a) { _mm512_storeu_ps(p, a.v); }
 inline void store_lanes(double* p, Vd a) { _mm512_storeu_pd(p, a.v); }
 
@@ -129,6 +129,7 @@ struct Vd { __m256d v; };
 struct Mask { __m256 m; };
 
 inline Vf set1(float a) { return {_mm256_set1_ps(a)}; }
+inline Vf lane_index() { return {_mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7)}; }
 inline Vf load(const float* p) { return {_mm256_loadu_ps(p)}; }
 inline void store(float* p, Vf a) { _mm256_storeu_ps(p, a.v); }
 inline __m256i first_n(int64_t n) {
@@ -192,10 +193,7 @@ inline Vd set1(double a) { return {_mm256_set1_pd(a)}; }
 inline Vf narrow(Vd lo, Vd hi) {
   return {_mm256_insertf128_ps(_mm256_castps128_ps256(_mm256_cvtpd_ps(lo.v)), _mm256_cvtpd_ps(hi.v), 1)};
 }
-inline int first_set(Mask m) {
-  const int bits = _mm256_movemask_ps(m.m);
-  return bits ? __builtin_ctz(static_cast<unsigned>(bits)) : -1;
-}
+
 inline void store_lanes(float* p, Vf a) { _mm256_storeu_ps(p, a.v); }
 inline void store_lanes(double* p, Vd a) { _mm256_storeu_pd(p, a.v); }
 
@@ -239,6 +237,7 @@ struct Vd { double v; };
 struct Mask { bool m; };
 
 inline Vf set1(float a) { return {a}; }
+inline Vf lane_index() { return {0.0f}; }
 inline Vf load(const float* p) { return {*p}; }
 inline void store(float* p, Vf a) { *p = a.v; }
 inline Vf load_partial(const float* p, int64_t n, float fill) { return {n > 0 ? *p : fill}; }
@@ -303,7 +302,7 @@ inline Vd operator*(Vd a, Vd b) { return {a.v * b.v}; }
 inline Vd max(Vd a, Vd b) { return {a.v > b.v ? a.v : b.v}; }
 inline Vd set1(double a) { return {a}; }
 inline Vf narrow(Vd lo, Vd hi) { return {static_cast<float>(lo.v)}; }
-inline int first_set(Mask m) { return m.m ? 0 : -1; }
+
 inline void store_lanes(float* p, Vf a) { *p = a.v; }
 inline void store_lanes(double* p, Vd a) { *p = a.v; }
 
@@ -319,6 +318,14 @@ inline double sum_lanes(Vd a) {
   double s = 0.0;
   for (int i = 0; i < kLanesD; ++i) s += lanes[i];
   return s;
+}
+
+inline float min_lanes(Vf a) {
+  float lanes[kLanes];
+  store_lanes(lanes, a);
+  float m = lanes[0];
+  for (int i = 1; i < kLanes; ++i) m = lanes[i] < m ? lanes[i] : m;
+  return m;
 }
 
 inline float max_lanes(Vf a) {
