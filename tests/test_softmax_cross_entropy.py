@@ -74,10 +74,12 @@ def tolerances(logits, labels, class_weights, smoothing):
 
     The kernel shifts by the row max in float32 (d_c = fl32(z_c - max): error u |d_c|),
     sums exp(d_c) (cpp/cpu/vmath.h's vexp: <= 1.5 ulp <= 3u relative each, where libm's
-    expf was within 1 ulp = 2u; exp(0) = 1 is exact) in float64, and
+    expf was within 1 ulp = 2u; exp(0) = 1 is exact) in float32 partial sums of at most 8
+    terms per lane (<= 7u relative for these positive terms) added in float64, sums d_c
+    in float64, and
     forms l = log(sum) - (1 - eps) d_y - fl32(eps / C) sum_c d_c in float64. Since
     d log(sum) / d d_c = p_c, a row's loss errs by at most
-    u [sum_{d_c != 0} p_c (3 + |d_c|) + (1 - eps) |d_y| + 2 (eps / C) sum_c |d_c|]
+    u [7 + sum_{d_c != 0} p_c (3 + |d_c|) + (1 - eps) |d_y| + 2 (eps / C) sum_c |d_c|]
     plus float64 roundings of the C-term sums. The weighted mean adds float64 roundings.
     The gradient w_i / W (p - q) in float32: p = exp(d) * fl32(1 / sum) errs by
     (5 + |d_c| + the sum's relative error) u relative; q = (1 - eps) + eps / C in float32
@@ -91,7 +93,7 @@ def tolerances(logits, labels, class_weights, smoothing):
     p = np.exp(d) / np.exp(d).sum(axis=1, keepdims=True)
     rows = np.arange(batch)
     d_y = np.abs(d[rows, labels])
-    sum_rel = (p * (3 + np.abs(d)) * (d != 0)).sum(axis=1)  # relative error of the exp sum
+    sum_rel = 7 + (p * (3 + np.abs(d)) * (d != 0)).sum(axis=1)  # relative error of the exp sum
     lse = np.log(np.exp(d).sum(axis=1))
     row_err = U32 * (sum_rel + (1 - eps) * d_y + 2 * off * np.abs(d).sum(axis=1)) + (classes + 4) * U64 * (
         lse + d_y + off * np.abs(d).sum(axis=1)

@@ -19,8 +19,9 @@ namespace {
 
 // logits: (batch, classes)  labels: (batch)  class_weights: (classes) or null
 // -> grad: (batch, classes) or null; as CpuBackend::softmax_cross_entropy. Per row:
-// the max, then e_c = exp(d_c), d_c = z_c - max (written into grad, summed in float64
-// with sum_c d_c), then grad scaled in place: one exp per element.
+// the max, then e_c = exp(d_c), d_c = z_c - max (written into grad and summed: float32
+// partial sums of at most kBlock terms per lane, added in float64; sum_c d_c in float64),
+// then grad scaled in place: one exp per element.
 double ew_softmax_cross_entropy(float* grad, const float* logits, const int32_t* labels,
                                 const float* class_weights, int64_t batch, int64_t classes,
                                 float label_smoothing) {
@@ -38,22 +39,43 @@ double ew_softmax_cross_entropy(float* grad, const float* logits, const int32_t*
     const int32_t y = labels[i];
     float* g = grad ? grad + i * classes : nullptr;
     // Shifting by the row maximum keeps exp() in (0, 1]: stable for logits of +-1e4.
-    Vf vmx = set1(row[0]);
-    for (int64_t c = 0; c < full; c += kLanes) vmx = max(load(row + c), vmx);
-    if (tail) vmx = max(load_partial(row + full, tail, row[0]), vmx);
-    const float mx = max_lanes(vmx);
+    // Four running maxima, so the max chains overlap.
+    Vf m0 = set1(row[0]), m1 = m0, m2 = m0, m3 = m0;
+    int64_t c = 0;
+    for (; c + 4 * kLanes <= full; c += 4 * kLanes) {
+      m0 = max(load(row + c), m0);
+      m1 = max(load(row + c + kLanes), m1);
+      m2 = max(load(row + c + 2 * kLanes), m2);
+      m3 = max(load(row + c + 3 * kLanes), m3);
+    }
+    for (; c < full; c += kLanes) m0 = max(load(row + c), m0);
+    if (tail) m0 = max(load_partial(row + full, tail, row[0]), m0);
+    const float mx = max_lanes(max(max(m0, m1), max(m2, m3)));
     const Vf m = set1(mx);
+    // sum_c e_c: float32 lanes over blocks of kBlock vectors (e_c <= 1, no overflow),
+    // each block then added in float64, a widening per block rather than per vector.
+    // sum_c d_c stays float64 per vector: float32 sums of d_c = -3e38 would overflow.
+    constexpr int kBlock = 8;
     Vd sum = zero_d(), sum_hi = zero_d(), shifted = zero_d(), shifted_hi = zero_d();
-    auto add = [&](Vf d, Vf e) {
+    Vf block_e = set1(0.0f);
+    int in_block = 0;
+    auto flush = [&]() {
       Vd lo, hi;
-      widen(e, lo, hi);
+      widen(block_e, lo, hi);
       sum = sum + lo;
       sum_hi = sum_hi + hi;
+      block_e = set1(0.0f);
+      in_block = 0;
+    };
+    auto add = [&](Vf d, Vf e) {
+      Vd lo, hi;
       widen(d, lo, hi);
       shifted = shifted + lo;
       shifted_hi = shifted_hi + hi;
+      block_e = block_e + e;
+      if (++in_block == kBlock) flush();
     };
-    for (int64_t c = 0; c < full; c += kLanes) {
+    for (c = 0; c < full; c += kLanes) {
       const Vf d = load(row + c) - m;
       const Vf e = vexp(d);
       if (g) store(g + c, e);
@@ -65,6 +87,7 @@ double ew_softmax_cross_entropy(float* grad, const float* logits, const int32_t*
       if (g) store_partial(g + full, tail, e);
       add(d, e);
     }
+    flush();
     const double s = sum_lanes(sum + sum_hi);
     const double sum_shifted = sum_lanes(shifted + shifted_hi);
     const double log_sum = std::log(s);
