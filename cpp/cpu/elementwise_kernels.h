@@ -6,8 +6,9 @@
 //
 // Reductions use a fixed number of float64 accumulators, each lane summing the
 // elements at its offset in every block of kLanes (tails padded with the neutral
-// value), combined in lane order: the result depends on the ISA level alone, never on
-// the data's alignment. Internal linkage only (see simd.h).
+// value), combined in lane order; softmax's exp sum first adds float32 lanes over
+// fixed blocks of vectors. The result depends on the ISA level alone, never on the
+// data's alignment. Internal linkage only (see simd.h).
 
 #include "cpu/elementwise.h"
 #include "cpu/vmath.h"

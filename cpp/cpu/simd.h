@@ -57,10 +57,6 @@ inline Mask operator>=(Vf a, Vf b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_G
 inline Mask operator==(Vf a, Vf b) { return {_mm512_cmp_ps_mask(a.v, b.v, _CMP_EQ_OQ)}; }
 inline Mask is_nan(Vf a) { return {_mm512_cmp_ps_mask(a.v, a.v, _CMP_UNORD_Q)}; }
 inline Vf select(Mask m, Vf a, Vf b) { return {_mm512_mask_blend_ps(m.m, b.v, a.v)}; }
-// 2^n for integral n in [-126, 127].
-inline Vf pow2(Vf n) {
-  return {_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n.v), _mm512_set1_epi32(127)), 23))};
-}
 // y 2^n for integral n in [-150, 128], rounded once (subnormal and overflowing
 // results included).
 inline Vf ldexp(Vf y, Vf n) { return {_mm512_scalef_ps(y.v, n.v)}; }
@@ -161,6 +157,7 @@ inline Mask operator>=(Vf a, Vf b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_GE_OQ)
 inline Mask operator==(Vf a, Vf b) { return {_mm256_cmp_ps(a.v, b.v, _CMP_EQ_OQ)}; }
 inline Mask is_nan(Vf a) { return {_mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q)}; }
 inline Vf select(Mask m, Vf a, Vf b) { return {_mm256_blendv_ps(b.v, a.v, m.m)}; }
+// 2^n for integral n in [-126, 127].
 inline Vf pow2(Vf n) {
   return {_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n.v), _mm256_set1_epi32(127)), 23))};
 }
@@ -266,6 +263,7 @@ inline Mask operator>=(Vf a, Vf b) { return {a.v >= b.v}; }
 inline Mask operator==(Vf a, Vf b) { return {a.v == b.v}; }
 inline Mask is_nan(Vf a) { return {a.v != a.v}; }
 inline Vf select(Mask m, Vf a, Vf b) { return {m.m ? a.v : b.v}; }
+// 2^n for integral n in [-126, 127].
 inline Vf pow2(Vf n) {
   const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n.v) + 127) << 23;
   float r;
