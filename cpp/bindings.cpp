@@ -180,7 +180,7 @@ PYBIND11_MODULE(_core, m) {
         throw std::invalid_argument("[_vmath] unknown function '" + name + "'");
       },
       py::arg("name"), py::arg("x"), py::arg("level"),
-      "Private, for tests: the vectorized float32 math (exp, log, log1p, tanh, sigmoid, gelu) of one ISA level.");
+      "Private, for tests: the vectorized float32 math (exp, log, log1p, log1p_unit, tanh, sigmoid, gelu) of one ISA level.");
 
   m.def(
       "dense_forward",
