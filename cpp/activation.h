@@ -1,6 +1,7 @@
 #pragma once
-// Defines: Activation, its names, and the scalar activation functions and derivatives
-// that every CPU path and every CUDA kernel uses (the specification of each activation).
+// Defines: Activation, its names, and the scalar activation functions and derivatives:
+// the specification of each activation, used by the CUDA kernels and the CPU backward
+// pass (the CPU forward pass applies the same formulas vectorized, cpu/vmath.h).
 
 #include <math.h>
 

@@ -5,22 +5,23 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <array>
+#include <cstdlib>
 #include <memory>
 #include <optional>
 #include <string>
 #include <thread>
 
 #include "backend.h"
-#ifdef CUSTOMML_SIMT_EMULATION
-#include "simt/runtime.h"
-#endif
-#include <array>
-#include <cstdlib>
+#include "cpu/elementwise.h"
 #include "cpu/gemm.h"
 #include "cpu/isa.h"
 #include "cpu/thread_pool.h"
 #include "network.h"
 #include "ops.h"
+#ifdef CUSTOMML_SIMT_EMULATION
+#include "simt/runtime.h"
+#endif
 
 namespace py = pybind11;
 using namespace customml;
@@ -182,8 +183,10 @@ py::dict build_info() {
   d["isa"] = cpu::isa_name(cpu::active_isa());
   py::dict kernels;
   kernels["gemm"] = cpu::gemm_f32_variant();
+  // XNNPACK-style names, what then how: f32_adam__avx512.
+  const std::string isa = cpu::elementwise().isa;
   for (const char* family : {"softmax_cross_entropy", "binary_cross_entropy", "mse", "dropout", "sgd", "adam", "clip"})
-    kernels[family] = "portable";
+    kernels[family] = "f32_" + std::string(family) + "__" + isa;
   d["kernels"] = kernels;
   d["num_threads"] = cpu::ThreadPool::instance().num_threads();
   d["hardware_threads"] = std::thread::hardware_concurrency();
@@ -263,6 +266,34 @@ PYBIND11_MODULE(_core, m) {
       [](const std::string& level) { return std::string(cpu::isa_name(cpu::set_isa_ceiling(cpu::parse_isa(level)))); },
       py::arg("level"),
       "Caps the ISA level kernels are chosen for (as CUSTOMML_ISA) and returns the level now active; for tests.");
+
+  m.def(
+      "_vmath",
+      [](const std::string& name, py::array_t<float, py::array::c_style | py::array::forcecast> x,
+         const std::string& level) {
+        const cpu::IsaLevel want = cpu::parse_isa(level);
+        if (static_cast<int>(want) > static_cast<int>(cpu::detected_isa()))
+          throw std::invalid_argument("[_vmath] this CPU lacks " + level);
+        const cpu::ElementwiseKernels& k = cpu::elementwise_for(want);
+        const std::pair<const char*, cpu::UnaryFn> fns[] = {{"exp", k.exp},         {"log", k.log},
+                                                             {"log1p", k.log1p},     {"log1p_unit", k.log1p_unit}, {"tanh", k.tanh},
+                                                             {"sigmoid", k.sigmoid}, {"gelu", k.gelu}};
+        for (const auto& [fname, fn] : fns)
+          if (name == fname) {
+            py::array_t<float> y(x.request().shape);
+            const float* src = x.data();
+            float* dst = y.mutable_data();
+            const int64_t n = x.size();
+            {
+              py::gil_scoped_release release;
+              fn(dst, src, n);
+            }
+            return y;
+          }
+        throw std::invalid_argument("[_vmath] unknown function '" + name + "'");
+      },
+      py::arg("name"), py::arg("x"), py::arg("level"),
+      "Private, for tests: the vectorized float32 math (exp, log, log1p, log1p_unit, tanh, sigmoid, gelu) of one ISA level.");
 
   m.def(
       "dense_forward",

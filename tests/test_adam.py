@@ -114,7 +114,7 @@ def config(p, step):
                 step=1, fresh_state=True, steps=3))
 @example(p=dict(n=1, kind="huge", seed=2, lr=0.5, beta1=0.0, beta2=0.0, eps=float(np.float32(1e-3)),
                 weight_decay=0.5, decoupled=False, amsgrad=False, no_decay=[], step=7, fresh_state=False, steps=2))
-def test_adam_update_matches_reference(device, p):
+def test_adam_update_matches_reference(isa, device, p):
     param, grads, m, v, vmax = build(p)
     vmax_arg = vmax if p["amsgrad"] or p["n"] % 2 else None  # vmax is optional without amsgrad
     mask = reference.decay_mask(p["n"], p["no_decay"])
@@ -144,7 +144,7 @@ def test_adam_update_matches_reference(device, p):
         assert_same_bits(again[0], param, "param of a repeated step")
 
 
-def test_adam_first_step_is_sign_times_lr(device):
+def test_adam_first_step_is_sign_times_lr(isa, device):
     # torch: from zero state with b1 = 0.9, b2 = 0.999, step 1, the bias corrections make
     # the update lr * g / (|g| + eps'), i.e. lr * sign(g) for |g| >> eps.
     param = np.zeros(6, np.float32)
@@ -154,7 +154,7 @@ def test_adam_first_step_is_sign_times_lr(device):
     assert_close(param, -0.01 * np.sign(grad), 0.01 * (1e-8 / 1e-2 + 16 * U32), "param")
 
 
-def test_adamw_decay_is_decoupled(device):
+def test_adamw_decay_is_decoupled(isa, device):
     # zero gradient from zero state: Adam's L2 turns wd p into a gradient (a full lr step),
     # AdamW only shrinks p by lr wd; no_decay entries do not move at all.
     for decoupled, want in ((False, 1.0 - 0.1), (True, 1.0 * (1 - 0.1 * 0.5))):

@@ -57,6 +57,16 @@ def test_gemm_variant_follows_isa(isa):
     assert info["kernels"]["gemm"] == GEMM_VARIANT[isa]
 
 
+ELEMENTWISE_FAMILIES = ("softmax_cross_entropy", "binary_cross_entropy", "mse", "dropout", "sgd", "adam", "clip")
+
+
+def test_elementwise_variants_follow_isa(isa):
+    kernels = customml.build_info()["kernels"]
+    assert set(ELEMENTWISE_FAMILIES) <= set(kernels)
+    for family in ELEMENTWISE_FAMILIES:
+        assert kernels[family] == f"f32_{family}__{isa}"
+
+
 def test_set_isa_above_the_cpu_caps_at_detected():
     original = customml.build_info()["isa"]
     try:

@@ -47,7 +47,7 @@ def build(problem):
 @example(problem=([1025, 257], "normal", 0.5, 1))
 @example(problem=([3], "normal", 1.0, 2))
 @example(problem=([5, 7], "subnormal", 0.5, 3))
-def test_clip_by_global_norm_matches_reference(device, problem):
+def test_clip_by_global_norm_matches_reference(isa, device, problem):
     grad, max_norm = build(problem)
     before = grad.copy()
     norm = ops.clip_by_global_norm(grad, max_norm, device=device)
@@ -72,7 +72,7 @@ def test_clip_by_global_norm_matches_reference(device, problem):
     assert_same_bits(again, grad, "a second call")
 
 
-def test_clip_zero_gradient_is_untouched(device):
+def test_clip_zero_gradient_is_untouched(isa, device):
     grad = np.zeros((3, 5), np.float32)
     grad[0, 0] = -0.0
     before = grad.copy()
@@ -85,7 +85,7 @@ def test_clip_zero_gradient_is_untouched(device):
     [([3e38, -3e38, 1.0], 1.0), ([3e38] * 4, 1e-6), ([3e38] * 4, 1e-7)],
     ids=["coef 2.4e-39", "coef 1.7e-45", "coef 1.7e-46"],
 )
-def test_clip_float32_extremes(device, values, max_norm):
+def test_clip_float32_extremes(isa, device, values, max_norm):
     # Squares of 3e38 overflow float32 but not the float64 accumulator. The coefficient
     # max_norm / norm is then below float32's normal range (2**-126 = 1.2e-38): scaling
     # by it rounded to float32 would lose precision (subnormal) or flush the whole
@@ -98,7 +98,7 @@ def test_clip_float32_extremes(device, values, max_norm):
     assert_close(grad, want, 2.01 * U32 * np.abs(want) + TINY32, "grad")
 
 
-def test_clip_empty_gradient(device):
+def test_clip_empty_gradient(isa, device):
     # nothing to clip; the norm of no elements is 0 (a NumPy empty array has zero strides
     # and is C-contiguous)
     assert ops.clip_by_global_norm(np.zeros(0, np.float32), 1.0, device=device) == 0.0

@@ -138,3 +138,30 @@ def test_predict_is_repeatable():
     first = model.predict(x)
     for _ in range(3):
         assert model.predict(x).tobytes() == first.tobytes()
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_optimizer_updates_are_bit_identical_across_isa_levels(amsgrad):
+    # The SGD and Adam kernels use no fused multiply-add and round every operation as
+    # the portable loop does (docs/decisions.md), so every ISA level gives the same bits.
+    from support import isa_available, use_isa
+
+    rng = np.random.default_rng(5)
+    n = 1037  # not a multiple of any vector width: the tails too
+    p0, g0 = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+    m0, v0 = rng.standard_normal(n).astype(np.float32), rng.random(n).astype(np.float32)
+    results = {}
+    for level in ("portable", "avx2", "avx512"):
+        if not isa_available(level):
+            continue
+        with use_isa(level):
+            p, m, v = p0.copy(), m0.copy(), v0.copy()
+            vmax = v0.copy() * 1.5 if amsgrad else None
+            cm.ops.adam_update(p, g0, m, v, vmax, lr=1e-3, step=3, weight_decay=0.01, decoupled=True,
+                               amsgrad=amsgrad, no_decay=[(100, 200)])
+            q, vel = p0.copy(), m0.copy()
+            cm.ops.sgd_update(q, g0, vel, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
+            results[level] = [a.tobytes() for a in (p, m, v, q, vel)]
+    first = next(iter(results.values()))
+    for level, got in results.items():
+        assert got == first, level

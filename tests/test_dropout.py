@@ -70,7 +70,7 @@ def test_philox4x32_known_answers(ctr, key, want):
     assert tuple(int(v) for v in reference.philox4x32_10(seed, stream, [block])[0]) == want
 
 
-def test_dropout_kernel_reproduces_the_zero_known_answer(device):
+def test_dropout_kernel_reproduces_the_zero_known_answer(isa, device):
     # Counter (0, 0, 0, 0) and key (0, 0) are block 0 of seed 0, stream 0: elements 0..3.
     # Element j is kept iff u_j >= rate, so rate = u_j keeps it and the next float32 up
     # drops it: that pins the top 24 bits of each lane of the kernel's Philox directly.
@@ -130,7 +130,7 @@ def values_of(problem):
 @given(problem=dropout_problems, rate=rates, seed=u64, stream=u64)
 @example(problem=([4097], "normal", 1), rate=0.5, seed=0, stream=0)
 @example(problem=([3, 5, 7], "mixed", 2), rate=0.25, seed=2**64 - 1, stream=2**32)
-def test_dropout_matches_reference(device, problem, rate, seed, stream):
+def test_dropout_matches_reference(isa, device, problem, rate, seed, stream):
     x = values_of(problem)
     x_before = x.copy()
     out = nan_filled(x.shape)
@@ -149,12 +149,12 @@ def test_dropout_matches_reference(device, problem, rate, seed, stream):
     assert_same_bits(x, out, "in place")
 
 
-def test_dropout_rate_zero_is_identity(device):
+def test_dropout_rate_zero_is_identity(isa, device):
     x = make_values(np.random.default_rng(1), (7, 9), "mixed")
     assert_same_bits(ops.dropout(x, rate=0.0, seed=3, stream=4, device=device), x, "rate 0")
 
 
-def test_dropout_mask_depends_on_index_not_length(device):
+def test_dropout_mask_depends_on_index_not_length(isa, device):
     # Element i's draw is Philox(seed, stream, i // 4)[i % 4]: a prefix of a longer call
     # is the shorter call, and the backward pass (the same call on dy) drops the same
     # elements as the forward pass.
@@ -168,7 +168,7 @@ def test_dropout_mask_depends_on_index_not_length(device):
 
 
 @pytest.mark.parametrize("rate", [0.1, 0.5, 0.9])
-def test_dropout_keep_fraction(device, rate):
+def test_dropout_keep_fraction(isa, device, rate):
     # A sanity check of the reference itself, independent of Philox's bits: the kept
     # fraction is 1 - rate within 6 binomial standard deviations (fails ~1e-9 of the time
     # for a correct generator; the seed is fixed, so it is deterministic).

@@ -945,8 +945,11 @@ def test_evaluate_binary_and_mse():
     z = model.predict(x).astype(np.float64)[:, 0]
     want = np.mean(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z))))
     assert set(result) == {"loss", "accuracy"}
-    # log1p/exp in float64 on float32 logits: only the summation order differs
-    assert abs(result["loss"] - want) <= 1e-12 * max(1.0, want)
+    # The kernel's max(z, 0) - z t is float64 on float32 logits; its log1p(exp(-|z|))
+    # is float32 (cpp/cpu/vmath.h) within 6u of the term (argued in
+    # tests/test_binary_cross_entropy.py), plus the float64 summation order.
+    log_term = np.log1p(np.exp(-np.abs(z)))
+    assert abs(result["loss"] - want) <= 6 * U32 * log_term.mean() + 1e-12 * max(1.0, want)
     assert result["accuracy"] == float(((z > 0) == (y == 1)).mean())
 
     t = rng.standard_normal((50, 2)).astype(np.float32)

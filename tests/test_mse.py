@@ -54,7 +54,7 @@ def tolerances(pred, target):
 @example(problem=([1025, 257], "normal", "mixed", 1))
 @example(problem=([1], "subnormal", "tiny", 2))
 @example(problem=([3, 1, 5], "huge", "ints", 3))
-def test_mse_matches_reference(device, problem):
+def test_mse_matches_reference(isa, device, problem):
     pred, target = build(problem)
     grad = nan_filled(pred.shape)
     loss, ret = ops.mse(pred, target, grad_out=grad, device=device)
@@ -72,7 +72,7 @@ def test_mse_matches_reference(device, problem):
     assert_same_bits(grad3, grad, "grad of a second call")
 
 
-def test_mse_exact_for_equal_inputs(device):
+def test_mse_exact_for_equal_inputs(isa, device):
     x = np.array([[1.5, -0.0, 3e38], [1e-45, 0.0, -7.0]], np.float32)
     grad = nan_filled(x.shape)
     loss, _ = ops.mse(x, x.copy(), grad_out=grad, device=device)

@@ -79,7 +79,7 @@ def tolerances(param, grad, velocity, p_ref, lr, momentum, weight_decay, mask):
                 no_decay=[(0, 0), (0, 17), (17, 33), (4000, 4099)], steps=3))
 @example(p=dict(n=1, kind="normal", seed=2, lr=1.0, momentum=0.0, nesterov=False, weight_decay=0.5,
                 no_decay=[(0, 1)], steps=1))
-def test_sgd_update_matches_reference(device, p):
+def test_sgd_update_matches_reference(isa, device, p):
     param, grads, velocity = build(p)
     hyper = dict(lr=p["lr"], momentum=p["momentum"], nesterov=p["nesterov"], weight_decay=p["weight_decay"],
                  no_decay=p["no_decay"])
@@ -111,7 +111,7 @@ def test_sgd_update_matches_reference(device, p):
         assert_same_bits(p_again, param, "param of a repeated step")
 
 
-def test_sgd_no_decay_segments_take_no_decay(device):
+def test_sgd_no_decay_segments_take_no_decay(isa, device):
     # zero gradient, lr 1, wd 0.5: decayed entries halve, no_decay entries stay exact
     param = np.arange(1, 11, dtype=np.float32)
     ops.sgd_update(param, np.zeros(10, np.float32), lr=1.0, weight_decay=0.5, no_decay=[(2, 4), (4, 5), (9, 10)],
@@ -121,7 +121,7 @@ def test_sgd_no_decay_segments_take_no_decay(device):
     assert_same_bits(param, want, "param")
 
 
-def test_sgd_multidimensional_param(device):
+def test_sgd_multidimensional_param(isa, device):
     # the update is flat: any shape, no_decay indexes the flat (C-order) buffer
     param = np.ones((3, 4), np.float32)
     ops.sgd_update(param, np.ones((3, 4), np.float32), lr=0.5, weight_decay=1.0, no_decay=[(4, 8)], device=device)

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "cpu/cpu_backend.h"
+#include "cpu/elementwise.h"
 
 namespace customml::cpu {
 
@@ -17,28 +18,18 @@ void CpuBackend::adam_update(float* param, float* m, float* v, float* vmax, cons
   const double t = static_cast<double>(c.step);
   const float bias1 = static_cast<float>(1.0 - std::pow(static_cast<double>(c.beta1), t));
   const float bias2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(c.beta2), t)));
-  const float step_size = c.lr / bias1;
-  // Hyper-parameters in locals: read through the config reference, they could alias
-  // the float stores and would block vectorization.
-  const float b1 = c.beta1, b2 = c.beta2, one_b1 = 1.0f - c.beta1, one_b2 = 1.0f - c.beta2, eps = c.eps;
+  const ElementwiseKernels& k = elementwise();
   for_each_decay_range(n, no_decay, n_no_decay, [&](int64_t begin, int64_t end, bool decay) {
     const float wd = decay ? c.weight_decay : 0.0f;
-    const float l2 = c.decoupled ? 0.0f : wd;
-    const float shrink = c.decoupled ? 1.0f - c.lr * wd : 1.0f;
-    for (int64_t i = begin; i < end; ++i) {
-      const float p = param[i] * shrink;
-      const float g = grad[i] + l2 * p;
-      const float mi = b1 * m[i] + one_b1 * g;
-      const float vi = b2 * v[i] + one_b2 * g * g;
-      m[i] = mi;
-      v[i] = vi;
-      float vhat = vi;
-      if (vmax) {
-        vhat = vmax[i] > vi ? vmax[i] : vi;
-        vmax[i] = vhat;
-      }
-      param[i] = p - step_size * mi / (std::sqrt(vhat) / bias2_sqrt + eps);
-    }
+    AdamStep s;
+    s.shrink = c.decoupled ? 1.0f - c.lr * wd : 1.0f;
+    s.l2 = c.decoupled ? 0.0f : wd;
+    s.beta1 = c.beta1;
+    s.beta2 = c.beta2;
+    s.step_size = c.lr / bias1;
+    s.bias2_sqrt = bias2_sqrt;
+    s.eps = c.eps;
+    k.adam(param + begin, m + begin, v + begin, vmax ? vmax + begin : nullptr, grad + begin, end - begin, s);
   });
 }
 

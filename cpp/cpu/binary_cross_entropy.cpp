@@ -1,8 +1,7 @@
 // Binary cross-entropy on logits, with its gradient, on the CPU.
 
-#include <cmath>
-
 #include "cpu/cpu_backend.h"
+#include "cpu/elementwise.h"
 
 namespace customml::cpu {
 
@@ -11,15 +10,7 @@ namespace customml::cpu {
 // dl/dz = sigmoid(z) - t.
 double CpuBackend::binary_cross_entropy_with_logits(float* grad, const float* logits,
                                                     const float* targets, int64_t n) {
-  double loss = 0.0;
-  const float inv_n = 1.0f / static_cast<float>(n);
-  for (int64_t i = 0; i < n; ++i) {
-    const float z = logits[i], t = targets[i];
-    loss += static_cast<double>(z > 0.0f ? z : 0.0f) - static_cast<double>(z) * t +
-            std::log1p(std::exp(-static_cast<double>(std::fabs(z))));
-    if (grad) grad[i] = (act::sigmoid(z) - t) * inv_n;
-  }
-  return loss / static_cast<double>(n);
+  return elementwise().binary_cross_entropy(grad, logits, targets, n);
 }
 
 }  // namespace customml::cpu

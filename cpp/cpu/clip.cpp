@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "cpu/cpu_backend.h"
+#include "cpu/elementwise.h"
 
 namespace customml::cpu {
 
@@ -11,14 +12,12 @@ namespace customml::cpu {
 // max_norm / (norm + 1e-6) when that is below 1. Returns the norm before scaling.
 double CpuBackend::clip_by_global_norm(float* grad, int64_t n, float max_norm) {
   // float64 accumulation: 1e7 squares summed in float32 would lose ~3 digits.
-  double sum = 0.0;
-  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(grad[i]) * grad[i];
-  const double norm = std::sqrt(sum);
+  const ElementwiseKernels& k = elementwise();
+  const double norm = std::sqrt(k.sum_squares(grad, n));
   const double coef = static_cast<double>(max_norm) / (norm + 1e-6);
   // Scaled in double: the coefficient itself can be below float32's normal range
   // (max_norm / norm < 2^-126) while the scaled gradients are not.
-  if (coef < 1.0)
-    for (int64_t i = 0; i < n; ++i) grad[i] = static_cast<float>(grad[i] * coef);
+  if (coef < 1.0) k.scale(grad, n, coef);
   return norm;
 }
 

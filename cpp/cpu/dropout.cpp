@@ -2,6 +2,7 @@
 // the backward pass (and any device) regenerates it instead of storing it.
 
 #include "cpu/cpu_backend.h"
+#include "cpu/elementwise.h"
 #include "random.h"
 
 namespace customml::cpu {
@@ -9,6 +10,11 @@ namespace customml::cpu {
 // x: (n) -> y: (n) = keep_i ? x_i / (1 - rate) : 0, keep_i = uniform(seed, stream, i) >= rate
 void CpuBackend::dropout(float* y, const float* x, int64_t n, float rate, uint64_t seed,
                          uint64_t stream) {
+  elementwise().dropout(y, x, n, rate, seed, stream);
+}
+
+// The specification: Philox4x32-10 one counter block (4 elements) at a time.
+void dropout_portable(float* y, const float* x, int64_t n, float rate, uint64_t seed, uint64_t stream) {
   const float scale = 1.0f / (1.0f - rate);
   for (int64_t base = 0; base < n; base += 4) {
     const Philox4 r = philox4x32_10(seed, stream, static_cast<uint64_t>(base / 4));

@@ -11,6 +11,7 @@
 
 #include "activation.h"
 #include "cpu/gemm.h"
+#include "cpu/vmath.h"
 
 namespace customml::cpu {
 namespace {
@@ -66,9 +67,9 @@ inline void epilogue(const GemmArgs& g, int64_t i0, int64_t j0, int64_t rows, in
       case Activation::relu:
         for (int64_t j = 0; j < cols; ++j) c[j] = c[j] > 0.0f ? c[j] : 0.0f;
         break;
-      default:
-        for (int64_t j = 0; j < cols; ++j) c[j] = act::apply(g.act, c[j]);
-        break;
+      case Activation::sigmoid: vmath_map<vsigmoid>(c, c, cols); break;
+      case Activation::tanh: vmath_map<vtanh>(c, c, cols); break;
+      case Activation::gelu: vmath_map<vgelu>(c, c, cols); break;
     }
   }
 }

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <stdexcept>
 
+#include "cpu/elementwise.h"
 #include "cpu/gemm.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -111,6 +112,7 @@ IsaLevel select_all() {
   const IsaLevel ceiling = static_cast<IsaLevel>(ceiling_storage().load());
   const IsaLevel level = static_cast<int>(ceiling) < static_cast<int>(detected) ? ceiling : detected;
   select_gemm_f32(level);
+  select_elementwise(level);
   return level;
 }
 

@@ -1,0 +1,65 @@
+#pragma once
+// Defines: ElementwiseKernels, the table of the elementwise and reduction kernels (losses,
+// metrics, dropout, optimizer updates, clipping, the vectorized math) for one ISA level, and the
+// run-time choice between the portable, AVX2 and AVX-512 tables.
+
+#include <cstdint>
+
+#include "cpu/isa.h"
+
+namespace customml::cpu {
+
+// One optimizer range's constants: the caller splits the flat buffer at the no-decay
+// segments (for_each_decay_range) and passes each range's weight decay folded in.
+struct SgdStep {
+  float lr, momentum, weight_decay;
+  bool nesterov;
+};
+struct AdamStep {
+  float shrink;       // 1 - lr wd for AdamW (decoupled), else 1
+  float l2;           // wd for Adam (L2 on the gradient), else 0
+  float beta1, beta2, step_size, bias2_sqrt, eps;
+};
+
+using UnaryFn = void (*)(float* y, const float* x, int64_t n);
+using DropoutFn = void (*)(float* y, const float* x, int64_t n, float rate, uint64_t seed, uint64_t stream);
+
+// Each entry has the signature and semantics of the CpuBackend op it implements
+// (cpp/cpu/<op>.cpp states them); the variants differ only in rounding (see each
+// test's tolerance) and, for reductions, in a summation order fixed per ISA level.
+struct ElementwiseKernels {
+  const char* isa;  // "portable", "avx2", "avx512": the variants are f32_<family>__<isa>
+  double (*softmax_cross_entropy)(float* grad, const float* logits, const int32_t* labels,
+                                  const float* class_weights, int64_t batch, int64_t classes,
+                                  float label_smoothing);
+  int64_t (*count_correct)(const float* logits, const int32_t* labels, int64_t batch, int64_t classes);
+  double (*binary_cross_entropy)(float* grad, const float* logits, const float* targets, int64_t n);
+  double (*mse)(float* grad, const float* pred, const float* target, int64_t n);
+  DropoutFn dropout;
+  // param, velocity (null when momentum == 0), grad: (n), one decay range
+  void (*sgd)(float* param, float* velocity, const float* grad, int64_t n, const SgdStep& s);
+  // param, m, v, vmax (null unless amsgrad), grad: (n), one decay range
+  void (*adam)(float* param, float* m, float* v, float* vmax, const float* grad, int64_t n, const AdamStep& s);
+  double (*sum_squares)(const float* x, int64_t n);        // sum x_i^2 in float64
+  void (*scale)(float* x, int64_t n, double coef);          // x_i = fl32(x_i coef), product in float64
+  // The vectorized math of cpu/vmath.h over arrays, for tests/test_vmath.py.
+  UnaryFn exp, log, log1p, log1p_unit, tanh, sigmoid, gelu;
+};
+
+// The portable dropout (cpu/dropout.cpp), scalar Philox from random.h: the stream the
+// SIMD variants (cpu/philox_simd.h) reproduce bit for bit.
+void dropout_portable(float* y, const float* x, int64_t n, float rate, uint64_t seed, uint64_t stream);
+
+extern const ElementwiseKernels kElementwisePortable;
+#ifdef CUSTOMML_X86_KERNELS
+extern const ElementwiseKernels kElementwiseAvx2;
+extern const ElementwiseKernels kElementwiseAvx512;
+#endif
+
+// The table for the active ISA level (selected with every other family by isa.cpp).
+const ElementwiseKernels& elementwise();
+// The table for a given level (the best one at or below it), whatever the active level.
+const ElementwiseKernels& elementwise_for(IsaLevel level);
+void select_elementwise(IsaLevel level);
+
+}  // namespace customml::cpu

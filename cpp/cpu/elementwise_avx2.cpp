@@ -1,0 +1,10 @@
+// The elementwise kernels of cpu/elementwise_kernels.h and cpu/philox_simd.h compiled for AVX2 + FMA (8 lanes).
+
+#include "cpu/elementwise_kernels.h"
+#include "cpu/philox_simd.h"
+
+namespace customml::cpu {
+
+const ElementwiseKernels kElementwiseAvx2 = elementwise_table(ew_dropout);
+
+}  // namespace customml::cpu

@@ -1,0 +1,356 @@
+#pragma once
+// Defines: the elementwise and reduction kernels written once over the Vf of
+// cpu/simd.h, and elementwise_table() that collects them for the ISA of the including
+// file (elementwise.cpp: portable, elementwise_avx2.cpp, elementwise_avx512.cpp).
+// The portable instantiation (one lane, plain C++) is the specification.
+//
+// Reductions use a fixed number of float64 accumulators, each lane summing the
+// elements at its offset in every block of kLanes (tails padded with the neutral
+// value), combined in lane order; softmax's exp sum first adds float32 lanes over
+// fixed blocks of vectors. The result depends on the ISA level alone, never on the
+// data's alignment. Internal linkage only (see simd.h).
+
+#include "cpu/elementwise.h"
+#include "cpu/vmath.h"
+
+namespace customml::cpu {
+namespace {
+
+// ---------------------------------------------------------------- losses and metrics
+
+// logits: (batch, classes)  labels: (batch)  class_weights: (classes) or null
+// -> grad: (batch, classes) or null; as CpuBackend::softmax_cross_entropy. Per row:
+// the max, then e_c = exp(d_c), d_c = z_c - max (written into grad and summed: float32
+// partial sums of at most kBlock terms per lane, added in float64; sum_c d_c in float64),
+// then grad scaled in place: one exp per element.
+double ew_softmax_cross_entropy(float* grad, const float* logits, const int32_t* labels,
+                                const float* class_weights, int64_t batch, int64_t classes,
+                                float label_smoothing) {
+  double total_weight = 0.0;
+  for (int64_t i = 0; i < batch; ++i) total_weight += class_weights ? class_weights[labels[i]] : 1.0;
+  // Every weight zero: the mean is defined as 0 with a zero gradient.
+  const double inv_total = total_weight > 0.0 ? 1.0 / total_weight : 0.0;
+  const float off = label_smoothing / static_cast<float>(classes);
+  const float on = 1.0f - label_smoothing + off;
+  const int64_t full = classes - classes % kLanes;
+  const int64_t tail = classes - full;
+  double loss = 0.0;
+  for (int64_t i = 0; i < batch; ++i) {
+    const float* row = logits + i * classes;
+    const int32_t y = labels[i];
+    float* g = grad ? grad + i * classes : nullptr;
+    // Shifting by the row maximum keeps exp() in (0, 1]: stable for logits of +-1e4.
+    // Four running maxima, so the max chains overlap.
+    Vf m0 = set1(row[0]), m1 = m0, m2 = m0, m3 = m0;
+    int64_t c = 0;
+    for (; c + 4 * kLanes <= full; c += 4 * kLanes) {
+      m0 = max(load(row + c), m0);
+      m1 = max(load(row + c + kLanes), m1);
+      m2 = max(load(row + c + 2 * kLanes), m2);
+      m3 = max(load(row + c + 3 * kLanes), m3);
+    }
+    for (; c < full; c += kLanes) m0 = max(load(row + c), m0);
+    if (tail) m0 = max(load_partial(row + full, tail, row[0]), m0);
+    const float mx = max_lanes(max(max(m0, m1), max(m2, m3)));
+    const Vf m = set1(mx);
+    // sum_c e_c: float32 lanes over blocks of kBlock vectors (e_c <= 1, no overflow),
+    // each block then added in float64, a widening per block rather than per vector.
+    // sum_c d_c stays float64 per vector: float32 sums of d_c = -3e38 would overflow.
+    constexpr int kBlock = 8;
+    Vd sum = zero_d(), sum_hi = zero_d(), shifted = zero_d(), shifted_hi = zero_d();
+    Vf block_e = set1(0.0f);
+    int in_block = 0;
+    auto flush = [&]() {
+      Vd lo, hi;
+      widen(block_e, lo, hi);
+      sum = sum + lo;
+      sum_hi = sum_hi + hi;
+      block_e = set1(0.0f);
+      in_block = 0;
+    };
+    auto add = [&](Vf d, Vf e) {
+      Vd lo, hi;
+      widen(d, lo, hi);
+      shifted = shifted + lo;
+      shifted_hi = shifted_hi + hi;
+      block_e = block_e + e;
+      if (++in_block == kBlock) flush();
+    };
+    for (c = 0; c < full; c += kLanes) {
+      const Vf d = load(row + c) - m;
+      const Vf e = vexp(d);
+      if (g) store(g + c, e);
+      add(d, e);
+    }
+    if (tail) {
+      const Vf d = load_partial(row + full, tail, mx) - m;             // 0 in the padding
+      const Vf e = vexp(load_partial(row + full, tail, -kInf) - m);    // 0 in the padding
+      if (g) store_partial(g + full, tail, e);
+      add(d, e);
+    }
+    flush();
+    const double s = sum_lanes(sum + sum_hi);
+    const double sum_shifted = sum_lanes(shifted + shifted_hi);
+    const double log_sum = std::log(s);
+    // -sum_c q_c (d_c - log_sum) = log_sum - (1 - eps) d_y - (eps / C) sum_c d_c
+    const double row_loss = log_sum - (1.0 - label_smoothing) * (row[y] - mx) -
+                            static_cast<double>(off) * sum_shifted;
+    const double w = class_weights ? class_weights[y] : 1.0;
+    loss += w * row_loss;
+    if (g) {
+      // dL/dlogit_c = w_i / W * (softmax_c - q_c), softmax_c = e_c fl32(1 / sum)
+      const float scale = static_cast<float>(w * inv_total);
+      const float inv_sum = static_cast<float>(1.0 / s);
+      const float e_y = g[y];
+      const Vf vs = set1(scale), vi = set1(inv_sum), voff = set1(off);
+      for (int64_t c = 0; c < full; c += kLanes) store(g + c, vs * (load(g + c) * vi - voff));
+      if (tail) store_partial(g + full, tail, vs * (load_partial(g + full, tail, 0.0f) * vi - voff));
+      g[y] = scale * (e_y * inv_sum - on);
+    }
+  }
+  return loss * inv_total;
+}
+
+// logits: (batch, classes)  labels: (batch) -> count of rows whose first maximum (as
+// numpy.argmax) is the label. One pass: each lane of each accumulator keeps its running
+// maximum and the column where it first reached it (a strict >, so ties keep the earlier
+// column); then the lowest column among the lanes holding the row maximum. Columns are carried as
+// floats, exact below 2^24, so very wide rows are taken in chunks of 2^24 columns.
+int64_t ew_count_correct(const float* logits, const int32_t* labels, int64_t batch, int64_t classes) {
+  constexpr int64_t kChunk = int64_t{1} << 24;
+  int64_t correct = 0;
+  for (int64_t i = 0; i < batch; ++i) {
+    const float* row = logits + i * classes;
+    if (classes == 1) {
+      correct += (row[0] > 0.0f) == (labels[i] != 0);
+      continue;
+    }
+    // A NaN never compares greater, so it is never the maximum unless it is row[0], as
+    // in the scalar rule `row[c] > row[best]` starting from best = 0.
+    float best_value = row[0];
+    int64_t best = 0;
+    for (int64_t c0 = 0; c0 < classes; c0 += kChunk) {
+      const float* chunk = row + c0;
+      const int64_t cols = classes - c0 < kChunk ? classes - c0 : kChunk;
+      const int64_t full = cols - cols % kLanes;
+      // Four (max, column) accumulators, each over every fourth vector, so the
+      // compare-and-select chains overlap; -1: not above best_value in this chunk.
+      constexpr int kAcc = 4;
+      Vf vmx[kAcc], col[kAcc];
+      for (int a = 0; a < kAcc; ++a) {
+        vmx[a] = set1(best_value);
+        col[a] = set1(-1.0f);
+      }
+      const Vf lanes = lane_index();
+      auto visit = [&](int a, Vf x, int64_t c) {
+        const Mask gt = x > vmx[a];
+        vmx[a] = select(gt, x, vmx[a]);
+        col[a] = select(gt, lanes + set1(static_cast<float>(c)), col[a]);
+      };
+      int64_t c = 0;
+      for (; c + kAcc * kLanes <= full; c += kAcc * kLanes)
+        for (int a = 0; a < kAcc; ++a) visit(a, load(chunk + c + a * kLanes), c + a * kLanes);
+      for (; c < full; c += kLanes) visit(0, load(chunk + c), c);
+      if (full < cols) visit(0, load_partial(chunk + full, cols - full, best_value), full);  // padding never wins
+      // The first maximum is the lowest column among the lanes holding the maximum (they
+      // all moved above best_value, so their columns are set).
+      Vf top = vmx[0];
+      for (int a = 1; a < kAcc; ++a) top = max(vmx[a], top);
+      const float m = max_lanes(top);
+      if (!(m > best_value)) continue;  // nothing in this chunk beats the earlier maximum
+      const Vf vm = set1(m), none = set1(static_cast<float>(kChunk));
+      Vf first = none;
+      for (int a = 0; a < kAcc; ++a) first = min(select(vmx[a] == vm, col[a], none), first);
+      best_value = m;
+      best = c0 + static_cast<int64_t>(min_lanes(first));
+    }
+    correct += best == labels[i];
+  }
+  return correct;
+}
+
+// logits, targets: (n) -> grad: (n) or null; as CpuBackend::binary_cross_entropy_with_logits.
+// One e = exp(-|z|) serves the loss, max(z, 0) - z t + log1p(e) (the first two terms
+// in float64, where z t is exact), and the gradient (sigmoid(z) - t) / n with
+// sigmoid(z) = (z < 0 ? e : 1) / (1 + e).
+double ew_binary_cross_entropy(float* grad, const float* logits, const float* targets, int64_t n) {
+  const Vf inv_n = set1(1.0f / static_cast<float>(n));
+  Vd acc = zero_d(), acc_hi = zero_d();
+  auto step = [&](Vf z, Vf t) -> Vf {
+    const Vf e = vexp(set1(0.0f) - abs(z));
+    Vd zl, zh, tl, th, ll, lh;
+    widen(z, zl, zh);
+    widen(t, tl, th);
+    widen(vlog1p_unit(e), ll, lh);
+    acc = acc + (max(zl, set1(0.0)) - zl * tl + ll);
+    acc_hi = acc_hi + (max(zh, set1(0.0)) - zh * th + lh);
+    const Vf sig = select(z < set1(0.0f), e, set1(1.0f)) / (set1(1.0f) + e);
+    return (sig - t) * inv_n;
+  };
+  const int64_t full = n - n % kLanes;
+  for (int64_t i = 0; i < full; i += kLanes) {
+    const Vf gi = step(load(logits + i), load(targets + i));
+    if (grad) store(grad + i, gi);
+  }
+  if (full < n) {
+    // Padding: z = +inf, t = 1 gives the term inf - inf: use a huge finite z instead,
+    // whose term max(z, 0) - z + log1p(0) is exactly 0.
+    const Vf gi = step(load_partial(logits + full, n - full, 1e30f), load_partial(targets + full, n - full, 1.0f));
+    if (grad) store_partial(grad + full, n - full, gi);
+  }
+  return sum_lanes(acc + acc_hi) / static_cast<double>(n);
+}
+
+// pred, target: (n) -> grad: (n) or null; as CpuBackend::mse: d = pred - target,
+// loss = sum d^2 / n in float64 (each d^2 exact), grad = fl32(2 / n) d.
+double ew_mse(float* grad, const float* pred, const float* target, int64_t n) {
+  const Vf scale = set1(2.0f / static_cast<float>(n));
+  Vd acc = zero_d(), acc_hi = zero_d();
+  auto step = [&](Vf d) {
+    Vd lo, hi;
+    widen(d, lo, hi);
+    acc = fmadd(lo, lo, acc);
+    acc_hi = fmadd(hi, hi, acc_hi);
+    return scale * d;
+  };
+  const int64_t full = n - n % kLanes;
+  for (int64_t i = 0; i < full; i += kLanes) {
+    const Vf gi = step(load(pred + i) - load(target + i));
+    if (grad) store(grad + i, gi);
+  }
+  if (full < n) {
+    const Vf gi = step(load_partial(pred + full, n - full, 0.0f) - load_partial(target + full, n - full, 0.0f));
+    if (grad) store_partial(grad + full, n - full, gi);
+  }
+  return sum_lanes(acc + acc_hi) / static_cast<double>(n);
+}
+
+// ------------------------------------------------------------------ optimizer updates
+
+// As CpuBackend::sgd_update over one decay range; separate multiplies and adds (no
+// fmadd), so every ISA level rounds as the portable loop does. The momentum and Nesterov
+// cases are separate instantiations: with no branch in the loop, the one-lane
+// (portable) loop is auto-vectorized too.
+template <bool kMomentum, bool kNesterov>
+void sgd_range(float* param, float* velocity, const float* grad, int64_t n, const SgdStep& s) {
+  const Vf lr = set1(s.lr), mu = set1(s.momentum), wd = set1(s.weight_decay);
+  auto step = [&](int64_t i, int64_t count) {
+    const bool part = count < kLanes;
+    auto ld = [&](const float* a) { return part ? load_partial(a + i, count, 0.0f) : load(a + i); };
+    auto st = [&](float* a, Vf x) { part ? store_partial(a + i, count, x) : store(a + i, x); };
+    const Vf p = ld(param);
+    const Vf g = ld(grad) + wd * p;
+    Vf upd = g;
+    if (kMomentum) {
+      const Vf v = mu * ld(velocity) + g;
+      st(velocity, v);
+      upd = kNesterov ? g + mu * v : v;
+    }
+    st(param, p - lr * upd);
+  };
+  const int64_t full = n - n % kLanes;
+  for (int64_t i = 0; i < full; i += kLanes) step(i, kLanes);
+  if (full < n) step(full, n - full);
+}
+
+void ew_sgd(float* param, float* velocity, const float* grad, int64_t n, const SgdStep& s) {
+  if (!velocity) sgd_range<false, false>(param, velocity, grad, n, s);
+  else if (s.nesterov) sgd_range<true, true>(param, velocity, grad, n, s);
+  else sgd_range<true, false>(param, velocity, grad, n, s);
+}
+
+// As CpuBackend::adam_update over one decay range, with the exact sqrt and divide;
+// amsgrad is a separate instantiation (no branch in the loop, as for SGD).
+template <bool kAmsgrad>
+void adam_range(float* param, float* m, float* v, float* vmax, const float* grad, int64_t n, const AdamStep& s) {
+  const Vf shrink = set1(s.shrink), l2 = set1(s.l2), b1 = set1(s.beta1), b2 = set1(s.beta2),
+           one_b1 = set1(1.0f - s.beta1), one_b2 = set1(1.0f - s.beta2), step_size = set1(s.step_size),
+           bias2_sqrt = set1(s.bias2_sqrt), eps = set1(s.eps);
+  auto step = [&](int64_t i, int64_t count) {
+    const bool part = count < kLanes;
+    auto ld = [&](const float* a) { return part ? load_partial(a + i, count, 0.0f) : load(a + i); };
+    auto st = [&](float* a, Vf x) { part ? store_partial(a + i, count, x) : store(a + i, x); };
+    const Vf p = ld(param) * shrink;
+    const Vf g = ld(grad) + l2 * p;
+    const Vf mi = b1 * ld(m) + one_b1 * g;
+    const Vf vi = b2 * ld(v) + one_b2 * g * g;
+    st(m, mi);
+    st(v, vi);
+    Vf vhat = vi;
+    if (kAmsgrad) {
+      const Vf old = ld(vmax);
+      vhat = select(old > vi, old, vi);
+      st(vmax, vhat);
+    }
+    st(param, p - step_size * mi / (sqrt(vhat) / bias2_sqrt + eps));
+  };
+  const int64_t full = n - n % kLanes;
+  for (int64_t i = 0; i < full; i += kLanes) step(i, kLanes);
+  if (full < n) step(full, n - full);
+}
+
+void ew_adam(float* param, float* m, float* v, float* vmax, const float* grad, int64_t n, const AdamStep& s) {
+  if (vmax) adam_range<true>(param, m, v, vmax, grad, n, s);
+  else adam_range<false>(param, m, v, vmax, grad, n, s);
+}
+
+// x: (n) -> sum x_i^2 in float64: four accumulators (two vectors of float64 lanes per
+// block, two blocks per step) so the adds do not wait on each other.
+double ew_sum_squares(const float* x, int64_t n) {
+  Vd a0 = zero_d(), a1 = zero_d(), a2 = zero_d(), a3 = zero_d();
+  int64_t i = 0;
+  for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
+    Vd lo, hi;
+    widen(load(x + i), lo, hi);
+    a0 = fmadd(lo, lo, a0);
+    a1 = fmadd(hi, hi, a1);
+    widen(load(x + i + kLanes), lo, hi);
+    a2 = fmadd(lo, lo, a2);
+    a3 = fmadd(hi, hi, a3);
+  }
+  for (; i < n; i += kLanes) {
+    Vd lo, hi;
+    widen(load_partial(x + i, n - i < kLanes ? n - i : kLanes, 0.0f), lo, hi);
+    a0 = fmadd(lo, lo, a0);
+    a1 = fmadd(hi, hi, a1);
+  }
+  return sum_lanes((a0 + a1) + (a2 + a3));
+}
+
+// x: (n), in place: x_i = fl32(x_i coef) with the product in float64 (coef may be
+// below float32's normal range while the products are not).
+void ew_scale(float* x, int64_t n, double coef) {
+  const Vd c = set1(coef);
+  for (int64_t i = 0; i < n; i += kLanes) {
+    const int64_t count = n - i < kLanes ? n - i : kLanes;
+    Vd lo, hi;
+    widen(count < kLanes ? load_partial(x + i, count, 0.0f) : load(x + i), lo, hi);
+    const Vf r = narrow(lo * c, hi * c);
+    count < kLanes ? store_partial(x + i, count, r) : store(x + i, r);
+  }
+}
+
+// The table of this file's ISA (kIsaSuffix comes from cpu/simd.h); dropout is passed
+// in, since its portable form is the scalar Philox of random.h.
+constexpr ElementwiseKernels elementwise_table(DropoutFn dropout) {
+  return {kIsaSuffix,
+          ew_softmax_cross_entropy,
+          ew_count_correct,
+          ew_binary_cross_entropy,
+          ew_mse,
+          dropout,
+          ew_sgd,
+          ew_adam,
+          ew_sum_squares,
+          ew_scale,
+          vmath_map<vexp>,
+          vmath_map<vlog>,
+          vmath_map<vlog1p>,
+          vmath_map<vlog1p_unit>,
+          vmath_map<vtanh>,
+          vmath_map<vsigmoid>,
+          vmath_map<vgelu>};
+}
+
+}  // namespace
+}  // namespace customml::cpu
