@@ -120,6 +120,8 @@ class Backend {
   // grad: (n), scaled in place so its L2 norm is at most max_norm; returns the norm
   // before scaling.
   virtual double clip_by_global_norm(float* grad, int64_t n, float max_norm) = 0;
+  // x: (n) *= coef, each product in double then rounded (coef may be tiny or huge).
+  virtual void scale(float* x, int64_t n, double coef) = 0;
 };
 
 // Device memory of float32 (or int32) elements that grows on demand and is reused:

@@ -510,7 +510,7 @@ PYBIND11_MODULE(_core, m) {
           "compile",
           [](Network& n, const std::string& loss, float label_smoothing, const std::vector<float>& class_weights,
              const std::string& optimizer, float lr, float momentum, bool nesterov, float weight_decay, float beta1,
-             float beta2, float eps, bool decoupled, bool amsgrad, float clip_norm) {
+             float beta2, float eps, bool decoupled, bool amsgrad, float clip_norm, const std::string& precision) {
             LossConfig lc{parse_loss(loss), label_smoothing, class_weights};
             OptimizerConfig oc;
             if (optimizer == "sgd") {
@@ -523,13 +523,18 @@ PYBIND11_MODULE(_core, m) {
               throw std::invalid_argument("unknown optimizer '" + optimizer + "'");
             }
             oc.clip_norm = clip_norm;
-            n.compile(lc, oc);
+            n.compile(lc, oc, parse_for("compile", [&] { return parse_precision(precision); }));
           },
           py::kw_only(), py::arg("loss"), py::arg("label_smoothing") = 0.0f,
           py::arg("class_weights") = std::vector<float>{}, py::arg("optimizer"), py::arg("lr"),
           py::arg("momentum") = 0.0f, py::arg("nesterov") = false, py::arg("weight_decay") = 0.0f,
           py::arg("beta1") = 0.9f, py::arg("beta2") = 0.999f, py::arg("eps") = 1e-8f, py::arg("decoupled") = false,
-          py::arg("amsgrad") = false, py::arg("clip_norm") = 0.0f)
+          py::arg("amsgrad") = false, py::arg("clip_norm") = 0.0f, py::arg("precision") = "fp32")
+      .def_property_readonly("precision", [](const Network& n) { return std::string(precision_name(n.precision())); })
+      .def_property_readonly("loss_scale", &Network::loss_scale)
+      .def_property_readonly("loss_scale_good_steps", &Network::loss_scale_good_steps)
+      .def("set_loss_scale", &Network::set_loss_scale, py::arg("scale"), py::arg("good_steps"),
+           "Restores fp16 training's loss scale and its count of good steps; for resuming.")
       .def("set_seed", &Network::set_seed, py::arg("seed"))
       .def(
           "train_batch",

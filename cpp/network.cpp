@@ -136,6 +136,15 @@ void Network::write_state(const float* src, int slot, int64_t offset, int64_t n)
   backend_->copy_to_device(b.data() + offset, src, sizeof(float) * static_cast<size_t>(n));
 }
 
+void Network::set_loss_scale(double scale, int64_t good_steps) {
+  if (!(std::isfinite(scale) && scale > 0.0) || good_steps < 0 || good_steps >= kLossScaleGrowthInterval)
+    throw std::invalid_argument("[Network] loss scale must be finite and > 0 with good steps in [0, " +
+                                std::to_string(kLossScaleGrowthInterval) + ")");
+  std::unique_lock<WriterPreferringLock> lock(mutex_);
+  loss_scale_ = scale;
+  good_steps_ = good_steps;
+}
+
 void Network::set_step(int64_t step) {
   if (step < 0) throw std::invalid_argument("[Network] step must be >= 0, got " + std::to_string(step));
   std::unique_lock<WriterPreferringLock> lock(mutex_);
@@ -143,7 +152,11 @@ void Network::set_step(int64_t step) {
   step_ = step;
 }
 
-void Network::compile(const LossConfig& loss, const OptimizerConfig& opt) {
+void Network::compile(const LossConfig& loss, const OptimizerConfig& opt, Precision precision) {
+  if (!backend_->supports(precision))
+    throw std::invalid_argument(std::string("[compile] precision '") + precision_name(precision) +
+                                "' is not supported on device '" + backend_->name() +
+                                "' (tf32, bf16 and fp16 run on CUDA tensor cores)");
   const int64_t out = output_dim();
   if (loss.kind == LossKind::binary_cross_entropy && out != 1)
     throw std::invalid_argument("[compile] loss 'binary_cross_entropy' needs one output unit, the last layer has " +
@@ -181,6 +194,9 @@ void Network::compile(const LossConfig& loss, const OptimizerConfig& opt) {
     class_weights_.reserve(loss.class_weights.size());
     backend_->copy_to_device(class_weights_.data(), loss.class_weights.data(), sizeof(float) * loss.class_weights.size());
   }
+  precision_ = precision;
+  loss_scale_ = kInitialLossScale;
+  good_steps_ = 0;
   step_ = 0;
   compiled_ = true;
   metrics_ = MetricCounters{};
@@ -271,7 +287,7 @@ const float* Network::forward(Workspace& ws, const float* input, int64_t b, bool
     if (s.kind == LayerSpec::Kind::dense) {
       float* z = training && activation_needs_preact(s.activation) ? ws.preact[l].data() : nullptr;
       backend_->dense_forward(dst, z, cur, params_.data() + weight_offsets_[l], params_.data() + bias_offsets_[l],
-                              {b, width, s.units}, s.activation);
+                              {b, width, s.units, precision_}, s.activation);
       width = s.units;
     } else if (training && s.rate > 0.0f) {
       // One stream per (step, layer): no two masks share random numbers.
@@ -362,6 +378,8 @@ double Network::train_batch(const float* x, const void* y, int64_t n, const int6
 
   const float* logits = forward(ws, ws.input.data(), b, true, nullptr);
   const double loss = loss_and_count(ws, logits, b, true);
+  const bool scaled = precision_ == Precision::fp16;
+  if (scaled) backend_->scale(ws.grad_a.data(), b * output_dim(), loss_scale_);
 
   // Backward: gradient w.r.t. each layer's output in cur, ping-ponging between two
   // buffers; dense layers overwrite it with dz in place.
@@ -382,7 +400,7 @@ double Network::train_batch(const float* x, const void* y, int64_t n, const int6
       float* dx = need_dx ? other : nullptr;
       backend_->dense_backward(dx, grads_.data() + weight_offsets_[l], grads_.data() + bias_offsets_[l], cur, cur,
                                ws.layer_in[l], params_.data() + weight_offsets_[l], ws.act[l].data(),
-                               ws.preact[l].data(), {b, in_width, s.units}, s.activation);
+                               ws.preact[l].data(), {b, in_width, s.units, precision_}, s.activation);
       if (!need_dx) break;
       float* t = cur;
       cur = other;
@@ -394,6 +412,20 @@ double Network::train_batch(const float* x, const void* y, int64_t n, const int6
     }
   }
 
+  if (scaled) {
+    // The norm pass doubles as the overflow check (an infinite limit never clips).
+    const double norm = backend_->clip_by_global_norm(grads_.data(), num_params_, INFINITY);
+    if (!std::isfinite(norm)) {
+      loss_scale_ *= 0.5;
+      good_steps_ = 0;
+      return loss;  // the step is skipped: no update, and the step count stays
+    }
+    backend_->scale(grads_.data(), num_params_, 1.0 / loss_scale_);
+    if (++good_steps_ == kLossScaleGrowthInterval) {
+      loss_scale_ *= 2.0;
+      good_steps_ = 0;
+    }
+  }
   if (opt_.clip_norm > 0.0f) backend_->clip_by_global_norm(grads_.data(), num_params_, opt_.clip_norm);
   ++step_;
   const int64_t nd = static_cast<int64_t>(no_decay_.size());

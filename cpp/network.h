@@ -90,8 +90,16 @@ class Network {
   void read_params(float* dst, int64_t offset, int64_t n) const;
   void write_params(const float* src, int64_t offset, int64_t n);
 
-  // Sets the loss and the optimizer, and clears the optimizer state and step count.
-  void compile(const LossConfig& loss, const OptimizerConfig& opt);
+  // Sets the loss, the optimizer and the precision of the dense GEMMs (which the device
+  // must support), and clears the optimizer state, the step count and the loss scale.
+  void compile(const LossConfig& loss, const OptimizerConfig& opt, Precision precision = Precision::fp32);
+  Precision precision() const { return precision_; }
+  // fp16 training scales the loss by this before the backward pass so small gradients
+  // survive fp16's range; a step whose gradients overflow is skipped and halves it, and
+  // 2000 good steps in a row double it (torch.cuda.amp.GradScaler's defaults).
+  double loss_scale() const { return loss_scale_; }
+  int64_t loss_scale_good_steps() const { return good_steps_; }
+  void set_loss_scale(double scale, int64_t good_steps);
   bool compiled() const { return compiled_; }
   int64_t step() const { return step_; }
   void set_seed(uint64_t seed) { seed_ = seed; }
@@ -150,6 +158,11 @@ class Network {
 
   Buffer<float> params_, grads_, state_a_, state_b_, state_c_;  // state: m, v, vmax or velocity
   Buffer<float> class_weights_;  // the loss's class weights, on the device
+  Precision precision_ = Precision::fp32;
+  double loss_scale_ = kInitialLossScale;
+  int64_t good_steps_ = 0;
+  static constexpr double kInitialLossScale = 65536.0;
+  static constexpr int64_t kLossScaleGrowthInterval = 2000;
   LossConfig loss_;
   OptimizerConfig opt_;
   bool compiled_ = false;

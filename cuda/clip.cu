@@ -18,9 +18,12 @@ double clip_by_global_norm(DeviceContext& ctx, float* grad, int64_t n, float max
     norm = std::sqrt(sum_partials(ctx, kReduceBlocks));
   }
   const double coef = static_cast<double>(max_norm) / (norm + 1e-6);
-  if (coef < 1.0 && n > 0)
-    launch(scale_kernel, dim3(grid_stride_blocks(n, kThreads)), dim3(kThreads), 0, ctx.stream, grad, n, coef);
+  if (coef < 1.0) scale(ctx, grad, n, coef);
   return norm;
+}
+
+void scale(DeviceContext& ctx, float* x, int64_t n, double coef) {
+  if (n > 0) launch(scale_kernel, dim3(grid_stride_blocks(n, kThreads)), dim3(kThreads), 0, ctx.stream, x, n, coef);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

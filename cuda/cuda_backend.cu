@@ -128,6 +128,7 @@ class CudaBackend final : public Backend {
   double clip_by_global_norm(float* grad, int64_t n, float max_norm) override {
     return dev::clip_by_global_norm(ctx_, grad, n, max_norm);
   }
+  void scale(float* x, int64_t n, double coef) override { dev::scale(ctx_, x, n, coef); }
 
  private:
   void release_cache() {

@@ -21,4 +21,6 @@ double CpuBackend::clip_by_global_norm(float* grad, int64_t n, float max_norm) {
   return norm;
 }
 
+void CpuBackend::scale(float* x, int64_t n, double coef) { elementwise().scale(x, n, coef); }
+
 }  // namespace customml::cpu

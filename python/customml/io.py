@@ -166,8 +166,12 @@ def _training(model) -> Optional[dict]:
     loss_config = {}
     if isinstance(loss, losses_mod.SoftmaxCrossEntropy):
         loss_config = {"label_smoothing": loss.label_smoothing, "class_weights": loss.class_weights}
-    return {"optimizer": {"class": name, "config": config}, "loss": {"class": loss_name, "config": loss_config},
-            "metrics": list(model._metrics)}
+    training = {"optimizer": {"class": name, "config": config}, "loss": {"class": loss_name, "config": loss_config},
+                "metrics": list(model._metrics)}
+    # Written only when not the default, so fp32 models' files read as before it existed.
+    if model._precision != "fp32":
+        training["precision"] = model._precision
+    return training
 
 
 def _slot_names(training: Optional[dict]) -> Tuple[str, ...]:
@@ -235,8 +239,11 @@ def save(model, path, include_optimizer: bool = False) -> None:
             tensors += [(f"optimizer.{slot}.{name}", shape,
                          _le_bytes(net.read_state(slot_index, offsets[name], math.prod(shape))))
                         for name, _, shape in table]
-        metadata["optimizer_state"] = _dumps({"step": int(net.step), "epochs_trained": int(model._epoch),
-                                              "slots": list(slots)})
+        state = {"step": int(net.step), "epochs_trained": int(model._epoch), "slots": list(slots)}
+        if net.precision == "fp16":  # the dynamic loss scale resumes too
+            state["loss_scale"] = float(net.loss_scale)
+            state["loss_scale_good_steps"] = int(net.loss_scale_good_steps)
+        metadata["optimizer_state"] = _dumps(state)
     metadata["checksum"] = _checksum(metadata, [t[2] for t in tensors])
 
     header: Dict[str, object] = {"__metadata__": metadata}
@@ -458,8 +465,12 @@ class _Model:
         if training is None:
             return None
         fail = self.file.fail
-        if not isinstance(training, dict) or set(training) != {"optimizer", "loss", "metrics"}:
-            fail(f"training must be null or an object with optimizer, loss and metrics, got {_short(training)}")
+        keys = {"optimizer", "loss", "metrics"}
+        if not isinstance(training, dict) or not keys <= set(training) <= keys | {"precision"}:
+            fail(f"training must be null or an object with optimizer, loss, metrics (and precision), "
+                 f"got {_short(training)}")
+        if training.get("precision", "fp32") not in ("fp32", "tf32", "bf16", "fp16"):
+            fail(f"training precision must be fp32, tf32, bf16 or fp16, got {_short(training['precision'])}")
         for part, classes in (("optimizer", _OPTIMIZERS), ("loss", _LOSSES)):
             item = training[part]
             if not (isinstance(item, dict) and set(item) == {"class", "config"} and item["class"] in classes
@@ -482,8 +493,17 @@ class _Model:
         fail = self.file.fail
         if self.training is None:
             fail("optimizer_state without a training configuration")
-        if not isinstance(state, dict) or set(state) != {"step", "epochs_trained", "slots"}:
-            fail(f"optimizer_state must be an object with step, epochs_trained and slots, got {_short(state)}")
+        keys = {"step", "epochs_trained", "slots"}
+        scale_keys = {"loss_scale", "loss_scale_good_steps"}
+        fp16 = self.training.get("precision") == "fp16"
+        if not isinstance(state, dict) or set(state) != (keys | scale_keys if fp16 else keys):
+            fail(f"optimizer_state must be an object with step, epochs_trained and slots"
+                 f"{' (and, for fp16, loss_scale and loss_scale_good_steps)' if fp16 else ''}, got {_short(state)}")
+        if fp16 and not (isinstance(state["loss_scale"], float) and math.isfinite(state["loss_scale"])
+                         and state["loss_scale"] > 0 and _is_int(state["loss_scale_good_steps"])
+                         and 0 <= state["loss_scale_good_steps"] < 2000):
+            fail(f"optimizer_state loss_scale must be a finite number > 0 and loss_scale_good_steps an integer in "
+                 f"[0, 2000), got {_short(state['loss_scale'])}, {_short(state['loss_scale_good_steps'])}")
         for key in ("step", "epochs_trained"):
             if not (_is_int(state[key]) and 0 <= state[key] < 2**62):
                 fail(f"optimizer_state {key} must be an integer >= 0, got {_short(state[key])}")
@@ -541,7 +561,7 @@ class _Model:
                 t = self.training
                 opt = _OPTIMIZERS[t["optimizer"]["class"]](**t["optimizer"]["config"])
                 loss = _LOSSES[t["loss"]["class"]](**t["loss"]["config"])
-                model.compile(optimizer=opt, loss=loss, metrics=t["metrics"])
+                model.compile(optimizer=opt, loss=loss, metrics=t["metrics"], precision=t.get("precision", "fp32"))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{path}: invalid model configuration: {exc}") from None
         self.write_weights(model)
@@ -552,6 +572,8 @@ class _Model:
                     offset = (net.weight_offsets if name.endswith("kernel") else net.bias_offsets)[layer_index]
                     net.write_state(slot_index, offset, self.file.array(f"optimizer.{slot}.{name}").ravel())
             net.set_step(self.state["step"])
+            if "loss_scale" in self.state:
+                net.set_loss_scale(self.state["loss_scale"], self.state["loss_scale_good_steps"])
             model._epoch = self.state["epochs_trained"]
         return model
 

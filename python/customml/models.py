@@ -23,6 +23,7 @@ from .layers import Dense, Layer
 __all__ = ["Sequential"]
 
 _METRICS = ("accuracy",)
+_PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
 
 def _as_features(x, name: str, op: str) -> np.ndarray:
@@ -88,6 +89,7 @@ class Sequential:
         self._loss: Optional[losses_mod.Loss] = None
         self._optimizer: Optional[optimizers_mod.Optimizer] = None
         self._metrics: Tuple[str, ...] = ()
+        self._precision = "fp32"
         self.history: Optional[History] = None
         self._input_dim = None
         # Epochs completed since compile: the next fit continues the shuffle stream here.
@@ -208,9 +210,14 @@ class Sequential:
 
     def compile(self, optimizer: Union[str, optimizers_mod.Optimizer] = "adam",
                 loss: Union[str, losses_mod.Loss] = "softmax_cross_entropy",
-                metrics: Optional[Iterable[str]] = None) -> None:
+                metrics: Optional[Iterable[str]] = None, precision: str = "fp32") -> None:
         """Sets the optimizer, the loss and the metrics; resets the optimizer state, the
-        step count and ``epochs_trained``."""
+        step count and ``epochs_trained``.
+
+        ``precision``: the number format of the dense layers' products: "fp32" (default,
+        every device), or on CUDA tensor cores "tf32", "bf16" or "fp16" (operands rounded
+        to it, float32 accumulation and float32 master weights; fp16 with dynamic loss
+        scaling)."""
         optimizer = optimizers_mod.get(optimizer)
         loss = losses_mod.get(loss)
         metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics or ())
@@ -219,7 +226,10 @@ class Sequential:
                 raise ValueError(f"unknown metric {m!r}; available: {', '.join(_METRICS)}")
             if m == "accuracy" and not loss.classification:
                 raise ValueError(f"metric 'accuracy' needs a classification loss, not {loss.name!r}")
+        if precision not in _PRECISIONS:
+            raise ValueError(f"[compile] precision must be one of {', '.join(_PRECISIONS)}, got {precision!r}")
         self._optimizer, self._loss, self._metrics = optimizer, loss, metrics
+        self._precision = precision
         self._epoch = 0
         if self._net is not None:
             self._compile_net()
@@ -235,6 +245,7 @@ class Sequential:
         config = dict(self._loss._config())
         config.update(self._optimizer._config())
         config["clip_norm"] = self._optimizer.clipnorm or 0.0
+        config["precision"] = self._precision
         self._net.compile(**config)
 
     def _require_built(self, op: str) -> None:
