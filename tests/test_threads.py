@@ -92,3 +92,25 @@ def test_a_forked_child_computes_without_the_parents_threads(restore_threads):
     child.join(timeout=60)
     assert child.exitcode == 0
     assert got == want
+
+
+def test_large_optimizer_and_clip_calls_do_not_depend_on_the_thread_count(restore_threads):
+    """Above 2^18 elements the flat kernels run in 2^16-element chunks over the pool; the
+    chunks depend on the size alone, so every thread count gives the same bits (the norm
+    too: per-chunk sums are added in chunk order)."""
+    n = (1 << 19) + 12345
+    rng = np.random.default_rng(7)
+    p0, g = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+    results = []
+    for threads in (1, 2, 3):
+        cm.set_num_threads(threads)
+        p, m, v, vel = p0.copy(), np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.float32)
+        ops.adam_update(p, g, m, v, lr=1e-3, step=3, weight_decay=0.1, no_decay=[(1000, 200000)])
+        q = p0.copy()
+        ops.sgd_update(q, g, vel, lr=1e-2, momentum=0.9)
+        clipped = g.copy()
+        norm = ops.clip_by_global_norm(clipped, 1.0)
+        results.append((p.tobytes(), m.tobytes(), v.tobytes(), q.tobytes(), vel.tobytes(), clipped.tobytes(), norm))
+    assert results[0] == results[1] == results[2]
+    # the chunked norm is the norm: float64 partial sums, so within a few float64 ulps
+    assert results[0][-1] == pytest.approx(float(np.sqrt((g.astype(np.float64) ** 2).sum())), rel=1e-12)

@@ -5,6 +5,7 @@
 
 #include "cpu/cpu_backend.h"
 #include "cpu/elementwise.h"
+#include "cpu/thread_pool.h"
 
 namespace customml::cpu {
 
@@ -29,7 +30,10 @@ void CpuBackend::adam_update(float* param, float* m, float* v, float* vmax, cons
     s.step_size = c.lr / bias1;
     s.bias2_sqrt = bias2_sqrt;
     s.eps = c.eps;
-    k.adam(param + begin, m + begin, v + begin, vmax ? vmax + begin : nullptr, grad + begin, end - begin, s);
+    for_each_chunk(end - begin, [&](int64_t, int64_t b, int64_t e) {
+      const int64_t o = begin + b;
+      k.adam(param + o, m + o, v + o, vmax ? vmax + o : nullptr, grad + o, e - b, s);
+    });
   });
 }
 

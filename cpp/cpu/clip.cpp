@@ -2,9 +2,11 @@
 // pass only when the norm exceeds the limit.
 
 #include <cmath>
+#include <vector>
 
 #include "cpu/cpu_backend.h"
 #include "cpu/elementwise.h"
+#include "cpu/thread_pool.h"
 
 namespace customml::cpu {
 
@@ -12,15 +14,26 @@ namespace customml::cpu {
 // max_norm / (norm + 1e-6) when that is below 1. Returns the norm before scaling.
 double CpuBackend::clip_by_global_norm(float* grad, int64_t n, float max_norm) {
   // float64 accumulation: 1e7 squares summed in float32 would lose ~3 digits.
+  // Per-chunk sums added in chunk order: the same result for every thread count.
   const ElementwiseKernels& k = elementwise();
-  const double norm = std::sqrt(k.sum_squares(grad, n));
+  thread_local std::vector<double> scratch;
+  // A name for the caller's vector: inside the lambda, `scratch` would be each worker's own.
+  std::vector<double>& partial = scratch;
+  partial.assign(static_cast<size_t>(parallel_chunk_count(n)), 0.0);
+  for_each_chunk(n, [&](int64_t c, int64_t b, int64_t e) { partial[static_cast<size_t>(c)] = k.sum_squares(grad + b, e - b); });
+  double sum = 0.0;
+  for (double p : partial) sum += p;
+  const double norm = std::sqrt(sum);
   const double coef = static_cast<double>(max_norm) / (norm + 1e-6);
   // Scaled in double: the coefficient itself can be below float32's normal range
   // (max_norm / norm < 2^-126) while the scaled gradients are not.
-  if (coef < 1.0) k.scale(grad, n, coef);
+  if (coef < 1.0) scale(grad, n, coef);
   return norm;
 }
 
-void CpuBackend::scale(float* x, int64_t n, double coef) { elementwise().scale(x, n, coef); }
+void CpuBackend::scale(float* x, int64_t n, double coef) {
+  const ElementwiseKernels& k = elementwise();
+  for_each_chunk(n, [&](int64_t, int64_t b, int64_t e) { k.scale(x + b, e - b, coef); });
+}
 
 }  // namespace customml::cpu

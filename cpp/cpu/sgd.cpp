@@ -3,6 +3,7 @@
 
 #include "cpu/cpu_backend.h"
 #include "cpu/elementwise.h"
+#include "cpu/thread_pool.h"
 
 namespace customml::cpu {
 
@@ -14,7 +15,10 @@ void CpuBackend::sgd_update(float* param, float* velocity, const float* grad, in
   const ElementwiseKernels& k = elementwise();
   for_each_decay_range(n, no_decay, n_no_decay, [&](int64_t begin, int64_t end, bool decay) {
     const SgdStep s{c.lr, c.momentum, decay ? c.weight_decay : 0.0f, c.nesterov};
-    k.sgd(param + begin, c.momentum == 0.0f ? nullptr : velocity + begin, grad + begin, end - begin, s);
+    for_each_chunk(end - begin, [&](int64_t, int64_t b, int64_t e) {
+      const int64_t o = begin + b;
+      k.sgd(param + o, c.momentum == 0.0f ? nullptr : velocity + o, grad + o, e - b, s);
+    });
   });
 }
 

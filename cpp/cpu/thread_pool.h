@@ -4,6 +4,7 @@
 // coexist with NumPy's and PyTorch's pools.
 
 #include <atomic>
+#include <cstdint>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
@@ -47,6 +48,31 @@ class ThreadPool {
   uint64_t generation_ = 0;
   bool stopping_ = false;
 };
+
+// Large flat arrays are cut into chunks of this many elements (256 KiB of float32), one
+// task each; below kParallelMinElements a kernel runs as one piece on the caller.
+constexpr int64_t kParallelChunk = int64_t{1} << 16;
+constexpr int64_t kParallelMinElements = int64_t{1} << 18;
+
+inline int64_t parallel_chunk_count(int64_t n) {
+  return n < kParallelMinElements ? 1 : (n + kParallelChunk - 1) / kParallelChunk;
+}
+
+// Calls f(chunk, begin, end) for each chunk of [0, n) (parallel_chunk_count of them),
+// spread over the pool. The chunks depend on n alone, never on the thread count, so a
+// reduction that combines per-chunk results in chunk order is reproducible.
+template <class F>
+void for_each_chunk(int64_t n, F&& f) {
+  const int64_t chunks = parallel_chunk_count(n);
+  if (chunks == 1) {
+    f(0, 0, n);
+    return;
+  }
+  ThreadPool::instance().parallel_for(static_cast<int>(chunks), [&](int c) {
+    const int64_t begin = c * kParallelChunk, end = begin + kParallelChunk < n ? begin + kParallelChunk : n;
+    f(c, begin, end);
+  });
+}
 
 // True in a child process forked while the pool had threads: they did not survive the
 // fork, so the child runs every job inline.
