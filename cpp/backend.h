@@ -96,6 +96,9 @@ class Backend {
   // grad: (n), scaled in place so its L2 norm is at most max_norm; returns the norm
   // before scaling.
   virtual double clip_by_global_norm(float* grad, int64_t n, float max_norm) = 0;
+  // param: (n), a Dense kernel -> grad: (n) += l1 sign(param) + 2 l2 param, skipped if
+  // null; returns the penalty l1 sum |param| + l2 sum param^2 (Keras' l1_l2).
+  virtual double l1_l2_penalty(float* grad, const float* param, int64_t n, float l1, float l2) = 0;
 };
 
 // Device memory of float32 (or int32) elements that grows on demand and is reused:

@@ -194,6 +194,8 @@ LayerSpec layer_from(const py::dict& d) {
     s.kind = LayerSpec::Kind::dense;
     s.units = py::cast<int64_t>(d["units"]);
     s.activation = parse_activation(py::cast<std::string>(d["activation"]));
+    if (d.contains("l1")) s.l1 = py::cast<float>(d["l1"]);
+    if (d.contains("l2")) s.l2 = py::cast<float>(d["l2"]);
   } else if (kind == "dropout") {
     s.kind = LayerSpec::Kind::dropout;
     s.rate = py::cast<float>(d["rate"]);
@@ -486,6 +488,10 @@ PYBIND11_MODULE(_core, m) {
           py::arg("beta1") = 0.9f, py::arg("beta2") = 0.999f, py::arg("eps") = 1e-8f, py::arg("decoupled") = false,
           py::arg("amsgrad") = false, py::arg("clip_norm") = 0.0f)
       .def("set_seed", &Network::set_seed, py::arg("seed"))
+      .def("set_learning_rate", &Network::set_learning_rate, py::arg("learning_rate"),
+           "Sets the learning rate of the next update (schedules); ValueError unless finite and >= 0.")
+      .def_property_readonly("learning_rate", &Network::learning_rate,
+                             "The learning rate the next update uses (as float32).")
       .def(
           "train_batch",
           [](Network& n, py::object x, py::object y, py::object index) {

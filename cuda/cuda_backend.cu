@@ -127,6 +127,9 @@ class CudaBackend final : public Backend {
   double clip_by_global_norm(float* grad, int64_t n, float max_norm) override {
     return dev::clip_by_global_norm(ctx_, grad, n, max_norm);
   }
+  double l1_l2_penalty(float* grad, const float* param, int64_t n, float l1, float l2) override {
+    return dev::l1_l2_penalty(ctx_, grad, param, n, l1, l2);
+  }
 
  private:
   void release_cache() {

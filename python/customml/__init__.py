@@ -10,7 +10,7 @@ Hand-written C++ kernels under a Keras-like API::
     model.fit(x_train, y_train, epochs=10)
 """
 
-from . import _core, cuda, datasets, io, layers, losses, ops, optimizers
+from . import _core, cuda, datasets, io, layers, losses, ops, optimizers, regularizers
 from .callbacks import History
 from .io import load
 from .models import Sequential
@@ -37,4 +37,5 @@ __all__ = [
     "losses",
     "ops",
     "optimizers",
+    "regularizers",
 ]

@@ -44,6 +44,7 @@ import numpy as np
 from . import _core
 from . import losses as losses_mod
 from . import optimizers as optimizers_mod
+from . import regularizers as regularizers_mod
 from .layers import Dense, Dropout
 
 __all__ = ["save", "load", "load_weights", "FORMAT_VERSION"]
@@ -137,8 +138,12 @@ def _architecture(model) -> dict:
     layers = []
     for layer in model.layers:
         if isinstance(layer, Dense):
-            layers.append({"kind": "dense", "name": layer.name, "units": layer.units, "activation": layer.activation,
-                           "kernel_initializer": layer.kernel_initializer})
+            spec = {"kind": "dense", "name": layer.name, "units": layer.units, "activation": layer.activation,
+                    "kernel_initializer": layer.kernel_initializer}
+            # Written only when set, so a model without one writes what version 1 wrote.
+            if layer.kernel_regularizer is not None:
+                spec["kernel_regularizer"] = layer.kernel_regularizer.get_config()
+            layers.append(spec)
         elif isinstance(layer, Dropout):
             layers.append({"kind": "dropout", "name": layer.name, "rate": layer.rate})
         else:
@@ -446,8 +451,13 @@ class _Model:
             kind = spec.get("kind") if isinstance(spec, dict) else None
             keys = {"dense": {"kind", "name", "units", "activation", "kernel_initializer"},
                     "dropout": {"kind", "name", "rate"}}.get(kind)
-            if keys is None or set(spec) != keys:
+            # kernel_regularizer is optional: files written before it existed lack it.
+            if keys is None or not (set(spec) == keys or (kind == "dense" and set(spec) == keys | {"kernel_regularizer"})):
                 fail(f"architecture layer {i}: expected a dense or dropout layer description, got {_short(spec)}")
+            reg = spec.get("kernel_regularizer")
+            if reg is not None and not (isinstance(reg, dict) and set(reg) == {"l1", "l2"}
+                                        and all(_json_type(reg[k], "number") for k in ("l1", "l2"))):
+                fail(f"architecture layer {i}: kernel_regularizer must be {{l1, l2}} numbers, got {_short(reg)}")
             if not isinstance(spec["name"], str):
                 fail(f"architecture layer {i}: name must be a string")
             if kind == "dense" and not (_is_int(spec["units"]) and spec["units"] >= 1):
@@ -531,8 +541,11 @@ class _Model:
             layers = []
             for spec in arch["layers"]:
                 if spec["kind"] == "dense":
+                    reg = spec.get("kernel_regularizer")
                     layers.append(Dense(spec["units"], activation=spec["activation"],
-                                        kernel_initializer=spec["kernel_initializer"], name=spec["name"]))
+                                        kernel_initializer=spec["kernel_initializer"],
+                                        kernel_regularizer=regularizers_mod.L1L2(**reg) if reg else None,
+                                        name=spec["name"]))
                 else:
                     layers.append(Dropout(spec["rate"], name=spec["name"]))
             model = Sequential(layers, input_dim=arch["input_dim"], device=device, seed=arch["seed"],
