@@ -10,7 +10,7 @@ Hand-written C++ kernels under a Keras-like API::
     model.fit(x_train, y_train, epochs=10)
 """
 
-from . import _core, cuda, datasets, io, layers, losses, ops, optimizers, regularizers
+from . import _core, callbacks, cuda, datasets, io, layers, losses, ops, optimizers, regularizers, schedules
 from .callbacks import History
 from .io import load
 from .models import Sequential
@@ -29,6 +29,7 @@ __all__ = [
     "History",
     "Sequential",
     "build_info",
+    "callbacks",
     "cuda",
     "datasets",
     "io",
@@ -38,4 +39,5 @@ __all__ = [
     "ops",
     "optimizers",
     "regularizers",
+    "schedules",
 ]

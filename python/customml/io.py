@@ -45,6 +45,7 @@ from . import _core
 from . import losses as losses_mod
 from . import optimizers as optimizers_mod
 from . import regularizers as regularizers_mod
+from . import schedules as schedules_mod
 from .layers import Dense, Dropout
 
 __all__ = ["save", "load", "load_weights", "FORMAT_VERSION"]
@@ -70,10 +71,12 @@ _LOSSES = {"SoftmaxCrossEntropy": losses_mod.SoftmaxCrossEntropy,
            "BinaryCrossEntropy": losses_mod.BinaryCrossEntropy,
            "MeanSquaredError": losses_mod.MeanSquaredError}
 # The JSON type of each constructor argument a training configuration holds; the
-# constructors then check the values. "number?" may be null; "numbers?" is a list or null.
-_ADAM_CONFIG = {"learning_rate": "number", "beta_1": "number", "beta_2": "number", "epsilon": "number",
+# constructors then check the values. "number?" may be null; "numbers?" is a list or null;
+# "rate" is a number or a schedule {"class": "CosineDecay", "config": {...}} (files
+# written before schedules existed hold numbers, which still load).
+_ADAM_CONFIG = {"learning_rate": "rate", "beta_1": "number", "beta_2": "number", "epsilon": "number",
                 "weight_decay": "number", "amsgrad": "bool", "clipnorm": "number?"}
-_CONFIG_TYPES = {"SGD": {"learning_rate": "number", "momentum": "number", "nesterov": "bool",
+_CONFIG_TYPES = {"SGD": {"learning_rate": "rate", "momentum": "number", "nesterov": "bool",
                          "weight_decay": "number", "clipnorm": "number?"},
                  "Adam": _ADAM_CONFIG, "AdamW": _ADAM_CONFIG,
                  "SoftmaxCrossEntropy": {"label_smoothing": "number", "class_weights": "numbers?"},
@@ -164,6 +167,12 @@ def _training(model) -> Optional[dict]:
     else:
         config = {"learning_rate": opt.learning_rate, "beta_1": opt.beta_1, "beta_2": opt.beta_2,
                   "epsilon": opt.epsilon, "weight_decay": opt.weight_decay, "amsgrad": opt.amsgrad}
+    if isinstance(opt.learning_rate, schedules_mod.LearningRateSchedule):
+        schedule = opt.learning_rate
+        if schedules_mod._CLASSES.get(type(schedule).__name__) is not type(schedule):
+            raise ValueError(f"[save] cannot save learning-rate schedule of type {type(schedule).__name__}; "
+                             f"expected one of {', '.join(schedules_mod._CLASSES)}")
+        config["learning_rate"] = {"class": type(schedule).__name__, "config": schedule.get_config()}
     config["clipnorm"] = opt.clipnorm
     loss_name = type(loss).__name__
     if _LOSSES.get(loss_name) is not type(loss):
@@ -387,6 +396,10 @@ def _json_type(value, kind: str) -> bool:
     is_number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
     if kind == "number":
         return is_number(value)
+    if kind == "rate":
+        return is_number(value) or (isinstance(value, dict) and set(value) == {"class", "config"}
+                                    and value["class"] in ("StepDecay", "ExponentialDecay", "CosineDecay")
+                                    and isinstance(value["config"], dict))
     if kind == "numbers":
         return isinstance(value, list) and all(is_number(v) for v in value)
     return isinstance(value, bool)
@@ -482,7 +495,8 @@ class _Model:
                      f", got {_short(sorted(item['config']))}")
             for key, kind in types.items():
                 if not _json_type(item["config"][key], kind):
-                    fail(f"training {part} {item['class']} {key} must be {kind.rstrip('?')}"
+                    what = "number or a learning-rate schedule {class, config}" if kind == "rate" else kind.rstrip("?")
+                    fail(f"training {part} {item['class']} {key} must be {what}"
                          f"{' or null' if kind.endswith('?') else ''}, got {_short(item['config'][key])}")
         if not isinstance(training["metrics"], list) or not all(isinstance(m, str) for m in training["metrics"]):
             fail("training metrics must be a list of strings")
@@ -552,7 +566,11 @@ class _Model:
                                name=arch["name"])
             if self.training is not None:
                 t = self.training
-                opt = _OPTIMIZERS[t["optimizer"]["class"]](**t["optimizer"]["config"])
+                opt_config = dict(t["optimizer"]["config"])
+                if isinstance(opt_config["learning_rate"], dict):
+                    lr = opt_config["learning_rate"]
+                    opt_config["learning_rate"] = schedules_mod.get(lr["class"], lr["config"])
+                opt = _OPTIMIZERS[t["optimizer"]["class"]](**opt_config)
                 loss = _LOSSES[t["loss"]["class"]](**t["loss"]["config"])
                 model.compile(optimizer=opt, loss=loss, metrics=t["metrics"])
         except (TypeError, ValueError) as exc:
