@@ -10,7 +10,7 @@ Hand-written C++ kernels under a Keras-like API::
     model.fit(x_train, y_train, epochs=10)
 """
 
-from . import _core, callbacks, cuda, datasets, io, layers, losses, ops, optimizers, regularizers, schedules
+from . import _core, callbacks, cuda, data, datasets, io, layers, losses, ops, optimizers, regularizers, schedules
 from .callbacks import History
 from .io import load
 from .models import Sequential
@@ -31,6 +31,7 @@ __all__ = [
     "build_info",
     "callbacks",
     "cuda",
+    "data",
     "datasets",
     "io",
     "layers",
