@@ -136,6 +136,9 @@ def test_regularizer_round_trips_through_save_and_load(tmp_path):
     model = _model("cpu", cm.regularizers.l1_l2(L1, L2))
     model.fit(x, y, epochs=1, batch_size=4, verbose=0)
     model.save(tmp_path / "m.cml", include_optimizer=True)
+    raw = (tmp_path / "m.cml").read_bytes()
+    header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+    assert header["__metadata__"]["format_version"] == "2"  # version-1 readers say "upgrade"
     loaded = cm.load(tmp_path / "m.cml")
     assert loaded.layers[0].kernel_regularizer == cm.regularizers.l1_l2(L1, L2)
     assert loaded.layers[1].kernel_regularizer is None
@@ -153,3 +156,4 @@ def test_unregularized_models_write_what_version_1_wrote(tmp_path):
     header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
     layers = json.loads(header["__metadata__"]["architecture"])["layers"]
     assert all("kernel_regularizer" not in spec for spec in layers)
+    assert header["__metadata__"]["format_version"] == "1"

@@ -105,6 +105,8 @@ def test_schedule_resumes_from_a_saved_file(tmp_path):
     first = _model(opt())
     first.fit(x, y, epochs=1, batch_size=16, verbose=0)
     first.save(tmp_path / "m.cml", include_optimizer=True)
+    raw = (tmp_path / "m.cml").read_bytes()
+    assert b'"format_version":"2"' in raw[:int.from_bytes(raw[:8], "little") + 8]  # schedules are version 2
     resumed = cm.load(tmp_path / "m.cml")
     assert resumed._optimizer.learning_rate == ExponentialDecay(1e-2, decay_steps=3, decay_rate=0.5)
     resumed.fit(x, y, epochs=1, batch_size=16, verbose=0)

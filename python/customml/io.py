@@ -16,7 +16,8 @@ each Dense layer i (i indexes ``model.layers``, dropout layers included); then, 
 optimizer state slot (Adam: m, v and, with amsgrad, vmax; SGD with momentum: velocity).
 
 Metadata (every value a string; the structured ones hold JSON): ``format`` = "customml",
-``format_version`` = "1", ``customml_version``, ``architecture``, ``preprocessing``,
+``format_version`` = "1" (or "2" when a layer has a kernel_regularizer or the learning
+rate is a schedule), ``customml_version``, ``architecture``, ``preprocessing``,
 ``training`` (the compile configuration, "null" when uncompiled), ``optimizer_state`` (only
 with include_optimizer: the step count, the epochs trained and the slot names) and
 ``checksum``: "sha256:" + the hex SHA-256 of every other metadata entry (sorted by key,
@@ -53,7 +54,11 @@ __all__ = ["save", "load", "load_weights", "FORMAT_VERSION"]
 FORMAT = "customml"
 # Version 1 is this layout. A later version that changes the layout or adds information
 # a reader must not ignore bumps it; readers accept every version up to their own.
-FORMAT_VERSION = 1
+# Version 2 adds a Dense layer's optional "kernel_regularizer" and learning-rate
+# schedules as an optimizer's learning_rate. A file is written as version 1 unless it
+# uses one of them, so version-1 readers keep reading every file they can understand and
+# tell their users to upgrade for the others.
+FORMAT_VERSION = 2
 # As the safetensors reference implementation: a header larger than this is refused
 # before it is read. A customml header is about 200 bytes per layer.
 MAX_HEADER_BYTES = 100_000_000
@@ -184,6 +189,12 @@ def _training(model) -> Optional[dict]:
             "metrics": list(model._metrics)}
 
 
+def _needs_version_2(arch: dict, training: Optional[dict]) -> bool:
+    regularized = any("kernel_regularizer" in spec for spec in arch["layers"])
+    scheduled = training is not None and isinstance(training["optimizer"]["config"]["learning_rate"], dict)
+    return regularized or scheduled
+
+
 def _slot_names(training: Optional[dict]) -> Tuple[str, ...]:
     """The optimizer state slots, in the executor's order, for a training configuration."""
     if training is None:
@@ -229,7 +240,8 @@ def save(model, path, include_optimizer: bool = False) -> None:
     net = model._net
     arch = _architecture(model)
     training = _training(model)
-    metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+    version = 2 if _needs_version_2(arch, training) else 1
+    metadata = {"format": FORMAT, "format_version": str(version),
                 "customml_version": _core.build_info()["version"], "architecture": _dumps(arch),
                 "preprocessing": _dumps([]), "training": _dumps(training)}
     table = _param_table(arch)
