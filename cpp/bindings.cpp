@@ -179,7 +179,8 @@ py::dict build_info() {
   d["isa"] = cpu::isa_name(cpu::active_isa());
   py::dict kernels;
   kernels["gemm"] = cpu::gemm_f32_variant();
-  for (const char* family : {"softmax_cross_entropy", "binary_cross_entropy", "mse", "dropout", "sgd", "adam", "clip"})
+  for (const char* family :
+       {"softmax_cross_entropy", "binary_cross_entropy", "mse", "dropout", "sgd", "adam", "clip", "regularizer"})
     kernels[family] = "portable";
   d["kernels"] = kernels;
   d["num_threads"] = 1;
@@ -402,6 +403,19 @@ PYBIND11_MODULE(_core, m) {
       py::arg("grad"), py::arg("max_norm"), py::arg("device") = "cpu",
       "Scales grad in place so its L2 norm is at most max_norm (as torch.nn.utils.clip_grad_norm_); returns the norm "
       "before scaling.");
+
+  m.def(
+      "l1_l2_penalty",
+      [](std::optional<py::object> grad, py::object param, float l1, float l2, const std::string& device) {
+        Views views("l1_l2_penalty", device);
+        auto g = views.out(grad, "grad");
+        Tensor p = views.in(param, "param");
+        py::gil_scoped_release release;
+        return ops::l1_l2_penalty(ptr(g), p, l1, l2);
+      },
+      py::arg("grad"), py::arg("param"), py::arg("l1") = 0.0f, py::arg("l2") = 0.0f, py::arg("device") = "cpu",
+      "L1/L2 penalty of a kernel: adds l1 sign(param) + 2 l2 param to grad in place when given; returns "
+      "l1 sum |param| + l2 sum param^2.");
 
   py::class_<Network>(m, "Network", "The compiled layer plan and its flat buffers.")
       .def(py::init([](int64_t input_dim, const py::list& layers, const std::string& device) {

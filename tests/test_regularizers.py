@@ -157,3 +157,49 @@ def test_unregularized_models_write_what_version_1_wrote(tmp_path):
     layers = json.loads(header["__metadata__"]["architecture"])["layers"]
     assert all("kernel_regularizer" not in spec for spec in layers)
     assert header["__metadata__"]["format_version"] == "1"
+
+
+# -- the op: customml.ops.l1_l2_penalty against tests/reference.py ------------------------
+
+# Around the CUDA grid: 256 threads a block, 120 blocks a grid-stride pass (30720).
+OP_SIZES = [1, 255, 256, 257, 30719, 30720, 30721]
+
+
+@pytest.mark.parametrize("n", OP_SIZES)
+def test_op_matches_reference(device, n):
+    import reference
+    from customml import ops
+
+    rng = np.random.default_rng(n)
+    param = rng.standard_normal(n).astype(np.float32)
+    param[::7] = 0.0  # sign(0) = 0
+    grad = rng.standard_normal(n).astype(np.float32)
+    want_grad, want = reference.l1_l2_penalty(param, grad, L1, L2)
+    got = ops.l1_l2_penalty(param, l1=L1, l2=L2, grad=grad, device=device)
+    assert grad.shape == (n,) and grad.dtype == np.float32
+    # grad + l1 sign(w) + (2 l2) w: 2 l2 is exact, so at most 3 float32 roundings (an FMA
+    # only removes one): |error| <= gamma_3 (|g| + l1 + 2 l2 |w|) < 4 u (...).
+    bound = 4 * U32 * (np.abs(want_grad - L1 * np.sign(param) - 2 * L2 * param.astype(np.float64)) + L1
+                       + 2 * L2 * np.abs(param))
+    np.testing.assert_array_less(np.abs(grad - want_grad), bound + np.finfo(np.float32).tiny)
+    # The penalty sums n non-negative float64 terms (|w| and w^2 of float32 values are
+    # exact in float64) in some order, then scales twice and adds: relative error below
+    # (n + 3) float64 roundings, for ours and NumPy's alike.
+    assert got == pytest.approx(want, rel=2 * (n + 3) * 2.0**-53)
+    assert ops.l1_l2_penalty(param, l1=L1, l2=L2, device=device) == got  # no grad: same penalty
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda ops, p, g: ops.l1_l2_penalty(p, l1=-1.0), ValueError, "l1 must be"),
+    (lambda ops, p, g: ops.l1_l2_penalty(p, l2=float("inf")), ValueError, "l2 must be"),
+    (lambda ops, p, g: ops.l1_l2_penalty(p, l1=0.1, grad=g[:3]), ValueError, "grad has shape"),
+    (lambda ops, p, g: ops.l1_l2_penalty(p, l1=0.1, grad=g.astype(np.float64)), TypeError, "grad must be float32"),
+    (lambda ops, p, g: ops.l1_l2_penalty(p.astype(np.float64), l1=0.1), TypeError, "param must be float32"),
+    (lambda ops, p, g: ops.l1_l2_penalty(p, l1=0.1, grad=p), ValueError, "grad shares memory"),
+])
+def test_op_refuses_bad_arguments(call, error, match):
+    from customml import ops
+
+    p, g = np.ones(4, np.float32), np.zeros(4, np.float32)
+    with pytest.raises(error, match=r"\[l1_l2_penalty\] " + match):
+        call(ops, p, g)
