@@ -154,3 +154,7 @@ def test_compile_clipnorm_leaves_the_callers_optimizer_alone_and_refuses_conflic
         _model(cm.optimizers.Adam(1e-3, clipnorm=2.0), clipnorm=1.0)
     with pytest.raises(ValueError, match="clipnorm"):
         _model(cm.optimizers.Adam(1e-3), clipnorm=0.0)
+
+
+def test_schedules_are_reachable_from_the_optimizers_module():
+    assert cm.optimizers.schedules.CosineDecay is cm.schedules.CosineDecay is CosineDecay
