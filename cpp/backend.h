@@ -122,6 +122,9 @@ class Backend {
   virtual double clip_by_global_norm(float* grad, int64_t n, float max_norm) = 0;
   // x: (n) *= coef, each product in double then rounded (coef may be tiny or huge).
   virtual void scale(float* x, int64_t n, double coef) = 0;
+  // param: (n), a Dense kernel -> grad: (n) += l1 sign(param) + 2 l2 param, skipped if
+  // null; returns the penalty l1 sum |param| + l2 sum param^2 (Keras' l1_l2).
+  virtual double l1_l2_penalty(float* grad, const float* param, int64_t n, float l1, float l2) = 0;
 };
 
 // Device memory of float32 (or int32) elements that grows on demand and is reused:

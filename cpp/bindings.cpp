@@ -187,6 +187,7 @@ py::dict build_info() {
   const std::string isa = cpu::elementwise().isa;
   for (const char* family : {"softmax_cross_entropy", "binary_cross_entropy", "mse", "dropout", "sgd", "adam", "clip"})
     kernels[family] = "f32_" + std::string(family) + "__" + isa;
+  kernels["regularizer"] = "f32_l1_l2_penalty__portable";
   d["kernels"] = kernels;
   d["num_threads"] = cpu::ThreadPool::instance().num_threads();
   d["hardware_threads"] = std::thread::hardware_concurrency();
@@ -200,6 +201,8 @@ LayerSpec layer_from(const py::dict& d) {
     s.kind = LayerSpec::Kind::dense;
     s.units = py::cast<int64_t>(d["units"]);
     s.activation = parse_activation(py::cast<std::string>(d["activation"]));
+    if (d.contains("l1")) s.l1 = py::cast<float>(d["l1"]);
+    if (d.contains("l2")) s.l2 = py::cast<float>(d["l2"]);
   } else if (kind == "dropout") {
     s.kind = LayerSpec::Kind::dropout;
     s.rate = py::cast<float>(d["rate"]);
@@ -446,6 +449,19 @@ PYBIND11_MODULE(_core, m) {
       "Scales grad in place so its L2 norm is at most max_norm (as torch.nn.utils.clip_grad_norm_); returns the norm "
       "before scaling.");
 
+  m.def(
+      "l1_l2_penalty",
+      [](std::optional<py::object> grad, py::object param, float l1, float l2, const std::string& device) {
+        Views views("l1_l2_penalty", device);
+        auto g = views.out(grad, "grad");
+        Tensor p = views.in(param, "param");
+        py::gil_scoped_release release;
+        return ops::l1_l2_penalty(ptr(g), p, l1, l2);
+      },
+      py::arg("grad"), py::arg("param"), py::arg("l1") = 0.0f, py::arg("l2") = 0.0f, py::arg("device") = "cpu",
+      "L1/L2 penalty of a kernel: adds l1 sign(param) + 2 l2 param to grad in place when given; returns "
+      "l1 sum |param| + l2 sum param^2.");
+
   py::class_<Network>(m, "Network", "The compiled layer plan and its flat buffers.")
       .def(py::init([](int64_t input_dim, const py::list& layers, const std::string& device) {
              std::vector<LayerSpec> specs;
@@ -536,6 +552,10 @@ PYBIND11_MODULE(_core, m) {
       .def("set_loss_scale", &Network::set_loss_scale, py::arg("scale"), py::arg("good_steps"),
            "Restores fp16 training's loss scale and its count of good steps; for resuming.")
       .def("set_seed", &Network::set_seed, py::arg("seed"))
+      .def("set_learning_rate", &Network::set_learning_rate, py::arg("learning_rate"),
+           "Sets the learning rate of the next update (schedules); ValueError unless finite and >= 0.")
+      .def_property_readonly("learning_rate", &Network::learning_rate,
+                             "The learning rate the next update uses (as float32).")
       .def(
           "train_batch",
           [](Network& n, py::object x, py::object y, py::object index) {

@@ -65,6 +65,11 @@ Network::Network(int64_t input_dim, std::vector<LayerSpec> layers, const Device&
       if (s.units < 1)
         throw std::invalid_argument("[Network] layer " + std::to_string(l) + ": units must be >= 1, got " +
                                     std::to_string(s.units));
+      if (!(std::isfinite(s.l1) && s.l1 >= 0.0f && std::isfinite(s.l2) && s.l2 >= 0.0f))
+        throw std::invalid_argument("[Network] layer " + std::to_string(l) +
+                                    ": kernel regularizer l1 and l2 must be finite and >= 0, got " +
+                                    std::to_string(s.l1) + " and " + std::to_string(s.l2));
+      regularized_ = regularized_ || s.l1 > 0.0f || s.l2 > 0.0f;
       weight_offsets_.push_back(num_params_);
       num_params_ += width * s.units;
       bias_offsets_.push_back(num_params_);
@@ -150,6 +155,33 @@ void Network::set_step(int64_t step) {
   std::unique_lock<WriterPreferringLock> lock(mutex_);
   if (!compiled_) throw std::invalid_argument("[Network] set_step needs a compiled network (compile resets the step)");
   step_ = step;
+}
+
+void Network::set_learning_rate(float lr) {
+  if (!(std::isfinite(lr) && lr >= 0.0f))
+    throw std::invalid_argument("[set_learning_rate] learning_rate must be finite and >= 0, got " + std::to_string(lr));
+  std::unique_lock<WriterPreferringLock> lock(mutex_);
+  opt_.sgd.lr = lr;
+  opt_.adam.lr = lr;
+}
+
+float Network::learning_rate() const {
+  std::shared_lock<WriterPreferringLock> lock(mutex_);
+  return opt_.kind == OptimizerConfig::Kind::adam ? opt_.adam.lr : opt_.sgd.lr;
+}
+
+double Network::kernel_penalty(bool with_grad) {
+  double penalty = 0.0;
+  int64_t width = input_dim_;
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const LayerSpec& s = layers_[l];
+    if (s.kind != LayerSpec::Kind::dense) continue;
+    if (s.l1 > 0.0f || s.l2 > 0.0f)
+      penalty += backend_->l1_l2_penalty(with_grad ? grads_.data() + weight_offsets_[l] : nullptr,
+                                         params_.data() + weight_offsets_[l], width * s.units, s.l1, s.l2);
+    width = s.units;
+  }
+  return penalty;
 }
 
 void Network::compile(const LossConfig& loss, const OptimizerConfig& opt, Precision precision) {
@@ -418,13 +450,20 @@ double Network::train_batch(const float* x, const void* y, int64_t n, const int6
     if (!std::isfinite(norm)) {
       loss_scale_ *= 0.5;
       good_steps_ = 0;
-      return loss;  // the step is skipped: no update, and the step count stays
+      return loss;  // the step is skipped: no update, no penalty, and the step count stays
     }
     backend_->scale(grads_.data(), num_params_, 1.0 / loss_scale_);
     if (++good_steps_ == kLossScaleGrowthInterval) {
       loss_scale_ *= 2.0;
       good_steps_ = 0;
     }
+  }
+  // The penalty belongs to the loss (as Keras reports it), so its gradient is added
+  // before clipping, at the weights the forward pass used (and to unscaled gradients).
+  double penalty = 0.0;
+  if (regularized_) {
+    penalty = kernel_penalty(true);
+    metrics_.loss_sum += penalty * static_cast<double>(b);
   }
   if (opt_.clip_norm > 0.0f) backend_->clip_by_global_norm(grads_.data(), num_params_, opt_.clip_norm);
   ++step_;
@@ -438,7 +477,7 @@ double Network::train_batch(const float* x, const void* y, int64_t n, const int6
     backend_->sgd_update(params_.data(), opt_.sgd.momentum != 0.0f ? state_a_.data() : nullptr, grads_.data(),
                          num_params_, no_decay_.data(), nd, opt_.sgd);
   }
-  return loss;
+  return loss + penalty;
 }
 
 void Network::evaluate(const float* x, const void* y, int64_t n, int64_t batch_size) {
@@ -457,6 +496,8 @@ void Network::evaluate(const float* x, const void* y, int64_t n, int64_t batch_s
     stage_batch(ws, x, y, nullptr, start, b);
     loss_and_count(ws, forward(ws, ws.input.data(), b, false, nullptr), b, false);
   }
+  // The weights are the same for every batch: one penalty, weighted by all n rows.
+  if (regularized_) metrics_.loss_sum += kernel_penalty(false) * static_cast<double>(n);
 }
 
 void Network::predict(float* out, const float* x, int64_t n, int64_t batch_size) const {

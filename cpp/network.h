@@ -20,6 +20,9 @@ struct LayerSpec {
   int64_t units = 0;  // dense: output width
   Activation activation = Activation::identity;
   float rate = 0.0f;  // dropout
+  // dense: L1 / L2 penalty on the kernel (Keras' l1_l2): the loss gains
+  // l1 sum |w| + l2 sum w^2 and the kernel gradient l1 sign(w) + 2 l2 w; biases none.
+  float l1 = 0.0f, l2 = 0.0f;
 };
 
 enum class LossKind { softmax_cross_entropy, binary_cross_entropy, mse };
@@ -103,6 +106,11 @@ class Network {
   bool compiled() const { return compiled_; }
   int64_t step() const { return step_; }
   void set_seed(uint64_t seed) { seed_ = seed; }
+  // The learning rate of the next update, for schedules: exclusive access, so it never
+  // changes inside a step; applied to both optimizer configurations (the one compile
+  // set and the other, so a later compile with the other kind is not affected).
+  void set_learning_rate(float lr);
+  float learning_rate() const;
 
   // Optimizer state for saving and resuming training. Slots, each num_params() floats
   // laid out as the parameters: adam m, v (and vmax with amsgrad); sgd with momentum,
@@ -142,6 +150,10 @@ class Network {
   // the backward pass needs. Returns the output (b, output_dim), inside ws or out.
   const float* forward(Workspace& ws, const float* input, int64_t b, bool training, float* out) const;
   double loss_and_count(Workspace& ws, const float* logits, int64_t b, bool with_grad);
+  // The layers' L1/L2 kernel penalties at the current weights; with_grad also adds
+  // their gradients to grads_. Callers hold mutex_ exclusively.
+  double kernel_penalty(bool with_grad);
+  bool regularized_ = false;
   const Buffer<float>& state_buffer(int slot, int64_t offset, int64_t n) const;
   std::unique_ptr<Workspace> acquire_workspace() const;
   void release_workspace(std::unique_ptr<Workspace> ws) const;

@@ -354,4 +354,19 @@ double clip_by_global_norm(const Tensor& grad, float max_norm) {
   return backend_for(grad.device()).clip_by_global_norm(f32(grad), grad.numel(), max_norm);
 }
 
+double l1_l2_penalty(const Tensor* grad, const Tensor& param, float l1, float l2) {
+  const char* op = "l1_l2_penalty";
+  check(op, "param", param, DType::f32, -1);
+  if (grad) {
+    check(op, "grad", *grad, DType::f32, -1);
+    check_same_shape(op, "grad", *grad, "param", param);
+    check_device(op, "grad", *grad, param);
+    check_no_overlap(op, "grad", *grad, "param", param);
+  }
+  if (!(std::isfinite(l1) && l1 >= 0.0f)) fail(op, "l1 must be finite and >= 0, got " + std::to_string(l1));
+  if (!(std::isfinite(l2) && l2 >= 0.0f)) fail(op, "l2 must be finite and >= 0, got " + std::to_string(l2));
+  return backend_for(param.device())
+      .l1_l2_penalty(grad ? f32(*grad) : nullptr, f32(param), param.numel(), l1, l2);
+}
+
 }  // namespace customml::ops

@@ -55,6 +55,10 @@ void adam_update(const Tensor& param, const Tensor& m, const Tensor& v, const Te
 // grad: any shape, f32, scaled in place; returns the norm before scaling.
 double clip_by_global_norm(const Tensor& grad, float max_norm);
 
+// param: any shape, f32 -> grad (same shape, optional) += l1 sign(param) + 2 l2 param, in
+// place; returns the penalty l1 sum |param| + l2 sum param^2.
+double l1_l2_penalty(const Tensor* grad, const Tensor& param, float l1, float l2);
+
 // Checks shared with the network executor, which validates whole batches once.
 void check_segments(const char* op, const std::vector<Segment>& segments, int64_t n);
 void check_sgd_config(const char* op, const SgdConfig& c);

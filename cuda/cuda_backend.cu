@@ -129,6 +129,9 @@ class CudaBackend final : public Backend {
     return dev::clip_by_global_norm(ctx_, grad, n, max_norm);
   }
   void scale(float* x, int64_t n, double coef) override { dev::scale(ctx_, x, n, coef); }
+  double l1_l2_penalty(float* grad, const float* param, int64_t n, float l1, float l2) override {
+    return dev::l1_l2_penalty(ctx_, grad, param, n, l1, l2);
+  }
 
  private:
   void release_cache() {

@@ -21,6 +21,7 @@
 #include "cuda/dense.cu"
 #include "cuda/dropout.cu"
 #include "cuda/mse.cu"
+#include "cuda/regularizer.cu"
 #include "cuda/sgd.cu"
 #include "cuda/softmax_cross_entropy.cu"
 
@@ -92,6 +93,9 @@ class EmulatedCudaBackend final : public Backend {
     return dev::clip_by_global_norm(ctx_, grad, n, max_norm);
   }
   void scale(float* x, int64_t n, double coef) override { dev::scale(ctx_, x, n, coef); }
+  double l1_l2_penalty(float* grad, const float* param, int64_t n, float l1, float l2) override {
+    return dev::l1_l2_penalty(ctx_, grad, param, n, l1, l2);
+  }
 
  private:
   dev::DeviceContext ctx_;

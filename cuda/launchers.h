@@ -45,6 +45,7 @@ void adam_update(DeviceContext& ctx, float* param, float* m, float* v, float* vm
                  const Segment* no_decay, int64_t n_no_decay, const AdamConfig& c);
 double clip_by_global_norm(DeviceContext& ctx, float* grad, int64_t n, float max_norm);
 void scale(DeviceContext& ctx, float* x, int64_t n, double coef);
+double l1_l2_penalty(DeviceContext& ctx, float* grad, const float* param, int64_t n, float l1, float l2);
 
 // Sums ctx.partials[0, blocks) on the host in block order (deterministic).
 double sum_partials(DeviceContext& ctx, unsigned blocks);

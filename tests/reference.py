@@ -280,3 +280,12 @@ def clip_by_global_norm(grad, max_norm: float) -> Tuple[np.ndarray, float]:
     norm = float(np.sqrt(np.sum(g * g)))
     coef = float(np.float32(max_norm)) / (norm + 1e-6)
     return (g * coef if coef < 1.0 else g.copy()), norm
+
+
+def l1_l2_penalty(param, grad, l1: float, l2: float) -> Tuple[Optional[np.ndarray], float]:
+    """Keras' l1_l2 regularizer: penalty l1 sum|w| + l2 sum w^2; grad + l1 sign(w) + 2 l2 w
+    (sign(0) = 0). l1 and l2 as the op holds them (float32)."""
+    w = _f64(param)
+    l1, l2 = float(np.float32(l1)), float(np.float32(l2))
+    penalty = l1 * float(np.abs(w).sum()) + l2 * float((w * w).sum())
+    return (None if grad is None else _f64(grad) + l1 * np.sign(w) + 2.0 * l2 * w), penalty

@@ -665,7 +665,7 @@ def test_garbage_is_refused(tmp_path_factory, garbage, n):
 
 
 @pytest.mark.parametrize("version, match", [
-    ("2", "format version 2, written by a newer customml.*reads format versions up to 1: upgrade customml"),
+    ("3", "format version 3, written by a newer customml.*reads format versions up to 2: upgrade customml"),
     ("10", "format version 10, written by a newer customml"),
     ("0", "invalid format_version '0'"),
     ("1.0", "invalid format_version '1.0'"),

@@ -40,6 +40,7 @@ class CpuBackend final : public Backend {
                    const Segment* no_decay, int64_t n_no_decay, const AdamConfig& c) override;
   double clip_by_global_norm(float* grad, int64_t n, float max_norm) override;
   void scale(float* x, int64_t n, double coef) override;
+  double l1_l2_penalty(float* grad, const float* param, int64_t n, float l1, float l2) override;
 
  private:
   CpuBackend();

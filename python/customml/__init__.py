@@ -10,7 +10,7 @@ Hand-written C++ kernels under a Keras-like API::
     model.fit(x_train, y_train, epochs=10)
 """
 
-from . import _core, cuda, datasets, io, layers, losses, ops, optimizers
+from . import _core, callbacks, cuda, data, datasets, io, layers, losses, ops, optimizers, regularizers, schedules
 from .callbacks import History
 from .io import load
 from .models import Sequential
@@ -42,7 +42,9 @@ __all__ = [
     "build_info",
     "get_num_threads",
     "set_num_threads",
+    "callbacks",
     "cuda",
+    "data",
     "datasets",
     "io",
     "layers",
@@ -50,4 +52,6 @@ __all__ = [
     "losses",
     "ops",
     "optimizers",
+    "regularizers",
+    "schedules",
 ]

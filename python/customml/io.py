@@ -16,7 +16,8 @@ each Dense layer i (i indexes ``model.layers``, dropout layers included); then, 
 optimizer state slot (Adam: m, v and, with amsgrad, vmax; SGD with momentum: velocity).
 
 Metadata (every value a string; the structured ones hold JSON): ``format`` = "customml",
-``format_version`` = "1", ``customml_version``, ``architecture``, ``preprocessing``,
+``format_version`` = "1" (or "2" when a layer has a kernel_regularizer, the learning
+rate is a schedule or the precision is not fp32), ``customml_version``, ``architecture``, ``preprocessing``,
 ``training`` (the compile configuration, "null" when uncompiled), ``optimizer_state`` (only
 with include_optimizer: the step count, the epochs trained and the slot names) and
 ``checksum``: "sha256:" + the hex SHA-256 of every other metadata entry (sorted by key,
@@ -44,6 +45,8 @@ import numpy as np
 from . import _core
 from . import losses as losses_mod
 from . import optimizers as optimizers_mod
+from . import regularizers as regularizers_mod
+from . import schedules as schedules_mod
 from .layers import Dense, Dropout
 
 __all__ = ["save", "load", "load_weights", "FORMAT_VERSION"]
@@ -51,7 +54,11 @@ __all__ = ["save", "load", "load_weights", "FORMAT_VERSION"]
 FORMAT = "customml"
 # Version 1 is this layout. A later version that changes the layout or adds information
 # a reader must not ignore bumps it; readers accept every version up to their own.
-FORMAT_VERSION = 1
+# Version 2 adds a Dense layer's optional "kernel_regularizer" and learning-rate
+# schedules as an optimizer's learning_rate. A file is written as version 1 unless it
+# uses one of them, so version-1 readers keep reading every file they can understand and
+# tell their users to upgrade for the others.
+FORMAT_VERSION = 2
 # As the safetensors reference implementation: a header larger than this is refused
 # before it is read. A customml header is about 200 bytes per layer.
 MAX_HEADER_BYTES = 100_000_000
@@ -69,10 +76,12 @@ _LOSSES = {"SoftmaxCrossEntropy": losses_mod.SoftmaxCrossEntropy,
            "BinaryCrossEntropy": losses_mod.BinaryCrossEntropy,
            "MeanSquaredError": losses_mod.MeanSquaredError}
 # The JSON type of each constructor argument a training configuration holds; the
-# constructors then check the values. "number?" may be null; "numbers?" is a list or null.
-_ADAM_CONFIG = {"learning_rate": "number", "beta_1": "number", "beta_2": "number", "epsilon": "number",
+# constructors then check the values. "number?" may be null; "numbers?" is a list or null;
+# "rate" is a number or a schedule {"class": "CosineDecay", "config": {...}} (files
+# written before schedules existed hold numbers, which still load).
+_ADAM_CONFIG = {"learning_rate": "rate", "beta_1": "number", "beta_2": "number", "epsilon": "number",
                 "weight_decay": "number", "amsgrad": "bool", "clipnorm": "number?"}
-_CONFIG_TYPES = {"SGD": {"learning_rate": "number", "momentum": "number", "nesterov": "bool",
+_CONFIG_TYPES = {"SGD": {"learning_rate": "rate", "momentum": "number", "nesterov": "bool",
                          "weight_decay": "number", "clipnorm": "number?"},
                  "Adam": _ADAM_CONFIG, "AdamW": _ADAM_CONFIG,
                  "SoftmaxCrossEntropy": {"label_smoothing": "number", "class_weights": "numbers?"},
@@ -137,8 +146,12 @@ def _architecture(model) -> dict:
     layers = []
     for layer in model.layers:
         if isinstance(layer, Dense):
-            layers.append({"kind": "dense", "name": layer.name, "units": layer.units, "activation": layer.activation,
-                           "kernel_initializer": layer.kernel_initializer})
+            spec = {"kind": "dense", "name": layer.name, "units": layer.units, "activation": layer.activation,
+                    "kernel_initializer": layer.kernel_initializer}
+            # Written only when set, so a model without one writes what version 1 wrote.
+            if layer.kernel_regularizer is not None:
+                spec["kernel_regularizer"] = layer.kernel_regularizer.get_config()
+            layers.append(spec)
         elif isinstance(layer, Dropout):
             layers.append({"kind": "dropout", "name": layer.name, "rate": layer.rate})
         else:
@@ -159,6 +172,12 @@ def _training(model) -> Optional[dict]:
     else:
         config = {"learning_rate": opt.learning_rate, "beta_1": opt.beta_1, "beta_2": opt.beta_2,
                   "epsilon": opt.epsilon, "weight_decay": opt.weight_decay, "amsgrad": opt.amsgrad}
+    if isinstance(opt.learning_rate, schedules_mod.LearningRateSchedule):
+        schedule = opt.learning_rate
+        if schedules_mod._CLASSES.get(type(schedule).__name__) is not type(schedule):
+            raise ValueError(f"[save] cannot save learning-rate schedule of type {type(schedule).__name__}; "
+                             f"expected one of {', '.join(schedules_mod._CLASSES)}")
+        config["learning_rate"] = {"class": type(schedule).__name__, "config": schedule.get_config()}
     config["clipnorm"] = opt.clipnorm
     loss_name = type(loss).__name__
     if _LOSSES.get(loss_name) is not type(loss):
@@ -172,6 +191,13 @@ def _training(model) -> Optional[dict]:
     if model._precision != "fp32":
         training["precision"] = model._precision
     return training
+
+
+def _needs_version_2(arch: dict, training: Optional[dict]) -> bool:
+    regularized = any("kernel_regularizer" in spec for spec in arch["layers"])
+    scheduled = training is not None and isinstance(training["optimizer"]["config"]["learning_rate"], dict)
+    reduced_precision = training is not None and training.get("precision", "fp32") != "fp32"
+    return regularized or scheduled or reduced_precision
 
 
 def _slot_names(training: Optional[dict]) -> Tuple[str, ...]:
@@ -219,7 +245,8 @@ def save(model, path, include_optimizer: bool = False) -> None:
     net = model._net
     arch = _architecture(model)
     training = _training(model)
-    metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+    version = 2 if _needs_version_2(arch, training) else 1
+    metadata = {"format": FORMAT, "format_version": str(version),
                 "customml_version": _core.build_info()["version"], "architecture": _dumps(arch),
                 "preprocessing": _dumps([]), "training": _dumps(training)}
     table = _param_table(arch)
@@ -389,6 +416,10 @@ def _json_type(value, kind: str) -> bool:
     is_number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
     if kind == "number":
         return is_number(value)
+    if kind == "rate":
+        return is_number(value) or (isinstance(value, dict) and set(value) == {"class", "config"}
+                                    and value["class"] in ("StepDecay", "ExponentialDecay", "CosineDecay")
+                                    and isinstance(value["config"], dict))
     if kind == "numbers":
         return isinstance(value, list) and all(is_number(v) for v in value)
     return isinstance(value, bool)
@@ -453,8 +484,13 @@ class _Model:
             kind = spec.get("kind") if isinstance(spec, dict) else None
             keys = {"dense": {"kind", "name", "units", "activation", "kernel_initializer"},
                     "dropout": {"kind", "name", "rate"}}.get(kind)
-            if keys is None or set(spec) != keys:
+            # kernel_regularizer is optional: files written before it existed lack it.
+            if keys is None or not (set(spec) == keys or (kind == "dense" and set(spec) == keys | {"kernel_regularizer"})):
                 fail(f"architecture layer {i}: expected a dense or dropout layer description, got {_short(spec)}")
+            reg = spec.get("kernel_regularizer")
+            if reg is not None and not (isinstance(reg, dict) and set(reg) == {"l1", "l2"}
+                                        and all(_json_type(reg[k], "number") for k in ("l1", "l2"))):
+                fail(f"architecture layer {i}: kernel_regularizer must be {{l1, l2}} numbers, got {_short(reg)}")
             if not isinstance(spec["name"], str):
                 fail(f"architecture layer {i}: name must be a string")
             if kind == "dense" and not (_is_int(spec["units"]) and spec["units"] >= 1):
@@ -483,7 +519,8 @@ class _Model:
                      f", got {_short(sorted(item['config']))}")
             for key, kind in types.items():
                 if not _json_type(item["config"][key], kind):
-                    fail(f"training {part} {item['class']} {key} must be {kind.rstrip('?')}"
+                    what = "number or a learning-rate schedule {class, config}" if kind == "rate" else kind.rstrip("?")
+                    fail(f"training {part} {item['class']} {key} must be {what}"
                          f"{' or null' if kind.endswith('?') else ''}, got {_short(item['config'][key])}")
         if not isinstance(training["metrics"], list) or not all(isinstance(m, str) for m in training["metrics"]):
             fail("training metrics must be a list of strings")
@@ -551,15 +588,22 @@ class _Model:
             layers = []
             for spec in arch["layers"]:
                 if spec["kind"] == "dense":
+                    reg = spec.get("kernel_regularizer")
                     layers.append(Dense(spec["units"], activation=spec["activation"],
-                                        kernel_initializer=spec["kernel_initializer"], name=spec["name"]))
+                                        kernel_initializer=spec["kernel_initializer"],
+                                        kernel_regularizer=regularizers_mod.L1L2(**reg) if reg else None,
+                                        name=spec["name"]))
                 else:
                     layers.append(Dropout(spec["rate"], name=spec["name"]))
             model = Sequential(layers, input_dim=arch["input_dim"], device=device, seed=arch["seed"],
                                name=arch["name"])
             if self.training is not None:
                 t = self.training
-                opt = _OPTIMIZERS[t["optimizer"]["class"]](**t["optimizer"]["config"])
+                opt_config = dict(t["optimizer"]["config"])
+                if isinstance(opt_config["learning_rate"], dict):
+                    lr = opt_config["learning_rate"]
+                    opt_config["learning_rate"] = schedules_mod.get(lr["class"], lr["config"])
+                opt = _OPTIMIZERS[t["optimizer"]["class"]](**opt_config)
                 loss = _LOSSES[t["loss"]["class"]](**t["loss"]["config"])
                 model.compile(optimizer=opt, loss=loss, metrics=t["metrics"], precision=t.get("precision", "fp32"))
         except (TypeError, ValueError) as exc:

@@ -9,6 +9,7 @@ from typing import List, Optional
 import numpy as np
 
 from . import _core
+from . import regularizers as regularizers_mod
 
 __all__ = ["Layer", "Dense", "Dropout"]
 
@@ -73,13 +74,15 @@ class Dense(Layer):
 
     activation: None/"linear"/"identity", "relu", "sigmoid", "tanh" or "gelu" (tanh
     form), fused into the GEMM epilogue. kernel_initializer: "glorot_uniform"
-    (default), "he_normal" or "zeros"; biases start at zero.
+    (default), "he_normal" or "zeros"; biases start at zero. kernel_regularizer: None or
+    ``customml.regularizers.l1(..)`` / ``l2(..)`` / ``l1_l2(..)`` (the penalty is added
+    to the loss and its gradient to the kernel's in C++; biases are not regularized).
     """
 
     _kind = "dense"
 
     def __init__(self, units: int, activation: Optional[str] = None, *,
-                 kernel_initializer: str = "glorot_uniform", name: Optional[str] = None):
+                 kernel_initializer: str = "glorot_uniform", kernel_regularizer=None, name: Optional[str] = None):
         super().__init__(name)
         if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units < 1:
             raise ValueError(f"Dense units must be a positive integer, got {units!r}")
@@ -93,6 +96,7 @@ class Dense(Layer):
         self.units = int(units)
         self.activation = act
         self.kernel_initializer = kernel_initializer
+        self.kernel_regularizer = regularizers_mod.get(kernel_regularizer)
 
     def output_dim(self, input_dim: int) -> int:
         return self.units
@@ -103,7 +107,10 @@ class Dense(Layer):
         return self.input_dim * self.units + self.units
 
     def _spec(self) -> dict:
-        return {"kind": "dense", "units": self.units, "activation": self.activation}
+        spec = {"kind": "dense", "units": self.units, "activation": self.activation}
+        if self.kernel_regularizer is not None:
+            spec.update(self.kernel_regularizer.get_config())
+        return spec
 
     def _initial_weights(self, rng: np.random.Generator) -> List[np.ndarray]:
         fan_in, fan_out = self.input_dim, self.units

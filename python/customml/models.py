@@ -7,6 +7,7 @@ released.
 
 from __future__ import annotations
 
+import copy
 import numbers
 import sys
 import time
@@ -17,7 +18,8 @@ import numpy as np
 from . import _core
 from . import losses as losses_mod
 from . import optimizers as optimizers_mod
-from .callbacks import History
+from . import schedules as schedules_mod
+from .callbacks import Callback, History
 from .layers import Dense, Layer
 
 __all__ = ["Sequential"]
@@ -92,6 +94,8 @@ class Sequential:
         self._precision = "fp32"
         self.history: Optional[History] = None
         self._input_dim = None
+        # Set by a callback to end fit after the current epoch (Keras' name).
+        self.stop_training = False
         # Epochs completed since compile: the next fit continues the shuffle stream here.
         self._epoch = 0
         try:
@@ -210,15 +214,27 @@ class Sequential:
 
     def compile(self, optimizer: Union[str, optimizers_mod.Optimizer] = "adam",
                 loss: Union[str, losses_mod.Loss] = "softmax_cross_entropy",
-                metrics: Optional[Iterable[str]] = None, precision: str = "fp32") -> None:
+                metrics: Optional[Iterable[str]] = None, clipnorm: Optional[float] = None,
+                precision: str = "fp32") -> None:
         """Sets the optimizer, the loss and the metrics; resets the optimizer state, the
-        step count and ``epochs_trained``.
+        step count and ``epochs_trained``. ``clipnorm`` clips the gradients by global
+        norm, as the optimizer's own ``clipnorm`` (give one or the other).
 
         ``precision``: the number format of the dense layers' products: "fp32" (default,
         every device), or on CUDA tensor cores "tf32", "bf16" or "fp16" (operands rounded
         to it, float32 accumulation and float32 master weights; fp16 with dynamic loss
         scaling)."""
         optimizer = optimizers_mod.get(optimizer)
+        if clipnorm is not None:
+            if optimizer.clipnorm is not None and optimizer.clipnorm != clipnorm:
+                raise ValueError(f"[compile] clipnorm={clipnorm!r} but the optimizer has clipnorm="
+                                 f"{optimizer.clipnorm!r}; give it in compile or in the optimizer, not both")
+            # A copy, so the caller's optimizer object is left as it was; the copy is what
+            # save writes, so the clipping survives a round trip.
+            optimizer = copy.copy(optimizer)
+            optimizer.clipnorm = optimizers_mod._number("compile", "clipnorm", clipnorm)
+            if optimizer.clipnorm == 0.0:
+                raise ValueError(f"[compile] clipnorm must be > 0 (or None for no clipping), got {clipnorm!r}")
         loss = losses_mod.get(loss)
         metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics or ())
         for m in metrics:
@@ -240,6 +256,18 @@ class Sequential:
         with ``include_optimizer=True``); the next fit draws its first epoch's shuffle order
         from this index."""
         return self._epoch
+
+    @property
+    def learning_rate(self) -> float:
+        """The learning rate the next update uses (what a schedule or a
+        LearningRateScheduler last set), as the executor holds it (float32)."""
+        self._require_built("learning_rate")
+        if self._optimizer is None:
+            raise ValueError("[learning_rate] the model must be compiled first (model.compile(...))")
+        return float(self._net.learning_rate)
+
+    def _set_learning_rate(self, lr: float) -> None:
+        self._net.set_learning_rate(lr)
 
     def _compile_net(self) -> None:
         config = dict(self._loss._config())
@@ -307,7 +335,8 @@ class Sequential:
 
     def fit(self, x, y, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
             validation_split: float = 0.0, validation_data: Optional[Tuple] = None,
-            seed: Optional[int] = None, verbose: int = 1) -> History:
+            seed: Optional[int] = None, verbose: int = 1,
+            callbacks: Optional[Sequence[Callback]] = None) -> History:
         """Trains for ``epochs`` passes over (x, y) in mini-batches; one C++ call per
         batch runs forward, loss, backward, clipping, the update and the metric
         counters. Returns a History (also kept as ``model.history``). Ctrl-C stops
@@ -316,8 +345,18 @@ class Sequential:
         Training continues where the last fit since compile stopped: epoch e's shuffle
         order is drawn from (seed, e) and the dropout masks from (seed, step), so two
         fits of 2 epochs equal one of 4, bit for bit, and so does a fit resumed from a
-        file saved with ``include_optimizer=True``."""
+        file saved with ``include_optimizer=True``.
+
+        ``callbacks``: customml.callbacks objects whose hooks run around each epoch
+        (EarlyStopping, ModelCheckpoint, LearningRateScheduler, CSVLogger, or your own).
+        A learning-rate schedule given to the optimizer is evaluated before each batch at
+        the executor's step count."""
         op = "fit"
+        callbacks = list(callbacks or ())
+        for cb in callbacks:
+            if not isinstance(cb, Callback):
+                raise ValueError(f"[fit] callbacks must be customml.callbacks.Callback objects, got "
+                                 f"{type(cb).__name__}")
         if self._loss is None:
             raise ValueError("[fit] the model must be compiled first (model.compile(...))")
         epochs = _positive_int(epochs, "epochs", op, minimum=0)
@@ -359,8 +398,20 @@ class Sequential:
         steps = -(-n // batch_size)
         history = History({"epochs": epochs, "batch_size": batch_size, "steps": steps, "samples": n})
         self.history = history
+        schedule = self._optimizer.learning_rate
+        if not isinstance(schedule, schedules_mod.LearningRateSchedule):
+            schedule = None
+        batch_hooks = [cb for cb in callbacks if type(cb).on_batch_end is not Callback.on_batch_end]
+        self.stop_training = False
+        for cb in callbacks:
+            cb.set_model(self)
+        for cb in callbacks:
+            cb.on_train_begin({})
         for epoch in range(epochs):
             start_time = time.perf_counter()
+            model_epoch = self._epoch
+            for cb in callbacks:
+                cb.on_epoch_begin(model_epoch, {})
             if shuffle:
                 # One Philox stream per epoch (counter word 3; word 2 = 1 keeps it apart
                 # from the initialization stream), so an epoch's order depends on the
@@ -372,7 +423,15 @@ class Sequential:
             bar = self._progress(epoch, epochs, steps) if verbose == 1 else None
             try:
                 for step, start in enumerate(range(0, n, batch_size)):
+                    if schedule is not None:
+                        # One Python call per batch (a few hundred ns) against a C++ step
+                        # of tens of microseconds or more: per-step schedules stay exact.
+                        self._net.set_learning_rate(schedule(self._net.step))
                     self._net.train_batch(x, y, order[start:start + batch_size])
+                    if batch_hooks:
+                        batch_logs = self._read_metrics()
+                        for cb in batch_hooks:
+                            cb.on_batch_end(step, batch_logs)
                     if bar is not None:
                         bar.update(1)
                         if step % 16 == 0 or step == steps - 1:
@@ -380,8 +439,10 @@ class Sequential:
                 logs = self._read_metrics()
                 if x_val is not None:
                     logs.update({f"val_{k}": v for k, v in self._evaluate_arrays(x_val, y_val, 1024).items()})
-                history._record(epoch, logs)
                 self._epoch += 1
+                for cb in callbacks:
+                    cb.on_epoch_end(model_epoch, logs)
+                history._record(epoch, logs)
                 if bar is not None:
                     bar.set_postfix(logs, refresh=False)
             finally:
@@ -391,6 +452,10 @@ class Sequential:
                 parts = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
                 print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - start_time:.2f}s - {parts}",
                       file=sys.stdout, flush=True)
+            if self.stop_training:
+                break
+        for cb in callbacks:
+            cb.on_train_end({})
         return history
 
     def _progress(self, epoch: int, epochs: int, steps: int):

@@ -27,6 +27,7 @@ __all__ = [
     "sgd_update",
     "adam_update",
     "clip_by_global_norm",
+    "l1_l2_penalty",
 ]
 
 
@@ -159,3 +160,10 @@ def clip_by_global_norm(grad, max_norm: float, *, device: str = "cpu") -> float:
     """Scales float32 grad in place by ``max_norm / (norm + 1e-6)`` when that is below 1
     (as ``torch.nn.utils.clip_grad_norm_``); returns the norm before scaling."""
     return _core.clip_by_global_norm(grad, max_norm, device)
+
+
+def l1_l2_penalty(param, *, l1: float = 0.0, l2: float = 0.0, grad=None, device: str = "cpu") -> float:
+    """Keras' l1_l2 penalty of float32 ``param``: returns ``l1 * sum|param| + l2 * sum param^2``
+    and, when ``grad`` (same shape) is given, adds ``l1 * sign(param) + 2 * l2 * param`` to it
+    in place (sign(0) = 0)."""
+    return _core.l1_l2_penalty(grad, param, l1, l2, device)

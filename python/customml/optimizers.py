@@ -7,7 +7,10 @@ import math
 import numbers
 from typing import Optional, Union
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "get"]
+from . import schedules
+from .schedules import LearningRateSchedule
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "get", "schedules"]
 
 
 def _number(owner: str, name: str, value, *, low: float = 0.0, high: Optional[float] = None,
@@ -23,16 +26,25 @@ def _number(owner: str, name: str, value, *, low: float = 0.0, high: Optional[fl
 
 
 class Optimizer:
-    """Base: a learning rate and optional global-norm gradient clipping (``clipnorm``)."""
+    """Base: a learning rate (a number, or a ``customml.schedules`` schedule evaluated
+    at each step) and optional global-norm gradient clipping (``clipnorm``)."""
 
-    def __init__(self, learning_rate: float, clipnorm: Optional[float] = None):
+    def __init__(self, learning_rate: Union[float, LearningRateSchedule], clipnorm: Optional[float] = None):
         owner = type(self).__name__
-        self.learning_rate = _number(owner, "learning_rate", learning_rate)
+        if isinstance(learning_rate, LearningRateSchedule):
+            self.learning_rate = learning_rate
+        else:
+            self.learning_rate = _number(owner, "learning_rate", learning_rate)
         if clipnorm is not None:
             clipnorm = _number(owner, "clipnorm", clipnorm)
             if clipnorm == 0.0:
                 raise ValueError(f"{owner} clipnorm must be > 0 (or None for no clipping), got {clipnorm!r}")
         self.clipnorm = clipnorm
+
+    def _initial_lr(self) -> float:
+        """The rate of the first update: the schedule at step 0, or the number."""
+        lr = self.learning_rate
+        return float(lr(0)) if isinstance(lr, LearningRateSchedule) else lr
 
     def _config(self) -> dict:
         raise NotImplementedError
@@ -52,7 +64,7 @@ class SGD(Optimizer):
             raise ValueError("SGD nesterov=True needs momentum > 0")
 
     def _config(self) -> dict:
-        return {"optimizer": "sgd", "lr": self.learning_rate, "momentum": self.momentum,
+        return {"optimizer": "sgd", "lr": self._initial_lr(), "momentum": self.momentum,
                 "nesterov": self.nesterov, "weight_decay": self.weight_decay}
 
     def __repr__(self) -> str:
@@ -80,7 +92,7 @@ class Adam(Optimizer):
         self.amsgrad = bool(amsgrad)
 
     def _config(self) -> dict:
-        return {"optimizer": "adam", "lr": self.learning_rate, "beta1": self.beta_1, "beta2": self.beta_2,
+        return {"optimizer": "adam", "lr": self._initial_lr(), "beta1": self.beta_1, "beta2": self.beta_2,
                 "eps": self.epsilon, "weight_decay": self.weight_decay, "decoupled": self._decoupled,
                 "amsgrad": self.amsgrad}
 
