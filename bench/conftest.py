@@ -30,6 +30,9 @@ except ImportError:
 # whole session (threadpoolctl caps OpenBLAS / OpenMP / MKL pools at run time; NumPy's
 # ufuncs are single-threaded already).
 _THREAD_LIMITS = threadpoolctl.threadpool_limits(limits=1)
+# customml's pool too (CUSTOMML_BENCH_THREADS for a multi-threaded comparison, with the
+# other libraries' limits raised to match by hand).
+customml.set_num_threads(int(os.environ.get("CUSTOMML_BENCH_THREADS", "1")))
 if torch is not None:
     torch.set_num_threads(1)
 
