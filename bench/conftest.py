@@ -26,7 +26,7 @@ try:
 except ImportError:
     torch = None
 
-# Our kernels run on one thread, so every comparison does too. The limit is held for the
+# Every library runs on one thread, customml included, so the comparisons are like for like. The limit is held for the
 # whole session (threadpoolctl caps OpenBLAS / OpenMP / MKL pools at run time; NumPy's
 # ufuncs are single-threaded already).
 _THREAD_LIMITS = threadpoolctl.threadpool_limits(limits=1)
