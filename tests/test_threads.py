@@ -114,3 +114,18 @@ def test_large_optimizer_and_clip_calls_do_not_depend_on_the_thread_count(restor
     assert results[0] == results[1] == results[2]
     # the chunked norm is the norm: float64 partial sums, so within a few float64 ulps
     assert results[0][-1] == pytest.approx(float(np.sqrt((g.astype(np.float64) ** 2).sum())), rel=1e-12)
+
+
+def test_many_parallel_jobs_in_a_row(restore_threads):
+    """Jobs back to back: a worker that wakes after its job was finished must never take
+    part in the next one (a crash, once, before the pool waited for such stragglers)."""
+    rng = np.random.default_rng(11)
+    g = rng.standard_normal((1 << 18) + 5).astype(np.float32)
+    x, w, b, _ = _problem()
+    for threads in (2, 3):
+        cm.set_num_threads(threads)
+        norm = ops.clip_by_global_norm(g.copy(), 1e30)
+        y = ops.dense_forward(x, w, b)
+        for _ in range(1000):
+            assert ops.clip_by_global_norm(g.copy(), 1e30) == norm
+            assert ops.dense_forward(x, w, b).tobytes() == y.tobytes()

@@ -79,7 +79,11 @@ void ThreadPool::worker_loop() {
       seen = generation_;
       job = job_;
       tasks = tasks_;
-      ++active_;  // the caller waits for us: the job and next_ stay this job's until we leave
+      // Woken only after that job was finished and withdrawn: nothing to take part in.
+      if (!job) continue;
+      // While any worker is active no new job starts (parallel_for waits), so job and
+      // next_ stay this job's until we leave.
+      ++active_;
     }
     int done = 0;
     for (int t = next_.fetch_add(1); t < tasks; t = next_.fetch_add(1)) {
@@ -88,8 +92,7 @@ void ThreadPool::worker_loop() {
     }
     std::lock_guard<std::mutex> lock(mutex_);
     remaining_ -= done;
-    --active_;
-    if (remaining_ == 0 && active_ == 0) done_.notify_one();
+    if (--active_ == 0) done_.notify_all();
   }
 }
 
@@ -103,7 +106,10 @@ void ThreadPool::parallel_for(int tasks, const std::function<void(int)>& fn) {
   const int helpers = (tasks < threads ? tasks : threads) - 1;
   if (static_cast<int>(workers_.size()) < helpers) start_workers(helpers);
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::unique_lock<std::mutex> lock(mutex_);
+    // A worker still inside the previous job (it woke late and found no task left) must
+    // leave it before next_ is reset for this one.
+    done_.wait(lock, [&] { return active_ == 0; });
     job_ = &fn;
     tasks_ = tasks;
     remaining_ = tasks;
