@@ -317,3 +317,12 @@ def test_each_device_fits_and_pickles(device):
     copy = pickle.loads(pickle.dumps(clf))
     assert copy.model_.device == device
     np.testing.assert_array_equal(copy.predict_proba(x), clf.predict_proba(x))
+
+
+def test_verbose_prints_a_line_per_epoch(capsys):
+    x, y = _iris()
+    _small_clf(max_iter=3, verbose=1).fit(x, y)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" - ")[0] for line in lines] == ["Epoch 1/3", "Epoch 2/3", "Epoch 3/3"]
+    _small_clf(max_iter=3).fit(x, y)
+    assert capsys.readouterr() == ("", "")

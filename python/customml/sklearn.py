@@ -97,7 +97,8 @@ class _BaseMLP(BaseEstimator):
     learning_rate_init: the optimizer's rate. alpha: L2 penalty strength with
     scikit-learn's meaning, ``alpha / (2 * batch_size) * sum(W**2)`` per batch over every
     kernel (not the biases), applied as each hidden and output Dense layer's
-    ``kernel_regularizer``. batch_size: "auto" = min(200, n_samples) or an int.
+    ``kernel_regularizer``. batch_size: "auto" = min(200, n_samples) or an int (clipped to
+    n_samples).
     max_iter: epochs (always all of them: there is no convergence test). shuffle: reshuffle
     every epoch. random_state: None, an int or a RandomState; it draws the model seed
     (initialization, shuffling, dropout), so an int makes fit deterministic. dropout: rate
@@ -133,7 +134,6 @@ class _BaseMLP(BaseEstimator):
         return min(200, n) if self.batch_size == "auto" else min(int(self.batch_size), n)
 
     def _build(self, n_features: int, batch_size: int) -> None:
-        _check_params(self)
         sizes = self.hidden_layer_sizes
         sizes = (sizes,) if isinstance(sizes, numbers.Integral) else tuple(sizes)
         outputs, loss = self._n_outputs_and_loss()
