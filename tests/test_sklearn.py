@@ -326,3 +326,14 @@ def test_verbose_prints_a_line_per_epoch(capsys):
     assert [line.split(" - ")[0] for line in lines] == ["Epoch 1/3", "Epoch 2/3", "Epoch 3/3"]
     _small_clf(max_iter=3).fit(x, y)
     assert capsys.readouterr() == ("", "")
+
+
+def test_dataframe_feature_names():
+    pytest.importorskip("pandas")  # not in the test extra: scikit-learn reads the names from a DataFrame
+    iris = load_iris(as_frame=True)
+    x = (iris.data - iris.data.mean()) / iris.data.std()
+    clf = _small_clf(max_iter=2).fit(x, iris.target)
+    np.testing.assert_array_equal(clf.feature_names_in_, iris.data.columns)
+    assert clf.predict(x).shape == (150,)
+    with pytest.raises(ValueError, match="feature names should match"):
+        clf.predict(x.rename(columns=lambda c: c.upper()))
