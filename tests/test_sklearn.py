@@ -297,6 +297,19 @@ def test_bad_params_raise_at_fit(param, value, message):
         assert not hasattr(est, "model_")
 
 
+def test_failed_refit_leaves_the_fitted_estimator_unchanged():
+    x, y = _iris()
+    clf = _small_clf(max_iter=2).fit(x, y)
+    model, proba = clf.model_, clf.predict_proba(x)
+    with pytest.raises(ValueError, match="device must be"):
+        clf.set_params(device="tpu").fit(x, np.array(["a", "b", "c"])[y])
+    assert clf.model_ is model and clf.classes_.tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        clf.set_params(device="cpu").fit(x, np.zeros(len(y)))
+    assert clf.model_ is model and clf.classes_.tolist() == [0, 1, 2]
+    np.testing.assert_array_equal(clf.set_params(device="cpu").predict_proba(x), proba)
+
+
 def test_bad_data_errors():
     x, y = _iris()
     with pytest.raises(ValueError, match="at least 2 classes"):

@@ -29,6 +29,7 @@ except ImportError as exc:  # validate_data is scikit-learn >= 1.6
     raise ImportError("customml.sklearn needs scikit-learn >= 1.6: pip install 'customml[sklearn]' "
                       f"({exc})") from exc
 
+from . import _core
 from . import io as io_mod
 from . import layers as layers_mod
 from . import optimizers as optimizers_mod
@@ -82,6 +83,8 @@ def _check_params(est) -> None:
         raise ValueError(f"{name} shuffle must be True or False, got {est.shuffle!r}")
     if not isinstance(est.device, str):
         raise ValueError(f"{name} device must be a string such as 'cpu', got {est.device!r}")
+    # Before fit changes anything: a failed fit leaves a fitted estimator as it was.
+    _core.check_device(est.device)
     if isinstance(est.verbose, bool) or not isinstance(est.verbose, numbers.Integral) or est.verbose < 0:
         raise ValueError(f"{name} verbose must be an integer >= 0, got {est.verbose!r}")
     if not (est.random_state is None or isinstance(est.random_state, (numbers.Integral, np.random.RandomState))):
@@ -201,23 +204,25 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         n = len(self.classes_)
         return (1, "binary_cross_entropy") if n == 2 else (n, "softmax_cross_entropy")
 
-    def _encode(self, y, classes=None) -> np.ndarray:
+    def _encode(self, y, encoder=None):
+        """(encoder, y as int32 codes): a new LabelEncoder fitted on y when none is given.
+        Checks only, assigns nothing, so a fit that fails here leaves the estimator as it was."""
         check_classification_targets(y)
-        if classes is None:
-            self._label_encoder = LabelEncoder().fit(y)
-            self.classes_ = self._label_encoder.classes_
-        unknown = np.setdiff1d(np.unique(y), self.classes_)
+        if encoder is None:
+            encoder = LabelEncoder().fit(y)
+        if len(encoder.classes_) < 2:
+            raise ValueError(f"MLPClassifier needs at least 2 classes in y, got 1 class: {encoder.classes_.tolist()}")
+        unknown = np.setdiff1d(np.unique(y), encoder.classes_)
         if unknown.size:
             raise ValueError(f"y contains labels not in classes_: {unknown[:5].tolist()}")
-        if len(self.classes_) < 2:
-            raise ValueError(f"MLPClassifier needs at least 2 classes in y, got 1 class: {self.classes_.tolist()}")
-        return self._label_encoder.transform(y).astype(np.int32)
+        return encoder, encoder.transform(y).astype(np.int32)
 
     def fit(self, X, y):
         """Trains a new network for ``max_iter`` epochs on (X, y); returns self."""
         _check_params(self)
         X, y = validate_data(self, X, y, dtype=np.float32, order="C")
-        codes = self._encode(y)
+        self._label_encoder, codes = self._encode(y)
+        self.classes_ = self._label_encoder.classes_
         self._build(X.shape[1], self._batch_size(X.shape[0]))
         self._train(X, codes, int(self.max_iter))
         return self
@@ -231,16 +236,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             if classes is None:
                 raise ValueError("MLPClassifier.partial_fit needs classes= on its first call")
             X, y = validate_data(self, X, y, dtype=np.float32, order="C")
-            self._label_encoder = LabelEncoder().fit(np.asarray(classes))
+            self._label_encoder, codes = self._encode(y, LabelEncoder().fit(np.asarray(classes)))
             self.classes_ = self._label_encoder.classes_
-            codes = self._encode(y, classes=self.classes_)
             self._build(X.shape[1], self._batch_size(X.shape[0]))
         else:
             if classes is not None and not np.array_equal(np.unique(classes), self.classes_):
                 raise ValueError(f"classes={classes!r} differs from the classes of the first partial_fit, "
                                  f"{self.classes_.tolist()}")
             X, y = validate_data(self, X, y, dtype=np.float32, order="C", reset=False)
-            codes = self._encode(y, classes=self.classes_)
+            _, codes = self._encode(y, self._label_encoder)
         self._train(X, codes, 1)
         return self
 
