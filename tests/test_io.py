@@ -213,6 +213,23 @@ def test_saving_is_deterministic_and_str_paths_work(tmp_path):
     assert _bits(cm.load(str(tmp_path / "b.cml"))) == _bits(model)
 
 
+def test_dumps_and_loads_in_memory(tmp_path):
+    """dumps is exactly what save writes; loads makes load's checks, naming "<bytes>"."""
+    model = _small_model()
+    model.save(tmp_path / "m.cml", include_optimizer=True)
+    raw = cmio.dumps(model, include_optimizer=True)
+    assert raw == (tmp_path / "m.cml").read_bytes()
+    loaded = cmio.loads(raw)
+    assert _bits(loaded) == _bits(model) and loaded._net.step == model._net.step
+    assert _bits(cmio.loads(bytearray(cmio.dumps(model)))) == _bits(model)
+    with pytest.raises(ValueError, match="^<bytes>: checksum mismatch"):
+        cmio.loads(raw[:-1] + bytes([raw[-1] ^ 1]))
+    with pytest.raises(ValueError, match="^<bytes>: the file is 3 bytes long"):
+        cmio.loads(b"abc")
+    with pytest.raises(TypeError, match="must be bytes"):
+        cmio.loads(str(tmp_path / "m.cml"))
+
+
 def test_file_layout(good):
     """The documented layout: the header padded to 8 bytes, the metadata, the tensor
     names in layer order, little-endian float32 back to back."""

@@ -49,7 +49,7 @@ from . import regularizers as regularizers_mod
 from . import schedules as schedules_mod
 from .layers import Dense, Dropout
 
-__all__ = ["save", "load", "load_weights", "FORMAT_VERSION"]
+__all__ = ["save", "load", "load_weights", "dumps", "loads", "FORMAT_VERSION"]
 
 FORMAT = "customml"
 # Version 1 is this layout. A later version that changes the layout or adds information
@@ -240,6 +240,16 @@ def save(model, path, include_optimizer: bool = False) -> None:
     configuration and, with ``include_optimizer=True``, the optimizer state, the step
     count and the epochs trained, so that fit resumes exactly where it stopped. The
     write is atomic: on any failure an existing file at ``path`` is left as it was."""
+    _atomic_write(path, _encode(model, include_optimizer))
+
+
+def dumps(model, include_optimizer: bool = False) -> bytes:
+    """The bytes ``save`` would write, in memory (for pickling and sending models
+    between processes); ``loads`` reads them back with every check ``load`` makes."""
+    return b"".join(_encode(model, include_optimizer))
+
+
+def _encode(model, include_optimizer: bool) -> List[bytes]:
     if model._net is None:
         raise ValueError("[save] the model is not built: give Sequential input_dim or call fit/predict first")
     net = model._net
@@ -280,7 +290,7 @@ def save(model, path, include_optimizer: bool = False) -> None:
         begin += len(data)
     text = _dumps(header).encode("utf-8")
     text += b" " * (-len(text) % 8)
-    _atomic_write(path, [len(text).to_bytes(8, "little"), text] + [t[2] for t in tensors])
+    return [len(text).to_bytes(8, "little"), text] + [t[2] for t in tensors]
 
 
 # ---------------------------------------------------------------------------------------
@@ -292,9 +302,12 @@ class _File:
     """A parsed, structurally valid safetensors file: its header entries, metadata and
     data section. Raises ValueError naming the problem for anything else."""
 
-    def __init__(self, path):
+    def __init__(self, path, raw: Optional[bytes] = None):
+        # raw: the file's bytes when they are already in memory (``loads``); path then
+        # only names them in messages.
         self.path = os.fspath(path)
-        raw = self._read(self.path)
+        if raw is None:
+            raw = self._read(self.path)
         if len(raw) < 8:
             self.fail(f"the file is {len(raw)} bytes long, too short for a safetensors header"
                       + (" (it is empty)" if not raw else ""))
@@ -433,8 +446,8 @@ def _short(value, limit: int = 80) -> str:
 class _Model:
     """A validated customml model file: the configuration and the tensors, ready to build."""
 
-    def __init__(self, path):
-        f = _File(path)
+    def __init__(self, path, raw: Optional[bytes] = None):
+        f = _File(path, raw)
         self.file = f
         meta = f.metadata
         if not meta or "format" not in meta:
@@ -639,6 +652,17 @@ def load(path, device: str = "cpu"):
         raise TypeError(f"device must be a string such as 'cpu', got {type(device).__name__}")
     _core.check_device(device)
     return _Model(path).build(device)
+
+
+def loads(data, device: str = "cpu"):
+    """A model from the bytes ``dumps`` returned (or a model file's contents), with the
+    same checks as ``load``; messages name the data "<bytes>"."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"[loads] data must be bytes, got {type(data).__name__}")
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a string such as 'cpu', got {type(device).__name__}")
+    _core.check_device(device)
+    return _Model("<bytes>", bytes(data)).build(device)
 
 
 def load_weights(model, path) -> None:
