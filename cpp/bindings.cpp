@@ -626,10 +626,12 @@ PYBIND11_MODULE(_core, m) {
              const MetricCounters& c = n.metrics();
              return py::make_tuple(c.loss_sum, c.correct, c.count);
            })
-      .def("reset_metrics", &Network::reset_metrics)
+      // Waits for the executor's lock (a running predict) without holding the GIL.
+      .def("reset_metrics", &Network::reset_metrics, py::call_guard<py::gil_scoped_release>())
       .def(
           "set_metric_stats",
           [](Network& n, bool confusion, bool regression, bool scores) {
+            py::gil_scoped_release release;
             n.set_metric_stats({confusion, regression, scores});
           },
           py::arg("confusion") = false, py::arg("regression") = false, py::arg("scores") = false)

@@ -32,7 +32,9 @@ class History:
     def _record(self, epoch: int, logs: Dict[str, float]) -> None:
         self.epoch.append(epoch)
         for key, value in logs.items():
-            self.history.setdefault(key, []).append(float(value))
+            # The confusion matrix is kept as an array per epoch; everything else is a number.
+            value = np.array(value) if isinstance(value, np.ndarray) else float(value)
+            self.history.setdefault(key, []).append(value)
 
     def plot(self, path, dpi: int = 100) -> None:
         """Writes a PNG of the loss and each metric per epoch, one panel each, with the
@@ -45,8 +47,9 @@ class History:
             raise ImportError("History.plot needs matplotlib: pip install 'customml[plot]'") from exc
         if not self.epoch:
             raise ValueError("History.plot: the history is empty (no epoch has been trained)")
-        bases = [k for k in self.history if not k.startswith("val_")]
-        bases += [k[4:] for k in self.history if k.startswith("val_") and k[4:] not in bases]
+        scalar = [k for k in self.history if not isinstance(self.history[k][0], np.ndarray)]
+        bases = [k for k in scalar if not k.startswith("val_")]
+        bases += [k[4:] for k in scalar if k.startswith("val_") and k[4:] not in bases]
         # A Figure without pyplot: no global state, no GUI backend, safe in threads.
         fig = Figure(figsize=(5.0 * len(bases), 3.6), dpi=dpi)
         FigureCanvasAgg(fig)
