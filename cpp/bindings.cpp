@@ -405,15 +405,16 @@ PYBIND11_MODULE(_core, m) {
 
   m.def(
       "regression_stats_update",
-      [](py::object stats, py::object pred, py::object target, const std::string& device) {
+      [](py::object stats, py::object pred, py::object target, py::object shift, const std::string& device) {
         Views views("regression_stats_update", device);
-        Tensor st = views.out(stats, "stats"), p = views.in(pred, "pred"), t = views.in(target, "target");
+        Tensor st = views.out(stats, "stats"), p = views.in(pred, "pred"), t = views.in(target, "target"),
+               s = views.in(shift, "shift");
         py::gil_scoped_release release;
-        ops::regression_stats_update(st, p, t);
+        ops::regression_stats_update(st, p, t, s);
       },
-      py::arg("stats"), py::arg("pred"), py::arg("target"), py::arg("device") = "cpu",
-      "Adds per output column the sums of |pred - target|, (pred - target)^2, target and target^2 to stats (4, "
-      "outputs) float64.");
+      py::arg("stats"), py::arg("pred"), py::arg("target"), py::arg("shift"), py::arg("device") = "cpu",
+      "Adds per output column the sums of |pred - target|, (pred - target)^2, target - shift and (target - shift)^2 "
+      "to stats (4, outputs) float64; shift (outputs) float64.");
 
   m.def(
       "dropout",

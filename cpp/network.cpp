@@ -55,7 +55,7 @@ struct Network::Workspace {
 Network::Network(int64_t input_dim, std::vector<LayerSpec> layers, const Device& device)
     : device_(device), backend_(&backend_for(device)), input_dim_(input_dim), layers_(std::move(layers)),
       params_(backend_), grads_(backend_), state_a_(backend_), state_b_(backend_), state_c_(backend_),
-      class_weights_(backend_), confusion_(backend_), regression_(backend_) {
+      class_weights_(backend_), confusion_(backend_), regression_(backend_), regression_shift_(backend_) {
   if (input_dim < 1) throw std::invalid_argument("[Network] input_dim must be >= 1, got " + std::to_string(input_dim));
   if (layers_.empty()) throw std::invalid_argument("[Network] needs at least one layer");
   int64_t width = input_dim;
@@ -253,7 +253,10 @@ void Network::set_metric_stats(const MetricStats& stats) {
   stats_ = stats;
   metric_classes_ = out == 1 ? 2 : out;
   if (stats_.confusion) confusion_.reserve(static_cast<size_t>(metric_classes_ * metric_classes_));
-  if (stats_.regression) regression_.reserve(static_cast<size_t>(4 * out));
+  if (stats_.regression) {
+    regression_.reserve(static_cast<size_t>(4 * out));
+    regression_shift_.reserve(static_cast<size_t>(out));
+  }
   lock.unlock();
   reset_metrics();
 }
@@ -265,6 +268,7 @@ void Network::reset_metrics() {
     backend_->fill_zero(confusion_.data(), sizeof(int64_t) * static_cast<size_t>(metric_classes_ * metric_classes_));
   if (stats_.regression) backend_->fill_zero(regression_.data(), sizeof(double) * static_cast<size_t>(4 * output_dim()));
   scores_.clear();  // keeps its capacity: the next epoch appends without allocating
+  shift_set_ = false;
 }
 
 std::vector<int64_t> Network::confusion_matrix() const {
@@ -313,7 +317,17 @@ double Network::roc_auc() {
 void Network::record_metric_stats(Workspace& ws, const float* logits, int64_t b) {
   const int64_t out = output_dim();
   if (stats_.confusion) backend_->confusion_matrix_update(confusion_.data(), logits, ws.labels.data(), b, out);
-  if (stats_.regression) backend_->regression_stats_update(regression_.data(), logits, ws.targets.data(), b, out);
+  if (stats_.regression) {
+    if (!shift_set_) {
+      // Any typical target serves; the first row of the first batch costs nothing to find.
+      const float* host = backend_->host_addressable() ? ws.targets.data() : ws.host_targets.data();
+      std::vector<double> shift(host, host + out);
+      backend_->copy_to_device(regression_shift_.data(), shift.data(), sizeof(double) * shift.size());
+      shift_set_ = true;
+    }
+    backend_->regression_stats_update(regression_.data(), logits, ws.targets.data(), regression_shift_.data(), b,
+                                      out);
+  }
   if (stats_.scores) {
     const bool direct = backend_->host_addressable();
     const float* host = logits;

@@ -157,7 +157,8 @@ class Network {
   void set_metric_stats(const MetricStats& stats);
   const MetricStats& metric_stats() const { return stats_; }
   // The accumulated statistics: counts (classes, classes) row-major (classes = 2 for one
-  // logit) and stats (4, output_dim) row-major; empty when not accumulated.
+  // logit) and stats (4, output_dim) row-major (sums of |e|, e^2, y - s, (y - s)^2 with s
+  // the first target row since the reset); empty when not accumulated.
   std::vector<int64_t> confusion_matrix() const;
   std::vector<double> regression_stats() const;
   // The exact area under the ROC curve of the scores since the last reset (ties count
@@ -209,6 +210,10 @@ class Network {
   int64_t metric_classes_ = 0;     // rows and columns of the confusion matrix
   Buffer<int64_t> confusion_;      // (classes, classes), on the device
   Buffer<double> regression_;      // (4, output_dim), on the device
+  // (output_dim): the first target row since the last reset, subtracted from the targets
+  // before their moments are summed (see regression_stats_update); set once per reset.
+  Buffer<double> regression_shift_;
+  bool shift_set_ = false;
   // (score, label) of every row since the last reset, on the host: the score is the
   // logit, or logit_1 - logit_0 for two classes (monotone in P(class 1)).
   std::vector<std::pair<double, int32_t>> scores_;

@@ -273,19 +273,24 @@ void confusion_matrix_update(const Tensor& counts, const Tensor& logits, const T
       .confusion_matrix_update(counts.ptr<int64_t>(), f32(logits), labels.ptr<int32_t>(), logits.dim(0), k);
 }
 
-void regression_stats_update(const Tensor& stats, const Tensor& pred, const Tensor& target) {
+void regression_stats_update(const Tensor& stats, const Tensor& pred, const Tensor& target, const Tensor& shift) {
   const char* op = "regression_stats_update";
   check(op, "stats", stats, DType::f64, 2);
   check(op, "pred", pred, DType::f32, 2);
   check(op, "target", target, DType::f32, 2);
   check_same_shape(op, "target", target, "pred", pred);
+  check(op, "shift", shift, DType::f64, 1);
   check_shape(op, "stats", stats, {4, pred.dim(1)});
+  check_shape(op, "shift", shift, {pred.dim(1)});
   check_device(op, "target", target, pred);
+  check_device(op, "shift", shift, pred);
   check_device(op, "stats", stats, pred);
+  check_no_overlap(op, "stats", stats, "shift", shift);
   check_no_overlap(op, "stats", stats, "pred", pred);
   check_no_overlap(op, "stats", stats, "target", target);
   backend_for(pred.device())
-      .regression_stats_update(stats.ptr<double>(), f32(pred), f32(target), pred.dim(0), pred.dim(1));
+      .regression_stats_update(stats.ptr<double>(), f32(pred), f32(target), shift.ptr<double>(), pred.dim(0),
+                               pred.dim(1));
 }
 
 void dropout(const Tensor& y, const Tensor& x, float rate, uint64_t seed, uint64_t stream) {

@@ -44,10 +44,10 @@ int64_t count_correct(const Tensor& logits, const Tensor& labels);
 // (prediction: first maximal logit, or logit > 0 with one column; rows: true labels).
 void confusion_matrix_update(const Tensor& counts, const Tensor& logits, const Tensor& labels);
 
-// stats: (4, outputs) f64, updated in place  pred, target: (batch, outputs) f32 ->
-// stats += per column [sum |pred - target|, sum (pred - target)^2, sum target,
-// sum target^2].
-void regression_stats_update(const Tensor& stats, const Tensor& pred, const Tensor& target);
+// stats: (4, outputs) f64, updated in place  pred, target: (batch, outputs) f32
+// shift: (outputs) f64 -> stats += per column [sum |pred - target|, sum (pred - target)^2,
+// sum (target - shift), sum (target - shift)^2].
+void regression_stats_update(const Tensor& stats, const Tensor& pred, const Tensor& target, const Tensor& shift);
 
 // x -> y, same shape: inverted dropout with a Philox(seed, stream, index) mask.
 void dropout(const Tensor& y, const Tensor& x, float rate, uint64_t seed, uint64_t stream);

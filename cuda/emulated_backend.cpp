@@ -80,9 +80,9 @@ class EmulatedCudaBackend final : public Backend {
                                int64_t k) override {
     dev::confusion_matrix_update(ctx_, counts, logits, labels, batch, k);
   }
-  void regression_stats_update(double* stats, const float* pred, const float* target, int64_t batch,
-                               int64_t outputs) override {
-    dev::regression_stats_update(ctx_, stats, pred, target, batch, outputs);
+  void regression_stats_update(double* stats, const float* pred, const float* target, const double* shift,
+                               int64_t batch, int64_t outputs) override {
+    dev::regression_stats_update(ctx_, stats, pred, target, shift, batch, outputs);
   }
   int64_t count_correct(const float* logits, const int32_t* labels, int64_t batch, int64_t classes) override {
     return dev::count_correct(ctx_, logits, labels, batch, classes);

@@ -14,10 +14,10 @@ void confusion_matrix_update(DeviceContext& ctx, int64_t* counts, const float* l
 }
 
 void regression_stats_update(DeviceContext& ctx, double* stats, const float* pred, const float* target,
-                             int64_t batch, int64_t outputs) {
+                             const double* shift, int64_t batch, int64_t outputs) {
   if (batch == 0) return;
   launch(regression_stats_update_kernel, dim3(exact_blocks(outputs, kThreads)), dim3(kThreads), 0, ctx.stream, stats,
-         pred, target, batch, outputs);
+         pred, target, shift, batch, outputs);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -47,24 +47,26 @@ __global__ void __launch_bounds__(kThreads)
     atomicAdd(reinterpret_cast<unsigned long long*>(counts + labels[row_index] * classes + pred), 1ull);
 }
 
-// pred, target (batch, outputs) -> stats (4, outputs) += per column [sum |e|, sum e^2,
-// sum target, sum target^2], e = pred - target in float64. One thread per column over
+// pred, target (batch, outputs), shift (outputs) -> stats (4, outputs) += per column
+// [sum |e|, sum e^2, sum d, sum d^2], e = pred - target, d = target - shift in float64. One thread per column over
 // the rows in order (as the bias gradient's column sums): no float atomics, the same
 // sums as the CPU's loop, bit for bit.
 __global__ void __launch_bounds__(kThreads)
-    regression_stats_update_kernel(double* stats, const float* pred, const float* target, int64_t batch,
-                                   int64_t outputs) {
+    regression_stats_update_kernel(double* stats, const float* pred, const float* target, const double* shift,
+                                   int64_t batch, int64_t outputs) {
   const int64_t j = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
   if (j >= outputs) return;
   double abs_err = stats[j], sq_err = stats[outputs + j], sum_y = stats[2 * outputs + j],
          sum_y2 = stats[3 * outputs + j];
+  const double s = shift[j];
   for (int64_t i = 0; i < batch; ++i) {
     const double y = target[i * outputs + j];
     const double e = static_cast<double>(pred[i * outputs + j]) - y;
+    const double d = y - s;
     abs_err += fabs(e);
     sq_err += e * e;
-    sum_y += y;
-    sum_y2 += y * y;
+    sum_y += d;
+    sum_y2 += d * d;
   }
   stats[j] = abs_err;
   stats[outputs + j] = sq_err;

@@ -305,8 +305,10 @@ def confusion_matrix_update(counts, logits, labels) -> np.ndarray:
     return out
 
 
-def regression_stats_update(stats, pred, target) -> np.ndarray:
-    """stats + per column [sum |e|, sum e^2, sum y, sum y^2], e = pred - target, in float64."""
+def regression_stats_update(stats, pred, target, shift) -> np.ndarray:
+    """stats + per column [sum |e|, sum e^2, sum d, sum d^2], e = pred - target,
+    d = target - shift, in float64."""
     y = _f64(target)
     e = _f64(pred) - y
-    return _f64(stats) + np.stack([np.abs(e).sum(axis=0), (e * e).sum(axis=0), y.sum(axis=0), (y * y).sum(axis=0)])
+    d = y - _f64(shift)
+    return _f64(stats) + np.stack([np.abs(e).sum(axis=0), (e * e).sum(axis=0), d.sum(axis=0), (d * d).sum(axis=0)])

@@ -70,18 +70,21 @@ def test_regression_stats_update_matches_reference(device, problem):
     # "huge" stays below 1e150 when squared in float64: no overflow in the reference.
     pred = make_values(rng, (batch, outputs), kind)
     target = make_values(rng, (batch, outputs), kind)
+    shift = target[0].astype(np.float64) if rng.random() < 0.5 else rng.normal(size=outputs)
     start = rng.normal(size=(4, outputs))
     stats = start.copy()
-    got = ops.regression_stats_update(stats, pred, target, device=device)
+    got = ops.regression_stats_update(stats, pred, target, shift, device=device)
     assert got is stats and stats.dtype == np.float64 and stats.shape == (4, outputs)
-    want = reference.regression_stats_update(start, pred, target)
-    # Each term (|e|, e^2, y, y^2 of float32 values) is exact or within 1 u64 in float64,
-    # and the reference adds in another order: each sum is within (batch + 2) u64 of the
-    # sum of the magnitudes of its terms (plus the start value's).
+    want = reference.regression_stats_update(start, pred, target, shift)
+    # Each term (|e|, e^2, d, d^2 from float32 values and a float64 shift) is within
+    # 3 u64 of its magnitude in float64, and the reference adds in another order: each
+    # sum is within (batch + 4) u64 of the sum of the magnitudes of its terms (plus the
+    # start value's).
     y = target.astype(np.float64)
     e = pred.astype(np.float64) - y
-    mags = np.abs(start) + np.stack([np.abs(e).sum(0), (e * e).sum(0), np.abs(y).sum(0), (y * y).sum(0)])
-    assert_close(stats, want, (batch + 2) * U64 * mags, "stats")
+    d = y - shift
+    mags = np.abs(start) + np.stack([np.abs(e).sum(0), (e * e).sum(0), np.abs(d).sum(0), (d * d).sum(0)])
+    assert_close(stats, want, (batch + 4) * U64 * mags, "stats")
 
 
 def test_regression_stats_update_same_bits_on_every_device(device):
@@ -89,16 +92,22 @@ def test_regression_stats_update_same_bits_on_every_device(device):
     rng = np.random.default_rng(7)
     pred = rng.normal(size=(1000, 3)).astype(np.float32)
     target = rng.normal(size=(1000, 3)).astype(np.float32)
-    a = ops.regression_stats_update(np.zeros((4, 3)), pred, target, device="cpu")
-    b = ops.regression_stats_update(np.zeros((4, 3)), pred, target, device=device)
+    shift = target[0].astype(np.float64)
+    a = ops.regression_stats_update(np.zeros((4, 3)), pred, target, shift, device="cpu")
+    b = ops.regression_stats_update(np.zeros((4, 3)), pred, target, shift, device=device)
     assert a.tobytes() == b.tobytes()
 
 
 def test_regression_stats_update_rejects(device):
     p = np.zeros((2, 3), np.float32)
+    s = np.zeros(3)
     with pytest.raises(TypeError, match=r"\[regression_stats_update\] stats must be float64"):
-        ops.regression_stats_update(np.zeros((4, 3), np.float32), p, p, device=device)
+        ops.regression_stats_update(np.zeros((4, 3), np.float32), p, p, s, device=device)
     with pytest.raises(ValueError, match=r"\[regression_stats_update\] stats has shape \(3, 3\), expected \(4, 3\)"):
-        ops.regression_stats_update(np.zeros((3, 3)), p, p, device=device)
+        ops.regression_stats_update(np.zeros((3, 3)), p, p, s, device=device)
     with pytest.raises(ValueError, match=r"\[regression_stats_update\] target has shape"):
-        ops.regression_stats_update(np.zeros((4, 3)), p, np.zeros((3, 3), np.float32), device=device)
+        ops.regression_stats_update(np.zeros((4, 3)), p, np.zeros((3, 3), np.float32), s, device=device)
+    with pytest.raises(TypeError, match=r"\[regression_stats_update\] shift must be float64"):
+        ops.regression_stats_update(np.zeros((4, 3)), p, p, s.astype(np.float32), device=device)
+    with pytest.raises(ValueError, match=r"\[regression_stats_update\] shift has shape \(2,\), expected \(3,\)"):
+        ops.regression_stats_update(np.zeros((4, 3)), p, p, np.zeros(2), device=device)

@@ -148,12 +148,14 @@ def _check_regression(model, x, y, batch_size):
     rmse = np.sqrt(skm.mean_squared_error(y, p, multioutput="raw_values")).mean()
     for name, want in (("mae", skm.mean_absolute_error(y, p)), ("rmse", rmse)):
         assert abs(got[name] - want) <= (n + 4) * U64 * want, name
-    # r2 per output = 1 - SS_res / SS_tot with SS_tot = sum y^2 - (sum y)^2 / n: the raw
-    # moments carry (n + 2) u64 of sum y^2 each, so SS_tot is within about
-    # 3 (n + 2) u64 sum(y^2), and r2 within that relative to SS_tot times |1 - r2|.
+    # r2 per output = 1 - SS_res / SS_tot with SS_tot = sum d^2 - (sum d)^2 / n, where
+    # d = y - y[0] (evaluate's shift: the first target row): the moments carry
+    # (n + 4) u64 of sum d^2 each, so SS_tot is within about 3 (n + 4) u64 sum(d^2), and
+    # r2 within that relative to SS_tot, times |1 - r2| (plus sklearn's own rounding).
+    d = y - y[0]
     ss_tot = ((y - y.mean(0)) ** 2).sum(0)
     r2_out = skm.r2_score(y, p, multioutput="raw_values")
-    tol = np.mean(3 * (n + 4) * U64 * (y * y).sum(0) / ss_tot * (np.abs(1 - r2_out) + 1))
+    tol = np.mean(3 * (n + 4) * U64 * (d * d).sum(0) / ss_tot * (np.abs(1 - r2_out) + 1))
     assert abs(got["r2"] - skm.r2_score(y, p)) <= tol
     return got
 
@@ -171,6 +173,21 @@ def test_regression_metrics_match_sklearn_on_random_data(device):
     got = _check_regression(model, x, y, batch_size=100)
     # mse is the mean over every element; rmse averages the per-output roots (sklearn)
     assert got["rmse"] != pytest.approx(np.sqrt(got["loss"]), rel=1e-6)
+
+
+def test_r2_of_targets_with_a_large_offset(device):
+    # Targets 1e6 + N(0, 1): raw moments would cancel sum y^2 ~ n 1e12 down to SS_tot ~ n,
+    # losing 12 of float64's 16 digits (measured for these data: SS_tot off by 2e-4
+    # relative, 1e8 times the tolerance); the executor sums y - y_first instead, so r2
+    # keeps the tolerance of _check_regression.
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(600, 2)).astype(np.float32)
+    y = (1e6 + x[:, :1] + 0.5 * rng.normal(size=(600, 1))).astype(np.float32)
+    model = cm.Sequential([cm.layers.Dense(1)], input_dim=2, device=device, seed=0)
+    model.compile(loss="mse", metrics=["mae", "rmse", "r2"])
+    model.set_weights([np.array([[1.0], [0.0]], np.float32), np.array([1e6], np.float32)])
+    got = _check_regression(model, x, y, batch_size=128)
+    assert 0.5 < got["r2"] < 0.95
 
 
 def test_r2_of_a_constant_target_follows_sklearn(device):

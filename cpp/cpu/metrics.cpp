@@ -28,10 +28,11 @@ void CpuBackend::confusion_matrix_update(int64_t* counts, const float* logits, c
   }
 }
 
-// pred, target: (batch, outputs) -> stats: (4, outputs) += per column
-// [sum |e|, sum e^2, sum target, sum target^2] with e = pred - target in float64.
-void CpuBackend::regression_stats_update(double* stats, const float* pred, const float* target, int64_t batch,
-                                         int64_t outputs) {
+// pred, target: (batch, outputs)  shift: (outputs) -> stats: (4, outputs) += per column
+// [sum |e|, sum e^2, sum d, sum d^2] with e = pred - target and d = target - shift in
+// float64.
+void CpuBackend::regression_stats_update(double* stats, const float* pred, const float* target,
+                                         const double* shift, int64_t batch, int64_t outputs) {
   double* abs_err = stats;
   double* sq_err = stats + outputs;
   double* sum_y = stats + 2 * outputs;
@@ -40,10 +41,11 @@ void CpuBackend::regression_stats_update(double* stats, const float* pred, const
     for (int64_t j = 0; j < outputs; ++j) {
       const double y = target[i * outputs + j];
       const double e = static_cast<double>(pred[i * outputs + j]) - y;
+      const double d = y - shift[j];
       abs_err[j] += std::fabs(e);
       sq_err[j] += e * e;
-      sum_y[j] += y;
-      sum_y2[j] += y * y;
+      sum_y[j] += d;
+      sum_y2[j] += d * d;
     }
 }
 

@@ -70,8 +70,8 @@ def from_confusion(counts: np.ndarray, name: str) -> float:
 
 
 def from_regression_stats(stats: np.ndarray, n: int, name: str) -> float:
-    """mae, rmse or r2 of stats (4, outputs) = per output sums of |e|, e^2, y, y^2 over
-    n rows, each averaged over the outputs as scikit-learn's ``multioutput=
+    """mae, rmse or r2 of stats (4, outputs) = per output sums of |e|, e^2, y - s and
+    (y - s)^2 over n rows (s: a shift the executor picks, the first target row), each averaged over the outputs as scikit-learn's ``multioutput=
     'uniform_average'`` (rmse: the mean of the per-output RMSEs, as
     sklearn.metrics.root_mean_squared_error). r2 as sklearn.metrics.r2_score with
     ``force_finite=True``: an output with constant targets scores 1 if predicted
@@ -83,8 +83,9 @@ def from_regression_stats(stats: np.ndarray, n: int, name: str) -> float:
         return float(np.mean(abs_err / n))
     if name == "rmse":
         return float(np.mean(np.sqrt(sq_err / n)))
-    # Total sum of squares from the raw moments: its rounding error is about
-    # n u64 sum(y^2), negligible unless var(y) / mean(y)^2 approaches n 1e-16.
+    # Total sum of squares from the shifted moments (it does not depend on the shift):
+    # its rounding error is about n u64 sum((y - s)^2), and s, a target, is within a few
+    # standard deviations of the mean, so no catastrophic cancellation.
     ss_tot = np.maximum(sum_y2 - sum_y * sum_y / n, 0.0)
     r2 = np.where(ss_tot > 0, 1.0 - _ratio(sq_err, ss_tot), np.where(sq_err == 0, 1.0, 0.0))
     return float(np.mean(r2))

@@ -138,11 +138,13 @@ def confusion_matrix_update(counts, logits, labels, *, device: str = "cpu"):
     return counts
 
 
-def regression_stats_update(stats, pred, target, *, device: str = "cpu"):
+def regression_stats_update(stats, pred, target, shift, *, device: str = "cpu"):
     """Adds per output column of pred, target (batch, outputs) float32 the sums of
-    ``|pred - target|``, ``(pred - target)**2``, ``target`` and ``target**2`` to the
-    float64 rows of stats (4, outputs), in place; returns stats."""
-    _core.regression_stats_update(stats, pred, target, device)
+    ``|pred - target|``, ``(pred - target)**2``, ``target - shift`` and
+    ``(target - shift)**2`` (shift: (outputs,) float64, a typical target, so that the
+    variance does not cancel) to the float64 rows of stats (4, outputs), in place;
+    returns stats."""
+    _core.regression_stats_update(stats, pred, target, shift, device)
     return stats
 
 
