@@ -13,7 +13,9 @@ from sum y^2, which magnifies that by sum(y^2) / SS_tot (argued where it is chec
 
 from __future__ import annotations
 
+import csv
 import io
+import json
 from contextlib import redirect_stdout
 
 import numpy as np
@@ -271,5 +273,11 @@ def test_confusion_matrix_in_history_and_displays(tmp_path):
     for key in ("confusion_matrix", "val_confusion_matrix"):
         assert [m.shape for m in history.history[key]] == [(3, 3), (3, 3)]
     assert history.history["confusion_matrix"][0].sum() == 48 and history.history["val_confusion_matrix"][0].sum() == 16
+    # CSVLogger writes the matrix as a JSON nested list in one cell
+    log = tmp_path / "log.csv"
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[cm.callbacks.CSVLogger(log)])
+    header, row = log.read_text().splitlines()
+    cell = dict(zip(header.split(","), next(csv.reader([row]))))["confusion_matrix"]
+    np.testing.assert_array_equal(json.loads(cell), model.history.history["confusion_matrix"][0])
     pytest.importorskip("matplotlib")
     history.plot(tmp_path / "h.png")  # plots the scalar metrics, skips the matrices

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import inspect
+import json
 import math
 import numbers
 import os
@@ -68,6 +69,11 @@ class History:
 
     def __repr__(self) -> str:
         return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
+
+
+def _cell(value):
+    # The confusion matrix as a JSON nested list on one line (numpy's repr spans lines).
+    return json.dumps(value.tolist()) if isinstance(value, np.ndarray) else value
 
 
 class Callback:
@@ -295,7 +301,7 @@ class CSVLogger(Callback):
                                  "use another file or append=False")
             if existing is None:
                 self._write(self._keys)
-        self._write([epoch] + [logs.get(k, "NA") for k in self._keys[1:]])
+        self._write([epoch] + [_cell(logs.get(k, "NA")) for k in self._keys[1:]])
 
     def _write(self, row) -> None:
         with open(self.filename, "a", newline="", encoding="utf-8") as f:
