@@ -106,6 +106,18 @@ class Backend {
   virtual int64_t count_correct(const float* logits, const int32_t* labels, int64_t batch,
                                 int64_t classes) = 0;
 
+  // logits: (batch, k)  labels: (batch) -> counts: (classes, classes) += one per row at
+  // [label, predicted], classes = k (prediction: first maximal logit) or 2 when k == 1
+  // (prediction: logit > 0). Integer sums: exact in any order.
+  virtual void confusion_matrix_update(int64_t* counts, const float* logits, const int32_t* labels, int64_t batch,
+                                       int64_t k) = 0;
+  // pred, target: (batch, outputs)  shift: (outputs) -> stats: (4, outputs) float64 += per
+  // column the sums of |pred - target|, (pred - target)^2, target - shift and
+  // (target - shift)^2, each term in float64, rows added in order. The shift (a typical
+  // target) keeps the variance from cancelling when it is small next to the mean.
+  virtual void regression_stats_update(double* stats, const float* pred, const float* target, const double* shift,
+                                       int64_t batch, int64_t outputs) = 0;
+
   // x: (n) -> y: (n); inverted dropout, keep mask from Philox(seed, stream, index).
   // May run in place (y == x); backward is the same function applied to dy.
   virtual void dropout(float* y, const float* x, int64_t n, float rate, uint64_t seed,

@@ -5,7 +5,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdlib>
 #include <memory>
 #include <optional>
@@ -390,6 +392,31 @@ PYBIND11_MODULE(_core, m) {
       "Rows whose first maximal logit is the label (one column: logit > 0 against label != 0).");
 
   m.def(
+      "confusion_matrix_update",
+      [](py::object counts, py::object logits, py::object labels, const std::string& device) {
+        Views views("confusion_matrix_update", device);
+        Tensor c = views.out(counts, "counts"), l = views.in(logits, "logits"), y = views.in(labels, "labels");
+        py::gil_scoped_release release;
+        ops::confusion_matrix_update(c, l, y);
+      },
+      py::arg("counts"), py::arg("logits"), py::arg("labels"), py::arg("device") = "cpu",
+      "Adds each row's (label, prediction) to counts (classes, classes) int64, rows = true labels; the prediction is "
+      "the first maximal logit, or logit > 0 with one column.");
+
+  m.def(
+      "regression_stats_update",
+      [](py::object stats, py::object pred, py::object target, py::object shift, const std::string& device) {
+        Views views("regression_stats_update", device);
+        Tensor st = views.out(stats, "stats"), p = views.in(pred, "pred"), t = views.in(target, "target"),
+               s = views.in(shift, "shift");
+        py::gil_scoped_release release;
+        ops::regression_stats_update(st, p, t, s);
+      },
+      py::arg("stats"), py::arg("pred"), py::arg("target"), py::arg("shift"), py::arg("device") = "cpu",
+      "Adds per output column the sums of |pred - target|, (pred - target)^2, target - shift and (target - shift)^2 "
+      "to stats (4, outputs) float64; shift (outputs) float64.");
+
+  m.def(
       "dropout",
       [](py::object out, py::object x, float rate, uint64_t seed, uint64_t stream, const std::string& device) {
         Views views("dropout", device);
@@ -600,5 +627,41 @@ PYBIND11_MODULE(_core, m) {
              const MetricCounters& c = n.metrics();
              return py::make_tuple(c.loss_sum, c.correct, c.count);
            })
-      .def("reset_metrics", &Network::reset_metrics);
+      // Waits for the executor's lock (a running predict) without holding the GIL.
+      .def("reset_metrics", &Network::reset_metrics, py::call_guard<py::gil_scoped_release>())
+      .def(
+          "set_metric_stats",
+          [](Network& n, bool confusion, bool regression, bool scores) {
+            py::gil_scoped_release release;
+            n.set_metric_stats({confusion, regression, scores});
+          },
+          py::arg("confusion") = false, py::arg("regression") = false, py::arg("scores") = false)
+      .def("confusion_matrix",
+           [](const Network& n) {
+             std::vector<int64_t> c;
+             {
+               py::gil_scoped_release release;
+               c = n.confusion_matrix();
+             }
+             const int64_t k = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(c.size()))));
+             py::array_t<int64_t> a({k, k});
+             std::copy(c.begin(), c.end(), a.mutable_data());
+             return a;
+           })
+      .def("regression_stats",
+           [](const Network& n) {
+             std::vector<double> st;
+             {
+               py::gil_scoped_release release;
+               st = n.regression_stats();
+             }
+             const int64_t out = static_cast<int64_t>(st.size() / 4);
+             py::array_t<double> a({int64_t{4}, out});
+             std::copy(st.begin(), st.end(), a.mutable_data());
+             return a;
+           })
+      .def("roc_auc", [](Network& n) {
+        py::gil_scoped_release release;
+        return n.roc_auc();
+      });
 }

@@ -1,5 +1,6 @@
 #include "network.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -54,7 +55,7 @@ struct Network::Workspace {
 Network::Network(int64_t input_dim, std::vector<LayerSpec> layers, const Device& device)
     : device_(device), backend_(&backend_for(device)), input_dim_(input_dim), layers_(std::move(layers)),
       params_(backend_), grads_(backend_), state_a_(backend_), state_b_(backend_), state_c_(backend_),
-      class_weights_(backend_) {
+      class_weights_(backend_), confusion_(backend_), regression_(backend_), regression_shift_(backend_) {
   if (input_dim < 1) throw std::invalid_argument("[Network] input_dim must be >= 1, got " + std::to_string(input_dim));
   if (layers_.empty()) throw std::invalid_argument("[Network] needs at least one layer");
   int64_t width = input_dim;
@@ -232,6 +233,116 @@ void Network::compile(const LossConfig& loss, const OptimizerConfig& opt, Precis
   step_ = 0;
   compiled_ = true;
   metrics_ = MetricCounters{};
+  stats_ = MetricStats{};
+  scores_.clear();
+}
+
+void Network::set_metric_stats(const MetricStats& stats) {
+  if (!compiled_) throw std::runtime_error("[compile] the model must be compiled before choosing metrics");
+  const bool classification = loss_.kind != LossKind::mse;
+  const int64_t out = output_dim();
+  if ((stats.confusion || stats.scores) && !classification)
+    throw std::invalid_argument("[compile] classification metrics need a classification loss, not mse");
+  if (stats.regression && classification)
+    throw std::invalid_argument(std::string("[compile] regression metrics need the loss mse, not ") +
+                                loss_name(loss_.kind));
+  if (stats.scores && out > 2)
+    throw std::invalid_argument("[compile] roc_auc is defined here for binary classifiers (one logit or two "
+                                "classes), but the model has " + std::to_string(out) + " outputs");
+  std::unique_lock<WriterPreferringLock> lock(mutex_);
+  stats_ = stats;
+  metric_classes_ = out == 1 ? 2 : out;
+  if (stats_.confusion) confusion_.reserve(static_cast<size_t>(metric_classes_ * metric_classes_));
+  if (stats_.regression) {
+    regression_.reserve(static_cast<size_t>(4 * out));
+    regression_shift_.reserve(static_cast<size_t>(out));
+  }
+  lock.unlock();
+  reset_metrics();
+}
+
+void Network::reset_metrics() {
+  std::unique_lock<WriterPreferringLock> lock(mutex_);
+  metrics_ = MetricCounters{};
+  if (stats_.confusion)
+    backend_->fill_zero(confusion_.data(), sizeof(int64_t) * static_cast<size_t>(metric_classes_ * metric_classes_));
+  if (stats_.regression) backend_->fill_zero(regression_.data(), sizeof(double) * static_cast<size_t>(4 * output_dim()));
+  scores_.clear();  // keeps its capacity: the next epoch appends without allocating
+  shift_set_ = false;
+}
+
+std::vector<int64_t> Network::confusion_matrix() const {
+  std::shared_lock<WriterPreferringLock> lock(mutex_);
+  if (!stats_.confusion) return {};
+  std::vector<int64_t> counts(static_cast<size_t>(metric_classes_ * metric_classes_));
+  backend_->copy_to_host(counts.data(), confusion_.data(), sizeof(int64_t) * counts.size());
+  return counts;
+}
+
+std::vector<double> Network::regression_stats() const {
+  std::shared_lock<WriterPreferringLock> lock(mutex_);
+  if (!stats_.regression) return {};
+  std::vector<double> stats(static_cast<size_t>(4 * output_dim()));
+  backend_->copy_to_host(stats.data(), regression_.data(), sizeof(double) * stats.size());
+  return stats;
+}
+
+double Network::roc_auc() {
+  std::unique_lock<WriterPreferringLock> lock(mutex_);
+  if (!stats_.scores) return NAN;
+  for (const auto& p : scores_)
+    if (std::isnan(p.first)) return NAN;  // no order to rank by (sklearn refuses NaN too)
+  // Sorting reorders the pairs only; the area does not depend on their order, so later
+  // batches keep appending.
+  std::sort(scores_.begin(), scores_.end(),
+            [](const std::pair<double, int32_t>& a, const std::pair<double, int32_t>& b) { return a.first < b.first; });
+  // Mann-Whitney: each positive scores 1 per negative ranked below it and 1/2 per negative
+  // tied with it; integer counts (exact), one division at the end.
+  int64_t neg_below = 0, pos = 0, neg = 0;
+  double wins2 = 0.0;  // twice the sum, in float64: exact below 2^53
+  for (size_t i = 0; i < scores_.size();) {
+    size_t j = i;
+    int64_t p = 0, n = 0;
+    for (; j < scores_.size() && scores_[j].first == scores_[i].first; ++j) (scores_[j].second ? p : n) += 1;
+    wins2 += static_cast<double>(p) * static_cast<double>(2 * neg_below + n);
+    neg_below += n;
+    pos += p;
+    neg += n;
+    i = j;
+  }
+  if (pos == 0 || neg == 0) return NAN;
+  return wins2 / 2.0 / (static_cast<double>(pos) * static_cast<double>(neg));
+}
+
+void Network::record_metric_stats(Workspace& ws, const float* logits, int64_t b) {
+  const int64_t out = output_dim();
+  if (stats_.confusion) backend_->confusion_matrix_update(confusion_.data(), logits, ws.labels.data(), b, out);
+  if (stats_.regression) {
+    if (!shift_set_) {
+      // Any typical target serves; the first row of the first batch costs nothing to find.
+      const float* host = backend_->host_addressable() ? ws.targets.data() : ws.host_targets.data();
+      std::vector<double> shift(host, host + out);
+      backend_->copy_to_device(regression_shift_.data(), shift.data(), sizeof(double) * shift.size());
+      shift_set_ = true;
+    }
+    backend_->regression_stats_update(regression_.data(), logits, ws.targets.data(), regression_shift_.data(), b,
+                                      out);
+  }
+  if (stats_.scores) {
+    const bool direct = backend_->host_addressable();
+    const float* host = logits;
+    if (!direct) {
+      host_logits_.resize(static_cast<size_t>(b * out));
+      backend_->copy_to_host(host_logits_.data(), logits, sizeof(float) * host_logits_.size());
+      host = host_logits_.data();
+    }
+    const int32_t* labels = direct ? ws.labels.data() : ws.host_labels.data();
+    for (int64_t i = 0; i < b; ++i) {
+      const double score = out == 1 ? static_cast<double>(host[i])
+                                    : static_cast<double>(host[2 * i + 1]) - static_cast<double>(host[2 * i]);
+      scores_.emplace_back(score, labels[i]);
+    }
+  }
 }
 
 void Network::check_targets(const void* y, const int64_t* index, int64_t b) const {
@@ -355,6 +466,7 @@ double Network::loss_and_count(Workspace& ws, const float* logits, int64_t b, bo
   metrics_.loss_sum += loss * static_cast<double>(b);
   metrics_.count += b;
   if (loss_.kind != LossKind::mse) metrics_.correct += backend_->count_correct(logits, ws.labels.data(), b, out);
+  record_metric_stats(ws, logits, b);
   return loss;
 }
 

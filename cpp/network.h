@@ -8,6 +8,7 @@
 #include <mutex>
 #include <shared_mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend.h"
@@ -48,6 +49,15 @@ struct MetricCounters {
   double loss_sum = 0.0;  // sum over batches of (mean batch loss x rows)
   int64_t correct = 0;
   int64_t count = 0;
+};
+
+// Which sufficient statistics the executor accumulates per batch, beyond the loss and
+// the correct count, for the metrics Python derives from them at epoch end; only what
+// the compiled metrics need, so the others cost nothing.
+struct MetricStats {
+  bool confusion = false;   // classification: a (classes, classes) int64 confusion matrix
+  bool regression = false;  // mse: per output sums of |e|, e^2, y, y^2 (float64)
+  bool scores = false;      // binary classification: every (score, label) pair, for ROC AUC
 };
 
 // A reader-writer lock that lets a waiting writer go first: the writer holds gate_
@@ -139,7 +149,22 @@ class Network {
   void check_inputs(const char* op, const Tensor& x, const Tensor* y) const;
 
   const MetricCounters& metrics() const { return metrics_; }
-  void reset_metrics() { metrics_ = MetricCounters{}; }
+  void reset_metrics();
+
+  // Chooses the statistics accumulated from the next batch on (after compile, which
+  // clears the choice) and zeroes them. confusion needs a classification loss,
+  // regression mse, scores a binary classifier (one logit, or two classes).
+  void set_metric_stats(const MetricStats& stats);
+  const MetricStats& metric_stats() const { return stats_; }
+  // The accumulated statistics: counts (classes, classes) row-major (classes = 2 for one
+  // logit) and stats (4, output_dim) row-major (sums of |e|, e^2, y - s, (y - s)^2 with s
+  // the first target row since the reset); empty when not accumulated.
+  std::vector<int64_t> confusion_matrix() const;
+  std::vector<double> regression_stats() const;
+  // The exact area under the ROC curve of the scores since the last reset (ties count
+  // one half, as sklearn.metrics.roc_auc_score); NaN when only one class was seen or a
+  // score is NaN.
+  double roc_auc();
 
  private:
   struct Workspace;
@@ -181,6 +206,19 @@ class Network {
   int64_t step_ = 0;
   uint64_t seed_ = 0;
   MetricCounters metrics_;
+  MetricStats stats_;
+  int64_t metric_classes_ = 0;     // rows and columns of the confusion matrix
+  Buffer<int64_t> confusion_;      // (classes, classes), on the device
+  Buffer<double> regression_;      // (4, output_dim), on the device
+  // (output_dim): the first target row since the last reset, subtracted from the targets
+  // before their moments are summed (see regression_stats_update); set once per reset.
+  Buffer<double> regression_shift_;
+  bool shift_set_ = false;
+  // (score, label) of every row since the last reset, on the host: the score is the
+  // logit, or logit_1 - logit_0 for two classes (monotone in P(class 1)).
+  std::vector<std::pair<double, int32_t>> scores_;
+  std::vector<float> host_logits_;  // staging of a batch's logits on non-host devices
+  void record_metric_stats(Workspace& ws, const float* logits, int64_t b);
 
   std::unique_ptr<Workspace> train_ws_;
   mutable WriterPreferringLock mutex_;  // predict, read_params: shared; the rest: exclusive

@@ -253,6 +253,46 @@ int64_t count_correct(const Tensor& logits, const Tensor& labels) {
       .count_correct(f32(logits), labels.ptr<int32_t>(), logits.dim(0), logits.dim(1));
 }
 
+void confusion_matrix_update(const Tensor& counts, const Tensor& logits, const Tensor& labels) {
+  const char* op = "confusion_matrix_update";
+  check(op, "counts", counts, DType::i64, 2);
+  check(op, "logits", logits, DType::f32, 2);
+  check(op, "labels", labels, DType::i32, 1);
+  const int64_t k = logits.dim(1);
+  if (k == 0) fail(op, "logits has 0 columns; at least one class is needed");
+  // One column is a binary classifier: labels 0 and 1, a 2 x 2 matrix.
+  const int64_t classes = k == 1 ? 2 : k;
+  check_shape(op, "labels", labels, {logits.dim(0)});
+  check_shape(op, "counts", counts, {classes, classes});
+  check_device(op, "labels", labels, logits);
+  check_device(op, "counts", counts, logits);
+  check_no_overlap(op, "counts", counts, "logits", logits);
+  check_no_overlap(op, "counts", counts, "labels", labels);
+  check_labels(op, labels, classes);
+  backend_for(logits.device())
+      .confusion_matrix_update(counts.ptr<int64_t>(), f32(logits), labels.ptr<int32_t>(), logits.dim(0), k);
+}
+
+void regression_stats_update(const Tensor& stats, const Tensor& pred, const Tensor& target, const Tensor& shift) {
+  const char* op = "regression_stats_update";
+  check(op, "stats", stats, DType::f64, 2);
+  check(op, "pred", pred, DType::f32, 2);
+  check(op, "target", target, DType::f32, 2);
+  check_same_shape(op, "target", target, "pred", pred);
+  check(op, "shift", shift, DType::f64, 1);
+  check_shape(op, "stats", stats, {4, pred.dim(1)});
+  check_shape(op, "shift", shift, {pred.dim(1)});
+  check_device(op, "target", target, pred);
+  check_device(op, "shift", shift, pred);
+  check_device(op, "stats", stats, pred);
+  check_no_overlap(op, "stats", stats, "shift", shift);
+  check_no_overlap(op, "stats", stats, "pred", pred);
+  check_no_overlap(op, "stats", stats, "target", target);
+  backend_for(pred.device())
+      .regression_stats_update(stats.ptr<double>(), f32(pred), f32(target), shift.ptr<double>(), pred.dim(0),
+                               pred.dim(1));
+}
+
 void dropout(const Tensor& y, const Tensor& x, float rate, uint64_t seed, uint64_t stream) {
   const char* op = "dropout";
   check(op, "x", x, DType::f32, -1);

@@ -39,6 +39,16 @@ double mse(const Tensor* grad, const Tensor& pred, const Tensor& target);
 // logits: (batch, classes)  labels: (batch) i32 -> number of rows predicted right.
 int64_t count_correct(const Tensor& logits, const Tensor& labels);
 
+// counts: (classes, classes) i64, updated in place  logits: (batch, k) f32  labels:
+// (batch) i32, classes = k or 2 when k == 1 -> counts[label, prediction] += 1 per row
+// (prediction: first maximal logit, or logit > 0 with one column; rows: true labels).
+void confusion_matrix_update(const Tensor& counts, const Tensor& logits, const Tensor& labels);
+
+// stats: (4, outputs) f64, updated in place  pred, target: (batch, outputs) f32
+// shift: (outputs) f64 -> stats += per column [sum |pred - target|, sum (pred - target)^2,
+// sum (target - shift), sum (target - shift)^2].
+void regression_stats_update(const Tensor& stats, const Tensor& pred, const Tensor& target, const Tensor& shift);
+
 // x -> y, same shape: inverted dropout with a Philox(seed, stream, index) mask.
 void dropout(const Tensor& y, const Tensor& x, float rate, uint64_t seed, uint64_t stream);
 

@@ -17,8 +17,8 @@ class TypeError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// f64 and i64 are listed only so that errors can name what a caller passed; no
-// kernel takes them.
+// i64 and f64 are taken only by the metric statistics (confusion counts, regression
+// sums); elsewhere they are listed so that errors can name what a caller passed.
 enum class DType { f32, f16, bf16, i8, u8, i32, i64, f64, other };
 
 const char* dtype_name(DType t);

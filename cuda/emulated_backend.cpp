@@ -20,6 +20,7 @@
 #include "cuda/clip.cu"
 #include "cuda/dense.cu"
 #include "cuda/dropout.cu"
+#include "cuda/metrics.cu"
 #include "cuda/mse.cu"
 #include "cuda/regularizer.cu"
 #include "cuda/sgd.cu"
@@ -74,6 +75,14 @@ class EmulatedCudaBackend final : public Backend {
   }
   double mse(float* grad, const float* pred, const float* target, int64_t n) override {
     return dev::mse(ctx_, grad, pred, target, n);
+  }
+  void confusion_matrix_update(int64_t* counts, const float* logits, const int32_t* labels, int64_t batch,
+                               int64_t k) override {
+    dev::confusion_matrix_update(ctx_, counts, logits, labels, batch, k);
+  }
+  void regression_stats_update(double* stats, const float* pred, const float* target, const double* shift,
+                               int64_t batch, int64_t outputs) override {
+    dev::regression_stats_update(ctx_, stats, pred, target, shift, batch, outputs);
   }
   int64_t count_correct(const float* logits, const int32_t* labels, int64_t batch, int64_t classes) override {
     return dev::count_correct(ctx_, logits, labels, batch, classes);

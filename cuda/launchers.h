@@ -35,6 +35,10 @@ void dense_backward(DeviceContext& ctx, float* dx, float* dw, float* db, float* 
 double softmax_cross_entropy(DeviceContext& ctx, float* grad, const float* logits, const int32_t* labels,
                              const float* class_weights, int64_t batch, int64_t classes, float label_smoothing);
 int64_t count_correct(DeviceContext& ctx, const float* logits, const int32_t* labels, int64_t batch, int64_t classes);
+void confusion_matrix_update(DeviceContext& ctx, int64_t* counts, const float* logits, const int32_t* labels,
+                             int64_t batch, int64_t k);
+void regression_stats_update(DeviceContext& ctx, double* stats, const float* pred, const float* target,
+                             const double* shift, int64_t batch, int64_t outputs);
 double binary_cross_entropy_with_logits(DeviceContext& ctx, float* grad, const float* logits, const float* targets,
                                         int64_t n);
 double mse(DeviceContext& ctx, float* grad, const float* pred, const float* target, int64_t n);

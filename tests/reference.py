@@ -289,3 +289,26 @@ def l1_l2_penalty(param, grad, l1: float, l2: float) -> Tuple[Optional[np.ndarra
     l1, l2 = float(np.float32(l1)), float(np.float32(l2))
     penalty = l1 * float(np.abs(w).sum()) + l2 * float((w * w).sum())
     return (None if grad is None else _f64(grad) + l1 * np.sign(w) + 2.0 * l2 * w), penalty
+
+
+# ---------------------------------------------------------------------------- metric statistics
+
+
+def confusion_matrix_update(counts, logits, labels) -> np.ndarray:
+    """counts + one per row at [label, prediction]; prediction: numpy.argmax (first
+    maximum), or logit > 0 with one column. Integers: exact."""
+    logits = np.asarray(logits)
+    labels = np.asarray(labels, np.int64)
+    pred = (logits[:, 0] > 0).astype(np.int64) if logits.shape[1] == 1 else np.argmax(logits, axis=1)
+    out = np.array(counts, dtype=np.int64, copy=True)
+    np.add.at(out, (labels, pred), 1)
+    return out
+
+
+def regression_stats_update(stats, pred, target, shift) -> np.ndarray:
+    """stats + per column [sum |e|, sum e^2, sum d, sum d^2], e = pred - target,
+    d = target - shift, in float64."""
+    y = _f64(target)
+    e = _f64(pred) - y
+    d = y - _f64(shift)
+    return _f64(stats) + np.stack([np.abs(e).sum(axis=0), (e * e).sum(axis=0), d.sum(axis=0), (d * d).sum(axis=0)])

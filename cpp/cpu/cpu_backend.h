@@ -30,6 +30,10 @@ class CpuBackend final : public Backend {
   double binary_cross_entropy_with_logits(float* grad, const float* logits, const float* targets,
                                           int64_t n) override;
   double mse(float* grad, const float* pred, const float* target, int64_t n) override;
+  void confusion_matrix_update(int64_t* counts, const float* logits, const int32_t* labels, int64_t batch,
+                               int64_t k) override;
+  void regression_stats_update(double* stats, const float* pred, const float* target, const double* shift,
+                               int64_t batch, int64_t outputs) override;
   int64_t count_correct(const float* logits, const int32_t* labels, int64_t batch,
                         int64_t classes) override;
   void dropout(float* y, const float* x, int64_t n, float rate, uint64_t seed,

@@ -10,7 +10,7 @@ Hand-written C++ kernels under a Keras-like API::
     model.fit(x_train, y_train, epochs=10)
 """
 
-from . import _core, callbacks, cuda, data, datasets, io, layers, losses, ops, optimizers, regularizers, schedules
+from . import _core, callbacks, cuda, data, datasets, io, layers, losses, metrics, ops, optimizers, regularizers, schedules
 from .callbacks import History
 from .io import load
 from .models import Sequential
@@ -50,6 +50,7 @@ __all__ = [
     "layers",
     "load",
     "losses",
+    "metrics",
     "ops",
     "optimizers",
     "regularizers",

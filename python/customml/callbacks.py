@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import inspect
+import json
 import math
 import numbers
 import os
@@ -32,7 +33,9 @@ class History:
     def _record(self, epoch: int, logs: Dict[str, float]) -> None:
         self.epoch.append(epoch)
         for key, value in logs.items():
-            self.history.setdefault(key, []).append(float(value))
+            # The confusion matrix is kept as an array per epoch; everything else is a number.
+            value = np.array(value) if isinstance(value, np.ndarray) else float(value)
+            self.history.setdefault(key, []).append(value)
 
     def plot(self, path, dpi: int = 100) -> None:
         """Writes a PNG of the loss and each metric per epoch, one panel each, with the
@@ -45,8 +48,9 @@ class History:
             raise ImportError("History.plot needs matplotlib: pip install 'customml[plot]'") from exc
         if not self.epoch:
             raise ValueError("History.plot: the history is empty (no epoch has been trained)")
-        bases = [k for k in self.history if not k.startswith("val_")]
-        bases += [k[4:] for k in self.history if k.startswith("val_") and k[4:] not in bases]
+        scalar = [k for k in self.history if not isinstance(self.history[k][0], np.ndarray)]
+        bases = [k for k in scalar if not k.startswith("val_")]
+        bases += [k[4:] for k in scalar if k.startswith("val_") and k[4:] not in bases]
         # A Figure without pyplot: no global state, no GUI backend, safe in threads.
         fig = Figure(figsize=(5.0 * len(bases), 3.6), dpi=dpi)
         FigureCanvasAgg(fig)
@@ -65,6 +69,11 @@ class History:
 
     def __repr__(self) -> str:
         return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
+
+
+def _cell(value):
+    # The confusion matrix as a JSON nested list on one line (numpy's repr spans lines).
+    return json.dumps(value.tolist()) if isinstance(value, np.ndarray) else value
 
 
 class Callback:
@@ -292,7 +301,7 @@ class CSVLogger(Callback):
                                  "use another file or append=False")
             if existing is None:
                 self._write(self._keys)
-        self._write([epoch] + [logs.get(k, "NA") for k in self._keys[1:]])
+        self._write([epoch] + [_cell(logs.get(k, "NA")) for k in self._keys[1:]])
 
     def _write(self, row) -> None:
         with open(self.filename, "a", newline="", encoding="utf-8") as f:

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import _core
 from . import losses as losses_mod
+from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from . import schedules as schedules_mod
 from .callbacks import Callback, History
@@ -24,7 +25,6 @@ from .layers import Dense, Layer
 
 __all__ = ["Sequential"]
 
-_METRICS = ("accuracy",)
 _PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
 
@@ -59,6 +59,18 @@ def _check_finite(a: np.ndarray, name: str, op: str) -> None:
         where = np.argwhere(~np.isfinite(a))[0]
         raise ValueError(f"[{op}] {name} contains NaN or inf (first at index {tuple(int(i) for i in where)}); "
                          "training on it would make the weights NaN")
+
+
+def _check_binary_metrics(metrics: Tuple[str, ...], outputs: int) -> None:
+    for m in metrics:
+        if (m.endswith("_binary") or m == "roc_auc") and outputs > 2:
+            raise ValueError(f"metric {m!r} needs a binary classifier (one or two outputs), "
+                             f"the model has {outputs}")
+
+
+def _scalars(logs: Dict) -> Dict[str, float]:
+    """The logs without the confusion matrix, for one-line displays."""
+    return {k: v for k, v in logs.items() if not isinstance(v, np.ndarray)}
 
 
 def _positive_int(value, name: str, op: str, minimum: int = 1) -> int:
@@ -220,6 +232,12 @@ class Sequential:
         step count and ``epochs_trained``. ``clipnorm`` clips the gradients by global
         norm, as the optimizer's own ``clipnorm`` (give one or the other).
 
+        ``metrics``: names from ``customml.metrics.NAMES``: "accuracy", "precision",
+        "recall", "f1" (binary for one logit or two classes, else macro), their
+        ``_binary``/``_macro``/``_micro``/``_weighted`` variants, "confusion_matrix" and
+        "roc_auc" (binary) for classification losses; "mae", "rmse", "r2" for mse. The
+        executor accumulates their statistics per batch; values follow sklearn.metrics.
+
         ``precision``: the number format of the dense layers' products: "fp32" (default,
         every device), or on CUDA tensor cores "tf32", "bf16" or "fp16" (operands rounded
         to it, float32 accumulation and float32 master weights; fp16 with dynamic loss
@@ -238,12 +256,18 @@ class Sequential:
         loss = losses_mod.get(loss)
         metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics or ())
         for m in metrics:
-            if m not in _METRICS:
-                raise ValueError(f"unknown metric {m!r}; available: {', '.join(_METRICS)}")
-            if m == "accuracy" and not loss.classification:
-                raise ValueError(f"metric 'accuracy' needs a classification loss, not {loss.name!r}")
+            if not isinstance(m, str) or m not in metrics_mod.NAMES:
+                raise ValueError(f"unknown metric {m!r}; available: {', '.join(metrics_mod.NAMES)}")
+            if m in metrics_mod.CLASSIFICATION and not loss.classification:
+                raise ValueError(f"metric {m!r} needs a classification loss, not {loss.name!r}")
+            if m in metrics_mod.REGRESSION and loss.classification:
+                raise ValueError(f"metric {m!r} needs the loss 'mse', not {loss.name!r}")
+        if len(set(metrics)) != len(metrics):
+            raise ValueError(f"metrics lists a name twice: {list(metrics)}")
         if precision not in _PRECISIONS:
             raise ValueError(f"[compile] precision must be one of {', '.join(_PRECISIONS)}, got {precision!r}")
+        if self._net is not None:
+            _check_binary_metrics(metrics, self._net.output_dim)
         self._optimizer, self._loss, self._metrics = optimizer, loss, metrics
         self._precision = precision
         self._epoch = 0
@@ -274,7 +298,9 @@ class Sequential:
         config.update(self._optimizer._config())
         config["clip_norm"] = self._optimizer.clipnorm or 0.0
         config["precision"] = self._precision
+        _check_binary_metrics(self._metrics, self._net.output_dim)
         self._net.compile(**config)
+        self._net.set_metric_stats(**metrics_mod.needs(self._metrics))
 
     def _require_built(self, op: str) -> None:
         if self._net is None:
@@ -435,7 +461,7 @@ class Sequential:
                     if bar is not None:
                         bar.update(1)
                         if step % 16 == 0 or step == steps - 1:
-                            bar.set_postfix(self._read_metrics(), refresh=False)
+                            bar.set_postfix(self._read_metrics(cheap_only=True), refresh=False)
                 logs = self._read_metrics()
                 if x_val is not None:
                     logs.update({f"val_{k}": v for k, v in self._evaluate_arrays(x_val, y_val, 1024).items()})
@@ -444,12 +470,12 @@ class Sequential:
                     cb.on_epoch_end(model_epoch, logs)
                 history._record(epoch, logs)
                 if bar is not None:
-                    bar.set_postfix(logs, refresh=False)
+                    bar.set_postfix(_scalars(logs), refresh=False)
             finally:
                 if bar is not None:
                     bar.close()
             if verbose == 2:
-                parts = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
+                parts = " - ".join(f"{k}: {v:.4f}" for k, v in _scalars(logs).items())
                 print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - start_time:.2f}s - {parts}",
                       file=sys.stdout, flush=True)
             if self.stop_training:
@@ -464,11 +490,31 @@ class Sequential:
         return tqdm(total=steps, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch", leave=True,
                     dynamic_ncols=True, file=sys.stderr)
 
-    def _read_metrics(self) -> Dict[str, float]:
+    def _read_metrics(self, cheap_only: bool = False) -> Dict[str, float]:
+        """The loss and the compiled metrics from the executor's statistics;
+        ``cheap_only`` (the progress bar) leaves out roc_auc (a sort of the epoch's
+        scores) and the confusion matrix."""
         loss_sum, correct, count = self._net.metrics()
         logs = {"loss": loss_sum / count if count else float("nan")}
-        if "accuracy" in self._metrics:
-            logs["accuracy"] = correct / count if count else float("nan")
+        counts = stats = None
+        for m in self._metrics:
+            if m == "accuracy":
+                logs[m] = correct / count if count else float("nan")
+            elif m == "roc_auc":
+                if not cheap_only:
+                    logs[m] = float(self._net.roc_auc())
+            elif m in metrics_mod.REGRESSION:
+                if stats is None:
+                    stats = self._net.regression_stats()
+                logs[m] = metrics_mod.from_regression_stats(stats, count, m)
+            else:
+                if counts is None:
+                    counts = self._net.confusion_matrix()
+                if m == "confusion_matrix":
+                    if not cheap_only:
+                        logs[m] = counts
+                else:
+                    logs[m] = metrics_mod.from_confusion(counts, m) if count else float("nan")
         return logs
 
     def _evaluate_arrays(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> Dict[str, float]:
@@ -477,7 +523,8 @@ class Sequential:
         return self._read_metrics()
 
     def evaluate(self, x, y, batch_size: int = 1024) -> Dict[str, float]:
-        """Loss and compiled metrics over (x, y), dropout off: ``{"loss": ..., "accuracy": ...}``."""
+        """Loss and compiled metrics over (x, y), dropout off: ``{"loss": ..., "accuracy": ...}``;
+        "confusion_matrix" is an int64 array (classes, classes), rows = true labels."""
         op = "evaluate"
         batch_size = _positive_int(batch_size, "batch_size", op)
         x = _as_features(x, "x", op)

@@ -23,6 +23,8 @@ __all__ = [
     "binary_cross_entropy_with_logits",
     "mse",
     "count_correct",
+    "confusion_matrix_update",
+    "regression_stats_update",
     "dropout",
     "sgd_update",
     "adam_update",
@@ -125,6 +127,25 @@ def count_correct(logits, labels, *, device: str = "cpu") -> int:
     """Rows of logits (batch, classes) float32 whose first maximal entry is the int32
     label; with one column, rows where ``(logit > 0) == (label != 0)``."""
     return _core.count_correct(logits, labels, device)
+
+
+def confusion_matrix_update(counts, logits, labels, *, device: str = "cpu"):
+    """Adds one count per row of logits (batch, k) float32 at ``counts[label,
+    prediction]`` (int64 (classes, classes), rows = true labels, updated in place and
+    returned); the prediction is the first maximal logit, or ``logit > 0`` when k == 1
+    (classes = 2)."""
+    _core.confusion_matrix_update(counts, logits, labels, device)
+    return counts
+
+
+def regression_stats_update(stats, pred, target, shift, *, device: str = "cpu"):
+    """Adds per output column of pred, target (batch, outputs) float32 the sums of
+    ``|pred - target|``, ``(pred - target)**2``, ``target - shift`` and
+    ``(target - shift)**2`` (shift: (outputs,) float64, a typical target, so that the
+    variance does not cancel) to the float64 rows of stats (4, outputs), in place;
+    returns stats."""
+    _core.regression_stats_update(stats, pred, target, shift, device)
+    return stats
 
 
 def dropout(x, *, rate: float, seed: int, stream: int, out=None, device: str = "cpu"):

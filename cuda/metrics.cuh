@@ -1,0 +1,77 @@
+#pragma once
+// Defines: confusion_matrix_update_kernel and regression_stats_update_kernel, the
+// per-batch sufficient statistics of the metrics (as cpu/metrics.cpp).
+
+#include <cstdint>
+
+#include "cuda/common.cuh"
+
+namespace customml::CUSTOMML_CUDA_NS {
+
+// logits (batch, k), labels (batch) -> counts (classes, classes) += 1 at [label,
+// prediction]; prediction: first maximal logit, or logit > 0 when k == 1 (classes = 2).
+// A warp per row, kWarps rows per block. Integer atomics: the sums are exact and do not
+// depend on the order the rows arrive in, so the result is deterministic.
+__global__ void __launch_bounds__(kThreads)
+    confusion_matrix_update_kernel(int64_t* counts, const float* logits, const int32_t* labels, int64_t batch,
+                                   int64_t k) {
+  const int lane = threadIdx.x % 32;
+  const int64_t row_index = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (row_index >= batch) return;
+  const float* row = logits + row_index * k;
+  int64_t pred = 0;
+  if (k == 1) {
+    pred = row[0] > 0.0f;
+  } else {
+    // Each lane keeps the first maximum of its strided share; merging keeps the larger
+    // value and the smaller index on ties (as count_correct_kernel).
+    float best = row[lane < k ? lane : 0];
+    int64_t best_c = lane < k ? lane : 0;
+    for (int64_t c = lane + 32; c < k; c += 32)
+      if (row[c] > best) {
+        best = row[c];
+        best_c = c;
+      }
+    for (int offset = 16; offset > 0; offset >>= 1) {
+      const float ov = __shfl_xor_sync(0xffffffffu, best, offset);
+      const int64_t oc = __shfl_xor_sync(0xffffffffu, best_c, offset);
+      if (ov > best || (ov == best && oc < best_c)) {
+        best = ov;
+        best_c = oc;
+      }
+    }
+    pred = best_c;
+  }
+  const int64_t classes = k == 1 ? 2 : k;
+  if (lane == 0)
+    atomicAdd(reinterpret_cast<unsigned long long*>(counts + labels[row_index] * classes + pred), 1ull);
+}
+
+// pred, target (batch, outputs), shift (outputs) -> stats (4, outputs) += per column
+// [sum |e|, sum e^2, sum d, sum d^2], e = pred - target, d = target - shift in float64. One thread per column over
+// the rows in order (as the bias gradient's column sums): no float atomics, the same
+// sums as the CPU's loop, bit for bit.
+__global__ void __launch_bounds__(kThreads)
+    regression_stats_update_kernel(double* stats, const float* pred, const float* target, const double* shift,
+                                   int64_t batch, int64_t outputs) {
+  const int64_t j = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (j >= outputs) return;
+  double abs_err = stats[j], sq_err = stats[outputs + j], sum_y = stats[2 * outputs + j],
+         sum_y2 = stats[3 * outputs + j];
+  const double s = shift[j];
+  for (int64_t i = 0; i < batch; ++i) {
+    const double y = target[i * outputs + j];
+    const double e = static_cast<double>(pred[i * outputs + j]) - y;
+    const double d = y - s;
+    abs_err += fabs(e);
+    sq_err += e * e;
+    sum_y += d;
+    sum_y2 += d * d;
+  }
+  stats[j] = abs_err;
+  stats[outputs + j] = sq_err;
+  stats[2 * outputs + j] = sum_y;
+  stats[3 * outputs + j] = sum_y2;
+}
+
+}  // namespace customml::CUSTOMML_CUDA_NS
