@@ -86,6 +86,30 @@ __device__ __forceinline__ float block_max(float v) {
   return result;
 }
 
+// The class a warp's row of logits predicts, in every lane: the first maximum (as
+// numpy.argmax), or for a single logit 1 when it is > 0, else 0. Each lane keeps the
+// first maximum of its strided share; merging keeps the larger value, and the smaller
+// index on ties.
+__device__ __forceinline__ int64_t warp_predicted_class(const float* row, int64_t classes, int lane) {
+  if (classes == 1) return row[0] > 0.0f;
+  float best = row[lane < classes ? lane : 0];
+  int64_t best_c = lane < classes ? lane : 0;
+  for (int64_t c = lane + 32; c < classes; c += 32)
+    if (row[c] > best) {
+      best = row[c];
+      best_c = c;
+    }
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, best, offset);
+    const int64_t oc = __shfl_xor_sync(0xffffffffu, best_c, offset);
+    if (ov > best || (ov == best && oc < best_c)) {
+      best = ov;
+      best_c = oc;
+    }
+  }
+  return best_c;
+}
+
 // Whether flat index i takes weight decay: not inside any no-decay segment (sorted,
 // disjoint; binary search over the handful a model has).
 __device__ __forceinline__ bool takes_decay(const Segment* no_decay, int64_t n_no_decay, int64_t i) {

@@ -19,29 +19,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t row_index = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (row_index >= batch) return;
   const float* row = logits + row_index * k;
-  int64_t pred = 0;
-  if (k == 1) {
-    pred = row[0] > 0.0f;
-  } else {
-    // Each lane keeps the first maximum of its strided share; merging keeps the larger
-    // value and the smaller index on ties (as count_correct_kernel).
-    float best = row[lane < k ? lane : 0];
-    int64_t best_c = lane < k ? lane : 0;
-    for (int64_t c = lane + 32; c < k; c += 32)
-      if (row[c] > best) {
-        best = row[c];
-        best_c = c;
-      }
-    for (int offset = 16; offset > 0; offset >>= 1) {
-      const float ov = __shfl_xor_sync(0xffffffffu, best, offset);
-      const int64_t oc = __shfl_xor_sync(0xffffffffu, best_c, offset);
-      if (ov > best || (ov == best && oc < best_c)) {
-        best = ov;
-        best_c = oc;
-      }
-    }
-    pred = best_c;
-  }
+  const int64_t pred = warp_predicted_class(row, k, lane);
   const int64_t classes = k == 1 ? 2 : k;
   if (lane == 0)
     atomicAdd(reinterpret_cast<unsigned long long*>(counts + labels[row_index] * classes + pred), 1ull);

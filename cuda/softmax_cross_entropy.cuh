@@ -113,29 +113,8 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t row_index = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
   int64_t hit = 0;
   if (row_index < batch) {
-    const float* row = logits + row_index * classes;
-    if (classes == 1) {
-      hit = (row[0] > 0.0f) == (labels[row_index] != 0);
-    } else {
-      // Each lane keeps the first maximum of its strided share; merging keeps the larger
-      // value, and the smaller index on ties: the first maximum of the row.
-      float best = row[lane < classes ? lane : 0];
-      int64_t best_c = lane < classes ? lane : 0;
-      for (int64_t c = lane + 32; c < classes; c += 32)
-        if (row[c] > best) {
-          best = row[c];
-          best_c = c;
-        }
-      for (int offset = 16; offset > 0; offset >>= 1) {
-        const float ov = __shfl_xor_sync(0xffffffffu, best, offset);
-        const int64_t oc = __shfl_xor_sync(0xffffffffu, best_c, offset);
-        if (ov > best || (ov == best && oc < best_c)) {
-          best = ov;
-          best_c = oc;
-        }
-      }
-      hit = best_c == labels[row_index];
-    }
+    // labels are 0 / 1 with a single logit (ops.cpp checks), so this is the one rule
+    hit = warp_predicted_class(logits + row_index * classes, classes, lane) == labels[row_index];
   }
   if (lane == 0) hits[warp] = hit;
   __syncthreads();
