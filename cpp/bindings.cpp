@@ -34,10 +34,9 @@ using namespace customml;
 
 namespace {
 
-DType dtype_of(const py::array& a) {
-  const py::dtype dt = a.dtype();
-  const char kind = dt.kind();
-  const py::ssize_t size = dt.itemsize();
+// NumPy's kind character and item size, as NumPy arrays and __cuda_array_interface__
+// typestrs ("<f4", "|i1") give them.
+DType dtype_from(char kind, int64_t size) {
   if (kind == 'f' && size == 4) return DType::f32;
   if (kind == 'f' && size == 8) return DType::f64;
   if (kind == 'f' && size == 2) return DType::f16;
@@ -48,19 +47,11 @@ DType dtype_of(const py::array& a) {
   return DType::other;
 }
 
+DType dtype_of(const py::array& a) { return dtype_from(a.dtype().kind(), a.dtype().itemsize()); }
+
 DType dtype_of_typestr(const std::string& t) {
-  // __cuda_array_interface__ typestr: byte order, kind, size ("<f4", "|i1").
   if (t.size() < 3 || t[0] == '>') return DType::other;
-  const char kind = t[1];
-  const int size = std::atoi(t.c_str() + 2);
-  if (kind == 'f' && size == 4) return DType::f32;
-  if (kind == 'f' && size == 8) return DType::f64;
-  if (kind == 'f' && size == 2) return DType::f16;
-  if (kind == 'i' && size == 4) return DType::i32;
-  if (kind == 'i' && size == 8) return DType::i64;
-  if (kind == 'i' && size == 1) return DType::i8;
-  if (kind == 'u' && size == 1) return DType::u8;
-  return DType::other;
+  return dtype_from(t[1], std::atoi(t.c_str() + 2));
 }
 
 // Borrowed views of the arrays one call receives: NumPy arrays on the host devices,

@@ -312,3 +312,21 @@ def regression_stats_update(stats, pred, target, shift) -> np.ndarray:
     e = _f64(pred) - y
     d = y - _f64(shift)
     return _f64(stats) + np.stack([np.abs(e).sum(axis=0), (e * e).sum(axis=0), d.sum(axis=0), (d * d).sum(axis=0)])
+
+
+def vmath(name, x):
+    """The functions of the vectorized float32 math (cpp/cpu/vmath.h) in float64: exp, log,
+    log1p (and log1p_unit, the same on [0, 1]), tanh, sigmoid and gelu (tanh form)."""
+    x = x.astype(np.float64)
+    with np.errstate(all="ignore"):
+        if name == "exp":
+            return np.exp(x)
+        if name == "log":
+            return np.log(x)
+        if name in ("log1p", "log1p_unit"):
+            return np.log1p(x)
+        if name == "tanh":
+            return np.tanh(x)
+        if name == "sigmoid":
+            return np.where(x >= 0, 1 / (1 + np.exp(-x)), np.exp(x) / (1 + np.exp(x)))
+        return 0.5 * x * (1 + np.tanh(0.7978845608028654 * (x + 0.044715 * x**3)))
