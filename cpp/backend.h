@@ -64,6 +64,60 @@ struct DenseShape {
   Precision precision = Precision::fp32;  // of the GEMM products
 };
 
+// ---- int8 ----
+// A code q stands for the real scale * (q - zero). Weights: int8, symmetric (zero 0),
+// codes in [-127, 127] so that -w is representable; activations: uint8 with a zero
+// point (docs/decisions.md: vpdpbusd multiplies u8 by s8, and ReLU outputs use all 8
+// bits). Rounding is half to even, as ONNX QuantizeLinear.
+enum class QuantAxis {
+  tensor,  // one scale and zero point: scale (1), zero (1)
+  row,     // one per row: scale (rows), zero (rows); dynamic activations
+  column,  // one per column: scale (cols), zero (cols); per output channel of a (in, out) kernel
+};
+
+// The arguments of gemm_s8 that are not its operands: how the int32 accumulators become
+// the output. acc[i, j] = sum_p a[i, p] w[p, j], exact in int32; then
+// r = a_scale[i] * w_scale[j] * (acc[i, j] - a_zero[i] * colsum_w[j]) + bias[j] with the
+// activation applied; a_scale / a_zero / w_scale index 0 when not per row / per channel.
+struct GemmS8Epilogue {
+  const float* a_scale = nullptr;
+  const int32_t* a_zero = nullptr;
+  bool a_per_row = false;
+  const float* w_scale = nullptr;
+  bool w_per_channel = true;
+  const float* bias = nullptr;  // (n), or null
+  Activation act = Activation::identity;
+  // y_u8 only: the requantization of act(r) for the next layer's input.
+  float out_scale = 1.0f;
+  int32_t out_zero = 0;
+};
+
+struct GemmS8Shape {
+  int64_t m = 0, k = 0, n = 0;
+};
+// 255 * 127 * k < 2^31: every accumulator and zero-point-corrected sum fits in int32.
+constexpr int64_t kGemmS8MaxK = 66000;
+
+// W (in, out) with most entries zero, stored by output unit (CSR of W^T): the nonzeros of
+// output j are rows index[offsets[j] .. offsets[j + 1]) of W, ascending, with values[...].
+struct CsrMatrix {
+  const int32_t* offsets = nullptr;  // (out + 1)
+  const int32_t* index = nullptr;    // (nnz)
+  const float* values = nullptr;     // (nnz)
+  int64_t in = 0, out = 0, nnz = 0;
+};
+
+// W (in, out) with at most n nonzeros in each group of m consecutive rows (inputs
+// m g .. m g + m - 1, the last group possibly short) of each column: 2:4 sparsity.
+// values (groups * n, out) row-major; index (groups * n, out): each value's row within
+// its group (0 .. m - 1); unused slots hold value 0 (any index).
+struct NmMatrix {
+  const float* values = nullptr;
+  const uint8_t* index = nullptr;
+  int64_t in = 0, out = 0;
+  int n = 2, m = 4;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -137,6 +191,64 @@ class Backend {
   // param: (n), a Dense kernel -> grad: (n) += l1 sign(param) + 2 l2 param, skipped if
   // null; returns the penalty l1 sum |param| + l2 sum param^2 (Keras' l1_l2).
   virtual double l1_l2_penalty(float* grad, const float* param, int64_t n, float l1, float l2) = 0;
+
+  // TEMPORARY (this session's parallel branches): the int8 and sparse families below
+  // become pure virtual once every backend implements them.
+  [[noreturn]] void unsupported(const char* op) const {
+    throw std::logic_error(std::string("[") + op + "] not implemented on " + name());
+  }
+
+  // param: (n) -> param[i] = 0 where keep[i] == 0: a pruning mask, enforced after every
+  // optimizer update so pruned weights stay exactly zero.
+  virtual void apply_mask(float* param, const uint8_t* keep, int64_t n) {
+    unsupported("apply_mask");
+  }
+
+  // x: (rows, cols) f32  scale, zero: per axis (zero may be null: 0) -> q: (rows, cols) i8
+  // or u8 per qtype: clamp(round_half_even(x / scale) + zero, lo, hi) with [lo, hi] =
+  // [-127, 127] (i8) or [0, 255] (u8); NaN is rejected by the ops, never reaches here.
+  virtual void quantize(void* q, DType qtype, const float* x, const float* scale, const int32_t* zero, int64_t rows,
+                        int64_t cols, QuantAxis axis) {
+    unsupported("quantize");
+  }
+  // q: (rows, cols) i8 or u8 -> x: (rows, cols) f32 = scale * (q - zero), per axis.
+  virtual void dequantize(float* x, const void* q, DType qtype, const float* scale, const int32_t* zero, int64_t rows,
+                          int64_t cols, QuantAxis axis) {
+    unsupported("dequantize");
+  }
+  // Dynamic activations. x: (rows, cols) -> scale, zero: (rows), q: (rows, cols) u8: per row
+  // lo = min(0, min x), hi = max(0, max x); scale = (hi - lo) / 255 (1 when hi == lo);
+  // zero = clamp(round_half_even(-lo / scale), 0, 255); then q as quantize.
+  virtual void quantize_rows_dynamic(uint8_t* q, float* scale, int32_t* zero, const float* x, int64_t rows,
+                                     int64_t cols) {
+    unsupported("quantize_rows_dynamic");
+  }
+  // Int8 weights in this device's own layout, packed once per model (with the column
+  // sums the zero-point correction needs). w: (k, n) i8 in [-127, 127] -> packed, of
+  // gemm_s8_packed_bytes(k, n) bytes of device memory.
+  virtual size_t gemm_s8_packed_bytes(int64_t k, int64_t n) {
+    unsupported("gemm_s8_packed_bytes");
+  }
+  virtual void gemm_s8_pack(void* packed, const int8_t* w, int64_t k, int64_t n) {
+    unsupported("gemm_s8_pack");
+  }
+  // a: (m, k) u8  packed: w (k, n) -> exactly one of y_f32 (act(r)), y_u8 (act(r)
+  // requantized with out_scale / out_zero) or y_i32 (acc - a_zero colsum, unscaled), each
+  // (m, n); k <= kGemmS8MaxK keeps every int32 sum exact.
+  virtual void gemm_s8(float* y_f32, uint8_t* y_u8, int32_t* y_i32, const uint8_t* a, const void* packed,
+                       GemmS8Shape s, const GemmS8Epilogue& e) {
+    unsupported("gemm_s8");
+  }
+
+  // x: (batch, in)  w: sparse (in, out)  b: (out) or null -> y: (batch, out) = act(x w + b).
+  virtual void sparse_dense_forward(float* y, const float* x, const CsrMatrix& w, const float* b, int64_t batch,
+                                    Activation act) {
+    unsupported("sparse_dense_forward");
+  }
+  virtual void nm_dense_forward(float* y, const float* x, const NmMatrix& w, const float* b, int64_t batch,
+                                Activation act) {
+    unsupported("nm_dense_forward");
+  }
 };
 
 // Device memory of float32 (or int32) elements that grows on demand and is reused:
