@@ -138,6 +138,16 @@ class Backend {
   // z: (batch, out) pre-activation, written only if non-null.
   virtual void dense_forward(float* y, float* z, const float* x, const float* w, const float* b,
                              DenseShape s, Activation act) = 0;
+  // Inference weights packed once in this device's GEMM layout (DESIGN decision 5): the
+  // bytes it takes for w (in, out), 0 where the device reads w as it is; then
+  // dense_forward reading the packed copy (w stays valid: a device may fall back to it,
+  // e.g. when the kernel variant changed since packing).
+  virtual size_t dense_packed_bytes(int64_t in, int64_t out) { return 0; }
+  virtual void dense_pack(void* packed, const float* w, int64_t in, int64_t out) {}
+  virtual void dense_forward_packed(float* y, const float* x, const float* w, const void* packed, const float* b,
+                                    DenseShape s, Activation act) {
+    dense_forward(y, nullptr, x, w, b, s, act);
+  }
   // dy, y, z: (batch, out)  x: (batch, in)  w: (in, out) -> dx: (batch, in) (skipped if
   // null), dw: (in, out), db: (out). dz: (batch, out) workspace; may alias dy, which is
   // then overwritten. z is read only for activations that need it (gelu).

@@ -72,6 +72,7 @@ Network::Network(int64_t input_dim, std::vector<LayerSpec> layers, const Device&
       plans_.emplace_back();
     }
   }
+  packs_dense_ = backend_->dense_packed_bytes(1, 1) > 0;
   params_.reserve(static_cast<size_t>(num_params_));
   backend_->fill_zero(params_.data(), sizeof(float) * static_cast<size_t>(num_params_));
   grads_.reserve(static_cast<size_t>(num_params_));

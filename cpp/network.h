@@ -269,6 +269,7 @@ class Network {
   std::vector<std::unique_ptr<LayerPlan>> plans_;
   mutable std::mutex plan_mutex_;        // serializes builders (they hold mutex_ shared)
   mutable std::atomic<bool> plan_ready_{false};
+  bool packs_dense_ = false;  // the device has a packed GEMM layout for inference weights
   void invalidate_plan() { plan_ready_.store(false, std::memory_order_release); }
   void ensure_plan() const;
   void reserve_quantized(Workspace& ws, int64_t rows) const;              // callers hold mutex_ (shared or exclusive)

@@ -43,7 +43,7 @@ struct Network::Workspace {
 
 struct Network::LayerPlan {
   LayerPlan(Backend* be, int64_t in_, int64_t out_)
-      : in(in_), out(out_), keep(be), packed(be), w_scale(be), in_scale(be), in_zero(be), csr_offsets(be),
+      : in(in_), out(out_), keep(be), dense_packed(be), packed(be), w_scale(be), in_scale(be), in_zero(be), csr_offsets(be),
         csr_index(be), csr_values(be), nm_values(be), nm_index(be) {}
   int64_t in, out;
   bool masked = false;
@@ -52,7 +52,10 @@ struct Network::LayerPlan {
   int64_t max_batch = 0;
   int64_t nm_n = 2, nm_m = 4;
   std::unique_ptr<QuantizedLayer> quant;
-  // Prepared by build_plan.
+  // Prepared by build_plan: float weights in the device's GEMM layout (where it has one),
+  // int8 weights packed for gemm_s8, the sparse formats.
+  Buffer<uint8_t> dense_packed;
+  bool dense_ready = false;
   Buffer<uint8_t> packed;
   Buffer<float> w_scale, in_scale;
   Buffer<int32_t> in_zero;

@@ -148,6 +148,7 @@ const QuantizedLayer* Network::quantization(int64_t layer) const {
 }
 
 bool Network::planned_forward_needed() const {
+  if (packs_dense_ && precision_ == Precision::fp32) return true;
   for (const auto& p : plans_)
     if (p && (p->quant || p->format != SparseFormat::dense)) return true;
   return false;
@@ -179,6 +180,13 @@ void Network::build_plan() const {
     if (!plans_[l]) continue;
     LayerPlan& p = *plans_[l];
     p.sparse_ready = false;
+    p.dense_ready = false;
+    const size_t dense_bytes = backend_->dense_packed_bytes(p.in, p.out);
+    if (!p.quant && dense_bytes > 0 && precision_ == Precision::fp32) {
+      p.dense_packed.reserve(dense_bytes);
+      backend_->dense_pack(p.dense_packed.data(), params_.data() + weight_offsets_[l], p.in, p.out);
+      p.dense_ready = true;
+    }
     if (p.quant) {
       const QuantizedLayer& q = *p.quant;
       Buffer<int8_t> staged(backend_);
@@ -320,6 +328,9 @@ const float* Network::forward_planned(Workspace& ws, const float* input, int64_t
         m.n = static_cast<int>(p.nm_n);
         m.m = static_cast<int>(p.nm_m);
         backend_->nm_dense_forward(dst, cur, m, bias, b, s.activation);
+      } else if (p.dense_ready) {
+        backend_->dense_forward_packed(dst, cur, w, p.dense_packed.data(), bias, {b, width, s.units, precision_},
+                                       s.activation);
       } else {
         backend_->dense_forward(dst, nullptr, cur, w, bias, {b, width, s.units, precision_}, s.activation);
       }
