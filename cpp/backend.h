@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -133,6 +134,18 @@ class Backend {
   virtual void copy_to_device(void* dst, const void* host_src, size_t bytes) = 0;
   virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;
   virtual void fill_zero(void* dst, size_t bytes) = 0;
+
+  // Inference graphs (CUDA graphs): records the device work that body enqueues and
+  // returns a handle that replay_graph re-enqueues with the same arguments, cutting the
+  // per-kernel launch cost from a fixed-shape inference. A device without graphs (or a
+  // body that cannot be captured) runs body right away and returns null; with a graph,
+  // nothing has run until the first replay.
+  virtual void* capture_graph(const std::function<void()>& body) {
+    body();
+    return nullptr;
+  }
+  virtual void replay_graph(void* graph) {}
+  virtual void destroy_graph(void* graph) {}
 
   // x: (batch, in)  w: (in, out)  b: (out) -> y: (batch, out) = act(x w + b);
   // z: (batch, out) pre-activation, written only if non-null.

@@ -164,6 +164,7 @@ void Network::ensure_plan() const {
   std::lock_guard<std::mutex> guard(plan_mutex_);
   if (plan_ready_.load(std::memory_order_relaxed)) return;
   build_plan();
+  plan_generation_.fetch_add(1, std::memory_order_relaxed);
   plan_ready_.store(true, std::memory_order_release);
 }
 
@@ -339,6 +340,31 @@ const float* Network::forward_planned(Workspace& ws, const float* input, int64_t
     width = s.units;
   }
   return cur;
+}
+
+const float* Network::forward_replayed(Workspace& ws, int64_t b) const {
+  if (!graphs_usable_.load(std::memory_order_relaxed)) return forward(ws, ws.input.data(), b, false, nullptr);
+  // Plan building copies and allocates, which a capture cannot hold: it happens first.
+  ensure_plan();
+  const uint64_t generation = plan_generation_.load(std::memory_order_relaxed);
+  if (ws.graph_generation != generation) {
+    ws.clear_graphs();
+    ws.graph_generation = generation;
+  }
+  auto it = ws.graphs.find(b);
+  if (it != ws.graphs.end()) {
+    backend_->replay_graph(it->second.handle);
+    return it->second.output;
+  }
+  const float* output = nullptr;
+  void* graph = backend_->capture_graph([&] { output = forward(ws, ws.input.data(), b, false, nullptr); });
+  if (!graph) {
+    graphs_usable_.store(false, std::memory_order_relaxed);
+    return output;  // the body ran directly
+  }
+  ws.graphs[b] = {graph, output};
+  backend_->replay_graph(graph);
+  return output;
 }
 
 }  // namespace customml
