@@ -26,7 +26,7 @@ EXPECTED_KERNELS = {
     "quantize_kernel", "dequantize_kernel", "quantize_rows_dynamic_kernel", "gemm_s8_pack_kernel",
     "gemm_s8_colsum_kernel", "gemm_s8_dp4a_kernel", "gemm_s8_tc_kernel",
     # sparse
-    "apply_mask_kernel", "sparse_dense_forward_kernel", "nm_dense_forward_kernel",
+    "apply_mask_kernel", "sparse_dense_forward_kernel", "sparse_dense_forward_warp_kernel", "nm_dense_forward_kernel",
 }
 
 
