@@ -146,15 +146,19 @@ class Backend {
                               DenseShape s, Activation act) = 0;
 
   // logits: (batch, classes)  labels: (batch)  class_weights: (classes) or null
-  // -> grad: (batch, classes) or null; returns the weighted mean loss.
+  // row_weights: (batch) or null -> grad: (batch, classes) or null; returns the weighted
+  // mean loss sum_i w_i l_i / sum_i w_i with w_i = class_weights[label_i] row_weights[i].
   virtual double softmax_cross_entropy(float* grad, const float* logits, const int32_t* labels,
-                                       const float* class_weights, int64_t batch, int64_t classes,
-                                       float label_smoothing) = 0;
-  // logits, targets: (n) -> grad: (n) or null; returns the mean loss.
-  virtual double binary_cross_entropy_with_logits(float* grad, const float* logits,
-                                                  const float* targets, int64_t n) = 0;
-  // pred, target: (n) -> grad: (n) or null; returns the mean squared error.
-  virtual double mse(float* grad, const float* pred, const float* target, int64_t n) = 0;
+                                       const float* class_weights, const float* row_weights, int64_t batch,
+                                       int64_t classes, float label_smoothing) = 0;
+  // logits, targets: (rows, cols)  row_weights: (rows) or null -> grad: (rows, cols) or
+  // null; returns sum_ij w_i l_ij / (cols sum_i w_i) (w_i = 1 without weights: the mean).
+  virtual double binary_cross_entropy_with_logits(float* grad, const float* logits, const float* targets,
+                                                  const float* row_weights, int64_t rows, int64_t cols) = 0;
+  // pred, target: (rows, cols)  row_weights: (rows) or null -> grad: (rows, cols) or null;
+  // returns the weighted mean squared error, weighted as binary_cross_entropy_with_logits.
+  virtual double mse(float* grad, const float* pred, const float* target, const float* row_weights, int64_t rows,
+                     int64_t cols) = 0;
   // logits: (batch, classes)  labels: (batch) -> rows whose first maximal logit is the
   // label; with classes == 1, rows where (logit > 0) == (label != 0).
   virtual int64_t count_correct(const float* logits, const int32_t* labels, int64_t batch,

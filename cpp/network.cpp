@@ -30,7 +30,7 @@ const char* loss_name(LossKind k) {
 // the cpu backend, so batches are gathered straight into them.
 struct Network::Workspace {
   explicit Workspace(Backend* be, size_t n_layers)
-      : input(be), grad_a(be), grad_b(be), targets(be), labels(be) {
+      : input(be), grad_a(be), grad_b(be), targets(be), labels(be), row_weights(be) {
     for (size_t l = 0; l < n_layers; ++l) {
       act.emplace_back(be);
       preact.emplace_back(be);
@@ -44,8 +44,9 @@ struct Network::Workspace {
   Buffer<float> grad_a, grad_b;      // (rows, max_width): backward ping-pong
   Buffer<float> targets;             // (rows, output_dim): mse and binary cross-entropy
   Buffer<int32_t> labels;            // (rows): classification labels
+  Buffer<float> row_weights;         // (rows): the batch's sample weights, when fit has them
   // Host staging of a batch for devices whose memory the host cannot address.
-  std::vector<float> host_input, host_targets;
+  std::vector<float> host_input, host_targets, host_row_weights;
   std::vector<int32_t> host_labels;
   // layer_in[l]: what layer l read in the last forward pass (a pass-through dropout
   // leaves its own act buffer unwritten, so backward must not assume act[l - 1]).
@@ -357,7 +358,7 @@ void Network::check_targets(const void* y, const int64_t* index, int64_t b) cons
   }
 }
 
-void Network::check_inputs(const char* op, const Tensor& x, const Tensor* y) const {
+void Network::check_inputs(const char* op, const Tensor& x, const Tensor* y, const Tensor* sample_weight) const {
   const std::string pre = std::string("[") + op + "] ";
   if (x.dtype() != DType::f32) throw TypeError(pre + "x must be float32, got " + dtype_name(x.dtype()));
   if (x.ndim() != 2) throw std::invalid_argument(pre + "x must be 2-D (samples, features), got shape " + x.shape_str());
@@ -365,6 +366,13 @@ void Network::check_inputs(const char* op, const Tensor& x, const Tensor* y) con
   if (x.dim(1) != input_dim_)
     throw std::invalid_argument(pre + "x has " + std::to_string(x.dim(1)) + " features but the model expects " +
                                 std::to_string(input_dim_));
+  if (sample_weight) {
+    if (sample_weight->dtype() != DType::f32)
+      throw TypeError(pre + "sample_weight must be float32, got " + dtype_name(sample_weight->dtype()));
+    if (sample_weight->shape() != std::vector<int64_t>{x.dim(0)} || !sample_weight->is_contiguous())
+      throw std::invalid_argument(pre + "sample_weight has shape " + sample_weight->shape_str() +
+                                  "; expected a C-contiguous array of shape (" + std::to_string(x.dim(0)) + ",)");
+  }
   if (!y) return;
   if (!y->is_contiguous()) throw std::invalid_argument(pre + "y must be C-contiguous");
   if (compiled_ && loss_.kind == LossKind::mse) {
@@ -380,8 +388,8 @@ void Network::check_inputs(const char* op, const Tensor& x, const Tensor* y) con
   }
 }
 
-void Network::stage_batch(Workspace& ws, const float* x, const void* y, const int64_t* index, int64_t start,
-                          int64_t b) const {
+void Network::stage_batch(Workspace& ws, const float* x, const void* y, const float* sample_weight,
+                          const int64_t* index, int64_t start, int64_t b) const {
   // Rows are gathered straight into host-addressable device buffers; elsewhere into
   // host staging buffers that are then copied over.
   const bool direct = backend_->host_addressable();
@@ -393,6 +401,12 @@ void Network::stage_batch(Workspace& ws, const float* x, const void* y, const in
   for (int64_t i = 0; i < b; ++i)
     std::memcpy(in + i * input_dim_, x + row(i) * input_dim_, sizeof(float) * static_cast<size_t>(input_dim_));
   if (!direct) backend_->copy_to_device(ws.input.data(), in, in_bytes);
+  if (sample_weight) {
+    if (!direct) ws.host_row_weights.resize(static_cast<size_t>(b));
+    float* w = direct ? ws.row_weights.data() : ws.host_row_weights.data();
+    for (int64_t i = 0; i < b; ++i) w[i] = sample_weight[row(i)];
+    if (!direct) backend_->copy_to_device(ws.row_weights.data(), w, sizeof(float) * static_cast<size_t>(b));
+  }
   if (!y) return;
   const bool float_targets = loss_.kind != LossKind::softmax_cross_entropy;
   const size_t n_targets = static_cast<size_t>(loss_.kind == LossKind::mse ? b * out : b);
@@ -446,21 +460,22 @@ const float* Network::forward(Workspace& ws, const float* input, int64_t b, bool
   return cur;
 }
 
-double Network::loss_and_count(Workspace& ws, const float* logits, int64_t b, bool with_grad) {
+double Network::loss_and_count(Workspace& ws, const float* logits, const float* row_weights, int64_t b,
+                               bool with_grad) {
   const int64_t out = output_dim();
   float* grad = with_grad ? ws.grad_a.data() : nullptr;
   double loss = 0.0;
   switch (loss_.kind) {
     case LossKind::softmax_cross_entropy:
       loss = backend_->softmax_cross_entropy(grad, logits, ws.labels.data(),
-                                             loss_.class_weights.empty() ? nullptr : class_weights_.data(), b,
-                                             out, loss_.label_smoothing);
+                                             loss_.class_weights.empty() ? nullptr : class_weights_.data(),
+                                             row_weights, b, out, loss_.label_smoothing);
       break;
     case LossKind::binary_cross_entropy:
-      loss = backend_->binary_cross_entropy_with_logits(grad, logits, ws.targets.data(), b);
+      loss = backend_->binary_cross_entropy_with_logits(grad, logits, ws.targets.data(), row_weights, b, 1);
       break;
     case LossKind::mse:
-      loss = backend_->mse(grad, logits, ws.targets.data(), b * out);
+      loss = backend_->mse(grad, logits, ws.targets.data(), row_weights, b, out);
       break;
   }
   metrics_.loss_sum += loss * static_cast<double>(b);
@@ -501,7 +516,8 @@ void reserve_rows(std::vector<Buffer<float>>& act, std::vector<Buffer<float>>& p
 }
 }  // namespace
 
-double Network::train_batch(const float* x, const void* y, int64_t n, const int64_t* index, int64_t b) {
+double Network::train_batch(const float* x, const void* y, const float* sample_weight, int64_t n,
+                            const int64_t* index, int64_t b) {
   if (!compiled_) throw std::runtime_error("[fit] the model must be compiled before training");
   if (b < 1) throw std::invalid_argument("[fit] a batch needs at least one row");
   for (int64_t i = 0; i < b; ++i)
@@ -509,6 +525,11 @@ double Network::train_batch(const float* x, const void* y, int64_t n, const int6
       throw std::out_of_range("[fit] batch index " + std::to_string(index[i]) + " is outside [0, " +
                               std::to_string(n) + ")");
   check_targets(y, index, b);
+  if (sample_weight)
+    for (int64_t i = 0; i < b; ++i)
+      if (!(std::isfinite(sample_weight[index[i]]) && sample_weight[index[i]] >= 0.0f))
+        throw std::invalid_argument("[fit] sample_weight[" + std::to_string(index[i]) + "] = " +
+                                    std::to_string(sample_weight[index[i]]) + " must be finite and >= 0");
   std::unique_lock<WriterPreferringLock> lock(mutex_);
   Workspace& ws = *train_ws_;
   const size_t rows = static_cast<size_t>(b);
@@ -518,10 +539,11 @@ double Network::train_batch(const float* x, const void* y, int64_t n, const int6
   ws.grad_b.reserve(rows * static_cast<size_t>(max_width_));
   ws.targets.reserve(rows * static_cast<size_t>(output_dim()));
   ws.labels.reserve(rows);
-  stage_batch(ws, x, y, index, 0, b);
+  if (sample_weight) ws.row_weights.reserve(rows);
+  stage_batch(ws, x, y, sample_weight, index, 0, b);
 
   const float* logits = forward(ws, ws.input.data(), b, true, nullptr);
-  const double loss = loss_and_count(ws, logits, b, true);
+  const double loss = loss_and_count(ws, logits, sample_weight ? ws.row_weights.data() : nullptr, b, true);
   const bool scaled = precision_ == Precision::fp16;
   if (scaled) backend_->scale(ws.grad_a.data(), b * output_dim(), loss_scale_);
 
@@ -605,8 +627,8 @@ void Network::evaluate(const float* x, const void* y, int64_t n, int64_t batch_s
   ws.labels.reserve(static_cast<size_t>(rows));
   for (int64_t start = 0; start < n; start += batch_size) {
     const int64_t b = n - start < batch_size ? n - start : batch_size;
-    stage_batch(ws, x, y, nullptr, start, b);
-    loss_and_count(ws, forward(ws, ws.input.data(), b, false, nullptr), b, false);
+    stage_batch(ws, x, y, nullptr, nullptr, start, b);
+    loss_and_count(ws, forward(ws, ws.input.data(), b, false, nullptr), nullptr, b, false);
   }
   // The weights are the same for every batch: one penalty, weighted by all n rows.
   if (regularized_) metrics_.loss_sum += kernel_penalty(false) * static_cast<double>(n);

@@ -134,19 +134,23 @@ class Network {
   void set_step(int64_t step);
 
   // x: (n, input_dim); y: labels (n) int32 for softmax_cross_entropy and
-  // binary_cross_entropy (0/1), or targets (n, output_dim) float32 for mse; index: (b)
-  // rows of x and y that form the batch. Forward, loss, backward, clipping, update and
-  // metric counters, exclusive access. Returns the batch's mean loss.
-  double train_batch(const float* x, const void* y, int64_t n, const int64_t* index, int64_t b);
+  // binary_cross_entropy (0/1), or targets (n, output_dim) float32 for mse;
+  // sample_weight: (n) finite >= 0, or null; index: (b) rows of x and y that form the
+  // batch. Forward, loss, backward, clipping, update and metric counters, exclusive
+  // access. Returns the batch's mean loss, weighted by sample_weight times the class
+  // weights: sum_i w_i l_i / sum_i w_i.
+  double train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
+                     int64_t b);
   // The same forward and loss without dropout or update, over all n rows in batches.
   void evaluate(const float* x, const void* y, int64_t n, int64_t batch_size);
   // x: (n, input_dim) -> out: (n, output_dim), in batches; safe to call concurrently.
   void predict(float* out, const float* x, int64_t n, int64_t batch_size) const;
 
   // Validates a caller's x (n, input_dim) float32 and, when given, y (labels (n)
-  // int32, or targets (n, output_dim) float32 for mse) before the calls above; op
-  // names the caller (fit, evaluate, predict) in messages.
-  void check_inputs(const char* op, const Tensor& x, const Tensor* y) const;
+  // int32, or targets (n, output_dim) float32 for mse) and sample_weight ((n) float32;
+  // its values are checked per batch) before the calls above; op names the caller
+  // (fit, evaluate, predict) in messages.
+  void check_inputs(const char* op, const Tensor& x, const Tensor* y, const Tensor* sample_weight = nullptr) const;
 
   const MetricCounters& metrics() const { return metrics_; }
   void reset_metrics();
@@ -169,12 +173,15 @@ class Network {
  private:
   struct Workspace;
   void check_targets(const void* y, const int64_t* index, int64_t b) const;
-  void stage_batch(Workspace& ws, const float* x, const void* y, const int64_t* index, int64_t start,
-                   int64_t b) const;
+  // Gathers rows index (or start, start + 1, ...) of x, y and sample_weight (each may be
+  // null but x) into ws's device buffers.
+  void stage_batch(Workspace& ws, const float* x, const void* y, const float* sample_weight, const int64_t* index,
+                   int64_t start, int64_t b) const;
   // Runs the layers on input (b, input_dim); training applies dropout and keeps what
   // the backward pass needs. Returns the output (b, output_dim), inside ws or out.
   const float* forward(Workspace& ws, const float* input, int64_t b, bool training, float* out) const;
-  double loss_and_count(Workspace& ws, const float* logits, int64_t b, bool with_grad);
+  // row_weights: ws.row_weights when the batch has sample weights, else null.
+  double loss_and_count(Workspace& ws, const float* logits, const float* row_weights, int64_t b, bool with_grad);
   // The layers' L1/L2 kernel penalties at the current weights; with_grad also adds
   // their gradients to grads_. Callers hold mutex_ exclusively.
   double kernel_penalty(bool with_grad);

@@ -25,16 +25,21 @@ void dense_backward(const Tensor* dx, const Tensor& dw, const Tensor& db, const 
                     Activation act, Precision precision = Precision::fp32);
 
 // logits: (batch, classes) f32  labels: (batch) i32  class_weights: (classes) f32
-// -> grad: (batch, classes) (optional); returns the weighted mean loss.
+// (optional)  row_weights: (batch) f32 (optional) -> grad: (batch, classes) (optional);
+// returns the weighted mean loss sum_i w_i l_i / sum_i w_i, w_i their product.
 double softmax_cross_entropy(const Tensor* grad, const Tensor& logits, const Tensor& labels,
-                             const Tensor* class_weights, float label_smoothing);
+                             const Tensor* class_weights, float label_smoothing,
+                             const Tensor* row_weights = nullptr);
 
-// logits, targets: same shape, f32 -> grad: same shape (optional); returns the mean loss.
+// logits, targets: same shape (rows, ...), f32  row_weights: (rows) f32 (optional)
+// -> grad: same shape (optional); returns the mean loss over all elements, each row's
+// weighted by row_weights[i] / mean(row_weights).
 double binary_cross_entropy_with_logits(const Tensor* grad, const Tensor& logits,
-                                        const Tensor& targets);
+                                        const Tensor& targets, const Tensor* row_weights = nullptr);
 
-// pred, target: same shape, f32 -> grad (optional); returns the mean squared error.
-double mse(const Tensor* grad, const Tensor& pred, const Tensor& target);
+// pred, target: same shape (rows, ...), f32  row_weights: (rows) f32 (optional)
+// -> grad (optional); returns the (row-weighted, as above) mean squared error.
+double mse(const Tensor* grad, const Tensor& pred, const Tensor& target, const Tensor* row_weights = nullptr);
 
 // logits: (batch, classes)  labels: (batch) i32 -> number of rows predicted right.
 int64_t count_correct(const Tensor& logits, const Tensor& labels);

@@ -19,15 +19,21 @@ namespace {
 // ---------------------------------------------------------------- losses and metrics
 
 // logits: (batch, classes)  labels: (batch)  class_weights: (classes) or null
-// -> grad: (batch, classes) or null; as CpuBackend::softmax_cross_entropy. Per row:
+// row_weights: (batch) or null -> grad: (batch, classes) or null; as
+// CpuBackend::softmax_cross_entropy. Per row:
 // the max, then e_c = exp(d_c), d_c = z_c - max (written into grad and summed: float32
 // partial sums of at most kBlock terms per lane, added in float64; sum_c d_c in float64),
 // then grad scaled in place: one exp per element.
 double ew_softmax_cross_entropy(float* grad, const float* logits, const int32_t* labels,
-                                const float* class_weights, int64_t batch, int64_t classes,
-                                float label_smoothing) {
+                                const float* class_weights, const float* row_weights, int64_t batch,
+                                int64_t classes, float label_smoothing) {
+  // w_i in float64: the product of two float32 factors is exact there.
+  auto weight = [&](int64_t i) {
+    return (class_weights ? static_cast<double>(class_weights[labels[i]]) : 1.0) *
+           (row_weights ? static_cast<double>(row_weights[i]) : 1.0);
+  };
   double total_weight = 0.0;
-  for (int64_t i = 0; i < batch; ++i) total_weight += class_weights ? class_weights[labels[i]] : 1.0;
+  for (int64_t i = 0; i < batch; ++i) total_weight += weight(i);
   // Every weight zero: the mean is defined as 0 with a zero gradient.
   const double inv_total = total_weight > 0.0 ? 1.0 / total_weight : 0.0;
   const float off = label_smoothing / static_cast<float>(classes);
@@ -95,7 +101,7 @@ double ew_softmax_cross_entropy(float* grad, const float* logits, const int32_t*
     // -sum_c q_c (d_c - log_sum) = log_sum - (1 - eps) d_y - (eps / C) sum_c d_c
     const double row_loss = log_sum - (1.0 - label_smoothing) * (row[y] - mx) -
                             static_cast<double>(off) * sum_shifted;
-    const double w = class_weights ? class_weights[y] : 1.0;
+    const double w = weight(i);
     loss += w * row_loss;
     if (g) {
       // dL/dlogit_c = w_i / W * (softmax_c - q_c), softmax_c = e_c fl32(1 / sum)
@@ -169,60 +175,98 @@ int64_t ew_count_correct(const float* logits, const int32_t* labels, int64_t bat
   return correct;
 }
 
-// logits, targets: (n) -> grad: (n) or null; as CpuBackend::binary_cross_entropy_with_logits.
-// One e = exp(-|z|) serves the loss, max(z, 0) - z t + log1p(e) (the first two terms
-// in float64, where z t is exact), and the gradient (sigmoid(z) - t) / n with
-// sigmoid(z) = (z < 0 ? e : 1) / (1 + e).
-double ew_binary_cross_entropy(float* grad, const float* logits, const float* targets, int64_t n) {
-  const Vf inv_n = set1(1.0f / static_cast<float>(n));
-  Vd acc = zero_d(), acc_hi = zero_d();
-  auto step = [&](Vf z, Vf t) -> Vf {
-    const Vf e = vexp(set1(0.0f) - abs(z));
-    Vd zl, zh, tl, th, ll, lh;
-    widen(z, zl, zh);
-    widen(t, tl, th);
-    widen(vlog1p_unit(e), ll, lh);
-    acc = acc + (max(zl, set1(0.0)) - zl * tl + ll);
-    acc_hi = acc_hi + (max(zh, set1(0.0)) - zh * th + lh);
-    const Vf sig = select(z < set1(0.0f), e, set1(1.0f)) / (set1(1.0f) + e);
-    return (sig - t) * inv_n;
-  };
-  const int64_t full = n - n % kLanes;
-  for (int64_t i = 0; i < full; i += kLanes) {
-    const Vf gi = step(load(logits + i), load(targets + i));
-    if (grad) store(grad + i, gi);
-  }
-  if (full < n) {
-    // Padding: z = +inf, t = 1 gives the term inf - inf: use a huge finite z instead,
-    // whose term max(z, 0) - z + log1p(0) is exactly 0.
-    const Vf gi = step(load_partial(logits + full, n - full, 1e30f), load_partial(targets + full, n - full, 1.0f));
-    if (grad) store_partial(grad + full, n - full, gi);
-  }
-  return sum_lanes(acc + acc_hi) / static_cast<double>(n);
+// The sum of the row weights in float64, in order (every ISA level alike).
+double row_weight_total(const float* row_weights, int64_t rows) {
+  double total = 0.0;
+  for (int64_t i = 0; i < rows; ++i) total += row_weights[i];
+  return total;
 }
 
-// pred, target: (n) -> grad: (n) or null; as CpuBackend::mse: d = pred - target,
-// loss = sum d^2 / n in float64 (each d^2 exact), grad = fl32(2 / n) d.
-double ew_mse(float* grad, const float* pred, const float* target, int64_t n) {
-  const Vf scale = set1(2.0f / static_cast<float>(n));
-  Vd acc = zero_d(), acc_hi = zero_d();
-  auto step = [&](Vf d) {
-    Vd lo, hi;
-    widen(d, lo, hi);
-    acc = fmadd(lo, lo, acc);
-    acc_hi = fmadd(hi, hi, acc_hi);
-    return scale * d;
+// Runs pass(first element, count, gradient scale) -> loss sum over the whole (rows, cols)
+// array, or row by row with row i's scale coef w_i / (cols W) and its sum weighted by w_i;
+// returns the (weighted) mean. Unweighted, the scale is fl32(coef / n) as before weights
+// existed, so those results keep their bits. Every weight zero: loss 0, gradient 0.
+template <class Pass>
+double row_weighted_mean(const float* row_weights, int64_t rows, int64_t cols, float coef, Pass pass) {
+  const int64_t n = rows * cols;
+  if (!row_weights) return pass(0, n, set1(coef / static_cast<float>(n))) / static_cast<double>(n);
+  const double total = row_weight_total(row_weights, rows) * static_cast<double>(cols);
+  const double inv = total > 0.0 ? 1.0 / total : 0.0;
+  double loss = 0.0;
+  for (int64_t i = 0; i < rows; ++i) {
+    const double w = row_weights[i];
+    loss += w * pass(i * cols, cols, set1(static_cast<float>(coef * w * inv)));
+  }
+  return loss * inv;
+}
+
+// logits, targets: (rows, cols)  row_weights: (rows) or null -> grad: (rows, cols) or
+// null; as CpuBackend::binary_cross_entropy_with_logits. One e = exp(-|z|) serves the
+// loss, max(z, 0) - z t + log1p(e) (the first two terms in float64, where z t is exact),
+// and the gradient scale (sigmoid(z) - t) with sigmoid(z) = (z < 0 ? e : 1) / (1 + e).
+double ew_binary_cross_entropy(float* grad, const float* logits, const float* targets, const float* row_weights,
+                               int64_t rows, int64_t cols) {
+  auto pass = [&](int64_t first, int64_t n, Vf scale) {
+    const float* z0 = logits + first;
+    const float* t0 = targets + first;
+    float* g0 = grad ? grad + first : nullptr;
+    Vd acc = zero_d(), acc_hi = zero_d();
+    auto step = [&](Vf z, Vf t) -> Vf {
+      const Vf e = vexp(set1(0.0f) - abs(z));
+      Vd zl, zh, tl, th, ll, lh;
+      widen(z, zl, zh);
+      widen(t, tl, th);
+      widen(vlog1p_unit(e), ll, lh);
+      acc = acc + (max(zl, set1(0.0)) - zl * tl + ll);
+      acc_hi = acc_hi + (max(zh, set1(0.0)) - zh * th + lh);
+      const Vf sig = select(z < set1(0.0f), e, set1(1.0f)) / (set1(1.0f) + e);
+      return (sig - t) * scale;
+    };
+    const int64_t full = n - n % kLanes;
+    for (int64_t i = 0; i < full; i += kLanes) {
+      const Vf gi = step(load(z0 + i), load(t0 + i));
+      if (g0) store(g0 + i, gi);
+    }
+    if (full < n) {
+      // Padding: z = +inf, t = 1 gives the term inf - inf: use a huge finite z instead,
+      // whose term max(z, 0) - z + log1p(0) is exactly 0.
+      const Vf gi = step(load_partial(z0 + full, n - full, 1e30f), load_partial(t0 + full, n - full, 1.0f));
+      if (g0) store_partial(g0 + full, n - full, gi);
+    }
+    return sum_lanes(acc + acc_hi);
   };
-  const int64_t full = n - n % kLanes;
-  for (int64_t i = 0; i < full; i += kLanes) {
-    const Vf gi = step(load(pred + i) - load(target + i));
-    if (grad) store(grad + i, gi);
-  }
-  if (full < n) {
-    const Vf gi = step(load_partial(pred + full, n - full, 0.0f) - load_partial(target + full, n - full, 0.0f));
-    if (grad) store_partial(grad + full, n - full, gi);
-  }
-  return sum_lanes(acc + acc_hi) / static_cast<double>(n);
+  return row_weighted_mean(row_weights, rows, cols, 1.0f, pass);
+}
+
+// pred, target: (rows, cols)  row_weights: (rows) or null -> grad: (rows, cols) or null;
+// as CpuBackend::mse: d = pred - target, sums of d^2 in float64 (each d^2 exact),
+// grad = scale d with the scale fl32(2 / n) (unweighted) or fl32(2 w_i / (cols W)).
+double ew_mse(float* grad, const float* pred, const float* target, const float* row_weights, int64_t rows,
+              int64_t cols) {
+  auto pass = [&](int64_t first, int64_t n, Vf scale) {
+    const float* p0 = pred + first;
+    const float* t0 = target + first;
+    float* g0 = grad ? grad + first : nullptr;
+    Vd acc = zero_d(), acc_hi = zero_d();
+    auto step = [&](Vf d) {
+      Vd lo, hi;
+      widen(d, lo, hi);
+      acc = fmadd(lo, lo, acc);
+      acc_hi = fmadd(hi, hi, acc_hi);
+      return scale * d;
+    };
+    const int64_t full = n - n % kLanes;
+    for (int64_t i = 0; i < full; i += kLanes) {
+      const Vf gi = step(load(p0 + i) - load(t0 + i));
+      if (g0) store(g0 + i, gi);
+    }
+    if (full < n) {
+      const Vf gi = step(load_partial(p0 + full, n - full, 0.0f) - load_partial(t0 + full, n - full, 0.0f));
+      if (g0) store_partial(g0 + full, n - full, gi);
+    }
+    return sum_lanes(acc + acc_hi);
+  };
+  return row_weighted_mean(row_weights, rows, cols, 2.0f, pass);
 }
 
 // ------------------------------------------------------------------ optimizer updates
