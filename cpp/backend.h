@@ -139,8 +139,9 @@ class Backend {
   virtual void dense_forward(float* y, float* z, const float* x, const float* w, const float* b,
                              DenseShape s, Activation act) = 0;
   // dy, y, z: (batch, out)  x: (batch, in)  w: (in, out) -> dx: (batch, in) (skipped if
-  // null), dw: (in, out), db: (out). dz: (batch, out) workspace; may alias dy, which is
-  // then overwritten. z is read only for activations that need it (gelu).
+  // null), dw: (in, out) and db: (out) (both skipped if null: a frozen layer passes the
+  // gradient on without the weight-gradient GEMM). dz: (batch, out) workspace; may alias
+  // dy, which is then overwritten. z is read only for activations that need it (gelu).
   virtual void dense_backward(float* dx, float* dw, float* db, float* dz, const float* dy,
                               const float* x, const float* w, const float* y, const float* z,
                               DenseShape s, Activation act) = 0;

@@ -196,6 +196,7 @@ LayerSpec layer_from(const py::dict& d) {
     s.activation = parse_activation(py::cast<std::string>(d["activation"]));
     if (d.contains("l1")) s.l1 = py::cast<float>(d["l1"]);
     if (d.contains("l2")) s.l2 = py::cast<float>(d["l2"]);
+    if (d.contains("trainable")) s.trainable = py::cast<bool>(d["trainable"]);
   } else if (kind == "dropout") {
     s.kind = LayerSpec::Kind::dropout;
     s.rate = py::cast<float>(d["rate"]);
@@ -504,6 +505,11 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("bias_offsets", &Network::bias_offsets)
       .def_property_readonly("step", &Network::step)
       .def_property_readonly("compiled", &Network::compiled)
+      // Waits for the executor's lock (a running predict) without holding the GIL.
+      .def("set_trainable", &Network::set_trainable, py::arg("layer"), py::arg("trainable"),
+           py::call_guard<py::gil_scoped_release>(),
+           "Freezes (False) or unfreezes a dense layer from the next step on: no update and no weight-gradient work.")
+      .def("trainable", &Network::trainable, py::arg("layer"))
       .def(
           "read_params",
           [](const Network& n, int64_t offset, int64_t count) {

@@ -75,8 +75,6 @@ Network::Network(int64_t input_dim, std::vector<LayerSpec> layers, const Device&
       weight_offsets_.push_back(num_params_);
       num_params_ += width * s.units;
       bias_offsets_.push_back(num_params_);
-      // Biases take no weight decay (DESIGN decision 2).
-      no_decay_.push_back({num_params_, num_params_ + s.units});
       num_params_ += s.units;
       width = s.units;
     } else {
@@ -93,6 +91,64 @@ Network::Network(int64_t input_dim, std::vector<LayerSpec> layers, const Device&
   backend_->fill_zero(params_.data(), sizeof(float) * static_cast<size_t>(num_params_));
   grads_.reserve(static_cast<size_t>(num_params_));
   train_ws_ = std::make_unique<Workspace>(backend_, layers_.size());
+  plan_updates();
+}
+
+void Network::plan_updates() {
+  update_ranges_.clear();
+  lowest_trainable_ = layers_.size();
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const LayerSpec& s = layers_[l];
+    if (s.kind != LayerSpec::Kind::dense) continue;
+    const int64_t begin = weight_offsets_[l], end = bias_offsets_[l] + s.units;
+    if (!s.trainable) {
+      backend_->fill_zero(grads_.data() + begin, sizeof(float) * static_cast<size_t>(end - begin));
+      continue;
+    }
+    if (lowest_trainable_ == layers_.size()) lowest_trainable_ = l;
+    // Layers are laid out back to back, so adjacent trainable layers make one range.
+    if (update_ranges_.empty() || update_ranges_.back().end != begin) update_ranges_.push_back({begin, begin, {}});
+    UpdateRange& r = update_ranges_.back();
+    r.end = end;
+    // Biases take no weight decay (DESIGN decision 2).
+    r.no_decay.push_back({bias_offsets_[l] - r.begin, end - r.begin});
+  }
+}
+
+void Network::set_trainable(int64_t layer, bool trainable) {
+  if (layer < 0 || layer >= static_cast<int64_t>(layers_.size()))
+    throw std::out_of_range("[Network] layer " + std::to_string(layer) + " is outside [0, " +
+                            std::to_string(layers_.size()) + ")");
+  std::unique_lock<WriterPreferringLock> lock(mutex_);
+  layers_[static_cast<size_t>(layer)].trainable = trainable;
+  plan_updates();
+}
+
+bool Network::trainable(int64_t layer) const {
+  if (layer < 0 || layer >= static_cast<int64_t>(layers_.size()))
+    throw std::out_of_range("[Network] layer " + std::to_string(layer) + " is outside [0, " +
+                            std::to_string(layers_.size()) + ")");
+  std::shared_lock<WriterPreferringLock> lock(mutex_);
+  return layers_[static_cast<size_t>(layer)].trainable;
+}
+
+void Network::run_optimizer() {
+  // One fused pass per run of trainable layers (usually one: the layers above a frozen
+  // base); frozen parameters and their state are never touched, so they stay bit-identical
+  // whatever the weight decay.
+  for (const UpdateRange& r : update_ranges_) {
+    const int64_t n = r.end - r.begin, nd = static_cast<int64_t>(r.no_decay.size());
+    if (opt_.kind == OptimizerConfig::Kind::adam) {
+      AdamConfig c = opt_.adam;
+      c.step = step_;
+      backend_->adam_update(params_.data() + r.begin, state_a_.data() + r.begin, state_b_.data() + r.begin,
+                            c.amsgrad ? state_c_.data() + r.begin : nullptr, grads_.data() + r.begin, n,
+                            r.no_decay.data(), nd, c);
+    } else {
+      backend_->sgd_update(params_.data() + r.begin, opt_.sgd.momentum != 0.0f ? state_a_.data() + r.begin : nullptr,
+                           grads_.data() + r.begin, n, r.no_decay.data(), nd, opt_.sgd);
+    }
+  }
 }
 
 Network::~Network() = default;
@@ -178,8 +234,9 @@ double Network::kernel_penalty(bool with_grad) {
   for (size_t l = 0; l < layers_.size(); ++l) {
     const LayerSpec& s = layers_[l];
     if (s.kind != LayerSpec::Kind::dense) continue;
+    // A frozen layer's penalty still counts in the loss (as in Keras) but takes no gradient.
     if (s.l1 > 0.0f || s.l2 > 0.0f)
-      penalty += backend_->l1_l2_penalty(with_grad ? grads_.data() + weight_offsets_[l] : nullptr,
+      penalty += backend_->l1_l2_penalty(with_grad && s.trainable ? grads_.data() + weight_offsets_[l] : nullptr,
                                          params_.data() + weight_offsets_[l], width * s.units, s.l1, s.l2);
     width = s.units;
   }
@@ -549,24 +606,21 @@ double Network::train_batch(const float* x, const void* y, const float* sample_w
 
   // Backward: gradient w.r.t. each layer's output in cur, ping-ponging between two
   // buffers; dense layers overwrite it with dz in place.
+  // Backward stops at the lowest trainable dense layer: nothing below it needs a
+  // gradient (the layers before the first dense layer have no parameters at all).
   float* cur = ws.grad_a.data();
   float* other = ws.grad_b.data();
-  size_t first_param_layer = layers_.size();
-  for (size_t l = 0; l < layers_.size(); ++l)
-    if (layers_[l].kind == LayerSpec::Kind::dense) {
-      first_param_layer = l;
-      break;
-    }
-  for (size_t l = layers_.size(); l-- > 0;) {
+  for (size_t l = layers_.size(); l-- > lowest_trainable_;) {
     const LayerSpec& s = layers_[l];
     const int64_t in_width = l == 0 ? input_dim_ : widths_[l - 1];
-    // Layers before the first dense layer have no parameters: no gradient to carry there.
-    const bool need_dx = l > first_param_layer;
+    const bool need_dx = l > lowest_trainable_;
     if (s.kind == LayerSpec::Kind::dense) {
       float* dx = need_dx ? other : nullptr;
-      backend_->dense_backward(dx, grads_.data() + weight_offsets_[l], grads_.data() + bias_offsets_[l], cur, cur,
-                               ws.layer_in[l], params_.data() + weight_offsets_[l], ws.act[l].data(),
-                               ws.preact[l].data(), {b, in_width, s.units, precision_}, s.activation);
+      // A frozen layer above it passes the gradient on without the weight-gradient work.
+      backend_->dense_backward(dx, s.trainable ? grads_.data() + weight_offsets_[l] : nullptr,
+                               s.trainable ? grads_.data() + bias_offsets_[l] : nullptr, cur, cur, ws.layer_in[l],
+                               params_.data() + weight_offsets_[l], ws.act[l].data(), ws.preact[l].data(),
+                               {b, in_width, s.units, precision_}, s.activation);
       if (!need_dx) break;
       float* t = cur;
       cur = other;
@@ -601,16 +655,7 @@ double Network::train_batch(const float* x, const void* y, const float* sample_w
   }
   if (opt_.clip_norm > 0.0f) backend_->clip_by_global_norm(grads_.data(), num_params_, opt_.clip_norm);
   ++step_;
-  const int64_t nd = static_cast<int64_t>(no_decay_.size());
-  if (opt_.kind == OptimizerConfig::Kind::adam) {
-    AdamConfig c = opt_.adam;
-    c.step = step_;
-    backend_->adam_update(params_.data(), state_a_.data(), state_b_.data(), c.amsgrad ? state_c_.data() : nullptr,
-                          grads_.data(), num_params_, no_decay_.data(), nd, c);
-  } else {
-    backend_->sgd_update(params_.data(), opt_.sgd.momentum != 0.0f ? state_a_.data() : nullptr, grads_.data(),
-                         num_params_, no_decay_.data(), nd, opt_.sgd);
-  }
+  run_optimizer();
   return loss + penalty;
 }
 

@@ -24,6 +24,9 @@ struct LayerSpec {
   // dense: L1 / L2 penalty on the kernel (Keras' l1_l2): the loss gains
   // l1 sum |w| + l2 sum w^2 and the kernel gradient l1 sign(w) + 2 l2 w; biases none.
   float l1 = 0.0f, l2 = 0.0f;
+  // dense: false freezes the layer (Keras' trainable): its parameters are never updated
+  // and its weight gradients never computed.
+  bool trainable = true;
 };
 
 enum class LossKind { softmax_cross_entropy, binary_cross_entropy, mse };
@@ -102,6 +105,11 @@ class Network {
   // writes take exclusive access and count as a weight change.
   void read_params(float* dst, int64_t offset, int64_t n) const;
   void write_params(const float* src, int64_t offset, int64_t n);
+
+  // Freezes (false) or unfreezes a dense layer from the next step on; exclusive access.
+  // A frozen layer's gradients read as zero, its optimizer state stays as it was.
+  void set_trainable(int64_t layer, bool trainable);
+  bool trainable(int64_t layer) const;
 
   // Sets the loss, the optimizer and the precision of the dense GEMMs (which the device
   // must support), and clears the optimizer state, the step count and the loss scale.
@@ -186,6 +194,19 @@ class Network {
   // their gradients to grads_. Callers hold mutex_ exclusively.
   double kernel_penalty(bool with_grad);
   bool regularized_ = false;
+  // The parameters the optimizer updates: maximal runs of trainable layers' [kernel,
+  // bias] ranges, each with its no-decay segments relative to its start; and the lowest
+  // trainable dense layer (layers_.size() when none), below which backward stops.
+  struct UpdateRange {
+    int64_t begin = 0, end = 0;
+    std::vector<Segment> no_decay;
+  };
+  std::vector<UpdateRange> update_ranges_;
+  size_t lowest_trainable_ = 0;
+  // Recomputes the two above from layers_ and zeroes frozen layers' gradients, so the
+  // global norm (clipping, the fp16 overflow check) sees only trainable ones.
+  void plan_updates();
+  void run_optimizer();
   const Buffer<float>& state_buffer(int slot, int64_t offset, int64_t n) const;
   std::unique_ptr<Workspace> acquire_workspace() const;
   void release_workspace(std::unique_ptr<Workspace> ws) const;
@@ -196,7 +217,6 @@ class Network {
   std::vector<LayerSpec> layers_;
   std::vector<int64_t> widths_;  // widths_[l] = output width of layer l
   std::vector<int64_t> weight_offsets_, bias_offsets_;
-  std::vector<Segment> no_decay_;
   int64_t num_params_ = 0;
   int64_t max_width_ = 0;
 

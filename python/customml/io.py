@@ -17,7 +17,7 @@ optimizer state slot (Adam: m, v and, with amsgrad, vmax; SGD with momentum: vel
 
 Metadata (every value a string; the structured ones hold JSON): ``format`` = "customml",
 ``format_version`` = "1" (or "2" when a layer has a kernel_regularizer, the learning
-rate is a schedule or the precision is not fp32), ``customml_version``, ``architecture``, ``preprocessing``,
+rate is a schedule or the precision is not fp32; "3" when a layer is frozen), ``customml_version``, ``architecture``, ``preprocessing``,
 ``training`` (the compile configuration, "null" when uncompiled), ``optimizer_state`` (only
 with include_optimizer: the step count, the epochs trained and the slot names) and
 ``checksum``: "sha256:" + the hex SHA-256 of every other metadata entry (sorted by key,
@@ -58,7 +58,9 @@ FORMAT = "customml"
 # schedules as an optimizer's learning_rate. A file is written as version 1 unless it
 # uses one of them, so version-1 readers keep reading every file they can understand and
 # tell their users to upgrade for the others.
-FORMAT_VERSION = 2
+# Version 3 adds a Dense layer's optional "trainable": false (a frozen layer); a version-2
+# reader would refuse the key anyway, and with the version it says why.
+FORMAT_VERSION = 3
 # As the safetensors reference implementation: a header larger than this is refused
 # before it is read. A customml header is about 200 bytes per layer.
 MAX_HEADER_BYTES = 100_000_000
@@ -151,6 +153,8 @@ def _architecture(model) -> dict:
             # Written only when set, so a model without one writes what version 1 wrote.
             if layer.kernel_regularizer is not None:
                 spec["kernel_regularizer"] = layer.kernel_regularizer.get_config()
+            if not layer.trainable:
+                spec["trainable"] = False
             layers.append(spec)
         elif isinstance(layer, Dropout):
             layers.append({"kind": "dropout", "name": layer.name, "rate": layer.rate})
@@ -193,11 +197,14 @@ def _training(model) -> Optional[dict]:
     return training
 
 
-def _needs_version_2(arch: dict, training: Optional[dict]) -> bool:
+def _format_version(arch: dict, training: Optional[dict]) -> int:
+    """The oldest format version that holds everything the file must say."""
+    if any("trainable" in spec for spec in arch["layers"]):
+        return 3
     regularized = any("kernel_regularizer" in spec for spec in arch["layers"])
     scheduled = training is not None and isinstance(training["optimizer"]["config"]["learning_rate"], dict)
     reduced_precision = training is not None and training.get("precision", "fp32") != "fp32"
-    return regularized or scheduled or reduced_precision
+    return 2 if regularized or scheduled or reduced_precision else 1
 
 
 def _slot_names(training: Optional[dict]) -> Tuple[str, ...]:
@@ -255,7 +262,7 @@ def _encode(model, include_optimizer: bool) -> List[bytes]:
     net = model._net
     arch = _architecture(model)
     training = _training(model)
-    version = 2 if _needs_version_2(arch, training) else 1
+    version = _format_version(arch, training)
     metadata = {"format": FORMAT, "format_version": str(version),
                 "customml_version": _core.build_info()["version"], "architecture": _dumps(arch),
                 "preprocessing": _dumps([]), "training": _dumps(training)}
@@ -497,9 +504,13 @@ class _Model:
             kind = spec.get("kind") if isinstance(spec, dict) else None
             keys = {"dense": {"kind", "name", "units", "activation", "kernel_initializer"},
                     "dropout": {"kind", "name", "rate"}}.get(kind)
-            # kernel_regularizer is optional: files written before it existed lack it.
-            if keys is None or not (set(spec) == keys or (kind == "dense" and set(spec) == keys | {"kernel_regularizer"})):
+            # kernel_regularizer and trainable are optional: files written before they existed
+            # lack them, and files of models that do not use them too.
+            if keys is None or not (set(spec) == keys or (kind == "dense" and keys < set(spec) <= keys | {
+                    "kernel_regularizer", "trainable"})):
                 fail(f"architecture layer {i}: expected a dense or dropout layer description, got {_short(spec)}")
+            if "trainable" in spec and not isinstance(spec["trainable"], bool):
+                fail(f"architecture layer {i}: trainable must be true or false, got {_short(spec['trainable'])}")
             reg = spec.get("kernel_regularizer")
             if reg is not None and not (isinstance(reg, dict) and set(reg) == {"l1", "l2"}
                                         and all(_json_type(reg[k], "number") for k in ("l1", "l2"))):
@@ -606,6 +617,7 @@ class _Model:
                                         kernel_initializer=spec["kernel_initializer"],
                                         kernel_regularizer=regularizers_mod.L1L2(**reg) if reg else None,
                                         name=spec["name"]))
+                    layers[-1].trainable = spec.get("trainable", True)
                 else:
                     layers.append(Dropout(spec["rate"], name=spec["name"]))
             model = Sequential(layers, input_dim=arch["input_dim"], device=device, seed=arch["seed"],

@@ -28,10 +28,30 @@ class Layer:
         self._model = None
         self._index = -1
         self.input_dim: Optional[int] = None
+        self._trainable = True
 
     @property
     def built(self) -> bool:
         return self._model is not None and self._model._net is not None
+
+    @property
+    def trainable(self) -> bool:
+        """False freezes the layer (Keras' meaning, for fine-tuning): fit leaves its
+        parameters and their optimizer state bit-identical, whatever the weight decay, and
+        skips its weight-gradient work (and all backward work below the lowest trainable
+        layer). Takes effect from the next batch; saved in the model file."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"layer {self.name!r} trainable must be True or False, got {value!r}")
+        self._trainable = bool(value)
+        if self.built:
+            self._model._net.set_trainable(self._index, self._trainable)
+
+    def count_trainable_params(self) -> int:
+        return self.count_params() if self._trainable else 0
 
     def output_dim(self, input_dim: int) -> int:
         return input_dim
@@ -107,7 +127,7 @@ class Dense(Layer):
         return self.input_dim * self.units + self.units
 
     def _spec(self) -> dict:
-        spec = {"kind": "dense", "units": self.units, "activation": self.activation}
+        spec = {"kind": "dense", "units": self.units, "activation": self.activation, "trainable": self._trainable}
         if self.kernel_regularizer is not None:
             spec.update(self.kernel_regularizer.get_config())
         return spec

@@ -124,12 +124,15 @@ class Sequential:
     # -- structure ---------------------------------------------------------------------
 
     def add(self, layer: Layer) -> None:
+        """Appends a layer. On a built model (to put a new head on a trained base, after
+        ``pop``) the executor is rebuilt: the other layers keep their weights and trainable
+        flags, the new layer is initialized from the model's seed and its position, and a
+        compiled model is compiled again with the same configuration (fresh optimizer
+        state and step count, as after ``compile``)."""
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add expects a customml layer, got {type(layer).__name__}")
         if layer._model is not None:
             raise ValueError(f"layer {layer.name!r} already belongs to a model")
-        if self._net is not None:
-            raise ValueError("cannot add layers to a built model")
         taken = {lay.name for lay in self.layers}
         if layer.name in taken:
             raise ValueError(f"the model already has a layer named {layer.name!r}; layer names must be unique")
@@ -142,6 +145,60 @@ class Sequential:
         layer._model = self
         layer._index = len(self.layers)
         self.layers.append(layer)
+        if self._net is not None:
+            try:
+                self._rebuild()
+            except BaseException:
+                self.layers.pop()
+                layer._model, layer._index, layer.input_dim = None, -1, None
+                raise
+
+    def pop(self) -> Layer:
+        """Removes and returns the last layer, e.g. to replace a classifier's head; a built
+        model is rebuilt as by ``add``, keeping the other layers' weights."""
+        if not self.layers:
+            raise ValueError("[pop] the model has no layers")
+        if self._net is not None and not any(isinstance(lay, Dense) for lay in self.layers[:-1]):
+            raise ValueError("[pop] cannot remove the only Dense layer of a built model")
+        layer = self.layers.pop()
+        if self._net is not None:
+            try:
+                self._rebuild()
+            except BaseException:
+                self.layers.append(layer)
+                raise
+        layer._model, layer._index, layer.input_dim = None, -1, None
+        return layer
+
+    def _rebuild(self) -> None:
+        """A new executor for the current layers: layers that were built keep their weights,
+        new ones are initialized from (seed, position); recompiled when compiled."""
+        kept = {id(layer): layer.get_weights() for layer in self.layers if layer.input_dim is not None}
+        width = self._input_dim
+        for layer in self.layers:
+            layer.input_dim = width
+            width = layer.output_dim(width)
+        try:
+            net = _core.Network(self._input_dim, [layer._spec() for layer in self.layers], self.device)
+        except BaseException:
+            for layer in self.layers:
+                if id(layer) not in kept:
+                    layer.input_dim = None
+            raise
+        self._net = net
+        for index, layer in enumerate(self.layers):
+            if id(layer) in kept:
+                layer._assign(kept[id(layer)])
+                continue
+            # A stream per position (counter word 2 = 2 keeps it apart from the
+            # initialization and shuffle streams): the same new head gets the same weights.
+            rng = np.random.Generator(np.random.Philox(key=self.seed, counter=[0, 0, 2, index]))
+            weights = layer._initial_weights(rng)
+            if weights:
+                layer._assign(weights)
+        if self._loss is not None:
+            self._epoch = 0
+            self._compile_net()
 
     @property
     def built(self) -> bool:
@@ -221,6 +278,7 @@ class Sequential:
                 print_fn(line)
         print_fn(line)
         print_fn(f"Total params: {self.count_params():,}")
+        print_fn(f"Trainable params: {sum(layer.count_trainable_params() for layer in self.layers):,}")
 
     # -- training ----------------------------------------------------------------------
 
