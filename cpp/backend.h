@@ -196,6 +196,10 @@ class Backend {
   // param: (n), a Dense kernel -> grad: (n) += l1 sign(param) + 2 l2 param, skipped if
   // null; returns the penalty l1 sum |param| + l2 sum param^2 (Keras' l1_l2).
   virtual double l1_l2_penalty(float* grad, const float* param, int64_t n, float l1, float l2) = 0;
+  // x: (rows, cols)  scale, shift: (cols) -> y: (rows, cols) = x * scale + shift per
+  // column: the preprocessing layers (Normalization, Rescaling) on the model's input.
+  virtual void feature_affine(float* y, const float* x, const float* scale, const float* shift, int64_t rows,
+                              int64_t cols) = 0;
 
   // TEMPORARY (this session's parallel branches): the int8 and sparse families below
   // become pure virtual once every backend implements them.

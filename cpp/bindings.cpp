@@ -200,6 +200,10 @@ LayerSpec layer_from(const py::dict& d) {
   } else if (kind == "dropout") {
     s.kind = LayerSpec::Kind::dropout;
     s.rate = py::cast<float>(d["rate"]);
+  } else if (kind == "affine") {
+    s.kind = LayerSpec::Kind::affine;
+    s.scale = py::cast<std::vector<float>>(d["scale"]);
+    s.shift = py::cast<std::vector<float>>(d["shift"]);
   } else {
     throw std::invalid_argument("unknown layer kind '" + kind + "'");
   }
@@ -490,6 +494,18 @@ PYBIND11_MODULE(_core, m) {
       "L1/L2 penalty of a kernel: adds l1 sign(param) + 2 l2 param to grad in place when given; returns "
       "l1 sum |param| + l2 sum param^2.");
 
+  m.def(
+      "feature_affine",
+      [](py::object y, py::object x, py::object scale, py::object shift, const std::string& device) {
+        Views views("feature_affine", device);
+        Tensor yt = views.out(y, "y"), xt = views.in(x, "x");
+        Tensor s = views.in(scale, "scale"), b = views.in(shift, "shift");
+        py::gil_scoped_release release;
+        ops::feature_affine(yt, xt, s, b);
+      },
+      py::arg("y"), py::arg("x"), py::arg("scale"), py::arg("shift"), py::arg("device") = "cpu",
+      "y = x * scale + shift per column (x, y: (rows, cols); scale, shift: (cols,)): the preprocessing layers' map.");
+
   py::class_<Network>(m, "Network", "The compiled layer plan and its flat buffers.")
       .def(py::init([](int64_t input_dim, const py::list& layers, const std::string& device) {
              std::vector<LayerSpec> specs;
@@ -510,6 +526,20 @@ PYBIND11_MODULE(_core, m) {
            py::call_guard<py::gil_scoped_release>(),
            "Freezes (False) or unfreezes a dense layer from the next step on: no update and no weight-gradient work.")
       .def("trainable", &Network::trainable, py::arg("layer"))
+      .def(
+          "set_affine",
+          [](Network& n, int64_t layer, py::array_t<float, py::array::c_style | py::array::forcecast> scale,
+             py::array_t<float, py::array::c_style | py::array::forcecast> shift) {
+            if (scale.ndim() != 1 || shift.ndim() != 1 || scale.size() != n.input_dim() || shift.size() != n.input_dim())
+              throw std::invalid_argument("[Network] set_affine needs scale and shift of shape (" +
+                                          std::to_string(n.input_dim()) + ",)");
+            const float* s = scale.data();
+            const float* b = shift.data();
+            py::gil_scoped_release release;
+            n.set_affine(layer, s, b);
+          },
+          py::arg("layer"), py::arg("scale"), py::arg("shift"),
+          "Replaces a preprocessing (affine) layer's per-feature scale and shift.")
       .def(
           "read_params",
           [](const Network& n, int64_t offset, int64_t count) {

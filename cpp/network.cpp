@@ -56,14 +56,25 @@ struct Network::Workspace {
 Network::Network(int64_t input_dim, std::vector<LayerSpec> layers, const Device& device)
     : device_(device), backend_(&backend_for(device)), input_dim_(input_dim), layers_(std::move(layers)),
       params_(backend_), grads_(backend_), state_a_(backend_), state_b_(backend_), state_c_(backend_),
-      class_weights_(backend_), confusion_(backend_), regression_(backend_), regression_shift_(backend_) {
+      class_weights_(backend_), affine_(backend_), confusion_(backend_), regression_(backend_), regression_shift_(backend_) {
   if (input_dim < 1) throw std::invalid_argument("[Network] input_dim must be >= 1, got " + std::to_string(input_dim));
   if (layers_.empty()) throw std::invalid_argument("[Network] needs at least one layer");
   int64_t width = input_dim;
   max_width_ = input_dim;
+  int64_t affine_floats = 0;
   for (size_t l = 0; l < layers_.size(); ++l) {
     const LayerSpec& s = layers_[l];
-    if (s.kind == LayerSpec::Kind::dense) {
+    affine_offsets_.push_back(-1);
+    if (s.kind == LayerSpec::Kind::affine) {
+      if (l > 0 && layers_[l - 1].kind != LayerSpec::Kind::affine)
+        throw std::invalid_argument("[Network] layer " + std::to_string(l) +
+                                    ": preprocessing (affine) layers must come first, before any dense or dropout layer");
+      check_affine(l, s.scale.data(), s.scale.size(), s.shift.data(), s.shift.size());
+      affine_offsets_.back() = affine_floats;
+      affine_floats += 2 * input_dim;
+      weight_offsets_.push_back(-1);
+      bias_offsets_.push_back(-1);
+    } else if (s.kind == LayerSpec::Kind::dense) {
       if (s.units < 1)
         throw std::invalid_argument("[Network] layer " + std::to_string(l) + ": units must be >= 1, got " +
                                     std::to_string(s.units));
@@ -87,6 +98,9 @@ Network::Network(int64_t input_dim, std::vector<LayerSpec> layers, const Device&
     widths_.push_back(width);
     max_width_ = width > max_width_ ? width : max_width_;
   }
+  affine_.reserve(static_cast<size_t>(affine_floats));
+  for (size_t l = 0; l < layers_.size(); ++l)
+    if (affine_offsets_[l] >= 0) upload_affine(l, layers_[l].scale.data(), layers_[l].shift.data());
   params_.reserve(static_cast<size_t>(num_params_));
   backend_->fill_zero(params_.data(), sizeof(float) * static_cast<size_t>(num_params_));
   grads_.reserve(static_cast<size_t>(num_params_));
@@ -113,6 +127,37 @@ void Network::plan_updates() {
     // Biases take no weight decay (DESIGN decision 2).
     r.no_decay.push_back({bias_offsets_[l] - r.begin, end - r.begin});
   }
+}
+
+void Network::check_affine(size_t layer, const float* scale, size_t n_scale, const float* shift,
+                           size_t n_shift) const {
+  const std::string pre = "[Network] layer " + std::to_string(layer) + ": ";
+  if (n_scale != static_cast<size_t>(input_dim_) || n_shift != static_cast<size_t>(input_dim_))
+    throw std::invalid_argument(pre + "affine scale and shift need " + std::to_string(input_dim_) +
+                                " values each (one per input feature), got " + std::to_string(n_scale) + " and " +
+                                std::to_string(n_shift));
+  for (size_t i = 0; i < n_scale; ++i)
+    if (!(std::isfinite(scale[i]) && std::isfinite(shift[i])))
+      throw std::invalid_argument(pre + "affine scale and shift must be finite (feature " + std::to_string(i) + ")");
+}
+
+void Network::upload_affine(size_t layer, const float* scale, const float* shift) {
+  const size_t n = static_cast<size_t>(input_dim_);
+  float* dst = affine_.data() + affine_offsets_[layer];
+  backend_->copy_to_device(dst, scale, sizeof(float) * n);
+  backend_->copy_to_device(dst + n, shift, sizeof(float) * n);
+}
+
+void Network::set_affine(int64_t layer, const float* scale, const float* shift) {
+  if (layer < 0 || layer >= static_cast<int64_t>(layers_.size()) ||
+      layers_[static_cast<size_t>(layer)].kind != LayerSpec::Kind::affine)
+    throw std::invalid_argument("[Network] layer " + std::to_string(layer) + " is not an affine layer");
+  const size_t l = static_cast<size_t>(layer), n = static_cast<size_t>(input_dim_);
+  check_affine(l, scale, n, shift, n);
+  std::unique_lock<WriterPreferringLock> lock(mutex_);
+  layers_[l].scale.assign(scale, scale + n);
+  layers_[l].shift.assign(shift, shift + n);
+  upload_affine(l, scale, shift);
 }
 
 void Network::set_trainable(int64_t layer, bool trainable) {
@@ -498,7 +543,10 @@ const float* Network::forward(Workspace& ws, const float* input, int64_t b, bool
     ws.layer_in[l] = cur;
     // At inference the last layer writes straight into the caller's buffer.
     float* dst = (!training && out && l == last) ? out : ws.act[l].data();
-    if (s.kind == LayerSpec::Kind::dense) {
+    if (s.kind == LayerSpec::Kind::affine) {
+      const float* scale = affine_.data() + affine_offsets_[l];
+      backend_->feature_affine(dst, cur, scale, scale + width, b, width);
+    } else if (s.kind == LayerSpec::Kind::dense) {
       float* z = training && activation_needs_preact(s.activation) ? ws.preact[l].data() : nullptr;
       backend_->dense_forward(dst, z, cur, params_.data() + weight_offsets_[l], params_.data() + bias_offsets_[l],
                               {b, width, s.units, precision_}, s.activation);

@@ -16,7 +16,9 @@
 namespace customml {
 
 struct LayerSpec {
-  enum class Kind { dense, dropout };
+  // affine: y = x * scale + shift per feature (the preprocessing layers Normalization and
+  // Rescaling); only at the start of the model, before any dense or dropout layer.
+  enum class Kind { dense, dropout, affine };
   Kind kind = Kind::dense;
   int64_t units = 0;  // dense: output width
   Activation activation = Activation::identity;
@@ -27,6 +29,7 @@ struct LayerSpec {
   // dense: false freezes the layer (Keras' trainable): its parameters are never updated
   // and its weight gradients never computed.
   bool trainable = true;
+  std::vector<float> scale, shift;  // affine: (input_dim) each
 };
 
 enum class LossKind { softmax_cross_entropy, binary_cross_entropy, mse };
@@ -110,6 +113,9 @@ class Network {
   // A frozen layer's gradients read as zero, its optimizer state stays as it was.
   void set_trainable(int64_t layer, bool trainable);
   bool trainable(int64_t layer) const;
+  // Replaces an affine layer's scale and shift ((input_dim) each, finite), e.g. after
+  // Normalization.adapt; exclusive access.
+  void set_affine(int64_t layer, const float* scale, const float* shift);
 
   // Sets the loss, the optimizer and the precision of the dense GEMMs (which the device
   // must support), and clears the optimizer state, the step count and the loss scale.
@@ -207,6 +213,9 @@ class Network {
   // global norm (clipping, the fp16 overflow check) sees only trainable ones.
   void plan_updates();
   void run_optimizer();
+  // Validates an affine layer's (scale, shift) and copies them to affine_.
+  void check_affine(size_t layer, const float* scale, size_t n_scale, const float* shift, size_t n_shift) const;
+  void upload_affine(size_t layer, const float* scale, const float* shift);
   const Buffer<float>& state_buffer(int slot, int64_t offset, int64_t n) const;
   std::unique_ptr<Workspace> acquire_workspace() const;
   void release_workspace(std::unique_ptr<Workspace> ws) const;
@@ -222,6 +231,10 @@ class Network {
 
   Buffer<float> params_, grads_, state_a_, state_b_, state_c_;  // state: m, v, vmax or velocity
   Buffer<float> class_weights_;  // the loss's class weights, on the device
+  // The affine layers' scale and shift, back to back (2 input_dim floats each, at
+  // affine_offsets_[l]; -1 for other layers), on the device; not trained.
+  Buffer<float> affine_;
+  std::vector<int64_t> affine_offsets_;
   Precision precision_ = Precision::fp32;
   double loss_scale_ = kInitialLossScale;
   int64_t good_steps_ = 0;

@@ -443,4 +443,21 @@ double l1_l2_penalty(const Tensor* grad, const Tensor& param, float l1, float l2
       .l1_l2_penalty(grad ? f32(*grad) : nullptr, f32(param), param.numel(), l1, l2);
 }
 
+void feature_affine(const Tensor& y, const Tensor& x, const Tensor& scale, const Tensor& shift) {
+  const char* op = "feature_affine";
+  check(op, "x", x, DType::f32, 2);
+  check(op, "scale", scale, DType::f32, 1);
+  check(op, "shift", shift, DType::f32, 1);
+  check(op, "y", y, DType::f32, 2);
+  const int64_t rows = x.dim(0), cols = x.dim(1);
+  check_shape(op, "scale", scale, {cols});
+  check_shape(op, "shift", shift, {cols});
+  check_shape(op, "y", y, {rows, cols});
+  for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"x", &x}, {"scale", &scale}, {"shift", &shift}}) {
+    check_device(op, name, *t, y);
+    check_no_overlap(op, "y", y, name, *t);
+  }
+  backend_for(x.device()).feature_affine(f32(y), f32(x), f32(scale), f32(shift), rows, cols);
+}
+
 }  // namespace customml::ops

@@ -74,6 +74,9 @@ double clip_by_global_norm(const Tensor& grad, float max_norm);
 // place; returns the penalty l1 sum |param| + l2 sum param^2.
 double l1_l2_penalty(const Tensor* grad, const Tensor& param, float l1, float l2);
 
+// x: (rows, cols) f32  scale, shift: (cols) f32 -> y: (rows, cols) = x * scale + shift.
+void feature_affine(const Tensor& y, const Tensor& x, const Tensor& scale, const Tensor& shift);
+
 // Checks shared with the network executor, which validates whole batches once.
 void check_segments(const char* op, const std::vector<Segment>& segments, int64_t n);
 void check_sgd_config(const char* op, const SgdConfig& c);

@@ -68,6 +68,10 @@ class DeviceBackend : public Backend {
   double l1_l2_penalty(float* grad, const float* param, int64_t n, float l1, float l2) override {
     return ::customml::CUSTOMML_CUDA_NS::l1_l2_penalty(ctx(), grad, param, n, l1, l2);
   }
+  void feature_affine(float* y, const float* x, const float* scale, const float* shift, int64_t rows,
+                      int64_t cols) override {
+    ::customml::CUSTOMML_CUDA_NS::feature_affine(ctx(), y, x, scale, shift, rows, cols);
+  }
  protected:
   // Owned by the subclass: its buffers must be released while its memory methods exist.
   virtual DeviceContext& ctx() = 0;

@@ -20,6 +20,7 @@
 #include "cuda/clip.cu"
 #include "cuda/dense.cu"
 #include "cuda/dropout.cu"
+#include "cuda/feature_affine.cu"
 #include "cuda/loss_weights.cu"
 #include "cuda/metrics.cu"
 #include "cuda/mse.cu"

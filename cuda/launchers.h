@@ -52,6 +52,8 @@ void adam_update(DeviceContext& ctx, float* param, float* m, float* v, float* vm
 double clip_by_global_norm(DeviceContext& ctx, float* grad, int64_t n, float max_norm);
 void scale(DeviceContext& ctx, float* x, int64_t n, double coef);
 double l1_l2_penalty(DeviceContext& ctx, float* grad, const float* param, int64_t n, float l1, float l2);
+void feature_affine(DeviceContext& ctx, float* y, const float* x, const float* scale, const float* shift, int64_t rows,
+                    int64_t cols);
 
 // Sums ctx.partials[0, blocks) on the host in block order (deterministic).
 double sum_partials(DeviceContext& ctx, unsigned blocks);

@@ -348,3 +348,11 @@ def vmath(name, x):
         if name == "sigmoid":
             return np.where(x >= 0, 1 / (1 + np.exp(-x)), np.exp(x) / (1 + np.exp(x)))
         return 0.5 * x * (1 + np.tanh(0.7978845608028654 * (x + 0.044715 * x**3)))
+
+
+# ---------------------------------------------------------------------- preprocessing
+
+
+def feature_affine(x, scale, shift) -> np.ndarray:
+    """x * scale + shift per column, exact in float64 (the kernel rounds the product and the sum)."""
+    return _f64(x) * _f64(scale)[None, :] + _f64(shift)[None, :]

@@ -46,6 +46,8 @@ class CpuBackend final : public Backend {
   double clip_by_global_norm(float* grad, int64_t n, float max_norm) override;
   void scale(float* x, int64_t n, double coef) override;
   double l1_l2_penalty(float* grad, const float* param, int64_t n, float l1, float l2) override;
+  void feature_affine(float* y, const float* x, const float* scale, const float* shift, int64_t rows,
+                      int64_t cols) override;
 
  private:
   CpuBackend();

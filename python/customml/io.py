@@ -47,7 +47,7 @@ from . import losses as losses_mod
 from . import optimizers as optimizers_mod
 from . import regularizers as regularizers_mod
 from . import schedules as schedules_mod
-from .layers import Dense, Dropout
+from .layers import Dense, Dropout, Normalization, Rescaling
 
 __all__ = ["save", "load", "load_weights", "dumps", "loads", "FORMAT_VERSION"]
 
@@ -58,8 +58,10 @@ FORMAT = "customml"
 # schedules as an optimizer's learning_rate. A file is written as version 1 unless it
 # uses one of them, so version-1 readers keep reading every file they can understand and
 # tell their users to upgrade for the others.
-# Version 3 adds a Dense layer's optional "trainable": false (a frozen layer); a version-2
-# reader would refuse the key anyway, and with the version it says why.
+# Version 3 adds a Dense layer's optional "trainable": false (a frozen layer) and the
+# preprocessing layers "normalization" (mean and variance as JSON number lists, or null
+# before adapt) and "rescaling" (scale, offset); a version-2 reader would refuse them
+# anyway, and with the version it says why.
 FORMAT_VERSION = 3
 # As the safetensors reference implementation: a header larger than this is refused
 # before it is read. A customml header is about 200 bytes per layer.
@@ -158,6 +160,13 @@ def _architecture(model) -> dict:
             layers.append(spec)
         elif isinstance(layer, Dropout):
             layers.append({"kind": "dropout", "name": layer.name, "rate": layer.rate})
+        elif isinstance(layer, Normalization):
+            # float64 statistics as JSON numbers: repr round-trips them exactly.
+            layers.append({"kind": "normalization", "name": layer.name,
+                           "mean": None if layer.mean is None else layer.mean.tolist(),
+                           "variance": None if layer.variance is None else layer.variance.tolist()})
+        elif isinstance(layer, Rescaling):
+            layers.append({"kind": "rescaling", "name": layer.name, "scale": layer.scale, "offset": layer.offset})
         else:
             raise ValueError(f"[save] cannot save layer {layer.name!r} of type {type(layer).__name__}")
     return {"name": model.name, "input_dim": model.input_dim, "seed": model.seed, "layers": layers}
@@ -199,7 +208,7 @@ def _training(model) -> Optional[dict]:
 
 def _format_version(arch: dict, training: Optional[dict]) -> int:
     """The oldest format version that holds everything the file must say."""
-    if any("trainable" in spec for spec in arch["layers"]):
+    if any("trainable" in spec or spec["kind"] in ("normalization", "rescaling") for spec in arch["layers"]):
         return 3
     regularized = any("kernel_regularizer" in spec for spec in arch["layers"])
     scheduled = training is not None and isinstance(training["optimizer"]["config"]["learning_rate"], dict)
@@ -503,12 +512,23 @@ class _Model:
         for i, spec in enumerate(layers):
             kind = spec.get("kind") if isinstance(spec, dict) else None
             keys = {"dense": {"kind", "name", "units", "activation", "kernel_initializer"},
-                    "dropout": {"kind", "name", "rate"}}.get(kind)
+                    "dropout": {"kind", "name", "rate"},
+                    "normalization": {"kind", "name", "mean", "variance"},
+                    "rescaling": {"kind", "name", "scale", "offset"}}.get(kind)
             # kernel_regularizer and trainable are optional: files written before they existed
             # lack them, and files of models that do not use them too.
             if keys is None or not (set(spec) == keys or (kind == "dense" and keys < set(spec) <= keys | {
                     "kernel_regularizer", "trainable"})):
-                fail(f"architecture layer {i}: expected a dense or dropout layer description, got {_short(spec)}")
+                fail(f"architecture layer {i}: expected a dense, dropout, normalization or rescaling layer "
+                     f"description, got {_short(spec)}")
+            if kind == "normalization" and not all(
+                    spec[k] is None or (isinstance(spec[k], list) and len(spec[k]) == arch["input_dim"]
+                                        and all(_json_type(v, "number") for v in spec[k]))
+                    for k in ("mean", "variance")):
+                fail(f"architecture layer {i}: normalization mean and variance must be null or lists of "
+                     f"{_short(arch['input_dim'])} numbers")
+            if kind == "rescaling" and not all(_json_type(spec[k], "number") for k in ("scale", "offset")):
+                fail(f"architecture layer {i}: rescaling scale and offset must be numbers")
             if "trainable" in spec and not isinstance(spec["trainable"], bool):
                 fail(f"architecture layer {i}: trainable must be true or false, got {_short(spec['trainable'])}")
             reg = spec.get("kernel_regularizer")
@@ -618,6 +638,10 @@ class _Model:
                                         kernel_regularizer=regularizers_mod.L1L2(**reg) if reg else None,
                                         name=spec["name"]))
                     layers[-1].trainable = spec.get("trainable", True)
+                elif spec["kind"] == "normalization":
+                    layers.append(Normalization(spec["mean"], spec["variance"], name=spec["name"]))
+                elif spec["kind"] == "rescaling":
+                    layers.append(Rescaling(spec["scale"], spec["offset"], name=spec["name"]))
                 else:
                     layers.append(Dropout(spec["rate"], name=spec["name"]))
             model = Sequential(layers, input_dim=arch["input_dim"], device=device, seed=arch["seed"],
@@ -692,8 +716,8 @@ def load_weights(model, path) -> None:
         for i, (spec, layer) in enumerate(zip(layers, model.layers)):
             mine = _architecture_of_layer(layer)
             if spec["kind"] != mine[0] or (spec["kind"] == "dense" and spec["units"] != mine[1]):
-                theirs = f"Dense({spec['units']})" if spec["kind"] == "dense" else "Dropout"
-                ours = f"Dense({mine[1]})" if mine[0] == "dense" else "Dropout"
+                theirs = f"Dense({spec['units']})" if spec["kind"] == "dense" else spec["kind"].capitalize()
+                ours = f"Dense({mine[1]})" if mine[0] == "dense" else mine[0].capitalize()
                 mismatch = f"layer {i} is {theirs} in the file but {ours} in the model"
                 break
     if mismatch:
@@ -703,9 +727,14 @@ def load_weights(model, path) -> None:
         if model._loss is not None:
             model._compile_net()
     saved.write_weights(model)
+    # A Normalization's statistics are its weights (as in Keras); a Rescaling's constants
+    # are configuration, kept as the model has them.
+    for spec, layer in zip(layers, model.layers):
+        if spec["kind"] == "normalization" and spec["mean"] is not None:
+            layer._set_stats(spec["mean"], spec["variance"])
 
 
 def _architecture_of_layer(layer) -> Tuple[str, int]:
     if isinstance(layer, Dense):
         return "dense", layer.units
-    return "dropout", 0
+    return layer._kind, 0

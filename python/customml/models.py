@@ -21,7 +21,7 @@ from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from . import schedules as schedules_mod
 from .callbacks import Callback, History
-from .layers import Dense, Layer
+from .layers import Dense, Dropout, Layer, Normalization
 
 __all__ = ["Sequential"]
 
@@ -133,6 +133,9 @@ class Sequential:
             raise TypeError(f"Sequential.add expects a customml layer, got {type(layer).__name__}")
         if layer._model is not None:
             raise ValueError(f"layer {layer.name!r} already belongs to a model")
+        if layer._preprocessing and any(not lay._preprocessing for lay in self.layers):
+            raise ValueError(f"preprocessing layer {type(layer).__name__} must come first in the model, before "
+                             "any Dense or Dropout layer")
         taken = {lay.name for lay in self.layers}
         if layer.name in taken:
             raise ValueError(f"the model already has a layer named {layer.name!r}; layer names must be unique")
@@ -265,7 +268,8 @@ class Sequential:
         self._require_built("summary")
         rows = [("Layer", "Output shape", "Params")]
         for layer in self.layers:
-            detail = f" ({layer.activation})" if isinstance(layer, Dense) else f" ({layer.rate})"
+            detail = (f" ({layer.activation})" if isinstance(layer, Dense) else
+                      f" ({layer.rate})" if isinstance(layer, Dropout) else "")
             rows.append((f"{layer.name}{detail}", f"(None, {layer.output_dim(layer.input_dim)})",
                          f"{layer.count_params():,}"))
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
@@ -526,6 +530,10 @@ class Sequential:
                                  f"{type(cb).__name__}")
         if self._loss is None:
             raise ValueError("[fit] the model must be compiled first (model.compile(...))")
+        for layer in self.layers:
+            if isinstance(layer, Normalization) and not layer.adapted:
+                raise ValueError(f"[fit] Normalization layer {layer.name!r} is not adapted: call "
+                                 f"model.layers[{layer._index}].adapt(x_train) (or give it mean and variance) first")
         epochs = _positive_int(epochs, "epochs", op, minimum=0)
         batch_size = _positive_int(batch_size, "batch_size", op)
         if verbose not in (0, 1, 2):

@@ -30,6 +30,7 @@ __all__ = [
     "adam_update",
     "clip_by_global_norm",
     "l1_l2_penalty",
+    "feature_affine",
 ]
 
 
@@ -192,3 +193,12 @@ def l1_l2_penalty(param, *, l1: float = 0.0, l2: float = 0.0, grad=None, device:
     and, when ``grad`` (same shape) is given, adds ``l1 * sign(param) + 2 * l2 * param`` to it
     in place (sign(0) = 0)."""
     return _core.l1_l2_penalty(grad, param, l1, l2, device)
+
+
+def feature_affine(x, scale, shift, *, out=None, device: str = "cpu") -> np.ndarray:
+    """``x * scale + shift`` per column of float32 x (rows, cols), with scale and shift
+    (cols,): what Normalization and Rescaling apply to a model's input. Returns ``out``."""
+    if out is None:
+        out = _empty(np.shape(x), device)
+    _core.feature_affine(out, x, scale, shift, device)
+    return out
