@@ -338,6 +338,8 @@ void Network::compile(const LossConfig& loss, const OptimizerConfig& opt, Precis
   metrics_ = MetricCounters{};
   stats_ = MetricStats{};
   scores_.clear();
+  class_probs_.clear();
+  class_labels_.clear();
 }
 
 void Network::set_metric_stats(const MetricStats& stats) {
@@ -349,9 +351,6 @@ void Network::set_metric_stats(const MetricStats& stats) {
   if (stats.regression && classification)
     throw std::invalid_argument(std::string("[compile] regression metrics need the loss mse, not ") +
                                 loss_name(loss_.kind));
-  if (stats.scores && out > 2)
-    throw std::invalid_argument("[compile] roc_auc is defined here for binary classifiers (one logit or two "
-                                "classes), but the model has " + std::to_string(out) + " outputs");
   std::unique_lock<WriterPreferringLock> lock(mutex_);
   stats_ = stats;
   metric_classes_ = out == 1 ? 2 : out;
@@ -371,6 +370,8 @@ void Network::reset_metrics() {
     backend_->fill_zero(confusion_.data(), sizeof(int64_t) * static_cast<size_t>(metric_classes_ * metric_classes_));
   if (stats_.regression) backend_->fill_zero(regression_.data(), sizeof(double) * static_cast<size_t>(4 * output_dim()));
   scores_.clear();  // keeps its capacity: the next epoch appends without allocating
+  class_probs_.clear();
+  class_labels_.clear();
   shift_set_ = false;
 }
 
@@ -390,9 +391,10 @@ std::vector<double> Network::regression_stats() const {
   return stats;
 }
 
-double Network::roc_auc() {
-  std::unique_lock<WriterPreferringLock> lock(mutex_);
-  if (!stats_.scores) return NAN;
+namespace {
+// The exact area under the ROC curve of (score, label != 0) pairs (sorted in place), as
+// sklearn.metrics.roc_auc_score; NaN for one class only or a NaN score.
+double binary_roc_auc(std::vector<std::pair<double, int32_t>>& scores_) {
   for (const auto& p : scores_)
     if (std::isnan(p.first)) return NAN;  // no order to rank by (sklearn refuses NaN too)
   // Sorting reorders the pairs only; the area does not depend on their order, so later
@@ -415,6 +417,25 @@ double Network::roc_auc() {
   }
   if (pos == 0 || neg == 0) return NAN;
   return wins2 / 2.0 / (static_cast<double>(pos) * static_cast<double>(neg));
+}
+}  // namespace
+
+double Network::roc_auc() {
+  std::unique_lock<WriterPreferringLock> lock(mutex_);
+  if (!stats_.scores) return NAN;
+  const int64_t out = output_dim();
+  if (out <= 2) return binary_roc_auc(scores_);
+  // One-vs-rest, macro average (sklearn's multi_class="ovr", average="macro"): each
+  // class's probabilities against "is this class", then the unweighted mean. sklearn
+  // needs every class in the labels; a missing one gives NaN here, as one class does.
+  std::vector<std::pair<double, int32_t>> pairs(class_labels_.size());
+  double total = 0.0;
+  for (int64_t c = 0; c < out; ++c) {
+    for (size_t i = 0; i < class_labels_.size(); ++i)
+      pairs[i] = {class_probs_[i * static_cast<size_t>(out) + static_cast<size_t>(c)], class_labels_[i] == c};
+    total += binary_roc_auc(pairs);
+  }
+  return total / static_cast<double>(out);
 }
 
 void Network::record_metric_stats(Workspace& ws, const float* logits, int64_t b) {
@@ -440,6 +461,23 @@ void Network::record_metric_stats(Workspace& ws, const float* logits, int64_t b)
       host = host_logits_.data();
     }
     const int32_t* labels = direct ? ws.labels.data() : ws.host_labels.data();
+    if (out > 2) {
+      // One-vs-rest needs each class's probability: the ranks of P(c | x) across rows are
+      // not those of logit c, since every row has its own normalizer.
+      for (int64_t i = 0; i < b; ++i) {
+        const float* row = host + i * out;
+        const float mx = *std::max_element(row, row + out);
+        double sum = 0.0;
+        const size_t first = class_probs_.size();
+        for (int64_t c = 0; c < out; ++c) {
+          class_probs_.push_back(std::exp(static_cast<double>(row[c]) - static_cast<double>(mx)));
+          sum += class_probs_.back();
+        }
+        for (size_t k = first; k < class_probs_.size(); ++k) class_probs_[k] /= sum;
+        class_labels_.push_back(labels[i]);
+      }
+      return;
+    }
     for (int64_t i = 0; i < b; ++i) {
       const double score = out == 1 ? static_cast<double>(host[i])
                                     : static_cast<double>(host[2 * i + 1]) - static_cast<double>(host[2 * i]);

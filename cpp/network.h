@@ -63,7 +63,7 @@ struct MetricCounters {
 struct MetricStats {
   bool confusion = false;   // classification: a (classes, classes) int64 confusion matrix
   bool regression = false;  // mse: per output sums of |e|, e^2, y, y^2 (float64)
-  bool scores = false;      // binary classification: every (score, label) pair, for ROC AUC
+  bool scores = false;      // classification: every row's score(s) and label, for ROC AUC
 };
 
 // A reader-writer lock that lets a waiting writer go first: the writer holds gate_
@@ -181,7 +181,9 @@ class Network {
   std::vector<double> regression_stats() const;
   // The exact area under the ROC curve of the scores since the last reset (ties count
   // one half, as sklearn.metrics.roc_auc_score); NaN when only one class was seen or a
-  // score is NaN.
+  // score is NaN. With more than two classes, the macro average of the one-vs-rest
+  // areas of the softmax probabilities (sklearn's multi_class="ovr"); NaN unless every
+  // class was seen.
   double roc_auc();
 
  private:
@@ -257,6 +259,10 @@ class Network {
   // (score, label) of every row since the last reset, on the host: the score is the
   // logit, or logit_1 - logit_0 for two classes (monotone in P(class 1)).
   std::vector<std::pair<double, int32_t>> scores_;
+  // More than two classes: each row's softmax probabilities (rows, classes) and label,
+  // for one-vs-rest ROC AUC.
+  std::vector<double> class_probs_;
+  std::vector<int32_t> class_labels_;
   std::vector<float> host_logits_;  // staging of a batch's logits on non-host devices
   void record_metric_stats(Workspace& ws, const float* logits, int64_t b);
 

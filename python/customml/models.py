@@ -63,7 +63,7 @@ def _check_finite(a: np.ndarray, name: str, op: str) -> None:
 
 def _check_binary_metrics(metrics: Tuple[str, ...], outputs: int) -> None:
     for m in metrics:
-        if (m.endswith("_binary") or m == "roc_auc") and outputs > 2:
+        if m.endswith("_binary") and outputs > 2:
             raise ValueError(f"metric {m!r} needs a binary classifier (one or two outputs), "
                              f"the model has {outputs}")
 
@@ -297,7 +297,8 @@ class Sequential:
         ``metrics``: names from ``customml.metrics.NAMES``: "accuracy", "precision",
         "recall", "f1" (binary for one logit or two classes, else macro), their
         ``_binary``/``_macro``/``_micro``/``_weighted`` variants, "confusion_matrix" and
-        "roc_auc" (binary) for classification losses; "mae", "rmse", "r2" for mse. The
+        "roc_auc" (binary, or one-vs-rest macro for more classes) for classification losses; "mae",
+        "rmse", "r2" for mse. The
         executor accumulates their statistics per batch; values follow sklearn.metrics.
 
         ``precision``: the number format of the dense layers' products: "fp32" (default,
