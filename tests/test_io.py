@@ -754,6 +754,8 @@ def _optimizer_config(**kv):
     (_json_meta("optimizer_state", lambda s: dict(s, slots=["velocity"])), "slots \\['velocity'\\] do not match"),
     (_json_meta("optimizer_state", lambda s: dict(s, step=-1)), "step must be an integer >= 0"),
     (_meta("training", "null"), "optimizer_state without a training configuration"),
+    (_meta("callbacks_state", '{"EarlyStopping:loss": {"best": "x"}}'), "callbacks_state must map callback keys"),
+    (_meta("callbacks_state", '[]'), "callbacks_state must map callback keys"),
 ])
 def test_bad_metadata(tmp_path, good, change, match):
     _refused(tmp_path, _edit(good, change), match)

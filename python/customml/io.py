@@ -17,9 +17,13 @@ optimizer state slot (Adam: m, v and, with amsgrad, vmax; SGD with momentum: vel
 
 Metadata (every value a string; the structured ones hold JSON): ``format`` = "customml",
 ``format_version`` = "1" (or "2" when a layer has a kernel_regularizer, the learning
-rate is a schedule or the precision is not fp32; "3" when a layer is frozen), ``customml_version``, ``architecture``, ``preprocessing``,
+rate is a schedule or the precision is not fp32; "3" when a layer is frozen, the model has
+a preprocessing layer, a metric other than accuracy, or callback states),
+``customml_version``, ``architecture``, ``preprocessing``,
 ``training`` (the compile configuration, "null" when uncompiled), ``optimizer_state`` (only
-with include_optimizer: the step count, the epochs trained and the slot names) and
+with include_optimizer: the step count, the epochs trained and the slot names),
+``callbacks_state`` (only with include_optimizer, when the last fit's callbacks have
+resumable state: ``{state_key: state}``, e.g. EarlyStopping's best and wait) and
 ``checksum``: "sha256:" + the hex SHA-256 of every other metadata entry (sorted by key,
 each as key NUL value NUL in UTF-8) followed by the data section.
 
@@ -73,7 +77,7 @@ _DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 
                 "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8}
 _REQUIRED_KEYS = ("format", "format_version", "customml_version", "architecture", "preprocessing", "training",
                   "checksum")
-_OPTIONAL_KEYS = ("optimizer_state",)
+_OPTIONAL_KEYS = ("optimizer_state", "callbacks_state")
 _SLOTS = {"adam": ("m", "v"), "adam_amsgrad": ("m", "v", "vmax"), "sgd_momentum": ("velocity",), "sgd": ()}
 _OPTIMIZERS = {"SGD": optimizers_mod.SGD, "Adam": optimizers_mod.Adam, "AdamW": optimizers_mod.AdamW}
 _LOSSES = {"SoftmaxCrossEntropy": losses_mod.SoftmaxCrossEntropy,
@@ -206,9 +210,23 @@ def _training(model) -> Optional[dict]:
     return training
 
 
+def _callbacks_state(model) -> Dict[str, dict]:
+    """The resumable states of the last fit's callbacks, by state_key()."""
+    states = {}
+    for cb in model._callbacks:
+        state = cb.get_state()
+        if state is not None:
+            states[cb.state_key()] = state
+    return states
+
+
 def _format_version(arch: dict, training: Optional[dict]) -> int:
     """The oldest format version that holds everything the file must say."""
     if any("trainable" in spec or spec["kind"] in ("normalization", "rescaling") for spec in arch["layers"]):
+        return 3
+    # Version-2 readers know the metric "accuracy" only; any other name would fail there as
+    # an invalid configuration rather than as a file to upgrade for.
+    if training is not None and any(m != "accuracy" for m in training["metrics"]):
         return 3
     regularized = any("kernel_regularizer" in spec for spec in arch["layers"])
     scheduled = training is not None and isinstance(training["optimizer"]["config"]["learning_rate"], dict)
@@ -272,6 +290,9 @@ def _encode(model, include_optimizer: bool) -> List[bytes]:
     arch = _architecture(model)
     training = _training(model)
     version = _format_version(arch, training)
+    callbacks = _callbacks_state(model) if include_optimizer else {}
+    if callbacks:
+        version = max(version, 3)
     metadata = {"format": FORMAT, "format_version": str(version),
                 "customml_version": _core.build_info()["version"], "architecture": _dumps(arch),
                 "preprocessing": _dumps([]), "training": _dumps(training)}
@@ -297,6 +318,8 @@ def _encode(model, include_optimizer: bool) -> List[bytes]:
             state["loss_scale"] = float(net.loss_scale)
             state["loss_scale_good_steps"] = int(net.loss_scale_good_steps)
         metadata["optimizer_state"] = _dumps(state)
+        if callbacks:
+            metadata["callbacks_state"] = _dumps(callbacks)
     metadata["checksum"] = _checksum(metadata, [t[2] for t in tensors])
 
     header: Dict[str, object] = {"__metadata__": metadata}
@@ -494,6 +517,16 @@ class _Model:
         self.state = None
         if "optimizer_state" in meta:
             self.state = self._state(f._json(meta["optimizer_state"].encode("utf-8"), "optimizer_state"))
+        self.callbacks = None
+        if "callbacks_state" in meta:
+            if self.state is None:
+                f.fail("callbacks_state without optimizer_state")
+            callbacks = f._json(meta["callbacks_state"].encode("utf-8"), "callbacks_state")
+            if not (isinstance(callbacks, dict) and all(
+                    isinstance(v, dict) and all(v2 is None or _json_type(v2, "number") for v2 in v.values())
+                    for v in callbacks.values())):
+                f.fail(f"callbacks_state must map callback keys to objects of numbers, got {_short(callbacks)}")
+            self.callbacks = callbacks
         self._check_tensors()
 
     def _architecture(self, arch) -> dict:
@@ -668,6 +701,7 @@ class _Model:
             if "loss_scale" in self.state:
                 net.set_loss_scale(self.state["loss_scale"], self.state["loss_scale_good_steps"])
             model._epoch = self.state["epochs_trained"]
+            model._restored_callback_state = self.callbacks
         return model
 
     def write_weights(self, model) -> None:

@@ -110,6 +110,10 @@ class Sequential:
         self.stop_training = False
         # Epochs completed since compile: the next fit continues the shuffle stream here.
         self._epoch = 0
+        # The last fit's callbacks, whose states save(include_optimizer=True) stores, and
+        # the states a loaded file holds for the first fit after load.
+        self._callbacks: Tuple[Callback, ...] = ()
+        self._restored_callback_state: Optional[Dict[str, Dict]] = None
         try:
             for layer in layers:
                 self.add(layer)
@@ -606,8 +610,13 @@ class Sequential:
         self.stop_training = False
         for cb in callbacks:
             cb.set_model(self)
+        self._callbacks = tuple(callbacks)
         for cb in callbacks:
             cb.on_train_begin({})
+        restored, self._restored_callback_state = self._restored_callback_state, None
+        for cb in callbacks:
+            if restored and cb.state_key() in restored:
+                cb.set_state(restored[cb.state_key()])
         for epoch in range(epochs):
             start_time = time.perf_counter()
             model_epoch = self._epoch
