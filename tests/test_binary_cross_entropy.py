@@ -65,7 +65,8 @@ def tolerances(logits, targets, row_weights=None):
 
     With row weights each element's term and gradient take the factor s = w_i / (cols W)
     (reference.row_weight_scale) instead of 1 / n; the float64 weighted sums and W add a
-    few more float64 roundings (+4 below), and fl32(w_i / (cols W)) rounds as fl32(1 / n).
+    few more float64 roundings (+4 below), and the gradient scale rounds once more than
+    fl32(1 / n) in the one-column case, fl32(fl32(1 / W) w_i): 4u instead of 3u.
     """
     z, t = logits.astype(np.float64), targets.astype(np.float64)
     n = z.size
@@ -74,7 +75,8 @@ def tolerances(logits, targets, row_weights=None):
     terms = np.maximum(z, 0) + np.abs(z * t) + log_term
     loss_tol = 2 * (n + 12) * U64 * (s * terms).sum() + 6 * U32 * (s * log_term).sum()
     sig = 1.0 / (1.0 + np.exp(-np.clip(z, -700, 700)))
-    grad_tol = (5 * U32 * sig + 3 * U32 * np.abs(sig - t)) * s + 2 * TINY32
+    product_roundings = 3 if row_weights is None else 4
+    grad_tol = (5 * U32 * sig + product_roundings * U32 * np.abs(sig - t)) * s + 2 * TINY32
     return loss_tol, grad_tol
 
 

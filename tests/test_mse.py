@@ -46,13 +46,14 @@ def tolerances(pred, target, row_weights=None):
     (exact in float64) by <= 2.01u d^2; the float64 sums of n squares (and, weighted, of
     the rows' w_i-weighted sums, the total weight and its reciprocal) add (n + 6) u64 of
     the weighted sum. The gradient fl32(scale) * d, scale = 2 / n or 2 w_i / (cols W):
-    three float32 roundings of the result (scale's own float64 error is far below one),
-    plus underflow. s: each element's weight in the mean (reference.row_weight_scale)."""
+    three float32 roundings of the result (scale's own float64 error is far below one;
+    with one column the scale is fl32(fl32(2 / W) w_i), a fourth), plus underflow. s:
+    each element's weight in the mean (reference.row_weight_scale)."""
     d = pred.astype(np.float64) - target.astype(np.float64)
     n = d.size
     s = reference.row_weight_scale(d.shape, row_weights)
     loss_tol = (2.01 * U32 + (n + 6) * U64) * (s * d * d).sum()
-    grad_tol = 3.01 * U32 * np.abs(2.0 * s * d) + 2 * TINY32
+    grad_tol = (3.01 if row_weights is None else 4.01) * U32 * np.abs(2.0 * s * d) + 2 * TINY32
     return loss_tol, grad_tol
 
 
