@@ -301,9 +301,9 @@ class Sequential:
         ``metrics``: names from ``customml.metrics.NAMES``: "accuracy", "precision",
         "recall", "f1" (binary for one logit or two classes, else macro), their
         ``_binary``/``_macro``/``_micro``/``_weighted`` variants, "confusion_matrix" and
-        "roc_auc" (binary, or one-vs-rest macro for more classes) for classification losses; "mae",
-        "rmse", "r2" for mse. The
-        executor accumulates their statistics per batch; values follow sklearn.metrics.
+        "roc_auc" (binary, or one-vs-rest macro for more classes) for classification
+        losses; "mae", "rmse", "r2" for mse. The executor accumulates their statistics per
+        batch; values follow sklearn.metrics.
 
         ``precision``: the number format of the dense layers' products: "fp32" (default,
         every device), or on CUDA tensor cores "tf32", "bf16" or "fp16" (operands rounded
