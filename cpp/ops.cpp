@@ -449,23 +449,29 @@ std::string float_str(float v) {
   return s.str();
 }
 
-// Fails naming the first element of x that is NaN or inf. The scan is a branch-free sum
-// of x * 0 (NaN exactly when some element is not finite), so it vectorizes; the element
-// is then searched for only on failure.
+// Whether every element of p (n) stays finite when multiplied by factor: a branch-free sum
+// of (x * factor) * 0, NaN exactly when some product is not finite, so the pass vectorizes.
+bool all_finite_scaled(const float* p, int64_t n, float factor) {
+  float acc[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) acc[l] += (p[i + l] * factor) * 0.0f;
+  for (int64_t l = 0; i + l < n; ++l) acc[l] += (p[i + l] * factor) * 0.0f;
+  float all = 0.0f;
+  for (float a : acc) all += a;
+  return all == 0.0f;
+}
+
+// Fails naming the first element of t (f32, on the host at p) that is NaN or inf.
+void fail_on_non_finite(const char* op, const char* name, const Tensor& t, const float* p) {
+  for (int64_t i = 0, n = t.numel(); i < n; ++i)
+    if (!std::isfinite(p[i]))
+      fail(op, element_name(name, t, i) + " is " + float_str(p[i]) + "; only finite values can be quantized");
+}
+
 void check_all_finite(const char* op, const char* name, const Tensor& t) {
   with_host_values<float>(t, [&](const float* p) {
-    const int64_t n = t.numel();
-    float acc[8] = {};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-      for (int l = 0; l < 8; ++l) acc[l] += p[i + l] * 0.0f;
-    for (int64_t l = 0; i + l < n; ++l) acc[l] += p[i + l] * 0.0f;
-    float all = 0.0f;
-    for (float a : acc) all += a;
-    if (all == 0.0f) return;
-    for (i = 0; i < n; ++i)
-      if (!std::isfinite(p[i]))
-        fail(op, element_name(name, t, i) + " is " + float_str(p[i]) + "; only finite values can be quantized");
+    if (!all_finite_scaled(p, t.numel(), 1.0f)) fail_on_non_finite(op, name, t, p);
   });
 }
 
@@ -565,28 +571,18 @@ void quantize_rows_dynamic(const Tensor& q, const Tensor& scale, const Tensor& z
   for (size_t a = 1; a < 4; ++a) check_device(op, all[a].first, *all[a].second, x);
   for (size_t a = 0; a < 4; ++a)
     for (size_t c = a + 1; c < 4; ++c) check_no_overlap(op, all[c].first, *all[c].second, all[a].first, *all[a].second);
-  check_all_finite(op, "x", x);
-  // (hi - lo) / 255 must be finite: a row holding both ~3e38 and ~-3e38 has no scale.
-  // Eight running minima and maxima per row, so that the pass vectorizes.
+  // x finite, and (hi - lo) / 255 finite: a row holding both ~3e38 and ~-3e38 has no scale.
+  // Only an element beyond half the float32 maximum can make that happen, so one pass that
+  // doubles every element finds both problems, and rows are ranged only after it fails.
   const int64_t rows = x.dim(0), cols = x.dim(1);
   with_host_values<float>(x, [&](const float* p) {
+    if (all_finite_scaled(p, x.numel(), 2.0f)) return;
+    fail_on_non_finite(op, "x", x, p);
     for (int64_t r = 0; r < rows; ++r) {
-      const float* row = p + r * cols;
-      float lo8[8] = {}, hi8[8] = {};
-      int64_t j = 0;
-      for (; j + 8 <= cols; j += 8)
-        for (int l = 0; l < 8; ++l) {
-          lo8[l] = row[j + l] < lo8[l] ? row[j + l] : lo8[l];
-          hi8[l] = row[j + l] > hi8[l] ? row[j + l] : hi8[l];
-        }
-      for (int64_t t = 0; j + t < cols; ++t) {
-        lo8[t] = row[j + t] < lo8[t] ? row[j + t] : lo8[t];
-        hi8[t] = row[j + t] > hi8[t] ? row[j + t] : hi8[t];
-      }
       float lo = 0.0f, hi = 0.0f;
-      for (int l = 0; l < 8; ++l) {
-        lo = lo8[l] < lo ? lo8[l] : lo;
-        hi = hi8[l] > hi ? hi8[l] : hi;
+      for (const float* v = p + r * cols; v < p + (r + 1) * cols; ++v) {
+        lo = *v < lo ? *v : lo;
+        hi = *v > hi ? *v : hi;
       }
       if (!std::isfinite(hi - lo))
         fail(op, "row " + std::to_string(r) + " of x spans [" + float_str(lo) + ", " + float_str(hi) +
