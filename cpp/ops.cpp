@@ -613,7 +613,7 @@ bool all_finite_scaled(const float* p, int64_t n, float factor) {
 void fail_on_non_finite(const char* op, const char* name, const Tensor& t, const float* p) {
   for (int64_t i = 0, n = t.numel(); i < n; ++i)
     if (!std::isfinite(p[i]))
-      fail(op, element_name(name, t, i) + " is " + float_str(p[i]) + "; only finite values can be quantized");
+      fail(op, element_name(name, t, i) + " is " + float_str(p[i]) + "; it must be finite");
 }
 
 void check_all_finite(const char* op, const char* name, const Tensor& t) {
