@@ -416,8 +416,15 @@ const float* Network::forward(Workspace& ws, const float* input, int64_t b, bool
     float* dst = (!training && out && l == last) ? out : ws.act[l].data();
     if (s.kind == LayerSpec::Kind::dense) {
       float* z = training && activation_needs_preact(s.activation) ? ws.preact[l].data() : nullptr;
-      backend_->dense_forward(dst, z, cur, params_.data() + weight_offsets_[l], params_.data() + bias_offsets_[l],
-                              {b, width, s.units, precision_}, s.activation);
+      const float* w = params_.data() + weight_offsets_[l];
+      if (training && plans_[l]->fake) {
+        w = fake_weights(l);
+        cur = fake_input(l, cur, b);
+        ws.layer_in[l] = cur;
+      }
+      ws.layer_w[l] = w;
+      backend_->dense_forward(dst, z, cur, w, params_.data() + bias_offsets_[l], {b, width, s.units, precision_},
+                              s.activation);
       width = s.units;
     } else if (training && s.rate > 0.0f) {
       // One stream per (step, layer): no two masks share random numbers.
@@ -544,7 +551,7 @@ double Network::train_batch(const float* x, const void* y, int64_t n, const int6
     if (s.kind == LayerSpec::Kind::dense) {
       float* dx = need_dx ? other : nullptr;
       backend_->dense_backward(dx, grads_.data() + weight_offsets_[l], grads_.data() + bias_offsets_[l], cur, cur,
-                               ws.layer_in[l], params_.data() + weight_offsets_[l], ws.act[l].data(),
+                               ws.layer_in[l], ws.layer_w[l], ws.act[l].data(),
                                ws.preact[l].data(), {b, in_width, s.units, precision_}, s.activation);
       if (!need_dx) break;
       float* t = cur;

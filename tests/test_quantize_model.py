@@ -357,3 +357,86 @@ def test_cli_quantize_prints_the_report_and_writes_the_model(tmp_path, capsys, d
     assert cm.load(out)._net.quantization(2)["in_scale"] == 0.0
     rc = cli.main(["quantize", str(src), "-o", str(out)])
     assert rc == 2 and "--calibration FILE.npy or --dataset NAME" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------
+# Quantization-aware training
+# ---------------------------------------------------------------------------------------
+
+
+def _fake_weights(w, per_channel):
+    codes, scale = quantize.quantize_weights(w, per_channel)
+    return codes.astype(np.float64) * scale
+
+
+def _fake_input(x, lo, hi):
+    scale, zero = quantize.activation_encoding(lo, hi)
+    return (quantize._quantize_u8(x.astype(np.float32), scale, zero) - zero) * np.float64(np.float32(scale))
+
+
+@pytest.mark.parametrize("per_channel", [True, False], ids=["per_channel", "per_tensor"])
+def test_fake_quantized_training_step_uses_fake_operands_and_straight_through_gradients(device, per_channel):
+    rng = np.random.default_rng(3)
+    model = cm.Sequential([cm.layers.Dense(7, activation="relu"), cm.layers.Dense(3)], input_dim=5, seed=2,
+                          device=device)
+    lr = 0.1
+    model.compile(optimizer=cm.optimizers.SGD(lr), loss="mse")
+    w0, b0, w1, b1 = (w.astype(np.float64) for w in model.get_weights())
+    b0 = rng.uniform(-0.3, 0.3, 7)
+    model.layers[0].set_weights([w0.astype(np.float32), b0.astype(np.float32)])
+    b0 = b0.astype(np.float32).astype(np.float64)
+    for i in (0, 1):
+        model._net.set_fake_quantization(i, per_channel, True, 0.5)
+    x = rng.standard_normal((9, 5)).astype(np.float32)
+    t = rng.standard_normal((9, 3)).astype(np.float32)
+
+    # The forward pass on fake operands, in float64.
+    x0 = _fake_input(x, min(x.min(), 0), max(x.max(), 0))
+    f0 = _fake_weights(w0.astype(np.float32), per_channel)
+    a0 = np.maximum(x0 @ f0 + b0, 0)
+    a0_32 = a0.astype(np.float32)
+    x1 = _fake_input(a0_32, 0.0, a0_32.max())
+    f1 = _fake_weights(w1.astype(np.float32), per_channel)
+    out = x1 @ f1 + b1
+    # The backward pass: the fake kernels carry dx, the rounding passes gradients unchanged.
+    d_out = 2 * (out - t) / out.size
+    dw1, db1 = x1.T @ d_out, d_out.sum(axis=0)
+    d_z0 = (d_out @ f1.T) * (a0 > 0)
+    dw0, db0 = x0.T @ d_z0, d_z0.sum(axis=0)
+
+    loss = model._net.train_batch(x, t, np.arange(9, dtype=np.int64))
+    # float32 forward and backward over at most 9 terms per sum: 1e-5 relative is ~100 ulp
+    assert loss == pytest.approx(float(np.mean((out - t) ** 2)), rel=1e-5)
+    got = model.get_weights()
+    for name, before, after, grad in (("w0", w0, got[0], dw0), ("b0", b0, got[1], db0),
+                                      ("w1", w1, got[2], dw1), ("b1", b1, got[3], db1)):
+        step = (before - after) / lr
+        # the update is lr * grad computed in float32 from weights of size ~1: compare the
+        # recovered gradient to 1e-4 of its largest entry (float32 cancellation in
+        # before - after costs ~1e-7 / (lr * |grad|) of it)
+        np.testing.assert_allclose(step, grad, atol=1e-4 * np.abs(grad).max() + 1e-6, err_msg=name)
+    lo, hi = model._net.fake_input_range(0)
+    assert (lo, hi) == pytest.approx((min(x.min(), 0), max(x.max(), 0)))
+    # the second batch moves the range halfway (momentum 0.5) to its own
+    model._net.train_batch(x * 2, t, np.arange(9, dtype=np.int64))
+    assert model._net.fake_input_range(0) == pytest.approx((1.5 * lo, 1.5 * hi))
+    # inference is not fake-quantized: predict is the float model
+    model._net.clear_fake_quantization(0)
+    with pytest.raises(ValueError, match="not fake-quantized"):
+        model._net.fake_input_range(0)
+
+
+def test_qat_fine_tunes_a_copy_and_returns_an_int8_model(digits):
+    model, (x_train, y_train), (x_test, y_test) = digits
+    before = model.get_weights()
+    qmodel = quantize.qat(model, x_train, y_train, epochs=2, learning_rate=1e-3, validation=(x_test, y_test))
+    report = qmodel.quantization_report
+    assert all(row["int8"] for row in report.layers)
+    assert report.int8_accuracy >= model.evaluate(x_test, y_test)["accuracy"] - 0.01
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    _compare(qmodel, x_test)
+    with pytest.raises(ValueError, match="momentum"):
+        quantize.qat(model, x_train, y_train, momentum=1.0)
+    with pytest.raises(ValueError, match="compiled"):
+        quantize.qat(cm.Sequential([cm.layers.Dense(3)], input_dim=64), x_train, y_train)

@@ -23,6 +23,10 @@ dropout is the identity as at inference. The methods choose [lo, hi] (always con
 ``max_accuracy_drop`` (a fraction: 0.005 is half a percentage point) measures float and
 int8 accuracy on ``validation`` and returns layers to float32, one at a time, until the
 drop is within the budget. The returned model carries ``quantization_report``.
+
+``qat(model, x, y)`` fine-tunes a copy with fake quantization in the executor's training
+forward pass (Network.set_fake_quantization: the straight-through estimator) and returns
+``int8`` of the result.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import numpy as np
 from . import io
 from .layers import Dense
 
-__all__ = ["int8", "QuantizationReport", "METHODS"]
+__all__ = ["int8", "qat", "QuantizationReport", "METHODS"]
 
 METHODS = ("minmax", "percentile", "mse", "entropy")
 _OP = "quantize.int8"
@@ -438,3 +442,55 @@ def _to_float(model, index: int, weights: List[np.ndarray]) -> None:
     replaced them by scale * w_q)."""
     model._net.clear_quantization(index)
     model.layers[index].set_weights(weights)
+
+
+# ---------------------------------------------------------------------------------------
+# Quantization-aware training
+# ---------------------------------------------------------------------------------------
+
+
+def qat(model, x, y, epochs: int = 3, batch_size: int = 128, learning_rate: Optional[float] = None,
+        calibration=None, method: str = "minmax", per_channel: bool = True, static: bool = True,
+        momentum: float = 0.9, validation: Optional[Tuple] = None, max_accuracy_drop: Optional[float] = None,
+        verbose: int = 0):
+    """Quantization-aware fine-tuning, then ``int8``: for when post-training quantization
+    loses too much accuracy.
+
+    A copy of the (compiled) model trains for ``epochs`` on (x, y) with every Dense layer
+    fake-quantized in the forward pass: weights as int8 codes (``per_channel`` as in
+    ``int8``) and, when ``static``, inputs as uint8 over a moving average (``momentum``) of
+    their range, so the weights learn to live with the rounding; the gradients reach the
+    float weights through the rounding unchanged (the straight-through estimator).
+    ``learning_rate`` (default: the model's own) is usually lower than in the original
+    training. The fine-tuned model is then quantized by ``int8`` with ``calibration``
+    (default: the first 1024 rows of x) and the remaining arguments, and returned; the
+    original model is left as it is."""
+    from .models import _positive_int
+
+    if model._net is None:
+        raise ValueError("[quantize.qat] the model is not built: give Sequential input_dim or call fit/predict first")
+    if model._loss is None:
+        raise ValueError("[quantize.qat] the model must be compiled (its loss and optimizer fine-tune it)")
+    epochs = _positive_int(epochs, "epochs", "quantize.qat")
+    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0 <= momentum < 1:
+        raise ValueError(f"[quantize.qat] momentum must be in [0, 1), got {momentum!r}")
+    tuned = _copy(model)
+    dense = [i for i, layer in enumerate(tuned.layers) if isinstance(layer, Dense)]
+    for i in dense:
+        tuned._net.clear_quantization(i)
+        tuned._net.set_fake_quantization(i, bool(per_channel), bool(static), float(momentum))
+    if learning_rate is not None:
+        import copy
+
+        from . import optimizers as optimizers_mod
+
+        optimizer = copy.copy(tuned._optimizer)
+        optimizer.learning_rate = optimizers_mod._number("quantize.qat", "learning_rate", learning_rate)
+        tuned.compile(optimizer=optimizer, loss=tuned._loss, metrics=tuned._metrics, precision=tuned._precision)
+    tuned.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=verbose)
+    for i in dense:
+        tuned._net.clear_fake_quantization(i)
+    if calibration is None:
+        calibration = np.asarray(x)[:1024]
+    return int8(tuned, calibration=calibration, method=method, per_channel=per_channel, static=static,
+                max_accuracy_drop=max_accuracy_drop, validation=validation)
