@@ -7,6 +7,7 @@
 
 #include "cpu/elementwise.h"
 #include "cpu/gemm.h"
+#include "cpu/gemm_s8.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define CUSTOMML_X86_HOST 1
@@ -112,6 +113,7 @@ IsaLevel select_all() {
   const IsaLevel ceiling = static_cast<IsaLevel>(ceiling_storage().load());
   const IsaLevel level = static_cast<int>(ceiling) < static_cast<int>(detected) ? ceiling : detected;
   select_gemm_f32(level);
+  select_gemm_s8(level);
   select_elementwise(level);
   return level;
 }
