@@ -50,10 +50,12 @@ def _activate(z, act):
     return quantize._activate(z, act)
 
 
-def _simulate(model, x):
+def _simulate(model, x, tie=1e-4):
     """predict of an int8 model in NumPy, following the executor's plan: returns the
-    output and, per row, how many requantized codes sat within 1e-3 of a rounding tie
-    (where float32 and float64 epilogues may round apart)."""
+    output and, per row, how many requantized codes sat within `tie` codes of a rounding tie
+    (where float32 and float64 epilogues may round apart: the kernel's float32 y is within
+    a few ulp of the float64 one, and y / scale <= 255 codes, so 4 ulp are at most
+    4 * 2^-24 * 255 = 6.1e-5 of a code: the default 1e-4)."""
     dense = [i for i, layer in enumerate(model.layers) if isinstance(layer, cm.layers.Dense)]
     cur = np.asarray(x, dtype=np.float32)
     codes = None  # the uint8 input of the current layer when the previous one requantized
@@ -86,7 +88,7 @@ def _simulate(model, x):
         nxt = model._net.quantization(dense[n + 1]) if n + 1 < len(dense) else None
         if nxt is not None and nxt["in_scale"] > 0:
             t = y / np.float64(np.float32(nxt["in_scale"]))
-            ties += np.count_nonzero(np.abs(t - np.floor(t) - 0.5) < 1e-3, axis=1)
+            ties += np.count_nonzero(np.abs(t - np.floor(t) - 0.5) < tie, axis=1)
             codes = np.clip(np.rint(t) + nxt["in_zero"], 0, 255).astype(np.int64)
         else:
             codes = None
