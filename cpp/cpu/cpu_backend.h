@@ -55,6 +55,11 @@ class CpuBackend final : public Backend {
   void gemm_s8_pack(void* packed, const int8_t* w, int64_t k, int64_t n) override;
   void gemm_s8(float* y_f32, uint8_t* y_u8, int32_t* y_i32, const uint8_t* a, const void* packed, GemmS8Shape s,
                const GemmS8Epilogue& e) override;
+  void apply_mask(float* param, const uint8_t* keep, int64_t n) override;
+  void sparse_dense_forward(float* y, const float* x, const CsrMatrix& w, const float* b, int64_t batch,
+                            Activation act) override;
+  void nm_dense_forward(float* y, const float* x, const NmMatrix& w, const float* b, int64_t batch,
+                        Activation act) override;
 
  private:
   CpuBackend();
