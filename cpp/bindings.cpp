@@ -608,6 +608,8 @@ PYBIND11_MODULE(_core, m) {
       "a (m, k) uint8 times weight (k, n) int8 (a PackedS8, or raw codes packed for this call), exact int32 sums; "
       "out by its dtype: float32 activation(a_scale w_scale (acc - a_zero colsum) + bias), uint8 the same requantized "
       "with out_scale / out_zero, or int32 acc - a_zero colsum.");
+
+  m.def(
       "apply_mask",
       [](py::object param, py::object keep, const std::string& device) {
         Views views("apply_mask", device);

@@ -254,6 +254,8 @@ def gemm_s8(a, weight, a_scale, a_zero, w_scale, *, bias=None, activation: str =
         out = _empty((m, n), device, np.dtype(out_dtype))
     _core.gemm_s8(out, a, weight, a_scale, a_zero, w_scale, bias, activation, out_scale, out_zero, device)
     return out
+
+
 def apply_mask(param, keep, *, device: str = "cpu"):
     """Zeroes float32 ``param`` in place wherever uint8 ``keep`` (same shape) is 0: the
     pruning mask the optimizers re-apply after every update. Returns ``param``."""
