@@ -38,7 +38,8 @@ void Network::clear_fake_quantization(int64_t layer) {
 std::pair<double, double> Network::fake_input_range(int64_t layer) const {
   std::shared_lock<WriterPreferringLock> lock(mutex_);
   const LayerPlan& p = dense_plan("fake_input_range", layer);
-  if (!p.fake) throw std::invalid_argument("[fake_input_range] layer " + std::to_string(layer) + " is not fake-quantized");
+  if (!p.fake)
+    throw std::invalid_argument("[fake_input_range] layer " + std::to_string(layer) + " is not fake-quantized");
   return {p.fake->lo, p.fake->hi};
 }
 

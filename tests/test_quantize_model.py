@@ -13,7 +13,6 @@ float64 where the kernels use float32; see ``_compare`` for the tolerance this i
 from __future__ import annotations
 
 import json
-import math
 import os
 
 import numpy as np
@@ -341,7 +340,7 @@ def test_bad_input_names_the_argument(digits):
 
 
 def test_cli_quantize_prints_the_report_and_writes_the_model(tmp_path, capsys, digits):
-    model, (x_train, _), (x_test, _) = digits
+    model, (x_train, _), _ = digits
     src, out, calib = tmp_path / "m.cml", tmp_path / "q.cml", tmp_path / "calib.npy"
     model.save(src)
     np.save(calib, x_train[:200])

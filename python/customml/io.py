@@ -238,7 +238,10 @@ def _param_table(arch: dict) -> List[Tuple[str, int, Tuple[int, ...]]]:
     return table
 
 
-def _weight_tables(arch: dict) -> Tuple[List[Tuple[str, int, Tuple[int, ...], str]], List[Tuple[str, int, Tuple[int, ...], str]]]:
+_TensorRow = Tuple[str, int, Tuple[int, ...], str]
+
+
+def _weight_tables(arch: dict) -> Tuple[List[_TensorRow], List[_TensorRow]]:
     """(name, layer index, shape, dtype) of the weight tensors a file holds: those of 4
     bytes an element, which lead the file, and the int8 codes, which end it."""
     wide, codes, width = [], [], arch["input_dim"]
