@@ -563,21 +563,26 @@ void nm_dense_forward(const Tensor& y, const Tensor& x, const Tensor& values, co
 namespace customml::ops {
 namespace {
 
-// Runs f(index, value) over a tensor's elements where the host can read them: in place
-// on host-addressable devices (a quantized input is scanned without a copy), else
-// through a host copy.
+// Calls f(p) with a host pointer to a tensor's elements: in place on host-addressable
+// devices (a quantized input is scanned without a copy), else to a host copy.
 template <class T, class F>
-void scan_values(const Tensor& t, F&& f) {
-  Backend& be = backend_for(t.device());
-  const int64_t n = t.numel();
-  if (be.host_addressable()) {
-    const T* p = t.ptr<const T>();
-    for (int64_t i = 0; i < n; ++i) f(i, p[i]);
+void with_host_values(const Tensor& t, F&& f) {
+  if (backend_for(t.device()).host_addressable()) {
+    f(t.ptr<const T>());
   } else {
     const std::vector<T> v = host_values<T>(t);
-    for (int64_t i = 0; i < n; ++i) f(i, v[static_cast<size_t>(i)]);
+    f(v.data());
   }
 }
+
+// Runs f(index, value) over a tensor's elements.
+template <class T, class F>
+void scan_values(const Tensor& t, F&& f) {
+  with_host_values<T>(t, [&](const T* p) {
+    for (int64_t i = 0, n = t.numel(); i < n; ++i) f(i, p[i]);
+  });
+}
+
 
 // "x[2, 3]" for flat index i of a (rows, cols) tensor, "x[5]" for a vector.
 std::string element_name(const char* name, const Tensor& t, int64_t i) {
@@ -591,9 +596,23 @@ std::string float_str(float v) {
   return s.str();
 }
 
+// Fails naming the first element of x that is NaN or inf. The scan is a branch-free sum
+// of x * 0 (NaN exactly when some element is not finite), so it vectorizes; the element
+// is then searched for only on failure.
 void check_all_finite(const char* op, const char* name, const Tensor& t) {
-  scan_values<float>(t, [&](int64_t i, float v) {
-    if (!std::isfinite(v)) fail(op, element_name(name, t, i) + " is " + float_str(v) + "; only finite values can be quantized");
+  with_host_values<float>(t, [&](const float* p) {
+    const int64_t n = t.numel();
+    float acc[8] = {};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+      for (int l = 0; l < 8; ++l) acc[l] += p[i + l] * 0.0f;
+    for (int64_t l = 0; i + l < n; ++l) acc[l] += p[i + l] * 0.0f;
+    float all = 0.0f;
+    for (float a : acc) all += a;
+    if (all == 0.0f) return;
+    for (i = 0; i < n; ++i)
+      if (!std::isfinite(p[i]))
+        fail(op, element_name(name, t, i) + " is " + float_str(p[i]) + "; only finite values can be quantized");
   });
 }
 
@@ -695,18 +714,32 @@ void quantize_rows_dynamic(const Tensor& q, const Tensor& scale, const Tensor& z
     for (size_t c = a + 1; c < 4; ++c) check_no_overlap(op, all[c].first, *all[c].second, all[a].first, *all[a].second);
   check_all_finite(op, "x", x);
   // (hi - lo) / 255 must be finite: a row holding both ~3e38 and ~-3e38 has no scale.
-  const int64_t cols = x.dim(1);
-  if (cols > 0) {
-    float lo = 0.0f, hi = 0.0f;
-    scan_values<float>(x, [&](int64_t i, float v) {
-      if (i % cols == 0) lo = hi = 0.0f;
-      lo = v < lo ? v : lo;
-      hi = v > hi ? v : hi;
-      if (i % cols == cols - 1 && !std::isfinite(hi - lo))
-        fail(op, "row " + std::to_string(i / cols) + " of x spans [" + float_str(lo) + ", " + float_str(hi) +
+  // Eight running minima and maxima per row, so that the pass vectorizes.
+  const int64_t rows = x.dim(0), cols = x.dim(1);
+  with_host_values<float>(x, [&](const float* p) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* row = p + r * cols;
+      float lo8[8] = {}, hi8[8] = {};
+      int64_t j = 0;
+      for (; j + 8 <= cols; j += 8)
+        for (int l = 0; l < 8; ++l) {
+          lo8[l] = row[j + l] < lo8[l] ? row[j + l] : lo8[l];
+          hi8[l] = row[j + l] > hi8[l] ? row[j + l] : hi8[l];
+        }
+      for (int64_t t = 0; j + t < cols; ++t) {
+        lo8[t] = row[j + t] < lo8[t] ? row[j + t] : lo8[t];
+        hi8[t] = row[j + t] > hi8[t] ? row[j + t] : hi8[t];
+      }
+      float lo = 0.0f, hi = 0.0f;
+      for (int l = 0; l < 8; ++l) {
+        lo = lo8[l] < lo ? lo8[l] : lo;
+        hi = hi8[l] > hi ? hi8[l] : hi;
+      }
+      if (!std::isfinite(hi - lo))
+        fail(op, "row " + std::to_string(r) + " of x spans [" + float_str(lo) + ", " + float_str(hi) +
                      "], wider than the float32 range");
-    });
-  }
+    }
+  });
   backend_for(x.device())
       .quantize_rows_dynamic(q.ptr<uint8_t>(), f32(scale), zero.ptr<int32_t>(), f32(x), x.dim(0), x.dim(1));
 }

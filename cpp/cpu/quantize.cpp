@@ -96,10 +96,23 @@ void CpuBackend::quantize_rows_dynamic(uint8_t* q, float* scale, int32_t* zero, 
   for_rows(rows, cols, [&](int64_t i) {
     const float* xi = x + i * cols;
     // The range includes 0 so that 0 (padding, ReLU outputs) is exactly representable.
+    // Eight running minima and maxima: a single one is a serial chain the compiler may
+    // not reorder (min and max of floats are not associative for it), eight vectorize.
+    float lo8[8] = {}, hi8[8] = {};
+    int64_t j = 0;
+    for (; j + 8 <= cols; j += 8)
+      for (int l = 0; l < 8; ++l) {
+        lo8[l] = xi[j + l] < lo8[l] ? xi[j + l] : lo8[l];
+        hi8[l] = xi[j + l] > hi8[l] ? xi[j + l] : hi8[l];
+      }
+    for (int64_t t = 0; j + t < cols; ++t) {
+      lo8[t] = xi[j + t] < lo8[t] ? xi[j + t] : lo8[t];
+      hi8[t] = xi[j + t] > hi8[t] ? xi[j + t] : hi8[t];
+    }
     float lo = 0.0f, hi = 0.0f;
-    for (int64_t j = 0; j < cols; ++j) {
-      lo = xi[j] < lo ? xi[j] : lo;
-      hi = xi[j] > hi ? xi[j] : hi;
+    for (int l = 0; l < 8; ++l) {
+      lo = lo8[l] < lo ? lo8[l] : lo;
+      hi = hi8[l] > hi ? hi8[l] : hi;
     }
     // A range too small for (hi - lo) / 255 to be a positive float32 (all zeros, or a few
     // subnormals) takes scale 1: every code is then the zero point or next to it.
