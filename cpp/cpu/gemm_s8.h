@@ -53,7 +53,7 @@ void select_gemm_s8(IsaLevel level);
 // The variants, named what then how: portable always; the others only on x86-64.
 void s8_gemm__portable_4x16(const GemmS8Args& args);
 #ifdef CUSTOMML_X86_KERNELS
-void s8_gemm__avx2_6x16(const GemmS8Args& args);
+void s8_gemm__avx2_3x16(const GemmS8Args& args);
 void s8_gemm__avx512vnni_6x64(const GemmS8Args& args);
 #endif
 
