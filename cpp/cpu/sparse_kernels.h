@@ -282,11 +282,36 @@ void spmm_simd(float* y, const float* x, const CsrMatrix& w, const float* b, int
   }
 }
 
-// N:M, one row: V vectors of outputs per block; each row picks its inputs from its
-// group's m inputs with a permute (m <= kLanes) or a gather.
+// N:M, one row: V vectors of outputs per block; each slot row's values and indices are
+// read once, and each output picks its input from its group's m inputs with a permute
+// (m <= kLanes) or a gather.
+template <int V, bool Permute>
+inline void nm_block(Vf* acc, const float* x, const NmMatrix& w, int64_t jb, const int64_t* cnt, bool full) {
+  const int64_t groups = nm_groups(w);
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t first = g * w.m, size = w.in - first < w.m ? w.in - first : w.m;
+    const Vf table = Permute ? load_n(x + first, size) : set1(0.0f);
+    for (int s = 0; s < w.n; ++s) {
+      const int64_t slot = (g * w.n + s) * w.out + jb;
+      if (full) {
+        for (int v = 0; v < V; ++v) {
+          const Vi idx = widen_bytes(w.index + slot + v * kLanes);
+          const Vf xv = Permute ? permute(table, idx) : gather(x + first, idx, kLanes);
+          acc[v] = fmadd(load(w.values + slot + v * kLanes), xv, acc[v]);
+        }
+      } else {
+        for (int v = 0; v < V && cnt[v] > 0; ++v) {
+          const Vi idx = widen_bytes_n(w.index + slot + v * kLanes, cnt[v]);
+          const Vf xv = Permute ? permute(table, idx) : gather(x + first, idx, cnt[v]);
+          acc[v] = fmadd(load_n(w.values + slot + v * kLanes, cnt[v]), xv, acc[v]);
+        }
+      }
+    }
+  }
+}
+
 template <int V, bool Permute>
 void nm_row(float* y, const float* x, const NmMatrix& w, const float* b, int64_t j0, int64_t j1, Activation act) {
-  const int64_t groups = nm_groups(w);
   for (int64_t jb = j0; jb < j1; jb += V * kLanes) {
     Vf acc[V];
     int64_t cnt[V];
@@ -294,19 +319,7 @@ void nm_row(float* y, const float* x, const NmMatrix& w, const float* b, int64_t
       acc[v] = set1(0.0f);
       cnt[v] = j1 - jb - v * kLanes;
     }
-    for (int64_t g = 0; g < groups; ++g) {
-      const int64_t first = g * w.m, size = w.in - first < w.m ? w.in - first : w.m;
-      const Vf table = Permute ? load_n(x + first, size) : set1(0.0f);
-      for (int s = 0; s < w.n; ++s) {
-        const int64_t slot = (g * w.n + s) * w.out + jb;
-        for (int v = 0; v < V; ++v) {
-          if (cnt[v] <= 0) break;
-          const Vf value = load_n(w.values + slot + v * kLanes, cnt[v]);
-          const Vi idx = widen_bytes_n(w.index + slot + v * kLanes, cnt[v]);
-          acc[v] = fmadd(value, Permute ? permute(table, idx) : gather(x + first, idx, cnt[v]), acc[v]);
-        }
-      }
-    }
+    nm_block<V, Permute>(acc, x, w, jb, cnt, cnt[V - 1] >= kLanes);
     for (int v = 0; v < V; ++v)
       if (cnt[v] > 0) store_n(y + jb + v * kLanes, cnt[v], acc[v]);
   }
@@ -379,8 +392,8 @@ void nmmm_simd(float* y, const float* x, const NmMatrix& w, const float* b, int6
     return;
   }
   for (int64_t r = 0; r < rows; ++r) {
-    if (w.m <= kLanes) nm_row<4, true>(y + r * w.out, x + r * w.in, w, b, j0, j1, act);
-    else nm_row<4, false>(y + r * w.out, x + r * w.in, w, b, j0, j1, act);
+    if (w.m <= kLanes) nm_row<8, true>(y + r * w.out, x + r * w.in, w, b, j0, j1, act);
+    else nm_row<8, false>(y + r * w.out, x + r * w.in, w, b, j0, j1, act);
   }
 }
 
