@@ -55,9 +55,13 @@ void bias_activation(float* y, const float* b, int64_t n, Activation act) {
 
 #if defined(__AVX512F__) || defined(__AVX2__)
 
-// Below this many rows a tile skips the transposition (it costs as much as the product
-// at batch 1): CSR gathers, N:M permutes.
+// Below this many rows a tile skips the transposition: CSR gathers (the transposition
+// costs as much as the product at batch 1, about as much as gathering twice at batch 2).
 constexpr int64_t kGatherMaxRows = 3;
+// N:M permutes its inputs from registers for up to this many rows: each row reads every
+// slot row of the format, which the transposed path reads once per 4 outputs for 64 rows;
+// measured on 784 -> 256 (Zen 4) the two cross between 12 and 16 rows.
+constexpr int64_t kNmPermuteMaxRows = 15;
 constexpr int kTile = 64;  // = kSparseTileRows: the batch lanes of the transposed x
 constexpr int kMaxVectors = kTile / kLanes;
 
@@ -370,11 +374,11 @@ void nm_lanes(float* y, const float* x, const NmMatrix& w, const float* b, int64
   transpose_from_lanes(y + j0, w.out, yt, rows, j1 - j0);
 }
 
-// N:M: tiles of kGatherMaxRows rows or more go through nm_lanes; fewer rows vectorize
-// over outputs.
+// N:M: tiles of more than kNmPermuteMaxRows rows go through nm_lanes; fewer rows
+// vectorize over outputs.
 void nmmm_simd(float* y, const float* x, const NmMatrix& w, const float* b, int64_t rows, int64_t j0, int64_t j1,
                Activation act, float* scratch) {
-  if (rows >= kGatherMaxRows) {
+  if (rows > kNmPermuteMaxRows) {
     // V = 4 vectors of 16 lanes for a whole AVX-512 tile; AVX2 (16 registers) takes a
     // tile as two halves of 4 vectors of 8 lanes, each half with its own transposition.
     const int64_t vectors = (rows + kLanes - 1) / kLanes;
