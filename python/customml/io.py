@@ -754,7 +754,8 @@ def loads(data, device: str = "cpu"):
 def load_weights(model, path) -> None:
     """Loads the weights of the model file at ``path`` into ``model``, which must have the
     same layers (kinds, units and input size; an unbuilt model is built for the file's
-    input size). Optimizer state in the file is ignored; the model's is kept."""
+    input size). Optimizer state in the file is ignored; the model's is kept. The file's
+    int8 layers become int8 in the model (and its float layers float)."""
     saved = _Model(path)
     layers = saved.arch["layers"]
     mismatch = None

@@ -341,7 +341,8 @@ def int8(model, calibration=None, method: str = "minmax", per_channel: bool = Tr
     ``max_accuracy_drop``: with ``validation=(x, y)`` (class labels), the most top-1
     accuracy (a fraction) int8 may lose; the layers whose int8 costs the most accuracy
     return to float32 one at a time until the drop fits. Returns the model, with
-    ``quantization_report`` (a QuantizationReport)."""
+    ``quantization_report`` (a QuantizationReport; the model file keeps the quantization,
+    not the report)."""
     from .models import _positive_int
 
     if model._net is None:
