@@ -947,5 +947,14 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("layer"), "None, or the layer's int8 weights, scales and input encoding.")
       .def("prepare", &Network::prepare, py::call_guard<py::gil_scoped_release>(),
-           "Builds the inference plan (sparse and int8 layers) now rather than at the first predict.");
+           "Builds the inference plan (sparse and int8 layers) now rather than at the first predict.")
+      .def("set_fake_quantization", &Network::set_fake_quantization, py::arg("layer"), py::arg("per_channel") = true,
+           py::arg("inputs") = true, py::arg("momentum") = 0.9f,
+           "Quantization-aware training of Dense layer `layer`: train_batch's forward and backward passes use "
+           "dequantize(quantize(W)) (int8, per output channel or per tensor) and, with inputs, the input "
+           "fake-quantized to uint8 over a moving average of its range; gradients reach the float weights unchanged "
+           "(straight-through estimator).")
+      .def("clear_fake_quantization", &Network::clear_fake_quantization, py::arg("layer"))
+      .def("fake_input_range", &Network::fake_input_range, py::arg("layer"),
+           "(lo, hi): the moving-average input range of a fake-quantized layer; (0, 0) before its first batch.");
 }

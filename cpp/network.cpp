@@ -574,8 +574,15 @@ const float* Network::forward(Workspace& ws, const float* input, int64_t b, bool
       backend_->feature_affine(dst, cur, scale, scale + width, b, width);
     } else if (s.kind == LayerSpec::Kind::dense) {
       float* z = training && activation_needs_preact(s.activation) ? ws.preact[l].data() : nullptr;
-      backend_->dense_forward(dst, z, cur, params_.data() + weight_offsets_[l], params_.data() + bias_offsets_[l],
-                              {b, width, s.units, precision_}, s.activation);
+      const float* w = params_.data() + weight_offsets_[l];
+      if (training && plans_[l]->fake) {
+        w = fake_weights(l);
+        cur = fake_input(l, cur, b);
+        ws.layer_in[l] = cur;
+      }
+      ws.layer_w[l] = w;
+      backend_->dense_forward(dst, z, cur, w, params_.data() + bias_offsets_[l], {b, width, s.units, precision_},
+                              s.activation);
       width = s.units;
     } else if (training && s.rate > 0.0f) {
       // One stream per (step, layer): no two masks share random numbers.
@@ -705,9 +712,10 @@ double Network::train_batch(const float* x, const void* y, const float* sample_w
     if (s.kind == LayerSpec::Kind::dense) {
       float* dx = need_dx ? other : nullptr;
       // A frozen layer above it passes the gradient on without the weight-gradient work.
+      // The kernel is the one the forward pass used (fake-quantized under QAT).
       backend_->dense_backward(dx, s.trainable ? grads_.data() + weight_offsets_[l] : nullptr,
                                s.trainable ? grads_.data() + bias_offsets_[l] : nullptr, cur, cur, ws.layer_in[l],
-                               params_.data() + weight_offsets_[l], ws.act[l].data(), ws.preact[l].data(),
+                               ws.layer_w[l], ws.act[l].data(), ws.preact[l].data(),
                                {b, in_width, s.units, precision_}, s.activation);
       if (!need_dx) break;
       float* t = cur;

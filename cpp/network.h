@@ -197,6 +197,18 @@ class Network {
                         int32_t in_zero);
   void clear_quantization(int64_t layer);
   const QuantizedLayer* quantization(int64_t layer) const;
+  // Quantization-aware training of Dense layer `layer` (cpp/network_qat.cpp): from the
+  // next train_batch on, its forward pass multiplies by dequantize(quantize(W)) (int8,
+  // symmetric, per output channel or per tensor, scales from the current weights) and,
+  // with inputs, by its input fake-quantized to uint8 over a moving average (momentum) of
+  // the batches' [min(0, min x), max(0, max x)]. The backward pass uses the same fake
+  // operands, and the gradients reach the float weights unchanged (the straight-through
+  // estimator). Inference and evaluate are unaffected.
+  void set_fake_quantization(int64_t layer, bool per_channel, bool inputs, float momentum);
+  void clear_fake_quantization(int64_t layer);
+  // The moving-average input range (lo, hi) of a fake-quantized layer; (0, 0) before
+  // its first batch or without input fake quantization.
+  std::pair<double, double> fake_input_range(int64_t layer) const;
   // (in, out) of Dense layer `layer`; throws for other layers.
   std::pair<int64_t, int64_t> dense_shape(int64_t layer) const;
   // Builds the inference plan now instead of at the first predict.
@@ -329,6 +341,10 @@ class Network {
   void apply_masks();                    // callers hold mutex_ exclusively
   LayerPlan& dense_plan(const char* op, int64_t layer) const;
   bool planned_forward_needed() const;
+  // Quantization-aware training: the fake-quantized kernel of Dense layer l, and its input
+  // (b, in) fake-quantized when the layer asks for it (else `input` itself).
+  const float* fake_weights(size_t l) const;
+  const float* fake_input(size_t l, const float* input, int64_t b) const;
   // The inference forward through the plan (int8 chains, sparse layers).
   const float* forward_planned(Workspace& ws, const float* input, int64_t b, float* out) const;
   mutable WriterPreferringLock mutex_;  // predict, read_params: shared; the rest: exclusive

@@ -22,6 +22,7 @@ struct Network::Workspace {
       preact.emplace_back(be);
     }
     layer_in.resize(n_layers);
+    layer_w.resize(n_layers);
   }
   Workspace(const Workspace&) = delete;
   Workspace& operator=(const Workspace&) = delete;
@@ -45,6 +46,9 @@ struct Network::Workspace {
   // layer_in[l]: what layer l read in the last forward pass (a pass-through dropout
   // leaves its own act buffer unwritten, so backward must not assume act[l - 1]).
   std::vector<const float*> layer_in;
+  // layer_w[l]: the kernel Dense layer l multiplied by in the last training forward pass:
+  // its own, or its fake-quantized copy under quantization-aware training.
+  std::vector<const float*> layer_w;
   // Int8 inference: quantized activations (rows, max_width) ping-ponging between layers,
   // and the per-row scales and zero points of dynamic quantization (rows).
   Buffer<uint8_t> q_a, q_b;
@@ -60,6 +64,26 @@ struct Network::Workspace {
   std::map<int64_t, Graph> graphs;
   uint64_t graph_generation = 0;
   int64_t graph_rows = 0;
+};
+
+// Quantization-aware training of one Dense layer (cpp/network_qat.cpp): what the training
+// forward pass multiplies by instead of the float weights and inputs.
+struct FakeQuant {
+  explicit FakeQuant(Backend* be)
+      : w(be), w_codes(be), w_scale(be), x(be), x_codes(be), x_scale(be), x_zero(be) {}
+  bool per_channel = true;
+  bool inputs = true;      // fake-quantize the layer's input too (static uint8)
+  float momentum = 0.9f;   // of the moving averages of the input range
+  bool range_set = false;  // lo / hi hold a first batch's range
+  double lo = 0.0, hi = 0.0;
+  Buffer<float> w;          // (in, out): dequantize(quantize(weights))
+  Buffer<int8_t> w_codes;   // (in, out)
+  Buffer<float> w_scale;    // (out) or (1)
+  Buffer<float> x;          // (rows, in): dequantize(quantize(input))
+  Buffer<uint8_t> x_codes;  // (rows, in)
+  Buffer<float> x_scale;    // (1)
+  Buffer<int32_t> x_zero;   // (1)
+  std::vector<float> host;  // staging of weights or inputs for the ranges, on the host
 };
 
 struct Network::LayerPlan {
@@ -90,6 +114,7 @@ struct Network::LayerPlan {
   int64_t nnz = 0;
   Buffer<float> nm_values;
   Buffer<uint8_t> nm_index;
+  std::unique_ptr<FakeQuant> fake;  // quantization-aware training, when set
 };
 
 }  // namespace customml

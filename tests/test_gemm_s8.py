@@ -316,3 +316,32 @@ def test_packed_weights_on_another_device_are_rejected():
     packed = ops.gemm_s8_pack(W, device="cpu")
     with pytest.raises(ValueError, match=r"\[gemm_s8\] weight is packed for cpu but a is on cuda-emulated"):
         _gemm("cuda-emulated", w=packed)
+
+
+# The CUDA backend multiplies on tensor cores (wmma) when m >= 32 and n >= 32, and with
+# __dp4a otherwise (cuda/gemm_s8.cu; docs/decisions.md): shapes on both sides of that rule,
+# with depths around its 16- and 32-byte slices of k, so that the emulated device runs both
+# kernels (on the CPU they are more tile-boundary shapes).
+CUDA_PATH_SHAPES = [
+    (1, 33, 64, "uniform"), (31, 17, 65, "extremes"), (64, 64, 31, "sparse"),  # dp4a: m or n below 32
+    (32, 16, 32, "uniform"), (33, 31, 33, "extremes"), (64, 65, 64, "uniform"), (65, 1, 97, "sparse"),
+    (96, 48, 40, "extremes"),  # wmma
+]
+
+
+@pytest.mark.parametrize("m,k,n,values", CUDA_PATH_SHAPES)
+def test_both_cuda_kernels_match_reference(device, m, k, n, values):
+    a, w, a_scale, a_zero, w_scale, bias = build((m, k, n, values, True, True, 1000 * m + 10 * k + n))
+    packed = ops.gemm_s8_pack(w, device=device)
+    want = reference.gemm_s8(a, w, None, a_zero, None, out_dtype="int32")
+    np.testing.assert_array_equal(i32_twice(a, packed, a_zero, device), want)
+    # a one byte off alignment: the kernels read it byte by byte instead of in 4-byte groups.
+    buf = np.empty(a.size + 1, np.uint8)
+    shifted = buf[1:].reshape(a.shape)
+    shifted[...] = a
+    np.testing.assert_array_equal(i32_twice(shifted, packed, a_zero, device), want)
+    out = run(a, packed, a_scale, a_zero, w_scale, nan_filled((m, n)), device, bias=bias, activation="relu")
+    assert_float32_array(out, (m, n), "out")
+    z_ref = reference.gemm_s8(a, w, a_scale, a_zero, w_scale, bias=bias)
+    y_ref = reference.activation_forward("relu", z_ref)
+    assert_close(out, y_ref, f32_bound("relu", a, w, a_scale, a_zero, w_scale, bias, y_ref, z_ref), "out")

@@ -165,3 +165,66 @@ def test_missing_extra_names_it(tmp_path, monkeypatch):
     with pytest.raises(ImportError, match=r"optional 'onnx' extra: pip install 'customml\[onnx\]'"):
         _model("relu").export_onnx(tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+
+
+# ---- int8 models (customml.quantize) ----
+# QDQ form: the runtime either runs the QuantizeLinear / DequantizeLinear / MatMul nodes
+# as written, in float (graph optimizations off: the same function as predict, up to
+# float32 rounding of the epilogue), or fuses them into integer kernels (the default:
+# QGemm for the first layer), which add the bias rounded to int32 on the a_scale * w_scale
+# grid and requantize through a float32 multiplier, so a hidden value within half a grid
+# step of a rounding tie (0.5 a_scale w_scale / out_scale codes, about 1e-3 here) may get
+# the code one step from ours. As written, only float32 rounding moves it (1e-4 codes,
+# see _simulate). The test model has one requantization (its hidden layer), so a row may
+# differ by at most one step of the last layer's input per near-tie code:
+# in_scale * max |kernel|, with the near-tie codes counted per row by the NumPy
+# simulation of tests/test_quantize_model.py.
+
+
+def _int8_digits(static: bool):
+    from customml import quantize
+    from test_quantize_model import _digits_model
+
+    model, (x_train, _), (x_test, _) = _digits_model()
+    return quantize.int8(model, calibration=x_train[:256], static=static), x_test
+
+
+@needs_onnx
+@pytest.mark.parametrize("static", [True, False], ids=["static", "dynamic"])
+def test_int8_model_exports_qdq_that_onnxruntime_matches(tmp_path, static):
+    from test_quantize_model import _simulate
+
+    qmodel, x = _int8_digits(static)
+    path = tmp_path / "q.onnx"
+    qmodel.export_onnx(path)
+    proto = onnx.load(str(path))
+    inits = {t.name: t for t in proto.graph.initializer}
+    assert "layers.0.kernel" not in inits  # no float copy of the weights
+    assert inits["layers.0.kernel_q"].data_type == onnx.TensorProto.INT8
+    assert list(inits["layers.0.kernel_scale"].dims) == [64]  # per output channel
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("DequantizeLinear") >= 2 and ("QuantizeLinear" in ops) == static
+    want = qmodel.predict(x)
+    scale = np.abs(want).max(axis=1) + 1e-6
+    levels = {"as written": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
+    if static:
+        # The fused integer kernels. (ORT fuses a dynamic layer into its own per-tensor
+        # DynamicQuantizeMatMul, a different function, so dynamic runs as written only.)
+        levels["fused"] = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    for what, level in levels.items():
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        options.intra_op_num_threads = 1
+        (got,) = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]).run(None, {"input": x})
+        err = np.abs(got - want).max(axis=1) / scale
+        tie = 1e-4
+        if what == "fused":
+            q0, q2 = qmodel._net.quantization(0), qmodel._net.quantization(2)
+            tie += 0.5 * q0["in_scale"] * q0["w_scale"].max() / q2["in_scale"]
+        _, ties = _simulate(qmodel, x, tie)
+        # 1e-5 relative: float32 rounding of the epilogues and of the sums (a few ulp);
+        # plus one step per near-tie code (dynamic layers have no requantization: 0)
+        step = 0.0
+        if static:
+            step = qmodel._net.quantization(2)["in_scale"] * np.abs(qmodel.layers[2].get_weights()[0]).max()
+        assert (err <= 1e-5 + ties * step / scale).all(), f"{what}: {err.max():.3g}"

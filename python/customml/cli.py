@@ -4,6 +4,7 @@
   customml evaluate MODEL --dataset NAME           loss and metrics of a saved model on a test split
   customml predict MODEL INPUT.npy [-o OUT.npy]    predictions for the rows of a .npy file
   customml export MODEL --onnx OUT                 the model as ONNX
+  customml quantize MODEL --calibration X.npy -o OUT   an int8 copy of the model and its report
   customml info [MODEL]                            a model file's summary, or the build information
 
 Errors are one line on stderr starting with "error:" and exit status 2; ``train
@@ -162,6 +163,32 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quantize(args: argparse.Namespace) -> int:
+    import customml as cm
+    from customml import quantize
+
+    if (args.calibration is None) == (args.dataset is None):
+        raise ValueError("give the calibration data as --calibration FILE.npy or --dataset NAME (one of them)")
+    model = cm.load(args.model, device=args.device)
+    validation = None
+    if args.calibration is not None:
+        try:
+            x = np.load(args.calibration, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read {args.calibration} as a .npy array: {exc}") from None
+    else:
+        # The first rows of the training split calibrate; the test split measures.
+        (x_train, _), (x_test, y_test) = cm.datasets.load(args.dataset)
+        x = x_train[:args.calibration_rows]
+        validation = (x_test, y_test)
+    qmodel = quantize.int8(model, calibration=x, method=args.method, per_channel=not args.per_tensor,
+                           static=not args.dynamic, max_accuracy_drop=args.max_accuracy_drop, validation=validation)
+    qmodel.save(args.output)
+    print(qmodel.quantization_report)
+    print(f"{args.output}: {os.path.getsize(args.output):,} bytes ({args.model}: {os.path.getsize(args.model):,})")
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     import customml as cm
 
@@ -229,6 +256,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     export.add_argument("--onnx", required=True, help="the .onnx file to write")
     export.add_argument("--opset", type=int, default=17)
     export.set_defaults(func=_export)
+
+    quant = sub.add_parser("quantize", help="an int8 copy of a saved model, calibrated on data, and its report")
+    quant.add_argument("model")
+    quant.add_argument("--calibration", default=None, help="a .npy array of representative input rows")
+    quant.add_argument("--dataset", default=None,
+                       help=f"calibrate on this dataset's training rows and report accuracy on its test split "
+                            f"({', '.join(names())})")
+    quant.add_argument("--calibration-rows", type=int, default=1024, help="with --dataset (default 1024)")
+    quant.add_argument("--method", default="minmax", help="minmax (default), percentile, mse or entropy")
+    quant.add_argument("--dynamic", action="store_true", help="quantize inputs per row at run time")
+    quant.add_argument("--per-tensor", action="store_true", help="one weight scale per layer, not per channel")
+    quant.add_argument("--max-accuracy-drop", type=float, default=None,
+                       help="with --dataset: layers fall back to float32 until the accuracy drop (a fraction) fits")
+    quant.add_argument("--device", default="cpu")
+    quant.add_argument("--output", "-o", required=True, help="the quantized model file to write")
+    quant.set_defaults(func=_quantize)
 
     info = sub.add_parser("info", help="a model file's summary, or without one the build information")
     info.add_argument("model", nargs="?", default=None)

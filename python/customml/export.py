@@ -9,6 +9,16 @@ inference and are left out. The preprocessing layers (Normalization, Rescaling) 
 executor uses, the same two roundings. The input "input" is float32 (batch, input_dim) and the
 output "output" float32 (batch, output_dim), predict's output (logits for
 classification losses); the batch dimension is symbolic ("batch").
+
+An int8 Dense layer (customml.quantize) is written in QDQ form, which runtimes fuse into
+integer kernels: its codes are an INT8 initializer ``layers.{i}.kernel_q`` dequantized by
+``DequantizeLinear`` with its per-output-channel scales (axis 1) or one scale, feeding a
+``MatMul`` then ``Add`` of the bias. A static input goes through ``QuantizeLinear`` /
+``DequantizeLinear`` with its uint8 scale and zero point (between two int8 layers that is
+exactly the executor's fused requantization); a dynamic one is quantized per row as the
+executor does it, written out in elementary ops (ONNX's DynamicQuantizeLinear quantizes
+per tensor): lo = min(0, min x), hi = max(0, max x), scale = (hi - lo) / 255 (1 when 0),
+zero = round(-lo / scale), codes clip(round(x / scale) + zero, 0, 255).
 """
 
 from __future__ import annotations
@@ -36,6 +46,34 @@ def _import_onnx():
     return onnx, helper, numpy_helper
 
 
+def _dynamic_rows(node, inits, numpy_helper, opset: int, x: str, p: str) -> str:
+    """x (batch, in) -> the float values of its per-row uint8 codes, as the executor's
+    dynamic quantization computes them (module docstring)."""
+    def const(name: str, value) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(value), f"{p}.{name}"))
+        return f"{p}.{name}"
+
+    zero_f, one, steps = const("zero_f", np.float32(0)), const("one", np.float32(1)), const("steps", np.float32(255))
+
+    # opset 18 moved the reduction axes from an attribute to an input
+    axes = const("axes", np.array([1], np.int64)) if opset >= 18 else None
+
+    def row_reduce(op: str, name: str) -> str:
+        if axes is not None:
+            return node(op, [x, axes], f"{p}.{name}", keepdims=1)
+        return node(op, [x], f"{p}.{name}", axes=[1], keepdims=1)
+
+    lo = node("Min", [row_reduce("ReduceMin", "min"), zero_f], f"{p}.lo")
+    hi = node("Max", [row_reduce("ReduceMax", "max"), zero_f], f"{p}.hi")
+    raw = node("Div", [node("Sub", [hi, lo], f"{p}.span"), steps], f"{p}.raw_scale")
+    scale = node("Where", [node("Equal", [raw, zero_f], f"{p}.empty"), one, raw], f"{p}.scale")
+    zero = node("Clip", [node("Round", [node("Div", [node("Neg", [lo], f"{p}.neg_lo"), scale], f"{p}.zero_raw")],
+                              f"{p}.zero_round"), zero_f, steps], f"{p}.zero")
+    codes = node("Clip", [node("Add", [node("Round", [node("Div", [x, scale], f"{p}.scaled")], f"{p}.rounded"), zero],
+                               f"{p}.shifted"), zero_f, steps], f"{p}.codes")
+    return node("Mul", [node("Sub", [codes, zero], f"{p}.centred"), scale], f"{p}.dq")
+
+
 def export_onnx(model, path, opset: int = MIN_OPSET) -> None:
     """Writes ``model``'s inference graph to ``path`` as ONNX (opset >= 17, dynamic
     batch); the write is atomic. ``onnxruntime`` reproduces ``model.predict`` to within
@@ -56,6 +94,10 @@ def export_onnx(model, path, opset: int = MIN_OPSET) -> None:
         inits.append(numpy_helper.from_array(np.array(value, dtype=np.float32), name))
         return name
 
+    def node(op: str, inputs, output: str, **attrs) -> str:
+        nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
+        return output
+
     for i, layer in enumerate(model.layers):
         if not layer._preprocessing:
             continue
@@ -70,11 +112,30 @@ def export_onnx(model, path, opset: int = MIN_OPSET) -> None:
         layer = model.layers[i]
         kernel, bias = layer.get_weights()
         p = f"layers.{i}"
-        inits += [numpy_helper.from_array(kernel, f"{p}.kernel"), numpy_helper.from_array(bias, f"{p}.bias")]
         out = "output" if i == dense[-1] else f"{p}.output"
         act = layer.activation
         z = out if act == "identity" else f"{p}.preact"
-        nodes.append(helper.make_node("Gemm", [cur, f"{p}.kernel", f"{p}.bias"], [z], name=f"{p}.gemm"))
+        q = model._net.quantization(i)
+        if q is None:
+            inits += [numpy_helper.from_array(kernel, f"{p}.kernel"), numpy_helper.from_array(bias, f"{p}.bias")]
+            nodes.append(helper.make_node("Gemm", [cur, f"{p}.kernel", f"{p}.bias"], [z], name=f"{p}.gemm"))
+        else:
+            per_channel = q["w_scale"].shape[0] > 1
+            w_scale = q["w_scale"] if per_channel else q["w_scale"].reshape(())
+            inits += [numpy_helper.from_array(q["w_q"], f"{p}.kernel_q"),
+                      numpy_helper.from_array(w_scale, f"{p}.kernel_scale"),
+                      numpy_helper.from_array(np.zeros(w_scale.shape, np.int8), f"{p}.kernel_zero"),
+                      numpy_helper.from_array(bias, f"{p}.bias")]
+            w = node("DequantizeLinear", [f"{p}.kernel_q", f"{p}.kernel_scale", f"{p}.kernel_zero"],
+                     f"{p}.kernel_dq", **({"axis": 1} if per_channel else {}))
+            if q["in_scale"] > 0:
+                inits += [numpy_helper.from_array(np.array(q["in_scale"], np.float32), f"{p}.input_scale"),
+                          numpy_helper.from_array(np.array(q["in_zero"], np.uint8), f"{p}.input_zero")]
+                codes = node("QuantizeLinear", [cur, f"{p}.input_scale", f"{p}.input_zero"], f"{p}.input_q")
+                x = node("DequantizeLinear", [codes, f"{p}.input_scale", f"{p}.input_zero"], f"{p}.input_dq")
+            else:
+                x = _dynamic_rows(node, inits, numpy_helper, opset, cur, f"{p}.input")
+            node("Add", [node("MatMul", [x, w], f"{p}.matmul"), f"{p}.bias"], z)
         if act in ("relu", "sigmoid", "tanh"):
             nodes.append(helper.make_node(act.capitalize(), [z], [out], name=f"{p}.{act}"))
         elif act == "gelu" and opset >= 20:

@@ -15,6 +15,14 @@ each Dense layer i (i indexes ``model.layers``, dropout layers included); then, 
 ``include_optimizer=True``, ``optimizer.{slot}.layers.{i}.kernel`` / ``.bias`` for each
 optimizer state slot (Adam: m, v and, with amsgrad, vmax; SGD with momentum: velocity).
 
+An int8 Dense layer (its architecture entry has ``"quantization": {"per_channel": bool,
+"input": "static" | "dynamic"}``, format version 3) stores no float kernel, which equals
+scale * codes: in its place come ``layers.{i}.kernel_scale`` F32 (out,) per channel or (1,)
+per tensor and, for static inputs, ``layers.{i}.input_scale`` F32 (1,) and
+``layers.{i}.input_zero`` I32 (1,) (uint8 codes stand for input_scale * (q - input_zero));
+its codes ``layers.{i}.kernel_q`` I8 (in, out), in [-127, 127], come after every 4-byte
+tensor (optimizer state included), so that those stay 4-byte aligned.
+
 Metadata (every value a string; the structured ones hold JSON): ``format`` = "customml",
 ``format_version`` = "1" (or "2" when a layer has a kernel_regularizer, the learning
 rate is a schedule or the precision is not fp32; "3" when a layer is frozen, the model has
@@ -62,10 +70,12 @@ FORMAT = "customml"
 # schedules as an optimizer's learning_rate. A file is written as version 1 unless it
 # uses one of them, so version-1 readers keep reading every file they can understand and
 # tell their users to upgrade for the others.
-# Version 3 adds a Dense layer's optional "trainable": false (a frozen layer) and the
-# preprocessing layers "normalization" (mean and variance as JSON number lists, or null
-# before adapt) and "rescaling" (scale, offset); a version-2 reader would refuse them
-# anyway, and with the version it says why.
+# Version 3 adds, each written only when a model uses it: a Dense layer's optional
+# "trainable": false (a frozen layer), int8 Dense layers (a layer's "quantization" and its
+# I8 / I32 tensors), the preprocessing layers "normalization" (mean and variance as JSON
+# number lists, or null before adapt) and "rescaling" (scale, offset), metric names other
+# than accuracy and the callbacks' state; a version-2 reader would refuse them anyway, and
+# with the version it says why.
 FORMAT_VERSION = 3
 # As the safetensors reference implementation: a header larger than this is refused
 # before it is read. A customml header is about 200 bytes per layer.
@@ -75,6 +85,8 @@ MAX_HEADER_BYTES = 100_000_000
 # file's tensors are described correctly before it is refused).
 _DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
                 "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8}
+# The dtypes a customml file uses, as NumPy reads them.
+_NUMPY_DTYPES = {"F32": "<f4", "I32": "<i4", "I8": "i1"}
 _REQUIRED_KEYS = ("format", "format_version", "customml_version", "architecture", "preprocessing", "training",
                   "checksum")
 _OPTIONAL_KEYS = ("optimizer_state", "callbacks_state")
@@ -161,6 +173,10 @@ def _architecture(model) -> dict:
                 spec["kernel_regularizer"] = layer.kernel_regularizer.get_config()
             if not layer.trainable:
                 spec["trainable"] = False
+            q = model._net.quantization(layer._index) if model._net is not None else None
+            if q is not None:
+                spec["quantization"] = {"per_channel": bool(q["w_scale"].shape[0] == layer.units and layer.units > 1),
+                                        "input": "static" if q["in_scale"] > 0 else "dynamic"}
             layers.append(spec)
         elif isinstance(layer, Dropout):
             layers.append({"kind": "dropout", "name": layer.name, "rate": layer.rate})
@@ -245,7 +261,8 @@ def _slot_names(training: Optional[dict]) -> Tuple[str, ...]:
 
 
 def _param_table(arch: dict) -> List[Tuple[str, int, Tuple[int, ...]]]:
-    """(name, layer index, shape) of each parameter tensor, in file order."""
+    """(name, layer index, shape) of each float parameter of the executor, in file order
+    (the optimizer state's tensors)."""
     table, width = [], arch["input_dim"]
     for i, spec in enumerate(arch["layers"]):
         if spec["kind"] == "dense":
@@ -253,6 +270,31 @@ def _param_table(arch: dict) -> List[Tuple[str, int, Tuple[int, ...]]]:
             table.append((f"layers.{i}.bias", i, (spec["units"],)))
             width = spec["units"]
     return table
+
+
+_TensorRow = Tuple[str, int, Tuple[int, ...], str]
+
+
+def _weight_tables(arch: dict) -> Tuple[List[_TensorRow], List[_TensorRow]]:
+    """(name, layer index, shape, dtype) of the weight tensors a file holds: those of 4
+    bytes an element, which lead the file, and the int8 codes, which end it."""
+    wide, codes, width = [], [], arch["input_dim"]
+    for i, spec in enumerate(arch["layers"]):
+        if spec["kind"] != "dense":
+            continue
+        units, q = spec["units"], spec.get("quantization")
+        if q is None:
+            wide.append((f"layers.{i}.kernel", i, (width, units), "F32"))
+            wide.append((f"layers.{i}.bias", i, (units,), "F32"))
+        else:
+            wide.append((f"layers.{i}.kernel_scale", i, (units if q["per_channel"] else 1,), "F32"))
+            wide.append((f"layers.{i}.bias", i, (units,), "F32"))
+            if q["input"] == "static":
+                wide.append((f"layers.{i}.input_scale", i, (1,), "F32"))
+                wide.append((f"layers.{i}.input_zero", i, (1,), "I32"))
+            codes.append((f"layers.{i}.kernel_q", i, (width, units), "I8"))
+        width = units
+    return wide, codes
 
 
 def _checksum(metadata: Dict[str, str], data: Sequence) -> str:
@@ -290,6 +332,8 @@ def _encode(model, include_optimizer: bool) -> List[bytes]:
     arch = _architecture(model)
     training = _training(model)
     version = _format_version(arch, training)
+    if any("quantization" in spec for spec in arch["layers"]):
+        version = 3
     callbacks = _callbacks_state(model) if include_optimizer else {}
     if callbacks:
         version = max(version, 3)
@@ -301,8 +345,18 @@ def _encode(model, include_optimizer: bool) -> List[bytes]:
     for layer_index, (w_off, b_off) in enumerate(zip(net.weight_offsets, net.bias_offsets)):
         offsets[f"layers.{layer_index}.kernel"] = w_off
         offsets[f"layers.{layer_index}.bias"] = b_off
-    tensors = [(name, shape, _le_bytes(net.read_params(offsets[name], math.prod(shape))))
-               for name, _, shape in table]
+    wide, codes = _weight_tables(arch)
+    tensors = []
+    for name, layer_index, shape, _ in wide:
+        part = name.rsplit(".", 1)[1]
+        if part in ("kernel", "bias"):
+            tensors.append((name, shape, "F32", _le_bytes(net.read_params(offsets[name], math.prod(shape)))))
+            continue
+        q = net.quantization(layer_index)
+        value = {"kernel_scale": q["w_scale"], "input_scale": np.float32([q["in_scale"]]),
+                 "input_zero": np.int32([q["in_zero"]])}[part]
+        tensors.append((name, shape, "I32" if part == "input_zero" else "F32",
+                        np.ascontiguousarray(value, dtype="<i4" if part == "input_zero" else "<f4").tobytes()))
     if include_optimizer:
         if training is None or not net.compiled:
             raise ValueError("[save] include_optimizer=True needs a compiled model (model.compile(...))")
@@ -310,7 +364,7 @@ def _encode(model, include_optimizer: bool) -> List[bytes]:
         if len(slots) != net.state_slots:  # the executor and the configuration must agree
             raise RuntimeError(f"[save] the executor has {net.state_slots} optimizer state slots, expected {len(slots)}")
         for slot_index, slot in enumerate(slots):
-            tensors += [(f"optimizer.{slot}.{name}", shape,
+            tensors += [(f"optimizer.{slot}.{name}", shape, "F32",
                          _le_bytes(net.read_state(slot_index, offsets[name], math.prod(shape))))
                         for name, _, shape in table]
         state = {"step": int(net.step), "epochs_trained": int(model._epoch), "slots": list(slots)}
@@ -320,16 +374,18 @@ def _encode(model, include_optimizer: bool) -> List[bytes]:
         metadata["optimizer_state"] = _dumps(state)
         if callbacks:
             metadata["callbacks_state"] = _dumps(callbacks)
-    metadata["checksum"] = _checksum(metadata, [t[2] for t in tensors])
+    tensors += [(name, shape, "I8", net.quantization(layer_index)["w_q"].astype(np.int8).tobytes())
+                for name, layer_index, shape, _ in codes]
+    metadata["checksum"] = _checksum(metadata, [t[3] for t in tensors])
 
     header: Dict[str, object] = {"__metadata__": metadata}
     begin = 0
-    for name, shape, data in tensors:
-        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [begin, begin + len(data)]}
+    for name, shape, dtype, data in tensors:
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [begin, begin + len(data)]}
         begin += len(data)
     text = _dumps(header).encode("utf-8")
     text += b" " * (-len(text) % 8)
-    return [len(text).to_bytes(8, "little"), text] + [t[2] for t in tensors]
+    return [len(text).to_bytes(8, "little"), text] + [t[3] for t in tensors]
 
 
 # ---------------------------------------------------------------------------------------
@@ -453,8 +509,8 @@ class _File:
                       "(extra bytes appended, or offsets that do not match)")
 
     def array(self, name: str) -> np.ndarray:
-        _, shape, begin, end = self.tensors[name]
-        return np.frombuffer(self.data[begin:end], dtype="<f4").reshape(shape)
+        dtype, shape, begin, end = self.tensors[name]
+        return np.frombuffer(self.data[begin:end], dtype=_NUMPY_DTYPES[dtype]).reshape(shape)
 
 
 def _is_int(v) -> bool:
@@ -548,10 +604,10 @@ class _Model:
                     "dropout": {"kind", "name", "rate"},
                     "normalization": {"kind", "name", "mean", "variance"},
                     "rescaling": {"kind", "name", "scale", "offset"}}.get(kind)
-            # kernel_regularizer and trainable are optional: files written before they existed
-            # lack them, and files of models that do not use them too.
+            # kernel_regularizer, trainable and quantization are optional: files written
+            # before they existed lack them, and files of models that do not use them too.
             if keys is None or not (set(spec) == keys or (kind == "dense" and keys < set(spec) <= keys | {
-                    "kernel_regularizer", "trainable"})):
+                    "kernel_regularizer", "trainable", "quantization"})):
                 fail(f"architecture layer {i}: expected a dense, dropout, normalization or rescaling layer "
                      f"description, got {_short(spec)}")
             if kind == "normalization" and not all(
@@ -564,6 +620,12 @@ class _Model:
                 fail(f"architecture layer {i}: rescaling scale and offset must be numbers")
             if "trainable" in spec and not isinstance(spec["trainable"], bool):
                 fail(f"architecture layer {i}: trainable must be true or false, got {_short(spec['trainable'])}")
+            q = spec.get("quantization")
+            if "quantization" in spec and not (isinstance(q, dict) and set(q) == {"per_channel", "input"}
+                                               and isinstance(q["per_channel"], bool)
+                                               and q["input"] in ("static", "dynamic")):
+                fail(f"architecture layer {i}: quantization must be {{per_channel: bool, input: static|dynamic}}, "
+                     f"got {_short(q)}")
             reg = spec.get("kernel_regularizer")
             if reg is not None and not (isinstance(reg, dict) and set(reg) == {"l1", "l2"}
                                         and all(_json_type(reg[k], "number") for k in ("l1", "l2"))):
@@ -629,12 +691,14 @@ class _Model:
     def _check_tensors(self) -> None:
         f = self.file
         table = _param_table(self.arch)
-        expected = [(name, shape) for name, _, shape in table]
+        wide, codes = _weight_tables(self.arch)
+        expected = [(name, shape, dtype) for name, _, shape, dtype in wide]
         for slot in self.state["slots"] if self.state else ():
-            expected += [(f"optimizer.{slot}.{name}", shape) for name, _, shape in table]
-        known = {name for name, _ in expected}
+            expected += [(f"optimizer.{slot}.{name}", shape, "F32") for name, _, shape in table]
+        expected += [(name, shape, dtype) for name, _, shape, dtype in codes]
+        known = {name for name, _, _ in expected}
         extra = [name for name in f.tensors if name not in known]
-        missing = [name for name, _ in expected if name not in f.tensors]
+        missing = [name for name, _, _ in expected if name not in f.tensors]
         if missing or extra:
             problems = []
             if missing:
@@ -645,13 +709,13 @@ class _Model:
                                 + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
             f.fail("; ".join(problems) + " for the architecture in the file")
         begin = 0
-        for name, shape in expected:
+        for name, shape, want in expected:
             dtype, got_shape, got_begin, got_end = f.tensors[name]
-            if dtype != "F32":
-                f.fail(f"tensor {name!r} has dtype {dtype}, expected F32")
+            if dtype != want:
+                f.fail(f"tensor {name!r} has dtype {dtype}, expected {want}")
             if got_shape != shape:
                 f.fail(f"tensor {name!r} has shape {got_shape}, expected {shape} from the architecture")
-            end = begin + 4 * math.prod(shape)
+            end = begin + _DTYPE_SIZES[dtype] * math.prod(shape)
             if (got_begin, got_end) != (begin, end):
                 f.fail(f"tensor {name!r} has data_offsets [{got_begin}, {got_end}], expected [{begin}, {end}] "
                        "(tensors are stored in layer order)")
@@ -707,10 +771,31 @@ class _Model:
     def write_weights(self, model) -> None:
         """Writes the file's parameters straight into the executor: bit for bit, NaN
         payloads included (set_weights would refuse non-finite values a saved model may hold)."""
-        net = model._net
-        for name, layer_index, _ in _param_table(self.arch):
-            offset = (net.weight_offsets if name.endswith("kernel") else net.bias_offsets)[layer_index]
-            net.write_params(offset, self.file.array(name).ravel())
+        net, f = model._net, self.file
+        wide, codes = _weight_tables(self.arch)
+        for name, layer_index, _, _ in wide:
+            part = name.rsplit(".", 1)[1]
+            if part in ("kernel", "bias"):
+                if part == "kernel":
+                    net.clear_quantization(layer_index)
+                offset = (net.weight_offsets if part == "kernel" else net.bias_offsets)[layer_index]
+                net.write_params(offset, f.array(name).ravel())
+        for name, layer_index, _, _ in codes:
+            p = f"layers.{layer_index}"
+            w_q, w_scale = f.array(name), f.array(f"{p}.kernel_scale")
+            if (w_q == -128).any():
+                f.fail(f"tensor {name!r} holds the code -128; int8 weights are in [-127, 127]")
+            if not (np.isfinite(w_scale).all() and (w_scale > 0).all()):
+                f.fail(f"tensor '{p}.kernel_scale' holds a scale that is not finite and > 0")
+            in_scale, in_zero = 0.0, 0
+            if f"{p}.input_scale" in f.tensors:
+                in_scale, in_zero = float(f.array(f"{p}.input_scale")[0]), int(f.array(f"{p}.input_zero")[0])
+                if not (math.isfinite(in_scale) and in_scale > 0):
+                    f.fail(f"tensor '{p}.input_scale' is {in_scale}; it must be finite and > 0")
+                if not 0 <= in_zero <= 255:
+                    f.fail(f"tensor '{p}.input_zero' is {in_zero}; uint8 zero points are in [0, 255]")
+            net.set_quantization(layer_index, np.ascontiguousarray(w_q), np.ascontiguousarray(w_scale), in_scale,
+                                 in_zero)
 
 
 def load(path, device: str = "cpu"):
@@ -738,7 +823,8 @@ def loads(data, device: str = "cpu"):
 def load_weights(model, path) -> None:
     """Loads the weights of the model file at ``path`` into ``model``, which must have the
     same layers (kinds, units and input size; an unbuilt model is built for the file's
-    input size). Optimizer state in the file is ignored; the model's is kept."""
+    input size). Optimizer state in the file is ignored; the model's is kept. The file's
+    int8 layers become int8 in the model (and its float layers float)."""
     saved = _Model(path)
     layers = saved.arch["layers"]
     mismatch = None
