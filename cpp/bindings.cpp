@@ -17,6 +17,7 @@
 #include "backend.h"
 #include "cpu/elementwise.h"
 #include "cpu/gemm.h"
+#include "cpu/gemm_s8.h"
 #include "cpu/isa.h"
 #include "cpu/sparse.h"
 #include "cpu/thread_pool.h"
@@ -177,6 +178,8 @@ py::dict build_info() {
   d["isa"] = cpu::isa_name(cpu::active_isa());
   py::dict kernels;
   kernels["gemm"] = cpu::gemm_f32_variant();
+  kernels["gemm_s8"] = cpu::gemm_s8_variant();
+  kernels["quantize"] = "f32_quantize__portable";
   // XNNPACK-style names, what then how: f32_adam__avx512.
   const std::string isa = cpu::elementwise().isa;
   for (const char* family : {"softmax_cross_entropy", "binary_cross_entropy", "mse", "dropout", "sgd", "adam", "clip"})
@@ -210,7 +213,34 @@ LayerSpec layer_from(const py::dict& d) {
   return s;
 }
 
+QuantAxis parse_quant_axis(const char* op, const std::string& s) {
+  if (s == "tensor") return QuantAxis::tensor;
+  if (s == "row") return QuantAxis::row;
+  if (s == "column") return QuantAxis::column;
+  throw std::invalid_argument(std::string("[") + op + "] axis must be 'tensor', 'row' or 'column', got '" + s + "'");
+}
+
 }  // namespace
+
+// A C-contiguous copy of `obj` as T with exactly `shape`, or a ValueError naming the
+// argument: the Network's per-layer setters take host arrays of the layer's shape.
+template <class T>
+py::array_t<T, py::array::c_style> layer_array(const char* op, const char* arg, py::object obj,
+                                               std::vector<int64_t> shape) {
+  py::array a = py::array::ensure(obj);
+  if (!a) throw TypeError(std::string("[") + op + "] " + arg + " must be an array");
+  if (!a.dtype().is(py::dtype::of<T>()))
+    throw TypeError(std::string("[") + op + "] " + arg + " must have dtype " + py::str(py::dtype::of<T>()).cast<std::string>() +
+                    ", got " + py::str(a.dtype()).cast<std::string>());
+  bool same = a.ndim() == static_cast<py::ssize_t>(shape.size());
+  for (size_t i = 0; same && i < shape.size(); ++i) same = a.shape(static_cast<py::ssize_t>(i)) == shape[i];
+  if (!same) {
+    std::string want = "(";
+    for (size_t i = 0; i < shape.size(); ++i) want += (i ? ", " : "") + std::to_string(shape[i]);
+    throw std::invalid_argument(std::string("[") + op + "] " + arg + " must have shape " + want + ")");
+  }
+  return py::array_t<T, py::array::c_style>::ensure(a);
+}
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "customml native core: kernels, the network executor and build information";
@@ -486,6 +516,100 @@ PYBIND11_MODULE(_core, m) {
       "l1 sum |param| + l2 sum param^2.");
 
   m.def(
+      "quantize",
+      [](py::object out, py::object x, py::object scale, std::optional<py::object> zero, const std::string& axis,
+         const std::string& device) {
+        Views views("quantize", device);
+        const QuantAxis ax = parse_quant_axis("quantize", axis);
+        Tensor q = views.out(out, "out"), xt = views.in(x, "x"), s = views.in(scale, "scale");
+        auto z = views.in(zero, "zero");
+        py::gil_scoped_release release;
+        ops::quantize(q, xt, s, ptr(z), ax);
+      },
+      py::arg("out"), py::arg("x"), py::arg("scale"), py::arg("zero") = py::none(), py::arg("axis") = "tensor",
+      py::arg("device") = "cpu",
+      "out (rows, cols) int8 or uint8 = clip(rint(x / scale) + zero) (codes [-127, 127] or [0, 255]; half to even), "
+      "scale and zero per axis: 'tensor' (1,), 'row' (rows,) or 'column' (cols,).");
+
+  m.def(
+      "dequantize",
+      [](py::object out, py::object q, py::object scale, std::optional<py::object> zero, const std::string& axis,
+         const std::string& device) {
+        Views views("dequantize", device);
+        const QuantAxis ax = parse_quant_axis("dequantize", axis);
+        Tensor x = views.out(out, "out"), qt = views.in(q, "q"), s = views.in(scale, "scale");
+        auto z = views.in(zero, "zero");
+        py::gil_scoped_release release;
+        ops::dequantize(x, qt, s, ptr(z), ax);
+      },
+      py::arg("out"), py::arg("q"), py::arg("scale"), py::arg("zero") = py::none(), py::arg("axis") = "tensor",
+      py::arg("device") = "cpu", "out (rows, cols) float32 = scale * (q - zero), scale and zero per axis as quantize.");
+
+  m.def(
+      "quantize_rows_dynamic",
+      [](py::object out, py::object scale_out, py::object zero_out, py::object x, const std::string& device) {
+        Views views("quantize_rows_dynamic", device);
+        Tensor q = views.out(out, "out"), s = views.out(scale_out, "scale_out"), z = views.out(zero_out, "zero_out"),
+               xt = views.in(x, "x");
+        py::gil_scoped_release release;
+        ops::quantize_rows_dynamic(q, s, z, xt);
+      },
+      py::arg("out"), py::arg("scale_out"), py::arg("zero_out"), py::arg("x"), py::arg("device") = "cpu",
+      "Per row of x (rows, cols): the range [min(0, min), max(0, max)] mapped onto uint8: scale_out (rows,) float32, "
+      "zero_out (rows,) int32 and the codes out (rows, cols) uint8.");
+
+  py::class_<ops::PackedS8, std::shared_ptr<ops::PackedS8>>(
+      m, "PackedS8", "Int8 weights (k, n) packed once for one device's gemm_s8, with their column sums.")
+      .def_property_readonly("k", &ops::PackedS8::k)
+      .def_property_readonly("n", &ops::PackedS8::n)
+      .def_property_readonly("shape", [](const ops::PackedS8& p) { return py::make_tuple(p.k(), p.n()); })
+      .def_property_readonly("nbytes", &ops::PackedS8::nbytes)
+      .def_property_readonly("device", [](const ops::PackedS8& p) { return p.device().name(); })
+      .def("__repr__", [](const ops::PackedS8& p) {
+        return "PackedS8(k=" + std::to_string(p.k()) + ", n=" + std::to_string(p.n()) + ", device='" +
+               p.device().name() + "')";
+      });
+
+  m.def(
+      "gemm_s8_pack",
+      [](py::object weight, const std::string& device) {
+        Views views("gemm_s8_pack", device);
+        Tensor w = views.in(weight, "weight");
+        py::gil_scoped_release release;
+        return ops::gemm_s8_pack(w);
+      },
+      py::arg("weight"), py::arg("device") = "cpu",
+      "Packs int8 weights (k, n), codes in [-127, 127], for gemm_s8 on device.");
+
+  m.def(
+      "gemm_s8",
+      [](py::object out, py::object a, py::object weight, std::optional<py::object> a_scale, py::object a_zero,
+         std::optional<py::object> w_scale, std::optional<py::object> bias, const std::string& activation,
+         std::optional<float> out_scale, std::optional<int32_t> out_zero, const std::string& device) {
+        Views views("gemm_s8", device);
+        const Activation act = parse_for("gemm_s8", [&] { return parse_activation(activation); });
+        Tensor y = views.out(out, "out"), at = views.in(a, "a"), az = views.in(a_zero, "a_zero");
+        auto as = views.in(a_scale, "a_scale"), ws = views.in(w_scale, "w_scale"), b = views.in(bias, "bias");
+        // Raw int8 weights are packed for this call alone; a model packs once (gemm_s8_pack).
+        std::shared_ptr<ops::PackedS8> packed;
+        if (py::isinstance<ops::PackedS8>(weight)) {
+          packed = py::cast<std::shared_ptr<ops::PackedS8>>(weight);
+        } else {
+          Tensor w = views.in(weight, "weight");
+          py::gil_scoped_release release;
+          packed = ops::gemm_s8_pack(w);
+        }
+        py::gil_scoped_release release;
+        ops::gemm_s8(y, at, *packed, ptr(as), az, ptr(ws), ptr(b), act, out_scale, out_zero);
+      },
+      py::arg("out"), py::arg("a"), py::arg("weight"), py::arg("a_scale"), py::arg("a_zero"), py::arg("w_scale"),
+      py::arg("bias") = py::none(), py::arg("activation") = "identity", py::arg("out_scale") = py::none(),
+      py::arg("out_zero") = py::none(), py::arg("device") = "cpu",
+      "a (m, k) uint8 times weight (k, n) int8 (a PackedS8, or raw codes packed for this call), exact int32 sums; "
+      "out by its dtype: float32 activation(a_scale w_scale (acc - a_zero colsum) + bias), uint8 the same requantized "
+      "with out_scale / out_zero, or int32 acc - a_zero colsum.");
+
+  m.def(
       "apply_mask",
       [](py::object param, py::object keep, const std::string& device) {
         Views views("apply_mask", device);
@@ -702,8 +826,78 @@ PYBIND11_MODULE(_core, m) {
              std::copy(st.begin(), st.end(), a.mutable_data());
              return a;
            })
-      .def("roc_auc", [](Network& n) {
-        py::gil_scoped_release release;
-        return n.roc_auc();
-      });
+      .def("roc_auc",
+           [](Network& n) {
+             py::gil_scoped_release release;
+             return n.roc_auc();
+           })
+      .def("dense_shape", &Network::dense_shape, py::arg("layer"), "(in, out) of a Dense layer.")
+      .def(
+          "set_mask",
+          [](Network& n, int64_t layer, py::object keep) {
+            const auto [in, out] = n.dense_shape(layer);
+            auto k = layer_array<uint8_t>("set_mask", "keep", keep, {in, out});
+            const uint8_t* src = k.data();
+            py::gil_scoped_release release;
+            n.set_mask(layer, src);
+          },
+          py::arg("layer"), py::arg("keep"),
+          "Prunes Dense layer `layer`: keep (in, out) uint8, 0 where a weight is removed; those weights are zeroed "
+          "now and after every optimizer update.")
+      .def("clear_mask", &Network::clear_mask, py::arg("layer"))
+      .def("masked", &Network::masked, py::arg("layer"))
+      .def(
+          "set_sparse_format",
+          [](Network& n, int64_t layer, const std::string& format, int64_t max_batch, int nm_n, int nm_m) {
+            n.set_sparse_format(layer, parse_sparse_format(format), max_batch, nm_n, nm_m);
+          },
+          py::arg("layer"), py::arg("format"), py::arg("max_batch"), py::arg("n") = 2, py::arg("m") = 4,
+          "Runs Dense layer `layer` at inference in a sparse format ('csr', 'nm' or 'dense') for batches of at most "
+          "max_batch rows.")
+      .def(
+          "sparse_format",
+          [](const Network& n, int64_t layer) {
+            return py::make_tuple(sparse_format_name(n.sparse_format(layer)), n.sparse_max_batch(layer));
+          },
+          py::arg("layer"), "(format, max_batch) of a Dense layer's inference.")
+      .def(
+          "set_quantization",
+          [](Network& n, int64_t layer, py::object w_q, py::object w_scale, float in_scale, int32_t in_zero) {
+            const auto [in, out] = n.dense_shape(layer);
+            auto q = layer_array<int8_t>("set_quantization", "w_q", w_q, {in, out});
+            auto sc = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(w_scale);
+            if (!sc || sc.ndim() != 1 || (sc.shape(0) != out && sc.shape(0) != 1))
+              throw std::invalid_argument("[set_quantization] w_scale must have shape (" + std::to_string(out) +
+                                          ",) per channel or (1,) per tensor");
+            const bool per_channel = sc.shape(0) == out;
+            const int8_t* qp = q.data();
+            const float* sp = sc.data();
+            py::gil_scoped_release release;
+            n.set_quantization(layer, qp, sp, per_channel, in_scale, in_zero);
+          },
+          py::arg("layer"), py::arg("w_q"), py::arg("w_scale"), py::arg("in_scale"), py::arg("in_zero"),
+          "Runs Dense layer `layer` in int8: w_q (in, out) int8 in [-127, 127] with w_scale (out,) or (1,); inputs "
+          "uint8 with in_scale / in_zero, or quantized per row at run time when in_scale <= 0. The layer's float "
+          "weights become w_scale * w_q.")
+      .def("clear_quantization", &Network::clear_quantization, py::arg("layer"))
+      .def(
+          "quantization",
+          [](const Network& n, int64_t layer) -> py::object {
+            const QuantizedLayer* q = n.quantization(layer);
+            if (!q) return py::none();
+            const auto [in, out] = n.dense_shape(layer);
+            py::array_t<int8_t> w({in, out});
+            std::copy(q->w_q.begin(), q->w_q.end(), w.mutable_data());
+            py::array_t<float> sc(static_cast<py::ssize_t>(q->w_scale.size()));
+            std::copy(q->w_scale.begin(), q->w_scale.end(), sc.mutable_data());
+            py::dict d;
+            d["w_q"] = w;
+            d["w_scale"] = sc;
+            d["in_scale"] = q->in_scale;
+            d["in_zero"] = q->in_zero;
+            return d;
+          },
+          py::arg("layer"), "None, or the layer's int8 weights, scales and input encoding.")
+      .def("prepare", &Network::prepare, py::call_guard<py::gil_scoped_release>(),
+           "Builds the inference plan (sparse and int8 layers) now rather than at the first predict.");
 }

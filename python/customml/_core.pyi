@@ -1,6 +1,6 @@
 """Type stubs for the native module customml._core (docstrings live in the binding)."""
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -41,6 +41,25 @@ def adam_update(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarra
 def clip_by_global_norm(grad: np.ndarray, max_norm: float, device: str = "cpu") -> float: ...
 def l1_l2_penalty(grad: Optional[np.ndarray], param: np.ndarray, l1: float = 0.0, l2: float = 0.0,
                   device: str = "cpu") -> float: ...
+def quantize(out: np.ndarray, x: np.ndarray, scale: np.ndarray, zero: Optional[np.ndarray] = None,
+             axis: str = "tensor", device: str = "cpu") -> None: ...
+def dequantize(out: np.ndarray, q: np.ndarray, scale: np.ndarray, zero: Optional[np.ndarray] = None,
+               axis: str = "tensor", device: str = "cpu") -> None: ...
+def quantize_rows_dynamic(out: np.ndarray, scale_out: np.ndarray, zero_out: np.ndarray, x: np.ndarray,
+                          device: str = "cpu") -> None: ...
+
+class PackedS8:
+    k: int
+    n: int
+    shape: Tuple[int, int]
+    nbytes: int
+    device: str
+
+def gemm_s8_pack(weight: np.ndarray, device: str = "cpu") -> PackedS8: ...
+def gemm_s8(out: np.ndarray, a: np.ndarray, weight: Union[PackedS8, np.ndarray], a_scale: Optional[np.ndarray],
+            a_zero: np.ndarray, w_scale: Optional[np.ndarray], bias: Optional[np.ndarray] = None,
+            activation: str = "identity", out_scale: Optional[float] = None, out_zero: Optional[int] = None,
+            device: str = "cpu") -> None: ...
 def apply_mask(param: np.ndarray, keep: np.ndarray, device: str = "cpu") -> None: ...
 def sparse_dense_forward(out: np.ndarray, x: np.ndarray, offsets: np.ndarray, index: np.ndarray,
                          values: np.ndarray, bias: Optional[np.ndarray] = None, activation: str = "identity",
