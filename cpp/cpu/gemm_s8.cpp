@@ -46,7 +46,7 @@ std::atomic<const Variant*> g_variant{nullptr};
 
 const Variant kPortable{s8_gemm__portable_4x16, "s8_gemm__portable_4x16"};
 #ifdef CUSTOMML_X86_KERNELS
-const Variant kAvx2{s8_gemm__avx2_6x16, "s8_gemm__avx2_6x16"};
+const Variant kAvx2{s8_gemm__avx2_3x16, "s8_gemm__avx2_3x16"};
 const Variant kAvx512Vnni{s8_gemm__avx512vnni_6x64, "s8_gemm__avx512vnni_6x64"};
 #endif
 
@@ -59,11 +59,11 @@ const Variant& current() {
   return *v;
 }
 
-// The packed A tile of this thread, grown to the largest k seen and then reused, so a
-// steady stream of calls allocates nothing.
+// The packed A rows of this thread, grown to the largest chunk seen and then reused, so
+// a steady stream of calls allocates nothing.
 void* thread_a_work(int64_t k) {
   thread_local std::vector<int16_t> work;
-  const size_t need = static_cast<size_t>(kS8MaxMr * s8_groups(k) * 4);
+  const size_t need = static_cast<size_t>(s8_row_chunk(k) * s8_groups(k) * 4);
   if (work.size() < need) work.resize(need);
   return work.data();
 }

@@ -1,8 +1,10 @@
-// s8_gemm__avx2_6x16: AVX2 microkernel, 6 rows x one 16-column panel, in two passes of
-// 8 columns (12 ymm accumulators, 2 for B, 1 broadcast of A). vpmaddubsw would multiply
-// u8 by s8 in one step but saturates the int16 sum of a pair (255 * 127 * 2 > 32767), so
-// A is widened to int16 when packed, B is sign-extended per load, and vpmaddwd sums pairs
-// of products exactly into int32.
+// s8_gemm__avx2_3x16: AVX2 microkernel, 3 rows x one 16-column panel, in two passes of
+// 8 columns: 6 ymm accumulators, 2 for B, 3 broadcasts of A and 6 products, since GCC
+// issues every vpmaddwd of a group before the adds; at 4 or 6 rows that spills an
+// accumulator, and the store-load round trip each group made the kernel 2x slower.
+// vpmaddubsw would multiply u8 by s8 in one step but saturates the int16 sum of a pair
+// (255 * 127 * 2 > 32767), so A is widened to int16 when packed, B is sign-extended per
+// load, and vpmaddwd sums pairs of products exactly into int32.
 
 #include <immintrin.h>
 
@@ -12,7 +14,7 @@ namespace customml::cpu {
 namespace {
 
 struct Avx2S8 {
-  static constexpr int kMr = 6;
+  static constexpr int kMr = 3;
   static constexpr int kMaxPanels = 1;
   using AType = int16_t;
 
@@ -27,7 +29,7 @@ struct Avx2S8 {
       for (int64_t g = 0; g < groups; ++g) {
         const __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bh + g * 64)));
         const __m256i b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bh + g * 64 + 16)));
-#pragma GCC unroll 6
+#pragma GCC unroll 3
         for (int r = 0; r < R; ++r) {
           int64_t a4;
           std::memcpy(&a4, a + (g * R + r) * 4, sizeof(a4));
@@ -47,6 +49,6 @@ struct Avx2S8 {
 
 }  // namespace
 
-void s8_gemm__avx2_6x16(const GemmS8Args& args) { gemm_s8_blocked<Avx2S8>(args); }
+void s8_gemm__avx2_3x16(const GemmS8Args& args) { gemm_s8_blocked<Avx2S8>(args); }
 
 }  // namespace customml::cpu
