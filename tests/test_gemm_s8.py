@@ -50,8 +50,11 @@ K_SIZES = st.one_of(st.sampled_from([1, 2, 3, 4, 5, 63, 64, 65, 255, 256, 257]),
 VALUES = ("uniform", "extremes", "sparse")
 
 s8_problems = st.tuples(M_SIZES, K_SIZES, N_SIZES, st.sampled_from(VALUES), st.booleans(), st.booleans(), seeds)
-LARGE = [(1, 784, 256, "uniform", True, True, 1), (130, 257, 130, "extremes", True, False, 2),
-         (64, 512, 300, "uniform", False, True, 3)]  # the last is big enough to run on several threads
+# The batch-1 layer; several column blocks; a call big enough for several threads; two A row
+# chunks (240 rows); deep k, where a chunk is 12 rows (cpp/cpu/gemm_s8.h, s8_row_chunk).
+LARGE = [(1, 784, 256, "uniform", True, True, 1), (130, 257, 1030, "extremes", True, False, 2),
+         (64, 512, 300, "uniform", False, True, 3), (250, 65, 70, "uniform", True, True, 4),
+         (25, 30001, 17, "extremes", True, True, 5)]
 
 
 def build(problem):
@@ -111,6 +114,8 @@ def i32_twice(a, weight, a_zero, device):
 @example(problem=LARGE[0])
 @example(problem=LARGE[1])
 @example(problem=LARGE[2])
+@example(problem=LARGE[3])
+@example(problem=LARGE[4])
 def test_int32_out_is_exact(s8_isa, device, problem):
     a, w, _, a_zero, _, _ = build(problem)
     want = reference.gemm_s8(a, w, None, a_zero, None, out_dtype="int32")

@@ -59,11 +59,11 @@ const Variant& current() {
   return *v;
 }
 
-// The packed A tile of this thread, grown to the largest k seen and then reused, so a
-// steady stream of calls allocates nothing.
+// The packed A rows of this thread, grown to the largest chunk seen and then reused, so
+// a steady stream of calls allocates nothing.
 void* thread_a_work(int64_t k) {
   thread_local std::vector<int16_t> work;
-  const size_t need = static_cast<size_t>(kS8MaxMr * s8_groups(k) * 4);
+  const size_t need = static_cast<size_t>(s8_row_chunk(k) * s8_groups(k) * 4);
   if (work.size() < need) work.resize(need);
   return work.data();
 }

@@ -36,11 +36,16 @@ struct GemmS8Args {
   uint8_t* y_u8 = nullptr;
   int32_t* y_i32 = nullptr;
   GemmS8Epilogue e;
-  void* a_work = nullptr;  // this thread's packed A tile: kS8MaxMr x groups x 4 elements of up to 2 bytes
+  void* a_work = nullptr;  // this thread's packed A rows: s8_row_chunk(k) x groups x 4 elements of up to 2 bytes
 };
 
-// The most rows any variant's microkernel tile has (sizes the packed A workspace).
-constexpr int64_t kS8MaxMr = 6;
+// Rows of A packed at once (a multiple of every variant's tile rows, 3, 4 and 6): up to
+// 240, fewer for deep k so that the chunk stays near 256 KiB. The chunk is packed once and
+// then read by every column block, so blocks can be small without repacking A.
+inline int64_t s8_row_chunk(int64_t k) {
+  const int64_t rows = (int64_t{256} * 1024 / (s8_groups(k) * 4)) / 12 * 12;
+  return rows < 12 ? 12 : rows > 240 ? 240 : rows;
+}
 
 using GemmS8Kernel = void (*)(const GemmS8Args&);
 

@@ -17,9 +17,10 @@
 namespace customml::cpu {
 namespace {
 
-// Packed weight bytes one column block spans: a block of MR rows sweeps it once per row
-// tile, so it stays in L2 (1 MiB and up on current x86 cores) with room for A and C.
-constexpr int64_t kS8BlockBytes = 256 * 1024;
+// Packed weight bytes one column block spans: every row tile of a chunk sweeps it, so it
+// should stay in L2 next to the A chunk; 128 KiB leaves room in an L2 of 1 MiB shared by
+// two SMT threads (Zen 4, Sapphire Rapids has 2 MiB).
+constexpr int64_t kS8BlockBytes = 128 * 1024;
 // The widest microkernel tile, in columns (4 panels).
 constexpr int64_t kS8MaxTileCols = 64;
 
@@ -120,18 +121,24 @@ void gemm_s8_blocked(const GemmS8Args& g) {
   const int64_t groups = s8_groups(g.k), panels = s8_panels(g.n), stride = s8_panel_bytes(g.k);
   int64_t block = kS8BlockBytes / stride / K::kMaxPanels * K::kMaxPanels;
   if (block < K::kMaxPanels) block = K::kMaxPanels;
+  const int64_t chunk = s8_row_chunk(g.k);
   typename K::AType* ap = static_cast<typename K::AType*>(g.a_work);
   alignas(64) int32_t tile[K::kMr * kS8MaxTileCols];
-  for (int64_t p0 = 0; p0 < panels; p0 += block) {
-    const int64_t p1 = s8_min(panels, p0 + block);
-    for (int64_t i0 = 0; i0 < g.m; i0 += K::kMr) {
-      const int64_t rows = s8_min(K::kMr, g.m - i0);
-      pack_a_s8(ap, g.a + i0 * g.k, g.k, rows);
-      for (int64_t p = p0; p < p1; p += K::kMaxPanels) {
-        const int np = static_cast<int>(s8_min(K::kMaxPanels, p1 - p));
-        s8_tile<K>(static_cast<int>(rows), np, groups, ap, g.panels + p * stride, stride, tile);
-        const int64_t j0 = p * kS8PanelCols;
-        s8_epilogue(g, tile, np * kS8PanelCols, i0, rows, j0, s8_min(np * kS8PanelCols, g.n - j0));
+  for (int64_t c0 = 0; c0 < g.m; c0 += chunk) {
+    const int64_t mc = s8_min(chunk, g.m - c0);
+    // Tile t of the chunk (rows c0 + i0 .. + K::kMr) at ap + i0 * groups * 4.
+    for (int64_t i0 = 0; i0 < mc; i0 += K::kMr)
+      pack_a_s8(ap + i0 * groups * 4, g.a + (c0 + i0) * g.k, g.k, s8_min(K::kMr, mc - i0));
+    for (int64_t p0 = 0; p0 < panels; p0 += block) {
+      const int64_t p1 = s8_min(panels, p0 + block);
+      for (int64_t i0 = 0; i0 < mc; i0 += K::kMr) {
+        const int64_t rows = s8_min(K::kMr, mc - i0);
+        for (int64_t p = p0; p < p1; p += K::kMaxPanels) {
+          const int np = static_cast<int>(s8_min(K::kMaxPanels, p1 - p));
+          s8_tile<K>(static_cast<int>(rows), np, groups, ap + i0 * groups * 4, g.panels + p * stride, stride, tile);
+          const int64_t j0 = p * kS8PanelCols;
+          s8_epilogue(g, tile, np * kS8PanelCols, c0 + i0, rows, j0, s8_min(np * kS8PanelCols, g.n - j0));
+        }
       }
     }
   }

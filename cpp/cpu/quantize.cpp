@@ -1,9 +1,12 @@
 // quantize, dequantize and quantize_rows_dynamic on the CPU: plain loops the compiler
 // vectorizes with the baseline ISA (division, min / max, round_half_even's two adds and
-// the conversions are all SSE2); each is a pass over memory that the bandwidth, not the
-// arithmetic, bounds.
+// the conversions are all SSE2), and SSE2 intrinsics for the row range; each is a pass over
+// memory that the bandwidth, not the arithmetic, bounds.
 
 #include <cmath>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "cpu/cpu_backend.h"
 #include "cpu/quantize_math.h"
@@ -41,6 +44,34 @@ void dequantize_row(float* x, const Q* q, int64_t n, const float* scale, const i
     const float s = scale[0];
     const int32_t z = zero ? zero[0] : 0;
     for (int64_t j = 0; j < n; ++j) x[j] = s * static_cast<float>(static_cast<int32_t>(q[j]) - z);
+  }
+}
+
+// lo = min(lo, min x), hi = max(hi, max x) over x (n). The scalar loop is a serial chain
+// that GCC does not vectorize (a float `a < b ? a : b` is not minps to it without
+// -ffinite-math-only), so SSE2, the x86-64 baseline, is used directly where present.
+void row_range(float* lo, float* hi, const float* x, int64_t n) {
+  int64_t j = 0;
+#ifdef __SSE2__
+  __m128 l0 = _mm_set1_ps(*lo), l1 = l0, h0 = _mm_set1_ps(*hi), h1 = h0;
+  for (; j + 8 <= n; j += 8) {
+    const __m128 a = _mm_loadu_ps(x + j), b = _mm_loadu_ps(x + j + 4);
+    l0 = _mm_min_ps(a, l0);
+    l1 = _mm_min_ps(b, l1);
+    h0 = _mm_max_ps(a, h0);
+    h1 = _mm_max_ps(b, h1);
+  }
+  alignas(16) float lv[4], hv[4];
+  _mm_store_ps(lv, _mm_min_ps(l0, l1));
+  _mm_store_ps(hv, _mm_max_ps(h0, h1));
+  for (int t = 0; t < 4; ++t) {
+    *lo = lv[t] < *lo ? lv[t] : *lo;
+    *hi = hv[t] > *hi ? hv[t] : *hi;
+  }
+#endif
+  for (; j < n; ++j) {
+    *lo = x[j] < *lo ? x[j] : *lo;
+    *hi = x[j] > *hi ? x[j] : *hi;
   }
 }
 
@@ -97,10 +128,7 @@ void CpuBackend::quantize_rows_dynamic(uint8_t* q, float* scale, int32_t* zero, 
     const float* xi = x + i * cols;
     // The range includes 0 so that 0 (padding, ReLU outputs) is exactly representable.
     float lo = 0.0f, hi = 0.0f;
-    for (int64_t j = 0; j < cols; ++j) {
-      lo = xi[j] < lo ? xi[j] : lo;
-      hi = xi[j] > hi ? xi[j] : hi;
-    }
+    row_range(&lo, &hi, xi, cols);
     // A range too small for (hi - lo) / 255 to be a positive float32 (all zeros, or a few
     // subnormals) takes scale 1: every code is then the zero point or next to it.
     float s = (hi - lo) / 255.0f;
