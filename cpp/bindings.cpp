@@ -222,6 +222,26 @@ QuantAxis parse_quant_axis(const char* op, const std::string& s) {
 
 }  // namespace
 
+// A C-contiguous copy of `obj` as T with exactly `shape`, or a ValueError naming the
+// argument: the Network's per-layer setters take host arrays of the layer's shape.
+template <class T>
+py::array_t<T, py::array::c_style> layer_array(const char* op, const char* arg, py::object obj,
+                                               std::vector<int64_t> shape) {
+  py::array a = py::array::ensure(obj);
+  if (!a) throw TypeError(std::string("[") + op + "] " + arg + " must be an array");
+  if (!a.dtype().is(py::dtype::of<T>()))
+    throw TypeError(std::string("[") + op + "] " + arg + " must have dtype " + py::str(py::dtype::of<T>()).cast<std::string>() +
+                    ", got " + py::str(a.dtype()).cast<std::string>());
+  bool same = a.ndim() == static_cast<py::ssize_t>(shape.size());
+  for (size_t i = 0; same && i < shape.size(); ++i) same = a.shape(static_cast<py::ssize_t>(i)) == shape[i];
+  if (!same) {
+    std::string want = "(";
+    for (size_t i = 0; i < shape.size(); ++i) want += (i ? ", " : "") + std::to_string(shape[i]);
+    throw std::invalid_argument(std::string("[") + op + "] " + arg + " must have shape " + want + ")");
+  }
+  return py::array_t<T, py::array::c_style>::ensure(a);
+}
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "customml native core: kernels, the network executor and build information";
   py::register_exception<TypeError>(m, "DTypeError", PyExc_TypeError);
@@ -496,52 +516,6 @@ PYBIND11_MODULE(_core, m) {
       "l1 sum |param| + l2 sum param^2.");
 
   m.def(
-      "apply_mask",
-      [](py::object param, py::object keep, const std::string& device) {
-        Views views("apply_mask", device);
-        Tensor p = views.out(param, "param"), k = views.in(keep, "keep");
-        py::gil_scoped_release release;
-        ops::apply_mask(p, k);
-      },
-      py::arg("param"), py::arg("keep"), py::arg("device") = "cpu",
-      "Zeroes param (float32, in place) wherever keep (uint8, same shape) is 0: a pruning mask.");
-
-  m.def(
-      "sparse_dense_forward",
-      [](py::object out, py::object x, py::object offsets, py::object index, py::object values,
-         std::optional<py::object> bias, const std::string& activation, const std::string& device) {
-        Views views("sparse_dense_forward", device);
-        const Activation act = parse_for("sparse_dense_forward", [&] { return parse_activation(activation); });
-        Tensor y = views.out(out, "out"), xt = views.in(x, "x"), o = views.in(offsets, "offsets"),
-               i = views.in(index, "index"), v = views.in(values, "values");
-        auto b = views.in(bias, "bias");
-        py::gil_scoped_release release;
-        ops::sparse_dense_forward(y, xt, o, i, v, ptr(b), act);
-      },
-      py::arg("out"), py::arg("x"), py::arg("offsets"), py::arg("index"), py::arg("values"),
-      py::arg("bias") = py::none(), py::arg("activation") = "identity", py::arg("device") = "cpu",
-      "out (batch, out) = activation(x (batch, in) . W + bias) for W (in, out) given as the CSR of its transpose: "
-      "output j's inputs index[offsets[j]:offsets[j + 1]] (int32, strictly ascending) with values (float32).");
-
-  m.def(
-      "nm_dense_forward",
-      [](py::object out, py::object x, py::object values, py::object index, std::optional<py::object> bias,
-         const std::string& activation, int n, int m, const std::string& device) {
-        Views views("nm_dense_forward", device);
-        const Activation act = parse_for("nm_dense_forward", [&] { return parse_activation(activation); });
-        Tensor y = views.out(out, "out"), xt = views.in(x, "x"), v = views.in(values, "values"),
-               i = views.in(index, "index");
-        auto b = views.in(bias, "bias");
-        py::gil_scoped_release release;
-        ops::nm_dense_forward(y, xt, v, i, ptr(b), act, n, m);
-      },
-      py::arg("out"), py::arg("x"), py::arg("values"), py::arg("index"), py::arg("bias") = py::none(),
-      py::arg("activation") = "identity", py::arg("n") = 2, py::arg("m") = 4, py::arg("device") = "cpu",
-      "out (batch, out) = activation(x (batch, in) . W + bias) for W (in, out) with n of every m consecutive rows "
-      "kept per column: values (ceil(in / m) n, out) float32 and index (same shape, uint8), each slot's row within "
-      "its group.");
-
-  m.def(
       "quantize",
       [](py::object out, py::object x, py::object scale, std::optional<py::object> zero, const std::string& axis,
          const std::string& device) {
@@ -634,6 +608,52 @@ PYBIND11_MODULE(_core, m) {
       "a (m, k) uint8 times weight (k, n) int8 (a PackedS8, or raw codes packed for this call), exact int32 sums; "
       "out by its dtype: float32 activation(a_scale w_scale (acc - a_zero colsum) + bias), uint8 the same requantized "
       "with out_scale / out_zero, or int32 acc - a_zero colsum.");
+
+  m.def(
+      "apply_mask",
+      [](py::object param, py::object keep, const std::string& device) {
+        Views views("apply_mask", device);
+        Tensor p = views.out(param, "param"), k = views.in(keep, "keep");
+        py::gil_scoped_release release;
+        ops::apply_mask(p, k);
+      },
+      py::arg("param"), py::arg("keep"), py::arg("device") = "cpu",
+      "Zeroes param (float32, in place) wherever keep (uint8, same shape) is 0: a pruning mask.");
+
+  m.def(
+      "sparse_dense_forward",
+      [](py::object out, py::object x, py::object offsets, py::object index, py::object values,
+         std::optional<py::object> bias, const std::string& activation, const std::string& device) {
+        Views views("sparse_dense_forward", device);
+        const Activation act = parse_for("sparse_dense_forward", [&] { return parse_activation(activation); });
+        Tensor y = views.out(out, "out"), xt = views.in(x, "x"), o = views.in(offsets, "offsets"),
+               i = views.in(index, "index"), v = views.in(values, "values");
+        auto b = views.in(bias, "bias");
+        py::gil_scoped_release release;
+        ops::sparse_dense_forward(y, xt, o, i, v, ptr(b), act);
+      },
+      py::arg("out"), py::arg("x"), py::arg("offsets"), py::arg("index"), py::arg("values"),
+      py::arg("bias") = py::none(), py::arg("activation") = "identity", py::arg("device") = "cpu",
+      "out (batch, out) = activation(x (batch, in) . W + bias) for W (in, out) given as the CSR of its transpose: "
+      "output j's inputs index[offsets[j]:offsets[j + 1]] (int32, strictly ascending) with values (float32).");
+
+  m.def(
+      "nm_dense_forward",
+      [](py::object out, py::object x, py::object values, py::object index, std::optional<py::object> bias,
+         const std::string& activation, int n, int m, const std::string& device) {
+        Views views("nm_dense_forward", device);
+        const Activation act = parse_for("nm_dense_forward", [&] { return parse_activation(activation); });
+        Tensor y = views.out(out, "out"), xt = views.in(x, "x"), v = views.in(values, "values"),
+               i = views.in(index, "index");
+        auto b = views.in(bias, "bias");
+        py::gil_scoped_release release;
+        ops::nm_dense_forward(y, xt, v, i, ptr(b), act, n, m);
+      },
+      py::arg("out"), py::arg("x"), py::arg("values"), py::arg("index"), py::arg("bias") = py::none(),
+      py::arg("activation") = "identity", py::arg("n") = 2, py::arg("m") = 4, py::arg("device") = "cpu",
+      "out (batch, out) = activation(x (batch, in) . W + bias) for W (in, out) with n of every m consecutive rows "
+      "kept per column: values (ceil(in / m) n, out) float32 and index (same shape, uint8), each slot's row within "
+      "its group.");
 
   py::class_<Network>(m, "Network", "The compiled layer plan and its flat buffers.")
       .def(py::init([](int64_t input_dim, const py::list& layers, const std::string& device) {
@@ -806,8 +826,78 @@ PYBIND11_MODULE(_core, m) {
              std::copy(st.begin(), st.end(), a.mutable_data());
              return a;
            })
-      .def("roc_auc", [](Network& n) {
-        py::gil_scoped_release release;
-        return n.roc_auc();
-      });
+      .def("roc_auc",
+           [](Network& n) {
+             py::gil_scoped_release release;
+             return n.roc_auc();
+           })
+      .def("dense_shape", &Network::dense_shape, py::arg("layer"), "(in, out) of a Dense layer.")
+      .def(
+          "set_mask",
+          [](Network& n, int64_t layer, py::object keep) {
+            const auto [in, out] = n.dense_shape(layer);
+            auto k = layer_array<uint8_t>("set_mask", "keep", keep, {in, out});
+            const uint8_t* src = k.data();
+            py::gil_scoped_release release;
+            n.set_mask(layer, src);
+          },
+          py::arg("layer"), py::arg("keep"),
+          "Prunes Dense layer `layer`: keep (in, out) uint8, 0 where a weight is removed; those weights are zeroed "
+          "now and after every optimizer update.")
+      .def("clear_mask", &Network::clear_mask, py::arg("layer"))
+      .def("masked", &Network::masked, py::arg("layer"))
+      .def(
+          "set_sparse_format",
+          [](Network& n, int64_t layer, const std::string& format, int64_t max_batch, int nm_n, int nm_m) {
+            n.set_sparse_format(layer, parse_sparse_format(format), max_batch, nm_n, nm_m);
+          },
+          py::arg("layer"), py::arg("format"), py::arg("max_batch"), py::arg("n") = 2, py::arg("m") = 4,
+          "Runs Dense layer `layer` at inference in a sparse format ('csr', 'nm' or 'dense') for batches of at most "
+          "max_batch rows.")
+      .def(
+          "sparse_format",
+          [](const Network& n, int64_t layer) {
+            return py::make_tuple(sparse_format_name(n.sparse_format(layer)), n.sparse_max_batch(layer));
+          },
+          py::arg("layer"), "(format, max_batch) of a Dense layer's inference.")
+      .def(
+          "set_quantization",
+          [](Network& n, int64_t layer, py::object w_q, py::object w_scale, float in_scale, int32_t in_zero) {
+            const auto [in, out] = n.dense_shape(layer);
+            auto q = layer_array<int8_t>("set_quantization", "w_q", w_q, {in, out});
+            auto sc = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(w_scale);
+            if (!sc || sc.ndim() != 1 || (sc.shape(0) != out && sc.shape(0) != 1))
+              throw std::invalid_argument("[set_quantization] w_scale must have shape (" + std::to_string(out) +
+                                          ",) per channel or (1,) per tensor");
+            const bool per_channel = sc.shape(0) == out;
+            const int8_t* qp = q.data();
+            const float* sp = sc.data();
+            py::gil_scoped_release release;
+            n.set_quantization(layer, qp, sp, per_channel, in_scale, in_zero);
+          },
+          py::arg("layer"), py::arg("w_q"), py::arg("w_scale"), py::arg("in_scale"), py::arg("in_zero"),
+          "Runs Dense layer `layer` in int8: w_q (in, out) int8 in [-127, 127] with w_scale (out,) or (1,); inputs "
+          "uint8 with in_scale / in_zero, or quantized per row at run time when in_scale <= 0. The layer's float "
+          "weights become w_scale * w_q.")
+      .def("clear_quantization", &Network::clear_quantization, py::arg("layer"))
+      .def(
+          "quantization",
+          [](const Network& n, int64_t layer) -> py::object {
+            const QuantizedLayer* q = n.quantization(layer);
+            if (!q) return py::none();
+            const auto [in, out] = n.dense_shape(layer);
+            py::array_t<int8_t> w({in, out});
+            std::copy(q->w_q.begin(), q->w_q.end(), w.mutable_data());
+            py::array_t<float> sc(static_cast<py::ssize_t>(q->w_scale.size()));
+            std::copy(q->w_scale.begin(), q->w_scale.end(), sc.mutable_data());
+            py::dict d;
+            d["w_q"] = w;
+            d["w_scale"] = sc;
+            d["in_scale"] = q->in_scale;
+            d["in_zero"] = q->in_zero;
+            return d;
+          },
+          py::arg("layer"), "None, or the layer's int8 weights, scales and input encoding.")
+      .def("prepare", &Network::prepare, py::call_guard<py::gil_scoped_release>(),
+           "Builds the inference plan (sparse and int8 layers) now rather than at the first predict.");
 }

@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "network_internal.h"
 #include "ops.h"
 
 namespace customml {
@@ -25,32 +26,6 @@ const char* loss_name(LossKind k) {
   }
   return "?";
 }
-
-// Buffers for one batch of up to `rows` rows. Device buffers are host-addressable on
-// the cpu backend, so batches are gathered straight into them.
-struct Network::Workspace {
-  explicit Workspace(Backend* be, size_t n_layers)
-      : input(be), grad_a(be), grad_b(be), targets(be), labels(be) {
-    for (size_t l = 0; l < n_layers; ++l) {
-      act.emplace_back(be);
-      preact.emplace_back(be);
-    }
-    layer_in.resize(n_layers);
-  }
-  int64_t rows = 0;
-  Buffer<float> input;               // (rows, input_dim)
-  std::vector<Buffer<float>> act;    // act[l]: (rows, width_l), layer l's output
-  std::vector<Buffer<float>> preact; // preact[l]: (rows, width_l), training gelu layers only
-  Buffer<float> grad_a, grad_b;      // (rows, max_width): backward ping-pong
-  Buffer<float> targets;             // (rows, output_dim): mse and binary cross-entropy
-  Buffer<int32_t> labels;            // (rows): classification labels
-  // Host staging of a batch for devices whose memory the host cannot address.
-  std::vector<float> host_input, host_targets;
-  std::vector<int32_t> host_labels;
-  // layer_in[l]: what layer l read in the last forward pass (a pass-through dropout
-  // leaves its own act buffer unwritten, so backward must not assume act[l - 1]).
-  std::vector<const float*> layer_in;
-};
 
 Network::Network(int64_t input_dim, std::vector<LayerSpec> layers, const Device& device)
     : device_(device), backend_(&backend_for(device)), input_dim_(input_dim), layers_(std::move(layers)),
@@ -88,6 +63,16 @@ Network::Network(int64_t input_dim, std::vector<LayerSpec> layers, const Device&
     widths_.push_back(width);
     max_width_ = width > max_width_ ? width : max_width_;
   }
+  width = input_dim;
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    if (layers_[l].kind == LayerSpec::Kind::dense) {
+      plans_.push_back(std::make_unique<LayerPlan>(backend_, width, layers_[l].units));
+      width = layers_[l].units;
+    } else {
+      plans_.emplace_back();
+    }
+  }
+  packs_dense_ = backend_->dense_packed_bytes(1, 1) > 0;
   params_.reserve(static_cast<size_t>(num_params_));
   backend_->fill_zero(params_.data(), sizeof(float) * static_cast<size_t>(num_params_));
   grads_.reserve(static_cast<size_t>(num_params_));
@@ -110,6 +95,8 @@ void Network::write_params(const float* src, int64_t offset, int64_t n) {
                             std::to_string(offset + n) + ") is outside [0, " + std::to_string(num_params_) + ")");
   std::unique_lock<WriterPreferringLock> lock(mutex_);
   backend_->copy_to_device(params_.data() + offset, src, sizeof(float) * static_cast<size_t>(n));
+  apply_masks();
+  invalidate_plan();
 }
 
 int Network::state_slots() const {
@@ -419,6 +406,7 @@ void Network::stage_batch(Workspace& ws, const float* x, const void* y, const in
 }
 
 const float* Network::forward(Workspace& ws, const float* input, int64_t b, bool training, float* out) const {
+  if (!training && planned_forward_needed()) return forward_planned(ws, input, b, out);
   const float* cur = input;
   int64_t width = input_dim_;
   const size_t last = layers_.size() - 1;
@@ -501,6 +489,16 @@ void reserve_rows(std::vector<Buffer<float>>& act, std::vector<Buffer<float>>& p
 }
 }  // namespace
 
+void Network::reserve_quantized(Workspace& ws, int64_t rows) const {
+  bool any = false;
+  for (const auto& p : plans_) any = any || (p && p->quant);
+  if (!any) return;
+  ws.q_a.reserve(static_cast<size_t>(rows * max_width_));
+  ws.q_b.reserve(static_cast<size_t>(rows * max_width_));
+  ws.q_scale.reserve(static_cast<size_t>(rows));
+  ws.q_zero.reserve(static_cast<size_t>(rows));
+}
+
 double Network::train_batch(const float* x, const void* y, int64_t n, const int64_t* index, int64_t b) {
   if (!compiled_) throw std::runtime_error("[fit] the model must be compiled before training");
   if (b < 1) throw std::invalid_argument("[fit] a batch needs at least one row");
@@ -510,6 +508,10 @@ double Network::train_batch(const float* x, const void* y, int64_t n, const int6
                               std::to_string(n) + ")");
   check_targets(y, index, b);
   std::unique_lock<WriterPreferringLock> lock(mutex_);
+  for (const auto& p : plans_)
+    if (p && p->quant)
+      throw std::runtime_error(
+          "[fit] a quantized model cannot be trained: fine-tune the float model (or quantize.qat) and quantize again");
   Workspace& ws = *train_ws_;
   const size_t rows = static_cast<size_t>(b);
   reserve_rows(ws.act, ws.preact, layers_, widths_, b, true);
@@ -589,6 +591,8 @@ double Network::train_batch(const float* x, const void* y, int64_t n, const int6
     backend_->sgd_update(params_.data(), opt_.sgd.momentum != 0.0f ? state_a_.data() : nullptr, grads_.data(),
                          num_params_, no_decay_.data(), nd, opt_.sgd);
   }
+  apply_masks();
+  invalidate_plan();
   return loss + penalty;
 }
 
@@ -600,6 +604,7 @@ void Network::evaluate(const float* x, const void* y, int64_t n, int64_t batch_s
   Workspace& ws = *train_ws_;
   const int64_t rows = n < batch_size ? n : batch_size;
   reserve_rows(ws.act, ws.preact, layers_, widths_, rows, false);
+  reserve_quantized(ws, rows);
   ws.input.reserve(static_cast<size_t>(rows * input_dim_));
   ws.targets.reserve(static_cast<size_t>(rows * output_dim()));
   ws.labels.reserve(static_cast<size_t>(rows));
@@ -618,6 +623,7 @@ void Network::predict(float* out, const float* x, int64_t n, int64_t batch_size)
   std::unique_ptr<Workspace> ws = acquire_workspace();
   const int64_t rows = n < batch_size ? n : batch_size;
   reserve_rows(ws->act, ws->preact, layers_, widths_, rows, false);
+  reserve_quantized(*ws, rows);
   const int64_t out_dim = output_dim();
   if (backend_->host_addressable()) {
     // Contiguous batches of the caller's x are read in place: nothing is staged.
@@ -627,10 +633,15 @@ void Network::predict(float* out, const float* x, int64_t n, int64_t batch_size)
     }
   } else {
     ws->input.reserve(static_cast<size_t>(rows * input_dim_));
+    // More rows than the workspace's graphs were recorded at may have moved its buffers.
+    if (rows > ws->graph_rows) {
+      ws->clear_graphs();
+      ws->graph_rows = rows;
+    }
     for (int64_t start = 0; start < n; start += batch_size) {
       const int64_t b = n - start < batch_size ? n - start : batch_size;
       backend_->copy_to_device(ws->input.data(), x + start * input_dim_, sizeof(float) * static_cast<size_t>(b * input_dim_));
-      const float* y = forward(*ws, ws->input.data(), b, false, nullptr);
+      const float* y = forward_replayed(*ws, b);
       backend_->copy_to_host(out + start * out_dim, y, sizeof(float) * static_cast<size_t>(b * out_dim));
     }
   }

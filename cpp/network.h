@@ -3,6 +3,7 @@
 // gradient and optimizer-state buffers. One call runs a whole training step or a
 // whole inference; every buffer is reused across calls.
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -84,6 +85,20 @@ class WriterPreferringLock {
   std::shared_mutex rw_;
 };
 
+enum class SparseFormat { dense, csr, nm };
+const char* sparse_format_name(SparseFormat f);
+SparseFormat parse_sparse_format(const std::string& name);
+
+// What set_quantization stored for a layer, on the host (the file's copy).
+struct QuantizedLayer {
+  std::vector<int8_t> w_q;     // (in, out)
+  std::vector<float> w_scale;  // (out) or (1)
+  bool per_channel = true;
+  float in_scale = 0.0f;       // <= 0: dynamic, per row
+  int32_t in_zero = 0;
+  bool is_static() const { return in_scale > 0.0f; }
+};
+
 class Network {
  public:
   Network(int64_t input_dim, std::vector<LayerSpec> layers, const Device& device);
@@ -142,6 +157,33 @@ class Network {
   void evaluate(const float* x, const void* y, int64_t n, int64_t batch_size);
   // x: (n, input_dim) -> out: (n, output_dim), in batches; safe to call concurrently.
   void predict(float* out, const float* x, int64_t n, int64_t batch_size) const;
+
+  // ---- Pruning and the inference plan (DESIGN decision 10) ----
+  // keep: (in, out) of Dense layer `layer`, 1 where a weight stays; the pruned weights are
+  // zeroed now and after every optimizer update, so they stay exactly zero.
+  void set_mask(int64_t layer, const uint8_t* keep);
+  void clear_mask(int64_t layer);
+  bool masked(int64_t layer) const;
+  // How inference runs Dense layer `layer` for batches of at most max_batch rows (larger
+  // ones run dense): a sparse format from its nonzero weights. Python chooses it, from a
+  // measurement stored in the model file, so the choice is reproducible.
+  // N:M takes n and m (2:4 by default).
+  void set_sparse_format(int64_t layer, SparseFormat format, int64_t max_batch, int n = 2, int m = 4);
+  SparseFormat sparse_format(int64_t layer) const;
+  int64_t sparse_max_batch(int64_t layer) const;
+  // Int8 inference of Dense layer `layer`: the layer's float weights are replaced by
+  // scale * w_q (so training-mode code and the file agree with the plan). w_q: (in, out)
+  // in [-127, 127]; w_scale: (out) when per_channel, else (1). Static inputs use
+  // in_scale / in_zero (uint8, per tensor); dynamic ones (in_scale <= 0) are quantized per
+  // row at run time.
+  void set_quantization(int64_t layer, const int8_t* w_q, const float* w_scale, bool per_channel, float in_scale,
+                        int32_t in_zero);
+  void clear_quantization(int64_t layer);
+  const QuantizedLayer* quantization(int64_t layer) const;
+  // (in, out) of Dense layer `layer`; throws for other layers.
+  std::pair<int64_t, int64_t> dense_shape(int64_t layer) const;
+  // Builds the inference plan now instead of at the first predict.
+  void prepare() const;
 
   // Validates a caller's x (n, input_dim) float32 and, when given, y (labels (n)
   // int32, or targets (n, output_dim) float32 for mse) before the calls above; op
@@ -221,6 +263,27 @@ class Network {
   void record_metric_stats(Workspace& ws, const float* logits, int64_t b);
 
   std::unique_ptr<Workspace> train_ws_;
+  // Per layer (empty entries for dropout): masks, formats, quantization and their
+  // prepared device data. The plan is rebuilt lazily after any weight change.
+  struct LayerPlan;
+  std::vector<std::unique_ptr<LayerPlan>> plans_;
+  mutable std::mutex plan_mutex_;        // serializes builders (they hold mutex_ shared)
+  mutable std::atomic<bool> plan_ready_{false};
+  bool packs_dense_ = false;
+  mutable std::atomic<uint64_t> plan_generation_{1};  // counts plan builds: graphs record one
+  mutable std::atomic<bool> graphs_usable_{true};     // false once the device declined a capture
+  // Inference of b rows staged in ws.input, replaying a recorded device graph where the
+  // device has them; returns the output (b, output_dim) in ws.
+  const float* forward_replayed(Workspace& ws, int64_t b) const;  // the device has a packed GEMM layout for inference weights
+  void invalidate_plan() { plan_ready_.store(false, std::memory_order_release); }
+  void ensure_plan() const;
+  void reserve_quantized(Workspace& ws, int64_t rows) const;              // callers hold mutex_ (shared or exclusive)
+  void build_plan() const;               // callers hold plan_mutex_
+  void apply_masks();                    // callers hold mutex_ exclusively
+  LayerPlan& dense_plan(const char* op, int64_t layer) const;
+  bool planned_forward_needed() const;
+  // The inference forward through the plan (int8 chains, sparse layers).
+  const float* forward_planned(Workspace& ws, const float* input, int64_t b, float* out) const;
   mutable WriterPreferringLock mutex_;  // predict, read_params: shared; the rest: exclusive
   mutable std::mutex pool_mutex_;
   mutable std::vector<std::unique_ptr<Workspace>> pool_;
