@@ -15,6 +15,7 @@
 #include "activation.h"
 #include "backend.h"
 #include "cpu/simd.h"
+#include "cpu/sparse.h"
 #include "cpu/vmath.h"
 
 namespace customml::cpu {
@@ -62,7 +63,9 @@ constexpr int64_t kGatherMaxRows = 3;
 // slot row of the format, which the transposed path reads once per 4 outputs for 64 rows;
 // measured on 784 -> 256 (Zen 4) the two cross between 12 and 16 rows.
 constexpr int64_t kNmPermuteMaxRows = 15;
-constexpr int kTile = 64;  // = kSparseTileRows: the batch lanes of the transposed x
+constexpr int kTile = static_cast<int>(kSparseTileRows);  // the batch lanes of the transposed x
+// The transposed path's scratch: x (in, kTile) and y (outputs, kTile), transposed.
+inline int64_t lanes_scratch_floats(int64_t in, int64_t outputs) { return (in + outputs) * kTile; }
 constexpr int kMaxVectors = kTile / kLanes;
 
 #if defined(__AVX512F__)
@@ -258,9 +261,10 @@ inline Vf gather_dot(const float* xr, const int32_t* index, const float* values,
 // each output's indices, kLanes outputs at a time, whose lane sums reduce_lanes turns
 // into one vector for the bias and activation.
 void spmm_simd(float* y, const float* x, const CsrMatrix& w, const float* b, int64_t rows, int64_t j0, int64_t j1,
-               Activation act, float* scratch) {
+               Activation act, ScratchFn scratch) {
   if (rows >= kGatherMaxRows) {
-    lanes_dispatch(y, x, w.in, w.out, b, rows, j0, j1, act, scratch, [&](int64_t j, int64_t& count) {
+    float* tile = scratch(lanes_scratch_floats(w.in, j1 - j0));
+    lanes_dispatch(y, x, w.in, w.out, b, rows, j0, j1, act, tile, [&](int64_t j, int64_t& count) {
       count = w.offsets[j + 1] - w.offsets[j];
       return CsrCursor{w.index + w.offsets[j], w.values + w.offsets[j]};
     });
@@ -377,8 +381,9 @@ void nm_lanes(float* y, const float* x, const NmMatrix& w, const float* b, int64
 // N:M: tiles of more than kNmPermuteMaxRows rows go through nm_lanes; fewer rows
 // vectorize over outputs.
 void nmmm_simd(float* y, const float* x, const NmMatrix& w, const float* b, int64_t rows, int64_t j0, int64_t j1,
-               Activation act, float* scratch) {
+               Activation act, ScratchFn scratch) {
   if (rows > kNmPermuteMaxRows) {
+    float* tile = scratch(lanes_scratch_floats(w.in, j1 - j0));
     // V = 4 vectors of 16 lanes for a whole AVX-512 tile; AVX2 (16 registers) takes a
     // tile as two halves of 4 vectors of 8 lanes, each half with its own transposition.
     const int64_t vectors = (rows + kLanes - 1) / kLanes;
@@ -387,10 +392,10 @@ void nmmm_simd(float* y, const float* x, const NmMatrix& w, const float* b, int6
       float* yr = y + r0 * w.out;
       const float* xr = x + r0 * w.in;
       switch (vectors - h < 4 ? vectors - h : 4) {
-        case 1: nm_lanes<1>(yr, xr, w, b, part, j0, j1, act, scratch); break;
-        case 2: nm_lanes<2>(yr, xr, w, b, part, j0, j1, act, scratch); break;
-        case 3: nm_lanes<3>(yr, xr, w, b, part, j0, j1, act, scratch); break;
-        default: nm_lanes<4>(yr, xr, w, b, part, j0, j1, act, scratch); break;
+        case 1: nm_lanes<1>(yr, xr, w, b, part, j0, j1, act, tile); break;
+        case 2: nm_lanes<2>(yr, xr, w, b, part, j0, j1, act, tile); break;
+        case 3: nm_lanes<3>(yr, xr, w, b, part, j0, j1, act, tile); break;
+        default: nm_lanes<4>(yr, xr, w, b, part, j0, j1, act, tile); break;
       }
     }
     return;
