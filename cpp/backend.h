@@ -162,22 +162,27 @@ class Backend {
     dense_forward(y, nullptr, x, w, b, s, act);
   }
   // dy, y, z: (batch, out)  x: (batch, in)  w: (in, out) -> dx: (batch, in) (skipped if
-  // null), dw: (in, out), db: (out). dz: (batch, out) workspace; may alias dy, which is
-  // then overwritten. z is read only for activations that need it (gelu).
+  // null), dw: (in, out) and db: (out) (both skipped if null: a frozen layer passes the
+  // gradient on without the weight-gradient GEMM). dz: (batch, out) workspace; may alias
+  // dy, which is then overwritten. z is read only for activations that need it (gelu).
   virtual void dense_backward(float* dx, float* dw, float* db, float* dz, const float* dy,
                               const float* x, const float* w, const float* y, const float* z,
                               DenseShape s, Activation act) = 0;
 
   // logits: (batch, classes)  labels: (batch)  class_weights: (classes) or null
-  // -> grad: (batch, classes) or null; returns the weighted mean loss.
+  // row_weights: (batch) or null -> grad: (batch, classes) or null; returns the weighted
+  // mean loss sum_i w_i l_i / sum_i w_i with w_i = class_weights[label_i] row_weights[i].
   virtual double softmax_cross_entropy(float* grad, const float* logits, const int32_t* labels,
-                                       const float* class_weights, int64_t batch, int64_t classes,
-                                       float label_smoothing) = 0;
-  // logits, targets: (n) -> grad: (n) or null; returns the mean loss.
-  virtual double binary_cross_entropy_with_logits(float* grad, const float* logits,
-                                                  const float* targets, int64_t n) = 0;
-  // pred, target: (n) -> grad: (n) or null; returns the mean squared error.
-  virtual double mse(float* grad, const float* pred, const float* target, int64_t n) = 0;
+                                       const float* class_weights, const float* row_weights, int64_t batch,
+                                       int64_t classes, float label_smoothing) = 0;
+  // logits, targets: (rows, cols)  row_weights: (rows) or null -> grad: (rows, cols) or
+  // null; returns sum_ij w_i l_ij / (cols sum_i w_i) (w_i = 1 without weights: the mean).
+  virtual double binary_cross_entropy_with_logits(float* grad, const float* logits, const float* targets,
+                                                  const float* row_weights, int64_t rows, int64_t cols) = 0;
+  // pred, target: (rows, cols)  row_weights: (rows) or null -> grad: (rows, cols) or null;
+  // returns the weighted mean squared error, weighted as binary_cross_entropy_with_logits.
+  virtual double mse(float* grad, const float* pred, const float* target, const float* row_weights, int64_t rows,
+                     int64_t cols) = 0;
   // logits: (batch, classes)  labels: (batch) -> rows whose first maximal logit is the
   // label; with classes == 1, rows where (logit > 0) == (label != 0).
   virtual int64_t count_correct(const float* logits, const int32_t* labels, int64_t batch,
@@ -214,6 +219,10 @@ class Backend {
   // param: (n), a Dense kernel -> grad: (n) += l1 sign(param) + 2 l2 param, skipped if
   // null; returns the penalty l1 sum |param| + l2 sum param^2 (Keras' l1_l2).
   virtual double l1_l2_penalty(float* grad, const float* param, int64_t n, float l1, float l2) = 0;
+  // x: (rows, cols)  scale, shift: (cols) -> y: (rows, cols) = x * scale + shift per
+  // column: the preprocessing layers (Normalization, Rescaling) on the model's input.
+  virtual void feature_affine(float* y, const float* x, const float* scale, const float* shift, int64_t rows,
+                              int64_t cols) = 0;
 
   // param: (n) -> param[i] = 0 where keep[i] == 0: a pruning mask, enforced after every
   // optimizer update so pruned weights stay exactly zero.

@@ -204,9 +204,14 @@ LayerSpec layer_from(const py::dict& d) {
     s.activation = parse_activation(py::cast<std::string>(d["activation"]));
     if (d.contains("l1")) s.l1 = py::cast<float>(d["l1"]);
     if (d.contains("l2")) s.l2 = py::cast<float>(d["l2"]);
+    if (d.contains("trainable")) s.trainable = py::cast<bool>(d["trainable"]);
   } else if (kind == "dropout") {
     s.kind = LayerSpec::Kind::dropout;
     s.rate = py::cast<float>(d["rate"]);
+  } else if (kind == "affine") {
+    s.kind = LayerSpec::Kind::affine;
+    s.scale = py::cast<std::vector<float>>(d["scale"]);
+    s.shift = py::cast<std::vector<float>>(d["shift"]);
   } else {
     throw std::invalid_argument("unknown layer kind '" + kind + "'");
   }
@@ -369,42 +374,51 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "softmax_cross_entropy",
       [](std::optional<py::object> grad_out, py::object logits, py::object labels, std::optional<py::object> class_weights,
-         float label_smoothing, const std::string& device) {
+         float label_smoothing, const std::string& device, std::optional<py::object> row_weights) {
         Views views("softmax_cross_entropy", device);
         auto g = views.out(grad_out, "grad_out");
         Tensor l = views.in(logits, "logits"), y = views.in(labels, "labels");
         auto w = views.in(class_weights, "class_weights");
+        auto rw = views.in(row_weights, "row_weights");
         py::gil_scoped_release release;
-        return ops::softmax_cross_entropy(ptr(g), l, y, ptr(w), label_smoothing);
+        return ops::softmax_cross_entropy(ptr(g), l, y, ptr(w), label_smoothing, ptr(rw));
       },
       py::arg("grad_out"), py::arg("logits"), py::arg("labels"), py::arg("class_weights") = py::none(),
-      py::arg("label_smoothing") = 0.0f, py::arg("device") = "cpu",
-      "Mean softmax cross-entropy of logits (batch, classes) against int32 labels; writes d loss / d logits into "
-      "grad_out when given.");
+      py::arg("label_smoothing") = 0.0f, py::arg("device") = "cpu", py::arg("row_weights") = py::none(),
+      "Weighted mean softmax cross-entropy of logits (batch, classes) against int32 labels, each row weighted by "
+      "class_weights[label] * row_weights[row] (both optional); writes d loss / d logits into grad_out when given.");
 
   m.def(
       "binary_cross_entropy_with_logits",
-      [](std::optional<py::object> grad_out, py::object logits, py::object targets, const std::string& device) {
+      [](std::optional<py::object> grad_out, py::object logits, py::object targets, const std::string& device,
+         std::optional<py::object> row_weights) {
         Views views("binary_cross_entropy_with_logits", device);
         auto g = views.out(grad_out, "grad_out");
         Tensor l = views.in(logits, "logits"), t = views.in(targets, "targets");
+        auto rw = views.in(row_weights, "row_weights");
         py::gil_scoped_release release;
-        return ops::binary_cross_entropy_with_logits(ptr(g), l, t);
+        return ops::binary_cross_entropy_with_logits(ptr(g), l, t, ptr(rw));
       },
       py::arg("grad_out"), py::arg("logits"), py::arg("targets"), py::arg("device") = "cpu",
-      "Mean binary cross-entropy of sigmoid(logits) against targets; gradient into grad_out when given.");
+      py::arg("row_weights") = py::none(),
+      "Mean binary cross-entropy of sigmoid(logits) against targets, rows weighted by row_weights (optional, one "
+      "per first-axis row; sum w_i l_i / sum w_i); gradient into grad_out when given.");
 
   m.def(
       "mse",
-      [](std::optional<py::object> grad_out, py::object pred, py::object target, const std::string& device) {
+      [](std::optional<py::object> grad_out, py::object pred, py::object target, const std::string& device,
+         std::optional<py::object> row_weights) {
         Views views("mse", device);
         auto g = views.out(grad_out, "grad_out");
         Tensor p = views.in(pred, "pred"), t = views.in(target, "target");
+        auto rw = views.in(row_weights, "row_weights");
         py::gil_scoped_release release;
-        return ops::mse(ptr(g), p, t);
+        return ops::mse(ptr(g), p, t, ptr(rw));
       },
       py::arg("grad_out"), py::arg("pred"), py::arg("target"), py::arg("device") = "cpu",
-      "Mean squared error; gradient into grad_out when given.");
+      py::arg("row_weights") = py::none(),
+      "Mean squared error, rows weighted by row_weights (optional, one per first-axis row); gradient into grad_out "
+      "when given.");
 
   m.def(
       "count_correct",
@@ -655,6 +669,18 @@ PYBIND11_MODULE(_core, m) {
       "kept per column: values (ceil(in / m) n, out) float32 and index (same shape, uint8), each slot's row within "
       "its group.");
 
+  m.def(
+      "feature_affine",
+      [](py::object y, py::object x, py::object scale, py::object shift, const std::string& device) {
+        Views views("feature_affine", device);
+        Tensor yt = views.out(y, "y"), xt = views.in(x, "x");
+        Tensor s = views.in(scale, "scale"), b = views.in(shift, "shift");
+        py::gil_scoped_release release;
+        ops::feature_affine(yt, xt, s, b);
+      },
+      py::arg("y"), py::arg("x"), py::arg("scale"), py::arg("shift"), py::arg("device") = "cpu",
+      "y = x * scale + shift per column (x, y: (rows, cols); scale, shift: (cols,)): the preprocessing layers' map.");
+
   py::class_<Network>(m, "Network", "The compiled layer plan and its flat buffers.")
       .def(py::init([](int64_t input_dim, const py::list& layers, const std::string& device) {
              std::vector<LayerSpec> specs;
@@ -670,6 +696,25 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("bias_offsets", &Network::bias_offsets)
       .def_property_readonly("step", &Network::step)
       .def_property_readonly("compiled", &Network::compiled)
+      // Waits for the executor's lock (a running predict) without holding the GIL.
+      .def("set_trainable", &Network::set_trainable, py::arg("layer"), py::arg("trainable"),
+           py::call_guard<py::gil_scoped_release>(),
+           "Freezes (False) or unfreezes a dense layer from the next step on: no update and no weight-gradient work.")
+      .def("trainable", &Network::trainable, py::arg("layer"))
+      .def(
+          "set_affine",
+          [](Network& n, int64_t layer, py::array_t<float, py::array::c_style | py::array::forcecast> scale,
+             py::array_t<float, py::array::c_style | py::array::forcecast> shift) {
+            if (scale.ndim() != 1 || shift.ndim() != 1 || scale.size() != n.input_dim() || shift.size() != n.input_dim())
+              throw std::invalid_argument("[Network] set_affine needs scale and shift of shape (" +
+                                          std::to_string(n.input_dim()) + ",)");
+            const float* s = scale.data();
+            const float* b = shift.data();
+            py::gil_scoped_release release;
+            n.set_affine(layer, s, b);
+          },
+          py::arg("layer"), py::arg("scale"), py::arg("shift"),
+          "Replaces a preprocessing (affine) layer's per-feature scale and shift.")
       .def(
           "read_params",
           [](const Network& n, int64_t offset, int64_t count) {
@@ -751,18 +796,21 @@ PYBIND11_MODULE(_core, m) {
                              "The learning rate the next update uses (as float32).")
       .def(
           "train_batch",
-          [](Network& n, py::object x, py::object y, py::object index) {
+          [](Network& n, py::object x, py::object y, py::object index, std::optional<py::object> sample_weight) {
             Views views("fit", Device{});  // the executor takes host arrays and stages them
             Tensor xt = views.in(x, "x"), yt = views.in(y, "y");
             Tensor it = views.in(index, "index");
-            n.check_inputs("fit", xt, &yt);
+            auto wt = views.in(sample_weight, "sample_weight");
+            n.check_inputs("fit", xt, &yt, ptr(wt));
             if (it.dtype() != DType::i64 || it.ndim() != 1 || !it.is_contiguous())
               throw TypeError("[fit] index must be a contiguous 1-D int64 array");
             py::gil_scoped_release release;
-            return n.train_batch(xt.ptr<float>(), yt.data(), xt.dim(0), it.ptr<int64_t>(), it.dim(0));
+            return n.train_batch(xt.ptr<float>(), yt.data(), wt ? wt->ptr<float>() : nullptr, xt.dim(0),
+                                 it.ptr<int64_t>(), it.dim(0));
           },
-          py::arg("x"), py::arg("y"), py::arg("index"),
-          "One training step on rows `index` of x and y; returns the batch's mean loss.")
+          py::arg("x"), py::arg("y"), py::arg("index"), py::arg("sample_weight") = py::none(),
+          "One training step on rows `index` of x and y (and sample_weight, float32 (n,), when given); returns the "
+          "batch's weighted mean loss.")
       .def(
           "evaluate",
           [](Network& n, py::object x, py::object y, int64_t batch_size) {

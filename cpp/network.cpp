@@ -30,14 +30,25 @@ const char* loss_name(LossKind k) {
 Network::Network(int64_t input_dim, std::vector<LayerSpec> layers, const Device& device)
     : device_(device), backend_(&backend_for(device)), input_dim_(input_dim), layers_(std::move(layers)),
       params_(backend_), grads_(backend_), state_a_(backend_), state_b_(backend_), state_c_(backend_),
-      class_weights_(backend_), confusion_(backend_), regression_(backend_), regression_shift_(backend_) {
+      class_weights_(backend_), affine_(backend_), confusion_(backend_), regression_(backend_), regression_shift_(backend_) {
   if (input_dim < 1) throw std::invalid_argument("[Network] input_dim must be >= 1, got " + std::to_string(input_dim));
   if (layers_.empty()) throw std::invalid_argument("[Network] needs at least one layer");
   int64_t width = input_dim;
   max_width_ = input_dim;
+  int64_t affine_floats = 0;
   for (size_t l = 0; l < layers_.size(); ++l) {
     const LayerSpec& s = layers_[l];
-    if (s.kind == LayerSpec::Kind::dense) {
+    affine_offsets_.push_back(-1);
+    if (s.kind == LayerSpec::Kind::affine) {
+      if (l > 0 && layers_[l - 1].kind != LayerSpec::Kind::affine)
+        throw std::invalid_argument("[Network] layer " + std::to_string(l) +
+                                    ": preprocessing (affine) layers must come first, before any dense or dropout layer");
+      check_affine(l, s.scale.data(), s.scale.size(), s.shift.data(), s.shift.size());
+      affine_offsets_.back() = affine_floats;
+      affine_floats += 2 * input_dim;
+      weight_offsets_.push_back(-1);
+      bias_offsets_.push_back(-1);
+    } else if (s.kind == LayerSpec::Kind::dense) {
       if (s.units < 1)
         throw std::invalid_argument("[Network] layer " + std::to_string(l) + ": units must be >= 1, got " +
                                     std::to_string(s.units));
@@ -49,8 +60,6 @@ Network::Network(int64_t input_dim, std::vector<LayerSpec> layers, const Device&
       weight_offsets_.push_back(num_params_);
       num_params_ += width * s.units;
       bias_offsets_.push_back(num_params_);
-      // Biases take no weight decay (DESIGN decision 2).
-      no_decay_.push_back({num_params_, num_params_ + s.units});
       num_params_ += s.units;
       width = s.units;
     } else {
@@ -73,10 +82,103 @@ Network::Network(int64_t input_dim, std::vector<LayerSpec> layers, const Device&
     }
   }
   packs_dense_ = backend_->dense_packed_bytes(1, 1) > 0;
+  affine_.reserve(static_cast<size_t>(affine_floats));
+  for (size_t l = 0; l < layers_.size(); ++l)
+    if (affine_offsets_[l] >= 0) upload_affine(l, layers_[l].scale.data(), layers_[l].shift.data());
   params_.reserve(static_cast<size_t>(num_params_));
   backend_->fill_zero(params_.data(), sizeof(float) * static_cast<size_t>(num_params_));
   grads_.reserve(static_cast<size_t>(num_params_));
   train_ws_ = std::make_unique<Workspace>(backend_, layers_.size());
+  plan_updates();
+}
+
+void Network::plan_updates() {
+  update_ranges_.clear();
+  lowest_trainable_ = layers_.size();
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const LayerSpec& s = layers_[l];
+    if (s.kind != LayerSpec::Kind::dense) continue;
+    const int64_t begin = weight_offsets_[l], end = bias_offsets_[l] + s.units;
+    if (!s.trainable) {
+      backend_->fill_zero(grads_.data() + begin, sizeof(float) * static_cast<size_t>(end - begin));
+      continue;
+    }
+    if (lowest_trainable_ == layers_.size()) lowest_trainable_ = l;
+    // Layers are laid out back to back, so adjacent trainable layers make one range.
+    if (update_ranges_.empty() || update_ranges_.back().end != begin) update_ranges_.push_back({begin, begin, {}});
+    UpdateRange& r = update_ranges_.back();
+    r.end = end;
+    // Biases take no weight decay (DESIGN decision 2).
+    r.no_decay.push_back({bias_offsets_[l] - r.begin, end - r.begin});
+  }
+}
+
+void Network::check_affine(size_t layer, const float* scale, size_t n_scale, const float* shift,
+                           size_t n_shift) const {
+  const std::string pre = "[Network] layer " + std::to_string(layer) + ": ";
+  if (n_scale != static_cast<size_t>(input_dim_) || n_shift != static_cast<size_t>(input_dim_))
+    throw std::invalid_argument(pre + "affine scale and shift need " + std::to_string(input_dim_) +
+                                " values each (one per input feature), got " + std::to_string(n_scale) + " and " +
+                                std::to_string(n_shift));
+  for (size_t i = 0; i < n_scale; ++i)
+    if (!(std::isfinite(scale[i]) && std::isfinite(shift[i])))
+      throw std::invalid_argument(pre + "affine scale and shift must be finite (feature " + std::to_string(i) + ")");
+}
+
+void Network::upload_affine(size_t layer, const float* scale, const float* shift) {
+  const size_t n = static_cast<size_t>(input_dim_);
+  float* dst = affine_.data() + affine_offsets_[layer];
+  backend_->copy_to_device(dst, scale, sizeof(float) * n);
+  backend_->copy_to_device(dst + n, shift, sizeof(float) * n);
+}
+
+void Network::set_affine(int64_t layer, const float* scale, const float* shift) {
+  if (layer < 0 || layer >= static_cast<int64_t>(layers_.size()) ||
+      layers_[static_cast<size_t>(layer)].kind != LayerSpec::Kind::affine)
+    throw std::invalid_argument("[Network] layer " + std::to_string(layer) + " is not an affine layer");
+  const size_t l = static_cast<size_t>(layer), n = static_cast<size_t>(input_dim_);
+  check_affine(l, scale, n, shift, n);
+  std::unique_lock<WriterPreferringLock> lock(mutex_);
+  layers_[l].scale.assign(scale, scale + n);
+  layers_[l].shift.assign(shift, shift + n);
+  upload_affine(l, scale, shift);
+  invalidate_plan();
+}
+
+void Network::set_trainable(int64_t layer, bool trainable) {
+  if (layer < 0 || layer >= static_cast<int64_t>(layers_.size()))
+    throw std::out_of_range("[Network] layer " + std::to_string(layer) + " is outside [0, " +
+                            std::to_string(layers_.size()) + ")");
+  std::unique_lock<WriterPreferringLock> lock(mutex_);
+  layers_[static_cast<size_t>(layer)].trainable = trainable;
+  plan_updates();
+}
+
+bool Network::trainable(int64_t layer) const {
+  if (layer < 0 || layer >= static_cast<int64_t>(layers_.size()))
+    throw std::out_of_range("[Network] layer " + std::to_string(layer) + " is outside [0, " +
+                            std::to_string(layers_.size()) + ")");
+  std::shared_lock<WriterPreferringLock> lock(mutex_);
+  return layers_[static_cast<size_t>(layer)].trainable;
+}
+
+void Network::run_optimizer() {
+  // One fused pass per run of trainable layers (usually one: the layers above a frozen
+  // base); frozen parameters and their state are never touched, so they stay bit-identical
+  // whatever the weight decay.
+  for (const UpdateRange& r : update_ranges_) {
+    const int64_t n = r.end - r.begin, nd = static_cast<int64_t>(r.no_decay.size());
+    if (opt_.kind == OptimizerConfig::Kind::adam) {
+      AdamConfig c = opt_.adam;
+      c.step = step_;
+      backend_->adam_update(params_.data() + r.begin, state_a_.data() + r.begin, state_b_.data() + r.begin,
+                            c.amsgrad ? state_c_.data() + r.begin : nullptr, grads_.data() + r.begin, n,
+                            r.no_decay.data(), nd, c);
+    } else {
+      backend_->sgd_update(params_.data() + r.begin, opt_.sgd.momentum != 0.0f ? state_a_.data() + r.begin : nullptr,
+                           grads_.data() + r.begin, n, r.no_decay.data(), nd, opt_.sgd);
+    }
+  }
 }
 
 Network::~Network() = default;
@@ -164,8 +266,9 @@ double Network::kernel_penalty(bool with_grad) {
   for (size_t l = 0; l < layers_.size(); ++l) {
     const LayerSpec& s = layers_[l];
     if (s.kind != LayerSpec::Kind::dense) continue;
+    // A frozen layer's penalty still counts in the loss (as in Keras) but takes no gradient.
     if (s.l1 > 0.0f || s.l2 > 0.0f)
-      penalty += backend_->l1_l2_penalty(with_grad ? grads_.data() + weight_offsets_[l] : nullptr,
+      penalty += backend_->l1_l2_penalty(with_grad && s.trainable ? grads_.data() + weight_offsets_[l] : nullptr,
                                          params_.data() + weight_offsets_[l], width * s.units, s.l1, s.l2);
     width = s.units;
   }
@@ -222,6 +325,8 @@ void Network::compile(const LossConfig& loss, const OptimizerConfig& opt, Precis
   metrics_ = MetricCounters{};
   stats_ = MetricStats{};
   scores_.clear();
+  class_probs_.clear();
+  class_labels_.clear();
 }
 
 void Network::set_metric_stats(const MetricStats& stats) {
@@ -233,9 +338,6 @@ void Network::set_metric_stats(const MetricStats& stats) {
   if (stats.regression && classification)
     throw std::invalid_argument(std::string("[compile] regression metrics need the loss mse, not ") +
                                 loss_name(loss_.kind));
-  if (stats.scores && out > 2)
-    throw std::invalid_argument("[compile] roc_auc is defined here for binary classifiers (one logit or two "
-                                "classes), but the model has " + std::to_string(out) + " outputs");
   std::unique_lock<WriterPreferringLock> lock(mutex_);
   stats_ = stats;
   metric_classes_ = out == 1 ? 2 : out;
@@ -255,6 +357,8 @@ void Network::reset_metrics() {
     backend_->fill_zero(confusion_.data(), sizeof(int64_t) * static_cast<size_t>(metric_classes_ * metric_classes_));
   if (stats_.regression) backend_->fill_zero(regression_.data(), sizeof(double) * static_cast<size_t>(4 * output_dim()));
   scores_.clear();  // keeps its capacity: the next epoch appends without allocating
+  class_probs_.clear();
+  class_labels_.clear();
   shift_set_ = false;
 }
 
@@ -274,9 +378,10 @@ std::vector<double> Network::regression_stats() const {
   return stats;
 }
 
-double Network::roc_auc() {
-  std::unique_lock<WriterPreferringLock> lock(mutex_);
-  if (!stats_.scores) return NAN;
+namespace {
+// The exact area under the ROC curve of (score, label != 0) pairs (sorted in place), as
+// sklearn.metrics.roc_auc_score; NaN for one class only or a NaN score.
+double binary_roc_auc(std::vector<std::pair<double, int32_t>>& scores_) {
   for (const auto& p : scores_)
     if (std::isnan(p.first)) return NAN;  // no order to rank by (sklearn refuses NaN too)
   // Sorting reorders the pairs only; the area does not depend on their order, so later
@@ -299,6 +404,25 @@ double Network::roc_auc() {
   }
   if (pos == 0 || neg == 0) return NAN;
   return wins2 / 2.0 / (static_cast<double>(pos) * static_cast<double>(neg));
+}
+}  // namespace
+
+double Network::roc_auc() {
+  std::unique_lock<WriterPreferringLock> lock(mutex_);
+  if (!stats_.scores) return NAN;
+  const int64_t out = output_dim();
+  if (out <= 2) return binary_roc_auc(scores_);
+  // One-vs-rest, macro average (sklearn's multi_class="ovr", average="macro"): each
+  // class's probabilities against "is this class", then the unweighted mean. sklearn
+  // needs every class in the labels; a missing one gives NaN here, as one class does.
+  std::vector<std::pair<double, int32_t>> pairs(class_labels_.size());
+  double total = 0.0;
+  for (int64_t c = 0; c < out; ++c) {
+    for (size_t i = 0; i < class_labels_.size(); ++i)
+      pairs[i] = {class_probs_[i * static_cast<size_t>(out) + static_cast<size_t>(c)], class_labels_[i] == c};
+    total += binary_roc_auc(pairs);
+  }
+  return total / static_cast<double>(out);
 }
 
 void Network::record_metric_stats(Workspace& ws, const float* logits, int64_t b) {
@@ -324,6 +448,23 @@ void Network::record_metric_stats(Workspace& ws, const float* logits, int64_t b)
       host = host_logits_.data();
     }
     const int32_t* labels = direct ? ws.labels.data() : ws.host_labels.data();
+    if (out > 2) {
+      // One-vs-rest needs each class's probability: the ranks of P(c | x) across rows are
+      // not those of logit c, since every row has its own normalizer.
+      for (int64_t i = 0; i < b; ++i) {
+        const float* row = host + i * out;
+        const float mx = *std::max_element(row, row + out);
+        double sum = 0.0;
+        const size_t first = class_probs_.size();
+        for (int64_t c = 0; c < out; ++c) {
+          class_probs_.push_back(std::exp(static_cast<double>(row[c]) - static_cast<double>(mx)));
+          sum += class_probs_.back();
+        }
+        for (size_t k = first; k < class_probs_.size(); ++k) class_probs_[k] /= sum;
+        class_labels_.push_back(labels[i]);
+      }
+      return;
+    }
     for (int64_t i = 0; i < b; ++i) {
       const double score = out == 1 ? static_cast<double>(host[i])
                                     : static_cast<double>(host[2 * i + 1]) - static_cast<double>(host[2 * i]);
@@ -344,7 +485,7 @@ void Network::check_targets(const void* y, const int64_t* index, int64_t b) cons
   }
 }
 
-void Network::check_inputs(const char* op, const Tensor& x, const Tensor* y) const {
+void Network::check_inputs(const char* op, const Tensor& x, const Tensor* y, const Tensor* sample_weight) const {
   const std::string pre = std::string("[") + op + "] ";
   if (x.dtype() != DType::f32) throw TypeError(pre + "x must be float32, got " + dtype_name(x.dtype()));
   if (x.ndim() != 2) throw std::invalid_argument(pre + "x must be 2-D (samples, features), got shape " + x.shape_str());
@@ -352,6 +493,13 @@ void Network::check_inputs(const char* op, const Tensor& x, const Tensor* y) con
   if (x.dim(1) != input_dim_)
     throw std::invalid_argument(pre + "x has " + std::to_string(x.dim(1)) + " features but the model expects " +
                                 std::to_string(input_dim_));
+  if (sample_weight) {
+    if (sample_weight->dtype() != DType::f32)
+      throw TypeError(pre + "sample_weight must be float32, got " + dtype_name(sample_weight->dtype()));
+    if (sample_weight->shape() != std::vector<int64_t>{x.dim(0)} || !sample_weight->is_contiguous())
+      throw std::invalid_argument(pre + "sample_weight has shape " + sample_weight->shape_str() +
+                                  "; expected a C-contiguous array of shape (" + std::to_string(x.dim(0)) + ",)");
+  }
   if (!y) return;
   if (!y->is_contiguous()) throw std::invalid_argument(pre + "y must be C-contiguous");
   if (compiled_ && loss_.kind == LossKind::mse) {
@@ -367,8 +515,8 @@ void Network::check_inputs(const char* op, const Tensor& x, const Tensor* y) con
   }
 }
 
-void Network::stage_batch(Workspace& ws, const float* x, const void* y, const int64_t* index, int64_t start,
-                          int64_t b) const {
+void Network::stage_batch(Workspace& ws, const float* x, const void* y, const float* sample_weight,
+                          const int64_t* index, int64_t start, int64_t b) const {
   // Rows are gathered straight into host-addressable device buffers; elsewhere into
   // host staging buffers that are then copied over.
   const bool direct = backend_->host_addressable();
@@ -380,6 +528,12 @@ void Network::stage_batch(Workspace& ws, const float* x, const void* y, const in
   for (int64_t i = 0; i < b; ++i)
     std::memcpy(in + i * input_dim_, x + row(i) * input_dim_, sizeof(float) * static_cast<size_t>(input_dim_));
   if (!direct) backend_->copy_to_device(ws.input.data(), in, in_bytes);
+  if (sample_weight) {
+    if (!direct) ws.host_row_weights.resize(static_cast<size_t>(b));
+    float* w = direct ? ws.row_weights.data() : ws.host_row_weights.data();
+    for (int64_t i = 0; i < b; ++i) w[i] = sample_weight[row(i)];
+    if (!direct) backend_->copy_to_device(ws.row_weights.data(), w, sizeof(float) * static_cast<size_t>(b));
+  }
   if (!y) return;
   const bool float_targets = loss_.kind != LossKind::softmax_cross_entropy;
   const size_t n_targets = static_cast<size_t>(loss_.kind == LossKind::mse ? b * out : b);
@@ -415,7 +569,10 @@ const float* Network::forward(Workspace& ws, const float* input, int64_t b, bool
     ws.layer_in[l] = cur;
     // At inference the last layer writes straight into the caller's buffer.
     float* dst = (!training && out && l == last) ? out : ws.act[l].data();
-    if (s.kind == LayerSpec::Kind::dense) {
+    if (s.kind == LayerSpec::Kind::affine) {
+      const float* scale = affine_.data() + affine_offsets_[l];
+      backend_->feature_affine(dst, cur, scale, scale + width, b, width);
+    } else if (s.kind == LayerSpec::Kind::dense) {
       float* z = training && activation_needs_preact(s.activation) ? ws.preact[l].data() : nullptr;
       backend_->dense_forward(dst, z, cur, params_.data() + weight_offsets_[l], params_.data() + bias_offsets_[l],
                               {b, width, s.units, precision_}, s.activation);
@@ -434,21 +591,22 @@ const float* Network::forward(Workspace& ws, const float* input, int64_t b, bool
   return cur;
 }
 
-double Network::loss_and_count(Workspace& ws, const float* logits, int64_t b, bool with_grad) {
+double Network::loss_and_count(Workspace& ws, const float* logits, const float* row_weights, int64_t b,
+                               bool with_grad) {
   const int64_t out = output_dim();
   float* grad = with_grad ? ws.grad_a.data() : nullptr;
   double loss = 0.0;
   switch (loss_.kind) {
     case LossKind::softmax_cross_entropy:
       loss = backend_->softmax_cross_entropy(grad, logits, ws.labels.data(),
-                                             loss_.class_weights.empty() ? nullptr : class_weights_.data(), b,
-                                             out, loss_.label_smoothing);
+                                             loss_.class_weights.empty() ? nullptr : class_weights_.data(),
+                                             row_weights, b, out, loss_.label_smoothing);
       break;
     case LossKind::binary_cross_entropy:
-      loss = backend_->binary_cross_entropy_with_logits(grad, logits, ws.targets.data(), b);
+      loss = backend_->binary_cross_entropy_with_logits(grad, logits, ws.targets.data(), row_weights, b, 1);
       break;
     case LossKind::mse:
-      loss = backend_->mse(grad, logits, ws.targets.data(), b * out);
+      loss = backend_->mse(grad, logits, ws.targets.data(), row_weights, b, out);
       break;
   }
   metrics_.loss_sum += loss * static_cast<double>(b);
@@ -499,7 +657,8 @@ void Network::reserve_quantized(Workspace& ws, int64_t rows) const {
   ws.q_zero.reserve(static_cast<size_t>(rows));
 }
 
-double Network::train_batch(const float* x, const void* y, int64_t n, const int64_t* index, int64_t b) {
+double Network::train_batch(const float* x, const void* y, const float* sample_weight, int64_t n,
+                            const int64_t* index, int64_t b) {
   if (!compiled_) throw std::runtime_error("[fit] the model must be compiled before training");
   if (b < 1) throw std::invalid_argument("[fit] a batch needs at least one row");
   for (int64_t i = 0; i < b; ++i)
@@ -507,6 +666,11 @@ double Network::train_batch(const float* x, const void* y, int64_t n, const int6
       throw std::out_of_range("[fit] batch index " + std::to_string(index[i]) + " is outside [0, " +
                               std::to_string(n) + ")");
   check_targets(y, index, b);
+  if (sample_weight)
+    for (int64_t i = 0; i < b; ++i)
+      if (!(std::isfinite(sample_weight[index[i]]) && sample_weight[index[i]] >= 0.0f))
+        throw std::invalid_argument("[fit] sample_weight[" + std::to_string(index[i]) + "] = " +
+                                    std::to_string(sample_weight[index[i]]) + " must be finite and >= 0");
   std::unique_lock<WriterPreferringLock> lock(mutex_);
   for (const auto& p : plans_)
     if (p && p->quant)
@@ -520,33 +684,31 @@ double Network::train_batch(const float* x, const void* y, int64_t n, const int6
   ws.grad_b.reserve(rows * static_cast<size_t>(max_width_));
   ws.targets.reserve(rows * static_cast<size_t>(output_dim()));
   ws.labels.reserve(rows);
-  stage_batch(ws, x, y, index, 0, b);
+  if (sample_weight) ws.row_weights.reserve(rows);
+  stage_batch(ws, x, y, sample_weight, index, 0, b);
 
   const float* logits = forward(ws, ws.input.data(), b, true, nullptr);
-  const double loss = loss_and_count(ws, logits, b, true);
+  const double loss = loss_and_count(ws, logits, sample_weight ? ws.row_weights.data() : nullptr, b, true);
   const bool scaled = precision_ == Precision::fp16;
   if (scaled) backend_->scale(ws.grad_a.data(), b * output_dim(), loss_scale_);
 
   // Backward: gradient w.r.t. each layer's output in cur, ping-ponging between two
   // buffers; dense layers overwrite it with dz in place.
+  // Backward stops at the lowest trainable dense layer: nothing below it needs a
+  // gradient (the layers before the first dense layer have no parameters at all).
   float* cur = ws.grad_a.data();
   float* other = ws.grad_b.data();
-  size_t first_param_layer = layers_.size();
-  for (size_t l = 0; l < layers_.size(); ++l)
-    if (layers_[l].kind == LayerSpec::Kind::dense) {
-      first_param_layer = l;
-      break;
-    }
-  for (size_t l = layers_.size(); l-- > 0;) {
+  for (size_t l = layers_.size(); l-- > lowest_trainable_;) {
     const LayerSpec& s = layers_[l];
     const int64_t in_width = l == 0 ? input_dim_ : widths_[l - 1];
-    // Layers before the first dense layer have no parameters: no gradient to carry there.
-    const bool need_dx = l > first_param_layer;
+    const bool need_dx = l > lowest_trainable_;
     if (s.kind == LayerSpec::Kind::dense) {
       float* dx = need_dx ? other : nullptr;
-      backend_->dense_backward(dx, grads_.data() + weight_offsets_[l], grads_.data() + bias_offsets_[l], cur, cur,
-                               ws.layer_in[l], params_.data() + weight_offsets_[l], ws.act[l].data(),
-                               ws.preact[l].data(), {b, in_width, s.units, precision_}, s.activation);
+      // A frozen layer above it passes the gradient on without the weight-gradient work.
+      backend_->dense_backward(dx, s.trainable ? grads_.data() + weight_offsets_[l] : nullptr,
+                               s.trainable ? grads_.data() + bias_offsets_[l] : nullptr, cur, cur, ws.layer_in[l],
+                               params_.data() + weight_offsets_[l], ws.act[l].data(), ws.preact[l].data(),
+                               {b, in_width, s.units, precision_}, s.activation);
       if (!need_dx) break;
       float* t = cur;
       cur = other;
@@ -581,16 +743,7 @@ double Network::train_batch(const float* x, const void* y, int64_t n, const int6
   }
   if (opt_.clip_norm > 0.0f) backend_->clip_by_global_norm(grads_.data(), num_params_, opt_.clip_norm);
   ++step_;
-  const int64_t nd = static_cast<int64_t>(no_decay_.size());
-  if (opt_.kind == OptimizerConfig::Kind::adam) {
-    AdamConfig c = opt_.adam;
-    c.step = step_;
-    backend_->adam_update(params_.data(), state_a_.data(), state_b_.data(), c.amsgrad ? state_c_.data() : nullptr,
-                          grads_.data(), num_params_, no_decay_.data(), nd, c);
-  } else {
-    backend_->sgd_update(params_.data(), opt_.sgd.momentum != 0.0f ? state_a_.data() : nullptr, grads_.data(),
-                         num_params_, no_decay_.data(), nd, opt_.sgd);
-  }
+  run_optimizer();
   apply_masks();
   invalidate_plan();
   return loss + penalty;
@@ -610,8 +763,8 @@ void Network::evaluate(const float* x, const void* y, int64_t n, int64_t batch_s
   ws.labels.reserve(static_cast<size_t>(rows));
   for (int64_t start = 0; start < n; start += batch_size) {
     const int64_t b = n - start < batch_size ? n - start : batch_size;
-    stage_batch(ws, x, y, nullptr, start, b);
-    loss_and_count(ws, forward(ws, ws.input.data(), b, false, nullptr), b, false);
+    stage_batch(ws, x, y, nullptr, nullptr, start, b);
+    loss_and_count(ws, forward(ws, ws.input.data(), b, false, nullptr), nullptr, b, false);
   }
   // The weights are the same for every batch: one penalty, weighted by all n rows.
   if (regularized_) metrics_.loss_sum += kernel_penalty(false) * static_cast<double>(n);

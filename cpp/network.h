@@ -17,7 +17,9 @@
 namespace customml {
 
 struct LayerSpec {
-  enum class Kind { dense, dropout };
+  // affine: y = x * scale + shift per feature (the preprocessing layers Normalization and
+  // Rescaling); only at the start of the model, before any dense or dropout layer.
+  enum class Kind { dense, dropout, affine };
   Kind kind = Kind::dense;
   int64_t units = 0;  // dense: output width
   Activation activation = Activation::identity;
@@ -25,6 +27,10 @@ struct LayerSpec {
   // dense: L1 / L2 penalty on the kernel (Keras' l1_l2): the loss gains
   // l1 sum |w| + l2 sum w^2 and the kernel gradient l1 sign(w) + 2 l2 w; biases none.
   float l1 = 0.0f, l2 = 0.0f;
+  // dense: false freezes the layer (Keras' trainable): its parameters are never updated
+  // and its weight gradients never computed.
+  bool trainable = true;
+  std::vector<float> scale, shift;  // affine: (input_dim) each
 };
 
 enum class LossKind { softmax_cross_entropy, binary_cross_entropy, mse };
@@ -58,7 +64,7 @@ struct MetricCounters {
 struct MetricStats {
   bool confusion = false;   // classification: a (classes, classes) int64 confusion matrix
   bool regression = false;  // mse: per output sums of |e|, e^2, y, y^2 (float64)
-  bool scores = false;      // binary classification: every (score, label) pair, for ROC AUC
+  bool scores = false;      // classification: every row's score(s) and label, for ROC AUC
 };
 
 // A reader-writer lock that lets a waiting writer go first: the writer holds gate_
@@ -118,6 +124,14 @@ class Network {
   void read_params(float* dst, int64_t offset, int64_t n) const;
   void write_params(const float* src, int64_t offset, int64_t n);
 
+  // Freezes (false) or unfreezes a dense layer from the next step on; exclusive access.
+  // A frozen layer's gradients read as zero, its optimizer state stays as it was.
+  void set_trainable(int64_t layer, bool trainable);
+  bool trainable(int64_t layer) const;
+  // Replaces an affine layer's scale and shift ((input_dim) each, finite), e.g. after
+  // Normalization.adapt; exclusive access.
+  void set_affine(int64_t layer, const float* scale, const float* shift);
+
   // Sets the loss, the optimizer and the precision of the dense GEMMs (which the device
   // must support), and clears the optimizer state, the step count and the loss scale.
   void compile(const LossConfig& loss, const OptimizerConfig& opt, Precision precision = Precision::fp32);
@@ -149,10 +163,13 @@ class Network {
   void set_step(int64_t step);
 
   // x: (n, input_dim); y: labels (n) int32 for softmax_cross_entropy and
-  // binary_cross_entropy (0/1), or targets (n, output_dim) float32 for mse; index: (b)
-  // rows of x and y that form the batch. Forward, loss, backward, clipping, update and
-  // metric counters, exclusive access. Returns the batch's mean loss.
-  double train_batch(const float* x, const void* y, int64_t n, const int64_t* index, int64_t b);
+  // binary_cross_entropy (0/1), or targets (n, output_dim) float32 for mse;
+  // sample_weight: (n) finite >= 0, or null; index: (b) rows of x and y that form the
+  // batch. Forward, loss, backward, clipping, update and metric counters, exclusive
+  // access. Returns the batch's mean loss, weighted by sample_weight times the class
+  // weights: sum_i w_i l_i / sum_i w_i.
+  double train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
+                     int64_t b);
   // The same forward and loss without dropout or update, over all n rows in batches.
   void evaluate(const float* x, const void* y, int64_t n, int64_t batch_size);
   // x: (n, input_dim) -> out: (n, output_dim), in batches; safe to call concurrently.
@@ -186,9 +203,10 @@ class Network {
   void prepare() const;
 
   // Validates a caller's x (n, input_dim) float32 and, when given, y (labels (n)
-  // int32, or targets (n, output_dim) float32 for mse) before the calls above; op
-  // names the caller (fit, evaluate, predict) in messages.
-  void check_inputs(const char* op, const Tensor& x, const Tensor* y) const;
+  // int32, or targets (n, output_dim) float32 for mse) and sample_weight ((n) float32;
+  // its values are checked per batch) before the calls above; op names the caller
+  // (fit, evaluate, predict) in messages.
+  void check_inputs(const char* op, const Tensor& x, const Tensor* y, const Tensor* sample_weight = nullptr) const;
 
   const MetricCounters& metrics() const { return metrics_; }
   void reset_metrics();
@@ -205,22 +223,43 @@ class Network {
   std::vector<double> regression_stats() const;
   // The exact area under the ROC curve of the scores since the last reset (ties count
   // one half, as sklearn.metrics.roc_auc_score); NaN when only one class was seen or a
-  // score is NaN.
+  // score is NaN. With more than two classes, the macro average of the one-vs-rest
+  // areas of the softmax probabilities (sklearn's multi_class="ovr"); NaN unless every
+  // class was seen.
   double roc_auc();
 
  private:
   struct Workspace;
   void check_targets(const void* y, const int64_t* index, int64_t b) const;
-  void stage_batch(Workspace& ws, const float* x, const void* y, const int64_t* index, int64_t start,
-                   int64_t b) const;
+  // Gathers rows index (or start, start + 1, ...) of x, y and sample_weight (each may be
+  // null but x) into ws's device buffers.
+  void stage_batch(Workspace& ws, const float* x, const void* y, const float* sample_weight, const int64_t* index,
+                   int64_t start, int64_t b) const;
   // Runs the layers on input (b, input_dim); training applies dropout and keeps what
   // the backward pass needs. Returns the output (b, output_dim), inside ws or out.
   const float* forward(Workspace& ws, const float* input, int64_t b, bool training, float* out) const;
-  double loss_and_count(Workspace& ws, const float* logits, int64_t b, bool with_grad);
+  // row_weights: ws.row_weights when the batch has sample weights, else null.
+  double loss_and_count(Workspace& ws, const float* logits, const float* row_weights, int64_t b, bool with_grad);
   // The layers' L1/L2 kernel penalties at the current weights; with_grad also adds
   // their gradients to grads_. Callers hold mutex_ exclusively.
   double kernel_penalty(bool with_grad);
   bool regularized_ = false;
+  // The parameters the optimizer updates: maximal runs of trainable layers' [kernel,
+  // bias] ranges, each with its no-decay segments relative to its start; and the lowest
+  // trainable dense layer (layers_.size() when none), below which backward stops.
+  struct UpdateRange {
+    int64_t begin = 0, end = 0;
+    std::vector<Segment> no_decay;
+  };
+  std::vector<UpdateRange> update_ranges_;
+  size_t lowest_trainable_ = 0;
+  // Recomputes the two above from layers_ and zeroes frozen layers' gradients, so the
+  // global norm (clipping, the fp16 overflow check) sees only trainable ones.
+  void plan_updates();
+  void run_optimizer();
+  // Validates an affine layer's (scale, shift) and copies them to affine_.
+  void check_affine(size_t layer, const float* scale, size_t n_scale, const float* shift, size_t n_shift) const;
+  void upload_affine(size_t layer, const float* scale, const float* shift);
   const Buffer<float>& state_buffer(int slot, int64_t offset, int64_t n) const;
   std::unique_ptr<Workspace> acquire_workspace() const;
   void release_workspace(std::unique_ptr<Workspace> ws) const;
@@ -231,12 +270,15 @@ class Network {
   std::vector<LayerSpec> layers_;
   std::vector<int64_t> widths_;  // widths_[l] = output width of layer l
   std::vector<int64_t> weight_offsets_, bias_offsets_;
-  std::vector<Segment> no_decay_;
   int64_t num_params_ = 0;
   int64_t max_width_ = 0;
 
   Buffer<float> params_, grads_, state_a_, state_b_, state_c_;  // state: m, v, vmax or velocity
   Buffer<float> class_weights_;  // the loss's class weights, on the device
+  // The affine layers' scale and shift, back to back (2 input_dim floats each, at
+  // affine_offsets_[l]; -1 for other layers), on the device; not trained.
+  Buffer<float> affine_;
+  std::vector<int64_t> affine_offsets_;
   Precision precision_ = Precision::fp32;
   double loss_scale_ = kInitialLossScale;
   int64_t good_steps_ = 0;
@@ -259,6 +301,10 @@ class Network {
   // (score, label) of every row since the last reset, on the host: the score is the
   // logit, or logit_1 - logit_0 for two classes (monotone in P(class 1)).
   std::vector<std::pair<double, int32_t>> scores_;
+  // More than two classes: each row's softmax probabilities (rows, classes) and label,
+  // for one-vs-rest ROC AUC.
+  std::vector<double> class_probs_;
+  std::vector<int32_t> class_labels_;
   std::vector<float> host_logits_;  // staging of a batch's logits on non-host devices
   void record_metric_stats(Workspace& ws, const float* logits, int64_t b);
 
@@ -278,7 +324,8 @@ class Network {
   void invalidate_plan() { plan_ready_.store(false, std::memory_order_release); }
   void ensure_plan() const;
   void reserve_quantized(Workspace& ws, int64_t rows) const;              // callers hold mutex_ (shared or exclusive)
-  void build_plan() const;               // callers hold plan_mutex_
+  void build_plan() const;
+  bool fold_preprocessing(LayerPlan& p, size_t layer) const;               // callers hold plan_mutex_
   void apply_masks();                    // callers hold mutex_ exclusively
   LayerPlan& dense_plan(const char* op, int64_t layer) const;
   bool planned_forward_needed() const;

@@ -15,7 +15,7 @@ namespace customml {
 // the cpu backend, so batches are gathered straight into them.
 struct Network::Workspace {
   explicit Workspace(Backend* be, size_t n_layers)
-      : backend(be), input(be), grad_a(be), grad_b(be), targets(be), labels(be), q_a(be), q_b(be), q_scale(be),
+      : backend(be), input(be), grad_a(be), grad_b(be), targets(be), labels(be), row_weights(be), q_a(be), q_b(be), q_scale(be),
         q_zero(be) {
     for (size_t l = 0; l < n_layers; ++l) {
       act.emplace_back(be);
@@ -38,8 +38,9 @@ struct Network::Workspace {
   Buffer<float> grad_a, grad_b;      // (rows, max_width): backward ping-pong
   Buffer<float> targets;             // (rows, output_dim): mse and binary cross-entropy
   Buffer<int32_t> labels;            // (rows): classification labels
+  Buffer<float> row_weights;         // (rows): the batch's sample weights, when fit has them
   // Host staging of a batch for devices whose memory the host cannot address.
-  std::vector<float> host_input, host_targets;
+  std::vector<float> host_input, host_targets, host_row_weights;
   std::vector<int32_t> host_labels;
   // layer_in[l]: what layer l read in the last forward pass (a pass-through dropout
   // leaves its own act buffer unwritten, so backward must not assume act[l - 1]).
@@ -63,7 +64,7 @@ struct Network::Workspace {
 
 struct Network::LayerPlan {
   LayerPlan(Backend* be, int64_t in_, int64_t out_)
-      : in(in_), out(out_), keep(be), dense_packed(be), packed(be), w_scale(be), in_scale(be), in_zero(be), csr_offsets(be),
+      : in(in_), out(out_), keep(be), dense_packed(be), fold_w(be), fold_b(be), packed(be), w_scale(be), in_scale(be), in_zero(be), csr_offsets(be),
         csr_index(be), csr_values(be), nm_values(be), nm_index(be) {}
   int64_t in, out;
   bool masked = false;
@@ -76,6 +77,10 @@ struct Network::LayerPlan {
   // int8 weights packed for gemm_s8, the sparse formats.
   Buffer<uint8_t> dense_packed;
   bool dense_ready = false;
+  // The first Dense layer with the preprocessing layers before it folded in (x s + t) W + b
+  // = x (diag(s) W) + (t W + b): inference then skips them. Float layers only.
+  Buffer<float> fold_w, fold_b;
+  bool folded = false;
   Buffer<uint8_t> packed;
   Buffer<float> w_scale, in_scale;
   Buffer<int32_t> in_zero;

@@ -176,16 +176,62 @@ void upload(Backend* be, Buffer<T>& dst, const std::vector<T>& src) {
 }
 }  // namespace
 
+// Folding turns sum_i (x_i s_i + t_i) w_ij into sum_i x_i (s_i w_ij) + sum_i t_i w_ij: the
+// float32 products x_i s_i w_ij are as large as |x_i s_i| while the preprocessed input is
+// |x_i s_i + t_i|, so the rounding error grows with |t_i| (a feature whose mean is many
+// standard deviations from 0 cancels catastrophically). Up to this shift, inputs scaled to
+// about unit range (pixels, standardized features) lose a few units in the last place.
+constexpr double kMaxFoldedShift = 8.0;
+
+// Folds the preprocessing (affine) layers before the first Dense layer `l` into its weights,
+// in float64, when that layer runs in float32 dense and every combined shift is at most
+// kMaxFoldedShift; false (nothing folded: inference runs them) otherwise.
+bool Network::fold_preprocessing(LayerPlan& p, size_t l) const {
+  if (p.quant || p.format != SparseFormat::dense) return false;
+  const size_t n_in = static_cast<size_t>(p.in), n_out = static_cast<size_t>(p.out);
+  std::vector<double> scale(n_in, 1.0), shift(n_in, 0.0);
+  bool any = false;
+  for (size_t k = 0; k < l; ++k) {
+    if (layers_[k].kind != LayerSpec::Kind::affine) continue;  // dropout: the identity here
+    any = true;
+    for (size_t i = 0; i < n_in; ++i) {
+      scale[i] *= layers_[k].scale[i];
+      shift[i] = shift[i] * layers_[k].scale[i] + layers_[k].shift[i];
+    }
+  }
+  if (!any) return false;
+  for (size_t i = 0; i < n_in; ++i)
+    if (!(std::fabs(shift[i]) <= kMaxFoldedShift)) return false;
+  std::vector<float> w(n_in * n_out), b(n_out);
+  backend_->copy_to_host(w.data(), params_.data() + weight_offsets_[l], sizeof(float) * w.size());
+  backend_->copy_to_host(b.data(), params_.data() + bias_offsets_[l], sizeof(float) * b.size());
+  std::vector<double> bias(b.begin(), b.end());
+  for (size_t i = 0; i < n_in; ++i)
+    for (size_t j = 0; j < n_out; ++j) {
+      bias[j] += shift[i] * w[i * n_out + j];
+      w[i * n_out + j] = static_cast<float>(scale[i] * w[i * n_out + j]);
+    }
+  for (size_t j = 0; j < n_out; ++j) b[j] = static_cast<float>(bias[j]);
+  upload(backend_, p.fold_w, w);
+  upload(backend_, p.fold_b, b);
+  return true;
+}
+
 void Network::build_plan() const {
+  size_t first_dense = plans_.size();
+  for (size_t l = 0; l < plans_.size() && first_dense == plans_.size(); ++l)
+    if (plans_[l]) first_dense = l;
   for (size_t l = 0; l < plans_.size(); ++l) {
     if (!plans_[l]) continue;
     LayerPlan& p = *plans_[l];
     p.sparse_ready = false;
     p.dense_ready = false;
+    p.folded = l == first_dense && fold_preprocessing(p, l);
     const size_t dense_bytes = backend_->dense_packed_bytes(p.in, p.out);
     if (!p.quant && dense_bytes > 0 && precision_ == Precision::fp32) {
       p.dense_packed.reserve(dense_bytes);
-      backend_->dense_pack(p.dense_packed.data(), params_.data() + weight_offsets_[l], p.in, p.out);
+      backend_->dense_pack(p.dense_packed.data(), p.folded ? p.fold_w.data() : params_.data() + weight_offsets_[l],
+                           p.in, p.out);
       p.dense_ready = true;
     }
     if (p.quant) {
@@ -258,9 +304,23 @@ const float* Network::forward_planned(Workspace& ws, const float* input, int64_t
   const uint8_t* cur_q = nullptr;
   int64_t width = input_dim_;
   const size_t last = layers_.size() - 1;
+  // Preprocessing folded into the first Dense layer is skipped.
+  bool folded = false;
+  for (const auto& p : plans_)
+    if (p) {
+      folded = p->folded;
+      break;
+    }
   for (size_t l = 0; l < layers_.size(); ++l) {
     const LayerSpec& s = layers_[l];
     float* dst = (out && l == last) ? out : ws.act[l].data();
+    if (s.kind == LayerSpec::Kind::affine) {
+      if (folded) continue;
+      const float* scale = affine_.data() + affine_offsets_[l];
+      backend_->feature_affine(dst, cur, scale, scale + width, b, width);
+      cur = dst;
+      continue;
+    }
     if (s.kind != LayerSpec::Kind::dense) {
       // Dropout at inference is the identity.
       if (dst == out) {
@@ -270,8 +330,8 @@ const float* Network::forward_planned(Workspace& ws, const float* input, int64_t
       continue;
     }
     const LayerPlan& p = *plans_[l];
-    const float* w = params_.data() + weight_offsets_[l];
-    const float* bias = params_.data() + bias_offsets_[l];
+    const float* w = p.folded ? p.fold_w.data() : params_.data() + weight_offsets_[l];
+    const float* bias = p.folded ? p.fold_b.data() : params_.data() + bias_offsets_[l];
     if (p.quant) {
       const bool is_static = p.quant->is_static();
       GemmS8Epilogue e;

@@ -4,6 +4,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace customml::ops {
 namespace {
@@ -201,8 +202,23 @@ void dense_backward(const Tensor* dx, const Tensor& dw, const Tensor& db, const 
                     {batch, in, out, precision}, act);
 }
 
+namespace {
+// row_weights: (rows) f32, on a's device, finite and >= 0; not overlapping grad.
+void check_row_weights(const char* op, const Tensor* row_weights, int64_t rows, const Tensor& a, const Tensor* grad) {
+  if (!row_weights) return;
+  check(op, "row_weights", *row_weights, DType::f32, 1);
+  check_shape(op, "row_weights", *row_weights, {rows});
+  check_device(op, "row_weights", *row_weights, a);
+  if (grad) check_no_overlap(op, "grad_out", *grad, "row_weights", *row_weights);
+  const std::vector<float> w = host_values<float>(*row_weights);
+  for (int64_t i = 0; i < rows; ++i)
+    if (!(std::isfinite(w[i]) && w[i] >= 0.0f))
+      fail(op, "row_weights[" + std::to_string(i) + "] = " + std::to_string(w[i]) + " must be finite and >= 0");
+}
+}  // namespace
+
 double softmax_cross_entropy(const Tensor* grad, const Tensor& logits, const Tensor& labels,
-                             const Tensor* class_weights, float label_smoothing) {
+                             const Tensor* class_weights, float label_smoothing, const Tensor* row_weights) {
   const char* op = "softmax_cross_entropy";
   check(op, "logits", logits, DType::f32, 2);
   check(op, "labels", labels, DType::i32, 1);
@@ -232,9 +248,10 @@ double softmax_cross_entropy(const Tensor* grad, const Tensor& logits, const Ten
     check_no_overlap(op, "grad_out", *grad, "labels", labels);
     if (class_weights) check_no_overlap(op, "grad_out", *grad, "class_weights", *class_weights);
   }
+  check_row_weights(op, row_weights, batch, logits, grad);
   return backend_for(logits.device())
-      .softmax_cross_entropy(f32(grad), f32(logits), labels.ptr<int32_t>(), f32(class_weights), batch, classes,
-                             label_smoothing);
+      .softmax_cross_entropy(f32(grad), f32(logits), labels.ptr<int32_t>(), f32(class_weights), f32(row_weights),
+                             batch, classes, label_smoothing);
 }
 
 namespace {
@@ -257,16 +274,33 @@ int64_t check_pointwise_loss(const char* op, const char* a_name, const Tensor& a
 }
 }  // namespace
 
-double binary_cross_entropy_with_logits(const Tensor* grad, const Tensor& logits, const Tensor& targets) {
+namespace {
+// The (rows, cols) view of a pointwise loss's n elements: rows = the first dimension
+// with row weights (which need one), else a single row.
+std::pair<int64_t, int64_t> loss_rows(const char* op, const char* a_name, const Tensor& a, int64_t n,
+                                      const Tensor* row_weights) {
+  if (!row_weights) return {1, n};
+  if (a.ndim() == 0) fail(op, std::string(a_name) + " is a scalar; row_weights needs a first (row) dimension");
+  return {a.dim(0), n / a.dim(0)};
+}
+}  // namespace
+
+double binary_cross_entropy_with_logits(const Tensor* grad, const Tensor& logits, const Tensor& targets,
+                                        const Tensor* row_weights) {
   const char* op = "binary_cross_entropy_with_logits";
   const int64_t n = check_pointwise_loss(op, "logits", logits, "targets", targets, grad);
-  return backend_for(logits.device()).binary_cross_entropy_with_logits(f32(grad), f32(logits), f32(targets), n);
+  const auto [rows, cols] = loss_rows(op, "logits", logits, n, row_weights);
+  check_row_weights(op, row_weights, rows, logits, grad);
+  return backend_for(logits.device())
+      .binary_cross_entropy_with_logits(f32(grad), f32(logits), f32(targets), f32(row_weights), rows, cols);
 }
 
-double mse(const Tensor* grad, const Tensor& pred, const Tensor& target) {
+double mse(const Tensor* grad, const Tensor& pred, const Tensor& target, const Tensor* row_weights) {
   const char* op = "mse";
   const int64_t n = check_pointwise_loss(op, "pred", pred, "target", target, grad);
-  return backend_for(pred.device()).mse(f32(grad), f32(pred), f32(target), n);
+  const auto [rows, cols] = loss_rows(op, "pred", pred, n, row_weights);
+  check_row_weights(op, row_weights, rows, pred, grad);
+  return backend_for(pred.device()).mse(f32(grad), f32(pred), f32(target), f32(row_weights), rows, cols);
 }
 
 int64_t count_correct(const Tensor& logits, const Tensor& labels) {
@@ -623,7 +657,7 @@ bool all_finite_scaled(const float* p, int64_t n, float factor) {
 void fail_on_non_finite(const char* op, const char* name, const Tensor& t, const float* p) {
   for (int64_t i = 0, n = t.numel(); i < n; ++i)
     if (!std::isfinite(p[i]))
-      fail(op, element_name(name, t, i) + " is " + float_str(p[i]) + "; only finite values can be quantized");
+      fail(op, element_name(name, t, i) + " is " + float_str(p[i]) + "; it must be finite");
 }
 
 void check_all_finite(const char* op, const char* name, const Tensor& t) {
@@ -847,6 +881,23 @@ void gemm_s8(const Tensor& y, const Tensor& a, const PackedS8& w, const Tensor* 
   backend_for(a.device())
       .gemm_s8(out == DType::f32 ? y.ptr<float>() : nullptr, out == DType::u8 ? y.ptr<uint8_t>() : nullptr,
                out == DType::i32 ? y.ptr<int32_t>() : nullptr, a.ptr<uint8_t>(), w.data(), {a.dim(0), a.dim(1), w.n()}, e);
+}
+
+void feature_affine(const Tensor& y, const Tensor& x, const Tensor& scale, const Tensor& shift) {
+  const char* op = "feature_affine";
+  check(op, "x", x, DType::f32, 2);
+  check(op, "scale", scale, DType::f32, 1);
+  check(op, "shift", shift, DType::f32, 1);
+  check(op, "y", y, DType::f32, 2);
+  const int64_t rows = x.dim(0), cols = x.dim(1);
+  check_shape(op, "scale", scale, {cols});
+  check_shape(op, "shift", shift, {cols});
+  check_shape(op, "y", y, {rows, cols});
+  for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"x", &x}, {"scale", &scale}, {"shift", &shift}}) {
+    check_device(op, name, *t, y);
+    check_no_overlap(op, "y", y, name, *t);
+  }
+  backend_for(x.device()).feature_affine(f32(y), f32(x), f32(scale), f32(shift), rows, cols);
 }
 
 }  // namespace customml::ops

@@ -26,16 +26,21 @@ void dense_backward(const Tensor* dx, const Tensor& dw, const Tensor& db, const 
                     Activation act, Precision precision = Precision::fp32);
 
 // logits: (batch, classes) f32  labels: (batch) i32  class_weights: (classes) f32
-// -> grad: (batch, classes) (optional); returns the weighted mean loss.
+// (optional)  row_weights: (batch) f32 (optional) -> grad: (batch, classes) (optional);
+// returns the weighted mean loss sum_i w_i l_i / sum_i w_i, w_i their product.
 double softmax_cross_entropy(const Tensor* grad, const Tensor& logits, const Tensor& labels,
-                             const Tensor* class_weights, float label_smoothing);
+                             const Tensor* class_weights, float label_smoothing,
+                             const Tensor* row_weights = nullptr);
 
-// logits, targets: same shape, f32 -> grad: same shape (optional); returns the mean loss.
+// logits, targets: same shape (rows, ...), f32  row_weights: (rows) f32 (optional)
+// -> grad: same shape (optional); returns the mean loss over all elements, each row's
+// weighted by row_weights[i] / mean(row_weights).
 double binary_cross_entropy_with_logits(const Tensor* grad, const Tensor& logits,
-                                        const Tensor& targets);
+                                        const Tensor& targets, const Tensor* row_weights = nullptr);
 
-// pred, target: same shape, f32 -> grad (optional); returns the mean squared error.
-double mse(const Tensor* grad, const Tensor& pred, const Tensor& target);
+// pred, target: same shape (rows, ...), f32  row_weights: (rows) f32 (optional)
+// -> grad (optional); returns the (row-weighted, as above) mean squared error.
+double mse(const Tensor* grad, const Tensor& pred, const Tensor& target, const Tensor* row_weights = nullptr);
 
 // logits: (batch, classes)  labels: (batch) i32 -> number of rows predicted right.
 int64_t count_correct(const Tensor& logits, const Tensor& labels);
@@ -132,6 +137,8 @@ void sparse_dense_forward(const Tensor& y, const Tensor& x, const Tensor& offset
 // null -> y: (batch, out) = act(x W + b).
 void nm_dense_forward(const Tensor& y, const Tensor& x, const Tensor& values, const Tensor& index, const Tensor* b,
                       Activation act, int n, int m);
+// x: (rows, cols) f32  scale, shift: (cols) f32 -> y: (rows, cols) = x * scale + shift.
+void feature_affine(const Tensor& y, const Tensor& x, const Tensor& scale, const Tensor& shift);
 
 // Checks shared with the network executor, which validates whole batches once.
 void check_segments(const char* op, const std::vector<Segment>& segments, int64_t n);

@@ -6,11 +6,15 @@
 namespace customml::CUSTOMML_CUDA_NS {
 
 double binary_cross_entropy_with_logits(DeviceContext& ctx, float* grad, const float* logits, const float* targets,
-                                        int64_t n) {
+                                        const float* row_weights, int64_t rows, int64_t cols) {
   std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
-  double* partial = ctx.partials.reserve(kReduceBlocks);
+  const int64_t n = rows * cols;
+  // partials[kReduceBlocks] holds the total weight, after the per-block sums.
+  double* partial = ctx.partials.reserve(kReduceBlocks + 1);
+  if (row_weights) loss_weight_total(ctx, partial + kReduceBlocks, nullptr, nullptr, row_weights, rows);
   launch(binary_cross_entropy_kernel, dim3(kReduceBlocks), dim3(kThreads), 0, ctx.stream, partial, grad, logits,
-         targets, n);
+         targets, row_weights, static_cast<const double*>(partial + kReduceBlocks), n, cols);
+  if (row_weights) return weighted_mean_partials(ctx, kReduceBlocks, cols);
   return sum_partials(ctx, kReduceBlocks) / static_cast<double>(n);
 }
 

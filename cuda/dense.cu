@@ -36,18 +36,21 @@ void dense_forward(DeviceContext& ctx, float* y, float* z, const float* x, const
   gemm(ctx, {s.batch, s.out, s.in, x, s.in, 1, w, s.out, 1, y, s.out, b, act, z}, s.precision);
 }
 
-// dy, y, z: (batch, out)  x: (batch, in)  w: (in, out) -> dx (batch, in), dw (in, out), db (out)
+// dy, y, z: (batch, out)  x: (batch, in)  w: (in, out) -> dx (batch, in), dw (in, out), db (out);
+// dx, or dw and db together (a frozen layer), may be null and are then skipped.
 void dense_backward(DeviceContext& ctx, float* dx, float* dw, float* db, float* dz, const float* dy, const float* x,
                     const float* w, const float* y, const float* z, DenseShape s, Activation act) {
   const int64_t count = s.batch * s.out;
   if (count > 0)
     launch(dense_dz_kernel, dim3(grid_stride_blocks(count, kThreads)), dim3(kThreads), 0, ctx.stream, dz, dy, y, z, count,
            act);
-  launch(dense_db_kernel, dim3(exact_blocks(s.out, kThreads)), dim3(kThreads), 0, ctx.stream, db,
-         static_cast<const float*>(dz), s.batch, s.out);
-  // dw (in, out) = x^T (in, batch) . dz (batch, out); with batch 0, the bias-free epilogue writes zeros
-  gemm(ctx, {s.in, s.out, s.batch, x, 1, s.in, dz, s.out, 1, dw, s.out, nullptr, Activation::identity, nullptr},
-       s.precision);
+  if (dw) {
+    launch(dense_db_kernel, dim3(exact_blocks(s.out, kThreads)), dim3(kThreads), 0, ctx.stream, db,
+           static_cast<const float*>(dz), s.batch, s.out);
+    // dw (in, out) = x^T (in, batch) . dz (batch, out); with batch 0, the bias-free epilogue writes zeros
+    gemm(ctx, {s.in, s.out, s.batch, x, 1, s.in, dz, s.out, 1, dw, s.out, nullptr, Activation::identity, nullptr},
+         s.precision);
+  }
   // dx (batch, in) = dz (batch, out) . w^T (out, in)
   if (dx && s.batch > 0)
     gemm(ctx, {s.batch, s.in, s.out, dz, s.out, 1, w, 1, s.out, dx, s.in, nullptr, Activation::identity, nullptr},

@@ -25,15 +25,19 @@ class DeviceBackend : public Backend {
     ::customml::CUSTOMML_CUDA_NS::dense_backward(ctx(), dx, dw, db, dz, dy, x, w, y, z, s, act);
   }
   double softmax_cross_entropy(float* grad, const float* logits, const int32_t* labels, const float* class_weights,
-                               int64_t batch, int64_t classes, float label_smoothing) override {
-    return ::customml::CUSTOMML_CUDA_NS::softmax_cross_entropy(ctx(), grad, logits, labels, class_weights, batch, classes, label_smoothing);
+                               const float* row_weights, int64_t batch, int64_t classes,
+                               float label_smoothing) override {
+    return ::customml::CUSTOMML_CUDA_NS::softmax_cross_entropy(ctx(), grad, logits, labels, class_weights, row_weights,
+                                                               batch, classes, label_smoothing);
   }
   double binary_cross_entropy_with_logits(float* grad, const float* logits, const float* targets,
-                                          int64_t n) override {
-    return ::customml::CUSTOMML_CUDA_NS::binary_cross_entropy_with_logits(ctx(), grad, logits, targets, n);
+                                          const float* row_weights, int64_t rows, int64_t cols) override {
+    return ::customml::CUSTOMML_CUDA_NS::binary_cross_entropy_with_logits(ctx(), grad, logits, targets, row_weights,
+                                                                          rows, cols);
   }
-  double mse(float* grad, const float* pred, const float* target, int64_t n) override {
-    return ::customml::CUSTOMML_CUDA_NS::mse(ctx(), grad, pred, target, n);
+  double mse(float* grad, const float* pred, const float* target, const float* row_weights, int64_t rows,
+             int64_t cols) override {
+    return ::customml::CUSTOMML_CUDA_NS::mse(ctx(), grad, pred, target, row_weights, rows, cols);
   }
   void confusion_matrix_update(int64_t* counts, const float* logits, const int32_t* labels, int64_t batch,
                                int64_t k) override {
@@ -96,6 +100,10 @@ class DeviceBackend : public Backend {
   void nm_dense_forward(float* y, const float* x, const NmMatrix& w, const float* b, int64_t batch,
                         Activation act) override {
     ::customml::CUSTOMML_CUDA_NS::nm_dense_forward(ctx(), y, x, w, b, batch, act);
+  }
+  void feature_affine(float* y, const float* x, const float* scale, const float* shift, int64_t rows,
+                      int64_t cols) override {
+    ::customml::CUSTOMML_CUDA_NS::feature_affine(ctx(), y, x, scale, shift, rows, cols);
   }
  protected:
   // Owned by the subclass: its buffers must be released while its memory methods exist.

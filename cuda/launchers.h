@@ -53,15 +53,17 @@ void dense_forward(DeviceContext& ctx, float* y, float* z, const float* x, const
 void dense_backward(DeviceContext& ctx, float* dx, float* dw, float* db, float* dz, const float* dy, const float* x,
                     const float* w, const float* y, const float* z, DenseShape s, Activation act);
 double softmax_cross_entropy(DeviceContext& ctx, float* grad, const float* logits, const int32_t* labels,
-                             const float* class_weights, int64_t batch, int64_t classes, float label_smoothing);
+                             const float* class_weights, const float* row_weights, int64_t batch, int64_t classes,
+                             float label_smoothing);
 int64_t count_correct(DeviceContext& ctx, const float* logits, const int32_t* labels, int64_t batch, int64_t classes);
 void confusion_matrix_update(DeviceContext& ctx, int64_t* counts, const float* logits, const int32_t* labels,
                              int64_t batch, int64_t k);
 void regression_stats_update(DeviceContext& ctx, double* stats, const float* pred, const float* target,
                              const double* shift, int64_t batch, int64_t outputs);
 double binary_cross_entropy_with_logits(DeviceContext& ctx, float* grad, const float* logits, const float* targets,
-                                        int64_t n);
-double mse(DeviceContext& ctx, float* grad, const float* pred, const float* target, int64_t n);
+                                        const float* row_weights, int64_t rows, int64_t cols);
+double mse(DeviceContext& ctx, float* grad, const float* pred, const float* target, const float* row_weights,
+           int64_t rows, int64_t cols);
 void dropout(DeviceContext& ctx, float* y, const float* x, int64_t n, float rate, uint64_t seed, uint64_t stream);
 void sgd_update(DeviceContext& ctx, float* param, float* velocity, const float* grad, int64_t n,
                 const Segment* no_decay, int64_t n_no_decay, const SgdConfig& c);
@@ -70,6 +72,8 @@ void adam_update(DeviceContext& ctx, float* param, float* m, float* v, float* vm
 double clip_by_global_norm(DeviceContext& ctx, float* grad, int64_t n, float max_norm);
 void scale(DeviceContext& ctx, float* x, int64_t n, double coef);
 double l1_l2_penalty(DeviceContext& ctx, float* grad, const float* param, int64_t n, float l1, float l2);
+void feature_affine(DeviceContext& ctx, float* y, const float* x, const float* scale, const float* shift, int64_t rows,
+                    int64_t cols);
 
 void apply_mask(DeviceContext& ctx, float* param, const uint8_t* keep, int64_t n);
 void quantize(DeviceContext& ctx, void* q, DType qtype, const float* x, const float* scale, const int32_t* zero,
@@ -89,6 +93,13 @@ void nm_dense_forward(DeviceContext& ctx, float* y, const float* x, const NmMatr
 
 // Sums ctx.partials[0, blocks) on the host in block order (deterministic).
 double sum_partials(DeviceContext& ctx, unsigned blocks);
+// The weighted losses (cuda/loss_weights.cu). total (1) = sum_i class_weights[labels_i]
+// row_weights[i] (a null factor is 1), launched on ctx.stream; callers hold scratch_mutex.
+void loss_weight_total(DeviceContext& ctx, double* total, const int32_t* labels, const float* class_weights,
+                       const float* row_weights, int64_t batch);
+// partials[0, blocks) hold a pointwise loss's per-block sums of w_i l_ij and
+// partials[blocks] the total weight W: returns sum / (cols W), or 0 when W == 0.
+double weighted_mean_partials(DeviceContext& ctx, unsigned blocks, int64_t cols);
 // Copies the no-decay table to the device; returns its device address.
 const Segment* device_segments(DeviceContext& ctx, const Segment* no_decay, int64_t n_no_decay);
 

@@ -5,10 +5,16 @@
 
 namespace customml::CUSTOMML_CUDA_NS {
 
-double mse(DeviceContext& ctx, float* grad, const float* pred, const float* target, int64_t n) {
+double mse(DeviceContext& ctx, float* grad, const float* pred, const float* target, const float* row_weights,
+           int64_t rows, int64_t cols) {
   std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
-  double* partial = ctx.partials.reserve(kReduceBlocks);
-  launch(mse_kernel, dim3(kReduceBlocks), dim3(kThreads), 0, ctx.stream, partial, grad, pred, target, n);
+  const int64_t n = rows * cols;
+  // partials[kReduceBlocks] holds the total weight, after the per-block sums.
+  double* partial = ctx.partials.reserve(kReduceBlocks + 1);
+  if (row_weights) loss_weight_total(ctx, partial + kReduceBlocks, nullptr, nullptr, row_weights, rows);
+  launch(mse_kernel, dim3(kReduceBlocks), dim3(kThreads), 0, ctx.stream, partial, grad, pred, target, row_weights,
+         static_cast<const double*>(partial + kReduceBlocks), n, cols);
+  if (row_weights) return weighted_mean_partials(ctx, kReduceBlocks, cols);
   return sum_partials(ctx, kReduceBlocks) / static_cast<double>(n);
 }
 

@@ -8,20 +8,21 @@ namespace customml::CUSTOMML_CUDA_NS {
 constexpr int64_t kWarpRowMaxClasses = 1024;
 
 double softmax_cross_entropy(DeviceContext& ctx, float* grad, const float* logits, const int32_t* labels,
-                             const float* class_weights, int64_t batch, int64_t classes, float label_smoothing) {
+                             const float* class_weights, const float* row_weights, int64_t batch, int64_t classes,
+                             float label_smoothing) {
   std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
   // partials[0] holds the total weight, partials[1 .. batch] the weighted row losses.
   double* scratch = ctx.partials.reserve(static_cast<size_t>(batch) + 1);
-  launch(class_weight_total_kernel, dim3(1), dim3(kThreads), 0, ctx.stream, scratch, labels, class_weights, batch);
+  loss_weight_total(ctx, scratch, labels, class_weights, row_weights, batch);
   // A warp per row while each lane has at most 32 classes to visit; a block per row beyond.
   if (classes <= kWarpRowMaxClasses)
     launch(softmax_cross_entropy_kernel, dim3(exact_blocks(batch, kWarps)), dim3(kThreads), 0, ctx.stream,
-           scratch + 1, grad, logits, labels, class_weights, static_cast<const double*>(scratch), batch, classes,
-           label_smoothing);
+           scratch + 1, grad, logits, labels, class_weights, row_weights, static_cast<const double*>(scratch), batch,
+           classes, label_smoothing);
   else
     launch(softmax_cross_entropy_block_kernel, dim3(exact_blocks(batch, 1)), dim3(kThreads), 0, ctx.stream,
-           scratch + 1, grad, logits, labels, class_weights, static_cast<const double*>(scratch), batch, classes,
-           label_smoothing);
+           scratch + 1, grad, logits, labels, class_weights, row_weights, static_cast<const double*>(scratch), batch,
+           classes, label_smoothing);
   ctx.host_partials.resize(static_cast<size_t>(batch) + 1);
   ctx.memory->copy_to_host(ctx.host_partials.data(), scratch, sizeof(double) * (static_cast<size_t>(batch) + 1));
   double loss = 0.0;

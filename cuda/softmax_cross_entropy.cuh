@@ -1,5 +1,5 @@
 #pragma once
-// Defines: class_weight_total_kernel, softmax_cross_entropy_kernel (a warp per row) and
+// Defines: softmax_cross_entropy_kernel (a warp per row) and
 // softmax_cross_entropy_block_kernel (a block per row, for many classes): loss and
 // gradient in one pass, probabilities never stored; and count_correct_kernel.
 
@@ -10,13 +10,11 @@
 
 namespace customml::CUSTOMML_CUDA_NS {
 
-// total (1) = sum_i w[label_i] (batch if no weights). One block of kThreads.
-__global__ void class_weight_total_kernel(double* total, const int32_t* labels, const float* class_weights,
-                                          int64_t batch) {
-  double sum = 0.0;
-  for (int64_t i = threadIdx.x; i < batch; i += kThreads) sum += class_weights ? class_weights[labels[i]] : 1.0;
-  sum = block_sum(sum);
-  if (threadIdx.x == 0) *total = sum;
+// w_i = class_weights[label_i] row_weights[i], a null factor being 1 (exact in float64).
+__device__ __forceinline__ double softmax_row_weight(const float* class_weights, const float* row_weights, int32_t y,
+                                                     int64_t i) {
+  return (class_weights ? static_cast<double>(class_weights[y]) : 1.0) *
+         (row_weights ? static_cast<double>(row_weights[i]) : 1.0);
 }
 
 // The row loss w * (log_sum - (1 - eps) d_y - eps / C sum_c d_c) with d = row - max
@@ -42,13 +40,13 @@ __device__ __forceinline__ void softmax_grad_row(float* g, const float* row, flo
   }
 }
 
-// logits (batch, classes), labels (batch), class_weights (classes) or null, total (1)
-// -> row_loss (batch) = w_i l_i, grad (batch, classes) or null. A warp per row, kWarps
-// rows per block; the loss is as cpu/softmax_cross_entropy.cpp.
+// logits (batch, classes), labels (batch), class_weights (classes) or null, row_weights
+// (batch) or null, total (1) = W -> row_loss (batch) = w_i l_i, grad (batch, classes) or
+// null. A warp per row, kWarps rows per block; the loss is as cpu/softmax_cross_entropy.cpp.
 __global__ void __launch_bounds__(kThreads)
     softmax_cross_entropy_kernel(double* row_loss, float* grad, const float* logits, const int32_t* labels,
-                                 const float* class_weights, const double* total, int64_t batch, int64_t classes,
-                                 float label_smoothing) {
+                                 const float* class_weights, const float* row_weights, const double* total,
+                                 int64_t batch, int64_t classes, float label_smoothing) {
   const int lane = threadIdx.x % 32;
   const int64_t row_index = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (row_index >= batch) return;
@@ -65,7 +63,7 @@ __global__ void __launch_bounds__(kThreads)
   }
   sum = warp_sum(sum);
   sum_shifted = warp_sum(sum_shifted);
-  const double w = class_weights ? class_weights[y] : 1.0;
+  const double w = softmax_row_weight(class_weights, row_weights, y, row_index);
   if (lane == 0) row_loss[row_index] = softmax_row_loss(row, mx, sum, sum_shifted, w, y, classes, label_smoothing);
   if (grad)
     softmax_grad_row(grad + row_index * classes, row, mx, sum, w, *total, y, classes, label_smoothing, lane, 32);
@@ -75,8 +73,8 @@ __global__ void __launch_bounds__(kThreads)
 // for rows too long for one warp to keep the memory system busy.
 __global__ void __launch_bounds__(kThreads)
     softmax_cross_entropy_block_kernel(double* row_loss, float* grad, const float* logits, const int32_t* labels,
-                                       const float* class_weights, const double* total, int64_t batch,
-                                       int64_t classes, float label_smoothing) {
+                                       const float* class_weights, const float* row_weights, const double* total,
+                                       int64_t batch, int64_t classes, float label_smoothing) {
   __shared__ double sums[2];
   const int64_t row_index = blockIdx.x;
   const float* row = logits + row_index * classes;
@@ -96,7 +94,7 @@ __global__ void __launch_bounds__(kThreads)
   sum_shifted = block_sum(sum_shifted);
   if (threadIdx.x == 0) sums[1] = sum_shifted;
   __syncthreads();
-  const double w = class_weights ? class_weights[y] : 1.0;
+  const double w = softmax_row_weight(class_weights, row_weights, y, row_index);
   if (threadIdx.x == 0) row_loss[row_index] = softmax_row_loss(row, mx, sums[0], sums[1], w, y, classes, label_smoothing);
   if (grad)
     softmax_grad_row(grad + row_index * classes, row, mx, sums[0], w, *total, y, classes, label_smoothing, threadIdx.x,

@@ -159,12 +159,13 @@ def nm_dense_forward(x, values, index, bias=None, *, n: int = 2, m: int = 4,
 # ---------------------------------------------------------------------------- losses
 
 
-def softmax_cross_entropy(logits, labels, *, class_weights=None,
-                          label_smoothing: float = 0.0) -> Tuple[float, np.ndarray]:
+def softmax_cross_entropy(logits, labels, *, class_weights=None, label_smoothing: float = 0.0,
+                          row_weights=None) -> Tuple[float, np.ndarray]:
     """Weighted mean softmax cross-entropy and its gradient w.r.t. the logits.
 
     q_i = (1 - eps) onehot(y_i) + eps / C; l_i = -sum_c q_ic log softmax(logits_i)_c;
-    w_i = class_weights[y_i] (1 without weights); loss = sum_i w_i l_i / sum_i w_i and
+    w_i = class_weights[y_i] row_weights[i] (a missing factor is 1);
+    loss = sum_i w_i l_i / sum_i w_i and
     grad_i = w_i / sum_i w_i (softmax(logits_i) - q_i). When sum_i w_i == 0 the loss is
     defined as 0 with a zero gradient.
     """
@@ -179,6 +180,8 @@ def softmax_cross_entropy(logits, labels, *, class_weights=None,
     logp = d - lse[:, None]
     row_loss = -(q * logp).sum(axis=1)
     w = np.ones(batch) if class_weights is None else _f64(class_weights)[labels]
+    if row_weights is not None:
+        w = w * _f64(row_weights)
     total = w.sum()
     if total == 0.0:
         return 0.0, np.zeros((batch, classes))
@@ -187,19 +190,34 @@ def softmax_cross_entropy(logits, labels, *, class_weights=None,
     return float((w * row_loss).sum() / total), grad
 
 
-def binary_cross_entropy_with_logits(logits, targets) -> Tuple[float, np.ndarray]:
-    """mean_i [softplus(z_i) - z_i t_i] and its gradient (sigmoid(z) - t) / n."""
+def row_weight_scale(shape, row_weights) -> np.ndarray:
+    """The factor each element's term takes in a row-weighted mean over an array of
+    ``shape``: w_i / (cols sum_i w_i) for the elements of row i (the first axis), 1 / n
+    without weights; all 0 when every weight is 0 (the loss is then defined as 0)."""
+    n = int(np.prod(shape))
+    if row_weights is None:
+        return np.full(shape, 1.0 / n)
+    w = _f64(row_weights)
+    total = w.sum() * (n // shape[0])
+    scale = w / total if total > 0 else np.zeros_like(w)
+    return np.broadcast_to(scale.reshape((-1,) + (1,) * (len(shape) - 1)), shape)
+
+
+def binary_cross_entropy_with_logits(logits, targets, row_weights=None) -> Tuple[float, np.ndarray]:
+    """sum_ij s_ij [softplus(z_ij) - z_ij t_ij] and its gradient s_ij (sigmoid(z) - t),
+    with s = row_weight_scale (1 / n without weights: the mean)."""
     z, t = _f64(logits), _f64(targets)
-    n = z.size
+    s = row_weight_scale(z.shape, row_weights)
     loss = np.logaddexp(0.0, z) - z * t
-    return float(loss.sum() / n), (_sigmoid(z) - t) / n
+    return float((s * loss).sum()), s * (_sigmoid(z) - t)
 
 
-def mse(pred, target) -> Tuple[float, np.ndarray]:
-    """mean (pred - target)^2 over all elements and its gradient 2 (pred - target) / n."""
+def mse(pred, target, row_weights=None) -> Tuple[float, np.ndarray]:
+    """sum_ij s_ij (pred - target)_ij^2 and its gradient 2 s_ij (pred - target)_ij, with
+    s = row_weight_scale (1 / n without weights: the mean over all elements)."""
     d = _f64(pred) - _f64(target)
-    n = d.size
-    return float((d * d).sum() / n), 2.0 * d / n
+    s = row_weight_scale(d.shape, row_weights)
+    return float((s * d * d).sum()), 2.0 * s * d
 
 
 def count_correct(logits, labels) -> int:
@@ -444,3 +462,11 @@ def gemm_s8(a, w, a_scale, a_zero, w_scale, *, bias=None, activation: str = "ide
     if out_dtype == "float32":
         return y
     return np.clip(np.rint(y / float(np.float32(out_scale))) + int(out_zero), 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------- preprocessing
+
+
+def feature_affine(x, scale, shift) -> np.ndarray:
+    """x * scale + shift per column, exact in float64 (the kernel rounds the product and the sum)."""
+    return _f64(x) * _f64(scale)[None, :] + _f64(shift)[None, :]

@@ -129,3 +129,20 @@ def no_decay_segments(draw, n: int):
     segs = [(cuts[i], cuts[i + 1]) for i in range(0, len(cuts) - 1, 2)]
     return segs
 
+
+
+# Row (sample) weight families for the weighted losses: random in [0, 3), half of them 0,
+# all 0 (the loss is then defined as 0), or spanning 1e-6 to 1e6.
+ROW_WEIGHTS = ("random", "with_zeros", "all_zero", "wide")
+
+
+def row_weights_of(rng, rows, kind):
+    """float32 sample weights (rows,) of a ROW_WEIGHTS family."""
+    if kind == "wide":
+        return (10.0 ** rng.uniform(-6, 6, rows)).astype(np.float32)
+    w = rng.uniform(0.0, 3.0, rows).astype(np.float32)
+    if kind == "with_zeros":
+        w[rng.random(rows) < 0.5] = 0.0
+    elif kind == "all_zero":
+        w[:] = 0.0
+    return w

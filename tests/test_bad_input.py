@@ -194,6 +194,23 @@ CASES = {
     "predict-proba-mse": (_regressor, lambda m: m.predict_proba(X), r"classification"),
     "set-weights-nan": (_classifier, lambda m: m.layers[0].set_weights([np.full((D, 8), np.nan), np.zeros(8)]),
                         r"kernel contains NaN"),
+    # sample weights, iterables of batches, fine-tuning (checked before any batch runs; a
+    # stream's later batches can only be checked when they arrive)
+    "sample-weight-negative": (_classifier, lambda m: m.fit(X, Y, sample_weight=-np.ones(N), verbose=0),
+                               r"sample_weight must be >= 0"),
+    "sample-weight-inf": (_regressor, lambda m: m.fit(X, np.ones((N, 2)), sample_weight=np.full(N, np.inf),
+                                                     verbose=0), r"sample_weight contains NaN or inf"),
+    "sample-weight-length": (_binary, lambda m: m.fit(X, Y % 2, sample_weight=np.ones(N + 1), verbose=0),
+                             r"sample_weight has shape"),
+    "sample-weight-object": (_classifier, lambda m: m.fit(X, Y, sample_weight={"a": 1}, verbose=0),
+                             r"sample_weight"),
+    "iterable-first-batch-features": (_classifier, lambda m: m.fit([(X[:, :3], Y)], verbose=0),
+                                      r"x has 3 features but the model expects 4"),
+    "iterable-of-scalars": (_classifier, lambda m: m.fit([1, 2, 3], verbose=0), r"batch 0 of the iterable"),
+    "fit-without-y": (_classifier, lambda m: m.fit(X, verbose=0), r"y is missing"),
+    "trainable-not-bool": (_classifier, lambda m: setattr(m.layers[0], "trainable", None), r"trainable must be"),
+    "pop-only-dense": (lambda: cm.Sequential([cm.layers.Dense(C)], input_dim=D, seed=0), lambda m: m.pop(),
+                       r"only Dense layer"),
 }
 
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 import reference
 from customml import ops
 from support import (
+    ROW_WEIGHTS,
     TINY32,
     U32,
     U64,
@@ -19,6 +20,7 @@ from support import (
     assert_same_bits,
     make_values,
     nan_filled,
+    row_weights_of,
     seeds,
     sizes,
 )
@@ -47,7 +49,7 @@ def build(problem):
     return logits, targets
 
 
-def tolerances(logits, targets):
+def tolerances(logits, targets, row_weights=None):
     """The kernel sums max(z, 0) - z t + L, L = log1p(exp(-|z|)), in float64 from
     float32 inputs (z t of two float32 is exact in float64), so those terms are
     float64-accurate: a few roundings per term plus n for the sum, relative to the sum of
@@ -60,14 +62,21 @@ def tolerances(logits, targets):
     (1 + e) errs by <= 5u relative (e's 3u, damped by 1 / (1 + e) <= 1, then an add and
     a division; libm's 1-ulp expf gave 4u), the subtraction and the two roundings of
     1 / n and the product add 3u of the result.
+
+    With row weights each element's term and gradient take the factor s = w_i / (cols W)
+    (reference.row_weight_scale) instead of 1 / n; the float64 weighted sums and W add a
+    few more float64 roundings (+4 below), and the gradient scale rounds once more than
+    fl32(1 / n) in the one-column case, fl32(fl32(1 / W) w_i): 4u instead of 3u.
     """
     z, t = logits.astype(np.float64), targets.astype(np.float64)
     n = z.size
+    s = reference.row_weight_scale(z.shape, row_weights)
     log_term = np.log1p(np.exp(-np.abs(z)))
     terms = np.maximum(z, 0) + np.abs(z * t) + log_term
-    loss_tol = 2 * (n + 8) * U64 * terms.sum() / n + 6 * U32 * log_term.sum() / n
+    loss_tol = 2 * (n + 12) * U64 * (s * terms).sum() + 6 * U32 * (s * log_term).sum()
     sig = 1.0 / (1.0 + np.exp(-np.clip(z, -700, 700)))
-    grad_tol = (5 * U32 * sig + 3 * U32 * np.abs(sig - t)) / n + 2 * TINY32
+    product_roundings = 3 if row_weights is None else 4
+    grad_tol = (5 * U32 * sig + product_roundings * U32 * np.abs(sig - t)) * s + 2 * TINY32
     return loss_tol, grad_tol
 
 
@@ -91,6 +100,39 @@ def test_binary_cross_entropy_matches_reference(isa, device, problem):
     loss3, grad3 = ops.binary_cross_entropy_with_logits(logits, targets, device=device)
     assert loss3 == loss
     assert_same_bits(grad3, grad, "grad of a second call")
+
+
+@given(problem=bce_problems, kind=st.sampled_from(ROW_WEIGHTS))
+@example(problem=([1025, 1], "huge", "mixed", 1), kind="random")
+@example(problem=([1], "normal", "binary", 2), kind="all_zero")
+@example(problem=([5, 1, 3], "mixed", "soft", 3), kind="wide")
+def test_binary_cross_entropy_row_weights_match_reference(isa, device, problem, kind):
+    logits, targets = build(problem)
+    w = row_weights_of(np.random.default_rng(problem[3]), logits.shape[0], kind)
+    grad = nan_filled(logits.shape)
+    loss, _ = ops.binary_cross_entropy_with_logits(logits, targets, row_weights=w, grad_out=grad, device=device)
+    assert_float32_array(grad, logits.shape, "grad_out")
+    loss_ref, grad_ref = reference.binary_cross_entropy_with_logits(logits, targets, w)
+    loss_tol, grad_tol = tolerances(logits, targets, w)
+    assert_close(loss, loss_ref, loss_tol, "loss")
+    assert_close(grad, grad_ref, grad_tol, "grad")
+    if not w.any():  # no weight at all: loss 0 and a zero gradient, by definition
+        assert loss == 0.0 and (grad == 0.0).all()
+    loss2, _ = ops.binary_cross_entropy_with_logits(logits, targets, row_weights=w, need_grad=False, device=device)
+    assert loss2 == loss
+
+
+def test_binary_cross_entropy_weights_scale_invariant(isa, device):
+    # Only the ratios of the weights matter: multiplying them by 4 (exact) changes no bit
+    # of the gradient, and the loss only by the float64 rounding of the sums.
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(40, 1)).astype(np.float32)
+    targets = rng.integers(0, 2, (40, 1)).astype(np.float32)
+    w = rng.uniform(0.1, 2.0, 40).astype(np.float32)
+    loss, grad = ops.binary_cross_entropy_with_logits(logits, targets, row_weights=w, device=device)
+    loss4, grad4 = ops.binary_cross_entropy_with_logits(logits, targets, row_weights=4 * w, device=device)
+    assert loss4 == pytest.approx(loss, rel=1e-14)
+    assert_same_bits(grad4, grad, "grad with 4x the weights")
 
 
 @pytest.mark.parametrize("z", [1e20, -1e20, 3e38, -3e38, 1e4, -1e4, 0.0, -0.0, 1e-45])
@@ -126,6 +168,10 @@ BAD = {
               OP + r" logits is empty"),
     "logits strided": (dict(logits=np.zeros((4, 6), np.float32)[:, ::2]), ValueError, OP + r" logits must be C-contiguous"),
     "targets transposed": (dict(targets=np.zeros((3, 4), np.float32).T), ValueError, OP + r" targets must be C-contiguous"),
+    "row_weights int32": (dict(row_weights=np.ones(4, np.int32)), TypeError, OP + r" row_weights must be float32"),
+    "row_weights length": (dict(row_weights=np.ones(12, np.float32)), ValueError, OP + r" row_weights has shape"),
+    "inf row weight": (dict(row_weights=np.array([1, np.inf, 1, 1], np.float32)), ValueError,
+                       OP + r" row_weights\[1\] = inf must be finite and >= 0"),
 }
 
 

@@ -252,3 +252,81 @@ def test_history_plot_of_an_empty_history(tmp_path):
     pytest.importorskip("matplotlib", reason="matplotlib is the optional extra customml[plot]")
     with pytest.raises(ValueError, match="empty"):
         cm.History({}).plot(tmp_path / "h.png")
+
+
+# ------------------------------------------------------------------ resuming callbacks
+
+
+def _stopped_run(tmp_path, split):
+    """Scores improve at epochs 0 and 2 only, so EarlyStopping(patience=1) stops after
+    epoch 4. With split, fit runs `split` epochs saving a checkpoint (with the optimizer,
+    listed last so it sees EarlyStopping's updated state), then load + fit continue."""
+    scores = [5.0, 6.0, 1.0, 2.0, 3.0, 0.5, 0.1, 0.0]
+    x, y = _data()
+    path = tmp_path / f"ckpt-{split}.cml"
+
+    def callbacks():
+        return [Scores(scores), EarlyStopping(monitor="score", patience=1),
+                ModelCheckpoint(path, monitor="score", include_optimizer=True)]
+
+    model = _model()
+    if split is None:
+        cbs = callbacks()
+        model.fit(x, y, epochs=8, batch_size=8, verbose=0, callbacks=cbs)
+        return model, cbs[1]
+    model.fit(x, y, epochs=split, batch_size=8, verbose=0, callbacks=callbacks())
+    model = cm.load(path)
+    cbs = callbacks()
+    model.fit(x, y, epochs=8 - split, batch_size=8, verbose=0, callbacks=cbs)
+    return model, cbs[1]
+
+
+@pytest.mark.parametrize("split", [1, 3, 4])
+def test_early_stopping_resumes_where_it_stopped(tmp_path, split):
+    straight, es = _stopped_run(tmp_path, None)
+    resumed, es2 = _stopped_run(tmp_path, split)
+    assert straight.epochs_trained == resumed.epochs_trained == 5
+    assert (es2.best, es2.best_epoch, es2.stopped_epoch) == (es.best, es.best_epoch, es.stopped_epoch) == (1.0, 2, 4)
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        assert np.array_equal(a, b)
+
+
+def test_model_checkpoint_best_survives_a_resume(tmp_path):
+    x, y = _data()
+    best_path = tmp_path / "best.cml"
+    model = _model()
+    ckpt = ModelCheckpoint(best_path, monitor="score", save_best_only=True, include_optimizer=True)
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[Scores([1.0, 2.0]), ckpt])
+    assert ckpt.best == 1.0
+    resumed = cm.load(best_path)
+    ckpt2 = ModelCheckpoint(tmp_path / "never.cml", monitor="score", save_best_only=True)
+    resumed.fit(x, y, epochs=1, verbose=0, callbacks=[Scores({1: 1.5}), ckpt2])
+    assert ckpt2.best == 1.0 and ckpt2.last_saved is None  # 1.5 is no improvement on the saved 1.0
+    # Only the first fit after load resumes: a later fit starts afresh, as Keras' callbacks do.
+    resumed.fit(x, y, epochs=1, verbose=0, callbacks=[Scores({2: 1.5}), ckpt2])
+    assert ckpt2.best == 1.5
+
+
+def test_callback_state_only_with_the_optimizer(tmp_path):
+    import json
+
+    x, y = _data()
+    model = _model()
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[Scores([1.0]), EarlyStopping(monitor="score")])
+
+    def meta(path):
+        raw = path.read_bytes()
+        return json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])["__metadata__"]
+
+    model.save(tmp_path / "a.cml")
+    assert "callbacks_state" not in meta(tmp_path / "a.cml") and meta(tmp_path / "a.cml")["format_version"] == "1"
+    model.save(tmp_path / "b.cml", include_optimizer=True)
+    m = meta(tmp_path / "b.cml")
+    assert m["format_version"] == "3"
+    assert json.loads(m["callbacks_state"]) == {"EarlyStopping:score": {"best": 1.0, "wait": 0, "best_epoch": 0}}
+
+
+def test_bad_saved_state_is_refused():
+    es = EarlyStopping(monitor="score")
+    with pytest.raises(ValueError, match="EarlyStopping saved state wait must be an integer"):
+        es.set_state({"best": 1.0, "wait": 0.5, "best_epoch": None})

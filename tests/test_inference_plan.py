@@ -62,3 +62,36 @@ def test_packed_for_one_isa_and_run_under_another():
             np.testing.assert_array_equal(model.predict(x), _chain(model, x))
     finally:
         _core._set_isa(original)
+
+
+def _normalized(mean, std, seed=4):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((50, 37)) * std + mean).astype(np.float32)
+    norm = cm.layers.Normalization()
+    norm.adapt(x)
+    model = cm.Sequential([norm, cm.layers.Dense(65, activation="relu"), cm.layers.Dense(10)], input_dim=37, seed=5)
+    scale, shift = norm._affine(37)
+    return model, x, x * scale + shift
+
+
+def test_normalization_is_folded_into_the_first_dense_layer():
+    # Inputs near unit range (pixels in [0, 1] here: mean 0.4, std 0.3): the plan folds the
+    # normalization into the first kernel, so predict skips the preprocessing pass. The
+    # folded sum rounds differently: each product x s w is at most a few times as large as
+    # (x s + t) w when |t| <= 8, so the difference is a few float32 ulps of the row's
+    # sum of |terms|, bounded here by 1e-5 relative to the largest output.
+    model, x, xn = _normalized(0.4, 0.3)
+    plain = cm.Sequential([cm.layers.Dense(65, activation="relu"), cm.layers.Dense(10)], input_dim=37, seed=5)
+    unfolded = _chain(plain, xn)
+    got = model.predict(x)
+    assert not np.array_equal(got, unfolded), "expected the folded rounding, not the two-pass result"
+    np.testing.assert_allclose(got, unfolded, rtol=0, atol=1e-5 * np.abs(unfolded).max())
+
+
+def test_normalization_far_from_zero_is_not_folded():
+    # A feature whose mean is 100 standard deviations from 0 would cancel catastrophically in
+    # the folded sum: the plan keeps the preprocessing pass, and predict is the two-pass
+    # result bit for bit.
+    model, x, xn = _normalized(1000.0, 10.0)
+    plain = cm.Sequential([cm.layers.Dense(65, activation="relu"), cm.layers.Dense(10)], input_dim=37, seed=5)
+    np.testing.assert_array_equal(model.predict(x), _chain(plain, xn))

@@ -682,7 +682,7 @@ def test_garbage_is_refused(tmp_path_factory, garbage, n):
 
 
 @pytest.mark.parametrize("version, match", [
-    ("3", "format version 3, written by a newer customml.*reads format versions up to 2: upgrade customml"),
+    ("4", "format version 4, written by a newer customml.*reads format versions up to 3: upgrade customml"),
     ("10", "format version 10, written by a newer customml"),
     ("0", "invalid format_version '0'"),
     ("1.0", "invalid format_version '1.0'"),
@@ -738,7 +738,9 @@ def _optimizer_config(**kv):
     (_layer(0, activation="swish"), "invalid model configuration: Dense activation"),
     (_layer(1, rate=1.5), "invalid model configuration: Dropout rate"),
     (_layer(1, name="dense"), "invalid model configuration: .*named 'dense'"),
-    (_layer(1, kind="pooling"), "layer 1: expected a dense or dropout layer"),
+    (_layer(1, kind="pooling"), "layer 1: expected a dense, dropout, normalization or rescaling layer"),
+    (_layer(0, trainable=0), "layer 0: trainable must be true or false, got 0"),
+    (_layer(1, trainable=False), "layer 1: expected a dense, dropout, normalization or rescaling layer"),
     (_json_meta("architecture", lambda a: dict(a, input_dim=0)), "input_dim must be an integer >= 1"),
     (_json_meta("architecture", lambda a: dict(a, seed=-1)), "seed must be an integer"),
     (_json_meta("architecture", lambda a: dict(a, layers=[])), "layers must be a non-empty list"),
@@ -752,6 +754,8 @@ def _optimizer_config(**kv):
     (_json_meta("optimizer_state", lambda s: dict(s, slots=["velocity"])), "slots \\['velocity'\\] do not match"),
     (_json_meta("optimizer_state", lambda s: dict(s, step=-1)), "step must be an integer >= 0"),
     (_meta("training", "null"), "optimizer_state without a training configuration"),
+    (_meta("callbacks_state", '{"EarlyStopping:loss": {"best": "x"}}'), "callbacks_state must map callback keys"),
+    (_meta("callbacks_state", '[]'), "callbacks_state must map callback keys"),
 ])
 def test_bad_metadata(tmp_path, good, change, match):
     _refused(tmp_path, _edit(good, change), match)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 import reference
 from customml import ops
 from support import (
+    ROW_WEIGHTS,
     TINY32,
     U32,
     U64,
@@ -19,6 +20,7 @@ from support import (
     assert_same_bits,
     make_values,
     nan_filled,
+    row_weights_of,
     seeds,
     sizes,
 )
@@ -39,14 +41,19 @@ def build(problem):
     return make_values(rng, shape, pred_kind, huge=1e30), make_values(rng, shape, target_kind, huge=1e30)
 
 
-def tolerances(pred, target):
+def tolerances(pred, target, row_weights=None):
     """d = fl32(pred - target) errs by <= u |d| (exact in the subnormal range), so d^2
-    (exact in float64) by <= 2.01u d^2; the float64 sum of n squares adds (n + 2) u64.
-    The gradient fl32(2 / n) * d: three float32 roundings of the result, plus underflow."""
+    (exact in float64) by <= 2.01u d^2; the float64 sums of n squares (and, weighted, of
+    the rows' w_i-weighted sums, the total weight and its reciprocal) add (n + 6) u64 of
+    the weighted sum. The gradient fl32(scale) * d, scale = 2 / n or 2 w_i / (cols W):
+    three float32 roundings of the result (scale's own float64 error is far below one;
+    with one column the scale is fl32(fl32(2 / W) w_i), a fourth), plus underflow. s:
+    each element's weight in the mean (reference.row_weight_scale)."""
     d = pred.astype(np.float64) - target.astype(np.float64)
     n = d.size
-    loss_tol = (2.01 * U32 + (n + 2) * U64) * (d * d).sum() / n
-    grad_tol = 3.01 * U32 * np.abs(2.0 * d / n) + 2 * TINY32
+    s = reference.row_weight_scale(d.shape, row_weights)
+    loss_tol = (2.01 * U32 + (n + 6) * U64) * (s * d * d).sum()
+    grad_tol = (3.01 if row_weights is None else 4.01) * U32 * np.abs(2.0 * s * d) + 2 * TINY32
     return loss_tol, grad_tol
 
 
@@ -70,6 +77,38 @@ def test_mse_matches_reference(isa, device, problem):
     loss3, grad3 = ops.mse(pred, target, device=device)
     assert loss3 == loss
     assert_same_bits(grad3, grad, "grad of a second call")
+
+
+@given(problem=mse_problems, kind=st.sampled_from(ROW_WEIGHTS))
+@example(problem=([1025, 3], "normal", "mixed", 1), kind="random")
+@example(problem=([17], "normal", "normal", 2), kind="all_zero")
+@example(problem=([3, 1, 5], "huge", "ints", 3), kind="wide")
+def test_mse_row_weights_match_reference(isa, device, problem, kind):
+    pred, target = build(problem)
+    w = row_weights_of(np.random.default_rng(problem[3]), pred.shape[0], kind)
+    grad = nan_filled(pred.shape)
+    loss, _ = ops.mse(pred, target, row_weights=w, grad_out=grad, device=device)
+    assert_float32_array(grad, pred.shape, "grad_out")
+    loss_ref, grad_ref = reference.mse(pred, target, w)
+    loss_tol, grad_tol = tolerances(pred, target, w)
+    assert_close(loss, loss_ref, loss_tol, "loss")
+    assert_close(grad, grad_ref, grad_tol, "grad")
+    if not w.any():  # no weight at all: loss 0 and a zero gradient, by definition
+        assert loss == 0.0 and (grad == 0.0).all()
+    loss2, _ = ops.mse(pred, target, row_weights=w, need_grad=False, device=device)
+    assert loss2 == loss
+
+
+def test_mse_unit_row_weights_equal_the_mean(isa, device):
+    # Weights of 1 give the plain mean, up to the float64 summation order (rows first)
+    # and the gradient scale's rounding: fl32(2 / n) directly, or fl32(2 fl64(1 / n)),
+    # which may differ by one float32 rounding (2u relative with the product's).
+    rng = np.random.default_rng(7)
+    pred, target = rng.normal(size=(33, 5)).astype(np.float32), rng.normal(size=(33, 5)).astype(np.float32)
+    loss, grad = ops.mse(pred, target, device=device)
+    loss_w, grad_w = ops.mse(pred, target, row_weights=np.ones(33, np.float32), device=device)
+    assert loss_w == pytest.approx(loss, rel=1e-14)
+    assert_close(grad_w, grad, 2 * U32 * np.abs(grad), "grad with unit weights")
 
 
 def test_mse_exact_for_equal_inputs(isa, device):
@@ -96,6 +135,15 @@ BAD = {
               r"\[mse\] pred is empty"),
     "pred strided": (dict(pred=np.zeros((4, 6), np.float32)[:, ::2]), ValueError, r"\[mse\] pred must be C-contiguous"),
     "target transposed": (dict(target=np.zeros((3, 4), np.float32).T), ValueError, r"\[mse\] target must be C-contiguous"),
+    "row_weights float64": (dict(row_weights=np.ones(4)), TypeError, r"\[mse\] row_weights must be float32"),
+    "row_weights length": (dict(row_weights=np.ones(3, np.float32)), ValueError, r"\[mse\] row_weights has shape"),
+    "row_weights 2-D": (dict(row_weights=np.ones((4, 1), np.float32)), ValueError, r"\[mse\] row_weights must be 1-D"),
+    "negative row weight": (dict(row_weights=np.array([1, -1, 1, 1], np.float32)), ValueError,
+                            r"\[mse\] row_weights\[1\] = -1.0+ must be finite and >= 0"),
+    "NaN row weight": (dict(row_weights=np.array([1, 1, 1, np.nan], np.float32)), ValueError,
+                       r"\[mse\] row_weights\[3\]"),
+    "row_weights of a scalar": (dict(pred=np.zeros((), np.float32), target=np.zeros((), np.float32),
+                                     row_weights=np.ones(1, np.float32)), ValueError, r"\[mse\] pred is a scalar"),
 }
 
 

@@ -104,6 +104,30 @@ def test_graph_structure(tmp_path, opset):
 
 
 @needs_onnx
+@pytest.mark.parametrize("opset", [17, 20])
+def test_preprocessing_layers_export(tmp_path, opset):
+    # Normalization (with a constant feature, mapped to exactly 0) then Rescaling, as Mul
+    # and Add with the executor's float32 constants.
+    _skip_unsupported(opset)
+    rng = np.random.default_rng(3)
+    train = (rng.standard_normal((200, 11)) * 5 + 40).astype(np.float32)
+    train[:, 4] = 7.25
+    norm = cm.layers.Normalization()
+    norm.adapt(train)
+    model = cm.Sequential([norm, cm.layers.Rescaling(0.5, offset=0.25), cm.layers.Dense(16, activation="gelu"),
+                           cm.layers.Dense(4)], input_dim=11, seed=2)
+    path = tmp_path / "m.onnx"
+    model.export_onnx(path, opset=opset)
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert ops[:4] == ["Mul", "Add", "Mul", "Add"]
+    x = train[:37]
+    (got,) = _session(path).run(None, {"input": x})
+    want = model.predict(x)
+    assert np.abs(want).max() < 32.0
+    assert np.abs(got.astype(np.float64) - want).max() <= TOL
+
+
+@needs_onnx
 def test_trailing_dropout_is_left_out(tmp_path):
     model = _model("relu", dropout_last=True)
     model.export_onnx(tmp_path / "m.onnx")

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import reference
 from customml import ops
 from support import (
+    ROW_WEIGHTS,
     TINY32,
     U32,
     U64,
@@ -23,6 +24,7 @@ from support import (
     assert_same_bits,
     make_values,
     nan_filled,
+    row_weights_of,
     seeds,
     sizes,
 )
@@ -69,7 +71,7 @@ def build(problem):
     return logits, labels, cw, float(np.float32(smoothing))
 
 
-def tolerances(logits, labels, class_weights, smoothing):
+def tolerances(logits, labels, class_weights, smoothing, row_weights=None):
     """(loss bound, grad bound) for the kernel's float32/float64 mix.
 
     The kernel shifts by the row max in float32 (d_c = fl32(z_c - max): error u |d_c|),
@@ -84,6 +86,7 @@ def tolerances(logits, labels, class_weights, smoothing):
     The gradient w_i / W (p - q) in float32: p = exp(d) * fl32(1 / sum) errs by
     (5 + |d_c| + the sum's relative error) u relative; q = (1 - eps) + eps / C in float32
     by <= u (eps / C) + 2u q_y; then a subtraction, fl32(w / W) and the product: 3u.
+    Row weights multiply w_i (exactly, in float64) and change nothing else.
     """
     z = logits.astype(np.float64)
     batch, classes = z.shape
@@ -99,6 +102,8 @@ def tolerances(logits, labels, class_weights, smoothing):
         lse + d_y + off * np.abs(d).sum(axis=1)
     )
     w = np.ones(batch) if class_weights is None else class_weights.astype(np.float64)[labels]
+    if row_weights is not None:
+        w = w * row_weights.astype(np.float64)
     total = w.sum()
     if total == 0.0:
         return 0.0, np.zeros_like(z)
@@ -145,6 +150,31 @@ def test_softmax_cross_entropy_matches_reference(isa, device, problem):
     loss3, grad3 = ops.softmax_cross_entropy(logits, labels, class_weights=cw, label_smoothing=smoothing, device=device)
     assert loss3 == loss
     assert_same_bits(grad3, grad, "grad of a second call")
+
+
+@given(problem=sce_problems, kind=st.sampled_from(ROW_WEIGHTS))
+@example(problem=(1025, 10, "huge", "random", 0.1, 1), kind="random")
+@example(problem=(3, 1025, "mixed", "none", 0.0, 2), kind="wide")
+@example(problem=(7, 5, "normal", "random", 0.2, 3), kind="all_zero")
+def test_softmax_cross_entropy_row_weights_match_reference(isa, device, problem, kind):
+    # Row weights alone and combined with class weights: w_i = c[y_i] r_i.
+    logits, labels, cw, smoothing = build(problem)
+    rw = row_weights_of(np.random.default_rng(problem[-1]), logits.shape[0], kind)
+    grad = nan_filled(logits.shape)
+    loss, _ = ops.softmax_cross_entropy(logits, labels, class_weights=cw, label_smoothing=smoothing, row_weights=rw,
+                                        grad_out=grad, device=device)
+    assert_float32_array(grad, logits.shape, "grad_out")
+    loss_ref, grad_ref = reference.softmax_cross_entropy(logits, labels, class_weights=cw, label_smoothing=smoothing,
+                                                         row_weights=rw)
+    loss_tol, grad_tol = tolerances(logits, labels, cw, smoothing, rw)
+    assert_close(loss, loss_ref, loss_tol, "loss")
+    assert_close(grad, grad_ref, grad_tol, "grad")
+    w = rw.astype(np.float64) * (1.0 if cw is None else cw[labels])
+    if not w.any():  # no weight at all: loss 0 and an exactly zero gradient, by definition
+        assert loss == 0.0 and (grad == 0.0).all()
+    loss2, _ = ops.softmax_cross_entropy(logits, labels, class_weights=cw, label_smoothing=smoothing, row_weights=rw,
+                                         need_grad=False, device=device)
+    assert loss2 == loss
 
 
 @pytest.mark.parametrize("logit", [1e4, -1e4, 3e38])
@@ -267,6 +297,12 @@ SCE_BAD = {
                          r"\[softmax_cross_entropy\] class_weights\[2\]"),
     "inf class weight": (dict(class_weights=np.array([np.inf, 1.0, 1.0], np.float32)), ValueError,
                          r"\[softmax_cross_entropy\] class_weights\[0\]"),
+    "row_weights float64": (dict(row_weights=np.ones(4)), TypeError,
+                            r"\[softmax_cross_entropy\] row_weights must be float32"),
+    "row_weights length": (dict(row_weights=np.ones(3, np.float32)), ValueError,
+                           r"\[softmax_cross_entropy\] row_weights has shape"),
+    "negative row weight": (dict(row_weights=np.array([1.0, 1.0, 1.0, -2.0], np.float32)), ValueError,
+                            r"\[softmax_cross_entropy\] row_weights\[3\]"),
     "smoothing above 1": (dict(label_smoothing=1.5), ValueError, r"\[softmax_cross_entropy\] label_smoothing"),
     "smoothing negative": (dict(label_smoothing=-0.1), ValueError, r"\[softmax_cross_entropy\] label_smoothing"),
     "smoothing NaN": (dict(label_smoothing=float("nan")), ValueError, r"\[softmax_cross_entropy\] label_smoothing"),

@@ -29,11 +29,12 @@ class CpuBackend final : public Backend {
                       const float* w, const float* y, const float* z, DenseShape s,
                       Activation act) override;
   double softmax_cross_entropy(float* grad, const float* logits, const int32_t* labels,
-                               const float* class_weights, int64_t batch, int64_t classes,
-                               float label_smoothing) override;
+                               const float* class_weights, const float* row_weights, int64_t batch,
+                               int64_t classes, float label_smoothing) override;
   double binary_cross_entropy_with_logits(float* grad, const float* logits, const float* targets,
-                                          int64_t n) override;
-  double mse(float* grad, const float* pred, const float* target, int64_t n) override;
+                                          const float* row_weights, int64_t rows, int64_t cols) override;
+  double mse(float* grad, const float* pred, const float* target, const float* row_weights, int64_t rows,
+             int64_t cols) override;
   void confusion_matrix_update(int64_t* counts, const float* logits, const int32_t* labels, int64_t batch,
                                int64_t k) override;
   void regression_stats_update(double* stats, const float* pred, const float* target, const double* shift,
@@ -64,6 +65,8 @@ class CpuBackend final : public Backend {
                             Activation act) override;
   void nm_dense_forward(float* y, const float* x, const NmMatrix& w, const float* b, int64_t batch,
                         Activation act) override;
+  void feature_affine(float* y, const float* x, const float* scale, const float* shift, int64_t rows,
+                      int64_t cols) override;
 
  private:
   CpuBackend();

@@ -61,19 +61,21 @@ void CpuBackend::dense_backward(float* dx, float* dw, float* db, float* dz, cons
   } else {
     for (int64_t i = 0; i < count; ++i) dz[i] = act::backward(act, dy[i], y[i], z ? z[i] : 0.0f);
   }
-  // db = sum over the batch of dz, accumulated in row order (deterministic)
-  for (int64_t j = 0; j < s.out; ++j) db[j] = 0.0f;
-  for (int64_t r = 0; r < s.batch; ++r) {
-    const float* row = dz + r * s.out;
-    for (int64_t j = 0; j < s.out; ++j) db[j] += row[j];
+  if (dw) {  // null for a frozen layer
+    // db = sum over the batch of dz, accumulated in row order (deterministic)
+    for (int64_t j = 0; j < s.out; ++j) db[j] = 0.0f;
+    for (int64_t r = 0; r < s.batch; ++r) {
+      const float* row = dz + r * s.out;
+      for (int64_t j = 0; j < s.out; ++j) db[j] += row[j];
+    }
+    // dw (in, out) = x^T (in, batch) . dz (batch, out)
+    GemmArgs gw;
+    gw.m = s.in; gw.n = s.out; gw.k = s.batch;
+    gw.a = x; gw.a_rs = 1; gw.a_cs = s.in;
+    gw.b = dz; gw.b_rs = s.out; gw.b_cs = 1;
+    gw.c = dw; gw.ldc = s.out;
+    gemm_f32(gw);
   }
-  // dw (in, out) = x^T (in, batch) . dz (batch, out)
-  GemmArgs gw;
-  gw.m = s.in; gw.n = s.out; gw.k = s.batch;
-  gw.a = x; gw.a_rs = 1; gw.a_cs = s.in;
-  gw.b = dz; gw.b_rs = s.out; gw.b_cs = 1;
-  gw.c = dw; gw.ldc = s.out;
-  gemm_f32(gw);
   if (!dx) return;
   // dx (batch, in) = dz (batch, out) . w^T (out, in)
   GemmArgs gx;

@@ -30,11 +30,13 @@ using DropoutFn = void (*)(float* y, const float* x, int64_t n, float rate, uint
 struct ElementwiseKernels {
   const char* isa;  // "portable", "avx2", "avx512": the variants are f32_<family>__<isa>
   double (*softmax_cross_entropy)(float* grad, const float* logits, const int32_t* labels,
-                                  const float* class_weights, int64_t batch, int64_t classes,
-                                  float label_smoothing);
+                                  const float* class_weights, const float* row_weights, int64_t batch,
+                                  int64_t classes, float label_smoothing);
   int64_t (*count_correct)(const float* logits, const int32_t* labels, int64_t batch, int64_t classes);
-  double (*binary_cross_entropy)(float* grad, const float* logits, const float* targets, int64_t n);
-  double (*mse)(float* grad, const float* pred, const float* target, int64_t n);
+  double (*binary_cross_entropy)(float* grad, const float* logits, const float* targets, const float* row_weights,
+                                 int64_t rows, int64_t cols);
+  double (*mse)(float* grad, const float* pred, const float* target, const float* row_weights, int64_t rows,
+                int64_t cols);
   DropoutFn dropout;
   // param, velocity (null when momentum == 0), grad: (n), one decay range
   void (*sgd)(float* param, float* velocity, const float* grad, int64_t n, const SgdStep& s);

@@ -19,15 +19,21 @@ namespace {
 // ---------------------------------------------------------------- losses and metrics
 
 // logits: (batch, classes)  labels: (batch)  class_weights: (classes) or null
-// -> grad: (batch, classes) or null; as CpuBackend::softmax_cross_entropy. Per row:
+// row_weights: (batch) or null -> grad: (batch, classes) or null; as
+// CpuBackend::softmax_cross_entropy. Per row:
 // the max, then e_c = exp(d_c), d_c = z_c - max (written into grad and summed: float32
 // partial sums of at most kBlock terms per lane, added in float64; sum_c d_c in float64),
 // then grad scaled in place: one exp per element.
 double ew_softmax_cross_entropy(float* grad, const float* logits, const int32_t* labels,
-                                const float* class_weights, int64_t batch, int64_t classes,
-                                float label_smoothing) {
+                                const float* class_weights, const float* row_weights, int64_t batch,
+                                int64_t classes, float label_smoothing) {
+  // w_i in float64: the product of two float32 factors is exact there.
+  auto weight = [&](int64_t i) {
+    return (class_weights ? static_cast<double>(class_weights[labels[i]]) : 1.0) *
+           (row_weights ? static_cast<double>(row_weights[i]) : 1.0);
+  };
   double total_weight = 0.0;
-  for (int64_t i = 0; i < batch; ++i) total_weight += class_weights ? class_weights[labels[i]] : 1.0;
+  for (int64_t i = 0; i < batch; ++i) total_weight += weight(i);
   // Every weight zero: the mean is defined as 0 with a zero gradient.
   const double inv_total = total_weight > 0.0 ? 1.0 / total_weight : 0.0;
   const float off = label_smoothing / static_cast<float>(classes);
@@ -95,7 +101,7 @@ double ew_softmax_cross_entropy(float* grad, const float* logits, const int32_t*
     // -sum_c q_c (d_c - log_sum) = log_sum - (1 - eps) d_y - (eps / C) sum_c d_c
     const double row_loss = log_sum - (1.0 - label_smoothing) * (row[y] - mx) -
                             static_cast<double>(off) * sum_shifted;
-    const double w = class_weights ? class_weights[y] : 1.0;
+    const double w = weight(i);
     loss += w * row_loss;
     if (g) {
       // dL/dlogit_c = w_i / W * (softmax_c - q_c), softmax_c = e_c fl32(1 / sum)
@@ -169,60 +175,123 @@ int64_t ew_count_correct(const float* logits, const int32_t* labels, int64_t bat
   return correct;
 }
 
-// logits, targets: (n) -> grad: (n) or null; as CpuBackend::binary_cross_entropy_with_logits.
-// One e = exp(-|z|) serves the loss, max(z, 0) - z t + log1p(e) (the first two terms
-// in float64, where z t is exact), and the gradient (sigmoid(z) - t) / n with
-// sigmoid(z) = (z < 0 ? e : 1) / (1 + e).
-double ew_binary_cross_entropy(float* grad, const float* logits, const float* targets, int64_t n) {
-  const Vf inv_n = set1(1.0f / static_cast<float>(n));
-  Vd acc = zero_d(), acc_hi = zero_d();
-  auto step = [&](Vf z, Vf t) -> Vf {
-    const Vf e = vexp(set1(0.0f) - abs(z));
-    Vd zl, zh, tl, th, ll, lh;
-    widen(z, zl, zh);
-    widen(t, tl, th);
-    widen(vlog1p_unit(e), ll, lh);
-    acc = acc + (max(zl, set1(0.0)) - zl * tl + ll);
-    acc_hi = acc_hi + (max(zh, set1(0.0)) - zh * th + lh);
-    const Vf sig = select(z < set1(0.0f), e, set1(1.0f)) / (set1(1.0f) + e);
-    return (sig - t) * inv_n;
-  };
-  const int64_t full = n - n % kLanes;
-  for (int64_t i = 0; i < full; i += kLanes) {
-    const Vf gi = step(load(logits + i), load(targets + i));
-    if (grad) store(grad + i, gi);
-  }
-  if (full < n) {
-    // Padding: z = +inf, t = 1 gives the term inf - inf: use a huge finite z instead,
-    // whose term max(z, 0) - z + log1p(0) is exactly 0.
-    const Vf gi = step(load_partial(logits + full, n - full, 1e30f), load_partial(targets + full, n - full, 1.0f));
-    if (grad) store_partial(grad + full, n - full, gi);
-  }
-  return sum_lanes(acc + acc_hi) / static_cast<double>(n);
+// The sum of the row weights in float64, in order (every ISA level alike).
+double row_weight_total(const float* row_weights, int64_t rows) {
+  double total = 0.0;
+  for (int64_t i = 0; i < rows; ++i) total += row_weights[i];
+  return total;
 }
 
-// pred, target: (n) -> grad: (n) or null; as CpuBackend::mse: d = pred - target,
-// loss = sum d^2 / n in float64 (each d^2 exact), grad = fl32(2 / n) d.
-double ew_mse(float* grad, const float* pred, const float* target, int64_t n) {
-  const Vf scale = set1(2.0f / static_cast<float>(n));
-  Vd acc = zero_d(), acc_hi = zero_d();
-  auto step = [&](Vf d) {
-    Vd lo, hi;
-    widen(d, lo, hi);
-    acc = fmadd(lo, lo, acc);
-    acc_hi = fmadd(hi, hi, acc_hi);
-    return scale * d;
+// Runs pass(first element, count, gradient scale, element weights or null) -> sum of the
+// (element-weighted) loss terms, whose gradients it multiplies by scale (times the
+// element's weight), and returns the (weighted) mean over the (rows, cols) array:
+// - unweighted, one pass with scale fl32(coef / n), as before weights existed, so those
+//   results keep their bits;
+// - one column (binary cross-entropy's shape in a model), one vectorized pass with the
+//   weights as element weights and scale fl32(coef / W) (the gradient scale fl32(fl32(coef
+//   / W) w_i): one rounding more than per row);
+// - else row by row, with row i's scale fl32(coef w_i / (cols W)) and its sum times w_i.
+// Every weight zero: loss 0, gradient 0.
+template <class Pass>
+double row_weighted_mean(const float* row_weights, int64_t rows, int64_t cols, float coef, Pass pass) {
+  const int64_t n = rows * cols;
+  if (!row_weights) return pass(0, n, set1(coef / static_cast<float>(n)), nullptr) / static_cast<double>(n);
+  const double total = row_weight_total(row_weights, rows) * static_cast<double>(cols);
+  const double inv = total > 0.0 ? 1.0 / total : 0.0;
+  if (cols == 1) return pass(0, rows, set1(static_cast<float>(coef * inv)), row_weights) * inv;
+  double loss = 0.0;
+  for (int64_t i = 0; i < rows; ++i) {
+    const double w = row_weights[i];
+    loss += w * pass(i * cols, cols, set1(static_cast<float>(coef * w * inv)), nullptr);
+  }
+  return loss * inv;
+}
+
+// Element weights (weights + i, count lanes; 0 in the padding), or 1 without weights.
+inline Vf element_weights(const float* weights, int64_t i, int64_t count) {
+  if (!weights) return set1(1.0f);
+  return count < kLanes ? load_partial(weights + i, count, 0.0f) : load(weights + i);
+}
+
+// logits, targets: (rows, cols)  row_weights: (rows) or null -> grad: (rows, cols) or
+// null; as CpuBackend::binary_cross_entropy_with_logits. One e = exp(-|z|) serves the
+// loss, max(z, 0) - z t + log1p(e) (the first two terms in float64, where z t is exact),
+// and the gradient scale (sigmoid(z) - t) with sigmoid(z) = (z < 0 ? e : 1) / (1 + e).
+double ew_binary_cross_entropy(float* grad, const float* logits, const float* targets, const float* row_weights,
+                               int64_t rows, int64_t cols) {
+  auto pass = [&](int64_t first, int64_t n, Vf scale, const float* weights) {
+    const float* z0 = logits + first;
+    const float* t0 = targets + first;
+    float* g0 = grad ? grad + first : nullptr;
+    Vd acc = zero_d(), acc_hi = zero_d();
+    // Without weights w = 1 and both products below are exact: the unweighted bits.
+    auto step = [&](Vf z, Vf t, Vf w) -> Vf {
+      const Vf e = vexp(set1(0.0f) - abs(z));
+      Vd zl, zh, tl, th, ll, lh, wl, wh;
+      widen(z, zl, zh);
+      widen(t, tl, th);
+      widen(vlog1p_unit(e), ll, lh);
+      widen(w, wl, wh);
+      acc = acc + (max(zl, set1(0.0)) - zl * tl + ll) * wl;
+      acc_hi = acc_hi + (max(zh, set1(0.0)) - zh * th + lh) * wh;
+      const Vf sig = select(z < set1(0.0f), e, set1(1.0f)) / (set1(1.0f) + e);
+      return (sig - t) * (scale * w);
+    };
+    const int64_t full = n - n % kLanes;
+    for (int64_t i = 0; i < full; i += kLanes) {
+      const Vf gi = step(load(z0 + i), load(t0 + i), element_weights(weights, i, kLanes));
+      if (g0) store(g0 + i, gi);
+    }
+    if (full < n) {
+      // Padding: z = +inf, t = 1 gives the term inf - inf: use a huge finite z instead,
+      // whose term max(z, 0) - z + log1p(0) is exactly 0.
+      const Vf gi = step(load_partial(z0 + full, n - full, 1e30f), load_partial(t0 + full, n - full, 1.0f),
+                         element_weights(weights, full, n - full));
+      if (g0) store_partial(g0 + full, n - full, gi);
+    }
+    return sum_lanes(acc + acc_hi);
   };
-  const int64_t full = n - n % kLanes;
-  for (int64_t i = 0; i < full; i += kLanes) {
-    const Vf gi = step(load(pred + i) - load(target + i));
-    if (grad) store(grad + i, gi);
-  }
-  if (full < n) {
-    const Vf gi = step(load_partial(pred + full, n - full, 0.0f) - load_partial(target + full, n - full, 0.0f));
-    if (grad) store_partial(grad + full, n - full, gi);
-  }
-  return sum_lanes(acc + acc_hi) / static_cast<double>(n);
+  return row_weighted_mean(row_weights, rows, cols, 1.0f, pass);
+}
+
+// pred, target: (rows, cols)  row_weights: (rows) or null -> grad: (rows, cols) or null;
+// as CpuBackend::mse: d = pred - target, sums of d^2 in float64 (each d^2 exact),
+// grad = scale d with the scale fl32(2 / n) (unweighted) or as row_weighted_mean says.
+double ew_mse(float* grad, const float* pred, const float* target, const float* row_weights, int64_t rows,
+              int64_t cols) {
+  auto pass = [&](int64_t first, int64_t n, Vf scale, const float* weights) {
+    const float* p0 = pred + first;
+    const float* t0 = target + first;
+    float* g0 = grad ? grad + first : nullptr;
+    Vd acc = zero_d(), acc_hi = zero_d();
+    auto step = [&](Vf d, int64_t i, int64_t count) {
+      Vd lo, hi;
+      widen(d, lo, hi);
+      if (weights) {  // element weights (one column): w d^2, each d^2 exact, then one rounding
+        const Vf w = element_weights(weights, i, count);
+        Vd wl, wh;
+        widen(w, wl, wh);
+        acc = fmadd(lo * lo, wl, acc);
+        acc_hi = fmadd(hi * hi, wh, acc_hi);
+        return (scale * w) * d;
+      }
+      acc = fmadd(lo, lo, acc);
+      acc_hi = fmadd(hi, hi, acc_hi);
+      return scale * d;
+    };
+    const int64_t full = n - n % kLanes;
+    for (int64_t i = 0; i < full; i += kLanes) {
+      const Vf gi = step(load(p0 + i) - load(t0 + i), i, kLanes);
+      if (g0) store(g0 + i, gi);
+    }
+    if (full < n) {
+      const Vf gi = step(load_partial(p0 + full, n - full, 0.0f) - load_partial(t0 + full, n - full, 0.0f), full,
+                         n - full);
+      if (g0) store_partial(g0 + full, n - full, gi);
+    }
+    return sum_lanes(acc + acc_hi);
+  };
+  return row_weighted_mean(row_weights, rows, cols, 2.0f, pass);
 }
 
 // ------------------------------------------------------------------ optimizer updates

@@ -5,10 +5,12 @@
 
 namespace customml::cpu {
 
-// pred, target: (n) -> grad: (n) or null; returns mean (pred - target)^2, and
-// dL/dpred = 2 (pred - target) / n.
-double CpuBackend::mse(float* grad, const float* pred, const float* target, int64_t n) {
-  return elementwise().mse(grad, pred, target, n);
+// pred, target: (rows, cols)  row_weights: (rows) or null -> grad: (rows, cols) or null;
+// returns sum_ij w_i d_ij^2 / (cols W) with d = pred - target, W = sum_i w_i (w_i = 1
+// without weights: the mean over all elements), and dL/dpred_ij = 2 w_i d_ij / (cols W).
+double CpuBackend::mse(float* grad, const float* pred, const float* target, const float* row_weights, int64_t rows,
+                       int64_t cols) {
+  return elementwise().mse(grad, pred, target, row_weights, rows, cols);
 }
 
 }  // namespace customml::cpu

@@ -82,13 +82,30 @@ class Callback:
     callback overrides it: it costs a read of the running metrics per batch),
     ``on_epoch_end(epoch, logs)`` (the epoch's loss, metrics and val_ metrics) and
     ``on_train_end(logs)``. ``self.model`` is the model being trained; setting
-    ``self.model.stop_training = True`` ends fit after the current epoch."""
+    ``self.model.stop_training = True`` ends fit after the current epoch.
+
+    A callback whose progress matters for resuming returns it from ``get_state()`` (a
+    JSON-serializable dict): ``model.save(path, include_optimizer=True)`` stores the
+    states of the last fit's callbacks, and the first fit after ``customml.load`` hands
+    each callback with the same ``state_key()`` its state, after ``on_train_begin``."""
 
     def __init__(self):
         self.model = None
 
     def set_model(self, model) -> None:
         self.model = model
+
+    def state_key(self) -> str:
+        """What a saved state is matched by: the class name and, where it has one, the
+        monitored quantity."""
+        monitor = getattr(self, "monitor", None)
+        return type(self).__name__ + (f":{monitor}" if monitor else "")
+
+    def get_state(self) -> Optional[Dict]:
+        return None
+
+    def set_state(self, state: Dict) -> None:
+        pass
 
     def on_train_begin(self, logs: Optional[Dict] = None) -> None:
         pass
@@ -123,6 +140,22 @@ def _monitored(owner: str, monitor: str, logs: Optional[Dict]) -> float:
     return float(logs[monitor])
 
 
+def _state_number(owner: str, state: Dict, key: str, integer: bool = False):
+    """A number from a saved state (None stays None: an unset best or epoch)."""
+    value = state.get(key) if isinstance(state, dict) else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):
+        raise ValueError(f"{owner} saved state {key} must be {'an integer' if integer else 'a number'}, "
+                         f"got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def _finite_or_none(value: float) -> Optional[float]:
+    # JSON has no infinity: an unset best (+-inf) is saved as null.
+    return value if math.isfinite(value) else None
+
+
 class _Improvement:
     """Tracks the best value of a monitored quantity (min or max, by at least min_delta)."""
 
@@ -145,7 +178,10 @@ class EarlyStopping(Callback):
     """Stops fit (between epochs) once ``monitor`` has not improved by more than
     ``min_delta`` for ``patience`` epochs; mode "auto" minimizes unless the name holds
     "acc". With ``restore_best_weights=True`` the model ends fit with the weights of its
-    best epoch, whether it stopped early or ran out of epochs."""
+    best epoch, whether it stopped early or ran out of epochs. Its best, wait and best
+    epoch are saved by ``save(include_optimizer=True)`` and resumed after ``load`` (list
+    ModelCheckpoint after it so the checkpoint sees the epoch's update); the best weights
+    are not, so after a resume they come from epochs trained since."""
 
     def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 0, mode: str = "auto",
                  restore_best_weights: bool = False):
@@ -190,6 +226,20 @@ class EarlyStopping(Callback):
         if self.best_weights is not None and self.model is not None:
             self.model.set_weights(self.best_weights)
 
+    def get_state(self) -> Dict:
+        """best, wait and best_epoch (not the best weights: restore_best_weights after a
+        resume can only go back to epochs trained since)."""
+        return {"best": _finite_or_none(self.best), "wait": self.wait, "best_epoch": self.best_epoch}
+
+    def set_state(self, state: Dict) -> None:
+        best = _state_number("EarlyStopping", state, "best")
+        wait = _state_number("EarlyStopping", state, "wait", integer=True)
+        best_epoch = _state_number("EarlyStopping", state, "best_epoch", integer=True)
+        if best is not None:
+            self._tracker.best = best
+        self.wait = wait or 0
+        self.best_epoch = best_epoch
+
 
 class ModelCheckpoint(Callback):
     """Saves the model with ``model.save`` (atomic) after each epoch, or with
@@ -216,6 +266,14 @@ class ModelCheckpoint(Callback):
 
     def on_train_begin(self, logs=None) -> None:
         self._tracker.reset()
+
+    def get_state(self) -> Dict:
+        return {"best": _finite_or_none(self.best)}
+
+    def set_state(self, state: Dict) -> None:
+        best = _state_number("ModelCheckpoint", state, "best")
+        if best is not None:
+            self._tracker.best = best
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         logs = logs or {}

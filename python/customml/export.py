@@ -4,7 +4,9 @@ Each Dense layer becomes ``Gemm(x, kernel, bias)`` (kernel (in, out) as stored, 
 transpose) followed by its activation: Relu, Sigmoid, Tanh, or GELU in its tanh form,
 which is ``Gelu(approximate="tanh")`` from opset 20 and the same formula written out in
 elementary ops (Mul, Add, Tanh) for opsets 17 to 19. Dropout layers are the identity at
-inference and are left out. The input "input" is float32 (batch, input_dim) and the
+inference and are left out. The preprocessing layers (Normalization, Rescaling) become
+``Mul(x, scale)`` then ``Add(., shift)`` with the float32 per-feature constants the
+executor uses, the same two roundings. The input "input" is float32 (batch, input_dim) and the
 output "output" float32 (batch, output_dim), predict's output (logits for
 classification losses); the batch dimension is symbolic ("batch").
 """
@@ -53,6 +55,16 @@ def export_onnx(model, path, opset: int = MIN_OPSET) -> None:
     def const(name: str, value: float) -> str:
         inits.append(numpy_helper.from_array(np.array(value, dtype=np.float32), name))
         return name
+
+    for i, layer in enumerate(model.layers):
+        if not layer._preprocessing:
+            continue
+        scale, shift = layer._affine(model.input_dim)
+        p = f"layers.{i}"
+        inits += [numpy_helper.from_array(scale, f"{p}.scale"), numpy_helper.from_array(shift, f"{p}.shift")]
+        nodes.append(helper.make_node("Mul", [cur, f"{p}.scale"], [f"{p}.scaled"], name=f"{p}.mul"))
+        nodes.append(helper.make_node("Add", [f"{p}.scaled", f"{p}.shift"], [f"{p}.output"], name=f"{p}.add"))
+        cur = f"{p}.output"
 
     for i in dense:
         layer = model.layers[i]

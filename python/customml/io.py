@@ -17,9 +17,13 @@ optimizer state slot (Adam: m, v and, with amsgrad, vmax; SGD with momentum: vel
 
 Metadata (every value a string; the structured ones hold JSON): ``format`` = "customml",
 ``format_version`` = "1" (or "2" when a layer has a kernel_regularizer, the learning
-rate is a schedule or the precision is not fp32), ``customml_version``, ``architecture``, ``preprocessing``,
+rate is a schedule or the precision is not fp32; "3" when a layer is frozen, the model has
+a preprocessing layer, a metric other than accuracy, or callback states),
+``customml_version``, ``architecture``, ``preprocessing``,
 ``training`` (the compile configuration, "null" when uncompiled), ``optimizer_state`` (only
-with include_optimizer: the step count, the epochs trained and the slot names) and
+with include_optimizer: the step count, the epochs trained and the slot names),
+``callbacks_state`` (only with include_optimizer, when the last fit's callbacks have
+resumable state: ``{state_key: state}``, e.g. EarlyStopping's best and wait) and
 ``checksum``: "sha256:" + the hex SHA-256 of every other metadata entry (sorted by key,
 each as key NUL value NUL in UTF-8) followed by the data section.
 
@@ -47,7 +51,7 @@ from . import losses as losses_mod
 from . import optimizers as optimizers_mod
 from . import regularizers as regularizers_mod
 from . import schedules as schedules_mod
-from .layers import Dense, Dropout
+from .layers import Dense, Dropout, Normalization, Rescaling
 
 __all__ = ["save", "load", "load_weights", "dumps", "loads", "FORMAT_VERSION"]
 
@@ -58,7 +62,11 @@ FORMAT = "customml"
 # schedules as an optimizer's learning_rate. A file is written as version 1 unless it
 # uses one of them, so version-1 readers keep reading every file they can understand and
 # tell their users to upgrade for the others.
-FORMAT_VERSION = 2
+# Version 3 adds a Dense layer's optional "trainable": false (a frozen layer) and the
+# preprocessing layers "normalization" (mean and variance as JSON number lists, or null
+# before adapt) and "rescaling" (scale, offset); a version-2 reader would refuse them
+# anyway, and with the version it says why.
+FORMAT_VERSION = 3
 # As the safetensors reference implementation: a header larger than this is refused
 # before it is read. A customml header is about 200 bytes per layer.
 MAX_HEADER_BYTES = 100_000_000
@@ -69,7 +77,7 @@ _DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 
                 "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8}
 _REQUIRED_KEYS = ("format", "format_version", "customml_version", "architecture", "preprocessing", "training",
                   "checksum")
-_OPTIONAL_KEYS = ("optimizer_state",)
+_OPTIONAL_KEYS = ("optimizer_state", "callbacks_state")
 _SLOTS = {"adam": ("m", "v"), "adam_amsgrad": ("m", "v", "vmax"), "sgd_momentum": ("velocity",), "sgd": ()}
 _OPTIMIZERS = {"SGD": optimizers_mod.SGD, "Adam": optimizers_mod.Adam, "AdamW": optimizers_mod.AdamW}
 _LOSSES = {"SoftmaxCrossEntropy": losses_mod.SoftmaxCrossEntropy,
@@ -151,9 +159,18 @@ def _architecture(model) -> dict:
             # Written only when set, so a model without one writes what version 1 wrote.
             if layer.kernel_regularizer is not None:
                 spec["kernel_regularizer"] = layer.kernel_regularizer.get_config()
+            if not layer.trainable:
+                spec["trainable"] = False
             layers.append(spec)
         elif isinstance(layer, Dropout):
             layers.append({"kind": "dropout", "name": layer.name, "rate": layer.rate})
+        elif isinstance(layer, Normalization):
+            # float64 statistics as JSON numbers: repr round-trips them exactly.
+            layers.append({"kind": "normalization", "name": layer.name,
+                           "mean": None if layer.mean is None else layer.mean.tolist(),
+                           "variance": None if layer.variance is None else layer.variance.tolist()})
+        elif isinstance(layer, Rescaling):
+            layers.append({"kind": "rescaling", "name": layer.name, "scale": layer.scale, "offset": layer.offset})
         else:
             raise ValueError(f"[save] cannot save layer {layer.name!r} of type {type(layer).__name__}")
     return {"name": model.name, "input_dim": model.input_dim, "seed": model.seed, "layers": layers}
@@ -193,11 +210,28 @@ def _training(model) -> Optional[dict]:
     return training
 
 
-def _needs_version_2(arch: dict, training: Optional[dict]) -> bool:
+def _callbacks_state(model) -> Dict[str, dict]:
+    """The resumable states of the last fit's callbacks, by state_key()."""
+    states = {}
+    for cb in model._callbacks:
+        state = cb.get_state()
+        if state is not None:
+            states[cb.state_key()] = state
+    return states
+
+
+def _format_version(arch: dict, training: Optional[dict]) -> int:
+    """The oldest format version that holds everything the file must say."""
+    if any("trainable" in spec or spec["kind"] in ("normalization", "rescaling") for spec in arch["layers"]):
+        return 3
+    # Version-2 readers know the metric "accuracy" only; any other name would fail there as
+    # an invalid configuration rather than as a file to upgrade for.
+    if training is not None and any(m != "accuracy" for m in training["metrics"]):
+        return 3
     regularized = any("kernel_regularizer" in spec for spec in arch["layers"])
     scheduled = training is not None and isinstance(training["optimizer"]["config"]["learning_rate"], dict)
     reduced_precision = training is not None and training.get("precision", "fp32") != "fp32"
-    return regularized or scheduled or reduced_precision
+    return 2 if regularized or scheduled or reduced_precision else 1
 
 
 def _slot_names(training: Optional[dict]) -> Tuple[str, ...]:
@@ -255,7 +289,10 @@ def _encode(model, include_optimizer: bool) -> List[bytes]:
     net = model._net
     arch = _architecture(model)
     training = _training(model)
-    version = 2 if _needs_version_2(arch, training) else 1
+    version = _format_version(arch, training)
+    callbacks = _callbacks_state(model) if include_optimizer else {}
+    if callbacks:
+        version = max(version, 3)
     metadata = {"format": FORMAT, "format_version": str(version),
                 "customml_version": _core.build_info()["version"], "architecture": _dumps(arch),
                 "preprocessing": _dumps([]), "training": _dumps(training)}
@@ -281,6 +318,8 @@ def _encode(model, include_optimizer: bool) -> List[bytes]:
             state["loss_scale"] = float(net.loss_scale)
             state["loss_scale_good_steps"] = int(net.loss_scale_good_steps)
         metadata["optimizer_state"] = _dumps(state)
+        if callbacks:
+            metadata["callbacks_state"] = _dumps(callbacks)
     metadata["checksum"] = _checksum(metadata, [t[2] for t in tensors])
 
     header: Dict[str, object] = {"__metadata__": metadata}
@@ -478,6 +517,16 @@ class _Model:
         self.state = None
         if "optimizer_state" in meta:
             self.state = self._state(f._json(meta["optimizer_state"].encode("utf-8"), "optimizer_state"))
+        self.callbacks = None
+        if "callbacks_state" in meta:
+            if self.state is None:
+                f.fail("callbacks_state without optimizer_state")
+            callbacks = f._json(meta["callbacks_state"].encode("utf-8"), "callbacks_state")
+            if not (isinstance(callbacks, dict) and all(
+                    isinstance(v, dict) and all(v2 is None or _json_type(v2, "number") for v2 in v.values())
+                    for v in callbacks.values())):
+                f.fail(f"callbacks_state must map callback keys to objects of numbers, got {_short(callbacks)}")
+            self.callbacks = callbacks
         self._check_tensors()
 
     def _architecture(self, arch) -> dict:
@@ -496,10 +545,25 @@ class _Model:
         for i, spec in enumerate(layers):
             kind = spec.get("kind") if isinstance(spec, dict) else None
             keys = {"dense": {"kind", "name", "units", "activation", "kernel_initializer"},
-                    "dropout": {"kind", "name", "rate"}}.get(kind)
-            # kernel_regularizer is optional: files written before it existed lack it.
-            if keys is None or not (set(spec) == keys or (kind == "dense" and set(spec) == keys | {"kernel_regularizer"})):
-                fail(f"architecture layer {i}: expected a dense or dropout layer description, got {_short(spec)}")
+                    "dropout": {"kind", "name", "rate"},
+                    "normalization": {"kind", "name", "mean", "variance"},
+                    "rescaling": {"kind", "name", "scale", "offset"}}.get(kind)
+            # kernel_regularizer and trainable are optional: files written before they existed
+            # lack them, and files of models that do not use them too.
+            if keys is None or not (set(spec) == keys or (kind == "dense" and keys < set(spec) <= keys | {
+                    "kernel_regularizer", "trainable"})):
+                fail(f"architecture layer {i}: expected a dense, dropout, normalization or rescaling layer "
+                     f"description, got {_short(spec)}")
+            if kind == "normalization" and not all(
+                    spec[k] is None or (isinstance(spec[k], list) and len(spec[k]) == arch["input_dim"]
+                                        and all(_json_type(v, "number") for v in spec[k]))
+                    for k in ("mean", "variance")):
+                fail(f"architecture layer {i}: normalization mean and variance must be null or lists of "
+                     f"{_short(arch['input_dim'])} numbers")
+            if kind == "rescaling" and not all(_json_type(spec[k], "number") for k in ("scale", "offset")):
+                fail(f"architecture layer {i}: rescaling scale and offset must be numbers")
+            if "trainable" in spec and not isinstance(spec["trainable"], bool):
+                fail(f"architecture layer {i}: trainable must be true or false, got {_short(spec['trainable'])}")
             reg = spec.get("kernel_regularizer")
             if reg is not None and not (isinstance(reg, dict) and set(reg) == {"l1", "l2"}
                                         and all(_json_type(reg[k], "number") for k in ("l1", "l2"))):
@@ -606,6 +670,11 @@ class _Model:
                                         kernel_initializer=spec["kernel_initializer"],
                                         kernel_regularizer=regularizers_mod.L1L2(**reg) if reg else None,
                                         name=spec["name"]))
+                    layers[-1].trainable = spec.get("trainable", True)
+                elif spec["kind"] == "normalization":
+                    layers.append(Normalization(spec["mean"], spec["variance"], name=spec["name"]))
+                elif spec["kind"] == "rescaling":
+                    layers.append(Rescaling(spec["scale"], spec["offset"], name=spec["name"]))
                 else:
                     layers.append(Dropout(spec["rate"], name=spec["name"]))
             model = Sequential(layers, input_dim=arch["input_dim"], device=device, seed=arch["seed"],
@@ -632,6 +701,7 @@ class _Model:
             if "loss_scale" in self.state:
                 net.set_loss_scale(self.state["loss_scale"], self.state["loss_scale_good_steps"])
             model._epoch = self.state["epochs_trained"]
+            model._restored_callback_state = self.callbacks
         return model
 
     def write_weights(self, model) -> None:
@@ -680,8 +750,8 @@ def load_weights(model, path) -> None:
         for i, (spec, layer) in enumerate(zip(layers, model.layers)):
             mine = _architecture_of_layer(layer)
             if spec["kind"] != mine[0] or (spec["kind"] == "dense" and spec["units"] != mine[1]):
-                theirs = f"Dense({spec['units']})" if spec["kind"] == "dense" else "Dropout"
-                ours = f"Dense({mine[1]})" if mine[0] == "dense" else "Dropout"
+                theirs = f"Dense({spec['units']})" if spec["kind"] == "dense" else spec["kind"].capitalize()
+                ours = f"Dense({mine[1]})" if mine[0] == "dense" else mine[0].capitalize()
                 mismatch = f"layer {i} is {theirs} in the file but {ours} in the model"
                 break
     if mismatch:
@@ -691,9 +761,14 @@ def load_weights(model, path) -> None:
         if model._loss is not None:
             model._compile_net()
     saved.write_weights(model)
+    # A Normalization's statistics are its weights (as in Keras); a Rescaling's constants
+    # are configuration, kept as the model has them.
+    for spec, layer in zip(layers, model.layers):
+        if spec["kind"] == "normalization" and spec["mean"] is not None:
+            layer._set_stats(spec["mean"], spec["variance"])
 
 
 def _architecture_of_layer(layer) -> Tuple[str, int]:
     if isinstance(layer, Dense):
         return "dense", layer.units
-    return "dropout", 0
+    return layer._kind, 0

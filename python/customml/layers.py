@@ -11,7 +11,7 @@ import numpy as np
 from . import _core
 from . import regularizers as regularizers_mod
 
-__all__ = ["Layer", "Dense", "Dropout"]
+__all__ = ["Layer", "Dense", "Dropout", "Normalization", "Rescaling"]
 
 _INITIALIZERS = ("glorot_uniform", "he_normal", "zeros")
 
@@ -20,6 +20,7 @@ class Layer:
     """Base class: a named layer that a Sequential model binds to its executor."""
 
     _kind = "layer"
+    _preprocessing = False  # Normalization, Rescaling: must come first in a model
 
     def __init__(self, name: Optional[str] = None):
         if name is not None and not isinstance(name, str):
@@ -28,10 +29,30 @@ class Layer:
         self._model = None
         self._index = -1
         self.input_dim: Optional[int] = None
+        self._trainable = True
 
     @property
     def built(self) -> bool:
         return self._model is not None and self._model._net is not None
+
+    @property
+    def trainable(self) -> bool:
+        """False freezes the layer (Keras' meaning, for fine-tuning): fit leaves its
+        parameters and their optimizer state bit-identical, whatever the weight decay, and
+        skips its weight-gradient work (and all backward work below the lowest trainable
+        layer). Takes effect from the next batch; saved in the model file."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"layer {self.name!r} trainable must be True or False, got {value!r}")
+        self._trainable = bool(value)
+        if self.built:
+            self._model._net.set_trainable(self._index, self._trainable)
+
+    def count_trainable_params(self) -> int:
+        return self.count_params() if self._trainable else 0
 
     def output_dim(self, input_dim: int) -> int:
         return input_dim
@@ -107,7 +128,7 @@ class Dense(Layer):
         return self.input_dim * self.units + self.units
 
     def _spec(self) -> dict:
-        spec = {"kind": "dense", "units": self.units, "activation": self.activation}
+        spec = {"kind": "dense", "units": self.units, "activation": self.activation, "trainable": self._trainable}
         if self.kernel_regularizer is not None:
             spec.update(self.kernel_regularizer.get_config())
         return spec
@@ -189,3 +210,112 @@ class Dropout(Layer):
 
     def __repr__(self) -> str:
         return f"Dropout({self.rate}, name={self.name!r})"
+
+
+class _Preprocessing(Layer):
+    """A per-feature affine map ``x * scale + shift`` on the model's input, run by the
+    executor (the op ``feature_affine``) on every device; no trainable parameters.
+    Preprocessing layers come first in a model."""
+
+    _preprocessing = True
+
+    def _affine(self, width: int):
+        """(scale, shift), float32 arrays of ``width`` values."""
+        raise NotImplementedError
+
+    def _spec(self) -> dict:
+        scale, shift = self._affine(self.input_dim)
+        return {"kind": "affine", "scale": scale.tolist(), "shift": shift.tolist()}
+
+    def _push(self) -> None:
+        """Sends a changed map to a built model's executor."""
+        if self.built:
+            scale, shift = self._affine(self.input_dim)
+            self._model._net.set_affine(self._index, scale, shift)
+
+
+class Normalization(_Preprocessing):
+    """Keras' Normalization: ``(x - mean) / sqrt(variance)`` per feature, with the mean
+    and (population) variance that ``adapt(x)`` computes from training data, or given.
+    As Keras, the standard deviation is floored at 1e-7 (a constant feature is only
+    centred). Runs as the executor's first step as ``x * scale + shift`` with the float32
+    constants ``scale = 1 / std`` and ``shift = -(mean * scale)``; saved in the model file
+    and exported to ONNX. Until adapted (or given mean and variance) it is the identity, and fit refuses
+    to train through it."""
+
+    _kind = "normalization"
+    EPSILON = 1e-7
+
+    def __init__(self, mean=None, variance=None, *, name: Optional[str] = None):
+        super().__init__(name)
+        if (mean is None) != (variance is None):
+            raise ValueError("Normalization needs both mean and variance, or neither (then call adapt)")
+        self.mean = self.variance = None
+        if mean is not None:
+            self._set_stats(mean, variance)
+
+    @property
+    def adapted(self) -> bool:
+        return self.mean is not None
+
+    def _set_stats(self, mean, variance) -> None:
+        mean = np.atleast_1d(np.asarray(mean, dtype=np.float64))
+        variance = np.atleast_1d(np.asarray(variance, dtype=np.float64))
+        if mean.ndim != 1 or mean.shape != variance.shape or mean.size == 0:
+            raise ValueError(f"Normalization mean and variance must be 1-D of the same length, got shapes "
+                             f"{mean.shape} and {variance.shape}")
+        if not (np.isfinite(mean).all() and np.isfinite(variance).all() and (variance >= 0).all()):
+            raise ValueError("Normalization mean must be finite and variance finite and >= 0")
+        if self.input_dim is not None and mean.size != self.input_dim:
+            raise ValueError(f"Normalization of layer {self.name!r} has {self.input_dim} features, got statistics "
+                             f"for {mean.size}")
+        self.mean, self.variance = mean, variance
+        self._push()
+
+    def adapt(self, x) -> None:
+        """Sets mean and variance per feature from ``x`` (samples, features), in float64."""
+        x = np.asarray(x)
+        if x.dtype.kind not in "biuf" or x.ndim != 2 or x.shape[0] == 0:
+            raise ValueError(f"[adapt] x must be a non-empty 2-D numeric array (samples, features), got "
+                             f"{x.dtype} of shape {x.shape}")
+        x = x.astype(np.float64)
+        if not np.isfinite(x).all():
+            raise ValueError("[adapt] x contains NaN or inf")
+        self._set_stats(x.mean(axis=0), x.var(axis=0))
+
+    def _affine(self, width: int):
+        if self.mean is None:
+            return np.ones(width, np.float32), np.zeros(width, np.float32)
+        if self.mean.size != width:
+            raise ValueError(f"Normalization of layer {self.name!r} was adapted to {self.mean.size} features, "
+                             f"the model has {width}")
+        std = np.maximum(np.sqrt(self.variance), self.EPSILON)
+        scale = (1.0 / std).astype(np.float32)
+        # shift = -(fl32(mean) scale) in float32, so a value equal to the mean maps to
+        # exactly 0 (a constant feature: scale 1e7 would otherwise leave a rounding
+        # residue of order |mean|).
+        shift = -(self.mean.astype(np.float32) * scale)
+        return scale, shift
+
+    def __repr__(self) -> str:
+        return f"Normalization(adapted={self.adapted}, name={self.name!r})"
+
+
+class Rescaling(_Preprocessing):
+    """Keras' Rescaling: ``x * scale + offset`` with scalar scale and offset (e.g.
+    ``Rescaling(1 / 255)`` for pixels), run by the executor as the model's first step."""
+
+    _kind = "rescaling"
+
+    def __init__(self, scale: float, offset: float = 0.0, *, name: Optional[str] = None):
+        super().__init__(name)
+        for what, v in (("scale", scale), ("offset", offset)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(v):
+                raise ValueError(f"Rescaling {what} must be a finite number, got {v!r}")
+        self.scale, self.offset = float(scale), float(offset)
+
+    def _affine(self, width: int):
+        return np.full(width, self.scale, np.float32), np.full(width, self.offset, np.float32)
+
+    def __repr__(self) -> str:
+        return f"Rescaling({self.scale}, offset={self.offset}, name={self.name!r})"

@@ -21,7 +21,7 @@ from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from . import schedules as schedules_mod
 from .callbacks import Callback, History
-from .layers import Dense, Layer
+from .layers import Dense, Dropout, Layer, Normalization
 
 __all__ = ["Sequential"]
 
@@ -63,7 +63,7 @@ def _check_finite(a: np.ndarray, name: str, op: str) -> None:
 
 def _check_binary_metrics(metrics: Tuple[str, ...], outputs: int) -> None:
     for m in metrics:
-        if (m.endswith("_binary") or m == "roc_auc") and outputs > 2:
+        if m.endswith("_binary") and outputs > 2:
             raise ValueError(f"metric {m!r} needs a binary classifier (one or two outputs), "
                              f"the model has {outputs}")
 
@@ -110,6 +110,10 @@ class Sequential:
         self.stop_training = False
         # Epochs completed since compile: the next fit continues the shuffle stream here.
         self._epoch = 0
+        # The last fit's callbacks, whose states save(include_optimizer=True) stores, and
+        # the states a loaded file holds for the first fit after load.
+        self._callbacks: Tuple[Callback, ...] = ()
+        self._restored_callback_state: Optional[Dict[str, Dict]] = None
         try:
             for layer in layers:
                 self.add(layer)
@@ -124,12 +128,18 @@ class Sequential:
     # -- structure ---------------------------------------------------------------------
 
     def add(self, layer: Layer) -> None:
+        """Appends a layer. On a built model (to put a new head on a trained base, after
+        ``pop``) the executor is rebuilt: the other layers keep their weights and trainable
+        flags, the new layer is initialized from the model's seed and its position, and a
+        compiled model is compiled again with the same configuration (fresh optimizer
+        state and step count, as after ``compile``)."""
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add expects a customml layer, got {type(layer).__name__}")
         if layer._model is not None:
             raise ValueError(f"layer {layer.name!r} already belongs to a model")
-        if self._net is not None:
-            raise ValueError("cannot add layers to a built model")
+        if layer._preprocessing and any(not lay._preprocessing for lay in self.layers):
+            raise ValueError(f"preprocessing layer {type(layer).__name__} must come first in the model, before "
+                             "any Dense or Dropout layer")
         taken = {lay.name for lay in self.layers}
         if layer.name in taken:
             raise ValueError(f"the model already has a layer named {layer.name!r}; layer names must be unique")
@@ -142,6 +152,60 @@ class Sequential:
         layer._model = self
         layer._index = len(self.layers)
         self.layers.append(layer)
+        if self._net is not None:
+            try:
+                self._rebuild()
+            except BaseException:
+                self.layers.pop()
+                layer._model, layer._index, layer.input_dim = None, -1, None
+                raise
+
+    def pop(self) -> Layer:
+        """Removes and returns the last layer, e.g. to replace a classifier's head; a built
+        model is rebuilt as by ``add``, keeping the other layers' weights."""
+        if not self.layers:
+            raise ValueError("[pop] the model has no layers")
+        if self._net is not None and not any(isinstance(lay, Dense) for lay in self.layers[:-1]):
+            raise ValueError("[pop] cannot remove the only Dense layer of a built model")
+        layer = self.layers.pop()
+        if self._net is not None:
+            try:
+                self._rebuild()
+            except BaseException:
+                self.layers.append(layer)
+                raise
+        layer._model, layer._index, layer.input_dim = None, -1, None
+        return layer
+
+    def _rebuild(self) -> None:
+        """A new executor for the current layers: layers that were built keep their weights,
+        new ones are initialized from (seed, position); recompiled when compiled."""
+        kept = {id(layer): layer.get_weights() for layer in self.layers if layer.input_dim is not None}
+        width = self._input_dim
+        for layer in self.layers:
+            layer.input_dim = width
+            width = layer.output_dim(width)
+        try:
+            net = _core.Network(self._input_dim, [layer._spec() for layer in self.layers], self.device)
+        except BaseException:
+            for layer in self.layers:
+                if id(layer) not in kept:
+                    layer.input_dim = None
+            raise
+        self._net = net
+        for index, layer in enumerate(self.layers):
+            if id(layer) in kept:
+                layer._assign(kept[id(layer)])
+                continue
+            # A stream per position (counter word 2 = 2 keeps it apart from the
+            # initialization and shuffle streams): the same new head gets the same weights.
+            rng = np.random.Generator(np.random.Philox(key=self.seed, counter=[0, 0, 2, index]))
+            weights = layer._initial_weights(rng)
+            if weights:
+                layer._assign(weights)
+        if self._loss is not None:
+            self._epoch = 0
+            self._compile_net()
 
     @property
     def built(self) -> bool:
@@ -208,7 +272,8 @@ class Sequential:
         self._require_built("summary")
         rows = [("Layer", "Output shape", "Params")]
         for layer in self.layers:
-            detail = f" ({layer.activation})" if isinstance(layer, Dense) else f" ({layer.rate})"
+            detail = (f" ({layer.activation})" if isinstance(layer, Dense) else
+                      f" ({layer.rate})" if isinstance(layer, Dropout) else "")
             rows.append((f"{layer.name}{detail}", f"(None, {layer.output_dim(layer.input_dim)})",
                          f"{layer.count_params():,}"))
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
@@ -221,6 +286,7 @@ class Sequential:
                 print_fn(line)
         print_fn(line)
         print_fn(f"Total params: {self.count_params():,}")
+        print_fn(f"Trainable params: {sum(layer.count_trainable_params() for layer in self.layers):,}")
 
     # -- training ----------------------------------------------------------------------
 
@@ -235,8 +301,9 @@ class Sequential:
         ``metrics``: names from ``customml.metrics.NAMES``: "accuracy", "precision",
         "recall", "f1" (binary for one logit or two classes, else macro), their
         ``_binary``/``_macro``/``_micro``/``_weighted`` variants, "confusion_matrix" and
-        "roc_auc" (binary) for classification losses; "mae", "rmse", "r2" for mse. The
-        executor accumulates their statistics per batch; values follow sklearn.metrics.
+        "roc_auc" (binary, or one-vs-rest macro for more classes) for classification
+        losses; "mae", "rmse", "r2" for mse. The executor accumulates their statistics per
+        batch; values follow sklearn.metrics.
 
         ``precision``: the number format of the dense layers' products: "fp32" (default,
         every device), or on CUDA tensor cores "tf32", "bf16" or "fp16" (operands rounded
@@ -359,14 +426,86 @@ class Sequential:
                              f" (the model has {out} output{'s' if out != 1 else ''})")
         return np.ascontiguousarray(y, dtype=np.int32)
 
-    def fit(self, x, y, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
+    def _as_sample_weight(self, w, n: int, op: str, name: str = "sample_weight") -> np.ndarray:
+        """float32 (n,), finite and >= 0 (the executor checks each batch again)."""
+        try:
+            w = np.asarray(w)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"[{op}] {name} must be an array, got {type(w).__name__}: {exc}") from None
+        if w.dtype.kind not in "biuf":
+            raise TypeError(f"[{op}] {name} must be numeric, got dtype {w.dtype}")
+        if w.ndim == 2 and w.shape[1] == 1:
+            w = w[:, 0]
+        if w.shape != (n,):
+            raise ValueError(f"[{op}] {name} has shape {w.shape}, expected ({n},): one weight per sample")
+        w = np.ascontiguousarray(w, dtype=np.float32)
+        _check_finite(w, name, op)
+        if (w < 0).any():
+            raise ValueError(f"[{op}] {name} must be >= 0, got {float(w[np.argmax(w < 0)])!r} at index "
+                             f"{int(np.argmax(w < 0))}")
+        return w
+
+    def _iterable_batches(self, data, steps_per_epoch: Optional[int], op: str):
+        """A function of the epoch that yields (x, y, index, sample_weight) per batch from
+        an iterable of (x, y) or (x, y, sample_weight) tuples. A re-iterable (a list,
+        ``customml.data.batches``) starts a new pass each epoch; a one-shot iterator (a
+        generator) is one continuing stream, and an epoch that finds it exhausted is an
+        error, since silently training on nothing would look like convergence."""
+        one_shot = iter(data) is data
+        stream = iter(data) if one_shot else None
+        index_cache: Dict[int, np.ndarray] = {}
+
+        def epoch_batches(epoch: int):
+            it = stream if one_shot else iter(data)
+            step = 0
+            while steps_per_epoch is None or step < steps_per_epoch:
+                try:
+                    item = next(it)
+                except StopIteration:
+                    break
+                if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+                    raise ValueError(f"[{op}] batch {step} of the iterable must be a tuple (x, y) or "
+                                     f"(x, y, sample_weight), got {type(item).__name__}")
+                xb = _as_features(item[0], f"batch {step} x", op)
+                self._ensure_ready(xb, op)
+                _check_finite(xb, f"batch {step} x", op)
+                b = xb.shape[0]
+                yb = self._as_targets(item[1], b, op, f"batch {step} y")
+                wb = None if len(item) == 2 or item[2] is None else \
+                    self._as_sample_weight(item[2], b, op, f"batch {step} sample_weight")
+                if b not in index_cache:
+                    index_cache[b] = np.arange(b, dtype=np.int64)
+                yield xb, yb, index_cache[b], wb
+                step += 1
+            if step == 0:
+                raise ValueError(
+                    f"[{op}] the iterable of batches yielded no batch in epoch {epoch + 1}"
+                    + (": a one-shot iterator (e.g. a generator) is exhausted after one pass; pass a re-iterable "
+                       "(a list, customml.data.batches(...)) or give steps_per_epoch= and a stream long enough "
+                       "for all epochs" if one_shot else ""))
+        return epoch_batches
+
+    def fit(self, x, y=None, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
             validation_split: float = 0.0, validation_data: Optional[Tuple] = None,
             seed: Optional[int] = None, verbose: int = 1,
-            callbacks: Optional[Sequence[Callback]] = None) -> History:
+            callbacks: Optional[Sequence[Callback]] = None, sample_weight=None,
+            steps_per_epoch: Optional[int] = None) -> History:
         """Trains for ``epochs`` passes over (x, y) in mini-batches; one C++ call per
         batch runs forward, loss, backward, clipping, the update and the metric
         counters. Returns a History (also kept as ``model.history``). Ctrl-C stops
         between batches with KeyboardInterrupt, leaving the model consistent.
+
+        ``sample_weight`` (one number >= 0 per sample) weights each sample's loss: a
+        batch's loss is ``sum_i w_i l_i / sum_i w_i`` with ``w_i`` the sample weight times
+        the loss's class weight (so only the ratios matter; a batch of zero weights makes
+        no gradient). The reported loss is weighted so; the metrics are not.
+
+        ``x`` may instead be an iterable of batches, ``(x, y)`` or ``(x, y,
+        sample_weight)`` tuples, with ``y`` left out: a re-iterable (a list,
+        ``customml.data.batches(...)``) is passed over once per epoch; a one-shot iterator
+        (a generator) is read as one stream, ``steps_per_epoch`` batches per epoch (all of
+        it when not given, then a later epoch is an error). The iterable sets the order:
+        ``shuffle``, ``batch_size`` and ``validation_split`` do not apply.
 
         Training continues where the last fit since compile stopped: epoch e's shuffle
         order is drawn from (seed, e) and the dropout masks from (seed, step), so two
@@ -379,26 +518,46 @@ class Sequential:
         the executor's step count."""
         op = "fit"
         callbacks = list(callbacks or ())
+        from_iterable = y is None
+        if from_iterable and (isinstance(x, np.ndarray) or not hasattr(x, "__iter__")):
+            raise ValueError("[fit] y is missing: give (x, y) arrays, or as x an iterable of (x, y) batches")
+        if steps_per_epoch is not None:
+            steps_per_epoch = _positive_int(steps_per_epoch, "steps_per_epoch", op)
+            if not from_iterable:
+                raise ValueError("[fit] steps_per_epoch applies to an iterable of batches; with arrays an epoch "
+                                 "is one pass over x")
+        if from_iterable and (validation_split or sample_weight is not None):
+            raise ValueError("[fit] with an iterable of batches, give validation_data rather than "
+                             "validation_split, and sample weights as a third element of each batch")
         for cb in callbacks:
             if not isinstance(cb, Callback):
                 raise ValueError(f"[fit] callbacks must be customml.callbacks.Callback objects, got "
                                  f"{type(cb).__name__}")
         if self._loss is None:
             raise ValueError("[fit] the model must be compiled first (model.compile(...))")
+        for layer in self.layers:
+            if isinstance(layer, Normalization) and not layer.adapted:
+                raise ValueError(f"[fit] Normalization layer {layer.name!r} is not adapted: call "
+                                 f"model.layers[{layer._index}].adapt(x_train) (or give it mean and variance) first")
         epochs = _positive_int(epochs, "epochs", op, minimum=0)
         batch_size = _positive_int(batch_size, "batch_size", op)
         if verbose not in (0, 1, 2):
             raise ValueError(f"[fit] verbose must be 0, 1 or 2, got {verbose!r}")
-        x = _as_features(x, "x", op)
-        self._ensure_ready(x, op)
-        y = self._as_targets(y, x.shape[0], op)
-        _check_finite(x, "x", op)
+        if not from_iterable:
+            x = _as_features(x, "x", op)
+            self._ensure_ready(x, op)
+            y = self._as_targets(y, x.shape[0], op)
+            _check_finite(x, "x", op)
+            if sample_weight is not None:
+                sample_weight = self._as_sample_weight(sample_weight, x.shape[0], op)
         if validation_data is not None:
             if validation_split:
                 raise ValueError("[fit] give validation_split or validation_data, not both")
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("[fit] validation_data must be a tuple (x_val, y_val)")
             x_val = _as_features(validation_data[0], "validation_data x", op)
+            if from_iterable and self._net is None:
+                self._ensure_ready(x_val, op)
             if x_val.shape[1] != self._input_dim:
                 raise ValueError(f"[fit] validation_data x has {x_val.shape[1]} features but the model expects "
                                  f"{self._input_dim}")
@@ -414,15 +573,35 @@ class Sequential:
                                  "empty training or validation set")
             x, x_val = x[:-n_val], x[-n_val:]
             y, y_val = y[:-n_val], y[-n_val:]
+            if sample_weight is not None:
+                sample_weight = sample_weight[:-n_val]
         else:
             x_val = y_val = None
 
         seed = self.seed if seed is None else _positive_int(seed, "seed", op, minimum=0)
-        self._net.set_seed(seed)
-        n = x.shape[0]
-        order = np.arange(n, dtype=np.int64)
-        steps = -(-n // batch_size)
-        history = History({"epochs": epochs, "batch_size": batch_size, "steps": steps, "samples": n})
+        if from_iterable:
+            epoch_batches = self._iterable_batches(x, steps_per_epoch, op)
+            steps = steps_per_epoch if steps_per_epoch is not None else (len(x) if hasattr(x, "__len__") else None)
+            n = None
+        else:
+            n = x.shape[0]
+            steps = -(-n // batch_size)
+
+            def epoch_batches(epoch: int):
+                if shuffle:
+                    # One Philox stream per epoch (counter word 3; word 2 = 1 keeps it apart
+                    # from the initialization stream), so an epoch's order depends on the
+                    # seed and its index alone and a resumed fit draws what a straight one would.
+                    order = np.arange(n, dtype=np.int64)
+                    stream = np.random.Philox(key=seed, counter=[0, 0, 1, self._epoch])
+                    np.random.Generator(stream).shuffle(order)
+                else:
+                    order = np.arange(n, dtype=np.int64)
+                for start in range(0, n, batch_size):
+                    yield x, y, order[start:start + batch_size], sample_weight
+        seed_pending = True
+        history = History({"epochs": epochs, "batch_size": None if from_iterable else batch_size, "steps": steps,
+                           "samples": n})
         self.history = history
         schedule = self._optimizer.learning_rate
         if not isinstance(schedule, schedules_mod.LearningRateSchedule):
@@ -431,36 +610,38 @@ class Sequential:
         self.stop_training = False
         for cb in callbacks:
             cb.set_model(self)
+        self._callbacks = tuple(callbacks)
         for cb in callbacks:
             cb.on_train_begin({})
+        restored, self._restored_callback_state = self._restored_callback_state, None
+        for cb in callbacks:
+            if restored and cb.state_key() in restored:
+                cb.set_state(restored[cb.state_key()])
         for epoch in range(epochs):
             start_time = time.perf_counter()
             model_epoch = self._epoch
             for cb in callbacks:
                 cb.on_epoch_begin(model_epoch, {})
-            if shuffle:
-                # One Philox stream per epoch (counter word 3; word 2 = 1 keeps it apart
-                # from the initialization stream), so an epoch's order depends on the
-                # seed and its index alone and a resumed fit draws what a straight one would.
-                order = np.arange(n, dtype=np.int64)
-                stream = np.random.Philox(key=seed, counter=[0, 0, 1, self._epoch])
-                np.random.Generator(stream).shuffle(order)
-            self._net.reset_metrics()
+            if self._net is not None:  # else an iterable's first batch builds it, with fresh metrics
+                self._net.reset_metrics()
             bar = self._progress(epoch, epochs, steps) if verbose == 1 else None
             try:
-                for step, start in enumerate(range(0, n, batch_size)):
+                for step, (xb, yb, index, wb) in enumerate(epoch_batches(epoch)):
                     if schedule is not None:
                         # One Python call per batch (a few hundred ns) against a C++ step
                         # of tens of microseconds or more: per-step schedules stay exact.
                         self._net.set_learning_rate(schedule(self._net.step))
-                    self._net.train_batch(x, y, order[start:start + batch_size])
+                    if seed_pending:  # an iterable's first batch builds the model
+                        self._net.set_seed(seed)
+                        seed_pending = False
+                    self._net.train_batch(xb, yb, index, wb)
                     if batch_hooks:
                         batch_logs = self._read_metrics()
                         for cb in batch_hooks:
                             cb.on_batch_end(step, batch_logs)
                     if bar is not None:
                         bar.update(1)
-                        if step % 16 == 0 or step == steps - 1:
+                        if step % 16 == 0 or (steps is not None and step == steps - 1):
                             bar.set_postfix(self._read_metrics(cheap_only=True), refresh=False)
                 logs = self._read_metrics()
                 if x_val is not None:

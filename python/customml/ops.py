@@ -40,6 +40,7 @@ __all__ = [
     "nm_dense_forward",
     "csr_from_dense",
     "nm_from_dense",
+    "feature_affine",
 ]
 
 
@@ -101,37 +102,41 @@ def dense_backward(dy, x, weight, y, *, z=None, activation: str = "identity", ne
 
 
 def softmax_cross_entropy(logits, labels, *, class_weights=None, label_smoothing: float = 0.0,
-                          need_grad: bool = True, grad_out=None, device: str = "cpu") -> Tuple[float, Optional[np.ndarray]]:
+                          row_weights=None, need_grad: bool = True, grad_out=None,
+                          device: str = "cpu") -> Tuple[float, Optional[np.ndarray]]:
     """Weighted mean softmax cross-entropy of logits (batch, classes) float32 against
     labels (batch,) int32, and its gradient w.r.t. the logits.
 
     With smoothing eps the target is ``(1 - eps) * onehot + eps / classes``; with class
-    weights w the mean is ``sum_i w[y_i] l_i / sum_i w[y_i]``. Returns ``(loss, grad)``.
+    weights c and row weights r (float32, one per row) the mean is ``sum_i w_i l_i / sum_i w_i``
+    with ``w_i = c[y_i] r_i``. Returns ``(loss, grad)``.
     """
     if need_grad and grad_out is None:
         grad_out = _empty(np.shape(logits), device)
     grad = grad_out if need_grad else None
-    loss = _core.softmax_cross_entropy(grad, logits, labels, class_weights, label_smoothing, device)
+    loss = _core.softmax_cross_entropy(grad, logits, labels, class_weights, label_smoothing, device, row_weights)
     return loss, grad
 
 
-def binary_cross_entropy_with_logits(logits, targets, *, need_grad: bool = True, grad_out=None,
+def binary_cross_entropy_with_logits(logits, targets, *, row_weights=None, need_grad: bool = True, grad_out=None,
                                      device: str = "cpu") -> Tuple[float, Optional[np.ndarray]]:
     """Mean binary cross-entropy of ``sigmoid(logits)`` against targets in [0, 1] (same
-    shape, float32), and its gradient. Returns ``(loss, grad)``."""
+    shape, float32), and its gradient. ``row_weights`` (float32, one per first-axis row)
+    weight each row's terms: ``sum_ij w_i l_ij / (cols sum_i w_i)``. Returns ``(loss, grad)``."""
     if need_grad and grad_out is None:
         grad_out = _empty(np.shape(logits), device)
     grad = grad_out if need_grad else None
-    return _core.binary_cross_entropy_with_logits(grad, logits, targets, device), grad
+    return _core.binary_cross_entropy_with_logits(grad, logits, targets, device, row_weights), grad
 
 
-def mse(pred, target, *, need_grad: bool = True, grad_out=None, device: str = "cpu") -> Tuple[float, Optional[np.ndarray]]:
-    """Mean squared error over all elements (same shape, float32) and its gradient.
-    Returns ``(loss, grad)``."""
+def mse(pred, target, *, row_weights=None, need_grad: bool = True, grad_out=None,
+        device: str = "cpu") -> Tuple[float, Optional[np.ndarray]]:
+    """Mean squared error over all elements (same shape, float32) and its gradient;
+    ``row_weights`` as in binary_cross_entropy_with_logits. Returns ``(loss, grad)``."""
     if need_grad and grad_out is None:
         grad_out = _empty(np.shape(pred), device)
     grad = grad_out if need_grad else None
-    return _core.mse(grad, pred, target, device), grad
+    return _core.mse(grad, pred, target, device, row_weights), grad
 
 
 def count_correct(logits, labels, *, device: str = "cpu") -> int:
@@ -331,3 +336,12 @@ def nm_from_dense(weight, n: int = 2, m: int = 4) -> Tuple[np.ndarray, np.ndarra
     index = np.where(real, picked, 0).astype(np.uint8)
     return (np.ascontiguousarray(values.reshape(groups * n, cols)),
             np.ascontiguousarray(index.reshape(groups * n, cols)))
+
+
+def feature_affine(x, scale, shift, *, out=None, device: str = "cpu") -> np.ndarray:
+    """``x * scale + shift`` per column of float32 x (rows, cols), with scale and shift
+    (cols,): what Normalization and Rescaling apply to a model's input. Returns ``out``."""
+    if out is None:
+        out = _empty(np.shape(x), device)
+    _core.feature_affine(out, x, scale, shift, device)
+    return out
