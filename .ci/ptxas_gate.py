@@ -24,7 +24,7 @@ EXPECTED_KERNELS = {
     "dropout_kernel",
     # int8
     "quantize_kernel", "dequantize_kernel", "quantize_rows_dynamic_kernel", "gemm_s8_pack_kernel",
-    "gemm_s8_colsum_kernel", "gemm_s8_dp4a_kernel", "gemm_s8_tc_kernel",
+    "gemm_s8_colsum_kernel", "gemm_s8_dp4a_kernel", "gemm_s8_gemv_kernel", "gemm_s8_tc_kernel",
     # sparse
     "apply_mask_kernel", "sparse_dense_forward_kernel", "sparse_dense_forward_warp_kernel", "nm_dense_forward_kernel",
 }

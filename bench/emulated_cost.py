@@ -31,7 +31,7 @@ def median_ms(f, reps: int = 7) -> float:
 def main() -> None:
     rng = np.random.default_rng(0)
     rows = []
-    for m, k, n in [(1, 784, 256), (31, 256, 256), (32, 256, 256), (128, 256, 256)]:
+    for m, k, n in [(1, 784, 256), (5, 784, 256), (31, 256, 256), (32, 256, 256), (128, 256, 256)]:
         a = rng.integers(0, 256, (m, k)).astype(np.uint8)
         w = rng.integers(-127, 128, (k, n)).astype(np.int8)
         a_zero, a_scale = np.full(1, 128, np.int32), np.full(1, 0.01, np.float32)
@@ -40,7 +40,7 @@ def main() -> None:
         for d in DEVICES:
             packed, out = ops.gemm_s8_pack(w, device=d), np.empty((m, n), np.float32)
             times[d] = median_ms(lambda: ops.gemm_s8(a, packed, a_scale, a_zero, w_scale, out=out, device=d))
-        kernel = "wmma" if m >= 32 and n >= 32 else "dp4a"  # the rule of cuda/gemm_s8.cu
+        kernel = "wmma" if m >= 32 and n >= 32 else ("warp per column" if m <= 4 else "dp4a")  # cuda/gemm_s8.cu
         rows.append((f"gemm_s8 {m}x{k}x{n} ({kernel})", times))
     w = rng.standard_normal((784, 256)).astype(np.float32)
     w[rng.random(w.shape) < 0.9] = 0

@@ -1,5 +1,6 @@
 // Launchers of the int8 GEMM: the packing of the weights, and the choice between the
-// tensor-core and the dp4a kernel (docs/decisions.md, "int8 GEMM on CUDA").
+// tensor-core, the dp4a and the warp-per-column kernel (docs/decisions.md, "dp4a or
+// tensor cores").
 
 #include "cuda/gemm_s8.cuh"
 #include "cuda/launchers.h"
@@ -21,9 +22,14 @@ void gemm_s8_pack(DeviceContext& ctx, void* packed, const int8_t* w, int64_t k, 
 }
 
 namespace {
+enum class S8Kernel { gemv, dp4a, tensor_cores };
 // Tensor cores once the batch fills a warp's 32 x 32 quarter of the 64 x 64 tile in
-// both directions; below that (latency-bound small batches) the dp4a kernel.
-bool gemm_s8_uses_tensor_cores(GemmS8Shape s) { return s.m >= 32 && s.n >= 32; }
+// both directions; below that (latency-bound small batches) the dp4a kernel, and for 1
+// to 4 rows its warp-per-column twin.
+S8Kernel gemm_s8_kernel_for(GemmS8Shape s) {
+  if (s.m >= 32 && s.n >= 32) return S8Kernel::tensor_cores;
+  return s.m <= kS8GemvRows ? S8Kernel::gemv : S8Kernel::dp4a;
+}
 }  // namespace
 
 // a: (m, k) u8  packed: w (k, n) -> one of y_f32, y_u8, y_i32: (m, n)
@@ -35,7 +41,11 @@ void gemm_s8(DeviceContext& ctx, float* y_f32, uint8_t* y_u8, int32_t* y_i32, co
   const auto* bytes = static_cast<const int8_t*>(packed);
   GemmS8Params p{s.m, s.n, s.k, layout.kp, a, bytes + layout.wt_offset, reinterpret_cast<const int32_t*>(bytes),
                  y_f32, y_u8, y_i32, e};
-  const bool tensor_cores = gemm_s8_uses_tensor_cores(s);
+  const S8Kernel kernel = gemm_s8_kernel_for(s);
+  if (kernel == S8Kernel::gemv) {
+    launch(gemm_s8_gemv_kernel, dim3(exact_blocks(s.n, kWarps)), dim3(kThreads), 0, ctx.stream, p);
+    return;
+  }
   // Column tiles on gridDim.x; row tiles on gridDim.y, at most 65535 per launch.
   constexpr int64_t kMaxRows = 65535 * static_cast<int64_t>(kS8Bm);
   for (int64_t r0 = 0; r0 < s.m; r0 += kMaxRows) {
@@ -50,7 +60,7 @@ void gemm_s8(DeviceContext& ctx, float* y_f32, uint8_t* y_u8, int32_t* y_i32, co
       if (e.a_zero) part.e.a_zero = e.a_zero + r0;
     }
     const dim3 grid(exact_blocks(s.n, kS8Bn), exact_blocks(part.m, kS8Bm));
-    if (tensor_cores) launch(gemm_s8_tc_kernel, grid, dim3(kS8TcThreads), 0, ctx.stream, part);
+    if (kernel == S8Kernel::tensor_cores) launch(gemm_s8_tc_kernel, grid, dim3(kS8TcThreads), 0, ctx.stream, part);
     else launch(gemm_s8_dp4a_kernel, grid, dim3(kS8Threads), 0, ctx.stream, part);
   }
 }

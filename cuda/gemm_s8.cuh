@@ -1,8 +1,8 @@
 #pragma once
 // Defines: the CUDA layout of packed int8 weights (GemmS8Layout), gemm_s8_pack_kernel
-// and gemm_s8_colsum_kernel (the packing), and the two int8 GEMMs with the fused
-// epilogue: gemm_s8_dp4a_kernel (CUDA cores, __dp4a) and gemm_s8_tc_kernel (tensor
-// cores through wmma).
+// and gemm_s8_colsum_kernel (the packing), and the int8 GEMMs with the fused epilogue:
+// gemm_s8_dp4a_kernel (CUDA cores, __dp4a), gemm_s8_gemv_kernel (its twin for 1 to 4
+// rows) and gemm_s8_tc_kernel (tensor cores through wmma).
 //
 // Both multiply signed by signed bytes: __dp4a has no u8 x s8 form without inline PTX,
 // and wmma multiplies s8 by s8 or u8 by u8, never mixed. So each activation byte a is
@@ -197,6 +197,37 @@ __global__ void __launch_bounds__(kS8Threads) gemm_s8_dp4a_kernel(GemmS8Params p
       if (col < p.n) gemm_s8_store(p, row, col, acc[i][j]);
     }
   }
+}
+
+// Batches of 1 to 4 rows (serving), where a 64 x 64 tile would leave most of every
+// block idle and launch only n / 64 blocks: a warp per output column, its lanes striding
+// over the column's row of wt in 16-byte pieces (coalesced, each four __dp4a operands),
+// the lanes' sums added by a butterfly (integer sums: exact in any order).
+constexpr int kS8GemvRows = 4;
+// grid (ceil(n / 8)), block kThreads
+__global__ void __launch_bounds__(kThreads) gemm_s8_gemv_kernel(GemmS8Params p) {
+  const int lane = threadIdx.x % 32;
+  const int64_t j = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (j >= p.n) return;  // whole warps leave together: the butterfly sees all 32 lanes
+  const bool a_words = p.k % 4 == 0 && (reinterpret_cast<uintptr_t>(p.a) & 3) == 0;
+  int acc[kS8GemvRows] = {};
+  for (int64_t kk = 16 * static_cast<int64_t>(lane); kk < p.kp; kk += 16 * 32) {
+    const int4 w4 = *reinterpret_cast<const int4*>(p.wt + j * p.kp + kk);
+    CUSTOMML_UNROLL
+    for (int i = 0; i < kS8GemvRows; ++i) {
+      if (i >= p.m) break;
+      acc[i] = __dp4a(gemm_s8_load_a4(p, a_words, i, kk), w4.x, acc[i]);
+      acc[i] = __dp4a(gemm_s8_load_a4(p, a_words, i, kk + 4), w4.y, acc[i]);
+      acc[i] = __dp4a(gemm_s8_load_a4(p, a_words, i, kk + 8), w4.z, acc[i]);
+      acc[i] = __dp4a(gemm_s8_load_a4(p, a_words, i, kk + 12), w4.w, acc[i]);
+    }
+  }
+  CUSTOMML_UNROLL
+  for (int i = 0; i < kS8GemvRows; ++i) acc[i] = warp_sum(acc[i]);
+  if (lane != 0) return;
+  CUSTOMML_UNROLL
+  for (int i = 0; i < kS8GemvRows; ++i)
+    if (i < p.m) gemm_s8_store(p, i, j, acc[i]);
 }
 
 // The tensor-core GEMM: a 64 x 64 tile of the output per block of 4 warps, each warp

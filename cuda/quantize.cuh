@@ -9,15 +9,20 @@
 
 namespace customml::CUSTOMML_CUDA_NS {
 
-// Which scale / zero entry element (row, col) uses.
-__device__ __forceinline__ int64_t quant_param_index(QuantAxis axis, int64_t row, int64_t col) {
-  return axis == QuantAxis::tensor ? 0 : (axis == QuantAxis::row ? row : col);
+// Which scale / zero entry flat element i of a (rows, cols) array uses; the 64-bit
+// division (a long instruction sequence on the GPU) only where the axis needs it.
+__device__ __forceinline__ int64_t quant_param_index(QuantAxis axis, int64_t i, int64_t cols) {
+  switch (axis) {
+    case QuantAxis::tensor: return 0;
+    case QuantAxis::row: return i / cols;
+    case QuantAxis::column: return i % cols;
+  }
+  return 0;
 }
 
 // Four consecutive elements per thread: one 16-byte load of x and one 4-byte store of
 // codes where both are aligned and the four lie in the array, element by element
-// otherwise. A row or column index is derived per element, so runs of four may cross
-// rows.
+// otherwise. The scale's index is derived per element, so runs of four may cross rows.
 constexpr int kQuantVec = 4;
 
 // x: (rows, cols) f32  scale, zero (zero null: 0): (1), (rows) or (cols) per axis
@@ -44,7 +49,7 @@ __global__ void quantize_kernel(T* q, const float* x, const float* scale, const 
     CUSTOMML_UNROLL
     for (int e = 0; e < kQuantVec; ++e) {
       const int64_t i = i0 + e;
-      const int64_t p = quant_param_index(axis, i / cols, i % cols);
+      const int64_t p = quant_param_index(axis, i, cols);
       const int32_t c = quantize_value(v[e], scale[p], zero ? zero[p] : 0, lo, hi);
       packed |= (static_cast<uint32_t>(c) & 0xFFu) << (8 * e);
       if (!whole && i < n) q[i] = static_cast<T>(c);
@@ -76,7 +81,7 @@ __global__ void dequantize_kernel(float* x, const T* q, const float* scale, cons
     CUSTOMML_UNROLL
     for (int e = 0; e < kQuantVec; ++e) {
       const int64_t i = i0 + e;
-      const int64_t p = quant_param_index(axis, i / cols, i % cols);
+      const int64_t p = quant_param_index(axis, i, cols);
       v[e] = scale[p] * static_cast<float>(static_cast<int32_t>(c[e]) - (zero ? zero[p] : 0));
     }
     if (whole) {

@@ -318,19 +318,21 @@ def test_packed_weights_on_another_device_are_rejected():
         _gemm("cuda-emulated", w=packed)
 
 
-# The CUDA backend multiplies on tensor cores (wmma) when m >= 32 and n >= 32, and with
-# __dp4a otherwise (cuda/gemm_s8.cu; docs/decisions.md): shapes on both sides of that rule,
-# with depths around its 16- and 32-byte slices of k, so that the emulated device runs both
+# The CUDA backend multiplies on tensor cores (wmma) when m >= 32 and n >= 32, with a warp
+# per output column when m <= 4, and with its tiled __dp4a kernel otherwise
+# (cuda/gemm_s8.cu; docs/decisions.md): shapes on every side of that rule, with depths
+# around the 16- and 32-byte slices of k, so that the emulated device runs all three
 # kernels (on the CPU they are more tile-boundary shapes).
 CUDA_PATH_SHAPES = [
-    (1, 33, 64, "uniform"), (31, 17, 65, "extremes"), (64, 64, 31, "sparse"),  # dp4a: m or n below 32
+    (1, 33, 64, "uniform"), (4, 100, 70, "extremes"), (2, 16, 9, "sparse"),  # warp per column
+    (5, 33, 64, "uniform"), (31, 17, 65, "extremes"), (64, 64, 31, "sparse"),  # dp4a tiles
     (32, 16, 32, "uniform"), (33, 31, 33, "extremes"), (64, 65, 64, "uniform"), (65, 1, 97, "sparse"),
     (96, 48, 40, "extremes"),  # wmma
 ]
 
 
 @pytest.mark.parametrize("m,k,n,values", CUDA_PATH_SHAPES)
-def test_both_cuda_kernels_match_reference(device, m, k, n, values):
+def test_every_cuda_kernel_matches_reference(device, m, k, n, values):
     a, w, a_scale, a_zero, w_scale, bias = build((m, k, n, values, True, True, 1000 * m + 10 * k + n))
     packed = ops.gemm_s8_pack(w, device=device)
     want = reference.gemm_s8(a, w, None, a_zero, None, out_dtype="int32")
