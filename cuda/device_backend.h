@@ -64,6 +64,39 @@ class DeviceBackend : public Backend {
   double l1_l2_penalty(float* grad, const float* param, int64_t n, float l1, float l2) override {
     return ::customml::CUSTOMML_CUDA_NS::l1_l2_penalty(ctx(), grad, param, n, l1, l2);
   }
+  void apply_mask(float* param, const uint8_t* keep, int64_t n) override {
+    ::customml::CUSTOMML_CUDA_NS::apply_mask(ctx(), param, keep, n);
+  }
+  void quantize(void* q, DType qtype, const float* x, const float* scale, const int32_t* zero, int64_t rows,
+                int64_t cols, QuantAxis axis) override {
+    ::customml::CUSTOMML_CUDA_NS::quantize(ctx(), q, qtype, x, scale, zero, rows, cols, axis);
+  }
+  void dequantize(float* x, const void* q, DType qtype, const float* scale, const int32_t* zero, int64_t rows,
+                  int64_t cols, QuantAxis axis) override {
+    ::customml::CUSTOMML_CUDA_NS::dequantize(ctx(), x, q, qtype, scale, zero, rows, cols, axis);
+  }
+  void quantize_rows_dynamic(uint8_t* q, float* scale, int32_t* zero, const float* x, int64_t rows,
+                             int64_t cols) override {
+    ::customml::CUSTOMML_CUDA_NS::quantize_rows_dynamic(ctx(), q, scale, zero, x, rows, cols);
+  }
+  size_t gemm_s8_packed_bytes(int64_t k, int64_t n) override {
+    return ::customml::CUSTOMML_CUDA_NS::gemm_s8_packed_bytes(k, n);
+  }
+  void gemm_s8_pack(void* packed, const int8_t* w, int64_t k, int64_t n) override {
+    ::customml::CUSTOMML_CUDA_NS::gemm_s8_pack(ctx(), packed, w, k, n);
+  }
+  void gemm_s8(float* y_f32, uint8_t* y_u8, int32_t* y_i32, const uint8_t* a, const void* packed, GemmS8Shape s,
+               const GemmS8Epilogue& e) override {
+    ::customml::CUSTOMML_CUDA_NS::gemm_s8(ctx(), y_f32, y_u8, y_i32, a, packed, s, e);
+  }
+  void sparse_dense_forward(float* y, const float* x, const CsrMatrix& w, const float* b, int64_t batch,
+                            Activation act) override {
+    ::customml::CUSTOMML_CUDA_NS::sparse_dense_forward(ctx(), y, x, w, b, batch, act);
+  }
+  void nm_dense_forward(float* y, const float* x, const NmMatrix& w, const float* b, int64_t batch,
+                        Activation act) override {
+    ::customml::CUSTOMML_CUDA_NS::nm_dense_forward(ctx(), y, x, w, b, batch, act);
+  }
  protected:
   // Owned by the subclass: its buffers must be released while its memory methods exist.
   virtual DeviceContext& ctx() = 0;

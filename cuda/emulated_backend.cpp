@@ -20,11 +20,14 @@
 #include "cuda/clip.cu"
 #include "cuda/dense.cu"
 #include "cuda/dropout.cu"
+#include "cuda/gemm_s8.cu"
 #include "cuda/metrics.cu"
 #include "cuda/mse.cu"
+#include "cuda/quantize.cu"
 #include "cuda/regularizer.cu"
 #include "cuda/sgd.cu"
 #include "cuda/softmax_cross_entropy.cu"
+#include "cuda/sparse.cu"
 
 namespace customml {
 namespace {

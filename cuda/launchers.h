@@ -51,6 +51,24 @@ double clip_by_global_norm(DeviceContext& ctx, float* grad, int64_t n, float max
 void scale(DeviceContext& ctx, float* x, int64_t n, double coef);
 double l1_l2_penalty(DeviceContext& ctx, float* grad, const float* param, int64_t n, float l1, float l2);
 
+void apply_mask(DeviceContext& ctx, float* param, const uint8_t* keep, int64_t n);
+void quantize(DeviceContext& ctx, void* q, DType qtype, const float* x, const float* scale, const int32_t* zero,
+              int64_t rows, int64_t cols, QuantAxis axis);
+void dequantize(DeviceContext& ctx, float* x, const void* q, DType qtype, const float* scale, const int32_t* zero,
+                int64_t rows, int64_t cols, QuantAxis axis);
+void quantize_rows_dynamic(DeviceContext& ctx, uint8_t* q, float* scale, int32_t* zero, const float* x, int64_t rows,
+                           int64_t cols);
+size_t gemm_s8_packed_bytes(int64_t k, int64_t n);
+void gemm_s8_pack(DeviceContext& ctx, void* packed, const int8_t* w, int64_t k, int64_t n);
+// Whether gemm_s8 takes the tensor-core (wmma) kernel for this shape, else the dp4a one.
+bool gemm_s8_uses_tensor_cores(GemmS8Shape s);
+void gemm_s8(DeviceContext& ctx, float* y_f32, uint8_t* y_u8, int32_t* y_i32, const uint8_t* a, const void* packed,
+             GemmS8Shape s, const GemmS8Epilogue& e);
+void sparse_dense_forward(DeviceContext& ctx, float* y, const float* x, const CsrMatrix& w, const float* b,
+                          int64_t batch, Activation act);
+void nm_dense_forward(DeviceContext& ctx, float* y, const float* x, const NmMatrix& w, const float* b, int64_t batch,
+                      Activation act);
+
 // Sums ctx.partials[0, blocks) on the host in block order (deterministic).
 double sum_partials(DeviceContext& ctx, unsigned blocks);
 // Copies the no-decay table to the device; returns its device address.

@@ -129,6 +129,27 @@ def test_dp4a():
     np.testing.assert_array_equal(got, (a * b).sum(axis=1) + c)
 
 
+@pytest.mark.parametrize("kind", ["s8", "u8"])
+def test_wmma_int8_fragments_are_exact(order, kind):
+    """d = a b + c through 16x16x16 8-bit fragments with int accumulators: exact integer
+    products and sums, b loaded col-major, and an accumulator that wraps around in int32
+    (as the s32 accumulation of the instruction without .satfinite) instead of saturating."""
+    rng = np.random.default_rng(7)
+    lo, hi = (-128, 128) if kind == "s8" else (0, 256)
+    a = rng.integers(lo, hi, (16, 16))
+    b = rng.integers(lo, hi, (16, 16))
+    extreme = -128 if kind == "s8" else 255  # the largest product, 2^14 or 255^2
+    a[0], b[:, 0] = extreme, extreme
+    c = rng.integers(-(2**20), 2**20, (16, 16))
+    c[0, 0] = 2**31 - 1  # 2^31 - 1 + a[0] . b[:, 0] > 2^31 - 1 wraps to a negative sum
+    c[1, 1] = -(2**31)
+    values = np.concatenate([a.ravel(), b.T.ravel(), c.ravel()])
+    got = run(f"wmma_{kind}", values, (1, 1, 1), (32, 1, 1), 1).reshape(16, 16)
+    want = (a @ b + c + 2**31) % 2**32 - 2**31
+    assert got[0, 0] < 0  # wrapped
+    np.testing.assert_array_equal(got, want)
+
+
 def test_a_deadlock_is_an_error_not_a_hang():
     with pytest.raises(RuntimeError, match=r"deadlock.*16 threads wait at __syncthreads"):
         run("deadlock", [], (1, 1, 1), (64, 1, 1), 1)

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cuda/launch.h"
+#include "simt/wmma.h"
 
 namespace customml::simt {
 namespace {
@@ -75,6 +76,21 @@ __global__ void dp4a_kernel(double* out, const double* in) {
                   static_cast<int>(static_cast<int64_t>(in[3 * g + 1]) & 0xffffffff), static_cast<int>(in[3 * g + 2]));
 }
 
+// One warp: d (16, 16) = a (16, 16) row-major . b (16, 16) stored col-major (b[n * 16 + k])
+// + c (16, 16), through 8-bit fragments and an int accumulator.
+template <class T>
+__global__ void wmma_int8_kernel(int* d, const T* a, const T* b, const int* c) {
+  namespace wmma = nvcuda::wmma;
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
+  wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, int> acc;
+  wmma::load_matrix_sync(fa, a, 16);
+  wmma::load_matrix_sync(fb, b, 16);
+  wmma::load_matrix_sync(acc, c, 16, wmma::mem_row_major);
+  wmma::mma_sync(acc, fa, fb, acc);
+  wmma::store_matrix_sync(d, acc, 16, wmma::mem_row_major);
+}
+
 // Each lane writes shared memory, __syncwarp, then reads its neighbour's slot.
 __global__ void syncwarp_kernel(double* out, const double* in) {
   double* s = static_cast<double*>(dynamic_shared());
@@ -128,6 +144,24 @@ std::vector<double> run_selftest(const std::string& name, const std::vector<doub
     need_input(3);
     out.assign(threads, -1.0);
     launch(dp4a_kernel, grid, block, 0, nullptr, out.data(), in.data());
+  } else if (name == "wmma_s8" || name == "wmma_u8") {
+    // in: a (256) row-major, b (256) col-major, c (256); out: d (256) row-major.
+    if (in.size() != 3 * 256 || threads != 32)
+      throw std::invalid_argument("selftest '" + name + "' needs one warp and 768 inputs");
+    std::vector<int> c(256), d(256, -1);
+    for (int i = 0; i < 256; ++i) c[i] = static_cast<int>(static_cast<int64_t>(in[512 + i]));
+    auto run_typed = [&](auto type) {
+      using T = decltype(type);
+      std::vector<T> a(256), b(256);
+      for (int i = 0; i < 256; ++i) {
+        a[i] = static_cast<T>(in[i]);
+        b[i] = static_cast<T>(in[256 + i]);
+      }
+      launch(wmma_int8_kernel<T>, grid, block, 0, nullptr, d.data(), a.data(), b.data(), c.data());
+    };
+    if (name == "wmma_s8") run_typed(static_cast<signed char>(0));
+    else run_typed(static_cast<unsigned char>(0));
+    out.assign(d.begin(), d.end());
   } else if (name == "syncwarp") {
     need_input(1);
     out.assign(threads, -1.0);

@@ -1,8 +1,8 @@
 #pragma once
 // Defines: the CUDA spellings that kernels in cuda/*.cuh use, for the host compiler:
 // __global__ and friends, threadIdx/blockIdx/blockDim/gridDim, __shared__,
-// __syncthreads, __syncwarp, warp shuffles and votes, atomics, __dp4a, __ldg, float4. Include it
-// after every other header: its macros would rewrite their code.
+// __syncthreads, __syncwarp, warp shuffles and votes, atomics, __dp4a, __fmul_rn, __ldg,
+// float4, int4. Include it after every other header: its macros would rewrite their code.
 
 #include <cstdint>
 #include <cstring>
@@ -33,6 +33,10 @@ struct alignas(16) float4 {
   float x, y, z, w;
 };
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+struct alignas(16) int4 {
+  int x, y, z, w;
+};
+inline int4 make_int4(int x, int y, int z, int w) { return {x, y, z, w}; }
 
 inline void __syncthreads() { ::customml::simt::syncthreads(); }
 inline void __syncwarp(unsigned mask = 0xffffffffu) { ::customml::simt::warp_exchange(mask, 0); }
@@ -141,6 +145,10 @@ inline int __dp4a(int a, int b, int c) {
   for (int i = 0; i < 4; ++i) c += static_cast<int8_t>(a >> (8 * i)) * static_cast<int8_t>(b >> (8 * i));
   return c;
 }
+
+// A product rounded on its own, never fused into an FMA. The emulation is compiled for
+// baseline x86-64, which has no FMA instruction, so a plain product already is.
+inline float __fmul_rn(float a, float b) { return a * b; }
 
 template <class T>
 T __ldg(const T* p) {

@@ -1,7 +1,8 @@
 #pragma once
 // Defines: the host emulation of what the kernels use of CUDA's half types (__half,
 // __nv_bfloat16 and their float conversions) and of the warp matrix API nvcuda::wmma
-// (fragments, fill / load / store / mma_sync, precision::tf32, __float_to_tf32).
+// (fragments, fill / load / store / mma_sync, precision::tf32, __float_to_tf32; 8-bit
+// integer fragments, signed char or unsigned char, with int accumulators).
 //
 // Each lane of the emulated warp holds a whole tile in its fragment and computes the
 // whole product itself. The element-to-lane mapping of a real fragment is unspecified,
@@ -10,6 +11,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "simt/simt.h"
 
@@ -158,16 +160,30 @@ void store_matrix_sync(T* p, const fragment<accumulator, M, N, K, T>& f, unsigne
   __syncwarp();
 }
 
-// d = a b + c, products of the input type formed exactly in float and summed in float.
+// d = a b + c. Floating point: products of the input type formed exactly in float and
+// summed in float. Integer (8-bit operands, int accumulators): exact products summed in
+// int32 with wrap-around on overflow, as the s32 accumulation of the mma instruction
+// without .satfinite.
 template <int M, int N, int K, class TA, class LA, class TB, class LB, class TC>
 void mma_sync(fragment<accumulator, M, N, K, TC>& d, const fragment<matrix_a, M, N, K, TA, LA>& a,
               const fragment<matrix_b, M, N, K, TB, LB>& b, const fragment<accumulator, M, N, K, TC>& c) {
+  constexpr bool kInteger = std::is_integral_v<TC>;
+  static_assert(kInteger == (std::is_integral_v<TA> && std::is_integral_v<TB>),
+                "integer fragments take an int accumulator, floating-point ones a float accumulator");
+  static_assert(!kInteger || std::is_same_v<TA, TB>, "wmma multiplies s8 by s8 or u8 by u8, never mixed");
   TC out[M * N];
   for (int r = 0; r < M; ++r)
     for (int col = 0; col < N; ++col) {
-      float sum = c.x[r * N + col];
-      for (int k = 0; k < K; ++k) sum += detail::to_float(a.x[r * K + k]) * detail::to_float(b.x[k * N + col]);
-      out[r * N + col] = sum;
+      if constexpr (kInteger) {
+        uint32_t sum = static_cast<uint32_t>(c.x[r * N + col]);
+        for (int k = 0; k < K; ++k)
+          sum += static_cast<uint32_t>(static_cast<int32_t>(a.x[r * K + k]) * static_cast<int32_t>(b.x[k * N + col]));
+        out[r * N + col] = static_cast<TC>(sum);
+      } else {
+        float sum = c.x[r * N + col];
+        for (int k = 0; k < K; ++k) sum += detail::to_float(a.x[r * K + k]) * detail::to_float(b.x[k * N + col]);
+        out[r * N + col] = sum;
+      }
     }
   std::memcpy(d.x, out, sizeof(out));
 }

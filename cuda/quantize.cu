@@ -1,0 +1,42 @@
+// Launchers of quantize, dequantize (grid-stride, four elements per thread) and
+// quantize_rows_dynamic (a warp per row).
+
+#include "cuda/launchers.h"
+#include "cuda/quantize.cuh"
+
+namespace customml::CUSTOMML_CUDA_NS {
+
+void quantize(DeviceContext& ctx, void* q, DType qtype, const float* x, const float* scale, const int32_t* zero,
+              int64_t rows, int64_t cols, QuantAxis axis) {
+  const int64_t n = rows * cols;
+  if (n == 0) return;
+  const dim3 grid(grid_stride_blocks(n, kThreads * kQuantVec));
+  if (qtype == DType::i8)
+    launch(quantize_kernel<int8_t>, grid, dim3(kThreads), 0, ctx.stream, static_cast<int8_t*>(q), x, scale, zero,
+           rows, cols, axis);
+  else
+    launch(quantize_kernel<uint8_t>, grid, dim3(kThreads), 0, ctx.stream, static_cast<uint8_t*>(q), x, scale, zero,
+           rows, cols, axis);
+}
+
+void dequantize(DeviceContext& ctx, float* x, const void* q, DType qtype, const float* scale, const int32_t* zero,
+                int64_t rows, int64_t cols, QuantAxis axis) {
+  const int64_t n = rows * cols;
+  if (n == 0) return;
+  const dim3 grid(grid_stride_blocks(n, kThreads * kQuantVec));
+  if (qtype == DType::i8)
+    launch(dequantize_kernel<int8_t>, grid, dim3(kThreads), 0, ctx.stream, x, static_cast<const int8_t*>(q), scale,
+           zero, rows, cols, axis);
+  else
+    launch(dequantize_kernel<uint8_t>, grid, dim3(kThreads), 0, ctx.stream, x, static_cast<const uint8_t*>(q), scale,
+           zero, rows, cols, axis);
+}
+
+void quantize_rows_dynamic(DeviceContext& ctx, uint8_t* q, float* scale, int32_t* zero, const float* x, int64_t rows,
+                           int64_t cols) {
+  if (rows == 0) return;
+  launch(quantize_rows_dynamic_kernel, dim3(exact_blocks(rows, kRowsPerQuantBlock)), dim3(kThreads), 0, ctx.stream, q,
+         scale, zero, x, rows, cols);
+}
+
+}  // namespace customml::CUSTOMML_CUDA_NS

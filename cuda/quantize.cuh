@@ -1,0 +1,142 @@
+#pragma once
+// Defines: quantize_kernel, dequantize_kernel (static scales per tensor, row or column)
+// and quantize_rows_dynamic_kernel (a warp per row: its range, then its codes), with the
+// rounding they share with gemm_s8's requantizing epilogue.
+
+#include <cstdint>
+
+#include "cuda/common.cuh"
+
+namespace customml::CUSTOMML_CUDA_NS {
+
+// The code of x for scale and zero in [lo, hi]: clamp(round_half_even(x / scale) + zero).
+// The clamp is taken before the zero point is added and before the conversion to int,
+// so a quotient far outside int range (x huge, scale tiny, or infinite) stays defined.
+__device__ __forceinline__ int32_t quantize_value(float x, float scale, int32_t zero, int32_t lo, int32_t hi) {
+  float r = rintf(x / scale);  // rintf: round half to even, the default rounding mode
+  r = fminf(fmaxf(r, static_cast<float>(lo - zero)), static_cast<float>(hi - zero));
+  return static_cast<int32_t>(r) + zero;
+}
+
+// Which scale / zero entry element (row, col) uses.
+__device__ __forceinline__ int64_t quant_param_index(QuantAxis axis, int64_t row, int64_t col) {
+  return axis == QuantAxis::tensor ? 0 : (axis == QuantAxis::row ? row : col);
+}
+
+// Four consecutive elements per thread: one 16-byte load of x and one 4-byte store of
+// codes where both are aligned and the four lie in the array, element by element
+// otherwise. A row or column index is derived per element, so runs of four may cross
+// rows.
+constexpr int kQuantVec = 4;
+
+// x: (rows, cols) f32  scale, zero (zero null: 0): (1), (rows) or (cols) per axis
+// -> q: (rows, cols) T (int8_t codes in [-127, 127], uint8_t in [0, 255])
+template <class T>
+__global__ void quantize_kernel(T* q, const float* x, const float* scale, const int32_t* zero, int64_t rows,
+                                int64_t cols, QuantAxis axis) {
+  constexpr int32_t lo = sizeof(T) == 1 && static_cast<T>(-1) < 0 ? -127 : 0;
+  constexpr int32_t hi = lo < 0 ? 127 : 255;
+  const int64_t n = rows * cols;
+  const bool aligned = (reinterpret_cast<uintptr_t>(x) & 15) == 0 && (reinterpret_cast<uintptr_t>(q) & 3) == 0;
+  for (int64_t i0 = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) * kQuantVec; i0 < n;
+       i0 += static_cast<int64_t>(gridDim.x) * blockDim.x * kQuantVec) {
+    float v[kQuantVec];
+    const bool whole = aligned && i0 + kQuantVec <= n;
+    if (whole) {
+      const float4 x4 = *reinterpret_cast<const float4*>(x + i0);
+      v[0] = x4.x; v[1] = x4.y; v[2] = x4.z; v[3] = x4.w;
+    } else {
+      CUSTOMML_UNROLL
+      for (int e = 0; e < kQuantVec; ++e) v[e] = i0 + e < n ? x[i0 + e] : 0.0f;
+    }
+    uint32_t packed = 0;
+    CUSTOMML_UNROLL
+    for (int e = 0; e < kQuantVec; ++e) {
+      const int64_t i = i0 + e;
+      const int64_t p = quant_param_index(axis, i / cols, i % cols);
+      const int32_t c = quantize_value(v[e], scale[p], zero ? zero[p] : 0, lo, hi);
+      packed |= (static_cast<uint32_t>(c) & 0xFFu) << (8 * e);
+      if (!whole && i < n) q[i] = static_cast<T>(c);
+    }
+    if (whole) *reinterpret_cast<uint32_t*>(q + i0) = packed;
+  }
+}
+
+// q: (rows, cols) T -> x: (rows, cols) f32 = scale * (q - zero): the difference is exact
+// in int32, one rounding in the product.
+template <class T>
+__global__ void dequantize_kernel(float* x, const T* q, const float* scale, const int32_t* zero, int64_t rows,
+                                  int64_t cols, QuantAxis axis) {
+  const int64_t n = rows * cols;
+  const bool aligned = (reinterpret_cast<uintptr_t>(x) & 15) == 0 && (reinterpret_cast<uintptr_t>(q) & 3) == 0;
+  for (int64_t i0 = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) * kQuantVec; i0 < n;
+       i0 += static_cast<int64_t>(gridDim.x) * blockDim.x * kQuantVec) {
+    const bool whole = aligned && i0 + kQuantVec <= n;
+    T c[kQuantVec];
+    if (whole) {
+      const uint32_t packed = *reinterpret_cast<const uint32_t*>(q + i0);
+      CUSTOMML_UNROLL
+      for (int e = 0; e < kQuantVec; ++e) c[e] = static_cast<T>((packed >> (8 * e)) & 0xFFu);
+    } else {
+      CUSTOMML_UNROLL
+      for (int e = 0; e < kQuantVec; ++e) c[e] = i0 + e < n ? q[i0 + e] : T{0};
+    }
+    float v[kQuantVec];
+    CUSTOMML_UNROLL
+    for (int e = 0; e < kQuantVec; ++e) {
+      const int64_t i = i0 + e;
+      const int64_t p = quant_param_index(axis, i / cols, i % cols);
+      v[e] = scale[p] * static_cast<float>(static_cast<int32_t>(c[e]) - (zero ? zero[p] : 0));
+    }
+    if (whole) {
+      *reinterpret_cast<float4*>(x + i0) = make_float4(v[0], v[1], v[2], v[3]);
+    } else {
+      CUSTOMML_UNROLL
+      for (int e = 0; e < kQuantVec; ++e)
+        if (i0 + e < n) x[i0 + e] = v[e];
+    }
+  }
+}
+
+// The dynamic quantization of one row from its range (lo <= 0 <= hi): the scale maps it
+// onto 0 .. 255 and the zero point is the code of 0.0. A range too small for
+// (hi - lo) / 255 to be a positive float (all zeros, or a few subnormals) takes scale 1,
+// as on the CPU.
+struct RowQuantization {
+  float scale;
+  int32_t zero;
+};
+__device__ __forceinline__ RowQuantization row_quantization(float lo, float hi) {
+  float scale = (hi - lo) / 255.0f;
+  if (scale == 0.0f) scale = 1.0f;
+  return {scale, quantize_value(-lo, scale, 0, 0, 255)};
+}
+
+constexpr int kRowsPerQuantBlock = kThreads / 32;  // a warp per row
+
+// x: (rows, cols) -> scale, zero: (rows), q: (rows, cols) u8; lo = min(0, min x),
+// hi = max(0, max x) per row: min and max are exact, so the warp's reduction order does
+// not matter. grid (ceil(rows / 8)), block kThreads.
+__global__ void __launch_bounds__(kThreads) quantize_rows_dynamic_kernel(uint8_t* q, float* scale, int32_t* zero,
+                                                                         const float* x, int64_t rows, int64_t cols) {
+  const int lane = threadIdx.x % 32;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerQuantBlock + threadIdx.x / 32;
+  if (row >= rows) return;  // whole warps leave together: the shuffles below see all 32 lanes
+  const float* xr = x + row * cols;
+  float lo = 0.0f, hi = 0.0f;
+  for (int64_t c = lane; c < cols; c += 32) {
+    lo = fminf(lo, xr[c]);
+    hi = fmaxf(hi, xr[c]);
+  }
+  lo = -warp_max(-lo);
+  hi = warp_max(hi);
+  const RowQuantization rq = row_quantization(lo, hi);
+  if (lane == 0) {
+    scale[row] = rq.scale;
+    zero[row] = rq.zero;
+  }
+  uint8_t* qr = q + row * cols;
+  for (int64_t c = lane; c < cols; c += 32) qr[c] = static_cast<uint8_t>(quantize_value(xr[c], rq.scale, rq.zero, 0, 255));
+}
+
+}  // namespace customml::CUSTOMML_CUDA_NS

@@ -1,0 +1,102 @@
+#pragma once
+// Defines: apply_mask_kernel (pruning masks), sparse_dense_forward_kernel (CSR of W^T)
+// and nm_dense_forward_kernel (N:M structured sparsity): the forward pass of a pruned
+// dense layer, y = act(x W + b).
+
+#include <cstdint>
+
+#include "activation.h"
+#include "cuda/common.cuh"
+
+namespace customml::CUSTOMML_CUDA_NS {
+
+// param: (n) -> param[i] = +0 where keep[i] == 0. Four elements per thread: one 16-byte
+// load / store of param and one 4-byte load of keep where both are aligned.
+constexpr int kMaskVec = 4;
+__global__ void apply_mask_kernel(float* param, const uint8_t* keep, int64_t n) {
+  const bool aligned = (reinterpret_cast<uintptr_t>(param) & 15) == 0 && (reinterpret_cast<uintptr_t>(keep) & 3) == 0;
+  for (int64_t i0 = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) * kMaskVec; i0 < n;
+       i0 += static_cast<int64_t>(gridDim.x) * blockDim.x * kMaskVec) {
+    if (aligned && i0 + kMaskVec <= n) {
+      const uint32_t k4 = *reinterpret_cast<const uint32_t*>(keep + i0);
+      if (k4 == 0x01010101u) continue;  // the common case of a mask: nothing to clear
+      float4 p4 = *reinterpret_cast<const float4*>(param + i0);
+      if (!(k4 & 0xFFu)) p4.x = 0.0f;
+      if (!(k4 & 0xFF00u)) p4.y = 0.0f;
+      if (!(k4 & 0xFF0000u)) p4.z = 0.0f;
+      if (!(k4 & 0xFF000000u)) p4.w = 0.0f;
+      *reinterpret_cast<float4*>(param + i0) = p4;
+      continue;
+    }
+    for (int64_t i = i0; i < n && i < i0 + kMaskVec; ++i)
+      if (!keep[i]) param[i] = 0.0f;
+  }
+}
+
+// Both sparse kernels: a block of 32 x 8 threads covers 32 output units (one per lane,
+// so the stores of y are coalesced) by 32 rows of the batch, each thread 4 rows spaced
+// 8 apart, so that each nonzero weight is read once for 4 rows. A thread adds its
+// output's products in ascending input order, then the bias, as the CPU does.
+constexpr int kSparseCols = 32, kSparseThreadRows = 8, kSparseRowsPerThread = 4;
+constexpr int kSparseRows = kSparseThreadRows * kSparseRowsPerThread;
+
+__device__ __forceinline__ void sparse_store(float* y, const float (&acc)[kSparseRowsPerThread], const float* b,
+                                             int64_t batch, int64_t out, int64_t row0, int64_t j, Activation act) {
+  const float bias = b ? b[j] : 0.0f;
+  CUSTOMML_UNROLL
+  for (int i = 0; i < kSparseRowsPerThread; ++i) {
+    const int64_t r = row0 + i * kSparseThreadRows;
+    if (r < batch) y[r * out + j] = act::apply(act, acc[i] + bias);
+  }
+}
+
+// x: (batch, in)  w: CSR of W^T, (out) rows of nonzeros  b: (out) or null -> y: (batch, out)
+// grid (ceil(out / 32), ceil(batch / 32)), block (32, 8)
+__global__ void sparse_dense_forward_kernel(float* y, const float* x, CsrMatrix w, const float* b, int64_t batch,
+                                            Activation act) {
+  const int64_t j = static_cast<int64_t>(blockIdx.x) * kSparseCols + threadIdx.x;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kSparseRows + threadIdx.y;
+  if (j >= w.out) return;
+  float acc[kSparseRowsPerThread] = {};
+  const int64_t end = w.offsets[j + 1];
+  for (int64_t t = w.offsets[j]; t < end; ++t) {
+    const int64_t c = w.index[t];
+    const float v = w.values[t];
+    CUSTOMML_UNROLL
+    for (int i = 0; i < kSparseRowsPerThread; ++i) {
+      const int64_t r = row0 + i * kSparseThreadRows;
+      if (r < batch) acc[i] += x[r * w.in + c] * v;
+    }
+  }
+  sparse_store(y, acc, b, batch, w.out, row0, j, act);
+}
+
+// x: (batch, in)  w: N:M, values and index (groups * n, out)  b: (out) or null -> y: (batch, out).
+// Lanes read consecutive output units of a slot row of values and index: coalesced. A
+// slot whose row lies past `in` (an unused slot of a short last group, whose index may
+// be anything) is skipped.
+// grid (ceil(out / 32), ceil(batch / 32)), block (32, 8)
+__global__ void nm_dense_forward_kernel(float* y, const float* x, NmMatrix w, const float* b, int64_t batch,
+                                        Activation act) {
+  const int64_t j = static_cast<int64_t>(blockIdx.x) * kSparseCols + threadIdx.x;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kSparseRows + threadIdx.y;
+  if (j >= w.out) return;
+  float acc[kSparseRowsPerThread] = {};
+  const int64_t groups = (w.in + w.m - 1) / w.m;
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int s = 0; s < w.n; ++s) {
+      const int64_t slot = (g * w.n + s) * w.out + j;
+      const int64_t c = g * w.m + w.index[slot];
+      if (c >= w.in) continue;
+      const float v = w.values[slot];
+      CUSTOMML_UNROLL
+      for (int i = 0; i < kSparseRowsPerThread; ++i) {
+        const int64_t r = row0 + i * kSparseThreadRows;
+        if (r < batch) acc[i] += x[r * w.in + c] * v;
+      }
+    }
+  }
+  sparse_store(y, acc, b, batch, w.out, row0, j, act);
+}
+
+}  // namespace customml::CUSTOMML_CUDA_NS
