@@ -10,7 +10,7 @@ Hand-written C++ kernels under a Keras-like API::
     model.fit(x_train, y_train, epochs=10)
 """
 
-from . import _core, callbacks, cuda, data, datasets, io, layers, losses, metrics, ops, optimizers, regularizers, schedules
+from . import _core, callbacks, cuda, data, datasets, io, layers, losses, metrics, ops, optimizers, prune, regularizers, schedules
 from .callbacks import History
 from .io import load
 from .models import Sequential
@@ -53,6 +53,7 @@ __all__ = [
     "metrics",
     "ops",
     "optimizers",
+    "prune",
     "regularizers",
     "schedules",
 ]

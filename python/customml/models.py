@@ -110,6 +110,12 @@ class Sequential:
         self.stop_training = False
         # Epochs completed since compile: the next fit continues the shuffle stream here.
         self._epoch = 0
+        # Pruning (customml.prune): each masked Dense layer's keep mask (in, out) by layer
+        # index, as given to the executor (which cannot hand it back), for the model file;
+        # (n, m) of the layers pruned N:M; the last pruning's report.
+        self._masks: Dict[int, np.ndarray] = {}
+        self._nm: Dict[int, Tuple[int, int]] = {}
+        self.pruning_report = None
         try:
             for layer in layers:
                 self.add(layer)
