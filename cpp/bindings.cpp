@@ -18,6 +18,7 @@
 #include "cpu/elementwise.h"
 #include "cpu/gemm.h"
 #include "cpu/isa.h"
+#include "cpu/sparse.h"
 #include "cpu/thread_pool.h"
 #include "network.h"
 #include "ops.h"
@@ -181,6 +182,10 @@ py::dict build_info() {
   for (const char* family : {"softmax_cross_entropy", "binary_cross_entropy", "mse", "dropout", "sgd", "adam", "clip"})
     kernels[family] = "f32_" + std::string(family) + "__" + isa;
   kernels["regularizer"] = "f32_l1_l2_penalty__portable";
+  const cpu::SparseKernels& sparse = cpu::sparse_kernels();
+  kernels["sparse_dense"] = sparse.csr;
+  kernels["nm_dense"] = sparse.nm;
+  kernels["apply_mask"] = sparse.mask;
   d["kernels"] = kernels;
   d["num_threads"] = cpu::ThreadPool::instance().num_threads();
   d["hardware_threads"] = std::thread::hardware_concurrency();
@@ -499,6 +504,52 @@ PYBIND11_MODULE(_core, m) {
       py::arg("grad"), py::arg("param"), py::arg("l1") = 0.0f, py::arg("l2") = 0.0f, py::arg("device") = "cpu",
       "L1/L2 penalty of a kernel: adds l1 sign(param) + 2 l2 param to grad in place when given; returns "
       "l1 sum |param| + l2 sum param^2.");
+
+  m.def(
+      "apply_mask",
+      [](py::object param, py::object keep, const std::string& device) {
+        Views views("apply_mask", device);
+        Tensor p = views.out(param, "param"), k = views.in(keep, "keep");
+        py::gil_scoped_release release;
+        ops::apply_mask(p, k);
+      },
+      py::arg("param"), py::arg("keep"), py::arg("device") = "cpu",
+      "Zeroes param (float32, in place) wherever keep (uint8, same shape) is 0: a pruning mask.");
+
+  m.def(
+      "sparse_dense_forward",
+      [](py::object out, py::object x, py::object offsets, py::object index, py::object values,
+         std::optional<py::object> bias, const std::string& activation, const std::string& device) {
+        Views views("sparse_dense_forward", device);
+        const Activation act = parse_for("sparse_dense_forward", [&] { return parse_activation(activation); });
+        Tensor y = views.out(out, "out"), xt = views.in(x, "x"), o = views.in(offsets, "offsets"),
+               i = views.in(index, "index"), v = views.in(values, "values");
+        auto b = views.in(bias, "bias");
+        py::gil_scoped_release release;
+        ops::sparse_dense_forward(y, xt, o, i, v, ptr(b), act);
+      },
+      py::arg("out"), py::arg("x"), py::arg("offsets"), py::arg("index"), py::arg("values"),
+      py::arg("bias") = py::none(), py::arg("activation") = "identity", py::arg("device") = "cpu",
+      "out (batch, out) = activation(x (batch, in) . W + bias) for W (in, out) given as the CSR of its transpose: "
+      "output j's inputs index[offsets[j]:offsets[j + 1]] (int32, strictly ascending) with values (float32).");
+
+  m.def(
+      "nm_dense_forward",
+      [](py::object out, py::object x, py::object values, py::object index, std::optional<py::object> bias,
+         const std::string& activation, int n, int m, const std::string& device) {
+        Views views("nm_dense_forward", device);
+        const Activation act = parse_for("nm_dense_forward", [&] { return parse_activation(activation); });
+        Tensor y = views.out(out, "out"), xt = views.in(x, "x"), v = views.in(values, "values"),
+               i = views.in(index, "index");
+        auto b = views.in(bias, "bias");
+        py::gil_scoped_release release;
+        ops::nm_dense_forward(y, xt, v, i, ptr(b), act, n, m);
+      },
+      py::arg("out"), py::arg("x"), py::arg("values"), py::arg("index"), py::arg("bias") = py::none(),
+      py::arg("activation") = "identity", py::arg("n") = 2, py::arg("m") = 4, py::arg("device") = "cpu",
+      "out (batch, out) = activation(x (batch, in) . W + bias) for W (in, out) with n of every m consecutive rows "
+      "kept per column: values (ceil(in / m) n, out) float32 and index (same shape, uint8), each slot's row within "
+      "its group.");
 
   py::class_<Network>(m, "Network", "The compiled layer plan and its flat buffers.")
       .def(py::init([](int64_t input_dim, const py::list& layers, const std::string& device) {

@@ -93,6 +93,35 @@ void check_precision(const char* op, const Backend& be, Precision p) {
                  "' (tf32, bf16 and fp16 run on CUDA tensor cores)");
 }
 
+// The elements of an index array as host memory: the array itself on the CPU (the
+// sparse ops check every index on every call, so no copy), a copy elsewhere.
+template <class T>
+class HostView {
+ public:
+  explicit HostView(const Tensor& t) {
+    if (t.device().kind == DeviceKind::cpu) {
+      data_ = t.ptr<T>();
+    } else {
+      copy_ = host_values<T>(t);
+      data_ = copy_.data();
+    }
+  }
+  const T* data() const { return data_; }
+
+ private:
+  const T* data_ = nullptr;
+  std::vector<T> copy_;
+};
+
+// The optional bias of the sparse products: (out) f32 on x's device.
+void check_sparse_bias(const char* op, const Tensor* b, const Tensor& x, const Tensor& y, int64_t out) {
+  if (!b) return;
+  check(op, "bias", *b, DType::f32, 1);
+  check_shape(op, "bias", *b, {out});
+  check_device(op, "bias", *b, x);
+  check_no_overlap(op, "out", y, "bias", *b);
+}
+
 float* f32(const Tensor& t) { return t.ptr<float>(); }
 float* f32(const Tensor* t) { return t ? t->ptr<float>() : nullptr; }
 
@@ -407,6 +436,124 @@ double l1_l2_penalty(const Tensor* grad, const Tensor& param, float l1, float l2
   if (!(std::isfinite(l2) && l2 >= 0.0f)) fail(op, "l2 must be finite and >= 0, got " + std::to_string(l2));
   return backend_for(param.device())
       .l1_l2_penalty(grad ? f32(*grad) : nullptr, f32(param), param.numel(), l1, l2);
+}
+
+void apply_mask(const Tensor& param, const Tensor& keep) {
+  const char* op = "apply_mask";
+  check(op, "param", param, DType::f32, -1);
+  check(op, "keep", keep, DType::u8, -1);
+  check_same_shape(op, "keep", keep, "param", param);
+  check_device(op, "keep", keep, param);
+  check_no_overlap(op, "param", param, "keep", keep);
+  backend_for(param.device()).apply_mask(f32(param), keep.ptr<uint8_t>(), param.numel());
+}
+
+void sparse_dense_forward(const Tensor& y, const Tensor& x, const Tensor& offsets, const Tensor& index,
+                          const Tensor& values, const Tensor* b, Activation act) {
+  const char* op = "sparse_dense_forward";
+  check(op, "x", x, DType::f32, 2);
+  check(op, "offsets", offsets, DType::i32, 1);
+  check(op, "index", index, DType::i32, 1);
+  check(op, "values", values, DType::f32, 1);
+  check(op, "out", y, DType::f32, 2);
+  const int64_t in = x.dim(1), out = offsets.dim(0) - 1, nnz = index.dim(0);
+  if (in == 0) fail(op, "x has 0 columns; the layer needs at least one input");
+  if (out < 1) fail(op, "offsets has " + std::to_string(out + 1) + " entries; it needs out + 1 >= 2");
+  check_same_shape(op, "values", values, "index", index);
+  check_shape(op, "out", y, {x.dim(0), out});
+  for (const auto& [n, t] : {std::pair{"offsets", &offsets}, {"index", &index}, {"values", &values}, {"out", &y}})
+    check_device(op, n, *t, x);
+  for (const auto& [n, t] : {std::pair{"x", &x}, {"offsets", &offsets}, {"index", &index}, {"values", &values}})
+    check_no_overlap(op, "out", y, n, *t);
+  check_sparse_bias(op, b, x, y, out);
+
+  // The structure, on every call: a kernel trusts it to stay inside x and values.
+  const HostView<int32_t> off(offsets);
+  const int32_t* o = off.data();
+  if (o[0] != 0) fail(op, "offsets[0] = " + std::to_string(o[0]) + "; it must be 0");
+  for (int64_t j = 0; j < out; ++j)
+    if (o[j + 1] < o[j])
+      fail(op, "offsets decrease at " + std::to_string(j + 1) + " (" + std::to_string(o[j]) + " then " +
+                   std::to_string(o[j + 1]) + "); they must be non-decreasing");
+  if (o[out] != nnz)
+    fail(op, "offsets[" + std::to_string(out) + "] = " + std::to_string(o[out]) + " but index and values have " +
+                 std::to_string(nnz) + " entries");
+  const HostView<int32_t> idx_view(index);
+  const int32_t* idx = idx_view.data();
+  // One branch-free pass (it vectorizes), then a second one only to name the culprit.
+  bool ok = true;
+  for (int64_t k = 0; k < nnz; ++k) ok &= static_cast<uint32_t>(idx[k]) < static_cast<uint64_t>(in);
+  for (int64_t j = 0; j < out; ++j)
+    for (int64_t k = o[j] + 1; k < o[j + 1]; ++k) ok &= idx[k] > idx[k - 1];
+  if (!ok) {
+    for (int64_t j = 0; j < out; ++j)
+      for (int64_t k = o[j]; k < o[j + 1]; ++k) {
+        if (idx[k] < 0 || idx[k] >= in)
+          fail(op, "index[" + std::to_string(k) + "] = " + std::to_string(idx[k]) + " is outside [0, " +
+                       std::to_string(in) + ") (x has " + std::to_string(in) + " columns)");
+        if (k > o[j] && idx[k] <= idx[k - 1])
+          fail(op, "index[" + std::to_string(k) + "] = " + std::to_string(idx[k]) + " follows " +
+                       std::to_string(idx[k - 1]) + " in output " + std::to_string(j) +
+                       "; each output's inputs must be strictly ascending");
+      }
+  }
+  CsrMatrix w;
+  w.offsets = offsets.ptr<int32_t>();
+  w.index = index.ptr<int32_t>();
+  w.values = f32(values);
+  w.in = in;
+  w.out = out;
+  w.nnz = nnz;
+  backend_for(x.device()).sparse_dense_forward(f32(y), f32(x), w, b ? f32(*b) : nullptr, x.dim(0), act);
+}
+
+void nm_dense_forward(const Tensor& y, const Tensor& x, const Tensor& values, const Tensor& index, const Tensor* b,
+                      Activation act, int n, int m) {
+  const char* op = "nm_dense_forward";
+  if (!(m >= 1 && m <= 256)) fail(op, "m must be in [1, 256] (a slot's row is a uint8), got " + std::to_string(m));
+  if (!(n >= 1 && n <= m)) fail(op, "n must be in [1, m = " + std::to_string(m) + "], got " + std::to_string(n));
+  check(op, "x", x, DType::f32, 2);
+  check(op, "values", values, DType::f32, 2);
+  check(op, "index", index, DType::u8, 2);
+  check(op, "out", y, DType::f32, 2);
+  const int64_t in = x.dim(1), out = values.dim(1);
+  if (in == 0) fail(op, "x has 0 columns; the layer needs at least one input");
+  if (out == 0) fail(op, "values has 0 columns; the layer needs at least one output");
+  const int64_t groups = (in + m - 1) / m;
+  if (values.dim(0) != groups * n)
+    fail(op, "values has " + std::to_string(values.dim(0)) + " rows, expected ceil(in / m) n = " +
+                 std::to_string(groups * n) + " for in = " + std::to_string(in) + ", " + std::to_string(n) + ":" +
+                 std::to_string(m));
+  check_same_shape(op, "index", index, "values", values);
+  check_shape(op, "out", y, {x.dim(0), out});
+  for (const auto& [nm, t] : {std::pair{"values", &values}, {"index", &index}, {"out", &y}}) check_device(op, nm, *t, x);
+  for (const auto& [nm, t] : {std::pair{"x", &x}, {"values", &values}, {"index", &index}})
+    check_no_overlap(op, "out", y, nm, *t);
+  check_sparse_bias(op, b, x, y, out);
+
+  // Every slot's row must lie in its group (the last group has in - (groups - 1) m rows),
+  // or the kernel would read past x: one vectorizable pass, then one to name the culprit.
+  const HostView<uint8_t> idx_view(index);
+  const uint8_t* idx = idx_view.data();
+  const int64_t last_size = in - (groups - 1) * m, full = (groups - 1) * n * out, total = groups * n * out;
+  bool ok = true;
+  for (int64_t k = 0; k < full; ++k) ok &= idx[k] < m;
+  for (int64_t k = full; k < total; ++k) ok &= idx[k] < last_size;
+  if (!ok)
+    for (int64_t k = 0; k < total; ++k) {
+      const int64_t g = k / (n * out), size = g == groups - 1 ? last_size : m;
+      if (idx[k] >= size)
+        fail(op, "index[" + std::to_string(k / out) + ", " + std::to_string(k % out) + "] = " +
+                     std::to_string(idx[k]) + " is outside its group of " + std::to_string(size) + " rows");
+    }
+  NmMatrix w;
+  w.values = f32(values);
+  w.index = index.ptr<uint8_t>();
+  w.in = in;
+  w.out = out;
+  w.n = n;
+  w.m = m;
+  backend_for(x.device()).nm_dense_forward(f32(y), f32(x), w, b ? f32(*b) : nullptr, x.dim(0), act);
 }
 
 }  // namespace customml::ops

@@ -112,6 +112,50 @@ def dense_backward(dy, x, weight, y, *, z=None, activation: str = "identity",
     return dx, dw, db
 
 
+# ---------------------------------------------------------------------------- sparse
+
+
+def apply_mask(param, keep) -> np.ndarray:
+    """param with every element whose keep byte is 0 replaced by +0 (exact, float32)."""
+    p = np.asarray(param, np.float32)
+    return np.where(np.asarray(keep) != 0, p, np.float32(0))
+
+
+def csr_to_dense(offsets, index, values, n_in: int) -> np.ndarray:
+    """The float64 (in, out) kernel a CSR of its transpose stands for."""
+    offsets = np.asarray(offsets, np.int64)
+    w = np.zeros((n_in, len(offsets) - 1))
+    cols = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    w[np.asarray(index, np.int64), cols] = _f64(values)
+    return w
+
+
+def nm_to_dense(values, index, n_in: int, *, n: int, m: int) -> np.ndarray:
+    """The float64 (in, out) kernel of the N:M format: slot s of column j is row
+    (s // n) m + index[s, j] (slots on the same row add up)."""
+    values, index = _f64(values), np.asarray(index, np.int64)
+    slots, n_out = values.shape
+    rows = (np.arange(slots) // n * m)[:, None] + index
+    w = np.zeros((n_in, n_out))
+    np.add.at(w, (rows, np.broadcast_to(np.arange(n_out), rows.shape)), values)
+    return w
+
+
+def sparse_dense_forward(x, offsets, index, values, bias=None, *, activation: str = "identity") -> Tuple[np.ndarray, np.ndarray]:
+    """dense_forward of the kernel csr_to_dense(...) (bias None: zeros): (y, z)."""
+    x = _f64(x)
+    w = csr_to_dense(offsets, index, values, x.shape[1])
+    return dense_forward(x, w, np.zeros(w.shape[1]) if bias is None else bias, activation=activation)
+
+
+def nm_dense_forward(x, values, index, bias=None, *, n: int = 2, m: int = 4,
+                     activation: str = "identity") -> Tuple[np.ndarray, np.ndarray]:
+    """dense_forward of the kernel nm_to_dense(...) (bias None: zeros): (y, z)."""
+    x = _f64(x)
+    w = nm_to_dense(values, index, x.shape[1], n=n, m=m)
+    return dense_forward(x, w, np.zeros(w.shape[1]) if bias is None else bias, activation=activation)
+
+
 # ---------------------------------------------------------------------------- losses
 
 

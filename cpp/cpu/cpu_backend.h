@@ -45,6 +45,11 @@ class CpuBackend final : public Backend {
   double clip_by_global_norm(float* grad, int64_t n, float max_norm) override;
   void scale(float* x, int64_t n, double coef) override;
   double l1_l2_penalty(float* grad, const float* param, int64_t n, float l1, float l2) override;
+  void apply_mask(float* param, const uint8_t* keep, int64_t n) override;
+  void sparse_dense_forward(float* y, const float* x, const CsrMatrix& w, const float* b, int64_t batch,
+                            Activation act) override;
+  void nm_dense_forward(float* y, const float* x, const NmMatrix& w, const float* b, int64_t batch,
+                        Activation act) override;
 
  private:
   CpuBackend();

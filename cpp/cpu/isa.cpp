@@ -7,6 +7,7 @@
 
 #include "cpu/elementwise.h"
 #include "cpu/gemm.h"
+#include "cpu/sparse.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define CUSTOMML_X86_HOST 1
@@ -113,6 +114,7 @@ IsaLevel select_all() {
   const IsaLevel level = static_cast<int>(ceiling) < static_cast<int>(detected) ? ceiling : detected;
   select_gemm_f32(level);
   select_elementwise(level);
+  select_sparse(level);
   return level;
 }
 

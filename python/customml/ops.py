@@ -30,6 +30,11 @@ __all__ = [
     "adam_update",
     "clip_by_global_norm",
     "l1_l2_penalty",
+    "apply_mask",
+    "sparse_dense_forward",
+    "nm_dense_forward",
+    "csr_from_dense",
+    "nm_from_dense",
 ]
 
 
@@ -188,3 +193,82 @@ def l1_l2_penalty(param, *, l1: float = 0.0, l2: float = 0.0, grad=None, device:
     and, when ``grad`` (same shape) is given, adds ``l1 * sign(param) + 2 * l2 * param`` to it
     in place (sign(0) = 0)."""
     return _core.l1_l2_penalty(grad, param, l1, l2, device)
+
+
+def apply_mask(param, keep, *, device: str = "cpu"):
+    """Zeroes float32 ``param`` in place wherever uint8 ``keep`` (same shape) is 0: the
+    pruning mask the optimizers re-apply after every update. Returns ``param``."""
+    _core.apply_mask(param, keep, device)
+    return param
+
+
+def sparse_dense_forward(x, offsets, index, values, bias=None, *, activation: str = "identity", out=None,
+                         device: str = "cpu"):
+    """``activation(x @ W + bias)`` for a sparse kernel W (in, out) given as the CSR of its
+    transpose (``csr_from_dense``): output j's inputs are ``index[offsets[j]:offsets[j + 1]]``
+    (int32, strictly ascending) with float32 ``values``. x (batch, in) float32; bias (out,)
+    or None. Returns ``out`` (batch, out)."""
+    if out is None:
+        batch = _shape2(x, "x", "sparse_dense_forward")[0]
+        out = _empty((batch, np.shape(offsets)[0] - 1), device)
+    _core.sparse_dense_forward(out, x, offsets, index, values, bias, activation, device)
+    return out
+
+
+def nm_dense_forward(x, values, index, bias=None, *, n: int = 2, m: int = 4, activation: str = "identity", out=None,
+                     device: str = "cpu"):
+    """``activation(x @ W + bias)`` for an N:M sparse kernel W (in, out) (``nm_from_dense``):
+    of every m consecutive rows of a column at most n are kept, as values (ceil(in / m) n,
+    out) float32 and index (same shape, uint8: each value's row within its group). x (batch,
+    in) float32; bias (out,) or None. Returns ``out`` (batch, out)."""
+    if out is None:
+        batch = _shape2(x, "x", "nm_dense_forward")[0]
+        out = _empty((batch, _shape2(values, "values", "nm_dense_forward")[1]), device)
+    _core.nm_dense_forward(out, x, values, index, bias, activation, n, m, device)
+    return out
+
+
+def csr_from_dense(weight) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The nonzeros of a dense kernel (in, out) in the format ``sparse_dense_forward`` takes:
+    ``(offsets (out + 1,) int32, index (nnz,) int32, values (nnz,) float32)``, the CSR of
+    ``weight.T`` (per output, its nonzero inputs ascending). Pure NumPy; zeros of either
+    sign are dropped."""
+    w = np.asarray(weight, dtype=np.float32)
+    if w.ndim != 2:
+        raise ValueError(f"csr_from_dense: weight must be 2-D (in, out), got shape {w.shape}")
+    wt = w.T
+    keep = wt != 0
+    offsets = np.zeros(w.shape[1] + 1, np.int32)
+    np.cumsum(keep.sum(axis=1), out=offsets[1:])
+    index = np.nonzero(keep)[1].astype(np.int32)  # row-major order: by output, inputs ascending
+    return offsets, index, np.ascontiguousarray(wt[keep])
+
+
+def nm_from_dense(weight, n: int = 2, m: int = 4) -> Tuple[np.ndarray, np.ndarray]:
+    """N:M pruning of a dense kernel (in, out) into the format ``nm_dense_forward`` takes:
+    in each column, of every group of m consecutive rows (the last group may be short) the
+    n largest-magnitude entries are kept (ties: the lower row first), the rest dropped.
+    Returns ``(values (ceil(in / m) n, out) float32, index (same shape) uint8)``, each
+    group's kept rows ascending; slots a short group cannot fill hold value 0, row 0.
+    Pure NumPy."""
+    w = np.asarray(weight, dtype=np.float32)
+    if w.ndim != 2:
+        raise ValueError(f"nm_from_dense: weight must be 2-D (in, out), got shape {w.shape}")
+    if not (1 <= m <= 256 and 1 <= n <= m):
+        raise ValueError(f"nm_from_dense: need 1 <= n <= m <= 256, got n={n}, m={m}")
+    rows, cols = w.shape
+    groups = -(-rows // m)
+    padded = np.zeros((groups * m, cols), np.float32)
+    padded[:rows] = w
+    g = padded.reshape(groups, m, cols)
+    magnitude = np.abs(g.astype(np.float64))
+    row = np.arange(groups * m).reshape(groups, m, 1)
+    magnitude = np.where(row < rows, magnitude, -1.0)  # padding rows lose to every real one
+    # A stable sort of -|w|: equal magnitudes keep row order, so ties go to the lower row.
+    picked = np.sort(np.argsort(-magnitude, axis=1, kind="stable")[:, :n, :], axis=1)
+    values = np.take_along_axis(g, picked, axis=1)
+    real = row[:, :1] + picked < rows
+    values = np.where(real, values, np.float32(0))
+    index = np.where(real, picked, 0).astype(np.uint8)
+    return (np.ascontiguousarray(values.reshape(groups * n, cols)),
+            np.ascontiguousarray(index.reshape(groups * n, cols)))

@@ -1,0 +1,152 @@
+// Pruned weights on the CPU: apply_mask and the dense layer's forward pass over CSR and
+// N:M sparse kernels. The portable kernels here are the specification the SIMD tables
+// (cpu/sparse_kernels.h) are tested against; this file also cuts the batch into tiles
+// for the thread pool and owns the per-thread scratch.
+
+#include "cpu/sparse.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <memory>
+#include <new>
+
+#include "cpu/cpu_backend.h"
+#include "cpu/sparse_kernels.h"
+#include "cpu/thread_pool.h"
+
+namespace customml::cpu {
+namespace {
+
+// x: (rows, in)  w: CSR of W^T -> y[:, j0:j1] = act(x W + b): each output sums its
+// nonzeros in stored (ascending input) order, then adds the bias.
+void f32_spmm__portable(float* y, const float* x, const CsrMatrix& w, const float* b, int64_t rows, int64_t j0,
+                        int64_t j1, Activation act, float*) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * w.in;
+    float* yr = y + r * w.out;
+    for (int64_t j = j0; j < j1; ++j) {
+      float s = 0.0f;
+      for (int64_t k = w.offsets[j]; k < w.offsets[j + 1]; ++k) s += w.values[k] * xr[w.index[k]];
+      yr[j] = s;
+    }
+    bias_activation(yr + j0, b ? b + j0 : nullptr, j1 - j0, act);
+  }
+}
+
+// x: (rows, in)  w: N:M -> y[:, j0:j1] = act(x W + b): each output sums its slots in
+// slot order (group by group), unused slots included (their value is 0).
+void f32_nmmm__portable(float* y, const float* x, const NmMatrix& w, const float* b, int64_t rows, int64_t j0,
+                        int64_t j1, Activation act, float*) {
+  const int64_t slots = nm_groups(w) * w.n;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * w.in;
+    float* yr = y + r * w.out;
+    for (int64_t j = j0; j < j1; ++j) yr[j] = 0.0f;
+    for (int64_t s = 0; s < slots; ++s) {
+      const float* xg = xr + (s / w.n) * w.m;
+      const float* v = w.values + s * w.out;
+      const uint8_t* idx = w.index + s * w.out;
+      for (int64_t j = j0; j < j1; ++j) yr[j] += v[j] * xg[idx[j]];
+    }
+    bias_activation(yr + j0, b ? b + j0 : nullptr, j1 - j0, act);
+  }
+}
+
+std::atomic<const SparseKernels*> g_table{nullptr};
+
+struct FreeDeleter {
+  void operator()(float* p) const { std::free(p); }
+};
+
+// Scratch for one thread, grown on demand and reused by every later call: the steady
+// state allocates nothing.
+float* thread_scratch(int64_t floats) {
+  thread_local std::unique_ptr<float, FreeDeleter> buffer;
+  thread_local int64_t capacity = 0;
+  if (floats > capacity) {
+    const size_t bytes = (static_cast<size_t>(floats) * sizeof(float) + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, bytes);
+    if (!p) throw std::bad_alloc();
+    buffer.reset(static_cast<float*>(p));
+    capacity = floats;
+  }
+  return buffer.get();
+}
+
+// Below this many multiply-adds a product runs on the calling thread: waking a worker
+// costs microseconds, more than a batch-1 layer takes.
+constexpr int64_t kParallelMinMacs = int64_t{1} << 18;
+
+// Runs kernel over tiles of kSparseTileRows rows; when there are fewer tiles than
+// threads, each tile's outputs are split too (in multiples of 16 columns). Every output
+// element is computed by one task with a sum order that depends on neither the split
+// nor the thread count.
+template <class Kernel, class Matrix>
+void run_tiles(Kernel kernel, float* y, const float* x, const Matrix& w, const float* b, int64_t batch,
+               Activation act, int64_t macs) {
+  if (batch == 0) return;
+  const int64_t tiles = (batch + kSparseTileRows - 1) / kSparseTileRows;
+  ThreadPool& pool = ThreadPool::instance();
+  const int64_t threads = macs >= kParallelMinMacs ? pool.num_threads() : 1;
+  const int64_t panels = (w.out + 15) / 16;
+  int64_t chunks = tiles >= threads ? 1 : (threads + tiles - 1) / tiles;
+  if (chunks > panels) chunks = panels;
+  const auto task = [&](int t) {
+    const int64_t tile = t / chunks, c = t % chunks;
+    const int64_t j0 = panels * c / chunks * 16, j1_panels = panels * (c + 1) / chunks * 16;
+    const int64_t j1 = j1_panels < w.out ? j1_panels : w.out;
+    const int64_t r0 = tile * kSparseTileRows;
+    const int64_t rows = batch - r0 < kSparseTileRows ? batch - r0 : kSparseTileRows;
+    kernel(y + r0 * w.out, x + r0 * w.in, w, b, rows, j0, j1, act, thread_scratch(sparse_scratch_floats(w.in, j1 - j0)));
+  };
+  const int64_t tasks = tiles * chunks;
+  if (threads <= 1 || tasks == 1) {
+    for (int64_t t = 0; t < tasks; ++t) task(static_cast<int>(t));
+  } else {
+    pool.parallel_for(static_cast<int>(tasks), task);
+  }
+}
+
+}  // namespace
+
+const SparseKernels kSparsePortable{"portable",        "f32_spmm__portable", "f32_nmmm__portable",
+                                    "f32_apply_mask__portable", apply_mask_kernel, f32_spmm__portable,
+                                    f32_nmmm__portable};
+
+void select_sparse(IsaLevel level) {
+  const SparseKernels* t = &kSparsePortable;
+#ifdef CUSTOMML_X86_KERNELS
+  if (static_cast<int>(level) >= static_cast<int>(IsaLevel::avx512)) t = &kSparseAvx512;
+  else if (level == IsaLevel::avx2) t = &kSparseAvx2;
+#endif
+  g_table.store(t, std::memory_order_release);
+}
+
+const SparseKernels& sparse_kernels() {
+  const SparseKernels* t = g_table.load(std::memory_order_acquire);
+  if (!t) {
+    active_isa();  // the first call selects every family
+    t = g_table.load(std::memory_order_acquire);
+  }
+  return *t;
+}
+
+// param, keep: (n) -> param[i] = 0 where keep[i] == 0.
+void CpuBackend::apply_mask(float* param, const uint8_t* keep, int64_t n) {
+  const SparseKernels& k = sparse_kernels();
+  for_each_chunk(n, [&](int64_t, int64_t begin, int64_t end) { k.apply_mask(param + begin, keep + begin, end - begin); });
+}
+
+// x: (batch, in)  w: CSR of W^T (in, out)  b: (out) or null -> y: (batch, out)
+void CpuBackend::sparse_dense_forward(float* y, const float* x, const CsrMatrix& w, const float* b, int64_t batch,
+                                      Activation act) {
+  run_tiles(sparse_kernels().csr_forward, y, x, w, b, batch, act, batch * w.nnz);
+}
+
+// x: (batch, in)  w: N:M (in, out)  b: (out) or null -> y: (batch, out)
+void CpuBackend::nm_dense_forward(float* y, const float* x, const NmMatrix& w, const float* b, int64_t batch,
+                                  Activation act) {
+  run_tiles(sparse_kernels().nm_forward, y, x, w, b, batch, act, batch * nm_groups(w) * w.n * w.out);
+}
+
+}  // namespace customml::cpu

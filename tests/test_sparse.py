@@ -1,0 +1,388 @@
+"""The sparse op family (apply_mask, sparse_dense_forward over CSR, nm_dense_forward over
+N:M) against tests/reference.py on every device and every ISA level, at sparsities 0 to
+100%, with empty outputs, around every tile of the kernels; then the NumPy format helpers
+(csr_from_dense, nm_from_dense) and malformed input.
+
+Tolerance of the products
+-------------------------
+Each output is a float32 sum of at most `in` products (the nonzeros of its column) plus
+the bias, computed in an order that differs from the float64 reference and between the
+kernels (sequential, interleaved streams, vector lanes with a horizontal sum). Higham's
+bound gamma_K sum |x w| holds for every summation order, so the dense layer's bound
+(test_dense.forward_tolerance, with K = in >= the column's nonzeros; the zeros of W add
+nothing to sum |x w|) covers every kernel, the activation's rounding included.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+import customml as cm
+import reference
+from customml import ops
+from support import (
+    VALUE_KINDS,
+    assert_close,
+    assert_float32_array,
+    assert_same_bits,
+    make_values,
+    nan_filled,
+    seeds,
+    sizes,
+)
+from test_dense import forward_tolerance
+
+ACTIVATIONS = reference.ACTIVATIONS
+SPARSITIES = (0.0, 0.5, 0.9, 0.99, 1.0)
+
+# The kernels' boundaries: batch tiles of 64 rows (transposed into 16- or 8-lane
+# vectors), the gather path below 3 rows, outputs in vectors of 16 / 8 and N:M blocks of
+# 32 / 16, thread splits in 16-column panels.
+BATCHES = (1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 129)
+batches = st.one_of(st.sampled_from(BATCHES), st.integers(1, 40))
+# (batch, in, out, sparsity, value kind, empty outputs, seed), products capped so one
+# example stays in the millisecond range.
+csr_problems = st.tuples(batches, sizes, sizes, st.sampled_from(SPARSITIES), st.sampled_from(VALUE_KINDS),
+                         st.booleans(), seeds).filter(lambda p: p[0] * p[1] * p[2] <= 1 << 18)
+# Large enough to use both threads (>= 2^18 multiply-adds) and every path at once.
+LARGE_CSR = [(130, 784, 256, 0.9, "normal", False, 1), (200, 257, 1025, 0.5, "mixed", True, 2),
+             (1, 784, 256, 0.9, "normal", True, 3)]
+NM_SHAPES = ((2, 4), (1, 4), (4, 8), (1, 1), (3, 5), (2, 16), (8, 16), (2, 20), (1, 256))
+nm_problems = st.tuples(batches, sizes, sizes, st.sampled_from(NM_SHAPES), st.sampled_from(VALUE_KINDS),
+                        st.booleans(), seeds).filter(lambda p: p[0] * p[1] * p[2] <= 1 << 18)
+LARGE_NM = [(130, 784, 256, (2, 4), "normal", False, 1), (3, 1023, 513, (2, 4), "mixed", True, 2),
+            (66, 257, 100, (2, 20), "normal", False, 3)]
+
+
+def build_dense(problem):
+    """x (batch, in), a dense kernel w (in, out) with the drawn fraction of zeros (and
+    some all-zero columns when asked), bias (out,)."""
+    batch, n_in, n_out, sparsity, kind, empty, seed = problem
+    rng = np.random.default_rng(seed)
+    x = make_values(rng, (batch, n_in), kind)
+    w_kind = kind if kind in ("ints", "tiny") else "normal"
+    w = make_values(rng, (n_in, n_out), w_kind, scale=1.0 / np.sqrt(n_in))
+    w[rng.random((n_in, n_out)) < sparsity] = 0.0
+    if empty:
+        w[:, rng.random(n_out) < 0.3] = 0.0
+    b = make_values(rng, (n_out,), kind if kind in ("ints", "tiny", "subnormal", "mixed") else "normal")
+    return x, w, b
+
+
+def run_csr(x, csr, b, activation, device):
+    y = nan_filled((x.shape[0], len(csr[0]) - 1))
+    ret = ops.sparse_dense_forward(x, *csr, b, activation=activation, out=y, device=device)
+    assert ret is y
+    assert_float32_array(y, (x.shape[0], len(csr[0]) - 1), "out")
+    return y
+
+
+def check_against_reference(y, x, w_dense, b, activation, name):
+    bias = np.zeros(w_dense.shape[1], np.float32) if b is None else b
+    y_ref, z_ref = reference.dense_forward(x, w_dense, bias, activation=activation)
+    _, tol = forward_tolerance(activation, x, w_dense, bias, y_ref, z_ref)
+    assert_close(y, y_ref, tol, name)
+
+
+# --------------------------------------------------------------------------------- CSR
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@given(problem=csr_problems)
+@example(problem=LARGE_CSR[0])
+@example(problem=LARGE_CSR[1])
+@example(problem=LARGE_CSR[2])
+def test_sparse_dense_forward_matches_reference(isa, device, activation, problem):
+    x, w, b = build_dense(problem)
+    csr = ops.csr_from_dense(w)
+    y = run_csr(x, csr, b, activation, device)
+    w_csr = reference.csr_to_dense(*csr, x.shape[1])
+    check_against_reference(y, x, w_csr, b, activation, f"out ({activation}, {isa}, {problem[3]:.0%} sparse)")
+    assert_same_bits(run_csr(x, csr, b, activation, device), y, "out of a second call")
+
+
+@pytest.mark.parametrize("activation", ["identity", "relu", "sigmoid", "gelu"])
+@pytest.mark.parametrize("batch", [1, 2, 3, 17, 64, 65])
+def test_empty_outputs_get_bias_and_activation(isa, device, activation, batch):
+    # 100% sparse: no nonzeros at all, and a column emptied inside a sparse matrix.
+    rng = np.random.default_rng(batch)
+    x = rng.standard_normal((batch, 33)).astype(np.float32)
+    b = np.array([-0.0, 0.0, 1.5, -2.0, 3e38, -1e-30, 7.0, -7.0, 0.25] * 2, np.float32)
+    empty = (np.zeros(1, np.int32).repeat(19), np.zeros(0, np.int32), np.zeros(0, np.float32))
+    y = run_csr(x, empty, b[:18], activation, device)
+    want = reference.activation_forward(activation, np.broadcast_to(b[:18].astype(np.float64), y.shape))
+    _, tol = forward_tolerance(activation, x, np.zeros((33, 18), np.float32), b[:18], want, want)
+    assert_close(y, want, tol, "all outputs empty")
+    if activation == "relu":  # relu(-0) is +0, as the dense epilogue
+        assert not np.signbit(y).any()
+    w = (rng.standard_normal((33, 18)) * (rng.random((33, 18)) < 0.2)).astype(np.float32)
+    w[:, 5] = 0.0
+    y = run_csr(x, ops.csr_from_dense(w), b[:18], activation, device)
+    check_against_reference(y, x, w, b[:18], activation, "one empty output")
+
+
+@pytest.mark.parametrize("batch", [1, 3, 70])
+def test_sparse_dense_forward_without_bias(isa, device, batch):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((batch, 40)).astype(np.float32)
+    w = (rng.standard_normal((40, 21)) * (rng.random((40, 21)) < 0.3)).astype(np.float32)
+    y = run_csr(x, ops.csr_from_dense(w), None, "tanh", device)
+    check_against_reference(y, x, w, None, "tanh", "no bias")
+
+
+def test_sparse_products_do_not_depend_on_the_thread_count(isa):
+    # Each output element is computed by one task with a fixed sum order.
+    x, w, b = build_dense(LARGE_CSR[1])
+    csr = ops.csr_from_dense(w)
+    values, index = ops.nm_from_dense(w)
+    before = cm.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3):
+            cm.set_num_threads(threads)
+            results.append((ops.sparse_dense_forward(x, *csr, b, activation="relu"),
+                            ops.nm_dense_forward(x, values, index, b, activation="relu")))
+    finally:
+        cm.set_num_threads(before)
+    for csr_y, nm_y in results[1:]:
+        assert_same_bits(csr_y, results[0][0], "CSR out")
+        assert_same_bits(nm_y, results[0][1], "N:M out")
+
+
+def test_csr_from_dense_round_trips():
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((37, 19)) * (rng.random((37, 19)) < 0.3)).astype(np.float32)
+    w[:, 3] = 0.0
+    w[4, 7] = -0.0
+    offsets, index, values = ops.csr_from_dense(w)
+    assert offsets.dtype == np.int32 and index.dtype == np.int32 and values.dtype == np.float32
+    assert offsets.shape == (20,) and offsets[0] == 0 and offsets[-1] == np.count_nonzero(w) == len(index)
+    assert offsets[4] == offsets[3]  # the empty column
+    for j in range(19):
+        assert (np.diff(index[offsets[j]:offsets[j + 1]]) > 0).all()
+    assert_same_bits(reference.csr_to_dense(offsets, index, values, 37).astype(np.float32), np.where(w == 0, 0, w),
+                     "round trip")
+
+
+# --------------------------------------------------------------------------------- N:M
+
+
+def nm_format(problem):
+    batch, n_in, n_out, (n, m), kind, empty, seed = problem
+    x, w, b = build_dense((batch, n_in, n_out, 0.0, kind, empty, seed))
+    values, index = ops.nm_from_dense(w, n, m)
+    return x, values, index, b, n, m
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@given(problem=nm_problems)
+@example(problem=LARGE_NM[0])
+@example(problem=LARGE_NM[1])
+@example(problem=LARGE_NM[2])
+def test_nm_dense_forward_matches_reference(isa, device, activation, problem):
+    x, values, index, b, n, m = nm_format(problem)
+    y = nan_filled((x.shape[0], values.shape[1]))
+    ret = ops.nm_dense_forward(x, values, index, b, n=n, m=m, activation=activation, out=y, device=device)
+    assert ret is y
+    assert_float32_array(y, (x.shape[0], values.shape[1]), "out")
+    w = reference.nm_to_dense(values, index, x.shape[1], n=n, m=m)
+    check_against_reference(y, x, w.astype(np.float32), b, activation, f"out ({activation}, {isa}, {n}:{m})")
+    again = ops.nm_dense_forward(x, values, index, b, n=n, m=m, activation=activation, device=device)
+    assert_same_bits(again, y, "out of a second call")
+
+
+@pytest.mark.parametrize("batch", [1, 5, 64])
+def test_nm_dense_forward_sums_repeated_slots_and_skips_unused_ones(isa, device, batch):
+    # A hand-made format: a slot repeated within a group adds up; unused slots (value 0)
+    # point at any row of their group; no bias.
+    rng = np.random.default_rng(batch)
+    n_in, n_out = 10, 18  # 3 groups of 4, the last one 2 rows short
+    x = rng.standard_normal((batch, n_in)).astype(np.float32)
+    values = rng.standard_normal((6, n_out)).astype(np.float32)
+    index = rng.integers(0, 4, (6, n_out)).astype(np.uint8)
+    index[4:] = rng.integers(0, 2, (2, n_out))
+    index[1] = index[0]
+    values[3, ::3] = 0.0
+    y = ops.nm_dense_forward(x, values, index, None, activation="identity", device=device)
+    w = reference.nm_to_dense(values, index, n_in, n=2, m=4)
+    check_against_reference(y, x, w.astype(np.float32), None, "identity", "hand-made N:M")
+
+
+def brute_force_nm(w, n, m):
+    """nm_from_dense by loops: per column and group, the n largest |w| (ties: lower row)."""
+    groups = -(-w.shape[0] // m)
+    values = np.zeros((groups * n, w.shape[1]), np.float32)
+    index = np.zeros((groups * n, w.shape[1]), np.uint8)
+    for j in range(w.shape[1]):
+        for g in range(groups):
+            rows = list(range(g * m, min(g * m + m, w.shape[0])))
+            kept = sorted(sorted(rows, key=lambda r: (-abs(float(w[r, j])), r))[:n])
+            for s, r in enumerate(kept):
+                values[g * n + s, j] = w[r, j]
+                index[g * n + s, j] = r - g * m
+    return values, index
+
+
+@pytest.mark.parametrize("n,m", [(2, 4), (1, 4), (3, 5), (4, 4), (1, 1)])
+@pytest.mark.parametrize("n_in", [1, 3, 4, 9, 22])
+def test_nm_from_dense_keeps_the_largest_per_group(n, m, n_in):
+    rng = np.random.default_rng(n_in)
+    w = rng.integers(-2, 3, (n_in, 7)).astype(np.float32)  # many ties of magnitude
+    values, index = ops.nm_from_dense(w, n, m)
+    want_values, want_index = brute_force_nm(w, n, m)
+    assert values.dtype == np.float32 and index.dtype == np.uint8
+    assert_same_bits(values, want_values, "values")
+    np.testing.assert_array_equal(index, want_index)
+
+
+def test_nm_from_dense_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="n <= m"):
+        ops.nm_from_dense(np.ones((4, 2), np.float32), 3, 2)
+    with pytest.raises(ValueError, match="2-D"):
+        ops.nm_from_dense(np.ones(4, np.float32))
+    with pytest.raises(ValueError, match="2-D"):
+        ops.csr_from_dense(np.ones(4, np.float32))
+
+
+# --------------------------------------------------------------------------------- mask
+
+
+@given(n=st.one_of(st.sampled_from([1, 15, 16, 17, 31, 32, 33, 63, 64, 65]), st.integers(1, 300)), seed=seeds)
+@example(n=(1 << 18) + 17, seed=1)  # several chunks of the thread pool
+def test_apply_mask_matches_reference(isa, device, n, seed):
+    rng = np.random.default_rng(seed)
+    param = make_values(rng, (n,), "mixed")
+    param[rng.random(n) < 0.05] = np.nan
+    keep = rng.choice(np.array([0, 1, 2, 255], np.uint8), n)
+    want = reference.apply_mask(param, keep)
+    got = param.copy()
+    assert ops.apply_mask(got, keep, device=device) is got
+    assert_same_bits(got, want, "param")
+
+
+def test_apply_mask_keeps_the_shape(device):
+    param = np.arange(12, dtype=np.float32).reshape(3, 4)
+    keep = (param % 3 != 0).astype(np.uint8)
+    ops.apply_mask(param, keep, device=device)
+    assert_same_bits(param, reference.apply_mask(np.arange(12, dtype=np.float32).reshape(3, 4), keep), "param")
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def _csr_kwargs():
+    x = np.ones((4, 6), np.float32)
+    offsets = np.array([0, 2, 2, 5], np.int32)
+    index = np.array([1, 4, 0, 2, 5], np.int32)
+    return dict(x=x, offsets=offsets, index=index, values=np.ones(5, np.float32), bias=np.ones(3, np.float32),
+                out=np.empty((4, 3), np.float32))
+
+
+def _set(key, value):
+    return lambda kw: kw.update({key: value})
+
+
+def _set_at(key, pos, value):
+    return lambda kw: kw[key].__setitem__(pos, value)
+
+
+CSR_BAD = {
+    "x float64": (_set("x", np.ones((4, 6))), TypeError, r"\[sparse_dense_forward\] x must be float32"),
+    "offsets int64": (lambda kw: kw.update(offsets=kw["offsets"].astype(np.int64)), TypeError,
+                      r"offsets must be int32"),
+    "index uint8": (lambda kw: kw.update(index=kw["index"].astype(np.uint8)), TypeError, r"index must be int32"),
+    "values float16": (lambda kw: kw.update(values=kw["values"].astype(np.float16)), TypeError,
+                       r"values must be float32"),
+    "bias int32": (lambda kw: kw.update(bias=kw["bias"].astype(np.int32)), TypeError, r"bias must be float32"),
+    "out float64": (_set("out", np.empty((4, 3))), TypeError, r"out must be float32"),
+    "x 1-D": (_set("x", np.ones(6, np.float32)), ValueError, r"x must be 2-D"),
+    "x no columns": (_set("x", np.ones((4, 0), np.float32)), ValueError, r"x has 0 columns"),
+    "offsets 2-D": (lambda kw: kw.update(offsets=kw["offsets"].reshape(2, 2)), ValueError, r"offsets must be 1-D"),
+    "offsets one entry": (_set("offsets", np.zeros(1, np.int32)), ValueError, r"offsets has 1 entries"),
+    "offsets not from 0": (_set_at("offsets", 0, 1), ValueError, r"offsets\[0\] = 1"),
+    "offsets decrease": (_set_at("offsets", 2, 1), ValueError, r"offsets decrease at 2"),
+    "offsets end": (_set_at("offsets", 3, 4), ValueError, r"offsets\[3\] = 4 but index and values have 5"),
+    "offsets past nnz": (_set_at("offsets", 1, 9), ValueError, r"offsets decrease at 2"),
+    "index negative": (_set_at("index", 2, -1), ValueError, r"index\[2\] = -1 is outside \[0, 6\)"),
+    "index too large": (_set_at("index", 4, 6), ValueError, r"index\[4\] = 6 is outside \[0, 6\)"),
+    "index repeated": (_set_at("index", 3, 0), ValueError, r"index\[3\] = 0 follows 0 in output 2"),
+    "index descending": (_set_at("index", 1, 0), ValueError, r"index\[1\] = 0 follows 1 in output 0"),
+    "values length": (_set("values", np.ones(4, np.float32)), ValueError, r"values has shape \(4,\) but index"),
+    "bias length": (_set("bias", np.ones(4, np.float32)), ValueError, r"bias has shape"),
+    "out shape": (_set("out", np.empty((4, 4), np.float32)), ValueError, r"out has shape"),
+    "out is x": (lambda kw: kw.update(x=np.ones((4, 3), np.float32)) or kw.update(out=kw["x"]), ValueError,
+                 r"out shares memory with x"),
+    "x strided": (_set("x", np.ones((4, 12), np.float32)[:, ::2]), ValueError, r"x must be C-contiguous"),
+    "unknown activation": (_set("activation", "swish"), ValueError, r"\[sparse_dense_forward\] .*activation"),
+}
+
+
+@pytest.mark.parametrize("case", list(CSR_BAD))
+def test_sparse_dense_forward_rejects_bad_input(device, case):
+    kw = _csr_kwargs()
+    mutate, exc, match = CSR_BAD[case]
+    mutate(kw)
+    x = kw.pop("x")
+    args = (kw.pop("offsets"), kw.pop("index"), kw.pop("values"), kw.pop("bias"))
+    with pytest.raises(exc, match=match):
+        ops.sparse_dense_forward(x, *args, device=device, **kw)
+
+
+def _nm_kwargs():
+    x = np.ones((3, 6), np.float32)  # 2:4 -> 2 groups (4 + 2 rows) -> 4 slots
+    index = np.array([[0, 1], [3, 2], [0, 1], [1, 0]], np.uint8)
+    return dict(x=x, values=np.ones((4, 2), np.float32), index=index, bias=np.ones(2, np.float32),
+                out=np.empty((3, 2), np.float32))
+
+
+NM_BAD = {
+    "x float64": (_set("x", np.ones((3, 6))), TypeError, r"\[nm_dense_forward\] x must be float32"),
+    "values float64": (_set("values", np.ones((4, 2))), TypeError, r"values must be float32"),
+    "index int32": (lambda kw: kw.update(index=kw["index"].astype(np.int32)), TypeError, r"index must be uint8"),
+    "values rows": (_set("values", np.ones((6, 2), np.float32)), ValueError,
+                    r"values has 6 rows, expected ceil\(in / m\) n = 4"),
+    "index shape": (_set("index", np.zeros((4, 3), np.uint8)), ValueError, r"index has shape"),
+    "index past group": (_set_at("index", (1, 0), 4), ValueError, r"index\[1, 0\] = 4 is outside its group of 4"),
+    "index past short group": (_set_at("index", (3, 1), 2), ValueError,
+                               r"index\[3, 1\] = 2 is outside its group of 2"),
+    "n > m": (_set("n", 5), ValueError, r"n must be in \[1, m = 4\]"),
+    "n zero": (_set("n", 0), ValueError, r"n must be in"),
+    "m too large": (_set("m", 300), ValueError, r"m must be in \[1, 256\]"),
+    "out shape": (_set("out", np.empty((3, 3), np.float32)), ValueError, r"out has shape"),
+    "bias length": (_set("bias", np.ones(3, np.float32)), ValueError, r"bias has shape"),
+    "out is values": (lambda kw: kw.update(values=np.ones((4, 2), np.float32), x=np.ones((4, 6), np.float32))
+                      or kw.update(out=kw["values"]), ValueError, r"out shares memory with values"),
+}
+
+
+@pytest.mark.parametrize("case", list(NM_BAD))
+def test_nm_dense_forward_rejects_bad_input(device, case):
+    kw = _nm_kwargs()
+    mutate, exc, match = NM_BAD[case]
+    mutate(kw)
+    args = (kw.pop("x"), kw.pop("values"), kw.pop("index"), kw.pop("bias"))
+    with pytest.raises(exc, match=match):
+        ops.nm_dense_forward(*args, device=device, **kw)
+
+
+MASK_BAD = {
+    "param float64": (dict(param=np.ones(4)), TypeError, r"\[apply_mask\] param must be float32"),
+    "keep bool": (dict(keep=np.ones(4, bool)), TypeError, r"keep must be uint8"),
+    "keep shape": (dict(keep=np.ones(5, np.uint8)), ValueError, r"keep has shape \(5,\) but param has shape \(4,\)"),
+    "param read-only": (dict(param=np.ones(4, np.float32)[::1].copy()), ValueError, r"param is read-only"),
+    "param list": (dict(param=[1.0, 2.0, 3.0, 4.0]), TypeError, r"param must be a NumPy array"),
+}
+
+
+@pytest.mark.parametrize("case", list(MASK_BAD))
+def test_apply_mask_rejects_bad_input(device, case):
+    change, exc, match = MASK_BAD[case]
+    kw = dict(param=np.ones(4, np.float32), keep=np.ones(4, np.uint8))
+    kw.update(change)
+    if case == "param read-only":
+        kw["param"].setflags(write=False)
+    with pytest.raises(exc, match=match):
+        ops.apply_mask(kw["param"], kw["keep"], device=device)
