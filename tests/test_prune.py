@@ -188,12 +188,21 @@ def test_choose_formats_follows_its_measurements():
         lat = c["latency_us"]
         assert set(lat) == {"dense", "csr"} and set(lat["dense"]) == {1, 8, 32}
         assert model._net.sparse_format(i) == (c["format"], c["max_batch"])
-        if c["format"] == "dense":
-            assert c["max_batch"] == 0 and lat["csr"][1] >= 0.95 * lat["dense"][1]
-        else:
-            # sparse up to max_batch only where it beat dense by 5% at every size measured
-            reach = [b for b in (1, 8, 32) if b <= c["max_batch"]]
-            assert reach and all(lat["csr"][b] < 0.95 * lat["dense"][b] for b in reach)
+        assert c["max_batch"] == prune._max_batch(lat["dense"], lat["csr"])
+        assert c["format"] == ("dense" if c["max_batch"] == 0 else "csr")
+
+
+@pytest.mark.parametrize("sparse, want", [
+    ({1: 5, 8: 50, 128: 500}, prune.UNBOUNDED),  # faster everywhere
+    ({1: 10.3, 8: 50, 128: 500}, prune.UNBOUNDED),  # a tie (within 5%) at batch 1 does not stop it
+    ({1: 5, 8: 50, 128: 2000}, 8),  # slower at 128
+    ({1: 5, 8: 90, 128: 500}, 1),  # clearly slower at 8: sparse below it only, whatever 128 says
+    ({1: 11, 8: 50, 128: 500}, 0),  # clearly slower at batch 1: dense throughout
+    ({1: 10, 8: 100, 128: 1000}, 0),  # equal: no gain, no risk taken
+])
+def test_max_batch_rule(sparse, want):
+    dense = {1: 10, 8: 80, 128: 1000}
+    assert prune._max_batch(dense, sparse) == want
 
 
 def test_report_table_and_dict():
