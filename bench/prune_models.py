@@ -9,8 +9,9 @@ file size (no optimizer state) and model.predict latency at batch 1 and 128.
     python bench/prune_models.py fashion_mnist /tmp/f.cml /tmp/f90.cml /tmp/f50.cml
 
 The first file is the baseline. Latencies are medians over rounds in which the models take
-turns (so the machine's load drifts over all alike), each round at least 20 ms of
-back-to-back calls into a reused output buffer. ``--choose-formats`` measures the pruned
+turns (so the machine's load drifts over all alike), each round at least 2 ms of
+back-to-back calls into a reused output buffer; the best round is printed too, as the
+median follows the machine's load. ``--choose-formats`` measures the pruned
 models' inference formats again in this run (``customml.prune.report``) instead of using
 the choice stored in their files, and prints the reports.
 """
@@ -25,11 +26,11 @@ import numpy as np
 
 import customml as cm
 
-_ROUND_SECONDS = 0.02
+_ROUND_SECONDS = 0.002
 
 
 def _latencies(models: dict, x: np.ndarray, rounds: int) -> dict:
-    """Median microseconds per model.predict(x) call of each model, interleaved."""
+    """(median, best) microseconds per model.predict(x) call of each model, interleaved."""
     outs = {k: np.empty((x.shape[0], m.output_dim), np.float32) for k, m in models.items()}
     calls = {}
     for k, m in models.items():
@@ -44,14 +45,14 @@ def _latencies(models: dict, x: np.ndarray, rounds: int) -> dict:
             for _ in range(calls[k]):
                 m.predict(x, out=outs[k])
             samples[k].append((time.perf_counter() - t0) / calls[k] * 1e6)
-    return {k: float(np.median(v)) for k, v in samples.items()}
+    return {k: (float(np.median(v)), float(np.min(v))) for k, v in samples.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset")
     parser.add_argument("models", nargs="+", help="model files; the first is the baseline")
-    parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--rounds", type=int, default=41)
     parser.add_argument("--choose-formats", action="store_true")
     args = parser.parse_args()
     print(f"customml {cm.__version__}, {cm.get_num_threads()} thread(s), gemm {cm.build_info()['kernels']['gemm']}, "
@@ -68,12 +69,16 @@ def main() -> None:
     lat128 = _latencies(models, np.ascontiguousarray(xt[:128]), args.rounds)
     base = args.models[0]
     width = max(len(k) for k in models)
-    print(f"{'model':<{width}} {'test acc':>9} {'vs base':>8} {'nonzeros':>9} {'file bytes':>11} {'smaller':>8} "
-          f"{'b1 us':>7} {'b1 x':>6} {'b128 us':>8} {'b128 x':>7}")
+    print(f"{'model':<{width}} {'test acc':>9} {'vs base':>8} {'nonzeros':>9} {'file bytes':>11} {'smaller':>8}   "
+          "b1 us median (x) / best (x)   b128 us median (x) / best (x)")
+
+    def cell(lat, k):
+        (med, best), (base_med, base_best) = lat[k], lat[base]
+        return f"{med:7.1f} ({base_med / med:4.2f}x) / {best:7.1f} ({base_best / best:4.2f}x)"
+
     for k in models:
         print(f"{k:<{width}} {accs[k]:>9.4f} {100 * (accs[k] - accs[base]):>+7.2f}p {nonzeros[k]:>9,} {sizes[k]:>11,} "
-              f"{sizes[base] / sizes[k]:>7.1f}x {lat1[k]:>7.1f} {lat1[base] / lat1[k]:>5.2f}x "
-              f"{lat128[k]:>8.1f} {lat128[base] / lat128[k]:>6.2f}x")
+              f"{sizes[base] / sizes[k]:>7.1f}x   {cell(lat1, k)}   {cell(lat128, k)}")
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 

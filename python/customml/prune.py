@@ -35,7 +35,7 @@ BATCH_SIZES = (1, 8, 32, 128, 512)
 # max_batch when a sparse format wins at every measured size: beyond the largest size both
 # kernels' costs grow linearly with the batch, so the winner stays the winner.
 UNBOUNDED = 2**62
-# Timing noise: medians on a loaded machine still move by a few percent from run to run, so a
+# Timing noise: the best of several runs still moves by a few percent from run to run, so a
 # format is "clearly slower" only beyond this ratio; within it, a loss is a tie.
 _NOISE = 1.05
 # Each timed run lasts at least this long, so batch-1 calls of a few microseconds are not
@@ -182,8 +182,12 @@ def _probe(model, index: int, weights, fmt: str, nm: Tuple[int, int]):
 
 
 def _time_probes(probes: Dict[str, object], batch_sizes: Sequence[int], repeats: int) -> Dict[str, Dict[int, float]]:
-    """Median microseconds per call of each probe's predict at each batch size; the probes
-    take turns within every repeat so that the machine's load drifts over all alike."""
+    """Microseconds per call of each probe's predict at each batch size: the fastest of
+    ``repeats`` runs, the probes taking turns within every repeat. Not the median: other
+    processes only ever add time, and they add it unevenly (a threaded dense GEMM waits for
+    its slowest thread, a single-threaded sparse kernel does not), so on a loaded machine
+    the median measures the load of the moment while the minimum stays the kernel's cost,
+    which is what a choice stored in the file should rest on."""
     rng = np.random.default_rng(0)
     big = max(batch_sizes)
     # ReLU-like inputs (half zeros) as the hidden layers see them; the kernels do not skip
@@ -208,7 +212,7 @@ def _time_probes(probes: Dict[str, object], batch_sizes: Sequence[int], repeats:
                     predict(x, y, b)
                 samples[f].append((time.perf_counter() - t0) / calls[f] * 1e6)
         for f in probes:
-            result[f][b] = float(np.median(samples[f]))
+            result[f][b] = float(np.min(samples[f]))
     return result
 
 
@@ -237,8 +241,8 @@ def choose_formats(model, batch_sizes: Sequence[int] = BATCH_SIZES, formats: Opt
                    repeats: int = 7) -> Dict[int, dict]:
     """For every masked Dense layer, times the layer alone on the model's device in dense and
     in each sparse format (``formats``: default "csr", plus "nm" for layers pruned by
-    ``n_m`` whose weights still fit the pattern) at ``batch_sizes`` (median of ``repeats``
-    runs), and sets the format that runs sparse up to the largest batch size: max_batch =
+    ``n_m`` whose weights still fit the pattern) at ``batch_sizes`` (the fastest of
+    ``repeats`` runs), and sets the format that runs sparse up to the largest batch size: max_batch =
     the largest measured size where it beats dense while being no more than 5% (the
     timing noise) slower at any smaller size; unbounded when that is the largest size;
     dense when no size qualifies. Returns {layer index: {"format", "max_batch", "latency_us": {format:
