@@ -480,11 +480,20 @@ void sparse_dense_forward(const Tensor& y, const Tensor& x, const Tensor& offset
                  std::to_string(nnz) + " entries");
   const HostView<int32_t> idx_view(index);
   const int32_t* idx = idx_view.data();
-  // One branch-free pass (it vectorizes), then a second one only to name the culprit.
-  bool ok = true;
-  for (int64_t k = 0; k < nnz; ++k) ok &= static_cast<uint32_t>(idx[k]) < static_cast<uint64_t>(in);
-  for (int64_t j = 0; j < out; ++j)
-    for (int64_t k = o[j] + 1; k < o[j + 1]; ++k) ok &= idx[k] > idx[k - 1];
+  // Every call checks every index, so cheaply: one branch-free pass that vectorizes
+  // counts the descents (idx[k] <= idx[k - 1]), which may only sit where a run starts;
+  // with each run strictly ascending, its first and last entries bound all the others.
+  // A slow pass runs only to name the culprit.
+  uint32_t descents = 0;
+  for (int64_t k = 1; k < nnz; ++k) descents += idx[k] <= idx[k - 1];
+  uint32_t allowed = 0;
+  bool inside = true;
+  for (int64_t j = 0; j < out; ++j) {
+    if (o[j + 1] == o[j]) continue;
+    inside &= idx[o[j]] >= 0 && idx[o[j + 1] - 1] < in;
+    if (o[j] > 0) allowed += idx[o[j]] <= idx[o[j] - 1];
+  }
+  const bool ok = inside && descents == allowed;
   if (!ok) {
     for (int64_t j = 0; j < out; ++j)
       for (int64_t k = o[j]; k < o[j + 1]; ++k) {
@@ -536,9 +545,10 @@ void nm_dense_forward(const Tensor& y, const Tensor& x, const Tensor& values, co
   const HostView<uint8_t> idx_view(index);
   const uint8_t* idx = idx_view.data();
   const int64_t last_size = in - (groups - 1) * m, full = (groups - 1) * n * out, total = groups * n * out;
-  bool ok = true;
-  for (int64_t k = 0; k < full; ++k) ok &= idx[k] < m;
-  for (int64_t k = full; k < total; ++k) ok &= idx[k] < last_size;
+  uint8_t full_max = 0, last_max = 0;
+  for (int64_t k = 0; k < full; ++k) full_max = idx[k] > full_max ? idx[k] : full_max;
+  for (int64_t k = full; k < total; ++k) last_max = idx[k] > last_max ? idx[k] : last_max;
+  const bool ok = full_max < m && last_max < last_size;
   if (!ok)
     for (int64_t k = 0; k < total; ++k) {
       const int64_t g = k / (n * out), size = g == groups - 1 ? last_size : m;

@@ -20,7 +20,7 @@ namespace {
 // x: (rows, in)  w: CSR of W^T -> y[:, j0:j1] = act(x W + b): each output sums its
 // nonzeros in stored (ascending input) order, then adds the bias.
 void f32_spmm__portable(float* y, const float* x, const CsrMatrix& w, const float* b, int64_t rows, int64_t j0,
-                        int64_t j1, Activation act, float*) {
+                        int64_t j1, Activation act, ScratchFn) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * w.in;
     float* yr = y + r * w.out;
@@ -36,7 +36,7 @@ void f32_spmm__portable(float* y, const float* x, const CsrMatrix& w, const floa
 // x: (rows, in)  w: N:M -> y[:, j0:j1] = act(x W + b): each output sums its slots in
 // slot order (group by group), unused slots included (their value is 0).
 void f32_nmmm__portable(float* y, const float* x, const NmMatrix& w, const float* b, int64_t rows, int64_t j0,
-                        int64_t j1, Activation act, float*) {
+                        int64_t j1, Activation act, ScratchFn) {
   const int64_t slots = nm_groups(w) * w.n;
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * w.in;
@@ -97,7 +97,7 @@ void run_tiles(Kernel kernel, float* y, const float* x, const Matrix& w, const f
     const int64_t j1 = j1_panels < w.out ? j1_panels : w.out;
     const int64_t r0 = tile * kSparseTileRows;
     const int64_t rows = batch - r0 < kSparseTileRows ? batch - r0 : kSparseTileRows;
-    kernel(y + r0 * w.out, x + r0 * w.in, w, b, rows, j0, j1, act, thread_scratch(sparse_scratch_floats(w.in, j1 - j0)));
+    kernel(y + r0 * w.out, x + r0 * w.in, w, b, rows, j0, j1, act, thread_scratch);
   };
   const int64_t tasks = tiles * chunks;
   if (threads <= 1 || tasks == 1) {

@@ -13,20 +13,16 @@ namespace customml::cpu {
 // many rows (4 AVX-512 vectors of batch lanes), the unit of work the thread pool shares.
 constexpr int64_t kSparseTileRows = 64;
 
-// Floats of thread-local scratch a product kernel needs for a tile of x against the
-// outputs [j0, j1): x transposed (in, kSparseTileRows) and y transposed (j1 - j0,
-// kSparseTileRows), so that each weight is one broadcast times contiguous batch lanes.
-inline int64_t sparse_scratch_floats(int64_t in, int64_t outputs) {
-  return (in + outputs) * kSparseTileRows;
-}
+// This thread's scratch of at least `floats` floats, 64-byte aligned, reused by later
+// calls: asked for only by the kernel paths that transpose a tile.
+using ScratchFn = float* (*)(int64_t floats);
 
 // x: (rows, w.in) row-major, rows <= kSparseTileRows; b: (w.out) or null -> y (rows,
-// w.out) row-major, columns [j0, j1) only: y = act(x w + b). scratch: 64-byte aligned,
-// sparse_scratch_floats(w.in, j1 - j0) floats (the portable kernels use none).
+// w.out) row-major, columns [j0, j1) only: y = act(x w + b).
 using CsrKernel = void (*)(float* y, const float* x, const CsrMatrix& w, const float* b, int64_t rows, int64_t j0,
-                           int64_t j1, Activation act, float* scratch);
+                           int64_t j1, Activation act, ScratchFn scratch);
 using NmKernel = void (*)(float* y, const float* x, const NmMatrix& w, const float* b, int64_t rows, int64_t j0,
-                          int64_t j1, Activation act, float* scratch);
+                          int64_t j1, Activation act, ScratchFn scratch);
 
 struct SparseKernels {
   const char* isa;   // "portable", "avx2", "avx512"

@@ -15,6 +15,7 @@
 #include "activation.h"
 #include "backend.h"
 #include "cpu/simd.h"
+#include "cpu/sparse.h"
 #include "cpu/vmath.h"
 
 namespace customml::cpu {
@@ -55,10 +56,16 @@ void bias_activation(float* y, const float* b, int64_t n, Activation act) {
 
 #if defined(__AVX512F__) || defined(__AVX2__)
 
-// Below this many rows a tile skips the transposition (it costs as much as the product
-// at batch 1): CSR gathers, N:M permutes.
+// Below this many rows a tile skips the transposition: CSR gathers (the transposition
+// costs as much as the product at batch 1, about as much as gathering twice at batch 2).
 constexpr int64_t kGatherMaxRows = 3;
-constexpr int kTile = 64;  // = kSparseTileRows: the batch lanes of the transposed x
+// N:M permutes its inputs from registers for up to this many rows: each row reads every
+// slot row of the format, which the transposed path reads once per 4 outputs for 64 rows;
+// measured on 784 -> 256 (Zen 4) the two cross between 12 and 16 rows.
+constexpr int64_t kNmPermuteMaxRows = 15;
+constexpr int kTile = static_cast<int>(kSparseTileRows);  // the batch lanes of the transposed x
+// The transposed path's scratch: x (in, kTile) and y (outputs, kTile), transposed.
+inline int64_t lanes_scratch_floats(int64_t in, int64_t outputs) { return (in + outputs) * kTile; }
 constexpr int kMaxVectors = kTile / kLanes;
 
 #if defined(__AVX512F__)
@@ -75,7 +82,21 @@ inline Vi strided_index(int32_t stride) {
   return {_mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                              _mm512_set1_epi32(stride))};
 }
-inline float hsum(Vf a) { return _mm512_reduce_add_ps(a.v); }
+// Lane l of the result: the sum of the lanes of a[kReduceSlot[l]] (a 4 x 4 transpose of
+// 128-bit lanes, then of floats within them, adding halves at each step).
+constexpr int kReduceSlot[kLanes] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
+inline Vf reduce_lanes(const Vf* a) {
+  __m512 c[8], d[4], e[2];
+  for (int i = 0; i < 8; ++i)
+    c[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i].v, a[2 * i + 1].v, 0x44),
+                         _mm512_shuffle_f32x4(a[2 * i].v, a[2 * i + 1].v, 0xEE));
+  for (int i = 0; i < 4; ++i)
+    d[i] = _mm512_add_ps(_mm512_shuffle_f32x4(c[2 * i], c[2 * i + 1], 0x88),
+                         _mm512_shuffle_f32x4(c[2 * i], c[2 * i + 1], 0xDD));
+  for (int i = 0; i < 2; ++i)
+    e[i] = _mm512_add_ps(_mm512_shuffle_ps(d[2 * i], d[2 * i + 1], 0x44), _mm512_shuffle_ps(d[2 * i], d[2 * i + 1], 0xEE));
+  return {_mm512_add_ps(_mm512_shuffle_ps(e[0], e[1], 0x88), _mm512_shuffle_ps(e[0], e[1], 0xDD))};
+}
 // Lane l: table[idx[l]], idx < kLanes (the n:m slot's row within its group).
 inline Vi widen_bytes(const uint8_t* p) { return {_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))}; }
 inline Vf permute(Vf table, Vi idx) { return {_mm512_permutexvar_ps(idx.v, table.v)}; }
@@ -91,10 +112,16 @@ inline Vf gather(const float* base, Vi idx, int64_t n) {
 inline Vi strided_index(int32_t stride) {
   return {_mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(stride))};
 }
-inline float hsum(Vf a) {
-  const __m128 s = _mm_add_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));
-  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+// Lane l of the result: the sum of the lanes of a[kReduceSlot[l]].
+constexpr int kReduceSlot[kLanes] = {0, 2, 4, 6, 1, 3, 5, 7};
+inline Vf reduce_lanes(const Vf* a) {
+  __m256 c[4], d[2];
+  for (int i = 0; i < 4; ++i)
+    c[i] = _mm256_add_ps(_mm256_permute2f128_ps(a[2 * i].v, a[2 * i + 1].v, 0x20),
+                         _mm256_permute2f128_ps(a[2 * i].v, a[2 * i + 1].v, 0x31));
+  for (int i = 0; i < 2; ++i)
+    d[i] = _mm256_add_ps(_mm256_shuffle_ps(c[2 * i], c[2 * i + 1], 0x44), _mm256_shuffle_ps(c[2 * i], c[2 * i + 1], 0xEE));
+  return {_mm256_add_ps(_mm256_shuffle_ps(d[0], d[1], 0x88), _mm256_shuffle_ps(d[0], d[1], 0xDD))};
 }
 inline Vi widen_bytes(const uint8_t* p) { return {_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)))}; }
 inline Vf permute(Vf table, Vi idx) { return {_mm256_permutevar8x32_ps(table.v, idx.v)}; }
@@ -135,11 +162,20 @@ void transpose_from_lanes(float* y, int64_t ldy, const float* src, int64_t rows,
     for (int64_t c = 0; c < cols; c += kLanes) store_n(y + r * ldy + c, cols - c, gather(src + c * kTile + r, idx, cols - c));
 }
 
-// One output's dot products over V vectors of batch lanes: acc[v] += w_k xt[row_k, v],
-// in S interleaved streams (S = 2 when V vectors alone cannot hide the FMA latency),
-// then act(sum + b) into yt. Next(k) gives the k-th (row, value) of the output.
-template <int V, class Entry>
-inline void lanes_dot(float* yt, const float* xt, int64_t count, Entry entry, float bias, Activation act) {
+// The (input row, value) pairs of one CSR output in summation order.
+struct CsrCursor {
+  const int32_t* index;
+  const float* values;
+  void next(int64_t& row, float& value) {
+    row = *index++;
+    value = *values++;
+  }
+};
+// One output over V vectors of batch lanes: acc[v] += w_k xt[row_k, v] over its count
+// pairs, in S interleaved streams (S = 2 when V vectors alone cannot hide the FMA
+// latency), then act(sum + b) into yt.
+template <int V, class Cursor>
+inline void lanes_dot(float* yt, const float* xt, int64_t count, Cursor c, float bias, Activation act) {
   constexpr int S = V * kLanes >= kTile ? 1 : 2;
   Vf acc[S][V];
   for (int s = 0; s < S; ++s)
@@ -149,7 +185,7 @@ inline void lanes_dot(float* yt, const float* xt, int64_t count, Entry entry, fl
     for (int s = 0; s < S; ++s) {
       int64_t row;
       float value;
-      entry(k + s, row, value);
+      c.next(row, value);
       const Vf wv = set1(value);
       const float* xr = xt + row * kTile;
       for (int v = 0; v < V; ++v) acc[s][v] = fmadd(wv, load(xr + v * kLanes), acc[s][v]);
@@ -157,7 +193,7 @@ inline void lanes_dot(float* yt, const float* xt, int64_t count, Entry entry, fl
   for (; k < count; ++k) {
     int64_t row;
     float value;
-    entry(k, row, value);
+    c.next(row, value);
     const Vf wv = set1(value);
     const float* xr = xt + row * kTile;
     for (int v = 0; v < V; ++v) acc[0][v] = fmadd(wv, load(xr + v * kLanes), acc[0][v]);
@@ -170,25 +206,28 @@ inline void lanes_dot(float* yt, const float* xt, int64_t count, Entry entry, fl
 }
 
 // The transposed path: x tile -> xt, each output's lanes_dot -> yt, yt -> y.
-template <int V, class Entries>
+// cursor(j) gives output j's (count, cursor).
+template <int V, class Cursors>
 void lanes_product(float* y, const float* x, int64_t in, int64_t out, const float* b, int64_t rows, int64_t j0,
-                   int64_t j1, Activation act, float* scratch, Entries entries) {
+                   int64_t j1, Activation act, float* scratch, Cursors cursor) {
   float* xt = scratch;
   float* yt = scratch + in * kTile;
   transpose_to_lanes(xt, x, rows, in);
-  for (int64_t j = j0; j < j1; ++j) entries(j, [&](int64_t count, auto entry) {
-      lanes_dot<V>(yt + (j - j0) * kTile, xt, count, entry, b ? b[j] : 0.0f, act);
-    });
+  for (int64_t j = j0; j < j1; ++j) {
+    int64_t count;
+    const auto c = cursor(j, count);
+    lanes_dot<V>(yt + (j - j0) * kTile, xt, count, c, b ? b[j] : 0.0f, act);
+  }
   transpose_from_lanes(y + j0, out, yt, rows, j1 - j0);
 }
 
-template <class Entries>
+template <class Cursors>
 void lanes_dispatch(float* y, const float* x, int64_t in, int64_t out, const float* b, int64_t rows, int64_t j0,
-                    int64_t j1, Activation act, float* scratch, Entries entries) {
+                    int64_t j1, Activation act, float* scratch, Cursors cursor) {
   const int64_t vectors = (rows + kLanes - 1) / kLanes;
   switch (vectors) {
 #define CUSTOMML_LANES_CASE(V) \
-  case V: return lanes_product<V>(y, x, in, out, b, rows, j0, j1, act, scratch, entries);
+  case V: return lanes_product<V>(y, x, in, out, b, rows, j0, j1, act, scratch, cursor);
     CUSTOMML_LANES_CASE(1)
     CUSTOMML_LANES_CASE(2)
     CUSTOMML_LANES_CASE(3)
@@ -203,91 +242,168 @@ void lanes_dispatch(float* y, const float* x, int64_t in, int64_t out, const flo
   }
 }
 
-// CSR: rows < kGatherMaxRows gather x at each output's indices (two accumulators for
-// alternate vectors of nonzeros, then a horizontal sum); larger tiles go through lanes.
+// One output's gathered dot product: two accumulators for alternate vectors of nonzeros.
+inline Vf gather_dot(const float* xr, const int32_t* index, const float* values, int64_t count) {
+  Vf acc0 = set1(0.0f), acc1 = set1(0.0f);
+  int64_t k = 0;
+  for (; k + 2 * kLanes <= count; k += 2 * kLanes) {
+    acc0 = fmadd(load(values + k), gather(xr, load_index(index + k, kLanes), kLanes), acc0);
+    acc1 = fmadd(load(values + k + kLanes), gather(xr, load_index(index + k + kLanes, kLanes), kLanes), acc1);
+  }
+  for (; k < count; k += kLanes) {
+    const int64_t n = count - k;
+    acc0 = fmadd(load_n(values + k, n), gather(xr, load_index(index + k, n), n), acc0);
+  }
+  return acc0 + acc1;
+}
+
+// CSR: tiles of kGatherMaxRows rows or more go through lanes; fewer rows gather x at
+// each output's indices, kLanes outputs at a time, whose lane sums reduce_lanes turns
+// into one vector for the bias and activation.
 void spmm_simd(float* y, const float* x, const CsrMatrix& w, const float* b, int64_t rows, int64_t j0, int64_t j1,
-               Activation act, float* scratch) {
+               Activation act, ScratchFn scratch) {
   if (rows >= kGatherMaxRows) {
-    lanes_dispatch(y, x, w.in, w.out, b, rows, j0, j1, act, scratch, [&](int64_t j, auto&& body) {
-      const int32_t* idx = w.index + w.offsets[j];
-      const float* val = w.values + w.offsets[j];
-      body(static_cast<int64_t>(w.offsets[j + 1] - w.offsets[j]), [idx, val](int64_t k, int64_t& row, float& value) {
-        row = idx[k];
-        value = val[k];
-      });
+    float* tile = scratch(lanes_scratch_floats(w.in, j1 - j0));
+    lanes_dispatch(y, x, w.in, w.out, b, rows, j0, j1, act, tile, [&](int64_t j, int64_t& count) {
+      count = w.offsets[j + 1] - w.offsets[j];
+      return CsrCursor{w.index + w.offsets[j], w.values + w.offsets[j]};
     });
     return;
   }
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * w.in;
     float* yr = y + r * w.out;
-    for (int64_t j = j0; j < j1; ++j) {
-      const int64_t begin = w.offsets[j], end = w.offsets[j + 1];
-      Vf acc0 = set1(0.0f), acc1 = set1(0.0f);
-      int64_t k = begin;
-      for (; k + 2 * kLanes <= end; k += 2 * kLanes) {
-        acc0 = fmadd(load(w.values + k), gather(xr, load_index(w.index + k, kLanes), kLanes), acc0);
-        acc1 = fmadd(load(w.values + k + kLanes), gather(xr, load_index(w.index + k + kLanes, kLanes), kLanes), acc1);
+    for (int64_t jb = j0; jb < j1; jb += kLanes) {
+      const int64_t cnt = j1 - jb;
+      Vf acc[kLanes];
+#pragma GCC unroll 16
+      for (int t = 0; t < kLanes; ++t) {
+        const int64_t j = jb + t;
+        acc[kReduceSlot[t]] = t < cnt ? gather_dot(xr, w.index + w.offsets[j], w.values + w.offsets[j],
+                                                   w.offsets[j + 1] - w.offsets[j])
+                                      : set1(0.0f);
       }
-      for (; k < end; k += kLanes) {
-        const int64_t n = end - k;
-        acc0 = fmadd(load_n(w.values + k, n), gather(xr, load_index(w.index + k, n), n), acc0);
-      }
-      yr[j] = hsum(acc0 + acc1);
+      Vf z = reduce_lanes(acc);
+      if (b) z = z + load_n(b + jb, cnt);
+      store_n(yr + jb, cnt, activate(z, act));
     }
-    bias_activation(yr + j0, b ? b + j0 : nullptr, j1 - j0, act);
   }
 }
 
-// N:M, few rows: R rows x V vectors of outputs per block; each slot's values and indices
-// are loaded once for the R rows, and each row picks its inputs from its group's m
-// inputs with a permute (m <= kLanes) or a gather.
-template <int R, int V, bool Permute>
-void nm_rows(float* y, const float* x, const NmMatrix& w, const float* b, int64_t j0, int64_t j1, Activation act) {
+// N:M, one row: V vectors of outputs per block; each slot row's values and indices are
+// read once, and each output picks its input from its group's m inputs with a permute
+// (m <= kLanes) or a gather.
+template <int V, bool Permute>
+inline void nm_block(Vf* acc, const float* x, const NmMatrix& w, int64_t jb, const int64_t* cnt, bool full) {
   const int64_t groups = nm_groups(w);
-  for (int64_t jb = j0; jb < j1; jb += V * kLanes) {
-    Vf acc[R][V];
-    for (int r = 0; r < R; ++r)
-      for (int v = 0; v < V; ++v) acc[r][v] = set1(0.0f);
-    int64_t cnt[V];
-    for (int v = 0; v < V; ++v) cnt[v] = j1 - jb - v * kLanes;
-    for (int64_t g = 0; g < groups; ++g) {
-      const int64_t first = g * w.m, size = w.in - first < w.m ? w.in - first : w.m;
-      Vf table[R];
-      if (Permute)
-        for (int r = 0; r < R; ++r) table[r] = load_n(x + r * w.in + first, size);
-      for (int s = 0; s < w.n; ++s) {
-        const int64_t slot = (g * w.n + s) * w.out + jb;
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t first = g * w.m, size = w.in - first < w.m ? w.in - first : w.m;
+    const Vf table = Permute ? load_n(x + first, size) : set1(0.0f);
+    for (int s = 0; s < w.n; ++s) {
+      const int64_t slot = (g * w.n + s) * w.out + jb;
+      if (full) {
         for (int v = 0; v < V; ++v) {
-          if (cnt[v] <= 0) break;
-          const Vf value = load_n(w.values + slot + v * kLanes, cnt[v]);
+          const Vi idx = widen_bytes(w.index + slot + v * kLanes);
+          const Vf xv = Permute ? permute(table, idx) : gather(x + first, idx, kLanes);
+          acc[v] = fmadd(load(w.values + slot + v * kLanes), xv, acc[v]);
+        }
+      } else {
+        for (int v = 0; v < V && cnt[v] > 0; ++v) {
           const Vi idx = widen_bytes_n(w.index + slot + v * kLanes, cnt[v]);
-          for (int r = 0; r < R; ++r) {
-            const Vf xv = Permute ? permute(table[r], idx) : gather(x + r * w.in + first, idx, cnt[v]);
-            acc[r][v] = fmadd(value, xv, acc[r][v]);
+          const Vf xv = Permute ? permute(table, idx) : gather(x + first, idx, cnt[v]);
+          acc[v] = fmadd(load_n(w.values + slot + v * kLanes, cnt[v]), xv, acc[v]);
+        }
+      }
+    }
+  }
+}
+
+template <int V, bool Permute>
+void nm_row(float* y, const float* x, const NmMatrix& w, const float* b, int64_t j0, int64_t j1, Activation act) {
+  for (int64_t jb = j0; jb < j1; jb += V * kLanes) {
+    Vf acc[V];
+    int64_t cnt[V];
+    for (int v = 0; v < V; ++v) {
+      acc[v] = set1(0.0f);
+      cnt[v] = j1 - jb - v * kLanes;
+    }
+    nm_block<V, Permute>(acc, x, w, jb, cnt, cnt[V - 1] >= kLanes);
+    for (int v = 0; v < V; ++v)
+      if (cnt[v] > 0) store_n(y + jb + v * kLanes, cnt[v], acc[v]);
+  }
+  bias_activation(y + j0, b ? b + j0 : nullptr, j1 - j0, act);
+}
+
+// N:M through lanes: kNmOutputs adjacent outputs at a time, so each slot's values and
+// indices (a row of the format) are read once for all of them; their V vectors of batch
+// lanes each accumulate the slot sequence in order.
+constexpr int kNmOutputs = 4;
+
+template <int V>
+void nm_lanes(float* y, const float* x, const NmMatrix& w, const float* b, int64_t rows, int64_t j0, int64_t j1,
+              Activation act, float* scratch) {
+  float* xt = scratch;
+  float* yt = scratch + w.in * kTile;
+  transpose_to_lanes(xt, x, rows, w.in);
+  const int64_t groups = nm_groups(w);
+  for (int64_t jb = j0; jb < j1; jb += kNmOutputs) {
+    const int outputs = j1 - jb < kNmOutputs ? static_cast<int>(j1 - jb) : kNmOutputs;
+    Vf acc[kNmOutputs][V];
+    for (int t = 0; t < kNmOutputs; ++t)
+      for (int v = 0; v < V; ++v) acc[t][v] = set1(0.0f);
+    const float* values = w.values + jb;
+    const uint8_t* index = w.index + jb;
+    for (int64_t g = 0; g < groups; ++g) {
+      const float* xg = xt + g * w.m * kTile;
+      for (int s = 0; s < w.n; ++s, values += w.out, index += w.out) {
+        if (outputs == kNmOutputs) {
+          for (int t = 0; t < kNmOutputs; ++t) {
+            const Vf wv = set1(values[t]);
+            const float* xr = xg + index[t] * kTile;
+            for (int v = 0; v < V; ++v) acc[t][v] = fmadd(wv, load(xr + v * kLanes), acc[t][v]);
+          }
+        } else {
+          for (int t = 0; t < outputs; ++t) {
+            const Vf wv = set1(values[t]);
+            const float* xr = xg + index[t] * kTile;
+            for (int v = 0; v < V; ++v) acc[t][v] = fmadd(wv, load(xr + v * kLanes), acc[t][v]);
           }
         }
       }
     }
-    for (int r = 0; r < R; ++r)
+    for (int t = 0; t < outputs; ++t)
       for (int v = 0; v < V; ++v)
-        if (cnt[v] > 0) store_n(y + r * w.out + jb + v * kLanes, cnt[v], acc[r][v]);
+        store(yt + (jb + t - j0) * kTile + v * kLanes, activate(acc[t][v] + set1(b ? b[jb + t] : 0.0f), act));
   }
-  for (int r = 0; r < R; ++r) bias_activation(y + r * w.out + j0, b ? b + j0 : nullptr, j1 - j0, act);
+  transpose_from_lanes(y + j0, w.out, yt, rows, j1 - j0);
 }
 
-template <bool Permute>
-void nm_all_rows(float* y, const float* x, const NmMatrix& w, const float* b, int64_t rows, int64_t j0, int64_t j1,
-                 Activation act) {
-  int64_t r = 0;
-  for (; r + 4 <= rows; r += 4) nm_rows<4, 2, Permute>(y + r * w.out, x + r * w.in, w, b, j0, j1, act);
-  for (; r < rows; ++r) nm_rows<1, 4, Permute>(y + r * w.out, x + r * w.in, w, b, j0, j1, act);
-}
-
+// N:M: tiles of more than kNmPermuteMaxRows rows go through nm_lanes; fewer rows
+// vectorize over outputs.
 void nmmm_simd(float* y, const float* x, const NmMatrix& w, const float* b, int64_t rows, int64_t j0, int64_t j1,
-               Activation act, float* scratch) {
-  if (w.m <= kLanes) nm_all_rows<true>(y, x, w, b, rows, j0, j1, act);
-  else nm_all_rows<false>(y, x, w, b, rows, j0, j1, act);
+               Activation act, ScratchFn scratch) {
+  if (rows > kNmPermuteMaxRows) {
+    float* tile = scratch(lanes_scratch_floats(w.in, j1 - j0));
+    // V = 4 vectors of 16 lanes for a whole AVX-512 tile; AVX2 (16 registers) takes a
+    // tile as two halves of 4 vectors of 8 lanes, each half with its own transposition.
+    const int64_t vectors = (rows + kLanes - 1) / kLanes;
+    for (int64_t r0 = 0, h = 0; r0 < rows; r0 += 4 * kLanes, h += 4) {
+      const int64_t part = rows - r0 < 4 * kLanes ? rows - r0 : 4 * kLanes;
+      float* yr = y + r0 * w.out;
+      const float* xr = x + r0 * w.in;
+      switch (vectors - h < 4 ? vectors - h : 4) {
+        case 1: nm_lanes<1>(yr, xr, w, b, part, j0, j1, act, tile); break;
+        case 2: nm_lanes<2>(yr, xr, w, b, part, j0, j1, act, tile); break;
+        case 3: nm_lanes<3>(yr, xr, w, b, part, j0, j1, act, tile); break;
+        default: nm_lanes<4>(yr, xr, w, b, part, j0, j1, act, tile); break;
+      }
+    }
+    return;
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    if (w.m <= kLanes) nm_row<8, true>(y + r * w.out, x + r * w.in, w, b, j0, j1, act);
+    else nm_row<8, false>(y + r * w.out, x + r * w.in, w, b, j0, j1, act);
+  }
 }
 
 #endif
