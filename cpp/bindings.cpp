@@ -17,6 +17,7 @@
 #include "backend.h"
 #include "cpu/elementwise.h"
 #include "cpu/gemm.h"
+#include "cpu/gemm_s8.h"
 #include "cpu/isa.h"
 #include "cpu/sparse.h"
 #include "cpu/thread_pool.h"
@@ -177,6 +178,8 @@ py::dict build_info() {
   d["isa"] = cpu::isa_name(cpu::active_isa());
   py::dict kernels;
   kernels["gemm"] = cpu::gemm_f32_variant();
+  kernels["gemm_s8"] = cpu::gemm_s8_variant();
+  kernels["quantize"] = "f32_quantize__portable";
   // XNNPACK-style names, what then how: f32_adam__avx512.
   const std::string isa = cpu::elementwise().isa;
   for (const char* family : {"softmax_cross_entropy", "binary_cross_entropy", "mse", "dropout", "sgd", "adam", "clip"})
@@ -208,6 +211,13 @@ LayerSpec layer_from(const py::dict& d) {
     throw std::invalid_argument("unknown layer kind '" + kind + "'");
   }
   return s;
+}
+
+QuantAxis parse_quant_axis(const char* op, const std::string& s) {
+  if (s == "tensor") return QuantAxis::tensor;
+  if (s == "row") return QuantAxis::row;
+  if (s == "column") return QuantAxis::column;
+  throw std::invalid_argument(std::string("[") + op + "] axis must be 'tensor', 'row' or 'column', got '" + s + "'");
 }
 
 }  // namespace
@@ -550,6 +560,100 @@ PYBIND11_MODULE(_core, m) {
       "out (batch, out) = activation(x (batch, in) . W + bias) for W (in, out) with n of every m consecutive rows "
       "kept per column: values (ceil(in / m) n, out) float32 and index (same shape, uint8), each slot's row within "
       "its group.");
+
+  m.def(
+      "quantize",
+      [](py::object out, py::object x, py::object scale, std::optional<py::object> zero, const std::string& axis,
+         const std::string& device) {
+        Views views("quantize", device);
+        const QuantAxis ax = parse_quant_axis("quantize", axis);
+        Tensor q = views.out(out, "out"), xt = views.in(x, "x"), s = views.in(scale, "scale");
+        auto z = views.in(zero, "zero");
+        py::gil_scoped_release release;
+        ops::quantize(q, xt, s, ptr(z), ax);
+      },
+      py::arg("out"), py::arg("x"), py::arg("scale"), py::arg("zero") = py::none(), py::arg("axis") = "tensor",
+      py::arg("device") = "cpu",
+      "out (rows, cols) int8 or uint8 = clip(rint(x / scale) + zero) (codes [-127, 127] or [0, 255]; half to even), "
+      "scale and zero per axis: 'tensor' (1,), 'row' (rows,) or 'column' (cols,).");
+
+  m.def(
+      "dequantize",
+      [](py::object out, py::object q, py::object scale, std::optional<py::object> zero, const std::string& axis,
+         const std::string& device) {
+        Views views("dequantize", device);
+        const QuantAxis ax = parse_quant_axis("dequantize", axis);
+        Tensor x = views.out(out, "out"), qt = views.in(q, "q"), s = views.in(scale, "scale");
+        auto z = views.in(zero, "zero");
+        py::gil_scoped_release release;
+        ops::dequantize(x, qt, s, ptr(z), ax);
+      },
+      py::arg("out"), py::arg("q"), py::arg("scale"), py::arg("zero") = py::none(), py::arg("axis") = "tensor",
+      py::arg("device") = "cpu", "out (rows, cols) float32 = scale * (q - zero), scale and zero per axis as quantize.");
+
+  m.def(
+      "quantize_rows_dynamic",
+      [](py::object out, py::object scale_out, py::object zero_out, py::object x, const std::string& device) {
+        Views views("quantize_rows_dynamic", device);
+        Tensor q = views.out(out, "out"), s = views.out(scale_out, "scale_out"), z = views.out(zero_out, "zero_out"),
+               xt = views.in(x, "x");
+        py::gil_scoped_release release;
+        ops::quantize_rows_dynamic(q, s, z, xt);
+      },
+      py::arg("out"), py::arg("scale_out"), py::arg("zero_out"), py::arg("x"), py::arg("device") = "cpu",
+      "Per row of x (rows, cols): the range [min(0, min), max(0, max)] mapped onto uint8: scale_out (rows,) float32, "
+      "zero_out (rows,) int32 and the codes out (rows, cols) uint8.");
+
+  py::class_<ops::PackedS8, std::shared_ptr<ops::PackedS8>>(
+      m, "PackedS8", "Int8 weights (k, n) packed once for one device's gemm_s8, with their column sums.")
+      .def_property_readonly("k", &ops::PackedS8::k)
+      .def_property_readonly("n", &ops::PackedS8::n)
+      .def_property_readonly("shape", [](const ops::PackedS8& p) { return py::make_tuple(p.k(), p.n()); })
+      .def_property_readonly("nbytes", &ops::PackedS8::nbytes)
+      .def_property_readonly("device", [](const ops::PackedS8& p) { return p.device().name(); })
+      .def("__repr__", [](const ops::PackedS8& p) {
+        return "PackedS8(k=" + std::to_string(p.k()) + ", n=" + std::to_string(p.n()) + ", device='" +
+               p.device().name() + "')";
+      });
+
+  m.def(
+      "gemm_s8_pack",
+      [](py::object weight, const std::string& device) {
+        Views views("gemm_s8_pack", device);
+        Tensor w = views.in(weight, "weight");
+        py::gil_scoped_release release;
+        return ops::gemm_s8_pack(w);
+      },
+      py::arg("weight"), py::arg("device") = "cpu",
+      "Packs int8 weights (k, n), codes in [-127, 127], for gemm_s8 on device.");
+
+  m.def(
+      "gemm_s8",
+      [](py::object out, py::object a, py::object weight, std::optional<py::object> a_scale, py::object a_zero,
+         std::optional<py::object> w_scale, std::optional<py::object> bias, const std::string& activation,
+         std::optional<float> out_scale, std::optional<int32_t> out_zero, const std::string& device) {
+        Views views("gemm_s8", device);
+        const Activation act = parse_for("gemm_s8", [&] { return parse_activation(activation); });
+        Tensor y = views.out(out, "out"), at = views.in(a, "a"), az = views.in(a_zero, "a_zero");
+        auto as = views.in(a_scale, "a_scale"), ws = views.in(w_scale, "w_scale"), b = views.in(bias, "bias");
+        // Raw int8 weights are packed for this call alone; a model packs once (gemm_s8_pack).
+        std::shared_ptr<ops::PackedS8> packed;
+        if (py::isinstance<ops::PackedS8>(weight)) {
+          packed = py::cast<std::shared_ptr<ops::PackedS8>>(weight);
+        } else {
+          Tensor w = views.in(weight, "weight");
+          py::gil_scoped_release release;
+          packed = ops::gemm_s8_pack(w);
+        }
+        py::gil_scoped_release release;
+        ops::gemm_s8(y, at, *packed, ptr(as), az, ptr(ws), ptr(b), act, out_scale, out_zero);
+      },
+      py::arg("out"), py::arg("a"), py::arg("weight"), py::arg("a_scale"), py::arg("a_zero"), py::arg("w_scale"),
+      py::arg("bias") = py::none(), py::arg("activation") = "identity", py::arg("out_scale") = py::none(),
+      py::arg("out_zero") = py::none(), py::arg("device") = "cpu",
+      "a (m, k) uint8 times weight (k, n) int8 (a PackedS8, or raw codes packed for this call), exact int32 sums; "
+      "out by its dtype: float32 activation(a_scale w_scale (acc - a_zero colsum) + bias), uint8 the same requantized "
+      "with out_scale / out_zero, or int32 acc - a_zero colsum.");
 
   py::class_<Network>(m, "Network", "The compiled layer plan and its flat buffers.")
       .def(py::init([](int64_t input_dim, const py::list& layers, const std::string& device) {

@@ -4,6 +4,7 @@
 // tensors through backend_for(). Outputs first, then inputs, then configuration.
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -84,6 +85,53 @@ void sparse_dense_forward(const Tensor& y, const Tensor& x, const Tensor& offset
 // null -> y: (batch, out) = act(x W + b).
 void nm_dense_forward(const Tensor& y, const Tensor& x, const Tensor& values, const Tensor& index, const Tensor* b,
                       Activation act, int n, int m);
+// ---- int8 (see QuantAxis in backend.h for the encoding) ----
+
+// x: (rows, cols) f32, finite  scale: f32, positive and finite  zero: i32 in the code range
+// (optional: 0); scale and zero (1) for axis tensor, (rows) for row, (cols) for column
+// -> q: (rows, cols) i8 (codes [-127, 127]) or u8 ([0, 255]) = clamp(rint(x / scale) + zero).
+void quantize(const Tensor& q, const Tensor& x, const Tensor& scale, const Tensor* zero, QuantAxis axis);
+
+// q: (rows, cols) i8 or u8  scale, zero: as quantize -> x: (rows, cols) f32 = scale (q - zero).
+void dequantize(const Tensor& x, const Tensor& q, const Tensor& scale, const Tensor* zero, QuantAxis axis);
+
+// x: (rows, cols) f32, finite, each row's range representable -> q: (rows, cols) u8,
+// scale: (rows) f32, zero: (rows) i32, per row (Backend::quantize_rows_dynamic).
+void quantize_rows_dynamic(const Tensor& q, const Tensor& scale, const Tensor& zero, const Tensor& x);
+
+// Int8 weights (k, n) in one device's gemm_s8 layout, packed once and read by every call;
+// owns its device memory. Immutable once packed, so concurrent calls may share it.
+class PackedS8 {
+ public:
+  PackedS8(Backend& backend, int64_t k, int64_t n);
+  ~PackedS8();
+  PackedS8(const PackedS8&) = delete;
+  PackedS8& operator=(const PackedS8&) = delete;
+  const void* data() const { return data_; }
+  void* data() { return data_; }
+  int64_t k() const { return k_; }
+  int64_t n() const { return n_; }
+  size_t nbytes() const { return nbytes_; }
+  Device device() const { return backend_->device(); }
+
+ private:
+  Backend* backend_;
+  int64_t k_, n_;
+  size_t nbytes_;
+  void* data_ = nullptr;
+};
+
+// w: (k, n) i8, codes in [-127, 127], 1 <= k <= kGemmS8MaxK -> w packed on w's device.
+std::shared_ptr<PackedS8> gemm_s8_pack(const Tensor& w);
+
+// a: (m, k) u8  w: packed (k, n)  a_zero: (1) or (m) i32 in [0, 255]  a_scale: f32 as a_zero
+// w_scale: (1) or (n) f32  bias: (n) f32 -> y: (m, n), by its dtype: f32 act(r), u8 act(r)
+// requantized with out_scale / out_zero, or i32 acc - a_zero colsum (then a_scale,
+// w_scale, bias, the activation and out_scale / out_zero must not be given); see
+// GemmS8Epilogue. Scales positive and finite, bias finite.
+void gemm_s8(const Tensor& y, const Tensor& a, const PackedS8& w, const Tensor* a_scale, const Tensor& a_zero,
+             const Tensor* w_scale, const Tensor* bias, Activation act, std::optional<float> out_scale,
+             std::optional<int32_t> out_zero);
 
 // Checks shared with the network executor, which validates whole batches once.
 void check_segments(const char* op, const std::vector<Segment>& segments, int64_t n);

@@ -20,9 +20,11 @@ void gemm_s8_pack(DeviceContext& ctx, void* packed, const int8_t* w, int64_t k, 
          dim3(kPackTile, kPackRows), 0, ctx.stream, bytes + layout.wt_offset, w, k, n, layout.kp);
 }
 
+namespace {
 // Tensor cores once the batch fills a warp's 32 x 32 quarter of the 64 x 64 tile in
 // both directions; below that (latency-bound small batches) the dp4a kernel.
 bool gemm_s8_uses_tensor_cores(GemmS8Shape s) { return s.m >= 32 && s.n >= 32; }
+}  // namespace
 
 // a: (m, k) u8  packed: w (k, n) -> one of y_f32, y_u8, y_i32: (m, n)
 void gemm_s8(DeviceContext& ctx, float* y_f32, uint8_t* y_u8, int32_t* y_i32, const uint8_t* a, const void* packed,

@@ -13,7 +13,7 @@
 
 #include "activation.h"
 #include "cuda/common.cuh"
-#include "cuda/quantize.cuh"
+#include "cuda/quantize_math.cuh"
 
 #if defined(__CUDACC__)
 #include <mma.h>

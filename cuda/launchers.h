@@ -60,8 +60,6 @@ void quantize_rows_dynamic(DeviceContext& ctx, uint8_t* q, float* scale, int32_t
                            int64_t cols);
 size_t gemm_s8_packed_bytes(int64_t k, int64_t n);
 void gemm_s8_pack(DeviceContext& ctx, void* packed, const int8_t* w, int64_t k, int64_t n);
-// Whether gemm_s8 takes the tensor-core (wmma) kernel for this shape, else the dp4a one.
-bool gemm_s8_uses_tensor_cores(GemmS8Shape s);
 void gemm_s8(DeviceContext& ctx, float* y_f32, uint8_t* y_u8, int32_t* y_i32, const uint8_t* a, const void* packed,
              GemmS8Shape s, const GemmS8Epilogue& e);
 void sparse_dense_forward(DeviceContext& ctx, float* y, const float* x, const CsrMatrix& w, const float* b,

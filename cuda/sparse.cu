@@ -28,6 +28,11 @@ void sparse_forward(DeviceContext& ctx, void (*kernel)(float*, const float*, Mat
 
 void sparse_dense_forward(DeviceContext& ctx, float* y, const float* x, const CsrMatrix& w, const float* b,
                           int64_t batch, Activation act) {
+  if (batch > 0 && batch <= kSparseRowsPerThread && w.out > 0) {
+    launch(sparse_dense_forward_warp_kernel, dim3(exact_blocks(w.out, kWarps)), dim3(kThreads), 0, ctx.stream, y, x, w,
+           b, batch, act);
+    return;
+  }
   sparse_forward(ctx, sparse_dense_forward_kernel, y, x, w, b, batch, act);
 }
 

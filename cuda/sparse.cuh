@@ -1,7 +1,7 @@
 #pragma once
-// Defines: apply_mask_kernel (pruning masks), sparse_dense_forward_kernel (CSR of W^T)
-// and nm_dense_forward_kernel (N:M structured sparsity): the forward pass of a pruned
-// dense layer, y = act(x W + b).
+// Defines: apply_mask_kernel (pruning masks), sparse_dense_forward_kernel and, for small
+// batches, sparse_dense_forward_warp_kernel (CSR of W^T), and nm_dense_forward_kernel (N:M
+// structured sparsity): the forward pass of a pruned dense layer, y = act(x W + b).
 
 #include <cstdint>
 
@@ -56,7 +56,7 @@ __global__ void sparse_dense_forward_kernel(float* y, const float* x, CsrMatrix 
                                             Activation act) {
   const int64_t j = static_cast<int64_t>(blockIdx.x) * kSparseCols + threadIdx.x;
   const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kSparseRows + threadIdx.y;
-  if (j >= w.out) return;
+  if (j >= w.out || row0 >= batch) return;  // small batches: the idle warps leave at once
   float acc[kSparseRowsPerThread] = {};
   const int64_t end = w.offsets[j + 1];
   for (int64_t t = w.offsets[j]; t < end; ++t) {
@@ -71,6 +71,35 @@ __global__ void sparse_dense_forward_kernel(float* y, const float* x, CsrMatrix 
   sparse_store(y, acc, b, batch, w.out, row0, j, act);
 }
 
+// Small batches (batch <= kSparseRowsPerThread: one-row inference), where a thread per
+// output would walk its nonzeros alone: a warp per output unit, its lanes striding over
+// the unit's nonzeros (coalesced reads of index and values), the lanes' partial sums
+// added by a butterfly in a fixed order.
+// x: (batch, in)  w: CSR of W^T  b: (out) or null -> y: (batch, out); grid (ceil(out / 8)), block kThreads
+__global__ void __launch_bounds__(kThreads) sparse_dense_forward_warp_kernel(float* y, const float* x, CsrMatrix w,
+                                                                              const float* b, int64_t batch,
+                                                                              Activation act) {
+  const int lane = threadIdx.x % 32;
+  const int64_t j = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (j >= w.out) return;  // whole warps leave together: the butterfly sees all 32 lanes
+  float acc[kSparseRowsPerThread] = {};
+  const int64_t end = w.offsets[j + 1];
+  for (int64_t t = w.offsets[j] + lane; t < end; t += 32) {
+    const int64_t c = w.index[t];
+    const float v = w.values[t];
+    CUSTOMML_UNROLL
+    for (int i = 0; i < kSparseRowsPerThread; ++i)
+      if (i < batch) acc[i] += x[i * w.in + c] * v;
+  }
+  CUSTOMML_UNROLL
+  for (int i = 0; i < kSparseRowsPerThread; ++i) acc[i] = warp_sum(acc[i]);
+  if (lane != 0) return;
+  const float bias = b ? b[j] : 0.0f;
+  CUSTOMML_UNROLL
+  for (int i = 0; i < kSparseRowsPerThread; ++i)
+    if (i < batch) y[i * w.out + j] = act::apply(act, acc[i] + bias);
+}
+
 // x: (batch, in)  w: N:M, values and index (groups * n, out)  b: (out) or null -> y: (batch, out).
 // Lanes read consecutive output units of a slot row of values and index: coalesced. A
 // slot whose row lies past `in` (an unused slot of a short last group, whose index may
@@ -80,7 +109,7 @@ __global__ void nm_dense_forward_kernel(float* y, const float* x, NmMatrix w, co
                                         Activation act) {
   const int64_t j = static_cast<int64_t>(blockIdx.x) * kSparseCols + threadIdx.x;
   const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kSparseRows + threadIdx.y;
-  if (j >= w.out) return;
+  if (j >= w.out || row0 >= batch) return;  // small batches: the idle warps leave at once
   float acc[kSparseRowsPerThread] = {};
   const int64_t groups = (w.in + w.m - 1) / w.m;
   for (int64_t g = 0; g < groups; ++g) {

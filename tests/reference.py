@@ -374,3 +374,73 @@ def vmath(name, x):
         if name == "sigmoid":
             return np.where(x >= 0, 1 / (1 + np.exp(-x)), np.exp(x) / (1 + np.exp(x)))
         return 0.5 * x * (1 + np.tanh(0.7978845608028654 * (x + 0.044715 * x**3)))
+
+
+# ---------------------------------------------------------------------------- int8
+
+# Code ranges: int8 weights are symmetric, so -128 is never a code.
+QCODES = {"int8": (-127, 127), "uint8": (0, 255)}
+
+
+def _along(v, axis: str) -> np.ndarray:
+    """A per-axis parameter (1,), (rows,) or (cols,) shaped to broadcast over (rows, cols)."""
+    v = np.asarray(v)
+    if axis == "tensor":
+        return v.reshape(1, 1)
+    if axis == "row":
+        return v.reshape(-1, 1)
+    return v.reshape(1, -1)
+
+
+def quantize(x, scale, zero=None, *, dtype: str = "uint8", axis: str = "tensor") -> np.ndarray:
+    """clip(rint(x / scale) + zero, lo, hi) as dtype, half to even. The quotient is the
+    float32 one (correctly rounded, what the op computes, as ONNX QuantizeLinear defines
+    it), so the codes are exact: specified in float32 on purpose, like dropout."""
+    lo, hi = QCODES[dtype]
+    with np.errstate(over="ignore"):  # a tiny scale: the quotient saturates to +-inf, then clips
+        v = (np.asarray(x, np.float32) / _along(np.asarray(scale, np.float32), axis)).astype(np.float64)
+    z = 0 if zero is None else _along(np.asarray(zero, np.int64), axis)
+    return np.clip(np.rint(v) + z, lo, hi).astype(dtype)
+
+
+def dequantize(q, scale, zero=None, *, axis: str = "tensor") -> np.ndarray:
+    """scale (q - zero) in float64: exact (a float32 times an integer below 2^10), so the
+    float32 op, which rounds it once, must equal it rounded to float32."""
+    z = 0 if zero is None else _along(np.asarray(zero, np.int64), axis)
+    return _along(_f64(np.asarray(scale, np.float32)), axis) * (np.asarray(q, np.int64) - z)
+
+
+def quantize_rows_dynamic(x) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: lo = min(0, min x), hi = max(0, max x); scale = (hi - lo) / 255 in float32
+    (1 where that is 0); zero = clip(rint(-lo / scale), 0, 255); then quantize per row.
+    Returns (q uint8, scale float32, zero int32). Float32 on purpose, as quantize."""
+    x = np.asarray(x, np.float32)
+    rows = x.shape[0]
+    lo = np.minimum(np.float32(0), x.min(axis=1) if x.shape[1] else np.zeros(rows, np.float32))
+    hi = np.maximum(np.float32(0), x.max(axis=1) if x.shape[1] else np.zeros(rows, np.float32))
+    scale = ((hi - lo).astype(np.float32) / np.float32(255)).astype(np.float32)
+    scale[scale == 0] = 1
+    zero = np.clip(np.rint((-lo / scale).astype(np.float32).astype(np.float64)), 0, 255).astype(np.int32)
+    return quantize(x, scale, zero, dtype="uint8", axis="row"), scale, zero
+
+
+def gemm_s8(a, w, a_scale, a_zero, w_scale, *, bias=None, activation: str = "identity", out_dtype: str = "float32",
+            out_scale: Optional[float] = None, out_zero: Optional[int] = None) -> np.ndarray:
+    """uint8 a (m, k) times int8 w (k, n), accumulated in int64: acc - a_zero colsum(w)
+    (= (a - a_zero) w) is the int32 output, exact. The float32 output is act(a_scale w_scale
+    (acc - a_zero colsum) + bias) in float64; the uint8 output that value requantized,
+    clip(rint(y / out_scale) + out_zero, 0, 255), from the float64 y (the op's float32 y
+    may land on the other side of a rounding boundary: the tests allow that there only).
+    a_scale / a_zero: (1,) or (m,); w_scale: (1,) or (n,)."""
+    a64 = np.asarray(a, np.int64)
+    m = a64.shape[0]
+    az = np.broadcast_to(np.asarray(a_zero, np.int64).reshape(-1), (m,)) if np.size(a_zero) == 1 else np.asarray(a_zero, np.int64)
+    acc = (a64 - az.reshape(-1, 1)) @ np.asarray(w, np.int64)
+    if out_dtype == "int32":
+        return acc
+    s = _f64(a_scale).reshape(-1, 1) * _f64(w_scale).reshape(1, -1)
+    r = s * acc + (0.0 if bias is None else _f64(bias).reshape(1, -1))
+    y = activation_forward(activation, r)
+    if out_dtype == "float32":
+        return y
+    return np.clip(np.rint(y / float(np.float32(out_scale))) + int(out_zero), 0, 255).astype(np.uint8)

@@ -50,6 +50,16 @@ class CpuBackend final : public Backend {
                             Activation act) override;
   void nm_dense_forward(float* y, const float* x, const NmMatrix& w, const float* b, int64_t batch,
                         Activation act) override;
+  void quantize(void* q, DType qtype, const float* x, const float* scale, const int32_t* zero, int64_t rows,
+                int64_t cols, QuantAxis axis) override;
+  void dequantize(float* x, const void* q, DType qtype, const float* scale, const int32_t* zero, int64_t rows,
+                  int64_t cols, QuantAxis axis) override;
+  void quantize_rows_dynamic(uint8_t* q, float* scale, int32_t* zero, const float* x, int64_t rows,
+                             int64_t cols) override;
+  size_t gemm_s8_packed_bytes(int64_t k, int64_t n) override;
+  void gemm_s8_pack(void* packed, const int8_t* w, int64_t k, int64_t n) override;
+  void gemm_s8(float* y_f32, uint8_t* y_u8, int32_t* y_i32, const uint8_t* a, const void* packed, GemmS8Shape s,
+               const GemmS8Epilogue& e) override;
 
  private:
   CpuBackend();

@@ -1,6 +1,6 @@
 """Type stubs for the native module customml._core (docstrings live in the binding)."""
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -48,6 +48,26 @@ def sparse_dense_forward(out: np.ndarray, x: np.ndarray, offsets: np.ndarray, in
 def nm_dense_forward(out: np.ndarray, x: np.ndarray, values: np.ndarray, index: np.ndarray,
                      bias: Optional[np.ndarray] = None, activation: str = "identity", n: int = 2, m: int = 4,
                      device: str = "cpu") -> None: ...
+
+def quantize(out: np.ndarray, x: np.ndarray, scale: np.ndarray, zero: Optional[np.ndarray] = None,
+             axis: str = "tensor", device: str = "cpu") -> None: ...
+def dequantize(out: np.ndarray, q: np.ndarray, scale: np.ndarray, zero: Optional[np.ndarray] = None,
+               axis: str = "tensor", device: str = "cpu") -> None: ...
+def quantize_rows_dynamic(out: np.ndarray, scale_out: np.ndarray, zero_out: np.ndarray, x: np.ndarray,
+                          device: str = "cpu") -> None: ...
+
+class PackedS8:
+    k: int
+    n: int
+    shape: Tuple[int, int]
+    nbytes: int
+    device: str
+
+def gemm_s8_pack(weight: np.ndarray, device: str = "cpu") -> PackedS8: ...
+def gemm_s8(out: np.ndarray, a: np.ndarray, weight: Union[PackedS8, np.ndarray], a_scale: Optional[np.ndarray],
+            a_zero: np.ndarray, w_scale: Optional[np.ndarray], bias: Optional[np.ndarray] = None,
+            activation: str = "identity", out_scale: Optional[float] = None, out_zero: Optional[int] = None,
+            device: str = "cpu") -> None: ...
 
 class Network:
     def __init__(self, input_dim: int, layers: List[dict], device: str = "cpu") -> None: ...
