@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -134,10 +135,32 @@ class Backend {
   virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;
   virtual void fill_zero(void* dst, size_t bytes) = 0;
 
+  // Inference graphs (CUDA graphs): records the device work that body enqueues and
+  // returns a handle that replay_graph re-enqueues with the same arguments, cutting the
+  // per-kernel launch cost from a fixed-shape inference. A device without graphs (or a
+  // body that cannot be captured) runs body right away and returns null; with a graph,
+  // nothing has run until the first replay.
+  virtual void* capture_graph(const std::function<void()>& body) {
+    body();
+    return nullptr;
+  }
+  virtual void replay_graph(void* graph) {}
+  virtual void destroy_graph(void* graph) {}
+
   // x: (batch, in)  w: (in, out)  b: (out) -> y: (batch, out) = act(x w + b);
   // z: (batch, out) pre-activation, written only if non-null.
   virtual void dense_forward(float* y, float* z, const float* x, const float* w, const float* b,
                              DenseShape s, Activation act) = 0;
+  // Inference weights packed once in this device's GEMM layout (DESIGN decision 5): the
+  // bytes it takes for w (in, out), 0 where the device reads w as it is; then
+  // dense_forward reading the packed copy (w stays valid: a device may fall back to it,
+  // e.g. when the kernel variant changed since packing).
+  virtual size_t dense_packed_bytes(int64_t in, int64_t out) { return 0; }
+  virtual void dense_pack(void* packed, const float* w, int64_t in, int64_t out) {}
+  virtual void dense_forward_packed(float* y, const float* x, const float* w, const void* packed, const float* b,
+                                    DenseShape s, Activation act) {
+    dense_forward(y, nullptr, x, w, b, s, act);
+  }
   // dy, y, z: (batch, out)  x: (batch, in)  w: (in, out) -> dx: (batch, in) (skipped if
   // null), dw: (in, out), db: (out). dz: (batch, out) workspace; may alias dy, which is
   // then overwritten. z is read only for activations that need it (gelu).

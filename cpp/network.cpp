@@ -72,6 +72,7 @@ Network::Network(int64_t input_dim, std::vector<LayerSpec> layers, const Device&
       plans_.emplace_back();
     }
   }
+  packs_dense_ = backend_->dense_packed_bytes(1, 1) > 0;
   params_.reserve(static_cast<size_t>(num_params_));
   backend_->fill_zero(params_.data(), sizeof(float) * static_cast<size_t>(num_params_));
   grads_.reserve(static_cast<size_t>(num_params_));
@@ -632,10 +633,15 @@ void Network::predict(float* out, const float* x, int64_t n, int64_t batch_size)
     }
   } else {
     ws->input.reserve(static_cast<size_t>(rows * input_dim_));
+    // More rows than the workspace's graphs were recorded at may have moved its buffers.
+    if (rows > ws->graph_rows) {
+      ws->clear_graphs();
+      ws->graph_rows = rows;
+    }
     for (int64_t start = 0; start < n; start += batch_size) {
       const int64_t b = n - start < batch_size ? n - start : batch_size;
       backend_->copy_to_device(ws->input.data(), x + start * input_dim_, sizeof(float) * static_cast<size_t>(b * input_dim_));
-      const float* y = forward(*ws, ws->input.data(), b, false, nullptr);
+      const float* y = forward_replayed(*ws, b);
       backend_->copy_to_host(out + start * out_dim, y, sizeof(float) * static_cast<size_t>(b * out_dim));
     }
   }

@@ -269,6 +269,12 @@ class Network {
   std::vector<std::unique_ptr<LayerPlan>> plans_;
   mutable std::mutex plan_mutex_;        // serializes builders (they hold mutex_ shared)
   mutable std::atomic<bool> plan_ready_{false};
+  bool packs_dense_ = false;
+  mutable std::atomic<uint64_t> plan_generation_{1};  // counts plan builds: graphs record one
+  mutable std::atomic<bool> graphs_usable_{true};     // false once the device declined a capture
+  // Inference of b rows staged in ws.input, replaying a recorded device graph where the
+  // device has them; returns the output (b, output_dim) in ws.
+  const float* forward_replayed(Workspace& ws, int64_t b) const;  // the device has a packed GEMM layout for inference weights
   void invalidate_plan() { plan_ready_.store(false, std::memory_order_release); }
   void ensure_plan() const;
   void reserve_quantized(Workspace& ws, int64_t rows) const;              // callers hold mutex_ (shared or exclusive)

@@ -3,6 +3,7 @@
 // layer's mask, inference format and prepared data), shared by network.cpp and
 // network_plan.cpp.
 
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -14,13 +15,22 @@ namespace customml {
 // the cpu backend, so batches are gathered straight into them.
 struct Network::Workspace {
   explicit Workspace(Backend* be, size_t n_layers)
-      : input(be), grad_a(be), grad_b(be), targets(be), labels(be), q_a(be), q_b(be), q_scale(be), q_zero(be) {
+      : backend(be), input(be), grad_a(be), grad_b(be), targets(be), labels(be), q_a(be), q_b(be), q_scale(be),
+        q_zero(be) {
     for (size_t l = 0; l < n_layers; ++l) {
       act.emplace_back(be);
       preact.emplace_back(be);
     }
     layer_in.resize(n_layers);
   }
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+  ~Workspace() { clear_graphs(); }
+  void clear_graphs() {
+    for (auto& [rows_, g] : graphs) backend->destroy_graph(g.handle);
+    graphs.clear();
+  }
+  Backend* backend;
   int64_t rows = 0;
   Buffer<float> input;               // (rows, input_dim)
   std::vector<Buffer<float>> act;    // act[l]: (rows, width_l), layer l's output
@@ -39,11 +49,21 @@ struct Network::Workspace {
   Buffer<uint8_t> q_a, q_b;
   Buffer<float> q_scale;
   Buffer<int32_t> q_zero;
+  // Inference graphs of this workspace by batch rows, with the output each leaves its
+  // result in; valid for the plan generation and the row capacity they were recorded at
+  // (a rebuilt plan or a grown buffer moves what they point to).
+  struct Graph {
+    void* handle = nullptr;
+    const float* output = nullptr;
+  };
+  std::map<int64_t, Graph> graphs;
+  uint64_t graph_generation = 0;
+  int64_t graph_rows = 0;
 };
 
 struct Network::LayerPlan {
   LayerPlan(Backend* be, int64_t in_, int64_t out_)
-      : in(in_), out(out_), keep(be), packed(be), w_scale(be), in_scale(be), in_zero(be), csr_offsets(be),
+      : in(in_), out(out_), keep(be), dense_packed(be), packed(be), w_scale(be), in_scale(be), in_zero(be), csr_offsets(be),
         csr_index(be), csr_values(be), nm_values(be), nm_index(be) {}
   int64_t in, out;
   bool masked = false;
@@ -52,7 +72,10 @@ struct Network::LayerPlan {
   int64_t max_batch = 0;
   int64_t nm_n = 2, nm_m = 4;
   std::unique_ptr<QuantizedLayer> quant;
-  // Prepared by build_plan.
+  // Prepared by build_plan: float weights in the device's GEMM layout (where it has one),
+  // int8 weights packed for gemm_s8, the sparse formats.
+  Buffer<uint8_t> dense_packed;
+  bool dense_ready = false;
   Buffer<uint8_t> packed;
   Buffer<float> w_scale, in_scale;
   Buffer<int32_t> in_zero;

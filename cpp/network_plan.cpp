@@ -148,6 +148,7 @@ const QuantizedLayer* Network::quantization(int64_t layer) const {
 }
 
 bool Network::planned_forward_needed() const {
+  if (packs_dense_ && precision_ == Precision::fp32) return true;
   for (const auto& p : plans_)
     if (p && (p->quant || p->format != SparseFormat::dense)) return true;
   return false;
@@ -163,6 +164,7 @@ void Network::ensure_plan() const {
   std::lock_guard<std::mutex> guard(plan_mutex_);
   if (plan_ready_.load(std::memory_order_relaxed)) return;
   build_plan();
+  plan_generation_.fetch_add(1, std::memory_order_relaxed);
   plan_ready_.store(true, std::memory_order_release);
 }
 
@@ -179,6 +181,13 @@ void Network::build_plan() const {
     if (!plans_[l]) continue;
     LayerPlan& p = *plans_[l];
     p.sparse_ready = false;
+    p.dense_ready = false;
+    const size_t dense_bytes = backend_->dense_packed_bytes(p.in, p.out);
+    if (!p.quant && dense_bytes > 0 && precision_ == Precision::fp32) {
+      p.dense_packed.reserve(dense_bytes);
+      backend_->dense_pack(p.dense_packed.data(), params_.data() + weight_offsets_[l], p.in, p.out);
+      p.dense_ready = true;
+    }
     if (p.quant) {
       const QuantizedLayer& q = *p.quant;
       Buffer<int8_t> staged(backend_);
@@ -320,6 +329,9 @@ const float* Network::forward_planned(Workspace& ws, const float* input, int64_t
         m.n = static_cast<int>(p.nm_n);
         m.m = static_cast<int>(p.nm_m);
         backend_->nm_dense_forward(dst, cur, m, bias, b, s.activation);
+      } else if (p.dense_ready) {
+        backend_->dense_forward_packed(dst, cur, w, p.dense_packed.data(), bias, {b, width, s.units, precision_},
+                                       s.activation);
       } else {
         backend_->dense_forward(dst, nullptr, cur, w, bias, {b, width, s.units, precision_}, s.activation);
       }
@@ -328,6 +340,31 @@ const float* Network::forward_planned(Workspace& ws, const float* input, int64_t
     width = s.units;
   }
   return cur;
+}
+
+const float* Network::forward_replayed(Workspace& ws, int64_t b) const {
+  if (!graphs_usable_.load(std::memory_order_relaxed)) return forward(ws, ws.input.data(), b, false, nullptr);
+  // Plan building copies and allocates, which a capture cannot hold: it happens first.
+  ensure_plan();
+  const uint64_t generation = plan_generation_.load(std::memory_order_relaxed);
+  if (ws.graph_generation != generation) {
+    ws.clear_graphs();
+    ws.graph_generation = generation;
+  }
+  auto it = ws.graphs.find(b);
+  if (it != ws.graphs.end()) {
+    backend_->replay_graph(it->second.handle);
+    return it->second.output;
+  }
+  const float* output = nullptr;
+  void* graph = backend_->capture_graph([&] { output = forward(ws, ws.input.data(), b, false, nullptr); });
+  if (!graph) {
+    graphs_usable_.store(false, std::memory_order_relaxed);
+    return output;  // the body ran directly
+  }
+  ws.graphs[b] = {graph, output};
+  backend_->replay_graph(graph);
+  return output;
 }
 
 }  // namespace customml

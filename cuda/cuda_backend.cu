@@ -3,6 +3,7 @@
 // driver once its buffers exist). Availability is detected at run time: on a machine
 // without a driver or a GPU the library imports and says why.
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -88,6 +89,41 @@ class CudaBackend final : public dev::DeviceBackend {
   }
   void fill_zero(void* dst, size_t bytes) override {
     if (bytes) CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, stream_));
+  }
+
+  // The body's launches are recorded on a capture stream of this thread's own (its
+  // launches are redirected there), so concurrent work of other threads on the main
+  // stream neither lands in the graph nor waits; replays go to the main stream, in order
+  // with everything else. A body that synchronizes or allocates cannot be captured
+  // (thread-local mode makes those calls fail): the capture is abandoned and the body runs
+  // directly, so callers see no difference but speed.
+  void* capture_graph(const std::function<void()>& body) override {
+    cudaStream_t capture = nullptr;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&capture, cudaStreamNonBlocking));
+    cudaGraph_t graph = nullptr;
+    bool recorded = false;
+    if (cudaStreamBeginCapture(capture, cudaStreamCaptureModeThreadLocal) == cudaSuccess) {
+      try {
+        dev::StreamRedirect redirect(capture);
+        body();
+        recorded = true;
+      } catch (const std::exception&) {
+      }
+      if (cudaStreamEndCapture(capture, &graph) != cudaSuccess) recorded = false;
+    }
+    cudaGraphExec_t exec = nullptr;
+    if (recorded && cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) exec = nullptr;
+    if (graph) cudaGraphDestroy(graph);
+    cudaStreamDestroy(capture);
+    (void)cudaGetLastError();  // a failed capture's error must not surface in a later call
+    if (!exec) body();
+    return exec;
+  }
+  void replay_graph(void* graph) override {
+    CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph), stream_));
+  }
+  void destroy_graph(void* graph) override {
+    if (graph) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph));
   }
 
  private:

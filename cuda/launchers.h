@@ -17,7 +17,18 @@ namespace customml::CUSTOMML_CUDA_NS {
 struct DeviceContext {
   explicit DeviceContext(Backend* device) : memory(device), partials(device), counts(device), segments(device) {}
   Backend* memory;  // allocation and host <-> device copies
-  Stream stream = nullptr;
+  // Every launch goes to stream, which a thread recording an inference graph redirects
+  // to its capture stream for the duration (StreamRedirect): other threads' work on the
+  // device keeps going to the main stream and is never swept into the graph.
+  struct StreamSlot {
+    Stream main = nullptr;
+    StreamSlot& operator=(Stream s) {
+      main = s;
+      return *this;
+    }
+    operator Stream() const { return redirect ? redirect : main; }
+    static inline thread_local Stream redirect = nullptr;
+  } stream;
   // Scratch of the reductions and the optimizers' segment table, reused by every call;
   // the mutex serializes the ops that use it.
   std::mutex scratch_mutex;
@@ -26,6 +37,15 @@ struct DeviceContext {
   Buffer<Segment> segments;
   std::vector<double> host_partials;
   std::vector<int64_t> host_counts;
+};
+
+// Sends this thread's launches through ctx.stream to s until destroyed.
+class StreamRedirect {
+ public:
+  explicit StreamRedirect(Stream s) { DeviceContext::StreamSlot::redirect = s; }
+  ~StreamRedirect() { DeviceContext::StreamSlot::redirect = nullptr; }
+  StreamRedirect(const StreamRedirect&) = delete;
+  StreamRedirect& operator=(const StreamRedirect&) = delete;
 };
 
 void dense_forward(DeviceContext& ctx, float* y, float* z, const float* x, const float* w, const float* b,

@@ -4,6 +4,8 @@
 #include "cpu/cpu_backend.h"
 #include "cpu/gemm.h"
 
+#include <cstring>
+
 namespace customml::cpu {
 
 // x: (batch, in)  w: (in, out)  b: (out) -> y: (batch, out), z: (batch, out) optional
@@ -15,6 +17,33 @@ void CpuBackend::dense_forward(float* y, float* z, const float* x, const float* 
   g.b = w; g.b_rs = s.out; g.b_cs = 1;
   g.c = y; g.ldc = s.out;
   g.bias = b; g.act = act; g.preact = z;
+  gemm_f32(g);
+}
+
+// A 64-byte header (the NR packed for) keeps the floats after it 64-byte aligned.
+constexpr size_t kPackedHeader = 64;
+
+size_t CpuBackend::dense_packed_bytes(int64_t in, int64_t out) {
+  return kPackedHeader + sizeof(float) * static_cast<size_t>(gemm_f32_packed_floats(in, out));
+}
+
+void CpuBackend::dense_pack(void* packed, const float* w, int64_t in, int64_t out) {
+  auto* bytes = static_cast<unsigned char*>(packed);
+  const int nr = gemm_f32_pack_b(reinterpret_cast<float*>(bytes + kPackedHeader), w, in, out);
+  std::memcpy(bytes, &nr, sizeof nr);
+}
+
+void CpuBackend::dense_forward_packed(float* y, const float* x, const float* w, const void* packed, const float* b,
+                                      DenseShape s, Activation act) {
+  const auto* bytes = static_cast<const unsigned char*>(packed);
+  GemmArgs g;
+  g.m = s.batch; g.n = s.out; g.k = s.in;
+  g.a = x; g.a_rs = s.in; g.a_cs = 1;
+  g.b = w; g.b_rs = s.out; g.b_cs = 1;
+  g.c = y; g.ldc = s.out;
+  g.bias = b; g.act = act;
+  std::memcpy(&g.packed_nr, bytes, sizeof g.packed_nr);
+  g.packed_b = reinterpret_cast<const float*>(bytes + kPackedHeader);
   gemm_f32(g);
 }
 

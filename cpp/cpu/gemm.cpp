@@ -53,14 +53,15 @@ void row_portable(int64_t k, const float* a, int64_t a_cs, const float* b, int64
 struct Variant {
   GemmKernel fn;
   const char* name;
+  int nr;  // the microkernel's panel width, which pre-packed B must match
 };
 
 std::atomic<const Variant*> g_variant{nullptr};
 
-const Variant kPortable{f32_gemm__portable_4x16, "f32_gemm__portable_4x16"};
+const Variant kPortable{f32_gemm__portable_4x16, "f32_gemm__portable_4x16", kPortableNr};
 #ifdef CUSTOMML_X86_KERNELS
-const Variant kAvx2{f32_gemm__avx2_6x16, "f32_gemm__avx2_6x16"};
-const Variant kAvx512{f32_gemm__avx512_12x32, "f32_gemm__avx512_12x32"};
+const Variant kAvx2{f32_gemm__avx2_6x16, "f32_gemm__avx2_6x16", 16};
+const Variant kAvx512{f32_gemm__avx512_12x32, "f32_gemm__avx512_12x32", 32};
 #endif
 
 const Variant& current() {
@@ -131,6 +132,8 @@ void gemm_f32(const GemmArgs& args) {
     part.n = (last < args.n ? last : args.n) - first;
     part.b = args.b + first * args.b_cs;
     part.c = args.c + first;
+    // first is a multiple of every NR: whole panels, each k rows long.
+    if (args.packed_b) part.packed_b = args.packed_b + first * args.k;
     if (args.bias) part.bias = args.bias + first;
     if (args.preact) part.preact = args.preact + first;
     v.fn(part, thread_workspace());
@@ -138,5 +141,25 @@ void gemm_f32(const GemmArgs& args) {
 }
 
 const char* gemm_f32_variant() { return current().name; }
+
+int64_t gemm_f32_packed_floats(int64_t k, int64_t n) {
+  const int64_t nr = current().nr;
+  return (n + nr - 1) / nr * nr * k;
+}
+
+// Panel q holds columns q NR .. q NR + NR - 1 for every row p at [q NR k + p NR], zero
+// past n: the layout gemm_blocked's microkernels read a packed panel in.
+int gemm_f32_pack_b(float* dst, const float* b, int64_t k, int64_t n) {
+  const int nr = current().nr;
+  for (int64_t j0 = 0; j0 < n; j0 += nr) {
+    const int64_t cols = n - j0 < nr ? n - j0 : nr;
+    for (int64_t p = 0; p < k; ++p) {
+      float* d = dst + j0 * k + p * nr;
+      for (int64_t j = 0; j < cols; ++j) d[j] = b[p * n + j0 + j];
+      for (int64_t j = cols; j < nr; ++j) d[j] = 0.0f;
+    }
+  }
+  return nr;
+}
 
 }  // namespace customml::cpu

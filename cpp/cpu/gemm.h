@@ -25,6 +25,10 @@ struct GemmArgs {
   const float* bias = nullptr;
   Activation act = Activation::identity;
   float* preact = nullptr;
+  // B pre-packed by gemm_f32_pack_b for inference (each NR-column panel holding all k
+  // rows), used when packed_nr is the running variant's NR; B is read otherwise.
+  const float* packed_b = nullptr;
+  int packed_nr = 0;
 };
 
 // Packing buffers for one call, provided by the dispatcher (thread-local, reused).
@@ -42,6 +46,10 @@ constexpr int64_t kNc = 1024;  // a multiple of every NR (16, 32)
 using GemmKernel = void (*)(const GemmArgs&, const GemmWorkspace&);
 
 void gemm_f32(const GemmArgs& args);
+// Pre-packing of a row-major B (k, n) for the running variant: the floats it takes, and
+// the packing itself (returns the NR it packed for, to store as GemmArgs::packed_nr).
+int64_t gemm_f32_packed_floats(int64_t k, int64_t n);
+int gemm_f32_pack_b(float* dst, const float* b, int64_t k, int64_t n);
 const char* gemm_f32_variant();
 void select_gemm_f32(IsaLevel level);
 

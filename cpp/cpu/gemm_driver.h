@@ -110,13 +110,14 @@ void gemm_blocked(const GemmArgs& g, const GemmWorkspace& ws, Micro micro, Row r
       const int64_t kc = min_i64(kKc, g.k - pc);
       const bool accumulate = pc > 0;
       const bool last = pc + kc == g.k;
-      pack_b<NR>(ws.packed_b, g, pc, kc, jc, nc);
+      const bool prepacked = g.packed_b != nullptr && g.packed_nr == NR;
+      if (!prepacked) pack_b<NR>(ws.packed_b, g, pc, kc, jc, nc);
       for (int64_t ic = 0; ic < g.m; ic += kMc) {
         const int64_t mc = min_i64(kMc, g.m - ic);
         pack_a<MR>(ws.packed_a, g, ic, mc, pc, kc);
         for (int64_t jr = 0; jr < nc; jr += NR) {
           const int64_t cols = min_i64(NR, nc - jr);
-          const float* bp = ws.packed_b + (jr / NR) * NR * kc;
+          const float* bp = prepacked ? g.packed_b + (jc + jr) * g.k + pc * NR : ws.packed_b + (jr / NR) * NR * kc;
           for (int64_t ir = 0; ir < mc; ir += MR) {
             const int64_t rows = min_i64(MR, mc - ir);
             const float* ap = ws.packed_a + (ir / MR) * MR * kc;
