@@ -188,21 +188,45 @@ def test_choose_formats_follows_its_measurements():
         lat = c["latency_us"]
         assert set(lat) == {"dense", "csr"} and set(lat["dense"]) == {1, 8, 32}
         assert model._net.sparse_format(i) == (c["format"], c["max_batch"])
-        assert c["max_batch"] == prune._max_batch(lat["dense"], lat["csr"])
+        assert model._net.sparse_min_batch(i) == c["min_batch"]
+        assert (c["min_batch"], c["max_batch"]) == prune._batch_range(lat["dense"], lat["csr"])
         assert c["format"] == ("dense" if c["max_batch"] == 0 else "csr")
 
 
+U = prune.UNBOUNDED
+
+
 @pytest.mark.parametrize("sparse, want", [
-    ({1: 5, 8: 50, 128: 500}, prune.UNBOUNDED),  # faster everywhere
-    ({1: 10.3, 8: 50, 128: 500}, prune.UNBOUNDED),  # a tie (within 5%) at batch 1 does not stop it
-    ({1: 5, 8: 50, 128: 2000}, 8),  # slower at 128
-    ({1: 5, 8: 90, 128: 500}, 1),  # clearly slower at 8: sparse below it only, whatever 128 says
-    ({1: 11, 8: 50, 128: 500}, 0),  # clearly slower at batch 1: dense throughout
-    ({1: 10, 8: 100, 128: 1000}, 0),  # equal: no gain, no risk taken
+    ({1: 5, 8: 50, 128: 500}, (1, U)),  # faster everywhere
+    ({1: 10.3, 8: 50, 128: 500}, (8, U)),  # a tie at batch 1: sparse from the first win
+    ({1: 5, 8: 82, 128: 500}, (1, U)),  # a tie (within 5%) in the middle does not break the run
+    ({1: 5, 8: 50, 128: 2000}, (1, 8)),  # clearly slower at 128
+    ({1: 5, 8: 90, 128: 500}, (128, U)),  # two runs, broken at 8: the one saving more time
+    ({1: 5, 8: 90, 128: 2000}, (1, 1)),
+    ({1: 11, 8: 50, 128: 500}, (8, U)),  # clearly slower at batch 1 only: sparse from 8 on
+    ({1: 10, 8: 100, 128: 1000}, (1, 0)),  # never faster: dense throughout
 ])
-def test_max_batch_rule(sparse, want):
+def test_batch_range_rule(sparse, want):
     dense = {1: 10, 8: 80, 128: 1000}
-    assert prune._max_batch(dense, sparse) == want
+    assert prune._batch_range(dense, sparse) == want
+
+
+def test_sparse_runs_only_inside_its_batch_range(device):
+    model = _model(device, sizes=(37, 33, 5))
+    x, _ = _data(n=40, d=37)
+    prune.magnitude(model, 0.8, measure=False)
+
+    def run(fmt, batch, **kw):
+        for i in (0, 2):
+            model._net.set_sparse_format(i, fmt, kw.get("max_batch", prune.UNBOUNDED), min_batch=kw.get("min_batch", 1))
+        return model.predict(x, batch_size=batch).tobytes()
+
+    dense = {b: run("dense", b) for b in (5, 10, 40)}
+    sparse = {b: run("csr", b) for b in (5, 10, 40)}
+    # with the range [10, 20], batches of 10 run the sparse kernel, those of 5 and 40 dense
+    ranged = {b: run("csr", b, min_batch=10, max_batch=20) for b in (5, 10, 40)}
+    assert ranged == {5: dense[5], 10: sparse[10], 40: dense[40]}
+    assert model._net.sparse_min_batch(0) == 10
 
 
 def test_report_table_and_dict():
@@ -301,7 +325,7 @@ def test_save_load_bit_exact_and_compressed(device, tmp_path):
     x, y = _data(d=64, classes=10)
     prune.magnitude(model, 0.9, measure=False)
     model.fit(x, y, epochs=1, batch_size=16, verbose=0)
-    model._net.set_sparse_format(0, "csr", 32)
+    model._net.set_sparse_format(0, "csr", 32, min_batch=4)
     # a kept weight that is exactly zero stays kept: the mask is saved, not the nonzeros
     k, b = model.layers[2].get_weights()
     kept = np.argwhere(model._masks[2])[0]
@@ -318,7 +342,8 @@ def test_save_load_bit_exact_and_compressed(device, tmp_path):
     for i in (0, 2, 4):
         np.testing.assert_array_equal(loaded._masks[i], model._masks[i])
         assert loaded._net.masked(i)
-    assert loaded._net.sparse_format(0) == ("csr", 32) and loaded._net.sparse_format(2) == ("dense", 0)
+    assert loaded._net.sparse_format(0) == ("csr", 32) and loaded._net.sparse_min_batch(0) == 4
+    assert loaded._net.sparse_format(2) == ("dense", 0)
     assert loaded.predict(x).tobytes() == model.predict(x).tobytes()
     # fine-tuning after the load keeps the masks
     loaded.fit(x, y, epochs=1, batch_size=16, verbose=0)

@@ -31,7 +31,8 @@ rate is a schedule or the precision is not fp32; "3" when the model is pruned),
 ``training`` (the compile configuration, "null" when uncompiled), ``optimizer_state`` (only
 with include_optimizer: the step count, the epochs trained and the slot names),
 ``pruning`` (only for a pruned model: per Dense layer index with a mask or a sparse
-inference format, ``{"masked": bool, "format": "dense"|"csr"|"nm", "max_batch": int}`` and,
+inference format, ``{"masked": bool, "format": "dense"|"csr"|"nm", "min_batch": int,
+"max_batch": int}`` (the batch sizes the sparse format runs) and,
 for layers pruned N:M, ``"n_m": [n, m]``; the format choice ``customml.prune`` measured, so
 loading reproduces it without measuring again) and
 ``checksum``: "sha256:" + the hex SHA-256 of every other metadata entry (sorted by key,
@@ -263,7 +264,8 @@ def _pruning(model) -> Optional[dict]:
             continue
         fmt, max_batch = model._net.sparse_format(i)
         if i in model._masks or fmt != "dense":
-            spec = {"masked": i in model._masks, "format": fmt, "max_batch": int(max_batch)}
+            spec = {"masked": i in model._masks, "format": fmt, "min_batch": int(model._net.sparse_min_batch(i)),
+                    "max_batch": int(max_batch)}
             if i in model._nm:
                 spec["n_m"] = list(model._nm[i])
             layers[str(i)] = spec
@@ -638,12 +640,13 @@ class _Model:
             i = int(key) if key.isascii() and key.isdigit() else -1
             if not (0 <= i < len(self.arch["layers"]) and str(i) == key and self.arch["layers"][i]["kind"] == "dense"):
                 fail(f"pruning names layer {_short(key)}, which is not a Dense layer of the architecture")
-            keys = {"masked", "format", "max_batch"}
+            keys = {"masked", "format", "min_batch", "max_batch"}
             if not (isinstance(spec, dict) and keys <= set(spec) <= keys | {"n_m"}
                     and isinstance(spec["masked"], bool) and spec["format"] in _FORMATS
+                    and _is_int(spec["min_batch"]) and 1 <= spec["min_batch"] <= _MAX_BATCH_LIMIT
                     and _is_int(spec["max_batch"]) and 0 <= spec["max_batch"] <= _MAX_BATCH_LIMIT):
-                fail(f"pruning layer {i}: expected {{masked: bool, format: dense|csr|nm, max_batch: integer in "
-                     f"[0, 2**62]}} (and n_m), got {_short(spec)}")
+                fail(f"pruning layer {i}: expected {{masked: bool, format: dense|csr|nm, min_batch: integer in "
+                     f"[1, 2**62], max_batch: integer in [0, 2**62]}} (and n_m), got {_short(spec)}")
             nm = spec.get("n_m")
             if nm is not None and not (isinstance(nm, list) and len(nm) == 2 and all(_is_int(v) for v in nm)
                                        and 1 <= nm[0] <= nm[1] <= 255):
@@ -807,11 +810,11 @@ class _Model:
         for i in range(len(self.arch["layers"])):
             if self.arch["layers"][i]["kind"] != "dense":
                 continue
-            spec = self.pruning.get(i, {"format": "dense", "max_batch": 0})
+            spec = self.pruning.get(i, {"format": "dense", "min_batch": 1, "max_batch": 0})
             nm = spec.get("n_m", (2, 4))
             if "n_m" in spec:
                 model._nm[i] = tuple(nm)
-            net.set_sparse_format(i, spec["format"], spec["max_batch"], *nm)
+            net.set_sparse_format(i, spec["format"], spec["max_batch"], *nm, min_batch=spec["min_batch"])
 
 
 def load(path, device: str = "cpu"):

@@ -8,7 +8,8 @@
 - ``structured(model, fraction, criterion="l2"|"l1")``: removes whole hidden neurons and
   returns a new, physically smaller Sequential (same compile configuration).
 - ``choose_formats(model)``: per masked layer, measures dense against the sparse formats
-  once at a few batch sizes and lets inference run sparse only where it is faster, so
+  once at a few batch sizes and lets inference run sparse only for the batch sizes where
+  it is faster, so
   pruning never makes a model slower. The choice is saved in the model file.
 
 Each returns or attaches a ``PruneReport``: per layer the sparsity, the parameters
@@ -32,7 +33,7 @@ __all__ = ["magnitude", "n_m", "structured", "choose_formats", "report", "magnit
 
 # The batch sizes at which choose_formats times each format: batch-1 serving up to bulk predict.
 BATCH_SIZES = (1, 8, 32, 128, 512)
-# max_batch when a sparse format wins at every measured size: beyond the largest size both
+# max_batch when a sparse format still wins at the largest measured size: beyond it both
 # kernels' costs grow linearly with the batch, so the winner stays the winner.
 UNBOUNDED = 2**62
 # Timing noise: the best of several runs still moves by a few percent from run to run, so a
@@ -216,18 +217,29 @@ def _time_probes(probes: Dict[str, object], batch_sizes: Sequence[int], repeats:
     return result
 
 
-def _max_batch(dense: Dict[int, float], sparse: Dict[int, float]) -> int:
-    """The largest measured batch size at which the sparse format is faster than dense,
-    provided it is clearly slower (beyond the noise) at no size up to there; unbounded when
-    that is the largest size measured; 0 when it never wins. Sparse kernels often tie at
-    batch 1 (latency-bound) and win at larger batches, so a tie must not stop the search."""
-    best = 0
-    for b in sorted(dense):
-        if sparse[b] > _NOISE * dense[b]:
-            break
-        if sparse[b] < dense[b]:
-            best = b
-    return UNBOUNDED if best == max(dense) else best
+def _batch_range(dense: Dict[int, float], sparse: Dict[int, float]) -> Tuple[int, int]:
+    """(min_batch, max_batch) for a sparse format from its timings against dense at the
+    measured batch sizes: the widest run of measured sizes that starts and ends where the
+    sparse format is faster and holds no size where it is clearly slower (beyond the noise;
+    a tie inside is fine), of equally wide runs the one that saves the most time;
+    max_batch unbounded when the run reaches the largest size measured; (1, 0), never
+    sparse, when it wins nowhere. A run starts at a measured win, so batches below it, not
+    measured as wins, stay dense."""
+    sizes = sorted(dense)
+    best, best_key = (1, 0), (0, 0.0)
+    for i, lo in enumerate(sizes):
+        if not sparse[lo] < dense[lo]:
+            continue
+        j = i
+        for k in range(i, len(sizes)):
+            if sparse[sizes[k]] > _NOISE * dense[sizes[k]]:
+                break
+            if sparse[sizes[k]] < dense[sizes[k]]:
+                j = k
+        key = (j - i + 1, sum(dense[b] - sparse[b] for b in sizes[i:j + 1]))
+        if key > best_key:
+            best, best_key = (lo, UNBOUNDED if j == len(sizes) - 1 else sizes[j]), key
+    return best
 
 
 def _check_batch_sizes(op: str, batch_sizes) -> Tuple[int, ...]:
@@ -242,11 +254,12 @@ def choose_formats(model, batch_sizes: Sequence[int] = BATCH_SIZES, formats: Opt
     """For every masked Dense layer, times the layer alone on the model's device in dense and
     in each sparse format (``formats``: default "csr", plus "nm" for layers pruned by
     ``n_m`` whose weights still fit the pattern) at ``batch_sizes`` (the fastest of
-    ``repeats`` runs), and sets the format that runs sparse up to the largest batch size: max_batch =
-    the largest measured size where it beats dense while being no more than 5% (the
-    timing noise) slower at any smaller size; unbounded when that is the largest size;
-    dense when no size qualifies. Returns {layer index: {"format", "max_batch", "latency_us": {format:
-    {batch: us}}}}; the choice is saved with the model."""
+    ``repeats`` runs), and sets the format that runs sparse over the most measured sizes:
+    from min_batch to max_batch, the widest run of measured sizes where it beats dense at
+    both ends and is nowhere more than 5% (the timing noise) slower in between; max_batch
+    unbounded when the run reaches the largest size; dense when it wins nowhere. Returns
+    {layer index: {"format", "min_batch", "max_batch", "latency_us": {format: {batch:
+    us}}}}; the choice is saved with the model."""
     op = "prune.choose_formats"
     indices = _dense_indices(model, op)
     sizes = _check_batch_sizes(op, batch_sizes)
@@ -266,14 +279,17 @@ def choose_formats(model, batch_sizes: Sequence[int] = BATCH_SIZES, formats: Opt
                       if f == "csr" or (i in model._nm and _fits_n_m(kernel, *nm))]
         probes = {f: _probe(model, i, (kernel, bias), f, nm) for f in ["dense"] + candidates}
         latency = _time_probes(probes, sizes, int(repeats))
-        best, best_batch = "dense", 0
+        best, best_range, best_key = "dense", (1, 0), (0, 0.0)
         for f in candidates:
-            mb = _max_batch(latency["dense"], latency[f])
-            # The format sparse up to the larger batch wins; at equal reach, the faster at batch 1.
-            if mb > best_batch or (mb == best_batch and mb > 0 and latency[f][sizes[0]] < latency[best][sizes[0]]):
-                best, best_batch = f, mb
-        model._net.set_sparse_format(i, best, best_batch, *nm)
-        chosen[i] = {"format": best, "max_batch": best_batch, "latency_us": latency}
+            lo, hi = _batch_range(latency["dense"], latency[f])
+            inside = [b for b in sizes if lo <= b <= hi]
+            # The format sparse over more measured sizes wins; at equal reach, the one that
+            # saves more time over them.
+            key = (len(inside), sum(latency["dense"][b] - latency[f][b] for b in inside))
+            if key > best_key:
+                best, best_range, best_key = f, (lo, hi), key
+        model._net.set_sparse_format(i, best, best_range[1], *nm, min_batch=best_range[0])
+        chosen[i] = {"format": best, "min_batch": best_range[0], "max_batch": best_range[1], "latency_us": latency}
     return chosen
 
 
@@ -357,7 +373,7 @@ def structured(model, fraction: float, criterion: str = "l2", *, measure: bool =
         old, new = model.layers[i], smaller.layers[i]
         row = {"index": i, "layer": old.name, "shape": (old.input_dim, old.units), "new_shape": (new.input_dim, new.units),
                "sparsity": _sparsity(new), "params_before": _nonzeros(old), "params_after": _nonzeros(new),
-               "format": "dense", "max_batch": 0, "latency_us": {}}
+               "format": "dense", "min_batch": 1, "max_batch": 0, "latency_us": {}}
         if measure:
             probes = {"before": _probe(model, i, None, "dense", (2, 4)), "after": _probe(smaller, i, None, "dense", (2, 4))}
             row["latency_us"] = _time_probes(probes, (1, 128), 5)
@@ -395,7 +411,7 @@ def _report(model, kind: str, before: Dict[int, int], measure: bool, batch_sizes
         fmt, max_batch = model._net.sparse_format(i)
         rows.append({"index": i, "layer": layer.name, "shape": (layer.input_dim, layer.units),
                      "sparsity": _sparsity(layer), "params_before": params_before, "params_after": _nonzeros(layer),
-                     "format": fmt, "max_batch": int(max_batch),
+                     "format": fmt, "min_batch": int(model._net.sparse_min_batch(i)), "max_batch": int(max_batch),
                      "latency_us": chosen.get(i, {}).get("latency_us", {})})
     report = PruneReport(kind, rows)
     model.pruning_report = report
@@ -406,7 +422,8 @@ class PruneReport:
     """Per pruned layer: ``sparsity`` (fraction of zero kernel weights), ``params_before`` /
     ``params_after`` (nonzero weights and biases), ``latency_us`` ({format: {batch: median
     us}} for the layer alone: "dense" and the sparse formats measured, or "before"/"after"
-    for structured pruning), the chosen ``format`` and its ``max_batch``. ``str(report)`` is
+    for structured pruning), the chosen ``format`` and the batch sizes it runs,
+    ``min_batch`` to ``max_batch``. ``str(report)`` is
     a table; ``as_dict()`` the same as plain data."""
 
     def __init__(self, kind: str, layers: List[dict]):
@@ -446,9 +463,9 @@ class PruneReport:
             shape = f"{r['shape'][0]}x{r['shape'][1]}"
             if "new_shape" in r:
                 shape += f" -> {r['new_shape'][0]}x{r['new_shape'][1]}"
-            mb = r["max_batch"]
+            lo, hi = r["min_batch"], r["max_batch"]
             fmt = r["format"] if r["format"] == "dense" else (
-                f"{r['format']} (all batches)" if mb >= UNBOUNDED else f"{r['format']} (batch <= {mb})")
+                f"{r['format']} (batch >= {lo})" if hi >= UNBOUNDED else f"{r['format']} (batch {lo}-{hi})")
             rows.append((r["layer"], shape, f"{r['sparsity']:.1%}", f"{r['params_before']:,} -> {r['params_after']:,}",
                          self._latency(r, 1), self._latency(r, 128), fmt))
         rows.append(("total", "", "", f"{self.params_before:,} -> {self.params_after:,}", "", "", ""))
