@@ -217,7 +217,7 @@ def _prune(args: argparse.Namespace) -> int:
         steps = args.fine_tune_epochs * -(-x_train.shape[0] // batch_size)
         # A fresh cosine decay over the fine-tuning (from train's default rate): the masks
         # change the loss surface enough that a small rate recovers less (measured on
-        # fashion_mnist at 90%: 1e-3 lost 0.5 point more than 2e-3, docs/performance.md).
+        # fashion_mnist at 90%: 1e-3 lost 0.4-0.5 point more than 2e-3, docs/performance.md).
         optimizer = copy.copy(model._optimizer)
         optimizer.learning_rate = cm.schedules.CosineDecay(args.lr, steps)
         model.compile(optimizer=optimizer, loss=model._loss, metrics=model._metrics, precision=model._precision)

@@ -464,8 +464,8 @@ class PruneReport:
             if "new_shape" in r:
                 shape += f" -> {r['new_shape'][0]}x{r['new_shape'][1]}"
             lo, hi = r["min_batch"], r["max_batch"]
-            fmt = r["format"] if r["format"] == "dense" else (
-                f"{r['format']} (batch >= {lo})" if hi >= UNBOUNDED else f"{r['format']} (batch {lo}-{hi})")
+            batches = f">= {lo}" if hi >= UNBOUNDED else str(lo) if lo == hi else f"{lo}-{hi}"
+            fmt = r["format"] if r["format"] == "dense" else f"{r['format']} (batch {batches})"
             rows.append((r["layer"], shape, f"{r['sparsity']:.1%}", f"{r['params_before']:,} -> {r['params_after']:,}",
                          self._latency(r, 1), self._latency(r, 128), fmt))
         rows.append(("total", "", "", f"{self.params_before:,} -> {self.params_after:,}", "", "", ""))
