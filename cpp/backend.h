@@ -215,63 +215,39 @@ class Backend {
   // null; returns the penalty l1 sum |param| + l2 sum param^2 (Keras' l1_l2).
   virtual double l1_l2_penalty(float* grad, const float* param, int64_t n, float l1, float l2) = 0;
 
-  // TEMPORARY (this session's parallel branches): the int8 and sparse families below
-  // become pure virtual once every backend implements them.
-  [[noreturn]] void unsupported(const char* op) const {
-    throw std::logic_error(std::string("[") + op + "] not implemented on " + name());
-  }
-
   // param: (n) -> param[i] = 0 where keep[i] == 0: a pruning mask, enforced after every
   // optimizer update so pruned weights stay exactly zero.
-  virtual void apply_mask(float* param, const uint8_t* keep, int64_t n) {
-    unsupported("apply_mask");
-  }
+  virtual void apply_mask(float* param, const uint8_t* keep, int64_t n) = 0;
 
   // x: (rows, cols) f32  scale, zero: per axis (zero may be null: 0) -> q: (rows, cols) i8
   // or u8 per qtype: clamp(round_half_even(x / scale) + zero, lo, hi) with [lo, hi] =
   // [-127, 127] (i8) or [0, 255] (u8); NaN is rejected by the ops, never reaches here.
   virtual void quantize(void* q, DType qtype, const float* x, const float* scale, const int32_t* zero, int64_t rows,
-                        int64_t cols, QuantAxis axis) {
-    unsupported("quantize");
-  }
+                        int64_t cols, QuantAxis axis) = 0;
   // q: (rows, cols) i8 or u8 -> x: (rows, cols) f32 = scale * (q - zero), per axis.
   virtual void dequantize(float* x, const void* q, DType qtype, const float* scale, const int32_t* zero, int64_t rows,
-                          int64_t cols, QuantAxis axis) {
-    unsupported("dequantize");
-  }
+                          int64_t cols, QuantAxis axis) = 0;
   // Dynamic activations. x: (rows, cols) -> scale, zero: (rows), q: (rows, cols) u8: per row
   // lo = min(0, min x), hi = max(0, max x); scale = (hi - lo) / 255 (1 when hi == lo);
   // zero = clamp(round_half_even(-lo / scale), 0, 255); then q as quantize.
   virtual void quantize_rows_dynamic(uint8_t* q, float* scale, int32_t* zero, const float* x, int64_t rows,
-                                     int64_t cols) {
-    unsupported("quantize_rows_dynamic");
-  }
+                                     int64_t cols) = 0;
   // Int8 weights in this device's own layout, packed once per model (with the column
   // sums the zero-point correction needs). w: (k, n) i8 in [-127, 127] -> packed, of
   // gemm_s8_packed_bytes(k, n) bytes of device memory.
-  virtual size_t gemm_s8_packed_bytes(int64_t k, int64_t n) {
-    unsupported("gemm_s8_packed_bytes");
-  }
-  virtual void gemm_s8_pack(void* packed, const int8_t* w, int64_t k, int64_t n) {
-    unsupported("gemm_s8_pack");
-  }
+  virtual size_t gemm_s8_packed_bytes(int64_t k, int64_t n) = 0;
+  virtual void gemm_s8_pack(void* packed, const int8_t* w, int64_t k, int64_t n) = 0;
   // a: (m, k) u8  packed: w (k, n) -> exactly one of y_f32 (act(r)), y_u8 (act(r)
   // requantized with out_scale / out_zero) or y_i32 (acc - a_zero colsum, unscaled), each
   // (m, n); k <= kGemmS8MaxK keeps every int32 sum exact.
   virtual void gemm_s8(float* y_f32, uint8_t* y_u8, int32_t* y_i32, const uint8_t* a, const void* packed,
-                       GemmS8Shape s, const GemmS8Epilogue& e) {
-    unsupported("gemm_s8");
-  }
+                       GemmS8Shape s, const GemmS8Epilogue& e) = 0;
 
   // x: (batch, in)  w: sparse (in, out)  b: (out) or null -> y: (batch, out) = act(x w + b).
   virtual void sparse_dense_forward(float* y, const float* x, const CsrMatrix& w, const float* b, int64_t batch,
-                                    Activation act) {
-    unsupported("sparse_dense_forward");
-  }
+                                    Activation act) = 0;
   virtual void nm_dense_forward(float* y, const float* x, const NmMatrix& w, const float* b, int64_t batch,
-                                Activation act) {
-    unsupported("nm_dense_forward");
-  }
+                                Activation act) = 0;
 };
 
 // Device memory of float32 (or int32) elements that grows on demand and is reused:

@@ -516,52 +516,6 @@ PYBIND11_MODULE(_core, m) {
       "l1 sum |param| + l2 sum param^2.");
 
   m.def(
-      "apply_mask",
-      [](py::object param, py::object keep, const std::string& device) {
-        Views views("apply_mask", device);
-        Tensor p = views.out(param, "param"), k = views.in(keep, "keep");
-        py::gil_scoped_release release;
-        ops::apply_mask(p, k);
-      },
-      py::arg("param"), py::arg("keep"), py::arg("device") = "cpu",
-      "Zeroes param (float32, in place) wherever keep (uint8, same shape) is 0: a pruning mask.");
-
-  m.def(
-      "sparse_dense_forward",
-      [](py::object out, py::object x, py::object offsets, py::object index, py::object values,
-         std::optional<py::object> bias, const std::string& activation, const std::string& device) {
-        Views views("sparse_dense_forward", device);
-        const Activation act = parse_for("sparse_dense_forward", [&] { return parse_activation(activation); });
-        Tensor y = views.out(out, "out"), xt = views.in(x, "x"), o = views.in(offsets, "offsets"),
-               i = views.in(index, "index"), v = views.in(values, "values");
-        auto b = views.in(bias, "bias");
-        py::gil_scoped_release release;
-        ops::sparse_dense_forward(y, xt, o, i, v, ptr(b), act);
-      },
-      py::arg("out"), py::arg("x"), py::arg("offsets"), py::arg("index"), py::arg("values"),
-      py::arg("bias") = py::none(), py::arg("activation") = "identity", py::arg("device") = "cpu",
-      "out (batch, out) = activation(x (batch, in) . W + bias) for W (in, out) given as the CSR of its transpose: "
-      "output j's inputs index[offsets[j]:offsets[j + 1]] (int32, strictly ascending) with values (float32).");
-
-  m.def(
-      "nm_dense_forward",
-      [](py::object out, py::object x, py::object values, py::object index, std::optional<py::object> bias,
-         const std::string& activation, int n, int m, const std::string& device) {
-        Views views("nm_dense_forward", device);
-        const Activation act = parse_for("nm_dense_forward", [&] { return parse_activation(activation); });
-        Tensor y = views.out(out, "out"), xt = views.in(x, "x"), v = views.in(values, "values"),
-               i = views.in(index, "index");
-        auto b = views.in(bias, "bias");
-        py::gil_scoped_release release;
-        ops::nm_dense_forward(y, xt, v, i, ptr(b), act, n, m);
-      },
-      py::arg("out"), py::arg("x"), py::arg("values"), py::arg("index"), py::arg("bias") = py::none(),
-      py::arg("activation") = "identity", py::arg("n") = 2, py::arg("m") = 4, py::arg("device") = "cpu",
-      "out (batch, out) = activation(x (batch, in) . W + bias) for W (in, out) with n of every m consecutive rows "
-      "kept per column: values (ceil(in / m) n, out) float32 and index (same shape, uint8), each slot's row within "
-      "its group.");
-
-  m.def(
       "quantize",
       [](py::object out, py::object x, py::object scale, std::optional<py::object> zero, const std::string& axis,
          const std::string& device) {
@@ -654,6 +608,52 @@ PYBIND11_MODULE(_core, m) {
       "a (m, k) uint8 times weight (k, n) int8 (a PackedS8, or raw codes packed for this call), exact int32 sums; "
       "out by its dtype: float32 activation(a_scale w_scale (acc - a_zero colsum) + bias), uint8 the same requantized "
       "with out_scale / out_zero, or int32 acc - a_zero colsum.");
+
+  m.def(
+      "apply_mask",
+      [](py::object param, py::object keep, const std::string& device) {
+        Views views("apply_mask", device);
+        Tensor p = views.out(param, "param"), k = views.in(keep, "keep");
+        py::gil_scoped_release release;
+        ops::apply_mask(p, k);
+      },
+      py::arg("param"), py::arg("keep"), py::arg("device") = "cpu",
+      "Zeroes param (float32, in place) wherever keep (uint8, same shape) is 0: a pruning mask.");
+
+  m.def(
+      "sparse_dense_forward",
+      [](py::object out, py::object x, py::object offsets, py::object index, py::object values,
+         std::optional<py::object> bias, const std::string& activation, const std::string& device) {
+        Views views("sparse_dense_forward", device);
+        const Activation act = parse_for("sparse_dense_forward", [&] { return parse_activation(activation); });
+        Tensor y = views.out(out, "out"), xt = views.in(x, "x"), o = views.in(offsets, "offsets"),
+               i = views.in(index, "index"), v = views.in(values, "values");
+        auto b = views.in(bias, "bias");
+        py::gil_scoped_release release;
+        ops::sparse_dense_forward(y, xt, o, i, v, ptr(b), act);
+      },
+      py::arg("out"), py::arg("x"), py::arg("offsets"), py::arg("index"), py::arg("values"),
+      py::arg("bias") = py::none(), py::arg("activation") = "identity", py::arg("device") = "cpu",
+      "out (batch, out) = activation(x (batch, in) . W + bias) for W (in, out) given as the CSR of its transpose: "
+      "output j's inputs index[offsets[j]:offsets[j + 1]] (int32, strictly ascending) with values (float32).");
+
+  m.def(
+      "nm_dense_forward",
+      [](py::object out, py::object x, py::object values, py::object index, std::optional<py::object> bias,
+         const std::string& activation, int n, int m, const std::string& device) {
+        Views views("nm_dense_forward", device);
+        const Activation act = parse_for("nm_dense_forward", [&] { return parse_activation(activation); });
+        Tensor y = views.out(out, "out"), xt = views.in(x, "x"), v = views.in(values, "values"),
+               i = views.in(index, "index");
+        auto b = views.in(bias, "bias");
+        py::gil_scoped_release release;
+        ops::nm_dense_forward(y, xt, v, i, ptr(b), act, n, m);
+      },
+      py::arg("out"), py::arg("x"), py::arg("values"), py::arg("index"), py::arg("bias") = py::none(),
+      py::arg("activation") = "identity", py::arg("n") = 2, py::arg("m") = 4, py::arg("device") = "cpu",
+      "out (batch, out) = activation(x (batch, in) . W + bias) for W (in, out) with n of every m consecutive rows "
+      "kept per column: values (ceil(in / m) n, out) float32 and index (same shape, uint8), each slot's row within "
+      "its group.");
 
   py::class_<Network>(m, "Network", "The compiled layer plan and its flat buffers.")
       .def(py::init([](int64_t input_dim, const py::list& layers, const std::string& device) {

@@ -70,21 +70,6 @@ double clip_by_global_norm(const Tensor& grad, float max_norm);
 // place; returns the penalty l1 sum |param| + l2 sum param^2.
 double l1_l2_penalty(const Tensor* grad, const Tensor& param, float l1, float l2);
 
-// param: any shape, f32, updated in place  keep: same shape, u8 -> param[i] = 0 where
-// keep[i] == 0 (a pruning mask).
-void apply_mask(const Tensor& param, const Tensor& keep);
-
-// x: (batch, in) f32  w: the CSR of W^T (in, out): offsets (out + 1) i32, index (nnz) i32,
-// values (nnz) f32 (output j's inputs index[offsets[j] .. offsets[j + 1]), strictly
-// ascending)  b: (out) f32 or null -> y: (batch, out) = act(x W + b).
-void sparse_dense_forward(const Tensor& y, const Tensor& x, const Tensor& offsets, const Tensor& index,
-                          const Tensor& values, const Tensor* b, Activation act);
-
-// x: (batch, in) f32  w: N:M (in, out): values (groups n, out) f32 and index (groups n,
-// out) u8, groups = ceil(in / m), each index below its group's size  b: (out) f32 or
-// null -> y: (batch, out) = act(x W + b).
-void nm_dense_forward(const Tensor& y, const Tensor& x, const Tensor& values, const Tensor& index, const Tensor* b,
-                      Activation act, int n, int m);
 // ---- int8 (see QuantAxis in backend.h for the encoding) ----
 
 // x: (rows, cols) f32, finite  scale: f32, positive and finite  zero: i32 in the code range
@@ -132,6 +117,21 @@ std::shared_ptr<PackedS8> gemm_s8_pack(const Tensor& w);
 void gemm_s8(const Tensor& y, const Tensor& a, const PackedS8& w, const Tensor* a_scale, const Tensor& a_zero,
              const Tensor* w_scale, const Tensor* bias, Activation act, std::optional<float> out_scale,
              std::optional<int32_t> out_zero);
+// param: any shape, f32, updated in place  keep: same shape, u8 -> param[i] = 0 where
+// keep[i] == 0 (a pruning mask).
+void apply_mask(const Tensor& param, const Tensor& keep);
+
+// x: (batch, in) f32  w: the CSR of W^T (in, out): offsets (out + 1) i32, index (nnz) i32,
+// values (nnz) f32 (output j's inputs index[offsets[j] .. offsets[j + 1]), strictly
+// ascending)  b: (out) f32 or null -> y: (batch, out) = act(x W + b).
+void sparse_dense_forward(const Tensor& y, const Tensor& x, const Tensor& offsets, const Tensor& index,
+                          const Tensor& values, const Tensor* b, Activation act);
+
+// x: (batch, in) f32  w: N:M (in, out): values (groups n, out) f32 and index (groups n,
+// out) u8, groups = ceil(in / m), each index below its group's size  b: (out) f32 or
+// null -> y: (batch, out) = act(x W + b).
+void nm_dense_forward(const Tensor& y, const Tensor& x, const Tensor& values, const Tensor& index, const Tensor* b,
+                      Activation act, int n, int m);
 
 // Checks shared with the network executor, which validates whole batches once.
 void check_segments(const char* op, const std::vector<Segment>& segments, int64_t n);

@@ -49,11 +49,6 @@ class CpuBackend final : public Backend {
   double clip_by_global_norm(float* grad, int64_t n, float max_norm) override;
   void scale(float* x, int64_t n, double coef) override;
   double l1_l2_penalty(float* grad, const float* param, int64_t n, float l1, float l2) override;
-  void apply_mask(float* param, const uint8_t* keep, int64_t n) override;
-  void sparse_dense_forward(float* y, const float* x, const CsrMatrix& w, const float* b, int64_t batch,
-                            Activation act) override;
-  void nm_dense_forward(float* y, const float* x, const NmMatrix& w, const float* b, int64_t batch,
-                        Activation act) override;
   void quantize(void* q, DType qtype, const float* x, const float* scale, const int32_t* zero, int64_t rows,
                 int64_t cols, QuantAxis axis) override;
   void dequantize(float* x, const void* q, DType qtype, const float* scale, const int32_t* zero, int64_t rows,
@@ -64,6 +59,11 @@ class CpuBackend final : public Backend {
   void gemm_s8_pack(void* packed, const int8_t* w, int64_t k, int64_t n) override;
   void gemm_s8(float* y_f32, uint8_t* y_u8, int32_t* y_i32, const uint8_t* a, const void* packed, GemmS8Shape s,
                const GemmS8Epilogue& e) override;
+  void apply_mask(float* param, const uint8_t* keep, int64_t n) override;
+  void sparse_dense_forward(float* y, const float* x, const CsrMatrix& w, const float* b, int64_t batch,
+                            Activation act) override;
+  void nm_dense_forward(float* y, const float* x, const NmMatrix& w, const float* b, int64_t batch,
+                        Activation act) override;
 
  private:
   CpuBackend();

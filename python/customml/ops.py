@@ -30,16 +30,16 @@ __all__ = [
     "adam_update",
     "clip_by_global_norm",
     "l1_l2_penalty",
-    "apply_mask",
-    "sparse_dense_forward",
-    "nm_dense_forward",
-    "csr_from_dense",
-    "nm_from_dense",
     "quantize",
     "dequantize",
     "quantize_rows_dynamic",
     "gemm_s8_pack",
     "gemm_s8",
+    "apply_mask",
+    "sparse_dense_forward",
+    "nm_dense_forward",
+    "csr_from_dense",
+    "nm_from_dense",
 ]
 
 
@@ -201,6 +201,59 @@ def l1_l2_penalty(param, *, l1: float = 0.0, l2: float = 0.0, grad=None, device:
     return _core.l1_l2_penalty(grad, param, l1, l2, device)
 
 
+def quantize(x, scale, zero=None, *, dtype: str = "uint8", axis: str = "tensor", out=None, device: str = "cpu"):
+    """Codes of float32 x (rows, cols): ``clip(rint(x / scale) + zero)`` as ``dtype``
+    "uint8" ([0, 255]) or "int8" ([-127, 127], symmetric), half to even as ONNX
+    QuantizeLinear. scale (float32) and zero (int32, optional: 0) are (1,) for ``axis``
+    "tensor", (rows,) for "row", (cols,) for "column". Returns ``out``."""
+    if out is None:
+        out = _empty(_shape2(x, "x", "quantize"), device, np.dtype(dtype))
+    _core.quantize(out, x, scale, zero, axis, device)
+    return out
+
+
+def dequantize(q, scale, zero=None, *, axis: str = "tensor", out=None, device: str = "cpu"):
+    """float32 ``scale * (q - zero)`` of int8 / uint8 codes q (rows, cols), scale and zero
+    per ``axis`` as in ``quantize``. Returns ``out``."""
+    if out is None:
+        out = _empty(_shape2(q, "q", "dequantize"), device)
+    _core.dequantize(out, q, scale, zero, axis, device)
+    return out
+
+
+def quantize_rows_dynamic(x, *, out=None, scale_out=None, zero_out=None, device: str = "cpu"):
+    """Per-row dynamic uint8 quantization of float32 x (rows, cols): each row's range
+    [min(0, min), max(0, max)] onto [0, 255]. Returns ``(q, scale, zero)``: uint8 (rows,
+    cols), float32 (rows,), int32 (rows,)."""
+    rows, cols = _shape2(x, "x", "quantize_rows_dynamic")
+    out = _empty((rows, cols), device, np.uint8) if out is None else out
+    scale_out = _empty((rows,), device) if scale_out is None else scale_out
+    zero_out = _empty((rows,), device, np.int32) if zero_out is None else zero_out
+    _core.quantize_rows_dynamic(out, scale_out, zero_out, x, device)
+    return out, scale_out, zero_out
+
+
+def gemm_s8_pack(weight, *, device: str = "cpu") -> "_core.PackedS8":
+    """int8 weights (k, n), codes in [-127, 127], packed once for ``gemm_s8`` on ``device``."""
+    return _core.gemm_s8_pack(weight, device)
+
+
+def gemm_s8(a, weight, a_scale, a_zero, w_scale, *, bias=None, activation: str = "identity",
+            out_dtype: str = "float32", out_scale: Optional[float] = None, out_zero: Optional[int] = None,
+            out=None, device: str = "cpu"):
+    """uint8 a (m, k) times int8 weight (k, n) (a ``PackedS8`` from ``gemm_s8_pack``, or raw
+    codes, packed for this call), summed exactly in int32. With acc the sums, a_zero
+    (int32, (1,) or (m,)) and a_scale (float32, same shape), w_scale (float32, (1,) or
+    (n,)): "float32" out is ``activation(a_scale * w_scale * (acc - a_zero * colsum(w)) +
+    bias)``; "uint8" out is that requantized with ``out_scale`` / ``out_zero`` (for the
+    next layer); "int32" out is ``acc - a_zero * colsum(w)`` (a_scale, w_scale None).
+    ``out``'s dtype, when given, decides. Returns ``out``."""
+    if out is None:
+        m = _shape2(a, "a", "gemm_s8")[0]
+        n = weight.n if isinstance(weight, _core.PackedS8) else _shape2(weight, "weight", "gemm_s8")[1]
+        out = _empty((m, n), device, np.dtype(out_dtype))
+    _core.gemm_s8(out, a, weight, a_scale, a_zero, w_scale, bias, activation, out_scale, out_zero, device)
+    return out
 def apply_mask(param, keep, *, device: str = "cpu"):
     """Zeroes float32 ``param`` in place wherever uint8 ``keep`` (same shape) is 0: the
     pruning mask the optimizers re-apply after every update. Returns ``param``."""
@@ -278,58 +331,3 @@ def nm_from_dense(weight, n: int = 2, m: int = 4) -> Tuple[np.ndarray, np.ndarra
     index = np.where(real, picked, 0).astype(np.uint8)
     return (np.ascontiguousarray(values.reshape(groups * n, cols)),
             np.ascontiguousarray(index.reshape(groups * n, cols)))
-
-
-def quantize(x, scale, zero=None, *, dtype: str = "uint8", axis: str = "tensor", out=None, device: str = "cpu"):
-    """Codes of float32 x (rows, cols): ``clip(rint(x / scale) + zero)`` as ``dtype``
-    "uint8" ([0, 255]) or "int8" ([-127, 127], symmetric), half to even as ONNX
-    QuantizeLinear. scale (float32) and zero (int32, optional: 0) are (1,) for ``axis``
-    "tensor", (rows,) for "row", (cols,) for "column". Returns ``out``."""
-    if out is None:
-        out = _empty(_shape2(x, "x", "quantize"), device, np.dtype(dtype))
-    _core.quantize(out, x, scale, zero, axis, device)
-    return out
-
-
-def dequantize(q, scale, zero=None, *, axis: str = "tensor", out=None, device: str = "cpu"):
-    """float32 ``scale * (q - zero)`` of int8 / uint8 codes q (rows, cols), scale and zero
-    per ``axis`` as in ``quantize``. Returns ``out``."""
-    if out is None:
-        out = _empty(_shape2(q, "q", "dequantize"), device)
-    _core.dequantize(out, q, scale, zero, axis, device)
-    return out
-
-
-def quantize_rows_dynamic(x, *, out=None, scale_out=None, zero_out=None, device: str = "cpu"):
-    """Per-row dynamic uint8 quantization of float32 x (rows, cols): each row's range
-    [min(0, min), max(0, max)] onto [0, 255]. Returns ``(q, scale, zero)``: uint8 (rows,
-    cols), float32 (rows,), int32 (rows,)."""
-    rows, cols = _shape2(x, "x", "quantize_rows_dynamic")
-    out = _empty((rows, cols), device, np.uint8) if out is None else out
-    scale_out = _empty((rows,), device) if scale_out is None else scale_out
-    zero_out = _empty((rows,), device, np.int32) if zero_out is None else zero_out
-    _core.quantize_rows_dynamic(out, scale_out, zero_out, x, device)
-    return out, scale_out, zero_out
-
-
-def gemm_s8_pack(weight, *, device: str = "cpu") -> "_core.PackedS8":
-    """int8 weights (k, n), codes in [-127, 127], packed once for ``gemm_s8`` on ``device``."""
-    return _core.gemm_s8_pack(weight, device)
-
-
-def gemm_s8(a, weight, a_scale, a_zero, w_scale, *, bias=None, activation: str = "identity",
-            out_dtype: str = "float32", out_scale: Optional[float] = None, out_zero: Optional[int] = None,
-            out=None, device: str = "cpu"):
-    """uint8 a (m, k) times int8 weight (k, n) (a ``PackedS8`` from ``gemm_s8_pack``, or raw
-    codes, packed for this call), summed exactly in int32. With acc the sums, a_zero
-    (int32, (1,) or (m,)) and a_scale (float32, same shape), w_scale (float32, (1,) or
-    (n,)): "float32" out is ``activation(a_scale * w_scale * (acc - a_zero * colsum(w)) +
-    bias)``; "uint8" out is that requantized with ``out_scale`` / ``out_zero`` (for the
-    next layer); "int32" out is ``acc - a_zero * colsum(w)`` (a_scale, w_scale None).
-    ``out``'s dtype, when given, decides. Returns ``out``."""
-    if out is None:
-        m = _shape2(a, "a", "gemm_s8")[0]
-        n = weight.n if isinstance(weight, _core.PackedS8) else _shape2(weight, "weight", "gemm_s8")[1]
-        out = _empty((m, n), device, np.dtype(out_dtype))
-    _core.gemm_s8(out, a, weight, a_scale, a_zero, w_scale, bias, activation, out_scale, out_zero, device)
-    return out
