@@ -896,18 +896,22 @@ PYBIND11_MODULE(_core, m) {
       .def("masked", &Network::masked, py::arg("layer"))
       .def(
           "set_sparse_format",
-          [](Network& n, int64_t layer, const std::string& format, int64_t max_batch, int nm_n, int nm_m) {
-            n.set_sparse_format(layer, parse_sparse_format(format), max_batch, nm_n, nm_m);
+          [](Network& n, int64_t layer, const std::string& format, int64_t max_batch, int nm_n, int nm_m,
+             int64_t min_batch) {
+            n.set_sparse_format(layer, parse_sparse_format(format), max_batch, nm_n, nm_m, min_batch);
           },
           py::arg("layer"), py::arg("format"), py::arg("max_batch"), py::arg("n") = 2, py::arg("m") = 4,
-          "Runs Dense layer `layer` at inference in a sparse format ('csr', 'nm' or 'dense') for batches of at most "
-          "max_batch rows.")
+          py::arg("min_batch") = 1,
+          "Runs Dense layer `layer` at inference in a sparse format ('csr', 'nm' or 'dense') for batches of "
+          "min_batch to max_batch rows.")
       .def(
           "sparse_format",
           [](const Network& n, int64_t layer) {
             return py::make_tuple(sparse_format_name(n.sparse_format(layer)), n.sparse_max_batch(layer));
           },
           py::arg("layer"), "(format, max_batch) of a Dense layer's inference.")
+      .def("sparse_min_batch", &Network::sparse_min_batch, py::arg("layer"),
+           "The smallest batch a Dense layer's sparse format runs (1 unless set).")
       .def(
           "set_quantization",
           [](Network& n, int64_t layer, py::object w_q, py::object w_scale, float in_scale, int32_t in_zero) {

@@ -181,13 +181,16 @@ class Network {
   void set_mask(int64_t layer, const uint8_t* keep);
   void clear_mask(int64_t layer);
   bool masked(int64_t layer) const;
-  // How inference runs Dense layer `layer` for batches of at most max_batch rows (larger
-  // ones run dense): a sparse format from its nonzero weights. Python chooses it, from a
-  // measurement stored in the model file, so the choice is reproducible.
-  // N:M takes n and m (2:4 by default).
-  void set_sparse_format(int64_t layer, SparseFormat format, int64_t max_batch, int n = 2, int m = 4);
+  // How inference runs Dense layer `layer` for batches of min_batch to max_batch rows
+  // (others run dense): a sparse format from its nonzero weights. Python chooses it, from a
+  // measurement stored in the model file, so the choice is reproducible. min_batch exists
+  // because a sparse kernel can lose to the dense GEMV at batch 1 and still win several
+  // times over at batch 128. N:M takes n and m (2:4 by default).
+  void set_sparse_format(int64_t layer, SparseFormat format, int64_t max_batch, int n = 2, int m = 4,
+                         int64_t min_batch = 1);
   SparseFormat sparse_format(int64_t layer) const;
   int64_t sparse_max_batch(int64_t layer) const;
+  int64_t sparse_min_batch(int64_t layer) const;
   // Int8 inference of Dense layer `layer`: the layer's float weights are replaced by
   // scale * w_q (so training-mode code and the file agree with the plan). w_q: (in, out)
   // in [-127, 127]; w_scale: (out) when per_channel, else (1). Static inputs use

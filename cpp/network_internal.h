@@ -94,7 +94,7 @@ struct Network::LayerPlan {
   bool masked = false;
   Buffer<uint8_t> keep;  // (in, out), on the device
   SparseFormat format = SparseFormat::dense;
-  int64_t max_batch = 0;
+  int64_t min_batch = 1, max_batch = 0;
   int64_t nm_n = 2, nm_m = 4;
   std::unique_ptr<QuantizedLayer> quant;
   // Prepared by build_plan: float weights in the device's GEMM layout (where it has one),

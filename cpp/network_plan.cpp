@@ -70,9 +70,12 @@ void Network::apply_masks() {
       backend_->apply_mask(params_.data() + weight_offsets_[l], plans_[l]->keep.data(), plans_[l]->in * plans_[l]->out);
 }
 
-void Network::set_sparse_format(int64_t layer, SparseFormat format, int64_t max_batch, int n, int m) {
+void Network::set_sparse_format(int64_t layer, SparseFormat format, int64_t max_batch, int n, int m,
+                                int64_t min_batch) {
   if (max_batch < 0)
     throw std::invalid_argument("[set_sparse_format] max_batch must be >= 0, got " + std::to_string(max_batch));
+  if (min_batch < 1)
+    throw std::invalid_argument("[set_sparse_format] min_batch must be >= 1, got " + std::to_string(min_batch));
   if (!(m >= 1 && m <= 255 && n >= 1 && n <= m))
     throw std::invalid_argument("[set_sparse_format] N:M needs 1 <= n <= m <= 255, got n=" + std::to_string(n) +
                                 " m=" + std::to_string(m));
@@ -80,6 +83,7 @@ void Network::set_sparse_format(int64_t layer, SparseFormat format, int64_t max_
   LayerPlan& p = dense_plan("set_sparse_format", layer);
   p.format = format;
   p.max_batch = format == SparseFormat::dense ? 0 : max_batch;
+  p.min_batch = format == SparseFormat::dense ? 1 : min_batch;
   p.nm_n = n;
   p.nm_m = m;
   invalidate_plan();
@@ -93,6 +97,11 @@ SparseFormat Network::sparse_format(int64_t layer) const {
 int64_t Network::sparse_max_batch(int64_t layer) const {
   std::shared_lock<WriterPreferringLock> lock(mutex_);
   return dense_plan("sparse_max_batch", layer).max_batch;
+}
+
+int64_t Network::sparse_min_batch(int64_t layer) const {
+  std::shared_lock<WriterPreferringLock> lock(mutex_);
+  return dense_plan("sparse_min_batch", layer).min_batch;
 }
 
 void Network::set_quantization(int64_t layer, const int8_t* w_q, const float* w_scale, bool per_channel,
@@ -245,7 +254,7 @@ void Network::build_plan() const {
       upload(backend_, p.in_zero, std::vector<int32_t>{q.in_zero});
       continue;
     }
-    if (p.format == SparseFormat::dense || p.max_batch == 0) continue;
+    if (p.format == SparseFormat::dense || p.max_batch < p.min_batch) continue;
     std::vector<float> w(static_cast<size_t>(p.in * p.out));
     backend_->copy_to_host(w.data(), params_.data() + weight_offsets_[l], sizeof(float) * w.size());
     if (p.format == SparseFormat::csr) {
@@ -371,7 +380,7 @@ const float* Network::forward_planned(Workspace& ws, const float* input, int64_t
         cur = dst;
       }
     } else {
-      if (p.sparse_ready && b <= p.max_batch && p.format == SparseFormat::csr) {
+      if (p.sparse_ready && b >= p.min_batch && b <= p.max_batch && p.format == SparseFormat::csr) {
         CsrMatrix m;
         m.offsets = p.csr_offsets.data();
         m.index = p.csr_index.data();
@@ -380,7 +389,7 @@ const float* Network::forward_planned(Workspace& ws, const float* input, int64_t
         m.out = p.out;
         m.nnz = p.nnz;
         backend_->sparse_dense_forward(dst, cur, m, bias, b, s.activation);
-      } else if (p.sparse_ready && b <= p.max_batch && p.format == SparseFormat::nm) {
+      } else if (p.sparse_ready && b >= p.min_batch && b <= p.max_batch && p.format == SparseFormat::nm) {
         NmMatrix m;
         m.values = p.nm_values.data();
         m.index = p.nm_index.data();

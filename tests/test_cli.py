@@ -216,3 +216,42 @@ def test_readme_main_job_reaches_its_accuracy(tmp_path, capsys):
                    "--min-accuracy", "0.88"])
     out, err = capsys.readouterr()
     assert rc == 0, err + out
+
+
+def test_prune_fine_tunes_saves_and_compares(saved_model, tmp_path, capsys):
+    out_path = tmp_path / "pruned.cml"
+    rc = cli.main(["prune", str(saved_model), "--sparsity", "0.8", "--fine-tune-epochs", "1", "--dataset", "digits",
+                   "--quiet", "--json", "-o", str(out_path)])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "Pruning report (magnitude)" in out and "test accuracy" in out
+    assert re.search(r"file size \(no optimizer\)\s+[\d,]+ -> [\d,]+ bytes \(\d+\.\dx smaller\)", out), out
+    record = json.loads(out.strip().splitlines()[-1])
+    assert record["pruned"]["file_bytes"] < record["dense"]["file_bytes"]
+    pruned = cm.load(out_path)
+    kernel = pruned.layers[0].get_weights()[0]
+    # the gradual schedule ends at exactly 80% of each kernel pruned, which fine-tuning kept
+    assert (~pruned._masks[0]).sum() == round(0.8 * kernel.size) and not kernel[~pruned._masks[0]].any()
+
+
+def test_prune_structured_and_n_m(saved_model, tmp_path, capsys):
+    rc = cli.main(["prune", str(saved_model), "--structured", "0.5", "--n-m", "2:4", "-o", str(tmp_path / "s.cml")])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "Pruning report (structured)" in out and "Pruning report (n_m)" in out
+    pruned = cm.load(tmp_path / "s.cml")
+    assert pruned.layers[0].units == 32 and pruned._nm[0] == (2, 4)
+
+
+@pytest.mark.parametrize("args, match", [
+    ([], "prune needs --sparsity, --structured and/or --n-m"),
+    (["--sparsity", "1.5"], r"sparsity must be a number in \[0, 1\)"),
+    (["--n-m", "2-4"], "--n-m must be N:M such as 2:4"),
+    (["--n-m", "5:4"], "n must be <= m"),
+    (["--sparsity", "0.5", "--n-m", "2:4"], "give --sparsity or --n-m, not both"),
+    (["--sparsity", "0.5", "--fine-tune-epochs", "1"], "--fine-tune-epochs needs --dataset"),
+])
+def test_prune_bad_arguments(saved_model, tmp_path, capsys, args, match):
+    rc = cli.main(["prune", str(saved_model), *args, "-o", str(tmp_path / "x.cml")])
+    assert rc == 2
+    assert re.search(match, capsys.readouterr().err)

@@ -278,6 +278,19 @@ def test_save_load_round_trip_is_bit_exact_and_smaller(tmp_path, device):
     assert json.loads(_header(float_path.read_bytes())[0]["__metadata__"]["format_version"]) == 1
 
 
+def test_a_pruned_model_quantizes_saves_and_loads(tmp_path, digits):
+    # Pruning then quantizing: the int8 codes hold the pruned zeros, and the file stores the
+    # layers as int8 (no CSR and no mask for them), so it loads back bit-exact.
+    model, (x_train, _), (x_test, _) = _digits_model(epochs=2)
+    cm.prune.magnitude(model, 0.8)
+    qmodel = quantize.int8(model, calibration=x_train[:256])
+    for i in (0, 2):  # the Dense layers (a Dropout sits between them)
+        assert (qmodel._net.quantization(i)["w_q"] == 0).mean() >= 0.8
+    qmodel.save(tmp_path / "pq.cml")
+    loaded = cm.load(tmp_path / "pq.cml")
+    np.testing.assert_array_equal(loaded.predict(x_test), qmodel.predict(x_test))
+
+
 def _header(raw: bytes):
     n = int.from_bytes(raw[:8], "little")
     return json.loads(raw[8:8 + n]), raw[8 + n:]

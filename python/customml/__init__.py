@@ -10,8 +10,8 @@ Hand-written C++ kernels under a Keras-like API::
     model.fit(x_train, y_train, epochs=10)
 """
 
-from . import (_core, callbacks, cuda, data, datasets, io, layers, losses, metrics, ops, optimizers, quantize,
-               regularizers, schedules)
+from . import (_core, callbacks, cuda, data, datasets, io, layers, losses, metrics, ops, optimizers, prune,
+               quantize, regularizers, schedules)
 from .callbacks import History
 from .io import load
 from .models import Sequential
@@ -54,6 +54,7 @@ __all__ = [
     "metrics",
     "ops",
     "optimizers",
+    "prune",
     "quantize",
     "regularizers",
     "schedules",

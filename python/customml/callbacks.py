@@ -18,7 +18,8 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-__all__ = ["History", "Callback", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler", "CSVLogger"]
+__all__ = ["History", "Callback", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler", "CSVLogger",
+           "GradualPruning"]
 
 
 class History:
@@ -364,3 +365,69 @@ class CSVLogger(Callback):
     def _write(self, row) -> None:
         with open(self.filename, "a", newline="", encoding="utf-8") as f:
             csv.writer(f, delimiter=self.separator).writerow(row)
+
+
+class GradualPruning(Callback):
+    """Prunes by magnitude during fit on the polynomial schedule of Zhu & Gupta (2017):
+    at executor step t in [begin_step, end_step] the target sparsity is
+
+        s_t = final + (initial - final) * (1 - (t - begin_step) / (end_step - begin_step)) ** 3
+
+    and the masks are recomputed (``customml.prune.magnitude`` with ``scope``) every
+    ``frequency`` steps from begin_step and once more at end_step, where the sparsity
+    reaches ``final_sparsity`` exactly. Fast pruning early, when the network can recover,
+    slow near the end. Pruned weights already sit at zero, so they are the first pruned
+    again: masks only grow. After end_step the masks stay and fine-tuning goes on; when a
+    fit ends past end_step, ``customml.prune.report`` picks each layer's inference format
+    and leaves its report on ``model.pruning_report`` (``measure=False`` leaves that to
+    the caller). The step is the
+    executor's update count (``model`` resumed from a file continues the schedule)."""
+
+    def __init__(self, final_sparsity: float, *, end_step: int, initial_sparsity: float = 0.0, begin_step: int = 0,
+                 frequency: int = 100, scope: str = "layer", measure: bool = True):
+        super().__init__()
+        from .prune import _fraction
+
+        owner = "GradualPruning"
+        self.final_sparsity = _fraction(owner, "final_sparsity", final_sparsity)
+        self.initial_sparsity = _fraction(owner, "initial_sparsity", initial_sparsity)
+        for name, value, low in (("begin_step", begin_step, 0), ("end_step", end_step, 1), ("frequency", frequency, 1)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                raise ValueError(f"[{owner}] {name} must be an integer >= {low}, got {value!r}")
+        if end_step <= begin_step:
+            raise ValueError(f"[{owner}] end_step must be > begin_step, got end_step={end_step}, "
+                             f"begin_step={begin_step}")
+        if scope not in ("layer", "global"):
+            raise ValueError(f"[{owner}] scope must be 'layer' or 'global', got {scope!r}")
+        self.begin_step, self.end_step, self.frequency = int(begin_step), int(end_step), int(frequency)
+        self.scope = scope
+        self.measure = bool(measure)
+
+    def sparsity(self, step: int) -> float:
+        """The schedule's target at executor step ``step`` (initial before, final after)."""
+        progress = min(max((step - self.begin_step) / (self.end_step - self.begin_step), 0.0), 1.0)
+        return self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * (1.0 - progress) ** 3
+
+    def _prune(self, step: int) -> None:
+        from . import prune
+
+        prune.magnitude(self.model, self.sparsity(step), self.scope, measure=False)
+
+    def on_train_begin(self, logs: Optional[Dict] = None) -> None:
+        # A fit that starts inside the schedule (or resumes past its start) begins at the
+        # sparsity it should have by now.
+        step = int(self.model._net.step)
+        if step >= self.begin_step:
+            self._prune(step)
+
+    def on_batch_end(self, batch: int, logs: Optional[Dict] = None) -> None:
+        step = int(self.model._net.step)
+        if self.begin_step <= step <= self.end_step and (
+                (step - self.begin_step) % self.frequency == 0 or step == self.end_step):
+            self._prune(step)
+
+    def on_train_end(self, logs: Optional[Dict] = None) -> None:
+        if self.measure and int(self.model._net.step) >= self.end_step:
+            from . import prune
+
+            prune.report(self.model)  # chooses the formats; the report lands on model.pruning_report

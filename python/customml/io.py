@@ -7,8 +7,8 @@ meant to be read from C++ without Python:
 - n bytes: a JSON object (UTF-8, padded with spaces to a multiple of 8 so the data
   section is aligned): ``"__metadata__"`` (string values only, per the format) and one
   entry ``{"dtype": "F32", "shape": [...], "data_offsets": [begin, end]}`` per tensor;
-- the data section: the tensors' little-endian float32 bytes, back to back in the
-  canonical order below, with no gaps.
+- the data section: the tensors' little-endian bytes (float32 unless said otherwise
+  below), back to back in the canonical order below, with no gaps.
 
 Tensors, in this order: ``layers.{i}.kernel`` (in, out) and ``layers.{i}.bias`` (out,) for
 each Dense layer i (i indexes ``model.layers``, dropout layers included); then, only with
@@ -23,15 +23,30 @@ per tensor and, for static inputs, ``layers.{i}.input_scale`` F32 (1,) and
 its codes ``layers.{i}.kernel_q`` I8 (in, out), in [-127, 127], come after every 4-byte
 tensor (optimizer state included), so that those stay 4-byte aligned.
 
+A pruned (masked) Dense layer's kernel is stored compressed, as CSR of its transpose (per
+output unit, the inputs its mask keeps, ascending; the sparse kernels' own layout):
+``layers.{i}.kernel.values`` (nnz,) F32 and ``layers.{i}.kernel.offsets`` (out + 1,) I32
+(I64 from 2**31 kept weights) in place of ``layers.{i}.kernel``, and
+``layers.{i}.kernel.index`` (nnz,) I16 (I32 for more than 32,768 inputs) after every other
+tensor, so that the 4-byte tensors stay 4-byte aligned. The stored positions are the mask:
+a kept weight that happens to be zero is stored, a pruned one is not. Optimizer state
+stays dense.
+
 Metadata (every value a string; the structured ones hold JSON): ``format`` = "customml",
 ``format_version`` = "1" (or "2" when a layer has a kernel_regularizer, the learning
 rate is a schedule or the precision is not fp32; "3" when a layer is frozen, the model has
-a preprocessing layer, a metric other than accuracy, or callback states),
+a preprocessing layer, a metric other than accuracy, callback states, an int8 layer or
+a pruned layer),
 ``customml_version``, ``architecture``, ``preprocessing``,
 ``training`` (the compile configuration, "null" when uncompiled), ``optimizer_state`` (only
 with include_optimizer: the step count, the epochs trained and the slot names),
 ``callbacks_state`` (only with include_optimizer, when the last fit's callbacks have
 resumable state: ``{state_key: state}``, e.g. EarlyStopping's best and wait) and
+``pruning`` (only for a pruned model: per Dense layer index with a mask or a sparse
+inference format, ``{"masked": bool, "format": "dense"|"csr"|"nm", "min_batch": int,
+"max_batch": int}`` (the batch sizes the sparse format runs) and,
+for layers pruned N:M, ``"n_m": [n, m]``; the format choice ``customml.prune`` measured, so
+loading reproduces it without measuring again) and
 ``checksum``: "sha256:" + the hex SHA-256 of every other metadata entry (sorted by key,
 each as key NUL value NUL in UTF-8) followed by the data section.
 
@@ -72,7 +87,8 @@ FORMAT = "customml"
 # tell their users to upgrade for the others.
 # Version 3 adds, each written only when a model uses it: a Dense layer's optional
 # "trainable": false (a frozen layer), int8 Dense layers (a layer's "quantization" and its
-# I8 / I32 tensors), the preprocessing layers "normalization" (mean and variance as JSON
+# I8 / I32 tensors), pruning (compressed kernels: CSR tensors of other dtypes, and the
+# "pruning" metadata), the preprocessing layers "normalization" (mean and variance as JSON
 # number lists, or null before adapt) and "rescaling" (scale, offset), metric names other
 # than accuracy and the callbacks' state; a version-2 reader would refuse them anyway, and
 # with the version it says why.
@@ -86,10 +102,13 @@ MAX_HEADER_BYTES = 100_000_000
 _DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
                 "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8}
 # The dtypes a customml file uses, as NumPy reads them.
-_NUMPY_DTYPES = {"F32": "<f4", "I32": "<i4", "I8": "i1"}
+_NUMPY_DTYPES = {"F32": "<f4", "I8": "i1", "I16": "<i2", "I32": "<i4", "I64": "<i8"}
 _REQUIRED_KEYS = ("format", "format_version", "customml_version", "architecture", "preprocessing", "training",
                   "checksum")
-_OPTIONAL_KEYS = ("optimizer_state", "callbacks_state")
+_OPTIONAL_KEYS = ("optimizer_state", "callbacks_state", "pruning")
+_FORMATS = ("dense", "csr", "nm")
+# The largest max_batch a file may hold (the executor's is an int64).
+_MAX_BATCH_LIMIT = 2**62
 _SLOTS = {"adam": ("m", "v"), "adam_amsgrad": ("m", "v", "vmax"), "sgd_momentum": ("velocity",), "sgd": ()}
 _OPTIMIZERS = {"SGD": optimizers_mod.SGD, "Adam": optimizers_mod.Adam, "AdamW": optimizers_mod.AdamW}
 _LOSSES = {"SoftmaxCrossEntropy": losses_mod.SoftmaxCrossEntropy,
@@ -307,8 +326,37 @@ def _checksum(metadata: Dict[str, str], data: Sequence) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _le_bytes(values: np.ndarray) -> bytes:
-    return np.ascontiguousarray(values, dtype="<f4").tobytes()
+def _le_bytes(values: np.ndarray, dtype: str = "<f4") -> bytes:
+    return np.ascontiguousarray(values, dtype=dtype).tobytes()
+
+
+def _pruning(model) -> Optional[dict]:
+    """The "pruning" metadata: the Dense layers with a mask or a sparse inference format.
+    An int8 layer has neither: its codes hold the pruned zeros, inference runs it in int8,
+    and a quantized model does not train, so its mask would have no use."""
+    layers = {}
+    for i, layer in enumerate(model.layers):
+        if not isinstance(layer, Dense) or model._net.quantization(i) is not None:
+            continue
+        fmt, max_batch = model._net.sparse_format(i)
+        if i in model._masks or fmt != "dense":
+            spec = {"masked": i in model._masks, "format": fmt, "min_batch": int(model._net.sparse_min_batch(i)),
+                    "max_batch": int(max_batch)}
+            if i in model._nm:
+                spec["n_m"] = list(model._nm[i])
+            layers[str(i)] = spec
+    return {"layers": layers} if layers else None
+
+
+def _csr(kernel: np.ndarray, keep: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values, offsets, index) of the kept positions of kernel (in, out), as CSR of its
+    transpose: row j lists the kept inputs of output unit j, ascending."""
+    keep_t = keep.T
+    counts = keep_t.sum(axis=1, dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    index = np.nonzero(keep_t)[1]  # row-major, the order of kernel.T[keep.T] below
+    values = kernel.T[keep_t]
+    return values, offsets, index
 
 
 def save(model, path, include_optimizer: bool = False) -> None:
@@ -332,7 +380,8 @@ def _encode(model, include_optimizer: bool) -> List[bytes]:
     arch = _architecture(model)
     training = _training(model)
     version = _format_version(arch, training)
-    if any("quantization" in spec for spec in arch["layers"]):
+    pruning = _pruning(model)
+    if pruning or any("quantization" in spec for spec in arch["layers"]):
         version = 3
     callbacks = _callbacks_state(model) if include_optimizer else {}
     if callbacks:
@@ -340,23 +389,37 @@ def _encode(model, include_optimizer: bool) -> List[bytes]:
     metadata = {"format": FORMAT, "format_version": str(version),
                 "customml_version": _core.build_info()["version"], "architecture": _dumps(arch),
                 "preprocessing": _dumps([]), "training": _dumps(training)}
+    if pruning:
+        metadata["pruning"] = _dumps(pruning)
     table = _param_table(arch)
     offsets = {}
     for layer_index, (w_off, b_off) in enumerate(zip(net.weight_offsets, net.bias_offsets)):
         offsets[f"layers.{layer_index}.kernel"] = w_off
         offsets[f"layers.{layer_index}.bias"] = b_off
     wide, codes = _weight_tables(arch)
-    tensors = []
+    # (name, dtype, shape, bytes): 4-byte tensors first, then the CSR index tensors, then
+    # the int8 codes (see the module docstring), so that each stays aligned.
+    tensors, last = [], []
     for name, layer_index, shape, _ in wide:
         part = name.rsplit(".", 1)[1]
-        if part in ("kernel", "bias"):
-            tensors.append((name, shape, "F32", _le_bytes(net.read_params(offsets[name], math.prod(shape)))))
-            continue
-        q = net.quantization(layer_index)
-        value = {"kernel_scale": q["w_scale"], "input_scale": np.float32([q["in_scale"]]),
-                 "input_zero": np.int32([q["in_zero"]])}[part]
-        tensors.append((name, shape, "I32" if part == "input_zero" else "F32",
-                        np.ascontiguousarray(value, dtype="<i4" if part == "input_zero" else "<f4").tobytes()))
+        if part == "kernel" and layer_index in model._masks:
+            data = net.read_params(offsets[name], math.prod(shape))
+            values, csr_offsets, index = _csr(data.reshape(shape), model._masks[layer_index])
+            long = values.size >= 2**31
+            tensors.append((f"{name}.values", "F32", values.shape, _le_bytes(values)))
+            tensors.append((f"{name}.offsets", "I64" if long else "I32", csr_offsets.shape,
+                            _le_bytes(csr_offsets, "<i8" if long else "<i4")))
+            narrow = shape[0] <= 2**15
+            last.append((f"{name}.index", "I16" if narrow else "I32", index.shape,
+                         _le_bytes(index, "<i2" if narrow else "<i4")))
+        elif part in ("kernel", "bias"):
+            tensors.append((name, "F32", shape, _le_bytes(net.read_params(offsets[name], math.prod(shape)))))
+        else:
+            q = net.quantization(layer_index)
+            value = {"kernel_scale": q["w_scale"], "input_scale": np.float32([q["in_scale"]]),
+                     "input_zero": np.int32([q["in_zero"]])}[part]
+            tensors.append((name, "I32" if part == "input_zero" else "F32", shape,
+                            np.ascontiguousarray(value, dtype="<i4" if part == "input_zero" else "<f4").tobytes()))
     if include_optimizer:
         if training is None or not net.compiled:
             raise ValueError("[save] include_optimizer=True needs a compiled model (model.compile(...))")
@@ -364,7 +427,7 @@ def _encode(model, include_optimizer: bool) -> List[bytes]:
         if len(slots) != net.state_slots:  # the executor and the configuration must agree
             raise RuntimeError(f"[save] the executor has {net.state_slots} optimizer state slots, expected {len(slots)}")
         for slot_index, slot in enumerate(slots):
-            tensors += [(f"optimizer.{slot}.{name}", shape, "F32",
+            tensors += [(f"optimizer.{slot}.{name}", "F32", shape,
                          _le_bytes(net.read_state(slot_index, offsets[name], math.prod(shape))))
                         for name, _, shape in table]
         state = {"step": int(net.step), "epochs_trained": int(model._epoch), "slots": list(slots)}
@@ -374,13 +437,16 @@ def _encode(model, include_optimizer: bool) -> List[bytes]:
         metadata["optimizer_state"] = _dumps(state)
         if callbacks:
             metadata["callbacks_state"] = _dumps(callbacks)
-    tensors += [(name, shape, "I8", net.quantization(layer_index)["w_q"].astype(np.int8).tobytes())
+    if pruning:
+        metadata["pruning"] = _dumps(pruning)
+    tensors += last
+    tensors += [(name, "I8", shape, net.quantization(layer_index)["w_q"].astype(np.int8).tobytes())
                 for name, layer_index, shape, _ in codes]
     metadata["checksum"] = _checksum(metadata, [t[3] for t in tensors])
 
     header: Dict[str, object] = {"__metadata__": metadata}
     begin = 0
-    for name, shape, dtype, data in tensors:
+    for name, dtype, shape, data in tensors:
         header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [begin, begin + len(data)]}
         begin += len(data)
     text = _dumps(header).encode("utf-8")
@@ -583,7 +649,11 @@ class _Model:
                     for v in callbacks.values())):
                 f.fail(f"callbacks_state must map callback keys to objects of numbers, got {_short(callbacks)}")
             self.callbacks = callbacks
+        self.pruning: Dict[int, dict] = {}
+        if "pruning" in meta:
+            self.pruning = self._pruning(f._json(meta["pruning"].encode("utf-8"), "pruning"))
         self._check_tensors()
+        self._check_csr()
 
     def _architecture(self, arch) -> dict:
         fail = self.file.fail
@@ -688,14 +758,56 @@ class _Model:
                  f"{self.training['optimizer']['class']} (expected {list(_slot_names(self.training))})")
         return state
 
-    def _check_tensors(self) -> None:
+    def _pruning(self, pruning) -> Dict[int, dict]:
+        fail = self.file.fail
+        if not (isinstance(pruning, dict) and set(pruning) == {"layers"} and isinstance(pruning["layers"], dict)):
+            fail(f"pruning must be an object {{layers: {{index: ...}}}}, got {_short(pruning)}")
+        layers = {}
+        for key, spec in pruning["layers"].items():
+            i = int(key) if key.isascii() and key.isdigit() else -1
+            if not (0 <= i < len(self.arch["layers"]) and str(i) == key and self.arch["layers"][i]["kind"] == "dense"):
+                fail(f"pruning names layer {_short(key)}, which is not a Dense layer of the architecture")
+            keys = {"masked", "format", "min_batch", "max_batch"}
+            if not (isinstance(spec, dict) and keys <= set(spec) <= keys | {"n_m"}
+                    and isinstance(spec["masked"], bool) and spec["format"] in _FORMATS
+                    and _is_int(spec["min_batch"]) and 1 <= spec["min_batch"] <= _MAX_BATCH_LIMIT
+                    and _is_int(spec["max_batch"]) and 0 <= spec["max_batch"] <= _MAX_BATCH_LIMIT):
+                fail(f"pruning layer {i}: expected {{masked: bool, format: dense|csr|nm, min_batch: integer in "
+                     f"[1, 2**62], max_batch: integer in [0, 2**62]}} (and n_m), got {_short(spec)}")
+            nm = spec.get("n_m")
+            if nm is not None and not (isinstance(nm, list) and len(nm) == 2 and all(_is_int(v) for v in nm)
+                                       and 1 <= nm[0] <= nm[1] <= 255):
+                fail(f"pruning layer {i}: n_m must be [n, m] with 1 <= n <= m <= 255, got {_short(nm)}")
+            layers[i] = spec
+        return layers
+
+    def _expected_tensors(self) -> List[Tuple[str, Tuple[str, ...], Tuple[int, ...]]]:
+        """(name, allowed dtypes, shape) of every tensor the file must hold, in file order."""
         f = self.file
         table = _param_table(self.arch)
         wide, codes = _weight_tables(self.arch)
-        expected = [(name, shape, dtype) for name, _, shape, dtype in wide]
+        expected, last = [], []
+        for name, layer_index, shape, dtype in wide:
+            if name.endswith(".kernel") and self.pruning.get(layer_index, {}).get("masked"):
+                entry = f.tensors.get(f"{name}.values")
+                if entry is None or len(entry[1]) != 1:
+                    f.fail(f"tensor {name + '.values'!r} must be present and 1-D for the pruned layer {layer_index}")
+                nnz = entry[1][0]
+                if nnz > shape[0] * shape[1]:
+                    f.fail(f"tensor {name + '.values'!r} holds {nnz} weights, more than the kernel's "
+                           f"{shape[0] * shape[1]}")
+                expected.append((f"{name}.values", ("F32",), (nnz,)))
+                expected.append((f"{name}.offsets", ("I32", "I64"), (shape[1] + 1,)))
+                last.append((f"{name}.index", ("I16", "I32"), (nnz,)))
+            else:
+                expected.append((name, (dtype,), shape))
         for slot in self.state["slots"] if self.state else ():
-            expected += [(f"optimizer.{slot}.{name}", shape, "F32") for name, _, shape in table]
-        expected += [(name, shape, dtype) for name, _, shape, dtype in codes]
+            expected += [(f"optimizer.{slot}.{name}", ("F32",), shape) for name, _, shape in table]
+        return expected + last + [(name, (dtype,), shape) for name, _, shape, dtype in codes]
+
+    def _check_tensors(self) -> None:
+        f = self.file
+        expected = self._expected_tensors()
         known = {name for name, _, _ in expected}
         extra = [name for name in f.tensors if name not in known]
         missing = [name for name, _, _ in expected if name not in f.tensors]
@@ -709,10 +821,10 @@ class _Model:
                                 + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
             f.fail("; ".join(problems) + " for the architecture in the file")
         begin = 0
-        for name, shape, want in expected:
+        for name, dtypes, shape in expected:
             dtype, got_shape, got_begin, got_end = f.tensors[name]
-            if dtype != want:
-                f.fail(f"tensor {name!r} has dtype {dtype}, expected {want}")
+            if dtype not in dtypes:
+                f.fail(f"tensor {name!r} has dtype {dtype}, expected {' or '.join(dtypes)}")
             if got_shape != shape:
                 f.fail(f"tensor {name!r} has shape {got_shape}, expected {shape} from the architecture")
             end = begin + _DTYPE_SIZES[dtype] * math.prod(shape)
@@ -720,6 +832,44 @@ class _Model:
                 f.fail(f"tensor {name!r} has data_offsets [{got_begin}, {got_end}], expected [{begin}, {end}] "
                        "(tensors are stored in layer order)")
             begin = end
+
+    def _check_csr(self) -> None:
+        """Each compressed kernel is a valid CSR of its (out, in) transpose: offsets start at
+        0, never decrease and end at nnz; the indices lie in [0, in) and rise strictly within
+        a row (a repeated position would be ambiguous). The checksum guards against
+        accidents; this guards the executor against a file written wrong on purpose."""
+        for name, layer_index, shape in _param_table(self.arch):
+            if not (name.endswith("kernel") and self.pruning.get(layer_index, {}).get("masked")):
+                continue
+            offsets = self.file.array(f"{name}.offsets").astype(np.int64)
+            index = self.file.array(f"{name}.index").astype(np.int64)
+            if offsets[0] != 0 or offsets[-1] != index.size:
+                self.file.fail(f"tensor {name + '.offsets'!r} must run from 0 to {index.size} (the number of stored "
+                               f"weights), got {int(offsets[0])} to {int(offsets[-1])}")
+            if (np.diff(offsets) < 0).any():
+                at = int(np.argmax(np.diff(offsets) < 0))
+                self.file.fail(f"tensor {name + '.offsets'!r} decreases at row {at}: the offsets must not decrease")
+            if index.size and (index.min() < 0 or index.max() >= shape[0]):
+                bad = int(index.min() if index.min() < 0 else index.max())
+                self.file.fail(f"tensor {name + '.index'!r} holds input {bad}, outside [0, {shape[0]})")
+            rows = np.repeat(np.arange(shape[1]), np.diff(offsets))
+            same_row = rows[1:] == rows[:-1]
+            if (np.diff(index)[same_row] <= 0).any():
+                at = int(rows[1:][same_row][np.argmax(np.diff(index)[same_row] <= 0)])
+                self.file.fail(f"tensor {name + '.index'!r}: the inputs of output {at} are not strictly increasing")
+
+    def kernel(self, name: str, layer_index: int, shape: Tuple[int, ...]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """A kernel (in, out) as stored, and its keep mask when it is stored compressed."""
+        if not self.pruning.get(layer_index, {}).get("masked"):
+            return self.file.array(name), None
+        offsets = self.file.array(f"{name}.offsets")
+        index = self.file.array(f"{name}.index")
+        rows = np.repeat(np.arange(shape[1]), np.diff(offsets.astype(np.int64)))
+        kernel = np.zeros(shape, dtype=np.float32)
+        keep = np.zeros(shape, dtype=bool)
+        kernel[index, rows] = self.file.array(f"{name}.values")
+        keep[index, rows] = True
+        return kernel, keep
 
     def build(self, device: str):
         from .models import Sequential
@@ -770,16 +920,40 @@ class _Model:
 
     def write_weights(self, model) -> None:
         """Writes the file's parameters straight into the executor: bit for bit, NaN
-        payloads included (set_weights would refuse non-finite values a saved model may hold)."""
+        payloads included (set_weights would refuse non-finite values a saved model may hold);
+        then its pruning (the masks, cleared on layers the file has none for, the N:M shapes
+        and the inference formats) and its int8 layers."""
         net, f = model._net, self.file
+        masks = {}
+        for i in list(model._masks):
+            net.clear_mask(i)
+            del model._masks[i]
+        model._nm.clear()
         wide, codes = _weight_tables(self.arch)
-        for name, layer_index, _, _ in wide:
+        for name, layer_index, shape, _ in wide:
             part = name.rsplit(".", 1)[1]
-            if part in ("kernel", "bias"):
-                if part == "kernel":
-                    net.clear_quantization(layer_index)
-                offset = (net.weight_offsets if part == "kernel" else net.bias_offsets)[layer_index]
-                net.write_params(offset, f.array(name).ravel())
+            if part == "kernel":
+                net.clear_quantization(layer_index)
+                values, keep = self.kernel(name, layer_index, shape)
+                if keep is not None:
+                    masks[layer_index] = keep
+            elif part == "bias":
+                values = f.array(name)
+            else:
+                continue
+            offset = (net.weight_offsets if part == "kernel" else net.bias_offsets)[layer_index]
+            net.write_params(offset, np.ascontiguousarray(values).ravel())
+        for i, keep in masks.items():
+            net.set_mask(i, keep.astype(np.uint8))
+            model._masks[i] = keep
+        for i in range(len(self.arch["layers"])):
+            if self.arch["layers"][i]["kind"] != "dense":
+                continue
+            spec = self.pruning.get(i, {"format": "dense", "min_batch": 1, "max_batch": 0})
+            nm = spec.get("n_m", (2, 4))
+            if "n_m" in spec:
+                model._nm[i] = tuple(nm)
+            net.set_sparse_format(i, spec["format"], spec["max_batch"], *nm, min_batch=spec["min_batch"])
         for name, layer_index, _, _ in codes:
             p = f"layers.{layer_index}"
             w_q, w_scale = f.array(name), f.array(f"{p}.kernel_scale")

@@ -114,6 +114,12 @@ class Sequential:
         # the states a loaded file holds for the first fit after load.
         self._callbacks: Tuple[Callback, ...] = ()
         self._restored_callback_state: Optional[Dict[str, Dict]] = None
+        # Pruning (customml.prune): each masked Dense layer's keep mask (in, out) by layer
+        # index, as given to the executor (which cannot hand it back), for the model file;
+        # (n, m) of the layers pruned N:M; the last pruning's report.
+        self._masks: Dict[int, np.ndarray] = {}
+        self._nm: Dict[int, Tuple[int, int]] = {}
+        self.pruning_report = None
         try:
             for layer in layers:
                 self.add(layer)

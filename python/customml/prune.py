@@ -1,0 +1,478 @@
+"""Pruning that makes models smaller and faster (issue #7).
+
+- ``magnitude(model, sparsity, scope="layer"|"global")``: unstructured magnitude pruning,
+  in place. Each Dense kernel gets a mask (the executor zeroes the pruned weights now and
+  after every optimizer update, on every device); biases are never pruned.
+- ``n_m(model, n=2, m=4)``: semi-structured N:M sparsity, in place: in each group of m
+  consecutive inputs of an output unit the n largest magnitudes stay.
+- ``structured(model, fraction, criterion="l2"|"l1")``: removes whole hidden neurons and
+  returns a new, physically smaller Sequential (same compile configuration).
+- ``choose_formats(model)``: per masked layer, measures dense against the sparse formats
+  once at a few batch sizes and lets inference run sparse only for the batch sizes where
+  it is faster, so
+  pruning never makes a model slower. The choice is saved in the model file.
+
+Each returns or attaches a ``PruneReport``: per layer the sparsity, the parameters
+(nonzeros) before and after, the measured latencies and the chosen format.
+``customml.callbacks.GradualPruning`` prunes during fit on Zhu & Gupta's schedule.
+"""
+
+from __future__ import annotations
+
+import copy
+import numbers
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .layers import Dense, Dropout
+
+__all__ = ["magnitude", "n_m", "structured", "choose_formats", "report", "magnitude_masks", "n_m_masks", "PruneReport",
+           "BATCH_SIZES", "UNBOUNDED"]
+
+# The batch sizes at which choose_formats times each format: batch-1 serving up to bulk predict.
+BATCH_SIZES = (1, 8, 32, 128, 512)
+# max_batch when a sparse format still wins at the largest measured size: beyond it both
+# kernels' costs grow linearly with the batch, so the winner stays the winner.
+UNBOUNDED = 2**62
+# Timing noise: the best of several runs still moves by a few percent from run to run, so a
+# format is "clearly slower" only beyond this ratio; within it, a loss is a tie.
+_NOISE = 1.05
+# Each timed run lasts at least this long, so batch-1 calls of a few microseconds are not
+# measured at the timer's resolution.
+_RUN_SECONDS = 2e-3
+
+
+def _fraction(op: str, name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0.0 <= value < 1.0):
+        raise ValueError(f"[{op}] {name} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _dense_indices(model, op: str) -> List[int]:
+    from .models import Sequential
+
+    if not isinstance(model, Sequential):
+        raise TypeError(f"[{op}] model must be a customml Sequential, got {type(model).__name__}")
+    model._require_built(op)
+    return [i for i, layer in enumerate(model.layers) if isinstance(layer, Dense)]
+
+
+def _nonzeros(layer) -> int:
+    return int(sum(np.count_nonzero(w) for w in layer.get_weights()))
+
+
+def _prune_smallest(magnitudes: np.ndarray, count: int) -> np.ndarray:
+    """keep (bool, same shape): False for the ``count`` smallest magnitudes. A stable sort
+    breaks ties by flat index (the earlier weight goes first), so equal weights give the same
+    mask on every run and device; already pruned weights (zero) go first, so masks only grow."""
+    order = np.argsort(magnitudes.ravel(), kind="stable")
+    keep = np.ones(magnitudes.size, dtype=bool)
+    keep[order[:count]] = False
+    return keep.reshape(magnitudes.shape)
+
+
+def _set_mask(model, index: int, keep: np.ndarray) -> None:
+    model._net.set_mask(index, np.ascontiguousarray(keep, dtype=np.uint8))
+    model._masks[index] = np.array(keep, dtype=bool)
+
+
+def magnitude_masks(model, sparsity: float, scope: str = "layer") -> Dict[int, np.ndarray]:
+    """The masks ``magnitude`` would set, by layer index, without setting them."""
+    op = "prune.magnitude"
+    sparsity = _fraction(op, "sparsity", sparsity)
+    if scope not in ("layer", "global"):
+        raise ValueError(f"[{op}] scope must be 'layer' or 'global', got {scope!r}")
+    indices = _dense_indices(model, op)
+    mags = [np.abs(model.layers[i].get_weights()[0]) for i in indices]
+    # The nearest whole number of weights (halves to even), so 0.9 of 1000 is exactly 900.
+    if scope == "layer":
+        return {i: _prune_smallest(m, round(sparsity * m.size)) for i, m in zip(indices, mags)}
+    flat = np.concatenate([m.ravel() for m in mags])
+    keep = _prune_smallest(flat, round(sparsity * flat.size))
+    masks, start = {}, 0
+    for i, m in zip(indices, mags):
+        masks[i] = keep[start:start + m.size].reshape(m.shape)
+        start += m.size
+    return masks
+
+
+def magnitude(model, sparsity: float, scope: str = "layer", *, measure: bool = True,
+              batch_sizes: Sequence[int] = BATCH_SIZES) -> "PruneReport":
+    """Prunes the smallest-magnitude kernel weights of every Dense layer in place.
+
+    ``scope="layer"``: each kernel loses round(sparsity * size) weights. ``"global"``: that
+    many across all kernels together, by raw magnitude, so layers end with different
+    sparsities. Biases are never pruned. The masks hold through later fits (every
+    optimizer, every device). ``measure`` runs ``choose_formats`` at ``batch_sizes`` so that
+    inference uses the sparse kernel where it is faster; without it the formats stay as
+    they were. Returns a PruneReport (also ``model.pruning_report``)."""
+    masks = magnitude_masks(model, sparsity, scope)
+    before = {i: _nonzeros(model.layers[i]) for i in masks}
+    for i, keep in masks.items():
+        _set_mask(model, i, keep)
+    return _report(model, "magnitude", before, measure, batch_sizes, ("csr",))
+
+
+def n_m_masks(model, n: int = 2, m: int = 4) -> Dict[int, np.ndarray]:
+    """The masks ``n_m`` would set, by layer index, without setting them."""
+    op = "prune.n_m"
+    for name, value in (("n", n), ("m", m)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not (1 <= value <= 255):
+            raise ValueError(f"[{op}] {name} must be an integer in [1, 255], got {value!r}")
+    if n > m:
+        raise ValueError(f"[{op}] n must be <= m (n of every m weights stay), got n={n}, m={m}")
+    masks = {}
+    for i in _dense_indices(model, op):
+        kernel = model.layers[i].get_weights()[0]
+        rows, cols = kernel.shape
+        groups = -(-rows // m)
+        # Padding rows sort after every real weight, so a short last group keeps its own
+        # weights first; a stable sort keeps the earlier of equal magnitudes.
+        key = np.ones((groups * m, cols), dtype=np.float32)
+        key[:rows] = -np.abs(kernel)
+        order = np.argsort(key.reshape(groups, m, cols), axis=1, kind="stable")
+        keep = np.zeros((groups, m, cols), dtype=bool)
+        np.put_along_axis(keep, order[:, :n, :], True, axis=1)
+        masks[i] = keep.reshape(groups * m, cols)[:rows]
+    return masks
+
+
+def n_m(model, n: int = 2, m: int = 4, *, measure: bool = True,
+        batch_sizes: Sequence[int] = BATCH_SIZES) -> "PruneReport":
+    """N:M semi-structured pruning in place: for each output unit of every Dense layer, in
+    each group of m consecutive inputs the n largest magnitudes stay (a last, shorter group
+    keeps at most n). With ``measure`` the layers run in the "nm" format for the batch
+    sizes where it beats dense. Returns a PruneReport (also ``model.pruning_report``)."""
+    masks = n_m_masks(model, n, m)
+    before = {i: _nonzeros(model.layers[i]) for i in masks}
+    for i, keep in masks.items():
+        _set_mask(model, i, keep)
+        model._nm[i] = (int(n), int(m))
+    return _report(model, "n_m", before, measure, batch_sizes, ("nm",))
+
+
+# ---------------------------------------------------------------------------------------
+# Measuring and choosing the inference format
+# ---------------------------------------------------------------------------------------
+
+
+def _fits_n_m(kernel: np.ndarray, n: int, m: int) -> bool:
+    rows, cols = kernel.shape
+    nz = np.zeros((-(-rows // m) * m, cols), dtype=np.int32)
+    nz[:rows] = kernel != 0
+    return bool((nz.reshape(-1, m, cols).sum(axis=1) <= n).all())
+
+
+def _probe(model, index: int, weights, fmt: str, nm: Tuple[int, int]):
+    """A one-layer model holding layer ``index`` (or ``weights`` instead of its own) that
+    runs in ``fmt`` at every batch size: what the model's own plan runs for that layer."""
+    from .models import Sequential
+
+    layer = model.layers[index]
+    kernel, bias = weights if weights is not None else layer.get_weights()
+    probe = Sequential([Dense(kernel.shape[1], activation=layer.activation)], input_dim=kernel.shape[0],
+                       device=model.device, seed=0)
+    probe._net.write_params(probe._net.weight_offsets[0], np.ascontiguousarray(kernel).ravel())
+    probe._net.write_params(probe._net.bias_offsets[0], bias)
+    if fmt != "dense":
+        probe._net.set_sparse_format(0, fmt, UNBOUNDED, *nm)
+    probe._net.prepare()
+    return probe
+
+
+def _time_probes(probes: Dict[str, object], batch_sizes: Sequence[int], repeats: int) -> Dict[str, Dict[int, float]]:
+    """Microseconds per call of each probe's predict at each batch size: the fastest of
+    ``repeats`` runs, the probes taking turns within every repeat. Not the median: other
+    processes only ever add time, and they add it unevenly (a threaded dense GEMM waits for
+    its slowest thread, a single-threaded sparse kernel does not), so on a loaded machine
+    the median measures the load of the moment while the minimum stays the kernel's cost,
+    which is what a choice stored in the file should rest on."""
+    rng = np.random.default_rng(0)
+    big = max(batch_sizes)
+    # ReLU-like inputs (half zeros) as the hidden layers see them; the kernels do not skip
+    # zero inputs, so the values only need to be finite.
+    io = {f: (np.maximum(rng.standard_normal((big, p.input_dim)), 0).astype(np.float32),
+              np.empty((big, p.output_dim), dtype=np.float32)) for f, p in probes.items()}
+    result: Dict[str, Dict[int, float]] = {f: {} for f in probes}
+    for b in batch_sizes:
+        calls = {}
+        for f, p in probes.items():
+            x, y = io[f][0][:b], io[f][1][:b]
+            p._net.predict(x, y, b)  # warm-up: the workspace, the caches
+            t0 = time.perf_counter()
+            p._net.predict(x, y, b)
+            calls[f] = max(1, min(10_000, int(_RUN_SECONDS / max(time.perf_counter() - t0, 1e-7))))
+        samples: Dict[str, List[float]] = {f: [] for f in probes}
+        for _ in range(repeats):
+            for f, p in probes.items():
+                x, y, predict = io[f][0][:b], io[f][1][:b], p._net.predict
+                t0 = time.perf_counter()
+                for _ in range(calls[f]):
+                    predict(x, y, b)
+                samples[f].append((time.perf_counter() - t0) / calls[f] * 1e6)
+        for f in probes:
+            result[f][b] = float(np.min(samples[f]))
+    return result
+
+
+def _batch_range(dense: Dict[int, float], sparse: Dict[int, float]) -> Tuple[int, int]:
+    """(min_batch, max_batch) for a sparse format from its timings against dense at the
+    measured batch sizes: the widest run of measured sizes that starts and ends where the
+    sparse format is faster and holds no size where it is clearly slower (beyond the noise;
+    a tie inside is fine), of equally wide runs the one that saves the most time;
+    max_batch unbounded when the run reaches the largest size measured; (1, 0), never
+    sparse, when it wins nowhere. A run starts at a measured win, so batches below it, not
+    measured as wins, stay dense."""
+    sizes = sorted(dense)
+    best, best_key = (1, 0), (0, 0.0)
+    for i, lo in enumerate(sizes):
+        if not sparse[lo] < dense[lo]:
+            continue
+        j = i
+        for k in range(i, len(sizes)):
+            if sparse[sizes[k]] > _NOISE * dense[sizes[k]]:
+                break
+            if sparse[sizes[k]] < dense[sizes[k]]:
+                j = k
+        key = (j - i + 1, sum(dense[b] - sparse[b] for b in sizes[i:j + 1]))
+        if key > best_key:
+            best, best_key = (lo, UNBOUNDED if j == len(sizes) - 1 else sizes[j]), key
+    return best
+
+
+def _check_batch_sizes(op: str, batch_sizes) -> Tuple[int, ...]:
+    sizes = tuple(batch_sizes)
+    if not sizes or any(isinstance(b, bool) or not isinstance(b, numbers.Integral) or b < 1 for b in sizes):
+        raise ValueError(f"[{op}] batch_sizes must be positive integers, got {batch_sizes!r}")
+    return tuple(sorted(set(int(b) for b in sizes)))
+
+
+def choose_formats(model, batch_sizes: Sequence[int] = BATCH_SIZES, formats: Optional[Sequence[str]] = None,
+                   repeats: int = 7) -> Dict[int, dict]:
+    """For every masked Dense layer, times the layer alone on the model's device in dense and
+    in each sparse format (``formats``: default "csr", plus "nm" for layers pruned by
+    ``n_m`` whose weights still fit the pattern) at ``batch_sizes`` (the fastest of
+    ``repeats`` runs), and sets the format that runs sparse over the most measured sizes:
+    from min_batch to max_batch, the widest run of measured sizes where it beats dense at
+    both ends and is nowhere more than 5% (the timing noise) slower in between; max_batch
+    unbounded when the run reaches the largest size; dense when it wins nowhere. Returns
+    {layer index: {"format", "min_batch", "max_batch", "latency_us": {format: {batch:
+    us}}}}; the choice is saved with the model."""
+    op = "prune.choose_formats"
+    indices = _dense_indices(model, op)
+    sizes = _check_batch_sizes(op, batch_sizes)
+    if isinstance(repeats, bool) or not isinstance(repeats, numbers.Integral) or repeats < 1:
+        raise ValueError(f"[{op}] repeats must be an integer >= 1, got {repeats!r}")
+    if formats is not None:
+        formats = tuple(formats)
+        if not formats or any(f not in ("csr", "nm") for f in formats):
+            raise ValueError(f"[{op}] formats must name 'csr' and/or 'nm', got {formats!r}")
+    chosen = {}
+    for i in indices:
+        if i not in model._masks:
+            continue
+        kernel, bias = model.layers[i].get_weights()
+        nm = model._nm.get(i, (2, 4))
+        candidates = [f for f in (formats or ("csr", "nm"))
+                      if f == "csr" or (i in model._nm and _fits_n_m(kernel, *nm))]
+        probes = {f: _probe(model, i, (kernel, bias), f, nm) for f in ["dense"] + candidates}
+        latency = _time_probes(probes, sizes, int(repeats))
+        best, best_range, best_key = "dense", (1, 0), (0, 0.0)
+        for f in candidates:
+            lo, hi = _batch_range(latency["dense"], latency[f])
+            inside = [b for b in sizes if lo <= b <= hi]
+            # The format sparse over more measured sizes wins; at equal reach, the one that
+            # saves more time over them.
+            key = (len(inside), sum(latency["dense"][b] - latency[f][b] for b in inside))
+            if key > best_key:
+                best, best_range, best_key = f, (lo, hi), key
+        model._net.set_sparse_format(i, best, best_range[1], *nm, min_batch=best_range[0])
+        chosen[i] = {"format": best, "min_batch": best_range[0], "max_batch": best_range[1], "latency_us": latency}
+    return chosen
+
+
+# ---------------------------------------------------------------------------------------
+# Structured pruning
+# ---------------------------------------------------------------------------------------
+
+
+def _unit_scores(kernel: np.ndarray, criterion: str) -> np.ndarray:
+    k = kernel.astype(np.float64)
+    return np.sqrt((k * k).sum(axis=0)) if criterion == "l2" else np.abs(k).sum(axis=0)
+
+
+def structured(model, fraction: float, criterion: str = "l2", *, measure: bool = True):
+    """Removes ``fraction`` of the output units (rounded to the nearest count, at least one
+    kept) of every Dense layer but the last, lowest score first: a unit's kernel column and
+    bias entry go, and the matching row of the next Dense layer's kernel (dropout between
+    is fine). The score is the L2 (``criterion="l2"``) or L1 (``"l1"``) norm of the unit's
+    incoming weights; ties remove the earlier unit. A removed unit whose incoming weights
+    are all zero outputs the constant activation(bias): that constant's contribution is
+    folded into the next layer's bias, so removing dead units leaves predictions unchanged
+    up to float rounding.
+
+    Returns a new, physically smaller Sequential on the same device with the same compile
+    configuration (fresh optimizer state) and masks carried over; the original is left as
+    it was. Its ``pruning_report`` compares each layer's size and, with ``measure``, its
+    dense latency before and after at batch 1 and 128."""
+    from . import ops
+    from .models import Sequential
+
+    op = "prune.structured"
+    fraction = _fraction(op, "fraction", fraction)
+    if criterion not in ("l2", "l1"):
+        raise ValueError(f"[{op}] criterion must be 'l2' or 'l1', got {criterion!r}")
+    indices = _dense_indices(model, op)
+    if len(indices) < 2:
+        raise ValueError(f"[{op}] the model needs at least two Dense layers: the last layer's outputs are never "
+                         "removed")
+    weights = {i: [w.copy() for w in model.layers[i].get_weights()] for i in indices}
+    masks = {i: k.copy() for i, k in model._masks.items()}
+    for a, b in zip(indices[:-1], indices[1:]):
+        kernel, bias = weights[a]
+        units = kernel.shape[1]
+        drop = min(round(fraction * units), units - 1)
+        order = np.argsort(_unit_scores(kernel, criterion), kind="stable")
+        removed, kept = np.sort(order[:drop]), np.sort(order[drop:])
+        dead = removed[~kernel[:, removed].any(axis=0)]
+        if dead.size:
+            # The dead units' outputs, computed by the layer's own kernel on a zero input.
+            const = ops.dense_forward(np.zeros((1, kernel.shape[0]), np.float32),
+                                      np.ascontiguousarray(kernel[:, dead]), bias[dead],
+                                      activation=model.layers[a].activation)[0]
+            if const.any():
+                weights[b][1] = (weights[b][1] + const.astype(np.float64) @ weights[b][0][dead, :]).astype(np.float32)
+        weights[a] = [np.ascontiguousarray(kernel[:, kept]), bias[kept]]
+        weights[b][0] = np.ascontiguousarray(weights[b][0][kept, :])
+        if a in masks:
+            masks[a] = masks[a][:, kept]
+        if b in masks:
+            masks[b] = masks[b][kept, :]
+    layers = []
+    for i, layer in enumerate(model.layers):
+        if isinstance(layer, Dense):
+            layers.append(Dense(weights[i][0].shape[1], activation=layer.activation,
+                                kernel_initializer=layer.kernel_initializer,
+                                kernel_regularizer=copy.deepcopy(layer.kernel_regularizer), name=layer.name))
+        elif isinstance(layer, Dropout):
+            layers.append(Dropout(layer.rate, name=layer.name))
+        else:
+            raise ValueError(f"[{op}] cannot rebuild layer {layer.name!r} of type {type(layer).__name__}")
+    smaller = Sequential(layers, input_dim=model.input_dim, device=model.device, seed=model.seed, name=model.name)
+    smaller.set_weights([w for i in indices for w in weights[i]])
+    if model._loss is not None:
+        smaller.compile(optimizer=copy.deepcopy(model._optimizer), loss=copy.deepcopy(model._loss),
+                        metrics=model._metrics, precision=model._precision)
+    for i, keep in masks.items():
+        _set_mask(smaller, i, keep)
+    smaller._nm.update({i: nm for i, nm in model._nm.items() if i in masks})
+    rows = []
+    for i in indices:
+        old, new = model.layers[i], smaller.layers[i]
+        row = {"index": i, "layer": old.name, "shape": (old.input_dim, old.units), "new_shape": (new.input_dim, new.units),
+               "sparsity": _sparsity(new), "params_before": _nonzeros(old), "params_after": _nonzeros(new),
+               "format": "dense", "min_batch": 1, "max_batch": 0, "latency_us": {}}
+        if measure:
+            probes = {"before": _probe(model, i, None, "dense", (2, 4)), "after": _probe(smaller, i, None, "dense", (2, 4))}
+            row["latency_us"] = _time_probes(probes, (1, 128), 5)
+        rows.append(row)
+    smaller.pruning_report = PruneReport("structured", rows)
+    return smaller
+
+
+# ---------------------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------------------
+
+
+def _sparsity(layer) -> float:
+    kernel = layer.get_weights()[0]
+    return 1.0 - np.count_nonzero(kernel) / kernel.size
+
+
+def report(model, *, measure: bool = True, batch_sizes: Sequence[int] = BATCH_SIZES,
+           formats: Optional[Sequence[str]] = None) -> "PruneReport":
+    """The report of a model's masked layers as they stand (after GradualPruning, or a
+    loaded file), parameters before = the dense count; ``measure`` runs ``choose_formats``
+    (with ``batch_sizes`` and ``formats``) first, setting the formats. Also kept as
+    ``model.pruning_report``."""
+    indices = _dense_indices(model, "prune.report")
+    before = {i: model.layers[i].count_params() for i in indices if i in model._masks}
+    return _report(model, "magnitude", before, measure, batch_sizes, formats)
+
+
+def _report(model, kind: str, before: Dict[int, int], measure: bool, batch_sizes, formats) -> "PruneReport":
+    chosen = choose_formats(model, batch_sizes, formats) if measure else {}
+    rows = []
+    for i, params_before in before.items():
+        layer = model.layers[i]
+        fmt, max_batch = model._net.sparse_format(i)
+        rows.append({"index": i, "layer": layer.name, "shape": (layer.input_dim, layer.units),
+                     "sparsity": _sparsity(layer), "params_before": params_before, "params_after": _nonzeros(layer),
+                     "format": fmt, "min_batch": int(model._net.sparse_min_batch(i)), "max_batch": int(max_batch),
+                     "latency_us": chosen.get(i, {}).get("latency_us", {})})
+    report = PruneReport(kind, rows)
+    model.pruning_report = report
+    return report
+
+
+class PruneReport:
+    """Per pruned layer: ``sparsity`` (fraction of zero kernel weights), ``params_before`` /
+    ``params_after`` (nonzero weights and biases), ``latency_us`` ({format: {batch: median
+    us}} for the layer alone: "dense" and the sparse formats measured, or "before"/"after"
+    for structured pruning), the chosen ``format`` and the batch sizes it runs,
+    ``min_batch`` to ``max_batch``. ``str(report)`` is
+    a table; ``as_dict()`` the same as plain data."""
+
+    def __init__(self, kind: str, layers: List[dict]):
+        self.kind = kind
+        self.layers = layers
+
+    @property
+    def params_before(self) -> int:
+        return sum(r["params_before"] for r in self.layers)
+
+    @property
+    def params_after(self) -> int:
+        return sum(r["params_after"] for r in self.layers)
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "layers": copy.deepcopy(self.layers),
+                "params_before": self.params_before, "params_after": self.params_after}
+
+    def _latency(self, row: dict, batch: int) -> str:
+        lat = row["latency_us"]
+        if not lat:
+            return "-"
+        if self.kind == "structured":
+            return f"{lat['before'][batch]:.1f} -> {lat['after'][batch]:.1f}"
+        sparse = [f for f in lat if f != "dense"]
+        if batch not in lat["dense"]:
+            return "-"
+        best = min(sparse, key=lambda f: lat[f][batch])
+        return f"{lat['dense'][batch]:.1f} / {lat[best][batch]:.1f} {best}"
+
+    def __str__(self) -> str:
+        head = ("Layer", "Shape", "Sparsity", "Params before -> after",
+                "b1 us " + ("before -> after" if self.kind == "structured" else "dense / sparse"),
+                "b128 us " + ("before -> after" if self.kind == "structured" else "dense / sparse"), "Format")
+        rows = [head]
+        for r in self.layers:
+            shape = f"{r['shape'][0]}x{r['shape'][1]}"
+            if "new_shape" in r:
+                shape += f" -> {r['new_shape'][0]}x{r['new_shape'][1]}"
+            lo, hi = r["min_batch"], r["max_batch"]
+            batches = f">= {lo}" if hi >= UNBOUNDED else str(lo) if lo == hi else f"{lo}-{hi}"
+            fmt = r["format"] if r["format"] == "dense" else f"{r['format']} (batch {batches})"
+            rows.append((r["layer"], shape, f"{r['sparsity']:.1%}", f"{r['params_before']:,} -> {r['params_after']:,}",
+                         self._latency(r, 1), self._latency(r, 128), fmt))
+        rows.append(("total", "", "", f"{self.params_before:,} -> {self.params_after:,}", "", "", ""))
+        widths = [max(len(row[c]) for row in rows) for c in range(len(head))]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+        lines.insert(1, "-" * len(lines[0]))
+        return f"Pruning report ({self.kind})\n" + "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"PruneReport({self.kind!r}, {len(self.layers)} layers, {self.params_before} -> {self.params_after} params)"
