@@ -54,12 +54,50 @@ def _latency(model, sample: np.ndarray) -> tuple:
     return float(p50), float(p99)
 
 
+def _variant_path(output: str, tag: str) -> str:
+    stem, ext = os.path.splitext(output)
+    return f"{stem}.{tag}{ext or '.cml'}"
+
+
+def _compressed_variants(model, args, data, batch_size: int) -> List[tuple]:
+    """(name, tag, model) of the main job's smaller models: the float model pruned
+    gradually to --prune-sparsity while fine-tuning for --prune-epochs (Zhu & Gupta over the
+    first half, recovery in the second, a fresh cosine decay from --lr), and an int8 copy
+    (static, per channel, calibrated on 1024 training rows)."""
+    import customml as cm
+
+    (x_train, y_train), _ = data
+    variants = []
+    if args.prune_sparsity > 0:
+        pruned = cm.io.loads(cm.io.dumps(model), device=args.device)
+        n_fit = x_train.shape[0]
+        steps = max(1, args.prune_epochs * -(-n_fit // batch_size))
+        optimizer = copy.copy(pruned._optimizer)
+        optimizer.learning_rate = cm.schedules.CosineDecay(args.lr, steps)
+        pruned.compile(optimizer=optimizer, loss=pruned._loss, metrics=pruned._metrics, precision=pruned._precision)
+        end = max(1, steps // 2)
+        schedule = cm.callbacks.GradualPruning(args.prune_sparsity, end_step=end, frequency=max(1, end // 20),
+                                               scope="global", measure=False)
+        pruned.fit(x_train, y_train, epochs=args.prune_epochs, batch_size=batch_size, callbacks=[schedule],
+                   verbose=0)
+        cm.prune.report(pruned)  # measures dense against sparse per layer and keeps the faster
+        variants.append((f"pruned {args.prune_sparsity:.0%}", "pruned", pruned))
+    if args.quantize:
+        variants.append(("int8", "int8", cm.quantize.int8(model, calibration=x_train[:1024])))
+    return variants
+
+
 def _train(args: argparse.Namespace) -> int:
     import customml as cm
 
     (x_train, y_train), (x_test, y_test) = cm.datasets.load(args.dataset)
     defaults = _TRAIN_DEFAULTS.get(args.dataset, _GENERIC_DEFAULTS)
     epochs = defaults["epochs"] if args.epochs is None else args.epochs
+    if not 0 <= args.prune_sparsity < 1:
+        raise ValueError(f"--prune-sparsity must be in [0, 1), got {args.prune_sparsity}")
+    args.prune_epochs = epochs if args.prune_epochs is None else args.prune_epochs
+    if args.prune_epochs < 1 and args.prune_sparsity > 0:
+        raise ValueError(f"--prune-epochs must be >= 1, got {args.prune_epochs}")
     batch_size = defaults["batch_size"] if args.batch_size is None else args.batch_size
     classes = int(max(y_train.max(), y_test.max())) + 1
     layers: List[cm.layers.Layer] = []
@@ -108,6 +146,26 @@ def _train(args: argparse.Namespace) -> int:
     print(f"test loss {result['loss']:.4f} | test accuracy {result['accuracy']:.4f} | "
           f"trained in {train_seconds:.1f}s | predict batch-1 p50 {p50:.1f} us, p99 {p99:.1f} us")
     print(_table(rows))
+    variants = _compressed_variants(model, args, ((x_train, y_train), (x_test, y_test)), batch_size)
+    if variants:
+        batch = np.ascontiguousarray(x_test[:128])
+        compare = [("model", "test accuracy", "file (no optimizer)", "batch-1 p50", "batch-128 p50")]
+        record["variants"] = {}
+        for name, tag, m in [("float32", None, model)] + variants:
+            accuracy = m.evaluate(x_test, y_test)["accuracy"]
+            size = len(cm.io.dumps(m))
+            b1, b128 = _latency(m, np.ascontiguousarray(x_test[:1]))[0], _latency(m, batch)[0]
+            if tag is not None and args.output:
+                path = _variant_path(args.output, tag)
+                m.save(path)
+                if not np.array_equal(cm.load(path, device=args.device).predict(x_test), m.predict(x_test)):
+                    raise RuntimeError(f"{path}: the reloaded model predicts differently")
+                name = f"{name} ({path})"
+            compare.append((name, f"{accuracy:.4f}", f"{size:,} B", f"{b1:.1f} us", f"{b128:.1f} us"))
+            record["variants"][tag or "float32"] = {"test_accuracy": accuracy, "file_bytes": size,
+                                                    "predict_b1_us": b1, "predict_b128_us": b128}
+        widths = [max(len(row[c]) for row in compare) for c in range(len(compare[0]))]
+        print("\n".join(("  " + "  ".join(f"{v:<{w}}" for v, w in zip(row, widths))).rstrip() for row in compare))
     if args.json:
         print(json.dumps(record))
     if args.min_accuracy is not None and result["accuracy"] < args.min_accuracy:
@@ -330,6 +388,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     train.add_argument("--device", default="cpu")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--output", "-o", default=None, help="save the model here (then reload it and check it)")
+    train.add_argument("--prune-sparsity", type=float, default=0.9,
+                       help="then prune a copy gradually to this sparsity while fine-tuning it (0: skip)")
+    train.add_argument("--prune-epochs", type=int, default=None,
+                       help="epochs of that fine-tuning (default: as many as the training)")
+    train.add_argument("--no-quantize", dest="quantize", action="store_false",
+                       help="skip the int8 copy (static, per channel, calibrated on 1024 training rows)")
     train.add_argument("--min-accuracy", type=float, default=None,
                        help="exit with status 1 when the test accuracy is below this")
     train.add_argument("--json", action="store_true", help="also print the results as one JSON line")
