@@ -13,7 +13,7 @@ Every benchmark records the floor's bytes (values + indices + x + y + bias, each
 and FLOPs (2 per stored weight per row); after a run,
 
     python -m pytest bench/bench_sparse.py --benchmark-json=/tmp/sparse.json
-    python bench/bench_sparse.py /tmp/sparse.json
+    python bench/bench_sparse.py /tmp/sparse.json [peak GFLOP/s]
 
 prints the medians, the ratios to customml and achieved/limit against this machine's
 copy bandwidth at the working-set size and its single-core FMA peak.
@@ -143,9 +143,11 @@ def bench_sparse_dense_forward(benchmark, shape, batch, impl):
         benchmark.extra_info["bw"] = floors.bandwidth("copy", nbytes)
 
 
-def report(path: str) -> str:
+def report(path: str, peak: float = 0.0) -> str:
+    """The table of one run; peak (FLOP/s) overrides the run's own measurement, which a
+    busy machine can disturb."""
     data = json.load(open(path))
-    peak = data.get("customml_bench", {}).get("peak_flops_1core", 213e9)
+    peak = peak or data.get("customml_bench", {}).get("peak_flops_1core", 213e9)
     groups: dict = {}
     for bm in data["benchmarks"]:
         groups.setdefault(bm["group"], {})[bm["extra_info"]["impl"]] = bm
@@ -163,4 +165,4 @@ def report(path: str) -> str:
 
 
 if __name__ == "__main__":
-    print(report(sys.argv[1]))
+    print(report(sys.argv[1], float(sys.argv[2]) * 1e9 if len(sys.argv) > 2 else 0.0))

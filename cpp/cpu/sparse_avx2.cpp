@@ -1,13 +1,13 @@
 // The pruning kernels of cpu/sparse_kernels.h compiled for AVX2 + FMA (8 lanes). Names: the CSR
 // product's transposed tile is 8x8 (vectors x lanes of batch rows), the N:M product's
-// block 4x16 (rows x outputs).
+// block 4x32 (outputs x batch lanes).
 
 #include "cpu/sparse.h"
 #include "cpu/sparse_kernels.h"
 
 namespace customml::cpu {
 
-const SparseKernels kSparseAvx2{"avx2", "f32_spmm__avx2_8x8", "f32_nmmm__avx2_4x16", "f32_apply_mask__avx2",
+const SparseKernels kSparseAvx2{"avx2", "f32_spmm__avx2_8x8", "f32_nmmm__avx2_4x32", "f32_apply_mask__avx2",
                                 apply_mask_kernel, spmm_simd, nmmm_simd};
 
 }  // namespace customml::cpu

@@ -1,13 +1,13 @@
 #pragma once
 // Defines: the bodies of the pruning kernels for the ISA this file is compiled for
 // (cpu/simd.h): apply_mask_kernel and bias_activation for every level, and with AVX2 or
-// AVX-512 sparse_table(), the CSR and N:M products that turn sparsity into speed:
-//   - a tile of at least kGatherMaxRows rows is transposed into scratch, so each nonzero
-//     is one broadcast times contiguous vectors of batch lanes (CSR, and N:M with its
-//     slot index decoded to an input row);
+// AVX-512 spmm_simd and nmmm_simd, the CSR and N:M products that turn sparsity into speed:
+//   - a tile of kGatherMaxRows rows or more (CSR), more than kNmPermuteMaxRows (N:M), is
+//     transposed into scratch, so each stored weight is one broadcast times contiguous
+//     vectors of batch lanes (N:M with its slot index decoded to an input row);
 //   - fewer rows (batch-1 inference): CSR gathers x at 16 (8) indices per instruction;
-//     N:M vectorizes over 16 (8) outputs and picks each output's input from the group's
-//     m inputs with one permute.
+//     N:M vectorizes over outputs and picks each output's input from its group's m
+//     inputs with one permute.
 // Internal linkage only (see simd.h): each ISA file includes this under its own flags.
 
 #include <cstdint>
@@ -66,7 +66,6 @@ constexpr int64_t kNmPermuteMaxRows = 15;
 constexpr int kTile = static_cast<int>(kSparseTileRows);  // the batch lanes of the transposed x
 // The transposed path's scratch: x (in, kTile) and y (outputs, kTile), transposed.
 inline int64_t lanes_scratch_floats(int64_t in, int64_t outputs) { return (in + outputs) * kTile; }
-constexpr int kMaxVectors = kTile / kLanes;
 
 #if defined(__AVX512F__)
 struct Vi { __m512i v; };
@@ -334,9 +333,31 @@ void nm_row(float* y, const float* x, const NmMatrix& w, const float* b, int64_t
   bias_activation(y + j0, b ? b + j0 : nullptr, j1 - j0, act);
 }
 
-// N:M through lanes: kNmOutputs adjacent outputs at a time, so each slot's values and
-// indices (a row of the format) are read once for all of them; their V vectors of batch
-// lanes each accumulate the slot sequence in order.
+// N:M through lanes: T adjacent outputs at a time, so each slot's values and indices (a
+// row of the format) are read once for all of them; their V vectors of batch lanes each
+// accumulate the slot sequence in order. T and V are constants so acc stays in registers.
+template <int V, int T>
+void nm_lanes_block(float* yt, const float* xt, const NmMatrix& w, const float* b, int64_t jb, Activation act) {
+  Vf acc[T][V];
+  for (int t = 0; t < T; ++t)
+    for (int v = 0; v < V; ++v) acc[t][v] = set1(0.0f);
+  const float* values = w.values + jb;
+  const uint8_t* index = w.index + jb;
+  const int64_t groups = nm_groups(w);
+  for (int64_t g = 0; g < groups; ++g) {
+    const float* xg = xt + g * w.m * kTile;
+    for (int s = 0; s < w.n; ++s, values += w.out, index += w.out)
+      for (int t = 0; t < T; ++t) {
+        const Vf wv = set1(values[t]);
+        const float* xr = xg + index[t] * kTile;
+        for (int v = 0; v < V; ++v) acc[t][v] = fmadd(wv, load(xr + v * kLanes), acc[t][v]);
+      }
+  }
+  for (int t = 0; t < T; ++t)
+    for (int v = 0; v < V; ++v)
+      store(yt + t * kTile + v * kLanes, activate(acc[t][v] + set1(b ? b[jb + t] : 0.0f), act));
+}
+
 constexpr int kNmOutputs = 4;
 
 template <int V>
@@ -345,36 +366,9 @@ void nm_lanes(float* y, const float* x, const NmMatrix& w, const float* b, int64
   float* xt = scratch;
   float* yt = scratch + w.in * kTile;
   transpose_to_lanes(xt, x, rows, w.in);
-  const int64_t groups = nm_groups(w);
-  for (int64_t jb = j0; jb < j1; jb += kNmOutputs) {
-    const int outputs = j1 - jb < kNmOutputs ? static_cast<int>(j1 - jb) : kNmOutputs;
-    Vf acc[kNmOutputs][V];
-    for (int t = 0; t < kNmOutputs; ++t)
-      for (int v = 0; v < V; ++v) acc[t][v] = set1(0.0f);
-    const float* values = w.values + jb;
-    const uint8_t* index = w.index + jb;
-    for (int64_t g = 0; g < groups; ++g) {
-      const float* xg = xt + g * w.m * kTile;
-      for (int s = 0; s < w.n; ++s, values += w.out, index += w.out) {
-        if (outputs == kNmOutputs) {
-          for (int t = 0; t < kNmOutputs; ++t) {
-            const Vf wv = set1(values[t]);
-            const float* xr = xg + index[t] * kTile;
-            for (int v = 0; v < V; ++v) acc[t][v] = fmadd(wv, load(xr + v * kLanes), acc[t][v]);
-          }
-        } else {
-          for (int t = 0; t < outputs; ++t) {
-            const Vf wv = set1(values[t]);
-            const float* xr = xg + index[t] * kTile;
-            for (int v = 0; v < V; ++v) acc[t][v] = fmadd(wv, load(xr + v * kLanes), acc[t][v]);
-          }
-        }
-      }
-    }
-    for (int t = 0; t < outputs; ++t)
-      for (int v = 0; v < V; ++v)
-        store(yt + (jb + t - j0) * kTile + v * kLanes, activate(acc[t][v] + set1(b ? b[jb + t] : 0.0f), act));
-  }
+  int64_t jb = j0;
+  for (; jb + kNmOutputs <= j1; jb += kNmOutputs) nm_lanes_block<V, kNmOutputs>(yt + (jb - j0) * kTile, xt, w, b, jb, act);
+  for (; jb < j1; ++jb) nm_lanes_block<V, 1>(yt + (jb - j0) * kTile, xt, w, b, jb, act);
   transpose_from_lanes(y + j0, w.out, yt, rows, j1 - j0);
 }
 
