@@ -21,15 +21,13 @@ namespace {
 // logits: (batch, classes)  labels: (batch)  class_weights: (classes) or null
 // -> grad: (batch, classes) or null; as CpuBackend::softmax_cross_entropy. Per row:
 // the max, then e_c = exp(d_c), d_c = z_c - max (written into grad and summed: float32
-// partial sums of at most kBlock terms per lane, added in float64; sum_c d_c in float64),
-// then grad scaled in place: one exp per element.
-double ew_softmax_cross_entropy(float* grad, const float* logits, const int32_t* labels,
-                                const float* class_weights, int64_t batch, int64_t classes,
-                                float label_smoothing) {
-  double total_weight = 0.0;
-  for (int64_t i = 0; i < batch; ++i) total_weight += class_weights ? class_weights[labels[i]] : 1.0;
-  // Every weight zero: the mean is defined as 0 with a zero gradient.
-  const double inv_total = total_weight > 0.0 ? 1.0 / total_weight : 0.0;
+// partial sums of at most kBlock terms per lane, added in float64), then grad scaled in
+// place: one exp per element. sum_c d_c (float64) only with label smoothing (kSmoothing),
+// the one case whose loss uses it.
+template <bool kSmoothing>
+double softmax_cross_entropy_rows(float* grad, const float* logits, const int32_t* labels,
+                                  const float* class_weights, int64_t batch, int64_t classes,
+                                  float label_smoothing, double inv_total) {
   const float off = label_smoothing / static_cast<float>(classes);
   const float on = 1.0f - label_smoothing + off;
   const int64_t full = classes - classes % kLanes;
@@ -69,32 +67,33 @@ double ew_softmax_cross_entropy(float* grad, const float* logits, const int32_t*
       in_block = 0;
     };
     auto add = [&](Vf d, Vf e) {
-      Vd lo, hi;
-      widen(d, lo, hi);
-      shifted = shifted + lo;
-      shifted_hi = shifted_hi + hi;
+      if (kSmoothing) {
+        Vd lo, hi;
+        widen(d, lo, hi);
+        shifted = shifted + lo;
+        shifted_hi = shifted_hi + hi;
+      }
       block_e = block_e + e;
       if (++in_block == kBlock) flush();
     };
     for (c = 0; c < full; c += kLanes) {
       const Vf d = load(row + c) - m;
-      const Vf e = vexp(d);
+      const Vf e = vexp_nonpositive(d);
       if (g) store(g + c, e);
       add(d, e);
     }
     if (tail) {
-      const Vf d = load_partial(row + full, tail, mx) - m;             // 0 in the padding
-      const Vf e = vexp(load_partial(row + full, tail, -kInf) - m);    // 0 in the padding
+      const Vf d = load_partial(row + full, tail, mx) - m;                          // 0 in the padding
+      const Vf e = vexp_nonpositive(load_partial(row + full, tail, -kInf) - m);    // 0 in the padding
       if (g) store_partial(g + full, tail, e);
       add(d, e);
     }
     flush();
     const double s = sum_lanes(sum + sum_hi);
-    const double sum_shifted = sum_lanes(shifted + shifted_hi);
     const double log_sum = std::log(s);
     // -sum_c q_c (d_c - log_sum) = log_sum - (1 - eps) d_y - (eps / C) sum_c d_c
-    const double row_loss = log_sum - (1.0 - label_smoothing) * (row[y] - mx) -
-                            static_cast<double>(off) * sum_shifted;
+    double row_loss = log_sum - (1.0 - label_smoothing) * (row[y] - mx);
+    if (kSmoothing) row_loss -= static_cast<double>(off) * sum_lanes(shifted + shifted_hi);
     const double w = class_weights ? class_weights[y] : 1.0;
     loss += w * row_loss;
     if (g) {
@@ -108,6 +107,21 @@ double ew_softmax_cross_entropy(float* grad, const float* logits, const int32_t*
       g[y] = scale * (e_y * inv_sum - on);
     }
   }
+  return loss;
+}
+
+double ew_softmax_cross_entropy(float* grad, const float* logits, const int32_t* labels,
+                                const float* class_weights, int64_t batch, int64_t classes,
+                                float label_smoothing) {
+  double total_weight = 0.0;
+  for (int64_t i = 0; i < batch; ++i) total_weight += class_weights ? class_weights[labels[i]] : 1.0;
+  // Every weight zero: the mean is defined as 0 with a zero gradient.
+  const double inv_total = total_weight > 0.0 ? 1.0 / total_weight : 0.0;
+  const double loss = label_smoothing != 0.0f
+      ? softmax_cross_entropy_rows<true>(grad, logits, labels, class_weights, batch, classes, label_smoothing,
+                                         inv_total)
+      : softmax_cross_entropy_rows<false>(grad, logits, labels, class_weights, batch, classes, label_smoothing,
+                                          inv_total);
   return loss * inv_total;
 }
 
