@@ -23,7 +23,8 @@ namespace {
 // the max, then e_c = exp(d_c), d_c = z_c - max (written into grad and summed: float32
 // partial sums of at most kBlock terms per lane, added in float64), then grad scaled in
 // place: one exp per element. sum_c d_c (float64) only with label smoothing (kSmoothing),
-// the one case whose loss uses it.
+// the one case whose loss uses it. The gradient is scaled by w_i inv_total; returns
+// sum_i w_i l_i over the rows given.
 template <bool kSmoothing>
 double softmax_cross_entropy_rows(float* grad, const float* logits, const int32_t* labels,
                                   const float* class_weights, int64_t batch, int64_t classes,
@@ -110,19 +111,15 @@ double softmax_cross_entropy_rows(float* grad, const float* logits, const int32_
   return loss;
 }
 
+// As softmax_cross_entropy_rows, the smoothing case chosen once per call.
 double ew_softmax_cross_entropy(float* grad, const float* logits, const int32_t* labels,
                                 const float* class_weights, int64_t batch, int64_t classes,
-                                float label_smoothing) {
-  double total_weight = 0.0;
-  for (int64_t i = 0; i < batch; ++i) total_weight += class_weights ? class_weights[labels[i]] : 1.0;
-  // Every weight zero: the mean is defined as 0 with a zero gradient.
-  const double inv_total = total_weight > 0.0 ? 1.0 / total_weight : 0.0;
-  const double loss = label_smoothing != 0.0f
+                                float label_smoothing, double inv_total) {
+  return label_smoothing != 0.0f
       ? softmax_cross_entropy_rows<true>(grad, logits, labels, class_weights, batch, classes, label_smoothing,
                                          inv_total)
       : softmax_cross_entropy_rows<false>(grad, logits, labels, class_weights, batch, classes, label_smoothing,
                                           inv_total);
-  return loss * inv_total;
 }
 
 // logits: (batch, classes)  labels: (batch) -> count of rows whose first maximum (as
