@@ -102,9 +102,16 @@ double softmax_cross_entropy_rows(float* grad, const float* logits, const int32_
       const float scale = static_cast<float>(w * inv_total);
       const float inv_sum = static_cast<float>(1.0 / s);
       const float e_y = g[y];
-      const Vf vs = set1(scale), vi = set1(inv_sum), voff = set1(off);
-      for (int64_t c = 0; c < full; c += kLanes) store(g + c, vs * (load(g + c) * vi - voff));
-      if (tail) store_partial(g + full, tail, vs * (load_partial(g + full, tail, 0.0f) * vi - voff));
+      if (kSmoothing) {
+        const Vf vs = set1(scale), vi = set1(inv_sum), voff = set1(off);
+        for (int64_t c = 0; c < full; c += kLanes) store(g + c, vs * (load(g + c) * vi - voff));
+        if (tail) store_partial(g + full, tail, vs * (load_partial(g + full, tail, 0.0f) * vi - voff));
+      } else {
+        // q_c = 0 off the label: one multiply by fl32(scale / sum), still two roundings
+        const Vf vsi = set1(scale * inv_sum);
+        for (int64_t c = 0; c < full; c += kLanes) store(g + c, load(g + c) * vsi);
+        if (tail) store_partial(g + full, tail, load_partial(g + full, tail, 0.0f) * vsi);
+      }
       g[y] = scale * (e_y * inv_sum - on);
     }
   }
