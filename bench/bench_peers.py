@@ -5,6 +5,7 @@ comparison and thread count. Every library in a group runs on the same number of
 through threadpoolctl); each comparison runs at 1 and 2 threads.
 
     python -m pytest bench/bench_peers.py --benchmark-json=/tmp/peers.json
+    python bench/bench_peers.py /tmp/peers.json   # the Markdown tables of docs/performance.md
     python bench/peers_isolated.py          # the same workloads, each library in its own process
 
 Before a workload is timed its result is checked against NumPy's (the training step:
@@ -494,3 +495,36 @@ def bench_softmax_ce(benchmark, impl, threads):
     assert abs(loss - ref_loss) <= 1e-4 * abs(ref_loss), impl
     assert np.max(np.abs(grad - p)) <= 1e-4 * np.max(np.abs(p)), impl
     benchmark(run.fn)
+
+
+# --- report ----------------------------------------------------------------------------------------
+
+def _fmt(seconds: float) -> str:
+    return f"{seconds * 1e3:.2f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.1f} us"
+
+
+def report(path: str) -> None:
+    """Markdown: one row per benchmark, grouped as run, with each peer's median over
+    customml's (above 1: customml is faster) and the batch-1 percentiles."""
+    import json
+
+    with open(path) as f:
+        benches = json.load(f)["benchmarks"]
+    groups: dict = {}
+    for b in benches:
+        groups.setdefault(b["group"], []).append(b)
+    print("| comparison | impl | median | min | peer / customml (median) | p50 / p99 of 10,000 calls |")
+    print("|---|---|---:|---:|---:|---:|")
+    for group, rows in groups.items():
+        ours = next((r["stats"]["median"] for r in rows if r["extra_info"]["impl"] == "customml"), None)
+        for r in rows:
+            info, st = r["extra_info"], r["stats"]
+            ratio = "" if ours is None or info["impl"] == "customml" else f"{st['median'] / ours:.2f}x"
+            pct = f"{info['p50_ns'] / 1e3:.1f} / {info['p99_ns'] / 1e3:.1f} us" if "p50_ns" in info else ""
+            print(f"| {group} | {info['impl']} | {_fmt(st['median'])} | {_fmt(st['min'])} | {ratio} | {pct} |")
+
+
+if __name__ == "__main__":
+    import sys
+
+    report(sys.argv[1])

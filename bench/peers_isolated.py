@@ -8,9 +8,14 @@
 
 A pool that spins against another shows as interleaved (or loaded) slower than isolated.
 
+On a shared, loaded machine a library timed a minute after another meets different load;
+`--round-robin N` instead times one call of every case in turn, N rounds, in one process,
+so that drifting load falls on every library alike (median and min per case).
+
     python bench/peers_isolated.py                       # every case at 1 and 2 threads
     python bench/peers_isolated.py --threads 2 --cases gemm,adam
     python bench/peers_isolated.py --json /tmp/peers-isolated.json
+    python bench/peers_isolated.py --round-robin 30 --cases train,softmax_ce
 
 Each case prints its median (and p99 for batch-1 predict, over 10,000 calls).
 """
@@ -141,6 +146,30 @@ def worker(mode: str, threads: int, selected: List[Tuple[str, str]]) -> List[Dic
         return results
 
 
+def round_robin(rounds: int, threads: int, selected: List[Tuple[str, str]]) -> None:
+    import customml  # noqa: F401
+    if bp.HAVE_TORCH:
+        import torch  # noqa: F401
+    bp.set_threads(threads)
+    with tempfile.TemporaryDirectory() as tmpdir:
+        fns = [build(case, impl, threads, tmpdir) for case, impl in selected]
+        for fn in fns:
+            fn()
+        ns = np.empty((rounds, len(fns)), np.int64)
+        for r in range(rounds):
+            for j, fn in enumerate(fns):
+                t0 = time.perf_counter_ns()
+                fn()
+                ns[r, j] = time.perf_counter_ns() - t0
+    print(f"| case | impl | threads | median of {rounds} rounds | min | median / customml's |")
+    print("|---|---|---:|---:|---:|---:|")
+    med = np.median(ns, axis=0) / 1e3
+    ours = {case: med[j] for j, (case, impl) in enumerate(selected) if impl == "customml"}
+    for j, (case, impl) in enumerate(selected):
+        ratio = f"{med[j] / ours[case]:.2f}x" if case in ours else ""
+        print(f"| {case} | {impl} | {threads} | {med[j]:.1f} us | {ns[:, j].min() / 1e3:.1f} us | {ratio} |")
+
+
 def run_worker(args: List[str]) -> List[Dict]:
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", *args],
                           capture_output=True, text=True, check=True)
@@ -152,6 +181,8 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--cases", default="", help="comma-separated case prefixes (train, predict, adam, gemm, softmax_ce)")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--round-robin", type=int, default=0, metavar="N",
+                    help="instead: N rounds of one call of every case in turn, one process")
     ap.add_argument("--worker", nargs=3, metavar=("MODE", "THREADS", "CASES"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -161,6 +192,10 @@ def main() -> None:
         return
     prefixes = [c for c in args.cases.split(",") if c]
     todo = cases(prefixes)
+    if args.round_robin:
+        for threads in (int(t) for t in args.threads.split(",")):
+            round_robin(args.round_robin, threads, todo)
+        return
     rows: Dict[Tuple, Dict[str, Dict]] = {}
     for threads in (int(t) for t in args.threads.split(",")):
         spec = ";".join(f"{c}|{i}" for c, i in todo)
