@@ -27,8 +27,7 @@ double CpuBackend::softmax_cross_entropy(float* grad, const float* logits, const
   // Every weight zero: the mean is defined as 0 with a zero gradient.
   const double inv_total = total_weight > 0.0 ? 1.0 / total_weight : 0.0;
   const ElementwiseKernels& k = elementwise();
-  const int64_t pieces_of_rows = parallel_chunk_count(batch * classes);
-  if (pieces_of_rows == 1) {
+  if (parallel_chunk_count(batch * classes) == 1) {
     return k.softmax_cross_entropy(grad, logits, labels, class_weights, batch, classes, label_smoothing,
                                    inv_total) * inv_total;
   }

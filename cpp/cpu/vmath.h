@@ -35,7 +35,8 @@ constexpr float kNan = std::numeric_limits<float>::quiet_NaN();
 
 // e^x = 2^n e^r, n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2]; ln 2 split in
 // two so that n * kLn2Hi is exact (9 significant bits times n's at most 8). x must lie
-// in [-104, 89] (or be NaN), so that n stays in [-150, 128].
+// in [-104, 89], so that n stays in [-150, 128], and must not be NaN (the portable pow2
+// converts n to an integer).
 inline Vf exp_clamped(Vf xc) {
   const Vf n = round_nearest(xc * set1(1.44269504088896341f));
   Vf r = fmadd(n, set1(-0.693359375f), xc);
@@ -60,8 +61,7 @@ inline Vf vexp(Vf x) {
 }
 
 // vexp for x <= 0 or NaN (softmax's shifted logits), bit for bit: nothing can
-// overflow, so no upper clamp. NaN still takes the select: exp_clamped must not see it
-// (the portable pow2 converts n to an integer).
+// overflow, so no upper clamp; NaN still takes the select.
 inline Vf vexp_nonpositive(Vf x) { return select(is_nan(x), x, exp_clamped(max(x, set1(-104.0f)))); }
 
 // log(1 + f) + k ln 2 for f in [sqrt(1/2) - 1, sqrt(2) - 1] and integral k:
