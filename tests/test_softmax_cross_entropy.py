@@ -205,6 +205,39 @@ def test_softmax_cross_entropy_gradient_rows_sum_to_zero(isa, device):
     assert_close(grad.astype(np.float64).sum(axis=1), np.zeros(33), grad_tol.sum(axis=1), "row sums of grad")
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_softmax_cross_entropy_large_batches_do_not_depend_on_the_thread_count(isa, smoothing):
+    """Above 2^18 elements the CPU splits the rows into pieces of about 2^16 elements over
+    the pool (here 7 pieces of 93 rows, the last one short); the pieces depend on the
+    shape alone and their losses are added in piece order: the same bits for every thread
+    count, and the reference's values."""
+    import customml as cm
+
+    rng = np.random.default_rng(11)
+    logits = (rng.standard_normal((600, 701)) * 3).astype(np.float32)
+    labels = rng.integers(0, 701, 600).astype(np.int32)
+    cw = rng.uniform(0.5, 2.0, 701).astype(np.float32)
+    smoothing = float(np.float32(smoothing))
+    before = cm.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            cm.set_num_threads(threads)
+            grad = nan_filled(logits.shape)
+            loss, _ = ops.softmax_cross_entropy(logits, labels, class_weights=cw, label_smoothing=smoothing,
+                                                grad_out=grad)
+            results.append((loss, grad))
+    finally:
+        cm.set_num_threads(before)
+    for loss, grad in results[1:]:
+        assert loss == results[0][0]
+        assert_same_bits(grad, results[0][1], "grad")
+    loss_ref, grad_ref = reference.softmax_cross_entropy(logits, labels, class_weights=cw, label_smoothing=smoothing)
+    loss_tol, grad_tol = tolerances(logits, labels, cw, smoothing)
+    assert_close(results[0][0], loss_ref, loss_tol, "loss")
+    assert_close(results[0][1], grad_ref, grad_tol, "grad")
+
+
 # ------------------------------------------------------------------------------ count_correct
 
 # (batch, classes, logit kind, seed); classes 1 is the binary rule.

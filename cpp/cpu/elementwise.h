@@ -29,9 +29,12 @@ using DropoutFn = void (*)(float* y, const float* x, int64_t n, float rate, uint
 // test's tolerance) and, for reductions, in a summation order fixed per ISA level.
 struct ElementwiseKernels {
   const char* isa;  // "portable", "avx2", "avx512": the variants are f32_<family>__<isa>
+  // softmax cross-entropy of `batch` rows, the gradient scaled by inv_total (1 / the
+  // weight of the whole batch, which the caller may split into pieces of rows); returns
+  // sum_i w_i l_i over these rows, not yet divided by the total weight
   double (*softmax_cross_entropy)(float* grad, const float* logits, const int32_t* labels,
                                   const float* class_weights, const float* row_weights, int64_t batch,
-                                  int64_t classes, float label_smoothing);
+                                  int64_t classes, float label_smoothing, double inv_total);
   int64_t (*count_correct)(const float* logits, const int32_t* labels, int64_t batch, int64_t classes);
   double (*binary_cross_entropy)(float* grad, const float* logits, const float* targets, const float* row_weights,
                                  int64_t rows, int64_t cols);

@@ -22,20 +22,14 @@ namespace {
 // row_weights: (batch) or null -> grad: (batch, classes) or null; as
 // CpuBackend::softmax_cross_entropy. Per row:
 // the max, then e_c = exp(d_c), d_c = z_c - max (written into grad and summed: float32
-// partial sums of at most kBlock terms per lane, added in float64; sum_c d_c in float64),
-// then grad scaled in place: one exp per element.
-double ew_softmax_cross_entropy(float* grad, const float* logits, const int32_t* labels,
-                                const float* class_weights, const float* row_weights, int64_t batch,
-                                int64_t classes, float label_smoothing) {
-  // w_i in float64: the product of two float32 factors is exact there.
-  auto weight = [&](int64_t i) {
-    return (class_weights ? static_cast<double>(class_weights[labels[i]]) : 1.0) *
-           (row_weights ? static_cast<double>(row_weights[i]) : 1.0);
-  };
-  double total_weight = 0.0;
-  for (int64_t i = 0; i < batch; ++i) total_weight += weight(i);
-  // Every weight zero: the mean is defined as 0 with a zero gradient.
-  const double inv_total = total_weight > 0.0 ? 1.0 / total_weight : 0.0;
+// partial sums of at most kBlock terms per lane, added in float64), then grad scaled in
+// place: one exp per element. sum_c d_c (float64) only with label smoothing (kSmoothing),
+// the one case whose loss uses it. The gradient is scaled by w_i inv_total; returns
+// sum_i w_i l_i over the rows given.
+template <bool kSmoothing>
+double softmax_cross_entropy_rows(float* grad, const float* logits, const int32_t* labels,
+                                  const float* class_weights, const float* row_weights, int64_t batch,
+                                  int64_t classes, float label_smoothing, double inv_total) {
   const float off = label_smoothing / static_cast<float>(classes);
   const float on = 1.0f - label_smoothing + off;
   const int64_t full = classes - classes % kLanes;
@@ -75,46 +69,67 @@ double ew_softmax_cross_entropy(float* grad, const float* logits, const int32_t*
       in_block = 0;
     };
     auto add = [&](Vf d, Vf e) {
-      Vd lo, hi;
-      widen(d, lo, hi);
-      shifted = shifted + lo;
-      shifted_hi = shifted_hi + hi;
+      if (kSmoothing) {
+        Vd lo, hi;
+        widen(d, lo, hi);
+        shifted = shifted + lo;
+        shifted_hi = shifted_hi + hi;
+      }
       block_e = block_e + e;
       if (++in_block == kBlock) flush();
     };
     for (c = 0; c < full; c += kLanes) {
       const Vf d = load(row + c) - m;
-      const Vf e = vexp(d);
+      const Vf e = vexp_nonpositive(d);
       if (g) store(g + c, e);
       add(d, e);
     }
     if (tail) {
-      const Vf d = load_partial(row + full, tail, mx) - m;             // 0 in the padding
-      const Vf e = vexp(load_partial(row + full, tail, -kInf) - m);    // 0 in the padding
+      const Vf d = load_partial(row + full, tail, mx) - m;                          // 0 in the padding
+      const Vf e = vexp_nonpositive(load_partial(row + full, tail, -kInf) - m);    // 0 in the padding
       if (g) store_partial(g + full, tail, e);
       add(d, e);
     }
     flush();
     const double s = sum_lanes(sum + sum_hi);
-    const double sum_shifted = sum_lanes(shifted + shifted_hi);
     const double log_sum = std::log(s);
     // -sum_c q_c (d_c - log_sum) = log_sum - (1 - eps) d_y - (eps / C) sum_c d_c
-    const double row_loss = log_sum - (1.0 - label_smoothing) * (row[y] - mx) -
-                            static_cast<double>(off) * sum_shifted;
-    const double w = weight(i);
+    double row_loss = log_sum - (1.0 - label_smoothing) * (row[y] - mx);
+    if (kSmoothing) row_loss -= static_cast<double>(off) * sum_lanes(shifted + shifted_hi);
+    // w_i in float64: the product of two float32 factors is exact there.
+    const double w = (class_weights ? static_cast<double>(class_weights[y]) : 1.0) *
+                     (row_weights ? static_cast<double>(row_weights[i]) : 1.0);
     loss += w * row_loss;
     if (g) {
       // dL/dlogit_c = w_i / W * (softmax_c - q_c), softmax_c = e_c fl32(1 / sum)
       const float scale = static_cast<float>(w * inv_total);
       const float inv_sum = static_cast<float>(1.0 / s);
       const float e_y = g[y];
-      const Vf vs = set1(scale), vi = set1(inv_sum), voff = set1(off);
-      for (int64_t c = 0; c < full; c += kLanes) store(g + c, vs * (load(g + c) * vi - voff));
-      if (tail) store_partial(g + full, tail, vs * (load_partial(g + full, tail, 0.0f) * vi - voff));
+      if (kSmoothing) {
+        const Vf vs = set1(scale), vi = set1(inv_sum), voff = set1(off);
+        for (int64_t c = 0; c < full; c += kLanes) store(g + c, vs * (load(g + c) * vi - voff));
+        if (tail) store_partial(g + full, tail, vs * (load_partial(g + full, tail, 0.0f) * vi - voff));
+      } else {
+        // q_c = 0 off the label: one multiply by fl32(scale / sum), still two roundings
+        const Vf vsi = set1(scale * inv_sum);
+        for (int64_t c = 0; c < full; c += kLanes) store(g + c, load(g + c) * vsi);
+        if (tail) store_partial(g + full, tail, load_partial(g + full, tail, 0.0f) * vsi);
+      }
       g[y] = scale * (e_y * inv_sum - on);
     }
   }
-  return loss * inv_total;
+  return loss;
+}
+
+// As softmax_cross_entropy_rows, the smoothing case chosen once per call.
+double ew_softmax_cross_entropy(float* grad, const float* logits, const int32_t* labels,
+                                const float* class_weights, const float* row_weights, int64_t batch,
+                                int64_t classes, float label_smoothing, double inv_total) {
+  return label_smoothing != 0.0f
+      ? softmax_cross_entropy_rows<true>(grad, logits, labels, class_weights, row_weights, batch, classes,
+                                         label_smoothing, inv_total)
+      : softmax_cross_entropy_rows<false>(grad, logits, labels, class_weights, row_weights, batch, classes,
+                                          label_smoothing, inv_total);
 }
 
 // logits: (batch, classes)  labels: (batch) -> count of rows whose first maximum (as

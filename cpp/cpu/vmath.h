@@ -1,5 +1,5 @@
 #pragma once
-// Defines: vexp, vlog, vlog1p, vlog1p_unit, vtanh, vsigmoid, vgelu (float32 transcendentals over the
+// Defines: vexp, vexp_nonpositive, vlog, vlog1p, vlog1p_unit, vtanh, vsigmoid, vgelu (float32 transcendentals over the
 // Vf of cpu/simd.h) and vmath_map (one of them over an array), one source for AVX-512, AVX2 + FMA and portable (each ISA file
 // includes this under its own flags; internal linkage, see simd.h).
 //
@@ -34,11 +34,10 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr float kNan = std::numeric_limits<float>::quiet_NaN();
 
 // e^x = 2^n e^r, n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2]; ln 2 split in
-// two so that n * kLn2Hi is exact (9 significant bits times n's at most 8).
-inline Vf vexp(Vf x) {
-  // Outside [-104, 89] the result is 0 or inf anyway; the clamp keeps n in [-150, 128].
-  // (max/min return their second operand for NaN: the final select restores it.)
-  const Vf xc = min(max(x, set1(-104.0f)), set1(89.0f));
+// two so that n * kLn2Hi is exact (9 significant bits times n's at most 8). x must lie
+// in [-104, 89], so that n stays in [-150, 128], and must not be NaN (the portable pow2
+// converts n to an integer).
+inline Vf exp_clamped(Vf xc) {
   const Vf n = round_nearest(xc * set1(1.44269504088896341f));
   Vf r = fmadd(n, set1(-0.693359375f), xc);
   r = fmadd(n, set1(2.12194440e-4f), r);
@@ -51,8 +50,19 @@ inline Vf vexp(Vf x) {
   const Vf y = fmadd(p, r * r, r + set1(1.0f));
   // Rounded once, so subnormal results are correctly rounded from y, and 2^128 y
   // overflows to inf.
-  return select(is_nan(x), x, ldexp(y, n));
+  return ldexp(y, n);
 }
+
+inline Vf vexp(Vf x) {
+  // Outside [-104, 89] the result is 0 or inf anyway.
+  // (max/min return their second operand for NaN: the final select restores it.)
+  const Vf xc = min(max(x, set1(-104.0f)), set1(89.0f));
+  return select(is_nan(x), x, exp_clamped(xc));
+}
+
+// vexp for x <= 0 or NaN (softmax's shifted logits), bit for bit: nothing can
+// overflow, so no upper clamp; NaN still takes the select.
+inline Vf vexp_nonpositive(Vf x) { return select(is_nan(x), x, exp_clamped(max(x, set1(-104.0f)))); }
 
 // log(1 + f) + k ln 2 for f in [sqrt(1/2) - 1, sqrt(2) - 1] and integral k:
 // f - f^2/2 + f^3 P(f), with ln 2 split so that k kLn2Hi is exact.
