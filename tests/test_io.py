@@ -378,6 +378,24 @@ def test_successive_fits_equal_one_fit_with_shuffling_and_dropout():
     assert _bits(a) == _bits(b) and a.epochs_trained == b.epochs_trained == 3
 
 
+def test_resume_with_keras_initial_epoch(tmp_path):
+    # fit(epochs=E, initial_epoch=I): E is the last epoch's index (Keras), so the resumed
+    # run trains epochs 2 and 3 and ends where 4 straight epochs end, bit for bit.
+    x, y = _case_data("relu-dropout-softmax-adam")
+    kw = dict(batch_size=16, verbose=0)
+    straight = _case_model("relu-dropout-softmax-adam")
+    straight.fit(x, y, epochs=4, **kw)
+    first = _case_model("relu-dropout-softmax-adam")
+    first.fit(x, y, epochs=2, **kw)
+    first.save(tmp_path / "ckpt.cml", include_optimizer=True)
+    resumed = cm.load(tmp_path / "ckpt.cml")
+    history = resumed.fit(x, y, epochs=4, initial_epoch=resumed.epochs_trained, **kw)
+    assert len(history.history["loss"]) == 2 and resumed.epochs_trained == 4
+    assert _bits(resumed) == _bits(straight)
+    with pytest.raises(ValueError, match="initial_epoch"):
+        resumed.fit(x, y, epochs=3, initial_epoch=5, **kw)
+
+
 def test_resume_without_optimizer_state_starts_afresh(tmp_path):
     """The state matters: a file saved without it resumes differently (and compile resets)."""
     x, y = _case_data("relu-dropout-softmax-adam")

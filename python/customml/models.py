@@ -495,7 +495,7 @@ class Sequential:
             validation_split: float = 0.0, validation_data: Optional[Tuple] = None,
             seed: Optional[int] = None, verbose: int = 1,
             callbacks: Optional[Sequence[Callback]] = None, sample_weight=None,
-            steps_per_epoch: Optional[int] = None) -> History:
+            steps_per_epoch: Optional[int] = None, initial_epoch: Optional[int] = None) -> History:
         """Trains for ``epochs`` passes over (x, y) in mini-batches; one C++ call per
         batch runs forward, loss, backward, clipping, the update and the metric
         counters. Returns a History (also kept as ``model.history``). Ctrl-C stops
@@ -516,7 +516,11 @@ class Sequential:
         Training continues where the last fit since compile stopped: epoch e's shuffle
         order is drawn from (seed, e) and the dropout masks from (seed, step), so two
         fits of 2 epochs equal one of 4, bit for bit, and so does a fit resumed from a
-        file saved with ``include_optimizer=True``.
+        file saved with ``include_optimizer=True``. ``initial_epoch`` takes Keras'
+        convention instead: ``epochs`` is then the index of the last epoch, so
+        ``fit(epochs=E, initial_epoch=I)`` runs E - I epochs numbered from I (the shuffle
+        order of epoch I onwards): after ``load``, ``fit(epochs=E,
+        initial_epoch=model.epochs_trained)`` completes an interrupted run of E epochs.
 
         ``callbacks``: customml.callbacks objects whose hooks run around each epoch
         (EarlyStopping, ModelCheckpoint, LearningRateScheduler, CSVLogger, or your own).
@@ -546,6 +550,11 @@ class Sequential:
                 raise ValueError(f"[fit] Normalization layer {layer.name!r} is not adapted: call "
                                  f"model.layers[{layer._index}].adapt(x_train) (or give it mean and variance) first")
         epochs = _positive_int(epochs, "epochs", op, minimum=0)
+        if initial_epoch is not None:
+            initial_epoch = _positive_int(initial_epoch, "initial_epoch", op, minimum=0)
+            if initial_epoch > epochs:
+                raise ValueError(f"[fit] initial_epoch ({initial_epoch}) is past epochs ({epochs}), the index of the "
+                                 "last epoch (Keras' convention)")
         batch_size = _positive_int(batch_size, "batch_size", op)
         if verbose not in (0, 1, 2):
             raise ValueError(f"[fit] verbose must be 0, 1 or 2, got {verbose!r}")
@@ -606,6 +615,9 @@ class Sequential:
                 for start in range(0, n, batch_size):
                     yield x, y, order[start:start + batch_size], sample_weight
         seed_pending = True
+        if initial_epoch is not None:
+            self._epoch = initial_epoch
+            epochs -= initial_epoch
         history = History({"epochs": epochs, "batch_size": None if from_iterable else batch_size, "steps": steps,
                            "samples": n})
         self.history = history
