@@ -19,6 +19,7 @@
 #include "cpu/gemm.h"
 #include "cpu/gemm_s8.h"
 #include "cpu/isa.h"
+#include "cpu/quantize.h"
 #include "cpu/sparse.h"
 #include "cpu/thread_pool.h"
 #include "network.h"
@@ -179,7 +180,7 @@ py::dict build_info() {
   py::dict kernels;
   kernels["gemm"] = cpu::gemm_f32_variant();
   kernels["gemm_s8"] = cpu::gemm_s8_variant();
-  kernels["quantize"] = "f32_quantize__portable";
+  kernels["quantize"] = cpu::quantize_variant();
   // XNNPACK-style names, what then how: f32_adam__avx512.
   const std::string isa = cpu::elementwise().isa;
   for (const char* family : {"softmax_cross_entropy", "binary_cross_entropy", "mse", "dropout", "sgd", "adam", "clip"})

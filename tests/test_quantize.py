@@ -75,7 +75,7 @@ def build(problem):
 @example(problem=(1, 1, "uint8", "tensor", "normal", "normal", True, 0))
 @example(problem=(257, 1025, "int8", "column", "mixed", "pow2", True, 1))
 @example(problem=(1025, 33, "uint8", "row", "huge", "normal", True, 2))
-def test_quantize_matches_reference(device, problem):
+def test_quantize_matches_reference(device, isa, problem):
     x, scale, zero = build(problem)
     qtype, axis = problem[2], problem[3]
     q = codes_twice(lambda out: ops.quantize(x, scale, zero, dtype=qtype, axis=axis, out=out, device=device),
@@ -100,7 +100,7 @@ def test_dequantize_matches_reference(device, problem):
 
 
 @pytest.mark.parametrize("qtype", QTYPES)
-def test_ties_round_half_to_even(device, qtype):
+def test_ties_round_half_to_even(device, isa, qtype):
     # scale 0.25: x / scale = j + 0.5 exactly, both signs, past both ends of the range.
     lo, hi = reference.QCODES[qtype]
     halves = np.arange(-300, 300) + 0.5
@@ -112,7 +112,7 @@ def test_ties_round_half_to_even(device, qtype):
 
 
 @pytest.mark.parametrize("qtype", QTYPES)
-def test_extremes(device, qtype):
+def test_extremes(device, isa, qtype):
     lo, hi = reference.QCODES[qtype]
     big = np.finfo(np.float32).max
     x = np.array([[0.0, -0.0, big, -big, 1e-45, -1e-45, 126.5, 127.5, -127.5, 255.5, 254.5, -0.5]], np.float32)
@@ -126,7 +126,7 @@ def test_extremes(device, qtype):
 @given(rows=sizes, cols=sizes, kind=st.sampled_from(VALUE_KINDS + ("positive", "negative", "zeros")), seed=seeds)
 @example(rows=3, cols=1025, kind="mixed", seed=0)
 @example(rows=1025, cols=17, kind="normal", seed=1)
-def test_quantize_rows_dynamic_matches_reference(device, rows, cols, kind, seed):
+def test_quantize_rows_dynamic_matches_reference(device, isa, rows, cols, kind, seed):
     rng = np.random.default_rng(seed)
     if kind in ("positive", "negative"):
         x = np.abs(make_values(rng, (rows, cols), "normal")) * (1 if kind == "positive" else -1)

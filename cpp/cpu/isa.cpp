@@ -8,6 +8,7 @@
 #include "cpu/elementwise.h"
 #include "cpu/gemm.h"
 #include "cpu/gemm_s8.h"
+#include "cpu/quantize.h"
 #include "cpu/sparse.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -115,6 +116,7 @@ IsaLevel select_all() {
   const IsaLevel level = static_cast<int>(ceiling) < static_cast<int>(detected) ? ceiling : detected;
   select_gemm_f32(level);
   select_gemm_s8(level);
+  select_quantize(level);
   select_elementwise(level);
   select_sparse(level);
   return level;

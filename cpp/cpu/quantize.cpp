@@ -1,14 +1,18 @@
 // quantize, dequantize and quantize_rows_dynamic on the CPU: plain loops the compiler
 // vectorizes with the baseline ISA (division, min / max, round_half_even's two adds and
-// the conversions are all SSE2), and SSE2 intrinsics for the row range; each is a pass over
-// memory that the bandwidth, not the arithmetic, bounds.
+// the conversions are all SSE2), and SSE2 intrinsics for the row range. Dequantizing is a
+// pass over memory that the bandwidth bounds; quantizing is bound by its division, four
+// lanes at a time there, so its row kernel has an AVX-512 variant (cpu/quantize.h).
 
 #include <cmath>
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
 
+#include <atomic>
+
 #include "cpu/cpu_backend.h"
+#include "cpu/quantize.h"
 #include "cpu/quantize_math.h"
 #include "cpu/thread_pool.h"
 
@@ -89,20 +93,61 @@ void for_rows(int64_t rows, int64_t cols, F&& row_fn) {
   });
 }
 
+struct Variant {
+  QuantizeRowFn fn;
+  const char* name;
+};
+
+const Variant kPortable{f32_quantize__portable, "f32_quantize__portable"};
+#ifdef CUSTOMML_X86_KERNELS
+const Variant kAvx512{f32_quantize__avx512, "f32_quantize__avx512"};
+#endif
+
+std::atomic<const Variant*> g_variant{nullptr};
+
+const Variant& current() {
+  const Variant* v = g_variant.load(std::memory_order_acquire);
+  if (!v) {
+    active_isa();  // the first call selects every family
+    v = g_variant.load(std::memory_order_acquire);
+  }
+  return *v;
+}
+
 }  // namespace
+
+void f32_quantize__portable(void* q, bool i8, const float* x, int64_t n, const float* scale, const int32_t* zero,
+                            bool per_column, int32_t lo, int32_t hi) {
+  if (i8)
+    quantize_row(static_cast<int8_t*>(q), x, n, scale, zero, per_column, CodeRange{lo, hi});
+  else
+    quantize_row(static_cast<uint8_t*>(q), x, n, scale, zero, per_column, CodeRange{lo, hi});
+}
+
+// The division bounds the portable loop (four lanes at a time with the baseline ISA), so
+// the AVX-512 variant, sixteen at a time, pays; AVX2 machines keep the portable loop.
+void select_quantize(IsaLevel level) {
+  const Variant* v = &kPortable;
+#ifdef CUSTOMML_X86_KERNELS
+  if (static_cast<int>(level) >= static_cast<int>(IsaLevel::avx512)) v = &kAvx512;
+#endif
+  g_variant.store(v, std::memory_order_release);
+}
+
+const char* quantize_variant() { return current().name; }
+QuantizeRowFn quantize_row_kernel() { return current().fn; }
 
 // x: (rows, cols) f32 -> q: (rows, cols) i8 / u8
 void CpuBackend::quantize(void* q, DType qtype, const float* x, const float* scale, const int32_t* zero,
                           int64_t rows, int64_t cols, QuantAxis axis) {
   const CodeRange r = code_range(qtype);
   const bool per_row = axis == QuantAxis::row, per_column = axis == QuantAxis::column;
+  const QuantizeRowFn row = quantize_row_kernel();
+  const bool i8 = qtype == DType::i8;
   for_rows(rows, cols, [&](int64_t i) {
     const float* s = per_row ? scale + i : scale;
     const int32_t* z = zero && per_row ? zero + i : zero;
-    if (qtype == DType::i8)
-      quantize_row(static_cast<int8_t*>(q) + i * cols, x + i * cols, cols, s, z, per_column, r);
-    else
-      quantize_row(static_cast<uint8_t*>(q) + i * cols, x + i * cols, cols, s, z, per_column, r);
+    row(static_cast<int8_t*>(q) + i * cols, i8, x + i * cols, cols, s, z, per_column, r.lo, r.hi);
   });
 }
 
@@ -124,6 +169,7 @@ void CpuBackend::dequantize(float* x, const void* q, DType qtype, const float* s
 // (range, then codes), the row still in cache for the second.
 void CpuBackend::quantize_rows_dynamic(uint8_t* q, float* scale, int32_t* zero, const float* x, int64_t rows,
                                        int64_t cols) {
+  const QuantizeRowFn row = quantize_row_kernel();
   for_rows(rows, cols, [&](int64_t i) {
     const float* xi = x + i * cols;
     // The range includes 0 so that 0 (padding, ReLU outputs) is exactly representable.
@@ -136,7 +182,7 @@ void CpuBackend::quantize_rows_dynamic(uint8_t* q, float* scale, int32_t* zero, 
     const int32_t z = to_code(-lo / s, 0, 0, 255);
     scale[i] = s;
     zero[i] = z;
-    quantize_row(q + i * cols, xi, cols, &s, &z, false, CodeRange{0, 255});
+    row(q + i * cols, false, xi, cols, &s, &z, false, 0, 255);
   });
 }
 
