@@ -511,3 +511,38 @@ def test_bad_models():
         prune.magnitude(cm.Sequential([cm.layers.Dense(2)]), 0.5)
     with pytest.raises(ValueError, match=r"needs at least two Dense layers"):
         prune.structured(_model(sizes=(4, 2)), 0.5)
+
+
+def test_pop_and_add_keep_the_other_layers_masks(device):
+    # The kept layers keep their masks (enforced through the next fit), the new head has
+    # none, and the model still saves and loads.
+    x, y = _data()
+    model = _model(device)
+    prune.magnitude(model, 0.5)
+    model.pop()
+    model.add(cm.layers.Dense(3))
+    # Dense layers at 0, 2 and 4 (Dropout between): the new head is the one at 4
+    assert sorted(model._masks) == [0, 2] and model._net.masked(0) and model._net.masked(2)
+    assert not model._net.masked(4)
+    model.fit(x, y % 3, epochs=2, batch_size=16, verbose=0)
+    for i in (0, 2):
+        kernel = model.layers[i].get_weights()[0]
+        assert (kernel[~model._masks[i]] == 0).all()
+    np.testing.assert_array_equal(cm.io.loads(cm.io.dumps(model), device=device).predict(x), model.predict(x))
+
+
+def test_structured_keeps_frozen_layers_and_preprocessing(device):
+    x, y = _data()
+    norm = cm.layers.Normalization()
+    norm.adapt(x)
+    model = cm.Sequential([norm, cm.layers.Dense(24, activation="relu"), cm.layers.Dense(5)], input_dim=20,
+                          device=device, seed=3)
+    model.compile(optimizer=cm.optimizers.Adam(1e-2), loss="softmax_cross_entropy")
+    model.layers[1].trainable = False
+    smaller = prune.structured(model, 0.25)
+    assert isinstance(smaller.layers[0], cm.layers.Normalization) and not smaller.layers[1].trainable
+    np.testing.assert_array_equal(smaller.layers[0].mean, norm.mean)
+    frozen = smaller.layers[1].get_weights()
+    smaller.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    for before, after in zip(frozen, smaller.layers[1].get_weights()):
+        np.testing.assert_array_equal(before, after)

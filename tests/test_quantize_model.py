@@ -454,3 +454,21 @@ def test_qat_fine_tunes_a_copy_and_returns_an_int8_model(digits):
         quantize.qat(model, x_train, y_train, momentum=1.0)
     with pytest.raises(ValueError, match="compiled"):
         quantize.qat(cm.Sequential([cm.layers.Dense(3)], input_dim=64), x_train, y_train)
+
+
+def test_static_calibration_sees_the_preprocessed_input(device):
+    # An int8 layer is never folded with the preprocessing: the executor quantizes the
+    # normalized input, so that is what static calibration must see. Features around 200
+    # with a spread of 50 normalize to about [-4, 4]; calibrated on the raw values instead,
+    # every negative input would clip to the zero point.
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((600, 8)) * 50 + 200).astype(np.float32)
+    norm = cm.layers.Normalization()
+    norm.adapt(x)
+    model = cm.Sequential([norm, cm.layers.Dense(16, activation="relu"), cm.layers.Dense(2)], input_dim=8,
+                          device=device, seed=0)
+    qmodel = quantize.int8(model, calibration=x)
+    ref = model.predict(x)
+    # two layers of 8-bit inputs and weights: a few percent of the output's spread
+    err = np.abs(qmodel.predict(x) - ref).max() / np.abs(ref).max()
+    assert err < 0.05, err

@@ -187,6 +187,12 @@ class Sequential:
         """A new executor for the current layers: layers that were built keep their weights,
         new ones are initialized from (seed, position); recompiled when compiled."""
         kept = {id(layer): layer.get_weights() for layer in self.layers if layer.input_dim is not None}
+        # A kept layer keeps its index (add appends, pop removes the last), and with it its
+        # pruning mask, N:M shape, inference format and int8 quantization.
+        old = self._net
+        carried = {i: (self._masks.get(i), self._nm.get(i), old.sparse_format(i), old.sparse_min_batch(i),
+                       old.quantization(i))
+                   for i, layer in enumerate(self.layers) if id(layer) in kept and isinstance(layer, Dense)}
         width = self._input_dim
         for layer in self.layers:
             layer.input_dim = width
@@ -209,6 +215,17 @@ class Sequential:
             weights = layer._initial_weights(rng)
             if weights:
                 layer._assign(weights)
+        self._masks, self._nm = {}, {}
+        for i, (keep, nm, (fmt, max_batch), min_batch, q) in carried.items():
+            if keep is not None:
+                net.set_mask(i, np.ascontiguousarray(keep, dtype=np.uint8))
+                self._masks[i] = keep
+            if nm is not None:
+                self._nm[i] = nm
+            if fmt != "dense":
+                net.set_sparse_format(i, fmt, max_batch, *(nm or (2, 4)), min_batch=min_batch)
+            if q is not None:
+                net.set_quantization(i, q["w_q"], q["w_scale"], q["in_scale"], q["in_zero"])
         if self._loss is not None:
             self._epoch = 0
             self._compile_net()

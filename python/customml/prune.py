@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .layers import Dense, Dropout
+from .layers import Dense, Dropout, Normalization, Rescaling
 
 __all__ = ["magnitude", "n_m", "structured", "choose_formats", "report", "magnitude_masks", "n_m_masks", "PruneReport",
            "BATCH_SIZES", "UNBOUNDED"]
@@ -356,6 +356,11 @@ def structured(model, fraction: float, criterion: str = "l2", *, measure: bool =
             layers.append(Dense(weights[i][0].shape[1], activation=layer.activation,
                                 kernel_initializer=layer.kernel_initializer,
                                 kernel_regularizer=copy.deepcopy(layer.kernel_regularizer), name=layer.name))
+            layers[-1].trainable = layer.trainable
+        elif isinstance(layer, Normalization):
+            layers.append(Normalization(mean=layer.mean, variance=layer.variance, name=layer.name))
+        elif isinstance(layer, Rescaling):
+            layers.append(Rescaling(layer.scale, layer.offset, name=layer.name))
         elif isinstance(layer, Dropout):
             layers.append(Dropout(layer.rate, name=layer.name))
         else:

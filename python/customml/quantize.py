@@ -309,11 +309,17 @@ def _accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def _layer_inputs(model, x: np.ndarray, dense: List[int]) -> Tuple[List[np.ndarray], np.ndarray]:
-    """The float input of each Dense layer on x (the model's input for the first, the
-    previous layers' output otherwise), from truncated copies of the model, and the
-    model's output."""
+    """The float input of each Dense layer on x (the model's input after its preprocessing
+    layers for the first, the previous layers' output otherwise), from truncated copies of
+    the model, and the model's output. An int8 layer is never folded with the
+    preprocessing, so the executor quantizes the preprocessed input, as calibrated here."""
     from .models import Sequential
 
+    # The executor's preprocessing rounds as float32 x * scale + shift (a product, then a sum).
+    for layer in model.layers:
+        if layer._preprocessing:
+            scale, shift = layer._affine(model.input_dim)
+            x = x * scale + shift
     outs = []
     for i in dense:
         if i == dense[-1]:
