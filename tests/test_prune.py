@@ -546,3 +546,32 @@ def test_structured_keeps_frozen_layers_and_preprocessing(device):
     smaller.fit(x, y, epochs=1, batch_size=16, verbose=0)
     for before, after in zip(frozen, smaller.layers[1].get_weights()):
         np.testing.assert_array_equal(before, after)
+
+
+def test_gradual_pruning_resumed_mid_schedule_is_bit_exact(tmp_path):
+    # A fit resumed between two pruning steps prunes at the last scheduled step's sparsity,
+    # as the uninterrupted run did, so both end with the same masks and weights.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 20)).astype(np.float32)
+    y = rng.integers(0, 4, 256).astype(np.int32)
+
+    def model():
+        m = cm.Sequential([cm.layers.Dense(32, activation="relu"), cm.layers.Dense(4)], input_dim=20, seed=1)
+        m.compile(optimizer="adam", loss="softmax_cross_entropy")
+        return m
+
+    def schedule():
+        return cm.callbacks.GradualPruning(0.8, end_step=24, frequency=5, measure=False)
+
+    straight = model()
+    straight.fit(x, y, epochs=4, batch_size=32, verbose=0, callbacks=[schedule()])
+    first = model()
+    first.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[schedule()])
+    assert first._net.step == 16  # between the pruning steps 15 and 20
+    first.save(tmp_path / "ckpt.cml", include_optimizer=True)
+    resumed = cm.load(tmp_path / "ckpt.cml")
+    resumed.fit(x, y, epochs=4, initial_epoch=2, batch_size=32, verbose=0, callbacks=[schedule()])
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    for i in straight._masks:
+        np.testing.assert_array_equal(straight._masks[i], resumed._masks[i])

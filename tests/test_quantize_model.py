@@ -472,3 +472,38 @@ def test_static_calibration_sees_the_preprocessed_input(device):
     # two layers of 8-bit inputs and weights: a few percent of the output's spread
     err = np.abs(qmodel.predict(x) - ref).max() / np.abs(ref).max()
     assert err < 0.05, err
+
+
+def test_refused_load_weights_leaves_the_model_unchanged(digits, tmp_path):
+    # Every int8 tensor is checked before anything is written: a refused file changes nothing.
+    model, (x_train, _), (x_test, _) = digits
+    raw = io.dumps(quantize.int8(model, calibration=x_train[:128]))
+    header, _ = _header(raw)
+    codes = np.zeros(header["layers.2.kernel_q"]["shape"], np.int8)
+    codes[0, 0] = -128
+    target = io.loads(io.dumps(model))
+    before = target.predict(x_test)
+    path = tmp_path / "tampered.cml"
+    path.write_bytes(_rewrite(raw, "layers.2.kernel_q", codes))
+    with pytest.raises(ValueError, match="-128"):
+        target.load_weights(path)
+    np.testing.assert_array_equal(target.predict(x_test), before)
+    assert all(target._net.quantization(i) is None for i in (0, 2))
+
+
+def test_pruning_an_int8_model_is_refused(digits):
+    model, (x_train, _), _ = digits
+    qmodel = quantize.int8(model, calibration=x_train[:128])
+    with pytest.raises(ValueError, match="int8: prune the float model"):
+        cm.prune.magnitude(qmodel, 0.5)
+    # nor may a file claim a pruned int8 layer
+    raw = io.dumps(qmodel)
+    header, data = _header(raw)
+    meta = header["__metadata__"]
+    meta["pruning"] = json.dumps({"layers": {"0": {"masked": True, "format": "csr", "min_batch": 1,
+                                                    "max_batch": 8}}})
+    meta["checksum"] = io._checksum(meta, [data])
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with pytest.raises(ValueError, match="int8"):
+        io.loads(len(text).to_bytes(8, "little") + text + data)

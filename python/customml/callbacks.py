@@ -415,10 +415,12 @@ class GradualPruning(Callback):
 
     def on_train_begin(self, logs: Optional[Dict] = None) -> None:
         # A fit that starts inside the schedule (or resumes past its start) begins at the
-        # sparsity it should have by now.
+        # sparsity of the last pruning step an uninterrupted run would have taken by now,
+        # so a resumed run prunes exactly as a straight one.
         step = int(self.model._net.step)
         if step >= self.begin_step:
-            self._prune(step)
+            last = self.begin_step + (step - self.begin_step) // self.frequency * self.frequency
+            self._prune(self.end_step if step >= self.end_step else last)
 
     def on_batch_end(self, batch: int, logs: Optional[Dict] = None) -> None:
         step = int(self.model._net.step)

@@ -107,6 +107,8 @@ _REQUIRED_KEYS = ("format", "format_version", "customml_version", "architecture"
                   "checksum")
 _OPTIONAL_KEYS = ("optimizer_state", "callbacks_state", "pruning")
 _FORMATS = ("dense", "csr", "nm")
+# The deepest int8 layer gemm_s8 takes (kGemmS8MaxK in cpp/backend.h: 255 * 127 * k < 2^31).
+_GEMM_S8_MAX_K = 66000
 # The largest max_batch a file may hold (the executor's is an int64).
 _MAX_BATCH_LIMIT = 2**62
 _SLOTS = {"adam": ("m", "v"), "adam_amsgrad": ("m", "v", "vmax"), "sgd_momentum": ("velocity",), "sgd": ()}
@@ -767,6 +769,8 @@ class _Model:
             i = int(key) if key.isascii() and key.isdigit() else -1
             if not (0 <= i < len(self.arch["layers"]) and str(i) == key and self.arch["layers"][i]["kind"] == "dense"):
                 fail(f"pruning names layer {_short(key)}, which is not a Dense layer of the architecture")
+            if "quantization" in self.arch["layers"][i]:
+                fail(f"pruning names layer {i}, which is int8 (int8 layers hold their zeros in their codes)")
             keys = {"masked", "format", "min_batch", "max_batch"}
             if not (isinstance(spec, dict) and keys <= set(spec) <= keys | {"n_m"}
                     and isinstance(spec["masked"], bool) and spec["format"] in _FORMATS
@@ -924,12 +928,32 @@ class _Model:
         then its pruning (the masks, cleared on layers the file has none for, the N:M shapes
         and the inference formats) and its int8 layers."""
         net, f = model._net, self.file
+        wide, codes = _weight_tables(self.arch)
+        # The int8 tensors are checked before anything is written, so a file refused here
+        # leaves the model as it was.
+        quantized = []
+        for name, layer_index, shape, _ in codes:
+            p = f"layers.{layer_index}"
+            w_q, w_scale = f.array(name), f.array(f"{p}.kernel_scale")
+            if (w_q == -128).any():
+                f.fail(f"tensor {name!r} holds the code -128; int8 weights are in [-127, 127]")
+            if not (np.isfinite(w_scale).all() and (w_scale > 0).all()):
+                f.fail(f"tensor '{p}.kernel_scale' holds a scale that is not finite and > 0")
+            if shape[0] > _GEMM_S8_MAX_K:
+                f.fail(f"int8 layer {layer_index} has {shape[0]} inputs, more than gemm_s8's {_GEMM_S8_MAX_K}")
+            in_scale, in_zero = 0.0, 0
+            if f"{p}.input_scale" in f.tensors:
+                in_scale, in_zero = float(f.array(f"{p}.input_scale")[0]), int(f.array(f"{p}.input_zero")[0])
+                if not (math.isfinite(in_scale) and in_scale > 0):
+                    f.fail(f"tensor '{p}.input_scale' is {in_scale}; it must be finite and > 0")
+                if not 0 <= in_zero <= 255:
+                    f.fail(f"tensor '{p}.input_zero' is {in_zero}; uint8 zero points are in [0, 255]")
+            quantized.append((layer_index, np.ascontiguousarray(w_q), np.ascontiguousarray(w_scale), in_scale, in_zero))
         masks = {}
         for i in list(model._masks):
             net.clear_mask(i)
             del model._masks[i]
         model._nm.clear()
-        wide, codes = _weight_tables(self.arch)
         for name, layer_index, shape, _ in wide:
             part = name.rsplit(".", 1)[1]
             if part == "kernel":
@@ -954,22 +978,8 @@ class _Model:
             if "n_m" in spec:
                 model._nm[i] = tuple(nm)
             net.set_sparse_format(i, spec["format"], spec["max_batch"], *nm, min_batch=spec["min_batch"])
-        for name, layer_index, _, _ in codes:
-            p = f"layers.{layer_index}"
-            w_q, w_scale = f.array(name), f.array(f"{p}.kernel_scale")
-            if (w_q == -128).any():
-                f.fail(f"tensor {name!r} holds the code -128; int8 weights are in [-127, 127]")
-            if not (np.isfinite(w_scale).all() and (w_scale > 0).all()):
-                f.fail(f"tensor '{p}.kernel_scale' holds a scale that is not finite and > 0")
-            in_scale, in_zero = 0.0, 0
-            if f"{p}.input_scale" in f.tensors:
-                in_scale, in_zero = float(f.array(f"{p}.input_scale")[0]), int(f.array(f"{p}.input_zero")[0])
-                if not (math.isfinite(in_scale) and in_scale > 0):
-                    f.fail(f"tensor '{p}.input_scale' is {in_scale}; it must be finite and > 0")
-                if not 0 <= in_zero <= 255:
-                    f.fail(f"tensor '{p}.input_zero' is {in_zero}; uint8 zero points are in [0, 255]")
-            net.set_quantization(layer_index, np.ascontiguousarray(w_q), np.ascontiguousarray(w_scale), in_scale,
-                                 in_zero)
+        for layer_index, w_q, w_scale, in_scale, in_zero in quantized:
+            net.set_quantization(layer_index, w_q, w_scale, in_scale, in_zero)
 
 
 def load(path, device: str = "cpu"):

@@ -56,7 +56,13 @@ def _dense_indices(model, op: str) -> List[int]:
     if not isinstance(model, Sequential):
         raise TypeError(f"[{op}] model must be a customml Sequential, got {type(model).__name__}")
     model._require_built(op)
-    return [i for i, layer in enumerate(model.layers) if isinstance(layer, Dense)]
+    indices = [i for i, layer in enumerate(model.layers) if isinstance(layer, Dense)]
+    # An int8 layer runs its codes, not its float weights: a mask on those would change
+    # get_weights and the file's claims but not one prediction.
+    quantized = [model.layers[i].name for i in indices if model._net.quantization(i) is not None]
+    if quantized:
+        raise ValueError(f"[{op}] layer {quantized[0]!r} is int8: prune the float model, then quantize it")
+    return indices
 
 
 def _nonzeros(layer) -> int:
