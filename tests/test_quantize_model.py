@@ -507,3 +507,17 @@ def test_pruning_an_int8_model_is_refused(digits):
     text += b" " * (-len(text) % 8)
     with pytest.raises(ValueError, match="int8"):
         io.loads(len(text).to_bytes(8, "little") + text + data)
+
+
+def test_summary_says_how_each_layer_runs(digits):
+    model, (x_train, _), _ = digits
+    lines = []
+    quantize.int8(model, calibration=x_train[:128], static=False).summary(print_fn=lines.append)
+    assert any("(relu, int8 dynamic)" in line for line in lines)
+    assert lines[-1] == "Trainable params: 0"  # fit refuses a quantized model
+    pruned = io.loads(io.dumps(model))
+    cm.prune.magnitude(pruned, 0.5, measure=False)
+    pruned._net.set_sparse_format(0, "csr", 64, min_batch=8)
+    lines = []
+    pruned.summary(print_fn=lines.append)
+    assert any("(relu, 50% pruned, csr for batch 8-64)" in line for line in lines), lines

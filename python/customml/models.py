@@ -294,11 +294,15 @@ class Sequential:
     def summary(self, print_fn: Callable[[str], None] = print) -> None:
         self._require_built("summary")
         rows = [("Layer", "Output shape", "Params")]
-        for layer in self.layers:
-            detail = (f" ({layer.activation})" if isinstance(layer, Dense) else
+        trainable = 0
+        for i, layer in enumerate(self.layers):
+            detail = (f" ({self._dense_detail(i)})" if isinstance(layer, Dense) else
                       f" ({layer.rate})" if isinstance(layer, Dropout) else "")
             rows.append((f"{layer.name}{detail}", f"(None, {layer.output_dim(layer.input_dim)})",
                          f"{layer.count_params():,}"))
+            # an int8 layer does not train (fit refuses a quantized model)
+            if not (isinstance(layer, Dense) and self._net.quantization(i) is not None):
+                trainable += layer.count_trainable_params()
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         line = "-" * (sum(widths) + 6)
         print_fn(f'Model "{self.name}" on {self.device}, input (None, {self._input_dim})')
@@ -309,7 +313,22 @@ class Sequential:
                 print_fn(line)
         print_fn(line)
         print_fn(f"Total params: {self.count_params():,}")
-        print_fn(f"Trainable params: {sum(layer.count_trainable_params() for layer in self.layers):,}")
+        print_fn(f"Trainable params: {trainable:,}")
+
+    def _dense_detail(self, i: int) -> str:
+        """Dense layer i's activation, then how inference runs it: int8 (static or dynamic
+        inputs), the pruned share of its kernel and the sparse format with its batch range."""
+        parts = [self.layers[i].activation]
+        q = self._net.quantization(i)
+        if q is not None:
+            parts.append("int8 " + ("static" if q["in_scale"] > 0 else "dynamic"))
+        if i in self._masks:
+            parts.append(f"{1.0 - float(np.mean(self._masks[i])):.0%} pruned")
+        fmt, max_batch = self._net.sparse_format(i)
+        if fmt != "dense" and q is None:
+            low = self._net.sparse_min_batch(i)
+            parts.append(f"{fmt} for batch {low}+" if max_batch >= 2**62 else f"{fmt} for batch {low}-{max_batch}")
+        return ", ".join(parts)
 
     # -- training ----------------------------------------------------------------------
 
