@@ -934,6 +934,9 @@ PYBIND11_MODULE(_core, m) {
           "weights become w_scale * w_q.")
       .def("clear_quantization", &Network::clear_quantization, py::arg("layer"))
       .def(
+          "quantized", [](const Network& n, int64_t layer) { return n.quantization(layer) != nullptr; },
+          py::arg("layer"), "Whether a Dense layer runs in int8 (without copying its codes out).")
+      .def(
           "quantization",
           [](const Network& n, int64_t layer) -> py::object {
             const QuantizedLayer* q = n.quantization(layer);

@@ -3,7 +3,6 @@
 
 #include "cpu/gemm.h"
 
-#include <atomic>
 #include <cstdlib>
 #include <memory>
 #include <new>
@@ -56,7 +55,7 @@ struct Variant {
   int nr;  // the microkernel's panel width, which pre-packed B must match
 };
 
-std::atomic<const Variant*> g_variant{nullptr};
+ChosenVariant<Variant> g_variant;
 
 const Variant kPortable{f32_gemm__portable_4x16, "f32_gemm__portable_4x16", kPortableNr};
 #ifdef CUSTOMML_X86_KERNELS
@@ -64,14 +63,7 @@ const Variant kAvx2{f32_gemm__avx2_6x16, "f32_gemm__avx2_6x16", 16};
 const Variant kAvx512{f32_gemm__avx512_12x32, "f32_gemm__avx512_12x32", 32};
 #endif
 
-const Variant& current() {
-  const Variant* v = g_variant.load(std::memory_order_acquire);
-  if (!v) {
-    active_isa();  // the first call selects every family
-    v = g_variant.load(std::memory_order_acquire);
-  }
-  return *v;
-}
+const Variant& current() { return g_variant.get(); }
 
 struct AlignedDeleter {
   void operator()(float* p) const { std::free(p); }
@@ -104,7 +96,7 @@ void select_gemm_f32(IsaLevel level) {
   if (static_cast<int>(level) >= static_cast<int>(IsaLevel::avx512)) v = &kAvx512;
   else if (level == IsaLevel::avx2) v = &kAvx2;
 #endif
-  g_variant.store(v, std::memory_order_release);
+  g_variant.set(v);
 }
 
 // Below this many multiply-adds a GEMM runs on the calling thread alone: waking a worker

@@ -4,7 +4,6 @@
 
 #include "cpu/gemm_s8.h"
 
-#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -42,7 +41,7 @@ struct Variant {
   const char* name;
 };
 
-std::atomic<const Variant*> g_variant{nullptr};
+ChosenVariant<Variant> g_variant;
 
 const Variant kPortable{s8_gemm__portable_4x16, "s8_gemm__portable_4x16"};
 #ifdef CUSTOMML_X86_KERNELS
@@ -50,14 +49,7 @@ const Variant kAvx2{s8_gemm__avx2_3x16, "s8_gemm__avx2_3x16"};
 const Variant kAvx512Vnni{s8_gemm__avx512vnni_6x64, "s8_gemm__avx512vnni_6x64"};
 #endif
 
-const Variant& current() {
-  const Variant* v = g_variant.load(std::memory_order_acquire);
-  if (!v) {
-    active_isa();  // the first call selects every family
-    v = g_variant.load(std::memory_order_acquire);
-  }
-  return *v;
-}
+const Variant& current() { return g_variant.get(); }
 
 // The packed A rows of this thread, grown to the largest chunk seen and then reused, so
 // a steady stream of calls allocates nothing.
@@ -111,7 +103,7 @@ void select_gemm_s8(IsaLevel level) {
   if (static_cast<int>(level) >= static_cast<int>(IsaLevel::avx512_vnni)) v = &kAvx512Vnni;
   else if (static_cast<int>(level) >= static_cast<int>(IsaLevel::avx2)) v = &kAvx2;
 #endif
-  g_variant.store(v, std::memory_order_release);
+  g_variant.set(v);
 }
 
 const char* gemm_s8_variant() { return current().name; }

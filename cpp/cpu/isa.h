@@ -1,6 +1,7 @@
 #pragma once
 // Defines: IsaLevel, CPU feature detection and the run-time ISA ceiling (CUSTOMML_ISA).
 
+#include <atomic>
 #include <string>
 #include <vector>
 
@@ -22,5 +23,25 @@ std::vector<std::string> cpu_features();
 IsaLevel active_isa();
 // Sets a new ceiling and re-selects every kernel family; returns the active level.
 IsaLevel set_isa_ceiling(IsaLevel ceiling);
+
+// A kernel family's chosen variant V (its function pointers and name): set by the family's
+// select_* when the active level changes, read lock-free by every call; a read before the
+// first selection makes it.
+template <class V>
+class ChosenVariant {
+ public:
+  void set(const V* v) { v_.store(v, std::memory_order_release); }
+  const V& get() const {
+    const V* v = v_.load(std::memory_order_acquire);
+    if (!v) {
+      active_isa();  // the first call selects every family
+      v = v_.load(std::memory_order_acquire);
+    }
+    return *v;
+  }
+
+ private:
+  std::atomic<const V*> v_{nullptr};
+};
 
 }  // namespace customml::cpu

@@ -9,8 +9,6 @@
 #include <emmintrin.h>
 #endif
 
-#include <atomic>
-
 #include "cpu/cpu_backend.h"
 #include "cpu/quantize.h"
 #include "cpu/quantize_math.h"
@@ -103,16 +101,9 @@ const Variant kPortable{f32_quantize__portable, "f32_quantize__portable"};
 const Variant kAvx512{f32_quantize__avx512, "f32_quantize__avx512"};
 #endif
 
-std::atomic<const Variant*> g_variant{nullptr};
+ChosenVariant<Variant> g_variant;
 
-const Variant& current() {
-  const Variant* v = g_variant.load(std::memory_order_acquire);
-  if (!v) {
-    active_isa();  // the first call selects every family
-    v = g_variant.load(std::memory_order_acquire);
-  }
-  return *v;
-}
+const Variant& current() { return g_variant.get(); }
 
 }  // namespace
 
@@ -131,7 +122,7 @@ void select_quantize(IsaLevel level) {
 #ifdef CUSTOMML_X86_KERNELS
   if (static_cast<int>(level) >= static_cast<int>(IsaLevel::avx512)) v = &kAvx512;
 #endif
-  g_variant.store(v, std::memory_order_release);
+  g_variant.set(v);
 }
 
 const char* quantize_variant() { return current().name; }

@@ -338,7 +338,7 @@ def _pruning(model) -> Optional[dict]:
     and a quantized model does not train, so its mask would have no use."""
     layers = {}
     for i, layer in enumerate(model.layers):
-        if not isinstance(layer, Dense) or model._net.quantization(i) is not None:
+        if not isinstance(layer, Dense) or model._net.quantized(i):
             continue
         fmt, max_batch = model._net.sparse_format(i)
         if i in model._masks or fmt != "dense":

@@ -301,7 +301,7 @@ class Sequential:
             rows.append((f"{layer.name}{detail}", f"(None, {layer.output_dim(layer.input_dim)})",
                          f"{layer.count_params():,}"))
             # an int8 layer does not train (fit refuses a quantized model)
-            if not (isinstance(layer, Dense) and self._net.quantization(i) is not None):
+            if not (isinstance(layer, Dense) and self._net.quantized(i)):
                 trainable += layer.count_trainable_params()
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         line = "-" * (sum(widths) + 6)

@@ -59,7 +59,7 @@ def _dense_indices(model, op: str) -> List[int]:
     indices = [i for i, layer in enumerate(model.layers) if isinstance(layer, Dense)]
     # An int8 layer runs its codes, not its float weights: a mask on those would change
     # get_weights and the file's claims but not one prediction.
-    quantized = [model.layers[i].name for i in indices if model._net.quantization(i) is not None]
+    quantized = [model.layers[i].name for i in indices if model._net.quantized(i)]
     if quantized:
         raise ValueError(f"[{op}] layer {quantized[0]!r} is int8: prune the float model, then quantize it")
     return indices
