@@ -2,8 +2,14 @@
 on the same (pruned) weights, torch.sparse CSR and scipy.sparse CSR, all on one thread
 (bench/conftest.py), relu layers of 784 -> 256 and 256 -> 256 at batch 1 and 128:
 
-    customml         ops.sparse_dense_forward, 90% unstructured sparsity (CSR of W^T)
+    customml         ops.sparse_dense_forward on ops.sparse_pack's prepared weight, 90%
+                     unstructured sparsity (the CSR of W^T checked once; with AVX-512 the
+                     gather-free packed layout up to 8 rows), as a model runs it
+    customml_raw     ops.sparse_dense_forward on the raw CSR arrays, checked on every call
     customml_dense   ops.dense_forward on the same weights, zeros included
+    net_csr          a one-layer network in the "csr" format, through Network.predict: the
+                     layer as a pruned model's plan runs it (what prune.choose_formats times)
+    net_dense        the same network dense: pre-packed GEMM weights, the same fixed cost
     customml_nm      ops.nm_dense_forward, 2:4 (50%) of the same unpruned weights
     torch_csr        torch.sparse.mm(W^T as CSR, x^T) + bias, relu (torch's layout)
     scipy_csr        (W^T as scipy CSR) @ x^T + bias, relu
@@ -45,7 +51,10 @@ BATCHES = [1, 128]
 SPARSITY = 0.9
 IMPLS = [
     "customml",
+    "customml_raw",
     "customml_dense",
+    "net_csr",
+    "net_dense",
     "customml_nm",
     pytest.param("torch_csr", marks=pytest.mark.skipif(torch is None, reason="torch is not importable")),
     pytest.param("scipy_csr", marks=pytest.mark.skipif(scipy_sparse is None, reason="scipy is not importable")),
@@ -62,7 +71,18 @@ def _problem(n_in: int, n_out: int, batch: int) -> dict:
     pruned[rng.random(pruned.shape) < SPARSITY] = 0.0
     x = rng.uniform(-1.0, 1.0, (batch, n_in)).astype(np.float32)
     b = (0.1 * rng.standard_normal(n_out)).astype(np.float32)
-    return dict(x=x, b=b, pruned=pruned, csr=ops.csr_from_dense(pruned), nm=ops.nm_from_dense(dense))
+    csr = ops.csr_from_dense(pruned)
+    return dict(x=x, b=b, pruned=pruned, csr=csr, packed=ops.sparse_pack(*csr, n_in), nm=ops.nm_from_dense(dense))
+
+
+def _network(p: dict, fmt: str):
+    """A one-layer relu network holding the pruned weights, prepared in ``fmt``."""
+    from customml.prune import _probe
+    from customml import Sequential
+    from customml.layers import Dense
+
+    model = Sequential([Dense(p["b"].shape[0], activation="relu")], input_dim=p["x"].shape[1], seed=0)
+    return _probe(model, 0, (p["pruned"], p["b"]), fmt, (2, 4))._net
 
 
 def _nm_weights(values: np.ndarray, index: np.ndarray, n_in: int, n: int = 2, m: int = 4) -> np.ndarray:
@@ -78,12 +98,14 @@ def _floor(p: dict, impl: str) -> tuple[int, int]:
     batch, n_in = p["x"].shape
     n_out = p["b"].shape[0]
     io = 4 * (batch * n_in + batch * n_out + n_out)
-    if impl == "customml_dense":
+    if impl in ("customml_dense", "net_dense"):
         return io + 4 * n_in * n_out, 2 * batch * n_in * n_out
+    nnz = p["csr"][1].size
+    if impl in ("customml", "net_csr") and p["packed"].packed_nbytes and batch <= 8:
+        return io + p["packed"].packed_nbytes, 2 * batch * nnz  # the packed layout, padding included
     if impl == "customml_nm":
         slots = p["nm"][0].size
         return io + 5 * slots, 2 * batch * slots
-    nnz = p["csr"][1].size
     return io + 8 * nnz + 4 * (n_out + 1), 2 * batch * nnz
 
 
@@ -93,9 +115,15 @@ def _run(impl: str, p: dict) -> tuple[Callable[[], object], Callable[[], np.ndar
     y = np.full((x.shape[0], b.shape[0]), np.nan, np.float32)
     ref_w = p["pruned"]
     if impl == "customml":
+        packed = p["packed"]
+        return (lambda: ops.sparse_dense_forward(x, packed, bias=b, activation="relu", out=y)), (lambda: y), ref_w
+    if impl == "customml_raw":
         offsets, index, values = p["csr"]
         return (lambda: ops.sparse_dense_forward(x, offsets, index, values, b, activation="relu", out=y)), \
             (lambda: y), ref_w
+    if impl in ("net_csr", "net_dense"):
+        net, batch = _network(p, impl[4:]), x.shape[0]
+        return (lambda: net.predict(x, y, batch)), (lambda: y), ref_w
     if impl == "customml_dense":
         return (lambda: ops.dense_forward(x, ref_w, b, activation="relu", out=y)), (lambda: y), ref_w
     values, index = p["nm"]

@@ -255,6 +255,17 @@ class Backend {
   // x: (batch, in)  w: sparse (in, out)  b: (out) or null -> y: (batch, out) = act(x w + b).
   virtual void sparse_dense_forward(float* y, const float* x, const CsrMatrix& w, const float* b, int64_t batch,
                                     Activation act) = 0;
+  // CSR weights in this device's own product layout, built once per model (DESIGN decision
+  // 5) from a valid CSR in device memory: the bytes it takes, 0 where the device reads the
+  // CSR as it is; then the product reading the packed copy (w stays valid: the device falls
+  // back to it for batches its packed kernel does not serve, or when the kernel variant
+  // changed since packing).
+  virtual size_t sparse_packed_bytes(const CsrMatrix& w) { return 0; }
+  virtual void sparse_pack(void* packed, const CsrMatrix& w) {}
+  virtual void sparse_dense_forward_packed(float* y, const float* x, const CsrMatrix& w, const void* packed,
+                                           const float* b, int64_t batch, Activation act) {
+    sparse_dense_forward(y, x, w, b, batch, act);
+  }
   virtual void nm_dense_forward(float* y, const float* x, const NmMatrix& w, const float* b, int64_t batch,
                                 Activation act) = 0;
 };

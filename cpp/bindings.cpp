@@ -188,6 +188,7 @@ py::dict build_info() {
   kernels["regularizer"] = "f32_l1_l2_penalty__portable";
   const cpu::SparseKernels& sparse = cpu::sparse_kernels();
   kernels["sparse_dense"] = sparse.csr;
+  if (sparse.csr_packed) kernels["sparse_dense_packed"] = sparse.csr_packed;  // AVX-512 only
   kernels["nm_dense"] = sparse.nm;
   kernels["apply_mask"] = sparse.mask;
   d["kernels"] = kernels;
@@ -634,6 +635,47 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("param"), py::arg("keep"), py::arg("device") = "cpu",
       "Zeroes param (float32, in place) wherever keep (uint8, same shape) is 0: a pruning mask.");
+
+  py::class_<ops::PackedCsr, std::shared_ptr<ops::PackedCsr>>(
+      m, "PackedCsr",
+      "A CSR weight prepared once for one device's sparse_dense_forward: structure checked, copied, and packed in the "
+      "device's own layout where it has one.")
+      .def_property_readonly("shape", [](const ops::PackedCsr& p) { return py::make_tuple(p.in(), p.out()); })
+      .def_property_readonly("nnz", &ops::PackedCsr::nnz)
+      .def_property_readonly("packed_nbytes", &ops::PackedCsr::packed_bytes)
+      .def_property_readonly("device", [](const ops::PackedCsr& p) { return p.device().name(); })
+      .def("__repr__", [](const ops::PackedCsr& p) {
+        return "PackedCsr(in=" + std::to_string(p.in()) + ", out=" + std::to_string(p.out()) +
+               ", nnz=" + std::to_string(p.nnz()) + ", device='" + p.device().name() + "')";
+      });
+
+  m.def(
+      "sparse_pack",
+      [](py::object offsets, py::object index, py::object values, int64_t in_features, const std::string& device) {
+        Views views("sparse_pack", device);
+        Tensor o = views.in(offsets, "offsets"), i = views.in(index, "index"), v = views.in(values, "values");
+        py::gil_scoped_release release;
+        return ops::sparse_pack(o, i, v, in_features);
+      },
+      py::arg("offsets"), py::arg("index"), py::arg("values"), py::arg("in_features"), py::arg("device") = "cpu",
+      "Prepares the CSR of W^T (offsets, index, values as sparse_dense_forward takes them) of a weight with in_features "
+      "inputs once for device: checked, copied, packed.");
+
+  // Registered first: pybind11 tries overloads in order, and the raw form takes any object.
+  m.def(
+      "sparse_dense_forward",
+      [](py::object out, py::object x, std::shared_ptr<ops::PackedCsr> weight, std::optional<py::object> bias,
+         const std::string& activation, const std::string& device) {
+        Views views("sparse_dense_forward", device);
+        const Activation act = parse_for("sparse_dense_forward", [&] { return parse_activation(activation); });
+        Tensor y = views.out(out, "out"), xt = views.in(x, "x");
+        auto b = views.in(bias, "bias");
+        py::gil_scoped_release release;
+        ops::sparse_dense_forward(y, xt, *weight, ptr(b), act);
+      },
+      py::arg("out"), py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(),
+      py::arg("activation") = "identity", py::arg("device") = "cpu",
+      "out (batch, out) = activation(x (batch, in) . W + bias) for W prepared by sparse_pack.");
 
   m.def(
       "sparse_dense_forward",

@@ -89,7 +89,7 @@ struct FakeQuant {
 struct Network::LayerPlan {
   LayerPlan(Backend* be, int64_t in_, int64_t out_)
       : in(in_), out(out_), keep(be), dense_packed(be), fold_w(be), fold_b(be), packed(be), w_scale(be), in_scale(be), in_zero(be), csr_offsets(be),
-        csr_index(be), csr_values(be), nm_values(be), nm_index(be) {}
+        csr_index(be), csr_values(be), csr_packed(be), nm_values(be), nm_index(be) {}
   int64_t in, out;
   bool masked = false;
   Buffer<uint8_t> keep;  // (in, out), on the device
@@ -112,6 +112,19 @@ struct Network::LayerPlan {
   Buffer<int32_t> csr_offsets, csr_index;
   Buffer<float> csr_values;
   int64_t nnz = 0;
+  // The CSR of W^T in device memory, as build_plan made it.
+  CsrMatrix csr() const {
+    CsrMatrix m;
+    m.offsets = csr_offsets.data();
+    m.index = csr_index.data();
+    m.values = csr_values.data();
+    m.in = in;
+    m.out = out;
+    m.nnz = nnz;
+    return m;
+  }
+  Buffer<uint8_t> csr_packed;  // the CSR in the device's own layout, where it has one
+  bool csr_packed_ready = false;
   Buffer<float> nm_values;
   Buffer<uint8_t> nm_index;
   std::unique_ptr<FakeQuant> fake;  // quantization-aware training, when set

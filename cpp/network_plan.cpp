@@ -13,7 +13,6 @@
 #include "network_internal.h"
 
 namespace customml {
-
 const char* sparse_format_name(SparseFormat f) {
   switch (f) {
     case SparseFormat::dense: return "dense";
@@ -234,6 +233,7 @@ void Network::build_plan() const {
     if (!plans_[l]) continue;
     LayerPlan& p = *plans_[l];
     p.sparse_ready = false;
+    p.csr_packed_ready = false;
     p.dense_ready = false;
     p.folded = l == first_dense && fold_preprocessing(p, l);
     const size_t dense_bytes = backend_->dense_packed_bytes(p.in, p.out);
@@ -275,6 +275,12 @@ void Network::build_plan() const {
       upload(backend_, p.csr_offsets, offsets);
       upload(backend_, p.csr_index, index);
       upload(backend_, p.csr_values, values);
+      const CsrMatrix m = p.csr();
+      const size_t packed_bytes = backend_->sparse_packed_bytes(m);
+      if (packed_bytes > 0) {
+        backend_->sparse_pack(p.csr_packed.reserve(packed_bytes), m);
+        p.csr_packed_ready = true;
+      }
     } else {
       // N:M: per column and group of m rows, its nonzeros in row order; a group with more
       // than n nonzeros (weights changed without the N:M mask) leaves the layer dense.
@@ -381,14 +387,8 @@ const float* Network::forward_planned(Workspace& ws, const float* input, int64_t
       }
     } else {
       if (p.sparse_ready && b >= p.min_batch && b <= p.max_batch && p.format == SparseFormat::csr) {
-        CsrMatrix m;
-        m.offsets = p.csr_offsets.data();
-        m.index = p.csr_index.data();
-        m.values = p.csr_values.data();
-        m.in = p.in;
-        m.out = p.out;
-        m.nnz = p.nnz;
-        backend_->sparse_dense_forward(dst, cur, m, bias, b, s.activation);
+        backend_->sparse_dense_forward_packed(dst, cur, p.csr(), p.csr_packed_ready ? p.csr_packed.data() : nullptr,
+                                              bias, b, s.activation);
       } else if (p.sparse_ready && b >= p.min_batch && b <= p.max_batch && p.format == SparseFormat::nm) {
         NmMatrix m;
         m.values = p.nm_values.data();

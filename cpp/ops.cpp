@@ -482,26 +482,26 @@ void apply_mask(const Tensor& param, const Tensor& keep) {
   backend_for(param.device()).apply_mask(f32(param), keep.ptr<uint8_t>(), param.numel());
 }
 
-void sparse_dense_forward(const Tensor& y, const Tensor& x, const Tensor& offsets, const Tensor& index,
-                          const Tensor& values, const Tensor* b, Activation act) {
-  const char* op = "sparse_dense_forward";
-  check(op, "x", x, DType::f32, 2);
+namespace {
+
+// The CSR of W^T for `in` inputs: offsets (out + 1) i32, index (nnz) i32, values (nnz)
+// f32 on one device, offsets[0] = 0, non-decreasing to nnz, each output's inputs strictly
+// ascending inside [0, in): what the kernels trust to stay inside x and values. First the
+// arrays' dtypes, sizes and devices, then (check_csr_structure) their contents.
+void check_csr_arrays(const char* op, const Tensor& offsets, const Tensor& index, const Tensor& values) {
   check(op, "offsets", offsets, DType::i32, 1);
   check(op, "index", index, DType::i32, 1);
   check(op, "values", values, DType::f32, 1);
-  check(op, "out", y, DType::f32, 2);
-  const int64_t in = x.dim(1), out = offsets.dim(0) - 1, nnz = index.dim(0);
-  if (in == 0) fail(op, "x has 0 columns; the layer needs at least one input");
+  const int64_t out = offsets.dim(0) - 1;
   if (out < 1) fail(op, "offsets has " + std::to_string(out + 1) + " entries; it needs out + 1 >= 2");
   check_same_shape(op, "values", values, "index", index);
-  check_shape(op, "out", y, {x.dim(0), out});
-  for (const auto& [n, t] : {std::pair{"offsets", &offsets}, {"index", &index}, {"values", &values}, {"out", &y}})
-    check_device(op, n, *t, x);
-  for (const auto& [n, t] : {std::pair{"x", &x}, {"offsets", &offsets}, {"index", &index}, {"values", &values}})
-    check_no_overlap(op, "out", y, n, *t);
-  check_sparse_bias(op, b, x, y, out);
+  check_device(op, "index", index, offsets);
+  check_device(op, "values", values, offsets);
+}
 
-  // The structure, on every call: a kernel trusts it to stay inside x and values.
+// The structure of arrays check_csr_arrays accepted.
+void check_csr_structure(const char* op, const Tensor& offsets, const Tensor& index, int64_t in) {
+  const int64_t out = offsets.dim(0) - 1, nnz = index.dim(0);
   const HostView<int32_t> off(offsets);
   const int32_t* o = off.data();
   if (o[0] != 0) fail(op, "offsets[0] = " + std::to_string(o[0]) + "; it must be 0");
@@ -540,14 +540,115 @@ void sparse_dense_forward(const Tensor& y, const Tensor& x, const Tensor& offset
                        "; each output's inputs must be strictly ascending");
       }
   }
+}
+
+CsrMatrix csr_of(const Tensor& offsets, const Tensor& index, const Tensor& values, int64_t in) {
   CsrMatrix w;
   w.offsets = offsets.ptr<int32_t>();
   w.index = index.ptr<int32_t>();
   w.values = f32(values);
   w.in = in;
-  w.out = out;
-  w.nnz = nnz;
-  backend_for(x.device()).sparse_dense_forward(f32(y), f32(x), w, b ? f32(*b) : nullptr, x.dim(0), act);
+  w.out = offsets.dim(0) - 1;
+  w.nnz = index.dim(0);
+  return w;
+}
+
+// x, y and bias of a sparse product with `in` inputs and `out` outputs.
+void check_sparse_io(const char* op, const Tensor& y, const Tensor& x, const Tensor* b, int64_t in, int64_t out) {
+  check(op, "x", x, DType::f32, 2);
+  check(op, "out", y, DType::f32, 2);
+  if (x.dim(1) != in)
+    fail(op, "x has " + std::to_string(x.dim(1)) + " columns but the weight has " + std::to_string(in) + " inputs");
+  check_shape(op, "out", y, {x.dim(0), out});
+  check_device(op, "out", y, x);
+  check_no_overlap(op, "out", y, "x", x);
+  check_sparse_bias(op, b, x, y, out);
+}
+
+}  // namespace
+
+void sparse_dense_forward(const Tensor& y, const Tensor& x, const Tensor& offsets, const Tensor& index,
+                          const Tensor& values, const Tensor* b, Activation act) {
+  const char* op = "sparse_dense_forward";
+  check(op, "x", x, DType::f32, 2);
+  const int64_t in = x.dim(1);
+  if (in == 0) fail(op, "x has 0 columns; the layer needs at least one input");
+  check_csr_arrays(op, offsets, index, values);
+  check_sparse_io(op, y, x, b, in, offsets.dim(0) - 1);
+  for (const auto& [n, t] : {std::pair{"offsets", &offsets}, {"index", &index}, {"values", &values}}) {
+    check_device(op, n, *t, x);
+    check_no_overlap(op, "out", y, n, *t);
+  }
+  // The structure, on every call (sparse_pack checks it once).
+  check_csr_structure(op, offsets, index, in);
+  backend_for(x.device()).sparse_dense_forward(f32(y), f32(x), csr_of(offsets, index, values, in),
+                                               b ? f32(*b) : nullptr, x.dim(0), act);
+}
+
+PackedCsr::PackedCsr(Backend& backend, int64_t in, int64_t out, int64_t nnz)
+    : backend_(&backend), in_(in), out_(out), nnz_(nnz) {
+  // One allocation of at least one byte each, so that an empty index is still a pointer.
+  offsets_ = backend_->allocate(sizeof(int32_t) * static_cast<size_t>(out + 1));
+  index_ = backend_->allocate(sizeof(int32_t) * static_cast<size_t>(nnz > 0 ? nnz : 1));
+  values_ = backend_->allocate(sizeof(float) * static_cast<size_t>(nnz > 0 ? nnz : 1));
+}
+
+PackedCsr::~PackedCsr() {
+  for (void* p : {offsets_, index_, values_, packed_})
+    if (p) backend_->deallocate(p);
+}
+
+CsrMatrix PackedCsr::matrix() const {
+  CsrMatrix w;
+  w.offsets = static_cast<const int32_t*>(offsets_);
+  w.index = static_cast<const int32_t*>(index_);
+  w.values = static_cast<const float*>(values_);
+  w.in = in_;
+  w.out = out_;
+  w.nnz = nnz_;
+  return w;
+}
+
+void PackedCsr::pack() {
+  packed_bytes_ = backend_->sparse_packed_bytes(matrix());
+  if (packed_bytes_ == 0) return;
+  packed_ = backend_->allocate(packed_bytes_);
+  backend_->sparse_pack(packed_, matrix());
+}
+
+std::shared_ptr<PackedCsr> sparse_pack(const Tensor& offsets, const Tensor& index, const Tensor& values, int64_t in) {
+  const char* op = "sparse_pack";
+  if (in < 1) fail(op, "in_features must be >= 1, got " + std::to_string(in));
+  if (in > INT32_MAX) fail(op, "in_features must fit int32 (the index dtype), got " + std::to_string(in));
+  check_csr_arrays(op, offsets, index, values);
+  check_csr_structure(op, offsets, index, in);
+  Backend& be = backend_for(offsets.device());
+  auto packed = std::make_shared<PackedCsr>(be, in, offsets.dim(0) - 1, index.dim(0));
+  const auto copy = [&](void* dst, const Tensor& t, size_t bytes) {
+    if (bytes == 0) return;
+    if (t.device().kind == DeviceKind::cpu) {
+      be.copy_to_device(dst, t.data(), bytes);
+    } else {
+      std::vector<unsigned char> staged(bytes);
+      be.copy_to_host(staged.data(), t.data(), bytes);
+      be.copy_to_device(dst, staged.data(), bytes);
+    }
+  };
+  const CsrMatrix w = packed->matrix();
+  copy(const_cast<int32_t*>(w.offsets), offsets, sizeof(int32_t) * static_cast<size_t>(w.out + 1));
+  copy(const_cast<int32_t*>(w.index), index, sizeof(int32_t) * static_cast<size_t>(w.nnz));
+  copy(const_cast<float*>(w.values), values, sizeof(float) * static_cast<size_t>(w.nnz));
+  packed->pack();
+  return packed;
+}
+
+void sparse_dense_forward(const Tensor& y, const Tensor& x, const PackedCsr& w, const Tensor* b, Activation act) {
+  const char* op = "sparse_dense_forward";
+  if (!(w.device() == x.device()))
+    fail(op, "weight is packed for " + w.device().name() + " but x is on " + x.device().name());
+  check_sparse_io(op, y, x, b, w.in(), w.out());
+  backend_for(x.device()).sparse_dense_forward_packed(f32(y), f32(x), w.matrix(), w.packed(), b ? f32(*b) : nullptr,
+                                                      x.dim(0), act);
 }
 
 void nm_dense_forward(const Tensor& y, const Tensor& x, const Tensor& values, const Tensor& index, const Tensor* b,

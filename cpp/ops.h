@@ -132,6 +132,38 @@ void apply_mask(const Tensor& param, const Tensor& keep);
 void sparse_dense_forward(const Tensor& y, const Tensor& x, const Tensor& offsets, const Tensor& index,
                           const Tensor& values, const Tensor* b, Activation act);
 
+// A CSR weight prepared once for sparse_dense_forward on one device (what a model's plan
+// does per layer): its structure checked once, the CSR copied to the device and, where
+// the device has one, built into its packed layout (Backend::sparse_pack).
+class PackedCsr {
+ public:
+  PackedCsr(Backend& backend, int64_t in, int64_t out, int64_t nnz);
+  ~PackedCsr();
+  PackedCsr(const PackedCsr&) = delete;
+  PackedCsr& operator=(const PackedCsr&) = delete;
+  CsrMatrix matrix() const;            // the device's copy of the CSR
+  const void* packed() const { return packed_; }  // null where the device has no packed layout
+  void pack();                         // once the CSR is on the device
+  int64_t in() const { return in_; }
+  int64_t out() const { return out_; }
+  int64_t nnz() const { return nnz_; }
+  size_t packed_bytes() const { return packed_bytes_; }
+  Device device() const { return backend_->device(); }
+
+ private:
+  Backend* backend_;
+  int64_t in_, out_, nnz_;
+  void *offsets_ = nullptr, *index_ = nullptr, *values_ = nullptr, *packed_ = nullptr;
+  size_t packed_bytes_ = 0;
+};
+
+// offsets, index, values: the CSR of W^T as sparse_dense_forward takes it, in the number
+// of inputs (>= 1) -> the weight prepared on their device.
+std::shared_ptr<PackedCsr> sparse_pack(const Tensor& offsets, const Tensor& index, const Tensor& values, int64_t in);
+// x: (batch, w.in) f32  w: prepared on x's device  b: (out) f32 or null -> y: (batch, w.out)
+// = act(x W + b), the structure not checked again.
+void sparse_dense_forward(const Tensor& y, const Tensor& x, const PackedCsr& w, const Tensor* b, Activation act);
+
 // x: (batch, in) f32  w: N:M (in, out): values (groups n, out) f32 and index (groups n,
 // out) u8, groups = ceil(in / m), each index below its group's size  b: (out) f32 or
 // null -> y: (batch, out) = act(x W + b).

@@ -73,9 +73,16 @@ def build_dense(problem):
     return x, w, b
 
 
-def run_csr(x, csr, b, activation, device):
+def run_csr(x, csr, b, activation, device, packed=False):
+    """The product through the raw CSR (checked per call) or, with ``packed``, through
+    ``sparse_pack`` (on the CPU with AVX-512: the gather-free layout, for up to 8 rows)."""
     y = nan_filled((x.shape[0], len(csr[0]) - 1))
-    ret = ops.sparse_dense_forward(x, *csr, b, activation=activation, out=y, device=device)
+    if packed:
+        weight = ops.sparse_pack(*csr, x.shape[1], device=device)
+        assert weight.shape == (x.shape[1], len(csr[0]) - 1) and weight.nnz == len(csr[1])
+        ret = ops.sparse_dense_forward(x, weight, bias=b, activation=activation, out=y, device=device)
+    else:
+        ret = ops.sparse_dense_forward(x, *csr, b, activation=activation, out=y, device=device)
     assert ret is y
     assert_float32_array(y, (x.shape[0], len(csr[0]) - 1), "out")
     return y
@@ -96,24 +103,26 @@ def check_against_reference(y, x, w_dense, b, activation, name):
 @example(problem=LARGE_CSR[0])
 @example(problem=LARGE_CSR[1])
 @example(problem=LARGE_CSR[2])
-def test_sparse_dense_forward_matches_reference(isa, device, activation, problem):
+@pytest.mark.parametrize("packed", [False, True], ids=["raw", "packed"])
+def test_sparse_dense_forward_matches_reference(isa, device, activation, packed, problem):
     x, w, b = build_dense(problem)
     csr = ops.csr_from_dense(w)
-    y = run_csr(x, csr, b, activation, device)
+    y = run_csr(x, csr, b, activation, device, packed)
     w_csr = reference.csr_to_dense(*csr, x.shape[1])
     check_against_reference(y, x, w_csr, b, activation, f"out ({activation}, {isa}, {problem[3]:.0%} sparse)")
-    assert_same_bits(run_csr(x, csr, b, activation, device), y, "out of a second call")
+    assert_same_bits(run_csr(x, csr, b, activation, device, packed), y, "out of a second call")
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["raw", "packed"])
 @pytest.mark.parametrize("activation", ["identity", "relu", "sigmoid", "gelu"])
-@pytest.mark.parametrize("batch", [1, 2, 3, 17, 64, 65])
-def test_empty_outputs_get_bias_and_activation(isa, device, activation, batch):
+@pytest.mark.parametrize("batch", [1, 2, 3, 8, 17, 64, 65])
+def test_empty_outputs_get_bias_and_activation(isa, device, activation, batch, packed):
     # 100% sparse: no nonzeros at all, and a column emptied inside a sparse matrix.
     rng = np.random.default_rng(batch)
     x = rng.standard_normal((batch, 33)).astype(np.float32)
     b = np.array([-0.0, 0.0, 1.5, -2.0, 3e38, -1e-30, 7.0, -7.0, 0.25] * 2, np.float32)
     empty = (np.zeros(1, np.int32).repeat(19), np.zeros(0, np.int32), np.zeros(0, np.float32))
-    y = run_csr(x, empty, b[:18], activation, device)
+    y = run_csr(x, empty, b[:18], activation, device, packed)
     want = reference.activation_forward(activation, np.broadcast_to(b[:18].astype(np.float64), y.shape))
     _, tol = forward_tolerance(activation, x, np.zeros((33, 18), np.float32), b[:18], want, want)
     assert_close(y, want, tol, "all outputs empty")
@@ -121,36 +130,77 @@ def test_empty_outputs_get_bias_and_activation(isa, device, activation, batch):
         assert not np.signbit(y).any()
     w = (rng.standard_normal((33, 18)) * (rng.random((33, 18)) < 0.2)).astype(np.float32)
     w[:, 5] = 0.0
-    y = run_csr(x, ops.csr_from_dense(w), b[:18], activation, device)
+    y = run_csr(x, ops.csr_from_dense(w), b[:18], activation, device, packed)
     check_against_reference(y, x, w, b[:18], activation, "one empty output")
 
 
-@pytest.mark.parametrize("batch", [1, 3, 70])
-def test_sparse_dense_forward_without_bias(isa, device, batch):
+@pytest.mark.parametrize("packed", [False, True], ids=["raw", "packed"])
+@pytest.mark.parametrize("batch", [1, 2, 3, 70])
+def test_sparse_dense_forward_without_bias(isa, device, batch, packed):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((batch, 40)).astype(np.float32)
     w = (rng.standard_normal((40, 21)) * (rng.random((40, 21)) < 0.3)).astype(np.float32)
-    y = run_csr(x, ops.csr_from_dense(w), None, "tanh", device)
+    y = run_csr(x, ops.csr_from_dense(w), None, "tanh", device, packed)
     check_against_reference(y, x, w, None, "tanh", "no bias")
 
 
 def test_sparse_products_do_not_depend_on_the_thread_count(isa):
-    # Each output element is computed by one task with a fixed sum order.
+    # Each output element is computed by one task with a fixed sum order. The packed
+    # product at 2 rows of a 1023 x 1025 half-dense weight (>= 2^18 multiply-adds) splits
+    # its 9 groups of outputs over the threads.
     x, w, b = build_dense(LARGE_CSR[1])
     csr = ops.csr_from_dense(w)
     values, index = ops.nm_from_dense(w)
+    x_big, w_big, b_big = build_dense((2, 1023, 1025, 0.5, "normal", True, 4))
+    packed = ops.sparse_pack(*ops.csr_from_dense(w_big), 1023)
     before = cm.get_num_threads()
     try:
         results = []
         for threads in (1, 2, 3):
             cm.set_num_threads(threads)
             results.append((ops.sparse_dense_forward(x, *csr, b, activation="relu"),
-                            ops.nm_dense_forward(x, values, index, b, activation="relu")))
+                            ops.nm_dense_forward(x, values, index, b, activation="relu"),
+                            ops.sparse_dense_forward(x_big, packed, bias=b_big, activation="relu")))
     finally:
         cm.set_num_threads(before)
-    for csr_y, nm_y in results[1:]:
+    for csr_y, nm_y, packed_y in results[1:]:
         assert_same_bits(csr_y, results[0][0], "CSR out")
         assert_same_bits(nm_y, results[0][1], "N:M out")
+        assert_same_bits(packed_y, results[0][2], "packed CSR out")
+    check_against_reference(results[0][2], x_big, w_big, b_big, "relu", "packed CSR out")
+
+
+@pytest.mark.parametrize("batch", [1, 2, 5, 9])
+def test_packed_product_skips_inputs_no_weight_reads(isa, device, batch):
+    # The packed layout pads each step to the longest output of its group; the padding's
+    # lanes are masked, so an inf or NaN in an input column that no nonzero reads stays
+    # out of every output, as with the CSR (a padded 0 * inf would be NaN).
+    rng = np.random.default_rng(batch)
+    x = rng.standard_normal((batch, 70)).astype(np.float32)
+    w = (rng.standard_normal((70, 40)) * (rng.random((70, 40)) < 0.3)).astype(np.float32)
+    w[[0, 5, 33, 69], :] = 0.0
+    x_bad = x.copy()
+    x_bad[:, [0, 33]] = np.inf
+    x_bad[:, [5, 69]] = np.nan
+    csr = ops.csr_from_dense(w)
+    y = run_csr(x_bad, csr, None, "identity", device, packed=True)
+    check_against_reference(y, x, w, None, "identity", "out with unread inf / NaN inputs")
+    assert_same_bits(y, run_csr(x, csr, None, "identity", device, packed=True), "out")
+
+
+def test_packed_weight_is_a_copy_checked_once(device):
+    # sparse_pack checks the structure and copies the arrays: changing them afterwards
+    # reaches neither the checks nor the product.
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((50, 30)) * (rng.random((50, 30)) < 0.2)).astype(np.float32)
+    x = rng.standard_normal((3, 50)).astype(np.float32)
+    offsets, index, values = ops.csr_from_dense(w)
+    packed = ops.sparse_pack(offsets, index, values, 50, device=device)
+    want = ops.sparse_dense_forward(x, packed, device=device)
+    index[:] = 10**6
+    values[:] = np.nan
+    assert_same_bits(ops.sparse_dense_forward(x, packed, device=device), want, "out after the arrays changed")
+    assert packed.device == device and "PackedCsr(in=50, out=30" in repr(packed)
 
 
 def test_csr_from_dense_round_trips():
@@ -319,6 +369,48 @@ CSR_BAD = {
     "x strided": (_set("x", np.ones((4, 12), np.float32)[:, ::2]), ValueError, r"x must be C-contiguous"),
     "unknown activation": (_set("activation", "swish"), ValueError, r"\[sparse_dense_forward\] .*activation"),
 }
+
+
+# The structure's faults, which sparse_pack finds once as the raw product does per call.
+CSR_STRUCTURE_BAD = [c for c in CSR_BAD if c.startswith(("offsets", "index", "values"))]
+
+
+@pytest.mark.parametrize("case", CSR_STRUCTURE_BAD)
+def test_sparse_pack_rejects_bad_structure(device, case):
+    kw = _csr_kwargs()
+    mutate, exc, match = CSR_BAD[case]
+    mutate(kw)
+    with pytest.raises(exc, match=match.replace("sparse_dense_forward", "sparse_pack")):
+        ops.sparse_pack(kw["offsets"], kw["index"], kw["values"], 6, device=device)
+
+
+PACKED_BAD = {
+    "x columns": (dict(x=np.ones((4, 7), np.float32)), ValueError,
+                  r"\[sparse_dense_forward\] x has 7 columns but the weight has 6 inputs"),
+    "x float64": (dict(x=np.ones((4, 6))), TypeError, r"x must be float32"),
+    "out shape": (dict(out=np.empty((4, 4), np.float32)), ValueError, r"out has shape"),
+    "bias length": (dict(bias=np.ones(4, np.float32)), ValueError, r"bias has shape"),
+    "index given": (dict(index=np.zeros(5, np.int32)), ValueError, r"index and values must be None"),
+}
+
+
+@pytest.mark.parametrize("case", list(PACKED_BAD))
+def test_packed_sparse_dense_forward_rejects_bad_input(device, case):
+    kw = _csr_kwargs()
+    packed = ops.sparse_pack(kw.pop("offsets"), kw.pop("index"), kw.pop("values"), 6, device=device)
+    change, exc, match = PACKED_BAD[case]
+    kw.update(change)
+    x = kw.pop("x")
+    with pytest.raises(exc, match=match):
+        ops.sparse_dense_forward(x, packed, device=device, **kw)
+
+
+def test_sparse_pack_rejects_bad_in_features():
+    kw = _csr_kwargs()
+    with pytest.raises(ValueError, match=r"\[sparse_pack\] in_features must be >= 1, got 0"):
+        ops.sparse_pack(kw["offsets"], kw["index"], kw["values"], 0)
+    with pytest.raises(ValueError, match=r"index\[4\] = 5 is outside \[0, 5\)"):
+        ops.sparse_pack(kw["offsets"], kw["index"], kw["values"], 5)
 
 
 @pytest.mark.parametrize("case", list(CSR_BAD))

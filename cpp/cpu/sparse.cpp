@@ -143,6 +143,39 @@ void CpuBackend::sparse_dense_forward(float* y, const float* x, const CsrMatrix&
   run_tiles(sparse_kernels().csr_forward, y, x, w, b, batch, act, batch * w.nnz);
 }
 
+// The packed layout is built only where a kernel reads it (AVX-512 here).
+size_t CpuBackend::sparse_packed_bytes(const CsrMatrix& w) {
+  return sparse_kernels().csr_packed_forward ? csr_packed_bytes(w) : 0;
+}
+
+void CpuBackend::sparse_pack(void* packed, const CsrMatrix& w) { csr_pack(packed, w); }
+
+// x: (batch, in)  w: CSR of W^T (in, out), packed (or null)  b: (out) or null -> y: (batch,
+// out): the packed kernel for the batches it serves, the CSR kernels otherwise. Large
+// layers split their groups of outputs over the threads; each output is summed by one
+// task in one order whatever the split.
+void CpuBackend::sparse_dense_forward_packed(float* y, const float* x, const CsrMatrix& w, const void* packed,
+                                             const float* b, int64_t batch, Activation act) {
+  const SparseKernels& k = sparse_kernels();
+  if (!packed || !k.csr_packed_forward || batch > k.packed_max_rows) {
+    sparse_dense_forward(y, x, w, b, batch, act);
+    return;
+  }
+  if (batch == 0) return;
+  const CsrPacked p = csr_packed_view(packed);
+  ThreadPool& pool = ThreadPool::instance();
+  const int64_t tasks = batch * w.nnz >= kParallelMinMacs && pool.num_threads() > 1
+                            ? (p.groups < pool.num_threads() ? p.groups : pool.num_threads())
+                            : 1;
+  if (tasks <= 1) {
+    k.csr_packed_forward(y, x, p, b, batch, 0, p.groups, act);
+    return;
+  }
+  pool.parallel_for(static_cast<int>(tasks), [&](int t) {
+    k.csr_packed_forward(y, x, p, b, batch, p.groups * t / tasks, p.groups * (t + 1) / tasks, act);
+  });
+}
+
 // x: (batch, in)  w: N:M (in, out)  b: (out) or null -> y: (batch, out)
 void CpuBackend::nm_dense_forward(float* y, const float* x, const NmMatrix& w, const float* b, int64_t batch,
                                   Activation act) {

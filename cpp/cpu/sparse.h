@@ -6,6 +6,7 @@
 
 #include "backend.h"
 #include "cpu/isa.h"
+#include "cpu/sparse_packed.h"
 
 namespace customml::cpu {
 
@@ -24,6 +25,11 @@ using CsrKernel = void (*)(float* y, const float* x, const CsrMatrix& w, const f
 using NmKernel = void (*)(float* y, const float* x, const NmMatrix& w, const float* b, int64_t rows, int64_t j0,
                           int64_t j1, Activation act, ScratchFn scratch);
 
+// x: (rows, w.in) row-major, rows <= packed_max_rows; w packed (cpu/sparse_packed.h); b:
+// (w.out) or null -> y (rows, w.out) row-major, the outputs of groups [g0, g1) only.
+using CsrPackedKernel = void (*)(float* y, const float* x, const CsrPacked& w, const float* b, int64_t rows,
+                                 int64_t g0, int64_t g1, Activation act);
+
 struct SparseKernels {
   const char* isa;   // "portable", "avx2", "avx512"
   const char* csr;   // the variant names, what then how: f32_spmm__avx512_4x16
@@ -32,6 +38,11 @@ struct SparseKernels {
   void (*apply_mask)(float* param, const uint8_t* keep, int64_t n);
   CsrKernel csr_forward;
   NmKernel nm_forward;
+  // The gather-free product over the packed layout, for batches of at most
+  // packed_max_rows rows; null (and 0) where the level has none: the CSR kernel runs.
+  const char* csr_packed = nullptr;
+  CsrPackedKernel csr_packed_forward = nullptr;
+  int64_t packed_max_rows = 0;
 };
 
 extern const SparseKernels kSparsePortable;

@@ -1,6 +1,6 @@
 """Type stubs for the native module customml._core (docstrings live in the binding)."""
 
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 
@@ -63,6 +63,18 @@ def gemm_s8(out: np.ndarray, a: np.ndarray, weight: Union[PackedS8, np.ndarray],
             activation: str = "identity", out_scale: Optional[float] = None, out_zero: Optional[int] = None,
             device: str = "cpu") -> None: ...
 def apply_mask(param: np.ndarray, keep: np.ndarray, device: str = "cpu") -> None: ...
+class PackedCsr:
+    shape: Tuple[int, int]
+    nnz: int
+    packed_nbytes: int
+    device: str
+
+def sparse_pack(offsets: np.ndarray, index: np.ndarray, values: np.ndarray, in_features: int,
+                device: str = "cpu") -> PackedCsr: ...
+@overload
+def sparse_dense_forward(out: np.ndarray, x: np.ndarray, weight: PackedCsr, bias: Optional[np.ndarray] = None,
+                         activation: str = "identity", device: str = "cpu") -> None: ...
+@overload
 def sparse_dense_forward(out: np.ndarray, x: np.ndarray, offsets: np.ndarray, index: np.ndarray,
                          values: np.ndarray, bias: Optional[np.ndarray] = None, activation: str = "identity",
                          device: str = "cpu") -> None: ...

@@ -37,6 +37,7 @@ __all__ = [
     "gemm_s8",
     "apply_mask",
     "sparse_dense_forward",
+    "sparse_pack",
     "nm_dense_forward",
     "csr_from_dense",
     "nm_from_dense",
@@ -266,16 +267,34 @@ def apply_mask(param, keep, *, device: str = "cpu"):
     return param
 
 
-def sparse_dense_forward(x, offsets, index, values, bias=None, *, activation: str = "identity", out=None,
+def sparse_pack(offsets, index, values, in_features: int, *, device: str = "cpu") -> "_core.PackedCsr":
+    """The CSR of W^T (``csr_from_dense``) of a sparse kernel W (in_features, out) prepared
+    once for ``sparse_dense_forward`` on ``device``, as a model prepares its pruned layers:
+    the structure checked once, the arrays copied (later changes to them do not reach it)
+    and, on the CPU with AVX-512, packed into the gather-free batch-1 layout."""
+    return _core.sparse_pack(offsets, index, values, in_features, device)
+
+
+def sparse_dense_forward(x, offsets, index=None, values=None, bias=None, *, activation: str = "identity", out=None,
                          device: str = "cpu"):
     """``activation(x @ W + bias)`` for a sparse kernel W (in, out) given as the CSR of its
     transpose (``csr_from_dense``): output j's inputs are ``index[offsets[j]:offsets[j + 1]]``
-    (int32, strictly ascending) with float32 ``values``. x (batch, in) float32; bias (out,)
-    or None. Returns ``out`` (batch, out)."""
+    (int32, strictly ascending) with float32 ``values``, checked on every call; or ``offsets``
+    a ``PackedCsr`` from ``sparse_pack`` (index and values None, bias by keyword), checked
+    once. x (batch, in) float32; bias (out,) or None. Returns ``out`` (batch, out)."""
+    packed = isinstance(offsets, _core.PackedCsr)
+    if packed and (index is not None or values is not None):
+        raise ValueError("[sparse_dense_forward] index and values must be None when the weight is a PackedCsr "
+                         "(pass bias by keyword)")
+    if not packed and (index is None or values is None):
+        raise ValueError("[sparse_dense_forward] index and values are required unless offsets is a PackedCsr")
     if out is None:
         batch = _shape2(x, "x", "sparse_dense_forward")[0]
-        out = _empty((batch, np.shape(offsets)[0] - 1), device)
-    _core.sparse_dense_forward(out, x, offsets, index, values, bias, activation, device)
+        out = _empty((batch, offsets.shape[1] if packed else np.shape(offsets)[0] - 1), device)
+    if packed:
+        _core.sparse_dense_forward(out, x, offsets, bias, activation, device)
+    else:
+        _core.sparse_dense_forward(out, x, offsets, index, values, bias, activation, device)
     return out
 
 
