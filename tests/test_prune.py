@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import customml as cm
-from customml import prune
+from customml import ops, prune
 
 
 def _data(n=64, d=20, classes=5, seed=0):
@@ -177,6 +177,24 @@ def test_sparse_predict_matches_dense(device, fmt):
     for i in _dense_indices(model):
         model._net.set_sparse_format(i, fmt, 8)
     assert model.predict(x, batch_size=70).tobytes() == dense.tobytes()
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 8, 9, 70])
+def test_sparse_plan_runs_the_prepared_product(isa, batch):
+    # The plan prepares each CSR layer as ops.sparse_pack does (with AVX-512: the packed
+    # layout, read for batches up to 8) and must run the same kernel: the same bits as the
+    # op on the prepared weight, layer by layer, whatever the ISA level.
+    model = _model(sizes=(300, 140, 17))
+    x, _ = _data(n=batch, d=300)
+    prune.magnitude(model, 0.9, measure=False)
+    for i in _dense_indices(model):
+        model._net.set_sparse_format(i, "csr", prune.UNBOUNDED)
+    h = x
+    for i in _dense_indices(model):
+        kernel, bias = model.layers[i].get_weights()
+        packed = ops.sparse_pack(*ops.csr_from_dense(kernel), kernel.shape[0])
+        h = ops.sparse_dense_forward(h, packed, bias=bias, activation=model.layers[i].activation)
+    assert model.predict(x, batch_size=batch).tobytes() == h.tobytes()
 
 
 def test_choose_formats_follows_its_measurements():
