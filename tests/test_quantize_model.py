@@ -283,12 +283,41 @@ def test_a_pruned_model_quantizes_saves_and_loads(tmp_path, digits):
     # layers as int8 (no CSR and no mask for them), so it loads back bit-exact.
     model, (x_train, _), (x_test, _) = _digits_model(epochs=2)
     cm.prune.magnitude(model, 0.8)
-    qmodel = quantize.int8(model, calibration=x_train[:256])
+    qmodel = quantize.int8(model, calibration=x_train[:256], pruned="int8")
     for i in (0, 2):  # the Dense layers (a Dropout sits between them)
         assert (qmodel._net.quantization(i)["w_q"] == 0).mean() >= 0.8
     qmodel.save(tmp_path / "pq.cml")
     loaded = cm.load(tmp_path / "pq.cml")
     np.testing.assert_array_equal(loaded.predict(x_test), qmodel.predict(x_test))
+
+
+def test_a_pruned_layer_stays_sparse_float32_where_that_is_faster(tmp_path):
+    # 99.9% of a 512 x 1024 layer pruned: its CSR holds about 500 weights against the
+    # 512 kB that int8 reads, so at every batch size measured the sparse float32 layer is
+    # several times faster and stays float32, sparse, masked; the file keeps it so.
+    rng = np.random.default_rng(0)
+    model = cm.Sequential([cm.layers.Dense(1024, activation="relu"), cm.layers.Dense(10)], input_dim=512, seed=2)
+    x = rng.standard_normal((300, 512)).astype(np.float32)
+    cm.prune.magnitude(model, 0.999, scope="layer", measure=False)
+    qmodel = quantize.int8(model, calibration=x[:256], batch_sizes=(1, 64))
+    row = qmodel.quantization_report.layers[0]
+    assert not row["int8"] and row["sparse_float32"]["chosen"], row
+    assert row["sparse_float32"]["format"] == "csr" and row["sparse_float32"]["min_batch"] == 1
+    latency = row["sparse_float32"]["latency_us"]
+    assert set(latency) == {"int8", "dense", "csr"} and all(set(t) == {1, 64} for t in latency.values())
+    assert "float32 csr (faster than int8)" in str(qmodel.quantization_report)
+    assert qmodel._net.quantization(0) is None and 0 in qmodel._masks
+    assert qmodel._net.sparse_format(0)[0] == "csr"
+    np.testing.assert_array_equal(qmodel.layers[0].get_weights()[0], model.layers[0].get_weights()[0])
+    qmodel.save(tmp_path / "pq.cml")
+    loaded = cm.load(tmp_path / "pq.cml")
+    assert loaded.predict(x).tobytes() == qmodel.predict(x).tobytes()
+    assert loaded._net.sparse_format(0) == qmodel._net.sparse_format(0) and 0 in loaded._masks
+    # pruned="int8" quantizes every layer, the pruned ones included
+    every = quantize.int8(model, calibration=x[:256], pruned="int8")
+    assert all(r["int8"] and "sparse_float32" not in r for r in every.quantization_report.layers)
+    with pytest.raises(ValueError, match=r"\[quantize.int8\] pruned must be 'measure' or 'int8'"):
+        quantize.int8(model, calibration=x[:256], pruned="float")
 
 
 def _header(raw: bytes):

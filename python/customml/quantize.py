@@ -24,6 +24,12 @@ dropout is the identity as at inference. The methods choose [lo, hi] (always con
 int8 accuracy on ``validation`` and returns layers to float32, one at a time, until the
 drop is within the budget. The returned model carries ``quantization_report``.
 
+A pruned model's masked layers are timed both ways (``pruned="measure"``, the default): the
+layer alone as dense int8 and as sparse float32 (dense float32 where the sparse kernel loses,
+as ``prune.choose_formats`` decides) at ``batch_sizes``; a layer whose float32 form is faster
+at more of them stays float32 and sparse, keeping its mask, its format and its batch range
+(``pruned="int8"`` quantizes every layer).
+
 ``qat(model, x, y)`` fine-tunes a copy with fake quantization in the executor's training
 forward pass (Network.set_fake_quantization: the straight-through estimator) and returns
 ``int8`` of the result.
@@ -33,7 +39,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -222,6 +228,17 @@ def simulate_layer(x: np.ndarray, w_q: np.ndarray, w_scale: np.ndarray, bias: np
 # ---------------------------------------------------------------------------------------
 
 
+def _runs(row: Dict) -> str:
+    """How a report row's layer runs: int8, float32 kept sparse (faster than int8), or float32
+    for the accuracy budget."""
+    if row["int8"]:
+        return "int8"
+    sparse = row.get("sparse_float32")
+    if sparse and sparse["chosen"]:
+        return f"float32 {sparse['format']} (faster than int8)"
+    return "float32 (fell back)"
+
+
 class QuantizationReport:
     """What ``int8`` did, per Dense layer and for the model: ``layers`` is a list of dicts
     (name, index, shape, weight scale min/max/mean, weight codes at +-127, input
@@ -261,7 +278,7 @@ class QuantizationReport:
                          f"{r['weights_saturated']}", enc,
                          "-" if r["inputs_clipped"] is None else
                          f"{r['inputs_clipped']} ({r['inputs_clipped'] / r['inputs_seen']:.2%})",
-                         f"{r['relative_rms_error']:.3%}", "int8" if r["int8"] else "float32 (fell back)"))
+                         f"{r['relative_rms_error']:.3%}", _runs(r)))
         widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
         lines = [f"int8 quantization: {self.method}, weights "
                  f"{'per channel' if self.per_channel else 'per tensor'}, inputs "
@@ -335,7 +352,8 @@ def _layer_inputs(model, x: np.ndarray, dense: List[int]) -> Tuple[List[np.ndarr
 
 def int8(model, calibration=None, method: str = "minmax", per_channel: bool = True, static: bool = True,
          max_accuracy_drop: Optional[float] = None, validation: Optional[Tuple] = None,
-         percentile: float = 99.99, num_bins: int = 2048):
+         percentile: float = 99.99, num_bins: int = 2048, pruned: str = "measure",
+         batch_sizes: Optional[Sequence[int]] = None):
     """A new model (the original is left as it is) whose Dense layers run in int8.
 
     ``calibration``: float inputs (rows, input_dim), representative of what the model
@@ -348,7 +366,11 @@ def int8(model, calibration=None, method: str = "minmax", per_channel: bool = Tr
     accuracy (a fraction) int8 may lose; the layers whose int8 costs the most accuracy
     return to float32 one at a time until the drop fits. Returns the model, with
     ``quantization_report`` (a QuantizationReport; the model file keeps the quantization,
-    not the report)."""
+    not the report).
+    ``pruned``: for the layers a pruning masked, "measure" (default) times each as dense
+    int8 and as sparse float32 at ``batch_sizes`` (default ``prune.BATCH_SIZES``) and keeps
+    the form that is faster at more of them (the measurement is stored with the model, as
+    the pruning's format choice); "int8" quantizes them like any other layer."""
     from .models import _positive_int
 
     if model._net is None:
@@ -361,6 +383,11 @@ def int8(model, calibration=None, method: str = "minmax", per_channel: bool = Tr
     if isinstance(percentile, bool) or not isinstance(percentile, numbers.Real) or not 50 < percentile <= 100:
         raise ValueError(f"[{_OP}] percentile must be a number in (50, 100], got {percentile!r}")
     num_bins = _positive_int(num_bins, "num_bins", _OP, minimum=256)
+    if pruned not in ("measure", "int8"):
+        raise ValueError(f"[{_OP}] pruned must be 'measure' or 'int8', got {pruned!r}")
+    from .prune import BATCH_SIZES, _check_batch_sizes
+
+    sizes = _check_batch_sizes(_OP, BATCH_SIZES if batch_sizes is None else batch_sizes)
     if calibration is None:
         raise ValueError(f"[{_OP}] calibration is required: a few hundred representative input rows")
     calibration = _features(calibration, "calibration", model.input_dim)
@@ -418,6 +445,18 @@ def int8(model, calibration=None, method: str = "minmax", per_channel: bool = Tr
                      "int8": True})
         qmodel._net.set_quantization(i, w_q, w_scale, in_scale, in_zero)
 
+    if pruned == "measure":
+        for row in rows:
+            i = row["index"]
+            if i in qmodel._masks:
+                row["sparse_float32"] = _faster_form(qmodel, i, float_weights[i], encodings[i], sizes)
+                if row["sparse_float32"]["chosen"]:
+                    _to_float(qmodel, i, float_weights[i])
+                    row["int8"] = False
+                    fmt = row["sparse_float32"]
+                    qmodel._net.set_sparse_format(i, fmt["format"], fmt["max_batch"], *qmodel._nm.get(i, (2, 4)),
+                                                  min_batch=fmt["min_batch"])
+
     if validation is not None:
         int8_acc = _accuracy(qmodel, x_val, y_val)
         by_index = {row["index"]: row for row in rows}
@@ -442,6 +481,33 @@ def int8(model, calibration=None, method: str = "minmax", per_channel: bool = Tr
     qmodel.quantization_report = QuantizationReport(method, bool(per_channel), bool(static), rows, float_acc,
                                                     int8_acc, max_accuracy_drop)
     return qmodel
+
+
+def _faster_form(qmodel, index: int, weights: List[np.ndarray], encoding: Tuple, sizes: Tuple[int, ...],
+                 repeats: int = 7) -> Dict:
+    """Times pruned layer ``index`` alone as dense int8 (``encoding``) and in float32 (its
+    sparse format over the batch range where that beats dense float32, as
+    ``prune.choose_formats`` picks it) at ``sizes``: {"chosen": float32 faster at more sizes
+    (at equal counts, in less total time), "format", "min_batch", "max_batch", "latency_us":
+    {"int8" | "dense" | format: {batch: us}}}."""
+    from .prune import _batch_range, _fits_n_m, _probe, _time_probes
+
+    nm = qmodel._nm.get(index, (2, 4))
+    fmt = "nm" if index in qmodel._nm and _fits_n_m(weights[0], *nm) else "csr"
+    probes = {f: _probe(qmodel, index, weights, f, nm) for f in ("dense", fmt)}
+    probes["int8"] = _probe(qmodel, index, weights, "dense", nm)
+    probes["int8"]._net.set_quantization(0, *encoding)
+    probes["int8"]._net.prepare()
+    latency = _time_probes(probes, sizes, repeats)
+    lo, hi = _batch_range(latency["dense"], latency[fmt])
+    best_float = {b: latency[fmt][b] if lo <= b <= hi else latency["dense"][b] for b in sizes}
+    wins = sum(best_float[b] < latency["int8"][b] for b in sizes)
+    losses = sum(best_float[b] > latency["int8"][b] for b in sizes)
+    chosen = wins > losses or (wins == losses and sum(best_float.values()) < sum(latency["int8"].values()))
+    if hi < lo:
+        fmt, lo, hi = "dense", 1, 0
+    return {"chosen": bool(chosen), "format": fmt, "min_batch": lo, "max_batch": hi,
+            "latency_us": latency}
 
 
 def _to_float(model, index: int, weights: List[np.ndarray]) -> None:
