@@ -255,16 +255,16 @@ class Backend {
   // x: (batch, in)  w: sparse (in, out)  b: (out) or null -> y: (batch, out) = act(x w + b).
   virtual void sparse_dense_forward(float* y, const float* x, const CsrMatrix& w, const float* b, int64_t batch,
                                     Activation act) = 0;
-  // CSR weights in this device's own product layout, built once per model (DESIGN decision
-  // 5) from a valid CSR in device memory: the bytes it takes, 0 where the device reads the
-  // CSR as it is; then the product reading the packed copy (w stays valid: the device falls
-  // back to it for batches its packed kernel does not serve, or when the kernel variant
-  // changed since packing).
+  // A sparse weight in this device's own product layout, built once per model (DESIGN
+  // decision 5) from its CSR (in host memory, structurally valid): the bytes it takes, 0
+  // where the device has none. Then the product from the packed copy, for the batches the
+  // device serves from it: returns false, having written nothing, for the others (and when
+  // the kernel variant changed since packing), and the caller runs the format's own kernel.
   virtual size_t sparse_packed_bytes(const CsrMatrix& w) { return 0; }
   virtual void sparse_pack(void* packed, const CsrMatrix& w) {}
-  virtual void sparse_dense_forward_packed(float* y, const float* x, const CsrMatrix& w, const void* packed,
-                                           const float* b, int64_t batch, Activation act) {
-    sparse_dense_forward(y, x, w, b, batch, act);
+  virtual bool sparse_dense_forward_packed(float* y, const float* x, const void* packed, const float* b,
+                                           int64_t batch, Activation act) {
+    return false;
   }
   virtual void nm_dense_forward(float* y, const float* x, const NmMatrix& w, const float* b, int64_t batch,
                                 Activation act) = 0;

@@ -89,7 +89,7 @@ struct FakeQuant {
 struct Network::LayerPlan {
   LayerPlan(Backend* be, int64_t in_, int64_t out_)
       : in(in_), out(out_), keep(be), dense_packed(be), fold_w(be), fold_b(be), packed(be), w_scale(be), in_scale(be), in_zero(be), csr_offsets(be),
-        csr_index(be), csr_values(be), csr_packed(be), nm_values(be), nm_index(be) {}
+        csr_index(be), csr_values(be), sparse_packed(be), nm_values(be), nm_index(be) {}
   int64_t in, out;
   bool masked = false;
   Buffer<uint8_t> keep;  // (in, out), on the device
@@ -123,10 +123,11 @@ struct Network::LayerPlan {
     m.nnz = nnz;
     return m;
   }
-  Buffer<uint8_t> csr_packed;  // the CSR in the device's own layout, where it has one
-  bool csr_packed_ready = false;
   Buffer<float> nm_values;
   Buffer<uint8_t> nm_index;
+  // Either format's nonzeros in the device's own small-batch layout, where it has one.
+  Buffer<uint8_t> sparse_packed;
+  bool sparse_packed_ready = false;
   std::unique_ptr<FakeQuant> fake;  // quantization-aware training, when set
 };
 

@@ -233,7 +233,7 @@ void Network::build_plan() const {
     if (!plans_[l]) continue;
     LayerPlan& p = *plans_[l];
     p.sparse_ready = false;
-    p.csr_packed_ready = false;
+    p.sparse_packed_ready = false;
     p.dense_ready = false;
     p.folded = l == first_dense && fold_preprocessing(p, l);
     const size_t dense_bytes = backend_->dense_packed_bytes(p.in, p.out);
@@ -257,36 +257,31 @@ void Network::build_plan() const {
     if (p.format == SparseFormat::dense || p.max_batch < p.min_batch) continue;
     std::vector<float> w(static_cast<size_t>(p.in * p.out));
     backend_->copy_to_host(w.data(), params_.data() + weight_offsets_[l], sizeof(float) * w.size());
-    if (p.format == SparseFormat::csr) {
-      // CSR of W^T: per output unit, its nonzero inputs in ascending order.
-      std::vector<int32_t> offsets(static_cast<size_t>(p.out + 1), 0), index;
-      std::vector<float> values;
-      for (int64_t j = 0; j < p.out; ++j) {
-        for (int64_t i = 0; i < p.in; ++i) {
-          const float v = w[static_cast<size_t>(i * p.out + j)];
-          if (v != 0.0f) {
-            index.push_back(static_cast<int32_t>(i));
-            values.push_back(v);
-          }
+    // CSR of W^T: per output unit, its nonzero inputs in ascending order (the csr format,
+    // and what either format packs from).
+    std::vector<int32_t> offsets(static_cast<size_t>(p.out + 1), 0), index;
+    std::vector<float> values;
+    for (int64_t j = 0; j < p.out; ++j) {
+      for (int64_t i = 0; i < p.in; ++i) {
+        const float v = w[static_cast<size_t>(i * p.out + j)];
+        if (v != 0.0f) {
+          index.push_back(static_cast<int32_t>(i));
+          values.push_back(v);
         }
-        offsets[static_cast<size_t>(j + 1)] = static_cast<int32_t>(index.size());
       }
+      offsets[static_cast<size_t>(j + 1)] = static_cast<int32_t>(index.size());
+    }
+    if (p.format == SparseFormat::csr) {
       p.nnz = static_cast<int64_t>(values.size());
       upload(backend_, p.csr_offsets, offsets);
       upload(backend_, p.csr_index, index);
       upload(backend_, p.csr_values, values);
-      const CsrMatrix m = p.csr();
-      const size_t packed_bytes = backend_->sparse_packed_bytes(m);
-      if (packed_bytes > 0) {
-        backend_->sparse_pack(p.csr_packed.reserve(packed_bytes), m);
-        p.csr_packed_ready = true;
-      }
     } else {
       // N:M: per column and group of m rows, its nonzeros in row order; a group with more
       // than n nonzeros (weights changed without the N:M mask) leaves the layer dense.
       const int64_t groups = (p.in + p.nm_m - 1) / p.nm_m;
-      std::vector<float> values(static_cast<size_t>(groups * p.nm_n * p.out), 0.0f);
-      std::vector<uint8_t> index(values.size(), 0);
+      std::vector<float> nm_values(static_cast<size_t>(groups * p.nm_n * p.out), 0.0f);
+      std::vector<uint8_t> nm_index(nm_values.size(), 0);
       bool fits = true;
       for (int64_t g = 0; g < groups && fits; ++g)
         for (int64_t j = 0; j < p.out && fits; ++j) {
@@ -299,14 +294,28 @@ void Network::build_plan() const {
               break;
             }
             const size_t at = static_cast<size_t>((g * p.nm_n + slot) * p.out + j);
-            values[at] = v;
-            index[at] = static_cast<uint8_t>(r);
+            nm_values[at] = v;
+            nm_index[at] = static_cast<uint8_t>(r);
             ++slot;
           }
         }
       if (!fits) continue;
-      upload(backend_, p.nm_values, values);
-      upload(backend_, p.nm_index, index);
+      upload(backend_, p.nm_values, nm_values);
+      upload(backend_, p.nm_index, nm_index);
+    }
+    // Both formats add each output's nonzeros in ascending input order, as the packed
+    // layout does, so the small-batch kernel computes what the format's kernel would.
+    CsrMatrix host;
+    host.offsets = offsets.data();
+    host.index = index.data();
+    host.values = values.data();
+    host.in = p.in;
+    host.out = p.out;
+    host.nnz = static_cast<int64_t>(values.size());
+    const size_t packed_bytes = backend_->sparse_packed_bytes(host);
+    if (packed_bytes > 0) {
+      backend_->sparse_pack(p.sparse_packed.reserve(packed_bytes), host);
+      p.sparse_packed_ready = true;
     }
     p.sparse_ready = true;
   }
@@ -386,23 +395,29 @@ const float* Network::forward_planned(Workspace& ws, const float* input, int64_t
         cur = dst;
       }
     } else {
-      if (p.sparse_ready && b >= p.min_batch && b <= p.max_batch && p.format == SparseFormat::csr) {
-        backend_->sparse_dense_forward_packed(dst, cur, p.csr(), p.csr_packed_ready ? p.csr_packed.data() : nullptr,
-                                              bias, b, s.activation);
-      } else if (p.sparse_ready && b >= p.min_batch && b <= p.max_batch && p.format == SparseFormat::nm) {
-        NmMatrix m;
-        m.values = p.nm_values.data();
-        m.index = p.nm_index.data();
-        m.in = p.in;
-        m.out = p.out;
-        m.n = static_cast<int>(p.nm_n);
-        m.m = static_cast<int>(p.nm_m);
-        backend_->nm_dense_forward(dst, cur, m, bias, b, s.activation);
-      } else if (p.dense_ready) {
-        backend_->dense_forward_packed(dst, cur, w, p.dense_packed.data(), bias, {b, width, s.units, precision_},
-                                       s.activation);
-      } else {
-        backend_->dense_forward(dst, nullptr, cur, w, bias, {b, width, s.units, precision_}, s.activation);
+      const bool sparse = p.sparse_ready && b >= p.min_batch && b <= p.max_batch;
+      // The small-batch layout first, for the batches the device serves from it.
+      const bool served =
+          sparse && p.sparse_packed_ready &&
+          backend_->sparse_dense_forward_packed(dst, cur, p.sparse_packed.data(), bias, b, s.activation);
+      if (!served) {
+        if (sparse && p.format == SparseFormat::csr) {
+          backend_->sparse_dense_forward(dst, cur, p.csr(), bias, b, s.activation);
+        } else if (sparse && p.format == SparseFormat::nm) {
+          NmMatrix m;
+          m.values = p.nm_values.data();
+          m.index = p.nm_index.data();
+          m.in = p.in;
+          m.out = p.out;
+          m.n = static_cast<int>(p.nm_n);
+          m.m = static_cast<int>(p.nm_m);
+          backend_->nm_dense_forward(dst, cur, m, bias, b, s.activation);
+        } else if (p.dense_ready) {
+          backend_->dense_forward_packed(dst, cur, w, p.dense_packed.data(), bias, {b, width, s.units, precision_},
+                                         s.activation);
+        } else {
+          backend_->dense_forward(dst, nullptr, cur, w, bias, {b, width, s.units, precision_}, s.activation);
+        }
       }
       cur = dst;
     }

@@ -609,11 +609,16 @@ CsrMatrix PackedCsr::matrix() const {
   return w;
 }
 
-void PackedCsr::pack() {
-  packed_bytes_ = backend_->sparse_packed_bytes(matrix());
+void PackedCsr::fill(const CsrMatrix& host) {
+  backend_->copy_to_device(offsets_, host.offsets, sizeof(int32_t) * static_cast<size_t>(out_ + 1));
+  if (nnz_ > 0) {
+    backend_->copy_to_device(index_, host.index, sizeof(int32_t) * static_cast<size_t>(nnz_));
+    backend_->copy_to_device(values_, host.values, sizeof(float) * static_cast<size_t>(nnz_));
+  }
+  packed_bytes_ = backend_->sparse_packed_bytes(host);
   if (packed_bytes_ == 0) return;
   packed_ = backend_->allocate(packed_bytes_);
-  backend_->sparse_pack(packed_, matrix());
+  backend_->sparse_pack(packed_, host);
 }
 
 std::shared_ptr<PackedCsr> sparse_pack(const Tensor& offsets, const Tensor& index, const Tensor& values, int64_t in) {
@@ -624,21 +629,13 @@ std::shared_ptr<PackedCsr> sparse_pack(const Tensor& offsets, const Tensor& inde
   check_csr_structure(op, offsets, index, in);
   Backend& be = backend_for(offsets.device());
   auto packed = std::make_shared<PackedCsr>(be, in, offsets.dim(0) - 1, index.dim(0));
-  const auto copy = [&](void* dst, const Tensor& t, size_t bytes) {
-    if (bytes == 0) return;
-    if (t.device().kind == DeviceKind::cpu) {
-      be.copy_to_device(dst, t.data(), bytes);
-    } else {
-      std::vector<unsigned char> staged(bytes);
-      be.copy_to_host(staged.data(), t.data(), bytes);
-      be.copy_to_device(dst, staged.data(), bytes);
-    }
-  };
-  const CsrMatrix w = packed->matrix();
-  copy(const_cast<int32_t*>(w.offsets), offsets, sizeof(int32_t) * static_cast<size_t>(w.out + 1));
-  copy(const_cast<int32_t*>(w.index), index, sizeof(int32_t) * static_cast<size_t>(w.nnz));
-  copy(const_cast<float*>(w.values), values, sizeof(float) * static_cast<size_t>(w.nnz));
-  packed->pack();
+  const HostView<int32_t> host_offsets(offsets), host_index(index);
+  const HostView<float> host_values(values);
+  CsrMatrix host = packed->matrix();
+  host.offsets = host_offsets.data();
+  host.index = host_index.data();
+  host.values = host_values.data();
+  packed->fill(host);
   return packed;
 }
 
@@ -647,8 +644,9 @@ void sparse_dense_forward(const Tensor& y, const Tensor& x, const PackedCsr& w, 
   if (!(w.device() == x.device()))
     fail(op, "weight is packed for " + w.device().name() + " but x is on " + x.device().name());
   check_sparse_io(op, y, x, b, w.in(), w.out());
-  backend_for(x.device()).sparse_dense_forward_packed(f32(y), f32(x), w.matrix(), w.packed(), b ? f32(*b) : nullptr,
-                                                      x.dim(0), act);
+  Backend& be = backend_for(x.device());
+  if (!(w.packed() && be.sparse_dense_forward_packed(f32(y), f32(x), w.packed(), b ? f32(*b) : nullptr, x.dim(0), act)))
+    be.sparse_dense_forward(f32(y), f32(x), w.matrix(), b ? f32(*b) : nullptr, x.dim(0), act);
 }
 
 void nm_dense_forward(const Tensor& y, const Tensor& x, const Tensor& values, const Tensor& index, const Tensor* b,

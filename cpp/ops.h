@@ -143,7 +143,7 @@ class PackedCsr {
   PackedCsr& operator=(const PackedCsr&) = delete;
   CsrMatrix matrix() const;            // the device's copy of the CSR
   const void* packed() const { return packed_; }  // null where the device has no packed layout
-  void pack();                         // once the CSR is on the device
+  void fill(const CsrMatrix& host);   // copies a host CSR of this shape in, then packs it
   int64_t in() const { return in_; }
   int64_t out() const { return out_; }
   int64_t nnz() const { return nnz_; }

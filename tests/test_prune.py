@@ -179,21 +179,31 @@ def test_sparse_predict_matches_dense(device, fmt):
     assert model.predict(x, batch_size=70).tobytes() == dense.tobytes()
 
 
+@pytest.mark.parametrize("fmt", ["csr", "nm"])
 @pytest.mark.parametrize("batch", [1, 2, 3, 8, 9, 70])
-def test_sparse_plan_runs_the_prepared_product(isa, batch):
-    # The plan prepares each CSR layer as ops.sparse_pack does (with AVX-512: the packed
-    # layout, read for batches up to 8) and must run the same kernel: the same bits as the
-    # op on the prepared weight, layer by layer, whatever the ISA level.
+def test_sparse_plan_runs_the_prepared_product(isa, fmt, batch):
+    # The plan prepares each sparse layer's nonzeros as ops.sparse_pack does (with AVX-512:
+    # the packed layout, read for batches up to 8, whichever the format) and must run the
+    # same kernel: the same bits as the op on the prepared weight, layer by layer, where
+    # the packed layout serves the batch, and as the format's own op elsewhere.
     model = _model(sizes=(300, 140, 17))
     x, _ = _data(n=batch, d=300)
-    prune.magnitude(model, 0.9, measure=False)
+    if fmt == "csr":
+        prune.magnitude(model, 0.9, measure=False)
+    else:
+        prune.n_m(model, 2, 4, measure=False)
     for i in _dense_indices(model):
-        model._net.set_sparse_format(i, "csr", prune.UNBOUNDED)
+        model._net.set_sparse_format(i, fmt, prune.UNBOUNDED)
+    packed_path = "sparse_dense_packed" in cm.build_info()["kernels"] and batch <= 8
     h = x
     for i in _dense_indices(model):
         kernel, bias = model.layers[i].get_weights()
-        packed = ops.sparse_pack(*ops.csr_from_dense(kernel), kernel.shape[0])
-        h = ops.sparse_dense_forward(h, packed, bias=bias, activation=model.layers[i].activation)
+        act = model.layers[i].activation
+        if packed_path or fmt == "csr":
+            packed = ops.sparse_pack(*ops.csr_from_dense(kernel), kernel.shape[0])
+            h = ops.sparse_dense_forward(h, packed, bias=bias, activation=act)
+        else:
+            h = ops.nm_dense_forward(h, *ops.nm_from_dense(kernel), bias, activation=act)
     assert model.predict(x, batch_size=batch).tobytes() == h.tobytes()
 
 

@@ -65,8 +65,8 @@ class CpuBackend final : public Backend {
                             Activation act) override;
   size_t sparse_packed_bytes(const CsrMatrix& w) override;
   void sparse_pack(void* packed, const CsrMatrix& w) override;
-  void sparse_dense_forward_packed(float* y, const float* x, const CsrMatrix& w, const void* packed, const float* b,
-                                   int64_t batch, Activation act) override;
+  bool sparse_dense_forward_packed(float* y, const float* x, const void* packed, const float* b, int64_t batch,
+                                   Activation act) override;
   void nm_dense_forward(float* y, const float* x, const NmMatrix& w, const float* b, int64_t batch,
                         Activation act) override;
   void feature_affine(float* y, const float* x, const float* scale, const float* shift, int64_t rows,

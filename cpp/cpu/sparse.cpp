@@ -5,6 +5,7 @@
 
 #include "cpu/sparse.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <memory>
@@ -150,30 +151,27 @@ size_t CpuBackend::sparse_packed_bytes(const CsrMatrix& w) {
 
 void CpuBackend::sparse_pack(void* packed, const CsrMatrix& w) { csr_pack(packed, w); }
 
-// x: (batch, in)  w: CSR of W^T (in, out), packed (or null)  b: (out) or null -> y: (batch,
-// out): the packed kernel for the batches it serves, the CSR kernels otherwise. Large
-// layers split their groups of outputs over the threads; each output is summed by one
-// task in one order whatever the split.
-void CpuBackend::sparse_dense_forward_packed(float* y, const float* x, const CsrMatrix& w, const void* packed,
-                                             const float* b, int64_t batch, Activation act) {
+// x: (batch, in)  packed: W (in, out)  b: (out) or null -> y: (batch, out), for batches up to
+// the kernel's packed_max_rows. Large layers split their groups of outputs over the threads;
+// each output is summed by one task in one order whatever the split.
+bool CpuBackend::sparse_dense_forward_packed(float* y, const float* x, const void* packed, const float* b,
+                                             int64_t batch, Activation act) {
   const SparseKernels& k = sparse_kernels();
-  if (!packed || !k.csr_packed_forward || batch > k.packed_max_rows) {
-    sparse_dense_forward(y, x, w, b, batch, act);
-    return;
-  }
-  if (batch == 0) return;
+  if (!k.csr_packed_forward || batch > k.packed_max_rows) return false;
+  if (batch == 0) return true;
   const CsrPacked p = csr_packed_view(packed);
+  const int64_t macs = batch * p.nnz;
   ThreadPool& pool = ThreadPool::instance();
-  const int64_t tasks = batch * w.nnz >= kParallelMinMacs && pool.num_threads() > 1
-                            ? (p.groups < pool.num_threads() ? p.groups : pool.num_threads())
-                            : 1;
+  const int64_t tasks =
+      macs >= kParallelMinMacs && pool.num_threads() > 1 ? std::min<int64_t>(p.groups, pool.num_threads()) : 1;
   if (tasks <= 1) {
     k.csr_packed_forward(y, x, p, b, batch, 0, p.groups, act);
-    return;
+  } else {
+    pool.parallel_for(static_cast<int>(tasks), [&](int t) {
+      k.csr_packed_forward(y, x, p, b, batch, p.groups * t / tasks, p.groups * (t + 1) / tasks, act);
+    });
   }
-  pool.parallel_for(static_cast<int>(tasks), [&](int t) {
-    k.csr_packed_forward(y, x, p, b, batch, p.groups * t / tasks, p.groups * (t + 1) / tasks, act);
-  });
+  return true;
 }
 
 // x: (batch, in)  w: N:M (in, out)  b: (out) or null -> y: (batch, out)

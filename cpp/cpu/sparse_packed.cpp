@@ -12,7 +12,7 @@ namespace {
 
 // The sizes csr_packed_bytes and csr_pack agree on, stored in the first 64 bytes.
 struct Header {
-  int64_t in, out, groups, chunks, block_steps;
+  int64_t in, out, nnz, groups, chunks, block_steps;
 };
 constexpr size_t kHeaderBytes = 64;
 static_assert(sizeof(Header) <= kHeaderBytes);
@@ -44,6 +44,7 @@ int64_t blocks_in_group(const Header& h, int64_t g) {
 std::vector<uint8_t> step_counts(const CsrMatrix& w, Header& h) {
   h.in = w.in;
   h.out = w.out;
+  h.nnz = w.nnz;
   h.chunks = (w.in + kPackChunk - 1) / kPackChunk;
   h.groups = (w.out + kPackLanes * kPackGroup - 1) / (kPackLanes * kPackGroup);
   std::vector<uint8_t> counts(static_cast<size_t>(h.groups * h.chunks), 0);
@@ -119,6 +120,7 @@ CsrPacked csr_packed_view(const void* packed) {
   CsrPacked p;
   p.in = h.in;
   p.out = h.out;
+  p.nnz = h.nnz;
   p.groups = h.groups;
   p.chunks = h.chunks;
   p.group_first = reinterpret_cast<const int64_t*>(bytes + s.group_first);

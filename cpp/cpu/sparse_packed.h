@@ -1,6 +1,7 @@
 #pragma once
-// Defines: CsrPacked, the layout in which the AVX-512 batch-1 sparse product reads a CSR
-// weight without gathers, and csr_packed_bytes / csr_pack, which build it once per model.
+// Defines: CsrPacked, the layout in which the AVX-512 small-batch sparse product reads a
+// pruned weight (the nonzeros of either format, as a CSR) without gathers, and
+// csr_packed_bytes / csr_pack, which build it once per model.
 //
 // At batch 1 every CSR nonzero costs a random read of x (a gather, about 1.3 cycles per
 // element on Zen), which makes a 90%-sparse layer no faster than the dense GEMV. Here x is
@@ -30,7 +31,7 @@ constexpr int kPackChunk = 32;
 
 // A read-only view of a packed weight (pointers into the bytes csr_pack wrote).
 struct CsrPacked {
-  int64_t in = 0, out = 0, groups = 0, chunks = 0;
+  int64_t in = 0, out = 0, nnz = 0, groups = 0, chunks = 0;
   const int64_t* group_first = nullptr;  // (groups + 1): each group's first block step
   const uint8_t* counts = nullptr;       // (groups, chunks): steps per group and chunk
   const float* values = nullptr;         // (block steps, kPackLanes)
