@@ -586,23 +586,19 @@ void sparse_dense_forward(const Tensor& y, const Tensor& x, const Tensor& offset
 }
 
 PackedCsr::PackedCsr(Backend& backend, int64_t in, int64_t out, int64_t nnz)
-    : backend_(&backend), in_(in), out_(out), nnz_(nnz) {
-  // One allocation of at least one byte each, so that an empty index is still a pointer.
-  offsets_ = backend_->allocate(sizeof(int32_t) * static_cast<size_t>(out + 1));
-  index_ = backend_->allocate(sizeof(int32_t) * static_cast<size_t>(nnz > 0 ? nnz : 1));
-  values_ = backend_->allocate(sizeof(float) * static_cast<size_t>(nnz > 0 ? nnz : 1));
-}
-
-PackedCsr::~PackedCsr() {
-  for (void* p : {offsets_, index_, values_, packed_})
-    if (p) backend_->deallocate(p);
+    : backend_(&backend), in_(in), out_(out), nnz_(nnz), offsets_(&backend), index_(&backend), values_(&backend),
+      packed_(&backend) {
+  // At least one element each, so that an empty index is still a pointer.
+  offsets_.reserve(static_cast<size_t>(out + 1));
+  index_.reserve(static_cast<size_t>(nnz > 0 ? nnz : 1));
+  values_.reserve(static_cast<size_t>(nnz > 0 ? nnz : 1));
 }
 
 CsrMatrix PackedCsr::matrix() const {
   CsrMatrix w;
-  w.offsets = static_cast<const int32_t*>(offsets_);
-  w.index = static_cast<const int32_t*>(index_);
-  w.values = static_cast<const float*>(values_);
+  w.offsets = offsets_.data();
+  w.index = index_.data();
+  w.values = values_.data();
   w.in = in_;
   w.out = out_;
   w.nnz = nnz_;
@@ -610,15 +606,15 @@ CsrMatrix PackedCsr::matrix() const {
 }
 
 void PackedCsr::fill(const CsrMatrix& host) {
-  backend_->copy_to_device(offsets_, host.offsets, sizeof(int32_t) * static_cast<size_t>(out_ + 1));
+  backend_->copy_to_device(offsets_.data(), host.offsets, sizeof(int32_t) * static_cast<size_t>(out_ + 1));
   if (nnz_ > 0) {
-    backend_->copy_to_device(index_, host.index, sizeof(int32_t) * static_cast<size_t>(nnz_));
-    backend_->copy_to_device(values_, host.values, sizeof(float) * static_cast<size_t>(nnz_));
+    backend_->copy_to_device(index_.data(), host.index, sizeof(int32_t) * static_cast<size_t>(nnz_));
+    backend_->copy_to_device(values_.data(), host.values, sizeof(float) * static_cast<size_t>(nnz_));
   }
-  packed_bytes_ = backend_->sparse_packed_bytes(host);
-  if (packed_bytes_ == 0) return;
-  packed_ = backend_->allocate(packed_bytes_);
-  backend_->sparse_pack(packed_, host);
+  const size_t bytes = backend_->sparse_packed_bytes(host);
+  if (bytes == 0) return;
+  backend_->sparse_pack(packed_.reserve(bytes), host);
+  packed_bytes_ = bytes;
 }
 
 std::shared_ptr<PackedCsr> sparse_pack(const Tensor& offsets, const Tensor& index, const Tensor& values, int64_t in) {

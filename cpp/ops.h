@@ -138,12 +138,9 @@ void sparse_dense_forward(const Tensor& y, const Tensor& x, const Tensor& offset
 class PackedCsr {
  public:
   PackedCsr(Backend& backend, int64_t in, int64_t out, int64_t nnz);
-  ~PackedCsr();
-  PackedCsr(const PackedCsr&) = delete;
-  PackedCsr& operator=(const PackedCsr&) = delete;
-  CsrMatrix matrix() const;            // the device's copy of the CSR
-  const void* packed() const { return packed_; }  // null where the device has no packed layout
-  void fill(const CsrMatrix& host);   // copies a host CSR of this shape in, then packs it
+  CsrMatrix matrix() const;  // the device's copy of the CSR
+  const void* packed() const { return packed_bytes_ ? packed_.data() : nullptr; }  // null: no packed layout
+  void fill(const CsrMatrix& host);  // copies a host CSR of this shape in, then packs it
   int64_t in() const { return in_; }
   int64_t out() const { return out_; }
   int64_t nnz() const { return nnz_; }
@@ -153,7 +150,9 @@ class PackedCsr {
  private:
   Backend* backend_;
   int64_t in_, out_, nnz_;
-  void *offsets_ = nullptr, *index_ = nullptr, *values_ = nullptr, *packed_ = nullptr;
+  Buffer<int32_t> offsets_, index_;
+  Buffer<float> values_;
+  Buffer<uint8_t> packed_;
   size_t packed_bytes_ = 0;
 };
 
