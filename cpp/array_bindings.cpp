@@ -239,8 +239,8 @@ ImportedTensor import_dlpack(const py::object& obj, const std::string& what, con
     out.owner = dlpack_owner(m);
     t = &m->dl_tensor;
   } else {
-    throw TypeError(what + ": __dlpack__ of " + type_name(obj) + " returned a " + type_name(capsule) +
-                    ", not an unused DLPack capsule");
+    throw TypeError(what + ": __dlpack__ of " + type_name(obj) + " returned a value of type '" + type_name(capsule) +
+                    "', not an unused DLPack capsule");
   }
   if (t->device.device_type != out.memory.device_type || t->device.device_id != out.memory.device_id)
     throw std::invalid_argument(what + ": the DLPack tensor is on " + memory_name(t->device) +

@@ -140,7 +140,7 @@ class Views {
   Tensor dlpack_view(const py::object& obj, const char* name, bool output) {
     ImportedTensor t = import_dlpack(obj, prefix(name), device_);
     if (output && t.readonly) throw std::invalid_argument(prefix(name) + " is read-only");
-    if (t.memory.device_type != dlpack::kDLCPU) foreign_gpu_ = foreign_gpu_ || device_.kind == DeviceKind::cuda;
+    if (device_.kind == DeviceKind::cuda) foreign_gpu_ = true;  // check_memory let only GPU memory through
     owned_.push_back(std::move(t.owner));
     return Tensor(t.data, t.dtype, std::move(t.shape), std::move(t.strides), device_);
   }

@@ -30,7 +30,7 @@ def empty(shape: Union[int, Sequence[int]], dtype="float32", *, device: str = "c
 def asarray(obj, *, device: str = "cpu", dtype=None) -> Array:
     """A new Array on ``device`` holding a copy of ``obj`` (anything ``numpy.asarray``
     takes; ``dtype`` converts first)."""
-    return _core.array_from_host(np.ascontiguousarray(obj, dtype=dtype), device)
+    return _core.array_from_host(np.asarray(obj, dtype=dtype, order="C"), device)
 
 
 def from_dlpack(x, *, device: Optional[str] = None) -> Array:
