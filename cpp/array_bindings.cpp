@@ -177,6 +177,24 @@ py::array array_numpy(const py::object& self_obj, const Array& self) {
   return a;
 }
 
+Array array_from_dlpack(const py::object& obj, const std::optional<std::string>& device) {
+  if (!py::hasattr(obj, "__dlpack__") || !py::hasattr(obj, "__dlpack_device__"))
+    throw TypeError("[from_dlpack] x must have __dlpack__ and __dlpack_device__, got " + type_name(obj));
+  Device dev;
+  if (device) {
+    dev = Device::parse(*device);
+  } else {
+    const py::tuple d = obj.attr("__dlpack_device__")();
+    dev = device_of({py::cast<int32_t>(py::int_(d[0])), py::cast<int32_t>(py::int_(d[1]))});
+  }
+  ImportedTensor t = import_dlpack(obj, "[from_dlpack] x", dev);
+  if (t.dtype == DType::other || t.dtype == DType::bf16)
+    throw TypeError("[from_dlpack] x has a dtype customml.Array does not hold (float32, float16, float64, "
+                    "int8, uint8, int32, int64)");
+  if (!c_contiguous(t.shape, t.strides, t.dtype)) throw std::invalid_argument("[from_dlpack] x must be C-contiguous");
+  return Array(std::move(t.owner), t.data, t.dtype, std::move(t.shape), dev, t.readonly);
+}
+
 }  // namespace
 
 void check_memory(const std::string& what, const std::string& type, const dlpack::DLDevice& memory,
@@ -269,6 +287,8 @@ void bind_array(py::module_& m) {
                     "allocated by customml or borrowed zero-copy from another library. It exposes __dlpack__ / "
                     "__dlpack_device__ (and __cuda_array_interface__ on 'cuda'), so NumPy, PyTorch, CuPy or JAX "
                     "can view it without a copy; numpy() copies it to the host (a view on 'cpu').")
+      .def(py::init(&array_from_dlpack), py::arg("x"), py::kw_only(), py::arg("device") = py::none(),
+           "A view of x's memory through DLPack, as customml.from_dlpack(x).")
       .def_property_readonly("shape", [](const Array& a) { return shape_tuple(a.shape()); })
       .def_property_readonly("dtype", [](const Array& a) { return numpy_dtype(a.dtype()); })
       .def_property_readonly("device", [](const Array& a) { return a.device().name(); })
@@ -347,26 +367,7 @@ void bind_array(py::module_& m) {
         return a;
       },
       py::arg("host"), py::arg("device"));
-  m.def(
-      "from_dlpack",
-      [](const py::object& obj, const std::optional<std::string>& device) {
-        if (!py::hasattr(obj, "__dlpack__") || !py::hasattr(obj, "__dlpack_device__"))
-          throw TypeError("[from_dlpack] x must have __dlpack__ and __dlpack_device__, got " + type_name(obj));
-        Device dev;
-        if (device) {
-          dev = Device::parse(*device);
-        } else {
-          const py::tuple d = obj.attr("__dlpack_device__")();
-          dev = device_of({py::cast<int32_t>(py::int_(d[0])), py::cast<int32_t>(py::int_(d[1]))});
-        }
-        ImportedTensor t = import_dlpack(obj, "[from_dlpack] x", dev);
-        if (t.dtype == DType::other || t.dtype == DType::bf16)
-          throw TypeError("[from_dlpack] x has a dtype customml.Array does not hold (float32, float16, float64, "
-                          "int8, uint8, int32, int64)");
-        if (!c_contiguous(t.shape, t.strides, t.dtype)) throw std::invalid_argument("[from_dlpack] x must be C-contiguous");
-        return Array(std::move(t.owner), t.data, t.dtype, std::move(t.shape), dev, t.readonly);
-      },
-      py::arg("x"), py::arg("device") = py::none());
+  m.def("from_dlpack", &array_from_dlpack, py::arg("x"), py::arg("device") = py::none());
   m.def("_dlpack_exports_alive", &Array::dlpack_exports_alive,
         "Managed tensors customml exported whose deleter has not run yet (for tests).");
 }

@@ -107,7 +107,8 @@ class Views {
     if (!py::isinstance<py::array>(obj) && py::hasattr(obj, "__dlpack__")) return dlpack_view(obj, name, output);
     if (py::hasattr(obj, "__cuda_array_interface__")) return gpu_view(obj, name, output);
     if (device_.kind == DeviceKind::cuda)
-      throw TypeError(prefix(name) + " must be a GPU array (CuPy, or any object with __cuda_array_interface__) on " +
+      throw TypeError(prefix(name) + " must be a GPU array (customml.Array, CuPy, PyTorch: anything with __dlpack__ or "
+                      "__cuda_array_interface__) on " +
                       "device '" + device_.name() + "', got " + std::string(py::str(py::type::of(obj).attr("__name__"))));
     py::array a;
     if (output) {

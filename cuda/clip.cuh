@@ -12,19 +12,34 @@ namespace customml::CUSTOMML_CUDA_NS {
 // quads of elements 4q .. 4q + 3 for q = t, t + stride, ... in order, element by element:
 // one 16-byte load per quad where x is 16-byte aligned (`aligned`), four loads otherwise,
 // so the sum is the same bits whatever x's alignment. Quads count from element 0 rather
-// than from x's first 16-byte boundary for that reason.
+// than from x's first 16-byte boundary for that reason. The grid is fixed (kReduceBlocks,
+// for determinism), so each thread loads kSumUnroll quads before adding them, in the same
+// order: enough bytes in flight to cover the memory latency with few threads.
+constexpr int kSumUnroll = 4;
 __global__ void __launch_bounds__(kThreads) sum_squares_kernel(double* partial, const float* x, int64_t n,
                                                                bool aligned) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
+  const int64_t full_quads = aligned ? n / 4 : 0;  // quads read as float4s
   double sum = 0.0;
-  for (int64_t i0 = 4 * (blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x); i0 < n;
-       i0 += 4 * static_cast<int64_t>(gridDim.x) * kThreads) {
-    if (aligned && i0 + 4 <= n) {
+  int64_t q = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x;
+  for (; q + (kSumUnroll - 1) * stride < full_quads; q += kSumUnroll * stride) {
+    float a[kSumUnroll][4];
+    CUSTOMML_UNROLL
+    for (int k = 0; k < kSumUnroll; ++k) load4(a[k], x + 4 * (q + k * stride));
+    CUSTOMML_UNROLL
+    for (int k = 0; k < kSumUnroll; ++k) {
+      CUSTOMML_UNROLL
+      for (int j = 0; j < 4; ++j) sum += static_cast<double>(a[k][j]) * a[k][j];
+    }
+  }
+  for (; 4 * q < n; q += stride) {
+    if (q < full_quads) {
       float a[4];
-      load4(a, x + i0);
+      load4(a, x + 4 * q);
       CUSTOMML_UNROLL
       for (int j = 0; j < 4; ++j) sum += static_cast<double>(a[j]) * a[j];
     } else {
-      for (int64_t i = i0; i < n && i < i0 + 4; ++i) sum += static_cast<double>(x[i]) * x[i];
+      for (int64_t i = 4 * q; i < n && i < 4 * q + 4; ++i) sum += static_cast<double>(x[i]) * x[i];
     }
   }
   sum = block_sum(sum);

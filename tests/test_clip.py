@@ -127,11 +127,13 @@ def test_clip_by_global_norm_rejects_bad_input(device, case):
 
 @given(n=st.one_of(st.sampled_from([1, 2, 3, 4, 5, 7, 8, 9, 4099, 123457]), st.integers(1, 70)),
        kind=st.sampled_from(VALUE_KINDS), ratio=st.sampled_from([0.5, 2.0]), seed=seeds)
+@example(n=4 * 4 * 120 * 256 + 4 * 120 * 256 + 13, kind="normal", ratio=0.5, seed=1)
 def test_clip_same_bits_at_every_alignment(device, n, kind, ratio, seed):
-    # On CUDA the norm is summed in quads counted from element 0 (float4 loads where the
-    # gradient is 16-byte aligned, scalar loads otherwise) and the scaling runs float4s
-    # between a scalar head and tail: neither the norm nor the clipped gradient may depend
-    # on where the gradient starts.
+    # On CUDA the norm is summed in quads counted from element 0 (float4 loads, four quads
+    # at a time, where the gradient is 16-byte aligned; scalar loads otherwise) and the
+    # scaling runs float4s between a scalar head and tail: neither the norm nor the clipped
+    # gradient may depend on where the gradient starts. The example is past one unrolled
+    # round of the fixed 120 x 256-thread grid (4 quads per thread), with a remainder.
     grad = make_values(np.random.default_rng(seed), (n,), kind, huge=1e30)
     max_norm = float(np.float32(ratio * np.sqrt(np.sum(grad.astype(np.float64) ** 2)))) or 1.0
     results = []

@@ -195,6 +195,17 @@ def test_from_dlpack_views_torch_memory_after_torch_lets_go():
         assert e.device == "cuda-emulated"
 
 
+def test_array_constructor_views_any_dlpack_object():
+    t = torch.zeros(3)
+    a = cm.Array(t)
+    b = cm.Array(np.arange(3, dtype=np.int64), device="cuda-emulated" if "cuda-emulated" in HOST_DEVICES else None)
+    ops.sgd_update(a, np.ones(3, np.float32), lr=2.0)
+    assert t.tolist() == [-2.0, -2.0, -2.0]  # the op wrote the tensor's memory
+    assert b.dtype == np.int64 and b.numpy().tolist() == [0, 1, 2]
+    with pytest.raises(TypeError, match=r"\[from_dlpack\] x must have __dlpack__"):
+        cm.Array(3.0)
+
+
 def test_from_dlpack_errors():
     with pytest.raises(TypeError, match=r"\[from_dlpack\] x must have __dlpack__"):
         cm.from_dlpack([1.0, 2.0])

@@ -37,5 +37,5 @@ def from_dlpack(x, *, device: Optional[str] = None) -> Array:
     """An Array viewing ``x``'s memory (no copy) through DLPack; ``x`` stays alive until
     the Array is gone. ``device`` defaults to where the memory is ("cpu" for host memory,
     "cuda:N" for GPU N); "cuda-emulated" may view host memory. The memory must be
-    C-contiguous."""
+    C-contiguous. ``customml.Array(x)`` is the same."""
     return _core.from_dlpack(x, device)
