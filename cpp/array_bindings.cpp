@@ -263,10 +263,19 @@ ImportedTensor import_dlpack(const py::object& obj, const std::string& what, con
   if (t->device.device_type != out.memory.device_type || t->device.device_id != out.memory.device_id)
     throw std::invalid_argument(what + ": the DLPack tensor is on " + memory_name(t->device) +
                                 " but __dlpack_device__ said " + memory_name(out.memory));
-  if (t->ndim < 0) throw std::invalid_argument(what + ": DLPack tensor with ndim " + std::to_string(t->ndim));
+  // A malformed tensor is an error, never a read through a bad pointer.
+  if (t->ndim < 0 || t->ndim > 64 || (t->ndim > 0 && !t->shape))
+    throw std::invalid_argument(what + ": malformed DLPack tensor (ndim " + std::to_string(t->ndim) +
+                                (t->ndim > 0 && !t->shape ? ", no shape)" : ")"));
   out.dtype = dtype_from_dlpack(t->dtype);
   out.data = static_cast<char*>(t->data) + t->byte_offset;
   out.shape.assign(t->shape, t->shape + t->ndim);
+  int64_t numel = 1;
+  for (int64_t d : out.shape) {
+    if (d < 0) throw std::invalid_argument(what + ": malformed DLPack tensor (a negative dimension)");
+    numel *= d;
+  }
+  if (numel > 0 && !t->data) throw std::invalid_argument(what + ": malformed DLPack tensor (null data)");
   out.strides.resize(out.shape.size());
   const int64_t item = static_cast<int64_t>(dtype_size(out.dtype));
   int64_t contiguous = item;

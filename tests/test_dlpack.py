@@ -366,13 +366,14 @@ _Legacy._fields_ = [("dl_tensor", _DLTensor), ("manager_ctx", ctypes.c_void_p), 
 
 
 class CtypesProducer:
-    def __init__(self, a: np.ndarray, *, versioned=True, major=1, flags=0, byte_offset=0, strides=None):
+    def __init__(self, a: np.ndarray, *, versioned=True, major=1, flags=0, byte_offset=0, strides=None,
+                 shape="a", data="a"):
         self.a = a
         self.deleted = 0
-        self.shape = (ctypes.c_int64 * a.ndim)(*a.shape)
+        self.shape = (ctypes.c_int64 * a.ndim)(*(a.shape if shape == "a" else shape or ()))
         self.strides = None if strides is None else (ctypes.c_int64 * a.ndim)(*strides)
-        tensor = _DLTensor(a.ctypes.data - byte_offset, _DLDevice(1, 0), a.ndim, _DLDataType(2, 32, 1), self.shape,
-                           self.strides, byte_offset)
+        tensor = _DLTensor(a.ctypes.data - byte_offset if data == "a" else data, _DLDevice(1, 0), a.ndim,
+                           _DLDataType(2, 32, 1), self.shape if shape else None, self.strides, byte_offset)
 
         def deleter(_):
             self.deleted += 1
@@ -415,8 +416,15 @@ def test_consumer_errors_still_delete_the_capsule(host_device):
     strided = CtypesProducer(np.ones(8, np.float32)[::2], strides=(2,))
     with pytest.raises(ValueError, match=r"\[sgd_update\] param must be C-contiguous"):
         ops.sgd_update(strided, np.ones(4, np.float32), lr=0.1, device=host_device)
+    malformed = [CtypesProducer(np.ones(4, np.float32), shape=None),  # ndim 1, no shape array
+                 CtypesProducer(np.ones(4, np.float32), shape=(-4,)),
+                 CtypesProducer(np.ones(4, np.float32), data=None)]
+    for bad, what in zip(malformed, ("no shape", "a negative dimension", "null data")):
+        with pytest.raises(ValueError, match=rf"\[sgd_update\] param: malformed DLPack tensor \(.*{what}"):
+            ops.sgd_update(bad, np.ones(4, np.float32), lr=0.1, device=host_device)
     gc.collect()
     assert (newer.deleted, read_only.deleted, strided.deleted) == (1, 1, 1)
+    assert [bad.deleted for bad in malformed] == [1, 1, 1]
     grad_ro = CtypesProducer(np.ones(4, np.float32), flags=1)  # read-only is fine for an input
     ops.sgd_update(np.zeros(4, np.float32), grad_ro, lr=0.1, device=host_device)
     gc.collect()
