@@ -135,6 +135,19 @@ class Backend {
   virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;
   virtual void fill_zero(void* dst, size_t bytes) = 0;
 
+  // Ordering with other libraries' GPU work (DLPack and __cuda_array_interface__ streams,
+  // numbered as there: 1 the legacy default stream, 2 the per-thread default stream,
+  // else a cudaStream_t). Devices that run each op to completion before returning
+  // (cpu, cuda-emulated) need none of it.
+  // The queue this device's ops go to (a cudaStream_t as an integer; 0: none).
+  virtual uintptr_t stream_handle() { return 0; }
+  // Makes this device's queue wait for the work queued on `stream` so far (a producer's).
+  virtual void wait_for_stream(uintptr_t stream) {}
+  // Makes `stream` (a consumer's) wait for the work queued on this device so far.
+  virtual void make_stream_wait(uintptr_t stream) {}
+  // Blocks until the work queued on this device so far has finished.
+  virtual void synchronize() {}
+
   // Inference graphs (CUDA graphs): records the device work that body enqueues and
   // returns a handle that replay_graph re-enqueues with the same arguments, cutting the
   // per-kernel launch cost from a fixed-shape inference. A device without graphs (or a

@@ -14,6 +14,7 @@
 #include <string>
 #include <thread>
 
+#include "array_bindings.h"
 #include "backend.h"
 #include "cpu/elementwise.h"
 #include "cpu/gemm.h"
@@ -57,16 +58,34 @@ DType dtype_of_typestr(const std::string& t) {
   return dtype_from(t[1], std::atoi(t.c_str() + 2));
 }
 
-// Borrowed views of the arrays one call receives: NumPy arrays on the host devices,
-// objects exposing __cuda_array_interface__ (CuPy and others) on "cuda", zero-copy.
-// Inputs that are not arrays yet (lists) are converted, and kept alive for the call;
-// outputs must be arrays already, or results would land in a temporary. Byte order:
-// arrays of a non-native byte order get DType::other, so no kernel reads them.
+// Borrowed views of the arrays one call receives, zero-copy: NumPy arrays on the host
+// devices; customml.Array and any object with __dlpack__ (PyTorch, CuPy, JAX, ...) whose
+// memory the device can use (host memory on "cpu" / "cuda-emulated", GPU memory of the
+// same index on "cuda"); objects exposing only __cuda_array_interface__ on "cuda". Inputs
+// that are not arrays yet (lists) are converted, and kept alive for the call; outputs must
+// be arrays already, or results would land in a temporary. Byte order: arrays of a
+// non-native byte order get DType::other, so no kernel reads them.
+//
+// Other libraries' GPU arrays are ordered before the call by their producer (the DLPack
+// stream handshake, or the __cuda_array_interface__ stream); since they may be reused on
+// the producer's stream as soon as the call returns, a call that took any waits for the
+// device at its end.
 class Views {
  public:
   Views(const char* op, const std::string& device) : Views(op, Device::parse(device)) {}
   // A device that cannot run says so before anything else is checked.
   Views(const char* op, const Device& device) : op_(op), device_(device) { backend_for(device_); }
+  Views(const Views&) = delete;
+  Views& operator=(const Views&) = delete;
+  ~Views() {
+    if (!foreign_gpu_) return;
+    try {
+      py::gil_scoped_release release;
+      backend_for(device_).synchronize();
+    } catch (const std::exception&) {
+      // a CUDA error is sticky: the device's next call reports it
+    }
+  }
   const Device& device() const { return device_; }
 
   Tensor in(const py::object& obj, const char* name) { return view(obj, name, false); }
@@ -84,9 +103,12 @@ class Views {
   std::string prefix(const char* name) const { return std::string("[") + op_ + "] " + name; }
 
   Tensor view(const py::object& obj, const char* name, bool output) {
+    if (py::isinstance<Array>(obj)) return array_view(obj, name, output);
+    if (!py::isinstance<py::array>(obj) && py::hasattr(obj, "__dlpack__")) return dlpack_view(obj, name, output);
     if (py::hasattr(obj, "__cuda_array_interface__")) return gpu_view(obj, name, output);
     if (device_.kind == DeviceKind::cuda)
-      throw TypeError(prefix(name) + " must be a GPU array (CuPy, or any object with __cuda_array_interface__) on " +
+      throw TypeError(prefix(name) + " must be a GPU array (customml.Array, CuPy, PyTorch: anything with __dlpack__ or "
+                      "__cuda_array_interface__) on " +
                       "device '" + device_.name() + "', got " + std::string(py::str(py::type::of(obj).attr("__name__"))));
     py::array a;
     if (output) {
@@ -106,6 +128,24 @@ class Views {
     return Tensor(const_cast<void*>(a.data()), dt, std::move(shape), std::move(strides), device_);
   }
 
+  // A customml.Array: its memory is kept alive by the Array, kept for the call.
+  Tensor array_view(const py::object& obj, const char* name, bool output) {
+    const Array& a = obj.cast<const Array&>();
+    check_memory(prefix(name), "customml.Array", dlpack_device(a.device()), device_);
+    if (output && a.readonly()) throw std::invalid_argument(prefix(name) + " is read-only");
+    keep_.push_back(obj);
+    Tensor t = a.view();
+    return Tensor(t.data(), t.dtype(), t.shape(), t.strides(), device_);
+  }
+
+  Tensor dlpack_view(const py::object& obj, const char* name, bool output) {
+    ImportedTensor t = import_dlpack(obj, prefix(name), device_);
+    if (output && t.readonly) throw std::invalid_argument(prefix(name) + " is read-only");
+    if (device_.kind == DeviceKind::cuda) foreign_gpu_ = true;  // check_memory let only GPU memory through
+    owned_.push_back(std::move(t.owner));
+    return Tensor(t.data, t.dtype, std::move(t.shape), std::move(t.strides), device_);
+  }
+
   Tensor gpu_view(const py::object& obj, const char* name, bool output) {
     if (device_.kind != DeviceKind::cuda)
       throw std::invalid_argument(prefix(name) + " is a GPU array but the device is '" + device_.name() +
@@ -113,6 +153,10 @@ class Views {
     const py::dict cai = obj.attr("__cuda_array_interface__");
     const py::tuple data = cai["data"];
     if (output && py::cast<bool>(data[1])) throw std::invalid_argument(prefix(name) + " is read-only");
+    // version 3: the producer's stream, on which the data may still be being written
+    if (cai.contains("stream") && !cai["stream"].is_none())
+      backend_for(device_).wait_for_stream(py::cast<uintptr_t>(cai["stream"]));
+    foreign_gpu_ = true;
     const DType dt = dtype_of_typestr(py::cast<std::string>(cai["typestr"]));
     std::vector<int64_t> shape;
     for (const auto& d : py::tuple(cai["shape"])) shape.push_back(py::cast<int64_t>(d));
@@ -135,6 +179,8 @@ class Views {
   const char* op_;
   Device device_;
   std::vector<py::object> keep_;
+  std::vector<std::shared_ptr<void>> owned_;  // consumed DLPack tensors, released after the call
+  bool foreign_gpu_ = false;                  // another library's GPU memory is in use
 };
 
 // Runs a parser of a configuration string, naming the op in its error.
@@ -263,6 +309,7 @@ PYBIND11_MODULE(_core, m) {
       names.append(activation_name(a));
     m.attr("activations") = py::tuple(names);
   }
+  bind_array(m);
   m.def("build_info", &build_info, "Version, compiler, CUDA, CPU features and the kernel variant chosen per family.");
   m.def("cuda_available", &cuda_available);
   m.def(

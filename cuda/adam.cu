@@ -16,8 +16,9 @@ void adam_update(DeviceContext& ctx, float* param, float* m, float* v, float* vm
   const AdamStep s{c.lr / bias1, static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(c.beta2), t)))};
   std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
   const Segment* segs = device_segments(ctx, no_decay, n_no_decay);
-  launch(adam_update_kernel, dim3(grid_stride_blocks(n, kThreads)), dim3(kThreads), 0, ctx.stream, param, m, v,
-         vmax, grad, n, segs, n_no_decay, c, s);
+  const Vec4Split split = vec4_split(n, {param, m, v, vmax, grad});
+  launch(adam_update_kernel, dim3(vec4_blocks(n, split)), dim3(kThreads), 0, ctx.stream, param, m, v, vmax, grad, n,
+         split, segs, n_no_decay, c, s);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -1,6 +1,6 @@
 #pragma once
 // Defines: adam_update_kernel, one pass reading each parameter, gradient and moment
-// once, with the no-decay table.
+// once, in float4s, with the no-decay table.
 
 #include <cmath>
 #include <cstdint>
@@ -15,27 +15,63 @@ struct AdamStep {
   float bias2_sqrt;
 };
 
-// param, m, v, vmax (null without amsgrad), grad (n): as cpu/adam.cpp.
+// One element's update (the new parameter; m, v and, with amsgrad, vmax in place): the
+// one expression both parts of the kernel use, so a float4 lane rounds as a scalar
+// element does. wd is the element's decay (0 inside a no-decay segment).
+__device__ __forceinline__ float adam_element(float p0, float grad, float& m, float& v, float& vmax, bool amsgrad,
+                                              float wd, const AdamConfig& c, const AdamStep& s) {
+  const float l2 = c.decoupled ? 0.0f : wd;
+  const float shrink = c.decoupled ? 1.0f - c.lr * wd : 1.0f;  // decoupled decay (AdamW), not L2 on the loss
+  const float p = p0 * shrink;
+  const float g = grad + l2 * p;
+  const float mi = c.beta1 * m + (1.0f - c.beta1) * g;
+  const float vi = c.beta2 * v + (1.0f - c.beta2) * g * g;
+  m = mi;
+  v = vi;
+  float vhat = vi;
+  if (amsgrad) {
+    vhat = vmax > vi ? vmax : vi;
+    vmax = vhat;
+  }
+  return p - s.step_size * mi / (sqrtf(vhat) / s.bias2_sqrt + c.eps);
+}
+
+// param, m, v, vmax (null without amsgrad), grad (n): as cpu/adam.cpp. split
+// (vec4_split over the five arrays): its float4s one per thread, one 16-byte load and
+// store of each array, then its head and tail elements one per thread; with arrays of
+// different alignments everything is scalar, the loop the kernel was before.
 __global__ void adam_update_kernel(float* param, float* m, float* v, float* vmax, const float* grad, int64_t n,
-                                   const Segment* no_decay, int64_t n_no_decay, AdamConfig c, AdamStep s) {
-  const float one_b1 = 1.0f - c.beta1, one_b2 = 1.0f - c.beta2;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+                                   Vec4Split split, const Segment* no_decay, int64_t n_no_decay, AdamConfig c,
+                                   AdamStep s) {
+  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const bool amsgrad = vmax != nullptr;
+  for (int64_t u = first; u < split.vecs; u += stride) {
+    const int64_t i0 = split.head + 4 * u;
+    float p[4], g[4], mi[4], vi[4], vmaxi[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    bool decay[4];
+    load4(p, param + i0);
+    load4(g, grad + i0);
+    load4(mi, m + i0);
+    load4(vi, v + i0);
+    if (amsgrad) load4(vmaxi, vmax + i0);
+    takes_decay4(decay, no_decay, n_no_decay, i0);
+    CUSTOMML_UNROLL
+    for (int j = 0; j < 4; ++j)
+      p[j] = adam_element(p[j], g[j], mi[j], vi[j], vmaxi[j], amsgrad, decay[j] ? c.weight_decay : 0.0f, c, s);
+    store4(param + i0, p);
+    store4(m + i0, mi);
+    store4(v + i0, vi);
+    if (amsgrad) store4(vmax + i0, vmaxi);
+  }
+  for (int64_t k = first; k < n - 4 * split.vecs; k += stride) {
+    const int64_t i = vec4_scalar_index(split, k);
+    float mi = m[i], vi = v[i], vmaxi = amsgrad ? vmax[i] : 0.0f;
     const float wd = takes_decay(no_decay, n_no_decay, i) ? c.weight_decay : 0.0f;
-    const float l2 = c.decoupled ? 0.0f : wd;
-    const float shrink = c.decoupled ? 1.0f - c.lr * wd : 1.0f;
-    const float p = param[i] * shrink;
-    const float g = grad[i] + l2 * p;
-    const float mi = c.beta1 * m[i] + one_b1 * g;
-    const float vi = c.beta2 * v[i] + one_b2 * g * g;
+    param[i] = adam_element(param[i], grad[i], mi, vi, vmaxi, amsgrad, wd, c, s);
     m[i] = mi;
     v[i] = vi;
-    float vhat = vi;
-    if (vmax) {
-      vhat = vmax[i] > vi ? vmax[i] : vi;
-      vmax[i] = vhat;
-    }
-    param[i] = p - s.step_size * mi / (sqrtf(vhat) / s.bias2_sqrt + c.eps);
+    if (amsgrad) vmax[i] = vmaxi;
   }
 }
 

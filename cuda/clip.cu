@@ -14,7 +14,7 @@ double clip_by_global_norm(DeviceContext& ctx, float* grad, int64_t n, float max
     std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
     double* partial = ctx.partials.reserve(kReduceBlocks);
     launch(sum_squares_kernel, dim3(kReduceBlocks), dim3(kThreads), 0, ctx.stream, partial,
-           static_cast<const float*>(grad), n);
+           static_cast<const float*>(grad), n, (reinterpret_cast<uintptr_t>(grad) & 15) == 0);
     norm = std::sqrt(sum_partials(ctx, kReduceBlocks));
   }
   const double coef = static_cast<double>(max_norm) / (norm + 1e-6);
@@ -23,7 +23,9 @@ double clip_by_global_norm(DeviceContext& ctx, float* grad, int64_t n, float max
 }
 
 void scale(DeviceContext& ctx, float* x, int64_t n, double coef) {
-  if (n > 0) launch(scale_kernel, dim3(grid_stride_blocks(n, kThreads)), dim3(kThreads), 0, ctx.stream, x, n, coef);
+  if (n == 0) return;
+  const Vec4Split split = vec4_split(n, {x});
+  launch(scale_kernel, dim3(vec4_blocks(n, split)), dim3(kThreads), 0, ctx.stream, x, n, split, coef);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -1,5 +1,6 @@
 #pragma once
-// Defines: sum_squares_kernel and scale_kernel, the two passes of global-norm clipping.
+// Defines: sum_squares_kernel and scale_kernel, the two passes of global-norm clipping,
+// both in float4s.
 
 #include <cstdint>
 
@@ -7,21 +8,60 @@
 
 namespace customml::CUSTOMML_CUDA_NS {
 
-// x (n) -> partial (gridDim.x): per-block sums of x^2 in double.
-__global__ void __launch_bounds__(kThreads) sum_squares_kernel(double* partial, const float* x, int64_t n) {
+// x (n) -> partial (gridDim.x): per-block sums of x^2 in double. Thread t adds the
+// quads of elements 4q .. 4q + 3 for q = t, t + stride, ... in order, element by element:
+// one 16-byte load per quad where x is 16-byte aligned (`aligned`), four loads otherwise,
+// so the sum is the same bits whatever x's alignment. Quads count from element 0 rather
+// than from x's first 16-byte boundary for that reason. The grid is fixed (kReduceBlocks,
+// for determinism), so each thread loads kSumUnroll quads before adding them, in the same
+// order: enough bytes in flight to cover the memory latency with few threads.
+constexpr int kSumUnroll = 4;
+__global__ void __launch_bounds__(kThreads) sum_squares_kernel(double* partial, const float* x, int64_t n,
+                                                               bool aligned) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
+  const int64_t full_quads = aligned ? n / 4 : 0;  // quads read as float4s
   double sum = 0.0;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * kThreads)
-    sum += static_cast<double>(x[i]) * x[i];
+  int64_t q = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x;
+  for (; q + (kSumUnroll - 1) * stride < full_quads; q += kSumUnroll * stride) {
+    float a[kSumUnroll][4];
+    CUSTOMML_UNROLL
+    for (int k = 0; k < kSumUnroll; ++k) load4(a[k], x + 4 * (q + k * stride));
+    CUSTOMML_UNROLL
+    for (int k = 0; k < kSumUnroll; ++k) {
+      CUSTOMML_UNROLL
+      for (int j = 0; j < 4; ++j) sum += static_cast<double>(a[k][j]) * a[k][j];
+    }
+  }
+  for (; 4 * q < n; q += stride) {
+    if (q < full_quads) {
+      float a[4];
+      load4(a, x + 4 * q);
+      CUSTOMML_UNROLL
+      for (int j = 0; j < 4; ++j) sum += static_cast<double>(a[j]) * a[j];
+    } else {
+      for (int64_t i = 4 * q; i < n && i < 4 * q + 4; ++i) sum += static_cast<double>(x[i]) * x[i];
+    }
+  }
   sum = block_sum(sum);
   if (threadIdx.x == 0) partial[blockIdx.x] = sum;
 }
 
-// x (n) *= coef, in double: the coefficient may be below float32's normal range.
-__global__ void scale_kernel(float* x, int64_t n, double coef) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+// x (n) *= coef, in double: the coefficient may be below float32's normal range. split
+// (vec4_split of x): float4s one per thread, then the head and tail elements.
+__global__ void scale_kernel(float* x, int64_t n, Vec4Split split, double coef) {
+  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t u = first; u < split.vecs; u += stride) {
+    float a[4];
+    load4(a, x + split.head + 4 * u);
+    CUSTOMML_UNROLL
+    for (int j = 0; j < 4; ++j) a[j] = static_cast<float>(a[j] * coef);
+    store4(x + split.head + 4 * u, a);
+  }
+  for (int64_t k = first; k < n - 4 * split.vecs; k += stride) {
+    const int64_t i = vec4_scalar_index(split, k);
     x[i] = static_cast<float>(x[i] * coef);
+  }
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -1,9 +1,11 @@
 #pragma once
 // Defines: the device helpers the kernels share: warp and block reductions in a fixed
-// order (so a reduction's result does not depend on scheduling), grid sizing, and the
-// configuration structs passed to kernels by value.
+// order (so a reduction's result does not depend on scheduling), grid sizing, the float4
+// split of flat elementwise passes, and the configuration structs passed to kernels by value.
 
+#include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 
 #include "backend.h"
 #include "cuda/launch.h"
@@ -110,16 +112,84 @@ __device__ __forceinline__ int64_t warp_predicted_class(const float* row, int64_
   return best_c;
 }
 
-// Whether flat index i takes weight decay: not inside any no-decay segment (sorted,
-// disjoint; binary search over the handful a model has).
-__device__ __forceinline__ bool takes_decay(const Segment* no_decay, int64_t n_no_decay, int64_t i) {
+// The float4 split of an elementwise pass over n floats of several arrays: the first
+// `head` elements one per thread (up to the arrays' first 16-byte boundary), then `vecs`
+// float4s, one 16-byte load and store per array, then the remaining n - head - 4 vecs
+// elements one per thread. A float4 can be loaded from every array at once only where
+// they share one address modulo 16 bytes; where they do not (or a float is not 4-byte
+// aligned), every element is scalar: head = n, vecs = 0. Null arrays (an optional
+// buffer not in use) do not count.
+struct Vec4Split {
+  int64_t head = 0;
+  int64_t vecs = 0;
+};
+
+inline Vec4Split vec4_split(int64_t n, std::initializer_list<const void*> arrays) {
+  int64_t offset = -1;  // the common address modulo 16
+  for (const void* a : arrays) {
+    if (!a) continue;
+    const int64_t r = static_cast<int64_t>(reinterpret_cast<uintptr_t>(a) & 15);
+    if (offset >= 0 && r != offset) return {n, 0};
+    offset = r;
+  }
+  if (offset < 0 || offset % 4) return {n, 0};
+  const int64_t head = std::min<int64_t>(n, offset ? (16 - offset) / 4 : 0);
+  return {head, (n - head) / 4};
+}
+
+// Threads for a pass split by vec4_split: one per float4 or per scalar element, whichever
+// part is longer (the grid-stride loops cover the rest).
+inline unsigned vec4_blocks(int64_t n, const Vec4Split& s) {
+  return grid_stride_blocks(std::max<int64_t>(s.vecs, n - 4 * s.vecs), kThreads);
+}
+
+// The flat index of the k-th scalar element of a split: the head, then the tail.
+__device__ __forceinline__ int64_t vec4_scalar_index(const Vec4Split& s, int64_t k) {
+  return k < s.head ? k : k + 4 * s.vecs;
+}
+
+// The four floats at p (16-byte aligned) into registers, and back.
+__device__ __forceinline__ void load4(float (&a)[4], const float* p) {
+  const float4 q = *reinterpret_cast<const float4*>(p);
+  a[0] = q.x;
+  a[1] = q.y;
+  a[2] = q.z;
+  a[3] = q.w;
+}
+__device__ __forceinline__ void store4(float* p, const float (&a)[4]) {
+  *reinterpret_cast<float4*>(p) = make_float4(a[0], a[1], a[2], a[3]);
+}
+
+// The first no-decay segment (sorted, disjoint) that ends after flat index i, or
+// n_no_decay: a binary search over the handful a model has.
+__device__ __forceinline__ int64_t segment_after(const Segment* no_decay, int64_t n_no_decay, int64_t i) {
   int64_t lo = 0, hi = n_no_decay;
   while (lo < hi) {
     const int64_t mid = (lo + hi) / 2;
     if (no_decay[mid].end <= i) lo = mid + 1;
     else hi = mid;
   }
-  return !(lo < n_no_decay && no_decay[lo].begin <= i);
+  return lo;
+}
+
+// Whether flat index i takes weight decay: not inside any no-decay segment.
+__device__ __forceinline__ bool takes_decay(const Segment* no_decay, int64_t n_no_decay, int64_t i) {
+  const int64_t s = segment_after(no_decay, n_no_decay, i);
+  return !(s < n_no_decay && no_decay[s].begin <= i);
+}
+
+// takes_decay of the four elements i0 .. i0 + 3, element by element (a segment may
+// begin or end between any two of them): one search, then a walk over the segments the
+// four reach.
+__device__ __forceinline__ void takes_decay4(bool (&decay)[4], const Segment* no_decay, int64_t n_no_decay,
+                                             int64_t i0) {
+  int64_t s = segment_after(no_decay, n_no_decay, i0);
+  CUSTOMML_UNROLL
+  for (int j = 0; j < 4; ++j) {
+    const int64_t i = i0 + j;
+    while (s < n_no_decay && no_decay[s].end <= i) ++s;
+    decay[j] = !(s < n_no_decay && no_decay[s].begin <= i);
+  }
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

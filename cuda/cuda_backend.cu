@@ -91,6 +91,11 @@ class CudaBackend final : public dev::DeviceBackend {
     if (bytes) CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, stream_));
   }
 
+  uintptr_t stream_handle() override { return reinterpret_cast<uintptr_t>(stream_); }
+  void wait_for_stream(uintptr_t stream) override { order(stream_, external(stream)); }
+  void make_stream_wait(uintptr_t stream) override { order(external(stream), stream_); }
+  void synchronize() override { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
   // The body's launches are recorded on a capture stream of this thread's own (its
   // launches are redirected there), so concurrent work of other threads on the main
   // stream neither lands in the graph nor waits; replays go to the main stream, in order
@@ -128,6 +133,23 @@ class CudaBackend final : public dev::DeviceBackend {
 
  private:
   dev::DeviceContext& ctx() override { return ctx_; }
+  // A stream number of DLPack / __cuda_array_interface__ as a stream handle.
+  static cudaStream_t external(uintptr_t stream) {
+    if (stream == 1) return cudaStreamLegacy;
+    if (stream == 2) return cudaStreamPerThread;
+    return reinterpret_cast<cudaStream_t>(stream);
+  }
+  // `waiter` waits for the work queued on `signaller` so far, without blocking the host.
+  void order(cudaStream_t waiter, cudaStream_t signaller) {
+    if (waiter == signaller) return;
+    CUDA_CHECK(cudaSetDevice(index_));
+    cudaEvent_t done = nullptr;
+    CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+    const cudaError_t recorded = cudaEventRecord(done, signaller);
+    const cudaError_t waited = recorded == cudaSuccess ? cudaStreamWaitEvent(waiter, done, 0) : recorded;
+    cudaEventDestroy(done);  // safe while the wait is pending: it is released once the wait is satisfied
+    CUDA_CHECK(waited);
+  }
   void release_cache() {
     std::lock_guard<std::mutex> lock(alloc_mutex_);
     release_cache_locked();

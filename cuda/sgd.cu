@@ -17,8 +17,10 @@ void sgd_update(DeviceContext& ctx, float* param, float* velocity, const float* 
   if (n == 0) return;
   std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
   const Segment* segs = device_segments(ctx, no_decay, n_no_decay);
-  launch(sgd_update_kernel, dim3(grid_stride_blocks(n, kThreads)), dim3(kThreads), 0, ctx.stream, param, velocity,
-         grad, n, segs, n_no_decay, c);
+  // velocity is not read without momentum, so its alignment does not matter then
+  const Vec4Split split = vec4_split(n, {param, c.momentum != 0.0f ? velocity : nullptr, grad});
+  launch(sgd_update_kernel, dim3(vec4_blocks(n, split)), dim3(kThreads), 0, ctx.stream, param, velocity, grad, n,
+         split, segs, n_no_decay, c);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -1,5 +1,6 @@
 #pragma once
-// Defines: sgd_update_kernel, one pass over the flat buffers with the no-decay table.
+// Defines: sgd_update_kernel, one pass over the flat buffers in float4s, with the
+// no-decay table.
 
 #include <cstdint>
 
@@ -7,20 +8,45 @@
 
 namespace customml::CUSTOMML_CUDA_NS {
 
-// param, velocity (null when momentum is 0), grad (n): as cpu/sgd.cpp.
-__global__ void sgd_update_kernel(float* param, float* velocity, const float* grad, int64_t n,
+// One element's update (the new parameter; the velocity in place with momentum): the one
+// expression both parts of the kernel use. wd is the element's decay (0 inside a no-decay
+// segment).
+__device__ __forceinline__ float sgd_element(float p, float grad, float& velocity, bool momentum, float wd,
+                                             const SgdConfig& c) {
+  const float g = grad + wd * p;
+  if (!momentum) return p - c.lr * g;
+  const float v = c.momentum * velocity + g;
+  velocity = v;
+  return p - c.lr * (c.nesterov ? g + c.momentum * v : v);
+}
+
+// param, velocity (null when momentum is 0), grad (n): as cpu/sgd.cpp. split
+// (vec4_split over the arrays in use): its float4s one per thread, then its head and tail
+// elements one per thread, as adam_update_kernel.
+__global__ void sgd_update_kernel(float* param, float* velocity, const float* grad, int64_t n, Vec4Split split,
                                   const Segment* no_decay, int64_t n_no_decay, SgdConfig c) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const bool momentum = c.momentum != 0.0f;
+  for (int64_t u = first; u < split.vecs; u += stride) {
+    const int64_t i0 = split.head + 4 * u;
+    float p[4], g[4], vel[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    bool decay[4];
+    load4(p, param + i0);
+    load4(g, grad + i0);
+    if (momentum) load4(vel, velocity + i0);
+    takes_decay4(decay, no_decay, n_no_decay, i0);
+    CUSTOMML_UNROLL
+    for (int j = 0; j < 4; ++j) p[j] = sgd_element(p[j], g[j], vel[j], momentum, decay[j] ? c.weight_decay : 0.0f, c);
+    store4(param + i0, p);
+    if (momentum) store4(velocity + i0, vel);
+  }
+  for (int64_t k = first; k < n - 4 * split.vecs; k += stride) {
+    const int64_t i = vec4_scalar_index(split, k);
+    float vel = momentum ? velocity[i] : 0.0f;
     const float wd = takes_decay(no_decay, n_no_decay, i) ? c.weight_decay : 0.0f;
-    const float g = grad[i] + wd * param[i];
-    if (c.momentum == 0.0f) {
-      param[i] -= c.lr * g;
-      continue;
-    }
-    const float v = c.momentum * velocity[i] + g;
-    velocity[i] = v;
-    param[i] -= c.lr * (c.nesterov ? g + c.momentum * v : v);
+    param[i] = sgd_element(param[i], grad[i], vel, momentum, wd, c);
+    if (momentum) velocity[i] = vel;
   }
 }
 

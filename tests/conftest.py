@@ -23,8 +23,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 # "cuda-emulated" runs the CUDA kernels on the host SIMT emulator, under two thread
 # orders (forward and reverse: a missing barrier makes them disagree with the reference);
 # "cuda" is generated only where it can run, and tests/test_devices.py reports why not.
-# (The tests hand the ops NumPy arrays; when a CUDA backend lands, "cuda" runs will need
-# its device arrays, converted here in one place.)
+# (The tests hand the ops NumPy arrays, which "cuda" refuses; its runs will need them
+# converted to customml.Array (cm.asarray(x, device="cuda")) and back, here in one place:
+# not done yet, tests/test_dlpack.py has the GPU interop tests meanwhile.)
 DEVICES = (["cpu"]
            + (["cuda-emulated:forward", "cuda-emulated:reverse"] if _core.build_info()["simt_emulation"] else [])
            + (["cuda"] if _core.cuda_available() else []))

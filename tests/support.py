@@ -9,6 +9,7 @@ hypothesis would make 257 x 257 operands far too slow for the CI budget.
 from __future__ import annotations
 
 import contextlib
+from typing import Tuple
 
 import numpy as np
 from hypothesis import strategies as st
@@ -67,6 +68,30 @@ def make_values(rng: np.random.Generator, shape, kind: str, *, scale: float = 1.
 def nan_filled(shape) -> np.ndarray:
     """An output buffer in which any element the kernel forgets to write stays NaN."""
     return np.full(shape, np.nan, np.float32)
+
+
+# Guard elements on each side of the views at_alignment makes.
+GUARD = 8
+
+
+def at_alignment(values: np.ndarray, offset: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``(buffer, view)``: a copy of 1-D float32 ``values`` whose address is ``4 * offset``
+    bytes past a 16-byte boundary (offset 0-3: every alignment a float32 array can have),
+    inside a buffer that is NaN for GUARD elements on either side, which a kernel must
+    leave as it was (check_guards)."""
+    raw = np.full(values.size + 2 * GUARD + 8, np.nan, np.float32)
+    start = (-raw.ctypes.data % 16) // 4 + GUARD + offset  # GUARD (a multiple of 4) past an aligned element
+    buf = raw[start - GUARD:start + values.size + GUARD]
+    view = buf[GUARD:GUARD + values.size]
+    view[...] = values
+    assert view.ctypes.data % 16 == 4 * offset
+    return buf, view
+
+
+def check_guards(buf: np.ndarray, name: str) -> None:
+    """The NaN guards of an at_alignment buffer are untouched (no write past either end)."""
+    guards = np.concatenate([buf[:GUARD], buf[-GUARD:]])
+    assert np.isnan(guards).all(), f"{name}: an element outside the array was written: {guards}"
 
 
 def assert_float32_array(a, shape, name: str) -> None:

@@ -14,9 +14,11 @@ from support import (
     TINY32,
     U32,
     VALUE_KINDS,
+    at_alignment,
     assert_close,
     assert_float32_array,
     assert_same_bits,
+    check_guards,
     make_values,
     no_decay_segments,
     seeds,
@@ -221,3 +223,61 @@ def test_adam_update_rejects_aliasing(device, pair):
     with pytest.raises(ValueError, match=rf"{OP} (?:{a} shares memory with {b}|{b} shares memory with {a})"):
         ops.adam_update(bufs["param"], bufs["grad"], bufs["m"], bufs["v"], bufs["vmax"], lr=1e-3, step=1,
                         amsgrad=True, device=device)
+
+
+# The CUDA kernel runs float4s between a scalar head and tail where the five arrays share
+# one 16-byte alignment, and scalar elements throughout where they do not. Layouts: each
+# array's offset in floats past a 16-byte boundary, all equal (head of 0-3 elements, then
+# float4s, then a tail) or drawn apart; SCALAR_LAYOUT has no common alignment, so the whole
+# pass is the scalar loop. Sizes: around one float4 and a head + body + tail, and large.
+ALIGN_SIZES = st.one_of(st.sampled_from([1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 4099]), st.integers(1, 70))
+LAYOUTS = st.one_of(st.integers(0, 3).map(lambda o: (o,) * 5), st.tuples(*[st.integers(0, 3)] * 5))
+SCALAR_LAYOUT = (0, 1, 0, 0, 0)
+NAMES = ("param", "grad", "m", "v", "vmax")
+
+
+@st.composite
+def aligned_problems(draw):
+    n = draw(ALIGN_SIZES)
+    return dict(n=n, layout=draw(LAYOUTS), kind=draw(st.sampled_from(GRAD_KINDS)), seed=draw(seeds),
+                lr=draw(st.sampled_from([1e-3, 0.1, 1.0])), beta1=0.9, beta2=0.999, eps=float(np.float32(1e-8)),
+                weight_decay=draw(st.sampled_from([0.1, 0.5])), decoupled=draw(st.booleans()),
+                amsgrad=draw(st.booleans()), no_decay=draw(no_decay_segments(n)), step=draw(st.integers(1, 100)))
+
+
+def adam_at(device, layout, values, p):
+    """adam_update with the five arrays at `layout`'s offsets; the arrays afterwards, with
+    their NaN guards checked."""
+    bufs = [at_alignment(a, offset) for a, offset in zip(values, layout)]
+    param, grad, m, v, vmax = (view for _, view in bufs)
+    ops.adam_update(param, grad, m, v, vmax if p["amsgrad"] else None, **config(p, p["step"]), device=device)
+    for (buf, _), name in zip(bufs, NAMES):
+        check_guards(buf, f"{name} at layout {layout}")
+    return [view.copy() for _, view in bufs]
+
+
+@given(p=aligned_problems())
+@example(p=dict(n=13, layout=(1, 1, 1, 1, 1), kind="normal", seed=3, lr=0.1, beta1=0.9, beta2=0.999,
+                eps=float(np.float32(1e-8)), weight_decay=0.5, decoupled=True, amsgrad=True,
+                no_decay=[(0, 1), (2, 3), (5, 6), (7, 9), (12, 13)], step=2))
+@example(p=dict(n=4099, layout=(3, 3, 3, 3, 3), kind="mixed", seed=4, lr=1e-3, beta1=0.9, beta2=0.999,
+                eps=float(np.float32(1e-8)), weight_decay=0.1, decoupled=False, amsgrad=False,
+                no_decay=[(1, 2), (4097, 4098)], step=1))
+def test_adam_update_same_bits_at_every_alignment(device, p):
+    # A float4 lane must round as the scalar element does (one expression for both), and
+    # a no-decay segment boundary inside a float4 must split it element by element.
+    rng = np.random.default_rng(p["seed"])
+    n = p["n"]
+    m = make_values(rng, (n,), "normal") * np.float32(0.1)
+    v = np.abs(make_values(rng, (n,), "normal")) * np.float32(0.01)
+    values = [make_values(rng, (n,), "normal"), make_values(rng, (n,), p["kind"], huge=1e15), m, v,
+              v * rng.uniform(0.5, 2.0, n).astype(np.float32)]
+    got = adam_at(device, p["layout"], values, p)
+    want = adam_at(device, SCALAR_LAYOUT, values, p)
+    for a, b, name in zip(got, want, NAMES):
+        assert_same_bits(a, b, f"{name} at layout {p['layout']} against the scalar layout")
+    assert_same_bits(got[1], values[1], "grad (must be untouched)")
+    if device == "cuda-emulated":
+        # the emulated kernel (no FMA contraction on the host) also gives the CPU's bits
+        for a, b, name in zip(got, adam_at("cpu", (0,) * 5, values, p), NAMES):
+            assert_same_bits(a, b, f"{name} on cuda-emulated against cpu")

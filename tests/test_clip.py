@@ -15,9 +15,11 @@ from support import (
     U32,
     U64,
     VALUE_KINDS,
+    at_alignment,
     assert_close,
     assert_float32_array,
     assert_same_bits,
+    check_guards,
     make_values,
     seeds,
     sizes,
@@ -121,3 +123,25 @@ def test_clip_by_global_norm_rejects_bad_input(device, case):
     grad, max_norm, exc, match = BAD[case]
     with pytest.raises(exc, match=match):
         ops.clip_by_global_norm(grad, max_norm, device=device)
+
+
+@given(n=st.one_of(st.sampled_from([1, 2, 3, 4, 5, 7, 8, 9, 4099, 123457]), st.integers(1, 70)),
+       kind=st.sampled_from(VALUE_KINDS), ratio=st.sampled_from([0.5, 2.0]), seed=seeds)
+@example(n=4 * 4 * 120 * 256 + 4 * 120 * 256 + 13, kind="normal", ratio=0.5, seed=1)
+def test_clip_same_bits_at_every_alignment(device, n, kind, ratio, seed):
+    # On CUDA the norm is summed in quads counted from element 0 (float4 loads, four quads
+    # at a time, where the gradient is 16-byte aligned; scalar loads otherwise) and the
+    # scaling runs float4s between a scalar head and tail: neither the norm nor the clipped
+    # gradient may depend on where the gradient starts. The example is past one unrolled
+    # round of the fixed 120 x 256-thread grid (4 quads per thread), with a remainder.
+    grad = make_values(np.random.default_rng(seed), (n,), kind, huge=1e30)
+    max_norm = float(np.float32(ratio * np.sqrt(np.sum(grad.astype(np.float64) ** 2)))) or 1.0
+    results = []
+    for offset in range(4):
+        buf, view = at_alignment(grad, offset)
+        norm = ops.clip_by_global_norm(view, max_norm, device=device)
+        check_guards(buf, f"grad at offset {offset}")
+        results.append((norm, view.copy()))
+    for offset, (norm, clipped) in enumerate(results[1:], 1):
+        assert norm == results[0][0], f"norm at offset {offset}: {norm!r} != {results[0][0]!r} at offset 0"
+        assert_same_bits(clipped, results[0][1], f"clipped grad at offset {offset}")

@@ -14,9 +14,11 @@ from support import (
     TINY32,
     U32,
     VALUE_KINDS,
+    at_alignment,
     assert_close,
     assert_float32_array,
     assert_same_bits,
+    check_guards,
     make_values,
     no_decay_segments,
     seeds,
@@ -183,3 +185,58 @@ def test_sgd_update_rejects_aliasing(device, alias):
     pattern = rf"\[sgd_update\] (?:{first} shares memory with {second}|{second} shares memory with {first})"
     with pytest.raises(ValueError, match=pattern):
         ops.sgd_update(param, grad, velocity, lr=0.1, momentum=0.9, device=device)
+
+
+# As test_adam.py's alignment test: (param, grad, velocity) offsets in floats past a
+# 16-byte boundary, all equal (float4s between a scalar head and tail) or apart;
+# SCALAR_LAYOUT has no common alignment, so the whole pass is the scalar loop.
+ALIGN_SIZES = st.one_of(st.sampled_from([1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 4099]), st.integers(1, 70))
+LAYOUTS = st.one_of(st.integers(0, 3).map(lambda o: (o,) * 3), st.tuples(*[st.integers(0, 3)] * 3))
+SCALAR_LAYOUT = (1, 0, 0)
+NAMES = ("param", "grad", "velocity")
+
+
+@st.composite
+def aligned_problems(draw):
+    n = draw(ALIGN_SIZES)
+    mu = draw(st.sampled_from([0.0, 0.9]))
+    return dict(n=n, layout=draw(LAYOUTS), kind=draw(st.sampled_from(GRAD_KINDS)), seed=draw(seeds),
+                lr=draw(st.sampled_from([0.01, 0.1, 1.0])), momentum=mu, nesterov=mu > 0 and draw(st.booleans()),
+                weight_decay=draw(st.sampled_from([0.1, 0.5])), no_decay=draw(no_decay_segments(n)))
+
+
+def sgd_at(device, layout, values, p):
+    """sgd_update with the three arrays at `layout`'s offsets; the arrays afterwards, with
+    their NaN guards checked. Without momentum the velocity is passed and must stay as it was."""
+    bufs = [at_alignment(a, offset) for a, offset in zip(values, layout)]
+    param, grad, velocity = (view for _, view in bufs)
+    ops.sgd_update(param, grad, velocity, lr=p["lr"], momentum=p["momentum"], nesterov=p["nesterov"],
+                   weight_decay=p["weight_decay"], no_decay=p["no_decay"], device=device)
+    for (buf, _), name in zip(bufs, NAMES):
+        check_guards(buf, f"{name} at layout {layout}")
+    return [view.copy() for _, view in bufs]
+
+
+@given(p=aligned_problems())
+@example(p=dict(n=13, layout=(2, 2, 2), kind="normal", seed=3, lr=0.1, momentum=0.9, nesterov=True,
+                weight_decay=0.5, no_decay=[(0, 1), (2, 3), (5, 6), (7, 9), (12, 13)]))
+@example(p=dict(n=4099, layout=(3, 3, 3), kind="mixed", seed=4, lr=0.01, momentum=0.0, nesterov=False,
+                weight_decay=0.1, no_decay=[(1, 2), (4097, 4098)]))
+def test_sgd_update_same_bits_at_every_alignment(device, p):
+    # A float4 lane must round as the scalar element does, and a no-decay segment
+    # boundary inside a float4 must split it element by element.
+    rng = np.random.default_rng(p["seed"])
+    n = p["n"]
+    grad_kind = "huge" if p["kind"] == "huge_grad" else p["kind"]
+    values = [make_values(rng, (n,), "normal"), make_values(rng, (n,), grad_kind),
+              make_values(rng, (n,), "normal") * np.float32(0.1)]
+    got = sgd_at(device, p["layout"], values, p)
+    for a, b, name in zip(got, sgd_at(device, SCALAR_LAYOUT, values, p), NAMES):
+        assert_same_bits(a, b, f"{name} at layout {p['layout']} against the scalar layout")
+    assert_same_bits(got[1], values[1], "grad (must be untouched)")
+    if not p["momentum"]:
+        assert_same_bits(got[2], values[2], "velocity without momentum (must be untouched)")
+    if device == "cuda-emulated":
+        # the emulated kernel (no FMA contraction on the host) also gives the CPU's bits
+        for a, b, name in zip(got, sgd_at("cpu", (0,) * 3, values, p), NAMES):
+            assert_same_bits(a, b, f"{name} on cuda-emulated against cpu")

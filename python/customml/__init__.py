@@ -12,6 +12,7 @@ Hand-written C++ kernels under a Keras-like API::
 
 from . import (_core, callbacks, cuda, data, datasets, io, layers, losses, metrics, ops, optimizers, prune,
                quantize, regularizers, schedules)
+from .array import Array, asarray, empty, from_dlpack
 from .callbacks import History
 from .io import load
 from .models import Sequential
@@ -38,9 +39,13 @@ def build_info() -> dict:
 
 __all__ = [
     "__version__",
+    "Array",
     "History",
     "Sequential",
+    "asarray",
     "build_info",
+    "empty",
+    "from_dlpack",
     "get_num_threads",
     "set_num_threads",
     "callbacks",

@@ -3,8 +3,12 @@
 Each takes arrays (C-contiguous, of the dtype named in its docstring; nothing is
 converted, so a wrong dtype or layout is an error rather than a hidden copy), allocates
 outputs the caller did not pass with ``out=``/``grad_out=``, and runs on ``device``:
-NumPy arrays on "cpu" and "cuda-emulated", CuPy arrays (or anything exposing
-``__cuda_array_interface__``, zero-copy) on "cuda". Optimizer updates modify their
+NumPy arrays (and anything else in host memory: customml.Array, PyTorch CPU tensors,
+any object with ``__dlpack__``) on "cpu" and "cuda-emulated"; GPU arrays (customml.Array,
+CuPy, PyTorch CUDA tensors: anything with ``__dlpack__`` or ``__cuda_array_interface__``)
+on "cuda", all zero-copy. Outputs the caller does not pass are NumPy arrays on the host
+devices and customml.Array on "cuda" (``torch.from_dlpack(out)`` or
+``cupy.from_dlpack(out)`` view them without a copy). Optimizer updates modify their
 buffers in place.
 """
 
@@ -46,17 +50,11 @@ __all__ = [
 
 
 def _empty(shape, device: str, dtype=np.float32):
-    """An uninitialized output (float32 unless ``dtype`` says otherwise) on ``device``: CuPy
-    memory on "cuda", NumPy elsewhere."""
+    """An uninitialized output (float32 unless ``dtype`` says otherwise) on ``device``: a
+    customml.Array on "cuda", NumPy elsewhere."""
     if device == "cuda" or device.startswith("cuda:"):
         _core.check_device(device)  # says why CUDA is unavailable before anything else
-        try:
-            import cupy
-        except ImportError as exc:
-            raise ImportError("ops on device 'cuda' allocate their outputs with CuPy: pip install cupy-cuda12x "
-                              "(or pass out=/grad_out= arrays that expose __cuda_array_interface__)") from exc
-        with cupy.cuda.Device(int(device.partition(":")[2] or 0)):
-            return cupy.empty(shape, dtype=dtype)
+        return _core.array_empty(shape, np.dtype(dtype), device)
     return np.empty(shape, dtype=dtype)
 
 
