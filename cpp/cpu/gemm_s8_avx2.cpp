@@ -16,12 +16,13 @@ namespace {
 struct Avx2S8 {
   static constexpr int kMr = 3;
   static constexpr int kMaxPanels = 1;
+  static constexpr bool kPacksA = true;
   using AType = int16_t;
 
   // tile (R, 16): each accumulator holds 4 columns as 2 partial sums (k pairs 0-1 and
   // 2-3 of every group), folded by one hadd + permute at the end.
   template <int R, int NP>
-  static void micro(int64_t groups, const int16_t* a, const int8_t* b, int64_t stride, int32_t* tile) {
+  static void micro(int64_t groups, const int16_t* a, int64_t lda, const int8_t* b, int64_t stride, int32_t* tile) {
     for (int half = 0; half < 2; ++half) {
       __m256i acc[R][2];
       for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
