@@ -47,7 +47,7 @@ ChosenVariant<Variant> g_variant;
 
 const Variant kPortable{s8_gemm__portable_4x16, "s8_gemm__portable_4x16"};
 #ifdef CUSTOMML_X86_KERNELS
-const Variant kAvx2{s8_gemm__avx2_3x16, "s8_gemm__avx2_3x16"};
+const Variant kAvx2{s8_gemm__avx2_6x16, "s8_gemm__avx2_6x16"};
 const Variant kAvx512Vnni{s8_gemm__avx512vnni_6x64, "s8_gemm__avx512vnni_6x64"};
 #endif
 

@@ -39,7 +39,7 @@ struct GemmS8Args {
   void* a_work = nullptr;  // this thread's s8_a_work_bytes(k) bytes
 };
 
-// Rows of A taken at once (a multiple of every variant's tile rows, 3, 4 and 6): up to
+// Rows of A taken at once (a multiple of every variant's tile rows, 4 and 6): up to
 // 240, fewer for deep k so that the chunk stays near 256 KiB. The chunk is staged or
 // packed once (when a variant needs it) and then read by every column block.
 inline int64_t s8_row_chunk(int64_t k) {
@@ -61,7 +61,7 @@ void select_gemm_s8(IsaLevel level);
 // The variants, named what then how: portable always; the others only on x86-64.
 void s8_gemm__portable_4x16(const GemmS8Args& args);
 #ifdef CUSTOMML_X86_KERNELS
-void s8_gemm__avx2_3x16(const GemmS8Args& args);
+void s8_gemm__avx2_6x16(const GemmS8Args& args);
 void s8_gemm__avx512vnni_6x64(const GemmS8Args& args);
 #endif
 
