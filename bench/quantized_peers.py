@@ -4,7 +4,8 @@ eager float32 and ``torch.ao.quantization.quantize_dynamic`` (FBGEMM int8) under
 ``inference_mode``, and ONNX Runtime float32 and int8 (``onnxruntime.quantization.
 quantize_dynamic``, MatMulInteger). Batch 1: p50 / p99 of single calls; batch 1024: rows per
 second (median of repeated calls). Rounds are interleaved so that a change in the machine's
-load falls on every contender alike.
+load falls on every contender alike; the load average before and after is printed with the
+table.
 
     python -m customml train --dataset fashion_mnist -o /tmp/f.cml
     python bench/quantized_peers.py /tmp/f.cml
@@ -88,6 +89,7 @@ try:
 except ImportError as exc:
     print(f"onnxruntime skipped: {exc}")
 
+load_before = os.getloadavg()
 accuracy = {name: float((np.argmax(c[2](x_test), axis=1) == y_test).mean()) for name, c in contenders.items()}
 single = {name: [] for name in contenders}
 batch = {name: [] for name in contenders}
@@ -119,3 +121,5 @@ for name in contenders:
     rate = xb.shape[0] / np.median(batch[name])
     print(f"{name:<24} {accuracy[name]:>8.4f} {p50:>10.1f} {p99:>10.1f} {p50 / (base1 / 1000.0):>10.2f}x "
           f"{rate:>13,.0f} {rate / (xb.shape[0] / baseb):>10.2f}x")
+print("load average (1, 5, 15 min) before: {:.2f} {:.2f} {:.2f}, after: {:.2f} {:.2f} {:.2f}".format(
+    *load_before, *os.getloadavg()))

@@ -1,7 +1,8 @@
 """gemm_s8 (and gemm_s8_pack) against tests/reference.py on every device and every CPU ISA
 level of the int8 GEMM (portable, AVX2, AVX-512 VNNI), at sizes around every tile: rows
 around MR = 4 / 6, columns around the 16-column panel and the 64-column tile, depths that
-are not multiples of the 4-deep group, the batch-1 row, a depth at the int32 limit.
+are not multiples of the 4-deep group (A's rows staged with padding; read in place
+otherwise), row counts around the A chunk, the batch-1 row, a depth at the int32 limit.
 
 The int32 output is exact on every level and device (integer sums, no overflow for
 k <= kGemmS8MaxK), so it is compared for equality; the float32 output within a bound
@@ -10,6 +11,11 @@ that bound of a rounding boundary, where either neighbour is right.
 """
 
 from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -170,6 +176,49 @@ def test_uint8_out_requantizes(s8_isa, device, activation, problem, out_zero):
     assert (np.abs(got - want) <= 1).all()
 
 
+# Row counts around the A chunk of s8_row_chunk (240 rows at these depths), with a depth
+# that the VNNI and portable tiles read in place (64) and one whose rows are staged with
+# zero padding to whole 4-byte groups (65).
+@pytest.mark.parametrize("k", [64, 65])
+@pytest.mark.parametrize("m", [239, 240, 241, 481])
+def test_row_chunks_in_place_and_staged(s8_isa, device, m, k):
+    a, w, _, a_zero, _, _ = build((m, k, 70, "uniform", True, True, m + k))
+    want = reference.gemm_s8(a, w, None, a_zero, None, out_dtype="int32")
+    np.testing.assert_array_equal(i32_twice(a, ops.gemm_s8_pack(w, device=device), a_zero, device), want)
+
+
+def _before_a_guard_page(rows, cols):
+    """A uint8 (rows, cols) array that ends where an inaccessible page begins, so that a
+    kernel reading past A's last byte faults instead of silently reading a neighbour."""
+    page = mmap.PAGESIZE
+    size = rows * cols
+    span = (size + page - 1) // page * page
+    mem = mmap.mmap(-1, span + page)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(mem))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    if libc.mprotect(ctypes.c_void_p(base + span), page, 0) != 0:  # PROT_NONE
+        pytest.skip(f"mprotect failed: {os.strerror(ctypes.get_errno())}")
+    return np.frombuffer(mem, np.uint8, count=size, offset=span - size).reshape(rows, cols), mem
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs mmap + mprotect (Linux)")
+@pytest.mark.parametrize("k", [1, 63, 64, 65, 66, 67])
+def test_a_is_not_read_past_its_end(s8_isa, k):
+    # A's rows are read in place when k is a multiple of 4 and staged otherwise; neither
+    # may touch a byte after A's last (the weights' padding covers a group's tail).
+    rng = np.random.default_rng(k)
+    m = 7
+    a, mem = _before_a_guard_page(m, k)
+    a[...] = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    w = rng.integers(-127, 128, (k, 40)).astype(np.int8)
+    a_zero = np.array([5], np.int32)
+    want = reference.gemm_s8(np.array(a), w, None, a_zero, None, out_dtype="int32")
+    np.testing.assert_array_equal(i32_twice(a, ops.gemm_s8_pack(w), a_zero, "cpu"), want)
+    del a
+    mem.close()
+
+
 def test_depth_at_the_int32_limit(s8_isa, device):
     # 255 * 127 * 66000 = 2 137 410 000, just below 2^31: the extreme sums and their
     # zero-point corrections (a_zero 255 with a = 0: -255 colsum) must be exact.
@@ -226,7 +275,7 @@ def test_result_does_not_depend_on_the_thread_count(s8_isa, device):
 
 def test_kernel_variant_is_reported(s8_isa):
     name = _core.build_info()["kernels"]["gemm_s8"]
-    assert name == {"portable": "s8_gemm__portable_4x16", "avx2": "s8_gemm__avx2_3x16",
+    assert name == {"portable": "s8_gemm__portable_4x16", "avx2": "s8_gemm__avx2_6x16",
                     "avx512_vnni": "s8_gemm__avx512vnni_6x64"}[s8_isa]
 
 

@@ -14,19 +14,21 @@
 namespace customml::cpu {
 namespace {
 
-// Plain integer loops over a 4 x 16 tile, sums in the layout's group order; int32 is
-// exact for k <= kGemmS8MaxK, so every variant's result is bit-identical to this one.
+// Plain integer loops over a 4 x 16 tile read from the codes in place, sums in the
+// layout's group order; int32 is exact for k <= kGemmS8MaxK, so every variant's result is
+// bit-identical to this one.
 struct PortableS8 {
   static constexpr int kMr = 4;
   static constexpr int kMaxPanels = 1;
+  static constexpr bool kPacksA = false;
   using AType = uint8_t;
   template <int R, int NP>
-  static void micro(int64_t groups, const uint8_t* a, const int8_t* b, int64_t stride, int32_t* tile) {
+  static void micro(int64_t groups, const uint8_t* a, int64_t lda, const int8_t* b, int64_t stride, int32_t* tile) {
     int32_t acc[R][kS8PanelCols] = {};
     for (int64_t g = 0; g < groups; ++g) {
       const int8_t* bg = b + g * 4 * kS8PanelCols;
       for (int r = 0; r < R; ++r) {
-        const uint8_t* ar = a + (g * R + r) * 4;
+        const uint8_t* ar = a + r * lda + g * 4;
         for (int j = 0; j < kS8PanelCols; ++j)
           for (int t = 0; t < 4; ++t) acc[r][j] += static_cast<int32_t>(ar[t]) * static_cast<int32_t>(bg[4 * j + t]);
       }
@@ -45,17 +47,17 @@ ChosenVariant<Variant> g_variant;
 
 const Variant kPortable{s8_gemm__portable_4x16, "s8_gemm__portable_4x16"};
 #ifdef CUSTOMML_X86_KERNELS
-const Variant kAvx2{s8_gemm__avx2_3x16, "s8_gemm__avx2_3x16"};
+const Variant kAvx2{s8_gemm__avx2_6x16, "s8_gemm__avx2_6x16"};
 const Variant kAvx512Vnni{s8_gemm__avx512vnni_6x64, "s8_gemm__avx512vnni_6x64"};
 #endif
 
 const Variant& current() { return g_variant.get(); }
 
-// The packed A rows of this thread, grown to the largest chunk seen and then reused, so
-// a steady stream of calls allocates nothing.
+// The staged or packed A rows of this thread, grown to the largest chunk seen and then
+// reused, so a steady stream of calls allocates nothing.
 void* thread_a_work(int64_t k) {
   thread_local std::vector<int16_t> work;
-  const size_t need = static_cast<size_t>(s8_row_chunk(k) * s8_groups(k) * 4);
+  const size_t need = (s8_a_work_bytes(k) + 1) / 2;
   if (work.size() < need) work.resize(need);
   return work.data();
 }

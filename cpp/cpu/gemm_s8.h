@@ -36,16 +36,19 @@ struct GemmS8Args {
   uint8_t* y_u8 = nullptr;
   int32_t* y_i32 = nullptr;
   GemmS8Epilogue e;
-  void* a_work = nullptr;  // this thread's packed A rows: s8_row_chunk(k) x groups x 4 elements of up to 2 bytes
+  void* a_work = nullptr;  // this thread's s8_a_work_bytes(k) bytes
 };
 
-// Rows of A packed at once (a multiple of every variant's tile rows, 3, 4 and 6): up to
-// 240, fewer for deep k so that the chunk stays near 256 KiB. The chunk is packed once and
-// then read by every column block, so blocks can be small without repacking A.
+// Rows of A taken at once (a multiple of every variant's tile rows, 4 and 6): up to
+// 240, fewer for deep k so that the chunk stays near 256 KiB. The chunk is staged or
+// packed once (when a variant needs it) and then read by every column block.
 inline int64_t s8_row_chunk(int64_t k) {
   const int64_t rows = (int64_t{256} * 1024 / (s8_groups(k) * 4)) / 12 * 12;
   return rows < 12 ? 12 : rows > 240 ? 240 : rows;
 }
+// A chunk of A rows as a variant's tiles read them when not in place: codes with rows
+// padded to whole groups (k not a multiple of 4), or packed, of up to 2 bytes an element.
+inline size_t s8_a_work_bytes(int64_t k) { return static_cast<size_t>(s8_row_chunk(k) * s8_groups(k) * 4 * 2); }
 
 using GemmS8Kernel = void (*)(const GemmS8Args&);
 
@@ -58,7 +61,7 @@ void select_gemm_s8(IsaLevel level);
 // The variants, named what then how: portable always; the others only on x86-64.
 void s8_gemm__portable_4x16(const GemmS8Args& args);
 #ifdef CUSTOMML_X86_KERNELS
-void s8_gemm__avx2_3x16(const GemmS8Args& args);
+void s8_gemm__avx2_6x16(const GemmS8Args& args);
 void s8_gemm__avx512vnni_6x64(const GemmS8Args& args);
 #endif
 
