@@ -152,23 +152,34 @@ size_t CpuBackend::sparse_packed_bytes(const CsrMatrix& w) {
 void CpuBackend::sparse_pack(void* packed, const CsrMatrix& w) { csr_pack(packed, w); }
 
 // x: (batch, in)  packed: W (in, out)  b: (out) or null -> y: (batch, out), for batches up to
-// the kernel's packed_max_rows. Large layers split their groups of outputs over the threads;
-// each output is summed by one task in one order whatever the split.
+// the kernel's packed_max_rows, and for every batch when at least half the layout's lanes
+// hold a nonzero (2:4 fills them all): it then reads fewer bytes per nonzero than the other
+// paths at any batch (measured on Zen 5, 2:4 784 -> 256: 35 against 76 us for the N:M
+// kernel at batch 16, 271 against 319 at 128; 90% random CSR, a third of the lanes
+// filled, loses to the transposed path from 16 rows on). Large products split the groups of outputs over the threads, or
+// the rows when there are fewer groups than threads; each output is summed by one task in
+// one order whatever the split.
 bool CpuBackend::sparse_dense_forward_packed(float* y, const float* x, const void* packed, const float* b,
                                              int64_t batch, Activation act) {
   const SparseKernels& k = sparse_kernels();
-  if (!k.csr_packed_forward || batch > k.packed_max_rows) return false;
-  if (batch == 0) return true;
+  if (!k.csr_packed_forward) return false;
   const CsrPacked p = csr_packed_view(packed);
-  const int64_t macs = batch * p.nnz;
+  if (batch > k.packed_max_rows && 2 * p.nnz < p.lanes) return false;
+  if (batch == 0) return true;
   ThreadPool& pool = ThreadPool::instance();
-  const int64_t tasks =
-      macs >= kParallelMinMacs && pool.num_threads() > 1 ? std::min<int64_t>(p.groups, pool.num_threads()) : 1;
-  if (tasks <= 1) {
+  const int64_t threads = batch * p.nnz >= kParallelMinMacs ? pool.num_threads() : 1;
+  if (threads <= 1) {
     k.csr_packed_forward(y, x, p, b, batch, 0, p.groups, act);
+  } else if (p.groups >= threads) {
+    pool.parallel_for(static_cast<int>(threads), [&](int t) {
+      k.csr_packed_forward(y, x, p, b, batch, p.groups * t / threads, p.groups * (t + 1) / threads, act);
+    });
   } else {
-    pool.parallel_for(static_cast<int>(tasks), [&](int t) {
-      k.csr_packed_forward(y, x, p, b, batch, p.groups * t / tasks, p.groups * (t + 1) / tasks, act);
+    // Row ranges of even length, so that the pairs the kernel takes are the same.
+    const int64_t pairs = (batch + 1) / 2;
+    pool.parallel_for(static_cast<int>(threads), [&](int t) {
+      const int64_t r0 = 2 * (pairs * t / threads), r1 = std::min<int64_t>(batch, 2 * (pairs * (t + 1) / threads));
+      if (r1 > r0) k.csr_packed_forward(y + r0 * p.out, x + r0 * p.in, p, b, r1 - r0, 0, p.groups, act);
     });
   }
   return true;

@@ -39,7 +39,8 @@ struct SparseKernels {
   CsrKernel csr_forward;
   NmKernel nm_forward;
   // The gather-free product over the packed layout, for batches of at most
-  // packed_max_rows rows; null (and 0) where the level has none: the CSR kernel runs.
+  // packed_max_rows rows (of any size where the layout is at least half full); null (and
+  // 0) where the level has none: the format's own kernel runs.
   const char* csr_packed = nullptr;
   CsrPackedKernel csr_packed_forward = nullptr;
   int64_t packed_max_rows = 0;

@@ -121,6 +121,7 @@ CsrPacked csr_packed_view(const void* packed) {
   p.in = h.in;
   p.out = h.out;
   p.nnz = h.nnz;
+  p.lanes = h.block_steps * kPackLanes;
   p.groups = h.groups;
   p.chunks = h.chunks;
   p.group_first = reinterpret_cast<const int64_t*>(bytes + s.group_first);

@@ -32,6 +32,7 @@ constexpr int kPackChunk = 32;
 // A read-only view of a packed weight (pointers into the bytes csr_pack wrote).
 struct CsrPacked {
   int64_t in = 0, out = 0, nnz = 0, groups = 0, chunks = 0;
+  int64_t lanes = 0;  // lane slots: block steps x kPackLanes, of which nnz hold a nonzero
   const int64_t* group_first = nullptr;  // (groups + 1): each group's first block step
   const uint8_t* counts = nullptr;       // (groups, chunks): steps per group and chunk
   const float* values = nullptr;         // (block steps, kPackLanes)
