@@ -7,7 +7,8 @@
 //     vectors of batch lanes (N:M with its slot index decoded to an input row);
 //   - fewer rows (batch-1 inference): CSR gathers x at 16 (8) indices per instruction;
 //     N:M vectorizes over outputs and picks each output's input from its group's m
-//     inputs with one permute.
+//     inputs with one permute. (A model on AVX-512 runs the packed layout of
+//     cpu/sparse_packed.h there instead; these paths serve AVX2 and the raw ops.)
 // Internal linkage only (see simd.h): each ISA file includes this under its own flags.
 
 #include <cstdint>
