@@ -28,7 +28,8 @@ def _chain(model: cm.Sequential, x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("batch", [1, 4, 5, 12, 13, 130])
 def test_packed_predict_is_bit_identical_to_the_unpacked_gemm(batch):
     # Pre-packing changes where the microkernel reads B from, not the sum order: the
-    # results must be the same bits (batches <= 4 take the row path, which never packs).
+    # results must be the same bits (batches below MR take the small-m path, which reads the
+    # packed panels in place; the unpacked call reads W row-major).
     model = _mlp()
     x = np.random.default_rng(1).standard_normal((batch, 37)).astype(np.float32)
     np.testing.assert_array_equal(model.predict(x), _chain(model, x))

@@ -1044,8 +1044,8 @@ def test_predict_proba_binary_is_sigmoid():
 
 
 def test_predict_is_batch_invariant(isa):
-    """predict(x)[i] == predict(x[i:i+1])[0] bit for bit: GEMMs of <= 4 rows take the
-    unpacked row path, larger ones the packed microkernel; depth 300 and 1030 cross
+    """predict(x)[i] == predict(x[i:i+1])[0] bit for bit: GEMMs of fewer than MR rows take
+    the small-m path, larger ones the tiled microkernel; depth 300 and 1030 cross
     KC = 256, width 1030 crosses NC = 1024, 130 rows cross MC = 120."""
     rng = np.random.default_rng(16)
     model = cm.Sequential([cm.layers.Dense(1030, activation="gelu"), cm.layers.Dense(40, activation="relu"),

@@ -108,41 +108,59 @@ void gemm_blocked(const GemmArgs& g, const GemmWorkspace& ws, Micro micro, Small
     epilogue(g, 0, 0, g.m, g.n);
     return;
   }
-  alignas(64) float tile[MR * NR];
-  for (int64_t jc = 0; jc < g.n; jc += kNc) {
-    const int64_t nc = min_i64(kNc, g.n - jc);
-    for (int64_t pc = 0; pc < g.k; pc += kKc) {
-      const int64_t kc = min_i64(kKc, g.k - pc);
-      const bool accumulate = pc > 0;
-      const bool last = pc + kc == g.k;
-      if (!prepacked) pack_b<NR>(ws.packed_b, g, pc, kc, jc, nc);
-      for (int64_t ic = 0; ic < g.m; ic += kMc) {
-        const int64_t mc = min_i64(kMc, g.m - ic);
-        pack_a<MR>(ws.packed_a, g, ic, mc, pc, kc);
-        for (int64_t jr = 0; jr < nc; jr += NR) {
-          const int64_t cols = min_i64(NR, nc - jr);
-          const float* bp = prepacked ? g.packed_b + (jc + jr) * g.k + pc * NR : ws.packed_b + (jr / NR) * NR * kc;
-          for (int64_t ir = 0; ir < mc; ir += MR) {
-            const int64_t rows = min_i64(MR, mc - ir);
-            const float* ap = ws.packed_a + (ir / MR) * MR * kc;
-            float* c = g.c + (ic + ir) * g.ldc + jc + jr;
-            if (rows == MR && cols == NR) {
-              micro(kc, ap, bp, c, g.ldc, accumulate);
-            } else {
-              // Edge tile: run the full microkernel on a local tile, copy the valid part.
-              if (accumulate)
+  // The rows past the last whole MR block (m mod MR of them) take the small-m path too:
+  // the tiled path would pad them to a full MR-row microkernel tile, and the bits are the
+  // same either way.
+  const int64_t rem = (prepacked || g.b_cs == 1) ? g.m % MR : 0;
+  auto tiled = [&](const GemmArgs& t) {
+    alignas(64) float tile[MR * NR];
+    for (int64_t jc = 0; jc < t.n; jc += kNc) {
+      const int64_t nc = min_i64(kNc, t.n - jc);
+      for (int64_t pc = 0; pc < t.k; pc += kKc) {
+        const int64_t kc = min_i64(kKc, t.k - pc);
+        const bool accumulate = pc > 0;
+        const bool last = pc + kc == t.k;
+        if (!prepacked) pack_b<NR>(ws.packed_b, t, pc, kc, jc, nc);
+        for (int64_t ic = 0; ic < t.m; ic += kMc) {
+          const int64_t mc = min_i64(kMc, t.m - ic);
+          pack_a<MR>(ws.packed_a, t, ic, mc, pc, kc);
+          for (int64_t jr = 0; jr < nc; jr += NR) {
+            const int64_t cols = min_i64(NR, nc - jr);
+            const float* bp = prepacked ? t.packed_b + (jc + jr) * t.k + pc * NR : ws.packed_b + (jr / NR) * NR * kc;
+            for (int64_t ir = 0; ir < mc; ir += MR) {
+              const int64_t rows = min_i64(MR, mc - ir);
+              const float* ap = ws.packed_a + (ir / MR) * MR * kc;
+              float* c = t.c + (ic + ir) * t.ldc + jc + jr;
+              if (rows == MR && cols == NR) {
+                micro(kc, ap, bp, c, t.ldc, accumulate);
+              } else {
+                // Edge tile: run the full microkernel on a local tile, copy the valid part.
+                if (accumulate)
+                  for (int64_t i = 0; i < rows; ++i)
+                    std::memcpy(tile + i * NR, c + i * t.ldc, sizeof(float) * cols);
+                micro(kc, ap, bp, tile, NR, accumulate);
                 for (int64_t i = 0; i < rows; ++i)
-                  std::memcpy(tile + i * NR, c + i * g.ldc, sizeof(float) * cols);
-              micro(kc, ap, bp, tile, NR, accumulate);
-              for (int64_t i = 0; i < rows; ++i)
-                std::memcpy(c + i * g.ldc, tile + i * NR, sizeof(float) * cols);
+                  std::memcpy(c + i * t.ldc, tile + i * NR, sizeof(float) * cols);
+              }
+              if (last) epilogue(t, ic + ir, jc + jr, rows, cols);
             }
-            if (last) epilogue(g, ic + ir, jc + jr, rows, cols);
           }
         }
       }
     }
+  };
+  if (rem == 0) {
+    tiled(g);
+    return;
   }
+  GemmArgs head = g, tail = g;
+  head.m = g.m - rem;
+  tail.m = rem;
+  tail.a = g.a + head.m * g.a_rs;
+  tail.c = g.c + head.m * g.ldc;
+  if (g.preact) tail.preact = g.preact + head.m * g.ldc;
+  tiled(head);
+  small_m(tail, prepacked ? BPanels{g.packed_b, NR * g.k, NR} : BPanels{g.b, NR, g.b_rs});
 }
 
 }  // namespace
