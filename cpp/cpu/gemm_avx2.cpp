@@ -1,5 +1,6 @@
 // f32_gemm__avx2_6x16: AVX2 + FMA microkernel, 6 rows x 16 columns (12 ymm
-// accumulators, 2 for B, 1 broadcast of A: 15 of the 16 registers).
+// accumulators, 2 for B, 1 broadcast of A: 15 of the 16 registers), and the small-m
+// kernel for 1-5 rows that reads B in place.
 
 #include <immintrin.h>
 

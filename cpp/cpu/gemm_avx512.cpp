@@ -1,5 +1,6 @@
 // f32_gemm__avx512_12x32: AVX-512 microkernel, 12 rows x 32 columns (24 zmm
-// accumulators, 2 for B, 1 broadcast of A: 27 of the 32 registers).
+// accumulators, 2 for B, 1 broadcast of A: 27 of the 32 registers), and the small-m
+// kernel for 1-11 rows that reads B in place.
 
 #include <immintrin.h>
 
