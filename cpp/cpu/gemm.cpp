@@ -40,7 +40,9 @@ void micro_portable(int64_t kc, const float* a, const float* b, float* c, int64_
 // 1 <= m < 4 rows of C, one 16-column panel of B at a time for all rows, with
 // micro_portable's separate multiply and add so the bits match the tiled path.
 void small_m_portable(const GemmArgs& g, const BPanels& bp) {
-  for (int64_t j0 = 0; j0 < g.n; j0 += kPortableNr) {
+  const int64_t panels = (g.n + kPortableNr - 1) / kPortableNr;
+  for (int64_t q = 0; q < panels; ++q) {
+    const int64_t j0 = (g.reverse_columns ? panels - 1 - q : q) * kPortableNr;
     const int64_t cols = j0 + kPortableNr <= g.n ? kPortableNr : g.n - j0;
     const float* b = bp.base + (j0 / kPortableNr) * bp.panel_stride;
     float acc[kPortableMr - 1][kPortableNr] = {};

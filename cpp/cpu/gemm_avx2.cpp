@@ -105,9 +105,17 @@ void small_m_block(const GemmArgs& g, const BPanels& bp, int64_t j0, int64_t col
 template <int M>
 void small_m_rows(const GemmArgs& g, const BPanels& bp) {
   constexpr int P = small_m_panels<M>();
-  int64_t j = 0;
-  for (; j + P * kNr <= g.n; j += P * kNr) small_m_block<M, P, false>(g, bp, j, P * kNr);
-  for (; j < g.n; j += kNr) small_m_block<M, 1, true>(g, bp, j, g.n - j < kNr ? g.n - j : kNr);
+  const int64_t full = g.n / (P * kNr) * (P * kNr);  // columns in whole blocks of P panels
+  auto rest = [&] {
+    for (int64_t j = full; j < g.n; j += kNr) small_m_block<M, 1, true>(g, bp, j, g.n - j < kNr ? g.n - j : kNr);
+  };
+  if (g.reverse_columns) {
+    rest();
+    for (int64_t j = full; j > 0; j -= P * kNr) small_m_block<M, P, false>(g, bp, j - P * kNr, P * kNr);
+  } else {
+    for (int64_t j = 0; j < full; j += P * kNr) small_m_block<M, P, false>(g, bp, j, P * kNr);
+    rest();
+  }
 }
 
 // 1 <= m < kMr rows of C, B streamed once (see gemm_blocked).
