@@ -10,7 +10,7 @@ A pool that spins against another shows as interleaved (or loaded) slower than i
 
 On a shared, loaded machine a library timed a minute after another meets different load;
 `--round-robin N` instead times one call of every case in turn, N rounds, in one process,
-so that drifting load falls on every library alike (median and min per case).
+so that drifting load falls on every library alike (median, p99 and min per case).
 
     python bench/peers_isolated.py                       # every case at 1 and 2 threads
     python bench/peers_isolated.py --threads 2 --cases gemm,adam
@@ -161,13 +161,15 @@ def round_robin(rounds: int, threads: int, selected: List[Tuple[str, str]]) -> N
                 t0 = time.perf_counter_ns()
                 fn()
                 ns[r, j] = time.perf_counter_ns() - t0
-    print(f"| case | impl | threads | median of {rounds} rounds | min | median / customml's |")
-    print("|---|---|---:|---:|---:|---:|")
+    print(f"| case | impl | threads | median of {rounds} rounds | p99 | min | median / customml's |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     med = np.median(ns, axis=0) / 1e3
+    p99 = np.percentile(ns, 99, axis=0) / 1e3
     ours = {case: med[j] for j, (case, impl) in enumerate(selected) if impl == "customml"}
     for j, (case, impl) in enumerate(selected):
         ratio = f"{med[j] / ours[case]:.2f}x" if case in ours else ""
-        print(f"| {case} | {impl} | {threads} | {med[j]:.1f} us | {ns[:, j].min() / 1e3:.1f} us | {ratio} |")
+        print(f"| {case} | {impl} | {threads} | {med[j]:.1f} us | {p99[j]:.1f} us | {ns[:, j].min() / 1e3:.1f} us "
+              f"| {ratio} |")
 
 
 def run_worker(args: List[str]) -> List[Dict]:

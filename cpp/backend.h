@@ -167,11 +167,14 @@ class Backend {
   // Inference weights packed once in this device's GEMM layout (DESIGN decision 5): the
   // bytes it takes for w (in, out), 0 where the device reads w as it is; then
   // dense_forward reading the packed copy (w stays valid: a device may fall back to it,
-  // e.g. when the kernel variant changed since packing).
+  // e.g. when the kernel variant changed since packing). reverse_columns is a hint that
+  // changes no value: compute the output columns last to first, which the executor
+  // alternates between calls so that weights too large for the cache together are read
+  // most-recently-used first.
   virtual size_t dense_packed_bytes(int64_t in, int64_t out) { return 0; }
   virtual void dense_pack(void* packed, const float* w, int64_t in, int64_t out) {}
   virtual void dense_forward_packed(float* y, const float* x, const float* w, const void* packed, const float* b,
-                                    DenseShape s, Activation act) {
+                                    DenseShape s, Activation act, bool reverse_columns) {
     dense_forward(y, nullptr, x, w, b, s, act);
   }
   // dy, y, z: (batch, out)  x: (batch, in)  w: (in, out) -> dx: (batch, in) (skipped if

@@ -54,6 +54,10 @@ struct Network::Workspace {
   Buffer<uint8_t> q_a, q_b;
   Buffer<float> q_scale;
   Buffer<int32_t> q_zero;
+  // Planned forward passes run with this workspace: odd ones visit the packed layers'
+  // columns last to first (Backend::dense_forward_packed), so that the weights a pass
+  // read last, still in L2, are what the next pass reads first.
+  uint64_t planned_passes = 0;
   // Inference graphs of this workspace by batch rows, with the output each leaves its
   // result in; valid for the plan generation and the row capacity they were recorded at
   // (a rebuilt plan or a grown buffer moves what they point to).

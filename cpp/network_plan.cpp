@@ -323,6 +323,7 @@ void Network::build_plan() const {
 
 const float* Network::forward_planned(Workspace& ws, const float* input, int64_t b, float* out) const {
   ensure_plan();
+  const bool reverse_columns = (ws.planned_passes++ & 1) != 0;
   const float* cur = input;
   // When the previous int8 layer requantized its output for this one, cur_q holds it.
   const uint8_t* cur_q = nullptr;
@@ -414,7 +415,7 @@ const float* Network::forward_planned(Workspace& ws, const float* input, int64_t
           backend_->nm_dense_forward(dst, cur, m, bias, b, s.activation);
         } else if (p.dense_ready) {
           backend_->dense_forward_packed(dst, cur, w, p.dense_packed.data(), bias, {b, width, s.units, precision_},
-                                         s.activation);
+                                         s.activation, reverse_columns);
         } else {
           backend_->dense_forward(dst, nullptr, cur, w, bias, {b, width, s.units, precision_}, s.activation);
         }

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+import customml as cm
 import reference
 from customml import ops
 from support import (
@@ -285,17 +286,51 @@ def test_dense_backward_batch_zero(isa, device, activation):
 
 @given(problem=dense_problems, start=st.integers(0, 8))
 def test_dense_forward_rows_do_not_depend_on_the_batch(isa, device, problem, start):
-    # GEMMs of up to 4 rows skip packing (the row path); it sums over k in the same order
-    # with the same multiply-add as the tiled path, so a row computed alone, in a small
-    # batch or in a large one is bit-identical (predict is batch-invariant).
+    # GEMMs of fewer rows than the microkernel's MR skip packing (the small-m path); it
+    # sums over k in the same order with the same multiply-add as the tiled path, so a
+    # row computed alone, in a small batch or in a large one is bit-identical (predict is
+    # batch-invariant).
     x, w, b, _ = build(problem)
     rng = np.random.default_rng(problem[-1])
     x = np.concatenate([x, make_values(rng, (13, x.shape[1]), "normal")])  # >= 14 rows: the tiled path
     full = ops.dense_forward(x, w, b, activation="gelu", device=device)
-    for rows in (1, 2, 3, 4, 5):
+    for rows in (1, 2, 3, 4, 5, 6, 11, 12, 13):
         part = ops.dense_forward(x[start:start + rows].copy(), w, b, activation="gelu", device=device)
         where = f"rows {start}..{start + rows - 1} alone vs in a batch of {len(x)}"
         assert_same_bits(part, full[start:start + rows], where)
+
+
+# The small-m path's boundaries per ISA level: MR (the rows below which it runs) and the
+# columns one block computes (NR-wide panels, up to 4 per block: 64 with AVX2, 128 with
+# AVX-512); k has no blocking there but crosses KC = 256 of the tiled path it must match.
+SMALL_M_MR = {"portable": 4, "avx2": 6, "avx512": 12}
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])  # fused in registers / through the epilogue
+@pytest.mark.parametrize("n_out", [1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 257])
+@pytest.mark.parametrize("n_in", [1, 2, 255, 256, 257])
+def test_dense_forward_small_batches_at_tile_boundaries(isa, n_in, n_out, activation):
+    # The same rows through ops.dense_forward (B read row-major, under a mask at the last
+    # panel) and through a one-layer network's predict (B pre-packed by the inference
+    # plan for this ISA level), each into NaN-filled outputs: both within the GEMM bound
+    # of the exact value, and the same bits, since both sum over k in order.
+    mr = SMALL_M_MR[isa]
+    rng = np.random.default_rng(n_in * 1000 + n_out)
+    w = make_values(rng, (n_in, n_out), "normal", scale=1.0 / np.sqrt(n_in))
+    b = make_values(rng, (n_out,), "normal")
+    model = cm.Sequential([cm.layers.Dense(n_out, activation=activation)], input_dim=n_in, device="cpu")
+    model.set_weights([w, b])
+    for batch in sorted({1, 2, mr - 1, mr, mr + 1}):
+        x = make_values(rng, (batch, n_in), "mixed")
+        y, z = run_forward(x, w, b, activation, "cpu")
+        y_ref, z_ref = reference.dense_forward(x, w, b, activation=activation)
+        tol_z, tol_y = forward_tolerance(activation, x, w, b, y_ref, z_ref)
+        where = f"batch {batch}, {n_in} -> {n_out}, {isa}"
+        assert_close(z, z_ref, tol_z, f"preact ({where})")
+        assert_close(y, y_ref, tol_y, f"out ({where})")
+        packed = nan_filled((batch, n_out))
+        assert model.predict(x, out=packed) is packed
+        assert_same_bits(packed, y, f"packed predict vs dense_forward ({where})")
 
 
 # ------------------------------------------------------------------------------ SIMD vs portable

@@ -29,8 +29,11 @@ def _problem(batch=130, n_in=300, n_out=257):
             rng.standard_normal(n_out).astype(np.float32), rng.standard_normal((batch, n_out)).astype(np.float32))
 
 
-def test_results_do_not_depend_on_the_thread_count(restore_threads):
-    x, w, b, dy = _problem()
+# 130 rows: the tiled path; 11 rows (784 x 257): the small-m path, its columns split
+# over the threads (2.2 M multiply-adds).
+@pytest.mark.parametrize("shape", [(130, 300, 257), (11, 784, 257)], ids=["tiled", "small_m"])
+def test_results_do_not_depend_on_the_thread_count(restore_threads, shape):
+    x, w, b, dy = _problem(*shape)
     results = []
     for threads in (1, 2, 3):
         cm.set_num_threads(threads)

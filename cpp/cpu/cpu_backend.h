@@ -24,7 +24,7 @@ class CpuBackend final : public Backend {
   size_t dense_packed_bytes(int64_t in, int64_t out) override;
   void dense_pack(void* packed, const float* w, int64_t in, int64_t out) override;
   void dense_forward_packed(float* y, const float* x, const float* w, const void* packed, const float* b,
-                            DenseShape s, Activation act) override;
+                            DenseShape s, Activation act, bool reverse_columns) override;
   void dense_backward(float* dx, float* dw, float* db, float* dz, const float* dy, const float* x,
                       const float* w, const float* y, const float* z, DenseShape s,
                       Activation act) override;

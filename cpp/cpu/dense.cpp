@@ -34,7 +34,7 @@ void CpuBackend::dense_pack(void* packed, const float* w, int64_t in, int64_t ou
 }
 
 void CpuBackend::dense_forward_packed(float* y, const float* x, const float* w, const void* packed, const float* b,
-                                      DenseShape s, Activation act) {
+                                      DenseShape s, Activation act, bool reverse_columns) {
   const auto* bytes = static_cast<const unsigned char*>(packed);
   GemmArgs g;
   g.m = s.batch; g.n = s.out; g.k = s.in;
@@ -44,6 +44,7 @@ void CpuBackend::dense_forward_packed(float* y, const float* x, const float* w, 
   g.bias = b; g.act = act;
   std::memcpy(&g.packed_nr, bytes, sizeof g.packed_nr);
   g.packed_b = reinterpret_cast<const float*>(bytes + kPackedHeader);
+  g.reverse_columns = reverse_columns;
   gemm_f32(g);
 }
 

@@ -4,6 +4,7 @@
 #include "cpu/gemm.h"
 
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <new>
 
@@ -36,16 +37,24 @@ void micro_portable(int64_t kc, const float* a, const float* b, float* c, int64_
     for (int j = 0; j < kPortableNr; ++j) c[i * ldc + j] = acc[i][j];
 }
 
-void row_portable(int64_t k, const float* a, int64_t a_cs, const float* b, int64_t b_rs, float* c, int64_t n) {
-  for (int64_t j = 0; j < n; j += kPortableNr) {
-    const int64_t cols = j + kPortableNr <= n ? kPortableNr : n - j;
-    float acc[kPortableNr] = {};
-    for (int64_t p = 0; p < k; ++p) {
-      const float ap = a[p * a_cs];
-      const float* bp = b + p * b_rs + j;
-      for (int64_t t = 0; t < cols; ++t) acc[t] += ap * bp[t];
+// 1 <= m < 4 rows of C, one 16-column panel of B at a time for all rows, with
+// micro_portable's separate multiply and add so the bits match the tiled path.
+void small_m_portable(const GemmArgs& g, const BPanels& bp) {
+  const int64_t panels = (g.n + kPortableNr - 1) / kPortableNr;
+  for (int64_t q = 0; q < panels; ++q) {
+    const int64_t j0 = (g.reverse_columns ? panels - 1 - q : q) * kPortableNr;
+    const int64_t cols = j0 + kPortableNr <= g.n ? kPortableNr : g.n - j0;
+    const float* b = bp.base + (j0 / kPortableNr) * bp.panel_stride;
+    float acc[kPortableMr - 1][kPortableNr] = {};
+    for (int64_t p = 0; p < g.k; ++p) {
+      const float* bp_row = b + p * bp.row_stride;
+      for (int64_t i = 0; i < g.m; ++i) {
+        const float ai = g.a[i * g.a_rs + p * g.a_cs];
+        for (int64_t t = 0; t < cols; ++t) acc[i][t] += ai * bp_row[t];
+      }
     }
-    for (int64_t t = 0; t < cols; ++t) c[j + t] = acc[t];
+    for (int64_t i = 0; i < g.m; ++i) std::memcpy(g.c + i * g.ldc + j0, acc[i], sizeof(float) * cols);
+    epilogue(g, 0, j0, g.m, cols);
   }
 }
 
@@ -87,7 +96,7 @@ const GemmWorkspace& thread_workspace() {
 }  // namespace
 
 void f32_gemm__portable_4x16(const GemmArgs& args, const GemmWorkspace& ws) {
-  gemm_blocked<kPortableMr, kPortableNr>(args, ws, micro_portable, row_portable);
+  gemm_blocked<kPortableMr, kPortableNr>(args, ws, micro_portable, small_m_portable);
 }
 
 void select_gemm_f32(IsaLevel level) {

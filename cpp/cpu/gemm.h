@@ -29,6 +29,10 @@ struct GemmArgs {
   // rows), used when packed_nr is the running variant's NR; B is read otherwise.
   const float* packed_b = nullptr;
   int packed_nr = 0;
+  // Small-m path only: visit the column blocks last to first. Each column's sum is the
+  // same either way; alternating the order between calls keeps in L2 the weights the
+  // next call reads first when they do not all fit (dense_forward_packed).
+  bool reverse_columns = false;
 };
 
 // Packing buffers for one call, provided by the dispatcher (thread-local, reused).

@@ -1,5 +1,6 @@
 // f32_gemm__avx512_12x32: AVX-512 microkernel, 12 rows x 32 columns (24 zmm
-// accumulators, 2 for B, 1 broadcast of A: 27 of the 32 registers).
+// accumulators, 2 for B, 1 broadcast of A: 27 of the 32 registers), and the small-m
+// kernel for 1-11 rows that reads B in place.
 
 #include <immintrin.h>
 
@@ -36,39 +37,105 @@ void micro_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t 
   }
 }
 
-// One row of C in chunks of 64 columns (4 accumulators), the tail under a mask.
-void row_avx512(int64_t k, const float* a, int64_t a_cs, const float* b, int64_t b_rs, float* c, int64_t n) {
-  int64_t j = 0;
-  for (; j + 64 <= n; j += 64) {
-    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(),
-           acc3 = _mm512_setzero_ps();
-    for (int64_t p = 0; p < k; ++p) {
-      const __m512 ap = _mm512_set1_ps(a[p * a_cs]);
-      const float* bp = b + p * b_rs + j;
-      acc0 = _mm512_fmadd_ps(ap, _mm512_loadu_ps(bp), acc0);
-      acc1 = _mm512_fmadd_ps(ap, _mm512_loadu_ps(bp + 16), acc1);
-      acc2 = _mm512_fmadd_ps(ap, _mm512_loadu_ps(bp + 32), acc2);
-      acc3 = _mm512_fmadd_ps(ap, _mm512_loadu_ps(bp + 48), acc3);
+// Panels of 32 columns a small-m block of M rows computes at once: at least 8
+// independent accumulators (2 P M) to cover the FMA latency on both FMA pipes, at most
+// 28, which leaves registers for the 2 P loads of B and a broadcast of A.
+template <int M>
+constexpr int small_m_panels() {
+  return M <= 3 ? 4 : M <= 7 ? 2 : 1;
+}
+
+inline __mmask16 first_lanes(int64_t count) {
+  return count >= 16 ? static_cast<__mmask16>(0xFFFF)
+                     : count <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << count) - 1u);
+}
+
+// C rows 0..M-1, columns j0 .. j0 + P 32 - 1 (fewer, cols, when kTail: then P = 1 and
+// B is read under the same mask as C, since a row-major B ends at column n).
+// a: (M, k) strided  B: panels of 32 columns  bias: (n) -> c: (M, ldc)
+template <int M, int P, bool kTail>
+void small_m_block(const GemmArgs& g, const BPanels& bp, int64_t j0, int64_t cols) {
+  constexpr int kV = 2 * P;  // 16-float vectors per row
+  __mmask16 mask[kV];
+#pragma GCC unroll 8
+  for (int v = 0; v < kV; ++v) mask[v] = kTail ? first_lanes(cols - 16 * v) : static_cast<__mmask16>(0xFFFF);
+  const float* b = bp.base + (j0 / kNr) * bp.panel_stride;
+  __m512 acc[M][kV];
+#pragma GCC unroll 11
+  for (int i = 0; i < M; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < kV; ++v) acc[i][v] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < g.k; ++p) {
+    __m512 bv[kV];
+#pragma GCC unroll 8
+    for (int v = 0; v < kV; ++v) {
+      const float* src = b + (v / 2) * bp.panel_stride + p * bp.row_stride + (v % 2) * 16;
+      bv[v] = kTail ? _mm512_maskz_loadu_ps(mask[v], src) : _mm512_loadu_ps(src);
     }
-    _mm512_storeu_ps(c + j, acc0);
-    _mm512_storeu_ps(c + j + 16, acc1);
-    _mm512_storeu_ps(c + j + 32, acc2);
-    _mm512_storeu_ps(c + j + 48, acc3);
+#pragma GCC unroll 11
+    for (int i = 0; i < M; ++i) {
+      const __m512 ai = _mm512_set1_ps(g.a[i * g.a_rs + p * g.a_cs]);
+#pragma GCC unroll 8
+      for (int v = 0; v < kV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+    }
   }
-  for (; j < n; j += 16) {
-    const __mmask16 mask = n - j >= 16 ? static_cast<__mmask16>(0xFFFF)
-                                       : static_cast<__mmask16>((1u << (n - j)) - 1u);
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t p = 0; p < k; ++p)
-      acc = _mm512_fmadd_ps(_mm512_set1_ps(a[p * a_cs]), _mm512_maskz_loadu_ps(mask, b + p * b_rs + j), acc);
-    _mm512_mask_storeu_ps(c + j, mask, acc);
+  // Bias and relu in registers, as epilogue() computes them (c + b, then c > 0 ? c : 0,
+  // which max(c, 0) matches for NaN and -0); the rest goes through epilogue().
+  const bool fused = g.preact == nullptr && (g.act == Activation::identity || g.act == Activation::relu);
+  const __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 11
+  for (int i = 0; i < M; ++i) {
+    float* c = g.c + i * g.ldc + j0;
+#pragma GCC unroll 8
+    for (int v = 0; v < kV; ++v) {
+      __m512 r = acc[i][v];
+      if (fused && g.bias) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(mask[v], g.bias + j0 + 16 * v));
+      if (fused && g.act == Activation::relu) r = _mm512_max_ps(r, zero);
+      _mm512_mask_storeu_ps(c + 16 * v, mask[v], r);
+    }
+  }
+  if (!fused) epilogue(g, 0, j0, M, cols);
+}
+
+template <int M>
+void small_m_rows(const GemmArgs& g, const BPanels& bp) {
+  constexpr int P = small_m_panels<M>();
+  const int64_t full = g.n / (P * kNr) * (P * kNr);  // columns in whole blocks of P panels
+  auto rest = [&] {
+    for (int64_t j = full; j < g.n; j += kNr) small_m_block<M, 1, true>(g, bp, j, g.n - j < kNr ? g.n - j : kNr);
+  };
+  if (g.reverse_columns) {
+    rest();
+    for (int64_t j = full; j > 0; j -= P * kNr) small_m_block<M, P, false>(g, bp, j - P * kNr, P * kNr);
+  } else {
+    for (int64_t j = 0; j < full; j += P * kNr) small_m_block<M, P, false>(g, bp, j, P * kNr);
+    rest();
   }
 }
+
+// 1 <= m < kMr rows of C, B streamed once (see gemm_blocked).
+void small_m_avx512(const GemmArgs& g, const BPanels& bp) {
+  switch (g.m) {
+    case 1: small_m_rows<1>(g, bp); break;
+    case 2: small_m_rows<2>(g, bp); break;
+    case 3: small_m_rows<3>(g, bp); break;
+    case 4: small_m_rows<4>(g, bp); break;
+    case 5: small_m_rows<5>(g, bp); break;
+    case 6: small_m_rows<6>(g, bp); break;
+    case 7: small_m_rows<7>(g, bp); break;
+    case 8: small_m_rows<8>(g, bp); break;
+    case 9: small_m_rows<9>(g, bp); break;
+    case 10: small_m_rows<10>(g, bp); break;
+    default: small_m_rows<11>(g, bp); break;
+  }
+}
+
+static_assert(kMr == 12, "small_m_avx512 covers m = 1 .. kMr - 1");
 
 }  // namespace
 
 void f32_gemm__avx512_12x32(const GemmArgs& args, const GemmWorkspace& ws) {
-  gemm_blocked<kMr, kNr>(args, ws, micro_avx512, row_avx512);
+  gemm_blocked<kMr, kNr>(args, ws, micro_avx512, small_m_avx512);
 }
 
 }  // namespace customml::cpu

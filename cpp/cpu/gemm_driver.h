@@ -74,26 +74,31 @@ inline void epilogue(const GemmArgs& g, int64_t i0, int64_t j0, int64_t rows, in
   }
 }
 
-// Up to this many rows of C, with B row-major (b_cs == 1), each row of C is computed
-// straight from B without packing: packing B costs as much as the product itself
-// when A has a row or two (batch-1 inference), and most of an MR-row tile would be
-// padding.
-constexpr int64_t kRowPathMaxM = 4;
+// B as the small-m path reads it: element (p, j) of the panel holding columns j0 ..
+// j0 + NR - 1 at base + (j0 / NR) panel_stride + p row_stride + (j - j0). Pre-packed
+// panels (zero past n) are {packed_b, NR k, NR}; a row-major B is {b, NR, b_rs}, whose
+// last panel must be read under a mask.
+struct BPanels {
+  const float* base;
+  int64_t panel_stride, row_stride;
+};
 
 // Micro: void(int64_t kc, const float* a_panel, const float* b_panel, float* c,
 //             int64_t ldc, bool accumulate) computing a full MR x NR tile.
-// Row: void(int64_t k, const float* a, int64_t a_cs, const float* b, int64_t b_rs,
-//           float* c, int64_t n) computing one row c (n) = a (k) . B (k, n), summing
-//           over k in increasing order with the same multiply-add as Micro, so a row's
-//           result does not depend on how many rows share the call.
-template <int MR, int NR, class Micro, class Row>
-void gemm_blocked(const GemmArgs& g, const GemmWorkspace& ws, Micro micro, Row row) {
+// SmallM: void(const GemmArgs& g, const BPanels& b) computing all of C and its epilogue
+//         for 1 <= g.m < MR, k >= 1, summing over k in increasing order with the same
+//         multiply-add as Micro, so a row's result does not depend on how many rows
+//         share the call (predict is batch-invariant).
+//
+// Below MR rows a microkernel tile would be mostly padding, and packing B costs as much
+// as the product itself (batch-1 inference): SmallM reads B in place, pre-packed or
+// row-major, once per call, with all rows sharing each load of B.
+template <int MR, int NR, class Micro, class SmallM>
+void gemm_blocked(const GemmArgs& g, const GemmWorkspace& ws, Micro micro, SmallM small_m) {
   if (g.m == 0 || g.n == 0) return;
-  if (g.k > 0 && g.m <= kRowPathMaxM && g.b_cs == 1) {
-    for (int64_t i = 0; i < g.m; ++i) {
-      row(g.k, g.a + i * g.a_rs, g.a_cs, g.b, g.b_rs, g.c + i * g.ldc, g.n);
-      epilogue(g, i, 0, 1, g.n);
-    }
+  const bool prepacked = g.packed_b != nullptr && g.packed_nr == NR;
+  if (g.k > 0 && g.m < MR && (prepacked || g.b_cs == 1)) {
+    small_m(g, prepacked ? BPanels{g.packed_b, NR * g.k, NR} : BPanels{g.b, NR, g.b_rs});
     return;
   }
   if (g.k == 0) {
@@ -103,42 +108,59 @@ void gemm_blocked(const GemmArgs& g, const GemmWorkspace& ws, Micro micro, Row r
     epilogue(g, 0, 0, g.m, g.n);
     return;
   }
-  alignas(64) float tile[MR * NR];
-  for (int64_t jc = 0; jc < g.n; jc += kNc) {
-    const int64_t nc = min_i64(kNc, g.n - jc);
-    for (int64_t pc = 0; pc < g.k; pc += kKc) {
-      const int64_t kc = min_i64(kKc, g.k - pc);
-      const bool accumulate = pc > 0;
-      const bool last = pc + kc == g.k;
-      const bool prepacked = g.packed_b != nullptr && g.packed_nr == NR;
-      if (!prepacked) pack_b<NR>(ws.packed_b, g, pc, kc, jc, nc);
-      for (int64_t ic = 0; ic < g.m; ic += kMc) {
-        const int64_t mc = min_i64(kMc, g.m - ic);
-        pack_a<MR>(ws.packed_a, g, ic, mc, pc, kc);
-        for (int64_t jr = 0; jr < nc; jr += NR) {
-          const int64_t cols = min_i64(NR, nc - jr);
-          const float* bp = prepacked ? g.packed_b + (jc + jr) * g.k + pc * NR : ws.packed_b + (jr / NR) * NR * kc;
-          for (int64_t ir = 0; ir < mc; ir += MR) {
-            const int64_t rows = min_i64(MR, mc - ir);
-            const float* ap = ws.packed_a + (ir / MR) * MR * kc;
-            float* c = g.c + (ic + ir) * g.ldc + jc + jr;
-            if (rows == MR && cols == NR) {
-              micro(kc, ap, bp, c, g.ldc, accumulate);
-            } else {
-              // Edge tile: run the full microkernel on a local tile, copy the valid part.
-              if (accumulate)
+  // The rows past the last whole MR block (m mod MR of them) take the small-m path too:
+  // the tiled path would pad them to a full MR-row microkernel tile, and the bits are the
+  // same either way.
+  const int64_t rem = (prepacked || g.b_cs == 1) ? g.m % MR : 0;
+  auto tiled = [&](const GemmArgs& t) {
+    alignas(64) float tile[MR * NR];
+    for (int64_t jc = 0; jc < t.n; jc += kNc) {
+      const int64_t nc = min_i64(kNc, t.n - jc);
+      for (int64_t pc = 0; pc < t.k; pc += kKc) {
+        const int64_t kc = min_i64(kKc, t.k - pc);
+        const bool accumulate = pc > 0;
+        const bool last = pc + kc == t.k;
+        if (!prepacked) pack_b<NR>(ws.packed_b, t, pc, kc, jc, nc);
+        for (int64_t ic = 0; ic < t.m; ic += kMc) {
+          const int64_t mc = min_i64(kMc, t.m - ic);
+          pack_a<MR>(ws.packed_a, t, ic, mc, pc, kc);
+          for (int64_t jr = 0; jr < nc; jr += NR) {
+            const int64_t cols = min_i64(NR, nc - jr);
+            const float* bp = prepacked ? t.packed_b + (jc + jr) * t.k + pc * NR : ws.packed_b + (jr / NR) * NR * kc;
+            for (int64_t ir = 0; ir < mc; ir += MR) {
+              const int64_t rows = min_i64(MR, mc - ir);
+              const float* ap = ws.packed_a + (ir / MR) * MR * kc;
+              float* c = t.c + (ic + ir) * t.ldc + jc + jr;
+              if (rows == MR && cols == NR) {
+                micro(kc, ap, bp, c, t.ldc, accumulate);
+              } else {
+                // Edge tile: run the full microkernel on a local tile, copy the valid part.
+                if (accumulate)
+                  for (int64_t i = 0; i < rows; ++i)
+                    std::memcpy(tile + i * NR, c + i * t.ldc, sizeof(float) * cols);
+                micro(kc, ap, bp, tile, NR, accumulate);
                 for (int64_t i = 0; i < rows; ++i)
-                  std::memcpy(tile + i * NR, c + i * g.ldc, sizeof(float) * cols);
-              micro(kc, ap, bp, tile, NR, accumulate);
-              for (int64_t i = 0; i < rows; ++i)
-                std::memcpy(c + i * g.ldc, tile + i * NR, sizeof(float) * cols);
+                  std::memcpy(c + i * t.ldc, tile + i * NR, sizeof(float) * cols);
+              }
+              if (last) epilogue(t, ic + ir, jc + jr, rows, cols);
             }
-            if (last) epilogue(g, ic + ir, jc + jr, rows, cols);
           }
         }
       }
     }
+  };
+  if (rem == 0) {
+    tiled(g);
+    return;
   }
+  GemmArgs head = g, tail = g;
+  head.m = g.m - rem;
+  tail.m = rem;
+  tail.a = g.a + head.m * g.a_rs;
+  tail.c = g.c + head.m * g.ldc;
+  if (g.preact) tail.preact = g.preact + head.m * g.ldc;
+  tiled(head);
+  small_m(tail, prepacked ? BPanels{g.packed_b, NR * g.k, NR} : BPanels{g.b, NR, g.b_rs});
 }
 
 }  // namespace

@@ -28,6 +28,9 @@ __all__ = ["Sequential"]
 _PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
 
+_FLOAT32 = np.dtype(np.float32)
+
+
 def _as_features(x, name: str, op: str) -> np.ndarray:
     """float32, C-contiguous, 2-D, non-empty; no copy when x already is."""
     if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous):
@@ -774,7 +777,9 @@ class Sequential:
         (samples, outputs). With ``out=`` it writes into that C-contiguous float32 array
         and allocates nothing. Safe to call from many threads at once."""
         op = "predict"
-        if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim == 2 and x.flags.c_contiguous
+        # Fast path for a ready model and float32 features (the dtype singleton: any other
+        # spelling of float32 takes the checked path, which accepts it too).
+        if not (isinstance(x, np.ndarray) and x.dtype is _FLOAT32 and x.ndim == 2 and x.flags.c_contiguous
                 and x.shape[0] > 0 and self._net is not None):
             x = _as_features(x, "x", op)
             self._ensure_ready(x, op)
@@ -784,8 +789,7 @@ class Sequential:
             out = np.empty((x.shape[0], self._net.output_dim), dtype=np.float32)
         elif not isinstance(out, np.ndarray):
             raise TypeError(f"[predict] out must be a numpy array, got {type(out).__name__}")
-        elif np.may_share_memory(out, x):
-            raise ValueError("[predict] out shares memory with x; pass a separate array")
+        # The executor checks out's dtype and shape, and that it shares no memory with x.
         self._net.predict(x, out, batch_size)
         return out
 
