@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from customml import _core
+from device_arrays import bridged_ops
 from support import ISA_ORDER, active_isa
 
 # The isa fixture is function-scoped but holds no per-example state (an ISA ceiling that
@@ -23,17 +24,19 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 # "cuda-emulated" runs the CUDA kernels on the host SIMT emulator, under two thread
 # orders (forward and reverse: a missing barrier makes them disagree with the reference);
 # "cuda" is generated only where it can run, and tests/test_devices.py reports why not.
-# (The tests hand the ops NumPy arrays, which "cuda" refuses; its runs will need them
-# converted to customml.Array (cm.asarray(x, device="cuda")) and back, here in one place:
-# not done yet, tests/test_dlpack.py has the GPU interop tests meanwhile.)
+# The tests hand the ops NumPy arrays, which "cuda" refuses: on "cuda" customml.ops is
+# bridged to device arrays and back (tests/device_arrays.py); CUSTOMML_TEST_BRIDGE=1
+# bridges "cuda-emulated" too, to check the bridge without a GPU.
 DEVICES = (["cpu"]
            + (["cuda-emulated:forward", "cuda-emulated:reverse"] if _core.build_info()["simt_emulation"] else [])
            + (["cuda"] if _core.cuda_available() else []))
 
 
 @pytest.fixture(params=DEVICES)
-def device(request) -> str:
+def device(request, monkeypatch) -> str:
     name, _, order = request.param.partition(":")
+    if name == "cuda" or (name == "cuda-emulated" and os.environ.get("CUSTOMML_TEST_BRIDGE") == "1"):
+        bridged_ops(monkeypatch, name)
     if not order:
         yield name
         return
