@@ -1,5 +1,5 @@
 // The pruning kernels of cpu/sparse_kernels.h compiled for AVX-512 (16 lanes), and the
-// batch-1 product over the packed layout of cpu/sparse_packed.h, which needs the 32-entry
+// small-batch product over the packed layout of cpu/sparse_packed.h, which needs the 32-entry
 // permute (vpermt2ps) only AVX-512 has. Names: the CSR product's transposed tile is 4x16
 // (vectors x lanes of batch rows), the N:M product's block 4x64 (outputs x batch lanes),
 // the packed product's group 8x16 (blocks x lanes of outputs).

@@ -369,8 +369,8 @@ def int8(model, calibration=None, method: str = "minmax", per_channel: bool = Tr
     not the report).
     ``pruned``: for the layers a pruning masked, "measure" (default) times each as dense
     int8 and as sparse float32 at ``batch_sizes`` (default ``prune.BATCH_SIZES``) and keeps
-    the form that is faster at more of them (the measurement is stored with the model, as
-    the pruning's format choice); "int8" quantizes them like any other layer."""
+    the form that is faster at more of them (the choice is saved with the model, as the
+    pruning's format choice is); "int8" quantizes them like any other layer."""
     from .models import _positive_int
 
     if model._net is None:
