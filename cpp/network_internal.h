@@ -117,16 +117,7 @@ struct Network::LayerPlan {
   Buffer<float> csr_values;
   int64_t nnz = 0;
   // The CSR of W^T in device memory, as build_plan made it.
-  CsrMatrix csr() const {
-    CsrMatrix m;
-    m.offsets = csr_offsets.data();
-    m.index = csr_index.data();
-    m.values = csr_values.data();
-    m.in = in;
-    m.out = out;
-    m.nnz = nnz;
-    return m;
-  }
+  CsrMatrix csr() const { return {csr_offsets.data(), csr_index.data(), csr_values.data(), in, out, nnz}; }
   Buffer<float> nm_values;
   Buffer<uint8_t> nm_index;
   // Either format's nonzeros in the device's own small-batch layout, where it has one.

@@ -305,13 +305,7 @@ void Network::build_plan() const {
     }
     // Both formats add each output's nonzeros in ascending input order, as the packed
     // layout does, so the small-batch kernel computes what the format's kernel would.
-    CsrMatrix host;
-    host.offsets = offsets.data();
-    host.index = index.data();
-    host.values = values.data();
-    host.in = p.in;
-    host.out = p.out;
-    host.nnz = static_cast<int64_t>(values.size());
+    const CsrMatrix host{offsets.data(), index.data(), values.data(), p.in, p.out, static_cast<int64_t>(values.size())};
     const size_t packed_bytes = backend_->sparse_packed_bytes(host);
     if (packed_bytes > 0) {
       backend_->sparse_pack(p.sparse_packed.reserve(packed_bytes), host);

@@ -543,14 +543,7 @@ void check_csr_structure(const char* op, const Tensor& offsets, const Tensor& in
 }
 
 CsrMatrix csr_of(const Tensor& offsets, const Tensor& index, const Tensor& values, int64_t in) {
-  CsrMatrix w;
-  w.offsets = offsets.ptr<int32_t>();
-  w.index = index.ptr<int32_t>();
-  w.values = f32(values);
-  w.in = in;
-  w.out = offsets.dim(0) - 1;
-  w.nnz = index.dim(0);
-  return w;
+  return {offsets.ptr<int32_t>(), index.ptr<int32_t>(), f32(values), in, offsets.dim(0) - 1, index.dim(0)};
 }
 
 // x, y and bias of a sparse product with `in` inputs and `out` outputs.
@@ -594,16 +587,7 @@ PackedCsr::PackedCsr(Backend& backend, int64_t in, int64_t out, int64_t nnz)
   values_.reserve(static_cast<size_t>(nnz > 0 ? nnz : 1));
 }
 
-CsrMatrix PackedCsr::matrix() const {
-  CsrMatrix w;
-  w.offsets = offsets_.data();
-  w.index = index_.data();
-  w.values = values_.data();
-  w.in = in_;
-  w.out = out_;
-  w.nnz = nnz_;
-  return w;
-}
+CsrMatrix PackedCsr::matrix() const { return {offsets_.data(), index_.data(), values_.data(), in_, out_, nnz_}; }
 
 void PackedCsr::fill(const CsrMatrix& host) {
   backend_->copy_to_device(offsets_.data(), host.offsets, sizeof(int32_t) * static_cast<size_t>(out_ + 1));
@@ -627,11 +611,7 @@ std::shared_ptr<PackedCsr> sparse_pack(const Tensor& offsets, const Tensor& inde
   auto packed = std::make_shared<PackedCsr>(be, in, offsets.dim(0) - 1, index.dim(0));
   const HostView<int32_t> host_offsets(offsets), host_index(index);
   const HostView<float> host_values(values);
-  CsrMatrix host = packed->matrix();
-  host.offsets = host_offsets.data();
-  host.index = host_index.data();
-  host.values = host_values.data();
-  packed->fill(host);
+  packed->fill({host_offsets.data(), host_index.data(), host_values.data(), in, offsets.dim(0) - 1, index.dim(0)});
   return packed;
 }
 
