@@ -100,17 +100,9 @@ void small_m_block(const GemmArgs& g, const BPanels& bp, int64_t j0, int64_t col
 template <int M>
 void small_m_rows(const GemmArgs& g, const BPanels& bp) {
   constexpr int P = small_m_panels<M>();
-  const int64_t full = g.n / (P * kNr) * (P * kNr);  // columns in whole blocks of P panels
-  auto rest = [&] {
-    for (int64_t j = full; j < g.n; j += kNr) small_m_block<M, 1, true>(g, bp, j, g.n - j < kNr ? g.n - j : kNr);
-  };
-  if (g.reverse_columns) {
-    rest();
-    for (int64_t j = full; j > 0; j -= P * kNr) small_m_block<M, P, false>(g, bp, j - P * kNr, P * kNr);
-  } else {
-    for (int64_t j = 0; j < full; j += P * kNr) small_m_block<M, P, false>(g, bp, j, P * kNr);
-    rest();
-  }
+  small_m_columns<P, kNr>(
+      g, [&](int64_t j) { small_m_block<M, P, false>(g, bp, j, P * kNr); },
+      [&](int64_t j, int64_t cols) { small_m_block<M, 1, true>(g, bp, j, cols); });
 }
 
 // 1 <= m < kMr rows of C, B streamed once (see gemm_blocked).

@@ -83,6 +83,25 @@ struct BPanels {
   int64_t panel_stride, row_stride;
 };
 
+// The small-m path's walk over C's columns: whole blocks of P panels of NR columns
+// (whole(j0)), then the last columns one panel at a time (edge(j0, cols), cols <= NR). With
+// g.reverse_columns the walk runs backwards, so that a call reads first the blocks the
+// previous call read last, which are still in L2.
+template <int P, int NR, class Whole, class Edge>
+void small_m_columns(const GemmArgs& g, Whole whole, Edge edge) {
+  const int64_t full = g.n / (P * NR) * (P * NR);
+  auto rest = [&] {
+    for (int64_t j = full; j < g.n; j += NR) edge(j, min_i64(NR, g.n - j));
+  };
+  if (g.reverse_columns) {
+    rest();
+    for (int64_t j = full; j > 0; j -= P * NR) whole(j - P * NR);
+  } else {
+    for (int64_t j = 0; j < full; j += P * NR) whole(j);
+    rest();
+  }
+}
+
 // Micro: void(int64_t kc, const float* a_panel, const float* b_panel, float* c,
 //             int64_t ldc, bool accumulate) computing a full MR x NR tile.
 // SmallM: void(const GemmArgs& g, const BPanels& b) computing all of C and its epilogue
