@@ -10,51 +10,62 @@
 namespace customml::cpu {
 namespace {
 
-// R rows (1 or 2) through one group of NB blocks: per chunk its 32 inputs of each row in
-// two registers, per step each block's 16 positions permute them into lanes, and a
-// masked FMA adds the nonzeros (lanes without one keep their sum, bit for bit). R rows
+// R rows (1 or 2) through one group of NB blocks: per step the 32 inputs of each row from
+// the step's base in two registers, each block's 16 positions permute them into lanes, and
+// a masked FMA adds the nonzeros (lanes without one keep their sum, bit for bit). R rows
 // share each step's loads of values, positions and mask.
 template <int R, int NB>
 void packed_group(float* y, const float* x, const CsrPacked& w, const float* b, int64_t g, Activation act) {
   __m512 acc[R][NB];
   for (int r = 0; r < R; ++r)
     for (int k = 0; k < NB; ++k) acc[r][k] = _mm512_setzero_ps();
-  const int64_t first = w.group_first[g];
-  const float* v = w.values + first * kPackLanes;
-  const uint8_t* pos = w.index + first * kPackLanes;
-  const uint16_t* mask = w.mask + first;
-  const uint8_t* counts = w.counts + g * w.chunks;
-  for (int64_t c = 0; c < w.chunks; ++c) {
-    const int steps = counts[c];
-    if (steps == 0) continue;
-    const int64_t base = c * kPackChunk, left = w.in - base;
-    const __mmask16 m_lo = left >= kLanes ? static_cast<__mmask16>(0xFFFF) : first_n(left);
-    const __mmask16 m_hi = left >= 2 * kLanes ? static_cast<__mmask16>(0xFFFF)
-                                               : (left > kLanes ? first_n(left - kLanes) : static_cast<__mmask16>(0));
+  const int64_t first = w.group_first[g], steps = w.group_first[g + 1] - first;
+  const int32_t* base = w.base + first;
+  const float* v = w.values + first * kPackGroup * kPackLanes;
+  const uint8_t* pos = w.index + first * kPackGroup * kPackLanes;
+  const uint16_t* mask = w.mask + first * kPackGroup;
+  for (int64_t s = 0; s < steps; ++s) {
+    const float* xs = x + base[s];
+    const int64_t left = w.in - base[s];
     __m512 lo[R], hi[R];
-    for (int r = 0; r < R; ++r) {
-      lo[r] = _mm512_maskz_loadu_ps(m_lo, x + r * w.in + base);
-      hi[r] = _mm512_maskz_loadu_ps(m_hi, x + r * w.in + base + kLanes);
-    }
-    for (int s = 0; s < steps; ++s) {
-#pragma GCC unroll 8
-      for (int k = 0; k < NB; ++k) {
-        const __m512i p = _mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(pos)));
-        const __m512 wv = _mm512_load_ps(v);
-        const __mmask16 lanes = *mask;
-        for (int r = 0; r < R; ++r)
-          acc[r][k] = _mm512_mask3_fmadd_ps(wv, _mm512_permutex2var_ps(lo[r], p, hi[r]), acc[r][k], lanes);
-        v += kPackLanes;
-        pos += kPackLanes;
-        ++mask;
+    if (left >= kPackWindow) {
+      for (int r = 0; r < R; ++r) {
+        lo[r] = _mm512_loadu_ps(xs + r * w.in);
+        hi[r] = _mm512_loadu_ps(xs + r * w.in + kLanes);
+      }
+    } else {  // the last steps: no read past the row (positions there are never used)
+      const __mmask16 m_lo = left >= kLanes ? static_cast<__mmask16>(0xFFFF) : first_n(left);
+      const __mmask16 m_hi = left > kLanes ? first_n(left - kLanes) : static_cast<__mmask16>(0);
+      for (int r = 0; r < R; ++r) {
+        lo[r] = _mm512_maskz_loadu_ps(m_lo, xs + r * w.in);
+        hi[r] = _mm512_maskz_loadu_ps(m_hi, xs + r * w.in + kLanes);
       }
     }
+#pragma GCC unroll 8
+    for (int k = 0; k < NB; ++k) {
+      const __m512i p = _mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(pos)));
+      const __m512 wv = _mm512_load_ps(v);
+      const __mmask16 lanes = *mask;
+      for (int r = 0; r < R; ++r)
+        acc[r][k] = _mm512_mask3_fmadd_ps(wv, _mm512_permutex2var_ps(lo[r], p, hi[r]), acc[r][k], lanes);
+      v += kPackLanes;
+      pos += kPackLanes;
+      ++mask;
+    }
   }
+  // The epilogue (bias, activation, a short last block) loops over the blocks at run time;
+  // reading the sums from memory there keeps acc in registers through the steps (indexed by
+  // k at run time, GCC kept acc in memory and stored all of it after every step).
+  alignas(64) float sums[R][NB][kPackLanes];
+#pragma GCC unroll 2
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int k = 0; k < NB; ++k) _mm512_store_ps(sums[r][k], acc[r][k]);
   const int64_t j0 = g * kPackGroup * kPackLanes;
   for (int k = 0; k < NB; ++k) {
     const int64_t j = j0 + k * kPackLanes, n = w.out - j < kPackLanes ? w.out - j : kPackLanes;
     const Vf bias = b ? load_n(b + j, n) : set1(0.0f);
-    for (int r = 0; r < R; ++r) store_n(y + r * w.out + j, n, activate(Vf{acc[r][k]} + bias, act));
+    for (int r = 0; r < R; ++r) store_n(y + r * w.out + j, n, activate(Vf{_mm512_load_ps(sums[r][k])} + bias, act));
   }
 }
 
@@ -82,12 +93,12 @@ void packed_rows(float* y, const float* x, const CsrPacked& w, const float* b, i
 
 // Batches up to this many rows take the packed product: each pair of rows streams the
 // packed weight once more, while the transposed path (kGatherMaxRows and up) pays for its
-// transpositions; measured on Zen 5 (network probes, 90% sparse, relu) the two cross
-// between 8 and 12 rows at 784 -> 256 and near 12 at 256 -> 256, and the packed product
-// wins at every batch up to 32 for 256 -> 10.
+// transpositions. Measured on Zen 5 (90% sparse, relu) with chunks of 32 inputs, 38-40% of
+// the lanes filled, the two crossed between 8 and 12 rows at 784 -> 256 and near 12 at
+// 256 -> 256; layouts at least half full (sparse.cpp) serve every batch.
 constexpr int64_t kPackedMaxRows = 8;
 
-static_assert(kPackLanes == kLanes && kPackChunk == 2 * kLanes, "the layout is one vector of outputs, two of x");
+static_assert(kPackLanes == kLanes && kPackWindow == 2 * kLanes, "the layout is one vector of outputs, two of x");
 
 // Rows in pairs, a last odd row alone.
 void spmm_packed(float* y, const float* x, const CsrPacked& w, const float* b, int64_t rows, int64_t g0, int64_t g1,
