@@ -195,9 +195,9 @@ def test_sparse_plan_runs_the_prepared_product(isa, fmt, batch):
     for i in _dense_indices(model):
         model._net.set_sparse_format(i, fmt, prune.UNBOUNDED)
     # The packed layout serves every batch where at least half its lanes hold a nonzero: 2:4
-    # here (every output has 16 nonzeros in each whole chunk of 32 inputs; the 140- and
-    # 17-output layers' last blocks leave at most 15 of 32 lanes empty), 90% CSR only up to
-    # 8 rows, after which the op on the prepared weight runs the CSR kernel, as the plan does.
+    # here (every step takes a nonzero from every output; the 140- and 17-output layers'
+    # last blocks leave at most 15 of 32 lanes empty), a layout less full only up to 8
+    # rows, after which the op on the prepared weight runs the CSR kernel, as the plan does.
     packed_path = "sparse_dense_packed" in cm.build_info()["kernels"]
     h = x
     for i in _dense_indices(model):

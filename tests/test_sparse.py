@@ -188,6 +188,27 @@ def test_packed_product_skips_inputs_no_weight_reads(isa, device, batch):
     assert_same_bits(y, run_csr(x, csr, None, "identity", device, packed=True), "out")
 
 
+@pytest.mark.skipif("sparse_dense_packed" not in cm.build_info()["kernels"],
+                    reason="no packed sparse kernel at this ISA level (it needs AVX-512)")
+def test_packed_layout_fills_its_lanes():
+    # What the serving rule relies on (a layout at least half full serves every batch):
+    # 2:4 fills every lane (each output's k-th nonzero lies in the same 4 inputs for all
+    # outputs, so every step takes one from each), and 90% random sparsity more than half
+    # of them (a step's window starts at the input the group's furthest-behind output needs
+    # next). A lane is 5.125 bytes (a value, a position byte, a mask bit), and the 64-byte
+    # header, the steps' bases and the alignment only add to them, so lanes are at most
+    # (bytes - 64) / 5.125: 2:4 must fill 99% of that bound (its bases and alignment are
+    # about 0.6% of the bytes).
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((784, 256)).astype(np.float32)
+    keep_24 = (rng.random((196, 4, 256)).argsort(axis=1).argsort(axis=1) < 2).reshape(784, 256)
+    packed_24 = ops.sparse_pack(*ops.csr_from_dense(w * keep_24), 784)
+    packed_90 = ops.sparse_pack(*ops.csr_from_dense(w * (rng.random(w.shape) < 0.1)), 784)
+    for packed, least in ((packed_24, 0.99), (packed_90, 0.5)):
+        lanes_at_most = (packed.packed_nbytes - 64) / 5.125
+        assert packed.nnz >= least * lanes_at_most, (packed, packed.packed_nbytes)
+
+
 def test_packed_weight_is_a_copy_checked_once(device):
     # sparse_pack checks the structure and copies the arrays: changing them afterwards
     # reaches neither the checks nor the product.
