@@ -164,3 +164,78 @@ def test_bad_launch_configurations():
         run("indices", [], (1, 1, 1), (0, 1, 1), 6)
     with pytest.raises(ValueError, match="thread order"):
         _core._simt_set_thread_order("sideways")
+
+
+def _round_bf16(x):
+    """float32 -> bfloat16 (round to nearest even; NaN stays NaN) -> float32, in NumPy."""
+    bits = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16).astype(np.uint32).view(np.float32)
+    return np.where(np.isnan(x), np.float32(np.nan), rounded)
+
+
+def _round_tf32(x):
+    """float32 -> tf32 (10 explicit mantissa bits, ties away from zero, as cvt.rna) -> float32;
+    inf and NaN pass through."""
+    bits = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x1000) & 0xFFFFE000).astype(np.uint32).view(np.float32)
+    return np.where(np.isfinite(x), rounded, x)
+
+
+def _round_f16(x):
+    """float32 -> IEEE binary16 (NumPy's cast: nearest even, subnormals, inf past 65520)."""
+    with np.errstate(over="ignore"):  # the overflow to inf is the rule under test
+        return np.asarray(x, np.float32).astype(np.float16).astype(np.float32)
+
+
+ROUNDINGS = {"f16": _round_f16, "bf16": _round_bf16, "tf32": _round_tf32}
+
+
+def _conversion_inputs():
+    """Values around every rounding rule: ties at the kept bit's both parities, fp16's
+    largest finite value and its rounding edge to inf, its normal/subnormal boundary and
+    the smallest subnormals, bf16's and tf32's carries into the exponent, inf, NaN, signs."""
+    rng = np.random.default_rng(8)
+    specials = np.array([0.0, -0.0, 1.0, -1.0, 65504.0, 65519.99, 65520.0, -65520.0, 1e6, 6.1035156e-05,
+                         6.097555e-05, 5.9604645e-08, 2.9802322e-08, 2.9802326e-08, 8.940697e-08, 1e-10,
+                         1.0 + 2.0**-11, 1.0 + 3 * 2.0**-11, 1.0 + 2.0**-8, 1.0 + 3 * 2.0**-8, 3.4e38, -3.4e38,
+                         np.inf, -np.inf, np.nan, 1.9999999, 255.99999], np.float32)
+    bits = rng.integers(0, 2**32, 4000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    normal = rng.standard_normal(2000).astype(np.float32) * np.float32(1000.0) ** rng.uniform(-3, 3, 2000).astype(
+        np.float32)
+    values = np.concatenate([specials, bits, normal])
+    return values[~np.isnan(values) | (np.arange(values.size) < specials.size)]
+
+
+@pytest.mark.parametrize("kind", ["f16", "bf16", "tf32"])
+def test_half_and_tf32_conversions_round_as_the_device(kind):
+    """__float2half (round to nearest even, subnormals, overflow to inf), __float2bfloat16
+    (nearest even) and __float_to_tf32 (nearest, ties away) against NumPy; NaN stays NaN."""
+    x = _conversion_inputs()
+    got = np.array(_core._simt_selftest(f"to_{kind}", list(map(float, x)), (1, 1, 1), (1, 1, 1)), np.float32)
+    want = ROUNDINGS[kind](x)
+    assert got.shape == want.shape
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(np.isnan(got), nan)
+    np.testing.assert_array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32))
+
+
+@pytest.mark.parametrize("kind", ["f16", "bf16", "tf32"])
+def test_wmma_float_fragments(order, kind):
+    """d = a b + c through 16x16 fragments of the reduced-precision types and a float
+    accumulator: the operands rounded to the type (products of two such operands are exact
+    in float32: at most 2 x 11 significant bits), summed in float32 along k in order from
+    c, which is the emulator's specification. A real tensor core may add in another order
+    and round differently (docs/performance.md: verified only on a GPU); the GEMM tests'
+    tolerances allow for any order."""
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((16, 16)).astype(np.float32)
+    b = rng.standard_normal((16, 16)).astype(np.float32)
+    c = rng.standard_normal((16, 16)).astype(np.float32)
+    values = np.concatenate([a.ravel(), b.ravel(), c.ravel()])
+    got = np.array(run(f"wmma_{kind}", values, (1, 1, 1), (32, 1, 1), 1), np.float32).reshape(16, 16)
+    ra, rb = ROUNDINGS[kind](a), ROUNDINGS[kind](b)
+    want = c.copy()
+    for k in range(16):
+        want += ra[:, k:k + 1] * rb[k:k + 1, :]  # float32 products (exact) and sums, k in order
+    np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(got, c + a @ b)  # the operands really were rounded
