@@ -31,8 +31,8 @@ __device__ __forceinline__ double softmax_row_loss(const float* row, float mx, d
 // them, both rescaled to the new max whenever it grows (Milakov and Gimelshein's online
 // softmax), and how many terms the sums hold. Each term is formed as exp(fl32(z - m))
 // and fl32(z - m) with m <= the row max, so it errs no more than the two-pass kernel's
-// exp(fl32(z - max)); a rescale multiplies by exp(m_old - m_new) in double from an exact
-// float difference, far below float32 roundings however often the max grows.
+// exp(fl32(z - max)); a rescale multiplies by exp(m_old - m_new) taken in double, whose
+// roundings stay far below float32's however often the max grows.
 struct OnlineRowStats {
   float max = -INFINITY;
   double sum = 0.0;          // sum exp(z - max)
@@ -52,7 +52,7 @@ struct OnlineRowStats {
   }
   // The sums relative to a max `to` >= max instead of max.
   __device__ __forceinline__ void rebase(float to) {
-    const double shift = static_cast<double>(max) - static_cast<double>(to);  // <= 0, exact
+    const double shift = static_cast<double>(max) - static_cast<double>(to);  // <= 0
     sum *= exp(shift);
     sum_shifted += static_cast<double>(terms) * shift;
   }
