@@ -328,6 +328,10 @@ Backend& backend_for(const Device& device);
 // SIMT emulation.
 Backend& emulated_cuda_backend();
 bool simt_emulation_compiled();
+// How many device allocations "cuda-emulated" has made so far (what would be a cudaMalloc
+// or a caching-allocator call on "cuda"), so tests can check that steady-state training and
+// inference allocate nothing; defined only in builds with the SIMT emulation.
+int64_t emulated_cuda_allocations();
 
 // Whether the CUDA backend is built and usable, and why not; from cuda/.
 bool cuda_compiled();

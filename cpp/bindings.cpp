@@ -355,6 +355,8 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("name"), py::arg("input"), py::arg("grid"), py::arg("block"),
       "Runs one of the emulator's primitive test kernels (cuda/simt/selftest.cpp); for tests.");
+  m.def("_emulated_allocations", &emulated_cuda_allocations,
+        "How many device allocations cuda-emulated has made in this process; for tests.");
 #endif
   m.def(
       "_set_isa",

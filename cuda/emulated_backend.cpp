@@ -3,6 +3,7 @@
 // memory. It runs the exact kernel code the GPU runs, so the NumPy-referenced tests
 // cover the kernels on machines without a GPU.
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -44,8 +45,10 @@ class EmulatedCudaBackend final : public dev::DeviceBackend {
   void* allocate(size_t bytes) override {
     void* p = std::aligned_alloc(256, ((bytes + 255) / 256) * 256 + (bytes == 0 ? 256 : 0));
     if (!p) throw std::bad_alloc();
+    allocations_.fetch_add(1, std::memory_order_relaxed);
     return p;
   }
+  int64_t allocations() const { return allocations_.load(std::memory_order_relaxed); }
   void deallocate(void* p) override { std::free(p); }
   void copy_to_device(void* dst, const void* host_src, size_t bytes) override {
     if (bytes) std::memcpy(dst, host_src, bytes);
@@ -59,14 +62,19 @@ class EmulatedCudaBackend final : public dev::DeviceBackend {
 
  private:
   dev::DeviceContext& ctx() override { return ctx_; }
+  std::atomic<int64_t> allocations_{0};
   dev::DeviceContext ctx_{this};
 };
 
-}  // namespace
-
-Backend& emulated_cuda_backend() {
+EmulatedCudaBackend& instance() {
   static EmulatedCudaBackend backend;
   return backend;
 }
+
+}  // namespace
+
+Backend& emulated_cuda_backend() { return instance(); }
+
+int64_t emulated_cuda_allocations() { return instance().allocations(); }
 
 }  // namespace customml

@@ -37,6 +37,7 @@ struct DeviceContext {
   Buffer<Segment> segments;
   std::vector<double> host_partials;
   std::vector<int64_t> host_counts;
+  std::vector<Segment> uploaded_segments;  // what `segments` holds on the device (device_segments)
 };
 
 // Sends this thread's launches through ctx.stream to s until destroyed.

@@ -1,14 +1,27 @@
 // Launcher of the SGD update, and the device copy of the no-decay table it shares with Adam.
 
+#include <algorithm>
+
 #include "cuda/launchers.h"
 #include "cuda/sgd.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
+// The executor passes the same table at every step, so the device copy is kept and
+// compared on the host: an unchanged table costs no host-to-device copy (and no host wait
+// for it) per optimizer step.
 const Segment* device_segments(DeviceContext& ctx, const Segment* no_decay, int64_t n_no_decay) {
   if (n_no_decay == 0) return nullptr;
-  Segment* dst = ctx.segments.reserve(static_cast<size_t>(n_no_decay));
-  ctx.memory->copy_to_device(dst, no_decay, sizeof(Segment) * static_cast<size_t>(n_no_decay));
+  const size_t n = static_cast<size_t>(n_no_decay);
+  const bool grows = n > ctx.segments.size();  // a new buffer: nothing in it yet
+  Segment* dst = ctx.segments.reserve(n);
+  const auto same = [](const Segment& a, const Segment& b) { return a.begin == b.begin && a.end == b.end; };
+  if (!grows && ctx.uploaded_segments.size() == n &&
+      std::equal(no_decay, no_decay + n, ctx.uploaded_segments.begin(), same))
+    return dst;
+  ctx.uploaded_segments.clear();  // unknown contents if the copy throws
+  ctx.memory->copy_to_device(dst, no_decay, sizeof(Segment) * n);
+  ctx.uploaded_segments.assign(no_decay, no_decay + n);
   return dst;
 }
 

@@ -1,7 +1,8 @@
 #pragma once
 // Defines: softmax_cross_entropy_kernel (a warp per row) and
-// softmax_cross_entropy_block_kernel (a block per row, for many classes): loss and
-// gradient in one pass, probabilities never stored; and count_correct_kernel.
+// softmax_cross_entropy_block_kernel (a block per row, for many classes): the row's max
+// and exp sum in one online pass, then loss and gradient, probabilities never stored;
+// and count_correct_kernel.
 
 #include <cmath>
 #include <cstdint>
@@ -23,6 +24,51 @@ __device__ __forceinline__ double softmax_row_loss(const float* row, float mx, d
                                                    double w, int32_t y, int64_t classes, float label_smoothing) {
   const double off = static_cast<double>(label_smoothing / static_cast<float>(classes));
   return w * (log(sum) - (1.0 - label_smoothing) * (row[y] - mx) - off * sum_shifted);
+}
+
+// One thread's share of a row (elements first, first + stride, ...) in a single read:
+// the running max m of its logits, the sum of exp(z - m) and the sum of (z - m) over
+// them, both rescaled to the new max whenever it grows (Milakov and Gimelshein's online
+// softmax), and how many terms the sums hold. Each term is formed as exp(fl32(z - m))
+// and fl32(z - m) with m <= the row max, so it errs no more than the two-pass kernel's
+// exp(fl32(z - max)); a rescale multiplies by exp(m_old - m_new) taken in double, whose
+// roundings stay far below float32's however often the max grows.
+struct OnlineRowStats {
+  float max = -INFINITY;
+  double sum = 0.0;          // sum exp(z - max)
+  double sum_shifted = 0.0;  // sum (z - max)
+  int64_t terms = 0;
+
+  __device__ __forceinline__ void add(float z) {
+    if (z > max) {
+      if (terms > 0) rebase(z);
+      max = z;
+    }
+    // a -inf logit adds exp(-inf) = 0 and -inf, as under a finite row max (not NaN)
+    const float d = z == -INFINITY ? -INFINITY : z - max;
+    sum += expf(d);
+    sum_shifted += d;
+    ++terms;
+  }
+  // The sums relative to a max `to` >= max instead of max.
+  __device__ __forceinline__ void rebase(float to) {
+    const double shift = static_cast<double>(max) - static_cast<double>(to);  // <= 0
+    sum *= exp(shift);
+    sum_shifted += static_cast<double>(terms) * shift;
+  }
+};
+
+__device__ __forceinline__ OnlineRowStats online_row_stats(const float* row, int64_t classes, int64_t first,
+                                                           int64_t stride) {
+  OnlineRowStats st;
+  for (int64_t c = first; c < classes; c += stride) st.add(row[c]);
+  return st;
+}
+
+// This thread's sums relative to the row max mx (>= its own max): its own terms only,
+// ready to be added across the row's threads.
+__device__ __forceinline__ void rebase_to_row_max(OnlineRowStats& st, float mx) {
+  if (st.terms > 0 && st.max != mx) st.rebase(mx);
 }
 
 // The gradient row g = w / W (softmax - q); this thread writes classes first,
@@ -52,17 +98,11 @@ __global__ void __launch_bounds__(kThreads)
   if (row_index >= batch) return;
   const float* row = logits + row_index * classes;
   const int32_t y = labels[row_index];
-  float mx = -INFINITY;
-  for (int64_t c = lane; c < classes; c += 32) mx = row[c] > mx ? row[c] : mx;
-  mx = warp_max(mx);
-  double sum = 0.0, sum_shifted = 0.0;
-  for (int64_t c = lane; c < classes; c += 32) {
-    const float d = row[c] - mx;
-    sum += expf(d);
-    sum_shifted += d;
-  }
-  sum = warp_sum(sum);
-  sum_shifted = warp_sum(sum_shifted);
+  OnlineRowStats st = online_row_stats(row, classes, lane, 32);
+  const float mx = warp_max(st.max);
+  rebase_to_row_max(st, mx);
+  const double sum = warp_sum(st.sum);
+  const double sum_shifted = warp_sum(st.sum_shifted);
   const double w = softmax_row_weight(class_weights, row_weights, y, row_index);
   if (lane == 0) row_loss[row_index] = softmax_row_loss(row, mx, sum, sum_shifted, w, y, classes, label_smoothing);
   if (grad)
@@ -79,19 +119,13 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t row_index = blockIdx.x;
   const float* row = logits + row_index * classes;
   const int32_t y = labels[row_index];
-  float mx = -INFINITY;
-  for (int64_t c = threadIdx.x; c < classes; c += kThreads) mx = row[c] > mx ? row[c] : mx;
-  mx = block_max(mx);
-  double sum = 0.0, sum_shifted = 0.0;
-  for (int64_t c = threadIdx.x; c < classes; c += kThreads) {
-    const float d = row[c] - mx;
-    sum += expf(d);
-    sum_shifted += d;
-  }
+  OnlineRowStats st = online_row_stats(row, classes, threadIdx.x, kThreads);
+  const float mx = block_max(st.max);
+  rebase_to_row_max(st, mx);
   // block_sum leaves its total in thread 0; share both through shared memory
-  sum = block_sum(sum);
+  const double sum = block_sum(st.sum);
   if (threadIdx.x == 0) sums[0] = sum;
-  sum_shifted = block_sum(sum_shifted);
+  const double sum_shifted = block_sum(st.sum_shifted);
   if (threadIdx.x == 0) sums[1] = sum_shifted;
   __syncthreads();
   const double w = softmax_row_weight(class_weights, row_weights, y, row_index);

@@ -1,5 +1,8 @@
-"""The model API end to end on device "cpu": Sequential, Dense, Dropout, the optimizers,
-the losses, fit / evaluate / predict, the datasets, threads, Ctrl-C and the device checks.
+"""The model API end to end: Sequential, Dense, Dropout, the optimizers, the losses, fit /
+evaluate / predict, the datasets, threads, Ctrl-C and the device checks. The checks against
+NumPy (the forward pass and every kind of training step) run on every device of the
+``device`` fixture (cuda-emulated under two thread orders included); the rest of the API is
+device-independent Python and C++ and runs on "cpu".
 
 The central test is ``test_training_step_matches_numpy``: each fit step of the C++
 executor (forward, loss, backward, clipping, optimizer update) is compared with a
@@ -60,13 +63,14 @@ def f32(v: float) -> float:
 # ------------------------------------------------------------------------------------
 
 
-def _model(widths=(7, 3), acts=("relu", None), input_dim=5, seed=0, dropout=None, **kw) -> cm.Sequential:
+def _model(widths=(7, 3), acts=("relu", None), input_dim=5, seed=0, dropout=None, device="cpu",
+           **kw) -> cm.Sequential:
     layers = []
     for i, (w, a) in enumerate(zip(widths, acts)):
         layers.append(cm.layers.Dense(w, activation=a, **kw))
         if dropout is not None and i < len(widths) - 1:
             layers.append(cm.layers.Dropout(dropout))
-    return cm.Sequential(layers, input_dim=input_dim, seed=seed)
+    return cm.Sequential(layers, input_dim=input_dim, seed=seed, device=device)
 
 
 def _random_biases(model: cm.Sequential, rng: np.random.Generator, scale: float = 0.5) -> None:
@@ -584,9 +588,9 @@ def test_dropout_accepts_zero_and_fractions():
 
 
 @pytest.mark.parametrize("act", ["identity", "relu", "sigmoid", "tanh", "gelu"])
-def test_predict_matches_numpy_forward(act):
+def test_predict_matches_numpy_forward(act, device):
     rng = np.random.default_rng(4)
-    model = _model(widths=(33, 4), acts=(act, None), input_dim=17, seed=1)
+    model = _model(widths=(33, 4), acts=(act, None), input_dim=17, seed=1, device=device)
     _random_biases(model, rng)
     x = rng.standard_normal((29, 17)).astype(np.float32)
     got = model.predict(x)
@@ -634,11 +638,11 @@ _OPTIMIZER_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(_OPTIMIZER_CASES))
-def test_training_step_matches_numpy(case):
+def test_training_step_matches_numpy(case, device):
     """5 -> 7 relu -> 3, softmax cross-entropy, one whole-data batch per fit call."""
     make_opt, make_ref, steps = _OPTIMIZER_CASES[case]
     x, y = _step_data("softmax_cross_entropy")
-    model = _model(seed=3)
+    model = _model(seed=3, device=device)
     _random_biases(model, np.random.default_rng(5))
     model.compile(optimizer=make_opt(), loss="softmax_cross_entropy", metrics=["accuracy"])
     _check_steps(model, x, y, ["relu", None], "softmax_cross_entropy", make_ref(), steps)
@@ -649,9 +653,9 @@ def test_training_step_matches_numpy(case):
     (lambda: cm.optimizers.SGD(0.2, momentum=0.5, clipnorm=0.05), lambda: _SgdRef(0.2, momentum=0.5)),
     (lambda: cm.optimizers.Adam(1e-2, clipnorm=0.05), lambda: _AdamRef(1e-2)),
 ], ids=["sgd", "sgd-momentum", "adam"])
-def test_clipnorm_clips_the_global_norm(opt, ref):
+def test_clipnorm_clips_the_global_norm(opt, ref, device):
     x, y = _step_data("softmax_cross_entropy")
-    model = _model(seed=3)
+    model = _model(seed=3, device=device)
     _random_biases(model, np.random.default_rng(5))
     model.compile(optimizer=opt(), loss="softmax_cross_entropy")
     _check_steps(model, x, y, ["relu", None], "softmax_cross_entropy", ref(), 2, clipnorm=0.05)
@@ -669,27 +673,27 @@ def test_clipnorm_above_the_norm_changes_nothing():
 
 
 @pytest.mark.parametrize("act", ["identity", "tanh", "sigmoid", "gelu"])
-def test_training_step_other_activations(act):
+def test_training_step_other_activations(act, device):
     x, y = _step_data("softmax_cross_entropy")
-    model = _model(acts=(act, None), seed=4)
+    model = _model(acts=(act, None), seed=4, device=device)
     _random_biases(model, np.random.default_rng(6))
     model.compile(optimizer=cm.optimizers.SGD(0.5, momentum=0.5), loss="softmax_cross_entropy")
     _check_steps(model, x, y, [act, None], "softmax_cross_entropy", _SgdRef(0.5, momentum=0.5), 2)
 
 
-def test_training_step_deeper_model_with_wide_layers():
+def test_training_step_deeper_model_with_wide_layers(device):
     """Three dense layers, widths across the GEMM tiles (NR 16/32, MR 4/6/12), batch 13."""
     x, y = _step_data("softmax_cross_entropy", n=13, input_dim=19, out=5, seed=7)
-    model = _model(widths=(33, 17, 5), acts=("tanh", "relu", None), input_dim=19, seed=8)
+    model = _model(widths=(33, 17, 5), acts=("tanh", "relu", None), input_dim=19, seed=8, device=device)
     _random_biases(model, np.random.default_rng(9))
     model.compile(optimizer=cm.optimizers.Adam(1e-2, weight_decay=0.1), loss="softmax_cross_entropy")
     _check_steps(model, x, y, ["tanh", "relu", None], "softmax_cross_entropy", _AdamRef(1e-2, weight_decay=0.1), 2)
 
 
 @pytest.mark.parametrize("smoothing, weights", [(0.1, None), (0.0, [1.0, 3.0, 0.5]), (0.2, [0.0, 2.0, 1.0])])
-def test_training_step_label_smoothing_and_class_weights(smoothing, weights):
+def test_training_step_label_smoothing_and_class_weights(smoothing, weights, device):
     x, y = _step_data("softmax_cross_entropy")
-    model = _model(seed=3)
+    model = _model(seed=3, device=device)
     _random_biases(model, np.random.default_rng(5))
     loss = cm.losses.SoftmaxCrossEntropy(label_smoothing=smoothing, class_weights=weights)
     model.compile(optimizer=cm.optimizers.SGD(0.5), loss=loss, metrics=["accuracy"])
@@ -701,30 +705,30 @@ def test_training_step_label_smoothing_and_class_weights(smoothing, weights):
     (lambda: cm.optimizers.SGD(0.5), lambda: _SgdRef(0.5)),
     (lambda: cm.optimizers.Adam(1e-2, weight_decay=0.1), lambda: _AdamRef(1e-2, weight_decay=0.1)),
 ], ids=["sgd", "adam-l2"])
-def test_training_step_binary_cross_entropy(opt, ref):
+def test_training_step_binary_cross_entropy(opt, ref, device):
     x, y = _step_data("binary_cross_entropy")
-    model = _model(widths=(7, 1), seed=3)
+    model = _model(widths=(7, 1), seed=3, device=device)
     _random_biases(model, np.random.default_rng(5))
     model.compile(optimizer=opt(), loss="binary_cross_entropy", metrics=["accuracy"])
     _check_steps(model, x, y, ["relu", None], "binary_cross_entropy", ref(), 2)
 
 
 @pytest.mark.parametrize("out, one_d", [(2, False), (1, False), (1, True)])
-def test_training_step_mse(out, one_d):
+def test_training_step_mse(out, one_d, device):
     x, y = _step_data("mse", out=out)
     if one_d:
         y = y[:, 0].copy()
-    model = _model(widths=(7, out), seed=3)
+    model = _model(widths=(7, out), seed=3, device=device)
     _random_biases(model, np.random.default_rng(5))
     model.compile(optimizer=cm.optimizers.AdamW(1e-2, weight_decay=0.3), loss="mse")
     _check_steps(model, x, y, ["relu", None], "mse", _AdamRef(1e-2, weight_decay=0.3, decoupled=True), 2)
 
 
-def test_mse_sigmoid_output_layer():
+def test_mse_sigmoid_output_layer(device):
     """An activation on the last layer is part of the prediction, and of the gradient."""
     x, y = _step_data("mse", out=2)
     y = _sigmoid64(y).astype(np.float32)
-    model = _model(widths=(7, 2), acts=("relu", "sigmoid"), seed=3)
+    model = _model(widths=(7, 2), acts=("relu", "sigmoid"), seed=3, device=device)
     model.compile(optimizer=cm.optimizers.SGD(1.0), loss="mse")
     _check_steps(model, x, y, ["relu", "sigmoid"], "mse", _SgdRef(1.0), 2)
 
@@ -913,11 +917,11 @@ def test_verbose_levels(capsys):
 # ------------------------------------------------------------------------------------
 
 
-def test_evaluate_matches_numpy_from_predict():
+def test_evaluate_matches_numpy_from_predict(device):
     rng = np.random.default_rng(10)
     x = rng.standard_normal((301, 12)).astype(np.float32)
     y = rng.integers(0, 4, 301).astype(np.int32)
-    model = _model(widths=(20, 4), input_dim=12, seed=5)
+    model = _model(widths=(20, 4), input_dim=12, seed=5, device=device)
     model.compile("adam", metrics=["accuracy"])
     model.fit(x, y, epochs=2, verbose=0)
     result = model.evaluate(x, y)
@@ -936,11 +940,11 @@ def test_evaluate_matches_numpy_from_predict():
     assert abs(small["loss"] - result["loss"]) <= 1e-12 * result["loss"]
 
 
-def test_evaluate_binary_and_mse():
+def test_evaluate_binary_and_mse(device):
     rng = np.random.default_rng(11)
     x = rng.standard_normal((50, 4)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int32)
-    model = _model(widths=(8, 1), input_dim=4, seed=2)
+    model = _model(widths=(8, 1), input_dim=4, seed=2, device=device)
     model.compile("adam", loss="binary_cross_entropy", metrics=["accuracy"])
     result = model.evaluate(x, y)
     z = model.predict(x).astype(np.float64)[:, 0]
@@ -954,7 +958,7 @@ def test_evaluate_binary_and_mse():
     assert result["accuracy"] == float(((z > 0) == (y == 1)).mean())
 
     t = rng.standard_normal((50, 2)).astype(np.float32)
-    reg = _model(widths=(8, 2), input_dim=4, seed=2)
+    reg = _model(widths=(8, 2), input_dim=4, seed=2, device=device)
     reg.compile("sgd", loss="mse")
     result = reg.evaluate(x, t)
     assert set(result) == {"loss"}
@@ -1006,10 +1010,10 @@ def test_predict_out_allocates_nothing():
     assert peak_out < out.nbytes // 100, f"predict(out=) allocated {peak_out} bytes"
 
 
-def test_predict_proba_softmax():
+def test_predict_proba_softmax(device):
     rng = np.random.default_rng(14)
     x = rng.standard_normal((40, 5)).astype(np.float32)
-    model = _model()
+    model = _model(device=device)
     model.compile("adam")
     p = model.predict_proba(x)
     assert p.shape == (40, 3) and p.dtype == np.float32
@@ -1025,10 +1029,10 @@ def test_predict_proba_softmax():
     assert np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()
 
 
-def test_predict_proba_binary_is_sigmoid():
+def test_predict_proba_binary_is_sigmoid(device):
     rng = np.random.default_rng(15)
     x = rng.standard_normal((40, 5)).astype(np.float32)
-    model = _model(widths=(7, 1))
+    model = _model(widths=(7, 1), device=device)
     model.compile("adam", loss="binary_cross_entropy")
     p = model.predict_proba(x)
     assert p.shape == (40, 1) and p.dtype == np.float32
@@ -1037,7 +1041,7 @@ def test_predict_proba_binary_is_sigmoid():
     model.set_weights([ws[0] * 1e5, ws[1], ws[2] * 1e5, ws[3]])  # logits of +-1e6: no overflow
     p = model.predict_proba(x)
     assert np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()
-    reg = _model()
+    reg = _model(device=device)
     reg.compile("adam", loss="mse")
     with pytest.raises(ValueError, match="classification"):
         reg.predict_proba(x)
@@ -1114,14 +1118,15 @@ def test_dropout_mask_in_training(rate):
     np.testing.assert_allclose(bias, [lr * 2.0], rtol=4 * U32)  # the bias sees no dropout
 
 
-def test_dropout_backward_uses_the_forward_mask():
+def test_dropout_backward_uses_the_forward_mask(device):
     """Dense(64, identity) -> Dropout(0.5) -> Dense(3), one sample, one SGD step with
     lr = 1. The second kernel's gradient row j is h_j m_j / (1 - rate) dz, so its zero
     rows show the forward mask m; the first kernel's gradient must then be
     x^T (dz W2^T * m / (1 - rate)): the backward pass applies the same mask, scaled."""
     rate = 0.5
     rng = np.random.default_rng(22)
-    model = cm.Sequential([cm.layers.Dense(64), cm.layers.Dropout(rate), cm.layers.Dense(3)], input_dim=6, seed=4)
+    model = cm.Sequential([cm.layers.Dense(64), cm.layers.Dropout(rate), cm.layers.Dense(3)], input_dim=6, seed=4,
+                          device=device)
     _random_biases(model, rng)
     model.compile(optimizer=cm.optimizers.SGD(1.0), loss="softmax_cross_entropy")
     x = rng.standard_normal((1, 6)).astype(np.float32)

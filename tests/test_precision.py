@@ -72,6 +72,38 @@ def test_fp16_loss_scaling_skips_overflowing_steps(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_fp16_loss_scale_doubles_after_2000_good_steps(device):
+    """The other half of dynamic loss scaling: 2000 steps in a row without an overflow
+    double the scale and restart the count (torch's GradScaler growth_interval). The
+    count is set to 1998 so that the test takes three steps, not 2000; inputs in [0, 1)
+    keep the scaled gradients far from fp16's range at a scale of 1024."""
+    rng = np.random.default_rng(2)
+    x = rng.random((3, 64)).astype(np.float32)
+    y = rng.integers(0, 10, 3)
+    model, twin = _model(device), _model(device)
+    model.compile(optimizer="sgd", loss="softmax_cross_entropy", precision="fp16")
+    twin.compile(optimizer="sgd", loss="softmax_cross_entropy")
+    model._net.set_loss_scale(1024.0, 1998)
+    before = model.get_weights()
+    for m in (model, twin):
+        m.fit(x[:1], y[:1], epochs=1, batch_size=1, shuffle=False, verbose=0)
+    assert (model._net.step, model._net.loss_scale, model._net.loss_scale_good_steps) == (1, 1024.0, 1999)
+    # The scale is divided out before the update: the step is fp32's up to the operands'
+    # fp16 rounding (2^-11 relative per product, summed over 64 or 10 terms), where a
+    # scale left in would make it 1024 times larger.
+    for w0, w_half, w_full in zip(before, model.get_weights(), twin.get_weights()):
+        step_half, step_full = w_half.astype(np.float64) - w0, w_full.astype(np.float64) - w0
+        assert np.abs(step_full).max() > 0
+        np.testing.assert_allclose(step_half, step_full, rtol=0, atol=0.02 * np.abs(step_full).max())
+    model.fit(x[1:2], y[1:2], epochs=1, batch_size=1, shuffle=False, verbose=0)
+    assert (model._net.step, model._net.loss_scale, model._net.loss_scale_good_steps) == (2, 2048.0, 0)
+    model.fit(x[2:], y[2:], epochs=1, batch_size=1, shuffle=False, verbose=0)
+    assert (model._net.step, model._net.loss_scale, model._net.loss_scale_good_steps) == (3, 2048.0, 1)
+    with pytest.raises(ValueError, match="good steps in"):
+        model._net.set_loss_scale(1024.0, 2000)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_precision_and_loss_scale_resume_from_a_file(device, tmp_path):
     rng = np.random.default_rng(1)
     x = rng.random((64, 64)).astype(np.float32)

@@ -1,5 +1,6 @@
 """The host SIMT emulator's primitives (cuda/simt/), each through a test kernel of
-cuda/simt/selftest.cpp, compared with what the CUDA programming guide specifies."""
+cuda/simt/selftest.cpp, compared with what the CUDA programming guide specifies; and every
+kernel family of cuda/ under every thread order, bit for bit."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 import customml
-from customml import _core
+from customml import _core, ops
 
 pytestmark = pytest.mark.skipif(not customml.build_info()["simt_emulation"],
                                 reason="built with CUSTOMML_SIMT_EMULATION=OFF")
@@ -164,3 +165,149 @@ def test_bad_launch_configurations():
         run("indices", [], (1, 1, 1), (0, 1, 1), 6)
     with pytest.raises(ValueError, match="thread order"):
         _core._simt_set_thread_order("sideways")
+
+
+def _round_bf16(x):
+    """float32 -> bfloat16 (round to nearest even; NaN stays NaN) -> float32, in NumPy."""
+    bits = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16).astype(np.uint32).view(np.float32)
+    return np.where(np.isnan(x), np.float32(np.nan), rounded)
+
+
+def _round_tf32(x):
+    """float32 -> tf32 (10 explicit mantissa bits, ties away from zero, as cvt.rna) -> float32;
+    inf and NaN pass through."""
+    bits = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x1000) & 0xFFFFE000).astype(np.uint32).view(np.float32)
+    return np.where(np.isfinite(x), rounded, x)
+
+
+def _round_f16(x):
+    """float32 -> IEEE binary16 (NumPy's cast: nearest even, subnormals, inf past 65520)."""
+    with np.errstate(over="ignore"):  # the overflow to inf is the rule under test
+        return np.asarray(x, np.float32).astype(np.float16).astype(np.float32)
+
+
+ROUNDINGS = {"f16": _round_f16, "bf16": _round_bf16, "tf32": _round_tf32}
+
+
+def _conversion_inputs():
+    """Values around every rounding rule: ties at the kept bit's both parities, fp16's
+    largest finite value and its rounding edge to inf, its normal/subnormal boundary and
+    the smallest subnormals, bf16's and tf32's carries into the exponent, inf, NaN, signs."""
+    rng = np.random.default_rng(8)
+    specials = np.array([0.0, -0.0, 1.0, -1.0, 65504.0, 65519.99, 65520.0, -65520.0, 1e6, 6.1035156e-05,
+                         6.097555e-05, 5.9604645e-08, 2.9802322e-08, 2.9802326e-08, 8.940697e-08, 1e-10,
+                         1.0 + 2.0**-11, 1.0 + 3 * 2.0**-11, 1.0 + 2.0**-8, 1.0 + 3 * 2.0**-8, 3.4e38, -3.4e38,
+                         np.inf, -np.inf, np.nan, 1.9999999, 255.99999], np.float32)
+    bits = rng.integers(0, 2**32, 4000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    normal = rng.standard_normal(2000).astype(np.float32) * np.float32(1000.0) ** rng.uniform(-3, 3, 2000).astype(
+        np.float32)
+    values = np.concatenate([specials, bits, normal])
+    return values[~np.isnan(values) | (np.arange(values.size) < specials.size)]
+
+
+@pytest.mark.parametrize("kind", ["f16", "bf16", "tf32"])
+def test_half_and_tf32_conversions_round_as_the_device(kind):
+    """__float2half (round to nearest even, subnormals, overflow to inf), __float2bfloat16
+    (nearest even) and __float_to_tf32 (nearest, ties away) against NumPy; NaN stays NaN."""
+    x = _conversion_inputs()
+    got = np.array(_core._simt_selftest(f"to_{kind}", list(map(float, x)), (1, 1, 1), (1, 1, 1)), np.float32)
+    want = ROUNDINGS[kind](x)
+    assert got.shape == want.shape
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(np.isnan(got), nan)
+    np.testing.assert_array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32))
+
+
+@pytest.mark.parametrize("kind", ["f16", "bf16", "tf32"])
+def test_wmma_float_fragments(order, kind):
+    """d = a b + c through 16x16 fragments of the reduced-precision types and a float
+    accumulator: the operands rounded to the type (products of two such operands are exact
+    in float32: at most 2 x 11 significant bits), summed in float32 along k in order from
+    c, which is the emulator's specification. A real tensor core may add in another order
+    and round differently (docs/performance.md: verified only on a GPU); the GEMM tests'
+    tolerances allow for any order."""
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((16, 16)).astype(np.float32)
+    b = rng.standard_normal((16, 16)).astype(np.float32)
+    c = rng.standard_normal((16, 16)).astype(np.float32)
+    values = np.concatenate([a.ravel(), b.ravel(), c.ravel()])
+    got = np.array(run(f"wmma_{kind}", values, (1, 1, 1), (32, 1, 1), 1), np.float32).reshape(16, 16)
+    ra, rb = ROUNDINGS[kind](a), ROUNDINGS[kind](b)
+    want = c.copy()
+    for k in range(16):
+        want += ra[:, k:k + 1] * rb[k:k + 1, :]  # float32 products (exact) and sums, k in order
+    np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(got, c + a @ b)  # the operands really were rounded
+
+
+def _every_kernel_family(seed=11):
+    """Every op family once on cuda-emulated, at sizes that cross the kernels' tiles and
+    blocks (GEMM tiles of 64 and slices of 16, more than one reduction block, a warp and a
+    block per softmax row); returns all outputs as one byte string."""
+    d = "cuda-emulated"
+    rng = np.random.default_rng(seed)
+    f32 = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
+    outs = []
+    x, w, b = f32(70, 37), f32(37, 90) * 0.2, f32(90)
+    for precision in ("fp32", "tf32", "bf16", "fp16"):
+        z = np.empty((70, 90), np.float32)
+        y = ops.dense_forward(x, w, b, activation="gelu", preact_out=z, precision=precision, device=d)
+        outs += [y, z, *ops.dense_backward(f32(70, 90), x, w, y, z=z, activation="gelu", precision=precision,
+                                           device=d)]
+    for classes in (10, 1025):
+        logits, labels = f32(40, classes) * 3, rng.integers(0, classes, 40).astype(np.int32)
+        loss, grad = ops.softmax_cross_entropy(logits, labels, label_smoothing=0.1, device=d)
+        outs += [np.float64(loss), grad, np.int64(ops.count_correct(logits, labels, device=d))]
+        outs.append(ops.confusion_matrix_update(np.zeros((classes, classes), np.int64), logits, labels, device=d))
+    pred, target = f32(300, 120), f32(300, 120)
+    for op in (ops.binary_cross_entropy_with_logits, ops.mse):
+        loss, grad = op(pred, target, device=d)
+        outs += [np.float64(loss), grad]
+    outs.append(ops.regression_stats_update(np.zeros((4, 120)), pred, target, np.zeros(120), device=d))
+    outs.append(ops.dropout(f32(40001), rate=0.3, seed=5, stream=1, device=d))
+    n = 40001
+    p, g, v = f32(n), f32(n), f32(n)
+    ops.sgd_update(p, g, v, lr=0.1, momentum=0.9, weight_decay=0.01, no_decay=[(3, 900)], device=d)
+    outs += [p, v]
+    p, g, m, v2, vmax = f32(n), f32(n), f32(n), np.abs(f32(n)), np.abs(f32(n))
+    ops.adam_update(p, g, m, v2, vmax, lr=1e-2, step=4, weight_decay=0.1, decoupled=True, no_decay=[(7, 31)],
+                    device=d)
+    outs += [p, m, v2, vmax]
+    g = f32(n)
+    outs += [np.float64(ops.clip_by_global_norm(g, 1.0, device=d)), g]
+    g = f32(n)
+    outs += [np.float64(ops.l1_l2_penalty(f32(n), l1=0.01, l2=0.02, grad=g, device=d)), g]
+    scale, zero = np.array([0.02], np.float32), np.array([128], np.int32)
+    q = ops.quantize(f32(70, 40), scale, zero, device=d)
+    outs += [q, ops.dequantize(q, scale, zero, device=d)]
+    outs += list(ops.quantize_rows_dynamic(f32(33, 40), device=d))
+    ws8 = rng.integers(-127, 128, (40, 70)).astype(np.int8)
+    w_scale = (rng.random(70) * 0.01 + 1e-3).astype(np.float32)
+    for rows in (1, 5, 70):  # the kernels for one row, a few (dp4a) and many (tensor cores)
+        outs.append(ops.gemm_s8(q[:rows], ops.gemm_s8_pack(ws8, device=d), scale, zero, w_scale, bias=f32(70),
+                                activation="relu", device=d))
+    ws = f32(64, 33) * (rng.random((64, 33)) < 0.2)
+    xs = f32(70, 64)
+    outs.append(ops.sparse_dense_forward(xs, *ops.csr_from_dense(ws), f32(33), activation="relu", device=d))
+    outs.append(ops.sparse_dense_forward(xs[:1], *ops.csr_from_dense(ws), f32(33), device=d))
+    outs.append(ops.nm_dense_forward(xs, *ops.nm_from_dense(ws), f32(33), device=d))
+    outs.append(ops.feature_affine(f32(70, 13), f32(13), f32(13), device=d))
+    return b"".join(np.ascontiguousarray(o).tobytes() for o in outs)
+
+
+def test_every_kernel_family_gives_the_same_bits_under_every_thread_order():
+    """The per-op tests run each emulated kernel under forward and reverse orders against
+    the reference within a tolerance; this compares the orders with each other, bit for
+    bit, for every kernel family at once: a race inside a block that stayed within a
+    tolerance (a partial sum read one barrier early, say) would still show here."""
+    results = {}
+    try:
+        for order in ORDERS:
+            _core._simt_set_thread_order(order, 2024)
+            results[order] = _every_kernel_family()
+    finally:
+        _core._simt_set_thread_order("forward")
+    assert results["forward"] == results["reverse"] == results["shuffled"]
+    assert results["forward"] != _every_kernel_family(seed=12)  # the bytes depend on the inputs

@@ -192,6 +192,27 @@ def test_softmax_cross_entropy_is_stable_for_huge_logits(isa, device, logit):
     assert_close(grad, grad_ref, grad_tol, "grad")
 
 
+@pytest.mark.parametrize("classes", [40, 1024, 1025, 4097])
+@pytest.mark.parametrize("order", ["rising", "falling", "sawtooth"])
+def test_softmax_cross_entropy_when_the_row_max_keeps_moving(device, classes, order):
+    """The CUDA kernels find each row's max and exp sum in one online pass, rescaling a
+    thread's sums whenever its running max grows: with rising logits every element is a
+    new max (a rescale per element), falling ones never rescale, and a sawtooth rescales
+    on every tooth. The warp kernel takes up to 1024 classes, the block kernel more. The
+    result must stay within the two-pass bound (tolerances() above) on every device."""
+    base = np.linspace(-40.0, 40.0, classes)
+    row = {"rising": base, "falling": base[::-1], "sawtooth": (np.arange(classes) % 37) * 0.9 + base * 0.1}[order]
+    logits = np.stack([row, row * 0.5 + 3.0, -row]).astype(np.float32)
+    labels = np.array([classes - 1, 0, classes // 2], np.int32)
+    smoothing = float(np.float32(0.1))
+    grad = nan_filled(logits.shape)
+    loss, _ = ops.softmax_cross_entropy(logits, labels, label_smoothing=smoothing, grad_out=grad, device=device)
+    loss_ref, grad_ref = reference.softmax_cross_entropy(logits, labels, label_smoothing=smoothing)
+    loss_tol, grad_tol = tolerances(logits, labels, None, smoothing)
+    assert_close(loss, loss_ref, loss_tol, "loss")
+    assert_close(grad, grad_ref, grad_tol, "grad")
+
+
 def test_softmax_cross_entropy_gradient_rows_sum_to_zero(isa, device):
     # sum_c (p_c - q_c) = 0 for every row, for any smoothing and weights
     rng = np.random.default_rng(7)

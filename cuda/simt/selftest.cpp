@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <stdexcept>
+#include <type_traits>
 #include <string>
 #include <vector>
 
@@ -91,6 +92,25 @@ __global__ void wmma_int8_kernel(int* d, const T* a, const T* b, const int* c) {
   wmma::store_matrix_sync(d, acc, 16, wmma::mem_row_major);
 }
 
+// One warp: d (16, 16) = a (16, 16) . b (16, 16) + c (16, 16), all row-major, through
+// floating-point fragments of T (__half, __nv_bfloat16 or precision::tf32: depth 16, 16
+// or 8) and a float accumulator, in 16 / depth mma steps along k, as gemm_tc_kernel
+// takes them. E: how a fragment of T stores its elements (float for tf32).
+template <class T, int kDepth, class E>
+__global__ void wmma_float_kernel(float* d, const E* a, const E* b, const float* c) {
+  namespace wmma = nvcuda::wmma;
+  wmma::fragment<wmma::accumulator, 16, 16, kDepth, float> acc;
+  wmma::load_matrix_sync(acc, c, 16, wmma::mem_row_major);
+  for (int k = 0; k < 16; k += kDepth) {
+    wmma::fragment<wmma::matrix_a, 16, 16, kDepth, T, wmma::row_major> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, kDepth, T, wmma::row_major> fb;
+    wmma::load_matrix_sync(fa, a + k, 16);
+    wmma::load_matrix_sync(fb, b + k * 16, 16);
+    wmma::mma_sync(acc, fa, fb, acc);
+  }
+  wmma::store_matrix_sync(d, acc, 16, wmma::mem_row_major);
+}
+
 // Each lane writes shared memory, __syncwarp, then reads its neighbour's slot.
 __global__ void syncwarp_kernel(double* out, const double* in) {
   double* s = static_cast<double*>(dynamic_shared());
@@ -162,6 +182,42 @@ std::vector<double> run_selftest(const std::string& name, const std::vector<doub
     if (name == "wmma_s8") run_typed(static_cast<signed char>(0));
     else run_typed(static_cast<unsigned char>(0));
     out.assign(d.begin(), d.end());
+  } else if (name == "wmma_f16" || name == "wmma_bf16" || name == "wmma_tf32") {
+    // in: a (256), b (256), c (256) row-major floats; a and b are converted to the
+    // fragment type on the host (round to nearest, as the GEMM's staging does); out: d.
+    if (in.size() != 3 * 256 || threads != 32)
+      throw std::invalid_argument("selftest '" + name + "' needs one warp and 768 inputs");
+    std::vector<float> c(in.begin() + 512, in.end()), d(256, -1.0f);
+    auto run_typed = [&](auto type, auto depth, auto convert) {
+      using T = decltype(type);
+      using E = typename nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, decltype(depth)::value, T,
+                                                nvcuda::wmma::row_major>::element_type;
+      std::vector<E> a(256), b(256);
+      for (int i = 0; i < 256; ++i) {
+        a[i] = convert(static_cast<float>(in[i]));
+        b[i] = convert(static_cast<float>(in[256 + i]));
+      }
+      launch(wmma_float_kernel<T, decltype(depth)::value, E>, grid, block, 0, nullptr, d.data(),
+             static_cast<const E*>(a.data()), static_cast<const E*>(b.data()), static_cast<const float*>(c.data()));
+    };
+    if (name == "wmma_f16")
+      run_typed(__half{}, std::integral_constant<int, 16>{}, [](float v) { return __float2half(v); });
+    else if (name == "wmma_bf16")
+      run_typed(__nv_bfloat16{}, std::integral_constant<int, 16>{}, [](float v) { return __float2bfloat16(v); });
+    else
+      run_typed(nvcuda::wmma::precision::tf32{}, std::integral_constant<int, 8>{},
+                [](float v) { return nvcuda::wmma::__float_to_tf32(v); });
+    out.assign(d.begin(), d.end());
+  } else if (name == "to_f16" || name == "to_bf16" || name == "to_tf32") {
+    // in: floats; out: each rounded to the format and back (__float2half / __half2float,
+    // __float2bfloat16 / __bfloat162float, __float_to_tf32), on the host.
+    out.resize(in.size());
+    for (size_t i = 0; i < in.size(); ++i) {
+      const float v = static_cast<float>(in[i]);
+      out[i] = name == "to_f16"    ? __half2float(__float2half(v))
+               : name == "to_bf16" ? __bfloat162float(__float2bfloat16(v))
+                                   : nvcuda::wmma::__float_to_tf32(v);
+    }
   } else if (name == "syncwarp") {
     need_input(1);
     out.assign(threads, -1.0);
