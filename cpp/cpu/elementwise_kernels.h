@@ -443,6 +443,7 @@ constexpr ElementwiseKernels elementwise_table(DropoutFn dropout) {
           ew_sum_squares,
           ew_scale,
           vmath_map<vexp>,
+          vmath_map<vexp_nonpositive>,
           vmath_map<vlog>,
           vmath_map<vlog1p>,
           vmath_map<vlog1p_unit>,
