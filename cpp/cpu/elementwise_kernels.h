@@ -57,6 +57,7 @@ double softmax_cross_entropy_rows(float* grad, const float* logits, const int32_
   if (batch == 0) return loss;
   // Shifting by the row maximum keeps exp() in (0, 1]: stable for logits of +-1e4.
   float next_mx = row_max(logits, classes);
+  double pending_w = 0.0, pending_sum = 1.0;  // adds 0 log 1 = 0 before the first row
   for (int64_t i = 0; i < batch; ++i) {
     const float* row = logits + i * classes;
     const int32_t y = labels[i];
@@ -127,13 +128,17 @@ double softmax_cross_entropy_rows(float* grad, const float* logits, const int32_
     add_block(rest);
     next_mx = max_lanes(n0);
     const double s = sum_lanes(sum + sum_hi);
-    const double log_sum = std::log(s);
-    // -sum_c q_c (d_c - log_sum) = log_sum - (1 - eps) d_y - (eps / C) sum_c d_c
-    double row_loss = log_sum - (1.0 - label_smoothing) * (row[y] - mx);
-    if (kSmoothing) row_loss -= static_cast<double>(off) * sum_lanes(shifted + shifted_hi);
     // w_i in float64: the product of two float32 factors is exact there.
     const double w = (class_weights ? static_cast<double>(class_weights[y]) : 1.0) *
                      (row_weights ? static_cast<double>(row_weights[i]) : 1.0);
+    // -sum_c q_c (d_c - log_sum) = log_sum - (1 - eps) d_y - (eps / C) sum_c d_c; the
+    // previous row's w log_sum is added here, so that the logarithm's latency overlaps
+    // this row's exp loop instead of holding up the retirement of the next one's.
+    loss += pending_w * std::log(pending_sum);
+    pending_w = w;
+    pending_sum = s;
+    double row_loss = -(1.0 - label_smoothing) * (row[y] - mx);
+    if (kSmoothing) row_loss -= static_cast<double>(off) * sum_lanes(shifted + shifted_hi);
     loss += w * row_loss;
     if (g) {
       // dL/dlogit_c = w_i / W * (softmax_c - q_c), softmax_c = e_c fl32(1 / sum)
@@ -153,7 +158,7 @@ double softmax_cross_entropy_rows(float* grad, const float* logits, const int32_
       g[y] = scale * (e_y * inv_sum - on);
     }
   }
-  return loss;
+  return loss + pending_w * std::log(pending_sum);
 }
 
 // As softmax_cross_entropy_rows, the smoothing case chosen once per call.
