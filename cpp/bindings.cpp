@@ -372,7 +372,7 @@ PYBIND11_MODULE(_core, m) {
         if (static_cast<int>(want) > static_cast<int>(cpu::detected_isa()))
           throw std::invalid_argument("[_vmath] this CPU lacks " + level);
         const cpu::ElementwiseKernels& k = cpu::elementwise_for(want);
-        const std::pair<const char*, cpu::UnaryFn> fns[] = {{"exp", k.exp},         {"log", k.log},
+        const std::pair<const char*, cpu::UnaryFn> fns[] = {{"exp", k.exp},         {"exp_nonpositive", k.exp_nonpositive}, {"log", k.log},
                                                              {"log1p", k.log1p},     {"log1p_unit", k.log1p_unit}, {"tanh", k.tanh},
                                                              {"sigmoid", k.sigmoid}, {"gelu", k.gelu}};
         for (const auto& [fname, fn] : fns)
@@ -390,7 +390,7 @@ PYBIND11_MODULE(_core, m) {
         throw std::invalid_argument("[_vmath] unknown function '" + name + "'");
       },
       py::arg("name"), py::arg("x"), py::arg("level"),
-      "Private, for tests: the vectorized float32 math (exp, log, log1p, log1p_unit, tanh, sigmoid, gelu) of one ISA level.");
+      "Private, for tests: the vectorized float32 math (exp, exp_nonpositive, log, log1p, log1p_unit, tanh, sigmoid, gelu) of one ISA level.");
 
   m.def(
       "dense_forward",

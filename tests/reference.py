@@ -377,11 +377,12 @@ def regression_stats_update(stats, pred, target, shift) -> np.ndarray:
 
 
 def vmath(name, x):
-    """The functions of the vectorized float32 math (cpp/cpu/vmath.h) in float64: exp, log,
+    """The functions of the vectorized float32 math (cpp/cpu/vmath.h) in float64: exp (and
+    exp_nonpositive, the same for x <= 0), log,
     log1p (and log1p_unit, the same on [0, 1]), tanh, sigmoid and gelu (tanh form)."""
     x = x.astype(np.float64)
     with np.errstate(all="ignore"):
-        if name == "exp":
+        if name in ("exp", "exp_nonpositive"):
             return np.exp(x)
         if name == "log":
             return np.log(x)

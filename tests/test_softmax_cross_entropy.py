@@ -75,8 +75,8 @@ def tolerances(logits, labels, class_weights, smoothing, row_weights=None):
     """(loss bound, grad bound) for the kernel's float32/float64 mix.
 
     The kernel shifts by the row max in float32 (d_c = fl32(z_c - max): error u |d_c|),
-    sums exp(d_c) (cpp/cpu/vmath.h's vexp: <= 1.5 ulp <= 3u relative each, where libm's
-    expf was within 1 ulp = 2u; exp(0) = 1 is exact) in float32 partial sums of at most 8
+    sums exp(d_c) (cpp/cpu/vmath.h's vexp_nonpositive: <= 1.25 ulp, counted as vexp's
+    1.5 ulp <= 3u relative each, where libm's expf was within 1 ulp = 2u; exp(0) = 1 is exact) in float32 partial sums of at most 8
     terms per lane (<= 7u relative for these positive terms) added in float64, sums d_c
     in float64, and
     forms l = log(sum) - (1 - eps) d_y - fl32(eps / C) sum_c d_c in float64. Since

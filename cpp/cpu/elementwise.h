@@ -48,7 +48,7 @@ struct ElementwiseKernels {
   double (*sum_squares)(const float* x, int64_t n);        // sum x_i^2 in float64
   void (*scale)(float* x, int64_t n, double coef);          // x_i = fl32(x_i coef), product in float64
   // The vectorized math of cpu/vmath.h over arrays, for tests/test_vmath.py.
-  UnaryFn exp, log, log1p, log1p_unit, tanh, sigmoid, gelu;
+  UnaryFn exp, exp_nonpositive, log, log1p, log1p_unit, tanh, sigmoid, gelu;
 };
 
 // The portable dropout (cpu/dropout.cpp), scalar Philox from random.h: the stream the

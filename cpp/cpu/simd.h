@@ -263,9 +263,11 @@ inline Mask operator>=(Vf a, Vf b) { return {a.v >= b.v}; }
 inline Mask operator==(Vf a, Vf b) { return {a.v == b.v}; }
 inline Mask is_nan(Vf a) { return {a.v != a.v}; }
 inline Vf select(Mask m, Vf a, Vf b) { return {m.m ? a.v : b.v}; }
-// 2^n for integral n in [-126, 127].
+// 2^n for integral n in [-126, 127]; 1 for a NaN n (the exponent of a NaN y in
+// ldexp below, which then stays NaN), since converting NaN to an integer is undefined.
 inline Vf pow2(Vf n) {
-  const uint32_t bits = static_cast<uint32_t>(static_cast<int32_t>(n.v) + 127) << 23;
+  const int32_t k = n.v == n.v ? static_cast<int32_t>(n.v) : 0;
+  const uint32_t bits = static_cast<uint32_t>(k + 127) << 23;
   float r;
   std::memcpy(&r, &bits, sizeof r);
   return {r};
