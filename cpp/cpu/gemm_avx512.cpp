@@ -45,11 +45,6 @@ constexpr int small_m_panels() {
   return M <= 3 ? 4 : M <= 7 ? 2 : 1;
 }
 
-inline __mmask16 first_lanes(int64_t count) {
-  return count >= 16 ? static_cast<__mmask16>(0xFFFF)
-                     : count <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << count) - 1u);
-}
-
 // C rows 0..M-1, columns j0 .. j0 + P 32 - 1 (fewer, cols, when kTail: then P = 1 and
 // B is read under the same mask as C, since a row-major B ends at column n).
 // a: (M, k) strided  B: panels of 32 columns  bias: (n) -> c: (M, ldc)
