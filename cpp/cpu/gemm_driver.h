@@ -201,8 +201,23 @@ template <int MR, int NR, class Micro, class SmallM>
 void gemm_blocked(const GemmArgs& g, const GemmWorkspace& ws, Micro micro, SmallM small_m) {
   if (g.m == 0 || g.n == 0) return;
   const bool prepacked = g.packed_b != nullptr && g.packed_nr == NR;
+  const BPanels in_place = prepacked ? BPanels{g.packed_b, NR * g.k, NR} : BPanels{g.b, NR, g.b_rs};
   if (g.k > 0 && g.m < MR && (prepacked || g.b_cs == 1)) {
-    small_m(g, prepacked ? BPanels{g.packed_b, NR * g.k, NR} : BPanels{g.b, NR, g.b_rs});
+    small_m(g, in_place);
+    return;
+  }
+  // At most NR / 2 columns (a 10-class output layer and its weight gradient): a tile would
+  // be mostly padding and each packed element of A would serve one tile, so SmallM takes
+  // the rows MR - 1 at a time, reading A and B in place (the same sums).
+  if (g.k > 0 && 2 * g.n <= NR && (prepacked || g.b_cs == 1)) {
+    for (int64_t i0 = 0; i0 < g.m; i0 += MR - 1) {
+      GemmArgs rows = g;
+      rows.m = min_i64(MR - 1, g.m - i0);
+      rows.a = g.a + i0 * g.a_rs;
+      rows.c = g.c + i0 * g.ldc;
+      if (g.preact) rows.preact = g.preact + i0 * g.ldc;
+      small_m(rows, in_place);
+    }
     return;
   }
   if (g.k == 0) {
@@ -264,7 +279,7 @@ void gemm_blocked(const GemmArgs& g, const GemmWorkspace& ws, Micro micro, Small
   tail.c = g.c + head.m * g.ldc;
   if (g.preact) tail.preact = g.preact + head.m * g.ldc;
   tiled(head);
-  small_m(tail, prepacked ? BPanels{g.packed_b, NR * g.k, NR} : BPanels{g.b, NR, g.b_rs});
+  small_m(tail, in_place);
 }
 
 }  // namespace
