@@ -113,11 +113,27 @@ void pack_a(float* dst, const GemmArgs& g, int64_t i0, int64_t mc, int64_t p0, i
 // B panel (kc x nc) into NR-column micro-panels, k-major, zero-padded past n.
 template <int NR>
 void pack_b(float* dst, const GemmArgs& g, int64_t p0, int64_t kc, int64_t j0, int64_t nc) {
+  if (g.b_cs == 1) {
+    // Row by row across every panel: B is read as the contiguous rows it is stored in (a
+    // layer's weights, usually cold after the previous step's optimizer pass), which the
+    // hardware prefetcher streams; panel by panel it would read NR columns of each row.
+    for (int64_t p = 0; p < kc; ++p) {
+      const float* src = g.b + (p0 + p) * g.b_rs + j0;
+      for (int64_t jr = 0; jr < nc; jr += NR) {
+        const int64_t cols = min_i64(NR, nc - jr);
+        float* d = dst + jr * kc + p * NR;
+        int64_t j = 0;
+        for (; j < cols; ++j) d[j] = src[jr + j];
+        for (; j < NR; ++j) d[j] = 0.0f;
+      }
+    }
+    return;
+  }
   for (int64_t jr = 0; jr < nc; jr += NR) {
     const int64_t cols = min_i64(NR, nc - jr);
     int64_t p = 0;
 #if defined(__AVX512F__)
-    if (g.b_rs == 1 && g.b_cs != 1 && NR % 16 == 0) {
+    if (g.b_rs == 1 && NR % 16 == 0) {
       const float* col0 = g.b + p0 + (j0 + jr) * g.b_cs;
       for (; p + 16 <= kc; p += 16)
         for (int h = 0; h < NR; h += 16)
@@ -127,11 +143,7 @@ void pack_b(float* dst, const GemmArgs& g, int64_t p0, int64_t kc, int64_t j0, i
     for (; p < kc; ++p) {
       const float* src = g.b + (p0 + p) * g.b_rs + (j0 + jr) * g.b_cs;
       int64_t j = 0;
-      if (g.b_cs == 1) {
-        for (; j < cols; ++j) dst[p * NR + j] = src[j];
-      } else {
-        for (; j < cols; ++j) dst[p * NR + j] = src[j * g.b_cs];
-      }
+      for (; j < cols; ++j) dst[p * NR + j] = src[j * g.b_cs];
       for (; j < NR; ++j) dst[p * NR + j] = 0.0f;
     }
     dst += NR * kc;
