@@ -522,14 +522,12 @@ void Network::stage_batch(Workspace& ws, const float* x, const void* y, const fl
   const bool direct = backend_->host_addressable();
   const int64_t out = output_dim();
   auto row = [&](int64_t i) { return index ? index[i] : start + i; };
-  if (x) {
-    const size_t in_bytes = sizeof(float) * static_cast<size_t>(b * input_dim_);
-    if (!direct) ws.host_input.resize(static_cast<size_t>(b * input_dim_));
-    float* in = direct ? ws.input.data() : ws.host_input.data();
-    for (int64_t i = 0; i < b; ++i)
-      std::memcpy(in + i * input_dim_, x + row(i) * input_dim_, sizeof(float) * static_cast<size_t>(input_dim_));
-    if (!direct) backend_->copy_to_device(ws.input.data(), in, in_bytes);
-  }
+  const size_t in_bytes = sizeof(float) * static_cast<size_t>(b * input_dim_);
+  if (!direct) ws.host_input.resize(static_cast<size_t>(b * input_dim_));
+  float* in = direct ? ws.input.data() : ws.host_input.data();
+  for (int64_t i = 0; i < b; ++i)
+    std::memcpy(in + i * input_dim_, x + row(i) * input_dim_, sizeof(float) * static_cast<size_t>(input_dim_));
+  if (!direct) backend_->copy_to_device(ws.input.data(), in, in_bytes);
   if (sample_weight) {
     if (!direct) ws.host_row_weights.resize(static_cast<size_t>(b));
     float* w = direct ? ws.row_weights.data() : ws.host_row_weights.data();
@@ -694,14 +692,9 @@ double Network::train_batch(const float* x, const void* y, const float* sample_w
   ws.targets.reserve(rows * static_cast<size_t>(output_dim()));
   ws.labels.reserve(rows);
   if (sample_weight) ws.row_weights.reserve(rows);
-  // Consecutive rows (fit without shuffling) of host-addressable memory are read where
-  // they are: the copy would cost a pass over the batch's input for nothing.
-  bool consecutive = backend_->host_addressable();
-  for (int64_t i = 1; consecutive && i < b; ++i) consecutive = index[i] == index[0] + i;
-  stage_batch(ws, consecutive ? nullptr : x, y, sample_weight, index, 0, b);
-  const float* input = consecutive ? x + index[0] * input_dim_ : ws.input.data();
+  stage_batch(ws, x, y, sample_weight, index, 0, b);
 
-  const float* logits = forward(ws, input, b, true, nullptr);
+  const float* logits = forward(ws, ws.input.data(), b, true, nullptr);
   const double loss = loss_and_count(ws, logits, sample_weight ? ws.row_weights.data() : nullptr, b, true);
   const bool scaled = precision_ == Precision::fp16;
   if (scaled) backend_->scale(ws.grad_a.data(), b * output_dim(), loss_scale_);

@@ -247,7 +247,7 @@ class Network {
   struct Workspace;
   void check_targets(const void* y, const int64_t* index, int64_t b) const;
   // Gathers rows index (or start, start + 1, ...) of x, y and sample_weight (each may be
-  // null; a null x leaves ws.input as it is) into ws's device buffers.
+  // null but x) into ws's device buffers.
   void stage_batch(Workspace& ws, const float* x, const void* y, const float* sample_weight, const int64_t* index,
                    int64_t start, int64_t b) const;
   // Runs the layers on input (b, input_dim); training applies dropout and keeps what
