@@ -23,17 +23,17 @@ namespace {
 inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 #if defined(__AVX512F__)
-// Packing a transposed operand (A row-major, as the forward GEMMs' x and the backward
-// dz are; B column-major, as w^T in dz . w^T is) element by element is a strided scalar
-// gather at about a cycle per element, while each packed element feeds only n (A) or m
-// (B) multiply-adds: 128-256 in a training step, 4-8 cycles at the FMA peak. These
-// helpers move 16 x 16 blocks through registers instead.
-
 // The first min(max(count, 0), 16) lanes.
 inline __mmask16 first_lanes(int64_t count) {
   return count >= 16 ? static_cast<__mmask16>(0xFFFF)
                      : count <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << count) - 1u);
 }
+
+// Packing a transposed operand (A row-major, as the forward GEMMs' x and the backward
+// dz are; B column-major, as w^T in dz . w^T is) element by element is a strided scalar
+// gather at about a cycle per element, while each packed element feeds only n (A) or m
+// (B) multiply-adds: 128-256 in a training step, 4-8 cycles at the FMA peak. These
+// helpers move 16 x 16 blocks through registers instead.
 
 // r[i] holds row i of a 16 x 16 block; afterwards r[j] holds its column j.
 inline void transpose16x16(__m512 r[16]) {
