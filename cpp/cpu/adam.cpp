@@ -20,9 +20,10 @@ void CpuBackend::adam_update(float* param, float* m, float* v, float* vmax, cons
   const float bias1 = static_cast<float>(1.0 - std::pow(static_cast<double>(c.beta1), t));
   const float bias2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(c.beta2), t)));
   const ElementwiseKernels& k = elementwise();
-  for_each_decay_range(n, no_decay, n_no_decay, [&](int64_t begin, int64_t end, bool decay) {
+  AdamStep steps[2];  // [decay]
+  for (int decay = 0; decay < 2; ++decay) {
     const float wd = decay ? c.weight_decay : 0.0f;
-    AdamStep s;
+    AdamStep& s = steps[decay];
     s.shrink = c.decoupled ? 1.0f - c.lr * wd : 1.0f;
     s.l2 = c.decoupled ? 0.0f : wd;
     s.beta1 = c.beta1;
@@ -30,9 +31,15 @@ void CpuBackend::adam_update(float* param, float* m, float* v, float* vmax, cons
     s.step_size = c.lr / bias1;
     s.bias2_sqrt = bias2_sqrt;
     s.eps = c.eps;
-    for_each_chunk(end - begin, [&](int64_t, int64_t b, int64_t e) {
-      const int64_t o = begin + b;
-      k.adam(param + o, m + o, v + o, vmax ? vmax + o : nullptr, grad + o, e - b, s);
+  }
+  // Chunks of the whole buffer, each cut at the decay ranges, rather than chunks of each
+  // range: an MLP's ranges (a layer's kernel, its bias) are each below the size that is
+  // threaded, while the whole is not. Every element's update is the same either way.
+  for_each_chunk(n, [&](int64_t, int64_t chunk_begin, int64_t chunk_end) {
+    for_each_decay_range(n, no_decay, n_no_decay, [&](int64_t begin, int64_t end, bool decay) {
+      const int64_t o = begin > chunk_begin ? begin : chunk_begin;
+      const int64_t e = end < chunk_end ? end : chunk_end;
+      if (o < e) k.adam(param + o, m + o, v + o, vmax ? vmax + o : nullptr, grad + o, e - o, steps[decay]);
     });
   });
 }

@@ -45,17 +45,12 @@ constexpr int small_m_panels() {
   return M <= 3 ? 4 : M <= 7 ? 2 : 1;
 }
 
-inline __mmask16 first_lanes(int64_t count) {
-  return count >= 16 ? static_cast<__mmask16>(0xFFFF)
-                     : count <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << count) - 1u);
-}
-
-// C rows 0..M-1, columns j0 .. j0 + P 32 - 1 (fewer, cols, when kTail: then P = 1 and
-// B is read under the same mask as C, since a row-major B ends at column n).
+// C rows 0..M-1, columns j0 .. j0 + 16 kV - 1, kV 16-float vectors per row: 2 P for P
+// whole panels; on the edge (kTail) cols of them, kV = 1 or 2, and B is read under the
+// same mask as C, since a row-major B ends at column n.
 // a: (M, k) strided  B: panels of 32 columns  bias: (n) -> c: (M, ldc)
-template <int M, int P, bool kTail>
+template <int M, int kV, bool kTail>
 void small_m_block(const GemmArgs& g, const BPanels& bp, int64_t j0, int64_t cols) {
-  constexpr int kV = 2 * P;  // 16-float vectors per row
   __mmask16 mask[kV];
 #pragma GCC unroll 8
   for (int v = 0; v < kV; ++v) mask[v] = kTail ? first_lanes(cols - 16 * v) : static_cast<__mmask16>(0xFFFF);
@@ -100,9 +95,13 @@ void small_m_block(const GemmArgs& g, const BPanels& bp, int64_t j0, int64_t col
 template <int M>
 void small_m_rows(const GemmArgs& g, const BPanels& bp) {
   constexpr int P = small_m_panels<M>();
+  // An edge of at most 16 columns (a 10-class output layer) takes one vector per row.
   small_m_columns<P, kNr>(
-      g, [&](int64_t j) { small_m_block<M, P, false>(g, bp, j, P * kNr); },
-      [&](int64_t j, int64_t cols) { small_m_block<M, 1, true>(g, bp, j, cols); });
+      g, [&](int64_t j) { small_m_block<M, 2 * P, false>(g, bp, j, P * kNr); },
+      [&](int64_t j, int64_t cols) {
+        if (cols <= 16) small_m_block<M, 1, true>(g, bp, j, cols);
+        else small_m_block<M, 2, true>(g, bp, j, cols);
+      });
 }
 
 // 1 <= m < kMr rows of C, B streamed once (see gemm_blocked).

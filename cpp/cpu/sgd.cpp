@@ -13,11 +13,13 @@ namespace customml::cpu {
 void CpuBackend::sgd_update(float* param, float* velocity, const float* grad, int64_t n,
                             const Segment* no_decay, int64_t n_no_decay, const SgdConfig& c) {
   const ElementwiseKernels& k = elementwise();
-  for_each_decay_range(n, no_decay, n_no_decay, [&](int64_t begin, int64_t end, bool decay) {
-    const SgdStep s{c.lr, c.momentum, decay ? c.weight_decay : 0.0f, c.nesterov};
-    for_each_chunk(end - begin, [&](int64_t, int64_t b, int64_t e) {
-      const int64_t o = begin + b;
-      k.sgd(param + o, c.momentum == 0.0f ? nullptr : velocity + o, grad + o, e - b, s);
+  const SgdStep steps[2] = {{c.lr, c.momentum, 0.0f, c.nesterov}, {c.lr, c.momentum, c.weight_decay, c.nesterov}};
+  // Chunks of the whole buffer cut at the decay ranges, as adam_update does.
+  for_each_chunk(n, [&](int64_t, int64_t chunk_begin, int64_t chunk_end) {
+    for_each_decay_range(n, no_decay, n_no_decay, [&](int64_t begin, int64_t end, bool decay) {
+      const int64_t o = begin > chunk_begin ? begin : chunk_begin;
+      const int64_t e = end < chunk_end ? end : chunk_end;
+      if (o < e) k.sgd(param + o, c.momentum == 0.0f ? nullptr : velocity + o, grad + o, e - o, steps[decay]);
     });
   });
 }
