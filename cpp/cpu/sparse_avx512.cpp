@@ -14,16 +14,20 @@ namespace {
 // the step's base in two registers, each block's 16 positions permute them into lanes, and
 // a masked FMA adds the nonzeros (lanes without one keep their sum, bit for bit). R rows
 // share each step's loads of values, positions and mask.
+// Blocks k0 .. k0 + NB - 1 of the group's nb (all of them for R <= 2; four at a time for
+// R = 4, whose 16 accumulators and 8 vectors of x leave registers for the step's loads).
 template <int R, int NB>
-void packed_group(float* y, const float* x, const CsrPacked& w, const float* b, int64_t g, Activation act) {
+void packed_group(float* y, const float* x, const CsrPacked& w, const float* b, int64_t g, int64_t k0, int64_t nb,
+                  Activation act) {
   __m512 acc[R][NB];
   for (int r = 0; r < R; ++r)
     for (int k = 0; k < NB; ++k) acc[r][k] = _mm512_setzero_ps();
   const int64_t first = w.group_first[g], steps = w.group_first[g + 1] - first;
   const int32_t* base = w.base + first;
-  const float* v = w.values + first * kPackGroup * kPackLanes;
-  const uint8_t* pos = w.index + first * kPackGroup * kPackLanes;
-  const uint16_t* mask = w.mask + first * kPackGroup;
+  const float* v = w.values + (first * kPackGroup + k0) * kPackLanes;
+  const uint8_t* pos = w.index + (first * kPackGroup + k0) * kPackLanes;
+  const uint16_t* mask = w.mask + first * kPackGroup + k0;
+  const int64_t skip = nb - NB;  // the other blocks' slots in each step
   for (int64_t s = 0; s < steps; ++s) {
     const float* xs = x + base[s];
     const int64_t left = w.in - base[s];
@@ -52,16 +56,19 @@ void packed_group(float* y, const float* x, const CsrPacked& w, const float* b, 
       pos += kPackLanes;
       ++mask;
     }
+    v += skip * kPackLanes;
+    pos += skip * kPackLanes;
+    mask += skip;
   }
   // The epilogue (bias, activation, a short last block) loops over the blocks at run time;
   // reading the sums from memory there keeps acc in registers through the steps (indexed by
   // k at run time, GCC kept acc in memory and stored all of it after every step).
   alignas(64) float sums[R][NB][kPackLanes];
-#pragma GCC unroll 2
+#pragma GCC unroll 4
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
     for (int k = 0; k < NB; ++k) _mm512_store_ps(sums[r][k], acc[r][k]);
-  const int64_t j0 = g * kPackGroup * kPackLanes;
+  const int64_t j0 = (g * kPackGroup + k0) * kPackLanes;
   for (int k = 0; k < NB; ++k) {
     const int64_t j = j0 + k * kPackLanes, n = w.out - j < kPackLanes ? w.out - j : kPackLanes;
     const Vf bias = b ? load_n(b + j, n) : set1(0.0f);
@@ -69,25 +76,24 @@ void packed_group(float* y, const float* x, const CsrPacked& w, const float* b, 
   }
 }
 
+template <int R, int NB>
+void packed_blocks(float* y, const float* x, const CsrPacked& w, const float* b, int64_t g, int64_t k0, int64_t nb,
+                   Activation act) {
+  if (nb - k0 >= NB) {
+    packed_group<R, NB>(y, x, w, b, g, k0, nb, act);
+  } else if constexpr (NB > 1) {
+    packed_blocks<R, NB - 1>(y, x, w, b, g, k0, nb, act);
+  }
+}
+
 template <int R>
 void packed_rows(float* y, const float* x, const CsrPacked& w, const float* b, int64_t g0, int64_t g1,
                  Activation act) {
+  constexpr int kBlocks = R <= 2 ? kPackGroup : 4;  // blocks one pass over a group's steps sums
   const int64_t blocks = (w.out + kPackLanes - 1) / kPackLanes;
   for (int64_t g = g0; g < g1; ++g) {
     const int64_t nb = blocks - g * kPackGroup < kPackGroup ? blocks - g * kPackGroup : kPackGroup;
-    switch (nb) {
-#define CUSTOMML_PACKED_CASE(NB) \
-  case NB: packed_group<R, NB>(y, x, w, b, g, act); break;
-      CUSTOMML_PACKED_CASE(1)
-      CUSTOMML_PACKED_CASE(2)
-      CUSTOMML_PACKED_CASE(3)
-      CUSTOMML_PACKED_CASE(4)
-      CUSTOMML_PACKED_CASE(5)
-      CUSTOMML_PACKED_CASE(6)
-      CUSTOMML_PACKED_CASE(7)
-      CUSTOMML_PACKED_CASE(8)
-#undef CUSTOMML_PACKED_CASE
-    }
+    for (int64_t k0 = 0; k0 < nb; k0 += kBlocks) packed_blocks<R, kBlocks>(y, x, w, b, g, k0, nb, act);
   }
 }
 
@@ -100,10 +106,12 @@ constexpr int64_t kPackedMaxRows = 8;
 
 static_assert(kPackLanes == kLanes && kPackWindow == 2 * kLanes, "the layout is one vector of outputs, two of x");
 
-// Rows in pairs, a last odd row alone.
+// Rows in fours (each half of a group's blocks streams the group's steps once for four
+// rows), then a pair, then a last odd row alone.
 void spmm_packed(float* y, const float* x, const CsrPacked& w, const float* b, int64_t rows, int64_t g0, int64_t g1,
                  Activation act) {
   int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) packed_rows<4>(y + r * w.out, x + r * w.in, w, b, g0, g1, act);
   for (; r + 2 <= rows; r += 2) packed_rows<2>(y + r * w.out, x + r * w.in, w, b, g0, g1, act);
   if (r < rows) packed_rows<1>(y + r * w.out, x + r * w.in, w, b, g0, g1, act);
 }
