@@ -62,6 +62,8 @@ def _timed(benchmark, fn, case):
     call()  # warm-up: the caching allocator, module loading
     benchmark.group = f"cuda {case.key}"
     benchmark(call)
+    if getattr(benchmark, "disabled", False):  # --benchmark-disable: one call, no statistics
+        return
     bandwidth, peak = _LIMITS
     median = benchmark.stats.stats.median
     limit = max(case.nbytes / bandwidth, case.flops / peak)
