@@ -1,13 +1,24 @@
 """Every op of customml.ops on device "cuda" against a CuPy implementation of the same
-maths (cupy.matmul for the GEMMs, CuPy elementwise and reduction expressions for the
-rest), on the cases of bench/floors.py. Each result is compared with CuPy's once before
+maths (cupy.matmul / cuBLAS for the GEMMs, CuPy elementwise and reduction expressions
+for the rest), on the cases of bench/floors.py. Each result is compared with CuPy's once before
 timing; each timed call ends with a device synchronization. Skipped, with the reason,
 where there is no usable GPU or no CuPy.
 
-    python -m pytest bench/bench_cuda.py --benchmark-json=/tmp/bench-cuda.json
+    python -m pytest bench/bench_cuda.py -s --benchmark-json=/tmp/bench-cuda.json
 
-The achieved rate of each case (bytes / median or FLOPs / median) is printed against the
-device's measured copy bandwidth and its FP32 peak (SMs x 128 lanes x 2 x clock).
+The achieved rate of each case (bytes / median or FLOPs / median, the case's own counts
+for both implementations, so the rates compare as times) is printed against limits
+measured on the device when the module loads: copy bandwidth (a 1 GiB device copy), the
+FP32 peak (a kernel of independent FMA chains), and the tensor-core peaks the case's
+``peak`` names (cuBLAS GEMMs of 8192^3 in tf32, bf16, fp16 and int8). A limit that
+cannot be measured is left out with the reason, and the floor is then the bytes' alone.
+
+The tensor-core and int8 references call cuBLAS (cublasGemmEx through cupy.cuda.cublas)
+rather than cupy.matmul: CuPy has no bfloat16 dtype, its float16 matmul rounds the output
+to float16, and TF32 for float32 is a process-wide switch (CUPY_TF32, read once) that
+would change every float32 reference here. gemmEx takes the operand and output types and
+the compute type per call: the same maths as our kernels (operands in the precision,
+float32 output and accumulation; int8 operands, int32 sums).
 """
 
 from __future__ import annotations
@@ -34,23 +45,135 @@ IMPLS = ["customml", "cupy"]
 LR = 1e-3
 ADAM_STEP = 10
 
+# cudaDataType_t (library_types.h) and cublasComputeType_t / cublasOperation_t
+# (cublas_api.h) values: a fixed ABI, and not all of them exported by name by CuPy.
+CUDA_R_32F, CUDA_R_16F, CUDA_R_8I, CUDA_R_32I, CUDA_R_16BF = 0, 2, 3, 10, 14
+CUBLAS_COMPUTE_32F, CUBLAS_COMPUTE_32I, CUBLAS_COMPUTE_32F_FAST_TF32 = 68, 72, 77
+CUBLAS_OP_N, CUBLAS_OP_T = 0, 1
+CUBLAS_GEMM_DEFAULT = -1
+# The operand type and compute type of each tensor-core precision.
+TENSOR_CORE_TYPES = {"tf32": (CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32), "bf16": (CUDA_R_16BF, CUBLAS_COMPUTE_32F),
+                     "fp16": (CUDA_R_16F, CUBLAS_COMPUTE_32F)}
+# alpha = 1, beta = 0 in host memory (host pointer mode), of the compute type's scalar type.
+_SCALARS = {CUBLAS_COMPUTE_32F: (np.ones(1, np.float32), np.zeros(1, np.float32)),
+            CUBLAS_COMPUTE_32F_FAST_TF32: (np.ones(1, np.float32), np.zeros(1, np.float32)),
+            CUBLAS_COMPUTE_32I: (np.ones(1, np.int32), np.zeros(1, np.int32))}
 
-def _device_limits():
-    """(copy bandwidth in bytes/s measured with a 1 GiB device copy, FP32 peak in FLOP/s)."""
-    n = 1 << 28
-    a = cupy.ones(n, dtype=cupy.float32)
-    b = cupy.empty_like(a)
+# Independent FMA chains per thread, and blocks of 256 threads, 8 per SM (2048 threads,
+# the most an SM holds): each of an SM's 4 schedulers has 16 warps x 8 chains = 128
+# independent FMA instructions to issue, where its FMA latency (about 4 cycles) at one
+# warp instruction a cycle needs 4. The loop, unrolled 16 times, spends about 3
+# instructions of every 131 on itself.
+FMA_CHAINS, FMA_ITERS, FMA_BLOCKS_PER_SM, FMA_THREADS = 8, 1 << 14, 8, 256
+_FMA_SOURCE = r"""
+extern "C" __global__ void fma_peak_kernel(float* out, float a, float b, int iters) {
+  float x0 = threadIdx.x, x1 = x0 + 1.f, x2 = x0 + 2.f, x3 = x0 + 3.f;
+  float x4 = x0 + 4.f, x5 = x0 + 5.f, x6 = x0 + 6.f, x7 = x0 + 7.f;
+#pragma unroll 16
+  for (int i = 0; i < iters; ++i) {
+    x0 = fmaf(x0, a, b); x1 = fmaf(x1, a, b); x2 = fmaf(x2, a, b); x3 = fmaf(x3, a, b);
+    x4 = fmaf(x4, a, b); x5 = fmaf(x5, a, b); x6 = fmaf(x6, a, b); x7 = fmaf(x7, a, b);
+  }
+  // the sums are stored so that no chain is dead code
+  out[blockIdx.x * blockDim.x + threadIdx.x] = x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7;
+}
+"""
+PEAK_GEMM_SIZE = 8192  # 1.1 TFLOP per GEMM: milliseconds even at the int8 peak
+
+
+def _ptr(a) -> int:
+    return a.data.ptr
+
+
+def _gemm_ex(out, a, b, operand_type, out_type, compute, trans_a=False, trans_b=False):
+    """out (m, n) = op(a) @ op(b) by cublasGemmEx, every array a row-major (C-contiguous)
+    CuPy array, op(x) = x.T where trans_x. cuBLAS is column-major: it sees each row-major
+    matrix as its transpose, so it is asked for out^T = op(b)^T op(a)^T."""
+    m, n = out.shape
+    k = a.shape[0] if trans_a else a.shape[1]
+    cublas = cupy.cuda.cublas
+    handle = cupy.cuda.device.get_cublas_handle()
+    cublas.setPointerMode(handle, cublas.CUBLAS_POINTER_MODE_HOST)
+    one, zero = _SCALARS[compute]
+    cublas.gemmEx(handle, CUBLAS_OP_T if trans_b else CUBLAS_OP_N, CUBLAS_OP_T if trans_a else CUBLAS_OP_N,
+                  n, m, k, one.ctypes.data, _ptr(b), operand_type, b.shape[1], _ptr(a), operand_type, a.shape[1],
+                  zero.ctypes.data, _ptr(out), out_type, n, compute, CUBLAS_GEMM_DEFAULT)
+    return out
+
+
+def _operand(a, precision: str):
+    """float32 a stored as cuBLAS reads the precision: float16 (rounded to nearest even,
+    as our kernel's __float2half), bfloat16 as uint16 bits (CuPy has no bfloat16 dtype;
+    rounded to nearest even, as __float2bfloat16), tf32 as the float32 itself (cuBLAS
+    converts it)."""
+    if precision == "fp16":
+        return a.astype(cupy.float16)
+    if precision == "bf16":
+        u = a.view(cupy.uint32)
+        return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(cupy.uint16)
+    return a
+
+
+def _best_seconds(fn, repeats: int = 5) -> float:
+    """The fastest of repeats calls after a warm-up, each timed with CUDA events."""
+    fn()
     start, stop = cupy.cuda.Event(), cupy.cuda.Event()
     best = float("inf")
-    for _ in range(5):
+    for _ in range(repeats):
         start.record()
-        cupy.copyto(b, a)
+        fn()
         stop.record()
         stop.synchronize()
         best = min(best, cupy.cuda.get_elapsed_time(start, stop) / 1e3)
+    return best
+
+
+def _peak_gemm(precision: str) -> float:
+    """FLOP/s (int8: integer operations/s) of a cuBLAS GEMM of PEAK_GEMM_SIZE^3 in the
+    precision; int8 in the TN layout (both operands k-contiguous), its tensor-core path."""
+    s = PEAK_GEMM_SIZE
+    # Random operands, like the cases': a GPU's clock under load depends on its power, which
+    # depends on how many bits toggle, so constant operands would overstate the rate.
+    rng = cupy.random.default_rng(1)
+    if precision == "int8":
+        a = rng.integers(-127, 128, (s, s)).astype(cupy.int8)
+        out = cupy.empty((s, s), cupy.int32)
+        fn = lambda: _gemm_ex(out, a, a, CUDA_R_8I, CUDA_R_32I, CUBLAS_COMPUTE_32I, trans_b=True)
+    else:
+        operand_type, compute = TENSOR_CORE_TYPES[precision]
+        a = _operand(rng.standard_normal((s, s), dtype=cupy.float32), precision)
+        out = cupy.empty((s, s), cupy.float32)
+        fn = lambda: _gemm_ex(out, a, a, operand_type, CUDA_R_32F, compute)
+    return 2 * s**3 / _best_seconds(fn, repeats=3)
+
+
+def _device_limits() -> tuple[dict, dict]:
+    """({limit: bytes/s or FLOP/s}, {limit: why it was not measured}). "copy" is the copy
+    bandwidth, "fp32" the FMA peak, "tf32" / "bf16" / "fp16" / "int8" cuBLAS's GEMM rate
+    at 8192^3 (what the tensor cores deliver to a well-tuned kernel, below the datasheet
+    peak); "fp32_clock" the FP32 peak from the properties (SMs x 128 lanes x 2 x clock),
+    for reference only."""
+    limits, missing = {}, {}
+    a = cupy.ones(1 << 28, dtype=cupy.float32)
+    b = cupy.empty_like(a)
+    limits["copy"] = 2 * a.nbytes / _best_seconds(lambda: cupy.copyto(b, a))
+    del a, b
     props = cupy.cuda.runtime.getDeviceProperties(0)
-    peak = props["multiProcessorCount"] * 128 * 2 * props["clockRate"] * 1e3
-    return 2 * a.nbytes / best, peak
+    sms = props["multiProcessorCount"]
+    if props.get("clockRate"):  # dropped from cudaDeviceProp in CUDA 13
+        limits["fp32_clock"] = sms * 128 * 2 * props["clockRate"] * 1e3
+    blocks = FMA_BLOCKS_PER_SM * sms
+    sums = cupy.empty(blocks * FMA_THREADS, dtype=cupy.float32)
+    kernel = cupy.RawKernel(_FMA_SOURCE, "fma_peak_kernel")
+    args = (sums, np.float32(0.999), np.float32(1e-3), np.int32(FMA_ITERS))
+    seconds = _best_seconds(lambda: kernel((blocks,), (FMA_THREADS,), args))
+    limits["fp32"] = blocks * FMA_THREADS * FMA_CHAINS * 2 * FMA_ITERS / seconds
+    for precision in ("tf32", "bf16", "fp16", "int8"):
+        try:
+            limits[precision] = _peak_gemm(precision)
+        except Exception as e:  # noqa: BLE001 -- an unsupported type or GPU: say which, time the rest
+            missing[precision] = f"cuBLAS {precision} GEMM failed: {type(e).__name__}: {e}"
+    return limits, missing
 
 
 def _timed(benchmark, fn, case):
@@ -64,16 +187,19 @@ def _timed(benchmark, fn, case):
     benchmark(call)
     if getattr(benchmark, "disabled", False):  # --benchmark-disable: one call, no statistics
         return
-    bandwidth, peak = _LIMITS
     median = benchmark.stats.stats.median
-    limit = max(case.nbytes / bandwidth, case.flops / peak)
+    bandwidth, peak = _LIMITS["copy"], _LIMITS.get(case.peak)
+    limit = max(case.nbytes / bandwidth, case.flops / peak if peak else 0.0)
     benchmark.extra_info.update(achieved_gbs=case.nbytes / median / 1e9, achieved_gflops=case.flops / median / 1e9,
-                                floor_s=limit, achieved_over_limit=limit / median)
+                                floor_s=limit, achieved_over_limit=limit / median, peak=case.peak, limits=_LIMITS,
+                                limits_missing=_MISSING)
+    why = (f"{case.peak} peak {peak / 1e12:.1f} T/s" if peak
+           else f"{case.peak} peak not measured ({_MISSING.get(case.peak)}): memory floor only")
     print(f"\n{case.key}: {case.nbytes / median / 1e9:.1f} GB/s, {case.flops / median / 1e9:.1f} GFLOP/s, "
-          f"{100 * limit / median:.0f}% of the floor ({limit * 1e6:.1f} us)")
+          f"{100 * limit / median:.0f}% of the floor ({limit * 1e6:.1f} us; copy {bandwidth / 1e9:.0f} GB/s, {why})")
 
 
-_LIMITS = _device_limits() if (cupy is not None and customml.cuda.is_available()) else (1.0, 1.0)
+_LIMITS, _MISSING = _device_limits() if (cupy is not None and customml.cuda.is_available()) else ({"copy": 1.0}, {})
 
 
 def _agree(ours, ref, rel=1e-3):
@@ -287,3 +413,4 @@ def bench_count_correct(benchmark, case, impl):
         _timed(benchmark, lambda: ops.count_correct(logits, labels, device="cuda"), case)
     else:
         _timed(benchmark, lambda: int((logits.argmax(axis=1) == labels).sum()), case)
+
