@@ -27,6 +27,11 @@ costs 10-20 operations), which docs/performance.md says per kernel.
 
 Run as a script it measures bandwidth and peak and prints the floors table:
     python bench/floors.py
+
+CUDA_CASES are the cases only bench/bench_cuda.py runs (tensor-core GEMMs, the int8 and
+sparse families, the metric and preprocessing kernels), counted the same way; on a GPU
+their floor divides by the device's copy bandwidth and by the compute peak their ``peak``
+field names (fp32, tf32, bf16, fp16 or int8), all measured there.
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ import numpy as np
 
 F32 = 4
 I32 = 4
+F64 = 8
+I64 = 8
+U8 = 1
 
 # Quoted, not measured here: "two-core FMA peak 426 GFLOP/s measured earlier on a machine
 # of this kind (213 GFLOP/s per core: 2 FMA units x 16 lanes x 2 flops x ~3.3 GHz)".
@@ -116,6 +124,78 @@ def count_correct(n: int, c: int) -> tuple[int, int]:
     return F32 * n * c + I32 * n, n * c
 
 
+def gemm_s8(m: int, k: int, n: int, out_bytes: int) -> tuple[int, int]:
+    """Read a (m, k) uint8 and the packed int8 weight (k, n) once, the per-column float32
+    bias, weight scale and int32 column sums (12 bytes per column); write out (m, n) of
+    out_bytes per element (4 float32 or int32, 1 uint8). 2*m*k*n integer operations (a
+    multiply-add counts 2, as for the float GEMMs); the epilogue is not counted."""
+    return U8 * m * k + U8 * k * n + 12 * n + out_bytes * m * n, 2 * m * k * n
+
+
+def quantize(rows: int, cols: int, params: int, zero: bool) -> tuple[int, int]:
+    """Read x (float32), write the codes (1 byte); read params scales (and int32 zero
+    points when ``zero``) of the chosen axis. Per element: divide, round, clip (two
+    compares), plus the zero point's add: 4 or 5 operations."""
+    nbytes = (F32 + U8) * rows * cols + (F32 + (I32 if zero else 0)) * params
+    return nbytes, (5 if zero else 4) * rows * cols
+
+
+def dequantize(rows: int, cols: int, params: int) -> tuple[int, int]:
+    """Read the codes (1 byte) and params float32 scales and int32 zero points; write
+    float32: subtract the zero point, multiply by the scale."""
+    return (U8 + F32) * rows * cols + (F32 + I32) * params, 2 * rows * cols
+
+
+def quantize_rows_dynamic(rows: int, cols: int) -> tuple[int, int]:
+    """Read x once (the kernel may read a row twice, from L2), write the uint8 codes and a
+    float32 scale and int32 zero point per row. Per element: min, max, then divide,
+    round, add the zero point, clip (two compares): 7 operations."""
+    return (F32 + U8) * rows * cols + (F32 + I32) * rows, 7 * rows * cols
+
+
+def sparse_dense_forward(batch: int, inp: int, out: int, nnz: int) -> tuple[int, int]:
+    """The CSR of W^T read once (float32 value and int32 index per nonzero, int32
+    offsets), x, bias, and y written: 2 FLOPs per stored weight per row (the bias add and
+    relu not counted), as bench/bench_sparse.py counts them."""
+    return F32 * (batch * inp + batch * out + out) + 8 * nnz + I32 * (out + 1), 2 * batch * nnz
+
+
+def nm_dense_forward(batch: int, inp: int, out: int, slots: int) -> tuple[int, int]:
+    """An N:M weight: a float32 value and a uint8 index per slot, read once; x, bias, y
+    as sparse_dense_forward; 2 FLOPs per slot per row."""
+    return F32 * (batch * inp + batch * out + out) + (F32 + U8) * slots, 2 * batch * slots
+
+
+def apply_mask(n: int) -> tuple[int, int]:
+    """Read param and the uint8 mask, write param in place: 9 bytes, one select each."""
+    return (2 * F32 + U8) * n, n
+
+
+def l1_l2_penalty(n: int) -> tuple[int, int]:
+    """With the gradient: read param and grad, write grad. The penalty |w| and w^2
+    accumulated (abs, add, FMA: 4); the gradient l1 sign(w) + 2 l2 w added (sign,
+    multiply, FMA, add: 5)."""
+    return 3 * F32 * n, 9 * n
+
+
+def feature_affine(rows: int, cols: int) -> tuple[int, int]:
+    """Read x, write y, read the per-column scale and shift: one FMA per element."""
+    return 2 * F32 * rows * cols + 2 * F32 * cols, 2 * rows * cols
+
+
+def confusion_matrix_update(n: int, k: int) -> tuple[int, int]:
+    """Read logits (n, k) and labels once; read and write the int64 counts (k, k): one
+    compare per logit (the argmax), the count increments not counted."""
+    return F32 * n * k + I32 * n + 2 * I64 * k * k, n * k
+
+
+def regression_stats_update(n: int, outputs: int) -> tuple[int, int]:
+    """Read pred and target (n, outputs) and the float64 shift; read and write the float64
+    stats (4, outputs). Per element: e = p - t, |e| added, e^2 (FMA), d = t - shift, d
+    added, d^2 (FMA): 9 operations."""
+    return 2 * F32 * n * outputs + F64 * outputs + 2 * 4 * F64 * outputs, 9 * n * outputs
+
+
 # --- the benchmarked cases ---------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -126,6 +206,9 @@ class Case:
     nbytes: int = 0
     flops: int = 0
     pattern: str = "copy"  # "copy", "inplace" or "read": which bandwidth bounds it
+    # On a GPU, the compute peak its FLOPs divide by (bench/bench_cuda.py measures each):
+    # "fp32" (the FMA units), "tf32", "bf16" or "fp16" (tensor cores), "int8" (integer ones).
+    peak: str = "fp32"
 
 
 def _dense_cases() -> list[Case]:
@@ -172,12 +255,83 @@ def _make_cases() -> list[Case]:
     return cases
 
 
+# Sparse weights keep exactly one input in ten per output (SPARSE_KEEP of each column's
+# rows, chosen at random), so that the floors know nnz before any weight is drawn.
+SPARSE_KEEP = 10
+TENSOR_CORE_PRECISIONS = ("tf32", "bf16", "fp16")
+
+
+def sparse_nnz(inp: int, out: int) -> int:
+    return (inp // SPARSE_KEEP) * out
+
+
+def nm_slots(inp: int, out: int, n: int = 2, m: int = 4) -> int:
+    return -(-inp // m) * n * out
+
+
+def _make_cuda_cases() -> list[Case]:
+    """The cases of bench/bench_cuda.py beyond CASES. Sizes: the model layers (784 -> 256
+    at batch 1, 128 and 1024) and, for each kernel, one size large enough that the GPU,
+    not the launch, sets the time (tens of microseconds or more on an H100)."""
+    cases = []
+    for prec in TENSOR_CORE_PRECISIONS:
+        b, f = dense_forward(1024, 784, 256)
+        cases.append(Case(f"dense_forward {prec} relu 1024x784->256", "dense_forward",
+                          dict(batch=1024, inp=784, out=256, activation="relu", precision=prec), b, f, peak=prec))
+        for s in (1024, 4096):
+            b, f = dense_forward(s, s, s)
+            cases.append(Case(f"dense_forward {prec} gemm {s}x{s}x{s} (zero bias)", "dense_forward",
+                              dict(batch=s, inp=s, out=s, activation="identity", zero_bias=True, precision=prec),
+                              b, f, peak=prec))
+        for batch, inp, out in ((1024, 784, 256), (4096, 4096, 4096)):
+            b, f = dense_backward(batch, inp, out)
+            cases.append(Case(f"dense_backward {prec} relu {batch}x{inp}->{out}", "dense_backward",
+                              dict(batch=batch, inp=inp, out=out, activation="relu", precision=prec), b, f, peak=prec))
+    for m, k, n, out_dtype in ((1, 784, 256, "float32"), (1024, 784, 256, "float32"), (1024, 784, 256, "uint8"),
+                               (4096, 4096, 4096, "int32")):
+        b, f = gemm_s8(m, k, n, 1 if out_dtype == "uint8" else 4)
+        cases.append(Case(f"gemm_s8 {out_dtype} {m}x{k}x{n}", "gemm_s8", dict(m=m, k=k, n=n, out_dtype=out_dtype),
+                          b, f, peak="int8"))
+    b, f = quantize(4096, 4096, 4096, zero=False)
+    cases.append(Case("quantize int8 per column 4096x4096", "quantize",
+                      dict(rows=4096, cols=4096, dtype="int8", axis="column"), b, f))
+    b, f = dequantize(4096, 4096, 4096)
+    cases.append(Case("dequantize uint8 per row 4096x4096", "dequantize", dict(rows=4096, cols=4096, axis="row"), b, f))
+    b, f = quantize_rows_dynamic(4096, 4096)
+    cases.append(Case("quantize_rows_dynamic 4096x4096", "quantize_rows_dynamic", dict(rows=4096, cols=4096), b, f))
+    for batch, inp, out in ((1, 784, 256), (128, 784, 256), (1024, 4096, 4096)):
+        b, f = sparse_dense_forward(batch, inp, out, sparse_nnz(inp, out))
+        cases.append(Case(f"sparse_dense_forward 90% relu {batch}x{inp}->{out}", "sparse_dense_forward",
+                          dict(batch=batch, inp=inp, out=out), b, f))
+        b, f = nm_dense_forward(batch, inp, out, nm_slots(inp, out))
+        cases.append(Case(f"nm_dense_forward 2:4 relu {batch}x{inp}->{out}", "nm_dense_forward",
+                          dict(batch=batch, inp=inp, out=out), b, f))
+    b, f = apply_mask(10**7)
+    cases.append(Case("apply_mask 1e7", "apply_mask", dict(n=10**7), b, f, "inplace"))
+    b, f = l1_l2_penalty(10**7)
+    cases.append(Case("l1_l2_penalty with grad 1e7", "l1_l2_penalty", dict(n=10**7), b, f, "inplace"))
+    b, f = feature_affine(16384, 784)
+    cases.append(Case("feature_affine 16384x784", "feature_affine", dict(rows=16384, cols=784), b, f))
+    b, f = confusion_matrix_update(1 << 20, 10)
+    cases.append(Case("confusion_matrix_update 1048576x10", "confusion_matrix_update", dict(n=1 << 20, k=10), b, f,
+                      "read"))
+    b, f = regression_stats_update(1 << 20, 8)
+    cases.append(Case("regression_stats_update 1048576x8", "regression_stats_update", dict(n=1 << 20, outputs=8),
+                      b, f, "read"))
+    return cases
+
+
 CASES: list[Case] = _make_cases()
 CASE_ORDER = {c.key: i for i, c in enumerate(CASES)}
+CUDA_CASES: list[Case] = _make_cuda_cases()
 
 
 def cases_for(op: str) -> list[Case]:
     return [c for c in CASES if c.op == op]
+
+
+def cuda_cases_for(op: str) -> list[Case]:
+    return [c for c in CUDA_CASES if c.op == op]
 
 
 # --- machine limits ------------------------------------------------------------------------
