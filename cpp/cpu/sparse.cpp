@@ -155,9 +155,8 @@ void CpuBackend::sparse_pack(void* packed, const CsrMatrix& w) { csr_pack(packed
 // the kernel's packed_max_rows, and for every batch when at least half the layout's lanes
 // hold a nonzero (2:4 fills them all): it then costs no more than the other paths at any
 // batch (measured on Zen 5, 2:4 784 -> 256: 35 against 76 us for the N:M kernel at batch
-// 16, 271 against 319 at 128; 90% random CSR, 50-58% of the lanes filled: 784 -> 256 ties
-// the transposed path from 32 rows on, 110 against 112 us at 128, 256 -> 256 wins at every
-// batch, 38.5 against 46.8 us at 128). Large products split the groups of outputs over the threads, or
+// 16, 271 against 319 at 128; 90% random CSR, 50-58% of the lanes filled: 94 against 99 us
+// for the transposed path at 784 -> 256 and batch 128, 31 against 43 at 256 -> 256). Large products split the groups of outputs over the threads, or
 // the rows when there are fewer groups than threads; each output is summed by one task in
 // one order whatever the split.
 bool CpuBackend::sparse_dense_forward_packed(float* y, const float* x, const void* packed, const float* b,

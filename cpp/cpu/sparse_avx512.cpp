@@ -10,12 +10,12 @@
 namespace customml::cpu {
 namespace {
 
-// R rows (1 or 2) through one group of NB blocks: per step the 32 inputs of each row from
-// the step's base in two registers, each block's 16 positions permute them into lanes, and
-// a masked FMA adds the nonzeros (lanes without one keep their sum, bit for bit). R rows
-// share each step's loads of values, positions and mask.
-// Blocks k0 .. k0 + NB - 1 of the group's nb (all of them for R <= 2; four at a time for
-// R = 4, whose 16 accumulators and 8 vectors of x leave registers for the step's loads).
+// R rows (1, 2 or 4) through blocks k0 .. k0 + NB - 1 of group g's nb blocks (all of them
+// for R <= 2; four at a time for R = 4, whose 16 accumulators and 8 vectors of x leave
+// registers for the step's loads): per step the 32 inputs of each row from the step's base
+// in two registers, each block's 16 positions permute them into lanes, and a masked FMA adds
+// the nonzeros (lanes without one keep their sum, bit for bit). R rows share each step's
+// loads of values, positions and mask.
 template <int R, int NB>
 void packed_group(float* y, const float* x, const CsrPacked& w, const float* b, int64_t g, int64_t k0, int64_t nb,
                   Activation act) {
@@ -97,9 +97,9 @@ void packed_rows(float* y, const float* x, const CsrPacked& w, const float* b, i
   }
 }
 
-// Batches up to this many rows take the packed product: each pair of rows streams the
-// packed weight once more, while the transposed path (kGatherMaxRows and up) pays for its
-// transpositions. Measured on Zen 5 (90% sparse, relu) with chunks of 32 inputs, 38-40% of
+// Batches up to this many rows take the packed product: every four rows stream the packed
+// weight twice more (once per half of a group's blocks), while the transposed path
+// (kGatherMaxRows and up) pays for its transpositions. Measured on Zen 5 (90% sparse, relu) with chunks of 32 inputs, 38-40% of
 // the lanes filled, the two crossed between 8 and 12 rows at 784 -> 256 and near 12 at
 // 256 -> 256; layouts at least half full (sparse.cpp) serve every batch.
 constexpr int64_t kPackedMaxRows = 8;

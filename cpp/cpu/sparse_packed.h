@@ -15,7 +15,7 @@
 //     (the FMA then leaves the lane as it is, so padding costs time, never a NaN from 0 * inf);
 //   - each step's base is the smallest input any of the group's outputs has still to add,
 //     so the output furthest behind always advances and every other one advances too when
-//     its next nonzero lies less than 32 inputs further on. At 90% random sparsity 54-61% of
+//     its next nonzero lies less than 32 inputs further on. At 90% random sparsity 50-60% of
 //     the lanes hold a nonzero, against 38-40% for disjoint chunks of 32 (each step padded to
 //     the busiest of the 128 outputs), with the same permute and FMA per step and no branch
 //     per chunk: a step's two loads of x come from its base;
