@@ -35,14 +35,20 @@ namespace {
 constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr float kNan = std::numeric_limits<float>::quiet_NaN();
 
-// e^x = 2^n e^r, n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2]; ln 2 split in
-// two so that n * kLn2Hi is exact (9 significant bits times n's at most 8). x must lie
-// in [-104, 89], so that n stays in [-150, 128], and must not be NaN (the portable pow2
-// converts n to an integer).
+// The reduction both exps share: e^x = 2^n e^r, n = round(x / ln 2) (set here),
+// r = x - n ln 2 in [-ln2/2, ln2/2] (returned); ln 2 split in two so that n * kLn2Hi is
+// exact (9 significant bits times n's at most 8).
+inline Vf exp_reduce(Vf xc, Vf& n) {
+  n = round_nearest(xc * set1(1.44269504088896341f));
+  const Vf r = fmadd(n, set1(-0.693359375f), xc);
+  return fmadd(n, set1(2.12194440e-4f), r);
+}
+
+// x must lie in [-104, 89], so that n stays in [-150, 128], and must not be NaN (the
+// portable pow2 converts n to an integer).
 inline Vf exp_clamped(Vf xc) {
-  const Vf n = round_nearest(xc * set1(1.44269504088896341f));
-  Vf r = fmadd(n, set1(-0.693359375f), xc);
-  r = fmadd(n, set1(2.12194440e-4f), r);
+  Vf n;
+  const Vf r = exp_reduce(xc, n);
   Vf p = set1(1.9875691500e-4f);
   p = fmadd(p, r, set1(1.3981999507e-3f));
   p = fmadd(p, r, set1(8.3334519073e-3f));
@@ -70,10 +76,8 @@ inline Vf vexp(Vf x) {
 // rounding; the Cephes polynomial of vexp is degree 7 and rounds 1 + r separately).
 // 12 vector operations against vexp's 16.
 inline Vf vexp_nonpositive(Vf x) {
-  const Vf xc = max(set1(-104.0f), x);
-  const Vf n = round_nearest(xc * set1(1.44269504088896341f));
-  Vf r = fmadd(n, set1(-0.693359375f), xc);
-  r = fmadd(n, set1(2.12194440e-4f), r);
+  Vf n;
+  const Vf r = exp_reduce(max(set1(-104.0f), x), n);
   Vf p = set1(1.3838902814e-3f);
   p = fmadd(p, r, set1(8.3691924810e-3f));
   p = fmadd(p, r, set1(4.1668102145e-2f));
