@@ -225,6 +225,28 @@ def test_choose_formats_follows_its_measurements():
         assert c["format"] == ("dense" if c["max_batch"] == 0 else "csr")
 
 
+def test_choose_formats_times_a_size_again_before_it_breaks_a_run(monkeypatch):
+    # The first timing has csr clearly slower at batch 8 (a noisy probe); the second, of
+    # that size alone, a tie. The choice rests on the faster time of the two for every
+    # probe, so csr runs from batch 1 on. Sizes where csr is not slower are not timed again.
+    model = _model(sizes=(256, 256, 10))
+    prune.magnitude(model, 0.9, measure=False)
+    calls = []
+
+    def fake_time_probes(probes, sizes, repeats):
+        calls.append(tuple(sizes))
+        if len(calls) % 2 == 1:  # each layer's first timing
+            return {"dense": {1: 10.0, 8: 50.0, 32: 200.0}, "csr": {1: 5.0, 8: 80.0, 32: 100.0}}
+        return {"dense": {8: 55.0}, "csr": {8: 50.0}}
+
+    monkeypatch.setattr(prune, "_time_probes", fake_time_probes)
+    chosen = prune.choose_formats(model, batch_sizes=(1, 8, 32))
+    assert calls == [(1, 8, 32), (8,)] * 2
+    for c in chosen.values():
+        assert (c["format"], c["min_batch"], c["max_batch"]) == ("csr", 1, U)
+        assert c["latency_us"] == {"dense": {1: 10.0, 8: 50.0, 32: 200.0}, "csr": {1: 5.0, 8: 50.0, 32: 100.0}}
+
+
 U = prune.UNBOUNDED
 
 

@@ -260,7 +260,8 @@ def choose_formats(model, batch_sizes: Sequence[int] = BATCH_SIZES, formats: Opt
     """For every masked Dense layer, times the layer alone on the model's device in dense and
     in each sparse format (``formats``: default "csr", plus "nm" for layers pruned by
     ``n_m`` whose weights still fit the pattern) at ``batch_sizes`` (the fastest of
-    ``repeats`` runs), and sets the format that runs sparse over the most measured sizes:
+    ``repeats`` runs; a size where a sparse format is clearly slower is timed a second
+    time, and each probe keeps its faster time), and sets the format that runs sparse over the most measured sizes:
     from min_batch to max_batch, the widest run of measured sizes where it beats dense at
     both ends and is nowhere more than 5% (the timing noise) slower in between; max_batch
     unbounded when the run reaches the largest size; dense when it wins nowhere. Returns
@@ -285,6 +286,17 @@ def choose_formats(model, batch_sizes: Sequence[int] = BATCH_SIZES, formats: Opt
                       if f == "csr" or (i in model._nm and _fits_n_m(kernel, *nm))]
         probes = {f: _probe(model, i, (kernel, bias), f, nm) for f in ["dense"] + candidates}
         latency = _time_probes(probes, sizes, int(repeats))
+        # A size where a format is clearly slower breaks its run of sparse sizes, and one
+        # moment of another process on the core does that where the kernels tie or the
+        # sparse one wins (measured: the README job's first layer kept dense below 32
+        # rows once in four runs, at a batch-8 tie). Such sizes are timed once more, and
+        # every probe keeps its faster time of the two.
+        suspects = [b for b in sizes if any(latency[f][b] > _NOISE * latency["dense"][b] for f in candidates)]
+        if suspects:
+            again = _time_probes(probes, suspects, int(repeats))
+            for f in latency:
+                for b in suspects:
+                    latency[f][b] = min(latency[f][b], again[f][b])
         best, best_range, best_key = "dense", (1, 0), (0, 0.0)
         for f in candidates:
             lo, hi = _batch_range(latency["dense"], latency[f])
