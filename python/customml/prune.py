@@ -261,10 +261,11 @@ def choose_formats(model, batch_sizes: Sequence[int] = BATCH_SIZES, formats: Opt
     in each sparse format (``formats``: default "csr", plus "nm" for layers pruned by
     ``n_m`` whose weights still fit the pattern) at ``batch_sizes`` (the fastest of
     ``repeats`` runs; a size where a sparse format is clearly slower is timed a second
-    time, and each probe keeps its faster time), and sets the format that runs sparse over the most measured sizes:
-    from min_batch to max_batch, the widest run of measured sizes where it beats dense at
-    both ends and is nowhere more than 5% (the timing noise) slower in between; max_batch
-    unbounded when the run reaches the largest size; dense when it wins nowhere. Returns
+    time, and each probe keeps its faster time), and sets the format that runs sparse over
+    the most measured sizes: from min_batch to max_batch, the widest run of measured sizes
+    where it beats dense at both ends and is nowhere more than 5% (the timing noise) slower
+    in between; max_batch unbounded when the run reaches the largest size; dense when it
+    wins nowhere. Returns
     {layer index: {"format", "min_batch", "max_batch", "latency_us": {format: {batch:
     us}}}}; the choice is saved with the model."""
     op = "prune.choose_formats"
