@@ -209,6 +209,16 @@ void small_m_columns(const GemmArgs& g, Whole whole, Edge edge) {
 // Below MR rows a microkernel tile would be mostly padding, and packing B costs as much
 // as the product itself (batch-1 inference): SmallM reads B in place, pre-packed or
 // row-major, once per call, with all rows sharing each load of B.
+// Rows i0 .. i0 + m - 1 of g's product (A, C and the pre-activation output; B is shared).
+inline GemmArgs row_slice(const GemmArgs& g, int64_t i0, int64_t m) {
+  GemmArgs rows = g;
+  rows.m = m;
+  rows.a = g.a + i0 * g.a_rs;
+  rows.c = g.c + i0 * g.ldc;
+  if (g.preact) rows.preact = g.preact + i0 * g.ldc;
+  return rows;
+}
+
 template <int MR, int NR, class Micro, class SmallM>
 void gemm_blocked(const GemmArgs& g, const GemmWorkspace& ws, Micro micro, SmallM small_m) {
   if (g.m == 0 || g.n == 0) return;
@@ -222,14 +232,7 @@ void gemm_blocked(const GemmArgs& g, const GemmWorkspace& ws, Micro micro, Small
   // be mostly padding and each packed element of A would serve one tile, so SmallM takes
   // the rows MR - 1 at a time, reading A and B in place (the same sums).
   if (g.k > 0 && 2 * g.n <= NR && (prepacked || g.b_cs == 1)) {
-    for (int64_t i0 = 0; i0 < g.m; i0 += MR - 1) {
-      GemmArgs rows = g;
-      rows.m = min_i64(MR - 1, g.m - i0);
-      rows.a = g.a + i0 * g.a_rs;
-      rows.c = g.c + i0 * g.ldc;
-      if (g.preact) rows.preact = g.preact + i0 * g.ldc;
-      small_m(rows, in_place);
-    }
+    for (int64_t i0 = 0; i0 < g.m; i0 += MR - 1) small_m(row_slice(g, i0, min_i64(MR - 1, g.m - i0)), in_place);
     return;
   }
   if (g.k == 0) {
@@ -284,14 +287,8 @@ void gemm_blocked(const GemmArgs& g, const GemmWorkspace& ws, Micro micro, Small
     tiled(g);
     return;
   }
-  GemmArgs head = g, tail = g;
-  head.m = g.m - rem;
-  tail.m = rem;
-  tail.a = g.a + head.m * g.a_rs;
-  tail.c = g.c + head.m * g.ldc;
-  if (g.preact) tail.preact = g.preact + head.m * g.ldc;
-  tiled(head);
-  small_m(tail, in_place);
+  tiled(row_slice(g, 0, g.m - rem));
+  small_m(row_slice(g, g.m - rem, rem), in_place);
 }
 
 }  // namespace
