@@ -1,11 +1,16 @@
 #include "cpu/thread_pool.h"
 
+#include <chrono>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
+#include <sched.h>
+#endif
+#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
+#include <immintrin.h>
 #endif
 
 namespace customml::cpu {
@@ -23,6 +28,30 @@ int initial_threads() {
   }
   const unsigned hw = std::thread::hardware_concurrency();
   return hw == 0 ? 1 : static_cast<int>(hw);
+}
+
+// Waits up to kSpinAfterJobNs for ready() without sleeping; false if it did not come.
+// pause between polls (the sibling hyperthread, if any, gets the core's resources), and
+// every 64 polls a check of the clock and a sched_yield, so a runnable thread of another
+// pool on this core runs instead of us.
+template <class Ready>
+bool spin_until(Ready&& ready) {
+  using clock = std::chrono::steady_clock;
+  const auto end = clock::now() + std::chrono::nanoseconds(kSpinAfterJobNs);
+  for (unsigned i = 1;; ++i) {
+    if (ready()) return true;
+#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
+    _mm_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+    if (i % 64 == 0) {
+      if (clock::now() >= end) return ready();
+#if defined(__unix__) || defined(__APPLE__)
+      sched_yield();
+#endif
+    }
+  }
 }
 
 }  // namespace
@@ -72,6 +101,7 @@ void ThreadPool::worker_loop() {
   for (;;) {
     const std::function<void(int)>* job;
     int tasks;
+    spin_until([&] { return stopping_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; });
     {
       std::unique_lock<std::mutex> lock(mutex_);
       wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
@@ -122,8 +152,14 @@ void ThreadPool::parallel_for(int tasks, const std::function<void(int)>& fn) {
     fn(t);
     ++done;
   }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    remaining_ -= done;
+  }
+  // Workers still running tasks usually finish within microseconds: watch for that rather
+  // than sleep through a wake-up.
+  spin_until([&] { return remaining_.load(std::memory_order_acquire) == 0 && active_.load(std::memory_order_acquire) == 0; });
   std::unique_lock<std::mutex> lock(mutex_);
-  remaining_ -= done;
   done_.wait(lock, [&] { return remaining_ == 0 && active_ == 0; });
   job_ = nullptr;
 }

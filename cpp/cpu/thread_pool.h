@@ -1,7 +1,9 @@
 #pragma once
 // Defines: ThreadPool, the CPU kernels' worker threads: parallel_for over a fixed number
-// of tasks, the caller taking part; workers sleep (no spinning) between jobs so they
-// coexist with NumPy's and PyTorch's pools.
+// of tasks, the caller taking part. After a job a worker watches for the next one for at
+// most kSpinAfterJobNs, yielding its core to any other runnable thread, then sleeps: the
+// jobs of one training step or large predict (a GEMM every few microseconds) find it
+// awake, and NumPy's and PyTorch's pools lose at most that long of a core to it.
 
 #include <atomic>
 #include <cstdint>
@@ -43,11 +45,17 @@ class ThreadPool {
   const std::function<void(int)>* job_ = nullptr;
   int tasks_ = 0;
   std::atomic<int> next_{0};
-  int remaining_ = 0;  // tasks not yet finished
-  int active_ = 0;     // workers inside the current job
-  uint64_t generation_ = 0;
-  bool stopping_ = false;
+  // Written under mutex_; atomic so that a spinning thread may watch them without it.
+  std::atomic<int> remaining_{0};  // tasks not yet finished
+  std::atomic<int> active_{0};     // workers inside the current job
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<bool> stopping_{false};
 };
+
+// How long a worker watches for the next job, and a caller for its job's last task, before
+// sleeping on a condition variable: a sleeping thread takes 30-60 us to wake on a KVM
+// guest (measured, decisions.md), longer than half of a training step's GEMMs.
+constexpr int64_t kSpinAfterJobNs = 50'000;
 
 // Large flat arrays are cut into chunks of this many elements (256 KiB of float32), one
 // task each; below kParallelMinElements a kernel runs as one piece on the caller.
