@@ -1412,6 +1412,44 @@ def test_fit_and_predict_from_threads_at_once():
         np.testing.assert_array_equal(a, b)
 
 
+def test_predict_never_sees_a_half_written_weight_change():
+    """write_params takes exclusive access: predictions from threads racing a writer that
+    swaps between two weight sets each match one set exactly, and the writer is not
+    starved by the readers' loop."""
+    rng = np.random.default_rng(24)
+    model = cm.Sequential([cm.layers.Dense(64, activation="relu"), cm.layers.Dense(8)], input_dim=16, seed=2)
+    x = rng.standard_normal((3, 16)).astype(np.float32)
+    net = model._net
+    flat = [rng.standard_normal(net.num_params).astype(np.float32) for _ in range(2)]
+    wants = []
+    for f in flat:
+        net.write_params(0, f)
+        wants.append(model.predict(x))
+    assert not np.array_equal(wants[0], wants[1])
+    errors, stop = [], threading.Event()
+
+    def reader():
+        out = np.empty((3, 8), np.float32)
+        try:
+            while not stop.is_set():
+                model.predict(x, out=out)
+                assert any(np.array_equal(out, w) for w in wants), "a prediction mixed two weight sets"
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    readers = [threading.Thread(target=reader) for _ in range(4)]
+    for t in readers:
+        t.start()
+    try:
+        for i in range(300):
+            net.write_params(0, flat[i % 2])
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+    assert not errors, errors
+
+
 def test_predict_releases_the_gil():
     """While one thread is inside a long predict (one C++ call), another Python thread
     keeps running."""
