@@ -181,7 +181,7 @@ void Network::run_optimizer() {
   }
 }
 
-Network::~Network() = default;
+Network::~Network() { delete spare_.load(); }
 
 void Network::read_params(float* dst, int64_t offset, int64_t n) const {
   if (offset < 0 || n < 0 || offset + n > num_params_)
@@ -624,6 +624,7 @@ double Network::loss_and_count(Workspace& ws, const float* logits, const float* 
 }
 
 std::unique_ptr<Network::Workspace> Network::acquire_workspace() const {
+  if (Workspace* ws = spare_.exchange(nullptr, std::memory_order_acquire)) return std::unique_ptr<Workspace>(ws);
   {
     std::lock_guard lock(pool_mutex_);
     if (!pool_.empty()) {
@@ -636,6 +637,11 @@ std::unique_ptr<Network::Workspace> Network::acquire_workspace() const {
 }
 
 void Network::release_workspace(std::unique_ptr<Workspace> ws) const {
+  Workspace* empty = nullptr;
+  if (spare_.compare_exchange_strong(empty, ws.get(), std::memory_order_release, std::memory_order_relaxed)) {
+    ws.release();
+    return;
+  }
   std::lock_guard lock(pool_mutex_);
   pool_.push_back(std::move(ws));
 }

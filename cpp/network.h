@@ -70,23 +70,31 @@ struct MetricStats {
 // A reader-writer lock that lets a waiting writer go first: the writer holds gate_
 // while it waits, so readers arriving after it queue behind it instead of starving it
 // (glibc's rwlock prefers readers, and a busy predict loop would hold off fit forever).
+// Readers pass the gate only while a writer is waiting or writing (writers_ counts
+// them), so an uncontended predict pays for rw_ alone; a reader that reads 0 just
+// before a writer arrives goes first, as it would have passed an open gate.
 class WriterPreferringLock {
  public:
   void lock_shared() {
-    { std::lock_guard<std::mutex> pass(gate_); }
+    if (writers_.load() != 0) {
+      std::lock_guard<std::mutex> pass(gate_);
+    }
     rw_.lock_shared();
   }
   void unlock_shared() { rw_.unlock_shared(); }
   void lock() {
+    writers_.fetch_add(1);
     gate_.lock();
     rw_.lock();
   }
   void unlock() {
     rw_.unlock();
     gate_.unlock();
+    writers_.fetch_sub(1);
   }
 
  private:
+  std::atomic<int> writers_{0};
   std::mutex gate_;
   std::shared_mutex rw_;
 };
@@ -351,6 +359,9 @@ class Network {
   // The inference forward through the plan (int8 chains, sparse layers).
   const float* forward_planned(Workspace& ws, const float* input, int64_t b, float* out) const;
   mutable WriterPreferringLock mutex_;  // predict, read_params: shared; the rest: exclusive
+  // Idle inference workspaces: one in spare_, taken and returned with one atomic
+  // exchange (a predict loop on one thread never touches pool_mutex_), the rest in pool_.
+  mutable std::atomic<Workspace*> spare_{nullptr};
   mutable std::mutex pool_mutex_;
   mutable std::vector<std::unique_ptr<Workspace>> pool_;
 };

@@ -987,6 +987,63 @@ def test_predict_shape_dtype_and_out():
     np.testing.assert_array_equal(model.predict(x[:2].tolist()), got[:2])
 
 
+def test_predict_fast_path_output_and_fallbacks():
+    """The executor takes float32 C-contiguous 2-D x as it is and allocates the output
+    itself; every other x goes through the checked path, with the same result."""
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((9, 5)).astype(np.float32)
+    model = _model()
+    got = model.predict(x)
+    assert type(got) is np.ndarray and got.shape == (9, 3) and got.dtype == np.float32
+    assert got.flags.c_contiguous and got.flags.writeable and got.flags.owndata
+    assert not np.shares_memory(got, x)
+    again = model.predict(x)
+    assert again is not got and not np.shares_memory(again, got)
+    np.testing.assert_array_equal(again, got)
+    # one row, and a contiguous slice of rows, take the fast path too
+    np.testing.assert_array_equal(model.predict(x[4:5]), got[4:5])
+    np.testing.assert_array_equal(model.predict(x[2:6]), got[2:6])
+    # float32 under another dtype object, big-endian, strided, Fortran order, float64:
+    # the checked path, the same values
+    meta = x.astype(np.dtype(np.float32, metadata={"unit": "m"}))
+    assert meta.dtype is not np.dtype(np.float32)
+    for other in (meta, x.astype(">f4"), np.repeat(x, 2, axis=0)[::2], np.asfortranarray(x), x.astype(np.float64)):
+        np.testing.assert_array_equal(model.predict(other), got)
+        buf = np.full((9, 3), np.nan, np.float32)
+        assert model.predict(other, out=buf) is buf
+        np.testing.assert_array_equal(buf, got)
+    # an out float32 under another dtype object is accepted, through the checked path
+    out_meta = np.full((9, 3), np.nan, np.dtype(np.float32, metadata={"unit": "m"}))
+    assert model.predict(x, out=out_meta) is out_meta
+    np.testing.assert_array_equal(out_meta, got)
+
+
+def test_try_predict_declines_without_touching_out():
+    model = _model()
+    x = np.random.default_rng(15).standard_normal((4, 5)).astype(np.float32)
+    net = model._net
+    out = np.full((4, 3), np.nan, np.float32)
+    for other in (x.tolist(), x.astype(np.float64), np.asfortranarray(x), x[0], x[:0], x.astype(">f4")):
+        assert net.try_predict(other, out, 1024) is None
+    assert net.try_predict(x, [[0.0] * 3] * 4, 1024) is None
+    assert np.isnan(out).all()
+    # taken: into out, or a new array when out is None
+    assert net.try_predict(x, out, 1024) is out
+    np.testing.assert_array_equal(net.try_predict(x, None, 1024), out)
+    # the checked entry allocates too, and takes what try_predict declines
+    np.testing.assert_array_equal(net.predict(x, None, 1024), out)
+    np.testing.assert_array_equal(net.predict(x.astype(np.dtype(np.float32, metadata={"u": 1})), None, 1024), out)
+    with pytest.raises(TypeError, match=r"\[predict\] x must be float32, got float64"):
+        net.predict(x.astype(np.float64), None, 1024)
+    # errors of arrays the fast path recognises come from the checked path, unchanged
+    with pytest.raises(ValueError, match=r"\[predict\] x has 4 features but the model expects 5"):
+        net.try_predict(x[:, :4].copy(), None, 1024)
+    with pytest.raises(ValueError, match=r"out has shape \(4, 2\)"):
+        net.try_predict(x, np.empty((4, 2), np.float32), 1024)
+    with pytest.raises(ValueError, match=r"batch_size must be >= 1"):
+        net.try_predict(x, None, 0)
+
+
 def test_predict_out_allocates_nothing():
     rng = np.random.default_rng(13)
     x = rng.standard_normal((4000, 32)).astype(np.float32)
@@ -1353,6 +1410,44 @@ def test_fit_and_predict_from_threads_at_once():
     assert sum(counts) > 0
     for a, b in zip(model.get_weights(), alone.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_predict_never_sees_a_half_written_weight_change():
+    """write_params takes exclusive access: predictions from threads racing a writer that
+    swaps between two weight sets each match one set exactly, and the writer is not
+    starved by the readers' loop."""
+    rng = np.random.default_rng(24)
+    model = cm.Sequential([cm.layers.Dense(64, activation="relu"), cm.layers.Dense(8)], input_dim=16, seed=2)
+    x = rng.standard_normal((3, 16)).astype(np.float32)
+    net = model._net
+    flat = [rng.standard_normal(net.num_params).astype(np.float32) for _ in range(2)]
+    wants = []
+    for f in flat:
+        net.write_params(0, f)
+        wants.append(model.predict(x))
+    assert not np.array_equal(wants[0], wants[1])
+    errors, stop = [], threading.Event()
+
+    def reader():
+        out = np.empty((3, 8), np.float32)
+        try:
+            while not stop.is_set():
+                model.predict(x, out=out)
+                assert any(np.array_equal(out, w) for w in wants), "a prediction mixed two weight sets"
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    readers = [threading.Thread(target=reader) for _ in range(4)]
+    for t in readers:
+        t.start()
+    try:
+        for i in range(300):
+            net.write_params(0, flat[i % 2])
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+    assert not errors, errors
 
 
 def test_predict_releases_the_gil():

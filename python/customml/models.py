@@ -28,9 +28,6 @@ __all__ = ["Sequential"]
 _PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
 
-_FLOAT32 = np.dtype(np.float32)
-
-
 def _as_features(x, name: str, op: str) -> np.ndarray:
     """float32, C-contiguous, 2-D, non-empty; no copy when x already is."""
     if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous):
@@ -776,22 +773,26 @@ class Sequential:
         """The last layer's output (logits for classification losses), float32
         (samples, outputs). With ``out=`` it writes into that C-contiguous float32 array
         and allocates nothing. Safe to call from many threads at once."""
+        net = self._net
+        # Fast path: a ready model and a plain batch size. The executor takes x as it is
+        # when x is already float32 (the dtype object itself), 2-D, C-contiguous and has
+        # rows, allocating out when it is None; for anything else it returns None and
+        # does nothing, and the checked path below converts x (it accepts any spelling
+        # of float32, lists, other dtypes) and names what is wrong.
+        if net is not None and type(batch_size) is int and batch_size > 0:
+            y = net.try_predict(x, out, batch_size)
+            if y is not None:
+                return y
         op = "predict"
-        # Fast path for a ready model and float32 features (the dtype singleton: any other
-        # spelling of float32 takes the checked path, which accepts it too).
-        if not (isinstance(x, np.ndarray) and x.dtype is _FLOAT32 and x.ndim == 2 and x.flags.c_contiguous
-                and x.shape[0] > 0 and self._net is not None):
-            x = _as_features(x, "x", op)
-            self._ensure_ready(x, op)
+        x = _as_features(x, "x", op)
+        self._ensure_ready(x, op)
         if not (type(batch_size) is int and batch_size > 0):
             batch_size = _positive_int(batch_size, "batch_size", op)
-        if out is None:
-            out = np.empty((x.shape[0], self._net.output_dim), dtype=np.float32)
-        elif not isinstance(out, np.ndarray):
+        if out is not None and not isinstance(out, np.ndarray):
             raise TypeError(f"[predict] out must be a numpy array, got {type(out).__name__}")
-        # The executor checks out's dtype and shape, and that it shares no memory with x.
-        self._net.predict(x, out, batch_size)
-        return out
+        # The executor checks out's dtype and shape, and that it shares no memory with x,
+        # and allocates it when it is None.
+        return self._net.predict(x, out, batch_size)
 
     def predict_proba(self, x, batch_size: int = 1024) -> np.ndarray:
         """Class probabilities: softmax of the logits (softmax cross-entropy) or, for
