@@ -17,6 +17,7 @@
 #include "array_bindings.h"
 #include "backend.h"
 #include "cpu/elementwise.h"
+#include "cpu/finite.h"
 #include "cpu/gemm.h"
 #include "cpu/gemm_s8.h"
 #include "cpu/isa.h"
@@ -484,6 +485,24 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("name"), py::arg("x"), py::arg("level"),
       "Private, for tests: the vectorized float32 math (exp, exp_nonpositive, log, log1p, log1p_unit, tanh, sigmoid, gelu) of one ISA level.");
+
+  m.def(
+      "first_nonfinite",
+      [](const py::array& x) -> int64_t {
+        // No conversion: a copy would cost what the check saves (callers take other
+        // arrays to NumPy's isfinite), and the flat index must be the C-order one.
+        if (dtype_of(x) != DType::f32 || x.dtype().byteorder() == '>' ||
+            !(x.flags() & py::array::c_style))
+          throw TypeError("[first_nonfinite] x must be a C-contiguous float32 array, got dtype " +
+                          std::string(py::str(x.dtype())));
+        const float* data = static_cast<const float*>(x.data());
+        const int64_t n = x.size();
+        py::gil_scoped_release release;
+        return cpu::first_nonfinite(data, n);
+      },
+      py::arg("x"),
+      "The flat (C-order) index of the first NaN or +-inf in a C-contiguous float32 array, or -1; one pass, the "
+      "GIL released.");
 
   m.def(
       "dense_forward",

@@ -461,6 +461,41 @@ void ew_scale(float* x, int64_t n, double coef) {
   }
 }
 
+// ------------------------------------------------------------------ input checks
+
+// x: (n) -> the index of the first NaN or +-inf, or -1. A float32 is not finite when its
+// exponent field is all ones; adding one to the field then carries into the top bit, so
+// (bits & exponent) + exponent's lowest bit, ORed over a block, has its top bit set when
+// the block holds a non-finite element. Integer operations only (no floating-point flags,
+// no subnormal assists); a plain loop of and, add and or, which the portable one-lane
+// instantiation leaves to the compiler's vectorizer (SSE2 or NEON have all three). Only a
+// block (4 KB) whose flag is set is searched element by element, so a clean array costs
+// one read.
+int64_t ew_first_nonfinite(const float* x, int64_t n) {
+  constexpr int64_t kBlock = 1024;
+  constexpr uint32_t kExponent = 0x7f800000u, kExponentOne = 0x00800000u;
+  const Vu exponent = set1_u(kExponent), exponent_one = set1_u(kExponentOne);
+  auto flag_of = [&](Vf v) { return (bits(v) & exponent) + exponent_one; };
+  for (int64_t begin = 0; begin < n; begin += kBlock) {
+    const int64_t end = n - begin < kBlock ? n : begin + kBlock;
+    Vu flag = set1_u(0);
+    int64_t i = begin;
+    // Four vectors ORed as a tree, then into the block's flag: one dependent OR per four loads.
+    for (; i + 4 * kLanes <= end; i += 4 * kLanes)
+      flag = flag | ((flag_of(load(x + i)) | flag_of(load(x + i + kLanes))) |
+                     (flag_of(load(x + i + 2 * kLanes)) | flag_of(load(x + i + 3 * kLanes))));
+    for (; i + kLanes <= end; i += kLanes) flag = flag | flag_of(load(x + i));
+    if (i < end) flag = flag | flag_of(load_partial(x + i, end - i, 0.0f));
+    if (!any_top_bit(flag)) continue;
+    for (int64_t j = begin; j < end; ++j) {
+      uint32_t b;
+      std::memcpy(&b, x + j, sizeof b);
+      if ((b & kExponent) == kExponent) return j;
+    }
+  }
+  return -1;
+}
+
 // The table of this file's ISA (kIsaSuffix comes from cpu/simd.h); dropout is passed
 // in, since its portable form is the scalar Philox of random.h.
 constexpr ElementwiseKernels elementwise_table(DropoutFn dropout) {
@@ -474,6 +509,7 @@ constexpr ElementwiseKernels elementwise_table(DropoutFn dropout) {
           ew_adam,
           ew_sum_squares,
           ew_scale,
+          ew_first_nonfinite,
           vmath_map<vexp>,
           vmath_map<vexp_nonpositive>,
           vmath_map<vlog>,

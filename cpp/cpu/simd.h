@@ -81,11 +81,16 @@ inline Vf narrow(Vd lo, Vd hi) {
 inline void store_lanes(float* p, Vf a) { _mm512_storeu_ps(p, a.v); }
 inline void store_lanes(double* p, Vd a) { _mm512_storeu_pd(p, a.v); }
 
-// uint32 lanes, for Philox.
+// uint32 lanes, for Philox and the finite check.
 struct Vu { __m512i v; };
 inline Vu set1_u(uint32_t a) { return {_mm512_set1_epi32(static_cast<int>(a))}; }
 inline Vu load_u(const uint32_t* p) { return {_mm512_loadu_si512(p)}; }
 inline Vu operator^(Vu a, Vu b) { return {_mm512_xor_si512(a.v, b.v)}; }
+inline Vu operator&(Vu a, Vu b) { return {_mm512_and_si512(a.v, b.v)}; }
+inline Vu operator|(Vu a, Vu b) { return {_mm512_or_si512(a.v, b.v)}; }
+inline Vu operator+(Vu a, Vu b) { return {_mm512_add_epi32(a.v, b.v)}; }
+inline Vu bits(Vf a) { return {_mm512_castps_si512(a.v)}; }  // the float's bits, unchanged
+inline bool any_top_bit(Vu a) { return _mm512_movepi32_mask(a.v) != 0; }
 // The high and low words of a m, per lane: vpmuludq multiplies the even lanes, so the
 // odd ones are shifted down for a second multiply and the halves blended back.
 inline void mulhilo(Vu a, uint32_t m, Vu& hi, Vu& lo) {
@@ -194,11 +199,16 @@ inline Vf narrow(Vd lo, Vd hi) {
 inline void store_lanes(float* p, Vf a) { _mm256_storeu_ps(p, a.v); }
 inline void store_lanes(double* p, Vd a) { _mm256_storeu_pd(p, a.v); }
 
-// uint32 lanes, for Philox.
+// uint32 lanes, for Philox and the finite check.
 struct Vu { __m256i v; };
 inline Vu set1_u(uint32_t a) { return {_mm256_set1_epi32(static_cast<int>(a))}; }
 inline Vu load_u(const uint32_t* p) { return {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))}; }
 inline Vu operator^(Vu a, Vu b) { return {_mm256_xor_si256(a.v, b.v)}; }
+inline Vu operator&(Vu a, Vu b) { return {_mm256_and_si256(a.v, b.v)}; }
+inline Vu operator|(Vu a, Vu b) { return {_mm256_or_si256(a.v, b.v)}; }
+inline Vu operator+(Vu a, Vu b) { return {_mm256_add_epi32(a.v, b.v)}; }
+inline Vu bits(Vf a) { return {_mm256_castps_si256(a.v)}; }
+inline bool any_top_bit(Vu a) { return _mm256_movemask_ps(_mm256_castsi256_ps(a.v)) != 0; }
 inline void mulhilo(Vu a, uint32_t m, Vu& hi, Vu& lo) {
   const __m256i vm = _mm256_set1_epi32(static_cast<int>(m));
   const __m256i even = _mm256_mul_epu32(a.v, vm);
@@ -305,6 +315,15 @@ inline Vf narrow(Vd lo, Vd hi) { return {static_cast<float>(lo.v)}; }
 
 inline void store_lanes(float* p, Vf a) { *p = a.v; }
 inline void store_lanes(double* p, Vd a) { *p = a.v; }
+
+// uint32 "lanes", for the finite check (the SIMD levels' Vu also serves Philox).
+struct Vu { uint32_t v; };
+inline Vu set1_u(uint32_t a) { return {a}; }
+inline Vu operator&(Vu a, Vu b) { return {a.v & b.v}; }
+inline Vu operator|(Vu a, Vu b) { return {a.v | b.v}; }
+inline Vu operator+(Vu a, Vu b) { return {a.v + b.v}; }
+inline Vu bits(Vf a) { return {bits_of(a.v)}; }
+inline bool any_top_bit(Vu a) { return (a.v >> 31) != 0; }
 
 #endif
 

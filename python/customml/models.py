@@ -55,10 +55,20 @@ def _as_features(x, name: str, op: str) -> np.ndarray:
 
 
 def _check_finite(a: np.ndarray, name: str, op: str) -> None:
-    if not np.isfinite(a).all():
-        where = np.argwhere(~np.isfinite(a))[0]
-        raise ValueError(f"[{op}] {name} contains NaN or inf (first at index {tuple(int(i) for i in where)}); "
-                         "training on it would make the weights NaN")
+    # float32 in C order (what _as_features and the target and weight conversions give):
+    # one C++ pass without the GIL or a boolean temporary; anything else through NumPy.
+    if a.dtype == _FLOAT32 and a.flags.c_contiguous and a.dtype.isnative:
+        flat = _core.first_nonfinite(a)
+        if flat < 0:
+            return
+        where = np.unravel_index(flat, a.shape)
+    else:
+        bad = ~np.isfinite(a)
+        if not bad.any():
+            return
+        where = np.argwhere(bad)[0]
+    raise ValueError(f"[{op}] {name} contains NaN or inf (first at index {tuple(int(i) for i in where)}); "
+                     "training on it would make the weights NaN")
 
 
 def _check_binary_metrics(metrics: Tuple[str, ...], outputs: int) -> None:
