@@ -28,6 +28,9 @@ __all__ = ["Sequential"]
 _PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 
 
+_FLOAT32 = np.dtype(np.float32)
+
+
 def _as_features(x, name: str, op: str) -> np.ndarray:
     """float32, C-contiguous, 2-D, non-empty; no copy when x already is."""
     if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous):
