@@ -62,6 +62,26 @@ def test_training_is_bit_identical_across_thread_counts(restore_threads):
     assert weights[0].tobytes() == weights[1].tobytes()
 
 
+def test_back_to_back_batch1_predicts_do_not_depend_on_the_thread_count(restore_threads):
+    """One row against a large B (784 x 300: above 2^16 floats) is split over the workers
+    when they are awake, which back-to-back calls make them, and runs inline otherwise;
+    successive predicts also walk the column panels in alternating order. Every call,
+    every thread count, the same bits."""
+    rng = np.random.default_rng(3)
+    model = cm.Sequential([cm.layers.Dense(300, activation="relu"), cm.layers.Dense(10)], input_dim=784, seed=2)
+    model.compile(optimizer="adam", loss="softmax_cross_entropy")
+    model.fit(rng.standard_normal((64, 784)).astype(np.float32), rng.integers(0, 10, 64), epochs=1, verbose=0)
+    x1 = rng.standard_normal((1, 784)).astype(np.float32)
+    w, b = (np.asarray(a) for a in model.layers[0].get_weights())
+    outputs = {}
+    for threads in (1, 2, 3):
+        cm.set_num_threads(threads)
+        outputs[threads] = {model.predict(x1).tobytes() for _ in range(300)}
+        outputs[threads] |= {ops.dense_forward(x1, w, b, activation="relu").tobytes() + b"op" for _ in range(300)}
+    assert len(outputs[1]) == 2  # one predict result, one op result
+    assert outputs[1] == outputs[2] == outputs[3]
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1025])
 def test_thread_count_is_validated(bad, restore_threads):
     with pytest.raises(ValueError, match="num_threads"):

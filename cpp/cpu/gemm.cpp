@@ -109,8 +109,12 @@ void select_gemm_f32(IsaLevel level) {
 }
 
 // Below this many multiply-adds a GEMM runs on the calling thread alone: waking a worker
-// costs microseconds, more than a small product (a batch-1 layer) takes.
+// costs tens of microseconds, more than a small product (a batch-1 layer) takes...
 constexpr int64_t kParallelMinMacs = int64_t{1} << 20;
+// ...unless B is this large (256 KiB of float32) and a worker is awake anyway: a few rows
+// against a large B (batch-1 inference) are bound by reading B, and split by columns each
+// thread reads half of it, from its own core's L2 when calls come back to back.
+constexpr int64_t kParallelMinBFloats = int64_t{1} << 16;
 
 // Threads split C by columns, in whole NR-wide micro-panels (NR = 32 divides every
 // variant's): every element is computed by one thread with the same sum order, so the
@@ -122,12 +126,21 @@ void gemm_f32(const GemmArgs& args) {
   const int64_t panels = (args.n + kPanel - 1) / kPanel;
   const int64_t macs = args.m * args.n * args.k;
   const int64_t threads = pool.num_threads();
-  if (threads <= 1 || panels < 2 || macs < kParallelMinMacs) {
+  const bool small = macs < kParallelMinMacs;
+  if (threads <= 1 || panels < 2 || (small && args.k * args.n < kParallelMinBFloats)) {
     v.fn(args, thread_workspace());
     return;
   }
-  const int tasks = static_cast<int>(panels < threads ? panels : threads);
-  pool.parallel_for(tasks, [&](int t) {
+  struct Split {
+    const Variant& v;
+    const GemmArgs& args;
+    int64_t panels;
+    int tasks;
+  } split{v, args, panels, static_cast<int>(panels < threads ? panels : threads)};
+  // One captured reference: std::function keeps it without allocating (inference path).
+  const auto task = [&split](int t) {
+    const GemmArgs& args = split.args;
+    const int64_t panels = split.panels, tasks = split.tasks;
     const int64_t first = panels * t / tasks * kPanel, last = panels * (t + 1) / tasks * kPanel;
     GemmArgs part = args;
     part.n = (last < args.n ? last : args.n) - first;
@@ -137,8 +150,10 @@ void gemm_f32(const GemmArgs& args) {
     if (args.packed_b) part.packed_b = args.packed_b + first * args.k;
     if (args.bias) part.bias = args.bias + first;
     if (args.preact) part.preact = args.preact + first;
-    v.fn(part, thread_workspace());
-  });
+    split.v.fn(part, thread_workspace());
+  };
+  if (small) pool.parallel_for_if_awake(split.tasks, task);
+  else pool.parallel_for(split.tasks, task);
 }
 
 const char* gemm_f32_variant() { return current().name; }

@@ -30,6 +30,12 @@ class ThreadPool {
   // wait on each other or oversubscribe the cores), and in a forked child.
   void parallel_for(int tasks, const std::function<void(int)>& fn);
 
+  // As parallel_for for work too small to pay a sleeping worker's wake-up (tens of us):
+  // over the pool when a worker is awake (polling after a job) or the previous such call
+  // began under kSpinAfterJobNs ago (a burst, e.g. back-to-back batch-1 predicts, which
+  // wakes the workers once and then finds them polling); inline otherwise.
+  void parallel_for_if_awake(int tasks, const std::function<void(int)>& fn);
+
  private:
   ThreadPool();
   ~ThreadPool();
@@ -50,6 +56,8 @@ class ThreadPool {
   std::atomic<int> active_{0};     // workers inside the current job
   std::atomic<uint64_t> generation_{0};
   std::atomic<bool> stopping_{false};
+  std::atomic<int> polling_{0};             // workers awake between jobs
+  std::atomic<int64_t> last_if_awake_ns_{0};  // when parallel_for_if_awake last began
 };
 
 // How long a worker watches for the next job, and a caller for its job's last task, before
