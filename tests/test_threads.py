@@ -63,7 +63,7 @@ def test_training_is_bit_identical_across_thread_counts(restore_threads):
 
 
 def test_back_to_back_batch1_predicts_do_not_depend_on_the_thread_count(restore_threads):
-    """One row against a large B (784 x 300: above 2^16 floats) is split over the workers
+    """One row against a large B (784 x 300: above 2^17 floats) is split over the workers
     when they are awake, which back-to-back calls make them, and runs inline otherwise;
     successive predicts also walk the column panels in alternating order. Every call,
     every thread count, the same bits."""

@@ -111,10 +111,11 @@ void select_gemm_f32(IsaLevel level) {
 // Below this many multiply-adds a GEMM runs on the calling thread alone: waking a worker
 // costs tens of microseconds, more than a small product (a batch-1 layer) takes...
 constexpr int64_t kParallelMinMacs = int64_t{1} << 20;
-// ...unless B is this large (256 KiB of float32) and a worker is awake anyway: a few rows
+// ...unless B is this large (512 KiB of float32) and a worker is awake anyway: a few rows
 // against a large B (batch-1 inference) are bound by reading B, and split by columns each
-// thread reads half of it, from its own core's L2 when calls come back to back.
-constexpr int64_t kParallelMinBFloats = int64_t{1} << 16;
+// thread reads half of it, from its own core's L2 when calls come back to back. A job's
+// hand-over costs about a microsecond, what half of a smaller B takes to read.
+constexpr int64_t kParallelMinBFloats = int64_t{1} << 17;
 
 // Threads split C by columns, in whole NR-wide micro-panels (NR = 32 divides every
 // variant's): every element is computed by one thread with the same sum order, so the
