@@ -293,18 +293,21 @@ def test_a_pruned_model_quantizes_saves_and_loads(tmp_path, digits):
 
 def test_a_pruned_layer_stays_sparse_float32_where_that_is_faster(tmp_path):
     # 99.9% of a 512 x 1024 layer pruned: its CSR holds about 500 weights against the
-    # 512 kB that int8 reads, so at every batch size measured the sparse float32 layer is
-    # several times faster and stays float32, sparse, masked; the file keeps it so.
+    # 512 kB that int8 reads, so at batch 1 and 8 the sparse float32 layer is 2-4x faster
+    # (0.8 / 3.4 us against 3.6 / 7.6 us on the Zen 5) and stays float32, sparse, masked;
+    # the file keeps it so. (At batch 64 the CSR kernel's transposition of x and y, 0.75 MB
+    # of traffic for 32k multiply-adds, makes it 66 us against int8's 47 us on two threads:
+    # there int8 is rightly chosen.)
     rng = np.random.default_rng(0)
     model = cm.Sequential([cm.layers.Dense(1024, activation="relu"), cm.layers.Dense(10)], input_dim=512, seed=2)
     x = rng.standard_normal((300, 512)).astype(np.float32)
     cm.prune.magnitude(model, 0.999, scope="layer", measure=False)
-    qmodel = quantize.int8(model, calibration=x[:256], batch_sizes=(1, 64))
+    qmodel = quantize.int8(model, calibration=x[:256], batch_sizes=(1, 8))
     row = qmodel.quantization_report.layers[0]
     assert not row["int8"] and row["sparse_float32"]["chosen"], row
     assert row["sparse_float32"]["format"] == "csr" and row["sparse_float32"]["min_batch"] == 1
     latency = row["sparse_float32"]["latency_us"]
-    assert set(latency) == {"int8", "dense", "csr"} and all(set(t) == {1, 64} for t in latency.values())
+    assert set(latency) == {"int8", "dense", "csr"} and all(set(t) == {1, 8} for t in latency.values())
     assert "float32 csr (faster than int8)" in str(qmodel.quantization_report)
     assert qmodel._net.quantization(0) is None and 0 in qmodel._masks
     assert qmodel._net.sparse_format(0)[0] == "csr"
