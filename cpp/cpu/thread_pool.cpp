@@ -30,23 +30,24 @@ int initial_threads() {
   return hw == 0 ? 1 : static_cast<int>(hw);
 }
 
-// Waits up to kSpinAfterJobNs for ready() without sleeping; false if it did not come.
-// pause between polls (the sibling hyperthread, if any, gets the core's resources), and
-// every 64 polls a check of the clock and a sched_yield, so a runnable thread of another
-// pool on this core runs instead of us.
+// Polls ready() for up to kSpinAfterJobNs without sleeping; the callers then take the
+// lock and check (or sleep on) the same condition. pause between polls (the sibling
+// hyperthread, if any, gets the core's resources), and every 64 polls a check of the
+// clock and a sched_yield, so a runnable thread of another pool on this core runs
+// instead of us.
 template <class Ready>
-bool spin_until(Ready&& ready) {
+void spin_until(Ready&& ready) {
   using clock = std::chrono::steady_clock;
   const auto end = clock::now() + std::chrono::nanoseconds(kSpinAfterJobNs);
   for (unsigned i = 1;; ++i) {
-    if (ready()) return true;
+    if (ready()) return;
 #if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
     _mm_pause();
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield");
 #endif
     if (i % 64 == 0) {
-      if (clock::now() >= end) return ready();
+      if (clock::now() >= end) return;
 #if defined(__unix__) || defined(__APPLE__)
       sched_yield();
 #endif
