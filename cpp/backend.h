@@ -1,6 +1,6 @@
 #pragma once
-// Defines: Backend (memory plus one method per op, on raw pointers of valid input),
-// the op configuration structs, and backend_for(device).
+// Defines: Backend (memory plus one method per op of backend_ops.def, on raw pointers of
+// valid input), the op configuration structs, and backend_for(device).
 
 #include <cstddef>
 #include <cstdint>
@@ -160,10 +160,12 @@ class Backend {
   virtual void replay_graph(void* graph) {}
   virtual void destroy_graph(void* graph) {}
 
-  // x: (batch, in)  w: (in, out)  b: (out) -> y: (batch, out) = act(x w + b);
-  // z: (batch, out) pre-activation, written only if non-null.
-  virtual void dense_forward(float* y, float* z, const float* x, const float* w, const float* b,
-                             DenseShape s, Activation act) = 0;
+  // The ops, one pure virtual method each, from their one list (backend_ops.def).
+#define CUSTOMML_OP(ret, name, params) virtual ret name params = 0;
+#include "backend_ops.def"
+#undef CUSTOMML_OP
+
+  // Optional capabilities, with the defaults of a device that has none.
   // Inference weights packed once in this device's GEMM layout (DESIGN decision 5): the
   // bytes it takes for w (in, out), 0 where the device reads w as it is; then
   // dense_forward reading the packed copy (w stays valid: a device may fall back to it,
@@ -177,100 +179,6 @@ class Backend {
                                     DenseShape s, Activation act, bool reverse_columns) {
     dense_forward(y, nullptr, x, w, b, s, act);
   }
-  // dy, y, z: (batch, out)  x: (batch, in)  w: (in, out) -> dx: (batch, in) (skipped if
-  // null), dw: (in, out) and db: (out) (both skipped if null: a frozen layer passes the
-  // gradient on without the weight-gradient GEMM). dz: (batch, out) workspace; may alias
-  // dy, which is then overwritten. z is read only for activations that need it (gelu).
-  virtual void dense_backward(float* dx, float* dw, float* db, float* dz, const float* dy,
-                              const float* x, const float* w, const float* y, const float* z,
-                              DenseShape s, Activation act) = 0;
-
-  // logits: (batch, classes)  labels: (batch)  class_weights: (classes) or null
-  // row_weights: (batch) or null -> grad: (batch, classes) or null; returns the weighted
-  // mean loss sum_i w_i l_i / sum_i w_i with w_i = class_weights[label_i] row_weights[i].
-  virtual double softmax_cross_entropy(float* grad, const float* logits, const int32_t* labels,
-                                       const float* class_weights, const float* row_weights, int64_t batch,
-                                       int64_t classes, float label_smoothing) = 0;
-  // logits, targets: (rows, cols)  row_weights: (rows) or null -> grad: (rows, cols) or
-  // null; returns sum_ij w_i l_ij / (cols sum_i w_i) (w_i = 1 without weights: the mean).
-  virtual double binary_cross_entropy_with_logits(float* grad, const float* logits, const float* targets,
-                                                  const float* row_weights, int64_t rows, int64_t cols) = 0;
-  // pred, target: (rows, cols)  row_weights: (rows) or null -> grad: (rows, cols) or null;
-  // returns the weighted mean squared error, weighted as binary_cross_entropy_with_logits.
-  virtual double mse(float* grad, const float* pred, const float* target, const float* row_weights, int64_t rows,
-                     int64_t cols) = 0;
-  // logits: (batch, classes)  labels: (batch) -> rows whose first maximal logit is the
-  // label; with classes == 1, rows where (logit > 0) == (label != 0).
-  virtual int64_t count_correct(const float* logits, const int32_t* labels, int64_t batch,
-                                int64_t classes) = 0;
-
-  // logits: (batch, k)  labels: (batch) -> counts: (classes, classes) += one per row at
-  // [label, predicted], classes = k (prediction: first maximal logit) or 2 when k == 1
-  // (prediction: logit > 0). Integer sums: exact in any order.
-  virtual void confusion_matrix_update(int64_t* counts, const float* logits, const int32_t* labels, int64_t batch,
-                                       int64_t k) = 0;
-  // pred, target: (batch, outputs)  shift: (outputs) -> stats: (4, outputs) float64 += per
-  // column the sums of |pred - target|, (pred - target)^2, target - shift and
-  // (target - shift)^2, each term in float64, rows added in order. The shift (a typical
-  // target) keeps the variance from cancelling when it is small next to the mean.
-  virtual void regression_stats_update(double* stats, const float* pred, const float* target, const double* shift,
-                                       int64_t batch, int64_t outputs) = 0;
-
-  // x: (n) -> y: (n); inverted dropout, keep mask from Philox(seed, stream, index).
-  // May run in place (y == x); backward is the same function applied to dy.
-  virtual void dropout(float* y, const float* x, int64_t n, float rate, uint64_t seed,
-                       uint64_t stream) = 0;
-
-  // One pass over flat buffers of n elements, in place.
-  virtual void sgd_update(float* param, float* velocity, const float* grad, int64_t n,
-                          const Segment* no_decay, int64_t n_no_decay, const SgdConfig& c) = 0;
-  virtual void adam_update(float* param, float* m, float* v, float* vmax, const float* grad,
-                           int64_t n, const Segment* no_decay, int64_t n_no_decay,
-                           const AdamConfig& c) = 0;
-  // grad: (n), scaled in place so its L2 norm is at most max_norm; returns the norm
-  // before scaling.
-  virtual double clip_by_global_norm(float* grad, int64_t n, float max_norm) = 0;
-  // x: (n) *= coef, each product in double then rounded (coef may be tiny or huge).
-  virtual void scale(float* x, int64_t n, double coef) = 0;
-  // param: (n), a Dense kernel -> grad: (n) += l1 sign(param) + 2 l2 param, skipped if
-  // null; returns the penalty l1 sum |param| + l2 sum param^2 (Keras' l1_l2).
-  virtual double l1_l2_penalty(float* grad, const float* param, int64_t n, float l1, float l2) = 0;
-  // x: (rows, cols)  scale, shift: (cols) -> y: (rows, cols) = x * scale + shift per
-  // column: the preprocessing layers (Normalization, Rescaling) on the model's input.
-  virtual void feature_affine(float* y, const float* x, const float* scale, const float* shift, int64_t rows,
-                              int64_t cols) = 0;
-
-  // param: (n) -> param[i] = 0 where keep[i] == 0: a pruning mask, enforced after every
-  // optimizer update so pruned weights stay exactly zero.
-  virtual void apply_mask(float* param, const uint8_t* keep, int64_t n) = 0;
-
-  // x: (rows, cols) f32  scale, zero: per axis (zero may be null: 0) -> q: (rows, cols) i8
-  // or u8 per qtype: clamp(round_half_even(x / scale) + zero, lo, hi) with [lo, hi] =
-  // [-127, 127] (i8) or [0, 255] (u8); NaN is rejected by the ops, never reaches here.
-  virtual void quantize(void* q, DType qtype, const float* x, const float* scale, const int32_t* zero, int64_t rows,
-                        int64_t cols, QuantAxis axis) = 0;
-  // q: (rows, cols) i8 or u8 -> x: (rows, cols) f32 = scale * (q - zero), per axis.
-  virtual void dequantize(float* x, const void* q, DType qtype, const float* scale, const int32_t* zero, int64_t rows,
-                          int64_t cols, QuantAxis axis) = 0;
-  // Dynamic activations. x: (rows, cols) -> scale, zero: (rows), q: (rows, cols) u8: per row
-  // lo = min(0, min x), hi = max(0, max x); scale = (hi - lo) / 255 (1 when hi == lo);
-  // zero = clamp(round_half_even(-lo / scale), 0, 255); then q as quantize.
-  virtual void quantize_rows_dynamic(uint8_t* q, float* scale, int32_t* zero, const float* x, int64_t rows,
-                                     int64_t cols) = 0;
-  // Int8 weights in this device's own layout, packed once per model (with the column
-  // sums the zero-point correction needs). w: (k, n) i8 in [-127, 127] -> packed, of
-  // gemm_s8_packed_bytes(k, n) bytes of device memory.
-  virtual size_t gemm_s8_packed_bytes(int64_t k, int64_t n) = 0;
-  virtual void gemm_s8_pack(void* packed, const int8_t* w, int64_t k, int64_t n) = 0;
-  // a: (m, k) u8  packed: w (k, n) -> exactly one of y_f32 (act(r)), y_u8 (act(r)
-  // requantized with out_scale / out_zero) or y_i32 (acc - a_zero colsum, unscaled), each
-  // (m, n); k <= kGemmS8MaxK keeps every int32 sum exact.
-  virtual void gemm_s8(float* y_f32, uint8_t* y_u8, int32_t* y_i32, const uint8_t* a, const void* packed,
-                       GemmS8Shape s, const GemmS8Epilogue& e) = 0;
-
-  // x: (batch, in)  w: sparse (in, out)  b: (out) or null -> y: (batch, out) = act(x w + b).
-  virtual void sparse_dense_forward(float* y, const float* x, const CsrMatrix& w, const float* b, int64_t batch,
-                                    Activation act) = 0;
   // A sparse weight in this device's own product layout, built once per model (DESIGN
   // decision 5) from its CSR (in host memory, structurally valid): the bytes it takes, 0
   // where the device has none. Then the product from the packed copy, for the batches the
@@ -282,8 +190,6 @@ class Backend {
                                            int64_t batch, Activation act) {
     return false;
   }
-  virtual void nm_dense_forward(float* y, const float* x, const NmMatrix& w, const float* b, int64_t batch,
-                                Activation act) = 0;
 };
 
 // Device memory of float32 (or int32) elements that grows on demand and is reused:

@@ -3,12 +3,13 @@
 #include <cmath>
 
 #include "cuda/adam.cuh"
-#include "cuda/launchers.h"
+#include "cuda/device_backend.h"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
-void adam_update(DeviceContext& ctx, float* param, float* m, float* v, float* vmax, const float* grad, int64_t n,
-                 const Segment* no_decay, int64_t n_no_decay, const AdamConfig& c) {
+void DeviceBackend::adam_update(float* param, float* m, float* v, float* vmax, const float* grad, int64_t n,
+                                const Segment* no_decay, int64_t n_no_decay, const AdamConfig& c) {
+  DeviceContext& ctx = this->ctx();
   if (n == 0) return;
   // The bias corrections in double on the host, rounded as cpu/adam.cpp rounds them.
   const double t = static_cast<double>(c.step);

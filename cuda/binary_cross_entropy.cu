@@ -1,12 +1,13 @@
 // Launcher of binary cross-entropy with logits.
 
 #include "cuda/binary_cross_entropy.cuh"
-#include "cuda/launchers.h"
+#include "cuda/device_backend.h"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
-double binary_cross_entropy_with_logits(DeviceContext& ctx, float* grad, const float* logits, const float* targets,
-                                        const float* row_weights, int64_t rows, int64_t cols) {
+double DeviceBackend::binary_cross_entropy_with_logits(float* grad, const float* logits, const float* targets,
+                                                       const float* row_weights, int64_t rows, int64_t cols) {
+  DeviceContext& ctx = this->ctx();
   std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
   const int64_t n = rows * cols;
   // partials[kReduceBlocks] holds the total weight, after the per-block sums.

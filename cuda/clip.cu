@@ -4,11 +4,12 @@
 #include <cmath>
 
 #include "cuda/clip.cuh"
-#include "cuda/launchers.h"
+#include "cuda/device_backend.h"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
-double clip_by_global_norm(DeviceContext& ctx, float* grad, int64_t n, float max_norm) {
+double DeviceBackend::clip_by_global_norm(float* grad, int64_t n, float max_norm) {
+  DeviceContext& ctx = this->ctx();
   double norm = 0.0;
   {
     std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
@@ -18,11 +19,12 @@ double clip_by_global_norm(DeviceContext& ctx, float* grad, int64_t n, float max
     norm = std::sqrt(sum_partials(ctx, kReduceBlocks));
   }
   const double coef = static_cast<double>(max_norm) / (norm + 1e-6);
-  if (coef < 1.0) scale(ctx, grad, n, coef);
+  if (coef < 1.0) scale(grad, n, coef);
   return norm;
 }
 
-void scale(DeviceContext& ctx, float* x, int64_t n, double coef) {
+void DeviceBackend::scale(float* x, int64_t n, double coef) {
+  DeviceContext& ctx = this->ctx();
   if (n == 0) return;
   const Vec4Split split = vec4_split(n, {x});
   launch(scale_kernel, dim3(vec4_blocks(n, split)), dim3(kThreads), 0, ctx.stream, x, n, split, coef);

@@ -1,7 +1,7 @@
 // Launchers of the dense layer: the tiled GEMM with its epilogue, and the backward pass.
 
 #include "cuda/dense.cuh"
-#include "cuda/launchers.h"
+#include "cuda/device_backend.h"
 
 namespace customml::CUSTOMML_CUDA_NS {
 namespace {
@@ -30,16 +30,18 @@ void gemm(DeviceContext& ctx, const GemmParams& p, Precision precision) {
 }  // namespace
 
 // x: (batch, in)  w: (in, out)  b: (out) -> y: (batch, out), z: (batch, out) optional
-void dense_forward(DeviceContext& ctx, float* y, float* z, const float* x, const float* w, const float* b,
-                   DenseShape s, Activation act) {
+void DeviceBackend::dense_forward(float* y, float* z, const float* x, const float* w, const float* b, DenseShape s,
+                                  Activation act) {
+  DeviceContext& ctx = this->ctx();
   if (s.batch == 0) return;
   gemm(ctx, {s.batch, s.out, s.in, x, s.in, 1, w, s.out, 1, y, s.out, b, act, z}, s.precision);
 }
 
 // dy, y, z: (batch, out)  x: (batch, in)  w: (in, out) -> dx (batch, in), dw (in, out), db (out);
 // dx, or dw and db together (a frozen layer), may be null and are then skipped.
-void dense_backward(DeviceContext& ctx, float* dx, float* dw, float* db, float* dz, const float* dy, const float* x,
-                    const float* w, const float* y, const float* z, DenseShape s, Activation act) {
+void DeviceBackend::dense_backward(float* dx, float* dw, float* db, float* dz, const float* dy, const float* x,
+                                   const float* w, const float* y, const float* z, DenseShape s, Activation act) {
+  DeviceContext& ctx = this->ctx();
   const int64_t count = s.batch * s.out;
   if (count > 0)
     launch(dense_dz_kernel, dim3(grid_stride_blocks(count, kThreads)), dim3(kThreads), 0, ctx.stream, dz, dy, y, z, count,

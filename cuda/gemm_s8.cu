@@ -3,14 +3,15 @@
 // tensor cores").
 
 #include "cuda/gemm_s8.cuh"
-#include "cuda/launchers.h"
+#include "cuda/device_backend.h"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
-size_t gemm_s8_packed_bytes(int64_t k, int64_t n) { return GemmS8Layout(k, n).bytes; }
+size_t DeviceBackend::gemm_s8_packed_bytes(int64_t k, int64_t n) { return GemmS8Layout(k, n).bytes; }
 
 // w: (k, n) i8 -> packed: colsum (n) int32, then wt (n, kp) i8
-void gemm_s8_pack(DeviceContext& ctx, void* packed, const int8_t* w, int64_t k, int64_t n) {
+void DeviceBackend::gemm_s8_pack(void* packed, const int8_t* w, int64_t k, int64_t n) {
+  DeviceContext& ctx = this->ctx();
   if (n == 0) return;
   const GemmS8Layout layout(k, n);
   auto* bytes = static_cast<int8_t*>(packed);
@@ -33,8 +34,9 @@ S8Kernel gemm_s8_kernel_for(GemmS8Shape s) {
 }  // namespace
 
 // a: (m, k) u8  packed: w (k, n) -> one of y_f32, y_u8, y_i32: (m, n)
-void gemm_s8(DeviceContext& ctx, float* y_f32, uint8_t* y_u8, int32_t* y_i32, const uint8_t* a, const void* packed,
-             GemmS8Shape s, const GemmS8Epilogue& e) {
+void DeviceBackend::gemm_s8(float* y_f32, uint8_t* y_u8, int32_t* y_i32, const uint8_t* a, const void* packed,
+                            GemmS8Shape s, const GemmS8Epilogue& e) {
+  DeviceContext& ctx = this->ctx();
   if (s.m == 0 || s.n == 0) return;
   static_assert(kS8Bm == kS8TcBm && kS8Bn == kS8TcBn, "both GEMMs tile the output alike");
   const GemmS8Layout layout(s.k, s.n);

@@ -1,7 +1,7 @@
 // Launchers shared by the weighted losses: the batch's total weight, and the weighted
 // mean from a pointwise loss's partial sums.
 
-#include "cuda/launchers.h"
+#include "cuda/device_backend.h"
 #include "cuda/loss_weights.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {

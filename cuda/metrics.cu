@@ -1,20 +1,22 @@
 // Launchers of the metric statistics: confusion_matrix_update and
 // regression_stats_update. Both add into a device buffer and read nothing back.
 
-#include "cuda/launchers.h"
+#include "cuda/device_backend.h"
 #include "cuda/metrics.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
-void confusion_matrix_update(DeviceContext& ctx, int64_t* counts, const float* logits, const int32_t* labels,
-                             int64_t batch, int64_t k) {
+void DeviceBackend::confusion_matrix_update(int64_t* counts, const float* logits, const int32_t* labels, int64_t batch,
+                                            int64_t k) {
+  DeviceContext& ctx = this->ctx();
   if (batch == 0) return;
   launch(confusion_matrix_update_kernel, dim3(exact_blocks(batch, kWarps)), dim3(kThreads), 0, ctx.stream, counts,
          logits, labels, batch, k);
 }
 
-void regression_stats_update(DeviceContext& ctx, double* stats, const float* pred, const float* target,
-                             const double* shift, int64_t batch, int64_t outputs) {
+void DeviceBackend::regression_stats_update(double* stats, const float* pred, const float* target, const double* shift,
+                                            int64_t batch, int64_t outputs) {
+  DeviceContext& ctx = this->ctx();
   if (batch == 0) return;
   launch(regression_stats_update_kernel, dim3(exact_blocks(outputs, kThreads)), dim3(kThreads), 0, ctx.stream, stats,
          pred, target, shift, batch, outputs);

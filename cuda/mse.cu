@@ -1,12 +1,13 @@
 // Launcher of the mean squared error.
 
-#include "cuda/launchers.h"
+#include "cuda/device_backend.h"
 #include "cuda/mse.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
-double mse(DeviceContext& ctx, float* grad, const float* pred, const float* target, const float* row_weights,
-           int64_t rows, int64_t cols) {
+double DeviceBackend::mse(float* grad, const float* pred, const float* target, const float* row_weights, int64_t rows,
+                          int64_t cols) {
+  DeviceContext& ctx = this->ctx();
   std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
   const int64_t n = rows * cols;
   // partials[kReduceBlocks] holds the total weight, after the per-block sums.

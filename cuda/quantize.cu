@@ -1,13 +1,14 @@
 // Launchers of quantize, dequantize (grid-stride, four elements per thread) and
 // quantize_rows_dynamic (a warp per row).
 
-#include "cuda/launchers.h"
+#include "cuda/device_backend.h"
 #include "cuda/quantize.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
-void quantize(DeviceContext& ctx, void* q, DType qtype, const float* x, const float* scale, const int32_t* zero,
-              int64_t rows, int64_t cols, QuantAxis axis) {
+void DeviceBackend::quantize(void* q, DType qtype, const float* x, const float* scale, const int32_t* zero,
+                             int64_t rows, int64_t cols, QuantAxis axis) {
+  DeviceContext& ctx = this->ctx();
   const int64_t n = rows * cols;
   if (n == 0) return;
   const dim3 grid(grid_stride_blocks(n, kThreads * kQuantVec));
@@ -19,8 +20,9 @@ void quantize(DeviceContext& ctx, void* q, DType qtype, const float* x, const fl
            rows, cols, axis);
 }
 
-void dequantize(DeviceContext& ctx, float* x, const void* q, DType qtype, const float* scale, const int32_t* zero,
-                int64_t rows, int64_t cols, QuantAxis axis) {
+void DeviceBackend::dequantize(float* x, const void* q, DType qtype, const float* scale, const int32_t* zero,
+                               int64_t rows, int64_t cols, QuantAxis axis) {
+  DeviceContext& ctx = this->ctx();
   const int64_t n = rows * cols;
   if (n == 0) return;
   const dim3 grid(grid_stride_blocks(n, kThreads * kQuantVec));
@@ -32,8 +34,9 @@ void dequantize(DeviceContext& ctx, float* x, const void* q, DType qtype, const 
            zero, rows, cols, axis);
 }
 
-void quantize_rows_dynamic(DeviceContext& ctx, uint8_t* q, float* scale, int32_t* zero, const float* x, int64_t rows,
-                           int64_t cols) {
+void DeviceBackend::quantize_rows_dynamic(uint8_t* q, float* scale, int32_t* zero, const float* x, int64_t rows,
+                                          int64_t cols) {
+  DeviceContext& ctx = this->ctx();
   if (rows == 0) return;
   launch(quantize_rows_dynamic_kernel, dim3(exact_blocks(rows, kRowsPerQuantBlock)), dim3(kThreads), 0, ctx.stream, q,
          scale, zero, x, rows, cols);

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "cuda/launchers.h"
+#include "cuda/device_backend.h"
 #include "cuda/sgd.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
@@ -25,8 +25,9 @@ const Segment* device_segments(DeviceContext& ctx, const Segment* no_decay, int6
   return dst;
 }
 
-void sgd_update(DeviceContext& ctx, float* param, float* velocity, const float* grad, int64_t n,
-                const Segment* no_decay, int64_t n_no_decay, const SgdConfig& c) {
+void DeviceBackend::sgd_update(float* param, float* velocity, const float* grad, int64_t n, const Segment* no_decay,
+                               int64_t n_no_decay, const SgdConfig& c) {
+  DeviceContext& ctx = this->ctx();
   if (n == 0) return;
   std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
   const Segment* segs = device_segments(ctx, no_decay, n_no_decay);

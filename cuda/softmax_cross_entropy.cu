@@ -1,15 +1,16 @@
 // Launchers of softmax cross-entropy and count_correct.
 
-#include "cuda/launchers.h"
+#include "cuda/device_backend.h"
 #include "cuda/softmax_cross_entropy.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
 constexpr int64_t kWarpRowMaxClasses = 1024;
 
-double softmax_cross_entropy(DeviceContext& ctx, float* grad, const float* logits, const int32_t* labels,
-                             const float* class_weights, const float* row_weights, int64_t batch, int64_t classes,
-                             float label_smoothing) {
+double DeviceBackend::softmax_cross_entropy(float* grad, const float* logits, const int32_t* labels,
+                                            const float* class_weights, const float* row_weights, int64_t batch,
+                                            int64_t classes, float label_smoothing) {
+  DeviceContext& ctx = this->ctx();
   std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
   // partials[0] holds the total weight, partials[1 .. batch] the weighted row losses.
   double* scratch = ctx.partials.reserve(static_cast<size_t>(batch) + 1);
@@ -31,7 +32,8 @@ double softmax_cross_entropy(DeviceContext& ctx, float* grad, const float* logit
   return total > 0.0 ? loss / total : 0.0;
 }
 
-int64_t count_correct(DeviceContext& ctx, const float* logits, const int32_t* labels, int64_t batch, int64_t classes) {
+int64_t DeviceBackend::count_correct(const float* logits, const int32_t* labels, int64_t batch, int64_t classes) {
+  DeviceContext& ctx = this->ctx();
   if (batch == 0) return 0;
   std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
   const unsigned blocks = exact_blocks(batch, kWarps);

@@ -1,11 +1,12 @@
 // Launchers of the pruning kernels: masks, and the CSR and N:M forward passes.
 
-#include "cuda/launchers.h"
+#include "cuda/device_backend.h"
 #include "cuda/sparse.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
-void apply_mask(DeviceContext& ctx, float* param, const uint8_t* keep, int64_t n) {
+void DeviceBackend::apply_mask(float* param, const uint8_t* keep, int64_t n) {
+  DeviceContext& ctx = this->ctx();
   if (n == 0) return;
   launch(apply_mask_kernel, dim3(grid_stride_blocks(n, kThreads * kMaskVec)), dim3(kThreads), 0, ctx.stream, param,
          keep, n);
@@ -26,8 +27,9 @@ void sparse_forward(DeviceContext& ctx, void (*kernel)(float*, const float*, Mat
 }
 }  // namespace
 
-void sparse_dense_forward(DeviceContext& ctx, float* y, const float* x, const CsrMatrix& w, const float* b,
-                          int64_t batch, Activation act) {
+void DeviceBackend::sparse_dense_forward(float* y, const float* x, const CsrMatrix& w, const float* b, int64_t batch,
+                                         Activation act) {
+  DeviceContext& ctx = this->ctx();
   if (batch > 0 && batch <= kSparseRowsPerThread && w.out > 0) {
     launch(sparse_dense_forward_warp_kernel, dim3(exact_blocks(w.out, kWarps)), dim3(kThreads), 0, ctx.stream, y, x, w,
            b, batch, act);
@@ -36,8 +38,9 @@ void sparse_dense_forward(DeviceContext& ctx, float* y, const float* x, const Cs
   sparse_forward(ctx, sparse_dense_forward_kernel, y, x, w, b, batch, act);
 }
 
-void nm_dense_forward(DeviceContext& ctx, float* y, const float* x, const NmMatrix& w, const float* b, int64_t batch,
-                      Activation act) {
+void DeviceBackend::nm_dense_forward(float* y, const float* x, const NmMatrix& w, const float* b, int64_t batch,
+                                     Activation act) {
+  DeviceContext& ctx = this->ctx();
   sparse_forward(ctx, nm_dense_forward_kernel, y, x, w, b, batch, act);
 }
 

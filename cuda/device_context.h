@@ -1,0 +1,63 @@
+#pragma once
+// Defines: DeviceContext (a CUDA-model device's stream and reusable scratch) and the
+// helpers the launchers share (host sums of block partials, the weighted-loss total, the
+// no-decay table upload). Compiled by nvcc (namespace cuda) and, for the emulated device,
+// by the host compiler (namespace cuda_emulated).
+
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "backend.h"
+#include "cuda/launch.h"
+
+namespace customml::CUSTOMML_CUDA_NS {
+
+struct DeviceContext {
+  explicit DeviceContext(Backend* device) : memory(device), partials(device), counts(device), segments(device) {}
+  Backend* memory;  // allocation and host <-> device copies
+  // Every launch goes to stream, which a thread recording an inference graph redirects
+  // to its capture stream for the duration (StreamRedirect): other threads' work on the
+  // device keeps going to the main stream and is never swept into the graph.
+  struct StreamSlot {
+    Stream main = nullptr;
+    StreamSlot& operator=(Stream s) {
+      main = s;
+      return *this;
+    }
+    operator Stream() const { return redirect ? redirect : main; }
+    static inline thread_local Stream redirect = nullptr;
+  } stream;
+  // Scratch of the reductions and the optimizers' segment table, reused by every call;
+  // the mutex serializes the ops that use it.
+  std::mutex scratch_mutex;
+  Buffer<double> partials;
+  Buffer<int64_t> counts;
+  Buffer<Segment> segments;
+  std::vector<double> host_partials;
+  std::vector<int64_t> host_counts;
+  std::vector<Segment> uploaded_segments;  // what `segments` holds on the device (device_segments)
+};
+
+// Sends this thread's launches through ctx.stream to s until destroyed.
+class StreamRedirect {
+ public:
+  explicit StreamRedirect(Stream s) { DeviceContext::StreamSlot::redirect = s; }
+  ~StreamRedirect() { DeviceContext::StreamSlot::redirect = nullptr; }
+  StreamRedirect(const StreamRedirect&) = delete;
+  StreamRedirect& operator=(const StreamRedirect&) = delete;
+};
+
+// Sums ctx.partials[0, blocks) on the host in block order (deterministic).
+double sum_partials(DeviceContext& ctx, unsigned blocks);
+// The weighted losses (cuda/loss_weights.cu). total (1) = sum_i class_weights[labels_i]
+// row_weights[i] (a null factor is 1), launched on ctx.stream; callers hold scratch_mutex.
+void loss_weight_total(DeviceContext& ctx, double* total, const int32_t* labels, const float* class_weights,
+                       const float* row_weights, int64_t batch);
+// partials[0, blocks) hold a pointwise loss's per-block sums of w_i l_ij and
+// partials[blocks] the total weight W: returns sum / (cols W), or 0 when W == 0.
+double weighted_mean_partials(DeviceContext& ctx, unsigned blocks, int64_t cols);
+// Copies the no-decay table to the device; returns its device address.
+const Segment* device_segments(DeviceContext& ctx, const Segment* no_decay, int64_t n_no_decay);
+
+}  // namespace customml::CUSTOMML_CUDA_NS
