@@ -133,6 +133,9 @@ class Backend {
   virtual void deallocate(void* p) = 0;
   virtual void copy_to_device(void* dst, const void* host_src, size_t bytes) = 0;
   virtual void copy_to_host(void* host_dst, const void* src, size_t bytes) = 0;
+  // Device memory to device memory, ordered with the device's ops (the inference plan's
+  // own copy of the weights).
+  virtual void copy_on_device(void* dst, const void* src, size_t bytes) = 0;
   virtual void fill_zero(void* dst, size_t bytes) = 0;
 
   // Ordering with other libraries' GPU work (DLPack and __cuda_array_interface__ streams,

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "packed_weights.h"
 #include "tensor.h"
 
 namespace customml::ops {
@@ -89,28 +90,6 @@ void dequantize(const Tensor& x, const Tensor& q, const Tensor& scale, const Ten
 // scale: (rows) f32, zero: (rows) i32, per row (Backend::quantize_rows_dynamic).
 void quantize_rows_dynamic(const Tensor& q, const Tensor& scale, const Tensor& zero, const Tensor& x);
 
-// Int8 weights (k, n) in one device's gemm_s8 layout, packed once and read by every call;
-// owns its device memory. Immutable once packed, so concurrent calls may share it.
-class PackedS8 {
- public:
-  PackedS8(Backend& backend, int64_t k, int64_t n);
-  ~PackedS8();
-  PackedS8(const PackedS8&) = delete;
-  PackedS8& operator=(const PackedS8&) = delete;
-  const void* data() const { return data_; }
-  void* data() { return data_; }
-  int64_t k() const { return k_; }
-  int64_t n() const { return n_; }
-  size_t nbytes() const { return nbytes_; }
-  Device device() const { return backend_->device(); }
-
- private:
-  Backend* backend_;
-  int64_t k_, n_;
-  size_t nbytes_;
-  void* data_ = nullptr;
-};
-
 // w: (k, n) i8, codes in [-127, 127], 1 <= k <= kGemmS8MaxK -> w packed on w's device.
 std::shared_ptr<PackedS8> gemm_s8_pack(const Tensor& w);
 
@@ -131,30 +110,6 @@ void apply_mask(const Tensor& param, const Tensor& keep);
 // ascending)  b: (out) f32 or null -> y: (batch, out) = act(x W + b).
 void sparse_dense_forward(const Tensor& y, const Tensor& x, const Tensor& offsets, const Tensor& index,
                           const Tensor& values, const Tensor* b, Activation act);
-
-// A CSR weight prepared once for sparse_dense_forward on one device (what a model's plan
-// does per layer): its structure checked once, the CSR copied to the device and, where
-// the device has one, built into its packed layout (Backend::sparse_pack).
-class PackedCsr {
- public:
-  PackedCsr(Backend& backend, int64_t in, int64_t out, int64_t nnz);
-  CsrMatrix matrix() const;  // the device's copy of the CSR
-  const void* packed() const { return packed_bytes_ ? packed_.data() : nullptr; }  // null: no packed layout
-  void fill(const CsrMatrix& host);  // copies a host CSR of this shape in, then packs it
-  int64_t in() const { return in_; }
-  int64_t out() const { return out_; }
-  int64_t nnz() const { return nnz_; }
-  size_t packed_bytes() const { return packed_bytes_; }
-  Device device() const { return backend_->device(); }
-
- private:
-  Backend* backend_;
-  int64_t in_, out_, nnz_;
-  Buffer<int32_t> offsets_, index_;
-  Buffer<float> values_;
-  Buffer<uint8_t> packed_;
-  size_t packed_bytes_ = 0;
-};
 
 // offsets, index, values: the CSR of W^T as sparse_dense_forward takes it, in the number
 // of inputs (>= 1) -> the weight prepared on their device.

@@ -193,15 +193,6 @@ void quantize_rows_dynamic(const Tensor& q, const Tensor& scale, const Tensor& z
       .quantize_rows_dynamic(q.ptr<uint8_t>(), f32(scale), zero.ptr<int32_t>(), f32(x), x.dim(0), x.dim(1));
 }
 
-PackedS8::PackedS8(Backend& backend, int64_t k, int64_t n)
-    : backend_(&backend), k_(k), n_(n), nbytes_(backend.gemm_s8_packed_bytes(k, n)) {
-  data_ = backend_->allocate(nbytes_);
-}
-
-PackedS8::~PackedS8() {
-  if (data_) backend_->deallocate(data_);
-}
-
 std::shared_ptr<PackedS8> gemm_s8_pack(const Tensor& w) {
   const char* op = "gemm_s8_pack";
   check(op, "weight", w, DType::i8, 2);

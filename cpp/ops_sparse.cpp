@@ -139,29 +139,6 @@ void sparse_dense_forward(const Tensor& y, const Tensor& x, const Tensor& offset
                                                b ? f32(*b) : nullptr, x.dim(0), act);
 }
 
-PackedCsr::PackedCsr(Backend& backend, int64_t in, int64_t out, int64_t nnz)
-    : backend_(&backend), in_(in), out_(out), nnz_(nnz), offsets_(&backend), index_(&backend), values_(&backend),
-      packed_(&backend) {
-  // At least one element each, so that an empty index is still a pointer.
-  offsets_.reserve(static_cast<size_t>(out + 1));
-  index_.reserve(static_cast<size_t>(nnz > 0 ? nnz : 1));
-  values_.reserve(static_cast<size_t>(nnz > 0 ? nnz : 1));
-}
-
-CsrMatrix PackedCsr::matrix() const { return {offsets_.data(), index_.data(), values_.data(), in_, out_, nnz_}; }
-
-void PackedCsr::fill(const CsrMatrix& host) {
-  backend_->copy_to_device(offsets_.data(), host.offsets, sizeof(int32_t) * static_cast<size_t>(out_ + 1));
-  if (nnz_ > 0) {
-    backend_->copy_to_device(index_.data(), host.index, sizeof(int32_t) * static_cast<size_t>(nnz_));
-    backend_->copy_to_device(values_.data(), host.values, sizeof(float) * static_cast<size_t>(nnz_));
-  }
-  const size_t bytes = backend_->sparse_packed_bytes(host);
-  if (bytes == 0) return;
-  backend_->sparse_pack(packed_.reserve(bytes), host);
-  packed_bytes_ = bytes;
-}
-
 std::shared_ptr<PackedCsr> sparse_pack(const Tensor& offsets, const Tensor& index, const Tensor& values, int64_t in) {
   const char* op = "sparse_pack";
   if (in < 1) fail(op, "in_features must be >= 1, got " + std::to_string(in));
@@ -169,7 +146,7 @@ std::shared_ptr<PackedCsr> sparse_pack(const Tensor& offsets, const Tensor& inde
   check_csr_arrays(op, offsets, index, values);
   check_csr_structure(op, offsets, index, in);
   Backend& be = backend_for(offsets.device());
-  auto packed = std::make_shared<PackedCsr>(be, in, offsets.dim(0) - 1, index.dim(0));
+  auto packed = std::make_shared<PackedCsr>(be);
   const HostView<int32_t> host_offsets(offsets), host_index(index);
   const HostView<float> host_values(values);
   packed->fill({host_offsets.data(), host_index.data(), host_values.data(), in, offsets.dim(0) - 1, index.dim(0)});

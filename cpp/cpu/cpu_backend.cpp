@@ -32,6 +32,10 @@ void CpuBackend::copy_to_host(void* host_dst, const void* src, size_t bytes) {
   if (bytes) std::memcpy(host_dst, src, bytes);
 }
 
+void CpuBackend::copy_on_device(void* dst, const void* src, size_t bytes) {
+  if (bytes) std::memcpy(dst, src, bytes);
+}
+
 void CpuBackend::fill_zero(void* dst, size_t bytes) {
   if (bytes) std::memset(dst, 0, bytes);
 }

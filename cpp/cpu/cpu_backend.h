@@ -17,6 +17,7 @@ class CpuBackend final : public Backend {
   void deallocate(void* p) override;
   void copy_to_device(void* dst, const void* host_src, size_t bytes) override;
   void copy_to_host(void* host_dst, const void* src, size_t bytes) override;
+  void copy_on_device(void* dst, const void* src, size_t bytes) override;
   void fill_zero(void* dst, size_t bytes) override;
 
 #define CUSTOMML_OP(ret, name, params) ret name params override;

@@ -8,16 +8,14 @@
 #include <stdexcept>
 #include <string>
 
-#include "network.h"
-#include "network_internal.h"
+#include "trainer.h"
 
 namespace customml {
 
-void Network::set_fake_quantization(int64_t layer, bool per_channel, bool inputs, float momentum) {
+void Trainer::set_fake_quantization(int64_t layer, bool per_channel, bool inputs, float momentum) {
   if (!(momentum >= 0.0f && momentum < 1.0f))
     throw std::invalid_argument("[set_fake_quantization] momentum must be in [0, 1), got " + std::to_string(momentum));
-  std::unique_lock<WriterPreferringLock> lock(mutex_);
-  LayerPlan& p = dense_plan("set_fake_quantization", layer);
+  const DenseLayerState& p = model_.dense("set_fake_quantization", layer);
   auto f = std::make_unique<FakeQuant>(backend_);
   f->per_channel = per_channel;
   f->inputs = inputs;
@@ -27,39 +25,38 @@ void Network::set_fake_quantization(int64_t layer, bool per_channel, bool inputs
   f->w_scale.reserve(static_cast<size_t>(per_channel ? p.out : 1));
   f->x_scale.reserve(1);
   f->x_zero.reserve(1);
-  p.fake = std::move(f);
+  fake_[static_cast<size_t>(layer)] = std::move(f);
 }
 
-void Network::clear_fake_quantization(int64_t layer) {
-  std::unique_lock<WriterPreferringLock> lock(mutex_);
-  dense_plan("clear_fake_quantization", layer).fake.reset();
+void Trainer::clear_fake_quantization(int64_t layer) {
+  model_.dense("clear_fake_quantization", layer);
+  fake_[static_cast<size_t>(layer)].reset();
 }
 
-std::pair<double, double> Network::fake_input_range(int64_t layer) const {
-  std::shared_lock<WriterPreferringLock> lock(mutex_);
-  const LayerPlan& p = dense_plan("fake_input_range", layer);
-  if (!p.fake)
-    throw std::invalid_argument("[fake_input_range] layer " + std::to_string(layer) + " is not fake-quantized");
-  return {p.fake->lo, p.fake->hi};
+std::pair<double, double> Trainer::fake_input_range(int64_t layer) const {
+  model_.dense("fake_input_range", layer);
+  const FakeQuant* f = fake_[static_cast<size_t>(layer)].get();
+  if (!f) throw std::invalid_argument("[fake_input_range] layer " + std::to_string(layer) + " is not fake-quantized");
+  return {f->lo, f->hi};
 }
 
 namespace {
 // The host copy of n device floats: the device memory itself where the host can address it.
-const float* on_host(Backend* be, FakeQuant& f, const float* src, int64_t n) {
+const float* on_host(Backend* be, std::vector<float>& staging, const float* src, int64_t n) {
   if (be->host_addressable()) return src;
-  f.host.resize(static_cast<size_t>(n));
-  be->copy_to_host(f.host.data(), src, sizeof(float) * f.host.size());
-  return f.host.data();
+  staging.resize(static_cast<size_t>(n));
+  be->copy_to_host(staging.data(), src, sizeof(float) * staging.size());
+  return staging.data();
 }
 }  // namespace
 
-const float* Network::fake_weights(size_t l) const {
-  LayerPlan& p = *plans_[l];
-  FakeQuant& f = *p.fake;
-  const float* w = params_.data() + weight_offsets_[l];
+const float* Trainer::fake_weights(size_t l) {
+  const DenseLayerState& p = *model_.dense_state(l);
+  FakeQuant& f = *fake_[l];
+  const float* w = model_.params() + model_.weight_offsets()[l];
   // Symmetric int8 scales from this step's weights: max |w| / 127 per output column (or
   // over the kernel); an all-zero column gets 1, as customml.quantize.quantize_weights.
-  const float* hw = on_host(backend_, f, w, p.in * p.out);
+  const float* hw = on_host(backend_, f.host, w, p.in * p.out);
   const int64_t n_scales = f.per_channel ? p.out : 1;
   std::vector<float> amax(static_cast<size_t>(n_scales), 0.0f);
   for (int64_t i = 0; i < p.in; ++i)
@@ -75,11 +72,11 @@ const float* Network::fake_weights(size_t l) const {
   return f.w.data();
 }
 
-const float* Network::fake_input(size_t l, const float* input, int64_t b) const {
-  LayerPlan& p = *plans_[l];
-  FakeQuant& f = *p.fake;
+const float* Trainer::fake_input(size_t l, const float* input, int64_t b) {
+  const DenseLayerState& p = *model_.dense_state(l);
+  FakeQuant& f = *fake_[l];
   if (!f.inputs) return input;
-  const float* hx = on_host(backend_, f, input, b * p.in);
+  const float* hx = on_host(backend_, f.host, input, b * p.in);
   float lo = 0.0f, hi = 0.0f;
   for (int64_t i = 0; i < b * p.in; ++i) {
     lo = std::min(lo, hx[i]);

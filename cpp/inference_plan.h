@@ -1,0 +1,94 @@
+#pragma once
+// Defines: InferenceWorkspace (the buffers of one inference batch) and InferencePlan, a
+// model prepared for inference (DESIGN decision 5): its own copy of the weights, packed for
+// the device's GEMM where it has a layout, int8 layers packed for gemm_s8, sparse layers in
+// their format, the preprocessing folded into the first Dense layer where that is exact
+// enough. Immutable while published, so any number of threads run it at once while the
+// model it came from changes; after a weight change the Network rebuilds the plan that
+// readers have let go of, in place (its device memory reused), and publishes it.
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "backend.h"
+#include "model.h"
+#include "packed_weights.h"
+
+namespace customml {
+
+struct InferenceWorkspace {
+  InferenceWorkspace(Backend* be, size_t n_layers);
+  ~InferenceWorkspace() { clear_graphs(); }
+  InferenceWorkspace(const InferenceWorkspace&) = delete;
+  InferenceWorkspace& operator=(const InferenceWorkspace&) = delete;
+  void clear_graphs();
+
+  Backend* backend;
+  Buffer<float> input;             // (rows, input_dim): a batch staged on devices the host cannot address
+  std::vector<Buffer<float>> act;  // act[l]: (rows, width_l), layer l's output
+  // Int8: quantized activations (rows, max_width) ping-ponging between layers, and the
+  // per-row scales and zero points of dynamic quantization (rows).
+  Buffer<uint8_t> q_a, q_b;
+  Buffer<float> q_scale;
+  Buffer<int32_t> q_zero;
+  // Passes run with this workspace: odd ones visit the packed layers' columns last to
+  // first (Backend::dense_forward_packed), so that the weights a pass read last, still in
+  // L2, are what the next pass reads first.
+  uint64_t passes = 0;
+  // Inference graphs by batch rows, with the output each leaves its result in; valid for
+  // the plan (by generation) and the row capacity they were recorded at (a new plan or a
+  // grown buffer moves what they point to).
+  struct Graph {
+    void* handle = nullptr;
+    const float* output = nullptr;
+  };
+  std::map<int64_t, Graph> graphs;
+  uint64_t graph_generation = 0;
+  int64_t graph_rows = 0;
+};
+
+class InferencePlan {
+ public:
+  InferencePlan(Backend* backend, size_t n_layers);
+  ~InferencePlan();
+  InferencePlan(const InferencePlan&) = delete;
+  InferencePlan& operator=(const InferencePlan&) = delete;
+  // Prepares the model's current weights, formats and quantization, with Dense products
+  // in `precision`; generation tells builds apart (graphs are recorded for one). Device
+  // memory of earlier builds is reused, so a warm rebuild allocates none.
+  void build(const Model& model, Precision precision, uint64_t generation);
+  uint64_t generation() const { return generation_; }
+
+  // Grows ws to hold batches of `rows` rows (no-op once it does).
+  void reserve(InferenceWorkspace& ws, int64_t rows) const;
+  // input: (b, input_dim) on the device -> the output (b, output_dim), in ws or, when
+  // given, in out (the last layer writes straight into it).
+  const float* forward(InferenceWorkspace& ws, const float* input, int64_t b, float* out) const;
+
+ private:
+  // A Dense layer as inference runs it.
+  struct Layer;
+  bool fold_preprocessing(Layer& p, size_t l, const Model& model);
+  void prepare_int8(Layer& p, const QuantizedLayer& q);
+  void prepare_sparse(Layer& p, size_t l);
+  // The layer-by-layer float forward (training's arithmetic, without dropout), for models
+  // with nothing prepared: a device without a packed GEMM layout and no int8 or sparse layer.
+  const float* forward_plain(InferenceWorkspace& ws, const float* input, int64_t b, float* out) const;
+  const float* forward_prepared(InferenceWorkspace& ws, const float* input, int64_t b, float* out) const;
+
+  Backend* backend_;
+  uint64_t generation_ = 0;
+  Precision precision_ = Precision::fp32;
+  int64_t input_dim_ = 0, max_width_ = 0;
+  std::vector<LayerSpec::Kind> kinds_;
+  std::vector<Activation> activations_;
+  std::vector<int64_t> widths_, weight_offsets_, bias_offsets_, affine_offsets_;
+  Buffer<float> params_, affine_;  // copies of the model's
+  bool prepared_ = false;          // forward_prepared, else forward_plain
+  bool quantized_ = false;
+  std::vector<std::unique_ptr<Layer>> layers_;  // null but for Dense layers once prepared
+};
+
+}  // namespace customml

@@ -1,0 +1,521 @@
+#include "trainer.h"
+
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "ops.h"
+
+namespace customml {
+
+LossKind parse_loss(const std::string& name) {
+  for (LossKind k : {LossKind::softmax_cross_entropy, LossKind::binary_cross_entropy, LossKind::mse})
+    if (name == loss_name(k)) return k;
+  throw std::invalid_argument("unknown loss '" + name +
+                              "'; expected softmax_cross_entropy, binary_cross_entropy or mse");
+}
+
+const char* loss_name(LossKind k) {
+  switch (k) {
+    case LossKind::softmax_cross_entropy: return "softmax_cross_entropy";
+    case LossKind::binary_cross_entropy: return "binary_cross_entropy";
+    case LossKind::mse: return "mse";
+  }
+  return "?";
+}
+
+// The buffers of one training (or evaluation) batch of up to `rows` rows. Device buffers
+// are host-addressable on the cpu backend, so batches are gathered straight into them.
+struct Trainer::Workspace {
+  Workspace(Backend* be, size_t n_layers)
+      : input(be), grad_a(be), grad_b(be), targets(be), labels(be), row_weights(be) {
+    for (size_t l = 0; l < n_layers; ++l) {
+      act.emplace_back(be);
+      preact.emplace_back(be);
+    }
+    layer_in.resize(n_layers);
+    layer_w.resize(n_layers);
+  }
+  Buffer<float> input;                // (rows, input_dim)
+  std::vector<Buffer<float>> act;     // act[l]: (rows, width_l), layer l's output
+  std::vector<Buffer<float>> preact;  // preact[l]: (rows, width_l), gelu layers only
+  Buffer<float> grad_a, grad_b;       // (rows, max_width): backward ping-pong
+  Buffer<float> targets;              // (rows, output_dim): mse and binary cross-entropy
+  Buffer<int32_t> labels;             // (rows): classification labels
+  Buffer<float> row_weights;          // (rows): the batch's sample weights, when fit has them
+  // Host staging of a batch for devices whose memory the host cannot address.
+  std::vector<float> host_input, host_targets, host_row_weights;
+  std::vector<int32_t> host_labels;
+  // layer_in[l]: what layer l read in the last forward pass (a pass-through dropout
+  // leaves its own act buffer unwritten, so backward must not assume act[l - 1]).
+  std::vector<const float*> layer_in;
+  // layer_w[l]: the kernel Dense layer l multiplied by in the last forward pass: its own,
+  // or its fake-quantized copy under quantization-aware training.
+  std::vector<const float*> layer_w;
+};
+
+Trainer::Trainer(Model& model)
+    : model_(model),
+      backend_(model.backend()),
+      grads_(backend_),
+      state_a_(backend_),
+      state_b_(backend_),
+      state_c_(backend_),
+      class_weights_(backend_),
+      metrics_(backend_),
+      ws_(std::make_unique<Workspace>(backend_, model.layers().size())),
+      eval_ws_(std::make_unique<InferenceWorkspace>(backend_, model.layers().size())) {
+  fake_.resize(model.layers().size());
+  grads_.reserve(static_cast<size_t>(model.num_params()));
+  plan_updates();
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::plan_updates() {
+  const std::vector<LayerSpec>& layers = model_.layers();
+  update_ranges_.clear();
+  lowest_trainable_ = layers.size();
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const LayerSpec& s = layers[l];
+    if (s.kind != LayerSpec::Kind::dense) continue;
+    const int64_t begin = model_.weight_offsets()[l], end = model_.bias_offsets()[l] + s.units;
+    if (!s.trainable) {
+      backend_->fill_zero(grads_.data() + begin, sizeof(float) * static_cast<size_t>(end - begin));
+      continue;
+    }
+    if (lowest_trainable_ == layers.size()) lowest_trainable_ = l;
+    // Layers are laid out back to back, so adjacent trainable layers make one range.
+    if (update_ranges_.empty() || update_ranges_.back().end != begin) update_ranges_.push_back({begin, begin, {}});
+    UpdateRange& r = update_ranges_.back();
+    r.end = end;
+    // Biases take no weight decay (DESIGN decision 2).
+    r.no_decay.push_back({model_.bias_offsets()[l] - r.begin, end - r.begin});
+  }
+}
+
+void Trainer::run_optimizer() {
+  // One fused pass per run of trainable layers (usually one: the layers above a frozen
+  // base); frozen parameters and their state are never touched, so they stay bit-identical
+  // whatever the weight decay.
+  float* params = model_.params();
+  for (const UpdateRange& r : update_ranges_) {
+    const int64_t n = r.end - r.begin, nd = static_cast<int64_t>(r.no_decay.size());
+    if (opt_.kind == OptimizerConfig::Kind::adam) {
+      AdamConfig c = opt_.adam;
+      c.step = step_;
+      backend_->adam_update(params + r.begin, state_a_.data() + r.begin, state_b_.data() + r.begin,
+                            c.amsgrad ? state_c_.data() + r.begin : nullptr, grads_.data() + r.begin, n,
+                            r.no_decay.data(), nd, c);
+    } else {
+      backend_->sgd_update(params + r.begin, opt_.sgd.momentum != 0.0f ? state_a_.data() + r.begin : nullptr,
+                           grads_.data() + r.begin, n, r.no_decay.data(), nd, opt_.sgd);
+    }
+  }
+}
+
+int Trainer::state_slots() const {
+  if (!compiled_) return 0;
+  if (opt_.kind == OptimizerConfig::Kind::adam) return opt_.adam.amsgrad ? 3 : 2;
+  return opt_.sgd.momentum != 0.0f ? 1 : 0;
+}
+
+const Buffer<float>& Trainer::state_buffer(int slot, int64_t offset, int64_t n) const {
+  const int slots = state_slots();
+  if (slot < 0 || slot >= slots)
+    throw std::out_of_range("[Network] optimizer state slot " + std::to_string(slot) + " is outside [0, " +
+                            std::to_string(slots) + ")" + (compiled_ ? "" : " (the network is not compiled)"));
+  if (offset < 0 || n < 0 || offset + n > model_.num_params())
+    throw std::out_of_range("[Network] optimizer state range [" + std::to_string(offset) + ", " +
+                            std::to_string(offset + n) + ") is outside [0, " + std::to_string(model_.num_params()) +
+                            ")");
+  return slot == 0 ? state_a_ : slot == 1 ? state_b_ : state_c_;
+}
+
+void Trainer::read_state(float* dst, int slot, int64_t offset, int64_t n) const {
+  const Buffer<float>& b = state_buffer(slot, offset, n);
+  backend_->copy_to_host(dst, b.data() + offset, sizeof(float) * static_cast<size_t>(n));
+}
+
+void Trainer::write_state(const float* src, int slot, int64_t offset, int64_t n) {
+  const Buffer<float>& b = state_buffer(slot, offset, n);
+  backend_->copy_to_device(b.data() + offset, src, sizeof(float) * static_cast<size_t>(n));
+}
+
+void Trainer::set_loss_scale(double scale, int64_t good_steps) {
+  if (!(std::isfinite(scale) && scale > 0.0) || good_steps < 0 || good_steps >= kLossScaleGrowthInterval)
+    throw std::invalid_argument("[Network] loss scale must be finite and > 0 with good steps in [0, " +
+                                std::to_string(kLossScaleGrowthInterval) + ")");
+  loss_scale_ = scale;
+  good_steps_ = good_steps;
+}
+
+void Trainer::set_step(int64_t step) {
+  if (step < 0) throw std::invalid_argument("[Network] step must be >= 0, got " + std::to_string(step));
+  if (!compiled_) throw std::invalid_argument("[Network] set_step needs a compiled network (compile resets the step)");
+  step_ = step;
+}
+
+void Trainer::set_learning_rate(float lr) {
+  if (!(std::isfinite(lr) && lr >= 0.0f))
+    throw std::invalid_argument("[set_learning_rate] learning_rate must be finite and >= 0, got " + std::to_string(lr));
+  opt_.sgd.lr = lr;
+  opt_.adam.lr = lr;
+}
+
+float Trainer::learning_rate() const {
+  return opt_.kind == OptimizerConfig::Kind::adam ? opt_.adam.lr : opt_.sgd.lr;
+}
+
+double Trainer::kernel_penalty(bool with_grad) {
+  const std::vector<LayerSpec>& layers = model_.layers();
+  double penalty = 0.0;
+  int64_t width = model_.input_dim();
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const LayerSpec& s = layers[l];
+    if (s.kind != LayerSpec::Kind::dense) continue;
+    // A frozen layer's penalty still counts in the loss (as in Keras) but takes no gradient.
+    const int64_t w = model_.weight_offsets()[l];
+    if (s.l1 > 0.0f || s.l2 > 0.0f)
+      penalty += backend_->l1_l2_penalty(with_grad && s.trainable ? grads_.data() + w : nullptr, model_.params() + w,
+                                         width * s.units, s.l1, s.l2);
+    width = s.units;
+  }
+  return penalty;
+}
+
+void Trainer::compile(const LossConfig& loss, const OptimizerConfig& opt, Precision precision) {
+  if (!backend_->supports(precision))
+    throw std::invalid_argument(std::string("[compile] precision '") + precision_name(precision) +
+                                "' is not supported on device '" + backend_->name() +
+                                "' (tf32, bf16 and fp16 run on CUDA tensor cores)");
+  const int64_t out = model_.output_dim();
+  if (loss.kind == LossKind::binary_cross_entropy && out != 1)
+    throw std::invalid_argument("[compile] loss 'binary_cross_entropy' needs one output unit, the last layer has " +
+                                std::to_string(out));
+  if (loss.kind == LossKind::softmax_cross_entropy && !loss.class_weights.empty() &&
+      static_cast<int64_t>(loss.class_weights.size()) != out)
+    throw std::invalid_argument("[compile] class_weights has " + std::to_string(loss.class_weights.size()) +
+                                " entries but the model has " + std::to_string(out) + " classes");
+  for (size_t c = 0; c < loss.class_weights.size(); ++c)
+    if (!(std::isfinite(loss.class_weights[c]) && loss.class_weights[c] >= 0.0f))
+      throw std::invalid_argument("[compile] class_weights[" + std::to_string(c) + "] must be finite and >= 0");
+  if (!(loss.label_smoothing >= 0.0f && loss.label_smoothing <= 1.0f))
+    throw std::invalid_argument("[compile] label_smoothing must be in [0, 1]");
+  if (opt.kind == OptimizerConfig::Kind::sgd) ops::check_sgd_config("compile", opt.sgd);
+  else ops::check_adam_config("compile", opt.adam);
+  if (!(std::isfinite(opt.clip_norm) && opt.clip_norm >= 0.0f))
+    throw std::invalid_argument("[compile] clipnorm must be finite and > 0");
+
+  loss_ = loss;
+  opt_ = opt;
+  const size_t n = static_cast<size_t>(model_.num_params());
+  auto zeroed = [&](Buffer<float>& b) {
+    b.reserve(n);
+    backend_->fill_zero(b.data(), sizeof(float) * n);
+  };
+  if (opt.kind == OptimizerConfig::Kind::adam) {
+    zeroed(state_a_);
+    zeroed(state_b_);
+    if (opt.adam.amsgrad) zeroed(state_c_);
+  } else if (opt.sgd.momentum != 0.0f) {
+    zeroed(state_a_);
+  }
+  if (!loss.class_weights.empty()) {
+    class_weights_.reserve(loss.class_weights.size());
+    backend_->copy_to_device(class_weights_.data(), loss.class_weights.data(), sizeof(float) * loss.class_weights.size());
+  }
+  precision_ = precision;
+  loss_scale_ = kInitialLossScale;
+  good_steps_ = 0;
+  step_ = 0;
+  compiled_ = true;
+  metrics_.clear_choice();
+}
+
+void Trainer::choose_metrics(const MetricStats& stats) {
+  if (!compiled_) throw std::runtime_error("[compile] the model must be compiled before choosing metrics");
+  const bool classification = loss_.kind != LossKind::mse;
+  if ((stats.confusion || stats.scores) && !classification)
+    throw std::invalid_argument("[compile] classification metrics need a classification loss, not mse");
+  if (stats.regression && classification)
+    throw std::invalid_argument(std::string("[compile] regression metrics need the loss mse, not ") +
+                                loss_name(loss_.kind));
+  metrics_.choose(stats, model_.output_dim());
+}
+
+void Trainer::check_targets(const void* y, const int64_t* index, int64_t b) const {
+  if (loss_.kind == LossKind::mse) return;
+  const int32_t* labels = static_cast<const int32_t*>(y);
+  const int64_t classes = loss_.kind == LossKind::binary_cross_entropy ? 2 : model_.output_dim();
+  for (int64_t i = 0; i < b; ++i) {
+    const int64_t r = index ? index[i] : i;
+    if (labels[r] < 0 || labels[r] >= classes)
+      throw std::out_of_range("y[" + std::to_string(r) + "] = " + std::to_string(labels[r]) + " is outside [0, " +
+                              std::to_string(classes) + ")");
+  }
+}
+
+void Trainer::check_inputs(const char* op, const Tensor& x, const Tensor* y, const Tensor* sample_weight) const {
+  const std::string pre = std::string("[") + op + "] ";
+  const int64_t input_dim = model_.input_dim(), output_dim = model_.output_dim();
+  if (x.dtype() != DType::f32) throw TypeError(pre + "x must be float32, got " + dtype_name(x.dtype()));
+  if (x.ndim() != 2) throw std::invalid_argument(pre + "x must be 2-D (samples, features), got shape " + x.shape_str());
+  if (!x.is_contiguous()) throw std::invalid_argument(pre + "x must be C-contiguous");
+  if (x.dim(1) != input_dim)
+    throw std::invalid_argument(pre + "x has " + std::to_string(x.dim(1)) + " features but the model expects " +
+                                std::to_string(input_dim));
+  if (sample_weight) {
+    if (sample_weight->dtype() != DType::f32)
+      throw TypeError(pre + "sample_weight must be float32, got " + dtype_name(sample_weight->dtype()));
+    if (sample_weight->shape() != std::vector<int64_t>{x.dim(0)} || !sample_weight->is_contiguous())
+      throw std::invalid_argument(pre + "sample_weight has shape " + sample_weight->shape_str() +
+                                  "; expected a C-contiguous array of shape (" + std::to_string(x.dim(0)) + ",)");
+  }
+  if (!y) return;
+  if (!y->is_contiguous()) throw std::invalid_argument(pre + "y must be C-contiguous");
+  if (compiled_ && loss_.kind == LossKind::mse) {
+    if (y->dtype() != DType::f32) throw TypeError(pre + "y must be float32 for loss 'mse', got " + dtype_name(y->dtype()));
+    if (y->shape() != std::vector<int64_t>{x.dim(0), output_dim})
+      throw std::invalid_argument(pre + "y has shape " + y->shape_str() + ", expected (" + std::to_string(x.dim(0)) +
+                                  ", " + std::to_string(output_dim) + ")");
+  } else {
+    if (y->dtype() != DType::i32) throw TypeError(pre + "y (class labels) must be int32, got " + dtype_name(y->dtype()));
+    if (y->shape() != std::vector<int64_t>{x.dim(0)})
+      throw std::invalid_argument(pre + "y has shape " + y->shape_str() + " but x has " + std::to_string(x.dim(0)) +
+                                  " rows");
+  }
+}
+
+void Trainer::stage_batch(const float* x, const void* y, const float* sample_weight, const int64_t* index,
+                          int64_t start, int64_t b) {
+  Workspace& ws = *ws_;
+  // Rows are gathered straight into host-addressable device buffers; elsewhere into
+  // host staging buffers that are then copied over.
+  const bool direct = backend_->host_addressable();
+  const int64_t input_dim = model_.input_dim(), out = model_.output_dim();
+  auto row = [&](int64_t i) { return index ? index[i] : start + i; };
+  const size_t in_bytes = sizeof(float) * static_cast<size_t>(b * input_dim);
+  if (!direct) ws.host_input.resize(static_cast<size_t>(b * input_dim));
+  float* in = direct ? ws.input.data() : ws.host_input.data();
+  for (int64_t i = 0; i < b; ++i)
+    std::memcpy(in + i * input_dim, x + row(i) * input_dim, sizeof(float) * static_cast<size_t>(input_dim));
+  if (!direct) backend_->copy_to_device(ws.input.data(), in, in_bytes);
+  if (sample_weight) {
+    if (!direct) ws.host_row_weights.resize(static_cast<size_t>(b));
+    float* w = direct ? ws.row_weights.data() : ws.host_row_weights.data();
+    for (int64_t i = 0; i < b; ++i) w[i] = sample_weight[row(i)];
+    if (!direct) backend_->copy_to_device(ws.row_weights.data(), w, sizeof(float) * static_cast<size_t>(b));
+  }
+  if (!y) return;
+  const bool float_targets = loss_.kind != LossKind::softmax_cross_entropy;
+  const size_t n_targets = static_cast<size_t>(loss_.kind == LossKind::mse ? b * out : b);
+  if (!direct) {
+    ws.host_targets.resize(n_targets);
+    ws.host_labels.resize(static_cast<size_t>(b));
+  }
+  float* targets = direct ? ws.targets.data() : ws.host_targets.data();
+  int32_t* labels = direct ? ws.labels.data() : ws.host_labels.data();
+  if (loss_.kind == LossKind::mse) {
+    const float* t = static_cast<const float*>(y);
+    for (int64_t i = 0; i < b; ++i)
+      std::memcpy(targets + i * out, t + row(i) * out, sizeof(float) * static_cast<size_t>(out));
+  } else {
+    const int32_t* src = static_cast<const int32_t*>(y);
+    for (int64_t i = 0; i < b; ++i) labels[i] = src[row(i)];
+    // Binary cross-entropy takes its 0/1 labels as float targets too (accuracy uses the labels).
+    if (float_targets)
+      for (int64_t i = 0; i < b; ++i) targets[i] = static_cast<float>(labels[i]);
+  }
+  if (direct) return;
+  if (float_targets) backend_->copy_to_device(ws.targets.data(), targets, sizeof(float) * n_targets);
+  if (loss_.kind != LossKind::mse)
+    backend_->copy_to_device(ws.labels.data(), labels, sizeof(int32_t) * static_cast<size_t>(b));
+}
+
+const float* Trainer::forward(int64_t b) {
+  Workspace& ws = *ws_;
+  const std::vector<LayerSpec>& layers = model_.layers();
+  const float* params = model_.params();
+  const float* cur = ws.input.data();
+  int64_t width = model_.input_dim();
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const LayerSpec& s = layers[l];
+    ws.layer_in[l] = cur;
+    float* dst = ws.act[l].data();
+    if (s.kind == LayerSpec::Kind::affine) {
+      const float* scale = model_.affine() + model_.affine_offset(l);
+      backend_->feature_affine(dst, cur, scale, scale + width, b, width);
+    } else if (s.kind == LayerSpec::Kind::dense) {
+      float* z = activation_needs_preact(s.activation) ? ws.preact[l].data() : nullptr;
+      const float* w = params + model_.weight_offsets()[l];
+      if (fake_[l]) {
+        w = fake_weights(l);
+        cur = fake_input(l, cur, b);
+        ws.layer_in[l] = cur;
+      }
+      ws.layer_w[l] = w;
+      backend_->dense_forward(dst, z, cur, w, params + model_.bias_offsets()[l], {b, width, s.units, precision_},
+                              s.activation);
+      width = s.units;
+    } else if (s.rate > 0.0f) {
+      // One stream per (step, layer): no two masks share random numbers.
+      backend_->dropout(dst, cur, b * width, s.rate, seed_, static_cast<uint64_t>(step_) * layers.size() + l);
+    } else {
+      continue;  // a dropout of rate 0 is the identity: pass cur through
+    }
+    cur = dst;
+  }
+  return cur;
+}
+
+double Trainer::loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad) {
+  Workspace& ws = *ws_;
+  const int64_t out = model_.output_dim();
+  float* grad = with_grad ? ws.grad_a.data() : nullptr;
+  double loss = 0.0;
+  switch (loss_.kind) {
+    case LossKind::softmax_cross_entropy:
+      loss = backend_->softmax_cross_entropy(grad, logits, ws.labels.data(),
+                                             loss_.class_weights.empty() ? nullptr : class_weights_.data(),
+                                             row_weights, b, out, loss_.label_smoothing);
+      break;
+    case LossKind::binary_cross_entropy:
+      loss = backend_->binary_cross_entropy_with_logits(grad, logits, ws.targets.data(), row_weights, b, 1);
+      break;
+    case LossKind::mse:
+      loss = backend_->mse(grad, logits, ws.targets.data(), row_weights, b, out);
+      break;
+  }
+  metrics_.add_loss(loss, b);
+  if (loss_.kind != LossKind::mse) metrics_.add_correct(backend_->count_correct(logits, ws.labels.data(), b, out));
+  metrics_.record(logits, {ws.labels.data(), ws.targets.data(), ws.host_labels.data(), ws.host_targets.data()}, b);
+  return loss;
+}
+
+namespace {
+// Grows the per-layer buffers to hold `rows` rows; no-op once it is large enough.
+void reserve_rows(std::vector<Buffer<float>>& act, std::vector<Buffer<float>>& preact,
+                  const std::vector<LayerSpec>& layers, const std::vector<int64_t>& widths, int64_t rows) {
+  const size_t r = static_cast<size_t>(rows);
+  for (size_t l = 0; l < layers.size(); ++l) {
+    act[l].reserve(r * static_cast<size_t>(widths[l]));
+    if (layers[l].kind == LayerSpec::Kind::dense && activation_needs_preact(layers[l].activation))
+      preact[l].reserve(r * static_cast<size_t>(widths[l]));
+  }
+}
+}  // namespace
+
+double Trainer::train_batch(const float* x, const void* y, const float* sample_weight, int64_t n,
+                            const int64_t* index, int64_t b) {
+  if (!compiled_) throw std::runtime_error("[fit] the model must be compiled before training");
+  if (b < 1) throw std::invalid_argument("[fit] a batch needs at least one row");
+  for (int64_t i = 0; i < b; ++i)
+    if (index[i] < 0 || index[i] >= n)
+      throw std::out_of_range("[fit] batch index " + std::to_string(index[i]) + " is outside [0, " +
+                              std::to_string(n) + ")");
+  check_targets(y, index, b);
+  if (sample_weight)
+    for (int64_t i = 0; i < b; ++i)
+      if (!(std::isfinite(sample_weight[index[i]]) && sample_weight[index[i]] >= 0.0f))
+        throw std::invalid_argument("[fit] sample_weight[" + std::to_string(index[i]) + "] = " +
+                                    std::to_string(sample_weight[index[i]]) + " must be finite and >= 0");
+  if (model_.any_quantized())
+    throw std::runtime_error(
+        "[fit] a quantized model cannot be trained: fine-tune the float model (or quantize.qat) and quantize again");
+  Workspace& ws = *ws_;
+  const std::vector<LayerSpec>& layers = model_.layers();
+  const int64_t input_dim = model_.input_dim(), out = model_.output_dim(), num_params = model_.num_params();
+  const size_t rows = static_cast<size_t>(b);
+  reserve_rows(ws.act, ws.preact, layers, model_.widths(), b);
+  ws.input.reserve(rows * static_cast<size_t>(input_dim));
+  ws.grad_a.reserve(rows * static_cast<size_t>(model_.max_width()));
+  ws.grad_b.reserve(rows * static_cast<size_t>(model_.max_width()));
+  ws.targets.reserve(rows * static_cast<size_t>(out));
+  ws.labels.reserve(rows);
+  if (sample_weight) ws.row_weights.reserve(rows);
+  stage_batch(x, y, sample_weight, index, 0, b);
+
+  const float* logits = forward(b);
+  const double loss = loss_and_count(logits, sample_weight ? ws.row_weights.data() : nullptr, b, true);
+  const bool scaled = precision_ == Precision::fp16;
+  if (scaled) backend_->scale(ws.grad_a.data(), b * out, loss_scale_);
+
+  // Backward: gradient w.r.t. each layer's output in cur, ping-ponging between two
+  // buffers; dense layers overwrite it with dz in place.
+  // Backward stops at the lowest trainable dense layer: nothing below it needs a
+  // gradient (the layers before the first dense layer have no parameters at all).
+  float* cur = ws.grad_a.data();
+  float* other = ws.grad_b.data();
+  for (size_t l = layers.size(); l-- > lowest_trainable_;) {
+    const LayerSpec& s = layers[l];
+    const int64_t in_width = l == 0 ? input_dim : model_.widths()[l - 1];
+    const bool need_dx = l > lowest_trainable_;
+    if (s.kind == LayerSpec::Kind::dense) {
+      float* dx = need_dx ? other : nullptr;
+      // A frozen layer above it passes the gradient on without the weight-gradient work.
+      // The kernel is the one the forward pass used (fake-quantized under QAT).
+      backend_->dense_backward(dx, s.trainable ? grads_.data() + model_.weight_offsets()[l] : nullptr,
+                               s.trainable ? grads_.data() + model_.bias_offsets()[l] : nullptr, cur, cur,
+                               ws.layer_in[l], ws.layer_w[l], ws.act[l].data(), ws.preact[l].data(),
+                               {b, in_width, s.units, precision_}, s.activation);
+      if (!need_dx) break;
+      float* t = cur;
+      cur = other;
+      other = t;
+    } else {
+      if (!need_dx) break;
+      if (s.rate > 0.0f)
+        backend_->dropout(cur, cur, b * in_width, s.rate, seed_, static_cast<uint64_t>(step_) * layers.size() + l);
+    }
+  }
+
+  if (scaled) {
+    // The norm pass doubles as the overflow check (an infinite limit never clips).
+    const double norm = backend_->clip_by_global_norm(grads_.data(), num_params, INFINITY);
+    if (!std::isfinite(norm)) {
+      loss_scale_ *= 0.5;
+      good_steps_ = 0;
+      return loss;  // the step is skipped: no update, no penalty, and the step count stays
+    }
+    backend_->scale(grads_.data(), num_params, 1.0 / loss_scale_);
+    if (++good_steps_ == kLossScaleGrowthInterval) {
+      loss_scale_ *= 2.0;
+      good_steps_ = 0;
+    }
+  }
+  // The penalty belongs to the loss (as Keras reports it), so its gradient is added
+  // before clipping, at the weights the forward pass used (and to unscaled gradients).
+  double penalty = 0.0;
+  if (model_.regularized()) {
+    penalty = kernel_penalty(true);
+    metrics_.add_penalty(penalty, b);
+  }
+  if (opt_.clip_norm > 0.0f) backend_->clip_by_global_norm(grads_.data(), num_params, opt_.clip_norm);
+  ++step_;
+  run_optimizer();
+  model_.apply_masks();
+  return loss + penalty;
+}
+
+void Trainer::evaluate(const InferencePlan& plan, const float* x, const void* y, int64_t n, int64_t batch_size) {
+  if (!compiled_) throw std::runtime_error("[evaluate] the model must be compiled before evaluation");
+  if (batch_size < 1) throw std::invalid_argument("[evaluate] batch_size must be >= 1");
+  check_targets(y, nullptr, n);
+  Workspace& ws = *ws_;
+  const int64_t rows = n < batch_size ? n : batch_size;
+  plan.reserve(*eval_ws_, rows);
+  ws.input.reserve(static_cast<size_t>(rows * model_.input_dim()));
+  ws.targets.reserve(static_cast<size_t>(rows * model_.output_dim()));
+  ws.labels.reserve(static_cast<size_t>(rows));
+  for (int64_t start = 0; start < n; start += batch_size) {
+    const int64_t b = n - start < batch_size ? n - start : batch_size;
+    stage_batch(x, y, nullptr, nullptr, start, b);
+    loss_and_count(plan.forward(*eval_ws_, ws.input.data(), b, nullptr), nullptr, b, false);
+  }
+  // The weights are the same for every batch: one penalty, weighted by all n rows.
+  if (model_.regularized()) metrics_.add_penalty(kernel_penalty(false), n);
+}
+
+}  // namespace customml

@@ -1,0 +1,163 @@
+#pragma once
+// Defines: the loss and optimizer configurations and Trainer, what trains a Model: the
+// gradients and optimizer state, the step count and fp16 loss scale, quantization-aware
+// training, and the whole training step (forward, loss, backward, clipping, update, metric
+// statistics) as one call. No locking: the Network that owns it gives it exclusive access.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "backend.h"
+#include "inference_plan.h"
+#include "metric_accumulator.h"
+#include "model.h"
+
+namespace customml {
+
+enum class LossKind { softmax_cross_entropy, binary_cross_entropy, mse };
+LossKind parse_loss(const std::string& name);
+const char* loss_name(LossKind k);
+
+struct LossConfig {
+  LossKind kind = LossKind::softmax_cross_entropy;
+  float label_smoothing = 0.0f;
+  std::vector<float> class_weights;  // empty: unweighted
+};
+
+struct OptimizerConfig {
+  enum class Kind { sgd, adam };
+  Kind kind = Kind::adam;
+  SgdConfig sgd;
+  AdamConfig adam;  // adam.step is the trainer's, not the caller's
+  float clip_norm = 0.0f;  // global-norm clipping of the gradients; 0: off
+};
+
+class Trainer {
+ public:
+  explicit Trainer(Model& model);
+  ~Trainer();
+
+  // Sets the loss, the optimizer and the precision of the dense GEMMs (which the device
+  // must support), and clears the optimizer state, the step count, the loss scale and the
+  // choice of metric statistics.
+  void compile(const LossConfig& loss, const OptimizerConfig& opt, Precision precision);
+  bool compiled() const { return compiled_; }
+  Precision precision() const { return precision_; }
+  int64_t step() const { return step_; }
+  void set_step(int64_t step);
+  void set_seed(uint64_t seed) { seed_ = seed; }
+  // Applied to both optimizer configurations (the one compile set and the other, so a
+  // later compile with the other kind is not affected).
+  void set_learning_rate(float lr);
+  float learning_rate() const;
+  // fp16 training scales the loss by this before the backward pass so small gradients
+  // survive fp16's range; a step whose gradients overflow is skipped and halves it, and
+  // 2000 good steps in a row double it (torch.cuda.amp.GradScaler's defaults).
+  double loss_scale() const { return loss_scale_; }
+  int64_t loss_scale_good_steps() const { return good_steps_; }
+  void set_loss_scale(double scale, int64_t good_steps);
+
+  // Optimizer state slots, each num_params floats laid out as the parameters: adam m, v
+  // (and vmax with amsgrad); sgd with momentum, the velocity; none before compile.
+  int state_slots() const;
+  void read_state(float* dst, int slot, int64_t offset, int64_t n) const;
+  void write_state(const float* src, int slot, int64_t offset, int64_t n);
+
+  // Recomputes which parameter ranges the optimizer updates after a layer was frozen or
+  // unfrozen, and zeroes frozen layers' gradients.
+  void plan_updates();
+
+  // See Network::check_inputs.
+  void check_inputs(const char* op, const Tensor& x, const Tensor* y, const Tensor* sample_weight) const;
+  // See Network::train_batch.
+  double train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
+                     int64_t b);
+  // The forward pass of `plan` and the loss over all n rows in batches, into the metrics.
+  void evaluate(const InferencePlan& plan, const float* x, const void* y, int64_t n, int64_t batch_size);
+
+  // Chooses the metric statistics accumulated from the next batch on (after compile, which
+  // clears the choice) and zeroes them. confusion needs a classification loss, regression
+  // mse, scores a binary classifier (one logit, or two classes).
+  void choose_metrics(const MetricStats& stats);
+  MetricAccumulator& metrics() { return metrics_; }
+  const MetricAccumulator& metrics() const { return metrics_; }
+
+  // Quantization-aware training of Dense layer `layer` (trainer_qat.cpp); see
+  // Network::set_fake_quantization.
+  void set_fake_quantization(int64_t layer, bool per_channel, bool inputs, float momentum);
+  void clear_fake_quantization(int64_t layer);
+  std::pair<double, double> fake_input_range(int64_t layer) const;
+
+ private:
+  struct Workspace;
+  // Quantization-aware training of one Dense layer: what the training forward pass
+  // multiplies by instead of the float weights and inputs.
+  struct FakeQuant {
+    explicit FakeQuant(Backend* be) : w(be), w_codes(be), w_scale(be), x(be), x_codes(be), x_scale(be), x_zero(be) {}
+    bool per_channel = true;
+    bool inputs = true;      // fake-quantize the layer's input too (static uint8)
+    float momentum = 0.9f;   // of the moving averages of the input range
+    bool range_set = false;  // lo / hi hold a first batch's range
+    double lo = 0.0, hi = 0.0;
+    Buffer<float> w;          // (in, out): dequantize(quantize(weights))
+    Buffer<int8_t> w_codes;   // (in, out)
+    Buffer<float> w_scale;    // (out) or (1)
+    Buffer<float> x;          // (rows, in): dequantize(quantize(input))
+    Buffer<uint8_t> x_codes;  // (rows, in)
+    Buffer<float> x_scale;    // (1)
+    Buffer<int32_t> x_zero;   // (1)
+    std::vector<float> host;  // staging of weights or inputs for the ranges, on the host
+  };
+  void check_targets(const void* y, const int64_t* index, int64_t b) const;
+  // Gathers rows index (or start, start + 1, ...) of x, y and sample_weight (each may be
+  // null but x) into the workspace's device buffers.
+  void stage_batch(const float* x, const void* y, const float* sample_weight, const int64_t* index, int64_t start,
+                   int64_t b);
+  // The training forward pass (dropout, fake quantization) of the staged batch, keeping
+  // what backward needs; returns the output (b, output_dim).
+  const float* forward(int64_t b);
+  // row_weights: the staged sample weights, or null.
+  double loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad);
+  // The layers' L1/L2 kernel penalties at the current weights; with_grad also adds their
+  // gradients to grads_.
+  double kernel_penalty(bool with_grad);
+  void run_optimizer();
+  const Buffer<float>& state_buffer(int slot, int64_t offset, int64_t n) const;
+  // The fake-quantized kernel of Dense layer l, and its input (b, in) fake-quantized when
+  // the layer asks for it (else `input` itself).
+  const float* fake_weights(size_t l);
+  const float* fake_input(size_t l, const float* input, int64_t b);
+
+  Model& model_;
+  Backend* backend_;
+  Buffer<float> grads_, state_a_, state_b_, state_c_;  // state: m, v, vmax or velocity
+  Buffer<float> class_weights_;                        // the loss's class weights, on the device
+  Precision precision_ = Precision::fp32;
+  double loss_scale_ = kInitialLossScale;
+  int64_t good_steps_ = 0;
+  static constexpr double kInitialLossScale = 65536.0;
+  static constexpr int64_t kLossScaleGrowthInterval = 2000;
+  LossConfig loss_;
+  OptimizerConfig opt_;
+  bool compiled_ = false;
+  int64_t step_ = 0;
+  uint64_t seed_ = 0;
+  MetricAccumulator metrics_;
+  // The parameters the optimizer updates: maximal runs of trainable layers' [kernel,
+  // bias] ranges, each with its no-decay segments relative to its start; and the lowest
+  // trainable dense layer (layers.size() when none), below which backward stops.
+  struct UpdateRange {
+    int64_t begin = 0, end = 0;
+    std::vector<Segment> no_decay;
+  };
+  std::vector<UpdateRange> update_ranges_;
+  size_t lowest_trainable_ = 0;
+  std::unique_ptr<Workspace> ws_;
+  std::unique_ptr<InferenceWorkspace> eval_ws_;
+  std::vector<std::unique_ptr<FakeQuant>> fake_;  // per layer; set under QAT
+};
+
+}  // namespace customml
