@@ -87,6 +87,9 @@ class CudaBackend final : public dev::DeviceBackend {
     CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
     CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
+  void copy_on_device(void* dst, const void* src, size_t bytes) override {
+    if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
+  }
   void fill_zero(void* dst, size_t bytes) override {
     if (bytes) CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, stream_));
   }

@@ -56,6 +56,9 @@ class EmulatedCudaBackend final : public dev::DeviceBackend {
   void copy_to_host(void* host_dst, const void* src, size_t bytes) override {
     if (bytes) std::memcpy(host_dst, src, bytes);
   }
+  void copy_on_device(void* dst, const void* src, size_t bytes) override {
+    if (bytes) std::memcpy(dst, src, bytes);
+  }
   void fill_zero(void* dst, size_t bytes) override {
     if (bytes) std::memset(dst, 0, bytes);
   }
