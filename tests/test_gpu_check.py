@@ -1,10 +1,14 @@
-"""bench/gpu_report.py, the report writer of bench/gpu_check.sh, on canned stage results:
-a pytest-benchmark JSON of bench/bench_cuda.py cut short by its time limit, a benchmark
-that failed its agreement check, a skipped stage and a failed end-to-end workload."""
+"""bench/gpu_check.sh where there is no GPU (it must say so, write a report that records
+it and succeed, without building anything), and its report writer, bench/gpu_report.py,
+on canned stage results: a pytest-benchmark JSON of bench/bench_cuda.py cut short by its
+time limit, a benchmark that failed its agreement check, a skipped stage and a failed
+end-to-end workload."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +16,77 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "bench" / "gpu_check.sh"
 WRITER = REPO / "bench" / "gpu_report.py"
+DOWNSTREAM = ["build", "tests", "bench", "e2e"]
+
+
+def run_check(out: Path, path_prefix: str = "") -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHON=sys.executable)
+    if path_prefix:
+        env["PATH"] = path_prefix + os.pathsep + env["PATH"]
+    # Detection alone takes well under a second; a minute means it went on to build.
+    return subprocess.run(["bash", str(SCRIPT), str(out)], capture_output=True, text=True, env=env, timeout=60)
+
+
+def assert_no_gpu_report(out: Path, proc: subprocess.CompletedProcess, why: str) -> None:
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"no GPU: {why}" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1].startswith("GPU check: no_gpu")
+    report = json.loads((out / "report.json").read_text())
+    assert report["verdict"] == "no_gpu"
+    assert report["facts"]["no_gpu"].startswith(why)
+    assert [(s["stage"], s["status"]) for s in report["stages"]] == \
+        [("detect", "passed")] + [(name, "skipped") for name in DOWNSTREAM]
+    assert all(s["detail"].startswith("no GPU") for s in report["stages"][1:])
+    # nothing was built or run: no stage left a log or a result
+    assert not any((out / "logs").iterdir())
+    assert not any((out / name).exists() for name in ("tests.xml", "bench_cuda.json", "end_to_end.json"))
+    md = (out / "report.md").read_text()
+    assert md.startswith("# GPU check: no_gpu\n")
+    assert f"**No GPU**: {why}" in md
+    for name in DOWNSTREAM:
+        assert f"| {name} | skipped | - |" in md
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None,
+                    reason="this machine has nvidia-smi, so the script would run the whole GPU check; "
+                           "test_a_driver_without_a_device_is_no_gpu covers the no-GPU path here")
+def test_without_nvidia_smi_the_check_reports_no_gpu(tmp_path):
+    out = tmp_path / "out"
+    assert_no_gpu_report(out, run_check(out), "nvidia-smi not found")
+
+
+def test_a_driver_without_a_device_is_no_gpu(tmp_path):
+    # what nvidia-smi prints, and its status, where the driver is installed but not loaded
+    fake = tmp_path / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. "
+                    "Make sure that the latest NVIDIA driver is installed and running.\"\nexit 9\n")
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    assert_no_gpu_report(out, run_check(out, str(fake.parent)), "nvidia-smi failed: NVIDIA-SMI has failed because")
+
+
+def test_a_second_run_replaces_the_first_report(tmp_path):
+    out = tmp_path / "out"
+    (out / "logs").mkdir(parents=True)
+    (out / "bench_cuda.json").write_text("{}")
+    (out / "logs" / "build.log").write_text("an earlier run's build")
+    fake = tmp_path / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'No devices were found'\nexit 6\n")
+    fake.chmod(0o755)
+    proc = run_check(out, str(fake.parent))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not (out / "bench_cuda.json").exists() and not (out / "logs" / "build.log").exists()
+    assert json.loads((out / "report.json").read_text())["verdict"] == "no_gpu"
+
+
+def test_usage_error_exits_2(tmp_path):
+    proc = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("usage: bench/gpu_check.sh OUTDIR")
 
 
 # --- the report writer on canned input --------------------------------------------------------
