@@ -119,12 +119,12 @@ class Workload:
     result: Optional[Callable[[], object]] = None
 
 
-def customml_model(weights, compile_model: bool = True):
+def customml_model(weights, compile_model: bool = True, device: str = "cpu"):
     import customml as cm
 
     model = cm.Sequential([cm.layers.Dense(SIZES[1], activation="relu"),
                            cm.layers.Dense(SIZES[2], activation="relu"),
-                           cm.layers.Dense(SIZES[3])], input_dim=SIZES[0], device="cpu")
+                           cm.layers.Dense(SIZES[3])], input_dim=SIZES[0], device=device)
     model.set_weights(weights)
     if compile_model:
         model.compile(optimizer=cm.optimizers.Adam(LR), loss="softmax_cross_entropy")
@@ -144,12 +144,13 @@ def torch_model(weights):
     return net
 
 
-def train_step(impl: str, x, y, weights) -> Workload:
-    """STEPS Adam steps of batch BATCH over (x, y) in order, per call."""
+def train_step(impl: str, x, y, weights, device: str = "cpu") -> Workload:
+    """STEPS Adam steps of batch BATCH over (x, y) in order, per call (customml on the
+    device given; the peers on the CPU)."""
     if impl == "customml":
         # The model API has no single-step call: fit() over STEPS batches, one epoch
         # (its per-epoch overhead is part of what a user pays, and is measured here).
-        model = customml_model(weights)
+        model = customml_model(weights, device=device)
 
         def fn():
             model.fit(x, y, epochs=1, batch_size=BATCH, shuffle=False, verbose=0)
@@ -218,11 +219,12 @@ def train_step(impl: str, x, y, weights) -> Workload:
     return Workload(fn, lambda: params)
 
 
-def predict_b1(impl: str, x1, weights, threads: int, onnx_path: Optional[str] = None) -> Workload:
+def predict_b1(impl: str, x1, weights, threads: int, onnx_path: Optional[str] = None,
+               device: str = "cpu") -> Workload:
     """One sample through the MLP, from Python, into a preallocated output where the
-    library allows it."""
+    library allows it (customml on the device given; the peers on the CPU)."""
     if impl == "customml":
-        model = customml_model(weights, compile_model=False)
+        model = customml_model(weights, compile_model=False, device=device)
         out = np.empty((1, SIZES[-1]), np.float32)
         predict = model.predict
 
@@ -260,6 +262,36 @@ def predict_b1(impl: str, x1, weights, threads: int, onnx_path: Optional[str] = 
 def export_onnx(weights, path: str) -> str:
     customml_model(weights, compile_model=False).export_onnx(path)
     return path
+
+
+def numpy_trained_loss(x, y, weights) -> float:
+    """The loss after one call of NumPy's train_step from weights: what the others must reach."""
+    ref = train_step("numpy", x, y, weights)
+    ref.fn()
+    return mlp_loss(ref.result(), x, y)
+
+
+def check_train_step(impl: str, x, y, weights, ref_loss: float, device: str = "cpu") -> tuple[float, float]:
+    """(loss before, loss after) one call of the impl's train_step from weights; the call
+    must lower the loss and land within 1e-2 of NumPy's (ref_loss)."""
+    check = train_step(impl, x, y, weights, device)
+    check.fn()
+    loss0, loss = mlp_loss(weights, x, y), mlp_loss(check.result(), x, y)
+    # STEPS Adam steps from the same start in float32: the orderings of the sums differ by
+    # ~1e-6 relative per step, and Adam's normalized step keeps that from growing beyond
+    # ~1e-4 of the loss over 16 steps; 1e-2 catches a wrong gradient or update (order 1).
+    assert loss < loss0, f"{impl}: loss {loss:.4f} did not decrease from {loss0:.4f}"
+    assert abs(loss - ref_loss) <= 1e-2 * ref_loss, f"{impl}: loss {loss:.5f}, NumPy {ref_loss:.5f}"
+    return loss0, loss
+
+
+def check_predict_b1(impl: str, run: Workload, x1, weights) -> None:
+    """One call of a predict_b1 workload against the float64 logits."""
+    expected = mlp_logits(weights, x1)
+    got = np.asarray(run.fn(), dtype=np.float64)
+    # float32 dot products of length <= 784: ~1e-6 relative; 1e-4 of the output's scale.
+    assert got.shape == expected.shape, f"{impl}: shape {got.shape}, expected {expected.shape}"
+    assert np.max(np.abs(got - expected)) <= 1e-4 * np.max(np.abs(expected)), impl
 
 
 def latency_ns(fn: Callable[[], object], calls: int = LATENCY_CALLS) -> np.ndarray:
@@ -398,17 +430,8 @@ def bench_train_step(benchmark, impl, threads):
     _group(benchmark, f"train_step mlp784-256-256-10 b{BATCH} x{STEPS} steps", threads, impl=impl, steps=STEPS)
     # Agreement, untimed: one call (STEPS steps) from the same weights as NumPy's.
     if "ref_loss" not in _train_data:
-        ref = train_step("numpy", x, y, w0)
-        ref.fn()
-        _train_data["ref_loss"] = mlp_loss(ref.result(), x, y)
-    check = train_step(impl, x, y, w0)
-    check.fn()
-    loss0, loss, ref_loss = mlp_loss(w0, x, y), mlp_loss(check.result(), x, y), _train_data["ref_loss"]
-    # STEPS Adam steps from the same start in float32: the orderings of the sums differ by
-    # ~1e-6 relative per step, and Adam's normalized step keeps that from growing beyond
-    # ~1e-4 of the loss over 16 steps; 1e-2 catches a wrong gradient or update (order 1).
-    assert loss < loss0, f"{impl}: loss {loss:.4f} did not decrease from {loss0:.4f}"
-    assert abs(loss - ref_loss) <= 1e-2 * ref_loss, f"{impl}: loss {loss:.5f}, NumPy {ref_loss:.5f}"
+        _train_data["ref_loss"] = numpy_trained_loss(x, y, w0)
+    loss0, loss = check_train_step(impl, x, y, w0, _train_data["ref_loss"])
     benchmark.extra_info.update(loss_start=loss0, loss_after=loss)
     run = train_step(impl, x, y, w0)
     benchmark(run.fn)
@@ -425,11 +448,7 @@ def bench_predict_b1(benchmark, impl, threads, tmp_path_factory):
         onnx_path = export_onnx(w0, str(tmp_path_factory.mktemp("onnx") / "mlp.onnx"))
     _group(benchmark, "predict mlp784-256-256-10 b1", threads, impl=impl)
     run = predict_b1(impl, x1, w0, threads, onnx_path)
-    expected = mlp_logits(w0, x1)
-    got = np.asarray(run.fn(), dtype=np.float64)
-    # float32 dot products of length <= 784: ~1e-6 relative; 1e-4 of the output's scale.
-    assert got.shape == expected.shape
-    assert np.max(np.abs(got - expected)) <= 1e-4 * np.max(np.abs(expected)), impl
+    check_predict_b1(impl, run, x1, w0)
     benchmark(run.fn)
     if not getattr(benchmark, "disabled", False):
         ns = latency_ns(run.fn)
