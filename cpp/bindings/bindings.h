@@ -17,6 +17,7 @@ class Network;
 void bind_arrays(pybind11::module_& m);      // arrays.cpp: customml.Array, DLPack in both directions
 void bind_test_hooks(pybind11::module_& m);  // test_hooks.cpp: the private functions tests and probes call
 void bind_ops(pybind11::module_& m);         // ops.cpp: one function per op
+void bind_configs(pybind11::module_& m);     // configs.cpp: the structs Network takes (LayerSpec, LossConfig, ...)
 void bind_network(pybind11::module_& m);     // network.cpp: Network, the executor
 void bind_predict(pybind11::class_<Network>& network);  // predict.cpp: Network.predict and its fast path
 

@@ -105,5 +105,6 @@ PYBIND11_MODULE(_core, m) {
   m.def("cuda_unavailable_reason", &cuda_unavailable_reason);
   bind_test_hooks(m);
   bind_ops(m);
+  bind_configs(m);
   bind_network(m);
 }

@@ -1,6 +1,7 @@
-// Network, the executor: construction from layer dicts, compile, the training and
-// evaluation steps through Views, the parameter and optimizer-state copies, metrics,
-// pruning, int8 and quantization-aware training; predict is predict.cpp's.
+// Network, the executor: construction from LayerSpecs and compile from LossConfig and
+// OptimizerConfig (configs.cpp), the training and evaluation steps through Views, the
+// parameter and optimizer-state copies, metrics, pruning, int8 and quantization-aware
+// training; predict is predict.cpp's.
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -43,38 +44,13 @@ py::array_t<T, py::array::c_style> layer_array(const char* op, const char* arg, 
   return py::array_t<T, py::array::c_style>::ensure(a);
 }
 
-LayerSpec layer_from(const py::dict& d) {
-  LayerSpec s;
-  const std::string kind = py::cast<std::string>(d["kind"]);
-  if (kind == "dense") {
-    s.kind = LayerSpec::Kind::dense;
-    s.units = py::cast<int64_t>(d["units"]);
-    s.activation = parse_activation(py::cast<std::string>(d["activation"]));
-    if (d.contains("l1")) s.l1 = py::cast<float>(d["l1"]);
-    if (d.contains("l2")) s.l2 = py::cast<float>(d["l2"]);
-    if (d.contains("trainable")) s.trainable = py::cast<bool>(d["trainable"]);
-  } else if (kind == "dropout") {
-    s.kind = LayerSpec::Kind::dropout;
-    s.rate = py::cast<float>(d["rate"]);
-  } else if (kind == "affine") {
-    s.kind = LayerSpec::Kind::affine;
-    s.scale = py::cast<std::vector<float>>(d["scale"]);
-    s.shift = py::cast<std::vector<float>>(d["shift"]);
-  } else {
-    throw std::invalid_argument("unknown layer kind '" + kind + "'");
-  }
-  return s;
-}
-
 }  // namespace
 
 void bind_network(py::module_& m) {
   py::class_<Network> network(m, "Network", "The compiled layer plan and its flat buffers.");
   network
-      .def(py::init([](int64_t input_dim, const py::list& layers, const std::string& device) {
-             std::vector<LayerSpec> specs;
-             for (const auto& item : layers) specs.push_back(layer_from(py::cast<py::dict>(item)));
-             return std::make_unique<Network>(input_dim, std::move(specs), Device::parse(device));
+      .def(py::init([](int64_t input_dim, std::vector<LayerSpec> layers, const std::string& device) {
+             return std::make_unique<Network>(input_dim, std::move(layers), Device::parse(device));
            }),
            py::arg("input_dim"), py::arg("layers"), py::arg("device") = "cpu")
       .def_property_readonly("input_dim", &Network::input_dim)
@@ -151,28 +127,12 @@ void bind_network(py::module_& m) {
            "Sets the number of updates taken (compile resets it to 0); for resuming training.")
       .def(
           "compile",
-          [](Network& n, const std::string& loss, float label_smoothing, const std::vector<float>& class_weights,
-             const std::string& optimizer, float lr, float momentum, bool nesterov, float weight_decay, float beta1,
-             float beta2, float eps, bool decoupled, bool amsgrad, float clip_norm, const std::string& precision) {
-            LossConfig lc{parse_loss(loss), label_smoothing, class_weights};
-            OptimizerConfig oc;
-            if (optimizer == "sgd") {
-              oc.kind = OptimizerConfig::Kind::sgd;
-              oc.sgd = SgdConfig{lr, momentum, nesterov, weight_decay};
-            } else if (optimizer == "adam") {
-              oc.kind = OptimizerConfig::Kind::adam;
-              oc.adam = AdamConfig{lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, 1};
-            } else {
-              throw std::invalid_argument("unknown optimizer '" + optimizer + "'");
-            }
-            oc.clip_norm = clip_norm;
-            n.compile(lc, oc, parse_for("compile", [&] { return parse_precision(precision); }));
+          [](Network& n, const LossConfig& loss, const OptimizerConfig& optimizer, const std::string& precision) {
+            n.compile(loss, optimizer, parse_for("compile", [&] { return parse_precision(precision); }));
           },
-          py::kw_only(), py::arg("loss"), py::arg("label_smoothing") = 0.0f,
-          py::arg("class_weights") = std::vector<float>{}, py::arg("optimizer"), py::arg("lr"),
-          py::arg("momentum") = 0.0f, py::arg("nesterov") = false, py::arg("weight_decay") = 0.0f,
-          py::arg("beta1") = 0.9f, py::arg("beta2") = 0.999f, py::arg("eps") = 1e-8f, py::arg("decoupled") = false,
-          py::arg("amsgrad") = false, py::arg("clip_norm") = 0.0f, py::arg("precision") = "fp32")
+          py::arg("loss").none(false), py::arg("optimizer").none(false), py::arg("precision") = "fp32",
+          "Sets the loss, the optimizer and the precision of the dense GEMMs ('fp32', 'tf32', 'bf16' or 'fp16', "
+          "which the device must support), and clears the optimizer state, the step count and the loss scale.")
       .def_property_readonly("precision", [](const Network& n) { return std::string(precision_name(n.precision())); })
       .def_property_readonly("loss_scale", &Network::loss_scale)
       .def_property_readonly("loss_scale_good_steps", &Network::loss_scale_good_steps)
@@ -219,11 +179,11 @@ void bind_network(py::module_& m) {
       .def("reset_metrics", &Network::reset_metrics, py::call_guard<py::gil_scoped_release>())
       .def(
           "set_metric_stats",
-          [](Network& n, bool confusion, bool regression, bool scores) {
+          [](Network& n, const MetricStats& stats) {
             py::gil_scoped_release release;
-            n.set_metric_stats({confusion, regression, scores});
+            n.set_metric_stats(stats);
           },
-          py::arg("confusion") = false, py::arg("regression") = false, py::arg("scores") = false)
+          py::arg("stats").none(false))
       .def("confusion_matrix",
            [](const Network& n) {
              std::vector<int64_t> c;
