@@ -40,6 +40,10 @@ QuantAxis parse_quant_axis(const char* op, const std::string& s) {
 }  // namespace
 
 void bind_ops(py::module_& m) {
+  // The optimizer steps' keyword defaults are the C++ structs' own, written once.
+  const SgdConfig sgd;
+  const AdamConfig adam;
+
   m.def(
       "first_nonfinite",
       [](const py::array& x) -> int64_t {
@@ -207,7 +211,8 @@ void bind_ops(py::module_& m) {
         ops::sgd_update(p, ptr(v), g, segs, c);
       },
       py::arg("param"), py::arg("grad"), py::arg("velocity") = py::none(), py::kw_only(), py::arg("lr"),
-      py::arg("momentum") = 0.0f, py::arg("nesterov") = false, py::arg("weight_decay") = 0.0f,
+      py::arg("momentum") = sgd.momentum, py::arg("nesterov") = sgd.nesterov,
+      py::arg("weight_decay") = sgd.weight_decay,
       py::arg("no_decay") = std::vector<std::pair<int64_t, int64_t>>{}, py::arg("device") = "cpu",
       "One SGD step in place over flat buffers (torch.optim.SGD semantics, dampening 0).");
 
@@ -226,8 +231,9 @@ void bind_ops(py::module_& m) {
         ops::adam_update(p, mt, vt, ptr(vm), g, segs, c);
       },
       py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"), py::arg("vmax") = py::none(), py::kw_only(),
-      py::arg("lr"), py::arg("beta1") = 0.9f, py::arg("beta2") = 0.999f, py::arg("eps") = 1e-8f,
-      py::arg("weight_decay") = 0.0f, py::arg("decoupled") = false, py::arg("amsgrad") = false, py::arg("step"),
+      py::arg("lr"), py::arg("beta1") = adam.beta1, py::arg("beta2") = adam.beta2, py::arg("eps") = adam.eps,
+      py::arg("weight_decay") = adam.weight_decay, py::arg("decoupled") = adam.decoupled,
+      py::arg("amsgrad") = adam.amsgrad, py::arg("step"),
       py::arg("no_decay") = std::vector<std::pair<int64_t, int64_t>>{}, py::arg("device") = "cpu",
       "One Adam (decoupled=False) or AdamW (decoupled=True) step in place; step counts updates including this one.");
 
