@@ -1,7 +1,8 @@
 // The configuration structs of network.h and backend.h as Python classes, so that
 // Network's constructor and compile take them whole instead of dicts and flat keywords.
-// Each constructor only fills fields, with the C++ defaults; Network checks the values
-// (ValueError naming compile or the layer), where it always has.
+// Each constructor only parses the names (kind, activation) and fills the fields, with
+// the C++ defaults; Network checks the values (ValueError naming compile or the layer),
+// where it always has.
 
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
