@@ -11,7 +11,7 @@
 namespace customml {
 
 // A wrong dtype is a TypeError in Python; std::invalid_argument (ValueError) is for
-// wrong shapes and values. bindings.cpp registers the translation.
+// wrong shapes and values. cpp/bindings/module.cpp registers the translation.
 class TypeError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;

@@ -104,8 +104,61 @@ def nm_dense_forward(out: np.ndarray, x: np.ndarray, values: np.ndarray, index: 
                      bias: Optional[np.ndarray] = None, activation: str = "identity", n: int = 2, m: int = 4,
                      device: str = "cpu") -> None: ...
 
+class LayerSpec:
+    def __init__(self, kind: str, *, units: int = 0, activation: str = "identity", rate: float = 0.0,
+                 l1: float = 0.0, l2: float = 0.0, trainable: bool = True, scale: Sequence[float] = ...,
+                 shift: Sequence[float] = ...) -> None: ...
+    kind: str
+    units: int
+    activation: str
+    rate: float
+    l1: float
+    l2: float
+    trainable: bool
+    scale: List[float]
+    shift: List[float]
+
+class LossConfig:
+    def __init__(self, kind: str, *, label_smoothing: float = 0.0, class_weights: Sequence[float] = ...) -> None: ...
+    kind: str
+    label_smoothing: float
+    class_weights: List[float]
+
+class SgdConfig:
+    def __init__(self, *, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0) -> None: ...
+    lr: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+
+class AdamConfig:
+    def __init__(self, *, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 weight_decay: float = 0.0, decoupled: bool = False, amsgrad: bool = False,
+                 step: int = 1) -> None: ...
+    lr: float
+    beta1: float
+    beta2: float
+    eps: float
+    weight_decay: float
+    decoupled: bool
+    amsgrad: bool
+    step: int
+
+class OptimizerConfig:
+    def __init__(self, update: Union[SgdConfig, AdamConfig], *, clip_norm: float = 0.0) -> None: ...
+    kind: str
+    update: Union[SgdConfig, AdamConfig]
+    clip_norm: float
+
+class MetricStats:
+    def __init__(self, *, confusion: bool = False, regression: bool = False, scores: bool = False) -> None: ...
+    confusion: bool
+    regression: bool
+    scores: bool
+
 class Network:
-    def __init__(self, input_dim: int, layers: List[dict], device: str = "cpu") -> None: ...
+    def __init__(self, input_dim: int, layers: Sequence[LayerSpec], device: str = "cpu") -> None: ...
     input_dim: int
     output_dim: int
     num_params: int
@@ -116,11 +169,7 @@ class Network:
     compiled: bool
     def read_params(self, offset: int, count: int) -> np.ndarray: ...
     def write_params(self, offset: int, values: np.ndarray) -> None: ...
-    def compile(self, *, loss: str, label_smoothing: float = 0.0, class_weights: Sequence[float] = ...,
-                optimizer: str, lr: float, momentum: float = 0.0, nesterov: bool = False,
-                weight_decay: float = 0.0, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
-                decoupled: bool = False, amsgrad: bool = False, clip_norm: float = 0.0,
-                precision: str = "fp32") -> None: ...
+    def compile(self, loss: LossConfig, optimizer: OptimizerConfig, precision: str = "fp32") -> None: ...
     precision: str
     loss_scale: float
     loss_scale_good_steps: int
@@ -142,7 +191,7 @@ class Network:
     def try_predict(self, x: Any, out: Any, batch_size: int) -> Optional[np.ndarray]: ...
     def metrics(self) -> Tuple[float, int, int]: ...
     def reset_metrics(self) -> None: ...
-    def set_metric_stats(self, confusion: bool = False, regression: bool = False, scores: bool = False) -> None: ...
+    def set_metric_stats(self, stats: MetricStats) -> None: ...
     def confusion_matrix(self) -> np.ndarray: ...
     def regression_stats(self) -> np.ndarray: ...
     def roc_auc(self) -> float: ...

@@ -211,7 +211,8 @@ class Sequential:
             layer.input_dim = width
             width = layer.output_dim(width)
         try:
-            net = _core.Network(self._input_dim, [layer._spec() for layer in self.layers], self.device)
+            net = _core.Network(self._input_dim, [_core.LayerSpec(**layer._spec()) for layer in self.layers],
+                                self.device)
         except BaseException:
             for layer in self.layers:
                 if id(layer) not in kept:
@@ -268,7 +269,7 @@ class Sequential:
         for layer in self.layers:
             layer.input_dim = width
             width = layer.output_dim(width)
-        self._net = _core.Network(input_dim, [layer._spec() for layer in self.layers], self.device)
+        self._net = _core.Network(input_dim, [_core.LayerSpec(**layer._spec()) for layer in self.layers], self.device)
         self._input_dim = input_dim
         # Philox: a counter-based stream, the same family the dropout masks use.
         rng = np.random.Generator(np.random.Philox(key=self.seed))
@@ -416,13 +417,14 @@ class Sequential:
         self._net.set_learning_rate(lr)
 
     def _compile_net(self) -> None:
-        config = dict(self._loss._config())
-        config.update(self._optimizer._config())
-        config["clip_norm"] = self._optimizer.clipnorm or 0.0
-        config["precision"] = self._precision
+        loss = dict(self._loss._config())
+        update = dict(self._optimizer._config())
+        update_config = {"sgd": _core.SgdConfig, "adam": _core.AdamConfig}[update.pop("optimizer")]
         _check_binary_metrics(self._metrics, self._net.output_dim)
-        self._net.compile(**config)
-        self._net.set_metric_stats(**metrics_mod.needs(self._metrics))
+        self._net.compile(_core.LossConfig(loss.pop("loss"), **loss),
+                          _core.OptimizerConfig(update_config(**update), clip_norm=self._optimizer.clipnorm or 0.0),
+                          self._precision)
+        self._net.set_metric_stats(_core.MetricStats(**metrics_mod.needs(self._metrics)))
 
     def _require_built(self, op: str) -> None:
         if self._net is None:

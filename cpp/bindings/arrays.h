@@ -1,8 +1,5 @@
 #pragma once
-// Defines: the Python side of DLPack: import_dlpack (a capsule from any object with
-// __dlpack__, consumed zero-copy), check_memory (which memory an op's device can use),
-// and bind_array (customml.Array with __dlpack__ / __dlpack_device__ /
-// __cuda_array_interface__, empty, from_host, from_dlpack).
+// Defines: import_dlpack and check_memory, the DLPack import Views and customml.Array share.
 
 #include <pybind11/pybind11.h>
 
@@ -39,7 +36,5 @@ struct ImportedTensor {
   bool readonly = false;
 };
 ImportedTensor import_dlpack(const pybind11::object& obj, const std::string& what, const Device& device);
-
-void bind_array(pybind11::module_& m);
 
 }  // namespace customml

@@ -1,10 +1,10 @@
-// customml.Array and DLPack in both directions (see array_bindings.h). Capsules follow the
+// customml.Array and DLPack in both directions (see arrays.h). Capsules follow the
 // Python specification of DLPack: the producer names a capsule "dltensor" (legacy
 // DLManagedTensor) or "dltensor_versioned" (max_version >= (1, 0)), and its destructor
 // calls the deleter only while that name is unchanged; a consumer renames it to
 // "used_..." and calls the deleter itself when done with the memory.
 
-#include "array_bindings.h"
+#include "bindings/arrays.h"
 
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
@@ -14,13 +14,12 @@
 #include <utility>
 
 #include "backend.h"
+#include "bindings/bindings.h"
 
 namespace py = pybind11;
 
 namespace customml {
 namespace {
-
-std::string type_name(const py::handle& obj) { return py::str(py::type::of(obj).attr("__name__")); }
 
 std::string memory_name(const dlpack::DLDevice& d) {
   switch (d.device_type) {
@@ -70,19 +69,6 @@ std::string dtype_str(DType t) { return dtype_name(t); }
 py::dtype numpy_dtype(DType t) {
   if (t == DType::bf16 || t == DType::other) throw TypeError(std::string("customml.Array: no NumPy dtype for ") + dtype_name(t));
   return py::dtype(dtype_str(t));
-}
-
-DType dtype_of_numpy(const py::dtype& d) {
-  const char kind = d.kind();
-  const auto size = d.itemsize();
-  if (kind == 'f' && size == 4) return DType::f32;
-  if (kind == 'f' && size == 2) return DType::f16;
-  if (kind == 'f' && size == 8) return DType::f64;
-  if (kind == 'i' && size == 1) return DType::i8;
-  if (kind == 'i' && size == 4) return DType::i32;
-  if (kind == 'i' && size == 8) return DType::i64;
-  if (kind == 'u' && size == 1) return DType::u8;
-  return DType::other;
 }
 
 std::vector<int64_t> shape_from(const py::object& shape) {
@@ -290,7 +276,7 @@ ImportedTensor import_dlpack(const py::object& obj, const std::string& what, con
   return out;
 }
 
-void bind_array(py::module_& m) {
+void bind_arrays(py::module_& m) {
   py::class_<Array>(m, "Array",
                     "An n-d, C-contiguous array on a customml device ('cpu', 'cuda-emulated' or 'cuda[:N]'), "
                     "allocated by customml or borrowed zero-copy from another library. It exposes __dlpack__ / "
@@ -355,7 +341,7 @@ void bind_array(py::module_& m) {
   m.def(
       "array_empty",
       [](const py::object& shape, const py::object& dtype, const std::string& device) {
-        const DType dt = dtype_of_numpy(py::dtype::from_args(dtype));
+        const DType dt = dtype_of(py::dtype::from_args(dtype));
         if (dt == DType::other)
           throw TypeError("[empty] dtype must be one of float32, float16, float64, int8, uint8, int32, int64, got " +
                           std::string(py::str(py::dtype::from_args(dtype))));
@@ -365,7 +351,7 @@ void bind_array(py::module_& m) {
   m.def(
       "array_from_host",
       [](const py::array& host, const std::string& device) {
-        const DType dt = host.dtype().byteorder() == '>' ? DType::other : dtype_of_numpy(host.dtype());
+        const DType dt = host.dtype().byteorder() == '>' ? DType::other : dtype_of(host.dtype());
         if (dt == DType::other)
           throw TypeError("[asarray] dtype " + std::string(py::str(host.dtype())) + " has no customml.Array type");
         py::array c = py::array::ensure(host, py::array::c_style);
@@ -377,8 +363,6 @@ void bind_array(py::module_& m) {
       },
       py::arg("host"), py::arg("device"));
   m.def("from_dlpack", &array_from_dlpack, py::arg("x"), py::arg("device") = py::none());
-  m.def("_dlpack_exports_alive", &Array::dlpack_exports_alive,
-        "Managed tensors customml exported whose deleter has not run yet (for tests).");
 }
 
 }  // namespace customml

@@ -1,0 +1,304 @@
+// Network, the executor: construction from LayerSpecs and compile from LossConfig and
+// OptimizerConfig (configs.cpp), the training and evaluation steps through Views, the
+// parameter and optimizer-state copies, metrics, pruning, int8 and quantization-aware
+// training; predict is predict.cpp's.
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bindings/bindings.h"
+#include "bindings/views.h"
+#include "network.h"
+
+namespace py = pybind11;
+
+namespace customml {
+namespace {
+
+// A C-contiguous copy of `obj` as T with exactly `shape`, or a ValueError naming the
+// argument: the Network's per-layer setters take host arrays of the layer's shape.
+template <class T>
+py::array_t<T, py::array::c_style> layer_array(const char* op, const char* arg, py::object obj,
+                                               std::vector<int64_t> shape) {
+  py::array a = py::array::ensure(obj);
+  if (!a) throw TypeError(std::string("[") + op + "] " + arg + " must be an array");
+  if (!a.dtype().is(py::dtype::of<T>()))
+    throw TypeError(std::string("[") + op + "] " + arg + " must have dtype " + py::str(py::dtype::of<T>()).cast<std::string>() +
+                    ", got " + py::str(a.dtype()).cast<std::string>());
+  bool same = a.ndim() == static_cast<py::ssize_t>(shape.size());
+  for (size_t i = 0; same && i < shape.size(); ++i) same = a.shape(static_cast<py::ssize_t>(i)) == shape[i];
+  if (!same) {
+    std::string want = "(";
+    for (size_t i = 0; i < shape.size(); ++i) want += (i ? ", " : "") + std::to_string(shape[i]);
+    throw std::invalid_argument(std::string("[") + op + "] " + arg + " must have shape " + want + ")");
+  }
+  return py::array_t<T, py::array::c_style>::ensure(a);
+}
+
+}  // namespace
+
+void bind_network(py::module_& m) {
+  py::class_<Network> network(m, "Network", "The compiled layer plan and its flat buffers.");
+  network
+      .def(py::init([](int64_t input_dim, std::vector<LayerSpec> layers, const std::string& device) {
+             return std::make_unique<Network>(input_dim, std::move(layers), Device::parse(device));
+           }),
+           py::arg("input_dim"), py::arg("layers"), py::arg("device") = "cpu")
+      .def_property_readonly("input_dim", &Network::input_dim)
+      .def_property_readonly("output_dim", &Network::output_dim)
+      .def_property_readonly("num_params", &Network::num_params)
+      .def_property_readonly("device", [](const Network& n) { return n.device().name(); })
+      .def_property_readonly("weight_offsets", &Network::weight_offsets)
+      .def_property_readonly("bias_offsets", &Network::bias_offsets)
+      .def_property_readonly("step", &Network::step)
+      .def_property_readonly("compiled", &Network::compiled)
+      // Waits for the executor's lock (a running predict) without holding the GIL.
+      .def("set_trainable", &Network::set_trainable, py::arg("layer"), py::arg("trainable"),
+           py::call_guard<py::gil_scoped_release>(),
+           "Freezes (False) or unfreezes a dense layer from the next step on: no update and no weight-gradient work.")
+      .def("trainable", &Network::trainable, py::arg("layer"))
+      .def(
+          "set_affine",
+          [](Network& n, int64_t layer, py::array_t<float, py::array::c_style | py::array::forcecast> scale,
+             py::array_t<float, py::array::c_style | py::array::forcecast> shift) {
+            if (scale.ndim() != 1 || shift.ndim() != 1 || scale.size() != n.input_dim() || shift.size() != n.input_dim())
+              throw std::invalid_argument("[Network] set_affine needs scale and shift of shape (" +
+                                          std::to_string(n.input_dim()) + ",)");
+            const float* s = scale.data();
+            const float* b = shift.data();
+            py::gil_scoped_release release;
+            n.set_affine(layer, s, b);
+          },
+          py::arg("layer"), py::arg("scale"), py::arg("shift"),
+          "Replaces a preprocessing (affine) layer's per-feature scale and shift.")
+      .def(
+          "read_params",
+          [](const Network& n, int64_t offset, int64_t count) {
+            py::array_t<float> out(count);
+            float* dst = out.mutable_data();
+            py::gil_scoped_release release;
+            n.read_params(dst, offset, count);
+            return out;
+          },
+          py::arg("offset"), py::arg("count"))
+      .def(
+          "write_params",
+          [](Network& n, int64_t offset, py::array_t<float, py::array::c_style | py::array::forcecast> values) {
+            const float* src = values.data();
+            const int64_t count = values.size();
+            py::gil_scoped_release release;
+            n.write_params(src, offset, count);
+          },
+          py::arg("offset"), py::arg("values"))
+      .def_property_readonly("state_slots", &Network::state_slots,
+                             "How many optimizer state buffers exist: adam 2 (m, v) or 3 with amsgrad (vmax); "
+                             "sgd with momentum 1 (velocity); 0 otherwise or before compile.")
+      .def(
+          "read_state",
+          [](const Network& n, int slot, int64_t offset, int64_t count) {
+            py::array_t<float> out(count);
+            float* dst = out.mutable_data();
+            py::gil_scoped_release release;
+            n.read_state(dst, slot, offset, count);
+            return out;
+          },
+          py::arg("slot"), py::arg("offset"), py::arg("count"),
+          "A copy of [offset, offset + count) of optimizer state slot `slot` (laid out as the parameters).")
+      .def(
+          "write_state",
+          [](Network& n, int slot, int64_t offset, py::array_t<float, py::array::c_style | py::array::forcecast> values) {
+            const float* src = values.data();
+            const int64_t count = values.size();
+            py::gil_scoped_release release;
+            n.write_state(src, slot, offset, count);
+          },
+          py::arg("slot"), py::arg("offset"), py::arg("values"),
+          "Writes values into [offset, offset + len(values)) of optimizer state slot `slot`.")
+      .def("set_step", &Network::set_step, py::arg("step"),
+           "Sets the number of updates taken (compile resets it to 0); for resuming training.")
+      .def(
+          "compile",
+          [](Network& n, const LossConfig& loss, const OptimizerConfig& optimizer, const std::string& precision) {
+            n.compile(loss, optimizer, parse_for("compile", [&] { return parse_precision(precision); }));
+          },
+          py::arg("loss").none(false), py::arg("optimizer").none(false), py::arg("precision") = "fp32",
+          "Sets the loss, the optimizer and the precision of the dense GEMMs ('fp32', 'tf32', 'bf16' or 'fp16', "
+          "which the device must support), and clears the optimizer state, the step count and the loss scale.")
+      .def_property_readonly("precision", [](const Network& n) { return std::string(precision_name(n.precision())); })
+      .def_property_readonly("loss_scale", &Network::loss_scale)
+      .def_property_readonly("loss_scale_good_steps", &Network::loss_scale_good_steps)
+      .def("set_loss_scale", &Network::set_loss_scale, py::arg("scale"), py::arg("good_steps"),
+           "Restores fp16 training's loss scale and its count of good steps; for resuming.")
+      .def("set_seed", &Network::set_seed, py::arg("seed"))
+      .def("set_learning_rate", &Network::set_learning_rate, py::arg("learning_rate"),
+           "Sets the learning rate of the next update (schedules); ValueError unless finite and >= 0.")
+      .def_property_readonly("learning_rate", &Network::learning_rate,
+                             "The learning rate the next update uses (as float32).")
+      .def(
+          "train_batch",
+          [](Network& n, py::object x, py::object y, py::object index, std::optional<py::object> sample_weight) {
+            Views views("fit", Device{});  // the executor takes host arrays and stages them
+            Tensor xt = views.in(x, "x"), yt = views.in(y, "y");
+            Tensor it = views.in(index, "index");
+            auto wt = views.in(sample_weight, "sample_weight");
+            n.check_inputs("fit", xt, &yt, ptr(wt));
+            if (it.dtype() != DType::i64 || it.ndim() != 1 || !it.is_contiguous())
+              throw TypeError("[fit] index must be a contiguous 1-D int64 array");
+            py::gil_scoped_release release;
+            return n.train_batch(xt.ptr<float>(), yt.data(), wt ? wt->ptr<float>() : nullptr, xt.dim(0),
+                                 it.ptr<int64_t>(), it.dim(0));
+          },
+          py::arg("x"), py::arg("y"), py::arg("index"), py::arg("sample_weight") = py::none(),
+          "One training step on rows `index` of x and y (and sample_weight, float32 (n,), when given); returns the "
+          "batch's weighted mean loss.")
+      .def(
+          "evaluate",
+          [](Network& n, py::object x, py::object y, int64_t batch_size) {
+            Views views("evaluate", Device{});  // the executor takes host arrays and stages them
+            Tensor xt = views.in(x, "x"), yt = views.in(y, "y");
+            n.check_inputs("evaluate", xt, &yt);
+            py::gil_scoped_release release;
+            n.evaluate(xt.ptr<float>(), yt.data(), xt.dim(0), batch_size);
+          },
+          py::arg("x"), py::arg("y"), py::arg("batch_size"))
+      .def("metrics",
+           [](const Network& n) {
+             const MetricCounters& c = n.metrics();
+             return py::make_tuple(c.loss_sum, c.correct, c.count);
+           })
+      // Waits for the executor's lock (a running predict) without holding the GIL.
+      .def("reset_metrics", &Network::reset_metrics, py::call_guard<py::gil_scoped_release>())
+      .def(
+          "set_metric_stats",
+          [](Network& n, const MetricStats& stats) {
+            py::gil_scoped_release release;
+            n.set_metric_stats(stats);
+          },
+          py::arg("stats").none(false))
+      .def("confusion_matrix",
+           [](const Network& n) {
+             std::vector<int64_t> c;
+             {
+               py::gil_scoped_release release;
+               c = n.confusion_matrix();
+             }
+             const int64_t k = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(c.size()))));
+             py::array_t<int64_t> a({k, k});
+             std::copy(c.begin(), c.end(), a.mutable_data());
+             return a;
+           })
+      .def("regression_stats",
+           [](const Network& n) {
+             std::vector<double> st;
+             {
+               py::gil_scoped_release release;
+               st = n.regression_stats();
+             }
+             const int64_t out = static_cast<int64_t>(st.size() / 4);
+             py::array_t<double> a({int64_t{4}, out});
+             std::copy(st.begin(), st.end(), a.mutable_data());
+             return a;
+           })
+      .def("roc_auc",
+           [](Network& n) {
+             py::gil_scoped_release release;
+             return n.roc_auc();
+           })
+      .def("dense_shape", &Network::dense_shape, py::arg("layer"), "(in, out) of a Dense layer.")
+      .def(
+          "set_mask",
+          [](Network& n, int64_t layer, py::object keep) {
+            const auto [in, out] = n.dense_shape(layer);
+            auto k = layer_array<uint8_t>("set_mask", "keep", keep, {in, out});
+            const uint8_t* src = k.data();
+            py::gil_scoped_release release;
+            n.set_mask(layer, src);
+          },
+          py::arg("layer"), py::arg("keep"),
+          "Prunes Dense layer `layer`: keep (in, out) uint8, 0 where a weight is removed; those weights are zeroed "
+          "now and after every optimizer update.")
+      .def("clear_mask", &Network::clear_mask, py::arg("layer"))
+      .def("masked", &Network::masked, py::arg("layer"))
+      .def(
+          "set_sparse_format",
+          [](Network& n, int64_t layer, const std::string& format, int64_t max_batch, int nm_n, int nm_m,
+             int64_t min_batch) {
+            n.set_sparse_format(layer, parse_sparse_format(format), max_batch, nm_n, nm_m, min_batch);
+          },
+          py::arg("layer"), py::arg("format"), py::arg("max_batch"), py::arg("n") = 2, py::arg("m") = 4,
+          py::arg("min_batch") = 1,
+          "Runs Dense layer `layer` at inference in a sparse format ('csr', 'nm' or 'dense') for batches of "
+          "min_batch to max_batch rows.")
+      .def(
+          "sparse_format",
+          [](const Network& n, int64_t layer) {
+            return py::make_tuple(sparse_format_name(n.sparse_format(layer)), n.sparse_max_batch(layer));
+          },
+          py::arg("layer"), "(format, max_batch) of a Dense layer's inference.")
+      .def("sparse_min_batch", &Network::sparse_min_batch, py::arg("layer"),
+           "The smallest batch a Dense layer's sparse format runs (1 unless set).")
+      .def(
+          "set_quantization",
+          [](Network& n, int64_t layer, py::object w_q, py::object w_scale, float in_scale, int32_t in_zero) {
+            const auto [in, out] = n.dense_shape(layer);
+            auto q = layer_array<int8_t>("set_quantization", "w_q", w_q, {in, out});
+            auto sc = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(w_scale);
+            if (!sc || sc.ndim() != 1 || (sc.shape(0) != out && sc.shape(0) != 1))
+              throw std::invalid_argument("[set_quantization] w_scale must have shape (" + std::to_string(out) +
+                                          ",) per channel or (1,) per tensor");
+            const bool per_channel = sc.shape(0) == out;
+            const int8_t* qp = q.data();
+            const float* sp = sc.data();
+            py::gil_scoped_release release;
+            n.set_quantization(layer, qp, sp, per_channel, in_scale, in_zero);
+          },
+          py::arg("layer"), py::arg("w_q"), py::arg("w_scale"), py::arg("in_scale"), py::arg("in_zero"),
+          "Runs Dense layer `layer` in int8: w_q (in, out) int8 in [-127, 127] with w_scale (out,) or (1,); inputs "
+          "uint8 with in_scale / in_zero, or quantized per row at run time when in_scale <= 0. The layer's float "
+          "weights become w_scale * w_q.")
+      .def("clear_quantization", &Network::clear_quantization, py::arg("layer"))
+      .def(
+          "quantized", [](const Network& n, int64_t layer) { return n.quantization(layer) != nullptr; },
+          py::arg("layer"), "Whether a Dense layer runs in int8 (without copying its codes out).")
+      .def(
+          "quantization",
+          [](const Network& n, int64_t layer) -> py::object {
+            const QuantizedLayer* q = n.quantization(layer);
+            if (!q) return py::none();
+            const auto [in, out] = n.dense_shape(layer);
+            py::array_t<int8_t> w({in, out});
+            std::copy(q->w_q.begin(), q->w_q.end(), w.mutable_data());
+            py::array_t<float> sc(static_cast<py::ssize_t>(q->w_scale.size()));
+            std::copy(q->w_scale.begin(), q->w_scale.end(), sc.mutable_data());
+            py::dict d;
+            d["w_q"] = w;
+            d["w_scale"] = sc;
+            d["in_scale"] = q->in_scale;
+            d["in_zero"] = q->in_zero;
+            return d;
+          },
+          py::arg("layer"), "None, or the layer's int8 weights, scales and input encoding.")
+      .def("prepare", &Network::prepare, py::call_guard<py::gil_scoped_release>(),
+           "Builds the inference plan (sparse and int8 layers) now rather than at the first predict.")
+      .def("set_fake_quantization", &Network::set_fake_quantization, py::arg("layer"), py::arg("per_channel") = true,
+           py::arg("inputs") = true, py::arg("momentum") = 0.9f,
+           "Quantization-aware training of Dense layer `layer`: train_batch's forward and backward passes use "
+           "dequantize(quantize(W)) (int8, per output channel or per tensor) and, with inputs, the input "
+           "fake-quantized to uint8 over a moving average of its range; gradients reach the float weights unchanged "
+           "(straight-through estimator).")
+      .def("clear_fake_quantization", &Network::clear_fake_quantization, py::arg("layer"))
+      .def("fake_input_range", &Network::fake_input_range, py::arg("layer"),
+           "(lo, hi): the moving-average input range of a fake-quantized layer; (0, 0) before its first batch.");
+  bind_predict(network);
+}
+
+}  // namespace customml

@@ -1,0 +1,87 @@
+// The private functions tests and probes call, prefixed with an underscore: the ISA
+// ceiling, the vectorized math of one ISA level, the SIMT emulator's thread order and
+// self-tests, and counters of allocations and DLPack exports.
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <array>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "array.h"
+#include "backend.h"
+#include "bindings/bindings.h"
+#include "cpu/elementwise.h"
+#include "cpu/isa.h"
+#ifdef CUSTOMML_SIMT_EMULATION
+#include "simt/runtime.h"
+#endif
+
+namespace py = pybind11;
+
+namespace customml {
+
+void bind_test_hooks(py::module_& m) {
+#ifdef CUSTOMML_SIMT_EMULATION
+  m.def(
+      "_simt_set_thread_order",
+      [](const std::string& order, uint64_t seed) {
+        simt::set_thread_order(simt::parse_thread_order(order), seed);
+      },
+      py::arg("order"), py::arg("seed") = 0,
+      "The order the SIMT emulator resumes a block's threads in (forward, reverse, shuffled); for tests.");
+  m.def(
+      "_simt_selftest",
+      [](const std::string& name, const std::vector<double>& input, std::array<unsigned, 3> grid,
+         std::array<unsigned, 3> block) {
+        py::gil_scoped_release release;
+        return simt::run_selftest(name, input, simt::dim3(grid[0], grid[1], grid[2]),
+                                  simt::dim3(block[0], block[1], block[2]));
+      },
+      py::arg("name"), py::arg("input"), py::arg("grid"), py::arg("block"),
+      "Runs one of the emulator's primitive test kernels (cuda/simt/selftest.cpp); for tests.");
+  m.def("_emulated_allocations", &emulated_cuda_allocations,
+        "How many device allocations cuda-emulated has made in this process; for tests.");
+#endif
+  m.def(
+      "_set_isa",
+      [](const std::string& level) { return std::string(cpu::isa_name(cpu::set_isa_ceiling(cpu::parse_isa(level)))); },
+      py::arg("level"),
+      "Caps the ISA level kernels are chosen for (as CUSTOMML_ISA) and returns the level now active; for tests.");
+
+  m.def(
+      "_vmath",
+      [](const std::string& name, py::array_t<float, py::array::c_style | py::array::forcecast> x,
+         const std::string& level) {
+        const cpu::IsaLevel want = cpu::parse_isa(level);
+        if (static_cast<int>(want) > static_cast<int>(cpu::detected_isa()))
+          throw std::invalid_argument("[_vmath] this CPU lacks " + level);
+        const cpu::ElementwiseKernels& k = cpu::elementwise_for(want);
+        const std::pair<const char*, cpu::UnaryFn> fns[] = {{"exp", k.exp},         {"exp_nonpositive", k.exp_nonpositive}, {"log", k.log},
+                                                             {"log1p", k.log1p},     {"log1p_unit", k.log1p_unit}, {"tanh", k.tanh},
+                                                             {"sigmoid", k.sigmoid}, {"gelu", k.gelu}};
+        for (const auto& [fname, fn] : fns)
+          if (name == fname) {
+            py::array_t<float> y(x.request().shape);
+            const float* src = x.data();
+            float* dst = y.mutable_data();
+            const int64_t n = x.size();
+            {
+              py::gil_scoped_release release;
+              fn(dst, src, n);
+            }
+            return y;
+          }
+        throw std::invalid_argument("[_vmath] unknown function '" + name + "'");
+      },
+      py::arg("name"), py::arg("x"), py::arg("level"),
+      "Private, for tests: the vectorized float32 math (exp, exp_nonpositive, log, log1p, log1p_unit, tanh, sigmoid, gelu) of one ISA level.");
+
+  m.def("_dlpack_exports_alive", &Array::dlpack_exports_alive,
+        "Managed tensors customml exported whose deleter has not run yet (for tests).");
+}
+
+}  // namespace customml
