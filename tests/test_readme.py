@@ -115,7 +115,7 @@ class ReadmeRun:
 @pytest.fixture(scope="module")
 def readme_run(tmp_path_factory) -> ReadmeRun:
     # The blocks load the digits dataset, which scikit-learn bundles (the "datasets" extra).
-    pytest.importorskip("sklearn", reason="the README's blocks use cm.datasets.load('digits'): pip install '.[datasets]'")
+    pytest.importorskip("sklearn", reason="the README's blocks load the digits dataset: pip install '.[datasets]'")
     return ReadmeRun(tmp_path_factory.mktemp("readme"))
 
 
