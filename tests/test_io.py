@@ -260,7 +260,7 @@ def test_file_layout(good):
     assert header["layers.0.kernel"]["shape"] == [2, 3] and header["layers.2.bias"]["shape"] == [2]
 
 
-@pytest.mark.skipif(st_numpy is None, reason="safetensors is not installed (pip install 'customml[test]')")
+@pytest.mark.skipif(st_numpy is None, reason='safetensors is not installed (pip install ".[test]")')
 def test_files_are_standard_safetensors(tmp_path):
     """Any safetensors reader reads our files, and its metadata carries the architecture."""
     model = _case_model("relu-dropout-softmax-adam")
@@ -276,7 +276,7 @@ def test_files_are_standard_safetensors(tmp_path):
         assert f.metadata()["format"] == "customml"
 
 
-@pytest.mark.skipif(st_numpy is None, reason="safetensors is not installed (pip install 'customml[test]')")
+@pytest.mark.skipif(st_numpy is None, reason='safetensors is not installed (pip install ".[test]")')
 def test_foreign_safetensors_files_are_refused(tmp_path):
     path = str(tmp_path / "foreign.safetensors")
     st_numpy.save_file({"weight": np.ones((2, 3), np.float32)}, path)

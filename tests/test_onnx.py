@@ -29,7 +29,7 @@ try:
     import onnxruntime as ort
 except ImportError as exc:
     onnx = ort = None
-    _MISSING = f"ONNX export tests need the optional extra: pip install 'customml[onnx]' ({exc})"
+    _MISSING = f'ONNX export tests need the optional extra: pip install ".[onnx]" ({exc})'
 
 needs_onnx = pytest.mark.skipif(onnx is None, reason=_MISSING if onnx is None else "")
 
@@ -162,7 +162,7 @@ def test_missing_extra_names_it(tmp_path, monkeypatch):
     """Without onnx installed (simulated: a None entry in sys.modules makes the import
     fail), export_onnx says which extra to install."""
     monkeypatch.setitem(sys.modules, "onnx", None)
-    with pytest.raises(ImportError, match=r"optional 'onnx' extra: pip install 'customml\[onnx\]'"):
+    with pytest.raises(ImportError, match=r'optional onnx extra: pip install "\.\[onnx\]" in the customml checkout'):
         _model("relu").export_onnx(tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
 

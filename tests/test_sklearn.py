@@ -76,7 +76,7 @@ def test_missing_sklearn_names_the_extra():
             "try:\n    import customml.sklearn\nexcept ImportError as e:\n    print(e)\n"
             "else:\n    raise SystemExit('no ImportError')")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
-    assert "pip install 'customml[sklearn]'" in out
+    assert 'pip install ".[sklearn]" in the customml checkout' in out
 
 
 # ------------------------------------------------------------------------------------

@@ -41,12 +41,12 @@ class History:
     def plot(self, path, dpi: int = 100) -> None:
         """Writes a PNG of the loss and each metric per epoch, one panel each, with the
         validation curve ("val_" keys) beside the training one. Needs matplotlib:
-        ``pip install 'customml[plot]'``."""
+        ``pip install ".[plot]"`` in the customml checkout."""
         try:
             from matplotlib.backends.backend_agg import FigureCanvasAgg
             from matplotlib.figure import Figure
         except ImportError as exc:
-            raise ImportError("History.plot needs matplotlib: pip install 'customml[plot]'") from exc
+            raise ImportError('History.plot needs matplotlib: pip install ".[plot]" in the customml checkout') from exc
         if not self.epoch:
             raise ValueError("History.plot: the history is empty (no epoch has been trained)")
         scalar = [k for k in self.history if not isinstance(self.history[k][0], np.ndarray)]

@@ -140,7 +140,7 @@ def load(name: str, path: Optional[str] = None) -> Split:
         import sklearn.datasets
         from sklearn.model_selection import train_test_split
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(f"dataset {name!r} needs scikit-learn: pip install 'customml[datasets]'") from exc
+        raise ImportError(f'dataset {name!r} needs scikit-learn: pip install ".[datasets]" in the customml checkout') from exc
     bunch = getattr(sklearn.datasets, _SKLEARN[name])()
     x = np.asarray(bunch.data, dtype=np.float64)
     y = np.asarray(bunch.target, dtype=np.int32)

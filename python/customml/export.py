@@ -41,7 +41,7 @@ def _import_onnx():
         import onnx
         from onnx import helper, numpy_helper
     except ImportError as exc:
-        raise ImportError("[export_onnx] needs the optional 'onnx' extra: pip install 'customml[onnx]' "
+        raise ImportError('[export_onnx] needs the optional onnx extra: pip install ".[onnx]" in the customml checkout '
                           f"(import failed: {exc})") from exc
     return onnx, helper, numpy_helper
 

@@ -26,7 +26,7 @@ try:
     from sklearn.utils.multiclass import check_classification_targets
     from sklearn.utils.validation import check_is_fitted, validate_data
 except ImportError as exc:  # validate_data is scikit-learn >= 1.6
-    raise ImportError("customml.sklearn needs scikit-learn >= 1.6: pip install 'customml[sklearn]' "
+    raise ImportError('customml.sklearn needs scikit-learn >= 1.6: pip install ".[sklearn]" in the customml checkout '
                       f"({exc})") from exc
 
 from . import _core
