@@ -221,6 +221,19 @@ class Buffer {
     }
     return data_;
   }
+  // Capacity for at least n elements, keeping the first `used` (a device-side copy): for
+  // buffers that collect rows across calls. Grows geometrically, so appends cost amortized
+  // nothing and stop allocating once the largest use has been seen.
+  T* grow(size_t n, size_t used) {
+    if (n <= size_) return data_;
+    const size_t capacity = n > 2 * size_ ? n : 2 * size_;
+    T* bigger = static_cast<T*>(backend_->allocate(capacity * sizeof(T)));
+    if (used) backend_->copy_on_device(bigger, data_, used * sizeof(T));
+    if (data_) backend_->deallocate(data_);
+    data_ = bigger;
+    size_ = capacity;
+    return data_;
+  }
   T* data() const { return data_; }
   size_t size() const { return size_; }
 
@@ -241,6 +254,10 @@ bool simt_emulation_compiled();
 // or a caching-allocator call on "cuda"), so tests can check that steady-state training and
 // inference allocate nothing; defined only in builds with the SIMT emulation.
 int64_t emulated_cuda_allocations();
+// How many times cuda-emulated has made the host wait for the device so far: copies to the
+// host and synchronize() (what stalls a training step on "cuda"), so tests can check that
+// a steady-state training step makes none.
+int64_t emulated_cuda_host_waits();
 
 // Whether the CUDA backend is built and usable, and why not; from cuda/.
 bool cuda_compiled();

@@ -6,14 +6,22 @@
 namespace customml {
 
 MetricAccumulator::MetricAccumulator(Backend* backend)
-    : backend_(backend), confusion_(backend), regression_(backend), regression_shift_(backend) {}
+    : backend_(backend),
+      sums_(backend),
+      correct_(backend),
+      confusion_(backend),
+      regression_(backend),
+      regression_shift_(backend),
+      score_logits_(backend),
+      score_labels_(backend) {
+  sums_.reserve(2);
+  correct_.reserve(1);
+  reset();
+}
 
 void MetricAccumulator::clear_choice() {
-  counters_ = MetricCounters{};
   stats_ = MetricStats{};
-  scores_.clear();
-  class_probs_.clear();
-  class_labels_.clear();
+  reset();
 }
 
 void MetricAccumulator::choose(const MetricStats& stats, int64_t outputs) {
@@ -29,13 +37,30 @@ void MetricAccumulator::choose(const MetricStats& stats, int64_t outputs) {
 }
 
 void MetricAccumulator::reset() {
-  counters_ = MetricCounters{};
+  backend_->fill_zero(sums_.data(), sizeof(double) * 2);
+  backend_->fill_zero(correct_.data(), sizeof(int64_t));
+  count_ = 0;
   if (stats_.confusion) backend_->fill_zero(confusion_.data(), sizeof(int64_t) * static_cast<size_t>(classes_ * classes_));
   if (stats_.regression) backend_->fill_zero(regression_.data(), sizeof(double) * static_cast<size_t>(4 * outputs_));
-  scores_.clear();  // keeps its capacity: the next epoch appends without allocating
-  class_probs_.clear();
-  class_labels_.clear();
+  score_rows_ = 0;  // the buffers keep their capacity: the next epoch appends without allocating
   shift_set_ = false;
+}
+
+void MetricAccumulator::add_loss(int64_t b) {
+  backend_->accumulate(sums_.data() + kLossSum, sums_.data() + kBatchLoss, static_cast<double>(b));
+  count_ += b;
+}
+
+void MetricAccumulator::add_penalty(const double* penalty, int64_t rows) {
+  backend_->accumulate(sums_.data() + kLossSum, penalty, static_cast<double>(rows));
+}
+
+MetricCounters MetricAccumulator::counters() const {
+  MetricCounters c;
+  backend_->copy_to_host(&c.loss_sum, sums_.data() + kLossSum, sizeof(double));
+  backend_->copy_to_host(&c.correct, correct_.data(), sizeof(int64_t));
+  c.count = count_;
+  return c;
 }
 
 std::vector<int64_t> MetricAccumulator::confusion_matrix() const {
@@ -58,8 +83,6 @@ namespace {
 double binary_roc_auc(std::vector<std::pair<double, int32_t>>& scores) {
   for (const auto& p : scores)
     if (std::isnan(p.first)) return NAN;  // no order to rank by (sklearn refuses NaN too)
-  // Sorting reorders the pairs only; the area does not depend on their order, so later
-  // batches keep appending.
   std::sort(scores.begin(), scores.end(),
             [](const std::pair<double, int32_t>& a, const std::pair<double, int32_t>& b) { return a.first < b.first; });
   // Mann-Whitney: each positive scores 1 per negative ranked below it and 1/2 per negative
@@ -84,15 +107,40 @@ double binary_roc_auc(std::vector<std::pair<double, int32_t>>& scores) {
 double MetricAccumulator::roc_auc() {
   if (!stats_.scores) return NAN;
   const int64_t out = outputs_;
-  if (out <= 2) return binary_roc_auc(scores_);
+  const size_t rows = static_cast<size_t>(score_rows_);
+  std::vector<float> logits(rows * static_cast<size_t>(out));
+  std::vector<int32_t> labels(rows);
+  backend_->copy_to_host(logits.data(), score_logits_.data(), sizeof(float) * logits.size());
+  backend_->copy_to_host(labels.data(), score_labels_.data(), sizeof(int32_t) * labels.size());
+  if (out <= 2) {
+    // The score is the logit, or logit_1 - logit_0 for two classes (monotone in P(class 1)).
+    std::vector<std::pair<double, int32_t>> scores(rows);
+    for (size_t i = 0; i < rows; ++i)
+      scores[i] = {out == 1 ? static_cast<double>(logits[i])
+                            : static_cast<double>(logits[2 * i + 1]) - static_cast<double>(logits[2 * i]),
+                   labels[i]};
+    return binary_roc_auc(scores);
+  }
   // One-vs-rest, macro average (sklearn's multi_class="ovr", average="macro"): each
-  // class's probabilities against "is this class", then the unweighted mean. sklearn
-  // needs every class in the labels; a missing one gives NaN here, as one class does.
-  std::vector<std::pair<double, int32_t>> pairs(class_labels_.size());
+  // class's probabilities against "is this class", then the unweighted mean. The ranks of
+  // P(c | x) across rows are not those of logit c, since every row has its own normalizer.
+  // sklearn needs every class in the labels; a missing one gives NaN here, as one class does.
+  std::vector<double> probs(rows * static_cast<size_t>(out));
+  for (size_t i = 0; i < rows; ++i) {
+    const float* row = logits.data() + i * static_cast<size_t>(out);
+    double* p = probs.data() + i * static_cast<size_t>(out);
+    const float mx = *std::max_element(row, row + out);
+    double sum = 0.0;
+    for (int64_t c = 0; c < out; ++c) {
+      p[c] = std::exp(static_cast<double>(row[c]) - static_cast<double>(mx));
+      sum += p[c];
+    }
+    for (int64_t c = 0; c < out; ++c) p[c] /= sum;
+  }
+  std::vector<std::pair<double, int32_t>> pairs(rows);
   double total = 0.0;
   for (int64_t c = 0; c < out; ++c) {
-    for (size_t i = 0; i < class_labels_.size(); ++i)
-      pairs[i] = {class_probs_[i * static_cast<size_t>(out) + static_cast<size_t>(c)], class_labels_[i] == c};
+    for (size_t i = 0; i < rows; ++i) pairs[i] = {probs[i * static_cast<size_t>(out) + static_cast<size_t>(c)], labels[i] == c};
     total += binary_roc_auc(pairs);
   }
   return total / static_cast<double>(out);
@@ -112,36 +160,12 @@ void MetricAccumulator::record(const float* logits, const BatchTargets& t, int64
     backend_->regression_stats_update(regression_.data(), logits, t.targets, regression_shift_.data(), b, out);
   }
   if (stats_.scores) {
-    const bool direct = backend_->host_addressable();
-    const float* host = logits;
-    if (!direct) {
-      host_logits_.resize(static_cast<size_t>(b * out));
-      backend_->copy_to_host(host_logits_.data(), logits, sizeof(float) * host_logits_.size());
-      host = host_logits_.data();
-    }
-    const int32_t* labels = direct ? t.labels : t.host_labels;
-    if (out > 2) {
-      // One-vs-rest needs each class's probability: the ranks of P(c | x) across rows are
-      // not those of logit c, since every row has its own normalizer.
-      for (int64_t i = 0; i < b; ++i) {
-        const float* row = host + i * out;
-        const float mx = *std::max_element(row, row + out);
-        double sum = 0.0;
-        const size_t first = class_probs_.size();
-        for (int64_t c = 0; c < out; ++c) {
-          class_probs_.push_back(std::exp(static_cast<double>(row[c]) - static_cast<double>(mx)));
-          sum += class_probs_.back();
-        }
-        for (size_t k = first; k < class_probs_.size(); ++k) class_probs_[k] /= sum;
-        class_labels_.push_back(labels[i]);
-      }
-      return;
-    }
-    for (int64_t i = 0; i < b; ++i) {
-      const double score = out == 1 ? static_cast<double>(host[i])
-                                    : static_cast<double>(host[2 * i + 1]) - static_cast<double>(host[2 * i]);
-      scores_.emplace_back(score, labels[i]);
-    }
+    const size_t rows = static_cast<size_t>(score_rows_), w = static_cast<size_t>(out);
+    score_logits_.grow((rows + static_cast<size_t>(b)) * w, rows * w);
+    score_labels_.grow(rows + static_cast<size_t>(b), rows);
+    backend_->copy_on_device(score_logits_.data() + rows * w, logits, sizeof(float) * static_cast<size_t>(b) * w);
+    backend_->copy_on_device(score_labels_.data() + rows, t.labels, sizeof(int32_t) * static_cast<size_t>(b));
+    score_rows_ += b;
   }
 }
 

@@ -1,7 +1,8 @@
 #pragma once
 // Defines: MetricCounters, MetricStats and MetricAccumulator, the per-batch statistics the
 // executor sums for the metrics (loss, correct count, confusion matrix, regression sums,
-// ROC scores) between resets; the confusion matrix and regression sums stay on the device.
+// ROC scores) between resets. All of them stay on the device until they are read (once an
+// epoch), so a training step never waits for the device.
 
 #include <cstdint>
 #include <utility>
@@ -27,12 +28,11 @@ struct MetricStats {
   bool scores = false;      // classification: every row's score(s) and label, for ROC AUC
 };
 
-// One batch's targets as the accumulator reads them: on the device, and where the host
-// cannot address device memory, the host staging they were copied from.
+// One batch's targets as the accumulator reads them: on the device, and the targets' host
+// staging where the host cannot address device memory.
 struct BatchTargets {
-  const int32_t* labels = nullptr;       // (b), classification
-  const float* targets = nullptr;        // (b, outputs), mse
-  const int32_t* host_labels = nullptr;  // host copies, for non-host-addressable devices
+  const int32_t* labels = nullptr;   // (b), classification
+  const float* targets = nullptr;    // (b, outputs), mse
   const float* host_targets = nullptr;
 };
 
@@ -40,25 +40,26 @@ class MetricAccumulator {
  public:
   explicit MetricAccumulator(Backend* backend);
 
-  // Forgets the choice of statistics and zeroes the counters (compile does).
+  // Forgets the choice of statistics and zeroes the sums (compile does).
   void clear_choice();
   // Chooses the statistics of a model with `outputs` outputs and zeroes them.
   void choose(const MetricStats& stats, int64_t outputs);
   const MetricStats& stats() const { return stats_; }
   void reset();
 
-  // A batch of b rows whose mean loss was `loss`: loss_sum += loss b, count += b.
-  void add_loss(double loss, int64_t b) {
-    counters_.loss_sum += loss * static_cast<double>(b);
-    counters_.count += b;
-  }
-  // The kernel penalty, which belongs to every row's loss.
-  void add_penalty(double penalty, int64_t rows) { counters_.loss_sum += penalty * static_cast<double>(rows); }
-  void add_correct(int64_t correct) { counters_.correct += correct; }
+  // Where a loss op writes a batch's mean loss (1 double on the device), then add_loss
+  // folds it into the sum for the batch's b rows: loss_sum += loss b, count += b.
+  double* batch_loss() { return sums_.data() + kBatchLoss; }
+  void add_loss(int64_t b);
+  // A kernel penalty (1 double on the device), which belongs to each of `rows` rows' loss.
+  void add_penalty(const double* penalty, int64_t rows);
+  // Where count_correct adds the rows it finds right (1 int64 on the device).
+  int64_t* correct() { return correct_.data(); }
   // logits: (b, outputs) on the device -> the chosen statistics.
   void record(const float* logits, const BatchTargets& t, int64_t b);
 
-  const MetricCounters& counters() const { return counters_; }
+  // The sums since the reset, read from the device.
+  MetricCounters counters() const;
   // counts (classes, classes) row-major (classes = 2 for one logit); empty when not chosen.
   std::vector<int64_t> confusion_matrix() const;
   // (4, outputs) row-major: sums of |e|, e^2, y - s, (y - s)^2 with s the first target row
@@ -72,7 +73,10 @@ class MetricAccumulator {
 
  private:
   Backend* backend_;
-  MetricCounters counters_;
+  static constexpr size_t kLossSum = 0, kBatchLoss = 1;
+  Buffer<double> sums_;      // (2) on the device: loss_sum, the last batch's mean loss
+  Buffer<int64_t> correct_;  // (1) on the device
+  int64_t count_ = 0;        // rows since the reset, known on the host
   MetricStats stats_;
   int64_t outputs_ = 0;
   int64_t classes_ = 0;        // rows and columns of the confusion matrix
@@ -82,14 +86,12 @@ class MetricAccumulator {
   // before their moments are summed (see regression_stats_update); set once per reset.
   Buffer<double> regression_shift_;
   bool shift_set_ = false;
-  // (score, label) of every row since the last reset, on the host: the score is the
-  // logit, or logit_1 - logit_0 for two classes (monotone in P(class 1)).
-  std::vector<std::pair<double, int32_t>> scores_;
-  // More than two classes: each row's softmax probabilities (rows, classes) and label,
-  // for one-vs-rest ROC AUC.
-  std::vector<double> class_probs_;
-  std::vector<int32_t> class_labels_;
-  std::vector<float> host_logits_;  // staging of a batch's logits on non-host devices
+  // ROC AUC: the logits (rows, outputs) and labels (rows) of every row since the last
+  // reset, on the device, growing to an epoch's rows once; the scores are made on the host
+  // when the area is asked for.
+  Buffer<float> score_logits_;
+  Buffer<int32_t> score_labels_;
+  int64_t score_rows_ = 0;
 };
 
 }  // namespace customml

@@ -79,12 +79,11 @@ void Network::set_step(int64_t step) {
   trainer_.set_step(step);
 }
 
-double Network::train_batch(const float* x, const void* y, const float* sample_weight, int64_t n,
-                            const int64_t* index, int64_t b) {
+void Network::train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
+                          int64_t b) {
   Exclusive lock(mutex_);
-  const double loss = trainer_.train_batch(x, y, sample_weight, n, index, b);
+  trainer_.train_batch(x, y, sample_weight, n, index, b);
   invalidate_plan();
-  return loss;
 }
 
 void Network::evaluate(const float* x, const void* y, int64_t n, int64_t batch_size) {
@@ -96,6 +95,11 @@ void Network::evaluate(const float* x, const void* y, int64_t n, int64_t batch_s
 
 void Network::check_inputs(const char* op, const Tensor& x, const Tensor* y, const Tensor* sample_weight) const {
   trainer_.check_inputs(op, x, y, sample_weight);
+}
+
+MetricCounters Network::metrics() const {
+  Shared lock(mutex_);
+  return trainer_.metrics().counters();
 }
 
 void Network::reset_metrics() {

@@ -83,10 +83,11 @@ class Network {
   // binary_cross_entropy (0/1), or targets (n, output_dim) float32 for mse;
   // sample_weight: (n) finite >= 0, or null; index: (b) rows of x and y that form the
   // batch. Forward, loss, backward, clipping, update and metric counters, exclusive
-  // access. Returns the batch's mean loss, weighted by sample_weight times the class
-  // weights: sum_i w_i l_i / sum_i w_i.
-  double train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
-                     int64_t b);
+  // access. The batch's loss (its mean weighted by sample_weight times the class weights,
+  // sum_i w_i l_i / sum_i w_i) goes into the metrics on the device: a step never waits
+  // for the device (but in fp16, for the overflow check).
+  void train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
+                   int64_t b);
   // The same forward and loss without dropout or update, over all n rows in batches.
   void evaluate(const float* x, const void* y, int64_t n, int64_t batch_size);
   // x: (n, input_dim) -> out: (n, output_dim), in batches; safe to call concurrently.
@@ -140,7 +141,8 @@ class Network {
   // (fit, evaluate, predict) in messages.
   void check_inputs(const char* op, const Tensor& x, const Tensor* y, const Tensor* sample_weight = nullptr) const;
 
-  const MetricCounters& metrics() const { return trainer_.metrics().counters(); }
+  // The sums since the last reset_metrics(), read from the device.
+  MetricCounters metrics() const;
   void reset_metrics();
 
   // Chooses the statistics accumulated from the next batch on (after compile, which

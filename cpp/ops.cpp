@@ -156,9 +156,11 @@ double softmax_cross_entropy(const Tensor* grad, const Tensor& logits, const Ten
     if (class_weights) check_no_overlap(op, "grad_out", *grad, "class_weights", *class_weights);
   }
   check_row_weights(op, row_weights, batch, logits, grad);
-  return backend_for(logits.device())
-      .softmax_cross_entropy(f32(grad), f32(logits), labels.ptr<int32_t>(), f32(class_weights), f32(row_weights),
-                             batch, classes, label_smoothing);
+  Backend& be = backend_for(logits.device());
+  DeviceScalar<double> loss(be);
+  be.softmax_cross_entropy(f32(grad), loss.ptr(), f32(logits), labels.ptr<int32_t>(), f32(class_weights),
+                           f32(row_weights), batch, classes, label_smoothing);
+  return loss.value();
 }
 
 namespace {
@@ -198,8 +200,10 @@ double binary_cross_entropy_with_logits(const Tensor* grad, const Tensor& logits
   const int64_t n = check_pointwise_loss(op, "logits", logits, "targets", targets, grad);
   const auto [rows, cols] = loss_rows(op, "logits", logits, n, row_weights);
   check_row_weights(op, row_weights, rows, logits, grad);
-  return backend_for(logits.device())
-      .binary_cross_entropy_with_logits(f32(grad), f32(logits), f32(targets), f32(row_weights), rows, cols);
+  Backend& be = backend_for(logits.device());
+  DeviceScalar<double> loss(be);
+  be.binary_cross_entropy_with_logits(f32(grad), loss.ptr(), f32(logits), f32(targets), f32(row_weights), rows, cols);
+  return loss.value();
 }
 
 double mse(const Tensor* grad, const Tensor& pred, const Tensor& target, const Tensor* row_weights) {
@@ -207,7 +211,10 @@ double mse(const Tensor* grad, const Tensor& pred, const Tensor& target, const T
   const int64_t n = check_pointwise_loss(op, "pred", pred, "target", target, grad);
   const auto [rows, cols] = loss_rows(op, "pred", pred, n, row_weights);
   check_row_weights(op, row_weights, rows, pred, grad);
-  return backend_for(pred.device()).mse(f32(grad), f32(pred), f32(target), f32(row_weights), rows, cols);
+  Backend& be = backend_for(pred.device());
+  DeviceScalar<double> loss(be);
+  be.mse(f32(grad), loss.ptr(), f32(pred), f32(target), f32(row_weights), rows, cols);
+  return loss.value();
 }
 
 int64_t count_correct(const Tensor& logits, const Tensor& labels) {
@@ -219,8 +226,10 @@ int64_t count_correct(const Tensor& logits, const Tensor& labels) {
   check_device(op, "labels", labels, logits);
   // One column is a binary classifier: labels 0 and 1.
   check_labels(op, labels, logits.dim(1) == 1 ? 2 : logits.dim(1));
-  return backend_for(logits.device())
-      .count_correct(f32(logits), labels.ptr<int32_t>(), logits.dim(0), logits.dim(1));
+  Backend& be = backend_for(logits.device());
+  DeviceScalar<int64_t> correct(be);
+  be.count_correct(correct.ptr(), f32(logits), labels.ptr<int32_t>(), logits.dim(0), logits.dim(1));
+  return correct.value();
 }
 
 void confusion_matrix_update(const Tensor& counts, const Tensor& logits, const Tensor& labels) {
@@ -361,7 +370,10 @@ double clip_by_global_norm(const Tensor& grad, float max_norm) {
   check(op, "grad", grad, DType::f32, -1);
   if (!(std::isfinite(max_norm) && max_norm > 0.0f))
     fail(op, "max_norm must be finite and > 0, got " + std::to_string(max_norm));
-  return backend_for(grad.device()).clip_by_global_norm(f32(grad), grad.numel(), max_norm);
+  Backend& be = backend_for(grad.device());
+  DeviceScalar<double> norm(be);
+  be.clip_by_global_norm(f32(grad), norm.ptr(), grad.numel(), max_norm);
+  return norm.value();
 }
 
 double l1_l2_penalty(const Tensor* grad, const Tensor& param, float l1, float l2) {
@@ -375,8 +387,10 @@ double l1_l2_penalty(const Tensor* grad, const Tensor& param, float l1, float l2
   }
   if (!(std::isfinite(l1) && l1 >= 0.0f)) fail(op, "l1 must be finite and >= 0, got " + std::to_string(l1));
   if (!(std::isfinite(l2) && l2 >= 0.0f)) fail(op, "l2 must be finite and >= 0, got " + std::to_string(l2));
-  return backend_for(param.device())
-      .l1_l2_penalty(grad ? f32(*grad) : nullptr, f32(param), param.numel(), l1, l2);
+  Backend& be = backend_for(param.device());
+  DeviceScalar<double> penalty(be);
+  be.l1_l2_penalty(grad ? f32(*grad) : nullptr, penalty.ptr(), f32(param), param.numel(), l1, l2);
+  return penalty.value();
 }
 
 void apply_mask(const Tensor& param, const Tensor& keep) {

@@ -84,6 +84,29 @@ inline std::vector<T> host_values(const Tensor& t) {
   return v;
 }
 
+// One scalar result of an op (a loss, a norm, a count): in the device's memory while the
+// op runs, zero first (ops that add to it), read back by value(). Device memory only where
+// the host cannot address it; host memory otherwise, with no allocation.
+template <class T>
+class DeviceScalar {
+ public:
+  explicit DeviceScalar(Backend& backend) : backend_(backend), device_(&backend) {
+    ptr_ = backend.host_addressable() ? &host_ : device_.reserve(1);
+    backend.fill_zero(ptr_, sizeof(T));
+  }
+  T* ptr() { return ptr_; }
+  T value() {
+    if (ptr_ != &host_) backend_.copy_to_host(&host_, ptr_, sizeof(T));
+    return host_;
+  }
+
+ private:
+  Backend& backend_;
+  Buffer<T> device_;
+  T host_{};
+  T* ptr_;
+};
+
 inline float* f32(const Tensor& t) { return t.ptr<float>(); }
 inline float* f32(const Tensor* t) { return t ? t->ptr<float>() : nullptr; }
 

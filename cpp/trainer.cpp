@@ -64,10 +64,12 @@ Trainer::Trainer(Model& model)
       state_c_(backend_),
       class_weights_(backend_),
       metrics_(backend_),
+      scalars_(backend_),
       ws_(std::make_unique<Workspace>(backend_, model.layers().size())),
       eval_ws_(std::make_unique<InferenceWorkspace>(backend_, model.layers().size())) {
   fake_.resize(model.layers().size());
   grads_.reserve(static_cast<size_t>(model.num_params()));
+  scalars_.reserve(2);
   plan_updates();
 }
 
@@ -168,9 +170,10 @@ float Trainer::learning_rate() const {
   return opt_.kind == OptimizerConfig::Kind::adam ? opt_.adam.lr : opt_.sgd.lr;
 }
 
-double Trainer::kernel_penalty(bool with_grad) {
+const double* Trainer::kernel_penalty(bool with_grad) {
   const std::vector<LayerSpec>& layers = model_.layers();
-  double penalty = 0.0;
+  double* penalty = scalars_.data() + kPenalty;
+  backend_->fill_zero(penalty, sizeof(double));
   int64_t width = model_.input_dim();
   for (size_t l = 0; l < layers.size(); ++l) {
     const LayerSpec& s = layers[l];
@@ -178,8 +181,8 @@ double Trainer::kernel_penalty(bool with_grad) {
     // A frozen layer's penalty still counts in the loss (as in Keras) but takes no gradient.
     const int64_t w = model_.weight_offsets()[l];
     if (s.l1 > 0.0f || s.l2 > 0.0f)
-      penalty += backend_->l1_l2_penalty(with_grad && s.trainable ? grads_.data() + w : nullptr, model_.params() + w,
-                                         width * s.units, s.l1, s.l2);
+      backend_->l1_l2_penalty(with_grad && s.trainable ? grads_.data() + w : nullptr, penalty, model_.params() + w,
+                              width * s.units, s.l1, s.l2);
     width = s.units;
   }
   return penalty;
@@ -370,28 +373,27 @@ const float* Trainer::forward(int64_t b) {
   return cur;
 }
 
-double Trainer::loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad) {
+void Trainer::loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad) {
   Workspace& ws = *ws_;
   const int64_t out = model_.output_dim();
   float* grad = with_grad ? ws.grad_a.data() : nullptr;
-  double loss = 0.0;
+  double* loss = metrics_.batch_loss();
   switch (loss_.kind) {
     case LossKind::softmax_cross_entropy:
-      loss = backend_->softmax_cross_entropy(grad, logits, ws.labels.data(),
-                                             loss_.class_weights.empty() ? nullptr : class_weights_.data(),
-                                             row_weights, b, out, loss_.label_smoothing);
+      backend_->softmax_cross_entropy(grad, loss, logits, ws.labels.data(),
+                                      loss_.class_weights.empty() ? nullptr : class_weights_.data(), row_weights, b,
+                                      out, loss_.label_smoothing);
       break;
     case LossKind::binary_cross_entropy:
-      loss = backend_->binary_cross_entropy_with_logits(grad, logits, ws.targets.data(), row_weights, b, 1);
+      backend_->binary_cross_entropy_with_logits(grad, loss, logits, ws.targets.data(), row_weights, b, 1);
       break;
     case LossKind::mse:
-      loss = backend_->mse(grad, logits, ws.targets.data(), row_weights, b, out);
+      backend_->mse(grad, loss, logits, ws.targets.data(), row_weights, b, out);
       break;
   }
-  metrics_.add_loss(loss, b);
-  if (loss_.kind != LossKind::mse) metrics_.add_correct(backend_->count_correct(logits, ws.labels.data(), b, out));
-  metrics_.record(logits, {ws.labels.data(), ws.targets.data(), ws.host_labels.data(), ws.host_targets.data()}, b);
-  return loss;
+  metrics_.add_loss(b);
+  if (loss_.kind != LossKind::mse) backend_->count_correct(metrics_.correct(), logits, ws.labels.data(), b, out);
+  metrics_.record(logits, {ws.labels.data(), ws.targets.data(), ws.host_targets.data()}, b);
 }
 
 namespace {
@@ -407,8 +409,8 @@ void reserve_rows(std::vector<Buffer<float>>& act, std::vector<Buffer<float>>& p
 }
 }  // namespace
 
-double Trainer::train_batch(const float* x, const void* y, const float* sample_weight, int64_t n,
-                            const int64_t* index, int64_t b) {
+void Trainer::train_batch(const float* x, const void* y, const float* sample_weight, int64_t n,
+                          const int64_t* index, int64_t b) {
   if (!compiled_) throw std::runtime_error("[fit] the model must be compiled before training");
   if (b < 1) throw std::invalid_argument("[fit] a batch needs at least one row");
   for (int64_t i = 0; i < b; ++i)
@@ -437,8 +439,7 @@ double Trainer::train_batch(const float* x, const void* y, const float* sample_w
   if (sample_weight) ws.row_weights.reserve(rows);
   stage_batch(x, y, sample_weight, index, 0, b);
 
-  const float* logits = forward(b);
-  const double loss = loss_and_count(logits, sample_weight ? ws.row_weights.data() : nullptr, b, true);
+  loss_and_count(forward(b), sample_weight ? ws.row_weights.data() : nullptr, b, true);
   const bool scaled = precision_ == Precision::fp16;
   if (scaled) backend_->scale(ws.grad_a.data(), b * out, loss_scale_);
 
@@ -471,13 +472,17 @@ double Trainer::train_batch(const float* x, const void* y, const float* sample_w
     }
   }
 
+  double* norm = scalars_.data() + kNorm;
   if (scaled) {
-    // The norm pass doubles as the overflow check (an infinite limit never clips).
-    const double norm = backend_->clip_by_global_norm(grads_.data(), num_params, INFINITY);
-    if (!std::isfinite(norm)) {
+    // The norm pass doubles as the overflow check (an infinite limit never clips). The one
+    // read of the device in a step, and only in fp16 (docs/decisions.md).
+    backend_->clip_by_global_norm(grads_.data(), norm, num_params, INFINITY);
+    double host_norm = 0.0;
+    backend_->copy_to_host(&host_norm, norm, sizeof(double));
+    if (!std::isfinite(host_norm)) {
       loss_scale_ *= 0.5;
       good_steps_ = 0;
-      return loss;  // the step is skipped: no update, no penalty, and the step count stays
+      return;  // the step is skipped: no update, no penalty, and the step count stays
     }
     backend_->scale(grads_.data(), num_params, 1.0 / loss_scale_);
     if (++good_steps_ == kLossScaleGrowthInterval) {
@@ -487,16 +492,11 @@ double Trainer::train_batch(const float* x, const void* y, const float* sample_w
   }
   // The penalty belongs to the loss (as Keras reports it), so its gradient is added
   // before clipping, at the weights the forward pass used (and to unscaled gradients).
-  double penalty = 0.0;
-  if (model_.regularized()) {
-    penalty = kernel_penalty(true);
-    metrics_.add_penalty(penalty, b);
-  }
-  if (opt_.clip_norm > 0.0f) backend_->clip_by_global_norm(grads_.data(), num_params, opt_.clip_norm);
+  if (model_.regularized()) metrics_.add_penalty(kernel_penalty(true), b);
+  if (opt_.clip_norm > 0.0f) backend_->clip_by_global_norm(grads_.data(), norm, num_params, opt_.clip_norm);
   ++step_;
   run_optimizer();
   model_.apply_masks();
-  return loss + penalty;
 }
 
 void Trainer::evaluate(const InferencePlan& plan, const float* x, const void* y, int64_t n, int64_t batch_size) {

@@ -73,7 +73,7 @@ class Trainer {
   // See Network::check_inputs.
   void check_inputs(const char* op, const Tensor& x, const Tensor* y, const Tensor* sample_weight) const;
   // See Network::train_batch.
-  double train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
+  void train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
                      int64_t b);
   // The forward pass of `plan` and the loss over all n rows in batches, into the metrics.
   void evaluate(const InferencePlan& plan, const float* x, const void* y, int64_t n, int64_t batch_size);
@@ -119,11 +119,12 @@ class Trainer {
   // The training forward pass (dropout, fake quantization) of the staged batch, keeping
   // what backward needs; returns the output (b, output_dim).
   const float* forward(int64_t b);
-  // row_weights: the staged sample weights, or null.
-  double loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad);
-  // The layers' L1/L2 kernel penalties at the current weights; with_grad also adds their
-  // gradients to grads_.
-  double kernel_penalty(bool with_grad);
+  // The batch's loss (and its gradient, with_grad), correct count and metric statistics,
+  // all left on the device. row_weights: the staged sample weights, or null.
+  void loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad);
+  // The sum of the layers' L1/L2 kernel penalties at the current weights (1 double on the
+  // device); with_grad also adds their gradients to grads_.
+  const double* kernel_penalty(bool with_grad);
   void run_optimizer();
   const Buffer<float>& state_buffer(int slot, int64_t offset, int64_t n) const;
   // The fake-quantized kernel of Dense layer l, and its input (b, in) fake-quantized when
@@ -146,6 +147,9 @@ class Trainer {
   int64_t step_ = 0;
   uint64_t seed_ = 0;
   MetricAccumulator metrics_;
+  // A step's scalars on the device: the gradients' global norm and the kernel penalty.
+  static constexpr size_t kNorm = 0, kPenalty = 1;
+  Buffer<double> scalars_;
   // The parameters the optimizer updates: maximal runs of trainable layers' [kernel,
   // bias] ranges, each with its no-decay segments relative to its start; and the lowest
   // trainable dense layer (layers.size() when none), below which backward stops.

@@ -2,11 +2,13 @@
 
 #include "cuda/binary_cross_entropy.cuh"
 #include "cuda/device_backend.h"
+#include "cuda/partials.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
-double DeviceBackend::binary_cross_entropy_with_logits(float* grad, const float* logits, const float* targets,
-                                                       const float* row_weights, int64_t rows, int64_t cols) {
+void DeviceBackend::binary_cross_entropy_with_logits(float* grad, double* loss, const float* logits,
+                                                     const float* targets, const float* row_weights, int64_t rows,
+                                                     int64_t cols) {
   DeviceContext& ctx = this->ctx();
   std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
   const int64_t n = rows * cols;
@@ -15,8 +17,18 @@ double DeviceBackend::binary_cross_entropy_with_logits(float* grad, const float*
   if (row_weights) loss_weight_total(ctx, partial + kReduceBlocks, nullptr, nullptr, row_weights, rows);
   launch(binary_cross_entropy_kernel, dim3(kReduceBlocks), dim3(kThreads), 0, ctx.stream, partial, grad, logits,
          targets, row_weights, static_cast<const double*>(partial + kReduceBlocks), n, cols);
-  if (row_weights) return weighted_mean_partials(ctx, kReduceBlocks, cols);
-  return sum_partials(ctx, kReduceBlocks) / static_cast<double>(n);
+  PartialsSum sum;
+  sum.partials = partial;
+  sum.count = kReduceBlocks;
+  if (row_weights) {
+    sum.finish = Finish::mean;
+    sum.total = partial + kReduceBlocks;
+    sum.total_factor = static_cast<double>(cols);
+  } else {
+    sum.finish = Finish::divide;
+    sum.divisor = static_cast<double>(n);
+  }
+  finish_partials(ctx, loss, sum);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -1,26 +1,31 @@
-// Launcher of global-norm clipping: a reduction pass, then a scaling pass only when the
-// norm exceeds the limit (as torch.nn.utils.clip_grad_norm_, coefficient max_norm / (norm + 1e-6)).
-
-#include <cmath>
+// Launcher of global-norm clipping: a reduction pass, then a scaling pass that reads the
+// norm from device memory and scales only when it exceeds the limit (as
+// torch.nn.utils.clip_grad_norm_, coefficient max_norm / (norm + 1e-6)): the host never
+// waits for the norm.
 
 #include "cuda/clip.cuh"
 #include "cuda/device_backend.h"
+#include "cuda/partials.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
-double DeviceBackend::clip_by_global_norm(float* grad, int64_t n, float max_norm) {
+void DeviceBackend::clip_by_global_norm(float* grad, double* norm, int64_t n, float max_norm) {
   DeviceContext& ctx = this->ctx();
-  double norm = 0.0;
   {
     std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
     double* partial = ctx.partials.reserve(kReduceBlocks);
     launch(sum_squares_kernel, dim3(kReduceBlocks), dim3(kThreads), 0, ctx.stream, partial,
            static_cast<const float*>(grad), n, (reinterpret_cast<uintptr_t>(grad) & 15) == 0);
-    norm = std::sqrt(sum_partials(ctx, kReduceBlocks));
+    PartialsSum sum;
+    sum.partials = partial;
+    sum.count = kReduceBlocks;
+    sum.finish = Finish::sqrt;
+    finish_partials(ctx, norm, sum);
   }
-  const double coef = static_cast<double>(max_norm) / (norm + 1e-6);
-  if (coef < 1.0) scale(grad, n, coef);
-  return norm;
+  if (n == 0) return;
+  const Vec4Split split = vec4_split(n, {grad});
+  launch(clip_scale_kernel, dim3(vec4_blocks(n, split)), dim3(kThreads), 0, ctx.stream, grad, n, split,
+         static_cast<const double*>(norm), max_norm);
 }
 
 void DeviceBackend::scale(float* x, int64_t n, double coef) {

@@ -77,10 +77,13 @@ class CudaBackend final : public dev::DeviceBackend {
     cached_.emplace(it->second, p);
     live_.erase(it);
   }
+  // Without a synchronization: from pageable memory (every host buffer here) the copy
+  // returns once the source has been staged, so the caller may reuse it at once, and the
+  // stream orders the copy before the kernels that read it. A training step stages its
+  // batch this way without waiting for the device.
   void copy_to_device(void* dst, const void* host_src, size_t bytes) override {
     if (!bytes) return;
     CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
-    CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
   void copy_to_host(void* host_dst, const void* src, size_t bytes) override {
     if (!bytes) return;

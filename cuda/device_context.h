@@ -1,7 +1,6 @@
 #pragma once
 // Defines: DeviceContext (a CUDA-model device's stream and reusable scratch) and the
-// helpers the launchers share (host sums of block partials, the weighted-loss total, the
-// no-decay table upload). Compiled by nvcc (namespace cuda) and, for the emulated device,
+// helpers the launchers share (the weighted-loss total, the no-decay table upload). Compiled by nvcc (namespace cuda) and, for the emulated device,
 // by the host compiler (namespace cuda_emulated).
 
 #include <cstdint>
@@ -34,8 +33,6 @@ struct DeviceContext {
   Buffer<double> partials;
   Buffer<int64_t> counts;
   Buffer<Segment> segments;
-  std::vector<double> host_partials;
-  std::vector<int64_t> host_counts;
   std::vector<Segment> uploaded_segments;  // what `segments` holds on the device (device_segments)
 };
 
@@ -48,15 +45,10 @@ class StreamRedirect {
   StreamRedirect& operator=(const StreamRedirect&) = delete;
 };
 
-// Sums ctx.partials[0, blocks) on the host in block order (deterministic).
-double sum_partials(DeviceContext& ctx, unsigned blocks);
 // The weighted losses (cuda/loss_weights.cu). total (1) = sum_i class_weights[labels_i]
 // row_weights[i] (a null factor is 1), launched on ctx.stream; callers hold scratch_mutex.
 void loss_weight_total(DeviceContext& ctx, double* total, const int32_t* labels, const float* class_weights,
                        const float* row_weights, int64_t batch);
-// partials[0, blocks) hold a pointwise loss's per-block sums of w_i l_ij and
-// partials[blocks] the total weight W: returns sum / (cols W), or 0 when W == 0.
-double weighted_mean_partials(DeviceContext& ctx, unsigned blocks, int64_t cols);
 // Copies the no-decay table to the device; returns its device address.
 const Segment* device_segments(DeviceContext& ctx, const Segment* no_decay, int64_t n_no_decay);
 

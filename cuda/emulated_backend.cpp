@@ -26,6 +26,7 @@
 #include "cuda/loss_weights.cu"
 #include "cuda/metrics.cu"
 #include "cuda/mse.cu"
+#include "cuda/partials.cu"
 #include "cuda/quantize.cu"
 #include "cuda/regularizer.cu"
 #include "cuda/sgd.cu"
@@ -54,8 +55,11 @@ class EmulatedCudaBackend final : public dev::DeviceBackend {
     if (bytes) std::memcpy(dst, host_src, bytes);
   }
   void copy_to_host(void* host_dst, const void* src, size_t bytes) override {
+    host_waits_.fetch_add(1, std::memory_order_relaxed);
     if (bytes) std::memcpy(host_dst, src, bytes);
   }
+  void synchronize() override { host_waits_.fetch_add(1, std::memory_order_relaxed); }
+  int64_t host_waits() const { return host_waits_.load(std::memory_order_relaxed); }
   void copy_on_device(void* dst, const void* src, size_t bytes) override {
     if (bytes) std::memcpy(dst, src, bytes);
   }
@@ -66,6 +70,7 @@ class EmulatedCudaBackend final : public dev::DeviceBackend {
  private:
   dev::DeviceContext& ctx() override { return ctx_; }
   std::atomic<int64_t> allocations_{0};
+  std::atomic<int64_t> host_waits_{0};
   dev::DeviceContext ctx_{this};
 };
 
@@ -79,5 +84,7 @@ EmulatedCudaBackend& instance() {
 Backend& emulated_cuda_backend() { return instance(); }
 
 int64_t emulated_cuda_allocations() { return instance().allocations(); }
+
+int64_t emulated_cuda_host_waits() { return instance().host_waits(); }
 
 }  // namespace customml

@@ -1,12 +1,13 @@
 // Launcher of the mean squared error.
 
 #include "cuda/device_backend.h"
+#include "cuda/partials.cuh"
 #include "cuda/mse.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
-double DeviceBackend::mse(float* grad, const float* pred, const float* target, const float* row_weights, int64_t rows,
-                          int64_t cols) {
+void DeviceBackend::mse(float* grad, double* loss, const float* pred, const float* target, const float* row_weights,
+                        int64_t rows, int64_t cols) {
   DeviceContext& ctx = this->ctx();
   std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
   const int64_t n = rows * cols;
@@ -15,16 +16,18 @@ double DeviceBackend::mse(float* grad, const float* pred, const float* target, c
   if (row_weights) loss_weight_total(ctx, partial + kReduceBlocks, nullptr, nullptr, row_weights, rows);
   launch(mse_kernel, dim3(kReduceBlocks), dim3(kThreads), 0, ctx.stream, partial, grad, pred, target, row_weights,
          static_cast<const double*>(partial + kReduceBlocks), n, cols);
-  if (row_weights) return weighted_mean_partials(ctx, kReduceBlocks, cols);
-  return sum_partials(ctx, kReduceBlocks) / static_cast<double>(n);
-}
-
-double sum_partials(DeviceContext& ctx, unsigned blocks) {
-  ctx.host_partials.resize(blocks);
-  ctx.memory->copy_to_host(ctx.host_partials.data(), ctx.partials.data(), sizeof(double) * blocks);
-  double sum = 0.0;
-  for (double p : ctx.host_partials) sum += p;
-  return sum;
+  PartialsSum sum;
+  sum.partials = partial;
+  sum.count = kReduceBlocks;
+  if (row_weights) {
+    sum.finish = Finish::mean;
+    sum.total = partial + kReduceBlocks;
+    sum.total_factor = static_cast<double>(cols);
+  } else {
+    sum.finish = Finish::divide;
+    sum.divisor = static_cast<double>(n);
+  }
+  finish_partials(ctx, loss, sum);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

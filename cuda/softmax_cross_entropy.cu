@@ -1,15 +1,16 @@
 // Launchers of softmax cross-entropy and count_correct.
 
 #include "cuda/device_backend.h"
+#include "cuda/partials.cuh"
 #include "cuda/softmax_cross_entropy.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
 constexpr int64_t kWarpRowMaxClasses = 1024;
 
-double DeviceBackend::softmax_cross_entropy(float* grad, const float* logits, const int32_t* labels,
-                                            const float* class_weights, const float* row_weights, int64_t batch,
-                                            int64_t classes, float label_smoothing) {
+void DeviceBackend::softmax_cross_entropy(float* grad, double* loss, const float* logits, const int32_t* labels,
+                                          const float* class_weights, const float* row_weights, int64_t batch,
+                                          int64_t classes, float label_smoothing) {
   DeviceContext& ctx = this->ctx();
   std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
   // partials[0] holds the total weight, partials[1 .. batch] the weighted row losses.
@@ -24,26 +25,25 @@ double DeviceBackend::softmax_cross_entropy(float* grad, const float* logits, co
     launch(softmax_cross_entropy_block_kernel, dim3(exact_blocks(batch, 1)), dim3(kThreads), 0, ctx.stream,
            scratch + 1, grad, logits, labels, class_weights, row_weights, static_cast<const double*>(scratch), batch,
            classes, label_smoothing);
-  ctx.host_partials.resize(static_cast<size_t>(batch) + 1);
-  ctx.memory->copy_to_host(ctx.host_partials.data(), scratch, sizeof(double) * (static_cast<size_t>(batch) + 1));
-  double loss = 0.0;
-  for (int64_t i = 1; i <= batch; ++i) loss += ctx.host_partials[i];
-  const double total = ctx.host_partials[0];
-  return total > 0.0 ? loss / total : 0.0;
+  PartialsSum sum;
+  sum.partials = scratch;
+  sum.first = 1;
+  sum.count = batch;
+  sum.finish = Finish::mean;
+  sum.total = scratch;
+  finish_partials(ctx, loss, sum);
 }
 
-int64_t DeviceBackend::count_correct(const float* logits, const int32_t* labels, int64_t batch, int64_t classes) {
+void DeviceBackend::count_correct(int64_t* correct, const float* logits, const int32_t* labels, int64_t batch,
+                                  int64_t classes) {
   DeviceContext& ctx = this->ctx();
-  if (batch == 0) return 0;
+  if (batch == 0) return;
   std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
   const unsigned blocks = exact_blocks(batch, kWarps);
   int64_t* counts = ctx.counts.reserve(blocks);
   launch(count_correct_kernel, dim3(blocks), dim3(kThreads), 0, ctx.stream, counts, logits, labels, batch, classes);
-  ctx.host_counts.resize(blocks);
-  ctx.memory->copy_to_host(ctx.host_counts.data(), counts, sizeof(int64_t) * blocks);
-  int64_t correct = 0;
-  for (int64_t c : ctx.host_counts) correct += c;
-  return correct;
+  launch(sum_counts_kernel, dim3(1), dim3(kThreads), 0, ctx.stream, correct, static_cast<const int64_t*>(counts),
+         static_cast<int64_t>(blocks));
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -154,12 +154,12 @@ void bind_network(py::module_& m) {
             if (it.dtype() != DType::i64 || it.ndim() != 1 || !it.is_contiguous())
               throw TypeError("[fit] index must be a contiguous 1-D int64 array");
             py::gil_scoped_release release;
-            return n.train_batch(xt.ptr<float>(), yt.data(), wt ? wt->ptr<float>() : nullptr, xt.dim(0),
-                                 it.ptr<int64_t>(), it.dim(0));
+            n.train_batch(xt.ptr<float>(), yt.data(), wt ? wt->ptr<float>() : nullptr, xt.dim(0), it.ptr<int64_t>(),
+                          it.dim(0));
           },
           py::arg("x"), py::arg("y"), py::arg("index"), py::arg("sample_weight") = py::none(),
-          "One training step on rows `index` of x and y (and sample_weight, float32 (n,), when given); returns the "
-          "batch's weighted mean loss.")
+          "One training step on rows `index` of x and y (and sample_weight, float32 (n,), when given); its loss and "
+          "metric statistics stay on the device until metrics() reads them.")
       .def(
           "evaluate",
           [](Network& n, py::object x, py::object y, int64_t batch_size) {
@@ -172,9 +172,14 @@ void bind_network(py::module_& m) {
           py::arg("x"), py::arg("y"), py::arg("batch_size"))
       .def("metrics",
            [](const Network& n) {
-             const MetricCounters& c = n.metrics();
+             MetricCounters c;
+             {
+               py::gil_scoped_release release;
+               c = n.metrics();
+             }
              return py::make_tuple(c.loss_sum, c.correct, c.count);
-           })
+           },
+           "(loss_sum, correct, count) since reset_metrics(): one read of the device.")
       // Waits for the executor's lock (a running predict) without holding the GIL.
       .def("reset_metrics", &Network::reset_metrics, py::call_guard<py::gil_scoped_release>())
       .def(

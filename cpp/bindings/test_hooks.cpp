@@ -45,6 +45,8 @@ void bind_test_hooks(py::module_& m) {
       "Runs one of the emulator's primitive test kernels (cuda/simt/selftest.cpp); for tests.");
   m.def("_emulated_allocations", &emulated_cuda_allocations,
         "How many device allocations cuda-emulated has made in this process; for tests.");
+  m.def("_emulated_host_waits", &emulated_cuda_host_waits,
+        "How many times cuda-emulated has made the host wait (copies to the host, synchronize); for tests.");
 #endif
   m.def(
       "_set_isa",

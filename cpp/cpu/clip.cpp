@@ -11,8 +11,8 @@
 namespace customml::cpu {
 
 // grad: (n), in place. As torch.nn.utils.clip_grad_norm_: scale by
-// max_norm / (norm + 1e-6) when that is below 1. Returns the norm before scaling.
-double CpuBackend::clip_by_global_norm(float* grad, int64_t n, float max_norm) {
+// max_norm / (norm + 1e-6) when that is below 1; norm (1) = the norm before scaling.
+void CpuBackend::clip_by_global_norm(float* grad, double* norm, int64_t n, float max_norm) {
   // float64 accumulation: 1e7 squares summed in float32 would lose ~3 digits.
   // Per-chunk sums added in chunk order: the same result for every thread count.
   const ElementwiseKernels& k = elementwise();
@@ -23,12 +23,11 @@ double CpuBackend::clip_by_global_norm(float* grad, int64_t n, float max_norm) {
   for_each_chunk(n, [&](int64_t c, int64_t b, int64_t e) { partial[static_cast<size_t>(c)] = k.sum_squares(grad + b, e - b); });
   double sum = 0.0;
   for (double p : partial) sum += p;
-  const double norm = std::sqrt(sum);
-  const double coef = static_cast<double>(max_norm) / (norm + 1e-6);
+  *norm = std::sqrt(sum);
+  const double coef = static_cast<double>(max_norm) / (*norm + 1e-6);
   // Scaled in double: the coefficient itself can be below float32's normal range
   // (max_norm / norm < 2^-126) while the scaled gradients are not.
   if (coef < 1.0) scale(grad, n, coef);
-  return norm;
 }
 
 void CpuBackend::scale(float* x, int64_t n, double coef) {

@@ -49,4 +49,7 @@ void CpuBackend::regression_stats_update(double* stats, const float* pred, const
     }
 }
 
+// sum (1) += value (1) * weight
+void CpuBackend::accumulate(double* sum, const double* value, double weight) { *sum += *value * weight; }
+
 }  // namespace customml::cpu

@@ -6,11 +6,11 @@
 namespace customml::cpu {
 
 // pred, target: (rows, cols)  row_weights: (rows) or null -> grad: (rows, cols) or null;
-// returns sum_ij w_i d_ij^2 / (cols W) with d = pred - target, W = sum_i w_i (w_i = 1
+// loss (1) = sum_ij w_i d_ij^2 / (cols W) with d = pred - target, W = sum_i w_i (w_i = 1
 // without weights: the mean over all elements), and dL/dpred_ij = 2 w_i d_ij / (cols W).
-double CpuBackend::mse(float* grad, const float* pred, const float* target, const float* row_weights, int64_t rows,
-                       int64_t cols) {
-  return elementwise().mse(grad, pred, target, row_weights, rows, cols);
+void CpuBackend::mse(float* grad, double* loss, const float* pred, const float* target, const float* row_weights,
+                     int64_t rows, int64_t cols) {
+  *loss = elementwise().mse(grad, pred, target, row_weights, rows, cols);
 }
 
 }  // namespace customml::cpu

@@ -8,8 +8,8 @@
 namespace customml::cpu {
 
 // grad, param: (n); grad += l1 sign(w) + 2 l2 w (sign(0) = 0, as Keras' gradient of |w|)
-// when grad is non-null. Returns l1 sum |w| + l2 sum w^2, summed in double.
-double CpuBackend::l1_l2_penalty(float* grad, const float* param, int64_t n, float l1, float l2) {
+// when grad is non-null; penalty (1) += l1 sum |w| + l2 sum w^2, summed in double.
+void CpuBackend::l1_l2_penalty(float* grad, double* penalty, const float* param, int64_t n, float l1, float l2) {
   double abs_sum = 0.0, sq_sum = 0.0;
   for (int64_t i = 0; i < n; ++i) {
     const float w = param[i];
@@ -20,7 +20,7 @@ double CpuBackend::l1_l2_penalty(float* grad, const float* param, int64_t n, flo
       grad[i] += l1 * sign + 2.0f * l2 * w;
     }
   }
-  return static_cast<double>(l1) * abs_sum + static_cast<double>(l2) * sq_sum;
+  *penalty += static_cast<double>(l1) * abs_sum + static_cast<double>(l2) * sq_sum;
 }
 
 }  // namespace customml::cpu

@@ -11,7 +11,7 @@
 namespace customml::cpu {
 
 // logits: (batch, classes)  labels: (batch)  class_weights: (classes) or null
-// row_weights: (batch) or null -> grad: (batch, classes) or null; returns
+// row_weights: (batch) or null -> grad: (batch, classes) or null; loss (1) =
 // sum_i w_i l_i / sum_i w_i, where l_i = -sum_c q_ic log softmax(logits_i)_c,
 // q_i = (1 - eps) onehot(label_i) + eps / classes and w_i = class_weights[label_i]
 // row_weights[i] (a missing factor is 1).
@@ -20,9 +20,9 @@ namespace customml::cpu {
 // elements (whole rows), spread over the pool; the pieces depend on the shape alone and
 // their loss sums are added in piece order, so the result is the same for every thread
 // count.
-double CpuBackend::softmax_cross_entropy(float* grad, const float* logits, const int32_t* labels,
-                                         const float* class_weights, const float* row_weights, int64_t batch,
-                                         int64_t classes, float label_smoothing) {
+void CpuBackend::softmax_cross_entropy(float* grad, double* loss, const float* logits, const int32_t* labels,
+                                       const float* class_weights, const float* row_weights, int64_t batch,
+                                       int64_t classes, float label_smoothing) {
   double total_weight = 0.0;
   for (int64_t i = 0; i < batch; ++i)
     total_weight += (class_weights ? static_cast<double>(class_weights[labels[i]]) : 1.0) *
@@ -31,8 +31,9 @@ double CpuBackend::softmax_cross_entropy(float* grad, const float* logits, const
   const double inv_total = total_weight > 0.0 ? 1.0 / total_weight : 0.0;
   const ElementwiseKernels& k = elementwise();
   if (parallel_chunk_count(batch * classes) == 1) {
-    return k.softmax_cross_entropy(grad, logits, labels, class_weights, row_weights, batch, classes,
-                                   label_smoothing, inv_total) * inv_total;
+    *loss = k.softmax_cross_entropy(grad, logits, labels, class_weights, row_weights, batch, classes,
+                                    label_smoothing, inv_total) * inv_total;
+    return;
   }
   const int64_t rows = std::max<int64_t>(1, kParallelChunk / classes);
   const int64_t pieces = (batch + rows - 1) / rows;
@@ -43,16 +44,16 @@ double CpuBackend::softmax_cross_entropy(float* grad, const float* logits, const
         grad ? grad + begin * classes : nullptr, logits + begin * classes, labels + begin, class_weights,
         row_weights ? row_weights + begin : nullptr, n, classes, label_smoothing, inv_total);
   });
-  double loss = 0.0;
-  for (double l : partial) loss += l;
-  return loss * inv_total;
+  double sum = 0.0;
+  for (double l : partial) sum += l;
+  *loss = sum * inv_total;
 }
 
-// logits: (batch, classes)  labels: (batch) -> count of rows predicted right (first
+// logits: (batch, classes)  labels: (batch) -> correct += the rows predicted right (first
 // maximum wins, as numpy.argmax)
-int64_t CpuBackend::count_correct(const float* logits, const int32_t* labels, int64_t batch,
-                                  int64_t classes) {
-  return elementwise().count_correct(logits, labels, batch, classes);
+void CpuBackend::count_correct(int64_t* correct, const float* logits, const int32_t* labels, int64_t batch,
+                               int64_t classes) {
+  *correct += elementwise().count_correct(logits, labels, batch, classes);
 }
 
 }  // namespace customml::cpu

@@ -1,0 +1,71 @@
+#pragma once
+// Defines: the kernels that finish a reduction on the device (per-block partial sums into
+// one loss, norm or count, and a loss into an epoch's sum), so a training step leaves its
+// scalar results in device memory instead of waiting to add them on the host.
+
+#include <cstdint>
+
+#include "cuda/common.cuh"
+#include "cuda/device_context.h"
+
+namespace customml::CUSTOMML_CUDA_NS {
+
+// What a sum of partials becomes.
+enum class Finish {
+  mean,  // sum / (total[0] * total_factor), 0 when that is not positive: a weighted mean loss
+  divide,  // sum / divisor: an unweighted mean loss
+  sqrt,    // sqrt(sum): a norm
+  add,     // out[0] + sum: one more term of a running sum (a penalty over layers)
+};
+
+struct PartialsSum {
+  const double* partials = nullptr;  // the terms [first, first + count)
+  int64_t first = 0, count = 0;
+  Finish finish = Finish::divide;
+  const double* total = nullptr;  // Finish::mean
+  double total_factor = 1.0;      // Finish::mean
+  double divisor = 1.0;           // Finish::divide
+};
+
+// -> out (1) = the partials' sum, finished as p.finish says. One block of kThreads: each
+// thread adds a contiguous slice in order, then thread 0 adds the slices in order, so the
+// result is deterministic, and with at most kThreads terms (every per-block reduction) it
+// is the plain left-to-right sum the host used to make.
+__global__ void sum_partials_kernel(double* out, PartialsSum p) {
+  __shared__ double slices[kThreads];
+  const int64_t per = (p.count + kThreads - 1) / kThreads;
+  const int64_t begin = p.first + threadIdx.x * per, end = p.first + p.count;
+  double sum = 0.0;
+  for (int64_t i = begin; i < begin + per && i < end; ++i) sum += p.partials[i];
+  slices[threadIdx.x] = sum;
+  __syncthreads();
+  if (threadIdx.x != 0) return;
+  double total = 0.0;
+  for (int t = 0; t < kThreads; ++t) total += slices[t];
+  switch (p.finish) {
+    case Finish::mean: {
+      const double weight = *p.total * p.total_factor;
+      *out = weight > 0.0 ? total / weight : 0.0;
+      break;
+    }
+    case Finish::divide: *out = total / p.divisor; break;
+    case Finish::sqrt: *out = sqrt(total); break;
+    case Finish::add: *out += total; break;
+  }
+}
+
+// counts (n) -> out (1) += their sum (integers: exact in any order).
+__global__ void sum_counts_kernel(int64_t* out, const int64_t* counts, int64_t n) {
+  int64_t sum = 0;
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) sum += counts[i];
+  sum = block_sum(sum);
+  if (threadIdx.x == 0) *out += sum;
+}
+
+// sum (1) += value (1) * weight
+__global__ void accumulate_kernel(double* sum, const double* value, double weight) { *sum += *value * weight; }
+
+// Launches sum_partials_kernel on ctx.stream: out (1), on the device, = p's sum finished.
+void finish_partials(DeviceContext& ctx, double* out, const PartialsSum& p);
+
+}  // namespace customml::CUSTOMML_CUDA_NS
