@@ -18,6 +18,8 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from . import _checks
+
 __all__ = ["History", "Callback", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler", "CSVLogger",
            "GradualPruning"]
 
@@ -386,11 +388,9 @@ class GradualPruning(Callback):
     def __init__(self, final_sparsity: float, *, end_step: int, initial_sparsity: float = 0.0, begin_step: int = 0,
                  frequency: int = 100, scope: str = "layer", measure: bool = True):
         super().__init__()
-        from .prune import _fraction
-
         owner = "GradualPruning"
-        self.final_sparsity = _fraction(owner, "final_sparsity", final_sparsity)
-        self.initial_sparsity = _fraction(owner, "initial_sparsity", initial_sparsity)
+        self.final_sparsity = _checks.fraction(owner, "final_sparsity", final_sparsity)
+        self.initial_sparsity = _checks.fraction(owner, "initial_sparsity", initial_sparsity)
         for name, value, low in (("begin_step", begin_step, 0), ("end_step", end_step, 1), ("frequency", frequency, 1)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
                 raise ValueError(f"[{owner}] {name} must be an integer >= {low}, got {value!r}")

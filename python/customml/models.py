@@ -8,7 +8,6 @@ released.
 from __future__ import annotations
 
 import copy
-import numbers
 import sys
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -20,58 +19,13 @@ from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from . import schedules as schedules_mod
+from ._checks import as_features, check_finite, number, positive_int
 from .callbacks import Callback, History
 from .layers import Dense, Dropout, Layer, Normalization
 
 __all__ = ["Sequential"]
 
 _PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
-
-
-_FLOAT32 = np.dtype(np.float32)
-
-
-def _as_features(x, name: str, op: str) -> np.ndarray:
-    """float32, C-contiguous, 2-D, non-empty; no copy when x already is."""
-    if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous):
-        try:
-            x = np.asarray(x)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"[{op}] {name} must be a numeric array, got {type(x).__name__}: {exc}") from None
-        if x.dtype.kind == "O":  # e.g. a mixed pandas frame: numbers (None becomes NaN) or an error
-            try:
-                x = x.astype(np.float64)
-            except (TypeError, ValueError) as exc:
-                raise TypeError(f"[{op}] {name} must be a numeric array, got objects: {exc}") from None
-        # Booleans, integers and real floats only: complex would lose its imaginary part
-        # and strings would be parsed, both silently.
-        if x.dtype.kind not in "biuf":
-            raise TypeError(f"[{op}] {name} must be a numeric array of real numbers, got dtype {x.dtype}")
-        # Values beyond float32's range become inf here, and fit reports them as such.
-        with np.errstate(over="ignore"):
-            x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.ndim != 2:
-        raise ValueError(f"[{op}] {name} must be 2-D (samples, features), got shape {x.shape}")
-    if x.shape[0] == 0:
-        raise ValueError(f"[{op}] {name} is empty (0 samples)")
-    return x
-
-
-def _check_finite(a: np.ndarray, name: str, op: str) -> None:
-    # float32 in C order (what _as_features and the target and weight conversions give):
-    # one C++ pass without the GIL or a boolean temporary; anything else through NumPy.
-    if a.dtype == _FLOAT32 and a.flags.c_contiguous and a.dtype.isnative:
-        flat = _core.first_nonfinite(a)
-        if flat < 0:
-            return
-        where = np.unravel_index(flat, a.shape)
-    else:
-        bad = ~np.isfinite(a)
-        if not bad.any():
-            return
-        where = np.argwhere(bad)[0]
-    raise ValueError(f"[{op}] {name} contains NaN or inf (first at index {tuple(int(i) for i in where)}); "
-                     "training on it would make the weights NaN")
 
 
 def _check_binary_metrics(metrics: Tuple[str, ...], outputs: int) -> None:
@@ -84,12 +38,6 @@ def _check_binary_metrics(metrics: Tuple[str, ...], outputs: int) -> None:
 def _scalars(logs: Dict) -> Dict[str, float]:
     """The logs without the confusion matrix, for one-line displays."""
     return {k: v for k, v in logs.items() if not isinstance(v, np.ndarray)}
-
-
-def _positive_int(value, name: str, op: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"[{op}] {name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 class Sequential:
@@ -108,7 +56,7 @@ class Sequential:
         device = _core.check_device(device)
         if seed is None:
             seed = int(np.random.SeedSequence().entropy % (2**63))
-        self.seed = _positive_int(seed, "seed", "Sequential", minimum=0)
+        self.seed = positive_int(seed, "seed", "Sequential", minimum=0)
         self.device = device
         self.name = name
         self.layers: List[Layer] = []
@@ -137,7 +85,7 @@ class Sequential:
             for layer in layers:
                 self.add(layer)
             if input_dim is not None:
-                self.build(_positive_int(input_dim, "input_dim", "Sequential"))
+                self.build(positive_int(input_dim, "input_dim", "Sequential"))
         except BaseException:
             # A model that failed to construct must not keep the layers it was given.
             for layer in self.layers:
@@ -372,7 +320,7 @@ class Sequential:
             # A copy, so the caller's optimizer object is left as it was; the copy is what
             # save writes, so the clipping survives a round trip.
             optimizer = copy.copy(optimizer)
-            optimizer.clipnorm = optimizers_mod._number("compile", "clipnorm", clipnorm)
+            optimizer.clipnorm = number("compile", "clipnorm", clipnorm)
             if optimizer.clipnorm == 0.0:
                 raise ValueError(f"[compile] clipnorm must be > 0 (or None for no clipping), got {clipnorm!r}")
         loss = losses_mod.get(loss)
@@ -457,7 +405,7 @@ class Sequential:
             if not np.issubdtype(y.dtype, np.number) or np.iscomplexobj(y):
                 raise TypeError(f"[{op}] {name} must be numeric, got dtype {y.dtype}")
             y = np.ascontiguousarray(y, dtype=np.float32)
-            _check_finite(y, name, op)
+            check_finite(y, name, op)
             return y
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
@@ -468,7 +416,7 @@ class Sequential:
             y = y.astype(np.int32)
         elif np.issubdtype(y.dtype, np.floating):
             if not np.isfinite(y).all():
-                _check_finite(y, name, op)
+                check_finite(y, name, op)
             if not (y == np.round(y)).all():
                 raise ValueError(f"[{op}] {name} must hold integer class labels, got non-integer values")
         elif not np.issubdtype(y.dtype, np.integer):
@@ -494,7 +442,7 @@ class Sequential:
         if w.shape != (n,):
             raise ValueError(f"[{op}] {name} has shape {w.shape}, expected ({n},): one weight per sample")
         w = np.ascontiguousarray(w, dtype=np.float32)
-        _check_finite(w, name, op)
+        check_finite(w, name, op)
         if (w < 0).any():
             raise ValueError(f"[{op}] {name} must be >= 0, got {float(w[np.argmax(w < 0)])!r} at index "
                              f"{int(np.argmax(w < 0))}")
@@ -521,9 +469,9 @@ class Sequential:
                 if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
                     raise ValueError(f"[{op}] batch {step} of the iterable must be a tuple (x, y) or "
                                      f"(x, y, sample_weight), got {type(item).__name__}")
-                xb = _as_features(item[0], f"batch {step} x", op)
+                xb = as_features(item[0], f"batch {step} x", op)
                 self._ensure_ready(xb, op)
-                _check_finite(xb, f"batch {step} x", op)
+                check_finite(xb, f"batch {step} x", op)
                 b = xb.shape[0]
                 yb = self._as_targets(item[1], b, op, f"batch {step} y")
                 wb = None if len(item) == 2 or item[2] is None else \
@@ -581,7 +529,7 @@ class Sequential:
         if from_iterable and (isinstance(x, np.ndarray) or not hasattr(x, "__iter__")):
             raise ValueError("[fit] y is missing: give (x, y) arrays, or as x an iterable of (x, y) batches")
         if steps_per_epoch is not None:
-            steps_per_epoch = _positive_int(steps_per_epoch, "steps_per_epoch", op)
+            steps_per_epoch = positive_int(steps_per_epoch, "steps_per_epoch", op)
             if not from_iterable:
                 raise ValueError("[fit] steps_per_epoch applies to an iterable of batches; with arrays an epoch "
                                  "is one pass over x")
@@ -598,20 +546,20 @@ class Sequential:
             if isinstance(layer, Normalization) and not layer.adapted:
                 raise ValueError(f"[fit] Normalization layer {layer.name!r} is not adapted: call "
                                  f"model.layers[{layer._index}].adapt(x_train) (or give it mean and variance) first")
-        epochs = _positive_int(epochs, "epochs", op, minimum=0)
+        epochs = positive_int(epochs, "epochs", op, minimum=0)
         if initial_epoch is not None:
-            initial_epoch = _positive_int(initial_epoch, "initial_epoch", op, minimum=0)
+            initial_epoch = positive_int(initial_epoch, "initial_epoch", op, minimum=0)
             if initial_epoch > epochs:
                 raise ValueError(f"[fit] initial_epoch ({initial_epoch}) is past epochs ({epochs}), the index of the "
                                  "last epoch (Keras' convention)")
-        batch_size = _positive_int(batch_size, "batch_size", op)
+        batch_size = positive_int(batch_size, "batch_size", op)
         if verbose not in (0, 1, 2):
             raise ValueError(f"[fit] verbose must be 0, 1 or 2, got {verbose!r}")
         if not from_iterable:
-            x = _as_features(x, "x", op)
+            x = as_features(x, "x", op)
             self._ensure_ready(x, op)
             y = self._as_targets(y, x.shape[0], op)
-            _check_finite(x, "x", op)
+            check_finite(x, "x", op)
             if sample_weight is not None:
                 sample_weight = self._as_sample_weight(sample_weight, x.shape[0], op)
         if validation_data is not None:
@@ -619,14 +567,14 @@ class Sequential:
                 raise ValueError("[fit] give validation_split or validation_data, not both")
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("[fit] validation_data must be a tuple (x_val, y_val)")
-            x_val = _as_features(validation_data[0], "validation_data x", op)
+            x_val = as_features(validation_data[0], "validation_data x", op)
             if from_iterable and self._net is None:
                 self._ensure_ready(x_val, op)
             if x_val.shape[1] != self._input_dim:
                 raise ValueError(f"[fit] validation_data x has {x_val.shape[1]} features but the model expects "
                                  f"{self._input_dim}")
             y_val = self._as_targets(validation_data[1], x_val.shape[0], op, "validation_data y")
-            _check_finite(x_val, "validation_data x", op)
+            check_finite(x_val, "validation_data x", op)
         elif validation_split:
             if isinstance(validation_split, bool) or not (0.0 < validation_split < 1.0):
                 raise ValueError(f"[fit] validation_split must be in [0, 1), got {validation_split!r}")
@@ -642,7 +590,7 @@ class Sequential:
         else:
             x_val = y_val = None
 
-        seed = self.seed if seed is None else _positive_int(seed, "seed", op, minimum=0)
+        seed = self.seed if seed is None else positive_int(seed, "seed", op, minimum=0)
         if from_iterable:
             epoch_batches = self._iterable_batches(x, steps_per_epoch, op)
             steps = steps_per_epoch if steps_per_epoch is not None else (len(x) if hasattr(x, "__len__") else None)
@@ -774,8 +722,8 @@ class Sequential:
         """Loss and compiled metrics over (x, y), dropout off: ``{"loss": ..., "accuracy": ...}``;
         "confusion_matrix" is an int64 array (classes, classes), rows = true labels."""
         op = "evaluate"
-        batch_size = _positive_int(batch_size, "batch_size", op)
-        x = _as_features(x, "x", op)
+        batch_size = positive_int(batch_size, "batch_size", op)
+        x = as_features(x, "x", op)
         self._ensure_ready(x, op)
         y = self._as_targets(y, x.shape[0], op)
         return self._evaluate_arrays(x, y, batch_size)
@@ -797,10 +745,10 @@ class Sequential:
             if y is not None:
                 return y
         op = "predict"
-        x = _as_features(x, "x", op)
+        x = as_features(x, "x", op)
         self._ensure_ready(x, op)
         if not (type(batch_size) is int and batch_size > 0):
-            batch_size = _positive_int(batch_size, "batch_size", op)
+            batch_size = positive_int(batch_size, "batch_size", op)
         if out is not None and not isinstance(out, np.ndarray):
             raise TypeError(f"[predict] out must be a numpy array, got {type(out).__name__}")
         # The executor checks out's dtype and shape, and that it shares no memory with x,

@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import _checks
 from .layers import Dense, Dropout, Normalization, Rescaling
 
 __all__ = ["magnitude", "n_m", "structured", "choose_formats", "report", "magnitude_masks", "n_m_masks", "PruneReport",
@@ -42,12 +43,6 @@ _NOISE = 1.05
 # Each timed run lasts at least this long, so batch-1 calls of a few microseconds are not
 # measured at the timer's resolution.
 _RUN_SECONDS = 2e-3
-
-
-def _fraction(op: str, name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0.0 <= value < 1.0):
-        raise ValueError(f"[{op}] {name} must be a number in [0, 1), got {value!r}")
-    return float(value)
 
 
 def _dense_indices(model, op: str) -> List[int]:
@@ -87,7 +82,7 @@ def _set_mask(model, index: int, keep: np.ndarray) -> None:
 def magnitude_masks(model, sparsity: float, scope: str = "layer") -> Dict[int, np.ndarray]:
     """The masks ``magnitude`` would set, by layer index, without setting them."""
     op = "prune.magnitude"
-    sparsity = _fraction(op, "sparsity", sparsity)
+    sparsity = _checks.fraction(op, "sparsity", sparsity)
     if scope not in ("layer", "global"):
         raise ValueError(f"[{op}] scope must be 'layer' or 'global', got {scope!r}")
     indices = _dense_indices(model, op)
@@ -248,13 +243,6 @@ def _batch_range(dense: Dict[int, float], sparse: Dict[int, float]) -> Tuple[int
     return best
 
 
-def _check_batch_sizes(op: str, batch_sizes) -> Tuple[int, ...]:
-    sizes = tuple(batch_sizes)
-    if not sizes or any(isinstance(b, bool) or not isinstance(b, numbers.Integral) or b < 1 for b in sizes):
-        raise ValueError(f"[{op}] batch_sizes must be positive integers, got {batch_sizes!r}")
-    return tuple(sorted(set(int(b) for b in sizes)))
-
-
 def choose_formats(model, batch_sizes: Sequence[int] = BATCH_SIZES, formats: Optional[Sequence[str]] = None,
                    repeats: int = 7) -> Dict[int, dict]:
     """For every masked Dense layer, times the layer alone on the model's device in dense and
@@ -270,7 +258,7 @@ def choose_formats(model, batch_sizes: Sequence[int] = BATCH_SIZES, formats: Opt
     us}}}}; the choice is saved with the model."""
     op = "prune.choose_formats"
     indices = _dense_indices(model, op)
-    sizes = _check_batch_sizes(op, batch_sizes)
+    sizes = _checks.batch_sizes(op, batch_sizes)
     if isinstance(repeats, bool) or not isinstance(repeats, numbers.Integral) or repeats < 1:
         raise ValueError(f"[{op}] repeats must be an integer >= 1, got {repeats!r}")
     if formats is not None:
@@ -340,7 +328,7 @@ def structured(model, fraction: float, criterion: str = "l2", *, measure: bool =
     from .models import Sequential
 
     op = "prune.structured"
-    fraction = _fraction(op, "fraction", fraction)
+    fraction = _checks.fraction(op, "fraction", fraction)
     if criterion not in ("l2", "l1"):
         raise ValueError(f"[{op}] criterion must be 'l2' or 'l1', got {criterion!r}")
     indices = _dense_indices(model, op)

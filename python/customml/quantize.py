@@ -37,13 +37,14 @@ forward pass (Network.set_fake_quantization: the straight-through estimator) and
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import io
+from . import _checks, io
 from .layers import Dense
 
 __all__ = ["int8", "qat", "QuantizationReport", "METHODS"]
@@ -302,9 +303,7 @@ class QuantizationReport:
 
 
 def _features(x, name: str, input_dim: int) -> np.ndarray:
-    from .models import _as_features
-
-    x = _as_features(x, name, _OP)
+    x = _checks.as_features(x, name, _OP)
     if x.shape[1] != input_dim:
         raise ValueError(f"[{_OP}] {name} has {x.shape[1]} features but the model expects {input_dim}")
     if not np.isfinite(x).all():
@@ -371,8 +370,6 @@ def int8(model, calibration=None, method: str = "minmax", per_channel: bool = Tr
     int8 and as sparse float32 at ``batch_sizes`` (default ``prune.BATCH_SIZES``) and keeps
     the form that is faster at more of them (the choice is saved with the model, as the
     pruning's format choice is); "int8" quantizes them like any other layer."""
-    from .models import _positive_int
-
     if model._net is None:
         raise ValueError(f"[{_OP}] the model is not built: give Sequential input_dim or call fit/predict first")
     if method not in METHODS:
@@ -382,12 +379,12 @@ def int8(model, calibration=None, method: str = "minmax", per_channel: bool = Tr
             raise TypeError(f"[{_OP}] {name} must be True or False, got {flag!r}")
     if isinstance(percentile, bool) or not isinstance(percentile, numbers.Real) or not 50 < percentile <= 100:
         raise ValueError(f"[{_OP}] percentile must be a number in (50, 100], got {percentile!r}")
-    num_bins = _positive_int(num_bins, "num_bins", _OP, minimum=256)
+    num_bins = _checks.positive_int(num_bins, "num_bins", _OP, minimum=256)
     if pruned not in ("measure", "int8"):
         raise ValueError(f"[{_OP}] pruned must be 'measure' or 'int8', got {pruned!r}")
-    from .prune import BATCH_SIZES, _check_batch_sizes
+    from .prune import BATCH_SIZES
 
-    sizes = _check_batch_sizes(_OP, BATCH_SIZES if batch_sizes is None else batch_sizes)
+    sizes = _checks.batch_sizes(_OP, BATCH_SIZES if batch_sizes is None else batch_sizes)
     if calibration is None:
         raise ValueError(f"[{_OP}] calibration is required: a few hundred representative input rows")
     calibration = _features(calibration, "calibration", model.input_dim)
@@ -538,13 +535,11 @@ def qat(model, x, y, epochs: int = 3, batch_size: int = 128, learning_rate: Opti
     training. The fine-tuned model is then quantized by ``int8`` with ``calibration``
     (default: the first 1024 rows of x) and the remaining arguments, and returned; the
     original model is left as it is."""
-    from .models import _positive_int
-
     if model._net is None:
         raise ValueError("[quantize.qat] the model is not built: give Sequential input_dim or call fit/predict first")
     if model._loss is None:
         raise ValueError("[quantize.qat] the model must be compiled (its loss and optimizer fine-tune it)")
-    epochs = _positive_int(epochs, "epochs", "quantize.qat")
+    epochs = _checks.positive_int(epochs, "epochs", "quantize.qat")
     if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0 <= momentum < 1:
         raise ValueError(f"[quantize.qat] momentum must be in [0, 1), got {momentum!r}")
     tuned = _copy(model)
@@ -553,12 +548,8 @@ def qat(model, x, y, epochs: int = 3, batch_size: int = 128, learning_rate: Opti
         tuned._net.clear_quantization(i)
         tuned._net.set_fake_quantization(i, bool(per_channel), bool(static), float(momentum))
     if learning_rate is not None:
-        import copy
-
-        from . import optimizers as optimizers_mod
-
         optimizer = copy.copy(tuned._optimizer)
-        optimizer.learning_rate = optimizers_mod._number("quantize.qat", "learning_rate", learning_rate)
+        optimizer.learning_rate = _checks.number("quantize.qat", "learning_rate", learning_rate)
         tuned.compile(optimizer=optimizer, loss=tuned._loss, metrics=tuned._metrics, precision=tuned._precision)
     tuned.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=verbose)
     for i in dense:
