@@ -44,7 +44,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _checks, io
+from . import _checks, _formats, io
 from .layers import Dense
 
 __all__ = ["int8", "qat", "QuantizationReport", "METHODS"]
@@ -382,9 +382,7 @@ def int8(model, calibration=None, method: str = "minmax", per_channel: bool = Tr
     num_bins = _checks.positive_int(num_bins, "num_bins", _OP, minimum=256)
     if pruned not in ("measure", "int8"):
         raise ValueError(f"[{_OP}] pruned must be 'measure' or 'int8', got {pruned!r}")
-    from .prune import BATCH_SIZES
-
-    sizes = _checks.batch_sizes(_OP, BATCH_SIZES if batch_sizes is None else batch_sizes)
+    sizes = _checks.batch_sizes(_OP, _formats.BATCH_SIZES if batch_sizes is None else batch_sizes)
     if calibration is None:
         raise ValueError(f"[{_OP}] calibration is required: a few hundred representative input rows")
     calibration = _features(calibration, "calibration", model.input_dim)
@@ -446,7 +444,7 @@ def int8(model, calibration=None, method: str = "minmax", per_channel: bool = Tr
         for row in rows:
             i = row["index"]
             if i in qmodel._masks:
-                row["sparse_float32"] = _faster_form(qmodel, i, float_weights[i], encodings[i], sizes)
+                row["sparse_float32"] = _formats.int8_or_float32(qmodel, i, float_weights[i], encodings[i], sizes)
                 if row["sparse_float32"]["chosen"]:
                     _to_float(qmodel, i, float_weights[i])
                     row["int8"] = False
@@ -478,33 +476,6 @@ def int8(model, calibration=None, method: str = "minmax", per_channel: bool = Tr
     qmodel.quantization_report = QuantizationReport(method, bool(per_channel), bool(static), rows, float_acc,
                                                     int8_acc, max_accuracy_drop)
     return qmodel
-
-
-def _faster_form(qmodel, index: int, weights: List[np.ndarray], encoding: Tuple, sizes: Tuple[int, ...],
-                 repeats: int = 7) -> Dict:
-    """Times pruned layer ``index`` alone as dense int8 (``encoding``) and in float32 (its
-    sparse format over the batch range where that beats dense float32, as
-    ``prune.choose_formats`` picks it) at ``sizes``: {"chosen": float32 faster at more sizes
-    (at equal counts, in less total time), "format", "min_batch", "max_batch", "latency_us":
-    {"int8" | "dense" | format: {batch: us}}}."""
-    from .prune import _batch_range, _fits_n_m, _probe, _time_probes
-
-    nm = qmodel._nm.get(index, (2, 4))
-    fmt = "nm" if index in qmodel._nm and _fits_n_m(weights[0], *nm) else "csr"
-    probes = {f: _probe(qmodel, index, weights, f, nm) for f in ("dense", fmt)}
-    probes["int8"] = _probe(qmodel, index, weights, "dense", nm)
-    probes["int8"]._net.set_quantization(0, *encoding)
-    probes["int8"]._net.prepare()
-    latency = _time_probes(probes, sizes, repeats)
-    lo, hi = _batch_range(latency["dense"], latency[fmt])
-    best_float = {b: latency[fmt][b] if lo <= b <= hi else latency["dense"][b] for b in sizes}
-    wins = sum(best_float[b] < latency["int8"][b] for b in sizes)
-    losses = sum(best_float[b] > latency["int8"][b] for b in sizes)
-    chosen = wins > losses or (wins == losses and sum(best_float.values()) < sum(latency["int8"].values()))
-    if hi < lo:
-        fmt, lo, hi = "dense", 1, 0
-    return {"chosen": bool(chosen), "format": fmt, "min_batch": lo, "max_batch": hi,
-            "latency_us": latency}
 
 
 def _to_float(model, index: int, weights: List[np.ndarray]) -> None:
