@@ -19,8 +19,9 @@ from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from . import schedules as schedules_mod
+from ._callback import Callback
 from ._checks import as_features, check_finite, number, positive_int
-from .callbacks import Callback, History
+from ._history import History
 from .layers import Dense, Dropout, Layer, Normalization
 
 __all__ = ["Sequential"]

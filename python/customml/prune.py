@@ -14,7 +14,8 @@
 
 Each returns or attaches a ``PruneReport``: per layer the sparsity, the parameters
 (nonzeros) before and after, the measured latencies and the chosen format.
-``customml.callbacks.GradualPruning`` prunes during fit on Zhu & Gupta's schedule.
+``GradualPruning`` (a fit callback, also ``customml.callbacks.GradualPruning``) prunes during
+fit on Zhu & Gupta's schedule.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from . import _checks, _formats
+from ._callback import Callback
 from ._formats import BATCH_SIZES, UNBOUNDED
 from .layers import Dense, Dropout, Normalization, Rescaling
 
 __all__ = ["magnitude", "n_m", "structured", "choose_formats", "report", "magnitude_masks", "n_m_masks", "PruneReport",
-           "BATCH_SIZES", "UNBOUNDED"]
+           "GradualPruning", "BATCH_SIZES", "UNBOUNDED"]
 
 def _dense_indices(model, op: str) -> List[int]:
     from .models import Sequential
@@ -272,6 +274,73 @@ def structured(model, fraction: float, criterion: str = "l2", *, measure: bool =
         rows.append(row)
     smaller.pruning_report = PruneReport("structured", rows)
     return smaller
+
+
+# ---------------------------------------------------------------------------------------
+# Gradual pruning during fit
+# ---------------------------------------------------------------------------------------
+
+
+class GradualPruning(Callback):
+    """Prunes by magnitude during fit on the polynomial schedule of Zhu & Gupta (2017):
+    at executor step t in [begin_step, end_step] the target sparsity is
+
+        s_t = final + (initial - final) * (1 - (t - begin_step) / (end_step - begin_step)) ** 3
+
+    and the masks are recomputed (``magnitude`` with ``scope``) every
+    ``frequency`` steps from begin_step and once more at end_step, where the sparsity
+    reaches ``final_sparsity`` exactly. Fast pruning early, when the network can recover,
+    slow near the end. Pruned weights already sit at zero, so they are the first pruned
+    again: masks only grow. After end_step the masks stay and fine-tuning goes on; when a
+    fit ends past end_step, ``report`` picks each layer's inference format
+    and leaves its report on ``model.pruning_report`` (``measure=False`` leaves that to
+    the caller). The step is the
+    executor's update count (``model`` resumed from a file continues the schedule)."""
+
+    def __init__(self, final_sparsity: float, *, end_step: int, initial_sparsity: float = 0.0, begin_step: int = 0,
+                 frequency: int = 100, scope: str = "layer", measure: bool = True):
+        super().__init__()
+        owner = "GradualPruning"
+        self.final_sparsity = _checks.fraction(owner, "final_sparsity", final_sparsity)
+        self.initial_sparsity = _checks.fraction(owner, "initial_sparsity", initial_sparsity)
+        for name, value, low in (("begin_step", begin_step, 0), ("end_step", end_step, 1), ("frequency", frequency, 1)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                raise ValueError(f"[{owner}] {name} must be an integer >= {low}, got {value!r}")
+        if end_step <= begin_step:
+            raise ValueError(f"[{owner}] end_step must be > begin_step, got end_step={end_step}, "
+                             f"begin_step={begin_step}")
+        if scope not in ("layer", "global"):
+            raise ValueError(f"[{owner}] scope must be 'layer' or 'global', got {scope!r}")
+        self.begin_step, self.end_step, self.frequency = int(begin_step), int(end_step), int(frequency)
+        self.scope = scope
+        self.measure = bool(measure)
+
+    def sparsity(self, step: int) -> float:
+        """The schedule's target at executor step ``step`` (initial before, final after)."""
+        progress = min(max((step - self.begin_step) / (self.end_step - self.begin_step), 0.0), 1.0)
+        return self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * (1.0 - progress) ** 3
+
+    def _prune(self, step: int) -> None:
+        magnitude(self.model, self.sparsity(step), self.scope, measure=False)
+
+    def on_train_begin(self, logs: Optional[Dict] = None) -> None:
+        # A fit that starts inside the schedule (or resumes past its start) begins at the
+        # sparsity of the last pruning step an uninterrupted run would have taken by now,
+        # so a resumed run prunes exactly as a straight one.
+        step = int(self.model._net.step)
+        if step >= self.begin_step:
+            last = self.begin_step + (step - self.begin_step) // self.frequency * self.frequency
+            self._prune(self.end_step if step >= self.end_step else last)
+
+    def on_batch_end(self, batch: int, logs: Optional[Dict] = None) -> None:
+        step = int(self.model._net.step)
+        if self.begin_step <= step <= self.end_step and (
+                (step - self.begin_step) % self.frequency == 0 or step == self.end_step):
+            self._prune(step)
+
+    def on_train_end(self, logs: Optional[Dict] = None) -> None:
+        if self.measure and int(self.model._net.step) >= self.end_step:
+            report(self.model)  # chooses the formats; the report lands on model.pruning_report
 
 
 # ---------------------------------------------------------------------------------------
