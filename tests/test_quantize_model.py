@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import customml as cm
-from customml import cli, io, quantize
+from customml import _model_file, cli, io, quantize
 
 
 def _digits_model(hidden=(64,), device="cpu", epochs=15, seed=1):
@@ -335,7 +335,7 @@ def _rewrite(raw: bytes, name: str, value: np.ndarray) -> bytes:
     begin, end = header[name]["data_offsets"]
     data = data[:begin] + value.tobytes() + data[end:]
     meta = header["__metadata__"]
-    meta["checksum"] = io._checksum(meta, [data])
+    meta["checksum"] = _model_file._checksum(meta, [data])
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
     return len(text).to_bytes(8, "little") + text + data
@@ -534,7 +534,7 @@ def test_pruning_an_int8_model_is_refused(digits):
     meta = header["__metadata__"]
     meta["pruning"] = json.dumps({"layers": {"0": {"masked": True, "format": "csr", "min_batch": 1,
                                                     "max_batch": 8}}})
-    meta["checksum"] = io._checksum(meta, [data])
+    meta["checksum"] = _model_file._checksum(meta, [data])
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
     with pytest.raises(ValueError, match="int8"):

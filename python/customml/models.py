@@ -8,13 +8,14 @@ released.
 from __future__ import annotations
 
 import copy
+import os
 import sys
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _core
+from . import _core, _model_file
 from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
@@ -22,6 +23,8 @@ from . import schedules as schedules_mod
 from ._callback import Callback
 from ._checks import as_features, check_finite, number, positive_int
 from ._history import History
+from ._model_description import ModelDescription, describe
+from ._safetensors import atomic_write
 from .layers import Dense, Dropout, Layer, Normalization
 
 __all__ = ["Sequential"]
@@ -778,16 +781,65 @@ class Sequential:
         configuration); ``include_optimizer=True`` adds the optimizer state, the step count
         and the epochs trained so that ``customml.load`` + fit resumes exactly. The write
         is atomic. See ``customml.io`` for the layout."""
-        from . import io
-
-        io.save(self, path, include_optimizer=include_optimizer)
+        atomic_write(path, _model_file.encode(describe(self, include_optimizer)))
 
     def load_weights(self, path) -> None:
         """Loads the weights of a file saved by ``save`` into this model, which must have
         the same layers and input size; the optimizer state is left as it is."""
-        from . import io
+        _load_weights(self, path)
 
-        io.load_weights(self, path)
+    @classmethod
+    def _from_description(cls, desc: ModelDescription, device: str) -> "Sequential":
+        """A new model on ``device`` from a description (what ``customml.io`` reads from a
+        file): its layers, its compile configuration, its weights and, when the description
+        holds them, its optimizer state and callback states."""
+        arch = desc.architecture
+        model = cls(desc.layers(), input_dim=arch["input_dim"], device=device, seed=arch["seed"], name=arch["name"])
+        args = desc.compile_args()
+        if args is not None:
+            model.compile(**args)
+        model._restore(desc)
+        return model
+
+    def _restore(self, desc: ModelDescription, with_state: bool = True) -> None:
+        """Writes a description's weights straight into the executor: bit for bit, NaN
+        payloads included (set_weights would refuse non-finite values a saved model may
+        hold); then its pruning (the masks, cleared on layers it has none for, the N:M
+        shapes and the inference formats) and its int8 layers; ``with_state``, its optimizer
+        state, step count, epochs trained and callback states too, where it has them."""
+        net = self._net
+        for i in list(self._masks):
+            net.clear_mask(i)
+            del self._masks[i]
+        self._nm.clear()
+        for i, w in desc.weights.items():
+            if w.int8 is None:
+                net.clear_quantization(i)
+                net.write_params(net.weight_offsets[i], np.ascontiguousarray(w.kernel).ravel())
+            net.write_params(net.bias_offsets[i], np.ascontiguousarray(w.bias).ravel())
+        for i, w in desc.weights.items():
+            if w.keep is not None:
+                net.set_mask(i, w.keep.astype(np.uint8))
+                self._masks[i] = w.keep
+        for i, w in desc.weights.items():
+            if w.n_m is not None:
+                self._nm[i] = w.n_m
+            net.set_sparse_format(i, w.format, w.max_batch, *(w.n_m or (2, 4)), min_batch=w.min_batch)
+        for i, w in desc.weights.items():
+            if w.int8 is not None:
+                net.set_quantization(i, w.int8.w_q, w.int8.w_scale, w.int8.in_scale, w.int8.in_zero)
+        state = desc.optimizer
+        if not with_state or state is None:
+            return
+        for slot_index, arrays in enumerate(state.slots.values()):
+            for (i, part), values in arrays.items():
+                offset = (net.weight_offsets if part == "kernel" else net.bias_offsets)[i]
+                net.write_state(slot_index, offset, values.ravel())
+        net.set_step(state.step)
+        if state.loss_scale is not None:
+            net.set_loss_scale(*state.loss_scale)
+        self._epoch = state.epochs_trained
+        self._restored_callback_state = desc.callbacks or None
 
     def export_onnx(self, path, opset: int = 17) -> None:
         """Writes the inference graph (predict's output, dropout removed) as an ONNX model
@@ -798,3 +850,21 @@ class Sequential:
 
     def __repr__(self) -> str:
         return f"Sequential({self.layers!r}, input_dim={self._input_dim}, device={self.device!r})"
+
+
+def _load_weights(model: Sequential, path) -> None:
+    """``Sequential.load_weights`` and ``customml.io.load_weights``."""
+    desc = _model_file.read(path)
+    mismatch = desc.mismatch(model)
+    if mismatch:
+        raise ValueError(f"[load_weights] {os.fspath(path)} does not fit the model: {mismatch}")
+    if model._net is None:
+        model.build(desc.architecture["input_dim"])
+        if model._loss is not None:
+            model._compile_net()
+    model._restore(desc, with_state=False)
+    # A Normalization's statistics are its weights (as in Keras); a Rescaling's constants
+    # are configuration, kept as the model has them.
+    for spec, layer in zip(desc.architecture["layers"], model.layers):
+        if spec["kind"] == "normalization" and spec["mean"] is not None:
+            layer._set_stats(spec["mean"], spec["variance"])
