@@ -44,7 +44,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _checks, _formats, io
+from . import _checks, _formats, io, ops
 from .layers import Dense
 
 __all__ = ["int8", "qat", "QuantizationReport", "METHODS"]
@@ -67,10 +67,10 @@ def quantize_weights(kernel: np.ndarray, per_channel: bool = True) -> Tuple[np.n
     scale = max |w| / 127 over each output column (or the whole kernel), codes
     round_half_even(w / scale). An all-zero column gets scale 1 (its codes are 0 anyway;
     the executor needs scales > 0)."""
-    kernel = np.asarray(kernel, dtype=np.float32)
+    kernel = np.ascontiguousarray(kernel, dtype=np.float32)
     amax = np.abs(kernel).max(axis=0) if per_channel else np.abs(kernel).max().reshape(1)
     scale = np.where(amax > 0, amax / np.float32(_W_MAX), np.float32(1.0)).astype(np.float32)
-    codes = np.clip(np.rint(kernel / scale), -_W_MAX, _W_MAX).astype(np.int8)
+    codes = ops.quantize(kernel, scale, dtype="int8", axis="column" if per_channel else "tensor")
     return codes, scale
 
 
@@ -84,10 +84,6 @@ def activation_encoding(lo: float, hi: float) -> Tuple[float, int]:
         return 1.0, 0
     zero = int(np.clip(np.rint(np.float32(-lo) / scale), 0, _A_STEPS))
     return float(scale), zero
-
-
-def _quantize_u8(x: np.ndarray, scale, zero) -> np.ndarray:
-    return np.clip(np.rint(x / np.float32(scale)) + zero, 0, _A_STEPS)
 
 
 # ---------------------------------------------------------------------------------------
@@ -185,43 +181,26 @@ _RANGES = {"minmax": _range_minmax, "percentile": _range_percentile, "mse": _ran
 
 
 # ---------------------------------------------------------------------------------------
-# The arithmetic of one int8 layer, in NumPy (the report's error against float32)
+# One int8 layer, as the executor runs it (the report's error against float32)
 # ---------------------------------------------------------------------------------------
-
-
-def _activate(z: np.ndarray, act: str) -> np.ndarray:
-    if act == "relu":
-        return np.maximum(z, 0)
-    if act == "sigmoid":
-        return 0.5 * (1 + np.tanh(0.5 * z))
-    if act == "tanh":
-        return np.tanh(z)
-    if act == "gelu":
-        return 0.5 * z * (1 + np.tanh(0.7978845608028654 * (z + 0.044715 * z ** 3)))
-    return z
 
 
 def simulate_layer(x: np.ndarray, w_q: np.ndarray, w_scale: np.ndarray, bias: np.ndarray, act: str,
                    in_scale: float, in_zero: int) -> np.ndarray:
-    """What gemm_s8 computes for one layer on float input x (rows, in), in float64 after
-    the exact integer product: inputs quantized to uint8 (static: in_scale / in_zero;
-    dynamic when in_scale <= 0: per row over [min(0, min), max(0, max)]), then
-    act(a_scale w_scale (acc - a_zero colsum(w)) + bias)."""
-    x = np.asarray(x, dtype=np.float32)
+    """What an int8 layer computes on float input x (rows, in), by the library's own int8
+    ops on the cpu: inputs quantized to uint8 (``ops.quantize`` with in_scale / in_zero;
+    dynamic when in_scale <= 0: ``ops.quantize_rows_dynamic``, per row over
+    [min(0, min), max(0, max)]), then ``ops.gemm_s8``: the exact integer product and
+    act(a_scale w_scale (acc - a_zero colsum(w)) + bias) in float32."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
     if in_scale > 0:
-        a_scale = np.full((x.shape[0], 1), np.float32(in_scale))
-        a_zero = np.full((x.shape[0], 1), in_zero, dtype=np.int64)
+        a_scale, a_zero = np.float32([in_scale]), np.int32([in_zero])
+        a = ops.quantize(x, a_scale, a_zero, dtype="uint8")
     else:
-        lo = np.minimum(x.min(axis=1, keepdims=True), 0)
-        hi = np.maximum(x.max(axis=1, keepdims=True), 0)
-        a_scale = ((hi - lo) / np.float32(_A_STEPS)).astype(np.float32)
-        a_scale[a_scale == 0] = 1
-        a_zero = np.clip(np.rint(-lo / a_scale), 0, _A_STEPS).astype(np.int64)
-    a = _quantize_u8(x, a_scale, a_zero).astype(np.int64)
-    w = w_q.astype(np.int64)
-    acc = a @ w - a_zero * w.sum(axis=0)
-    z = a_scale.astype(np.float64) * w_scale.astype(np.float64) * acc + bias
-    return _activate(z, act)
+        a, a_scale, a_zero = ops.quantize_rows_dynamic(x)
+    return ops.gemm_s8(a, np.ascontiguousarray(w_q, dtype=np.int8), a_scale, a_zero,
+                       np.ascontiguousarray(w_scale, dtype=np.float32),
+                       bias=np.ascontiguousarray(bias, dtype=np.float32), activation=act)
 
 
 # ---------------------------------------------------------------------------------------
@@ -331,11 +310,10 @@ def _layer_inputs(model, x: np.ndarray, dense: List[int]) -> Tuple[List[np.ndarr
     preprocessing, so the executor quantizes the preprocessed input, as calibrated here."""
     from .models import Sequential
 
-    # The executor's preprocessing rounds as float32 x * scale + shift (a product, then a sum).
+    # Each preprocessing layer by the op the executor runs for it.
     for layer in model.layers:
         if layer._preprocessing:
-            scale, shift = layer._affine(model.input_dim)
-            x = x * scale + shift
+            x = ops.feature_affine(x, *layer._affine(model.input_dim))
     outs = []
     for i in dense:
         if i == dense[-1]:
