@@ -67,7 +67,7 @@ from ._model_description import ModelDescription, describe
 # reader accepts), as they were before the format moved to modules of its own.
 from ._model_file import FORMAT, FORMAT_VERSION  # noqa: F401
 from ._safetensors import MAX_HEADER_BYTES, atomic_write  # noqa: F401
-from .models import Sequential, _load_weights
+from .models import Sequential
 
 __all__ = ["save", "load", "load_weights", "dumps", "loads", "FORMAT_VERSION"]
 
@@ -113,7 +113,7 @@ def load_weights(model, path) -> None:
     same layers (kinds, units and input size; an unbuilt model is built for the file's
     input size). Optimizer state in the file is ignored; the model's is kept. The file's
     int8 layers become int8 in the model (and its float layers float)."""
-    _load_weights(model, path)
+    Sequential.load_weights(model, path)
 
 
 def _build(desc: ModelDescription, device: str, where: str) -> Sequential:

@@ -436,7 +436,20 @@ class Sequential(Trainer):
     def load_weights(self, path) -> None:
         """Loads the weights of a file saved by ``save`` into this model, which must have
         the same layers and input size; the optimizer state is left as it is."""
-        _load_weights(self, path)
+        desc = _model_file.read(path)
+        mismatch = desc.mismatch(self)
+        if mismatch:
+            raise ValueError(f"[load_weights] {os.fspath(path)} does not fit the model: {mismatch}")
+        if self._net is None:
+            self.build(desc.architecture["input_dim"])
+            if self._loss is not None:
+                self._compile_net()
+        self._restore(desc, with_state=False)
+        # A Normalization's statistics are its weights (as in Keras); a Rescaling's constants
+        # are configuration, kept as the model has them.
+        for spec, layer in zip(desc.architecture["layers"], self.layers):
+            if spec["kind"] == "normalization" and spec["mean"] is not None:
+                layer._set_stats(spec["mean"], spec["variance"])
 
     @classmethod
     def _from_description(cls, desc: ModelDescription, device: str) -> "Sequential":
@@ -500,21 +513,3 @@ class Sequential(Trainer):
 
     def __repr__(self) -> str:
         return f"Sequential({self.layers!r}, input_dim={self._input_dim}, device={self.device!r})"
-
-
-def _load_weights(model: Sequential, path) -> None:
-    """``Sequential.load_weights`` and ``customml.io.load_weights``."""
-    desc = _model_file.read(path)
-    mismatch = desc.mismatch(model)
-    if mismatch:
-        raise ValueError(f"[load_weights] {os.fspath(path)} does not fit the model: {mismatch}")
-    if model._net is None:
-        model.build(desc.architecture["input_dim"])
-        if model._loss is not None:
-            model._compile_net()
-    model._restore(desc, with_state=False)
-    # A Normalization's statistics are its weights (as in Keras); a Rescaling's constants
-    # are configuration, kept as the model has them.
-    for spec, layer in zip(desc.architecture["layers"], model.layers):
-        if spec["kind"] == "normalization" and spec["mean"] is not None:
-            layer._set_stats(spec["mean"], spec["variance"])
