@@ -164,8 +164,7 @@ def choose_formats(model, batch_sizes: Sequence[int] = BATCH_SIZES, formats: Opt
     op = "prune.choose_formats"
     indices = _dense_indices(model, op)
     sizes = _checks.batch_sizes(op, batch_sizes)
-    if isinstance(repeats, bool) or not isinstance(repeats, numbers.Integral) or repeats < 1:
-        raise ValueError(f"[{op}] repeats must be an integer >= 1, got {repeats!r}")
+    repeats = _checks.positive_int(repeats, "repeats", op)
     if formats is not None:
         formats = tuple(formats)
         if not formats or any(f not in ("csr", "nm") for f in formats):
@@ -174,7 +173,7 @@ def choose_formats(model, batch_sizes: Sequence[int] = BATCH_SIZES, formats: Opt
     for i in indices:
         if i not in model._masks:
             continue
-        choice = _formats.sparse_format(model, i, sizes, formats, int(repeats))
+        choice = _formats.sparse_format(model, i, sizes, formats, repeats)
         model._net.set_sparse_format(i, choice["format"], choice["max_batch"], *model._nm.get(i, (2, 4)),
                                      min_batch=choice["min_batch"])
         chosen[i] = choice
@@ -303,15 +302,15 @@ class GradualPruning(Callback):
         owner = "GradualPruning"
         self.final_sparsity = _checks.fraction(owner, "final_sparsity", final_sparsity)
         self.initial_sparsity = _checks.fraction(owner, "initial_sparsity", initial_sparsity)
-        for name, value, low in (("begin_step", begin_step, 0), ("end_step", end_step, 1), ("frequency", frequency, 1)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-                raise ValueError(f"[{owner}] {name} must be an integer >= {low}, got {value!r}")
+        begin_step = _checks.positive_int(begin_step, "begin_step", owner, minimum=0)
+        end_step = _checks.positive_int(end_step, "end_step", owner)
+        frequency = _checks.positive_int(frequency, "frequency", owner)
         if end_step <= begin_step:
             raise ValueError(f"[{owner}] end_step must be > begin_step, got end_step={end_step}, "
                              f"begin_step={begin_step}")
         if scope not in ("layer", "global"):
             raise ValueError(f"[{owner}] scope must be 'layer' or 'global', got {scope!r}")
-        self.begin_step, self.end_step, self.frequency = int(begin_step), int(end_step), int(frequency)
+        self.begin_step, self.end_step, self.frequency = begin_step, end_step, frequency
         self.scope = scope
         self.measure = bool(measure)
 
