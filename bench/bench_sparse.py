@@ -77,12 +77,12 @@ def _problem(n_in: int, n_out: int, batch: int) -> dict:
 
 def _network(p: dict, fmt: str):
     """A one-layer relu network holding the pruned weights, prepared in ``fmt``."""
-    from customml.prune import _probe
     from customml import Sequential
+    from customml._formats import probe
     from customml.layers import Dense
 
     model = Sequential([Dense(p["b"].shape[0], activation="relu")], input_dim=p["x"].shape[1], seed=0)
-    return _probe(model, 0, (p["pruned"], p["b"]), fmt, (2, 4))._net
+    return probe(model, 0, (p["pruned"], p["b"]), fmt, (2, 4))._net
 
 
 def _nm_weights(values: np.ndarray, index: np.ndarray, n_in: int, n: int = 2, m: int = 4) -> np.ndarray:

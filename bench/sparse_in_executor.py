@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 import customml as cm
-from customml.prune import _probe
+from customml._formats import probe
 
 ROWS = 64
 SHAPES = [(784, 256), (256, 256)]
@@ -36,7 +36,7 @@ def main(repetitions: int = 400) -> None:
         w[rng.random(w.shape) < 0.9] = 0.0
         bias = (0.1 * rng.standard_normal(n_out)).astype(np.float32)
         model = cm.Sequential([cm.layers.Dense(n_out, activation="relu")], input_dim=n_in, seed=0)
-        nets = {f: _probe(model, 0, (w, bias), f, (2, 4))._net for f in ("dense", "csr")}
+        nets = {f: probe(model, 0, (w, bias), f, (2, 4))._net for f in ("dense", "csr")}
         x = rng.uniform(-1.0, 1.0, (ROWS, n_in)).astype(np.float32)
         y = np.empty((ROWS, n_out), np.float32)
         for b in BATCHES:

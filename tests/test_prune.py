@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import customml as cm
-from customml import ops, prune
+from customml import _formats, ops, prune
 
 
 def _data(n=64, d=20, classes=5, seed=0):
@@ -221,7 +221,7 @@ def test_choose_formats_follows_its_measurements():
         assert set(lat) == {"dense", "csr"} and set(lat["dense"]) == {1, 8, 32}
         assert model._net.sparse_format(i) == (c["format"], c["max_batch"])
         assert model._net.sparse_min_batch(i) == c["min_batch"]
-        assert (c["min_batch"], c["max_batch"]) == prune._batch_range(lat["dense"], lat["csr"])
+        assert (c["min_batch"], c["max_batch"]) == _formats.batch_range(lat["dense"], lat["csr"])
         assert c["format"] == ("dense" if c["max_batch"] == 0 else "csr")
 
 
@@ -239,7 +239,7 @@ def test_choose_formats_times_a_size_again_before_it_breaks_a_run(monkeypatch):
             return {"dense": {1: 10.0, 8: 50.0, 32: 200.0}, "csr": {1: 5.0, 8: 80.0, 32: 100.0}}
         return {"dense": {8: 55.0}, "csr": {8: 50.0}}
 
-    monkeypatch.setattr(prune, "_time_probes", fake_time_probes)
+    monkeypatch.setattr(_formats, "time_probes", fake_time_probes)
     chosen = prune.choose_formats(model, batch_sizes=(1, 8, 32))
     assert calls == [(1, 8, 32), (8,)] * 2
     for c in chosen.values():
@@ -262,7 +262,7 @@ U = prune.UNBOUNDED
 ])
 def test_batch_range_rule(sparse, want):
     dense = {1: 10, 8: 80, 128: 1000}
-    assert prune._batch_range(dense, sparse) == want
+    assert _formats.batch_range(dense, sparse) == want
 
 
 def test_sparse_runs_only_inside_its_batch_range(device):

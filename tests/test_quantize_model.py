@@ -19,7 +19,10 @@ import numpy as np
 import pytest
 
 import customml as cm
-from customml import cli, io, quantize
+import reference
+from customml import _model_file, cli, io, quantize
+from support import assert_close
+from test_gemm_s8 import f32_bound
 
 
 def _digits_model(hidden=(64,), device="cpu", epochs=15, seed=1):
@@ -46,7 +49,12 @@ def _on(model, device):
 
 
 def _activate(z, act):
-    return quantize._activate(z, act)
+    return reference.activation_forward(act, z)
+
+
+def _codes(x, a_scale, a_zero):
+    """uint8 codes of float32 x (rows, in) with per-row a_scale, a_zero (rows, 1), as int64."""
+    return reference.quantize(x, a_scale[:, 0], a_zero[:, 0], dtype="uint8", axis="row").astype(np.int64)
 
 
 def _simulate(model, x, tie=1e-4):
@@ -72,7 +80,7 @@ def _simulate(model, x, tie=1e-4):
             a_scale = np.float32(q["in_scale"]) * np.ones((x.shape[0], 1), np.float32)
             a_zero = np.full((x.shape[0], 1), q["in_zero"], np.int64)
             if codes is None:
-                codes = quantize._quantize_u8(cur.astype(np.float32), a_scale, a_zero).astype(np.int64)
+                codes = _codes(cur.astype(np.float32), a_scale, a_zero)
         else:
             xf = cur.astype(np.float32)
             lo = np.minimum(xf.min(axis=1, keepdims=True), 0)
@@ -80,7 +88,7 @@ def _simulate(model, x, tie=1e-4):
             a_scale = ((hi - lo) / np.float32(255)).astype(np.float32)
             a_scale[a_scale == 0] = 1
             a_zero = np.clip(np.rint(-lo / a_scale), 0, 255).astype(np.int64)
-            codes = quantize._quantize_u8(xf, a_scale, a_zero).astype(np.int64)
+            codes = _codes(xf, a_scale, a_zero)
         w = q["w_q"].astype(np.int64)
         acc = codes @ w - a_zero * w.sum(axis=0)
         y = _activate(a_scale.astype(np.float64) * q["w_scale"].astype(np.float64) * acc + bias, layer.activation)
@@ -206,6 +214,35 @@ def test_original_model_is_untouched(digits):
     np.testing.assert_array_equal(before[1], model.predict(x_test))
     # the copy keeps the compile configuration
     assert qmodel._loss.name == model._loss.name and qmodel._metrics == model._metrics
+
+
+@pytest.mark.parametrize("activation", reference.ACTIVATIONS)
+@pytest.mark.parametrize("static", [True, False], ids=["static", "dynamic"])
+def test_simulate_layer_is_the_int8_layer_a_model_runs(activation, static):
+    # The report's error figures rest on simulate_layer: it is what an int8 layer of a
+    # model computes, bit for bit (the same ops), and within the float32 epilogue's
+    # rounding of the ops' NumPy specification.
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((50, 37)).astype(np.float32)
+    x[3] = 0  # an all-zero row: a dynamic encoding's empty range
+    w_q, w_scale = quantize.quantize_weights(rng.standard_normal((37, 11)).astype(np.float32))
+    bias = rng.standard_normal(11).astype(np.float32)
+    in_scale, in_zero = quantize.activation_encoding(-1.5, 2.0) if static else (0.0, 0)
+    y = quantize.simulate_layer(x, w_q, w_scale, bias, activation, in_scale, in_zero)
+    assert y.shape == (50, 11) and y.dtype == np.float32
+    model = cm.Sequential([cm.layers.Dense(11, activation)], input_dim=37, seed=0)
+    model.layers[0].set_weights([np.zeros((37, 11), np.float32), bias])
+    model._net.set_quantization(0, w_q, w_scale, in_scale, in_zero)
+    assert y.tobytes() == model.predict(x).tobytes()
+    if static:
+        a_scale, a_zero = np.float32([in_scale]), np.int32([in_zero])
+        a = reference.quantize(x, a_scale, a_zero)
+    else:
+        a, a_scale, a_zero = reference.quantize_rows_dynamic(x)
+    z_ref = reference.gemm_s8(a, w_q, a_scale, a_zero, w_scale, bias=bias)
+    y_ref = reference.activation_forward(activation, z_ref)
+    assert_close(y, y_ref, f32_bound(activation, a, w_q, a_scale, a_zero, w_scale, bias, y_ref, z_ref),
+                 f"simulate_layer ({activation})")
 
 
 def test_report_contents(digits):
@@ -335,7 +372,7 @@ def _rewrite(raw: bytes, name: str, value: np.ndarray) -> bytes:
     begin, end = header[name]["data_offsets"]
     data = data[:begin] + value.tobytes() + data[end:]
     meta = header["__metadata__"]
-    meta["checksum"] = io._checksum(meta, [data])
+    meta["checksum"] = _model_file._checksum(meta, [data])
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
     return len(text).to_bytes(8, "little") + text + data
@@ -417,7 +454,8 @@ def _fake_weights(w, per_channel):
 
 def _fake_input(x, lo, hi):
     scale, zero = quantize.activation_encoding(lo, hi)
-    return (quantize._quantize_u8(x.astype(np.float32), scale, zero) - zero) * np.float64(np.float32(scale))
+    codes = reference.quantize(x, np.float32([scale]), [zero], dtype="uint8").astype(np.int64)
+    return (codes - zero) * np.float64(np.float32(scale))
 
 
 @pytest.mark.parametrize("per_channel", [True, False], ids=["per_channel", "per_tensor"])
@@ -537,7 +575,7 @@ def test_pruning_an_int8_model_is_refused(digits):
     meta = header["__metadata__"]
     meta["pruning"] = json.dumps({"layers": {"0": {"masked": True, "format": "csr", "min_batch": 1,
                                                     "max_batch": 8}}})
-    meta["checksum"] = io._checksum(meta, [data])
+    meta["checksum"] = _model_file._checksum(meta, [data])
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
     with pytest.raises(ValueError, match="int8"):

@@ -4,6 +4,10 @@ names; ``fit(callbacks=[...])`` calls Callback hooks with Keras' names.
 The epoch a hook receives is the model's epoch index (``model.epochs_trained`` when the
 epoch began), so callbacks see the same numbers whether training ran in one fit or was
 resumed in several; ``History.epoch`` counts the epochs of its own fit call.
+
+History and the Callback base live in their own modules (the training loop imports them
+without importing the callbacks), GradualPruning in ``customml.prune``; all are
+re-exported here under their public names.
 """
 
 from __future__ import annotations
@@ -18,110 +22,17 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from ._callback import Callback
+from ._history import History
+from .prune import GradualPruning
+
 __all__ = ["History", "Callback", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler", "CSVLogger",
            "GradualPruning"]
-
-
-class History:
-    """``history`` maps "loss", each metric and their "val_" twins to one value per
-    epoch; ``epoch`` lists the epoch numbers (0-based); ``params`` the fit settings."""
-
-    def __init__(self, params: Dict):
-        self.params = dict(params)
-        self.epoch: List[int] = []
-        self.history: Dict[str, List[float]] = {}
-
-    def _record(self, epoch: int, logs: Dict[str, float]) -> None:
-        self.epoch.append(epoch)
-        for key, value in logs.items():
-            # The confusion matrix is kept as an array per epoch; everything else is a number.
-            value = np.array(value) if isinstance(value, np.ndarray) else float(value)
-            self.history.setdefault(key, []).append(value)
-
-    def plot(self, path, dpi: int = 100) -> None:
-        """Writes a PNG of the loss and each metric per epoch, one panel each, with the
-        validation curve ("val_" keys) beside the training one. Needs matplotlib:
-        ``pip install ".[plot]"`` in the customml checkout."""
-        try:
-            from matplotlib.backends.backend_agg import FigureCanvasAgg
-            from matplotlib.figure import Figure
-        except ImportError as exc:
-            raise ImportError('History.plot needs matplotlib: pip install ".[plot]" in the customml checkout') from exc
-        if not self.epoch:
-            raise ValueError("History.plot: the history is empty (no epoch has been trained)")
-        scalar = [k for k in self.history if not isinstance(self.history[k][0], np.ndarray)]
-        bases = [k for k in scalar if not k.startswith("val_")]
-        bases += [k[4:] for k in scalar if k.startswith("val_") and k[4:] not in bases]
-        # A Figure without pyplot: no global state, no GUI backend, safe in threads.
-        fig = Figure(figsize=(5.0 * len(bases), 3.6), dpi=dpi)
-        FigureCanvasAgg(fig)
-        epochs = [e + 1 for e in self.epoch]
-        for i, key in enumerate(bases):
-            ax = fig.add_subplot(1, len(bases), i + 1)
-            for name, style in ((key, "-"), (f"val_{key}", "--")):
-                if name in self.history:
-                    ax.plot(epochs, self.history[name], style, marker="o", markersize=3, label=name)
-            ax.set_xlabel("epoch")
-            ax.set_title(key)
-            ax.grid(True, alpha=0.3)
-            ax.legend()
-        fig.tight_layout()
-        fig.savefig(os.fspath(path), format="png")
-
-    def __repr__(self) -> str:
-        return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
 
 
 def _cell(value):
     # The confusion matrix as a JSON nested list on one line (numpy's repr spans lines).
     return json.dumps(value.tolist()) if isinstance(value, np.ndarray) else value
-
-
-class Callback:
-    """Base class of fit's hooks, named as Keras': ``on_train_begin(logs)``,
-    ``on_epoch_begin(epoch, logs)``, ``on_batch_end(batch, logs)`` (called only when a
-    callback overrides it: it costs a read of the running metrics per batch),
-    ``on_epoch_end(epoch, logs)`` (the epoch's loss, metrics and val_ metrics) and
-    ``on_train_end(logs)``. ``self.model`` is the model being trained; setting
-    ``self.model.stop_training = True`` ends fit after the current epoch.
-
-    A callback whose progress matters for resuming returns it from ``get_state()`` (a
-    JSON-serializable dict): ``model.save(path, include_optimizer=True)`` stores the
-    states of the last fit's callbacks, and the first fit after ``customml.load`` hands
-    each callback with the same ``state_key()`` its state, after ``on_train_begin``."""
-
-    def __init__(self):
-        self.model = None
-
-    def set_model(self, model) -> None:
-        self.model = model
-
-    def state_key(self) -> str:
-        """What a saved state is matched by: the class name and, where it has one, the
-        monitored quantity."""
-        monitor = getattr(self, "monitor", None)
-        return type(self).__name__ + (f":{monitor}" if monitor else "")
-
-    def get_state(self) -> Optional[Dict]:
-        return None
-
-    def set_state(self, state: Dict) -> None:
-        pass
-
-    def on_train_begin(self, logs: Optional[Dict] = None) -> None:
-        pass
-
-    def on_train_end(self, logs: Optional[Dict] = None) -> None:
-        pass
-
-    def on_epoch_begin(self, epoch: int, logs: Optional[Dict] = None) -> None:
-        pass
-
-    def on_epoch_end(self, epoch: int, logs: Optional[Dict] = None) -> None:
-        pass
-
-    def on_batch_end(self, batch: int, logs: Optional[Dict] = None) -> None:
-        pass
 
 
 def _mode(owner: str, mode: str, monitor: str) -> str:
@@ -365,71 +276,3 @@ class CSVLogger(Callback):
     def _write(self, row) -> None:
         with open(self.filename, "a", newline="", encoding="utf-8") as f:
             csv.writer(f, delimiter=self.separator).writerow(row)
-
-
-class GradualPruning(Callback):
-    """Prunes by magnitude during fit on the polynomial schedule of Zhu & Gupta (2017):
-    at executor step t in [begin_step, end_step] the target sparsity is
-
-        s_t = final + (initial - final) * (1 - (t - begin_step) / (end_step - begin_step)) ** 3
-
-    and the masks are recomputed (``customml.prune.magnitude`` with ``scope``) every
-    ``frequency`` steps from begin_step and once more at end_step, where the sparsity
-    reaches ``final_sparsity`` exactly. Fast pruning early, when the network can recover,
-    slow near the end. Pruned weights already sit at zero, so they are the first pruned
-    again: masks only grow. After end_step the masks stay and fine-tuning goes on; when a
-    fit ends past end_step, ``customml.prune.report`` picks each layer's inference format
-    and leaves its report on ``model.pruning_report`` (``measure=False`` leaves that to
-    the caller). The step is the
-    executor's update count (``model`` resumed from a file continues the schedule)."""
-
-    def __init__(self, final_sparsity: float, *, end_step: int, initial_sparsity: float = 0.0, begin_step: int = 0,
-                 frequency: int = 100, scope: str = "layer", measure: bool = True):
-        super().__init__()
-        from .prune import _fraction
-
-        owner = "GradualPruning"
-        self.final_sparsity = _fraction(owner, "final_sparsity", final_sparsity)
-        self.initial_sparsity = _fraction(owner, "initial_sparsity", initial_sparsity)
-        for name, value, low in (("begin_step", begin_step, 0), ("end_step", end_step, 1), ("frequency", frequency, 1)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-                raise ValueError(f"[{owner}] {name} must be an integer >= {low}, got {value!r}")
-        if end_step <= begin_step:
-            raise ValueError(f"[{owner}] end_step must be > begin_step, got end_step={end_step}, "
-                             f"begin_step={begin_step}")
-        if scope not in ("layer", "global"):
-            raise ValueError(f"[{owner}] scope must be 'layer' or 'global', got {scope!r}")
-        self.begin_step, self.end_step, self.frequency = int(begin_step), int(end_step), int(frequency)
-        self.scope = scope
-        self.measure = bool(measure)
-
-    def sparsity(self, step: int) -> float:
-        """The schedule's target at executor step ``step`` (initial before, final after)."""
-        progress = min(max((step - self.begin_step) / (self.end_step - self.begin_step), 0.0), 1.0)
-        return self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * (1.0 - progress) ** 3
-
-    def _prune(self, step: int) -> None:
-        from . import prune
-
-        prune.magnitude(self.model, self.sparsity(step), self.scope, measure=False)
-
-    def on_train_begin(self, logs: Optional[Dict] = None) -> None:
-        # A fit that starts inside the schedule (or resumes past its start) begins at the
-        # sparsity of the last pruning step an uninterrupted run would have taken by now,
-        # so a resumed run prunes exactly as a straight one.
-        step = int(self.model._net.step)
-        if step >= self.begin_step:
-            last = self.begin_step + (step - self.begin_step) // self.frequency * self.frequency
-            self._prune(self.end_step if step >= self.end_step else last)
-
-    def on_batch_end(self, batch: int, logs: Optional[Dict] = None) -> None:
-        step = int(self.model._net.step)
-        if self.begin_step <= step <= self.end_step and (
-                (step - self.begin_step) % self.frequency == 0 or step == self.end_step):
-            self._prune(step)
-
-    def on_train_end(self, logs: Optional[Dict] = None) -> None:
-        if self.measure and int(self.model._net.step) >= self.end_step:
-            from . import prune
-
-            prune.report(self.model)  # chooses the formats; the report lands on model.pruning_report

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from .io import _atomic_write
+from ._safetensors import atomic_write
 from .layers import Dense
 
 __all__ = ["export_onnx", "MIN_OPSET"]
@@ -166,4 +166,4 @@ def export_onnx(model, path, opset: int = MIN_OPSET) -> None:
                               producer_version=_core.build_info()["version"],
                               ir_version=helper.find_min_ir_version_for(opsets))
     onnx.checker.check_model(proto, full_check=True)
-    _atomic_write(path, [proto.SerializeToString()])
+    atomic_write(path, [proto.SerializeToString()])

@@ -2,76 +2,33 @@
 
 Python here checks and converts what users pass, then makes one executor call per
 batch (fit) or per call (predict, evaluate); the maths runs in C++ with the GIL
-released.
+released. This module holds the model (its layers, the executor, compile, predict and
+its files); fit and evaluate come from its base class, ``_trainer.Trainer``.
 """
 
 from __future__ import annotations
 
 import copy
-import numbers
-import sys
-import time
+import os
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _core
+from . import _core, _model_file
 from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
-from . import schedules as schedules_mod
-from .callbacks import Callback, History
-from .layers import Dense, Dropout, Layer, Normalization
+from ._callback import Callback
+from ._checks import as_features, number, positive_int
+from ._history import History
+from ._model_description import ModelDescription, describe
+from ._safetensors import atomic_write
+from ._trainer import Trainer
+from .layers import Dense, Dropout, Layer
 
 __all__ = ["Sequential"]
 
 _PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
-
-
-_FLOAT32 = np.dtype(np.float32)
-
-
-def _as_features(x, name: str, op: str) -> np.ndarray:
-    """float32, C-contiguous, 2-D, non-empty; no copy when x already is."""
-    if not (isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous):
-        try:
-            x = np.asarray(x)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"[{op}] {name} must be a numeric array, got {type(x).__name__}: {exc}") from None
-        if x.dtype.kind == "O":  # e.g. a mixed pandas frame: numbers (None becomes NaN) or an error
-            try:
-                x = x.astype(np.float64)
-            except (TypeError, ValueError) as exc:
-                raise TypeError(f"[{op}] {name} must be a numeric array, got objects: {exc}") from None
-        # Booleans, integers and real floats only: complex would lose its imaginary part
-        # and strings would be parsed, both silently.
-        if x.dtype.kind not in "biuf":
-            raise TypeError(f"[{op}] {name} must be a numeric array of real numbers, got dtype {x.dtype}")
-        # Values beyond float32's range become inf here, and fit reports them as such.
-        with np.errstate(over="ignore"):
-            x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.ndim != 2:
-        raise ValueError(f"[{op}] {name} must be 2-D (samples, features), got shape {x.shape}")
-    if x.shape[0] == 0:
-        raise ValueError(f"[{op}] {name} is empty (0 samples)")
-    return x
-
-
-def _check_finite(a: np.ndarray, name: str, op: str) -> None:
-    # float32 in C order (what _as_features and the target and weight conversions give):
-    # one C++ pass without the GIL or a boolean temporary; anything else through NumPy.
-    if a.dtype == _FLOAT32 and a.flags.c_contiguous and a.dtype.isnative:
-        flat = _core.first_nonfinite(a)
-        if flat < 0:
-            return
-        where = np.unravel_index(flat, a.shape)
-    else:
-        bad = ~np.isfinite(a)
-        if not bad.any():
-            return
-        where = np.argwhere(bad)[0]
-    raise ValueError(f"[{op}] {name} contains NaN or inf (first at index {tuple(int(i) for i in where)}); "
-                     "training on it would make the weights NaN")
 
 
 def _check_binary_metrics(metrics: Tuple[str, ...], outputs: int) -> None:
@@ -81,18 +38,7 @@ def _check_binary_metrics(metrics: Tuple[str, ...], outputs: int) -> None:
                              f"the model has {outputs}")
 
 
-def _scalars(logs: Dict) -> Dict[str, float]:
-    """The logs without the confusion matrix, for one-line displays."""
-    return {k: v for k, v in logs.items() if not isinstance(v, np.ndarray)}
-
-
-def _positive_int(value, name: str, op: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"[{op}] {name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-class Sequential:
+class Sequential(Trainer):
     """A stack of layers trained and served by the C++ executor.
 
     ``input_dim`` builds the model at once (otherwise the first fit/predict builds it
@@ -108,7 +54,7 @@ class Sequential:
         device = _core.check_device(device)
         if seed is None:
             seed = int(np.random.SeedSequence().entropy % (2**63))
-        self.seed = _positive_int(seed, "seed", "Sequential", minimum=0)
+        self.seed = positive_int(seed, "seed", "Sequential", minimum=0)
         self.device = device
         self.name = name
         self.layers: List[Layer] = []
@@ -137,7 +83,7 @@ class Sequential:
             for layer in layers:
                 self.add(layer)
             if input_dim is not None:
-                self.build(_positive_int(input_dim, "input_dim", "Sequential"))
+                self.build(positive_int(input_dim, "input_dim", "Sequential"))
         except BaseException:
             # A model that failed to construct must not keep the layers it was given.
             for layer in self.layers:
@@ -344,7 +290,7 @@ class Sequential:
             parts.append(f"{fmt} for batch {low}+" if max_batch >= 2**62 else f"{fmt} for batch {low}-{max_batch}")
         return ", ".join(parts)
 
-    # -- training ----------------------------------------------------------------------
+    # -- compile -----------------------------------------------------------------------
 
     def compile(self, optimizer: Union[str, optimizers_mod.Optimizer] = "adam",
                 loss: Union[str, losses_mod.Loss] = "softmax_cross_entropy",
@@ -373,7 +319,7 @@ class Sequential:
             # A copy, so the caller's optimizer object is left as it was; the copy is what
             # save writes, so the clipping survives a round trip.
             optimizer = copy.copy(optimizer)
-            optimizer.clipnorm = optimizers_mod._number("compile", "clipnorm", clipnorm)
+            optimizer.clipnorm = number("compile", "clipnorm", clipnorm)
             if optimizer.clipnorm == 0.0:
                 raise ValueError(f"[compile] clipnorm must be > 0 (or None for no clipping), got {clipnorm!r}")
         loss = losses_mod.get(loss)
@@ -438,350 +384,6 @@ class Sequential:
         if x.shape[1] != self._input_dim:
             raise ValueError(f"[{op}] x has {x.shape[1]} features but the model expects {self._input_dim}")
 
-    def _as_targets(self, y, n: int, op: str, name: str = "y") -> np.ndarray:
-        """Labels as int32 (n,) for classification losses; targets float32 (n, out) for mse."""
-        if self._loss is None:
-            raise ValueError(f"[{op}] the model must be compiled first (model.compile(...))")
-        try:
-            y = np.asarray(y)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"[{op}] {name} must be an array, got {type(y).__name__}: {exc}") from None
-        if y.ndim == 0:
-            raise ValueError(f"[{op}] {name} must be an array of {n} targets, got a scalar")
-        if y.shape[0] != n:
-            raise ValueError(f"[{op}] x has {n} samples but {name} has {y.shape[0]}")
-        out = self._net.output_dim
-        if not self._loss.classification:
-            if y.ndim == 1 and out == 1:
-                y = y.reshape(n, 1)
-            if y.shape != (n, out):
-                raise ValueError(f"[{op}] {name} has shape {y.shape}, expected ({n}, {out}) for loss 'mse'")
-            if not np.issubdtype(y.dtype, np.number) or np.iscomplexobj(y):
-                raise TypeError(f"[{op}] {name} must be numeric, got dtype {y.dtype}")
-            y = np.ascontiguousarray(y, dtype=np.float32)
-            _check_finite(y, name, op)
-            return y
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        if y.ndim != 1:
-            raise ValueError(f"[{op}] {name} must be 1-D class labels, got shape {y.shape}"
-                             " (one-hot targets: pass argmax(axis=1))")
-        if y.dtype == np.bool_:
-            y = y.astype(np.int32)
-        elif np.issubdtype(y.dtype, np.floating):
-            if not np.isfinite(y).all():
-                _check_finite(y, name, op)
-            if not (y == np.round(y)).all():
-                raise ValueError(f"[{op}] {name} must hold integer class labels, got non-integer values")
-        elif not np.issubdtype(y.dtype, np.integer):
-            raise TypeError(f"[{op}] {name} must hold integer class labels, got dtype {y.dtype}")
-        classes = 2 if self._loss.name == "binary_cross_entropy" else out
-        lo, hi = y.min(), y.max()
-        if lo < 0 or hi >= classes:
-            bad = int(lo if lo < 0 else hi)
-            raise ValueError(f"[{op}] {name} contains label {bad!r} outside [0, {classes})"
-                             f" (the model has {out} output{'s' if out != 1 else ''})")
-        return np.ascontiguousarray(y, dtype=np.int32)
-
-    def _as_sample_weight(self, w, n: int, op: str, name: str = "sample_weight") -> np.ndarray:
-        """float32 (n,), finite and >= 0 (the executor checks each batch again)."""
-        try:
-            w = np.asarray(w)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"[{op}] {name} must be an array, got {type(w).__name__}: {exc}") from None
-        if w.dtype.kind not in "biuf":
-            raise TypeError(f"[{op}] {name} must be numeric, got dtype {w.dtype}")
-        if w.ndim == 2 and w.shape[1] == 1:
-            w = w[:, 0]
-        if w.shape != (n,):
-            raise ValueError(f"[{op}] {name} has shape {w.shape}, expected ({n},): one weight per sample")
-        w = np.ascontiguousarray(w, dtype=np.float32)
-        _check_finite(w, name, op)
-        if (w < 0).any():
-            raise ValueError(f"[{op}] {name} must be >= 0, got {float(w[np.argmax(w < 0)])!r} at index "
-                             f"{int(np.argmax(w < 0))}")
-        return w
-
-    def _iterable_batches(self, data, steps_per_epoch: Optional[int], op: str):
-        """A function of the epoch that yields (x, y, index, sample_weight) per batch from
-        an iterable of (x, y) or (x, y, sample_weight) tuples. A re-iterable (a list,
-        ``customml.data.batches``) starts a new pass each epoch; a one-shot iterator (a
-        generator) is one continuing stream, and an epoch that finds it exhausted is an
-        error, since silently training on nothing would look like convergence."""
-        one_shot = iter(data) is data
-        stream = iter(data) if one_shot else None
-        index_cache: Dict[int, np.ndarray] = {}
-
-        def epoch_batches(epoch: int):
-            it = stream if one_shot else iter(data)
-            step = 0
-            while steps_per_epoch is None or step < steps_per_epoch:
-                try:
-                    item = next(it)
-                except StopIteration:
-                    break
-                if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
-                    raise ValueError(f"[{op}] batch {step} of the iterable must be a tuple (x, y) or "
-                                     f"(x, y, sample_weight), got {type(item).__name__}")
-                xb = _as_features(item[0], f"batch {step} x", op)
-                self._ensure_ready(xb, op)
-                _check_finite(xb, f"batch {step} x", op)
-                b = xb.shape[0]
-                yb = self._as_targets(item[1], b, op, f"batch {step} y")
-                wb = None if len(item) == 2 or item[2] is None else \
-                    self._as_sample_weight(item[2], b, op, f"batch {step} sample_weight")
-                if b not in index_cache:
-                    index_cache[b] = np.arange(b, dtype=np.int64)
-                yield xb, yb, index_cache[b], wb
-                step += 1
-            if step == 0:
-                raise ValueError(
-                    f"[{op}] the iterable of batches yielded no batch in epoch {epoch + 1}"
-                    + (": a one-shot iterator (e.g. a generator) is exhausted after one pass; pass a re-iterable "
-                       "(a list, customml.data.batches(...)) or give steps_per_epoch= and a stream long enough "
-                       "for all epochs" if one_shot else ""))
-        return epoch_batches
-
-    def fit(self, x, y=None, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
-            validation_split: float = 0.0, validation_data: Optional[Tuple] = None,
-            seed: Optional[int] = None, verbose: int = 1,
-            callbacks: Optional[Sequence[Callback]] = None, sample_weight=None,
-            steps_per_epoch: Optional[int] = None, initial_epoch: Optional[int] = None) -> History:
-        """Trains for ``epochs`` passes over (x, y) in mini-batches; one C++ call per
-        batch runs forward, loss, backward, clipping, the update and the metric
-        counters. Returns a History (also kept as ``model.history``). Ctrl-C stops
-        between batches with KeyboardInterrupt, leaving the model consistent.
-
-        ``sample_weight`` (one number >= 0 per sample) weights each sample's loss: a
-        batch's loss is ``sum_i w_i l_i / sum_i w_i`` with ``w_i`` the sample weight times
-        the loss's class weight (so only the ratios matter; a batch of zero weights makes
-        no gradient). The reported loss is weighted so; the metrics are not.
-
-        ``x`` may instead be an iterable of batches, ``(x, y)`` or ``(x, y,
-        sample_weight)`` tuples, with ``y`` left out: a re-iterable (a list,
-        ``customml.data.batches(...)``) is passed over once per epoch; a one-shot iterator
-        (a generator) is read as one stream, ``steps_per_epoch`` batches per epoch (all of
-        it when not given, then a later epoch is an error). The iterable sets the order:
-        ``shuffle``, ``batch_size`` and ``validation_split`` do not apply.
-
-        Training continues where the last fit since compile stopped: epoch e's shuffle
-        order is drawn from (seed, e) and the dropout masks from (seed, step), so two
-        fits of 2 epochs equal one of 4, bit for bit, and so does a fit resumed from a
-        file saved with ``include_optimizer=True``. ``initial_epoch`` takes Keras'
-        convention instead: ``epochs`` is then the index of the last epoch, so
-        ``fit(epochs=E, initial_epoch=I)`` runs E - I epochs numbered from I (the shuffle
-        order of epoch I onwards): after ``load``, ``fit(epochs=E,
-        initial_epoch=model.epochs_trained)`` completes an interrupted run of E epochs.
-
-        ``callbacks``: customml.callbacks objects whose hooks run around each epoch
-        (EarlyStopping, ModelCheckpoint, LearningRateScheduler, CSVLogger, or your own).
-        A learning-rate schedule given to the optimizer is evaluated before each batch at
-        the executor's step count."""
-        op = "fit"
-        callbacks = list(callbacks or ())
-        from_iterable = y is None
-        if from_iterable and (isinstance(x, np.ndarray) or not hasattr(x, "__iter__")):
-            raise ValueError("[fit] y is missing: give (x, y) arrays, or as x an iterable of (x, y) batches")
-        if steps_per_epoch is not None:
-            steps_per_epoch = _positive_int(steps_per_epoch, "steps_per_epoch", op)
-            if not from_iterable:
-                raise ValueError("[fit] steps_per_epoch applies to an iterable of batches; with arrays an epoch "
-                                 "is one pass over x")
-        if from_iterable and (validation_split or sample_weight is not None):
-            raise ValueError("[fit] with an iterable of batches, give validation_data rather than "
-                             "validation_split, and sample weights as a third element of each batch")
-        for cb in callbacks:
-            if not isinstance(cb, Callback):
-                raise ValueError(f"[fit] callbacks must be customml.callbacks.Callback objects, got "
-                                 f"{type(cb).__name__}")
-        if self._loss is None:
-            raise ValueError("[fit] the model must be compiled first (model.compile(...))")
-        for layer in self.layers:
-            if isinstance(layer, Normalization) and not layer.adapted:
-                raise ValueError(f"[fit] Normalization layer {layer.name!r} is not adapted: call "
-                                 f"model.layers[{layer._index}].adapt(x_train) (or give it mean and variance) first")
-        epochs = _positive_int(epochs, "epochs", op, minimum=0)
-        if initial_epoch is not None:
-            initial_epoch = _positive_int(initial_epoch, "initial_epoch", op, minimum=0)
-            if initial_epoch > epochs:
-                raise ValueError(f"[fit] initial_epoch ({initial_epoch}) is past epochs ({epochs}), the index of the "
-                                 "last epoch (Keras' convention)")
-        batch_size = _positive_int(batch_size, "batch_size", op)
-        if verbose not in (0, 1, 2):
-            raise ValueError(f"[fit] verbose must be 0, 1 or 2, got {verbose!r}")
-        if not from_iterable:
-            x = _as_features(x, "x", op)
-            self._ensure_ready(x, op)
-            y = self._as_targets(y, x.shape[0], op)
-            _check_finite(x, "x", op)
-            if sample_weight is not None:
-                sample_weight = self._as_sample_weight(sample_weight, x.shape[0], op)
-        if validation_data is not None:
-            if validation_split:
-                raise ValueError("[fit] give validation_split or validation_data, not both")
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("[fit] validation_data must be a tuple (x_val, y_val)")
-            x_val = _as_features(validation_data[0], "validation_data x", op)
-            if from_iterable and self._net is None:
-                self._ensure_ready(x_val, op)
-            if x_val.shape[1] != self._input_dim:
-                raise ValueError(f"[fit] validation_data x has {x_val.shape[1]} features but the model expects "
-                                 f"{self._input_dim}")
-            y_val = self._as_targets(validation_data[1], x_val.shape[0], op, "validation_data y")
-            _check_finite(x_val, "validation_data x", op)
-        elif validation_split:
-            if isinstance(validation_split, bool) or not (0.0 < validation_split < 1.0):
-                raise ValueError(f"[fit] validation_split must be in [0, 1), got {validation_split!r}")
-            # As Keras: the last fraction of the samples, taken before any shuffling.
-            n_val = int(x.shape[0] * validation_split)
-            if n_val == 0 or n_val == x.shape[0]:
-                raise ValueError(f"[fit] validation_split={validation_split} of {x.shape[0]} samples leaves an "
-                                 "empty training or validation set")
-            x, x_val = x[:-n_val], x[-n_val:]
-            y, y_val = y[:-n_val], y[-n_val:]
-            if sample_weight is not None:
-                sample_weight = sample_weight[:-n_val]
-        else:
-            x_val = y_val = None
-
-        seed = self.seed if seed is None else _positive_int(seed, "seed", op, minimum=0)
-        if from_iterable:
-            epoch_batches = self._iterable_batches(x, steps_per_epoch, op)
-            steps = steps_per_epoch if steps_per_epoch is not None else (len(x) if hasattr(x, "__len__") else None)
-            n = None
-        else:
-            n = x.shape[0]
-            steps = -(-n // batch_size)
-
-            def epoch_batches(epoch: int):
-                if shuffle:
-                    # One Philox stream per epoch (counter word 3; word 2 = 1 keeps it apart
-                    # from the initialization stream), so an epoch's order depends on the
-                    # seed and its index alone and a resumed fit draws what a straight one would.
-                    order = np.arange(n, dtype=np.int64)
-                    stream = np.random.Philox(key=seed, counter=[0, 0, 1, self._epoch])
-                    np.random.Generator(stream).shuffle(order)
-                else:
-                    order = np.arange(n, dtype=np.int64)
-                for start in range(0, n, batch_size):
-                    yield x, y, order[start:start + batch_size], sample_weight
-        seed_pending = True
-        if initial_epoch is not None:
-            self._epoch = initial_epoch
-            epochs -= initial_epoch
-        history = History({"epochs": epochs, "batch_size": None if from_iterable else batch_size, "steps": steps,
-                           "samples": n})
-        self.history = history
-        schedule = self._optimizer.learning_rate
-        if not isinstance(schedule, schedules_mod.LearningRateSchedule):
-            schedule = None
-        batch_hooks = [cb for cb in callbacks if type(cb).on_batch_end is not Callback.on_batch_end]
-        self.stop_training = False
-        for cb in callbacks:
-            cb.set_model(self)
-        self._callbacks = tuple(callbacks)
-        for cb in callbacks:
-            cb.on_train_begin({})
-        restored, self._restored_callback_state = self._restored_callback_state, None
-        for cb in callbacks:
-            if restored and cb.state_key() in restored:
-                cb.set_state(restored[cb.state_key()])
-        for epoch in range(epochs):
-            start_time = time.perf_counter()
-            model_epoch = self._epoch
-            for cb in callbacks:
-                cb.on_epoch_begin(model_epoch, {})
-            if self._net is not None:  # else an iterable's first batch builds it, with fresh metrics
-                self._net.reset_metrics()
-            bar = self._progress(epoch, epochs, steps) if verbose == 1 else None
-            try:
-                for step, (xb, yb, index, wb) in enumerate(epoch_batches(epoch)):
-                    if schedule is not None:
-                        # One Python call per batch (a few hundred ns) against a C++ step
-                        # of tens of microseconds or more: per-step schedules stay exact.
-                        self._net.set_learning_rate(schedule(self._net.step))
-                    if seed_pending:  # an iterable's first batch builds the model
-                        self._net.set_seed(seed)
-                        seed_pending = False
-                    self._net.train_batch(xb, yb, index, wb)
-                    if batch_hooks:
-                        batch_logs = self._read_metrics()
-                        for cb in batch_hooks:
-                            cb.on_batch_end(step, batch_logs)
-                    if bar is not None:
-                        bar.update(1)
-                        if step % 16 == 0 or (steps is not None and step == steps - 1):
-                            bar.set_postfix(self._read_metrics(cheap_only=True), refresh=False)
-                logs = self._read_metrics()
-                if x_val is not None:
-                    logs.update({f"val_{k}": v for k, v in self._evaluate_arrays(x_val, y_val, 1024).items()})
-                self._epoch += 1
-                for cb in callbacks:
-                    cb.on_epoch_end(model_epoch, logs)
-                history._record(epoch, logs)
-                if bar is not None:
-                    bar.set_postfix(_scalars(logs), refresh=False)
-            finally:
-                if bar is not None:
-                    bar.close()
-            if verbose == 2:
-                parts = " - ".join(f"{k}: {v:.4f}" for k, v in _scalars(logs).items())
-                print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - start_time:.2f}s - {parts}",
-                      file=sys.stdout, flush=True)
-            if self.stop_training:
-                break
-        for cb in callbacks:
-            cb.on_train_end({})
-        return history
-
-    def _progress(self, epoch: int, epochs: int, steps: int):
-        from tqdm.auto import tqdm
-
-        return tqdm(total=steps, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch", leave=True,
-                    dynamic_ncols=True, file=sys.stderr)
-
-    def _read_metrics(self, cheap_only: bool = False) -> Dict[str, float]:
-        """The loss and the compiled metrics from the executor's statistics;
-        ``cheap_only`` (the progress bar) leaves out roc_auc (a sort of the epoch's
-        scores) and the confusion matrix."""
-        loss_sum, correct, count = self._net.metrics()
-        logs = {"loss": loss_sum / count if count else float("nan")}
-        counts = stats = None
-        for m in self._metrics:
-            if m == "accuracy":
-                logs[m] = correct / count if count else float("nan")
-            elif m == "roc_auc":
-                if not cheap_only:
-                    logs[m] = float(self._net.roc_auc())
-            elif m in metrics_mod.REGRESSION:
-                if stats is None:
-                    stats = self._net.regression_stats()
-                logs[m] = metrics_mod.from_regression_stats(stats, count, m)
-            else:
-                if counts is None:
-                    counts = self._net.confusion_matrix()
-                if m == "confusion_matrix":
-                    if not cheap_only:
-                        logs[m] = counts
-                else:
-                    logs[m] = metrics_mod.from_confusion(counts, m) if count else float("nan")
-        return logs
-
-    def _evaluate_arrays(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> Dict[str, float]:
-        self._net.reset_metrics()
-        self._net.evaluate(x, y, batch_size)
-        return self._read_metrics()
-
-    def evaluate(self, x, y, batch_size: int = 1024) -> Dict[str, float]:
-        """Loss and compiled metrics over (x, y), dropout off: ``{"loss": ..., "accuracy": ...}``;
-        "confusion_matrix" is an int64 array (classes, classes), rows = true labels."""
-        op = "evaluate"
-        batch_size = _positive_int(batch_size, "batch_size", op)
-        x = _as_features(x, "x", op)
-        self._ensure_ready(x, op)
-        y = self._as_targets(y, x.shape[0], op)
-        return self._evaluate_arrays(x, y, batch_size)
-
     # -- inference ---------------------------------------------------------------------
 
     def predict(self, x, batch_size: int = 1024, out: Optional[np.ndarray] = None) -> np.ndarray:
@@ -799,10 +401,10 @@ class Sequential:
             if y is not None:
                 return y
         op = "predict"
-        x = _as_features(x, "x", op)
+        x = as_features(x, "x", op)
         self._ensure_ready(x, op)
         if not (type(batch_size) is int and batch_size > 0):
-            batch_size = _positive_int(batch_size, "batch_size", op)
+            batch_size = positive_int(batch_size, "batch_size", op)
         if out is not None and not isinstance(out, np.ndarray):
             raise TypeError(f"[predict] out must be a numpy array, got {type(out).__name__}")
         # The executor checks out's dtype and shape, and that it shares no memory with x,
@@ -831,16 +433,78 @@ class Sequential:
         configuration); ``include_optimizer=True`` adds the optimizer state, the step count
         and the epochs trained so that ``customml.load`` + fit resumes exactly. The write
         is atomic. See ``customml.io`` for the layout."""
-        from . import io
-
-        io.save(self, path, include_optimizer=include_optimizer)
+        atomic_write(path, _model_file.encode(describe(self, include_optimizer)))
 
     def load_weights(self, path) -> None:
         """Loads the weights of a file saved by ``save`` into this model, which must have
         the same layers and input size; the optimizer state is left as it is."""
-        from . import io
+        desc = _model_file.read(path)
+        mismatch = desc.mismatch(self)
+        if mismatch:
+            raise ValueError(f"[load_weights] {os.fspath(path)} does not fit the model: {mismatch}")
+        if self._net is None:
+            self.build(desc.architecture["input_dim"])
+            if self._loss is not None:
+                self._compile_net()
+        self._restore(desc, with_state=False)
+        # A Normalization's statistics are its weights (as in Keras); a Rescaling's constants
+        # are configuration, kept as the model has them.
+        for spec, layer in zip(desc.architecture["layers"], self.layers):
+            if spec["kind"] == "normalization" and spec["mean"] is not None:
+                layer._set_stats(spec["mean"], spec["variance"])
 
-        io.load_weights(self, path)
+    @classmethod
+    def _from_description(cls, desc: ModelDescription, device: str) -> "Sequential":
+        """A new model on ``device`` from a description (what ``customml.io`` reads from a
+        file): its layers, its compile configuration, its weights and, when the description
+        holds them, its optimizer state and callback states."""
+        arch = desc.architecture
+        model = cls(desc.layers(), input_dim=arch["input_dim"], device=device, seed=arch["seed"], name=arch["name"])
+        args = desc.compile_args()
+        if args is not None:
+            model.compile(**args)
+        model._restore(desc)
+        return model
+
+    def _restore(self, desc: ModelDescription, with_state: bool = True) -> None:
+        """Writes a description's weights straight into the executor: bit for bit, NaN
+        payloads included (set_weights would refuse non-finite values a saved model may
+        hold); then its pruning (the masks, cleared on layers it has none for, the N:M
+        shapes and the inference formats) and its int8 layers; ``with_state``, its optimizer
+        state, step count, epochs trained and callback states too, where it has them."""
+        net = self._net
+        for i in list(self._masks):
+            net.clear_mask(i)
+            del self._masks[i]
+        self._nm.clear()
+        for i, w in desc.weights.items():
+            if w.int8 is None:
+                net.clear_quantization(i)
+                net.write_params(net.weight_offsets[i], np.ascontiguousarray(w.kernel).ravel())
+            net.write_params(net.bias_offsets[i], np.ascontiguousarray(w.bias).ravel())
+        for i, w in desc.weights.items():
+            if w.keep is not None:
+                net.set_mask(i, w.keep.astype(np.uint8))
+                self._masks[i] = w.keep
+        for i, w in desc.weights.items():
+            if w.n_m is not None:
+                self._nm[i] = w.n_m
+            net.set_sparse_format(i, w.format, w.max_batch, *(w.n_m or (2, 4)), min_batch=w.min_batch)
+        for i, w in desc.weights.items():
+            if w.int8 is not None:
+                net.set_quantization(i, w.int8.w_q, w.int8.w_scale, w.int8.in_scale, w.int8.in_zero)
+        state = desc.optimizer
+        if not with_state or state is None:
+            return
+        for slot_index, arrays in enumerate(state.slots.values()):
+            for (i, part), values in arrays.items():
+                offset = (net.weight_offsets if part == "kernel" else net.bias_offsets)[i]
+                net.write_state(slot_index, offset, values.ravel())
+        net.set_step(state.step)
+        if state.loss_scale is not None:
+            net.set_loss_scale(*state.loss_scale)
+        self._epoch = state.epochs_trained
+        self._restored_callback_state = desc.callbacks or None
 
     def export_onnx(self, path, opset: int = 17) -> None:
         """Writes the inference graph (predict's output, dropout removed) as an ONNX model

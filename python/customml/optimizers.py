@@ -3,26 +3,13 @@ over the flat parameter buffer (biases take no weight decay)."""
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Optional, Union
 
 from . import schedules
+from ._checks import number
 from .schedules import LearningRateSchedule
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "get", "schedules"]
-
-
-def _number(owner: str, name: str, value, *, low: float = 0.0, high: Optional[float] = None,
-            high_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{owner} {name} must be a finite number, got {value!r}")
-    if value < low or (high is not None and (value >= high if high_open else value > high)):
-        if high is None:
-            raise ValueError(f"{owner} {name} must be >= {low:g}, got {value!r}")
-        bound = f"[{low:g}, {high:g})" if high_open else f"[{low:g}, {high:g}]"
-        raise ValueError(f"{owner} {name} must be in {bound}, got {value!r}")
-    return float(value)
 
 
 class Optimizer:
@@ -34,9 +21,9 @@ class Optimizer:
         if isinstance(learning_rate, LearningRateSchedule):
             self.learning_rate = learning_rate
         else:
-            self.learning_rate = _number(owner, "learning_rate", learning_rate)
+            self.learning_rate = number(owner, "learning_rate", learning_rate)
         if clipnorm is not None:
-            clipnorm = _number(owner, "clipnorm", clipnorm)
+            clipnorm = number(owner, "clipnorm", clipnorm)
             if clipnorm == 0.0:
                 raise ValueError(f"{owner} clipnorm must be > 0 (or None for no clipping), got {clipnorm!r}")
         self.clipnorm = clipnorm
@@ -57,8 +44,8 @@ class SGD(Optimizer):
     def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0, clipnorm: Optional[float] = None):
         super().__init__(learning_rate, clipnorm)
-        self.momentum = _number("SGD", "momentum", momentum)
-        self.weight_decay = _number("SGD", "weight_decay", weight_decay)
+        self.momentum = number("SGD", "momentum", momentum)
+        self.weight_decay = number("SGD", "weight_decay", weight_decay)
         self.nesterov = bool(nesterov)
         if self.nesterov and self.momentum == 0.0:
             raise ValueError("SGD nesterov=True needs momentum > 0")
@@ -83,12 +70,12 @@ class Adam(Optimizer):
                  clipnorm: Optional[float] = None):
         super().__init__(learning_rate, clipnorm)
         owner = type(self).__name__
-        self.beta_1 = _number(owner, "beta_1", beta_1, high=1.0, high_open=True)
-        self.beta_2 = _number(owner, "beta_2", beta_2, high=1.0, high_open=True)
-        self.epsilon = _number(owner, "epsilon", epsilon)
+        self.beta_1 = number(owner, "beta_1", beta_1, high=1.0, high_open=True)
+        self.beta_2 = number(owner, "beta_2", beta_2, high=1.0, high_open=True)
+        self.epsilon = number(owner, "epsilon", epsilon)
         if self.epsilon == 0.0:
             raise ValueError(f"{owner} epsilon must be > 0, got {epsilon!r}")
-        self.weight_decay = _number(owner, "weight_decay", weight_decay)
+        self.weight_decay = number(owner, "weight_decay", weight_decay)
         self.amsgrad = bool(amsgrad)
 
     def _config(self) -> dict:

@@ -14,41 +14,25 @@
 
 Each returns or attaches a ``PruneReport``: per layer the sparsity, the parameters
 (nonzeros) before and after, the measured latencies and the chosen format.
-``customml.callbacks.GradualPruning`` prunes during fit on Zhu & Gupta's schedule.
+``GradualPruning`` (a fit callback, also ``customml.callbacks.GradualPruning``) prunes during
+fit on Zhu & Gupta's schedule.
 """
 
 from __future__ import annotations
 
 import copy
 import numbers
-import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from . import _checks, _formats
+from ._callback import Callback
+from ._formats import BATCH_SIZES, UNBOUNDED
 from .layers import Dense, Dropout, Normalization, Rescaling
 
 __all__ = ["magnitude", "n_m", "structured", "choose_formats", "report", "magnitude_masks", "n_m_masks", "PruneReport",
-           "BATCH_SIZES", "UNBOUNDED"]
-
-# The batch sizes at which choose_formats times each format: batch-1 serving up to bulk predict.
-BATCH_SIZES = (1, 8, 32, 128, 512)
-# max_batch when a sparse format still wins at the largest measured size: beyond it both
-# kernels' costs grow linearly with the batch, so the winner stays the winner.
-UNBOUNDED = 2**62
-# Timing noise: the best of several runs still moves by a few percent from run to run, so a
-# format is "clearly slower" only beyond this ratio; within it, a loss is a tie.
-_NOISE = 1.05
-# Each timed run lasts at least this long, so batch-1 calls of a few microseconds are not
-# measured at the timer's resolution.
-_RUN_SECONDS = 2e-3
-
-
-def _fraction(op: str, name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0.0 <= value < 1.0):
-        raise ValueError(f"[{op}] {name} must be a number in [0, 1), got {value!r}")
-    return float(value)
-
+           "GradualPruning", "BATCH_SIZES", "UNBOUNDED"]
 
 def _dense_indices(model, op: str) -> List[int]:
     from .models import Sequential
@@ -87,7 +71,7 @@ def _set_mask(model, index: int, keep: np.ndarray) -> None:
 def magnitude_masks(model, sparsity: float, scope: str = "layer") -> Dict[int, np.ndarray]:
     """The masks ``magnitude`` would set, by layer index, without setting them."""
     op = "prune.magnitude"
-    sparsity = _fraction(op, "sparsity", sparsity)
+    sparsity = _checks.fraction(op, "sparsity", sparsity)
     if scope not in ("layer", "global"):
         raise ValueError(f"[{op}] scope must be 'layer' or 'global', got {scope!r}")
     indices = _dense_indices(model, op)
@@ -164,97 +148,6 @@ def n_m(model, n: int = 2, m: int = 4, *, measure: bool = True,
 # ---------------------------------------------------------------------------------------
 
 
-def _fits_n_m(kernel: np.ndarray, n: int, m: int) -> bool:
-    rows, cols = kernel.shape
-    nz = np.zeros((-(-rows // m) * m, cols), dtype=np.int32)
-    nz[:rows] = kernel != 0
-    return bool((nz.reshape(-1, m, cols).sum(axis=1) <= n).all())
-
-
-def _probe(model, index: int, weights, fmt: str, nm: Tuple[int, int]):
-    """A one-layer model holding layer ``index`` (or ``weights`` instead of its own) that
-    runs in ``fmt`` at every batch size: what the model's own plan runs for that layer."""
-    from .models import Sequential
-
-    layer = model.layers[index]
-    kernel, bias = weights if weights is not None else layer.get_weights()
-    probe = Sequential([Dense(kernel.shape[1], activation=layer.activation)], input_dim=kernel.shape[0],
-                       device=model.device, seed=0)
-    probe._net.write_params(probe._net.weight_offsets[0], np.ascontiguousarray(kernel).ravel())
-    probe._net.write_params(probe._net.bias_offsets[0], bias)
-    if fmt != "dense":
-        probe._net.set_sparse_format(0, fmt, UNBOUNDED, *nm)
-    probe._net.prepare()
-    return probe
-
-
-def _time_probes(probes: Dict[str, object], batch_sizes: Sequence[int], repeats: int) -> Dict[str, Dict[int, float]]:
-    """Microseconds per call of each probe's predict at each batch size: the fastest of
-    ``repeats`` runs, the probes taking turns within every repeat. Not the median: other
-    processes only ever add time, and they add it unevenly (a threaded dense GEMM waits for
-    its slowest thread, a single-threaded sparse kernel does not), so on a loaded machine
-    the median measures the load of the moment while the minimum stays the kernel's cost,
-    which is what a choice stored in the file should rest on."""
-    rng = np.random.default_rng(0)
-    big = max(batch_sizes)
-    # ReLU-like inputs (half zeros) as the hidden layers see them; the kernels do not skip
-    # zero inputs, so the values only need to be finite.
-    io = {f: (np.maximum(rng.standard_normal((big, p.input_dim)), 0).astype(np.float32),
-              np.empty((big, p.output_dim), dtype=np.float32)) for f, p in probes.items()}
-    result: Dict[str, Dict[int, float]] = {f: {} for f in probes}
-    for b in batch_sizes:
-        calls = {}
-        for f, p in probes.items():
-            x, y = io[f][0][:b], io[f][1][:b]
-            p._net.predict(x, y, b)  # warm-up: the workspace, the caches
-            t0 = time.perf_counter()
-            p._net.predict(x, y, b)
-            calls[f] = max(1, min(10_000, int(_RUN_SECONDS / max(time.perf_counter() - t0, 1e-7))))
-        samples: Dict[str, List[float]] = {f: [] for f in probes}
-        for _ in range(repeats):
-            for f, p in probes.items():
-                x, y, predict = io[f][0][:b], io[f][1][:b], p._net.predict
-                t0 = time.perf_counter()
-                for _ in range(calls[f]):
-                    predict(x, y, b)
-                samples[f].append((time.perf_counter() - t0) / calls[f] * 1e6)
-        for f in probes:
-            result[f][b] = float(np.min(samples[f]))
-    return result
-
-
-def _batch_range(dense: Dict[int, float], sparse: Dict[int, float]) -> Tuple[int, int]:
-    """(min_batch, max_batch) for a sparse format from its timings against dense at the
-    measured batch sizes: the widest run of measured sizes that starts and ends where the
-    sparse format is faster and holds no size where it is clearly slower (beyond the noise;
-    a tie inside is fine), of equally wide runs the one that saves the most time;
-    max_batch unbounded when the run reaches the largest size measured; (1, 0), never
-    sparse, when it wins nowhere. A run starts at a measured win, so batches below it, not
-    measured as wins, stay dense."""
-    sizes = sorted(dense)
-    best, best_key = (1, 0), (0, 0.0)
-    for i, lo in enumerate(sizes):
-        if not sparse[lo] < dense[lo]:
-            continue
-        j = i
-        for k in range(i, len(sizes)):
-            if sparse[sizes[k]] > _NOISE * dense[sizes[k]]:
-                break
-            if sparse[sizes[k]] < dense[sizes[k]]:
-                j = k
-        key = (j - i + 1, sum(dense[b] - sparse[b] for b in sizes[i:j + 1]))
-        if key > best_key:
-            best, best_key = (lo, UNBOUNDED if j == len(sizes) - 1 else sizes[j]), key
-    return best
-
-
-def _check_batch_sizes(op: str, batch_sizes) -> Tuple[int, ...]:
-    sizes = tuple(batch_sizes)
-    if not sizes or any(isinstance(b, bool) or not isinstance(b, numbers.Integral) or b < 1 for b in sizes):
-        raise ValueError(f"[{op}] batch_sizes must be positive integers, got {batch_sizes!r}")
-    return tuple(sorted(set(int(b) for b in sizes)))
-
-
 def choose_formats(model, batch_sizes: Sequence[int] = BATCH_SIZES, formats: Optional[Sequence[str]] = None,
                    repeats: int = 7) -> Dict[int, dict]:
     """For every masked Dense layer, times the layer alone on the model's device in dense and
@@ -270,9 +163,8 @@ def choose_formats(model, batch_sizes: Sequence[int] = BATCH_SIZES, formats: Opt
     us}}}}; the choice is saved with the model."""
     op = "prune.choose_formats"
     indices = _dense_indices(model, op)
-    sizes = _check_batch_sizes(op, batch_sizes)
-    if isinstance(repeats, bool) or not isinstance(repeats, numbers.Integral) or repeats < 1:
-        raise ValueError(f"[{op}] repeats must be an integer >= 1, got {repeats!r}")
+    sizes = _checks.batch_sizes(op, batch_sizes)
+    repeats = _checks.positive_int(repeats, "repeats", op)
     if formats is not None:
         formats = tuple(formats)
         if not formats or any(f not in ("csr", "nm") for f in formats):
@@ -281,34 +173,10 @@ def choose_formats(model, batch_sizes: Sequence[int] = BATCH_SIZES, formats: Opt
     for i in indices:
         if i not in model._masks:
             continue
-        kernel, bias = model.layers[i].get_weights()
-        nm = model._nm.get(i, (2, 4))
-        candidates = [f for f in (formats or ("csr", "nm"))
-                      if f == "csr" or (i in model._nm and _fits_n_m(kernel, *nm))]
-        probes = {f: _probe(model, i, (kernel, bias), f, nm) for f in ["dense"] + candidates}
-        latency = _time_probes(probes, sizes, int(repeats))
-        # A size where a format is clearly slower breaks its run of sparse sizes, and one
-        # moment of another process on the core does that where the kernels tie or the
-        # sparse one wins (measured: the README job's first layer kept dense below 32
-        # rows once in four runs, at a batch-8 tie). Such sizes are timed once more, and
-        # every probe keeps its faster time of the two.
-        suspects = [b for b in sizes if any(latency[f][b] > _NOISE * latency["dense"][b] for f in candidates)]
-        if suspects:
-            again = _time_probes(probes, suspects, int(repeats))
-            for f in latency:
-                for b in suspects:
-                    latency[f][b] = min(latency[f][b], again[f][b])
-        best, best_range, best_key = "dense", (1, 0), (0, 0.0)
-        for f in candidates:
-            lo, hi = _batch_range(latency["dense"], latency[f])
-            inside = [b for b in sizes if lo <= b <= hi]
-            # The format sparse over more measured sizes wins; at equal reach, the one that
-            # saves more time over them.
-            key = (len(inside), sum(latency["dense"][b] - latency[f][b] for b in inside))
-            if key > best_key:
-                best, best_range, best_key = f, (lo, hi), key
-        model._net.set_sparse_format(i, best, best_range[1], *nm, min_batch=best_range[0])
-        chosen[i] = {"format": best, "min_batch": best_range[0], "max_batch": best_range[1], "latency_us": latency}
+        choice = _formats.sparse_format(model, i, sizes, formats, repeats)
+        model._net.set_sparse_format(i, choice["format"], choice["max_batch"], *model._nm.get(i, (2, 4)),
+                                     min_batch=choice["min_batch"])
+        chosen[i] = choice
     return chosen
 
 
@@ -340,7 +208,7 @@ def structured(model, fraction: float, criterion: str = "l2", *, measure: bool =
     from .models import Sequential
 
     op = "prune.structured"
-    fraction = _fraction(op, "fraction", fraction)
+    fraction = _checks.fraction(op, "fraction", fraction)
     if criterion not in ("l2", "l1"):
         raise ValueError(f"[{op}] criterion must be 'l2' or 'l1', got {criterion!r}")
     indices = _dense_indices(model, op)
@@ -399,11 +267,79 @@ def structured(model, fraction: float, criterion: str = "l2", *, measure: bool =
                "sparsity": _sparsity(new), "params_before": _nonzeros(old), "params_after": _nonzeros(new),
                "format": "dense", "min_batch": 1, "max_batch": 0, "latency_us": {}}
         if measure:
-            probes = {"before": _probe(model, i, None, "dense", (2, 4)), "after": _probe(smaller, i, None, "dense", (2, 4))}
-            row["latency_us"] = _time_probes(probes, (1, 128), 5)
+            probes = {"before": _formats.probe(model, i, None, "dense", (2, 4)),
+                      "after": _formats.probe(smaller, i, None, "dense", (2, 4))}
+            row["latency_us"] = _formats.time_probes(probes, (1, 128), 5)
         rows.append(row)
     smaller.pruning_report = PruneReport("structured", rows)
     return smaller
+
+
+# ---------------------------------------------------------------------------------------
+# Gradual pruning during fit
+# ---------------------------------------------------------------------------------------
+
+
+class GradualPruning(Callback):
+    """Prunes by magnitude during fit on the polynomial schedule of Zhu & Gupta (2017):
+    at executor step t in [begin_step, end_step] the target sparsity is
+
+        s_t = final + (initial - final) * (1 - (t - begin_step) / (end_step - begin_step)) ** 3
+
+    and the masks are recomputed (``magnitude`` with ``scope``) every
+    ``frequency`` steps from begin_step and once more at end_step, where the sparsity
+    reaches ``final_sparsity`` exactly. Fast pruning early, when the network can recover,
+    slow near the end. Pruned weights already sit at zero, so they are the first pruned
+    again: masks only grow. After end_step the masks stay and fine-tuning goes on; when a
+    fit ends past end_step, ``report`` picks each layer's inference format
+    and leaves its report on ``model.pruning_report`` (``measure=False`` leaves that to
+    the caller). The step is the
+    executor's update count (``model`` resumed from a file continues the schedule)."""
+
+    def __init__(self, final_sparsity: float, *, end_step: int, initial_sparsity: float = 0.0, begin_step: int = 0,
+                 frequency: int = 100, scope: str = "layer", measure: bool = True):
+        super().__init__()
+        owner = "GradualPruning"
+        self.final_sparsity = _checks.fraction(owner, "final_sparsity", final_sparsity)
+        self.initial_sparsity = _checks.fraction(owner, "initial_sparsity", initial_sparsity)
+        begin_step = _checks.positive_int(begin_step, "begin_step", owner, minimum=0)
+        end_step = _checks.positive_int(end_step, "end_step", owner)
+        frequency = _checks.positive_int(frequency, "frequency", owner)
+        if end_step <= begin_step:
+            raise ValueError(f"[{owner}] end_step must be > begin_step, got end_step={end_step}, "
+                             f"begin_step={begin_step}")
+        if scope not in ("layer", "global"):
+            raise ValueError(f"[{owner}] scope must be 'layer' or 'global', got {scope!r}")
+        self.begin_step, self.end_step, self.frequency = begin_step, end_step, frequency
+        self.scope = scope
+        self.measure = bool(measure)
+
+    def sparsity(self, step: int) -> float:
+        """The schedule's target at executor step ``step`` (initial before, final after)."""
+        progress = min(max((step - self.begin_step) / (self.end_step - self.begin_step), 0.0), 1.0)
+        return self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * (1.0 - progress) ** 3
+
+    def _prune(self, step: int) -> None:
+        magnitude(self.model, self.sparsity(step), self.scope, measure=False)
+
+    def on_train_begin(self, logs: Optional[Dict] = None) -> None:
+        # A fit that starts inside the schedule (or resumes past its start) begins at the
+        # sparsity of the last pruning step an uninterrupted run would have taken by now,
+        # so a resumed run prunes exactly as a straight one.
+        step = int(self.model._net.step)
+        if step >= self.begin_step:
+            last = self.begin_step + (step - self.begin_step) // self.frequency * self.frequency
+            self._prune(self.end_step if step >= self.end_step else last)
+
+    def on_batch_end(self, batch: int, logs: Optional[Dict] = None) -> None:
+        step = int(self.model._net.step)
+        if self.begin_step <= step <= self.end_step and (
+                (step - self.begin_step) % self.frequency == 0 or step == self.end_step):
+            self._prune(step)
+
+    def on_train_end(self, logs: Optional[Dict] = None) -> None:
+        if self.measure and int(self.model._net.step) >= self.end_step:
+            report(self.model)  # chooses the formats; the report lands on model.pruning_report
 
 
 # ---------------------------------------------------------------------------------------

@@ -37,13 +37,14 @@ forward pass (Network.set_fake_quantization: the straight-through estimator) and
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import io
+from . import _checks, _formats, io, ops
 from .layers import Dense
 
 __all__ = ["int8", "qat", "QuantizationReport", "METHODS"]
@@ -66,10 +67,10 @@ def quantize_weights(kernel: np.ndarray, per_channel: bool = True) -> Tuple[np.n
     scale = max |w| / 127 over each output column (or the whole kernel), codes
     round_half_even(w / scale). An all-zero column gets scale 1 (its codes are 0 anyway;
     the executor needs scales > 0)."""
-    kernel = np.asarray(kernel, dtype=np.float32)
+    kernel = np.ascontiguousarray(kernel, dtype=np.float32)
     amax = np.abs(kernel).max(axis=0) if per_channel else np.abs(kernel).max().reshape(1)
     scale = np.where(amax > 0, amax / np.float32(_W_MAX), np.float32(1.0)).astype(np.float32)
-    codes = np.clip(np.rint(kernel / scale), -_W_MAX, _W_MAX).astype(np.int8)
+    codes = ops.quantize(kernel, scale, dtype="int8", axis="column" if per_channel else "tensor")
     return codes, scale
 
 
@@ -83,10 +84,6 @@ def activation_encoding(lo: float, hi: float) -> Tuple[float, int]:
         return 1.0, 0
     zero = int(np.clip(np.rint(np.float32(-lo) / scale), 0, _A_STEPS))
     return float(scale), zero
-
-
-def _quantize_u8(x: np.ndarray, scale, zero) -> np.ndarray:
-    return np.clip(np.rint(x / np.float32(scale)) + zero, 0, _A_STEPS)
 
 
 # ---------------------------------------------------------------------------------------
@@ -184,43 +181,26 @@ _RANGES = {"minmax": _range_minmax, "percentile": _range_percentile, "mse": _ran
 
 
 # ---------------------------------------------------------------------------------------
-# The arithmetic of one int8 layer, in NumPy (the report's error against float32)
+# One int8 layer, as the executor runs it (the report's error against float32)
 # ---------------------------------------------------------------------------------------
-
-
-def _activate(z: np.ndarray, act: str) -> np.ndarray:
-    if act == "relu":
-        return np.maximum(z, 0)
-    if act == "sigmoid":
-        return 0.5 * (1 + np.tanh(0.5 * z))
-    if act == "tanh":
-        return np.tanh(z)
-    if act == "gelu":
-        return 0.5 * z * (1 + np.tanh(0.7978845608028654 * (z + 0.044715 * z ** 3)))
-    return z
 
 
 def simulate_layer(x: np.ndarray, w_q: np.ndarray, w_scale: np.ndarray, bias: np.ndarray, act: str,
                    in_scale: float, in_zero: int) -> np.ndarray:
-    """What gemm_s8 computes for one layer on float input x (rows, in), in float64 after
-    the exact integer product: inputs quantized to uint8 (static: in_scale / in_zero;
-    dynamic when in_scale <= 0: per row over [min(0, min), max(0, max)]), then
-    act(a_scale w_scale (acc - a_zero colsum(w)) + bias)."""
-    x = np.asarray(x, dtype=np.float32)
+    """What an int8 layer computes on float input x (rows, in), by the library's own int8
+    ops on the cpu: inputs quantized to uint8 (``ops.quantize`` with in_scale / in_zero;
+    dynamic when in_scale <= 0: ``ops.quantize_rows_dynamic``, per row over
+    [min(0, min), max(0, max)]), then ``ops.gemm_s8``: the exact integer product and
+    act(a_scale w_scale (acc - a_zero colsum(w)) + bias) in float32."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
     if in_scale > 0:
-        a_scale = np.full((x.shape[0], 1), np.float32(in_scale))
-        a_zero = np.full((x.shape[0], 1), in_zero, dtype=np.int64)
+        a_scale, a_zero = np.float32([in_scale]), np.int32([in_zero])
+        a = ops.quantize(x, a_scale, a_zero, dtype="uint8")
     else:
-        lo = np.minimum(x.min(axis=1, keepdims=True), 0)
-        hi = np.maximum(x.max(axis=1, keepdims=True), 0)
-        a_scale = ((hi - lo) / np.float32(_A_STEPS)).astype(np.float32)
-        a_scale[a_scale == 0] = 1
-        a_zero = np.clip(np.rint(-lo / a_scale), 0, _A_STEPS).astype(np.int64)
-    a = _quantize_u8(x, a_scale, a_zero).astype(np.int64)
-    w = w_q.astype(np.int64)
-    acc = a @ w - a_zero * w.sum(axis=0)
-    z = a_scale.astype(np.float64) * w_scale.astype(np.float64) * acc + bias
-    return _activate(z, act)
+        a, a_scale, a_zero = ops.quantize_rows_dynamic(x)
+    return ops.gemm_s8(a, np.ascontiguousarray(w_q, dtype=np.int8), a_scale, a_zero,
+                       np.ascontiguousarray(w_scale, dtype=np.float32),
+                       bias=np.ascontiguousarray(bias, dtype=np.float32), activation=act)
 
 
 # ---------------------------------------------------------------------------------------
@@ -302,9 +282,7 @@ class QuantizationReport:
 
 
 def _features(x, name: str, input_dim: int) -> np.ndarray:
-    from .models import _as_features
-
-    x = _as_features(x, name, _OP)
+    x = _checks.as_features(x, name, _OP)
     if x.shape[1] != input_dim:
         raise ValueError(f"[{_OP}] {name} has {x.shape[1]} features but the model expects {input_dim}")
     if not np.isfinite(x).all():
@@ -332,11 +310,10 @@ def _layer_inputs(model, x: np.ndarray, dense: List[int]) -> Tuple[List[np.ndarr
     preprocessing, so the executor quantizes the preprocessed input, as calibrated here."""
     from .models import Sequential
 
-    # The executor's preprocessing rounds as float32 x * scale + shift (a product, then a sum).
+    # Each preprocessing layer by the op the executor runs for it.
     for layer in model.layers:
         if layer._preprocessing:
-            scale, shift = layer._affine(model.input_dim)
-            x = x * scale + shift
+            x = ops.feature_affine(x, *layer._affine(model.input_dim))
     outs = []
     for i in dense:
         if i == dense[-1]:
@@ -371,8 +348,6 @@ def int8(model, calibration=None, method: str = "minmax", per_channel: bool = Tr
     int8 and as sparse float32 at ``batch_sizes`` (default ``prune.BATCH_SIZES``) and keeps
     the form that is faster at more of them (the choice is saved with the model, as the
     pruning's format choice is); "int8" quantizes them like any other layer."""
-    from .models import _positive_int
-
     if model._net is None:
         raise ValueError(f"[{_OP}] the model is not built: give Sequential input_dim or call fit/predict first")
     if method not in METHODS:
@@ -382,12 +357,10 @@ def int8(model, calibration=None, method: str = "minmax", per_channel: bool = Tr
             raise TypeError(f"[{_OP}] {name} must be True or False, got {flag!r}")
     if isinstance(percentile, bool) or not isinstance(percentile, numbers.Real) or not 50 < percentile <= 100:
         raise ValueError(f"[{_OP}] percentile must be a number in (50, 100], got {percentile!r}")
-    num_bins = _positive_int(num_bins, "num_bins", _OP, minimum=256)
+    num_bins = _checks.positive_int(num_bins, "num_bins", _OP, minimum=256)
     if pruned not in ("measure", "int8"):
         raise ValueError(f"[{_OP}] pruned must be 'measure' or 'int8', got {pruned!r}")
-    from .prune import BATCH_SIZES, _check_batch_sizes
-
-    sizes = _check_batch_sizes(_OP, BATCH_SIZES if batch_sizes is None else batch_sizes)
+    sizes = _checks.batch_sizes(_OP, _formats.BATCH_SIZES if batch_sizes is None else batch_sizes)
     if calibration is None:
         raise ValueError(f"[{_OP}] calibration is required: a few hundred representative input rows")
     calibration = _features(calibration, "calibration", model.input_dim)
@@ -449,7 +422,7 @@ def int8(model, calibration=None, method: str = "minmax", per_channel: bool = Tr
         for row in rows:
             i = row["index"]
             if i in qmodel._masks:
-                row["sparse_float32"] = _faster_form(qmodel, i, float_weights[i], encodings[i], sizes)
+                row["sparse_float32"] = _formats.int8_or_float32(qmodel, i, float_weights[i], encodings[i], sizes)
                 if row["sparse_float32"]["chosen"]:
                     _to_float(qmodel, i, float_weights[i])
                     row["int8"] = False
@@ -483,33 +456,6 @@ def int8(model, calibration=None, method: str = "minmax", per_channel: bool = Tr
     return qmodel
 
 
-def _faster_form(qmodel, index: int, weights: List[np.ndarray], encoding: Tuple, sizes: Tuple[int, ...],
-                 repeats: int = 7) -> Dict:
-    """Times pruned layer ``index`` alone as dense int8 (``encoding``) and in float32 (its
-    sparse format over the batch range where that beats dense float32, as
-    ``prune.choose_formats`` picks it) at ``sizes``: {"chosen": float32 faster at more sizes
-    (at equal counts, in less total time), "format", "min_batch", "max_batch", "latency_us":
-    {"int8" | "dense" | format: {batch: us}}}."""
-    from .prune import _batch_range, _fits_n_m, _probe, _time_probes
-
-    nm = qmodel._nm.get(index, (2, 4))
-    fmt = "nm" if index in qmodel._nm and _fits_n_m(weights[0], *nm) else "csr"
-    probes = {f: _probe(qmodel, index, weights, f, nm) for f in ("dense", fmt)}
-    probes["int8"] = _probe(qmodel, index, weights, "dense", nm)
-    probes["int8"]._net.set_quantization(0, *encoding)
-    probes["int8"]._net.prepare()
-    latency = _time_probes(probes, sizes, repeats)
-    lo, hi = _batch_range(latency["dense"], latency[fmt])
-    best_float = {b: latency[fmt][b] if lo <= b <= hi else latency["dense"][b] for b in sizes}
-    wins = sum(best_float[b] < latency["int8"][b] for b in sizes)
-    losses = sum(best_float[b] > latency["int8"][b] for b in sizes)
-    chosen = wins > losses or (wins == losses and sum(best_float.values()) < sum(latency["int8"].values()))
-    if hi < lo:
-        fmt, lo, hi = "dense", 1, 0
-    return {"chosen": bool(chosen), "format": fmt, "min_batch": lo, "max_batch": hi,
-            "latency_us": latency}
-
-
 def _to_float(model, index: int, weights: List[np.ndarray]) -> None:
     """Dense layer `index` back to float32 with its original weights (set_quantization
     replaced them by scale * w_q)."""
@@ -538,13 +484,11 @@ def qat(model, x, y, epochs: int = 3, batch_size: int = 128, learning_rate: Opti
     training. The fine-tuned model is then quantized by ``int8`` with ``calibration``
     (default: the first 1024 rows of x) and the remaining arguments, and returned; the
     original model is left as it is."""
-    from .models import _positive_int
-
     if model._net is None:
         raise ValueError("[quantize.qat] the model is not built: give Sequential input_dim or call fit/predict first")
     if model._loss is None:
         raise ValueError("[quantize.qat] the model must be compiled (its loss and optimizer fine-tune it)")
-    epochs = _positive_int(epochs, "epochs", "quantize.qat")
+    epochs = _checks.positive_int(epochs, "epochs", "quantize.qat")
     if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0 <= momentum < 1:
         raise ValueError(f"[quantize.qat] momentum must be in [0, 1), got {momentum!r}")
     tuned = _copy(model)
@@ -553,12 +497,8 @@ def qat(model, x, y, epochs: int = 3, batch_size: int = 128, learning_rate: Opti
         tuned._net.clear_quantization(i)
         tuned._net.set_fake_quantization(i, bool(per_channel), bool(static), float(momentum))
     if learning_rate is not None:
-        import copy
-
-        from . import optimizers as optimizers_mod
-
         optimizer = copy.copy(tuned._optimizer)
-        optimizer.learning_rate = optimizers_mod._number("quantize.qat", "learning_rate", learning_rate)
+        optimizer.learning_rate = _checks.number("quantize.qat", "learning_rate", learning_rate)
         tuned.compile(optimizer=optimizer, loss=tuned._loss, metrics=tuned._metrics, precision=tuned._precision)
     tuned.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=verbose)
     for i in dense:

@@ -1,0 +1,380 @@
+"""Trainer: ``fit`` and ``evaluate``, the training loop of ``Sequential`` (its base
+class, as Keras 3's Model is a Trainer). Python here checks and converts what users pass
+(arrays or an iterable of batches, targets, sample weights, validation data, callbacks),
+then makes one executor call per batch; the step itself (forward, loss, backward,
+clipping, the update, the metric counters) runs in C++ with the GIL released.
+
+The model side (``Sequential``) provides the executor (``_net``), the compile
+configuration (``_loss``, ``_optimizer``, ``_metrics``), ``_ensure_ready`` and the epoch
+counter (``_epoch``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import metrics as metrics_mod
+from . import schedules as schedules_mod
+from ._callback import Callback
+from ._checks import as_features, check_finite, positive_int
+from ._history import History
+from .layers import Normalization
+
+__all__ = ["Trainer"]
+
+
+def _scalars(logs: Dict) -> Dict[str, float]:
+    """The logs without the confusion matrix, for one-line displays."""
+    return {k: v for k, v in logs.items() if not isinstance(v, np.ndarray)}
+
+
+class Trainer:
+    """fit and evaluate, for Sequential."""
+
+    def _as_targets(self, y, n: int, op: str, name: str = "y") -> np.ndarray:
+        """Labels as int32 (n,) for classification losses; targets float32 (n, out) for mse."""
+        if self._loss is None:
+            raise ValueError(f"[{op}] the model must be compiled first (model.compile(...))")
+        try:
+            y = np.asarray(y)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"[{op}] {name} must be an array, got {type(y).__name__}: {exc}") from None
+        if y.ndim == 0:
+            raise ValueError(f"[{op}] {name} must be an array of {n} targets, got a scalar")
+        if y.shape[0] != n:
+            raise ValueError(f"[{op}] x has {n} samples but {name} has {y.shape[0]}")
+        out = self._net.output_dim
+        if not self._loss.classification:
+            if y.ndim == 1 and out == 1:
+                y = y.reshape(n, 1)
+            if y.shape != (n, out):
+                raise ValueError(f"[{op}] {name} has shape {y.shape}, expected ({n}, {out}) for loss 'mse'")
+            if not np.issubdtype(y.dtype, np.number) or np.iscomplexobj(y):
+                raise TypeError(f"[{op}] {name} must be numeric, got dtype {y.dtype}")
+            y = np.ascontiguousarray(y, dtype=np.float32)
+            check_finite(y, name, op)
+            return y
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1:
+            raise ValueError(f"[{op}] {name} must be 1-D class labels, got shape {y.shape}"
+                             " (one-hot targets: pass argmax(axis=1))")
+        if y.dtype == np.bool_:
+            y = y.astype(np.int32)
+        elif np.issubdtype(y.dtype, np.floating):
+            if not np.isfinite(y).all():
+                check_finite(y, name, op)
+            if not (y == np.round(y)).all():
+                raise ValueError(f"[{op}] {name} must hold integer class labels, got non-integer values")
+        elif not np.issubdtype(y.dtype, np.integer):
+            raise TypeError(f"[{op}] {name} must hold integer class labels, got dtype {y.dtype}")
+        classes = 2 if self._loss.name == "binary_cross_entropy" else out
+        lo, hi = y.min(), y.max()
+        if lo < 0 or hi >= classes:
+            bad = int(lo if lo < 0 else hi)
+            raise ValueError(f"[{op}] {name} contains label {bad!r} outside [0, {classes})"
+                             f" (the model has {out} output{'s' if out != 1 else ''})")
+        return np.ascontiguousarray(y, dtype=np.int32)
+
+    def _as_sample_weight(self, w, n: int, op: str, name: str = "sample_weight") -> np.ndarray:
+        """float32 (n,), finite and >= 0 (the executor checks each batch again)."""
+        try:
+            w = np.asarray(w)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"[{op}] {name} must be an array, got {type(w).__name__}: {exc}") from None
+        if w.dtype.kind not in "biuf":
+            raise TypeError(f"[{op}] {name} must be numeric, got dtype {w.dtype}")
+        if w.ndim == 2 and w.shape[1] == 1:
+            w = w[:, 0]
+        if w.shape != (n,):
+            raise ValueError(f"[{op}] {name} has shape {w.shape}, expected ({n},): one weight per sample")
+        w = np.ascontiguousarray(w, dtype=np.float32)
+        check_finite(w, name, op)
+        if (w < 0).any():
+            raise ValueError(f"[{op}] {name} must be >= 0, got {float(w[np.argmax(w < 0)])!r} at index "
+                             f"{int(np.argmax(w < 0))}")
+        return w
+
+    def _iterable_batches(self, data, steps_per_epoch: Optional[int], op: str):
+        """A function of the epoch that yields (x, y, index, sample_weight) per batch from
+        an iterable of (x, y) or (x, y, sample_weight) tuples. A re-iterable (a list,
+        ``customml.data.batches``) starts a new pass each epoch; a one-shot iterator (a
+        generator) is one continuing stream, and an epoch that finds it exhausted is an
+        error, since silently training on nothing would look like convergence."""
+        one_shot = iter(data) is data
+        stream = iter(data) if one_shot else None
+        index_cache: Dict[int, np.ndarray] = {}
+
+        def epoch_batches(epoch: int):
+            it = stream if one_shot else iter(data)
+            step = 0
+            while steps_per_epoch is None or step < steps_per_epoch:
+                try:
+                    item = next(it)
+                except StopIteration:
+                    break
+                if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+                    raise ValueError(f"[{op}] batch {step} of the iterable must be a tuple (x, y) or "
+                                     f"(x, y, sample_weight), got {type(item).__name__}")
+                xb = as_features(item[0], f"batch {step} x", op)
+                self._ensure_ready(xb, op)
+                check_finite(xb, f"batch {step} x", op)
+                b = xb.shape[0]
+                yb = self._as_targets(item[1], b, op, f"batch {step} y")
+                wb = None if len(item) == 2 or item[2] is None else \
+                    self._as_sample_weight(item[2], b, op, f"batch {step} sample_weight")
+                if b not in index_cache:
+                    index_cache[b] = np.arange(b, dtype=np.int64)
+                yield xb, yb, index_cache[b], wb
+                step += 1
+            if step == 0:
+                raise ValueError(
+                    f"[{op}] the iterable of batches yielded no batch in epoch {epoch + 1}"
+                    + (": a one-shot iterator (e.g. a generator) is exhausted after one pass; pass a re-iterable "
+                       "(a list, customml.data.batches(...)) or give steps_per_epoch= and a stream long enough "
+                       "for all epochs" if one_shot else ""))
+        return epoch_batches
+
+    def fit(self, x, y=None, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
+            validation_split: float = 0.0, validation_data: Optional[Tuple] = None,
+            seed: Optional[int] = None, verbose: int = 1,
+            callbacks: Optional[Sequence[Callback]] = None, sample_weight=None,
+            steps_per_epoch: Optional[int] = None, initial_epoch: Optional[int] = None) -> History:
+        """Trains for ``epochs`` passes over (x, y) in mini-batches; one C++ call per
+        batch runs forward, loss, backward, clipping, the update and the metric
+        counters. Returns a History (also kept as ``model.history``). Ctrl-C stops
+        between batches with KeyboardInterrupt, leaving the model consistent.
+
+        ``sample_weight`` (one number >= 0 per sample) weights each sample's loss: a
+        batch's loss is ``sum_i w_i l_i / sum_i w_i`` with ``w_i`` the sample weight times
+        the loss's class weight (so only the ratios matter; a batch of zero weights makes
+        no gradient). The reported loss is weighted so; the metrics are not.
+
+        ``x`` may instead be an iterable of batches, ``(x, y)`` or ``(x, y,
+        sample_weight)`` tuples, with ``y`` left out: a re-iterable (a list,
+        ``customml.data.batches(...)``) is passed over once per epoch; a one-shot iterator
+        (a generator) is read as one stream, ``steps_per_epoch`` batches per epoch (all of
+        it when not given, then a later epoch is an error). The iterable sets the order:
+        ``shuffle``, ``batch_size`` and ``validation_split`` do not apply.
+
+        Training continues where the last fit since compile stopped: epoch e's shuffle
+        order is drawn from (seed, e) and the dropout masks from (seed, step), so two
+        fits of 2 epochs equal one of 4, bit for bit, and so does a fit resumed from a
+        file saved with ``include_optimizer=True``. ``initial_epoch`` takes Keras'
+        convention instead: ``epochs`` is then the index of the last epoch, so
+        ``fit(epochs=E, initial_epoch=I)`` runs E - I epochs numbered from I (the shuffle
+        order of epoch I onwards): after ``load``, ``fit(epochs=E,
+        initial_epoch=model.epochs_trained)`` completes an interrupted run of E epochs.
+
+        ``callbacks``: customml.callbacks objects whose hooks run around each epoch
+        (EarlyStopping, ModelCheckpoint, LearningRateScheduler, CSVLogger, or your own).
+        A learning-rate schedule given to the optimizer is evaluated before each batch at
+        the executor's step count."""
+        op = "fit"
+        callbacks = list(callbacks or ())
+        from_iterable = y is None
+        if from_iterable and (isinstance(x, np.ndarray) or not hasattr(x, "__iter__")):
+            raise ValueError("[fit] y is missing: give (x, y) arrays, or as x an iterable of (x, y) batches")
+        if steps_per_epoch is not None:
+            steps_per_epoch = positive_int(steps_per_epoch, "steps_per_epoch", op)
+            if not from_iterable:
+                raise ValueError("[fit] steps_per_epoch applies to an iterable of batches; with arrays an epoch "
+                                 "is one pass over x")
+        if from_iterable and (validation_split or sample_weight is not None):
+            raise ValueError("[fit] with an iterable of batches, give validation_data rather than "
+                             "validation_split, and sample weights as a third element of each batch")
+        for cb in callbacks:
+            if not isinstance(cb, Callback):
+                raise ValueError(f"[fit] callbacks must be customml.callbacks.Callback objects, got "
+                                 f"{type(cb).__name__}")
+        if self._loss is None:
+            raise ValueError("[fit] the model must be compiled first (model.compile(...))")
+        for layer in self.layers:
+            if isinstance(layer, Normalization) and not layer.adapted:
+                raise ValueError(f"[fit] Normalization layer {layer.name!r} is not adapted: call "
+                                 f"model.layers[{layer._index}].adapt(x_train) (or give it mean and variance) first")
+        epochs = positive_int(epochs, "epochs", op, minimum=0)
+        if initial_epoch is not None:
+            initial_epoch = positive_int(initial_epoch, "initial_epoch", op, minimum=0)
+            if initial_epoch > epochs:
+                raise ValueError(f"[fit] initial_epoch ({initial_epoch}) is past epochs ({epochs}), the index of the "
+                                 "last epoch (Keras' convention)")
+        batch_size = positive_int(batch_size, "batch_size", op)
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"[fit] verbose must be 0, 1 or 2, got {verbose!r}")
+        if not from_iterable:
+            x = as_features(x, "x", op)
+            self._ensure_ready(x, op)
+            y = self._as_targets(y, x.shape[0], op)
+            check_finite(x, "x", op)
+            if sample_weight is not None:
+                sample_weight = self._as_sample_weight(sample_weight, x.shape[0], op)
+        if validation_data is not None:
+            if validation_split:
+                raise ValueError("[fit] give validation_split or validation_data, not both")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("[fit] validation_data must be a tuple (x_val, y_val)")
+            x_val = as_features(validation_data[0], "validation_data x", op)
+            if from_iterable and self._net is None:
+                self._ensure_ready(x_val, op)
+            if x_val.shape[1] != self._input_dim:
+                raise ValueError(f"[fit] validation_data x has {x_val.shape[1]} features but the model expects "
+                                 f"{self._input_dim}")
+            y_val = self._as_targets(validation_data[1], x_val.shape[0], op, "validation_data y")
+            check_finite(x_val, "validation_data x", op)
+        elif validation_split:
+            if isinstance(validation_split, bool) or not (0.0 < validation_split < 1.0):
+                raise ValueError(f"[fit] validation_split must be in [0, 1), got {validation_split!r}")
+            # As Keras: the last fraction of the samples, taken before any shuffling.
+            n_val = int(x.shape[0] * validation_split)
+            if n_val == 0 or n_val == x.shape[0]:
+                raise ValueError(f"[fit] validation_split={validation_split} of {x.shape[0]} samples leaves an "
+                                 "empty training or validation set")
+            x, x_val = x[:-n_val], x[-n_val:]
+            y, y_val = y[:-n_val], y[-n_val:]
+            if sample_weight is not None:
+                sample_weight = sample_weight[:-n_val]
+        else:
+            x_val = y_val = None
+
+        seed = self.seed if seed is None else positive_int(seed, "seed", op, minimum=0)
+        if from_iterable:
+            epoch_batches = self._iterable_batches(x, steps_per_epoch, op)
+            steps = steps_per_epoch if steps_per_epoch is not None else (len(x) if hasattr(x, "__len__") else None)
+            n = None
+        else:
+            n = x.shape[0]
+            steps = -(-n // batch_size)
+
+            def epoch_batches(epoch: int):
+                if shuffle:
+                    # One Philox stream per epoch (counter word 3; word 2 = 1 keeps it apart
+                    # from the initialization stream), so an epoch's order depends on the
+                    # seed and its index alone and a resumed fit draws what a straight one would.
+                    order = np.arange(n, dtype=np.int64)
+                    stream = np.random.Philox(key=seed, counter=[0, 0, 1, self._epoch])
+                    np.random.Generator(stream).shuffle(order)
+                else:
+                    order = np.arange(n, dtype=np.int64)
+                for start in range(0, n, batch_size):
+                    yield x, y, order[start:start + batch_size], sample_weight
+        seed_pending = True
+        if initial_epoch is not None:
+            self._epoch = initial_epoch
+            epochs -= initial_epoch
+        history = History({"epochs": epochs, "batch_size": None if from_iterable else batch_size, "steps": steps,
+                           "samples": n})
+        self.history = history
+        schedule = self._optimizer.learning_rate
+        if not isinstance(schedule, schedules_mod.LearningRateSchedule):
+            schedule = None
+        batch_hooks = [cb for cb in callbacks if type(cb).on_batch_end is not Callback.on_batch_end]
+        self.stop_training = False
+        for cb in callbacks:
+            cb.set_model(self)
+        self._callbacks = tuple(callbacks)
+        for cb in callbacks:
+            cb.on_train_begin({})
+        restored, self._restored_callback_state = self._restored_callback_state, None
+        for cb in callbacks:
+            if restored and cb.state_key() in restored:
+                cb.set_state(restored[cb.state_key()])
+        for epoch in range(epochs):
+            start_time = time.perf_counter()
+            model_epoch = self._epoch
+            for cb in callbacks:
+                cb.on_epoch_begin(model_epoch, {})
+            if self._net is not None:  # else an iterable's first batch builds it, with fresh metrics
+                self._net.reset_metrics()
+            bar = self._progress(epoch, epochs, steps) if verbose == 1 else None
+            try:
+                for step, (xb, yb, index, wb) in enumerate(epoch_batches(epoch)):
+                    if schedule is not None:
+                        # One Python call per batch (a few hundred ns) against a C++ step
+                        # of tens of microseconds or more: per-step schedules stay exact.
+                        self._net.set_learning_rate(schedule(self._net.step))
+                    if seed_pending:  # an iterable's first batch builds the model
+                        self._net.set_seed(seed)
+                        seed_pending = False
+                    self._net.train_batch(xb, yb, index, wb)
+                    if batch_hooks:
+                        batch_logs = self._read_metrics()
+                        for cb in batch_hooks:
+                            cb.on_batch_end(step, batch_logs)
+                    if bar is not None:
+                        bar.update(1)
+                        if step % 16 == 0 or (steps is not None and step == steps - 1):
+                            bar.set_postfix(self._read_metrics(cheap_only=True), refresh=False)
+                logs = self._read_metrics()
+                if x_val is not None:
+                    logs.update({f"val_{k}": v for k, v in self._evaluate_arrays(x_val, y_val, 1024).items()})
+                self._epoch += 1
+                for cb in callbacks:
+                    cb.on_epoch_end(model_epoch, logs)
+                history._record(epoch, logs)
+                if bar is not None:
+                    bar.set_postfix(_scalars(logs), refresh=False)
+            finally:
+                if bar is not None:
+                    bar.close()
+            if verbose == 2:
+                parts = " - ".join(f"{k}: {v:.4f}" for k, v in _scalars(logs).items())
+                print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - start_time:.2f}s - {parts}",
+                      file=sys.stdout, flush=True)
+            if self.stop_training:
+                break
+        for cb in callbacks:
+            cb.on_train_end({})
+        return history
+
+    def _progress(self, epoch: int, epochs: int, steps: int):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=steps, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch", leave=True,
+                    dynamic_ncols=True, file=sys.stderr)
+
+    def _read_metrics(self, cheap_only: bool = False) -> Dict[str, float]:
+        """The loss and the compiled metrics from the executor's statistics;
+        ``cheap_only`` (the progress bar) leaves out roc_auc (a sort of the epoch's
+        scores) and the confusion matrix."""
+        loss_sum, correct, count = self._net.metrics()
+        logs = {"loss": loss_sum / count if count else float("nan")}
+        counts = stats = None
+        for m in self._metrics:
+            if m == "accuracy":
+                logs[m] = correct / count if count else float("nan")
+            elif m == "roc_auc":
+                if not cheap_only:
+                    logs[m] = float(self._net.roc_auc())
+            elif m in metrics_mod.REGRESSION:
+                if stats is None:
+                    stats = self._net.regression_stats()
+                logs[m] = metrics_mod.from_regression_stats(stats, count, m)
+            else:
+                if counts is None:
+                    counts = self._net.confusion_matrix()
+                if m == "confusion_matrix":
+                    if not cheap_only:
+                        logs[m] = counts
+                else:
+                    logs[m] = metrics_mod.from_confusion(counts, m) if count else float("nan")
+        return logs
+
+    def _evaluate_arrays(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> Dict[str, float]:
+        self._net.reset_metrics()
+        self._net.evaluate(x, y, batch_size)
+        return self._read_metrics()
+
+    def evaluate(self, x, y, batch_size: int = 1024) -> Dict[str, float]:
+        """Loss and compiled metrics over (x, y), dropout off: ``{"loss": ..., "accuracy": ...}``;
+        "confusion_matrix" is an int64 array (classes, classes), rows = true labels."""
+        op = "evaluate"
+        batch_size = positive_int(batch_size, "batch_size", op)
+        x = as_features(x, "x", op)
+        self._ensure_ready(x, op)
+        y = self._as_targets(y, x.shape[0], op)
+        return self._evaluate_arrays(x, y, batch_size)
