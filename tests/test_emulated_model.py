@@ -139,3 +139,57 @@ def test_warm_training_and_inference_allocate_no_device_memory(precision):
     model.predict(x, batch_size=16)
     assert model._net.step > step  # the steps really ran
     assert _core._emulated_allocations() == before
+
+
+_CLASSIFICATION = [m for m in cm.metrics.NAMES if m in cm.metrics.CLASSIFICATION and "binary" not in m]
+# Every loss, class and sample weights, clipping, L1/L2, a schedule and every metric; fp16
+# (its overflow check reads the norm) and QAT (its ranges are computed on the host) still
+# read the device once a step, and are not here.
+_HOST_WAIT_CASES = {
+    "softmax_ce": dict(layers=lambda: [cm.layers.Dense(16, "relu"), cm.layers.Dropout(0.1), cm.layers.Dense(3)],
+                       loss=cm.losses.SoftmaxCrossEntropy(label_smoothing=0.1, class_weights=[1.0, 2.0, 0.5]),
+                       optimizer=cm.optimizers.AdamW(1e-2, weight_decay=1e-3, amsgrad=True), classes=3,
+                       metrics=_CLASSIFICATION, clipnorm=0.5, sample_weight=True),
+    "binary_ce": dict(layers=lambda: [cm.layers.Dense(8, "gelu", kernel_regularizer=cm.regularizers.l1_l2(1e-3, 1e-3)),
+                                      cm.layers.Dense(1)],
+                      loss="binary_cross_entropy", optimizer=cm.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
+                      classes=2, metrics=["accuracy", "f1", "precision_binary", "confusion_matrix", "roc_auc"],
+                      schedule=True),
+    "mse": dict(layers=lambda: [cm.layers.Normalization(np.zeros(5), np.ones(5)), cm.layers.Dense(8, "tanh"),
+                                cm.layers.Dense(2, kernel_regularizer=cm.regularizers.l2(1e-3))],
+                loss="mse", optimizer="adam", classes=0, metrics=["mae", "rmse", "r2"], sample_weight=True,
+                clipnorm=1.0),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_HOST_WAIT_CASES))
+def test_a_training_step_makes_the_host_wait_for_nothing(case, capsys):
+    """On "cuda" every copy to the host and every synchronization stalls the host until the
+    device has caught up, which costs more than a small MLP's whole step: the loss, the
+    counts and every metric's statistics stay on the device and are read once an epoch
+    (under fit's default verbose=1, progress bar included). cuda-emulated counts those waits:
+    a fit of 8 steps an epoch makes exactly as many as one of 2 steps."""
+    c = _HOST_WAIT_CASES[case]
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((64, 5)).astype(np.float32)
+    y = (rng.standard_normal((64, 2)).astype(np.float32) if not c["classes"]
+         else rng.integers(0, c["classes"], 64).astype(np.int32))
+    sample_weight = rng.uniform(0.5, 2.0, 64).astype(np.float32) if c.get("sample_weight") else None
+    optimizer = c["optimizer"]
+    if c.get("schedule"):
+        optimizer = cm.optimizers.SGD(cm.schedules.CosineDecay(0.05, decay_steps=100), momentum=0.9)
+    model = cm.Sequential(c["layers"](), input_dim=5, device="cuda-emulated", seed=1)
+    model.compile(optimizer=optimizer, loss=c["loss"], metrics=c["metrics"], clipnorm=c.get("clipnorm"))
+
+    def host_waits(batch_size):
+        before = _core._emulated_host_waits()
+        steps = model._net.step
+        model.fit(x, y, epochs=2, batch_size=batch_size, sample_weight=sample_weight, verbose=1)
+        assert model._net.step - steps == 2 * 64 // batch_size  # every step ran
+        return _core._emulated_host_waits() - before
+
+    host_waits(8)  # warm: every buffer at its largest
+    few, many = host_waits(32), host_waits(8)
+    assert many == few, f"{many - few} more host waits for 12 more steps"
+    assert few <= 2 * 8, f"{few} host waits in 2 epochs: more than the epoch-end reads"
+    assert "Epoch 2/2" in capsys.readouterr().err  # the progress bar ran

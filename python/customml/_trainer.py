@@ -306,9 +306,10 @@ class Trainer:
                         for cb in batch_hooks:
                             cb.on_batch_end(step, batch_logs)
                     if bar is not None:
+                        # The loss and metrics stay on the device during the epoch (reading
+                        # them would make the host wait for every step); the bar shows them
+                        # when the epoch ends.
                         bar.update(1)
-                        if step % 16 == 0 or (steps is not None and step == steps - 1):
-                            bar.set_postfix(self._read_metrics(cheap_only=True), refresh=False)
                 logs = self._read_metrics()
                 if x_val is not None:
                     logs.update({f"val_{k}": v for k, v in self._evaluate_arrays(x_val, y_val, 1024).items()})
@@ -337,10 +338,9 @@ class Trainer:
         return tqdm(total=steps, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch", leave=True,
                     dynamic_ncols=True, file=sys.stderr)
 
-    def _read_metrics(self, cheap_only: bool = False) -> Dict[str, float]:
-        """The loss and the compiled metrics from the executor's statistics;
-        ``cheap_only`` (the progress bar) leaves out roc_auc (a sort of the epoch's
-        scores) and the confusion matrix."""
+    def _read_metrics(self) -> Dict[str, float]:
+        """The loss and the compiled metrics from the executor's statistics (read from the
+        device: once an epoch, or per batch for a callback that asks)."""
         loss_sum, correct, count = self._net.metrics()
         logs = {"loss": loss_sum / count if count else float("nan")}
         counts = stats = None
@@ -348,8 +348,7 @@ class Trainer:
             if m == "accuracy":
                 logs[m] = correct / count if count else float("nan")
             elif m == "roc_auc":
-                if not cheap_only:
-                    logs[m] = float(self._net.roc_auc())
+                logs[m] = float(self._net.roc_auc())
             elif m in metrics_mod.REGRESSION:
                 if stats is None:
                     stats = self._net.regression_stats()
@@ -358,8 +357,7 @@ class Trainer:
                 if counts is None:
                     counts = self._net.confusion_matrix()
                 if m == "confusion_matrix":
-                    if not cheap_only:
-                        logs[m] = counts
+                    logs[m] = counts
                 else:
                     logs[m] = metrics_mod.from_confusion(counts, m) if count else float("nan")
         return logs
