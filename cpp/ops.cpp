@@ -403,6 +403,32 @@ void apply_mask(const Tensor& param, const Tensor& keep) {
   backend_for(param.device()).apply_mask(f32(param), keep.ptr<uint8_t>(), param.numel());
 }
 
+namespace {
+// y: x's shape, f32, on its device, and x itself or sharing no memory with it: the
+// probability ops run in place (predict_proba writes over the logits).
+void check_same_or_separate(const char* op, const Tensor& y, const Tensor& x) {
+  check(op, "y", y, DType::f32, -1);
+  check_same_shape(op, "y", y, "x", x);
+  check_device(op, "y", y, x);
+  if (y.data() != x.data()) check_no_overlap(op, "y", y, "x", x);
+}
+}  // namespace
+
+void softmax(const Tensor& y, const Tensor& x) {
+  const char* op = "softmax";
+  check(op, "x", x, DType::f32, 2);
+  if (x.dim(1) == 0) fail(op, "x has 0 columns; softmax needs at least one");
+  check_same_or_separate(op, y, x);
+  backend_for(x.device()).softmax(f32(y), f32(x), x.dim(0), x.dim(1));
+}
+
+void sigmoid(const Tensor& y, const Tensor& x) {
+  const char* op = "sigmoid";
+  check(op, "x", x, DType::f32, -1);
+  check_same_or_separate(op, y, x);
+  backend_for(x.device()).sigmoid(f32(y), f32(x), x.numel());
+}
+
 void feature_affine(const Tensor& y, const Tensor& x, const Tensor& scale, const Tensor& shift) {
   const char* op = "feature_affine";
   check(op, "x", x, DType::f32, 2);

@@ -123,6 +123,11 @@ void sparse_dense_forward(const Tensor& y, const Tensor& x, const PackedCsr& w, 
 // null -> y: (batch, out) = act(x W + b).
 void nm_dense_forward(const Tensor& y, const Tensor& x, const Tensor& values, const Tensor& index, const Tensor* b,
                       Activation act, int n, int m);
+// x: (rows, cols) f32, cols >= 1 -> y: (rows, cols) = softmax of each row; y may be x itself.
+void softmax(const Tensor& y, const Tensor& x);
+// x: any shape, f32 -> y: same shape = 1 / (1 + e^-x); y may be x itself.
+void sigmoid(const Tensor& y, const Tensor& x);
+
 // x: (rows, cols) f32  scale, shift: (cols) f32 -> y: (rows, cols) = x * scale + shift.
 void feature_affine(const Tensor& y, const Tensor& x, const Tensor& scale, const Tensor& shift);
 

@@ -30,6 +30,7 @@
 #include "cuda/quantize.cu"
 #include "cuda/regularizer.cu"
 #include "cuda/sgd.cu"
+#include "cuda/softmax.cu"
 #include "cuda/softmax_cross_entropy.cu"
 #include "cuda/sparse.cu"
 

@@ -468,6 +468,20 @@ def gemm_s8(a, w, a_scale, a_zero, w_scale, *, bias=None, activation: str = "ide
 # ---------------------------------------------------------------------- preprocessing
 
 
+def softmax(x) -> np.ndarray:
+    """Softmax of each row in float64, from the row's maximum (the kernels' shift); a row
+    with a NaN or +inf is NaN."""
+    x = _f64(x)
+    with np.errstate(invalid="ignore"):
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+
+def sigmoid(x) -> np.ndarray:
+    """1 / (1 + e^-x) in float64."""
+    return _sigmoid(_f64(x))
+
+
 def feature_affine(x, scale, shift) -> np.ndarray:
     """x * scale + shift per column, exact in float64 (the kernel rounds the product and the sum)."""
     return _f64(x) * _f64(scale)[None, :] + _f64(shift)[None, :]

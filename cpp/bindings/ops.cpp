@@ -444,6 +444,27 @@ void bind_ops(py::module_& m) {
       "its group.");
 
   m.def(
+      "softmax",
+      [](py::object y, py::object x, const std::string& device) {
+        Views views("softmax", device);
+        Tensor yt = views.out(y, "y"), xt = views.in(x, "x");
+        py::gil_scoped_release release;
+        ops::softmax(yt, xt);
+      },
+      py::arg("y"), py::arg("x"), py::arg("device") = "cpu",
+      "y = softmax of each row of x (rows, cols), float32; y may be x itself.");
+  m.def(
+      "sigmoid",
+      [](py::object y, py::object x, const std::string& device) {
+        Views views("sigmoid", device);
+        Tensor yt = views.out(y, "y"), xt = views.in(x, "x");
+        py::gil_scoped_release release;
+        ops::sigmoid(yt, xt);
+      },
+      py::arg("y"), py::arg("x"), py::arg("device") = "cpu",
+      "y = 1 / (1 + exp(-x)) elementwise, float32, without overflow; y may be x itself.");
+
+  m.def(
       "feature_affine",
       [](py::object y, py::object x, py::object scale, py::object shift, const std::string& device) {
         Views views("feature_affine", device);

@@ -14,7 +14,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 
 import numpy as np
 
-from . import _core, _model_file
+from . import _core, _model_file, ops
 from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
@@ -417,14 +417,10 @@ class Sequential(Trainer):
         if self._loss is None or not self._loss.classification:
             raise ValueError("[predict_proba] needs a model compiled with a classification loss")
         logits = self.predict(x, batch_size=batch_size)
+        # predict's output is host memory whatever the device: the CPU ops, in place.
         if self._loss.name == "binary_cross_entropy":
-            # exp of a non-positive number only: no overflow for large |logit|
-            e = np.exp(-np.abs(logits))
-            return np.where(logits >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32)
-        logits -= logits.max(axis=1, keepdims=True)
-        np.exp(logits, out=logits)
-        logits /= logits.sum(axis=1, keepdims=True)
-        return logits
+            return ops.sigmoid(logits, out=logits)
+        return ops.softmax(logits, out=logits)
 
     # -- files -------------------------------------------------------------------------
 

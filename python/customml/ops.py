@@ -45,6 +45,8 @@ __all__ = [
     "nm_dense_forward",
     "csr_from_dense",
     "nm_from_dense",
+    "softmax",
+    "sigmoid",
     "feature_affine",
 ]
 
@@ -353,6 +355,25 @@ def nm_from_dense(weight, n: int = 2, m: int = 4) -> Tuple[np.ndarray, np.ndarra
     index = np.where(real, picked, 0).astype(np.uint8)
     return (np.ascontiguousarray(values.reshape(groups * n, cols)),
             np.ascontiguousarray(index.reshape(groups * n, cols)))
+
+
+def softmax(x, *, out=None, device: str = "cpu") -> np.ndarray:
+    """Softmax of each row of float32 x (rows, cols): a classifier's probabilities from its
+    logits (what ``Sequential.predict_proba`` returns). ``out`` may be x itself. A row
+    with a NaN or +inf is NaN, as in NumPy and PyTorch. Returns ``out``."""
+    if out is None:
+        out = _empty(np.shape(x), device)
+    _core.softmax(out, x, device)
+    return out
+
+
+def sigmoid(x, *, out=None, device: str = "cpu") -> np.ndarray:
+    """``1 / (1 + exp(-x))`` elementwise over float32 x, without overflow: a binary
+    classifier's probability from its logit. ``out`` may be x itself. Returns ``out``."""
+    if out is None:
+        out = _empty(np.shape(x), device)
+    _core.sigmoid(out, x, device)
+    return out
 
 
 def feature_affine(x, scale, shift, *, out=None, device: str = "cpu") -> np.ndarray:
