@@ -103,7 +103,12 @@ build_customml() {
   local generator=() arch=()
   command -v ninja >/dev/null && generator=(-G Ninja)
   [[ -n $CUDA_ARCH ]] && arch=("-DCMAKE_CUDA_ARCHITECTURES=$CUDA_ARCH")
+  # The version pip would pass (scikit-build-core sets it from pyproject.toml): build_info
+  # reports it, and a test checks it against customml.__version__.
+  local version
+  version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$REPO/pyproject.toml" | head -n 1)
   cmake -S "$REPO" -B "$BUILD" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DCUSTOMML_CUDA=ON "${arch[@]}" \
+    -DSKBUILD_PROJECT_VERSION="$version" \
     -Dpybind11_DIR="$("$PY" -m pybind11 --cmakedir)" -DPython_EXECUTABLE="$(command -v "$PY")" &&
     cmake --build "$BUILD" -j "$(nproc)" &&
     rm -rf "$SITE" && mkdir -p "$SITE" && cp -r "$REPO/python/customml" "$SITE/" &&
