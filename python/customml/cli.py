@@ -365,6 +365,10 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Runs the ``customml`` command (the module docstring lists its subcommands) on
+    ``argv`` (default: ``sys.argv[1:]``) and returns its exit status: 0, 1 when ``train
+    --min-accuracy`` falls short, 2 on an error (one line on stderr); a usage error exits
+    with status 2 from argparse."""
     parser = argparse.ArgumentParser(prog="customml", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
