@@ -24,6 +24,8 @@ from typing import List, Optional
 
 import numpy as np
 
+__all__ = ["main"]
+
 # Per-dataset defaults for train (any flag overrides them): small datasets need more,
 # smaller steps; fashion_mnist's 60,000 images reach ~0.90 in 20 epochs of 128.
 _TRAIN_DEFAULTS = {"fashion_mnist": {"epochs": 20, "batch_size": 128}}
