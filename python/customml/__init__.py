@@ -28,6 +28,7 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
+    """The number of threads the CPU kernels may use (see ``set_num_threads``)."""
     return _core.get_num_threads()
 
 

@@ -11,7 +11,7 @@ class Callback:
     """Base class of fit's hooks, named as Keras': ``on_train_begin(logs)``,
     ``on_epoch_begin(epoch, logs)``, ``on_batch_end(batch, logs)`` (called only when a
     callback overrides it: it costs a read of the running metrics per batch),
-    ``on_epoch_end(epoch, logs)`` (the epoch's loss, metrics and val_ metrics) and
+    ``on_epoch_end(epoch, logs)`` (the epoch's loss, metrics and ``val_`` metrics) and
     ``on_train_end(logs)``. ``self.model`` is the model being trained; setting
     ``self.model.stop_training = True`` ends fit after the current epoch.
 

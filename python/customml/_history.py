@@ -11,7 +11,7 @@ import numpy as np
 
 
 class History:
-    """``history`` maps "loss", each metric and their "val_" twins to one value per
+    """``history`` maps "loss", each metric and their ``"val_"`` twins to one value per
     epoch; ``epoch`` lists the epoch numbers (0-based); ``params`` the fit settings."""
 
     def __init__(self, params: Dict):
@@ -28,7 +28,7 @@ class History:
 
     def plot(self, path, dpi: int = 100) -> None:
         """Writes a PNG of the loss and each metric per epoch, one panel each, with the
-        validation curve ("val_" keys) beside the training one. Needs matplotlib:
+        validation curve (``"val_"`` keys) beside the training one. Needs matplotlib:
         ``pip install ".[plot]"`` in the customml checkout."""
         try:
             from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -24,6 +24,8 @@ from typing import List, Optional
 
 import numpy as np
 
+__all__ = ["main"]
+
 # Per-dataset defaults for train (any flag overrides them): small datasets need more,
 # smaller steps; fashion_mnist's 60,000 images reach ~0.90 in 20 epochs of 128.
 _TRAIN_DEFAULTS = {"fashion_mnist": {"epochs": 20, "batch_size": 128}}
@@ -365,6 +367,10 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Runs the ``customml`` command (the module docstring lists its subcommands) on
+    ``argv`` (default: ``sys.argv[1:]``) and returns its exit status: 0, 1 when ``train
+    --min-accuracy`` falls short, 2 on an error (one line on stderr); a usage error exits
+    with status 2 from argparse."""
     parser = argparse.ArgumentParser(prog="customml", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -43,6 +43,7 @@ Split = Tuple[Tuple[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]
 
 
 def names() -> Tuple[str, ...]:
+    """The names ``load`` takes: digits, breast_cancer, wine, iris and fashion_mnist."""
     return tuple(_SKLEARN) + ("fashion_mnist",)
 
 

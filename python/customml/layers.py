@@ -37,7 +37,7 @@ class Layer:
 
     @property
     def trainable(self) -> bool:
-        """False freezes the layer (Keras' meaning, for fine-tuning): fit leaves its
+        """``False`` freezes the layer (Keras' meaning, for fine-tuning); fit leaves its
         parameters and their optimizer state bit-identical, whatever the weight decay, and
         skips its weight-gradient work (and all backward work below the lowest trainable
         layer). Takes effect from the next batch; saved in the model file."""

@@ -70,7 +70,7 @@ def from_confusion(counts: np.ndarray, name: str) -> float:
 
 
 def from_regression_stats(stats: np.ndarray, n: int, name: str) -> float:
-    """mae, rmse or r2 of stats (4, outputs) = per output sums of |e|, e^2, y - s and
+    """mae, rmse or r2 of stats (4, outputs) = per output sums of ``|e|``, e^2, y - s and
     (y - s)^2 over n rows (s: a shift the executor picks, the first target row), each averaged over the outputs as scikit-learn's ``multioutput=
     'uniform_average'`` (rmse: the mean of the per-output RMSEs, as
     sklearn.metrics.root_mean_squared_error). r2 as sklearn.metrics.r2_score with

@@ -17,7 +17,7 @@ dropout is the identity as at inference. The methods choose [lo, hi] (always con
 - ``percentile``: each tail clipped at the ``percentile``-th percentile of its side;
 - ``mse``: the range, shrunk by a common factor, that minimizes the expected squared
   quantization error over a ``num_bins`` histogram;
-- ``entropy``: TensorRT's calibration: the threshold on a ``num_bins`` histogram of |x|
+- ``entropy``: TensorRT's calibration: the threshold on a ``num_bins`` histogram of ``|x|``
   whose quantized distribution is closest to the original in KL divergence.
 
 ``max_accuracy_drop`` (a fraction: 0.005 is half a percentage point) measures float and

@@ -43,14 +43,17 @@ class L1L2(Regularizer):
 
 
 def l1(l1: float = 0.01) -> L1L2:
+    """``L1L2(l1=l1)``: ``l1 * sum|w|``, as ``keras.regularizers.l1``."""
     return L1L2(l1=l1)
 
 
 def l2(l2: float = 0.01) -> L1L2:
+    """``L1L2(l2=l2)``: ``l2 * sum w^2``, as ``keras.regularizers.l2``."""
     return L1L2(l2=l2)
 
 
 def l1_l2(l1: float = 0.01, l2: float = 0.01) -> L1L2:
+    """``L1L2(l1=l1, l2=l2)``, as ``keras.regularizers.l1_l2``."""
     return L1L2(l1=l1, l2=l2)
 
 
