@@ -253,7 +253,7 @@ std::unique_ptr<InferenceWorkspace> Network::acquire_workspace() const {
 void Network::release_workspace(std::unique_ptr<InferenceWorkspace> ws) const {
   InferenceWorkspace* empty = nullptr;
   if (spare_.compare_exchange_strong(empty, ws.get(), std::memory_order_release, std::memory_order_relaxed)) {
-    ws.release();
+    static_cast<void>(ws.release());  // spare_ owns it now
     return;
   }
   std::lock_guard lock(pool_mutex_);

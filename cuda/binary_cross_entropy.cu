@@ -2,7 +2,6 @@
 
 #include "cuda/binary_cross_entropy.cuh"
 #include "cuda/device_backend.h"
-#include "cuda/partials.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 

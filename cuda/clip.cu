@@ -5,7 +5,6 @@
 
 #include "cuda/clip.cuh"
 #include "cuda/device_backend.h"
-#include "cuda/partials.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 

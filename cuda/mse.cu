@@ -1,7 +1,6 @@
 // Launcher of the mean squared error.
 
 #include "cuda/device_backend.h"
-#include "cuda/partials.cuh"
 #include "cuda/mse.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {

@@ -9,6 +9,10 @@ void finish_partials(DeviceContext& ctx, double* out, const PartialsSum& p) {
   launch(sum_partials_kernel, dim3(1), dim3(kThreads), 0, ctx.stream, out, p);
 }
 
+void sum_counts(DeviceContext& ctx, int64_t* out, const int64_t* counts, int64_t n) {
+  launch(sum_counts_kernel, dim3(1), dim3(kThreads), 0, ctx.stream, out, counts, n);
+}
+
 void DeviceBackend::accumulate(double* sum, const double* value, double weight) {
   launch(accumulate_kernel, dim3(1), dim3(1), 0, ctx().stream, sum, value, weight);
 }

@@ -1,7 +1,9 @@
 #pragma once
 // Defines: the kernels that finish a reduction on the device (per-block partial sums into
 // one loss, norm or count, and a loss into an epoch's sum), so a training step leaves its
-// scalar results in device memory instead of waiting to add them on the host.
+// scalar results in device memory instead of waiting to add them on the host. Included by
+// cuda/partials.cu alone (kernels have external linkage); the other launchers call the
+// host functions that device_context.h declares.
 
 #include <cstdint>
 
@@ -9,23 +11,6 @@
 #include "cuda/device_context.h"
 
 namespace customml::CUSTOMML_CUDA_NS {
-
-// What a sum of partials becomes.
-enum class Finish {
-  mean,  // sum / (total[0] * total_factor), 0 when that is not positive: a weighted mean loss
-  divide,  // sum / divisor: an unweighted mean loss
-  sqrt,    // sqrt(sum): a norm
-  add,     // out[0] + sum: one more term of a running sum (a penalty over layers)
-};
-
-struct PartialsSum {
-  const double* partials = nullptr;  // the terms [first, first + count)
-  int64_t first = 0, count = 0;
-  Finish finish = Finish::divide;
-  const double* total = nullptr;  // Finish::mean
-  double total_factor = 1.0;      // Finish::mean
-  double divisor = 1.0;           // Finish::divide
-};
 
 // -> out (1) = the partials' sum, finished as p.finish says. One block of kThreads: each
 // thread adds a contiguous slice in order, then thread 0 adds the slices in order, so the
@@ -64,8 +49,5 @@ __global__ void sum_counts_kernel(int64_t* out, const int64_t* counts, int64_t n
 
 // sum (1) += value (1) * weight
 __global__ void accumulate_kernel(double* sum, const double* value, double weight) { *sum += *value * weight; }
-
-// Launches sum_partials_kernel on ctx.stream: out (1), on the device, = p's sum finished.
-void finish_partials(DeviceContext& ctx, double* out, const PartialsSum& p);
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -2,7 +2,6 @@
 // then the partials added in block order on the device.
 
 #include "cuda/device_backend.h"
-#include "cuda/partials.cuh"
 #include "cuda/regularizer.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {

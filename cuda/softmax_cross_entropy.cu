@@ -1,7 +1,6 @@
 // Launchers of softmax cross-entropy and count_correct.
 
 #include "cuda/device_backend.h"
-#include "cuda/partials.cuh"
 #include "cuda/softmax_cross_entropy.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
@@ -42,8 +41,7 @@ void DeviceBackend::count_correct(int64_t* correct, const float* logits, const i
   const unsigned blocks = exact_blocks(batch, kWarps);
   int64_t* counts = ctx.counts.reserve(blocks);
   launch(count_correct_kernel, dim3(blocks), dim3(kThreads), 0, ctx.stream, counts, logits, labels, batch, classes);
-  launch(sum_counts_kernel, dim3(1), dim3(kThreads), 0, ctx.stream, correct, static_cast<const int64_t*>(counts),
-         static_cast<int64_t>(blocks));
+  sum_counts(ctx, correct, counts, static_cast<int64_t>(blocks));
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS
