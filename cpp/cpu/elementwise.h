@@ -41,10 +41,10 @@ struct ElementwiseKernels {
   double (*mse)(float* grad, const float* pred, const float* target, const float* row_weights, int64_t rows,
                 int64_t cols);
   DropoutFn dropout;
-  // param, velocity (null when momentum == 0), grad: (n), one decay range
-  void (*sgd)(float* param, float* velocity, const float* grad, int64_t n, const SgdStep& s);
-  // param, m, v, vmax (null unless amsgrad), grad: (n), one decay range
-  void (*adam)(float* param, float* m, float* v, float* vmax, const float* grad, int64_t n, const AdamStep& s);
+  // param, grad, velocity (null when momentum == 0): (n), one decay range
+  void (*sgd)(float* param, const float* grad, float* velocity, int64_t n, const SgdStep& s);
+  // param, grad, m, v, vmax (null unless amsgrad): (n), one decay range
+  void (*adam)(float* param, const float* grad, float* m, float* v, float* vmax, int64_t n, const AdamStep& s);
   double (*sum_squares)(const float* x, int64_t n);        // sum x_i^2 in float64
   void (*scale)(float* x, int64_t n, double coef);          // x_i = fl32(x_i coef), product in float64
   int64_t (*first_nonfinite)(const float* x, int64_t n);    // index of the first NaN or +-inf, or -1
