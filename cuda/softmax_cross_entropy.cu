@@ -1,4 +1,4 @@
-// Launchers of softmax cross-entropy and count_correct.
+// Launcher of softmax cross-entropy.
 
 #include "cuda/device_backend.h"
 #include "cuda/softmax_cross_entropy.cuh"
@@ -30,20 +30,6 @@ double DeviceBackend::softmax_cross_entropy(float* grad, const float* logits, co
   for (int64_t i = 1; i <= batch; ++i) loss += ctx.host_partials[i];
   const double total = ctx.host_partials[0];
   return total > 0.0 ? loss / total : 0.0;
-}
-
-int64_t DeviceBackend::count_correct(const float* logits, const int32_t* labels, int64_t batch, int64_t classes) {
-  DeviceContext& ctx = this->ctx();
-  if (batch == 0) return 0;
-  std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
-  const unsigned blocks = exact_blocks(batch, kWarps);
-  int64_t* counts = ctx.counts.reserve(blocks);
-  launch(count_correct_kernel, dim3(blocks), dim3(kThreads), 0, ctx.stream, counts, logits, labels, batch, classes);
-  ctx.host_counts.resize(blocks);
-  ctx.memory->copy_to_host(ctx.host_counts.data(), counts, sizeof(int64_t) * blocks);
-  int64_t correct = 0;
-  for (int64_t c : ctx.host_counts) correct += c;
-  return correct;
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -48,11 +48,4 @@ double CpuBackend::softmax_cross_entropy(float* grad, const float* logits, const
   return loss * inv_total;
 }
 
-// logits: (batch, classes)  labels: (batch) -> count of rows predicted right (first
-// maximum wins, as numpy.argmax)
-int64_t CpuBackend::count_correct(const float* logits, const int32_t* labels, int64_t batch,
-                                  int64_t classes) {
-  return elementwise().count_correct(logits, labels, batch, classes);
-}
-
 }  // namespace customml::cpu
