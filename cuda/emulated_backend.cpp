@@ -24,6 +24,7 @@
 #include "cuda/feature_affine.cu"
 #include "cuda/gemm_s8.cu"
 #include "cuda/loss_weights.cu"
+#include "cuda/mask.cu"
 #include "cuda/metrics.cu"
 #include "cuda/mse.cu"
 #include "cuda/quantize.cu"

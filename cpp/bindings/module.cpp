@@ -62,7 +62,7 @@ py::dict build_info() {
   kernels["sparse_dense"] = sparse.csr;
   if (sparse.csr_packed) kernels["sparse_dense_packed"] = sparse.csr_packed;  // AVX-512 only
   kernels["nm_dense"] = sparse.nm;
-  kernels["apply_mask"] = sparse.mask;
+  kernels["apply_mask"] = "f32_apply_mask__" + isa;
   d["kernels"] = kernels;
   d["num_threads"] = cpu::ThreadPool::instance().num_threads();
   d["hardware_threads"] = std::thread::hardware_concurrency();

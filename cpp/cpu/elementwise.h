@@ -1,6 +1,6 @@
 #pragma once
 // Defines: ElementwiseKernels, the table of the elementwise and reduction kernels (losses,
-// metrics, dropout, optimizer updates, clipping, the finite check, the vectorized math) for one
+// metrics, dropout, optimizer updates, clipping, pruning masks, the finite check, the vectorized math) for one
 // ISA level, and the run-time choice between the portable, AVX2 and AVX-512 tables.
 
 #include <cstdint>
@@ -47,6 +47,7 @@ struct ElementwiseKernels {
   void (*adam)(float* param, const float* grad, float* m, float* v, float* vmax, int64_t n, const AdamStep& s);
   double (*sum_squares)(const float* x, int64_t n);        // sum x_i^2 in float64
   void (*scale)(float* x, int64_t n, double coef);          // x_i = fl32(x_i coef), product in float64
+  void (*apply_mask)(float* param, const uint8_t* keep, int64_t n);  // param_i = 0 where keep_i == 0
   int64_t (*first_nonfinite)(const float* x, int64_t n);    // index of the first NaN or +-inf, or -1
   // The vectorized math of cpu/vmath.h over arrays, for tests/test_vmath.py.
   UnaryFn exp, exp_nonpositive, log, log1p, log1p_unit, tanh, sigmoid, gelu;

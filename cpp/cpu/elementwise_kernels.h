@@ -461,6 +461,14 @@ void ew_scale(float* x, int64_t n, double coef) {
   }
 }
 
+// ------------------------------------------------------------------ pruning masks
+
+// param, keep: (n) -> param[i] = 0 where keep[i] == 0; a plain loop the compiler
+// vectorizes (a byte compare widened to a blend) at each file's ISA.
+void ew_apply_mask(float* param, const uint8_t* keep, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) param[i] = keep[i] ? param[i] : 0.0f;
+}
+
 // ------------------------------------------------------------------ input checks
 
 // x: (n) -> the index of the first NaN or +-inf, or -1. A float32 is not finite when its
@@ -509,6 +517,7 @@ constexpr ElementwiseKernels elementwise_table(DropoutFn dropout) {
           ew_adam,
           ew_sum_squares,
           ew_scale,
+          ew_apply_mask,
           ew_first_nonfinite,
           vmath_map<vexp>,
           vmath_map<vexp_nonpositive>,

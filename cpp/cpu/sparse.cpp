@@ -1,5 +1,5 @@
-// Pruned weights on the CPU: apply_mask and the dense layer's forward pass over CSR and
-// N:M sparse kernels. The portable kernels here are the specification the SIMD tables
+// Pruned weights on the CPU: the dense layer's forward pass over CSR and N:M sparse
+// kernels. The portable kernels here are the specification the SIMD tables
 // (cpu/sparse_kernels.h) are tested against; this file also cuts the batch into tiles
 // for the thread pool and owns the per-thread scratch.
 
@@ -110,8 +110,7 @@ void run_tiles(Kernel kernel, float* y, const float* x, const Matrix& w, const f
 
 }  // namespace
 
-const SparseKernels kSparsePortable{"portable",        "f32_spmm__portable", "f32_nmmm__portable",
-                                    "f32_apply_mask__portable", apply_mask_kernel, f32_spmm__portable,
+const SparseKernels kSparsePortable{"portable", "f32_spmm__portable", "f32_nmmm__portable", f32_spmm__portable,
                                     f32_nmmm__portable};
 
 void select_sparse(IsaLevel level) {
@@ -130,12 +129,6 @@ const SparseKernels& sparse_kernels() {
     t = g_table.load(std::memory_order_acquire);
   }
   return *t;
-}
-
-// param, keep: (n) -> param[i] = 0 where keep[i] == 0.
-void CpuBackend::apply_mask(float* param, const uint8_t* keep, int64_t n) {
-  const SparseKernels& k = sparse_kernels();
-  for_each_chunk(n, [&](int64_t, int64_t begin, int64_t end) { k.apply_mask(param + begin, keep + begin, end - begin); });
 }
 
 // x: (batch, in)  w: CSR of W^T (in, out)  b: (out) or null -> y: (batch, out)

@@ -7,7 +7,6 @@
 
 namespace customml::cpu {
 
-const SparseKernels kSparseAvx2{"avx2", "f32_spmm__avx2_8x8", "f32_nmmm__avx2_4x32", "f32_apply_mask__avx2",
-                                apply_mask_kernel, spmm_simd, nmmm_simd};
+const SparseKernels kSparseAvx2{"avx2", "f32_spmm__avx2_8x8", "f32_nmmm__avx2_4x32", spmm_simd, nmmm_simd};
 
 }  // namespace customml::cpu

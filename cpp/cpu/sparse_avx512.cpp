@@ -118,9 +118,8 @@ void spmm_packed(float* y, const float* x, const CsrPacked& w, const float* b, i
 
 }  // namespace
 
-const SparseKernels kSparseAvx512{"avx512",         "f32_spmm__avx512_4x16", "f32_nmmm__avx512_4x64",
-                                  "f32_apply_mask__avx512", apply_mask_kernel, spmm_simd,
-                                  nmmm_simd,        "f32_spmm_packed__avx512_8x16", spmm_packed,
-                                  kPackedMaxRows};
+const SparseKernels kSparseAvx512{"avx512",  "f32_spmm__avx512_4x16", "f32_nmmm__avx512_4x64",
+                                  spmm_simd, nmmm_simd,              "f32_spmm_packed__avx512_8x16",
+                                  spmm_packed, kPackedMaxRows};
 
 }  // namespace customml::cpu

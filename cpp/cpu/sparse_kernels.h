@@ -1,6 +1,6 @@
 #pragma once
-// Defines: the bodies of the pruning kernels for the ISA this file is compiled for
-// (cpu/simd.h): apply_mask_kernel and bias_activation for every level, and with AVX2 or
+// Defines: the bodies of the sparse products for the ISA this file is compiled for
+// (cpu/simd.h): bias_activation for every level, and with AVX2 or
 // AVX-512 spmm_simd and nmmm_simd, the CSR and N:M products that turn sparsity into speed:
 //   - a tile of kGatherMaxRows rows or more (CSR), more than kNmPermuteMaxRows (N:M), is
 //     transposed into scratch, so each stored weight is one broadcast times contiguous
@@ -23,12 +23,6 @@ namespace customml::cpu {
 namespace {
 
 inline int64_t nm_groups(const NmMatrix& w) { return (w.in + w.m - 1) / w.m; }
-
-// param, keep: (n) -> param[i] = 0 where keep[i] == 0; a plain loop the compiler
-// vectorizes (a byte compare widened to a blend) at each file's ISA.
-void apply_mask_kernel(float* param, const uint8_t* keep, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) param[i] = keep[i] ? param[i] : 0.0f;
-}
 
 inline Vf activate(Vf z, Activation act) {
   switch (act) {
