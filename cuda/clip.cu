@@ -1,5 +1,6 @@
-// Launcher of global-norm clipping: a reduction pass, then a scaling pass only when the
-// norm exceeds the limit (as torch.nn.utils.clip_grad_norm_, coefficient max_norm / (norm + 1e-6)).
+// Launcher of global-norm clipping: a reduction pass, then a scaling pass (the scale op,
+// cuda/scale.cu) only when the norm exceeds the limit (as torch.nn.utils.clip_grad_norm_,
+// coefficient max_norm / (norm + 1e-6)).
 
 #include <cmath>
 
@@ -21,13 +22,6 @@ double DeviceBackend::clip_by_global_norm(float* grad, int64_t n, float max_norm
   const double coef = static_cast<double>(max_norm) / (norm + 1e-6);
   if (coef < 1.0) scale(grad, n, coef);
   return norm;
-}
-
-void DeviceBackend::scale(float* x, int64_t n, double coef) {
-  DeviceContext& ctx = this->ctx();
-  if (n == 0) return;
-  const Vec4Split split = vec4_split(n, {x});
-  launch(scale_kernel, dim3(vec4_blocks(n, split)), dim3(kThreads), 0, ctx.stream, x, n, split, coef);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -29,6 +29,7 @@
 #include "cuda/mse.cu"
 #include "cuda/quantize.cu"
 #include "cuda/regularizer.cu"
+#include "cuda/scale.cu"
 #include "cuda/sgd.cu"
 #include "cuda/softmax_cross_entropy.cu"
 #include "cuda/sparse.cu"
