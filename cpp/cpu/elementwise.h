@@ -28,7 +28,7 @@ using DropoutFn = void (*)(float* y, const float* x, int64_t n, float rate, uint
 // (cpp/cpu/<op>.cpp states them); the variants differ only in rounding (see each
 // test's tolerance) and, for reductions, in a summation order fixed per ISA level.
 struct ElementwiseKernels {
-  const char* isa;  // "portable", "avx2", "avx512": the variants are f32_<family>__<isa>
+  const char* isa;  // "portable", "avx2", "avx512": the variants are f32_<op>__<isa>
   // softmax cross-entropy of `batch` rows, the gradient scaled by inv_total (1 / the
   // weight of the whole batch, which the caller may split into pieces of rows); returns
   // sum_i w_i l_i over these rows, not yet divided by the total weight

@@ -10,7 +10,7 @@ namespace customml::cpu {
 // param, keep: (n) -> param[i] = 0 where keep[i] == 0.
 void CpuBackend::apply_mask(float* param, const uint8_t* keep, int64_t n) {
   const ElementwiseKernels& k = elementwise();
-  for_each_chunk(n, [&](int64_t, int64_t begin, int64_t end) { k.apply_mask(param + begin, keep + begin, end - begin); });
+  for_each_chunk(n, [&](int64_t, int64_t b, int64_t e) { k.apply_mask(param + b, keep + b, e - b); });
 }
 
 }  // namespace customml::cpu

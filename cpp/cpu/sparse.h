@@ -32,7 +32,7 @@ using CsrPackedKernel = void (*)(float* y, const float* x, const CsrPacked& w, c
 
 struct SparseKernels {
   const char* isa;   // "portable", "avx2", "avx512"
-  const char* csr;   // the variant names, what then how: f32_spmm__avx512_4x16
+  const char* csr;   // the variant names, what then how: f32_sparse_dense__avx512_4x16
   const char* nm;
   CsrKernel csr_forward;
   NmKernel nm_forward;
