@@ -13,8 +13,8 @@ double DeviceBackend::binary_cross_entropy_with_logits(float* grad, const float*
   // partials[kReduceBlocks] holds the total weight, after the per-block sums.
   double* partial = ctx.partials.reserve(kReduceBlocks + 1);
   if (row_weights) loss_weight_total(ctx, partial + kReduceBlocks, nullptr, nullptr, row_weights, rows);
-  launch(binary_cross_entropy_kernel, dim3(kReduceBlocks), dim3(kThreads), 0, ctx.stream, partial, grad, logits,
-         targets, row_weights, static_cast<const double*>(partial + kReduceBlocks), n, cols);
+  launch(binary_cross_entropy_with_logits_kernel, dim3(kReduceBlocks), dim3(kThreads), 0, ctx.stream, partial, grad,
+         logits, targets, row_weights, static_cast<const double*>(partial + kReduceBlocks), n, cols);
   if (row_weights) return weighted_mean_partials(ctx, kReduceBlocks, cols);
   return sum_partials(ctx, kReduceBlocks) / static_cast<double>(n);
 }

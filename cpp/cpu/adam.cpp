@@ -39,7 +39,7 @@ void CpuBackend::adam_update(float* param, const float* grad, float* m, float* v
     for_each_decay_range(n, no_decay, n_no_decay, [&](int64_t begin, int64_t end, bool decay) {
       const int64_t o = begin > chunk_begin ? begin : chunk_begin;
       const int64_t e = end < chunk_end ? end : chunk_end;
-      if (o < e) k.adam(param + o, grad + o, m + o, v + o, vmax ? vmax + o : nullptr, e - o, steps[decay]);
+      if (o < e) k.adam_update(param + o, grad + o, m + o, v + o, vmax ? vmax + o : nullptr, e - o, steps[decay]);
     });
   });
 }

@@ -11,7 +11,7 @@ namespace customml::cpu {
 // dL/dz_ij = w_i (sigmoid(z_ij) - t_ij) / (cols W).
 double CpuBackend::binary_cross_entropy_with_logits(float* grad, const float* logits, const float* targets,
                                                     const float* row_weights, int64_t rows, int64_t cols) {
-  return elementwise().binary_cross_entropy(grad, logits, targets, row_weights, rows, cols);
+  return elementwise().binary_cross_entropy_with_logits(grad, logits, targets, row_weights, rows, cols);
 }
 
 }  // namespace customml::cpu

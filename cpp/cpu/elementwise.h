@@ -36,15 +36,15 @@ struct ElementwiseKernels {
                                   const float* class_weights, const float* row_weights, int64_t batch,
                                   int64_t classes, float label_smoothing, double inv_total);
   int64_t (*count_correct)(const float* logits, const int32_t* labels, int64_t batch, int64_t classes);
-  double (*binary_cross_entropy)(float* grad, const float* logits, const float* targets, const float* row_weights,
-                                 int64_t rows, int64_t cols);
+  double (*binary_cross_entropy_with_logits)(float* grad, const float* logits, const float* targets,
+                                             const float* row_weights, int64_t rows, int64_t cols);
   double (*mse)(float* grad, const float* pred, const float* target, const float* row_weights, int64_t rows,
                 int64_t cols);
   DropoutFn dropout;
   // param, grad, velocity (null when momentum == 0): (n), one decay range
-  void (*sgd)(float* param, const float* grad, float* velocity, int64_t n, const SgdStep& s);
+  void (*sgd_update)(float* param, const float* grad, float* velocity, int64_t n, const SgdStep& s);
   // param, grad, m, v, vmax (null unless amsgrad): (n), one decay range
-  void (*adam)(float* param, const float* grad, float* m, float* v, float* vmax, int64_t n, const AdamStep& s);
+  void (*adam_update)(float* param, const float* grad, float* m, float* v, float* vmax, int64_t n, const AdamStep& s);
   double (*sum_squares)(const float* x, int64_t n);        // sum x_i^2 in float64
   void (*scale)(float* x, int64_t n, double coef);          // x_i = fl32(x_i coef), product in float64
   void (*apply_mask)(float* param, const uint8_t* keep, int64_t n);  // param_i = 0 where keep_i == 0

@@ -279,8 +279,8 @@ inline Vf element_weights(const float* weights, int64_t i, int64_t count) {
 // null; as CpuBackend::binary_cross_entropy_with_logits. One e = exp(-|z|) serves the
 // loss, max(z, 0) - z t + log1p(e) (the first two terms in float64, where z t is exact),
 // and the gradient scale (sigmoid(z) - t) with sigmoid(z) = (z < 0 ? e : 1) / (1 + e).
-double ew_binary_cross_entropy(float* grad, const float* logits, const float* targets, const float* row_weights,
-                               int64_t rows, int64_t cols) {
+double ew_binary_cross_entropy_with_logits(float* grad, const float* logits, const float* targets,
+                                           const float* row_weights, int64_t rows, int64_t cols) {
   auto pass = [&](int64_t first, int64_t n, Vf scale, const float* weights) {
     const float* z0 = logits + first;
     const float* t0 = targets + first;
@@ -384,7 +384,7 @@ void sgd_range(float* param, const float* grad, float* velocity, int64_t n, cons
   if (full < n) step(full, n - full);
 }
 
-void ew_sgd(float* param, const float* grad, float* velocity, int64_t n, const SgdStep& s) {
+void ew_sgd_update(float* param, const float* grad, float* velocity, int64_t n, const SgdStep& s) {
   if (!velocity) sgd_range<false, false>(param, grad, velocity, n, s);
   else if (s.nesterov) sgd_range<true, true>(param, grad, velocity, n, s);
   else sgd_range<true, false>(param, grad, velocity, n, s);
@@ -420,7 +420,7 @@ void adam_range(float* param, const float* grad, float* m, float* v, float* vmax
   if (full < n) step(full, n - full);
 }
 
-void ew_adam(float* param, const float* grad, float* m, float* v, float* vmax, int64_t n, const AdamStep& s) {
+void ew_adam_update(float* param, const float* grad, float* m, float* v, float* vmax, int64_t n, const AdamStep& s) {
   if (vmax) adam_range<true>(param, grad, m, v, vmax, n, s);
   else adam_range<false>(param, grad, m, v, vmax, n, s);
 }
@@ -510,11 +510,11 @@ constexpr ElementwiseKernels elementwise_table(DropoutFn dropout) {
   return {kIsaSuffix,
           ew_softmax_cross_entropy,
           ew_count_correct,
-          ew_binary_cross_entropy,
+          ew_binary_cross_entropy_with_logits,
           ew_mse,
           dropout,
-          ew_sgd,
-          ew_adam,
+          ew_sgd_update,
+          ew_adam_update,
           ew_sum_squares,
           ew_scale,
           ew_apply_mask,

@@ -19,7 +19,7 @@ void CpuBackend::sgd_update(float* param, const float* grad, float* velocity, in
     for_each_decay_range(n, no_decay, n_no_decay, [&](int64_t begin, int64_t end, bool decay) {
       const int64_t o = begin > chunk_begin ? begin : chunk_begin;
       const int64_t e = end < chunk_end ? end : chunk_end;
-      if (o < e) k.sgd(param + o, grad + o, c.momentum == 0.0f ? nullptr : velocity + o, e - o, steps[decay]);
+      if (o < e) k.sgd_update(param + o, grad + o, c.momentum == 0.0f ? nullptr : velocity + o, e - o, steps[decay]);
     });
   });
 }
