@@ -320,7 +320,7 @@ void check_adam_config(const char* op, const AdamConfig& c) {
   if (c.step < 1) fail(op, "step must be >= 1 (the count of updates including this one), got " + std::to_string(c.step));
 }
 
-void sgd_update(const Tensor& param, const Tensor* velocity, const Tensor& grad,
+void sgd_update(const Tensor& param, const Tensor& grad, const Tensor* velocity,
                 const std::vector<Segment>& no_decay, const SgdConfig& config) {
   const char* op = "sgd_update";
   check(op, "param", param, DType::f32, -1);
@@ -339,15 +339,15 @@ void sgd_update(const Tensor& param, const Tensor* velocity, const Tensor& grad,
   check_no_overlap(op, "param", param, "grad", grad);
   check_segments(op, no_decay, param.numel());
   backend_for(param.device())
-      .sgd_update(f32(param), f32(velocity), f32(grad), param.numel(), no_decay.data(),
+      .sgd_update(f32(param), f32(grad), f32(velocity), param.numel(), no_decay.data(),
                   static_cast<int64_t>(no_decay.size()), config);
 }
 
-void adam_update(const Tensor& param, const Tensor& m, const Tensor& v, const Tensor* vmax,
-                 const Tensor& grad, const std::vector<Segment>& no_decay, const AdamConfig& config) {
+void adam_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
+                 const Tensor* vmax, const std::vector<Segment>& no_decay, const AdamConfig& config) {
   const char* op = "adam_update";
   check(op, "param", param, DType::f32, -1);
-  std::vector<std::pair<const char*, const Tensor*>> all{{"param", &param}, {"m", &m}, {"v", &v}, {"grad", &grad}};
+  std::vector<std::pair<const char*, const Tensor*>> all{{"param", &param}, {"grad", &grad}, {"m", &m}, {"v", &v}};
   if (config.amsgrad && !vmax) fail(op, "amsgrad needs a vmax buffer");
   if (vmax) all.emplace_back("vmax", vmax);
   for (size_t a = 1; a < all.size(); ++a) {
@@ -361,7 +361,7 @@ void adam_update(const Tensor& param, const Tensor& m, const Tensor& v, const Te
   check_adam_config(op, config);
   check_segments(op, no_decay, param.numel());
   backend_for(param.device())
-      .adam_update(f32(param), f32(m), f32(v), config.amsgrad ? f32(vmax) : nullptr, f32(grad),
+      .adam_update(f32(param), f32(grad), f32(m), f32(v), config.amsgrad ? f32(vmax) : nullptr,
                    param.numel(), no_decay.data(), static_cast<int64_t>(no_decay.size()), config);
 }
 

@@ -59,14 +59,14 @@ void regression_stats_update(const Tensor& stats, const Tensor& pred, const Tens
 // x -> y, same shape: inverted dropout with a Philox(seed, stream, index) mask.
 void dropout(const Tensor& y, const Tensor& x, float rate, uint64_t seed, uint64_t stream);
 
-// param, grad, velocity: same shape, f32, updated in place; velocity optional when
-// momentum is 0. no_decay: sorted, disjoint [begin, end) ranges of the flat index.
-void sgd_update(const Tensor& param, const Tensor* velocity, const Tensor& grad,
+// param, grad, velocity: same shape, f32; param and velocity updated in place, velocity
+// optional when momentum is 0. no_decay: sorted, disjoint [begin, end) ranges of the flat index.
+void sgd_update(const Tensor& param, const Tensor& grad, const Tensor* velocity,
                 const std::vector<Segment>& no_decay, const SgdConfig& config);
 
-// param, m, v, grad (and vmax with amsgrad): same shape, f32, updated in place.
-void adam_update(const Tensor& param, const Tensor& m, const Tensor& v, const Tensor* vmax,
-                 const Tensor& grad, const std::vector<Segment>& no_decay,
+// param, grad, m, v (and vmax with amsgrad): same shape, f32; all but grad updated in place.
+void adam_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
+                 const Tensor* vmax, const std::vector<Segment>& no_decay,
                  const AdamConfig& config);
 
 // grad: any shape, f32, scaled in place; returns the norm before scaling.

@@ -107,12 +107,13 @@ void Trainer::run_optimizer() {
     if (opt_.kind == OptimizerConfig::Kind::adam) {
       AdamConfig c = opt_.adam;
       c.step = step_;
-      backend_->adam_update(params + r.begin, state_a_.data() + r.begin, state_b_.data() + r.begin,
-                            c.amsgrad ? state_c_.data() + r.begin : nullptr, grads_.data() + r.begin, n,
+      backend_->adam_update(params + r.begin, grads_.data() + r.begin, state_a_.data() + r.begin,
+                            state_b_.data() + r.begin, c.amsgrad ? state_c_.data() + r.begin : nullptr, n,
                             r.no_decay.data(), nd, c);
     } else {
-      backend_->sgd_update(params + r.begin, opt_.sgd.momentum != 0.0f ? state_a_.data() + r.begin : nullptr,
-                           grads_.data() + r.begin, n, r.no_decay.data(), nd, opt_.sgd);
+      backend_->sgd_update(params + r.begin, grads_.data() + r.begin,
+                           opt_.sgd.momentum != 0.0f ? state_a_.data() + r.begin : nullptr, n, r.no_decay.data(), nd,
+                           opt_.sgd);
     }
   }
 }

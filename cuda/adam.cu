@@ -7,7 +7,7 @@
 
 namespace customml::CUSTOMML_CUDA_NS {
 
-void DeviceBackend::adam_update(float* param, float* m, float* v, float* vmax, const float* grad, int64_t n,
+void DeviceBackend::adam_update(float* param, const float* grad, float* m, float* v, float* vmax, int64_t n,
                                 const Segment* no_decay, int64_t n_no_decay, const AdamConfig& c) {
   DeviceContext& ctx = this->ctx();
   if (n == 0) return;
@@ -17,8 +17,8 @@ void DeviceBackend::adam_update(float* param, float* m, float* v, float* vmax, c
   const AdamStep s{c.lr / bias1, static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(c.beta2), t)))};
   std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
   const Segment* segs = device_segments(ctx, no_decay, n_no_decay);
-  const Vec4Split split = vec4_split(n, {param, m, v, vmax, grad});
-  launch(adam_update_kernel, dim3(vec4_blocks(n, split)), dim3(kThreads), 0, ctx.stream, param, m, v, vmax, grad, n,
+  const Vec4Split split = vec4_split(n, {param, grad, m, v, vmax});
+  launch(adam_update_kernel, dim3(vec4_blocks(n, split)), dim3(kThreads), 0, ctx.stream, param, grad, m, v, vmax, n,
          split, segs, n_no_decay, c, s);
 }
 

@@ -36,11 +36,11 @@ __device__ __forceinline__ float adam_element(float p0, float grad, float& m, fl
   return p - s.step_size * mi / (sqrtf(vhat) / s.bias2_sqrt + c.eps);
 }
 
-// param, m, v, vmax (null without amsgrad), grad (n): as cpu/adam.cpp. split
+// param, grad, m, v, vmax (null without amsgrad) (n): as cpu/adam.cpp. split
 // (vec4_split over the five arrays): its float4s one per thread, one 16-byte load and
 // store of each array, then its head and tail elements one per thread; with arrays of
 // different alignments everything is scalar, the loop the kernel was before.
-__global__ void adam_update_kernel(float* param, float* m, float* v, float* vmax, const float* grad, int64_t n,
+__global__ void adam_update_kernel(float* param, const float* grad, float* m, float* v, float* vmax, int64_t n,
                                    Vec4Split split, const Segment* no_decay, int64_t n_no_decay, AdamConfig c,
                                    AdamStep s) {
   const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;

@@ -14,8 +14,8 @@ void DeviceBackend::binary_cross_entropy_with_logits(float* grad, double* loss, 
   // partials[kReduceBlocks] holds the total weight, after the per-block sums.
   double* partial = ctx.partials.reserve(kReduceBlocks + 1);
   if (row_weights) loss_weight_total(ctx, partial + kReduceBlocks, nullptr, nullptr, row_weights, rows);
-  launch(binary_cross_entropy_kernel, dim3(kReduceBlocks), dim3(kThreads), 0, ctx.stream, partial, grad, logits,
-         targets, row_weights, static_cast<const double*>(partial + kReduceBlocks), n, cols);
+  launch(binary_cross_entropy_with_logits_kernel, dim3(kReduceBlocks), dim3(kThreads), 0, ctx.stream, partial, grad,
+         logits, targets, row_weights, static_cast<const double*>(partial + kReduceBlocks), n, cols);
   PartialsSum sum;
   sum.partials = partial;
   sum.count = kReduceBlocks;

@@ -1,5 +1,5 @@
 #pragma once
-// Defines: binary_cross_entropy_kernel, loss partial sums and gradient in one pass.
+// Defines: binary_cross_entropy_with_logits_kernel, loss partial sums and gradient in one pass.
 
 #include <cmath>
 #include <cstdint>
@@ -14,8 +14,8 @@ namespace customml::CUSTOMML_CUDA_NS {
 // w_i (max(z, 0) - z t + log1p(exp(-|z|))) (w_i = 1 without weights); the gradient is
 // (sigmoid(z) - t) / n, or w_i (sigmoid(z) - t) / (cols W).
 __global__ void __launch_bounds__(kThreads)
-    binary_cross_entropy_kernel(double* partial, float* grad, const float* logits, const float* targets,
-                                const float* row_weights, const double* total, int64_t n, int64_t cols) {
+    binary_cross_entropy_with_logits_kernel(double* partial, float* grad, const float* logits, const float* targets,
+                                            const float* row_weights, const double* total, int64_t n, int64_t cols) {
   const float inv_n = 1.0f / static_cast<float>(n);
   const double inv_total = row_weights && *total > 0.0 ? 1.0 / (*total * static_cast<double>(cols)) : 0.0;
   double sum = 0.0;

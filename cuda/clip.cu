@@ -27,11 +27,4 @@ void DeviceBackend::clip_by_global_norm(float* grad, double* norm, int64_t n, fl
          static_cast<const double*>(norm), max_norm);
 }
 
-void DeviceBackend::scale(float* x, int64_t n, double coef) {
-  DeviceContext& ctx = this->ctx();
-  if (n == 0) return;
-  const Vec4Split split = vec4_split(n, {x});
-  launch(scale_kernel, dim3(vec4_blocks(n, split)), dim3(kThreads), 0, ctx.stream, x, n, split, coef);
-}
-
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -1,6 +1,6 @@
 #pragma once
 // Defines: sum_squares_kernel and clip_scale_kernel, the two passes of global-norm
-// clipping, and scale_kernel, all in float4s.
+// clipping, in float4s.
 
 #include <cstdint>
 
@@ -46,27 +46,8 @@ __global__ void __launch_bounds__(kThreads) sum_squares_kernel(double* partial, 
   if (threadIdx.x == 0) partial[blockIdx.x] = sum;
 }
 
-// x (n) *= coef, in double: the coefficient may be below float32's normal range. split
-// (vec4_split of x): float4s one per thread, then the head and tail elements.
-__device__ __forceinline__ void scale_elements(float* x, int64_t n, Vec4Split split, double coef) {
-  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t u = first; u < split.vecs; u += stride) {
-    float a[4];
-    load4(a, x + split.head + 4 * u);
-    CUSTOMML_UNROLL
-    for (int j = 0; j < 4; ++j) a[j] = static_cast<float>(a[j] * coef);
-    store4(x + split.head + 4 * u, a);
-  }
-  for (int64_t k = first; k < n - 4 * split.vecs; k += stride) {
-    const int64_t i = vec4_scalar_index(split, k);
-    x[i] = static_cast<float>(x[i] * coef);
-  }
-}
-
-__global__ void scale_kernel(float* x, int64_t n, Vec4Split split, double coef) { scale_elements(x, n, split, coef); }
-
-// x (n) *= max_norm / (norm + 1e-6) when that is below 1, norm (1) read from device memory.
+// x (n) *= max_norm / (norm + 1e-6) when that is below 1, norm (1) read from device memory:
+// clipping decides on the device.
 __global__ void clip_scale_kernel(float* x, int64_t n, Vec4Split split, const double* norm, float max_norm) {
   const double coef = static_cast<double>(max_norm) / (*norm + 1e-6);
   if (coef < 1.0) scale_elements(x, n, split, coef);

@@ -160,6 +160,25 @@ __device__ __forceinline__ void store4(float* p, const float (&a)[4]) {
   *reinterpret_cast<float4*>(p) = make_float4(a[0], a[1], a[2], a[3]);
 }
 
+// x (n) *= coef, each product in double then rounded (the coefficient may be below
+// float32's normal range): split (vec4_split of x) gives float4s, one per thread, then the
+// head and tail elements. The body of the scale op and of clipping's scaling pass.
+__device__ __forceinline__ void scale_elements(float* x, int64_t n, Vec4Split split, double coef) {
+  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t u = first; u < split.vecs; u += stride) {
+    float a[4];
+    load4(a, x + split.head + 4 * u);
+    CUSTOMML_UNROLL
+    for (int j = 0; j < 4; ++j) a[j] = static_cast<float>(a[j] * coef);
+    store4(x + split.head + 4 * u, a);
+  }
+  for (int64_t k = first; k < n - 4 * split.vecs; k += stride) {
+    const int64_t i = vec4_scalar_index(split, k);
+    x[i] = static_cast<float>(x[i] * coef);
+  }
+}
+
 // The first no-decay segment (sorted, disjoint) that ends after flat index i, or
 // n_no_decay: a binary search over the handful a model has.
 __device__ __forceinline__ int64_t segment_after(const Segment* no_decay, int64_t n_no_decay, int64_t i) {

@@ -20,10 +20,10 @@ __device__ __forceinline__ float sgd_element(float p, float grad, float& velocit
   return p - c.lr * (c.nesterov ? g + c.momentum * v : v);
 }
 
-// param, velocity (null when momentum is 0), grad (n): as cpu/sgd.cpp. split
+// param, grad, velocity (null when momentum is 0) (n): as cpu/sgd.cpp. split
 // (vec4_split over the arrays in use): its float4s one per thread, then its head and tail
 // elements one per thread, as adam_update_kernel.
-__global__ void sgd_update_kernel(float* param, float* velocity, const float* grad, int64_t n, Vec4Split split,
+__global__ void sgd_update_kernel(float* param, const float* grad, float* velocity, int64_t n, Vec4Split split,
                                   const Segment* no_decay, int64_t n_no_decay, SgdConfig c) {
   const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;

@@ -1,4 +1,4 @@
-// Launchers of softmax cross-entropy and count_correct.
+// Launcher of softmax cross-entropy.
 
 #include "cuda/device_backend.h"
 #include "cuda/softmax_cross_entropy.cuh"
@@ -31,17 +31,6 @@ void DeviceBackend::softmax_cross_entropy(float* grad, double* loss, const float
   sum.finish = Finish::mean;
   sum.total = scratch;
   finish_partials(ctx, loss, sum);
-}
-
-void DeviceBackend::count_correct(int64_t* correct, const float* logits, const int32_t* labels, int64_t batch,
-                                  int64_t classes) {
-  DeviceContext& ctx = this->ctx();
-  if (batch == 0) return;
-  std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
-  const unsigned blocks = exact_blocks(batch, kWarps);
-  int64_t* counts = ctx.counts.reserve(blocks);
-  launch(count_correct_kernel, dim3(blocks), dim3(kThreads), 0, ctx.stream, counts, logits, labels, batch, classes);
-  sum_counts(ctx, correct, counts, static_cast<int64_t>(blocks));
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

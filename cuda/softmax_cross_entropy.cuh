@@ -1,8 +1,7 @@
 #pragma once
 // Defines: softmax_cross_entropy_kernel (a warp per row) and
 // softmax_cross_entropy_block_kernel (a block per row, for many classes): the row's max
-// and exp sum in one online pass, then loss and gradient, probabilities never stored;
-// and count_correct_kernel.
+// and exp sum in one online pass, then loss and gradient, probabilities never stored.
 
 #include <cmath>
 #include <cstdint>
@@ -133,28 +132,6 @@ __global__ void __launch_bounds__(kThreads)
   if (grad)
     softmax_grad_row(grad + row_index * classes, row, mx, sums[0], w, *total, y, classes, label_smoothing, threadIdx.x,
                      kThreads);
-}
-
-// logits (batch, classes), labels (batch) -> correct (gridDim.x): rows per block whose
-// first maximal logit is the label (one column: (logit > 0) == (label != 0)).
-__global__ void __launch_bounds__(kThreads)
-    count_correct_kernel(int64_t* correct, const float* logits, const int32_t* labels, int64_t batch,
-                         int64_t classes) {
-  __shared__ int64_t hits[kWarps];
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int64_t row_index = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
-  int64_t hit = 0;
-  if (row_index < batch) {
-    // labels are 0 / 1 with a single logit (ops.cpp checks), so this is the one rule
-    hit = warp_predicted_class(logits + row_index * classes, classes, lane) == labels[row_index];
-  }
-  if (lane == 0) hits[warp] = hit;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    int64_t sum = 0;
-    for (int w = 0; w < kWarps; ++w) sum += hits[w];
-    correct[blockIdx.x] = sum;
-  }
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

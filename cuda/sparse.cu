@@ -1,16 +1,9 @@
-// Launchers of the pruning kernels: masks, and the CSR and N:M forward passes.
+// Launchers of the pruned dense layer's forward passes over CSR and N:M weights.
 
 #include "cuda/device_backend.h"
 #include "cuda/sparse.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
-
-void DeviceBackend::apply_mask(float* param, const uint8_t* keep, int64_t n) {
-  DeviceContext& ctx = this->ctx();
-  if (n == 0) return;
-  launch(apply_mask_kernel, dim3(grid_stride_blocks(n, kThreads * kMaskVec)), dim3(kThreads), 0, ctx.stream, param,
-         keep, n);
-}
 
 namespace {
 // Output units on gridDim.x; batch tiles on gridDim.y, at most 65535 per launch.

@@ -65,6 +65,22 @@ def make_values(rng: np.random.Generator, shape, kind: str, *, scale: float = 1.
     return a.astype(np.float32).reshape(shape)
 
 
+# Logit families of the classification ops: "huge" puts +-1e4 into rows (stability of the
+# max shift), "ints" makes ties, "tiny"/"subnormal" make nearly uniform rows.
+LOGIT_KINDS = ("normal", "wide_logits", "ints", "tiny", "subnormal", "huge", "mixed")
+
+
+def logits_of(rng: np.random.Generator, shape, kind: str) -> np.ndarray:
+    """Float32 logits of ``shape`` from the family ``kind`` (see LOGIT_KINDS)."""
+    if kind == "wide_logits":
+        return make_values(rng, shape, "normal", scale=30.0)
+    if kind == "huge":
+        return make_values(rng, shape, "huge", scale=3.0, huge=1e4)
+    if kind == "mixed":
+        return make_values(rng, shape, "mixed", scale=3.0, huge=1e4)
+    return make_values(rng, shape, kind, scale=3.0)
+
+
 def nan_filled(shape) -> np.ndarray:
     """An output buffer in which any element the kernel forgets to write stays NaN."""
     return np.full(shape, np.nan, np.float32)

@@ -57,14 +57,34 @@ def test_gemm_variant_follows_isa(isa):
     assert info["kernels"]["gemm"] == GEMM_VARIANT[isa]
 
 
-ELEMENTWISE_FAMILIES = ("softmax_cross_entropy", "binary_cross_entropy", "mse", "dropout", "sgd", "adam", "clip")
+ELEMENTWISE_OPS = ("softmax_cross_entropy", "count_correct", "binary_cross_entropy_with_logits", "mse", "dropout",
+                   "sgd_update", "adam_update", "clip_by_global_norm", "scale", "apply_mask", "first_nonfinite")
 
 
 def test_elementwise_variants_follow_isa(isa):
     kernels = customml.build_info()["kernels"]
-    assert set(ELEMENTWISE_FAMILIES) <= set(kernels)
-    for family in ELEMENTWISE_FAMILIES:
-        assert kernels[family] == f"f32_{family}__{isa}"
+    assert set(ELEMENTWISE_OPS) <= set(kernels)
+    for op in ELEMENTWISE_OPS:
+        assert kernels[op] == f"f32_{op}__{isa}"
+
+
+# The ISA part of a variant name (XNNPACK spells avx512_vnni without its underscore).
+VARIANT_ISAS = {"portable": "portable", "avx2": "avx2", "avx512": "avx512", "avx512vnni": "avx512_vnni", "amx": "amx"}
+
+
+def test_every_variant_says_what_then_how(isa):
+    # One rule for every entry: the key is what the kernel computes (an op, or the product
+    # ops share: gemm, sparse_dense, ...) and the variant <dtype>_<what>__<isa>[_<tile>],
+    # the dtype first; gemm_s8, whose name carries its dtype, is s8_gemm.
+    kernels = customml.build_info()["kernels"]
+    assert {"gemm", "gemm_s8", "quantize", "sparse_dense", "nm_dense", "l1_l2_penalty"} <= set(kernels)
+    for key, variant in kernels.items():
+        what, sep, how = variant.partition("__")
+        dtype, _, name = what.partition("_")
+        assert sep and dtype in ("f32", "s8"), (key, variant)
+        assert key in (name, f"{name}_{dtype}"), (key, variant)
+        level = VARIANT_ISAS[how.split("_")[0]]
+        assert ISA_ORDER.index(level) <= ISA_ORDER.index(isa), (key, variant)
 
 
 def test_set_isa_above_the_cpu_caps_at_detected():

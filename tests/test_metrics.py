@@ -1,5 +1,5 @@
-"""confusion_matrix_update and regression_stats_update (the per-batch statistics of the
-metrics) against tests/reference.py on every device."""
+"""count_correct, confusion_matrix_update and regression_stats_update (the per-batch
+statistics of the metrics) against tests/reference.py on every device."""
 
 from __future__ import annotations
 
@@ -10,7 +10,83 @@ from hypothesis import strategies as st
 
 import reference
 from customml import ops
-from support import U64, assert_close, make_values, seeds, sizes
+from support import LOGIT_KINDS, U64, assert_close, logits_of, make_values, seeds, sizes
+
+# ------------------------------------------------------------------------------ count_correct
+
+# (batch, classes, logit kind, seed); classes 1 is the binary rule.
+cc_problems = st.tuples(sizes, sizes, st.sampled_from(LOGIT_KINDS), seeds).filter(
+    lambda p: p[0] * p[1] <= 1 << 15
+)
+
+
+@given(problem=cc_problems)
+@example(problem=(50, 1, "ints", 1))
+@example(problem=(50, 3, "ints", 2))
+def test_count_correct_matches_reference(isa, device, problem):
+    batch, classes, kind, seed = problem
+    rng = np.random.default_rng(seed)
+    logits = logits_of(rng, (batch, classes), kind)
+    if classes == 1:
+        labels = rng.integers(0, 2, batch).astype(np.int32)
+    else:
+        labels = rng.integers(0, classes, batch).astype(np.int32)
+        # make the label the first of several tied maxima in some rows, a later tie in others
+        if batch and classes > 1:
+            ties = rng.random(batch) < 0.3
+            logits[ties, :] = logits[ties, 0:1]
+            labels[ties] = rng.choice([0, classes - 1], int(ties.sum()))
+    got = ops.count_correct(logits, labels, device=device)
+    assert isinstance(got, int)
+    assert got == reference.count_correct(logits, labels)
+    assert ops.count_correct(logits, labels, device=device) == got
+
+
+def test_count_correct_empty_batch(device):
+    # no rows, none correct (a NumPy (0, C) array has zero strides and is C-contiguous)
+    assert ops.count_correct(np.zeros((0, 3), np.float32), np.zeros(0, np.int32), device=device) == 0
+
+
+def test_count_correct_first_maximum_wins(isa, device):
+    logits = np.array([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0], [-0.0, 0.0, -1.0], [0.0, -0.0, -1.0]], np.float32)
+    # argmax is 1, 0, 0, 0 (-0.0 == 0.0: the first wins)
+    assert ops.count_correct(logits, np.array([1, 0, 0, 0], np.int32), device=device) == 4
+    assert ops.count_correct(logits, np.array([2, 1, 1, 1], np.int32), device=device) == 0
+
+
+def test_count_correct_one_column(isa, device):
+    # logit > 0 predicts class 1 (any nonzero label); 0 and -0.0 predict class 0
+    logits = np.array([[0.5], [-0.5], [0.0], [-0.0], [1e-45], [-1e-45]], np.float32)
+    assert ops.count_correct(logits, np.array([1, 0, 0, 0, 1, 0], np.int32), device=device) == 6
+    assert ops.count_correct(logits, np.array([0, 1, 1, 1, 0, 1], np.int32), device=device) == 0
+
+
+CC_BAD = {
+    "logits float64": (np.zeros((4, 3)), np.zeros(4, np.int32), TypeError, r"\[count_correct\] logits must be float32"),
+    "labels int64": (np.zeros((4, 3), np.float32), np.zeros(4, np.int64), TypeError, r"\[count_correct\] labels must be int32"),
+    "logits 1-D": (np.zeros(4, np.float32), np.zeros(4, np.int32), ValueError, r"\[count_correct\] logits must be 2-D"),
+    "labels length": (np.zeros((4, 3), np.float32), np.zeros(3, np.int32), ValueError, r"\[count_correct\] labels has shape"),
+    "no classes": (np.zeros((4, 0), np.float32), np.zeros(4, np.int32), ValueError,
+                   r"\[count_correct\] logits has 0 columns"),
+    "logits transposed": (np.zeros((3, 4), np.float32).T, np.zeros(4, np.int32), ValueError,
+                          r"\[count_correct\] logits must be C-contiguous"),
+    # Validation gap (see the report): softmax_cross_entropy rejects these labels with
+    # IndexError, count_correct silently counts the rows as wrong.
+    "label too large": (np.zeros((4, 3), np.float32), np.array([0, 3, 1, 0], np.int32), IndexError,
+                        r"\[count_correct\] labels\[1\] = 3 is outside"),
+    "label negative": (np.zeros((4, 3), np.float32), np.array([0, 1, -1, 0], np.int32), IndexError,
+                       r"\[count_correct\] labels\[2\] = -1 is outside"),
+}
+
+
+@pytest.mark.parametrize("case", list(CC_BAD))
+def test_count_correct_rejects_bad_input(device, case):
+    logits, labels, exc, match = CC_BAD[case]
+    with pytest.raises(exc, match=match):
+        ops.count_correct(logits, labels, device=device)
+
+
+# ------------------------------------------------------------------------------ confusion_matrix_update
 
 KINDS = ("normal", "ints", "tiny", "huge", "mixed")
 

@@ -49,20 +49,25 @@ py::dict build_info() {
   d["cpu_features"] = cpu::cpu_features();
   d["isa_detected"] = cpu::isa_name(cpu::detected_isa());
   d["isa"] = cpu::isa_name(cpu::active_isa());
+  // One entry per CPU kernel, keyed by what it computes: the op's name, or for the
+  // products that ops share or choose between, the product's (gemm: dense_forward and
+  // dense_backward; sparse_dense and sparse_dense_packed: sparse_dense_forward; nm_dense:
+  // nm_dense_forward). Each variant says what, then how (XNNPACK):
+  // <dtype>_<what>__<isa>[_<tile>], e.g. f32_adam_update__avx512, f32_gemm__avx512_12x32;
+  // gemm_s8, whose name carries its dtype, is s8_gemm__<isa>_<tile>.
   py::dict kernels;
   kernels["gemm"] = cpu::gemm_f32_variant();
   kernels["gemm_s8"] = cpu::gemm_s8_variant();
   kernels["quantize"] = cpu::quantize_variant();
-  // XNNPACK-style names, what then how: f32_adam__avx512.
   const std::string isa = cpu::elementwise().isa;
-  for (const char* family : {"softmax_cross_entropy", "binary_cross_entropy", "mse", "dropout", "sgd", "adam", "clip"})
-    kernels[family] = "f32_" + std::string(family) + "__" + isa;
-  kernels["regularizer"] = "f32_l1_l2_penalty__portable";
+  for (const char* op : {"softmax_cross_entropy", "count_correct", "binary_cross_entropy_with_logits", "mse", "dropout",
+                         "sgd_update", "adam_update", "clip_by_global_norm", "scale", "apply_mask", "first_nonfinite"})
+    kernels[op] = "f32_" + std::string(op) + "__" + isa;
+  kernels["l1_l2_penalty"] = "f32_l1_l2_penalty__portable";
   const cpu::SparseKernels& sparse = cpu::sparse_kernels();
   kernels["sparse_dense"] = sparse.csr;
   if (sparse.csr_packed) kernels["sparse_dense_packed"] = sparse.csr_packed;  // AVX-512 only
   kernels["nm_dense"] = sparse.nm;
-  kernels["apply_mask"] = sparse.mask;
   d["kernels"] = kernels;
   d["num_threads"] = cpu::ThreadPool::instance().num_threads();
   d["hardware_threads"] = std::thread::hardware_concurrency();

@@ -208,7 +208,7 @@ void bind_ops(py::module_& m) {
         const SgdConfig c{lr, momentum, nesterov, weight_decay};
         const auto segs = segments_from(no_decay);
         py::gil_scoped_release release;
-        ops::sgd_update(p, ptr(v), g, segs, c);
+        ops::sgd_update(p, g, ptr(v), segs, c);
       },
       py::arg("param"), py::arg("grad"), py::arg("velocity") = py::none(), py::kw_only(), py::arg("lr"),
       py::arg("momentum") = sgd.momentum, py::arg("nesterov") = sgd.nesterov,
@@ -228,7 +228,7 @@ void bind_ops(py::module_& m) {
         const AdamConfig c{lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, step};
         const auto segs = segments_from(no_decay);
         py::gil_scoped_release release;
-        ops::adam_update(p, mt, vt, ptr(vm), g, segs, c);
+        ops::adam_update(p, g, mt, vt, ptr(vm), segs, c);
       },
       py::arg("param"), py::arg("grad"), py::arg("m"), py::arg("v"), py::arg("vmax") = py::none(), py::kw_only(),
       py::arg("lr"), py::arg("beta1") = adam.beta1, py::arg("beta2") = adam.beta2, py::arg("eps") = adam.eps,

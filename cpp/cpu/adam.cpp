@@ -9,11 +9,11 @@
 
 namespace customml::cpu {
 
-// param, m, v, grad: (n); vmax: (n) when amsgrad, else null. As torch.optim.Adam /
+// param, grad, m, v: (n); vmax: (n) when amsgrad, else null. As torch.optim.Adam /
 // AdamW: Adam adds wd p to the gradient (L2); AdamW decays p by lr wd first
 // (decoupled). m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
 // p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
-void CpuBackend::adam_update(float* param, float* m, float* v, float* vmax, const float* grad,
+void CpuBackend::adam_update(float* param, const float* grad, float* m, float* v, float* vmax,
                              int64_t n, const Segment* no_decay, int64_t n_no_decay,
                              const AdamConfig& c) {
   const double t = static_cast<double>(c.step);
@@ -39,7 +39,7 @@ void CpuBackend::adam_update(float* param, float* m, float* v, float* vmax, cons
     for_each_decay_range(n, no_decay, n_no_decay, [&](int64_t begin, int64_t end, bool decay) {
       const int64_t o = begin > chunk_begin ? begin : chunk_begin;
       const int64_t e = end < chunk_end ? end : chunk_end;
-      if (o < e) k.adam(param + o, m + o, v + o, vmax ? vmax + o : nullptr, grad + o, e - o, steps[decay]);
+      if (o < e) k.adam_update(param + o, grad + o, m + o, v + o, vmax ? vmax + o : nullptr, e - o, steps[decay]);
     });
   });
 }

@@ -12,7 +12,7 @@ namespace customml::cpu {
 void CpuBackend::binary_cross_entropy_with_logits(float* grad, double* loss, const float* logits,
                                                   const float* targets, const float* row_weights, int64_t rows,
                                                   int64_t cols) {
-  *loss = elementwise().binary_cross_entropy(grad, logits, targets, row_weights, rows, cols);
+  *loss = elementwise().binary_cross_entropy_with_logits(grad, logits, targets, row_weights, rows, cols);
 }
 
 }  // namespace customml::cpu

@@ -1,5 +1,5 @@
 // Global-norm gradient clipping on the CPU: one reduction pass, then one scaling
-// pass only when the norm exceeds the limit.
+// pass (the scale op, cpu/scale.cpp) only when the norm exceeds the limit.
 
 #include <cmath>
 #include <vector>
@@ -28,11 +28,6 @@ void CpuBackend::clip_by_global_norm(float* grad, double* norm, int64_t n, float
   // Scaled in double: the coefficient itself can be below float32's normal range
   // (max_norm / norm < 2^-126) while the scaled gradients are not.
   if (coef < 1.0) scale(grad, n, coef);
-}
-
-void CpuBackend::scale(float* x, int64_t n, double coef) {
-  const ElementwiseKernels& k = elementwise();
-  for_each_chunk(n, [&](int64_t, int64_t b, int64_t e) { k.scale(x + b, e - b, coef); });
 }
 
 }  // namespace customml::cpu

@@ -1,6 +1,6 @@
 #pragma once
 // Defines: ElementwiseKernels, the table of the elementwise and reduction kernels (losses,
-// metrics, dropout, optimizer updates, clipping, the finite check, the vectorized math) for one
+// metrics, dropout, optimizer updates, clipping, pruning masks, the finite check, the vectorized math) for one
 // ISA level, and the run-time choice between the portable, AVX2 and AVX-512 tables.
 
 #include <cstdint>
@@ -28,7 +28,7 @@ using DropoutFn = void (*)(float* y, const float* x, int64_t n, float rate, uint
 // (cpp/cpu/<op>.cpp states them); the variants differ only in rounding (see each
 // test's tolerance) and, for reductions, in a summation order fixed per ISA level.
 struct ElementwiseKernels {
-  const char* isa;  // "portable", "avx2", "avx512": the variants are f32_<family>__<isa>
+  const char* isa;  // "portable", "avx2", "avx512": the variants are f32_<op>__<isa>
   // softmax cross-entropy of `batch` rows, the gradient scaled by inv_total (1 / the
   // weight of the whole batch, which the caller may split into pieces of rows); returns
   // sum_i w_i l_i over these rows, not yet divided by the total weight
@@ -36,17 +36,18 @@ struct ElementwiseKernels {
                                   const float* class_weights, const float* row_weights, int64_t batch,
                                   int64_t classes, float label_smoothing, double inv_total);
   int64_t (*count_correct)(const float* logits, const int32_t* labels, int64_t batch, int64_t classes);
-  double (*binary_cross_entropy)(float* grad, const float* logits, const float* targets, const float* row_weights,
-                                 int64_t rows, int64_t cols);
+  double (*binary_cross_entropy_with_logits)(float* grad, const float* logits, const float* targets,
+                                             const float* row_weights, int64_t rows, int64_t cols);
   double (*mse)(float* grad, const float* pred, const float* target, const float* row_weights, int64_t rows,
                 int64_t cols);
   DropoutFn dropout;
-  // param, velocity (null when momentum == 0), grad: (n), one decay range
-  void (*sgd)(float* param, float* velocity, const float* grad, int64_t n, const SgdStep& s);
-  // param, m, v, vmax (null unless amsgrad), grad: (n), one decay range
-  void (*adam)(float* param, float* m, float* v, float* vmax, const float* grad, int64_t n, const AdamStep& s);
+  // param, grad, velocity (null when momentum == 0): (n), one decay range
+  void (*sgd_update)(float* param, const float* grad, float* velocity, int64_t n, const SgdStep& s);
+  // param, grad, m, v, vmax (null unless amsgrad): (n), one decay range
+  void (*adam_update)(float* param, const float* grad, float* m, float* v, float* vmax, int64_t n, const AdamStep& s);
   double (*sum_squares)(const float* x, int64_t n);        // sum x_i^2 in float64
   void (*scale)(float* x, int64_t n, double coef);          // x_i = fl32(x_i coef), product in float64
+  void (*apply_mask)(float* param, const uint8_t* keep, int64_t n);  // param_i = 0 where keep_i == 0
   int64_t (*first_nonfinite)(const float* x, int64_t n);    // index of the first NaN or +-inf, or -1
   // The vectorized math of cpu/vmath.h over arrays, for tests/test_vmath.py.
   UnaryFn exp, exp_nonpositive, log, log1p, log1p_unit, tanh, sigmoid, gelu;

@@ -279,8 +279,8 @@ inline Vf element_weights(const float* weights, int64_t i, int64_t count) {
 // null; as CpuBackend::binary_cross_entropy_with_logits. One e = exp(-|z|) serves the
 // loss, max(z, 0) - z t + log1p(e) (the first two terms in float64, where z t is exact),
 // and the gradient scale (sigmoid(z) - t) with sigmoid(z) = (z < 0 ? e : 1) / (1 + e).
-double ew_binary_cross_entropy(float* grad, const float* logits, const float* targets, const float* row_weights,
-                               int64_t rows, int64_t cols) {
+double ew_binary_cross_entropy_with_logits(float* grad, const float* logits, const float* targets,
+                                           const float* row_weights, int64_t rows, int64_t cols) {
   auto pass = [&](int64_t first, int64_t n, Vf scale, const float* weights) {
     const float* z0 = logits + first;
     const float* t0 = targets + first;
@@ -363,7 +363,7 @@ double ew_mse(float* grad, const float* pred, const float* target, const float* 
 // cases are separate instantiations: with no branch in the loop, the one-lane
 // (portable) loop is auto-vectorized too.
 template <bool kMomentum, bool kNesterov>
-void sgd_range(float* param, float* velocity, const float* grad, int64_t n, const SgdStep& s) {
+void sgd_range(float* param, const float* grad, float* velocity, int64_t n, const SgdStep& s) {
   const Vf lr = set1(s.lr), mu = set1(s.momentum), wd = set1(s.weight_decay);
   auto step = [&](int64_t i, int64_t count) {
     const bool part = count < kLanes;
@@ -384,16 +384,16 @@ void sgd_range(float* param, float* velocity, const float* grad, int64_t n, cons
   if (full < n) step(full, n - full);
 }
 
-void ew_sgd(float* param, float* velocity, const float* grad, int64_t n, const SgdStep& s) {
-  if (!velocity) sgd_range<false, false>(param, velocity, grad, n, s);
-  else if (s.nesterov) sgd_range<true, true>(param, velocity, grad, n, s);
-  else sgd_range<true, false>(param, velocity, grad, n, s);
+void ew_sgd_update(float* param, const float* grad, float* velocity, int64_t n, const SgdStep& s) {
+  if (!velocity) sgd_range<false, false>(param, grad, velocity, n, s);
+  else if (s.nesterov) sgd_range<true, true>(param, grad, velocity, n, s);
+  else sgd_range<true, false>(param, grad, velocity, n, s);
 }
 
 // As CpuBackend::adam_update over one decay range, with the exact sqrt and divide;
 // amsgrad is a separate instantiation (no branch in the loop, as for SGD).
 template <bool kAmsgrad>
-void adam_range(float* param, float* m, float* v, float* vmax, const float* grad, int64_t n, const AdamStep& s) {
+void adam_range(float* param, const float* grad, float* m, float* v, float* vmax, int64_t n, const AdamStep& s) {
   const Vf shrink = set1(s.shrink), l2 = set1(s.l2), b1 = set1(s.beta1), b2 = set1(s.beta2),
            one_b1 = set1(1.0f - s.beta1), one_b2 = set1(1.0f - s.beta2), step_size = set1(s.step_size),
            bias2_sqrt = set1(s.bias2_sqrt), eps = set1(s.eps);
@@ -420,9 +420,9 @@ void adam_range(float* param, float* m, float* v, float* vmax, const float* grad
   if (full < n) step(full, n - full);
 }
 
-void ew_adam(float* param, float* m, float* v, float* vmax, const float* grad, int64_t n, const AdamStep& s) {
-  if (vmax) adam_range<true>(param, m, v, vmax, grad, n, s);
-  else adam_range<false>(param, m, v, vmax, grad, n, s);
+void ew_adam_update(float* param, const float* grad, float* m, float* v, float* vmax, int64_t n, const AdamStep& s) {
+  if (vmax) adam_range<true>(param, grad, m, v, vmax, n, s);
+  else adam_range<false>(param, grad, m, v, vmax, n, s);
 }
 
 // x: (n) -> sum x_i^2 in float64: four accumulators (two vectors of float64 lanes per
@@ -459,6 +459,14 @@ void ew_scale(float* x, int64_t n, double coef) {
     const Vf r = narrow(lo * c, hi * c);
     count < kLanes ? store_partial(x + i, count, r) : store(x + i, r);
   }
+}
+
+// ------------------------------------------------------------------ pruning masks
+
+// param, keep: (n) -> param[i] = 0 where keep[i] == 0; a plain loop the compiler
+// vectorizes (a byte compare widened to a blend) at each file's ISA.
+void ew_apply_mask(float* param, const uint8_t* keep, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) param[i] = keep[i] ? param[i] : 0.0f;
 }
 
 // ------------------------------------------------------------------ input checks
@@ -502,13 +510,14 @@ constexpr ElementwiseKernels elementwise_table(DropoutFn dropout) {
   return {kIsaSuffix,
           ew_softmax_cross_entropy,
           ew_count_correct,
-          ew_binary_cross_entropy,
+          ew_binary_cross_entropy_with_logits,
           ew_mse,
           dropout,
-          ew_sgd,
-          ew_adam,
+          ew_sgd_update,
+          ew_adam_update,
           ew_sum_squares,
           ew_scale,
+          ew_apply_mask,
           ew_first_nonfinite,
           vmath_map<vexp>,
           vmath_map<vexp_nonpositive>,

@@ -1,13 +1,22 @@
-// The sufficient statistics of the metrics on the CPU: a confusion matrix for
-// classification, column sums for regression. Plain loops: they run once per batch
-// over the outputs, a small fraction of a training step, and as the specification of
-// the CUDA kernels they read as one.
+// The metrics' per-batch statistics on the CPU: the rows predicted right (accuracy), a
+// confusion matrix for classification, column sums for regression. count_correct runs
+// the ISA level's kernel (cpu/elementwise_kernels.h); the other two are plain loops:
+// they run once per batch over the outputs, a small fraction of a training step, and as
+// the specification of the CUDA kernels they read as one.
 
 #include <cmath>
 
 #include "cpu/cpu_backend.h"
+#include "cpu/elementwise.h"
 
 namespace customml::cpu {
+
+// logits: (batch, classes)  labels: (batch) -> correct += the rows predicted right (first
+// maximum wins, as numpy.argmax; one column: (logit > 0) == (label != 0)).
+void CpuBackend::count_correct(int64_t* correct, const float* logits, const int32_t* labels, int64_t batch,
+                               int64_t classes) {
+  *correct += elementwise().count_correct(logits, labels, batch, classes);
+}
 
 // logits: (batch, k)  labels: (batch) -> counts: (classes, classes) += 1 at
 // [label, prediction]; the prediction is the first maximal logit (numpy.argmax, as

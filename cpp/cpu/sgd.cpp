@@ -7,10 +7,10 @@
 
 namespace customml::cpu {
 
-// param, velocity, grad: (n); velocity may be null when momentum == 0. As
+// param, grad, velocity: (n); velocity may be null when momentum == 0. As
 // torch.optim.SGD (dampening 0): g += wd p; v = mu v + g; g = nesterov ? g + mu v : v;
 // p -= lr g.
-void CpuBackend::sgd_update(float* param, float* velocity, const float* grad, int64_t n,
+void CpuBackend::sgd_update(float* param, const float* grad, float* velocity, int64_t n,
                             const Segment* no_decay, int64_t n_no_decay, const SgdConfig& c) {
   const ElementwiseKernels& k = elementwise();
   const SgdStep steps[2] = {{c.lr, c.momentum, 0.0f, c.nesterov}, {c.lr, c.momentum, c.weight_decay, c.nesterov}};
@@ -19,7 +19,7 @@ void CpuBackend::sgd_update(float* param, float* velocity, const float* grad, in
     for_each_decay_range(n, no_decay, n_no_decay, [&](int64_t begin, int64_t end, bool decay) {
       const int64_t o = begin > chunk_begin ? begin : chunk_begin;
       const int64_t e = end < chunk_end ? end : chunk_end;
-      if (o < e) k.sgd(param + o, c.momentum == 0.0f ? nullptr : velocity + o, grad + o, e - o, steps[decay]);
+      if (o < e) k.sgd_update(param + o, grad + o, c.momentum == 0.0f ? nullptr : velocity + o, e - o, steps[decay]);
     });
   });
 }

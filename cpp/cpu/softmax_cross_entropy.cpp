@@ -49,11 +49,4 @@ void CpuBackend::softmax_cross_entropy(float* grad, double* loss, const float* l
   *loss = sum * inv_total;
 }
 
-// logits: (batch, classes)  labels: (batch) -> correct += the rows predicted right (first
-// maximum wins, as numpy.argmax)
-void CpuBackend::count_correct(int64_t* correct, const float* logits, const int32_t* labels, int64_t batch,
-                               int64_t classes) {
-  *correct += elementwise().count_correct(logits, labels, batch, classes);
-}
-
 }  // namespace customml::cpu

@@ -1,5 +1,5 @@
-// Pruned weights on the CPU: apply_mask and the dense layer's forward pass over CSR and
-// N:M sparse kernels. The portable kernels here are the specification the SIMD tables
+// Pruned weights on the CPU: the dense layer's forward pass over CSR and N:M sparse
+// kernels. The portable kernels here are the specification the SIMD tables
 // (cpu/sparse_kernels.h) are tested against; this file also cuts the batch into tiles
 // for the thread pool and owns the per-thread scratch.
 
@@ -20,8 +20,8 @@ namespace {
 
 // x: (rows, in)  w: CSR of W^T -> y[:, j0:j1] = act(x W + b): each output sums its
 // nonzeros in stored (ascending input) order, then adds the bias.
-void f32_spmm__portable(float* y, const float* x, const CsrMatrix& w, const float* b, int64_t rows, int64_t j0,
-                        int64_t j1, Activation act, ScratchFn) {
+void f32_sparse_dense__portable(float* y, const float* x, const CsrMatrix& w, const float* b, int64_t rows,
+                                int64_t j0, int64_t j1, Activation act, ScratchFn) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * w.in;
     float* yr = y + r * w.out;
@@ -36,8 +36,8 @@ void f32_spmm__portable(float* y, const float* x, const CsrMatrix& w, const floa
 
 // x: (rows, in)  w: N:M -> y[:, j0:j1] = act(x W + b): each output sums its slots in
 // slot order (group by group), unused slots included (their value is 0).
-void f32_nmmm__portable(float* y, const float* x, const NmMatrix& w, const float* b, int64_t rows, int64_t j0,
-                        int64_t j1, Activation act, ScratchFn) {
+void f32_nm_dense__portable(float* y, const float* x, const NmMatrix& w, const float* b, int64_t rows, int64_t j0,
+                            int64_t j1, Activation act, ScratchFn) {
   const int64_t slots = nm_groups(w) * w.n;
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * w.in;
@@ -110,9 +110,8 @@ void run_tiles(Kernel kernel, float* y, const float* x, const Matrix& w, const f
 
 }  // namespace
 
-const SparseKernels kSparsePortable{"portable",        "f32_spmm__portable", "f32_nmmm__portable",
-                                    "f32_apply_mask__portable", apply_mask_kernel, f32_spmm__portable,
-                                    f32_nmmm__portable};
+const SparseKernels kSparsePortable{"portable", "f32_sparse_dense__portable", "f32_nm_dense__portable",
+                                    f32_sparse_dense__portable, f32_nm_dense__portable};
 
 void select_sparse(IsaLevel level) {
   const SparseKernels* t = &kSparsePortable;
@@ -130,12 +129,6 @@ const SparseKernels& sparse_kernels() {
     t = g_table.load(std::memory_order_acquire);
   }
   return *t;
-}
-
-// param, keep: (n) -> param[i] = 0 where keep[i] == 0.
-void CpuBackend::apply_mask(float* param, const uint8_t* keep, int64_t n) {
-  const SparseKernels& k = sparse_kernels();
-  for_each_chunk(n, [&](int64_t, int64_t begin, int64_t end) { k.apply_mask(param + begin, keep + begin, end - begin); });
 }
 
 // x: (batch, in)  w: CSR of W^T (in, out)  b: (out) or null -> y: (batch, out)

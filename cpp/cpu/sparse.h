@@ -1,6 +1,6 @@
 #pragma once
-// Defines: SparseKernels, the table of the pruning kernels (apply_mask, the CSR and N:M
-// sparse dense-layer products) for one ISA level, and the run-time choice of table.
+// Defines: SparseKernels, the table of the sparse dense-layer products (CSR, packed CSR
+// and N:M) for one ISA level, and the run-time choice of table.
 
 #include <cstdint>
 
@@ -32,10 +32,8 @@ using CsrPackedKernel = void (*)(float* y, const float* x, const CsrPacked& w, c
 
 struct SparseKernels {
   const char* isa;   // "portable", "avx2", "avx512"
-  const char* csr;   // the variant names, what then how: f32_spmm__avx512_4x16
+  const char* csr;   // the variant names, what then how: f32_sparse_dense__avx512_4x16
   const char* nm;
-  const char* mask;
-  void (*apply_mask)(float* param, const uint8_t* keep, int64_t n);
   CsrKernel csr_forward;
   NmKernel nm_forward;
   // The gather-free product over the packed layout, for batches of at most

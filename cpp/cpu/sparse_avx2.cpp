@@ -7,7 +7,7 @@
 
 namespace customml::cpu {
 
-const SparseKernels kSparseAvx2{"avx2", "f32_spmm__avx2_8x8", "f32_nmmm__avx2_4x32", "f32_apply_mask__avx2",
-                                apply_mask_kernel, spmm_simd, nmmm_simd};
+const SparseKernels kSparseAvx2{"avx2", "f32_sparse_dense__avx2_8x8", "f32_nm_dense__avx2_4x32", sparse_dense_simd,
+                                nm_dense_simd};
 
 }  // namespace customml::cpu

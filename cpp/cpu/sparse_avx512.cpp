@@ -108,8 +108,8 @@ static_assert(kPackLanes == kLanes && kPackWindow == 2 * kLanes, "the layout is 
 
 // Rows in fours (each half of a group's blocks streams the group's steps once for four
 // rows), then a pair, then a last odd row alone.
-void spmm_packed(float* y, const float* x, const CsrPacked& w, const float* b, int64_t rows, int64_t g0, int64_t g1,
-                 Activation act) {
+void sparse_dense_packed(float* y, const float* x, const CsrPacked& w, const float* b, int64_t rows, int64_t g0,
+                         int64_t g1, Activation act) {
   int64_t r = 0;
   for (; r + 4 <= rows; r += 4) packed_rows<4>(y + r * w.out, x + r * w.in, w, b, g0, g1, act);
   for (; r + 2 <= rows; r += 2) packed_rows<2>(y + r * w.out, x + r * w.in, w, b, g0, g1, act);
@@ -118,9 +118,13 @@ void spmm_packed(float* y, const float* x, const CsrPacked& w, const float* b, i
 
 }  // namespace
 
-const SparseKernels kSparseAvx512{"avx512",         "f32_spmm__avx512_4x16", "f32_nmmm__avx512_4x64",
-                                  "f32_apply_mask__avx512", apply_mask_kernel, spmm_simd,
-                                  nmmm_simd,        "f32_spmm_packed__avx512_8x16", spmm_packed,
+const SparseKernels kSparseAvx512{"avx512",
+                                  "f32_sparse_dense__avx512_4x16",
+                                  "f32_nm_dense__avx512_4x64",
+                                  sparse_dense_simd,
+                                  nm_dense_simd,
+                                  "f32_sparse_dense_packed__avx512_8x16",
+                                  sparse_dense_packed,
                                   kPackedMaxRows};
 
 }  // namespace customml::cpu

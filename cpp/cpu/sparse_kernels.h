@@ -1,7 +1,7 @@
 #pragma once
-// Defines: the bodies of the pruning kernels for the ISA this file is compiled for
-// (cpu/simd.h): apply_mask_kernel and bias_activation for every level, and with AVX2 or
-// AVX-512 spmm_simd and nmmm_simd, the CSR and N:M products that turn sparsity into speed:
+// Defines: the bodies of the sparse products for the ISA this file is compiled for
+// (cpu/simd.h): bias_activation for every level, and with AVX2 or AVX-512
+// sparse_dense_simd and nm_dense_simd, the CSR and N:M products that turn sparsity into speed:
 //   - a tile of kGatherMaxRows rows or more (CSR), more than kNmPermuteMaxRows (N:M), is
 //     transposed into scratch, so each stored weight is one broadcast times contiguous
 //     vectors of batch lanes (N:M with its slot index decoded to an input row);
@@ -23,12 +23,6 @@ namespace customml::cpu {
 namespace {
 
 inline int64_t nm_groups(const NmMatrix& w) { return (w.in + w.m - 1) / w.m; }
-
-// param, keep: (n) -> param[i] = 0 where keep[i] == 0; a plain loop the compiler
-// vectorizes (a byte compare widened to a blend) at each file's ISA.
-void apply_mask_kernel(float* param, const uint8_t* keep, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) param[i] = keep[i] ? param[i] : 0.0f;
-}
 
 inline Vf activate(Vf z, Activation act) {
   switch (act) {
@@ -260,8 +254,8 @@ inline Vf gather_dot(const float* xr, const int32_t* index, const float* values,
 // CSR: tiles of kGatherMaxRows rows or more go through lanes; fewer rows gather x at
 // each output's indices, kLanes outputs at a time, whose lane sums reduce_lanes turns
 // into one vector for the bias and activation.
-void spmm_simd(float* y, const float* x, const CsrMatrix& w, const float* b, int64_t rows, int64_t j0, int64_t j1,
-               Activation act, ScratchFn scratch) {
+void sparse_dense_simd(float* y, const float* x, const CsrMatrix& w, const float* b, int64_t rows, int64_t j0,
+                       int64_t j1, Activation act, ScratchFn scratch) {
   if (rows >= kGatherMaxRows) {
     float* tile = scratch(lanes_scratch_floats(w.in, j1 - j0));
     lanes_dispatch(y, x, w.in, w.out, b, rows, j0, j1, act, tile, [&](int64_t j, int64_t& count) {
@@ -375,8 +369,8 @@ void nm_lanes(float* y, const float* x, const NmMatrix& w, const float* b, int64
 
 // N:M: tiles of more than kNmPermuteMaxRows rows go through nm_lanes; fewer rows
 // vectorize over outputs.
-void nmmm_simd(float* y, const float* x, const NmMatrix& w, const float* b, int64_t rows, int64_t j0, int64_t j1,
-               Activation act, ScratchFn scratch) {
+void nm_dense_simd(float* y, const float* x, const NmMatrix& w, const float* b, int64_t rows, int64_t j0, int64_t j1,
+                   Activation act, ScratchFn scratch) {
   if (rows > kNmPermuteMaxRows) {
     float* tile = scratch(lanes_scratch_floats(w.in, j1 - j0));
     // V = 4 vectors of 16 lanes for a whole AVX-512 tile; AVX2 (16 registers) takes a
