@@ -128,6 +128,7 @@ def test_predict_never_sees_a_half_written_weight_change():
     assert not errors, errors
 
 
+@pytest.mark.timing  # the ticker's gaps against the call's wall time
 def test_predict_releases_the_gil():
     """While one thread is inside a long predict (one C++ call), another Python thread
     keeps running."""

@@ -114,6 +114,7 @@ def test_verbose_levels(capsys):
         model.fit(x, y, epochs=1, verbose=3)
 
 
+@pytest.mark.timing  # fit must stop within 5 s of the interrupt
 def test_ctrl_c_during_fit():
     rng = np.random.default_rng(21)
     x = rng.standard_normal((2048, 64)).astype(np.float32)

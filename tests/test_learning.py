@@ -11,6 +11,7 @@ import pytest
 import customml as cm
 
 
+@pytest.mark.timing  # the fit must take under 10 s
 def test_learns_digits():
     (x_train, y_train), (x_test, y_test) = cm.datasets.load("digits")
     model = cm.Sequential([cm.layers.Dense(64, activation="relu"), cm.layers.Dropout(0.1), cm.layers.Dense(10)],
