@@ -104,6 +104,25 @@ ACTIVATIONS = {
 }
 
 
+def forward_bound(x, weights, acts):
+    """The float64 forward pass at the float32 parameters ``weights`` (a list of (kernel,
+    bias)) and each output's absolute evaluation A: a float32 forward is within gamma_N A
+    of it, N the longest chain of roundings (see above), whatever its summation order. An
+    activation's error is its derivative times its input's, plus its own few ulp of the
+    result (and for gelu 2**-22 |z|, the absolute part of cpp/cpu/vmath.h's bound)."""
+    h = np.asarray(x, np.float64)
+    a = np.abs(h)
+    for (w, b), act in zip(weights, acts):
+        w, b = w.astype(np.float64), b.astype(np.float64)
+        f, df, _ = ACTIVATIONS[act or "identity"]
+        z = h @ w + b
+        a_z = a @ np.abs(w) + np.abs(b)
+        h = f(z)
+        own = 0.0 if act in (None, "identity") else np.abs(h) + (np.abs(z) if act == "gelu" else 0.0)
+        a = np.abs(df(z, h)) * a_z + own
+    return h, a
+
+
 def numpy_forward(x, weights, acts):
     h = np.asarray(x, np.float64)
     for (w, b), act in zip(weights, acts):
