@@ -21,12 +21,13 @@ library in a process that never loads the others.
 from __future__ import annotations
 
 import importlib.util
-import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
 import pytest
+
+import timing
 
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 HAVE_ORT = importlib.util.find_spec("onnxruntime") is not None
@@ -296,15 +297,7 @@ def check_predict_b1(impl: str, run: Workload, x1, weights) -> None:
 
 def latency_ns(fn: Callable[[], object], calls: int = LATENCY_CALLS) -> np.ndarray:
     """Per-call wall time in ns of `calls` back-to-back calls (after 1,000 warm-up calls)."""
-    for _ in range(1000):
-        fn()
-    out = np.empty(calls, np.int64)
-    clock = time.perf_counter_ns
-    for i in range(calls):
-        t0 = clock()
-        fn()
-        out[i] = clock() - t0
-    return out
+    return timing.call_ns(fn, calls, warmup=1000)
 
 
 def adam_state(n: int = ADAM_N):

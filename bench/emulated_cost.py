@@ -8,24 +8,21 @@ Run: python bench/emulated_cost.py
 
 from __future__ import annotations
 
-import statistics
-import time
+import os
+import sys
 
 import numpy as np
 
 from customml import ops
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import timing  # noqa: E402
+
 DEVICES = ("cpu", "cuda-emulated")
 
 
 def median_ms(f, reps: int = 7) -> float:
-    f()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+    return float(np.median(timing.call_ns(f, reps, warmup=1))) / 1e6
 
 
 def main() -> None:

@@ -18,19 +18,17 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_peers as bp  # noqa: E402
 import peers_isolated  # noqa: E402
+import timing  # noqa: E402
 
 
 def first_and_steady(fn, case: str) -> dict:
-    t0 = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t0
+    _, first = timing.once(fn)
     return dict(first_call_us=first * 1e6, **peers_isolated.time_calls(fn, case))
 
 

@@ -25,12 +25,12 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_peers as bp  # noqa: E402
+import timing  # noqa: E402
 
 
 def setup():
@@ -45,14 +45,7 @@ def setup():
 
 
 def median_us(fn, calls: int, before=None) -> float:
-    ns = []
-    for _ in range(calls):
-        if before is not None:
-            before()
-        t0 = time.perf_counter_ns()
-        fn()
-        ns.append(time.perf_counter_ns() - t0)
-    return float(np.median(ns)) / 1e3
+    return float(np.median(timing.call_ns(fn, calls, before=before))) / 1e3
 
 
 def pieces(rounds: int) -> None:
@@ -91,16 +84,10 @@ def pieces(rounds: int) -> None:
     calls = {"fit": fit, "direct": direct, "numpy check, direct": lambda: (np.isfinite(x).all(), direct())}
     if has_c:
         calls["C check, direct"] = lambda: (cm._core.first_nonfinite(x), direct())
-    names = list(calls)
-    ns = {k: [] for k in names}
-    for r in range(rounds):
-        for k in names if r % 2 == 0 else names[::-1]:
-            t0 = time.perf_counter_ns()
-            calls[k]()
-            ns[k].append(time.perf_counter_ns() - t0)
+    ns = timing.rounds(calls, rounds, timing.one_call_ns, alternate=True)
     base = float(np.median(ns["direct"])) / 1e3
     print(f"\n| {rounds} rounds, interleaved | median a call | minus direct |\n|---|---:|---:|")
-    for k in names:
+    for k in calls:
         med = float(np.median(ns[k])) / 1e3
         print(f"| {k} | {med:.0f} us | {med - base:+.0f} us |")
     print(f"\ncustomml from {os.path.dirname(cm.__file__)}")
@@ -113,9 +100,7 @@ def worker() -> None:
         if line.strip() == "weights":
             print(hashlib.sha256(b"".join(a.tobytes() for a in model.get_weights())).hexdigest()[:16], flush=True)
             continue
-        t0 = time.perf_counter_ns()
-        fit()
-        print(time.perf_counter_ns() - t0, flush=True)
+        print(timing.one_call_ns(fit), flush=True)
 
 
 def pair(other: str, rounds: int) -> None:

@@ -37,11 +37,12 @@ field names (fp32, tf32, bf16, fp16 or int8), all measured there.
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
+
+import timing
 
 F32 = 4
 I32 = 4
@@ -370,18 +371,13 @@ def bandwidth(pattern: str, nbytes: int, min_time: float = 0.25, min_samples: in
 
 
 def _median_time(op, min_time: float, min_samples: int) -> float:
-    op()  # first touch: page faults belong to no sample
-    t0 = time.perf_counter()
-    op()
-    one = max(time.perf_counter() - t0, 1e-7)
-    inner = max(1, int(1e-3 / one))
+    """Median seconds a call over samples of about 1 ms of back-to-back calls each: at
+    least min_samples, more while under min_time seconds (200 at most)."""
+    inner = timing.calls_in(1e-3, op)  # its untimed first call takes the page faults
     samples = []
-    start = time.perf_counter()
-    while len(samples) < min_samples or (time.perf_counter() - start < min_time and len(samples) < 200):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            op()
-        samples.append((time.perf_counter() - t0) / inner)
+    start = timing.clock()
+    while len(samples) < min_samples or ((timing.clock() - start) / 1e9 < min_time and len(samples) < 200):
+        samples.append(timing.per_call_s(op, inner))
     return statistics.median(samples)
 
 

@@ -19,8 +19,8 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 
+import timing
 from floors import QUOTED_PEAK_FLOPS_1CORE
 
 _CHAINS = 12
@@ -101,17 +101,10 @@ def _best_rate(fn, lanes: int, samples: int = 7, sample_time: float = 0.05) -> f
     fn.restype = ctypes.c_double
     fn.argtypes = [ctypes.c_int64, ctypes.c_float]
     iters = 100_000
-    t0 = time.perf_counter()
-    fn(iters, 1.0)
-    dt = max(time.perf_counter() - t0, 1e-6)
-    iters = max(iters, int(iters * sample_time / dt))
-    best = 0.0
-    for _ in range(samples):
-        t0 = time.perf_counter()
-        fn(iters, 1.0)
-        dt = time.perf_counter() - t0
-        best = max(best, iters * _CHAINS * lanes * 2 / dt)
-    return best
+    _, dt = timing.once(lambda: fn(iters, 1.0))
+    iters = max(iters, int(iters * sample_time / max(dt, 1e-6)))
+    fastest = timing.call_ns(lambda: fn(iters, 1.0), samples).min() / 1e9
+    return iters * _CHAINS * lanes * 2 / fastest
 
 
 @functools.lru_cache(maxsize=None)

@@ -28,13 +28,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_peers as bp  # noqa: E402  (lazy about every library but NumPy)
+import timing  # noqa: E402
 
 # (case, impl): the library an impl needs
 LIB = {"customml": "customml", "numpy": "numpy", "torch": "torch", "torch_fused": "torch",
@@ -83,21 +83,10 @@ def build(case: str, impl: str, threads: int, tmpdir: str) -> Callable[[], objec
 def time_calls(fn: Callable[[], object], case: str, before: Optional[Callable[[], None]] = None) -> Dict:
     """p50 / p99 of single calls: 10,000 for predict (1,000 when each follows the other
     libraries' calls), else as many as fit in ~0.6 s (>= 7)."""
-    fn()
-    t0 = time.perf_counter()
-    fn()
-    once = time.perf_counter() - t0
+    calls = timing.calls_in(0.6, fn, at_least=7, at_most=200)  # after a warm-up call and a timed one
     if case == "predict":
         calls = bp.LATENCY_CALLS if before is None else bp.LATENCY_CALLS // 10
-    else:
-        calls = max(7, min(200, int(0.6 / max(once, 1e-9))))
-    ns = np.empty(calls, np.int64)
-    for i in range(calls):
-        if before is not None:
-            before()
-        t0 = time.perf_counter_ns()
-        fn()
-        ns[i] = time.perf_counter_ns() - t0
+    ns = timing.call_ns(fn, calls, before=before)
     return {"p50_us": float(np.percentile(ns, 50)) / 1e3, "p99_us": float(np.percentile(ns, 99)) / 1e3,
             "calls": calls}
 
@@ -155,12 +144,8 @@ def round_robin(rounds: int, threads: int, selected: List[Tuple[str, str]]) -> N
         fns = [build(case, impl, threads, tmpdir) for case, impl in selected]
         for fn in fns:
             fn()
-        ns = np.empty((rounds, len(fns)), np.int64)
-        for r in range(rounds):
-            for j, fn in enumerate(fns):
-                t0 = time.perf_counter_ns()
-                fn()
-                ns[r, j] = time.perf_counter_ns() - t0
+        by_case = timing.rounds(dict(enumerate(fns)), rounds, timing.one_call_ns)
+        ns = np.array([by_case[j] for j in range(len(fns))], np.int64).T  # (rounds, cases)
     print(f"| case | impl | threads | median of {rounds} rounds | p99 | min | median / customml's |")
     print("|---|---|---:|---:|---:|---:|---:|")
     med = np.median(ns, axis=0) / 1e3

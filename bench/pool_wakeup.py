@@ -15,9 +15,13 @@ with idle 0 the second core was busy with something else and nothing here can be
 from __future__ import annotations
 
 import argparse
-import time
+import os
+import sys
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import timing  # noqa: E402
 
 
 def ticks() -> np.ndarray:
@@ -48,14 +52,11 @@ def main() -> None:
     for _ in range(args.rounds):
         for threads in (1, 2):
             cm.set_num_threads(threads)
-            for _ in range(200):
-                ops.dense_forward(x, w, b, activation="relu", out=out)
-            ns = np.empty(args.calls)
+            forward = lambda: ops.dense_forward(x, w, b, activation="relu", out=out)  # noqa: E731
+            for _ in range(200):  # warm-up, outside the ticks counted
+                forward()
             t0 = ticks()
-            for i in range(args.calls):
-                start = time.perf_counter_ns()
-                ops.dense_forward(x, w, b, activation="relu", out=out)
-                ns[i] = time.perf_counter_ns() - start
+            ns = timing.call_ns(forward, args.calls)
             d = ticks() - t0
             q = np.percentile(ns, [0, 10, 50, 90]) / 1e3
             print(f"| {threads} | {q[0]:.1f} us | {q[1]:.1f} us | {q[2]:.1f} us | {q[3]:.1f} us | {d[3]} | {d[7]} |")
@@ -80,9 +81,9 @@ def coexist(rounds: int, calls: int) -> None:
         pass
     cm.set_num_threads(2)
 
-    def idle(us: int) -> None:
-        end = time.perf_counter_ns() + us * 1000
-        while time.perf_counter_ns() < end:
+    def idle(us: int) -> None:  # busy, not asleep: the peer's pools see a running process
+        end = timing.clock() + us * 1000
+        while timing.clock() < end:
             pass
 
     before = {"after 1 ms idle": lambda: idle(1000),
@@ -94,12 +95,7 @@ def coexist(rounds: int, calls: int) -> None:
             for name, peer in peers.items():
                 cells = []
                 for prepare in before.values():
-                    ns = np.empty(calls)
-                    for i in range(calls):
-                        prepare()
-                        start = time.perf_counter_ns()
-                        peer()
-                        ns[i] = time.perf_counter_ns() - start
+                    ns = timing.call_ns(peer, calls, before=prepare)
                     cells.append(f"{np.median(ns) / 1e3:.1f} us")
                 print(f"| {name} 256^3 | " + " | ".join(cells) + " |")
 

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
+import sys
 
 import numpy as np
 
 import customml as cm
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import timing  # noqa: E402
 
 _ROUND_SECONDS = 0.002
 
@@ -32,19 +35,10 @@ _ROUND_SECONDS = 0.002
 def _latencies(models: dict, x: np.ndarray, rounds: int) -> dict:
     """(median, best) microseconds per model.predict(x) call of each model, interleaved."""
     outs = {k: np.empty((x.shape[0], m.output_dim), np.float32) for k, m in models.items()}
-    calls = {}
-    for k, m in models.items():
-        m.predict(x, out=outs[k])
-        t0 = time.perf_counter()
-        m.predict(x, out=outs[k])
-        calls[k] = max(1, int(_ROUND_SECONDS / (time.perf_counter() - t0)))
-    samples = {k: [] for k in models}
-    for _ in range(rounds):
-        for k, m in models.items():
-            t0 = time.perf_counter()
-            for _ in range(calls[k]):
-                m.predict(x, out=outs[k])
-            samples[k].append((time.perf_counter() - t0) / calls[k] * 1e6)
+    calls = {k: (lambda m=m, out=outs[k]: m.predict(x, out=out)) for k, m in models.items()}
+    number = {k: timing.calls_in(_ROUND_SECONDS, fn) for k, fn in calls.items()}
+    samples = timing.rounds({k: (fn, number[k]) for k, fn in calls.items()}, rounds,
+                            lambda c: timing.per_call_s(*c) * 1e6)
     return {k: (float(np.median(v)), float(np.min(v))) for k, v in samples.items()}
 
 

@@ -1,6 +1,8 @@
 """A saved Fashion-MNIST model, float32 against int8 (customml.quantize): test accuracy per
 calibration method and dynamic, file sizes (both without optimizer state) and batch-1
-``model.predict`` latency (p50 / p99 of 3 x 2000 calls per model, interleaved).
+``model.predict`` latency: 3 interleaved rounds per model of the measurement ``customml
+train`` and ``customml prune`` report (``customml.cli._latency``: p50 / p99 of 2000 calls
+into a reused buffer after 200 warm-up calls), the median of the rounds' p50 and p99.
 
     python -m customml train --dataset fashion_mnist -o /tmp/f.cml
     python bench/quantized_model.py /tmp/f.cml
@@ -12,22 +14,25 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import numpy as np
 
 import customml as cm
 from customml import quantize
+from customml.cli import _latency
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import timing  # noqa: E402
 
 path = sys.argv[1]
 model = cm.load(path)
 (x_train, y_train), (x_test, y_test) = cm.datasets.load("fashion_mnist")
 rows = []
 for method in quantize.METHODS:
-    t = time.perf_counter()
-    q = quantize.int8(model, calibration=x_train[:1024], method=method, validation=(x_test, y_test))
+    q, seconds = timing.once(lambda: quantize.int8(model, calibration=x_train[:1024], method=method,
+                                                   validation=(x_test, y_test)))
     r = q.quantization_report
-    rows.append((method, r.float_accuracy, r.int8_accuracy, time.perf_counter() - t))
+    rows.append((method, r.float_accuracy, r.int8_accuracy, seconds))
     if method == "minmax":
         qmodel = q
         print(r)
@@ -43,27 +48,10 @@ print(f"file: float {fsize:,} B, int8 {qsize:,} B, ratio {fsize / qsize:.2f}")
 loaded = cm.load(qpath)
 assert np.array_equal(loaded.predict(x_test), qmodel.predict(x_test))
 
-
-def lat(m, x):
-    out = np.empty((1, m.output_dim), np.float32)
-    for _ in range(200):
-        m.predict(x, out=out)
-    t = np.empty(2000)
-    for i in range(t.size):
-        t0 = time.perf_counter_ns()
-        m.predict(x, out=out)
-        t[i] = time.perf_counter_ns() - t0
-    return t / 1000
-
-
 x1 = np.ascontiguousarray(x_test[:1])
-# interleaved rounds, so load changes hit both alike
-res = {"float32": [], "int8 static": [], "int8 dynamic": []}
-for _ in range(3):
-    for name, m in (("float32", model), ("int8 static", qmodel), ("int8 dynamic", qdyn)):
-        res[name].append(lat(m, x1))
-base = np.median(np.concatenate(res["float32"]))
-for name, ts in res.items():
-    ts = np.concatenate(ts)
-    p50, p99 = np.percentile(ts, [50, 99])
+# interleaved rounds, so load changes hit all alike; each round is (p50, p99) in us
+res = timing.rounds({"float32": model, "int8 static": qmodel, "int8 dynamic": qdyn}, 3, lambda m: _latency(m, x1))
+base = np.median([p50 for p50, _ in res["float32"]])
+for name, rounds in res.items():
+    p50, p99 = np.median(rounds, axis=0)
     print(f"batch-1 predict {name:<13} p50 {p50:6.1f} us  p99 {p99:6.1f} us  p50 ratio to float32 {p50 / base:.2f}")

@@ -16,11 +16,13 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 import customml as cm
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import timing  # noqa: E402
 
 path = sys.argv[1]
 rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
@@ -95,21 +97,8 @@ single = {name: [] for name in contenders}
 batch = {name: [] for name in contenders}
 for _ in range(rounds):
     for name, (one, many, _) in contenders.items():
-        for _ in range(100):
-            one()
-        t = np.empty(2000)
-        for i in range(t.size):
-            t0 = time.perf_counter_ns()
-            one()
-            t[i] = time.perf_counter_ns() - t0
-        single[name].append(t)
-        many()
-        reps = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            many()
-            reps.append(time.perf_counter() - t0)
-        batch[name].append(np.median(reps))
+        single[name].append(timing.call_ns(one, 2000, warmup=100))
+        batch[name].append(np.median(timing.call_ns(many, 5, warmup=1)) / 1e9)
 
 base1 = np.percentile(np.concatenate(single["customml float32"]), 50)
 baseb = np.median(batch["customml float32"])

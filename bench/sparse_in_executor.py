@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import numpy as np
 
 import customml as cm
 from customml._formats import probe
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import timing  # noqa: E402
 
 ROWS = 64
 SHAPES = [(784, 256), (256, 256)]
@@ -40,14 +42,10 @@ def main(repetitions: int = 400) -> None:
         x = rng.uniform(-1.0, 1.0, (ROWS, n_in)).astype(np.float32)
         y = np.empty((ROWS, n_out), np.float32)
         for b in BATCHES:
-            times = {f: [] for f in nets}
             for net in nets.values():
                 net.predict(x, y, b)
-            for _ in range(repetitions):
-                for f, net in nets.items():
-                    t0 = time.perf_counter()
-                    net.predict(x, y, b)
-                    times[f].append((time.perf_counter() - t0) / (ROWS // b) * 1e6)
+            ns = timing.rounds(nets, repetitions, lambda net: timing.one_call_ns(lambda: net.predict(x, y, b)))
+            times = {f: [t / (ROWS // b) / 1e3 for t in v] for f, v in ns.items()}
             d, c = np.median(times["dense"]), np.median(times["csr"])
             print(f"| {n_in}x{n_out} | {b} | {d:.2f} us | {c:.2f} us | {d / c:.2f}x | "
                   f"{min(times['dense']) / min(times['csr']):.2f}x |")

@@ -17,24 +17,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_peers as bp  # noqa: E402
 import floors  # noqa: E402
+import timing  # noqa: E402
 
 
 def timed(fn, calls: int) -> tuple[float, float]:
     """Minimum and median microseconds of single calls, after warm-up calls."""
-    for _ in range(max(5, calls // 10)):
-        fn()
-    ns = np.empty(calls)
-    for i in range(calls):
-        t0 = time.perf_counter_ns()
-        fn()
-        ns[i] = time.perf_counter_ns() - t0
+    ns = timing.call_ns(fn, calls, warmup=max(5, calls // 10))
     return float(ns.min()) / 1e3, float(np.median(ns)) / 1e3
 
 

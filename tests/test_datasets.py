@@ -16,6 +16,7 @@ import pytest
 
 import customml as cm
 from customml import cli, datasets
+from support import U32
 
 FILES = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
          "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
@@ -149,3 +150,45 @@ def test_the_real_package():
     assert x_train.min() == 0.0 and x_train.max() == 1.0
     # Zalando's split is balanced: 6,000 and 1,000 images per class
     assert np.bincount(y_train).tolist() == [6000] * 10 and np.bincount(y_test).tolist() == [1000] * 10
+
+
+# -- the bundled scikit-learn datasets ----------------------------------------------------
+
+
+def test_datasets_load_digits():
+    (x_train, y_train), (x_test, y_test) = cm.datasets.load("digits")
+    assert x_train.shape == (1437, 64) and x_test.shape == (360, 64)
+    assert y_train.shape == (1437,) and y_test.shape == (360,)
+    assert x_train.dtype == np.float32 and x_test.dtype == np.float32
+    assert y_train.dtype == np.int32 and y_test.dtype == np.int32
+    assert x_train.flags.c_contiguous and x_test.flags.c_contiguous
+    assert x_train.min() == 0.0 and x_train.max() == 1.0
+    assert x_test.min() >= 0.0 and x_test.max() <= 1.0  # pixel / 16
+    assert set(np.unique(y_train)) == set(range(10)) == set(np.unique(y_test))
+    # stratified: each class's test share is within one sample of 20 %
+    for c in range(10):
+        total = (y_train == c).sum() + (y_test == c).sum()
+        assert abs((y_test == c).sum() - 0.2 * total) <= 1.0, c
+    (x2, y2), (x3, y3) = cm.datasets.load("digits")
+    for a, b in ((x_train, x2), (y_train, y2), (x_test, x3), (y_test, y3)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name, n_train, n_test, features, classes", [
+    ("breast_cancer", 455, 114, 30, 2), ("wine", 142, 36, 13, 3), ("iris", 120, 30, 4, 3)])
+def test_datasets_load_others(name, n_train, n_test, features, classes):
+    (x_train, y_train), (x_test, y_test) = cm.datasets.load(name)
+    assert x_train.shape == (n_train, features) and x_test.shape == (n_test, features)
+    assert x_train.dtype == np.float32 and y_train.dtype == np.int32 and y_test.dtype == np.int32
+    # min-max scaled with the training split's range: [0, 1] exactly per feature
+    np.testing.assert_array_equal(x_train.min(axis=0), 0.0)
+    np.testing.assert_allclose(x_train.max(axis=0), 1.0, rtol=2 * U32)
+    assert set(np.unique(y_train)) == set(range(classes))
+
+
+def test_datasets_errors():
+    assert set(cm.datasets.names()) >= {"digits", "breast_cancer", "wine", "iris"}
+    with pytest.raises(ValueError, match="mnist_typo"):
+        cm.datasets.load("mnist_typo")
+    with pytest.raises(ValueError, match="path"):
+        cm.datasets.load("digits", path="/tmp/digits")

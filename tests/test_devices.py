@@ -1,4 +1,5 @@
-"""Which devices the suite runs on, and why CUDA tests did not run where they did not."""
+"""Which devices the suite runs on, why CUDA tests did not run where they did not, and a
+model's device checked when the model is made."""
 
 from __future__ import annotations
 
@@ -41,3 +42,49 @@ def test_device_fixture_runs_a_kernel(device):
     loss, grad = ops.mse(np.array([1.0, 3.0], np.float32), np.array([0.0, 0.0], np.float32), device=device)
     assert loss == 5.0
     assert grad.tolist() == [1.0, 3.0]
+
+
+def test_cuda_unavailable_here():
+    if customml.build_info()["cuda_compiled"]:
+        pytest.skip("this build has the CUDA backend")
+    assert customml.cuda.is_available() is False
+    reason = customml.cuda.unavailable_reason()
+    assert isinstance(reason, str) and reason.strip()
+
+
+def test_cuda_device_rejected_with_the_reason():
+    if customml.cuda.is_available():
+        pytest.skip("a GPU is available")
+    reason = customml.cuda.unavailable_reason()
+    with pytest.raises(ValueError) as info:
+        customml.Sequential([customml.layers.Dense(2)], input_dim=3, device="cuda")
+    assert reason in str(info.value)
+
+
+def test_other_devices_rejected():
+    with pytest.raises(ValueError, match="tpu"):
+        customml.Sequential([customml.layers.Dense(2)], input_dim=3, device="tpu")
+    with pytest.raises(TypeError, match="device"):
+        customml.Sequential([customml.layers.Dense(2)], input_dim=3, device=0)
+    model = customml.Sequential([customml.layers.Dense(2)], input_dim=3, device="cpu")
+    assert model.device == "cpu"
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda"])
+def test_device_validated_at_construction_without_input_dim(device):
+    """A model that cannot run on its device should say so when it is created, not at
+    the first fit/predict (possibly after loading data for minutes)."""
+    if device == "cuda" and customml.cuda.is_available():
+        pytest.skip("a GPU is available")
+    with pytest.raises(ValueError, match=device):
+        customml.Sequential([customml.layers.Dense(2)], device=device)
+
+
+def test_failed_construction_leaves_the_layers_reusable():
+    """Trying a device and falling back to another with the same layer objects is a
+    natural pattern; a constructor that raised must not have claimed the layers."""
+    layers = [customml.layers.Dense(4, activation="relu"), customml.layers.Dense(2)]
+    with pytest.raises(ValueError):
+        customml.Sequential(layers, input_dim=3, device="tpu")
+    model = customml.Sequential(layers, input_dim=3, device="cpu")
+    assert model.predict(np.ones((1, 3), np.float32)).shape == (1, 2)

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 import reference
 from customml import ops
 from support import (
+    U32,
     VALUE_KINDS,
     assert_float32_array,
     assert_same_bits,
@@ -227,3 +228,24 @@ def test_dropout_rejects_partial_overlap(device):
 def test_dropout_rejects_seed_outside_uint64(device, seed):
     with pytest.raises(TypeError):
         ops.dropout(np.ones(3, np.float32), rate=0.5, seed=seed, stream=0, device=device)
+
+
+def test_dropout_op_statistics():
+    n = 100_000
+    x = np.full(n, 3.0, np.float32)
+    for rate in (0.1, 0.3, 0.7):
+        y = ops.dropout(x, rate=rate, seed=5, stream=2)
+        assert y.shape == (n,) and y.dtype == np.float32
+        kept = y != 0
+        sd = np.sqrt(rate * (1 - rate) / n)
+        assert abs((~kept).mean() - rate) < 5 * sd, rate
+        for lane in range(4):  # each Philox output word is used
+            sd_lane = np.sqrt(rate * (1 - rate) / (n / 4))
+            assert abs((~kept[lane::4]).mean() - rate) < 5 * sd_lane, (rate, lane)
+        # x * float32(1 / (1 - rate)): two roundings
+        np.testing.assert_allclose(y[kept], 3.0 / (1.0 - rate), rtol=4 * U32)
+    np.testing.assert_array_equal(ops.dropout(x, rate=0.0, seed=5, stream=2), x)
+    a = ops.dropout(x, rate=0.5, seed=5, stream=2)
+    np.testing.assert_array_equal(a, ops.dropout(x, rate=0.5, seed=5, stream=2))
+    assert not np.array_equal(a, ops.dropout(x, rate=0.5, seed=5, stream=3))
+    assert not np.array_equal(a, ops.dropout(x, rate=0.5, seed=6, stream=2))

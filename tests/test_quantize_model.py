@@ -328,6 +328,7 @@ def test_a_pruned_model_quantizes_saves_and_loads(tmp_path, digits):
     np.testing.assert_array_equal(loaded.predict(x_test), qmodel.predict(x_test))
 
 
+@pytest.mark.timing  # the choice follows latencies measured during the test
 def test_a_pruned_layer_stays_sparse_float32_where_that_is_faster(tmp_path):
     # 99.9% of a 512 x 1024 layer pruned: its CSR holds about 500 weights against the
     # 512 kB that int8 reads, so at batch 1 and 8 the sparse float32 layer is 2-4x faster

@@ -156,6 +156,7 @@ def test_many_parallel_jobs_in_a_row(restore_threads):
             assert ops.dense_forward(x, w, b).tobytes() == y.tobytes()
 
 
+@pytest.mark.timing  # CPU time against wall time while idle
 def test_workers_sleep_soon_after_a_job(restore_threads):
     """After a job a worker watches for the next one for at most 50 us (kSpinAfterJobNs),
     then sleeps: an idle pool must not keep a core busy against NumPy's and PyTorch's.
