@@ -26,8 +26,7 @@ inline const char* activation_name(Activation a) {
 }
 
 inline Activation parse_activation(const std::string& s) {
-  for (Activation a : {Activation::identity, Activation::relu, Activation::sigmoid, Activation::tanh,
-                       Activation::gelu})
+  for (Activation a : {Activation::identity, Activation::relu, Activation::sigmoid, Activation::tanh, Activation::gelu})
     if (s == activation_name(a)) return a;
   if (s == "linear" || s.empty()) return Activation::identity;
   throw std::invalid_argument("unknown activation '" + s +

@@ -30,8 +30,13 @@ ExportContext* context_of(const Array& a) {
 }
 
 dlpack::DLTensor tensor_of(const Array& a, ExportContext* ctx) {
-  return dlpack::DLTensor{a.numel() ? a.data() : nullptr, dlpack_device(a.device()), static_cast<int32_t>(a.shape().size()),
-                          dlpack_dtype(a.dtype()), ctx->shape.data(), ctx->strides.data(), 0};
+  return dlpack::DLTensor{a.numel() ? a.data() : nullptr,
+                          dlpack_device(a.device()),
+                          static_cast<int32_t>(a.shape().size()),
+                          dlpack_dtype(a.dtype()),
+                          ctx->shape.data(),
+                          ctx->strides.data(),
+                          0};
 }
 
 template <class Managed>
@@ -68,7 +73,11 @@ Array Array::empty(DType dtype, std::vector<int64_t> shape, const Device& device
 
 Array::Array(std::shared_ptr<void> owner, void* data, DType dtype, std::vector<int64_t> shape, Device device,
              bool readonly)
-    : owner_(std::move(owner)), data_(data), dtype_(dtype), shape_(std::move(shape)), device_(device),
+    : owner_(std::move(owner)),
+      data_(data),
+      dtype_(dtype),
+      shape_(std::move(shape)),
+      device_(device),
       readonly_(readonly) {}
 
 int64_t Array::numel() const {
@@ -110,8 +119,10 @@ dlpack::DLManagedTensor* Array::to_dlpack() const {
 
 dlpack::DLManagedTensorVersioned* Array::to_dlpack_versioned(uint64_t flags) const {
   ExportContext* ctx = context_of(*this);
-  auto* m = new dlpack::DLManagedTensorVersioned{{dlpack::kMajorVersion, dlpack::kMinorVersion}, ctx,
-                                                 &delete_export<dlpack::DLManagedTensorVersioned>, flags,
+  auto* m = new dlpack::DLManagedTensorVersioned{{dlpack::kMajorVersion, dlpack::kMinorVersion},
+                                                 ctx,
+                                                 &delete_export<dlpack::DLManagedTensorVersioned>,
+                                                 flags,
                                                  tensor_of(*this, ctx)};
   exports_alive.fetch_add(1, std::memory_order_relaxed);
   return m;

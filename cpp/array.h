@@ -17,8 +17,7 @@ class Array {
   // Uninitialized memory from the device's backend (its caching allocator on "cuda").
   static Array empty(DType dtype, std::vector<int64_t> shape, const Device& device);
   // A view of memory that `owner` keeps alive (a DLPack producer's managed tensor).
-  Array(std::shared_ptr<void> owner, void* data, DType dtype, std::vector<int64_t> shape, Device device,
-        bool readonly);
+  Array(std::shared_ptr<void> owner, void* data, DType dtype, std::vector<int64_t> shape, Device device, bool readonly);
 
   void* data() const { return data_; }
   DType dtype() const { return dtype_; }

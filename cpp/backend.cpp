@@ -8,12 +8,9 @@ namespace customml {
 
 Backend& backend_for(const Device& device) {
   switch (device.kind) {
-    case DeviceKind::cpu:
-      return cpu::CpuBackend::instance();
-    case DeviceKind::cuda:
-      return cuda_backend(device.index);
-    case DeviceKind::cuda_emulated:
-      return emulated_cuda_backend();
+    case DeviceKind::cpu: return cpu::CpuBackend::instance();
+    case DeviceKind::cuda: return cuda_backend(device.index);
+    case DeviceKind::cuda_emulated: return emulated_cuda_backend();
   }
   throw std::invalid_argument("unknown device");
 }

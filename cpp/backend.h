@@ -189,8 +189,8 @@ class Backend {
   // the kernel variant changed since packing), and the caller runs the format's own kernel.
   virtual size_t sparse_packed_bytes(const CsrMatrix& w) { return 0; }
   virtual void sparse_pack(void* packed, const CsrMatrix& w) {}
-  virtual bool sparse_dense_forward_packed(float* y, const float* x, const void* packed, const float* b,
-                                           int64_t batch, Activation act) {
+  virtual bool sparse_dense_forward_packed(float* y, const float* x, const void* packed, const float* b, int64_t batch,
+                                           Activation act) {
     return false;
   }
 };

@@ -23,8 +23,17 @@ void InferenceWorkspace::clear_graphs() {
 
 struct InferencePlan::Layer {
   Layer(Backend* be, int64_t in_, int64_t out_)
-      : in(in_), out(out_), dense_packed(be), fold_w(be), fold_b(be), w_scale(be), in_scale(be), in_zero(be),
-        nm_values(be), nm_index(be), nm_packed(be) {}
+      : in(in_),
+        out(out_),
+        dense_packed(be),
+        fold_w(be),
+        fold_b(be),
+        w_scale(be),
+        in_scale(be),
+        in_zero(be),
+        nm_values(be),
+        nm_index(be),
+        nm_packed(be) {}
   // What a build starts from: the layer's format, nothing prepared yet (the buffers stay).
   void reset(const DenseLayerState& d) {
     format = d.format;
@@ -363,8 +372,7 @@ const float* InferencePlan::forward_prepared(InferenceWorkspace& ws, const float
       const bool sparse = p.sparse_ready && b >= p.min_batch && b <= p.max_batch;
       const void* small_batch = sparse ? p.small_batch_packed() : nullptr;
       // The small-batch layout first, for the batches the device serves from it.
-      const bool served =
-          small_batch && backend_->sparse_dense_forward_packed(dst, cur, small_batch, bias, b, act);
+      const bool served = small_batch && backend_->sparse_dense_forward_packed(dst, cur, small_batch, bias, b, act);
       if (!served) {
         if (sparse && p.format == SparseFormat::csr) {
           backend_->sparse_dense_forward(dst, cur, p.csr->matrix(), bias, b, act);

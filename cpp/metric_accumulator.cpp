@@ -40,7 +40,8 @@ void MetricAccumulator::reset() {
   backend_->fill_zero(sums_.data(), sizeof(double) * 2);
   backend_->fill_zero(correct_.data(), sizeof(int64_t));
   count_ = 0;
-  if (stats_.confusion) backend_->fill_zero(confusion_.data(), sizeof(int64_t) * static_cast<size_t>(classes_ * classes_));
+  if (stats_.confusion)
+    backend_->fill_zero(confusion_.data(), sizeof(int64_t) * static_cast<size_t>(classes_ * classes_));
   if (stats_.regression) backend_->fill_zero(regression_.data(), sizeof(double) * static_cast<size_t>(4 * outputs_));
   score_rows_ = 0;  // the buffers keep their capacity: the next epoch appends without allocating
   shift_set_ = false;
@@ -140,7 +141,8 @@ double MetricAccumulator::roc_auc() {
   std::vector<std::pair<double, int32_t>> pairs(rows);
   double total = 0.0;
   for (int64_t c = 0; c < out; ++c) {
-    for (size_t i = 0; i < rows; ++i) pairs[i] = {probs[i * static_cast<size_t>(out) + static_cast<size_t>(c)], labels[i] == c};
+    for (size_t i = 0; i < rows; ++i)
+      pairs[i] = {probs[i * static_cast<size_t>(out) + static_cast<size_t>(c)], labels[i] == c};
     total += binary_roc_auc(pairs);
   }
   return total / static_cast<double>(out);

@@ -31,8 +31,8 @@ struct MetricStats {
 // One batch's targets as the accumulator reads them: on the device, and the targets' host
 // staging where the host cannot address device memory.
 struct BatchTargets {
-  const int32_t* labels = nullptr;   // (b), classification
-  const float* targets = nullptr;    // (b, outputs), mse
+  const int32_t* labels = nullptr;  // (b), classification
+  const float* targets = nullptr;   // (b, outputs), mse
   const float* host_targets = nullptr;
 };
 

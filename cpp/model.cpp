@@ -32,8 +32,9 @@ Model::Model(int64_t input_dim, std::vector<LayerSpec> layers, Backend* backend)
     affine_offsets_.push_back(-1);
     if (s.kind == LayerSpec::Kind::affine) {
       if (l > 0 && layers_[l - 1].kind != LayerSpec::Kind::affine)
-        throw std::invalid_argument("[Network] layer " + std::to_string(l) +
-                                    ": preprocessing (affine) layers must come first, before any dense or dropout layer");
+        throw std::invalid_argument(
+            "[Network] layer " + std::to_string(l) +
+            ": preprocessing (affine) layers must come first, before any dense or dropout layer");
       check_affine(l, s.scale.data(), s.scale.size(), s.shift.data(), s.shift.size());
       affine_offsets_.back() = affine_floats_;
       affine_floats_ += 2 * input_dim;
@@ -117,8 +118,8 @@ void check_layer(int64_t layer, size_t layers) {
 
 void check_param_range(int64_t offset, int64_t n, int64_t num_params) {
   if (offset < 0 || n < 0 || offset + n > num_params)
-    throw std::out_of_range("[Network] parameter range [" + std::to_string(offset) + ", " +
-                            std::to_string(offset + n) + ") is outside [0, " + std::to_string(num_params) + ")");
+    throw std::out_of_range("[Network] parameter range [" + std::to_string(offset) + ", " + std::to_string(offset + n) +
+                            ") is outside [0, " + std::to_string(num_params) + ")");
 }
 }  // namespace
 
@@ -171,8 +172,7 @@ void Model::apply_masks() {
       backend_->apply_mask(params_.data() + weight_offsets_[l], dense_[l]->keep.data(), dense_[l]->in * dense_[l]->out);
 }
 
-void Model::set_sparse_format(int64_t layer, SparseFormat format, int64_t max_batch, int n, int m,
-                              int64_t min_batch) {
+void Model::set_sparse_format(int64_t layer, SparseFormat format, int64_t max_batch, int n, int m, int64_t min_batch) {
   if (max_batch < 0)
     throw std::invalid_argument("[set_sparse_format] max_batch must be >= 0, got " + std::to_string(max_batch));
   if (min_batch < 1)
@@ -188,8 +188,8 @@ void Model::set_sparse_format(int64_t layer, SparseFormat format, int64_t max_ba
   d.nm_m = m;
 }
 
-void Model::set_quantization(int64_t layer, const int8_t* w_q, const float* w_scale, bool per_channel,
-                             float in_scale, int32_t in_zero) {
+void Model::set_quantization(int64_t layer, const int8_t* w_q, const float* w_scale, bool per_channel, float in_scale,
+                             int32_t in_zero) {
   const char* op = "set_quantization";
   DenseLayerState& d = dense(op, layer);
   const int64_t n = d.in * d.out;
@@ -205,7 +205,8 @@ void Model::set_quantization(int64_t layer, const int8_t* w_q, const float* w_sc
   if (!std::isfinite(in_scale))
     throw std::invalid_argument(std::string("[") + op + "] in_scale must be finite (<= 0 for dynamic)");
   if (in_scale > 0.0f && (in_zero < 0 || in_zero > 255))
-    throw std::invalid_argument(std::string("[") + op + "] in_zero must be in [0, 255], got " + std::to_string(in_zero));
+    throw std::invalid_argument(std::string("[") + op + "] in_zero must be in [0, 255], got " +
+                                std::to_string(in_zero));
   if (d.in > kGemmS8MaxK)
     throw std::invalid_argument(std::string("[") + op + "] a layer of " + std::to_string(d.in) +
                                 " inputs exceeds gemm_s8's limit of " + std::to_string(kGemmS8MaxK));

@@ -40,7 +40,7 @@ struct QuantizedLayer {
   std::vector<int8_t> w_q;     // (in, out)
   std::vector<float> w_scale;  // (out) or (1)
   bool per_channel = true;
-  float in_scale = 0.0f;       // <= 0: dynamic, per row
+  float in_scale = 0.0f;  // <= 0: dynamic, per row
   int32_t in_zero = 0;
   bool is_static() const { return in_scale > 0.0f; }
 };

@@ -9,7 +9,10 @@ using Exclusive = std::unique_lock<std::shared_mutex>;
 using Shared = std::shared_lock<std::shared_mutex>;
 
 Network::Network(int64_t input_dim, std::vector<LayerSpec> layers, const Device& device)
-    : device_(device), backend_(&backend_for(device)), model_(input_dim, std::move(layers), backend_), trainer_(model_) {}
+    : device_(device),
+      backend_(&backend_for(device)),
+      model_(input_dim, std::move(layers), backend_),
+      trainer_(model_) {}
 
 Network::~Network() { delete spare_.load(); }
 
@@ -167,8 +170,8 @@ int64_t Network::sparse_min_batch(int64_t layer) const {
   return model_.dense("sparse_min_batch", layer).min_batch;
 }
 
-void Network::set_quantization(int64_t layer, const int8_t* w_q, const float* w_scale, bool per_channel,
-                               float in_scale, int32_t in_zero) {
+void Network::set_quantization(int64_t layer, const int8_t* w_q, const float* w_scale, bool per_channel, float in_scale,
+                               int32_t in_zero) {
   Exclusive lock(mutex_);
   model_.set_quantization(layer, w_q, w_scale, per_channel, in_scale, in_zero);
   invalidate_plan();
@@ -306,7 +309,8 @@ void Network::predict(float* out, const float* x, int64_t n, int64_t batch_size)
     }
     for (int64_t start = 0; start < n; start += batch_size) {
       const int64_t b = n - start < batch_size ? n - start : batch_size;
-      backend_->copy_to_device(ws->input.data(), x + start * input_dim, sizeof(float) * static_cast<size_t>(b * input_dim));
+      backend_->copy_to_device(ws->input.data(), x + start * input_dim,
+                               sizeof(float) * static_cast<size_t>(b * input_dim));
       const float* y = forward_replayed(*plan, *ws, b);
       backend_->copy_to_host(out + start * out_dim, y, sizeof(float) * static_cast<size_t>(b * out_dim));
     }

@@ -189,7 +189,7 @@ class Network {
   mutable std::mutex plan_mutex_;
   mutable uint64_t plan_generation_ = 0;  // numbers the builds (graphs record one); builders only
 
-  mutable std::atomic<bool> graphs_usable_{true};     // false once the device declined a capture
+  mutable std::atomic<bool> graphs_usable_{true};  // false once the device declined a capture
   // Idle inference workspaces: one in spare_, taken and returned with one atomic
   // exchange (a predict loop on one thread never touches pool_mutex_), the rest in pool_.
   mutable std::atomic<InferenceWorkspace*> spare_{nullptr};

@@ -23,8 +23,8 @@ void check_labels(const char* op, const Tensor& labels, int64_t classes) {
   const std::vector<int32_t> lab = host_values<int32_t>(labels);
   for (size_t i = 0; i < lab.size(); ++i)
     if (lab[i] < 0 || lab[i] >= classes)
-      throw std::out_of_range("[" + std::string(op) + "] labels[" + std::to_string(i) + "] = " +
-                              std::to_string(lab[i]) + " is outside [0, " + std::to_string(classes) + ")");
+      throw std::out_of_range("[" + std::string(op) + "] labels[" + std::to_string(i) +
+                              "] = " + std::to_string(lab[i]) + " is outside [0, " + std::to_string(classes) + ")");
 }
 
 void check_precision(const char* op, const Backend& be, Precision p) {
@@ -35,8 +35,8 @@ void check_precision(const char* op, const Backend& be, Precision p) {
 
 }  // namespace
 
-void dense_forward(const Tensor& y, const Tensor* z, const Tensor& x, const Tensor& w, const Tensor& b,
-                   Activation act, Precision precision) {
+void dense_forward(const Tensor& y, const Tensor* z, const Tensor& x, const Tensor& w, const Tensor& b, Activation act,
+                   Precision precision) {
   const char* op = "dense_forward";
   check(op, "x", x, DType::f32, 2);
   check(op, "weight", w, DType::f32, 2);
@@ -63,9 +63,8 @@ void dense_forward(const Tensor& y, const Tensor* z, const Tensor& x, const Tens
   be.dense_forward(f32(y), f32(z), f32(x), f32(w), f32(b), {x.dim(0), x.dim(1), w.dim(1), precision}, act);
 }
 
-void dense_backward(const Tensor* dx, const Tensor& dw, const Tensor& db, const Tensor& dy,
-                    const Tensor& x, const Tensor& w, const Tensor& y, const Tensor* z, Activation act,
-                    Precision precision) {
+void dense_backward(const Tensor* dx, const Tensor& dw, const Tensor& db, const Tensor& dy, const Tensor& x,
+                    const Tensor& w, const Tensor& y, const Tensor* z, Activation act, Precision precision) {
   const char* op = "dense_backward";
   check(op, "dy", dy, DType::f32, 2);
   check(op, "x", x, DType::f32, 2);
@@ -143,8 +142,7 @@ double softmax_cross_entropy(const Tensor* grad, const Tensor& logits, const Ten
     const std::vector<float> cw = host_values<float>(*class_weights);
     for (int64_t c = 0; c < classes; ++c)
       if (!(std::isfinite(cw[c]) && cw[c] >= 0.0f))
-        fail(op, "class_weights[" + std::to_string(c) + "] = " + std::to_string(cw[c]) +
-                     " must be finite and >= 0");
+        fail(op, "class_weights[" + std::to_string(c) + "] = " + std::to_string(cw[c]) + " must be finite and >= 0");
   }
   check_labels(op, labels, classes);
   if (grad) {
@@ -165,8 +163,8 @@ double softmax_cross_entropy(const Tensor* grad, const Tensor& logits, const Ten
 
 namespace {
 // Elementwise losses: same-shape f32 inputs, not empty, optional same-shape grad.
-int64_t check_pointwise_loss(const char* op, const char* a_name, const Tensor& a, const char* b_name,
-                             const Tensor& b, const Tensor* grad) {
+int64_t check_pointwise_loss(const char* op, const char* a_name, const Tensor& a, const char* b_name, const Tensor& b,
+                             const Tensor* grad) {
   check(op, a_name, a, DType::f32, -1);
   check(op, b_name, b, DType::f32, -1);
   check_same_shape(op, b_name, b, a_name, a);
@@ -290,8 +288,8 @@ void check_segments(const char* op, const std::vector<Segment>& segments, int64_
     const Segment& seg = segments[s];
     if (seg.begin < prev_end || seg.end < seg.begin || seg.end > n) {
       std::ostringstream os;
-      os << "no_decay segment " << s << " = [" << seg.begin << ", " << seg.end
-         << ") must lie in [0, " << n << "), after the previous one, with begin <= end";
+      os << "no_decay segment " << s << " = [" << seg.begin << ", " << seg.end << ") must lie in [0, " << n
+         << "), after the previous one, with begin <= end";
       fail(op, os.str());
     }
     prev_end = seg.end;
@@ -317,11 +315,12 @@ void check_adam_config(const char* op, const AdamConfig& c) {
   if (!(c.beta2 >= 0.0f && c.beta2 < 1.0f)) fail(op, "beta2 must be in [0, 1), got " + std::to_string(c.beta2));
   if (!(c.eps > 0.0f)) fail(op, "eps must be > 0, got " + std::to_string(c.eps));
   if (c.weight_decay < 0.0f) fail(op, "weight_decay must be >= 0, got " + std::to_string(c.weight_decay));
-  if (c.step < 1) fail(op, "step must be >= 1 (the count of updates including this one), got " + std::to_string(c.step));
+  if (c.step < 1)
+    fail(op, "step must be >= 1 (the count of updates including this one), got " + std::to_string(c.step));
 }
 
-void sgd_update(const Tensor& param, const Tensor& grad, const Tensor* velocity,
-                const std::vector<Segment>& no_decay, const SgdConfig& config) {
+void sgd_update(const Tensor& param, const Tensor& grad, const Tensor* velocity, const std::vector<Segment>& no_decay,
+                const SgdConfig& config) {
   const char* op = "sgd_update";
   check(op, "param", param, DType::f32, -1);
   check(op, "grad", grad, DType::f32, -1);
@@ -343,8 +342,8 @@ void sgd_update(const Tensor& param, const Tensor& grad, const Tensor* velocity,
                   static_cast<int64_t>(no_decay.size()), config);
 }
 
-void adam_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
-                 const Tensor* vmax, const std::vector<Segment>& no_decay, const AdamConfig& config) {
+void adam_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const Tensor* vmax,
+                 const std::vector<Segment>& no_decay, const AdamConfig& config) {
   const char* op = "adam_update";
   check(op, "param", param, DType::f32, -1);
   std::vector<std::pair<const char*, const Tensor*>> all{{"param", &param}, {"grad", &grad}, {"m", &m}, {"v", &v}};
@@ -361,8 +360,8 @@ void adam_update(const Tensor& param, const Tensor& grad, const Tensor& m, const
   check_adam_config(op, config);
   check_segments(op, no_decay, param.numel());
   backend_for(param.device())
-      .adam_update(f32(param), f32(grad), f32(m), f32(v), config.amsgrad ? f32(vmax) : nullptr,
-                   param.numel(), no_decay.data(), static_cast<int64_t>(no_decay.size()), config);
+      .adam_update(f32(param), f32(grad), f32(m), f32(v), config.amsgrad ? f32(vmax) : nullptr, param.numel(),
+                   no_decay.data(), static_cast<int64_t>(no_decay.size()), config);
 }
 
 double clip_by_global_norm(const Tensor& grad, float max_norm) {

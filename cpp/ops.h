@@ -17,27 +17,26 @@ namespace customml::ops {
 // x: (batch, in)  w: (in, out)  b: (out) -> y: (batch, out) = act(x w + b); z: (batch, out)
 // receives the pre-activation when given. precision: of the products (the device must
 // support it; see Precision).
-void dense_forward(const Tensor& y, const Tensor* z, const Tensor& x, const Tensor& w,
-                   const Tensor& b, Activation act, Precision precision = Precision::fp32);
+void dense_forward(const Tensor& y, const Tensor* z, const Tensor& x, const Tensor& w, const Tensor& b, Activation act,
+                   Precision precision = Precision::fp32);
 
 // dy, y: (batch, out)  x: (batch, in)  w: (in, out)  z: (batch, out), required for gelu
 // -> dx: (batch, in) (optional), dw: (in, out), db: (out).
-void dense_backward(const Tensor* dx, const Tensor& dw, const Tensor& db, const Tensor& dy,
-                    const Tensor& x, const Tensor& w, const Tensor& y, const Tensor* z,
-                    Activation act, Precision precision = Precision::fp32);
+void dense_backward(const Tensor* dx, const Tensor& dw, const Tensor& db, const Tensor& dy, const Tensor& x,
+                    const Tensor& w, const Tensor& y, const Tensor* z, Activation act,
+                    Precision precision = Precision::fp32);
 
 // logits: (batch, classes) f32  labels: (batch) i32  class_weights: (classes) f32
 // (optional)  row_weights: (batch) f32 (optional) -> grad: (batch, classes) (optional);
 // returns the weighted mean loss sum_i w_i l_i / sum_i w_i, w_i their product.
 double softmax_cross_entropy(const Tensor* grad, const Tensor& logits, const Tensor& labels,
-                             const Tensor* class_weights, float label_smoothing,
-                             const Tensor* row_weights = nullptr);
+                             const Tensor* class_weights, float label_smoothing, const Tensor* row_weights = nullptr);
 
 // logits, targets: same shape (rows, ...), f32  row_weights: (rows) f32 (optional)
 // -> grad: same shape (optional); returns the mean loss over all elements, each row's
 // weighted by row_weights[i] / mean(row_weights).
-double binary_cross_entropy_with_logits(const Tensor* grad, const Tensor& logits,
-                                        const Tensor& targets, const Tensor* row_weights = nullptr);
+double binary_cross_entropy_with_logits(const Tensor* grad, const Tensor& logits, const Tensor& targets,
+                                        const Tensor* row_weights = nullptr);
 
 // pred, target: same shape (rows, ...), f32  row_weights: (rows) f32 (optional)
 // -> grad (optional); returns the (row-weighted, as above) mean squared error.
@@ -61,13 +60,12 @@ void dropout(const Tensor& y, const Tensor& x, float rate, uint64_t seed, uint64
 
 // param, grad, velocity: same shape, f32; param and velocity updated in place, velocity
 // optional when momentum is 0. no_decay: sorted, disjoint [begin, end) ranges of the flat index.
-void sgd_update(const Tensor& param, const Tensor& grad, const Tensor* velocity,
-                const std::vector<Segment>& no_decay, const SgdConfig& config);
+void sgd_update(const Tensor& param, const Tensor& grad, const Tensor* velocity, const std::vector<Segment>& no_decay,
+                const SgdConfig& config);
 
 // param, grad, m, v (and vmax with amsgrad): same shape, f32; all but grad updated in place.
-void adam_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v,
-                 const Tensor* vmax, const std::vector<Segment>& no_decay,
-                 const AdamConfig& config);
+void adam_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const Tensor* vmax,
+                 const std::vector<Segment>& no_decay, const AdamConfig& config);
 
 // grad: any shape, f32, scaled in place; returns the norm before scaling.
 double clip_by_global_norm(const Tensor& grad, float max_norm);

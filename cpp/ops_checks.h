@@ -19,8 +19,8 @@ namespace customml::ops::detail {
 
 inline void check_dtype(const char* op, const char* name, const Tensor& t, DType want) {
   if (t.dtype() != want)
-    throw TypeError(std::string("[") + op + "] " + name + " must be " + dtype_name(want) +
-                    ", got " + dtype_name(t.dtype()));
+    throw TypeError(std::string("[") + op + "] " + name + " must be " + dtype_name(want) + ", got " +
+                    dtype_name(t.dtype()));
 }
 
 // dtype, rank and layout of one argument.
@@ -40,21 +40,20 @@ inline void check_shape(const char* op, const char* name, const Tensor& t, const
 }
 
 inline void check_same_shape(const char* op, const char* name, const Tensor& t, const char* ref_name,
-                      const Tensor& ref) {
+                             const Tensor& ref) {
   if (t.shape() != ref.shape())
-    fail(op, std::string(name) + " has shape " + t.shape_str() + " but " + ref_name + " has shape " +
-                 ref.shape_str());
+    fail(op, std::string(name) + " has shape " + t.shape_str() + " but " + ref_name + " has shape " + ref.shape_str());
 }
 
 inline void check_device(const char* op, const char* name, const Tensor& t, const Tensor& ref) {
   if (!(t.device() == ref.device()))
-    fail(op, std::string(name) + " is on " + t.device().name() + " but the other arguments are on " +
-                 ref.device().name());
+    fail(op,
+         std::string(name) + " is on " + t.device().name() + " but the other arguments are on " + ref.device().name());
 }
 
 // An output must not share memory with an input it is computed from.
 inline void check_no_overlap(const char* op, const char* out_name, const Tensor& out, const char* in_name,
-                      const Tensor& in) {
+                             const Tensor& in) {
   const char* o = static_cast<const char*>(out.data());
   const char* i = static_cast<const char*>(in.data());
   const size_t ob = static_cast<size_t>(out.numel()) * dtype_size(out.dtype());
@@ -70,8 +69,7 @@ inline void check_finite_param(const char* op, const char* name, float v) {
 // x: (batch, in) against weight: (in, out), both sizes of weight >= 1.
 inline void check_x_against_weight(const char* op, const Tensor& x, const Tensor& w) {
   if (x.dim(1) != w.dim(0))
-    fail(op, "x has " + std::to_string(x.dim(1)) + " columns but weight has " + std::to_string(w.dim(0)) +
-                 " rows");
+    fail(op, "x has " + std::to_string(x.dim(1)) + " columns but weight has " + std::to_string(w.dim(0)) + " rows");
   if (w.dim(0) == 0 || w.dim(1) == 0) fail(op, "weight has shape " + w.shape_str() + "; both sizes must be >= 1");
 }
 

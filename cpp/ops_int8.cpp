@@ -36,10 +36,10 @@ void scan_values(const Tensor& t, F&& f) {
   });
 }
 
-
 // "x[2, 3]" for flat index i of a (rows, cols) tensor, "x[5]" for a vector.
 std::string element_name(const char* name, const Tensor& t, int64_t i) {
-  if (t.ndim() == 2) return std::string(name) + "[" + std::to_string(i / t.dim(1)) + ", " + std::to_string(i % t.dim(1)) + "]";
+  if (t.ndim() == 2)
+    return std::string(name) + "[" + std::to_string(i / t.dim(1)) + ", " + std::to_string(i % t.dim(1)) + "]";
   return std::string(name) + "[" + std::to_string(i) + "]";
 }
 
@@ -65,8 +65,7 @@ bool all_finite_scaled(const float* p, int64_t n, float factor) {
 // Fails naming the first element of t (f32, on the host at p) that is NaN or inf.
 void fail_on_non_finite(const char* op, const char* name, const Tensor& t, const float* p) {
   for (int64_t i = 0, n = t.numel(); i < n; ++i)
-    if (!std::isfinite(p[i]))
-      fail(op, element_name(name, t, i) + " is " + float_str(p[i]) + "; it must be finite");
+    if (!std::isfinite(p[i])) fail(op, element_name(name, t, i) + " is " + float_str(p[i]) + "; it must be finite");
 }
 
 void check_all_finite(const char* op, const char* name, const Tensor& t) {
@@ -118,8 +117,10 @@ void check_quant_params(const char* op, const Tensor& scale, const Tensor* zero,
     check(op, "zero", *zero, DType::i32, 1);
     check_same_shape(op, "zero", *zero, "scale", scale);
     check_device(op, "zero", *zero, ref);
-    if (q.dtype() == DType::i8) check_codes(op, "zero", *zero, -127, 127);
-    else check_codes(op, "zero", *zero, 0, 255);
+    if (q.dtype() == DType::i8)
+      check_codes(op, "zero", *zero, -127, 127);
+    else
+      check_codes(op, "zero", *zero, 0, 255);
   }
 }
 
@@ -167,7 +168,8 @@ void quantize_rows_dynamic(const Tensor& q, const Tensor& scale, const Tensor& z
   check_same_shape(op, "out", q, "x", x);
   check_shape(op, "scale_out", scale, {x.dim(0)});
   check_shape(op, "zero_out", zero, {x.dim(0)});
-  const std::pair<const char*, const Tensor*> all[] = {{"x", &x}, {"out", &q}, {"scale_out", &scale}, {"zero_out", &zero}};
+  const std::pair<const char*, const Tensor*> all[] = {
+      {"x", &x}, {"out", &q}, {"scale_out", &scale}, {"zero_out", &zero}};
   for (size_t a = 1; a < 4; ++a) check_device(op, all[a].first, *all[a].second, x);
   for (size_t a = 0; a < 4; ++a)
     for (size_t c = a + 1; c < 4; ++c) check_no_overlap(op, all[c].first, *all[c].second, all[a].first, *all[a].second);
@@ -236,13 +238,16 @@ void gemm_s8(const Tensor& y, const Tensor& a, const PackedS8& w, const Tensor* 
   e.a_per_row = a_zero.dim(0) != 1;
   e.act = act;
   if (out == DType::i32) {
-    const std::pair<const char*, bool> unused[] = {{"a_scale", a_scale != nullptr}, {"w_scale", w_scale != nullptr},
-                                                   {"bias", bias != nullptr}, {"out_scale", out_scale.has_value()},
+    const std::pair<const char*, bool> unused[] = {{"a_scale", a_scale != nullptr},
+                                                   {"w_scale", w_scale != nullptr},
+                                                   {"bias", bias != nullptr},
+                                                   {"out_scale", out_scale.has_value()},
                                                    {"out_zero", out_zero.has_value()}};
     for (const auto& [name, given] : unused)
       if (given) fail(op, std::string(name) + " was given but an int32 out receives the unscaled sums");
     if (act != Activation::identity)
-      fail(op, std::string("activation '") + activation_name(act) + "' was given but an int32 out receives the unscaled sums");
+      fail(op, std::string("activation '") + activation_name(act) +
+                   "' was given but an int32 out receives the unscaled sums");
   } else {
     if (!a_scale) fail(op, "a_scale is required for a float32 or uint8 out");
     if (!w_scale) fail(op, "w_scale is required for a float32 or uint8 out");
@@ -267,7 +272,8 @@ void gemm_s8(const Tensor& y, const Tensor& a, const PackedS8& w, const Tensor* 
       if (!out_scale || !out_zero) fail(op, "out_scale and out_zero are required for a uint8 out");
       if (!(std::isfinite(*out_scale) && *out_scale > 0.0f))
         fail(op, "out_scale is " + float_str(*out_scale) + "; scales must be positive and finite");
-      if (*out_zero < 0 || *out_zero > 255) fail(op, "out_zero = " + std::to_string(*out_zero) + " is outside [0, 255]");
+      if (*out_zero < 0 || *out_zero > 255)
+        fail(op, "out_zero = " + std::to_string(*out_zero) + " is outside [0, 255]");
       e.out_scale = *out_scale;
       e.out_zero = *out_zero;
     } else if (out_scale || out_zero) {
@@ -280,7 +286,8 @@ void gemm_s8(const Tensor& y, const Tensor& a, const PackedS8& w, const Tensor* 
   }
   backend_for(a.device())
       .gemm_s8(out == DType::f32 ? y.ptr<float>() : nullptr, out == DType::u8 ? y.ptr<uint8_t>() : nullptr,
-               out == DType::i32 ? y.ptr<int32_t>() : nullptr, a.ptr<uint8_t>(), w.data(), {a.dim(0), a.dim(1), w.n()}, e);
+               out == DType::i32 ? y.ptr<int32_t>() : nullptr, a.ptr<uint8_t>(), w.data(), {a.dim(0), a.dim(1), w.n()},
+               e);
 }
 
 }  // namespace customml::ops

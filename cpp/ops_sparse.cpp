@@ -135,8 +135,8 @@ void sparse_dense_forward(const Tensor& y, const Tensor& x, const Tensor& offset
   }
   // The structure, on every call (sparse_pack checks it once).
   check_csr_structure(op, offsets, index, in);
-  backend_for(x.device()).sparse_dense_forward(f32(y), f32(x), csr_of(offsets, index, values, in),
-                                               b ? f32(*b) : nullptr, x.dim(0), act);
+  backend_for(x.device())
+      .sparse_dense_forward(f32(y), f32(x), csr_of(offsets, index, values, in), b ? f32(*b) : nullptr, x.dim(0), act);
 }
 
 std::shared_ptr<PackedCsr> sparse_pack(const Tensor& offsets, const Tensor& index, const Tensor& values, int64_t in) {
@@ -177,12 +177,13 @@ void nm_dense_forward(const Tensor& y, const Tensor& x, const Tensor& values, co
   if (out == 0) fail(op, "values has 0 columns; the layer needs at least one output");
   const int64_t groups = (in + m - 1) / m;
   if (values.dim(0) != groups * n)
-    fail(op, "values has " + std::to_string(values.dim(0)) + " rows, expected ceil(in / m) n = " +
-                 std::to_string(groups * n) + " for in = " + std::to_string(in) + ", " + std::to_string(n) + ":" +
-                 std::to_string(m));
+    fail(op, "values has " + std::to_string(values.dim(0)) +
+                 " rows, expected ceil(in / m) n = " + std::to_string(groups * n) + " for in = " + std::to_string(in) +
+                 ", " + std::to_string(n) + ":" + std::to_string(m));
   check_same_shape(op, "index", index, "values", values);
   check_shape(op, "out", y, {x.dim(0), out});
-  for (const auto& [nm, t] : {std::pair{"values", &values}, {"index", &index}, {"out", &y}}) check_device(op, nm, *t, x);
+  for (const auto& [nm, t] : {std::pair{"values", &values}, {"index", &index}, {"out", &y}})
+    check_device(op, nm, *t, x);
   for (const auto& [nm, t] : {std::pair{"x", &x}, {"values", &values}, {"index", &index}})
     check_no_overlap(op, "out", y, nm, *t);
   check_sparse_bias(op, b, x, y, out);
@@ -200,8 +201,8 @@ void nm_dense_forward(const Tensor& y, const Tensor& x, const Tensor& values, co
     for (int64_t k = 0; k < total; ++k) {
       const int64_t g = k / (n * out), size = g == groups - 1 ? last_size : m;
       if (idx[k] >= size)
-        fail(op, "index[" + std::to_string(k / out) + ", " + std::to_string(k % out) + "] = " +
-                     std::to_string(idx[k]) + " is outside its group of " + std::to_string(size) + " rows");
+        fail(op, "index[" + std::to_string(k / out) + ", " + std::to_string(k % out) + "] = " + std::to_string(idx[k]) +
+                     " is outside its group of " + std::to_string(size) + " rows");
     }
   NmMatrix w;
   w.values = f32(values);

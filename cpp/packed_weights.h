@@ -38,7 +38,7 @@ class PackedS8 {
 class PackedCsr {
  public:
   explicit PackedCsr(Backend& backend);
-  CsrMatrix matrix() const;  // the device's copy of the CSR
+  CsrMatrix matrix() const;                                                        // the device's copy of the CSR
   const void* packed() const { return packed_bytes_ ? packed_.data() : nullptr; }  // null: no packed layout
   // Copies a host CSR in, then packs it; the device memory grows as needed and is reused
   // when a plan refills it.

@@ -51,7 +51,8 @@ class Published {
       count.fetch_add(1, std::memory_order_seq_cst);
       // Counted in the epoch still current, so a writer that advances it from here on
       // waits for this reader; otherwise a writer may have checked this counter already.
-      if (epoch_.load(std::memory_order_seq_cst) == epoch) return Reader(&count, current_.load(std::memory_order_seq_cst));
+      if (epoch_.load(std::memory_order_seq_cst) == epoch)
+        return Reader(&count, current_.load(std::memory_order_seq_cst));
       count.fetch_sub(1, std::memory_order_release);
     }
   }

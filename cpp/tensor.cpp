@@ -23,10 +23,14 @@ const char* dtype_name(DType t) {
 
 size_t dtype_size(DType t) {
   switch (t) {
-    case DType::f32: case DType::i32: return 4;
-    case DType::f16: case DType::bf16: return 2;
-    case DType::i8: case DType::u8: return 1;
-    case DType::i64: case DType::f64: return 8;
+    case DType::f32:
+    case DType::i32: return 4;
+    case DType::f16:
+    case DType::bf16: return 2;
+    case DType::i8:
+    case DType::u8: return 1;
+    case DType::i64:
+    case DType::f64: return 8;
     case DType::other: return 0;
   }
   return 0;
@@ -53,10 +57,8 @@ Device Device::parse(const std::string& s) {
   throw std::invalid_argument("device must be 'cpu', 'cuda', 'cuda:N' or 'cuda-emulated', got '" + s + "'");
 }
 
-Tensor::Tensor(void* data, DType dtype, std::vector<int64_t> shape, std::vector<int64_t> strides,
-               Device device)
-    : data_(data), dtype_(dtype), shape_(std::move(shape)), strides_(std::move(strides)),
-      device_(device) {}
+Tensor::Tensor(void* data, DType dtype, std::vector<int64_t> shape, std::vector<int64_t> strides, Device device)
+    : data_(data), dtype_(dtype), shape_(std::move(shape)), strides_(std::move(strides)), device_(device) {}
 
 Tensor Tensor::empty(DType dtype, std::vector<int64_t> shape, Device device) {
   Tensor t;

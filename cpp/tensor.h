@@ -40,13 +40,15 @@ class Tensor {
  public:
   Tensor() = default;
   // Borrowed view: the caller keeps the memory alive.
-  Tensor(void* data, DType dtype, std::vector<int64_t> shape, std::vector<int64_t> strides,
-         Device device = {});
+  Tensor(void* data, DType dtype, std::vector<int64_t> shape, std::vector<int64_t> strides, Device device = {});
   // Owned, C-contiguous, uninitialized.
   static Tensor empty(DType dtype, std::vector<int64_t> shape, Device device = {});
 
   void* data() const { return data_; }
-  template <class T> T* ptr() const { return static_cast<T*>(data_); }
+  template <class T>
+  T* ptr() const {
+    return static_cast<T*>(data_);
+  }
   DType dtype() const { return dtype_; }
   const Device& device() const { return device_; }
   int ndim() const { return static_cast<int>(shape_.size()); }

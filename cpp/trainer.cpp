@@ -167,9 +167,7 @@ void Trainer::set_learning_rate(float lr) {
   opt_.adam.lr = lr;
 }
 
-float Trainer::learning_rate() const {
-  return opt_.kind == OptimizerConfig::Kind::adam ? opt_.adam.lr : opt_.sgd.lr;
-}
+float Trainer::learning_rate() const { return opt_.kind == OptimizerConfig::Kind::adam ? opt_.adam.lr : opt_.sgd.lr; }
 
 const double* Trainer::kernel_penalty(bool with_grad) {
   const std::vector<LayerSpec>& layers = model_.layers();
@@ -207,8 +205,10 @@ void Trainer::compile(const LossConfig& loss, const OptimizerConfig& opt, Precis
       throw std::invalid_argument("[compile] class_weights[" + std::to_string(c) + "] must be finite and >= 0");
   if (!(loss.label_smoothing >= 0.0f && loss.label_smoothing <= 1.0f))
     throw std::invalid_argument("[compile] label_smoothing must be in [0, 1]");
-  if (opt.kind == OptimizerConfig::Kind::sgd) ops::check_sgd_config("compile", opt.sgd);
-  else ops::check_adam_config("compile", opt.adam);
+  if (opt.kind == OptimizerConfig::Kind::sgd)
+    ops::check_sgd_config("compile", opt.sgd);
+  else
+    ops::check_adam_config("compile", opt.adam);
   if (!(std::isfinite(opt.clip_norm) && opt.clip_norm >= 0.0f))
     throw std::invalid_argument("[compile] clipnorm must be finite and > 0");
 
@@ -228,7 +228,8 @@ void Trainer::compile(const LossConfig& loss, const OptimizerConfig& opt, Precis
   }
   if (!loss.class_weights.empty()) {
     class_weights_.reserve(loss.class_weights.size());
-    backend_->copy_to_device(class_weights_.data(), loss.class_weights.data(), sizeof(float) * loss.class_weights.size());
+    backend_->copy_to_device(class_weights_.data(), loss.class_weights.data(),
+                             sizeof(float) * loss.class_weights.size());
   }
   precision_ = precision;
   loss_scale_ = kInitialLossScale;
@@ -280,12 +281,14 @@ void Trainer::check_inputs(const char* op, const Tensor& x, const Tensor* y, con
   if (!y) return;
   if (!y->is_contiguous()) throw std::invalid_argument(pre + "y must be C-contiguous");
   if (compiled_ && loss_.kind == LossKind::mse) {
-    if (y->dtype() != DType::f32) throw TypeError(pre + "y must be float32 for loss 'mse', got " + dtype_name(y->dtype()));
+    if (y->dtype() != DType::f32)
+      throw TypeError(pre + "y must be float32 for loss 'mse', got " + dtype_name(y->dtype()));
     if (y->shape() != std::vector<int64_t>{x.dim(0), output_dim})
       throw std::invalid_argument(pre + "y has shape " + y->shape_str() + ", expected (" + std::to_string(x.dim(0)) +
                                   ", " + std::to_string(output_dim) + ")");
   } else {
-    if (y->dtype() != DType::i32) throw TypeError(pre + "y (class labels) must be int32, got " + dtype_name(y->dtype()));
+    if (y->dtype() != DType::i32)
+      throw TypeError(pre + "y (class labels) must be int32, got " + dtype_name(y->dtype()));
     if (y->shape() != std::vector<int64_t>{x.dim(0)})
       throw std::invalid_argument(pre + "y has shape " + y->shape_str() + " but x has " + std::to_string(x.dim(0)) +
                                   " rows");
@@ -388,9 +391,7 @@ void Trainer::loss_and_count(const float* logits, const float* row_weights, int6
     case LossKind::binary_cross_entropy:
       backend_->binary_cross_entropy_with_logits(grad, loss, logits, ws.targets.data(), row_weights, b, 1);
       break;
-    case LossKind::mse:
-      backend_->mse(grad, loss, logits, ws.targets.data(), row_weights, b, out);
-      break;
+    case LossKind::mse: backend_->mse(grad, loss, logits, ws.targets.data(), row_weights, b, out); break;
   }
   metrics_.add_loss(b);
   if (loss_.kind != LossKind::mse) backend_->count_correct(metrics_.correct(), logits, ws.labels.data(), b, out);
@@ -410,20 +411,20 @@ void reserve_rows(std::vector<Buffer<float>>& act, std::vector<Buffer<float>>& p
 }
 }  // namespace
 
-void Trainer::train_batch(const float* x, const void* y, const float* sample_weight, int64_t n,
-                          const int64_t* index, int64_t b) {
+void Trainer::train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
+                          int64_t b) {
   if (!compiled_) throw std::runtime_error("[fit] the model must be compiled before training");
   if (b < 1) throw std::invalid_argument("[fit] a batch needs at least one row");
   for (int64_t i = 0; i < b; ++i)
     if (index[i] < 0 || index[i] >= n)
-      throw std::out_of_range("[fit] batch index " + std::to_string(index[i]) + " is outside [0, " +
-                              std::to_string(n) + ")");
+      throw std::out_of_range("[fit] batch index " + std::to_string(index[i]) + " is outside [0, " + std::to_string(n) +
+                              ")");
   check_targets(y, index, b);
   if (sample_weight)
     for (int64_t i = 0; i < b; ++i)
       if (!(std::isfinite(sample_weight[index[i]]) && sample_weight[index[i]] >= 0.0f))
-        throw std::invalid_argument("[fit] sample_weight[" + std::to_string(index[i]) + "] = " +
-                                    std::to_string(sample_weight[index[i]]) + " must be finite and >= 0");
+        throw std::invalid_argument("[fit] sample_weight[" + std::to_string(index[i]) +
+                                    "] = " + std::to_string(sample_weight[index[i]]) + " must be finite and >= 0");
   if (model_.any_quantized())
     throw std::runtime_error(
         "[fit] a quantized model cannot be trained: fine-tune the float model (or quantize.qat) and quantize again");

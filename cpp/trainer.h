@@ -31,7 +31,7 @@ struct OptimizerConfig {
   enum class Kind { sgd, adam };
   Kind kind = Kind::adam;
   SgdConfig sgd;
-  AdamConfig adam;  // adam.step is the trainer's, not the caller's
+  AdamConfig adam;         // adam.step is the trainer's, not the caller's
   float clip_norm = 0.0f;  // global-norm clipping of the gradients; 0: off
 };
 
@@ -74,7 +74,7 @@ class Trainer {
   void check_inputs(const char* op, const Tensor& x, const Tensor* y, const Tensor* sample_weight) const;
   // See Network::train_batch.
   void train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
-                     int64_t b);
+                   int64_t b);
   // The forward pass of `plan` and the loss over all n rows in batches, into the metrics.
   void evaluate(const InferencePlan& plan, const float* x, const void* y, int64_t n, int64_t batch_size);
 

@@ -16,8 +16,8 @@ namespace customml::CUSTOMML_CUDA_NS {
 // for determinism), so each thread loads kSumUnroll quads before adding them, in the same
 // order: enough bytes in flight to cover the memory latency with few threads.
 constexpr int kSumUnroll = 4;
-__global__ void __launch_bounds__(kThreads) sum_squares_kernel(double* partial, const float* x, int64_t n,
-                                                               bool aligned) {
+__global__ void __launch_bounds__(kThreads)
+    sum_squares_kernel(double* partial, const float* x, int64_t n, bool aligned) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kThreads;
   const int64_t full_quads = aligned ? n / 4 : 0;  // quads read as float4s
   double sum = 0.0;

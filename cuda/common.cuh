@@ -185,8 +185,10 @@ __device__ __forceinline__ int64_t segment_after(const Segment* no_decay, int64_
   int64_t lo = 0, hi = n_no_decay;
   while (lo < hi) {
     const int64_t mid = (lo + hi) / 2;
-    if (no_decay[mid].end <= i) lo = mid + 1;
-    else hi = mid;
+    if (no_decay[mid].end <= i)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   return lo;
 }

@@ -130,9 +130,7 @@ class CudaBackend final : public dev::DeviceBackend {
     if (!exec) body();
     return exec;
   }
-  void replay_graph(void* graph) override {
-    CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph), stream_));
-  }
+  void replay_graph(void* graph) override { CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph), stream_)); }
   void destroy_graph(void* graph) override {
     if (graph) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(graph));
   }
@@ -185,8 +183,8 @@ Backend& cuda_backend(int index) {
   int count = 0;
   CUDA_CHECK(cudaGetDeviceCount(&count));
   if (index < 0 || index >= count)
-    throw std::invalid_argument("device 'cuda:" + std::to_string(index) + "' does not exist (" +
-                                std::to_string(count) + " CUDA device(s))");
+    throw std::invalid_argument("device 'cuda:" + std::to_string(index) + "' does not exist (" + std::to_string(count) +
+                                " CUDA device(s))");
   static std::mutex mutex;
   static std::vector<std::unique_ptr<CudaBackend>> backends;
   std::lock_guard<std::mutex> lock(mutex);

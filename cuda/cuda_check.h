@@ -7,10 +7,9 @@
 #include <stdexcept>
 #include <string>
 
-#define CUDA_CHECK(call)                                                                              \
-  do {                                                                                                \
-    const cudaError_t customml_err_ = (call);                                                         \
-    if (customml_err_ != cudaSuccess)                                                                 \
-      throw std::runtime_error(std::string("[cuda] ") + #call + " failed: " +                        \
-                               cudaGetErrorString(customml_err_));                                    \
+#define CUDA_CHECK(call)                                                                                          \
+  do {                                                                                                            \
+    const cudaError_t customml_err_ = (call);                                                                     \
+    if (customml_err_ != cudaSuccess)                                                                             \
+      throw std::runtime_error(std::string("[cuda] ") + #call + " failed: " + cudaGetErrorString(customml_err_)); \
   } while (0)

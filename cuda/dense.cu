@@ -44,8 +44,8 @@ void DeviceBackend::dense_backward(float* dx, float* dw, float* db, float* dz, c
   DeviceContext& ctx = this->ctx();
   const int64_t count = s.batch * s.out;
   if (count > 0)
-    launch(dense_dz_kernel, dim3(grid_stride_blocks(count, kThreads)), dim3(kThreads), 0, ctx.stream, dz, dy, y, z, count,
-           act);
+    launch(dense_dz_kernel, dim3(grid_stride_blocks(count, kThreads)), dim3(kThreads), 0, ctx.stream, dz, dy, y, z,
+           count, act);
   if (dw) {
     launch(dense_db_kernel, dim3(exact_blocks(s.out, kThreads)), dim3(kThreads), 0, ctx.stream, db,
            static_cast<const float*>(dz), s.batch, s.out);

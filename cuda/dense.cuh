@@ -51,15 +51,18 @@ struct SliceLoad {
   float v[4];
 
   // (r, k): the first element; step_r, step_k: between the 4 elements.
-  __device__ __forceinline__ void load(const float* base, int64_t rs, int64_t cs, int64_t r, int64_t k,
-                                       int64_t rows, int64_t depth, bool along_k) {
+  __device__ __forceinline__ void load(const float* base, int64_t rs, int64_t cs, int64_t r, int64_t k, int64_t rows,
+                                       int64_t depth, bool along_k) {
     const int64_t dr = along_k ? 0 : 1, dk = along_k ? 1 : 0;
     const int64_t contiguous_stride = along_k ? cs : rs;
     const float* p = base + r * rs + k * cs;
     const bool in_bounds = along_k ? (r < rows && k + 3 < depth) : (r + 3 < rows && k < depth);
     if (in_bounds && contiguous_stride == 1 && (reinterpret_cast<uintptr_t>(p) & 15) == 0) {
       const float4 q = *reinterpret_cast<const float4*>(p);
-      v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
+      v[0] = q.x;
+      v[1] = q.y;
+      v[2] = q.z;
+      v[3] = q.w;
       return;
     }
     CUSTOMML_UNROLL
@@ -93,10 +96,14 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmParams p) {
   auto stash = [&](int buf) {
     CUSTOMML_UNROLL
     for (int i = 0; i < 4; ++i) {
-      if (a_along_k) as[buf][a_k + i][a_m] = a_next.v[i];
-      else as[buf][a_k][a_m + i] = a_next.v[i];
-      if (b_along_k) bs[buf][b_k + i][b_n] = b_next.v[i];
-      else bs[buf][b_k][b_n + i] = b_next.v[i];
+      if (a_along_k)
+        as[buf][a_k + i][a_m] = a_next.v[i];
+      else
+        as[buf][a_k][a_m + i] = a_next.v[i];
+      if (b_along_k)
+        bs[buf][b_k + i][b_n] = b_next.v[i];
+      else
+        bs[buf][b_k][b_n + i] = b_next.v[i];
     }
   };
 

@@ -1,7 +1,7 @@
 #pragma once
 // Defines: DeviceContext (a CUDA-model device's stream and reusable scratch) and the
-// helpers the launchers share (the weighted-loss total, the no-decay table upload). Compiled by nvcc (namespace cuda) and, for the emulated device,
-// by the host compiler (namespace cuda_emulated).
+// helpers the launchers share (the weighted-loss total, the no-decay table upload). Compiled by nvcc (namespace cuda)
+// and, for the emulated device, by the host compiler (namespace cuda_emulated).
 
 #include <cstdint>
 #include <mutex>
@@ -51,7 +51,7 @@ void loss_weight_total(DeviceContext& ctx, double* total, const int32_t* labels,
                        const float* row_weights, int64_t batch);
 // What a sum of partials becomes.
 enum class Finish {
-  mean,  // sum / (total[0] * total_factor), 0 when that is not positive: a weighted mean loss
+  mean,    // sum / (total[0] * total_factor), 0 when that is not positive: a weighted mean loss
   divide,  // sum / divisor: an unweighted mean loss
   sqrt,    // sqrt(sum): a norm
   add,     // out[0] + sum: one more term of a running sum (a penalty over layers)

@@ -1,15 +1,15 @@
 // Launcher of inverted dropout.
 
-#include "cuda/dropout.cuh"
 #include "cuda/device_backend.h"
+#include "cuda/dropout.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
 void DeviceBackend::dropout(float* y, const float* x, int64_t n, float rate, uint64_t seed, uint64_t stream) {
   DeviceContext& ctx = this->ctx();
   if (n == 0) return;
-  launch(dropout_kernel, dim3(grid_stride_blocks((n + 3) / 4, kThreads)), dim3(kThreads), 0, ctx.stream, y, x, n,
-         rate, seed, stream);
+  launch(dropout_kernel, dim3(grid_stride_blocks((n + 3) / 4, kThreads)), dim3(kThreads), 0, ctx.stream, y, x, n, rate,
+         seed, stream);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

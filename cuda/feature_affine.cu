@@ -1,7 +1,7 @@
 // Launcher of the per-feature affine map.
 
-#include "cuda/feature_affine.cuh"
 #include "cuda/device_backend.h"
+#include "cuda/feature_affine.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 

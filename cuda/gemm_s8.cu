@@ -2,8 +2,8 @@
 // tensor-core, the dp4a and the warp-per-column kernel (docs/decisions.md, "dp4a or
 // tensor cores").
 
-#include "cuda/gemm_s8.cuh"
 #include "cuda/device_backend.h"
+#include "cuda/gemm_s8.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
@@ -41,7 +41,7 @@ void DeviceBackend::gemm_s8(float* y_f32, uint8_t* y_u8, int32_t* y_i32, const u
   static_assert(kS8Bm == kS8TcBm && kS8Bn == kS8TcBn, "both GEMMs tile the output alike");
   const GemmS8Layout layout(s.k, s.n);
   const auto* bytes = static_cast<const int8_t*>(packed);
-  GemmS8Params p{s.m, s.n, s.k, layout.kp, a, bytes + layout.wt_offset, reinterpret_cast<const int32_t*>(bytes),
+  GemmS8Params p{s.m,   s.n,  s.k,   layout.kp, a, bytes + layout.wt_offset, reinterpret_cast<const int32_t*>(bytes),
                  y_f32, y_u8, y_i32, e};
   const S8Kernel kernel = gemm_s8_kernel_for(s);
   if (kernel == S8Kernel::gemv) {
@@ -62,8 +62,10 @@ void DeviceBackend::gemm_s8(float* y_f32, uint8_t* y_u8, int32_t* y_i32, const u
       if (e.a_zero) part.e.a_zero = e.a_zero + r0;
     }
     const dim3 grid(exact_blocks(s.n, kS8Bn), exact_blocks(part.m, kS8Bm));
-    if (kernel == S8Kernel::tensor_cores) launch(gemm_s8_tc_kernel, grid, dim3(kS8TcThreads), 0, ctx.stream, part);
-    else launch(gemm_s8_dp4a_kernel, grid, dim3(kS8Threads), 0, ctx.stream, part);
+    if (kernel == S8Kernel::tensor_cores)
+      launch(gemm_s8_tc_kernel, grid, dim3(kS8TcThreads), 0, ctx.stream, part);
+    else
+      launch(gemm_s8_dp4a_kernel, grid, dim3(kS8Threads), 0, ctx.stream, part);
   }
 }
 

@@ -82,8 +82,8 @@ struct GemmS8Params {
 __device__ __forceinline__ void gemm_s8_store(const GemmS8Params& p, int64_t i, int64_t j, int32_t acc) {
   const GemmS8Epilogue& e = p.e;
   const int32_t zero = (e.a_zero ? e.a_zero[e.a_per_row ? i : 0] : 0) - 128;
-  const int32_t v =
-      static_cast<int32_t>(static_cast<uint32_t>(acc) - static_cast<uint32_t>(zero) * static_cast<uint32_t>(p.colsum[j]));
+  const int32_t v = static_cast<int32_t>(static_cast<uint32_t>(acc) -
+                                         static_cast<uint32_t>(zero) * static_cast<uint32_t>(p.colsum[j]));
   const int64_t o = i * p.n + j;
   if (p.y_i32) {
     p.y_i32[o] = v;
@@ -95,8 +95,10 @@ __device__ __forceinline__ void gemm_s8_store(const GemmS8Params& p, int64_t i, 
   float r = __fmul_rn(e.a_scale[e.a_per_row ? i : 0] * e.w_scale[e.w_per_channel ? j : 0], static_cast<float>(v));
   if (e.bias) r += e.bias[j];
   const float y = act::apply(e.act, r);
-  if (p.y_f32) p.y_f32[o] = y;
-  else p.y_u8[o] = static_cast<uint8_t>(quantize_value(y, e.out_scale, e.out_zero, 0, 255));
+  if (p.y_f32)
+    p.y_f32[o] = y;
+  else
+    p.y_u8[o] = static_cast<uint8_t>(quantize_value(y, e.out_scale, e.out_zero, 0, 255));
 }
 
 // Four bytes a[row, p .. p + 3] flipped to s8 (a - 128) and packed little-endian, as
@@ -270,9 +272,8 @@ __global__ void __launch_bounds__(kS8TcThreads) gemm_s8_tc_kernel(GemmS8Params p
       // W: a 16-byte half-row of wt per thread (kp is a multiple of 16, so it is whole).
       const int c = tid / kS8TcHalves, h = tid % kS8TcHalves;
       const int64_t col = col0 + c, kk = k0 + 16 * h;
-      *reinterpret_cast<int4*>(&bs[h][c][0]) = col < p.n && kk < p.kp
-                                                   ? *reinterpret_cast<const int4*>(p.wt + col * p.kp + kk)
-                                                   : make_int4(0, 0, 0, 0);
+      *reinterpret_cast<int4*>(&bs[h][c][0]) =
+          col < p.n && kk < p.kp ? *reinterpret_cast<const int4*>(p.wt + col * p.kp + kk) : make_int4(0, 0, 0, 0);
     }
     __syncthreads();
     CUSTOMML_UNROLL

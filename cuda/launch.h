@@ -23,8 +23,7 @@ namespace customml::CUSTOMML_CUDA_NS {
 using Stream = cudaStream_t;
 
 template <class... KernelArgs, class... Args>
-void launch(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t shared_bytes, Stream stream,
-            Args... args) {
+void launch(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t shared_bytes, Stream stream, Args... args) {
   kernel<<<grid, block, shared_bytes, stream>>>(args...);
   CUDA_CHECK(cudaGetLastError());
 }
@@ -36,8 +35,7 @@ namespace customml::CUSTOMML_CUDA_NS {
 using Stream = void*;
 
 template <class... KernelArgs, class... Args>
-void launch(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t shared_bytes, Stream,
-            Args... args) {
+void launch(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t shared_bytes, Stream, Args... args) {
   simt::run_grid(grid, block, shared_bytes, [&] { kernel(static_cast<KernelArgs>(args)...); });
 }
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -11,8 +11,7 @@ namespace customml::CUSTOMML_CUDA_NS {
 // logits (batch, classes), labels (batch) -> correct (gridDim.x): rows per block whose
 // first maximal logit is the label (one column: (logit > 0) == (label != 0)).
 __global__ void __launch_bounds__(kThreads)
-    count_correct_kernel(int64_t* correct, const float* logits, const int32_t* labels, int64_t batch,
-                         int64_t classes) {
+    count_correct_kernel(int64_t* correct, const float* logits, const int32_t* labels, int64_t batch, int64_t classes) {
   __shared__ int64_t hits[kWarps];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int64_t row_index = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
@@ -43,8 +42,7 @@ __global__ void __launch_bounds__(kThreads)
   const float* row = logits + row_index * k;
   const int64_t pred = warp_predicted_class(row, k, lane);
   const int64_t classes = k == 1 ? 2 : k;
-  if (lane == 0)
-    atomicAdd(reinterpret_cast<unsigned long long*>(counts + labels[row_index] * classes + pred), 1ull);
+  if (lane == 0) atomicAdd(reinterpret_cast<unsigned long long*>(counts + labels[row_index] * classes + pred), 1ull);
 }
 
 // pred, target (batch, outputs), shift (outputs) -> stats (4, outputs) += per column

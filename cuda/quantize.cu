@@ -13,8 +13,8 @@ void DeviceBackend::quantize(void* q, DType qtype, const float* x, const float* 
   if (n == 0) return;
   const dim3 grid(grid_stride_blocks(n, kThreads * kQuantVec));
   if (qtype == DType::i8)
-    launch(quantize_kernel<int8_t>, grid, dim3(kThreads), 0, ctx.stream, static_cast<int8_t*>(q), x, scale, zero,
-           rows, cols, axis);
+    launch(quantize_kernel<int8_t>, grid, dim3(kThreads), 0, ctx.stream, static_cast<int8_t*>(q), x, scale, zero, rows,
+           cols, axis);
   else
     launch(quantize_kernel<uint8_t>, grid, dim3(kThreads), 0, ctx.stream, static_cast<uint8_t*>(q), x, scale, zero,
            rows, cols, axis);

@@ -40,7 +40,10 @@ __global__ void quantize_kernel(T* q, const float* x, const float* scale, const 
     const bool whole = aligned && i0 + kQuantVec <= n;
     if (whole) {
       const float4 x4 = *reinterpret_cast<const float4*>(x + i0);
-      v[0] = x4.x; v[1] = x4.y; v[2] = x4.z; v[3] = x4.w;
+      v[0] = x4.x;
+      v[1] = x4.y;
+      v[2] = x4.z;
+      v[3] = x4.w;
     } else {
       CUSTOMML_UNROLL
       for (int e = 0; e < kQuantVec; ++e) v[e] = i0 + e < n ? x[i0 + e] : 0.0f;
@@ -113,8 +116,8 @@ constexpr int kRowsPerQuantBlock = kThreads / 32;  // a warp per row
 // x: (rows, cols) -> scale, zero: (rows), q: (rows, cols) u8; lo = min(0, min x),
 // hi = max(0, max x) per row: min and max are exact, so the warp's reduction order does
 // not matter. grid (ceil(rows / 8)), block kThreads.
-__global__ void __launch_bounds__(kThreads) quantize_rows_dynamic_kernel(uint8_t* q, float* scale, int32_t* zero,
-                                                                         const float* x, int64_t rows, int64_t cols) {
+__global__ void __launch_bounds__(kThreads)
+    quantize_rows_dynamic_kernel(uint8_t* q, float* scale, int32_t* zero, const float* x, int64_t rows, int64_t cols) {
   const int lane = threadIdx.x % 32;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerQuantBlock + threadIdx.x / 32;
   if (row >= rows) return;  // whole warps leave together: the shuffles below see all 32 lanes
@@ -132,7 +135,8 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_dynamic_kernel(uint8_t
     zero[row] = rq.zero;
   }
   uint8_t* qr = q + row * cols;
-  for (int64_t c = lane; c < cols; c += 32) qr[c] = static_cast<uint8_t>(quantize_value(xr[c], rq.scale, rq.zero, 0, 255));
+  for (int64_t c = lane; c < cols; c += 32)
+    qr[c] = static_cast<uint8_t>(quantize_value(xr[c], rq.scale, rq.zero, 0, 255));
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -11,8 +11,8 @@ namespace customml::CUSTOMML_CUDA_NS {
 // (gridDim.x): per-block sums of l1 |w| + l2 w^2 in double (the host adds them in block
 // order). |w| and w^2 are summed apart and scaled once, as on the CPU; a per-element
 // l1 |w| + l2 w^2 with a conditional |w| made ptxas spill on sm_90.
-__global__ void __launch_bounds__(kThreads) l1_l2_penalty_kernel(double* partial, float* grad, const float* param,
-                                                                  int64_t n, float l1, float l2) {
+__global__ void __launch_bounds__(kThreads)
+    l1_l2_penalty_kernel(double* partial, float* grad, const float* param, int64_t n, float l1, float l2) {
   double abs_sum = 0.0, sq_sum = 0.0;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * kThreads) {

@@ -33,8 +33,8 @@ void DeviceBackend::sgd_update(float* param, const float* grad, float* velocity,
   const Segment* segs = device_segments(ctx, no_decay, n_no_decay);
   // velocity is not read without momentum, so its alignment does not matter then
   const Vec4Split split = vec4_split(n, {param, grad, c.momentum != 0.0f ? velocity : nullptr});
-  launch(sgd_update_kernel, dim3(vec4_blocks(n, split)), dim3(kThreads), 0, ctx.stream, param, grad, velocity, n,
-         split, segs, n_no_decay, c);
+  launch(sgd_update_kernel, dim3(vec4_blocks(n, split)), dim3(kThreads), 0, ctx.stream, param, grad, velocity, n, split,
+         segs, n_no_decay, c);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -17,13 +17,13 @@ void DeviceBackend::softmax_cross_entropy(float* grad, double* loss, const float
   loss_weight_total(ctx, scratch, labels, class_weights, row_weights, batch);
   // A warp per row while each lane has at most 32 classes to visit; a block per row beyond.
   if (classes <= kWarpRowMaxClasses)
-    launch(softmax_cross_entropy_kernel, dim3(exact_blocks(batch, kWarps)), dim3(kThreads), 0, ctx.stream,
-           scratch + 1, grad, logits, labels, class_weights, row_weights, static_cast<const double*>(scratch), batch,
-           classes, label_smoothing);
+    launch(softmax_cross_entropy_kernel, dim3(exact_blocks(batch, kWarps)), dim3(kThreads), 0, ctx.stream, scratch + 1,
+           grad, logits, labels, class_weights, row_weights, static_cast<const double*>(scratch), batch, classes,
+           label_smoothing);
   else
-    launch(softmax_cross_entropy_block_kernel, dim3(exact_blocks(batch, 1)), dim3(kThreads), 0, ctx.stream,
-           scratch + 1, grad, logits, labels, class_weights, row_weights, static_cast<const double*>(scratch), batch,
-           classes, label_smoothing);
+    launch(softmax_cross_entropy_block_kernel, dim3(exact_blocks(batch, 1)), dim3(kThreads), 0, ctx.stream, scratch + 1,
+           grad, logits, labels, class_weights, row_weights, static_cast<const double*>(scratch), batch, classes,
+           label_smoothing);
   PartialsSum sum;
   sum.partials = scratch;
   sum.first = 1;

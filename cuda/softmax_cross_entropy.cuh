@@ -19,8 +19,8 @@ __device__ __forceinline__ double softmax_row_weight(const float* class_weights,
 
 // The row loss w * (log_sum - (1 - eps) d_y - eps / C sum_c d_c) with d = row - max
 // (as cpu/softmax_cross_entropy.cpp), shared by the warp and block kernels.
-__device__ __forceinline__ double softmax_row_loss(const float* row, float mx, double sum, double sum_shifted,
-                                                   double w, int32_t y, int64_t classes, float label_smoothing) {
+__device__ __forceinline__ double softmax_row_loss(const float* row, float mx, double sum, double sum_shifted, double w,
+                                                   int32_t y, int64_t classes, float label_smoothing) {
   const double off = static_cast<double>(label_smoothing / static_cast<float>(classes));
   return w * (log(sum) - (1.0 - label_smoothing) * (row[y] - mx) - off * sum_shifted);
 }
@@ -128,7 +128,8 @@ __global__ void __launch_bounds__(kThreads)
   if (threadIdx.x == 0) sums[1] = sum_shifted;
   __syncthreads();
   const double w = softmax_row_weight(class_weights, row_weights, y, row_index);
-  if (threadIdx.x == 0) row_loss[row_index] = softmax_row_loss(row, mx, sums[0], sums[1], w, y, classes, label_smoothing);
+  if (threadIdx.x == 0)
+    row_loss[row_index] = softmax_row_loss(row, mx, sums[0], sums[1], w, y, classes, label_smoothing);
   if (grad)
     softmax_grad_row(grad + row_index * classes, row, mx, sums[0], w, *total, y, classes, label_smoothing, threadIdx.x,
                      kThreads);

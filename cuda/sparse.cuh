@@ -53,9 +53,9 @@ __global__ void sparse_dense_forward_kernel(float* y, const float* x, CsrMatrix 
 // the unit's nonzeros (coalesced reads of index and values), the lanes' partial sums
 // added by a butterfly in a fixed order.
 // x: (batch, in)  w: CSR of W^T  b: (out) or null -> y: (batch, out); grid (ceil(out / 8)), block kThreads
-__global__ void __launch_bounds__(kThreads) sparse_dense_forward_warp_kernel(float* y, const float* x, CsrMatrix w,
-                                                                              const float* b, int64_t batch,
-                                                                              Activation act) {
+__global__ void __launch_bounds__(kThreads)
+    sparse_dense_forward_warp_kernel(float* y, const float* x, CsrMatrix w, const float* b, int64_t batch,
+                                     Activation act) {
   const int lane = threadIdx.x % 32;
   const int64_t j = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (j >= w.out) return;  // whole warps leave together: the butterfly sees all 32 lanes

@@ -35,7 +35,8 @@ bool is_host(const Device& d) { return d.kind != DeviceKind::cuda; }
 
 // The customml device an imported tensor is on when the caller names none.
 Device device_of(const dlpack::DLDevice& d) {
-  if (d.device_type == dlpack::kDLCUDA || d.device_type == dlpack::kDLCUDAManaged) return {DeviceKind::cuda, d.device_id};
+  if (d.device_type == dlpack::kDLCUDA || d.device_type == dlpack::kDLCUDAManaged)
+    return {DeviceKind::cuda, d.device_id};
   return {};
 }
 
@@ -67,7 +68,8 @@ py::object capsule_of(Managed* m, const char* name) {
 std::string dtype_str(DType t) { return dtype_name(t); }
 
 py::dtype numpy_dtype(DType t) {
-  if (t == DType::bf16 || t == DType::other) throw TypeError(std::string("customml.Array: no NumPy dtype for ") + dtype_name(t));
+  if (t == DType::bf16 || t == DType::other)
+    throw TypeError(std::string("customml.Array: no NumPy dtype for ") + dtype_name(t));
   return py::dtype(dtype_str(t));
 }
 
@@ -114,8 +116,8 @@ py::object array_dlpack(const Array& self, const py::object& stream, const py::o
     target = {py::cast<int32_t>(py::int_(t[0])), py::cast<int32_t>(py::int_(t[1]))};
   }
   const bool same = target.device_type == own.device_type && target.device_id == own.device_id;
-  const bool to_host = !same && own.device_type == dlpack::kDLCUDA && target.device_type == dlpack::kDLCPU &&
-                       target.device_id == 0;
+  const bool to_host =
+      !same && own.device_type == dlpack::kDLCUDA && target.device_type == dlpack::kDLCPU && target.device_id == 0;
   if (!same && !to_host)
     throw py::buffer_error("customml.Array on " + self.device().name() + " cannot be exported to " +
                            memory_name(target));
@@ -135,8 +137,9 @@ py::object array_dlpack(const Array& self, const py::object& stream, const py::o
   }
   const bool versioned = !max_version.is_none() && py::cast<int64_t>(py::tuple(max_version)[0]) >= 1;
   if (!versioned && self.readonly())
-    throw py::buffer_error("customml.Array is read-only, which only a versioned DLPack capsule can say: "
-                           "ask with max_version=(1, 0) or later");
+    throw py::buffer_error(
+        "customml.Array is read-only, which only a versioned DLPack capsule can say: "
+        "ask with max_version=(1, 0) or later");
   Array src = self;
   if (to_host || must_copy) {
     py::gil_scoped_release release;
@@ -175,8 +178,9 @@ Array array_from_dlpack(const py::object& obj, const std::optional<std::string>&
   }
   ImportedTensor t = import_dlpack(obj, "[from_dlpack] x", dev);
   if (t.dtype == DType::other || t.dtype == DType::bf16)
-    throw TypeError("[from_dlpack] x has a dtype customml.Array does not hold (float32, float16, float64, "
-                    "int8, uint8, int32, int64)");
+    throw TypeError(
+        "[from_dlpack] x has a dtype customml.Array does not hold (float32, float16, float64, "
+        "int8, uint8, int32, int64)");
   if (!c_contiguous(t.shape, t.strides, t.dtype)) throw std::invalid_argument("[from_dlpack] x must be C-contiguous");
   return Array(std::move(t.owner), t.data, t.dtype, std::move(t.shape), dev, t.readonly);
 }
@@ -198,7 +202,8 @@ void check_memory(const std::string& what, const std::string& type, const dlpack
         throw std::invalid_argument(what + " is a GPU array (" + memory_name(memory) + ") but the device is '" +
                                     device.name() + "'; pass device='" + device_of(memory).name() + "'");
       if (memory.device_id != device.index)
-        throw std::invalid_argument(what + " is on " + memory_name(memory) + " but the device is '" + device.name() + "'");
+        throw std::invalid_argument(what + " is on " + memory_name(memory) + " but the device is '" + device.name() +
+                                    "'");
       return;
   }
   throw std::invalid_argument(what + " is on " + memory_name(memory) + ", which customml cannot use");
@@ -212,8 +217,8 @@ ImportedTensor import_dlpack(const py::object& obj, const std::string& what, con
     out.memory = {py::cast<int32_t>(py::int_(d[0])), py::cast<int32_t>(py::int_(d[1]))};
   }
   check_memory(what, type_name(obj), out.memory, device);
-  const py::object stream =
-      device.kind == DeviceKind::cuda ? py::object(py::int_(backend_for(device).stream_handle())) : py::object(py::none());
+  const py::object stream = device.kind == DeviceKind::cuda ? py::object(py::int_(backend_for(device).stream_handle()))
+                                                            : py::object(py::none());
   py::object capsule;
   try {
     try {
@@ -291,8 +296,9 @@ void bind_arrays(py::module_& m) {
       .def_property_readonly("size", &Array::numel)
       .def_property_readonly("nbytes", &Array::nbytes)
       .def_property_readonly("readonly", &Array::readonly)
-      .def("numpy", [](const py::object& self) { return array_numpy(self, self.cast<const Array&>()); },
-           "The contents as a NumPy array: a view of the same memory on 'cpu', a copy elsewhere.")
+      .def(
+          "numpy", [](const py::object& self) { return array_numpy(self, self.cast<const Array&>()); },
+          "The contents as a NumPy array: a view of the same memory on 'cpu', a copy elsewhere.")
       .def(
           "__array__",
           [](const py::object& self, const py::object& dtype, const py::object& copy) {
@@ -301,8 +307,7 @@ void bind_arrays(py::module_& m) {
               throw std::invalid_argument("customml.Array on " + a.device().name() +
                                           " cannot be viewed by NumPy without a copy (copy=False)");
             py::object out = array_numpy(self, a);
-            if (!copy.is_none() && py::cast<bool>(copy) && a.device().kind == DeviceKind::cpu)
-              out = out.attr("copy")();
+            if (!copy.is_none() && py::cast<bool>(copy) && a.device().kind == DeviceKind::cpu) out = out.attr("copy")();
             if (!dtype.is_none()) out = out.attr("astype")(dtype, py::arg("copy") = false);
             return out;
           },

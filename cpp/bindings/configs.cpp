@@ -102,10 +102,9 @@ void bind_configs(py::module_& m) {
   py::class_<AdamConfig>(m, "AdamConfig",
                          "Adam's update (decoupled=True: AdamW); as adam_update takes it. In an OptimizerConfig, "
                          "step is the executor's count, not this one.")
-      .def(py::init([](float lr, float beta1, float beta2, float eps, float weight_decay, bool decoupled, bool amsgrad,
-                       int64_t step) {
-             return AdamConfig{lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, step};
-           }),
+      .def(py::init(
+               [](float lr, float beta1, float beta2, float eps, float weight_decay, bool decoupled, bool amsgrad,
+                  int64_t step) { return AdamConfig{lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad, step}; }),
            py::kw_only(), py::arg("lr") = adam.lr, py::arg("beta1") = adam.beta1, py::arg("beta2") = adam.beta2,
            py::arg("eps") = adam.eps, py::arg("weight_decay") = adam.weight_decay,
            py::arg("decoupled") = adam.decoupled, py::arg("amsgrad") = adam.amsgrad, py::arg("step") = adam.step)
@@ -139,10 +138,8 @@ void bind_configs(py::module_& m) {
              return c;
            }),
            py::arg("update").none(false), py::kw_only(), py::arg("clip_norm") = OptimizerConfig{}.clip_norm)
-      .def_property_readonly("kind",
-                             [](const OptimizerConfig& c) {
-                               return c.kind == OptimizerConfig::Kind::sgd ? "sgd" : "adam";
-                             })
+      .def_property_readonly(
+          "kind", [](const OptimizerConfig& c) { return c.kind == OptimizerConfig::Kind::sgd ? "sgd" : "adam"; })
       .def_property_readonly("update",
                              [](const OptimizerConfig& c) -> py::object {
                                if (c.kind == OptimizerConfig::Kind::sgd) return py::cast(c.sgd);

@@ -85,8 +85,8 @@ PYBIND11_MODULE(_core, m) {
 
   {
     py::list names;
-    for (Activation a : {Activation::identity, Activation::relu, Activation::sigmoid, Activation::tanh,
-                         Activation::gelu})
+    for (Activation a :
+         {Activation::identity, Activation::relu, Activation::sigmoid, Activation::tanh, Activation::gelu})
       names.append(activation_name(a));
     m.attr("activations") = py::tuple(names);
   }

@@ -32,8 +32,9 @@ py::array_t<T, py::array::c_style> layer_array(const char* op, const char* arg, 
   py::array a = py::array::ensure(obj);
   if (!a) throw TypeError(std::string("[") + op + "] " + arg + " must be an array");
   if (!a.dtype().is(py::dtype::of<T>()))
-    throw TypeError(std::string("[") + op + "] " + arg + " must have dtype " + py::str(py::dtype::of<T>()).cast<std::string>() +
-                    ", got " + py::str(a.dtype()).cast<std::string>());
+    throw TypeError(std::string("[") + op + "] " + arg + " must have dtype " +
+                    py::str(py::dtype::of<T>()).cast<std::string>() + ", got " +
+                    py::str(a.dtype()).cast<std::string>());
   bool same = a.ndim() == static_cast<py::ssize_t>(shape.size());
   for (size_t i = 0; same && i < shape.size(); ++i) same = a.shape(static_cast<py::ssize_t>(i)) == shape[i];
   if (!same) {
@@ -70,7 +71,8 @@ void bind_network(py::module_& m) {
           "set_affine",
           [](Network& n, int64_t layer, py::array_t<float, py::array::c_style | py::array::forcecast> scale,
              py::array_t<float, py::array::c_style | py::array::forcecast> shift) {
-            if (scale.ndim() != 1 || shift.ndim() != 1 || scale.size() != n.input_dim() || shift.size() != n.input_dim())
+            if (scale.ndim() != 1 || shift.ndim() != 1 || scale.size() != n.input_dim() ||
+                shift.size() != n.input_dim())
               throw std::invalid_argument("[Network] set_affine needs scale and shift of shape (" +
                                           std::to_string(n.input_dim()) + ",)");
             const float* s = scale.data();
@@ -115,7 +117,8 @@ void bind_network(py::module_& m) {
           "A copy of [offset, offset + count) of optimizer state slot `slot` (laid out as the parameters).")
       .def(
           "write_state",
-          [](Network& n, int slot, int64_t offset, py::array_t<float, py::array::c_style | py::array::forcecast> values) {
+          [](Network& n, int slot, int64_t offset,
+             py::array_t<float, py::array::c_style | py::array::forcecast> values) {
             const float* src = values.data();
             const int64_t count = values.size();
             py::gil_scoped_release release;
@@ -170,16 +173,17 @@ void bind_network(py::module_& m) {
             n.evaluate(xt.ptr<float>(), yt.data(), xt.dim(0), batch_size);
           },
           py::arg("x"), py::arg("y"), py::arg("batch_size"))
-      .def("metrics",
-           [](const Network& n) {
-             MetricCounters c;
-             {
-               py::gil_scoped_release release;
-               c = n.metrics();
-             }
-             return py::make_tuple(c.loss_sum, c.correct, c.count);
-           },
-           "(loss_sum, correct, count) since reset_metrics(): one read of the device.")
+      .def(
+          "metrics",
+          [](const Network& n) {
+            MetricCounters c;
+            {
+              py::gil_scoped_release release;
+              c = n.metrics();
+            }
+            return py::make_tuple(c.loss_sum, c.correct, c.count);
+          },
+          "(loss_sum, correct, count) since reset_metrics(): one read of the device.")
       // Waits for the executor's lock (a running predict) without holding the GIL.
       .def("reset_metrics", &Network::reset_metrics, py::call_guard<py::gil_scoped_release>())
       .def(

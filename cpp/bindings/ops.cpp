@@ -49,8 +49,7 @@ void bind_ops(py::module_& m) {
       [](const py::array& x) -> int64_t {
         // No conversion: a copy would cost what the check saves (callers take other
         // arrays to NumPy's isfinite), and the flat index must be the C-order one.
-        if (dtype_of(x.dtype()) != DType::f32 || x.dtype().byteorder() == '>' ||
-            !(x.flags() & py::array::c_style))
+        if (dtype_of(x.dtype()) != DType::f32 || x.dtype().byteorder() == '>' || !(x.flags() & py::array::c_style))
           throw TypeError("[first_nonfinite] x must be a C-contiguous float32 array, got dtype " +
                           std::string(py::str(x.dtype())));
         const float* data = static_cast<const float*>(x.data());
@@ -82,30 +81,30 @@ void bind_ops(py::module_& m) {
 
   m.def(
       "dense_backward",
-      [](std::optional<py::object> dx, py::object dweight, py::object dbias, py::object dy, py::object x, py::object weight,
-         py::object y, std::optional<py::object> z, const std::string& activation, const std::string& device,
-         const std::string& precision) {
+      [](std::optional<py::object> dx, py::object dweight, py::object dbias, py::object dy, py::object x,
+         py::object weight, py::object y, std::optional<py::object> z, const std::string& activation,
+         const std::string& device, const std::string& precision) {
         Views views("dense_backward", device);
         const Activation act = parse_for("dense_backward", [&] { return parse_activation(activation); });
         const Precision prec = parse_for("dense_backward", [&] { return parse_precision(precision); });
         auto dxt = views.out(dx, "dx");
-        Tensor dw = views.out(dweight, "dweight"), db = views.out(dbias, "dbias"),
-               dyt = views.in(dy, "dy"), xt = views.in(x, "x"), w = views.in(weight, "weight"),
-               yt = views.in(y, "y");
+        Tensor dw = views.out(dweight, "dweight"), db = views.out(dbias, "dbias"), dyt = views.in(dy, "dy"),
+               xt = views.in(x, "x"), w = views.in(weight, "weight"), yt = views.in(y, "y");
         auto zt = views.in(z, "z");
         py::gil_scoped_release release;
         ops::dense_backward(ptr(dxt), dw, db, dyt, xt, w, yt, ptr(zt), act, prec);
       },
-      py::arg("dx"), py::arg("dweight"), py::arg("dbias"), py::arg("dy"), py::arg("x"), py::arg("weight"),
-      py::arg("y"), py::arg("z") = py::none(), py::arg("activation") = "identity", py::arg("device") = "cpu",
+      py::arg("dx"), py::arg("dweight"), py::arg("dbias"), py::arg("dy"), py::arg("x"), py::arg("weight"), py::arg("y"),
+      py::arg("z") = py::none(), py::arg("activation") = "identity", py::arg("device") = "cpu",
       py::arg("precision") = "fp32",
       "Gradients of dense_forward: dx (optional), dweight and dbias from dy, the input x, the weight, the output y and "
       "(for gelu) the pre-activation z.");
 
   m.def(
       "softmax_cross_entropy",
-      [](std::optional<py::object> grad_out, py::object logits, py::object labels, std::optional<py::object> class_weights,
-         float label_smoothing, const std::string& device, std::optional<py::object> row_weights) {
+      [](std::optional<py::object> grad_out, py::object logits, py::object labels,
+         std::optional<py::object> class_weights, float label_smoothing, const std::string& device,
+         std::optional<py::object> row_weights) {
         Views views("softmax_cross_entropy", device);
         auto g = views.out(grad_out, "grad_out");
         Tensor l = views.in(logits, "logits"), y = views.in(labels, "labels");
@@ -212,9 +211,8 @@ void bind_ops(py::module_& m) {
       },
       py::arg("param"), py::arg("grad"), py::arg("velocity") = py::none(), py::kw_only(), py::arg("lr"),
       py::arg("momentum") = sgd.momentum, py::arg("nesterov") = sgd.nesterov,
-      py::arg("weight_decay") = sgd.weight_decay,
-      py::arg("no_decay") = std::vector<std::pair<int64_t, int64_t>>{}, py::arg("device") = "cpu",
-      "One SGD step in place over flat buffers (torch.optim.SGD semantics, dampening 0).");
+      py::arg("weight_decay") = sgd.weight_decay, py::arg("no_decay") = std::vector<std::pair<int64_t, int64_t>>{},
+      py::arg("device") = "cpu", "One SGD step in place over flat buffers (torch.optim.SGD semantics, dampening 0).");
 
   m.def(
       "adam_update",
@@ -389,7 +387,8 @@ void bind_ops(py::module_& m) {
         return ops::sparse_pack(o, i, v, in_features);
       },
       py::arg("offsets"), py::arg("index"), py::arg("values"), py::arg("in_features"), py::arg("device") = "cpu",
-      "Prepares the CSR of W^T (offsets, index, values as sparse_dense_forward takes them) of a weight with in_features "
+      "Prepares the CSR of W^T (offsets, index, values as sparse_dense_forward takes them) of a weight with "
+      "in_features "
       "inputs once for device: checked, copied, packed.");
 
   // Registered first: pybind11 tries overloads in order, and the raw form takes any object.
@@ -404,8 +403,8 @@ void bind_ops(py::module_& m) {
         py::gil_scoped_release release;
         ops::sparse_dense_forward(y, xt, *weight, ptr(b), act);
       },
-      py::arg("out"), py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(),
-      py::arg("activation") = "identity", py::arg("device") = "cpu",
+      py::arg("out"), py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("activation") = "identity",
+      py::arg("device") = "cpu",
       "out (batch, out) = activation(x (batch, in) . W + bias) for W prepared by sparse_pack.");
 
   m.def(

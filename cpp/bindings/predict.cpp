@@ -77,7 +77,8 @@ py::object predict_checked(const Network& n, const py::object& x, const py::obje
     result = new_f32_matrix(xt.dim(0), n.output_dim());
     o = views.out(result, "out");
   }
-  if (o->dtype() != DType::f32) throw TypeError(std::string("[predict] out must be float32, got ") + dtype_name(o->dtype()));
+  if (o->dtype() != DType::f32)
+    throw TypeError(std::string("[predict] out must be float32, got ") + dtype_name(o->dtype()));
   if (o->shape() != std::vector<int64_t>{xt.dim(0), n.output_dim()} || !o->is_contiguous())
     throw std::invalid_argument("[predict] out has shape " + o->shape_str() +
                                 "; expected a C-contiguous array of shape (" + std::to_string(xt.dim(0)) + ", " +
@@ -98,8 +99,8 @@ py::object try_predict(const Network& n, const py::object& x, const py::object& 
   if (!plain_f32_matrix(x.ptr(), xm) || xm.rows == 0) return py::none();
   if (!out.is_none() && !py::isinstance<py::array>(out)) return py::none();
   const int64_t out_dim = n.output_dim();
-  if (xm.cols != n.input_dim() ||
-      (!out.is_none() && !(plain_f32_matrix(out.ptr(), om) && om.writeable && om.rows == xm.rows && om.cols == out_dim)))
+  if (xm.cols != n.input_dim() || (!out.is_none() && !(plain_f32_matrix(out.ptr(), om) && om.writeable &&
+                                                       om.rows == xm.rows && om.cols == out_dim)))
     return predict_checked(n, x, out, batch_size);
   py::object result = out;
   if (out.is_none()) {

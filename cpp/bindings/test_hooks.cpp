@@ -28,9 +28,7 @@ void bind_test_hooks(py::module_& m) {
 #ifdef CUSTOMML_SIMT_EMULATION
   m.def(
       "_simt_set_thread_order",
-      [](const std::string& order, uint64_t seed) {
-        simt::set_thread_order(simt::parse_thread_order(order), seed);
-      },
+      [](const std::string& order, uint64_t seed) { simt::set_thread_order(simt::parse_thread_order(order), seed); },
       py::arg("order"), py::arg("seed") = 0,
       "The order the SIMT emulator resumes a block's threads in (forward, reverse, shuffled); for tests.");
   m.def(
@@ -62,9 +60,14 @@ void bind_test_hooks(py::module_& m) {
         if (static_cast<int>(want) > static_cast<int>(cpu::detected_isa()))
           throw std::invalid_argument("[_vmath] this CPU lacks " + level);
         const cpu::ElementwiseKernels& k = cpu::elementwise_for(want);
-        const std::pair<const char*, cpu::UnaryFn> fns[] = {{"exp", k.exp},         {"exp_nonpositive", k.exp_nonpositive}, {"log", k.log},
-                                                             {"log1p", k.log1p},     {"log1p_unit", k.log1p_unit}, {"tanh", k.tanh},
-                                                             {"sigmoid", k.sigmoid}, {"gelu", k.gelu}};
+        const std::pair<const char*, cpu::UnaryFn> fns[] = {{"exp", k.exp},
+                                                            {"exp_nonpositive", k.exp_nonpositive},
+                                                            {"log", k.log},
+                                                            {"log1p", k.log1p},
+                                                            {"log1p_unit", k.log1p_unit},
+                                                            {"tanh", k.tanh},
+                                                            {"sigmoid", k.sigmoid},
+                                                            {"gelu", k.gelu}};
         for (const auto& [fname, fn] : fns)
           if (name == fname) {
             py::array_t<float> y(x.request().shape);
@@ -80,7 +83,8 @@ void bind_test_hooks(py::module_& m) {
         throw std::invalid_argument("[_vmath] unknown function '" + name + "'");
       },
       py::arg("name"), py::arg("x"), py::arg("level"),
-      "Private, for tests: the vectorized float32 math (exp, exp_nonpositive, log, log1p, log1p_unit, tanh, sigmoid, gelu) of one ISA level.");
+      "Private, for tests: the vectorized float32 math (exp, exp_nonpositive, log, log1p, log1p_unit, tanh, sigmoid, "
+      "gelu) of one ISA level.");
 
   m.def("_dlpack_exports_alive", &Array::dlpack_exports_alive,
         "Managed tensors customml exported whose deleter has not run yet (for tests).");

@@ -44,7 +44,8 @@ Tensor Views::view(const py::object& obj, const char* name, bool output) {
     if (py::hasattr(obj, "__cuda_array_interface__")) return gpu_view(obj, name, output);
   }
   if (device_.kind == DeviceKind::cuda)
-    throw TypeError(prefix(name) + " must be a GPU array (customml.Array, CuPy, PyTorch: anything with __dlpack__ or "
+    throw TypeError(prefix(name) +
+                    " must be a GPU array (customml.Array, CuPy, PyTorch: anything with __dlpack__ or "
                     "__cuda_array_interface__) on " +
                     "device '" + device_.name() + "', got " + type_name(obj));
   const py::array a = host_array(obj, name, output);

@@ -13,9 +13,8 @@ namespace customml::cpu {
 // AdamW: Adam adds wd p to the gradient (L2); AdamW decays p by lr wd first
 // (decoupled). m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
 // p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
-void CpuBackend::adam_update(float* param, const float* grad, float* m, float* v, float* vmax,
-                             int64_t n, const Segment* no_decay, int64_t n_no_decay,
-                             const AdamConfig& c) {
+void CpuBackend::adam_update(float* param, const float* grad, float* m, float* v, float* vmax, int64_t n,
+                             const Segment* no_decay, int64_t n_no_decay, const AdamConfig& c) {
   const double t = static_cast<double>(c.step);
   const float bias1 = static_cast<float>(1.0 - std::pow(static_cast<double>(c.beta1), t));
   const float bias2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(c.beta2), t)));

@@ -20,7 +20,8 @@ void CpuBackend::clip_by_global_norm(float* grad, double* norm, int64_t n, float
   // A name for the caller's vector: inside the lambda, `scratch` would be each worker's own.
   std::vector<double>& partial = scratch;
   partial.assign(static_cast<size_t>(parallel_chunk_count(n)), 0.0);
-  for_each_chunk(n, [&](int64_t c, int64_t b, int64_t e) { partial[static_cast<size_t>(c)] = k.sum_squares(grad + b, e - b); });
+  for_each_chunk(
+      n, [&](int64_t c, int64_t b, int64_t e) { partial[static_cast<size_t>(c)] = k.sum_squares(grad + b, e - b); });
   double sum = 0.0;
   for (double p : partial) sum += p;
   *norm = std::sqrt(sum);

@@ -25,8 +25,8 @@ class CpuBackend final : public Backend {
 #undef CUSTOMML_OP
   size_t dense_packed_bytes(int64_t in, int64_t out) override;
   void dense_pack(void* packed, const float* w, int64_t in, int64_t out) override;
-  void dense_forward_packed(float* y, const float* x, const float* w, const void* packed, const float* b,
-                            DenseShape s, Activation act, bool reverse_columns) override;
+  void dense_forward_packed(float* y, const float* x, const float* w, const void* packed, const float* b, DenseShape s,
+                            Activation act, bool reverse_columns) override;
   size_t sparse_packed_bytes(const CsrMatrix& w) override;
   void sparse_pack(void* packed, const CsrMatrix& w) override;
   bool sparse_dense_forward_packed(float* y, const float* x, const void* packed, const float* b, int64_t batch,

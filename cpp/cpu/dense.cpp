@@ -9,14 +9,23 @@
 namespace customml::cpu {
 
 // x: (batch, in)  w: (in, out)  b: (out) -> y: (batch, out), z: (batch, out) optional
-void CpuBackend::dense_forward(float* y, float* z, const float* x, const float* w, const float* b,
-                               DenseShape s, Activation act) {
+void CpuBackend::dense_forward(float* y, float* z, const float* x, const float* w, const float* b, DenseShape s,
+                               Activation act) {
   GemmArgs g;
-  g.m = s.batch; g.n = s.out; g.k = s.in;
-  g.a = x; g.a_rs = s.in; g.a_cs = 1;
-  g.b = w; g.b_rs = s.out; g.b_cs = 1;
-  g.c = y; g.ldc = s.out;
-  g.bias = b; g.act = act; g.preact = z;
+  g.m = s.batch;
+  g.n = s.out;
+  g.k = s.in;
+  g.a = x;
+  g.a_rs = s.in;
+  g.a_cs = 1;
+  g.b = w;
+  g.b_rs = s.out;
+  g.b_cs = 1;
+  g.c = y;
+  g.ldc = s.out;
+  g.bias = b;
+  g.act = act;
+  g.preact = z;
   gemm_f32(g);
 }
 
@@ -37,11 +46,19 @@ void CpuBackend::dense_forward_packed(float* y, const float* x, const float* w, 
                                       DenseShape s, Activation act, bool reverse_columns) {
   const auto* bytes = static_cast<const unsigned char*>(packed);
   GemmArgs g;
-  g.m = s.batch; g.n = s.out; g.k = s.in;
-  g.a = x; g.a_rs = s.in; g.a_cs = 1;
-  g.b = w; g.b_rs = s.out; g.b_cs = 1;
-  g.c = y; g.ldc = s.out;
-  g.bias = b; g.act = act;
+  g.m = s.batch;
+  g.n = s.out;
+  g.k = s.in;
+  g.a = x;
+  g.a_rs = s.in;
+  g.a_cs = 1;
+  g.b = w;
+  g.b_rs = s.out;
+  g.b_cs = 1;
+  g.c = y;
+  g.ldc = s.out;
+  g.bias = b;
+  g.act = act;
   std::memcpy(&g.packed_nr, bytes, sizeof g.packed_nr);
   g.packed_b = reinterpret_cast<const float*>(bytes + kPackedHeader);
   g.reverse_columns = reverse_columns;
@@ -49,9 +66,8 @@ void CpuBackend::dense_forward_packed(float* y, const float* x, const float* w, 
 }
 
 // dy, y, z: (batch, out)  x: (batch, in)  w: (in, out) -> dx (batch, in), dw (in, out), db (out)
-void CpuBackend::dense_backward(float* dx, float* dw, float* db, float* dz, const float* dy,
-                                const float* x, const float* w, const float* y, const float* z,
-                                DenseShape s, Activation act) {
+void CpuBackend::dense_backward(float* dx, float* dw, float* db, float* dz, const float* dy, const float* x,
+                                const float* w, const float* y, const float* z, DenseShape s, Activation act) {
   // dz = dy * act'(.) and db = sum over the batch of dz, accumulated in row order
   // (deterministic), in one pass over the rows while each is in L1. Every loop is
   // branch-free so it vectorizes: relu's mask is data (about half the units of a layer
@@ -80,19 +96,33 @@ void CpuBackend::dense_backward(float* dx, float* dw, float* db, float* dz, cons
   if (dw) {
     // dw (in, out) = x^T (in, batch) . dz (batch, out)
     GemmArgs gw;
-    gw.m = s.in; gw.n = s.out; gw.k = s.batch;
-    gw.a = x; gw.a_rs = 1; gw.a_cs = s.in;
-    gw.b = dz; gw.b_rs = s.out; gw.b_cs = 1;
-    gw.c = dw; gw.ldc = s.out;
+    gw.m = s.in;
+    gw.n = s.out;
+    gw.k = s.batch;
+    gw.a = x;
+    gw.a_rs = 1;
+    gw.a_cs = s.in;
+    gw.b = dz;
+    gw.b_rs = s.out;
+    gw.b_cs = 1;
+    gw.c = dw;
+    gw.ldc = s.out;
     gemm_f32(gw);
   }
   if (!dx) return;
   // dx (batch, in) = dz (batch, out) . w^T (out, in)
   GemmArgs gx;
-  gx.m = s.batch; gx.n = s.in; gx.k = s.out;
-  gx.a = dz; gx.a_rs = s.out; gx.a_cs = 1;
-  gx.b = w; gx.b_rs = 1; gx.b_cs = s.out;
-  gx.c = dx; gx.ldc = s.in;
+  gx.m = s.batch;
+  gx.n = s.in;
+  gx.k = s.out;
+  gx.a = dz;
+  gx.a_rs = s.out;
+  gx.a_cs = 1;
+  gx.b = w;
+  gx.b_rs = 1;
+  gx.b_cs = s.out;
+  gx.c = dx;
+  gx.ldc = s.in;
   gemm_f32(gx);
 }
 

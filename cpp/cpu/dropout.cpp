@@ -8,8 +8,7 @@
 namespace customml::cpu {
 
 // x: (n) -> y: (n) = keep_i ? x_i / (1 - rate) : 0, keep_i = uniform(seed, stream, i) >= rate
-void CpuBackend::dropout(float* y, const float* x, int64_t n, float rate, uint64_t seed,
-                         uint64_t stream) {
+void CpuBackend::dropout(float* y, const float* x, int64_t n, float rate, uint64_t seed, uint64_t stream) {
   elementwise().dropout(y, x, n, rate, seed, stream);
 }
 

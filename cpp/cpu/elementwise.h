@@ -16,8 +16,8 @@ struct SgdStep {
   bool nesterov;
 };
 struct AdamStep {
-  float shrink;       // 1 - lr wd for AdamW (decoupled), else 1
-  float l2;           // wd for Adam (L2 on the gradient), else 0
+  float shrink;  // 1 - lr wd for AdamW (decoupled), else 1
+  float l2;      // wd for Adam (L2 on the gradient), else 0
   float beta1, beta2, step_size, bias2_sqrt, eps;
 };
 
@@ -32,9 +32,9 @@ struct ElementwiseKernels {
   // softmax cross-entropy of `batch` rows, the gradient scaled by inv_total (1 / the
   // weight of the whole batch, which the caller may split into pieces of rows); returns
   // sum_i w_i l_i over these rows, not yet divided by the total weight
-  double (*softmax_cross_entropy)(float* grad, const float* logits, const int32_t* labels,
-                                  const float* class_weights, const float* row_weights, int64_t batch,
-                                  int64_t classes, float label_smoothing, double inv_total);
+  double (*softmax_cross_entropy)(float* grad, const float* logits, const int32_t* labels, const float* class_weights,
+                                  const float* row_weights, int64_t batch, int64_t classes, float label_smoothing,
+                                  double inv_total);
   int64_t (*count_correct)(const float* logits, const int32_t* labels, int64_t batch, int64_t classes);
   double (*binary_cross_entropy_with_logits)(float* grad, const float* logits, const float* targets,
                                              const float* row_weights, int64_t rows, int64_t cols);
@@ -45,10 +45,10 @@ struct ElementwiseKernels {
   void (*sgd_update)(float* param, const float* grad, float* velocity, int64_t n, const SgdStep& s);
   // param, grad, m, v, vmax (null unless amsgrad): (n), one decay range
   void (*adam_update)(float* param, const float* grad, float* m, float* v, float* vmax, int64_t n, const AdamStep& s);
-  double (*sum_squares)(const float* x, int64_t n);        // sum x_i^2 in float64
-  void (*scale)(float* x, int64_t n, double coef);          // x_i = fl32(x_i coef), product in float64
+  double (*sum_squares)(const float* x, int64_t n);                  // sum x_i^2 in float64
+  void (*scale)(float* x, int64_t n, double coef);                   // x_i = fl32(x_i coef), product in float64
   void (*apply_mask)(float* param, const uint8_t* keep, int64_t n);  // param_i = 0 where keep_i == 0
-  int64_t (*first_nonfinite)(const float* x, int64_t n);    // index of the first NaN or +-inf, or -1
+  int64_t (*first_nonfinite)(const float* x, int64_t n);             // index of the first NaN or +-inf, or -1
   // The vectorized math of cpu/vmath.h over arrays, for tests/test_vmath.py.
   UnaryFn exp, exp_nonpositive, log, log1p, log1p_unit, tanh, sigmoid, gelu;
 };

@@ -45,9 +45,9 @@ inline float row_max(const float* row, int64_t classes) {
 // loop, so that no row waits for its own max pass and its reduction (measured on Zen 5:
 // that wait was a third of the kernel at 1000 classes).
 template <bool kSmoothing>
-double softmax_cross_entropy_rows(float* grad, const float* logits, const int32_t* labels,
-                                  const float* class_weights, const float* row_weights, int64_t batch,
-                                  int64_t classes, float label_smoothing, double inv_total) {
+double softmax_cross_entropy_rows(float* grad, const float* logits, const int32_t* labels, const float* class_weights,
+                                  const float* row_weights, int64_t batch, int64_t classes, float label_smoothing,
+                                  double inv_total) {
   const float off = label_smoothing / static_cast<float>(classes);
   const float on = 1.0f - label_smoothing + off;
   const int64_t full = classes - classes % kLanes;
@@ -125,8 +125,8 @@ double softmax_cross_entropy_rows(float* grad, const float* logits, const int32_
     Vf rest = set1(0.0f);
     for (; c < full; c += kLanes) rest = rest + exp_at(c);
     if (tail) {
-      const Vf d = load_partial(row + full, tail, mx) - m;                          // 0 in the padding
-      const Vf e = vexp_nonpositive(load_partial(row + full, tail, -kInf) - m);    // 0 in the padding
+      const Vf d = load_partial(row + full, tail, mx) - m;                       // 0 in the padding
+      const Vf e = vexp_nonpositive(load_partial(row + full, tail, -kInf) - m);  // 0 in the padding
       if (g) store_partial(g + full, tail, e);
       add_shifted(d);
       rest = rest + e;
@@ -169,14 +169,13 @@ double softmax_cross_entropy_rows(float* grad, const float* logits, const int32_
 }
 
 // As softmax_cross_entropy_rows, the smoothing case chosen once per call.
-double ew_softmax_cross_entropy(float* grad, const float* logits, const int32_t* labels,
-                                const float* class_weights, const float* row_weights, int64_t batch,
-                                int64_t classes, float label_smoothing, double inv_total) {
-  return label_smoothing != 0.0f
-      ? softmax_cross_entropy_rows<true>(grad, logits, labels, class_weights, row_weights, batch, classes,
-                                         label_smoothing, inv_total)
-      : softmax_cross_entropy_rows<false>(grad, logits, labels, class_weights, row_weights, batch, classes,
-                                          label_smoothing, inv_total);
+double ew_softmax_cross_entropy(float* grad, const float* logits, const int32_t* labels, const float* class_weights,
+                                const float* row_weights, int64_t batch, int64_t classes, float label_smoothing,
+                                double inv_total) {
+  return label_smoothing != 0.0f ? softmax_cross_entropy_rows<true>(grad, logits, labels, class_weights, row_weights,
+                                                                    batch, classes, label_smoothing, inv_total)
+                                 : softmax_cross_entropy_rows<false>(grad, logits, labels, class_weights, row_weights,
+                                                                     batch, classes, label_smoothing, inv_total);
 }
 
 // logits: (batch, classes)  labels: (batch) -> count of rows whose first maximum (as
@@ -347,8 +346,8 @@ double ew_mse(float* grad, const float* pred, const float* target, const float* 
       if (g0) store(g0 + i, gi);
     }
     if (full < n) {
-      const Vf gi = step(load_partial(p0 + full, n - full, 0.0f) - load_partial(t0 + full, n - full, 0.0f), full,
-                         n - full);
+      const Vf gi =
+          step(load_partial(p0 + full, n - full, 0.0f) - load_partial(t0 + full, n - full, 0.0f), full, n - full);
       if (g0) store_partial(g0 + full, n - full, gi);
     }
     return sum_lanes(acc + acc_hi);
@@ -385,9 +384,12 @@ void sgd_range(float* param, const float* grad, float* velocity, int64_t n, cons
 }
 
 void ew_sgd_update(float* param, const float* grad, float* velocity, int64_t n, const SgdStep& s) {
-  if (!velocity) sgd_range<false, false>(param, grad, velocity, n, s);
-  else if (s.nesterov) sgd_range<true, true>(param, grad, velocity, n, s);
-  else sgd_range<true, false>(param, grad, velocity, n, s);
+  if (!velocity)
+    sgd_range<false, false>(param, grad, velocity, n, s);
+  else if (s.nesterov)
+    sgd_range<true, true>(param, grad, velocity, n, s);
+  else
+    sgd_range<true, false>(param, grad, velocity, n, s);
 }
 
 // As CpuBackend::adam_update over one decay range, with the exact sqrt and divide;
@@ -421,8 +423,10 @@ void adam_range(float* param, const float* grad, float* m, float* v, float* vmax
 }
 
 void ew_adam_update(float* param, const float* grad, float* m, float* v, float* vmax, int64_t n, const AdamStep& s) {
-  if (vmax) adam_range<true>(param, grad, m, v, vmax, n, s);
-  else adam_range<false>(param, grad, m, v, vmax, n, s);
+  if (vmax)
+    adam_range<true>(param, grad, m, v, vmax, n, s);
+  else
+    adam_range<false>(param, grad, m, v, vmax, n, s);
 }
 
 // x: (n) -> sum x_i^2 in float64: four accumulators (two vectors of float64 lanes per

@@ -21,8 +21,7 @@ constexpr int kPortableNr = 16;
 // turns the inner loop into SSE multiply-adds; the rounding is that of separate
 // multiply and add, which the FMA variants differ from by at most one rounding per
 // product (the tests' tolerance accounts for that).
-void micro_portable(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                    bool accumulate) {
+void micro_portable(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate) {
   float acc[kPortableMr][kPortableNr];
   for (int i = 0; i < kPortableMr; ++i)
     for (int j = 0; j < kPortableNr; ++j) acc[i][j] = accumulate ? c[i * ldc + j] : 0.0f;
@@ -102,8 +101,10 @@ void f32_gemm__portable_4x16(const GemmArgs& args, const GemmWorkspace& ws) {
 void select_gemm_f32(IsaLevel level) {
   const Variant* v = &kPortable;
 #ifdef CUSTOMML_X86_KERNELS
-  if (static_cast<int>(level) >= static_cast<int>(IsaLevel::avx512)) v = &kAvx512;
-  else if (level == IsaLevel::avx2) v = &kAvx2;
+  if (static_cast<int>(level) >= static_cast<int>(IsaLevel::avx512))
+    v = &kAvx512;
+  else if (level == IsaLevel::avx2)
+    v = &kAvx2;
 #endif
   g_variant.set(v);
 }
@@ -153,8 +154,10 @@ void gemm_f32(const GemmArgs& args) {
     if (args.preact) part.preact = args.preact + first;
     split.v.fn(part, thread_workspace());
   };
-  if (small) pool.parallel_for_if_awake(split.tasks, task);
-  else pool.parallel_for(split.tasks, task);
+  if (small)
+    pool.parallel_for_if_awake(split.tasks, task);
+  else
+    pool.parallel_for(split.tasks, task);
 }
 
 const char* gemm_f32_variant() { return current().name; }

@@ -44,7 +44,7 @@ struct GemmWorkspace {
 // Cache blocking shared by every variant: a KC x NR panel of B (32 KiB at NR = 32)
 // stays in L1 while MC rows of A stream from L2; NC columns of B fit in L2.
 constexpr int64_t kKc = 256;
-constexpr int64_t kMc = 120;  // a multiple of every MR (4, 6, 12)
+constexpr int64_t kMc = 120;   // a multiple of every MR (4, 6, 12)
 constexpr int64_t kNc = 1024;  // a multiple of every NR (16, 32)
 
 using GemmKernel = void (*)(const GemmArgs&, const GemmWorkspace&);

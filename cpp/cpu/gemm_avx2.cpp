@@ -90,7 +90,8 @@ void small_m_block(const GemmArgs& g, const BPanels& bp, int64_t j0, int64_t col
     for (int v = 0; v < kV; ++v) {
       __m256 r = acc[i][v];
       if (fused && g.bias)
-        r = _mm256_add_ps(r, kTail ? _mm256_maskload_ps(g.bias + j0 + 8 * v, mask[v]) : _mm256_loadu_ps(g.bias + j0 + 8 * v));
+        r = _mm256_add_ps(
+            r, kTail ? _mm256_maskload_ps(g.bias + j0 + 8 * v, mask[v]) : _mm256_loadu_ps(g.bias + j0 + 8 * v));
       if (fused && g.act == Activation::relu) r = _mm256_max_ps(r, zero);
       if (kTail) {
         _mm256_maskstore_ps(c + 8 * v, mask[v], r);

@@ -12,8 +12,7 @@ namespace {
 constexpr int kMr = 12;
 constexpr int kNr = 32;
 
-void micro_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                  bool accumulate) {
+void micro_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate) {
   __m512 acc[kMr][2];
 #pragma GCC unroll 12
   for (int i = 0; i < kMr; ++i) {
@@ -99,8 +98,10 @@ void small_m_rows(const GemmArgs& g, const BPanels& bp) {
   small_m_columns<P, kNr>(
       g, [&](int64_t j) { small_m_block<M, 2 * P, false>(g, bp, j, P * kNr); },
       [&](int64_t j, int64_t cols) {
-        if (cols <= 16) small_m_block<M, 1, true>(g, bp, j, cols);
-        else small_m_block<M, 2, true>(g, bp, j, cols);
+        if (cols <= 16)
+          small_m_block<M, 1, true>(g, bp, j, cols);
+        else
+          small_m_block<M, 2, true>(g, bp, j, cols);
       });
 }
 

@@ -25,8 +25,9 @@ inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
 #if defined(__AVX512F__)
 // The first min(max(count, 0), 16) lanes.
 inline __mmask16 first_lanes(int64_t count) {
-  return count >= 16 ? static_cast<__mmask16>(0xFFFF)
-                     : count <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << count) - 1u);
+  return count >= 16  ? static_cast<__mmask16>(0xFFFF)
+         : count <= 0 ? static_cast<__mmask16>(0)
+                      : static_cast<__mmask16>((1u << count) - 1u);
 }
 
 // Packing a transposed operand (A row-major, as the forward GEMMs' x and the backward
@@ -96,8 +97,7 @@ void pack_a(float* dst, const GemmArgs& g, int64_t i0, int64_t mc, int64_t p0, i
       for (; p + 16 <= kc; p += 16) pack_across16(dst + p * MR, MR, MR, row0 + p, g.a_rs, rows);
     } else if (g.a_rs == 1) {
       const __mmask16 valid = first_lanes(rows), keep = first_lanes(MR);
-      for (; p < kc; ++p)
-        _mm512_mask_storeu_ps(dst + p * MR, keep, _mm512_maskz_loadu_ps(valid, row0 + p * g.a_cs));
+      for (; p < kc; ++p) _mm512_mask_storeu_ps(dst + p * MR, keep, _mm512_maskz_loadu_ps(valid, row0 + p * g.a_cs));
     }
 #endif
     for (; p < kc; ++p) {
@@ -270,11 +270,9 @@ void gemm_blocked(const GemmArgs& g, const GemmWorkspace& ws, Micro micro, Small
               } else {
                 // Edge tile: run the full microkernel on a local tile, copy the valid part.
                 if (accumulate)
-                  for (int64_t i = 0; i < rows; ++i)
-                    std::memcpy(tile + i * NR, c + i * t.ldc, sizeof(float) * cols);
+                  for (int64_t i = 0; i < rows; ++i) std::memcpy(tile + i * NR, c + i * t.ldc, sizeof(float) * cols);
                 micro(kc, ap, bp, tile, NR, accumulate);
-                for (int64_t i = 0; i < rows; ++i)
-                  std::memcpy(c + i * t.ldc, tile + i * NR, sizeof(float) * cols);
+                for (int64_t i = 0; i < rows; ++i) std::memcpy(c + i * t.ldc, tile + i * NR, sizeof(float) * cols);
               }
               if (last) epilogue(t, ic + ir, jc + jr, rows, cols);
             }

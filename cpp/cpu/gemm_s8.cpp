@@ -102,8 +102,10 @@ void s8_gemm__portable_4x16(const GemmS8Args& args) { gemm_s8_blocked<PortableS8
 void select_gemm_s8(IsaLevel level) {
   const Variant* v = &kPortable;
 #ifdef CUSTOMML_X86_KERNELS
-  if (static_cast<int>(level) >= static_cast<int>(IsaLevel::avx512_vnni)) v = &kAvx512Vnni;
-  else if (static_cast<int>(level) >= static_cast<int>(IsaLevel::avx2)) v = &kAvx2;
+  if (static_cast<int>(level) >= static_cast<int>(IsaLevel::avx512_vnni))
+    v = &kAvx512Vnni;
+  else if (static_cast<int>(level) >= static_cast<int>(IsaLevel::avx2))
+    v = &kAvx2;
 #endif
   g_variant.set(v);
 }
@@ -115,11 +117,16 @@ void gemm_s8(float* y_f32, uint8_t* y_u8, int32_t* y_i32, const uint8_t* a, cons
   const Variant& v = current();
   const int64_t panels = s8_panels(s.n), stride = s8_panel_bytes(s.k);
   GemmS8Args args;
-  args.m = s.m; args.k = s.k; args.n = s.n; args.ldy = s.n;
+  args.m = s.m;
+  args.k = s.k;
+  args.n = s.n;
+  args.ldy = s.n;
   args.a = a;
   args.panels = static_cast<const int8_t*>(packed);
   args.colsum = reinterpret_cast<const int32_t*>(args.panels + panels * stride);
-  args.y_f32 = y_f32; args.y_u8 = y_u8; args.y_i32 = y_i32;
+  args.y_f32 = y_f32;
+  args.y_u8 = y_u8;
+  args.y_i32 = y_i32;
   args.e = e;
   ThreadPool& pool = ThreadPool::instance();
   const int64_t units = (panels + kS8ThreadPanels - 1) / kS8ThreadPanels;

@@ -29,9 +29,9 @@ void gemm_s8_pack(void* packed, const int8_t* w, int64_t k, int64_t n);
 // epilogue's per-channel pointers (w_scale, bias) start at this slice's first column.
 struct GemmS8Args {
   int64_t m = 0, k = 0, n = 0, ldy = 0;
-  const uint8_t* a = nullptr;      // (m, k)
-  const int8_t* panels = nullptr;  // this slice's first panel
-  const int32_t* colsum = nullptr; // (n) of this slice
+  const uint8_t* a = nullptr;       // (m, k)
+  const int8_t* panels = nullptr;   // this slice's first panel
+  const int32_t* colsum = nullptr;  // (n) of this slice
   float* y_f32 = nullptr;
   uint8_t* y_u8 = nullptr;
   int32_t* y_i32 = nullptr;

@@ -23,16 +23,20 @@ namespace {
 // the tile's column 8 h), summed over every group: 12 accumulators (ymm0-11), the two
 // sign-extended weight vectors (ymm12-13), one broadcast of A (ymm14) and one product
 // (ymm15), each product added as soon as it is made.
-#define S8_AVX2_ROW(off, acc0, acc1)                        \
-  "vpbroadcastq " off "(%[a]), %%ymm14\n\t"                 \
-  "vpmaddwd %%ymm12, %%ymm14, %%ymm15\n\t"                 \
-  "vpaddd %%ymm15, %%ymm" acc0 ", %%ymm" acc0 "\n\t"        \
-  "vpmaddwd %%ymm13, %%ymm14, %%ymm15\n\t"                 \
+#define S8_AVX2_ROW(off, acc0, acc1)          \
+  "vpbroadcastq " off                         \
+  "(%[a]), %%ymm14\n\t"                       \
+  "vpmaddwd %%ymm12, %%ymm14, %%ymm15\n\t"    \
+  "vpaddd %%ymm15, %%ymm" acc0 ", %%ymm" acc0 \
+  "\n\t"                                      \
+  "vpmaddwd %%ymm13, %%ymm14, %%ymm15\n\t"    \
   "vpaddd %%ymm15, %%ymm" acc1 ", %%ymm" acc1 "\n\t"
 // hadd gives columns (0 1 4 5 | 2 3 6 7); the 64-bit permute puts them in order.
-#define S8_AVX2_FOLD(acc0, acc1, off)                       \
-  "vphaddd %%ymm" acc1 ", %%ymm" acc0 ", %%ymm" acc0 "\n\t" \
-  "vpermq $0xD8, %%ymm" acc0 ", %%ymm" acc0 "\n\t"          \
+#define S8_AVX2_FOLD(acc0, acc1, off)                \
+  "vphaddd %%ymm" acc1 ", %%ymm" acc0 ", %%ymm" acc0 \
+  "\n\t"                                             \
+  "vpermq $0xD8, %%ymm" acc0 ", %%ymm" acc0          \
+  "\n\t"                                             \
   "vmovdqu %%ymm" acc0 ", " off "(%[out])\n\t"
 
 inline void s8_avx2_6rows_half(int64_t groups, const int16_t* a, const int8_t* b, int32_t* out) {

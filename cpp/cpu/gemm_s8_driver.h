@@ -73,7 +73,8 @@ inline void s8_epilogue_row(float* y, uint8_t* q, const int32_t* acc, const int3
   const float s0 = as * ws[0];
   for (int64_t j = 0; j < cols; ++j) {
     const float sc = kPerChannel ? as * ws[j] : s0;
-    float v = sc * static_cast<float>(static_cast<int32_t>(static_cast<uint32_t>(acc[j]) - az * static_cast<uint32_t>(cs[j])));
+    float v = sc * static_cast<float>(
+                       static_cast<int32_t>(static_cast<uint32_t>(acc[j]) - az * static_cast<uint32_t>(cs[j])));
     if (kBias) v += bias[j];
     if (kRelu) v = v > 0.0f ? v : 0.0f;
     if (kU8)
@@ -163,8 +164,8 @@ void s8_tile_panels(int np, int64_t groups, const typename K::AType* a, int64_t 
 }
 
 template <class K, int R = K::kMr>
-void s8_tile(int rows, int np, int64_t groups, const typename K::AType* a, int64_t lda, const int8_t* b,
-             int64_t stride, int32_t* tile) {
+void s8_tile(int rows, int np, int64_t groups, const typename K::AType* a, int64_t lda, const int8_t* b, int64_t stride,
+             int32_t* tile) {
   if constexpr (R > 1) {
     if (rows < R) return s8_tile<K, R - 1>(rows, np, groups, a, lda, b, stride, tile);
   }

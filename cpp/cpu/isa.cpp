@@ -14,8 +14,8 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #define CUSTOMML_X86_HOST 1
 #if defined(_MSC_VER)
-#include <intrin.h>
 #include <immintrin.h>
+#include <intrin.h>
 #else
 #include <cpuid.h>
 #endif
@@ -25,9 +25,8 @@ namespace customml::cpu {
 namespace {
 
 struct Features {
-  bool avx2 = false, fma = false, avx512f = false, avx512bw = false, avx512dq = false,
-       avx512vl = false, avx512_vnni = false, avx512_bf16 = false, amx_tile = false,
-       amx_int8 = false, amx_bf16 = false;
+  bool avx2 = false, fma = false, avx512f = false, avx512bw = false, avx512dq = false, avx512vl = false,
+       avx512_vnni = false, avx512_bf16 = false, amx_tile = false, amx_int8 = false, amx_bf16 = false;
 };
 
 #ifdef CUSTOMML_X86_HOST
@@ -136,11 +135,10 @@ const char* isa_name(IsaLevel level) {
 }
 
 IsaLevel parse_isa(const std::string& name) {
-  for (IsaLevel l : {IsaLevel::portable, IsaLevel::avx2, IsaLevel::avx512, IsaLevel::avx512_vnni,
-                     IsaLevel::amx})
+  for (IsaLevel l : {IsaLevel::portable, IsaLevel::avx2, IsaLevel::avx512, IsaLevel::avx512_vnni, IsaLevel::amx})
     if (name == isa_name(l)) return l;
-  throw std::invalid_argument("CUSTOMML_ISA must be one of portable, avx2, avx512, avx512_vnni, amx; got '" +
-                              name + "'");
+  throw std::invalid_argument("CUSTOMML_ISA must be one of portable, avx2, avx512, avx512_vnni, amx; got '" + name +
+                              "'");
 }
 
 IsaLevel detected_isa() { return level_of(features()); }
@@ -148,13 +146,17 @@ IsaLevel detected_isa() { return level_of(features()); }
 std::vector<std::string> cpu_features() {
   const Features& f = features();
   std::vector<std::string> out;
-  const std::pair<bool, const char*> all[] = {
-      {f.avx2, "avx2"},         {f.fma, "fma"},
-      {f.avx512f, "avx512f"},   {f.avx512bw, "avx512bw"},
-      {f.avx512dq, "avx512dq"}, {f.avx512vl, "avx512vl"},
-      {f.avx512_vnni, "avx512_vnni"}, {f.avx512_bf16, "avx512_bf16"},
-      {f.amx_tile, "amx_tile"}, {f.amx_int8, "amx_int8"},
-      {f.amx_bf16, "amx_bf16"}};
+  const std::pair<bool, const char*> all[] = {{f.avx2, "avx2"},
+                                              {f.fma, "fma"},
+                                              {f.avx512f, "avx512f"},
+                                              {f.avx512bw, "avx512bw"},
+                                              {f.avx512dq, "avx512dq"},
+                                              {f.avx512vl, "avx512vl"},
+                                              {f.avx512_vnni, "avx512_vnni"},
+                                              {f.avx512_bf16, "avx512_bf16"},
+                                              {f.amx_tile, "amx_tile"},
+                                              {f.amx_int8, "amx_int8"},
+                                              {f.amx_bf16, "amx_bf16"}};
   for (const auto& [has, name] : all)
     if (has) out.emplace_back(name);
   return out;

@@ -40,8 +40,8 @@ void CpuBackend::confusion_matrix_update(int64_t* counts, const float* logits, c
 // pred, target: (batch, outputs)  shift: (outputs) -> stats: (4, outputs) += per column
 // [sum |e|, sum e^2, sum d, sum d^2] with e = pred - target and d = target - shift in
 // float64.
-void CpuBackend::regression_stats_update(double* stats, const float* pred, const float* target,
-                                         const double* shift, int64_t batch, int64_t outputs) {
+void CpuBackend::regression_stats_update(double* stats, const float* pred, const float* target, const double* shift,
+                                         int64_t batch, int64_t outputs) {
   double* abs_err = stats;
   double* sq_err = stats + outputs;
   double* sum_y = stats + 2 * outputs;

@@ -28,8 +28,7 @@ template <class Q>
 void quantize_row(Q* q, const float* x, int64_t n, const float* scale, const int32_t* zero, bool per_column,
                   CodeRange r) {
   if (per_column) {
-    for (int64_t j = 0; j < n; ++j)
-      q[j] = static_cast<Q>(to_code(x[j] / scale[j], zero ? zero[j] : 0, r.lo, r.hi));
+    for (int64_t j = 0; j < n; ++j) q[j] = static_cast<Q>(to_code(x[j] / scale[j], zero ? zero[j] : 0, r.lo, r.hi));
   } else {
     const float s = scale[0];
     const int32_t z = zero ? zero[0] : 0;
@@ -129,8 +128,8 @@ const char* quantize_variant() { return current().name; }
 QuantizeRowFn quantize_row_kernel() { return current().fn; }
 
 // x: (rows, cols) f32 -> q: (rows, cols) i8 / u8
-void CpuBackend::quantize(void* q, DType qtype, const float* x, const float* scale, const int32_t* zero,
-                          int64_t rows, int64_t cols, QuantAxis axis) {
+void CpuBackend::quantize(void* q, DType qtype, const float* x, const float* scale, const int32_t* zero, int64_t rows,
+                          int64_t cols, QuantAxis axis) {
   const CodeRange r = code_range(qtype);
   const bool per_row = axis == QuantAxis::row, per_column = axis == QuantAxis::column;
   const QuantizeRowFn row = quantize_row_kernel();
@@ -143,8 +142,8 @@ void CpuBackend::quantize(void* q, DType qtype, const float* x, const float* sca
 }
 
 // q: (rows, cols) i8 / u8 -> x: (rows, cols) f32
-void CpuBackend::dequantize(float* x, const void* q, DType qtype, const float* scale, const int32_t* zero,
-                            int64_t rows, int64_t cols, QuantAxis axis) {
+void CpuBackend::dequantize(float* x, const void* q, DType qtype, const float* scale, const int32_t* zero, int64_t rows,
+                            int64_t cols, QuantAxis axis) {
   const bool per_row = axis == QuantAxis::row, per_column = axis == QuantAxis::column;
   for_rows(rows, cols, [&](int64_t i) {
     const float* s = per_row ? scale + i : scale;

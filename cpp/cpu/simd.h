@@ -7,8 +7,8 @@
 // docs/decisions.md): each ISA file includes this header under its own flags, and an
 // out-of-line copy built for AVX-512 must never be what the portable path calls.
 
-#include <cstdint>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 
 #if defined(__AVX512F__) || defined(__AVX2__)
@@ -22,9 +22,15 @@ namespace {
 
 constexpr int kLanes = 16;
 constexpr const char* kIsaSuffix = "avx512";
-struct Vf { __m512 v; };
-struct Vd { __m512d v; };  // kLanes / 2 doubles
-struct Mask { __mmask16 m; };
+struct Vf {
+  __m512 v;
+};
+struct Vd {
+  __m512d v;
+};  // kLanes / 2 doubles
+struct Mask {
+  __mmask16 m;
+};
 
 inline Vf set1(float a) { return {_mm512_set1_ps(a)}; }
 inline Vf lane_index() { return {_mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)}; }
@@ -82,7 +88,9 @@ inline void store_lanes(float* p, Vf a) { _mm512_storeu_ps(p, a.v); }
 inline void store_lanes(double* p, Vd a) { _mm512_storeu_pd(p, a.v); }
 
 // uint32 lanes, for Philox and the finite check.
-struct Vu { __m512i v; };
+struct Vu {
+  __m512i v;
+};
 inline Vu set1_u(uint32_t a) { return {_mm512_set1_epi32(static_cast<int>(a))}; }
 inline Vu load_u(const uint32_t* p) { return {_mm512_loadu_si512(p)}; }
 inline Vu operator^(Vu a, Vu b) { return {_mm512_xor_si512(a.v, b.v)}; }
@@ -125,9 +133,15 @@ inline void interleave4(Vf& a, Vf& b, Vf& c, Vf& d) {
 
 constexpr int kLanes = 8;
 constexpr const char* kIsaSuffix = "avx2";
-struct Vf { __m256 v; };
-struct Vd { __m256d v; };
-struct Mask { __m256 m; };
+struct Vf {
+  __m256 v;
+};
+struct Vd {
+  __m256d v;
+};
+struct Mask {
+  __m256 m;
+};
 
 inline Vf set1(float a) { return {_mm256_set1_ps(a)}; }
 inline Vf lane_index() { return {_mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7)}; }
@@ -164,7 +178,8 @@ inline Mask is_nan(Vf a) { return {_mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q)}; }
 inline Vf select(Mask m, Vf a, Vf b) { return {_mm256_blendv_ps(b.v, a.v, m.m)}; }
 // 2^n for integral n in [-126, 127].
 inline Vf pow2(Vf n) {
-  return {_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n.v), _mm256_set1_epi32(127)), 23))};
+  return {
+      _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n.v), _mm256_set1_epi32(127)), 23))};
 }
 // y 2^n for integral n in [-150, 128] as two normal factors: the first product is
 // exact, the second rounds once (subnormal results included), and 2^128 y overflows.
@@ -174,8 +189,8 @@ inline Vf ldexp(Vf y, Vf n) {
 }
 inline Vf mantissa(Vf x) {
   const __m256i bits = _mm256_castps_si256(x.v);
-  return {_mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi32(0x007FFFFF)),
-                                              _mm256_set1_epi32(0x3F800000)))};
+  return {_mm256_castsi256_ps(
+      _mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi32(0x007FFFFF)), _mm256_set1_epi32(0x3F800000)))};
 }
 inline Vf exponent(Vf x) {
   const __m256i e = _mm256_srli_epi32(_mm256_castps_si256(x.v), 23);
@@ -200,7 +215,9 @@ inline void store_lanes(float* p, Vf a) { _mm256_storeu_ps(p, a.v); }
 inline void store_lanes(double* p, Vd a) { _mm256_storeu_pd(p, a.v); }
 
 // uint32 lanes, for Philox and the finite check.
-struct Vu { __m256i v; };
+struct Vu {
+  __m256i v;
+};
 inline Vu set1_u(uint32_t a) { return {_mm256_set1_epi32(static_cast<int>(a))}; }
 inline Vu load_u(const uint32_t* p) { return {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))}; }
 inline Vu operator^(Vu a, Vu b) { return {_mm256_xor_si256(a.v, b.v)}; }
@@ -239,9 +256,15 @@ inline void interleave4(Vf& a, Vf& b, Vf& c, Vf& d) {
 // from the FMA variants by at most one rounding per fmadd.
 constexpr int kLanes = 1;
 constexpr const char* kIsaSuffix = "portable";
-struct Vf { float v; };
-struct Vd { double v; };
-struct Mask { bool m; };
+struct Vf {
+  float v;
+};
+struct Vd {
+  double v;
+};
+struct Mask {
+  bool m;
+};
 
 inline Vf set1(float a) { return {a}; }
 inline Vf lane_index() { return {0.0f}; }
@@ -317,7 +340,9 @@ inline void store_lanes(float* p, Vf a) { *p = a.v; }
 inline void store_lanes(double* p, Vd a) { *p = a.v; }
 
 // uint32 "lanes", for the finite check (the SIMD levels' Vu also serves Philox).
-struct Vu { uint32_t v; };
+struct Vu {
+  uint32_t v;
+};
 inline Vu set1_u(uint32_t a) { return {a}; }
 inline Vu operator&(Vu a, Vu b) { return {a.v & b.v}; }
 inline Vu operator|(Vu a, Vu b) { return {a.v | b.v}; }

@@ -31,8 +31,9 @@ void CpuBackend::softmax_cross_entropy(float* grad, double* loss, const float* l
   const double inv_total = total_weight > 0.0 ? 1.0 / total_weight : 0.0;
   const ElementwiseKernels& k = elementwise();
   if (parallel_chunk_count(batch * classes) == 1) {
-    *loss = k.softmax_cross_entropy(grad, logits, labels, class_weights, row_weights, batch, classes,
-                                    label_smoothing, inv_total) * inv_total;
+    *loss = k.softmax_cross_entropy(grad, logits, labels, class_weights, row_weights, batch, classes, label_smoothing,
+                                    inv_total) *
+            inv_total;
     return;
   }
   const int64_t rows = std::max<int64_t>(1, kParallelChunk / classes);

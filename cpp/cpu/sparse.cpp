@@ -20,8 +20,8 @@ namespace {
 
 // x: (rows, in)  w: CSR of W^T -> y[:, j0:j1] = act(x W + b): each output sums its
 // nonzeros in stored (ascending input) order, then adds the bias.
-void f32_sparse_dense__portable(float* y, const float* x, const CsrMatrix& w, const float* b, int64_t rows,
-                                int64_t j0, int64_t j1, Activation act, ScratchFn) {
+void f32_sparse_dense__portable(float* y, const float* x, const CsrMatrix& w, const float* b, int64_t rows, int64_t j0,
+                                int64_t j1, Activation act, ScratchFn) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * w.in;
     float* yr = y + r * w.out;
@@ -83,8 +83,8 @@ constexpr int64_t kParallelMinMacs = int64_t{1} << 18;
 // element is computed by one task with a sum order that depends on neither the split
 // nor the thread count.
 template <class Kernel, class Matrix>
-void run_tiles(Kernel kernel, float* y, const float* x, const Matrix& w, const float* b, int64_t batch,
-               Activation act, int64_t macs) {
+void run_tiles(Kernel kernel, float* y, const float* x, const Matrix& w, const float* b, int64_t batch, Activation act,
+               int64_t macs) {
   if (batch == 0) return;
   const int64_t tiles = (batch + kSparseTileRows - 1) / kSparseTileRows;
   ThreadPool& pool = ThreadPool::instance();
@@ -116,8 +116,10 @@ const SparseKernels kSparsePortable{"portable", "f32_sparse_dense__portable", "f
 void select_sparse(IsaLevel level) {
   const SparseKernels* t = &kSparsePortable;
 #ifdef CUSTOMML_X86_KERNELS
-  if (static_cast<int>(level) >= static_cast<int>(IsaLevel::avx512)) t = &kSparseAvx512;
-  else if (level == IsaLevel::avx2) t = &kSparseAvx2;
+  if (static_cast<int>(level) >= static_cast<int>(IsaLevel::avx512))
+    t = &kSparseAvx512;
+  else if (level == IsaLevel::avx2)
+    t = &kSparseAvx2;
 #endif
   g_table.store(t, std::memory_order_release);
 }
@@ -149,8 +151,8 @@ void CpuBackend::sparse_pack(void* packed, const CsrMatrix& w) { csr_pack(packed
 // hold a nonzero (2:4 fills them all): it then costs no more than the other paths at any
 // batch (measured on Zen 5, 2:4 784 -> 256: 35 against 76 us for the N:M kernel at batch
 // 16, 271 against 319 at 128; 90% random CSR, 50-58% of the lanes filled: 94 against 99 us
-// for the transposed path at 784 -> 256 and batch 128, 31 against 43 at 256 -> 256). Large products split the groups of outputs over the threads, or
-// the rows when there are fewer groups than threads; each output is summed by one task in
+// for the transposed path at 784 -> 256 and batch 128, 31 against 43 at 256 -> 256). Large products split the groups of
+// outputs over the threads, or the rows when there are fewer groups than threads; each output is summed by one task in
 // one order whatever the split.
 bool CpuBackend::sparse_dense_forward_packed(float* y, const float* x, const void* packed, const float* b,
                                              int64_t batch, Activation act) {

@@ -27,12 +27,12 @@ using NmKernel = void (*)(float* y, const float* x, const NmMatrix& w, const flo
 
 // x: (rows, w.in) row-major, rows <= packed_max_rows; w packed (cpu/sparse_packed.h); b:
 // (w.out) or null -> y (rows, w.out) row-major, the outputs of groups [g0, g1) only.
-using CsrPackedKernel = void (*)(float* y, const float* x, const CsrPacked& w, const float* b, int64_t rows,
-                                 int64_t g0, int64_t g1, Activation act);
+using CsrPackedKernel = void (*)(float* y, const float* x, const CsrPacked& w, const float* b, int64_t rows, int64_t g0,
+                                 int64_t g1, Activation act);
 
 struct SparseKernels {
-  const char* isa;   // "portable", "avx2", "avx512"
-  const char* csr;   // the variant names, what then how: f32_sparse_dense__avx512_4x16
+  const char* isa;  // "portable", "avx2", "avx512"
+  const char* csr;  // the variant names, what then how: f32_sparse_dense__avx512_4x16
   const char* nm;
   CsrKernel csr_forward;
   NmKernel nm_forward;

@@ -87,8 +87,7 @@ void packed_blocks(float* y, const float* x, const CsrPacked& w, const float* b,
 }
 
 template <int R>
-void packed_rows(float* y, const float* x, const CsrPacked& w, const float* b, int64_t g0, int64_t g1,
-                 Activation act) {
+void packed_rows(float* y, const float* x, const CsrPacked& w, const float* b, int64_t g0, int64_t g1, Activation act) {
   constexpr int kBlocks = R <= 2 ? kPackGroup : 4;  // blocks one pass over a group's steps sums
   const int64_t blocks = (w.out + kPackLanes - 1) / kPackLanes;
   for (int64_t g = g0; g < g1; ++g) {
@@ -99,9 +98,9 @@ void packed_rows(float* y, const float* x, const CsrPacked& w, const float* b, i
 
 // Batches up to this many rows take the packed product: every four rows stream the packed
 // weight twice more (once per half of a group's blocks), while the transposed path
-// (kGatherMaxRows and up) pays for its transpositions. Measured on Zen 5 (90% sparse, relu) with chunks of 32 inputs, 38-40% of
-// the lanes filled, the two crossed between 8 and 12 rows at 784 -> 256 and near 12 at
-// 256 -> 256; layouts at least half full (sparse.cpp) serve every batch.
+// (kGatherMaxRows and up) pays for its transpositions. Measured on Zen 5 (90% sparse, relu) with chunks of 32 inputs,
+// 38-40% of the lanes filled, the two crossed between 8 and 12 rows at 784 -> 256 and near 12 at 256 -> 256; layouts at
+// least half full (sparse.cpp) serve every batch.
 constexpr int64_t kPackedMaxRows = 8;
 
 static_assert(kPackLanes == kLanes && kPackWindow == 2 * kLanes, "the layout is one vector of outputs, two of x");
@@ -118,13 +117,8 @@ void sparse_dense_packed(float* y, const float* x, const CsrPacked& w, const flo
 
 }  // namespace
 
-const SparseKernels kSparseAvx512{"avx512",
-                                  "f32_sparse_dense__avx512_4x16",
-                                  "f32_nm_dense__avx512_4x64",
-                                  sparse_dense_simd,
-                                  nm_dense_simd,
-                                  "f32_sparse_dense_packed__avx512_8x16",
-                                  sparse_dense_packed,
-                                  kPackedMaxRows};
+const SparseKernels kSparseAvx512{
+    "avx512",      "f32_sparse_dense__avx512_4x16",        "f32_nm_dense__avx512_4x64", sparse_dense_simd,
+    nm_dense_simd, "f32_sparse_dense_packed__avx512_8x16", sparse_dense_packed,         kPackedMaxRows};
 
 }  // namespace customml::cpu

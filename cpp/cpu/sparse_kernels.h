@@ -63,7 +63,9 @@ constexpr int kTile = static_cast<int>(kSparseTileRows);  // the batch lanes of 
 inline int64_t lanes_scratch_floats(int64_t in, int64_t outputs) { return (in + outputs) * kTile; }
 
 #if defined(__AVX512F__)
-struct Vi { __m512i v; };
+struct Vi {
+  __m512i v;
+};
 inline Vi load_index(const int32_t* p, int64_t n) {
   return {n >= kLanes ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi32(first_n(n), p)};
 }
@@ -88,14 +90,19 @@ inline Vf reduce_lanes(const Vf* a) {
     d[i] = _mm512_add_ps(_mm512_shuffle_f32x4(c[2 * i], c[2 * i + 1], 0x88),
                          _mm512_shuffle_f32x4(c[2 * i], c[2 * i + 1], 0xDD));
   for (int i = 0; i < 2; ++i)
-    e[i] = _mm512_add_ps(_mm512_shuffle_ps(d[2 * i], d[2 * i + 1], 0x44), _mm512_shuffle_ps(d[2 * i], d[2 * i + 1], 0xEE));
+    e[i] =
+        _mm512_add_ps(_mm512_shuffle_ps(d[2 * i], d[2 * i + 1], 0x44), _mm512_shuffle_ps(d[2 * i], d[2 * i + 1], 0xEE));
   return {_mm512_add_ps(_mm512_shuffle_ps(e[0], e[1], 0x88), _mm512_shuffle_ps(e[0], e[1], 0xDD))};
 }
 // Lane l: table[idx[l]], idx < kLanes (the n:m slot's row within its group).
-inline Vi widen_bytes(const uint8_t* p) { return {_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))}; }
+inline Vi widen_bytes(const uint8_t* p) {
+  return {_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))};
+}
 inline Vf permute(Vf table, Vi idx) { return {_mm512_permutexvar_ps(idx.v, table.v)}; }
 #else
-struct Vi { __m256i v; };
+struct Vi {
+  __m256i v;
+};
 inline Vi load_index(const int32_t* p, int64_t n) {
   return {n >= kLanes ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)) : _mm256_maskload_epi32(p, first_n(n))};
 }
@@ -114,17 +121,22 @@ inline Vf reduce_lanes(const Vf* a) {
     c[i] = _mm256_add_ps(_mm256_permute2f128_ps(a[2 * i].v, a[2 * i + 1].v, 0x20),
                          _mm256_permute2f128_ps(a[2 * i].v, a[2 * i + 1].v, 0x31));
   for (int i = 0; i < 2; ++i)
-    d[i] = _mm256_add_ps(_mm256_shuffle_ps(c[2 * i], c[2 * i + 1], 0x44), _mm256_shuffle_ps(c[2 * i], c[2 * i + 1], 0xEE));
+    d[i] =
+        _mm256_add_ps(_mm256_shuffle_ps(c[2 * i], c[2 * i + 1], 0x44), _mm256_shuffle_ps(c[2 * i], c[2 * i + 1], 0xEE));
   return {_mm256_add_ps(_mm256_shuffle_ps(d[0], d[1], 0x88), _mm256_shuffle_ps(d[0], d[1], 0xDD))};
 }
-inline Vi widen_bytes(const uint8_t* p) { return {_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)))}; }
+inline Vi widen_bytes(const uint8_t* p) {
+  return {_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)))};
+}
 inline Vf permute(Vf table, Vi idx) { return {_mm256_permutevar8x32_ps(table.v, idx.v)}; }
 #endif
 
 inline Vf load_n(const float* p, int64_t n) { return n >= kLanes ? load(p) : load_partial(p, n, 0.0f); }
 inline void store_n(float* p, int64_t n, Vf a) {
-  if (n >= kLanes) store(p, a);
-  else store_partial(p, n, a);
+  if (n >= kLanes)
+    store(p, a);
+  else
+    store_partial(p, n, a);
 }
 // The slot indices of n (< kLanes) outputs, read without touching the bytes past them.
 inline Vi widen_bytes_n(const uint8_t* p, int64_t n) {
@@ -153,7 +165,8 @@ void transpose_to_lanes(float* dst, const float* src, int64_t rows, int64_t cols
 void transpose_from_lanes(float* y, int64_t ldy, const float* src, int64_t rows, int64_t cols) {
   const Vi idx = strided_index(kTile);
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; c += kLanes) store_n(y + r * ldy + c, cols - c, gather(src + c * kTile + r, idx, cols - c));
+    for (int64_t c = 0; c < cols; c += kLanes)
+      store_n(y + r * ldy + c, cols - c, gather(src + c * kTile + r, idx, cols - c));
 }
 
 // The (input row, value) pairs of one CSR output in summation order.
@@ -273,9 +286,9 @@ void sparse_dense_simd(float* y, const float* x, const CsrMatrix& w, const float
 #pragma GCC unroll 16
       for (int t = 0; t < kLanes; ++t) {
         const int64_t j = jb + t;
-        acc[kReduceSlot[t]] = t < cnt ? gather_dot(xr, w.index + w.offsets[j], w.values + w.offsets[j],
-                                                   w.offsets[j + 1] - w.offsets[j])
-                                      : set1(0.0f);
+        acc[kReduceSlot[t]] =
+            t < cnt ? gather_dot(xr, w.index + w.offsets[j], w.values + w.offsets[j], w.offsets[j + 1] - w.offsets[j])
+                    : set1(0.0f);
       }
       Vf z = reduce_lanes(acc);
       if (b) z = z + load_n(b + jb, cnt);
@@ -362,7 +375,8 @@ void nm_lanes(float* y, const float* x, const NmMatrix& w, const float* b, int64
   float* yt = scratch + w.in * kTile;
   transpose_to_lanes(xt, x, rows, w.in);
   int64_t jb = j0;
-  for (; jb + kNmOutputs <= j1; jb += kNmOutputs) nm_lanes_block<V, kNmOutputs>(yt + (jb - j0) * kTile, xt, w, b, jb, act);
+  for (; jb + kNmOutputs <= j1; jb += kNmOutputs)
+    nm_lanes_block<V, kNmOutputs>(yt + (jb - j0) * kTile, xt, w, b, jb, act);
   for (; jb < j1; ++jb) nm_lanes_block<V, 1>(yt + (jb - j0) * kTile, xt, w, b, jb, act);
   transpose_from_lanes(y + j0, w.out, yt, rows, j1 - j0);
 }
@@ -390,8 +404,10 @@ void nm_dense_simd(float* y, const float* x, const NmMatrix& w, const float* b, 
     return;
   }
   for (int64_t r = 0; r < rows; ++r) {
-    if (w.m <= kLanes) nm_row<8, true>(y + r * w.out, x + r * w.in, w, b, j0, j1, act);
-    else nm_row<8, false>(y + r * w.out, x + r * w.in, w, b, j0, j1, act);
+    if (w.m <= kLanes)
+      nm_row<8, true>(y + r * w.out, x + r * w.in, w, b, j0, j1, act);
+    else
+      nm_row<8, false>(y + r * w.out, x + r * w.in, w, b, j0, j1, act);
   }
 }
 

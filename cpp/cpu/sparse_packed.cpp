@@ -70,7 +70,8 @@ Header header(const CsrMatrix& w) {
   Header h{w.in, w.out, w.nnz, (w.out + kPackLanes * kPackGroup - 1) / (kPackLanes * kPackGroup), 0, 0};
   std::vector<int64_t> next;
   for (int64_t g = 0; g < h.groups; ++g) {
-    const int64_t steps = sweep_group(w, g, next, [](int64_t) {}, [](int64_t, int64_t, int64_t) {});
+    const int64_t steps = sweep_group(
+        w, g, next, [](int64_t) {}, [](int64_t, int64_t, int64_t) {});
     h.steps += steps;
     h.block_steps += steps * blocks_in_group(h, g);
   }

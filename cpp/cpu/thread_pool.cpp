@@ -103,7 +103,9 @@ void ThreadPool::worker_loop() {
     const std::function<void(int)>* job;
     int tasks;
     polling_.fetch_add(1, std::memory_order_relaxed);
-    spin_until([&] { return stopping_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; });
+    spin_until([&] {
+      return stopping_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen;
+    });
     polling_.fetch_sub(1, std::memory_order_relaxed);
     {
       std::unique_lock<std::mutex> lock(mutex_);
@@ -161,7 +163,8 @@ void ThreadPool::parallel_for(int tasks, const std::function<void(int)>& fn) {
   }
   // Workers still running tasks usually finish within microseconds: watch for that rather
   // than sleep through a wake-up.
-  spin_until([&] { return remaining_.load(std::memory_order_acquire) == 0 && active_.load(std::memory_order_acquire) == 0; });
+  spin_until(
+      [&] { return remaining_.load(std::memory_order_acquire) == 0 && active_.load(std::memory_order_acquire) == 0; });
   std::unique_lock<std::mutex> lock(mutex_);
   done_.wait(lock, [&] { return remaining_ == 0 && active_ == 0; });
   job_ = nullptr;
@@ -169,8 +172,9 @@ void ThreadPool::parallel_for(int tasks, const std::function<void(int)>& fn) {
 
 void ThreadPool::parallel_for_if_awake(int tasks, const std::function<void(int)>& fn) {
   if (tasks > 1 && num_threads() > 1) {
-    const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                            std::chrono::steady_clock::now().time_since_epoch()).count();
+    const int64_t now =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+            .count();
     const int64_t last = last_if_awake_ns_.exchange(now, std::memory_order_relaxed);
     if (polling_.load(std::memory_order_relaxed) > 0 || now - last < kSpinAfterJobNs) {
       parallel_for(tasks, fn);

@@ -6,8 +6,8 @@
 // awake, and NumPy's and PyTorch's pools lose at most that long of a core to it.
 
 #include <atomic>
-#include <cstdint>
 #include <condition_variable>
+#include <cstdint>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -56,7 +56,7 @@ class ThreadPool {
   std::atomic<int> active_{0};     // workers inside the current job
   std::atomic<uint64_t> generation_{0};
   std::atomic<bool> stopping_{false};
-  std::atomic<int> polling_{0};             // workers awake between jobs
+  std::atomic<int> polling_{0};               // workers awake between jobs
   std::atomic<int64_t> last_if_awake_ns_{0};  // when parallel_for_if_awake last began
 };
 

@@ -1,7 +1,7 @@
 #pragma once
 // Defines: vexp, vexp_nonpositive, vlog, vlog1p, vlog1p_unit, vtanh, vsigmoid, vgelu (float32 transcendentals over the
-// Vf of cpu/simd.h) and vmath_map (one of them over an array), one source for AVX-512, AVX2 + FMA and portable (each ISA file
-// includes this under its own flags; internal linkage, see simd.h).
+// Vf of cpu/simd.h) and vmath_map (one of them over an array), one source for AVX-512, AVX2 + FMA and portable (each
+// ISA file includes this under its own flags; internal linkage, see simd.h).
 //
 // Cephes-style range reduction and minimax polynomials (Moshier's expf, logf,
 // tanhf coefficients), branch-free, with the special values handled by selects.

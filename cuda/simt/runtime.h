@@ -63,4 +63,3 @@ unsigned lane_id();
 std::vector<double> run_selftest(const std::string& name, const std::vector<double>& input, dim3 grid, dim3 block);
 
 }  // namespace customml::simt
-

@@ -3,8 +3,8 @@
 
 #include <cstdint>
 #include <stdexcept>
-#include <type_traits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cuda/launch.h"
@@ -16,16 +16,22 @@ namespace {
 using cuda_emulated::launch;
 
 __device__ int64_t global_id() {
-  const int64_t block = blockIdx.x + static_cast<int64_t>(gridDim.x) * (blockIdx.y + static_cast<int64_t>(gridDim.y) * blockIdx.z);
-  const int64_t thread = threadIdx.x + static_cast<int64_t>(blockDim.x) * (threadIdx.y + static_cast<int64_t>(blockDim.y) * threadIdx.z);
+  const int64_t block =
+      blockIdx.x + static_cast<int64_t>(gridDim.x) * (blockIdx.y + static_cast<int64_t>(gridDim.y) * blockIdx.z);
+  const int64_t thread =
+      threadIdx.x + static_cast<int64_t>(blockDim.x) * (threadIdx.y + static_cast<int64_t>(blockDim.y) * threadIdx.z);
   return block * blockDim.x * blockDim.y * blockDim.z + thread;
 }
 
 // out (threads, 6): each thread's threadIdx and blockIdx.
 __global__ void indices_kernel(double* out) {
   double* o = out + global_id() * 6;
-  o[0] = threadIdx.x; o[1] = threadIdx.y; o[2] = threadIdx.z;
-  o[3] = blockIdx.x; o[4] = blockIdx.y; o[5] = blockIdx.z;
+  o[0] = threadIdx.x;
+  o[1] = threadIdx.y;
+  o[2] = threadIdx.z;
+  o[3] = blockIdx.x;
+  o[4] = blockIdx.y;
+  o[5] = blockIdx.z;
 }
 
 // Reverses each block's slice of in through shared memory (1-D blocks).
@@ -123,8 +129,10 @@ __global__ void syncwarp_kernel(double* out, const double* in) {
 
 // Half of warp 0 waits at __syncthreads while the other half waits at __syncwarp for it.
 __global__ void deadlock_kernel(double* out) {
-  if (threadIdx.x < 16) __syncthreads();
-  else __syncwarp();
+  if (threadIdx.x < 16)
+    __syncthreads();
+  else
+    __syncwarp();
   out[threadIdx.x] = 1.0;
 }
 
@@ -144,8 +152,10 @@ std::vector<double> run_selftest(const std::string& name, const std::vector<doub
   } else if (name == "reverse" || name == "reverse_missing_barrier") {
     need_input(1);
     out.assign(threads, -1.0);
-    if (name == "reverse") launch(reverse_kernel<true>, grid, block, shared, nullptr, out.data(), in.data());
-    else launch(reverse_kernel<false>, grid, block, shared, nullptr, out.data(), in.data());
+    if (name == "reverse")
+      launch(reverse_kernel<true>, grid, block, shared, nullptr, out.data(), in.data());
+    else
+      launch(reverse_kernel<false>, grid, block, shared, nullptr, out.data(), in.data());
   } else if (name == "shuffle") {
     need_input(1);
     out.assign(threads * 6, -1.0);
@@ -179,8 +189,10 @@ std::vector<double> run_selftest(const std::string& name, const std::vector<doub
       }
       launch(wmma_int8_kernel<T>, grid, block, 0, nullptr, d.data(), a.data(), b.data(), c.data());
     };
-    if (name == "wmma_s8") run_typed(static_cast<signed char>(0));
-    else run_typed(static_cast<unsigned char>(0));
+    if (name == "wmma_s8")
+      run_typed(static_cast<signed char>(0));
+    else
+      run_typed(static_cast<unsigned char>(0));
     out.assign(d.begin(), d.end());
   } else if (name == "wmma_f16" || name == "wmma_bf16" || name == "wmma_tf32") {
     // in: a (256), b (256), c (256) row-major floats; a and b are converted to the

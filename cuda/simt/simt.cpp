@@ -157,11 +157,10 @@ void run_block(Runner& r, unsigned n) {
         if (r.threads[i]->wait == Wait::block_barrier) r.threads[i]->wait = Wait::none;
       continue;
     }
-    throw std::runtime_error("[simt] deadlock in block (" + std::to_string(r.block_idx.x) + ", " +
-                             std::to_string(r.block_idx.y) + ", " + std::to_string(r.block_idx.z) + "): " +
-                             std::to_string(at_barrier) + " threads wait at __syncthreads, " +
-                             std::to_string(at_warp) + " at a warp collective, " + std::to_string(done) +
-                             " have exited");
+    throw std::runtime_error(
+        "[simt] deadlock in block (" + std::to_string(r.block_idx.x) + ", " + std::to_string(r.block_idx.y) + ", " +
+        std::to_string(r.block_idx.z) + "): " + std::to_string(at_barrier) + " threads wait at __syncthreads, " +
+        std::to_string(at_warp) + " at a warp collective, " + std::to_string(done) + " have exited");
   }
 }
 

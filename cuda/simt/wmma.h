@@ -27,8 +27,8 @@ inline __half __float2half(float f) {
   const uint32_t abs = x & 0x7FFFFFFFu;
   if (abs >= 0x7F800000u) return {static_cast<uint16_t>(sign | 0x7C00u | (abs > 0x7F800000u ? 0x200u : 0u))};
   if (abs >= 0x477FF000u) return {static_cast<uint16_t>(sign | 0x7C00u)};  // rounds past 65504: inf
-  if (abs < 0x38800000u) {  // below 2^-14: a subnormal half (or zero)
-    if (abs < 0x33000000u) return {static_cast<uint16_t>(sign)};  // below half the smallest subnormal
+  if (abs < 0x38800000u) {                                                 // below 2^-14: a subnormal half (or zero)
+    if (abs < 0x33000000u) return {static_cast<uint16_t>(sign)};           // below half the smallest subnormal
     const uint32_t mant = (abs & 0x7FFFFFu) | 0x800000u;
     const int shift = 126 - static_cast<int>(abs >> 23);  // 14 + (113 - exponent) bits go
     const uint32_t kept = mant >> shift;
@@ -110,15 +110,31 @@ inline float __float_to_tf32(float f) {
 }
 
 namespace detail {
-template <class T> struct storage { using type = T; };
-template <> struct storage<precision::tf32> { using type = float; };
+template <class T>
+struct storage {
+  using type = T;
+};
+template <>
+struct storage<precision::tf32> {
+  using type = float;
+};
 inline float to_float(float v) { return v; }
 inline float to_float(__half v) { return __half2float(v); }
 inline float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <class Use, int M, int N, int K> struct shape;
-template <int M, int N, int K> struct shape<matrix_a, M, N, K> { static constexpr int rows = M, cols = K; };
-template <int M, int N, int K> struct shape<matrix_b, M, N, K> { static constexpr int rows = K, cols = N; };
-template <int M, int N, int K> struct shape<accumulator, M, N, K> { static constexpr int rows = M, cols = N; };
+template <class Use, int M, int N, int K>
+struct shape;
+template <int M, int N, int K>
+struct shape<matrix_a, M, N, K> {
+  static constexpr int rows = M, cols = K;
+};
+template <int M, int N, int K>
+struct shape<matrix_b, M, N, K> {
+  static constexpr int rows = K, cols = N;
+};
+template <int M, int N, int K>
+struct shape<accumulator, M, N, K> {
+  static constexpr int rows = M, cols = N;
+};
 }  // namespace detail
 
 // The whole rows x cols tile, row-major, in every lane.
