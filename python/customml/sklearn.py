@@ -75,9 +75,16 @@ def _check_params(est) -> None:
     real(est.alpha, "alpha", 0.0)
     real(est.momentum, "momentum", 0.0, high=1.0)
     real(est.dropout, "dropout", 0.0, high=1.0)
-    # (typeshed's numbers.Integral has no __ge__, so mypy cannot compare it with 1)
-    if not (est.batch_size == "auto" or (isinstance(est.batch_size, numbers.Integral)
-                                        and not isinstance(est.batch_size, bool) and est.batch_size >= 1)):  # type: ignore[operator]
+    # (typeshed's numbers.Integral has no __ge__, so mypy cannot compare it with 1; laid out
+    # as ruff format does, so that the ignore stays on the comparison's line)
+    if not (
+        est.batch_size == "auto"
+        or (
+            isinstance(est.batch_size, numbers.Integral)
+            and not isinstance(est.batch_size, bool)
+            and est.batch_size >= 1  # type: ignore[operator]
+        )
+    ):
         raise ValueError(f"{name} batch_size must be 'auto' or an integer >= 1, got {est.batch_size!r}")
     if isinstance(est.max_iter, bool) or not isinstance(est.max_iter, numbers.Integral) or est.max_iter < 1:
         raise ValueError(f"{name} max_iter must be an integer >= 1, got {est.max_iter!r}")
