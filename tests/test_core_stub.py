@@ -47,7 +47,7 @@ def _binding_signatures(name: str, obj: object, method: bool) -> List[Signature]
     return found
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _stub() -> Dict[str, List[Signature]]:
     """Dotted name (``f``, ``Class``, ``Class.method``) -> its signatures in the stub
     (properties and classes map to no signature)."""
@@ -69,7 +69,7 @@ def _stub() -> Dict[str, List[Signature]]:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _binding() -> Dict[str, List[Signature]]:
     """The same map for the compiled module: its functions, classes, their methods and
     properties (pybind11's own members left out)."""

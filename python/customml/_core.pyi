@@ -1,7 +1,6 @@
 """Type stubs for the native module customml._core (docstrings live in the binding)."""
 
-from typing import (Any, Dict, List, Optional, Protocol, Sequence, Tuple, TypedDict, Union, overload,
-                    type_check_only)
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple, TypedDict, Union, overload, type_check_only
 
 import numpy as np
 import numpy.typing as npt

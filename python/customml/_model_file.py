@@ -13,8 +13,16 @@ from typing import Dict, List, Optional, Sequence, Tuple, cast
 import numpy as np
 
 from . import _core
-from ._model_description import (LOSSES, OPTIMIZERS, DenseWeights, Int8, ModelDescription, OptimizerState,
-                                 param_table, slot_names)
+from ._model_description import (
+    LOSSES,
+    OPTIMIZERS,
+    DenseWeights,
+    Int8,
+    ModelDescription,
+    OptimizerState,
+    param_table,
+    slot_names,
+)
 from ._safetensors import DTYPE_SIZES, File, Tensor, dumps_json, is_int, short
 from ._safetensors import encode as encode_container
 
