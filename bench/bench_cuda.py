@@ -159,7 +159,7 @@ def _device_limits() -> tuple[dict, dict]:
     limits, missing = {}, {}
     a = cupy.ones(1 << 28, dtype=cupy.float32)
     b = cupy.empty_like(a)
-    limits["copy"] = 2 * a.nbytes / _best_seconds(lambda: cupy.copyto(b, a))
+    limits["copy"] = 2 * a.nbytes / _best_seconds(lambda: cupy.copyto(b, a))  # noqa: F821 (called before the del)
     del a, b
     props = cupy.cuda.runtime.getDeviceProperties(0)
     sms = props["multiProcessorCount"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from customml import _core, ops
+from customml import ops
 from support_isa import isa_available, use_isa
 
 try:

@@ -16,10 +16,8 @@ import numpy as np
 import threadpoolctl
 
 import customml
-
-from customml import ops
-
 import floors
+from customml import ops
 
 try:
     import torch

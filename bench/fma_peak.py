@@ -107,7 +107,7 @@ def _best_rate(fn, lanes: int, samples: int = 7, sample_time: float = 0.05) -> f
     return iters * _CHAINS * lanes * 2 / fastest
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def measure() -> dict:
     """{"avx2": flops/s, "avx512": flops/s} for the widths this CPU runs; empty when none
     could be measured (the reason under "error")."""

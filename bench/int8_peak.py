@@ -63,7 +63,7 @@ double madd_loop(int64_t iters, float seed) {
 """
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def measure() -> dict:
     """{"avx2": ops/s, "avx512_vnni": ops/s} for what this CPU runs (the reason under
     "error" when nothing could be measured)."""

@@ -63,9 +63,10 @@ def main() -> None:
 
 
 def coexist(rounds: int, calls: int) -> None:
+    from threadpoolctl import threadpool_limits
+
     import customml as cm
     from customml import ops
-    from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(0)
     a, b = rng.random((256, 256), dtype=np.float32), rng.random((256, 256), dtype=np.float32)

@@ -134,7 +134,7 @@ def measured_table(data: dict) -> str:
 def side_by_side(datas: list, labels: list) -> str:
     all_cases = [by_case(d) for d in datas]
     keys = sorted({k for c in all_cases for k in c}, key=lambda k: CASE_ORDER.get(k, len(CASE_ORDER)))
-    head = "| case | " + " | ".join(f"customml ({l}) | NumPy ({l})" for l in labels) + " |"
+    head = "| case | " + " | ".join(f"customml ({label}) | NumPy ({label})" for label in labels) + " |"
     sep = "|---|" + "---:|---:|" * len(labels)
     rows = [head, sep]
     for k in keys:

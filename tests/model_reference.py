@@ -184,13 +184,13 @@ def _reference_grads(x, y, weights, acts, loss, label_smoothing=0.0, class_weigh
 
     grads, bounds = [None] * len(weights), [None] * len(weights)
     dh, a_dh = g, a_g
-    for l in range(len(weights) - 1, -1, -1):
-        w = weights[l][0].astype(np.float64)
-        d = ds[l]
+    for i in range(len(weights) - 1, -1, -1):
+        w = weights[i][0].astype(np.float64)
+        d = ds[i]
         dz = dh * d
-        a_dz = np.abs(d) * a_dh + np.abs(dh) * (c2s[l] * az[l] + np.abs(d))
-        grads[l] = (hs[l].T @ dz, dz.sum(axis=0))
-        bounds[l] = (gamma * (ah[l].T @ np.abs(dz) + np.abs(hs[l]).T @ a_dz), gamma * a_dz.sum(axis=0))
+        a_dz = np.abs(d) * a_dh + np.abs(dh) * (c2s[i] * az[i] + np.abs(d))
+        grads[i] = (hs[i].T @ dz, dz.sum(axis=0))
+        bounds[i] = (gamma * (ah[i].T @ np.abs(dz) + np.abs(hs[i]).T @ a_dz), gamma * a_dz.sum(axis=0))
         dh = dz @ w.T
         a_dh = (a_dz + np.abs(dz)) @ np.abs(w).T
     return value, loss_bound, correct, grads, bounds

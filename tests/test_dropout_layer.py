@@ -18,7 +18,7 @@ def test_dropout_is_off_in_predict_and_evaluate():
     y = rng.integers(0, 3, 60).astype(np.int32)
     drop = make_model(widths=(16, 9, 3), acts=("relu", "tanh", None), dropout=0.5, seed=2)
     plain = make_model(widths=(16, 9, 3), acts=("relu", "tanh", None), seed=9)
-    assert [l.name for l in drop.layers] == ["dense", "dropout", "dense_1", "dropout_1", "dense_2"]
+    assert [layer.name for layer in drop.layers] == ["dense", "dropout", "dense_1", "dropout_1", "dense_2"]
     plain.set_weights(drop.get_weights())
     np.testing.assert_array_equal(drop.predict(x), plain.predict(x))  # same GEMMs: bit for bit
     for m in (drop, plain):

@@ -50,9 +50,9 @@ def test_unbuilt_model_builds_on_first_predict():
 def test_layer_auto_names():
     model = cm.Sequential([cm.layers.Dense(4), cm.layers.Dropout(0.1), cm.layers.Dense(4), cm.layers.Dropout(0.1),
                            cm.layers.Dense(2, name="head")])
-    assert [l.name for l in model.layers] == ["dense", "dropout", "dense_1", "dropout_1", "head"]
+    assert [layer.name for layer in model.layers] == ["dense", "dropout", "dense_1", "dropout_1", "head"]
     taken = cm.Sequential([cm.layers.Dense(3, name="dense_1"), cm.layers.Dense(3), cm.layers.Dense(3)])
-    assert [l.name for l in taken.layers] == ["dense_1", "dense", "dense_2"]
+    assert [layer.name for layer in taken.layers] == ["dense_1", "dense", "dense_2"]
     # names are per model
     assert cm.Sequential([cm.layers.Dense(3)]).layers[0].name == "dense"
 

@@ -517,7 +517,7 @@ def test_gradual_pruning_follows_the_schedule(device):
     assert gradual.sparsity(4) == pytest.approx(0.1) and gradual.sparsity(34) == pytest.approx(0.8)
     # s_t = s_f + (s_i - s_f)(1 - (t - t0) / (n dt))^3
     assert gradual.sparsity(14) == pytest.approx(0.8 + (0.1 - 0.8) * (1 - 10 / 30) ** 3)
-    for i, kernel in _kernels(model).items():
+    for _i, kernel in _kernels(model).items():
         assert (kernel == 0).sum() >= round(0.8 * kernel.size)
 
 

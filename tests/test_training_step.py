@@ -14,7 +14,6 @@ import pytest
 import customml as cm
 from model_reference import AdamRef, SgdRef, check_steps, make_model, random_biases, sigmoid64, step_data
 
-
 _OPTIMIZER_CASES = {
     # id: (optimizer as compiled, reference, steps)
     "sgd": (lambda: cm.optimizers.SGD(0.5), lambda: SgdRef(0.5), 2),

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import customml
-from customml import _core
 import reference
+from customml import _core
 from support import ISA_ORDER
 
 # Bounds from vmath.h, in ulps of the float32 result (measured maxima 1.27, 1.18, 0.81, 2.41,

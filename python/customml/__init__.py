@@ -10,8 +10,23 @@ Hand-written C++ kernels under a Keras-like API::
     model.fit(x_train, y_train, epochs=10)
 """
 
-from . import (_core, callbacks, cuda, data, datasets, io, layers, losses, metrics, ops, optimizers, prune,
-               quantize, regularizers, schedules)
+from . import (
+    _core,
+    callbacks,
+    cuda,
+    data,
+    datasets,
+    io,
+    layers,
+    losses,
+    metrics,
+    ops,
+    optimizers,
+    prune,
+    quantize,
+    regularizers,
+    schedules,
+)
 from .array import Array, asarray, empty, from_dlpack
 from .callbacks import History
 from .io import load

@@ -4,7 +4,7 @@ without importing each other. Re-exported as ``customml.callbacks.Callback``."""
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 
 class Callback:
@@ -21,7 +21,9 @@ class Callback:
     each callback with the same ``state_key()`` its state, after ``on_train_begin``."""
 
     def __init__(self):
-        self.model = None
+        # The Sequential being trained (set by fit; None before). Any: this module cannot
+        # name models.Sequential without an import cycle (tests/test_imports.py).
+        self.model: Any = None
 
     def set_model(self, model) -> None:
         self.model = model

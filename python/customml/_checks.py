@@ -78,7 +78,8 @@ def number(owner: str, name: str, value, *, low: float = 0.0, high: Optional[flo
 
 
 def fraction(op: str, name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0.0 <= value < 1.0):
+    # (typeshed's numbers.Real has no __ge__, so mypy cannot compare 0.0 <= Real)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0.0 <= value < 1.0):  # type: ignore[operator]
         raise ValueError(f"[{op}] {name} must be a number in [0, 1), got {value!r}")
     return float(value)
 

@@ -37,13 +37,14 @@ def fits_n_m(kernel: np.ndarray, n: int, m: int) -> bool:
     return bool((nz.reshape(-1, m, cols).sum(axis=1) <= n).all())
 
 
-def probe(model, index: int, weights, fmt: str, nm: Tuple[int, int]):
+def probe(model, index: int, weights, fmt: str, nm: Tuple[int, int]) -> Sequential:
     """A one-layer model holding layer ``index`` (or ``weights`` instead of its own) that
     runs in ``fmt`` at every batch size: what the model's own plan runs for that layer."""
     layer = model.layers[index]
     kernel, bias = weights if weights is not None else layer.get_weights()
     one = Sequential([Dense(kernel.shape[1], activation=layer.activation)], input_dim=kernel.shape[0],
                      device=model.device, seed=0)
+    assert one._net is not None  # built: input_dim given
     one._net.write_params(one._net.weight_offsets[0], np.ascontiguousarray(kernel).ravel())
     one._net.write_params(one._net.bias_offsets[0], bias)
     if fmt != "dense":
@@ -52,7 +53,7 @@ def probe(model, index: int, weights, fmt: str, nm: Tuple[int, int]):
     return one
 
 
-def time_probes(probes: Dict[str, object], batch_sizes: Sequence[int], repeats: int) -> Dict[str, Dict[int, float]]:
+def time_probes(probes: Dict[str, Sequential], batch_sizes: Sequence[int], repeats: int) -> Dict[str, Dict[int, float]]:
     """Microseconds per call of each probe's predict at each batch size: the fastest of
     ``repeats`` runs, the probes taking turns within every repeat. Not the median: other
     processes only ever add time, and they add it unevenly (a threaded dense GEMM waits for
@@ -69,6 +70,7 @@ def time_probes(probes: Dict[str, object], batch_sizes: Sequence[int], repeats: 
     for b in batch_sizes:
         calls = {}
         for f, p in probes.items():
+            assert p._net is not None
             x, y = io[f][0][:b], io[f][1][:b]
             p._net.predict(x, y, b)  # warm-up: the workspace, the caches
             t0 = time.perf_counter()
@@ -77,6 +79,7 @@ def time_probes(probes: Dict[str, object], batch_sizes: Sequence[int], repeats: 
         samples: Dict[str, List[float]] = {f: [] for f in probes}
         for _ in range(repeats):
             for f, p in probes.items():
+                assert p._net is not None
                 x, y, predict = io[f][0][:b], io[f][1][:b], p._net.predict
                 t0 = time.perf_counter()
                 for _ in range(calls[f]):
@@ -157,6 +160,7 @@ def int8_or_float32(qmodel, index: int, weights: List[np.ndarray], encoding: Tup
     fmt = "nm" if index in qmodel._nm and fits_n_m(weights[0], *nm) else "csr"
     probes = {f: probe(qmodel, index, weights, f, nm) for f in ("dense", fmt)}
     probes["int8"] = probe(qmodel, index, weights, "dense", nm)
+    assert probes["int8"]._net is not None
     probes["int8"]._net.set_quantization(0, *encoding)
     probes["int8"]._net.prepare()
     latency = time_probes(probes, sizes, repeats)

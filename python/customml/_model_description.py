@@ -12,7 +12,7 @@ The architecture and the training configuration are the JSON objects the file st
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 import numpy as np
 
@@ -23,8 +23,9 @@ from . import schedules as schedules_mod
 from .layers import Dense, Dropout, Layer, Normalization, Rescaling
 
 # The classes a training configuration may name.
-OPTIMIZERS = {"SGD": optimizers_mod.SGD, "Adam": optimizers_mod.Adam, "AdamW": optimizers_mod.AdamW}
-LOSSES = {"SoftmaxCrossEntropy": losses_mod.SoftmaxCrossEntropy,
+OPTIMIZERS: Dict[str, Type[optimizers_mod.Optimizer]] = {"SGD": optimizers_mod.SGD, "Adam": optimizers_mod.Adam,
+                                                         "AdamW": optimizers_mod.AdamW}
+LOSSES: Dict[str, Type[losses_mod.Loss]] = {"SoftmaxCrossEntropy": losses_mod.SoftmaxCrossEntropy,
           "BinaryCrossEntropy": losses_mod.BinaryCrossEntropy,
           "MeanSquaredError": losses_mod.MeanSquaredError}
 _SLOTS = {"adam": ("m", "v"), "adam_amsgrad": ("m", "v", "vmax"), "sgd_momentum": ("velocity",), "sgd": ()}
@@ -139,6 +140,7 @@ def slot_names(training: Optional[dict]) -> Tuple[str, ...]:
 def param_table(arch: dict) -> List[Tuple[str, int, Tuple[int, ...]]]:
     """(name, layer index, shape) of each float parameter of the executor, in file order
     (the optimizer state's tensors)."""
+    table: List[Tuple[str, int, Tuple[int, ...]]]
     table, width = [], arch["input_dim"]
     for i, spec in enumerate(arch["layers"]):
         if spec["kind"] == "dense":
@@ -189,7 +191,7 @@ def describe(model, include_optimizer: bool = False) -> ModelDescription:
     slots = slot_names(training)
     if len(slots) != net.state_slots:  # the executor and the configuration must agree
         raise RuntimeError(f"[save] the executor has {net.state_slots} optimizer state slots, expected {len(slots)}")
-    arrays = {}
+    arrays: Dict[str, Dict[Tuple[int, str], np.ndarray]] = {}
     for slot_index, slot in enumerate(slots):
         arrays[slot] = {}
         for name, i, shape in param_table(arch):
@@ -203,11 +205,11 @@ def describe(model, include_optimizer: bool = False) -> ModelDescription:
 
 
 def _architecture(model) -> dict:
-    layers = []
+    layers: List[Dict[str, Any]] = []
     for layer in model.layers:
         if isinstance(layer, Dense):
-            spec = {"kind": "dense", "name": layer.name, "units": layer.units, "activation": layer.activation,
-                    "kernel_initializer": layer.kernel_initializer}
+            spec: Dict[str, Any] = {"kind": "dense", "name": layer.name, "units": layer.units,
+                                    "activation": layer.activation, "kernel_initializer": layer.kernel_initializer}
             # Written only when set, so a model without one writes what version 1 wrote.
             if layer.kernel_regularizer is not None:
                 spec["kernel_regularizer"] = layer.kernel_regularizer.get_config()
@@ -239,10 +241,12 @@ def _training(model) -> Optional[dict]:
     name = type(opt).__name__
     if OPTIMIZERS.get(name) is not type(opt):
         raise ValueError(f"[save] cannot save optimizer of type {name}; expected one of {', '.join(OPTIMIZERS)}")
+    config: Dict[str, Any]
     if isinstance(opt, optimizers_mod.SGD):
         config = {"learning_rate": opt.learning_rate, "momentum": opt.momentum, "nesterov": opt.nesterov,
                   "weight_decay": opt.weight_decay}
     else:
+        assert isinstance(opt, optimizers_mod.Adam)  # AdamW included: OPTIMIZERS holds SGD, Adam, AdamW
         config = {"learning_rate": opt.learning_rate, "beta_1": opt.beta_1, "beta_2": opt.beta_2,
                   "epsilon": opt.epsilon, "weight_decay": opt.weight_decay, "amsgrad": opt.amsgrad}
     if isinstance(opt.learning_rate, schedules_mod.LearningRateSchedule):

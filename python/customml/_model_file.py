@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
 from . import _core
-from ._model_description import (LOSSES, OPTIMIZERS, DenseWeights, Int8, ModelDescription, OptimizerState,
-                                 param_table, slot_names)
+from ._model_description import (
+    LOSSES,
+    OPTIMIZERS,
+    DenseWeights,
+    Int8,
+    ModelDescription,
+    OptimizerState,
+    param_table,
+    slot_names,
+)
 from ._safetensors import DTYPE_SIZES, File, Tensor, dumps_json, is_int, short
 from ._safetensors import encode as encode_container
 
@@ -79,6 +87,8 @@ _TensorRow = Tuple[str, int, Tuple[int, ...], str]
 def _weight_tables(arch: dict) -> Tuple[List[_TensorRow], List[_TensorRow]]:
     """(name, layer index, shape, dtype) of the weight tensors a file holds: those of 4
     bytes an element, which lead the file, and the int8 codes, which end it."""
+    wide: List[_TensorRow]
+    codes: List[_TensorRow]
     wide, codes, width = [], [], arch["input_dim"]
     for i, spec in enumerate(arch["layers"]):
         if spec["kind"] != "dense":
@@ -162,6 +172,7 @@ def encode(desc: ModelDescription) -> List[bytes]:
         w = desc.weights[layer_index]
         part = name.rsplit(".", 1)[1]
         if part == "kernel" and w.keep is not None:
+            assert w.kernel is not None  # a float layer
             values, csr_offsets, index = _csr(w.kernel.reshape(shape), w.keep)
             long = values.size >= 2**31
             tensors.append((f"{name}.values", "F32", values.shape, _le_bytes(values)))
@@ -171,9 +182,10 @@ def encode(desc: ModelDescription) -> List[bytes]:
             last.append((f"{name}.index", "I16" if narrow else "I32", index.shape,
                          _le_bytes(index, "<i2" if narrow else "<i4")))
         elif part in ("kernel", "bias"):
-            tensors.append((name, "F32", shape, _le_bytes(w.kernel if part == "kernel" else w.bias)))
+            tensors.append((name, "F32", shape, _le_bytes(cast(np.ndarray, w.kernel) if part == "kernel" else w.bias)))
         else:
             q = w.int8
+            assert q is not None  # only an int8 layer has these parts
             value = {"kernel_scale": q.w_scale, "input_scale": np.float32([q.in_scale]),
                      "input_zero": np.int32([q.in_zero])}[part]
             tensors.append((name, "I32" if part == "input_zero" else "F32", shape,
@@ -189,7 +201,7 @@ def encode(desc: ModelDescription) -> List[bytes]:
         if callbacks:
             metadata["callbacks_state"] = dumps_json(callbacks)
     tensors += last
-    tensors += [(name, "I8", shape, desc.weights[layer_index].int8.w_q.astype(np.int8).tobytes())
+    tensors += [(name, "I8", shape, cast(Int8, desc.weights[layer_index].int8).w_q.astype(np.int8).tobytes())
                 for name, layer_index, shape, _ in codes]
     metadata["checksum"] = _checksum(metadata, [t[3] for t in tensors])
     return encode_container(metadata, tensors)
@@ -292,7 +304,8 @@ class _Reader:
             keys = {"dense": {"kind", "name", "units", "activation", "kernel_initializer"},
                     "dropout": {"kind", "name", "rate"},
                     "normalization": {"kind", "name", "mean", "variance"},
-                    "rescaling": {"kind", "name", "scale", "offset"}}.get(kind)
+                    # (kind is None for a spec that is not an object: no keys)
+                    "rescaling": {"kind", "name", "scale", "offset"}}.get(kind)  # type: ignore[arg-type]
             # kernel_regularizer, trainable and quantization are optional: files written
             # before they existed lack them, and files of models that do not use them too.
             if keys is None or not (set(spec) == keys or (kind == "dense" and keys < set(spec) <= keys | {
@@ -407,6 +420,8 @@ class _Reader:
         f = self.file
         table = param_table(self.arch)
         wide, codes = _weight_tables(self.arch)
+        expected: List[Tuple[str, Tuple[str, ...], Tuple[int, ...]]]
+        last: List[Tuple[str, Tuple[str, ...], Tuple[int, ...]]]
         expected, last = [], []
         for name, layer_index, shape, dtype in wide:
             if name.endswith(".kernel") and self.pruning.get(layer_index, {}).get("masked"):
@@ -462,8 +477,8 @@ class _Reader:
         for name, layer_index, shape in param_table(self.arch):
             if not (name.endswith("kernel") and self.pruning.get(layer_index, {}).get("masked")):
                 continue
-            offsets = self.file.array(f"{name}.offsets").astype(np.int64)
-            index = self.file.array(f"{name}.index").astype(np.int64)
+            offsets: np.ndarray = self.file.array(f"{name}.offsets").astype(np.int64)
+            index: np.ndarray = self.file.array(f"{name}.index").astype(np.int64)
             if offsets[0] != 0 or offsets[-1] != index.size:
                 self.file.fail(f"tensor {name + '.offsets'!r} must run from 0 to {index.size} (the number of stored "
                                f"weights), got {int(offsets[0])} to {int(offsets[-1])}")
@@ -473,7 +488,7 @@ class _Reader:
             if index.size and (index.min() < 0 or index.max() >= shape[0]):
                 bad = int(index.min() if index.min() < 0 else index.max())
                 self.file.fail(f"tensor {name + '.index'!r} holds input {bad}, outside [0, {shape[0]})")
-            rows = np.repeat(np.arange(shape[1]), np.diff(offsets))
+            rows: np.ndarray = np.repeat(np.arange(shape[1]), np.diff(offsets))
             same_row = rows[1:] == rows[:-1]
             if (np.diff(index)[same_row] <= 0).any():
                 at = int(rows[1:][same_row][np.argmax(np.diff(index)[same_row] <= 0)])
@@ -485,9 +500,9 @@ class _Reader:
             return self.file.array(name), None
         offsets = self.file.array(f"{name}.offsets")
         index = self.file.array(f"{name}.index")
-        rows = np.repeat(np.arange(shape[1]), np.diff(offsets.astype(np.int64)))
+        rows: np.ndarray = np.repeat(np.arange(shape[1]), np.diff(offsets.astype(np.int64)))
         kernel = np.zeros(shape, dtype=np.float32)
-        keep = np.zeros(shape, dtype=bool)
+        keep: np.ndarray = np.zeros(shape, dtype=bool)
         kernel[index, rows] = self.file.array(f"{name}.values")
         keep[index, rows] = True
         return kernel, keep

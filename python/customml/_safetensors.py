@@ -15,7 +15,7 @@ import math
 import os
 import secrets
 import stat
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NoReturn, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -135,7 +135,7 @@ class File:
             self.tensors[name] = self._entry(name, entry)
         self._check_layout()
 
-    def fail(self, message: str):
+    def fail(self, message: str) -> NoReturn:
         raise ValueError(f"{self.path}: {message}")
 
     def _read(self, path: str) -> bytes:

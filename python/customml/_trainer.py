@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import _core
+from . import losses as losses_mod
 from . import metrics as metrics_mod
+from . import optimizers as optimizers_mod
 from . import schedules as schedules_mod
 from ._callback import Callback
 from ._checks import as_features, check_finite, positive_int
 from ._history import History
-from .layers import Normalization
+from .layers import Layer, Normalization
 
 __all__ = ["Trainer"]
 
@@ -34,6 +37,24 @@ def _scalars(logs: Dict) -> Dict[str, float]:
 
 class Trainer:
     """fit and evaluate, for Sequential."""
+
+    # What the model side (Sequential) provides; fit sets history, stop_training, _callbacks.
+    layers: List[Layer]
+    seed: int
+    _net: Optional[_core.Network]
+    _input_dim: Optional[int]
+    _loss: Optional[losses_mod.Loss]
+    _optimizer: Optional[optimizers_mod.Optimizer]
+    _metrics: Tuple[str, ...]
+    _epoch: int
+    history: Optional[History]
+    stop_training: bool
+    _callbacks: Tuple[Callback, ...]
+    _restored_callback_state: Optional[Dict[str, Dict]]
+
+    def _ensure_ready(self, x: np.ndarray, op: str) -> None:
+        """Builds the model for x's width (and compiles it) if needed; checks the width."""
+        raise NotImplementedError
 
     def _as_targets(self, y, n: int, op: str, name: str = "y") -> np.ndarray:
         """Labels as int32 (n,) for classification losses; targets float32 (n, out) for mse."""
@@ -47,6 +68,7 @@ class Trainer:
             raise ValueError(f"[{op}] {name} must be an array of {n} targets, got a scalar")
         if y.shape[0] != n:
             raise ValueError(f"[{op}] x has {n} samples but {name} has {y.shape[0]}")
+        assert self._net is not None  # the callers run _ensure_ready first
         out = self._net.output_dim
         if not self._loss.classification:
             if y.ndim == 1 and out == 1:
@@ -111,6 +133,7 @@ class Trainer:
 
         def epoch_batches(epoch: int):
             it = stream if one_shot else iter(data)
+            assert it is not None
             step = 0
             while steps_per_epoch is None or step < steps_per_epoch:
                 try:
@@ -213,6 +236,8 @@ class Trainer:
             check_finite(x, "x", op)
             if sample_weight is not None:
                 sample_weight = self._as_sample_weight(sample_weight, x.shape[0], op)
+        x_val: Optional[np.ndarray]
+        y_val: Optional[np.ndarray]
         if validation_data is not None:
             if validation_split:
                 raise ValueError("[fit] give validation_split or validation_data, not both")
@@ -269,9 +294,9 @@ class Trainer:
         history = History({"epochs": epochs, "batch_size": None if from_iterable else batch_size, "steps": steps,
                            "samples": n})
         self.history = history
-        schedule = self._optimizer.learning_rate
-        if not isinstance(schedule, schedules_mod.LearningRateSchedule):
-            schedule = None
+        assert self._optimizer is not None  # compiled: set with _loss
+        learning_rate = self._optimizer.learning_rate
+        schedule = learning_rate if isinstance(learning_rate, schedules_mod.LearningRateSchedule) else None
         batch_hooks = [cb for cb in callbacks if type(cb).on_batch_end is not Callback.on_batch_end]
         self.stop_training = False
         for cb in callbacks:
@@ -293,6 +318,7 @@ class Trainer:
             bar = self._progress(epoch, epochs, steps) if verbose == 1 else None
             try:
                 for step, (xb, yb, index, wb) in enumerate(epoch_batches(epoch)):
+                    assert self._net is not None  # built by the first batch at the latest
                     if schedule is not None:
                         # One Python call per batch (a few hundred ns) against a C++ step
                         # of tens of microseconds or more: per-step schedules stay exact.
@@ -312,6 +338,7 @@ class Trainer:
                         bar.update(1)
                 logs = self._read_metrics()
                 if x_val is not None:
+                    assert y_val is not None
                     logs.update({f"val_{k}": v for k, v in self._evaluate_arrays(x_val, y_val, 1024).items()})
                 self._epoch += 1
                 for cb in callbacks:
@@ -332,7 +359,7 @@ class Trainer:
             cb.on_train_end({})
         return history
 
-    def _progress(self, epoch: int, epochs: int, steps: int):
+    def _progress(self, epoch: int, epochs: int, steps: Optional[int]):
         from tqdm.auto import tqdm
 
         return tqdm(total=steps, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch", leave=True,
@@ -341,6 +368,7 @@ class Trainer:
     def _read_metrics(self) -> Dict[str, float]:
         """The loss and the compiled metrics from the executor's statistics (read from the
         device: once an epoch, or per batch for a callback that asks)."""
+        assert self._net is not None
         loss_sum, correct, count = self._net.metrics()
         logs = {"loss": loss_sum / count if count else float("nan")}
         counts = stats = None
@@ -363,6 +391,7 @@ class Trainer:
         return logs
 
     def _evaluate_arrays(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> Dict[str, float]:
+        assert self._net is not None
         self._net.reset_metrics()
         self._net.evaluate(x, y, batch_size)
         return self._read_metrics()

@@ -104,12 +104,13 @@ class EarlyStopping(Callback):
             raise ValueError(f"EarlyStopping patience must be an integer >= 0, got {patience!r}")
         if isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real) or not (min_delta >= 0):
             raise ValueError(f"EarlyStopping min_delta must be a number >= 0, got {min_delta!r}")
-        self.monitor, self.patience = monitor, int(patience)
+        self.monitor: str = monitor
+        self.patience: int = int(patience)
         self.min_delta = float(min_delta)
         self.mode = _mode("EarlyStopping", mode, monitor)
-        self.restore_best_weights = bool(restore_best_weights)
-        self._tracker = _Improvement(self.mode, self.min_delta)
-        self.wait = 0
+        self.restore_best_weights: bool = bool(restore_best_weights)
+        self._tracker: _Improvement = _Improvement(self.mode, self.min_delta)
+        self.wait: int = 0
         self.stopped_epoch: Optional[int] = None
         self.best_epoch: Optional[int] = None
         self.best_weights: Optional[List[np.ndarray]] = None

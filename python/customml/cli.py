@@ -311,6 +311,7 @@ def _prune(args: argparse.Namespace) -> int:
         reports.append(model.pruning_report)
     callbacks = []
     if args.fine_tune_epochs:
+        assert data is not None  # --fine-tune-epochs needs --dataset
         (x_train, y_train), _ = data
         batch_size = args.batch_size or _TRAIN_DEFAULTS.get(args.dataset, _GENERIC_DEFAULTS)["batch_size"]
         steps = args.fine_tune_epochs * -(-x_train.shape[0] // batch_size)

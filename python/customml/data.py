@@ -192,6 +192,12 @@ class Batches:
     alone, so a pass can be reproduced without replaying the earlier ones; ``len()`` is
     the number of batches per pass. The batches are copies (fancy indexing)."""
 
+    batch_size: int
+    shuffle: bool
+    seed: int
+    drop_last: bool
+    epoch: int
+
     def __init__(self, x, y=None, batch_size: int = 32, shuffle: bool = True, seed: int = 0,
                  drop_last: bool = False):
         op = "batches"

@@ -18,7 +18,7 @@ import gzip
 import math
 import os
 import zlib
-from typing import Optional, Tuple
+from typing import List, NoReturn, Optional, Tuple
 
 import numpy as np
 
@@ -55,7 +55,7 @@ def read_idx(path) -> np.ndarray:
     file's length; any problem is a ValueError that names the file."""
     path = os.fspath(path)
 
-    def fail(message: str):
+    def fail(message: str) -> NoReturn:
         raise ValueError(f"{path}: {message}")
 
     with open(path, "rb") as raw:
@@ -94,7 +94,7 @@ def read_idx(path) -> np.ndarray:
 
 
 def _fashion_mnist(path) -> Split:
-    source = "path="
+    source: Optional[str] = "path="
     if path is None:
         path, source = os.environ.get(FASHION_MNIST_ENV), FASHION_MNIST_ENV
     if path is None:
@@ -112,7 +112,7 @@ def _fashion_mnist(path) -> Split:
                 f"{FASHION_MNIST_ENV} to a directory holding the four IDX files")
         files[key] = found[0]
     arrays = {key: read_idx(p) for key, p in files.items()}
-    out = []
+    out: List[Tuple[np.ndarray, np.ndarray]] = []
     # Any number of images is accepted (a subset made for a quick experiment loads too).
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]

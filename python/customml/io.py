@@ -63,6 +63,7 @@ import os
 
 from . import _core, _model_file
 from ._model_description import ModelDescription, describe
+
 # FORMAT and MAX_HEADER_BYTES are public too (the format's name, the largest header a
 # reader accepts), as they were before the format moved to modules of its own.
 from ._model_file import FORMAT, FORMAT_VERSION  # noqa: F401

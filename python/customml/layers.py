@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import numbers
-from typing import List, Optional
+from typing import List, Optional, Protocol, Tuple
 
 import numpy as np
 
@@ -14,6 +14,15 @@ from . import regularizers as regularizers_mod
 __all__ = ["Layer", "Dense", "Dropout", "Normalization", "Rescaling"]
 
 _INITIALIZERS = ("glorot_uniform", "he_normal", "zeros")
+
+
+class _Owner(Protocol):
+    """What a layer uses of the model it belongs to (``models.Sequential``, which imports
+    this module: the protocol keeps the import one-way)."""
+
+    _net: Optional[_core.Network]
+
+    def _write_layer_params(self, w_off: int, kernel: np.ndarray, b_off: int, bias: np.ndarray) -> None: ...
 
 
 class Layer:
@@ -26,7 +35,7 @@ class Layer:
         if name is not None and not isinstance(name, str):
             raise TypeError(f"{type(self).__name__} name must be a string, got {type(name).__name__}")
         self.name = name
-        self._model = None
+        self._model: Optional[_Owner] = None
         self._index = -1
         self.input_dim: Optional[int] = None
         self._trainable = True
@@ -49,6 +58,7 @@ class Layer:
             raise TypeError(f"layer {self.name!r} trainable must be True or False, got {value!r}")
         self._trainable = bool(value)
         if self.built:
+            assert self._model is not None and self._model._net is not None
             self._model._net.set_trainable(self._index, self._trainable)
 
     def count_trainable_params(self) -> int:
@@ -114,10 +124,10 @@ class Dense(Layer):
         if kernel_initializer not in _INITIALIZERS:
             raise ValueError(f"Dense kernel_initializer must be one of {', '.join(_INITIALIZERS)}, "
                              f"got {kernel_initializer!r}")
-        self.units = int(units)
-        self.activation = act
-        self.kernel_initializer = kernel_initializer
-        self.kernel_regularizer = regularizers_mod.get(kernel_regularizer)
+        self.units: int = int(units)
+        self.activation: str = act
+        self.kernel_initializer: str = kernel_initializer
+        self.kernel_regularizer: Optional[regularizers_mod.L1L2] = regularizers_mod.get(kernel_regularizer)
 
     def output_dim(self, input_dim: int) -> int:
         return self.units
@@ -134,6 +144,7 @@ class Dense(Layer):
         return spec
 
     def _initial_weights(self, rng: np.random.Generator) -> List[np.ndarray]:
+        assert self.input_dim is not None  # the model sets it before initializing
         fan_in, fan_out = self.input_dim, self.units
         shape = (fan_in, fan_out)
         if self.kernel_initializer == "glorot_uniform":
@@ -153,15 +164,17 @@ class Dense(Layer):
             kernel = np.zeros(shape)
         return [kernel.astype(np.float32), np.zeros(fan_out, dtype=np.float32)]
 
-    def _offsets(self):
+    def _offsets(self) -> Tuple[int, int]:
         if not self.built:
             raise ValueError(f"layer {self.name!r} is not built yet: give the model input_dim or call fit/predict")
+        assert self._model is not None and self._model._net is not None
         net = self._model._net
         return net.weight_offsets[self._index], net.bias_offsets[self._index]
 
     def get_weights(self) -> List[np.ndarray]:
         """Copies of ``[kernel (in, out), bias (out,)]`` as float32 NumPy arrays."""
         w_off, b_off = self._offsets()
+        assert self._model is not None and self._model._net is not None and self.input_dim is not None
         net = self._model._net
         kernel = net.read_params(w_off, self.input_dim * self.units).reshape(self.input_dim, self.units)
         return [kernel, net.read_params(b_off, self.units)]
@@ -186,6 +199,7 @@ class Dense(Layer):
 
     def _assign(self, arrays: List[np.ndarray]) -> None:
         w_off, b_off = self._offsets()
+        assert self._model is not None
         self._model._write_layer_params(w_off, arrays[0], b_off, arrays[1])
 
     def __repr__(self) -> str:
@@ -203,7 +217,7 @@ class Dropout(Layer):
         super().__init__(name)
         if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not (0.0 <= rate < 1.0):
             raise ValueError(f"Dropout rate must be a number in [0, 1), got {rate!r}")
-        self.rate = float(rate)
+        self.rate: float = float(rate)
 
     def _spec(self) -> dict:
         return {"kind": "dropout", "rate": self.rate}
@@ -219,17 +233,19 @@ class _Preprocessing(Layer):
 
     _preprocessing = True
 
-    def _affine(self, width: int):
+    def _affine(self, width: int) -> Tuple[np.ndarray, np.ndarray]:
         """(scale, shift), float32 arrays of ``width`` values."""
         raise NotImplementedError
 
     def _spec(self) -> dict:
+        assert self.input_dim is not None  # the model sets it before asking for the spec
         scale, shift = self._affine(self.input_dim)
         return {"kind": "affine", "scale": scale.tolist(), "shift": shift.tolist()}
 
     def _push(self) -> None:
         """Sends a changed map to a built model's executor."""
         if self.built:
+            assert self._model is not None and self._model._net is not None and self.input_dim is not None
             scale, shift = self._affine(self.input_dim)
             self._model._net.set_affine(self._index, scale, shift)
 
@@ -245,6 +261,8 @@ class Normalization(_Preprocessing):
 
     _kind = "normalization"
     EPSILON = 1e-7
+    mean: Optional[np.ndarray]
+    variance: Optional[np.ndarray]
 
     def __init__(self, mean=None, variance=None, *, name: Optional[str] = None):
         super().__init__(name)
@@ -283,7 +301,7 @@ class Normalization(_Preprocessing):
             raise ValueError("[adapt] x contains NaN or inf")
         self._set_stats(x.mean(axis=0), x.var(axis=0))
 
-    def _affine(self, width: int):
+    def _affine(self, width: int) -> Tuple[np.ndarray, np.ndarray]:
         if self.mean is None:
             return np.ones(width, np.float32), np.zeros(width, np.float32)
         if self.mean.size != width:
@@ -314,7 +332,7 @@ class Rescaling(_Preprocessing):
                 raise ValueError(f"Rescaling {what} must be a finite number, got {v!r}")
         self.scale, self.offset = float(scale), float(offset)
 
-    def _affine(self, width: int):
+    def _affine(self, width: int) -> Tuple[np.ndarray, np.ndarray]:
         return np.full(width, self.scale, np.float32), np.full(width, self.offset, np.float32)
 
     def __repr__(self) -> str:

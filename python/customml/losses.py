@@ -4,7 +4,7 @@ the loss and its gradient in one pass, probabilities never stored."""
 from __future__ import annotations
 
 import numbers
-from typing import Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -33,8 +33,8 @@ class SoftmaxCrossEntropy(Loss):
         if (isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real)
                 or not (0.0 <= label_smoothing <= 1.0)):
             raise ValueError(f"SoftmaxCrossEntropy label_smoothing must be in [0, 1], got {label_smoothing!r}")
-        self.label_smoothing = float(label_smoothing)
-        self.class_weights = None
+        self.label_smoothing: float = float(label_smoothing)
+        self.class_weights: Optional[List[float]] = None
         if class_weights is not None:
             w = np.asarray(class_weights, dtype=np.float64)
             if w.ndim != 1 or w.size == 0 or not np.isfinite(w).all() or (w < 0).any():

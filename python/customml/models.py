@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from ._history import History
 from ._model_description import ModelDescription, describe
 from ._safetensors import atomic_write
 from ._trainer import Trainer
-from .layers import Dense, Dropout, Layer
+from .layers import Dense, Dropout, Layer, Normalization
 
 __all__ = ["Sequential"]
 
@@ -53,7 +53,7 @@ class Sequential(Trainer):
             raise TypeError(f"device must be a string such as 'cpu', got {type(device).__name__}")
         device = _core.check_device(device)
         if seed is None:
-            seed = int(np.random.SeedSequence().entropy % (2**63))
+            seed = int(cast(int, np.random.SeedSequence().entropy) % (2**63))  # an int when drawn
         self.seed = positive_int(seed, "seed", "Sequential", minimum=0)
         self.device = device
         self.name = name
@@ -78,7 +78,7 @@ class Sequential(Trainer):
         # (n, m) of the layers pruned N:M; the last pruning's report.
         self._masks: Dict[int, np.ndarray] = {}
         self._nm: Dict[int, Tuple[int, int]] = {}
-        self.pruning_report = None
+        self.pruning_report: Any = None  # a prune.PruneReport (prune imports this module)
         try:
             for layer in layers:
                 self.add(layer)
@@ -149,6 +149,7 @@ class Sequential(Trainer):
         # A kept layer keeps its index (add appends, pop removes the last), and with it its
         # pruning mask, N:M shape, inference format and int8 quantization.
         old = self._net
+        assert old is not None and self._input_dim is not None  # add and pop rebuild a built model
         carried = {i: (self._masks.get(i), self._nm.get(i), old.sparse_format(i), old.sparse_min_batch(i),
                        old.quantization(i))
                    for i, layer in enumerate(self.layers) if id(layer) in kept and isinstance(layer, Dense)}
@@ -201,6 +202,7 @@ class Sequential(Trainer):
     @property
     def output_dim(self) -> int:
         self._require_built("output_dim")
+        assert self._net is not None
         return self._net.output_dim
 
     def build(self, input_dim: int) -> None:
@@ -225,11 +227,13 @@ class Sequential(Trainer):
                 layer.set_weights(weights)
 
     def _write_layer_params(self, w_off: int, kernel: np.ndarray, b_off: int, bias: np.ndarray) -> None:
+        assert self._net is not None  # a layer writes only when built
         self._net.write_params(w_off, kernel.ravel())
         self._net.write_params(b_off, bias)
 
     def count_params(self) -> int:
         self._require_built("count_params")
+        assert self._net is not None
         return int(self._net.num_params)
 
     def get_weights(self) -> List[np.ndarray]:
@@ -253,11 +257,13 @@ class Sequential(Trainer):
 
     def summary(self, print_fn: Callable[[str], None] = print) -> None:
         self._require_built("summary")
+        assert self._net is not None
         rows = [("Layer", "Output shape", "Params")]
         trainable = 0
         for i, layer in enumerate(self.layers):
             detail = (f" ({self._dense_detail(i)})" if isinstance(layer, Dense) else
                       f" ({layer.rate})" if isinstance(layer, Dropout) else "")
+            assert layer.input_dim is not None
             rows.append((f"{layer.name}{detail}", f"(None, {layer.output_dim(layer.input_dim)})",
                          f"{layer.count_params():,}"))
             # an int8 layer does not train (fit refuses a quantized model)
@@ -278,7 +284,8 @@ class Sequential(Trainer):
     def _dense_detail(self, i: int) -> str:
         """Dense layer i's activation, then how inference runs it: int8 (static or dynamic
         inputs), the pruned share of its kernel and the sparse format with its batch range."""
-        parts = [self.layers[i].activation]
+        assert self._net is not None
+        parts = [cast(Dense, self.layers[i]).activation]
         q = self._net.quantization(i)
         if q is not None:
             parts.append("int8 " + ("static" if q["in_scale"] > 0 else "dynamic"))
@@ -357,12 +364,15 @@ class Sequential(Trainer):
         self._require_built("learning_rate")
         if self._optimizer is None:
             raise ValueError("[learning_rate] the model must be compiled first (model.compile(...))")
+        assert self._net is not None
         return float(self._net.learning_rate)
 
     def _set_learning_rate(self, lr: float) -> None:
+        assert self._net is not None
         self._net.set_learning_rate(lr)
 
     def _compile_net(self) -> None:
+        assert self._net is not None and self._loss is not None and self._optimizer is not None
         loss = dict(self._loss._config())
         update = dict(self._optimizer._config())
         update_config = {"sgd": _core.SgdConfig, "adam": _core.AdamConfig}[update.pop("optimizer")]
@@ -409,6 +419,7 @@ class Sequential(Trainer):
             raise TypeError(f"[predict] out must be a numpy array, got {type(out).__name__}")
         # The executor checks out's dtype and shape, and that it shares no memory with x,
         # and allocates it when it is None.
+        assert self._net is not None
         return self._net.predict(x, out, batch_size)
 
     def predict_proba(self, x, batch_size: int = 1024) -> np.ndarray:
@@ -447,7 +458,7 @@ class Sequential(Trainer):
         # are configuration, kept as the model has them.
         for spec, layer in zip(desc.architecture["layers"], self.layers):
             if spec["kind"] == "normalization" and spec["mean"] is not None:
-                layer._set_stats(spec["mean"], spec["variance"])
+                cast(Normalization, layer)._set_stats(spec["mean"], spec["variance"])
 
     @classmethod
     def _from_description(cls, desc: ModelDescription, device: str) -> "Sequential":
@@ -469,6 +480,7 @@ class Sequential(Trainer):
         shapes and the inference formats) and its int8 layers; ``with_state``, its optimizer
         state, step count, epochs trained and callback states too, where it has them."""
         net = self._net
+        assert net is not None
         for i in list(self._masks):
             net.clear_mask(i)
             del self._masks[i]

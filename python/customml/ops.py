@@ -323,7 +323,7 @@ def csr_from_dense(weight) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     keep = wt != 0
     offsets = np.zeros(w.shape[1] + 1, np.int32)
     np.cumsum(keep.sum(axis=1), out=offsets[1:])
-    index = np.nonzero(keep)[1].astype(np.int32)  # row-major order: by output, inputs ascending
+    index: np.ndarray = np.nonzero(keep)[1].astype(np.int32)  # row-major order: by output, inputs ascending
     return offsets, index, np.ascontiguousarray(wt[keep])
 
 

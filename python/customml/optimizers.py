@@ -18,6 +18,7 @@ class Optimizer:
 
     def __init__(self, learning_rate: Union[float, LearningRateSchedule], clipnorm: Optional[float] = None):
         owner = type(self).__name__
+        self.learning_rate: Union[float, LearningRateSchedule]
         if isinstance(learning_rate, LearningRateSchedule):
             self.learning_rate = learning_rate
         else:
@@ -41,8 +42,8 @@ class SGD(Optimizer):
     """Stochastic gradient descent as ``torch.optim.SGD`` (dampening 0): optional
     momentum, Nesterov momentum, and L2 ``weight_decay`` added to the gradient."""
 
-    def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0, clipnorm: Optional[float] = None):
+    def __init__(self, learning_rate: Union[float, LearningRateSchedule] = 0.01, momentum: float = 0.0,
+                 nesterov: bool = False, weight_decay: float = 0.0, clipnorm: Optional[float] = None):
         super().__init__(learning_rate, clipnorm)
         self.momentum = number("SGD", "momentum", momentum)
         self.weight_decay = number("SGD", "weight_decay", weight_decay)
@@ -65,8 +66,8 @@ class Adam(Optimizer):
 
     _decoupled = False
 
-    def __init__(self, learning_rate: float = 1e-3, beta_1: float = 0.9, beta_2: float = 0.999,
-                 epsilon: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False,
+    def __init__(self, learning_rate: Union[float, LearningRateSchedule] = 1e-3, beta_1: float = 0.9,
+                 beta_2: float = 0.999, epsilon: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False,
                  clipnorm: Optional[float] = None):
         super().__init__(learning_rate, clipnorm)
         owner = type(self).__name__
@@ -95,8 +96,8 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, learning_rate: float = 1e-3, beta_1: float = 0.9, beta_2: float = 0.999,
-                 epsilon: float = 1e-8, weight_decay: float = 0.01, amsgrad: bool = False,
+    def __init__(self, learning_rate: Union[float, LearningRateSchedule] = 1e-3, beta_1: float = 0.9,
+                 beta_2: float = 0.999, epsilon: float = 1e-8, weight_decay: float = 0.01, amsgrad: bool = False,
                  clipnorm: Optional[float] = None):
         super().__init__(learning_rate, beta_1, beta_2, epsilon, weight_decay, amsgrad, clipnorm)
 

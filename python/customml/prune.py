@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import copy
 import numbers
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from . import _checks, _formats
 from ._callback import Callback
 from ._formats import BATCH_SIZES, UNBOUNDED
-from .layers import Dense, Dropout, Normalization, Rescaling
+from .layers import Dense, Dropout, Layer, Normalization, Rescaling
 
 __all__ = ["magnitude", "n_m", "structured", "choose_formats", "report", "magnitude_masks", "n_m_masks", "PruneReport",
            "GradualPruning", "BATCH_SIZES", "UNBOUNDED"]
@@ -40,6 +40,7 @@ def _dense_indices(model, op: str) -> List[int]:
     if not isinstance(model, Sequential):
         raise TypeError(f"[{op}] model must be a customml Sequential, got {type(model).__name__}")
     model._require_built(op)
+    assert model._net is not None
     indices = [i for i, layer in enumerate(model.layers) if isinstance(layer, Dense)]
     # An int8 layer runs its codes, not its float weights: a mask on those would change
     # get_weights and the file's claims but not one prediction.
@@ -58,7 +59,7 @@ def _prune_smallest(magnitudes: np.ndarray, count: int) -> np.ndarray:
     breaks ties by flat index (the earlier weight goes first), so equal weights give the same
     mask on every run and device; already pruned weights (zero) go first, so masks only grow."""
     order = np.argsort(magnitudes.ravel(), kind="stable")
-    keep = np.ones(magnitudes.size, dtype=bool)
+    keep: np.ndarray = np.ones(magnitudes.size, dtype=bool)
     keep[order[:count]] = False
     return keep.reshape(magnitudes.shape)
 
@@ -186,7 +187,7 @@ def choose_formats(model, batch_sizes: Sequence[int] = BATCH_SIZES, formats: Opt
 
 
 def _unit_scores(kernel: np.ndarray, criterion: str) -> np.ndarray:
-    k = kernel.astype(np.float64)
+    k: np.ndarray = kernel.astype(np.float64)
     return np.sqrt((k * k).sum(axis=0)) if criterion == "l2" else np.abs(k).sum(axis=0)
 
 
@@ -237,7 +238,7 @@ def structured(model, fraction: float, criterion: str = "l2", *, measure: bool =
             masks[a] = masks[a][:, kept]
         if b in masks:
             masks[b] = masks[b][kept, :]
-    layers = []
+    layers: List[Layer] = []
     for i, layer in enumerate(model.layers):
         if isinstance(layer, Dense):
             layers.append(Dense(weights[i][0].shape[1], activation=layer.activation,
@@ -263,6 +264,8 @@ def structured(model, fraction: float, criterion: str = "l2", *, measure: bool =
     rows = []
     for i in indices:
         old, new = model.layers[i], smaller.layers[i]
+        assert isinstance(old, Dense) and isinstance(new, Dense)
+        row: Dict[str, Any]
         row = {"index": i, "layer": old.name, "shape": (old.input_dim, old.units), "new_shape": (new.input_dim, new.units),
                "sparsity": _sparsity(new), "params_before": _nonzeros(old), "params_after": _nonzeros(new),
                "format": "dense", "min_batch": 1, "max_batch": 0, "latency_us": {}}

@@ -146,7 +146,7 @@ def _kl_threshold(hist: np.ndarray, levels: int) -> int:
         starts = (np.arange(levels) * i) // levels
         merged = np.add.reduceat(hist[:i], starts)
         support = np.add.reduceat(nonzero.astype(np.float64), starts)
-        group = np.repeat(np.arange(levels), np.diff(np.append(starts, i)))
+        group: np.ndarray = np.repeat(np.arange(levels), np.diff(np.append(starts, i)))
         q = np.where(nonzero, merged[group] / np.maximum(support[group], 1.0), 0.0)
         ps, qs = p.sum(), q.sum()
         if ps == 0 or qs == 0:
@@ -239,6 +239,7 @@ class QuantizationReport:
     def accuracy_drop(self) -> Optional[float]:
         if self.float_accuracy is None:
             return None
+        assert self.int8_accuracy is not None  # measured with float_accuracy
         return self.float_accuracy - self.int8_accuracy
 
     def to_dict(self) -> Dict:
@@ -268,6 +269,7 @@ class QuantizationReport:
             if i == 0:
                 lines.append("  ".join("-" * w for w in widths))
         if self.float_accuracy is not None:
+            assert self.accuracy_drop is not None
             budget = "" if self.max_accuracy_drop is None else f" (budget {100 * self.max_accuracy_drop:.2f})"
             lines.append(f"validation accuracy: float32 {self.float_accuracy:.4f}, int8 {self.int8_accuracy:.4f}, "
                          f"drop {100 * self.accuracy_drop:.2f} points{budget}")

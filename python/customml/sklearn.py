@@ -16,6 +16,7 @@ not import it, importing this module does.
 from __future__ import annotations
 
 import numbers
+from typing import List
 
 import numpy as np
 
@@ -74,8 +75,16 @@ def _check_params(est) -> None:
     real(est.alpha, "alpha", 0.0)
     real(est.momentum, "momentum", 0.0, high=1.0)
     real(est.dropout, "dropout", 0.0, high=1.0)
-    if not (est.batch_size == "auto" or (isinstance(est.batch_size, numbers.Integral)
-                                        and not isinstance(est.batch_size, bool) and est.batch_size >= 1)):
+    # (typeshed's numbers.Integral has no __ge__, so mypy cannot compare it with 1; laid out
+    # as ruff format does, so that the ignore stays on the comparison's line)
+    if not (
+        est.batch_size == "auto"
+        or (
+            isinstance(est.batch_size, numbers.Integral)
+            and not isinstance(est.batch_size, bool)
+            and est.batch_size >= 1  # type: ignore[operator]
+        )
+    ):
         raise ValueError(f"{name} batch_size must be 'auto' or an integer >= 1, got {est.batch_size!r}")
     if isinstance(est.max_iter, bool) or not isinstance(est.max_iter, numbers.Integral) or est.max_iter < 1:
         raise ValueError(f"{name} max_iter must be an integer >= 1, got {est.max_iter!r}")
@@ -143,7 +152,7 @@ class _BaseMLP(BaseEstimator):
         # scikit-learn adds alpha / (2 * batch) * sum(W**2) to each batch's mean loss;
         # the regularizer's l2 * sum(W**2) is the same penalty with l2 = alpha / (2 * batch).
         reg = regularizers_mod.l2(float(self.alpha) / (2.0 * batch_size)) if self.alpha else None
-        layers = []
+        layers: List[layers_mod.Layer] = []
         for units in sizes:
             layers.append(layers_mod.Dense(int(units), _ACTIVATIONS[self.activation], kernel_regularizer=reg))
             if self.dropout:
@@ -152,6 +161,7 @@ class _BaseMLP(BaseEstimator):
         # A seed in [0, 2**31): what RandomState.randint can draw on every platform.
         seed = int(check_random_state(self.random_state).randint(0, 2**31 - 1))
         model = Sequential(layers, input_dim=n_features, device=self.device, seed=seed)
+        opt: optimizers_mod.Optimizer
         if self.solver == "adam":
             opt = optimizers_mod.Adam(float(self.learning_rate_init))
         else:
@@ -160,7 +170,7 @@ class _BaseMLP(BaseEstimator):
         model.compile(optimizer=opt, loss=loss)
         self.model_ = model
         self.n_iter_ = 0
-        self.loss_curve_ = []
+        self.loss_curve_: List[float] = []
         self._fit_batch_size = batch_size
 
     def _train(self, X: np.ndarray, y: np.ndarray, epochs: int) -> None:
@@ -251,7 +261,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities (n_samples, n_classes) in the order of ``classes_``,
         float64, each row summing to 1."""
-        z = self._logits(X).astype(np.float64)
+        z: np.ndarray = self._logits(X).astype(np.float64)
         if z.shape[1] == 1:
             # sigmoid through exp of a non-positive number only (no overflow)
             e = np.exp(-np.abs(z[:, 0]))
@@ -311,7 +321,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return self
 
     def predict(self, X) -> np.ndarray:
-        out = self._logits(X).astype(np.float64)
+        out: np.ndarray = self._logits(X).astype(np.float64)
         return out[:, 0] if self._y_1d else out
 
     def __sklearn_tags__(self):
