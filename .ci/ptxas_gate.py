@@ -36,8 +36,15 @@ def main() -> int:
     for line in text.splitlines():
         m = re.search(r"Compiling entry function '([^']+)' for '(sm_\d+)'", line)
         if m:
-            current = {"kernel": m.group(1), "arch": m.group(2), "stack": None, "spill_st": None, "spill_ld": None,
-                       "regs": None, "lmem": 0}
+            current = {
+                "kernel": m.group(1),
+                "arch": m.group(2),
+                "stack": None,
+                "spill_st": None,
+                "spill_ld": None,
+                "regs": None,
+                "lmem": 0,
+            }
             rows.append(current)
             continue
         if current is None:
@@ -60,8 +67,10 @@ def main() -> int:
         short = re.sub(r"\(.*", "", name)
         ok = r["stack"] == 0 and r["spill_st"] == 0 and r["spill_ld"] == 0 and r["lmem"] == 0
         bad += not ok
-        print(f"{short:<60} {r['arch']:<6} {r['regs']!s:>4} {r['stack']!s:>5} "
-              f"{str(r['spill_st']) + '/' + str(r['spill_ld']):>11} {r['lmem']:>4}{'' if ok else '  <-- FAIL'}")
+        print(
+            f"{short:<60} {r['arch']:<6} {r['regs']!s:>4} {r['stack']!s:>5} "
+            f"{str(r['spill_st']) + '/' + str(r['spill_ld']):>11} {r['lmem']:>4}{'' if ok else '  <-- FAIL'}"
+        )
     built = {(re.sub(r"<.*", "", re.sub(r"\(.*", "", name)).split("::")[-1], r["arch"]) for r, name in zip(rows, names)}
     missing = sorted(f"{k} ({a})" for k in sorted(expected_kernels()) for a in ARCHS if (k, a) not in built)
     if missing:

@@ -38,8 +38,10 @@ except ImportError:
     cupy = None
 
 pytestmark = [
-    pytest.mark.skipif(not customml.cuda.is_available(),
-                       reason=f"no usable GPU: {customml.cuda.unavailable_reason() or 'CUDA unavailable'}"),
+    pytest.mark.skipif(
+        not customml.cuda.is_available(),
+        reason=f"no usable GPU: {customml.cuda.unavailable_reason() or 'CUDA unavailable'}",
+    ),
     pytest.mark.skipif(cupy is None, reason="CuPy is not installed (pip install cupy-cuda12x)"),
 ]
 
@@ -54,12 +56,17 @@ CUBLAS_COMPUTE_32F, CUBLAS_COMPUTE_32I, CUBLAS_COMPUTE_32F_FAST_TF32 = 68, 72, 7
 CUBLAS_OP_N, CUBLAS_OP_T = 0, 1
 CUBLAS_GEMM_DEFAULT = -1
 # The operand type and compute type of each tensor-core precision.
-TENSOR_CORE_TYPES = {"tf32": (CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32), "bf16": (CUDA_R_16BF, CUBLAS_COMPUTE_32F),
-                     "fp16": (CUDA_R_16F, CUBLAS_COMPUTE_32F)}
+TENSOR_CORE_TYPES = {
+    "tf32": (CUDA_R_32F, CUBLAS_COMPUTE_32F_FAST_TF32),
+    "bf16": (CUDA_R_16BF, CUBLAS_COMPUTE_32F),
+    "fp16": (CUDA_R_16F, CUBLAS_COMPUTE_32F),
+}
 # alpha = 1, beta = 0 in host memory (host pointer mode), of the compute type's scalar type.
-_SCALARS = {CUBLAS_COMPUTE_32F: (np.ones(1, np.float32), np.zeros(1, np.float32)),
-            CUBLAS_COMPUTE_32F_FAST_TF32: (np.ones(1, np.float32), np.zeros(1, np.float32)),
-            CUBLAS_COMPUTE_32I: (np.ones(1, np.int32), np.zeros(1, np.int32))}
+_SCALARS = {
+    CUBLAS_COMPUTE_32F: (np.ones(1, np.float32), np.zeros(1, np.float32)),
+    CUBLAS_COMPUTE_32F_FAST_TF32: (np.ones(1, np.float32), np.zeros(1, np.float32)),
+    CUBLAS_COMPUTE_32I: (np.ones(1, np.int32), np.zeros(1, np.int32)),
+}
 
 # Independent FMA chains per thread, and blocks of 256 threads, 8 per SM (2048 threads,
 # the most an SM holds): each of an SM's 4 schedulers has 16 warps x 8 chains = 128
@@ -98,9 +105,27 @@ def _gemm_ex(out, a, b, operand_type, out_type, compute, trans_a=False, trans_b=
     handle = cupy.cuda.device.get_cublas_handle()
     cublas.setPointerMode(handle, cublas.CUBLAS_POINTER_MODE_HOST)
     one, zero = _SCALARS[compute]
-    cublas.gemmEx(handle, CUBLAS_OP_T if trans_b else CUBLAS_OP_N, CUBLAS_OP_T if trans_a else CUBLAS_OP_N,
-                  n, m, k, one.ctypes.data, _ptr(b), operand_type, b.shape[1], _ptr(a), operand_type, a.shape[1],
-                  zero.ctypes.data, _ptr(out), out_type, n, compute, CUBLAS_GEMM_DEFAULT)
+    cublas.gemmEx(
+        handle,
+        CUBLAS_OP_T if trans_b else CUBLAS_OP_N,
+        CUBLAS_OP_T if trans_a else CUBLAS_OP_N,
+        n,
+        m,
+        k,
+        one.ctypes.data,
+        _ptr(b),
+        operand_type,
+        b.shape[1],
+        _ptr(a),
+        operand_type,
+        a.shape[1],
+        zero.ctypes.data,
+        _ptr(out),
+        out_type,
+        n,
+        compute,
+        CUBLAS_GEMM_DEFAULT,
+    )
     return out
 
 
@@ -193,13 +218,24 @@ def _timed(benchmark, fn, case):
     median = benchmark.stats.stats.median
     bandwidth, peak = _LIMITS["copy"], _LIMITS.get(case.peak)
     limit = max(case.nbytes / bandwidth, case.flops / peak if peak else 0.0)
-    benchmark.extra_info.update(achieved_gbs=case.nbytes / median / 1e9, achieved_gflops=case.flops / median / 1e9,
-                                floor_s=limit, achieved_over_limit=limit / median, peak=case.peak, limits=_LIMITS,
-                                limits_missing=_MISSING)
-    why = (f"{case.peak} peak {peak / 1e12:.1f} T/s" if peak
-           else f"{case.peak} peak not measured ({_MISSING.get(case.peak)}): memory floor only")
-    print(f"\n{benchmark.name}: {case.nbytes / median / 1e9:.1f} GB/s, {case.flops / median / 1e9:.1f} GFLOP/s, "
-          f"{100 * limit / median:.0f}% of the floor ({limit * 1e6:.1f} us; copy {bandwidth / 1e9:.0f} GB/s, {why})")
+    benchmark.extra_info.update(
+        achieved_gbs=case.nbytes / median / 1e9,
+        achieved_gflops=case.flops / median / 1e9,
+        floor_s=limit,
+        achieved_over_limit=limit / median,
+        peak=case.peak,
+        limits=_LIMITS,
+        limits_missing=_MISSING,
+    )
+    why = (
+        f"{case.peak} peak {peak / 1e12:.1f} T/s"
+        if peak
+        else f"{case.peak} peak not measured ({_MISSING.get(case.peak)}): memory floor only"
+    )
+    print(
+        f"\n{benchmark.name}: {case.nbytes / median / 1e9:.1f} GB/s, {case.flops / median / 1e9:.1f} GFLOP/s, "
+        f"{100 * limit / median:.0f}% of the floor ({limit * 1e6:.1f} us; copy {bandwidth / 1e9:.0f} GB/s, {why})"
+    )
 
 
 _LIMITS, _MISSING = _device_limits() if (cupy is not None and customml.cuda.is_available()) else ({"copy": 1.0}, {})
@@ -232,7 +268,11 @@ def bench_dense_forward(benchmark, case, impl):
     rng = cupy.random.default_rng(0)
     x = rng.standard_normal((p["batch"], p["inp"]), dtype=cupy.float32)
     w = rng.standard_normal((p["inp"], p["out"]), dtype=cupy.float32)
-    b = cupy.zeros(p["out"], dtype=cupy.float32) if p.get("zero_bias") else rng.standard_normal(p["out"], dtype=cupy.float32)
+    b = (
+        cupy.zeros(p["out"], dtype=cupy.float32)
+        if p.get("zero_bias")
+        else rng.standard_normal(p["out"], dtype=cupy.float32)
+    )
     out = cupy.empty((p["batch"], p["out"]), dtype=cupy.float32)
     act = p.get("activation", "identity")
     ref = _act(x @ w + b, act)
@@ -301,8 +341,9 @@ def bench_adam_update(benchmark, case, impl):
         ops.adam_update(ours[0], g, ours[1], ours[2], lr=LR, step=ADAM_STEP, device="cuda")
         reference()
         _agree(ours[0] - p0, p - p0)
-        _timed(benchmark, lambda: ops.adam_update(ours[0], g, ours[1], ours[2], lr=LR, step=ADAM_STEP, device="cuda"),
-               case)
+        _timed(
+            benchmark, lambda: ops.adam_update(ours[0], g, ours[1], ours[2], lr=LR, step=ADAM_STEP, device="cuda"), case
+        )
     else:
         _timed(benchmark, reference, case)
 
@@ -336,11 +377,13 @@ def bench_clip_by_global_norm(benchmark, case, impl):
         assert ops.clip_by_global_norm(g.copy(), 1e30, device="cuda") == pytest.approx(want, rel=1e-6)
         _timed(benchmark, lambda: ops.clip_by_global_norm(g, max_norm, device="cuda"), case)
     else:
+
         def reference():
             norm = cupy.sqrt((g * g).sum())
             coef = max_norm / (float(norm) + 1e-6)
             if coef < 1:
                 g[...] *= coef
+
         _timed(benchmark, reference, case)
 
 
@@ -368,8 +411,9 @@ def bench_dense_backward(benchmark, case, impl):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("case", floors.cases_for("mse") + floors.cases_for("binary_cross_entropy_with_logits"),
-                         ids=lambda c: c.key)
+@pytest.mark.parametrize(
+    "case", floors.cases_for("mse") + floors.cases_for("binary_cross_entropy_with_logits"), ids=lambda c: c.key
+)
 def bench_pointwise_losses(benchmark, case, impl):
     n, rng = _flat(case)
     a = rng.standard_normal(n, dtype=cupy.float32)
@@ -409,8 +453,9 @@ def bench_dropout(benchmark, case, impl):
         _timed(benchmark, lambda: ops.dropout(x, rate=rate, seed=1, stream=0, out=out, device="cuda"), case)
     else:
         # CuPy's own generator and a select: the same bytes moved, a different stream
-        _timed(benchmark, lambda: cupy.multiply(x, (rng.random(n, dtype=cupy.float32) >= rate) / (1 - rate), out=out),
-               case)
+        _timed(
+            benchmark, lambda: cupy.multiply(x, (rng.random(n, dtype=cupy.float32) >= rate) / (1 - rate), out=out), case
+        )
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -463,7 +508,11 @@ def bench_dense_forward_tensor_core(benchmark, case, impl):
     rng = cupy.random.default_rng(0)
     x = rng.standard_normal((p["batch"], p["inp"]), dtype=cupy.float32)
     w = rng.standard_normal((p["inp"], p["out"]), dtype=cupy.float32)
-    b = cupy.zeros(p["out"], dtype=cupy.float32) if p.get("zero_bias") else rng.standard_normal(p["out"], dtype=cupy.float32)
+    b = (
+        cupy.zeros(p["out"], dtype=cupy.float32)
+        if p.get("zero_bias")
+        else rng.standard_normal(p["out"], dtype=cupy.float32)
+    )
     act = p["activation"]
     operand_type, compute = TENSOR_CORE_TYPES[prec]
     xr, wr = _operand(x, prec), _operand(w, prec)
@@ -525,6 +574,7 @@ def bench_dense_backward_tensor_core(benchmark, case, impl):
 
 # --- int8 ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("case", floors.cuda_cases_for("gemm_s8"), ids=lambda c: c.key)
 def bench_gemm_s8(benchmark, case, impl):
@@ -568,8 +618,9 @@ def bench_gemm_s8(benchmark, case, impl):
             fn = lambda: ops.gemm_s8(a, packed, None, a_zero, None, out=out, device="cuda")
         else:
             requant = dict(out_scale=out_scale, out_zero=out_zero) if out_dtype == "uint8" else {}
-            fn = lambda: ops.gemm_s8(a, packed, a_scale, a_zero, w_scale, bias=bias, activation="relu", out=out,
-                                     device="cuda", **requant)
+            fn = lambda: ops.gemm_s8(
+                a, packed, a_scale, a_zero, w_scale, bias=bias, activation="relu", out=out, device="cuda", **requant
+            )
             got, want = cupy.asarray(fn()), epilogue(exact)
             if out_dtype == "float32":
                 _agree(got, want, rel=1e-5)  # a few float32 roundings of the epilogue
@@ -610,8 +661,9 @@ def bench_dequantize(benchmark, case, impl):
     out = cupy.empty(q.shape, cupy.float32)
     ref_out = cupy.empty_like(out)
     # q - zero is exact in float32, so the product rounds once, as the op's does: exact
-    reference = lambda: cupy.multiply(q.astype(cupy.float32) - zero.astype(cupy.float32)[:, None], scale[:, None],
-                                      out=ref_out)
+    reference = lambda: cupy.multiply(
+        q.astype(cupy.float32) - zero.astype(cupy.float32)[:, None], scale[:, None], out=ref_out
+    )
     if impl == "customml":
         fn = lambda: ops.dequantize(q, scale, zero, axis=p["axis"], out=out, device="cuda")
         assert bool(cupy.array_equal(cupy.asarray(fn()), reference())), "dequantize values"
@@ -638,8 +690,11 @@ def bench_quantize_rows_dynamic(benchmark, case, impl):
         return q, scale, zero
 
     if impl == "customml":
-        q, scale, zero = cupy.empty(x.shape, cupy.uint8), cupy.empty(p["rows"], cupy.float32), \
-            cupy.empty(p["rows"], cupy.int32)
+        q, scale, zero = (
+            cupy.empty(x.shape, cupy.uint8),
+            cupy.empty(p["rows"], cupy.float32),
+            cupy.empty(p["rows"], cupy.int32),
+        )
         fn = lambda: ops.quantize_rows_dynamic(x, out=q, scale_out=scale, zero_out=zero, device="cuda")
         for got, want, name in zip(fn(), reference(), ("codes", "scale", "zero")):
             assert bool(cupy.array_equal(cupy.asarray(got), want)), f"quantize_rows_dynamic {name}"
@@ -649,6 +704,7 @@ def bench_quantize_rows_dynamic(benchmark, case, impl):
 
 
 # --- sparse ----------------------------------------------------------------------------------
+
 
 def _pruned(inp: int, out: int, seed: int = 0):
     """A dense kernel (in, out) keeping floors.SPARSE_KEEP-th of each column's rows (at
@@ -744,6 +800,7 @@ def bench_apply_mask(benchmark, case, impl):
 
 
 # --- regularizer, preprocessing, metrics ---------------------------------------------------------
+
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("case", floors.cuda_cases_for("l1_l2_penalty"), ids=lambda c: c.key)

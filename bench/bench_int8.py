@@ -51,8 +51,9 @@ def bench_gemm_s8(benchmark, shape, impl):
     if isa and not isa_available(isa):
         pytest.skip(f"this CPU lacks {isa}")
     benchmark.group = f"int8 {shape}"
-    benchmark.extra_info.update(shape=shape, impl=name, isa=isa or "", macs=m * k * n,
-                                weight_bytes=k * n * (4 if name == "f32_dense" else 1))
+    benchmark.extra_info.update(
+        shape=shape, impl=name, isa=isa or "", macs=m * k * n, weight_bytes=k * n * (4 if name == "f32_dense" else 1)
+    )
     a, w = _inputs(m, k, n)
     want = (a.astype(np.int64) - 128) @ w.astype(np.int64)
     with use_isa(isa):
@@ -68,8 +69,18 @@ def bench_gemm_s8(benchmark, shape, impl):
                 fn = lambda: ops.gemm_s8(a, packed, a_scale, a_zero, w_scale, bias=bias, activation="relu", out=out)
             else:
                 out = np.empty((m, n), np.uint8)
-                fn = lambda: ops.gemm_s8(a, packed, a_scale, a_zero, w_scale, bias=bias, activation="relu",
-                                         out_scale=0.05, out_zero=0, out=out)
+                fn = lambda: ops.gemm_s8(
+                    a,
+                    packed,
+                    a_scale,
+                    a_zero,
+                    w_scale,
+                    bias=bias,
+                    activation="relu",
+                    out_scale=0.05,
+                    out_zero=0,
+                    out=out,
+                )
         elif name == "f32_dense":
             x = a.astype(np.float32) - 128
             wf = w.astype(np.float32)

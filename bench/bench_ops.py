@@ -30,7 +30,9 @@ except ImportError:
 IMPLS = [
     "customml",
     "numpy",
-    pytest.param("torch", marks=pytest.mark.skipif(torch is None, reason="torch is not importable (not installed here)")),
+    pytest.param(
+        "torch", marks=pytest.mark.skipif(torch is None, reason="torch is not importable (not installed here)")
+    ),
 ]
 
 SEED = 0
@@ -46,6 +48,7 @@ class Run:
 
 
 # --- agreement ---------------------------------------------------------------------------
+
 
 def _close(name: str, actual, expected, rel: float) -> None:
     """max |actual - expected| <= rel * max |expected|: relative to the output's scale,
@@ -83,6 +86,7 @@ def _agree_dropout(rate: float, x: np.ndarray) -> Callable[[dict, dict], None]:
             frac = float(np.count_nonzero(kept)) / out.size
             assert abs(frac - (1.0 - rate)) < 1e-3, f"{name}: kept fraction {frac:.5f}, expected {1 - rate}"
             _close(f"{name} kept values", out[kept], x[kept] * scale, 1e-6)
+
     return check
 
 
@@ -106,9 +110,15 @@ def _f32(rng: np.random.Generator, *shape, scale: float = 1.0) -> np.ndarray:
     return rng.standard_normal(shape, dtype=np.float32) * np.float32(scale)
 
 
-def _bench(benchmark, case: floors.Case, impl: str, inputs: dict,
-           make_run: Callable[[str, dict, bool], Run], agree: Callable[[dict, dict], None] = _agree_default,
-           pedantic_rounds: int = 7) -> None:
+def _bench(
+    benchmark,
+    case: floors.Case,
+    impl: str,
+    inputs: dict,
+    make_run: Callable[[str, dict, bool], Run],
+    agree: Callable[[dict, dict], None] = _agree_default,
+    pedantic_rounds: int = 7,
+) -> None:
     benchmark.group = case.key
     benchmark.extra_info.update(case=case.key, impl=impl, bytes=case.nbytes, flops=case.flops)
     # Agreement, once per case, untimed: customml against NumPy on the same inputs.
@@ -149,6 +159,7 @@ def _t(a: np.ndarray):
 
 # --- dense_forward -----------------------------------------------------------------------
 
+
 def _dense_forward_inputs(rng, p):
     x = rng.uniform(-1.0, 1.0, (p["batch"], p["inp"])).astype(np.float32)
     w = _f32(rng, p["inp"], p["out"], scale=1.0 / np.sqrt(p["inp"]))
@@ -160,9 +171,11 @@ def _dense_forward_run(impl, d, for_check):
     x, w, b, act = d["x"], d["w"], d["b"], d["act"]
     y = np.full((x.shape[0], w.shape[1]), np.nan, np.float32)
     if impl == "customml":
+
         def fn():
             ops.dense_forward(x, w, b, activation=act, out=y)
     elif impl == "numpy":
+
         def fn():
             np.matmul(x, w, out=y)
             np.add(y, b, out=y)
@@ -175,6 +188,7 @@ def _dense_forward_run(impl, d, for_check):
             torch.addmm(B, X, W, out=Y)
             if act == "relu":
                 torch.relu_(Y)
+
     return Run(fn, lambda _: {"y": y})
 
 
@@ -185,6 +199,7 @@ def bench_dense_forward(benchmark, case, impl):
 
 
 # --- dense_backward (relu, with dx) ----------------------------------------------------------
+
 
 def _dense_backward_inputs(rng, p):
     x = rng.uniform(-1.0, 1.0, (p["batch"], p["inp"])).astype(np.float32)
@@ -201,6 +216,7 @@ def _dense_backward_run(impl, d, for_check):
     dw = np.full(w.shape, np.nan, np.float32)
     db = np.full(w.shape[1], np.nan, np.float32)
     if impl == "customml":
+
         def fn():
             ops.dense_backward(dy, x, w, y, activation="relu", dx_out=dx, dweight_out=dw, dbias_out=db)
     elif impl == "numpy":
@@ -222,6 +238,7 @@ def _dense_backward_run(impl, d, for_check):
             torch.sum(DZ, 0, out=DB)
             torch.mm(X.t(), DZ, out=DW)
             torch.mm(DZ, W.t(), out=DX)
+
     return Run(fn, lambda _: {"dx": dx, "dw": dw, "db": db})
 
 
@@ -232,6 +249,7 @@ def bench_dense_backward(benchmark, case, impl):
 
 
 # --- softmax_cross_entropy (loss and gradient) --------------------------------------------------
+
 
 def _softmax_ce_inputs(rng, p):
     logits = _f32(rng, p["n"], p["c"], scale=3.0)
@@ -244,8 +262,10 @@ def _softmax_ce_run(impl, d, for_check):
     n, c = logits.shape
     grad = np.full((n, c), np.nan, np.float32)
     if impl == "customml":
+
         def fn():
             return ops.softmax_cross_entropy(logits, labels, grad_out=grad)[0]
+
         return Run(fn, lambda loss: {"loss": loss, "grad": grad})
     if impl == "numpy":
         rows = np.arange(n)
@@ -264,6 +284,7 @@ def _softmax_ce_run(impl, d, for_check):
             grad[rows, labels] -= 1.0
             np.multiply(grad, np.float32(1.0 / n), out=grad)
             return loss
+
         return Run(fn, lambda loss: {"loss": loss, "grad": grad})
     L = _t(logits).requires_grad_()
     Y = _t(labels.astype(np.int64))
@@ -272,6 +293,7 @@ def _softmax_ce_run(impl, d, for_check):
         loss = F.cross_entropy(L, Y)
         (g,) = torch.autograd.grad(loss, L)
         return loss.item(), g
+
     return Run(fn, lambda r: {"loss": r[0], "grad": r[1].numpy()})
 
 
@@ -282,6 +304,7 @@ def bench_softmax_cross_entropy(benchmark, case, impl):
 
 
 # --- binary_cross_entropy_with_logits (loss and gradient) -----------------------------------------
+
 
 def _bce_inputs(rng, p):
     z = _f32(rng, p["n"], scale=3.0)
@@ -294,8 +317,10 @@ def _bce_run(impl, d, for_check):
     n = z.size
     grad = np.full(n, np.nan, np.float32)
     if impl == "customml":
+
         def fn():
             return ops.binary_cross_entropy_with_logits(z, t, grad_out=grad)[0]
+
         return Run(fn, lambda loss: {"loss": loss, "grad": grad})
     if impl == "numpy":
         e = np.empty(n, np.float32)
@@ -321,6 +346,7 @@ def _bce_run(impl, d, for_check):
             np.subtract(grad, t, out=grad)
             np.multiply(grad, np.float32(1.0 / n), out=grad)
             return loss
+
         return Run(fn, lambda loss: {"loss": loss, "grad": grad})
     Z = _t(z).requires_grad_()
     T = _t(t)
@@ -329,6 +355,7 @@ def _bce_run(impl, d, for_check):
         loss = F.binary_cross_entropy_with_logits(Z, T)
         (g,) = torch.autograd.grad(loss, Z)
         return loss.item(), g
+
     return Run(fn, lambda r: {"loss": r[0], "grad": r[1].numpy()})
 
 
@@ -340,6 +367,7 @@ def bench_binary_cross_entropy_with_logits(benchmark, case, impl):
 
 # --- mse (loss and gradient) -----------------------------------------------------------------
 
+
 def _mse_inputs(rng, p):
     return dict(pred=_f32(rng, p["n"]), target=_f32(rng, p["n"]))
 
@@ -349,8 +377,10 @@ def _mse_run(impl, d, for_check):
     n = pred.size
     grad = np.full(n, np.nan, np.float32)
     if impl == "customml":
+
         def fn():
             return ops.mse(pred, target, grad_out=grad)[0]
+
         return Run(fn, lambda loss: {"loss": loss, "grad": grad})
     if impl == "numpy":
         diff = np.empty(n, np.float32)
@@ -360,6 +390,7 @@ def _mse_run(impl, d, for_check):
             loss = float(np.dot(diff, diff)) / n
             np.multiply(diff, np.float32(2.0 / n), out=grad)
             return loss
+
         return Run(fn, lambda loss: {"loss": loss, "grad": grad})
     P = _t(pred).requires_grad_()
     T = _t(target)
@@ -368,6 +399,7 @@ def _mse_run(impl, d, for_check):
         loss = F.mse_loss(P, T)
         (g,) = torch.autograd.grad(loss, P)
         return loss.item(), g
+
     return Run(fn, lambda r: {"loss": r[0], "grad": r[1].numpy()})
 
 
@@ -379,6 +411,7 @@ def bench_mse(benchmark, case, impl):
 
 # --- dropout ------------------------------------------------------------------------------------
 
+
 def _dropout_inputs(rng, p):
     return dict(x=_f32(rng, p["n"]), rate=p["rate"])
 
@@ -388,8 +421,10 @@ def _dropout_run(impl, d, for_check):
     y = np.full(x.shape, np.nan, np.float32)
     seed, stream = 1234, 7
     if impl == "customml":
+
         def fn():
             ops.dropout(x, rate=rate, seed=seed, stream=stream, out=y)
+
         return Run(fn, lambda _: {"y": y})
     if impl == "numpy":
         u = np.empty(x.shape, np.float32)
@@ -403,12 +438,14 @@ def _dropout_run(impl, d, for_check):
             np.greater_equal(u, rate, out=keep)
             np.multiply(x, scale, out=y)
             np.multiply(y, keep, out=y)
+
         return Run(fn, lambda _: {"y": y})
     X = _t(x)
     torch.manual_seed(seed)
 
     def fn():
         return F.dropout(X, p=rate, training=True)
+
     return Run(fn, lambda out: {"y": out.numpy()})
 
 
@@ -420,6 +457,7 @@ def bench_dropout(benchmark, case, impl):
 
 
 # --- sgd_update (momentum) ---------------------------------------------------------------------
+
 
 # Parameters of magnitude < 1 keep float32 p's rounding (ulp <= 6e-8) far below the step
 # (~1e-4 to 1e-3), so the step p - p0 is what the agreement check compares.
@@ -434,6 +472,7 @@ def _sgd_run(impl, d, for_check):
     v = np.zeros_like(p)
     keys = ("dp", "v")
     if impl == "customml":
+
         def fn():
             ops.sgd_update(p, g, v, lr=LR, momentum=mu)
     elif impl == "numpy":
@@ -452,6 +491,7 @@ def _sgd_run(impl, d, for_check):
 
         def fn():
             opt.step()
+
         keys = ("dp",)  # torch keeps its momentum buffer in its own state
     return Run(fn, lambda _: {k: {"dp": p - p0, "v": v}[k] for k in keys})
 
@@ -463,6 +503,7 @@ def bench_sgd_update(benchmark, case, impl):
 
 
 # --- adam_update -------------------------------------------------------------------------------
+
 
 def _adam_inputs(rng, p):
     return dict(p=_f32(rng, p["n"], scale=0.1), g=_f32(rng, p["n"], scale=0.1))
@@ -479,6 +520,7 @@ def _adam_run(impl, d, for_check):
     b1, b2, eps = 0.9, 0.999, 1e-8
     keys = ("dp", "m", "v")
     if impl == "customml":
+
         def fn():
             ops.adam_update(p, g, m, v, lr=LR, step=step, beta1=b1, beta2=b2, eps=eps)
     elif impl == "numpy":
@@ -509,6 +551,7 @@ def _adam_run(impl, d, for_check):
 
         def fn():
             opt.step()
+
         keys = ("dp",)
     return Run(fn, lambda _: {k: {"dp": p - p0, "m": m, "v": v}[k] for k in keys})
 
@@ -520,6 +563,7 @@ def bench_adam_update(benchmark, case, impl):
 
 
 # --- clip_by_global_norm -------------------------------------------------------------------------
+
 
 def _clip_inputs(rng, p):
     g0 = _f32(rng, p["n"], scale=0.01)
@@ -534,9 +578,11 @@ def _clip_run(impl, d, for_check):
     g = g0.copy()
     setup = (lambda: np.copyto(g, g0)) if clips else None
     if impl == "customml":
+
         def fn():
             return ops.clip_by_global_norm(g, max_norm)
     elif impl == "numpy":
+
         def fn():
             norm = float(np.linalg.norm(g))
             coef = max_norm / (norm + 1e-6)
@@ -549,6 +595,7 @@ def _clip_run(impl, d, for_check):
 
         def fn():
             return float(torch.nn.utils.clip_grad_norm_([P], max_norm))
+
     return Run(fn, lambda norm: {"norm": norm, "g": g}, setup)
 
 
@@ -559,6 +606,7 @@ def bench_clip_by_global_norm(benchmark, case, impl):
 
 
 # --- count_correct -------------------------------------------------------------------------------
+
 
 def _count_correct_inputs(rng, p):
     logits = _f32(rng, p["n"], p["c"])
@@ -576,6 +624,7 @@ def _agree_exact(ours: dict, ref: dict) -> None:
 def _count_correct_run(impl, d, for_check):
     logits, labels = d["logits"], d["labels"]
     if impl == "customml":
+
         def fn():
             return ops.count_correct(logits, labels)
     elif impl == "numpy":
@@ -589,6 +638,7 @@ def _count_correct_run(impl, d, for_check):
 
         def fn():
             return int((L.argmax(1) == Y).sum())
+
     return Run(fn, lambda c: {"correct": int(c)})
 
 

@@ -80,6 +80,7 @@ def set_threads(n: int) -> None:
 
 # --- data ----------------------------------------------------------------------------------------
 
+
 def mlp_data():
     """2048 samples of 784 features in [0, 1) with 10 classes, and the initial weights
     [(784, 256) kernel, (256,) bias, ...] every implementation starts from."""
@@ -114,6 +115,7 @@ def mlp_loss(weights, x, y) -> float:
 
 # --- workloads: each builder returns (timed call, weights or result after it) ------------------
 
+
 @dataclass
 class Workload:
     fn: Callable[[], object]
@@ -123,9 +125,15 @@ class Workload:
 def customml_model(weights, compile_model: bool = True, device: str = "cpu"):
     import customml as cm
 
-    model = cm.Sequential([cm.layers.Dense(SIZES[1], activation="relu"),
-                           cm.layers.Dense(SIZES[2], activation="relu"),
-                           cm.layers.Dense(SIZES[3])], input_dim=SIZES[0], device=device)
+    model = cm.Sequential(
+        [
+            cm.layers.Dense(SIZES[1], activation="relu"),
+            cm.layers.Dense(SIZES[2], activation="relu"),
+            cm.layers.Dense(SIZES[3]),
+        ],
+        input_dim=SIZES[0],
+        device=device,
+    )
     model.set_weights(weights)
     if compile_model:
         model.compile(optimizer=cm.optimizers.Adam(LR), loss="softmax_cross_entropy")
@@ -135,9 +143,13 @@ def customml_model(weights, compile_model: bool = True, device: str = "cpu"):
 def torch_model(weights):
     import torch
 
-    net = torch.nn.Sequential(torch.nn.Linear(SIZES[0], SIZES[1]), torch.nn.ReLU(),
-                              torch.nn.Linear(SIZES[1], SIZES[2]), torch.nn.ReLU(),
-                              torch.nn.Linear(SIZES[2], SIZES[3]))
+    net = torch.nn.Sequential(
+        torch.nn.Linear(SIZES[0], SIZES[1]),
+        torch.nn.ReLU(),
+        torch.nn.Linear(SIZES[1], SIZES[2]),
+        torch.nn.ReLU(),
+        torch.nn.Linear(SIZES[2], SIZES[3]),
+    )
     with torch.no_grad():
         for layer, (w, b) in zip(net[::2], zip(weights[::2], weights[1::2])):
             layer.weight.copy_(torch.from_numpy(w.T.copy()))  # torch keeps (out, in)
@@ -155,6 +167,7 @@ def train_step(impl: str, x, y, weights, device: str = "cpu") -> Workload:
 
         def fn():
             model.fit(x, y, epochs=1, batch_size=BATCH, shuffle=False, verbose=0)
+
         return Workload(fn, model.get_weights)
     if impl.startswith("torch"):
         import torch
@@ -177,6 +190,7 @@ def train_step(impl: str, x, y, weights, device: str = "cpu") -> Workload:
             for layer in net[::2]:
                 out += [layer.weight.detach().numpy().T.copy(), layer.bias.detach().numpy().copy()]
             return out
+
         return Workload(fn, result)
     assert impl == "numpy"
     params = [w.copy() for w in weights]
@@ -216,12 +230,12 @@ def train_step(impl: str, x, y, weights, device: str = "cpu") -> Workload:
 
     def fn():
         for s in range(0, len(y), BATCH):
-            step(x[s:s + BATCH], y[s:s + BATCH])
+            step(x[s : s + BATCH], y[s : s + BATCH])
+
     return Workload(fn, lambda: params)
 
 
-def predict_b1(impl: str, x1, weights, threads: int, onnx_path: Optional[str] = None,
-               device: str = "cpu") -> Workload:
+def predict_b1(impl: str, x1, weights, threads: int, onnx_path: Optional[str] = None, device: str = "cpu") -> Workload:
     """One sample through the MLP, from Python, into a preallocated output where the
     library allows it (customml on the device given; the peers on the CPU)."""
     if impl == "customml":
@@ -231,6 +245,7 @@ def predict_b1(impl: str, x1, weights, threads: int, onnx_path: Optional[str] = 
 
         def fn():
             return predict(x1, out=out)
+
         return Workload(fn)
     if impl == "torch":
         import torch
@@ -241,6 +256,7 @@ def predict_b1(impl: str, x1, weights, threads: int, onnx_path: Optional[str] = 
         def fn():
             with torch.inference_mode():
                 return net(xt)
+
         return Workload(fn)
     assert impl == "onnxruntime"
     import onnxruntime as ort
@@ -257,6 +273,7 @@ def predict_b1(impl: str, x1, weights, threads: int, onnx_path: Optional[str] = 
 
     def fn():
         return run(None, feed)[0]
+
     return Workload(fn)
 
 
@@ -325,6 +342,7 @@ def adam(impl: str, p0, g, decoupled: bool) -> Workload:
         def fn():
             step[0] += 1
             ops.adam_update(p, g, m, v, lr=LR, step=step[0], weight_decay=wd, decoupled=decoupled)
+
         return Workload(fn, lambda: p)
     import torch
 
@@ -355,6 +373,7 @@ def gemm(impl: str, a, b) -> Workload:
         def fn():
             ops.dense_forward(a, b, zero, out=c)
     elif impl == "numpy":
+
         def fn():
             np.matmul(a, b, out=c)
     else:
@@ -364,6 +383,7 @@ def gemm(impl: str, a, b) -> Workload:
 
         def fn():
             torch.mm(A, B, out=C)
+
     return Workload(fn, lambda: c)
 
 
@@ -383,6 +403,7 @@ def softmax_ce(impl: str, logits, labels) -> Workload:
 
         def fn():
             return ops.softmax_cross_entropy(logits, labels, grad_out=grad)[0], grad
+
         return Workload(fn)
     import torch
     import torch.nn.functional as F
@@ -394,10 +415,12 @@ def softmax_ce(impl: str, logits, labels) -> Workload:
         loss = F.cross_entropy(L, Y)
         (g,) = torch.autograd.grad(loss, L)
         return loss.item(), g.numpy()
+
     return Workload(fn)
 
 
 # --- pytest-benchmark ----------------------------------------------------------------------------
+
 
 @pytest.fixture(params=THREADS, ids=lambda n: f"{n}t")
 def threads(request):
@@ -445,8 +468,9 @@ def bench_predict_b1(benchmark, impl, threads, tmp_path_factory):
     benchmark(run.fn)
     if not getattr(benchmark, "disabled", False):
         ns = latency_ns(run.fn)
-        benchmark.extra_info.update(calls=LATENCY_CALLS, p50_ns=float(np.percentile(ns, 50)),
-                                    p99_ns=float(np.percentile(ns, 99)))
+        benchmark.extra_info.update(
+            calls=LATENCY_CALLS, p50_ns=float(np.percentile(ns, 50)), p99_ns=float(np.percentile(ns, 99))
+        )
 
 
 _adam_data = {}
@@ -510,6 +534,7 @@ def bench_softmax_ce(benchmark, impl, threads):
 
 
 # --- report ----------------------------------------------------------------------------------------
+
 
 def _fmt(seconds: float) -> str:
     return f"{seconds * 1e3:.2f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.1f} us"

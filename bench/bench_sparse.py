@@ -119,8 +119,11 @@ def _run(impl: str, p: dict) -> tuple[Callable[[], object], Callable[[], np.ndar
         return (lambda: ops.sparse_dense_forward(x, packed, bias=b, activation="relu", out=y)), (lambda: y), ref_w
     if impl == "customml_raw":
         offsets, index, values = p["csr"]
-        return (lambda: ops.sparse_dense_forward(x, offsets, index, values, b, activation="relu", out=y)), \
-            (lambda: y), ref_w
+        return (
+            (lambda: ops.sparse_dense_forward(x, offsets, index, values, b, activation="relu", out=y)),
+            (lambda: y),
+            ref_w,
+        )
     if impl in ("net_csr", "net_dense"):
         net, batch = _network(p, impl[4:]), x.shape[0]
         return (lambda: net.predict(x, y, batch)), (lambda: y), ref_w
@@ -128,8 +131,11 @@ def _run(impl: str, p: dict) -> tuple[Callable[[], object], Callable[[], np.ndar
         return (lambda: ops.dense_forward(x, ref_w, b, activation="relu", out=y)), (lambda: y), ref_w
     values, index = p["nm"]
     if impl == "customml_nm":
-        return (lambda: ops.nm_dense_forward(x, values, index, b, activation="relu", out=y)), \
-            (lambda: y), _nm_weights(values, index, x.shape[1])
+        return (
+            (lambda: ops.nm_dense_forward(x, values, index, b, activation="relu", out=y)),
+            (lambda: y),
+            _nm_weights(values, index, x.shape[1]),
+        )
     if impl == "torch_csr":
         with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
             warnings.simplefilter("ignore", UserWarning)
@@ -139,6 +145,7 @@ def _run(impl: str, p: dict) -> tuple[Callable[[], object], Callable[[], np.ndar
 
         def fn():
             out["y"] = torch.relu_(torch.sparse.mm(wt, xt).add_(bt))
+
         return fn, (lambda: out["y"].T.numpy()), ref_w
     wt = scipy_sparse.csr_matrix(np.ascontiguousarray(ref_w.T))
     out = {}
@@ -147,6 +154,7 @@ def _run(impl: str, p: dict) -> tuple[Callable[[], object], Callable[[], np.ndar
         r = wt @ x.T
         r += b[:, None]
         out["y"] = np.maximum(r, 0.0, out=r)
+
     return fn, (lambda: out["y"].T), ref_w
 
 
@@ -179,16 +187,21 @@ def report(path: str, peak: float = 0.0) -> str:
     groups: dict = {}
     for bm in data["benchmarks"]:
         groups.setdefault(bm["group"], {})[bm["extra_info"]["impl"]] = bm
-    lines = [f"FMA peak {peak / 1e9:.0f} GFLOP/s (one core); floor = max(bytes / copy bandwidth, FLOPs / peak)", "",
-             "| case | impl | bytes | FLOPs | median | vs customml | floor | achieved/limit |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"FMA peak {peak / 1e9:.0f} GFLOP/s (one core); floor = max(bytes / copy bandwidth, FLOPs / peak)",
+        "",
+        "| case | impl | bytes | FLOPs | median | vs customml | floor | achieved/limit |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for group, impls in groups.items():
         ours = impls["customml"]["stats"]["median"]
         for name, bm in impls.items():
             e, med = bm["extra_info"], bm["stats"]["median"]
             floor = max(e["bytes"] / e["bw"], e["flops"] / peak)
-            lines.append(f"| {group} | {name} | {e['bytes'] / 1e3:.0f} kB | {e['flops'] / 1e6:.2f} M | "
-                         f"{med * 1e6:.1f} us | {med / ours:.2f}x | {floor * 1e6:.2f} us | {floor / med:.0%} |")
+            lines.append(
+                f"| {group} | {name} | {e['bytes'] / 1e3:.0f} kB | {e['flops'] / 1e6:.2f} M | "
+                f"{med * 1e6:.1f} us | {med / ours:.2f}x | {floor * 1e6:.2f} us | {floor / med:.0%} |"
+            )
     return "\n".join(lines)
 
 

@@ -34,8 +34,14 @@ customml.set_num_threads(int(os.environ.get("CUSTOMML_BENCH_THREADS", "1")))
 if torch is not None:
     torch.set_num_threads(1)
 
-_ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-             "MKL_NUM_THREADS", "CUSTOMML_ISA")
+_ENV_VARS = (
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+    "OPENBLAS_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "CUSTOMML_ISA",
+)
 
 
 def _provenance() -> dict:
@@ -50,10 +56,16 @@ def _provenance() -> dict:
     }
     repo = Path(__file__).resolve().parents[1]
     try:
-        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
         out["source_head"] = head
         out["source_dirty"] = bool(dirty)
     except (OSError, subprocess.SubprocessError):
@@ -100,8 +112,10 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
 
 def pytest_report_header(config):
     info = customml._core.build_info()
-    blas = "; ".join(f"{d.get('internal_api')} {d.get('version')} {d.get('architecture')} x{d.get('num_threads')}"
-                     for d in threadpoolctl.threadpool_info())
+    blas = "; ".join(
+        f"{d.get('internal_api')} {d.get('version')} {d.get('architecture')} x{d.get('num_threads')}"
+        for d in threadpoolctl.threadpool_info()
+    )
     env = " ".join(f"{k}={os.environ[k]}" for k in _ENV_VARS if k in os.environ) or "none set"
     torch_line = "not importable" if torch is None else f"{torch.__version__}, {torch.get_num_threads()} thread(s)"
     prov = _PROVENANCE

@@ -50,8 +50,12 @@ def main() -> None:
         rows.append((f"sparse_dense_forward {batch}x784x256, 90% zeros", csr))
         rows.append((f"nm_dense_forward {batch}x784x256, 2:4", nm))
     x = rng.standard_normal((256, 784)).astype(np.float32)
-    rows.append(("quantize_rows_dynamic 256x784", {d: median_ms(lambda: ops.quantize_rows_dynamic(x, device=d))
-                                                   for d in DEVICES}))
+    rows.append(
+        (
+            "quantize_rows_dynamic 256x784",
+            {d: median_ms(lambda: ops.quantize_rows_dynamic(x, device=d)) for d in DEVICES},
+        )
+    )
     print("| op, shape | cpu ms | cuda-emulated ms | emulated / cpu |")
     print("|---|---:|---:|---:|")
     for name, t in rows:

@@ -56,9 +56,14 @@ def main(argv=None) -> int:
 
     import customml
 
-    results = {"device": args.device, "model": "mlp 784-" + "-".join(map(str, bp.SIZES[1:])),
-               "batch": bp.BATCH, "steps_per_epoch": bp.STEPS, "customml_core": customml._core.__file__,
-               "workloads": {}}
+    results = {
+        "device": args.device,
+        "model": "mlp 784-" + "-".join(map(str, bp.SIZES[1:])),
+        "batch": bp.BATCH,
+        "steps_per_epoch": bp.STEPS,
+        "customml_core": customml._core.__file__,
+        "workloads": {},
+    }
 
     def save():
         with open(args.json, "w") as f:

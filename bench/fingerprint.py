@@ -37,26 +37,42 @@ def _data(kind: str, n: int = 300, d: int = 20, classes: int = 4, seed: int = 0)
     return x, y
 
 
-def _run(device: str, layers, loss: str, optimizer, *, kind: str, metrics=(), clipnorm=None, precision="fp32",
-         sample_weight=False, epochs: int = 2, after: Callable = None) -> Result:
+def _run(
+    device: str,
+    layers,
+    loss: str,
+    optimizer,
+    *,
+    kind: str,
+    metrics=(),
+    clipnorm=None,
+    precision="fp32",
+    sample_weight=False,
+    epochs: int = 2,
+    after: Callable = None,
+) -> Result:
     x, y = _data(kind)
     model = cm.Sequential(layers, input_dim=x.shape[1], device=device, seed=7)
     model.compile(optimizer=optimizer, loss=loss, metrics=list(metrics), clipnorm=clipnorm, precision=precision)
     sw = np.linspace(0.2, 2.0, len(x)).astype(np.float32) if sample_weight else None
-    history = model.fit(x, y, epochs=epochs, batch_size=32, seed=3, verbose=0, sample_weight=sw,
-                        validation_split=0.2)
+    history = model.fit(x, y, epochs=epochs, batch_size=32, seed=3, verbose=0, sample_weight=sw, validation_split=0.2)
     if after is not None:
         model = after(model, x, y) or model
-    out: Result = {"weights": np.concatenate([w.ravel() for w in model.get_weights()]) if model.get_weights()
-                   else np.zeros(0, np.float32),
-                   "predict": model.predict(x)}
+    out: Result = {
+        "weights": np.concatenate([w.ravel() for w in model.get_weights()])
+        if model.get_weights()
+        else np.zeros(0, np.float32),
+        "predict": model.predict(x),
+    }
     if loss != "mse":
         out["proba"] = model.predict_proba(x)
-    out["history"] = np.array([v for k in sorted(history.history) for v in history.history[k]
-                               if np.isscalar(v)], np.float64)
+    out["history"] = np.array(
+        [v for k in sorted(history.history) for v in history.history[k] if np.isscalar(v)], np.float64
+    )
     ev = model.evaluate(x, y)
-    out["evaluate"] = np.array([np.asarray(ev[k], np.float64).ravel() for k in sorted(ev)
-                                if np.asarray(ev[k]).size == 1], np.float64).ravel()
+    out["evaluate"] = np.array(
+        [np.asarray(ev[k], np.float64).ravel() for k in sorted(ev) if np.asarray(ev[k]).size == 1], np.float64
+    ).ravel()
     return out
 
 
@@ -88,36 +104,103 @@ def _cases(device: str) -> List[Tuple[str, Callable[[], Result]]]:
     D, Dr = cm.layers.Dense, cm.layers.Dropout
     reg = cm.regularizers
     cases = [
-        ("ce_adam_dropout", lambda: _run(device, [D(32, "relu"), Dr(0.2), D(4)], "softmax_cross_entropy",
-                                         cm.optimizers.Adam(1e-2, weight_decay=1e-4), kind="multiclass",
-                                         metrics=["accuracy", "f1", "confusion_matrix", "roc_auc"])),
-        ("ce_adamw_amsgrad_clip_sw", lambda: _run(device, [D(24, "gelu"), D(4)],
-                                                  cm.losses.SoftmaxCrossEntropy(label_smoothing=0.1,
-                                                                                class_weights=[1, 2, 1, 0.5]),
-                                                  cm.optimizers.AdamW(1e-2, weight_decay=1e-2, amsgrad=True),
-                                                  kind="multiclass", clipnorm=0.5, sample_weight=True,
-                                                  metrics=["accuracy", "precision_macro"])),
-        ("bce_sgd_nesterov_l1l2", lambda: _run(device, [D(16, "tanh", kernel_regularizer=reg.l1_l2(1e-3, 1e-3)),
-                                                        D(1)], "binary_cross_entropy",
-                                               cm.optimizers.SGD(0.05, momentum=0.9, nesterov=True,
-                                                                 weight_decay=1e-4),
-                                               kind="binary", metrics=["accuracy", "roc_auc", "f1"])),
-        ("mse_sgd_norm", lambda: _run(device, [cm.layers.Normalization(np.linspace(-0.5, 0.5, 20), np.linspace(0.5, 2.0, 20)), D(16, "sigmoid"), D(2)], "mse",
-                                      cm.optimizers.SGD(0.05), kind="regression", metrics=["mae", "rmse", "r2"])),
-        ("ce_pruned", lambda: _run(device, [D(32, "relu"), D(4)], "softmax_cross_entropy", "adam",
-                                   kind="multiclass", after=_prune)),
-        ("ce_nm", lambda: _run(device, [D(32, "relu"), D(4)], "softmax_cross_entropy", "adam",
-                               kind="multiclass", after=_nm)),
-        ("ce_int8_static", lambda: _run(device, [D(32, "relu"), D(16, "relu"), D(4)], "softmax_cross_entropy",
-                                        "adam", kind="multiclass", after=_int8)),
-        ("ce_int8_dynamic", lambda: _run(device, [D(32, "relu"), D(4)], "softmax_cross_entropy", "adam",
-                                         kind="multiclass", after=_int8_dynamic)),
-        ("ce_qat", lambda: _run(device, [D(32, "relu"), D(4)], "softmax_cross_entropy", "adam",
-                                kind="multiclass", after=_qat)),
+        (
+            "ce_adam_dropout",
+            lambda: _run(
+                device,
+                [D(32, "relu"), Dr(0.2), D(4)],
+                "softmax_cross_entropy",
+                cm.optimizers.Adam(1e-2, weight_decay=1e-4),
+                kind="multiclass",
+                metrics=["accuracy", "f1", "confusion_matrix", "roc_auc"],
+            ),
+        ),
+        (
+            "ce_adamw_amsgrad_clip_sw",
+            lambda: _run(
+                device,
+                [D(24, "gelu"), D(4)],
+                cm.losses.SoftmaxCrossEntropy(label_smoothing=0.1, class_weights=[1, 2, 1, 0.5]),
+                cm.optimizers.AdamW(1e-2, weight_decay=1e-2, amsgrad=True),
+                kind="multiclass",
+                clipnorm=0.5,
+                sample_weight=True,
+                metrics=["accuracy", "precision_macro"],
+            ),
+        ),
+        (
+            "bce_sgd_nesterov_l1l2",
+            lambda: _run(
+                device,
+                [D(16, "tanh", kernel_regularizer=reg.l1_l2(1e-3, 1e-3)), D(1)],
+                "binary_cross_entropy",
+                cm.optimizers.SGD(0.05, momentum=0.9, nesterov=True, weight_decay=1e-4),
+                kind="binary",
+                metrics=["accuracy", "roc_auc", "f1"],
+            ),
+        ),
+        (
+            "mse_sgd_norm",
+            lambda: _run(
+                device,
+                [
+                    cm.layers.Normalization(np.linspace(-0.5, 0.5, 20), np.linspace(0.5, 2.0, 20)),
+                    D(16, "sigmoid"),
+                    D(2),
+                ],
+                "mse",
+                cm.optimizers.SGD(0.05),
+                kind="regression",
+                metrics=["mae", "rmse", "r2"],
+            ),
+        ),
+        (
+            "ce_pruned",
+            lambda: _run(
+                device, [D(32, "relu"), D(4)], "softmax_cross_entropy", "adam", kind="multiclass", after=_prune
+            ),
+        ),
+        (
+            "ce_nm",
+            lambda: _run(device, [D(32, "relu"), D(4)], "softmax_cross_entropy", "adam", kind="multiclass", after=_nm),
+        ),
+        (
+            "ce_int8_static",
+            lambda: _run(
+                device,
+                [D(32, "relu"), D(16, "relu"), D(4)],
+                "softmax_cross_entropy",
+                "adam",
+                kind="multiclass",
+                after=_int8,
+            ),
+        ),
+        (
+            "ce_int8_dynamic",
+            lambda: _run(
+                device, [D(32, "relu"), D(4)], "softmax_cross_entropy", "adam", kind="multiclass", after=_int8_dynamic
+            ),
+        ),
+        (
+            "ce_qat",
+            lambda: _run(device, [D(32, "relu"), D(4)], "softmax_cross_entropy", "adam", kind="multiclass", after=_qat),
+        ),
     ]
     if device != "cpu":
-        cases.append(("ce_fp16", lambda: _run(device, [D(32, "relu"), D(4)], "softmax_cross_entropy", "adam",
-                                              kind="multiclass", precision="fp16", metrics=["accuracy"])))
+        cases.append(
+            (
+                "ce_fp16",
+                lambda: _run(
+                    device,
+                    [D(32, "relu"), D(4)],
+                    "softmax_cross_entropy",
+                    "adam",
+                    kind="multiclass",
+                    precision="fp16",
+                    metrics=["accuracy"],
+                ),
+            )
+        )
     return cases
 
 
@@ -162,8 +245,7 @@ def main() -> int:
             print(f"{key}: only {'before' if key in before else 'now'}")
             failed += 1
             continue
-        exact = before[key].shape == results[key].shape and \
-            before[key].tobytes() == results[key].tobytes()
+        exact = before[key].shape == results[key].shape and before[key].tobytes() == results[key].tobytes()
         must_match = key.rsplit("/", 1)[1] in ("weights", "predict")
         if exact:
             continue

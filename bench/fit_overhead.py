@@ -78,7 +78,7 @@ def pieces(rounds: int) -> None:
     def direct():
         net.reset_metrics()
         for s in range(0, len(y), bp.BATCH):
-            net.train_batch(x, y, order[s:s + bp.BATCH], None)
+            net.train_batch(x, y, order[s : s + bp.BATCH], None)
         net.metrics()
 
     calls = {"fit": fit, "direct": direct, "numpy check, direct": lambda: (np.isfinite(x).all(), direct())}
@@ -104,10 +104,20 @@ def worker() -> None:
 
 
 def pair(other: str, rounds: int) -> None:
-    envs = {"this": dict(os.environ),
-            "other": dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [other, os.environ.get("PYTHONPATH")])))}
-    procs = {k: subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker"], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, text=True, env=e) for k, e in envs.items()}
+    envs = {
+        "this": dict(os.environ),
+        "other": dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [other, os.environ.get("PYTHONPATH")]))),
+    }
+    procs = {
+        k: subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=e,
+        )
+        for k, e in envs.items()
+    }
     for k, p in procs.items():
         print(k, p.stdout.readline().strip())
     us = {k: [] for k in procs}
@@ -125,11 +135,17 @@ def pair(other: str, rounds: int) -> None:
         p.wait()
     a, b = np.array(us["other"]), np.array(us["this"])
     d = a - b
-    print(f"other: median {np.median(a):.0f} us a call, this: {np.median(b):.0f} us; other / this {np.median(a) / np.median(b):.4f}")
-    print(f"paired difference other - this: median {np.median(d):.0f} us (quartiles {np.percentile(d, 25):.0f} .. "
-          f"{np.percentile(d, 75):.0f}), {np.median(d) / bp.STEPS:.1f} us a step, {rounds} rounds")
-    print(f"weights after {rounds + 1} fits each: {'the same' if len(set(digests.values())) == 1 else 'DIFFERENT'} "
-          f"({digests})")
+    print(
+        f"other: median {np.median(a):.0f} us a call, this: {np.median(b):.0f} us; other / this {np.median(a) / np.median(b):.4f}"
+    )
+    print(
+        f"paired difference other - this: median {np.median(d):.0f} us (quartiles {np.percentile(d, 25):.0f} .. "
+        f"{np.percentile(d, 75):.0f}), {np.median(d) / bp.STEPS:.1f} us a step, {rounds} rounds"
+    )
+    print(
+        f"weights after {rounds + 1} fits each: {'the same' if len(set(digests.values())) == 1 else 'DIFFERENT'} "
+        f"({digests})"
+    )
 
 
 def main() -> None:

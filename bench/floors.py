@@ -59,6 +59,7 @@ QUOTED_PEAK_FLOPS_1CORE = 213e9
 
 # --- bytes and FLOPs per op, as functions of the shape ---------------------------------
 
+
 def dense_forward(batch: int, inp: int, out: int) -> tuple[int, int]:
     """Read x (batch, in), W (in, out), b (out); write y (batch, out). 2*b*in*out FLOPs
     for the GEMM, plus the bias add (b*out); relu's max is not counted."""
@@ -199,6 +200,7 @@ def regression_stats_update(n: int, outputs: int) -> tuple[int, int]:
 
 # --- the benchmarked cases ---------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Case:
     key: str  # the pytest-benchmark group, unique
@@ -218,25 +220,46 @@ def _dense_cases() -> list[Case]:
         for batch in (128, 1024):
             for act in ("identity", "relu"):
                 b, f = dense_forward(batch, inp, out)
-                cases.append(Case(f"dense_forward {act} {batch}x{inp}->{out}", "dense_forward",
-                                  dict(batch=batch, inp=inp, out=out, activation=act), b, f))
+                cases.append(
+                    Case(
+                        f"dense_forward {act} {batch}x{inp}->{out}",
+                        "dense_forward",
+                        dict(batch=batch, inp=inp, out=out, activation=act),
+                        b,
+                        f,
+                    )
+                )
     b, f = dense_forward(1024, 1024, 1024)
-    cases.append(Case("dense_forward gemm 1024x1024x1024 (zero bias)", "dense_forward",
-                      dict(batch=1024, inp=1024, out=1024, activation="identity", zero_bias=True), b, f))
+    cases.append(
+        Case(
+            "dense_forward gemm 1024x1024x1024 (zero bias)",
+            "dense_forward",
+            dict(batch=1024, inp=1024, out=1024, activation="identity", zero_bias=True),
+            b,
+            f,
+        )
+    )
     return cases
 
 
 def _make_cases() -> list[Case]:
     cases = _dense_cases()
     b, f = dense_backward(128, 784, 256)
-    cases.append(Case("dense_backward relu 128x784->256", "dense_backward",
-                      dict(batch=128, inp=784, out=256, activation="relu"), b, f))
+    cases.append(
+        Case(
+            "dense_backward relu 128x784->256",
+            "dense_backward",
+            dict(batch=128, inp=784, out=256, activation="relu"),
+            b,
+            f,
+        )
+    )
     b, f = softmax_cross_entropy(4096, 1000)
-    cases.append(Case("softmax_cross_entropy fwd+grad 4096x1000", "softmax_cross_entropy",
-                      dict(n=4096, c=1000), b, f))
+    cases.append(Case("softmax_cross_entropy fwd+grad 4096x1000", "softmax_cross_entropy", dict(n=4096, c=1000), b, f))
     b, f = binary_cross_entropy_with_logits(10**6)
-    cases.append(Case("binary_cross_entropy_with_logits fwd+grad 1e6", "binary_cross_entropy_with_logits",
-                      dict(n=10**6), b, f))
+    cases.append(
+        Case("binary_cross_entropy_with_logits fwd+grad 1e6", "binary_cross_entropy_with_logits", dict(n=10**6), b, f)
+    )
     b, f = mse(10**6)
     cases.append(Case("mse fwd+grad 1e6", "mse", dict(n=10**6), b, f))
     b, f = dropout(10**7)
@@ -246,11 +269,13 @@ def _make_cases() -> list[Case]:
     b, f = adam(10**7)
     cases.append(Case("adam_update 1e7", "adam_update", dict(n=10**7), b, f, "inplace"))
     b, f = clip_by_global_norm(10**7, clips=False)
-    cases.append(Case("clip_by_global_norm 1e7 (no clip)", "clip_by_global_norm",
-                      dict(n=10**7, clips=False), b, f, "read"))
+    cases.append(
+        Case("clip_by_global_norm 1e7 (no clip)", "clip_by_global_norm", dict(n=10**7, clips=False), b, f, "read")
+    )
     b, f = clip_by_global_norm(10**7, clips=True)
-    cases.append(Case("clip_by_global_norm 1e7 (clips)", "clip_by_global_norm",
-                      dict(n=10**7, clips=True), b, f, "inplace"))
+    cases.append(
+        Case("clip_by_global_norm 1e7 (clips)", "clip_by_global_norm", dict(n=10**7, clips=True), b, f, "inplace")
+    )
     b, f = count_correct(4096, 1000)
     cases.append(Case("count_correct 4096x1000", "count_correct", dict(n=4096, c=1000), b, f, "read"))
     return cases
@@ -277,36 +302,92 @@ def _make_cuda_cases() -> list[Case]:
     cases = []
     for prec in TENSOR_CORE_PRECISIONS:
         b, f = dense_forward(1024, 784, 256)
-        cases.append(Case(f"dense_forward {prec} relu 1024x784->256", "dense_forward",
-                          dict(batch=1024, inp=784, out=256, activation="relu", precision=prec), b, f, peak=prec))
+        cases.append(
+            Case(
+                f"dense_forward {prec} relu 1024x784->256",
+                "dense_forward",
+                dict(batch=1024, inp=784, out=256, activation="relu", precision=prec),
+                b,
+                f,
+                peak=prec,
+            )
+        )
         for s in (1024, 4096):
             b, f = dense_forward(s, s, s)
-            cases.append(Case(f"dense_forward {prec} gemm {s}x{s}x{s} (zero bias)", "dense_forward",
-                              dict(batch=s, inp=s, out=s, activation="identity", zero_bias=True, precision=prec),
-                              b, f, peak=prec))
+            cases.append(
+                Case(
+                    f"dense_forward {prec} gemm {s}x{s}x{s} (zero bias)",
+                    "dense_forward",
+                    dict(batch=s, inp=s, out=s, activation="identity", zero_bias=True, precision=prec),
+                    b,
+                    f,
+                    peak=prec,
+                )
+            )
         for batch, inp, out in ((1024, 784, 256), (4096, 4096, 4096)):
             b, f = dense_backward(batch, inp, out)
-            cases.append(Case(f"dense_backward {prec} relu {batch}x{inp}->{out}", "dense_backward",
-                              dict(batch=batch, inp=inp, out=out, activation="relu", precision=prec), b, f, peak=prec))
-    for m, k, n, out_dtype in ((1, 784, 256, "float32"), (1024, 784, 256, "float32"), (1024, 784, 256, "uint8"),
-                               (4096, 4096, 4096, "int32")):
+            cases.append(
+                Case(
+                    f"dense_backward {prec} relu {batch}x{inp}->{out}",
+                    "dense_backward",
+                    dict(batch=batch, inp=inp, out=out, activation="relu", precision=prec),
+                    b,
+                    f,
+                    peak=prec,
+                )
+            )
+    for m, k, n, out_dtype in (
+        (1, 784, 256, "float32"),
+        (1024, 784, 256, "float32"),
+        (1024, 784, 256, "uint8"),
+        (4096, 4096, 4096, "int32"),
+    ):
         b, f = gemm_s8(m, k, n, 1 if out_dtype == "uint8" else 4)
-        cases.append(Case(f"gemm_s8 {out_dtype} {m}x{k}x{n}", "gemm_s8", dict(m=m, k=k, n=n, out_dtype=out_dtype),
-                          b, f, peak="int8"))
+        cases.append(
+            Case(
+                f"gemm_s8 {out_dtype} {m}x{k}x{n}",
+                "gemm_s8",
+                dict(m=m, k=k, n=n, out_dtype=out_dtype),
+                b,
+                f,
+                peak="int8",
+            )
+        )
     b, f = quantize(4096, 4096, 4096, zero=False)
-    cases.append(Case("quantize int8 per column 4096x4096", "quantize",
-                      dict(rows=4096, cols=4096, dtype="int8", axis="column"), b, f))
+    cases.append(
+        Case(
+            "quantize int8 per column 4096x4096",
+            "quantize",
+            dict(rows=4096, cols=4096, dtype="int8", axis="column"),
+            b,
+            f,
+        )
+    )
     b, f = dequantize(4096, 4096, 4096)
     cases.append(Case("dequantize uint8 per row 4096x4096", "dequantize", dict(rows=4096, cols=4096, axis="row"), b, f))
     b, f = quantize_rows_dynamic(4096, 4096)
     cases.append(Case("quantize_rows_dynamic 4096x4096", "quantize_rows_dynamic", dict(rows=4096, cols=4096), b, f))
     for batch, inp, out in ((1, 784, 256), (128, 784, 256), (1024, 4096, 4096)):
         b, f = sparse_dense_forward(batch, inp, out, sparse_nnz(inp, out))
-        cases.append(Case(f"sparse_dense_forward 90% relu {batch}x{inp}->{out}", "sparse_dense_forward",
-                          dict(batch=batch, inp=inp, out=out), b, f))
+        cases.append(
+            Case(
+                f"sparse_dense_forward 90% relu {batch}x{inp}->{out}",
+                "sparse_dense_forward",
+                dict(batch=batch, inp=inp, out=out),
+                b,
+                f,
+            )
+        )
         b, f = nm_dense_forward(batch, inp, out, nm_slots(inp, out))
-        cases.append(Case(f"nm_dense_forward 2:4 relu {batch}x{inp}->{out}", "nm_dense_forward",
-                          dict(batch=batch, inp=inp, out=out), b, f))
+        cases.append(
+            Case(
+                f"nm_dense_forward 2:4 relu {batch}x{inp}->{out}",
+                "nm_dense_forward",
+                dict(batch=batch, inp=inp, out=out),
+                b,
+                f,
+            )
+        )
     b, f = apply_mask(10**7)
     cases.append(Case("apply_mask 1e7", "apply_mask", dict(n=10**7), b, f, "inplace"))
     b, f = l1_l2_penalty(10**7)
@@ -314,11 +395,13 @@ def _make_cuda_cases() -> list[Case]:
     b, f = feature_affine(16384, 784)
     cases.append(Case("feature_affine 16384x784", "feature_affine", dict(rows=16384, cols=784), b, f))
     b, f = confusion_matrix_update(1 << 20, 10)
-    cases.append(Case("confusion_matrix_update 1048576x10", "confusion_matrix_update", dict(n=1 << 20, k=10), b, f,
-                      "read"))
+    cases.append(
+        Case("confusion_matrix_update 1048576x10", "confusion_matrix_update", dict(n=1 << 20, k=10), b, f, "read")
+    )
     b, f = regression_stats_update(1 << 20, 8)
-    cases.append(Case("regression_stats_update 1048576x8", "regression_stats_update", dict(n=1 << 20, outputs=8),
-                      b, f, "read"))
+    cases.append(
+        Case("regression_stats_update 1048576x8", "regression_stats_update", dict(n=1 << 20, outputs=8), b, f, "read")
+    )
     return cases
 
 
@@ -362,8 +445,10 @@ def bandwidth(pattern: str, nbytes: int, min_time: float = 0.25, min_samples: in
             # OpenBLAS kernel choice can slow); neither alone is reliably memory-bound.
             n = max(nbytes // F32, 256)
             a = np.ones(n, np.float32)
-            t = min(_median_time(lambda: np.max(a), min_time, min_samples),
-                    _median_time(lambda: np.dot(a, a), min_time, min_samples))
+            t = min(
+                _median_time(lambda: np.max(a), min_time, min_samples),
+                _median_time(lambda: np.dot(a, a), min_time, min_samples),
+            )
             BANDWIDTHS[key] = n * F32 / t
         else:
             raise ValueError(f"unknown pattern {pattern!r}; expected one of {PATTERNS}")
@@ -409,20 +494,24 @@ def floors_table(bandwidths: dict, peak: float, peak_source: str) -> str:
     """Markdown: per case, bytes, FLOPs, the bandwidth of its pattern at its size (and copy
     bandwidth for reference), the time at each limit, the floor and what sets it.
     bandwidths: (pattern, bytes) -> bytes/s; cases with no measurement are left out."""
-    rows = ["| case | bytes | FLOPs | pattern | BW at size | copy BW at size | bytes / BW | "
-            f"FLOPs / peak ({peak / 1e9:.0f} GFLOP/s, {peak_source}) | "
-            f"FLOPs / quoted peak ({QUOTED_PEAK_FLOPS_1CORE / 1e9:.0f} GFLOP/s) | floor | bound |",
-            "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+    rows = [
+        "| case | bytes | FLOPs | pattern | BW at size | copy BW at size | bytes / BW | "
+        f"FLOPs / peak ({peak / 1e9:.0f} GFLOP/s, {peak_source}) | "
+        f"FLOPs / quoted peak ({QUOTED_PEAK_FLOPS_1CORE / 1e9:.0f} GFLOP/s) | floor | bound |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for c in CASES:
         bw = bandwidths.get((c.pattern, c.nbytes))
         if bw is None:
             continue
         copy = bandwidths.get(("copy", c.nbytes))
         floor, bound = floor_seconds(c.nbytes, c.flops, bw, peak)
-        rows.append(f"| {c.key} | {fmt_count(c.nbytes)}B | {fmt_count(c.flops)} | {c.pattern} | "
-                    f"{bw / 1e9:.1f} GB/s | {'-' if copy is None else f'{copy / 1e9:.1f} GB/s'} | "
-                    f"{fmt_time(c.nbytes / bw)} | {fmt_time(c.flops / peak)} | "
-                    f"{fmt_time(c.flops / QUOTED_PEAK_FLOPS_1CORE)} | {fmt_time(floor)} | {bound} |")
+        rows.append(
+            f"| {c.key} | {fmt_count(c.nbytes)}B | {fmt_count(c.flops)} | {c.pattern} | "
+            f"{bw / 1e9:.1f} GB/s | {'-' if copy is None else f'{copy / 1e9:.1f} GB/s'} | "
+            f"{fmt_time(c.nbytes / bw)} | {fmt_time(c.flops / peak)} | "
+            f"{fmt_time(c.flops / QUOTED_PEAK_FLOPS_1CORE)} | {fmt_time(floor)} | {bound} |"
+        )
     return "\n".join(rows)
 
 

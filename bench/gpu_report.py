@@ -34,13 +34,24 @@ STATUSES = ("passed", "failed", "timeout", "skipped")
 STAGES = ("detect", "build", "tests", "bench", "e2e")
 # What the stages import besides customml (CuPy is probed apart: it must also see a device).
 MODULES = ("numpy", "pybind11", "pytest", "hypothesis", "pytest_benchmark", "threadpoolctl")
-FACT_ORDER = ("gpu", "driver", "memory", "compute_cap", "cuda_arch", "nvcc", "cupy", "python", "modules_missing",
-              "source")
+FACT_ORDER = (
+    "gpu",
+    "driver",
+    "memory",
+    "compute_cap",
+    "cuda_arch",
+    "nvcc",
+    "cupy",
+    "python",
+    "modules_missing",
+    "source",
+)
 STATUS_WORDS = {"passed": "passed", "failed": "failed", "timeout": "ran out of time", "skipped": "was skipped"}
 LISTED_FAILURES = 25  # in the Markdown; the JSON has them all (after a CUDA error, every later test may fail)
 
 
 # --- recording, for the script -------------------------------------------------------------
+
 
 def _read_facts(out: Path) -> dict:
     path = out / "facts.json"
@@ -81,12 +92,19 @@ def probe(out: Path) -> list:
     except Exception as e:  # noqa: BLE001 -- no CuPy, or a CuPy that sees no device
         missing.append("cupy")
         cupy_fact = f"not usable: {type(e).__name__}: {e}"
-    add_facts(out, [f"cupy={cupy_fact}", f"modules_missing={'; '.join(why) or 'none'}",
-                    f"python={sys.executable} {sys.version.split()[0]}"])
+    add_facts(
+        out,
+        [
+            f"cupy={cupy_fact}",
+            f"modules_missing={'; '.join(why) or 'none'}",
+            f"python={sys.executable} {sys.version.split()[0]}",
+        ],
+    )
     return missing
 
 
 # --- reading what the stages left --------------------------------------------------------------
+
 
 def read_stages(out: Path) -> list:
     path = out / "stages.jsonl"
@@ -149,9 +167,14 @@ def kernel_rows(bench: dict) -> tuple:
         info = b.get("extra_info", {})
         case = b["group"].removeprefix("cuda ")
         by_case.setdefault(case, {})[b["params"]["impl"]] = dict(
-            median_s=b["stats"]["median"], rounds=b["stats"]["rounds"], floor_s=info.get("floor_s"),
-            achieved_over_limit=info.get("achieved_over_limit"), peak=info.get("peak"),
-            achieved_gbs=info.get("achieved_gbs"), achieved_gflops=info.get("achieved_gflops"))
+            median_s=b["stats"]["median"],
+            rounds=b["stats"]["rounds"],
+            floor_s=info.get("floor_s"),
+            achieved_over_limit=info.get("achieved_over_limit"),
+            peak=info.get("peak"),
+            achieved_gbs=info.get("achieved_gbs"),
+            achieved_gflops=info.get("achieved_gflops"),
+        )
         limits.update(info.get("limits", {}))
         missing.update(info.get("limits_missing", {}))
     rows = []
@@ -162,14 +185,23 @@ def kernel_rows(bench: dict) -> tuple:
             ours = impls.get(impl, {})
             any_side = ours or cupy
             peak = any_side.get("peak")
-            rows.append(dict(
-                case=case, impl=impl, customml_s=ours.get("median_s"), cupy_s=cupy.get("median_s"),
-                cupy_over_customml=(cupy["median_s"] / ours["median_s"] if ours and cupy else None),
-                floor_s=any_side.get("floor_s"), peak=peak, bound=_bound(known.get(case), limits, peak),
-                customml_achieved_over_limit=ours.get("achieved_over_limit"),
-                cupy_achieved_over_limit=cupy.get("achieved_over_limit"),
-                customml_gbs=ours.get("achieved_gbs"), customml_gflops=ours.get("achieved_gflops"),
-                rounds=ours.get("rounds")))
+            rows.append(
+                dict(
+                    case=case,
+                    impl=impl,
+                    customml_s=ours.get("median_s"),
+                    cupy_s=cupy.get("median_s"),
+                    cupy_over_customml=(cupy["median_s"] / ours["median_s"] if ours and cupy else None),
+                    floor_s=any_side.get("floor_s"),
+                    peak=peak,
+                    bound=_bound(known.get(case), limits, peak),
+                    customml_achieved_over_limit=ours.get("achieved_over_limit"),
+                    cupy_achieved_over_limit=cupy.get("achieved_over_limit"),
+                    customml_gbs=ours.get("achieved_gbs"),
+                    customml_gflops=ours.get("achieved_gflops"),
+                    rounds=ours.get("rounds"),
+                )
+            )
     return rows, limits, missing
 
 
@@ -200,13 +232,21 @@ def collect(out: Path) -> dict:
     else:
         verdict = "partial"
     return dict(
-        verdict=verdict, facts=facts, stages=stages,
-        tests=read_junit(out / "tests.xml"), bench_junit=read_junit(out / "bench_cuda.xml"),
-        bench_unreadable=(bench or {}).get("unreadable"), limits=limits, limits_missing=limits_missing,
-        kernels=kernels, end_to_end=read_json(out / "end_to_end.json"))
+        verdict=verdict,
+        facts=facts,
+        stages=stages,
+        tests=read_junit(out / "tests.xml"),
+        bench_junit=read_junit(out / "bench_cuda.xml"),
+        bench_unreadable=(bench or {}).get("unreadable"),
+        limits=limits,
+        limits_missing=limits_missing,
+        kernels=kernels,
+        end_to_end=read_json(out / "end_to_end.json"),
+    )
 
 
 # --- Markdown ----------------------------------------------------------------------------------
+
 
 def _t(s) -> str:
     from floors import fmt_time
@@ -231,7 +271,8 @@ def _not_run(report: dict, name: str) -> str:
     if s is None:
         return f"Not run: the {name} stage never started."
     return f"Nothing recorded: the {name} stage {STATUS_WORDS[s['status']]}" + (
-        f" ({s['detail']})." if s["detail"] else ".")
+        f" ({s['detail']})." if s["detail"] else "."
+    )
 
 
 def _junit_md(junit, report: dict, stage: str) -> list:
@@ -239,8 +280,9 @@ def _junit_md(junit, report: dict, stage: str) -> list:
         return [_not_run(report, stage)]
     if "unreadable" in junit:
         return [f"The JUnit file is unreadable: {junit['unreadable']}."]
-    lines = [f"{junit['passed']} passed, {junit['failed']} failed, {junit['errors']} errors, "
-             f"{junit['skipped']} skipped."]
+    lines = [
+        f"{junit['passed']} passed, {junit['failed']} failed, {junit['errors']} errors, {junit['skipped']} skipped."
+    ]
     s = _stage(report, stage)
     if s is not None and s["status"] == "timeout":
         lines.append(f"The stage ran out of time ({s['detail']}): these counts are of the tests that finished.")
@@ -282,36 +324,52 @@ def markdown(report: dict) -> str:
         lines.append(f"| {s['stage']} | {s['status']} | {seconds} | {s['limit_s']:g} | {_cell(s['detail'])} |")
     lines.append("")
 
-    lines += ["## CUDA tests", "", "`pytest tests -k \"cuda and not emulated\" -m \"not slow\"`: the device "
-              "fixture's \"cuda\" cases and the tests of real CUDA memory.", ""]
+    lines += [
+        "## CUDA tests",
+        "",
+        '`pytest tests -k "cuda and not emulated" -m "not slow"`: the device '
+        'fixture\'s "cuda" cases and the tests of real CUDA memory.',
+        "",
+    ]
     lines += _junit_md(report["tests"], report, "tests") + [""]
 
     lines += ["## Kernels against CuPy (bench/bench_cuda.py)", ""]
     if report["limits"]:
-        lines += ["Limits measured on the device: "
-                  + ", ".join(f"{k} {_limit_value(k, v)}" for k, v in report["limits"].items() if k != "fp32_clock")
-                  + "." + "".join(f" {k}: not measured ({v})." for k, v in report["limits_missing"].items()), ""]
+        lines += [
+            "Limits measured on the device: "
+            + ", ".join(f"{k} {_limit_value(k, v)}" for k, v in report["limits"].items() if k != "fp32_clock")
+            + "."
+            + "".join(f" {k}: not measured ({v})." for k, v in report["limits_missing"].items()),
+            "",
+        ]
     if report["kernels"]:
-        lines += ["floor = max(bytes / copy bandwidth, FLOPs / the measured peak of the case's precision); "
-                  "achieved / limit = floor / median; CuPy / customml above 1: customml is faster.", "",
-                  "| case | customml | CuPy | CuPy / customml | floor (bound) | customml achieved | "
-                  "customml achieved / limit | CuPy achieved / limit |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "floor = max(bytes / copy bandwidth, FLOPs / the measured peak of the case's precision); "
+            "achieved / limit = floor / median; CuPy / customml above 1: customml is faster.",
+            "",
+            "| case | customml | CuPy | CuPy / customml | floor (bound) | customml achieved | "
+            "customml achieved / limit | CuPy achieved / limit |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in report["kernels"]:
             name = r["case"] if r["impl"] == "customml" else f"{r['case']} ({r['impl']})"
             ratio = "-" if r["cupy_over_customml"] is None else f"{r['cupy_over_customml']:.2f}x"
             floor = "-" if r["floor_s"] is None else f"{_t(r['floor_s'])} ({r['bound'] or r['peak']})"
-            lines.append(f"| {_cell(name)} | {_t(r['customml_s'])} | {_t(r['cupy_s'])} | {ratio} | {floor} | "
-                         f"{_achieved(r)} | {_pct(r['customml_achieved_over_limit'])} | "
-                         f"{_pct(r['cupy_achieved_over_limit'])} |")
+            lines.append(
+                f"| {_cell(name)} | {_t(r['customml_s'])} | {_t(r['cupy_s'])} | {ratio} | {floor} | "
+                f"{_achieved(r)} | {_pct(r['customml_achieved_over_limit'])} | "
+                f"{_pct(r['cupy_achieved_over_limit'])} |"
+            )
     elif report["bench_unreadable"]:
         lines.append(f"The benchmark JSON is unreadable: {report['bench_unreadable']}.")
     else:
         lines.append(_not_run(report, "bench"))
     bench_stage = _stage(report, "bench")
     if report["kernels"] and bench_stage is not None and bench_stage["status"] == "timeout":
-        lines += ["", f"The stage ran out of time ({bench_stage['detail']}): "
-                  "the table has the benchmarks that finished."]
+        lines += [
+            "",
+            f"The stage ran out of time ({bench_stage['detail']}): the table has the benchmarks that finished.",
+        ]
     if report["bench_junit"] is not None and "unreadable" not in report["bench_junit"]:
         bad = report["bench_junit"]["failures"]
         if bad:
@@ -326,19 +384,27 @@ def markdown(report: dict) -> str:
     if e2e is None or "unreadable" in e2e:
         lines.append(_not_run(report, "e2e") if e2e is None else f"Unreadable: {e2e['unreadable']}.")
     else:
-        lines += [f"{e2e['model']} on `{e2e['device']}`; fit: one epoch of {e2e['steps_per_epoch']} steps of "
-                  f"batch {e2e['batch']}; predict: batch 1 into a preallocated output. p50 / p99 of single calls.",
-                  "", "| workload | p50 | p99 | p50 per step | calls | first call | result |",
-                  "|---|---:|---:|---:|---:|---:|---|"]
+        lines += [
+            f"{e2e['model']} on `{e2e['device']}`; fit: one epoch of {e2e['steps_per_epoch']} steps of "
+            f"batch {e2e['batch']}; predict: batch 1 into a preallocated output. p50 / p99 of single calls.",
+            "",
+            "| workload | p50 | p99 | p50 per step | calls | first call | result |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
         for name, w in e2e["workloads"].items():
             if "error" in w:
                 lines.append(f"| {name} | - | - | - | - | - | {_cell(w['error'])} |")
                 continue
             step = _t(w["per_step_p50_us"] / 1e6) if "per_step_p50_us" in w else "-"
-            result = (f"loss {w['loss_start']:.4f} -> {w['loss_after']:.4f}, as NumPy's" if "loss_after" in w
-                      else "agrees with NumPy")
-            lines.append(f"| {name} | {_t(w['p50_us'] / 1e6)} | {_t(w['p99_us'] / 1e6)} | {step} | {w['calls']} | "
-                         f"{_t(w['first_call_us'] / 1e6)} | {result} |")
+            result = (
+                f"loss {w['loss_start']:.4f} -> {w['loss_after']:.4f}, as NumPy's"
+                if "loss_after" in w
+                else "agrees with NumPy"
+            )
+            lines.append(
+                f"| {name} | {_t(w['p50_us'] / 1e6)} | {_t(w['p99_us'] / 1e6)} | {step} | {w['calls']} | "
+                f"{_t(w['first_call_us'] / 1e6)} | {result} |"
+            )
     lines.append("")
     return "\n".join(lines)
 

@@ -37,8 +37,14 @@ import bench_peers as bp  # noqa: E402  (lazy about every library but NumPy)
 import timing  # noqa: E402
 
 # (case, impl): the library an impl needs
-LIB = {"customml": "customml", "numpy": "numpy", "torch": "torch", "torch_fused": "torch",
-       "torch_foreach": "torch", "onnxruntime": "onnxruntime"}
+LIB = {
+    "customml": "customml",
+    "numpy": "numpy",
+    "torch": "torch",
+    "torch_fused": "torch",
+    "torch_foreach": "torch",
+    "onnxruntime": "onnxruntime",
+}
 
 
 def cases(selected: List[str]) -> List[Tuple[str, str]]:
@@ -56,8 +62,9 @@ def cases(selected: List[str]) -> List[Tuple[str, str]]:
     for impl in ("customml", "torch"):
         out.append(("softmax_ce", impl))
     have = {"torch": bp.HAVE_TORCH, "onnxruntime": bp.HAVE_ORT}
-    return [(c, i) for c, i in out
-            if have.get(LIB[i], True) and (not selected or any(c.startswith(s) for s in selected))]
+    return [
+        (c, i) for c, i in out if have.get(LIB[i], True) and (not selected or any(c.startswith(s) for s in selected))
+    ]
 
 
 def build(case: str, impl: str, threads: int, tmpdir: str) -> Callable[[], object]:
@@ -87,8 +94,7 @@ def time_calls(fn: Callable[[], object], case: str, before: Optional[Callable[[]
     if case == "predict":
         calls = bp.LATENCY_CALLS if before is None else bp.LATENCY_CALLS // 10
     ns = timing.call_ns(fn, calls, before=before)
-    return {"p50_us": float(np.percentile(ns, 50)) / 1e3, "p99_us": float(np.percentile(ns, 99)) / 1e3,
-            "calls": calls}
+    return {"p50_us": float(np.percentile(ns, 50)) / 1e3, "p99_us": float(np.percentile(ns, 99)) / 1e3, "calls": calls}
 
 
 def wakers(threads: int, tmpdir: str) -> Dict[str, Callable[[], None]]:
@@ -108,14 +114,22 @@ def wakers(threads: int, tmpdir: str) -> Dict[str, Callable[[], None]]:
 def worker(mode: str, threads: int, selected: List[Tuple[str, str]]) -> List[Dict]:
     with tempfile.TemporaryDirectory() as tmpdir:
         if mode == "isolated":
-            (case, impl), = selected
+            ((case, impl),) = selected
             # only the impl's library (NumPy is everyone's input format)
             if LIB[impl] != "numpy":
                 __import__(LIB[impl])
             bp.set_threads(threads)
-            return [dict(case=case, impl=impl, threads=threads, mode=mode,
-                         **time_calls(build(case, impl, threads, tmpdir), case))]
+            return [
+                dict(
+                    case=case,
+                    impl=impl,
+                    threads=threads,
+                    mode=mode,
+                    **time_calls(build(case, impl, threads, tmpdir), case),
+                )
+            ]
         import customml  # noqa: F401  every library loaded, every pool started
+
         if bp.HAVE_TORCH:
             import torch  # noqa: F401
         bp.set_threads(threads)
@@ -130,6 +144,7 @@ def worker(mode: str, threads: int, selected: List[Tuple[str, str]]) -> List[Dic
             def before():
                 for w in others:
                     w()
+
             for m, pre in (("loaded", None), ("interleaved", before)):
                 results.append(dict(case=case, impl=impl, threads=threads, mode=m, **time_calls(fn, case, pre)))
         return results
@@ -137,6 +152,7 @@ def worker(mode: str, threads: int, selected: List[Tuple[str, str]]) -> List[Dic
 
 def round_robin(rounds: int, threads: int, selected: List[Tuple[str, str]]) -> None:
     import customml  # noqa: F401
+
     if bp.HAVE_TORCH:
         import torch  # noqa: F401
     bp.set_threads(threads)
@@ -153,23 +169,33 @@ def round_robin(rounds: int, threads: int, selected: List[Tuple[str, str]]) -> N
     ours = {case: med[j] for j, (case, impl) in enumerate(selected) if impl == "customml"}
     for j, (case, impl) in enumerate(selected):
         ratio = f"{med[j] / ours[case]:.2f}x" if case in ours else ""
-        print(f"| {case} | {impl} | {threads} | {med[j]:.1f} us | {p99[j]:.1f} us | {ns[:, j].min() / 1e3:.1f} us "
-              f"| {ratio} |")
+        print(
+            f"| {case} | {impl} | {threads} | {med[j]:.1f} us | {p99[j]:.1f} us | {ns[:, j].min() / 1e3:.1f} us "
+            f"| {ratio} |"
+        )
 
 
 def run_worker(args: List[str]) -> List[Dict]:
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", *args],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--worker", *args], capture_output=True, text=True, check=True
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--cases", default="", help="comma-separated case prefixes (train, predict, adam, gemm, softmax_ce)")
+    ap.add_argument(
+        "--cases", default="", help="comma-separated case prefixes (train, predict, adam, gemm, softmax_ce)"
+    )
     ap.add_argument("--json", default=None, help="also write the results here")
-    ap.add_argument("--round-robin", type=int, default=0, metavar="N",
-                    help="instead: N rounds of one call of every case in turn, one process")
+    ap.add_argument(
+        "--round-robin",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: N rounds of one call of every case in turn, one process",
+    )
     ap.add_argument("--worker", nargs=3, metavar=("MODE", "THREADS", "CASES"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -191,14 +217,18 @@ def main() -> None:
             results += run_worker(["isolated", str(threads), f"{case}|{impl}"])
         for r in results:
             rows.setdefault((r["case"], r["impl"], threads), {})[r["mode"]] = r
-    print("| case | impl | threads | isolated p50 | loaded p50 | interleaved p50 | loaded / isolated "
-          "| interleaved / isolated | p99 isolated / loaded / interleaved |")
+    print(
+        "| case | impl | threads | isolated p50 | loaded p50 | interleaved p50 | loaded / isolated "
+        "| interleaved / isolated | p99 isolated / loaded / interleaved |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     for (case, impl, threads), r in rows.items():
         iso, lo, il = r["isolated"], r["loaded"], r["interleaved"]
-        print(f"| {case} | {impl} | {threads} | {iso['p50_us']:.1f} us | {lo['p50_us']:.1f} us | "
-              f"{il['p50_us']:.1f} us | {lo['p50_us'] / iso['p50_us']:.2f} | {il['p50_us'] / iso['p50_us']:.2f} | "
-              f"{iso['p99_us']:.1f} / {lo['p99_us']:.1f} / {il['p99_us']:.1f} us |")
+        print(
+            f"| {case} | {impl} | {threads} | {iso['p50_us']:.1f} us | {lo['p50_us']:.1f} us | "
+            f"{il['p50_us']:.1f} us | {lo['p50_us'] / iso['p50_us']:.2f} | {il['p50_us'] / iso['p50_us']:.2f} | "
+            f"{iso['p99_us']:.1f} / {lo['p99_us']:.1f} / {il['p99_us']:.1f} us |"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump([dict(case=c, impl=i, threads=t, **r) for (c, i, t), r in rows.items()], f, indent=1)

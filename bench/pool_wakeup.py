@@ -87,8 +87,10 @@ def coexist(rounds: int, calls: int) -> None:
         while timing.clock() < end:
             pass
 
-    before = {"after 1 ms idle": lambda: idle(1000),
-              "right after a customml GEMM": lambda: ops.dense_forward(a, b, bias, out=out)}
+    before = {
+        "after 1 ms idle": lambda: idle(1000),
+        "right after a customml GEMM": lambda: ops.dense_forward(a, b, bias, out=out),
+    }
     print("| peer, 2 threads | " + " | ".join(before) + " |")
     print("|---|" + "---:|" * len(before))
     with threadpool_limits(limits=2):

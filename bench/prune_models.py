@@ -37,8 +37,9 @@ def _latencies(models: dict, x: np.ndarray, rounds: int) -> dict:
     outs = {k: np.empty((x.shape[0], m.output_dim), np.float32) for k, m in models.items()}
     calls = {k: (lambda m=m, out=outs[k]: m.predict(x, out=out)) for k, m in models.items()}
     number = {k: timing.calls_in(_ROUND_SECONDS, fn) for k, fn in calls.items()}
-    samples = timing.rounds({k: (fn, number[k]) for k, fn in calls.items()}, rounds,
-                            lambda c: timing.per_call_s(*c) * 1e6)
+    samples = timing.rounds(
+        {k: (fn, number[k]) for k, fn in calls.items()}, rounds, lambda c: timing.per_call_s(*c) * 1e6
+    )
     return {k: (float(np.median(v)), float(np.min(v))) for k, v in samples.items()}
 
 
@@ -49,8 +50,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=41)
     parser.add_argument("--choose-formats", action="store_true")
     args = parser.parse_args()
-    print(f"customml {cm.__version__}, {cm.get_num_threads()} thread(s), gemm {cm.build_info()['kernels']['gemm']}, "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"customml {cm.__version__}, {cm.get_num_threads()} thread(s), gemm {cm.build_info()['kernels']['gemm']}, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     _, (xt, yt) = cm.datasets.load(args.dataset)
     models = {path: cm.load(path) for path in args.models}
     for path, model in models.items():
@@ -63,16 +66,20 @@ def main() -> None:
     lat128 = _latencies(models, np.ascontiguousarray(xt[:128]), args.rounds)
     base = args.models[0]
     width = max(len(k) for k in models)
-    print(f"{'model':<{width}} {'test acc':>9} {'vs base':>8} {'nonzeros':>9} {'file bytes':>11} {'smaller':>8}   "
-          "b1 us median (x) / best (x)   b128 us median (x) / best (x)")
+    print(
+        f"{'model':<{width}} {'test acc':>9} {'vs base':>8} {'nonzeros':>9} {'file bytes':>11} {'smaller':>8}   "
+        "b1 us median (x) / best (x)   b128 us median (x) / best (x)"
+    )
 
     def cell(lat, k):
         (med, best), (base_med, base_best) = lat[k], lat[base]
         return f"{med:7.1f} ({base_med / med:4.2f}x) / {best:7.1f} ({base_best / best:4.2f}x)"
 
     for k in models:
-        print(f"{k:<{width}} {accs[k]:>9.4f} {100 * (accs[k] - accs[base]):>+7.2f}p {nonzeros[k]:>9,} {sizes[k]:>11,} "
-              f"{sizes[base] / sizes[k]:>7.1f}x   {cell(lat1, k)}   {cell(lat128, k)}")
+        print(
+            f"{k:<{width}} {accs[k]:>9.4f} {100 * (accs[k] - accs[base]):>+7.2f}p {nonzeros[k]:>9,} {sizes[k]:>11,} "
+            f"{sizes[base] / sizes[k]:>7.1f}x   {cell(lat1, k)}   {cell(lat128, k)}"
+        )
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 

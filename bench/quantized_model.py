@@ -29,8 +29,9 @@ model = cm.load(path)
 (x_train, y_train), (x_test, y_test) = cm.datasets.load("fashion_mnist")
 rows = []
 for method in quantize.METHODS:
-    q, seconds = timing.once(lambda: quantize.int8(model, calibration=x_train[:1024], method=method,
-                                                   validation=(x_test, y_test)))
+    q, seconds = timing.once(
+        lambda: quantize.int8(model, calibration=x_train[:1024], method=method, validation=(x_test, y_test))
+    )
     r = q.quantization_report
     rows.append((method, r.float_accuracy, r.int8_accuracy, seconds))
     if method == "minmax":

@@ -68,8 +68,11 @@ try:
             with torch.inference_mode():
                 return m(t)
 
-        contenders[name] = ((lambda m=m, t1=t1: run(m, t1)), (lambda m=m, tb=tb: run(m, tb)),
-                            (lambda x, m=m: run(m, torch.from_numpy(x)).numpy()))
+        contenders[name] = (
+            (lambda m=m, t1=t1: run(m, t1)),
+            (lambda m=m, tb=tb: run(m, tb)),
+            (lambda x, m=m: run(m, torch.from_numpy(x)).numpy()),
+        )
 except ImportError as exc:
     print(f"torch skipped: {exc}")
 
@@ -86,8 +89,11 @@ try:
     opts.inter_op_num_threads = 1
     for name, p in (("onnxruntime float32", fpath), ("onnxruntime int8", qpath)):
         s = ort.InferenceSession(p, opts, providers=["CPUExecutionProvider"])
-        contenders[name] = ((lambda s=s: s.run(None, {"input": x1})), (lambda s=s: s.run(None, {"input": xb})),
-                            (lambda x, s=s: s.run(None, {"input": x})[0]))
+        contenders[name] = (
+            (lambda s=s: s.run(None, {"input": x1})),
+            (lambda s=s: s.run(None, {"input": xb})),
+            (lambda x, s=s: s.run(None, {"input": x})[0]),
+        )
 except ImportError as exc:
     print(f"onnxruntime skipped: {exc}")
 
@@ -102,13 +108,20 @@ for _ in range(rounds):
 
 base1 = np.percentile(np.concatenate(single["customml float32"]), 50)
 baseb = np.median(batch["customml float32"])
-print(f"{'contender':<24} {'accuracy':>8} {'b1 p50 us':>10} {'b1 p99 us':>10} {'vs ours f32':>11} "
-      f"{'b1024 rows/s':>13} {'vs ours f32':>11}")
+print(
+    f"{'contender':<24} {'accuracy':>8} {'b1 p50 us':>10} {'b1 p99 us':>10} {'vs ours f32':>11} "
+    f"{'b1024 rows/s':>13} {'vs ours f32':>11}"
+)
 for name in contenders:
     times = np.concatenate(single[name]) / 1000.0
     p50, p99 = np.percentile(times, [50, 99])
     rate = xb.shape[0] / np.median(batch[name])
-    print(f"{name:<24} {accuracy[name]:>8.4f} {p50:>10.1f} {p99:>10.1f} {p50 / (base1 / 1000.0):>10.2f}x "
-          f"{rate:>13,.0f} {rate / (xb.shape[0] / baseb):>10.2f}x")
-print("load average (1, 5, 15 min) before: {:.2f} {:.2f} {:.2f}, after: {:.2f} {:.2f} {:.2f}".format(
-    *load_before, *os.getloadavg()))
+    print(
+        f"{name:<24} {accuracy[name]:>8.4f} {p50:>10.1f} {p99:>10.1f} {p50 / (base1 / 1000.0):>10.2f}x "
+        f"{rate:>13,.0f} {rate / (xb.shape[0] / baseb):>10.2f}x"
+    )
+print(
+    "load average (1, 5, 15 min) before: {:.2f} {:.2f} {:.2f}, after: {:.2f} {:.2f} {:.2f}".format(
+        *load_before, *os.getloadavg()
+    )
+)

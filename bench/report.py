@@ -29,8 +29,10 @@ def load(path: str) -> dict:
     with open(path) as f:
         data = json.load(f)
     if "customml_bench" not in data:
-        raise SystemExit(f"{path}: not written by bench/ (no customml_bench section); "
-                         "run `python -m pytest bench --benchmark-json=...`")
+        raise SystemExit(
+            f"{path}: not written by bench/ (no customml_bench section); "
+            "run `python -m pytest bench --benchmark-json=...`"
+        )
     return data
 
 
@@ -54,29 +56,43 @@ def environment(data: dict) -> str:
     info = env["customml_build_info"]
     prov = env.get("provenance", {})
     cpu = data.get("machine_info", {}).get("cpu", {})
-    blas = "; ".join(
-        f"{d.get('internal_api')} {d.get('version')}, kernel `{d.get('architecture')}`, {d.get('num_threads')} thread(s)"
-        for d in env["threadpool_info"]) or "none loaded"
+    blas = (
+        "; ".join(
+            f"{d.get('internal_api')} {d.get('version')}, kernel `{d.get('architecture')}`, {d.get('num_threads')} thread(s)"
+            for d in env["threadpool_info"]
+        )
+        or "none loaded"
+    )
     set_vars = ", ".join(f"`{k}={v}`" for k, v in env["env"].items() if v is not None) or "none set"
     torch = env.get("torch")
     measured = env.get("fma_peak_measured", {})
     detail = ", ".join(f"{k} {v / 1e9:.1f}" for k, v in measured.items() if k != "error")
-    peak_line = (f"{env['peak_flops_1core'] / 1e9:.1f} GFLOP/s single-core float32 FMA peak, "
-                 + (f"measured by bench/fma_peak.py ({detail} GFLOP/s)" if env["peak_source"] == "measured"
-                    else f"quoted, not measured ({measured.get('error', '')})")
-                 + f"; the quoted figure is {QUOTED_PEAK_FLOPS_1CORE / 1e9:.0f} GFLOP/s")
+    peak_line = (
+        f"{env['peak_flops_1core'] / 1e9:.1f} GFLOP/s single-core float32 FMA peak, "
+        + (
+            f"measured by bench/fma_peak.py ({detail} GFLOP/s)"
+            if env["peak_source"] == "measured"
+            else f"quoted, not measured ({measured.get('error', '')})"
+        )
+        + f"; the quoted figure is {QUOTED_PEAK_FLOPS_1CORE / 1e9:.0f} GFLOP/s"
+    )
     lines = [
         f"- run: {data.get('datetime', '?')}; CPU `{cpu.get('brand_raw', '?')}`, "
         f"{cpu.get('count', '?')} logical CPUs; Python {env['python']}, NumPy {env['numpy']}",
         f"- customml {info['version']} ({info['compiler']}): ISA `{info['isa']}` (detected `{info['isa_detected']}`), "
         f"GEMM `{info['kernels']['gemm']}`, other kernels "
-        + ", ".join(sorted({v for k, v in info['kernels'].items() if k != 'gemm'}))
+        + ", ".join(sorted({v for k, v in info["kernels"].items() if k != "gemm"}))
         + f"; {info['num_threads']} thread",
         f"- build measured: `_core` sha256 `{prov.get('core_sha256', '?')[:16]}`, installed {prov.get('core_mtime', '?')}; "
-        f"source tree HEAD `{prov.get('source_head')}`" + (" with uncommitted changes" if prov.get("source_dirty") else ""),
+        f"source tree HEAD `{prov.get('source_head')}`"
+        + (" with uncommitted changes" if prov.get("source_dirty") else ""),
         f"- NumPy BLAS: {blas} (threadpoolctl.threadpool_limits(1) for the whole session)",
-        "- torch: " + ("not importable; its benchmarks were skipped" if torch is None
-                        else f"{torch['version']}, {torch['num_threads']} thread(s)"),
+        "- torch: "
+        + (
+            "not importable; its benchmarks were skipped"
+            if torch is None
+            else f"{torch['version']}, {torch['num_threads']} thread(s)"
+        ),
         f"- thread/BLAS environment variables: {set_vars}",
         f"- peak: {peak_line}",
     ]
@@ -111,9 +127,12 @@ def measured_table(data: dict) -> str:
     peak = env["peak_flops_1core"]
     cases = by_case(data)
     has_torch = any("torch" in r for r in cases.values())
-    head = "| case | customml | NumPy |" + (" torch |" if has_torch else "") + \
-           " NumPy / customml | floor (bound) | customml achieved/limit | NumPy achieved/limit |" + \
-           (" torch achieved/limit |" if has_torch else "")
+    head = (
+        "| case | customml | NumPy |"
+        + (" torch |" if has_torch else "")
+        + " NumPy / customml | floor (bound) | customml achieved/limit | NumPy achieved/limit |"
+        + (" torch achieved/limit |" if has_torch else "")
+    )
     sep = "|---|---:|---:|" + ("---:|" if has_torch else "") + "---:|---:|---:|---:|" + ("---:|" if has_torch else "")
     rows = [head, sep]
     for case, r in cases.items():
@@ -126,8 +145,12 @@ def measured_table(data: dict) -> str:
             floor, bound = floor_seconds(r["nbytes"], r["flops"], bw, peak)
             floor_s = f"{fmt_time(floor)} ({bound})"
             cm_pct, np_pct, th_pct = _pct(floor, cm), _pct(floor, np_), _pct(floor, th)
-        rows.append(f"| {case} | {fmt_time(cm)} | {fmt_time(np_)} |" + (f" {fmt_time(th)} |" if has_torch else "")
-                    + f" {ratio} | {floor_s} | {cm_pct} | {np_pct} |" + (f" {th_pct} |" if has_torch else ""))
+        rows.append(
+            f"| {case} | {fmt_time(cm)} | {fmt_time(np_)} |"
+            + (f" {fmt_time(th)} |" if has_torch else "")
+            + f" {ratio} | {floor_s} | {cm_pct} | {np_pct} |"
+            + (f" {th_pct} |" if has_torch else "")
+        )
     return "\n".join(rows)
 
 
@@ -152,7 +175,7 @@ def main(argv=None) -> None:
     ap.add_argument("--label", action="append", default=[], help="a label per file, in order (default: file name)")
     args = ap.parse_args(argv)
     datas = [load(p) for p in args.json]
-    labels = args.label + [Path(p).stem for p in args.json[len(args.label):]]
+    labels = args.label + [Path(p).stem for p in args.json[len(args.label) :]]
     for label, data in zip(labels, datas):
         print(f"### {label}\n")
         print(environment(data) + "\n")

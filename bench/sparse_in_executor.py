@@ -29,8 +29,10 @@ BATCHES = [1, 2, 4, 8]
 def main(repetitions: int = 400) -> None:
     cm.set_num_threads(1)
     rng = np.random.default_rng(0)
-    print(f"customml {cm.__version__}, {cm.build_info()['kernels'].get('sparse_dense_packed', 'no packed kernel')}, "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"customml {cm.__version__}, {cm.build_info()['kernels'].get('sparse_dense_packed', 'no packed kernel')}, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     print("| layer | batch | dense | CSR | speed-up (median) | speed-up (min) |")
     print("|---|---:|---:|---:|---:|---:|")
     for n_in, n_out in SHAPES:
@@ -47,8 +49,10 @@ def main(repetitions: int = 400) -> None:
             ns = timing.rounds(nets, repetitions, lambda net: timing.one_call_ns(lambda: net.predict(x, y, b)))
             times = {f: [t / (ROWS // b) / 1e3 for t in v] for f, v in ns.items()}
             d, c = np.median(times["dense"]), np.median(times["csr"])
-            print(f"| {n_in}x{n_out} | {b} | {d:.2f} us | {c:.2f} us | {d / c:.2f}x | "
-                  f"{min(times['dense']) / min(times['csr']):.2f}x |")
+            print(
+                f"| {n_in}x{n_out} | {b} | {d:.2f} us | {c:.2f} us | {d / c:.2f}x | "
+                f"{min(times['dense']) / min(times['csr']):.2f}x |"
+            )
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 

@@ -21,8 +21,9 @@ clock = time.perf_counter_ns  # ns, monotonic; the clock everything here reads
 T = TypeVar("T")
 
 
-def call_ns(fn: Callable[[], object], calls: int, *, warmup: int = 0,
-            before: Optional[Callable[[], object]] = None) -> np.ndarray:
+def call_ns(
+    fn: Callable[[], object], calls: int, *, warmup: int = 0, before: Optional[Callable[[], object]] = None
+) -> np.ndarray:
     """Wall time in ns (int64) of each of ``calls`` single calls of fn, after ``warmup``
     untimed calls; ``before``, when given, runs untimed before every timed call."""
     for _ in range(warmup):
@@ -53,8 +54,7 @@ def once(fn: Callable[[], T]) -> Tuple[T, float]:
     return out, (clock() - t0) / 1e9
 
 
-def calls_in(seconds: float, fn: Callable[[], object], *, at_least: int = 1,
-             at_most: Optional[int] = None) -> int:
+def calls_in(seconds: float, fn: Callable[[], object], *, at_least: int = 1, at_most: Optional[int] = None) -> int:
     """How many calls of fn take about ``seconds``, from one timed call after one warm-up
     call, clamped to [at_least, at_most]."""
     fn()
@@ -63,15 +63,16 @@ def calls_in(seconds: float, fn: Callable[[], object], *, at_least: int = 1,
     return n if at_most is None else min(n, at_most)
 
 
-def rounds(candidates: Dict[Hashable, T], n: int, measure: Callable[[T], float], *,
-           alternate: bool = False) -> Dict[Hashable, List[float]]:
+def rounds(
+    candidates: Dict[Hashable, T], n: int, measure: Callable[[T], float], *, alternate: bool = False
+) -> Dict[Hashable, List[float]]:
     """``n`` rounds in which every candidate is measured once in turn, ``measure(candidate)``
     giving one figure (reversed order every other round when ``alternate``, so that no
     candidate always follows the same one): the figures of each candidate, in round order."""
     keys = list(candidates)
     out: Dict[Hashable, List[float]] = {k: [] for k in keys}
     for r in range(n):
-        for k in (keys[::-1] if alternate and r % 2 else keys):
+        for k in keys[::-1] if alternate and r % 2 else keys:
             out[k].append(measure(candidates[k]))
     return out
 

@@ -44,7 +44,7 @@ def main() -> None:
 
     bp.set_threads(args.threads)
     x, y, w = bp.mlp_data()
-    xb, yb = np.ascontiguousarray(x[:bp.BATCH]), y[:bp.BATCH].copy()
+    xb, yb = np.ascontiguousarray(x[: bp.BATCH]), y[: bp.BATCH].copy()
     w1, b1, w2, b2, w3, b3 = w
     b, (i, h1, h2, o) = bp.BATCH, bp.SIZES
     f32 = lambda *shape: np.empty(shape, np.float32)  # noqa: E731
@@ -67,12 +67,25 @@ def main() -> None:
         (f"forward {h1}->{h2} relu", lambda: ops.dense_forward(a1, w2, b2, activation="relu", out=a2), gemm(b, h1, h2)),
         (f"forward {h2}->{o}", lambda: ops.dense_forward(a2, w3, b3, out=logits), gemm(b, h2, o)),
         (f"softmax-CE {b}x{o}", lambda: ops.softmax_cross_entropy(logits, yb, grad_out=g3), None),
-        (f"backward {h2}->{o}: dW, db, dx", lambda: ops.dense_backward(
-            g3, a2, w3, logits, dx_out=g2, dweight_out=dw[4], dbias_out=dw[5]), 2 * gemm(b, h2, o)),
-        (f"backward {h1}->{h2} relu: dW, db, dx", lambda: ops.dense_backward(
-            g2, a1, w2, a2, activation="relu", dx_out=g1, dweight_out=dw[2], dbias_out=dw[3]), 2 * gemm(b, h1, h2)),
-        (f"backward {i}->{h1} relu: dW, db", lambda: ops.dense_backward(
-            g1, xb, w1, a1, activation="relu", need_dx=False, dweight_out=dw[0], dbias_out=dw[1]), gemm(b, i, h1)),
+        (
+            f"backward {h2}->{o}: dW, db, dx",
+            lambda: ops.dense_backward(g3, a2, w3, logits, dx_out=g2, dweight_out=dw[4], dbias_out=dw[5]),
+            2 * gemm(b, h2, o),
+        ),
+        (
+            f"backward {h1}->{h2} relu: dW, db, dx",
+            lambda: ops.dense_backward(
+                g2, a1, w2, a2, activation="relu", dx_out=g1, dweight_out=dw[2], dbias_out=dw[3]
+            ),
+            2 * gemm(b, h1, h2),
+        ),
+        (
+            f"backward {i}->{h1} relu: dW, db",
+            lambda: ops.dense_backward(
+                g1, xb, w1, a1, activation="relu", need_dx=False, dweight_out=dw[0], dbias_out=dw[1]
+            ),
+            gemm(b, i, h1),
+        ),
         (f"Adam over {n} parameters", adam, 7 * 4 * n / floors.bandwidth("inplace", 7 * 4 * n) * 1e6),
     ]
     print(f"| op (batch {b}, {args.threads} thread(s)) | min | median | floor | floor / min |")
@@ -98,14 +111,20 @@ def main() -> None:
 
     steps = len(batches)
     for what, fn, per in (
-            ("executor step, the same batch again", lambda: net.train_batch(x, y, first, None), 1),
-            (f"executor step, {steps} batches in turn", all_batches, steps),
-            (f"fit, one epoch of {steps} steps", lambda: model.fit(x, y, epochs=1, batch_size=b, shuffle=False,
-                                                                   verbose=0), steps)):
+        ("executor step, the same batch again", lambda: net.train_batch(x, y, first, None), 1),
+        (f"executor step, {steps} batches in turn", all_batches, steps),
+        (
+            f"fit, one epoch of {steps} steps",
+            lambda: model.fit(x, y, epochs=1, batch_size=b, shuffle=False, verbose=0),
+            steps,
+        ),
+    ):
         lo, med = timed(fn, max(10, args.calls // per))
         print(f"| {what} (per step) | {lo / per:.1f} us | {med / per:.1f} us | | |")
-    print(f"\ncustomml {cm.__version__} from {os.path.dirname(cm.__file__)}, "
-          f"{cm.build_info()['kernels']['gemm']}, {args.threads} thread(s)")
+    print(
+        f"\ncustomml {cm.__version__} from {os.path.dirname(cm.__file__)}, "
+        f"{cm.build_info()['kernels']['gemm']}, {args.threads} thread(s)"
+    )
 
 
 if __name__ == "__main__":

@@ -27,9 +27,11 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 # The tests hand the ops NumPy arrays, which "cuda" refuses: on "cuda" customml.ops is
 # bridged to device arrays and back (tests/device_arrays.py); CUSTOMML_TEST_BRIDGE=1
 # bridges "cuda-emulated" too, to check the bridge without a GPU.
-DEVICES = (["cpu"]
-           + (["cuda-emulated:forward", "cuda-emulated:reverse"] if _core.build_info()["simt_emulation"] else [])
-           + (["cuda"] if _core.cuda_available() else []))
+DEVICES = (
+    ["cpu"]
+    + (["cuda-emulated:forward", "cuda-emulated:reverse"] if _core.build_info()["simt_emulation"] else [])
+    + (["cuda"] if _core.cuda_available() else [])
+)
 
 
 @pytest.fixture(params=DEVICES)

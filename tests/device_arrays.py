@@ -26,8 +26,13 @@ HOST_ONLY = {"csr_from_dense", "nm_from_dense"}
 
 
 def _movable(a) -> bool:
-    return (isinstance(a, np.ndarray) and a.flags.c_contiguous and a.flags.writeable and a.dtype.isnative
-            and a.dtype.kind in "fiu")
+    return (
+        isinstance(a, np.ndarray)
+        and a.flags.c_contiguous
+        and a.flags.writeable
+        and a.dtype.isnative
+        and a.dtype.kind in "fiu"
+    )
 
 
 def _numpy_arrays(values):
@@ -68,7 +73,7 @@ def bridged(fn, device: str):
         candidates = list(_arrays(list(args) + list(kwargs.values())))
         overlapping = set()
         for i, a in enumerate(candidates):
-            for b in candidates[i + 1:]:
+            for b in candidates[i + 1 :]:
                 if a is not b and np.may_share_memory(a, b):
                     overlapping.update((id(a), id(b)))
 
@@ -99,8 +104,10 @@ def bridged(fn, device: str):
         if device != "cuda-emulated":
             stay = list(_numpy_arrays(args + list(kwargs.values())))
             if stay:
-                pytest.skip(f"{fn.__name__} got a NumPy array that no device array can stand for "
-                            f"({_why(stay[0])}): the check it exercises runs on cpu and cuda-emulated")
+                pytest.skip(
+                    f"{fn.__name__} got a NumPy array that no device array can stand for "
+                    f"({_why(stay[0])}): the check it exercises runs on cpu and cuda-emulated"
+                )
         result = fn(*args, **kwargs)
         for h, d in moved:
             np.copyto(h, d.numpy())

@@ -45,8 +45,9 @@ def f32(v: float) -> float:
     return float(np.float32(v))
 
 
-def make_model(widths=(7, 3), acts=("relu", None), input_dim=5, seed=0, dropout=None, device="cpu",
-               **kw) -> cm.Sequential:
+def make_model(
+    widths=(7, 3), acts=("relu", None), input_dim=5, seed=0, dropout=None, device="cpu", **kw
+) -> cm.Sequential:
     """Dense layers of these widths and activations (a Dropout between each two when
     dropout is a rate), 5 inputs by default."""
     layers = []
@@ -243,8 +244,9 @@ class AdamRef:
     Over relative widths this small the update is monotone unless its derivative
     vanishes, where the part missed is second order (below 1e-12 of the update)."""
 
-    def __init__(self, lr=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-8, weight_decay=0.0, amsgrad=False,
-                 decoupled=False):
+    def __init__(
+        self, lr=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-8, weight_decay=0.0, amsgrad=False, decoupled=False
+    ):
         self.lr, self.b1, self.b2, self.eps = f32(lr), f32(beta_1), f32(beta_2), f32(epsilon)
         self.wd, self.amsgrad, self.decoupled = f32(weight_decay), amsgrad, decoupled
         self.m, self.v, self.vmax = {}, {}, {}
@@ -299,7 +301,8 @@ def check_steps(model, x, y, acts, loss, ref, steps, *, clipnorm=None, label_smo
         ws = model.get_weights()
         pairs = [(ws[i], ws[i + 1]) for i in range(0, len(ws), 2)]
         value, loss_bound, correct, grads, bounds = _reference_grads(
-            x, y, pairs, acts, loss, label_smoothing=label_smoothing, class_weights=class_weights)
+            x, y, pairs, acts, loss, label_smoothing=label_smoothing, class_weights=class_weights
+        )
         flat_g = [a for pair in grads for a in pair]
         flat_e = [a for pair in bounds for a in pair]
         if clipnorm is not None:
@@ -316,7 +319,8 @@ def check_steps(model, x, y, acts, loss, ref, steps, *, clipnorm=None, label_smo
         assert all(w.dtype == np.float32 for w in new)
         got_loss = history.history["loss"][0]
         assert abs(got_loss - value) <= loss_bound, (
-            f"step {t}: history loss {got_loss!r} but NumPy gives {value!r} (bound {loss_bound:.3g})")
+            f"step {t}: history loss {got_loss!r} but NumPy gives {value!r} (bound {loss_bound:.3g})"
+        )
         if correct is not None and "accuracy" in history.history:
             assert history.history["accuracy"][0] == correct / n, f"step {t}: accuracy"
         widths, updates = [], []
@@ -328,7 +332,8 @@ def check_steps(model, x, y, acts, loss, ref, steps, *, clipnorm=None, label_smo
                 j = tuple(np.argwhere(bad)[0])
                 raise AssertionError(
                     f"{name}: {int(bad.sum())} of {bad.size} elements outside the reference interval; first at "
-                    f"{j}: got {w64[j]!r}, want [{want.lo[j]!r}, {want.hi[j]!r}] (before the step {ws[i][j]!r})")
+                    f"{j}: got {w64[j]!r}, want [{want.lo[j]!r}, {want.hi[j]!r}] (before the step {ws[i][j]!r})"
+                )
             widths.append((want.hi - want.lo).ravel())
             updates.append(np.abs(0.5 * (want.lo + want.hi) - ws[i].astype(np.float64)).ravel())
         # The tolerance is tight: over all parameters, the median interval is far below

@@ -100,8 +100,9 @@ def dense_forward(x, weight, bias, *, activation: str = "identity") -> Tuple[np.
     return activation_forward(activation, z), z
 
 
-def dense_backward(dy, x, weight, y, *, z=None, activation: str = "identity",
-                   need_dx: bool = True) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
+def dense_backward(
+    dy, x, weight, y, *, z=None, activation: str = "identity", need_dx: bool = True
+) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
     """Gradients of dense_forward: (dx, dweight, dbias) with dz = dy * act'(.),
     dweight = x^T dz, dbias = sum over the batch of dz, dx = dz weight^T (None unless
     need_dx)."""
@@ -141,15 +142,18 @@ def nm_to_dense(values, index, n_in: int, *, n: int, m: int) -> np.ndarray:
     return w
 
 
-def sparse_dense_forward(x, offsets, index, values, bias=None, *, activation: str = "identity") -> Tuple[np.ndarray, np.ndarray]:
+def sparse_dense_forward(
+    x, offsets, index, values, bias=None, *, activation: str = "identity"
+) -> Tuple[np.ndarray, np.ndarray]:
     """dense_forward of the kernel csr_to_dense(...) (bias None: zeros): (y, z)."""
     x = _f64(x)
     w = csr_to_dense(offsets, index, values, x.shape[1])
     return dense_forward(x, w, np.zeros(w.shape[1]) if bias is None else bias, activation=activation)
 
 
-def nm_dense_forward(x, values, index, bias=None, *, n: int = 2, m: int = 4,
-                     activation: str = "identity") -> Tuple[np.ndarray, np.ndarray]:
+def nm_dense_forward(
+    x, values, index, bias=None, *, n: int = 2, m: int = 4, activation: str = "identity"
+) -> Tuple[np.ndarray, np.ndarray]:
     """dense_forward of the kernel nm_to_dense(...) (bias None: zeros): (y, z)."""
     x = _f64(x)
     w = nm_to_dense(values, index, x.shape[1], n=n, m=m)
@@ -159,8 +163,9 @@ def nm_dense_forward(x, values, index, bias=None, *, n: int = 2, m: int = 4,
 # ---------------------------------------------------------------------------- losses
 
 
-def softmax_cross_entropy(logits, labels, *, class_weights=None, label_smoothing: float = 0.0,
-                          row_weights=None) -> Tuple[float, np.ndarray]:
+def softmax_cross_entropy(
+    logits, labels, *, class_weights=None, label_smoothing: float = 0.0, row_weights=None
+) -> Tuple[float, np.ndarray]:
     """Weighted mean softmax cross-entropy and its gradient w.r.t. the logits.
 
     q_i = (1 - eps) onehot(y_i) + eps / C; l_i = -sum_c q_ic log softmax(logits_i)_c;
@@ -291,8 +296,17 @@ def decay_mask(n: int, no_decay: Sequence[Tuple[int, int]]) -> np.ndarray:
     return mask
 
 
-def sgd_update(param, grad, velocity=None, *, lr: float, momentum: float = 0.0, nesterov: bool = False,
-               weight_decay: float = 0.0, no_decay: Sequence[Tuple[int, int]] = ()):
+def sgd_update(
+    param,
+    grad,
+    velocity=None,
+    *,
+    lr: float,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+    no_decay: Sequence[Tuple[int, int]] = (),
+):
     """One torch.optim.SGD step (dampening 0) over flat buffers: g = grad + wd p (wd = 0
     inside no_decay); with momentum v = mu v + g and the step is g + mu v (nesterov) or v;
     p -= lr step. Returns (param, velocity) (velocity unchanged when momentum is 0)."""
@@ -309,9 +323,23 @@ def sgd_update(param, grad, velocity=None, *, lr: float, momentum: float = 0.0, 
     return (p - lr * step).reshape(shape), (None if v is None else v.reshape(shape))
 
 
-def adam_update(param, grad, m, v, vmax=None, *, lr: float, step: int, beta1: float = 0.9, beta2: float = 0.999,
-                eps: float = 1e-8, weight_decay: float = 0.0, decoupled: bool = False, amsgrad: bool = False,
-                no_decay: Sequence[Tuple[int, int]] = ()):
+def adam_update(
+    param,
+    grad,
+    m,
+    v,
+    vmax=None,
+    *,
+    lr: float,
+    step: int,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    decoupled: bool = False,
+    amsgrad: bool = False,
+    no_decay: Sequence[Tuple[int, int]] = (),
+):
     """One torch.optim.Adam (decoupled=False: L2, g += wd p) or AdamW (decoupled=True:
     p *= 1 - lr wd first) step, wd = 0 inside no_decay:
     m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; vhat = max(vmax, v) with amsgrad,
@@ -443,8 +471,19 @@ def quantize_rows_dynamic(x) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     return quantize(x, scale, zero, dtype="uint8", axis="row"), scale, zero
 
 
-def gemm_s8(a, w, a_scale, a_zero, w_scale, *, bias=None, activation: str = "identity", out_dtype: str = "float32",
-            out_scale: Optional[float] = None, out_zero: Optional[int] = None) -> np.ndarray:
+def gemm_s8(
+    a,
+    w,
+    a_scale,
+    a_zero,
+    w_scale,
+    *,
+    bias=None,
+    activation: str = "identity",
+    out_dtype: str = "float32",
+    out_scale: Optional[float] = None,
+    out_zero: Optional[int] = None,
+) -> np.ndarray:
     """uint8 a (m, k) times int8 w (k, n), accumulated in int64: acc - a_zero colsum(w)
     (= (a - a_zero) w) is the int32 output, exact. The float32 output is act(a_scale w_scale
     (acc - a_zero colsum) + bias) in float64; the uint8 output that value requantized,
@@ -453,7 +492,11 @@ def gemm_s8(a, w, a_scale, a_zero, w_scale, *, bias=None, activation: str = "ide
     a_scale / a_zero: (1,) or (m,); w_scale: (1,) or (n,)."""
     a64 = np.asarray(a, np.int64)
     m = a64.shape[0]
-    az = np.broadcast_to(np.asarray(a_zero, np.int64).reshape(-1), (m,)) if np.size(a_zero) == 1 else np.asarray(a_zero, np.int64)
+    az = (
+        np.broadcast_to(np.asarray(a_zero, np.int64).reshape(-1), (m,))
+        if np.size(a_zero) == 1
+        else np.asarray(a_zero, np.int64)
+    )
     acc = (a64 - az.reshape(-1, 1)) @ np.asarray(w, np.int64)
     if out_dtype == "int32":
         return acc

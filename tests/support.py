@@ -97,8 +97,8 @@ def at_alignment(values: np.ndarray, offset: int) -> Tuple[np.ndarray, np.ndarra
     leave as it was (check_guards)."""
     raw = np.full(values.size + 2 * GUARD + 8, np.nan, np.float32)
     start = (-raw.ctypes.data % 16) // 4 + GUARD + offset  # GUARD (a multiple of 4) past an aligned element
-    buf = raw[start - GUARD:start + values.size + GUARD]
-    view = buf[GUARD:GUARD + values.size]
+    buf = raw[start - GUARD : start + values.size + GUARD]
+    view = buf[GUARD : GUARD + values.size]
     view[...] = values
     assert view.ctypes.data % 16 == 4 * offset
     return buf, view
@@ -169,7 +169,6 @@ def no_decay_segments(draw, n: int):
     cuts = sorted(draw(st.lists(st.integers(0, n), max_size=6)))
     segs = [(cuts[i], cuts[i + 1]) for i in range(0, len(cuts) - 1, 2)]
     return segs
-
 
 
 # Row (sample) weight families for the weighted losses: random in [0, 3), half of them 0,

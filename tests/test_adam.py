@@ -106,16 +106,56 @@ def tolerances(param, grad, m0, v0, vmax0, p, mask, p_ref, m_ref, v_ref):
 
 
 def config(p, step):
-    return dict(lr=p["lr"], step=step, beta1=p["beta1"], beta2=p["beta2"], eps=p["eps"], weight_decay=p["weight_decay"],
-                decoupled=p["decoupled"], amsgrad=p["amsgrad"], no_decay=p["no_decay"])
+    return dict(
+        lr=p["lr"],
+        step=step,
+        beta1=p["beta1"],
+        beta2=p["beta2"],
+        eps=p["eps"],
+        weight_decay=p["weight_decay"],
+        decoupled=p["decoupled"],
+        amsgrad=p["amsgrad"],
+        no_decay=p["no_decay"],
+    )
 
 
 @given(p=adam_problems())
-@example(p=dict(n=4099, kind="mixed", seed=1, lr=1e-3, beta1=0.9, beta2=0.999, eps=float(np.float32(1e-8)),
-                weight_decay=0.01, decoupled=True, amsgrad=True, no_decay=[(0, 0), (0, 17), (17, 33), (4000, 4099)],
-                step=1, fresh_state=True, steps=3))
-@example(p=dict(n=1, kind="huge", seed=2, lr=0.5, beta1=0.0, beta2=0.0, eps=float(np.float32(1e-3)),
-                weight_decay=0.5, decoupled=False, amsgrad=False, no_decay=[], step=7, fresh_state=False, steps=2))
+@example(
+    p=dict(
+        n=4099,
+        kind="mixed",
+        seed=1,
+        lr=1e-3,
+        beta1=0.9,
+        beta2=0.999,
+        eps=float(np.float32(1e-8)),
+        weight_decay=0.01,
+        decoupled=True,
+        amsgrad=True,
+        no_decay=[(0, 0), (0, 17), (17, 33), (4000, 4099)],
+        step=1,
+        fresh_state=True,
+        steps=3,
+    )
+)
+@example(
+    p=dict(
+        n=1,
+        kind="huge",
+        seed=2,
+        lr=0.5,
+        beta1=0.0,
+        beta2=0.0,
+        eps=float(np.float32(1e-3)),
+        weight_decay=0.5,
+        decoupled=False,
+        amsgrad=False,
+        no_decay=[],
+        step=7,
+        fresh_state=False,
+        steps=2,
+    )
+)
 def test_adam_update_matches_reference(isa, device, p):
     param, grads, m, v, vmax = build(p)
     vmax_arg = vmax if p["amsgrad"] or p["n"] % 2 else None  # vmax is optional without amsgrad
@@ -130,7 +170,9 @@ def test_adam_update_matches_reference(isa, device, p):
         for a, name in ((param, "param"), (m, "m"), (v, "v")):
             assert_float32_array(a, (p["n"],), name)
         p_ref, m_ref, v_ref, _ = reference.adam_update(p0, g0, m0, v0, vmax0, **config(p, step))
-        tol_p, tol_m, tol_v = tolerances(p0, g0, m0, v0, vmax0 if vmax0 is not None else v0, p, mask, p_ref, m_ref, v_ref)
+        tol_p, tol_m, tol_v = tolerances(
+            p0, g0, m0, v0, vmax0 if vmax0 is not None else v0, p, mask, p_ref, m_ref, v_ref
+        )
         where = f"after step {step}"
         assert_close(m, m_ref, tol_m, f"m {where}")
         assert_close(v, v_ref, tol_v, f"v {where}")
@@ -162,15 +204,33 @@ def test_adamw_decay_is_decoupled(isa, device):
     for decoupled, want in ((False, 1.0 - 0.1), (True, 1.0 * (1 - 0.1 * 0.5))):
         param = np.ones(4, np.float32)
         m, v = np.zeros(4, np.float32), np.zeros(4, np.float32)
-        ops.adam_update(param, np.zeros(4, np.float32), m, v, lr=0.1, step=1, weight_decay=0.5, decoupled=decoupled,
-                        no_decay=[(3, 4)], device=device)
+        ops.adam_update(
+            param,
+            np.zeros(4, np.float32),
+            m,
+            v,
+            lr=0.1,
+            step=1,
+            weight_decay=0.5,
+            decoupled=decoupled,
+            no_decay=[(3, 4)],
+            device=device,
+        )
         assert_close(param[:3], np.full(3, want), 8 * U32, f"decoupled={decoupled}")
         assert param[3] == 1.0
 
 
 def _call(device, **over):
-    kw = dict(param=np.ones(8, np.float32), grad=np.ones(8, np.float32), m=np.zeros(8, np.float32),
-              v=np.zeros(8, np.float32), vmax=None, lr=1e-3, step=1, device=device)
+    kw = dict(
+        param=np.ones(8, np.float32),
+        grad=np.ones(8, np.float32),
+        m=np.zeros(8, np.float32),
+        v=np.zeros(8, np.float32),
+        vmax=None,
+        lr=1e-3,
+        step=1,
+        device=device,
+    )
     kw.update(over)
     return lambda: ops.adam_update(kw.pop("param"), kw.pop("grad"), kw.pop("m"), kw.pop("v"), kw.pop("vmax"), **kw)
 
@@ -186,9 +246,16 @@ BAD = {
     "v rank": (dict(v=np.zeros((2, 4), np.float32)), ValueError, OP + r" v has shape"),
     "vmax shape": (dict(vmax=np.zeros(9, np.float32), amsgrad=True), ValueError, OP + r" vmax has shape"),
     "grad strided": (dict(grad=np.ones(16, np.float32)[::2]), ValueError, OP + r" grad must be C-contiguous"),
-    "param transposed": (dict(param=np.ones((4, 2), np.float32).T, grad=np.ones((2, 4), np.float32),
-                              m=np.zeros((2, 4), np.float32), v=np.zeros((2, 4), np.float32)), ValueError,
-                         OP + r" param must be C-contiguous"),
+    "param transposed": (
+        dict(
+            param=np.ones((4, 2), np.float32).T,
+            grad=np.ones((2, 4), np.float32),
+            m=np.zeros((2, 4), np.float32),
+            v=np.zeros((2, 4), np.float32),
+        ),
+        ValueError,
+        OP + r" param must be C-contiguous",
+    ),
     "negative lr": (dict(lr=-1e-3), ValueError, OP + r" lr must be >= 0"),
     "NaN lr": (dict(lr=float("nan")), ValueError, OP + r" lr must be finite"),
     "beta1 = 1": (dict(beta1=1.0), ValueError, OP + r" beta1 must be in \[0, 1\)"),
@@ -221,8 +288,17 @@ def test_adam_update_rejects_aliasing(device, pair):
     bufs[pair[1]] = bufs[pair[0]]
     a, b = pair
     with pytest.raises(ValueError, match=rf"{OP} (?:{a} shares memory with {b}|{b} shares memory with {a})"):
-        ops.adam_update(bufs["param"], bufs["grad"], bufs["m"], bufs["v"], bufs["vmax"], lr=1e-3, step=1,
-                        amsgrad=True, device=device)
+        ops.adam_update(
+            bufs["param"],
+            bufs["grad"],
+            bufs["m"],
+            bufs["v"],
+            bufs["vmax"],
+            lr=1e-3,
+            step=1,
+            amsgrad=True,
+            device=device,
+        )
 
 
 # The CUDA kernel runs float4s between a scalar head and tail where the five arrays share
@@ -239,10 +315,21 @@ NAMES = ("param", "grad", "m", "v", "vmax")
 @st.composite
 def aligned_problems(draw):
     n = draw(ALIGN_SIZES)
-    return dict(n=n, layout=draw(LAYOUTS), kind=draw(st.sampled_from(GRAD_KINDS)), seed=draw(seeds),
-                lr=draw(st.sampled_from([1e-3, 0.1, 1.0])), beta1=0.9, beta2=0.999, eps=float(np.float32(1e-8)),
-                weight_decay=draw(st.sampled_from([0.1, 0.5])), decoupled=draw(st.booleans()),
-                amsgrad=draw(st.booleans()), no_decay=draw(no_decay_segments(n)), step=draw(st.integers(1, 100)))
+    return dict(
+        n=n,
+        layout=draw(LAYOUTS),
+        kind=draw(st.sampled_from(GRAD_KINDS)),
+        seed=draw(seeds),
+        lr=draw(st.sampled_from([1e-3, 0.1, 1.0])),
+        beta1=0.9,
+        beta2=0.999,
+        eps=float(np.float32(1e-8)),
+        weight_decay=draw(st.sampled_from([0.1, 0.5])),
+        decoupled=draw(st.booleans()),
+        amsgrad=draw(st.booleans()),
+        no_decay=draw(no_decay_segments(n)),
+        step=draw(st.integers(1, 100)),
+    )
 
 
 def adam_at(device, layout, values, p):
@@ -257,12 +344,40 @@ def adam_at(device, layout, values, p):
 
 
 @given(p=aligned_problems())
-@example(p=dict(n=13, layout=(1, 1, 1, 1, 1), kind="normal", seed=3, lr=0.1, beta1=0.9, beta2=0.999,
-                eps=float(np.float32(1e-8)), weight_decay=0.5, decoupled=True, amsgrad=True,
-                no_decay=[(0, 1), (2, 3), (5, 6), (7, 9), (12, 13)], step=2))
-@example(p=dict(n=4099, layout=(3, 3, 3, 3, 3), kind="mixed", seed=4, lr=1e-3, beta1=0.9, beta2=0.999,
-                eps=float(np.float32(1e-8)), weight_decay=0.1, decoupled=False, amsgrad=False,
-                no_decay=[(1, 2), (4097, 4098)], step=1))
+@example(
+    p=dict(
+        n=13,
+        layout=(1, 1, 1, 1, 1),
+        kind="normal",
+        seed=3,
+        lr=0.1,
+        beta1=0.9,
+        beta2=0.999,
+        eps=float(np.float32(1e-8)),
+        weight_decay=0.5,
+        decoupled=True,
+        amsgrad=True,
+        no_decay=[(0, 1), (2, 3), (5, 6), (7, 9), (12, 13)],
+        step=2,
+    )
+)
+@example(
+    p=dict(
+        n=4099,
+        layout=(3, 3, 3, 3, 3),
+        kind="mixed",
+        seed=4,
+        lr=1e-3,
+        beta1=0.9,
+        beta2=0.999,
+        eps=float(np.float32(1e-8)),
+        weight_decay=0.1,
+        decoupled=False,
+        amsgrad=False,
+        no_decay=[(1, 2), (4097, 4098)],
+        step=1,
+    )
+)
 def test_adam_update_same_bits_at_every_alignment(device, p):
     # A float4 lane must round as the scalar element does (one expression for both), and
     # a no-decay segment boundary inside a float4 must split it element by element.
@@ -270,8 +385,13 @@ def test_adam_update_same_bits_at_every_alignment(device, p):
     n = p["n"]
     m = make_values(rng, (n,), "normal") * np.float32(0.1)
     v = np.abs(make_values(rng, (n,), "normal")) * np.float32(0.01)
-    values = [make_values(rng, (n,), "normal"), make_values(rng, (n,), p["kind"], huge=1e15), m, v,
-              v * rng.uniform(0.5, 2.0, n).astype(np.float32)]
+    values = [
+        make_values(rng, (n,), "normal"),
+        make_values(rng, (n,), p["kind"], huge=1e15),
+        m,
+        v,
+        v * rng.uniform(0.5, 2.0, n).astype(np.float32),
+    ]
     got = adam_at(device, p["layout"], values, p)
     want = adam_at(device, SCALAR_LAYOUT, values, p)
     for a, b, name in zip(got, want, NAMES):

@@ -42,7 +42,8 @@ DOCS = ROOT / "docs" / "api"
 _DIRECTIVE = re.compile(
     r"^\.\. (?P<kind>auto(?:module|class|exception|function|decorator|data|attribute|method|property)"
     r"|py:(?:module|currentmodule|class|exception|function|decorator|data|attribute|method|property)"
-    r"|module|currentmodule)::\s*(?P<name>\S+)\s*$")
+    r"|module|currentmodule)::\s*(?P<name>\S+)\s*$"
+)
 _SETS_MODULE = ("automodule", "py:module", "module", "py:currentmodule", "currentmodule")
 
 
@@ -55,7 +56,8 @@ def public_modules() -> Dict[str, ModuleType]:
         module = importlib.import_module(f"customml.{info.name}")
         assert hasattr(module, "__all__"), (
             f"customml.{info.name} is public (no leading underscore) but declares no __all__: "
-            "list its public names, or rename it with a leading underscore")
+            "list its public names, or rename it with a leading underscore"
+        )
         if all(getattr(customml, n, None) is getattr(module, n) for n in module.__all__):
             continue  # re-exported wholesale: documented as customml.<name>
         out[module.__name__] = module
@@ -99,11 +101,13 @@ def test_the_pages_document_every_public_name_and_nothing_else():
     assert not missing, (
         f"public names missing from the API reference: {missing}. Add a directive for each to "
         "its module's page in docs/api (e.g. '.. autofunction:: name'; a second listing of an "
-        "object documented elsewhere takes ':no-index:')")
+        "object documented elsewhere takes ':no-index:')"
+    )
     extra = {name: places for name, places in docs.items() if name not in public}
     assert not extra, (
         f"the API reference documents names that are not public (in no __all__): {extra}; "
-        "remove them from docs/api or add them to their module's __all__")
+        "remove them from docs/api or add them to their module's __all__"
+    )
 
 
 def test_every_page_is_reachable_from_the_index():
@@ -148,8 +152,13 @@ def built_reference(tmp_path_factory) -> Path:
     # The build imports the customml this test imported.
     package_parent = str(Path(inspect.getfile(customml)).resolve().parent.parent)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])))
-    run = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
-                          str(DOCS), str(out)], env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", str(DOCS), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, f"the API reference build failed (warnings are errors):\n{run.stdout}{run.stderr}"
     return out
 
@@ -159,6 +168,9 @@ def test_the_built_reference_holds_every_public_name(built_reference):
     # A re-exported class, function or module may be indexed under its other public name;
     # a constant (an int may be another constant's object) only under its own.
     aliased = {id(_resolve(name)) for name in inventory & public_names()}
-    missing = sorted(name for name in public_names() if name not in inventory
-                     and not (_aliasable(_resolve(name)) and id(_resolve(name)) in aliased))
+    missing = sorted(
+        name
+        for name in public_names()
+        if name not in inventory and not (_aliasable(_resolve(name)) and id(_resolve(name)) in aliased)
+    )
     assert not missing, f"public names the built reference does not document: {missing}"

@@ -70,44 +70,83 @@ CASES = {
     "evaluate-features": (_classifier, lambda m: m.evaluate(np.ones((N, 5), np.float32), Y), r"x has 5 features"),
     "predict-features": (_classifier, lambda m: m.predict(np.ones((2, 5), np.float32)), r"x has 5 features"),
     "predict-features-f64": (_classifier, lambda m: m.predict(np.ones((2, 3))), r"x has 3 features"),
-    "val-features": (_classifier, lambda m: m.fit(X, Y, validation_data=(X[:, :3], Y), verbose=0),
-                     r"validation_data x has 3 features"),
+    "val-features": (
+        _classifier,
+        lambda m: m.fit(X, Y, validation_data=(X[:, :3], Y), verbose=0),
+        r"validation_data x has 3 features",
+    ),
     # lengths
     "fit-length": (_classifier, lambda m: m.fit(X, Y[:-1], verbose=0), r"x has 24 samples but y has 23"),
     "evaluate-length": (_classifier, lambda m: m.evaluate(X[:5], Y), r"x has 5 samples but y has 24"),
-    "val-length": (_classifier, lambda m: m.fit(X, Y, validation_data=(X, Y[:3]), verbose=0),
-                   r"validation_data y has 3"),
+    "val-length": (
+        _classifier,
+        lambda m: m.fit(X, Y, validation_data=(X, Y[:3]), verbose=0),
+        r"validation_data y has 3",
+    ),
     "y-scalar": (_classifier, lambda m: m.fit(X, 1, verbose=0), r"y must be an array"),
     # labels out of range
-    "label-negative": (_classifier, lambda m: m.fit(X, np.where(np.arange(N) == 7, -1, Y), verbose=0),
-                       r"y contains label .*-1.* outside \[0, 3\)"),
-    "label-too-large": (_classifier, lambda m: m.fit(X, np.where(np.arange(N) == 7, 3, Y), verbose=0),
-                        r"y contains label .*3.* outside \[0, 3\)"),
+    "label-negative": (
+        _classifier,
+        lambda m: m.fit(X, np.where(np.arange(N) == 7, -1, Y), verbose=0),
+        r"y contains label .*-1.* outside \[0, 3\)",
+    ),
+    "label-too-large": (
+        _classifier,
+        lambda m: m.fit(X, np.where(np.arange(N) == 7, 3, Y), verbose=0),
+        r"y contains label .*3.* outside \[0, 3\)",
+    ),
     # 2**32 + 1 would pass as label 1 if it were cast to int32 before the check
-    "label-int64-wraps": (_classifier, lambda m: m.fit(X, _with(Y.astype(np.int64), 7, 2**32 + 1), verbose=0),
-                          r"y contains label .*4294967297"),
-    "label-uint64-huge": (_classifier, lambda m: m.evaluate(X, _with(Y.astype(np.uint64), 7, 2**63)),
-                          r"y contains label"),
+    "label-int64-wraps": (
+        _classifier,
+        lambda m: m.fit(X, _with(Y.astype(np.int64), 7, 2**32 + 1), verbose=0),
+        r"y contains label .*4294967297",
+    ),
+    "label-uint64-huge": (
+        _classifier,
+        lambda m: m.evaluate(X, _with(Y.astype(np.uint64), 7, 2**63)),
+        r"y contains label",
+    ),
     "label-evaluate": (_classifier, lambda m: m.evaluate(X, Y + 1), r"y contains label .*3"),
-    "label-val": (_classifier, lambda m: m.fit(X, Y, validation_data=(X, Y - 1), verbose=0),
-                  r"validation_data y contains label .*-1"),
-    "label-binary-2": (_binary, lambda m: m.fit(X, np.where(np.arange(N) == 7, 2, Y % 2), verbose=0),
-                       r"y contains label .*2.* outside \[0, 2\)"),
+    "label-val": (
+        _classifier,
+        lambda m: m.fit(X, Y, validation_data=(X, Y - 1), verbose=0),
+        r"validation_data y contains label .*-1",
+    ),
+    "label-binary-2": (
+        _binary,
+        lambda m: m.fit(X, np.where(np.arange(N) == 7, 2, Y % 2), verbose=0),
+        r"y contains label .*2.* outside \[0, 2\)",
+    ),
     "label-binary-neg": (_binary, lambda m: m.evaluate(X, -(Y % 2)), r"y contains label .*-1"),
     # NaN / inf
     "x-nan": (_classifier, lambda m: m.fit(X_NAN, Y, verbose=0), r"x contains NaN or inf.*\(3, 2\)"),
     "x-inf": (_classifier, lambda m: m.fit(X_INF, Y, verbose=0), r"x contains NaN or inf.*\(5, 0\)"),
-    "x-nan-f64-list": (_classifier, lambda m: m.fit(X_NAN.astype(np.float64).tolist(), Y, verbose=0),
-                       r"x contains NaN"),
-    "y-mse-nan": (_regressor, lambda m: m.fit(X, np.where(np.arange(2 * N).reshape(N, 2) == 9, np.nan, 1.0),
-                                              verbose=0), r"y contains NaN or inf"),
+    "x-nan-f64-list": (
+        _classifier,
+        lambda m: m.fit(X_NAN.astype(np.float64).tolist(), Y, verbose=0),
+        r"x contains NaN",
+    ),
+    "y-mse-nan": (
+        _regressor,
+        lambda m: m.fit(X, np.where(np.arange(2 * N).reshape(N, 2) == 9, np.nan, 1.0), verbose=0),
+        r"y contains NaN or inf",
+    ),
     "y-mse-inf": (_regressor, lambda m: m.evaluate(X, np.full((N, 2), np.inf)), r"y contains NaN or inf"),
-    "y-label-nan": (_classifier, lambda m: m.fit(X, np.where(np.arange(N) == 2, np.nan, Y), verbose=0),
-                    r"y contains NaN"),
-    "val-x-nan": (_classifier, lambda m: m.fit(X, Y, validation_data=(X_NAN, Y), verbose=0),
-                  r"validation_data x contains NaN"),
-    "val-y-mse-nan": (_regressor, lambda m: m.fit(X, np.ones((N, 2)), validation_data=(X, np.full((N, 2), np.nan)),
-                                                  verbose=0), r"validation_data y contains NaN"),
+    "y-label-nan": (
+        _classifier,
+        lambda m: m.fit(X, np.where(np.arange(N) == 2, np.nan, Y), verbose=0),
+        r"y contains NaN",
+    ),
+    "val-x-nan": (
+        _classifier,
+        lambda m: m.fit(X, Y, validation_data=(X_NAN, Y), verbose=0),
+        r"validation_data x contains NaN",
+    ),
+    "val-y-mse-nan": (
+        _regressor,
+        lambda m: m.fit(X, np.ones((N, 2)), validation_data=(X, np.full((N, 2), np.nan)), verbose=0),
+        r"validation_data y contains NaN",
+    ),
     # dimensions
     "x-1d-fit": (_classifier, lambda m: m.fit(X[:, 0], Y, verbose=0), r"x must be 2-D.*\(24,\)"),
     "x-1d-predict": (_classifier, lambda m: m.predict(np.ones(4, np.float32)), r"x must be 2-D"),
@@ -115,13 +154,22 @@ CASES = {
     "x-3d-predict": (_classifier, lambda m: m.predict(X.reshape(2, N // 2, D)), r"x must be 2-D"),
     "x-3d-evaluate": (_classifier, lambda m: m.evaluate(X.reshape(N, 2, 2), Y), r"x must be 2-D"),
     "x-scalar": (_classifier, lambda m: m.predict(np.float32(1.0)), r"x must be 2-D"),
-    "x-empty-fit": (_classifier, lambda m: m.fit(np.empty((0, D), np.float32), np.empty(0, np.int32), verbose=0),
-                    r"x is empty"),
+    "x-empty-fit": (
+        _classifier,
+        lambda m: m.fit(np.empty((0, D), np.float32), np.empty(0, np.int32), verbose=0),
+        r"x is empty",
+    ),
     "x-empty-predict": (_classifier, lambda m: m.predict(np.empty((0, D), np.float32)), r"x is empty"),
-    "x-empty-evaluate": (_classifier, lambda m: m.evaluate(np.empty((0, D), np.float32), np.empty(0, np.int32)),
-                         r"x is empty"),
-    "val-empty": (_classifier, lambda m: m.fit(X, Y, validation_data=(np.empty((0, D)), np.empty(0)), verbose=0),
-                  r"validation_data x is empty"),
+    "x-empty-evaluate": (
+        _classifier,
+        lambda m: m.evaluate(np.empty((0, D), np.float32), np.empty(0, np.int32)),
+        r"x is empty",
+    ),
+    "val-empty": (
+        _classifier,
+        lambda m: m.fit(X, Y, validation_data=(np.empty((0, D)), np.empty(0)), verbose=0),
+        r"validation_data x is empty",
+    ),
     # batch_size and epochs
     "fit-batch-0": (_classifier, lambda m: m.fit(X, Y, batch_size=0, verbose=0), r"batch_size"),
     "fit-batch-neg": (_classifier, lambda m: m.fit(X, Y, batch_size=-1, verbose=0), r"batch_size"),
@@ -149,26 +197,35 @@ CASES = {
     "out-rows": (_classifier, lambda m: m.predict(X, out=np.empty((N - 1, C), np.float32)), r"out has shape"),
     "out-dtype": (_classifier, lambda m: m.predict(X, out=np.empty((N, C), np.float64)), r"out must be float32"),
     "out-int": (_classifier, lambda m: m.predict(X, out=np.empty((N, C), np.int32)), r"out must be float32"),
-    "out-noncontig": (_classifier, lambda m: m.predict(X, out=np.empty((N, 2 * C), np.float32)[:, ::2]),
-                      r"out .*contiguous"),
-    "out-fortran": (_classifier, lambda m: m.predict(X, out=np.empty((N, C), np.float32, order="F")),
-                    r"out .*contiguous"),
+    "out-noncontig": (
+        _classifier,
+        lambda m: m.predict(X, out=np.empty((N, 2 * C), np.float32)[:, ::2]),
+        r"out .*contiguous",
+    ),
+    "out-fortran": (
+        _classifier,
+        lambda m: m.predict(X, out=np.empty((N, C), np.float32, order="F")),
+        r"out .*contiguous",
+    ),
     "out-overlap": (_classifier, lambda m: _overlap(m), r"out shares memory with x"),
     "out-readonly": (_classifier, lambda m: m.predict(X, out=_readonly((N, C))), r"out is read-only"),
     "out-list": (_classifier, lambda m: m.predict(X, out=[[0.0] * C] * N), r"out must be a numpy array"),
     # compile / validation options
     "fit-before-compile": (lambda: _classifier(compile=False), lambda m: m.fit(X, Y, verbose=0), r"compile"),
     "evaluate-before-compile": (lambda: _classifier(compile=False), lambda m: m.evaluate(X, Y), r"compile"),
-    "validation-split-1.5": (_classifier, lambda m: m.fit(X, Y, validation_split=1.5, verbose=0),
-                             r"validation_split"),
-    "validation-split-neg": (_classifier, lambda m: m.fit(X, Y, validation_split=-0.1, verbose=0),
-                             r"validation_split"),
-    "validation-split-tiny": (_classifier, lambda m: m.fit(X, Y, validation_split=0.01, verbose=0),
-                              r"validation_split"),
-    "validation-split-and-data": (_classifier, lambda m: m.fit(X, Y, validation_split=0.2, validation_data=(X, Y),
-                                                               verbose=0), r"validation_split"),
-    "validation-data-shape": (_classifier, lambda m: m.fit(X, Y, validation_data=(X,), verbose=0),
-                              r"validation_data"),
+    "validation-split-1.5": (_classifier, lambda m: m.fit(X, Y, validation_split=1.5, verbose=0), r"validation_split"),
+    "validation-split-neg": (_classifier, lambda m: m.fit(X, Y, validation_split=-0.1, verbose=0), r"validation_split"),
+    "validation-split-tiny": (
+        _classifier,
+        lambda m: m.fit(X, Y, validation_split=0.01, verbose=0),
+        r"validation_split",
+    ),
+    "validation-split-and-data": (
+        _classifier,
+        lambda m: m.fit(X, Y, validation_split=0.2, validation_data=(X, Y), verbose=0),
+        r"validation_split",
+    ),
+    "validation-data-shape": (_classifier, lambda m: m.fit(X, Y, validation_data=(X,), verbose=0), r"validation_data"),
     # label encodings
     "one-hot": (_classifier, lambda m: m.fit(X, np.eye(C, dtype=np.float32)[Y], verbose=0), r"y .*argmax"),
     "y-2d-wide-int": (_classifier, lambda m: m.evaluate(X, np.stack([Y, Y], axis=1)), r"y .*1-D"),
@@ -183,34 +240,57 @@ CASES = {
     "x-strings": (_classifier, lambda m: m.fit(np.full((N, D), "a"), Y, verbose=0), r"x must be a numeric array"),
     "x-strings-predict": (_classifier, lambda m: m.predict([["a", "b", "c", "d"]]), r"x must be a numeric array"),
     "x-ragged": (_classifier, lambda m: m.predict([[1.0, 2.0], [1.0]]), r"x"),
-    "x-object-none": (_classifier, lambda m: m.fit(np.array([[1.0, None, 2.0, 3.0]] * N, dtype=object), Y, verbose=0),
-                      r"x contains NaN"),
-    "x-object-str": (_classifier, lambda m: m.predict(np.array([[1.0, "a", 2.0, 3.0]], dtype=object)),
-                     r"x must be a numeric array"),
+    "x-object-none": (
+        _classifier,
+        lambda m: m.fit(np.array([[1.0, None, 2.0, 3.0]] * N, dtype=object), Y, verbose=0),
+        r"x contains NaN",
+    ),
+    "x-object-str": (
+        _classifier,
+        lambda m: m.predict(np.array([[1.0, "a", 2.0, 3.0]], dtype=object)),
+        r"x must be a numeric array",
+    ),
     "x-dict": (_classifier, lambda m: m.predict({"a": 1}), r"x"),
     # NumPy would drop the imaginary part with only a ComplexWarning
     "x-complex": (_classifier, lambda m: m.fit(X + 1j, Y, verbose=0), r"x"),
     "x-complex-predict": (_classifier, lambda m: m.predict(X.astype(np.complex64)), r"x"),
     "predict-proba-mse": (_regressor, lambda m: m.predict_proba(X), r"classification"),
-    "set-weights-nan": (_classifier, lambda m: m.layers[0].set_weights([np.full((D, 8), np.nan), np.zeros(8)]),
-                        r"kernel contains NaN"),
+    "set-weights-nan": (
+        _classifier,
+        lambda m: m.layers[0].set_weights([np.full((D, 8), np.nan), np.zeros(8)]),
+        r"kernel contains NaN",
+    ),
     # sample weights, iterables of batches, fine-tuning (checked before any batch runs; a
     # stream's later batches can only be checked when they arrive)
-    "sample-weight-negative": (_classifier, lambda m: m.fit(X, Y, sample_weight=-np.ones(N), verbose=0),
-                               r"sample_weight must be >= 0"),
-    "sample-weight-inf": (_regressor, lambda m: m.fit(X, np.ones((N, 2)), sample_weight=np.full(N, np.inf),
-                                                     verbose=0), r"sample_weight contains NaN or inf"),
-    "sample-weight-length": (_binary, lambda m: m.fit(X, Y % 2, sample_weight=np.ones(N + 1), verbose=0),
-                             r"sample_weight has shape"),
-    "sample-weight-object": (_classifier, lambda m: m.fit(X, Y, sample_weight={"a": 1}, verbose=0),
-                             r"sample_weight"),
-    "iterable-first-batch-features": (_classifier, lambda m: m.fit([(X[:, :3], Y)], verbose=0),
-                                      r"x has 3 features but the model expects 4"),
+    "sample-weight-negative": (
+        _classifier,
+        lambda m: m.fit(X, Y, sample_weight=-np.ones(N), verbose=0),
+        r"sample_weight must be >= 0",
+    ),
+    "sample-weight-inf": (
+        _regressor,
+        lambda m: m.fit(X, np.ones((N, 2)), sample_weight=np.full(N, np.inf), verbose=0),
+        r"sample_weight contains NaN or inf",
+    ),
+    "sample-weight-length": (
+        _binary,
+        lambda m: m.fit(X, Y % 2, sample_weight=np.ones(N + 1), verbose=0),
+        r"sample_weight has shape",
+    ),
+    "sample-weight-object": (_classifier, lambda m: m.fit(X, Y, sample_weight={"a": 1}, verbose=0), r"sample_weight"),
+    "iterable-first-batch-features": (
+        _classifier,
+        lambda m: m.fit([(X[:, :3], Y)], verbose=0),
+        r"x has 3 features but the model expects 4",
+    ),
     "iterable-of-scalars": (_classifier, lambda m: m.fit([1, 2, 3], verbose=0), r"batch 0 of the iterable"),
     "fit-without-y": (_classifier, lambda m: m.fit(X, verbose=0), r"y is missing"),
     "trainable-not-bool": (_classifier, lambda m: setattr(m.layers[0], "trainable", None), r"trainable must be"),
-    "pop-only-dense": (lambda: cm.Sequential([cm.layers.Dense(C)], input_dim=D, seed=0), lambda m: m.pop(),
-                       r"only Dense layer"),
+    "pop-only-dense": (
+        lambda: cm.Sequential([cm.layers.Dense(C)], input_dim=D, seed=0),
+        lambda m: m.pop(),
+        r"only Dense layer",
+    ),
 }
 
 
@@ -223,7 +303,7 @@ def _with(a, i, value):
 def _overlap(model):
     buf = np.zeros((N + 1, D), np.float32)
     x = buf[:N]
-    out = buf.ravel()[D:D + N * C].reshape(N, C)  # overlaps x
+    out = buf.ravel()[D : D + N * C].reshape(N, C)  # overlaps x
     return model.predict(x, out=out)
 
 
@@ -269,8 +349,10 @@ CONSTRUCTORS = {
     "sequential-seed-float": (lambda: cm.Sequential([cm.layers.Dense(2)], seed=1.5), r"seed"),
     "sequential-not-a-layer": (lambda: cm.Sequential([cm.layers.Dense(2), 3]), r"layer"),
     "loss-smoothing": (lambda: cm.losses.SoftmaxCrossEntropy(label_smoothing=-0.1), r"label_smoothing"),
-    "loss-class-weights-nan": (lambda: cm.losses.SoftmaxCrossEntropy(class_weights=[1.0, float("nan")]),
-                               r"class_weights"),
+    "loss-class-weights-nan": (
+        lambda: cm.losses.SoftmaxCrossEntropy(class_weights=[1.0, float("nan")]),
+        r"class_weights",
+    ),
 }
 
 
@@ -344,11 +426,20 @@ def test_float64_and_list_features_work():
     assert result == model.evaluate(X, Y)
 
 
-@pytest.mark.parametrize("convert", [
-    lambda y: y.astype(np.int64), lambda y: y.astype(np.uint8), lambda y: y.astype(np.int8),
-    lambda y: y.astype(np.uint64), lambda y: y.reshape(N, 1), lambda y: y.astype(np.float64),
-    lambda y: y.astype(np.float32).reshape(N, 1), lambda y: list(map(int, y)),
-], ids=["int64", "uint8", "int8", "uint64", "n-by-1", "float64-integral", "float32-n-by-1", "list"])
+@pytest.mark.parametrize(
+    "convert",
+    [
+        lambda y: y.astype(np.int64),
+        lambda y: y.astype(np.uint8),
+        lambda y: y.astype(np.int8),
+        lambda y: y.astype(np.uint64),
+        lambda y: y.reshape(N, 1),
+        lambda y: y.astype(np.float64),
+        lambda y: y.astype(np.float32).reshape(N, 1),
+        lambda y: list(map(int, y)),
+    ],
+    ids=["int64", "uint8", "int8", "uint64", "n-by-1", "float64-integral", "float32-n-by-1", "list"],
+)
 def test_label_encodings_work(convert):
     assert _fit_weights(_classifier, X, convert(Y)) == _fit_weights(_classifier, X, Y)
     model = _classifier()

@@ -164,14 +164,28 @@ BAD = {
     "targets shape": (dict(targets=np.zeros((4, 4), np.float32)), ValueError, OP + r" targets has shape"),
     "targets rank": (dict(targets=np.zeros(12, np.float32)), ValueError, OP + r" targets has shape"),
     "grad_out shape": (dict(grad_out=np.zeros((3, 4), np.float32)), ValueError, OP + r" grad_out has shape"),
-    "empty": (dict(logits=np.zeros((0, 3), np.float32), targets=np.zeros((0, 3), np.float32)), ValueError,
-              OP + r" logits is empty"),
-    "logits strided": (dict(logits=np.zeros((4, 6), np.float32)[:, ::2]), ValueError, OP + r" logits must be C-contiguous"),
-    "targets transposed": (dict(targets=np.zeros((3, 4), np.float32).T), ValueError, OP + r" targets must be C-contiguous"),
+    "empty": (
+        dict(logits=np.zeros((0, 3), np.float32), targets=np.zeros((0, 3), np.float32)),
+        ValueError,
+        OP + r" logits is empty",
+    ),
+    "logits strided": (
+        dict(logits=np.zeros((4, 6), np.float32)[:, ::2]),
+        ValueError,
+        OP + r" logits must be C-contiguous",
+    ),
+    "targets transposed": (
+        dict(targets=np.zeros((3, 4), np.float32).T),
+        ValueError,
+        OP + r" targets must be C-contiguous",
+    ),
     "row_weights int32": (dict(row_weights=np.ones(4, np.int32)), TypeError, OP + r" row_weights must be float32"),
     "row_weights length": (dict(row_weights=np.ones(12, np.float32)), ValueError, OP + r" row_weights has shape"),
-    "inf row weight": (dict(row_weights=np.array([1, np.inf, 1, 1], np.float32)), ValueError,
-                       OP + r" row_weights\[1\] = inf must be finite and >= 0"),
+    "inf row weight": (
+        dict(row_weights=np.array([1, np.inf, 1, 1], np.float32)),
+        ValueError,
+        OP + r" row_weights\[1\] = inf must be finite and >= 0",
+    ),
 }
 
 

@@ -18,7 +18,17 @@ GEMM_VARIANT = {
 def test_build_info_keys_and_types():
     info = customml.build_info()
     assert isinstance(info, dict)
-    for key in ("version", "compiler", "cuda_compiled", "simt_emulation", "cpu_features", "isa", "isa_detected", "kernels", "num_threads"):
+    for key in (
+        "version",
+        "compiler",
+        "cuda_compiled",
+        "simt_emulation",
+        "cpu_features",
+        "isa",
+        "isa_detected",
+        "kernels",
+        "num_threads",
+    ):
         assert key in info, key
     assert info["version"] == customml.__version__ and isinstance(info["version"], str) and info["version"]
     assert isinstance(info["compiler"], str) and info["compiler"]
@@ -57,8 +67,19 @@ def test_gemm_variant_follows_isa(isa):
     assert info["kernels"]["gemm"] == GEMM_VARIANT[isa]
 
 
-ELEMENTWISE_OPS = ("softmax_cross_entropy", "count_correct", "binary_cross_entropy_with_logits", "mse", "dropout",
-                   "sgd_update", "adam_update", "clip_by_global_norm", "scale", "apply_mask", "first_nonfinite")
+ELEMENTWISE_OPS = (
+    "softmax_cross_entropy",
+    "count_correct",
+    "binary_cross_entropy_with_logits",
+    "mse",
+    "dropout",
+    "sgd_update",
+    "adam_update",
+    "clip_by_global_norm",
+    "scale",
+    "apply_mask",
+    "first_nonfinite",
+)
 
 
 def test_elementwise_variants_follow_isa(isa):

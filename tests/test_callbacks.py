@@ -72,11 +72,19 @@ def test_hooks_run_in_keras_order_with_the_models_epoch_index():
     model.fit(x, y, epochs=1, batch_size=20, validation_split=0.5, verbose=0, callbacks=[rec])
     model.fit(x, y, epochs=1, batch_size=20, verbose=0, callbacks=[rec])
     assert rec.calls == [
-        "train_begin", "epoch_begin 0", "batch 0 ['accuracy', 'loss']",
-        "epoch_end 0 ['accuracy', 'loss', 'val_accuracy', 'val_loss']", "train_end",
+        "train_begin",
+        "epoch_begin 0",
+        "batch 0 ['accuracy', 'loss']",
+        "epoch_end 0 ['accuracy', 'loss', 'val_accuracy', 'val_loss']",
+        "train_end",
         # the second fit continues the model's epochs (History.epoch restarts at 0)
-        "train_begin", "epoch_begin 1", "batch 0 ['accuracy', 'loss']", "batch 1 ['accuracy', 'loss']",
-        "epoch_end 1 ['accuracy', 'loss']", "train_end"]
+        "train_begin",
+        "epoch_begin 1",
+        "batch 0 ['accuracy', 'loss']",
+        "batch 1 ['accuracy', 'loss']",
+        "epoch_end 1 ['accuracy', 'loss']",
+        "train_end",
+    ]
     assert model.history.epoch == [0]
 
 
@@ -95,6 +103,7 @@ def test_a_callback_can_stop_training_and_bad_callbacks_are_refused():
 
 
 # -- EarlyStopping ------------------------------------------------------------------------
+
 
 def test_early_stopping_waits_patience_epochs_and_restores_the_best():
     x, y = _data()
@@ -135,6 +144,7 @@ def test_early_stopping_names_a_missing_monitor_and_bad_arguments():
 
 # -- ModelCheckpoint -----------------------------------------------------------------------
 
+
 def test_checkpoint_best_only_saves_the_best_epoch(tmp_path):
     x, y = _data()
     model = _model()
@@ -160,6 +170,7 @@ def test_checkpoint_every_epoch_with_formatted_names(tmp_path):
 
 # -- LearningRateScheduler -------------------------------------------------------------------
 
+
 def test_learning_rate_scheduler_sets_each_epochs_rate():
     x, y = _data()
     model = _model()
@@ -168,8 +179,10 @@ def test_learning_rate_scheduler_sets_each_epochs_rate():
     assert history.history["learning_rate"] == [float(np.float32(0.1 / (e + 1))) for e in range(3)]
     halve = LearningRateScheduler(lambda epoch, lr: lr * 0.5)  # Keras' two-argument form
     model.fit(x, y, epochs=2, verbose=0, callbacks=[halve])
-    assert model.history.history["learning_rate"] == [float(np.float32(np.float32(0.1 / 3) * 0.5)),
-                                                      float(np.float32(np.float32(np.float32(0.1 / 3) * 0.5) * 0.5))]
+    assert model.history.history["learning_rate"] == [
+        float(np.float32(np.float32(0.1 / 3) * 0.5)),
+        float(np.float32(np.float32(np.float32(0.1 / 3) * 0.5) * 0.5)),
+    ]
 
 
 def test_learning_rate_scheduler_with_zero_rate_freezes_the_weights():
@@ -193,6 +206,7 @@ def test_learning_rate_scheduler_refusals():
 
 
 # -- CSVLogger -------------------------------------------------------------------------------
+
 
 def _rows(path):
     with open(path, newline="") as f:
@@ -228,6 +242,7 @@ def test_csv_logger_refuses_appending_other_columns(tmp_path):
 
 
 # -- History.plot -------------------------------------------------------------------------------
+
 
 def test_history_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib", reason="matplotlib is the optional extra customml[plot]")
@@ -266,8 +281,11 @@ def _stopped_run(tmp_path, split):
     path = tmp_path / f"ckpt-{split}.cml"
 
     def callbacks():
-        return [Scores(scores), EarlyStopping(monitor="score", patience=1),
-                ModelCheckpoint(path, monitor="score", include_optimizer=True)]
+        return [
+            Scores(scores),
+            EarlyStopping(monitor="score", patience=1),
+            ModelCheckpoint(path, monitor="score", include_optimizer=True),
+        ]
 
     model = _model()
     if split is None:
@@ -316,7 +334,7 @@ def test_callback_state_only_with_the_optimizer(tmp_path):
 
     def meta(path):
         raw = path.read_bytes()
-        return json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])["__metadata__"]
+        return json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])["__metadata__"]
 
     model.save(tmp_path / "a.cml")
     assert "callbacks_state" not in meta(tmp_path / "a.cml") and meta(tmp_path / "a.cml")["format_version"] == "1"

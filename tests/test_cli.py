@@ -43,8 +43,7 @@ def test_train_verbose_prints_epochs_and_json(capsys):
     assert rc == 0, err
     assert len(re.findall(r"^Epoch \d/3 ", out, re.M)) == 3, out
     record = json.loads(out.strip().splitlines()[-1])
-    assert set(record) >= {"dataset", "test_loss", "test_accuracy", "train_seconds", "predict_p50_us",
-                           "predict_p99_us"}
+    assert set(record) >= {"dataset", "test_loss", "test_accuracy", "train_seconds", "predict_p50_us", "predict_p99_us"}
     assert record["dataset"] == "iris"
     assert abs(record["test_accuracy"] - _accuracy(out)) <= 5e-5  # printed with 4 decimals
 
@@ -58,21 +57,25 @@ def test_train_below_min_accuracy_returns_1(capsys):
 
 
 def test_train_reaching_min_accuracy_returns_0(capsys):
-    rc = cli.main(["train", "--dataset", "breast_cancer", "--epochs", "5", "--hidden", "16", "--quiet",
-                   "--min-accuracy", "0.5"])
+    rc = cli.main(
+        ["train", "--dataset", "breast_cancer", "--epochs", "5", "--hidden", "16", "--quiet", "--min-accuracy", "0.5"]
+    )
     out, err = capsys.readouterr()
     assert rc == 0, err
     assert _accuracy(out) >= 0.5
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["train", "--dataset", "mnist_typo"], "mnist_typo"),
-    (["train", "--dataset", "digits", "--device", "tpu", *FAST], "tpu"),
-    (["train", "--dataset", "digits", "--activation", "swish", *FAST], "activation"),
-    (["train", "--dataset", "digits", "--dropout", "1.0", *FAST], "rate"),
-    (["train", "--dataset", "digits", "--lr", "-1", *FAST], "learning_rate"),
-    (["train", "--dataset", "digits", "--label-smoothing", "2", *FAST], "label_smoothing"),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["train", "--dataset", "mnist_typo"], "mnist_typo"),
+        (["train", "--dataset", "digits", "--device", "tpu", *FAST], "tpu"),
+        (["train", "--dataset", "digits", "--activation", "swish", *FAST], "activation"),
+        (["train", "--dataset", "digits", "--dropout", "1.0", *FAST], "rate"),
+        (["train", "--dataset", "digits", "--lr", "-1", *FAST], "learning_rate"),
+        (["train", "--dataset", "digits", "--label-smoothing", "2", *FAST], "label_smoothing"),
+    ],
+)
 def test_train_bad_input_returns_2(capsys, argv, words):
     rc = cli.main(argv)
     out, err = capsys.readouterr()
@@ -113,8 +116,9 @@ def test_module_entry_point_in_a_subprocess():
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert "kernels" in info and info["version"] == cm.__version__
-    proc = subprocess.run([sys.executable, "-m", "customml", "train", "--dataset", "nope"], capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "customml", "train", "--dataset", "nope"], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr
 
 
@@ -158,7 +162,9 @@ def test_predict_labels_probabilities_and_to_a_file(saved_model, tmp_path, capsy
     assert cli.main(["predict", str(saved_model), str(tmp_path / "x.npy")]) == 0
     labels = [int(v) for v in capsys.readouterr().out.split()]
     assert labels == model.predict(x_test[:7]).argmax(axis=1).tolist()
-    assert cli.main(["predict", str(saved_model), str(tmp_path / "x.npy"), "--proba", "-o", str(tmp_path / "p.npy")]) == 0
+    assert (
+        cli.main(["predict", str(saved_model), str(tmp_path / "x.npy"), "--proba", "-o", str(tmp_path / "p.npy")]) == 0
+    )
     assert capsys.readouterr().out.strip() == f"7 predictions written to {tmp_path / 'p.npy'}"
     probs = np.load(tmp_path / "p.npy")
     assert probs.shape == (7, 10) and probs.dtype == np.float32
@@ -182,13 +188,16 @@ def test_export_onnx(saved_model, tmp_path, capsys):
     assert (tmp_path / "m.onnx").stat().st_size > 0 and "opset 17" in out
 
 
-@pytest.mark.parametrize("make_argv, words", [
-    (lambda p, d: ["evaluate", str(d / "missing.cml"), "--dataset", "digits"], "No such file"),
-    (lambda p, d: ["evaluate", str(p), "--dataset", "nope"], "nope"),
-    (lambda p, d: ["predict", str(p), str(d / "wrong.npy")], "features"),
-    (lambda p, d: ["predict", str(p), str(d / "text.npy")], "text.npy"),
-    (lambda p, d: ["evaluate", str(d / "corrupt.cml"), "--dataset", "digits"], "corrupt.cml"),
-])
+@pytest.mark.parametrize(
+    "make_argv, words",
+    [
+        (lambda p, d: ["evaluate", str(d / "missing.cml"), "--dataset", "digits"], "No such file"),
+        (lambda p, d: ["evaluate", str(p), "--dataset", "nope"], "nope"),
+        (lambda p, d: ["predict", str(p), str(d / "wrong.npy")], "features"),
+        (lambda p, d: ["predict", str(p), str(d / "text.npy")], "text.npy"),
+        (lambda p, d: ["evaluate", str(d / "corrupt.cml"), "--dataset", "digits"], "corrupt.cml"),
+    ],
+)
 def test_subcommand_errors_are_one_line_and_status_2(saved_model, tmp_path, capsys, make_argv, words):
     np.save(tmp_path / "wrong.npy", np.zeros((2, 5), np.float32))
     (tmp_path / "text.npy").write_text("not numpy")
@@ -212,16 +221,40 @@ def _fashion_mnist_installed() -> bool:
 def test_readme_main_job_reaches_its_accuracy(tmp_path, capsys):
     """The README's first command in full: Fashion-MNIST to >= 0.88 (about 0.90 in 20
     epochs), saved, reloaded and predicted."""
-    rc = cli.main(["train", "--dataset", "fashion_mnist", "--quiet", "--output", str(tmp_path / "m.cml"),
-                   "--min-accuracy", "0.88"])
+    rc = cli.main(
+        [
+            "train",
+            "--dataset",
+            "fashion_mnist",
+            "--quiet",
+            "--output",
+            str(tmp_path / "m.cml"),
+            "--min-accuracy",
+            "0.88",
+        ]
+    )
     out, err = capsys.readouterr()
     assert rc == 0, err + out
 
 
 def test_prune_fine_tunes_saves_and_compares(saved_model, tmp_path, capsys):
     out_path = tmp_path / "pruned.cml"
-    rc = cli.main(["prune", str(saved_model), "--sparsity", "0.8", "--fine-tune-epochs", "1", "--dataset", "digits",
-                   "--quiet", "--json", "-o", str(out_path)])
+    rc = cli.main(
+        [
+            "prune",
+            str(saved_model),
+            "--sparsity",
+            "0.8",
+            "--fine-tune-epochs",
+            "1",
+            "--dataset",
+            "digits",
+            "--quiet",
+            "--json",
+            "-o",
+            str(out_path),
+        ]
+    )
     out, err = capsys.readouterr()
     assert rc == 0, err
     assert "Pruning report (magnitude)" in out and "test accuracy" in out
@@ -243,14 +276,17 @@ def test_prune_structured_and_n_m(saved_model, tmp_path, capsys):
     assert pruned.layers[0].units == 32 and pruned._nm[0] == (2, 4)
 
 
-@pytest.mark.parametrize("args, match", [
-    ([], "prune needs --sparsity, --structured and/or --n-m"),
-    (["--sparsity", "1.5"], r"sparsity must be a number in \[0, 1\)"),
-    (["--n-m", "2-4"], "--n-m must be N:M such as 2:4"),
-    (["--n-m", "5:4"], "n must be <= m"),
-    (["--sparsity", "0.5", "--n-m", "2:4"], "give --sparsity or --n-m, not both"),
-    (["--sparsity", "0.5", "--fine-tune-epochs", "1"], "--fine-tune-epochs needs --dataset"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ([], "prune needs --sparsity, --structured and/or --n-m"),
+        (["--sparsity", "1.5"], r"sparsity must be a number in \[0, 1\)"),
+        (["--n-m", "2-4"], "--n-m must be N:M such as 2:4"),
+        (["--n-m", "5:4"], "n must be <= m"),
+        (["--sparsity", "0.5", "--n-m", "2:4"], "give --sparsity or --n-m, not both"),
+        (["--sparsity", "0.5", "--fine-tune-epochs", "1"], "--fine-tune-epochs needs --dataset"),
+    ],
+)
 def test_prune_bad_arguments(saved_model, tmp_path, capsys, args, match):
     rc = cli.main(["prune", str(saved_model), *args, "-o", str(tmp_path / "x.cml")])
     assert rc == 2

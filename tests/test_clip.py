@@ -108,8 +108,18 @@ def test_clip_empty_gradient(isa, device):
 
 BAD = {
     "grad float64": (np.ones(4), 1.0, TypeError, r"\[clip_by_global_norm\] grad must be float32"),
-    "grad strided": (np.ones(8, np.float32)[::2], 1.0, ValueError, r"\[clip_by_global_norm\] grad must be C-contiguous"),
-    "grad transposed": (np.ones((3, 4), np.float32).T, 1.0, ValueError, r"\[clip_by_global_norm\] grad must be C-contiguous"),
+    "grad strided": (
+        np.ones(8, np.float32)[::2],
+        1.0,
+        ValueError,
+        r"\[clip_by_global_norm\] grad must be C-contiguous",
+    ),
+    "grad transposed": (
+        np.ones((3, 4), np.float32).T,
+        1.0,
+        ValueError,
+        r"\[clip_by_global_norm\] grad must be C-contiguous",
+    ),
     "max_norm 0": (np.ones(4, np.float32), 0.0, ValueError, r"\[clip_by_global_norm\] max_norm must be finite and > 0"),
     "max_norm negative": (np.ones(4, np.float32), -1.0, ValueError, r"\[clip_by_global_norm\] max_norm"),
     "max_norm inf": (np.ones(4, np.float32), float("inf"), ValueError, r"\[clip_by_global_norm\] max_norm"),
@@ -125,8 +135,12 @@ def test_clip_by_global_norm_rejects_bad_input(device, case):
         ops.clip_by_global_norm(grad, max_norm, device=device)
 
 
-@given(n=st.one_of(st.sampled_from([1, 2, 3, 4, 5, 7, 8, 9, 4099, 123457]), st.integers(1, 70)),
-       kind=st.sampled_from(VALUE_KINDS), ratio=st.sampled_from([0.5, 2.0]), seed=seeds)
+@given(
+    n=st.one_of(st.sampled_from([1, 2, 3, 4, 5, 7, 8, 9, 4099, 123457]), st.integers(1, 70)),
+    kind=st.sampled_from(VALUE_KINDS),
+    ratio=st.sampled_from([0.5, 2.0]),
+    seed=seeds,
+)
 @example(n=4 * 4 * 120 * 256 + 4 * 120 * 256 + 13, kind="normal", ratio=0.5, seed=1)
 def test_clip_same_bits_at_every_alignment(device, n, kind, ratio, seed):
     # On CUDA the norm is summed in quads counted from element 0 (float4 loads, four quads

@@ -13,8 +13,12 @@ from model_reference import make_model, step_data
 def test_compile_names_equal_objects():
     """Optimizer and loss names build the same configuration as the default objects."""
     x, y = step_data("softmax_cross_entropy")
-    pairs = [("adam", cm.optimizers.Adam()), ("Adam", cm.optimizers.Adam()), ("sgd", cm.optimizers.SGD()),
-             ("adamw", cm.optimizers.AdamW())]
+    pairs = [
+        ("adam", cm.optimizers.Adam()),
+        ("Adam", cm.optimizers.Adam()),
+        ("sgd", cm.optimizers.SGD()),
+        ("adamw", cm.optimizers.AdamW()),
+    ]
     for name, obj in pairs:
         a, b = make_model(seed=3), make_model(seed=3)
         a.compile(optimizer=name, loss="sparse_categorical_crossentropy")

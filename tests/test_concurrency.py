@@ -15,8 +15,11 @@ import customml as cm
 
 def test_concurrent_predict_matches_serial():
     rng = np.random.default_rng(19)
-    model = cm.Sequential([cm.layers.Dense(96, activation="relu"), cm.layers.Dense(48, activation="tanh"),
-                           cm.layers.Dense(10)], input_dim=40, seed=3)
+    model = cm.Sequential(
+        [cm.layers.Dense(96, activation="relu"), cm.layers.Dense(48, activation="tanh"), cm.layers.Dense(10)],
+        input_dim=40,
+        seed=3,
+    )
     batches = [rng.standard_normal((b, 40)).astype(np.float32) for b in (1, 3, 4, 5, 17, 130, 600)]
     serial = [model.predict(x) for x in batches]
     errors, results = [], {}

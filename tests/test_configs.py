@@ -12,10 +12,16 @@ from customml import _core
 
 
 def _net(device="cpu", units=3):
-    return _core.Network(4, [_core.LayerSpec("affine", scale=[1.0] * 4, shift=[0.0] * 4),
-                             _core.LayerSpec("dense", units=8, activation="relu", l2=1e-4),
-                             _core.LayerSpec("dropout", rate=0.25),
-                             _core.LayerSpec("dense", units=units, trainable=True)], device)
+    return _core.Network(
+        4,
+        [
+            _core.LayerSpec("affine", scale=[1.0] * 4, shift=[0.0] * 4),
+            _core.LayerSpec("dense", units=8, activation="relu", l2=1e-4),
+            _core.LayerSpec("dropout", rate=0.25),
+            _core.LayerSpec("dense", units=units, trainable=True),
+        ],
+        device,
+    )
 
 
 def test_defaults_are_the_cpp_structs():
@@ -29,7 +35,13 @@ def test_defaults_are_the_cpp_structs():
     assert (loss.kind, loss.label_smoothing, loss.class_weights) == ("softmax_cross_entropy", 0.0, [])
     layer = _core.LayerSpec("dense")
     assert (layer.kind, layer.units, layer.activation, layer.trainable, layer.l1, layer.l2) == (
-        "dense", 0, "identity", True, 0.0, 0.0)
+        "dense",
+        0,
+        "identity",
+        True,
+        0.0,
+        0.0,
+    )
     stats = _core.MetricStats()
     assert (stats.confusion, stats.regression, stats.scores) == (False, False, False)
 
@@ -43,7 +55,13 @@ def test_fields_round_trip():
     assert (loss.label_smoothing, loss.class_weights) == (0.25, [1.0, 2.0])
     adam = _core.AdamConfig(lr=0.5, beta1=0.5, amsgrad=True, decoupled=True, weight_decay=0.25, step=7)
     assert (adam.lr, adam.beta1, adam.amsgrad, adam.decoupled, adam.weight_decay, adam.step) == (
-        0.5, 0.5, True, True, 0.25, 7)
+        0.5,
+        0.5,
+        True,
+        True,
+        0.25,
+        7,
+    )
     stats = _core.MetricStats(confusion=True, scores=True)
     assert (stats.confusion, stats.regression, stats.scores) == (True, False, True)
 
@@ -81,12 +99,17 @@ def test_network_takes_the_structs():
     assert (net.input_dim, net.output_dim, net.num_params) == (4, 3, 4 * 8 + 8 + 8 * 3 + 3)
     assert net.weight_offsets == [-1, 0, -1, 40] and net.bias_offsets == [-1, 32, -1, 64]
     assert not net.compiled
-    net.compile(_core.LossConfig("softmax_cross_entropy"),
-                _core.OptimizerConfig(_core.AdamConfig(lr=0.01, amsgrad=True), clip_norm=1.0))
+    net.compile(
+        _core.LossConfig("softmax_cross_entropy"),
+        _core.OptimizerConfig(_core.AdamConfig(lr=0.01, amsgrad=True), clip_norm=1.0),
+    )
     assert net.compiled and net.precision == "fp32" and net.state_slots == 3
     assert net.learning_rate == np.float32(0.01)
-    net.compile(_core.LossConfig("softmax_cross_entropy"), _core.OptimizerConfig(_core.SgdConfig(momentum=0.5)),
-                precision="fp32")
+    net.compile(
+        _core.LossConfig("softmax_cross_entropy"),
+        _core.OptimizerConfig(_core.SgdConfig(momentum=0.5)),
+        precision="fp32",
+    )
     assert net.state_slots == 1 and net.learning_rate == np.float32(0.01)
     net.set_metric_stats(_core.MetricStats(confusion=True))
     rng = np.random.default_rng(0)
@@ -105,14 +128,18 @@ def test_compile_checks_the_values_as_before():
     with pytest.raises(ValueError, match=r"^\[compile\] beta1 must be in \[0, 1\)"):
         net.compile(_core.LossConfig("mse"), _core.OptimizerConfig(_core.AdamConfig(beta1=1.5)))
     with pytest.raises(ValueError, match=r"^\[compile\] class_weights has 2 entries but the model has 3 classes"):
-        net.compile(_core.LossConfig("softmax_cross_entropy", class_weights=[1.0, 1.0]),
-                    _core.OptimizerConfig(_core.AdamConfig()))
+        net.compile(
+            _core.LossConfig("softmax_cross_entropy", class_weights=[1.0, 1.0]),
+            _core.OptimizerConfig(_core.AdamConfig()),
+        )
     with pytest.raises(ValueError, match=r"^\[compile\] precision must be fp32"):
         net.compile(_core.LossConfig("mse"), _core.OptimizerConfig(_core.AdamConfig()), precision="fp8")
     with pytest.raises(ValueError, match=r"^\[Network\] layer 0: units must be >= 1, got 0"):
         _core.Network(4, [_core.LayerSpec("dense")])
-    for loss, optimizer in ((None, _core.OptimizerConfig(_core.AdamConfig())),
-                            (_core.LossConfig("mse"), _core.AdamConfig())):
+    for loss, optimizer in (
+        (None, _core.OptimizerConfig(_core.AdamConfig())),
+        (_core.LossConfig("mse"), _core.AdamConfig()),
+    ):
         with pytest.raises(TypeError):
             net.compile(loss, optimizer)
     assert not net.compiled

@@ -82,13 +82,18 @@ def _binding() -> Dict[str, List[Signature]]:
             if issubclass(obj, BaseException):
                 continue
             for member, attr in vars(obj).items():
-                if member.startswith("_") and member != "__init__" and not member.startswith("__dlpack") \
-                        and member not in ("__array__", "__cuda_array_interface__"):
+                if (
+                    member.startswith("_")
+                    and member != "__init__"
+                    and not member.startswith("__dlpack")
+                    and member not in ("__array__", "__cuda_array_interface__")
+                ):
                     continue
                 if member == "__init__" and not _binding_signatures("__init__", attr, method=True):
                     continue  # no constructor bound (PackedS8, PackedCsr)
-                out[f"{name}.{member}"] = ([] if isinstance(attr, property)
-                                          else _binding_signatures(member, attr, method=True))
+                out[f"{name}.{member}"] = (
+                    [] if isinstance(attr, property) else _binding_signatures(member, attr, method=True)
+                )
         elif callable(obj):
             out[name] = _binding_signatures(name, obj, method=False)
         else:
@@ -100,8 +105,11 @@ def test_stub_names_the_binding():
     stub, binding = _stub(), _binding()
     assert sorted(set(binding) - set(stub)) == [], "in _core but not in _core.pyi"
     # The stub's private helpers (underscored, type-checking only) exist nowhere at run time.
-    extra = [n for n in set(stub) - set(binding) if not n.split(".")[-1].startswith("_")
-             and not n.split(".")[0].startswith("_")]
+    extra = [
+        n
+        for n in set(stub) - set(binding)
+        if not n.split(".")[-1].startswith("_") and not n.split(".")[0].startswith("_")
+    ]
     assert sorted(extra) == [], "in _core.pyi but not in _core"
 
 

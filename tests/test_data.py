@@ -22,6 +22,7 @@ def _features(n=50, d=4, seed=0):
 
 # -- scaling ---------------------------------------------------------------------------------
 
+
 def test_standardize_uses_the_first_arrays_statistics():
     x_train, x_test = _features(), _features(20, seed=1)
     z_train, z_test = data.standardize(x_train, x_test)
@@ -53,14 +54,17 @@ def test_min_max_scale_maps_the_first_array_onto_the_range():
     np.testing.assert_allclose([r[:, [0, 1, 3]].min(), r[:, [0, 1, 3]].max()], [-1, 1], rtol=0, atol=2 * U32)
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: data.standardize(np.ones((3, 2)), np.ones((3, 3))), "argument 2 has 3 features"),
-    (lambda: data.standardize(np.ones(3)), "2-D"),
-    (lambda: data.standardize(np.zeros((0, 2))), "empty"),
-    (lambda: data.standardize(np.array([[1.0, np.nan]])), "NaN"),
-    (lambda: data.min_max_scale(np.array([["a"]])), "numeric"),
-    (lambda: data.min_max_scale(np.ones((2, 2)), feature_range=(1, 0)), "feature_range"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: data.standardize(np.ones((3, 2)), np.ones((3, 3))), "argument 2 has 3 features"),
+        (lambda: data.standardize(np.ones(3)), "2-D"),
+        (lambda: data.standardize(np.zeros((0, 2))), "empty"),
+        (lambda: data.standardize(np.array([[1.0, np.nan]])), "NaN"),
+        (lambda: data.min_max_scale(np.array([["a"]])), "numeric"),
+        (lambda: data.min_max_scale(np.ones((2, 2)), feature_range=(1, 0)), "feature_range"),
+    ],
+)
 def test_scaling_refuses_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
@@ -68,25 +72,33 @@ def test_scaling_refuses_bad_input(call, match):
 
 # -- one_hot ----------------------------------------------------------------------------------
 
+
 def test_one_hot():
     out = data.one_hot([2, 0, 1, 2])
     assert out.dtype == np.float32 and out.shape == (4, 3)
     np.testing.assert_array_equal(out, np.eye(3, dtype=np.float32)[[2, 0, 1, 2]])
-    assert data.one_hot(np.array([[1], [0]]), num_classes=4, dtype=np.int32).tolist() == [[0, 1, 0, 0],
-                                                                                          [1, 0, 0, 0]]
+    assert data.one_hot(np.array([[1], [0]]), num_classes=4, dtype=np.int32).tolist() == [[0, 1, 0, 0], [1, 0, 0, 0]]
     assert data.one_hot(np.array([1.0, 0.0])).tolist() == [[0, 1], [1, 0]]
 
 
-@pytest.mark.parametrize("y, kwargs, match", [
-    ([0, -1], {}, "negative"), ([0, 3], {"num_classes": 3}, "outside"), ([0.5], {}, "integer"),
-    ([[0, 1]], {}, "1-D"), (["a"], {}, "integer"), ([0], {"num_classes": 0}, "num_classes"),
-])
+@pytest.mark.parametrize(
+    "y, kwargs, match",
+    [
+        ([0, -1], {}, "negative"),
+        ([0, 3], {"num_classes": 3}, "outside"),
+        ([0.5], {}, "integer"),
+        ([[0, 1]], {}, "1-D"),
+        (["a"], {}, "integer"),
+        ([0], {"num_classes": 0}, "num_classes"),
+    ],
+)
 def test_one_hot_refuses_bad_labels(y, kwargs, match):
     with pytest.raises(ValueError, match=match):
         data.one_hot(y, **kwargs)
 
 
 # -- train_val_test_split --------------------------------------------------------------------
+
 
 def _labels():
     return np.repeat([0, 1, 2], [60, 30, 10]).astype(np.int32)
@@ -108,8 +120,9 @@ def test_split_sizes_cover_and_determinism():
 
 def test_stratified_split_keeps_class_proportions():
     x = np.arange(100, dtype=np.float32)[:, None]
-    (_, ytr), (_, yv), (_, yte) = data.train_val_test_split(x, _labels(), val_size=0.1, test_size=0.2,
-                                                            stratify=True, seed=0)
+    (_, ytr), (_, yv), (_, yte) = data.train_val_test_split(
+        x, _labels(), val_size=0.1, test_size=0.2, stratify=True, seed=0
+    )
     # 60/30/10 of 100: exact quotas exist for 20 and 10 samples
     assert np.bincount(yte).tolist() == [12, 6, 2]
     assert np.bincount(yv).tolist() == [6, 3, 1]
@@ -120,12 +133,17 @@ def test_stratified_split_keeps_class_proportions():
     assert np.bincount(yte7, minlength=3).tolist() == [4, 2, 1]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"val_size": 1.0}, "val_size"), ({"test_size": -0.1}, "test_size"), ({"val_size": 0.5, "test_size": 0.5},
-                                                                          "no training"),
-    ({"seed": -1}, "seed"), ({"stratify": True, "y": np.linspace(0, 1, 100)}, "integer"),
-    ({"y": np.zeros(99)}, "y has 99"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"val_size": 1.0}, "val_size"),
+        ({"test_size": -0.1}, "test_size"),
+        ({"val_size": 0.5, "test_size": 0.5}, "no training"),
+        ({"seed": -1}, "seed"),
+        ({"stratify": True, "y": np.linspace(0, 1, 100)}, "integer"),
+        ({"y": np.zeros(99)}, "y has 99"),
+    ],
+)
 def test_split_refuses_bad_arguments(kwargs, match):
     args = {"x": np.zeros((100, 2)), "y": _labels()}
     args.update(kwargs)
@@ -134,6 +152,7 @@ def test_split_refuses_bad_arguments(kwargs, match):
 
 
 # -- batches ----------------------------------------------------------------------------------
+
 
 def test_batches_are_seeded_permutations_per_epoch():
     x = np.arange(10, dtype=np.float32)[:, None]
@@ -150,14 +169,21 @@ def test_batches_are_seeded_permutations_per_epoch():
     assert epochs[0].tolist() != epochs[1].tolist()  # a new order each pass
     fresh = data.Batches(x, y, batch_size=4, seed=3)
     np.testing.assert_array_equal(fresh.order(1), epochs[1])  # pass 1 without replaying pass 0
-    assert [b.tolist() for b in data.batches(x, batch_size=4, shuffle=False, drop_last=True)] == \
-        [[[0], [1], [2], [3]], [[4], [5], [6], [7]]]
+    assert [b.tolist() for b in data.batches(x, batch_size=4, shuffle=False, drop_last=True)] == [
+        [[0], [1], [2], [3]],
+        [[4], [5], [6], [7]],
+    ]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"batch_size": 0}, "batch_size"), ({"seed": 1.5}, "seed"), ({"y": np.zeros(3)}, "y has 3"),
-    ({"batch_size": 20, "drop_last": True}, "drop_last"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"seed": 1.5}, "seed"),
+        ({"y": np.zeros(3)}, "y has 3"),
+        ({"batch_size": 20, "drop_last": True}, "drop_last"),
+    ],
+)
 def test_batches_refuse_bad_arguments(kwargs, match):
     args = {"x": np.zeros((10, 2))}
     args.update(kwargs)

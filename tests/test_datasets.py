@@ -18,10 +18,20 @@ import customml as cm
 from customml import cli, datasets
 from support import U32
 
-FILES = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
-         "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
-CODES = {np.dtype("u1"): 0x08, np.dtype("i1"): 0x09, np.dtype(">i2"): 0x0B, np.dtype(">i4"): 0x0C,
-         np.dtype(">f4"): 0x0D, np.dtype(">f8"): 0x0E}
+FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+CODES = {
+    np.dtype("u1"): 0x08,
+    np.dtype("i1"): 0x09,
+    np.dtype(">i2"): 0x0B,
+    np.dtype(">i4"): 0x0C,
+    np.dtype(">f4"): 0x0D,
+    np.dtype(">f8"): 0x0E,
+}
 
 
 def _idx_bytes(a: np.ndarray, dtype) -> bytes:
@@ -38,8 +48,12 @@ def _write(path, raw: bytes, gz: bool = False):
 
 def _fashion_dir(tmp_path, n_train=6, n_test=4, gz=True, images=None):
     rng = np.random.default_rng(0)
-    arrays = {"x_train": rng.integers(0, 256, (n_train, 28, 28)), "y_train": np.arange(n_train) % 10,
-              "x_test": rng.integers(0, 256, (n_test, 28, 28)), "y_test": (np.arange(n_test) * 3) % 10}
+    arrays = {
+        "x_train": rng.integers(0, 256, (n_train, 28, 28)),
+        "y_train": np.arange(n_train) % 10,
+        "x_test": rng.integers(0, 256, (n_test, 28, 28)),
+        "y_test": (np.arange(n_test) * 3) % 10,
+    }
     arrays.update(images or {})
     for key, base in FILES.items():
         _write(tmp_path / (base + (".gz" if gz else "")), _idx_bytes(arrays[key], "u1"), gz)
@@ -47,6 +61,7 @@ def _fashion_dir(tmp_path, n_train=6, n_test=4, gz=True, images=None):
 
 
 # -- the reader ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
 @pytest.mark.parametrize("dtype", list(CODES), ids=[d.str for d in CODES])
@@ -95,6 +110,7 @@ def test_read_idx_refuses_damaged_gzip(tmp_path, cut):
 
 # -- fashion_mnist --------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
 def test_fashion_mnist_from_a_path(tmp_path, gz):
     arrays = _fashion_dir(tmp_path, gz=gz)
@@ -121,11 +137,14 @@ def test_fashion_mnist_missing_names_the_package(tmp_path, monkeypatch):
     assert cli.main(["train", "--dataset", "fashion_mnist", "--epochs", "1", "--quiet"]) == 2
 
 
-@pytest.mark.parametrize("images, match", [
-    ({"x_train": np.zeros((6, 27, 28))}, "28, 28"),
-    ({"y_train": np.arange(5)}, "expected 6 uint8 labels"),
-    ({"y_test": np.array([0, 1, 10, 2])}, "label 10"),
-])
+@pytest.mark.parametrize(
+    "images, match",
+    [
+        ({"x_train": np.zeros((6, 27, 28))}, "28, 28"),
+        ({"y_train": np.arange(5)}, "expected 6 uint8 labels"),
+        ({"y_test": np.array([0, 1, 10, 2])}, "label 10"),
+    ],
+)
 def test_fashion_mnist_refuses_wrong_contents(tmp_path, images, match):
     _fashion_dir(tmp_path, images=images)
     with pytest.raises(ValueError, match=match):
@@ -140,9 +159,10 @@ def test_names_and_paths():
         cm.datasets.load("mnist_typo")
 
 
-@pytest.mark.skipif(not os.path.isdir(datasets.FASHION_MNIST_DIR),
-                    reason="the Debian package dataset-fashion-mnist is not installed "
-                           f"({datasets.FASHION_MNIST_DIR} is absent)")
+@pytest.mark.skipif(
+    not os.path.isdir(datasets.FASHION_MNIST_DIR),
+    reason=f"the Debian package dataset-fashion-mnist is not installed ({datasets.FASHION_MNIST_DIR} is absent)",
+)
 def test_the_real_package():
     (x_train, y_train), (x_test, y_test) = cm.datasets.load("fashion_mnist", path=datasets.FASHION_MNIST_DIR)
     assert x_train.shape == (60000, 784) and x_test.shape == (10000, 784)
@@ -174,8 +194,10 @@ def test_datasets_load_digits():
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("name, n_train, n_test, features, classes", [
-    ("breast_cancer", 455, 114, 30, 2), ("wine", 142, 36, 13, 3), ("iris", 120, 30, 4, 3)])
+@pytest.mark.parametrize(
+    "name, n_train, n_test, features, classes",
+    [("breast_cancer", 455, 114, 30, 2), ("wine", 142, 36, 13, 3), ("iris", 120, 30, 4, 3)],
+)
 def test_datasets_load_others(name, n_train, n_test, features, classes):
     (x_train, y_train), (x_test, y_test) = cm.datasets.load(name)
     assert x_train.shape == (n_train, features) and x_test.shape == (n_test, features)

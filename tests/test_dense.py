@@ -160,8 +160,19 @@ def run_backward(dy, x, w, y, z, activation, device, need_dx=True):
     n_out = w.shape[1]
     dx_buf = nan_filled((batch, n_in))
     dw_buf, db_buf = nan_filled((n_in, n_out)), nan_filled((n_out,))
-    dx, dw, db = ops.dense_backward(dy, x, w, y, z=z, activation=activation, need_dx=need_dx, dx_out=dx_buf,
-                                    dweight_out=dw_buf, dbias_out=db_buf, device=device)
+    dx, dw, db = ops.dense_backward(
+        dy,
+        x,
+        w,
+        y,
+        z=z,
+        activation=activation,
+        need_dx=need_dx,
+        dx_out=dx_buf,
+        dweight_out=dw_buf,
+        dbias_out=db_buf,
+        device=device,
+    )
     assert dw is dw_buf and db is db_buf
     if need_dx:
         assert dx is dx_buf
@@ -295,9 +306,9 @@ def test_dense_forward_rows_do_not_depend_on_the_batch(isa, device, problem, sta
     x = np.concatenate([x, make_values(rng, (13, x.shape[1]), "normal")])  # >= 14 rows: the tiled path
     full = ops.dense_forward(x, w, b, activation="gelu", device=device)
     for rows in (1, 2, 3, 4, 5, 6, 11, 12, 13):
-        part = ops.dense_forward(x[start:start + rows].copy(), w, b, activation="gelu", device=device)
+        part = ops.dense_forward(x[start : start + rows].copy(), w, b, activation="gelu", device=device)
         where = f"rows {start}..{start + rows - 1} alone vs in a batch of {len(x)}"
-        assert_same_bits(part, full[start:start + rows], where)
+        assert_same_bits(part, full[start : start + rows], where)
 
 
 # The small-m path's boundaries per ISA level: MR (the rows below which it runs) and the
@@ -401,42 +412,97 @@ def _preact_bias(kw):
 
 
 FORWARD_BAD = {
-    "x float64": (lambda kw: kw.update(x=kw["x"].astype(np.float64)), TypeError, r"\[dense_forward\] x must be float32"),
-    "weight float16": (lambda kw: kw.update(weight=kw["weight"].astype(np.float16)), TypeError,
-                       r"\[dense_forward\] weight must be float32"),
-    "bias int32": (lambda kw: kw.update(bias=kw["bias"].astype(np.int32)), TypeError, r"\[dense_forward\] bias must be float32"),
+    "x float64": (
+        lambda kw: kw.update(x=kw["x"].astype(np.float64)),
+        TypeError,
+        r"\[dense_forward\] x must be float32",
+    ),
+    "weight float16": (
+        lambda kw: kw.update(weight=kw["weight"].astype(np.float16)),
+        TypeError,
+        r"\[dense_forward\] weight must be float32",
+    ),
+    "bias int32": (
+        lambda kw: kw.update(bias=kw["bias"].astype(np.int32)),
+        TypeError,
+        r"\[dense_forward\] bias must be float32",
+    ),
     "out float64": (lambda kw: kw.update(out=np.empty((4, 5))), TypeError, r"\[dense_forward\] out must be float32"),
-    "preact_out int32": (lambda kw: kw.update(preact_out=np.empty((4, 5), np.int32)), TypeError,
-                         r"\[dense_forward\] preact_out must be float32"),
+    "preact_out int32": (
+        lambda kw: kw.update(preact_out=np.empty((4, 5), np.int32)),
+        TypeError,
+        r"\[dense_forward\] preact_out must be float32",
+    ),
     "x 1-D": (lambda kw: kw.update(x=np.ones(3, np.float32)), ValueError, r"\[dense_forward\] x must be 2-D"),
     "x 3-D": (lambda kw: kw.update(x=np.ones((4, 3, 1), np.float32)), ValueError, r"\[dense_forward\] x must be 2-D"),
-    "bias 2-D": (lambda kw: kw.update(bias=np.ones((1, 5), np.float32)), ValueError, r"\[dense_forward\] bias must be 1-D"),
-    "x columns": (lambda kw: kw.update(x=np.ones((4, 4), np.float32)), ValueError,
-                  r"\[dense_forward\] x has 4 columns but weight has 3 rows"),
+    "bias 2-D": (
+        lambda kw: kw.update(bias=np.ones((1, 5), np.float32)),
+        ValueError,
+        r"\[dense_forward\] bias must be 1-D",
+    ),
+    "x columns": (
+        lambda kw: kw.update(x=np.ones((4, 4), np.float32)),
+        ValueError,
+        r"\[dense_forward\] x has 4 columns but weight has 3 rows",
+    ),
     "bias length": (lambda kw: kw.update(bias=np.ones(4, np.float32)), ValueError, r"\[dense_forward\] bias has shape"),
-    "out shape": (lambda kw: kw.update(out=np.empty((4, 4), np.float32)), ValueError, r"\[dense_forward\] out has shape"),
-    "preact_out shape": (lambda kw: kw.update(preact_out=np.empty((3, 5), np.float32)), ValueError,
-                         r"\[dense_forward\] preact_out has shape"),
-    "weight 0 columns": (lambda kw: kw.update(weight=np.ones((3, 0), np.float32), bias=np.ones(0, np.float32)),
-                         ValueError, r"\[dense_forward\] weight has shape"),
-    "x strided": (lambda kw: kw.update(x=np.ones((4, 6), np.float32)[:, ::2]), ValueError,
-                  r"\[dense_forward\] x must be C-contiguous"),
-    "weight transposed": (lambda kw: kw.update(weight=np.ones((5, 3), np.float32).T), ValueError,
-                          r"\[dense_forward\] weight must be C-contiguous"),
-    "out transposed": (lambda kw: kw.update(out=np.empty((5, 4), np.float32).T), ValueError,
-                       r"\[dense_forward\] out must be C-contiguous"),
-    "out is x": (lambda kw: kw.update(x=np.ones((4, 3), np.float32), weight=np.ones((3, 3), np.float32),
-                                      bias=np.ones(3, np.float32)) or kw.update(out=kw["x"]),
-                 ValueError, r"\[dense_forward\] out shares memory with x"),
-    "preact_out is out": (lambda kw: kw.update(out=np.empty((4, 5), np.float32)) or kw.update(preact_out=kw["out"]),
-                          ValueError, r"\[dense_forward\] preact_out shares memory with out"),
+    "out shape": (
+        lambda kw: kw.update(out=np.empty((4, 4), np.float32)),
+        ValueError,
+        r"\[dense_forward\] out has shape",
+    ),
+    "preact_out shape": (
+        lambda kw: kw.update(preact_out=np.empty((3, 5), np.float32)),
+        ValueError,
+        r"\[dense_forward\] preact_out has shape",
+    ),
+    "weight 0 columns": (
+        lambda kw: kw.update(weight=np.ones((3, 0), np.float32), bias=np.ones(0, np.float32)),
+        ValueError,
+        r"\[dense_forward\] weight has shape",
+    ),
+    "x strided": (
+        lambda kw: kw.update(x=np.ones((4, 6), np.float32)[:, ::2]),
+        ValueError,
+        r"\[dense_forward\] x must be C-contiguous",
+    ),
+    "weight transposed": (
+        lambda kw: kw.update(weight=np.ones((5, 3), np.float32).T),
+        ValueError,
+        r"\[dense_forward\] weight must be C-contiguous",
+    ),
+    "out transposed": (
+        lambda kw: kw.update(out=np.empty((5, 4), np.float32).T),
+        ValueError,
+        r"\[dense_forward\] out must be C-contiguous",
+    ),
+    "out is x": (
+        lambda kw: (
+            kw.update(x=np.ones((4, 3), np.float32), weight=np.ones((3, 3), np.float32), bias=np.ones(3, np.float32))
+            or kw.update(out=kw["x"])
+        ),
+        ValueError,
+        r"\[dense_forward\] out shares memory with x",
+    ),
+    "preact_out is out": (
+        lambda kw: kw.update(out=np.empty((4, 5), np.float32)) or kw.update(preact_out=kw["out"]),
+        ValueError,
+        r"\[dense_forward\] preact_out shares memory with out",
+    ),
     # Kernel bug (see the report): preact_out is not checked against weight and bias, so
     # the op silently overwrites its own weight with the pre-activations.
-    "preact_out is weight": (_square_preact_weight, ValueError, r"\[dense_forward\] preact_out shares memory with weight"),
+    "preact_out is weight": (
+        _square_preact_weight,
+        ValueError,
+        r"\[dense_forward\] preact_out shares memory with weight",
+    ),
     "preact_out is bias": (_preact_bias, ValueError, r"\[dense_forward\] preact_out shares memory with bias"),
     "unknown activation": (lambda kw: kw.update(activation="swish"), ValueError, r"\[dense_forward\] .*activation"),
-    "read-only out": (lambda kw: kw.update(out=np.empty((4, 5), np.float32)) or kw["out"].setflags(write=False),
-                      ValueError, r"\[dense_forward\] out"),
+    "read-only out": (
+        lambda kw: kw.update(out=np.empty((4, 5), np.float32)) or kw["out"].setflags(write=False),
+        ValueError,
+        r"\[dense_forward\] out",
+    ),
 }
 
 
@@ -454,37 +520,88 @@ def _z(kw, z):
 
 
 BACKWARD_BAD = {
-    "dy float64": (lambda kw: kw.update(dy=kw["dy"].astype(np.float64)), TypeError, r"\[dense_backward\] dy must be float32"),
+    "dy float64": (
+        lambda kw: kw.update(dy=kw["dy"].astype(np.float64)),
+        TypeError,
+        r"\[dense_backward\] dy must be float32",
+    ),
     "y int32": (lambda kw: kw.update(y=kw["y"].astype(np.int32)), TypeError, r"\[dense_backward\] y must be float32"),
-    "dweight float64": (lambda kw: kw.update(dweight_out=np.empty((3, 5))), TypeError,
-                        r"\[dense_backward\] dweight must be float32"),
+    "dweight float64": (
+        lambda kw: kw.update(dweight_out=np.empty((3, 5))),
+        TypeError,
+        r"\[dense_backward\] dweight must be float32",
+    ),
     "dx float64": (lambda kw: kw.update(dx_out=np.empty((4, 3))), TypeError, r"\[dense_backward\] dx must be float32"),
     "z float64": (lambda kw: _z(kw, np.ones((4, 5))), TypeError, r"\[dense_backward\] z must be float32"),
     "dy shape": (lambda kw: kw.update(dy=np.ones((4, 4), np.float32)), ValueError, r"\[dense_backward\] dy has shape"),
     "y shape": (lambda kw: kw.update(y=np.ones((3, 5), np.float32)), ValueError, r"\[dense_backward\] y has shape"),
     "x 1-D": (lambda kw: kw.update(x=np.ones(3, np.float32)), ValueError, r"\[dense_backward\] x must be 2-D"),
-    "x columns": (lambda kw: kw.update(x=np.ones((4, 2), np.float32)), ValueError,
-                  r"\[dense_backward\] x has 2 columns but weight has 3 rows"),
+    "x columns": (
+        lambda kw: kw.update(x=np.ones((4, 2), np.float32)),
+        ValueError,
+        r"\[dense_backward\] x has 2 columns but weight has 3 rows",
+    ),
     "z shape": (lambda kw: _z(kw, np.ones((4, 4), np.float32)), ValueError, r"\[dense_backward\] z has shape"),
-    "dbias shape": (lambda kw: kw.update(dbias_out=np.empty(4, np.float32)), ValueError, r"\[dense_backward\] dbias has shape"),
-    "dx shape": (lambda kw: kw.update(dx_out=np.empty((4, 4), np.float32)), ValueError, r"\[dense_backward\] dx has shape"),
-    "gelu without z": (lambda kw: kw.update(activation="gelu"), ValueError,
-                       r"\[dense_backward\] activation 'gelu' needs the pre-activation z"),
-    "dy strided": (lambda kw: kw.update(dy=np.ones((4, 10), np.float32)[:, ::2]), ValueError,
-                   r"\[dense_backward\] dy must be C-contiguous"),
-    "z transposed": (lambda kw: _z(kw, np.ones((5, 4), np.float32).T), ValueError, r"\[dense_backward\] z must be C-contiguous"),
-    "dweight transposed": (lambda kw: kw.update(dweight_out=np.empty((5, 3), np.float32).T), ValueError,
-                           r"\[dense_backward\] dweight must be C-contiguous"),
-    "dx is dy": (lambda kw: kw.update(x=np.ones((4, 5), np.float32), weight=np.ones((5, 5), np.float32))
-                 or kw.update(dx_out=kw["dy"]), ValueError, r"\[dense_backward\] dx shares memory with dy"),
-    "dweight is weight": (lambda kw: kw.update(dweight_out=kw["weight"]), ValueError,
-                          r"\[dense_backward\] dweight shares memory with weight"),
-    "dbias inside dweight": (lambda kw: kw.update(dweight_out=np.empty((3, 5), np.float32))
-                             or kw.update(dbias_out=kw["dweight_out"][1]), ValueError,
-                             r"\[dense_backward\] dweight shares memory with dbias"),
-    "dx is z": (lambda kw: _z(kw, np.ones((4, 3), np.float32)) or kw.update(
-        weight=np.ones((3, 3), np.float32), dy=np.ones((4, 3), np.float32), y=np.ones((4, 3), np.float32),
-        dx_out=kw["z"]), ValueError, r"\[dense_backward\] dx shares memory with z"),
+    "dbias shape": (
+        lambda kw: kw.update(dbias_out=np.empty(4, np.float32)),
+        ValueError,
+        r"\[dense_backward\] dbias has shape",
+    ),
+    "dx shape": (
+        lambda kw: kw.update(dx_out=np.empty((4, 4), np.float32)),
+        ValueError,
+        r"\[dense_backward\] dx has shape",
+    ),
+    "gelu without z": (
+        lambda kw: kw.update(activation="gelu"),
+        ValueError,
+        r"\[dense_backward\] activation 'gelu' needs the pre-activation z",
+    ),
+    "dy strided": (
+        lambda kw: kw.update(dy=np.ones((4, 10), np.float32)[:, ::2]),
+        ValueError,
+        r"\[dense_backward\] dy must be C-contiguous",
+    ),
+    "z transposed": (
+        lambda kw: _z(kw, np.ones((5, 4), np.float32).T),
+        ValueError,
+        r"\[dense_backward\] z must be C-contiguous",
+    ),
+    "dweight transposed": (
+        lambda kw: kw.update(dweight_out=np.empty((5, 3), np.float32).T),
+        ValueError,
+        r"\[dense_backward\] dweight must be C-contiguous",
+    ),
+    "dx is dy": (
+        lambda kw: (
+            kw.update(x=np.ones((4, 5), np.float32), weight=np.ones((5, 5), np.float32)) or kw.update(dx_out=kw["dy"])
+        ),
+        ValueError,
+        r"\[dense_backward\] dx shares memory with dy",
+    ),
+    "dweight is weight": (
+        lambda kw: kw.update(dweight_out=kw["weight"]),
+        ValueError,
+        r"\[dense_backward\] dweight shares memory with weight",
+    ),
+    "dbias inside dweight": (
+        lambda kw: kw.update(dweight_out=np.empty((3, 5), np.float32)) or kw.update(dbias_out=kw["dweight_out"][1]),
+        ValueError,
+        r"\[dense_backward\] dweight shares memory with dbias",
+    ),
+    "dx is z": (
+        lambda kw: (
+            _z(kw, np.ones((4, 3), np.float32))
+            or kw.update(
+                weight=np.ones((3, 3), np.float32),
+                dy=np.ones((4, 3), np.float32),
+                y=np.ones((4, 3), np.float32),
+                dx_out=kw["z"],
+            )
+        ),
+        ValueError,
+        r"\[dense_backward\] dx shares memory with z",
+    ),
 }
 
 
@@ -507,7 +624,7 @@ def _misaligned(a: np.ndarray) -> np.ndarray:
     kernels that use 16-byte vector loads must fall back for it."""
     buf = np.empty(a.size + 8, np.float32)
     start = (-(buf.ctypes.data // 4) + 1) % 4  # first element index at 16-byte offset 4
-    out = buf[start:start + a.size].reshape(a.shape)
+    out = buf[start : start + a.size].reshape(a.shape)
     out[...] = a
     assert out.flags.c_contiguous and out.ctypes.data % 16 == 4
     return out

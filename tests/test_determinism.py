@@ -157,8 +157,19 @@ def test_optimizer_updates_are_bit_identical_across_isa_levels(amsgrad):
         with use_isa(level):
             p, m, v = p0.copy(), m0.copy(), v0.copy()
             vmax = v0.copy() * 1.5 if amsgrad else None
-            cm.ops.adam_update(p, g0, m, v, vmax, lr=1e-3, step=3, weight_decay=0.01, decoupled=True,
-                               amsgrad=amsgrad, no_decay=[(100, 200)])
+            cm.ops.adam_update(
+                p,
+                g0,
+                m,
+                v,
+                vmax,
+                lr=1e-3,
+                step=3,
+                weight_decay=0.01,
+                decoupled=True,
+                amsgrad=amsgrad,
+                no_decay=[(100, 200)],
+            )
             q, vel = p0.copy(), m0.copy()
             cm.ops.sgd_update(q, g0, vel, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
             results[level] = [a.tobytes() for a in (p, m, v, q, vel)]

@@ -68,15 +68,27 @@ def test_dense_forward_and_backward(array_device, activation):
     ops.dense_forward(x, w, b, activation=activation, preact_out=z)
     d = array_device
     y_dev, z_dev = nan_out(d, (9, 21)), nan_out(d, (9, 21))
-    assert ops.dense_forward(on(d, x), on(d, w), on(d, b), activation=activation, out=y_dev, preact_out=z_dev,
-                             device=d) is y_dev
+    assert (
+        ops.dense_forward(on(d, x), on(d, w), on(d, b), activation=activation, out=y_dev, preact_out=z_dev, device=d)
+        is y_dev
+    )
     close_sums(y_dev, y, "y")
     close_sums(z_dev, z, "z")
     dy = values(rng, (9, 21))
     want = ops.dense_backward(dy, x, w, y, z=z, activation=activation)
     outs = [nan_out(d, s) for s in ((9, 37), (37, 21), (21,))]
-    got = ops.dense_backward(on(d, dy), on(d, x), on(d, w), on(d, y), z=on(d, z), activation=activation,
-                             dx_out=outs[0], dweight_out=outs[1], dbias_out=outs[2], device=d)
+    got = ops.dense_backward(
+        on(d, dy),
+        on(d, x),
+        on(d, w),
+        on(d, y),
+        z=on(d, z),
+        activation=activation,
+        dx_out=outs[0],
+        dweight_out=outs[1],
+        dbias_out=outs[2],
+        device=d,
+    )
     for g, w_, name in zip(got, want, ("dx", "dweight", "dbias")):
         close_sums(g, w_, name)
 
@@ -87,8 +99,9 @@ def test_losses_and_metrics(array_device):
     logits, labels = values(rng, (33, 10), 3.0), rng.integers(0, 10, 33).astype(np.int32)
     loss, grad = ops.softmax_cross_entropy(logits, labels, label_smoothing=0.1)
     g_dev = nan_out(d, (33, 10))
-    loss_dev, got = ops.softmax_cross_entropy(on(d, logits), on(d, labels), label_smoothing=0.1, grad_out=g_dev,
-                                              device=d)
+    loss_dev, got = ops.softmax_cross_entropy(
+        on(d, logits), on(d, labels), label_smoothing=0.1, grad_out=g_dev, device=d
+    )
     assert got is g_dev
     np.testing.assert_allclose(loss_dev, loss, rtol=2e-5)
     close_sums(g_dev, grad, "softmax-CE grad")
@@ -152,8 +165,17 @@ def test_quantized_product(array_device):
     bias = values(rng, (19,))
     want = ops.gemm_s8(q, ops.gemm_s8_pack(w), scale, zero, w_scale, bias=bias, activation="relu")
     y = nan_out(d, (7, 19))
-    ops.gemm_s8(q_dev, ops.gemm_s8_pack(on(d, w), device=d), on(d, scale), on(d, zero), on(d, w_scale),
-                bias=on(d, bias), activation="relu", out=y, device=d)
+    ops.gemm_s8(
+        q_dev,
+        ops.gemm_s8_pack(on(d, w), device=d),
+        on(d, scale),
+        on(d, zero),
+        on(d, w_scale),
+        bias=on(d, bias),
+        activation="relu",
+        out=y,
+        device=d,
+    )
     close_sums(y, want, "gemm_s8")  # the int32 sums are exact; the float epilogue may contract
 
 
@@ -228,5 +250,4 @@ def test_the_bridge_skips_host_only_layouts_on_cuda():
     from device_arrays import bridged
 
     with pytest.raises(pytest.skip.Exception, match="not C-contiguous"):
-        bridged(ops.sgd_update, "cuda")(np.ones(8, np.float32)[::2], np.ones(8, np.float32)[::2], lr=0.1,
-                                        device="cuda")
+        bridged(ops.sgd_update, "cuda")(np.ones(8, np.float32)[::2], np.ones(8, np.float32)[::2], lr=0.1, device="cuda")

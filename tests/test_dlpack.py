@@ -22,14 +22,17 @@ try:
     import torch
 except ImportError:
     torch = None
-needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed (pip install .[bench]): the DLPack "
-                                                       "exchange with PyTorch is not tested")
+needs_torch = pytest.mark.skipif(
+    torch is None,
+    reason="torch is not installed (pip install .[bench]): the DLPack exchange with PyTorch is not tested",
+)
 
 HOST_DEVICES = ["cpu"] + (["cuda-emulated"] if _core.build_info()["simt_emulation"] else [])
 DTYPES = ["float32", "float16", "float64", "int8", "uint8", "int32", "int64"]
 SHAPES = [(), (0,), (1,), (5,), (3, 4), (2, 3, 5)]
-needs_cuda = pytest.mark.skipif(not _core.cuda_available(),
-                                reason=f"needs a CUDA device: {_core.cuda_unavailable_reason()}")
+needs_cuda = pytest.mark.skipif(
+    not _core.cuda_available(), reason=f"needs a CUDA device: {_core.cuda_unavailable_reason()}"
+)
 
 
 @pytest.fixture(params=HOST_DEVICES)
@@ -214,8 +217,11 @@ def test_empty_and_repr(host_device):
 
 @pytest.mark.parametrize("producer", ["numpy", pytest.param("torch", marks=needs_torch)])
 def test_from_dlpack_views_the_producers_memory_after_it_lets_go(producer):
-    make = (lambda n: np.arange(n, dtype=np.float32)) if producer == "numpy" else \
-        (lambda n: torch.arange(n, dtype=torch.float32))
+    make = (
+        (lambda n: np.arange(n, dtype=np.float32))
+        if producer == "numpy"
+        else (lambda n: torch.arange(n, dtype=torch.float32))
+    )
     t = make(10)
     a = cm.from_dlpack(t)
     assert a.device == "cpu" and a.shape == (10,)
@@ -318,8 +324,9 @@ def test_ops_release_what_they_consume(host_device):
     base = _core._dlpack_exports_alive()
     a = cm.asarray(np.ones(16, np.float32), device=host_device)
     for _ in range(3):
-        ops.sgd_update(Wrapped(a), Wrapped(cm.asarray(np.ones(16, np.float32), device=host_device)), lr=0.5,
-                       device=host_device)
+        ops.sgd_update(
+            Wrapped(a), Wrapped(cm.asarray(np.ones(16, np.float32), device=host_device)), lr=0.5, device=host_device
+        )
     gc.collect()
     assert _core._dlpack_exports_alive() == base
     assert_same_bits(a.numpy(), np.full(16, -0.5, np.float32), "three steps")
@@ -330,15 +337,25 @@ DLPACK_BAD = {
     # Wrapped: NumPy memory offered through DLPack alone (not NumPy's own buffer protocol)
     "float64 tensor": (lambda: Wrapped(np.ones(4)), TypeError, OP + r" param must be float32"),
     "int32 tensor": (lambda: Wrapped(np.ones(4, np.int32)), TypeError, OP + r" param must be float32"),
-    "transposed tensor": (lambda: Wrapped(np.ones((2, 2), np.float32).T), ValueError, OP + r" param must be C-contiguous"),
+    "transposed tensor": (
+        lambda: Wrapped(np.ones((2, 2), np.float32).T),
+        ValueError,
+        OP + r" param must be C-contiguous",
+    ),
     "strided tensor": (lambda: Wrapped(np.ones(8, np.float32)[::2]), ValueError, OP + r" param must be C-contiguous"),
-    "GPU memory on a host device": (lambda: OnDevice(2, 1), ValueError,
-                                    OP + r" param is a GPU array \(cuda:1\) but the device is '.*'; pass device='cuda:1'"),
+    "GPU memory on a host device": (
+        lambda: OnDevice(2, 1),
+        ValueError,
+        OP + r" param is a GPU array \(cuda:1\) but the device is '.*'; pass device='cuda:1'",
+    ),
     "OpenCL memory": (lambda: OnDevice(4), ValueError, OP + r" param is on DLPack device type 4, which customml"),
 }
 if torch is not None:
-    DLPACK_BAD["requires_grad"] = (lambda: torch.ones(4, requires_grad=True), ValueError,
-                                   OP + r" param \(Tensor\) could not be shared through DLPack: .*detach")
+    DLPACK_BAD["requires_grad"] = (
+        lambda: torch.ones(4, requires_grad=True),
+        ValueError,
+        OP + r" param \(Tensor\) could not be shared through DLPack: .*detach",
+    )
 
 
 @pytest.mark.parametrize("case", list(DLPACK_BAD))
@@ -360,7 +377,9 @@ def test_a_broken_producer_is_a_clear_error(host_device):
             raise BufferError("cannot export this one")
 
     a = np.ones(4, np.float32)
-    with pytest.raises(TypeError, match=r"\[sgd_update\] grad: __dlpack__ of NotACapsule returned a value of type 'object', not"):
+    with pytest.raises(
+        TypeError, match=r"\[sgd_update\] grad: __dlpack__ of NotACapsule returned a value of type 'object', not"
+    ):
         ops.sgd_update(a, NotACapsule(a.copy()), lr=0.1, device=host_device)
     with pytest.raises(ValueError, match=r"\[sgd_update\] grad \(Refuses\) could not be shared.*cannot export"):
         ops.sgd_update(a, Refuses(a.copy()), lr=0.1, device=host_device)
@@ -378,9 +397,15 @@ class _DLDataType(ctypes.Structure):
 
 
 class _DLTensor(ctypes.Structure):
-    _fields_ = [("data", ctypes.c_void_p), ("device", _DLDevice), ("ndim", ctypes.c_int32), ("dtype", _DLDataType),
-                ("shape", ctypes.POINTER(ctypes.c_int64)), ("strides", ctypes.POINTER(ctypes.c_int64)),
-                ("byte_offset", ctypes.c_uint64)]
+    _fields_ = [
+        ("data", ctypes.c_void_p),
+        ("device", _DLDevice),
+        ("ndim", ctypes.c_int32),
+        ("dtype", _DLDataType),
+        ("shape", ctypes.POINTER(ctypes.c_int64)),
+        ("strides", ctypes.POINTER(ctypes.c_int64)),
+        ("byte_offset", ctypes.c_uint64),
+    ]
 
 
 class _DLPackVersion(ctypes.Structure):
@@ -397,20 +422,33 @@ class _Legacy(ctypes.Structure):
 
 _VersionedDeleter = ctypes.CFUNCTYPE(None, ctypes.POINTER(_Versioned))
 _LegacyDeleter = ctypes.CFUNCTYPE(None, ctypes.POINTER(_Legacy))
-_Versioned._fields_ = [("version", _DLPackVersion), ("manager_ctx", ctypes.c_void_p), ("deleter", _VersionedDeleter),
-                       ("flags", ctypes.c_uint64), ("dl_tensor", _DLTensor)]
+_Versioned._fields_ = [
+    ("version", _DLPackVersion),
+    ("manager_ctx", ctypes.c_void_p),
+    ("deleter", _VersionedDeleter),
+    ("flags", ctypes.c_uint64),
+    ("dl_tensor", _DLTensor),
+]
 _Legacy._fields_ = [("dl_tensor", _DLTensor), ("manager_ctx", ctypes.c_void_p), ("deleter", _LegacyDeleter)]
 
 
 class CtypesProducer:
-    def __init__(self, a: np.ndarray, *, versioned=True, major=1, flags=0, byte_offset=0, strides=None,
-                 shape="a", data="a"):
+    def __init__(
+        self, a: np.ndarray, *, versioned=True, major=1, flags=0, byte_offset=0, strides=None, shape="a", data="a"
+    ):
         self.a = a
         self.deleted = 0
         self.shape = (ctypes.c_int64 * a.ndim)(*(a.shape if shape == "a" else shape or ()))
         self.strides = None if strides is None else (ctypes.c_int64 * a.ndim)(*strides)
-        tensor = _DLTensor(a.ctypes.data - byte_offset if data == "a" else data, _DLDevice(1, 0), a.ndim,
-                           _DLDataType(2, 32, 1), self.shape if shape else None, self.strides, byte_offset)
+        tensor = _DLTensor(
+            a.ctypes.data - byte_offset if data == "a" else data,
+            _DLDevice(1, 0),
+            a.ndim,
+            _DLDataType(2, 32, 1),
+            self.shape if shape else None,
+            self.strides,
+            byte_offset,
+        )
 
         def deleter(_):
             self.deleted += 1
@@ -445,7 +483,9 @@ def test_consumed_capsules_are_deleted_once(host_device, versioned):
 
 def test_consumer_errors_still_delete_the_capsule(host_device):
     newer = CtypesProducer(np.ones(4, np.float32), major=2)
-    with pytest.raises(ValueError, match=r"\[sgd_update\] param is a DLPack 2.0 tensor; customml reads major version 1"):
+    with pytest.raises(
+        ValueError, match=r"\[sgd_update\] param is a DLPack 2.0 tensor; customml reads major version 1"
+    ):
         ops.sgd_update(newer, np.ones(4, np.float32), lr=0.1, device=host_device)
     read_only = CtypesProducer(np.ones(4, np.float32), flags=1)
     with pytest.raises(ValueError, match=r"\[sgd_update\] param is read-only"):
@@ -453,9 +493,11 @@ def test_consumer_errors_still_delete_the_capsule(host_device):
     strided = CtypesProducer(np.ones(8, np.float32)[::2], strides=(2,))
     with pytest.raises(ValueError, match=r"\[sgd_update\] param must be C-contiguous"):
         ops.sgd_update(strided, np.ones(4, np.float32), lr=0.1, device=host_device)
-    malformed = [CtypesProducer(np.ones(4, np.float32), shape=None),  # ndim 1, no shape array
-                 CtypesProducer(np.ones(4, np.float32), shape=(-4,)),
-                 CtypesProducer(np.ones(4, np.float32), data=None)]
+    malformed = [
+        CtypesProducer(np.ones(4, np.float32), shape=None),  # ndim 1, no shape array
+        CtypesProducer(np.ones(4, np.float32), shape=(-4,)),
+        CtypesProducer(np.ones(4, np.float32), data=None),
+    ]
     for bad, what in zip(malformed, ("no shape", "a negative dimension", "null data")):
         with pytest.raises(ValueError, match=rf"\[sgd_update\] param: malformed DLPack tensor \(.*{what}"):
             ops.sgd_update(bad, np.ones(4, np.float32), lr=0.1, device=host_device)
@@ -500,6 +542,7 @@ def test_cuda_arrays_round_trip():
         assert_same_bits(t.cpu().numpy(), x, "torch view of a cuda Array")
     else:
         import cupy
+
         c = cupy.from_dlpack(a)
         assert c.data.ptr == cai["data"][0]
         assert_same_bits(cupy.asnumpy(c), x, "cupy view of a cuda Array")
@@ -518,6 +561,7 @@ def test_ops_on_cuda_take_gpu_tensors_and_return_arrays():
         args = [torch.from_numpy(a).cuda() for a in (x, w, b)]
     else:
         import cupy
+
         args = [cupy.asarray(a) for a in (x, w, b)]
     y = ops.dense_forward(*args, activation="relu", device="cuda")
     assert isinstance(y, cm.Array) and y.device == "cuda"

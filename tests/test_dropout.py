@@ -56,8 +56,11 @@ def philox_generic(ctr, key, width, rounds=10):
 PHILOX4X32_KAT = [
     ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
     ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
-     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+    (
+        (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+        (0xA4093822, 0x299F31D0),
+        (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+    ),
 ]
 
 
@@ -82,8 +85,10 @@ def test_dropout_kernel_reproduces_the_zero_known_answer(isa, device):
         assert kept[lane] != 0 and dropped[lane] == 0, (lane, hex(bits))
 
 
-@given(counter=st.lists(st.integers(0, 2**64 - 2), min_size=4, max_size=4),
-       key=st.lists(st.integers(0, 2**64 - 1), min_size=2, max_size=2))
+@given(
+    counter=st.lists(st.integers(0, 2**64 - 2), min_size=4, max_size=4),
+    key=st.lists(st.integers(0, 2**64 - 1), min_size=2, max_size=2),
+)
 def test_philox_round_structure_matches_numpy_philox4x64(counter, key):
     bitgen = np.random.Philox(counter=np.array(counter, np.uint64), key=np.array(key, np.uint64))
     raw = [int(v) for v in bitgen.random_raw(4)]
@@ -91,8 +96,11 @@ def test_philox_round_structure_matches_numpy_philox4x64(counter, key):
     assert raw == philox_generic(first, key, 64)
 
 
-@given(seed=st.integers(0, 2**64 - 1), stream=st.integers(0, 2**64 - 1),
-       blocks=st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=8))
+@given(
+    seed=st.integers(0, 2**64 - 1),
+    stream=st.integers(0, 2**64 - 1),
+    blocks=st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=8),
+)
 def test_reference_philox_matches_generic(seed, stream, blocks):
     got = reference.philox4x32_10(seed, stream, blocks)
     assert got.dtype == np.uint32 and got.shape == (len(blocks), 4)
@@ -162,7 +170,9 @@ def test_dropout_mask_depends_on_index_not_length(isa, device):
     x = np.ones(1001, np.float32)
     full = ops.dropout(x, rate=0.3, seed=11, stream=12, device=device)
     for n in (1, 2, 3, 5, 999):
-        assert_same_bits(ops.dropout(x[:n].copy(), rate=0.3, seed=11, stream=12, device=device), full[:n], f"prefix {n}")
+        assert_same_bits(
+            ops.dropout(x[:n].copy(), rate=0.3, seed=11, stream=12, device=device), full[:n], f"prefix {n}"
+        )
     dy = np.full(1001, -2.0, np.float32)
     dx = ops.dropout(dy, rate=0.3, seed=11, stream=12, device=device)
     assert ((dx == 0) == (full == 0)).all()

@@ -25,10 +25,12 @@ def test_dropout_is_off_in_predict_and_evaluate():
         m.compile("adam", metrics=["accuracy"])
     assert drop.evaluate(x, y) == plain.evaluate(x, y)
     # ... and a trailing Dropout too
-    tail = cm.Sequential([cm.layers.Dense(16, activation="relu"), cm.layers.Dense(3), cm.layers.Dropout(0.5)],
-                         input_dim=5)
-    tail.set_weights(drop.get_weights()[:2] + [rng.standard_normal((16, 3)).astype(np.float32),
-                                               np.zeros(3, np.float32)])
+    tail = cm.Sequential(
+        [cm.layers.Dense(16, activation="relu"), cm.layers.Dense(3), cm.layers.Dropout(0.5)], input_dim=5
+    )
+    tail.set_weights(
+        drop.get_weights()[:2] + [rng.standard_normal((16, 3)).astype(np.float32), np.zeros(3, np.float32)]
+    )
     ref = cm.Sequential([cm.layers.Dense(16, activation="relu"), cm.layers.Dense(3)], input_dim=5)
     ref.set_weights(tail.get_weights())
     np.testing.assert_array_equal(tail.predict(x), ref.predict(x))
@@ -42,8 +44,9 @@ def test_dropout_mask_in_training(rate):
     SGD: the kernel gradient is -2 mask_j / (1 - rate), so after one step the kernel *is*
     the scaled mask: zeros where dropped, lr * 2 / (1 - rate) where kept."""
     d = 20000
-    model = cm.Sequential([cm.layers.Dropout(rate), cm.layers.Dense(1, kernel_initializer="zeros")],
-                          input_dim=d, seed=21)
+    model = cm.Sequential(
+        [cm.layers.Dropout(rate), cm.layers.Dense(1, kernel_initializer="zeros")], input_dim=d, seed=21
+    )
     lr = 0.125
     model.compile(optimizer=cm.optimizers.SGD(lr), loss="mse")
     model.fit(np.ones((1, d), np.float32), np.ones((1, 1), np.float32), epochs=1, batch_size=1, verbose=0)
@@ -65,8 +68,9 @@ def test_dropout_backward_uses_the_forward_mask(device):
     x^T (dz W2^T * m / (1 - rate)): the backward pass applies the same mask, scaled."""
     rate = 0.5
     rng = np.random.default_rng(22)
-    model = cm.Sequential([cm.layers.Dense(64), cm.layers.Dropout(rate), cm.layers.Dense(3)], input_dim=6, seed=4,
-                          device=device)
+    model = cm.Sequential(
+        [cm.layers.Dense(64), cm.layers.Dropout(rate), cm.layers.Dense(3)], input_dim=6, seed=4, device=device
+    )
     random_biases(model, rng)
     model.compile(optimizer=cm.optimizers.SGD(1.0), loss="softmax_cross_entropy")
     x = rng.standard_normal((1, 6)).astype(np.float32)
@@ -98,8 +102,9 @@ def test_dropout_zero_rate_trains_like_no_dropout():
     layer after it must see (and take its gradient from) the previous layer's output."""
     x, y = step_data("softmax_cross_entropy")
     plain = make_model(seed=3)
-    zero = cm.Sequential([cm.layers.Dense(7, activation="relu"), cm.layers.Dropout(0.0), cm.layers.Dense(3)],
-                         input_dim=5, seed=3)
+    zero = cm.Sequential(
+        [cm.layers.Dense(7, activation="relu"), cm.layers.Dropout(0.0), cm.layers.Dense(3)], input_dim=5, seed=3
+    )
     zero.set_weights(plain.get_weights())
     for m in (plain, zero):
         m.compile(optimizer=cm.optimizers.SGD(0.5), loss="softmax_cross_entropy")

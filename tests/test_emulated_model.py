@@ -28,19 +28,31 @@ def _pair(layers_fn, input_dim, seed=7):
 
 
 CONFIGS = {
-    "relu-adam-ce": (lambda: [cm.layers.Dense(33, activation="relu"), cm.layers.Dense(5)],
-                     lambda: cm.optimizers.Adam(1e-2, weight_decay=1e-3), "softmax_cross_entropy"),
-    "gelu-adamw-amsgrad-clip": (lambda: [cm.layers.Dense(17, activation="gelu"), cm.layers.Dense(5)],
-                                lambda: cm.optimizers.AdamW(1e-2, amsgrad=True, clipnorm=0.5),
-                                cm.losses.SoftmaxCrossEntropy(label_smoothing=0.1, class_weights=[1, 2, 1, 0.5, 1])),
-    "tanh-dropout-sgd-nesterov": (lambda: [cm.layers.Dense(40, activation="tanh"), cm.layers.Dropout(0.3),
-                                           cm.layers.Dense(5)],
-                                  lambda: cm.optimizers.SGD(0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
-                                  "softmax_cross_entropy"),
-    "sigmoid-bce": (lambda: [cm.layers.Dense(9, activation="sigmoid"), cm.layers.Dense(1)],
-                    lambda: cm.optimizers.Adam(1e-2), "binary_cross_entropy"),
-    "relu-mse": (lambda: [cm.layers.Dense(12, activation="relu"), cm.layers.Dense(3)],
-                 lambda: cm.optimizers.SGD(0.05), "mse"),
+    "relu-adam-ce": (
+        lambda: [cm.layers.Dense(33, activation="relu"), cm.layers.Dense(5)],
+        lambda: cm.optimizers.Adam(1e-2, weight_decay=1e-3),
+        "softmax_cross_entropy",
+    ),
+    "gelu-adamw-amsgrad-clip": (
+        lambda: [cm.layers.Dense(17, activation="gelu"), cm.layers.Dense(5)],
+        lambda: cm.optimizers.AdamW(1e-2, amsgrad=True, clipnorm=0.5),
+        cm.losses.SoftmaxCrossEntropy(label_smoothing=0.1, class_weights=[1, 2, 1, 0.5, 1]),
+    ),
+    "tanh-dropout-sgd-nesterov": (
+        lambda: [cm.layers.Dense(40, activation="tanh"), cm.layers.Dropout(0.3), cm.layers.Dense(5)],
+        lambda: cm.optimizers.SGD(0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
+        "softmax_cross_entropy",
+    ),
+    "sigmoid-bce": (
+        lambda: [cm.layers.Dense(9, activation="sigmoid"), cm.layers.Dense(1)],
+        lambda: cm.optimizers.Adam(1e-2),
+        "binary_cross_entropy",
+    ),
+    "relu-mse": (
+        lambda: [cm.layers.Dense(12, activation="relu"), cm.layers.Dense(3)],
+        lambda: cm.optimizers.SGD(0.05),
+        "mse",
+    ),
 }
 
 
@@ -78,8 +90,9 @@ def test_training_matches_the_cpu(name):
     # they differ by under 1e-6 and a wrong kernel moves them by 1e-2 or more.
     (want_cpu, a_cpu), (want_emu, a_emu) = (forward_bound(x, *_dense_layers(m)) for m in (cpu, emu))
     gamma = 61 * U32 / (1 - 61 * U32)
-    np.testing.assert_array_less(np.abs(emu.predict(x) - cpu.predict(x)),
-                                 np.abs(want_emu - want_cpu) + gamma * (a_cpu + a_emu))
+    np.testing.assert_array_less(
+        np.abs(emu.predict(x) - cpu.predict(x)), np.abs(want_emu - want_cpu) + gamma * (a_cpu + a_emu)
+    )
     ev_cpu, ev_emu = cpu.evaluate(x, y), emu.evaluate(x, y)
     assert ev_cpu.keys() == ev_emu.keys()
     for k in ev_cpu:
@@ -96,8 +109,12 @@ def test_thread_orders_agree_bit_for_bit():
     try:
         for order in ("forward", "reverse", "shuffled"):
             _core._simt_set_thread_order(order, 99)
-            model = cm.Sequential([cm.layers.Dense(20, activation="gelu"), cm.layers.Dropout(0.2), cm.layers.Dense(4)],
-                                  input_dim=6, device="cuda-emulated", seed=3)
+            model = cm.Sequential(
+                [cm.layers.Dense(20, activation="gelu"), cm.layers.Dropout(0.2), cm.layers.Dense(4)],
+                input_dim=6,
+                device="cuda-emulated",
+                seed=3,
+            )
             model.compile(optimizer=cm.optimizers.Adam(1e-2, clipnorm=1.0), loss="softmax_cross_entropy")
             model.fit(x, y, epochs=2, batch_size=16, verbose=0)
             results.append(np.concatenate([w.ravel() for w in model.get_weights()]))
@@ -108,8 +125,12 @@ def test_thread_orders_agree_bit_for_bit():
 
 def test_digits_trains_on_the_emulated_device():
     (x_train, y_train), (x_test, y_test) = cm.datasets.load("digits")
-    model = cm.Sequential([cm.layers.Dense(64, activation="relu"), cm.layers.Dropout(0.1), cm.layers.Dense(10)],
-                          input_dim=64, device="cuda-emulated", seed=0)
+    model = cm.Sequential(
+        [cm.layers.Dense(64, activation="relu"), cm.layers.Dropout(0.1), cm.layers.Dense(10)],
+        input_dim=64,
+        device="cuda-emulated",
+        seed=0,
+    )
     model.compile(optimizer=cm.optimizers.Adam(3e-3), loss="softmax_cross_entropy", metrics=["accuracy"])
     model.fit(x_train, y_train, epochs=5, batch_size=64, verbose=0)
     # 5 epochs of this model reach about 0.94-0.95 (the CPU's figure, too); chance is 0.1.
@@ -120,8 +141,9 @@ def test_digits_trains_on_the_emulated_device():
 
 
 def test_predict_into_a_buffer_on_the_emulated_device():
-    model = cm.Sequential([cm.layers.Dense(8, activation="relu"), cm.layers.Dense(3)], input_dim=5,
-                          device="cuda-emulated", seed=0)
+    model = cm.Sequential(
+        [cm.layers.Dense(8, activation="relu"), cm.layers.Dense(3)], input_dim=5, device="cuda-emulated", seed=0
+    )
     x = np.random.default_rng(2).standard_normal((9, 5)).astype(np.float32)
     out = np.full((9, 3), np.nan, np.float32)
     assert model.predict(x, out=out) is out
@@ -140,11 +162,18 @@ def test_warm_training_and_inference_allocate_no_device_memory(precision):
     rng = np.random.default_rng(4)
     x = rng.standard_normal((70, 6)).astype(np.float32)
     y = rng.integers(0, 4, 70)
-    model = cm.Sequential([cm.layers.Dense(20, activation="gelu"), cm.layers.Dropout(0.2), cm.layers.Dense(4)],
-                          input_dim=6, device="cuda-emulated", seed=3)
-    model.compile(optimizer=cm.optimizers.AdamW(1e-2, clipnorm=1.0),
-                  loss=cm.losses.SoftmaxCrossEntropy(label_smoothing=0.1, class_weights=[1, 2, 1, 1]),
-                  metrics=["accuracy", "f1"], precision=precision)
+    model = cm.Sequential(
+        [cm.layers.Dense(20, activation="gelu"), cm.layers.Dropout(0.2), cm.layers.Dense(4)],
+        input_dim=6,
+        device="cuda-emulated",
+        seed=3,
+    )
+    model.compile(
+        optimizer=cm.optimizers.AdamW(1e-2, clipnorm=1.0),
+        loss=cm.losses.SoftmaxCrossEntropy(label_smoothing=0.1, class_weights=[1, 2, 1, 1]),
+        metrics=["accuracy", "f1"],
+        precision=precision,
+    )
     # batches of 16 and a last one of 6: the warm-up sees every shape the later calls use
     model.fit(x, y, epochs=1, batch_size=16, verbose=0)
     model.evaluate(x, y, batch_size=16)
@@ -163,19 +192,39 @@ _CLASSIFICATION = [m for m in cm.metrics.NAMES if m in cm.metrics.CLASSIFICATION
 # (its overflow check reads the norm) and QAT (its ranges are computed on the host) still
 # read the device once a step, and are not here.
 _HOST_WAIT_CASES = {
-    "softmax_ce": dict(layers=lambda: [cm.layers.Dense(16, "relu"), cm.layers.Dropout(0.1), cm.layers.Dense(3)],
-                       loss=cm.losses.SoftmaxCrossEntropy(label_smoothing=0.1, class_weights=[1.0, 2.0, 0.5]),
-                       optimizer=cm.optimizers.AdamW(1e-2, weight_decay=1e-3, amsgrad=True), classes=3,
-                       metrics=_CLASSIFICATION, clipnorm=0.5, sample_weight=True),
-    "binary_ce": dict(layers=lambda: [cm.layers.Dense(8, "gelu", kernel_regularizer=cm.regularizers.l1_l2(1e-3, 1e-3)),
-                                      cm.layers.Dense(1)],
-                      loss="binary_cross_entropy", optimizer=cm.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
-                      classes=2, metrics=["accuracy", "f1", "precision_binary", "confusion_matrix", "roc_auc"],
-                      schedule=True),
-    "mse": dict(layers=lambda: [cm.layers.Normalization(np.zeros(5), np.ones(5)), cm.layers.Dense(8, "tanh"),
-                                cm.layers.Dense(2, kernel_regularizer=cm.regularizers.l2(1e-3))],
-                loss="mse", optimizer="adam", classes=0, metrics=["mae", "rmse", "r2"], sample_weight=True,
-                clipnorm=1.0),
+    "softmax_ce": dict(
+        layers=lambda: [cm.layers.Dense(16, "relu"), cm.layers.Dropout(0.1), cm.layers.Dense(3)],
+        loss=cm.losses.SoftmaxCrossEntropy(label_smoothing=0.1, class_weights=[1.0, 2.0, 0.5]),
+        optimizer=cm.optimizers.AdamW(1e-2, weight_decay=1e-3, amsgrad=True),
+        classes=3,
+        metrics=_CLASSIFICATION,
+        clipnorm=0.5,
+        sample_weight=True,
+    ),
+    "binary_ce": dict(
+        layers=lambda: [
+            cm.layers.Dense(8, "gelu", kernel_regularizer=cm.regularizers.l1_l2(1e-3, 1e-3)),
+            cm.layers.Dense(1),
+        ],
+        loss="binary_cross_entropy",
+        optimizer=cm.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
+        classes=2,
+        metrics=["accuracy", "f1", "precision_binary", "confusion_matrix", "roc_auc"],
+        schedule=True,
+    ),
+    "mse": dict(
+        layers=lambda: [
+            cm.layers.Normalization(np.zeros(5), np.ones(5)),
+            cm.layers.Dense(8, "tanh"),
+            cm.layers.Dense(2, kernel_regularizer=cm.regularizers.l2(1e-3)),
+        ],
+        loss="mse",
+        optimizer="adam",
+        classes=0,
+        metrics=["mae", "rmse", "r2"],
+        sample_weight=True,
+        clipnorm=1.0,
+    ),
 }
 
 
@@ -189,8 +238,11 @@ def test_a_training_step_makes_the_host_wait_for_nothing(case, capsys):
     c = _HOST_WAIT_CASES[case]
     rng = np.random.default_rng(5)
     x = rng.standard_normal((64, 5)).astype(np.float32)
-    y = (rng.standard_normal((64, 2)).astype(np.float32) if not c["classes"]
-         else rng.integers(0, c["classes"], 64).astype(np.int32))
+    y = (
+        rng.standard_normal((64, 2)).astype(np.float32)
+        if not c["classes"]
+        else rng.integers(0, c["classes"], 64).astype(np.int32)
+    )
     sample_weight = rng.uniform(0.5, 2.0, 64).astype(np.float32) if c.get("sample_weight") else None
     optimizer = c["optimizer"]
     if c.get("schedule"):

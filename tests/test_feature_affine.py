@@ -14,7 +14,8 @@ from support import TINY32, U32, VALUE_KINDS, assert_close, assert_float32_array
 
 # (rows, cols, x kind, scale kind, seed)
 problems = st.tuples(sizes, sizes, st.sampled_from(VALUE_KINDS), st.sampled_from(VALUE_KINDS), seeds).filter(
-    lambda p: p[0] * p[1] <= 1 << 15)
+    lambda p: p[0] * p[1] <= 1 << 15
+)
 
 
 @given(problem=problems)
@@ -46,8 +47,13 @@ def test_feature_affine_allocates_out(device):
 
 
 def _call(device, **over):
-    kw = dict(x=np.zeros((4, 3), np.float32), scale=np.ones(3, np.float32), shift=np.zeros(3, np.float32),
-              out=np.zeros((4, 3), np.float32), device=device)
+    kw = dict(
+        x=np.zeros((4, 3), np.float32),
+        scale=np.ones(3, np.float32),
+        shift=np.zeros(3, np.float32),
+        out=np.zeros((4, 3), np.float32),
+        device=device,
+    )
     kw.update(over)
     return lambda: ops.feature_affine(kw.pop("x"), kw.pop("scale"), kw.pop("shift"), **kw)
 

@@ -24,13 +24,40 @@ def first_nonfinite_ref(a: np.ndarray) -> int:
 
 # The kernel's boundaries: 8 and 16 lanes, four vectors a step (32, 64), blocks of 1024
 # elements; the pool's chunks of 2^16 elements, used from 2^18 elements on.
-BOUNDARIES = (0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 1023, 1024, 1025, 2047, 2048, 2049,
-              (1 << 18) - 1, 1 << 18, (1 << 18) + 1, (1 << 18) + (1 << 16) + 5)
+BOUNDARIES = (
+    0,
+    1,
+    2,
+    3,
+    7,
+    8,
+    9,
+    15,
+    16,
+    17,
+    31,
+    32,
+    33,
+    63,
+    64,
+    65,
+    1023,
+    1024,
+    1025,
+    2047,
+    2048,
+    2049,
+    (1 << 18) - 1,
+    1 << 18,
+    (1 << 18) + 1,
+    (1 << 18) + (1 << 16) + 5,
+)
 # Non-finite bit patterns: quiet and signalling NaNs of both signs and payloads, +-inf.
 NONFINITE_BITS = (0x7FC00000, 0xFFC00000, 0x7F800001, 0xFFFFFFFF, 0x7FBFFFFF, 0x7F800000, 0xFF800000)
 # Finite values next to them: must never be flagged.
-EDGE_FINITE = np.array([F32_MAX, -F32_MAX, 3.4e38, -3.4e38, 0.0, -0.0, 2.0**-149, -(2.0**-149), 2.0**-126,
-                        1.1754942e-38], np.float32)
+EDGE_FINITE = np.array(
+    [F32_MAX, -F32_MAX, 3.4e38, -3.4e38, 0.0, -0.0, 2.0**-149, -(2.0**-149), 2.0**-126, 1.1754942e-38], np.float32
+)
 
 problems = st.tuples(
     st.one_of(st.sampled_from(BOUNDARIES), st.integers(0, 3000)),
@@ -104,14 +131,18 @@ def test_first_nonfinite_index_is_c_order_flat():
     assert _core.first_nonfinite(np.zeros((0, 4), np.float32)) == -1
 
 
-@pytest.mark.parametrize("make", [
-    lambda: np.zeros(8, np.float64),
-    lambda: np.zeros(8, np.float16),
-    lambda: np.zeros(8, np.int32),
-    lambda: np.zeros((4, 6), np.float32)[:, ::2],  # strided
-    lambda: np.asfortranarray(np.zeros((4, 6), np.float32)),  # contiguous, but not in C order
-    lambda: np.zeros(8, np.dtype(">f4")),  # float32 of the other byte order
-], ids=["float64", "float16", "int32", "strided", "fortran", "big-endian"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: np.zeros(8, np.float64),
+        lambda: np.zeros(8, np.float16),
+        lambda: np.zeros(8, np.int32),
+        lambda: np.zeros((4, 6), np.float32)[:, ::2],  # strided
+        lambda: np.asfortranarray(np.zeros((4, 6), np.float32)),  # contiguous, but not in C order
+        lambda: np.zeros(8, np.dtype(">f4")),  # float32 of the other byte order
+    ],
+    ids=["float64", "float16", "int32", "strided", "fortran", "big-endian"],
+)
 def test_first_nonfinite_refuses_what_it_cannot_read_in_place(make):
     with pytest.raises(TypeError, match=r"\[first_nonfinite\] x must be a C-contiguous float32 array"):
         _core.first_nonfinite(make())

@@ -101,8 +101,11 @@ def test_verbose_levels(capsys):
     lines = out.splitlines()
     assert len(lines) == 3, out
     for i, line in enumerate(lines):
-        assert re.match(rf"Epoch {i + 1}/3 - \d+\.\d+s - loss: \d+\.\d{{4}} - accuracy: \d\.\d{{4}} - "
-                        r"val_loss: \d+\.\d{4} - val_accuracy: \d\.\d{4}$", line), line
+        assert re.match(
+            rf"Epoch {i + 1}/3 - \d+\.\d+s - loss: \d+\.\d{{4}} - accuracy: \d\.\d{{4}} - "
+            r"val_loss: \d+\.\d{4} - val_accuracy: \d\.\d{4}$",
+            line,
+        ), line
     assert err == ""
 
     model.fit(x, y, epochs=2, verbose=1)
@@ -119,8 +122,9 @@ def test_ctrl_c_during_fit():
     rng = np.random.default_rng(21)
     x = rng.standard_normal((2048, 64)).astype(np.float32)
     y = rng.integers(0, 10, 2048).astype(np.int32)
-    model = cm.Sequential([cm.layers.Dense(128, activation="relu"), cm.layers.Dropout(0.2), cm.layers.Dense(10)],
-                          input_dim=64, seed=0)
+    model = cm.Sequential(
+        [cm.layers.Dense(128, activation="relu"), cm.layers.Dropout(0.2), cm.layers.Dense(10)], input_dim=64, seed=0
+    )
     model.compile("adam", metrics=["accuracy"])
     timer = threading.Timer(0.3, _thread.interrupt_main)
     returned = interrupted = False

@@ -18,14 +18,18 @@ def _data(n=60, seed=0):
 
 
 def _model(device="cpu", built=True):
-    model = cm.Sequential([cm.layers.Dense(8, activation="relu"), cm.layers.Dense(2)],
-                          input_dim=4 if built else None, device=device, seed=5)
+    model = cm.Sequential(
+        [cm.layers.Dense(8, activation="relu"), cm.layers.Dense(2)],
+        input_dim=4 if built else None,
+        device=device,
+        seed=5,
+    )
     model.compile(optimizer=cm.optimizers.Adam(1e-2), loss="softmax_cross_entropy", metrics=["accuracy"])
     return model
 
 
 def _batches(x, y, size):
-    return [(x[i:i + size], y[i:i + size]) for i in range(0, len(x), size)]
+    return [(x[i : i + size], y[i : i + size]) for i in range(0, len(x), size)]
 
 
 def test_list_of_batches_equals_arrays(device):
@@ -44,8 +48,7 @@ def test_list_of_batches_equals_arrays(device):
 def test_customml_batches_reshuffles_each_epoch():
     x, y = _data()
     model = _model()
-    history = model.fit(cm.data.batches(x, y, 16, seed=1), epochs=4, verbose=0,
-                        validation_data=(x[:10], y[:10]))
+    history = model.fit(cm.data.batches(x, y, 16, seed=1), epochs=4, verbose=0, validation_data=(x[:10], y[:10]))
     assert len(history.history["loss"]) == 4 and "val_accuracy" in history.history
 
 
@@ -73,8 +76,11 @@ def test_exhausted_generator_is_an_error():
     x, y = _data()
     model = _model()
     gen = (b for b in _batches(x, y, 20))
-    with pytest.raises(ValueError, match=r"\[fit\] the iterable of batches yielded no batch in epoch 2: a one-shot "
-                                         r"iterator .* is exhausted after one pass"):
+    with pytest.raises(
+        ValueError,
+        match=r"\[fit\] the iterable of batches yielded no batch in epoch 2: a one-shot "
+        r"iterator .* is exhausted after one pass",
+    ):
         model.fit(gen, epochs=2, verbose=0)
     assert model.epochs_trained == 1  # the first epoch ran and counts
 
@@ -92,7 +98,7 @@ def test_sample_weight_as_a_third_element(device):
     a = _model(device)
     a.fit(x, y, epochs=2, batch_size=20, shuffle=False, verbose=0, sample_weight=w)
     b = _model(device)
-    b.fit([(x[i:i + 20], y[i:i + 20], w[i:i + 20]) for i in range(0, 60, 20)], epochs=2, verbose=0)
+    b.fit([(x[i : i + 20], y[i : i + 20], w[i : i + 20]) for i in range(0, 60, 20)], epochs=2, verbose=0)
     for u, v in zip(a.get_weights(), b.get_weights()):
         assert np.array_equal(u, v)
 
@@ -100,7 +106,10 @@ def test_sample_weight_as_a_third_element(device):
 BAD = {
     "no y": (lambda x, y: dict(x=x), r"\[fit\] y is missing"),
     "not a tuple": (lambda x, y: dict(x=[x[:10]]), r"\[fit\] batch 0 of the iterable must be a tuple"),
-    "wrong features": (lambda x, y: dict(x=[(x[:10, :3], y[:10])]), r"\[fit\] x has 3 features but the model expects 4"),
+    "wrong features": (
+        lambda x, y: dict(x=[(x[:10, :3], y[:10])]),
+        r"\[fit\] x has 3 features but the model expects 4",
+    ),
     "bad labels": (lambda x, y: dict(x=[(x[:10], y[:10] + 5)]), r"\[fit\] batch 0 y contains label"),
     "length mismatch": (lambda x, y: dict(x=[(x[:10], y[:9])]), r"\[fit\] x has 10 samples but batch 0 y has 9"),
     "steps with arrays": (lambda x, y: dict(x=x, y=y, steps_per_epoch=2), r"\[fit\] steps_per_epoch applies to"),

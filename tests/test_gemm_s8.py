@@ -58,9 +58,13 @@ VALUES = ("uniform", "extremes", "sparse")
 s8_problems = st.tuples(M_SIZES, K_SIZES, N_SIZES, st.sampled_from(VALUES), st.booleans(), st.booleans(), seeds)
 # The batch-1 layer; several column blocks; a call big enough for several threads; two A row
 # chunks (240 rows); deep k, where a chunk is 12 rows (cpp/cpu/gemm_s8.h, s8_row_chunk).
-LARGE = [(1, 784, 256, "uniform", True, True, 1), (130, 257, 1030, "extremes", True, False, 2),
-         (64, 512, 300, "uniform", False, True, 3), (250, 65, 70, "uniform", True, True, 4),
-         (25, 30001, 17, "extremes", True, True, 5)]
+LARGE = [
+    (1, 784, 256, "uniform", True, True, 1),
+    (130, 257, 1030, "extremes", True, False, 2),
+    (64, 512, 300, "uniform", False, True, 3),
+    (250, 65, 70, "uniform", True, True, 4),
+    (25, 30001, 17, "extremes", True, True, 5),
+]
 
 
 def build(problem):
@@ -109,8 +113,10 @@ def i32_twice(a, weight, a_zero, device):
     """The int32 output into buffers pre-filled with two different values (an integer
     output has no NaN): an element left unwritten differs between them."""
     m, n = a.shape[0], (weight.n if isinstance(weight, _core.PackedS8) else weight.shape[1])
-    outs = [run(a, weight, None, a_zero, None, np.full((m, n), fill, np.int32), device, out_dtype="int32")
-            for fill in (np.iinfo(np.int32).min, np.iinfo(np.int32).max)]
+    outs = [
+        run(a, weight, None, a_zero, None, np.full((m, n), fill, np.int32), device, out_dtype="int32")
+        for fill in (np.iinfo(np.int32).min, np.iinfo(np.int32).max)
+    ]
     assert outs[0].dtype == np.int32 and outs[0].shape == (m, n)
     np.testing.assert_array_equal(outs[0], outs[1], err_msg="elements left unwritten")
     return outs[0]
@@ -140,8 +146,17 @@ def test_float32_out_matches_reference(s8_isa, device, activation, problem):
     a, w, a_scale, a_zero, w_scale, bias = build(problem)
     packed = ops.gemm_s8_pack(w, device=device)
     for b in (bias, None):
-        out = run(a, packed, a_scale, a_zero, w_scale, nan_filled((a.shape[0], w.shape[1])), device, bias=b,
-                  activation=activation)
+        out = run(
+            a,
+            packed,
+            a_scale,
+            a_zero,
+            w_scale,
+            nan_filled((a.shape[0], w.shape[1])),
+            device,
+            bias=b,
+            activation=activation,
+        )
         assert_float32_array(out, (a.shape[0], w.shape[1]), "out")
         z_ref = reference.gemm_s8(a, w, a_scale, a_zero, w_scale, bias=b)
         y_ref = reference.activation_forward(activation, z_ref)
@@ -160,13 +175,37 @@ def test_uint8_out_requantizes(s8_isa, device, activation, problem, out_zero):
     y_ref = reference.activation_forward(activation, z_ref)
     # An output scale that spreads the results over the whole code range (and clips some).
     out_scale = float(np.float32(max(float(np.abs(y_ref).max()), 1e-6) / 100.0))
-    outs = [run(a, packed, a_scale, a_zero, w_scale, np.full((m, n), fill, np.uint8), device, bias=bias,
-                activation=activation, out_scale=out_scale, out_zero=out_zero) for fill in (0, 255)]
+    outs = [
+        run(
+            a,
+            packed,
+            a_scale,
+            a_zero,
+            w_scale,
+            np.full((m, n), fill, np.uint8),
+            device,
+            bias=bias,
+            activation=activation,
+            out_scale=out_scale,
+            out_zero=out_zero,
+        )
+        for fill in (0, 255)
+    ]
     assert outs[0].dtype == np.uint8 and outs[0].shape == (m, n)
     np.testing.assert_array_equal(outs[0], outs[1], err_msg="elements left unwritten")
     got = outs[0].astype(np.int64)
-    want = reference.gemm_s8(a, w, a_scale, a_zero, w_scale, bias=bias, activation=activation, out_dtype="uint8",
-                             out_scale=out_scale, out_zero=out_zero).astype(np.int64)
+    want = reference.gemm_s8(
+        a,
+        w,
+        a_scale,
+        a_zero,
+        w_scale,
+        bias=bias,
+        activation=activation,
+        out_dtype="uint8",
+        out_scale=out_scale,
+        out_zero=out_zero,
+    ).astype(np.int64)
     # The kernel's float32 y / out_scale errs by its y error over out_scale plus the
     # division's rounding; only where that reaches a half-integer may the code differ, by 1.
     t = y_ref / out_scale
@@ -275,8 +314,14 @@ def test_result_does_not_depend_on_the_thread_count(s8_isa, device):
 
 def test_kernel_variant_is_reported(s8_isa):
     name = _core.build_info()["kernels"]["gemm_s8"]
-    assert name == {"portable": "s8_gemm__portable_4x16", "avx2": "s8_gemm__avx2_6x16",
-                    "avx512_vnni": "s8_gemm__avx512vnni_6x64"}[s8_isa]
+    assert (
+        name
+        == {
+            "portable": "s8_gemm__portable_4x16",
+            "avx2": "s8_gemm__avx2_6x16",
+            "avx512_vnni": "s8_gemm__avx512vnni_6x64",
+        }[s8_isa]
+    )
 
 
 # ------------------------------------------------------------------------------ bad input
@@ -297,50 +342,113 @@ def _gemm(d, a=A, w=W, a_scale=AS, a_zero=AZ, w_scale=WS, **kw):
 
 
 BAD = {
-    "weight -128": (lambda d: ops.gemm_s8_pack(_w_with(2, 1, -128), device=d), ValueError,
-                    r"\[gemm_s8_pack\] weight\[2, 1\] = -128 is outside \[-127, 127\]"),
-    "weight too deep": (lambda d: ops.gemm_s8_pack(np.zeros((K_MAX + 1, 1), np.int8), device=d), ValueError,
-                        r"\[gemm_s8_pack\] weight has 66001 rows, more than 66000"),
-    "weight empty": (lambda d: ops.gemm_s8_pack(np.zeros((0, 4), np.int8), device=d), ValueError,
-                     r"\[gemm_s8_pack\] weight has shape \(0, 4\); both sizes must be >= 1"),
-    "weight dtype": (lambda d: ops.gemm_s8_pack(W.astype(np.uint8), device=d), TypeError,
-                     r"\[gemm_s8_pack\] weight must be int8, got uint8"),
+    "weight -128": (
+        lambda d: ops.gemm_s8_pack(_w_with(2, 1, -128), device=d),
+        ValueError,
+        r"\[gemm_s8_pack\] weight\[2, 1\] = -128 is outside \[-127, 127\]",
+    ),
+    "weight too deep": (
+        lambda d: ops.gemm_s8_pack(np.zeros((K_MAX + 1, 1), np.int8), device=d),
+        ValueError,
+        r"\[gemm_s8_pack\] weight has 66001 rows, more than 66000",
+    ),
+    "weight empty": (
+        lambda d: ops.gemm_s8_pack(np.zeros((0, 4), np.int8), device=d),
+        ValueError,
+        r"\[gemm_s8_pack\] weight has shape \(0, 4\); both sizes must be >= 1",
+    ),
+    "weight dtype": (
+        lambda d: ops.gemm_s8_pack(W.astype(np.uint8), device=d),
+        TypeError,
+        r"\[gemm_s8_pack\] weight must be int8, got uint8",
+    ),
     "a dtype": (lambda d: _gemm(d, a=A.astype(np.int8)), TypeError, r"\[gemm_s8\] a must be uint8, got int8"),
-    "a columns": (lambda d: _gemm(d, a=np.zeros((2, 5), np.uint8)), ValueError,
-                  r"\[gemm_s8\] a has 5 columns but weight has 3 rows"),
-    "a_zero range": (lambda d: _gemm(d, a_zero=np.array([256], np.int32)), ValueError,
-                     r"\[gemm_s8\] a_zero\[0\] = 256 is outside \[0, 255\]"),
-    "a_zero shape": (lambda d: _gemm(d, a_zero=np.zeros(3, np.int32)), ValueError,
-                     r"\[gemm_s8\] a_zero has shape \(3,\), expected \(1,\) or \(2,\)"),
-    "a_scale shape": (lambda d: _gemm(d, a_scale=np.ones(2, np.float32)), ValueError,
-                      r"\[gemm_s8\] a_scale has shape \(2,\) but a_zero has shape \(1,\)"),
-    "w_scale shape": (lambda d: _gemm(d, w_scale=np.ones(3, np.float32)), ValueError,
-                      r"\[gemm_s8\] w_scale has shape \(3,\), expected \(1,\) or \(4,\)"),
-    "w_scale zero": (lambda d: _gemm(d, w_scale=np.array([1, 0, 1, 1], np.float32)), ValueError,
-                     r"\[gemm_s8\] w_scale\[1\] is 0; scales must be positive and finite"),
-    "a_scale inf": (lambda d: _gemm(d, a_scale=np.array([np.inf], np.float32)), ValueError,
-                    r"\[gemm_s8\] a_scale\[0\] is inf"),
+    "a columns": (
+        lambda d: _gemm(d, a=np.zeros((2, 5), np.uint8)),
+        ValueError,
+        r"\[gemm_s8\] a has 5 columns but weight has 3 rows",
+    ),
+    "a_zero range": (
+        lambda d: _gemm(d, a_zero=np.array([256], np.int32)),
+        ValueError,
+        r"\[gemm_s8\] a_zero\[0\] = 256 is outside \[0, 255\]",
+    ),
+    "a_zero shape": (
+        lambda d: _gemm(d, a_zero=np.zeros(3, np.int32)),
+        ValueError,
+        r"\[gemm_s8\] a_zero has shape \(3,\), expected \(1,\) or \(2,\)",
+    ),
+    "a_scale shape": (
+        lambda d: _gemm(d, a_scale=np.ones(2, np.float32)),
+        ValueError,
+        r"\[gemm_s8\] a_scale has shape \(2,\) but a_zero has shape \(1,\)",
+    ),
+    "w_scale shape": (
+        lambda d: _gemm(d, w_scale=np.ones(3, np.float32)),
+        ValueError,
+        r"\[gemm_s8\] w_scale has shape \(3,\), expected \(1,\) or \(4,\)",
+    ),
+    "w_scale zero": (
+        lambda d: _gemm(d, w_scale=np.array([1, 0, 1, 1], np.float32)),
+        ValueError,
+        r"\[gemm_s8\] w_scale\[1\] is 0; scales must be positive and finite",
+    ),
+    "a_scale inf": (
+        lambda d: _gemm(d, a_scale=np.array([np.inf], np.float32)),
+        ValueError,
+        r"\[gemm_s8\] a_scale\[0\] is inf",
+    ),
     "a_scale missing": (lambda d: _gemm(d, a_scale=None), ValueError, r"\[gemm_s8\] a_scale is required"),
-    "bias nan": (lambda d: _gemm(d, bias=np.array([0, 0, np.nan, 0], np.float32)), ValueError,
-                 r"\[gemm_s8\] bias\[2\] is nan"),
-    "bias shape": (lambda d: _gemm(d, bias=np.zeros(3, np.float32)), ValueError,
-                   r"\[gemm_s8\] bias has shape \(3,\), expected \(4,\)"),
-    "out dtype": (lambda d: _gemm(d, out=np.zeros((2, 4), np.float64)), TypeError,
-                  r"\[gemm_s8\] out must be float32, uint8 or int32, got float64"),
-    "out shape": (lambda d: _gemm(d, out=np.zeros((4, 2), np.float32)), ValueError,
-                  r"\[gemm_s8\] out has shape \(4, 2\), expected \(2, 4\)"),
-    "i32 with scales": (lambda d: _gemm(d, out_dtype="int32"), ValueError,
-                        r"\[gemm_s8\] a_scale was given but an int32 out receives the unscaled sums"),
-    "i32 with activation": (lambda d: _gemm(d, a_scale=None, w_scale=None, out_dtype="int32", activation="relu"),
-                            ValueError, r"\[gemm_s8\] activation 'relu' was given but an int32 out"),
-    "u8 without out_scale": (lambda d: _gemm(d, out_dtype="uint8"), ValueError,
-                             r"\[gemm_s8\] out_scale and out_zero are required for a uint8 out"),
-    "u8 out_zero range": (lambda d: _gemm(d, out_dtype="uint8", out_scale=0.1, out_zero=300), ValueError,
-                          r"\[gemm_s8\] out_zero = 300 is outside \[0, 255\]"),
-    "u8 out_scale": (lambda d: _gemm(d, out_dtype="uint8", out_scale=-1.0, out_zero=0), ValueError,
-                     r"\[gemm_s8\] out_scale is -1; scales must be positive and finite"),
-    "f32 with out_scale": (lambda d: _gemm(d, out_scale=0.5, out_zero=0), ValueError,
-                           r"\[gemm_s8\] out_scale and out_zero apply to a uint8 out only"),
+    "bias nan": (
+        lambda d: _gemm(d, bias=np.array([0, 0, np.nan, 0], np.float32)),
+        ValueError,
+        r"\[gemm_s8\] bias\[2\] is nan",
+    ),
+    "bias shape": (
+        lambda d: _gemm(d, bias=np.zeros(3, np.float32)),
+        ValueError,
+        r"\[gemm_s8\] bias has shape \(3,\), expected \(4,\)",
+    ),
+    "out dtype": (
+        lambda d: _gemm(d, out=np.zeros((2, 4), np.float64)),
+        TypeError,
+        r"\[gemm_s8\] out must be float32, uint8 or int32, got float64",
+    ),
+    "out shape": (
+        lambda d: _gemm(d, out=np.zeros((4, 2), np.float32)),
+        ValueError,
+        r"\[gemm_s8\] out has shape \(4, 2\), expected \(2, 4\)",
+    ),
+    "i32 with scales": (
+        lambda d: _gemm(d, out_dtype="int32"),
+        ValueError,
+        r"\[gemm_s8\] a_scale was given but an int32 out receives the unscaled sums",
+    ),
+    "i32 with activation": (
+        lambda d: _gemm(d, a_scale=None, w_scale=None, out_dtype="int32", activation="relu"),
+        ValueError,
+        r"\[gemm_s8\] activation 'relu' was given but an int32 out",
+    ),
+    "u8 without out_scale": (
+        lambda d: _gemm(d, out_dtype="uint8"),
+        ValueError,
+        r"\[gemm_s8\] out_scale and out_zero are required for a uint8 out",
+    ),
+    "u8 out_zero range": (
+        lambda d: _gemm(d, out_dtype="uint8", out_scale=0.1, out_zero=300),
+        ValueError,
+        r"\[gemm_s8\] out_zero = 300 is outside \[0, 255\]",
+    ),
+    "u8 out_scale": (
+        lambda d: _gemm(d, out_dtype="uint8", out_scale=-1.0, out_zero=0),
+        ValueError,
+        r"\[gemm_s8\] out_scale is -1; scales must be positive and finite",
+    ),
+    "f32 with out_scale": (
+        lambda d: _gemm(d, out_scale=0.5, out_zero=0),
+        ValueError,
+        r"\[gemm_s8\] out_scale and out_zero apply to a uint8 out only",
+    ),
     "bad activation": (lambda d: _gemm(d, activation="swish"), ValueError, r"\[gemm_s8\] unknown activation 'swish'"),
 }
 
@@ -355,8 +463,7 @@ def test_rejected_with_a_message_naming_the_argument(device, case):
 def test_out_sharing_memory_with_a_is_rejected(device):
     buf = np.zeros(32, np.uint8)
     with pytest.raises(ValueError, match=r"\[gemm_s8\] out shares memory with a"):
-        _gemm(device, a=buf[:6].reshape(2, 3), out=buf[:8].reshape(2, 4), a_scale=None, w_scale=None,
-              out_dtype="uint8")
+        _gemm(device, a=buf[:6].reshape(2, 3), out=buf[:8].reshape(2, 4), a_scale=None, w_scale=None, out_dtype="uint8")
 
 
 def test_packed_weights_on_another_device_are_rejected():
@@ -373,9 +480,16 @@ def test_packed_weights_on_another_device_are_rejected():
 # around the 16- and 32-byte slices of k, so that the emulated device runs all three
 # kernels (on the CPU they are more tile-boundary shapes).
 CUDA_PATH_SHAPES = [
-    (1, 33, 64, "uniform"), (4, 100, 70, "extremes"), (2, 16, 9, "sparse"),  # warp per column
-    (5, 33, 64, "uniform"), (31, 17, 65, "extremes"), (64, 64, 31, "sparse"),  # dp4a tiles
-    (32, 16, 32, "uniform"), (33, 31, 33, "extremes"), (64, 65, 64, "uniform"), (65, 1, 97, "sparse"),
+    (1, 33, 64, "uniform"),
+    (4, 100, 70, "extremes"),
+    (2, 16, 9, "sparse"),  # warp per column
+    (5, 33, 64, "uniform"),
+    (31, 17, 65, "extremes"),
+    (64, 64, 31, "sparse"),  # dp4a tiles
+    (32, 16, 32, "uniform"),
+    (33, 31, 33, "extremes"),
+    (64, 65, 64, "uniform"),
+    (65, 1, 97, "sparse"),
     (96, 48, 40, "extremes"),  # wmma
 ]
 

@@ -36,8 +36,9 @@ def assert_no_gpu_report(out: Path, proc: subprocess.CompletedProcess, why: str)
     report = json.loads((out / "report.json").read_text())
     assert report["verdict"] == "no_gpu"
     assert report["facts"]["no_gpu"].startswith(why)
-    assert [(s["stage"], s["status"]) for s in report["stages"]] == \
-        [("detect", "passed")] + [(name, "skipped") for name in DOWNSTREAM]
+    assert [(s["stage"], s["status"]) for s in report["stages"]] == [("detect", "passed")] + [
+        (name, "skipped") for name in DOWNSTREAM
+    ]
     assert all(s["detail"].startswith("no GPU") for s in report["stages"][1:])
     # nothing was built or run: no stage left a log or a result
     assert not any((out / "logs").iterdir())
@@ -49,9 +50,11 @@ def assert_no_gpu_report(out: Path, proc: subprocess.CompletedProcess, why: str)
         assert f"| {name} | skipped | - |" in md
 
 
-@pytest.mark.skipif(shutil.which("nvidia-smi") is not None,
-                    reason="this machine has nvidia-smi, so the script would run the whole GPU check; "
-                           "test_a_driver_without_a_device_is_no_gpu covers the no-GPU path here")
+@pytest.mark.skipif(
+    shutil.which("nvidia-smi") is not None,
+    reason="this machine has nvidia-smi, so the script would run the whole GPU check; "
+    "test_a_driver_without_a_device_is_no_gpu covers the no-GPU path here",
+)
 def test_without_nvidia_smi_the_check_reports_no_gpu(tmp_path):
     out = tmp_path / "out"
     assert_no_gpu_report(out, run_check(out), "nvidia-smi not found")
@@ -61,8 +64,10 @@ def test_a_driver_without_a_device_is_no_gpu(tmp_path):
     # what nvidia-smi prints, and its status, where the driver is installed but not loaded
     fake = tmp_path / "bin" / "nvidia-smi"
     fake.parent.mkdir()
-    fake.write_text("#!/bin/sh\necho \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. "
-                    "Make sure that the latest NVIDIA driver is installed and running.\"\nexit 9\n")
+    fake.write_text(
+        "#!/bin/sh\necho \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. "
+        'Make sure that the latest NVIDIA driver is installed and running."\nexit 9\n'
+    )
     fake.chmod(0o755)
     out = tmp_path / "out"
     assert_no_gpu_report(out, run_check(out, str(fake.parent)), "nvidia-smi failed: NVIDIA-SMI has failed because")
@@ -101,12 +106,20 @@ def benchmark(case: str, impl: str, median: float, nbytes: int, flops: int, peak
     peak_rate = LIMITS.get(peak)
     floor = max(nbytes / COPY, flops / peak_rate if peak_rate else 0.0)
     return {
-        "group": f"cuda {case}", "name": f"bench_x[{impl}-{case}]", "fullname": f"bench/bench_cuda.py::bench_x[{impl}]",
+        "group": f"cuda {case}",
+        "name": f"bench_x[{impl}-{case}]",
+        "fullname": f"bench/bench_cuda.py::bench_x[{impl}]",
         "params": {"impl": impl, "case": f"UNSERIALIZABLE[Case(key='{case}')]"},
         "stats": {"median": median, "min": median * 0.9, "rounds": 40},
-        "extra_info": {"achieved_gbs": nbytes / median / 1e9, "achieved_gflops": flops / median / 1e9,
-                       "floor_s": floor, "achieved_over_limit": floor / median, "peak": peak, "limits": LIMITS,
-                       "limits_missing": LIMITS_MISSING},
+        "extra_info": {
+            "achieved_gbs": nbytes / median / 1e9,
+            "achieved_gflops": flops / median / 1e9,
+            "floor_s": floor,
+            "achieved_over_limit": floor / median,
+            "peak": peak,
+            "limits": LIMITS,
+            "limits_missing": LIMITS_MISSING,
+        },
     }
 
 
@@ -138,10 +151,21 @@ BENCH_JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite na
 </testsuite></testsuites>"""
 
 END_TO_END = {
-    "device": "cuda", "model": "mlp 784-256-256-10", "batch": 128, "steps_per_epoch": 16, "customml_core": "x.so",
+    "device": "cuda",
+    "model": "mlp 784-256-256-10",
+    "batch": 128,
+    "steps_per_epoch": 16,
+    "customml_core": "x.so",
     "workloads": {
-        "train": {"first_call_us": 51000.0, "p50_us": 1600.0, "p99_us": 2100.0, "calls": 200, "per_step_p50_us": 100.0,
-                  "loss_start": 2.3967, "loss_after": 2.2929},
+        "train": {
+            "first_call_us": 51000.0,
+            "p50_us": 1600.0,
+            "p99_us": 2100.0,
+            "calls": 200,
+            "per_step_p50_us": 100.0,
+            "loss_start": 2.3967,
+            "loss_after": 2.2929,
+        },
         "predict_b1": {"error": "AssertionError: customml"},
     },
 }
@@ -169,14 +193,24 @@ def test_report_writer_on_canned_results(tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["verdict"] == "failed"
     assert [(s["stage"], s["status"], s["seconds"]) for s in report["stages"]] == [
-        ("detect", "passed", 2.5), ("build", "passed", 67.5), ("tests", "skipped", 0), ("bench", "timeout", 65.04),
-        ("e2e", "failed", 7)]
+        ("detect", "passed", 2.5),
+        ("build", "passed", 67.5),
+        ("tests", "skipped", 0),
+        ("bench", "timeout", 65.04),
+        ("e2e", "failed", 7),
+    ]
     assert report["tests"] is None
     assert report["limits"] == LIMITS and report["limits_missing"] == LIMITS_MISSING
     # floors.py's order of the cases, a row per customml variant
     rows = {(r["case"], r["impl"]): r for r in report["kernels"]}
-    assert list(rows) == [(ADAM[0], "customml"), (BF16[0], "customml"), (S8[0], "customml"), (QUANT[0], "customml"),
-                          (SPARSE[0], "customml"), (SPARSE[0], "customml_raw")]
+    assert list(rows) == [
+        (ADAM[0], "customml"),
+        (BF16[0], "customml"),
+        (S8[0], "customml"),
+        (QUANT[0], "customml"),
+        (SPARSE[0], "customml"),
+        (SPARSE[0], "customml_raw"),
+    ]
     adam = rows[ADAM[0], "customml"]
     assert adam["customml_s"] == 125e-6 and adam["cupy_s"] == 500e-6
     assert adam["cupy_over_customml"] == pytest.approx(4.0)
@@ -227,14 +261,17 @@ def gpu_report(monkeypatch):
     return gpu_report
 
 
-@pytest.mark.parametrize("statuses, facts, verdict", [
-    (["passed"] * 5, [], "passed"),
-    (["passed", "passed", "passed", "skipped", "passed"], [], "partial"),  # e.g. no CuPy
-    (["passed", "passed", "passed", "passed"], [], "partial"),  # a stage never recorded: cut short
-    (["passed", "passed", "failed", "skipped", "passed"], [], "failed"),
-    (["passed", "timeout", "skipped", "skipped", "skipped"], [], "failed"),
-    (["passed", "skipped", "skipped", "skipped", "skipped"], ["no_gpu=nvidia-smi not found"], "no_gpu"),
-])
+@pytest.mark.parametrize(
+    "statuses, facts, verdict",
+    [
+        (["passed"] * 5, [], "passed"),
+        (["passed", "passed", "passed", "skipped", "passed"], [], "partial"),  # e.g. no CuPy
+        (["passed", "passed", "passed", "passed"], [], "partial"),  # a stage never recorded: cut short
+        (["passed", "passed", "failed", "skipped", "passed"], [], "failed"),
+        (["passed", "timeout", "skipped", "skipped", "skipped"], [], "failed"),
+        (["passed", "skipped", "skipped", "skipped", "skipped"], ["no_gpu=nvidia-smi not found"], "no_gpu"),
+    ],
+)
 def test_verdict(gpu_report, tmp_path, statuses, facts, verdict):
     if facts:
         gpu_report.add_facts(tmp_path, facts)
@@ -260,7 +297,11 @@ def test_files_a_killed_stage_left_broken_are_reported_as_unreadable(gpu_report,
 
 
 def test_a_stage_needs_a_known_status(tmp_path):
-    proc = subprocess.run([sys.executable, str(WRITER), "stage", str(tmp_path), "build", "ok", "0", "1", "10"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(WRITER), "stage", str(tmp_path), "build", "ok", "0", "1", "10"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "invalid choice: 'ok'" in proc.stderr
     assert not (tmp_path / "stages.jsonl").exists()

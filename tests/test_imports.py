@@ -50,7 +50,7 @@ def _resolve(module: str, is_package: bool, level: int, target: Optional[str]) -
     # A package's own __init__ counts its package as level 1; a module, its parent.
     base = base if is_package else base[:-1]
     if level > 1:
-        base = base[:-(level - 1)]
+        base = base[: -(level - 1)]
     return ".".join(base + ([target] if target else []))
 
 
@@ -97,7 +97,7 @@ def find_cycle(graph: Dict[str, Set[str]]) -> Optional[List[str]]:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state:
                 cycle = visit(nxt)
                 if cycle:
@@ -131,26 +131,69 @@ def _write(root: pathlib.Path, files: Dict[str, str]) -> pathlib.Path:
     return root / PACKAGE
 
 
-@pytest.mark.parametrize("files, cycle", [
-    # the shape of the cycles this test was written against: function-level imports only
-    ({"__init__.py": "", "a.py": "def f():\n    from .b import g\n",
-      "b.py": "class C:\n    def m(self):\n        from . import a\n"}, ["customml.a", "customml.b", "customml.a"]),
-    # absolute imports, an attribute import and a module reached through the package
-    ({"__init__.py": "", "a.py": "import customml.b\n", "b.py": "from customml.c import thing\n",
-      "c.py": "if True:\n    from customml import a\n"}, ["customml.a", "customml.b", "customml.c", "customml.a"]),
-    # through the package's __init__ (import customml) and a subpackage (two levels up)
-    ({"__init__.py": "from .a import x\n", "a.py": "", "sub/__init__.py": "",
-      "sub/m.py": "from .. import a\n", "b.py": "try:\n    import customml as cm\nexcept ImportError:\n    pass\n"},
-     None),
-    ({"__init__.py": "from .sub.m import x\n", "a.py": "", "sub/__init__.py": "",
-      "sub/m.py": "def f():\n    import customml\n"}, ["customml", "customml.sub.m", "customml"]),
-])
+@pytest.mark.parametrize(
+    "files, cycle",
+    [
+        # the shape of the cycles this test was written against: function-level imports only
+        (
+            {
+                "__init__.py": "",
+                "a.py": "def f():\n    from .b import g\n",
+                "b.py": "class C:\n    def m(self):\n        from . import a\n",
+            },
+            ["customml.a", "customml.b", "customml.a"],
+        ),
+        # absolute imports, an attribute import and a module reached through the package
+        (
+            {
+                "__init__.py": "",
+                "a.py": "import customml.b\n",
+                "b.py": "from customml.c import thing\n",
+                "c.py": "if True:\n    from customml import a\n",
+            },
+            ["customml.a", "customml.b", "customml.c", "customml.a"],
+        ),
+        # through the package's __init__ (import customml) and a subpackage (two levels up)
+        (
+            {
+                "__init__.py": "from .a import x\n",
+                "a.py": "",
+                "sub/__init__.py": "",
+                "sub/m.py": "from .. import a\n",
+                "b.py": "try:\n    import customml as cm\nexcept ImportError:\n    pass\n",
+            },
+            None,
+        ),
+        (
+            {
+                "__init__.py": "from .sub.m import x\n",
+                "a.py": "",
+                "sub/__init__.py": "",
+                "sub/m.py": "def f():\n    import customml\n",
+            },
+            ["customml", "customml.sub.m", "customml"],
+        ),
+    ],
+)
 def test_the_cycle_check_sees_every_kind_of_import(tmp_path, files, cycle):
     assert find_cycle(import_graph(_write(tmp_path, files))) == cycle
 
 
 def test_the_implicit_parent_package_import_is_not_an_edge_and_the_extension_is_a_leaf(tmp_path):
-    graph = import_graph(_write(tmp_path, {"__init__.py": "from . import _core, a\n", "a.py": "from .b import y\n",
-                                           "b.py": "from . import _core\ny = 1\n", "_core.pyi": ""}))
-    assert graph == {"customml": {"customml._core", "customml.a"}, "customml.a": {"customml.b"},
-                     "customml.b": {"customml._core"}, "customml._core": set()}
+    graph = import_graph(
+        _write(
+            tmp_path,
+            {
+                "__init__.py": "from . import _core, a\n",
+                "a.py": "from .b import y\n",
+                "b.py": "from . import _core\ny = 1\n",
+                "_core.pyi": "",
+            },
+        )
+    )
+    assert graph == {
+        "customml": {"customml._core", "customml.a"},
+        "customml.a": {"customml.b"},
+        "customml.b": {"customml._core"},
+        "customml._core": set(),
+    }

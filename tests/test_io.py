@@ -53,7 +53,7 @@ def _bits(model) -> list:
 
 def _split(raw: bytes):
     n = int.from_bytes(raw[:8], "little")
-    return json.loads(raw[8:8 + n]), raw[8 + n:]
+    return json.loads(raw[8 : 8 + n]), raw[8 + n :]
 
 
 def _join(header: dict, data: bytes) -> bytes:
@@ -76,8 +76,9 @@ def _reseal(header: dict, data: bytes) -> bytes:
 
 
 def _small_model(compiled=True) -> cm.Sequential:
-    model = cm.Sequential([cm.layers.Dense(3, activation="relu"), cm.layers.Dropout(0.5), cm.layers.Dense(2)],
-                          input_dim=2, seed=4)
+    model = cm.Sequential(
+        [cm.layers.Dense(3, activation="relu"), cm.layers.Dropout(0.5), cm.layers.Dense(2)], input_dim=2, seed=4
+    )
     if compiled:
         model.compile(cm.optimizers.Adam(1e-2), "softmax_cross_entropy", metrics=["accuracy"])
     return model
@@ -117,15 +118,32 @@ CASES = {
     "relu-dropout-softmax-adam": (
         lambda: [cm.layers.Dense(16, activation="relu"), cm.layers.Dropout(0.25), cm.layers.Dense(3)],
         cm.losses.SoftmaxCrossEntropy(label_smoothing=0.1, class_weights=[1.0, 2.0, 0.5]),
-        lambda: cm.optimizers.Adam(3e-3, weight_decay=1e-4, clipnorm=1.0), ["accuracy"], 3),
+        lambda: cm.optimizers.Adam(3e-3, weight_decay=1e-4, clipnorm=1.0),
+        ["accuracy"],
+        3,
+    ),
     "gelu-tanh-bce-sgd-nesterov": (
-        lambda: [cm.layers.Dense(8, activation="gelu", kernel_initializer="he_normal"),
-                 cm.layers.Dense(5, activation="tanh", name="middle"), cm.layers.Dense(1)],
-        "binary_cross_entropy", lambda: cm.optimizers.SGD(0.05, momentum=0.9, nesterov=True), [], 1),
+        lambda: [
+            cm.layers.Dense(8, activation="gelu", kernel_initializer="he_normal"),
+            cm.layers.Dense(5, activation="tanh", name="middle"),
+            cm.layers.Dense(1),
+        ],
+        "binary_cross_entropy",
+        lambda: cm.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
+        [],
+        1,
+    ),
     "sigmoid-identity-mse-adamw-amsgrad": (
-        lambda: [cm.layers.Dense(7, activation="sigmoid"), cm.layers.Dropout(0.1),
-                 cm.layers.Dense(4, activation="linear")],
-        "mse", lambda: cm.optimizers.AdamW(1e-2, amsgrad=True), [], 4),
+        lambda: [
+            cm.layers.Dense(7, activation="sigmoid"),
+            cm.layers.Dropout(0.1),
+            cm.layers.Dense(4, activation="linear"),
+        ],
+        "mse",
+        lambda: cm.optimizers.AdamW(1e-2, amsgrad=True),
+        [],
+        4,
+    ),
     "plain-sgd": (lambda: [cm.layers.Dense(4)], "softmax_cross_entropy", lambda: cm.optimizers.SGD(0.1), [], 4),
 }
 
@@ -154,11 +172,17 @@ def test_round_trip_is_bit_exact(case, tmp_path):
     model.save(path)
     loaded = cm.load(path)
     assert isinstance(loaded, cm.Sequential)
-    assert (loaded.input_dim, loaded.output_dim, loaded.seed, loaded.name, loaded.device) == \
-        (model.input_dim, model.output_dim, model.seed, model.name, "cpu")
+    assert (loaded.input_dim, loaded.output_dim, loaded.seed, loaded.name, loaded.device) == (
+        model.input_dim,
+        model.output_dim,
+        model.seed,
+        model.name,
+        "cpu",
+    )
     assert repr(loaded.layers) == repr(model.layers)  # kinds, units, activations, rates, names
-    assert [getattr(a, "kernel_initializer", None) for a in loaded.layers] == \
-        [getattr(a, "kernel_initializer", None) for a in model.layers]
+    assert [getattr(a, "kernel_initializer", None) for a in loaded.layers] == [
+        getattr(a, "kernel_initializer", None) for a in model.layers
+    ]
     assert _bits(loaded) == _bits(model)
     assert loaded.predict(x).tobytes() == model.predict(x).tobytes()
     # the compile configuration: the same objects, so evaluate agrees exactly
@@ -242,11 +266,28 @@ def test_file_layout(good):
     assert meta["checksum"].startswith("sha256:") and len(meta["checksum"]) == 7 + 64
     assert json.loads(meta["preprocessing"]) == []
     arch = json.loads(meta["architecture"])
-    assert arch == {"name": "sequential", "input_dim": 2, "seed": 4, "layers": [
-        {"kind": "dense", "name": "dense", "units": 3, "activation": "relu", "kernel_initializer": "glorot_uniform"},
-        {"kind": "dropout", "name": "dropout", "rate": 0.5},
-        {"kind": "dense", "name": "dense_1", "units": 2, "activation": "identity",
-         "kernel_initializer": "glorot_uniform"}]}
+    assert arch == {
+        "name": "sequential",
+        "input_dim": 2,
+        "seed": 4,
+        "layers": [
+            {
+                "kind": "dense",
+                "name": "dense",
+                "units": 3,
+                "activation": "relu",
+                "kernel_initializer": "glorot_uniform",
+            },
+            {"kind": "dropout", "name": "dropout", "rate": 0.5},
+            {
+                "kind": "dense",
+                "name": "dense_1",
+                "units": 2,
+                "activation": "identity",
+                "kernel_initializer": "glorot_uniform",
+            },
+        ],
+    }
     assert json.loads(meta["training"])["optimizer"]["class"] == "Adam"
     assert json.loads(meta["optimizer_state"]) == {"step": 2, "epochs_trained": 1, "slots": ["m", "v"]}
     params = ["layers.0.kernel", "layers.0.bias", "layers.2.kernel", "layers.2.bias"]
@@ -293,11 +334,21 @@ GOLDEN = os.path.join(os.path.dirname(__file__), "data", "model_v1.cml")
 
 
 def _golden_model() -> cm.Sequential:
-    model = cm.Sequential([cm.layers.Dense(4, activation="gelu", name="hidden"), cm.layers.Dropout(0.2),
-                           cm.layers.Dense(3, activation="sigmoid", kernel_initializer="he_normal")],
-                          input_dim=5, seed=11, name="golden")
-    model.compile(cm.optimizers.AdamW(2e-3, weight_decay=0.05, amsgrad=True, clipnorm=2.5),
-                  cm.losses.SoftmaxCrossEntropy(label_smoothing=0.05), metrics=["accuracy"])
+    model = cm.Sequential(
+        [
+            cm.layers.Dense(4, activation="gelu", name="hidden"),
+            cm.layers.Dropout(0.2),
+            cm.layers.Dense(3, activation="sigmoid", kernel_initializer="he_normal"),
+        ],
+        input_dim=5,
+        seed=11,
+        name="golden",
+    )
+    model.compile(
+        cm.optimizers.AdamW(2e-3, weight_decay=0.05, amsgrad=True, clipnorm=2.5),
+        cm.losses.SoftmaxCrossEntropy(label_smoothing=0.05),
+        metrics=["accuracy"],
+    )
     n = model.count_params()
     model._net.write_params(0, (np.arange(n, dtype=np.float32) - 20) / 16)  # exact in float32
     for slot in range(3):
@@ -316,8 +367,10 @@ def test_files_of_format_version_1_load():
     assert vars(model._loss) == vars(want._loss) and model._metrics == ("accuracy",)
     assert (model._net.step, model.epochs_trained) == (7, 3)
     for slot in range(3):
-        assert model._net.read_state(slot, 0, want.count_params()).tobytes() == \
-            want._net.read_state(slot, 0, want.count_params()).tobytes()
+        assert (
+            model._net.read_state(slot, 0, want.count_params()).tobytes()
+            == want._net.read_state(slot, 0, want.count_params()).tobytes()
+        )
 
 
 # ------------------------------------------------------------------------------------
@@ -351,6 +404,7 @@ def test_resume_from_file_continues_bit_exactly(case, tmp_path):
 def test_save_load_and_resume_on_each_device(device, tmp_path):
     """The same file on every device (conftest's ``device``): load(path, device=) gives
     the saved bytes, and resuming there equals training straight there."""
+
     def model():
         layers, loss, opt, metrics, _ = CASES["relu-dropout-softmax-adam"]
         m = cm.Sequential(layers(), input_dim=6, seed=3, device=device)
@@ -420,8 +474,12 @@ def test_optimizer_state_accessors():
         net.read_state(0, 0, 1)
     with pytest.raises(ValueError, match="set_step needs a compiled network"):
         net.set_step(1)
-    for opt, slots in ((cm.optimizers.SGD(0.1), 0), (cm.optimizers.SGD(0.1, momentum=0.9), 1),
-                       (cm.optimizers.Adam(), 2), (cm.optimizers.AdamW(amsgrad=True), 3)):
+    for opt, slots in (
+        (cm.optimizers.SGD(0.1), 0),
+        (cm.optimizers.SGD(0.1, momentum=0.9), 1),
+        (cm.optimizers.Adam(), 2),
+        (cm.optimizers.AdamW(amsgrad=True), 3),
+    ):
         model.compile(opt, "softmax_cross_entropy")
         assert net.state_slots == slots, opt
     values = np.arange(n, dtype=np.float32) - 7.5
@@ -464,13 +522,23 @@ def test_load_weights_into_the_same_architecture(tmp_path):
     assert fresh.input_dim == 6 and _bits(fresh) == _bits(source)
 
 
-@pytest.mark.parametrize("layers, input_dim, match", [
-    ([cm.layers.Dense(15, activation="relu"), cm.layers.Dropout(0.25), cm.layers.Dense(3)], 6,
-     "layer 0 is Dense\\(16\\) in the file but Dense\\(15\\)"),
-    ([cm.layers.Dense(16), cm.layers.Dense(3)], 6, "the file has 3 layers, the model 2"),
-    ([cm.layers.Dense(16), cm.layers.Dense(3), cm.layers.Dense(3)], 6, "layer 1 is Dropout in the file but Dense"),
-    ([cm.layers.Dense(16), cm.layers.Dropout(0.25), cm.layers.Dense(3)], 7, "the file's input size is 6, the model's 7"),
-])
+@pytest.mark.parametrize(
+    "layers, input_dim, match",
+    [
+        (
+            [cm.layers.Dense(15, activation="relu"), cm.layers.Dropout(0.25), cm.layers.Dense(3)],
+            6,
+            "layer 0 is Dense\\(16\\) in the file but Dense\\(15\\)",
+        ),
+        ([cm.layers.Dense(16), cm.layers.Dense(3)], 6, "the file has 3 layers, the model 2"),
+        ([cm.layers.Dense(16), cm.layers.Dense(3), cm.layers.Dense(3)], 6, "layer 1 is Dropout in the file but Dense"),
+        (
+            [cm.layers.Dense(16), cm.layers.Dropout(0.25), cm.layers.Dense(3)],
+            7,
+            "the file's input size is 6, the model's 7",
+        ),
+    ],
+)
 def test_load_weights_refuses_another_architecture(tmp_path, layers, input_dim, match):
     source = _case_model("relu-dropout-softmax-adam")
     source.save(tmp_path / "m.cml")
@@ -527,8 +595,9 @@ def test_save_failing_mid_write_keeps_the_old_file(tmp_path):
         sys.exit("the save did not fail")
     """)
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.split() == ["OSError", "27"]  # EFBIG
     assert path.read_bytes() == old
@@ -588,16 +657,19 @@ def test_header_length_too_large(tmp_path, good):
     _refused(tmp_path, (n - 1).to_bytes(8, "little") + rest, "1 bytes after the last tensor")
 
 
-@pytest.mark.parametrize("text, match", [
-    (b"not json at all!", "not valid JSON"),
-    (b"\xff\xfe{}    ", "not UTF-8"),
-    (b"[1, 2, 3]", "not an object"),
-    (b'{"a": NaN}', "NaN, which is not JSON"),
-    (b'{"__metadata__": {"format": "customml"}, "__metadata__": {}}', "key '__metadata__' twice"),
-    (b'{"__metadata__": {"format": 1}}', "__metadata__ must be an object of strings"),
-    (b'{"__metadata__": {"format": "\\ud800"}}', "entry 'format' holds an invalid Unicode escape"),
-    pytest.param(b"[" * 100000 + b"]" * 100000, "nested too deeply|not an object", id="deep"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        (b"not json at all!", "not valid JSON"),
+        (b"\xff\xfe{}    ", "not UTF-8"),
+        (b"[1, 2, 3]", "not an object"),
+        (b'{"a": NaN}', "NaN, which is not JSON"),
+        (b'{"__metadata__": {"format": "customml"}, "__metadata__": {}}', "key '__metadata__' twice"),
+        (b'{"__metadata__": {"format": 1}}', "__metadata__ must be an object of strings"),
+        (b'{"__metadata__": {"format": "\\ud800"}}', "entry 'format' holds an invalid Unicode escape"),
+        pytest.param(b"[" * 100000 + b"]" * 100000, "nested too deeply|not an object", id="deep"),
+    ],
+)
 def test_header_not_json_or_not_safetensors(tmp_path, text, match):
     _refused(tmp_path, len(text).to_bytes(8, "little") + text, match)
 
@@ -605,25 +677,29 @@ def test_header_not_json_or_not_safetensors(tmp_path, text, match):
 def _set(name, **entry):
     def change(header, data):
         header[name].update(entry)
+
     return change
 
 
-@pytest.mark.parametrize("change, match", [
-    (_set("layers.0.kernel", dtype="F16"), "'layers.0.kernel': shape \\(2, 3\\) of F16 needs 12 bytes"),
-    (_set("layers.0.kernel", dtype="I32"), "'layers.0.kernel' has dtype I32, expected F32"),
-    (_set("layers.0.kernel", dtype="F33"), "'layers.0.kernel': unknown dtype 'F33'"),
-    (_set("layers.0.kernel", shape=[3, 2]), "'layers.0.kernel' has shape \\(3, 2\\), expected \\(2, 3\\)"),
-    (_set("layers.2.bias", shape=[2, 1]), "'layers.2.bias' has shape \\(2, 1\\), expected \\(2,\\)"),
-    (_set("layers.0.kernel", shape=[2, -3]), "shape must be a list of non-negative integers"),
-    (_set("layers.0.kernel", shape=[2, 3.0]), "shape must be a list of non-negative integers"),
-    (_set("layers.2.kernel", data_offsets=[0, 24]), "'layers.0.kernel' and 'layers.2.kernel' overlap"),
-    (_set("layers.0.bias", data_offsets=[20, 32]), "'layers.0.kernel' and 'layers.0.bias' overlap"),
-    (_set("layers.2.bias", data_offsets=[10**6, 10**6 + 8]), "'layers.2.bias'.*past the end.*out of range"),
-    (_set("layers.2.bias", data_offsets=[8, 4]), "0 <= begin <= end"),
-    (_set("layers.2.bias", data_offsets=[0]), "data_offsets must be"),
-    (_set("layers.2.bias", data_offsets=[-8, 0]), "data_offsets must be"),
-    (_set("layers.2.bias", extra=1), "exactly dtype, shape and data_offsets"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (_set("layers.0.kernel", dtype="F16"), "'layers.0.kernel': shape \\(2, 3\\) of F16 needs 12 bytes"),
+        (_set("layers.0.kernel", dtype="I32"), "'layers.0.kernel' has dtype I32, expected F32"),
+        (_set("layers.0.kernel", dtype="F33"), "'layers.0.kernel': unknown dtype 'F33'"),
+        (_set("layers.0.kernel", shape=[3, 2]), "'layers.0.kernel' has shape \\(3, 2\\), expected \\(2, 3\\)"),
+        (_set("layers.2.bias", shape=[2, 1]), "'layers.2.bias' has shape \\(2, 1\\), expected \\(2,\\)"),
+        (_set("layers.0.kernel", shape=[2, -3]), "shape must be a list of non-negative integers"),
+        (_set("layers.0.kernel", shape=[2, 3.0]), "shape must be a list of non-negative integers"),
+        (_set("layers.2.kernel", data_offsets=[0, 24]), "'layers.0.kernel' and 'layers.2.kernel' overlap"),
+        (_set("layers.0.bias", data_offsets=[20, 32]), "'layers.0.kernel' and 'layers.0.bias' overlap"),
+        (_set("layers.2.bias", data_offsets=[10**6, 10**6 + 8]), "'layers.2.bias'.*past the end.*out of range"),
+        (_set("layers.2.bias", data_offsets=[8, 4]), "0 <= begin <= end"),
+        (_set("layers.2.bias", data_offsets=[0]), "data_offsets must be"),
+        (_set("layers.2.bias", data_offsets=[-8, 0]), "data_offsets must be"),
+        (_set("layers.2.bias", extra=1), "exactly dtype, shape and data_offsets"),
+    ],
+)
 def test_bad_tensor_entries(tmp_path, good, change, match):
     _refused(tmp_path, _edit(good, change), match)
 
@@ -632,20 +708,24 @@ def test_tensors_swapped_or_renamed_or_missing_or_extra(tmp_path, good):
     def swap(header, data):  # both offsets valid, but not in the canonical order
         a, b = header["optimizer.m.layers.0.bias"], header["optimizer.v.layers.0.bias"]
         a["data_offsets"], b["data_offsets"] = b["data_offsets"], a["data_offsets"]
+
     _refused(tmp_path, _edit(good, swap), "'optimizer.m.layers.0.bias' has data_offsets .* expected")
 
     def rename(header, data):
         header["layers.0.kernal"] = header.pop("layers.0.kernel")
+
     _refused(tmp_path, _edit(good, rename), "'layers.0.kernel' is missing; unexpected tensor 'layers.0.kernal'")
 
     def drop_last(header, data):  # the file without the last tensor
         del header["optimizer.v.layers.2.bias"]
         return data[:-8]
+
     _refused(tmp_path, _edit(good, drop_last), "'optimizer.v.layers.2.bias' is missing")
 
     def add(header, data):
         header["layers.9.kernel"] = {"dtype": "F32", "shape": [1], "data_offsets": [len(data), len(data) + 4]}
         return data + b"\0" * 4
+
     _refused(tmp_path, _edit(good, add), "unexpected tensor 'layers.9.kernel'")
 
     def gap(header, data):
@@ -653,6 +733,7 @@ def test_tensors_swapped_or_renamed_or_missing_or_extra(tmp_path, good):
             if name != "__metadata__" and name != "layers.0.kernel":
                 entry["data_offsets"] = [o + 4 for o in entry["data_offsets"]]
         return data[:24] + b"\0" * 4 + data[24:]
+
     _refused(tmp_path, _edit(good, gap), "4 unused bytes before tensor 'layers.0.bias'")
 
 
@@ -667,8 +748,7 @@ def test_flipped_data_byte_fails_the_checksum(tmp_path, good, where):
 
 def test_modified_metadata_fails_the_checksum(tmp_path, good):
     header, data = _split(good)
-    header["__metadata__"]["architecture"] = header["__metadata__"]["architecture"].replace('"rate":0.5',
-                                                                                            '"rate":0.7')
+    header["__metadata__"]["architecture"] = header["__metadata__"]["architecture"].replace('"rate":0.5', '"rate":0.7')
     _refused(tmp_path, _join(header, data), "checksum mismatch")
     header, data = _split(good)
     header["__metadata__"]["checksum"] = "sha256:" + "0" * 64
@@ -699,16 +779,20 @@ def test_garbage_is_refused(tmp_path_factory, garbage, n):
             cm.load(path)
 
 
-@pytest.mark.parametrize("version, match", [
-    ("4", "format version 4, written by a newer customml.*reads format versions up to 3: upgrade customml"),
-    ("10", "format version 10, written by a newer customml"),
-    ("0", "invalid format_version '0'"),
-    ("1.0", "invalid format_version '1.0'"),
-    ("", "invalid format_version ''"),
-])
+@pytest.mark.parametrize(
+    "version, match",
+    [
+        ("4", "format version 4, written by a newer customml.*reads format versions up to 3: upgrade customml"),
+        ("10", "format version 10, written by a newer customml"),
+        ("0", "invalid format_version '0'"),
+        ("1.0", "invalid format_version '1.0'"),
+        ("", "invalid format_version ''"),
+    ],
+)
 def test_format_versions(tmp_path, good, version, match):
     def change(header, data):
         header["__metadata__"]["format_version"] = version
+
     _refused(tmp_path, _edit(good, change), match)
 
 
@@ -718,6 +802,7 @@ def _meta(key, value=None, delete=False):
             del header["__metadata__"][key]
         else:
             header["__metadata__"][key] = value
+
     return change
 
 
@@ -725,6 +810,7 @@ def _json_meta(key, edit):
     def change(header, data):
         value = json.loads(header["__metadata__"][key])
         header["__metadata__"][key] = json.dumps(edit(value))
+
     return change
 
 
@@ -732,6 +818,7 @@ def _layer(i, **kv):
     def edit(arch):
         arch["layers"][i].update(kv)
         return arch
+
     return _json_meta("architecture", edit)
 
 
@@ -739,41 +826,47 @@ def _optimizer_config(**kv):
     def edit(training):
         training["optimizer"]["config"].update(kv)
         return training
+
     return _json_meta("training", edit)
 
 
-@pytest.mark.parametrize("change, match", [
-    (_meta("format", "pytorch"), "not a customml model file \\(its format is 'pytorch'\\)"),
-    (_meta("format", delete=True), "not a customml model file"),
-    (_meta("architecture", delete=True), "lacks 'architecture'"),
-    (_meta("author", "me"), "unknown metadata key 'author'"),
-    (_meta("architecture", "{"), "architecture is not valid JSON"),
-    (_meta("architecture", "[]"), "architecture must be an object"),
-    (_meta("preprocessing", '[{"kind": "standardize"}]'), "unsupported preprocessing"),
-    (_meta("training", "{}"), "training must be null or an object"),
-    (_layer(0, units=7), "'layers.0.kernel' has shape \\(2, 3\\), expected \\(2, 7\\)"),
-    (_layer(0, units=True), "units must be an integer"),
-    (_layer(0, activation="swish"), "invalid model configuration: Dense activation"),
-    (_layer(1, rate=1.5), "invalid model configuration: Dropout rate"),
-    (_layer(1, name="dense"), "invalid model configuration: .*named 'dense'"),
-    (_layer(1, kind="pooling"), "layer 1: expected a dense, dropout, normalization or rescaling layer"),
-    (_layer(0, trainable=0), "layer 0: trainable must be true or false, got 0"),
-    (_layer(1, trainable=False), "layer 1: expected a dense, dropout, normalization or rescaling layer"),
-    (_json_meta("architecture", lambda a: dict(a, input_dim=0)), "input_dim must be an integer >= 1"),
-    (_json_meta("architecture", lambda a: dict(a, seed=-1)), "seed must be an integer"),
-    (_json_meta("architecture", lambda a: dict(a, layers=[])), "layers must be a non-empty list"),
-    (_optimizer_config(learning_rate="0.1"), "Adam learning_rate must be number"),
-    (_optimizer_config(amsgrad="false"), "Adam amsgrad must be bool"),
-    (_optimizer_config(learning_rate=-1.0), "invalid model configuration: Adam learning_rate must be >= 0"),
-    (_optimizer_config(momentum=0.9), "config must have exactly the keys"),
-    (_json_meta("training", lambda t: dict(t, metrics=["auc"])), "invalid model configuration: unknown metric"),
-    (_json_meta("training", lambda t: {**t, "optimizer": {"class": "os.system", "config": {}}}),
-     "class one of SGD, Adam, AdamW"),
-    (_json_meta("optimizer_state", lambda s: dict(s, slots=["velocity"])), "slots \\['velocity'\\] do not match"),
-    (_json_meta("optimizer_state", lambda s: dict(s, step=-1)), "step must be an integer >= 0"),
-    (_meta("training", "null"), "optimizer_state without a training configuration"),
-    (_meta("callbacks_state", '{"EarlyStopping:loss": {"best": "x"}}'), "callbacks_state must map callback keys"),
-    (_meta("callbacks_state", '[]'), "callbacks_state must map callback keys"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (_meta("format", "pytorch"), "not a customml model file \\(its format is 'pytorch'\\)"),
+        (_meta("format", delete=True), "not a customml model file"),
+        (_meta("architecture", delete=True), "lacks 'architecture'"),
+        (_meta("author", "me"), "unknown metadata key 'author'"),
+        (_meta("architecture", "{"), "architecture is not valid JSON"),
+        (_meta("architecture", "[]"), "architecture must be an object"),
+        (_meta("preprocessing", '[{"kind": "standardize"}]'), "unsupported preprocessing"),
+        (_meta("training", "{}"), "training must be null or an object"),
+        (_layer(0, units=7), "'layers.0.kernel' has shape \\(2, 3\\), expected \\(2, 7\\)"),
+        (_layer(0, units=True), "units must be an integer"),
+        (_layer(0, activation="swish"), "invalid model configuration: Dense activation"),
+        (_layer(1, rate=1.5), "invalid model configuration: Dropout rate"),
+        (_layer(1, name="dense"), "invalid model configuration: .*named 'dense'"),
+        (_layer(1, kind="pooling"), "layer 1: expected a dense, dropout, normalization or rescaling layer"),
+        (_layer(0, trainable=0), "layer 0: trainable must be true or false, got 0"),
+        (_layer(1, trainable=False), "layer 1: expected a dense, dropout, normalization or rescaling layer"),
+        (_json_meta("architecture", lambda a: dict(a, input_dim=0)), "input_dim must be an integer >= 1"),
+        (_json_meta("architecture", lambda a: dict(a, seed=-1)), "seed must be an integer"),
+        (_json_meta("architecture", lambda a: dict(a, layers=[])), "layers must be a non-empty list"),
+        (_optimizer_config(learning_rate="0.1"), "Adam learning_rate must be number"),
+        (_optimizer_config(amsgrad="false"), "Adam amsgrad must be bool"),
+        (_optimizer_config(learning_rate=-1.0), "invalid model configuration: Adam learning_rate must be >= 0"),
+        (_optimizer_config(momentum=0.9), "config must have exactly the keys"),
+        (_json_meta("training", lambda t: dict(t, metrics=["auc"])), "invalid model configuration: unknown metric"),
+        (
+            _json_meta("training", lambda t: {**t, "optimizer": {"class": "os.system", "config": {}}}),
+            "class one of SGD, Adam, AdamW",
+        ),
+        (_json_meta("optimizer_state", lambda s: dict(s, slots=["velocity"])), "slots \\['velocity'\\] do not match"),
+        (_json_meta("optimizer_state", lambda s: dict(s, step=-1)), "step must be an integer >= 0"),
+        (_meta("training", "null"), "optimizer_state without a training configuration"),
+        (_meta("callbacks_state", '{"EarlyStopping:loss": {"best": "x"}}'), "callbacks_state must map callback keys"),
+        (_meta("callbacks_state", "[]"), "callbacks_state must map callback keys"),
+    ],
+)
 def test_bad_metadata(tmp_path, good, change, match):
     _refused(tmp_path, _edit(good, change), match)

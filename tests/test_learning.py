@@ -14,8 +14,9 @@ import customml as cm
 @pytest.mark.timing  # the fit must take under 10 s
 def test_learns_digits():
     (x_train, y_train), (x_test, y_test) = cm.datasets.load("digits")
-    model = cm.Sequential([cm.layers.Dense(64, activation="relu"), cm.layers.Dropout(0.1), cm.layers.Dense(10)],
-                          input_dim=64, seed=0)
+    model = cm.Sequential(
+        [cm.layers.Dense(64, activation="relu"), cm.layers.Dropout(0.1), cm.layers.Dense(10)], input_dim=64, seed=0
+    )
     model.compile(optimizer=cm.optimizers.Adam(1e-2), loss="softmax_cross_entropy", metrics=["accuracy"])
     start = time.perf_counter()
     history = model.fit(x_train, y_train, epochs=8, batch_size=32, verbose=0)

@@ -15,9 +15,7 @@ from support import LOGIT_KINDS, U64, assert_close, logits_of, make_values, seed
 # ------------------------------------------------------------------------------ count_correct
 
 # (batch, classes, logit kind, seed); classes 1 is the binary rule.
-cc_problems = st.tuples(sizes, sizes, st.sampled_from(LOGIT_KINDS), seeds).filter(
-    lambda p: p[0] * p[1] <= 1 << 15
-)
+cc_problems = st.tuples(sizes, sizes, st.sampled_from(LOGIT_KINDS), seeds).filter(lambda p: p[0] * p[1] <= 1 << 15)
 
 
 @given(problem=cc_problems)
@@ -63,19 +61,45 @@ def test_count_correct_one_column(isa, device):
 
 CC_BAD = {
     "logits float64": (np.zeros((4, 3)), np.zeros(4, np.int32), TypeError, r"\[count_correct\] logits must be float32"),
-    "labels int64": (np.zeros((4, 3), np.float32), np.zeros(4, np.int64), TypeError, r"\[count_correct\] labels must be int32"),
+    "labels int64": (
+        np.zeros((4, 3), np.float32),
+        np.zeros(4, np.int64),
+        TypeError,
+        r"\[count_correct\] labels must be int32",
+    ),
     "logits 1-D": (np.zeros(4, np.float32), np.zeros(4, np.int32), ValueError, r"\[count_correct\] logits must be 2-D"),
-    "labels length": (np.zeros((4, 3), np.float32), np.zeros(3, np.int32), ValueError, r"\[count_correct\] labels has shape"),
-    "no classes": (np.zeros((4, 0), np.float32), np.zeros(4, np.int32), ValueError,
-                   r"\[count_correct\] logits has 0 columns"),
-    "logits transposed": (np.zeros((3, 4), np.float32).T, np.zeros(4, np.int32), ValueError,
-                          r"\[count_correct\] logits must be C-contiguous"),
+    "labels length": (
+        np.zeros((4, 3), np.float32),
+        np.zeros(3, np.int32),
+        ValueError,
+        r"\[count_correct\] labels has shape",
+    ),
+    "no classes": (
+        np.zeros((4, 0), np.float32),
+        np.zeros(4, np.int32),
+        ValueError,
+        r"\[count_correct\] logits has 0 columns",
+    ),
+    "logits transposed": (
+        np.zeros((3, 4), np.float32).T,
+        np.zeros(4, np.int32),
+        ValueError,
+        r"\[count_correct\] logits must be C-contiguous",
+    ),
     # Validation gap (see the report): softmax_cross_entropy rejects these labels with
     # IndexError, count_correct silently counts the rows as wrong.
-    "label too large": (np.zeros((4, 3), np.float32), np.array([0, 3, 1, 0], np.int32), IndexError,
-                        r"\[count_correct\] labels\[1\] = 3 is outside"),
-    "label negative": (np.zeros((4, 3), np.float32), np.array([0, 1, -1, 0], np.int32), IndexError,
-                       r"\[count_correct\] labels\[2\] = -1 is outside"),
+    "label too large": (
+        np.zeros((4, 3), np.float32),
+        np.array([0, 3, 1, 0], np.int32),
+        IndexError,
+        r"\[count_correct\] labels\[1\] = 3 is outside",
+    ),
+    "label negative": (
+        np.zeros((4, 3), np.float32),
+        np.array([0, 1, -1, 0], np.int32),
+        IndexError,
+        r"\[count_correct\] labels\[2\] = -1 is outside",
+    ),
 }
 
 
@@ -123,15 +147,19 @@ def test_confusion_matrix_update_empty_batch(device):
     np.testing.assert_array_equal(counts, np.ones((3, 3)))
 
 
-@pytest.mark.parametrize("bad, error, match", [
-    (dict(counts=np.zeros((3, 3), np.int32)), TypeError, "counts must be int64"),
-    (dict(counts=np.zeros((2, 3), np.int64)), ValueError, r"counts has shape \(2, 3\), expected \(3, 3\)"),
-    (dict(labels=np.array([0, 3], np.int32)), IndexError, r"labels\[1\] = 3 is outside \[0, 3\)"),
-    (dict(labels=np.array([0], np.int32)), ValueError, "labels has shape"),
-])
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [
+        (dict(counts=np.zeros((3, 3), np.int32)), TypeError, "counts must be int64"),
+        (dict(counts=np.zeros((2, 3), np.int64)), ValueError, r"counts has shape \(2, 3\), expected \(3, 3\)"),
+        (dict(labels=np.array([0, 3], np.int32)), IndexError, r"labels\[1\] = 3 is outside \[0, 3\)"),
+        (dict(labels=np.array([0], np.int32)), ValueError, "labels has shape"),
+    ],
+)
 def test_confusion_matrix_update_rejects(device, bad, error, match):
-    args = dict(counts=np.zeros((3, 3), np.int64), logits=np.zeros((2, 3), np.float32),
-                labels=np.array([0, 1], np.int32))
+    args = dict(
+        counts=np.zeros((3, 3), np.int64), logits=np.zeros((2, 3), np.float32), labels=np.array([0, 1], np.int32)
+    )
     args.update(bad)
     with pytest.raises(error, match=r"\[confusion_matrix_update\] " + match):
         ops.confusion_matrix_update(args["counts"], args["logits"], args["labels"], device=device)

@@ -14,8 +14,9 @@ from model_reference import make_model
 
 
 def test_build_shapes_count_params_and_summary():
-    model = cm.Sequential([cm.layers.Dense(7, activation="relu"), cm.layers.Dropout(0.2), cm.layers.Dense(3)],
-                          input_dim=5, seed=0)
+    model = cm.Sequential(
+        [cm.layers.Dense(7, activation="relu"), cm.layers.Dropout(0.2), cm.layers.Dense(3)], input_dim=5, seed=0
+    )
     assert model.built and model.input_dim == 5 and model.output_dim == 3
     assert model.count_params() == 5 * 7 + 7 + 7 * 3 + 3
     ws = model.get_weights()
@@ -48,8 +49,15 @@ def test_unbuilt_model_builds_on_first_predict():
 
 
 def test_layer_auto_names():
-    model = cm.Sequential([cm.layers.Dense(4), cm.layers.Dropout(0.1), cm.layers.Dense(4), cm.layers.Dropout(0.1),
-                           cm.layers.Dense(2, name="head")])
+    model = cm.Sequential(
+        [
+            cm.layers.Dense(4),
+            cm.layers.Dropout(0.1),
+            cm.layers.Dense(4),
+            cm.layers.Dropout(0.1),
+            cm.layers.Dense(2, name="head"),
+        ]
+    )
     assert [layer.name for layer in model.layers] == ["dense", "dropout", "dense_1", "dropout_1", "head"]
     taken = cm.Sequential([cm.layers.Dense(3, name="dense_1"), cm.layers.Dense(3), cm.layers.Dense(3)])
     assert [layer.name for layer in taken.layers] == ["dense_1", "dense", "dense_2"]

@@ -43,8 +43,12 @@ def _sk_metric(name, y, pred, classes):
 
 
 def _model(inputs, outputs, device, hidden=16, seed=0):
-    return cm.Sequential([cm.layers.Dense(hidden, activation="relu"), cm.layers.Dense(outputs)],
-                         input_dim=inputs, device=device, seed=seed)
+    return cm.Sequential(
+        [cm.layers.Dense(hidden, activation="relu"), cm.layers.Dense(outputs)],
+        input_dim=inputs,
+        device=device,
+        seed=seed,
+    )
 
 
 def _check_classification(model, x, y, classes, metrics, batch_size):
@@ -97,13 +101,16 @@ def test_macro_averages_over_present_classes_like_sklearn(device):
     # sklearn's macro averages over the labels in y_true or y_pred (here 0, 1, 2), so
     # must ours, and precision of never-predicted classes is 0 (zero_division).
     model = cm.Sequential([cm.layers.Dense(4)], input_dim=2, device=device, seed=0)
-    model.compile(loss="softmax_cross_entropy", metrics=["precision_macro", "recall_macro", "f1_macro",
-                                                         "f1_weighted", "confusion_matrix"])
+    model.compile(
+        loss="softmax_cross_entropy",
+        metrics=["precision_macro", "recall_macro", "f1_macro", "f1_weighted", "confusion_matrix"],
+    )
     model.set_weights([np.zeros((2, 4), np.float32), np.array([1, 0, 0, 0], np.float32)])
     x = np.ones((9, 2), np.float32)
     y = np.array([0, 1, 2, 0, 1, 2, 0, 0, 1])
-    got = _check_classification(model, x, y, 4, ["precision_macro", "recall_macro", "f1_macro", "f1_weighted",
-                                                  "confusion_matrix"], batch_size=4)
+    got = _check_classification(
+        model, x, y, 4, ["precision_macro", "recall_macro", "f1_macro", "f1_weighted", "confusion_matrix"], batch_size=4
+    )
     assert got["confusion_matrix"][:, 0].sum() == 9
 
 
@@ -115,8 +122,19 @@ def test_binary_metrics_and_roc_auc_match_sklearn_on_random_data(device, loss, o
     # integer-valued inputs and few hidden units give tied scores: the tie rule (1/2) counts
     x[:350] = np.round(x[:350])
     model = _model(5, outputs, device, hidden=3)
-    metrics = ["accuracy", "precision", "recall", "f1", "precision_binary", "recall_binary", "f1_binary",
-               "f1_macro", "f1_micro", "roc_auc", "confusion_matrix"]
+    metrics = [
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "precision_binary",
+        "recall_binary",
+        "f1_binary",
+        "f1_macro",
+        "f1_micro",
+        "roc_auc",
+        "confusion_matrix",
+    ]
     model.compile(optimizer=cm.optimizers.Adam(1e-2), loss=loss, metrics=metrics)
     model.fit(x, y, epochs=2, batch_size=50, verbose=0)
     _check_classification(model, x, y, 2, metrics, batch_size=128)
@@ -125,8 +143,16 @@ def test_binary_metrics_and_roc_auc_match_sklearn_on_random_data(device, loss, o
 def test_metrics_match_sklearn_on_digits(device):
     (x, y), (xt, yt) = cm.datasets.load("digits")
     model = _model(x.shape[1], 10, device, hidden=32)
-    metrics = ["accuracy", "f1", "precision_macro", "recall_macro", "f1_weighted", "f1_micro", "confusion_matrix",
-               "roc_auc"]
+    metrics = [
+        "accuracy",
+        "f1",
+        "precision_macro",
+        "recall_macro",
+        "f1_weighted",
+        "f1_micro",
+        "confusion_matrix",
+        "roc_auc",
+    ]
     model.compile(optimizer=cm.optimizers.Adam(1e-2), loss="softmax_cross_entropy", metrics=metrics)
     history = model.fit(x, y, epochs=2, batch_size=64, verbose=0, validation_data=(xt, yt))
     got = _check_classification(model, xt, yt, 10, metrics, batch_size=1024)
@@ -254,19 +280,22 @@ def test_only_requested_statistics_are_accumulated():
     assert net.confusion_matrix().shape == (4, 4)
 
 
-@pytest.mark.parametrize("loss, metrics, match", [
-    ("softmax_cross_entropy", ["f2"], r"unknown metric 'f2'; available: accuracy, precision"),
-    ("softmax_cross_entropy", ["F1"], r"unknown metric 'F1'"),
-    ("softmax_cross_entropy", [3], r"unknown metric 3"),
-    ("softmax_cross_entropy", ["f1", "f1"], r"lists a name twice"),
-    ("mse", ["accuracy"], r"metric 'accuracy' needs a classification loss, not 'mse'"),
-    ("mse", ["f1_macro"], r"metric 'f1_macro' needs a classification loss"),
-    ("mse", ["roc_auc"], r"metric 'roc_auc' needs a classification loss"),
-    ("mse", ["confusion_matrix"], r"metric 'confusion_matrix' needs a classification loss"),
-    ("softmax_cross_entropy", ["r2"], r"metric 'r2' needs the loss 'mse', not 'softmax_cross_entropy'"),
-    ("binary_cross_entropy", ["mae"], r"metric 'mae' needs the loss 'mse'"),
-    ("softmax_cross_entropy", ["f1_binary"], r"metric 'f1_binary' needs a binary classifier"),
-])
+@pytest.mark.parametrize(
+    "loss, metrics, match",
+    [
+        ("softmax_cross_entropy", ["f2"], r"unknown metric 'f2'; available: accuracy, precision"),
+        ("softmax_cross_entropy", ["F1"], r"unknown metric 'F1'"),
+        ("softmax_cross_entropy", [3], r"unknown metric 3"),
+        ("softmax_cross_entropy", ["f1", "f1"], r"lists a name twice"),
+        ("mse", ["accuracy"], r"metric 'accuracy' needs a classification loss, not 'mse'"),
+        ("mse", ["f1_macro"], r"metric 'f1_macro' needs a classification loss"),
+        ("mse", ["roc_auc"], r"metric 'roc_auc' needs a classification loss"),
+        ("mse", ["confusion_matrix"], r"metric 'confusion_matrix' needs a classification loss"),
+        ("softmax_cross_entropy", ["r2"], r"metric 'r2' needs the loss 'mse', not 'softmax_cross_entropy'"),
+        ("binary_cross_entropy", ["mae"], r"metric 'mae' needs the loss 'mse'"),
+        ("softmax_cross_entropy", ["f1_binary"], r"metric 'f1_binary' needs a binary classifier"),
+    ],
+)
 def test_bad_metrics_are_rejected(loss, metrics, match):
     model = _model(2, 3, "cpu")
     model.compile(loss="softmax_cross_entropy", metrics=["accuracy"])

@@ -131,19 +131,35 @@ BAD = {
     "target shape": (dict(target=np.zeros((3, 4), np.float32)), ValueError, r"\[mse\] target has shape"),
     "target rank": (dict(target=np.zeros((4, 3, 1), np.float32)), ValueError, r"\[mse\] target has shape"),
     "grad_out shape": (dict(grad_out=np.zeros(12, np.float32)), ValueError, r"\[mse\] grad_out has shape"),
-    "empty": (dict(pred=np.zeros((0, 3), np.float32), target=np.zeros((0, 3), np.float32)), ValueError,
-              r"\[mse\] pred is empty"),
+    "empty": (
+        dict(pred=np.zeros((0, 3), np.float32), target=np.zeros((0, 3), np.float32)),
+        ValueError,
+        r"\[mse\] pred is empty",
+    ),
     "pred strided": (dict(pred=np.zeros((4, 6), np.float32)[:, ::2]), ValueError, r"\[mse\] pred must be C-contiguous"),
-    "target transposed": (dict(target=np.zeros((3, 4), np.float32).T), ValueError, r"\[mse\] target must be C-contiguous"),
+    "target transposed": (
+        dict(target=np.zeros((3, 4), np.float32).T),
+        ValueError,
+        r"\[mse\] target must be C-contiguous",
+    ),
     "row_weights float64": (dict(row_weights=np.ones(4)), TypeError, r"\[mse\] row_weights must be float32"),
     "row_weights length": (dict(row_weights=np.ones(3, np.float32)), ValueError, r"\[mse\] row_weights has shape"),
     "row_weights 2-D": (dict(row_weights=np.ones((4, 1), np.float32)), ValueError, r"\[mse\] row_weights must be 1-D"),
-    "negative row weight": (dict(row_weights=np.array([1, -1, 1, 1], np.float32)), ValueError,
-                            r"\[mse\] row_weights\[1\] = -1.0+ must be finite and >= 0"),
-    "NaN row weight": (dict(row_weights=np.array([1, 1, 1, np.nan], np.float32)), ValueError,
-                       r"\[mse\] row_weights\[3\]"),
-    "row_weights of a scalar": (dict(pred=np.zeros((), np.float32), target=np.zeros((), np.float32),
-                                     row_weights=np.ones(1, np.float32)), ValueError, r"\[mse\] pred is a scalar"),
+    "negative row weight": (
+        dict(row_weights=np.array([1, -1, 1, 1], np.float32)),
+        ValueError,
+        r"\[mse\] row_weights\[1\] = -1.0+ must be finite and >= 0",
+    ),
+    "NaN row weight": (
+        dict(row_weights=np.array([1, 1, 1, np.nan], np.float32)),
+        ValueError,
+        r"\[mse\] row_weights\[3\]",
+    ),
+    "row_weights of a scalar": (
+        dict(pred=np.zeros((), np.float32), target=np.zeros((), np.float32), row_weights=np.ones(1, np.float32)),
+        ValueError,
+        r"\[mse\] pred is a scalar",
+    ),
 }
 
 

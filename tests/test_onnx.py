@@ -38,8 +38,12 @@ TOL = 1e-5  # see the module docstring
 
 
 def _model(act: str, dropout_last: bool = False) -> cm.Sequential:
-    layers = [cm.layers.Dense(16, activation=act), cm.layers.Dropout(0.3), cm.layers.Dense(9, activation=act),
-              cm.layers.Dense(4)]
+    layers = [
+        cm.layers.Dense(16, activation=act),
+        cm.layers.Dropout(0.3),
+        cm.layers.Dense(9, activation=act),
+        cm.layers.Dense(4),
+    ]
     if dropout_last:
         layers.append(cm.layers.Dropout(0.5))
     model = cm.Sequential(layers, input_dim=11, seed=5)
@@ -114,8 +118,11 @@ def test_preprocessing_layers_export(tmp_path, opset):
     train[:, 4] = 7.25
     norm = cm.layers.Normalization()
     norm.adapt(train)
-    model = cm.Sequential([norm, cm.layers.Rescaling(0.5, offset=0.25), cm.layers.Dense(16, activation="gelu"),
-                           cm.layers.Dense(4)], input_dim=11, seed=2)
+    model = cm.Sequential(
+        [norm, cm.layers.Rescaling(0.5, offset=0.25), cm.layers.Dense(16, activation="gelu"), cm.layers.Dense(4)],
+        input_dim=11,
+        seed=2,
+    )
     path = tmp_path / "m.onnx"
     model.export_onnx(path, opset=opset)
     ops = [n.op_type for n in onnx.load(str(path)).graph.node]

@@ -14,8 +14,9 @@ DEVICES = ["cuda-emulated"] + (["cuda"] if cm.cuda.is_available() else [])
 
 
 def _model(device, seed=0):
-    return cm.Sequential([cm.layers.Dense(64, activation="relu"), cm.layers.Dense(10)], input_dim=64, device=device,
-                         seed=seed)
+    return cm.Sequential(
+        [cm.layers.Dense(64, activation="relu"), cm.layers.Dense(10)], input_dim=64, device=device, seed=seed
+    )
 
 
 def test_cpu_rejects_tensor_core_precisions():
@@ -34,8 +35,9 @@ def test_training_in_reduced_precision_learns_like_fp32(device, precision):
     results = {}
     for p in ("fp32", precision):
         model = _model(device)
-        model.compile(optimizer=cm.optimizers.Adam(3e-3), loss="softmax_cross_entropy", metrics=["accuracy"],
-                      precision=p)
+        model.compile(
+            optimizer=cm.optimizers.Adam(3e-3), loss="softmax_cross_entropy", metrics=["accuracy"], precision=p
+        )
         model.fit(x_train, y_train, epochs=5, batch_size=64, verbose=0)
         results[p] = (model.evaluate(x_test, y_test)["accuracy"], model.get_weights()[0])
     # The products' operands are rounded to 10 (tf32, fp16) or 7 (bf16) mantissa bits, so

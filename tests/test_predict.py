@@ -172,14 +172,17 @@ def test_predict_is_batch_invariant(isa):
     the small-m path, larger ones the tiled microkernel; depth 300 and 1030 cross
     KC = 256, width 1030 crosses NC = 1024, 130 rows cross MC = 120."""
     rng = np.random.default_rng(16)
-    model = cm.Sequential([cm.layers.Dense(1030, activation="gelu"), cm.layers.Dense(40, activation="relu"),
-                           cm.layers.Dense(10)], input_dim=300, seed=1)
+    model = cm.Sequential(
+        [cm.layers.Dense(1030, activation="gelu"), cm.layers.Dense(40, activation="relu"), cm.layers.Dense(10)],
+        input_dim=300,
+        seed=1,
+    )
     random_biases(model, rng, scale=0.1)
     x = rng.standard_normal((130, 300)).astype(np.float32)
     full = model.predict(x)
     assert full.shape == (130, 10) and full.dtype == np.float32
     for i in range(130):
-        np.testing.assert_array_equal(model.predict(x[i:i + 1])[0], full[i], err_msg=f"row {i} alone")
+        np.testing.assert_array_equal(model.predict(x[i : i + 1])[0], full[i], err_msg=f"row {i} alone")
     for b in (2, 3, 4, 5, 6, 7, 11, 12, 13, 25, 121):
         np.testing.assert_array_equal(model.predict(x[:b]), full[:b], err_msg=f"first {b} rows")
         np.testing.assert_array_equal(model.predict(x[-b:]), full[-b:], err_msg=f"last {b} rows")

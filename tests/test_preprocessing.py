@@ -41,8 +41,9 @@ def test_normalized_training_equals_training_on_normalized_data(device):
     norm.adapt(x)
     scale, shift = norm._affine(5)
     xn = x * scale + shift
-    a = cm.Sequential([norm, cm.layers.Dense(8, activation="relu"), cm.layers.Dense(2)], input_dim=5, device=device,
-                      seed=3)
+    a = cm.Sequential(
+        [norm, cm.layers.Dense(8, activation="relu"), cm.layers.Dense(2)], input_dim=5, device=device, seed=3
+    )
     b = cm.Sequential([cm.layers.Dense(8, activation="relu"), cm.layers.Dense(2)], input_dim=5, device=device, seed=3)
     for m in (a, b):
         m.compile(optimizer=cm.optimizers.Adam(1e-2), loss="softmax_cross_entropy")
@@ -57,8 +58,9 @@ def test_normalized_training_equals_training_on_normalized_data(device):
 def test_rescaling_then_normalization_compose(device):
     x, _ = _data()
     norm = cm.layers.Normalization(mean=np.full(5, 0.5), variance=np.full(5, 4.0))
-    model = cm.Sequential([cm.layers.Rescaling(1 / 255, offset=-1.0), norm, cm.layers.Dense(3)], input_dim=5,
-                          device=device, seed=1)
+    model = cm.Sequential(
+        [cm.layers.Rescaling(1 / 255, offset=-1.0), norm, cm.layers.Dense(3)], input_dim=5, device=device, seed=1
+    )
     w, b = model.layers[2].get_weights()
     r = x * np.float32(1 / 255) + np.float32(-1.0)
     s, t = norm._affine(5)
@@ -114,21 +116,33 @@ def test_saved_and_loaded_bit_exactly(tmp_path, device):
     x, y = _data()
     norm = cm.layers.Normalization()
     norm.adapt(x)
-    model = cm.Sequential([norm, cm.layers.Rescaling(0.5, offset=2.0), cm.layers.Dense(4, activation="tanh"),
-                           cm.layers.Dense(2)], input_dim=5, device=device, seed=4)
+    model = cm.Sequential(
+        [norm, cm.layers.Rescaling(0.5, offset=2.0), cm.layers.Dense(4, activation="tanh"), cm.layers.Dense(2)],
+        input_dim=5,
+        device=device,
+        seed=4,
+    )
     model.compile(loss="softmax_cross_entropy")
     model.fit(x, y, epochs=1, verbose=0)
     path = tmp_path / "m.cml"
     model.save(path)
     raw = path.read_bytes()
-    meta = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])["__metadata__"]
+    meta = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])["__metadata__"]
     assert meta["format_version"] == "3"
     loaded = cm.load(path, device=device)
     assert [type(layer).__name__ for layer in loaded.layers] == ["Normalization", "Rescaling", "Dense", "Dense"]
     np.testing.assert_array_equal(loaded.layers[0].mean, norm.mean)
     assert np.array_equal(loaded.predict(x), model.predict(x))
     # load_weights restores the statistics (Keras keeps them as the layer's weights).
-    fresh = cm.Sequential([cm.layers.Normalization(), cm.layers.Rescaling(0.5, offset=2.0),
-                           cm.layers.Dense(4, activation="tanh"), cm.layers.Dense(2)], input_dim=5, device=device)
+    fresh = cm.Sequential(
+        [
+            cm.layers.Normalization(),
+            cm.layers.Rescaling(0.5, offset=2.0),
+            cm.layers.Dense(4, activation="tanh"),
+            cm.layers.Dense(2),
+        ],
+        input_dim=5,
+        device=device,
+    )
     fresh.load_weights(path)
     assert np.array_equal(fresh.predict(x), model.predict(x))

@@ -48,11 +48,15 @@ def _kernels(model):
 # ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("optimizer", [
-    lambda: cm.optimizers.Adam(1e-2),
-    lambda: cm.optimizers.AdamW(1e-2, weight_decay=0.1),
-    lambda: cm.optimizers.SGD(1e-2, momentum=0.9, nesterov=True),
-], ids=["adam", "adamw", "sgd_momentum"])
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        lambda: cm.optimizers.Adam(1e-2),
+        lambda: cm.optimizers.AdamW(1e-2, weight_decay=0.1),
+        lambda: cm.optimizers.SGD(1e-2, momentum=0.9, nesterov=True),
+    ],
+    ids=["adam", "adamw", "sgd_momentum"],
+)
 def test_masks_hold_through_fit(device, optimizer):
     model = _model(device, optimizer=optimizer())
     x, y = _data()
@@ -140,9 +144,9 @@ def test_n_m_pattern(device, n, m):
         keep = model._masks[i]
         rows = kernel.shape[0]
         for g in range(0, rows, m):
-            group_keep = keep[g:g + m]
+            group_keep = keep[g : g + m]
             assert (group_keep.sum(axis=0) == min(n, group_keep.shape[0])).all()
-            mags = np.abs(kernel[g:g + m])
+            mags = np.abs(kernel[g : g + m])
             for j in range(kernel.shape[1]):
                 if group_keep[:, j].all() or not group_keep[:, j].any():
                     continue
@@ -250,16 +254,19 @@ def test_choose_formats_times_a_size_again_before_it_breaks_a_run(monkeypatch):
 U = prune.UNBOUNDED
 
 
-@pytest.mark.parametrize("sparse, want", [
-    ({1: 5, 8: 50, 128: 500}, (1, U)),  # faster everywhere
-    ({1: 10.3, 8: 50, 128: 500}, (8, U)),  # a tie at batch 1: sparse from the first win
-    ({1: 5, 8: 82, 128: 500}, (1, U)),  # a tie (within 5%) in the middle does not break the run
-    ({1: 5, 8: 50, 128: 2000}, (1, 8)),  # clearly slower at 128
-    ({1: 5, 8: 90, 128: 500}, (128, U)),  # two runs, broken at 8: the one saving more time
-    ({1: 5, 8: 90, 128: 2000}, (1, 1)),
-    ({1: 11, 8: 50, 128: 500}, (8, U)),  # clearly slower at batch 1 only: sparse from 8 on
-    ({1: 10, 8: 100, 128: 1000}, (1, 0)),  # never faster: dense throughout
-])
+@pytest.mark.parametrize(
+    "sparse, want",
+    [
+        ({1: 5, 8: 50, 128: 500}, (1, U)),  # faster everywhere
+        ({1: 10.3, 8: 50, 128: 500}, (8, U)),  # a tie at batch 1: sparse from the first win
+        ({1: 5, 8: 82, 128: 500}, (1, U)),  # a tie (within 5%) in the middle does not break the run
+        ({1: 5, 8: 50, 128: 2000}, (1, 8)),  # clearly slower at 128
+        ({1: 5, 8: 90, 128: 500}, (128, U)),  # two runs, broken at 8: the one saving more time
+        ({1: 5, 8: 90, 128: 2000}, (1, 1)),
+        ({1: 11, 8: 50, 128: 500}, (8, U)),  # clearly slower at batch 1 only: sparse from 8 on
+        ({1: 10, 8: 100, 128: 1000}, (1, 0)),  # never faster: dense throughout
+    ],
+)
 def test_batch_range_rule(sparse, want):
     dense = {1: 10, 8: 80, 128: 1000}
     assert _formats.batch_range(dense, sparse) == want
@@ -367,9 +374,16 @@ def test_structured_carries_masks_and_reports():
 
 def _dense_copy(model):
     """The same weights in a model that is not pruned."""
-    copy = cm.Sequential([type(layer)(layer.units, activation=layer.activation) if isinstance(layer, cm.layers.Dense)
-                          else cm.layers.Dropout(layer.rate) for layer in model.layers],
-                         input_dim=model.input_dim, seed=0)
+    copy = cm.Sequential(
+        [
+            type(layer)(layer.units, activation=layer.activation)
+            if isinstance(layer, cm.layers.Dense)
+            else cm.layers.Dropout(layer.rate)
+            for layer in model.layers
+        ],
+        input_dim=model.input_dim,
+        seed=0,
+    )
     copy.set_weights(model.get_weights())
     return copy
 
@@ -434,7 +448,7 @@ def test_load_weights_restores_and_clears_masks(tmp_path):
 
 def _split(raw: bytes):
     n = int.from_bytes(raw[:8], "little")
-    return json.loads(raw[8:8 + n]), bytearray(raw[8 + n:])
+    return json.loads(raw[8 : 8 + n]), bytearray(raw[8 + n :])
 
 
 def _reseal(header: dict, data: bytes) -> bytes:
@@ -452,14 +466,17 @@ def _reseal(header: dict, data: bytes) -> bytes:
     return len(text).to_bytes(8, "little") + text + bytes(data)
 
 
-@pytest.mark.parametrize("tensor, position, value, match", [
-    ("index", 0, 20, r"holds input 20, outside \[0, 20\)"),
-    ("index", 0, -1, r"holds input -1"),
-    ("index", 1, 0, "not strictly increasing"),
-    ("offsets", 3, 0, "decreases at row"),
-    ("offsets", 0, 1, "must run from 0"),
-    ("offsets", -1, 5, "must run from 0"),
-])
+@pytest.mark.parametrize(
+    "tensor, position, value, match",
+    [
+        ("index", 0, 20, r"holds input 20, outside \[0, 20\)"),
+        ("index", 0, -1, r"holds input -1"),
+        ("index", 1, 0, "not strictly increasing"),
+        ("offsets", 3, 0, "decreases at row"),
+        ("offsets", 0, 1, "must run from 0"),
+        ("offsets", -1, 5, "must run from 0"),
+    ],
+)
 def test_corrupt_csr_is_refused(tmp_path, tensor, position, value, match):
     model = _model()
     prune.magnitude(model, 0.5, measure=False)
@@ -501,8 +518,9 @@ class _Record(cm.callbacks.Callback):
 def test_gradual_pruning_follows_the_schedule(device):
     model = _model(device)
     x, y = _data()
-    gradual = cm.callbacks.GradualPruning(0.8, initial_sparsity=0.1, begin_step=4, end_step=34, frequency=10,
-                                          measure=False)
+    gradual = cm.callbacks.GradualPruning(
+        0.8, initial_sparsity=0.1, begin_step=4, end_step=34, frequency=10, measure=False
+    )
     record = _Record()
     model.fit(x, y, epochs=6, batch_size=8, callbacks=[gradual, record], verbose=0)  # 48 steps
     sizes = [k.size for k in _kernels(model).values()]
@@ -535,24 +553,27 @@ def test_gradual_pruning_chooses_formats_at_the_end():
 # ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda m: prune.magnitude(m, 1.0), r"\[prune.magnitude\] sparsity must be a number in \[0, 1\), got 1.0"),
-    (lambda m: prune.magnitude(m, -0.1), r"sparsity must be a number in \[0, 1\)"),
-    (lambda m: prune.magnitude(m, True), r"sparsity must be a number"),
-    (lambda m: prune.magnitude(m, "0.5"), r"sparsity must be a number"),
-    (lambda m: prune.magnitude(m, float("nan")), r"sparsity must be a number"),
-    (lambda m: prune.magnitude(m, 0.5, scope="model"), r"scope must be 'layer' or 'global'"),
-    (lambda m: prune.structured(m, 1.0), r"\[prune.structured\] fraction must be a number in \[0, 1\)"),
-    (lambda m: prune.structured(m, 0.5, criterion="l3"), r"criterion must be 'l2' or 'l1'"),
-    (lambda m: prune.n_m(m, 5, 4), r"\[prune.n_m\] n must be <= m"),
-    (lambda m: prune.n_m(m, 0, 4), r"n must be an integer in \[1, 255\]"),
-    (lambda m: prune.n_m(m, 2, 256), r"m must be an integer in \[1, 255\]"),
-    (lambda m: prune.choose_formats(m, batch_sizes=(0,)), r"batch_sizes must be positive integers"),
-    (lambda m: prune.choose_formats(m, formats=("coo",)), r"formats must name 'csr' and/or 'nm'"),
-    (lambda m: cm.callbacks.GradualPruning(1.0, end_step=10), r"final_sparsity must be a number in \[0, 1\)"),
-    (lambda m: cm.callbacks.GradualPruning(0.5, end_step=10, begin_step=10), r"end_step must be > begin_step"),
-    (lambda m: cm.callbacks.GradualPruning(0.5, end_step=10, frequency=0), r"frequency must be an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda m: prune.magnitude(m, 1.0), r"\[prune.magnitude\] sparsity must be a number in \[0, 1\), got 1.0"),
+        (lambda m: prune.magnitude(m, -0.1), r"sparsity must be a number in \[0, 1\)"),
+        (lambda m: prune.magnitude(m, True), r"sparsity must be a number"),
+        (lambda m: prune.magnitude(m, "0.5"), r"sparsity must be a number"),
+        (lambda m: prune.magnitude(m, float("nan")), r"sparsity must be a number"),
+        (lambda m: prune.magnitude(m, 0.5, scope="model"), r"scope must be 'layer' or 'global'"),
+        (lambda m: prune.structured(m, 1.0), r"\[prune.structured\] fraction must be a number in \[0, 1\)"),
+        (lambda m: prune.structured(m, 0.5, criterion="l3"), r"criterion must be 'l2' or 'l1'"),
+        (lambda m: prune.n_m(m, 5, 4), r"\[prune.n_m\] n must be <= m"),
+        (lambda m: prune.n_m(m, 0, 4), r"n must be an integer in \[1, 255\]"),
+        (lambda m: prune.n_m(m, 2, 256), r"m must be an integer in \[1, 255\]"),
+        (lambda m: prune.choose_formats(m, batch_sizes=(0,)), r"batch_sizes must be positive integers"),
+        (lambda m: prune.choose_formats(m, formats=("coo",)), r"formats must name 'csr' and/or 'nm'"),
+        (lambda m: cm.callbacks.GradualPruning(1.0, end_step=10), r"final_sparsity must be a number in \[0, 1\)"),
+        (lambda m: cm.callbacks.GradualPruning(0.5, end_step=10, begin_step=10), r"end_step must be > begin_step"),
+        (lambda m: cm.callbacks.GradualPruning(0.5, end_step=10, frequency=0), r"frequency must be an integer >= 1"),
+    ],
+)
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call(_model())
@@ -589,8 +610,9 @@ def test_structured_keeps_frozen_layers_and_preprocessing(device):
     x, y = _data()
     norm = cm.layers.Normalization()
     norm.adapt(x)
-    model = cm.Sequential([norm, cm.layers.Dense(24, activation="relu"), cm.layers.Dense(5)], input_dim=20,
-                          device=device, seed=3)
+    model = cm.Sequential(
+        [norm, cm.layers.Dense(24, activation="relu"), cm.layers.Dense(5)], input_dim=20, device=device, seed=3
+    )
     model.compile(optimizer=cm.optimizers.Adam(1e-2), loss="softmax_cross_entropy")
     model.layers[1].trainable = False
     smaller = prune.structured(model, 0.25)

@@ -56,8 +56,16 @@ def codes_twice(run, shape, dtype):
     return outs[0]
 
 
-quant_problems = st.tuples(sizes, sizes, st.sampled_from(QTYPES), st.sampled_from(AXES), st.sampled_from(VALUE_KINDS),
-                           st.sampled_from(SCALE_KINDS), st.booleans(), seeds)
+quant_problems = st.tuples(
+    sizes,
+    sizes,
+    st.sampled_from(QTYPES),
+    st.sampled_from(AXES),
+    st.sampled_from(VALUE_KINDS),
+    st.sampled_from(SCALE_KINDS),
+    st.booleans(),
+    seeds,
+)
 
 
 def build(problem):
@@ -78,8 +86,9 @@ def build(problem):
 def test_quantize_matches_reference(device, isa, problem):
     x, scale, zero = build(problem)
     qtype, axis = problem[2], problem[3]
-    q = codes_twice(lambda out: ops.quantize(x, scale, zero, dtype=qtype, axis=axis, out=out, device=device),
-                    x.shape, qtype)
+    q = codes_twice(
+        lambda out: ops.quantize(x, scale, zero, dtype=qtype, axis=axis, out=out, device=device), x.shape, qtype
+    )
     np.testing.assert_array_equal(q, reference.quantize(x, scale, zero, dtype=qtype, axis=axis))
 
 
@@ -136,8 +145,11 @@ def test_quantize_rows_dynamic_matches_reference(device, isa, rows, cols, kind, 
         x = make_values(rng, (rows, cols), kind)
     outs = []
     for fill in (0, 255):
-        q, scale, zero = np.full((rows, cols), fill, np.uint8), np.full(rows, np.nan, np.float32), \
-            np.full(rows, -1, np.int32)
+        q, scale, zero = (
+            np.full((rows, cols), fill, np.uint8),
+            np.full(rows, np.nan, np.float32),
+            np.full(rows, -1, np.int32),
+        )
         got = ops.quantize_rows_dynamic(x, out=q, scale_out=scale, zero_out=zero, device=device)
         assert got[0] is q and got[1] is scale and got[2] is zero
         outs.append(got)
@@ -185,46 +197,113 @@ def _x_with(i, j, v):
 
 
 BAD = {
-    "nan in x": (lambda d: ops.quantize(_x_with(1, 2, np.nan), S1, device=d), ValueError, r"\[quantize\] x\[1, 2\] is nan"),
-    "inf in x": (lambda d: ops.quantize(_x_with(2, 0, np.inf), S1, device=d), ValueError, r"\[quantize\] x\[2, 0\] is inf"),
-    "zero scale": (lambda d: ops.quantize(X, np.array([0.0], np.float32), device=d), ValueError,
-                   r"\[quantize\] scale\[0\] is 0; scales must be positive"),
-    "negative scale": (lambda d: ops.quantize(X, np.array([0.1, -1, 1, 1], np.float32), axis="column", device=d),
-                       ValueError, r"\[quantize\] scale\[1\] is -1"),
-    "nan scale": (lambda d: ops.dequantize(np.zeros((3, 4), np.uint8), np.array([np.nan], np.float32), device=d),
-                  ValueError, r"\[dequantize\] scale\[0\] is nan"),
-    "scale length": (lambda d: ops.quantize(X, np.ones(4, np.float32), axis="row", device=d), ValueError,
-                     r"\[quantize\] scale has shape \(4,\), expected \(3,\) for axis 'row'"),
+    "nan in x": (
+        lambda d: ops.quantize(_x_with(1, 2, np.nan), S1, device=d),
+        ValueError,
+        r"\[quantize\] x\[1, 2\] is nan",
+    ),
+    "inf in x": (
+        lambda d: ops.quantize(_x_with(2, 0, np.inf), S1, device=d),
+        ValueError,
+        r"\[quantize\] x\[2, 0\] is inf",
+    ),
+    "zero scale": (
+        lambda d: ops.quantize(X, np.array([0.0], np.float32), device=d),
+        ValueError,
+        r"\[quantize\] scale\[0\] is 0; scales must be positive",
+    ),
+    "negative scale": (
+        lambda d: ops.quantize(X, np.array([0.1, -1, 1, 1], np.float32), axis="column", device=d),
+        ValueError,
+        r"\[quantize\] scale\[1\] is -1",
+    ),
+    "nan scale": (
+        lambda d: ops.dequantize(np.zeros((3, 4), np.uint8), np.array([np.nan], np.float32), device=d),
+        ValueError,
+        r"\[dequantize\] scale\[0\] is nan",
+    ),
+    "scale length": (
+        lambda d: ops.quantize(X, np.ones(4, np.float32), axis="row", device=d),
+        ValueError,
+        r"\[quantize\] scale has shape \(4,\), expected \(3,\) for axis 'row'",
+    ),
     "scale dtype": (lambda d: ops.quantize(X, np.ones(1), device=d), TypeError, r"\[quantize\] scale must be float32"),
-    "zero dtype": (lambda d: ops.quantize(X, S1, np.zeros(1, np.int64), device=d), TypeError,
-                   r"\[quantize\] zero must be int32"),
-    "zero range u8": (lambda d: ops.quantize(X, S1, np.array([256], np.int32), device=d), ValueError,
-                      r"\[quantize\] zero\[0\] = 256 is outside \[0, 255\]"),
-    "zero range i8": (lambda d: ops.quantize(X, S1, np.array([-128], np.int32), dtype="int8", device=d), ValueError,
-                      r"\[quantize\] zero\[0\] = -128 is outside \[-127, 127\]"),
-    "zero shape": (lambda d: ops.quantize(X, S1, np.zeros(2, np.int32), device=d), ValueError,
-                   r"\[quantize\] zero has shape \(2,\) but scale has shape \(1,\)"),
-    "x dtype": (lambda d: ops.quantize(X.astype(np.float64), S1, device=d), TypeError, r"\[quantize\] x must be float32"),
-    "out dtype": (lambda d: ops.quantize(X, S1, out=np.zeros((3, 4), np.int32), device=d), TypeError,
-                  r"\[quantize\] out must be int8 or uint8, got int32"),
-    "out shape": (lambda d: ops.quantize(X, S1, out=np.zeros((4, 3), np.uint8), device=d), ValueError,
-                  r"\[quantize\] out has shape \(4, 3\) but x has shape \(3, 4\)"),
+    "zero dtype": (
+        lambda d: ops.quantize(X, S1, np.zeros(1, np.int64), device=d),
+        TypeError,
+        r"\[quantize\] zero must be int32",
+    ),
+    "zero range u8": (
+        lambda d: ops.quantize(X, S1, np.array([256], np.int32), device=d),
+        ValueError,
+        r"\[quantize\] zero\[0\] = 256 is outside \[0, 255\]",
+    ),
+    "zero range i8": (
+        lambda d: ops.quantize(X, S1, np.array([-128], np.int32), dtype="int8", device=d),
+        ValueError,
+        r"\[quantize\] zero\[0\] = -128 is outside \[-127, 127\]",
+    ),
+    "zero shape": (
+        lambda d: ops.quantize(X, S1, np.zeros(2, np.int32), device=d),
+        ValueError,
+        r"\[quantize\] zero has shape \(2,\) but scale has shape \(1,\)",
+    ),
+    "x dtype": (
+        lambda d: ops.quantize(X.astype(np.float64), S1, device=d),
+        TypeError,
+        r"\[quantize\] x must be float32",
+    ),
+    "out dtype": (
+        lambda d: ops.quantize(X, S1, out=np.zeros((3, 4), np.int32), device=d),
+        TypeError,
+        r"\[quantize\] out must be int8 or uint8, got int32",
+    ),
+    "out shape": (
+        lambda d: ops.quantize(X, S1, out=np.zeros((4, 3), np.uint8), device=d),
+        ValueError,
+        r"\[quantize\] out has shape \(4, 3\) but x has shape \(3, 4\)",
+    ),
     "x 1-D": (lambda d: ops.quantize(np.ones(4, np.float32), S1, device=d), ValueError, r"\[quantize\] x must be 2-D"),
-    "x strided": (lambda d: ops.quantize(np.ones((3, 8), np.float32)[:, ::2], S1, device=d), ValueError,
-                  r"\[quantize\] x must be C-contiguous"),
-    "bad axis": (lambda d: ops.quantize(X, S1, axis="channel", device=d), ValueError,
-                 r"\[quantize\] axis must be 'tensor', 'row' or 'column', got 'channel'"),
-    "q dtype": (lambda d: ops.dequantize(X, S1, device=d), TypeError, r"\[dequantize\] q must be int8 or uint8, got float32"),
-    "dequantize out dtype": (lambda d: ops.dequantize(np.zeros((3, 4), np.int8), S1, out=np.zeros((3, 4)), device=d),
-                             TypeError, r"\[dequantize\] out must be float32"),
-    "dynamic nan": (lambda d: ops.quantize_rows_dynamic(_x_with(0, 3, -np.inf), device=d), ValueError,
-                    r"\[quantize_rows_dynamic\] x\[0, 3\] is -inf"),
-    "dynamic range": (lambda d: ops.quantize_rows_dynamic(np.array([[3e38, -3e38]], np.float32), device=d), ValueError,
-                      r"\[quantize_rows_dynamic\] row 0 of x spans .* wider than the float32 range"),
-    "dynamic scale_out": (lambda d: ops.quantize_rows_dynamic(X, scale_out=np.zeros(4, np.float32), device=d),
-                          ValueError, r"\[quantize_rows_dynamic\] scale_out has shape \(4,\), expected \(3,\)"),
-    "dynamic zero_out dtype": (lambda d: ops.quantize_rows_dynamic(X, zero_out=np.zeros(3, np.float32), device=d),
-                               TypeError, r"\[quantize_rows_dynamic\] zero_out must be int32"),
+    "x strided": (
+        lambda d: ops.quantize(np.ones((3, 8), np.float32)[:, ::2], S1, device=d),
+        ValueError,
+        r"\[quantize\] x must be C-contiguous",
+    ),
+    "bad axis": (
+        lambda d: ops.quantize(X, S1, axis="channel", device=d),
+        ValueError,
+        r"\[quantize\] axis must be 'tensor', 'row' or 'column', got 'channel'",
+    ),
+    "q dtype": (
+        lambda d: ops.dequantize(X, S1, device=d),
+        TypeError,
+        r"\[dequantize\] q must be int8 or uint8, got float32",
+    ),
+    "dequantize out dtype": (
+        lambda d: ops.dequantize(np.zeros((3, 4), np.int8), S1, out=np.zeros((3, 4)), device=d),
+        TypeError,
+        r"\[dequantize\] out must be float32",
+    ),
+    "dynamic nan": (
+        lambda d: ops.quantize_rows_dynamic(_x_with(0, 3, -np.inf), device=d),
+        ValueError,
+        r"\[quantize_rows_dynamic\] x\[0, 3\] is -inf",
+    ),
+    "dynamic range": (
+        lambda d: ops.quantize_rows_dynamic(np.array([[3e38, -3e38]], np.float32), device=d),
+        ValueError,
+        r"\[quantize_rows_dynamic\] row 0 of x spans .* wider than the float32 range",
+    ),
+    "dynamic scale_out": (
+        lambda d: ops.quantize_rows_dynamic(X, scale_out=np.zeros(4, np.float32), device=d),
+        ValueError,
+        r"\[quantize_rows_dynamic\] scale_out has shape \(4,\), expected \(3,\)",
+    ),
+    "dynamic zero_out dtype": (
+        lambda d: ops.quantize_rows_dynamic(X, zero_out=np.zeros(3, np.float32), device=d),
+        TypeError,
+        r"\[quantize_rows_dynamic\] zero_out must be int32",
+    ),
 }
 
 

@@ -241,8 +241,12 @@ def test_simulate_layer_is_the_int8_layer_a_model_runs(activation, static):
         a, a_scale, a_zero = reference.quantize_rows_dynamic(x)
     z_ref = reference.gemm_s8(a, w_q, a_scale, a_zero, w_scale, bias=bias)
     y_ref = reference.activation_forward(activation, z_ref)
-    assert_close(y, y_ref, f32_bound(activation, a, w_q, a_scale, a_zero, w_scale, bias, y_ref, z_ref),
-                 f"simulate_layer ({activation})")
+    assert_close(
+        y,
+        y_ref,
+        f32_bound(activation, a, w_q, a_scale, a_zero, w_scale, bias, y_ref, z_ref),
+        f"simulate_layer ({activation})",
+    )
 
 
 def test_report_contents(digits):
@@ -363,7 +367,7 @@ def test_a_pruned_layer_stays_sparse_float32_where_that_is_faster(tmp_path):
 
 def _header(raw: bytes):
     n = int.from_bytes(raw[:8], "little")
-    return json.loads(raw[8:8 + n]), raw[8 + n:]
+    return json.loads(raw[8 : 8 + n]), raw[8 + n :]
 
 
 def _rewrite(raw: bytes, name: str, value: np.ndarray) -> bytes:
@@ -387,11 +391,13 @@ def test_load_rejects_tampered_int8_tensors(digits):
     codes = np.zeros(header["layers.0.kernel_q"]["shape"], np.int8)
     codes[3, 5] = -128
     scales = np.ones(header["layers.2.kernel_scale"]["shape"], "<f4")
-    cases = [("layers.0.kernel_q", codes, "-128"),
-             ("layers.2.kernel_scale", np.where(np.arange(scales.size) == 4, 0, scales).astype("<f4"), "kernel_scale"),
-             ("layers.2.kernel_scale", np.full(scales.shape, np.nan, "<f4"), "kernel_scale"),
-             ("layers.0.input_scale", np.float32([-1.0]), "input_scale"),
-             ("layers.2.input_zero", np.int32([300]), "input_zero")]
+    cases = [
+        ("layers.0.kernel_q", codes, "-128"),
+        ("layers.2.kernel_scale", np.where(np.arange(scales.size) == 4, 0, scales).astype("<f4"), "kernel_scale"),
+        ("layers.2.kernel_scale", np.full(scales.shape, np.nan, "<f4"), "kernel_scale"),
+        ("layers.0.input_scale", np.float32([-1.0]), "input_scale"),
+        ("layers.2.input_zero", np.int32([300]), "input_zero"),
+    ]
     for name, value, message in cases:
         with pytest.raises(ValueError, match=message):
             io.loads(_rewrite(raw, name, value))
@@ -427,8 +433,9 @@ def test_cli_quantize_prints_the_report_and_writes_the_model(tmp_path, capsys, d
     src, out, calib = tmp_path / "m.cml", tmp_path / "q.cml", tmp_path / "calib.npy"
     model.save(src)
     np.save(calib, x_train[:200])
-    rc = cli.main(["quantize", str(src), "--calibration", str(calib), "--method", "mse", "--per-tensor",
-                   "-o", str(out)])
+    rc = cli.main(
+        ["quantize", str(src), "--calibration", str(calib), "--method", "mse", "--per-tensor", "-o", str(out)]
+    )
     text, err = capsys.readouterr()
     assert rc == 0, err
     assert "int8 quantization: mse, weights per tensor, inputs static" in text and str(out) in text
@@ -462,8 +469,9 @@ def _fake_input(x, lo, hi):
 @pytest.mark.parametrize("per_channel", [True, False], ids=["per_channel", "per_tensor"])
 def test_fake_quantized_training_step_uses_fake_operands_and_straight_through_gradients(device, per_channel):
     rng = np.random.default_rng(3)
-    model = cm.Sequential([cm.layers.Dense(7, activation="relu"), cm.layers.Dense(3)], input_dim=5, seed=2,
-                          device=device)
+    model = cm.Sequential(
+        [cm.layers.Dense(7, activation="relu"), cm.layers.Dense(3)], input_dim=5, seed=2, device=device
+    )
     lr = 0.1
     model.compile(optimizer=cm.optimizers.SGD(lr), loss="mse")
     w0, b0, w1, b1 = (w.astype(np.float64) for w in model.get_weights())
@@ -496,8 +504,12 @@ def test_fake_quantized_training_step_uses_fake_operands_and_straight_through_gr
     # float32 forward and backward over at most 9 terms per sum: 1e-5 relative is ~100 ulp
     assert loss == pytest.approx(float(np.mean((out - t) ** 2)), rel=1e-5)
     got = model.get_weights()
-    for name, before, after, grad in (("w0", w0, got[0], dw0), ("b0", b0, got[1], db0),
-                                      ("w1", w1, got[2], dw1), ("b1", b1, got[3], db1)):
+    for name, before, after, grad in (
+        ("w0", w0, got[0], dw0),
+        ("b0", b0, got[1], db0),
+        ("w1", w1, got[2], dw1),
+        ("b1", b1, got[3], db1),
+    ):
         step = (before - after) / lr
         # the update is lr * grad computed in float32 from weights of size ~1: compare the
         # recovered gradient to 1e-4 of its largest entry (float32 cancellation in
@@ -539,8 +551,9 @@ def test_static_calibration_sees_the_preprocessed_input(device):
     x = (rng.standard_normal((600, 8)) * 50 + 200).astype(np.float32)
     norm = cm.layers.Normalization()
     norm.adapt(x)
-    model = cm.Sequential([norm, cm.layers.Dense(16, activation="relu"), cm.layers.Dense(2)], input_dim=8,
-                          device=device, seed=0)
+    model = cm.Sequential(
+        [norm, cm.layers.Dense(16, activation="relu"), cm.layers.Dense(2)], input_dim=8, device=device, seed=0
+    )
     qmodel = quantize.int8(model, calibration=x)
     ref = model.predict(x)
     # two layers of 8-bit inputs and weights: a few percent of the output's spread
@@ -574,8 +587,7 @@ def test_pruning_an_int8_model_is_refused(digits):
     raw = io.dumps(qmodel)
     header, data = _header(raw)
     meta = header["__metadata__"]
-    meta["pruning"] = json.dumps({"layers": {"0": {"masked": True, "format": "csr", "min_batch": 1,
-                                                    "max_batch": 8}}})
+    meta["pruning"] = json.dumps({"layers": {"0": {"masked": True, "format": "csr", "min_batch": 1, "max_batch": 8}}})
     meta["checksum"] = _model_file._checksum(meta, [data])
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)

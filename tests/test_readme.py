@@ -115,8 +115,9 @@ class ReadmeRun:
                 argv = [sys.executable, script.name]
             else:
                 argv = ["bash", "-e", "-u", "-o", "pipefail", "-c", block.code]
-            self.results[block.index] = subprocess.run(argv, cwd=self.directory, env=self.env, capture_output=True,
-                                                       text=True, timeout=TIMEOUT_S)
+            self.results[block.index] = subprocess.run(
+                argv, cwd=self.directory, env=self.env, capture_output=True, text=True, timeout=TIMEOUT_S
+            )
         return self.results[index]
 
 
@@ -134,7 +135,8 @@ def test_block_runs_as_written(block: Block, readme_run: ReadmeRun):
     result = readme_run.run_through(block.index)
     assert result.returncode == 0, (
         f"README.md:{block.line}: the {block.lang} block exited with {result.returncode}\n"
-        f"--- stdout (end) ---\n{result.stdout[-3000:]}\n--- stderr (end) ---\n{result.stderr[-3000:]}")
+        f"--- stdout (end) ---\n{result.stdout[-3000:]}\n--- stderr (end) ---\n{result.stderr[-3000:]}"
+    )
 
 
 # Issue #15: the docs are references, short enough to read.

@@ -39,8 +39,9 @@ def _data():
 
 
 def _model(device, regularizer):
-    model = cm.Sequential([cm.layers.Dense(4, kernel_regularizer=regularizer), cm.layers.Dense(3)],
-                          input_dim=5, seed=2, device=device)
+    model = cm.Sequential(
+        [cm.layers.Dense(4, kernel_regularizer=regularizer), cm.layers.Dense(3)], input_dim=5, seed=2, device=device
+    )
     kernel, bias = model.layers[0].get_weights()
     kernel[0, :2] = 0.0  # sign(0) = 0: these elements take no L1 gradient
     model.layers[0].set_weights([kernel, np.linspace(-0.3, 0.3, 4).astype(np.float32)])
@@ -110,17 +111,19 @@ def test_evaluate_reports_the_penalty():
     # with the factor as the executor holds it (a C++ float); the two float32 data
     # losses are identical, so only double rounding (~1e-16 relative) remains.
     l1 = float(np.float32(L1))
-    assert reg.evaluate(x, y)["loss"] - plain.evaluate(x, y)["loss"] == pytest.approx(l1 * np.abs(w0).sum(),
-                                                                                       rel=1e-12)
+    assert reg.evaluate(x, y)["loss"] - plain.evaluate(x, y)["loss"] == pytest.approx(l1 * np.abs(w0).sum(), rel=1e-12)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (lambda: cm.regularizers.l1(-1.0), "l1"),
-    (lambda: cm.regularizers.l2(float("nan")), "l2"),
-    (lambda: cm.regularizers.l1_l2(0.1, True), "l2"),
-    (lambda: cm.layers.Dense(3, kernel_regularizer="l3"), "kernel_regularizer"),
-    (lambda: cm.layers.Dense(3, kernel_regularizer=0.01), "kernel_regularizer"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (lambda: cm.regularizers.l1(-1.0), "l1"),
+        (lambda: cm.regularizers.l2(float("nan")), "l2"),
+        (lambda: cm.regularizers.l1_l2(0.1, True), "l2"),
+        (lambda: cm.layers.Dense(3, kernel_regularizer="l3"), "kernel_regularizer"),
+        (lambda: cm.layers.Dense(3, kernel_regularizer=0.01), "kernel_regularizer"),
+    ],
+)
 def test_bad_regularizers_are_refused(bad, match):
     with pytest.raises(ValueError, match=match):
         bad()
@@ -137,7 +140,7 @@ def test_regularizer_round_trips_through_save_and_load(tmp_path):
     model.fit(x, y, epochs=1, batch_size=4, verbose=0)
     model.save(tmp_path / "m.cml", include_optimizer=True)
     raw = (tmp_path / "m.cml").read_bytes()
-    header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+    header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
     assert header["__metadata__"]["format_version"] == "2"  # version-1 readers say "upgrade"
     loaded = cm.load(tmp_path / "m.cml")
     assert loaded.layers[0].kernel_regularizer == cm.regularizers.l1_l2(L1, L2)
@@ -153,7 +156,7 @@ def test_unregularized_models_write_what_version_1_wrote(tmp_path):
     model = _model("cpu", None)
     model.save(tmp_path / "m.cml")
     raw = (tmp_path / "m.cml").read_bytes()
-    header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+    header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
     layers = json.loads(header["__metadata__"]["architecture"])["layers"]
     assert all("kernel_regularizer" not in spec for spec in layers)
     assert header["__metadata__"]["format_version"] == "1"
@@ -179,8 +182,11 @@ def test_op_matches_reference(device, n):
     assert grad.shape == (n,) and grad.dtype == np.float32
     # grad + l1 sign(w) + (2 l2) w: 2 l2 is exact, so at most 3 float32 roundings (an FMA
     # only removes one): |error| <= gamma_3 (|g| + l1 + 2 l2 |w|) < 4 u (...).
-    bound = 4 * U32 * (np.abs(want_grad - L1 * np.sign(param) - 2 * L2 * param.astype(np.float64)) + L1
-                       + 2 * L2 * np.abs(param))
+    bound = (
+        4
+        * U32
+        * (np.abs(want_grad - L1 * np.sign(param) - 2 * L2 * param.astype(np.float64)) + L1 + 2 * L2 * np.abs(param))
+    )
     np.testing.assert_array_less(np.abs(grad - want_grad), bound + np.finfo(np.float32).tiny)
     # The penalty sums n non-negative float64 terms (|w| and w^2 of float32 values are
     # exact in float64) in some order, then scales twice and adds: relative error below
@@ -189,14 +195,17 @@ def test_op_matches_reference(device, n):
     assert ops.l1_l2_penalty(param, l1=L1, l2=L2, device=device) == got  # no grad: same penalty
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda ops, p, g: ops.l1_l2_penalty(p, l1=-1.0), ValueError, "l1 must be"),
-    (lambda ops, p, g: ops.l1_l2_penalty(p, l2=float("inf")), ValueError, "l2 must be"),
-    (lambda ops, p, g: ops.l1_l2_penalty(p, l1=0.1, grad=g[:3]), ValueError, "grad has shape"),
-    (lambda ops, p, g: ops.l1_l2_penalty(p, l1=0.1, grad=g.astype(np.float64)), TypeError, "grad must be float32"),
-    (lambda ops, p, g: ops.l1_l2_penalty(p.astype(np.float64), l1=0.1), TypeError, "param must be float32"),
-    (lambda ops, p, g: ops.l1_l2_penalty(p, l1=0.1, grad=p), ValueError, "grad shares memory"),
-])
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda ops, p, g: ops.l1_l2_penalty(p, l1=-1.0), ValueError, "l1 must be"),
+        (lambda ops, p, g: ops.l1_l2_penalty(p, l2=float("inf")), ValueError, "l2 must be"),
+        (lambda ops, p, g: ops.l1_l2_penalty(p, l1=0.1, grad=g[:3]), ValueError, "grad has shape"),
+        (lambda ops, p, g: ops.l1_l2_penalty(p, l1=0.1, grad=g.astype(np.float64)), TypeError, "grad must be float32"),
+        (lambda ops, p, g: ops.l1_l2_penalty(p.astype(np.float64), l1=0.1), TypeError, "param must be float32"),
+        (lambda ops, p, g: ops.l1_l2_penalty(p, l1=0.1, grad=p), ValueError, "grad shares memory"),
+    ],
+)
 def test_op_refuses_bad_arguments(call, error, match):
     from customml import ops
 

@@ -28,8 +28,9 @@ def _data(loss, n=24, features=5, seed=0):
 
 def _model(loss, device, features=5, class_weights=None):
     out = {"softmax_cross_entropy": 3, "binary_cross_entropy": 1, "mse": 2}[loss]
-    model = cm.Sequential([cm.layers.Dense(7, activation="tanh"), cm.layers.Dense(out)], input_dim=features,
-                          device=device, seed=3)
+    model = cm.Sequential(
+        [cm.layers.Dense(7, activation="tanh"), cm.layers.Dense(out)], input_dim=features, device=device, seed=3
+    )
     lossobj = cm.losses.SoftmaxCrossEntropy(class_weights=class_weights) if class_weights is not None else loss
     model.compile(optimizer=cm.optimizers.SGD(0.1), loss=lossobj)
     return model

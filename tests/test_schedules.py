@@ -24,8 +24,9 @@ def _data(n=48, d=5, classes=3):
 
 
 def _model(optimizer, device="cpu", **compile_kw):
-    model = cm.Sequential([cm.layers.Dense(6, activation="tanh"), cm.layers.Dense(3)], input_dim=5, seed=5,
-                          device=device)
+    model = cm.Sequential(
+        [cm.layers.Dense(6, activation="tanh"), cm.layers.Dense(3)], input_dim=5, seed=5, device=device
+    )
     model.compile(optimizer, "softmax_cross_entropy", **compile_kw)
     return model
 
@@ -35,6 +36,7 @@ def _bits(model):
 
 
 # -- formulas (float64 Python arithmetic; hand-worked values agree to ~1e-16 relative) --
+
 
 def test_step_decay():
     s = StepDecay(0.1, step_size=3, gamma=0.5)
@@ -59,21 +61,25 @@ def test_cosine_decay_without_and_with_warmup():
     assert all(w(i) >= w(i + 1) for i in range(4, 20))
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda: StepDecay(0.1, step_size=0), "step_size"),
-    (lambda: StepDecay(-0.1, step_size=1), "initial_learning_rate"),
-    (lambda: ExponentialDecay(0.1, 10, decay_rate=math.nan), "decay_rate"),
-    (lambda: ExponentialDecay(0.1, 10, 0.5, staircase="yes"), "staircase"),
-    (lambda: CosineDecay(0.1, 10, alpha=1.5), "alpha"),
-    (lambda: CosineDecay(0.1, 10, warmup_steps=5), "warmup_target"),
-    (lambda: CosineDecay(0.1, 0), "decay_steps"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: StepDecay(0.1, step_size=0), "step_size"),
+        (lambda: StepDecay(-0.1, step_size=1), "initial_learning_rate"),
+        (lambda: ExponentialDecay(0.1, 10, decay_rate=math.nan), "decay_rate"),
+        (lambda: ExponentialDecay(0.1, 10, 0.5, staircase="yes"), "staircase"),
+        (lambda: CosineDecay(0.1, 10, alpha=1.5), "alpha"),
+        (lambda: CosineDecay(0.1, 10, warmup_steps=5), "warmup_target"),
+        (lambda: CosineDecay(0.1, 0), "decay_steps"),
+    ],
+)
 def test_bad_schedules_are_refused(make, match):
     with pytest.raises(ValueError, match=match):
         make()
 
 
 # -- the executor receives the schedule's rate at every step --------------------------
+
 
 def test_fit_applies_the_rate_of_each_step(device):
     """fit with a schedule equals a hand loop that sets schedule(step) before each
@@ -106,7 +112,7 @@ def test_schedule_resumes_from_a_saved_file(tmp_path):
     first.fit(x, y, epochs=1, batch_size=16, verbose=0)
     first.save(tmp_path / "m.cml", include_optimizer=True)
     raw = (tmp_path / "m.cml").read_bytes()
-    assert b'"format_version":"2"' in raw[:int.from_bytes(raw[:8], "little") + 8]  # schedules are version 2
+    assert b'"format_version":"2"' in raw[: int.from_bytes(raw[:8], "little") + 8]  # schedules are version 2
     resumed = cm.load(tmp_path / "m.cml")
     assert resumed._optimizer.learning_rate == ExponentialDecay(1e-2, decay_steps=3, decay_rate=0.5)
     resumed.fit(x, y, epochs=1, batch_size=16, verbose=0)
@@ -133,6 +139,7 @@ def test_a_schedule_returning_a_bad_rate_fails_the_step():
 
 
 # -- compile(clipnorm=) -----------------------------------------------------------------
+
 
 def test_compile_clipnorm_equals_the_optimizers(tmp_path):
     x, y = _data()

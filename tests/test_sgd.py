@@ -77,14 +77,33 @@ def tolerances(param, grad, velocity, p_ref, lr, momentum, weight_decay, mask):
 
 
 @given(p=sgd_problems())
-@example(p=dict(n=4099, kind="mixed", seed=1, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01,
-                no_decay=[(0, 0), (0, 17), (17, 33), (4000, 4099)], steps=3))
-@example(p=dict(n=1, kind="normal", seed=2, lr=1.0, momentum=0.0, nesterov=False, weight_decay=0.5,
-                no_decay=[(0, 1)], steps=1))
+@example(
+    p=dict(
+        n=4099,
+        kind="mixed",
+        seed=1,
+        lr=0.1,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=0.01,
+        no_decay=[(0, 0), (0, 17), (17, 33), (4000, 4099)],
+        steps=3,
+    )
+)
+@example(
+    p=dict(
+        n=1, kind="normal", seed=2, lr=1.0, momentum=0.0, nesterov=False, weight_decay=0.5, no_decay=[(0, 1)], steps=1
+    )
+)
 def test_sgd_update_matches_reference(isa, device, p):
     param, grads, velocity = build(p)
-    hyper = dict(lr=p["lr"], momentum=p["momentum"], nesterov=p["nesterov"], weight_decay=p["weight_decay"],
-                 no_decay=p["no_decay"])
+    hyper = dict(
+        lr=p["lr"],
+        momentum=p["momentum"],
+        nesterov=p["nesterov"],
+        weight_decay=p["weight_decay"],
+        no_decay=p["no_decay"],
+    )
     mask = reference.decay_mask(p["n"], p["no_decay"])
     velocity_arg = velocity if p["momentum"] or p["n"] % 2 else None  # optional without momentum
     for step, grad in enumerate(grads):
@@ -97,8 +116,9 @@ def test_sgd_update_matches_reference(isa, device, p):
         assert ret is None
         assert_float32_array(param, (p["n"],), "param")
         p_ref, v_ref = reference.sgd_update(p0, g0, v0, **hyper)
-        tol_p, tol_v = tolerances(p0, g0, v0 if v0 is not None else np.zeros_like(p0), p_ref, p["lr"],
-                                  p["momentum"], p["weight_decay"], mask)
+        tol_p, tol_v = tolerances(
+            p0, g0, v0 if v0 is not None else np.zeros_like(p0), p_ref, p["lr"], p["momentum"], p["weight_decay"], mask
+        )
         assert_close(param, p_ref, tol_p, f"param after step {step + 1}")
         if velocity_arg is not None:
             if p["momentum"]:
@@ -116,8 +136,9 @@ def test_sgd_update_matches_reference(isa, device, p):
 def test_sgd_no_decay_segments_take_no_decay(isa, device):
     # zero gradient, lr 1, wd 0.5: decayed entries halve, no_decay entries stay exact
     param = np.arange(1, 11, dtype=np.float32)
-    ops.sgd_update(param, np.zeros(10, np.float32), lr=1.0, weight_decay=0.5, no_decay=[(2, 4), (4, 5), (9, 10)],
-                   device=device)
+    ops.sgd_update(
+        param, np.zeros(10, np.float32), lr=1.0, weight_decay=0.5, no_decay=[(2, 4), (4, 5), (9, 10)], device=device
+    )
     want = np.arange(1, 11, dtype=np.float32) * 0.5
     want[[2, 3, 4, 9]] = [3, 4, 5, 10]
     assert_same_bits(param, want, "param")
@@ -133,8 +154,14 @@ def test_sgd_multidimensional_param(isa, device):
 
 
 def _call(device, **over):
-    kw = dict(param=np.ones(8, np.float32), grad=np.ones(8, np.float32), velocity=np.zeros(8, np.float32), lr=0.1,
-              momentum=0.9, device=device)
+    kw = dict(
+        param=np.ones(8, np.float32),
+        grad=np.ones(8, np.float32),
+        velocity=np.zeros(8, np.float32),
+        lr=0.1,
+        momentum=0.9,
+        device=device,
+    )
     kw.update(over)
     return lambda: ops.sgd_update(kw.pop("param"), kw.pop("grad"), kw.pop("velocity"), **kw)
 
@@ -146,18 +173,33 @@ BAD = {
     "grad shape": (dict(grad=np.ones(7, np.float32)), ValueError, r"\[sgd_update\] grad has shape"),
     "grad rank": (dict(grad=np.ones((2, 4), np.float32)), ValueError, r"\[sgd_update\] grad has shape"),
     "velocity shape": (dict(velocity=np.zeros(9, np.float32)), ValueError, r"\[sgd_update\] velocity has shape"),
-    "param strided": (dict(param=np.ones(16, np.float32)[::2]), ValueError, r"\[sgd_update\] param must be C-contiguous"),
-    "grad transposed": (dict(param=np.ones((2, 4), np.float32), grad=np.ones((4, 2), np.float32).T,
-                             velocity=np.zeros((2, 4), np.float32)), ValueError, r"\[sgd_update\] grad must be C-contiguous"),
+    "param strided": (
+        dict(param=np.ones(16, np.float32)[::2]),
+        ValueError,
+        r"\[sgd_update\] param must be C-contiguous",
+    ),
+    "grad transposed": (
+        dict(
+            param=np.ones((2, 4), np.float32), grad=np.ones((4, 2), np.float32).T, velocity=np.zeros((2, 4), np.float32)
+        ),
+        ValueError,
+        r"\[sgd_update\] grad must be C-contiguous",
+    ),
     "negative lr": (dict(lr=-0.1), ValueError, r"\[sgd_update\] lr must be >= 0"),
     "NaN lr": (dict(lr=float("nan")), ValueError, r"\[sgd_update\] lr must be finite"),
     "inf lr": (dict(lr=float("inf")), ValueError, r"\[sgd_update\] lr must be finite"),
     "negative momentum": (dict(momentum=-0.5), ValueError, r"\[sgd_update\] momentum must be >= 0"),
     "negative weight_decay": (dict(weight_decay=-1e-4), ValueError, r"\[sgd_update\] weight_decay must be >= 0"),
-    "nesterov without momentum": (dict(momentum=0.0, nesterov=True), ValueError,
-                                  r"\[sgd_update\] nesterov needs momentum > 0"),
-    "momentum without velocity": (dict(velocity=None), ValueError,
-                                  r"\[sgd_update\] momentum > 0 needs a velocity buffer"),
+    "nesterov without momentum": (
+        dict(momentum=0.0, nesterov=True),
+        ValueError,
+        r"\[sgd_update\] nesterov needs momentum > 0",
+    ),
+    "momentum without velocity": (
+        dict(velocity=None),
+        ValueError,
+        r"\[sgd_update\] momentum > 0 needs a velocity buffer",
+    ),
     "segment past the end": (dict(no_decay=[(4, 9)]), ValueError, r"\[sgd_update\] no_decay segment 0 = \[4, 9\)"),
     "segments unsorted": (dict(no_decay=[(5, 6), (1, 2)]), ValueError, r"\[sgd_update\] no_decay segment 1 = \[1, 2\)"),
     "segments overlapping": (dict(no_decay=[(1, 4), (3, 6)]), ValueError, r"\[sgd_update\] no_decay segment 1"),
@@ -200,9 +242,17 @@ NAMES = ("param", "grad", "velocity")
 def aligned_problems(draw):
     n = draw(ALIGN_SIZES)
     mu = draw(st.sampled_from([0.0, 0.9]))
-    return dict(n=n, layout=draw(LAYOUTS), kind=draw(st.sampled_from(GRAD_KINDS)), seed=draw(seeds),
-                lr=draw(st.sampled_from([0.01, 0.1, 1.0])), momentum=mu, nesterov=mu > 0 and draw(st.booleans()),
-                weight_decay=draw(st.sampled_from([0.1, 0.5])), no_decay=draw(no_decay_segments(n)))
+    return dict(
+        n=n,
+        layout=draw(LAYOUTS),
+        kind=draw(st.sampled_from(GRAD_KINDS)),
+        seed=draw(seeds),
+        lr=draw(st.sampled_from([0.01, 0.1, 1.0])),
+        momentum=mu,
+        nesterov=mu > 0 and draw(st.booleans()),
+        weight_decay=draw(st.sampled_from([0.1, 0.5])),
+        no_decay=draw(no_decay_segments(n)),
+    )
 
 
 def sgd_at(device, layout, values, p):
@@ -210,26 +260,60 @@ def sgd_at(device, layout, values, p):
     their NaN guards checked. Without momentum the velocity is passed and must stay as it was."""
     bufs = [at_alignment(a, offset) for a, offset in zip(values, layout)]
     param, grad, velocity = (view for _, view in bufs)
-    ops.sgd_update(param, grad, velocity, lr=p["lr"], momentum=p["momentum"], nesterov=p["nesterov"],
-                   weight_decay=p["weight_decay"], no_decay=p["no_decay"], device=device)
+    ops.sgd_update(
+        param,
+        grad,
+        velocity,
+        lr=p["lr"],
+        momentum=p["momentum"],
+        nesterov=p["nesterov"],
+        weight_decay=p["weight_decay"],
+        no_decay=p["no_decay"],
+        device=device,
+    )
     for (buf, _), name in zip(bufs, NAMES):
         check_guards(buf, f"{name} at layout {layout}")
     return [view.copy() for _, view in bufs]
 
 
 @given(p=aligned_problems())
-@example(p=dict(n=13, layout=(2, 2, 2), kind="normal", seed=3, lr=0.1, momentum=0.9, nesterov=True,
-                weight_decay=0.5, no_decay=[(0, 1), (2, 3), (5, 6), (7, 9), (12, 13)]))
-@example(p=dict(n=4099, layout=(3, 3, 3), kind="mixed", seed=4, lr=0.01, momentum=0.0, nesterov=False,
-                weight_decay=0.1, no_decay=[(1, 2), (4097, 4098)]))
+@example(
+    p=dict(
+        n=13,
+        layout=(2, 2, 2),
+        kind="normal",
+        seed=3,
+        lr=0.1,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=0.5,
+        no_decay=[(0, 1), (2, 3), (5, 6), (7, 9), (12, 13)],
+    )
+)
+@example(
+    p=dict(
+        n=4099,
+        layout=(3, 3, 3),
+        kind="mixed",
+        seed=4,
+        lr=0.01,
+        momentum=0.0,
+        nesterov=False,
+        weight_decay=0.1,
+        no_decay=[(1, 2), (4097, 4098)],
+    )
+)
 def test_sgd_update_same_bits_at_every_alignment(device, p):
     # A float4 lane must round as the scalar element does, and a no-decay segment
     # boundary inside a float4 must split it element by element.
     rng = np.random.default_rng(p["seed"])
     n = p["n"]
     grad_kind = "huge" if p["kind"] == "huge_grad" else p["kind"]
-    values = [make_values(rng, (n,), "normal"), make_values(rng, (n,), grad_kind),
-              make_values(rng, (n,), "normal") * np.float32(0.1)]
+    values = [
+        make_values(rng, (n,), "normal"),
+        make_values(rng, (n,), grad_kind),
+        make_values(rng, (n,), "normal") * np.float32(0.1),
+    ]
     got = sgd_at(device, p["layout"], values, p)
     for a, b, name in zip(got, sgd_at(device, SCALAR_LAYOUT, values, p), NAMES):
         assert_same_bits(a, b, f"{name} at layout {p['layout']} against the scalar layout")

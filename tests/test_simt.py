@@ -10,8 +10,9 @@ import pytest
 import customml
 from customml import _core, ops
 
-pytestmark = pytest.mark.skipif(not customml.build_info()["simt_emulation"],
-                                reason="built with CUSTOMML_SIMT_EMULATION=OFF")
+pytestmark = pytest.mark.skipif(
+    not customml.build_info()["simt_emulation"], reason="built with CUSTOMML_SIMT_EMULATION=OFF"
+)
 
 ORDERS = ("forward", "reverse", "shuffled")
 
@@ -31,9 +32,15 @@ def run(name, values, grid, block, width):
 def test_every_thread_sees_its_coordinates(order):
     grid, block = (3, 2, 2), (5, 3, 2)
     got = run("indices", [], grid, block, 6)
-    want = [(tx, ty, tz, bx, by, bz)
-            for bz in range(2) for by in range(2) for bx in range(3)
-            for tz in range(2) for ty in range(3) for tx in range(5)]
+    want = [
+        (tx, ty, tz, bx, by, bz)
+        for bz in range(2)
+        for by in range(2)
+        for bx in range(3)
+        for tz in range(2)
+        for ty in range(3)
+        for tx in range(5)
+    ]
     assert got.shape == (len(want), 6)
     np.testing.assert_array_equal(got, np.array(want, dtype=np.float64))
 
@@ -89,7 +96,7 @@ def test_warp_votes(order):
     got = run("vote", x, (1, 1, 1), (n, 1, 1), 3)
     for w in range(2):
         bits = sum(1 << lane for lane in range(32) if x[w * 32 + lane] > 0)
-        rows = got[w * 32:(w + 1) * 32]
+        rows = got[w * 32 : (w + 1) * 32]
         np.testing.assert_array_equal(rows[:, 0], bits)
         np.testing.assert_array_equal(rows[:, 1], float(bits != 0))
         np.testing.assert_array_equal(rows[:, 2], float(bits == 0xFFFFFFFF))
@@ -196,13 +203,42 @@ def _conversion_inputs():
     largest finite value and its rounding edge to inf, its normal/subnormal boundary and
     the smallest subnormals, bf16's and tf32's carries into the exponent, inf, NaN, signs."""
     rng = np.random.default_rng(8)
-    specials = np.array([0.0, -0.0, 1.0, -1.0, 65504.0, 65519.99, 65520.0, -65520.0, 1e6, 6.1035156e-05,
-                         6.097555e-05, 5.9604645e-08, 2.9802322e-08, 2.9802326e-08, 8.940697e-08, 1e-10,
-                         1.0 + 2.0**-11, 1.0 + 3 * 2.0**-11, 1.0 + 2.0**-8, 1.0 + 3 * 2.0**-8, 3.4e38, -3.4e38,
-                         np.inf, -np.inf, np.nan, 1.9999999, 255.99999], np.float32)
+    specials = np.array(
+        [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            65504.0,
+            65519.99,
+            65520.0,
+            -65520.0,
+            1e6,
+            6.1035156e-05,
+            6.097555e-05,
+            5.9604645e-08,
+            2.9802322e-08,
+            2.9802326e-08,
+            8.940697e-08,
+            1e-10,
+            1.0 + 2.0**-11,
+            1.0 + 3 * 2.0**-11,
+            1.0 + 2.0**-8,
+            1.0 + 3 * 2.0**-8,
+            3.4e38,
+            -3.4e38,
+            np.inf,
+            -np.inf,
+            np.nan,
+            1.9999999,
+            255.99999,
+        ],
+        np.float32,
+    )
     bits = rng.integers(0, 2**32, 4000, dtype=np.uint64).astype(np.uint32).view(np.float32)
     normal = rng.standard_normal(2000).astype(np.float32) * np.float32(1000.0) ** rng.uniform(-3, 3, 2000).astype(
-        np.float32)
+        np.float32
+    )
     values = np.concatenate([specials, bits, normal])
     return values[~np.isnan(values) | (np.arange(values.size) < specials.size)]
 
@@ -237,7 +273,7 @@ def test_wmma_float_fragments(order, kind):
     ra, rb = ROUNDINGS[kind](a), ROUNDINGS[kind](b)
     want = c.copy()
     for k in range(16):
-        want += ra[:, k:k + 1] * rb[k:k + 1, :]  # float32 products (exact) and sums, k in order
+        want += ra[:, k : k + 1] * rb[k : k + 1, :]  # float32 products (exact) and sums, k in order
     np.testing.assert_array_equal(got, want)
     assert not np.array_equal(got, c + a @ b)  # the operands really were rounded
 
@@ -254,8 +290,7 @@ def _every_kernel_family(seed=11):
     for precision in ("fp32", "tf32", "bf16", "fp16"):
         z = np.empty((70, 90), np.float32)
         y = ops.dense_forward(x, w, b, activation="gelu", preact_out=z, precision=precision, device=d)
-        outs += [y, z, *ops.dense_backward(f32(70, 90), x, w, y, z=z, activation="gelu", precision=precision,
-                                           device=d)]
+        outs += [y, z, *ops.dense_backward(f32(70, 90), x, w, y, z=z, activation="gelu", precision=precision, device=d)]
     for classes in (10, 1025):
         logits, labels = f32(40, classes) * 3, rng.integers(0, classes, 40).astype(np.int32)
         loss, grad = ops.softmax_cross_entropy(logits, labels, label_smoothing=0.1, device=d)
@@ -272,8 +307,7 @@ def _every_kernel_family(seed=11):
     ops.sgd_update(p, g, v, lr=0.1, momentum=0.9, weight_decay=0.01, no_decay=[(3, 900)], device=d)
     outs += [p, v]
     p, g, m, v2, vmax = f32(n), f32(n), f32(n), np.abs(f32(n)), np.abs(f32(n))
-    ops.adam_update(p, g, m, v2, vmax, lr=1e-2, step=4, weight_decay=0.1, decoupled=True, no_decay=[(7, 31)],
-                    device=d)
+    ops.adam_update(p, g, m, v2, vmax, lr=1e-2, step=4, weight_decay=0.1, decoupled=True, no_decay=[(7, 31)], device=d)
     outs += [p, m, v2, vmax]
     g = f32(n)
     outs += [np.float64(ops.clip_by_global_norm(g, 1.0, device=d)), g]
@@ -286,8 +320,18 @@ def _every_kernel_family(seed=11):
     ws8 = rng.integers(-127, 128, (40, 70)).astype(np.int8)
     w_scale = (rng.random(70) * 0.01 + 1e-3).astype(np.float32)
     for rows in (1, 5, 70):  # the kernels for one row, a few (dp4a) and many (tensor cores)
-        outs.append(ops.gemm_s8(q[:rows], ops.gemm_s8_pack(ws8, device=d), scale, zero, w_scale, bias=f32(70),
-                                activation="relu", device=d))
+        outs.append(
+            ops.gemm_s8(
+                q[:rows],
+                ops.gemm_s8_pack(ws8, device=d),
+                scale,
+                zero,
+                w_scale,
+                bias=f32(70),
+                activation="relu",
+                device=d,
+            )
+        )
     ws = f32(64, 33) * (rng.random((64, 33)) < 0.2)
     xs = f32(70, 64)
     outs.append(ops.sparse_dense_forward(xs, *ops.csr_from_dense(ws), f32(33), activation="relu", device=d))

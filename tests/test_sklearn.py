@@ -50,12 +50,14 @@ def _small_clf(**kw) -> MLPClassifier:
 # scikit-learn's estimator checks
 # ------------------------------------------------------------------------------------
 
+
 # Every check passes, so there is no expected_failed_checks list. Small networks keep
 # the 100+ checks under a few seconds; the regressor needs more capacity than the
 # classifier for check_regressors_train's R^2 > 0.5 (200 samples, 10 features: (32,)
 # for 200 epochs reaches about 0.9, (16,) for 100 epochs only 0.45).
-@parametrize_with_checks([_small_clf(max_iter=50),
-                          MLPRegressor(hidden_layer_sizes=(32,), max_iter=200, random_state=0)])
+@parametrize_with_checks(
+    [_small_clf(max_iter=50), MLPRegressor(hidden_layer_sizes=(32,), max_iter=200, random_state=0)]
+)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
@@ -72,9 +74,11 @@ def test_import_customml_does_not_import_sklearn():
 
 def test_missing_sklearn_names_the_extra():
     # None in sys.modules makes `import sklearn` fail as if it were not installed.
-    code = ("import sys; sys.modules['sklearn'] = None\n"
-            "try:\n    import customml.sklearn\nexcept ImportError as e:\n    print(e)\n"
-            "else:\n    raise SystemExit('no ImportError')")
+    code = (
+        "import sys; sys.modules['sklearn'] = None\n"
+        "try:\n    import customml.sklearn\nexcept ImportError as e:\n    print(e)\n"
+        "else:\n    raise SystemExit('no ImportError')"
+    )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert 'pip install ".[sklearn]" in the customml checkout' in out
 
@@ -103,8 +107,12 @@ def test_cross_val_score_iris():
 
 
 def _grid_search(x, y):
-    search = GridSearchCV(_small_clf(max_iter=20), {"hidden_layer_sizes": [(8,), (16,)],
-                                                     "learning_rate_init": [1e-3, 1e-2]}, cv=2, n_jobs=2)
+    search = GridSearchCV(
+        _small_clf(max_iter=20),
+        {"hidden_layer_sizes": [(8,), (16,)], "learning_rate_init": [1e-3, 1e-2]},
+        cv=2,
+        n_jobs=2,
+    )
     return search.fit(x, y)
 
 
@@ -272,22 +280,25 @@ def test_partial_fit():
         clf.partial_fit(x[:, :3], y)
 
 
-@pytest.mark.parametrize("param, value, message", [
-    ("hidden_layer_sizes", (0,), "hidden_layer_sizes must hold integers >= 1"),
-    ("hidden_layer_sizes", "wide", "hidden_layer_sizes must hold integers"),
-    ("activation", "softplus", "activation must be one of"),
-    ("solver", "lbfgs", "solver must be one of adam, sgd"),
-    ("learning_rate_init", 0.0, "learning_rate_init must be a finite number > 0"),
-    ("alpha", -1.0, "alpha must be a finite number >= 0"),
-    ("batch_size", 0, "batch_size must be 'auto' or an integer >= 1"),
-    ("max_iter", 0, "max_iter must be an integer >= 1"),
-    ("max_iter", 2.5, "max_iter must be an integer >= 1"),
-    ("dropout", 1.0, "dropout must be a finite number >= 0 and < 1"),
-    ("momentum", float("nan"), "momentum must be a finite number"),
-    ("shuffle", "yes", "shuffle must be True or False"),
-    ("random_state", "seed", "random_state must be None, an int or a numpy RandomState"),
-    ("device", "tpu", "tpu"),
-])
+@pytest.mark.parametrize(
+    "param, value, message",
+    [
+        ("hidden_layer_sizes", (0,), "hidden_layer_sizes must hold integers >= 1"),
+        ("hidden_layer_sizes", "wide", "hidden_layer_sizes must hold integers"),
+        ("activation", "softplus", "activation must be one of"),
+        ("solver", "lbfgs", "solver must be one of adam, sgd"),
+        ("learning_rate_init", 0.0, "learning_rate_init must be a finite number > 0"),
+        ("alpha", -1.0, "alpha must be a finite number >= 0"),
+        ("batch_size", 0, "batch_size must be 'auto' or an integer >= 1"),
+        ("max_iter", 0, "max_iter must be an integer >= 1"),
+        ("max_iter", 2.5, "max_iter must be an integer >= 1"),
+        ("dropout", 1.0, "dropout must be a finite number >= 0 and < 1"),
+        ("momentum", float("nan"), "momentum must be a finite number"),
+        ("shuffle", "yes", "shuffle must be True or False"),
+        ("random_state", "seed", "random_state must be None, an int or a numpy RandomState"),
+        ("device", "tpu", "tpu"),
+    ],
+)
 def test_bad_params_raise_at_fit(param, value, message):
     x, y = _iris()
     for est in (_small_clf(), MLPRegressor(max_iter=1)):

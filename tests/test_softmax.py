@@ -72,15 +72,33 @@ def test_in_place(device):
 BAD = {
     "x float64": (lambda d: ops.softmax(np.zeros((2, 3)), device=d), TypeError, r"\[softmax\] x must be float32"),
     "x 1-D": (lambda d: ops.softmax(np.zeros(3, np.float32), device=d), ValueError, r"\[softmax\] x must be 2-D"),
-    "no columns": (lambda d: ops.softmax(np.zeros((2, 0), np.float32), device=d), ValueError,
-                   r"\[softmax\] x has 0 columns"),
-    "out shape": (lambda d: ops.softmax(np.zeros((2, 3), np.float32), out=np.zeros((3, 2), np.float32), device=d),
-                  ValueError, r"\[softmax\] y has shape"),
-    "overlap": (lambda d: (lambda b: ops.softmax(b[:4].reshape(2, 2), out=b[1:5].reshape(2, 2), device=d))(
-        np.zeros(6, np.float32)), ValueError, r"\[softmax\] y shares memory with x"),
-    "sigmoid int": (lambda d: ops.sigmoid(np.zeros(3, np.int32), device=d), TypeError, r"\[sigmoid\] x must be float32"),
-    "sigmoid out": (lambda d: ops.sigmoid(np.zeros(3, np.float32), out=np.zeros(4, np.float32), device=d), ValueError,
-                    r"\[sigmoid\] y has shape"),
+    "no columns": (
+        lambda d: ops.softmax(np.zeros((2, 0), np.float32), device=d),
+        ValueError,
+        r"\[softmax\] x has 0 columns",
+    ),
+    "out shape": (
+        lambda d: ops.softmax(np.zeros((2, 3), np.float32), out=np.zeros((3, 2), np.float32), device=d),
+        ValueError,
+        r"\[softmax\] y has shape",
+    ),
+    "overlap": (
+        lambda d: (lambda b: ops.softmax(b[:4].reshape(2, 2), out=b[1:5].reshape(2, 2), device=d))(
+            np.zeros(6, np.float32)
+        ),
+        ValueError,
+        r"\[softmax\] y shares memory with x",
+    ),
+    "sigmoid int": (
+        lambda d: ops.sigmoid(np.zeros(3, np.int32), device=d),
+        TypeError,
+        r"\[sigmoid\] x must be float32",
+    ),
+    "sigmoid out": (
+        lambda d: ops.sigmoid(np.zeros(3, np.float32), out=np.zeros(4, np.float32), device=d),
+        ValueError,
+        r"\[sigmoid\] y has shape",
+    ),
 }
 
 

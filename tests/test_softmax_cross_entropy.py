@@ -119,8 +119,9 @@ def tolerances(logits, labels, class_weights, smoothing, row_weights=None):
 def test_softmax_cross_entropy_matches_reference(isa, device, problem):
     logits, labels, cw, smoothing = build(problem)
     grad = nan_filled(logits.shape)
-    loss, ret = ops.softmax_cross_entropy(logits, labels, class_weights=cw, label_smoothing=smoothing,
-                                          grad_out=grad, device=device)
+    loss, ret = ops.softmax_cross_entropy(
+        logits, labels, class_weights=cw, label_smoothing=smoothing, grad_out=grad, device=device
+    )
     assert ret is grad
     assert isinstance(loss, float)
     assert_float32_array(grad, logits.shape, "grad_out")
@@ -132,8 +133,9 @@ def test_softmax_cross_entropy_matches_reference(isa, device, problem):
         # no weight at all: loss 0 and an exactly zero gradient, by definition
         assert loss == 0.0 and (grad == 0.0).all()
     # Deterministic, and the loss does not depend on whether the gradient is asked for.
-    loss2, none = ops.softmax_cross_entropy(logits, labels, class_weights=cw, label_smoothing=smoothing,
-                                            need_grad=False, device=device)
+    loss2, none = ops.softmax_cross_entropy(
+        logits, labels, class_weights=cw, label_smoothing=smoothing, need_grad=False, device=device
+    )
     assert none is None and loss2 == loss
     loss3, grad3 = ops.softmax_cross_entropy(logits, labels, class_weights=cw, label_smoothing=smoothing, device=device)
     assert loss3 == loss
@@ -149,19 +151,22 @@ def test_softmax_cross_entropy_row_weights_match_reference(isa, device, problem,
     logits, labels, cw, smoothing = build(problem)
     rw = row_weights_of(np.random.default_rng(problem[-1]), logits.shape[0], kind)
     grad = nan_filled(logits.shape)
-    loss, _ = ops.softmax_cross_entropy(logits, labels, class_weights=cw, label_smoothing=smoothing, row_weights=rw,
-                                        grad_out=grad, device=device)
+    loss, _ = ops.softmax_cross_entropy(
+        logits, labels, class_weights=cw, label_smoothing=smoothing, row_weights=rw, grad_out=grad, device=device
+    )
     assert_float32_array(grad, logits.shape, "grad_out")
-    loss_ref, grad_ref = reference.softmax_cross_entropy(logits, labels, class_weights=cw, label_smoothing=smoothing,
-                                                         row_weights=rw)
+    loss_ref, grad_ref = reference.softmax_cross_entropy(
+        logits, labels, class_weights=cw, label_smoothing=smoothing, row_weights=rw
+    )
     loss_tol, grad_tol = tolerances(logits, labels, cw, smoothing, rw)
     assert_close(loss, loss_ref, loss_tol, "loss")
     assert_close(grad, grad_ref, grad_tol, "grad")
     w = rw.astype(np.float64) * (1.0 if cw is None else cw[labels])
     if not w.any():  # no weight at all: loss 0 and an exactly zero gradient, by definition
         assert loss == 0.0 and (grad == 0.0).all()
-    loss2, _ = ops.softmax_cross_entropy(logits, labels, class_weights=cw, label_smoothing=smoothing, row_weights=rw,
-                                         need_grad=False, device=device)
+    loss2, _ = ops.softmax_cross_entropy(
+        logits, labels, class_weights=cw, label_smoothing=smoothing, row_weights=rw, need_grad=False, device=device
+    )
     assert loss2 == loss
 
 
@@ -233,8 +238,9 @@ def test_softmax_cross_entropy_large_batches_do_not_depend_on_the_thread_count(i
         for threads in (1, 2, 3):
             cm.set_num_threads(threads)
             grad = nan_filled(logits.shape)
-            loss, _ = ops.softmax_cross_entropy(logits, labels, class_weights=cw, label_smoothing=smoothing,
-                                                grad_out=grad)
+            loss, _ = ops.softmax_cross_entropy(
+                logits, labels, class_weights=cw, label_smoothing=smoothing, grad_out=grad
+            )
             results.append((loss, grad))
     finally:
         cm.set_num_threads(before)
@@ -259,43 +265,103 @@ def _sce_call(device, **over):
 SCE_BAD = {
     "logits float64": (dict(logits=np.zeros((4, 3))), TypeError, r"\[softmax_cross_entropy\] logits must be float32"),
     "labels int64": (dict(labels=np.array([0, 1, 2, 0])), TypeError, r"\[softmax_cross_entropy\] labels must be int32"),
-    "labels float32": (dict(labels=np.zeros(4, np.float32)), TypeError, r"\[softmax_cross_entropy\] labels must be int32"),
-    "class_weights float64": (dict(class_weights=np.ones(3)), TypeError,
-                              r"\[softmax_cross_entropy\] class_weights must be float32"),
-    "grad_out float16": (dict(grad_out=np.zeros((4, 3), np.float16)), TypeError,
-                         r"\[softmax_cross_entropy\] grad_out must be float32"),
+    "labels float32": (
+        dict(labels=np.zeros(4, np.float32)),
+        TypeError,
+        r"\[softmax_cross_entropy\] labels must be int32",
+    ),
+    "class_weights float64": (
+        dict(class_weights=np.ones(3)),
+        TypeError,
+        r"\[softmax_cross_entropy\] class_weights must be float32",
+    ),
+    "grad_out float16": (
+        dict(grad_out=np.zeros((4, 3), np.float16)),
+        TypeError,
+        r"\[softmax_cross_entropy\] grad_out must be float32",
+    ),
     "logits 1-D": (dict(logits=np.zeros(3, np.float32)), ValueError, r"\[softmax_cross_entropy\] logits must be 2-D"),
-    "labels 2-D": (dict(labels=np.zeros((4, 1), np.int32)), ValueError, r"\[softmax_cross_entropy\] labels must be 1-D"),
+    "labels 2-D": (
+        dict(labels=np.zeros((4, 1), np.int32)),
+        ValueError,
+        r"\[softmax_cross_entropy\] labels must be 1-D",
+    ),
     "labels length": (dict(labels=np.zeros(5, np.int32)), ValueError, r"\[softmax_cross_entropy\] labels has shape"),
-    "class_weights length": (dict(class_weights=np.ones(4, np.float32)), ValueError,
-                             r"\[softmax_cross_entropy\] class_weights has shape"),
-    "grad_out shape": (dict(grad_out=np.zeros((4, 4), np.float32)), ValueError,
-                       r"\[softmax_cross_entropy\] grad_out has shape"),
-    "empty batch": (dict(logits=np.zeros((0, 3), np.float32), labels=np.zeros(0, np.int32)), ValueError,
-                    r"\[softmax_cross_entropy\] logits is empty"),
-    "no classes": (dict(logits=np.zeros((4, 0), np.float32)), ValueError, r"\[softmax_cross_entropy\] logits has 0 columns"),
-    "logits strided": (dict(logits=np.zeros((4, 6), np.float32)[:, ::2]), ValueError,
-                       r"\[softmax_cross_entropy\] logits must be C-contiguous"),
-    "logits transposed": (dict(logits=np.zeros((3, 4), np.float32).T), ValueError,
-                          r"\[softmax_cross_entropy\] logits must be C-contiguous"),
-    "labels strided": (dict(labels=np.zeros(8, np.int32)[::2]), ValueError,
-                       r"\[softmax_cross_entropy\] labels must be C-contiguous"),
-    "label too large": (dict(labels=np.array([0, 3, 1, 0], np.int32)), IndexError,
-                        r"\[softmax_cross_entropy\] labels\[1\] = 3 is outside \[0, 3\)"),
-    "label negative": (dict(labels=np.array([0, 1, 2, -1], np.int32)), IndexError,
-                       r"\[softmax_cross_entropy\] labels\[3\] = -1 is outside"),
-    "negative class weight": (dict(class_weights=np.array([1.0, -0.5, 1.0], np.float32)), ValueError,
-                              r"\[softmax_cross_entropy\] class_weights\[1\]"),
-    "NaN class weight": (dict(class_weights=np.array([1.0, 1.0, np.nan], np.float32)), ValueError,
-                         r"\[softmax_cross_entropy\] class_weights\[2\]"),
-    "inf class weight": (dict(class_weights=np.array([np.inf, 1.0, 1.0], np.float32)), ValueError,
-                         r"\[softmax_cross_entropy\] class_weights\[0\]"),
-    "row_weights float64": (dict(row_weights=np.ones(4)), TypeError,
-                            r"\[softmax_cross_entropy\] row_weights must be float32"),
-    "row_weights length": (dict(row_weights=np.ones(3, np.float32)), ValueError,
-                           r"\[softmax_cross_entropy\] row_weights has shape"),
-    "negative row weight": (dict(row_weights=np.array([1.0, 1.0, 1.0, -2.0], np.float32)), ValueError,
-                            r"\[softmax_cross_entropy\] row_weights\[3\]"),
+    "class_weights length": (
+        dict(class_weights=np.ones(4, np.float32)),
+        ValueError,
+        r"\[softmax_cross_entropy\] class_weights has shape",
+    ),
+    "grad_out shape": (
+        dict(grad_out=np.zeros((4, 4), np.float32)),
+        ValueError,
+        r"\[softmax_cross_entropy\] grad_out has shape",
+    ),
+    "empty batch": (
+        dict(logits=np.zeros((0, 3), np.float32), labels=np.zeros(0, np.int32)),
+        ValueError,
+        r"\[softmax_cross_entropy\] logits is empty",
+    ),
+    "no classes": (
+        dict(logits=np.zeros((4, 0), np.float32)),
+        ValueError,
+        r"\[softmax_cross_entropy\] logits has 0 columns",
+    ),
+    "logits strided": (
+        dict(logits=np.zeros((4, 6), np.float32)[:, ::2]),
+        ValueError,
+        r"\[softmax_cross_entropy\] logits must be C-contiguous",
+    ),
+    "logits transposed": (
+        dict(logits=np.zeros((3, 4), np.float32).T),
+        ValueError,
+        r"\[softmax_cross_entropy\] logits must be C-contiguous",
+    ),
+    "labels strided": (
+        dict(labels=np.zeros(8, np.int32)[::2]),
+        ValueError,
+        r"\[softmax_cross_entropy\] labels must be C-contiguous",
+    ),
+    "label too large": (
+        dict(labels=np.array([0, 3, 1, 0], np.int32)),
+        IndexError,
+        r"\[softmax_cross_entropy\] labels\[1\] = 3 is outside \[0, 3\)",
+    ),
+    "label negative": (
+        dict(labels=np.array([0, 1, 2, -1], np.int32)),
+        IndexError,
+        r"\[softmax_cross_entropy\] labels\[3\] = -1 is outside",
+    ),
+    "negative class weight": (
+        dict(class_weights=np.array([1.0, -0.5, 1.0], np.float32)),
+        ValueError,
+        r"\[softmax_cross_entropy\] class_weights\[1\]",
+    ),
+    "NaN class weight": (
+        dict(class_weights=np.array([1.0, 1.0, np.nan], np.float32)),
+        ValueError,
+        r"\[softmax_cross_entropy\] class_weights\[2\]",
+    ),
+    "inf class weight": (
+        dict(class_weights=np.array([np.inf, 1.0, 1.0], np.float32)),
+        ValueError,
+        r"\[softmax_cross_entropy\] class_weights\[0\]",
+    ),
+    "row_weights float64": (
+        dict(row_weights=np.ones(4)),
+        TypeError,
+        r"\[softmax_cross_entropy\] row_weights must be float32",
+    ),
+    "row_weights length": (
+        dict(row_weights=np.ones(3, np.float32)),
+        ValueError,
+        r"\[softmax_cross_entropy\] row_weights has shape",
+    ),
+    "negative row weight": (
+        dict(row_weights=np.array([1.0, 1.0, 1.0, -2.0], np.float32)),
+        ValueError,
+        r"\[softmax_cross_entropy\] row_weights\[3\]",
+    ),
     "smoothing above 1": (dict(label_smoothing=1.5), ValueError, r"\[softmax_cross_entropy\] label_smoothing"),
     "smoothing negative": (dict(label_smoothing=-0.1), ValueError, r"\[softmax_cross_entropy\] label_smoothing"),
     "smoothing NaN": (dict(label_smoothing=float("nan")), ValueError, r"\[softmax_cross_entropy\] label_smoothing"),
@@ -321,8 +387,9 @@ def test_softmax_cross_entropy_rejects_grad_aliasing_class_weights(device):
     logits = np.array([[0, 1, 2], [1, 0, 0], [2, 2, 0]], np.float32)
     grad = np.ones((3, 3), np.float32)
     with pytest.raises(ValueError, match=r"\[softmax_cross_entropy\] grad_out shares memory with class_weights"):
-        ops.softmax_cross_entropy(logits, np.array([0, 1, 2], np.int32), class_weights=grad[0], grad_out=grad,
-                                  device=device)
+        ops.softmax_cross_entropy(
+            logits, np.array([0, 1, 2], np.int32), class_weights=grad[0], grad_out=grad, device=device
+        )
 
 
 def test_softmax_cross_entropy_rejects_grad_aliasing_labels(device):

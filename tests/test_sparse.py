@@ -46,16 +46,24 @@ BATCHES = (1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 79, 80, 1
 batches = st.one_of(st.sampled_from(BATCHES), st.integers(1, 40))
 # (batch, in, out, sparsity, value kind, empty outputs, seed), products capped so one
 # example stays in the millisecond range.
-csr_problems = st.tuples(batches, sizes, sizes, st.sampled_from(SPARSITIES), st.sampled_from(VALUE_KINDS),
-                         st.booleans(), seeds).filter(lambda p: p[0] * p[1] * p[2] <= 1 << 18)
+csr_problems = st.tuples(
+    batches, sizes, sizes, st.sampled_from(SPARSITIES), st.sampled_from(VALUE_KINDS), st.booleans(), seeds
+).filter(lambda p: p[0] * p[1] * p[2] <= 1 << 18)
 # Large enough to use both threads (>= 2^18 multiply-adds) and every path at once.
-LARGE_CSR = [(130, 784, 256, 0.9, "normal", False, 1), (200, 257, 1025, 0.5, "mixed", True, 2),
-             (1, 784, 256, 0.9, "normal", True, 3)]
+LARGE_CSR = [
+    (130, 784, 256, 0.9, "normal", False, 1),
+    (200, 257, 1025, 0.5, "mixed", True, 2),
+    (1, 784, 256, 0.9, "normal", True, 3),
+]
 NM_SHAPES = ((2, 4), (1, 4), (4, 8), (1, 1), (3, 5), (2, 16), (8, 16), (2, 20), (1, 256))
-nm_problems = st.tuples(batches, sizes, sizes, st.sampled_from(NM_SHAPES), st.sampled_from(VALUE_KINDS),
-                        st.booleans(), seeds).filter(lambda p: p[0] * p[1] * p[2] <= 1 << 18)
-LARGE_NM = [(130, 784, 256, (2, 4), "normal", False, 1), (3, 1023, 513, (2, 4), "mixed", True, 2),
-            (66, 257, 100, (2, 20), "normal", False, 3)]
+nm_problems = st.tuples(
+    batches, sizes, sizes, st.sampled_from(NM_SHAPES), st.sampled_from(VALUE_KINDS), st.booleans(), seeds
+).filter(lambda p: p[0] * p[1] * p[2] <= 1 << 18)
+LARGE_NM = [
+    (130, 784, 256, (2, 4), "normal", False, 1),
+    (3, 1023, 513, (2, 4), "mixed", True, 2),
+    (66, 257, 100, (2, 20), "normal", False, 3),
+]
 
 
 def build_dense(problem):
@@ -158,9 +166,13 @@ def test_sparse_products_do_not_depend_on_the_thread_count(isa):
         results = []
         for threads in (1, 2, 3):
             cm.set_num_threads(threads)
-            results.append((ops.sparse_dense_forward(x, *csr, b, activation="relu"),
-                            ops.nm_dense_forward(x, values, index, b, activation="relu"),
-                            ops.sparse_dense_forward(x_big, packed, bias=b_big, activation="relu")))
+            results.append(
+                (
+                    ops.sparse_dense_forward(x, *csr, b, activation="relu"),
+                    ops.nm_dense_forward(x, values, index, b, activation="relu"),
+                    ops.sparse_dense_forward(x_big, packed, bias=b_big, activation="relu"),
+                )
+            )
     finally:
         cm.set_num_threads(before)
     for csr_y, nm_y, packed_y in results[1:]:
@@ -188,8 +200,10 @@ def test_packed_product_skips_inputs_no_weight_reads(isa, device, batch):
     assert_same_bits(y, run_csr(x, csr, None, "identity", device, packed=True), "out")
 
 
-@pytest.mark.skipif("sparse_dense_packed" not in cm.build_info()["kernels"],
-                    reason="no packed sparse kernel at this ISA level (it needs AVX-512)")
+@pytest.mark.skipif(
+    "sparse_dense_packed" not in cm.build_info()["kernels"],
+    reason="no packed sparse kernel at this ISA level (it needs AVX-512)",
+)
 def test_packed_layout_fills_its_lanes():
     # What the serving rule relies on (a layout at least half full serves every batch):
     # 2:4 fills every lane (each output's k-th nonzero lies in the same 4 inputs for all
@@ -234,9 +248,10 @@ def test_csr_from_dense_round_trips():
     assert offsets.shape == (20,) and offsets[0] == 0 and offsets[-1] == np.count_nonzero(w) == len(index)
     assert offsets[4] == offsets[3]  # the empty column
     for j in range(19):
-        assert (np.diff(index[offsets[j]:offsets[j + 1]]) > 0).all()
-    assert_same_bits(reference.csr_to_dense(offsets, index, values, 37).astype(np.float32), np.where(w == 0, 0, w),
-                     "round trip")
+        assert (np.diff(index[offsets[j] : offsets[j + 1]]) > 0).all()
+    assert_same_bits(
+        reference.csr_to_dense(offsets, index, values, 37).astype(np.float32), np.where(w == 0, 0, w), "round trip"
+    )
 
 
 # --------------------------------------------------------------------------------- N:M
@@ -326,8 +341,14 @@ def _csr_kwargs():
     x = np.ones((4, 6), np.float32)
     offsets = np.array([0, 2, 2, 5], np.int32)
     index = np.array([1, 4, 0, 2, 5], np.int32)
-    return dict(x=x, offsets=offsets, index=index, values=np.ones(5, np.float32), bias=np.ones(3, np.float32),
-                out=np.empty((4, 3), np.float32))
+    return dict(
+        x=x,
+        offsets=offsets,
+        index=index,
+        values=np.ones(5, np.float32),
+        bias=np.ones(3, np.float32),
+        out=np.empty((4, 3), np.float32),
+    )
 
 
 def _set(key, value):
@@ -340,11 +361,17 @@ def _set_at(key, pos, value):
 
 CSR_BAD = {
     "x float64": (_set("x", np.ones((4, 6))), TypeError, r"\[sparse_dense_forward\] x must be float32"),
-    "offsets int64": (lambda kw: kw.update(offsets=kw["offsets"].astype(np.int64)), TypeError,
-                      r"offsets must be int32"),
+    "offsets int64": (
+        lambda kw: kw.update(offsets=kw["offsets"].astype(np.int64)),
+        TypeError,
+        r"offsets must be int32",
+    ),
     "index uint8": (lambda kw: kw.update(index=kw["index"].astype(np.uint8)), TypeError, r"index must be int32"),
-    "values float16": (lambda kw: kw.update(values=kw["values"].astype(np.float16)), TypeError,
-                       r"values must be float32"),
+    "values float16": (
+        lambda kw: kw.update(values=kw["values"].astype(np.float16)),
+        TypeError,
+        r"values must be float32",
+    ),
     "bias int32": (lambda kw: kw.update(bias=kw["bias"].astype(np.int32)), TypeError, r"bias must be float32"),
     "out float64": (_set("out", np.empty((4, 3))), TypeError, r"out must be float32"),
     "x 1-D": (_set("x", np.ones(6, np.float32)), ValueError, r"x must be 2-D"),
@@ -362,8 +389,11 @@ CSR_BAD = {
     "values length": (_set("values", np.ones(4, np.float32)), ValueError, r"values has shape \(4,\) but index"),
     "bias length": (_set("bias", np.ones(4, np.float32)), ValueError, r"bias has shape"),
     "out shape": (_set("out", np.empty((4, 4), np.float32)), ValueError, r"out has shape"),
-    "out is x": (lambda kw: kw.update(x=np.ones((4, 3), np.float32)) or kw.update(out=kw["x"]), ValueError,
-                 r"out shares memory with x"),
+    "out is x": (
+        lambda kw: kw.update(x=np.ones((4, 3), np.float32)) or kw.update(out=kw["x"]),
+        ValueError,
+        r"out shares memory with x",
+    ),
     "x strided": (_set("x", np.ones((4, 12), np.float32)[:, ::2]), ValueError, r"x must be C-contiguous"),
     "unknown activation": (_set("activation", "swish"), ValueError, r"\[sparse_dense_forward\] .*activation"),
 }
@@ -383,8 +413,11 @@ def test_sparse_pack_rejects_bad_structure(device, case):
 
 
 PACKED_BAD = {
-    "x columns": (dict(x=np.ones((4, 7), np.float32)), ValueError,
-                  r"\[sparse_dense_forward\] x has 7 columns but the weight has 6 inputs"),
+    "x columns": (
+        dict(x=np.ones((4, 7), np.float32)),
+        ValueError,
+        r"\[sparse_dense_forward\] x has 7 columns but the weight has 6 inputs",
+    ),
     "x float64": (dict(x=np.ones((4, 6))), TypeError, r"x must be float32"),
     "out shape": (dict(out=np.empty((4, 4), np.float32)), ValueError, r"out has shape"),
     "bias length": (dict(bias=np.ones(4, np.float32)), ValueError, r"bias has shape"),
@@ -425,27 +458,39 @@ def test_sparse_dense_forward_rejects_bad_input(device, case):
 def _nm_kwargs():
     x = np.ones((3, 6), np.float32)  # 2:4 -> 2 groups (4 + 2 rows) -> 4 slots
     index = np.array([[0, 1], [3, 2], [0, 1], [1, 0]], np.uint8)
-    return dict(x=x, values=np.ones((4, 2), np.float32), index=index, bias=np.ones(2, np.float32),
-                out=np.empty((3, 2), np.float32))
+    return dict(
+        x=x,
+        values=np.ones((4, 2), np.float32),
+        index=index,
+        bias=np.ones(2, np.float32),
+        out=np.empty((3, 2), np.float32),
+    )
 
 
 NM_BAD = {
     "x float64": (_set("x", np.ones((3, 6))), TypeError, r"\[nm_dense_forward\] x must be float32"),
     "values float64": (_set("values", np.ones((4, 2))), TypeError, r"values must be float32"),
     "index int32": (lambda kw: kw.update(index=kw["index"].astype(np.int32)), TypeError, r"index must be uint8"),
-    "values rows": (_set("values", np.ones((6, 2), np.float32)), ValueError,
-                    r"values has 6 rows, expected ceil\(in / m\) n = 4"),
+    "values rows": (
+        _set("values", np.ones((6, 2), np.float32)),
+        ValueError,
+        r"values has 6 rows, expected ceil\(in / m\) n = 4",
+    ),
     "index shape": (_set("index", np.zeros((4, 3), np.uint8)), ValueError, r"index has shape"),
     "index past group": (_set_at("index", (1, 0), 4), ValueError, r"index\[1, 0\] = 4 is outside its group of 4"),
-    "index past short group": (_set_at("index", (3, 1), 2), ValueError,
-                               r"index\[3, 1\] = 2 is outside its group of 2"),
+    "index past short group": (_set_at("index", (3, 1), 2), ValueError, r"index\[3, 1\] = 2 is outside its group of 2"),
     "n > m": (_set("n", 5), ValueError, r"n must be in \[1, m = 4\]"),
     "n zero": (_set("n", 0), ValueError, r"n must be in"),
     "m too large": (_set("m", 300), ValueError, r"m must be in \[1, 256\]"),
     "out shape": (_set("out", np.empty((3, 3), np.float32)), ValueError, r"out has shape"),
     "bias length": (_set("bias", np.ones(3, np.float32)), ValueError, r"bias has shape"),
-    "out is values": (lambda kw: kw.update(values=np.ones((4, 2), np.float32), x=np.ones((4, 6), np.float32))
-                      or kw.update(out=kw["values"]), ValueError, r"out shares memory with values"),
+    "out is values": (
+        lambda kw: (
+            kw.update(values=np.ones((4, 2), np.float32), x=np.ones((4, 6), np.float32)) or kw.update(out=kw["values"])
+        ),
+        ValueError,
+        r"out shares memory with values",
+    ),
 }
 
 

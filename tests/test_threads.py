@@ -27,8 +27,12 @@ def restore_threads():
 def _problem(batch=130, n_in=300, n_out=257):
     # 2 * 130 * 300 * 257 multiply-adds: above the threshold where GEMMs go parallel
     rng = np.random.default_rng(0)
-    return (rng.standard_normal((batch, n_in)).astype(np.float32), rng.standard_normal((n_in, n_out)).astype(np.float32),
-            rng.standard_normal(n_out).astype(np.float32), rng.standard_normal((batch, n_out)).astype(np.float32))
+    return (
+        rng.standard_normal((batch, n_in)).astype(np.float32),
+        rng.standard_normal((n_in, n_out)).astype(np.float32),
+        rng.standard_normal(n_out).astype(np.float32),
+        rng.standard_normal((batch, n_out)).astype(np.float32),
+    )
 
 
 # 130 rows: the tiled path; 11 rows (784 x 257): the small-m path, its columns split
@@ -90,8 +94,9 @@ def test_thread_count_is_validated(bad, restore_threads):
 
 def test_invalid_environment_setting_fails_the_import_clearly():
     env = dict(os.environ, CUSTOMML_NUM_THREADS="many")
-    proc = subprocess.run([sys.executable, "-c", "import customml"], env=env, capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import customml"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode != 0
     assert "CUSTOMML_NUM_THREADS" in proc.stderr
 

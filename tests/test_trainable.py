@@ -20,9 +20,17 @@ def _data(n=64, features=6, classes=3, seed=0):
 
 
 def _model(device, optimizer=None, **kw):
-    model = cm.Sequential([cm.layers.Dense(16, activation="relu", **kw), cm.layers.Dropout(0.2),
-                           cm.layers.Dense(8, activation="tanh"), cm.layers.Dense(3)],
-                          input_dim=6, device=device, seed=11)
+    model = cm.Sequential(
+        [
+            cm.layers.Dense(16, activation="relu", **kw),
+            cm.layers.Dropout(0.2),
+            cm.layers.Dense(8, activation="tanh"),
+            cm.layers.Dense(3),
+        ],
+        input_dim=6,
+        device=device,
+        seed=11,
+    )
     model.compile(optimizer=optimizer or cm.optimizers.AdamW(1e-2, weight_decay=0.1), loss="softmax_cross_entropy")
     return model
 
@@ -58,8 +66,9 @@ def test_frozen_base_trains_the_head_as_a_head_only_model(device):
     # training a head-only model on the base's outputs, clipping included (the global norm
     # covers trainable gradients only), with dropout off so the features are the same.
     x, y = _data()
-    full = cm.Sequential([cm.layers.Dense(16, activation="relu"), cm.layers.Dense(3)], input_dim=6, device=device,
-                         seed=4)
+    full = cm.Sequential(
+        [cm.layers.Dense(16, activation="relu"), cm.layers.Dense(3)], input_dim=6, device=device, seed=4
+    )
     full.compile(optimizer=cm.optimizers.Adam(1e-2, clipnorm=0.05), loss="softmax_cross_entropy")
     full.layers[0].trainable = False
     base = cm.Sequential([cm.layers.Dense(16, activation="relu")], input_dim=6, device=device)
@@ -144,7 +153,7 @@ def test_trainable_is_saved(tmp_path):
 def _metadata(path):
     raw = path.read_bytes()
     n = int.from_bytes(raw[:8], "little")
-    return json.loads(raw[8:8 + n])["__metadata__"]
+    return json.loads(raw[8 : 8 + n])["__metadata__"]
 
 
 def test_pop_and_add_replace_the_head(device):
@@ -179,6 +188,7 @@ def test_new_head_weights_depend_on_seed_and_position():
         m.pop()
         m.add(cm.layers.Dense(6))
         return m.layers[-1].get_weights()[0]
+
     assert np.array_equal(make(), make())
 
 

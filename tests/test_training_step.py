@@ -20,20 +20,35 @@ _OPTIMIZER_CASES = {
     "sgd-name": (lambda: "sgd", lambda: SgdRef(0.01), 1),
     "sgd-l2": (lambda: cm.optimizers.SGD(0.5, weight_decay=0.1), lambda: SgdRef(0.5, weight_decay=0.1), 2),
     "sgd-momentum": (lambda: cm.optimizers.SGD(0.1, momentum=0.9), lambda: SgdRef(0.1, momentum=0.9), 3),
-    "sgd-nesterov-l2": (lambda: cm.optimizers.SGD(0.1, momentum=0.9, nesterov=True, weight_decay=0.05),
-                        lambda: SgdRef(0.1, momentum=0.9, nesterov=True, weight_decay=0.05), 3),
+    "sgd-nesterov-l2": (
+        lambda: cm.optimizers.SGD(0.1, momentum=0.9, nesterov=True, weight_decay=0.05),
+        lambda: SgdRef(0.1, momentum=0.9, nesterov=True, weight_decay=0.05),
+        3,
+    ),
     "adam": (lambda: cm.optimizers.Adam(1e-2), lambda: AdamRef(1e-2), 2),
     "adam-name": (lambda: "adam", lambda: AdamRef(), 1),
     "adam-l2": (lambda: cm.optimizers.Adam(1e-2, weight_decay=0.3), lambda: AdamRef(1e-2, weight_decay=0.3), 2),
-    "adam-eps": (lambda: cm.optimizers.Adam(1e-2, beta_1=0.8, beta_2=0.9, epsilon=1e-2),
-                 lambda: AdamRef(1e-2, beta_1=0.8, beta_2=0.9, epsilon=1e-2), 2),
-    "adam-amsgrad": (lambda: cm.optimizers.Adam(1e-2, beta_2=0.5, amsgrad=True),
-                     lambda: AdamRef(1e-2, beta_2=0.5, amsgrad=True), 3),
-    "adamw": (lambda: cm.optimizers.AdamW(1e-2, weight_decay=0.5),
-              lambda: AdamRef(1e-2, weight_decay=0.5, decoupled=True), 2),
+    "adam-eps": (
+        lambda: cm.optimizers.Adam(1e-2, beta_1=0.8, beta_2=0.9, epsilon=1e-2),
+        lambda: AdamRef(1e-2, beta_1=0.8, beta_2=0.9, epsilon=1e-2),
+        2,
+    ),
+    "adam-amsgrad": (
+        lambda: cm.optimizers.Adam(1e-2, beta_2=0.5, amsgrad=True),
+        lambda: AdamRef(1e-2, beta_2=0.5, amsgrad=True),
+        3,
+    ),
+    "adamw": (
+        lambda: cm.optimizers.AdamW(1e-2, weight_decay=0.5),
+        lambda: AdamRef(1e-2, weight_decay=0.5, decoupled=True),
+        2,
+    ),
     "adamw-name": (lambda: "adamw", lambda: AdamRef(weight_decay=0.01, decoupled=True), 2),
-    "adamw-amsgrad": (lambda: cm.optimizers.AdamW(1e-2, beta_2=0.5, weight_decay=0.2, amsgrad=True),
-                      lambda: AdamRef(1e-2, beta_2=0.5, weight_decay=0.2, amsgrad=True, decoupled=True), 3),
+    "adamw-amsgrad": (
+        lambda: cm.optimizers.AdamW(1e-2, beta_2=0.5, weight_decay=0.2, amsgrad=True),
+        lambda: AdamRef(1e-2, beta_2=0.5, weight_decay=0.2, amsgrad=True, decoupled=True),
+        3,
+    ),
 }
 
 
@@ -48,11 +63,15 @@ def test_training_step_matches_numpy(case, device):
     check_steps(model, x, y, ["relu", None], "softmax_cross_entropy", make_ref(), steps)
 
 
-@pytest.mark.parametrize("opt, ref", [
-    (lambda: cm.optimizers.SGD(0.5, clipnorm=0.05), lambda: SgdRef(0.5)),
-    (lambda: cm.optimizers.SGD(0.2, momentum=0.5, clipnorm=0.05), lambda: SgdRef(0.2, momentum=0.5)),
-    (lambda: cm.optimizers.Adam(1e-2, clipnorm=0.05), lambda: AdamRef(1e-2)),
-], ids=["sgd", "sgd-momentum", "adam"])
+@pytest.mark.parametrize(
+    "opt, ref",
+    [
+        (lambda: cm.optimizers.SGD(0.5, clipnorm=0.05), lambda: SgdRef(0.5)),
+        (lambda: cm.optimizers.SGD(0.2, momentum=0.5, clipnorm=0.05), lambda: SgdRef(0.2, momentum=0.5)),
+        (lambda: cm.optimizers.Adam(1e-2, clipnorm=0.05), lambda: AdamRef(1e-2)),
+    ],
+    ids=["sgd", "sgd-momentum", "adam"],
+)
 def test_clipnorm_clips_the_global_norm(opt, ref, device):
     x, y = step_data("softmax_cross_entropy")
     model = make_model(seed=3, device=device)
@@ -97,14 +116,27 @@ def test_training_step_label_smoothing_and_class_weights(smoothing, weights, dev
     random_biases(model, np.random.default_rng(5))
     loss = cm.losses.SoftmaxCrossEntropy(label_smoothing=smoothing, class_weights=weights)
     model.compile(optimizer=cm.optimizers.SGD(0.5), loss=loss, metrics=["accuracy"])
-    check_steps(model, x, y, ["relu", None], "softmax_cross_entropy", SgdRef(0.5), 2,
-                label_smoothing=smoothing, class_weights=weights)
+    check_steps(
+        model,
+        x,
+        y,
+        ["relu", None],
+        "softmax_cross_entropy",
+        SgdRef(0.5),
+        2,
+        label_smoothing=smoothing,
+        class_weights=weights,
+    )
 
 
-@pytest.mark.parametrize("opt, ref", [
-    (lambda: cm.optimizers.SGD(0.5), lambda: SgdRef(0.5)),
-    (lambda: cm.optimizers.Adam(1e-2, weight_decay=0.1), lambda: AdamRef(1e-2, weight_decay=0.1)),
-], ids=["sgd", "adam-l2"])
+@pytest.mark.parametrize(
+    "opt, ref",
+    [
+        (lambda: cm.optimizers.SGD(0.5), lambda: SgdRef(0.5)),
+        (lambda: cm.optimizers.Adam(1e-2, weight_decay=0.1), lambda: AdamRef(1e-2, weight_decay=0.1)),
+    ],
+    ids=["sgd", "adam-l2"],
+)
 def test_training_step_binary_cross_entropy(opt, ref, device):
     x, y = step_data("binary_cross_entropy")
     model = make_model(widths=(7, 1), seed=3, device=device)

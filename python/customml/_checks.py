@@ -55,8 +55,10 @@ def check_finite(a: np.ndarray, name: str, op: str) -> None:
         if not bad.any():
             return
         where = np.argwhere(bad)[0]
-    raise ValueError(f"[{op}] {name} contains NaN or inf (first at index {tuple(int(i) for i in where)}); "
-                     "training on it would make the weights NaN")
+    raise ValueError(
+        f"[{op}] {name} contains NaN or inf (first at index {tuple(int(i) for i in where)}); "
+        "training on it would make the weights NaN"
+    )
 
 
 def positive_int(value, name: str, op: str, minimum: int = 1) -> int:
@@ -65,8 +67,9 @@ def positive_int(value, name: str, op: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def number(owner: str, name: str, value, *, low: float = 0.0, high: Optional[float] = None,
-           high_open: bool = False) -> float:
+def number(
+    owner: str, name: str, value, *, low: float = 0.0, high: Optional[float] = None, high_open: bool = False
+) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise ValueError(f"{owner} {name} must be a finite number, got {value!r}")
     if value < low or (high is not None and (value >= high if high_open else value > high)):

@@ -42,8 +42,9 @@ def probe(model, index: int, weights, fmt: str, nm: Tuple[int, int]) -> Sequenti
     runs in ``fmt`` at every batch size: what the model's own plan runs for that layer."""
     layer = model.layers[index]
     kernel, bias = weights if weights is not None else layer.get_weights()
-    one = Sequential([Dense(kernel.shape[1], activation=layer.activation)], input_dim=kernel.shape[0],
-                     device=model.device, seed=0)
+    one = Sequential(
+        [Dense(kernel.shape[1], activation=layer.activation)], input_dim=kernel.shape[0], device=model.device, seed=0
+    )
     assert one._net is not None  # built: input_dim given
     one._net.write_params(one._net.weight_offsets[0], np.ascontiguousarray(kernel).ravel())
     one._net.write_params(one._net.bias_offsets[0], bias)
@@ -64,8 +65,13 @@ def time_probes(probes: Dict[str, Sequential], batch_sizes: Sequence[int], repea
     big = max(batch_sizes)
     # ReLU-like inputs (half zeros) as the hidden layers see them; the kernels do not skip
     # zero inputs, so the values only need to be finite.
-    io = {f: (np.maximum(rng.standard_normal((big, p.input_dim)), 0).astype(np.float32),
-              np.empty((big, p.output_dim), dtype=np.float32)) for f, p in probes.items()}
+    io = {
+        f: (
+            np.maximum(rng.standard_normal((big, p.input_dim)), 0).astype(np.float32),
+            np.empty((big, p.output_dim), dtype=np.float32),
+        )
+        for f, p in probes.items()
+    }
     result: Dict[str, Dict[int, float]] = {f: {} for f in probes}
     for b in batch_sizes:
         calls = {}
@@ -109,21 +115,18 @@ def batch_range(dense: Dict[int, float], sparse: Dict[int, float]) -> Tuple[int,
                 break
             if sparse[sizes[k]] < dense[sizes[k]]:
                 j = k
-        key = (j - i + 1, sum(dense[b] - sparse[b] for b in sizes[i:j + 1]))
+        key = (j - i + 1, sum(dense[b] - sparse[b] for b in sizes[i : j + 1]))
         if key > best_key:
             best, best_key = (lo, UNBOUNDED if j == len(sizes) - 1 else sizes[j]), key
     return best
 
 
-
-def sparse_format(model, index: int, sizes: Tuple[int, ...], formats: Optional[Tuple[str, ...]],
-                  repeats: int) -> dict:
+def sparse_format(model, index: int, sizes: Tuple[int, ...], formats: Optional[Tuple[str, ...]], repeats: int) -> dict:
     """The inference format for masked Dense layer ``index`` (see ``prune.choose_formats``):
     {"format", "min_batch", "max_batch", "latency_us": {format: {batch: us}}}."""
     kernel, bias = model.layers[index].get_weights()
     nm = model._nm.get(index, (2, 4))
-    candidates = [f for f in (formats or ("csr", "nm"))
-                  if f == "csr" or (index in model._nm and fits_n_m(kernel, *nm))]
+    candidates = [f for f in (formats or ("csr", "nm")) if f == "csr" or (index in model._nm and fits_n_m(kernel, *nm))]
     probes = {f: probe(model, index, (kernel, bias), f, nm) for f in ["dense"] + candidates}
     latency = time_probes(probes, sizes, repeats)
     # A size where a format is clearly slower breaks its run of sparse sizes, and one
@@ -149,8 +152,9 @@ def sparse_format(model, index: int, sizes: Tuple[int, ...], formats: Optional[T
     return {"format": best, "min_batch": best_range[0], "max_batch": best_range[1], "latency_us": latency}
 
 
-def int8_or_float32(qmodel, index: int, weights: List[np.ndarray], encoding: Tuple, sizes: Tuple[int, ...],
-                    repeats: int = 7) -> Dict:
+def int8_or_float32(
+    qmodel, index: int, weights: List[np.ndarray], encoding: Tuple, sizes: Tuple[int, ...], repeats: int = 7
+) -> Dict:
     """Times pruned layer ``index`` alone as dense int8 (``encoding``) and in float32 (its
     sparse format over the batch range where that beats dense float32, as
     ``sparse_format`` picks it) at ``sizes``: {"chosen": float32 faster at more sizes
@@ -171,5 +175,4 @@ def int8_or_float32(qmodel, index: int, weights: List[np.ndarray], encoding: Tup
     chosen = wins > losses or (wins == losses and sum(best_float.values()) < sum(latency["int8"].values()))
     if hi < lo:
         fmt, lo, hi = "dense", 1, 0
-    return {"chosen": bool(chosen), "format": fmt, "min_batch": lo, "max_batch": hi,
-            "latency_us": latency}
+    return {"chosen": bool(chosen), "format": fmt, "min_batch": lo, "max_batch": hi, "latency_us": latency}

@@ -23,11 +23,16 @@ from . import schedules as schedules_mod
 from .layers import Dense, Dropout, Layer, Normalization, Rescaling
 
 # The classes a training configuration may name.
-OPTIMIZERS: Dict[str, Type[optimizers_mod.Optimizer]] = {"SGD": optimizers_mod.SGD, "Adam": optimizers_mod.Adam,
-                                                         "AdamW": optimizers_mod.AdamW}
-LOSSES: Dict[str, Type[losses_mod.Loss]] = {"SoftmaxCrossEntropy": losses_mod.SoftmaxCrossEntropy,
-          "BinaryCrossEntropy": losses_mod.BinaryCrossEntropy,
-          "MeanSquaredError": losses_mod.MeanSquaredError}
+OPTIMIZERS: Dict[str, Type[optimizers_mod.Optimizer]] = {
+    "SGD": optimizers_mod.SGD,
+    "Adam": optimizers_mod.Adam,
+    "AdamW": optimizers_mod.AdamW,
+}
+LOSSES: Dict[str, Type[losses_mod.Loss]] = {
+    "SoftmaxCrossEntropy": losses_mod.SoftmaxCrossEntropy,
+    "BinaryCrossEntropy": losses_mod.BinaryCrossEntropy,
+    "MeanSquaredError": losses_mod.MeanSquaredError,
+}
 _SLOTS = {"adam": ("m", "v"), "adam_amsgrad": ("m", "v", "vmax"), "sgd_momentum": ("velocity",), "sgd": ()}
 
 
@@ -83,10 +88,15 @@ class ModelDescription:
         for spec in self.architecture["layers"]:
             if spec["kind"] == "dense":
                 reg = spec.get("kernel_regularizer")
-                layers.append(Dense(spec["units"], activation=spec["activation"],
-                                    kernel_initializer=spec["kernel_initializer"],
-                                    kernel_regularizer=regularizers_mod.L1L2(**reg) if reg else None,
-                                    name=spec["name"]))
+                layers.append(
+                    Dense(
+                        spec["units"],
+                        activation=spec["activation"],
+                        kernel_initializer=spec["kernel_initializer"],
+                        kernel_regularizer=regularizers_mod.L1L2(**reg) if reg else None,
+                        name=spec["name"],
+                    )
+                )
                 layers[-1].trainable = spec.get("trainable", True)
             elif spec["kind"] == "normalization":
                 layers.append(Normalization(spec["mean"], spec["variance"], name=spec["name"]))
@@ -106,9 +116,12 @@ class ModelDescription:
         if isinstance(opt_config["learning_rate"], dict):
             lr = opt_config["learning_rate"]
             opt_config["learning_rate"] = schedules_mod.get(lr["class"], lr["config"])
-        return {"optimizer": OPTIMIZERS[t["optimizer"]["class"]](**opt_config),
-                "loss": LOSSES[t["loss"]["class"]](**t["loss"]["config"]), "metrics": t["metrics"],
-                "precision": t.get("precision", "fp32")}
+        return {
+            "optimizer": OPTIMIZERS[t["optimizer"]["class"]](**opt_config),
+            "loss": LOSSES[t["loss"]["class"]](**t["loss"]["config"]),
+            "metrics": t["metrics"],
+            "precision": t.get("precision", "fp32"),
+        }
 
     def mismatch(self, model) -> Optional[str]:
         """What keeps this description's weights from fitting ``model`` (its layer kinds,
@@ -177,10 +190,15 @@ def describe(model, include_optimizer: bool = False) -> ModelDescription:
             weights[i] = DenseWeights(bias, int8=Int8(q["w_q"], q["w_scale"], q["in_scale"], q["in_zero"]))
         else:
             fmt, max_batch = net.sparse_format(i)
-            weights[i] = DenseWeights(bias, kernel=net.read_params(net.weight_offsets[i], width * layer.units)
-                                      .reshape(width, layer.units), keep=model._masks.get(i), format=fmt,
-                                      min_batch=int(net.sparse_min_batch(i)), max_batch=int(max_batch),
-                                      n_m=model._nm.get(i))
+            weights[i] = DenseWeights(
+                bias,
+                kernel=net.read_params(net.weight_offsets[i], width * layer.units).reshape(width, layer.units),
+                keep=model._masks.get(i),
+                format=fmt,
+                min_batch=int(net.sparse_min_batch(i)),
+                max_batch=int(max_batch),
+                n_m=model._nm.get(i),
+            )
         width = layer.units
     desc = ModelDescription(arch, training, weights)
     if not include_optimizer:
@@ -197,8 +215,9 @@ def describe(model, include_optimizer: bool = False) -> ModelDescription:
         for name, i, shape in param_table(arch):
             kernel = name.endswith("kernel")
             offset = (net.weight_offsets if kernel else net.bias_offsets)[i]
-            arrays[slot][(i, "kernel" if kernel else "bias")] = \
-                net.read_state(slot_index, offset, int(np.prod(shape))).reshape(shape)
+            arrays[slot][(i, "kernel" if kernel else "bias")] = net.read_state(
+                slot_index, offset, int(np.prod(shape))
+            ).reshape(shape)
     loss_scale = (float(net.loss_scale), int(net.loss_scale_good_steps)) if net.precision == "fp16" else None
     desc.optimizer = OptimizerState(int(net.step), int(model._epoch), arrays, loss_scale)
     return desc
@@ -208,8 +227,13 @@ def _architecture(model) -> dict:
     layers: List[Dict[str, Any]] = []
     for layer in model.layers:
         if isinstance(layer, Dense):
-            spec: Dict[str, Any] = {"kind": "dense", "name": layer.name, "units": layer.units,
-                                    "activation": layer.activation, "kernel_initializer": layer.kernel_initializer}
+            spec: Dict[str, Any] = {
+                "kind": "dense",
+                "name": layer.name,
+                "units": layer.units,
+                "activation": layer.activation,
+                "kernel_initializer": layer.kernel_initializer,
+            }
             # Written only when set, so a model without one writes what version 1 wrote.
             if layer.kernel_regularizer is not None:
                 spec["kernel_regularizer"] = layer.kernel_regularizer.get_config()
@@ -217,16 +241,23 @@ def _architecture(model) -> dict:
                 spec["trainable"] = False
             q = model._net.quantization(layer._index) if model._net is not None else None
             if q is not None:
-                spec["quantization"] = {"per_channel": bool(q["w_scale"].shape[0] == layer.units and layer.units > 1),
-                                        "input": "static" if q["in_scale"] > 0 else "dynamic"}
+                spec["quantization"] = {
+                    "per_channel": bool(q["w_scale"].shape[0] == layer.units and layer.units > 1),
+                    "input": "static" if q["in_scale"] > 0 else "dynamic",
+                }
             layers.append(spec)
         elif isinstance(layer, Dropout):
             layers.append({"kind": "dropout", "name": layer.name, "rate": layer.rate})
         elif isinstance(layer, Normalization):
             # float64 statistics as JSON numbers: repr round-trips them exactly.
-            layers.append({"kind": "normalization", "name": layer.name,
-                           "mean": None if layer.mean is None else layer.mean.tolist(),
-                           "variance": None if layer.variance is None else layer.variance.tolist()})
+            layers.append(
+                {
+                    "kind": "normalization",
+                    "name": layer.name,
+                    "mean": None if layer.mean is None else layer.mean.tolist(),
+                    "variance": None if layer.variance is None else layer.variance.tolist(),
+                }
+            )
         elif isinstance(layer, Rescaling):
             layers.append({"kind": "rescaling", "name": layer.name, "scale": layer.scale, "offset": layer.offset})
         else:
@@ -243,17 +274,29 @@ def _training(model) -> Optional[dict]:
         raise ValueError(f"[save] cannot save optimizer of type {name}; expected one of {', '.join(OPTIMIZERS)}")
     config: Dict[str, Any]
     if isinstance(opt, optimizers_mod.SGD):
-        config = {"learning_rate": opt.learning_rate, "momentum": opt.momentum, "nesterov": opt.nesterov,
-                  "weight_decay": opt.weight_decay}
+        config = {
+            "learning_rate": opt.learning_rate,
+            "momentum": opt.momentum,
+            "nesterov": opt.nesterov,
+            "weight_decay": opt.weight_decay,
+        }
     else:
         assert isinstance(opt, optimizers_mod.Adam)  # AdamW included: OPTIMIZERS holds SGD, Adam, AdamW
-        config = {"learning_rate": opt.learning_rate, "beta_1": opt.beta_1, "beta_2": opt.beta_2,
-                  "epsilon": opt.epsilon, "weight_decay": opt.weight_decay, "amsgrad": opt.amsgrad}
+        config = {
+            "learning_rate": opt.learning_rate,
+            "beta_1": opt.beta_1,
+            "beta_2": opt.beta_2,
+            "epsilon": opt.epsilon,
+            "weight_decay": opt.weight_decay,
+            "amsgrad": opt.amsgrad,
+        }
     if isinstance(opt.learning_rate, schedules_mod.LearningRateSchedule):
         schedule = opt.learning_rate
         if schedules_mod._CLASSES.get(type(schedule).__name__) is not type(schedule):
-            raise ValueError(f"[save] cannot save learning-rate schedule of type {type(schedule).__name__}; "
-                             f"expected one of {', '.join(schedules_mod._CLASSES)}")
+            raise ValueError(
+                f"[save] cannot save learning-rate schedule of type {type(schedule).__name__}; "
+                f"expected one of {', '.join(schedules_mod._CLASSES)}"
+            )
         config["learning_rate"] = {"class": type(schedule).__name__, "config": schedule.get_config()}
     config["clipnorm"] = opt.clipnorm
     loss_name = type(loss).__name__
@@ -262,8 +305,11 @@ def _training(model) -> Optional[dict]:
     loss_config = {}
     if isinstance(loss, losses_mod.SoftmaxCrossEntropy):
         loss_config = {"label_smoothing": loss.label_smoothing, "class_weights": loss.class_weights}
-    training = {"optimizer": {"class": name, "config": config}, "loss": {"class": loss_name, "config": loss_config},
-                "metrics": list(model._metrics)}
+    training = {
+        "optimizer": {"class": name, "config": config},
+        "loss": {"class": loss_name, "config": loss_config},
+        "metrics": list(model._metrics),
+    }
     # Written only when not the default, so fp32 models' files read as before it existed.
     if model._precision != "fp32":
         training["precision"] = model._precision

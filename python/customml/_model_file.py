@@ -41,8 +41,15 @@ FORMAT = "customml"
 # than accuracy and the callbacks' state; a version-2 reader would refuse them anyway, and
 # with the version it says why.
 FORMAT_VERSION = 3
-_REQUIRED_KEYS = ("format", "format_version", "customml_version", "architecture", "preprocessing", "training",
-                  "checksum")
+_REQUIRED_KEYS = (
+    "format",
+    "format_version",
+    "customml_version",
+    "architecture",
+    "preprocessing",
+    "training",
+    "checksum",
+)
 _OPTIONAL_KEYS = ("optimizer_state", "callbacks_state", "pruning")
 _FORMATS = ("dense", "csr", "nm")
 # The deepest int8 layer gemm_s8 takes (kGemmS8MaxK in cpp/backend.h: 255 * 127 * k < 2^31).
@@ -53,13 +60,29 @@ _MAX_BATCH_LIMIT = 2**62
 # constructors then check the values. "number?" may be null; "numbers?" is a list or null;
 # "rate" is a number or a schedule {"class": "CosineDecay", "config": {...}} (files
 # written before schedules existed hold numbers, which still load).
-_ADAM_CONFIG = {"learning_rate": "rate", "beta_1": "number", "beta_2": "number", "epsilon": "number",
-                "weight_decay": "number", "amsgrad": "bool", "clipnorm": "number?"}
-_CONFIG_TYPES = {"SGD": {"learning_rate": "rate", "momentum": "number", "nesterov": "bool",
-                         "weight_decay": "number", "clipnorm": "number?"},
-                 "Adam": _ADAM_CONFIG, "AdamW": _ADAM_CONFIG,
-                 "SoftmaxCrossEntropy": {"label_smoothing": "number", "class_weights": "numbers?"},
-                 "BinaryCrossEntropy": {}, "MeanSquaredError": {}}
+_ADAM_CONFIG = {
+    "learning_rate": "rate",
+    "beta_1": "number",
+    "beta_2": "number",
+    "epsilon": "number",
+    "weight_decay": "number",
+    "amsgrad": "bool",
+    "clipnorm": "number?",
+}
+_CONFIG_TYPES = {
+    "SGD": {
+        "learning_rate": "rate",
+        "momentum": "number",
+        "nesterov": "bool",
+        "weight_decay": "number",
+        "clipnorm": "number?",
+    },
+    "Adam": _ADAM_CONFIG,
+    "AdamW": _ADAM_CONFIG,
+    "SoftmaxCrossEntropy": {"label_smoothing": "number", "class_weights": "numbers?"},
+    "BinaryCrossEntropy": {},
+    "MeanSquaredError": {},
+}
 
 
 # ---------------------------------------------------------------------------------------
@@ -139,8 +162,12 @@ def _pruning(desc: ModelDescription) -> Optional[dict]:
     layers = {}
     for i, w in desc.weights.items():
         if w.int8 is None and (w.keep is not None or w.format != "dense"):
-            spec = {"masked": w.keep is not None, "format": w.format, "min_batch": w.min_batch,
-                    "max_batch": w.max_batch}
+            spec = {
+                "masked": w.keep is not None,
+                "format": w.format,
+                "min_batch": w.min_batch,
+                "max_batch": w.max_batch,
+            }
             if w.n_m is not None:
                 spec["n_m"] = list(w.n_m)
             layers[str(i)] = spec
@@ -158,9 +185,14 @@ def encode(desc: ModelDescription) -> List[bytes]:
     callbacks = desc.callbacks if state is not None else {}
     if callbacks:
         version = max(version, 3)
-    metadata = {"format": FORMAT, "format_version": str(version),
-                "customml_version": _core.build_info()["version"], "architecture": dumps_json(arch),
-                "preprocessing": dumps_json([]), "training": dumps_json(training)}
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(version),
+        "customml_version": _core.build_info()["version"],
+        "architecture": dumps_json(arch),
+        "preprocessing": dumps_json([]),
+        "training": dumps_json(training),
+    }
     if pruning:
         metadata["pruning"] = dumps_json(pruning)
     wide, codes = _weight_tables(arch)
@@ -176,24 +208,42 @@ def encode(desc: ModelDescription) -> List[bytes]:
             values, csr_offsets, index = _csr(w.kernel.reshape(shape), w.keep)
             long = values.size >= 2**31
             tensors.append((f"{name}.values", "F32", values.shape, _le_bytes(values)))
-            tensors.append((f"{name}.offsets", "I64" if long else "I32", csr_offsets.shape,
-                            _le_bytes(csr_offsets, "<i8" if long else "<i4")))
+            tensors.append(
+                (
+                    f"{name}.offsets",
+                    "I64" if long else "I32",
+                    csr_offsets.shape,
+                    _le_bytes(csr_offsets, "<i8" if long else "<i4"),
+                )
+            )
             narrow = shape[0] <= 2**15
-            last.append((f"{name}.index", "I16" if narrow else "I32", index.shape,
-                         _le_bytes(index, "<i2" if narrow else "<i4")))
+            last.append(
+                (f"{name}.index", "I16" if narrow else "I32", index.shape, _le_bytes(index, "<i2" if narrow else "<i4"))
+            )
         elif part in ("kernel", "bias"):
             tensors.append((name, "F32", shape, _le_bytes(cast(np.ndarray, w.kernel) if part == "kernel" else w.bias)))
         else:
             q = w.int8
             assert q is not None  # only an int8 layer has these parts
-            value = {"kernel_scale": q.w_scale, "input_scale": np.float32([q.in_scale]),
-                     "input_zero": np.int32([q.in_zero])}[part]
-            tensors.append((name, "I32" if part == "input_zero" else "F32", shape,
-                            np.ascontiguousarray(value, dtype="<i4" if part == "input_zero" else "<f4").tobytes()))
+            value = {
+                "kernel_scale": q.w_scale,
+                "input_scale": np.float32([q.in_scale]),
+                "input_zero": np.int32([q.in_zero]),
+            }[part]
+            tensors.append(
+                (
+                    name,
+                    "I32" if part == "input_zero" else "F32",
+                    shape,
+                    np.ascontiguousarray(value, dtype="<i4" if part == "input_zero" else "<f4").tobytes(),
+                )
+            )
     if state is not None:
         for slot, arrays in state.slots.items():
-            tensors += [(f"optimizer.{slot}.{name}", "F32", shape, _le_bytes(arrays[(i, name.rsplit(".", 1)[1])]))
-                        for name, i, shape in param_table(arch)]
+            tensors += [
+                (f"optimizer.{slot}.{name}", "F32", shape, _le_bytes(arrays[(i, name.rsplit(".", 1)[1])]))
+                for name, i, shape in param_table(arch)
+            ]
         saved = {"step": state.step, "epochs_trained": state.epochs_trained, "slots": list(state.slots)}
         if state.loss_scale is not None:  # fp16: the dynamic loss scale resumes too
             saved["loss_scale"], saved["loss_scale_good_steps"] = state.loss_scale
@@ -201,8 +251,10 @@ def encode(desc: ModelDescription) -> List[bytes]:
         if callbacks:
             metadata["callbacks_state"] = dumps_json(callbacks)
     tensors += last
-    tensors += [(name, "I8", shape, cast(Int8, desc.weights[layer_index].int8).w_q.astype(np.int8).tobytes())
-                for name, layer_index, shape, _ in codes]
+    tensors += [
+        (name, "I8", shape, cast(Int8, desc.weights[layer_index].int8).w_q.astype(np.int8).tobytes())
+        for name, layer_index, shape, _ in codes
+    ]
     metadata["checksum"] = _checksum(metadata, [t[3] for t in tensors])
     return encode_container(metadata, tensors)
 
@@ -227,9 +279,12 @@ def _json_type(value, kind: str) -> bool:
     if kind == "number":
         return is_number(value)
     if kind == "rate":
-        return is_number(value) or (isinstance(value, dict) and set(value) == {"class", "config"}
-                                    and value["class"] in ("StepDecay", "ExponentialDecay", "CosineDecay")
-                                    and isinstance(value["config"], dict))
+        return is_number(value) or (
+            isinstance(value, dict)
+            and set(value) == {"class", "config"}
+            and value["class"] in ("StepDecay", "ExponentialDecay", "CosineDecay")
+            and isinstance(value["config"], dict)
+        )
     if kind == "numbers":
         return isinstance(value, list) and all(is_number(v) for v in value)
     return isinstance(value, bool)
@@ -250,10 +305,12 @@ class _Reader:
         if not (version.isascii() and version.isdigit()) or int(version) < 1:
             f.fail(f"invalid format_version {short(version)}")
         if int(version) > FORMAT_VERSION:
-            f.fail(f"the file has format version {int(version)}, written by a newer customml "
-                   f"({short(meta.get('customml_version', '?'))}); this customml "
-                   f"({_core.build_info()['version']}) reads format versions up to {FORMAT_VERSION}: upgrade customml "
-                   "to load it")
+            f.fail(
+                f"the file has format version {int(version)}, written by a newer customml "
+                f"({short(meta.get('customml_version', '?'))}); this customml "
+                f"({_core.build_info()['version']}) reads format versions up to {FORMAT_VERSION}: upgrade customml "
+                "to load it"
+            )
         for key in _REQUIRED_KEYS:
             if key not in meta:
                 f.fail(f"the metadata lacks {key!r}")
@@ -275,9 +332,13 @@ class _Reader:
             if self.state is None:
                 f.fail("callbacks_state without optimizer_state")
             callbacks = f.parse_json(meta["callbacks_state"].encode("utf-8"), "callbacks_state")
-            if not (isinstance(callbacks, dict) and all(
+            if not (
+                isinstance(callbacks, dict)
+                and all(
                     isinstance(v, dict) and all(v2 is None or _json_type(v2, "number") for v2 in v.values())
-                    for v in callbacks.values())):
+                    for v in callbacks.values()
+                )
+            ):
                 f.fail(f"callbacks_state must map callback keys to objects of numbers, got {short(callbacks)}")
             self.callbacks = callbacks
         self.pruning: Dict[int, dict] = {}
@@ -301,36 +362,57 @@ class _Reader:
             fail("architecture layers must be a non-empty list")
         for i, spec in enumerate(layers):
             kind = spec.get("kind") if isinstance(spec, dict) else None
-            keys = {"dense": {"kind", "name", "units", "activation", "kernel_initializer"},
-                    "dropout": {"kind", "name", "rate"},
-                    "normalization": {"kind", "name", "mean", "variance"},
-                    # (kind is None for a spec that is not an object: no keys)
-                    "rescaling": {"kind", "name", "scale", "offset"}}.get(kind)  # type: ignore[arg-type]
+            keys = {
+                "dense": {"kind", "name", "units", "activation", "kernel_initializer"},
+                "dropout": {"kind", "name", "rate"},
+                "normalization": {"kind", "name", "mean", "variance"},
+                # (kind is None for a spec that is not an object: no keys)
+                "rescaling": {"kind", "name", "scale", "offset"},
+            }.get(kind)  # type: ignore[arg-type]
             # kernel_regularizer, trainable and quantization are optional: files written
             # before they existed lack them, and files of models that do not use them too.
-            if keys is None or not (set(spec) == keys or (kind == "dense" and keys < set(spec) <= keys | {
-                    "kernel_regularizer", "trainable", "quantization"})):
-                fail(f"architecture layer {i}: expected a dense, dropout, normalization or rescaling layer "
-                     f"description, got {short(spec)}")
+            if keys is None or not (
+                set(spec) == keys
+                or (kind == "dense" and keys < set(spec) <= keys | {"kernel_regularizer", "trainable", "quantization"})
+            ):
+                fail(
+                    f"architecture layer {i}: expected a dense, dropout, normalization or rescaling layer "
+                    f"description, got {short(spec)}"
+                )
             if kind == "normalization" and not all(
-                    spec[k] is None or (isinstance(spec[k], list) and len(spec[k]) == arch["input_dim"]
-                                        and all(_json_type(v, "number") for v in spec[k]))
-                    for k in ("mean", "variance")):
-                fail(f"architecture layer {i}: normalization mean and variance must be null or lists of "
-                     f"{short(arch['input_dim'])} numbers")
+                spec[k] is None
+                or (
+                    isinstance(spec[k], list)
+                    and len(spec[k]) == arch["input_dim"]
+                    and all(_json_type(v, "number") for v in spec[k])
+                )
+                for k in ("mean", "variance")
+            ):
+                fail(
+                    f"architecture layer {i}: normalization mean and variance must be null or lists of "
+                    f"{short(arch['input_dim'])} numbers"
+                )
             if kind == "rescaling" and not all(_json_type(spec[k], "number") for k in ("scale", "offset")):
                 fail(f"architecture layer {i}: rescaling scale and offset must be numbers")
             if "trainable" in spec and not isinstance(spec["trainable"], bool):
                 fail(f"architecture layer {i}: trainable must be true or false, got {short(spec['trainable'])}")
             q = spec.get("quantization")
-            if "quantization" in spec and not (isinstance(q, dict) and set(q) == {"per_channel", "input"}
-                                               and isinstance(q["per_channel"], bool)
-                                               and q["input"] in ("static", "dynamic")):
-                fail(f"architecture layer {i}: quantization must be {{per_channel: bool, input: static|dynamic}}, "
-                     f"got {short(q)}")
+            if "quantization" in spec and not (
+                isinstance(q, dict)
+                and set(q) == {"per_channel", "input"}
+                and isinstance(q["per_channel"], bool)
+                and q["input"] in ("static", "dynamic")
+            ):
+                fail(
+                    f"architecture layer {i}: quantization must be {{per_channel: bool, input: static|dynamic}}, "
+                    f"got {short(q)}"
+                )
             reg = spec.get("kernel_regularizer")
-            if reg is not None and not (isinstance(reg, dict) and set(reg) == {"l1", "l2"}
-                                        and all(_json_type(reg[k], "number") for k in ("l1", "l2"))):
+            if reg is not None and not (
+                isinstance(reg, dict)
+                and set(reg) == {"l1", "l2"}
+                and all(_json_type(reg[k], "number") for k in ("l1", "l2"))
+            ):
                 fail(f"architecture layer {i}: kernel_regularizer must be {{l1, l2}} numbers, got {short(reg)}")
             if not isinstance(spec["name"], str):
                 fail(f"architecture layer {i}: name must be a string")
@@ -344,25 +426,37 @@ class _Reader:
         fail = self.file.fail
         keys = {"optimizer", "loss", "metrics"}
         if not isinstance(training, dict) or not keys <= set(training) <= keys | {"precision"}:
-            fail(f"training must be null or an object with optimizer, loss, metrics (and precision), "
-                 f"got {short(training)}")
+            fail(
+                f"training must be null or an object with optimizer, loss, metrics (and precision), "
+                f"got {short(training)}"
+            )
         if training.get("precision", "fp32") not in ("fp32", "tf32", "bf16", "fp16"):
             fail(f"training precision must be fp32, tf32, bf16 or fp16, got {short(training['precision'])}")
         for part, classes in (("optimizer", OPTIMIZERS), ("loss", LOSSES)):
             item = training[part]
-            if not (isinstance(item, dict) and set(item) == {"class", "config"} and item["class"] in classes
-                    and isinstance(item["config"], dict)):
-                fail(f"training {part} must be {{class, config}} with class one of {', '.join(classes)}, got "
-                     f"{short(item)}")
+            if not (
+                isinstance(item, dict)
+                and set(item) == {"class", "config"}
+                and item["class"] in classes
+                and isinstance(item["config"], dict)
+            ):
+                fail(
+                    f"training {part} must be {{class, config}} with class one of {', '.join(classes)}, got "
+                    f"{short(item)}"
+                )
             types = _CONFIG_TYPES[item["class"]]
             if set(item["config"]) != set(types):
-                fail(f"training {part} {item['class']} config must have exactly the keys {', '.join(types) or '(none)'}"
-                     f", got {short(sorted(item['config']))}")
+                fail(
+                    f"training {part} {item['class']} config must have exactly the keys {', '.join(types) or '(none)'}"
+                    f", got {short(sorted(item['config']))}"
+                )
             for key, kind in types.items():
                 if not _json_type(item["config"][key], kind):
                     what = "number or a learning-rate schedule {class, config}" if kind == "rate" else kind.rstrip("?")
-                    fail(f"training {part} {item['class']} {key} must be {what}"
-                         f"{' or null' if kind.endswith('?') else ''}, got {short(item['config'][key])}")
+                    fail(
+                        f"training {part} {item['class']} {key} must be {what}"
+                        f"{' or null' if kind.endswith('?') else ''}, got {short(item['config'][key])}"
+                    )
         if not isinstance(training["metrics"], list) or not all(isinstance(m, str) for m in training["metrics"]):
             fail("training metrics must be a list of strings")
         return training
@@ -375,19 +469,29 @@ class _Reader:
         scale_keys = {"loss_scale", "loss_scale_good_steps"}
         fp16 = self.training.get("precision") == "fp16"
         if not isinstance(state, dict) or set(state) != (keys | scale_keys if fp16 else keys):
-            fail(f"optimizer_state must be an object with step, epochs_trained and slots"
-                 f"{' (and, for fp16, loss_scale and loss_scale_good_steps)' if fp16 else ''}, got {short(state)}")
-        if fp16 and not (isinstance(state["loss_scale"], float) and math.isfinite(state["loss_scale"])
-                         and state["loss_scale"] > 0 and is_int(state["loss_scale_good_steps"])
-                         and 0 <= state["loss_scale_good_steps"] < 2000):
-            fail(f"optimizer_state loss_scale must be a finite number > 0 and loss_scale_good_steps an integer in "
-                 f"[0, 2000), got {short(state['loss_scale'])}, {short(state['loss_scale_good_steps'])}")
+            fail(
+                f"optimizer_state must be an object with step, epochs_trained and slots"
+                f"{' (and, for fp16, loss_scale and loss_scale_good_steps)' if fp16 else ''}, got {short(state)}"
+            )
+        if fp16 and not (
+            isinstance(state["loss_scale"], float)
+            and math.isfinite(state["loss_scale"])
+            and state["loss_scale"] > 0
+            and is_int(state["loss_scale_good_steps"])
+            and 0 <= state["loss_scale_good_steps"] < 2000
+        ):
+            fail(
+                f"optimizer_state loss_scale must be a finite number > 0 and loss_scale_good_steps an integer in "
+                f"[0, 2000), got {short(state['loss_scale'])}, {short(state['loss_scale_good_steps'])}"
+            )
         for key in ("step", "epochs_trained"):
             if not (is_int(state[key]) and 0 <= state[key] < 2**62):
                 fail(f"optimizer_state {key} must be an integer >= 0, got {short(state[key])}")
         if state["slots"] != list(slot_names(self.training)):
-            fail(f"optimizer_state slots {short(state['slots'])} do not match the optimizer "
-                 f"{self.training['optimizer']['class']} (expected {list(slot_names(self.training))})")
+            fail(
+                f"optimizer_state slots {short(state['slots'])} do not match the optimizer "
+                f"{self.training['optimizer']['class']} (expected {list(slot_names(self.training))})"
+            )
         return state
 
     def _pruning(self, pruning) -> Dict[int, dict]:
@@ -402,15 +506,24 @@ class _Reader:
             if "quantization" in self.arch["layers"][i]:
                 fail(f"pruning names layer {i}, which is int8 (int8 layers hold their zeros in their codes)")
             keys = {"masked", "format", "min_batch", "max_batch"}
-            if not (isinstance(spec, dict) and keys <= set(spec) <= keys | {"n_m"}
-                    and isinstance(spec["masked"], bool) and spec["format"] in _FORMATS
-                    and is_int(spec["min_batch"]) and 1 <= spec["min_batch"] <= _MAX_BATCH_LIMIT
-                    and is_int(spec["max_batch"]) and 0 <= spec["max_batch"] <= _MAX_BATCH_LIMIT):
-                fail(f"pruning layer {i}: expected {{masked: bool, format: dense|csr|nm, min_batch: integer in "
-                     f"[1, 2**62], max_batch: integer in [0, 2**62]}} (and n_m), got {short(spec)}")
+            if not (
+                isinstance(spec, dict)
+                and keys <= set(spec) <= keys | {"n_m"}
+                and isinstance(spec["masked"], bool)
+                and spec["format"] in _FORMATS
+                and is_int(spec["min_batch"])
+                and 1 <= spec["min_batch"] <= _MAX_BATCH_LIMIT
+                and is_int(spec["max_batch"])
+                and 0 <= spec["max_batch"] <= _MAX_BATCH_LIMIT
+            ):
+                fail(
+                    f"pruning layer {i}: expected {{masked: bool, format: dense|csr|nm, min_batch: integer in "
+                    f"[1, 2**62], max_batch: integer in [0, 2**62]}} (and n_m), got {short(spec)}"
+                )
             nm = spec.get("n_m")
-            if nm is not None and not (isinstance(nm, list) and len(nm) == 2 and all(is_int(v) for v in nm)
-                                       and 1 <= nm[0] <= nm[1] <= 255):
+            if nm is not None and not (
+                isinstance(nm, list) and len(nm) == 2 and all(is_int(v) for v in nm) and 1 <= nm[0] <= nm[1] <= 255
+            ):
                 fail(f"pruning layer {i}: n_m must be [n, m] with 1 <= n <= m <= 255, got {short(nm)}")
             layers[i] = spec
         return layers
@@ -430,8 +543,9 @@ class _Reader:
                     f.fail(f"tensor {name + '.values'!r} must be present and 1-D for the pruned layer {layer_index}")
                 nnz = entry[1][0]
                 if nnz > shape[0] * shape[1]:
-                    f.fail(f"tensor {name + '.values'!r} holds {nnz} weights, more than the kernel's "
-                           f"{shape[0] * shape[1]}")
+                    f.fail(
+                        f"tensor {name + '.values'!r} holds {nnz} weights, more than the kernel's {shape[0] * shape[1]}"
+                    )
                 expected.append((f"{name}.values", ("F32",), (nnz,)))
                 expected.append((f"{name}.offsets", ("I32", "I64"), (shape[1] + 1,)))
                 last.append((f"{name}.index", ("I16", "I32"), (nnz,)))
@@ -450,11 +564,14 @@ class _Reader:
         if missing or extra:
             problems = []
             if missing:
-                problems.append(f"tensor {missing[0]!r} is missing"
-                                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+                problems.append(
+                    f"tensor {missing[0]!r} is missing"
+                    + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                )
             if extra:
-                problems.append(f"unexpected tensor {short(extra[0])}"
-                                + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+                problems.append(
+                    f"unexpected tensor {short(extra[0])}" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
+                )
             f.fail("; ".join(problems) + " for the architecture in the file")
         begin = 0
         for name, dtypes, shape in expected:
@@ -465,8 +582,10 @@ class _Reader:
                 f.fail(f"tensor {name!r} has shape {got_shape}, expected {shape} from the architecture")
             end = begin + DTYPE_SIZES[dtype] * math.prod(shape)
             if (got_begin, got_end) != (begin, end):
-                f.fail(f"tensor {name!r} has data_offsets [{got_begin}, {got_end}], expected [{begin}, {end}] "
-                       "(tensors are stored in layer order)")
+                f.fail(
+                    f"tensor {name!r} has data_offsets [{got_begin}, {got_end}], expected [{begin}, {end}] "
+                    "(tensors are stored in layer order)"
+                )
             begin = end
 
     def _check_csr(self) -> None:
@@ -480,8 +599,10 @@ class _Reader:
             offsets: np.ndarray = self.file.array(f"{name}.offsets").astype(np.int64)
             index: np.ndarray = self.file.array(f"{name}.index").astype(np.int64)
             if offsets[0] != 0 or offsets[-1] != index.size:
-                self.file.fail(f"tensor {name + '.offsets'!r} must run from 0 to {index.size} (the number of stored "
-                               f"weights), got {int(offsets[0])} to {int(offsets[-1])}")
+                self.file.fail(
+                    f"tensor {name + '.offsets'!r} must run from 0 to {index.size} (the number of stored "
+                    f"weights), got {int(offsets[0])} to {int(offsets[-1])}"
+                )
             if (np.diff(offsets) < 0).any():
                 at = int(np.argmax(np.diff(offsets) < 0))
                 self.file.fail(f"tensor {name + '.offsets'!r} decreases at row {at}: the offsets must not decrease")
@@ -548,9 +669,12 @@ class _Reader:
             weights[i] = w
         state = None
         if self.state is not None:
-            slots = {slot: {(i, name.rsplit(".", 1)[1]): f.array(f"optimizer.{slot}.{name}")
-                            for name, i, _ in table} for slot in self.state["slots"]}
-            loss_scale = ((self.state["loss_scale"], self.state["loss_scale_good_steps"])
-                          if "loss_scale" in self.state else None)
+            slots = {
+                slot: {(i, name.rsplit(".", 1)[1]): f.array(f"optimizer.{slot}.{name}") for name, i, _ in table}
+                for slot in self.state["slots"]
+            }
+            loss_scale = (
+                (self.state["loss_scale"], self.state["loss_scale_good_steps"]) if "loss_scale" in self.state else None
+            )
             state = OptimizerState(self.state["step"], self.state["epochs_trained"], slots, loss_scale)
         return ModelDescription(self.arch, self.training, weights, state, self.callbacks or {})

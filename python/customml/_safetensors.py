@@ -25,8 +25,23 @@ MAX_HEADER_BYTES = 100_000_000
 
 # safetensors dtype names and their sizes in bytes (the format's full list, so a foreign
 # file's tensors are described correctly before it is refused).
-DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
-               "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8}
+DTYPE_SIZES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "F64": 8,
+    "I64": 8,
+    "U64": 8,
+}
 # The dtypes a customml file uses, as NumPy reads them.
 NUMPY_DTYPES = {"F32": "<f4", "I8": "i1", "I16": "<i2", "I32": "<i4", "I64": "<i8"}
 
@@ -107,22 +122,29 @@ class File:
         if raw is None:
             raw = self._read(self.path)
         if len(raw) < 8:
-            self.fail(f"the file is {len(raw)} bytes long, too short for a safetensors header"
-                      + (" (it is empty)" if not raw else ""))
+            self.fail(
+                f"the file is {len(raw)} bytes long, too short for a safetensors header"
+                + (" (it is empty)" if not raw else "")
+            )
         n = int.from_bytes(raw[:8], "little")
         if n > MAX_HEADER_BYTES:
-            self.fail(f"the header length field says {n} bytes, more than the {MAX_HEADER_BYTES} allowed "
-                      "(not a safetensors file, or corrupt)")
+            self.fail(
+                f"the header length field says {n} bytes, more than the {MAX_HEADER_BYTES} allowed "
+                "(not a safetensors file, or corrupt)"
+            )
         if n > len(raw) - 8:
-            self.fail(f"the header length field says {n} bytes but only {len(raw) - 8} follow it "
-                      "(the file is truncated, or not a safetensors file)")
-        self.data = memoryview(raw)[8 + n:]
-        header = self.parse_json(raw[8:8 + n], "the header")
+            self.fail(
+                f"the header length field says {n} bytes but only {len(raw) - 8} follow it "
+                "(the file is truncated, or not a safetensors file)"
+            )
+        self.data = memoryview(raw)[8 + n :]
+        header = self.parse_json(raw[8 : 8 + n], "the header")
         if not isinstance(header, dict):
             self.fail(f"the header is JSON but not an object (got {type(header).__name__})")
         metadata = header.pop("__metadata__", None)
-        if metadata is not None and not (isinstance(metadata, dict)
-                                         and all(isinstance(v, str) for v in metadata.values())):
+        if metadata is not None and not (
+            isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
+        ):
             self.fail("__metadata__ must be an object of strings")
         for key, value in (metadata or {}).items():
             try:  # JSON can escape a lone surrogate, which no UTF-8 text holds
@@ -167,35 +189,48 @@ class File:
         try:
             return json.loads(text.decode("utf-8"), object_pairs_hook=pairs, parse_constant=constant)
         except UnicodeDecodeError as exc:
-            self.fail(f"{what} is not UTF-8 text ({exc.reason} at byte {exc.start}): corrupt, or not a "
-                      "safetensors file")
+            self.fail(
+                f"{what} is not UTF-8 text ({exc.reason} at byte {exc.start}): corrupt, or not a safetensors file"
+            )
         except json.JSONDecodeError as exc:
-            self.fail(f"{what} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): corrupt, "
-                      "or not a safetensors file")
+            self.fail(
+                f"{what} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): corrupt, "
+                "or not a safetensors file"
+            )
         except RecursionError:
             self.fail(f"{what} is nested too deeply")
 
     def _entry(self, name: str, entry) -> Tuple[str, Tuple[int, ...], int, int]:
         if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
-            self.fail(f"tensor {name!r}: expected an object with exactly dtype, shape and data_offsets, got "
-                      f"{short(entry)}")
+            self.fail(
+                f"tensor {name!r}: expected an object with exactly dtype, shape and data_offsets, got {short(entry)}"
+            )
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
         if dtype not in DTYPE_SIZES:
             self.fail(f"tensor {name!r}: unknown dtype {short(dtype)}")
         if not isinstance(shape, list) or not all(is_int(d) and d >= 0 for d in shape):
             self.fail(f"tensor {name!r}: shape must be a list of non-negative integers, got {short(shape)}")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(is_int(o) for o in offsets)
-                and 0 <= offsets[0] <= offsets[1]):
-            self.fail(f"tensor {name!r}: data_offsets must be [begin, end] with 0 <= begin <= end, got "
-                      f"{short(offsets)}")
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(is_int(o) for o in offsets)
+            and 0 <= offsets[0] <= offsets[1]
+        ):
+            self.fail(
+                f"tensor {name!r}: data_offsets must be [begin, end] with 0 <= begin <= end, got {short(offsets)}"
+            )
         begin, end = offsets
         if end > len(self.data):
-            self.fail(f"tensor {name!r}: data_offsets [{begin}, {end}] run past the end of the data section "
-                      f"({len(self.data)} bytes): the file is truncated or the offsets are out of range")
+            self.fail(
+                f"tensor {name!r}: data_offsets [{begin}, {end}] run past the end of the data section "
+                f"({len(self.data)} bytes): the file is truncated or the offsets are out of range"
+            )
         need = math.prod(shape) * DTYPE_SIZES[dtype]
         if end - begin != need:
-            self.fail(f"tensor {name!r}: shape {tuple(shape)} of {dtype} needs {need} bytes but data_offsets "
-                      f"[{begin}, {end}] hold {end - begin}")
+            self.fail(
+                f"tensor {name!r}: shape {tuple(shape)} of {dtype} needs {need} bytes but data_offsets "
+                f"[{begin}, {end}] hold {end - begin}"
+            )
         return dtype, tuple(shape), begin, end
 
     def _check_layout(self) -> None:
@@ -208,8 +243,10 @@ class File:
                 self.fail(f"the data section has {begin - position} unused bytes before tensor {name!r}")
             position, previous = end, name
         if position != len(self.data):
-            self.fail(f"the file has {len(self.data) - position} bytes after the last tensor's data "
-                      "(extra bytes appended, or offsets that do not match)")
+            self.fail(
+                f"the file has {len(self.data) - position} bytes after the last tensor's data "
+                "(extra bytes appended, or offsets that do not match)"
+            )
 
     def array(self, name: str) -> np.ndarray:
         dtype, shape, begin, end = self.tensors[name]

@@ -83,8 +83,9 @@ class Trainer:
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
         if y.ndim != 1:
-            raise ValueError(f"[{op}] {name} must be 1-D class labels, got shape {y.shape}"
-                             " (one-hot targets: pass argmax(axis=1))")
+            raise ValueError(
+                f"[{op}] {name} must be 1-D class labels, got shape {y.shape} (one-hot targets: pass argmax(axis=1))"
+            )
         if y.dtype == np.bool_:
             y = y.astype(np.int32)
         elif np.issubdtype(y.dtype, np.floating):
@@ -98,8 +99,10 @@ class Trainer:
         lo, hi = y.min(), y.max()
         if lo < 0 or hi >= classes:
             bad = int(lo if lo < 0 else hi)
-            raise ValueError(f"[{op}] {name} contains label {bad!r} outside [0, {classes})"
-                             f" (the model has {out} output{'s' if out != 1 else ''})")
+            raise ValueError(
+                f"[{op}] {name} contains label {bad!r} outside [0, {classes})"
+                f" (the model has {out} output{'s' if out != 1 else ''})"
+            )
         return np.ascontiguousarray(y, dtype=np.int32)
 
     def _as_sample_weight(self, w, n: int, op: str, name: str = "sample_weight") -> np.ndarray:
@@ -117,8 +120,9 @@ class Trainer:
         w = np.ascontiguousarray(w, dtype=np.float32)
         check_finite(w, name, op)
         if (w < 0).any():
-            raise ValueError(f"[{op}] {name} must be >= 0, got {float(w[np.argmax(w < 0)])!r} at index "
-                             f"{int(np.argmax(w < 0))}")
+            raise ValueError(
+                f"[{op}] {name} must be >= 0, got {float(w[np.argmax(w < 0)])!r} at index {int(np.argmax(w < 0))}"
+            )
         return w
 
     def _iterable_batches(self, data, steps_per_epoch: Optional[int], op: str):
@@ -141,15 +145,20 @@ class Trainer:
                 except StopIteration:
                     break
                 if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
-                    raise ValueError(f"[{op}] batch {step} of the iterable must be a tuple (x, y) or "
-                                     f"(x, y, sample_weight), got {type(item).__name__}")
+                    raise ValueError(
+                        f"[{op}] batch {step} of the iterable must be a tuple (x, y) or "
+                        f"(x, y, sample_weight), got {type(item).__name__}"
+                    )
                 xb = as_features(item[0], f"batch {step} x", op)
                 self._ensure_ready(xb, op)
                 check_finite(xb, f"batch {step} x", op)
                 b = xb.shape[0]
                 yb = self._as_targets(item[1], b, op, f"batch {step} y")
-                wb = None if len(item) == 2 or item[2] is None else \
-                    self._as_sample_weight(item[2], b, op, f"batch {step} sample_weight")
+                wb = (
+                    None
+                    if len(item) == 2 or item[2] is None
+                    else self._as_sample_weight(item[2], b, op, f"batch {step} sample_weight")
+                )
                 if b not in index_cache:
                     index_cache[b] = np.arange(b, dtype=np.int64)
                 yield xb, yb, index_cache[b], wb
@@ -157,16 +166,33 @@ class Trainer:
             if step == 0:
                 raise ValueError(
                     f"[{op}] the iterable of batches yielded no batch in epoch {epoch + 1}"
-                    + (": a one-shot iterator (e.g. a generator) is exhausted after one pass; pass a re-iterable "
-                       "(a list, customml.data.batches(...)) or give steps_per_epoch= and a stream long enough "
-                       "for all epochs" if one_shot else ""))
+                    + (
+                        ": a one-shot iterator (e.g. a generator) is exhausted after one pass; pass a re-iterable "
+                        "(a list, customml.data.batches(...)) or give steps_per_epoch= and a stream long enough "
+                        "for all epochs"
+                        if one_shot
+                        else ""
+                    )
+                )
+
         return epoch_batches
 
-    def fit(self, x, y=None, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
-            validation_split: float = 0.0, validation_data: Optional[Tuple] = None,
-            seed: Optional[int] = None, verbose: int = 1,
-            callbacks: Optional[Sequence[Callback]] = None, sample_weight=None,
-            steps_per_epoch: Optional[int] = None, initial_epoch: Optional[int] = None) -> History:
+    def fit(
+        self,
+        x,
+        y=None,
+        epochs: int = 1,
+        batch_size: int = 32,
+        shuffle: bool = True,
+        validation_split: float = 0.0,
+        validation_data: Optional[Tuple] = None,
+        seed: Optional[int] = None,
+        verbose: int = 1,
+        callbacks: Optional[Sequence[Callback]] = None,
+        sample_weight=None,
+        steps_per_epoch: Optional[int] = None,
+        initial_epoch: Optional[int] = None,
+    ) -> History:
         """Trains for ``epochs`` passes over (x, y) in mini-batches; one C++ call per
         batch runs forward, loss, backward, clipping, the update and the metric
         counters. Returns a History (also kept as ``model.history``). Ctrl-C stops
@@ -205,27 +231,35 @@ class Trainer:
         if steps_per_epoch is not None:
             steps_per_epoch = positive_int(steps_per_epoch, "steps_per_epoch", op)
             if not from_iterable:
-                raise ValueError("[fit] steps_per_epoch applies to an iterable of batches; with arrays an epoch "
-                                 "is one pass over x")
+                raise ValueError(
+                    "[fit] steps_per_epoch applies to an iterable of batches; with arrays an epoch is one pass over x"
+                )
         if from_iterable and (validation_split or sample_weight is not None):
-            raise ValueError("[fit] with an iterable of batches, give validation_data rather than "
-                             "validation_split, and sample weights as a third element of each batch")
+            raise ValueError(
+                "[fit] with an iterable of batches, give validation_data rather than "
+                "validation_split, and sample weights as a third element of each batch"
+            )
         for cb in callbacks:
             if not isinstance(cb, Callback):
-                raise ValueError(f"[fit] callbacks must be customml.callbacks.Callback objects, got "
-                                 f"{type(cb).__name__}")
+                raise ValueError(
+                    f"[fit] callbacks must be customml.callbacks.Callback objects, got {type(cb).__name__}"
+                )
         if self._loss is None:
             raise ValueError("[fit] the model must be compiled first (model.compile(...))")
         for layer in self.layers:
             if isinstance(layer, Normalization) and not layer.adapted:
-                raise ValueError(f"[fit] Normalization layer {layer.name!r} is not adapted: call "
-                                 f"model.layers[{layer._index}].adapt(x_train) (or give it mean and variance) first")
+                raise ValueError(
+                    f"[fit] Normalization layer {layer.name!r} is not adapted: call "
+                    f"model.layers[{layer._index}].adapt(x_train) (or give it mean and variance) first"
+                )
         epochs = positive_int(epochs, "epochs", op, minimum=0)
         if initial_epoch is not None:
             initial_epoch = positive_int(initial_epoch, "initial_epoch", op, minimum=0)
             if initial_epoch > epochs:
-                raise ValueError(f"[fit] initial_epoch ({initial_epoch}) is past epochs ({epochs}), the index of the "
-                                 "last epoch (Keras' convention)")
+                raise ValueError(
+                    f"[fit] initial_epoch ({initial_epoch}) is past epochs ({epochs}), the index of the "
+                    "last epoch (Keras' convention)"
+                )
         batch_size = positive_int(batch_size, "batch_size", op)
         if verbose not in (0, 1, 2):
             raise ValueError(f"[fit] verbose must be 0, 1 or 2, got {verbose!r}")
@@ -247,8 +281,9 @@ class Trainer:
             if from_iterable and self._net is None:
                 self._ensure_ready(x_val, op)
             if x_val.shape[1] != self._input_dim:
-                raise ValueError(f"[fit] validation_data x has {x_val.shape[1]} features but the model expects "
-                                 f"{self._input_dim}")
+                raise ValueError(
+                    f"[fit] validation_data x has {x_val.shape[1]} features but the model expects {self._input_dim}"
+                )
             y_val = self._as_targets(validation_data[1], x_val.shape[0], op, "validation_data y")
             check_finite(x_val, "validation_data x", op)
         elif validation_split:
@@ -257,8 +292,10 @@ class Trainer:
             # As Keras: the last fraction of the samples, taken before any shuffling.
             n_val = int(x.shape[0] * validation_split)
             if n_val == 0 or n_val == x.shape[0]:
-                raise ValueError(f"[fit] validation_split={validation_split} of {x.shape[0]} samples leaves an "
-                                 "empty training or validation set")
+                raise ValueError(
+                    f"[fit] validation_split={validation_split} of {x.shape[0]} samples leaves an "
+                    "empty training or validation set"
+                )
             x, x_val = x[:-n_val], x[-n_val:]
             y, y_val = y[:-n_val], y[-n_val:]
             if sample_weight is not None:
@@ -286,13 +323,15 @@ class Trainer:
                 else:
                     order = np.arange(n, dtype=np.int64)
                 for start in range(0, n, batch_size):
-                    yield x, y, order[start:start + batch_size], sample_weight
+                    yield x, y, order[start : start + batch_size], sample_weight
+
         seed_pending = True
         if initial_epoch is not None:
             self._epoch = initial_epoch
             epochs -= initial_epoch
-        history = History({"epochs": epochs, "batch_size": None if from_iterable else batch_size, "steps": steps,
-                           "samples": n})
+        history = History(
+            {"epochs": epochs, "batch_size": None if from_iterable else batch_size, "steps": steps, "samples": n}
+        )
         self.history = history
         assert self._optimizer is not None  # compiled: set with _loss
         learning_rate = self._optimizer.learning_rate
@@ -351,8 +390,11 @@ class Trainer:
                     bar.close()
             if verbose == 2:
                 parts = " - ".join(f"{k}: {v:.4f}" for k, v in _scalars(logs).items())
-                print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - start_time:.2f}s - {parts}",
-                      file=sys.stdout, flush=True)
+                print(
+                    f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - start_time:.2f}s - {parts}",
+                    file=sys.stdout,
+                    flush=True,
+                )
             if self.stop_training:
                 break
         for cb in callbacks:
@@ -362,8 +404,14 @@ class Trainer:
     def _progress(self, epoch: int, epochs: int, steps: Optional[int]):
         from tqdm.auto import tqdm
 
-        return tqdm(total=steps, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch", leave=True,
-                    dynamic_ncols=True, file=sys.stderr)
+        return tqdm(
+            total=steps,
+            desc=f"Epoch {epoch + 1}/{epochs}",
+            unit="batch",
+            leave=True,
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
 
     def _read_metrics(self) -> Dict[str, float]:
         """The loss and the compiled metrics from the executor's statistics (read from the

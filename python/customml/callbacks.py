@@ -26,8 +26,15 @@ from ._callback import Callback
 from ._history import History
 from .prune import GradualPruning
 
-__all__ = ["History", "Callback", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler", "CSVLogger",
-           "GradualPruning"]
+__all__ = [
+    "History",
+    "Callback",
+    "EarlyStopping",
+    "ModelCheckpoint",
+    "LearningRateScheduler",
+    "CSVLogger",
+    "GradualPruning",
+]
 
 
 def _cell(value):
@@ -47,8 +54,9 @@ def _monitored(owner: str, monitor: str, logs: Optional[Dict]) -> float:
     logs = logs or {}
     if monitor not in logs:
         hint = " (val_ keys need validation_split or validation_data)" if monitor.startswith("val_") else ""
-        raise ValueError(f"{owner} monitor {monitor!r} is not among the epoch's logs "
-                         f"({', '.join(logs) or 'none'}){hint}")
+        raise ValueError(
+            f"{owner} monitor {monitor!r} is not among the epoch's logs ({', '.join(logs) or 'none'}){hint}"
+        )
     return float(logs[monitor])
 
 
@@ -58,8 +66,7 @@ def _state_number(owner: str, state: Dict, key: str, integer: bool = False):
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):
-        raise ValueError(f"{owner} saved state {key} must be {'an integer' if integer else 'a number'}, "
-                         f"got {value!r}")
+        raise ValueError(f"{owner} saved state {key} must be {'an integer' if integer else 'a number'}, got {value!r}")
     return int(value) if integer else float(value)
 
 
@@ -95,8 +102,14 @@ class EarlyStopping(Callback):
     ModelCheckpoint after it so the checkpoint sees the epoch's update); the best weights
     are not, so after a resume they come from epochs trained since."""
 
-    def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 0, mode: str = "auto",
-                 restore_best_weights: bool = False):
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        min_delta: float = 0.0,
+        patience: int = 0,
+        mode: str = "auto",
+        restore_best_weights: bool = False,
+    ):
         super().__init__()
         if not isinstance(monitor, str):
             raise ValueError(f"EarlyStopping monitor must be a log key such as 'val_loss', got {monitor!r}")
@@ -160,8 +173,14 @@ class ModelCheckpoint(Callback):
     ``str.format`` fields: ``{epoch}`` (1-based, as Keras) and any log key
     (``"ckpt-{epoch:02d}-{val_loss:.3f}.cml"``)."""
 
-    def __init__(self, filepath, monitor: str = "val_loss", save_best_only: bool = False, mode: str = "auto",
-                 include_optimizer: bool = False):
+    def __init__(
+        self,
+        filepath,
+        monitor: str = "val_loss",
+        save_best_only: bool = False,
+        mode: str = "auto",
+        include_optimizer: bool = False,
+    ):
         super().__init__()
         if not isinstance(filepath, (str, os.PathLike)):
             raise ValueError(f"ModelCheckpoint filepath must be a path, got {filepath!r}")
@@ -195,8 +214,10 @@ class ModelCheckpoint(Callback):
         try:
             path = self.filepath.format(epoch=epoch + 1, **logs)
         except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"ModelCheckpoint filepath {self.filepath!r} has a field the logs cannot fill "
-                             f"({exc}); available: epoch, {', '.join(logs)}") from None
+            raise ValueError(
+                f"ModelCheckpoint filepath {self.filepath!r} has a field the logs cannot fill "
+                f"({exc}); available: epoch, {', '.join(logs)}"
+            ) from None
         self.model.save(path, include_optimizer=self.include_optimizer)
         self.last_saved = path
 
@@ -222,14 +243,17 @@ class LearningRateScheduler(Callback):
         from .schedules import LearningRateSchedule
 
         if isinstance(self.model._optimizer.learning_rate, LearningRateSchedule):
-            raise ValueError("LearningRateScheduler cannot drive an optimizer whose learning_rate is already a "
-                             "schedule; use one or the other")
+            raise ValueError(
+                "LearningRateScheduler cannot drive an optimizer whose learning_rate is already a "
+                "schedule; use one or the other"
+            )
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
         lr = self.schedule(epoch, self.model.learning_rate) if self._two_args else self.schedule(epoch)
         if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr < 0:
-            raise ValueError(f"LearningRateScheduler schedule returned {lr!r} for epoch {epoch}; "
-                             "expected a finite number >= 0")
+            raise ValueError(
+                f"LearningRateScheduler schedule returned {lr!r} for epoch {epoch}; expected a finite number >= 0"
+            )
         self.model._set_learning_rate(float(lr))
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
@@ -268,8 +292,10 @@ class CSVLogger(Callback):
                 with open(self.filename, newline="", encoding="utf-8") as f:
                     existing = next(csv.reader(f, delimiter=self.separator), None)
             if existing is not None and existing != self._keys:
-                raise ValueError(f"CSVLogger: {self.filename} has columns {existing}, this fit logs {self._keys}; "
-                                 "use another file or append=False")
+                raise ValueError(
+                    f"CSVLogger: {self.filename} has columns {existing}, this fit logs {self._keys}; "
+                    "use another file or append=False"
+                )
             if existing is None:
                 self._write(self._keys)
         self._write([epoch] + [_cell(logs.get(k, "NA")) for k in self._keys[1:]])

@@ -75,8 +75,9 @@ def _fine_tuning(model, steps: int, lr: float, sparsity: Optional[float], scope:
     if sparsity is None:
         return []
     end = max(1, steps // 2)
-    return [cm.callbacks.GradualPruning(sparsity, end_step=end, frequency=max(1, end // 20), scope=scope,
-                                        measure=False)]
+    return [
+        cm.callbacks.GradualPruning(sparsity, end_step=end, frequency=max(1, end // 20), scope=scope, measure=False)
+    ]
 
 
 def _compressed_variants(model, args, data, batch_size: int) -> List[tuple]:
@@ -92,8 +93,7 @@ def _compressed_variants(model, args, data, batch_size: int) -> List[tuple]:
         pruned = cm.io.loads(cm.io.dumps(model), device=args.device)
         steps = max(1, args.prune_epochs * -(-x_train.shape[0] // batch_size))
         callbacks = _fine_tuning(pruned, steps, args.lr, args.prune_sparsity, "global")
-        pruned.fit(x_train, y_train, epochs=args.prune_epochs, batch_size=batch_size, callbacks=callbacks,
-                   verbose=0)
+        pruned.fit(x_train, y_train, epochs=args.prune_epochs, batch_size=batch_size, callbacks=callbacks, verbose=0)
         cm.prune.report(pruned)  # measures dense against sparse per layer and keeps the faster
         variants.append((f"pruned {args.prune_sparsity:.0%}", "pruned", pruned))
     if args.quantize:
@@ -125,29 +125,51 @@ def _train(args: argparse.Namespace) -> int:
     n_fit = x_train.shape[0] - int(x_train.shape[0] * args.validation_split)
     steps = max(1, epochs * -(-n_fit // batch_size))
     lr = cm.schedules.CosineDecay(args.lr, steps) if args.schedule == "cosine" else args.lr
-    optimizers = {"adamw": lambda: cm.optimizers.AdamW(lr, weight_decay=args.weight_decay),
-                  "adam": lambda: cm.optimizers.Adam(lr),
-                  "sgd": lambda: cm.optimizers.SGD(lr, momentum=0.9, nesterov=True)}
+    optimizers = {
+        "adamw": lambda: cm.optimizers.AdamW(lr, weight_decay=args.weight_decay),
+        "adam": lambda: cm.optimizers.Adam(lr),
+        "sgd": lambda: cm.optimizers.SGD(lr, momentum=0.9, nesterov=True),
+    }
     if args.optimizer not in optimizers:
         raise ValueError(f"unknown optimizer {args.optimizer!r}; expected one of {', '.join(optimizers)}")
-    model.compile(optimizer=optimizers[args.optimizer](),
-                  loss=cm.losses.SoftmaxCrossEntropy(label_smoothing=args.label_smoothing), metrics=["accuracy"],
-                  precision=args.precision)
-    print(f"customml {cm.__version__} | {args.dataset}: {x_train.shape[0]} train / {x_test.shape[0]} test, "
-          f"{x_train.shape[1]} features, {classes} classes | gemm {cm.build_info()['kernels']['gemm']}, "
-          f"{cm.get_num_threads()} thread(s)")
+    model.compile(
+        optimizer=optimizers[args.optimizer](),
+        loss=cm.losses.SoftmaxCrossEntropy(label_smoothing=args.label_smoothing),
+        metrics=["accuracy"],
+        precision=args.precision,
+    )
+    print(
+        f"customml {cm.__version__} | {args.dataset}: {x_train.shape[0]} train / {x_test.shape[0]} test, "
+        f"{x_train.shape[1]} features, {classes} classes | gemm {cm.build_info()['kernels']['gemm']}, "
+        f"{cm.get_num_threads()} thread(s)"
+    )
     model.summary()
     start = time.perf_counter()
-    model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, validation_split=args.validation_split,
-              verbose=2 if args.verbose else 0)
+    model.fit(
+        x_train,
+        y_train,
+        epochs=epochs,
+        batch_size=batch_size,
+        validation_split=args.validation_split,
+        verbose=2 if args.verbose else 0,
+    )
     train_seconds = time.perf_counter() - start
     result = model.evaluate(x_test, y_test)
     p50, p99 = _latency(model, np.ascontiguousarray(x_test[:1]))
-    rows = [("test loss", _fmt(result["loss"])), ("test accuracy", _fmt(result["accuracy"])),
-            ("training time", f"{train_seconds:.1f} s ({epochs} epochs of batch {batch_size})"),
-            ("predict batch-1", f"p50 {p50:.1f} us, p99 {p99:.1f} us")]
-    record = {"dataset": args.dataset, "test_loss": result["loss"], "test_accuracy": result["accuracy"],
-              "train_seconds": train_seconds, "predict_p50_us": p50, "predict_p99_us": p99}
+    rows = [
+        ("test loss", _fmt(result["loss"])),
+        ("test accuracy", _fmt(result["accuracy"])),
+        ("training time", f"{train_seconds:.1f} s ({epochs} epochs of batch {batch_size})"),
+        ("predict batch-1", f"p50 {p50:.1f} us, p99 {p99:.1f} us"),
+    ]
+    record = {
+        "dataset": args.dataset,
+        "test_loss": result["loss"],
+        "test_accuracy": result["accuracy"],
+        "train_seconds": train_seconds,
+        "predict_p50_us": p50,
+        "predict_p99_us": p99,
+    }
     if args.output:
         model.save(args.output)
         reloaded = cm.load(args.output, device=args.device)
@@ -157,8 +179,10 @@ def _train(args: argparse.Namespace) -> int:
             raise RuntimeError(f"{args.output}: the reloaded model predicts differently")
         rows.append(("saved", f"{args.output} ({os.path.getsize(args.output):,} bytes), reloaded: same predictions"))
         record["output"] = args.output
-    print(f"test loss {result['loss']:.4f} | test accuracy {result['accuracy']:.4f} | "
-          f"trained in {train_seconds:.1f}s | predict batch-1 p50 {p50:.1f} us, p99 {p99:.1f} us")
+    print(
+        f"test loss {result['loss']:.4f} | test accuracy {result['accuracy']:.4f} | "
+        f"trained in {train_seconds:.1f}s | predict batch-1 p50 {p50:.1f} us, p99 {p99:.1f} us"
+    )
     print(_table(rows))
     variants = _compressed_variants(model, args, ((x_train, y_train), (x_test, y_test)), batch_size)
     if variants:
@@ -176,15 +200,21 @@ def _train(args: argparse.Namespace) -> int:
                     raise RuntimeError(f"{path}: the reloaded model predicts differently")
                 name = f"{name} ({path})"
             compare.append((name, f"{accuracy:.4f}", f"{size:,} B", f"{b1:.1f} us", f"{b128:.1f} us"))
-            record["variants"][tag or "float32"] = {"test_accuracy": accuracy, "file_bytes": size,
-                                                    "predict_b1_us": b1, "predict_b128_us": b128}
+            record["variants"][tag or "float32"] = {
+                "test_accuracy": accuracy,
+                "file_bytes": size,
+                "predict_b1_us": b1,
+                "predict_b128_us": b128,
+            }
         widths = [max(len(row[c]) for row in compare) for c in range(len(compare[0]))]
         print("\n".join(("  " + "  ".join(f"{v:<{w}}" for v, w in zip(row, widths))).rstrip() for row in compare))
     if args.json:
         print(json.dumps(record))
     if args.min_accuracy is not None and result["accuracy"] < args.min_accuracy:
-        print(f"error: test accuracy {result['accuracy']:.4f} is below --min-accuracy {args.min_accuracy}",
-              file=sys.stderr)
+        print(
+            f"error: test accuracy {result['accuracy']:.4f} is below --min-accuracy {args.min_accuracy}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -254,10 +284,17 @@ def _quantize(args: argparse.Namespace) -> int:
     else:
         # The first rows of the training split calibrate; the test split measures.
         (x_train, _), (x_test, y_test) = cm.datasets.load(args.dataset)
-        x = x_train[:args.calibration_rows]
+        x = x_train[: args.calibration_rows]
         validation = (x_test, y_test)
-    qmodel = quantize.int8(model, calibration=x, method=args.method, per_channel=not args.per_tensor,
-                           static=not args.dynamic, max_accuracy_drop=args.max_accuracy_drop, validation=validation)
+    qmodel = quantize.int8(
+        model,
+        calibration=x,
+        method=args.method,
+        per_channel=not args.per_tensor,
+        static=not args.dynamic,
+        max_accuracy_drop=args.max_accuracy_drop,
+        validation=validation,
+    )
     qmodel.save(args.output)
     print(qmodel.quantization_report)
     print(f"{args.output}: {os.path.getsize(args.output):,} bytes ({args.model}: {os.path.getsize(args.model):,})")
@@ -290,16 +327,20 @@ def _prune(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.model}: the model was saved uncompiled, so it cannot be evaluated or fine-tuned")
         data = cm.datasets.load(args.dataset)
         if data[0][0].shape[1] != model.input_dim:
-            raise ValueError(f"{args.dataset} has {data[0][0].shape[1]} features but the model expects "
-                             f"{model.input_dim}")
+            raise ValueError(
+                f"{args.dataset} has {data[0][0].shape[1]} features but the model expects {model.input_dim}"
+            )
     # Timed on test rows when there are some, else on zeros of the model's input size.
     sample = data[1][0][:128] if data is not None else np.zeros((128, model.input_dim), dtype=np.float32)
     sample = np.ascontiguousarray(sample)
 
     def measure(m) -> dict:
-        record = {"params": int(sum(np.count_nonzero(w) for w in m.get_weights())),
-                  "file_bytes": len(cm.io.dumps(m)),
-                  "predict_b1_us": _latency(m, sample[:1])[0], "predict_b128_us": _latency(m, sample)[0]}
+        record = {
+            "params": int(sum(np.count_nonzero(w) for w in m.get_weights())),
+            "file_bytes": len(cm.io.dumps(m)),
+            "predict_b1_us": _latency(m, sample[:1])[0],
+            "predict_b128_us": _latency(m, sample)[0],
+        }
         if data is not None:
             record["test_accuracy"] = m.evaluate(*data[1])["accuracy"]
         return record
@@ -323,8 +364,14 @@ def _prune(args: argparse.Namespace) -> int:
     elif args.sparsity is not None and not args.fine_tune_epochs:
         reports.append(cm.prune.magnitude(model, args.sparsity, args.scope))
     if args.fine_tune_epochs:
-        model.fit(x_train, y_train, epochs=args.fine_tune_epochs, batch_size=batch_size, callbacks=callbacks,
-                  verbose=2 if args.verbose else 0)
+        model.fit(
+            x_train,
+            y_train,
+            epochs=args.fine_tune_epochs,
+            batch_size=batch_size,
+            callbacks=callbacks,
+            verbose=2 if args.verbose else 0,
+        )
         if model._masks:
             # After the fine-tuning the weights are final: the formats are measured on them.
             reports.append(cm.prune.report(model, formats=("nm",) if n_m else None))
@@ -338,14 +385,25 @@ def _prune(args: argparse.Namespace) -> int:
     rows = [("", "dense -> pruned")]
     if data is not None:
         rows.append(("test accuracy", f"{dense['test_accuracy']:.4f} -> {pruned['test_accuracy']:.4f}"))
-    rows += [("nonzero parameters", f"{dense['params']:,} -> {pruned['params']:,}"),
-             ("file size (no optimizer)", f"{dense['file_bytes']:,} -> {pruned['file_bytes']:,} bytes "
-                                          f"({dense['file_bytes'] / pruned['file_bytes']:.1f}x smaller)"),
-             ("predict batch-1 p50", f"{dense['predict_b1_us']:.1f} -> {pruned['predict_b1_us']:.1f} us "
-                                     f"({dense['predict_b1_us'] / pruned['predict_b1_us']:.2f}x)"),
-             ("predict batch-128 p50", f"{dense['predict_b128_us']:.1f} -> {pruned['predict_b128_us']:.1f} us "
-                                       f"({dense['predict_b128_us'] / pruned['predict_b128_us']:.2f}x)"),
-             ("saved", f"{args.output}, reloaded: same predictions")]
+    rows += [
+        ("nonzero parameters", f"{dense['params']:,} -> {pruned['params']:,}"),
+        (
+            "file size (no optimizer)",
+            f"{dense['file_bytes']:,} -> {pruned['file_bytes']:,} bytes "
+            f"({dense['file_bytes'] / pruned['file_bytes']:.1f}x smaller)",
+        ),
+        (
+            "predict batch-1 p50",
+            f"{dense['predict_b1_us']:.1f} -> {pruned['predict_b1_us']:.1f} us "
+            f"({dense['predict_b1_us'] / pruned['predict_b1_us']:.2f}x)",
+        ),
+        (
+            "predict batch-128 p50",
+            f"{dense['predict_b128_us']:.1f} -> {pruned['predict_b128_us']:.1f} us "
+            f"({dense['predict_b128_us'] / pruned['predict_b128_us']:.2f}x)",
+        ),
+        ("saved", f"{args.output}, reloaded: same predictions"),
+    ]
     print(_table(rows))
     if args.json:
         print(json.dumps({"dense": dense, "pruned": pruned, "output": args.output}))
@@ -362,8 +420,10 @@ def _info(args: argparse.Namespace) -> int:
     print(f"{args.model}: {os.path.getsize(args.model):,} bytes")
     model.summary()
     if model._loss is not None:
-        print(f"compiled: loss {model._loss.name}, optimizer {model._optimizer!r}, precision {model._precision}, "
-              f"metrics {list(model._metrics)}")
+        print(
+            f"compiled: loss {model._loss.name}, optimizer {model._optimizer!r}, precision {model._precision}, "
+            f"metrics {list(model._metrics)}"
+        )
     return 0
 
 
@@ -372,8 +432,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ``argv`` (default: ``sys.argv[1:]``) and returns its exit status: 0, 1 when ``train
     --min-accuracy`` falls short, 2 on an error (one line on stderr); a usage error exits
     with status 2 from argparse."""
-    parser = argparse.ArgumentParser(prog="customml", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="customml", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     from .datasets import names
 
@@ -389,22 +450,36 @@ def main(argv: Optional[List[str]] = None) -> int:
     train.add_argument("--label-smoothing", type=float, default=0.1)
     train.add_argument("--optimizer", default="adamw", help="adamw (default), adam or sgd (Nesterov momentum 0.9)")
     train.add_argument("--lr", type=float, default=2e-3, help="the initial learning rate")
-    train.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
-                       help="cosine decay to 0 over the run (default) or a constant rate")
+    train.add_argument(
+        "--schedule",
+        choices=("cosine", "constant"),
+        default="cosine",
+        help="cosine decay to 0 over the run (default) or a constant rate",
+    )
     train.add_argument("--weight-decay", type=float, default=1e-4)
     train.add_argument("--validation-split", type=float, default=0.1)
     train.add_argument("--precision", default="fp32", help="fp32; tf32, bf16 or fp16 on CUDA devices")
     train.add_argument("--device", default="cpu")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--output", "-o", default=None, help="save the model here (then reload it and check it)")
-    train.add_argument("--prune-sparsity", type=float, default=0.9,
-                       help="then prune a copy gradually to this sparsity while fine-tuning it (0: skip)")
-    train.add_argument("--prune-epochs", type=int, default=None,
-                       help="epochs of that fine-tuning (default: as many as the training)")
-    train.add_argument("--no-quantize", dest="quantize", action="store_false",
-                       help="skip the int8 copy (static, per channel, calibrated on 1024 training rows)")
-    train.add_argument("--min-accuracy", type=float, default=None,
-                       help="exit with status 1 when the test accuracy is below this")
+    train.add_argument(
+        "--prune-sparsity",
+        type=float,
+        default=0.9,
+        help="then prune a copy gradually to this sparsity while fine-tuning it (0: skip)",
+    )
+    train.add_argument(
+        "--prune-epochs", type=int, default=None, help="epochs of that fine-tuning (default: as many as the training)"
+    )
+    train.add_argument(
+        "--no-quantize",
+        dest="quantize",
+        action="store_false",
+        help="skip the int8 copy (static, per channel, calibrated on 1024 training rows)",
+    )
+    train.add_argument(
+        "--min-accuracy", type=float, default=None, help="exit with status 1 when the test accuracy is below this"
+    )
     train.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     train.add_argument("--quiet", dest="verbose", action="store_false", help="no per-epoch lines")
     train.set_defaults(func=_train)
@@ -433,15 +508,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     quant = sub.add_parser("quantize", help="an int8 copy of a saved model, calibrated on data, and its report")
     quant.add_argument("model")
     quant.add_argument("--calibration", default=None, help="a .npy array of representative input rows")
-    quant.add_argument("--dataset", default=None,
-                       help=f"calibrate on this dataset's training rows and report accuracy on its test split "
-                            f"({', '.join(names())})")
+    quant.add_argument(
+        "--dataset",
+        default=None,
+        help=f"calibrate on this dataset's training rows and report accuracy on its test split ({', '.join(names())})",
+    )
     quant.add_argument("--calibration-rows", type=int, default=1024, help="with --dataset (default 1024)")
     quant.add_argument("--method", default="minmax", help="minmax (default), percentile, mse or entropy")
     quant.add_argument("--dynamic", action="store_true", help="quantize inputs per row at run time")
     quant.add_argument("--per-tensor", action="store_true", help="one weight scale per layer, not per channel")
-    quant.add_argument("--max-accuracy-drop", type=float, default=None,
-                       help="with --dataset: layers fall back to float32 until the accuracy drop (a fraction) fits")
+    quant.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=None,
+        help="with --dataset: layers fall back to float32 until the accuracy drop (a fraction) fits",
+    )
     quant.add_argument("--device", default="cpu")
     quant.add_argument("--output", "-o", required=True, help="the quantized model file to write")
     quant.set_defaults(func=_quantize)
@@ -449,13 +530,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     prune = sub.add_parser("prune", help="prune a saved model (and fine-tune it), then compare it with the dense one")
     prune.add_argument("model")
     prune.add_argument("--sparsity", type=float, default=None, help="unstructured magnitude pruning to this sparsity")
-    prune.add_argument("--scope", choices=("layer", "global"), default="layer",
-                       help="the sparsity per layer (default) or over all layers together")
-    prune.add_argument("--structured", type=float, default=None, metavar="FRACTION",
-                       help="first remove this fraction of every hidden layer's neurons")
+    prune.add_argument(
+        "--scope",
+        choices=("layer", "global"),
+        default="layer",
+        help="the sparsity per layer (default) or over all layers together",
+    )
+    prune.add_argument(
+        "--structured",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="first remove this fraction of every hidden layer's neurons",
+    )
     prune.add_argument("--n-m", default=None, metavar="N:M", help="semi-structured N:M sparsity, e.g. 2:4")
-    prune.add_argument("--fine-tune-epochs", type=int, default=0,
-                       help="fine-tune on --dataset; --sparsity is then reached gradually (Zhu & Gupta)")
+    prune.add_argument(
+        "--fine-tune-epochs",
+        type=int,
+        default=0,
+        help="fine-tune on --dataset; --sparsity is then reached gradually (Zhu & Gupta)",
+    )
     prune.add_argument("--dataset", default=None, help="evaluate (and fine-tune) on this dataset")
     prune.add_argument("--batch-size", type=int, default=None, help="fine-tuning batch size (train's default)")
     prune.add_argument("--lr", type=float, default=2e-3, help="the fine-tuning's initial learning rate")

@@ -56,6 +56,7 @@ def standardize(x, *others):
     deviation of ``x``; a constant feature is only centred (divided by 1, as
     scikit-learn's StandardScaler). Returns float32 arrays: one for one argument, a
     tuple for several."""
+
     def stats(ref):
         std = ref.std(axis=0)
         return ref.mean(axis=0), np.where(std > 0, std, 1.0)
@@ -67,9 +68,12 @@ def min_max_scale(x, *others, feature_range: Tuple[float, float] = (0.0, 1.0)):
     """Maps each feature of ``x`` linearly onto ``feature_range`` (default [0, 1]) and
     applies the same map to the others, whose values may then fall outside it; a
     constant feature maps to the range's lower end. Returns float32 as standardize."""
-    if not (isinstance(feature_range, (tuple, list)) and len(feature_range) == 2
-            and all(isinstance(v, numbers.Real) and np.isfinite(v) for v in feature_range)
-            and feature_range[0] < feature_range[1]):
+    if not (
+        isinstance(feature_range, (tuple, list))
+        and len(feature_range) == 2
+        and all(isinstance(v, numbers.Real) and np.isfinite(v) for v in feature_range)
+        and feature_range[0] < feature_range[1]
+    ):
         raise ValueError(f"[min_max_scale] feature_range must be (low, high) with low < high, got {feature_range!r}")
     low, high = float(feature_range[0]), float(feature_range[1])
 
@@ -143,8 +147,7 @@ def _quotas(counts: np.ndarray, total: int) -> np.ndarray:
     return quota
 
 
-def train_val_test_split(x, y, val_size: float = 0.1, test_size: float = 0.1, stratify: bool = False,
-                         seed: int = 0):
+def train_val_test_split(x, y, val_size: float = 0.1, test_size: float = 0.1, stratify: bool = False, seed: int = 0):
     """``(x_train, y_train), (x_val, y_val), (x_test, y_test)``: the samples shuffled by
     ``seed`` and split by fractions (each split's size rounded to the nearest sample; a
     size of 0 gives an empty split). With ``stratify=True`` every split keeps the
@@ -163,12 +166,13 @@ def train_val_test_split(x, y, val_size: float = 0.1, test_size: float = 0.1, st
             raise ValueError(f"[{op}] {name} must be a fraction in [0, 1), got {v!r}")
     n_test, n_val = int(round(test_size * n)), int(round(val_size * n))
     if n_test + n_val >= n:
-        raise ValueError(f"[{op}] val_size={val_size} and test_size={test_size} of {n} samples leave no training "
-                         "samples")
+        raise ValueError(
+            f"[{op}] val_size={val_size} and test_size={test_size} of {n} samples leave no training samples"
+        )
     rng = _rng(seed, op, 0)
     if not stratify:
         order = rng.permutation(n)
-        parts = [order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test]]
+        parts = [order[n_test + n_val :], order[n_test : n_test + n_val], order[:n_test]]
     else:
         labels = _labels(ya, "y", op)
         classes, inverse = np.unique(labels, return_inverse=True)
@@ -179,8 +183,8 @@ def train_val_test_split(x, y, val_size: float = 0.1, test_size: float = 0.1, st
         parts = [[], [], []]
         for m, t, v in zip(members, test_q, val_q):
             parts[2].append(m[:t])
-            parts[1].append(m[t:t + v])
-            parts[0].append(m[t + v:])
+            parts[1].append(m[t : t + v])
+            parts[0].append(m[t + v :])
         # each split shuffled again, so its classes are not in blocks
         parts = [rng.permutation(np.concatenate(p)) for p in parts]
     return tuple((xa[p], ya[p]) for p in parts)
@@ -198,24 +202,29 @@ class Batches:
     drop_last: bool
     epoch: int
 
-    def __init__(self, x, y=None, batch_size: int = 32, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = False):
+    def __init__(self, x, y=None, batch_size: int = 32, shuffle: bool = True, seed: int = 0, drop_last: bool = False):
         op = "batches"
         self.x = np.asarray(x)
         if self.x.ndim == 0 or self.x.shape[0] == 0:
             raise ValueError(f"[{op}] x must be a non-empty array of samples")
         self.y = None if y is None else np.asarray(y)
         if self.y is not None and (self.y.ndim == 0 or self.y.shape[0] != self.x.shape[0]):
-            raise ValueError(f"[{op}] x has {self.x.shape[0]} samples but y has "
-                             f"{'none' if self.y.ndim == 0 else self.y.shape[0]}")
+            raise ValueError(
+                f"[{op}] x has {self.x.shape[0]} samples but y has {'none' if self.y.ndim == 0 else self.y.shape[0]}"
+            )
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"[{op}] batch_size must be an integer >= 1, got {batch_size!r}")
         if drop_last and batch_size > self.x.shape[0]:
-            raise ValueError(f"[{op}] batch_size={batch_size} with drop_last=True leaves no batch of "
-                             f"{self.x.shape[0]} samples")
+            raise ValueError(
+                f"[{op}] batch_size={batch_size} with drop_last=True leaves no batch of {self.x.shape[0]} samples"
+            )
         _rng(seed, op, 0)  # validates the seed
-        self.batch_size, self.shuffle, self.seed, self.drop_last = int(batch_size), bool(shuffle), int(seed), \
-            bool(drop_last)
+        self.batch_size, self.shuffle, self.seed, self.drop_last = (
+            int(batch_size),
+            bool(shuffle),
+            int(seed),
+            bool(drop_last),
+        )
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -233,7 +242,7 @@ class Batches:
         order = self.order(self.epoch)
         self.epoch += 1
         for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             yield self.x[idx] if self.y is None else (self.x[idx], self.y[idx])
 
 

@@ -26,18 +26,27 @@ __all__ = ["load", "names", "read_idx", "FASHION_MNIST_ENV", "FASHION_MNIST_DIR"
 
 FASHION_MNIST_ENV = "CUSTOMML_FASHION_MNIST"
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-_FASHION_FILES = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
-                  "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
+_FASHION_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
 
 # IDX type codes: numpy dtype (big-endian on disk).
-_IDX_TYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_IDX_TYPES = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 # An IDX file larger than this is refused before its data is read (fashion_mnist's
 # largest is 47 MB): a corrupt header, or a gzip bomb, cannot make us allocate more.
 MAX_IDX_BYTES = 1 << 32
 
-_SKLEARN = {"digits": "load_digits", "breast_cancer": "load_breast_cancer", "wine": "load_wine",
-            "iris": "load_iris"}
+_SKLEARN = {"digits": "load_digits", "breast_cancer": "load_breast_cancer", "wine": "load_wine", "iris": "load_iris"}
 
 Split = Tuple[Tuple[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]
 
@@ -62,14 +71,18 @@ def read_idx(path) -> np.ndarray:
         compressed = raw.read(2) == b"\x1f\x8b"
     problem = None
     try:
-        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as f:
+        with gzip.open(path, "rb") if compressed else open(path, "rb") as f:
             head = f.read(4)
             if len(head) < 4:
-                fail(f"not an IDX file: {len(head)} bytes, too short for the 4-byte magic number"
-                     + (" (after gzip decompression)" if compressed else ""))
+                fail(
+                    f"not an IDX file: {len(head)} bytes, too short for the 4-byte magic number"
+                    + (" (after gzip decompression)" if compressed else "")
+                )
             if head[0] != 0 or head[1] != 0 or head[2] not in _IDX_TYPES:
-                fail(f"not an IDX file: magic number {head.hex()} (expected 0000, a type code in "
-                     f"{', '.join(f'{t:02x}' for t in _IDX_TYPES)}, then the number of dimensions)")
+                fail(
+                    f"not an IDX file: magic number {head.hex()} (expected 0000, a type code in "
+                    f"{', '.join(f'{t:02x}' for t in _IDX_TYPES)}, then the number of dimensions)"
+                )
             dtype, ndim = _IDX_TYPES[head[2]], head[3]
             if ndim == 0:
                 fail("IDX magic number says 0 dimensions")
@@ -79,8 +92,10 @@ def read_idx(path) -> np.ndarray:
             shape = tuple(int(d) for d in np.frombuffer(dims_raw, dtype=">u4"))
             need = math.prod(shape) * dtype.itemsize
             if need > MAX_IDX_BYTES:
-                fail(f"dimensions {shape} describe {need} bytes of data, more than the {MAX_IDX_BYTES} allowed "
-                     "(a corrupt header?)")
+                fail(
+                    f"dimensions {shape} describe {need} bytes of data, more than the {MAX_IDX_BYTES} allowed "
+                    "(a corrupt header?)"
+                )
             body = f.read(need + 1)
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         problem = f"corrupt or truncated gzip data ({type(exc).__name__}: {exc})"
@@ -88,8 +103,10 @@ def read_idx(path) -> np.ndarray:
         fail(problem)
     if len(body) != need:
         what = "truncated" if len(body) < need else "longer than its header says"
-        fail(f"{what}: dimensions {shape} of {dtype.name} need {need} bytes of data, the file has "
-             f"{len(body) if len(body) < need else 'more'}")
+        fail(
+            f"{what}: dimensions {shape} of {dtype.name} need {need} bytes of data, the file has "
+            f"{len(body) if len(body) < need else 'more'}"
+        )
     return np.frombuffer(body, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
@@ -102,14 +119,18 @@ def _fashion_mnist(path) -> Split:
     directory = os.fspath(path)
     files = {}
     for key, base in _FASHION_FILES.items():
-        found = [os.path.join(directory, base + ext) for ext in (".gz", "") if
-                 os.path.isfile(os.path.join(directory, base + ext))]
+        found = [
+            os.path.join(directory, base + ext)
+            for ext in (".gz", "")
+            if os.path.isfile(os.path.join(directory, base + ext))
+        ]
         if not found:
             where = f"{directory} (from {source})" if source else directory
             raise FileNotFoundError(
                 f"dataset 'fashion_mnist': {base}[.gz] is not in {where}; install the Debian package "
                 f"dataset-fashion-mnist (apt-get install dataset-fashion-mnist), or pass path= or set "
-                f"{FASHION_MNIST_ENV} to a directory holding the four IDX files")
+                f"{FASHION_MNIST_ENV} to a directory holding the four IDX files"
+            )
         files[key] = found[0]
     arrays = {key: read_idx(p) for key, p in files.items()}
     out: List[Tuple[np.ndarray, np.ndarray]] = []
@@ -119,12 +140,12 @@ def _fashion_mnist(path) -> Split:
         if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (28, 28):
             raise ValueError(f"{files[f'x_{split}']}: expected uint8 images (n, 28, 28), got {x.dtype.name} {x.shape}")
         if y.dtype != np.uint8 or y.ndim != 1 or y.shape[0] != x.shape[0]:
-            raise ValueError(f"{files[f'y_{split}']}: expected {x.shape[0]} uint8 labels, got {y.dtype.name} "
-                             f"{y.shape}")
+            raise ValueError(f"{files[f'y_{split}']}: expected {x.shape[0]} uint8 labels, got {y.dtype.name} {y.shape}")
         if y.size and y.max() > 9:
             raise ValueError(f"{files[f'y_{split}']}: label {int(y.max())} is outside [0, 10)")
-        out.append((np.ascontiguousarray(x.reshape(x.shape[0], 784), dtype=np.float32) / np.float32(255.0),
-                    y.astype(np.int32)))
+        out.append(
+            (np.ascontiguousarray(x.reshape(x.shape[0], 784), dtype=np.float32) / np.float32(255.0), y.astype(np.int32))
+        )
     return out[0], out[1]
 
 
@@ -141,7 +162,9 @@ def load(name: str, path: Optional[str] = None) -> Split:
         import sklearn.datasets
         from sklearn.model_selection import train_test_split
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(f'dataset {name!r} needs scikit-learn: pip install ".[datasets]" in the customml checkout') from exc
+        raise ImportError(
+            f'dataset {name!r} needs scikit-learn: pip install ".[datasets]" in the customml checkout'
+        ) from exc
     bunch = getattr(sklearn.datasets, _SKLEARN[name])()
     x = np.asarray(bunch.data, dtype=np.float64)
     y = np.asarray(bunch.target, dtype=np.int32)

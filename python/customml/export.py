@@ -41,14 +41,17 @@ def _import_onnx():
         import onnx
         from onnx import helper, numpy_helper
     except ImportError as exc:
-        raise ImportError('[export_onnx] needs the optional onnx extra: pip install ".[onnx]" in the customml checkout '
-                          f"(import failed: {exc})") from exc
+        raise ImportError(
+            '[export_onnx] needs the optional onnx extra: pip install ".[onnx]" in the customml checkout '
+            f"(import failed: {exc})"
+        ) from exc
     return onnx, helper, numpy_helper
 
 
 def _dynamic_rows(node, inits, numpy_helper, opset: int, x: str, p: str) -> str:
     """x (batch, in) -> the float values of its per-row uint8 codes, as the executor's
     dynamic quantization computes them (module docstring)."""
+
     def const(name: str, value) -> str:
         inits.append(numpy_helper.from_array(np.asarray(value), f"{p}.{name}"))
         return f"{p}.{name}"
@@ -67,10 +70,26 @@ def _dynamic_rows(node, inits, numpy_helper, opset: int, x: str, p: str) -> str:
     hi = node("Max", [row_reduce("ReduceMax", "max"), zero_f], f"{p}.hi")
     raw = node("Div", [node("Sub", [hi, lo], f"{p}.span"), steps], f"{p}.raw_scale")
     scale = node("Where", [node("Equal", [raw, zero_f], f"{p}.empty"), one, raw], f"{p}.scale")
-    zero = node("Clip", [node("Round", [node("Div", [node("Neg", [lo], f"{p}.neg_lo"), scale], f"{p}.zero_raw")],
-                              f"{p}.zero_round"), zero_f, steps], f"{p}.zero")
-    codes = node("Clip", [node("Add", [node("Round", [node("Div", [x, scale], f"{p}.scaled")], f"{p}.rounded"), zero],
-                               f"{p}.shifted"), zero_f, steps], f"{p}.codes")
+    zero = node(
+        "Clip",
+        [
+            node("Round", [node("Div", [node("Neg", [lo], f"{p}.neg_lo"), scale], f"{p}.zero_raw")], f"{p}.zero_round"),
+            zero_f,
+            steps,
+        ],
+        f"{p}.zero",
+    )
+    codes = node(
+        "Clip",
+        [
+            node(
+                "Add", [node("Round", [node("Div", [x, scale], f"{p}.scaled")], f"{p}.rounded"), zero], f"{p}.shifted"
+            ),
+            zero_f,
+            steps,
+        ],
+        f"{p}.codes",
+    )
     return node("Mul", [node("Sub", [codes, zero], f"{p}.centred"), scale], f"{p}.dq")
 
 
@@ -83,8 +102,10 @@ def export_onnx(model, path, opset: int = MIN_OPSET) -> None:
         raise ValueError("[export_onnx] the model is not built: give Sequential input_dim or call fit/predict first")
     newest = onnx.defs.onnx_opset_version()
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
-        raise ValueError(f"[export_onnx] opset must be an integer in [{MIN_OPSET}, {newest}] (the installed onnx "
-                         f"supports up to {newest}), got {opset!r}")
+        raise ValueError(
+            f"[export_onnx] opset must be an integer in [{MIN_OPSET}, {newest}] (the installed onnx "
+            f"supports up to {newest}), got {opset!r}"
+        )
 
     nodes, inits = [], []
     dense = [i for i, layer in enumerate(model.layers) if isinstance(layer, Dense)]
@@ -122,15 +143,23 @@ def export_onnx(model, path, opset: int = MIN_OPSET) -> None:
         else:
             per_channel = q["w_scale"].shape[0] > 1
             w_scale = q["w_scale"] if per_channel else q["w_scale"].reshape(())
-            inits += [numpy_helper.from_array(q["w_q"], f"{p}.kernel_q"),
-                      numpy_helper.from_array(w_scale, f"{p}.kernel_scale"),
-                      numpy_helper.from_array(np.zeros(w_scale.shape, np.int8), f"{p}.kernel_zero"),
-                      numpy_helper.from_array(bias, f"{p}.bias")]
-            w = node("DequantizeLinear", [f"{p}.kernel_q", f"{p}.kernel_scale", f"{p}.kernel_zero"],
-                     f"{p}.kernel_dq", **({"axis": 1} if per_channel else {}))
+            inits += [
+                numpy_helper.from_array(q["w_q"], f"{p}.kernel_q"),
+                numpy_helper.from_array(w_scale, f"{p}.kernel_scale"),
+                numpy_helper.from_array(np.zeros(w_scale.shape, np.int8), f"{p}.kernel_zero"),
+                numpy_helper.from_array(bias, f"{p}.bias"),
+            ]
+            w = node(
+                "DequantizeLinear",
+                [f"{p}.kernel_q", f"{p}.kernel_scale", f"{p}.kernel_zero"],
+                f"{p}.kernel_dq",
+                **({"axis": 1} if per_channel else {}),
+            )
             if q["in_scale"] > 0:
-                inits += [numpy_helper.from_array(np.array(q["in_scale"], np.float32), f"{p}.input_scale"),
-                          numpy_helper.from_array(np.array(q["in_zero"], np.uint8), f"{p}.input_zero")]
+                inits += [
+                    numpy_helper.from_array(np.array(q["in_scale"], np.float32), f"{p}.input_scale"),
+                    numpy_helper.from_array(np.array(q["in_zero"], np.uint8), f"{p}.input_zero"),
+                ]
                 codes = node("QuantizeLinear", [cur, f"{p}.input_scale", f"{p}.input_zero"], f"{p}.input_q")
                 x = node("DequantizeLinear", [codes, f"{p}.input_scale", f"{p}.input_zero"], f"{p}.input_dq")
             else:
@@ -142,12 +171,19 @@ def export_onnx(model, path, opset: int = MIN_OPSET) -> None:
             nodes.append(helper.make_node("Gelu", [z], [out], name=f"{p}.gelu", approximate="tanh"))
         elif act == "gelu":
             # 0.5 z (1 + tanh(c (z + a z^3))), the order of operations of cpp/activation.h
-            c, a, half, one = (const(f"{p}.gelu.{k}", v) for k, v in
-                               (("c", _GELU_C), ("a", _GELU_A), ("half", 0.5), ("one", 1.0)))
-            steps = [("Mul", [a, z], "az"), ("Mul", [f"{p}.gelu.az", z], "az2"), ("Mul", [f"{p}.gelu.az2", z], "az3"),
-                     ("Add", [z, f"{p}.gelu.az3"], "inner"), ("Mul", [c, f"{p}.gelu.inner"], "u"),
-                     ("Tanh", [f"{p}.gelu.u"], "t"), ("Add", [one, f"{p}.gelu.t"], "onept"),
-                     ("Mul", [half, z], "halfz")]
+            c, a, half, one = (
+                const(f"{p}.gelu.{k}", v) for k, v in (("c", _GELU_C), ("a", _GELU_A), ("half", 0.5), ("one", 1.0))
+            )
+            steps = [
+                ("Mul", [a, z], "az"),
+                ("Mul", [f"{p}.gelu.az", z], "az2"),
+                ("Mul", [f"{p}.gelu.az2", z], "az3"),
+                ("Add", [z, f"{p}.gelu.az3"], "inner"),
+                ("Mul", [c, f"{p}.gelu.inner"], "u"),
+                ("Tanh", [f"{p}.gelu.u"], "t"),
+                ("Add", [one, f"{p}.gelu.t"], "onept"),
+                ("Mul", [half, z], "halfz"),
+            ]
             for op, inputs, name in steps:
                 nodes.append(helper.make_node(op, inputs, [f"{p}.gelu.{name}"], name=f"{p}.gelu.{name}"))
             nodes.append(helper.make_node("Mul", [f"{p}.gelu.halfz", f"{p}.gelu.onept"], [out], name=f"{p}.gelu"))
@@ -156,14 +192,20 @@ def export_onnx(model, path, opset: int = MIN_OPSET) -> None:
         cur = out
 
     graph = helper.make_graph(
-        nodes, model.name or "customml",
+        nodes,
+        model.name or "customml",
         [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["batch", model.input_dim])],
         [helper.make_tensor_value_info("output", onnx.TensorProto.FLOAT, ["batch", model.output_dim])],
-        initializer=inits)
+        initializer=inits,
+    )
     opsets = [helper.make_opsetid("", opset)]
     # The oldest IR version that carries this opset, so older runtimes can read the file.
-    proto = helper.make_model(graph, opset_imports=opsets, producer_name="customml",
-                              producer_version=_core.build_info()["version"],
-                              ir_version=helper.find_min_ir_version_for(opsets))
+    proto = helper.make_model(
+        graph,
+        opset_imports=opsets,
+        producer_name="customml",
+        producer_version=_core.build_info()["version"],
+        ir_version=helper.find_min_ir_version_for(opsets),
+    )
     onnx.checker.check_model(proto, full_check=True)
     atomic_write(path, [proto.SerializeToString()])

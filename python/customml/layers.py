@@ -112,18 +112,27 @@ class Dense(Layer):
 
     _kind = "dense"
 
-    def __init__(self, units: int, activation: Optional[str] = None, *,
-                 kernel_initializer: str = "glorot_uniform", kernel_regularizer=None, name: Optional[str] = None):
+    def __init__(
+        self,
+        units: int,
+        activation: Optional[str] = None,
+        *,
+        kernel_initializer: str = "glorot_uniform",
+        kernel_regularizer=None,
+        name: Optional[str] = None,
+    ):
         super().__init__(name)
         if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units < 1:
             raise ValueError(f"Dense units must be a positive integer, got {units!r}")
         act = "identity" if activation in (None, "linear") else activation
         if act not in _core.activations:
-            raise ValueError(f"Dense activation must be one of {', '.join(_core.activations)} "
-                             f"(or None/'linear'), got {activation!r}")
+            raise ValueError(
+                f"Dense activation must be one of {', '.join(_core.activations)} (or None/'linear'), got {activation!r}"
+            )
         if kernel_initializer not in _INITIALIZERS:
-            raise ValueError(f"Dense kernel_initializer must be one of {', '.join(_INITIALIZERS)}, "
-                             f"got {kernel_initializer!r}")
+            raise ValueError(
+                f"Dense kernel_initializer must be one of {', '.join(_INITIALIZERS)}, got {kernel_initializer!r}"
+            )
         self.units: int = int(units)
         self.activation: str = act
         self.kernel_initializer: str = kernel_initializer
@@ -184,8 +193,10 @@ class Dense(Layer):
     def _check_weights(self, weights) -> List[np.ndarray]:
         self._offsets()
         if not isinstance(weights, (list, tuple)) or len(weights) != 2:
-            raise ValueError(f"Dense.set_weights expects [kernel, bias], got {type(weights).__name__} "
-                             f"of length {len(weights) if hasattr(weights, '__len__') else '?'}")
+            raise ValueError(
+                f"Dense.set_weights expects [kernel, bias], got {type(weights).__name__} "
+                f"of length {len(weights) if hasattr(weights, '__len__') else '?'}"
+            )
         kernel = np.asarray(weights[0], dtype=np.float32)
         bias = np.asarray(weights[1], dtype=np.float32)
         if kernel.shape != (self.input_dim, self.units):
@@ -280,13 +291,16 @@ class Normalization(_Preprocessing):
         mean = np.atleast_1d(np.asarray(mean, dtype=np.float64))
         variance = np.atleast_1d(np.asarray(variance, dtype=np.float64))
         if mean.ndim != 1 or mean.shape != variance.shape or mean.size == 0:
-            raise ValueError(f"Normalization mean and variance must be 1-D of the same length, got shapes "
-                             f"{mean.shape} and {variance.shape}")
+            raise ValueError(
+                f"Normalization mean and variance must be 1-D of the same length, got shapes "
+                f"{mean.shape} and {variance.shape}"
+            )
         if not (np.isfinite(mean).all() and np.isfinite(variance).all() and (variance >= 0).all()):
             raise ValueError("Normalization mean must be finite and variance finite and >= 0")
         if self.input_dim is not None and mean.size != self.input_dim:
-            raise ValueError(f"Normalization of layer {self.name!r} has {self.input_dim} features, got statistics "
-                             f"for {mean.size}")
+            raise ValueError(
+                f"Normalization of layer {self.name!r} has {self.input_dim} features, got statistics for {mean.size}"
+            )
         self.mean, self.variance = mean, variance
         self._push()
 
@@ -294,8 +308,9 @@ class Normalization(_Preprocessing):
         """Sets mean and variance per feature from ``x`` (samples, features), in float64."""
         x = np.asarray(x)
         if x.dtype.kind not in "biuf" or x.ndim != 2 or x.shape[0] == 0:
-            raise ValueError(f"[adapt] x must be a non-empty 2-D numeric array (samples, features), got "
-                             f"{x.dtype} of shape {x.shape}")
+            raise ValueError(
+                f"[adapt] x must be a non-empty 2-D numeric array (samples, features), got {x.dtype} of shape {x.shape}"
+            )
         x = x.astype(np.float64)
         if not np.isfinite(x).all():
             raise ValueError("[adapt] x contains NaN or inf")
@@ -305,8 +320,9 @@ class Normalization(_Preprocessing):
         if self.mean is None:
             return np.ones(width, np.float32), np.zeros(width, np.float32)
         if self.mean.size != width:
-            raise ValueError(f"Normalization of layer {self.name!r} was adapted to {self.mean.size} features, "
-                             f"the model has {width}")
+            raise ValueError(
+                f"Normalization of layer {self.name!r} was adapted to {self.mean.size} features, the model has {width}"
+            )
         std = np.maximum(np.sqrt(self.variance), self.EPSILON)
         scale = (1.0 / std).astype(np.float32)
         # shift = -(fl32(mean) scale) in float32, so a value equal to the mean maps to

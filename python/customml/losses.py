@@ -30,21 +30,25 @@ class SoftmaxCrossEntropy(Loss):
     name = "softmax_cross_entropy"
 
     def __init__(self, label_smoothing: float = 0.0, class_weights: Optional[Sequence[float]] = None):
-        if (isinstance(label_smoothing, bool) or not isinstance(label_smoothing, numbers.Real)
-                or not (0.0 <= label_smoothing <= 1.0)):
+        if (
+            isinstance(label_smoothing, bool)
+            or not isinstance(label_smoothing, numbers.Real)
+            or not (0.0 <= label_smoothing <= 1.0)
+        ):
             raise ValueError(f"SoftmaxCrossEntropy label_smoothing must be in [0, 1], got {label_smoothing!r}")
         self.label_smoothing: float = float(label_smoothing)
         self.class_weights: Optional[List[float]] = None
         if class_weights is not None:
             w = np.asarray(class_weights, dtype=np.float64)
             if w.ndim != 1 or w.size == 0 or not np.isfinite(w).all() or (w < 0).any():
-                raise ValueError("SoftmaxCrossEntropy class_weights must be a non-empty 1-D sequence of "
-                                 f"finite numbers >= 0, got {class_weights!r}")
+                raise ValueError(
+                    "SoftmaxCrossEntropy class_weights must be a non-empty 1-D sequence of "
+                    f"finite numbers >= 0, got {class_weights!r}"
+                )
             self.class_weights = [float(v) for v in w]
 
     def _config(self) -> dict:
-        return {"loss": self.name, "label_smoothing": self.label_smoothing,
-                "class_weights": self.class_weights or []}
+        return {"loss": self.name, "label_smoothing": self.label_smoothing, "class_weights": self.class_weights or []}
 
 
 class BinaryCrossEntropy(Loss):

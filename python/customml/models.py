@@ -34,8 +34,7 @@ _PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 def _check_binary_metrics(metrics: Tuple[str, ...], outputs: int) -> None:
     for m in metrics:
         if m.endswith("_binary") and outputs > 2:
-            raise ValueError(f"metric {m!r} needs a binary classifier (one or two outputs), "
-                             f"the model has {outputs}")
+            raise ValueError(f"metric {m!r} needs a binary classifier (one or two outputs), the model has {outputs}")
 
 
 class Sequential(Trainer):
@@ -47,8 +46,14 @@ class Sequential(Trainer):
     bit-identical weights for the same ISA level and thread count.
     """
 
-    def __init__(self, layers: Sequence[Layer] = (), input_dim: Optional[int] = None, device: str = "cpu",
-                 seed: Optional[int] = None, name: str = "sequential"):
+    def __init__(
+        self,
+        layers: Sequence[Layer] = (),
+        input_dim: Optional[int] = None,
+        device: str = "cpu",
+        seed: Optional[int] = None,
+        name: str = "sequential",
+    ):
         if not isinstance(device, str):
             raise TypeError(f"device must be a string such as 'cpu', got {type(device).__name__}")
         device = _core.check_device(device)
@@ -103,8 +108,10 @@ class Sequential(Trainer):
         if layer._model is not None:
             raise ValueError(f"layer {layer.name!r} already belongs to a model")
         if layer._preprocessing and any(not lay._preprocessing for lay in self.layers):
-            raise ValueError(f"preprocessing layer {type(layer).__name__} must come first in the model, before "
-                             "any Dense or Dropout layer")
+            raise ValueError(
+                f"preprocessing layer {type(layer).__name__} must come first in the model, before "
+                "any Dense or Dropout layer"
+            )
         taken = {lay.name for lay in self.layers}
         if layer.name in taken:
             raise ValueError(f"the model already has a layer named {layer.name!r}; layer names must be unique")
@@ -150,16 +157,19 @@ class Sequential(Trainer):
         # pruning mask, N:M shape, inference format and int8 quantization.
         old = self._net
         assert old is not None and self._input_dim is not None  # add and pop rebuild a built model
-        carried = {i: (self._masks.get(i), self._nm.get(i), old.sparse_format(i), old.sparse_min_batch(i),
-                       old.quantization(i))
-                   for i, layer in enumerate(self.layers) if id(layer) in kept and isinstance(layer, Dense)}
+        carried = {
+            i: (self._masks.get(i), self._nm.get(i), old.sparse_format(i), old.sparse_min_batch(i), old.quantization(i))
+            for i, layer in enumerate(self.layers)
+            if id(layer) in kept and isinstance(layer, Dense)
+        }
         width = self._input_dim
         for layer in self.layers:
             layer.input_dim = width
             width = layer.output_dim(width)
         try:
-            net = _core.Network(self._input_dim, [_core.LayerSpec(**layer._spec()) for layer in self.layers],
-                                self.device)
+            net = _core.Network(
+                self._input_dim, [_core.LayerSpec(**layer._spec()) for layer in self.layers], self.device
+            )
         except BaseException:
             for layer in self.layers:
                 if id(layer) not in kept:
@@ -261,11 +271,17 @@ class Sequential(Trainer):
         rows = [("Layer", "Output shape", "Params")]
         trainable = 0
         for i, layer in enumerate(self.layers):
-            detail = (f" ({self._dense_detail(i)})" if isinstance(layer, Dense) else
-                      f" ({layer.rate})" if isinstance(layer, Dropout) else "")
+            detail = (
+                f" ({self._dense_detail(i)})"
+                if isinstance(layer, Dense)
+                else f" ({layer.rate})"
+                if isinstance(layer, Dropout)
+                else ""
+            )
             assert layer.input_dim is not None
-            rows.append((f"{layer.name}{detail}", f"(None, {layer.output_dim(layer.input_dim)})",
-                         f"{layer.count_params():,}"))
+            rows.append(
+                (f"{layer.name}{detail}", f"(None, {layer.output_dim(layer.input_dim)})", f"{layer.count_params():,}")
+            )
             # an int8 layer does not train (fit refuses a quantized model)
             if not (isinstance(layer, Dense) and self._net.quantized(i)):
                 trainable += layer.count_trainable_params()
@@ -299,10 +315,14 @@ class Sequential(Trainer):
 
     # -- compile -----------------------------------------------------------------------
 
-    def compile(self, optimizer: Union[str, optimizers_mod.Optimizer] = "adam",
-                loss: Union[str, losses_mod.Loss] = "softmax_cross_entropy",
-                metrics: Optional[Iterable[str]] = None, clipnorm: Optional[float] = None,
-                precision: str = "fp32") -> None:
+    def compile(
+        self,
+        optimizer: Union[str, optimizers_mod.Optimizer] = "adam",
+        loss: Union[str, losses_mod.Loss] = "softmax_cross_entropy",
+        metrics: Optional[Iterable[str]] = None,
+        clipnorm: Optional[float] = None,
+        precision: str = "fp32",
+    ) -> None:
         """Sets the optimizer, the loss and the metrics; resets the optimizer state, the
         step count and ``epochs_trained``. ``clipnorm`` clips the gradients by global
         norm, as the optimizer's own ``clipnorm`` (give one or the other).
@@ -321,8 +341,10 @@ class Sequential(Trainer):
         optimizer = optimizers_mod.get(optimizer)
         if clipnorm is not None:
             if optimizer.clipnorm is not None and optimizer.clipnorm != clipnorm:
-                raise ValueError(f"[compile] clipnorm={clipnorm!r} but the optimizer has clipnorm="
-                                 f"{optimizer.clipnorm!r}; give it in compile or in the optimizer, not both")
+                raise ValueError(
+                    f"[compile] clipnorm={clipnorm!r} but the optimizer has clipnorm="
+                    f"{optimizer.clipnorm!r}; give it in compile or in the optimizer, not both"
+                )
             # A copy, so the caller's optimizer object is left as it was; the copy is what
             # save writes, so the clipping survives a round trip.
             optimizer = copy.copy(optimizer)
@@ -377,9 +399,11 @@ class Sequential(Trainer):
         update = dict(self._optimizer._config())
         update_config = {"sgd": _core.SgdConfig, "adam": _core.AdamConfig}[update.pop("optimizer")]
         _check_binary_metrics(self._metrics, self._net.output_dim)
-        self._net.compile(_core.LossConfig(loss.pop("loss"), **loss),
-                          _core.OptimizerConfig(update_config(**update), clip_norm=self._optimizer.clipnorm or 0.0),
-                          self._precision)
+        self._net.compile(
+            _core.LossConfig(loss.pop("loss"), **loss),
+            _core.OptimizerConfig(update_config(**update), clip_norm=self._optimizer.clipnorm or 0.0),
+            self._precision,
+        )
         self._net.set_metric_stats(_core.MetricStats(**metrics_mod.needs(self._metrics)))
 
     def _require_built(self, op: str) -> None:

@@ -67,8 +67,17 @@ def _shape2(a, name: str, op: str) -> tuple:
     return shape
 
 
-def dense_forward(x, weight, bias, *, activation: str = "identity", out=None, preact_out=None, device: str = "cpu",
-                  precision: str = "fp32"):
+def dense_forward(
+    x,
+    weight,
+    bias,
+    *,
+    activation: str = "identity",
+    out=None,
+    preact_out=None,
+    device: str = "cpu",
+    precision: str = "fp32",
+):
     """``activation(x @ weight + bias)``: x (batch, in), weight (in, out), bias (out,), float32.
 
     ``preact_out`` (batch, out), when given, receives ``x @ weight + bias`` (what
@@ -84,8 +93,21 @@ def dense_forward(x, weight, bias, *, activation: str = "identity", out=None, pr
     return out
 
 
-def dense_backward(dy, x, weight, y, *, z=None, activation: str = "identity", need_dx: bool = True,
-                   dx_out=None, dweight_out=None, dbias_out=None, device: str = "cpu", precision: str = "fp32"):
+def dense_backward(
+    dy,
+    x,
+    weight,
+    y,
+    *,
+    z=None,
+    activation: str = "identity",
+    need_dx: bool = True,
+    dx_out=None,
+    dweight_out=None,
+    dbias_out=None,
+    device: str = "cpu",
+    precision: str = "fp32",
+):
     """Gradients of ``dense_forward``: returns ``(dx, dweight, dbias)`` (dx is None when
     ``need_dx`` is False). dy, y: (batch, out); x: (batch, in); weight: (in, out); z: the
     pre-activation, required for gelu; ``precision`` as in ``dense_forward``."""
@@ -102,9 +124,17 @@ def dense_backward(dy, x, weight, y, *, z=None, activation: str = "identity", ne
     return dx, dweight_out, dbias_out
 
 
-def softmax_cross_entropy(logits, labels, *, class_weights=None, label_smoothing: float = 0.0,
-                          row_weights=None, need_grad: bool = True, grad_out=None,
-                          device: str = "cpu") -> Tuple[float, Optional[np.ndarray]]:
+def softmax_cross_entropy(
+    logits,
+    labels,
+    *,
+    class_weights=None,
+    label_smoothing: float = 0.0,
+    row_weights=None,
+    need_grad: bool = True,
+    grad_out=None,
+    device: str = "cpu",
+) -> Tuple[float, Optional[np.ndarray]]:
     """Weighted mean softmax cross-entropy of logits (batch, classes) float32 against
     labels (batch,) int32, and its gradient w.r.t. the logits.
 
@@ -119,8 +149,9 @@ def softmax_cross_entropy(logits, labels, *, class_weights=None, label_smoothing
     return loss, grad
 
 
-def binary_cross_entropy_with_logits(logits, targets, *, row_weights=None, need_grad: bool = True, grad_out=None,
-                                     device: str = "cpu") -> Tuple[float, Optional[np.ndarray]]:
+def binary_cross_entropy_with_logits(
+    logits, targets, *, row_weights=None, need_grad: bool = True, grad_out=None, device: str = "cpu"
+) -> Tuple[float, Optional[np.ndarray]]:
     """Mean binary cross-entropy of ``sigmoid(logits)`` against targets in [0, 1] (same
     shape, float32), and its gradient. ``row_weights`` (float32, one per first-axis row)
     weight each row's terms: ``sum_ij w_i l_ij / (cols sum_i w_i)``. Returns ``(loss, grad)``."""
@@ -130,8 +161,9 @@ def binary_cross_entropy_with_logits(logits, targets, *, row_weights=None, need_
     return _core.binary_cross_entropy_with_logits(grad, logits, targets, device, row_weights), grad
 
 
-def mse(pred, target, *, row_weights=None, need_grad: bool = True, grad_out=None,
-        device: str = "cpu") -> Tuple[float, Optional[np.ndarray]]:
+def mse(
+    pred, target, *, row_weights=None, need_grad: bool = True, grad_out=None, device: str = "cpu"
+) -> Tuple[float, Optional[np.ndarray]]:
     """Mean squared error over all elements (same shape, float32) and its gradient;
     ``row_weights`` as in binary_cross_entropy_with_logits. Returns ``(loss, grad)``."""
     if need_grad and grad_out is None:
@@ -175,23 +207,71 @@ def dropout(x, *, rate: float, seed: int, stream: int, out=None, device: str = "
     return out
 
 
-def sgd_update(param, grad, velocity=None, *, lr: float, momentum: float = 0.0, nesterov: bool = False,
-               weight_decay: float = 0.0, no_decay: Sequence[Tuple[int, int]] = (), device: str = "cpu") -> None:
+def sgd_update(
+    param,
+    grad,
+    velocity=None,
+    *,
+    lr: float,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+    no_decay: Sequence[Tuple[int, int]] = (),
+    device: str = "cpu",
+) -> None:
     """One SGD step in place over flat float32 buffers, as ``torch.optim.SGD``
     (dampening 0). ``no_decay`` lists sorted, disjoint ``[begin, end)`` ranges of the
     flat index that take no weight decay."""
-    _core.sgd_update(param, grad, velocity, lr=lr, momentum=momentum, nesterov=nesterov,
-                     weight_decay=weight_decay, no_decay=list(no_decay), device=device)
+    _core.sgd_update(
+        param,
+        grad,
+        velocity,
+        lr=lr,
+        momentum=momentum,
+        nesterov=nesterov,
+        weight_decay=weight_decay,
+        no_decay=list(no_decay),
+        device=device,
+    )
 
 
-def adam_update(param, grad, m, v, vmax=None, *, lr: float, step: int, beta1: float = 0.9, beta2: float = 0.999,
-                eps: float = 1e-8, weight_decay: float = 0.0, decoupled: bool = False, amsgrad: bool = False,
-                no_decay: Sequence[Tuple[int, int]] = (), device: str = "cpu") -> None:
+def adam_update(
+    param,
+    grad,
+    m,
+    v,
+    vmax=None,
+    *,
+    lr: float,
+    step: int,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    decoupled: bool = False,
+    amsgrad: bool = False,
+    no_decay: Sequence[Tuple[int, int]] = (),
+    device: str = "cpu",
+) -> None:
     """One Adam step (AdamW with ``decoupled=True``) in place, as ``torch.optim.Adam`` /
     ``AdamW``. ``step`` counts updates including this one (1 on the first)."""
-    _core.adam_update(param, grad, m, v, vmax, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-                      weight_decay=weight_decay, decoupled=decoupled, amsgrad=amsgrad, step=step,
-                      no_decay=list(no_decay), device=device)
+    _core.adam_update(
+        param,
+        grad,
+        m,
+        v,
+        vmax,
+        lr=lr,
+        beta1=beta1,
+        beta2=beta2,
+        eps=eps,
+        weight_decay=weight_decay,
+        decoupled=decoupled,
+        amsgrad=amsgrad,
+        step=step,
+        no_decay=list(no_decay),
+        device=device,
+    )
 
 
 def clip_by_global_norm(grad, max_norm: float, *, device: str = "cpu") -> float:
@@ -244,9 +324,21 @@ def gemm_s8_pack(weight, *, device: str = "cpu") -> "_core.PackedS8":
     return _core.gemm_s8_pack(weight, device)
 
 
-def gemm_s8(a, weight, a_scale, a_zero, w_scale, *, bias=None, activation: str = "identity",
-            out_dtype: str = "float32", out_scale: Optional[float] = None, out_zero: Optional[int] = None,
-            out=None, device: str = "cpu"):
+def gemm_s8(
+    a,
+    weight,
+    a_scale,
+    a_zero,
+    w_scale,
+    *,
+    bias=None,
+    activation: str = "identity",
+    out_dtype: str = "float32",
+    out_scale: Optional[float] = None,
+    out_zero: Optional[int] = None,
+    out=None,
+    device: str = "cpu",
+):
     """uint8 a (m, k) times int8 weight (k, n) (a ``PackedS8`` from ``gemm_s8_pack``, or raw
     codes, packed for this call), summed exactly in int32. With acc the sums, a_zero
     (int32, (1,) or (m,)) and a_scale (float32, same shape), w_scale (float32, (1,) or
@@ -260,6 +352,8 @@ def gemm_s8(a, weight, a_scale, a_zero, w_scale, *, bias=None, activation: str =
         out = _empty((m, n), device, np.dtype(out_dtype))
     _core.gemm_s8(out, a, weight, a_scale, a_zero, w_scale, bias, activation, out_scale, out_zero, device)
     return out
+
+
 def apply_mask(param, keep, *, device: str = "cpu"):
     """Zeroes float32 ``param`` in place wherever uint8 ``keep`` (same shape) is 0: the
     pruning mask the optimizers re-apply after every update. Returns ``param``."""
@@ -275,8 +369,9 @@ def sparse_pack(offsets, index, values, in_features: int, *, device: str = "cpu"
     return _core.sparse_pack(offsets, index, values, in_features, device)
 
 
-def sparse_dense_forward(x, offsets, index=None, values=None, bias=None, *, activation: str = "identity", out=None,
-                         device: str = "cpu"):
+def sparse_dense_forward(
+    x, offsets, index=None, values=None, bias=None, *, activation: str = "identity", out=None, device: str = "cpu"
+):
     """``activation(x @ W + bias)`` for a sparse kernel W (in, out) given as the CSR of its
     transpose (``csr_from_dense``): output j's inputs are ``index[offsets[j]:offsets[j + 1]]``
     (int32, strictly ascending) with float32 ``values``, checked on every call; or ``offsets``
@@ -284,8 +379,9 @@ def sparse_dense_forward(x, offsets, index=None, values=None, bias=None, *, acti
     once. x (batch, in) float32; bias (out,) or None. Returns ``out`` (batch, out)."""
     packed = isinstance(offsets, _core.PackedCsr)
     if packed and (index is not None or values is not None):
-        raise ValueError("[sparse_dense_forward] index and values must be None when the weight is a PackedCsr "
-                         "(pass bias by keyword)")
+        raise ValueError(
+            "[sparse_dense_forward] index and values must be None when the weight is a PackedCsr (pass bias by keyword)"
+        )
     if not packed and (index is None or values is None):
         raise ValueError("[sparse_dense_forward] index and values are required unless offsets is a PackedCsr")
     if out is None:
@@ -298,8 +394,9 @@ def sparse_dense_forward(x, offsets, index=None, values=None, bias=None, *, acti
     return out
 
 
-def nm_dense_forward(x, values, index, bias=None, *, n: int = 2, m: int = 4, activation: str = "identity", out=None,
-                     device: str = "cpu"):
+def nm_dense_forward(
+    x, values, index, bias=None, *, n: int = 2, m: int = 4, activation: str = "identity", out=None, device: str = "cpu"
+):
     """``activation(x @ W + bias)`` for an N:M sparse kernel W (in, out) (``nm_from_dense``):
     of every m consecutive rows of a column at most n are kept, as values (ceil(in / m) n,
     out) float32 and index (same shape, uint8: each value's row within its group). x (batch,
@@ -353,8 +450,10 @@ def nm_from_dense(weight, n: int = 2, m: int = 4) -> Tuple[np.ndarray, np.ndarra
     real = row[:, :1] + picked < rows
     values = np.where(real, values, np.float32(0))
     index = np.where(real, picked, 0).astype(np.uint8)
-    return (np.ascontiguousarray(values.reshape(groups * n, cols)),
-            np.ascontiguousarray(index.reshape(groups * n, cols)))
+    return (
+        np.ascontiguousarray(values.reshape(groups * n, cols)),
+        np.ascontiguousarray(index.reshape(groups * n, cols)),
+    )
 
 
 def softmax(x, *, out=None, device: str = "cpu") -> np.ndarray:

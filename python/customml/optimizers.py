@@ -42,8 +42,14 @@ class SGD(Optimizer):
     """Stochastic gradient descent as ``torch.optim.SGD`` (dampening 0): optional
     momentum, Nesterov momentum, and L2 ``weight_decay`` added to the gradient."""
 
-    def __init__(self, learning_rate: Union[float, LearningRateSchedule] = 0.01, momentum: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0, clipnorm: Optional[float] = None):
+    def __init__(
+        self,
+        learning_rate: Union[float, LearningRateSchedule] = 0.01,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        clipnorm: Optional[float] = None,
+    ):
         super().__init__(learning_rate, clipnorm)
         self.momentum = number("SGD", "momentum", momentum)
         self.weight_decay = number("SGD", "weight_decay", weight_decay)
@@ -52,12 +58,19 @@ class SGD(Optimizer):
             raise ValueError("SGD nesterov=True needs momentum > 0")
 
     def _config(self) -> dict:
-        return {"optimizer": "sgd", "lr": self._initial_lr(), "momentum": self.momentum,
-                "nesterov": self.nesterov, "weight_decay": self.weight_decay}
+        return {
+            "optimizer": "sgd",
+            "lr": self._initial_lr(),
+            "momentum": self.momentum,
+            "nesterov": self.nesterov,
+            "weight_decay": self.weight_decay,
+        }
 
     def __repr__(self) -> str:
-        return (f"SGD(learning_rate={self.learning_rate}, momentum={self.momentum}, "
-                f"nesterov={self.nesterov}, weight_decay={self.weight_decay})")
+        return (
+            f"SGD(learning_rate={self.learning_rate}, momentum={self.momentum}, "
+            f"nesterov={self.nesterov}, weight_decay={self.weight_decay})"
+        )
 
 
 class Adam(Optimizer):
@@ -66,9 +79,16 @@ class Adam(Optimizer):
 
     _decoupled = False
 
-    def __init__(self, learning_rate: Union[float, LearningRateSchedule] = 1e-3, beta_1: float = 0.9,
-                 beta_2: float = 0.999, epsilon: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False,
-                 clipnorm: Optional[float] = None):
+    def __init__(
+        self,
+        learning_rate: Union[float, LearningRateSchedule] = 1e-3,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        clipnorm: Optional[float] = None,
+    ):
         super().__init__(learning_rate, clipnorm)
         owner = type(self).__name__
         self.beta_1 = number(owner, "beta_1", beta_1, high=1.0, high_open=True)
@@ -80,14 +100,23 @@ class Adam(Optimizer):
         self.amsgrad = bool(amsgrad)
 
     def _config(self) -> dict:
-        return {"optimizer": "adam", "lr": self._initial_lr(), "beta1": self.beta_1, "beta2": self.beta_2,
-                "eps": self.epsilon, "weight_decay": self.weight_decay, "decoupled": self._decoupled,
-                "amsgrad": self.amsgrad}
+        return {
+            "optimizer": "adam",
+            "lr": self._initial_lr(),
+            "beta1": self.beta_1,
+            "beta2": self.beta_2,
+            "eps": self.epsilon,
+            "weight_decay": self.weight_decay,
+            "decoupled": self._decoupled,
+            "amsgrad": self.amsgrad,
+        }
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(learning_rate={self.learning_rate}, beta_1={self.beta_1}, "
-                f"beta_2={self.beta_2}, epsilon={self.epsilon}, weight_decay={self.weight_decay}, "
-                f"amsgrad={self.amsgrad})")
+        return (
+            f"{type(self).__name__}(learning_rate={self.learning_rate}, beta_1={self.beta_1}, "
+            f"beta_2={self.beta_2}, epsilon={self.epsilon}, weight_decay={self.weight_decay}, "
+            f"amsgrad={self.amsgrad})"
+        )
 
 
 class AdamW(Adam):
@@ -96,9 +125,16 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, learning_rate: Union[float, LearningRateSchedule] = 1e-3, beta_1: float = 0.9,
-                 beta_2: float = 0.999, epsilon: float = 1e-8, weight_decay: float = 0.01, amsgrad: bool = False,
-                 clipnorm: Optional[float] = None):
+    def __init__(
+        self,
+        learning_rate: Union[float, LearningRateSchedule] = 1e-3,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        weight_decay: float = 0.01,
+        amsgrad: bool = False,
+        clipnorm: Optional[float] = None,
+    ):
         super().__init__(learning_rate, beta_1, beta_2, epsilon, weight_decay, amsgrad, clipnorm)
 
 
@@ -111,5 +147,6 @@ def get(optimizer: Union[str, Optimizer]) -> Optimizer:
         return optimizer
     if isinstance(optimizer, str) and optimizer.lower() in _BY_NAME:
         return _BY_NAME[optimizer.lower()]()
-    raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {', '.join(_BY_NAME)} "
-                     "or a customml.optimizers.Optimizer")
+    raise ValueError(
+        f"unknown optimizer {optimizer!r}; expected one of {', '.join(_BY_NAME)} or a customml.optimizers.Optimizer"
+    )

@@ -31,8 +31,20 @@ from ._callback import Callback
 from ._formats import BATCH_SIZES, UNBOUNDED
 from .layers import Dense, Dropout, Layer, Normalization, Rescaling
 
-__all__ = ["magnitude", "n_m", "structured", "choose_formats", "report", "magnitude_masks", "n_m_masks", "PruneReport",
-           "GradualPruning", "BATCH_SIZES", "UNBOUNDED"]
+__all__ = [
+    "magnitude",
+    "n_m",
+    "structured",
+    "choose_formats",
+    "report",
+    "magnitude_masks",
+    "n_m_masks",
+    "PruneReport",
+    "GradualPruning",
+    "BATCH_SIZES",
+    "UNBOUNDED",
+]
+
 
 def _dense_indices(model, op: str) -> List[int]:
     from .models import Sequential
@@ -84,13 +96,14 @@ def magnitude_masks(model, sparsity: float, scope: str = "layer") -> Dict[int, n
     keep = _prune_smallest(flat, round(sparsity * flat.size))
     masks, start = {}, 0
     for i, m in zip(indices, mags):
-        masks[i] = keep[start:start + m.size].reshape(m.shape)
+        masks[i] = keep[start : start + m.size].reshape(m.shape)
         start += m.size
     return masks
 
 
-def magnitude(model, sparsity: float, scope: str = "layer", *, measure: bool = True,
-              batch_sizes: Sequence[int] = BATCH_SIZES) -> "PruneReport":
+def magnitude(
+    model, sparsity: float, scope: str = "layer", *, measure: bool = True, batch_sizes: Sequence[int] = BATCH_SIZES
+) -> "PruneReport":
     """Prunes the smallest-magnitude kernel weights of every Dense layer in place.
 
     ``scope="layer"``: each kernel loses round(sparsity * size) weights. ``"global"``: that
@@ -130,8 +143,9 @@ def n_m_masks(model, n: int = 2, m: int = 4) -> Dict[int, np.ndarray]:
     return masks
 
 
-def n_m(model, n: int = 2, m: int = 4, *, measure: bool = True,
-        batch_sizes: Sequence[int] = BATCH_SIZES) -> "PruneReport":
+def n_m(
+    model, n: int = 2, m: int = 4, *, measure: bool = True, batch_sizes: Sequence[int] = BATCH_SIZES
+) -> "PruneReport":
     """N:M semi-structured pruning in place: for each output unit of every Dense layer, in
     each group of m consecutive inputs the n largest magnitudes stay (a last, shorter group
     keeps at most n). With ``measure`` the layers run in the "nm" format for the batch
@@ -149,8 +163,9 @@ def n_m(model, n: int = 2, m: int = 4, *, measure: bool = True,
 # ---------------------------------------------------------------------------------------
 
 
-def choose_formats(model, batch_sizes: Sequence[int] = BATCH_SIZES, formats: Optional[Sequence[str]] = None,
-                   repeats: int = 7) -> Dict[int, dict]:
+def choose_formats(
+    model, batch_sizes: Sequence[int] = BATCH_SIZES, formats: Optional[Sequence[str]] = None, repeats: int = 7
+) -> Dict[int, dict]:
     """For every masked Dense layer, times the layer alone on the model's device in dense and
     in each sparse format (``formats``: default "csr", plus "nm" for layers pruned by
     ``n_m`` whose weights still fit the pattern) at ``batch_sizes`` (the fastest of
@@ -175,8 +190,9 @@ def choose_formats(model, batch_sizes: Sequence[int] = BATCH_SIZES, formats: Opt
         if i not in model._masks:
             continue
         choice = _formats.sparse_format(model, i, sizes, formats, repeats)
-        model._net.set_sparse_format(i, choice["format"], choice["max_batch"], *model._nm.get(i, (2, 4)),
-                                     min_batch=choice["min_batch"])
+        model._net.set_sparse_format(
+            i, choice["format"], choice["max_batch"], *model._nm.get(i, (2, 4)), min_batch=choice["min_batch"]
+        )
         chosen[i] = choice
     return chosen
 
@@ -214,8 +230,9 @@ def structured(model, fraction: float, criterion: str = "l2", *, measure: bool =
         raise ValueError(f"[{op}] criterion must be 'l2' or 'l1', got {criterion!r}")
     indices = _dense_indices(model, op)
     if len(indices) < 2:
-        raise ValueError(f"[{op}] the model needs at least two Dense layers: the last layer's outputs are never "
-                         "removed")
+        raise ValueError(
+            f"[{op}] the model needs at least two Dense layers: the last layer's outputs are never removed"
+        )
     weights = {i: [w.copy() for w in model.layers[i].get_weights()] for i in indices}
     masks = {i: k.copy() for i, k in model._masks.items()}
     for a, b in zip(indices[:-1], indices[1:]):
@@ -227,9 +244,12 @@ def structured(model, fraction: float, criterion: str = "l2", *, measure: bool =
         dead = removed[~kernel[:, removed].any(axis=0)]
         if dead.size:
             # The dead units' outputs, computed by the layer's own kernel on a zero input.
-            const = ops.dense_forward(np.zeros((1, kernel.shape[0]), np.float32),
-                                      np.ascontiguousarray(kernel[:, dead]), bias[dead],
-                                      activation=model.layers[a].activation)[0]
+            const = ops.dense_forward(
+                np.zeros((1, kernel.shape[0]), np.float32),
+                np.ascontiguousarray(kernel[:, dead]),
+                bias[dead],
+                activation=model.layers[a].activation,
+            )[0]
             if const.any():
                 weights[b][1] = (weights[b][1] + const.astype(np.float64) @ weights[b][0][dead, :]).astype(np.float32)
         weights[a] = [np.ascontiguousarray(kernel[:, kept]), bias[kept]]
@@ -241,9 +261,15 @@ def structured(model, fraction: float, criterion: str = "l2", *, measure: bool =
     layers: List[Layer] = []
     for i, layer in enumerate(model.layers):
         if isinstance(layer, Dense):
-            layers.append(Dense(weights[i][0].shape[1], activation=layer.activation,
-                                kernel_initializer=layer.kernel_initializer,
-                                kernel_regularizer=copy.deepcopy(layer.kernel_regularizer), name=layer.name))
+            layers.append(
+                Dense(
+                    weights[i][0].shape[1],
+                    activation=layer.activation,
+                    kernel_initializer=layer.kernel_initializer,
+                    kernel_regularizer=copy.deepcopy(layer.kernel_regularizer),
+                    name=layer.name,
+                )
+            )
             layers[-1].trainable = layer.trainable
         elif isinstance(layer, Normalization):
             layers.append(Normalization(mean=layer.mean, variance=layer.variance, name=layer.name))
@@ -256,8 +282,12 @@ def structured(model, fraction: float, criterion: str = "l2", *, measure: bool =
     smaller = Sequential(layers, input_dim=model.input_dim, device=model.device, seed=model.seed, name=model.name)
     smaller.set_weights([w for i in indices for w in weights[i]])
     if model._loss is not None:
-        smaller.compile(optimizer=copy.deepcopy(model._optimizer), loss=copy.deepcopy(model._loss),
-                        metrics=model._metrics, precision=model._precision)
+        smaller.compile(
+            optimizer=copy.deepcopy(model._optimizer),
+            loss=copy.deepcopy(model._loss),
+            metrics=model._metrics,
+            precision=model._precision,
+        )
     for i, keep in masks.items():
         _set_mask(smaller, i, keep)
     smaller._nm.update({i: nm for i, nm in model._nm.items() if i in masks})
@@ -266,12 +296,24 @@ def structured(model, fraction: float, criterion: str = "l2", *, measure: bool =
         old, new = model.layers[i], smaller.layers[i]
         assert isinstance(old, Dense) and isinstance(new, Dense)
         row: Dict[str, Any]
-        row = {"index": i, "layer": old.name, "shape": (old.input_dim, old.units), "new_shape": (new.input_dim, new.units),
-               "sparsity": _sparsity(new), "params_before": _nonzeros(old), "params_after": _nonzeros(new),
-               "format": "dense", "min_batch": 1, "max_batch": 0, "latency_us": {}}
+        row = {
+            "index": i,
+            "layer": old.name,
+            "shape": (old.input_dim, old.units),
+            "new_shape": (new.input_dim, new.units),
+            "sparsity": _sparsity(new),
+            "params_before": _nonzeros(old),
+            "params_after": _nonzeros(new),
+            "format": "dense",
+            "min_batch": 1,
+            "max_batch": 0,
+            "latency_us": {},
+        }
         if measure:
-            probes = {"before": _formats.probe(model, i, None, "dense", (2, 4)),
-                      "after": _formats.probe(smaller, i, None, "dense", (2, 4))}
+            probes = {
+                "before": _formats.probe(model, i, None, "dense", (2, 4)),
+                "after": _formats.probe(smaller, i, None, "dense", (2, 4)),
+            }
             row["latency_us"] = _formats.time_probes(probes, (1, 128), 5)
         rows.append(row)
     smaller.pruning_report = PruneReport("structured", rows)
@@ -299,8 +341,17 @@ class GradualPruning(Callback):
     the caller). The step is the
     executor's update count (``model`` resumed from a file continues the schedule)."""
 
-    def __init__(self, final_sparsity: float, *, end_step: int, initial_sparsity: float = 0.0, begin_step: int = 0,
-                 frequency: int = 100, scope: str = "layer", measure: bool = True):
+    def __init__(
+        self,
+        final_sparsity: float,
+        *,
+        end_step: int,
+        initial_sparsity: float = 0.0,
+        begin_step: int = 0,
+        frequency: int = 100,
+        scope: str = "layer",
+        measure: bool = True,
+    ):
         super().__init__()
         owner = "GradualPruning"
         self.final_sparsity = _checks.fraction(owner, "final_sparsity", final_sparsity)
@@ -309,8 +360,9 @@ class GradualPruning(Callback):
         end_step = _checks.positive_int(end_step, "end_step", owner)
         frequency = _checks.positive_int(frequency, "frequency", owner)
         if end_step <= begin_step:
-            raise ValueError(f"[{owner}] end_step must be > begin_step, got end_step={end_step}, "
-                             f"begin_step={begin_step}")
+            raise ValueError(
+                f"[{owner}] end_step must be > begin_step, got end_step={end_step}, begin_step={begin_step}"
+            )
         if scope not in ("layer", "global"):
             raise ValueError(f"[{owner}] scope must be 'layer' or 'global', got {scope!r}")
         self.begin_step, self.end_step, self.frequency = begin_step, end_step, frequency
@@ -337,7 +389,8 @@ class GradualPruning(Callback):
     def on_batch_end(self, batch: int, logs: Optional[Dict] = None) -> None:
         step = int(self.model._net.step)
         if self.begin_step <= step <= self.end_step and (
-                (step - self.begin_step) % self.frequency == 0 or step == self.end_step):
+            (step - self.begin_step) % self.frequency == 0 or step == self.end_step
+        ):
             self._prune(step)
 
     def on_train_end(self, logs: Optional[Dict] = None) -> None:
@@ -355,8 +408,9 @@ def _sparsity(layer) -> float:
     return 1.0 - np.count_nonzero(kernel) / kernel.size
 
 
-def report(model, *, measure: bool = True, batch_sizes: Sequence[int] = BATCH_SIZES,
-           formats: Optional[Sequence[str]] = None) -> "PruneReport":
+def report(
+    model, *, measure: bool = True, batch_sizes: Sequence[int] = BATCH_SIZES, formats: Optional[Sequence[str]] = None
+) -> "PruneReport":
     """The report of a model's masked layers as they stand (after GradualPruning, or a
     loaded file), parameters before = the dense count; ``measure`` runs ``choose_formats``
     (with ``batch_sizes`` and ``formats``) first, setting the formats. Also kept as
@@ -372,10 +426,20 @@ def _report(model, kind: str, before: Dict[int, int], measure: bool, batch_sizes
     for i, params_before in before.items():
         layer = model.layers[i]
         fmt, max_batch = model._net.sparse_format(i)
-        rows.append({"index": i, "layer": layer.name, "shape": (layer.input_dim, layer.units),
-                     "sparsity": _sparsity(layer), "params_before": params_before, "params_after": _nonzeros(layer),
-                     "format": fmt, "min_batch": int(model._net.sparse_min_batch(i)), "max_batch": int(max_batch),
-                     "latency_us": chosen.get(i, {}).get("latency_us", {})})
+        rows.append(
+            {
+                "index": i,
+                "layer": layer.name,
+                "shape": (layer.input_dim, layer.units),
+                "sparsity": _sparsity(layer),
+                "params_before": params_before,
+                "params_after": _nonzeros(layer),
+                "format": fmt,
+                "min_batch": int(model._net.sparse_min_batch(i)),
+                "max_batch": int(max_batch),
+                "latency_us": chosen.get(i, {}).get("latency_us", {}),
+            }
+        )
     report = PruneReport(kind, rows)
     model.pruning_report = report
     return report
@@ -402,8 +466,12 @@ class PruneReport:
         return sum(r["params_after"] for r in self.layers)
 
     def as_dict(self) -> dict:
-        return {"kind": self.kind, "layers": copy.deepcopy(self.layers),
-                "params_before": self.params_before, "params_after": self.params_after}
+        return {
+            "kind": self.kind,
+            "layers": copy.deepcopy(self.layers),
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+        }
 
     def _latency(self, row: dict, batch: int) -> str:
         lat = row["latency_us"]
@@ -418,9 +486,15 @@ class PruneReport:
         return f"{lat['dense'][batch]:.1f} / {lat[best][batch]:.1f} {best}"
 
     def __str__(self) -> str:
-        head = ("Layer", "Shape", "Sparsity", "Params before -> after",
-                "b1 us " + ("before -> after" if self.kind == "structured" else "dense / sparse"),
-                "b128 us " + ("before -> after" if self.kind == "structured" else "dense / sparse"), "Format")
+        head = (
+            "Layer",
+            "Shape",
+            "Sparsity",
+            "Params before -> after",
+            "b1 us " + ("before -> after" if self.kind == "structured" else "dense / sparse"),
+            "b128 us " + ("before -> after" if self.kind == "structured" else "dense / sparse"),
+            "Format",
+        )
         rows = [head]
         for r in self.layers:
             shape = f"{r['shape'][0]}x{r['shape'][1]}"
@@ -429,8 +503,17 @@ class PruneReport:
             lo, hi = r["min_batch"], r["max_batch"]
             batches = f">= {lo}" if hi >= UNBOUNDED else str(lo) if lo == hi else f"{lo}-{hi}"
             fmt = r["format"] if r["format"] == "dense" else f"{r['format']} (batch {batches})"
-            rows.append((r["layer"], shape, f"{r['sparsity']:.1%}", f"{r['params_before']:,} -> {r['params_after']:,}",
-                         self._latency(r, 1), self._latency(r, 128), fmt))
+            rows.append(
+                (
+                    r["layer"],
+                    shape,
+                    f"{r['sparsity']:.1%}",
+                    f"{r['params_before']:,} -> {r['params_after']:,}",
+                    self._latency(r, 1),
+                    self._latency(r, 128),
+                    fmt,
+                )
+            )
         rows.append(("total", "", "", f"{self.params_before:,} -> {self.params_after:,}", "", "", ""))
         widths = [max(len(row[c]) for row in rows) for c in range(len(head))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
@@ -438,4 +521,6 @@ class PruneReport:
         return f"Pruning report ({self.kind})\n" + "\n".join(lines)
 
     def __repr__(self) -> str:
-        return f"PruneReport({self.kind!r}, {len(self.layers)} layers, {self.params_before} -> {self.params_after} params)"
+        return (
+            f"PruneReport({self.kind!r}, {len(self.layers)} layers, {self.params_before} -> {self.params_after} params)"
+        )

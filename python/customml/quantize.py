@@ -185,8 +185,9 @@ _RANGES = {"minmax": _range_minmax, "percentile": _range_percentile, "mse": _ran
 # ---------------------------------------------------------------------------------------
 
 
-def simulate_layer(x: np.ndarray, w_q: np.ndarray, w_scale: np.ndarray, bias: np.ndarray, act: str,
-                   in_scale: float, in_zero: int) -> np.ndarray:
+def simulate_layer(
+    x: np.ndarray, w_q: np.ndarray, w_scale: np.ndarray, bias: np.ndarray, act: str, in_scale: float, in_zero: int
+) -> np.ndarray:
     """What an int8 layer computes on float input x (rows, in), by the library's own int8
     ops on the cpu: inputs quantized to uint8 (``ops.quantize`` with in_scale / in_zero;
     dynamic when in_scale <= 0: ``ops.quantize_rows_dynamic``, per row over
@@ -198,9 +199,15 @@ def simulate_layer(x: np.ndarray, w_q: np.ndarray, w_scale: np.ndarray, bias: np
         a = ops.quantize(x, a_scale, a_zero, dtype="uint8")
     else:
         a, a_scale, a_zero = ops.quantize_rows_dynamic(x)
-    return ops.gemm_s8(a, np.ascontiguousarray(w_q, dtype=np.int8), a_scale, a_zero,
-                       np.ascontiguousarray(w_scale, dtype=np.float32),
-                       bias=np.ascontiguousarray(bias, dtype=np.float32), activation=act)
+    return ops.gemm_s8(
+        a,
+        np.ascontiguousarray(w_q, dtype=np.int8),
+        a_scale,
+        a_zero,
+        np.ascontiguousarray(w_scale, dtype=np.float32),
+        bias=np.ascontiguousarray(bias, dtype=np.float32),
+        activation=act,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -227,9 +234,16 @@ class QuantizationReport:
     kept int8 or fell back to float32); ``float_accuracy`` / ``int8_accuracy`` when
     validation data was given. ``str(report)`` is a table, ``to_dict()`` plain data."""
 
-    def __init__(self, method: str, per_channel: bool, static: bool, layers: List[Dict],
-                 float_accuracy: Optional[float] = None, int8_accuracy: Optional[float] = None,
-                 max_accuracy_drop: Optional[float] = None):
+    def __init__(
+        self,
+        method: str,
+        per_channel: bool,
+        static: bool,
+        layers: List[Dict],
+        float_accuracy: Optional[float] = None,
+        int8_accuracy: Optional[float] = None,
+        max_accuracy_drop: Optional[float] = None,
+    ):
         self.method, self.per_channel, self.static = method, per_channel, static
         self.layers = layers
         self.float_accuracy, self.int8_accuracy = float_accuracy, int8_accuracy
@@ -243,27 +257,51 @@ class QuantizationReport:
         return self.float_accuracy - self.int8_accuracy
 
     def to_dict(self) -> Dict:
-        return {"method": self.method, "per_channel": self.per_channel, "static": self.static,
-                "float_accuracy": self.float_accuracy, "int8_accuracy": self.int8_accuracy,
-                "accuracy_drop": self.accuracy_drop, "max_accuracy_drop": self.max_accuracy_drop,
-                "layers": [dict(row) for row in self.layers]}
+        return {
+            "method": self.method,
+            "per_channel": self.per_channel,
+            "static": self.static,
+            "float_accuracy": self.float_accuracy,
+            "int8_accuracy": self.int8_accuracy,
+            "accuracy_drop": self.accuracy_drop,
+            "max_accuracy_drop": self.max_accuracy_drop,
+            "layers": [dict(row) for row in self.layers],
+        }
 
     def __str__(self) -> str:
-        head = ("layer", "shape", "w scale min/mean/max", "w at ±127", "input scale/zero", "input clipped",
-                "rel. RMS err", "runs")
+        head = (
+            "layer",
+            "shape",
+            "w scale min/mean/max",
+            "w at ±127",
+            "input scale/zero",
+            "input clipped",
+            "rel. RMS err",
+            "runs",
+        )
         rows = [head]
         for r in self.layers:
             enc = "dynamic" if r["input_scale"] is None else f"{r['input_scale']:.4g}/{r['input_zero']}"
-            rows.append((r["name"], f"{r['shape'][0]}x{r['shape'][1]}",
-                         f"{r['weight_scale_min']:.3g}/{r['weight_scale_mean']:.3g}/{r['weight_scale_max']:.3g}",
-                         f"{r['weights_saturated']}", enc,
-                         "-" if r["inputs_clipped"] is None else
-                         f"{r['inputs_clipped']} ({r['inputs_clipped'] / r['inputs_seen']:.2%})",
-                         f"{r['relative_rms_error']:.3%}", _runs(r)))
+            rows.append(
+                (
+                    r["name"],
+                    f"{r['shape'][0]}x{r['shape'][1]}",
+                    f"{r['weight_scale_min']:.3g}/{r['weight_scale_mean']:.3g}/{r['weight_scale_max']:.3g}",
+                    f"{r['weights_saturated']}",
+                    enc,
+                    "-"
+                    if r["inputs_clipped"] is None
+                    else f"{r['inputs_clipped']} ({r['inputs_clipped'] / r['inputs_seen']:.2%})",
+                    f"{r['relative_rms_error']:.3%}",
+                    _runs(r),
+                )
+            )
         widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
-        lines = [f"int8 quantization: {self.method}, weights "
-                 f"{'per channel' if self.per_channel else 'per tensor'}, inputs "
-                 f"{'static' if self.static else 'dynamic (per row)'}"]
+        lines = [
+            f"int8 quantization: {self.method}, weights "
+            f"{'per channel' if self.per_channel else 'per tensor'}, inputs "
+            f"{'static' if self.static else 'dynamic (per row)'}"
+        ]
         for i, row in enumerate(rows):
             lines.append("  ".join(f"{str(c):<{w}}" for c, w in zip(row, widths)).rstrip())
             if i == 0:
@@ -271,8 +309,10 @@ class QuantizationReport:
         if self.float_accuracy is not None:
             assert self.accuracy_drop is not None
             budget = "" if self.max_accuracy_drop is None else f" (budget {100 * self.max_accuracy_drop:.2f})"
-            lines.append(f"validation accuracy: float32 {self.float_accuracy:.4f}, int8 {self.int8_accuracy:.4f}, "
-                         f"drop {100 * self.accuracy_drop:.2f} points{budget}")
+            lines.append(
+                f"validation accuracy: float32 {self.float_accuracy:.4f}, int8 {self.int8_accuracy:.4f}, "
+                f"drop {100 * self.accuracy_drop:.2f} points{budget}"
+            )
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -321,18 +361,35 @@ def _layer_inputs(model, x: np.ndarray, dense: List[int]) -> Tuple[List[np.ndarr
         if i == dense[-1]:
             outs.append(model.predict(x))
             break
-        head = Sequential([Dense(layer.units, activation=layer.activation) for layer in model.layers[:i + 1]
-                           if isinstance(layer, Dense)], input_dim=model.input_dim, device=model.device, seed=0)
+        head = Sequential(
+            [
+                Dense(layer.units, activation=layer.activation)
+                for layer in model.layers[: i + 1]
+                if isinstance(layer, Dense)
+            ],
+            input_dim=model.input_dim,
+            device=model.device,
+            seed=0,
+        )
         for src, dst in zip((model.layers[j] for j in dense), head.layers):
             dst.set_weights(src.get_weights())
         outs.append(head.predict(x))
     return [x] + outs[:-1], outs[-1]
 
 
-def int8(model, calibration=None, method: str = "minmax", per_channel: bool = True, static: bool = True,
-         max_accuracy_drop: Optional[float] = None, validation: Optional[Tuple] = None,
-         percentile: float = 99.99, num_bins: int = 2048, pruned: str = "measure",
-         batch_sizes: Optional[Sequence[int]] = None):
+def int8(
+    model,
+    calibration=None,
+    method: str = "minmax",
+    per_channel: bool = True,
+    static: bool = True,
+    max_accuracy_drop: Optional[float] = None,
+    validation: Optional[Tuple] = None,
+    percentile: float = 99.99,
+    num_bins: int = 2048,
+    pruned: str = "measure",
+    batch_sizes: Optional[Sequence[int]] = None,
+):
     """A new model (the original is left as it is) whose Dense layers run in int8.
 
     ``calibration``: float inputs (rows, input_dim), representative of what the model
@@ -367,10 +424,15 @@ def int8(model, calibration=None, method: str = "minmax", per_channel: bool = Tr
         raise ValueError(f"[{_OP}] calibration is required: a few hundred representative input rows")
     calibration = _features(calibration, "calibration", model.input_dim)
     if max_accuracy_drop is not None:
-        if isinstance(max_accuracy_drop, bool) or not isinstance(max_accuracy_drop, numbers.Real) \
-                or not 0 <= max_accuracy_drop < 1:
-            raise ValueError(f"[{_OP}] max_accuracy_drop must be a fraction in [0, 1) (0.005 = half a point), "
-                             f"got {max_accuracy_drop!r}")
+        if (
+            isinstance(max_accuracy_drop, bool)
+            or not isinstance(max_accuracy_drop, numbers.Real)
+            or not 0 <= max_accuracy_drop < 1
+        ):
+            raise ValueError(
+                f"[{_OP}] max_accuracy_drop must be a fraction in [0, 1) (0.005 = half a point), "
+                f"got {max_accuracy_drop!r}"
+            )
         if validation is None:
             raise ValueError(f"[{_OP}] max_accuracy_drop needs validation=(x, y) to measure the accuracy on")
     if validation is not None:
@@ -379,11 +441,15 @@ def int8(model, calibration=None, method: str = "minmax", per_channel: bool = Tr
         x_val = _features(validation[0], "validation x", model.input_dim)
         y_val = np.asarray(validation[1])
         if y_val.shape != (x_val.shape[0],) or y_val.dtype.kind not in "biu":
-            raise ValueError(f"[{_OP}] validation y must be {x_val.shape[0]} integer class labels, got shape "
-                             f"{y_val.shape} of {y_val.dtype}")
+            raise ValueError(
+                f"[{_OP}] validation y must be {x_val.shape[0]} integer class labels, got shape "
+                f"{y_val.shape} of {y_val.dtype}"
+            )
         if model._loss is not None and not model._loss.classification:
-            raise ValueError(f"[{_OP}] validation measures top-1 accuracy, which needs a classification model, "
-                             f"not one compiled with loss {model._loss.name!r}")
+            raise ValueError(
+                f"[{_OP}] validation measures top-1 accuracy, which needs a classification model, "
+                f"not one compiled with loss {model._loss.name!r}"
+            )
 
     qmodel = _copy(model)
     dense = [i for i, layer in enumerate(qmodel.layers) if isinstance(layer, Dense)]
@@ -410,14 +476,24 @@ def int8(model, calibration=None, method: str = "minmax", per_channel: bool = Tr
         encodings[i] = (w_q, w_scale, in_scale, in_zero)
         y_q = simulate_layer(x_in, w_q, w_scale, bias, layer.activation, in_scale, in_zero)
         ref = y_float.astype(np.float64)
-        err = math.sqrt(float(np.mean((y_q - ref) ** 2)) / max(float(np.mean(ref ** 2)), 1e-30))
-        rows.append({"name": layer.name, "index": i, "shape": tuple(kernel.shape),
-                     "weight_scale_min": float(w_scale.min()), "weight_scale_max": float(w_scale.max()),
-                     "weight_scale_mean": float(w_scale.mean()),
-                     "weights_saturated": int(np.count_nonzero(np.abs(w_q) == _W_MAX)),
-                     "input_scale": in_scale if static else None, "input_zero": in_zero if static else None,
-                     "inputs_clipped": clipped, "inputs_seen": int(x_in.size), "relative_rms_error": err,
-                     "int8": True})
+        err = math.sqrt(float(np.mean((y_q - ref) ** 2)) / max(float(np.mean(ref**2)), 1e-30))
+        rows.append(
+            {
+                "name": layer.name,
+                "index": i,
+                "shape": tuple(kernel.shape),
+                "weight_scale_min": float(w_scale.min()),
+                "weight_scale_max": float(w_scale.max()),
+                "weight_scale_mean": float(w_scale.mean()),
+                "weights_saturated": int(np.count_nonzero(np.abs(w_q) == _W_MAX)),
+                "input_scale": in_scale if static else None,
+                "input_zero": in_zero if static else None,
+                "inputs_clipped": clipped,
+                "inputs_seen": int(x_in.size),
+                "relative_rms_error": err,
+                "int8": True,
+            }
+        )
         qmodel._net.set_quantization(i, w_q, w_scale, in_scale, in_zero)
 
     if pruned == "measure":
@@ -429,8 +505,9 @@ def int8(model, calibration=None, method: str = "minmax", per_channel: bool = Tr
                     _to_float(qmodel, i, float_weights[i])
                     row["int8"] = False
                     fmt = row["sparse_float32"]
-                    qmodel._net.set_sparse_format(i, fmt["format"], fmt["max_batch"], *qmodel._nm.get(i, (2, 4)),
-                                                  min_batch=fmt["min_batch"])
+                    qmodel._net.set_sparse_format(
+                        i, fmt["format"], fmt["max_batch"], *qmodel._nm.get(i, (2, 4)), min_batch=fmt["min_batch"]
+                    )
 
     if validation is not None:
         int8_acc = _accuracy(qmodel, x_val, y_val)
@@ -453,8 +530,9 @@ def int8(model, calibration=None, method: str = "minmax", per_channel: bool = Tr
             _to_float(qmodel, best, float_weights[best])
             by_index[best]["int8"] = False
             int8_acc = max(scores)
-    qmodel.quantization_report = QuantizationReport(method, bool(per_channel), bool(static), rows, float_acc,
-                                                    int8_acc, max_accuracy_drop)
+    qmodel.quantization_report = QuantizationReport(
+        method, bool(per_channel), bool(static), rows, float_acc, int8_acc, max_accuracy_drop
+    )
     return qmodel
 
 
@@ -470,10 +548,22 @@ def _to_float(model, index: int, weights: List[np.ndarray]) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-def qat(model, x, y, epochs: int = 3, batch_size: int = 128, learning_rate: Optional[float] = None,
-        calibration=None, method: str = "minmax", per_channel: bool = True, static: bool = True,
-        momentum: float = 0.9, validation: Optional[Tuple] = None, max_accuracy_drop: Optional[float] = None,
-        verbose: int = 0):
+def qat(
+    model,
+    x,
+    y,
+    epochs: int = 3,
+    batch_size: int = 128,
+    learning_rate: Optional[float] = None,
+    calibration=None,
+    method: str = "minmax",
+    per_channel: bool = True,
+    static: bool = True,
+    momentum: float = 0.9,
+    validation: Optional[Tuple] = None,
+    max_accuracy_drop: Optional[float] = None,
+    verbose: int = 0,
+):
     """Quantization-aware fine-tuning, then ``int8``: for when post-training quantization
     loses too much accuracy.
 
@@ -507,5 +597,12 @@ def qat(model, x, y, epochs: int = 3, batch_size: int = 128, learning_rate: Opti
         tuned._net.clear_fake_quantization(i)
     if calibration is None:
         calibration = np.asarray(x)[:1024]
-    return int8(tuned, calibration=calibration, method=method, per_channel=per_channel, static=static,
-                max_accuracy_drop=max_accuracy_drop, validation=validation)
+    return int8(
+        tuned,
+        calibration=calibration,
+        method=method,
+        per_channel=per_channel,
+        static=static,
+        max_accuracy_drop=max_accuracy_drop,
+        validation=validation,
+    )

@@ -63,5 +63,6 @@ def get(value: Union[None, str, Regularizer]) -> Optional[L1L2]:
         return value
     if isinstance(value, str) and value in ("l1", "l2", "l1_l2"):
         return {"l1": l1, "l2": l2, "l1_l2": l1_l2}[value]()
-    raise ValueError(f"kernel_regularizer must be None, 'l1', 'l2', 'l1_l2' or a customml.regularizers.L1L2, "
-                     f"got {value!r}")
+    raise ValueError(
+        f"kernel_regularizer must be None, 'l1', 'l2', 'l1_l2' or a customml.regularizers.L1L2, got {value!r}"
+    )

@@ -17,8 +17,13 @@ __all__ = ["LearningRateSchedule", "StepDecay", "ExponentialDecay", "CosineDecay
 
 
 def _real(owner: str, name: str, value, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0 \
-            or (positive and value == 0):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value < 0
+        or (positive and value == 0)
+    ):
         raise ValueError(f"{owner} {name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
     return float(value)
 
@@ -59,8 +64,7 @@ class StepDecay(LearningRateSchedule):
         return self.initial_learning_rate * self.gamma ** (step // self.step_size)
 
     def get_config(self) -> dict:
-        return {"initial_learning_rate": self.initial_learning_rate, "step_size": self.step_size,
-                "gamma": self.gamma}
+        return {"initial_learning_rate": self.initial_learning_rate, "step_size": self.step_size, "gamma": self.gamma}
 
 
 class ExponentialDecay(LearningRateSchedule):
@@ -79,11 +83,15 @@ class ExponentialDecay(LearningRateSchedule):
         p = step / self.decay_steps
         if self.staircase:
             p = math.floor(p)
-        return self.initial_learning_rate * self.decay_rate ** p
+        return self.initial_learning_rate * self.decay_rate**p
 
     def get_config(self) -> dict:
-        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
-                "decay_rate": self.decay_rate, "staircase": self.staircase}
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "decay_steps": self.decay_steps,
+            "decay_rate": self.decay_rate,
+            "staircase": self.staircase,
+        }
 
 
 class CosineDecay(LearningRateSchedule):
@@ -93,8 +101,14 @@ class CosineDecay(LearningRateSchedule):
     ``initial_learning_rate`` to ``warmup_target`` over ``warmup_steps``, then the cosine
     from ``warmup_target`` to ``alpha * warmup_target`` over the next ``decay_steps``."""
 
-    def __init__(self, initial_learning_rate: float, decay_steps: int, alpha: float = 0.0,
-                 warmup_target: Optional[float] = None, warmup_steps: int = 0):
+    def __init__(
+        self,
+        initial_learning_rate: float,
+        decay_steps: int,
+        alpha: float = 0.0,
+        warmup_target: Optional[float] = None,
+        warmup_steps: int = 0,
+    ):
         self.initial_learning_rate = _real("CosineDecay", "initial_learning_rate", initial_learning_rate)
         self.decay_steps = _count("CosineDecay", "decay_steps", decay_steps, minimum=1)
         self.alpha = _real("CosineDecay", "alpha", alpha)
@@ -111,15 +125,21 @@ class CosineDecay(LearningRateSchedule):
         else:
             if step < self.warmup_steps:
                 return self.initial_learning_rate + (self.warmup_target - self.initial_learning_rate) * (
-                    step / self.warmup_steps)
+                    step / self.warmup_steps
+                )
             peak, t = self.warmup_target, step - self.warmup_steps
         t = min(t, self.decay_steps)
         cosine = 0.5 * (1.0 + math.cos(math.pi * t / self.decay_steps))
         return peak * ((1.0 - self.alpha) * cosine + self.alpha)
 
     def get_config(self) -> dict:
-        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
-                "alpha": self.alpha, "warmup_target": self.warmup_target, "warmup_steps": self.warmup_steps}
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "decay_steps": self.decay_steps,
+            "alpha": self.alpha,
+            "warmup_target": self.warmup_target,
+            "warmup_steps": self.warmup_steps,
+        }
 
 
 _CLASSES = {"StepDecay": StepDecay, "ExponentialDecay": ExponentialDecay, "CosineDecay": CosineDecay}

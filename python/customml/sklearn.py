@@ -27,8 +27,9 @@ try:
     from sklearn.utils.multiclass import check_classification_targets
     from sklearn.utils.validation import check_is_fitted, validate_data
 except ImportError as exc:  # validate_data is scikit-learn >= 1.6
-    raise ImportError('customml.sklearn needs scikit-learn >= 1.6: pip install ".[sklearn]" in the customml checkout '
-                      f"({exc})") from exc
+    raise ImportError(
+        f'customml.sklearn needs scikit-learn >= 1.6: pip install ".[sklearn]" in the customml checkout ({exc})'
+    ) from exc
 
 from . import _core
 from . import io as io_mod
@@ -40,8 +41,14 @@ from .models import Sequential
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
 # scikit-learn's activation names, plus customml's own.
-_ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "sigmoid": "sigmoid", "tanh": "tanh",
-                "relu": "relu", "gelu": "gelu"}
+_ACTIVATIONS = {
+    "identity": "identity",
+    "logistic": "sigmoid",
+    "sigmoid": "sigmoid",
+    "tanh": "tanh",
+    "relu": "relu",
+    "gelu": "gelu",
+}
 _SOLVERS = ("adam", "sgd")
 
 
@@ -64,8 +71,13 @@ def _check_params(est) -> None:
         raise ValueError(f"{name} solver must be one of {', '.join(_SOLVERS)}, got {est.solver!r}")
 
     def real(value, what, low, low_open=False, high=None):
-        ok = (not isinstance(value, bool) and isinstance(value, numbers.Real) and np.isfinite(value)
-              and (value > low if low_open else value >= low) and (high is None or value < high))
+        ok = (
+            not isinstance(value, bool)
+            and isinstance(value, numbers.Real)
+            and np.isfinite(value)
+            and (value > low if low_open else value >= low)
+            and (high is None or value < high)
+        )
         if not ok:
             bound = f"> {low:g}" if low_open else f">= {low:g}"
             bound += f" and < {high:g}" if high is not None else ""
@@ -118,9 +130,23 @@ class _BaseMLP(BaseEstimator):
     verbose: > 0 prints one line per epoch.
     """
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", learning_rate_init=1e-3,
-                 alpha=1e-4, batch_size="auto", max_iter=200, shuffle=True, random_state=None, momentum=0.9,
-                 dropout=0.0, device="cpu", verbose=0):
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        learning_rate_init=1e-3,
+        alpha=1e-4,
+        batch_size="auto",
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        momentum=0.9,
+        dropout=0.0,
+        device="cpu",
+        verbose=0,
+    ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -165,8 +191,9 @@ class _BaseMLP(BaseEstimator):
         if self.solver == "adam":
             opt = optimizers_mod.Adam(float(self.learning_rate_init))
         else:
-            opt = optimizers_mod.SGD(float(self.learning_rate_init), momentum=float(self.momentum),
-                                     nesterov=self.momentum > 0)
+            opt = optimizers_mod.SGD(
+                float(self.learning_rate_init), momentum=float(self.momentum), nesterov=self.momentum > 0
+            )
         model.compile(optimizer=opt, loss=loss)
         self.model_ = model
         self.n_iter_ = 0
@@ -174,8 +201,14 @@ class _BaseMLP(BaseEstimator):
         self._fit_batch_size = batch_size
 
     def _train(self, X: np.ndarray, y: np.ndarray, epochs: int) -> None:
-        history = self.model_.fit(X, y, epochs=epochs, batch_size=self._fit_batch_size, shuffle=bool(self.shuffle),
-                                  verbose=2 if self.verbose else 0)
+        history = self.model_.fit(
+            X,
+            y,
+            epochs=epochs,
+            batch_size=self._fit_batch_size,
+            shuffle=bool(self.shuffle),
+            verbose=2 if self.verbose else 0,
+        )
         self.loss_curve_ = self.loss_curve_ + list(history.history["loss"])
         self.loss_ = float(self.loss_curve_[-1])
         self.n_iter_ += epochs
@@ -251,8 +284,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             self._build(X.shape[1], self._batch_size(X.shape[0]))
         else:
             if classes is not None and not np.array_equal(np.unique(classes), self.classes_):
-                raise ValueError(f"classes={classes!r} differs from the classes of the first partial_fit, "
-                                 f"{self.classes_.tolist()}")
+                raise ValueError(
+                    f"classes={classes!r} differs from the classes of the first partial_fit, {self.classes_.tolist()}"
+                )
             X, y = validate_data(self, X, y, dtype=np.float32, order="C", reset=False)
             _, codes = self._encode(y, self._label_encoder)
         self._train(X, codes, 1)
@@ -309,8 +343,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         """One epoch over (X, y), continuing the network (optimizer state included)."""
         _check_params(self)
         first = not hasattr(self, "model_")
-        X, y = validate_data(self, X, y, dtype=np.float32, order="C", multi_output=True, y_numeric=True,
-                             reset=first)
+        X, y = validate_data(self, X, y, dtype=np.float32, order="C", multi_output=True, y_numeric=True, reset=first)
         if first:
             self._y_1d = y.ndim == 1
             self.n_outputs_ = 1 if y.ndim == 1 else y.shape[1]
