@@ -16,18 +16,7 @@ void DeviceBackend::binary_cross_entropy_with_logits(float* grad, double* loss, 
   if (row_weights) loss_weight_total(ctx, partial + kReduceBlocks, nullptr, nullptr, row_weights, rows);
   launch(binary_cross_entropy_with_logits_kernel, dim3(kReduceBlocks), dim3(kThreads), 0, ctx.stream, partial, grad,
          logits, targets, row_weights, static_cast<const double*>(partial + kReduceBlocks), n, cols);
-  PartialsSum sum;
-  sum.partials = partial;
-  sum.count = kReduceBlocks;
-  if (row_weights) {
-    sum.finish = Finish::mean;
-    sum.total = partial + kReduceBlocks;
-    sum.total_factor = static_cast<double>(cols);
-  } else {
-    sum.finish = Finish::divide;
-    sum.divisor = static_cast<double>(n);
-  }
-  finish_partials(ctx, loss, sum);
+  finish_pointwise_loss(ctx, loss, partial, row_weights != nullptr, n, cols);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -69,6 +69,10 @@ struct PartialsSum {
 // Launches a kernel on ctx.stream that sets out (1), on the device, to p's sum finished
 // (cuda/partials.cu).
 void finish_partials(DeviceContext& ctx, double* out, const PartialsSum& p);
+// A pointwise loss's per-block sums partial[0, kReduceBlocks) (and, weighted, the total
+// weight W in partial[kReduceBlocks]) -> loss (1) = sum / (cols W), or sum / n unweighted.
+void finish_pointwise_loss(DeviceContext& ctx, double* loss, const double* partial, bool weighted, int64_t n,
+                           int64_t cols);
 // counts (n) on the device -> out (1) += their sum, on ctx.stream (cuda/partials.cu).
 void sum_counts(DeviceContext& ctx, int64_t* out, const int64_t* counts, int64_t n);
 // Copies the no-decay table to the device; returns its device address.
