@@ -118,7 +118,7 @@ class Network {
                         int32_t in_zero);
   void clear_quantization(int64_t layer);
   const QuantizedLayer* quantization(int64_t layer) const;
-  // Quantization-aware training of Dense layer `layer` (cpp/network_qat.cpp): from the
+  // Quantization-aware training of Dense layer `layer` (cpp/trainer_qat.cpp): from the
   // next train_batch on, its forward pass multiplies by dequantize(quantize(W)) (int8,
   // symmetric, per output channel or per tensor, scales from the current weights) and,
   // with inputs, by its input fake-quantized to uint8 over a moving average (momentum) of
