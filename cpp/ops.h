@@ -88,6 +88,16 @@ void dequantize(const Tensor& x, const Tensor& q, const Tensor& scale, const Ten
 // scale: (rows) f32, zero: (rows) i32, per row (Backend::quantize_rows_dynamic).
 void quantize_rows_dynamic(const Tensor& q, const Tensor& scale, const Tensor& zero, const Tensor& x);
 
+// w: (rows, cols) f32 -> scale: (cols) f32 for axis column, (1) for tensor = max |w| / 127
+// (1 where that is 0; NaN left out): quantization-aware training's weight scales
+// (Backend::symmetric_scales).
+void symmetric_scales(const Tensor& scale, const Tensor& w, QuantAxis axis);
+
+// x: (rows, cols) f32  range: (2) f64 (lo, hi), updated in place  momentum in [0, 1) ->
+// scale: (1) f32, zero: (1) i32, the range's uint8 encoding (Backend::observe_range).
+void observe_range(const Tensor& range, const Tensor& scale, const Tensor& zero, const Tensor& x, float momentum,
+                   bool first);
+
 // w: (k, n) i8, codes in [-127, 127], 1 <= k <= kGemmS8MaxK -> w packed on w's device.
 std::shared_ptr<PackedS8> gemm_s8_pack(const Tensor& w);
 

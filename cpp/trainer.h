@@ -96,12 +96,12 @@ class Trainer {
   // Quantization-aware training of one Dense layer: what the training forward pass
   // multiplies by instead of the float weights and inputs.
   struct FakeQuant {
-    explicit FakeQuant(Backend* be) : w(be), w_codes(be), w_scale(be), x(be), x_codes(be), x_scale(be), x_zero(be) {}
+    explicit FakeQuant(Backend* be)
+        : w(be), w_codes(be), w_scale(be), x(be), x_codes(be), x_scale(be), x_zero(be), range(be) {}
     bool per_channel = true;
-    bool inputs = true;      // fake-quantize the layer's input too (static uint8)
-    float momentum = 0.9f;   // of the moving averages of the input range
-    bool range_set = false;  // lo / hi hold a first batch's range
-    double lo = 0.0, hi = 0.0;
+    bool inputs = true;       // fake-quantize the layer's input too (static uint8)
+    float momentum = 0.9f;    // of the moving averages of the input range
+    bool range_set = false;   // range holds at least a first batch's range
     Buffer<float> w;          // (in, out): dequantize(quantize(weights))
     Buffer<int8_t> w_codes;   // (in, out)
     Buffer<float> w_scale;    // (out) or (1)
@@ -109,7 +109,7 @@ class Trainer {
     Buffer<uint8_t> x_codes;  // (rows, in)
     Buffer<float> x_scale;    // (1)
     Buffer<int32_t> x_zero;   // (1)
-    std::vector<float> host;  // staging of weights or inputs for the ranges, on the host
+    Buffer<double> range;     // (2): the moving input range (lo, hi)
   };
   void check_targets(const void* y, const int64_t* index, int64_t b) const;
   // Gathers rows index (or start, start + 1, ...) of x, y and sample_weight (each may be

@@ -471,6 +471,39 @@ def quantize_rows_dynamic(x) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     return quantize(x, scale, zero, dtype="uint8", axis="row"), scale, zero
 
 
+def symmetric_scales(w, axis: str = "column") -> np.ndarray:
+    """max |w| per column (cols,) or over the tensor (1,), divided by 127 in float32, 1
+    where the maximum is 0; NaN is left out of the maximum (fmax)."""
+    a = np.abs(np.asarray(w, np.float32))
+    amax = np.fmax.reduce(a if axis == "column" else a.reshape(-1, 1), axis=0, initial=np.float32(0))
+    if axis != "column":
+        amax = np.fmax.reduce(amax, initial=np.float32(0)).reshape(1)
+    return np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
+
+
+def observe_range(x, range_, *, momentum: float, first: bool) -> Tuple[Tuple[float, float], np.float32, int]:
+    """QAT's moving input range: the batch's lo = min(0, min x), hi = max(0, max x) (NaN
+    left out), taken as the range when ``first``, else averaged in as momentum * range +
+    (1 - momentum) * batch in float64 (momentum a float32, each product rounded); then
+    scale = float32((hi - lo) / 255) and zero = clip(rint(float32(-lo) / scale), 0, 255)
+    (NaN, from an infinite range, clips to 0), or (1, 0) when scale is not > 0.
+    Returns ((lo, hi), scale, zero)."""
+    x = np.asarray(x, np.float32).ravel()
+    lo = float(np.fmin.reduce(x, initial=np.float32(0)))
+    hi = float(np.fmax.reduce(x, initial=np.float32(0)))
+    if not first:
+        m = float(np.float32(momentum))
+        lo, hi = m * float(range_[0]) + (1.0 - m) * lo, m * float(range_[1]) + (1.0 - m) * hi
+    scale = np.float32((hi - lo) / 255.0)
+    if not scale > 0:
+        return (lo, hi), np.float32(1), 0
+    with np.errstate(invalid="ignore"):
+        z = np.rint(np.float32(-lo) / scale)
+    z = z if z > 0 else 0.0
+    z = z if z < 255 else 255.0
+    return (lo, hi), scale, int(z)
+
+
 def gemm_s8(
     a,
     w,

@@ -212,6 +212,16 @@ _HOST_WAIT_CASES = {
         metrics=["accuracy", "f1", "precision_binary", "confusion_matrix", "roc_auc"],
         schedule=True,
     ),
+    # Quantization-aware training: the weight scales and the moving input ranges are
+    # computed on the device (per column in one layer, per tensor in the other).
+    "qat": dict(
+        layers=lambda: [cm.layers.Dense(16, "relu"), cm.layers.Dense(3)],
+        loss="softmax_cross_entropy",
+        optimizer="adam",
+        classes=3,
+        metrics=["accuracy"],
+        qat=True,
+    ),
     "mse": dict(
         layers=lambda: [
             cm.layers.Normalization(np.zeros(5), np.ones(5)),
@@ -249,6 +259,9 @@ def test_a_training_step_makes_the_host_wait_for_nothing(case, capsys):
         optimizer = cm.optimizers.SGD(cm.schedules.CosineDecay(0.05, decay_steps=100), momentum=0.9)
     model = cm.Sequential(c["layers"](), input_dim=5, device="cuda-emulated", seed=1)
     model.compile(optimizer=optimizer, loss=c["loss"], metrics=c["metrics"], clipnorm=c.get("clipnorm"))
+    if c.get("qat"):
+        for layer, per_channel in ((0, True), (1, False)):
+            model._net.set_fake_quantization(layer, per_channel, True, 0.9)
 
     def host_waits(batch_size):
         before = _core._emulated_host_waits()

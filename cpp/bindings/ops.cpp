@@ -303,6 +303,34 @@ void bind_ops(py::module_& m) {
       "Per row of x (rows, cols): the range [min(0, min), max(0, max)] mapped onto uint8: scale_out (rows,) float32, "
       "zero_out (rows,) int32 and the codes out (rows, cols) uint8.");
 
+  m.def(
+      "symmetric_scales",
+      [](py::object out, py::object w, const std::string& axis, const std::string& device) {
+        Views views("symmetric_scales", device);
+        Tensor s = views.out(out, "out"), wt = views.in(w, "w");
+        const QuantAxis a = parse_quant_axis("symmetric_scales", axis);
+        py::gil_scoped_release release;
+        ops::symmetric_scales(s, wt, a);
+      },
+      py::arg("out"), py::arg("w"), py::arg("axis"), py::arg("device") = "cpu",
+      "Symmetric int8 scales of w (rows, cols) float32 into out: max |w| / 127 per column (cols,) or over the "
+      "tensor (1,), 1 where that maximum is 0; NaN is left out.");
+
+  m.def(
+      "observe_range",
+      [](py::object range, py::object scale_out, py::object zero_out, py::object x, float momentum, bool first,
+         const std::string& device) {
+        Views views("observe_range", device);
+        Tensor r = views.out(range, "range"), s = views.out(scale_out, "scale_out"),
+               z = views.out(zero_out, "zero_out"), xt = views.in(x, "x");
+        py::gil_scoped_release release;
+        ops::observe_range(r, s, z, xt, momentum, first);
+      },
+      py::arg("range"), py::arg("scale_out"), py::arg("zero_out"), py::arg("x"), py::arg("momentum"), py::arg("first"),
+      py::arg("device") = "cpu",
+      "Moves range (2,) float64 (lo, hi) to x's range with 0 (first) or averages it in with weight 1 - momentum, "
+      "then writes its uint8 encoding to scale_out (1,) float32 and zero_out (1,) int32.");
+
   py::class_<ops::PackedS8, std::shared_ptr<ops::PackedS8>>(
       m, "PackedS8", "Int8 weights (k, n) packed once for one device's gemm_s8, with their column sums.")
       .def_property_readonly("k", &ops::PackedS8::k)

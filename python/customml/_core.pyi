@@ -134,6 +134,10 @@ def dequantize(
 def quantize_rows_dynamic(
     out: _Buffer, scale_out: _Buffer, zero_out: _Buffer, x: _Input, device: str = "cpu"
 ) -> None: ...
+def symmetric_scales(out: _Buffer, w: _Input, axis: str, device: str = "cpu") -> None: ...
+def observe_range(
+    range: _Buffer, scale_out: _Buffer, zero_out: _Buffer, x: _Input, momentum: float, first: bool, device: str = "cpu"
+) -> None: ...
 
 class Array:
     @property

@@ -37,6 +37,8 @@ __all__ = [
     "quantize",
     "dequantize",
     "quantize_rows_dynamic",
+    "symmetric_scales",
+    "observe_range",
     "gemm_s8_pack",
     "gemm_s8",
     "apply_mask",
@@ -317,6 +319,33 @@ def quantize_rows_dynamic(x, *, out=None, scale_out=None, zero_out=None, device:
     zero_out = _empty((rows,), device, np.int32) if zero_out is None else zero_out
     _core.quantize_rows_dynamic(out, scale_out, zero_out, x, device)
     return out, scale_out, zero_out
+
+
+def symmetric_scales(w, *, axis: str = "column", out=None, device: str = "cpu"):
+    """Symmetric int8 scales of float32 weights w (rows, cols): ``max |w| / 127`` per
+    column ((cols,), ``axis="column"``) or over the tensor ((1,), ``axis="tensor"``), 1
+    where that maximum is 0 (its codes are 0 anyway); NaN is left out of the maximum.
+    Returns ``out`` (float32)."""
+    rows, cols = _shape2(w, "w", "symmetric_scales")
+    if out is None:
+        out = _empty((cols if axis == "column" else 1,), device)
+    _core.symmetric_scales(out, w, axis, device)
+    return out
+
+
+def observe_range(
+    x, range, *, momentum: float, first: bool = False, scale_out=None, zero_out=None, device: str = "cpu"
+):
+    """Quantization-aware training's moving input range. ``range`` is float64 (2,) (lo,
+    hi), updated in place: set to the range of float32 x (rows, cols) widened to contain 0
+    when ``first``, else ``momentum * range + (1 - momentum) * that``; NaN is left out.
+    Returns its asymmetric uint8 encoding ``(scale, zero)``, float32 (1,) and int32 (1,):
+    scale = (hi - lo) / 255, zero = the code of 0 (scale 1, zero 0 for an empty range)."""
+    _shape2(x, "x", "observe_range")
+    scale_out = _empty((1,), device) if scale_out is None else scale_out
+    zero_out = _empty((1,), device, np.int32) if zero_out is None else zero_out
+    _core.observe_range(range, scale_out, zero_out, x, momentum, first, device)
+    return scale_out, zero_out
 
 
 def gemm_s8_pack(weight, *, device: str = "cpu") -> "_core.PackedS8":

@@ -68,9 +68,9 @@ def quantize_weights(kernel: np.ndarray, per_channel: bool = True) -> Tuple[np.n
     round_half_even(w / scale). An all-zero column gets scale 1 (its codes are 0 anyway;
     the executor needs scales > 0)."""
     kernel = np.ascontiguousarray(kernel, dtype=np.float32)
-    amax = np.abs(kernel).max(axis=0) if per_channel else np.abs(kernel).max().reshape(1)
-    scale = np.where(amax > 0, amax / np.float32(_W_MAX), np.float32(1.0)).astype(np.float32)
-    codes = ops.quantize(kernel, scale, dtype="int8", axis="column" if per_channel else "tensor")
+    axis = "column" if per_channel else "tensor"
+    scale = ops.symmetric_scales(kernel, axis=axis)  # the op QAT's training step runs on the device
+    codes = ops.quantize(kernel, scale, dtype="int8", axis=axis)
     return codes, scale
 
 
