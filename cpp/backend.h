@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "activation.h"
+#include "step_state.h"
 #include "tensor.h"
 
 namespace customml {

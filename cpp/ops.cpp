@@ -279,7 +279,7 @@ void dropout(const Tensor& y, const Tensor& x, float rate, uint64_t seed, uint64
   if (!(rate >= 0.0f && rate < 1.0f)) fail(op, "rate must be in [0, 1), got " + std::to_string(rate));
   // In place is allowed (y == x exactly); a partial overlap is not.
   if (y.data() != x.data()) check_no_overlap(op, "out", y, "x", x);
-  backend_for(x.device()).dropout(f32(y), f32(x), x.numel(), rate, seed, stream);
+  backend_for(x.device()).dropout(f32(y), f32(x), x.numel(), rate, seed, stream, nullptr, 0);
 }
 
 void check_segments(const char* op, const std::vector<Segment>& segments, int64_t n) {
@@ -339,7 +339,7 @@ void sgd_update(const Tensor& param, const Tensor& grad, const Tensor* velocity,
   check_segments(op, no_decay, param.numel());
   backend_for(param.device())
       .sgd_update(f32(param), f32(grad), f32(velocity), param.numel(), no_decay.data(),
-                  static_cast<int64_t>(no_decay.size()), config);
+                  static_cast<int64_t>(no_decay.size()), config, nullptr);
 }
 
 void adam_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const Tensor* vmax,
@@ -361,7 +361,7 @@ void adam_update(const Tensor& param, const Tensor& grad, const Tensor& m, const
   check_segments(op, no_decay, param.numel());
   backend_for(param.device())
       .adam_update(f32(param), f32(grad), f32(m), f32(v), config.amsgrad ? f32(vmax) : nullptr, param.numel(),
-                   no_decay.data(), static_cast<int64_t>(no_decay.size()), config);
+                   no_decay.data(), static_cast<int64_t>(no_decay.size()), config, nullptr);
 }
 
 double clip_by_global_norm(const Tensor& grad, float max_norm) {

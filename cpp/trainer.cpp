@@ -63,6 +63,7 @@ Trainer::Trainer(Model& model)
       state_b_(backend_),
       state_c_(backend_),
       class_weights_(backend_),
+      step_state_(backend_),
       metrics_(backend_),
       scalars_(backend_),
       ws_(std::make_unique<Workspace>(backend_, model.layers().size())),
@@ -70,6 +71,7 @@ Trainer::Trainer(Model& model)
   fake_.resize(model.layers().size());
   grads_.reserve(static_cast<size_t>(model.num_params()));
   scalars_.reserve(2);
+  step_state_.reserve(1);
   plan_updates();
 }
 
@@ -97,7 +99,7 @@ void Trainer::plan_updates() {
   }
 }
 
-void Trainer::run_optimizer() {
+void Trainer::run_optimizer(const StepState* gate) {
   // One fused pass per run of trainable layers (usually one: the layers above a frozen
   // base); frozen parameters and their state are never touched, so they stay bit-identical
   // whatever the weight decay.
@@ -109,11 +111,11 @@ void Trainer::run_optimizer() {
       c.step = step_;
       backend_->adam_update(params + r.begin, grads_.data() + r.begin, state_a_.data() + r.begin,
                             state_b_.data() + r.begin, c.amsgrad ? state_c_.data() + r.begin : nullptr, n,
-                            r.no_decay.data(), nd, c);
+                            r.no_decay.data(), nd, c, gate);
     } else {
       backend_->sgd_update(params + r.begin, grads_.data() + r.begin,
                            opt_.sgd.momentum != 0.0f ? state_a_.data() + r.begin : nullptr, n, r.no_decay.data(), nd,
-                           opt_.sgd);
+                           opt_.sgd, gate);
     }
   }
 }
@@ -146,18 +148,45 @@ void Trainer::write_state(const float* src, int slot, int64_t offset, int64_t n)
   backend_->copy_to_device(b.data() + offset, src, sizeof(float) * static_cast<size_t>(n));
 }
 
+StepState Trainer::read_step_state() const {
+  StepState s{};
+  backend_->copy_to_host(&s, step_state_.data(), sizeof(s));
+  return s;
+}
+
+void Trainer::write_step_state(const StepState& s) { backend_->copy_to_device(step_state_.data(), &s, sizeof(s)); }
+
+int64_t Trainer::step() const {
+  return precision_ == Precision::fp16 ? static_cast<int64_t>(read_step_state().step) : step_;
+}
+
+double Trainer::loss_scale() const { return precision_ == Precision::fp16 ? read_step_state().scale : loss_scale_; }
+
+int64_t Trainer::loss_scale_good_steps() const {
+  return precision_ == Precision::fp16 ? static_cast<int64_t>(read_step_state().good_steps) : good_steps_;
+}
+
 void Trainer::set_loss_scale(double scale, int64_t good_steps) {
   if (!(std::isfinite(scale) && scale > 0.0) || good_steps < 0 || good_steps >= kLossScaleGrowthInterval)
     throw std::invalid_argument("[Network] loss scale must be finite and > 0 with good steps in [0, " +
                                 std::to_string(kLossScaleGrowthInterval) + ")");
   loss_scale_ = scale;
   good_steps_ = good_steps;
+  if (precision_ != Precision::fp16) return;
+  StepState s = read_step_state();
+  s.scale = scale;
+  s.good_steps = static_cast<double>(good_steps);
+  write_step_state(s);
 }
 
 void Trainer::set_step(int64_t step) {
   if (step < 0) throw std::invalid_argument("[Network] step must be >= 0, got " + std::to_string(step));
   if (!compiled_) throw std::invalid_argument("[Network] set_step needs a compiled network (compile resets the step)");
   step_ = step;
+  if (precision_ != Precision::fp16) return;
+  StepState s = read_step_state();
+  s.step = static_cast<double>(step);
+  write_step_state(s);
 }
 
 void Trainer::set_learning_rate(float lr) {
@@ -235,6 +264,7 @@ void Trainer::compile(const LossConfig& loss, const OptimizerConfig& opt, Precis
   loss_scale_ = kInitialLossScale;
   good_steps_ = 0;
   step_ = 0;
+  if (precision == Precision::fp16) write_step_state({0.0, kInitialLossScale, 0.0, 0.0, 1.0});
   compiled_ = true;
   metrics_.clear_choice();
 }
@@ -367,14 +397,23 @@ const float* Trainer::forward(int64_t b) {
                               s.activation);
       width = s.units;
     } else if (s.rate > 0.0f) {
-      // One stream per (step, layer): no two masks share random numbers.
-      backend_->dropout(dst, cur, b * width, s.rate, seed_, static_cast<uint64_t>(step_) * layers.size() + l);
+      dropout(dst, cur, b * width, s.rate, l);
     } else {
       continue;  // a dropout of rate 0 is the identity: pass cur through
     }
     cur = dst;
   }
   return cur;
+}
+
+void Trainer::dropout(float* y, const float* x, int64_t n, float rate, size_t l) {
+  // One stream per (step, layer): no two masks share random numbers. In fp16 the device
+  // holds the step count, and the kernel reads it there.
+  const uint64_t layers = model_.layers().size();
+  if (precision_ == Precision::fp16)
+    backend_->dropout(y, x, n, rate, seed_, l, step_state_.data(), layers);
+  else
+    backend_->dropout(y, x, n, rate, seed_, static_cast<uint64_t>(step_) * layers + l, nullptr, 0);
 }
 
 void Trainer::loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad) {
@@ -442,8 +481,9 @@ void Trainer::train_batch(const float* x, const void* y, const float* sample_wei
   stage_batch(x, y, sample_weight, index, 0, b);
 
   loss_and_count(forward(b), sample_weight ? ws.row_weights.data() : nullptr, b, true);
-  const bool scaled = precision_ == Precision::fp16;
-  if (scaled) backend_->scale(ws.grad_a.data(), b * out, loss_scale_);
+  // fp16 scales the loss by the device's loss scale (its StepState) before the backward pass.
+  const StepState* gate = precision_ == Precision::fp16 ? step_state_.data() : nullptr;
+  if (gate) backend_->scale_by(ws.grad_a.data(), b * out, &gate->scale);
 
   // Backward: gradient w.r.t. each layer's output in cur, ping-ponging between two
   // buffers; dense layers overwrite it with dz in place.
@@ -469,36 +509,27 @@ void Trainer::train_batch(const float* x, const void* y, const float* sample_wei
       other = t;
     } else {
       if (!need_dx) break;
-      if (s.rate > 0.0f)
-        backend_->dropout(cur, cur, b * in_width, s.rate, seed_, static_cast<uint64_t>(step_) * layers.size() + l);
+      if (s.rate > 0.0f) dropout(cur, cur, b * in_width, s.rate, l);
     }
   }
 
   double* norm = scalars_.data() + kNorm;
-  if (scaled) {
-    // The norm pass doubles as the overflow check (an infinite limit never clips). The one
-    // read of the device in a step, and only in fp16 (docs/decisions.md).
+  if (gate) {
+    // The norm pass doubles as the overflow check (an infinite limit never clips), and the
+    // device takes the decision (step_state.h): an overflowing step is skipped by the gated
+    // kernels below (no update, no penalty in the loss, the step count stays) without the
+    // host waiting for the device (docs/decisions.md).
     backend_->clip_by_global_norm(grads_.data(), norm, num_params, INFINITY);
-    double host_norm = 0.0;
-    backend_->copy_to_host(&host_norm, norm, sizeof(double));
-    if (!std::isfinite(host_norm)) {
-      loss_scale_ *= 0.5;
-      good_steps_ = 0;
-      return;  // the step is skipped: no update, no penalty, and the step count stays
-    }
-    backend_->scale(grads_.data(), num_params, 1.0 / loss_scale_);
-    if (++good_steps_ == kLossScaleGrowthInterval) {
-      loss_scale_ *= 2.0;
-      good_steps_ = 0;
-    }
+    backend_->update_loss_scale(step_state_.data(), norm, kLossScaleGrowthInterval);
+    backend_->scale_by(grads_.data(), num_params, &gate->unscale);
   }
   // The penalty belongs to the loss (as Keras reports it), so its gradient is added
   // before clipping, at the weights the forward pass used (and to unscaled gradients).
-  if (model_.regularized()) metrics_.add_penalty(kernel_penalty(true), b);
+  if (model_.regularized()) metrics_.add_penalty(kernel_penalty(true), b, gate);
   if (opt_.clip_norm > 0.0f) backend_->clip_by_global_norm(grads_.data(), norm, num_params, opt_.clip_norm);
-  ++step_;
-  run_optimizer();
-  model_.apply_masks();
+  if (!gate) ++step_;
+  run_optimizer(gate);
+  model_.apply_masks();  // unchanged weights on a skipped step: a no-op then
 }
 
 void Trainer::evaluate(const InferencePlan& plan, const float* x, const void* y, int64_t n, int64_t batch_size) {
@@ -517,7 +548,7 @@ void Trainer::evaluate(const InferencePlan& plan, const float* x, const void* y,
     loss_and_count(plan.forward(*eval_ws_, ws.input.data(), b, nullptr), nullptr, b, false);
   }
   // The weights are the same for every batch: one penalty, weighted by all n rows.
-  if (model_.regularized()) metrics_.add_penalty(kernel_penalty(false), n);
+  if (model_.regularized()) metrics_.add_penalty(kernel_penalty(false), n, nullptr);
 }
 
 }  // namespace customml

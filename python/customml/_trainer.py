@@ -361,6 +361,7 @@ class Trainer:
                     if schedule is not None:
                         # One Python call per batch (a few hundred ns) against a C++ step
                         # of tens of microseconds or more: per-step schedules stay exact.
+                        # (In fp16 the step count is the device's: reading it waits.)
                         self._net.set_learning_rate(schedule(self._net.step))
                     if seed_pending:  # an iterable's first batch builds the model
                         self._net.set_seed(seed)
