@@ -5,7 +5,7 @@ extra; the server itself needs it."""
 import argparse
 import dataclasses
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 __all__ = ["ServeConfig", "add_arguments", "config_from_args", "parse_split"]
 
