@@ -119,6 +119,7 @@ class Repository:
         self._entries: Dict[str, _Entry] = {}
         self._unloaded: set = set()  # unloaded on request: polling leaves them unloaded
         self._errors: Dict[Tuple[str, str], str] = {}
+        self._failed: Dict[Tuple[str, str], Tuple[int, int]] = {}  # the file (mtime, size) that failed
         self._lock = asyncio.Lock()
 
     # -- what is on disk ----------------------------------------------------------------
@@ -156,8 +157,10 @@ class Repository:
             if len(pairs) < 2 or not all(w > 0 for _, w in pairs):
                 raise ValueError("needs two or more versions with weights > 0")
         except (ValueError, TypeError, AttributeError, OSError) as exc:
-            self._errors[(name, "")] = f"{path}: invalid split: {exc}"
-            log.error("%s: invalid split, serving the latest version: %s", path, exc)
+            message = f"{path}: invalid split, serving the latest version: {exc}"
+            if self._errors.get((name, "")) != message:  # once, not at every poll
+                log.error("%s", message)
+            self._errors[(name, "")] = message
             return None
         total = sum(w for _, w in pairs)
         return [(v, w / total) for v, w in pairs]
@@ -175,23 +178,20 @@ class Repository:
 
     async def _sync_one(self, name: str, versions: Dict[str, str]) -> None:
         split = self._split(name)
-        wanted = [v for v, _ in split if v in versions] if split else ([max(versions, key=int)] if versions else [])
         old = self._entries.get(name)
         served = dict(old.versions) if old else {}
-        loop = asyncio.get_running_loop()
-        for version in wanted:
-            if version in served:
-                continue
-            try:
-                served[version] = await loop.run_in_executor(
-                    self._pool, ServedModel, name, version, versions[version], self._config, self._pool, self._metrics
-                )
-                self._errors.pop((name, version), None)
-                log.info("loaded %s version %s from %s", name, version, versions[version])
-            except (ValueError, TypeError, OSError, RuntimeError) as exc:
-                # A half-written file fails its checks: the next poll tries again.
-                self._errors[(name, version)] = str(exc)
-                log.error("cannot load %s version %s: %s", name, version, exc)
+        if split:
+            wanted = [v for v, _ in split if v in versions]
+            for version in wanted:
+                if version not in served:
+                    await self._load(name, version, versions[version], served)
+        else:
+            # The newest version that loads (a broken newest one leaves the previous serving).
+            wanted = []
+            for version in sorted(versions, key=int, reverse=True):
+                if version in served or await self._load(name, version, versions[version], served):
+                    wanted = [version]
+                    break
         keep = {v: m for v, m in served.items() if v in wanted}
         if not keep and served and versions:
             keep = served  # on disk but nothing new loads: the old versions keep serving
@@ -203,6 +203,32 @@ class Repository:
         for version, model in served.items():
             if version not in keep:
                 await self._retire(model)
+
+    async def _load(self, name: str, version: str, path: str, served: Dict[str, ServedModel]) -> bool:
+        """Loads and warms up a version into ``served``; False (and the reason kept for the
+        index) when it fails. A file that failed is tried again only once it changes."""
+        try:
+            stamp = os.stat(path)
+        except OSError as exc:
+            self._errors[(name, version)] = str(exc)
+            return False
+        key = (stamp.st_mtime_ns, stamp.st_size)
+        if self._failed.get((name, version)) == key:
+            return False
+        try:
+            served[version] = await asyncio.get_running_loop().run_in_executor(
+                self._pool, ServedModel, name, version, path, self._config, self._pool, self._metrics
+            )
+        except (ValueError, TypeError, OSError, RuntimeError) as exc:
+            # A half-written or corrupt file fails its checks: kept out, tried again once it changes.
+            self._errors[(name, version)] = str(exc)
+            self._failed[(name, version)] = key
+            log.error("cannot load %s version %s: %s", name, version, exc)
+            return False
+        self._errors.pop((name, version), None)
+        self._failed.pop((name, version), None)
+        log.info("loaded %s version %s from %s", name, version, path)
+        return True
 
     def _publish(self, name: str) -> None:
         entry = self._entries[name]
