@@ -50,3 +50,28 @@ def test_every_metric_in_the_rules_and_dashboard_is_scraped(tmp_path):
         assert server.post("/v2/models/m/infer", data=b"{").status_code == 400  # a failure series
         scraped = {name for name, _ in scrape(server)}
     assert named <= scraped, f"named in deploy/ but not scraped: {sorted(named - scraped)}"
+
+
+def test_the_deployment_files_use_real_flags_and_routes():
+    """Not a cluster (none here): the KServe manifest's and the Dockerfile's command lines
+    parse with customml serve's own flags, and the probes point at the health routes."""
+    import argparse
+
+    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed")
+    from customml.serve.config import add_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    manifest = yaml.safe_load((ROOT / "deploy" / "kserve" / "inferenceservice.yaml").read_text())
+    container = manifest["spec"]["predictor"]["containers"][0]
+    config = config_from_args(parser.parse_args(container["args"]))
+    assert config.max_batch_size > 1
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert manifest["spec"]["predictor"]["terminationGracePeriodSeconds"] > config.drain_timeout_s
+    docker = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
+    entry = json.loads(re.search(r"^ENTRYPOINT (.*)$", docker, re.M).group(1))
+    cmd = json.loads(re.search(r"^CMD (.*)$", docker, re.M).group(1))
+    assert entry[:2] == ["customml", "serve"]
+    config = config_from_args(parser.parse_args(entry[2:] + cmd))
+    assert config.port == container["ports"][0]["containerPort"]
