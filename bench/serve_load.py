@@ -5,7 +5,7 @@ JSON and binary, dynamic batching off and on, for the README's Fashion-MNIST MLP
 scikit-learn MLPClassifier through its sklearn runtime (JSON only: it has no binary tensor
 extension), one worker process and the same batching settings. Load from ``hey`` (Debian).
 
-    python3 bench/serve_load.py [--requests 4000] [--rounds 3] [--soak 120]
+    python3 bench/serve_load.py [--seconds 3] [--rounds 3] [--soak 120]
 
 Rounds alternate the servers; the figures are medians over rounds. A soak run (``--soak
 SECONDS``) holds a fixed rate and reports errors and resident memory at its start and end.
@@ -77,8 +77,9 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
-def hey(url: str, body: Path, clients: int, requests: int, headers=(), extra=()) -> dict:
-    cmd = ["hey", "-n", str(requests), "-c", str(clients), "-m", "POST", "-D", str(body)]
+def hey(url: str, body: Path, clients: int, seconds: float, headers=(), extra=()) -> dict:
+    """hey for ``seconds`` at ``clients`` concurrent connections (keep-alive)."""
+    cmd = ["hey", "-z", f"{seconds}s", "-c", str(clients), "-m", "POST", "-D", str(body)]
     cmd += ["-T", "application/json"] if not headers else ["-T", "application/octet-stream"]
     for h in headers:
         cmd += ["-H", h]
@@ -227,7 +228,7 @@ def bodies(work: Path, row: np.ndarray) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=4000, help="per measurement (1 client: a quarter)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, nargs="*", default=[1, 8, 64])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -258,12 +259,11 @@ def main() -> None:
                     formats = ["json", "binary"] if kind == "customml" else ["json"]
                     for model in models:
                         url = f"{base}/v2/models/{model}/infer"
-                        hey(url, body["json"][0], 8, 500)  # warm-up
+                        hey(url, body["json"][0], 8, 1)  # warm-up
                         for fmt in formats:
                             for c in args.clients:
-                                n = args.requests // 4 if c == 1 else args.requests
                                 before = _batches(base, model) if kind == "customml" else None
-                                r = hey(url, body[fmt][0], c, n, headers=body[fmt][1])
+                                r = hey(url, body[fmt][0], c, args.seconds, headers=body[fmt][1])
                                 key = f"{kind}|{model}|{fmt}|{'batch' if batching else 'nobatch'}|{c}"
                                 if before is not None:  # rows / executions over this measurement
                                     after = _batches(base, model)
@@ -276,7 +276,7 @@ def main() -> None:
             proc, base = start_customml(work, True, args.threads)
             try:
                 url = f"{base}/v2/models/fmnist/infer"
-                hey(url, body["json"][0], 8, 500)
+                hey(url, body["json"][0], 8, 1)
                 rss0 = _rss_kib(proc.pid)
                 clients = 8
                 r = hey(

@@ -4,7 +4,6 @@ loopback port, run in a thread of the test process (a subprocess where signals m
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -135,9 +134,3 @@ def start_process(path, *args: str) -> "tuple[subprocess.Popen, str]":
             proc.kill()
             raise RuntimeError(f"the server did not become ready: {proc.communicate(timeout=TIMEOUT)}")
         time.sleep(0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

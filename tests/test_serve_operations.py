@@ -144,6 +144,7 @@ def test_repository_extension_index_unload_load(tmp_path):
         ]
         assert server.post("/v2/repository/models/a/load").status_code == 200
         assert server.infer("a", rows(1)).status_code == 200
+        assert server.post("/v2/repository/index", data=b"{").status_code == 400
         assert server.post("/v2/repository/models/zzz/load").status_code == 404
         assert server.post("/v2/repository/models/zzz/unload").status_code == 404
 

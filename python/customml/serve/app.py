@@ -140,7 +140,13 @@ def _routes(state: ServerState) -> list:
 
     async def index(request: Request) -> Response:
         body = await request.body()
-        only_ready = bool(body) and bool(orjson.loads(body).get("ready", False))
+        try:
+            options = orjson.loads(body) if body else {}
+        except orjson.JSONDecodeError as exc:
+            return _error(400, f"malformed JSON in the request: {exc}")
+        if not isinstance(options, dict):
+            return _error(400, "the request must be a JSON object")
+        only_ready = bool(options.get("ready", False))
         rows = [r for r in repo.index() if not only_ready or r["state"] == "READY"]
         return _json(rows)
 
