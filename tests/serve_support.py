@@ -107,8 +107,9 @@ def sample(samples: dict, name: str, **labels) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-def start_process(path, *args: str) -> "tuple[subprocess.Popen, str]":
-    """``customml serve path --port 0 args`` in a subprocess; returns it and its base URL."""
+def start_process(path, *args: str, verify=True) -> "tuple[subprocess.Popen, str]":
+    """``customml serve path --port 0 args`` in a subprocess; returns it and its base URL
+    (``verify``: requests' TLS verification, a CA bundle for a self-signed server)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     proc = subprocess.Popen(
         [sys.executable, "-m", "customml", "serve", str(path), "--port", "0", *args],
@@ -119,14 +120,14 @@ def start_process(path, *args: str) -> "tuple[subprocess.Popen, str]":
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
-    if not line.startswith("customml serve: http://"):
+    if not line.startswith("customml serve: http"):
         proc.kill()
         raise RuntimeError(f"unexpected first line {line!r}: {proc.communicate(timeout=TIMEOUT)}")
     base = line.split()[2]
     deadline = time.monotonic() + TIMEOUT
     while True:
         try:
-            if requests.get(base + "/v2/health/ready", timeout=TIMEOUT).status_code == 200:
+            if requests.get(base + "/v2/health/ready", timeout=TIMEOUT, verify=verify).status_code == 200:
                 return proc, base
         except requests.ConnectionError:
             pass

@@ -241,3 +241,39 @@ def test_cli_errors_are_one_line_and_status_2(tmp_path, args, words):
     )
     assert run.returncode == 2 and words in run.stderr and run.stderr.startswith("error:"), run.stderr
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_tls_through_uvicorn_options(tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (it makes the test's self-signed certificate)")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=TIMEOUT,
+    )  # fmt: skip
+    model = classifier()
+    save(model, tmp_path / "m.cml")
+    proc, base = start_process(
+        tmp_path / "m.cml", "--ssl-keyfile", str(key), "--ssl-certfile", str(cert), verify=str(cert)
+    )
+    try:
+        assert base.startswith("https://")
+        x = rows(2)
+        body = {"inputs": [{"name": "input", "shape": [2, 12], "datatype": "FP32", "data": x.ravel().tolist()}]}
+        # Connection: close, as an idle TLS keep-alive connection holds the shutdown until the
+        # drain timeout when the client never answers the server's close (asyncio's SSL shutdown).
+        r = requests.post(
+            base + "/v2/models/m/infer", json=body, timeout=TIMEOUT, verify=str(cert), headers={"Connection": "close"}
+        )
+        assert r.status_code == 200 and np.array_equal(_logits(r), model.predict(x))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0
+
+
+def test_a_file_whose_stem_is_no_model_name_is_refused(tmp_path):
+    save(classifier(), tmp_path / ".hidden.cml")
+    with pytest.raises(ValueError, match="not a model name"):
+        Server(tmp_path / ".hidden.cml")

@@ -113,8 +113,9 @@ class Repository:
         if not os.path.exists(self.path):
             raise ValueError(f"[serve] {path}: no such file or directory")
         self.single = os.path.isfile(self.path)
-        if self.single:
-            check_name(os.path.splitext(os.path.basename(self.path))[0])
+        stem = os.path.splitext(os.path.basename(self.path))[0]
+        if self.single and not _NAME.match(stem):
+            raise ValueError(f"[serve] {path}: {stem!r} is not a model name: letters, digits, '_', '.', '-'")
         self._config, self._pool, self._metrics = config, pool, metrics
         self._entries: Dict[str, _Entry] = {}
         self._unloaded: set = set()  # unloaded on request: polling leaves them unloaded
