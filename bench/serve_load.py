@@ -232,13 +232,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, nargs="*", default=[1, 8, 64])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--models", nargs="*", default=["fmnist", "fmnist_int8"], help="customml's models to load")
+    parser.add_argument("--formats", nargs="*", default=["json", "binary"], help="customml's request bodies")
+    parser.add_argument("--no-mlserver", dest="mlserver", action="store_false", help="customml alone")
     parser.add_argument("--soak", type=float, default=0, help="seconds of a fixed-rate soak run (0: none)")
     parser.add_argument("--soak-rate", type=int, default=400, help="requests per second during the soak")
     parser.add_argument("--json", default=None, help="write the raw results here")
     args = parser.parse_args()
     if shutil.which("hey") is None:
         sys.exit("hey is not installed (Debian: apt-get install hey)")
-    with_mlserver = (MLSERVER_VENV / "bin" / "mlserver").exists()
+    with_mlserver = args.mlserver and (MLSERVER_VENV / "bin" / "mlserver").exists()
     work = Path(tempfile.mkdtemp(prefix="serve_load_"))
     results: dict = {}
     try:
@@ -255,8 +258,8 @@ def main() -> None:
                     else start_mlserver(work, batching)
                 )
                 try:
-                    models = ["fmnist", "fmnist_int8"] if kind == "customml" else ["fmnist"]
-                    formats = ["json", "binary"] if kind == "customml" else ["json"]
+                    models = args.models if kind == "customml" else ["fmnist"]
+                    formats = args.formats if kind == "customml" else ["json"]
                     for model in models:
                         url = f"{base}/v2/models/{model}/infer"
                         hey(url, body["json"][0], 8, 1)  # warm-up
