@@ -156,6 +156,7 @@ def test_ab_split_follows_the_weights_and_sticks_to_request_ids(tmp_path):
     (repo / "m" / "config.json").write_text(json.dumps({"split": {"1": 0.7, "2": 0.3}}))
     body = {"inputs": [{"name": "input", "shape": [1, 12], "datatype": "FP32", "data": rows(1)[0].tolist()}]}
     with Server(repo) as server:
+        assert server.get("/v2/models/m").json()["versions"] == ["1", "2"]
         counts = {"1": 0, "2": 0}
         for _ in range(2000):
             r = server.post("/v2/models/m/infer", json=body)

@@ -95,14 +95,14 @@ def _routes(state: ServerState) -> list:
     async def model_metadata(request: Request) -> Response:
         name, version = request.path_params["name"], request.path_params.get("version")
         try:
-            model = repo.resolve(name, version)
+            model = repo.resolve(name, version, split=False)
         except ProtocolError as exc:
             return _error(exc.status, exc.message)
         return _json(model.metadata(repo.versions(name)))
 
     async def model_ready(request: Request) -> Response:
         try:
-            repo.resolve(request.path_params["name"], request.path_params.get("version"))
+            repo.resolve(request.path_params["name"], request.path_params.get("version"), split=False)
         except ProtocolError as exc:
             return _error(exc.status, exc.message)
         return Response(status_code=200 if state.ready else 503)

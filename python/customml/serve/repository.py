@@ -286,9 +286,12 @@ class Repository:
 
     # -- requests -----------------------------------------------------------------------
 
-    def resolve(self, name: str, version: Optional[str], request_id: Optional[str] = None) -> ServedModel:
+    def resolve(
+        self, name: str, version: Optional[str], request_id: Optional[str] = None, split: bool = True
+    ) -> ServedModel:
         """The version that answers: the one named, else by the split's weights (sticky per
-        request id), else the latest. 404 when there is none."""
+        request id; ``split=False``: metadata, always the latest), else the latest. 404 when
+        there is none, 503 when the name is on disk but not loaded."""
         entry = self._entries.get(name)
         if entry is None:
             if not _NAME.match(name):
@@ -301,7 +304,7 @@ class Repository:
             if model is None:
                 raise ProtocolError(404, f"model {name!r} has no loaded version {version!r}")
             return model
-        if entry.split is None:
+        if entry.split is None or not split:
             return entry.versions[entry.latest]
         u = _unit(request_id) if request_id else random.random()
         total = sum(w for _, w in entry.split)
