@@ -157,11 +157,15 @@ def test_ab_split_follows_the_weights_and_sticks_to_request_ids(tmp_path):
     body = {"inputs": [{"name": "input", "shape": [1, 12], "datatype": "FP32", "data": rows(1)[0].tolist()}]}
     with Server(repo) as server:
         assert server.get("/v2/models/m").json()["versions"] == ["1", "2"]
+        # 2,000 distinct request ids: their hashes make the draw (and the test) deterministic.
         counts = {"1": 0, "2": 0}
-        for _ in range(2000):
-            r = server.post("/v2/models/m/infer", json=body)
+        for i in range(2000):
+            r = server.post("/v2/models/m/infer", json=body, headers={"X-Request-Id": f"request-{i}"})
             counts[r.json()["model_version"]] += 1
         assert abs(counts["1"] / 2000 - 0.7) < 0.03, counts
+        # Without an id, a random draw by the same weights: 300 requests reach both versions
+        # (all on one side has probability 0.7**300 + 0.3**300).
+        assert {server.post("/v2/models/m/infer", json=body).json()["model_version"] for _ in range(300)} == {"1", "2"}
         for i in range(20):  # the same request id, the same version
             got = {
                 server.post("/v2/models/m/infer", json=body, headers={"X-Request-Id": f"user-{i}"}).json()[
@@ -171,8 +175,9 @@ def test_ab_split_follows_the_weights_and_sticks_to_request_ids(tmp_path):
             }
             assert len(got) == 1
         m = scrape(server)
-        for v in ("1", "2"):  # every series labelled by version: the two sides compare
-            assert sample(m, "nv_inference_request_success_total", model="m", version=v) >= counts[v]
+        answered = {v: sample(m, "nv_inference_request_success_total", model="m", version=v) for v in counts}
+        assert all(answered[v] >= counts[v] for v in counts)  # every series labelled by version
+        assert sum(answered.values()) == 2000 + 300 + 60
         assert sample(m, "customml_model_split_weight", model="m", version="2") == pytest.approx(0.3)
     # --split on the command line wins over config.json
     with Server(repo, split=dict([parse_split("m=1:1e-9,2:1")])) as server:
