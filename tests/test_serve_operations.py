@@ -5,6 +5,7 @@ draining and the access log. Real servers on loopback ports, bounded request cou
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import json
 import os
 import shutil
@@ -188,15 +189,23 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(tmp_path):
     model = classifier()
     save(model, tmp_path / "m.cml")
     # A 1.5 s queue delay holds the request in flight while SIGTERM arrives.
-    proc, base = start_process(
-        tmp_path / "m.cml", "--max-batch-size", "8", "--max-queue-delay-us", "1500000", "--access-log"
-    )
+    args = ("--max-batch-size", "8", "--max-queue-delay-us", "1500000", "--access-log", "--api-key", "k")
+    proc, base = start_process(tmp_path / "m.cml", *args)
+    key = {"Authorization": "Bearer k"}
     try:
+        assert requests.get(base + "/v2", timeout=TIMEOUT).status_code == 401  # logged too
         x = rows(1)
         body = {"inputs": [{"name": "input", "shape": [1, 12], "datatype": "FP32", "data": x[0].tolist()}]}
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(requests.post, base + "/v2/models/m/infer", json=body, timeout=TIMEOUT)
-            time.sleep(0.5)
+            infer = functools.partial(requests.post, json=body, timeout=TIMEOUT, headers=key)
+            pending = pool.submit(infer, base + "/v2/models/m/infer")
+            deadline = time.monotonic() + TIMEOUT
+            while (
+                'nv_inference_pending_request_count{model="m",version="1"} 1.0'
+                not in requests.get(base + "/metrics", timeout=TIMEOUT, headers={"Connection": "close", **key}).text
+            ):  # the request is queued (for 1.5 s) when SIGTERM comes
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
             start = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             r = pending.result(TIMEOUT)
@@ -205,8 +214,10 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(tmp_path):
         assert proc.returncode == 0, err
         assert time.monotonic() - start < 10
         log = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
-        infer = [e for e in log if e["path"] == "/v2/models/m/infer"]
-        assert infer and infer[0]["status"] == 200 and infer[0]["model_version"] == "1" and infer[0]["duration_ms"] > 0
+        answered = [e for e in log if e["path"] == "/v2/models/m/infer"]
+        assert len(answered) == 1 and answered[0]["status"] == 200 and answered[0]["model_version"] == "1"
+        assert answered[0]["duration_ms"] > 0 and answered[0]["method"] == "POST"
+        assert [e["status"] for e in log if e["path"] == "/v2"] == [401]
     finally:
         if proc.poll() is None:
             proc.kill()

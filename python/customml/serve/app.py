@@ -200,7 +200,12 @@ class _Guard:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
-            return
+        elif not self.log_requests:
+            await self._authorized(scope, receive, send)
+        else:
+            await self._logged(scope, receive, send)
+
+    async def _authorized(self, scope, receive, send) -> None:
         if self.expected is not None and not scope["path"].startswith("/v2/health/"):
             given = dict(scope["headers"]).get(b"authorization", b"")
             if not hmac.compare_digest(given, self.expected):
@@ -211,9 +216,10 @@ class _Guard:
                     media_type="application/json",
                 )(scope, receive, send)
                 return
-        if not self.log_requests:
-            await self.app(scope, receive, send)
-            return
+        await self.app(scope, receive, send)
+
+    async def _logged(self, scope, receive, send) -> None:
+        """The request, then its access log line (refused ones included)."""
         start = time.perf_counter()
         seen: Dict[str, Any] = {"status": 500, "bytes": 0, "version": None}
 
@@ -226,7 +232,7 @@ class _Guard:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_logged)
+            await self._authorized(scope, receive, send_logged)
         finally:
             headers = dict(scope["headers"])
             client = scope.get("client") or ("", 0)
