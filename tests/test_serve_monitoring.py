@@ -68,7 +68,9 @@ def test_the_deployment_files_use_real_flags_and_routes():
     assert config.max_batch_size > 1
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
-    assert manifest["spec"]["predictor"]["terminationGracePeriodSeconds"] > config.drain_timeout_s
+    assert (
+        manifest["spec"]["predictor"]["terminationGracePeriodSeconds"] > config.drain_timeout_s + config.drain_delay_s
+    )
     docker = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
     entry = json.loads(re.search(r"^ENTRYPOINT (.*)$", docker, re.M).group(1))
     cmd = json.loads(re.search(r"^CMD (.*)$", docker, re.M).group(1))

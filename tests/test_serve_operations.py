@@ -224,6 +224,31 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(tmp_path):
             proc.communicate(timeout=TIMEOUT)
 
 
+def test_drain_delay_answers_with_readiness_off_then_exits_0(tmp_path):
+    model = classifier()
+    save(model, tmp_path / "m.cml")
+    proc, base = start_process(tmp_path / "m.cml", "--drain-delay", "3")
+    try:
+        once = {"timeout": TIMEOUT, "headers": {"Connection": "close"}}
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        deadline = start + TIMEOUT
+        while requests.get(base + "/v2/health/ready", **once).status_code != 503:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert time.monotonic() - start < 2.5, "the delay passed before readiness turned off"
+        x = rows(2)
+        body = {"inputs": [{"name": "input", "shape": [2, 12], "datatype": "FP32", "data": x.ravel().tolist()}]}
+        r = requests.post(base + "/v2/models/m/infer", json=body, **once)  # still answered
+        assert r.status_code == 200 and np.array_equal(_logits(r), model.predict(x))
+        proc.communicate(timeout=TIMEOUT)
+        assert proc.returncode == 0 and time.monotonic() - start >= 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=TIMEOUT)
+
+
 def test_the_exit_handler_turns_readiness_off_first(tmp_path):
     import uvicorn
 

@@ -34,6 +34,7 @@ class ServeConfig:
     max_body_bytes: int = 64 << 20
     access_log: bool = False
     drain_timeout_s: float = 30.0
+    drain_delay_s: float = 0.0
     device: str = "cpu"
     ssl_keyfile: Optional[str] = None
     ssl_certfile: Optional[str] = None
@@ -47,8 +48,8 @@ class ServeConfig:
             raise ValueError(f"[serve] port must be at most 65535, got {self.port}")
         if self.max_body_bytes < 1:
             raise ValueError(f"[serve] max_body_bytes must be >= 1, got {self.max_body_bytes}")
-        if not self.poll_interval_s >= 0 or not self.drain_timeout_s >= 0:
-            raise ValueError("[serve] poll_interval_s and drain_timeout_s must be >= 0")
+        if not self.poll_interval_s >= 0 or not self.drain_timeout_s >= 0 or not self.drain_delay_s >= 0:
+            raise ValueError("[serve] poll_interval_s, drain_timeout_s and drain_delay_s must be >= 0")
         if self.api_key is not None and not self.api_key:
             raise ValueError("[serve] api_key must not be empty")
         if self.threads == 0:
@@ -111,6 +112,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--drain-timeout", type=float, default=30.0, help="on SIGTERM, seconds to let in-flight requests finish"
     )
+    parser.add_argument(
+        "--drain-delay",
+        type=float,
+        default=0.0,
+        help="on SIGTERM, seconds of answering (readiness 503) before the socket closes (default 0)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--ssl-keyfile", default=None, help="TLS (uvicorn's option)")
     parser.add_argument("--ssl-certfile", default=None, help="TLS (uvicorn's option)")
@@ -130,6 +137,7 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
         max_body_bytes=args.max_body_bytes,
         access_log=args.access_log,
         drain_timeout_s=args.drain_timeout,
+        drain_delay_s=args.drain_delay,
         device=args.device,
         ssl_keyfile=args.ssl_keyfile,
         ssl_certfile=args.ssl_certfile,

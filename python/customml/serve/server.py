@@ -1,13 +1,14 @@
 """``customml serve``: the application on uvicorn, one process (several would split the
 repository state and the metrics; scale out with replicas). SIGTERM (or Ctrl-C) turns the
-readiness probe to 503 at once, stops accepting connections, lets in-flight requests
-finish (up to the drain timeout) and exits with status 0."""
+readiness probe to 503 at once, stops accepting connections ``--drain-delay`` seconds later,
+lets in-flight requests finish (up to ``--drain-timeout``) and exits with status 0."""
 
 from __future__ import annotations
 
 import math
 import socket
 import sys
+import threading
 from typing import Optional
 
 import uvicorn
@@ -20,9 +21,21 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, app: _Guard) -> None:
         super().__init__(config)
         self._app = app
+        self._delay: Optional[threading.Timer] = None
 
     def handle_exit(self, sig: int, frame) -> None:
         self._app.state.draining = True  # readiness first, before the sockets close
+        delay = self._app.state.config.drain_delay_s
+        if delay > 0 and self._delay is None:
+            # Keep taking requests while the load balancer sees the 503 and stops sending;
+            # a second signal stops at once.
+            self._delay = threading.Timer(delay, self._stop, (sig, frame))
+            self._delay.daemon = True
+            self._delay.start()
+            return
+        self._stop(sig, frame)
+
+    def _stop(self, sig: int, frame) -> None:
         super().handle_exit(sig, frame)
         # A drained shutdown is a normal exit: uvicorn would raise the signal again
         # after shutting down, which makes the exit status 128 + signal.
