@@ -7,6 +7,7 @@
   customml quantize MODEL --calibration X.npy -o OUT   an int8 copy of the model and its report
   customml prune MODEL --sparsity S -o OUT         prune (and fine-tune) a saved model, compare it with the dense one
   customml info [MODEL]                            a model file's summary, or the build information
+  customml serve MODEL_OR_REPOSITORY               serve models over the V2 inference protocol (docs/serving.md)
 
 Errors are one line on stderr starting with "error:" and exit status 2; ``train
 --min-accuracy`` exits with 1 when the test accuracy falls short.
@@ -427,6 +428,13 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    from .serve import serve
+    from .serve.config import config_from_args
+
+    return serve(args.path, config_from_args(args))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Runs the ``customml`` command (the module docstring lists its subcommands) on
     ``argv`` (default: ``sys.argv[1:]``) and returns its exit status: 0, 1 when ``train
@@ -562,6 +570,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     info = sub.add_parser("info", help="a model file's summary, or without one the build information")
     info.add_argument("model", nargs="?", default=None)
     info.set_defaults(func=_info)
+
+    from .serve.config import add_arguments as serve_arguments
+
+    serve = sub.add_parser(
+        "serve", help="serve models over the Open Inference Protocol (V2) REST API (the serve extra)"
+    )
+    serve_arguments(serve)
+    serve.set_defaults(func=_serve)
 
     args = parser.parse_args(argv)
     try:
