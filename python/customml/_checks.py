@@ -42,7 +42,7 @@ def as_features(x, name: str, op: str) -> np.ndarray:
     return x
 
 
-def check_finite(a: np.ndarray, name: str, op: str) -> None:
+def check_finite(a: np.ndarray, name: str, op: str, why: str = "training on it would make the weights NaN") -> None:
     # float32 in C order (what as_features and the target and weight conversions give):
     # one C++ pass without the GIL or a boolean temporary; anything else through NumPy.
     if a.dtype == _FLOAT32 and a.flags.c_contiguous and a.dtype.isnative:
@@ -55,10 +55,9 @@ def check_finite(a: np.ndarray, name: str, op: str) -> None:
         if not bad.any():
             return
         where = np.argwhere(bad)[0]
-    raise ValueError(
-        f"[{op}] {name} contains NaN or inf (first at index {tuple(int(i) for i in where)}); "
-        "training on it would make the weights NaN"
-    )
+    at = tuple(int(i) for i in where)
+    place = f"row {at[0]}, column {at[1]}" if len(at) == 2 else f"index {at}"
+    raise ValueError(f"[{op}] {name} contains {a[at]} (first NaN or inf at {place}); {why}")
 
 
 def positive_int(value, name: str, op: str, minimum: int = 1) -> int:

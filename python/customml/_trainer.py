@@ -450,6 +450,7 @@ class Trainer:
         op = "evaluate"
         batch_size = positive_int(batch_size, "batch_size", op)
         x = as_features(x, "x", op)
+        check_finite(x, "x", op, "the loss and metrics would be NaN")
         self._ensure_ready(x, op)
         y = self._as_targets(y, x.shape[0], op)
         return self._evaluate_arrays(x, y, batch_size)

@@ -20,6 +20,7 @@ from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from ._callback import Callback
 from ._checks import as_features, number, positive_int
+from ._checks import check_finite as _check_finite
 from ._history import History
 from ._model_description import ModelDescription, describe
 from ._safetensors import atomic_write
@@ -420,11 +421,18 @@ class Sequential(Trainer):
 
     # -- inference ---------------------------------------------------------------------
 
-    def predict(self, x, batch_size: int = 1024, out: Optional[np.ndarray] = None) -> np.ndarray:
+    def predict(
+        self, x, batch_size: int = 1024, out: Optional[np.ndarray] = None, check_finite: bool = False
+    ) -> np.ndarray:
         """The last layer's output (logits for classification losses), float32
         (samples, outputs). With ``out=`` it writes into that C-contiguous float32 array
-        and allocates nothing. Safe to call from many threads at once."""
+        and allocates nothing. Safe to call from many threads at once. NaN and inf in x
+        propagate (an int8 model's row with one is NaN); ``check_finite=True`` refuses such
+        an x instead, naming the first row and column."""
         net = self._net
+        if check_finite:
+            x = as_features(x, "x", "predict")
+            _check_finite(x, "x", "predict", "pass check_finite=False to get NaN outputs for such rows")
         # Fast path: a ready model and a plain batch size. The executor takes x as it is
         # when x is already float32 (the dtype object itself), 2-D, C-contiguous and has
         # rows, allocating out when it is None; for anything else it returns None and
@@ -446,12 +454,13 @@ class Sequential(Trainer):
         assert self._net is not None
         return self._net.predict(x, out, batch_size)
 
-    def predict_proba(self, x, batch_size: int = 1024) -> np.ndarray:
+    def predict_proba(self, x, batch_size: int = 1024, check_finite: bool = False) -> np.ndarray:
         """Class probabilities: softmax of the logits (softmax cross-entropy) or, for
-        binary cross-entropy, the sigmoid of the single logit as P(class 1), shape (n, 1)."""
+        binary cross-entropy, the sigmoid of the single logit as P(class 1), shape (n, 1).
+        A row with NaN or inf gives NaN probabilities; ``check_finite`` as in predict."""
         if self._loss is None or not self._loss.classification:
             raise ValueError("[predict_proba] needs a model compiled with a classification loss")
-        logits = self.predict(x, batch_size=batch_size)
+        logits = self.predict(x, batch_size=batch_size, check_finite=check_finite)
         # predict's output is host memory whatever the device: the CPU ops, in place.
         if self._loss.name == "binary_cross_entropy":
             return ops.sigmoid(logits, out=logits)
