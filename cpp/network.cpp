@@ -30,6 +30,20 @@ void Network::write_params(const float* src, int64_t offset, int64_t n) {
   invalidate_plan();
 }
 
+void Network::begin_update() {
+  std::lock_guard<std::mutex> guard(plan_mutex_);
+  ++updates_;
+}
+
+void Network::end_update() {
+  {
+    std::lock_guard<std::mutex> guard(plan_mutex_);
+    if (updates_ == 0) throw std::logic_error("[end_update] no update is open");
+    --updates_;
+  }
+  updated_.notify_all();
+}
+
 void Network::set_trainable(int64_t layer, bool trainable) {
   Exclusive lock(mutex_);
   model_.set_trainable(layer, trainable);
@@ -94,8 +108,15 @@ void Network::train_batch(const float* x, const void* y, const float* sample_wei
 
 void Network::evaluate(const float* x, const void* y, int64_t n, int64_t batch_size) {
   Exclusive lock(mutex_);
-  // Holding mutex_ exclusively, this thread alone could publish a plan.
-  if (plan_stale_.load(std::memory_order_acquire)) build_plan();
+  // Holding mutex_ exclusively, this thread alone could publish a plan. Inside a
+  // transaction evaluate keeps the plan of the weights before it, as predict does (the
+  // Python caller serializes evaluate with transactions, so one is always published).
+  bool rebuild = plan_stale_.load(std::memory_order_acquire);
+  if (rebuild) {
+    std::lock_guard<std::mutex> guard(plan_mutex_);
+    rebuild = updates_ == 0 || !plan_.current();
+  }
+  if (rebuild) build_plan();
   trainer_.evaluate(*plan_.current(), x, y, n, batch_size);
 }
 
@@ -224,10 +245,23 @@ void Network::build_plan() const {
 }
 
 void Network::ensure_plan() const {
-  if (!plan_stale_.load(std::memory_order_acquire)) return;
-  Shared lock(mutex_);
-  std::lock_guard<std::mutex> guard(plan_mutex_);
-  if (plan_stale_.load(std::memory_order_acquire)) build_plan();
+  while (plan_stale_.load(std::memory_order_acquire)) {
+    {
+      Shared lock(mutex_);
+      std::lock_guard<std::mutex> guard(plan_mutex_);
+      if (!plan_stale_.load(std::memory_order_acquire)) return;
+      if (updates_ == 0) {
+        build_plan();
+        return;
+      }
+      // Inside a transaction: the published plan holds the whole weight set before it.
+      if (plan_.current()) return;
+    }
+    // No plan yet: wait for the transaction's end without holding mutex_, which its
+    // writes take (and plan_mutex_ is only ever taken after mutex_, never before).
+    std::unique_lock<std::mutex> guard(plan_mutex_);
+    updated_.wait(guard, [&] { return updates_ == 0; });
+  }
 }
 
 Published<InferencePlan>::Reader Network::read_plan() const {
