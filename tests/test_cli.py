@@ -135,7 +135,7 @@ def test_module_entry_point_in_a_subprocess():
         (["train", "--seed", "-3"], "--seed", "-3"),
         (["train", "--prune-sparsity", "1"], "--prune-sparsity", "1"),
         (["train", "--prune-epochs", "0"], "--prune-epochs", "0"),
-        (["train", "--min-accuracy", "1.5"], "--min-accuracy", "1.5"),
+        (["train", "--min-accuracy", "-0.5"], "--min-accuracy", "-0.5"),
         (["export", "m.cml", "--onnx", "m.onnx", "--opset", "0"], "--opset", "0"),
         (["quantize", "m.cml", "-o", "q.cml", "--calibration-rows", "0"], "--calibration-rows", "0"),
         (["quantize", "m.cml", "-o", "q.cml", "--max-accuracy-drop", "-0.1"], "--max-accuracy-drop", "-0.1"),

@@ -22,9 +22,12 @@ import math
 import os
 import sys
 import time
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import numpy as np
+
+from ._checks import argument_int, argument_number, as_features, check_finite
+from ._safetensors import atomic_write
 
 __all__ = ["main"]
 
@@ -32,44 +35,8 @@ __all__ = ["main"]
 # smaller steps; fashion_mnist's 60,000 images reach ~0.90 in 20 epochs of 128.
 _TRAIN_DEFAULTS = {"fashion_mnist": {"epochs": 20, "batch_size": 128}}
 _GENERIC_DEFAULTS = {"epochs": 30, "batch_size": 32}
-
-
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer >= minimum; argparse names the flag in its message and
-    exits with status 2."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
-        return value
-
-    return parse
-
-
-def _number_in(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = True) -> Callable[[str], float]:
-    """An argparse type: a finite number in the interval, its ends open or closed as given."""
-    interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number in {interval}, got {text!r}") from None
-        inside = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
-        if not (math.isfinite(value) and inside):
-            raise argparse.ArgumentTypeError(f"must be a number in {interval}, got {text!r}")
-        return value
-
-    return parse
-
-
-_POSITIVE = _int_at_least(1)
-_FRACTION = _number_in(0.0, 1.0)  # [0, 1)
-_RATE = _number_in(0.0, math.inf, lo_open=True)  # a learning rate: > 0
+# Argparse types: a bad number is argparse's usage error, naming the flag and what was typed.
+_POSITIVE, _FRACTION, _RATE = argument_int(1), argument_number(0.0, 1.0), argument_number(0.0, math.inf, lo_open=True)
 
 
 def _table(rows: List[tuple]) -> str:
@@ -281,8 +248,6 @@ def _predict(args: argparse.Namespace) -> int:
     if x.ndim == 1:
         x = x.reshape(1, -1)  # one sample
     if not args.allow_nonfinite:
-        from ._checks import as_features, check_finite
-
         x = as_features(x, args.input, "predict")
         check_finite(x, args.input, "predict", "--allow-nonfinite gives NaN predictions for such rows")
     if args.proba:
@@ -294,10 +259,7 @@ def _predict(args: argparse.Namespace) -> int:
             labels = (result[:, 0] > 0).astype(np.int64) if result.shape[1] == 1 else result.argmax(axis=1)
             labels[np.isnan(result).any(axis=1)] = -1  # no class for a row with NaN (--allow-nonfinite)
             result = labels
-    if args.output:
-        from ._safetensors import atomic_write
-
-        # To the name given (np.save would append .npy), atomically, and an error names it.
+    if args.output:  # to the name given (np.save appends .npy), atomically; errors name it
         buffer = io.BytesIO()
         np.save(buffer, result)
         atomic_write(args.output, [buffer.getvalue()])
@@ -502,11 +464,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         default="cosine",
         help="cosine decay to 0 over the run (default) or a constant rate",
     )
-    train.add_argument("--weight-decay", type=_number_in(0.0, math.inf), default=1e-4)
+    train.add_argument("--weight-decay", type=argument_number(0.0, math.inf), default=1e-4)
     train.add_argument("--validation-split", type=_FRACTION, default=0.1)
     train.add_argument("--precision", default="fp32", help="fp32; tf32, bf16 or fp16 on CUDA devices")
     train.add_argument("--device", default="cpu")
-    train.add_argument("--seed", type=_int_at_least(0), default=0)
+    train.add_argument("--seed", type=argument_int(0), default=0)
     train.add_argument("--output", "-o", default=None, help="save the model here (then reload it and check it)")
     train.add_argument(
         "--prune-sparsity",
@@ -528,7 +490,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     train.add_argument(
         "--min-accuracy",
-        type=_number_in(0.0, 1.0, hi_open=False),
+        type=argument_number(0.0, math.inf),
         default=None,
         help="exit with status 1 when the test accuracy is below this",
     )
@@ -548,11 +510,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     predict.add_argument("input", help="a .npy array of shape (samples, features) or (features,)")
     predict.add_argument("--output", "-o", default=None, help="write a .npy here instead of printing")
     predict.add_argument("--proba", action="store_true", help="class probabilities instead of labels")
-    predict.add_argument(
-        "--allow-nonfinite",
-        action="store_true",
-        help="predict rows holding NaN or inf (their outputs are NaN, their label -1) instead of refusing the input",
-    )
+    predict.add_argument("--allow-nonfinite", action="store_true", help="predict rows with NaN / inf: NaN, label -1")
     predict.add_argument("--device", default="cpu")
     predict.set_defaults(func=_predict)
 
@@ -576,7 +534,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     quant.add_argument("--per-tensor", action="store_true", help="one weight scale per layer, not per channel")
     quant.add_argument(
         "--max-accuracy-drop",
-        type=_number_in(0.0, 1.0, hi_open=False),
+        type=argument_number(0.0, 1.0, hi_open=False),
         default=None,
         help="with --dataset: layers fall back to float32 until the accuracy drop (a fraction) fits",
     )
@@ -605,7 +563,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     prune.add_argument("--n-m", default=None, metavar="N:M", help="semi-structured N:M sparsity, e.g. 2:4")
     prune.add_argument(
         "--fine-tune-epochs",
-        type=_int_at_least(0),
+        type=argument_int(0),
         default=0,
         help="fine-tune on --dataset; --sparsity is then reached gradually (Zhu & Gupta)",
     )
