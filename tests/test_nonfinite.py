@@ -79,7 +79,9 @@ def test_check_finite_names_the_row_and_column(device, value):
     x = _x()
     x[4, 6] = value
     x[5, 0] = value
-    with pytest.raises(ValueError, match=r"\[predict\] x contains (nan|inf|-inf) .*row 4, column 6"):
+    with pytest.raises(
+        ValueError, match=r"\[predict\] x contains NaN or inf: (nan|inf|-inf) at \(4, 6\), row 4, column 6"
+    ):
         model.predict(x, check_finite=True)
     with pytest.raises(ValueError, match=r"row 4, column 6"):
         model.predict_proba(x.astype(np.float64), check_finite=True)
@@ -90,5 +92,5 @@ def test_evaluate_refuses_nonfinite_x(device):
     model = _model("float32", "relu", device)
     x = _x()
     x[3, 1] = np.nan
-    with pytest.raises(ValueError, match=r"\[evaluate\] x contains nan .*row 3, column 1"):
+    with pytest.raises(ValueError, match=r"\[evaluate\] x contains NaN or inf: nan at \(3, 1\), row 3, column 1"):
         model.evaluate(x, np.zeros(6, np.int32))

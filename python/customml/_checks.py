@@ -57,8 +57,8 @@ def check_finite(a: np.ndarray, name: str, op: str, why: str = "training on it w
             return
         where = np.argwhere(bad)[0]
     at = tuple(int(i) for i in where)
-    place = f"row {at[0]}, column {at[1]}" if len(at) == 2 else f"index {at}"
-    raise ValueError(f"[{op}] {name} contains {a[at]} (first NaN or inf at {place}); {why}")
+    place = f"{at}, row {at[0]}, column {at[1]}" if len(at) == 2 else f"index {at}"
+    raise ValueError(f"[{op}] {name} contains NaN or inf: {a[at]} at {place}; {why}")
 
 
 def positive_int(value, name: str, op: str, minimum: int = 1) -> int:
