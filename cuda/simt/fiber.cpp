@@ -16,6 +16,7 @@
 #define CUSTOMML_ASAN 0
 #endif
 #if CUSTOMML_ASAN
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 
@@ -69,6 +70,11 @@ void Fiber::reset(void (*entry)(), size_t stack_bytes) {
     if (!stack_) throw std::bad_alloc();
     stack_bytes_ = stack_bytes;
   }
+#if CUSTOMML_ASAN
+  // A fiber ends by switching away, never returning from its frames, whose redzones stay
+  // poisoned: unpoisoned here, or the stack's next fiber trips over them.
+  ASAN_UNPOISON_MEMORY_REGION(stack_, stack_bytes_);
+#endif
 #if defined(__x86_64__) && defined(__linux__)
   // The first switch pops 8 bytes of control words and six registers, then returns
   // into entry with rsp = top - 8, as if entry had been called (rsp % 16 == 8).
