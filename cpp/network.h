@@ -5,6 +5,7 @@
 // training step or a whole inference; every buffer is reused across calls.
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -40,6 +41,15 @@ class Network {
   // writes take exclusive access and count as a weight change.
   void read_params(float* dst, int64_t offset, int64_t n) const;
   void write_params(const float* src, int64_t offset, int64_t n);
+
+  // A weight change made of several calls (set_weights over the layers, load_weights,
+  // pruning, quantization) as one transaction: from begin_update to the matching
+  // end_update (they nest), predict keeps running the plan of the weights before it (or,
+  // when none was built yet, waits for the end), so a prediction sees the whole old set
+  // or the whole new one. Callers serialize transactions and take care that every
+  // begin_update is ended (Python: Sequential's _transaction).
+  void begin_update();
+  void end_update();
 
   // Freezes (false) or unfreezes a dense layer from the next step on; exclusive access.
   // A frozen layer's gradients read as zero, its optimizer state stays as it was.
@@ -188,6 +198,10 @@ class Network {
   // Builders hold mutex_ and, when shared, plan_mutex_ too.
   mutable std::mutex plan_mutex_;
   mutable uint64_t plan_generation_ = 0;  // numbers the builds (graphs record one); builders only
+  // Open transactions (begin_update minus end_update), under plan_mutex_; their end is
+  // signalled on updated_.
+  int64_t updates_ = 0;
+  mutable std::condition_variable updated_;
 
   mutable std::atomic<bool> graphs_usable_{true};  // false once the device declined a capture
   // Idle inference workspaces: one in spare_, taken and returned with one atomic

@@ -51,7 +51,8 @@ def activation_forward(name: str, z) -> np.ndarray:
     if name == "identity":
         return z.copy()
     if name == "relu":
-        return np.where(z > 0, z, 0.0)
+        # NaN propagates (PyTorch, ONNX Runtime): relu(NaN) = NaN, relu(-0) = +0.
+        return np.where(z <= 0, 0.0, z)
     if name == "sigmoid":
         return _sigmoid(z)
     if name == "tanh":
@@ -78,7 +79,8 @@ def activation_backward(name: str, dy, y, z=None) -> np.ndarray:
     if name == "identity":
         return dy.copy()
     if name == "relu":
-        return np.where(y > 0, dy, 0.0)
+        # 0 only where y <= 0: a NaN output passes dy on (PyTorch's threshold_backward).
+        return np.where(y <= 0, 0.0, dy)
     if name == "sigmoid":
         return dy * y * (1.0 - y)
     if name == "tanh":

@@ -67,6 +67,9 @@ void bind_network(py::module_& m) {
            py::call_guard<py::gil_scoped_release>(),
            "Freezes (False) or unfreezes a dense layer from the next step on: no update and no weight-gradient work.")
       .def("trainable", &Network::trainable, py::arg("layer"))
+      .def("begin_update", &Network::begin_update,
+           "Opens a transaction: until the matching end_update, predict runs the weights before it.")
+      .def("end_update", &Network::end_update, "Ends a transaction opened by begin_update.")
       .def(
           "set_affine",
           [](Network& n, int64_t layer, py::array_t<float, py::array::c_style | py::array::forcecast> scale,

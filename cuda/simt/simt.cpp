@@ -67,6 +67,7 @@ Runner& runner() {
 }
 
 void fiber_main() {
+  Fiber::enter();
   Runner& r = runner();
   try {
     (*r.body)();
@@ -74,7 +75,7 @@ void fiber_main() {
     if (r.error.empty()) r.error = e.what();
   }
   r.current->wait = Wait::done;
-  Fiber::switch_to(r.current->fiber, r.scheduler);
+  Fiber::leave(r.current->fiber, r.scheduler);
 }
 
 void fail_in_kernel(Runner& r, const std::string& msg) {

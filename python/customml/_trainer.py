@@ -12,6 +12,7 @@ counter (``_epoch``).
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -42,6 +43,7 @@ class Trainer:
     layers: List[Layer]
     seed: int
     _net: Optional[_core.Network]
+    _lock: threading.RLock
     _input_dim: Optional[int]
     _loss: Optional[losses_mod.Loss]
     _optimizer: Optional[optimizers_mod.Optimizer]
@@ -366,7 +368,8 @@ class Trainer:
                     if seed_pending:  # an iterable's first batch builds the model
                         self._net.set_seed(seed)
                         seed_pending = False
-                    self._net.train_batch(xb, yb, index, wb)
+                    with self._lock:  # a save or a weight transaction sees whole steps
+                        self._net.train_batch(xb, yb, index, wb)
                     if batch_hooks:
                         batch_logs = self._read_metrics()
                         for cb in batch_hooks:
@@ -441,9 +444,10 @@ class Trainer:
 
     def _evaluate_arrays(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> Dict[str, float]:
         assert self._net is not None
-        self._net.reset_metrics()
-        self._net.evaluate(x, y, batch_size)
-        return self._read_metrics()
+        with self._lock:  # the weights of no half-done transaction
+            self._net.reset_metrics()
+            self._net.evaluate(x, y, batch_size)
+            return self._read_metrics()
 
     def evaluate(self, x, y, batch_size: int = 1024) -> Dict[str, float]:
         """Loss and compiled metrics over (x, y), dropout off: ``{"loss": ..., "accuracy": ...}``;
@@ -451,6 +455,7 @@ class Trainer:
         op = "evaluate"
         batch_size = positive_int(batch_size, "batch_size", op)
         x = as_features(x, "x", op)
+        check_finite(x, "x", op, "the loss and metrics would be NaN")
         self._ensure_ready(x, op)
         y = self._as_targets(y, x.shape[0], op)
         return self._evaluate_arrays(x, y, batch_size)

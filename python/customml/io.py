@@ -84,7 +84,8 @@ def save(model, path, include_optimizer: bool = False) -> None:
 def dumps(model, include_optimizer: bool = False) -> bytes:
     """The bytes ``save`` would write, in memory (for pickling and sending models
     between processes); ``loads`` reads them back with every check ``load`` makes."""
-    return b"".join(_model_file.encode(describe(model, include_optimizer)))
+    with model._lock:  # one whole weight set, as save
+        return b"".join(_model_file.encode(describe(model, include_optimizer)))
 
 
 def load(path, device: str = "cpu"):
