@@ -50,6 +50,15 @@ def dense_forward(
     device: str = "cpu",
     precision: str = "fp32",
 ) -> None: ...
+def dense_forward_bf16(
+    out: _Buffer,
+    x: _Input,
+    weight: _Input,
+    bias: Optional[_Input] = None,
+    activation: str = "identity",
+    device: str = "cpu",
+) -> None: ...
+def to_bf16(x: np.ndarray) -> np.ndarray: ...
 def dense_backward(
     dx: Optional[_Buffer],
     dweight: _Buffer,
