@@ -207,6 +207,17 @@ void Network::clear_quantization(int64_t layer) {
   invalidate_plan();
 }
 
+void Network::set_bf16(int64_t layer, bool on) {
+  Exclusive lock(mutex_);
+  model_.set_bf16(layer, on);
+  invalidate_plan();
+}
+
+bool Network::bf16(int64_t layer) const {
+  Shared lock(mutex_);
+  return model_.dense("bf16", layer).bf16;
+}
+
 const QuantizedLayer* Network::quantization(int64_t layer) const {
   Shared lock(mutex_);
   return model_.dense("quantization", layer).quant.get();

@@ -127,6 +127,9 @@ class Network {
   void set_quantization(int64_t layer, const int8_t* w_q, const float* w_scale, bool per_channel, float in_scale,
                         int32_t in_zero);
   void clear_quantization(int64_t layer);
+  // bf16 weights for Dense layer `layer` (Model::set_bf16).
+  void set_bf16(int64_t layer, bool on);
+  bool bf16(int64_t layer) const;
   const QuantizedLayer* quantization(int64_t layer) const;
   // Quantization-aware training of Dense layer `layer` (cpp/trainer_qat.cpp): from the
   // next train_batch on, its forward pass multiplies by dequantize(quantize(W)) (int8,

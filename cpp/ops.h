@@ -109,6 +109,9 @@ std::shared_ptr<PackedS8> gemm_s8_pack(const Tensor& w);
 void gemm_s8(const Tensor& y, const Tensor& a, const PackedS8& w, const Tensor* a_scale, const Tensor& a_zero,
              const Tensor* w_scale, const Tensor* bias, Activation act, std::optional<float> out_scale,
              std::optional<int32_t> out_zero);
+// x: (batch, in) f32  w: (in, out) bf16  b: (out) f32 or null -> y: (batch, out) f32 =
+// act(bf16(x) . w + b), the arithmetic of cpu/gemm_bf16.h; on devices with a bf16 product.
+void dense_forward_bf16(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor* b, Activation act);
 // param: any shape, f32, updated in place  keep: same shape, u8 -> param[i] = 0 where
 // keep[i] == 0 (a pruning mask).
 void apply_mask(const Tensor& param, const Tensor& keep);

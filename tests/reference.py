@@ -543,6 +543,41 @@ def gemm_s8(
     return np.clip(np.rint(y / float(np.float32(out_scale))) + int(out_zero), 0, 255).astype(np.uint8)
 
 
+# ---------------------------------------------------------------------------- bf16
+
+
+def to_bf16(x) -> np.ndarray:
+    """float32 -> bfloat16 bits (uint16) as VCVTNEPS2BF16: zero and denormals to a zero of
+    their sign, NaN to its upper half with the quiet bit set, the rest rounded to nearest
+    even (the largest finite values may round to inf)."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    mag = u & 0x7FFFFFFF
+    rounded = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+    out = np.where(mag > 0x7F800000, (u >> 16) | 0x40, np.where(mag < 0x00800000, (u >> 16) & 0x8000, rounded))
+    return (out & 0xFFFF).astype(np.uint16)
+
+
+def bf16_to_float(b) -> np.ndarray:
+    """bfloat16 bits -> their float32 values, exactly; denormals read as zero of their sign
+    (the instructions' DAZ)."""
+    b = np.asarray(b, np.uint16)
+    b = np.where((b & 0x7F80) == 0, b & 0x8000, b).astype(np.uint32)
+    return (b << 16).view(np.float32)
+
+
+def dense_forward_bf16(x, weight, bias=None, *, activation: str = "identity") -> np.ndarray:
+    """act(bf16(x) @ weight + bias) in float64 from the rounded operands (each product exact),
+    weight as bfloat16 bits (in, out). relu keeps NaN (x < 0 ? 0 : x, as PyTorch's)."""
+    xb = _f64(bf16_to_float(to_bf16(x)))
+    with np.errstate(invalid="ignore", over="ignore"):
+        z = xb @ _f64(bf16_to_float(weight))
+        if bias is not None:
+            z = z + _f64(bias)
+        if activation == "relu":
+            return np.where(z < 0, 0.0, z)
+        return activation_forward(activation, z)
+
+
 # ---------------------------------------------------------------------- preprocessing
 
 

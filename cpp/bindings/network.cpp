@@ -278,6 +278,10 @@ void bind_network(py::module_& m) {
           "uint8 with in_scale / in_zero, or quantized per row at run time when in_scale <= 0. The layer's float "
           "weights become w_scale * w_q.")
       .def("clear_quantization", &Network::clear_quantization, py::arg("layer"))
+      .def("set_bf16", &Network::set_bf16, py::arg("layer"), py::arg("on"),
+           "Stores Dense layer `layer`'s weights as bf16 (rounded to nearest even now and after every write; inference "
+           "multiplies them as bf16), or as float32 again.")
+      .def("bf16", &Network::bf16, py::arg("layer"), "Whether a Dense layer's weights are bf16.")
       .def(
           "quantized", [](const Network& n, int64_t layer) { return n.quantization(layer) != nullptr; },
           py::arg("layer"), "Whether a Dense layer runs in int8 (without copying its codes out).")

@@ -16,6 +16,7 @@
 #include "bindings/bindings.h"
 #include "bindings/views.h"
 #include "cpu/finite.h"
+#include "cpu/gemm_bf16.h"
 #include "ops.h"
 
 namespace py = pybind11;
@@ -78,6 +79,45 @@ void bind_ops(py::module_& m) {
       py::arg("preact_out") = py::none(), py::arg("device") = "cpu", py::arg("precision") = "fp32",
       "out (batch, out) = activation(x (batch, in) . weight (in, out) + bias (out)); preact_out gets the value before "
       "the activation.");
+
+  m.def(
+      "dense_forward_bf16",
+      [](py::object out, py::object x, py::object weight, std::optional<py::object> bias, const std::string& activation,
+         const std::string& device) {
+        Views views("dense_forward_bf16", device);
+        const Activation act = parse_for("dense_forward_bf16", [&] { return parse_activation(activation); });
+        Tensor y = views.out(out, "out"), xt = views.in(x, "x"), w = views.in(weight, "weight");
+        auto b = views.in(bias, "bias");
+        // NumPy has no bfloat16: a uint16 array carries the bits (as onnx.numpy_helper's do).
+        if (py::isinstance<py::array>(weight) && py::array(weight).dtype().kind() == 'u' &&
+            py::array(weight).dtype().itemsize() == 2)
+          w = Tensor(w.data(), DType::bf16, w.shape(), w.strides(), w.device());
+        py::gil_scoped_release release;
+        ops::dense_forward_bf16(y, xt, w, ptr(b), act);
+      },
+      py::arg("out"), py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("activation") = "identity",
+      py::arg("device") = "cpu",
+      "out (batch, out) = activation(bf16(x (batch, in)) . weight (in, out) bfloat16 (uint16 bits) + bias (out)), "
+      "accumulated in float32 as vdpbf16ps does.");
+
+  m.def(
+      "to_bf16",
+      [](const py::array& x) {
+        if (dtype_of(x.dtype()) != DType::f32 || x.dtype().byteorder() == '>' || !(x.flags() & py::array::c_style))
+          throw TypeError("[to_bf16] x must be a C-contiguous float32 array, got dtype " +
+                          std::string(py::str(x.dtype())));
+        std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
+        py::array_t<uint16_t> out(shape);
+        const float* src = static_cast<const float*>(x.data());
+        uint16_t* dst = out.mutable_data();
+        const int64_t n = x.size();
+        py::gil_scoped_release release;
+        for (int64_t i = 0; i < n; ++i) dst[i] = cpu::bf16_from_float(src[i]);
+        return out;
+      },
+      py::arg("x"),
+      "float32 -> bfloat16 bits (uint16, same shape), rounded to nearest even with denormals to signed zero and NaN "
+      "kept NaN, as VCVTNEPS2BF16 rounds.");
 
   m.def(
       "dense_backward",

@@ -61,6 +61,8 @@ class DenseWeights:
     min_batch: int = 1
     max_batch: int = 0
     n_m: Optional[Tuple[int, int]] = None
+    # A bf16 layer (customml.quantize.bf16): kernel holds bf16 values, stored as BF16.
+    bf16: bool = False
 
 
 @dataclass
@@ -198,6 +200,7 @@ def describe(model, include_optimizer: bool = False) -> ModelDescription:
                 min_batch=int(net.sparse_min_batch(i)),
                 max_batch=int(max_batch),
                 n_m=model._nm.get(i),
+                bf16=bool(net.bf16(i)),
             )
         width = layer.units
     desc = ModelDescription(arch, training, weights)
@@ -239,6 +242,8 @@ def _architecture(model) -> dict:
                 spec["kernel_regularizer"] = layer.kernel_regularizer.get_config()
             if not layer.trainable:
                 spec["trainable"] = False
+            if model._net is not None and model._net.bf16(layer._index):
+                spec["kernel_dtype"] = "bf16"
             q = model._net.quantization(layer._index) if model._net is not None else None
             if q is not None:
                 spec["quantization"] = {

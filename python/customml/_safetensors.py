@@ -44,7 +44,8 @@ DTYPE_SIZES = {
     "U64": 8,
 }
 # The dtypes a customml file uses, as NumPy reads them.
-NUMPY_DTYPES = {"F32": "<f4", "I8": "i1", "I16": "<i2", "I32": "<i4", "I64": "<i8"}
+# BF16 as its bits (NumPy has no bfloat16).
+NUMPY_DTYPES = {"F32": "<f4", "BF16": "<u2", "I8": "i1", "I16": "<i2", "I32": "<i4", "I64": "<i8"}
 
 # A tensor to write: (name, dtype name, shape, its little-endian bytes).
 Tensor = Tuple[str, str, Tuple[int, ...], bytes]

@@ -166,7 +166,14 @@ class Sequential(Trainer):
         old = self._net
         assert old is not None and self._input_dim is not None  # add and pop rebuild a built model
         carried = {
-            i: (self._masks.get(i), self._nm.get(i), old.sparse_format(i), old.sparse_min_batch(i), old.quantization(i))
+            i: (
+                self._masks.get(i),
+                self._nm.get(i),
+                old.sparse_format(i),
+                old.sparse_min_batch(i),
+                old.quantization(i),
+                old.bf16(i),
+            )
             for i, layer in enumerate(self.layers)
             if id(layer) in kept and isinstance(layer, Dense)
         }
@@ -195,7 +202,7 @@ class Sequential(Trainer):
             if weights:
                 layer._assign(weights)
         self._masks, self._nm = {}, {}
-        for i, (keep, nm, (fmt, max_batch), min_batch, q) in carried.items():
+        for i, (keep, nm, (fmt, max_batch), min_batch, q, half) in carried.items():
             if keep is not None:
                 net.set_mask(i, np.ascontiguousarray(keep, dtype=np.uint8))
                 self._masks[i] = keep
@@ -205,6 +212,8 @@ class Sequential(Trainer):
                 net.set_sparse_format(i, fmt, max_batch, *(nm or (2, 4)), min_batch=min_batch)
             if q is not None:
                 net.set_quantization(i, q["w_q"], q["w_scale"], q["in_scale"], q["in_zero"])
+            if half:
+                net.set_bf16(i, True)
         if self._loss is not None:
             self._epoch = 0
             self._compile_net()
@@ -554,6 +563,7 @@ class Sequential(Trainer):
         for i, w in desc.weights.items():
             if w.int8 is None:
                 net.clear_quantization(i)
+                net.set_bf16(i, w.bf16)
                 net.write_params(net.weight_offsets[i], np.ascontiguousarray(w.kernel).ravel())
             net.write_params(net.bias_offsets[i], np.ascontiguousarray(w.bias).ravel())
         for i, w in desc.weights.items():

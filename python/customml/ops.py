@@ -41,6 +41,8 @@ __all__ = [
     "observe_range",
     "gemm_s8_pack",
     "gemm_s8",
+    "to_bf16",
+    "dense_forward_bf16",
     "apply_mask",
     "sparse_dense_forward",
     "sparse_pack",
@@ -346,6 +348,28 @@ def observe_range(
     zero_out = _empty((1,), device, np.int32) if zero_out is None else zero_out
     _core.observe_range(range, scale_out, zero_out, x, momentum, first, device)
     return scale_out, zero_out
+
+
+def to_bf16(x) -> np.ndarray:
+    """float32 -> bfloat16 bits as uint16 (NumPy has no bfloat16), same shape: rounded to
+    nearest even, denormals to a zero of their sign, NaN kept NaN (quiet), as the
+    VCVTNEPS2BF16 instruction rounds. ``x`` must be a C-contiguous float32 array."""
+    return _core.to_bf16(x)
+
+
+def dense_forward_bf16(x, weight, bias=None, *, activation: str = "identity", out=None, device: str = "cpu"):
+    """``activation(bf16(x) @ weight + bias)`` with bfloat16 weights: x (batch, in) float32,
+    rounded to bfloat16 as ``to_bf16`` rounds; weight (in, out) bfloat16 bits (uint16, from
+    ``to_bf16``); bias (out,) float32 or None. The products are exact and accumulated in
+    float32 as the vdpbf16ps instruction does (each pair of k, odd element first, one
+    rounding each, results below 2**-126 flushed to zero), on the CPU; other devices refuse.
+    Returns ``out``."""
+    if out is None:
+        batch = _shape2(x, "x", "dense_forward_bf16")[0]
+        cols = _shape2(weight, "weight", "dense_forward_bf16")[1]
+        out = _empty((batch, cols), device)
+    _core.dense_forward_bf16(out, x, weight, bias, activation, device)
+    return out
 
 
 def gemm_s8_pack(weight, *, device: str = "cpu") -> "_core.PackedS8":

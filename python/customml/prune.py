@@ -59,6 +59,10 @@ def _dense_indices(model, op: str) -> List[int]:
     quantized = [model.layers[i].name for i in indices if model._net.quantized(i)]
     if quantized:
         raise ValueError(f"[{op}] layer {quantized[0]!r} is int8: prune the float model, then quantize it")
+    # A bf16 layer runs dense from its kernel, which the file stores whole (no mask).
+    halves = [model.layers[i].name for i in indices if model._net.bf16(i)]
+    if halves:
+        raise ValueError(f"[{op}] layer {halves[0]!r} is bf16: prune the float model, then quantize.bf16 it")
     return indices
 
 
