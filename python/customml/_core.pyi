@@ -72,6 +72,23 @@ def softmax_cross_entropy(
     device: str = "cpu",
     row_weights: Optional[_Input] = None,
 ) -> float: ...
+def softmax_cross_entropy_soft(
+    grad_out: Optional[_Buffer],
+    logits: _Input,
+    targets: _Input,
+    device: str = "cpu",
+    row_weights: Optional[_Input] = None,
+) -> float: ...
+def distillation_loss(
+    grad_out: Optional[_Buffer],
+    student_logits: _Input,
+    teacher_logits: _Input,
+    labels: _Input,
+    temperature: float,
+    alpha: float,
+    device: str = "cpu",
+    row_weights: Optional[_Input] = None,
+) -> float: ...
 def binary_cross_entropy_with_logits(
     grad_out: Optional[_Buffer],
     logits: _Input,
@@ -275,7 +292,13 @@ class LayerSpec:
     def shift(self) -> List[float]: ...
 
 class LossConfig:
-    def __init__(self, kind: str, *, label_smoothing: float = 0.0, class_weights: Sequence[float] = ...) -> None: ...
+    def __init__(
+        self,
+        kind: str,
+        *,
+        label_smoothing: float = 0.0,
+        class_weights: Sequence[float] = ...,
+    ) -> None: ...
     @property
     def kind(self) -> str: ...
     @property
@@ -394,7 +417,11 @@ class Network:
     def set_affine(self, layer: int, scale: npt.ArrayLike, shift: npt.ArrayLike) -> None: ...
     def trainable(self, layer: int) -> bool: ...
     def train_batch(
-        self, x: np.ndarray, y: np.ndarray, index: np.ndarray, sample_weight: Optional[np.ndarray] = None
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        index: np.ndarray,
+        sample_weight: Optional[np.ndarray] = None,
     ) -> None: ...
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> None: ...
     def predict(self, x: np.ndarray, out: Optional[np.ndarray], batch_size: int) -> np.ndarray: ...
