@@ -29,6 +29,7 @@ from . import (
 )
 from .array import Array, asarray, empty, from_dlpack
 from .callbacks import History
+from .distillation import distill
 from .io import load
 from .models import Sequential
 
@@ -60,6 +61,7 @@ __all__ = [
     "Sequential",
     "asarray",
     "build_info",
+    "distill",
     "empty",
     "from_dlpack",
     "get_num_threads",
