@@ -6,6 +6,7 @@
   customml export MODEL --onnx OUT                 the model as ONNX
   customml quantize MODEL --calibration X.npy -o OUT   an int8 copy of the model and its report
   customml prune MODEL --sparsity S -o OUT         prune (and fine-tune) a saved model, compare it with the dense one
+  customml optimize MODEL --dataset NAME -o OUT    the fastest model within an accuracy budget
   customml info [MODEL]                            a model file's summary, or the build information
 
 Errors are one line on stderr starting with "error:" and exit status 2; ``train
@@ -23,6 +24,8 @@ import time
 from typing import List, Optional
 
 import numpy as np
+
+from . import _cli_optimize
 
 __all__ = ["main"]
 
@@ -562,6 +565,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     info = sub.add_parser("info", help="a model file's summary, or without one the build information")
     info.add_argument("model", nargs="?", default=None)
     info.set_defaults(func=_info)
+    _cli_optimize.add_command(sub)
 
     args = parser.parse_args(argv)
     try:
