@@ -324,7 +324,7 @@ def optimize(
 
         bar = tqdm(total=len(CANDIDATES), desc="optimize", unit="candidate", leave=False)
     for name, build in CANDIDATES:
-        if bar is not None:
+        if bar is not None:  # counts the candidates begun; the postfix names the one running
             bar.set_postfix_str(name)
             bar.update(1)
         if time_budget_s is not None and time.perf_counter() - start >= time_budget_s:
