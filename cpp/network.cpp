@@ -100,9 +100,9 @@ void Network::set_step(int64_t step) {
 }
 
 void Network::train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
-                          int64_t b) {
+                          int64_t b, const float* teacher_logits) {
   Exclusive lock(mutex_);
-  trainer_.train_batch(x, y, sample_weight, n, index, b);
+  trainer_.train_batch(x, y, sample_weight, n, index, b, teacher_logits);
   invalidate_plan();
 }
 

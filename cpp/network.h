@@ -96,8 +96,9 @@ class Network {
   // access. The batch's loss (its mean weighted by sample_weight times the class weights,
   // sum_i w_i l_i / sum_i w_i) goes into the metrics on the device: a step never waits
   // for the device (but in fp16, for the overflow check).
+  // teacher_logits (n, outputs): the distillation loss's soft targets, null otherwise.
   void train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
-                   int64_t b);
+                   int64_t b, const float* teacher_logits = nullptr);
   // The same forward and loss without dropout or update, over all n rows in batches.
   void evaluate(const float* x, const void* y, int64_t n, int64_t batch_size);
   // x: (n, input_dim) -> out: (n, output_dim), in batches; safe to call concurrently.

@@ -32,6 +32,18 @@ void dense_backward(const Tensor* dx, const Tensor& dw, const Tensor& db, const 
 double softmax_cross_entropy(const Tensor* grad, const Tensor& logits, const Tensor& labels,
                              const Tensor* class_weights, float label_smoothing, const Tensor* row_weights = nullptr);
 
+// Soft labels. logits, targets: (batch, classes) f32  row_weights: (batch) f32
+// (optional) -> grad: (batch, classes) (optional); returns sum_i w_i l_i / sum_i w_i with
+// l_i = -sum_c targets_ic log softmax(logits_i)_c.
+double softmax_cross_entropy_soft(const Tensor* grad, const Tensor& logits, const Tensor& targets,
+                                  const Tensor* row_weights = nullptr);
+
+// student, teacher: (batch, classes) f32  labels: (batch) i32  row_weights: (batch) f32
+// (optional) -> grad: (batch, classes) (optional); returns the weighted mean of alpha T^2
+// KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) CE(softmax(student), labels).
+double distillation_loss(const Tensor* grad, const Tensor& student, const Tensor& teacher, const Tensor& labels,
+                         float temperature, float alpha, const Tensor* row_weights = nullptr);
+
 // logits, targets: same shape (rows, ...), f32  row_weights: (rows) f32 (optional)
 // -> grad: same shape (optional); returns the mean loss over all elements, each row's
 // weighted by row_weights[i] / mean(row_weights).

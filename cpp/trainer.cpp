@@ -10,10 +10,11 @@
 namespace customml {
 
 LossKind parse_loss(const std::string& name) {
-  for (LossKind k : {LossKind::softmax_cross_entropy, LossKind::binary_cross_entropy, LossKind::mse})
+  for (LossKind k :
+       {LossKind::softmax_cross_entropy, LossKind::binary_cross_entropy, LossKind::mse, LossKind::distillation})
     if (name == loss_name(k)) return k;
   throw std::invalid_argument("unknown loss '" + name +
-                              "'; expected softmax_cross_entropy, binary_cross_entropy or mse");
+                              "'; expected softmax_cross_entropy, binary_cross_entropy, mse or distillation");
 }
 
 const char* loss_name(LossKind k) {
@@ -21,6 +22,7 @@ const char* loss_name(LossKind k) {
     case LossKind::softmax_cross_entropy: return "softmax_cross_entropy";
     case LossKind::binary_cross_entropy: return "binary_cross_entropy";
     case LossKind::mse: return "mse";
+    case LossKind::distillation: return "distillation";
   }
   return "?";
 }
@@ -234,6 +236,9 @@ void Trainer::compile(const LossConfig& loss, const OptimizerConfig& opt, Precis
       throw std::invalid_argument("[compile] class_weights[" + std::to_string(c) + "] must be finite and >= 0");
   if (!(loss.label_smoothing >= 0.0f && loss.label_smoothing <= 1.0f))
     throw std::invalid_argument("[compile] label_smoothing must be in [0, 1]");
+  if (loss.kind == LossKind::distillation &&
+      !(std::isfinite(loss.temperature) && loss.temperature >= 0.05f && loss.alpha >= 0.0f && loss.alpha <= 1.0f))
+    throw std::invalid_argument("[compile] the distillation loss needs temperature >= 0.05 and alpha in [0, 1]");
   if (opt.kind == OptimizerConfig::Kind::sgd)
     ops::check_sgd_config("compile", opt.sgd);
   else
@@ -346,7 +351,7 @@ void Trainer::stage_batch(const float* x, const void* y, const float* sample_wei
     if (!direct) backend_->copy_to_device(ws.row_weights.data(), w, sizeof(float) * static_cast<size_t>(b));
   }
   if (!y) return;
-  const bool float_targets = loss_.kind != LossKind::softmax_cross_entropy;
+  const bool float_targets = loss_.kind == LossKind::binary_cross_entropy || loss_.kind == LossKind::mse;
   const size_t n_targets = static_cast<size_t>(loss_.kind == LossKind::mse ? b * out : b);
   if (!direct) {
     ws.host_targets.resize(n_targets);
@@ -369,6 +374,15 @@ void Trainer::stage_batch(const float* x, const void* y, const float* sample_wei
   if (float_targets) backend_->copy_to_device(ws.targets.data(), targets, sizeof(float) * n_targets);
   if (loss_.kind != LossKind::mse)
     backend_->copy_to_device(ws.labels.data(), labels, sizeof(int32_t) * static_cast<size_t>(b));
+}
+
+void Trainer::stage_rows(float* dst, const float* src, const int64_t* index, int64_t b, int64_t cols) {
+  const bool direct = backend_->host_addressable();
+  const size_t row_bytes = sizeof(float) * static_cast<size_t>(cols);
+  if (!direct) ws_->host_targets.resize(static_cast<size_t>(b * cols));
+  float* rows = direct ? dst : ws_->host_targets.data();
+  for (int64_t i = 0; i < b; ++i) std::memcpy(rows + i * cols, src + index[i] * cols, row_bytes);
+  if (!direct) backend_->copy_to_device(dst, rows, row_bytes * static_cast<size_t>(b));
 }
 
 const float* Trainer::forward(int64_t b) {
@@ -431,6 +445,15 @@ void Trainer::loss_and_count(const float* logits, const float* row_weights, int6
       backend_->binary_cross_entropy_with_logits(grad, loss, logits, ws.targets.data(), row_weights, b, 1);
       break;
     case LossKind::mse: backend_->mse(grad, loss, logits, ws.targets.data(), row_weights, b, out); break;
+    case LossKind::distillation:
+      // Training stages the teacher's logits into targets; evaluate has none and reports
+      // the labels' cross-entropy.
+      if (with_grad)
+        backend_->distillation_loss(grad, loss, logits, ws.targets.data(), ws.labels.data(), row_weights, b, out,
+                                    loss_.temperature, loss_.alpha);
+      else
+        backend_->softmax_cross_entropy(nullptr, loss, logits, ws.labels.data(), nullptr, nullptr, b, out, 0.0f);
+      break;
   }
   metrics_.add_loss(b);
   if (loss_.kind != LossKind::mse) backend_->count_correct(metrics_.correct(), logits, ws.labels.data(), b, out);
@@ -451,7 +474,7 @@ void reserve_rows(std::vector<Buffer<float>>& act, std::vector<Buffer<float>>& p
 }  // namespace
 
 void Trainer::train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
-                          int64_t b) {
+                          int64_t b, const float* teacher_logits) {
   if (!compiled_) throw std::runtime_error("[fit] the model must be compiled before training");
   if (b < 1) throw std::invalid_argument("[fit] a batch needs at least one row");
   for (int64_t i = 0; i < b; ++i)
@@ -479,6 +502,11 @@ void Trainer::train_batch(const float* x, const void* y, const float* sample_wei
   ws.labels.reserve(rows);
   if (sample_weight) ws.row_weights.reserve(rows);
   stage_batch(x, y, sample_weight, index, 0, b);
+  if ((loss_.kind == LossKind::distillation) != (teacher_logits != nullptr))
+    throw std::invalid_argument(loss_.kind == LossKind::distillation
+                                    ? "[fit] the distillation loss trains on a teacher's logits: use customml.distill"
+                                    : "[fit] teacher logits apply to the distillation loss alone");
+  if (teacher_logits) stage_rows(ws.targets.data(), teacher_logits, index, b, out);
 
   loss_and_count(forward(b), sample_weight ? ws.row_weights.data() : nullptr, b, true);
   // fp16 scales the loss by the device's loss scale (its StepState) before the backward pass.

@@ -17,7 +17,7 @@
 
 namespace customml {
 
-enum class LossKind { softmax_cross_entropy, binary_cross_entropy, mse };
+enum class LossKind { softmax_cross_entropy, binary_cross_entropy, mse, distillation };
 LossKind parse_loss(const std::string& name);
 const char* loss_name(LossKind k);
 
@@ -25,6 +25,11 @@ struct LossConfig {
   LossKind kind = LossKind::softmax_cross_entropy;
   float label_smoothing = 0.0f;
   std::vector<float> class_weights;  // empty: unweighted
+  // distillation (ops::distillation_loss): trained on a teacher's logits given to each
+  // train_batch with the labels; evaluate, which has no teacher, reports the labels'
+  // softmax cross-entropy.
+  float temperature = 4.0f;
+  float alpha = 0.9f;
 };
 
 struct OptimizerConfig {
@@ -75,8 +80,9 @@ class Trainer {
   // See Network::check_inputs.
   void check_inputs(const char* op, const Tensor& x, const Tensor* y, const Tensor* sample_weight) const;
   // See Network::train_batch.
+  // teacher_logits (n, outputs): the distillation loss's soft targets, null otherwise.
   void train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
-                   int64_t b);
+                   int64_t b, const float* teacher_logits = nullptr);
   // The forward pass of `plan` and the loss over all n rows in batches, into the metrics.
   void evaluate(const InferencePlan& plan, const float* x, const void* y, int64_t n, int64_t batch_size);
 
@@ -118,6 +124,8 @@ class Trainer {
   // null but x) into the workspace's device buffers.
   void stage_batch(const float* x, const void* y, const float* sample_weight, const int64_t* index, int64_t start,
                    int64_t b);
+  // Gathers rows index of src (n, cols), host memory, into dst (b, cols) on the device.
+  void stage_rows(float* dst, const float* src, const int64_t* index, int64_t b, int64_t cols);
   // The training forward pass (dropout, fake quantization) of the staged batch, keeping
   // what backward needs; returns the output (b, output_dim).
   const float* forward(int64_t b);

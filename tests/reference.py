@@ -197,6 +197,63 @@ def softmax_cross_entropy(
     return float((w * row_loss).sum() / total), grad
 
 
+def softmax_cross_entropy_soft(logits, targets, *, row_weights=None) -> Tuple[float, np.ndarray]:
+    """Weighted mean softmax cross-entropy against soft labels q (batch, classes):
+    l_i = -sum_c q_ic log softmax(logits_i)_c, a term with q_ic == 0 being 0 (0 log 0);
+    grad_i = w_i / sum_i w_i (sum_c q_ic softmax(logits_i) - q_i); w_i = row_weights[i]
+    (1 without). Every weight 0: loss 0, gradient 0."""
+    z = _f64(logits)
+    q = _f64(targets)
+    d = z - z.max(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", over="ignore"):
+        lse = np.log(np.exp(d).sum(axis=1))
+        logp = d - lse[:, None]
+        row_loss = -np.where(q == 0.0, 0.0, q * logp).sum(axis=1)
+    w = np.ones(z.shape[0]) if row_weights is None else _f64(row_weights)
+    total = w.sum()
+    if total == 0.0:
+        return 0.0, np.zeros(z.shape)
+    grad = (w / total)[:, None] * (q.sum(axis=1, keepdims=True) * np.exp(logp) - q)
+    return float((w * row_loss).sum() / total), grad
+
+
+def distillation_loss(
+    student, teacher, labels, *, temperature: float, alpha: float, row_weights=None
+) -> Tuple[float, np.ndarray]:
+    """Hinton et al.'s distillation loss, the weighted mean over rows of
+    l_i = alpha T^2 KL(p_i || r_i) + (1 - alpha) CE(softmax(s_i), y_i) with
+    p = softmax(teacher / T), r = softmax(student / T) (KL's terms with p_c = 0 are 0), and
+    grad_i = w_i / W (alpha T (r_i - p_i) + (1 - alpha) (softmax(s_i) - onehot(y_i))).
+    alpha == 1 reads no label."""
+    s = _f64(student)
+    t = _f64(teacher)
+    T = float(np.float32(temperature))
+    a = float(np.float32(alpha))
+    batch, classes = s.shape
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        log_r = s / T - s.max(axis=1, keepdims=True) / T
+        log_r = log_r - np.log(np.exp(log_r).sum(axis=1, keepdims=True))
+        log_p = t / T - t.max(axis=1, keepdims=True) / T
+        log_p = log_p - np.log(np.exp(log_p).sum(axis=1, keepdims=True))
+        p = np.exp(log_p)
+        kl = np.where(p == 0.0, 0.0, p * (log_p - log_r)).sum(axis=1)
+        row_loss = a * T * T * kl
+        grad_row = a * T * (np.exp(log_r) - p)
+        if a != 1.0:
+            d = s - s.max(axis=1, keepdims=True)
+            log_q = d - np.log(np.exp(d).sum(axis=1, keepdims=True))
+            rows = np.arange(batch)
+            row_loss = row_loss - (1.0 - a) * log_q[rows, np.asarray(labels)]
+            onehot = np.zeros((batch, classes))
+            onehot[rows, np.asarray(labels)] = 1.0
+            grad_row = grad_row + (1.0 - a) * (np.exp(log_q) - onehot)
+    w = np.ones(batch) if row_weights is None else _f64(row_weights)
+    total = w.sum()
+    if total == 0.0:
+        return 0.0, np.zeros((batch, classes))
+    return float((w * row_loss).sum() / total), (w / total)[:, None] * grad_row
+
+
 def row_weight_scale(shape, row_weights) -> np.ndarray:
     """The factor each element's term takes in a row-weighted mean over an array of
     ``shape``: w_i / (cols sum_i w_i) for the elements of row i (the first axis), 1 / n

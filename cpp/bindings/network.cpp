@@ -151,19 +151,26 @@ void bind_network(py::module_& m) {
                              "The learning rate the next update uses (as float32).")
       .def(
           "train_batch",
-          [](Network& n, py::object x, py::object y, py::object index, std::optional<py::object> sample_weight) {
+          [](Network& n, py::object x, py::object y, py::object index, std::optional<py::object> sample_weight,
+             std::optional<py::object> teacher_logits) {
             Views views("fit", Device{});  // the executor takes host arrays and stages them
             Tensor xt = views.in(x, "x"), yt = views.in(y, "y");
             Tensor it = views.in(index, "index");
             auto wt = views.in(sample_weight, "sample_weight");
+            auto tt = views.in(teacher_logits, "teacher_logits");
             n.check_inputs("fit", xt, &yt, ptr(wt));
             if (it.dtype() != DType::i64 || it.ndim() != 1 || !it.is_contiguous())
               throw TypeError("[fit] index must be a contiguous 1-D int64 array");
+            if (tt && (tt->dtype() != DType::f32 || tt->shape() != std::vector<int64_t>{xt.dim(0), n.output_dim()} ||
+                       !tt->is_contiguous()))
+              throw std::invalid_argument("[fit] teacher_logits must be a C-contiguous float32 array of shape (" +
+                                          std::to_string(xt.dim(0)) + ", " + std::to_string(n.output_dim()) + ")");
             py::gil_scoped_release release;
             n.train_batch(xt.ptr<float>(), yt.data(), wt ? wt->ptr<float>() : nullptr, xt.dim(0), it.ptr<int64_t>(),
-                          it.dim(0));
+                          it.dim(0), tt ? tt->ptr<float>() : nullptr);
           },
           py::arg("x"), py::arg("y"), py::arg("index"), py::arg("sample_weight") = py::none(),
+          py::arg("teacher_logits") = py::none(),
           "One training step on rows `index` of x and y (and sample_weight, float32 (n,), when given); its loss and "
           "metric statistics stay on the device until metrics() reads them.")
       .def(

@@ -159,6 +159,39 @@ void bind_ops(py::module_& m) {
       "class_weights[label] * row_weights[row] (both optional); writes d loss / d logits into grad_out when given.");
 
   m.def(
+      "softmax_cross_entropy_soft",
+      [](std::optional<py::object> grad_out, py::object logits, py::object targets, const std::string& device,
+         std::optional<py::object> row_weights) {
+        Views views("softmax_cross_entropy", device);
+        auto g = views.out(grad_out, "grad_out");
+        Tensor l = views.in(logits, "logits"), t = views.in(targets, "targets");
+        auto rw = views.in(row_weights, "row_weights");
+        py::gil_scoped_release release;
+        return ops::softmax_cross_entropy_soft(ptr(g), l, t, ptr(rw));
+      },
+      py::arg("grad_out"), py::arg("logits"), py::arg("targets"), py::arg("device") = "cpu",
+      py::arg("row_weights") = py::none(),
+      "Weighted mean softmax cross-entropy of logits (batch, classes) against float32 target distributions of the same "
+      "shape (soft labels); writes d loss / d logits into grad_out when given.");
+
+  m.def(
+      "distillation_loss",
+      [](std::optional<py::object> grad_out, py::object student_logits, py::object teacher_logits, py::object labels,
+         float temperature, float alpha, const std::string& device, std::optional<py::object> row_weights) {
+        Views views("distillation_loss", device);
+        auto g = views.out(grad_out, "grad_out");
+        Tensor s = views.in(student_logits, "student_logits"), t = views.in(teacher_logits, "teacher_logits");
+        Tensor y = views.in(labels, "labels");
+        auto rw = views.in(row_weights, "row_weights");
+        py::gil_scoped_release release;
+        return ops::distillation_loss(ptr(g), s, t, y, temperature, alpha, ptr(rw));
+      },
+      py::arg("grad_out"), py::arg("student_logits"), py::arg("teacher_logits"), py::arg("labels"),
+      py::arg("temperature"), py::arg("alpha"), py::arg("device") = "cpu", py::arg("row_weights") = py::none(),
+      "Weighted mean distillation loss alpha T^2 KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) "
+      "CE(softmax(student), labels) (Hinton et al. 2015); writes d loss / d student_logits into grad_out when given.");
+
+  m.def(
       "binary_cross_entropy_with_logits",
       [](std::optional<py::object> grad_out, py::object logits, py::object targets, const std::string& device,
          std::optional<py::object> row_weights) {

@@ -81,6 +81,23 @@ def softmax_cross_entropy(
     device: str = "cpu",
     row_weights: Optional[_Input] = None,
 ) -> float: ...
+def softmax_cross_entropy_soft(
+    grad_out: Optional[_Buffer],
+    logits: _Input,
+    targets: _Input,
+    device: str = "cpu",
+    row_weights: Optional[_Input] = None,
+) -> float: ...
+def distillation_loss(
+    grad_out: Optional[_Buffer],
+    student_logits: _Input,
+    teacher_logits: _Input,
+    labels: _Input,
+    temperature: float,
+    alpha: float,
+    device: str = "cpu",
+    row_weights: Optional[_Input] = None,
+) -> float: ...
 def binary_cross_entropy_with_logits(
     grad_out: Optional[_Buffer],
     logits: _Input,
@@ -288,13 +305,25 @@ class LayerSpec:
     def shift(self) -> List[float]: ...
 
 class LossConfig:
-    def __init__(self, kind: str, *, label_smoothing: float = 0.0, class_weights: Sequence[float] = ...) -> None: ...
+    def __init__(
+        self,
+        kind: str,
+        *,
+        label_smoothing: float = 0.0,
+        class_weights: Sequence[float] = ...,
+        temperature: float = 4.0,
+        alpha: float = 0.9,
+    ) -> None: ...
     @property
     def kind(self) -> str: ...
     @property
     def label_smoothing(self) -> float: ...
     @property
     def class_weights(self) -> List[float]: ...
+    @property
+    def temperature(self) -> float: ...
+    @property
+    def alpha(self) -> float: ...
 
 class SgdConfig:
     def __init__(
@@ -409,7 +438,12 @@ class Network:
     def set_affine(self, layer: int, scale: npt.ArrayLike, shift: npt.ArrayLike) -> None: ...
     def trainable(self, layer: int) -> bool: ...
     def train_batch(
-        self, x: np.ndarray, y: np.ndarray, index: np.ndarray, sample_weight: Optional[np.ndarray] = None
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        index: np.ndarray,
+        sample_weight: Optional[np.ndarray] = None,
+        teacher_logits: Optional[np.ndarray] = None,
     ) -> None: ...
     def evaluate(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> None: ...
     def predict(self, x: np.ndarray, out: Optional[np.ndarray], batch_size: int) -> np.ndarray: ...

@@ -32,6 +32,7 @@ LOSSES: Dict[str, Type[losses_mod.Loss]] = {
     "SoftmaxCrossEntropy": losses_mod.SoftmaxCrossEntropy,
     "BinaryCrossEntropy": losses_mod.BinaryCrossEntropy,
     "MeanSquaredError": losses_mod.MeanSquaredError,
+    "Distillation": losses_mod.Distillation,
 }
 _SLOTS = {"adam": ("m", "v"), "adam_amsgrad": ("m", "v", "vmax"), "sgd_momentum": ("velocity",), "sgd": ()}
 
@@ -310,6 +311,8 @@ def _training(model) -> Optional[dict]:
     loss_config = {}
     if isinstance(loss, losses_mod.SoftmaxCrossEntropy):
         loss_config = {"label_smoothing": loss.label_smoothing, "class_weights": loss.class_weights}
+    elif isinstance(loss, losses_mod.Distillation):
+        loss_config = {"temperature": loss.temperature, "alpha": loss.alpha}
     training = {
         "optimizer": {"class": name, "config": config},
         "loss": {"class": loss_name, "config": loss_config},

@@ -85,6 +85,7 @@ _CONFIG_TYPES = {
     "SoftmaxCrossEntropy": {"label_smoothing": "number", "class_weights": "numbers?"},
     "BinaryCrossEntropy": {},
     "MeanSquaredError": {},
+    "Distillation": {"temperature": "number", "alpha": "number"},
 }
 
 

@@ -53,6 +53,9 @@ class Trainer:
     stop_training: bool
     _callbacks: Tuple[Callback, ...]
     _restored_callback_state: Optional[Dict[str, Dict]]
+    # The teacher's logits (n, outputs) for the rows of fit's x while customml.distill runs
+    # fit, else None: each training step stages its rows with the batch's.
+    _teacher_logits: Optional[np.ndarray] = None
 
     def _ensure_ready(self, x: np.ndarray, op: str) -> None:
         """Builds the model for x's width (and compiles it) if needed; checks the width."""
@@ -369,7 +372,7 @@ class Trainer:
                         self._net.set_seed(seed)
                         seed_pending = False
                     with self._lock:  # a save or a weight transaction sees whole steps
-                        self._net.train_batch(xb, yb, index, wb)
+                        self._net.train_batch(xb, yb, index, wb, self._teacher_logits)
                     if batch_hooks:
                         batch_logs = self._read_metrics()
                         for cb in batch_hooks:

@@ -6,6 +6,7 @@
   customml export MODEL --onnx OUT                 the model as ONNX
   customml quantize MODEL --calibration X.npy -o OUT   an int8 copy of the model and its report
   customml prune MODEL --sparsity S -o OUT         prune (and fine-tune) a saved model, compare it with the dense one
+  customml optimize MODEL --dataset NAME -o OUT    the fastest model within an accuracy budget
   customml info [MODEL]                            a model file's summary, or the build information
   customml serve MODEL_OR_REPOSITORY               serve models over the V2 inference protocol (docs/serving.md)
 
@@ -27,6 +28,7 @@ from typing import List, Optional
 
 import numpy as np
 
+from . import _cli_optimize
 from ._checks import argument_int, argument_number, as_features, check_finite
 from ._safetensors import atomic_write
 
@@ -587,6 +589,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     info = sub.add_parser("info", help="a model file's summary, or without one the build information")
     info.add_argument("model", nargs="?", default=None)
     info.set_defaults(func=_info)
+    _cli_optimize.add_command(sub)
 
     from .serve.config import add_arguments as serve_arguments
 

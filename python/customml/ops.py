@@ -24,6 +24,7 @@ __all__ = [
     "dense_forward",
     "dense_backward",
     "softmax_cross_entropy",
+    "distillation_loss",
     "binary_cross_entropy_with_logits",
     "mse",
     "count_correct",
@@ -145,11 +146,54 @@ def softmax_cross_entropy(
     With smoothing eps the target is ``(1 - eps) * onehot + eps / classes``; with class
     weights c and row weights r (float32, one per row) the mean is ``sum_i w_i l_i / sum_i w_i``
     with ``w_i = c[y_i] r_i``. Returns ``(loss, grad)``.
+
+    ``labels`` may instead be soft labels: a float32 matrix of target distributions q of
+    the logits' shape (label distributions, mixup), as Keras' CategoricalCrossentropy and
+    PyTorch's probability targets take: ``l_i = -sum_c q_ic log softmax(logits_i)_c`` (a
+    target of 0 adds 0), gradient ``w_i / W (sum_c q_ic softmax(logits_i) - q_i)``; only
+    row weights apply then.
     """
     if need_grad and grad_out is None:
         grad_out = _empty(np.shape(logits), device)
     grad = grad_out if need_grad else None
+    # A matrix of anything but integers is soft labels (int32 (batch, 1) stays the labels'
+    # shape error); any array type: NumPy, CuPy, torch and customml.Array all name it so.
+    if len(getattr(labels, "shape", np.shape(labels))) == 2 and "int" not in str(getattr(labels, "dtype", "")):
+        if class_weights is not None or label_smoothing:
+            raise ValueError(
+                "[softmax_cross_entropy] class_weights and label_smoothing apply to int32 labels, not to soft labels "
+                "(a target matrix): weight or smooth the targets themselves"
+            )
+        return _core.softmax_cross_entropy_soft(grad, logits, labels, device, row_weights), grad
     loss = _core.softmax_cross_entropy(grad, logits, labels, class_weights, label_smoothing, device, row_weights)
+    return loss, grad
+
+
+def distillation_loss(
+    student_logits,
+    teacher_logits,
+    labels,
+    *,
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+    row_weights=None,
+    need_grad: bool = True,
+    grad_out=None,
+    device: str = "cpu",
+) -> Tuple[float, Optional[np.ndarray]]:
+    """Knowledge distillation's loss (Hinton, Vinyals and Dean 2015) and its gradient
+    w.r.t. the student's logits, fused in one kernel: per row
+    ``alpha T^2 KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) CE(softmax(student), label)``
+    with ``T = temperature`` (>= 0.05) and ``alpha`` in [0, 1]; the weighted mean over
+    rows as softmax_cross_entropy's. student_logits, teacher_logits: (batch, classes)
+    float32; labels: (batch,) int32 (not read when alpha is 1). Returns ``(loss, grad)``.
+    """
+    if need_grad and grad_out is None:
+        grad_out = _empty(np.shape(student_logits), device)
+    grad = grad_out if need_grad else None
+    loss = _core.distillation_loss(
+        grad, student_logits, teacher_logits, labels, temperature, alpha, device, row_weights
+    )
     return loss, grad
 
 
