@@ -43,6 +43,9 @@ ThreadOrder parse_thread_order(const std::string& name);
 // std::runtime_error when the threads of a block deadlock (waiting at different
 // barriers).
 void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::function<void()>& body);
+// Kernel launches run_grid has started in this process, on any OS thread: what a launch
+// costs on the GPU (a few microseconds each) is counted where no GPU is; for tests.
+int64_t launches();
 
 // The calling fiber's coordinates and the launch shape.
 const uint3& thread_idx();

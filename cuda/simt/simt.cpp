@@ -53,6 +53,7 @@ thread_local Runner* tl_runner = nullptr;
 
 std::atomic<int> g_order{static_cast<int>(ThreadOrder::forward)};
 std::atomic<uint64_t> g_seed{0};
+std::atomic<int64_t> g_launches{0};
 
 uint64_t splitmix64(uint64_t& state) {
   uint64_t z = (state += 0x9E3779B97F4A7C15ull);
@@ -194,6 +195,7 @@ void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::fun
     throw std::invalid_argument("[simt] a block needs 1 to 1024 threads, got " + std::to_string(n64));
   if (static_cast<uint64_t>(grid.x) * grid.y * grid.z == 0) return;
   if (tl_runner) throw std::logic_error("[simt] a kernel launched another kernel");
+  g_launches.fetch_add(1, std::memory_order_relaxed);
   const unsigned n = static_cast<unsigned>(n64);
 
   thread_local Runner r;
@@ -231,6 +233,8 @@ void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::fun
         run_block(r, n);
       }
 }
+
+int64_t launches() { return g_launches.load(std::memory_order_relaxed); }
 
 const uint3& thread_idx() { return runner().current->idx; }
 const uint3& block_idx() { return runner().block_idx; }
