@@ -18,20 +18,24 @@ _BATCH = 128
 
 # The launches of one step of the README MLP (784-256-256-10, batch 128) under each loss and
 # option, fp16 and QAT excepted (their last host reads are being removed elsewhere): the
-# counts today, so that none grows unnoticed. The target is 8.
+# counts today, so that none grows unnoticed. The dense layers take one launch each way
+# (the backward pass's dz, db, dW and dx in one grid); the rest is the loss and the
+# optimizer. The target is 8: what is above it is mostly the loss family's small
+# reductions (weight total, row losses, their sum, the epoch sum, the accuracy count and
+# its sum: 6 launches where one would do).
 _CASES = {
-    "softmax_ce+adam": dict(launches=21),
-    "softmax_ce+sgd": dict(optimizer=lambda: cm.optimizers.SGD(0.1, momentum=0.9), launches=21),
+    "softmax_ce+adam": dict(launches=13),
+    "softmax_ce+sgd": dict(optimizer=lambda: cm.optimizers.SGD(0.1, momentum=0.9), launches=13),
     "class_weights+smoothing": dict(
-        loss=lambda: cm.losses.SoftmaxCrossEntropy(label_smoothing=0.1, class_weights=[1.0] * 9 + [2.0]), launches=21
+        loss=lambda: cm.losses.SoftmaxCrossEntropy(label_smoothing=0.1, class_weights=[1.0] * 9 + [2.0]), launches=13
     ),
-    "sample_weight": dict(sample_weight=True, launches=21),
-    "dropout": dict(dropout=0.1, launches=23),
-    "clipnorm": dict(clipnorm=1.0, launches=24),
-    "l2": dict(l2=1e-4, launches=24),
-    "f1+confusion": dict(metrics=["accuracy", "f1", "confusion_matrix"], launches=22),
-    "binary_ce": dict(loss=lambda: "binary_cross_entropy", classes=2, outputs=1, launches=20),
-    "mse": dict(loss=lambda: "mse", classes=0, metrics=["mae", "r2"], launches=19),
+    "sample_weight": dict(sample_weight=True, launches=13),
+    "dropout": dict(dropout=0.1, launches=15),
+    "clipnorm": dict(clipnorm=1.0, launches=16),
+    "l2": dict(l2=1e-4, launches=16),
+    "f1+confusion": dict(metrics=["accuracy", "f1", "confusion_matrix"], launches=14),
+    "binary_ce": dict(loss=lambda: "binary_cross_entropy", classes=2, outputs=1, launches=12),
+    "mse": dict(loss=lambda: "mse", classes=0, metrics=["mae", "r2"], launches=11),
 }
 
 
