@@ -33,6 +33,7 @@ struct ThreadState {
 // has left collective k + 1, hence has read the values of collective k.
 struct WarpSlots {
   uint64_t values[2][kWarpSize];
+  unsigned participants[2];  // the lanes that took part in the collective of each buffer
 };
 
 struct Runner {
@@ -112,8 +113,14 @@ bool release_warps(Runner& r, unsigned n) {
     unsigned buffer = 0;
     for (unsigned t = first; t < last; ++t)
       if (r.threads[t]->wait == Wait::warp) buffer = r.threads[t]->warp_ops & 1u;
-    for (unsigned l = 0; l < static_cast<unsigned>(kWarpSize); ++l)
-      if (first + l >= last || r.threads[first + l]->wait != Wait::warp) r.warps[w].values[buffer][l] = 0;
+    unsigned participants = 0;
+    for (unsigned l = 0; l < static_cast<unsigned>(kWarpSize); ++l) {
+      if (first + l < last && r.threads[first + l]->wait == Wait::warp)
+        participants |= 1u << l;
+      else
+        r.warps[w].values[buffer][l] = 0;
+    }
+    r.warps[w].participants[buffer] = participants;
     for (unsigned t = first; t < last; ++t)
       if (r.threads[t]->wait == Wait::warp) r.threads[t]->wait = Wait::none;
     released = true;
@@ -263,6 +270,17 @@ const uint64_t* warp_exchange(unsigned mask, uint64_t value) {
   Fiber::switch_to(t.fiber, r.scheduler);
   ++t.warp_ops;
   return slots.values[buffer];
+}
+
+void check_shuffle_source(unsigned src_lane) {
+  Runner& r = runner();
+  const ThreadState& t = *r.current;
+  const unsigned participants = r.warps[t.linear / kWarpSize].participants[(t.warp_ops - 1) & 1u];
+  if (!((participants >> src_lane) & 1u))
+    throw std::runtime_error("lane " + std::to_string(t.linear % kWarpSize) + " of warp " +
+                             std::to_string(t.linear / kWarpSize) + " shuffled from lane " + std::to_string(src_lane) +
+                             ", which took no part (outside the mask, exited, or past the end of a partial warp): "
+                             "undefined on the GPU");
 }
 
 }  // namespace customml::simt
