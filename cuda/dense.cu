@@ -8,16 +8,31 @@
 
 namespace customml::CUSTOMML_CUDA_NS {
 namespace {
+template <bool kGrad>
 void launch_pair(DeviceContext& ctx, const GemmPair& pp, unsigned blocks, Precision precision) {
   const dim3 grid(blocks);
   switch (precision) {
-    case Precision::fp32: launch(gemm_kernel, grid, dim3(kGemmThreads), 0, ctx.stream, pp); break;
+    case Precision::fp32: launch(gemm_kernel<kGrad>, grid, dim3(kGemmThreads), 0, ctx.stream, pp); break;
     case Precision::tf32:
-      launch(gemm_tc_kernel<nvcuda::wmma::precision::tf32>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
+      launch(gemm_tc_kernel<nvcuda::wmma::precision::tf32, kGrad>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
       break;
-    case Precision::bf16: launch(gemm_tc_kernel<__nv_bfloat16>, grid, dim3(kTcThreads), 0, ctx.stream, pp); break;
-    case Precision::fp16: launch(gemm_tc_kernel<__half>, grid, dim3(kTcThreads), 0, ctx.stream, pp); break;
+    case Precision::bf16:
+      launch(gemm_tc_kernel<__nv_bfloat16, kGrad>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
+      break;
+    case Precision::fp16: launch(gemm_tc_kernel<__half, kGrad>, grid, dim3(kTcThreads), 0, ctx.stream, pp); break;
   }
+}
+
+// The forward pass's GEMMs take the kernels compiled without the backward extras, which
+// would cost them registers (occupancy) and code in the main loop.
+void launch_pair(DeviceContext& ctx, const GemmPair& pp, unsigned blocks, Precision precision) {
+  bool grad = false;
+  for (const GemmParams& p : pp.p)
+    grad = grad || p.db || p.a_act != Activation::identity || p.b_act != Activation::identity;
+  if (grad)
+    launch_pair<true>(ctx, pp, blocks, precision);
+  else
+    launch_pair<false>(ctx, pp, blocks, precision);
 }
 
 // C's rows, db's included.

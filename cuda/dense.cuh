@@ -63,12 +63,16 @@ struct Operand {
   const float *y, *z;
   int64_t ones_row;  // the row that reads as ones (db's), or -1
 
+  // kGrad: the backward pass's extras (act, ones_row) are looked at; a forward GEMM's
+  // kernel is compiled without them.
+  template <bool kGrad>
   __device__ __forceinline__ float at(int64_t r, int64_t k) const {
     if (r < rows && k < depth) {
       const int64_t off = r * rs + k * cs;
-      return act == Activation::identity ? base[off] : act::backward(act, base[off], y[off], z ? z[off] : 0.0f);
+      if (!kGrad || act == Activation::identity) return base[off];
+      return act::backward(act, base[off], y[off], z ? z[off] : 0.0f);
     }
-    return r == ones_row && k < depth ? 1.0f : 0.0f;
+    return kGrad && r == ones_row && k < depth ? 1.0f : 0.0f;
   }
 };
 
@@ -109,12 +113,13 @@ struct SliceLoad {
   float v[4];
 
   // (r, k): the first element; the 4 elements run along k or along r.
+  template <bool kGrad>
   __device__ __forceinline__ void load(const Operand& o, int64_t r, int64_t k, bool along_k) {
     const int64_t dr = along_k ? 0 : 1, dk = along_k ? 1 : 0;
     const int64_t contiguous_stride = along_k ? o.cs : o.rs;
     const int64_t off = r * o.rs + k * o.cs;
     const bool in_bounds = along_k ? (r < o.rows && k + 3 < o.depth) : (r + 3 < o.rows && k < o.depth);
-    const bool grad = o.act != Activation::identity;
+    const bool grad = kGrad && o.act != Activation::identity;
     const uintptr_t addresses = reinterpret_cast<uintptr_t>(o.base + off) |
                                 (grad ? reinterpret_cast<uintptr_t>(o.y + off) : 0) |
                                 (grad && o.z ? reinterpret_cast<uintptr_t>(o.z + off) : 0);
@@ -135,11 +140,13 @@ struct SliceLoad {
       return;
     }
     CUSTOMML_UNROLL
-    for (int i = 0; i < 4; ++i) v[i] = o.at(r + i * dr, k + i * dk);
+    for (int i = 0; i < 4; ++i) v[i] = o.at<kGrad>(r + i * dr, k + i * dk);
   }
 };
 
-// grid (the pair's tiles), block kGemmThreads
+// grid (the pair's tiles), block kGemmThreads; kGrad: a backward-pass product (GemmParams'
+// extras in use)
+template <bool kGrad>
 __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmPair pp) {
   __shared__ __align__(16) float as[2][kGemmBk][kGemmBm];
   __shared__ __align__(16) float bs[2][kGemmBk][kGemmBn];
@@ -157,8 +164,8 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmPair pp) {
   const int b_n = b_along_k ? tid / 4 : (tid % 16) * 4, b_k = b_along_k ? (tid % 4) * 4 : tid / 16;
   SliceLoad a_next, b_next;
   auto fetch = [&](int64_t k0) {
-    a_next.load(oa, row0 + a_m, k0 + a_k, a_along_k);
-    b_next.load(ob, col0 + b_n, k0 + b_k, b_along_k);
+    a_next.template load<kGrad>(oa, row0 + a_m, k0 + a_k, a_along_k);
+    b_next.template load<kGrad>(ob, col0 + b_n, k0 + b_k, b_along_k);
   };
   auto stash = [&](int buf) {
     CUSTOMML_UNROLL
@@ -209,12 +216,12 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmPair pp) {
   CUSTOMML_UNROLL
   for (int i = 0; i < kGemmTm; ++i) {
     const int64_t r = row0 + ty * kGemmTm + i;
-    if (r > p.m || (r == p.m && !p.db)) continue;
+    if (r > p.m || (r == p.m && !(kGrad && p.db))) continue;
     CUSTOMML_UNROLL
     for (int j = 0; j < kGemmTn; ++j) {
       const int64_t c = col0 + tx * kGemmTn + j;
       if (c >= p.n) continue;
-      if (r == p.m) {
+      if (kGrad && r == p.m) {
         p.db[c] = acc[i][j];
         continue;
       }
@@ -257,8 +264,8 @@ struct TensorCoreType<nvcuda::wmma::precision::tf32> {
 constexpr int kTcBm = 64, kTcBn = 64, kTcBk = 16, kTcThreads = 128;
 constexpr int kTcPad = 8;  // row padding: keeps wmma's ldm a multiple of 8 and breaks bank conflicts
 
-// grid (the pair's tiles), block kTcThreads
-template <class T>
+// grid (the pair's tiles), block kTcThreads; kGrad as gemm_kernel's
+template <class T, bool kGrad>
 __global__ void __launch_bounds__(kTcThreads) gemm_tc_kernel(GemmPair pp) {
   namespace wmma = nvcuda::wmma;
   using Stored = typename TensorCoreType<T>::Stored;
@@ -286,11 +293,11 @@ __global__ void __launch_bounds__(kTcThreads) gemm_tc_kernel(GemmPair pp) {
   for (int64_t k0 = 0; k0 < depth; k0 += kTcBk) {
     for (int e = tid; e < kTcBm * kTcBk; e += kTcThreads) {
       const int r = e / kTcBk, kk = e % kTcBk;
-      as[r][kk] = TensorCoreType<T>::from_float(oa.at(row0 + r, k0 + kk));
+      as[r][kk] = TensorCoreType<T>::from_float(oa.at<kGrad>(row0 + r, k0 + kk));
     }
     for (int e = tid; e < kTcBk * kTcBn; e += kTcThreads) {
       const int kk = e / kTcBn, c = e % kTcBn;
-      bs[kk][c] = TensorCoreType<T>::from_float(ob.at(col0 + c, k0 + kk));
+      bs[kk][c] = TensorCoreType<T>::from_float(ob.at<kGrad>(col0 + c, k0 + kk));
     }
     __syncthreads();
     CUSTOMML_UNROLL
@@ -326,12 +333,12 @@ __global__ void __launch_bounds__(kTcThreads) gemm_tc_kernel(GemmPair pp) {
   }
   // db in the block whose tile holds row m: a column per thread, in float from dz itself
   // (the tensor-core operands would round it first), rows in order as a serial sum.
-  if (p.db && row0 <= p.m && p.m < row0 + kTcBm) {
+  if (kGrad && p.db && row0 <= p.m && p.m < row0 + kTcBm) {
     for (int c = tid; c < kTcBn; c += kTcThreads) {
       const int64_t gc = col0 + c;
       if (gc >= p.n) continue;
       float sum = 0.0f;
-      for (int64_t k = 0; k < p.k; ++k) sum += ob.at(gc, k);
+      for (int64_t k = 0; k < p.k; ++k) sum += ob.at<kGrad>(gc, k);
       p.db[gc] = sum;
     }
   }
