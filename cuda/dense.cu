@@ -23,10 +23,10 @@ void launch_pair(DeviceContext& ctx, const GemmPair& pp, unsigned blocks, Precis
   }
 }
 
-// The forward pass's GEMMs take the kernels compiled without the backward extras, which
-// would cost them registers (occupancy) and code in the main loop.
+// The forward pass's GEMMs take the kernels compiled without the backward extras or a
+// second problem, which would cost them registers (occupancy) and code in the main loop.
 void launch_pair(DeviceContext& ctx, const GemmPair& pp, unsigned blocks, Precision precision) {
-  bool grad = false;
+  bool grad = pp.blocks0 < blocks;
   for (const GemmParams& p : pp.p)
     grad = grad || p.db || p.a_act != Activation::identity || p.b_act != Activation::identity;
   if (grad)

@@ -84,14 +84,17 @@ __device__ __forceinline__ Operand operand_b(const GemmParams& p) {
   return {p.b, p.b_cs, p.b_rs, p.n, p.k, p.b_act, p.b_y, p.b_z, -1};
 }
 
-// This block's problem and tile: (problem, first row, first column).
+// This block's problem and tile: (problem, first row, first column). A forward GEMM
+// (kPair false) is always problem 0, known at compile time: a problem chosen at run time
+// costs the FP32 kernel some 30 registers (its parameters addressed dynamically).
 struct GemmTile {
   int problem;
   int64_t row0, col0;
 };
+template <bool kPair>
 __device__ __forceinline__ GemmTile gemm_tile(const GemmPair& pp, int bm, int bn) {
   const unsigned b = blockIdx.x;
-  const int problem = b < pp.blocks0 ? 0 : 1;
+  const int problem = kPair && b >= pp.blocks0 ? 1 : 0;
   const unsigned local = problem ? b - pp.blocks0 : b;
   return {problem, static_cast<int64_t>(local / pp.tiles_n[problem]) * bm,
           static_cast<int64_t>(local % pp.tiles_n[problem]) * bn};
@@ -152,8 +155,8 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmPair pp) {
   __shared__ __align__(16) float bs[2][kGemmBk][kGemmBn];
   const int tid = threadIdx.x;
   const int tx = tid % (kGemmBn / kGemmTn), ty = tid / (kGemmBn / kGemmTn);
-  const GemmTile tile = gemm_tile(pp, kGemmBm, kGemmBn);
-  const GemmParams& p = pp.p[tile.problem];
+  const GemmTile tile = gemm_tile<kGrad>(pp, kGemmBm, kGemmBn);
+  const GemmParams& p = kGrad ? pp.p[tile.problem] : pp.p[0];
   const int64_t row0 = tile.row0, col0 = tile.col0;
   const Operand oa = operand_a(p), ob = operand_b(p);
   // Which direction each operand's 4-element runs take: along the contiguous one.
@@ -275,8 +278,8 @@ __global__ void __launch_bounds__(kTcThreads) gemm_tc_kernel(GemmPair pp) {
   __shared__ __align__(32) float cs[kTcBm][kTcBn + 4];
   const int tid = threadIdx.x, warp = tid / 32;
   const int wm = warp / 2, wn = warp % 2;  // this warp's 32 x 32 quarter of the tile
-  const GemmTile tile = gemm_tile(pp, kTcBm, kTcBn);
-  const GemmParams& p = pp.p[tile.problem];
+  const GemmTile tile = gemm_tile<kGrad>(pp, kTcBm, kTcBn);
+  const GemmParams& p = kGrad ? pp.p[tile.problem] : pp.p[0];
   const int64_t row0 = tile.row0, col0 = tile.col0;
   Operand oa = operand_a(p);
   oa.ones_row = -1;  // db is summed in float below, not from reduced-precision operands
