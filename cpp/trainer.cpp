@@ -341,7 +341,7 @@ void Trainer::stage_batch(const float* x, const void* y, const float* sample_wei
     backend_->copy_to_device(ws.labels.data(), labels, sizeof(int32_t) * static_cast<size_t>(b));
 }
 
-const float* Trainer::forward(int64_t b) {
+const float* Trainer::forward(int64_t b, int64_t first_row) {
   Workspace& ws = *ws_;
   const std::vector<LayerSpec>& layers = model_.layers();
   const float* params = model_.params();
@@ -368,7 +368,8 @@ const float* Trainer::forward(int64_t b) {
       width = s.units;
     } else if (s.rate > 0.0f) {
       // One stream per (step, layer): no two masks share random numbers.
-      backend_->dropout(dst, cur, b * width, s.rate, seed_, static_cast<uint64_t>(step_) * layers.size() + l);
+      backend_->dropout(dst, cur, b * width, s.rate, seed_, static_cast<uint64_t>(step_) * layers.size() + l,
+                        static_cast<uint64_t>(first_row * width));
     } else {
       continue;  // a dropout of rate 0 is the identity: pass cur through
     }
@@ -377,7 +378,8 @@ const float* Trainer::forward(int64_t b) {
   return cur;
 }
 
-void Trainer::loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad) {
+void Trainer::loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad,
+                             const BatchShare& share) {
   Workspace& ws = *ws_;
   const int64_t out = model_.output_dim();
   float* grad = with_grad ? ws.grad_a.data() : nullptr;
@@ -393,7 +395,10 @@ void Trainer::loss_and_count(const float* logits, const float* row_weights, int6
       break;
     case LossKind::mse: backend_->mse(grad, loss, logits, ws.targets.data(), row_weights, b, out); break;
   }
-  metrics_.add_loss(b);
+  if (share.global_rows > 0)
+    metrics_.add_loss(b, share.weight * static_cast<double>(share.global_rows));
+  else
+    metrics_.add_loss(b);
   if (loss_.kind != LossKind::mse) backend_->count_correct(metrics_.correct(), logits, ws.labels.data(), b, out);
   metrics_.record(logits, {ws.labels.data(), ws.targets.data(), ws.host_targets.data()}, b);
 }
@@ -413,8 +418,15 @@ void reserve_rows(std::vector<Buffer<float>>& act, std::vector<Buffer<float>>& p
 
 void Trainer::train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
                           int64_t b) {
-  if (!compiled_) throw std::runtime_error("[fit] the model must be compiled before training");
   if (b < 1) throw std::invalid_argument("[fit] a batch needs at least one row");
+  compute_gradients(x, y, sample_weight, n, index, b, BatchShare{});
+  apply_gradients(b);
+}
+
+void Trainer::compute_gradients(const float* x, const void* y, const float* sample_weight, int64_t n,
+                                const int64_t* index, int64_t b, const BatchShare& share) {
+  if (!compiled_) throw std::runtime_error("[fit] the model must be compiled before training");
+  if (b < 0) throw std::invalid_argument("[fit] a batch share cannot have a negative row count");
   for (int64_t i = 0; i < b; ++i)
     if (index[i] < 0 || index[i] >= n)
       throw std::out_of_range("[fit] batch index " + std::to_string(index[i]) + " is outside [0, " + std::to_string(n) +
@@ -428,9 +440,13 @@ void Trainer::train_batch(const float* x, const void* y, const float* sample_wei
   if (model_.any_quantized())
     throw std::runtime_error(
         "[fit] a quantized model cannot be trained: fine-tune the float model (or quantize.qat) and quantize again");
+  if (b == 0) {  // an empty share of a global batch takes part with a zero gradient
+    backend_->fill_zero(grads_.data(), sizeof(float) * static_cast<size_t>(model_.num_params()));
+    return;
+  }
   Workspace& ws = *ws_;
   const std::vector<LayerSpec>& layers = model_.layers();
-  const int64_t input_dim = model_.input_dim(), out = model_.output_dim(), num_params = model_.num_params();
+  const int64_t input_dim = model_.input_dim(), out = model_.output_dim();
   const size_t rows = static_cast<size_t>(b);
   reserve_rows(ws.act, ws.preact, layers, model_.widths(), b);
   ws.input.reserve(rows * static_cast<size_t>(input_dim));
@@ -441,9 +457,10 @@ void Trainer::train_batch(const float* x, const void* y, const float* sample_wei
   if (sample_weight) ws.row_weights.reserve(rows);
   stage_batch(x, y, sample_weight, index, 0, b);
 
-  loss_and_count(forward(b), sample_weight ? ws.row_weights.data() : nullptr, b, true);
+  loss_and_count(forward(b, share.first_row), sample_weight ? ws.row_weights.data() : nullptr, b, true, share);
   const bool scaled = precision_ == Precision::fp16;
   if (scaled) backend_->scale(ws.grad_a.data(), b * out, loss_scale_);
+  if (share.weight != 1.0) backend_->scale(ws.grad_a.data(), b * out, share.weight);
 
   // Backward: gradient w.r.t. each layer's output in cur, ping-ponging between two
   // buffers; dense layers overwrite it with dz in place.
@@ -470,10 +487,16 @@ void Trainer::train_batch(const float* x, const void* y, const float* sample_wei
     } else {
       if (!need_dx) break;
       if (s.rate > 0.0f)
-        backend_->dropout(cur, cur, b * in_width, s.rate, seed_, static_cast<uint64_t>(step_) * layers.size() + l);
+        backend_->dropout(cur, cur, b * in_width, s.rate, seed_, static_cast<uint64_t>(step_) * layers.size() + l,
+                          static_cast<uint64_t>(share.first_row * in_width));
     }
   }
+}
 
+void Trainer::apply_gradients(int64_t b) {
+  if (!compiled_) throw std::runtime_error("[fit] the model must be compiled before training");
+  const int64_t num_params = model_.num_params();
+  const bool scaled = precision_ == Precision::fp16;
   double* norm = scalars_.data() + kNorm;
   if (scaled) {
     // The norm pass doubles as the overflow check (an infinite limit never clips). The one
