@@ -48,7 +48,8 @@ def _model(optimizer, dropout: float = 0.0, loss="softmax_cross_entropy", metric
     if dropout:
         layers.append(cm.layers.Dropout(dropout))
     layers.append(cm.layers.Dense(outputs))
-    model = cm.Sequential(layers, input_dim=6, seed=3)
+    device = os.environ.get("CUSTOMML_TEST_DEVICE", "cpu")
+    model = cm.Sequential(layers, input_dim=6, seed=3, device=device)
     model.compile(optimizer=optimizer, loss=loss, metrics=list(metrics), **compile)
     return model
 
@@ -168,7 +169,10 @@ def main() -> None:
     ctx = cm.distributed.init()
     os.environ.setdefault("CUSTOMML_TEST_DIR", tempfile.mkdtemp())
     results = {}
+    names = os.environ.get("CUSTOMML_TEST_SCENARIOS")
     for name, scenario in SCENARIOS.items():
+        if names and name not in names.split(","):
+            continue
         digests = _Digests()
         model, info = scenario(batch, [digests])
         every = ctx.comm.allgather(digests.digests)

@@ -100,6 +100,53 @@ def test_file_callbacks_act_on_rank_0_only(job):
     assert [p.name for p in tmp.glob(f"log_{ranks}_*.csv")] == [f"log_{ranks}_0.csv"]
 
 
+EMULATED = ("sgd_momentum", "dropout", "sample_weight")
+
+
+@pytest.mark.skipif(not cm.build_info()["simt_emulation"], reason="a build without the SIMT emulation")
+def test_a_device_without_host_memory_reduces_through_host_copies(tmp_path, monkeypatch):
+    # cuda-emulated stands for a device whose memory the host cannot address (cuda
+    # without NCCL takes this path): read_gradients, the MPI all-reduce, write_gradients.
+    monkeypatch.setenv("CUSTOMML_TEST_DEVICE", "cuda-emulated")
+    monkeypatch.setenv("CUSTOMML_TEST_SCENARIOS", ",".join(EMULATED))
+    out = tmp_path / "out.npz"
+    proc = mpirun(2, [HERE / "distributed_worker.py", out, B], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with np.load(out) as f:
+        got = dict(f.items())
+    for name in EMULATED:
+        want, _ = worker.SCENARIOS[name](2 * B)
+        want = worker.weights(want)
+        assert bool(got[f"{name}/identical"]), name
+        err = np.max(np.abs(got[f"{name}/weights"] - want))
+        assert err <= 1e-5 * np.max(np.abs(want)), f"{name}: max |dp| = {err:.3g}"
+
+
+NCCL_ID = """
+import hashlib, customml as cm
+from customml import distributed
+ctx = cm.distributed.init()
+uid = distributed.nccl_unique_id(ctx, distributed._load_nccl())
+every = ctx.comm.allgather(bytes(uid))
+assert len(set(every)) == 1 and any(every[0]), every
+print("same id on", ctx.size, "ranks")
+"""
+
+
+def test_the_nccl_unique_id_goes_from_rank_0_to_every_rank(tmp_path):
+    # What can run without a GPU: loading libnccl and sharing rank 0's id over MPI (the
+    # communicator and the all-reduce need GPUs: bench/gpu_check.sh).
+    from customml import distributed
+
+    if distributed._load_nccl() is None:
+        pytest.skip("libnccl is not installed (pip install 'customml[nccl]')")
+    script = tmp_path / "nccl_id.py"
+    script.write_text(NCCL_ID)
+    proc = mpirun(2, [script], tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("same id on 2 ranks") == 2
+
+
 def test_pruned_weights_stay_zero_under_ranks(job):
     _, got, _ = job
     model = worker._model(cm.optimizers.Adam(1e-2))

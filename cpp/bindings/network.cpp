@@ -202,6 +202,10 @@ void bind_network(py::module_& m) {
       .def_property_readonly(
           "gradient_address", [](Network& n) { return reinterpret_cast<uintptr_t>(n.gradients()); },
           "The device address of the flat gradient buffer (num_params float32), for NCCL.")
+      .def_property_readonly(
+          "stream_handle", [](const Network& n) { return backend_for(n.device()).stream_handle(); },
+          "The queue the network's device work goes to (a cudaStream_t as an integer; 0 where ops run to "
+          "completion): NCCL's all-reduce is enqueued there, between the backward pass and the update.")
       .def(
           "read_gradients",
           [](const Network& n, py::array_t<float, py::array::c_style> out) {

@@ -22,6 +22,8 @@ MPI stays out of the compiled extension: this module is the only user of mpi4py.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import json
 import os
@@ -225,8 +227,8 @@ def stop_training(value: bool) -> bool:
 
 
 class _Transport:
-    """Sums the flat gradient buffer over the ranks in place: through a NumPy view on the
-    cpu, through host memory elsewhere (cuda-emulated; on cuda, NCCL when it is there)."""
+    """Sums the flat gradient buffer over the ranks in place through MPI: a NumPy view of
+    it on the cpu, a host copy elsewhere (cuda-emulated, and cuda without NCCL)."""
 
     def __init__(self, ctx: Context, net):
         self.ctx, self.net = ctx, net
@@ -244,6 +246,91 @@ class _Transport:
         self.ctx.allreduce_steps += 1
 
 
+class _NcclUniqueId(ctypes.Structure):
+    _fields_ = [("internal", ctypes.c_char * 128)]  # NCCL_UNIQUE_ID_BYTES
+
+
+_NCCL_FLOAT32, _NCCL_SUM = 7, 0  # ncclFloat32, ncclSum (nccl.h)
+
+
+def _load_nccl() -> Optional[ctypes.CDLL]:
+    """libnccl from the nvidia-nccl-cu13 wheel (the ``nccl`` extra), else the system's;
+    None when neither is there."""
+    candidates = []
+    try:
+        import nvidia.nccl
+
+        candidates += [os.path.join(p, "lib", "libnccl.so.2") for p in nvidia.nccl.__path__]
+    except ImportError:
+        pass
+    found = ctypes.util.find_library("nccl")
+    if found:
+        candidates.append(found)
+    for path in candidates:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        lib.ncclGetErrorString.restype = ctypes.c_char_p
+        return lib
+    return None
+
+
+def _nccl_check(lib: ctypes.CDLL, result: int, call: str) -> None:
+    if result != 0:
+        raise RuntimeError(f"[customml.distributed] {call} failed: {lib.ncclGetErrorString(result).decode()}")
+
+
+def nccl_unique_id(ctx: Context, lib: ctypes.CDLL) -> _NcclUniqueId:
+    """rank 0's ncclUniqueId on every rank, sent over MPI (the control channel)."""
+    uid = _NcclUniqueId()
+    if ctx.rank == 0:
+        _nccl_check(lib, lib.ncclGetUniqueId(ctypes.byref(uid)), "ncclGetUniqueId")
+    # bytes(uid), the raw 128 bytes: uid.internal, a char array, would stop at a zero byte.
+    ctypes.memmove(ctypes.addressof(uid), ctx.bcast(bytes(uid) if ctx.rank == 0 else None), 128)
+    return uid
+
+
+class _Nccl:
+    """On cuda: ncclAllReduce of the gradient buffer in place, enqueued on the executor's
+    own stream, so it runs after the backward kernels and before the update with no host
+    wait; one communicator per network, its unique id from rank 0 over MPI. One GPU per
+    rank: the device each rank's network runs on (CUDA_VISIBLE_DEVICES per rank, or
+    device="cuda:LOCAL_RANK")."""
+
+    def __init__(self, ctx: Context, net, lib: ctypes.CDLL):
+        self.ctx, self.net, self.lib = ctx, net, lib
+        uid = nccl_unique_id(ctx, lib)
+        self.comm = ctypes.c_void_p()
+        _nccl_check(lib, lib.ncclCommInitRank(ctypes.byref(self.comm), ctx.size, uid, ctx.rank), "ncclCommInitRank")
+        self.address = ctypes.c_void_p(net.gradient_address)
+        self.count = ctypes.c_size_t(net.num_params)
+        self.stream = ctypes.c_void_p(net.stream_handle)
+
+    def __call__(self) -> None:
+        # Enqueued, not waited for: allreduce_seconds counts the enqueue only.
+        t0 = time.perf_counter()
+        result = self.lib.ncclAllReduce(
+            self.address, self.address, self.count, _NCCL_FLOAT32, _NCCL_SUM, self.comm, self.stream
+        )
+        _nccl_check(self.lib, result, "ncclAllReduce")
+        self.ctx.allreduce_seconds += time.perf_counter() - t0
+        self.ctx.allreduce_steps += 1
+
+    def __del__(self) -> None:
+        if getattr(self, "comm", None) and self.comm.value:
+            self.lib.ncclCommDestroy(self.comm)
+
+
+def _transport(ctx: Context, net):
+    """NCCL on cuda when libnccl loads, else MPI through host memory."""
+    if net.device.startswith("cuda") and net.device != "cuda-emulated":
+        lib = _load_nccl()
+        if lib is not None:
+            return _Nccl(ctx, net, lib)
+    return _Transport(ctx, net)
+
+
 def train_step(model, batch_size: int):
     """The function fit calls per step with the global batch's rows (``index``): this
     rank's share, one all-reduce, the update. Outside a job, the executor's train_batch."""
@@ -252,7 +339,7 @@ def train_step(model, batch_size: int):
         return net.train_batch
     class_weights = getattr(model._loss, "class_weights", None)
     cw = None if not class_weights else np.asarray(class_weights, np.float64)
-    reduce = _Transport(ctx, net)
+    reduce = _transport(ctx, net)
 
     def step(x: np.ndarray, y: np.ndarray, index: np.ndarray, w: Optional[np.ndarray]) -> None:
         g = index.shape[0]
