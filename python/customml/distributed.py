@@ -69,8 +69,8 @@ class Context:
 
     # ---- collectives (callers check ``active`` first) ----
     def bcast(self, obj):
-        """rank 0's ``obj`` on every rank."""
-        return self.comm.bcast(obj, root=0)
+        """rank 0's ``obj`` on every rank (``obj`` itself in a single process)."""
+        return obj if self.comm is None else self.comm.bcast(obj, root=0)
 
     def allreduce_sum(self, array: np.ndarray) -> np.ndarray:
         """The element-wise sum over the ranks of a contiguous array, in place."""
