@@ -118,6 +118,13 @@ def init() -> Context:
             "(or MPICH), then pip install 'customml[mpi]'"
         ) from exc
     comm = MPI.COMM_WORLD
+    launched = int(os.environ.get("OMPI_COMM_WORLD_SIZE") or os.environ.get("PMI_SIZE") or 0)
+    if launched > 1 and comm.Get_size() == 1:
+        # Each process would train a model of its own, silently.
+        raise RuntimeError(
+            f"[customml.distributed] the launcher started {launched} processes but MPI ({MPI.Get_library_version()[:40]!r}) "
+            "sees one: mpi4py uses another MPI than the launcher's (docs/distributed.md, Install)"
+        )
     _context = Context(comm.Get_rank(), comm.Get_size(), comm)
     if _context.active:
         sys.excepthook = _abort_on_exception
