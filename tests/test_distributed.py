@@ -163,6 +163,8 @@ ctx = cm.distributed.init()
 x = np.zeros((40, 3), np.float32); y = np.zeros(40, np.int64)
 if ctx.rank == 1 and sys.argv[1] == "raise":
     y[5] = 7  # bad data on rank 1 only: fit refuses it while rank 0 waits for it
+if ctx.rank == 1 and sys.argv[1] == "data":
+    x[0, 0] = 1.0  # rank 1 loaded other rows
 model = cm.Sequential([cm.layers.Dense(3)], input_dim=3, seed=0)
 lr = 0.1 if ctx.rank == 1 and sys.argv[1] == "mismatch" else 0.05
 model.compile(optimizer=cm.optimizers.SGD(lr), loss="softmax_cross_entropy")
@@ -182,13 +184,14 @@ def test_an_exception_on_one_rank_ends_the_job(tmp_path):
     assert "rank 1 of 2" in text and "label 7 outside [0, 3)" in text, text
 
 
-def test_mismatched_optimizers_are_refused_at_the_first_step(tmp_path):
+@pytest.mark.parametrize("case, what", [("mismatch", "optimizer"), ("data", "fit")])
+def test_mismatched_optimizers_or_data_are_refused_at_the_first_step(tmp_path, case, what):
     script = tmp_path / "failing.py"
     script.write_text(FAILING)
-    proc = mpirun(2, [script, "mismatch"], tmp_path, timeout=120)
+    proc = mpirun(2, [script, case], tmp_path, timeout=120)
     assert proc.returncode != 0
     text = proc.stdout + proc.stderr
-    assert "differ from rank 0 in optimizer" in text, text
+    assert f"differ from rank 0 in {what}" in text, text
 
 
 def test_outside_mpi_init_is_a_single_process_context():

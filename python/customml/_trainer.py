@@ -309,8 +309,7 @@ class Trainer:
             if from_iterable:
                 raise ValueError("[fit] distributed training takes arrays x and y (the same on every rank)")
             fit_args = {"n": x.shape[0], "epochs": epochs, "batch_size": batch_size, "shuffle": shuffle}
-            fit_args.update(sample_weight=sample_weight is not None, validation=x_val is not None)
-            fit_args.update(initial_epoch=initial_epoch)
+            fit_args.update(initial_epoch=initial_epoch, data=distributed_mod.digest(x, y, sample_weight, x_val, y_val))
             seed, callbacks, verbose = distributed_mod.begin_fit(self, seed, fit_args, callbacks, verbose)
         if from_iterable:
             epoch_batches = self._iterable_batches(x, steps_per_epoch, op)
