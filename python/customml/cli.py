@@ -114,6 +114,10 @@ def _compressed_variants(model, args, data, batch_size: int) -> List[tuple]:
 def _train(args: argparse.Namespace) -> int:
     import customml as cm
 
+    ctx = cm.distributed.init() if args.distributed else cm.distributed.context()
+    if ctx.rank != 0:  # under mpirun, rank 0 reports and saves; the others train with it
+        sys.stdout = open(os.devnull, "w")  # for the rest of the process
+        args.output = None
     (x_train, y_train), (x_test, y_test) = cm.datasets.load(args.dataset)
     defaults = _TRAIN_DEFAULTS.get(args.dataset, _GENERIC_DEFAULTS)
     epochs = defaults["epochs"] if args.epochs is None else args.epochs
@@ -129,7 +133,7 @@ def _train(args: argparse.Namespace) -> int:
     model = cm.Sequential(layers, input_dim=x_train.shape[1], device=args.device, seed=args.seed)
     # A cosine decay of the learning rate over the whole run (Keras' CosineDecay).
     n_fit = x_train.shape[0] - int(x_train.shape[0] * args.validation_split)
-    steps = max(1, epochs * -(-n_fit // batch_size))
+    steps = max(1, epochs * -(-n_fit // (batch_size * ctx.size)))  # a step takes a batch per rank
     lr = cm.schedules.CosineDecay(args.lr, steps) if args.schedule == "cosine" else args.lr
     optimizers = {
         "adamw": lambda: cm.optimizers.AdamW(lr, weight_decay=args.weight_decay),
@@ -503,6 +507,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         type=argument_number(0.0, math.inf),
         default=None,
         help="exit with status 1 when the test accuracy is below this",
+    )
+    train.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel over the ranks of mpirun or srun, --batch-size per rank (docs/distributed.md)",
     )
     train.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     train.add_argument("--quiet", dest="verbose", action="store_false", help="no per-epoch lines")
