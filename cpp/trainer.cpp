@@ -485,8 +485,7 @@ void Trainer::train_batch(const float* x, const void* y, const float* sample_wei
 }
 
 void Trainer::compute_gradients(const float* x, const void* y, const float* sample_weight, int64_t n,
-                                const int64_t* index, int64_t b, const BatchShare& share,
-                                const float* teacher_logits) {
+                                const int64_t* index, int64_t b, const BatchShare& share, const float* teacher_logits) {
   if (!compiled_) throw std::runtime_error("[fit] the model must be compiled before training");
   if ((loss_.kind == LossKind::distillation) != (teacher_logits != nullptr))
     throw std::invalid_argument(loss_.kind == LossKind::distillation
