@@ -174,6 +174,8 @@ std::atomic<bool>& amx_emulation_storage() {
 }
 }  // namespace
 
+bool has_amx_bf16() { return features().amx_bf16 && level_of(features()) == IsaLevel::amx; }
+
 bool amx_emulation() { return amx_emulation_storage().load(); }
 
 void set_amx_emulation(bool on) {
