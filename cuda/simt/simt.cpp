@@ -70,6 +70,7 @@ Runner& runner() {
 }
 
 void fiber_main() {
+  Fiber::enter();
   Runner& r = runner();
   try {
     (*r.body)();
@@ -77,7 +78,7 @@ void fiber_main() {
     if (r.error.empty()) r.error = e.what();
   }
   r.current->wait = Wait::done;
-  Fiber::switch_to(r.current->fiber, r.scheduler);
+  Fiber::leave(r.current->fiber, r.scheduler);
 }
 
 void fail_in_kernel(Runner& r, const std::string& msg) {

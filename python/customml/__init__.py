@@ -27,8 +27,10 @@ from . import (
     regularizers,
     schedules,
 )
+from ._optimize import OptimizeReport, optimize
 from .array import Array, asarray, empty, from_dlpack
 from .callbacks import History
+from .distillation import distill
 from .io import load
 from .models import Sequential
 
@@ -57,11 +59,14 @@ __all__ = [
     "__version__",
     "Array",
     "History",
+    "OptimizeReport",
     "Sequential",
     "asarray",
     "build_info",
+    "distill",
     "empty",
     "from_dlpack",
+    "optimize",
     "get_num_threads",
     "set_num_threads",
     "callbacks",

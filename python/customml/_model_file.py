@@ -40,7 +40,10 @@ FORMAT = "customml"
 # number lists, or null before adapt) and "rescaling" (scale, offset), metric names other
 # than accuracy and the callbacks' state; a version-2 reader would refuse them anyway, and
 # with the version it says why.
-FORMAT_VERSION = 3
+# Version 4 adds bf16 Dense layers (customml.quantize.bf16): a layer's "kernel_dtype": "bf16"
+# and its kernel as a BF16 tensor after the 2- and 4-byte index tensors, written only when a
+# model has one (a version-3 reader would read the BF16 kernel as a wrong dtype).
+FORMAT_VERSION = 4
 _REQUIRED_KEYS = (
     "format",
     "format_version",
@@ -82,6 +85,7 @@ _CONFIG_TYPES = {
     "SoftmaxCrossEntropy": {"label_smoothing": "number", "class_weights": "numbers?"},
     "BinaryCrossEntropy": {},
     "MeanSquaredError": {},
+    "Distillation": {"temperature": "number", "alpha": "number"},
 }
 
 
@@ -117,7 +121,9 @@ def _weight_tables(arch: dict) -> Tuple[List[_TensorRow], List[_TensorRow]]:
         if spec["kind"] != "dense":
             continue
         units, q = spec["units"], spec.get("quantization")
-        if q is None:
+        if spec.get("kernel_dtype") == "bf16":
+            wide.append((f"layers.{i}.bias", i, (units,), "F32"))
+        elif q is None:
             wide.append((f"layers.{i}.kernel", i, (width, units), "F32"))
             wide.append((f"layers.{i}.bias", i, (units,), "F32"))
         else:
@@ -129,6 +135,20 @@ def _weight_tables(arch: dict) -> Tuple[List[_TensorRow], List[_TensorRow]]:
             codes.append((f"layers.{i}.kernel_q", i, (width, units), "I8"))
         width = units
     return wide, codes
+
+
+def _bf16_kernels(arch: dict) -> List[_TensorRow]:
+    """(name, layer index, shape, "BF16") of the bf16 layers' kernels, which follow the
+    index tensors (2-byte aligned after them) and precede the int8 codes."""
+    rows: List[_TensorRow] = []
+    width = arch["input_dim"]
+    for i, spec in enumerate(arch["layers"]):
+        if spec["kind"] != "dense":
+            continue
+        if spec.get("kernel_dtype") == "bf16":
+            rows.append((f"layers.{i}.kernel", i, (width, spec["units"]), "BF16"))
+        width = spec["units"]
+    return rows
 
 
 def _checksum(metadata: Dict[str, str], data: Sequence) -> str:
@@ -185,6 +205,8 @@ def encode(desc: ModelDescription) -> List[bytes]:
     callbacks = desc.callbacks if state is not None else {}
     if callbacks:
         version = max(version, 3)
+    if _bf16_kernels(arch):
+        version = 4
     metadata = {
         "format": FORMAT,
         "format_version": str(version),
@@ -251,6 +273,15 @@ def encode(desc: ModelDescription) -> List[bytes]:
         if callbacks:
             metadata["callbacks_state"] = dumps_json(callbacks)
     tensors += last
+    tensors += [
+        (
+            name,
+            "BF16",
+            shape,
+            _core.to_bf16(np.ascontiguousarray(desc.weights[i].kernel, np.float32)).astype("<u2").tobytes(),
+        )
+        for name, i, shape, _ in _bf16_kernels(arch)
+    ]
     tensors += [
         (name, "I8", shape, cast(Int8, desc.weights[layer_index].int8).w_q.astype(np.int8).tobytes())
         for name, layer_index, shape, _ in codes
@@ -373,7 +404,10 @@ class _Reader:
             # before they existed lack them, and files of models that do not use them too.
             if keys is None or not (
                 set(spec) == keys
-                or (kind == "dense" and keys < set(spec) <= keys | {"kernel_regularizer", "trainable", "quantization"})
+                or (
+                    kind == "dense"
+                    and keys < set(spec) <= keys | {"kernel_regularizer", "trainable", "quantization", "kernel_dtype"}
+                )
             ):
                 fail(
                     f"architecture layer {i}: expected a dense, dropout, normalization or rescaling layer "
@@ -406,6 +440,11 @@ class _Reader:
                 fail(
                     f"architecture layer {i}: quantization must be {{per_channel: bool, input: static|dynamic}}, "
                     f"got {short(q)}"
+                )
+            if "kernel_dtype" in spec and (spec["kernel_dtype"] != "bf16" or "quantization" in spec):
+                fail(
+                    f'architecture layer {i}: kernel_dtype must be "bf16" (and the layer not int8), '
+                    f"got {short(spec['kernel_dtype'])}"
                 )
             reg = spec.get("kernel_regularizer")
             if reg is not None and not (
@@ -505,6 +544,8 @@ class _Reader:
                 fail(f"pruning names layer {short(key)}, which is not a Dense layer of the architecture")
             if "quantization" in self.arch["layers"][i]:
                 fail(f"pruning names layer {i}, which is int8 (int8 layers hold their zeros in their codes)")
+            if "kernel_dtype" in self.arch["layers"][i]:
+                fail(f"pruning names layer {i}, which is bf16 (bf16 layers hold their zeros in their kernel)")
             keys = {"masked", "format", "min_batch", "max_batch"}
             if not (
                 isinstance(spec, dict)
@@ -553,7 +594,8 @@ class _Reader:
                 expected.append((name, (dtype,), shape))
         for slot in self.state["slots"] if self.state else ():
             expected += [(f"optimizer.{slot}.{name}", ("F32",), shape) for name, _, shape in table]
-        return expected + last + [(name, (dtype,), shape) for name, _, shape, dtype in codes]
+        halves = [(name, (dtype,), shape) for name, _, shape, dtype in _bf16_kernels(self.arch)]
+        return expected + last + halves + [(name, (dtype,), shape) for name, _, shape, dtype in codes]
 
     def _check_tensors(self) -> None:
         f = self.file
@@ -659,7 +701,10 @@ class _Reader:
         # The table holds each Dense layer's kernel, then its bias.
         for (kernel_name, i, shape), (bias_name, _, _) in zip(table[::2], table[1::2]):
             w = DenseWeights(f.array(bias_name), int8=int8.get(i))
-            if w.int8 is None:
+            if "kernel_dtype" in self.arch["layers"][i]:
+                # bf16 bits -> their float32 values, exactly
+                w.kernel, w.bf16 = (f.array(kernel_name).astype(np.uint32) << 16).view(np.float32), True
+            elif w.int8 is None:
                 w.kernel, w.keep = self.kernel(kernel_name, i, shape)
             spec = self.pruning.get(i)
             if spec is not None:
