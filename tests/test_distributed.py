@@ -129,7 +129,8 @@ ctx = cm.distributed.init()
 uid = distributed.nccl_unique_id(ctx, distributed._load_nccl())
 every = ctx.comm.allgather(bytes(uid))
 assert len(set(every)) == 1 and any(every[0]), every
-print("same id on", ctx.size, "ranks")
+if ctx.rank == 0:  # one printer: two ranks' lines can interleave in mpirun's output
+    print("same id on", len(every), "ranks")
 """
 
 
@@ -144,7 +145,7 @@ def test_the_nccl_unique_id_goes_from_rank_0_to_every_rank(tmp_path):
     script.write_text(NCCL_ID)
     proc = mpirun(2, [script], tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count("same id on 2 ranks") == 2
+    assert proc.stdout.count("same id on 2 ranks") == 1
 
 
 def test_pruned_weights_stay_zero_under_ranks(job):

@@ -187,7 +187,7 @@ template <int T>
 void tileloadd(const void* base, int64_t stride) {
   static_assert(T >= 0 && T < kTiles, "tiles 0-7");
 #define CUSTOMML_AMX_LOAD(t) \
-  if constexpr (T == t) _tile_loadd(t, base, stride);
+  if constexpr (T == (t)) _tile_loadd(t, base, stride);
   CUSTOMML_AMX_EACH_TILE(CUSTOMML_AMX_LOAD)
 #undef CUSTOMML_AMX_LOAD
 }
@@ -195,7 +195,7 @@ template <int T>
 void tilestored(void* base, int64_t stride) {
   static_assert(T >= 0 && T < kTiles, "tiles 0-7");
 #define CUSTOMML_AMX_STORE(t) \
-  if constexpr (T == t) _tile_stored(t, base, stride);
+  if constexpr (T == (t)) _tile_stored(t, base, stride);
   CUSTOMML_AMX_EACH_TILE(CUSTOMML_AMX_STORE)
 #undef CUSTOMML_AMX_STORE
 }
@@ -203,7 +203,7 @@ template <int T>
 void tilezero() {
   static_assert(T >= 0 && T < kTiles, "tiles 0-7");
 #define CUSTOMML_AMX_ZERO(t) \
-  if constexpr (T == t) _tile_zero(t);
+  if constexpr (T == (t)) _tile_zero(t);
   CUSTOMML_AMX_EACH_TILE(CUSTOMML_AMX_ZERO)
 #undef CUSTOMML_AMX_ZERO
 }
@@ -213,7 +213,7 @@ inline void tilerelease() { _tile_release(); }
   X(insn, 0, 4, 5)                         \
   X(insn, 1, 4, 5) X(insn, 2, 4, 5) X(insn, 3, 4, 5) X(insn, 0, 6, 7) X(insn, 1, 6, 7) X(insn, 2, 6, 7) X(insn, 3, 6, 7)
 #define CUSTOMML_AMX_PRODUCT(insn, c, a, b) \
-  if constexpr (C == c && A == a && B == b) insn(c, a, b);
+  if constexpr (C == (c) && A == (a) && B == (b)) insn(c, a, b);
 template <int C, int A, int B>
 void tdpbusd() {
   static_assert(C < 4 && ((A == 4 && B == 5) || (A == 6 && B == 7)), "a product the kernels use");
