@@ -112,4 +112,5 @@ PYBIND11_MODULE(_core, m) {
   bind_ops(m);
   bind_configs(m);
   bind_network(m);
+  bind_model_file(m);
 }
