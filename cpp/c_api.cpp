@@ -151,23 +151,24 @@ cml_model* build(const ModelFile& f) {
 
 cml_status predict(const char* op, const cml_model* model, const float* x, int64_t rows, int64_t cols, float* y,
                    int64_t y_len, bool proba) {
-  const std::string at = std::string("[") + op + "] ";
-  if (model == nullptr) return fail(CML_INVALID_ARGUMENT, at + "model is NULL");
-  if (rows < 0) return fail(CML_INVALID_ARGUMENT, at + "rows must be >= 0, got " + std::to_string(rows));
+  // No std::string unless a call fails: a valid call allocates nothing.
+  const auto at = [op] { return std::string("[") + op + "] "; };
+  if (model == nullptr) return fail(CML_INVALID_ARGUMENT, at() + "model is NULL");
+  if (rows < 0) return fail(CML_INVALID_ARGUMENT, at() + "rows must be >= 0, got " + std::to_string(rows));
   const Network& net = *model->net;
   if (cols != net.input_dim())
-    return fail(CML_INVALID_ARGUMENT, at + "cols is " + std::to_string(cols) + ", the model's input dimension is " +
+    return fail(CML_INVALID_ARGUMENT, at() + "cols is " + std::to_string(cols) + ", the model's input dimension is " +
                                           std::to_string(net.input_dim()));
   if (proba && model->proba == cml_model::Proba::none)
-    return fail(CML_INVALID_ARGUMENT, at + "the model was not compiled with a classification loss");
+    return fail(CML_INVALID_ARGUMENT, at() + "the model was not compiled with a classification loss");
   if (rows == 0) return CML_OK;
-  if (x == nullptr) return fail(CML_INVALID_ARGUMENT, at + "x is NULL");
-  if (y == nullptr) return fail(CML_INVALID_ARGUMENT, at + "y is NULL");
+  if (x == nullptr) return fail(CML_INVALID_ARGUMENT, at() + "x is NULL");
+  if (y == nullptr) return fail(CML_INVALID_ARGUMENT, at() + "y is NULL");
   const int64_t out = net.output_dim();
   if (rows > INT64_MAX / std::max(out, cols))
-    return fail(CML_INVALID_ARGUMENT, at + "rows " + std::to_string(rows) + " is too large");
+    return fail(CML_INVALID_ARGUMENT, at() + "rows " + std::to_string(rows) + " is too large");
   if (y_len < rows * out)
-    return fail(CML_INVALID_ARGUMENT, at + "y_len is " + std::to_string(y_len) + ", the output needs " +
+    return fail(CML_INVALID_ARGUMENT, at() + "y_len is " + std::to_string(y_len) + ", the output needs " +
                                           std::to_string(rows * out) + " floats (rows x " + std::to_string(out) + ")");
   return guarded(CML_INVALID_ARGUMENT, [&] {
     net.predict(y, x, rows, kPredictBatch);

@@ -245,7 +245,7 @@ Json parse_json(const Container& c, const char* text, size_t n, const std::strin
     const size_t p = e.byte > 0 ? e.byte - 1 : 0;
     const std::string rest(text + std::min(p, n), text + std::min(p + 8, n));
     if (rest.rfind("NaN", 0) == 0) c.fail(what + " contains NaN, which is not JSON");
-    if (rest.rfind("Infinity", 0) == 0 || (p > 0 && text[p - 1] == '-' && rest.rfind("I", 0) == 0))
+    if (rest.rfind("Infinity", 0) == 0 || (p > 0 && text[p - 1] == '-' && !rest.empty() && rest[0] == 'I'))
       c.fail(what + " contains " + (p > 0 && text[p - 1] == '-' ? "-Infinity" : "Infinity") + ", which is not JSON");
     if (msg.find("surrogate") != std::string::npos) {
       if (open.size() == 2 && !path.empty() && path[0] == "__metadata__")
@@ -263,6 +263,24 @@ Json parse_json(const Container& c, const char* text, size_t n, const std::strin
            (last_key.empty() ? std::string() : " (the value of " + repr_str(last_key) + ")"));
   }
 }
+
+namespace {
+
+// An entry's offsets lie in the data section and span the bytes its shape and dtype need.
+void check_entry_size(const Container& c, const std::string& q, const FileTensor& t) {
+  const std::string range = "[" + std::to_string(t.begin) + ", " + std::to_string(t.end) + "]";
+  if (t.end > c.data_size)
+    c.fail(q + "data_offsets " + range + " run past the end of the data section (" + std::to_string(c.data_size) +
+           " bytes): the file is truncated or the offsets are out of range");
+  int64_t need = dtype_size(t.dtype);
+  for (int64_t d : t.shape) need = checked_mul(need, d);
+  if (need != t.end - t.begin)
+    c.fail(q + "shape " + tuple_str(t.shape) + " of " + t.dtype + " needs " +
+           (need < 0 ? std::string("more than 2**63") : std::to_string(need)) + " bytes but data_offsets " + range +
+           " hold " + std::to_string(t.end - t.begin));
+}
+
+}  // namespace
 
 Container parse_container(const std::vector<uint8_t>& raw, const std::string& where) {
   Container c;
@@ -313,16 +331,7 @@ Container parse_container(const std::vector<uint8_t>& raw, const std::string& wh
     if (!(offsets.is_array() && offsets.size() == 2 && int_in(offsets[0], 0, INT64_MAX, &t.begin) &&
           int_in(offsets[1], t.begin, INT64_MAX, &t.end)))
       c.fail(q + "data_offsets must be [begin, end] with 0 <= begin <= end, got " + short_repr(offsets));
-    const std::string range = "[" + std::to_string(t.begin) + ", " + std::to_string(t.end) + "]";
-    if (t.end > c.data_size)
-      c.fail(q + "data_offsets " + range + " run past the end of the data section (" + std::to_string(c.data_size) +
-             " bytes): the file is truncated or the offsets are out of range");
-    int64_t need = dtype_size(t.dtype);
-    for (int64_t d : t.shape) need = checked_mul(need, d);
-    if (need != t.end - t.begin)
-      c.fail(q + "shape " + tuple_str(t.shape) + " of " + t.dtype + " needs " +
-             (need < 0 ? std::string("more than 2**63") : std::to_string(need)) + " bytes but data_offsets " + range +
-             " hold " + std::to_string(t.end - t.begin));
+    check_entry_size(c, q, t);
     c.order.push_back(name);
     c.tensors[name] = std::move(t);
   }

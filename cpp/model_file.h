@@ -69,6 +69,7 @@ struct FileDense {
   int nm_n = 2, nm_m = 4;
 };
 
+// NOLINTNEXTLINE(bugprone-exception-escape): nlohmann::json members; no constructor here throws
 struct ModelFile {
   std::string where;  // the path, or "<bytes>", as messages name it
   int format_version = 0;

@@ -31,6 +31,7 @@ int64_t dtype_size(const std::string& dtype);  // 0 for a name safetensors does 
 
 // The safetensors container, parsed and checked: every entry's dtype, shape and offsets,
 // and the tensors tiling the data section exactly.
+// NOLINTNEXTLINE(bugprone-exception-escape): nlohmann::json members; no constructor here throws
 struct Container {
   std::string where;
   Json metadata;  // null when absent

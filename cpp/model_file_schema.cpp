@@ -109,6 +109,8 @@ class Schema {
   void metadata();
   void architecture(const Json& arch);
   void training(const Json& t);
+  [[noreturn]] void fail_config_type(const char* part, const std::string& cls, const char* key, const std::string& kind,
+                                     const Json& value) const;
   void state(const Json& s);
   void pruning(const Json& p);
   std::vector<Expected> expected_tensors() const;
@@ -278,6 +280,14 @@ void Schema::architecture(const Json& arch) {
   out_.architecture = arch;
 }
 
+[[noreturn]] void Schema::fail_config_type(const char* part, const std::string& cls, const char* key,
+                                           const std::string& kind, const Json& value) const {
+  const std::string base = kind.back() == '?' ? kind.substr(0, kind.size() - 1) : kind;
+  const std::string what = base == "rate" ? "number or a learning-rate schedule {class, config}" : base;
+  fail(std::string("training ") + part + " " + cls + " " + key + " must be " + what +
+       (kind.back() == '?' ? " or null" : "") + ", got " + short_repr(value));
+}
+
 void Schema::training(const Json& t) {
   out_.training = t;
   if (t.is_null()) return;
@@ -311,14 +321,8 @@ void Schema::training(const Json& t) {
       fail(std::string("training ") + part + " " + cls + " config must have exactly the keys " +
            (names.empty() ? "(none)" : names) + ", got " + short_repr(Json(got)));
     }
-    for (auto& kt : types) {
-      const std::string kind = kt.second;
-      if (json_type(config[kt.first], kind)) continue;
-      std::string base = kind.back() == '?' ? kind.substr(0, kind.size() - 1) : kind;
-      const std::string what = base == "rate" ? "number or a learning-rate schedule {class, config}" : base;
-      fail(std::string("training ") + part + " " + cls + " " + kt.first + " must be " + what +
-           (kind.back() == '?' ? " or null" : "") + ", got " + short_repr(config[kt.first]));
-    }
+    for (auto& kt : types)
+      if (!json_type(config[kt.first], kt.second)) fail_config_type(part, cls, kt.first, kt.second, config[kt.first]);
   }
   const Json& metrics = t["metrics"];
   if (!metrics.is_array() || !std::all_of(metrics.begin(), metrics.end(), [](const Json& m) { return m.is_string(); }))
