@@ -4,11 +4,15 @@ preallocated outputs), each in its own process, the processes alternating round 
 so that a shared machine's drifting load falls on each alike.
 
 - ``--case overhead``: the fixed per-call cost, a Dense(1) model with input_dim=1, batch 1.
+- ``--case concurrency``: the float32 MLP at batch 1 and one kernel thread, called by one
+  thread and by two threads sharing the model: the time per call over all calls (the
+  inverse of the throughput).
 - ``--case mlp``: batch-1 latency of the README's MLP (784-256-256-10) as float32, int8
   (static, per channel) and pruned (90%, CSR), at 1 and 2 threads.
 
     python bench/c_runtime.py --case overhead --rounds 7
     python bench/c_runtime.py --case mlp --rounds 5
+    python bench/c_runtime.py --case concurrency --rounds 5
 
 Prints per round the median ns per call of each, and the median over rounds with the ratio
 to Python. Needs the installed package's C runtime (customml.get_library_dir(); in a
@@ -81,6 +85,7 @@ def build_c_loop(directory: str) -> str:
             cm.get_include(),
             os.path.join(cm.get_library_dir(), "libcustomml.so.0"),
             "-Wl,-rpath," + cm.get_library_dir(),
+            "-pthread",
             "-o",
             exe,
         ],
@@ -121,15 +126,32 @@ def models(directory: str, case: str):
     return out
 
 
+def concurrency(exe: str, path: str, calls: int, rounds: int) -> None:
+    results = {1: [], 2: []}
+    for r in range(rounds):
+        for callers in results:
+            results[callers].append(one_chunk([exe, path, "1", str(calls), "5", "1", str(callers)]))
+        print(f"round {r}: " + ", ".join(f"{k} caller(s) {v[-1]:.0f} ns/call" for k, v in results.items()), flush=True)
+    one, two = (statistics.median(results[k]) for k in (1, 2))
+    print(
+        f"== float32 MLP, batch 1, one kernel thread: 1 caller {one:.0f} ns/call, 2 callers sharing the model "
+        f"{two:.0f} ns/call: throughput x{one / two:.2f}",
+        flush=True,
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--case", choices=["overhead", "mlp"], default="overhead")
+    ap.add_argument("--case", choices=["overhead", "mlp", "concurrency"], default="overhead")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--calls", type=int, default=0, help="calls per chunk (default: 20000 overhead, 2000 mlp)")
     args = ap.parse_args()
     calls = args.calls or (20000 if args.case == "overhead" else 2000)
     with tempfile.TemporaryDirectory() as d:
         exe = build_c_loop(d)
+        if args.case == "concurrency":
+            concurrency(exe, models(d, "mlp")[0][1], calls, args.rounds)
+            return
         threads_list = [1] if args.case == "overhead" else [1, 2]
         for name, path, onnx_path in models(d, args.case):
             for threads in threads_list:
