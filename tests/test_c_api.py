@@ -227,3 +227,28 @@ def test_the_examples_build_with_find_package_and_match_python(kind, tmp_path):
         text=True,
     )
     assert failed.returncode == 1 and "not a safetensors file" in failed.stderr
+
+
+@pytest.mark.parametrize("kind", ["float-adam", "int8-dynamic-per-tensor", "pruned-csr", "preprocessed"])
+@pytest.mark.parametrize("rows, threads", [(1, 1), (64, 2)])
+def test_predict_allocates_nothing_in_steady_state(kind, rows, threads, tmp_path):
+    exe = tmp_path / "count_allocations"
+    subprocess.run(
+        [
+            "cc",
+            "-O1",
+            "-std=c11",
+            os.path.join(os.path.dirname(__file__), "c", "count_allocations.c"),
+            "-I",
+            cm.get_include(),
+            LIBRARY,
+            f"-Wl,-rpath,{cm.get_library_dir()}",
+            "-o",
+            str(exe),
+        ],
+        check=True,
+    )
+    path = tmp_path / "m.cml"
+    KINDS[kind]().save(path)
+    done = subprocess.run([str(exe), str(path), str(rows), str(threads)], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["0"]
