@@ -9,7 +9,7 @@
 #
 # A GPU is lent to us rarely and briefly (about 15 minutes a session, its cold start
 # included, at most 10 minutes a command, no network), so every stage runs under its own
-# limit and the limits add up to 5 minutes. Expected times are for an H100 machine with
+# limit and the limits add up to 6 minutes 20 seconds. Expected times are for an H100 machine with
 # 16 cores and a cold build directory:
 #
 #   stage   limit  expected  what
@@ -22,7 +22,9 @@
 #   bench     65 s    45 s   pytest bench/bench_cuda.py, 0.05 s of timing per benchmark
 #                            (about 110) instead of bench/pytest.ini's 1 s
 #   e2e       20 s     5 s   bench/end_to_end.py --device cuda
-#   total    300 s   150 s   (plus the report, under a second)
+#   sanitize  80 s    60 s   the dense and int8 GEMM tests on "cuda" under compute-sanitizer's
+#                            memcheck, racecheck, initcheck and synccheck, 20 s each
+#   total    380 s   210 s   (plus the report, under a second)
 #
 # The build's estimate scales a measurement on a 2-core development machine (132 s of
 # compiler time for sm_90 alone; its longest chain, bindings.cpp then the link, 35 s);
@@ -57,7 +59,7 @@ BUILD=$REPO/build/gpucheck
 # it, so that neither the source tree nor site-packages is touched.
 SITE=$BUILD/site
 
-T_DETECT=30 T_BUILD=90 T_TESTS=95 T_BENCH=65 T_E2E=20
+T_DETECT=30 T_BUILD=90 T_TESTS=95 T_BENCH=65 T_E2E=20 T_SANITIZE=80
 FAILED=0
 
 report() { "$PY" bench/gpu_report.py "$@"; }
@@ -124,6 +126,20 @@ print('device "cuda" is available')
 EOF
 }
 
+# The sanitize stage, run by run_stage in a child bash: each tool over the GEMM kernels'
+# tests, the kernels with the most shared memory and warp-level code. Fails on the first
+# tool that reports an error.
+# shellcheck disable=SC2329  # invoked by name through bash -c
+sanitize_customml() {
+  local tool_name
+  for tool_name in memcheck racecheck initcheck synccheck; do
+    echo "== compute-sanitizer --tool $tool_name"
+    HYPOTHESIS_PROFILE=ci timeout -s INT -k 5 20 "$SANITIZER" --tool "$tool_name" --error-exitcode 1 \
+      --print-limit 20 "$PY" -m pytest tests/test_dense.py tests/test_gemm_s8.py -q -x -p no:cacheprovider \
+      -k "cuda and not emulated" -m "not slow" || return 1
+  done
+}
+
 # --- detect ---------------------------------------------------------------------------------
 echo "-- detect (limit $T_DETECT s)"
 start=$(date +%s.%N)
@@ -142,7 +158,7 @@ if [[ -n $no_gpu ]]; then
   echo "   no GPU: $no_gpu"
   report facts "$OUT" "no_gpu=$no_gpu" "source=$source_rev"
   report stage "$OUT" detect passed "$start" "$(date +%s.%N)" "$T_DETECT" "no GPU: $no_gpu"
-  for stage in build:$T_BUILD tests:$T_TESTS bench:$T_BENCH e2e:$T_E2E; do
+  for stage in build:$T_BUILD tests:$T_TESTS bench:$T_BENCH e2e:$T_E2E sanitize:$T_SANITIZE; do
     skip "${stage%%:*}" "${stage#*:}" "no GPU (detect says why)"
   done
   report write "$OUT" || exit 1
@@ -223,6 +239,20 @@ elif [[ -n $absent ]]; then
   skip e2e "$T_E2E" "missing: $absent"
 else
   run_stage e2e "$T_E2E" "$PY" bench/end_to_end.py --device cuda --json "$OUT/end_to_end.json"
+fi
+
+# --- the GPU tests under compute-sanitizer ---------------------------------------------------
+SANITIZER=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+absent=$(lacking pytest hypothesis)
+[[ -x $SANITIZER ]] || absent="compute-sanitizer${absent:+,$absent}"
+if [[ $built -ne 1 ]]; then
+  skip sanitize "$T_SANITIZE" "$no_build"
+elif [[ -n $absent ]]; then
+  skip sanitize "$T_SANITIZE" "missing: $absent"
+else
+  export SANITIZER PY
+  export -f sanitize_customml
+  run_stage sanitize "$T_SANITIZE" bash -c sanitize_customml
 fi
 
 report write "$OUT" || { echo "the report writer failed; each stage's output is in $OUT/logs" >&2; exit 1; }

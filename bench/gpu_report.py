@@ -31,7 +31,7 @@ from pathlib import Path
 # a stage must work before the probe has said whether NumPy is there.
 
 STATUSES = ("passed", "failed", "timeout", "skipped")
-STAGES = ("detect", "build", "tests", "bench", "e2e")
+STAGES = ("detect", "build", "tests", "bench", "e2e", "sanitize")
 # What the stages import besides customml (CuPy is probed apart: it must also see a device).
 MODULES = ("numpy", "pybind11", "pytest", "hypothesis", "pytest_benchmark", "threadpoolctl")
 FACT_ORDER = (

@@ -69,10 +69,14 @@ CUSTOMML_HD inline float gelu_grad(float z) {
   return 0.5f * (1.0f + t) + second;
 }
 
+// max(z, 0) that propagates NaN, as PyTorch and ONNX Runtime do (a NaN feature must not
+// turn into a confident answer), and gives +0 for -0. Not fmaxf(z, 0): it drops the NaN.
+CUSTOMML_HD inline float relu(float z) { return z <= 0.0f ? 0.0f : z; }
+
 CUSTOMML_HD inline float apply(Activation a, float z) {
   switch (a) {
     case Activation::identity: return z;
-    case Activation::relu: return z > 0.0f ? z : 0.0f;
+    case Activation::relu: return relu(z);
     case Activation::sigmoid: return sigmoid(z);
     case Activation::tanh: return tanhf(z);
     case Activation::gelu: return gelu(z);
@@ -84,7 +88,8 @@ CUSTOMML_HD inline float apply(Activation a, float z) {
 CUSTOMML_HD inline float backward(Activation a, float dy, float y, float z) {
   switch (a) {
     case Activation::identity: return dy;
-    case Activation::relu: return y > 0.0f ? dy : 0.0f;
+    // A NaN output passes dy on (PyTorch's threshold_backward: 0 only where y <= 0).
+    case Activation::relu: return y <= 0.0f ? 0.0f : dy;
     case Activation::sigmoid: return dy * y * (1.0f - y);
     case Activation::tanh: return dy * (1.0f - y * y);
     case Activation::gelu: return dy * gelu_grad(z);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "activation.h"
+#include "step_state.h"
 #include "tensor.h"
 
 namespace customml {
@@ -193,6 +194,14 @@ class Backend {
                                            Activation act) {
     return false;
   }
+  // bf16 weights (customml.quantize.bf16): w (in, out) as bf16 bits packed once in this
+  // device's layout, of dense_bf16_packed_bytes(in, out) bytes, 0 where the device has no
+  // bf16 product (the ops and the executor refuse bf16 layers there); then x: (batch, in)
+  // f32  b: (out) or null -> y: (batch, out) = act(bf16(x) . w + b), accumulated in float32.
+  virtual size_t dense_bf16_packed_bytes(int64_t in, int64_t out) { return 0; }
+  virtual void dense_bf16_pack(void* packed, const uint16_t* w, int64_t in, int64_t out) {}
+  virtual void dense_forward_bf16(float* y, const float* x, const void* packed, const float* b, DenseShape s,
+                                  Activation act) {}
 };
 
 // Device memory of float32 (or int32) elements that grows on demand and is reused:

@@ -121,10 +121,12 @@ cml_model* build(const ModelFile& f) {
     LossConfig lc;
     lc.kind = loss == "SoftmaxCrossEntropy"  ? LossKind::softmax_cross_entropy
               : loss == "BinaryCrossEntropy" ? LossKind::binary_cross_entropy
+              : loss == "Distillation"       ? LossKind::distillation
                                              : LossKind::mse;
-    model->proba = lc.kind == LossKind::softmax_cross_entropy  ? cml_model::Proba::softmax
+    // As Loss.classification: every loss but MSE; binary cross-entropy takes the sigmoid.
+    model->proba = lc.kind == LossKind::mse                    ? cml_model::Proba::none
                    : lc.kind == LossKind::binary_cross_entropy ? cml_model::Proba::sigmoid
-                                                               : cml_model::Proba::none;
+                                                               : cml_model::Proba::softmax;
     const Precision precision = f.training.contains("precision")
                                     ? parse_precision(f.training["precision"].get<std::string>())
                                     : Precision::fp32;
@@ -134,9 +136,13 @@ cml_model* build(const ModelFile& f) {
       bad_config(f, e.what());
     }
   }
-  // As Sequential._restore: weights, then masks, then formats, then int8 layers.
+  // As Sequential._restore: weights (bf16 layers marked first), then masks, then formats,
+  // then int8 layers.
   for (const auto& [i, d] : f.dense) {
-    if (!d.int8) net.write_params(d.kernel.data(), net.weight_offsets()[i], d.in * d.out);
+    if (!d.int8) {
+      net.set_bf16(i, d.bf16);
+      net.write_params(d.kernel.data(), net.weight_offsets()[i], d.in * d.out);
+    }
     net.write_params(d.bias.data(), net.bias_offsets()[i], d.out);
   }
   for (const auto& [i, d] : f.dense)

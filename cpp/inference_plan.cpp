@@ -5,6 +5,8 @@
 
 #include "inference_plan.h"
 
+#include "cpu/gemm_bf16.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -33,7 +35,8 @@ struct InferencePlan::Layer {
         in_zero(be),
         nm_values(be),
         nm_index(be),
-        nm_packed(be) {}
+        nm_packed(be),
+        bf16_packed(be) {}
   // What a build starts from: the layer's format, nothing prepared yet (the buffers stay).
   void reset(const DenseLayerState& d) {
     format = d.format;
@@ -41,7 +44,7 @@ struct InferencePlan::Layer {
     max_batch = d.max_batch;
     nm_n = d.nm_n;
     nm_m = d.nm_m;
-    dense_ready = folded = quantized = sparse_ready = nm_packed_ready = false;
+    dense_ready = folded = quantized = sparse_ready = nm_packed_ready = bf16_ready = false;
   }
   int64_t in, out;
   SparseFormat format = SparseFormat::dense;
@@ -69,6 +72,9 @@ struct InferencePlan::Layer {
   Buffer<uint8_t> nm_index;
   Buffer<uint8_t> nm_packed;
   bool nm_packed_ready = false;
+  // bf16: the weights packed for dense_forward_bf16.
+  Buffer<uint8_t> bf16_packed;
+  bool bf16_ready = false;
   const void* small_batch_packed() const {
     if (format == SparseFormat::csr) return csr->packed();
     return nm_packed_ready ? nm_packed.data() : nullptr;
@@ -116,7 +122,7 @@ void InferencePlan::build(const Model& model, Precision precision, uint64_t gene
   quantized_ = false;
   for (size_t l = 0; l < specs.size(); ++l) {
     const DenseLayerState* d = model.dense_state(l);
-    if (d && (d->quant || d->format != SparseFormat::dense)) prepared_ = true;
+    if (d && (d->quant || d->bf16 || d->format != SparseFormat::dense)) prepared_ = true;
     quantized_ = quantized_ || (d && d->quant);
   }
   if (!prepared_) return;
@@ -127,9 +133,13 @@ void InferencePlan::build(const Model& model, Precision precision, uint64_t gene
     if (!layers_[l]) layers_[l] = std::make_unique<Layer>(backend_, d->in, d->out);
     Layer& p = *layers_[l];
     p.reset(*d);
-    p.folded = first && !d->quant && fold_preprocessing(p, l, model);
+    p.folded = first && !d->quant && !d->bf16 && fold_preprocessing(p, l, model);
     first = false;
     const size_t dense_bytes = backend_->dense_packed_bytes(p.in, p.out);
+    if (d->bf16) {
+      prepare_bf16(p, l);
+      continue;
+    }
     if (!d->quant && dense_bytes > 0 && precision == Precision::fp32) {
       p.dense_packed.reserve(dense_bytes);
       backend_->dense_pack(p.dense_packed.data(), p.folded ? p.fold_w.data() : params_.data() + weight_offsets_[l],
@@ -158,6 +168,21 @@ void InferencePlan::prepare_int8(Layer& p, const QuantizedLayer& q) {
   p.in_scale_value = q.in_scale;
   p.in_zero_value = q.in_zero;
   p.quantized = true;
+}
+
+// The plan's copy of a bf16 layer's weights holds bf16 values (Model::set_bf16): their bits,
+// packed for the device's bf16 product (which Model::set_bf16 checked it has).
+void InferencePlan::prepare_bf16(Layer& p, size_t l) {
+  const size_t n = static_cast<size_t>(p.in * p.out);
+  std::vector<float> w(n);
+  backend_->copy_to_host(w.data(), params_.data() + weight_offsets_[l], sizeof(float) * n);
+  std::vector<uint16_t> bits(n);
+  for (size_t i = 0; i < n; ++i) bits[i] = cpu::bf16_from_float(w[i]);
+  Buffer<uint16_t> staged(backend_);
+  upload(backend_, staged, bits);
+  p.bf16_packed.reserve(backend_->dense_bf16_packed_bytes(p.in, p.out));
+  backend_->dense_bf16_pack(p.bf16_packed.data(), staged.data(), p.in, p.out);
+  p.bf16_ready = true;
 }
 
 InferencePlan::~InferencePlan() = default;
@@ -369,6 +394,12 @@ const float* InferencePlan::forward_prepared(InferenceWorkspace& ws, const float
         cur = dst;
       }
     } else {
+      if (p.bf16_ready) {
+        backend_->dense_forward_bf16(dst, cur, p.bf16_packed.data(), bias, {b, width, units}, act);
+        cur = dst;
+        width = units;
+        continue;
+      }
       const bool sparse = p.sparse_ready && b >= p.min_batch && b <= p.max_batch;
       const void* small_batch = sparse ? p.small_batch_packed() : nullptr;
       // The small-batch layout first, for the batches the device serves from it.

@@ -60,6 +60,9 @@ class InferencePlan {
   // memory of earlier builds is reused, so a warm rebuild allocates none.
   void build(const Model& model, Precision precision, uint64_t generation);
   uint64_t generation() const { return generation_; }
+  // Whether a Dense layer runs int8 (its inputs quantized: a NaN or an infinity becomes
+  // an ordinary code).
+  bool quantized() const { return quantized_; }
 
   // Grows ws to hold batches of `rows` rows (no-op once it does).
   void reserve(InferenceWorkspace& ws, int64_t rows) const;
@@ -73,6 +76,7 @@ class InferencePlan {
   bool fold_preprocessing(Layer& p, size_t l, const Model& model);
   void prepare_int8(Layer& p, const QuantizedLayer& q);
   void prepare_sparse(Layer& p, size_t l);
+  void prepare_bf16(Layer& p, size_t l);
   // The layer-by-layer float forward (training's arithmetic, without dropout), for models
   // with nothing prepared: a device without a packed GEMM layout and no int8 or sparse layer.
   const float* forward_plain(InferenceWorkspace& ws, const float* input, int64_t b, float* out) const;

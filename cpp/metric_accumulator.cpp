@@ -48,12 +48,12 @@ void MetricAccumulator::reset() {
 }
 
 void MetricAccumulator::add_loss(int64_t b) {
-  backend_->accumulate(sums_.data() + kLossSum, sums_.data() + kBatchLoss, static_cast<double>(b));
+  backend_->accumulate(sums_.data() + kLossSum, sums_.data() + kBatchLoss, static_cast<double>(b), nullptr);
   count_ += b;
 }
 
-void MetricAccumulator::add_penalty(const double* penalty, int64_t rows) {
-  backend_->accumulate(sums_.data() + kLossSum, penalty, static_cast<double>(rows));
+void MetricAccumulator::add_penalty(const double* penalty, int64_t rows, const StepState* gate) {
+  backend_->accumulate(sums_.data() + kLossSum, penalty, static_cast<double>(rows), gate);
 }
 
 MetricCounters MetricAccumulator::counters() const {

@@ -52,7 +52,8 @@ class MetricAccumulator {
   double* batch_loss() { return sums_.data() + kBatchLoss; }
   void add_loss(int64_t b);
   // A kernel penalty (1 double on the device), which belongs to each of `rows` rows' loss.
-  void add_penalty(const double* penalty, int64_t rows);
+  // Not on a step that gate (fp16's device state, or null) says is skipped.
+  void add_penalty(const double* penalty, int64_t rows, const StepState* gate);
   // Where count_correct adds the rows it finds right (1 int64 on the device).
   int64_t* correct() { return correct_.data(); }
   // logits: (b, outputs) on the device -> the chosen statistics.

@@ -1,5 +1,7 @@
 #include "model.h"
 
+#include "cpu/gemm_bf16.h"
+
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -142,6 +144,30 @@ void Model::write_params(const float* src, int64_t offset, int64_t n) {
   check_param_range(offset, n, num_params_);
   backend_->copy_to_device(params_.data() + offset, src, sizeof(float) * static_cast<size_t>(n));
   apply_masks();
+  round_bf16_layers();
+}
+
+// bf16 layers exist only on devices with a bf16 product, whose memory the host addresses
+// (set_bf16 checks): rounded in place.
+void Model::round_bf16_layers() {
+  for (size_t l = 0; l < dense_.size(); ++l) {
+    if (!dense_[l] || !dense_[l]->bf16) continue;
+    float* w = params_.data() + weight_offsets_[l];
+    for (int64_t i = 0, n = dense_[l]->in * dense_[l]->out; i < n; ++i)
+      w[i] = cpu::bf16_to_float(cpu::bf16_from_float(w[i]));
+  }
+}
+
+void Model::set_bf16(int64_t layer, bool on) {
+  const char* op = "set_bf16";
+  DenseLayerState& d = dense(op, layer);
+  if (on && (backend_->dense_bf16_packed_bytes(1, 1) == 0 || !backend_->host_addressable()))
+    throw std::invalid_argument(std::string("[") + op + "] bf16 Dense layers are not supported on device '" +
+                                backend_->name() + "' (they run on the CPU)");
+  if (on && d.quant)
+    throw std::invalid_argument(std::string("[") + op + "] layer " + std::to_string(layer) + " is int8");
+  d.bf16 = on;
+  round_bf16_layers();
 }
 
 const DenseLayerState& Model::dense(const char* op, int64_t layer) const {
@@ -228,7 +254,7 @@ void Model::set_quantization(int64_t layer, const int8_t* w_q, const float* w_sc
 
 bool Model::any_quantized() const {
   for (const auto& d : dense_)
-    if (d && d->quant) return true;
+    if (d && (d->quant || d->bf16)) return true;
   return false;
 }
 

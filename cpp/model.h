@@ -56,6 +56,9 @@ struct DenseLayerState {
   int64_t min_batch = 1, max_batch = 0;
   int64_t nm_n = 2, nm_m = 4;
   std::unique_ptr<QuantizedLayer> quant;
+  // bf16 weights (customml.quantize.bf16): the float weights are kept rounded to bf16 values
+  // (every write rounds them again), and inference multiplies them as bf16.
+  bool bf16 = false;
 };
 
 class Model {
@@ -108,11 +111,17 @@ class Model {
   // export) and the int8 plan compute the same function up to rounding.
   void set_quantization(int64_t layer, const int8_t* w_q, const float* w_scale, bool per_channel, float in_scale,
                         int32_t in_zero);
+  // Stores Dense layer `layer`'s weights as bf16 (on: rounded now and after every write,
+  // to nearest even as cpu/gemm_bf16.h's bf16_from_float) or as float32 again (off: the
+  // values stay). On devices with a bf16 product only; not for an int8 layer.
+  void set_bf16(int64_t layer, bool on);
+  // Whether any layer is int8 or bf16: such a model does not train.
   bool any_quantized() const;
 
  private:
   void check_affine(size_t layer, const float* scale, size_t n_scale, const float* shift, size_t n_shift) const;
   void upload_affine(size_t layer, const float* scale, const float* shift);
+  void round_bf16_layers();
 
   Backend* backend_;
   int64_t input_dim_;

@@ -35,8 +35,8 @@ class ModelFileIoError : public std::runtime_error {
 
 // The largest header a reader accepts (as the safetensors reference implementation).
 constexpr int64_t kMaxHeaderBytes = 100000000;
-// The newest format version this reader knows.
-constexpr int kFormatVersion = 3;
+// The newest format version this reader knows (4: bf16 Dense layers).
+constexpr int kFormatVersion = 4;
 // The default ceiling on a model's parameters (1 GiB of float32). A pruned kernel is
 // stored compressed, so its declared dense shape is not tied to the bytes present: the
 // ceiling bounds what any file can make the reader allocate. The environment variable
@@ -56,6 +56,7 @@ struct FileDense {
   int64_t in = 0, out = 0;
   std::vector<float> bias;     // (out)
   std::vector<float> kernel;   // (in, out); empty for an int8 layer
+  bool bf16 = false;           // the kernel was stored as BF16 (its values are bf16)
   std::vector<uint8_t> keep;   // (in, out), 1 where a weight stays; empty unless masked
   bool int8 = false;           // int8: the codes below replace the kernel
   std::vector<int8_t> w_q;     // (in, out) in [-127, 127]

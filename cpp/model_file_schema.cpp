@@ -70,7 +70,8 @@ const std::map<std::string, Types> kConfigTypes = {
     {"AdamW", kAdam},
     {"SoftmaxCrossEntropy", {{"label_smoothing", "number"}, {"class_weights", "numbers?"}}},
     {"BinaryCrossEntropy", {}},
-    {"MeanSquaredError", {}}};
+    {"MeanSquaredError", {}},
+    {"Distillation", {{"temperature", "number"}, {"alpha", "number"}}}};
 
 std::vector<std::string> slot_names(const Json& training) {
   if (training.is_null()) return {};
@@ -220,7 +221,7 @@ void Schema::architecture(const Json& arch) {
     bool ok = false;
     if (kind == "dense")
       ok = has_keys(spec, {"kind", "name", "units", "activation", "kernel_initializer"},
-                    {"kernel_regularizer", "trainable", "quantization"});
+                    {"kernel_regularizer", "trainable", "quantization", "kernel_dtype"});
     else if (kind == "dropout")
       ok = has_keys(spec, {"kind", "name", "rate"}, {});
     else if (kind == "normalization")
@@ -248,6 +249,8 @@ void Schema::architecture(const Json& arch) {
             (q["input"] == "static" || q["input"] == "dynamic")))
         fail(at + "quantization must be {per_channel: bool, input: static|dynamic}, got " + short_repr(q));
     }
+    if (spec.contains("kernel_dtype") && (spec["kernel_dtype"] != "bf16" || spec.contains("quantization")))
+      fail(at + "kernel_dtype must be \"bf16\" (and the layer not int8), got " + short_repr(spec["kernel_dtype"]));
     if (spec.contains("kernel_regularizer") && !spec["kernel_regularizer"].is_null()) {
       const Json& reg = spec["kernel_regularizer"];
       if (!(has_keys(reg, {"l1", "l2"}, {}) && is_number(reg["l1"]) && is_number(reg["l2"])))
@@ -275,6 +278,7 @@ void Schema::architecture(const Json& arch) {
       d.int8 = true;
       d.per_channel = spec["quantization"]["per_channel"].get<bool>();
     }
+    d.bf16 = spec.contains("kernel_dtype");
     width = units;
   }
   out_.architecture = arch;
@@ -303,11 +307,12 @@ void Schema::training(const Json& t) {
                                 ? item["class"].get<std::string>()
                                 : std::string();
     const bool known = opt ? (cls == "SGD" || cls == "Adam" || cls == "AdamW")
-                           : (cls == "SoftmaxCrossEntropy" || cls == "BinaryCrossEntropy" || cls == "MeanSquaredError");
+                           : (cls == "SoftmaxCrossEntropy" || cls == "BinaryCrossEntropy" ||
+                              cls == "MeanSquaredError" || cls == "Distillation");
     if (!known || !item["config"].is_object())
       fail(std::string("training ") + part + " must be {class, config} with class one of " +
-           (opt ? "SGD, Adam, AdamW" : "SoftmaxCrossEntropy, BinaryCrossEntropy, MeanSquaredError") + ", got " +
-           short_repr(item));
+           (opt ? "SGD, Adam, AdamW" : "SoftmaxCrossEntropy, BinaryCrossEntropy, MeanSquaredError, Distillation") +
+           ", got " + short_repr(item));
     const Types& types = kConfigTypes.at(cls);
     const Json& config = item["config"];
     bool same = config.size() == types.size();
@@ -370,6 +375,9 @@ void Schema::pruning(const Json& p) {
     if (out_.dense[i].int8)
       fail("pruning names layer " + std::to_string(i) +
            ", which is int8 (int8 layers hold their zeros in their codes)");
+    if (out_.dense[i].bf16)
+      fail("pruning names layer " + std::to_string(i) +
+           ", which is bf16 (bf16 layers hold their zeros in their kernel)");
     const bool ok = has_keys(spec, {"masked", "format", "min_batch", "max_batch"}, {"n_m"}) &&
                     spec["masked"].is_boolean() &&
                     (spec["format"] == "dense" || spec["format"] == "csr" || spec["format"] == "nm") &&
@@ -401,7 +409,7 @@ void Schema::pruning(const Json& p) {
 // 4-byte tensors (a masked kernel's values and offsets in place of the kernel), the
 // optimizer slots, then the CSR indices and the int8 codes.
 std::vector<Expected> Schema::expected_tensors() const {
-  std::vector<Expected> wide, slots, last, codes;
+  std::vector<Expected> wide, slots, last, halves, codes;
   for (int64_t i : dense_layers_) {
     const FileDense& d = out_.dense.at(i);
     const std::string p = "layers." + std::to_string(i);
@@ -413,6 +421,9 @@ std::vector<Expected> Schema::expected_tensors() const {
         wide.push_back({p + ".input_zero", {"I32"}, {1}});
       }
       codes.push_back({p + ".kernel_q", {"I8"}, {d.in, d.out}});
+    } else if (d.bf16) {  // its kernel as BF16 after the index tensors, 2-byte aligned there
+      wide.push_back({p + ".bias", {"F32"}, {d.out}});
+      halves.push_back({p + ".kernel", {"BF16"}, {d.in, d.out}});
     } else if (pruning_.count(i) && pruning_.at(i)["masked"].get<bool>()) {
       auto it = c_.tensors.find(p + ".kernel.values");
       if (it == c_.tensors.end() || it->second.shape.size() != 1)
@@ -441,7 +452,7 @@ std::vector<Expected> Schema::expected_tensors() const {
       }
     }
   }
-  for (auto* part : {&slots, &last, &codes}) wide.insert(wide.end(), part->begin(), part->end());
+  for (auto* part : {&slots, &last, &halves, &codes}) wide.insert(wide.end(), part->begin(), part->end());
   return wide;
 }
 
@@ -545,6 +556,17 @@ void Schema::decode() {
         }
         if (d.in_zero < 0 || d.in_zero > 255)
           fail("tensor '" + p + ".input_zero' is " + std::to_string(d.in_zero) + "; uint8 zero points are in [0, 255]");
+      }
+      continue;
+    }
+    if (d.bf16) {  // bf16 bits -> their float32 values, exactly
+      d.kernel.resize(n);
+      const uint8_t* halves = bytes(p + ".kernel");
+      for (size_t k = 0; k < n; ++k) {
+        uint16_t h;
+        std::memcpy(&h, halves + 2 * k, 2);
+        const uint32_t bits = static_cast<uint32_t>(h) << 16;
+        std::memcpy(&d.kernel[k], &bits, 4);
       }
       continue;
     }

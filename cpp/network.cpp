@@ -1,7 +1,10 @@
 #include "network.h"
 
+#include <limits>
 #include <stdexcept>
 #include <string>
+
+#include "cpu/elementwise.h"
 
 namespace customml {
 
@@ -25,6 +28,20 @@ void Network::write_params(const float* src, int64_t offset, int64_t n) {
   Exclusive lock(mutex_);
   model_.write_params(src, offset, n);
   invalidate_plan();
+}
+
+void Network::begin_update() {
+  std::lock_guard<std::mutex> guard(plan_mutex_);
+  ++updates_;
+}
+
+void Network::end_update() {
+  {
+    std::lock_guard<std::mutex> guard(plan_mutex_);
+    if (updates_ == 0) throw std::logic_error("[end_update] no update is open");
+    --updates_;
+  }
+  updated_.notify_all();
 }
 
 void Network::set_trainable(int64_t layer, bool trainable) {
@@ -83,16 +100,23 @@ void Network::set_step(int64_t step) {
 }
 
 void Network::train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
-                          int64_t b) {
+                          int64_t b, const float* teacher_logits) {
   Exclusive lock(mutex_);
-  trainer_.train_batch(x, y, sample_weight, n, index, b);
+  trainer_.train_batch(x, y, sample_weight, n, index, b, teacher_logits);
   invalidate_plan();
 }
 
 void Network::evaluate(const float* x, const void* y, int64_t n, int64_t batch_size) {
   Exclusive lock(mutex_);
-  // Holding mutex_ exclusively, this thread alone could publish a plan.
-  if (plan_stale_.load(std::memory_order_acquire)) build_plan();
+  // Holding mutex_ exclusively, this thread alone could publish a plan. Inside a
+  // transaction evaluate keeps the plan of the weights before it, as predict does (the
+  // Python caller serializes evaluate with transactions, so one is always published).
+  bool rebuild = plan_stale_.load(std::memory_order_acquire);
+  if (rebuild) {
+    std::lock_guard<std::mutex> guard(plan_mutex_);
+    rebuild = updates_ == 0 || !plan_.current();
+  }
+  if (rebuild) build_plan();
   trainer_.evaluate(*plan_.current(), x, y, n, batch_size);
 }
 
@@ -183,6 +207,17 @@ void Network::clear_quantization(int64_t layer) {
   invalidate_plan();
 }
 
+void Network::set_bf16(int64_t layer, bool on) {
+  Exclusive lock(mutex_);
+  model_.set_bf16(layer, on);
+  invalidate_plan();
+}
+
+bool Network::bf16(int64_t layer) const {
+  Shared lock(mutex_);
+  return model_.dense("bf16", layer).bf16;
+}
+
 const QuantizedLayer* Network::quantization(int64_t layer) const {
   Shared lock(mutex_);
   return model_.dense("quantization", layer).quant.get();
@@ -221,10 +256,23 @@ void Network::build_plan() const {
 }
 
 void Network::ensure_plan() const {
-  if (!plan_stale_.load(std::memory_order_acquire)) return;
-  Shared lock(mutex_);
-  std::lock_guard<std::mutex> guard(plan_mutex_);
-  if (plan_stale_.load(std::memory_order_acquire)) build_plan();
+  while (plan_stale_.load(std::memory_order_acquire)) {
+    {
+      Shared lock(mutex_);
+      std::lock_guard<std::mutex> guard(plan_mutex_);
+      if (!plan_stale_.load(std::memory_order_acquire)) return;
+      if (updates_ == 0) {
+        build_plan();
+        return;
+      }
+      // Inside a transaction: the published plan holds the whole weight set before it.
+      if (plan_.current()) return;
+    }
+    // No plan yet: wait for the transaction's end without holding mutex_, which its
+    // writes take (and plan_mutex_ is only ever taken after mutex_, never before).
+    std::unique_lock<std::mutex> guard(plan_mutex_);
+    updated_.wait(guard, [&] { return updates_ == 0; });
+  }
 }
 
 Published<InferencePlan>::Reader Network::read_plan() const {
@@ -285,6 +333,19 @@ const float* Network::forward_replayed(const InferencePlan& plan, InferenceWorks
   return output;
 }
 
+// out (n, out_dim): the rows whose x (n, input_dim) holds a NaN or an infinity set to NaN.
+// One pass over x on this thread (the common case finds nothing), no allocation.
+static void nan_rows_of_nonfinite_input(float* out, const float* x, int64_t n, int64_t input_dim, int64_t out_dim) {
+  const cpu::ElementwiseKernels& k = cpu::elementwise();
+  for (int64_t row = 0; row < n;) {
+    const int64_t at = k.first_nonfinite(x + row * input_dim, (n - row) * input_dim);
+    if (at < 0) return;
+    row += at / input_dim;
+    for (int64_t j = 0; j < out_dim; ++j) out[row * out_dim + j] = std::numeric_limits<float>::quiet_NaN();
+    ++row;
+  }
+}
+
 void Network::predict(float* out, const float* x, int64_t n, int64_t batch_size) const {
   if (batch_size < 1) throw std::invalid_argument("[predict] batch_size must be >= 1");
   // No lock: the published plan is immutable, and a builder rebuilds it only after this
@@ -315,6 +376,9 @@ void Network::predict(float* out, const float* x, int64_t n, int64_t batch_size)
       backend_->copy_to_host(out + start * out_dim, y, sizeof(float) * static_cast<size_t>(b * out_dim));
     }
   }
+  // An int8 layer quantizes a NaN or an infinity into an ordinary code, which would give
+  // the row finite, confident outputs: such a row's outputs are NaN, as a float model's are.
+  if (plan->quantized()) nan_rows_of_nonfinite_input(out, x, n, input_dim, out_dim);
   release_workspace(std::move(ws));
 }
 

@@ -5,6 +5,7 @@
 // training step or a whole inference; every buffer is reused across calls.
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -40,6 +41,15 @@ class Network {
   // writes take exclusive access and count as a weight change.
   void read_params(float* dst, int64_t offset, int64_t n) const;
   void write_params(const float* src, int64_t offset, int64_t n);
+
+  // A weight change made of several calls (set_weights over the layers, load_weights,
+  // pruning, quantization) as one transaction: from begin_update to the matching
+  // end_update (they nest), predict keeps running the plan of the weights before it (or,
+  // when none was built yet, waits for the end), so a prediction sees the whole old set
+  // or the whole new one. Callers serialize transactions and take care that every
+  // begin_update is ended (Python: Sequential's _transaction).
+  void begin_update();
+  void end_update();
 
   // Freezes (false) or unfreezes a dense layer from the next step on; exclusive access.
   // A frozen layer's gradients read as zero, its optimizer state stays as it was.
@@ -86,8 +96,9 @@ class Network {
   // access. The batch's loss (its mean weighted by sample_weight times the class weights,
   // sum_i w_i l_i / sum_i w_i) goes into the metrics on the device: a step never waits
   // for the device (but in fp16, for the overflow check).
+  // teacher_logits (n, outputs): the distillation loss's soft targets, null otherwise.
   void train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
-                   int64_t b);
+                   int64_t b, const float* teacher_logits = nullptr);
   // The same forward and loss without dropout or update, over all n rows in batches.
   void evaluate(const float* x, const void* y, int64_t n, int64_t batch_size);
   // x: (n, input_dim) -> out: (n, output_dim), in batches; safe to call concurrently.
@@ -117,6 +128,9 @@ class Network {
   void set_quantization(int64_t layer, const int8_t* w_q, const float* w_scale, bool per_channel, float in_scale,
                         int32_t in_zero);
   void clear_quantization(int64_t layer);
+  // bf16 weights for Dense layer `layer` (Model::set_bf16).
+  void set_bf16(int64_t layer, bool on);
+  bool bf16(int64_t layer) const;
   const QuantizedLayer* quantization(int64_t layer) const;
   // Quantization-aware training of Dense layer `layer` (cpp/trainer_qat.cpp): from the
   // next train_batch on, its forward pass multiplies by dequantize(quantize(W)) (int8,
@@ -188,6 +202,10 @@ class Network {
   // Builders hold mutex_ and, when shared, plan_mutex_ too.
   mutable std::mutex plan_mutex_;
   mutable uint64_t plan_generation_ = 0;  // numbers the builds (graphs record one); builders only
+  // Open transactions (begin_update minus end_update), under plan_mutex_; their end is
+  // signalled on updated_.
+  int64_t updates_ = 0;
+  mutable std::condition_variable updated_;
 
   mutable std::atomic<bool> graphs_usable_{true};  // false once the device declined a capture
   // Idle inference workspaces: one in spare_, taken and returned with one atomic

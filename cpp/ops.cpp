@@ -162,6 +162,68 @@ double softmax_cross_entropy(const Tensor* grad, const Tensor& logits, const Ten
 }
 
 namespace {
+// A (batch, classes) f32 input of a row-wise loss, not empty, with its gradient's checks.
+void check_row_loss(const char* op, const char* name, const Tensor& a, const Tensor* grad) {
+  check(op, name, a, DType::f32, 2);
+  if (a.dim(0) == 0) fail(op, std::string(name) + " is empty (batch of 0 rows): the mean loss is undefined");
+  if (a.dim(1) == 0) fail(op, std::string(name) + " has 0 columns; at least one class is needed");
+  if (!grad) return;
+  check(op, "grad_out", *grad, DType::f32, 2);
+  check_shape(op, "grad_out", *grad, a.shape());
+  check_device(op, "grad_out", *grad, a);
+}
+}  // namespace
+
+double softmax_cross_entropy_soft(const Tensor* grad, const Tensor& logits, const Tensor& targets,
+                                  const Tensor* row_weights) {
+  const char* op = "softmax_cross_entropy";
+  check_row_loss(op, "logits", logits, grad);
+  check(op, "targets", targets, DType::f32, 2);
+  check_same_shape(op, "targets", targets, "logits", logits);
+  check_device(op, "targets", targets, logits);
+  if (grad) {
+    check_no_overlap(op, "grad_out", *grad, "logits", logits);
+    check_no_overlap(op, "grad_out", *grad, "targets", targets);
+  }
+  const int64_t batch = logits.dim(0), classes = logits.dim(1);
+  check_row_weights(op, row_weights, batch, logits, grad);
+  Backend& be = backend_for(logits.device());
+  DeviceScalar<double> loss(be);
+  be.softmax_cross_entropy_soft(f32(grad), loss.ptr(), f32(logits), f32(targets), f32(row_weights), batch, classes);
+  return loss.value();
+}
+
+double distillation_loss(const Tensor* grad, const Tensor& student, const Tensor& teacher, const Tensor& labels,
+                         float temperature, float alpha, const Tensor* row_weights) {
+  const char* op = "distillation_loss";
+  check_row_loss(op, "student_logits", student, grad);
+  check(op, "teacher_logits", teacher, DType::f32, 2);
+  check_same_shape(op, "teacher_logits", teacher, "student_logits", student);
+  check_device(op, "teacher_logits", teacher, student);
+  const int64_t batch = student.dim(0), classes = student.dim(1);
+  check(op, "labels", labels, DType::i32, 1);
+  check_shape(op, "labels", labels, {batch});
+  check_device(op, "labels", labels, student);
+  // A temperature below 0.05 turns logits of a few units into exp(-100) and less: no
+  // softening is left to learn from, and 1 / T overflows long before T reaches 0.
+  if (!(std::isfinite(temperature) && temperature >= 0.05f))
+    fail(op, "temperature must be finite and >= 0.05, got " + std::to_string(temperature));
+  if (!(alpha >= 0.0f && alpha <= 1.0f)) fail(op, "alpha must be in [0, 1], got " + std::to_string(alpha));
+  check_labels(op, labels, classes);
+  if (grad) {
+    check_no_overlap(op, "grad_out", *grad, "student_logits", student);
+    check_no_overlap(op, "grad_out", *grad, "teacher_logits", teacher);
+    check_no_overlap(op, "grad_out", *grad, "labels", labels);
+  }
+  check_row_weights(op, row_weights, batch, student, grad);
+  Backend& be = backend_for(student.device());
+  DeviceScalar<double> loss(be);
+  be.distillation_loss(f32(grad), loss.ptr(), f32(student), f32(teacher), labels.ptr<int32_t>(), f32(row_weights),
+                       batch, classes, temperature, alpha);
+  return loss.value();
+}
+
+namespace {
 // Elementwise losses: same-shape f32 inputs, not empty, optional same-shape grad.
 int64_t check_pointwise_loss(const char* op, const char* a_name, const Tensor& a, const char* b_name, const Tensor& b,
                              const Tensor* grad) {
@@ -279,7 +341,7 @@ void dropout(const Tensor& y, const Tensor& x, float rate, uint64_t seed, uint64
   if (!(rate >= 0.0f && rate < 1.0f)) fail(op, "rate must be in [0, 1), got " + std::to_string(rate));
   // In place is allowed (y == x exactly); a partial overlap is not.
   if (y.data() != x.data()) check_no_overlap(op, "out", y, "x", x);
-  backend_for(x.device()).dropout(f32(y), f32(x), x.numel(), rate, seed, stream);
+  backend_for(x.device()).dropout(f32(y), f32(x), x.numel(), rate, seed, stream, nullptr, 0);
 }
 
 void check_segments(const char* op, const std::vector<Segment>& segments, int64_t n) {
@@ -339,7 +401,7 @@ void sgd_update(const Tensor& param, const Tensor& grad, const Tensor* velocity,
   check_segments(op, no_decay, param.numel());
   backend_for(param.device())
       .sgd_update(f32(param), f32(grad), f32(velocity), param.numel(), no_decay.data(),
-                  static_cast<int64_t>(no_decay.size()), config);
+                  static_cast<int64_t>(no_decay.size()), config, nullptr);
 }
 
 void adam_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const Tensor* vmax,
@@ -361,7 +423,7 @@ void adam_update(const Tensor& param, const Tensor& grad, const Tensor& m, const
   check_segments(op, no_decay, param.numel());
   backend_for(param.device())
       .adam_update(f32(param), f32(grad), f32(m), f32(v), config.amsgrad ? f32(vmax) : nullptr, param.numel(),
-                   no_decay.data(), static_cast<int64_t>(no_decay.size()), config);
+                   no_decay.data(), static_cast<int64_t>(no_decay.size()), config, nullptr);
 }
 
 double clip_by_global_norm(const Tensor& grad, float max_norm) {

@@ -32,6 +32,18 @@ void dense_backward(const Tensor* dx, const Tensor& dw, const Tensor& db, const 
 double softmax_cross_entropy(const Tensor* grad, const Tensor& logits, const Tensor& labels,
                              const Tensor* class_weights, float label_smoothing, const Tensor* row_weights = nullptr);
 
+// Soft labels. logits, targets: (batch, classes) f32  row_weights: (batch) f32
+// (optional) -> grad: (batch, classes) (optional); returns sum_i w_i l_i / sum_i w_i with
+// l_i = -sum_c targets_ic log softmax(logits_i)_c.
+double softmax_cross_entropy_soft(const Tensor* grad, const Tensor& logits, const Tensor& targets,
+                                  const Tensor* row_weights = nullptr);
+
+// student, teacher: (batch, classes) f32  labels: (batch) i32  row_weights: (batch) f32
+// (optional) -> grad: (batch, classes) (optional); returns the weighted mean of alpha T^2
+// KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) CE(softmax(student), labels).
+double distillation_loss(const Tensor* grad, const Tensor& student, const Tensor& teacher, const Tensor& labels,
+                         float temperature, float alpha, const Tensor* row_weights = nullptr);
+
 // logits, targets: same shape (rows, ...), f32  row_weights: (rows) f32 (optional)
 // -> grad: same shape (optional); returns the mean loss over all elements, each row's
 // weighted by row_weights[i] / mean(row_weights).
@@ -88,6 +100,16 @@ void dequantize(const Tensor& x, const Tensor& q, const Tensor& scale, const Ten
 // scale: (rows) f32, zero: (rows) i32, per row (Backend::quantize_rows_dynamic).
 void quantize_rows_dynamic(const Tensor& q, const Tensor& scale, const Tensor& zero, const Tensor& x);
 
+// w: (rows, cols) f32 -> scale: (cols) f32 for axis column, (1) for tensor = max |w| / 127
+// (1 where that is 0; NaN left out): quantization-aware training's weight scales
+// (Backend::symmetric_scales).
+void symmetric_scales(const Tensor& scale, const Tensor& w, QuantAxis axis);
+
+// x: (rows, cols) f32  range: (2) f64 (lo, hi), updated in place  momentum in [0, 1) ->
+// scale: (1) f32, zero: (1) i32, the range's uint8 encoding (Backend::observe_range).
+void observe_range(const Tensor& range, const Tensor& scale, const Tensor& zero, const Tensor& x, float momentum,
+                   bool first);
+
 // w: (k, n) i8, codes in [-127, 127], 1 <= k <= kGemmS8MaxK -> w packed on w's device.
 std::shared_ptr<PackedS8> gemm_s8_pack(const Tensor& w);
 
@@ -99,6 +121,9 @@ std::shared_ptr<PackedS8> gemm_s8_pack(const Tensor& w);
 void gemm_s8(const Tensor& y, const Tensor& a, const PackedS8& w, const Tensor* a_scale, const Tensor& a_zero,
              const Tensor* w_scale, const Tensor* bias, Activation act, std::optional<float> out_scale,
              std::optional<int32_t> out_zero);
+// x: (batch, in) f32  w: (in, out) bf16  b: (out) f32 or null -> y: (batch, out) f32 =
+// act(bf16(x) . w + b), the arithmetic of cpu/gemm_bf16.h; on devices with a bf16 product.
+void dense_forward_bf16(const Tensor& y, const Tensor& x, const Tensor& w, const Tensor* b, Activation act);
 // param: any shape, f32, updated in place  keep: same shape, u8 -> param[i] = 0 where
 // keep[i] == 0 (a pruning mask).
 void apply_mask(const Tensor& param, const Tensor& keep);

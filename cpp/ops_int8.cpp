@@ -195,6 +195,37 @@ void quantize_rows_dynamic(const Tensor& q, const Tensor& scale, const Tensor& z
       .quantize_rows_dynamic(q.ptr<uint8_t>(), f32(scale), zero.ptr<int32_t>(), f32(x), x.dim(0), x.dim(1));
 }
 
+void symmetric_scales(const Tensor& scale, const Tensor& w, QuantAxis axis) {
+  const char* op = "symmetric_scales";
+  check(op, "w", w, DType::f32, 2);
+  if (axis == QuantAxis::row) fail(op, "axis must be 'column' or 'tensor', got 'row'");
+  check(op, "out", scale, DType::f32, 1);
+  check_shape(op, "out", scale, {axis == QuantAxis::column ? w.dim(1) : 1});
+  check_device(op, "out", scale, w);
+  check_no_overlap(op, "out", scale, "w", w);
+  backend_for(w.device()).symmetric_scales(f32(scale), f32(w), w.dim(0), w.dim(1), axis);
+}
+
+void observe_range(const Tensor& range, const Tensor& scale, const Tensor& zero, const Tensor& x, float momentum,
+                   bool first) {
+  const char* op = "observe_range";
+  check(op, "x", x, DType::f32, 2);
+  check(op, "range", range, DType::f64, 1);
+  check(op, "scale_out", scale, DType::f32, 1);
+  check(op, "zero_out", zero, DType::i32, 1);
+  check_shape(op, "range", range, {2});
+  check_shape(op, "scale_out", scale, {1});
+  check_shape(op, "zero_out", zero, {1});
+  if (!(momentum >= 0.0f && momentum < 1.0f)) fail(op, "momentum must be in [0, 1), got " + std::to_string(momentum));
+  const std::pair<const char*, const Tensor*> all[] = {
+      {"x", &x}, {"range", &range}, {"scale_out", &scale}, {"zero_out", &zero}};
+  for (size_t a = 1; a < 4; ++a) check_device(op, all[a].first, *all[a].second, x);
+  for (size_t a = 0; a < 4; ++a)
+    for (size_t c = a + 1; c < 4; ++c) check_no_overlap(op, all[c].first, *all[c].second, all[a].first, *all[a].second);
+  backend_for(x.device())
+      .observe_range(range.ptr<double>(), f32(scale), zero.ptr<int32_t>(), f32(x), x.numel(), momentum, first);
+}
+
 std::shared_ptr<PackedS8> gemm_s8_pack(const Tensor& w) {
   const char* op = "gemm_s8_pack";
   check(op, "weight", w, DType::i8, 2);

@@ -10,10 +10,11 @@
 namespace customml {
 
 LossKind parse_loss(const std::string& name) {
-  for (LossKind k : {LossKind::softmax_cross_entropy, LossKind::binary_cross_entropy, LossKind::mse})
+  for (LossKind k :
+       {LossKind::softmax_cross_entropy, LossKind::binary_cross_entropy, LossKind::mse, LossKind::distillation})
     if (name == loss_name(k)) return k;
   throw std::invalid_argument("unknown loss '" + name +
-                              "'; expected softmax_cross_entropy, binary_cross_entropy or mse");
+                              "'; expected softmax_cross_entropy, binary_cross_entropy, mse or distillation");
 }
 
 const char* loss_name(LossKind k) {
@@ -21,6 +22,7 @@ const char* loss_name(LossKind k) {
     case LossKind::softmax_cross_entropy: return "softmax_cross_entropy";
     case LossKind::binary_cross_entropy: return "binary_cross_entropy";
     case LossKind::mse: return "mse";
+    case LossKind::distillation: return "distillation";
   }
   return "?";
 }
@@ -63,6 +65,7 @@ Trainer::Trainer(Model& model)
       state_b_(backend_),
       state_c_(backend_),
       class_weights_(backend_),
+      step_state_(backend_),
       metrics_(backend_),
       scalars_(backend_),
       ws_(std::make_unique<Workspace>(backend_, model.layers().size())),
@@ -70,6 +73,7 @@ Trainer::Trainer(Model& model)
   fake_.resize(model.layers().size());
   grads_.reserve(static_cast<size_t>(model.num_params()));
   scalars_.reserve(2);
+  step_state_.reserve(1);
   plan_updates();
 }
 
@@ -97,7 +101,7 @@ void Trainer::plan_updates() {
   }
 }
 
-void Trainer::run_optimizer() {
+void Trainer::run_optimizer(const StepState* gate) {
   // One fused pass per run of trainable layers (usually one: the layers above a frozen
   // base); frozen parameters and their state are never touched, so they stay bit-identical
   // whatever the weight decay.
@@ -109,11 +113,11 @@ void Trainer::run_optimizer() {
       c.step = step_;
       backend_->adam_update(params + r.begin, grads_.data() + r.begin, state_a_.data() + r.begin,
                             state_b_.data() + r.begin, c.amsgrad ? state_c_.data() + r.begin : nullptr, n,
-                            r.no_decay.data(), nd, c);
+                            r.no_decay.data(), nd, c, gate);
     } else {
       backend_->sgd_update(params + r.begin, grads_.data() + r.begin,
                            opt_.sgd.momentum != 0.0f ? state_a_.data() + r.begin : nullptr, n, r.no_decay.data(), nd,
-                           opt_.sgd);
+                           opt_.sgd, gate);
     }
   }
 }
@@ -146,18 +150,45 @@ void Trainer::write_state(const float* src, int slot, int64_t offset, int64_t n)
   backend_->copy_to_device(b.data() + offset, src, sizeof(float) * static_cast<size_t>(n));
 }
 
+StepState Trainer::read_step_state() const {
+  StepState s{};
+  backend_->copy_to_host(&s, step_state_.data(), sizeof(s));
+  return s;
+}
+
+void Trainer::write_step_state(const StepState& s) { backend_->copy_to_device(step_state_.data(), &s, sizeof(s)); }
+
+int64_t Trainer::step() const {
+  return precision_ == Precision::fp16 ? static_cast<int64_t>(read_step_state().step) : step_;
+}
+
+double Trainer::loss_scale() const { return precision_ == Precision::fp16 ? read_step_state().scale : loss_scale_; }
+
+int64_t Trainer::loss_scale_good_steps() const {
+  return precision_ == Precision::fp16 ? static_cast<int64_t>(read_step_state().good_steps) : good_steps_;
+}
+
 void Trainer::set_loss_scale(double scale, int64_t good_steps) {
   if (!(std::isfinite(scale) && scale > 0.0) || good_steps < 0 || good_steps >= kLossScaleGrowthInterval)
     throw std::invalid_argument("[Network] loss scale must be finite and > 0 with good steps in [0, " +
                                 std::to_string(kLossScaleGrowthInterval) + ")");
   loss_scale_ = scale;
   good_steps_ = good_steps;
+  if (precision_ != Precision::fp16) return;
+  StepState s = read_step_state();
+  s.scale = scale;
+  s.good_steps = static_cast<double>(good_steps);
+  write_step_state(s);
 }
 
 void Trainer::set_step(int64_t step) {
   if (step < 0) throw std::invalid_argument("[Network] step must be >= 0, got " + std::to_string(step));
   if (!compiled_) throw std::invalid_argument("[Network] set_step needs a compiled network (compile resets the step)");
   step_ = step;
+  if (precision_ != Precision::fp16) return;
+  StepState s = read_step_state();
+  s.step = static_cast<double>(step);
+  write_step_state(s);
 }
 
 void Trainer::set_learning_rate(float lr) {
@@ -205,6 +236,9 @@ void Trainer::compile(const LossConfig& loss, const OptimizerConfig& opt, Precis
       throw std::invalid_argument("[compile] class_weights[" + std::to_string(c) + "] must be finite and >= 0");
   if (!(loss.label_smoothing >= 0.0f && loss.label_smoothing <= 1.0f))
     throw std::invalid_argument("[compile] label_smoothing must be in [0, 1]");
+  if (loss.kind == LossKind::distillation &&
+      !(std::isfinite(loss.temperature) && loss.temperature >= 0.05f && loss.alpha >= 0.0f && loss.alpha <= 1.0f))
+    throw std::invalid_argument("[compile] the distillation loss needs temperature >= 0.05 and alpha in [0, 1]");
   if (opt.kind == OptimizerConfig::Kind::sgd)
     ops::check_sgd_config("compile", opt.sgd);
   else
@@ -235,6 +269,7 @@ void Trainer::compile(const LossConfig& loss, const OptimizerConfig& opt, Precis
   loss_scale_ = kInitialLossScale;
   good_steps_ = 0;
   step_ = 0;
+  if (precision == Precision::fp16) write_step_state({0.0, kInitialLossScale, 0.0, 0.0, 1.0});
   compiled_ = true;
   metrics_.clear_choice();
 }
@@ -316,7 +351,7 @@ void Trainer::stage_batch(const float* x, const void* y, const float* sample_wei
     if (!direct) backend_->copy_to_device(ws.row_weights.data(), w, sizeof(float) * static_cast<size_t>(b));
   }
   if (!y) return;
-  const bool float_targets = loss_.kind != LossKind::softmax_cross_entropy;
+  const bool float_targets = loss_.kind == LossKind::binary_cross_entropy || loss_.kind == LossKind::mse;
   const size_t n_targets = static_cast<size_t>(loss_.kind == LossKind::mse ? b * out : b);
   if (!direct) {
     ws.host_targets.resize(n_targets);
@@ -339,6 +374,15 @@ void Trainer::stage_batch(const float* x, const void* y, const float* sample_wei
   if (float_targets) backend_->copy_to_device(ws.targets.data(), targets, sizeof(float) * n_targets);
   if (loss_.kind != LossKind::mse)
     backend_->copy_to_device(ws.labels.data(), labels, sizeof(int32_t) * static_cast<size_t>(b));
+}
+
+void Trainer::stage_rows(float* dst, const float* src, const int64_t* index, int64_t b, int64_t cols) {
+  const bool direct = backend_->host_addressable();
+  const size_t row_bytes = sizeof(float) * static_cast<size_t>(cols);
+  if (!direct) ws_->host_targets.resize(static_cast<size_t>(b * cols));
+  float* rows = direct ? dst : ws_->host_targets.data();
+  for (int64_t i = 0; i < b; ++i) std::memcpy(rows + i * cols, src + index[i] * cols, row_bytes);
+  if (!direct) backend_->copy_to_device(dst, rows, row_bytes * static_cast<size_t>(b));
 }
 
 const float* Trainer::forward(int64_t b) {
@@ -367,14 +411,23 @@ const float* Trainer::forward(int64_t b) {
                               s.activation);
       width = s.units;
     } else if (s.rate > 0.0f) {
-      // One stream per (step, layer): no two masks share random numbers.
-      backend_->dropout(dst, cur, b * width, s.rate, seed_, static_cast<uint64_t>(step_) * layers.size() + l);
+      dropout(dst, cur, b * width, s.rate, l);
     } else {
       continue;  // a dropout of rate 0 is the identity: pass cur through
     }
     cur = dst;
   }
   return cur;
+}
+
+void Trainer::dropout(float* y, const float* x, int64_t n, float rate, size_t l) {
+  // One stream per (step, layer): no two masks share random numbers. In fp16 the device
+  // holds the step count, and the kernel reads it there.
+  const uint64_t layers = model_.layers().size();
+  if (precision_ == Precision::fp16)
+    backend_->dropout(y, x, n, rate, seed_, l, step_state_.data(), layers);
+  else
+    backend_->dropout(y, x, n, rate, seed_, static_cast<uint64_t>(step_) * layers + l, nullptr, 0);
 }
 
 void Trainer::loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad) {
@@ -392,6 +445,15 @@ void Trainer::loss_and_count(const float* logits, const float* row_weights, int6
       backend_->binary_cross_entropy_with_logits(grad, loss, logits, ws.targets.data(), row_weights, b, 1);
       break;
     case LossKind::mse: backend_->mse(grad, loss, logits, ws.targets.data(), row_weights, b, out); break;
+    case LossKind::distillation:
+      // Training stages the teacher's logits into targets; evaluate has none and reports
+      // the labels' cross-entropy.
+      if (with_grad)
+        backend_->distillation_loss(grad, loss, logits, ws.targets.data(), ws.labels.data(), row_weights, b, out,
+                                    loss_.temperature, loss_.alpha);
+      else
+        backend_->softmax_cross_entropy(nullptr, loss, logits, ws.labels.data(), nullptr, nullptr, b, out, 0.0f);
+      break;
   }
   metrics_.add_loss(b);
   if (loss_.kind != LossKind::mse) backend_->count_correct(metrics_.correct(), logits, ws.labels.data(), b, out);
@@ -412,7 +474,7 @@ void reserve_rows(std::vector<Buffer<float>>& act, std::vector<Buffer<float>>& p
 }  // namespace
 
 void Trainer::train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
-                          int64_t b) {
+                          int64_t b, const float* teacher_logits) {
   if (!compiled_) throw std::runtime_error("[fit] the model must be compiled before training");
   if (b < 1) throw std::invalid_argument("[fit] a batch needs at least one row");
   for (int64_t i = 0; i < b; ++i)
@@ -440,10 +502,16 @@ void Trainer::train_batch(const float* x, const void* y, const float* sample_wei
   ws.labels.reserve(rows);
   if (sample_weight) ws.row_weights.reserve(rows);
   stage_batch(x, y, sample_weight, index, 0, b);
+  if ((loss_.kind == LossKind::distillation) != (teacher_logits != nullptr))
+    throw std::invalid_argument(loss_.kind == LossKind::distillation
+                                    ? "[fit] the distillation loss trains on a teacher's logits: use customml.distill"
+                                    : "[fit] teacher logits apply to the distillation loss alone");
+  if (teacher_logits) stage_rows(ws.targets.data(), teacher_logits, index, b, out);
 
   loss_and_count(forward(b), sample_weight ? ws.row_weights.data() : nullptr, b, true);
-  const bool scaled = precision_ == Precision::fp16;
-  if (scaled) backend_->scale(ws.grad_a.data(), b * out, loss_scale_);
+  // fp16 scales the loss by the device's loss scale (its StepState) before the backward pass.
+  const StepState* gate = precision_ == Precision::fp16 ? step_state_.data() : nullptr;
+  if (gate) backend_->scale_by(ws.grad_a.data(), b * out, &gate->scale);
 
   // Backward: gradient w.r.t. each layer's output in cur, ping-ponging between two
   // buffers; dense layers overwrite it with dz in place.
@@ -469,36 +537,27 @@ void Trainer::train_batch(const float* x, const void* y, const float* sample_wei
       other = t;
     } else {
       if (!need_dx) break;
-      if (s.rate > 0.0f)
-        backend_->dropout(cur, cur, b * in_width, s.rate, seed_, static_cast<uint64_t>(step_) * layers.size() + l);
+      if (s.rate > 0.0f) dropout(cur, cur, b * in_width, s.rate, l);
     }
   }
 
   double* norm = scalars_.data() + kNorm;
-  if (scaled) {
-    // The norm pass doubles as the overflow check (an infinite limit never clips). The one
-    // read of the device in a step, and only in fp16 (docs/decisions.md).
+  if (gate) {
+    // The norm pass doubles as the overflow check (an infinite limit never clips), and the
+    // device takes the decision (step_state.h): an overflowing step is skipped by the gated
+    // kernels below (no update, no penalty in the loss, the step count stays) without the
+    // host waiting for the device (docs/decisions.md).
     backend_->clip_by_global_norm(grads_.data(), norm, num_params, INFINITY);
-    double host_norm = 0.0;
-    backend_->copy_to_host(&host_norm, norm, sizeof(double));
-    if (!std::isfinite(host_norm)) {
-      loss_scale_ *= 0.5;
-      good_steps_ = 0;
-      return;  // the step is skipped: no update, no penalty, and the step count stays
-    }
-    backend_->scale(grads_.data(), num_params, 1.0 / loss_scale_);
-    if (++good_steps_ == kLossScaleGrowthInterval) {
-      loss_scale_ *= 2.0;
-      good_steps_ = 0;
-    }
+    backend_->update_loss_scale(step_state_.data(), norm, kLossScaleGrowthInterval);
+    backend_->scale_by(grads_.data(), num_params, &gate->unscale);
   }
   // The penalty belongs to the loss (as Keras reports it), so its gradient is added
   // before clipping, at the weights the forward pass used (and to unscaled gradients).
-  if (model_.regularized()) metrics_.add_penalty(kernel_penalty(true), b);
+  if (model_.regularized()) metrics_.add_penalty(kernel_penalty(true), b, gate);
   if (opt_.clip_norm > 0.0f) backend_->clip_by_global_norm(grads_.data(), norm, num_params, opt_.clip_norm);
-  ++step_;
-  run_optimizer();
-  model_.apply_masks();
+  if (!gate) ++step_;
+  run_optimizer(gate);
+  model_.apply_masks();  // unchanged weights on a skipped step: a no-op then
 }
 
 void Trainer::evaluate(const InferencePlan& plan, const float* x, const void* y, int64_t n, int64_t batch_size) {
@@ -517,7 +576,7 @@ void Trainer::evaluate(const InferencePlan& plan, const float* x, const void* y,
     loss_and_count(plan.forward(*eval_ws_, ws.input.data(), b, nullptr), nullptr, b, false);
   }
   // The weights are the same for every batch: one penalty, weighted by all n rows.
-  if (model_.regularized()) metrics_.add_penalty(kernel_penalty(false), n);
+  if (model_.regularized()) metrics_.add_penalty(kernel_penalty(false), n, nullptr);
 }
 
 }  // namespace customml

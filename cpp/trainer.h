@@ -17,7 +17,7 @@
 
 namespace customml {
 
-enum class LossKind { softmax_cross_entropy, binary_cross_entropy, mse };
+enum class LossKind { softmax_cross_entropy, binary_cross_entropy, mse, distillation };
 LossKind parse_loss(const std::string& name);
 const char* loss_name(LossKind k);
 
@@ -25,6 +25,11 @@ struct LossConfig {
   LossKind kind = LossKind::softmax_cross_entropy;
   float label_smoothing = 0.0f;
   std::vector<float> class_weights;  // empty: unweighted
+  // distillation (ops::distillation_loss): trained on a teacher's logits given to each
+  // train_batch with the labels; evaluate, which has no teacher, reports the labels'
+  // softmax cross-entropy.
+  float temperature = 4.0f;
+  float alpha = 0.9f;
 };
 
 struct OptimizerConfig {
@@ -46,7 +51,9 @@ class Trainer {
   void compile(const LossConfig& loss, const OptimizerConfig& opt, Precision precision);
   bool compiled() const { return compiled_; }
   Precision precision() const { return precision_; }
-  int64_t step() const { return step_; }
+  // The optimizer steps applied. In fp16 the device counts them (a step whose gradients
+  // overflow is skipped there), so this and the loss scale's getters read the device.
+  int64_t step() const;
   void set_step(int64_t step);
   void set_seed(uint64_t seed) { seed_ = seed; }
   // Applied to both optimizer configurations (the one compile set and the other, so a
@@ -56,8 +63,8 @@ class Trainer {
   // fp16 training scales the loss by this before the backward pass so small gradients
   // survive fp16's range; a step whose gradients overflow is skipped and halves it, and
   // 2000 good steps in a row double it (torch.cuda.amp.GradScaler's defaults).
-  double loss_scale() const { return loss_scale_; }
-  int64_t loss_scale_good_steps() const { return good_steps_; }
+  double loss_scale() const;
+  int64_t loss_scale_good_steps() const;
   void set_loss_scale(double scale, int64_t good_steps);
 
   // Optimizer state slots, each num_params floats laid out as the parameters: adam m, v
@@ -73,8 +80,9 @@ class Trainer {
   // See Network::check_inputs.
   void check_inputs(const char* op, const Tensor& x, const Tensor* y, const Tensor* sample_weight) const;
   // See Network::train_batch.
+  // teacher_logits (n, outputs): the distillation loss's soft targets, null otherwise.
   void train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
-                   int64_t b);
+                   int64_t b, const float* teacher_logits = nullptr);
   // The forward pass of `plan` and the loss over all n rows in batches, into the metrics.
   void evaluate(const InferencePlan& plan, const float* x, const void* y, int64_t n, int64_t batch_size);
 
@@ -96,12 +104,12 @@ class Trainer {
   // Quantization-aware training of one Dense layer: what the training forward pass
   // multiplies by instead of the float weights and inputs.
   struct FakeQuant {
-    explicit FakeQuant(Backend* be) : w(be), w_codes(be), w_scale(be), x(be), x_codes(be), x_scale(be), x_zero(be) {}
+    explicit FakeQuant(Backend* be)
+        : w(be), w_codes(be), w_scale(be), x(be), x_codes(be), x_scale(be), x_zero(be), range(be) {}
     bool per_channel = true;
-    bool inputs = true;      // fake-quantize the layer's input too (static uint8)
-    float momentum = 0.9f;   // of the moving averages of the input range
-    bool range_set = false;  // lo / hi hold a first batch's range
-    double lo = 0.0, hi = 0.0;
+    bool inputs = true;       // fake-quantize the layer's input too (static uint8)
+    float momentum = 0.9f;    // of the moving averages of the input range
+    bool range_set = false;   // range holds at least a first batch's range
     Buffer<float> w;          // (in, out): dequantize(quantize(weights))
     Buffer<int8_t> w_codes;   // (in, out)
     Buffer<float> w_scale;    // (out) or (1)
@@ -109,23 +117,31 @@ class Trainer {
     Buffer<uint8_t> x_codes;  // (rows, in)
     Buffer<float> x_scale;    // (1)
     Buffer<int32_t> x_zero;   // (1)
-    std::vector<float> host;  // staging of weights or inputs for the ranges, on the host
+    Buffer<double> range;     // (2): the moving input range (lo, hi)
   };
   void check_targets(const void* y, const int64_t* index, int64_t b) const;
   // Gathers rows index (or start, start + 1, ...) of x, y and sample_weight (each may be
   // null but x) into the workspace's device buffers.
   void stage_batch(const float* x, const void* y, const float* sample_weight, const int64_t* index, int64_t start,
                    int64_t b);
+  // Gathers rows index of src (n, cols), host memory, into dst (b, cols) on the device.
+  void stage_rows(float* dst, const float* src, const int64_t* index, int64_t b, int64_t cols);
   // The training forward pass (dropout, fake quantization) of the staged batch, keeping
   // what backward needs; returns the output (b, output_dim).
   const float* forward(int64_t b);
+  // Dropout layer l's mask over n elements (forward, and again in backward).
+  void dropout(float* y, const float* x, int64_t n, float rate, size_t l);
+  // fp16's step count and loss scale on the device, read or written whole (not in a step).
+  StepState read_step_state() const;
+  void write_step_state(const StepState& s);
   // The batch's loss (and its gradient, with_grad), correct count and metric statistics,
   // all left on the device. row_weights: the staged sample weights, or null.
   void loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad);
   // The sum of the layers' L1/L2 kernel penalties at the current weights (1 double on the
   // device); with_grad also adds their gradients to grads_.
   const double* kernel_penalty(bool with_grad);
-  void run_optimizer();
+  // gate: fp16's device state (the update is skipped on its say), else null.
+  void run_optimizer(const StepState* gate);
   const Buffer<float>& state_buffer(int slot, int64_t offset, int64_t n) const;
   // The fake-quantized kernel of Dense layer l, and its input (b, in) fake-quantized when
   // the layer asks for it (else `input` itself).
@@ -137,14 +153,16 @@ class Trainer {
   Buffer<float> grads_, state_a_, state_b_, state_c_;  // state: m, v, vmax or velocity
   Buffer<float> class_weights_;                        // the loss's class weights, on the device
   Precision precision_ = Precision::fp32;
+  // The loss scale outside fp16 (where nothing uses it); in fp16, step_state_ holds it.
   double loss_scale_ = kInitialLossScale;
   int64_t good_steps_ = 0;
+  Buffer<StepState> step_state_;  // fp16: the step count and loss scale, on the device
   static constexpr double kInitialLossScale = 65536.0;
   static constexpr int64_t kLossScaleGrowthInterval = 2000;
   LossConfig loss_;
   OptimizerConfig opt_;
   bool compiled_ = false;
-  int64_t step_ = 0;
+  int64_t step_ = 0;  // outside fp16 (in fp16, step_state_ counts)
   uint64_t seed_ = 0;
   MetricAccumulator metrics_;
   // A step's scalars on the device: the gradients' global norm and the kernel penalty.

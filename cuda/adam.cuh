@@ -9,7 +9,8 @@
 
 namespace customml::CUSTOMML_CUDA_NS {
 
-// Per-step scalars computed once on the host: lr / (1 - beta1^t) and sqrt(1 - beta2^t).
+// Per-step scalars computed once on the host (adam_bias): lr / (1 - beta1^t) and
+// sqrt(1 - beta2^t); from the device's step count instead when a gate is given.
 struct AdamStep {
   float step_size;
   float bias2_sqrt;
@@ -42,7 +43,12 @@ __device__ __forceinline__ float adam_element(float p0, float grad, float& m, fl
 // different alignments everything is scalar, the loop the kernel was before.
 __global__ void adam_update_kernel(float* param, const float* grad, float* m, float* v, float* vmax, int64_t n,
                                    Vec4Split split, const Segment* no_decay, int64_t n_no_decay, AdamConfig c,
-                                   AdamStep s) {
+                                   AdamStep s, const StepState* gate) {
+  if (gate) {
+    if (gate->skip != 0.0) return;  // fp16: this step's gradients overflowed
+    const AdamBias b = adam_bias(c.lr, c.beta1, c.beta2, gate->step);
+    s = {b.step_size, b.bias2_sqrt};
+  }
   const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const bool amsgrad = vmax != nullptr;

@@ -1,29 +1,83 @@
-// Launchers of the dense layer: the tiled GEMM with its epilogue, and the backward pass.
+// Launchers of the dense layer: the tiled GEMM with its epilogue, and the backward pass
+// as one launch of the weight- and input-gradient products together.
+
+#include <climits>
 
 #include "cuda/dense.cuh"
 #include "cuda/device_backend.h"
 
 namespace customml::CUSTOMML_CUDA_NS {
 namespace {
-// Column tiles on gridDim.x (up to 2^31 - 1); row tiles on gridDim.y, whose limit of
-// 65535 is met by launching at most that many row tiles at a time.
-void gemm(DeviceContext& ctx, const GemmParams& p, Precision precision) {
+template <bool kGrad>
+void launch_pair(DeviceContext& ctx, const GemmPair& pp, unsigned blocks, Precision precision) {
+  const dim3 grid(blocks);
+  switch (precision) {
+    case Precision::fp32: launch(gemm_kernel<kGrad>, grid, dim3(kGemmThreads), 0, ctx.stream, pp); break;
+    case Precision::tf32:
+      launch(gemm_tc_kernel<nvcuda::wmma::precision::tf32, kGrad>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
+      break;
+    case Precision::bf16:
+      launch(gemm_tc_kernel<__nv_bfloat16, kGrad>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
+      break;
+    case Precision::fp16: launch(gemm_tc_kernel<__half, kGrad>, grid, dim3(kTcThreads), 0, ctx.stream, pp); break;
+  }
+}
+
+// The forward pass's GEMMs take the kernels compiled without the backward extras or a
+// second problem, which would cost them registers (occupancy) and code in the main loop.
+void launch_pair(DeviceContext& ctx, const GemmPair& pp, unsigned blocks, Precision precision) {
+  bool grad = pp.blocks0 < blocks;
+  for (const GemmParams& p : pp.p)
+    grad = grad || p.db || p.a_act != Activation::identity || p.b_act != Activation::identity;
+  if (grad)
+    launch_pair<true>(ctx, pp, blocks, precision);
+  else
+    launch_pair<false>(ctx, pp, blocks, precision);
+}
+
+// C's rows, db's included.
+int64_t rows_of(const GemmParams& p) { return p.m + (p.db ? 1 : 0); }
+
+// One or two GEMMs (count), each over a 1-D grid of its tiles: both in one launch when
+// their tiles fit in gridDim.x (2^31 - 1 blocks: every realistic shape), else each in
+// chunks of rows that do, db's row with the last chunk.
+void gemm(DeviceContext& ctx, const GemmParams* ps, int count, Precision precision) {
   static_assert(kGemmBm == kTcBm && kGemmBn == kTcBn, "both GEMMs tile C alike");
-  constexpr int64_t kMaxRows = 65535 * static_cast<int64_t>(kGemmBm);
-  for (int64_t r0 = 0; r0 < p.m; r0 += kMaxRows) {
-    GemmParams part = p;
-    part.m = p.m - r0 < kMaxRows ? p.m - r0 : kMaxRows;
-    part.a = p.a + r0 * p.a_rs;
-    part.c = p.c + r0 * p.ldc;
-    if (p.preact) part.preact = p.preact + r0 * p.ldc;
-    const dim3 grid(exact_blocks(p.n, kGemmBn), exact_blocks(part.m, kGemmBm));
-    switch (precision) {
-      case Precision::fp32: launch(gemm_kernel, grid, dim3(kGemmThreads), 0, ctx.stream, part); break;
-      case Precision::tf32:
-        launch(gemm_tc_kernel<nvcuda::wmma::precision::tf32>, grid, dim3(kTcThreads), 0, ctx.stream, part);
-        break;
-      case Precision::bf16: launch(gemm_tc_kernel<__nv_bfloat16>, grid, dim3(kTcThreads), 0, ctx.stream, part); break;
-      case Precision::fp16: launch(gemm_tc_kernel<__half>, grid, dim3(kTcThreads), 0, ctx.stream, part); break;
+  int64_t tiles_n[2] = {0, 0}, blocks[2] = {0, 0};
+  for (int i = 0; i < count; ++i) {
+    tiles_n[i] = exact_blocks(ps[i].n, kGemmBn);
+    blocks[i] = tiles_n[i] * ((rows_of(ps[i]) + kGemmBm - 1) / kGemmBm);
+  }
+  if (blocks[0] + blocks[1] <= INT_MAX) {
+    GemmPair pp{};
+    pp.p[0] = ps[0];
+    if (count > 1) pp.p[1] = ps[1];
+    pp.blocks0 = static_cast<unsigned>(blocks[0]);
+    pp.tiles_n[0] = static_cast<unsigned>(tiles_n[0]);
+    pp.tiles_n[1] = static_cast<unsigned>(count > 1 ? tiles_n[1] : 1);
+    launch_pair(ctx, pp, static_cast<unsigned>(blocks[0] + blocks[1]), precision);
+    return;
+  }
+  for (int i = 0; i < count; ++i) {
+    const GemmParams& p = ps[i];
+    const int64_t chunk = (INT_MAX / tiles_n[i]) * kGemmBm;
+    for (int64_t r0 = 0; r0 < rows_of(p); r0 += chunk) {
+      GemmPair pp{};
+      GemmParams& part = pp.p[0];
+      part = p;
+      const bool last = rows_of(p) - r0 <= chunk;
+      part.m = last ? p.m - r0 : chunk;
+      if (!last) part.db = nullptr;
+      part.a = p.a + r0 * p.a_rs;
+      part.c = p.c + r0 * p.ldc;
+      if (p.preact) part.preact = p.preact + r0 * p.ldc;
+      if (p.a_act != Activation::identity) {
+        part.a_y = p.a_y + r0 * p.a_rs;
+        if (p.a_z) part.a_z = p.a_z + r0 * p.a_rs;
+      }
+      pp.blocks0 = static_cast<unsigned>(tiles_n[i] * ((rows_of(part) + kGemmBm - 1) / kGemmBm));
+      pp.tiles_n[0] = pp.tiles_n[1] = static_cast<unsigned>(tiles_n[i]);
+      launch_pair(ctx, pp, pp.blocks0, precision);
     }
   }
 }
@@ -34,29 +88,38 @@ void DeviceBackend::dense_forward(float* y, float* z, const float* x, const floa
                                   Activation act) {
   DeviceContext& ctx = this->ctx();
   if (s.batch == 0) return;
-  gemm(ctx, {s.batch, s.out, s.in, x, s.in, 1, w, s.out, 1, y, s.out, b, act, z}, s.precision);
+  const GemmParams p{s.batch, s.out, s.in, x, s.in, 1, w, s.out, 1, y, s.out, b, act, z};
+  gemm(ctx, &p, 1, s.precision);
 }
 
 // dy, y, z: (batch, out)  x: (batch, in)  w: (in, out) -> dx (batch, in), dw (in, out), db (out);
-// dx, or dw and db together (a frozen layer), may be null and are then skipped.
-void DeviceBackend::dense_backward(float* dx, float* dw, float* db, float* dz, const float* dy, const float* x,
+// dx, or dw and db together (a frozen layer), may be null and are then skipped. Both
+// products read dy as dz = act'(dy; y, z) as they load it, so the dz workspace is not
+// written.
+void DeviceBackend::dense_backward(float* dx, float* dw, float* db, float*, const float* dy, const float* x,
                                    const float* w, const float* y, const float* z, DenseShape s, Activation act) {
   DeviceContext& ctx = this->ctx();
-  const int64_t count = s.batch * s.out;
-  if (count > 0)
-    launch(dense_dz_kernel, dim3(grid_stride_blocks(count, kThreads)), dim3(kThreads), 0, ctx.stream, dz, dy, y, z,
-           count, act);
+  GemmParams ps[2];
+  int count = 0;
   if (dw) {
-    launch(dense_db_kernel, dim3(exact_blocks(s.out, kThreads)), dim3(kThreads), 0, ctx.stream, db,
-           static_cast<const float*>(dz), s.batch, s.out);
-    // dw (in, out) = x^T (in, batch) . dz (batch, out); with batch 0, the bias-free epilogue writes zeros
-    gemm(ctx, {s.in, s.out, s.batch, x, 1, s.in, dz, s.out, 1, dw, s.out, nullptr, Activation::identity, nullptr},
-         s.precision);
+    // dw (in, out) = x^T (in, batch) . dz (batch, out), db (out) its row of ones; with
+    // batch 0, the bias-free epilogue writes zeros
+    GemmParams& p = ps[count++];
+    p = {s.in, s.out, s.batch, x, 1, s.in, dy, s.out, 1, dw, s.out, nullptr, Activation::identity, nullptr};
+    p.b_act = act;
+    p.b_y = y;
+    p.b_z = z;
+    p.db = db;
   }
   // dx (batch, in) = dz (batch, out) . w^T (out, in)
-  if (dx && s.batch > 0)
-    gemm(ctx, {s.batch, s.in, s.out, dz, s.out, 1, w, 1, s.out, dx, s.in, nullptr, Activation::identity, nullptr},
-         s.precision);
+  if (dx && s.batch > 0) {
+    GemmParams& p = ps[count++];
+    p = {s.batch, s.in, s.out, dy, s.out, 1, w, 1, s.out, dx, s.in, nullptr, Activation::identity, nullptr};
+    p.a_act = act;
+    p.a_y = y;
+    p.a_z = z;
+  }
+  if (count) gemm(ctx, ps, count, s.precision);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

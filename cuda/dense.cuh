@@ -1,8 +1,8 @@
 #pragma once
 // Defines: gemm_kernel (the tiled float32 GEMM with the fused bias + activation
-// epilogue behind all three GEMMs of a dense layer), gemm_tc_kernel (its tensor-core
-// twin through the wmma API, for tf32, bf16 and fp16), dense_dz_kernel and
-// dense_db_kernel (the rest of the backward pass).
+// epilogue behind all three GEMMs of a dense layer, and the backward pass's activation
+// derivative and bias gradient) and gemm_tc_kernel (its tensor-core twin through the
+// wmma API, for tf32, bf16 and fp16).
 
 #include <cstdint>
 
@@ -22,6 +22,14 @@ namespace customml::CUSTOMML_CUDA_NS {
 // C (m, n) = act(op(A) (m, k) . op(B) (k, n) + bias (n)); A and B through element
 // strides, so transposed operands are read in place. preact, if set, receives the
 // value before the activation.
+//
+// The backward pass's extras (null / identity in a forward GEMM), so that dz, db, dW and
+// dx take one launch and no pass writes dz:
+// - a_act / b_act: that operand holds dy and is read as dz = act'(dy; y, z), with y and
+//   z (a_y, a_z / b_y, b_z) at the operand's own offsets (dy's layout);
+// - db: C gets one more row, m, where A reads as ones: the column sums of B, the bias
+//   gradient inside the weight-gradient product, summed over k in the GEMM's order (the
+//   order of a serial column sum), written to db instead of C.
 struct GemmParams {
   int64_t m, n, k;
   const float* a;
@@ -33,7 +41,64 @@ struct GemmParams {
   const float* bias;
   Activation act;
   float* preact;
+  Activation a_act = Activation::identity, b_act = Activation::identity;
+  const float *a_y = nullptr, *a_z = nullptr, *b_y = nullptr, *b_z = nullptr;
+  float* db = nullptr;
 };
+
+// Up to two independent GEMMs in one launch (the backward pass's dW and dx): blocks
+// [0, blocks0) take problem 0, the rest problem 1, each over its tiles row by row.
+struct GemmPair {
+  GemmParams p[2];
+  unsigned blocks0;
+  unsigned tiles_n[2];
+};
+
+// One operand as the loads see it: element (r, k) at base[r * rs + k * cs], rows along
+// m (A) or n (B), depth along k.
+struct Operand {
+  const float* base;
+  int64_t rs, cs, rows, depth;
+  Activation act;  // not identity: base holds dy, read as dz
+  const float *y, *z;
+  int64_t ones_row;  // the row that reads as ones (db's), or -1
+
+  // kGrad: the backward pass's extras (act, ones_row) are looked at; a forward GEMM's
+  // kernel is compiled without them.
+  template <bool kGrad>
+  __device__ __forceinline__ float at(int64_t r, int64_t k) const {
+    if (r < rows && k < depth) {
+      const int64_t off = r * rs + k * cs;
+      if (!kGrad || act == Activation::identity) return base[off];
+      return act::backward(act, base[off], y[off], z ? z[off] : 0.0f);
+    }
+    return kGrad && r == ones_row && k < depth ? 1.0f : 0.0f;
+  }
+};
+
+__device__ __forceinline__ Operand operand_a(const GemmParams& p) {
+  return {p.a, p.a_rs, p.a_cs, p.m, p.k, p.a_act, p.a_y, p.a_z, p.db ? p.m : -1};
+}
+// B (k, n) is addressed as rows n, depth k: b_cs steps along n, b_rs along k.
+__device__ __forceinline__ Operand operand_b(const GemmParams& p) {
+  return {p.b, p.b_cs, p.b_rs, p.n, p.k, p.b_act, p.b_y, p.b_z, -1};
+}
+
+// This block's problem and tile: (problem, first row, first column). A forward GEMM
+// (kPair false) is always problem 0, known at compile time: a problem chosen at run time
+// costs the FP32 kernel some 30 registers (its parameters addressed dynamically).
+struct GemmTile {
+  int problem;
+  int64_t row0, col0;
+};
+template <bool kPair>
+__device__ __forceinline__ GemmTile gemm_tile(const GemmPair& pp, int bm, int bn) {
+  const unsigned b = blockIdx.x;
+  const int problem = kPair && b >= pp.blocks0 ? 1 : 0;
+  const unsigned local = problem ? b - pp.blocks0 : b;
+  return {problem, static_cast<int64_t>(local / pp.tiles_n[problem]) * bm,
+          static_cast<int64_t>(local % pp.tiles_n[problem]) * bn};
+}
 
 // A 64 x 64 tile of C per block of 256 threads, each thread a 4 x 4 register tile;
 // 16-deep slices of A and B staged through two shared-memory buffers (double buffering:
@@ -50,37 +115,50 @@ constexpr int kGemmThreads = (kGemmBm / kGemmTm) * (kGemmBn / kGemmTn);
 struct SliceLoad {
   float v[4];
 
-  // (r, k): the first element; step_r, step_k: between the 4 elements.
-  __device__ __forceinline__ void load(const float* base, int64_t rs, int64_t cs, int64_t r, int64_t k, int64_t rows,
-                                       int64_t depth, bool along_k) {
+  // (r, k): the first element; the 4 elements run along k or along r.
+  template <bool kGrad>
+  __device__ __forceinline__ void load(const Operand& o, int64_t r, int64_t k, bool along_k) {
     const int64_t dr = along_k ? 0 : 1, dk = along_k ? 1 : 0;
-    const int64_t contiguous_stride = along_k ? cs : rs;
-    const float* p = base + r * rs + k * cs;
-    const bool in_bounds = along_k ? (r < rows && k + 3 < depth) : (r + 3 < rows && k < depth);
-    if (in_bounds && contiguous_stride == 1 && (reinterpret_cast<uintptr_t>(p) & 15) == 0) {
-      const float4 q = *reinterpret_cast<const float4*>(p);
+    const int64_t contiguous_stride = along_k ? o.cs : o.rs;
+    const int64_t off = r * o.rs + k * o.cs;
+    const bool in_bounds = along_k ? (r < o.rows && k + 3 < o.depth) : (r + 3 < o.rows && k < o.depth);
+    const bool grad = kGrad && o.act != Activation::identity;
+    const uintptr_t addresses = reinterpret_cast<uintptr_t>(o.base + off) |
+                                (grad ? reinterpret_cast<uintptr_t>(o.y + off) : 0) |
+                                (grad && o.z ? reinterpret_cast<uintptr_t>(o.z + off) : 0);
+    if (in_bounds && contiguous_stride == 1 && (addresses & 15) == 0) {
+      const float4 q = *reinterpret_cast<const float4*>(o.base + off);
       v[0] = q.x;
       v[1] = q.y;
       v[2] = q.z;
       v[3] = q.w;
+      if (grad) {
+        const float4 y = *reinterpret_cast<const float4*>(o.y + off);
+        const float4 z = o.z ? *reinterpret_cast<const float4*>(o.z + off) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        v[0] = act::backward(o.act, v[0], y.x, z.x);
+        v[1] = act::backward(o.act, v[1], y.y, z.y);
+        v[2] = act::backward(o.act, v[2], y.z, z.z);
+        v[3] = act::backward(o.act, v[3], y.w, z.w);
+      }
       return;
     }
     CUSTOMML_UNROLL
-    for (int i = 0; i < 4; ++i) {
-      const int64_t ri = r + i * dr, ki = k + i * dk;
-      v[i] = (ri < rows && ki < depth) ? base[ri * rs + ki * cs] : 0.0f;
-    }
+    for (int i = 0; i < 4; ++i) v[i] = o.at<kGrad>(r + i * dr, k + i * dk);
   }
 };
 
-// grid (ceil(n / 64), ceil(m / 64)), block kGemmThreads
-__global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmParams p) {
+// grid (the pair's tiles), block kGemmThreads; kGrad: a backward-pass product (GemmParams'
+// extras in use)
+template <bool kGrad>
+__global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmPair pp) {
   __shared__ __align__(16) float as[2][kGemmBk][kGemmBm];
   __shared__ __align__(16) float bs[2][kGemmBk][kGemmBn];
   const int tid = threadIdx.x;
   const int tx = tid % (kGemmBn / kGemmTn), ty = tid / (kGemmBn / kGemmTn);
-  const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kGemmBm;
-  const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kGemmBn;
+  const GemmTile tile = gemm_tile<kGrad>(pp, kGemmBm, kGemmBn);
+  const GemmParams& p = kGrad ? pp.p[tile.problem] : pp.p[0];
+  const int64_t row0 = tile.row0, col0 = tile.col0;
+  const Operand oa = operand_a(p), ob = operand_b(p);
   // Which direction each operand's 4-element runs take: along the contiguous one.
   const bool a_along_k = p.a_cs == 1, b_along_k = p.b_cs != 1 && p.b_rs == 1;
   // A: along k, thread t takes row t / 4, k (t % 4) * 4; else k t / 16, rows (t % 16) * 4.
@@ -89,9 +167,8 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmParams p) {
   const int b_n = b_along_k ? tid / 4 : (tid % 16) * 4, b_k = b_along_k ? (tid % 4) * 4 : tid / 16;
   SliceLoad a_next, b_next;
   auto fetch = [&](int64_t k0) {
-    a_next.load(p.a, p.a_rs, p.a_cs, row0 + a_m, k0 + a_k, p.m, p.k, a_along_k);
-    // B (k, n) is addressed as rows n, depth k: b_cs steps along n, b_rs along k.
-    b_next.load(p.b, p.b_cs, p.b_rs, col0 + b_n, k0 + b_k, p.n, p.k, b_along_k);
+    a_next.template load<kGrad>(oa, row0 + a_m, k0 + a_k, a_along_k);
+    b_next.template load<kGrad>(ob, col0 + b_n, k0 + b_k, b_along_k);
   };
   auto stash = [&](int buf) {
     CUSTOMML_UNROLL
@@ -142,11 +219,15 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmParams p) {
   CUSTOMML_UNROLL
   for (int i = 0; i < kGemmTm; ++i) {
     const int64_t r = row0 + ty * kGemmTm + i;
-    if (r >= p.m) continue;
+    if (r > p.m || (r == p.m && !(kGrad && p.db))) continue;
     CUSTOMML_UNROLL
     for (int j = 0; j < kGemmTn; ++j) {
       const int64_t c = col0 + tx * kGemmTn + j;
       if (c >= p.n) continue;
+      if (kGrad && r == p.m) {
+        p.db[c] = acc[i][j];
+        continue;
+      }
       const float v = acc[i][j] + (p.bias ? p.bias[c] : 0.0f);
       if (p.preact) p.preact[r * p.ldc + c] = v;
       p.c[r * p.ldc + c] = act::apply(p.act, v);
@@ -186,9 +267,9 @@ struct TensorCoreType<nvcuda::wmma::precision::tf32> {
 constexpr int kTcBm = 64, kTcBn = 64, kTcBk = 16, kTcThreads = 128;
 constexpr int kTcPad = 8;  // row padding: keeps wmma's ldm a multiple of 8 and breaks bank conflicts
 
-// grid (ceil(n / 64), ceil(m / 64)), block kTcThreads
-template <class T>
-__global__ void __launch_bounds__(kTcThreads) gemm_tc_kernel(GemmParams p) {
+// grid (the pair's tiles), block kTcThreads; kGrad as gemm_kernel's
+template <class T, bool kGrad>
+__global__ void __launch_bounds__(kTcThreads) gemm_tc_kernel(GemmPair pp) {
   namespace wmma = nvcuda::wmma;
   using Stored = typename TensorCoreType<T>::Stored;
   constexpr int kDepth = TensorCoreType<T>::kDepth;
@@ -197,8 +278,12 @@ __global__ void __launch_bounds__(kTcThreads) gemm_tc_kernel(GemmParams p) {
   __shared__ __align__(32) float cs[kTcBm][kTcBn + 4];
   const int tid = threadIdx.x, warp = tid / 32;
   const int wm = warp / 2, wn = warp % 2;  // this warp's 32 x 32 quarter of the tile
-  const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kTcBm;
-  const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kTcBn;
+  const GemmTile tile = gemm_tile<kGrad>(pp, kTcBm, kTcBn);
+  const GemmParams& p = kGrad ? pp.p[tile.problem] : pp.p[0];
+  const int64_t row0 = tile.row0, col0 = tile.col0;
+  Operand oa = operand_a(p);
+  oa.ones_row = -1;  // db is summed in float below, not from reduced-precision operands
+  const Operand ob = operand_b(p);
 
   wmma::fragment<wmma::accumulator, 16, 16, kDepth, float> acc[2][2];
   CUSTOMML_UNROLL
@@ -206,16 +291,16 @@ __global__ void __launch_bounds__(kTcThreads) gemm_tc_kernel(GemmParams p) {
     CUSTOMML_UNROLL
     for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
   }
-  for (int64_t k0 = 0; k0 < p.k; k0 += kTcBk) {
+  // A tile of db's row alone multiplies nothing.
+  const int64_t depth = row0 < p.m ? p.k : 0;
+  for (int64_t k0 = 0; k0 < depth; k0 += kTcBk) {
     for (int e = tid; e < kTcBm * kTcBk; e += kTcThreads) {
       const int r = e / kTcBk, kk = e % kTcBk;
-      const int64_t gr = row0 + r, gk = k0 + kk;
-      as[r][kk] = TensorCoreType<T>::from_float(gr < p.m && gk < p.k ? p.a[gr * p.a_rs + gk * p.a_cs] : 0.0f);
+      as[r][kk] = TensorCoreType<T>::from_float(oa.at<kGrad>(row0 + r, k0 + kk));
     }
     for (int e = tid; e < kTcBk * kTcBn; e += kTcThreads) {
       const int kk = e / kTcBn, c = e % kTcBn;
-      const int64_t gc = col0 + c, gk = k0 + kk;
-      bs[kk][c] = TensorCoreType<T>::from_float(gc < p.n && gk < p.k ? p.b[gk * p.b_rs + gc * p.b_cs] : 0.0f);
+      bs[kk][c] = TensorCoreType<T>::from_float(ob.at<kGrad>(col0 + c, k0 + kk));
     }
     __syncthreads();
     CUSTOMML_UNROLL
@@ -249,24 +334,17 @@ __global__ void __launch_bounds__(kTcThreads) gemm_tc_kernel(GemmParams p) {
     if (p.preact) p.preact[gr * p.ldc + gc] = v;
     p.c[gr * p.ldc + gc] = act::apply(p.act, v);
   }
-}
-
-// dz (count) = dy * act'(.) from the forward output y (and z for gelu); dz may alias dy.
-__global__ void dense_dz_kernel(float* dz, const float* dy, const float* y, const float* z, int64_t count,
-                                Activation act) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    dz[i] = act::backward(act, dy[i], y[i], z ? z[i] : 0.0f);
-}
-
-// db (out) = column sums of dz (batch, out): a thread per column, rows in order, so the
-// sum is the CPU's and does not depend on scheduling.
-__global__ void dense_db_kernel(float* db, const float* dz, int64_t batch, int64_t out) {
-  const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (j >= out) return;
-  float sum = 0.0f;
-  for (int64_t r = 0; r < batch; ++r) sum += dz[r * out + j];
-  db[j] = sum;
+  // db in the block whose tile holds row m: a column per thread, in float from dz itself
+  // (the tensor-core operands would round it first), rows in order as a serial sum.
+  if (kGrad && p.db && row0 <= p.m && p.m < row0 + kTcBm) {
+    for (int c = tid; c < kTcBn; c += kTcThreads) {
+      const int64_t gc = col0 + c;
+      if (gc >= p.n) continue;
+      float sum = 0.0f;
+      for (int64_t k = 0; k < p.k; ++k) sum += ob.at<kGrad>(gc, k);
+      p.db[gc] = sum;
+    }
+  }
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

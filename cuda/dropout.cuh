@@ -10,8 +10,10 @@
 namespace customml::CUSTOMML_CUDA_NS {
 
 // x (n) -> y (n) = keep ? x / (1 - rate) : 0; a thread per Philox block of 4 elements.
-// y may be x.
-__global__ void dropout_kernel(float* y, const float* x, int64_t n, float rate, uint64_t seed, uint64_t stream) {
+// y may be x. With a gate, the stream moves by per_step for each step the device counted.
+__global__ void dropout_kernel(float* y, const float* x, int64_t n, float rate, uint64_t seed, uint64_t stream,
+                               const StepState* gate, uint64_t per_step) {
+  if (gate) stream += static_cast<uint64_t>(gate->step) * per_step;
   const float scale = 1.0f / (1.0f - rate);
   const int64_t blocks = (n + 3) / 4;
   for (int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; b < blocks;

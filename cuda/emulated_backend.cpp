@@ -20,6 +20,7 @@
 #include "cuda/binary_cross_entropy.cu"
 #include "cuda/clip.cu"
 #include "cuda/dense.cu"
+#include "cuda/distillation.cu"
 #include "cuda/dropout.cu"
 #include "cuda/feature_affine.cu"
 #include "cuda/gemm_s8.cu"

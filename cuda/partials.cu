@@ -29,8 +29,8 @@ void sum_counts(DeviceContext& ctx, int64_t* out, const int64_t* counts, int64_t
   launch(sum_counts_kernel, dim3(1), dim3(kThreads), 0, ctx.stream, out, counts, n);
 }
 
-void DeviceBackend::accumulate(double* sum, const double* value, double weight) {
-  launch(accumulate_kernel, dim3(1), dim3(1), 0, ctx().stream, sum, value, weight);
+void DeviceBackend::accumulate(double* sum, const double* value, double weight, const StepState* gate) {
+  launch(accumulate_kernel, dim3(1), dim3(1), 0, ctx().stream, sum, value, weight, gate);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

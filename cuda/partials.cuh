@@ -48,6 +48,8 @@ __global__ void sum_counts_kernel(int64_t* out, const int64_t* counts, int64_t n
 }
 
 // sum (1) += value (1) * weight
-__global__ void accumulate_kernel(double* sum, const double* value, double weight) { *sum += *value * weight; }
+__global__ void accumulate_kernel(double* sum, const double* value, double weight, const StepState* gate) {
+  if (!(gate && gate->skip != 0.0)) *sum += *value * weight;
+}
 
 }  // namespace customml::CUSTOMML_CUDA_NS

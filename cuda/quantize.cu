@@ -1,5 +1,5 @@
 // Launchers of quantize, dequantize (grid-stride, four elements per thread) and
-// quantize_rows_dynamic (a warp per row).
+// quantize_rows_dynamic (a warp per row); QAT's symmetric_scales and observe_range.
 
 #include "cuda/device_backend.h"
 #include "cuda/quantize.cuh"
@@ -40,6 +40,23 @@ void DeviceBackend::quantize_rows_dynamic(uint8_t* q, float* scale, int32_t* zer
   if (rows == 0) return;
   launch(quantize_rows_dynamic_kernel, dim3(exact_blocks(rows, kRowsPerQuantBlock)), dim3(kThreads), 0, ctx.stream, q,
          scale, zero, x, rows, cols);
+}
+
+void DeviceBackend::symmetric_scales(float* scale, const float* w, int64_t rows, int64_t cols, QuantAxis axis) {
+  DeviceContext& ctx = this->ctx();
+  if (axis == QuantAxis::column) {
+    if (cols == 0) return;
+    launch(symmetric_scales_columns_kernel, dim3(exact_blocks(cols, kThreads)), dim3(kThreads), 0, ctx.stream, scale, w,
+           rows, cols);
+  } else {
+    launch(symmetric_scales_tensor_kernel, dim3(1), dim3(kThreads), 0, ctx.stream, scale, w, rows * cols);
+  }
+}
+
+void DeviceBackend::observe_range(double* range, float* scale, int32_t* zero, const float* x, int64_t n, float momentum,
+                                  bool first) {
+  DeviceContext& ctx = this->ctx();
+  launch(observe_range_kernel, dim3(1), dim3(kThreads), 0, ctx.stream, range, scale, zero, x, n, momentum, first);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -1,11 +1,13 @@
 #pragma once
 // Defines: quantize_kernel, dequantize_kernel (static scales per tensor, row or column)
-// and quantize_rows_dynamic_kernel (a warp per row: its range, then its codes).
+// and quantize_rows_dynamic_kernel (a warp per row: its range, then its codes); QAT's
+// symmetric_scales_*_kernel and observe_range_kernel.
 
 #include <cstdint>
 
 #include "cuda/common.cuh"
 #include "cuda/quantize_math.cuh"
+#include "moving_range.h"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
@@ -137,6 +139,47 @@ __global__ void __launch_bounds__(kThreads)
   uint8_t* qr = q + row * cols;
   for (int64_t c = lane; c < cols; c += 32)
     qr[c] = static_cast<uint8_t>(quantize_value(xr[c], rq.scale, rq.zero, 0, 255));
+}
+
+// NaN is left out of the maxima: fmaxf returns the other operand.
+// w: (rows, cols) -> scale: (cols) = max |w[:, j]| / 127 (1 where 0), a thread per column
+// walking down it (a warp reads 32 adjacent columns of a row at once). grid (ceil(cols /
+// kThreads)), block kThreads.
+__global__ void __launch_bounds__(kThreads)
+    symmetric_scales_columns_kernel(float* scale, const float* w, int64_t rows, int64_t cols) {
+  const int64_t j = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (j >= cols) return;
+  float m = 0.0f;
+  for (int64_t i = 0; i < rows; ++i) m = fmaxf(m, fabsf(w[i * cols + j]));
+  scale[j] = m > 0.0f ? m / 127.0f : 1.0f;
+}
+
+// w: (n) -> scale (1) = max |w| / 127 (1 where 0). One block: the maximum is exact in
+// any order. grid (1), block kThreads.
+__global__ void __launch_bounds__(kThreads) symmetric_scales_tensor_kernel(float* scale, const float* w, int64_t n) {
+  float m = 0.0f;
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) m = fmaxf(m, fabsf(w[i]));
+  m = block_max(m);
+  if (threadIdx.x == 0) *scale = m > 0.0f ? m / 127.0f : 1.0f;
+}
+
+// x: (n) -> the batch range with 0 (exact in any order) moved into range, and its
+// encoding (moving_range.h). One block: QAT calls it once per layer and step on a
+// batch's activations. grid (1), block kThreads.
+__global__ void __launch_bounds__(kThreads)
+    observe_range_kernel(double* range, float* scale, int32_t* zero, const float* x, int64_t n, float momentum,
+                         bool first) {
+  float lo = 0.0f, hi = 0.0f;
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+    lo = fminf(lo, x[i]);
+    hi = fmaxf(hi, x[i]);
+  }
+  lo = -block_max(-lo);
+  hi = block_max(hi);
+  if (threadIdx.x != 0) return;
+  const RangeEncoding e = update_moving_range(range, lo, hi, momentum, first);
+  *scale = e.scale;
+  *zero = e.zero;
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -12,4 +12,15 @@ void DeviceBackend::scale(float* x, int64_t n, double coef) {
   launch(scale_kernel, dim3(vec4_blocks(n, split)), dim3(kThreads), 0, ctx.stream, x, n, split, coef);
 }
 
+void DeviceBackend::scale_by(float* x, int64_t n, const double* coef) {
+  DeviceContext& ctx = this->ctx();
+  if (n == 0) return;
+  const Vec4Split split = vec4_split(n, {x});
+  launch(scale_by_kernel, dim3(vec4_blocks(n, split)), dim3(kThreads), 0, ctx.stream, x, n, split, coef);
+}
+
+void DeviceBackend::update_loss_scale(StepState* state, const double* norm, int64_t growth_interval) {
+  launch(update_loss_scale_kernel, dim3(1), dim3(1), 0, ctx().stream, state, norm, growth_interval);
+}
+
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -24,7 +24,8 @@ __device__ __forceinline__ float sgd_element(float p, float grad, float& velocit
 // (vec4_split over the arrays in use): its float4s one per thread, then its head and tail
 // elements one per thread, as adam_update_kernel.
 __global__ void sgd_update_kernel(float* param, const float* grad, float* velocity, int64_t n, Vec4Split split,
-                                  const Segment* no_decay, int64_t n_no_decay, SgdConfig c) {
+                                  const Segment* no_decay, int64_t n_no_decay, SgdConfig c, const StepState* gate) {
+  if (gate && gate->skip != 0.0) return;  // fp16: this step's gradients overflowed
   const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const bool momentum = c.momentum != 0.0f;

@@ -135,4 +135,37 @@ __global__ void __launch_bounds__(kThreads)
                      kThreads);
 }
 
+// Soft labels. logits, targets: (batch, classes)  row_weights: (batch) or null  total (1)
+// = W -> row_loss (batch) = w_i l_i with l_i = Q log S - sum_{q_c != 0} q_c d_c (d = z -
+// max, S = sum_c e^d, Q = sum_c q_c), grad (batch, classes) or null = w_i / W (Q
+// softmax(z) - q), as cpu/soft_target_kernels.h. A warp per row, kWarps rows per block.
+__global__ void __launch_bounds__(kThreads)
+    softmax_cross_entropy_soft_kernel(double* row_loss, float* grad, const float* logits, const float* targets,
+                                      const float* row_weights, const double* total, int64_t batch, int64_t classes) {
+  const int lane = threadIdx.x % 32;
+  const int64_t row_index = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (row_index >= batch) return;
+  const float* z = logits + row_index * classes;
+  const float* q = targets + row_index * classes;
+  float mx = -INFINITY;  // a NaN reaches the sums through its own term
+  for (int64_t c = lane; c < classes; c += 32) mx = z[c] > mx ? z[c] : mx;
+  mx = warp_max(mx);
+  double sum = 0.0, qsum = 0.0, qd = 0.0;
+  for (int64_t c = lane; c < classes; c += 32) {
+    const float d = z[c] - mx;
+    sum += expf(d);
+    qsum += q[c];
+    if (q[c] != 0.0f) qd += static_cast<double>(q[c]) * static_cast<double>(d);  // 0 log 0 = 0
+  }
+  sum = warp_sum(sum);
+  qsum = warp_sum(qsum);
+  qd = warp_sum(qd);
+  const double w = row_weights ? static_cast<double>(row_weights[row_index]) : 1.0;
+  if (lane == 0) row_loss[row_index] = w * (qsum * log(sum) - qd);
+  if (!grad) return;
+  const float scale = static_cast<float>(*total > 0.0 ? w / *total : 0.0), qp = static_cast<float>(qsum / sum);
+  float* g = grad + row_index * classes;
+  for (int64_t c = lane; c < classes; c += 32) g[c] = scale * (qp * expf(z[c] - mx) - q[c]);
+}
+
 }  // namespace customml::CUSTOMML_CUDA_NS

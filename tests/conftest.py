@@ -19,6 +19,9 @@ _shared = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped
 # within its time budget on a 2-core runner, and the reproduction blob printed on failure.
 settings.register_profile("ci", derandomize=True, max_examples=25, print_blob=True, **_shared)
 settings.register_profile("dev", max_examples=60, **_shared)
+# sanitizer: .ci/run's AddressSanitizer stage, where every call is several times slower;
+# the explicit examples (tile boundaries, large sizes) still all run.
+settings.register_profile("sanitizer", derandomize=True, max_examples=5, print_blob=True, **_shared)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 # "cuda-emulated" runs the CUDA kernels on the host SIMT emulator, under two thread

@@ -1,6 +1,6 @@
 """One small model of every kind a model file holds (float, frozen, regularized, dropout,
-preprocessing, pruned CSR and N:M, int8 static / dynamic, per channel / per tensor,
-compiled with each optimizer or not), for the tests that save them and read them back
+preprocessing, pruned CSR and N:M, int8 static / dynamic, per channel / per tensor, bf16,
+distilled, compiled with each optimizer or not), for the tests that save them and read them back
 through the C++ reader (test_model_file.py) and through the C runtime (test_c_api.py)."""
 
 from __future__ import annotations
@@ -64,6 +64,13 @@ def _pruned(fmt: str) -> cm.Sequential:
     return model
 
 
+def _distilled() -> cm.Sequential:
+    x, y = data()
+    student = cm.Sequential([cm.layers.Dense(8, "relu"), cm.layers.Dense(3)], input_dim=12, seed=2)
+    cm.distill(_fitted(_mlp()), student, x, y, epochs=1, batch_size=16, verbose=0)
+    return student
+
+
 def _int8(**kw) -> cm.Sequential:
     return quantize.int8(_fitted(_mlp()), calibration=data()[0], **kw)
 
@@ -77,4 +84,6 @@ KINDS: Dict[str, Callable[[], cm.Sequential]] = {
     "pruned-nm": lambda: _pruned("nm"),
     "int8-static-per-channel": lambda: _int8(),
     "int8-dynamic-per-tensor": lambda: _int8(per_channel=False, static=False),
+    "bf16": lambda: quantize.bf16(_fitted(_mlp())),
+    "distilled": _distilled,
 }

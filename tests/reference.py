@@ -51,7 +51,8 @@ def activation_forward(name: str, z) -> np.ndarray:
     if name == "identity":
         return z.copy()
     if name == "relu":
-        return np.where(z > 0, z, 0.0)
+        # NaN propagates (PyTorch, ONNX Runtime): relu(NaN) = NaN, relu(-0) = +0.
+        return np.where(z <= 0, 0.0, z)
     if name == "sigmoid":
         return _sigmoid(z)
     if name == "tanh":
@@ -78,7 +79,8 @@ def activation_backward(name: str, dy, y, z=None) -> np.ndarray:
     if name == "identity":
         return dy.copy()
     if name == "relu":
-        return np.where(y > 0, dy, 0.0)
+        # 0 only where y <= 0: a NaN output passes dy on (PyTorch's threshold_backward).
+        return np.where(y <= 0, 0.0, dy)
     if name == "sigmoid":
         return dy * y * (1.0 - y)
     if name == "tanh":
@@ -193,6 +195,63 @@ def softmax_cross_entropy(
     p = np.exp(logp)
     grad = (w / total)[:, None] * (p - q)
     return float((w * row_loss).sum() / total), grad
+
+
+def softmax_cross_entropy_soft(logits, targets, *, row_weights=None) -> Tuple[float, np.ndarray]:
+    """Weighted mean softmax cross-entropy against soft labels q (batch, classes):
+    l_i = -sum_c q_ic log softmax(logits_i)_c, a term with q_ic == 0 being 0 (0 log 0);
+    grad_i = w_i / sum_i w_i (sum_c q_ic softmax(logits_i) - q_i); w_i = row_weights[i]
+    (1 without). Every weight 0: loss 0, gradient 0."""
+    z = _f64(logits)
+    q = _f64(targets)
+    d = z - z.max(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", over="ignore"):
+        lse = np.log(np.exp(d).sum(axis=1))
+        logp = d - lse[:, None]
+        row_loss = -np.where(q == 0.0, 0.0, q * logp).sum(axis=1)
+    w = np.ones(z.shape[0]) if row_weights is None else _f64(row_weights)
+    total = w.sum()
+    if total == 0.0:
+        return 0.0, np.zeros(z.shape)
+    grad = (w / total)[:, None] * (q.sum(axis=1, keepdims=True) * np.exp(logp) - q)
+    return float((w * row_loss).sum() / total), grad
+
+
+def distillation_loss(
+    student, teacher, labels, *, temperature: float, alpha: float, row_weights=None
+) -> Tuple[float, np.ndarray]:
+    """Hinton et al.'s distillation loss, the weighted mean over rows of
+    l_i = alpha T^2 KL(p_i || r_i) + (1 - alpha) CE(softmax(s_i), y_i) with
+    p = softmax(teacher / T), r = softmax(student / T) (KL's terms with p_c = 0 are 0), and
+    grad_i = w_i / W (alpha T (r_i - p_i) + (1 - alpha) (softmax(s_i) - onehot(y_i))).
+    alpha == 1 reads no label."""
+    s = _f64(student)
+    t = _f64(teacher)
+    T = float(np.float32(temperature))
+    a = float(np.float32(alpha))
+    batch, classes = s.shape
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        log_r = s / T - s.max(axis=1, keepdims=True) / T
+        log_r = log_r - np.log(np.exp(log_r).sum(axis=1, keepdims=True))
+        log_p = t / T - t.max(axis=1, keepdims=True) / T
+        log_p = log_p - np.log(np.exp(log_p).sum(axis=1, keepdims=True))
+        p = np.exp(log_p)
+        kl = np.where(p == 0.0, 0.0, p * (log_p - log_r)).sum(axis=1)
+        row_loss = a * T * T * kl
+        grad_row = a * T * (np.exp(log_r) - p)
+        if a != 1.0:
+            d = s - s.max(axis=1, keepdims=True)
+            log_q = d - np.log(np.exp(d).sum(axis=1, keepdims=True))
+            rows = np.arange(batch)
+            row_loss = row_loss - (1.0 - a) * log_q[rows, np.asarray(labels)]
+            onehot = np.zeros((batch, classes))
+            onehot[rows, np.asarray(labels)] = 1.0
+            grad_row = grad_row + (1.0 - a) * (np.exp(log_q) - onehot)
+    w = np.ones(batch) if row_weights is None else _f64(row_weights)
+    total = w.sum()
+    if total == 0.0:
+        return 0.0, np.zeros((batch, classes))
+    return float((w * row_loss).sum() / total), (w / total)[:, None] * grad_row
 
 
 def row_weight_scale(shape, row_weights) -> np.ndarray:
@@ -471,6 +530,39 @@ def quantize_rows_dynamic(x) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     return quantize(x, scale, zero, dtype="uint8", axis="row"), scale, zero
 
 
+def symmetric_scales(w, axis: str = "column") -> np.ndarray:
+    """max |w| per column (cols,) or over the tensor (1,), divided by 127 in float32, 1
+    where the maximum is 0; NaN is left out of the maximum (fmax)."""
+    a = np.abs(np.asarray(w, np.float32))
+    amax = np.fmax.reduce(a if axis == "column" else a.reshape(-1, 1), axis=0, initial=np.float32(0))
+    if axis != "column":
+        amax = np.fmax.reduce(amax, initial=np.float32(0)).reshape(1)
+    return np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
+
+
+def observe_range(x, range_, *, momentum: float, first: bool) -> Tuple[Tuple[float, float], np.float32, int]:
+    """QAT's moving input range: the batch's lo = min(0, min x), hi = max(0, max x) (NaN
+    left out), taken as the range when ``first``, else averaged in as momentum * range +
+    (1 - momentum) * batch in float64 (momentum a float32, each product rounded); then
+    scale = float32((hi - lo) / 255) and zero = clip(rint(float32(-lo) / scale), 0, 255)
+    (NaN, from an infinite range, clips to 0), or (1, 0) when scale is not > 0.
+    Returns ((lo, hi), scale, zero)."""
+    x = np.asarray(x, np.float32).ravel()
+    lo = float(np.fmin.reduce(x, initial=np.float32(0)))
+    hi = float(np.fmax.reduce(x, initial=np.float32(0)))
+    if not first:
+        m = float(np.float32(momentum))
+        lo, hi = m * float(range_[0]) + (1.0 - m) * lo, m * float(range_[1]) + (1.0 - m) * hi
+    scale = np.float32((hi - lo) / 255.0)
+    if not scale > 0:
+        return (lo, hi), np.float32(1), 0
+    with np.errstate(invalid="ignore"):
+        z = np.rint(np.float32(-lo) / scale)
+    z = z if z > 0 else 0.0
+    z = z if z < 255 else 255.0
+    return (lo, hi), scale, int(z)
+
+
 def gemm_s8(
     a,
     w,
@@ -506,6 +598,41 @@ def gemm_s8(
     if out_dtype == "float32":
         return y
     return np.clip(np.rint(y / float(np.float32(out_scale))) + int(out_zero), 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------- bf16
+
+
+def to_bf16(x) -> np.ndarray:
+    """float32 -> bfloat16 bits (uint16) as VCVTNEPS2BF16: zero and denormals to a zero of
+    their sign, NaN to its upper half with the quiet bit set, the rest rounded to nearest
+    even (the largest finite values may round to inf)."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    mag = u & 0x7FFFFFFF
+    rounded = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+    out = np.where(mag > 0x7F800000, (u >> 16) | 0x40, np.where(mag < 0x00800000, (u >> 16) & 0x8000, rounded))
+    return (out & 0xFFFF).astype(np.uint16)
+
+
+def bf16_to_float(b) -> np.ndarray:
+    """bfloat16 bits -> their float32 values, exactly; denormals read as zero of their sign
+    (the instructions' DAZ)."""
+    b = np.asarray(b, np.uint16)
+    b = np.where((b & 0x7F80) == 0, b & 0x8000, b).astype(np.uint32)
+    return (b << 16).view(np.float32)
+
+
+def dense_forward_bf16(x, weight, bias=None, *, activation: str = "identity") -> np.ndarray:
+    """act(bf16(x) @ weight + bias) in float64 from the rounded operands (each product exact),
+    weight as bfloat16 bits (in, out). relu keeps NaN (x < 0 ? 0 : x, as PyTorch's)."""
+    xb = _f64(bf16_to_float(to_bf16(x)))
+    with np.errstate(invalid="ignore", over="ignore"):
+        z = xb @ _f64(bf16_to_float(weight))
+        if bias is not None:
+            z = z + _f64(bias)
+        if activation == "relu":
+            return np.where(z < 0, 0.0, z)
+        return activation_forward(activation, z)
 
 
 # ---------------------------------------------------------------------- preprocessing

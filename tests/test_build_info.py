@@ -90,7 +90,15 @@ def test_elementwise_variants_follow_isa(isa):
 
 
 # The ISA part of a variant name (XNNPACK spells avx512_vnni without its underscore).
-VARIANT_ISAS = {"portable": "portable", "avx2": "avx2", "avx512": "avx512", "avx512vnni": "avx512_vnni", "amx": "amx"}
+# AVX512-BF16 (avx512bf16) runs at the avx512_vnni level (cpp/cpu/gemm_bf16.cpp).
+VARIANT_ISAS = {
+    "portable": "portable",
+    "avx2": "avx2",
+    "avx512": "avx512",
+    "avx512vnni": "avx512_vnni",
+    "avx512bf16": "avx512_vnni",
+    "amx": "amx",
+}
 
 
 def test_every_variant_says_what_then_how(isa):
@@ -98,11 +106,11 @@ def test_every_variant_says_what_then_how(isa):
     # ops share: gemm, sparse_dense, ...) and the variant <dtype>_<what>__<isa>[_<tile>],
     # the dtype first; gemm_s8, whose name carries its dtype, is s8_gemm.
     kernels = customml.build_info()["kernels"]
-    assert {"gemm", "gemm_s8", "quantize", "sparse_dense", "nm_dense", "l1_l2_penalty"} <= set(kernels)
+    assert {"gemm", "gemm_s8", "gemm_bf16", "quantize", "sparse_dense", "nm_dense", "l1_l2_penalty"} <= set(kernels)
     for key, variant in kernels.items():
         what, sep, how = variant.partition("__")
         dtype, _, name = what.partition("_")
-        assert sep and dtype in ("f32", "s8"), (key, variant)
+        assert sep and dtype in ("f32", "s8", "bf16"), (key, variant)
         assert key in (name, f"{name}_{dtype}"), (key, variant)
         level = VARIANT_ISAS[how.split("_")[0]]
         assert ISA_ORDER.index(level) <= ISA_ORDER.index(isa), (key, variant)

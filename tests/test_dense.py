@@ -344,6 +344,68 @@ def test_dense_forward_small_batches_at_tile_boundaries(isa, n_in, n_out, activa
         assert_same_bits(packed, y, f"packed predict vs dense_forward ({where})")
 
 
+# ------------------------------------------------------------------------------ NaN and inf
+
+
+def with_nonfinite(rng, a: np.ndarray, fraction: float) -> np.ndarray:
+    """a with about `fraction` of its elements (at least one) replaced by NaN, +inf or -inf."""
+    a = a.copy()
+    flat = a.reshape(-1)
+    pick = rng.random(flat.size) < fraction
+    pick[rng.integers(flat.size)] = True
+    flat[pick] = rng.choice(np.array([np.nan, np.inf, -np.inf], np.float32), int(pick.sum()))
+    return a
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@given(problem=st.tuples(sizes, sizes, sizes, seeds).filter(lambda p: p[0] * p[1] * p[2] <= 1 << 16))
+@example(problem=(1, 1, 1, 0))
+@example(problem=(7, 257, 33, 1))
+def test_dense_forward_propagates_nan_and_inf(isa, device, activation, problem):
+    # NaN propagates through every activation, as in PyTorch (relu(NaN) = NaN, where a
+    # max(z, 0) instruction with the operands one way round gives 0), in the GEMM's
+    # epilogues fused in registers, in the generic one and in the pre-packed plan's.
+    # Normal weights have no exact zero, so a NaN in a row of x makes the whole row of z
+    # NaN, and inf gives +-inf or NaN (inf - inf) exactly where the float64 reference does.
+    batch, n_in, n_out, seed = problem
+    rng = np.random.default_rng(seed)
+    x = with_nonfinite(rng, make_values(rng, (batch, n_in), "normal"), 0.05)
+    w = make_values(rng, (n_in, n_out), "normal", scale=1.0 / np.sqrt(n_in))
+    b = make_values(rng, (n_out,), "normal")
+    if seed % 3 == 0:
+        b[rng.integers(n_out)] = np.nan
+    y, z = run_forward(x, w, b, activation, device)
+    with np.errstate(invalid="ignore"):  # inf - inf and 0 * inf are NaN on purpose here
+        y_ref, z_ref = reference.dense_forward(x, w, b, activation=activation)
+    for got, want, name in ((z, z_ref, "preact_out"), (y, y_ref, "out")):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=f"{name}: where NaN ({activation}, {isa})")
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(want), err_msg=f"{name}: where inf ({activation}, {isa})")
+    finite = np.isfinite(x).all(axis=1) & np.isfinite(b).all()
+    if finite.any():
+        err_z, tol_y = forward_tolerance(activation, x[finite], w, b, y_ref[finite], z_ref[finite])
+        assert_close(y[finite], y_ref[finite], tol_y, f"out of the finite rows ({activation}, {isa})")
+    if device == "cpu":
+        model = cm.Sequential([cm.layers.Dense(n_out, activation=activation)], input_dim=n_in, device="cpu")
+        net = model._net  # set_weights refuses a NaN bias, the executor takes it
+        net.write_params(net.weight_offsets[0], w.ravel())
+        net.write_params(net.bias_offsets[0], b)
+        # The same values (NaN where NaN: which NaN an inf - inf or a sum of two NaNs gives
+        # depends on the order of the terms, and the packed GEMM's is its own).
+        np.testing.assert_array_equal(model.predict(x), y, f"packed predict vs dense_forward ({activation}, {isa})")
+
+
+def test_dense_backward_relu_passes_dy_where_y_is_nan(isa, device):
+    # PyTorch's threshold_backward: dz = 0 only where y <= 0, so a NaN output passes dy on.
+    x = np.ones((2, 3), np.float32)
+    w = np.ones((3, 2), np.float32)
+    y = np.array([[np.nan, 1.0], [0.0, -0.0]], np.float32)
+    dy = np.array([[2.0, 3.0], [4.0, 5.0]], np.float32)
+    _, _, db = run_backward(dy, x, w, y, None, "relu", device)
+    want = reference.activation_backward("relu", dy, y).sum(axis=0)
+    np.testing.assert_array_equal(db, np.array([2.0, 3.0], np.float32))
+    np.testing.assert_array_equal(db, want.astype(np.float32))
+
+
 # ------------------------------------------------------------------------------ SIMD vs portable
 
 

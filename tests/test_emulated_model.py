@@ -212,6 +212,41 @@ _HOST_WAIT_CASES = {
         metrics=["accuracy", "f1", "precision_binary", "confusion_matrix", "roc_auc"],
         schedule=True,
     ),
+    # fp16: the overflow check, the step count (Adam's bias correction, the dropout
+    # streams) and the loss scale live on the device. At a scale of 1024 no step overflows;
+    # at 2^40 the scaled gradients overflow fp16 and steps are skipped, on the device too.
+    "fp16": dict(
+        layers=lambda: [
+            cm.layers.Dense(16, "relu", kernel_regularizer=cm.regularizers.l2(1e-3)),
+            cm.layers.Dropout(0.1),
+            cm.layers.Dense(3),
+        ],
+        loss="softmax_cross_entropy",
+        optimizer="adam",
+        classes=3,
+        metrics=["accuracy"],
+        precision="fp16",
+        loss_scale=1024.0,
+    ),
+    "fp16_overflow": dict(
+        layers=lambda: [cm.layers.Dense(16, "relu"), cm.layers.Dense(3)],
+        loss="softmax_cross_entropy",
+        optimizer=cm.optimizers.SGD(0.05, momentum=0.9),
+        classes=3,
+        metrics=["accuracy"],
+        precision="fp16",
+        loss_scale=2.0**40,
+    ),
+    # Quantization-aware training: the weight scales and the moving input ranges are
+    # computed on the device (per column in one layer, per tensor in the other).
+    "qat": dict(
+        layers=lambda: [cm.layers.Dense(16, "relu"), cm.layers.Dense(3)],
+        loss="softmax_cross_entropy",
+        optimizer="adam",
+        classes=3,
+        metrics=["accuracy"],
+        qat=True,
+    ),
     "mse": dict(
         layers=lambda: [
             cm.layers.Normalization(np.zeros(5), np.ones(5)),
@@ -248,13 +283,28 @@ def test_a_training_step_makes_the_host_wait_for_nothing(case, capsys):
     if c.get("schedule"):
         optimizer = cm.optimizers.SGD(cm.schedules.CosineDecay(0.05, decay_steps=100), momentum=0.9)
     model = cm.Sequential(c["layers"](), input_dim=5, device="cuda-emulated", seed=1)
-    model.compile(optimizer=optimizer, loss=c["loss"], metrics=c["metrics"], clipnorm=c.get("clipnorm"))
+    model.compile(
+        optimizer=optimizer,
+        loss=c["loss"],
+        metrics=c["metrics"],
+        clipnorm=c.get("clipnorm"),
+        precision=c.get("precision", "fp32"),
+    )
+    if c.get("qat"):
+        for layer, per_channel in ((0, True), (1, False)):
+            model._net.set_fake_quantization(layer, per_channel, True, 0.9)
 
     def host_waits(batch_size):
+        if "loss_scale" in c:
+            model._net.set_loss_scale(c["loss_scale"], 0)
         before = _core._emulated_host_waits()
         steps = model._net.step
         model.fit(x, y, epochs=2, batch_size=batch_size, sample_weight=sample_weight, verbose=1)
-        assert model._net.step - steps == 2 * 64 // batch_size  # every step ran
+        ran, batches = model._net.step - steps, 2 * 64 // batch_size
+        if c.get("loss_scale", 0) > 2.0**20:
+            assert ran < batches  # overflowing steps were skipped
+        else:
+            assert ran == batches  # every step ran
         return _core._emulated_host_waits() - before
 
     host_waits(8)  # warm: every buffer at its largest

@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bench" / "gpu_check.sh"
 WRITER = REPO / "bench" / "gpu_report.py"
-DOWNSTREAM = ["build", "tests", "bench", "e2e"]
+DOWNSTREAM = ["build", "tests", "bench", "e2e", "sanitize"]
 
 
 def run_check(out: Path, path_prefix: str = "") -> subprocess.CompletedProcess:
@@ -264,9 +264,9 @@ def gpu_report(monkeypatch):
 @pytest.mark.parametrize(
     "statuses, facts, verdict",
     [
-        (["passed"] * 5, [], "passed"),
-        (["passed", "passed", "passed", "skipped", "passed"], [], "partial"),  # e.g. no CuPy
-        (["passed", "passed", "passed", "passed"], [], "partial"),  # a stage never recorded: cut short
+        (["passed"] * 6, [], "passed"),
+        (["passed", "passed", "passed", "skipped", "passed", "passed"], [], "partial"),  # e.g. no CuPy
+        (["passed"] * 5, [], "partial"),  # a stage never recorded: cut short
         (["passed", "passed", "failed", "skipped", "passed"], [], "failed"),
         (["passed", "timeout", "skipped", "skipped", "skipped"], [], "failed"),
         (["passed", "skipped", "skipped", "skipped", "skipped"], ["no_gpu=nvidia-smi not found"], "no_gpu"),

@@ -782,7 +782,7 @@ def test_garbage_is_refused(tmp_path_factory, garbage, n):
 @pytest.mark.parametrize(
     "version, match",
     [
-        ("4", "format version 4, written by a newer customml.*reads format versions up to 3: upgrade customml"),
+        ("5", "format version 5, written by a newer customml.*reads format versions up to 4: upgrade customml"),
         ("10", "format version 10, written by a newer customml"),
         ("0", "invalid format_version '0'"),
         ("1.0", "invalid format_version '1.0'"),

@@ -108,6 +108,29 @@ def test_votes_of_a_partial_warp_count_absent_lanes_as_false():
     np.testing.assert_array_equal(got[32:, 2], 0.0)  # not all 32 lanes voted true
 
 
+def test_a_shuffle_from_a_lane_that_took_no_part_is_refused(order):
+    """On the GPU a shuffle that reads an absent lane (past the end of a partial warp) gets
+    an undefined value: the emulator refuses it, where votes over the same warp are
+    defined (absent lanes vote false, above)."""
+    with pytest.raises(RuntimeError, match=r"warp 1 shuffled from lane ([89]|[1-3][0-9]), which took no part"):
+        run("shuffle", np.arange(40), (1, 1, 1), (40, 1, 1), 6)
+    run("shuffle", np.arange(64), (1, 1, 1), (64, 1, 1), 6)  # whole warps: every source took part
+
+
+@pytest.mark.parametrize(
+    ("offset", "ldm", "error"),
+    [(0, 24, None), (16, 24, None), (8, 24, "not 256-bit aligned"), (0, 12, "ldm 12 is not a multiple of 8")],
+)
+def test_wmma_memory_rules_are_checked(offset, ldm, error):
+    """wmma loads and stores need a 256-bit aligned pointer and a leading dimension of a
+    multiple of 16 bytes; the GPU would not say so, only compute something else."""
+    if error is None:
+        assert run("wmma_rules", [offset, ldm], (1, 1, 1), (32, 1, 1), 1)[0] == 1.0
+    else:
+        with pytest.raises(RuntimeError, match=error):
+            run("wmma_rules", [offset, ldm], (1, 1, 1), (32, 1, 1), 1)
+
+
 def test_syncwarp_orders_shared_memory_within_a_warp(order):
     x = np.arange(64, dtype=np.float64)
     got = run("syncwarp", x, (1, 1, 1), (64, 1, 1), 1)

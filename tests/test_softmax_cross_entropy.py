@@ -413,3 +413,105 @@ def test_softmax_cross_entropy_rejects_grad_aliasing_labels(device):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"the process died (exit status {proc.returncode}): {proc.stderr[-2000:]}"
     assert "[softmax_cross_entropy] grad_out shares memory with labels" in proc.stdout, proc.stdout
+
+
+# Soft labels: (batch, classes, logit kind, target kind, weights, seed)
+soft_problems = st.tuples(
+    sizes,
+    sizes,
+    st.sampled_from(LOGIT_KINDS),
+    st.sampled_from(("dirichlet", "onehot", "sparse", "unnormalized")),
+    st.sampled_from(("none",) + ROW_WEIGHTS),
+    seeds,
+).filter(lambda p: p[0] * p[1] <= 1 << 14)
+
+
+def build_soft(problem):
+    batch, classes, kind, targets, weights, seed = problem
+    rng = np.random.default_rng(seed)
+    logits = logits_of(rng, (batch, classes), kind)
+    if targets == "onehot":
+        q = np.eye(classes, dtype=np.float32)[rng.integers(0, classes, batch)]
+    else:
+        q = rng.dirichlet(np.full(classes, 0.5), batch)
+        if targets == "sparse":  # mixup of two classes: most targets exactly 0
+            q = np.zeros((batch, classes))
+            lam = rng.uniform(0, 1, batch)
+            q[np.arange(batch), rng.integers(0, classes, batch)] += lam
+            q[np.arange(batch), rng.integers(0, classes, batch)] += 1 - lam
+        elif targets == "unnormalized":  # PyTorch does not renormalize probability targets
+            q = q * rng.uniform(0.1, 3.0, (batch, 1))
+    w = None if weights == "none" else row_weights_of(rng, batch, weights)
+    return logits, q.astype(np.float32), w
+
+
+def soft_tolerances(logits, q, row_weights):
+    """(loss bound, grad bound) of the soft-label kernels, argued as tolerances() above:
+    d_c = fl32(z_c - max) errs by u |d_c|, e^{d_c} (<= 2 ulp on either device: 4u) by
+    u e^{d_c} (4 + |d_c|), so log S by u sum_c p_c (4 + |d_c|); q_c d_c formed in float32
+    (the CPU) errs by u q_c |d_c|; sums are float64. So a row's loss errs by at most
+    u [Q (8 + sum_c p_c (4 + |d_c|)) + 2 sum_c q_c |d_c|] plus float64 roundings; the
+    gradient fl32(w / W) (fl32(Q / S) e_c - q_c) by u [Q p_c (7 + |d_c| + the sum's) + 3 |Q p_c - q_c|]."""
+    z = logits.astype(np.float64)
+    q64 = q.astype(np.float64)
+    batch, classes = z.shape
+    d = z - z.max(axis=1, keepdims=True)
+    p = np.exp(d) / np.exp(d).sum(axis=1, keepdims=True)
+    Q = q64.sum(axis=1)
+    sum_rel = (p * (4 + np.abs(d))).sum(axis=1)
+    row_err = U32 * (Q * (8 + sum_rel) + 2 * (q64 * np.abs(d)).sum(axis=1))
+    row_err += (classes + 8) * U64 * (Q * np.abs(np.log(np.exp(d).sum(axis=1))) + (q64 * np.abs(d)).sum(axis=1) + 1)
+    w = np.ones(batch) if row_weights is None else row_weights.astype(np.float64)
+    total = w.sum()
+    if total == 0.0:
+        return 0.0, np.zeros_like(z)
+    loss_ref, _ = reference.softmax_cross_entropy_soft(logits, q, row_weights=row_weights)
+    loss_tol = (w * row_err).sum() / total + 4 * (batch + 4) * U64 * abs(loss_ref)
+    qp = Q[:, None] * p
+    grad_tol = (w / total)[:, None] * U32 * (qp * (7 + np.abs(d) + sum_rel[:, None]) + 3 * np.abs(qp - q64) + 2 * q64)
+    return loss_tol, grad_tol + 2 * TINY32
+
+
+@given(problem=soft_problems)
+@example(problem=(1025, 10, "huge", "dirichlet", "none", 1))
+@example(problem=(3, 1025, "mixed", "sparse", "random", 2))
+@example(problem=(7, 5, "normal", "onehot", "all_zero", 3))
+@example(problem=(1, 1, "normal", "unnormalized", "none", 4))
+def test_softmax_cross_entropy_soft_labels_match_reference(isa, device, problem):
+    logits, q, w = build_soft(problem)
+    grad = nan_filled(logits.shape)
+    loss, ret = ops.softmax_cross_entropy(logits, q, row_weights=w, grad_out=grad, device=device)
+    assert ret is grad and isinstance(loss, float)
+    assert_float32_array(grad, logits.shape, "grad_out")
+    loss_ref, grad_ref = reference.softmax_cross_entropy_soft(logits, q, row_weights=w)
+    loss_tol, grad_tol = soft_tolerances(logits, q, w)
+    assert_close(loss, loss_ref, loss_tol, "loss")
+    assert_close(grad, grad_ref, grad_tol, "grad")
+    loss2, none = ops.softmax_cross_entropy(logits, q, row_weights=w, need_grad=False, device=device)
+    assert none is None and loss2 == loss
+
+
+def test_one_hot_soft_labels_equal_hard_labels(device):
+    # Independent of the reference: one-hot targets are the int32 labels' loss.
+    rng = np.random.default_rng(7)
+    z = rng.standard_normal((50, 13)).astype(np.float32) * 4
+    y = rng.integers(0, 13, 50).astype(np.int32)
+    q = np.eye(13, dtype=np.float32)[y]
+    loss_soft, grad_soft = ops.softmax_cross_entropy(z, q, device=device)
+    loss_hard, grad_hard = ops.softmax_cross_entropy(z, y, device=device)
+    assert loss_soft == pytest.approx(loss_hard, rel=1e-6)
+    np.testing.assert_allclose(grad_soft, grad_hard, rtol=1e-5, atol=1e-8)
+
+
+def test_soft_labels_propagate_nan_and_reject_bad_input(device):
+    z = np.zeros((3, 4), np.float32)
+    q = np.full((3, 4), 0.25, np.float32)
+    q[1, 2] = np.nan
+    loss, grad = ops.softmax_cross_entropy(z, q, device=device)
+    assert np.isnan(loss) and np.isnan(grad[1, 2]) and np.isfinite(grad[0]).all()
+    with pytest.raises(ValueError, match=r"\[softmax_cross_entropy\] targets"):
+        ops.softmax_cross_entropy(z, np.zeros((3, 5), np.float32), device=device)
+    with pytest.raises(TypeError, match=r"targets"):
+        ops.softmax_cross_entropy(z, np.zeros((3, 4), np.float64), device=device)
+    with pytest.raises(ValueError, match=r"label_smoothing apply to int32 labels"):
+        ops.softmax_cross_entropy(z, np.zeros((3, 4), np.float32), label_smoothing=0.1, device=device)

@@ -254,6 +254,35 @@ def test_csr_from_dense_round_trips():
     )
 
 
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("fmt", ["csr", "packed", "nm"])
+@pytest.mark.parametrize("batch", [1, 3, 9, 40])
+def test_sparse_products_propagate_nan_through_the_weights_they_have(isa, device, fmt, activation, batch):
+    # A NaN in input column c reaches exactly the outputs j with a stored weight w[c, j]
+    # (a sparse product has no term for a pruned one), through every activation: relu(NaN)
+    # is NaN, which max(z, 0) with the operands one way round is not.
+    rng = np.random.default_rng(batch)
+    n_in, n_out = 24, 40
+    x = rng.standard_normal((batch, n_in)).astype(np.float32)
+    w = rng.standard_normal((n_in, n_out)).astype(np.float32)
+    if fmt == "nm":
+        values, index = ops.nm_from_dense(w, 2, 4)
+        w = reference.nm_to_dense(values, index, n_in, n=2, m=4).astype(np.float32)
+    else:
+        w[rng.random(w.shape) < 0.7] = 0.0
+    b = rng.standard_normal(n_out).astype(np.float32)
+    col = 5
+    x[batch // 2, col] = np.nan
+    if fmt == "nm":
+        y = ops.nm_dense_forward(x, values, index, b, n=2, m=4, activation=activation, device=device)
+    else:
+        y = run_csr(x, ops.csr_from_dense(w), b, activation, device, packed=fmt == "packed")
+    want_nan = np.zeros(y.shape, bool)
+    want_nan[batch // 2] = w[col] != 0
+    assert want_nan.any()
+    np.testing.assert_array_equal(np.isnan(y), want_nan, err_msg=f"where NaN ({fmt}, {activation}, {isa})")
+
+
 # --------------------------------------------------------------------------------- N:M
 
 

@@ -76,15 +76,20 @@ void bind_configs(py::module_& m) {
   const LossConfig loss;
   py::class_<LossConfig>(m, "LossConfig",
                          "The loss a Network trains with: 'softmax_cross_entropy' (with label_smoothing and "
-                         "class_weights, one per class or empty), 'binary_cross_entropy' or 'mse'.")
-      .def(py::init([](const std::string& kind, float label_smoothing, std::vector<float> class_weights) {
-             return LossConfig{parse_loss(kind), label_smoothing, std::move(class_weights)};
+                         "class_weights, one per class or empty), 'binary_cross_entropy', 'mse' or 'distillation' "
+                         "(temperature, alpha; trained on a teacher's logits: customml.distill).")
+      .def(py::init([](const std::string& kind, float label_smoothing, std::vector<float> class_weights,
+                       float temperature, float alpha) {
+             return LossConfig{parse_loss(kind), label_smoothing, std::move(class_weights), temperature, alpha};
            }),
            py::arg("kind"), py::kw_only(), py::arg("label_smoothing") = loss.label_smoothing,
-           py::arg("class_weights") = loss.class_weights)
+           py::arg("class_weights") = loss.class_weights, py::arg("temperature") = loss.temperature,
+           py::arg("alpha") = loss.alpha)
       .def_property_readonly("kind", [](const LossConfig& c) { return loss_name(c.kind); })
       .def_readonly("label_smoothing", &LossConfig::label_smoothing)
-      .def_readonly("class_weights", &LossConfig::class_weights);
+      .def_readonly("class_weights", &LossConfig::class_weights)
+      .def_readonly("temperature", &LossConfig::temperature)
+      .def_readonly("alpha", &LossConfig::alpha);
 
   const SgdConfig sgd;
   py::class_<SgdConfig>(m, "SgdConfig", "SGD's update (torch.optim.SGD, dampening 0); as sgd_update takes it.")

@@ -65,6 +65,7 @@ py::dict describe(const ModelFile& f) {
       l["kernel"] = array(w.kernel, {w.in, w.out});
       if (!w.keep.empty()) l["keep"] = array(w.keep, {w.in, w.out}).attr("astype")("bool");
     }
+    l["bf16"] = w.bf16;
     l["format"] = w.format;
     l["min_batch"] = w.min_batch;
     l["max_batch"] = w.max_batch;

@@ -13,6 +13,7 @@
 #include "bindings/bindings.h"
 #include "cpu/elementwise.h"
 #include "cpu/gemm.h"
+#include "cpu/gemm_bf16.h"
 #include "cpu/gemm_s8.h"
 #include "cpu/isa.h"
 #include "cpu/quantize.h"
@@ -58,10 +59,12 @@ py::dict build_info() {
   py::dict kernels;
   kernels["gemm"] = cpu::gemm_f32_variant();
   kernels["gemm_s8"] = cpu::gemm_s8_variant();
+  kernels["gemm_bf16"] = cpu::gemm_bf16_variant();
   kernels["quantize"] = cpu::quantize_variant();
   const std::string isa = cpu::elementwise().isa;
-  for (const char* op : {"softmax_cross_entropy", "count_correct", "binary_cross_entropy_with_logits", "mse", "dropout",
-                         "sgd_update", "adam_update", "clip_by_global_norm", "scale", "apply_mask", "first_nonfinite"})
+  for (const char* op : {"softmax_cross_entropy", "softmax_cross_entropy_soft", "distillation_loss", "count_correct",
+                         "binary_cross_entropy_with_logits", "mse", "dropout", "sgd_update", "adam_update",
+                         "clip_by_global_norm", "scale", "apply_mask", "first_nonfinite"})
     kernels[op] = "f32_" + std::string(op) + "__" + isa;
   kernels["l1_l2_penalty"] = "f32_l1_l2_penalty__portable";
   const cpu::SparseKernels& sparse = cpu::sparse_kernels();

@@ -67,6 +67,9 @@ void bind_network(py::module_& m) {
            py::call_guard<py::gil_scoped_release>(),
            "Freezes (False) or unfreezes a dense layer from the next step on: no update and no weight-gradient work.")
       .def("trainable", &Network::trainable, py::arg("layer"))
+      .def("begin_update", &Network::begin_update,
+           "Opens a transaction: until the matching end_update, predict runs the weights before it.")
+      .def("end_update", &Network::end_update, "Ends a transaction opened by begin_update.")
       .def(
           "set_affine",
           [](Network& n, int64_t layer, py::array_t<float, py::array::c_style | py::array::forcecast> scale,
@@ -148,19 +151,26 @@ void bind_network(py::module_& m) {
                              "The learning rate the next update uses (as float32).")
       .def(
           "train_batch",
-          [](Network& n, py::object x, py::object y, py::object index, std::optional<py::object> sample_weight) {
+          [](Network& n, py::object x, py::object y, py::object index, std::optional<py::object> sample_weight,
+             std::optional<py::object> teacher_logits) {
             Views views("fit", Device{});  // the executor takes host arrays and stages them
             Tensor xt = views.in(x, "x"), yt = views.in(y, "y");
             Tensor it = views.in(index, "index");
             auto wt = views.in(sample_weight, "sample_weight");
+            auto tt = views.in(teacher_logits, "teacher_logits");
             n.check_inputs("fit", xt, &yt, ptr(wt));
             if (it.dtype() != DType::i64 || it.ndim() != 1 || !it.is_contiguous())
               throw TypeError("[fit] index must be a contiguous 1-D int64 array");
+            if (tt && (tt->dtype() != DType::f32 || tt->shape() != std::vector<int64_t>{xt.dim(0), n.output_dim()} ||
+                       !tt->is_contiguous()))
+              throw std::invalid_argument("[fit] teacher_logits must be a C-contiguous float32 array of shape (" +
+                                          std::to_string(xt.dim(0)) + ", " + std::to_string(n.output_dim()) + ")");
             py::gil_scoped_release release;
             n.train_batch(xt.ptr<float>(), yt.data(), wt ? wt->ptr<float>() : nullptr, xt.dim(0), it.ptr<int64_t>(),
-                          it.dim(0));
+                          it.dim(0), tt ? tt->ptr<float>() : nullptr);
           },
           py::arg("x"), py::arg("y"), py::arg("index"), py::arg("sample_weight") = py::none(),
+          py::arg("teacher_logits") = py::none(),
           "One training step on rows `index` of x and y (and sample_weight, float32 (n,), when given); its loss and "
           "metric statistics stay on the device until metrics() reads them.")
       .def(
@@ -275,6 +285,10 @@ void bind_network(py::module_& m) {
           "uint8 with in_scale / in_zero, or quantized per row at run time when in_scale <= 0. The layer's float "
           "weights become w_scale * w_q.")
       .def("clear_quantization", &Network::clear_quantization, py::arg("layer"))
+      .def("set_bf16", &Network::set_bf16, py::arg("layer"), py::arg("on"),
+           "Stores Dense layer `layer`'s weights as bf16 (rounded to nearest even now and after every write; inference "
+           "multiplies them as bf16), or as float32 again.")
+      .def("bf16", &Network::bf16, py::arg("layer"), "Whether a Dense layer's weights are bf16.")
       .def(
           "quantized", [](const Network& n, int64_t layer) { return n.quantization(layer) != nullptr; },
           py::arg("layer"), "Whether a Dense layer runs in int8 (without copying its codes out).")

@@ -16,6 +16,7 @@
 #include "bindings/bindings.h"
 #include "bindings/views.h"
 #include "cpu/finite.h"
+#include "cpu/gemm_bf16.h"
 #include "ops.h"
 
 namespace py = pybind11;
@@ -80,6 +81,45 @@ void bind_ops(py::module_& m) {
       "the activation.");
 
   m.def(
+      "dense_forward_bf16",
+      [](py::object out, py::object x, py::object weight, std::optional<py::object> bias, const std::string& activation,
+         const std::string& device) {
+        Views views("dense_forward_bf16", device);
+        const Activation act = parse_for("dense_forward_bf16", [&] { return parse_activation(activation); });
+        Tensor y = views.out(out, "out"), xt = views.in(x, "x"), w = views.in(weight, "weight");
+        auto b = views.in(bias, "bias");
+        // NumPy has no bfloat16: a uint16 array carries the bits (as onnx.numpy_helper's do).
+        if (py::isinstance<py::array>(weight) && py::array(weight).dtype().kind() == 'u' &&
+            py::array(weight).dtype().itemsize() == 2)
+          w = Tensor(w.data(), DType::bf16, w.shape(), w.strides(), w.device());
+        py::gil_scoped_release release;
+        ops::dense_forward_bf16(y, xt, w, ptr(b), act);
+      },
+      py::arg("out"), py::arg("x"), py::arg("weight"), py::arg("bias") = py::none(), py::arg("activation") = "identity",
+      py::arg("device") = "cpu",
+      "out (batch, out) = activation(bf16(x (batch, in)) . weight (in, out) bfloat16 (uint16 bits) + bias (out)), "
+      "accumulated in float32 as vdpbf16ps does.");
+
+  m.def(
+      "to_bf16",
+      [](const py::array& x) {
+        if (dtype_of(x.dtype()) != DType::f32 || x.dtype().byteorder() == '>' || !(x.flags() & py::array::c_style))
+          throw TypeError("[to_bf16] x must be a C-contiguous float32 array, got dtype " +
+                          std::string(py::str(x.dtype())));
+        std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
+        py::array_t<uint16_t> out(shape);
+        const float* src = static_cast<const float*>(x.data());
+        uint16_t* dst = out.mutable_data();
+        const int64_t n = x.size();
+        py::gil_scoped_release release;
+        for (int64_t i = 0; i < n; ++i) dst[i] = cpu::bf16_from_float(src[i]);
+        return out;
+      },
+      py::arg("x"),
+      "float32 -> bfloat16 bits (uint16, same shape), rounded to nearest even with denormals to signed zero and NaN "
+      "kept NaN, as VCVTNEPS2BF16 rounds.");
+
+  m.def(
       "dense_backward",
       [](std::optional<py::object> dx, py::object dweight, py::object dbias, py::object dy, py::object x,
          py::object weight, py::object y, std::optional<py::object> z, const std::string& activation,
@@ -117,6 +157,39 @@ void bind_ops(py::module_& m) {
       py::arg("label_smoothing") = 0.0f, py::arg("device") = "cpu", py::arg("row_weights") = py::none(),
       "Weighted mean softmax cross-entropy of logits (batch, classes) against int32 labels, each row weighted by "
       "class_weights[label] * row_weights[row] (both optional); writes d loss / d logits into grad_out when given.");
+
+  m.def(
+      "softmax_cross_entropy_soft",
+      [](std::optional<py::object> grad_out, py::object logits, py::object targets, const std::string& device,
+         std::optional<py::object> row_weights) {
+        Views views("softmax_cross_entropy", device);
+        auto g = views.out(grad_out, "grad_out");
+        Tensor l = views.in(logits, "logits"), t = views.in(targets, "targets");
+        auto rw = views.in(row_weights, "row_weights");
+        py::gil_scoped_release release;
+        return ops::softmax_cross_entropy_soft(ptr(g), l, t, ptr(rw));
+      },
+      py::arg("grad_out"), py::arg("logits"), py::arg("targets"), py::arg("device") = "cpu",
+      py::arg("row_weights") = py::none(),
+      "Weighted mean softmax cross-entropy of logits (batch, classes) against float32 target distributions of the same "
+      "shape (soft labels); writes d loss / d logits into grad_out when given.");
+
+  m.def(
+      "distillation_loss",
+      [](std::optional<py::object> grad_out, py::object student_logits, py::object teacher_logits, py::object labels,
+         float temperature, float alpha, const std::string& device, std::optional<py::object> row_weights) {
+        Views views("distillation_loss", device);
+        auto g = views.out(grad_out, "grad_out");
+        Tensor s = views.in(student_logits, "student_logits"), t = views.in(teacher_logits, "teacher_logits");
+        Tensor y = views.in(labels, "labels");
+        auto rw = views.in(row_weights, "row_weights");
+        py::gil_scoped_release release;
+        return ops::distillation_loss(ptr(g), s, t, y, temperature, alpha, ptr(rw));
+      },
+      py::arg("grad_out"), py::arg("student_logits"), py::arg("teacher_logits"), py::arg("labels"),
+      py::arg("temperature"), py::arg("alpha"), py::arg("device") = "cpu", py::arg("row_weights") = py::none(),
+      "Weighted mean distillation loss alpha T^2 KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) "
+      "CE(softmax(student), labels) (Hinton et al. 2015); writes d loss / d student_logits into grad_out when given.");
 
   m.def(
       "binary_cross_entropy_with_logits",
@@ -302,6 +375,34 @@ void bind_ops(py::module_& m) {
       py::arg("out"), py::arg("scale_out"), py::arg("zero_out"), py::arg("x"), py::arg("device") = "cpu",
       "Per row of x (rows, cols): the range [min(0, min), max(0, max)] mapped onto uint8: scale_out (rows,) float32, "
       "zero_out (rows,) int32 and the codes out (rows, cols) uint8.");
+
+  m.def(
+      "symmetric_scales",
+      [](py::object out, py::object w, const std::string& axis, const std::string& device) {
+        Views views("symmetric_scales", device);
+        Tensor s = views.out(out, "out"), wt = views.in(w, "w");
+        const QuantAxis a = parse_quant_axis("symmetric_scales", axis);
+        py::gil_scoped_release release;
+        ops::symmetric_scales(s, wt, a);
+      },
+      py::arg("out"), py::arg("w"), py::arg("axis"), py::arg("device") = "cpu",
+      "Symmetric int8 scales of w (rows, cols) float32 into out: max |w| / 127 per column (cols,) or over the "
+      "tensor (1,), 1 where that maximum is 0; NaN is left out.");
+
+  m.def(
+      "observe_range",
+      [](py::object range, py::object scale_out, py::object zero_out, py::object x, float momentum, bool first,
+         const std::string& device) {
+        Views views("observe_range", device);
+        Tensor r = views.out(range, "range"), s = views.out(scale_out, "scale_out"),
+               z = views.out(zero_out, "zero_out"), xt = views.in(x, "x");
+        py::gil_scoped_release release;
+        ops::observe_range(r, s, z, xt, momentum, first);
+      },
+      py::arg("range"), py::arg("scale_out"), py::arg("zero_out"), py::arg("x"), py::arg("momentum"), py::arg("first"),
+      py::arg("device") = "cpu",
+      "Moves range (2,) float64 (lo, hi) to x's range with 0 (first) or averages it in with weight 1 - momentum, "
+      "then writes its uint8 encoding to scale_out (1,) float32 and zero_out (1,) int32.");
 
   py::class_<ops::PackedS8, std::shared_ptr<ops::PackedS8>>(
       m, "PackedS8", "Int8 weights (k, n) packed once for one device's gemm_s8, with their column sums.")

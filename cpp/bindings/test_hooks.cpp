@@ -45,6 +45,8 @@ void bind_test_hooks(py::module_& m) {
         "How many device allocations cuda-emulated has made in this process; for tests.");
   m.def("_emulated_host_waits", &emulated_cuda_host_waits,
         "How many times cuda-emulated has made the host wait (copies to the host, synchronize); for tests.");
+  m.def("_emulated_launches", &simt::launches,
+        "How many kernels the SIMT emulator has launched in this process (cuda-emulated's launches); for tests.");
 #endif
   m.def(
       "_set_isa",

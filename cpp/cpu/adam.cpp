@@ -14,10 +14,9 @@ namespace customml::cpu {
 // (decoupled). m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
 // p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
 void CpuBackend::adam_update(float* param, const float* grad, float* m, float* v, float* vmax, int64_t n,
-                             const Segment* no_decay, int64_t n_no_decay, const AdamConfig& c) {
-  const double t = static_cast<double>(c.step);
-  const float bias1 = static_cast<float>(1.0 - std::pow(static_cast<double>(c.beta1), t));
-  const float bias2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(c.beta2), t)));
+                             const Segment* no_decay, int64_t n_no_decay, const AdamConfig& c, const StepState* gate) {
+  if (gate && gate->skip != 0.0) return;
+  const AdamBias bias = adam_bias(c.lr, c.beta1, c.beta2, gate ? gate->step : static_cast<double>(c.step));
   const ElementwiseKernels& k = elementwise();
   AdamStep steps[2];  // [decay]
   for (int decay = 0; decay < 2; ++decay) {
@@ -27,8 +26,8 @@ void CpuBackend::adam_update(float* param, const float* grad, float* m, float* v
     s.l2 = c.decoupled ? 0.0f : wd;
     s.beta1 = c.beta1;
     s.beta2 = c.beta2;
-    s.step_size = c.lr / bias1;
-    s.bias2_sqrt = bias2_sqrt;
+    s.step_size = bias.step_size;
+    s.bias2_sqrt = bias.bias2_sqrt;
     s.eps = c.eps;
   }
   // Chunks of the whole buffer, each cut at the decay ranges, rather than chunks of each

@@ -31,6 +31,10 @@ class CpuBackend final : public Backend {
   void sparse_pack(void* packed, const CsrMatrix& w) override;
   bool sparse_dense_forward_packed(float* y, const float* x, const void* packed, const float* b, int64_t batch,
                                    Activation act) override;
+  size_t dense_bf16_packed_bytes(int64_t in, int64_t out) override;
+  void dense_bf16_pack(void* packed, const uint16_t* w, int64_t in, int64_t out) override;
+  void dense_forward_bf16(float* y, const float* x, const void* packed, const float* b, DenseShape s,
+                          Activation act) override;
 
  private:
   CpuBackend();

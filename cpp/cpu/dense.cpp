@@ -85,7 +85,7 @@ void CpuBackend::dense_backward(float* dx, float* dw, float* db, float* dz, cons
       // dy read unconditionally: a load under the condition would keep the loop scalar.
       for (int64_t j = 0; j < s.out; ++j) {
         const float g = dy_row[j];
-        dz_row[j] = y[o + j] > 0.0f ? g : 0.0f;
+        dz_row[j] = y[o + j] <= 0.0f ? 0.0f : g;  // act::backward's relu
       }
     } else {
       for (int64_t j = 0; j < s.out; ++j) dz_row[j] = act::backward(act, dy_row[j], y[o + j], z ? z[o + j] : 0.0f);

@@ -8,7 +8,9 @@
 namespace customml::cpu {
 
 // x: (n) -> y: (n) = keep_i ? x_i / (1 - rate) : 0, keep_i = uniform(seed, stream, i) >= rate
-void CpuBackend::dropout(float* y, const float* x, int64_t n, float rate, uint64_t seed, uint64_t stream) {
+void CpuBackend::dropout(float* y, const float* x, int64_t n, float rate, uint64_t seed, uint64_t stream,
+                         const StepState* gate, uint64_t per_step) {
+  if (gate) stream += static_cast<uint64_t>(gate->step) * per_step;
   elementwise().dropout(y, x, n, rate, seed, stream);
 }
 

@@ -35,6 +35,12 @@ struct ElementwiseKernels {
   double (*softmax_cross_entropy)(float* grad, const float* logits, const int32_t* labels, const float* class_weights,
                                   const float* row_weights, int64_t batch, int64_t classes, float label_smoothing,
                                   double inv_total);
+  // the losses against a target distribution (cpu/soft_target_kernels.h), likewise
+  double (*softmax_cross_entropy_soft)(float* grad, const float* logits, const float* targets, const float* row_weights,
+                                       int64_t batch, int64_t classes, double inv_total);
+  double (*distillation_loss)(float* grad, const float* student, const float* teacher, const int32_t* labels,
+                              const float* row_weights, int64_t batch, int64_t classes, float temperature, float alpha,
+                              double inv_total);
   int64_t (*count_correct)(const float* logits, const int32_t* labels, int64_t batch, int64_t classes);
   double (*binary_cross_entropy_with_logits)(float* grad, const float* logits, const float* targets,
                                              const float* row_weights, int64_t rows, int64_t cols);

@@ -11,6 +11,7 @@
 // data's alignment. Internal linkage only (see simd.h).
 
 #include "cpu/elementwise.h"
+#include "cpu/soft_target_kernels.h"
 #include "cpu/vmath.h"
 
 namespace customml::cpu {
@@ -513,6 +514,8 @@ int64_t ew_first_nonfinite(const float* x, int64_t n) {
 constexpr ElementwiseKernels elementwise_table(DropoutFn dropout) {
   return {kIsaSuffix,
           ew_softmax_cross_entropy,
+          ew_softmax_cross_entropy_soft,
+          ew_distillation_loss,
           ew_count_correct,
           ew_binary_cross_entropy_with_logits,
           ew_mse,

@@ -79,8 +79,9 @@ void small_m_block(const GemmArgs& g, const BPanels& bp, int64_t j0, int64_t col
       for (int v = 0; v < kV; ++v) acc[i][v] = _mm256_fmadd_ps(ai, bv[v], acc[i][v]);
     }
   }
-  // Bias and relu in registers, as epilogue() computes them (c + b, then c > 0 ? c : 0,
-  // which max(c, 0) matches for NaN and -0); the rest goes through epilogue().
+  // Bias and relu in registers, as epilogue() computes them (c + b, then act::relu: c
+  // where !(c <= 0), NaN included, else +0; max(c, 0) would return 0 for a NaN c); the
+  // rest goes through epilogue().
   const bool fused = g.preact == nullptr && (g.act == Activation::identity || g.act == Activation::relu);
   const __m256 zero = _mm256_setzero_ps();
 #pragma GCC unroll 5
@@ -92,7 +93,7 @@ void small_m_block(const GemmArgs& g, const BPanels& bp, int64_t j0, int64_t col
       if (fused && g.bias)
         r = _mm256_add_ps(
             r, kTail ? _mm256_maskload_ps(g.bias + j0 + 8 * v, mask[v]) : _mm256_loadu_ps(g.bias + j0 + 8 * v));
-      if (fused && g.act == Activation::relu) r = _mm256_max_ps(r, zero);
+      if (fused && g.act == Activation::relu) r = _mm256_and_ps(_mm256_cmp_ps(r, zero, _CMP_NLE_UQ), r);
       if (kTail) {
         _mm256_maskstore_ps(c + 8 * v, mask[v], r);
       } else {

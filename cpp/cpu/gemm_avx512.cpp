@@ -73,8 +73,9 @@ void small_m_block(const GemmArgs& g, const BPanels& bp, int64_t j0, int64_t col
       for (int v = 0; v < kV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
     }
   }
-  // Bias and relu in registers, as epilogue() computes them (c + b, then c > 0 ? c : 0,
-  // which max(c, 0) matches for NaN and -0); the rest goes through epilogue().
+  // Bias and relu in registers, as epilogue() computes them (c + b, then act::relu: c
+  // where !(c <= 0), NaN included, else +0; max(c, 0) would return 0 for a NaN c); the
+  // rest goes through epilogue().
   const bool fused = g.preact == nullptr && (g.act == Activation::identity || g.act == Activation::relu);
   const __m512 zero = _mm512_setzero_ps();
 #pragma GCC unroll 11
@@ -84,7 +85,7 @@ void small_m_block(const GemmArgs& g, const BPanels& bp, int64_t j0, int64_t col
     for (int v = 0; v < kV; ++v) {
       __m512 r = acc[i][v];
       if (fused && g.bias) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(mask[v], g.bias + j0 + 16 * v));
-      if (fused && g.act == Activation::relu) r = _mm512_max_ps(r, zero);
+      if (fused && g.act == Activation::relu) r = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(r, zero, _CMP_NLE_UQ), r);
       _mm512_mask_storeu_ps(c + 16 * v, mask[v], r);
     }
   }

@@ -162,7 +162,7 @@ inline void epilogue(const GemmArgs& g, int64_t i0, int64_t j0, int64_t rows, in
     switch (g.act) {
       case Activation::identity: break;
       case Activation::relu:
-        for (int64_t j = 0; j < cols; ++j) c[j] = c[j] > 0.0f ? c[j] : 0.0f;
+        for (int64_t j = 0; j < cols; ++j) c[j] = act::relu(c[j]);
         break;
       case Activation::sigmoid: vmath_map<vsigmoid>(c, c, cols); break;
       case Activation::tanh: vmath_map<vtanh>(c, c, cols); break;

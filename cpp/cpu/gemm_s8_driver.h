@@ -76,7 +76,7 @@ inline void s8_epilogue_row(float* y, uint8_t* q, const int32_t* acc, const int3
     float v = sc * static_cast<float>(
                        static_cast<int32_t>(static_cast<uint32_t>(acc[j]) - az * static_cast<uint32_t>(cs[j])));
     if (kBias) v += bias[j];
-    if (kRelu) v = v > 0.0f ? v : 0.0f;
+    if (kRelu) v = act::relu(v);
     if (kU8)
       q[j] = static_cast<uint8_t>(to_code(v / out_scale, out_zero, 0, 255));
     else

@@ -7,6 +7,7 @@
 
 #include "cpu/elementwise.h"
 #include "cpu/gemm.h"
+#include "cpu/gemm_bf16.h"
 #include "cpu/gemm_s8.h"
 #include "cpu/quantize.h"
 #include "cpu/sparse.h"
@@ -115,6 +116,7 @@ IsaLevel select_all() {
   const IsaLevel level = static_cast<int>(ceiling) < static_cast<int>(detected) ? ceiling : detected;
   select_gemm_f32(level);
   select_gemm_s8(level);
+  select_gemm_bf16(level);
   select_quantize(level);
   select_elementwise(level);
   select_sparse(level);
@@ -142,6 +144,8 @@ IsaLevel parse_isa(const std::string& name) {
 }
 
 IsaLevel detected_isa() { return level_of(features()); }
+
+bool has_avx512_bf16() { return features().avx512_bf16 && level_of(features()) >= IsaLevel::avx512; }
 
 std::vector<std::string> cpu_features() {
   const Features& f = features();

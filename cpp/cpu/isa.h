@@ -16,6 +16,8 @@ IsaLevel parse_isa(const std::string& name);  // throws std::invalid_argument
 // What the CPU and the OS support (cpuid + xgetbv), independent of any ceiling.
 IsaLevel detected_isa();
 std::vector<std::string> cpu_features();
+// AVX512-BF16 (vdpbf16ps) usable: the bf16 GEMM runs it at the avx512_vnni level and above.
+bool has_avx512_bf16();
 
 // The level kernels are chosen for: min(detected, ceiling). The ceiling starts as
 // CUSTOMML_ISA from the environment (unset: no ceiling); a level the CPU lacks is

@@ -59,6 +59,8 @@ void CpuBackend::regression_stats_update(double* stats, const float* pred, const
 }
 
 // sum (1) += value (1) * weight
-void CpuBackend::accumulate(double* sum, const double* value, double weight) { *sum += *value * weight; }
+void CpuBackend::accumulate(double* sum, const double* value, double weight, const StepState* gate) {
+  if (!(gate && gate->skip != 0.0)) *sum += *value * weight;
+}
 
 }  // namespace customml::cpu

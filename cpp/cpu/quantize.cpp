@@ -13,6 +13,7 @@
 #include "cpu/quantize.h"
 #include "cpu/quantize_math.h"
 #include "cpu/thread_pool.h"
+#include "moving_range.h"
 
 namespace customml::cpu {
 namespace {
@@ -174,6 +175,37 @@ void CpuBackend::quantize_rows_dynamic(uint8_t* q, float* scale, int32_t* zero, 
     zero[i] = z;
     row(q + i * cols, false, xi, cols, &s, &z, false, 0, 255);
   });
+}
+
+void CpuBackend::symmetric_scales(float* scale, const float* w, int64_t rows, int64_t cols, QuantAxis axis) {
+  const int64_t n_scales = axis == QuantAxis::column ? cols : 1;
+  for (int64_t j = 0; j < n_scales; ++j) scale[j] = 0.0f;
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* wi = w + i * cols;
+    if (axis == QuantAxis::column) {
+      // `a > m ? a : m` keeps m when a is NaN (maxps' operand order).
+      for (int64_t j = 0; j < cols; ++j) {
+        const float a = std::fabs(wi[j]);
+        scale[j] = a > scale[j] ? a : scale[j];
+      }
+    } else {
+      // max |w| = max(hi, -lo) over the row's range with 0, exactly.
+      float lo = 0.0f, hi = 0.0f;
+      row_range(&lo, &hi, wi, cols);
+      const float a = hi > -lo ? hi : -lo;
+      scale[0] = a > scale[0] ? a : scale[0];
+    }
+  }
+  for (int64_t j = 0; j < n_scales; ++j) scale[j] = scale[j] > 0.0f ? scale[j] / 127.0f : 1.0f;
+}
+
+void CpuBackend::observe_range(double* range, float* scale, int32_t* zero, const float* x, int64_t n, float momentum,
+                               bool first) {
+  float lo = 0.0f, hi = 0.0f;
+  row_range(&lo, &hi, x, n);
+  const RangeEncoding e = update_moving_range(range, lo, hi, momentum, first);
+  *scale = e.scale;
+  *zero = e.zero;
 }
 
 }  // namespace customml::cpu

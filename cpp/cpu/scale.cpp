@@ -1,5 +1,6 @@
 // Scaling a flat buffer in place on the CPU: the second pass of global-norm clipping, and
-// the fp16 loss scale (the loss gradient scaled up, the parameter gradients back down).
+// the fp16 loss scale (the loss gradient scaled up, the parameter gradients back down), with
+// the loss scale's update after each backward pass.
 
 #include "cpu/cpu_backend.h"
 #include "cpu/elementwise.h"
@@ -11,6 +12,12 @@ namespace customml::cpu {
 void CpuBackend::scale(float* x, int64_t n, double coef) {
   const ElementwiseKernels& k = elementwise();
   for_each_chunk(n, [&](int64_t, int64_t b, int64_t e) { k.scale(x + b, e - b, coef); });
+}
+
+void CpuBackend::scale_by(float* x, int64_t n, const double* coef) { scale(x, n, *coef); }
+
+void CpuBackend::update_loss_scale(StepState* state, const double* norm, int64_t growth_interval) {
+  customml::update_loss_scale(*state, *norm, growth_interval);
 }
 
 }  // namespace customml::cpu

@@ -11,7 +11,8 @@ namespace customml::cpu {
 // torch.optim.SGD (dampening 0): g += wd p; v = mu v + g; g = nesterov ? g + mu v : v;
 // p -= lr g.
 void CpuBackend::sgd_update(float* param, const float* grad, float* velocity, int64_t n, const Segment* no_decay,
-                            int64_t n_no_decay, const SgdConfig& c) {
+                            int64_t n_no_decay, const SgdConfig& c, const StepState* gate) {
+  if (gate && gate->skip != 0.0) return;
   const ElementwiseKernels& k = elementwise();
   const SgdStep steps[2] = {{c.lr, c.momentum, 0.0f, c.nesterov}, {c.lr, c.momentum, c.weight_decay, c.nesterov}};
   // Chunks of the whole buffer cut at the decay ranges, as adam_update does.

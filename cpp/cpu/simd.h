@@ -51,6 +51,8 @@ inline Vf sqrt(Vf a) { return {_mm512_sqrt_ps(a.v)}; }
 // max/min(a, b) return b when either is NaN (as the x86 instructions); callers rely on it.
 inline Vf max(Vf a, Vf b) { return {_mm512_max_ps(a.v, b.v)}; }
 inline Vf min(Vf a, Vf b) { return {_mm512_min_ps(a.v, b.v)}; }
+// act::relu: a where !(a <= 0), so NaN stays NaN, else +0 (-0 included).
+inline Vf relu(Vf a) { return {_mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a.v, _mm512_setzero_ps(), _CMP_NLE_UQ), a.v)}; }
 inline Vf abs(Vf a) { return {_mm512_abs_ps(a.v)}; }
 inline Vf copysign(Vf mag, Vf sgn) {
   const __m512 s = _mm512_set1_ps(-0.0f);
@@ -164,6 +166,7 @@ inline Vf fmadd(Vf a, Vf b, Vf c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
 inline Vf sqrt(Vf a) { return {_mm256_sqrt_ps(a.v)}; }
 inline Vf max(Vf a, Vf b) { return {_mm256_max_ps(a.v, b.v)}; }
 inline Vf min(Vf a, Vf b) { return {_mm256_min_ps(a.v, b.v)}; }
+inline Vf relu(Vf a) { return {_mm256_and_ps(_mm256_cmp_ps(a.v, _mm256_setzero_ps(), _CMP_NLE_UQ), a.v)}; }
 inline Vf abs(Vf a) { return {_mm256_andnot_ps(_mm256_set1_ps(-0.0f), a.v)}; }
 inline Vf copysign(Vf mag, Vf sgn) {
   const __m256 s = _mm256_set1_ps(-0.0f);
@@ -282,6 +285,7 @@ inline Vf fmadd(Vf a, Vf b, Vf c) { return {a.v * b.v + c.v}; }
 inline Vf sqrt(Vf a) { return {std::sqrt(a.v)}; }
 inline Vf max(Vf a, Vf b) { return {a.v > b.v ? a.v : b.v}; }
 inline Vf min(Vf a, Vf b) { return {a.v < b.v ? a.v : b.v}; }
+inline Vf relu(Vf a) { return {a.v <= 0.0f ? 0.0f : a.v}; }
 inline Vf abs(Vf a) { return {std::fabs(a.v)}; }
 inline Vf copysign(Vf mag, Vf sgn) { return {std::copysign(mag.v, sgn.v)}; }
 // Round to nearest even for |a| < 2^22 by adding and removing 1.5 2^23 (no libm call:

@@ -6,6 +6,7 @@
 
 #include "cpu/cpu_backend.h"
 #include "cpu/elementwise.h"
+#include "cpu/row_pieces.h"
 #include "cpu/thread_pool.h"
 
 namespace customml::cpu {
@@ -48,6 +49,24 @@ void CpuBackend::softmax_cross_entropy(float* grad, double* loss, const float* l
   double sum = 0.0;
   for (double l : partial) sum += l;
   *loss = sum * inv_total;
+}
+
+}  // namespace customml::cpu
+
+namespace customml::cpu {
+
+// logits, targets: (batch, classes)  row_weights: (batch) or null -> grad: (batch,
+// classes) or null; loss (1) = sum_i w_i l_i / sum_i w_i, l_i = -sum_c targets_ic log
+// softmax(logits_i)_c (cpu/soft_target_kernels.h).
+void CpuBackend::softmax_cross_entropy_soft(float* grad, double* loss, const float* logits, const float* targets,
+                                            const float* row_weights, int64_t batch, int64_t classes) {
+  const double inv_total = inverse_row_weight_total(row_weights, batch);
+  const ElementwiseKernels& k = elementwise();
+  *loss = inv_total * sum_row_pieces(batch, classes, [&](int64_t begin, int64_t n) {
+            const int64_t at = begin * classes;
+            return k.softmax_cross_entropy_soft(grad ? grad + at : nullptr, logits + at, targets + at,
+                                                row_weights ? row_weights + begin : nullptr, n, classes, inv_total);
+          });
 }
 
 }  // namespace customml::cpu

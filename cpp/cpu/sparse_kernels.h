@@ -27,9 +27,7 @@ inline int64_t nm_groups(const NmMatrix& w) { return (w.in + w.m - 1) / w.m; }
 inline Vf activate(Vf z, Activation act) {
   switch (act) {
     case Activation::identity: return z;
-    // max returns its second operand for NaN and for +-0: relu(NaN) = 0 and relu(-0) = +0,
-    // as the dense epilogue's z > 0 ? z : 0.
-    case Activation::relu: return max(z, set1(0.0f));
+    case Activation::relu: return relu(z);
     case Activation::sigmoid: return vsigmoid(z);
     case Activation::tanh: return vtanh(z);
     case Activation::gelu: return vgelu(z);

@@ -4,6 +4,22 @@
 #include <cstring>
 #include <new>
 
+// GCC defines __SANITIZE_ADDRESS__ under -fsanitize=address; clang has the feature test.
+#if defined(__SANITIZE_ADDRESS__)
+#define CUSTOMML_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CUSTOMML_ASAN 1
+#endif
+#endif
+#ifndef CUSTOMML_ASAN
+#define CUSTOMML_ASAN 0
+#endif
+#if CUSTOMML_ASAN
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+
 namespace customml::simt {
 
 #if defined(__x86_64__) && defined(__linux__)
@@ -54,6 +70,11 @@ void Fiber::reset(void (*entry)(), size_t stack_bytes) {
     if (!stack_) throw std::bad_alloc();
     stack_bytes_ = stack_bytes;
   }
+#if CUSTOMML_ASAN
+  // A fiber ends by switching away, never returning from its frames, whose redzones stay
+  // poisoned: unpoisoned here, or the stack's next fiber trips over them.
+  ASAN_UNPOISON_MEMORY_REGION(stack_, stack_bytes_);
+#endif
 #if defined(__x86_64__) && defined(__linux__)
   // The first switch pops 8 bytes of control words and six registers, then returns
   // into entry with rsp = top - 8, as if entry had been called (rsp % 16 == 8).
@@ -81,11 +102,50 @@ void Fiber::reset(void (*entry)(), size_t stack_bytes) {
 #endif
 }
 
-void Fiber::switch_to(Fiber& from, Fiber& to) {
+#if CUSTOMML_ASAN
+namespace {
+// The bounds of the OS thread's stack, which the scheduler runs on, as ASan reports them
+// to a fiber switched to from it (fibers are only ever entered from the scheduler).
+thread_local const void* tl_thread_stack_bottom = nullptr;
+thread_local size_t tl_thread_stack_size = 0;
+}  // namespace
+#endif
+
+void Fiber::enter() {
+#if CUSTOMML_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &tl_thread_stack_bottom, &tl_thread_stack_size);
+#endif
+}
+
+void Fiber::switch_to(Fiber& from, Fiber& to) { switch_stacks(from, to, false); }
+
+void Fiber::leave(Fiber& from, Fiber& to) { switch_stacks(from, to, true); }
+
+// ASan keeps shadow state per stack: without start/finish around the switch it takes the
+// fiber's frames for overflows of the thread's stack (and loses track of what to clean
+// up after an exception unwinds on a fiber).
+void Fiber::switch_stacks(Fiber& from, Fiber& to, bool last) {
+#if CUSTOMML_ASAN
+  void* fake_stack = nullptr;
+  const void* bottom = to.stack_ ? to.stack_ : tl_thread_stack_bottom;
+  const size_t size = to.stack_ ? to.stack_bytes_ : tl_thread_stack_size;
+  __sanitizer_start_switch_fiber(last ? nullptr : &fake_stack, bottom, size);
+#else
+  static_cast<void>(last);
+#endif
 #if defined(__x86_64__) && defined(__linux__)
   customml_simt_switch(&from.sp_, to.sp_);
 #else
   swapcontext(&from.ctx_, &to.ctx_);
+#endif
+#if CUSTOMML_ASAN
+  const void* prev_bottom = nullptr;
+  size_t prev_size = 0;
+  __sanitizer_finish_switch_fiber(fake_stack, &prev_bottom, &prev_size);
+  if (from.stack_) {  // a fiber, resumed by the scheduler
+    tl_thread_stack_bottom = prev_bottom;
+    tl_thread_stack_size = prev_size;
+  }
 #endif
 }
 

@@ -24,10 +24,16 @@ class Fiber {
   // Prepares the fiber to run entry() from the top of its stack on its next switch_to.
   // entry must never return: it ends by switching away for the last time.
   void reset(void (*entry)(), size_t stack_bytes);
-  // Saves the running context into `from` and resumes `to`.
+  // Saves the running context into `from` and resumes `to`. Fibers switch only to and
+  // from the scheduler, a Fiber never reset that runs on the OS thread's own stack.
   static void switch_to(Fiber& from, Fiber& to);
+  // The first statement of every entry(), and its last switch away (`from` never resumes):
+  // they complete the AddressSanitizer annotations of the switch (no-ops without ASan).
+  static void enter();
+  static void leave(Fiber& from, Fiber& to);
 
  private:
+  static void switch_stacks(Fiber& from, Fiber& to, bool last);
   char* stack_ = nullptr;
   size_t stack_bytes_ = 0;
 #if defined(__x86_64__) && defined(__linux__)

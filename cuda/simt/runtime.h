@@ -43,6 +43,9 @@ ThreadOrder parse_thread_order(const std::string& name);
 // std::runtime_error when the threads of a block deadlock (waiting at different
 // barriers).
 void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::function<void()>& body);
+// Kernel launches run_grid has started in this process, on any OS thread: what a launch
+// costs on the GPU (a few microseconds each) is counted where no GPU is; for tests.
+int64_t launches();
 
 // The calling fiber's coordinates and the launch shape.
 const uint3& thread_idx();
@@ -57,6 +60,10 @@ void syncthreads();
 // Every lane of `mask` deposits `value`; returns the 32 values deposited (indexed by
 // lane) once all of them have arrived. The basis of shuffles, votes and __syncwarp.
 const uint64_t* warp_exchange(unsigned mask, uint64_t value);
+// After a warp_exchange: throws unless src_lane took part in it. A shuffle that reads a
+// lane outside the mask, exited or absent (a partial warp) gets an undefined value on the
+// GPU; votes are defined for such lanes (they count as false) and are not checked.
+void check_shuffle_source(unsigned src_lane);
 unsigned lane_id();
 
 // One of the primitive test kernels of simt/selftest.cpp over `input`; for the tests.

@@ -15,6 +15,16 @@ namespace {
 
 using cuda_emulated::launch;
 
+// A 16 x 16 matrix, aligned as wmma's loads and stores require.
+template <class T>
+struct alignas(32) Tile {
+  T v[256];
+  T& operator[](int i) { return v[i]; }
+  T* data() { return v; }
+  const T* begin() const { return v; }
+  const T* end() const { return v + 256; }
+};
+
 __device__ int64_t global_id() {
   const int64_t block =
       blockIdx.x + static_cast<int64_t>(gridDim.x) * (blockIdx.y + static_cast<int64_t>(gridDim.y) * blockIdx.z);
@@ -117,6 +127,15 @@ __global__ void wmma_float_kernel(float* d, const E* a, const E* b, const float*
   wmma::store_matrix_sync(d, acc, 16, wmma::mem_row_major);
 }
 
+// One warp loads a __half fragment from `offset` elements into a 32-byte aligned tile,
+// with leading dimension ldm; out[0] = 1 once loaded.
+__global__ void wmma_rules_kernel(double* out, const __half* tile, int offset, unsigned ldm) {
+  namespace wmma = nvcuda::wmma;
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa;
+  wmma::load_matrix_sync(fa, tile + offset, ldm);
+  out[0] = 1.0;
+}
+
 // Each lane writes shared memory, __syncwarp, then reads its neighbour's slot.
 __global__ void syncwarp_kernel(double* out, const double* in) {
   double* s = static_cast<double*>(dynamic_shared());
@@ -178,11 +197,14 @@ std::vector<double> run_selftest(const std::string& name, const std::vector<doub
     // in: a (256) row-major, b (256) col-major, c (256); out: d (256) row-major.
     if (in.size() != 3 * 256 || threads != 32)
       throw std::invalid_argument("selftest '" + name + "' needs one warp and 768 inputs");
-    std::vector<int> c(256), d(256, -1);
-    for (int i = 0; i < 256; ++i) c[i] = static_cast<int>(static_cast<int64_t>(in[512 + i]));
+    Tile<int> c, d;
+    for (int i = 0; i < 256; ++i) {
+      c[i] = static_cast<int>(static_cast<int64_t>(in[512 + i]));
+      d[i] = -1;
+    }
     auto run_typed = [&](auto type) {
       using T = decltype(type);
-      std::vector<T> a(256), b(256);
+      Tile<T> a, b;
       for (int i = 0; i < 256; ++i) {
         a[i] = static_cast<T>(in[i]);
         b[i] = static_cast<T>(in[256 + i]);
@@ -199,12 +221,16 @@ std::vector<double> run_selftest(const std::string& name, const std::vector<doub
     // fragment type on the host (round to nearest, as the GEMM's staging does); out: d.
     if (in.size() != 3 * 256 || threads != 32)
       throw std::invalid_argument("selftest '" + name + "' needs one warp and 768 inputs");
-    std::vector<float> c(in.begin() + 512, in.end()), d(256, -1.0f);
+    Tile<float> c, d;
+    for (int i = 0; i < 256; ++i) {
+      c[i] = static_cast<float>(in[512 + i]);
+      d[i] = -1.0f;
+    }
     auto run_typed = [&](auto type, auto depth, auto convert) {
       using T = decltype(type);
       using E = typename nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, decltype(depth)::value, T,
                                                 nvcuda::wmma::row_major>::element_type;
-      std::vector<E> a(256), b(256);
+      Tile<E> a, b;
       for (int i = 0; i < 256; ++i) {
         a[i] = convert(static_cast<float>(in[i]));
         b[i] = convert(static_cast<float>(in[256 + i]));
@@ -230,6 +256,13 @@ std::vector<double> run_selftest(const std::string& name, const std::vector<doub
                : name == "to_bf16" ? __bfloat162float(__float2bfloat16(v))
                                    : nvcuda::wmma::__float_to_tf32(v);
     }
+  } else if (name == "wmma_rules") {
+    // in: the offset (elements) and ldm of a __half fragment's load; out: 1 once loaded.
+    if (in.size() != 2 || threads != 32) throw std::invalid_argument("selftest 'wmma_rules' needs one warp, 2 inputs");
+    static Tile<__half> tiles[4];
+    out.assign(1, 0.0);
+    launch(wmma_rules_kernel, grid, block, 0, nullptr, out.data(), static_cast<const __half*>(tiles[0].data()),
+           static_cast<int>(in[0]), static_cast<unsigned>(in[1]));
   } else if (name == "syncwarp") {
     need_input(1);
     out.assign(threads, -1.0);

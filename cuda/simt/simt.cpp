@@ -33,6 +33,7 @@ struct ThreadState {
 // has left collective k + 1, hence has read the values of collective k.
 struct WarpSlots {
   uint64_t values[2][kWarpSize];
+  unsigned participants[2];  // the lanes that took part in the collective of each buffer
 };
 
 struct Runner {
@@ -53,6 +54,7 @@ thread_local Runner* tl_runner = nullptr;
 
 std::atomic<int> g_order{static_cast<int>(ThreadOrder::forward)};
 std::atomic<uint64_t> g_seed{0};
+std::atomic<int64_t> g_launches{0};
 
 uint64_t splitmix64(uint64_t& state) {
   uint64_t z = (state += 0x9E3779B97F4A7C15ull);
@@ -67,6 +69,7 @@ Runner& runner() {
 }
 
 void fiber_main() {
+  Fiber::enter();
   Runner& r = runner();
   try {
     (*r.body)();
@@ -74,7 +77,7 @@ void fiber_main() {
     if (r.error.empty()) r.error = e.what();
   }
   r.current->wait = Wait::done;
-  Fiber::switch_to(r.current->fiber, r.scheduler);
+  Fiber::leave(r.current->fiber, r.scheduler);
 }
 
 void fail_in_kernel(Runner& r, const std::string& msg) {
@@ -111,8 +114,14 @@ bool release_warps(Runner& r, unsigned n) {
     unsigned buffer = 0;
     for (unsigned t = first; t < last; ++t)
       if (r.threads[t]->wait == Wait::warp) buffer = r.threads[t]->warp_ops & 1u;
-    for (unsigned l = 0; l < static_cast<unsigned>(kWarpSize); ++l)
-      if (first + l >= last || r.threads[first + l]->wait != Wait::warp) r.warps[w].values[buffer][l] = 0;
+    unsigned participants = 0;
+    for (unsigned l = 0; l < static_cast<unsigned>(kWarpSize); ++l) {
+      if (first + l < last && r.threads[first + l]->wait == Wait::warp)
+        participants |= 1u << l;
+      else
+        r.warps[w].values[buffer][l] = 0;
+    }
+    r.warps[w].participants[buffer] = participants;
     for (unsigned t = first; t < last; ++t)
       if (r.threads[t]->wait == Wait::warp) r.threads[t]->wait = Wait::none;
     released = true;
@@ -194,6 +203,7 @@ void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::fun
     throw std::invalid_argument("[simt] a block needs 1 to 1024 threads, got " + std::to_string(n64));
   if (static_cast<uint64_t>(grid.x) * grid.y * grid.z == 0) return;
   if (tl_runner) throw std::logic_error("[simt] a kernel launched another kernel");
+  g_launches.fetch_add(1, std::memory_order_relaxed);
   const unsigned n = static_cast<unsigned>(n64);
 
   thread_local Runner r;
@@ -232,6 +242,8 @@ void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::fun
       }
 }
 
+int64_t launches() { return g_launches.load(std::memory_order_relaxed); }
+
 const uint3& thread_idx() { return runner().current->idx; }
 const uint3& block_idx() { return runner().block_idx; }
 const dim3& block_dim() { return runner().block; }
@@ -259,6 +271,17 @@ const uint64_t* warp_exchange(unsigned mask, uint64_t value) {
   Fiber::switch_to(t.fiber, r.scheduler);
   ++t.warp_ops;
   return slots.values[buffer];
+}
+
+void check_shuffle_source(unsigned src_lane) {
+  Runner& r = runner();
+  const ThreadState& t = *r.current;
+  const unsigned participants = r.warps[t.linear / kWarpSize].participants[(t.warp_ops - 1) & 1u];
+  if (!((participants >> src_lane) & 1u))
+    throw std::runtime_error("lane " + std::to_string(t.linear % kWarpSize) + " of warp " +
+                             std::to_string(t.linear / kWarpSize) + " shuffled from lane " + std::to_string(src_lane) +
+                             ", which took no part (outside the mask, exited, or past the end of a partial warp): "
+                             "undefined on the GPU");
 }
 
 }  // namespace customml::simt

@@ -65,6 +65,7 @@ T __shfl_sync(unsigned mask, T var, int src_lane, int width = warpSize) {
   const unsigned lane = ::customml::simt::lane_id();
   const uint64_t* all = ::customml::simt::warp_exchange(mask, d::to_bits(var));
   const unsigned src = d::group_base(lane, width) + (static_cast<unsigned>(src_lane) % width);
+  ::customml::simt::check_shuffle_source(src);
   return d::from_bits<T>(all[src]);
 }
 
@@ -76,7 +77,9 @@ T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = warpSize) {
   const unsigned base = d::group_base(lane, width);
   const unsigned src = lane + delta;
   // Lanes past the end of their group keep their own value, as on the GPU.
-  return src < base + static_cast<unsigned>(width) ? d::from_bits<T>(all[src]) : var;
+  if (src >= base + static_cast<unsigned>(width)) return var;
+  ::customml::simt::check_shuffle_source(src);
+  return d::from_bits<T>(all[src]);
 }
 
 template <class T>
@@ -85,7 +88,9 @@ T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = warpSize) {
   const unsigned lane = ::customml::simt::lane_id();
   const uint64_t* all = ::customml::simt::warp_exchange(mask, d::to_bits(var));
   const unsigned base = d::group_base(lane, width);
-  return lane >= base + delta ? d::from_bits<T>(all[lane - delta]) : var;
+  if (lane < base + delta) return var;
+  ::customml::simt::check_shuffle_source(lane - delta);
+  return d::from_bits<T>(all[lane - delta]);
 }
 
 template <class T>
@@ -94,7 +99,9 @@ T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = warpSize) {
   const unsigned lane = ::customml::simt::lane_id();
   const uint64_t* all = ::customml::simt::warp_exchange(mask, d::to_bits(var));
   const unsigned src = lane ^ static_cast<unsigned>(lane_mask);
-  return src < d::group_base(lane, width) + static_cast<unsigned>(width) ? d::from_bits<T>(all[src]) : var;
+  if (src >= d::group_base(lane, width) + static_cast<unsigned>(width)) return var;
+  ::customml::simt::check_shuffle_source(src);
+  return d::from_bits<T>(all[src]);
 }
 
 inline unsigned __ballot_sync(unsigned mask, int predicate) {

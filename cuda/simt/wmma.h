@@ -11,6 +11,8 @@
 
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 
 #include "simt/simt.h"
@@ -152,9 +154,25 @@ void fill_fragment(fragment<Use, M, N, K, T, Layout>& f, V value) {
   for (auto& e : f.x) e = static_cast<typename fragment<Use, M, N, K, T, Layout>::element_type>(value);
 }
 
+// wmma's rules for the memory a fragment is loaded from or stored to (CUDA C
+// Programming Guide, "Warp Matrix Functions"): a 256-bit aligned pointer, and a leading
+// dimension that is a multiple of 16 bytes. The GPU gives no error for either, only
+// wrong results or a misaligned-address fault.
+namespace detail {
+template <class P>
+void check_matrix_memory(const P* p, unsigned ldm, const char* what) {
+  if (reinterpret_cast<uintptr_t>(p) % 32 != 0)
+    throw std::runtime_error(std::string(what) + ": the pointer is not 256-bit aligned");
+  if (ldm * sizeof(P) % 16 != 0)
+    throw std::runtime_error(std::string(what) + ": ldm " + std::to_string(ldm) + " is not a multiple of " +
+                             std::to_string(16 / sizeof(P)) + " elements (16 bytes)");
+}
+}  // namespace detail
+
 // Warp-collective, as on the device: the lanes' earlier writes are visible to all.
 template <class Use, int M, int N, int K, class T, class Layout, class P>
 void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const P* p, unsigned ldm) {
+  detail::check_matrix_memory(p, ldm, "wmma::load_matrix_sync");
   __syncwarp();
   using F = fragment<Use, M, N, K, T, Layout>;
   constexpr bool col = std::is_same_v<Layout, col_major>;
@@ -164,6 +182,7 @@ void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const P* p, unsigned
 
 template <int M, int N, int K, class T>
 void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, const T* p, unsigned ldm, layout_t layout) {
+  detail::check_matrix_memory(p, ldm, "wmma::load_matrix_sync");
   __syncwarp();
   for (int r = 0; r < M; ++r)
     for (int c = 0; c < N; ++c) f.x[r * N + c] = layout == mem_col_major ? p[c * ldm + r] : p[r * ldm + c];
@@ -171,6 +190,7 @@ void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, const T* p, unsigned
 
 template <int M, int N, int K, class T>
 void store_matrix_sync(T* p, const fragment<accumulator, M, N, K, T>& f, unsigned ldm, layout_t layout) {
+  detail::check_matrix_memory(p, ldm, "wmma::store_matrix_sync");
   for (int r = 0; r < M; ++r)
     for (int c = 0; c < N; ++c) (layout == mem_col_major ? p[c * ldm + r] : p[r * ldm + c]) = f.x[r * N + c];
   __syncwarp();

@@ -29,8 +29,10 @@ from . import (
     regularizers,
     schedules,
 )
+from ._optimize import OptimizeReport, optimize
 from .array import Array, asarray, empty, from_dlpack
 from .callbacks import History
+from .distillation import distill
 from .io import load
 from .models import Sequential
 
@@ -76,14 +78,17 @@ __all__ = [
     "__version__",
     "Array",
     "History",
+    "OptimizeReport",
     "Sequential",
     "asarray",
     "build_info",
+    "distill",
     "empty",
     "from_dlpack",
     "get_cmake_dir",
     "get_include",
     "get_library_dir",
+    "optimize",
     "get_num_threads",
     "set_num_threads",
     "callbacks",

@@ -5,9 +5,10 @@ only; the executor validates arrays once more at the boundary."""
 
 from __future__ import annotations
 
+import argparse
 import math
 import numbers
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
@@ -42,7 +43,7 @@ def as_features(x, name: str, op: str) -> np.ndarray:
     return x
 
 
-def check_finite(a: np.ndarray, name: str, op: str) -> None:
+def check_finite(a: np.ndarray, name: str, op: str, why: str = "training on it would make the weights NaN") -> None:
     # float32 in C order (what as_features and the target and weight conversions give):
     # one C++ pass without the GIL or a boolean temporary; anything else through NumPy.
     if a.dtype == _FLOAT32 and a.flags.c_contiguous and a.dtype.isnative:
@@ -55,10 +56,9 @@ def check_finite(a: np.ndarray, name: str, op: str) -> None:
         if not bad.any():
             return
         where = np.argwhere(bad)[0]
-    raise ValueError(
-        f"[{op}] {name} contains NaN or inf (first at index {tuple(int(i) for i in where)}); "
-        "training on it would make the weights NaN"
-    )
+    at = tuple(int(i) for i in where)
+    place = f"{at}, row {at[0]}, column {at[1]}" if len(at) == 2 else f"index {at}"
+    raise ValueError(f"[{op}] {name} contains NaN or inf: {a[at]} at {place}; {why}")
 
 
 def positive_int(value, name: str, op: str, minimum: int = 1) -> int:
@@ -93,3 +93,36 @@ def batch_sizes(op: str, sizes) -> Tuple[int, ...]:
     if not given or any(isinstance(b, bool) or not isinstance(b, numbers.Integral) or b < 1 for b in given):
         raise ValueError(f"[{op}] batch_sizes must be positive integers, got {sizes!r}")
     return tuple(sorted(set(int(b) for b in given)))
+
+
+def argument_int(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= minimum; argparse names the flag in its message and
+    exits with status 2."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+def argument_number(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = True) -> Callable[[str], float]:
+    """An argparse type: a finite number in the interval, its ends open or closed as given."""
+    interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number in {interval}, got {text!r}") from None
+        inside = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+        if not (math.isfinite(value) and inside):
+            raise argparse.ArgumentTypeError(f"must be a number in {interval}, got {text!r}")
+        return value
+
+    return parse

@@ -32,6 +32,7 @@ LOSSES: Dict[str, Type[losses_mod.Loss]] = {
     "SoftmaxCrossEntropy": losses_mod.SoftmaxCrossEntropy,
     "BinaryCrossEntropy": losses_mod.BinaryCrossEntropy,
     "MeanSquaredError": losses_mod.MeanSquaredError,
+    "Distillation": losses_mod.Distillation,
 }
 _SLOTS = {"adam": ("m", "v"), "adam_amsgrad": ("m", "v", "vmax"), "sgd_momentum": ("velocity",), "sgd": ()}
 
@@ -61,6 +62,8 @@ class DenseWeights:
     min_batch: int = 1
     max_batch: int = 0
     n_m: Optional[Tuple[int, int]] = None
+    # A bf16 layer (customml.quantize.bf16): kernel holds bf16 values, stored as BF16.
+    bf16: bool = False
 
 
 @dataclass
@@ -198,6 +201,7 @@ def describe(model, include_optimizer: bool = False) -> ModelDescription:
                 min_batch=int(net.sparse_min_batch(i)),
                 max_batch=int(max_batch),
                 n_m=model._nm.get(i),
+                bf16=bool(net.bf16(i)),
             )
         width = layer.units
     desc = ModelDescription(arch, training, weights)
@@ -239,6 +243,8 @@ def _architecture(model) -> dict:
                 spec["kernel_regularizer"] = layer.kernel_regularizer.get_config()
             if not layer.trainable:
                 spec["trainable"] = False
+            if model._net is not None and model._net.bf16(layer._index):
+                spec["kernel_dtype"] = "bf16"
             q = model._net.quantization(layer._index) if model._net is not None else None
             if q is not None:
                 spec["quantization"] = {
@@ -305,6 +311,8 @@ def _training(model) -> Optional[dict]:
     loss_config = {}
     if isinstance(loss, losses_mod.SoftmaxCrossEntropy):
         loss_config = {"label_smoothing": loss.label_smoothing, "class_weights": loss.class_weights}
+    elif isinstance(loss, losses_mod.Distillation):
+        loss_config = {"temperature": loss.temperature, "alpha": loss.alpha}
     training = {
         "optimizer": {"class": name, "config": config},
         "loss": {"class": loss_name, "config": loss_config},

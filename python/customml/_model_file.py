@@ -37,6 +37,9 @@ FORMAT = "customml"
 # number lists, or null before adapt) and "rescaling" (scale, offset), metric names other
 # than accuracy and the callbacks' state; a version-2 reader would refuse them anyway, and
 # with the version it says why.
+# Version 4 adds bf16 Dense layers (customml.quantize.bf16): a layer's "kernel_dtype": "bf16"
+# and its kernel as a BF16 tensor after the 2- and 4-byte index tensors, written only when a
+# model has one (a version-3 reader would read the BF16 kernel as a wrong dtype).
 # The C++ reader (cpp/model_file.h) knows this version and every earlier one.
 FORMAT_VERSION = _core.MODEL_FILE_FORMAT_VERSION
 
@@ -73,7 +76,9 @@ def _weight_tables(arch: dict) -> Tuple[List[_TensorRow], List[_TensorRow]]:
         if spec["kind"] != "dense":
             continue
         units, q = spec["units"], spec.get("quantization")
-        if q is None:
+        if spec.get("kernel_dtype") == "bf16":
+            wide.append((f"layers.{i}.bias", i, (units,), "F32"))
+        elif q is None:
             wide.append((f"layers.{i}.kernel", i, (width, units), "F32"))
             wide.append((f"layers.{i}.bias", i, (units,), "F32"))
         else:
@@ -85,6 +90,20 @@ def _weight_tables(arch: dict) -> Tuple[List[_TensorRow], List[_TensorRow]]:
             codes.append((f"layers.{i}.kernel_q", i, (width, units), "I8"))
         width = units
     return wide, codes
+
+
+def _bf16_kernels(arch: dict) -> List[_TensorRow]:
+    """(name, layer index, shape, "BF16") of the bf16 layers' kernels, which follow the
+    index tensors (2-byte aligned after them) and precede the int8 codes."""
+    rows: List[_TensorRow] = []
+    width = arch["input_dim"]
+    for i, spec in enumerate(arch["layers"]):
+        if spec["kind"] != "dense":
+            continue
+        if spec.get("kernel_dtype") == "bf16":
+            rows.append((f"layers.{i}.kernel", i, (width, spec["units"]), "BF16"))
+        width = spec["units"]
+    return rows
 
 
 def _checksum(metadata: Dict[str, str], data: Sequence) -> str:
@@ -141,6 +160,8 @@ def encode(desc: ModelDescription) -> List[bytes]:
     callbacks = desc.callbacks if state is not None else {}
     if callbacks:
         version = max(version, 3)
+    if _bf16_kernels(arch):
+        version = 4
     metadata = {
         "format": FORMAT,
         "format_version": str(version),
@@ -208,6 +229,15 @@ def encode(desc: ModelDescription) -> List[bytes]:
             metadata["callbacks_state"] = dumps_json(callbacks)
     tensors += last
     tensors += [
+        (
+            name,
+            "BF16",
+            shape,
+            _core.to_bf16(np.ascontiguousarray(desc.weights[i].kernel, np.float32)).astype("<u2").tobytes(),
+        )
+        for name, i, shape, _ in _bf16_kernels(arch)
+    ]
+    tensors += [
         (name, "I8", shape, cast(Int8, desc.weights[layer_index].int8).w_q.astype(np.int8).tobytes())
         for name, layer_index, shape, _ in codes
     ]
@@ -240,6 +270,7 @@ def read(path, raw: Optional[bytes] = None) -> ModelDescription:
             min_batch=layer["min_batch"],
             max_batch=layer["max_batch"],
             n_m=layer.get("n_m"),
+            bf16=layer["bf16"],
         )
     state = None
     saved = f["optimizer_state"]

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import stat
+import time
 from typing import Dict, List, Sequence, Tuple
 
 from . import _core
@@ -26,14 +28,61 @@ MAX_HEADER_BYTES = _core.MODEL_FILE_MAX_HEADER_BYTES
 Tensor = Tuple[str, str, Tuple[int, ...], bytes]
 
 
+# A writer holds an exclusive flock on its temporary file for as long as it lives (the
+# kernel drops it when the process dies, kill -9 included); a temporary nobody holds that
+# is older than this is a killed save's leftover, removed by the next save to that path.
+# The age covers the instant between a writer's open and its flock.
+_STALE_TMP_SECONDS = 10.0
+
+
+def _remove_stale_temporaries(directory: str, name: str) -> None:
+    """Removes .NAME.HEX.tmp files (atomic_write's naming, 12 hex digits) in directory that
+    no live writer holds; best effort, and only where flock exists (POSIX)."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    prefix = f".{name}."
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return
+    for entry in entries:
+        hexpart = entry[len(prefix) : -len(".tmp")]
+        if not (entry.startswith(prefix) and entry.endswith(".tmp") and len(hexpart) == 12):
+            continue
+        if any(c not in "0123456789abcdef" for c in hexpart):
+            continue
+        tmp = os.path.join(directory, entry)
+        try:
+            fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            continue
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or time.time() - info.st_mtime < _STALE_TMP_SECONDS:
+                continue
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises while a writer holds it
+            os.unlink(tmp)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
 def atomic_write(path: str, chunks: Sequence[bytes]) -> None:
     """Writes chunks to path through a temporary file in the same directory (fsynced,
     then renamed over path): readers see the old file or the new one, never a mix, and
-    a failure at any point leaves an existing file untouched and no temporary behind."""
+    a failure at any point leaves an existing file untouched and no temporary behind
+    (a killed save's temporary is removed by the next save to the same path). Errors
+    name path, never the temporary."""
     path = os.fspath(path)
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path!r} is a directory")
     directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"cannot write {path!r}: the directory {os.path.dirname(path) or '.'!r} does not exist")
+    _remove_stale_temporaries(directory, os.path.basename(path))
     # Not tempfile.mkstemp: its files are 0600, while a saved model should get the
     # permissions any new file gets (0666 less the umask), e.g. readable by a service.
     while True:
@@ -43,13 +92,21 @@ def atomic_write(path: str, chunks: Sequence[bytes]) -> None:
             break
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise type(exc)(exc.errno, f"cannot write {path!r}: {exc.strerror}") from None
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held until the file is closed: see _STALE_TMP_SECONDS
+    except ImportError:
+        pass
     try:
         with os.fdopen(fd, "wb") as f:
             for chunk in chunks:
                 f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+            os.replace(tmp, path)  # still locked, so no other save takes it for a leftover
     except BaseException:
         try:
             os.unlink(tmp)

@@ -12,6 +12,7 @@ counter (``_epoch``).
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -42,6 +43,7 @@ class Trainer:
     layers: List[Layer]
     seed: int
     _net: Optional[_core.Network]
+    _lock: threading.RLock
     _input_dim: Optional[int]
     _loss: Optional[losses_mod.Loss]
     _optimizer: Optional[optimizers_mod.Optimizer]
@@ -51,6 +53,9 @@ class Trainer:
     stop_training: bool
     _callbacks: Tuple[Callback, ...]
     _restored_callback_state: Optional[Dict[str, Dict]]
+    # The teacher's logits (n, outputs) for the rows of fit's x while customml.distill runs
+    # fit, else None: each training step stages its rows with the batch's.
+    _teacher_logits: Optional[np.ndarray] = None
 
     def _ensure_ready(self, x: np.ndarray, op: str) -> None:
         """Builds the model for x's width (and compiles it) if needed; checks the width."""
@@ -361,11 +366,13 @@ class Trainer:
                     if schedule is not None:
                         # One Python call per batch (a few hundred ns) against a C++ step
                         # of tens of microseconds or more: per-step schedules stay exact.
+                        # (In fp16 the step count is the device's: reading it waits.)
                         self._net.set_learning_rate(schedule(self._net.step))
                     if seed_pending:  # an iterable's first batch builds the model
                         self._net.set_seed(seed)
                         seed_pending = False
-                    self._net.train_batch(xb, yb, index, wb)
+                    with self._lock:  # a save or a weight transaction sees whole steps
+                        self._net.train_batch(xb, yb, index, wb, self._teacher_logits)
                     if batch_hooks:
                         batch_logs = self._read_metrics()
                         for cb in batch_hooks:
@@ -440,9 +447,10 @@ class Trainer:
 
     def _evaluate_arrays(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> Dict[str, float]:
         assert self._net is not None
-        self._net.reset_metrics()
-        self._net.evaluate(x, y, batch_size)
-        return self._read_metrics()
+        with self._lock:  # the weights of no half-done transaction
+            self._net.reset_metrics()
+            self._net.evaluate(x, y, batch_size)
+            return self._read_metrics()
 
     def evaluate(self, x, y, batch_size: int = 1024) -> Dict[str, float]:
         """Loss and compiled metrics over (x, y), dropout off: ``{"loss": ..., "accuracy": ...}``;
@@ -450,6 +458,7 @@ class Trainer:
         op = "evaluate"
         batch_size = positive_int(batch_size, "batch_size", op)
         x = as_features(x, "x", op)
+        check_finite(x, "x", op, "the loss and metrics would be NaN")
         self._ensure_ready(x, op)
         y = self._as_targets(y, x.shape[0], op)
         return self._evaluate_arrays(x, y, batch_size)

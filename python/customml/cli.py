@@ -6,7 +6,9 @@
   customml export MODEL --onnx OUT                 the model as ONNX
   customml quantize MODEL --calibration X.npy -o OUT   an int8 copy of the model and its report
   customml prune MODEL --sparsity S -o OUT         prune (and fine-tune) a saved model, compare it with the dense one
+  customml optimize MODEL --dataset NAME -o OUT    the fastest model within an accuracy budget
   customml info [MODEL]                            a model file's summary, or the build information
+  customml serve MODEL_OR_REPOSITORY               serve models over the V2 inference protocol (docs/serving.md)
 
 Errors are one line on stderr starting with "error:" and exit status 2; ``train
 --min-accuracy`` exits with 1 when the test accuracy falls short.
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import io
 import json
+import math
 import os
 import sys
 import time
@@ -24,12 +28,18 @@ from typing import List, Optional
 
 import numpy as np
 
+from . import _cli_optimize
+from ._checks import argument_int, argument_number, as_features, check_finite
+from ._safetensors import atomic_write
+
 __all__ = ["main"]
 
 # Per-dataset defaults for train (any flag overrides them): small datasets need more,
 # smaller steps; fashion_mnist's 60,000 images reach ~0.90 in 20 epochs of 128.
 _TRAIN_DEFAULTS = {"fashion_mnist": {"epochs": 20, "batch_size": 128}}
 _GENERIC_DEFAULTS = {"epochs": 30, "batch_size": 32}
+# Argparse types: a bad number is argparse's usage error, naming the flag and what was typed.
+_POSITIVE, _FRACTION, _RATE = argument_int(1), argument_number(0.0, 1.0), argument_number(0.0, math.inf, lo_open=True)
 
 
 def _table(rows: List[tuple]) -> str:
@@ -107,11 +117,7 @@ def _train(args: argparse.Namespace) -> int:
     (x_train, y_train), (x_test, y_test) = cm.datasets.load(args.dataset)
     defaults = _TRAIN_DEFAULTS.get(args.dataset, _GENERIC_DEFAULTS)
     epochs = defaults["epochs"] if args.epochs is None else args.epochs
-    if not 0 <= args.prune_sparsity < 1:
-        raise ValueError(f"--prune-sparsity must be in [0, 1), got {args.prune_sparsity}")
     args.prune_epochs = epochs if args.prune_epochs is None else args.prune_epochs
-    if args.prune_epochs < 1 and args.prune_sparsity > 0:
-        raise ValueError(f"--prune-epochs must be >= 1, got {args.prune_epochs}")
     batch_size = defaults["batch_size"] if args.batch_size is None else args.batch_size
     classes = int(max(y_train.max(), y_test.max())) + 1
     layers: List[cm.layers.Layer] = []
@@ -244,15 +250,22 @@ def _predict(args: argparse.Namespace) -> int:
         raise ValueError(f"cannot read {args.input} as a .npy array: {exc}") from None
     if x.ndim == 1:
         x = x.reshape(1, -1)  # one sample
+    if not args.allow_nonfinite:
+        x = as_features(x, args.input, "predict")
+        check_finite(x, args.input, "predict", "--allow-nonfinite gives NaN predictions for such rows")
     if args.proba:
         result = model.predict_proba(x)
     else:
         result = model.predict(x)
         if model._loss is not None and model._loss.classification:
             # class labels: argmax of the logits, or logit > 0 for one output
-            result = (result[:, 0] > 0).astype(np.int64) if result.shape[1] == 1 else result.argmax(axis=1)
-    if args.output:
-        np.save(args.output, result)
+            labels = (result[:, 0] > 0).astype(np.int64) if result.shape[1] == 1 else result.argmax(axis=1)
+            labels[np.isnan(result).any(axis=1)] = -1  # no class for a row with NaN (--allow-nonfinite)
+            result = labels
+    if args.output:  # to the name given (np.save appends .npy), atomically; errors name it
+        buffer = io.BytesIO()
+        np.save(buffer, result)
+        atomic_write(args.output, [buffer.getvalue()])
         print(f"{result.shape[0]} predictions written to {args.output}")
     else:
         np.savetxt(sys.stdout, result.reshape(result.shape[0], -1), fmt="%.6g" if result.dtype.kind == "f" else "%d")
@@ -315,8 +328,6 @@ def _prune(args: argparse.Namespace) -> int:
         raise ValueError("prune needs --sparsity, --structured and/or --n-m")
     if args.sparsity is not None and args.n_m is not None:
         raise ValueError("give --sparsity or --n-m, not both")
-    if args.fine_tune_epochs < 0:
-        raise ValueError(f"--fine-tune-epochs must be >= 0, got {args.fine_tune_epochs}")
     if args.fine_tune_epochs and args.dataset is None:
         raise ValueError("--fine-tune-epochs needs --dataset")
     n_m = _n_m(args.n_m) if args.n_m is not None else None
@@ -427,6 +438,13 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    from .serve import serve
+    from .serve.config import config_from_args
+
+    return serve(args.path, config_from_args(args))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Runs the ``customml`` command (the module docstring lists its subcommands) on
     ``argv`` (default: ``sys.argv[1:]``) and returns its exit status: 0, 1 when ``train
@@ -442,34 +460,37 @@ def main(argv: Optional[List[str]] = None) -> int:
     # Not argparse choices: an unknown name goes through load's ValueError, which lists
     # the datasets and gives the exit status 2 the other input errors give.
     train.add_argument("--dataset", default="digits", help=f"{', '.join(names())} (default digits)")
-    train.add_argument("--epochs", type=int, default=None, help="default: 20 for fashion_mnist, else 30")
-    train.add_argument("--batch-size", type=int, default=None, help="default: 128 for fashion_mnist, else 32")
-    train.add_argument("--hidden", type=int, nargs="*", default=[256, 256], help="hidden layer widths")
+    train.add_argument("--epochs", type=_POSITIVE, default=None, help="default: 20 for fashion_mnist, else 30")
+    train.add_argument("--batch-size", type=_POSITIVE, default=None, help="default: 128 for fashion_mnist, else 32")
+    train.add_argument("--hidden", type=_POSITIVE, nargs="*", default=[256, 256], help="hidden layer widths")
     train.add_argument("--activation", default="relu")
-    train.add_argument("--dropout", type=float, default=0.2)
-    train.add_argument("--label-smoothing", type=float, default=0.1)
+    train.add_argument("--dropout", type=_FRACTION, default=0.2)
+    train.add_argument("--label-smoothing", type=_FRACTION, default=0.1)
     train.add_argument("--optimizer", default="adamw", help="adamw (default), adam or sgd (Nesterov momentum 0.9)")
-    train.add_argument("--lr", type=float, default=2e-3, help="the initial learning rate")
+    train.add_argument("--lr", type=_RATE, default=2e-3, help="the initial learning rate")
     train.add_argument(
         "--schedule",
         choices=("cosine", "constant"),
         default="cosine",
         help="cosine decay to 0 over the run (default) or a constant rate",
     )
-    train.add_argument("--weight-decay", type=float, default=1e-4)
-    train.add_argument("--validation-split", type=float, default=0.1)
+    train.add_argument("--weight-decay", type=argument_number(0.0, math.inf), default=1e-4)
+    train.add_argument("--validation-split", type=_FRACTION, default=0.1)
     train.add_argument("--precision", default="fp32", help="fp32; tf32, bf16 or fp16 on CUDA devices")
     train.add_argument("--device", default="cpu")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=argument_int(0), default=0)
     train.add_argument("--output", "-o", default=None, help="save the model here (then reload it and check it)")
     train.add_argument(
         "--prune-sparsity",
-        type=float,
+        type=_FRACTION,
         default=0.9,
         help="then prune a copy gradually to this sparsity while fine-tuning it (0: skip)",
     )
     train.add_argument(
-        "--prune-epochs", type=int, default=None, help="epochs of that fine-tuning (default: as many as the training)"
+        "--prune-epochs",
+        type=_POSITIVE,
+        default=None,
+        help="epochs of that fine-tuning (default: as many as the training)",
     )
     train.add_argument(
         "--no-quantize",
@@ -478,7 +499,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="skip the int8 copy (static, per channel, calibrated on 1024 training rows)",
     )
     train.add_argument(
-        "--min-accuracy", type=float, default=None, help="exit with status 1 when the test accuracy is below this"
+        "--min-accuracy",
+        type=argument_number(0.0, math.inf),
+        default=None,
+        help="exit with status 1 when the test accuracy is below this",
     )
     train.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     train.add_argument("--quiet", dest="verbose", action="store_false", help="no per-epoch lines")
@@ -496,13 +520,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     predict.add_argument("input", help="a .npy array of shape (samples, features) or (features,)")
     predict.add_argument("--output", "-o", default=None, help="write a .npy here instead of printing")
     predict.add_argument("--proba", action="store_true", help="class probabilities instead of labels")
+    predict.add_argument("--allow-nonfinite", action="store_true", help="predict rows with NaN / inf: NaN, label -1")
     predict.add_argument("--device", default="cpu")
     predict.set_defaults(func=_predict)
 
     export = sub.add_parser("export", help="write a saved model as ONNX (the onnx extra)")
     export.add_argument("model")
     export.add_argument("--onnx", required=True, help="the .onnx file to write")
-    export.add_argument("--opset", type=int, default=17)
+    export.add_argument("--opset", type=_POSITIVE, default=17)
     export.set_defaults(func=_export)
 
     quant = sub.add_parser("quantize", help="an int8 copy of a saved model, calibrated on data, and its report")
@@ -513,13 +538,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         default=None,
         help=f"calibrate on this dataset's training rows and report accuracy on its test split ({', '.join(names())})",
     )
-    quant.add_argument("--calibration-rows", type=int, default=1024, help="with --dataset (default 1024)")
+    quant.add_argument("--calibration-rows", type=_POSITIVE, default=1024, help="with --dataset (default 1024)")
     quant.add_argument("--method", default="minmax", help="minmax (default), percentile, mse or entropy")
     quant.add_argument("--dynamic", action="store_true", help="quantize inputs per row at run time")
     quant.add_argument("--per-tensor", action="store_true", help="one weight scale per layer, not per channel")
     quant.add_argument(
         "--max-accuracy-drop",
-        type=float,
+        type=argument_number(0.0, 1.0, hi_open=False),
         default=None,
         help="with --dataset: layers fall back to float32 until the accuracy drop (a fraction) fits",
     )
@@ -529,7 +554,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     prune = sub.add_parser("prune", help="prune a saved model (and fine-tune it), then compare it with the dense one")
     prune.add_argument("model")
-    prune.add_argument("--sparsity", type=float, default=None, help="unstructured magnitude pruning to this sparsity")
+    prune.add_argument(
+        "--sparsity", type=_FRACTION, default=None, help="unstructured magnitude pruning to this sparsity"
+    )
     prune.add_argument(
         "--scope",
         choices=("layer", "global"),
@@ -538,7 +565,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     prune.add_argument(
         "--structured",
-        type=float,
+        type=_FRACTION,
         default=None,
         metavar="FRACTION",
         help="first remove this fraction of every hidden layer's neurons",
@@ -546,13 +573,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     prune.add_argument("--n-m", default=None, metavar="N:M", help="semi-structured N:M sparsity, e.g. 2:4")
     prune.add_argument(
         "--fine-tune-epochs",
-        type=int,
+        type=argument_int(0),
         default=0,
         help="fine-tune on --dataset; --sparsity is then reached gradually (Zhu & Gupta)",
     )
     prune.add_argument("--dataset", default=None, help="evaluate (and fine-tune) on this dataset")
-    prune.add_argument("--batch-size", type=int, default=None, help="fine-tuning batch size (train's default)")
-    prune.add_argument("--lr", type=float, default=2e-3, help="the fine-tuning's initial learning rate")
+    prune.add_argument("--batch-size", type=_POSITIVE, default=None, help="fine-tuning batch size (train's default)")
+    prune.add_argument("--lr", type=_RATE, default=2e-3, help="the fine-tuning's initial learning rate")
     prune.add_argument("--device", default="cpu")
     prune.add_argument("--output", "-o", required=True, help="save the pruned model here")
     prune.add_argument("--json", action="store_true", help="also print the results as one JSON line")
@@ -562,6 +589,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     info = sub.add_parser("info", help="a model file's summary, or without one the build information")
     info.add_argument("model", nargs="?", default=None)
     info.set_defaults(func=_info)
+    _cli_optimize.add_command(sub)
+
+    from .serve.config import add_arguments as serve_arguments
+
+    serve = sub.add_parser(
+        "serve", help="serve models over the Open Inference Protocol (V2) REST API (the serve extra)"
+    )
+    serve_arguments(serve)
+    serve.set_defaults(func=_serve)
 
     args = parser.parse_args(argv)
     try:

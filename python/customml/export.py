@@ -19,6 +19,12 @@ exactly the executor's fused requantization); a dynamic one is quantized per row
 executor does it, written out in elementary ops (ONNX's DynamicQuantizeLinear quantizes
 per tensor): lo = min(0, min x), hi = max(0, max x), scale = (hi - lo) / 255 (1 when 0),
 zero = round(-lo / scale), codes clip(round(x / scale) + zero, 0, 255).
+
+A bf16 Dense layer (customml.quantize.bf16) keeps its kernel as a BFLOAT16 initializer
+``layers.{i}.kernel`` cast to float32, and its input is rounded to bfloat16 and back by two
+``Cast`` nodes, as the executor rounds it; the ``Gemm`` then multiplies the same values
+(runtimes keep denormal inputs that the executor reads as zero: a difference below 2**-126 a
+product).
 """
 
 from __future__ import annotations
@@ -137,7 +143,19 @@ def export_onnx(model, path, opset: int = MIN_OPSET) -> None:
         act = layer.activation
         z = out if act == "identity" else f"{p}.preact"
         q = model._net.quantization(i)
-        if q is None:
+        if model._net.bf16(i):
+            bf16 = onnx.TensorProto.BFLOAT16
+            bits: np.ndarray = _core.to_bf16(np.ascontiguousarray(kernel, np.float32)).astype("<u2")
+            inits += [
+                helper.make_tensor(f"{p}.kernel", bf16, kernel.shape, bits.tobytes(), raw=True),
+                numpy_helper.from_array(bias, f"{p}.bias"),
+            ]
+            w = node("Cast", [f"{p}.kernel"], f"{p}.kernel_f32", to=onnx.TensorProto.FLOAT)
+            x = node(
+                "Cast", [node("Cast", [cur], f"{p}.input_bf16", to=bf16)], f"{p}.input_f32", to=onnx.TensorProto.FLOAT
+            )
+            nodes.append(helper.make_node("Gemm", [x, w, f"{p}.bias"], [z], name=f"{p}.gemm"))
+        elif q is None:
             inits += [numpy_helper.from_array(kernel, f"{p}.kernel"), numpy_helper.from_array(bias, f"{p}.bias")]
             nodes.append(helper.make_node("Gemm", [cur, f"{p}.kernel", f"{p}.bias"], [z], name=f"{p}.gemm"))
         else:

@@ -23,6 +23,12 @@ per tensor and, for static inputs, ``layers.{i}.input_scale`` F32 (1,) and
 its codes ``layers.{i}.kernel_q`` I8 (in, out), in [-127, 127], come after every 4-byte
 tensor (optimizer state included), so that those stay 4-byte aligned.
 
+A bf16 Dense layer (``customml.quantize.bf16``; its architecture entry has
+``"kernel_dtype": "bf16"``, format version 4) stores its kernel ``layers.{i}.kernel`` as BF16
+(in, out) (the upper halves of the float32 values, which are bf16 values), after every
+other tensor but the int8 codes (the CSR index tensors included), so that those stay
+aligned; its bias stays F32 in its place. bf16 layers are never stored compressed.
+
 A pruned (masked) Dense layer's kernel is stored compressed, as CSR of its transpose (per
 output unit, the inputs its mask keeps, ascending; the sparse kernels' own layout):
 ``layers.{i}.kernel.values`` (nnz,) F32 and ``layers.{i}.kernel.offsets`` (out + 1,) I32
@@ -36,7 +42,7 @@ Metadata (every value a string; the structured ones hold JSON): ``format`` = "cu
 ``format_version`` = "1" (or "2" when a layer has a kernel_regularizer, the learning
 rate is a schedule or the precision is not fp32; "3" when a layer is frozen, the model has
 a preprocessing layer, a metric other than accuracy, callback states, an int8 layer or
-a pruned layer),
+a pruned layer; "4" when a layer is bf16),
 ``customml_version``, ``architecture``, ``preprocessing``,
 ``training`` (the compile configuration, "null" when uncompiled), ``optimizer_state`` (only
 with include_optimizer: the step count, the epochs trained and the slot names),
@@ -87,7 +93,8 @@ def save(model, path, include_optimizer: bool = False) -> None:
 def dumps(model, include_optimizer: bool = False) -> bytes:
     """The bytes ``save`` would write, in memory (for pickling and sending models
     between processes); ``loads`` reads them back with every check ``load`` makes."""
-    return b"".join(_model_file.encode(describe(model, include_optimizer)))
+    with model._lock:  # one whole weight set, as save
+        return b"".join(_model_file.encode(describe(model, include_optimizer)))
 
 
 def load(path, device: str = "cpu"):

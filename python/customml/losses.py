@@ -8,7 +8,7 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
-__all__ = ["Loss", "SoftmaxCrossEntropy", "BinaryCrossEntropy", "MeanSquaredError", "get"]
+__all__ = ["Loss", "SoftmaxCrossEntropy", "BinaryCrossEntropy", "MeanSquaredError", "Distillation", "get"]
 
 
 class Loss:
@@ -62,6 +62,33 @@ class MeanSquaredError(Loss):
 
     name = "mse"
     classification = False
+
+
+class Distillation(Loss):
+    """Knowledge distillation (Hinton, Vinyals and Dean 2015): per sample
+    ``alpha * T**2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) *
+    CE(student, label)`` with ``T = temperature`` (>= 0.05; 1 to 20 is the useful range)
+    and ``alpha`` in [0, 1], loss and gradient fused in one kernel. A model compiled with
+    it trains on a teacher's logits: use ``customml.distill``, which compiles the student
+    with it. Evaluation (``evaluate``, validation) reports the labels' cross-entropy, the
+    teacher being a training signal only."""
+
+    name = "distillation"
+
+    def __init__(self, temperature: float = 4.0, alpha: float = 0.9):
+        for arg, value, lo in (("temperature", temperature, 0.05), ("alpha", alpha, 0.0)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value) or value < lo:
+                raise ValueError(f"Distillation {arg} must be a finite number >= {lo}, got {value!r}")
+        if alpha > 1.0:
+            raise ValueError(f"Distillation alpha must be in [0, 1], got {alpha!r}")
+        self.temperature: float = float(temperature)
+        self.alpha: float = float(alpha)
+
+    def _config(self) -> dict:
+        return {"loss": self.name, "temperature": self.temperature, "alpha": self.alpha}
+
+    def __repr__(self) -> str:
+        return f"Distillation(temperature={self.temperature!r}, alpha={self.alpha!r})"
 
 
 _BY_NAME = {

@@ -8,9 +8,11 @@ its files); fit and evaluate come from its base class, ``_trainer.Trainer``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union, cast
+import threading
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 
@@ -20,6 +22,7 @@ from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from ._callback import Callback
 from ._checks import as_features, number, positive_int
+from ._checks import check_finite as _check_finite
 from ._history import History
 from ._model_description import ModelDescription, describe
 from ._safetensors import atomic_write
@@ -64,6 +67,11 @@ class Sequential(Trainer):
         self.name = name
         self.layers: List[Layer] = []
         self._net = None
+        # A weight change of several executor calls (set_weights, load_weights, pruning) is
+        # a transaction under this lock (_transaction), and save, evaluate and each
+        # training step take it too: what predict runs and what save writes is always one
+        # whole weight set (docs/decisions.md, "Concurrency").
+        self._lock = threading.RLock()
         self._loss: Optional[losses_mod.Loss] = None
         self._optimizer: Optional[optimizers_mod.Optimizer] = None
         self._metrics: Tuple[str, ...] = ()
@@ -158,7 +166,14 @@ class Sequential(Trainer):
         old = self._net
         assert old is not None and self._input_dim is not None  # add and pop rebuild a built model
         carried = {
-            i: (self._masks.get(i), self._nm.get(i), old.sparse_format(i), old.sparse_min_batch(i), old.quantization(i))
+            i: (
+                self._masks.get(i),
+                self._nm.get(i),
+                old.sparse_format(i),
+                old.sparse_min_batch(i),
+                old.quantization(i),
+                old.bf16(i),
+            )
             for i, layer in enumerate(self.layers)
             if id(layer) in kept and isinstance(layer, Dense)
         }
@@ -187,7 +202,7 @@ class Sequential(Trainer):
             if weights:
                 layer._assign(weights)
         self._masks, self._nm = {}, {}
-        for i, (keep, nm, (fmt, max_batch), min_batch, q) in carried.items():
+        for i, (keep, nm, (fmt, max_batch), min_batch, q, half) in carried.items():
             if keep is not None:
                 net.set_mask(i, np.ascontiguousarray(keep, dtype=np.uint8))
                 self._masks[i] = keep
@@ -197,6 +212,8 @@ class Sequential(Trainer):
                 net.set_sparse_format(i, fmt, max_batch, *(nm or (2, 4)), min_batch=min_batch)
             if q is not None:
                 net.set_quantization(i, q["w_q"], q["w_scale"], q["in_scale"], q["in_zero"])
+            if half:
+                net.set_bf16(i, True)
         if self._loss is not None:
             self._epoch = 0
             self._compile_net()
@@ -231,15 +248,33 @@ class Sequential(Trainer):
         self._input_dim = input_dim
         # Philox: a counter-based stream, the same family the dropout masks use.
         rng = np.random.Generator(np.random.Philox(key=self.seed))
-        for layer in self.layers:
-            weights = layer._initial_weights(rng)
-            if weights:
-                layer.set_weights(weights)
+        with self._transaction():
+            for layer in self.layers:
+                weights = layer._initial_weights(rng)
+                if weights:
+                    layer.set_weights(weights)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Executor writes that form one weight change: predict keeps running the weights
+        before it until it ends (Network.begin_update); save, evaluate, training steps and
+        other transactions wait for it. Nests."""
+        with self._lock:
+            net = self._net
+            if net is None:
+                yield
+                return
+            net.begin_update()
+            try:
+                yield
+            finally:
+                net.end_update()
 
     def _write_layer_params(self, w_off: int, kernel: np.ndarray, b_off: int, bias: np.ndarray) -> None:
         assert self._net is not None  # a layer writes only when built
-        self._net.write_params(w_off, kernel.ravel())
-        self._net.write_params(b_off, bias)
+        with self._transaction():
+            self._net.write_params(w_off, kernel.ravel())
+            self._net.write_params(b_off, bias)
 
     def count_params(self) -> int:
         self._require_built("count_params")
@@ -262,8 +297,9 @@ class Sequential(Trainer):
             weights = weights[n:]
         if weights:
             raise ValueError(f"set_weights got {len(weights)} more arrays than the model has")
-        for layer, arrays in checked:
-            layer._assign(arrays)
+        with self._transaction():
+            for layer, arrays in checked:
+                layer._assign(arrays)
 
     def summary(self, print_fn: Callable[[str], None] = print) -> None:
         self._require_built("summary")
@@ -420,11 +456,18 @@ class Sequential(Trainer):
 
     # -- inference ---------------------------------------------------------------------
 
-    def predict(self, x, batch_size: int = 1024, out: Optional[np.ndarray] = None) -> np.ndarray:
+    def predict(
+        self, x, batch_size: int = 1024, out: Optional[np.ndarray] = None, check_finite: bool = False
+    ) -> np.ndarray:
         """The last layer's output (logits for classification losses), float32
         (samples, outputs). With ``out=`` it writes into that C-contiguous float32 array
-        and allocates nothing. Safe to call from many threads at once."""
+        and allocates nothing. Safe to call from many threads at once. NaN and inf in x
+        propagate (an int8 model's row with one is NaN); ``check_finite=True`` refuses such
+        an x instead, naming the first row and column."""
         net = self._net
+        if check_finite:
+            x = as_features(x, "x", "predict")
+            _check_finite(x, "x", "predict", "pass check_finite=False to get NaN outputs for such rows")
         # Fast path: a ready model and a plain batch size. The executor takes x as it is
         # when x is already float32 (the dtype object itself), 2-D, C-contiguous and has
         # rows, allocating out when it is None; for anything else it returns None and
@@ -446,12 +489,13 @@ class Sequential(Trainer):
         assert self._net is not None
         return self._net.predict(x, out, batch_size)
 
-    def predict_proba(self, x, batch_size: int = 1024) -> np.ndarray:
+    def predict_proba(self, x, batch_size: int = 1024, check_finite: bool = False) -> np.ndarray:
         """Class probabilities: softmax of the logits (softmax cross-entropy) or, for
-        binary cross-entropy, the sigmoid of the single logit as P(class 1), shape (n, 1)."""
+        binary cross-entropy, the sigmoid of the single logit as P(class 1), shape (n, 1).
+        A row with NaN or inf gives NaN probabilities; ``check_finite`` as in predict."""
         if self._loss is None or not self._loss.classification:
             raise ValueError("[predict_proba] needs a model compiled with a classification loss")
-        logits = self.predict(x, batch_size=batch_size)
+        logits = self.predict(x, batch_size=batch_size, check_finite=check_finite)
         # predict's output is host memory whatever the device: the CPU ops, in place.
         if self._loss.name == "binary_cross_entropy":
             return ops.sigmoid(logits, out=logits)
@@ -464,7 +508,9 @@ class Sequential(Trainer):
         configuration); ``include_optimizer=True`` adds the optimizer state, the step count
         and the epochs trained so that ``customml.load`` + fit resumes exactly. The write
         is atomic. See ``customml.io`` for the layout."""
-        atomic_write(path, _model_file.encode(describe(self, include_optimizer)))
+        with self._lock:  # one whole weight set, never half a transaction or a step
+            data = _model_file.encode(describe(self, include_optimizer))
+        atomic_write(path, data)
 
     def load_weights(self, path) -> None:
         """Loads the weights of a file saved by ``save`` into this model, which must have
@@ -477,12 +523,13 @@ class Sequential(Trainer):
             self.build(desc.architecture["input_dim"])
             if self._loss is not None:
                 self._compile_net()
-        self._restore(desc, with_state=False)
-        # A Normalization's statistics are its weights (as in Keras); a Rescaling's constants
-        # are configuration, kept as the model has them.
-        for spec, layer in zip(desc.architecture["layers"], self.layers):
-            if spec["kind"] == "normalization" and spec["mean"] is not None:
-                cast(Normalization, layer)._set_stats(spec["mean"], spec["variance"])
+        with self._transaction():
+            self._restore(desc, with_state=False)
+            # A Normalization's statistics are its weights (as in Keras); a Rescaling's
+            # constants are configuration, kept as the model has them.
+            for spec, layer in zip(desc.architecture["layers"], self.layers):
+                if spec["kind"] == "normalization" and spec["mean"] is not None:
+                    cast(Normalization, layer)._set_stats(spec["mean"], spec["variance"])
 
     @classmethod
     def _from_description(cls, desc: ModelDescription, device: str) -> "Sequential":
@@ -503,6 +550,10 @@ class Sequential(Trainer):
         hold); then its pruning (the masks, cleared on layers it has none for, the N:M
         shapes and the inference formats) and its int8 layers; ``with_state``, its optimizer
         state, step count, epochs trained and callback states too, where it has them."""
+        with self._transaction():
+            self._restore_in_transaction(desc, with_state)
+
+    def _restore_in_transaction(self, desc: ModelDescription, with_state: bool) -> None:
         net = self._net
         assert net is not None
         for i in list(self._masks):
@@ -512,6 +563,7 @@ class Sequential(Trainer):
         for i, w in desc.weights.items():
             if w.int8 is None:
                 net.clear_quantization(i)
+                net.set_bf16(i, w.bf16)
                 net.write_params(net.weight_offsets[i], np.ascontiguousarray(w.kernel).ravel())
             net.write_params(net.bias_offsets[i], np.ascontiguousarray(w.bias).ravel())
         for i, w in desc.weights.items():

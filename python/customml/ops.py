@@ -24,6 +24,7 @@ __all__ = [
     "dense_forward",
     "dense_backward",
     "softmax_cross_entropy",
+    "distillation_loss",
     "binary_cross_entropy_with_logits",
     "mse",
     "count_correct",
@@ -37,8 +38,12 @@ __all__ = [
     "quantize",
     "dequantize",
     "quantize_rows_dynamic",
+    "symmetric_scales",
+    "observe_range",
     "gemm_s8_pack",
     "gemm_s8",
+    "to_bf16",
+    "dense_forward_bf16",
     "apply_mask",
     "sparse_dense_forward",
     "sparse_pack",
@@ -141,11 +146,54 @@ def softmax_cross_entropy(
     With smoothing eps the target is ``(1 - eps) * onehot + eps / classes``; with class
     weights c and row weights r (float32, one per row) the mean is ``sum_i w_i l_i / sum_i w_i``
     with ``w_i = c[y_i] r_i``. Returns ``(loss, grad)``.
+
+    ``labels`` may instead be soft labels: a float32 matrix of target distributions q of
+    the logits' shape (label distributions, mixup), as Keras' CategoricalCrossentropy and
+    PyTorch's probability targets take: ``l_i = -sum_c q_ic log softmax(logits_i)_c`` (a
+    target of 0 adds 0), gradient ``w_i / W (sum_c q_ic softmax(logits_i) - q_i)``; only
+    row weights apply then.
     """
     if need_grad and grad_out is None:
         grad_out = _empty(np.shape(logits), device)
     grad = grad_out if need_grad else None
+    # A matrix of anything but integers is soft labels (int32 (batch, 1) stays the labels'
+    # shape error); any array type: NumPy, CuPy, torch and customml.Array all name it so.
+    if len(getattr(labels, "shape", np.shape(labels))) == 2 and "int" not in str(getattr(labels, "dtype", "")):
+        if class_weights is not None or label_smoothing:
+            raise ValueError(
+                "[softmax_cross_entropy] class_weights and label_smoothing apply to int32 labels, not to soft labels "
+                "(a target matrix): weight or smooth the targets themselves"
+            )
+        return _core.softmax_cross_entropy_soft(grad, logits, labels, device, row_weights), grad
     loss = _core.softmax_cross_entropy(grad, logits, labels, class_weights, label_smoothing, device, row_weights)
+    return loss, grad
+
+
+def distillation_loss(
+    student_logits,
+    teacher_logits,
+    labels,
+    *,
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+    row_weights=None,
+    need_grad: bool = True,
+    grad_out=None,
+    device: str = "cpu",
+) -> Tuple[float, Optional[np.ndarray]]:
+    """Knowledge distillation's loss (Hinton, Vinyals and Dean 2015) and its gradient
+    w.r.t. the student's logits, fused in one kernel: per row
+    ``alpha T^2 KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) CE(softmax(student), label)``
+    with ``T = temperature`` (>= 0.05) and ``alpha`` in [0, 1]; the weighted mean over
+    rows as softmax_cross_entropy's. student_logits, teacher_logits: (batch, classes)
+    float32; labels: (batch,) int32 (not read when alpha is 1). Returns ``(loss, grad)``.
+    """
+    if need_grad and grad_out is None:
+        grad_out = _empty(np.shape(student_logits), device)
+    grad = grad_out if need_grad else None
+    loss = _core.distillation_loss(
+        grad, student_logits, teacher_logits, labels, temperature, alpha, device, row_weights
+    )
     return loss, grad
 
 
@@ -317,6 +365,55 @@ def quantize_rows_dynamic(x, *, out=None, scale_out=None, zero_out=None, device:
     zero_out = _empty((rows,), device, np.int32) if zero_out is None else zero_out
     _core.quantize_rows_dynamic(out, scale_out, zero_out, x, device)
     return out, scale_out, zero_out
+
+
+def symmetric_scales(w, *, axis: str = "column", out=None, device: str = "cpu"):
+    """Symmetric int8 scales of float32 weights w (rows, cols): ``max |w| / 127`` per
+    column ((cols,), ``axis="column"``) or over the tensor ((1,), ``axis="tensor"``), 1
+    where that maximum is 0 (its codes are 0 anyway); NaN is left out of the maximum.
+    Returns ``out`` (float32)."""
+    rows, cols = _shape2(w, "w", "symmetric_scales")
+    if out is None:
+        out = _empty((cols if axis == "column" else 1,), device)
+    _core.symmetric_scales(out, w, axis, device)
+    return out
+
+
+def observe_range(
+    x, range, *, momentum: float, first: bool = False, scale_out=None, zero_out=None, device: str = "cpu"
+):
+    """Quantization-aware training's moving input range. ``range`` is float64 (2,) (lo,
+    hi), updated in place: set to the range of float32 x (rows, cols) widened to contain 0
+    when ``first``, else ``momentum * range + (1 - momentum) * that``; NaN is left out.
+    Returns its asymmetric uint8 encoding ``(scale, zero)``, float32 (1,) and int32 (1,):
+    scale = (hi - lo) / 255, zero = the code of 0 (scale 1, zero 0 for an empty range)."""
+    _shape2(x, "x", "observe_range")
+    scale_out = _empty((1,), device) if scale_out is None else scale_out
+    zero_out = _empty((1,), device, np.int32) if zero_out is None else zero_out
+    _core.observe_range(range, scale_out, zero_out, x, momentum, first, device)
+    return scale_out, zero_out
+
+
+def to_bf16(x) -> np.ndarray:
+    """float32 -> bfloat16 bits as uint16 (NumPy has no bfloat16), same shape: rounded to
+    nearest even, denormals to a zero of their sign, NaN kept NaN (quiet), as the
+    VCVTNEPS2BF16 instruction rounds. ``x`` must be a C-contiguous float32 array."""
+    return _core.to_bf16(x)
+
+
+def dense_forward_bf16(x, weight, bias=None, *, activation: str = "identity", out=None, device: str = "cpu"):
+    """``activation(bf16(x) @ weight + bias)`` with bfloat16 weights: x (batch, in) float32,
+    rounded to bfloat16 as ``to_bf16`` rounds; weight (in, out) bfloat16 bits (uint16, from
+    ``to_bf16``); bias (out,) float32 or None. The products are exact and accumulated in
+    float32 as the vdpbf16ps instruction does (each pair of k, odd element first, one
+    rounding each, results below 2**-126 flushed to zero), on the CPU; other devices refuse.
+    Returns ``out``."""
+    if out is None:
+        batch = _shape2(x, "x", "dense_forward_bf16")[0]
+        cols = _shape2(weight, "weight", "dense_forward_bf16")[1]
+        out = _empty((batch, cols), device)
+    _core.dense_forward_bf16(out, x, weight, bias, activation, device)
+    return out
 
 
 def gemm_s8_pack(weight, *, device: str = "cpu") -> "_core.PackedS8":

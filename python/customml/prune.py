@@ -59,6 +59,10 @@ def _dense_indices(model, op: str) -> List[int]:
     quantized = [model.layers[i].name for i in indices if model._net.quantized(i)]
     if quantized:
         raise ValueError(f"[{op}] layer {quantized[0]!r} is int8: prune the float model, then quantize it")
+    # A bf16 layer runs dense from its kernel, which the file stores whole (no mask).
+    halves = [model.layers[i].name for i in indices if model._net.bf16(i)]
+    if halves:
+        raise ValueError(f"[{op}] layer {halves[0]!r} is bf16: prune the float model, then quantize.bf16 it")
     return indices
 
 
@@ -112,11 +116,12 @@ def magnitude(
     optimizer, every device). ``measure`` runs ``choose_formats`` at ``batch_sizes`` so that
     inference uses the sparse kernel where it is faster; without it the formats stay as
     they were. Returns a PruneReport (also ``model.pruning_report``)."""
-    masks = magnitude_masks(model, sparsity, scope)
-    before = {i: _nonzeros(model.layers[i]) for i in masks}
-    for i, keep in masks.items():
-        _set_mask(model, i, keep)
-    return _report(model, "magnitude", before, measure, batch_sizes, ("csr",))
+    with model._transaction():  # predict sees every layer pruned, or none
+        masks = magnitude_masks(model, sparsity, scope)
+        before = {i: _nonzeros(model.layers[i]) for i in masks}
+        for i, keep in masks.items():
+            _set_mask(model, i, keep)
+        return _report(model, "magnitude", before, measure, batch_sizes, ("csr",))
 
 
 def n_m_masks(model, n: int = 2, m: int = 4) -> Dict[int, np.ndarray]:
@@ -150,12 +155,13 @@ def n_m(
     each group of m consecutive inputs the n largest magnitudes stay (a last, shorter group
     keeps at most n). With ``measure`` the layers run in the "nm" format for the batch
     sizes where it beats dense. Returns a PruneReport (also ``model.pruning_report``)."""
-    masks = n_m_masks(model, n, m)
-    before = {i: _nonzeros(model.layers[i]) for i in masks}
-    for i, keep in masks.items():
-        _set_mask(model, i, keep)
-        model._nm[i] = (int(n), int(m))
-    return _report(model, "n_m", before, measure, batch_sizes, ("nm",))
+    with model._transaction():  # predict sees every layer pruned, or none
+        masks = n_m_masks(model, n, m)
+        before = {i: _nonzeros(model.layers[i]) for i in masks}
+        for i, keep in masks.items():
+            _set_mask(model, i, keep)
+            model._nm[i] = (int(n), int(m))
+        return _report(model, "n_m", before, measure, batch_sizes, ("nm",))
 
 
 # ---------------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ at more of them stays float32 and sparse, keeping its mask, its format and its b
 ``qat(model, x, y)`` fine-tunes a copy with fake quantization in the executor's training
 forward pass (Network.set_fake_quantization: the straight-through estimator) and returns
 ``int8`` of the result.
+
+``bf16(model)`` returns a new model whose Dense kernels are bfloat16 (Network.set_bf16).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ import numpy as np
 from . import _checks, _formats, io, ops
 from .layers import Dense
 
-__all__ = ["int8", "qat", "QuantizationReport", "METHODS"]
+__all__ = ["int8", "qat", "bf16", "QuantizationReport", "METHODS"]
 
 METHODS = ("minmax", "percentile", "mse", "entropy")
 _OP = "quantize.int8"
@@ -68,9 +70,9 @@ def quantize_weights(kernel: np.ndarray, per_channel: bool = True) -> Tuple[np.n
     round_half_even(w / scale). An all-zero column gets scale 1 (its codes are 0 anyway;
     the executor needs scales > 0)."""
     kernel = np.ascontiguousarray(kernel, dtype=np.float32)
-    amax = np.abs(kernel).max(axis=0) if per_channel else np.abs(kernel).max().reshape(1)
-    scale = np.where(amax > 0, amax / np.float32(_W_MAX), np.float32(1.0)).astype(np.float32)
-    codes = ops.quantize(kernel, scale, dtype="int8", axis="column" if per_channel else "tensor")
+    axis = "column" if per_channel else "tensor"
+    scale = ops.symmetric_scales(kernel, axis=axis)  # the op QAT's training step runs on the device
+    codes = ops.quantize(kernel, scale, dtype="int8", axis=axis)
     return codes, scale
 
 
@@ -606,3 +608,28 @@ def qat(
         max_accuracy_drop=max_accuracy_drop,
         validation=validation,
     )
+
+
+def bf16(model):
+    """A new model whose Dense kernels are stored as bfloat16 (rounded to nearest even;
+    biases stay float32): half the weight bytes in memory and in the model file, multiplied
+    by the CPU's bf16 kernel (AVX512-BF16 where present), which rounds each layer's input to
+    bfloat16 and accumulates in float32 (``ops.dense_forward_bf16``). A pruned layer keeps
+    its zeros in its kernel and runs dense. The model predicts, saves, loads and exports to
+    ONNX; it does not train. Devices without a bf16 product ("cuda", "cuda-emulated") refuse
+    it with a ValueError."""
+    if getattr(model, "_net", None) is None:
+        raise ValueError("[quantize.bf16] the model is not built: give Sequential input_dim or call fit/predict first")
+    dense = [i for i, layer in enumerate(model.layers) if isinstance(layer, Dense)]
+    for i in dense:
+        if model._net.quantized(i):
+            raise ValueError(f"[quantize.bf16] layer {i} ({model.layers[i].name!r}) is int8: convert the float model")
+    new = _copy(model)
+    net = new._net
+    for i in dense:
+        if i in new._masks:
+            net.clear_mask(i)
+        net.set_sparse_format(i, "dense", 0, 2, 4, min_batch=1)
+        net.set_bf16(i, True)
+    new._masks, new._nm = {}, {}
+    return new

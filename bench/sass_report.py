@@ -1,0 +1,262 @@
+"""What the compiled CUDA kernels would do on an A100 or H100, read from the machine code
+without a GPU (issue 22): for each kernel of a CUDA build, its registers, shared memory
+and occupancy on sm_80 and sm_90, the instruction mix of its main loop, and for the
+README MLP's shapes and 4096^3 the dense layer's grids against the SM count.
+
+    python bench/sass_report.py build/cuda/_core*.so [--markdown] [--kernel REGEX]
+
+Needs cuobjdump and nvdisasm (PATH, the CUDA toolkit, or PyPI's nvidia-cuda-cuobjdump and
+nvidia-cuda-nvdisasm, extra "sass"). The main loop is the body of the backward branch
+holding the most tensor-core instructions, else the most FFMA; its mix is static (each instruction of the body
+counted once, every path through it included), so it describes the code, not a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Per-SM limits (CUDA C Programming Guide, "Technical Specifications per Compute Capability").
+SM: dict[str, dict[str, Any]] = {
+    "sm_80": dict(name="A100", sms=108, regs=65536, warps=64, blocks=32, smem=164 * 1024),
+    "sm_90": dict(name="H100 SXM", sms=132, regs=65536, warps=64, blocks=32, smem=228 * 1024),
+}
+# Threads per block of the kernels not launched with the common kThreads = 256
+# (cuda/common.cuh); cuda/dense.cuh's kGemmThreads and kTcThreads.
+BLOCK_THREADS = {"gemm_kernel": 256, "gemm_tc_kernel": 128, "accumulate_kernel": 1}
+DEFAULT_THREADS = 256
+
+
+def tool(name: str) -> str:
+    """A CUDA binary utility: on PATH, in the toolkit, or from the nvidia-cuda-* wheels."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/local/cuda/bin")
+    if not found:
+        try:
+            import nvidia  # type: ignore[import-untyped]
+
+            for root in nvidia.__path__:
+                for cand in Path(root).glob(f"*/bin/{name}"):
+                    found = str(cand)
+        except ImportError:
+            pass
+    if not found:
+        sys.exit(
+            f"{name} not found: install the CUDA toolkit or `pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm`"
+        )
+    return found
+
+
+def run(args: list[str]) -> str:
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(tool("nvdisasm")) + os.pathsep + env.get("PATH", "")
+    return subprocess.run(args, capture_output=True, text=True, check=True, env=env).stdout
+
+
+def short_name(mangled: str) -> str:
+    try:
+        demangled = subprocess.run(["c++filt"], input=mangled, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        demangled = mangled
+    demangled = demangled.split("(")[0].replace("customml::cuda::", "").removeprefix("void ")
+    return re.sub(r"nvcuda::wmma::precision::", "", demangled)
+
+
+@dataclass
+class Kernel:
+    name: str
+    arch: str
+    regs: int = 0
+    smem: int = 0
+    local: int = 0
+    loop: dict = field(default_factory=dict)
+
+
+def resources(binary: str) -> dict[tuple[str, str], Kernel]:
+    kernels: dict[tuple[str, str], Kernel] = {}
+    arch = None
+    for line in run([tool("cuobjdump"), "-res-usage", binary]).splitlines():
+        m = re.match(r"arch = (sm_\d+)", line)
+        if m:
+            arch = m.group(1)
+        m = re.match(r"\s*Function (\S+):", line)
+        if m:
+            current = Kernel(short_name(m.group(1)), arch or "?")
+            kernels[(current.name, current.arch)] = current
+        m = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", line)
+        if m:
+            current.regs, current.smem, current.local = int(m.group(1)), int(m.group(3)), int(m.group(4))
+    return kernels
+
+
+INSN = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
+
+
+def classify(op: str) -> list[str]:
+    parts = op.split(".")
+    tags = []
+    if parts[0] == "FFMA":
+        tags.append("ffma")
+    if parts[0] in ("HMMA", "IMMA") or parts[0].startswith("HGMMA"):
+        tags.append("mma")
+    if parts[0] in ("LDG", "LDS", "LD", "LDGSTS", "LDSM") and "128" in parts:
+        tags.append("ld128")
+    if parts[0] == "LDGSTS":
+        tags.append("cp_async")
+    if parts[0] == "LDSM":
+        tags.append("ldmatrix")
+    if parts[0] in ("F2F", "F2FP", "I2F", "F2I"):
+        tags.append("convert")
+    if parts[0] not in ("FFMA", "FADD", "FMUL", "HMMA") and ({"WIDE", "X", "EX", "64"} & set(parts[1:])):
+        tags.append("int64")
+    return tags
+
+
+def main_loop(sass: str) -> dict:
+    """The mix of the loop with the most tensor-core instructions, else the most FFMA;
+    the innermost of equals."""
+    insns = [(int(m.group(1), 16), m.group(3), m.group(4)) for m in INSN.finditer(sass)]
+    loops = []
+    for addr, op, rest in insns:
+        if op.split(".")[0] != "BRA":
+            continue
+        target = re.search(r"0x([0-9a-f]+)", rest)
+        if target and int(target.group(1), 16) <= addr:
+            loops.append((int(target.group(1), 16), addr))
+    best = None
+    for lo, hi in loops:
+        body = [op for a, op, _ in insns if lo <= a <= hi]
+        nested = any(lo < l2 and h2 <= hi and (l2, h2) != (lo, hi) for l2, h2 in loops)
+        tags = [classify(op) for op in body]
+        key = (sum("mma" in t for t in tags), sum("ffma" in t for t in tags), not nested)
+        if best is None or key > best[0]:
+            best = (key, body)
+    if best is None:
+        return {}
+    body = best[1]
+    mix = {"insns": len(body)}
+    for tag in ("ffma", "mma", "ld128", "cp_async", "ldmatrix", "convert", "int64"):
+        mix[tag] = sum(1 for op in body if tag in classify(op))
+    return mix
+
+
+def disassemble(binary: str, kernels: dict[tuple[str, str], Kernel], pattern: re.Pattern) -> None:
+    for arch in SM:
+        text = run([tool("cuobjdump"), "-sass", "-arch", arch, binary])
+        for chunk in re.split(r"\n\s*Function : ", text)[1:]:
+            name = short_name(chunk.split(None, 1)[0])
+            k = kernels.get((name, arch))
+            if k and pattern.search(name):
+                k.loop = main_loop(chunk)
+
+
+def occupancy(k: Kernel) -> tuple[int, float]:
+    """Resident blocks per SM and the share of the SM's warps they fill."""
+    lim = SM[k.arch]
+    threads = next((t for base, t in BLOCK_THREADS.items() if k.name.startswith(base)), DEFAULT_THREADS)
+    warps = math.ceil(threads / 32)
+    regs_per_warp = math.ceil(max(k.regs, 1) * 32 / 256) * 256
+    by_regs = (lim["regs"] // regs_per_warp) // warps
+    # sm_90's figure includes the 1 KiB the runtime reserves per block; sm_80's does not.
+    smem = k.smem + (1024 if k.arch == "sm_80" else 0)
+    by_smem = lim["smem"] // smem if smem else lim["blocks"]
+    blocks = min(by_regs, by_smem, lim["blocks"], lim["warps"] // warps)
+    return blocks, blocks * warps / lim["warps"]
+
+
+# The estimate's assumptions (H100 SXM): a sustained 1.755 GHz; 4 warp-instructions issued
+# per SM and cycle; a slice's global loads hidden behind the previous slice's arithmetic (the
+# double buffer); every instruction of the main loop's body issued once a slice (the static
+# count: an upper bound, it includes the paths not taken); launch overhead (2-4 us) excluded.
+CLOCK_HZ = 1.755e9
+ISSUE_PER_CYCLE = 4
+
+
+def dense_shapes() -> list[tuple[str, bool, list[tuple[int, int, int]]]]:
+    """The dense layer's GEMMs as cuda/dense.cu launches them (64 x 64 tiles of C; the
+    backward pass's dW, with db's extra row, and dx in one grid): (what, backward,
+    [(m, n, k) per problem]) for the README MLP at batch 128 and 1, and 4096^3."""
+    out = []
+    for batch in (128, 1):
+        for i, (inp, units) in enumerate([(784, 256), (256, 256), (256, 10)]):
+            out.append((f"MLP b{batch} L{i + 1} forward {batch}x{inp}->{units}", False, [(batch, units, inp)]))
+            back = [(inp + 1, units, batch)] + ([(batch, inp, units)] if i else [])
+            out.append((f"MLP b{batch} L{i + 1} backward" + ("" if i else " (no dx)"), True, back))
+    out.append(("4096^3 forward", False, [(4096, 4096, 4096)]))
+    out.append(("4096^3 backward (dW + dx)", True, [(4097, 4096, 4096), (4096, 4096, 4096)]))
+    return out
+
+
+def dense_estimates(kernels: dict[tuple[str, str], Kernel]) -> list[str]:
+    """Each dense GEMM's blocks against the SM count and, for the FP32 kernel on sm_90, an
+    estimated time from its main loop's instruction count (assumptions above)."""
+    lines = []
+    for what, backward, problems in dense_shapes():
+        blocks = sum(math.ceil(m / 64) * math.ceil(n / 64) for m, n, _ in problems)
+        cover = ", ".join(f"{blocks / lim['sms']:.2f}x {lim['name']}'s {lim['sms']} SMs" for lim in SM.values())
+        k = kernels.get((f"gemm_kernel<{'true' if backward else 'false'}>", "sm_90"))
+        estimate = ""
+        if k and k.loop:
+            per_sm, _ = occupancy(k)
+            resident = min(per_sm, math.ceil(blocks / SM["sm_90"]["sms"]))
+            waves = math.ceil(blocks / (per_sm * SM["sm_90"]["sms"]))
+            slices = max(math.ceil(kk / 16) for _, _, kk in problems)
+            cycles = waves * slices * resident * 8 * k.loop["insns"] / ISSUE_PER_CYCLE
+            flops = sum(2 * m * n * kk for m, n, kk in problems)
+            estimate = (
+                f"; FP32 estimate {cycles / CLOCK_HZ * 1e6:.1f} us against an FMA floor of {flops / 67e12 * 1e6:.2f} us"
+            )
+        lines.append(f"  {what}: {blocks} blocks ({cover}){estimate}")
+    return lines
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("binary", help="the CUDA build's _core*.so")
+    ap.add_argument("--kernel", default=".", help="only kernels whose name matches (regex)")
+    ap.add_argument("--markdown", action="store_true", help="a Markdown table (docs/performance.md)")
+    args = ap.parse_args()
+    pattern = re.compile(args.kernel)
+    kernels = resources(args.binary)
+    disassemble(args.binary, kernels, pattern)
+    sep = " | " if args.markdown else "  "
+    head = ["kernel", "arch", "regs", "smem B", "blocks/SM", "occ", "loop insns", "FFMA", "MMA", "128-bit ld",
+            "cp.async", "ldmatrix", "cvt", "int64"]  # fmt: skip
+    rows = []
+    for (name, arch), k in sorted(kernels.items()):
+        if not pattern.search(name) or arch not in SM:
+            continue
+        blocks, occ = occupancy(k)
+        loop = k.loop
+        n = loop.get("insns", 0)
+        pct = lambda t: f"{100 * loop[t] / n:.0f}%" if n else "-"  # noqa: E731
+        rows.append([name, arch, str(k.regs), str(k.smem), str(blocks), f"{100 * occ:.0f}%", str(n) if n else "-",
+                     pct("ffma"), pct("mma"), *(str(loop.get(t, "-")) for t in ("ld128", "cp_async", "ldmatrix",
+                     "convert", "int64"))])  # fmt: skip
+        if k.local:
+            rows[-1][0] += f" (LOCAL {k.local} B)"
+    if args.markdown:
+        print("| " + " | ".join(head) + " |")
+        print("|" + "---|" * len(head))
+        for r in rows:
+            print("| " + " | ".join(r) + " |")
+    else:
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+        for r in [head, *rows]:
+            print(sep.join(c.ljust(w) for c, w in zip(r, widths)))
+    print()
+    print("dense layer GEMMs: blocks against the SM count; estimates (not measurements) under the")
+    print(f"assumptions in {Path(__file__).name}, against 67 TFLOP/s FP32:")
+    print("\n".join(dense_estimates(kernels)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

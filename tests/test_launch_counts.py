@@ -1,0 +1,101 @@
+"""Kernel launches and host waits per training step and per predict, counted on
+"cuda-emulated" (issue 22). On a GPU each launch costs a few microseconds of CPU time and
+each host wait a round trip, more than the whole arithmetic of the README MLP's step at
+batch 128 (about 0.1 GFLOP, tens of microseconds on an H100): these counts are what the
+first GPU run will show, measured where no GPU is."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import customml as cm
+from customml import _core
+
+pytestmark = pytest.mark.skipif(not cm.build_info()["simt_emulation"], reason="built with CUSTOMML_SIMT_EMULATION=OFF")
+
+_BATCH = 128
+
+# The launches of one step of the README MLP (784-256-256-10, batch 128) under each loss and
+# option, fp16 and QAT excepted (their last host reads are being removed elsewhere): the
+# counts today, so that none grows unnoticed. The dense layers take one launch each way
+# (the backward pass's dz, db, dW and dx in one grid); the rest is the loss and the
+# optimizer. The issue's target is 8: what is above it is mostly the loss family's small
+# reductions (weight total, row losses, their sum, the epoch sum, the accuracy count and
+# its sum: 6 launches where one would do).
+_CASES = {
+    "softmax_ce+adam": dict(launches=13),
+    "softmax_ce+sgd": dict(optimizer=lambda: cm.optimizers.SGD(0.1, momentum=0.9), launches=13),
+    "class_weights+smoothing": dict(
+        loss=lambda: cm.losses.SoftmaxCrossEntropy(label_smoothing=0.1, class_weights=[1.0] * 9 + [2.0]), launches=13
+    ),
+    "sample_weight": dict(sample_weight=True, launches=13),
+    "dropout": dict(dropout=0.1, launches=15),
+    "clipnorm": dict(clipnorm=1.0, launches=16),
+    "l2": dict(l2=1e-4, launches=16),
+    "f1+confusion": dict(metrics=["accuracy", "f1", "confusion_matrix"], launches=14),
+    "binary_ce": dict(loss=lambda: "binary_cross_entropy", classes=2, outputs=1, launches=12),
+    "mse": dict(loss=lambda: "mse", classes=0, metrics=["mae", "r2"], launches=11),
+}
+
+
+def _model(case):
+    c = _CASES[case]
+    outputs = c.get("outputs", 10)
+    reg = cm.regularizers.l2(c["l2"]) if "l2" in c else None
+    layers = [cm.layers.Dense(256, "relu", kernel_regularizer=reg)]
+    if "dropout" in c:
+        layers.append(cm.layers.Dropout(c["dropout"]))
+    layers += [cm.layers.Dense(256, "relu"), cm.layers.Dense(outputs)]
+    model = cm.Sequential(layers, input_dim=784, device="cuda-emulated", seed=0)
+    optimizer = c["optimizer"]() if "optimizer" in c else cm.optimizers.Adam(1e-3)
+    loss = c["loss"]() if "loss" in c else "softmax_cross_entropy"
+    model.compile(optimizer=optimizer, loss=loss, metrics=c.get("metrics", ["accuracy"]), clipnorm=c.get("clipnorm"))
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2 * _BATCH, 784)).astype(np.float32)
+    classes = c.get("classes", 10)
+    if classes:
+        y = rng.integers(0, classes, 2 * _BATCH).astype(np.int32)
+    else:
+        y = rng.standard_normal((2 * _BATCH, outputs)).astype(np.float32)
+    w = rng.uniform(0.5, 2.0, 2 * _BATCH).astype(np.float32) if c.get("sample_weight") else None
+    return model, x, y, w
+
+
+def _counts(fn):
+    launches, waits = _core._emulated_launches(), _core._emulated_host_waits()
+    fn()
+    return _core._emulated_launches() - launches, _core._emulated_host_waits() - waits
+
+
+@pytest.mark.parametrize("case", sorted(_CASES))
+def test_launches_and_host_waits_per_training_step(case):
+    """A fit of two steps against one of one step: the difference is one step's launches
+    and host waits, whatever the epoch's start and end cost."""
+    model, x, y, w = _model(case)
+
+    def fit(rows):
+        def run():
+            model.fit(
+                x[:rows], y[:rows], epochs=1, batch_size=_BATCH, shuffle=False, verbose=0,
+                sample_weight=None if w is None else w[:rows],
+            )  # fmt: skip
+
+        return _counts(run)
+
+    fit(_BATCH)  # warm: buffers allocated, the regression shift read
+    one = fit(_BATCH)
+    two = fit(2 * _BATCH)
+    launches, waits = two[0] - one[0], two[1] - one[1]
+    assert waits == 0, f"{waits} host waits in a training step"
+    bound = _CASES[case]["launches"]
+    assert launches <= bound, f"{launches} launches per step, more than the {bound} this case takes"
+
+
+def test_predict_is_one_launch_per_dense_layer():
+    model, x, _, _ = _model("softmax_ce+adam")
+    model.predict(x[:_BATCH])  # warm: the plan built
+    launches, waits = _counts(lambda: model.predict(x[:_BATCH]))
+    assert launches == 3
+    # the logits' copy back to the host; predict runs no other read
+    assert waits == 1
