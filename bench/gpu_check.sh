@@ -9,7 +9,7 @@
 #
 # A GPU is lent to us rarely and briefly (about 15 minutes a session, its cold start
 # included, at most 10 minutes a command, no network), so every stage runs under its own
-# limit and the limits add up to 6 minutes 20 seconds. Expected times are for an H100 machine with
+# limit and the limits add up to 6 minutes 30 seconds. Expected times are for an H100 machine with
 # 16 cores and a cold build directory:
 #
 #   stage   limit  expected  what
@@ -21,10 +21,11 @@
 #                            1,100 tests: the device fixture's "cuda" cases), hypothesis "ci"
 #   bench     65 s    45 s   pytest bench/bench_cuda.py, 0.05 s of timing per benchmark
 #                            (about 110) instead of bench/pytest.ini's 1 s
-#   e2e       20 s     5 s   bench/end_to_end.py --device cuda
+#   e2e       30 s    10 s   bench/end_to_end.py --device cuda, then bench/nccl_check.py (a
+#                            one-rank NCCL communicator through customml.distributed)
 #   sanitize  80 s    60 s   the dense and int8 GEMM tests on "cuda" under compute-sanitizer's
 #                            memcheck, racecheck, initcheck and synccheck, 20 s each
-#   total    380 s   210 s   (plus the report, under a second)
+#   total    390 s   215 s   (plus the report, under a second)
 #
 # The build's estimate scales a measurement on a 2-core development machine (132 s of
 # compiler time for sm_90 alone; its longest chain, bindings.cpp then the link, 35 s);
@@ -59,7 +60,7 @@ BUILD=$REPO/build/gpucheck
 # it, so that neither the source tree nor site-packages is touched.
 SITE=$BUILD/site
 
-T_DETECT=30 T_BUILD=90 T_TESTS=95 T_BENCH=65 T_E2E=20 T_SANITIZE=80
+T_DETECT=30 T_BUILD=90 T_TESTS=95 T_BENCH=65 T_E2E=30 T_SANITIZE=80
 FAILED=0
 
 report() { "$PY" bench/gpu_report.py "$@"; }
@@ -238,7 +239,8 @@ if [[ $built -ne 1 ]]; then
 elif [[ -n $absent ]]; then
   skip e2e "$T_E2E" "missing: $absent"
 else
-  run_stage e2e "$T_E2E" "$PY" bench/end_to_end.py --device cuda --json "$OUT/end_to_end.json"
+  run_stage e2e "$T_E2E" bash -c '"$0" bench/end_to_end.py --device cuda --json "$1" && "$0" bench/nccl_check.py' \
+    "$PY" "$OUT/end_to_end.json"
 fi
 
 # --- the GPU tests under compute-sanitizer ---------------------------------------------------

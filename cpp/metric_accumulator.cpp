@@ -52,6 +52,11 @@ void MetricAccumulator::add_loss(int64_t b) {
   count_ += b;
 }
 
+void MetricAccumulator::add_loss(int64_t b, double loss_rows) {
+  backend_->accumulate(sums_.data() + kLossSum, sums_.data() + kBatchLoss, loss_rows, nullptr);
+  count_ += b;
+}
+
 void MetricAccumulator::add_penalty(const double* penalty, int64_t rows, const StepState* gate) {
   backend_->accumulate(sums_.data() + kLossSum, penalty, static_cast<double>(rows), gate);
 }

@@ -51,6 +51,9 @@ class MetricAccumulator {
   // folds it into the sum for the batch's b rows: loss_sum += loss b, count += b.
   double* batch_loss() { return sums_.data() + kBatchLoss; }
   void add_loss(int64_t b);
+  // The same with the batch's mean loss counted for `loss_rows` rows (a data-parallel
+  // share, see BatchShare), still b rows for the metrics' count.
+  void add_loss(int64_t b, double loss_rows);
   // A kernel penalty (1 double on the device), which belongs to each of `rows` rows' loss.
   // Not on a step that gate (fp16's device state, or null) says is skipped.
   void add_penalty(const double* penalty, int64_t rows, const StepState* gate);

@@ -106,6 +106,28 @@ void Network::train_batch(const float* x, const void* y, const float* sample_wei
   invalidate_plan();
 }
 
+void Network::compute_gradients(const float* x, const void* y, const float* sample_weight, int64_t n,
+                                const int64_t* index, int64_t b, const BatchShare& share) {
+  Exclusive lock(mutex_);
+  trainer_.compute_gradients(x, y, sample_weight, n, index, b, share);
+}
+
+void Network::apply_gradients(int64_t b) {
+  Exclusive lock(mutex_);
+  trainer_.apply_gradients(b);
+  invalidate_plan();
+}
+
+void Network::read_gradients(float* dst) const {
+  Shared lock(mutex_);
+  backend_->copy_to_host(dst, trainer_.gradients(), sizeof(float) * static_cast<size_t>(model_.num_params()));
+}
+
+void Network::write_gradients(const float* src) {
+  Exclusive lock(mutex_);
+  backend_->copy_to_device(trainer_.gradients(), src, sizeof(float) * static_cast<size_t>(model_.num_params()));
+}
+
 void Network::evaluate(const float* x, const void* y, int64_t n, int64_t batch_size) {
   Exclusive lock(mutex_);
   // Holding mutex_ exclusively, this thread alone could publish a plan. Inside a

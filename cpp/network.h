@@ -99,6 +99,19 @@ class Network {
   // teacher_logits (n, outputs): the distillation loss's soft targets, null otherwise.
   void train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
                    int64_t b, const float* teacher_logits = nullptr);
+  // train_batch in two halves for data-parallel training (Trainer::compute_gradients and
+  // apply_gradients, see BatchShare); between them the caller sums gradients() over the
+  // ranks. Each takes exclusive access.
+  void compute_gradients(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
+                         int64_t b, const BatchShare& share);
+  void apply_gradients(int64_t b);
+  // The flat gradient buffer (num_params floats, laid out as the parameters) on the
+  // device: what compute_gradients writes and apply_gradients reads.
+  float* gradients() { return trainer_.gradients(); }
+  // Copies of the whole gradient buffer to and from the host, for devices whose memory
+  // the host cannot address (an all-reduce through host memory).
+  void read_gradients(float* dst) const;
+  void write_gradients(const float* src);
   // The same forward and loss without dropout or update, over all n rows in batches.
   void evaluate(const float* x, const void* y, int64_t n, int64_t batch_size);
   // x: (n, input_dim) -> out: (n, output_dim), in batches; safe to call concurrently.

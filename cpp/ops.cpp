@@ -332,7 +332,7 @@ void regression_stats_update(const Tensor& stats, const Tensor& pred, const Tens
                                pred.dim(1));
 }
 
-void dropout(const Tensor& y, const Tensor& x, float rate, uint64_t seed, uint64_t stream) {
+void dropout(const Tensor& y, const Tensor& x, float rate, uint64_t seed, uint64_t stream, uint64_t first) {
   const char* op = "dropout";
   check(op, "x", x, DType::f32, -1);
   check(op, "out", y, DType::f32, -1);
@@ -341,7 +341,7 @@ void dropout(const Tensor& y, const Tensor& x, float rate, uint64_t seed, uint64
   if (!(rate >= 0.0f && rate < 1.0f)) fail(op, "rate must be in [0, 1), got " + std::to_string(rate));
   // In place is allowed (y == x exactly); a partial overlap is not.
   if (y.data() != x.data()) check_no_overlap(op, "out", y, "x", x);
-  backend_for(x.device()).dropout(f32(y), f32(x), x.numel(), rate, seed, stream, nullptr, 0);
+  backend_for(x.device()).dropout(f32(y), f32(x), x.numel(), rate, seed, stream, first, nullptr, 0);
 }
 
 void check_segments(const char* op, const std::vector<Segment>& segments, int64_t n) {

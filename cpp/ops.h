@@ -67,8 +67,8 @@ void confusion_matrix_update(const Tensor& counts, const Tensor& logits, const T
 // sum (target - shift), sum (target - shift)^2].
 void regression_stats_update(const Tensor& stats, const Tensor& pred, const Tensor& target, const Tensor& shift);
 
-// x -> y, same shape: inverted dropout with a Philox(seed, stream, index) mask.
-void dropout(const Tensor& y, const Tensor& x, float rate, uint64_t seed, uint64_t stream);
+// x -> y, same shape: inverted dropout with a Philox(seed, stream, first + index) mask.
+void dropout(const Tensor& y, const Tensor& x, float rate, uint64_t seed, uint64_t stream, uint64_t first = 0);
 
 // param, grad, velocity: same shape, f32; param and velocity updated in place, velocity
 // optional when momentum is 0. no_decay: sorted, disjoint [begin, end) ranges of the flat index.

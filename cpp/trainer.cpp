@@ -385,7 +385,7 @@ void Trainer::stage_rows(float* dst, const float* src, const int64_t* index, int
   if (!direct) backend_->copy_to_device(dst, rows, row_bytes * static_cast<size_t>(b));
 }
 
-const float* Trainer::forward(int64_t b) {
+const float* Trainer::forward(int64_t b, int64_t first_row) {
   Workspace& ws = *ws_;
   const std::vector<LayerSpec>& layers = model_.layers();
   const float* params = model_.params();
@@ -411,7 +411,7 @@ const float* Trainer::forward(int64_t b) {
                               s.activation);
       width = s.units;
     } else if (s.rate > 0.0f) {
-      dropout(dst, cur, b * width, s.rate, l);
+      dropout(dst, cur, b * width, s.rate, l, static_cast<uint64_t>(first_row * width));
     } else {
       continue;  // a dropout of rate 0 is the identity: pass cur through
     }
@@ -420,17 +420,18 @@ const float* Trainer::forward(int64_t b) {
   return cur;
 }
 
-void Trainer::dropout(float* y, const float* x, int64_t n, float rate, size_t l) {
+void Trainer::dropout(float* y, const float* x, int64_t n, float rate, size_t l, uint64_t first) {
   // One stream per (step, layer): no two masks share random numbers. In fp16 the device
   // holds the step count, and the kernel reads it there.
   const uint64_t layers = model_.layers().size();
   if (precision_ == Precision::fp16)
-    backend_->dropout(y, x, n, rate, seed_, l, step_state_.data(), layers);
+    backend_->dropout(y, x, n, rate, seed_, l, first, step_state_.data(), layers);
   else
-    backend_->dropout(y, x, n, rate, seed_, static_cast<uint64_t>(step_) * layers + l, nullptr, 0);
+    backend_->dropout(y, x, n, rate, seed_, static_cast<uint64_t>(step_) * layers + l, first, nullptr, 0);
 }
 
-void Trainer::loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad) {
+void Trainer::loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad,
+                             const BatchShare& share) {
   Workspace& ws = *ws_;
   const int64_t out = model_.output_dim();
   float* grad = with_grad ? ws.grad_a.data() : nullptr;
@@ -455,7 +456,10 @@ void Trainer::loss_and_count(const float* logits, const float* row_weights, int6
         backend_->softmax_cross_entropy(nullptr, loss, logits, ws.labels.data(), nullptr, nullptr, b, out, 0.0f);
       break;
   }
-  metrics_.add_loss(b);
+  if (share.global_rows > 0)
+    metrics_.add_loss(b, share.weight * static_cast<double>(share.global_rows));
+  else
+    metrics_.add_loss(b);
   if (loss_.kind != LossKind::mse) backend_->count_correct(metrics_.correct(), logits, ws.labels.data(), b, out);
   metrics_.record(logits, {ws.labels.data(), ws.targets.data(), ws.host_targets.data()}, b);
 }
@@ -475,8 +479,19 @@ void reserve_rows(std::vector<Buffer<float>>& act, std::vector<Buffer<float>>& p
 
 void Trainer::train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
                           int64_t b, const float* teacher_logits) {
-  if (!compiled_) throw std::runtime_error("[fit] the model must be compiled before training");
   if (b < 1) throw std::invalid_argument("[fit] a batch needs at least one row");
+  compute_gradients(x, y, sample_weight, n, index, b, BatchShare{}, teacher_logits);
+  apply_gradients(b);
+}
+
+void Trainer::compute_gradients(const float* x, const void* y, const float* sample_weight, int64_t n,
+                                const int64_t* index, int64_t b, const BatchShare& share, const float* teacher_logits) {
+  if (!compiled_) throw std::runtime_error("[fit] the model must be compiled before training");
+  if ((loss_.kind == LossKind::distillation) != (teacher_logits != nullptr))
+    throw std::invalid_argument(loss_.kind == LossKind::distillation
+                                    ? "[fit] the distillation loss trains on a teacher's logits: use customml.distill"
+                                    : "[fit] teacher logits apply to the distillation loss alone");
+  if (b < 0) throw std::invalid_argument("[fit] a batch share cannot have a negative row count");
   for (int64_t i = 0; i < b; ++i)
     if (index[i] < 0 || index[i] >= n)
       throw std::out_of_range("[fit] batch index " + std::to_string(index[i]) + " is outside [0, " + std::to_string(n) +
@@ -490,9 +505,13 @@ void Trainer::train_batch(const float* x, const void* y, const float* sample_wei
   if (model_.any_quantized())
     throw std::runtime_error(
         "[fit] a quantized model cannot be trained: fine-tune the float model (or quantize.qat) and quantize again");
+  if (b == 0) {  // an empty share of a global batch takes part with a zero gradient
+    backend_->fill_zero(grads_.data(), sizeof(float) * static_cast<size_t>(model_.num_params()));
+    return;
+  }
   Workspace& ws = *ws_;
   const std::vector<LayerSpec>& layers = model_.layers();
-  const int64_t input_dim = model_.input_dim(), out = model_.output_dim(), num_params = model_.num_params();
+  const int64_t input_dim = model_.input_dim(), out = model_.output_dim();
   const size_t rows = static_cast<size_t>(b);
   reserve_rows(ws.act, ws.preact, layers, model_.widths(), b);
   ws.input.reserve(rows * static_cast<size_t>(input_dim));
@@ -502,16 +521,13 @@ void Trainer::train_batch(const float* x, const void* y, const float* sample_wei
   ws.labels.reserve(rows);
   if (sample_weight) ws.row_weights.reserve(rows);
   stage_batch(x, y, sample_weight, index, 0, b);
-  if ((loss_.kind == LossKind::distillation) != (teacher_logits != nullptr))
-    throw std::invalid_argument(loss_.kind == LossKind::distillation
-                                    ? "[fit] the distillation loss trains on a teacher's logits: use customml.distill"
-                                    : "[fit] teacher logits apply to the distillation loss alone");
   if (teacher_logits) stage_rows(ws.targets.data(), teacher_logits, index, b, out);
 
-  loss_and_count(forward(b), sample_weight ? ws.row_weights.data() : nullptr, b, true);
+  loss_and_count(forward(b, share.first_row), sample_weight ? ws.row_weights.data() : nullptr, b, true, share);
   // fp16 scales the loss by the device's loss scale (its StepState) before the backward pass.
   const StepState* gate = precision_ == Precision::fp16 ? step_state_.data() : nullptr;
   if (gate) backend_->scale_by(ws.grad_a.data(), b * out, &gate->scale);
+  if (share.weight != 1.0) backend_->scale(ws.grad_a.data(), b * out, share.weight);
 
   // Backward: gradient w.r.t. each layer's output in cur, ping-ponging between two
   // buffers; dense layers overwrite it with dz in place.
@@ -537,10 +553,15 @@ void Trainer::train_batch(const float* x, const void* y, const float* sample_wei
       other = t;
     } else {
       if (!need_dx) break;
-      if (s.rate > 0.0f) dropout(cur, cur, b * in_width, s.rate, l);
+      if (s.rate > 0.0f) dropout(cur, cur, b * in_width, s.rate, l, static_cast<uint64_t>(share.first_row * in_width));
     }
   }
+}
 
+void Trainer::apply_gradients(int64_t b) {
+  if (!compiled_) throw std::runtime_error("[fit] the model must be compiled before training");
+  const int64_t num_params = model_.num_params();
+  const StepState* gate = precision_ == Precision::fp16 ? step_state_.data() : nullptr;
   double* norm = scalars_.data() + kNorm;
   if (gate) {
     // The norm pass doubles as the overflow check (an infinite limit never clips), and the

@@ -40,6 +40,16 @@ struct OptimizerConfig {
   float clip_norm = 0.0f;  // global-norm clipping of the gradients; 0: off
 };
 
+// A data-parallel rank's part of a global batch (python/customml/distributed.py). Each rank
+// computes the gradient of its rows weighted by its share of the global batch's row
+// weights, the ranks sum the gradient buffers (one all-reduce), and every rank applies the
+// sum: the mean loss's gradient over the global batch, as one process would compute it.
+struct BatchShare {
+  double weight = 1.0;      // this rank's sum of row weights over the global batch's
+  int64_t global_rows = 0;  // rows in the global batch (the loss metric counts weight x these); 0: b
+  int64_t first_row = 0;    // the global batch's row of this rank's first row (the dropout masks)
+};
+
 class Trainer {
  public:
   explicit Trainer(Model& model);
@@ -83,6 +93,15 @@ class Trainer {
   // teacher_logits (n, outputs): the distillation loss's soft targets, null otherwise.
   void train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
                    int64_t b, const float* teacher_logits = nullptr);
+  // train_batch in two halves, for data parallelism (see BatchShare): compute_gradients
+  // runs forward, loss and backward of a share into gradients() (b = 0: zeros, no
+  // metrics), then the caller sums gradients() over the ranks and apply_gradients(b)
+  // unscales (fp16), adds the penalty, clips, updates and masks.
+  void compute_gradients(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
+                         int64_t b, const BatchShare& share, const float* teacher_logits = nullptr);
+  void apply_gradients(int64_t b);
+  float* gradients() { return grads_.data(); }
+  const float* gradients() const { return grads_.data(); }
   // The forward pass of `plan` and the loss over all n rows in batches, into the metrics.
   void evaluate(const InferencePlan& plan, const float* x, const void* y, int64_t n, int64_t batch_size);
 
@@ -128,15 +147,17 @@ class Trainer {
   void stage_rows(float* dst, const float* src, const int64_t* index, int64_t b, int64_t cols);
   // The training forward pass (dropout, fake quantization) of the staged batch, keeping
   // what backward needs; returns the output (b, output_dim).
-  const float* forward(int64_t b);
-  // Dropout layer l's mask over n elements (forward, and again in backward).
-  void dropout(float* y, const float* x, int64_t n, float rate, size_t l);
+  const float* forward(int64_t b, int64_t first_row = 0);
+  // Dropout layer l's mask over n elements starting at element `first` of the global
+  // batch's mask (forward, and again in backward).
+  void dropout(float* y, const float* x, int64_t n, float rate, size_t l, uint64_t first);
   // fp16's step count and loss scale on the device, read or written whole (not in a step).
   StepState read_step_state() const;
   void write_step_state(const StepState& s);
   // The batch's loss (and its gradient, with_grad), correct count and metric statistics,
   // all left on the device. row_weights: the staged sample weights, or null.
-  void loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad);
+  void loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad,
+                      const BatchShare& share = {});
   // The sum of the layers' L1/L2 kernel penalties at the current weights (1 double on the
   // device); with_grad also adds their gradients to grads_.
   const double* kernel_penalty(bool with_grad);

@@ -18,6 +18,15 @@
 #define CUSTOMML_UNROLL _Pragma("GCC unroll 16")
 #endif
 
+// After each static __shared__ declaration: the emulator fills the variable with 0xFF bytes
+// (NaN in floats) at its first use in each block, as the GPU leaves it uninitialized, so a
+// read before a write shows (tests/test_simt.py checks that every declaration has one).
+#if defined(__CUDACC__)
+#define CUSTOMML_POISON_SHARED(name)
+#else
+#define CUSTOMML_POISON_SHARED(name) ::customml::simt::poison_shared(&(name), sizeof(name))
+#endif
+
 namespace customml::CUSTOMML_CUDA_NS {
 
 constexpr int kThreads = 256;  // threads per block for the elementwise and reduction kernels
@@ -60,6 +69,7 @@ __device__ __forceinline__ T warp_max(T v) {
 template <class T>
 __device__ __forceinline__ T block_sum(T v) {
   __shared__ T warp_totals[kWarps];
+  CUSTOMML_POISON_SHARED(warp_totals);
   v = warp_sum(v);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   if (lane == 0) warp_totals[warp] = v;
@@ -75,6 +85,8 @@ __device__ __forceinline__ T block_sum(T v) {
 __device__ __forceinline__ float block_max(float v) {
   __shared__ float warp_maxima[kWarps];
   __shared__ float result;
+  CUSTOMML_POISON_SHARED(warp_maxima);
+  CUSTOMML_POISON_SHARED(result);
   v = warp_max(v);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   if (lane == 0) warp_maxima[warp] = v;

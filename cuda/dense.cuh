@@ -153,6 +153,8 @@ template <bool kGrad>
 __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmPair pp) {
   __shared__ __align__(16) float as[2][kGemmBk][kGemmBm];
   __shared__ __align__(16) float bs[2][kGemmBk][kGemmBn];
+  CUSTOMML_POISON_SHARED(as);
+  CUSTOMML_POISON_SHARED(bs);
   const int tid = threadIdx.x;
   const int tx = tid % (kGemmBn / kGemmTn), ty = tid / (kGemmBn / kGemmTn);
   const GemmTile tile = gemm_tile<kGrad>(pp, kGemmBm, kGemmBn);
@@ -276,6 +278,9 @@ __global__ void __launch_bounds__(kTcThreads) gemm_tc_kernel(GemmPair pp) {
   __shared__ __align__(32) Stored as[kTcBm][kTcBk + kTcPad];
   __shared__ __align__(32) Stored bs[kTcBk][kTcBn + kTcPad];
   __shared__ __align__(32) float cs[kTcBm][kTcBn + 4];
+  CUSTOMML_POISON_SHARED(as);
+  CUSTOMML_POISON_SHARED(bs);
+  CUSTOMML_POISON_SHARED(cs);
   const int tid = threadIdx.x, warp = tid / 32;
   const int wm = warp / 2, wn = warp % 2;  // this warp's 32 x 32 quarter of the tile
   const GemmTile tile = gemm_tile<kGrad>(pp, kTcBm, kTcBn);

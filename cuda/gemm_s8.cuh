@@ -43,6 +43,7 @@ constexpr int kPackTile = 32, kPackRows = 8;  // a 32 x 32 tile per block of 32 
 // grid (ceil(kp / 32), ceil(n / 32)), block (32, 8)
 __global__ void gemm_s8_pack_kernel(int8_t* wt, const int8_t* w, int64_t k, int64_t n, int64_t kp) {
   __shared__ int8_t tile[kPackTile][kPackTile + 1];
+  CUSTOMML_POISON_SHARED(tile);
   const int64_t p0 = static_cast<int64_t>(blockIdx.x) * kPackTile, j0 = static_cast<int64_t>(blockIdx.y) * kPackTile;
   for (int r = threadIdx.y; r < kPackTile; r += kPackRows) {
     const int64_t p = p0 + r, j = j0 + threadIdx.x;
@@ -131,6 +132,8 @@ static_assert(kS8Bm == kS8Bn && kS8Bm * kS8Groups == 2 * kS8Threads, "each threa
 __global__ void __launch_bounds__(kS8Threads) gemm_s8_dp4a_kernel(GemmS8Params p) {
   __shared__ __align__(16) int as[2][kS8Groups][kS8Pitch];
   __shared__ __align__(16) int bs[2][kS8Groups][kS8Pitch];
+  CUSTOMML_POISON_SHARED(as);
+  CUSTOMML_POISON_SHARED(bs);
   const int tid = threadIdx.x;
   const int tx = tid % (kS8Bn / kS8Tn), ty = tid / (kS8Bn / kS8Tn);
   const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kS8Bm, col0 = static_cast<int64_t>(blockIdx.x) * kS8Bn;
@@ -250,6 +253,9 @@ __global__ void __launch_bounds__(kS8TcThreads) gemm_s8_tc_kernel(GemmS8Params p
   __shared__ __align__(32) signed char as[kS8TcHalves][kS8TcBm][16];
   __shared__ __align__(32) signed char bs[kS8TcHalves][kS8TcBn][16];  // B col-major: [n][k]
   __shared__ __align__(32) int cs[kS8TcBm][kS8TcPitch];
+  CUSTOMML_POISON_SHARED(as);
+  CUSTOMML_POISON_SHARED(bs);
+  CUSTOMML_POISON_SHARED(cs);
   const int tid = threadIdx.x, warp = tid / 32;
   const int wm = warp / 2, wn = warp % 2;  // this warp's 32 x 32 quarter of the tile
   const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kS8TcBm, col0 = static_cast<int64_t>(blockIdx.x) * kS8TcBn;

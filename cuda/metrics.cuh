@@ -13,6 +13,7 @@ namespace customml::CUSTOMML_CUDA_NS {
 __global__ void __launch_bounds__(kThreads)
     count_correct_kernel(int64_t* correct, const float* logits, const int32_t* labels, int64_t batch, int64_t classes) {
   __shared__ int64_t hits[kWarps];
+  CUSTOMML_POISON_SHARED(hits);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int64_t row_index = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
   int64_t hit = 0;

@@ -18,6 +18,7 @@ namespace customml::CUSTOMML_CUDA_NS {
 // is the plain left-to-right sum the host used to make.
 __global__ void sum_partials_kernel(double* out, PartialsSum p) {
   __shared__ double slices[kThreads];
+  CUSTOMML_POISON_SHARED(slices);
   const int64_t per = (p.count + kThreads - 1) / kThreads;
   const int64_t begin = p.first + threadIdx.x * per, end = p.first + p.count;
   double sum = 0.0;

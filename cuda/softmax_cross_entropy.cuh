@@ -115,6 +115,7 @@ __global__ void __launch_bounds__(kThreads)
                                        const float* class_weights, const float* row_weights, const double* total,
                                        int64_t batch, int64_t classes, float label_smoothing) {
   __shared__ double sums[2];
+  CUSTOMML_POISON_SHARED(sums);
   const int64_t row_index = blockIdx.x;
   const float* row = logits + row_index * classes;
   const int32_t y = labels[row_index];

@@ -98,6 +98,7 @@ VARIANT_ISAS = {
     "avx512vnni": "avx512_vnni",
     "avx512bf16": "avx512_vnni",
     "amx": "amx",
+    "amxemu": "portable",  # the AMX kernel on the host model of the tiles: any CPU
 }
 
 

@@ -1,6 +1,6 @@
 """dense_forward_bf16 and to_bf16 against tests/reference.py, on every CPU ISA level of the bf16
 GEMM (portable, AVX2 and AVX-512 converting the weights on the fly, AVX512-BF16's
-vdpbf16ps), at sizes around every tile: rows around MR = 4 / 6 and the converted row chunk,
+vdpbf16ps, AMX-BF16's tdpbf16ps on the hardware where present and on the tile emulation), at sizes around every tile: rows around MR = 4 / 6 and the converted row chunk,
 columns around the 16-column panel and the 64-column tile, depths odd and even (a pair of k
 is one vdpbf16ps step) and around the 16-pair block the weights are padded to.
 
@@ -53,19 +53,45 @@ def levels():
     return out
 
 
-@pytest.fixture(params=list(BF16_LEVELS))
+# The AMX-BF16 tile kernel adds each pair's even product first (tdpbf16ps), so it is checked
+# against the reference within the bound, not bit for bit: on the tile instructions ("amx",
+# where the CPU has them) and on their host model ("amx_emulated", any CPU).
+AMX_VARIANTS = {"amx": "bf16_gemm__amx_16x64", "amx_emulated": "bf16_gemm__amxemu_16x64"}
+
+
+@pytest.fixture(params=list(BF16_LEVELS) + list(AMX_VARIANTS))
 def bf16_isa(request):
     """Caps the kernels at one ISA level for the test; skips when the CPU lacks it."""
     wanted = request.param
+    if wanted == "amx_emulated":
+        assert _core._set_amx_emulation(True)
+        try:
+            yield wanted
+        finally:
+            _core._set_amx_emulation(False)
+        return
+    if wanted == "amx":
+        if not (isa_available("amx") and "amx_bf16" in customml.build_info()["cpu_features"]):
+            pytest.skip("this CPU lacks AMX-BF16")
+        original = active_isa()
+        _core._set_isa("amx")
+        try:
+            yield wanted
+        finally:
+            _core._set_isa(original)
+        return
     if wanted not in levels():
         pytest.skip(f"this CPU lacks the bf16 variant of {wanted}")
     original = active_isa()
     _core._set_isa(wanted)
     try:
-        assert customml.build_info()["kernels"]["gemm_bf16"] == BF16_LEVELS[wanted]
         yield wanted
     finally:
         _core._set_isa(original)
+
+
+def test_kernel_variant_is_reported(bf16_isa):
+    assert customml.build_info()["kernels"]["gemm_bf16"] == {**BF16_LEVELS, **AMX_VARIANTS}[bf16_isa]
 
 
 M_SIZES = st.one_of(st.sampled_from([1, 2, 3, 4, 5, 6, 7, 11, 12, 13]), st.integers(1, 30))

@@ -259,3 +259,34 @@ def test_dropout_op_statistics():
     np.testing.assert_array_equal(a, ops.dropout(x, rate=0.5, seed=5, stream=2))
     assert not np.array_equal(a, ops.dropout(x, rate=0.5, seed=5, stream=3))
     assert not np.array_equal(a, ops.dropout(x, rate=0.5, seed=6, stream=2))
+
+
+@given(
+    problem=dropout_problems,
+    rate=rates,
+    seed=u64,
+    first=st.one_of(st.integers(0, 70), st.sampled_from([2**32 * 4 - 3, 2**62 + 1])),
+)
+@example(problem=([4097], "normal", 1), rate=0.5, seed=0, first=1)
+@example(problem=([3], "normal", 2), rate=0.5, seed=5, first=2)
+def test_dropout_first_places_x_in_a_longer_mask(isa, device, problem, rate, seed, first):
+    # Data-parallel training: rank r's rows are rows [r B, (r + 1) B) of the global batch,
+    # and its masks must be the one-process masks of those rows (first = r B width), at
+    # any alignment of first to the Philox block of 4 (the SIMD path's unaligned head)
+    # and across a carry into the block counter's high word.
+    x = values_of(problem).reshape(-1)
+    stream = 7
+    out = ops.dropout(x, rate=rate, seed=seed, stream=stream, first=first, device=device)
+    uniform = reference.philox4x32_10(
+        seed, stream, np.arange(first // 4, (first + x.size + 3) // 4 + 1, dtype=np.uint64)
+    )
+    bits = uniform.reshape(-1)[first % 4 : first % 4 + x.size]
+    rate32 = np.float32(rate)
+    keep = (bits >> np.uint32(8)).astype(np.float64) * 2.0**-24 >= float(rate32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = np.where(keep, x * (np.float32(1.0) / (np.float32(1.0) - rate32)), np.float32(0.0)).astype(np.float32)
+    assert_same_bits(out, want, f"dropout(first={first})")
+    if first <= 70:
+        longer = np.concatenate([np.ones(first, np.float32), x])
+        full = ops.dropout(longer, rate=rate, seed=seed, stream=stream, device=device)
+        assert_same_bits(out, full[first:], f"a suffix of a longer call, first={first}")

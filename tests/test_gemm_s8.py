@@ -22,6 +22,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+import customml
 import reference
 from customml import _core, ops
 from support import TINY32, U32, active_isa, assert_close, assert_float32_array, isa_available, nan_filled, seeds
@@ -31,11 +32,22 @@ ACTIVATIONS = reference.ACTIVATIONS
 K_MAX = 66000  # kGemmS8MaxK in cpp/backend.h
 
 
-@pytest.fixture(params=["portable", "avx2", "avx512_vnni"])
+@pytest.fixture(params=["portable", "avx2", "avx512_vnni", "amx", "amx_emulated"])
 def s8_isa(request):
     """Caps the kernels at one ISA level (the int8 GEMM's three variants) for the test;
-    skips when the CPU lacks it."""
+    skips when the CPU lacks it. "amx_emulated" runs the AMX tile kernel on the host model
+    of the tile instructions (cpu/amx_tiles.h), on any CPU."""
     wanted = request.param
+    if wanted == "amx_emulated":
+        if "device" in request.fixturenames and request.getfixturevalue("device") != "cpu":
+            pytest.skip("the AMX emulation is a CPU kernel: the other devices run their own")
+        assert _core._set_amx_emulation(True)
+        try:
+            assert customml.build_info()["kernels"]["gemm_s8"] == "s8_gemm__amxemu_16x64"
+            yield wanted
+        finally:
+            _core._set_amx_emulation(False)
+        return
     if not isa_available(wanted):
         pytest.skip(f"this CPU lacks {wanted} (it supports up to {_core.build_info()['isa_detected']})")
     original = active_isa()
@@ -320,6 +332,8 @@ def test_kernel_variant_is_reported(s8_isa):
             "portable": "s8_gemm__portable_4x16",
             "avx2": "s8_gemm__avx2_6x16",
             "avx512_vnni": "s8_gemm__avx512vnni_6x64",
+            "amx": "s8_gemm__amx_16x64",
+            "amx_emulated": "s8_gemm__amxemu_16x64",
         }[s8_isa]
     )
 

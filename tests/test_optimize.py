@@ -63,7 +63,11 @@ def test_optimize_chooses_the_fastest_candidate_within_the_budget(model, data, r
     for r in rows.values():
         if r["accuracy"] is not None and base - r["accuracy"] > 0.01:
             assert r["why"] == "over the accuracy budget"
-    assert chosen["latency_us"][1][0] == min(r["latency_us"][1][0] for r in kept)
+    # The fastest, or within 5% of it (a timing tie) the most accurate of those.
+    fastest = min(r["latency_us"][1][0] for r in kept)
+    assert chosen["latency_us"][1][0] <= 1.05 * fastest
+    ties = [r for r in kept if r["latency_us"][1][0] <= 1.05 * fastest]
+    assert chosen["accuracy"] == max(r["accuracy"] for r in ties)
     # Something beats float32 on this model (int8 alone is about 2x at batch 1).
     assert report.chosen != "float32"
     assert set(chosen["latency_us"]) == {1, 32} and chosen["file_bytes"] > 0

@@ -4,6 +4,9 @@ kernel family of cuda/ under every thread order, bit for bit."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -129,6 +132,26 @@ def test_wmma_memory_rules_are_checked(offset, ldm, error):
     else:
         with pytest.raises(RuntimeError, match=error):
             run("wmma_rules", [offset, ldm], (1, 1, 1), (32, 1, 1), 1)
+
+
+def test_static_shared_memory_is_poisoned_at_each_block_start(order):
+    """Uninitialized on the GPU: each block reads all bits set (NaN), never the previous
+    block's values, which the emulator's one copy per OS thread would otherwise hold."""
+    got = run("static_shared", np.arange(3 * 64), (3, 1, 1), (64, 1, 1), 1)
+    assert np.isnan(got).all()
+
+
+def test_every_static_shared_declaration_is_poisoned():
+    """The emulator poisons a static __shared__ variable where the kernel says so:
+    CUSTOMML_POISON_SHARED(name) after each declaration in cuda/*.cuh."""
+    declaration = re.compile(r"__shared__\s+(?:__align__\(\d+\)\s+)?[\w:<>, ]+?\s+(\w+)\s*(?:\[[^;]*\])?;")
+    missing = []
+    for path in sorted((Path(__file__).resolve().parent.parent / "cuda").glob("*.cuh")):
+        text = path.read_text()
+        for m in declaration.finditer(text):
+            if f"CUSTOMML_POISON_SHARED({m.group(1)});" not in text[m.end() : m.end() + 400]:
+                missing.append(f"{path.name}: {m.group(1)}")
+    assert not missing
 
 
 def test_syncwarp_orders_shared_memory_within_a_warp(order):

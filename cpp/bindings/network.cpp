@@ -173,6 +173,68 @@ void bind_network(py::module_& m) {
           py::arg("teacher_logits") = py::none(),
           "One training step on rows `index` of x and y (and sample_weight, float32 (n,), when given); its loss and "
           "metric statistics stay on the device until metrics() reads them.")
+      // Data-parallel training (python/customml/distributed.py): train_batch in two halves.
+      .def(
+          "compute_gradients",
+          [](Network& n, py::object x, py::object y, py::object index, std::optional<py::object> sample_weight,
+             double weight, int64_t global_rows, int64_t first_row) {
+            Views views("fit", Device{});
+            Tensor xt = views.in(x, "x"), yt = views.in(y, "y");
+            Tensor it = views.in(index, "index");
+            auto wt = views.in(sample_weight, "sample_weight");
+            n.check_inputs("fit", xt, &yt, ptr(wt));
+            if (it.dtype() != DType::i64 || it.ndim() != 1 || !it.is_contiguous())
+              throw TypeError("[fit] index must be a contiguous 1-D int64 array");
+            if (!(std::isfinite(weight) && weight >= 0.0) || global_rows < 0 || first_row < 0)
+              throw std::invalid_argument("[fit] a batch share needs a finite weight >= 0 and row counts >= 0");
+            py::gil_scoped_release release;
+            n.compute_gradients(xt.ptr<float>(), yt.data(), wt ? wt->ptr<float>() : nullptr, xt.dim(0),
+                                it.ptr<int64_t>(), it.dim(0), BatchShare{weight, global_rows, first_row});
+          },
+          py::arg("x"), py::arg("y"), py::arg("index"), py::arg("sample_weight") = py::none(), py::arg("weight") = 1.0,
+          py::arg("global_rows") = 0, py::arg("first_row") = 0,
+          "Forward, loss and backward of rows `index` (a rank's share of a global batch; may be empty) into the "
+          "gradient buffer, the loss gradient scaled by `weight` (the share's fraction of the global batch's row "
+          "weights); `first_row`: the global batch's row of index[0], for the dropout masks.")
+      .def("apply_gradients", &Network::apply_gradients, py::arg("rows"), py::call_guard<py::gil_scoped_release>(),
+           "Unscale (fp16), penalty, clipping, the update and the masks, from the gradient buffer; `rows`: the "
+           "share's row count (the penalty's weight in the loss metric).")
+      .def(
+          "gradients",
+          [](py::object self) {
+            Network& n = self.cast<Network&>();
+            if (n.device().kind != DeviceKind::cpu)
+              throw std::invalid_argument("[gradients] a view needs a cpu network; use read_gradients on " +
+                                          n.device().name());
+            return py::array_t<float>({n.num_params()}, {static_cast<py::ssize_t>(sizeof(float))}, n.gradients(), self);
+          },
+          "The flat gradient buffer of a cpu network as a NumPy view (no copy), for an in-place all-reduce.")
+      .def_property_readonly(
+          "gradient_address", [](Network& n) { return reinterpret_cast<uintptr_t>(n.gradients()); },
+          "The device address of the flat gradient buffer (num_params float32), for NCCL.")
+      .def_property_readonly(
+          "stream_handle", [](const Network& n) { return backend_for(n.device()).stream_handle(); },
+          "The queue the network's device work goes to (a cudaStream_t as an integer; 0 where ops run to "
+          "completion): NCCL's all-reduce is enqueued there, between the backward pass and the update.")
+      .def(
+          "read_gradients",
+          [](const Network& n, py::array_t<float, py::array::c_style> out) {
+            if (out.size() != n.num_params()) throw std::invalid_argument("[read_gradients] out must hold num_params");
+            float* dst = out.mutable_data();
+            py::gil_scoped_release release;
+            n.read_gradients(dst);
+          },
+          py::arg("out"), "Copies the gradient buffer into out (num_params float32).")
+      .def(
+          "write_gradients",
+          [](Network& n, py::array_t<float, py::array::c_style> values) {
+            if (values.size() != n.num_params())
+              throw std::invalid_argument("[write_gradients] values must hold num_params");
+            const float* src = values.data();
+            py::gil_scoped_release release;
+            n.write_gradients(src);
+          },
+          py::arg("values"), "Copies values (num_params float32) into the gradient buffer.")
       .def(
           "evaluate",
           [](Network& n, py::object x, py::object y, int64_t batch_size) {

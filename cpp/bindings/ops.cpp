@@ -261,14 +261,16 @@ void bind_ops(py::module_& m) {
 
   m.def(
       "dropout",
-      [](py::object out, py::object x, float rate, uint64_t seed, uint64_t stream, const std::string& device) {
+      [](py::object out, py::object x, float rate, uint64_t seed, uint64_t stream, const std::string& device,
+         uint64_t first) {
         Views views("dropout", device);
         Tensor y = views.out(out, "out"), xt = views.in(x, "x");
         py::gil_scoped_release release;
-        ops::dropout(y, xt, rate, seed, stream);
+        ops::dropout(y, xt, rate, seed, stream, first);
       },
       py::arg("out"), py::arg("x"), py::arg("rate"), py::arg("seed"), py::arg("stream"), py::arg("device") = "cpu",
-      "Inverted dropout: out = x / (1 - rate) where Philox4x32-10(seed, stream, index) >= rate, else 0.");
+      py::arg("first") = 0,
+      "Inverted dropout: out = x / (1 - rate) where Philox4x32-10(seed, stream, first + index) >= rate, else 0.");
 
   m.def(
       "sgd_update",

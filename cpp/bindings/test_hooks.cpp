@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <cstring>
 #include <string>
 #include <utility>
 #include <vector>
@@ -16,6 +17,9 @@
 #include "bindings/bindings.h"
 #include "cpu/elementwise.h"
 #include "cpu/isa.h"
+// The host model of the AMX tile instructions, for its own unit tests.
+#define CUSTOMML_AMX_EMULATED 1
+#include "cpu/amx_tiles.h"
 #ifdef CUSTOMML_SIMT_EMULATION
 #include "simt/runtime.h"
 #endif
@@ -54,6 +58,54 @@ void bind_test_hooks(py::module_& m) {
       py::arg("level"),
       "Caps the ISA level kernels are chosen for (as CUSTOMML_ISA) and returns the level now active; for tests.");
 
+  m.def(
+      "_set_amx_emulation",
+      [](bool on) {
+        cpu::set_amx_emulation(on);
+        return cpu::amx_emulation();
+      },
+      py::arg("on"),
+      "Runs the AMX kernels on the host model of the tile instructions (as CUSTOMML_AMX_EMULATION=1); for tests.");
+  m.def(
+      "_amx_run",
+      [](py::bytes config, const std::string& op, py::array_t<uint8_t, py::array::c_style> c,
+         py::array_t<uint8_t, py::array::c_style> a, py::array_t<uint8_t, py::array::c_style> b) {
+        const std::string cfg = config;
+        if (cfg.size() != sizeof(cpu::amx::TileConfig)) throw std::invalid_argument("[_amx_run] config is 64 bytes");
+        for (const auto* t : {&c, &a, &b})
+          if (t->ndim() != 2 || t->shape(0) != 16 || t->shape(1) != 64)
+            throw std::invalid_argument("[_amx_run] c, a and b are (16, 64) uint8");
+        cpu::amx::TileConfig tc;
+        std::memcpy(&tc, cfg.data(), sizeof tc);
+        // Tile 0 stored over a copy of b: bytes outside its rows x colsb keep b's values.
+        py::array_t<uint8_t> out({16, 64});
+        std::memcpy(out.mutable_data(), b.data(), 16 * 64);
+        namespace amx = cpu::amx;
+        amx::ldtilecfg(tc);
+        if (op == "release") {
+          amx::tilerelease();
+          amx::tileloadd<0>(c.data(), 64);  // faults: nothing is configured
+        }
+        amx::tileloadd<0>(c.data(), 64);
+        if (op == "tdpbusd" || op == "tdpbf16ps") {
+          amx::tileloadd<1>(a.data(), 64);
+          amx::tileloadd<2>(b.data(), 64);
+          if (op == "tdpbusd")
+            amx::tdpbusd<0, 1, 2>();
+          else
+            amx::tdpbf16ps<0, 1, 2>();
+        } else if (op == "tilezero") {
+          amx::tilezero<0>();
+        } else if (op != "load") {
+          throw std::invalid_argument("[_amx_run] op must be load, tilezero, tdpbusd, tdpbf16ps or release");
+        }
+        amx::tilestored<0>(out.mutable_data(), 64);
+        amx::tilerelease();
+        return out;
+      },
+      py::arg("config"), py::arg("op"), py::arg("c"), py::arg("a"), py::arg("b"),
+      "The AMX tile model (cpu/amx_tiles.h): ldtilecfg(config), c into tile 0 (a, b into 1, 2), one instruction, "
+      "tile 0 stored over a copy of b; for the emulator's own tests.");
   m.def(
       "_vmath",
       [](const std::string& name, py::array_t<float, py::array::c_style | py::array::forcecast> x,

@@ -22,7 +22,8 @@ struct AdamStep {
 };
 
 using UnaryFn = void (*)(float* y, const float* x, int64_t n);
-using DropoutFn = void (*)(float* y, const float* x, int64_t n, float rate, uint64_t seed, uint64_t stream);
+using DropoutFn = void (*)(float* y, const float* x, int64_t n, float rate, uint64_t seed, uint64_t stream,
+                           uint64_t first);
 
 // Each entry has the signature and semantics of the CpuBackend op it implements
 // (cpp/cpu/<op>.cpp states them); the variants differ only in rounding (see each
@@ -61,7 +62,7 @@ struct ElementwiseKernels {
 
 // The portable dropout (cpu/dropout.cpp), scalar Philox from random.h: the stream the
 // SIMD variants (cpu/philox_simd.h) reproduce bit for bit.
-void dropout_portable(float* y, const float* x, int64_t n, float rate, uint64_t seed, uint64_t stream);
+void dropout_portable(float* y, const float* x, int64_t n, float rate, uint64_t seed, uint64_t stream, uint64_t first);
 
 extern const ElementwiseKernels kElementwisePortable;
 #ifdef CUSTOMML_X86_KERNELS

@@ -50,7 +50,9 @@ struct Variant {
 ChosenVariant<Variant> g_variant;
 
 const Variant kPortable{bf16_gemm__portable_4x16, "bf16_gemm__portable_4x16"};
+const Variant kAmxEmulated{bf16_gemm__amxemu_16x64, "bf16_gemm__amxemu_16x64"};
 #ifdef CUSTOMML_X86_KERNELS
+const Variant kAmx{bf16_gemm__amx_16x64, "bf16_gemm__amx_16x64"};
 const Variant kAvx2{bf16_gemm__avx2_4x16, "bf16_gemm__avx2_4x16"};
 const Variant kAvx512{bf16_gemm__avx512_4x64, "bf16_gemm__avx512_4x64"};
 const Variant kAvx512Bf16{bf16_gemm__avx512bf16_6x64, "bf16_gemm__avx512bf16_6x64"};
@@ -98,10 +100,15 @@ void bf16_gemm__portable_4x16(const GemmBf16Args& args) { gemm_bf16_blocked<Port
 
 void select_gemm_bf16(IsaLevel level) {
   const Variant* v = &kPortable;
+  if (amx_emulation()) {
+    g_variant.set(&kAmxEmulated);
+    return;
+  }
 #ifdef CUSTOMML_X86_KERNELS
+  if (level == IsaLevel::amx && has_amx_bf16() && amx_permitted()) v = &kAmx;
   // AVX512-BF16 comes with VNNI on every CPU that has it (Cooper Lake, Sapphire Rapids,
   // Zen 4): the avx512_vnni level runs it where cpuid says so.
-  if (static_cast<int>(level) >= static_cast<int>(IsaLevel::avx512_vnni) && has_avx512_bf16())
+  else if (static_cast<int>(level) >= static_cast<int>(IsaLevel::avx512_vnni) && has_avx512_bf16())
     v = &kAvx512Bf16;
   else if (static_cast<int>(level) >= static_cast<int>(IsaLevel::avx512))
     v = &kAvx512;

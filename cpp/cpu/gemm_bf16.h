@@ -97,7 +97,10 @@ void select_gemm_bf16(IsaLevel level);
 
 // The variants, named what then how: portable always; the others only on x86-64.
 void bf16_gemm__portable_4x16(const GemmBf16Args& args);
+// The AMX-BF16 tile kernel on the host model of the tile instructions (any CPU, for tests).
+void bf16_gemm__amxemu_16x64(const GemmBf16Args& args);
 #ifdef CUSTOMML_X86_KERNELS
+void bf16_gemm__amx_16x64(const GemmBf16Args& args);
 void bf16_gemm__avx2_4x16(const GemmBf16Args& args);
 void bf16_gemm__avx512_4x64(const GemmBf16Args& args);
 void bf16_gemm__avx512bf16_6x64(const GemmBf16Args& args);

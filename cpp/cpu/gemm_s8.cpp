@@ -46,7 +46,9 @@ struct Variant {
 ChosenVariant<Variant> g_variant;
 
 const Variant kPortable{s8_gemm__portable_4x16, "s8_gemm__portable_4x16"};
+const Variant kAmxEmulated{s8_gemm__amxemu_16x64, "s8_gemm__amxemu_16x64"};
 #ifdef CUSTOMML_X86_KERNELS
+const Variant kAmx{s8_gemm__amx_16x64, "s8_gemm__amx_16x64"};
 const Variant kAvx2{s8_gemm__avx2_6x16, "s8_gemm__avx2_6x16"};
 const Variant kAvx512Vnni{s8_gemm__avx512vnni_6x64, "s8_gemm__avx512vnni_6x64"};
 #endif
@@ -101,8 +103,14 @@ void s8_gemm__portable_4x16(const GemmS8Args& args) { gemm_s8_blocked<PortableS8
 
 void select_gemm_s8(IsaLevel level) {
   const Variant* v = &kPortable;
+  if (amx_emulation()) {
+    g_variant.set(&kAmxEmulated);
+    return;
+  }
 #ifdef CUSTOMML_X86_KERNELS
-  if (static_cast<int>(level) >= static_cast<int>(IsaLevel::avx512_vnni))
+  if (level == IsaLevel::amx && amx_permitted())
+    v = &kAmx;
+  else if (static_cast<int>(level) >= static_cast<int>(IsaLevel::avx512_vnni))
     v = &kAvx512Vnni;
   else if (static_cast<int>(level) >= static_cast<int>(IsaLevel::avx2))
     v = &kAvx2;

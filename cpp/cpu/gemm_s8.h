@@ -60,7 +60,10 @@ void select_gemm_s8(IsaLevel level);
 
 // The variants, named what then how: portable always; the others only on x86-64.
 void s8_gemm__portable_4x16(const GemmS8Args& args);
+// The AMX tile kernel on the host model of the tile instructions (any CPU, for tests).
+void s8_gemm__amxemu_16x64(const GemmS8Args& args);
 #ifdef CUSTOMML_X86_KERNELS
+void s8_gemm__amx_16x64(const GemmS8Args& args);
 void s8_gemm__avx2_6x16(const GemmS8Args& args);
 void s8_gemm__avx512vnni_6x64(const GemmS8Args& args);
 #endif

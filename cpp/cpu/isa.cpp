@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <stdexcept>
+#include <string>
 
 #include "cpu/elementwise.h"
 #include "cpu/gemm.h"
@@ -11,6 +12,11 @@
 #include "cpu/gemm_s8.h"
 #include "cpu/quantize.h"
 #include "cpu/sparse.h"
+
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #if defined(__x86_64__) || defined(_M_X64)
 #define CUSTOMML_X86_HOST 1
@@ -144,6 +150,39 @@ IsaLevel parse_isa(const std::string& name) {
 }
 
 IsaLevel detected_isa() { return level_of(features()); }
+
+bool amx_permitted() {
+#if defined(CUSTOMML_X86_HOST) && defined(__linux__)
+  static const bool granted = [] {
+    if (!(features().amx_tile && features().amx_int8)) return false;
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return granted;
+#else
+  return false;
+#endif
+}
+
+namespace {
+std::atomic<bool>& amx_emulation_storage() {
+  static std::atomic<bool> on{[] {
+    const char* s = std::getenv("CUSTOMML_AMX_EMULATION");
+    return s && std::string(s) == "1";
+  }()};
+  return on;
+}
+}  // namespace
+
+bool has_amx_bf16() { return features().amx_bf16 && level_of(features()) == IsaLevel::amx; }
+
+bool amx_emulation() { return amx_emulation_storage().load(); }
+
+void set_amx_emulation(bool on) {
+  active_isa();  // the first selection first, so that it cannot overwrite this one
+  amx_emulation_storage().store(on);
+  select_all();
+}
 
 bool has_avx512_bf16() { return features().avx512_bf16 && level_of(features()) >= IsaLevel::avx512; }
 

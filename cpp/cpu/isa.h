@@ -18,6 +18,16 @@ IsaLevel detected_isa();
 std::vector<std::string> cpu_features();
 // AVX512-BF16 (vdpbf16ps) usable: the bf16 GEMM runs it at the avx512_vnni level and above.
 bool has_avx512_bf16();
+// Whether the kernel lets this process use the AMX tile data (Linux: arch_prctl
+// ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA, asked once); false without AMX.
+bool amx_permitted();
+// AMX-BF16 (tdpbf16ps) usable at the amx level.
+bool has_amx_bf16();
+// The AMX kernels on the host model of the tile instructions instead of the ISA level's own
+// (cpu/amx_tiles.h): a switch of its own, since CUSTOMML_ISA never runs a level the CPU lacks.
+// Starts as CUSTOMML_AMX_EMULATION=1 from the environment; setting it re-selects the kernels.
+bool amx_emulation();
+void set_amx_emulation(bool on);
 
 // The level kernels are chosen for: min(detected, ceiling). The ceiling starts as
 // CUSTOMML_ISA from the environment (unset: no ceiling); a level the CPU lacks is

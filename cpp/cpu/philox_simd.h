@@ -10,20 +10,23 @@
 namespace customml::cpu {
 namespace {
 
-// x: (n) -> y: (n) = keep_i ? x_i / (1 - rate) : 0, keep_i = uniform(seed, stream, i) >= rate,
-// element i drawn from word i % 4 of block i / 4 (as CpuBackend::dropout).
-void ew_dropout(float* y, const float* x, int64_t n, float rate, uint64_t seed, uint64_t stream) {
+// x: (n) -> y: (n) = keep_i ? x_i / (1 - rate) : 0, keep_i = uniform(seed, stream, first + i) >= rate,
+// mask element g drawn from word g % 4 of block g / 4 (as CpuBackend::dropout).
+void ew_dropout(float* y, const float* x, int64_t n, float rate, uint64_t seed, uint64_t stream, uint64_t first) {
   constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
   constexpr uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
   constexpr int64_t kStep = 4 * kLanes;  // elements per round of kLanes blocks
   const Vf scale = set1(1.0f / (1.0f - rate)), vrate = set1(rate), zero = set1(0.0f);
   const Vu c2_init = set1_u(static_cast<uint32_t>(stream)), c3_init = set1_u(static_cast<uint32_t>(stream >> 32));
-  for (int64_t base = 0; base < n; base += kStep) {
+  // base: the round's first element relative to x, from the block holding mask element
+  // `first` (so negative, by at most 3, when first is not a multiple of 4).
+  const int64_t head = static_cast<int64_t>(first % 4);
+  for (int64_t base = -head; base < n; base += kStep) {
     // The 64-bit block counters of the lanes (a carry into the high word can fall
     // between lanes, so they are formed in scalar code).
     uint32_t lo[kLanes], hi[kLanes];
     for (int l = 0; l < kLanes; ++l) {
-      const uint64_t block = static_cast<uint64_t>(base / 4) + static_cast<uint64_t>(l);
+      const uint64_t block = (first + static_cast<uint64_t>(base + head)) / 4 + static_cast<uint64_t>(l);
       lo[l] = static_cast<uint32_t>(block);
       hi[l] = static_cast<uint32_t>(block >> 32);
     }
@@ -42,6 +45,14 @@ void ew_dropout(float* y, const float* x, int64_t n, float rate, uint64_t seed, 
     }
     Vf u[4] = {uniform(c0), uniform(c1), uniform(c2), uniform(c3)};
     interleave4(u[0], u[1], u[2], u[3]);
+    if (base < 0) {
+      // The unaligned head round: element by element, as the portable path.
+      alignas(64) float draws[4 * kLanes];
+      for (int k = 0; k < 4; ++k) store(draws + k * kLanes, u[k]);
+      const float s = 1.0f / (1.0f - rate);
+      for (int64_t i = 0; i < base + kStep && i < n; ++i) y[i] = draws[i - base] >= rate ? x[i] * s : 0.0f;
+      continue;
+    }
     for (int k = 0; k < 4; ++k) {
       const int64_t at = base + k * kLanes;
       if (at >= n) break;

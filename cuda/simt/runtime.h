@@ -65,6 +65,9 @@ const uint64_t* warp_exchange(unsigned mask, uint64_t value);
 // GPU; votes are defined for such lanes (they count as false) and are not checked.
 void check_shuffle_source(unsigned src_lane);
 unsigned lane_id();
+// Fills `bytes` at `p` (a static __shared__ variable) with 0xFF unless this block has
+// already: the first thread to reach the declaration poisons it, before any can write it.
+void poison_shared(void* p, size_t bytes);
 
 // One of the primitive test kernels of simt/selftest.cpp over `input`; for the tests.
 std::vector<double> run_selftest(const std::string& name, const std::vector<double>& input, dim3 grid, dim3 block);

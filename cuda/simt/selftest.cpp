@@ -136,6 +136,15 @@ __global__ void wmma_rules_kernel(double* out, const __half* tile, int offset, u
   out[0] = 1.0;
 }
 
+// out (threads): what each thread reads from a static __shared__ slot before writing it
+// (1-D blocks of up to 256 threads); then the slot holds its input, for the next block.
+__global__ void static_shared_kernel(double* out, const double* in) {
+  __shared__ double slots[256];
+  poison_shared(&slots, sizeof(slots));
+  out[global_id()] = slots[threadIdx.x];
+  slots[threadIdx.x] = in[global_id()];
+}
+
 // Each lane writes shared memory, __syncwarp, then reads its neighbour's slot.
 __global__ void syncwarp_kernel(double* out, const double* in) {
   double* s = static_cast<double*>(dynamic_shared());
@@ -263,6 +272,11 @@ std::vector<double> run_selftest(const std::string& name, const std::vector<doub
     out.assign(1, 0.0);
     launch(wmma_rules_kernel, grid, block, 0, nullptr, out.data(), static_cast<const __half*>(tiles[0].data()),
            static_cast<int>(in[0]), static_cast<unsigned>(in[1]));
+  } else if (name == "static_shared") {
+    need_input(1);
+    if (block.x * block.y * block.z > 256) throw std::invalid_argument("selftest 'static_shared': 256 threads at most");
+    out.assign(threads, -1.0);
+    launch(static_shared_kernel, grid, block, 0, nullptr, out.data(), in.data());
   } else if (name == "syncwarp") {
     need_input(1);
     out.assign(threads, -1.0);

@@ -47,6 +47,7 @@ struct Runner {
   const std::function<void()>* body = nullptr;
   std::unique_ptr<unsigned char[]> shared;
   size_t shared_bytes = 0;
+  std::vector<void*> poisoned;  // the static __shared__ variables poisoned in this block
   std::string error;
 };
 
@@ -141,6 +142,7 @@ void run_block(Runner& r, unsigned n) {
   // Uninitialized shared memory, as on the GPU: all bits set reads as NaN in floats,
   // so a kernel that reads before writing shows it.
   if (r.shared_bytes) std::memset(r.shared.get(), 0xFF, r.shared_bytes);
+  r.poisoned.clear();
   for (;;) {
     for (unsigned k : r.order) {
       ThreadState& t = *r.threads[k];
@@ -250,6 +252,14 @@ const dim3& block_dim() { return runner().block; }
 const dim3& grid_dim() { return runner().grid; }
 void* dynamic_shared() { return runner().shared.get(); }
 unsigned lane_id() { return runner().current->linear % kWarpSize; }
+
+void poison_shared(void* p, size_t bytes) {
+  Runner& r = runner();
+  for (void* q : r.poisoned)
+    if (q == p) return;
+  r.poisoned.push_back(p);
+  std::memset(p, 0xFF, bytes);
+}
 
 void syncthreads() {
   Runner& r = runner();

@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _core
+from . import distributed as distributed_mod
 from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
@@ -309,13 +310,21 @@ class Trainer:
             x_val = y_val = None
 
         seed = self.seed if seed is None else positive_int(seed, "seed", op, minimum=0)
+        if distributed_mod.context().active:
+            if from_iterable:
+                raise ValueError("[fit] distributed training takes arrays x and y (the same on every rank)")
+            fit_args = {"n": x.shape[0], "epochs": epochs, "batch_size": batch_size, "shuffle": shuffle}
+            fit_args.update(initial_epoch=initial_epoch, data=distributed_mod.digest(x, y, sample_weight, x_val, y_val))
+            seed, callbacks, verbose = distributed_mod.begin_fit(self, seed, fit_args, callbacks, verbose)
         if from_iterable:
             epoch_batches = self._iterable_batches(x, steps_per_epoch, op)
             steps = steps_per_epoch if steps_per_epoch is not None else (len(x) if hasattr(x, "__len__") else None)
             n = None
         else:
             n = x.shape[0]
-            steps = -(-n // batch_size)
+            # Distributed, a step takes the global batch and each rank its share of it.
+            step_rows = distributed_mod.global_batch_size(batch_size)
+            steps = -(-n // step_rows)
 
             def epoch_batches(epoch: int):
                 if shuffle:
@@ -327,8 +336,8 @@ class Trainer:
                     np.random.Generator(stream).shuffle(order)
                 else:
                     order = np.arange(n, dtype=np.int64)
-                for start in range(0, n, batch_size):
-                    yield x, y, order[start : start + batch_size], sample_weight
+                for start in range(0, n, step_rows):
+                    yield x, y, order[start : start + step_rows], sample_weight
 
         seed_pending = True
         if initial_epoch is not None:
@@ -352,6 +361,7 @@ class Trainer:
         for cb in callbacks:
             if restored and cb.state_key() in restored:
                 cb.set_state(restored[cb.state_key()])
+        train_step = None
         for epoch in range(epochs):
             start_time = time.perf_counter()
             model_epoch = self._epoch
@@ -371,8 +381,10 @@ class Trainer:
                     if seed_pending:  # an iterable's first batch builds the model
                         self._net.set_seed(seed)
                         seed_pending = False
+                    if train_step is None:
+                        train_step = distributed_mod.train_step(self, batch_size)
                     with self._lock:  # a save or a weight transaction sees whole steps
-                        self._net.train_batch(xb, yb, index, wb, self._teacher_logits)
+                        train_step(xb, yb, index, wb)
                     if batch_hooks:
                         batch_logs = self._read_metrics()
                         for cb in batch_hooks:
@@ -402,6 +414,7 @@ class Trainer:
                     file=sys.stdout,
                     flush=True,
                 )
+            self.stop_training = distributed_mod.stop_training(self.stop_training)  # rank 0's, distributed
             if self.stop_training:
                 break
         for cb in callbacks:
@@ -424,21 +437,22 @@ class Trainer:
         """The loss and the compiled metrics from the executor's statistics (read from the
         device: once an epoch, or per batch for a callback that asks)."""
         assert self._net is not None
-        loss_sum, correct, count = self._net.metrics()
+        net = distributed_mod.metric_source(self._net)
+        loss_sum, correct, count = net.metrics()
         logs = {"loss": loss_sum / count if count else float("nan")}
         counts = stats = None
         for m in self._metrics:
             if m == "accuracy":
                 logs[m] = correct / count if count else float("nan")
             elif m == "roc_auc":
-                logs[m] = float(self._net.roc_auc())
+                logs[m] = float(net.roc_auc())
             elif m in metrics_mod.REGRESSION:
                 if stats is None:
-                    stats = self._net.regression_stats()
+                    stats = net.regression_stats()
                 logs[m] = metrics_mod.from_regression_stats(stats, count, m)
             else:
                 if counts is None:
-                    counts = self._net.confusion_matrix()
+                    counts = net.confusion_matrix()
                 if m == "confusion_matrix":
                     logs[m] = counts
                 else:
@@ -447,6 +461,7 @@ class Trainer:
 
     def _evaluate_arrays(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> Dict[str, float]:
         assert self._net is not None
+        x, y = distributed_mod.shard(x, y)  # each rank its part; the metrics are summed
         with self._lock:  # the weights of no half-done transaction
             self._net.reset_metrics()
             self._net.evaluate(x, y, batch_size)

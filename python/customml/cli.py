@@ -17,7 +17,6 @@ Errors are one line on stderr starting with "error:" and exit status 2; ``train
 from __future__ import annotations
 
 import argparse
-import copy
 import io
 import json
 import math
@@ -30,6 +29,7 @@ import numpy as np
 
 from . import _cli_optimize
 from ._checks import argument_int, argument_number, as_features, check_finite
+from ._cli_common import _fine_tuning, _fmt, _latency, _table, _variant_path
 from ._safetensors import atomic_write
 
 __all__ = ["main"]
@@ -40,54 +40,6 @@ _TRAIN_DEFAULTS = {"fashion_mnist": {"epochs": 20, "batch_size": 128}}
 _GENERIC_DEFAULTS = {"epochs": 30, "batch_size": 32}
 # Argparse types: a bad number is argparse's usage error, naming the flag and what was typed.
 _POSITIVE, _FRACTION, _RATE = argument_int(1), argument_number(0.0, 1.0), argument_number(0.0, math.inf, lo_open=True)
-
-
-def _table(rows: List[tuple]) -> str:
-    width = max(len(str(k)) for k, _ in rows)
-    return "\n".join(f"  {str(k):<{width}}  {v}" for k, v in rows)
-
-
-def _fmt(value) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-def _latency(model, sample: np.ndarray) -> tuple:
-    """p50 and p99 in microseconds of model.predict on the rows of sample (one, or a
-    batch) into a reused buffer."""
-    out = np.empty((sample.shape[0], model.output_dim), dtype=np.float32)
-    for _ in range(200):  # warm-up: caches, the workspace pool
-        model.predict(sample, out=out)
-    times = np.empty(2000)
-    for i in range(times.size):
-        t0 = time.perf_counter_ns()
-        model.predict(sample, out=out)
-        times[i] = time.perf_counter_ns() - t0
-    p50, p99 = np.percentile(times, [50, 99]) / 1000.0
-    return float(p50), float(p99)
-
-
-def _variant_path(output: str, tag: str) -> str:
-    stem, ext = os.path.splitext(output)
-    return f"{stem}.{tag}{ext or '.cml'}"
-
-
-def _fine_tuning(model, steps: int, lr: float, sparsity: Optional[float], scope: str) -> list:
-    """Recompiles ``model`` for ``steps`` of fine-tuning with a fresh cosine decay from
-    ``lr`` (the masks change the loss surface enough that a small rate recovers less:
-    measured on fashion_mnist at 90%, 1e-3 lost 0.4-0.5 point more than 2e-3,
-    docs/performance.md); returns the callbacks that prune to ``sparsity`` gradually over
-    the first half of the steps (Zhu & Gupta) while the second half recovers."""
-    import customml as cm
-
-    optimizer = copy.copy(model._optimizer)
-    optimizer.learning_rate = cm.schedules.CosineDecay(lr, steps)
-    model.compile(optimizer=optimizer, loss=model._loss, metrics=model._metrics, precision=model._precision)
-    if sparsity is None:
-        return []
-    end = max(1, steps // 2)
-    return [
-        cm.callbacks.GradualPruning(sparsity, end_step=end, frequency=max(1, end // 20), scope=scope, measure=False)
-    ]
 
 
 def _compressed_variants(model, args, data, batch_size: int) -> List[tuple]:
@@ -114,6 +66,10 @@ def _compressed_variants(model, args, data, batch_size: int) -> List[tuple]:
 def _train(args: argparse.Namespace) -> int:
     import customml as cm
 
+    ctx = cm.distributed.init() if args.distributed else cm.distributed.context()
+    if ctx.rank != 0:  # under mpirun, rank 0 reports and saves; the others train with it
+        sys.stdout = open(os.devnull, "w")  # for the rest of the process
+        args.output = None
     (x_train, y_train), (x_test, y_test) = cm.datasets.load(args.dataset)
     defaults = _TRAIN_DEFAULTS.get(args.dataset, _GENERIC_DEFAULTS)
     epochs = defaults["epochs"] if args.epochs is None else args.epochs
@@ -129,7 +85,7 @@ def _train(args: argparse.Namespace) -> int:
     model = cm.Sequential(layers, input_dim=x_train.shape[1], device=args.device, seed=args.seed)
     # A cosine decay of the learning rate over the whole run (Keras' CosineDecay).
     n_fit = x_train.shape[0] - int(x_train.shape[0] * args.validation_split)
-    steps = max(1, epochs * -(-n_fit // batch_size))
+    steps = max(1, epochs * -(-n_fit // (batch_size * ctx.size)))  # a step takes a batch per rank
     lr = cm.schedules.CosineDecay(args.lr, steps) if args.schedule == "cosine" else args.lr
     optimizers = {
         "adamw": lambda: cm.optimizers.AdamW(lr, weight_decay=args.weight_decay),
@@ -503,6 +459,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         type=argument_number(0.0, math.inf),
         default=None,
         help="exit with status 1 when the test accuracy is below this",
+    )
+    train.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel over the ranks of mpirun or srun, --batch-size per rank (docs/distributed.md)",
     )
     train.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     train.add_argument("--quiet", dest="verbose", action="store_false", help="no per-epoch lines")

@@ -256,9 +256,8 @@ class Sequential(Trainer):
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
-        """Executor writes that form one weight change: predict keeps running the weights
-        before it until it ends (Network.begin_update); save, evaluate, training steps and
-        other transactions wait for it. Nests."""
+        """Executor writes that form one weight change: predict runs the weights before it until
+        it ends (Network.begin_update); save, evaluate, steps and transactions wait. Nests."""
         with self._lock:
             net = self._net
             if net is None:

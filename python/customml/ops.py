@@ -245,13 +245,14 @@ def regression_stats_update(stats, pred, target, shift, *, device: str = "cpu"):
     return stats
 
 
-def dropout(x, *, rate: float, seed: int, stream: int, out=None, device: str = "cpu"):
+def dropout(x, *, rate: float, seed: int, stream: int, out=None, device: str = "cpu", first: int = 0):
     """Inverted dropout of float32 x: ``x / (1 - rate)`` where the Philox4x32-10 draw for
-    (seed, stream, element index) is ``>= rate``, else 0. The same call on the gradient
-    is the backward pass. ``out`` may be ``x`` (in place)."""
+    (seed, stream, first + element index) is ``>= rate``, else 0. The same call on the
+    gradient is the backward pass. ``out`` may be ``x`` (in place). ``first`` places x in
+    a longer mask: dropout of ``x[k:]`` with ``first=k`` is ``dropout(x)[k:]``."""
     if out is None:
         out = _empty(np.shape(x), device)
-    _core.dropout(out, x, rate, seed, stream, device)
+    _core.dropout(out, x, rate, seed, stream, device, first)
     return out
 
 

@@ -116,6 +116,7 @@ def magnitude(
     optimizer, every device). ``measure`` runs ``choose_formats`` at ``batch_sizes`` so that
     inference uses the sparse kernel where it is faster; without it the formats stay as
     they were. Returns a PruneReport (also ``model.pruning_report``)."""
+    _dense_indices(model, "prune.magnitude")  # a model, before its lock is taken
     with model._transaction():  # predict sees every layer pruned, or none
         masks = magnitude_masks(model, sparsity, scope)
         before = {i: _nonzeros(model.layers[i]) for i in masks}
@@ -155,6 +156,7 @@ def n_m(
     each group of m consecutive inputs the n largest magnitudes stay (a last, shorter group
     keeps at most n). With ``measure`` the layers run in the "nm" format for the batch
     sizes where it beats dense. Returns a PruneReport (also ``model.pruning_report``)."""
+    _dense_indices(model, "prune.n_m")  # a model, before its lock is taken
     with model._transaction():  # predict sees every layer pruned, or none
         masks = n_m_masks(model, n, m)
         before = {i: _nonzeros(model.layers[i]) for i in masks}

@@ -1,0 +1,422 @@
+"""Data-parallel training across processes and machines on MPI (mpi4py, the ``mpi`` extra).
+
+A script becomes data-parallel with one line, and runs under ``mpirun -np N python
+train.py`` (or ``srun``); see docs/distributed.md::
+
+    ctx = cm.distributed.init()   # rank, size; a no-op context outside MPI
+    model.fit(x, y, batch_size=64)  # batch_size per rank, as in Horovod and PyTorch DDP
+
+Every rank holds the same arrays. Step ``s`` of an epoch takes the global batch of
+``N * batch_size`` rows (a slice of the epoch's order, which every rank draws from the
+same seed), and rank ``r`` its rows ``[r B, (r + 1) B)`` of it. Each rank computes the
+gradient of its share weighted by its share of the global batch's row weights (sample
+weight times class weight), one all-reduce sums the flat gradient buffer, and every rank
+applies the sum: clipping, fp16's overflow check and the update see the global gradient,
+so N ranks compute the model one process computes with batch ``N * batch_size`` (up to
+the summation order), dropout masks included (drawn by global row). Initial weights,
+optimizer state and the seed come from rank 0 when fit starts; metrics and the loss are
+summed over the ranks, so every rank's History holds the global values.
+
+MPI stays out of the compiled extension: this module is the only user of mpi4py.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import hashlib
+import json
+import os
+import sys
+import time
+import traceback
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+__all__ = ["Context", "context", "init"]
+
+# Set by the launchers: Open MPI (mpirun), PMIx (Open MPI 5, srun --mpi=pmix), MPICH's
+# Hydra and Slurm's PMI-2 (PMI_SIZE), MPICH (MPI_LOCALNRANKS).
+_LAUNCHER_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE", "MPI_LOCALNRANKS")
+
+
+class Context:
+    """This process's place in the job: ``rank`` in ``[0, size)``. Outside MPI (or under
+    one process) ``size`` is 1 and fit runs as it always does, with no collective call."""
+
+    def __init__(self, rank: int = 0, size: int = 1, comm: Any = None):
+        self.rank = rank
+        self.size = size
+        self.comm = comm
+        # Seconds spent in the gradient all-reduce and the steps it ran for (bench/).
+        self.allreduce_seconds = 0.0
+        self.allreduce_steps = 0
+
+    @property
+    def active(self) -> bool:
+        """True when more than one process trains together."""
+        return self.size > 1
+
+    def __repr__(self) -> str:
+        return f"Context(rank={self.rank}, size={self.size})"
+
+    def __enter__(self) -> "Context":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    # ---- collectives (callers check ``active`` first) ----
+    def bcast(self, obj):
+        """rank 0's ``obj`` on every rank (``obj`` itself in a single process)."""
+        return obj if self.comm is None else self.comm.bcast(obj, root=0)
+
+    def allreduce_sum(self, array: np.ndarray) -> np.ndarray:
+        """The element-wise sum over the ranks of a contiguous array, in place."""
+        from mpi4py import MPI
+
+        self.comm.Allreduce(MPI.IN_PLACE, array, op=MPI.SUM)
+        return array
+
+    def abort(self, message: str) -> None:
+        """Ends every process of the job (MPI_Abort): the others may be waiting in a
+        collective this rank will never join."""
+        sys.stderr.write(message)
+        sys.stderr.flush()
+        self.comm.Abort(1)
+
+
+_context = Context()
+_previous_excepthook = sys.excepthook
+
+
+def context() -> Context:
+    """The context ``init`` returned (a single-process one before ``init``)."""
+    return _context
+
+
+def _launched_by_mpi() -> bool:
+    return any(v in os.environ for v in _LAUNCHER_VARIABLES)
+
+
+def init() -> Context:
+    """Joins the MPI job this process was launched in (``mpirun``, ``srun``) and returns
+    its Context; outside a launcher a single-process Context, without loading MPI.
+
+    An exception that reaches the top level on any rank ends the whole job (MPI_Abort)
+    after printing it with the rank, so one rank's bad data or full disk never leaves
+    the others waiting in an all-reduce."""
+    global _context
+    if _context.comm is not None or not _launched_by_mpi():
+        return _context
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:
+        raise ImportError(
+            "customml.distributed needs mpi4py over a system MPI: apt-get install openmpi-bin libopenmpi-dev "
+            "(or MPICH), then pip install 'customml[mpi]'"
+        ) from exc
+    comm = MPI.COMM_WORLD
+    launched = int(os.environ.get("OMPI_COMM_WORLD_SIZE") or os.environ.get("PMI_SIZE") or 0)
+    if launched > 1 and comm.Get_size() == 1:
+        # Each process would train a model of its own, silently.
+        raise RuntimeError(
+            f"[customml.distributed] the launcher started {launched} processes but MPI ({MPI.Get_library_version()[:40]!r}) "
+            "sees one: mpi4py uses another MPI than the launcher's (docs/distributed.md, Install)"
+        )
+    _context = Context(comm.Get_rank(), comm.Get_size(), comm)
+    if _context.active:
+        sys.excepthook = _abort_on_exception
+    return _context
+
+
+def _abort_on_exception(kind, value, tb) -> None:
+    ctx = _context
+    text = "".join(traceback.format_exception(kind, value, tb))
+    ctx.abort(
+        f"[customml.distributed] rank {ctx.rank} of {ctx.size} failed, aborting the job: {kind.__name__}: {value}\n"
+        + text
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# What fit calls (python/customml/_trainer.py); each is the identity outside a job.
+# ---------------------------------------------------------------------------------------
+
+# Callbacks that write files act on rank 0 only; the others (EarlyStopping,
+# LearningRateScheduler, a user's) run on every rank, on the same global logs, so they
+# take the same decisions.
+_RANK0_ONLY = ("ModelCheckpoint", "CSVLogger")
+
+
+def _fingerprint(model, fit_args: Dict[str, Any]) -> str:
+    """What must agree across the ranks for them to train one model: the architecture
+    (without names, which count the layers a process built), the loss, the optimizer, the
+    metrics, the pruning masks and fit's arguments, the data's digest among them."""
+    from ._model_description import _architecture
+
+    arch = _architecture(model)
+    arch.pop("seed", None)
+    arch.pop("name", None)
+    for layer in arch.get("layers", []):
+        layer.pop("name", None)
+    masks = hashlib.sha256()
+    for i in sorted(model._masks):
+        masks.update(str(i).encode() + np.ascontiguousarray(model._masks[i]).tobytes())
+    return json.dumps(
+        {
+            "architecture": arch,
+            "loss": model._loss._config(),
+            "optimizer": model._optimizer._config(),
+            "metrics": list(model._metrics),
+            "precision": getattr(model, "_precision", None),
+            "masks": masks.hexdigest(),
+            "fit": fit_args,
+        },
+        sort_keys=True,
+        default=repr,
+    )
+
+
+def digest(*arrays: Optional[np.ndarray]) -> str:
+    """A digest of the arrays' shapes and of about 1024 rows of each, spread evenly: every
+    rank must hold the same data, and hashing all of it would cost a pass over it per fit."""
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is None:
+            h.update(b"none")
+            continue
+        h.update(repr(a.shape).encode())
+        h.update(np.ascontiguousarray(a[:: max(1, a.shape[0] // 1024)]).tobytes())
+    return h.hexdigest()
+
+
+def begin_fit(model, seed: int, fit_args: Dict[str, Any], callbacks: List, verbose: int) -> Tuple[int, List, int]:
+    """At fit's start, before the first step: refuses ranks whose model, optimizer or
+    fit arguments differ from rank 0's, then gives every rank rank 0's seed, weights,
+    optimizer state, step count and epoch counter. Returns the seed, the callbacks this
+    rank runs and its verbosity (rank 0's)."""
+    ctx = _context
+    if not ctx.active:
+        return seed, callbacks, verbose
+    unsupported = [m for m in model._metrics if m in ("roc_auc", "r2")]
+    if unsupported:
+        raise ValueError(
+            f"[fit] metrics {unsupported} are not available in distributed training yet (they need every "
+            "rank's scores or targets); evaluate them on rank 0 after fit"
+        )
+    mine = _fingerprint(model, fit_args)
+    prints = ctx.comm.allgather(mine)
+    differ = [r for r, p in enumerate(prints) if p != prints[0]]
+    if differ:
+        a, b = json.loads(prints[0]), json.loads(prints[differ[0]])
+        keys = sorted(k for k in a if a[k] != b.get(k))
+        raise ValueError(
+            f"[fit] rank{'s' if len(differ) > 1 else ''} {differ} of {ctx.size} differ from rank 0 in "
+            f"{', '.join(keys)}: every rank must build, compile and fit the same model "
+            f"(rank 0: {json.dumps({k: a[k] for k in keys}, sort_keys=True)[:400]}; "
+            f"rank {differ[0]}: {json.dumps({k: b[k] for k in keys}, sort_keys=True)[:400]})"
+        )
+    net = model._net
+    seed, step, epoch, scale = ctx.bcast((seed, net.step, model._epoch, (net.loss_scale, net.loss_scale_good_steps)))
+    params = net.read_params(0, net.num_params)
+    ctx.comm.Bcast(params, root=0)
+    net.write_params(0, params)
+    for slot in range(net.state_slots):
+        state = net.read_state(slot, 0, net.num_params)
+        ctx.comm.Bcast(state, root=0)
+        net.write_state(slot, 0, state)
+    net.set_step(step)
+    net.set_loss_scale(*scale)
+    model._epoch = epoch
+    if ctx.rank != 0:
+        callbacks = [cb for cb in callbacks if type(cb).__name__ not in _RANK0_ONLY]
+        verbose = 0
+    return seed, callbacks, verbose
+
+
+def global_batch_size(batch_size: int) -> int:
+    """Rows per step over all ranks."""
+    return batch_size * _context.size
+
+
+def stop_training(value: bool) -> bool:
+    """rank 0's decision to stop after an epoch, on every rank."""
+    return bool(_context.bcast(value)) if _context.active else value
+
+
+class _Transport:
+    """Sums the flat gradient buffer over the ranks in place through MPI: a NumPy view of
+    it on the cpu, a host copy elsewhere (cuda-emulated, and cuda without NCCL)."""
+
+    def __init__(self, ctx: Context, net):
+        self.ctx, self.net = ctx, net
+        self.host = None if net.device == "cpu" else np.empty(net.num_params, np.float32)
+
+    def __call__(self) -> None:
+        t0 = time.perf_counter()
+        if self.host is None:
+            self.ctx.allreduce_sum(self.net.gradients())
+        else:
+            self.net.read_gradients(self.host)
+            self.ctx.allreduce_sum(self.host)
+            self.net.write_gradients(self.host)
+        self.ctx.allreduce_seconds += time.perf_counter() - t0
+        self.ctx.allreduce_steps += 1
+
+
+class _NcclUniqueId(ctypes.Structure):
+    _fields_ = [("internal", ctypes.c_char * 128)]  # NCCL_UNIQUE_ID_BYTES
+
+
+_NCCL_FLOAT32, _NCCL_SUM = 7, 0  # ncclFloat32, ncclSum (nccl.h)
+
+
+def _load_nccl() -> Optional[ctypes.CDLL]:
+    """libnccl from the nvidia-nccl-cu13 wheel (the ``nccl`` extra), else the system's;
+    None when neither is there."""
+    candidates = []
+    try:
+        import nvidia.nccl
+
+        candidates += [os.path.join(p, "lib", "libnccl.so.2") for p in nvidia.nccl.__path__]
+    except ImportError:
+        pass
+    found = ctypes.util.find_library("nccl")
+    if found:
+        candidates.append(found)
+    for path in candidates:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        lib.ncclGetErrorString.restype = ctypes.c_char_p
+        return lib
+    return None
+
+
+def _nccl_check(lib: ctypes.CDLL, result: int, call: str) -> None:
+    if result != 0:
+        raise RuntimeError(f"[customml.distributed] {call} failed: {lib.ncclGetErrorString(result).decode()}")
+
+
+def nccl_unique_id(ctx: Context, lib: ctypes.CDLL) -> _NcclUniqueId:
+    """rank 0's ncclUniqueId on every rank, sent over MPI (the control channel)."""
+    uid = _NcclUniqueId()
+    if ctx.rank == 0:
+        _nccl_check(lib, lib.ncclGetUniqueId(ctypes.byref(uid)), "ncclGetUniqueId")
+    # bytes(uid), the raw 128 bytes: uid.internal, a char array, would stop at a zero byte.
+    ctypes.memmove(ctypes.addressof(uid), ctx.bcast(bytes(uid) if ctx.rank == 0 else None), 128)
+    return uid
+
+
+class _Nccl:
+    """On cuda: ncclAllReduce of the gradient buffer in place, enqueued on the executor's
+    own stream, so it runs after the backward kernels and before the update with no host
+    wait; one communicator per network, its unique id from rank 0 over MPI. One GPU per
+    rank: the device each rank's network runs on (CUDA_VISIBLE_DEVICES per rank, or
+    device="cuda:LOCAL_RANK")."""
+
+    def __init__(self, ctx: Context, net, lib: ctypes.CDLL):
+        self.ctx, self.net, self.lib = ctx, net, lib
+        uid = nccl_unique_id(ctx, lib)
+        self.comm = ctypes.c_void_p()
+        _nccl_check(lib, lib.ncclCommInitRank(ctypes.byref(self.comm), ctx.size, uid, ctx.rank), "ncclCommInitRank")
+        self.address = ctypes.c_void_p(net.gradient_address)
+        self.count = ctypes.c_size_t(net.num_params)
+        self.stream = ctypes.c_void_p(net.stream_handle)
+
+    def __call__(self) -> None:
+        # Enqueued, not waited for: allreduce_seconds counts the enqueue only.
+        t0 = time.perf_counter()
+        result = self.lib.ncclAllReduce(
+            self.address, self.address, self.count, _NCCL_FLOAT32, _NCCL_SUM, self.comm, self.stream
+        )
+        _nccl_check(self.lib, result, "ncclAllReduce")
+        self.ctx.allreduce_seconds += time.perf_counter() - t0
+        self.ctx.allreduce_steps += 1
+
+    def __del__(self) -> None:
+        if getattr(self, "comm", None) and self.comm.value:
+            self.lib.ncclCommDestroy(self.comm)
+
+
+def _transport(ctx: Context, net):
+    """NCCL on cuda when libnccl loads, else MPI through host memory."""
+    if net.device.startswith("cuda") and net.device != "cuda-emulated":
+        lib = _load_nccl()
+        if lib is not None:
+            return _Nccl(ctx, net, lib)
+    return _Transport(ctx, net)
+
+
+def train_step(model, batch_size: int):
+    """The function fit calls per step with the global batch's rows (``index``): this
+    rank's share, one all-reduce, the update. Outside a job, the executor's train_batch."""
+    ctx, net = _context, model._net
+    if not ctx.active:
+        return lambda x, y, index, w: net.train_batch(x, y, index, w, model._teacher_logits)
+    if model._teacher_logits is not None:
+        raise ValueError("[distributed] customml.distill does not run data-parallel yet: distill in one process")
+    class_weights = getattr(model._loss, "class_weights", None)
+    cw = None if not class_weights else np.asarray(class_weights, np.float64)
+    reduce = _transport(ctx, net)
+
+    def step(x: np.ndarray, y: np.ndarray, index: np.ndarray, w: Optional[np.ndarray]) -> None:
+        g = index.shape[0]
+        lo = min(ctx.rank * batch_size, g)
+        hi = min(lo + batch_size, g)
+        if w is None and cw is None:
+            total, mine = float(g), float(hi - lo)
+        else:
+            rw = np.ones(g) if w is None else w[index].astype(np.float64)
+            if cw is not None:
+                rw = rw * cw[y[index]]
+            total, mine = float(rw.sum()), float(rw[lo:hi].sum())
+        net.compute_gradients(x, y, index[lo:hi], w, mine / total if total > 0 else 0.0, g, lo)
+        reduce()
+        net.apply_gradients(hi - lo)
+
+    return step
+
+
+class _GlobalMetrics:
+    """The executor's metric reads summed over the ranks (every rank calls them in the
+    same order: at each epoch's end, or per batch for a callback that asks)."""
+
+    def __init__(self, ctx: Context, net):
+        self.ctx, self.net = ctx, net
+
+    def metrics(self) -> Tuple[float, int, int]:
+        loss_sum, correct, count = self.net.metrics()
+        v = self.ctx.allreduce_sum(np.array([loss_sum, correct, count], np.float64))
+        return float(v[0]), int(v[1]), int(v[2])
+
+    def confusion_matrix(self) -> np.ndarray:
+        return self.ctx.allreduce_sum(np.ascontiguousarray(self.net.confusion_matrix(), np.int64))
+
+    def regression_stats(self) -> np.ndarray:
+        # Sums of |e| and e^2 add over ranks; the shifted target moments do not (each rank
+        # shifts by its own first target), so r2 is refused in begin_fit.
+        stats = np.ascontiguousarray(self.net.regression_stats(), np.float64)
+        stats[2:] = np.nan
+        return self.ctx.allreduce_sum(stats)
+
+    def roc_auc(self) -> float:
+        raise ValueError("roc_auc is not available in distributed training")
+
+
+def metric_source(net):
+    """What fit and evaluate read the metrics from: the executor, or the ranks' sums."""
+    return _GlobalMetrics(_context, net) if _context.active else net
+
+
+def shard(x: np.ndarray, y: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """This rank's contiguous part of (x, y) for evaluation (the whole outside a job)."""
+    ctx = _context
+    if not ctx.active:
+        return x, y
+    n = x.shape[0]
+    lo, hi = n * ctx.rank // ctx.size, n * (ctx.rank + 1) // ctx.size
+    return x[lo:hi], y[lo:hi]
