@@ -19,6 +19,7 @@ void bind_test_hooks(pybind11::module_& m);  // test_hooks.cpp: the private func
 void bind_ops(pybind11::module_& m);         // ops.cpp: one function per op
 void bind_configs(pybind11::module_& m);     // configs.cpp: the structs Network takes (LayerSpec, LossConfig, ...)
 void bind_network(pybind11::module_& m);     // network.cpp: Network, the executor
+void bind_model_file(pybind11::module_& m);  // model_file.cpp: read_model_file, the C++ model-file reader
 void bind_predict(pybind11::class_<Network>& network);  // predict.cpp: Network.predict and its fast path
 
 // NumPy's kind character and item size, as NumPy dtypes and __cuda_array_interface__

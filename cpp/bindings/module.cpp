@@ -115,4 +115,5 @@ PYBIND11_MODULE(_core, m) {
   bind_ops(m);
   bind_configs(m);
   bind_network(m);
+  bind_model_file(m);
 }

@@ -10,6 +10,8 @@ Hand-written C++ kernels under a Keras-like API::
     model.fit(x_train, y_train, epochs=10)
 """
 
+import os
+
 from . import (
     _core,
     callbacks,
@@ -50,6 +52,23 @@ def get_num_threads() -> int:
     return _core.get_num_threads()
 
 
+def get_include() -> str:
+    """The directory holding the C API's headers ``customml/customml.h`` and
+    ``customml/customml.hpp`` (docs/embedding.md)."""
+    return os.path.join(os.path.dirname(__file__), "include")
+
+
+def get_library_dir() -> str:
+    """The directory holding the C runtime ``libcustomml.so.0`` (docs/embedding.md)."""
+    return os.path.join(os.path.dirname(__file__), "lib")
+
+
+def get_cmake_dir() -> str:
+    """The directory of the CMake package config, for ``find_package(customml CONFIG)``
+    (``-Dcustomml_DIR=...``) and its target ``customml::customml``."""
+    return os.path.join(get_library_dir(), "cmake", "customml")
+
+
 def build_info() -> dict:
     """Version, compiler, ``cuda_compiled``, detected CPU features, the active ISA level,
     the kernel variant chosen per family and the thread count."""
@@ -67,6 +86,9 @@ __all__ = [
     "distill",
     "empty",
     "from_dlpack",
+    "get_cmake_dir",
+    "get_include",
+    "get_library_dir",
     "optimize",
     "get_num_threads",
     "set_num_threads",

@@ -56,9 +56,12 @@ loading reproduces it without measuring again) and
 ``checksum``: "sha256:" + the hex SHA-256 of every other metadata entry (sorted by key,
 each as key NUL value NUL in UTF-8) followed by the data section.
 
-Loading parses the header itself (nothing is executed, no pickle): every length, offset,
-name, shape and dtype is checked against the architecture, the checksum is verified, and
-any problem is a ValueError that names it. Writes go to a temporary file in the same
+Loading parses the header itself, in C++ (``cpp/model_file.h``, the reader the C runtime
+uses too; nothing is executed, no pickle): every length, offset, name, shape and dtype is
+checked against the architecture, the checksum is verified, and any problem is a
+ValueError that names it. An architecture of more than 2**28 parameters is refused before
+anything is allocated (the environment variable ``CUSTOMML_MAX_PARAMS`` sets another
+ceiling). Writes go to a temporary file in the same
 directory, are fsynced and then renamed over the target, so a failed save leaves any
 existing file as it was.
 """
