@@ -26,7 +26,9 @@ import customml as cm
 import distributed_worker as worker
 
 HERE = Path(__file__).resolve().parent
-PYTHON_DIR = str(HERE.parent / "python")
+# The ranks import the customml this process imported (the installed one in CI, the tree
+# with its built module in development).
+PYTHON_DIR = str(Path(cm.__file__).resolve().parent.parent)
 B = 4
 
 try:

@@ -112,7 +112,10 @@ def _student(fraction: float) -> Callable:
 
 def _int8_of(base: Optional[str]) -> Callable:
     """int8 (static, per channel, minmax calibration, per-layer float fallback within the
-    budget) of the original model or of candidate ``base``."""
+    budget) of the original model or of candidate ``base``. Every layer of a pruned base is
+    quantized (``pruned="int8"``): int8's timed choice of sparse float32 per layer would make
+    the candidate's accuracy depend on the timing, and the pruned float model is a candidate
+    of its own."""
 
     def build(model, ctx: _Context):
         source = model if base is None else ctx.built.get(base)
@@ -125,6 +128,7 @@ def _int8_of(base: Optional[str]) -> Callable:
             max_accuracy_drop=ctx.max_accuracy_drop,
             validation=(ctx.x_val, ctx.y_val),
             batch_sizes=ctx.batch_sizes,
+            pruned="int8",
         )
 
     return build
