@@ -92,13 +92,13 @@ def sample_weight(batch: int, callbacks=()):
 
 
 def metrics_validation(batch: int, callbacks=()):
-    model = _model(cm.optimizers.Adam(1e-2), metrics=["accuracy", "f1_macro", "confusion_matrix"])
+    model = _model(cm.optimizers.Adam(1e-2), metrics=["accuracy", "f1_macro", "confusion_matrix", "roc_auc"])
     x, y = _data()
     return model, _fit(model, batch, callbacks, validation_data=(x[:31], y[:31]))
 
 
 def regression(batch: int, callbacks=()):
-    model = _model(cm.optimizers.SGD(0.02, momentum=0.5), loss="mse", metrics=["mae", "rmse"], outputs=2)
+    model = _model(cm.optimizers.SGD(0.02, momentum=0.5), loss="mse", metrics=["mae", "rmse", "r2"], outputs=2)
     return model, _fit(model, batch, callbacks, data=_data(regression=True))
 
 
@@ -120,6 +120,15 @@ def qat(batch: int, callbacks=()):
     x, y = _data()
     model.fit(x, y, epochs=1, batch_size=batch, verbose=0, callbacks=list(callbacks))
     q = quantize.qat(model, x, y, epochs=EPOCHS, batch_size=batch, static=False)
+    return q, {"history": {}, "epochs": EPOCHS}
+
+
+def qat_static(batch: int, callbacks=()):
+    # Static input ranges: every rank moves each layer's range by the global batch's.
+    model = _model(cm.optimizers.Adam(1e-2))
+    x, y = _data()
+    model.fit(x, y, epochs=1, batch_size=batch, verbose=0, callbacks=list(callbacks))
+    q = quantize.qat(model, x, y, epochs=EPOCHS, batch_size=batch, static=True, momentum=0.5)
     return q, {"history": {}, "epochs": EPOCHS}
 
 
@@ -155,9 +164,19 @@ SCENARIOS: Dict[str, Callable] = {
         pruned,
         early_stopping,
         qat,
+        qat_static,
         checkpoint_resume,
     )
 }
+
+
+def predictions(predict, predict_proba) -> Dict[str, np.ndarray]:
+    """A model's logits and probabilities of the data, and of 2 rows (fewer rows than 3
+    ranks: a rank with no part), through the given functions (its seed gives every rank
+    and the single process the same weights)."""
+    model = _model(cm.optimizers.Adam(1e-2))
+    x, _ = _data()
+    return {"logits": predict(model, x), "proba": predict_proba(model, x), "two_rows": predict(model, x[:2])}
 
 
 def weights(model) -> np.ndarray:
@@ -182,6 +201,12 @@ def main() -> None:
         results[f"{name}/epochs"] = np.array(info["epochs"])
         for key, values in info["history"].items():
             results[f"{name}/history/{key}"] = np.asarray(values, np.float64)
+    if not names:
+        got = predictions(cm.distributed.predict, cm.distributed.predict_proba)
+        every = ctx.comm.allgather(got)  # every rank gets the whole array
+        for key, value in got.items():
+            results[f"predict/{key}"] = value
+            results[f"predict/{key}/same_on_every_rank"] = np.array(all(np.array_equal(e[key], value) for e in every))
     if ctx.rank == 0:
         np.savez(out, **results)
 

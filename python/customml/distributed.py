@@ -34,7 +34,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["Context", "context", "init"]
+from . import _checks, _core
+
+__all__ = ["Context", "context", "init", "predict", "predict_proba"]
 
 # Set by the launchers: Open MPI (mpirun), PMIx (Open MPI 5, srun --mpi=pmix), MPICH's
 # Hydra and Slurm's PMI-2 (PMI_SIZE), MPICH (MPI_LOCALNRANKS).
@@ -200,12 +202,6 @@ def begin_fit(model, seed: int, fit_args: Dict[str, Any], callbacks: List, verbo
     ctx = _context
     if not ctx.active:
         return seed, callbacks, verbose
-    unsupported = [m for m in model._metrics if m in ("roc_auc", "r2")]
-    if unsupported:
-        raise ValueError(
-            f"[fit] metrics {unsupported} are not available in distributed training yet (they need every "
-            "rank's scores or targets); evaluate them on rank 0 after fit"
-        )
     mine = _fingerprint(model, fit_args)
     prints = ctx.comm.allgather(mine)
     differ = [r for r, p in enumerate(prints) if p != prints[0]]
@@ -362,6 +358,17 @@ def train_step(model, batch_size: int):
     class_weights = getattr(model._loss, "class_weights", None)
     cw = None if not class_weights else np.asarray(class_weights, np.float64)
     reduce = _transport(ctx, net)
+    from mpi4py import MPI
+
+    ends = np.empty(2, np.float32)
+
+    def combine_range(lo: float, hi: float) -> Tuple[float, float]:
+        # QAT's static input ranges (quantize.qat): the global batch's range of a layer's
+        # input, the min of the ranks' lows and of their negated highs (exact) in one
+        # all-reduce, so every rank moves its range as one process would.
+        ends[0], ends[1] = lo, -hi
+        ctx.comm.Allreduce(MPI.IN_PLACE, ends, op=MPI.MIN)
+        return float(ends[0]), -float(ends[1])
 
     def step(x: np.ndarray, y: np.ndarray, index: np.ndarray, w: Optional[np.ndarray]) -> None:
         g = index.shape[0]
@@ -374,7 +381,7 @@ def train_step(model, batch_size: int):
             if cw is not None:
                 rw = rw * cw[y[index]]
             total, mine = float(rw.sum()), float(rw[lo:hi].sum())
-        net.compute_gradients(x, y, index[lo:hi], w, mine / total if total > 0 else 0.0, g, lo)
+        net.compute_gradients(x, y, index[lo:hi], w, mine / total if total > 0 else 0.0, g, lo, combine_range)
         reduce()
         net.apply_gradients(hi - lo)
 
@@ -397,14 +404,29 @@ class _GlobalMetrics:
         return self.ctx.allreduce_sum(np.ascontiguousarray(self.net.confusion_matrix(), np.int64))
 
     def regression_stats(self) -> np.ndarray:
-        # Sums of |e| and e^2 add over ranks; the shifted target moments do not (each rank
-        # shifts by its own first target), so r2 is refused in begin_fit.
-        stats = np.ascontiguousarray(self.net.regression_stats(), np.float64)
-        stats[2:] = np.nan
+        # Sums of |e| and e^2 add over the ranks; the target moments are each about the
+        # rank's own shift s_r (its first target), so each rank first moves its moments to
+        # rank 0's shift s: sum (y - s) = S1 + n d, sum (y - s)^2 = S2 + 2 d S1 + n d^2
+        # with d = s_r - s (r2 depends on them only through their variance, which no
+        # shift changes; the sums are the single process's up to rounding).
+        stats = np.array(self.net.regression_stats(), np.float64)
+        n = float(self.net.metrics()[2])
+        d = np.asarray(self.net.regression_shift(), np.float64) - self.ctx.bcast(self.net.regression_shift())
+        s1 = stats[2].copy()
+        stats[2] = s1 + n * d
+        stats[3] = stats[3] + 2.0 * d * s1 + n * d * d
         return self.ctx.allreduce_sum(stats)
 
     def roc_auc(self) -> float:
-        raise ValueError("roc_auc is not available in distributed training")
+        # The area ranks every row's score against every other's: rank 0 gathers the
+        # ranks' (logits, label) rows (rows x outputs floats, once per read) and ranks them
+        # with the executor's own code, whose area does not depend on the rows' order;
+        # every rank gets its value.
+        every = self.ctx.comm.gather(self.net.roc_scores(), root=0)
+        area = None
+        if every is not None:
+            area = _core.roc_auc(np.concatenate([s for s, _ in every]), np.concatenate([y for _, y in every]))
+        return float(self.ctx.bcast(area))
 
 
 def metric_source(net):
@@ -412,11 +434,66 @@ def metric_source(net):
     return _GlobalMetrics(_context, net) if _context.active else net
 
 
+def _rows(ctx: Context, n: int, rank: int) -> Tuple[int, int]:
+    """Rank ``rank``'s contiguous part [lo, hi) of n rows (sizes differ by one at most)."""
+    return n * rank // ctx.size, n * (rank + 1) // ctx.size
+
+
 def shard(x: np.ndarray, y: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """This rank's contiguous part of (x, y) for evaluation (the whole outside a job)."""
     ctx = _context
     if not ctx.active:
         return x, y
-    n = x.shape[0]
-    lo, hi = n * ctx.rank // ctx.size, n * (ctx.rank + 1) // ctx.size
+    lo, hi = _rows(ctx, x.shape[0], ctx.rank)
     return x[lo:hi], y[lo:hi]
+
+
+def predict(model, x, batch_size: int = 1024, check_finite: bool = False) -> np.ndarray:
+    """``model.predict(x)`` computed by all the ranks together: each rank predicts its
+    contiguous part of the rows (as ``evaluate`` does) and **every rank gets the whole
+    (samples, outputs) array**, gathered in row order (an all-gather, so that the code after
+    it runs alike on every rank; rank 0 writes files). A collective: call it on every rank,
+    with the same model and the same x (checked: a rank whose x or weights differ from rank
+    0's is refused on every rank). Outside a job, ``model.predict(x)``.
+
+    ``model.predict`` itself stays per process (it is the serving path, safe from many
+    threads, and a rank-0-only predict after fit must not wait for the other ranks)."""
+    return _predict(model, x, batch_size, check_finite, "predict")
+
+
+def predict_proba(model, x, batch_size: int = 1024, check_finite: bool = False) -> np.ndarray:
+    """``model.predict_proba(x)`` computed by all the ranks together, as ``predict``."""
+    return _predict(model, x, batch_size, check_finite, "predict_proba")
+
+
+def _predict(model, x, batch_size: int, check_finite: bool, op: str) -> np.ndarray:
+    ctx = _context
+    local_predict = getattr(model, op)
+    if not ctx.active:
+        return local_predict(x, batch_size=batch_size, check_finite=check_finite)
+    from mpi4py import MPI
+
+    name = f"distributed.{op}"
+    net = model._net
+    if net is None:
+        raise ValueError(f"[{name}] the model is not built: build it on every rank (input_dim=, or fit) first")
+    x = _checks.as_features(x, "x", name)
+    if check_finite:  # on the whole x, so the row named is x's own
+        _checks.check_finite(x, "x", name, "pass check_finite=False to get NaN outputs for such rows")
+    weights = hashlib.sha256(net.read_params(0, net.num_params).tobytes()).hexdigest()
+    every = ctx.comm.allgather((x.shape, digest(x), weights))
+    differ = [r for r, m in enumerate(every) if m != every[0]]
+    if differ:
+        what = "x" if every[differ[0]][:2] != every[0][:2] else "weights"
+        raise ValueError(
+            f"[{name}] rank {differ[0]} of {ctx.size} has other {what} than rank 0 (x {every[differ[0]][0]} against "
+            f"{every[0][0]}): every rank must call it with the same model and x"
+        )
+    n, out = x.shape[0], net.output_dim
+    lo, hi = _rows(ctx, n, ctx.rank)
+    # A rank whose part is empty (fewer rows than ranks) sends nothing.
+    mine = local_predict(x[lo:hi], batch_size=batch_size) if hi > lo else np.empty((0, out), np.float32)
+    counts = [(_rows(ctx, n, r)[1] - _rows(ctx, n, r)[0]) * out for r in range(ctx.size)]
+    result = np.empty((n, out), np.float32)
+    ctx.comm.Allgatherv(np.ascontiguousarray(mine), [result, counts, MPI.FLOAT])
+    return result
