@@ -71,6 +71,8 @@ def reference(name: str, ranks: int, tmp_path, monkeypatch):
         model, info = worker.checkpoint_straight(B * ranks)
         # The resumed fit ran the last two of the four epochs.
         info = {"epochs": 2, "history": {k: v[2:] for k, v in info["history"].items()}}
+    elif name == "local_shards":
+        model, info = worker.local_shards_reference(B, ranks)
     else:
         model, info = worker.SCENARIOS[name](B * ranks)
     return worker.weights(model), info
@@ -103,6 +105,7 @@ def test_distributed_predict_gathers_what_one_process_predicts(job):
     # differently: a few float32 roundings of the same sums, so 1e-6 of the largest output.
     _, got, _ = job
     want = worker.predictions(lambda model, x: model.predict(x), lambda model, x: model.predict_proba(x))
+    want["local"] = want["logits"]  # the ranks' parts of x, end to end, are x
     for key, value in want.items():
         assert bool(got[f"predict/{key}/same_on_every_rank"]), key
         assert got[f"predict/{key}"].shape == value.shape, key
@@ -208,6 +211,8 @@ def test_mismatched_optimizers_or_data_are_refused_at_the_first_step(tmp_path, c
     assert proc.returncode != 0
     text = proc.stdout + proc.stderr
     assert f"differ from rank 0 in {what}" in text, text
+    if case == "data":  # other arrays on a rank: the message says how to give each rank its own
+        assert "init(local_data=True)" in text, text
 
 
 def test_outside_mpi_init_is_a_single_process_context():
