@@ -206,7 +206,8 @@ void bind_network(py::module_& m) {
               throw TypeError("[fit] index must be a contiguous 1-D int64 array");
             if (!(std::isfinite(weight) && weight >= 0.0) || global_rows < 0 || first_row < 0)
               throw std::invalid_argument("[fit] a batch share needs a finite weight >= 0 and row counts >= 0");
-            // combine_range, a Python function, takes the GIL back when it runs.
+            // combine_range, a Python function, takes the GIL back when it runs, with the
+            // network's lock held: it must not call the network (distributed.py's all-reduces).
             py::gil_scoped_release release;
             n.compute_gradients(xt.ptr<float>(), yt.data(), wt ? wt->ptr<float>() : nullptr, xt.dim(0),
                                 it.ptr<int64_t>(), it.dim(0),

@@ -6,7 +6,8 @@ train.py`` (or ``srun``); see docs/distributed.md::
     ctx = cm.distributed.init()   # rank, size; a no-op context outside MPI
     model.fit(x, y, batch_size=64)  # batch_size per rank, as in Horovod and PyTorch DDP
 
-Every rank holds the same arrays. Step ``s`` of an epoch takes the global batch of
+Every rank holds the same arrays (or, with ``init(local_data=True)``, each rank its own
+part of them: see ``init``). Step ``s`` of an epoch takes the global batch of
 ``N * batch_size`` rows (a slice of the epoch's order, which every rank draws from the
 same seed), and rank ``r`` its rows ``[r B, (r + 1) B)`` of it. Each rank computes the
 gradient of its share weighted by its share of the global batch's row weights (sample
@@ -15,7 +16,8 @@ applies the sum: clipping, fp16's overflow check and the update see the global g
 so N ranks compute the model one process computes with batch ``N * batch_size`` (up to
 the summation order), dropout masks included (drawn by global row). Initial weights,
 optimizer state and the seed come from rank 0 when fit starts; metrics and the loss are
-summed over the ranks, so every rank's History holds the global values.
+summed over the ranks, so every rank's History holds the global values (roc_auc from the
+ranks' scores gathered on rank 0). ``predict`` here splits inference over the ranks.
 
 MPI stays out of the compiled extension: this module is the only user of mpi4py.
 """
