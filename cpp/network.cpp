@@ -171,9 +171,19 @@ std::vector<double> Network::regression_stats() const {
   return trainer_.metrics().regression_stats();
 }
 
+std::vector<double> Network::regression_shift() const {
+  Shared lock(mutex_);
+  return trainer_.metrics().regression_shift();
+}
+
 double Network::roc_auc() {
   Exclusive lock(mutex_);
   return trainer_.metrics().roc_auc();
+}
+
+void Network::roc_scores(std::vector<float>* logits, std::vector<int32_t>* labels) const {
+  Shared lock(mutex_);
+  trainer_.metrics().read_scores(logits, labels);
 }
 
 // ---- Pruning, quantization and QAT: the model's and the trainer's, under the lock ----

@@ -182,12 +182,17 @@ class Network {
   // the first target row since the reset); empty when not accumulated.
   std::vector<int64_t> confusion_matrix() const;
   std::vector<double> regression_stats() const;
+  // (output_dim): the shift s of regression_stats' moments (zeros before the first batch).
+  std::vector<double> regression_shift() const;
   // The exact area under the ROC curve of the scores since the last reset (ties count
   // one half, as sklearn.metrics.roc_auc_score); NaN when only one class was seen or a
   // score is NaN. With more than two classes, the macro average of the one-vs-rest
   // areas of the softmax probabilities (sklearn's multi_class="ovr"); NaN unless every
   // class was seen.
   double roc_auc();
+  // The rows roc_auc ranks: logits (rows, output_dim) and labels (rows); empty when not
+  // accumulated (data-parallel training gathers them from the ranks).
+  void roc_scores(std::vector<float>* logits, std::vector<int32_t>* labels) const;
 
  private:
   // Builds the plan from the model if a weight change made it stale; callers hold no lock.

@@ -385,7 +385,7 @@ void Trainer::stage_rows(float* dst, const float* src, const int64_t* index, int
   if (!direct) backend_->copy_to_device(dst, rows, row_bytes * static_cast<size_t>(b));
 }
 
-const float* Trainer::forward(int64_t b, int64_t first_row) {
+const float* Trainer::forward(int64_t b, const BatchShare& share) {
   Workspace& ws = *ws_;
   const std::vector<LayerSpec>& layers = model_.layers();
   const float* params = model_.params();
@@ -403,7 +403,7 @@ const float* Trainer::forward(int64_t b, int64_t first_row) {
       const float* w = params + model_.weight_offsets()[l];
       if (fake_[l]) {
         w = fake_weights(l);
-        cur = fake_input(l, cur, b);
+        cur = fake_input(l, cur, b, share);
         ws.layer_in[l] = cur;
       }
       ws.layer_w[l] = w;
@@ -411,7 +411,7 @@ const float* Trainer::forward(int64_t b, int64_t first_row) {
                               s.activation);
       width = s.units;
     } else if (s.rate > 0.0f) {
-      dropout(dst, cur, b * width, s.rate, l, static_cast<uint64_t>(first_row * width));
+      dropout(dst, cur, b * width, s.rate, l, static_cast<uint64_t>(share.first_row * width));
     } else {
       continue;  // a dropout of rate 0 is the identity: pass cur through
     }
@@ -507,6 +507,9 @@ void Trainer::compute_gradients(const float* x, const void* y, const float* samp
         "[fit] a quantized model cannot be trained: fine-tune the float model (or quantize.qat) and quantize again");
   if (b == 0) {  // an empty share of a global batch takes part with a zero gradient
     backend_->fill_zero(grads_.data(), sizeof(float) * static_cast<size_t>(model_.num_params()));
+    // and in the other ranks' input ranges, with none of its own.
+    for (const auto& f : fake_)
+      if (f && f->inputs && share.combine_range) observe_input_range(*f, nullptr, 0, share);
     return;
   }
   Workspace& ws = *ws_;
@@ -523,7 +526,7 @@ void Trainer::compute_gradients(const float* x, const void* y, const float* samp
   stage_batch(x, y, sample_weight, index, 0, b);
   if (teacher_logits) stage_rows(ws.targets.data(), teacher_logits, index, b, out);
 
-  loss_and_count(forward(b, share.first_row), sample_weight ? ws.row_weights.data() : nullptr, b, true, share);
+  loss_and_count(forward(b, share), sample_weight ? ws.row_weights.data() : nullptr, b, true, share);
   // fp16 scales the loss by the device's loss scale (its StepState) before the backward pass.
   const StepState* gate = precision_ == Precision::fp16 ? step_state_.data() : nullptr;
   if (gate) backend_->scale_by(ws.grad_a.data(), b * out, &gate->scale);

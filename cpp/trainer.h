@@ -5,6 +5,7 @@
 // statistics) as one call. No locking: the Network that owns it gives it exclusive access.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -48,6 +49,10 @@ struct BatchShare {
   double weight = 1.0;      // this rank's sum of row weights over the global batch's
   int64_t global_rows = 0;  // rows in the global batch (the loss metric counts weight x these); 0: b
   int64_t first_row = 0;    // the global batch's row of this rank's first row (the dropout masks)
+  // QAT's static input ranges: this rank's batch range (lo, hi) of a layer's input -> the
+  // global batch's (the min and max over the ranks), called for each fake-quantized input
+  // in layer order, also on a rank whose share is empty (with (0, 0)); null: one process.
+  std::function<std::pair<float, float>(float, float)> combine_range;
 };
 
 class Trainer {
@@ -124,7 +129,16 @@ class Trainer {
   // multiplies by instead of the float weights and inputs.
   struct FakeQuant {
     explicit FakeQuant(Backend* be)
-        : w(be), w_codes(be), w_scale(be), x(be), x_codes(be), x_scale(be), x_zero(be), range(be) {}
+        : w(be),
+          w_codes(be),
+          w_scale(be),
+          x(be),
+          x_codes(be),
+          x_scale(be),
+          x_zero(be),
+          range(be),
+          batch_range(be),
+          batch_ends(be) {}
     bool per_channel = true;
     bool inputs = true;       // fake-quantize the layer's input too (static uint8)
     float momentum = 0.9f;    // of the moving averages of the input range
@@ -137,6 +151,10 @@ class Trainer {
     Buffer<float> x_scale;    // (1)
     Buffer<int32_t> x_zero;   // (1)
     Buffer<double> range;     // (2): the moving input range (lo, hi)
+    // Data parallelism (BatchShare::combine_range): this rank's batch range, and the
+    // global batch's as two floats.
+    Buffer<double> batch_range;  // (2)
+    Buffer<float> batch_ends;    // (2)
   };
   void check_targets(const void* y, const int64_t* index, int64_t b) const;
   // Gathers rows index (or start, start + 1, ...) of x, y and sample_weight (each may be
@@ -147,7 +165,7 @@ class Trainer {
   void stage_rows(float* dst, const float* src, const int64_t* index, int64_t b, int64_t cols);
   // The training forward pass (dropout, fake quantization) of the staged batch, keeping
   // what backward needs; returns the output (b, output_dim).
-  const float* forward(int64_t b, int64_t first_row = 0);
+  const float* forward(int64_t b, const BatchShare& share);
   // Dropout layer l's mask over n elements starting at element `first` of the global
   // batch's mask (forward, and again in backward).
   void dropout(float* y, const float* x, int64_t n, float rate, size_t l, uint64_t first);
@@ -167,7 +185,10 @@ class Trainer {
   // The fake-quantized kernel of Dense layer l, and its input (b, in) fake-quantized when
   // the layer asks for it (else `input` itself).
   const float* fake_weights(size_t l);
-  const float* fake_input(size_t l, const float* input, int64_t b);
+  const float* fake_input(size_t l, const float* input, int64_t b, const BatchShare& share);
+  // Moves the batch range of input (n values) into layer f's moving range and encoding,
+  // the global batch's under data parallelism.
+  void observe_input_range(FakeQuant& f, const float* input, int64_t n, const BatchShare& share);
 
   Model& model_;
   Backend* backend_;

@@ -312,7 +312,10 @@ class Trainer:
         seed = self.seed if seed is None else positive_int(seed, "seed", op, minimum=0)
         if distributed_mod.context().active:
             if from_iterable:
-                raise ValueError("[fit] distributed training takes arrays x and y (the same on every rank)")
+                raise ValueError(
+                    "[fit] distributed training takes arrays x and y, not an iterable of batches (the same arrays "
+                    "on every rank, or each rank its own with cm.distributed.init(local_data=True))"
+                )
             fit_args = {"n": x.shape[0], "epochs": epochs, "batch_size": batch_size, "shuffle": shuffle}
             fit_args.update(initial_epoch=initial_epoch, data=distributed_mod.digest(x, y, sample_weight, x_val, y_val))
             seed, callbacks, verbose = distributed_mod.begin_fit(self, seed, fit_args, callbacks, verbose)
@@ -338,6 +341,11 @@ class Trainer:
                     order = np.arange(n, dtype=np.int64)
                 for start in range(0, n, step_rows):
                     yield x, y, order[start : start + step_rows], sample_weight
+
+            if distributed_mod.context().active and distributed_mod.context().local_data:  # each rank its shard
+                steps, epoch_batches = distributed_mod.local_batches(
+                    self, x, y, sample_weight, batch_size, shuffle, seed
+                )
 
         seed_pending = True
         if initial_epoch is not None:
