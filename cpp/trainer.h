@@ -95,20 +95,24 @@ class Trainer {
   // See Network::check_inputs.
   void check_inputs(const char* op, const Tensor& x, const Tensor* y, const Tensor* sample_weight) const;
   // See Network::train_batch.
-  // teacher_logits (n, outputs): the distillation loss's soft targets, null otherwise.
+  // soft_targets (n, outputs): the distillation loss's teacher logits, or softmax
+  // cross-entropy's probability targets (then y holds their argmax, for the metrics);
+  // null otherwise.
   void train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
-                   int64_t b, const float* teacher_logits = nullptr);
+                   int64_t b, const float* soft_targets = nullptr);
   // train_batch in two halves, for data parallelism (see BatchShare): compute_gradients
   // runs forward, loss and backward of a share into gradients() (b = 0: zeros, no
   // metrics), then the caller sums gradients() over the ranks and apply_gradients(b)
   // unscales (fp16), adds the penalty, clips, updates and masks.
   void compute_gradients(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
-                         int64_t b, const BatchShare& share, const float* teacher_logits = nullptr);
+                         int64_t b, const BatchShare& share, const float* soft_targets = nullptr);
   void apply_gradients(int64_t b);
   float* gradients() { return grads_.data(); }
   const float* gradients() const { return grads_.data(); }
-  // The forward pass of `plan` and the loss over all n rows in batches, into the metrics.
-  void evaluate(const InferencePlan& plan, const float* x, const void* y, int64_t n, int64_t batch_size);
+  // The forward pass of `plan` and the loss over all n rows in batches, into the metrics;
+  // soft_targets (n, outputs): softmax cross-entropy's probability targets, or null.
+  void evaluate(const InferencePlan& plan, const float* x, const void* y, int64_t n, int64_t batch_size,
+                const float* soft_targets = nullptr);
 
   // Chooses the metric statistics accumulated from the next batch on (after compile, which
   // clears the choice) and zeroes them. confusion needs a classification loss, regression
@@ -157,12 +161,15 @@ class Trainer {
     Buffer<float> batch_ends;    // (2)
   };
   void check_targets(const void* y, const int64_t* index, int64_t b) const;
+  // Which targets the loss reads, checked against the loss before a batch runs.
+  void check_soft_targets(const char* op, const float* soft_targets) const;
   // Gathers rows index (or start, start + 1, ...) of x, y and sample_weight (each may be
   // null but x) into the workspace's device buffers.
   void stage_batch(const float* x, const void* y, const float* sample_weight, const int64_t* index, int64_t start,
                    int64_t b);
-  // Gathers rows index of src (n, cols), host memory, into dst (b, cols) on the device.
-  void stage_rows(float* dst, const float* src, const int64_t* index, int64_t b, int64_t cols);
+  // Gathers rows index (or start, start + 1, ...) of src (n, cols), host memory, into dst
+  // (b, cols) on the device.
+  void stage_rows(float* dst, const float* src, const int64_t* index, int64_t start, int64_t b, int64_t cols);
   // The training forward pass (dropout, fake quantization) of the staged batch, keeping
   // what backward needs; returns the output (b, output_dim).
   const float* forward(int64_t b, const BatchShare& share);
@@ -173,8 +180,9 @@ class Trainer {
   StepState read_step_state() const;
   void write_step_state(const StepState& s);
   // The batch's loss (and its gradient, with_grad), correct count and metric statistics,
-  // all left on the device. row_weights: the staged sample weights, or null.
-  void loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad,
+  // all left on the device. row_weights: the staged sample weights, or null; soft: the
+  // softmax cross-entropy's probability targets are staged in the targets buffer.
+  void loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad, bool soft,
                       const BatchShare& share = {});
   // The sum of the layers' L1/L2 kernel penalties at the current weights (1 double on the
   // device); with_grad also adds their gradients to grads_.

@@ -46,6 +46,16 @@ py::array_t<T, py::array::c_style> layer_array(const char* op, const char* arg, 
   return py::array_t<T, py::array::c_style>::ensure(a);
 }
 
+// The soft targets of a training or evaluation call, when given: float32 (rows of x,
+// outputs), C-contiguous (the trainer checks that the loss takes them).
+void check_soft_targets(const char* op, const Network& n, const Tensor& x, const Tensor* t) {
+  if (t &&
+      (t->dtype() != DType::f32 || t->shape() != std::vector<int64_t>{x.dim(0), n.output_dim()} || !t->is_contiguous()))
+    throw std::invalid_argument(std::string("[") + op +
+                                "] soft_targets must be a C-contiguous float32 array of shape (" +
+                                std::to_string(x.dim(0)) + ", " + std::to_string(n.output_dim()) + ")");
+}
+
 }  // namespace
 
 void bind_network(py::module_& m) {
@@ -170,27 +180,25 @@ void bind_network(py::module_& m) {
       .def(
           "train_batch",
           [](Network& n, py::object x, py::object y, py::object index, std::optional<py::object> sample_weight,
-             std::optional<py::object> teacher_logits) {
+             std::optional<py::object> soft_targets) {
             Views views("fit", Device{});  // the executor takes host arrays and stages them
             Tensor xt = views.in(x, "x"), yt = views.in(y, "y");
             Tensor it = views.in(index, "index");
             auto wt = views.in(sample_weight, "sample_weight");
-            auto tt = views.in(teacher_logits, "teacher_logits");
+            auto tt = views.in(soft_targets, "soft_targets");
             n.check_inputs("fit", xt, &yt, ptr(wt));
             if (it.dtype() != DType::i64 || it.ndim() != 1 || !it.is_contiguous())
               throw TypeError("[fit] index must be a contiguous 1-D int64 array");
-            if (tt && (tt->dtype() != DType::f32 || tt->shape() != std::vector<int64_t>{xt.dim(0), n.output_dim()} ||
-                       !tt->is_contiguous()))
-              throw std::invalid_argument("[fit] teacher_logits must be a C-contiguous float32 array of shape (" +
-                                          std::to_string(xt.dim(0)) + ", " + std::to_string(n.output_dim()) + ")");
+            check_soft_targets("fit", n, xt, ptr(tt));
             py::gil_scoped_release release;
             n.train_batch(xt.ptr<float>(), yt.data(), wt ? wt->ptr<float>() : nullptr, xt.dim(0), it.ptr<int64_t>(),
                           it.dim(0), tt ? tt->ptr<float>() : nullptr);
           },
           py::arg("x"), py::arg("y"), py::arg("index"), py::arg("sample_weight") = py::none(),
-          py::arg("teacher_logits") = py::none(),
+          py::arg("soft_targets") = py::none(),
           "One training step on rows `index` of x and y (and sample_weight, float32 (n,), when given); its loss and "
-          "metric statistics stay on the device until metrics() reads them.")
+          "metric statistics stay on the device until metrics() reads them. soft_targets (n, outputs) float32: the "
+          "distillation loss's teacher logits, or softmax cross-entropy's probability targets (y: their argmax).")
       // Data-parallel training (python/customml/distributed.py): train_batch in two halves.
       .def(
           "compute_gradients",
@@ -260,14 +268,16 @@ void bind_network(py::module_& m) {
           py::arg("values"), "Copies values (num_params float32) into the gradient buffer.")
       .def(
           "evaluate",
-          [](Network& n, py::object x, py::object y, int64_t batch_size) {
+          [](Network& n, py::object x, py::object y, int64_t batch_size, std::optional<py::object> soft_targets) {
             Views views("evaluate", Device{});  // the executor takes host arrays and stages them
             Tensor xt = views.in(x, "x"), yt = views.in(y, "y");
+            auto tt = views.in(soft_targets, "soft_targets");
             n.check_inputs("evaluate", xt, &yt);
+            check_soft_targets("evaluate", n, xt, ptr(tt));
             py::gil_scoped_release release;
-            n.evaluate(xt.ptr<float>(), yt.data(), xt.dim(0), batch_size);
+            n.evaluate(xt.ptr<float>(), yt.data(), xt.dim(0), batch_size, tt ? tt->ptr<float>() : nullptr);
           },
-          py::arg("x"), py::arg("y"), py::arg("batch_size"))
+          py::arg("x"), py::arg("y"), py::arg("batch_size"), py::arg("soft_targets") = py::none())
       .def(
           "metrics",
           [](const Network& n) {

@@ -23,9 +23,12 @@ class Loss:
 
 
 class SoftmaxCrossEntropy(Loss):
-    """Softmax cross-entropy on logits with integer labels. ``label_smoothing`` eps
-    targets ``(1 - eps) * onehot + eps / classes``; ``class_weights`` (one per class)
-    weight each sample by its label's weight and the mean divides by their sum."""
+    """Softmax cross-entropy on logits with integer labels, or with probability targets
+    (a (n, classes) y in fit and evaluate, each row summing to 1: Keras'
+    CategoricalCrossentropy). ``label_smoothing`` eps targets ``(1 - eps) * onehot + eps /
+    classes`` (``(1 - eps) * q + eps / classes`` for probability rows); ``class_weights``
+    (one per class, labels only) weight each sample by its label's weight and the mean
+    divides by their sum."""
 
     name = "softmax_cross_entropy"
 
