@@ -53,6 +53,13 @@ class SoftmaxCrossEntropy(Loss):
     def _config(self) -> dict:
         return {"loss": self.name, "label_smoothing": self.label_smoothing, "class_weights": self.class_weights or []}
 
+    def __repr__(self) -> str:
+        # Only what differs from the defaults, so that a plain loss reads SoftmaxCrossEntropy().
+        args = [f"label_smoothing={self.label_smoothing!r}"] if self.label_smoothing else []
+        if self.class_weights is not None:
+            args.append(f"class_weights={self.class_weights!r}")
+        return f"SoftmaxCrossEntropy({', '.join(args)})"
+
 
 class BinaryCrossEntropy(Loss):
     """Binary cross-entropy on one logit per sample (sigmoid applied inside), labels 0/1."""
