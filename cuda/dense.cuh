@@ -1,8 +1,9 @@
 #pragma once
 // Defines: gemm_kernel (the tiled float32 GEMM with the fused bias + activation
 // epilogue behind all three GEMMs of a dense layer, and the backward pass's activation
-// derivative and bias gradient) and gemm_tc_kernel (its tensor-core twin through the
-// wmma API, for tf32, bf16 and fp16).
+// derivative and bias gradient), gemv_kernel (the same products for up to 4 rows or 16
+// columns, a warp per output column) and gemm_tc_kernel (the tiled GEMM's tensor-core
+// twin through the wmma API, for tf32, bf16 and fp16).
 
 #include <cstdint>
 
@@ -30,6 +31,9 @@ namespace customml::CUSTOMML_CUDA_NS {
 // - db: C gets one more row, m, where A reads as ones: the column sums of B, the bias
 //   gradient inside the weight-gradient product, summed over k in the GEMM's order (the
 //   order of a serial column sum), written to db instead of C.
+//
+// The float32 kernels sum in one order, the parts order (part_depth), whatever the
+// kernel, grid or split: a row's result does not depend on the batch it came in.
 struct GemmParams {
   int64_t m, n, k;
   const float* a;
@@ -44,15 +48,36 @@ struct GemmParams {
   Activation a_act = Activation::identity, b_act = Activation::identity;
   const float *a_y = nullptr, *a_z = nullptr, *b_y = nullptr, *b_z = nullptr;
   float* db = nullptr;
+  // The parts order: k in parts of part_depth (a multiple of kGemmBk: part_depth_of(k)),
+  // each summed in k order from zero, the parts' sums added left to right from zero.
+  int64_t part_depth = 0;
+  // Split-K (splits > 1: a block per part of each tile): each block writes its part's
+  // sums to partials (a 64 x 64 tile per part, tile-major), and the last block of a tile
+  // to arrive (counters, one per tile, zero between launches) adds them in part order.
+  float* partials = nullptr;
+  unsigned* counters = nullptr;
 };
 
 // Up to two independent GEMMs in one launch (the backward pass's dW and dx): blocks
-// [0, blocks0) take problem 0, the rest problem 1, each over its tiles row by row.
+// [0, blocks0) take problem 0, the rest problem 1, each over its tiles row by row, with
+// splits[i] consecutive blocks per tile (its parts, or 1). gemv_kernel counts warps
+// instead of blocks, a warp per column of a group of kGemvRows rows.
 struct GemmPair {
   GemmParams p[2];
   unsigned blocks0;
   unsigned tiles_n[2];
+  unsigned splits[2] = {1, 1};
 };
+
+// At most kMaxParts parts, of at least one slice each: few enough that a warp holds a
+// part per lane (gemv_kernel), enough that split-K covers the SMs at the MLP's shapes.
+constexpr int kMaxParts = 32;
+constexpr int kGemmBk = 16;  // the tiled kernels' slice depth
+inline int64_t part_depth_of(int64_t k) {
+  const int64_t per_part = (k + kMaxParts - 1) / kMaxParts;
+  const int64_t slices = (per_part + kGemmBk - 1) / kGemmBk;
+  return (slices < 1 ? 1 : slices) * kGemmBk;
+}
 
 // One operand as the loads see it: element (r, k) at base[r * rs + k * cs], rows along
 // m (A) or n (B), depth along k.
@@ -84,11 +109,13 @@ __device__ __forceinline__ Operand operand_b(const GemmParams& p) {
   return {p.b, p.b_cs, p.b_rs, p.n, p.k, p.b_act, p.b_y, p.b_z, -1};
 }
 
-// This block's problem and tile: (problem, first row, first column). A forward GEMM
-// (kPair false) is always problem 0, known at compile time: a problem chosen at run time
-// costs the FP32 kernel some 30 registers (its parameters addressed dynamically).
+// This block's problem, tile (its index in the problem, first row, first column) and
+// part (0 unless split). A forward GEMM (kPair false) is always problem 0, known at
+// compile time: a problem chosen at run time costs the FP32 kernel some 30 registers
+// (its parameters addressed dynamically).
 struct GemmTile {
   int problem;
+  unsigned index, part;
   int64_t row0, col0;
 };
 template <bool kPair>
@@ -96,8 +123,22 @@ __device__ __forceinline__ GemmTile gemm_tile(const GemmPair& pp, int bm, int bn
   const unsigned b = blockIdx.x;
   const int problem = kPair && b >= pp.blocks0 ? 1 : 0;
   const unsigned local = problem ? b - pp.blocks0 : b;
-  return {problem, static_cast<int64_t>(local / pp.tiles_n[problem]) * bm,
-          static_cast<int64_t>(local % pp.tiles_n[problem]) * bn};
+  const unsigned splits = pp.splits[problem], index = local / splits;
+  return {problem, index, local % splits, static_cast<int64_t>(index / pp.tiles_n[problem]) * bm,
+          static_cast<int64_t>(index % pp.tiles_n[problem]) * bn};
+}
+
+// C (r, c) = v: the bias, preact and activation, or db's row (r == m with db).
+template <bool kGrad>
+__device__ __forceinline__ void store_c(const GemmParams& p, int64_t r, int64_t c, float v) {
+  if (r > p.m || c >= p.n || (r == p.m && !(kGrad && p.db))) return;
+  if (kGrad && r == p.m) {
+    p.db[c] = v;
+    return;
+  }
+  v += p.bias ? p.bias[c] : 0.0f;
+  if (p.preact) p.preact[r * p.ldc + c] = v;
+  p.c[r * p.ldc + c] = act::apply(p.act, v);
 }
 
 // A 64 x 64 tile of C per block of 256 threads, each thread a 4 x 4 register tile;
@@ -106,7 +147,7 @@ __device__ __forceinline__ GemmTile gemm_tile(const GemmPair& pp, int bm, int bn
 // one barrier per slice suffices). Each thread moves 4 elements of each operand per
 // slice, as one 16-byte load when the operand is contiguous along that direction and
 // aligned, else as 4 scalar loads.
-constexpr int kGemmBm = 64, kGemmBn = 64, kGemmBk = 16, kGemmTm = 4, kGemmTn = 4;
+constexpr int kGemmBm = 64, kGemmBn = 64, kGemmTm = 4, kGemmTn = 4;
 constexpr int kGemmThreads = (kGemmBm / kGemmTm) * (kGemmBn / kGemmTn);
 
 // One operand's slice: `rows` x `cols` of a strided matrix, into shared memory laid out
@@ -147,20 +188,27 @@ struct SliceLoad {
   }
 };
 
-// grid (the pair's tiles), block kGemmThreads; kGrad: a backward-pass product (GemmParams'
-// extras in use)
+// grid (the pair's tiles times their splits), block kGemmThreads; kGrad: a backward-pass
+// product (GemmParams' extras in use)
 template <bool kGrad>
 __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmPair pp) {
   __shared__ __align__(16) float as[2][kGemmBk][kGemmBm];
   __shared__ __align__(16) float bs[2][kGemmBk][kGemmBn];
+  __shared__ unsigned arrived;  // split-K: how many of the tile's blocks were done before this one
   CUSTOMML_POISON_SHARED(as);
   CUSTOMML_POISON_SHARED(bs);
+  CUSTOMML_POISON_SHARED(arrived);
   const int tid = threadIdx.x;
   const int tx = tid % (kGemmBn / kGemmTn), ty = tid / (kGemmBn / kGemmTn);
   const GemmTile tile = gemm_tile<kGrad>(pp, kGemmBm, kGemmBn);
   const GemmParams& p = kGrad ? pp.p[tile.problem] : pp.p[0];
+  const unsigned splits = kGrad ? pp.splits[tile.problem] : pp.splits[0];
   const int64_t row0 = tile.row0, col0 = tile.col0;
-  const Operand oa = operand_a(p), ob = operand_b(p);
+  // This block's k: all of it, or its part when split.
+  const int64_t k_begin = tile.part * p.part_depth;
+  const int64_t k_end = splits > 1 && k_begin + p.part_depth < p.k ? k_begin + p.part_depth : p.k;
+  Operand oa = operand_a(p), ob = operand_b(p);
+  oa.depth = ob.depth = k_end;
   // Which direction each operand's 4-element runs take: along the contiguous one.
   const bool a_along_k = p.a_cs == 1, b_along_k = p.b_cs != 1 && p.b_rs == 1;
   // A: along k, thread t takes row t / 4, k (t % 4) * 4; else k t / 16, rows (t % 16) * 4.
@@ -186,20 +234,23 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmPair pp) {
     }
   };
 
-  float acc[kGemmTm][kGemmTn];
+  // acc: the current part's sums; total: the parts' sums so far, in order.
+  float acc[kGemmTm][kGemmTn], total[kGemmTm][kGemmTn];
   CUSTOMML_UNROLL
   for (int i = 0; i < kGemmTm; ++i) {
     CUSTOMML_UNROLL
-    for (int j = 0; j < kGemmTn; ++j) acc[i][j] = 0.0f;
+    for (int j = 0; j < kGemmTn; ++j) acc[i][j] = total[i][j] = 0.0f;
   }
-  if (p.k > 0) {
-    fetch(0);
+  if (k_begin < k_end) {
+    fetch(k_begin);
     stash(0);
     __syncthreads();
   }
-  for (int64_t k0 = 0; k0 < p.k; k0 += kGemmBk) {
-    const int cur = static_cast<int>((k0 / kGemmBk) & 1);
-    const bool more = k0 + kGemmBk < p.k;
+  const int part_slices = static_cast<int>(p.part_depth / kGemmBk);
+  int slice = 0;  // within the part
+  for (int64_t k0 = k_begin; k0 < k_end; k0 += kGemmBk) {
+    const int cur = static_cast<int>(((k0 - k_begin) / kGemmBk) & 1);
+    const bool more = k0 + kGemmBk < k_end;
     if (more) fetch(k0 + kGemmBk);
     CUSTOMML_UNROLL
     for (int kk = 0; kk < kGemmBk; ++kk) {
@@ -213,27 +264,98 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmPair pp) {
         for (int j = 0; j < kGemmTn; ++j) acc[i][j] += a_frag[i] * b_frag[j];
       }
     }
+    if (++slice == part_slices || !more) {
+      slice = 0;
+      CUSTOMML_UNROLL
+      for (int i = 0; i < kGemmTm; ++i) {
+        CUSTOMML_UNROLL
+        for (int j = 0; j < kGemmTn; ++j) {
+          total[i][j] += acc[i][j];
+          acc[i][j] = 0.0f;
+        }
+      }
+    }
     // The other buffer was last read in the previous slice, before the last barrier.
     if (more) stash(cur ^ 1);
     __syncthreads();
   }
 
+  if (splits > 1) {
+    // Every block stores its part's sums; the tile's last block adds them all, in part
+    // order, whichever block that is. The fences order the stores before the count and
+    // the count before the loads (the threadFenceReduction pattern); __ldcg reads L2,
+    // where the other SMs' stores are.
+    const int64_t tile_base = static_cast<int64_t>(tile.index) * splits;
+    float* mine = p.partials + (tile_base + tile.part) * (kGemmBm * kGemmBn);
+    CUSTOMML_UNROLL
+    for (int i = 0; i < kGemmTm; ++i) store4(mine + (ty * kGemmTm + i) * kGemmBn + tx * kGemmTn, total[i]);
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) arrived = atomicAdd(p.counters + tile.index, 1u);
+    __syncthreads();
+    if (arrived != splits - 1) return;
+    __threadfence();
+    if (tid == 0) p.counters[tile.index] = 0;  // ready for the next launch
+    CUSTOMML_UNROLL
+    for (int i = 0; i < kGemmTm; ++i) {
+      CUSTOMML_UNROLL
+      for (int j = 0; j < kGemmTn; ++j) total[i][j] = 0.0f;
+    }
+    for (unsigned q = 0; q < splits; ++q) {
+      const float* part = p.partials + (tile_base + q) * (kGemmBm * kGemmBn);
+      CUSTOMML_UNROLL
+      for (int i = 0; i < kGemmTm; ++i) {
+        const float4 v = __ldcg(reinterpret_cast<const float4*>(part + (ty * kGemmTm + i) * kGemmBn + tx * kGemmTn));
+        total[i][0] += v.x;
+        total[i][1] += v.y;
+        total[i][2] += v.z;
+        total[i][3] += v.w;
+      }
+    }
+  }
+
   CUSTOMML_UNROLL
   for (int i = 0; i < kGemmTm; ++i) {
-    const int64_t r = row0 + ty * kGemmTm + i;
-    if (r > p.m || (r == p.m && !(kGrad && p.db))) continue;
     CUSTOMML_UNROLL
-    for (int j = 0; j < kGemmTn; ++j) {
-      const int64_t c = col0 + tx * kGemmTn + j;
-      if (c >= p.n) continue;
-      if (kGrad && r == p.m) {
-        p.db[c] = acc[i][j];
-        continue;
-      }
-      const float v = acc[i][j] + (p.bias ? p.bias[c] : 0.0f);
-      if (p.preact) p.preact[r * p.ldc + c] = v;
-      p.c[r * p.ldc + c] = act::apply(p.act, v);
-    }
+    for (int j = 0; j < kGemmTn; ++j) store_c<kGrad>(p, row0 + ty * kGemmTm + i, col0 + tx * kGemmTn + j, total[i][j]);
+  }
+}
+
+// Up to kGemvRows rows of C, or a few columns: a warp per column of a group of kGemvRows
+// rows, lane q summing part q (parts order: at most kMaxParts = 32 parts), then every
+// lane adding the lanes' sums in order through shuffles. A block's 8 warps take 8
+// adjacent columns, so a row-major B's 32-byte sector of 8 columns is read once per block.
+constexpr int kGemvRows = 4, kGemvThreads = 256, kGemvMaxColumns = 16;
+
+// grid (the pair's warps / 8), block kGemvThreads; kGrad as gemm_kernel's
+template <bool kGrad>
+__global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemmPair pp) {
+  const unsigned warp = blockIdx.x * (kGemvThreads / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int problem = kGrad && warp >= pp.blocks0 ? 1 : 0;
+  const GemmParams& p = kGrad ? pp.p[problem] : pp.p[0];
+  const unsigned local = problem ? warp - pp.blocks0 : warp;
+  const int64_t col = local % pp.tiles_n[problem], row0 = static_cast<int64_t>(local / pp.tiles_n[problem]) * kGemvRows;
+  // the last block's spare warps (of problem 1, whether or not there is one) leave, whole
+  if (row0 > p.m || (row0 == p.m && !(kGrad && p.db))) return;
+  const Operand oa = operand_a(p), ob = operand_b(p);
+  const int64_t k_begin = lane * p.part_depth;
+  const int64_t k_end = k_begin + p.part_depth < p.k ? k_begin + p.part_depth : p.k;
+  float acc[kGemvRows] = {};
+  for (int64_t k = k_begin; k < k_end; ++k) {
+    const float b = ob.at<kGrad>(col, k);
+    CUSTOMML_UNROLL
+    for (int r = 0; r < kGemvRows; ++r) acc[r] += oa.at<kGrad>(row0 + r, k) * b;
+  }
+  const int parts = static_cast<int>((p.k + p.part_depth - 1) / p.part_depth);
+  float total[kGemvRows] = {};
+  for (int q = 0; q < parts; ++q) {
+    CUSTOMML_UNROLL
+    for (int r = 0; r < kGemvRows; ++r) total[r] += __shfl_sync(0xffffffffu, acc[r], q);
+  }
+  if (lane == 0) {
+    CUSTOMML_UNROLL
+    for (int r = 0; r < kGemvRows; ++r) store_c<kGrad>(p, row0 + r, col, total[r]);
   }
 }
 
