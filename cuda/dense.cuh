@@ -341,11 +341,20 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemmPair pp) {
   const Operand oa = operand_a(p), ob = operand_b(p);
   const int64_t k_begin = lane * p.part_depth;
   const int64_t k_end = k_begin + p.part_depth < p.k ? k_begin + p.part_depth : p.k;
+  // Four k at a time, their loads issued together (a part ends on a multiple of 16 or at
+  // k, past which the loads read zeros, as the tiled kernel's padding: adding 0 * 0 to a
+  // sum that is never -0 leaves it as it was).
   float acc[kGemvRows] = {};
-  for (int64_t k = k_begin; k < k_end; ++k) {
-    const float b = ob.at<kGrad>(col, k);
+  for (int64_t k = k_begin; k < k_end; k += 4) {
+    SliceLoad b4, a4[kGemvRows];
+    b4.load<kGrad>(ob, col, k, true);
     CUSTOMML_UNROLL
-    for (int r = 0; r < kGemvRows; ++r) acc[r] += oa.at<kGrad>(row0 + r, k) * b;
+    for (int r = 0; r < kGemvRows; ++r) a4[r].load<kGrad>(oa, row0 + r, k, true);
+    CUSTOMML_UNROLL
+    for (int r = 0; r < kGemvRows; ++r) {
+      CUSTOMML_UNROLL
+      for (int i = 0; i < 4; ++i) acc[r] += a4[r].v[i] * b4.v[i];
+    }
   }
   const int parts = static_cast<int>((p.k + p.part_depth - 1) / p.part_depth);
   float total[kGemvRows] = {};
