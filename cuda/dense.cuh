@@ -209,8 +209,10 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmPair pp) {
   const int64_t k_end = splits > 1 && k_begin + p.part_depth < p.k ? k_begin + p.part_depth : p.k;
   Operand oa = operand_a(p), ob = operand_b(p);
   oa.depth = ob.depth = k_end;
-  // Which direction each operand's 4-element runs take: along the contiguous one.
-  const bool a_along_k = p.a_cs == 1, b_along_k = p.b_cs != 1 && p.b_rs == 1;
+  // Which direction each operand's 4-element runs take: along the contiguous one. A
+  // forward GEMM's are known (x row-major along k, w row-major along n: dense_forward's),
+  // so its main loop carries one layout's code.
+  const bool a_along_k = kGrad ? p.a_cs == 1 : true, b_along_k = kGrad && p.b_cs != 1 && p.b_rs == 1;
   // A: along k, thread t takes row t / 4, k (t % 4) * 4; else k t / 16, rows (t % 16) * 4.
   const int a_m = a_along_k ? tid / 4 : (tid % 16) * 4, a_k = a_along_k ? (tid % 4) * 4 : tid / 16;
   // B: along n, thread t takes k t / 16, columns (t % 16) * 4; else column t / 4, k (t % 4) * 4.
@@ -246,38 +248,38 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmPair pp) {
     stash(0);
     __syncthreads();
   }
-  const int part_slices = static_cast<int>(p.part_depth / kGemmBk);
-  int slice = 0;  // within the part
-  for (int64_t k0 = k_begin; k0 < k_end; k0 += kGemmBk) {
-    const int cur = static_cast<int>(((k0 - k_begin) / kGemmBk) & 1);
-    const bool more = k0 + kGemmBk < k_end;
-    if (more) fetch(k0 + kGemmBk);
-    CUSTOMML_UNROLL
-    for (int kk = 0; kk < kGemmBk; ++kk) {
-      const float4 a4 = *reinterpret_cast<const float4*>(&as[cur][kk][ty * kGemmTm]);
-      const float4 b4 = *reinterpret_cast<const float4*>(&bs[cur][kk][tx * kGemmTn]);
-      const float a_frag[kGemmTm] = {a4.x, a4.y, a4.z, a4.w};
-      const float b_frag[kGemmTn] = {b4.x, b4.y, b4.z, b4.w};
+  int cur = 0;
+  // The parts, then each part's slices: the innermost loop is the multiply-adds alone.
+  for (int64_t part0 = k_begin; part0 < k_end; part0 += p.part_depth) {
+    const int64_t part_end = part0 + p.part_depth < k_end ? part0 + p.part_depth : k_end;
+    for (int64_t k0 = part0; k0 < part_end; k0 += kGemmBk) {
+      const bool more = k0 + kGemmBk < k_end;
+      if (more) fetch(k0 + kGemmBk);
       CUSTOMML_UNROLL
-      for (int i = 0; i < kGemmTm; ++i) {
+      for (int kk = 0; kk < kGemmBk; ++kk) {
+        const float4 a4 = *reinterpret_cast<const float4*>(&as[cur][kk][ty * kGemmTm]);
+        const float4 b4 = *reinterpret_cast<const float4*>(&bs[cur][kk][tx * kGemmTn]);
+        const float a_frag[kGemmTm] = {a4.x, a4.y, a4.z, a4.w};
+        const float b_frag[kGemmTn] = {b4.x, b4.y, b4.z, b4.w};
         CUSTOMML_UNROLL
-        for (int j = 0; j < kGemmTn; ++j) acc[i][j] += a_frag[i] * b_frag[j];
-      }
-    }
-    if (++slice == part_slices || !more) {
-      slice = 0;
-      CUSTOMML_UNROLL
-      for (int i = 0; i < kGemmTm; ++i) {
-        CUSTOMML_UNROLL
-        for (int j = 0; j < kGemmTn; ++j) {
-          total[i][j] += acc[i][j];
-          acc[i][j] = 0.0f;
+        for (int i = 0; i < kGemmTm; ++i) {
+          CUSTOMML_UNROLL
+          for (int j = 0; j < kGemmTn; ++j) acc[i][j] += a_frag[i] * b_frag[j];
         }
       }
+      // The other buffer was last read in the previous slice, before the last barrier.
+      if (more) stash(cur ^ 1);
+      __syncthreads();
+      cur ^= 1;
     }
-    // The other buffer was last read in the previous slice, before the last barrier.
-    if (more) stash(cur ^ 1);
-    __syncthreads();
+    CUSTOMML_UNROLL
+    for (int i = 0; i < kGemmTm; ++i) {
+      CUSTOMML_UNROLL
+      for (int j = 0; j < kGemmTn; ++j) {
+        total[i][j] += acc[i][j];
+        acc[i][j] = 0.0f;
+      }
+    }
   }
 
   if (splits > 1) {
