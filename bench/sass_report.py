@@ -6,9 +6,9 @@ README MLP's shapes and 4096^3 the dense layer's grids against the SM count.
     python bench/sass_report.py build/cuda/_core*.so [--markdown] [--kernel REGEX]
 
 Needs cuobjdump and nvdisasm (PATH, the CUDA toolkit, or PyPI's nvidia-cuda-cuobjdump and
-nvidia-cuda-nvdisasm, extra "sass"). The main loop is the body of the backward branch
-holding the most tensor-core instructions, else the most FFMA; its mix is static (each instruction of the body
-counted once, every path through it included), so it describes the code, not a run.
+nvidia-cuda-nvdisasm, extra "sass"). The main loop is main_loop()'s; its mix is static (each
+instruction of the body counted once, every path through it included), so it describes the
+code, not a run.
 """
 
 from __future__ import annotations
@@ -122,8 +122,9 @@ def classify(op: str) -> list[str]:
 
 
 def main_loop(sass: str) -> dict:
-    """The mix of the loop with the most tensor-core instructions, else the most FFMA;
-    the innermost of equals."""
+    """The mix of the main loop: among the innermost loops holding tensor-core instructions
+    (else FFMA), the one with the most, and of equals the shortest (the fp32 GEMM's
+    unchecked-load loop, which interior tiles run, beside its checked twin for edge tiles)."""
     insns = [(int(m.group(1), 16), m.group(3), m.group(4)) for m in INSN.finditer(sass)]
     loops = []
     for addr, op, rest in insns:
@@ -132,16 +133,20 @@ def main_loop(sass: str) -> dict:
         target = re.search(r"0x([0-9a-f]+)", rest)
         if target and int(target.group(1), 16) <= addr:
             loops.append((int(target.group(1), 16), addr))
-    best = None
+    counted = []
     for lo, hi in loops:
         body = [op for a, op, _ in insns if lo <= a <= hi]
-        nested = any(lo < l2 and h2 <= hi and (l2, h2) != (lo, hi) for l2, h2 in loops)
         tags = [classify(op) for op in body]
-        key = (sum("mma" in t for t in tags), sum("ffma" in t for t in tags), not nested)
-        if best is None or key > best[0]:
-            best = (key, body)
-    if best is None:
+        counted.append(((lo, hi), body, sum("mma" in t for t in tags), sum("ffma" in t for t in tags)))
+    if not counted:
         return {}
+    use_mma = any(c[2] for c in counted)
+    holding = [c for c in counted if (c[2] if use_mma else c[3])]
+    if not holding:
+        return {}
+    inner = [c for c in holding if not any(o[0] != c[0] and c[0][0] <= o[0][0] and o[0][1] <= c[0][1] for o in holding)]
+    best = max(inner, key=lambda c: ((c[2] if use_mma else c[3]), -len(c[1])))
+    best = (None, best[1])
     body = best[1]
     mix = {"insns": len(body)}
     for tag in ("ffma", "mma", "ld128", "cp_async", "ldmatrix", "convert", "int64", "ldg"):

@@ -6,6 +6,7 @@
 // twin through the wmma API, for tf32, bf16 and fp16).
 
 #include <cstdint>
+#include <type_traits>
 
 #include "activation.h"
 #include "cuda/common.cuh"
@@ -99,6 +100,16 @@ struct Operand {
     }
     return kGrad && r == ones_row && k < depth ? 1.0f : 0.0f;
   }
+
+  // Whether the 64 rows from r0 are inside and every 4-element run of a full slice along
+  // the contiguous direction is a 16-byte-aligned float4 (of y and z too, for dz):
+  // SliceLoad may then skip its checks.
+  __device__ __forceinline__ bool float4_runs(int64_t r0, bool along_k) const {
+    const bool grad = act != Activation::identity;
+    const uintptr_t bases = reinterpret_cast<uintptr_t>(base) | (grad ? reinterpret_cast<uintptr_t>(y) : 0) |
+                            (grad && z ? reinterpret_cast<uintptr_t>(z) : 0);
+    return r0 + 64 <= rows && (along_k ? cs : rs) == 1 && (along_k ? rs : cs) % 4 == 0 && (bases & 15) == 0;
+  }
 };
 
 __device__ __forceinline__ Operand operand_a(const GemmParams& p) {
@@ -156,8 +167,9 @@ constexpr int kGemmThreads = (kGemmBm / kGemmTm) * (kGemmBn / kGemmTn);
 struct SliceLoad {
   float v[4];
 
-  // (r, k): the first element; the 4 elements run along k or along r.
-  template <bool kGrad>
+  // (r, k): the first element; the 4 elements run along k or along r. kChecked false: the
+  // caller knows them inside and a float4 (Operand::float4_runs, a full slice).
+  template <bool kGrad, bool kChecked = true>
   __device__ __forceinline__ void load(const Operand& o, int64_t r, int64_t k, bool along_k) {
     const int64_t dr = along_k ? 0 : 1, dk = along_k ? 1 : 0;
     const int64_t contiguous_stride = along_k ? o.cs : o.rs;
@@ -167,7 +179,7 @@ struct SliceLoad {
     const uintptr_t addresses = reinterpret_cast<uintptr_t>(o.base + off) |
                                 (grad ? reinterpret_cast<uintptr_t>(o.y + off) : 0) |
                                 (grad && o.z ? reinterpret_cast<uintptr_t>(o.z + off) : 0);
-    if (in_bounds && contiguous_stride == 1 && (addresses & 15) == 0) {
+    if (!kChecked || (in_bounds && contiguous_stride == 1 && (addresses & 15) == 0)) {
       const float4 q = *reinterpret_cast<const float4*>(o.base + off);
       v[0] = q.x;
       v[1] = q.y;
@@ -183,15 +195,17 @@ struct SliceLoad {
       }
       return;
     }
-    CUSTOMML_UNROLL
-    for (int i = 0; i < 4; ++i) v[i] = o.at<kGrad>(r + i * dr, k + i * dk);
+    if constexpr (kChecked) {
+      CUSTOMML_UNROLL
+      for (int i = 0; i < 4; ++i) v[i] = o.at<kGrad>(r + i * dr, k + i * dk);
+    }
   }
 };
 
 // grid (the pair's tiles times their splits), block kGemmThreads; kGrad: a backward-pass
 // product (GemmParams' extras in use)
 template <bool kGrad>
-__global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmPair pp) {
+__global__ void __launch_bounds__(kGemmThreads, kGrad ? 2 : 3) gemm_kernel(GemmPair pp) {
   __shared__ __align__(16) float as[2][kGemmBk][kGemmBm];
   __shared__ __align__(16) float bs[2][kGemmBk][kGemmBn];
   __shared__ unsigned arrived;  // split-K: how many of the tile's blocks were done before this one
@@ -218,9 +232,9 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmPair pp) {
   // B: along n, thread t takes k t / 16, columns (t % 16) * 4; else column t / 4, k (t % 4) * 4.
   const int b_n = b_along_k ? tid / 4 : (tid % 16) * 4, b_k = b_along_k ? (tid % 4) * 4 : tid / 16;
   SliceLoad a_next, b_next;
-  auto fetch = [&](int64_t k0) {
-    a_next.template load<kGrad>(oa, row0 + a_m, k0 + a_k, a_along_k);
-    b_next.template load<kGrad>(ob, col0 + b_n, k0 + b_k, b_along_k);
+  auto fetch = [&](auto checked, int64_t k0) {
+    a_next.template load<kGrad, decltype(checked)::value>(oa, row0 + a_m, k0 + a_k, a_along_k);
+    b_next.template load<kGrad, decltype(checked)::value>(ob, col0 + b_n, k0 + b_k, b_along_k);
   };
   auto stash = [&](int buf) {
     CUSTOMML_UNROLL
@@ -244,17 +258,17 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmPair pp) {
     for (int j = 0; j < kGemmTn; ++j) acc[i][j] = total[i][j] = 0.0f;
   }
   if (k_begin < k_end) {
-    fetch(k_begin);
+    fetch(std::true_type(), k_begin);
     stash(0);
     __syncthreads();
   }
   int cur = 0;
-  // The parts, then each part's slices: the innermost loop is the multiply-adds alone.
-  for (int64_t part0 = k_begin; part0 < k_end; part0 += p.part_depth) {
-    const int64_t part_end = part0 + p.part_depth < k_end ? part0 + p.part_depth : k_end;
-    for (int64_t k0 = part0; k0 < part_end; k0 += kGemmBk) {
+  // Slices [from, to) of a part; returns where it stopped. The slice loop is the
+  // multiply-adds, the next slice's loads (checked or not) and their stash alone.
+  auto slices = [&](auto checked, int64_t k0, int64_t to) {
+    for (; k0 < to; k0 += kGemmBk) {
       const bool more = k0 + kGemmBk < k_end;
-      if (more) fetch(k0 + kGemmBk);
+      if (more) fetch(checked, k0 + kGemmBk);
       CUSTOMML_UNROLL
       for (int kk = 0; kk < kGemmBk; ++kk) {
         const float4 a4 = *reinterpret_cast<const float4*>(&as[cur][kk][ty * kGemmTm]);
@@ -272,6 +286,19 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmPair pp) {
       __syncthreads();
       cur ^= 1;
     }
+    return k0;
+  };
+  // An interior tile of aligned operands loads without checks while the next slice is
+  // full (k0 + 2 slices <= k_end); edge tiles and the last slice take the checked loads.
+  const bool unchecked = oa.float4_runs(row0, a_along_k) && ob.float4_runs(col0, b_along_k);
+  const int64_t last_unchecked = unchecked ? k_end - 2 * kGemmBk : k_begin - 1;
+  // The parts, each summed from zero, then added to the total in order.
+  for (int64_t part0 = k_begin; part0 < k_end; part0 += p.part_depth) {
+    const int64_t part_end = part0 + p.part_depth < k_end ? part0 + p.part_depth : k_end;
+    const int64_t mid = last_unchecked + 1 < part_end ? last_unchecked + 1 : part_end;
+    int64_t k0 = part0;
+    if constexpr (!kGrad) k0 = slices(std::false_type(), part0, mid);  // the backward's registers: 122 -> 160
+    slices(std::true_type(), k0, part_end);
     CUSTOMML_UNROLL
     for (int i = 0; i < kGemmTm; ++i) {
       CUSTOMML_UNROLL

@@ -70,9 +70,9 @@ def orders(*names):
     seed=st.integers(0, 2**16),
 )
 def test_every_path_gives_a_row_the_same_bits(k, n, kind, start, seed):
-    # A batch of at least 132 tiles (unsplit), 70 rows (split where k has 2+ parts) and
-    # 1 to 4 rows (GEMV) of the same x: the same bits, within the GEMM bound, under the
-    # forward and reverse orders.
+    # A batch of at least 132 tiles (unsplit; interior tiles of aligned operands load
+    # without checks), 70 rows (split where k has 2+ parts) and 1 to 4 rows (GEMV) of the
+    # same x: the same bits, within the GEMM bound, under the forward and reverse orders.
     rows = 64 * math.ceil(COVER_BLOCKS / math.ceil(n / 64))
     assert path(rows, n, k) == "tiled" and path(3, n, k) == "gemv"
     x, w, b, _ = build((rows, k, n, kind, seed))
@@ -82,6 +82,11 @@ def test_every_path_gives_a_row_the_same_bits(k, n, kind, start, seed):
         tol_z, tol_y = forward_tolerance("tanh", x, w, b, y_ref, z_ref)
         assert_close(z, z_ref, tol_z, f"preact, {rows} rows ({order})")
         assert_close(y, y_ref, tol_y, f"out, {rows} rows ({order})")
+        # x one float off 16-byte alignment: every tile takes the checked loads
+        shifted = np.empty(x.size + 1, np.float32)[1:].reshape(x.shape)
+        shifted[...] = x
+        y_checked, _ = run_forward(shifted, w, b, "tanh", "cuda-emulated")
+        assert_same_bits(y_checked, y, f"out with x misaligned ({order})")
         for m in (1, 2, 4, 70):
             part, zp = run_forward(x[start : start + m].copy(), w, b, "tanh", "cuda-emulated")
             where = f"rows {start}..{start + m - 1} through the {path(m, n, k)} path vs in {rows} rows ({order})"
