@@ -129,12 +129,14 @@ struct GemmTile {
   unsigned index, part;
   int64_t row0, col0;
 };
-template <bool kPair>
+// kSplit: the kernel splits tiles along k (the tensor-core kernel never does: the
+// division cost its tf32 instance a spill on sm_90).
+template <bool kPair, bool kSplit = true>
 __device__ __forceinline__ GemmTile gemm_tile(const GemmPair& pp, int bm, int bn) {
   const unsigned b = blockIdx.x;
   const int problem = kPair && b >= pp.blocks0 ? 1 : 0;
   const unsigned local = problem ? b - pp.blocks0 : b;
-  const unsigned splits = pp.splits[problem], index = local / splits;
+  const unsigned splits = kSplit ? pp.splits[problem] : 1, index = local / splits;
   return {problem, index, local % splits, static_cast<int64_t>(index / pp.tiles_n[problem]) * bm,
           static_cast<int64_t>(index % pp.tiles_n[problem]) * bn};
 }
@@ -443,7 +445,7 @@ __global__ void __launch_bounds__(kTcThreads) gemm_tc_kernel(GemmPair pp) {
   CUSTOMML_POISON_SHARED(cs);
   const int tid = threadIdx.x, warp = tid / 32;
   const int wm = warp / 2, wn = warp % 2;  // this warp's 32 x 32 quarter of the tile
-  const GemmTile tile = gemm_tile<kGrad>(pp, kTcBm, kTcBn);
+  const GemmTile tile = gemm_tile<kGrad, false>(pp, kTcBm, kTcBn);
   const GemmParams& p = kGrad ? pp.p[tile.problem] : pp.p[0];
   const int64_t row0 = tile.row0, col0 = tile.col0;
   Operand oa = operand_a(p);
