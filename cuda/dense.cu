@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <mutex>
 
 #include "cuda/dense.cuh"
 #include "cuda/device_backend.h"
@@ -52,9 +53,10 @@ int64_t rows_of(const GemmParams& p) { return p.m + (p.db ? 1 : 0); }
 constexpr int64_t kCoverBlocks = 132, kMaxPartialTiles = 512;
 
 // The split-K workspace, allocated at its first use: partial tiles, then one arrival
-// counter per tile, zeroed once (the last block of each tile resets its counter).
+// counter per tile, zeroed once (the last block of each tile resets its counter). The
+// caller holds scratch_mutex until its launch is queued (the emulator runs it then: host
+// threads predicting at once would share the workspace).
 void split_workspace(DeviceContext& ctx, float** partials, unsigned** counters) {
-  std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
   if (!ctx.gemm_partials.data()) {
     ctx.gemm_partials.reserve(static_cast<size_t>(kMaxPartialTiles) * kGemmBm * kGemmBn);
     ctx.gemm_counters.reserve(kCoverBlocks);
@@ -100,7 +102,9 @@ void gemm(DeviceContext& ctx, GemmParams* ps, int count, Precision precision) {
   }
   const bool split = precision == Precision::fp32 && tiles[0] + tiles[1] < kCoverBlocks &&
                      tiles[0] * parts[0] + tiles[1] * parts[1] <= kMaxPartialTiles && (parts[0] > 1 || parts[1] > 1);
+  std::unique_lock<std::mutex> lock(ctx.scratch_mutex, std::defer_lock);
   if (split) {
+    lock.lock();
     float* partials = nullptr;
     unsigned* counters = nullptr;
     split_workspace(ctx, &partials, &counters);

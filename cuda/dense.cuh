@@ -175,7 +175,8 @@ struct SliceLoad {
   __device__ __forceinline__ void load(const Operand& o, int64_t r, int64_t k, bool along_k) {
     const int64_t dr = along_k ? 0 : 1, dk = along_k ? 1 : 0;
     const int64_t contiguous_stride = along_k ? o.cs : o.rs;
-    const int64_t off = r * o.rs + k * o.cs;
+    // unchecked, the contiguous stride is 1 (Operand::float4_runs)
+    const int64_t off = !kChecked ? (along_k ? r * o.rs + k : r + k * o.cs) : r * o.rs + k * o.cs;
     const bool in_bounds = along_k ? (r < o.rows && k + 3 < o.depth) : (r + 3 < o.rows && k < o.depth);
     const bool grad = kGrad && o.act != Activation::identity;
     const uintptr_t addresses = reinterpret_cast<uintptr_t>(o.base + off) |
