@@ -6,9 +6,9 @@ README MLP's shapes and 4096^3 the dense layer's grids against the SM count.
     python bench/sass_report.py build/cuda/_core*.so [--markdown] [--kernel REGEX]
 
 Needs cuobjdump and nvdisasm (PATH, the CUDA toolkit, or PyPI's nvidia-cuda-cuobjdump and
-nvidia-cuda-nvdisasm, extra "sass"). The main loop is the body of the backward branch
-holding the most tensor-core instructions, else the most FFMA; its mix is static (each instruction of the body
-counted once, every path through it included), so it describes the code, not a run.
+nvidia-cuda-nvdisasm, extra "sass"). The main loop is main_loop()'s; its mix is static (each
+instruction of the body counted once, every path through it included), so it describes the
+code, not a run.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ SM: dict[str, dict[str, Any]] = {
     "sm_90": dict(name="H100 SXM", sms=132, regs=65536, warps=64, blocks=32, smem=228 * 1024),
 }
 # Threads per block of the kernels not launched with the common kThreads = 256
-# (cuda/common.cuh); cuda/dense.cuh's kGemmThreads and kTcThreads.
-BLOCK_THREADS = {"gemm_kernel": 256, "gemm_tc_kernel": 128, "accumulate_kernel": 1}
+# (cuda/common.cuh); cuda/dense.cuh's kGemmThreads, kGemvThreads and kTcThreads.
+BLOCK_THREADS = {"gemm_kernel": 256, "gemv_kernel": 256, "gemm_tc_kernel": 128, "accumulate_kernel": 1}
 DEFAULT_THREADS = 256
 
 
@@ -112,6 +112,8 @@ def classify(op: str) -> list[str]:
         tags.append("cp_async")
     if parts[0] == "LDSM":
         tags.append("ldmatrix")
+    if parts[0] == "LDG":
+        tags.append("ldg")
     if parts[0] in ("F2F", "F2FP", "I2F", "F2I"):
         tags.append("convert")
     if parts[0] not in ("FFMA", "FADD", "FMUL", "HMMA") and ({"WIDE", "X", "EX", "64"} & set(parts[1:])):
@@ -120,8 +122,9 @@ def classify(op: str) -> list[str]:
 
 
 def main_loop(sass: str) -> dict:
-    """The mix of the loop with the most tensor-core instructions, else the most FFMA;
-    the innermost of equals."""
+    """The mix of the main loop: among the innermost loops holding tensor-core instructions
+    (else FFMA), the one with the most, and of equals the shortest (the fp32 GEMM's
+    unchecked-load loop, which interior tiles run, beside its checked twin for edge tiles)."""
     insns = [(int(m.group(1), 16), m.group(3), m.group(4)) for m in INSN.finditer(sass)]
     loops = []
     for addr, op, rest in insns:
@@ -130,19 +133,23 @@ def main_loop(sass: str) -> dict:
         target = re.search(r"0x([0-9a-f]+)", rest)
         if target and int(target.group(1), 16) <= addr:
             loops.append((int(target.group(1), 16), addr))
-    best = None
+    counted = []
     for lo, hi in loops:
         body = [op for a, op, _ in insns if lo <= a <= hi]
-        nested = any(lo < l2 and h2 <= hi and (l2, h2) != (lo, hi) for l2, h2 in loops)
         tags = [classify(op) for op in body]
-        key = (sum("mma" in t for t in tags), sum("ffma" in t for t in tags), not nested)
-        if best is None or key > best[0]:
-            best = (key, body)
-    if best is None:
+        counted.append(((lo, hi), body, sum("mma" in t for t in tags), sum("ffma" in t for t in tags)))
+    if not counted:
         return {}
+    use_mma = any(c[2] for c in counted)
+    holding = [c for c in counted if (c[2] if use_mma else c[3])]
+    if not holding:
+        return {}
+    inner = [c for c in holding if not any(o[0] != c[0] and c[0][0] <= o[0][0] and o[0][1] <= c[0][1] for o in holding)]
+    best = max(inner, key=lambda c: ((c[2] if use_mma else c[3]), -len(c[1])))
+    best = (None, best[1])
     body = best[1]
     mix = {"insns": len(body)}
-    for tag in ("ffma", "mma", "ld128", "cp_async", "ldmatrix", "convert", "int64"):
+    for tag in ("ffma", "mma", "ld128", "cp_async", "ldmatrix", "convert", "int64", "ldg"):
         mix[tag] = sum(1 for op in body if tag in classify(op))
     return mix
 
@@ -174,15 +181,43 @@ def occupancy(k: Kernel) -> tuple[int, float]:
 # The estimate's assumptions (H100 SXM): a sustained 1.755 GHz; 4 warp-instructions issued
 # per SM and cycle; a slice's global loads hidden behind the previous slice's arithmetic (the
 # double buffer); every instruction of the main loop's body issued once a slice (the static
-# count: an upper bound, it includes the paths not taken); launch overhead (2-4 us) excluded.
+# count: an upper bound, it includes the paths not taken); split-K's last block reading the
+# tile's parts from L2 at 64 bytes a cycle; the GEMV latency-bound, 600 cycles a round of
+# loads; launch overhead (2-4 us) excluded.
 CLOCK_HZ = 1.755e9
 ISSUE_PER_CYCLE = 4
+L2_BYTES_PER_CYCLE = 64
+LOAD_LATENCY = 600
+H100_SMS = SM["sm_90"]["sms"]
+
+# cuda/dense.cu's choice of kernel, mirrored (tests/test_gemm_paths.py checks the same
+# rule): the GEMV for C of at most 4 rows or 16 columns (both problems of a pair), else the
+# 64 x 64 tiles, split into parts below 132 tiles and 512 parts' tiles.
+GEMV_ROWS, GEMV_COLUMNS, COVER_BLOCKS, MAX_PARTIAL_TILES, MAX_PARTS = 4, 16, 132, 512, 32
+
+
+def part_depth(k: int) -> int:
+    return max(1, math.ceil(math.ceil(k / MAX_PARTS) / 16)) * 16
+
+
+def dense_path(problems: list[tuple[int, int, int]]) -> tuple[str, int, list[int]]:
+    """(kernel, blocks, blocks per tile or GEMV warps' k iterations per problem)."""
+    if all(m <= GEMV_ROWS or n <= GEMV_COLUMNS for m, n, _ in problems):
+        warps = sum(n * math.ceil(m / GEMV_ROWS) for m, n, _ in problems)
+        return "gemv", math.ceil(warps / 8), [min(part_depth(k), k) for _, _, k in problems]
+    tiles = [math.ceil(m / 64) * math.ceil(n / 64) for m, n, _ in problems]
+    parts = [math.ceil(k / part_depth(k)) for _, _, k in problems]
+    split = (
+        sum(tiles) < COVER_BLOCKS and sum(t * p for t, p in zip(tiles, parts)) <= MAX_PARTIAL_TILES and max(parts) > 1
+    )
+    splits = parts if split else [1] * len(problems)
+    return ("split" if split else "tiled"), sum(t * s for t, s in zip(tiles, splits)), splits
 
 
 def dense_shapes() -> list[tuple[str, bool, list[tuple[int, int, int]]]]:
-    """The dense layer's GEMMs as cuda/dense.cu launches them (64 x 64 tiles of C; the
-    backward pass's dW, with db's extra row, and dx in one grid): (what, backward,
-    [(m, n, k) per problem]) for the README MLP at batch 128 and 1, and 4096^3."""
+    """The dense layer's GEMMs as cuda/dense.cu launches them (the backward pass's dW, with
+    db's extra row, and dx in one grid): (what, backward, [(m, n, k) per problem]) for the
+    README MLP at batch 128 and 1, and 4096^3."""
     out = []
     for batch in (128, 1):
         for i, (inp, units) in enumerate([(784, 256), (256, 256), (256, 10)]):
@@ -194,26 +229,43 @@ def dense_shapes() -> list[tuple[str, bool, list[tuple[int, int, int]]]]:
     return out
 
 
+def estimate_cycles(kernels: dict[tuple[str, str], Kernel], backward: bool, problems: list) -> tuple[str, int, float]:
+    """(path, blocks, estimated cycles on an H100) under the assumptions above (0 when the
+    kernel's SASS was not read)."""
+    path, blocks, per = dense_path(problems)
+    flag = "true" if backward else "false"
+    k = kernels.get((f"{'gemv' if path == 'gemv' else 'gemm'}_kernel<{flag}>", "sm_90"))
+    if not k or not k.loop:
+        return path, blocks, 0.0
+    per_sm, _ = occupancy(k)
+    resident = min(per_sm, math.ceil(blocks / H100_SMS))
+    waves = math.ceil(blocks / (per_sm * H100_SMS))
+    if path == "gemv":
+        # a lane's part, four k at a time: rounds of loads (the loop body's LDGs, five per k:
+        # B and four rows of A), then the issue of every warp's loop over the SMs
+        unroll = max(1, k.loop.get("ldg", 5) // 5)
+        iters = max(per)
+        issue = waves * resident * 8 * iters / unroll * k.loop["insns"] / ISSUE_PER_CYCLE
+        return path, blocks, math.ceil(iters / unroll) * LOAD_LATENCY + issue
+    slices = max(math.ceil((kk if s == 1 else part_depth(kk)) / 16) for (_, _, kk), s in zip(problems, per))
+    cycles = waves * slices * resident * 8 * k.loop["insns"] / ISSUE_PER_CYCLE
+    if path == "split":
+        cycles += (max(per) + 1) * 64 * 64 * 4 / L2_BYTES_PER_CYCLE
+    return path, blocks, cycles
+
+
 def dense_estimates(kernels: dict[tuple[str, str], Kernel]) -> list[str]:
-    """Each dense GEMM's blocks against the SM count and, for the FP32 kernel on sm_90, an
-    estimated time from its main loop's instruction count (assumptions above)."""
+    """Each dense GEMM's kernel and blocks against the SM count and, for the FP32 kernels
+    on sm_90, an estimated time (assumptions above) beside the FMA floor."""
     lines = []
     for what, backward, problems in dense_shapes():
-        blocks = sum(math.ceil(m / 64) * math.ceil(n / 64) for m, n, _ in problems)
+        path, blocks, cycles = estimate_cycles(kernels, backward, problems)
         cover = ", ".join(f"{blocks / lim['sms']:.2f}x {lim['name']}'s {lim['sms']} SMs" for lim in SM.values())
-        k = kernels.get((f"gemm_kernel<{'true' if backward else 'false'}>", "sm_90"))
-        estimate = ""
-        if k and k.loop:
-            per_sm, _ = occupancy(k)
-            resident = min(per_sm, math.ceil(blocks / SM["sm_90"]["sms"]))
-            waves = math.ceil(blocks / (per_sm * SM["sm_90"]["sms"]))
-            slices = max(math.ceil(kk / 16) for _, _, kk in problems)
-            cycles = waves * slices * resident * 8 * k.loop["insns"] / ISSUE_PER_CYCLE
-            flops = sum(2 * m * n * kk for m, n, kk in problems)
-            estimate = (
-                f"; FP32 estimate {cycles / CLOCK_HZ * 1e6:.1f} us against an FMA floor of {flops / 67e12 * 1e6:.2f} us"
-            )
-        lines.append(f"  {what}: {blocks} blocks ({cover}){estimate}")
+        flops = sum(2 * m * n * kk for m, n, kk in problems)
+        estimate = f"; FP32 estimate {cycles / CLOCK_HZ * 1e6:.1f} us" if cycles else ""
+        lines.append(
+            f"  {what}: {path}, {blocks} blocks ({cover}){estimate} against an FMA floor of {flops / 67e12 * 1e6:.2f} us"
+        )
     return lines
 
 
@@ -252,7 +304,8 @@ def main() -> int:
         for r in [head, *rows]:
             print(sep.join(c.ljust(w) for c, w in zip(r, widths)))
     print()
-    print("dense layer GEMMs: blocks against the SM count; estimates (not measurements) under the")
+    print("dense layer GEMMs: kernel (gemv, split-K or tiled) and blocks against the SM count; estimates")
+    print("(not measurements) under the")
     print(f"assumptions in {Path(__file__).name}, against 67 TFLOP/s FP32:")
     print("\n".join(dense_estimates(kernels)))
     return 0

@@ -1,7 +1,9 @@
 // Launchers of the dense layer: the tiled GEMM with its epilogue, and the backward pass
 // as one launch of the weight- and input-gradient products together.
 
+#include <algorithm>
 #include <climits>
+#include <mutex>
 
 #include "cuda/dense.cuh"
 #include "cuda/device_backend.h"
@@ -9,10 +11,15 @@
 namespace customml::CUSTOMML_CUDA_NS {
 namespace {
 template <bool kGrad>
-void launch_pair(DeviceContext& ctx, const GemmPair& pp, unsigned blocks, Precision precision) {
+void launch_pair(DeviceContext& ctx, const GemmPair& pp, unsigned blocks, Precision precision, bool gemv) {
   const dim3 grid(blocks);
   switch (precision) {
-    case Precision::fp32: launch(gemm_kernel<kGrad>, grid, dim3(kGemmThreads), 0, ctx.stream, pp); break;
+    case Precision::fp32:
+      if (gemv)
+        launch(gemv_kernel<kGrad>, grid, dim3(kGemvThreads), 0, ctx.stream, pp);
+      else
+        launch(gemm_kernel<kGrad>, grid, dim3(kGemmThreads), 0, ctx.stream, pp);
+      break;
     case Precision::tf32:
       launch(gemm_tc_kernel<nvcuda::wmma::precision::tf32, kGrad>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
       break;
@@ -25,36 +32,99 @@ void launch_pair(DeviceContext& ctx, const GemmPair& pp, unsigned blocks, Precis
 
 // The forward pass's GEMMs take the kernels compiled without the backward extras or a
 // second problem, which would cost them registers (occupancy) and code in the main loop.
-void launch_pair(DeviceContext& ctx, const GemmPair& pp, unsigned blocks, Precision precision) {
-  bool grad = pp.blocks0 < blocks;
+void launch_pair(DeviceContext& ctx, const GemmPair& pp, unsigned blocks, Precision precision, bool gemv = false) {
+  bool grad = pp.p[1].m > 0;
   for (const GemmParams& p : pp.p)
     grad = grad || p.db || p.a_act != Activation::identity || p.b_act != Activation::identity;
   if (grad)
-    launch_pair<true>(ctx, pp, blocks, precision);
+    launch_pair<true>(ctx, pp, blocks, precision, gemv);
   else
-    launch_pair<false>(ctx, pp, blocks, precision);
+    launch_pair<false>(ctx, pp, blocks, precision, gemv);
 }
 
 // C's rows, db's included.
 int64_t rows_of(const GemmParams& p) { return p.m + (p.db ? 1 : 0); }
 
+// Split-K runs when a launch's tiles would leave SMs idle: fewer than kCoverBlocks (an
+// H100 SXM's 132 SMs) and at most kMaxPartialTiles parts' tiles in all (the workspace,
+// 8 MiB, allocated once, so that a recorded graph's pointer stays valid). Whether a GEMM
+// is split does not change its result (the parts order), so neither constant is a
+// numerical choice.
+constexpr int64_t kCoverBlocks = 132, kMaxPartialTiles = 512;
+
+// The split-K workspace, allocated at its first use: partial tiles, then one arrival
+// counter per tile, zeroed once (the last block of each tile resets its counter). The
+// caller holds scratch_mutex until its launch is queued (the emulator runs it then: host
+// threads predicting at once would share the workspace).
+void split_workspace(DeviceContext& ctx, float** partials, unsigned** counters) {
+  if (!ctx.gemm_partials.data()) {
+    ctx.gemm_partials.reserve(static_cast<size_t>(kMaxPartialTiles) * kGemmBm * kGemmBn);
+    ctx.gemm_counters.reserve(kCoverBlocks);
+    ctx.memory->fill_zero(ctx.gemm_counters.data(), kCoverBlocks * sizeof(unsigned));
+  }
+  *partials = ctx.gemm_partials.data();
+  *counters = ctx.gemm_counters.data();
+}
+
+// Up to two float32 products, all of at most kGemvRows rows or kGemvMaxColumns columns,
+// through gemv_kernel: true if it took them.
+bool gemv(DeviceContext& ctx, const GemmParams* ps, int count) {
+  int64_t warps[2] = {0, 0};
+  for (int i = 0; i < count; ++i) {
+    if (rows_of(ps[i]) > kGemvRows && ps[i].n > kGemvMaxColumns) return false;
+    warps[i] = ps[i].n * ((rows_of(ps[i]) + kGemvRows - 1) / kGemvRows);
+  }
+  // at least one block and one column per row group (a launch of none is an error)
+  const int64_t blocks = std::max<int64_t>(1, (warps[0] + warps[1] + kGemvThreads / 32 - 1) / (kGemvThreads / 32));
+  if (blocks > INT_MAX) return false;
+  GemmPair pp{};
+  pp.p[0] = ps[0];
+  if (count > 1) pp.p[1] = ps[1];
+  pp.blocks0 = static_cast<unsigned>(warps[0]);
+  for (int i = 0; i < 2; ++i) pp.tiles_n[i] = static_cast<unsigned>(i < count ? std::max<int64_t>(ps[i].n, 1) : 1);
+  launch_pair(ctx, pp, static_cast<unsigned>(blocks), Precision::fp32, true);
+  return true;
+}
+
 // One or two GEMMs (count), each over a 1-D grid of its tiles: both in one launch when
 // their tiles fit in gridDim.x (2^31 - 1 blocks: every realistic shape), else each in
-// chunks of rows that do, db's row with the last chunk.
-void gemm(DeviceContext& ctx, const GemmParams* ps, int count, Precision precision) {
+// chunks of rows that do, db's row with the last chunk. Few float32 tiles are split
+// along k; products of a few rows or columns take gemv_kernel.
+void gemm(DeviceContext& ctx, GemmParams* ps, int count, Precision precision) {
   static_assert(kGemmBm == kTcBm && kGemmBn == kTcBn, "both GEMMs tile C alike");
-  int64_t tiles_n[2] = {0, 0}, blocks[2] = {0, 0};
+  for (int i = 0; i < count; ++i) ps[i].part_depth = part_depth_of(ps[i].k);
+  if (precision == Precision::fp32 && gemv(ctx, ps, count)) return;
+  int64_t tiles_n[2] = {0, 0}, tiles[2] = {0, 0}, parts[2] = {1, 1};
   for (int i = 0; i < count; ++i) {
     tiles_n[i] = exact_blocks(ps[i].n, kGemmBn);
-    blocks[i] = tiles_n[i] * ((rows_of(ps[i]) + kGemmBm - 1) / kGemmBm);
+    tiles[i] = tiles_n[i] * ((rows_of(ps[i]) + kGemmBm - 1) / kGemmBm);
+    parts[i] = (ps[i].k + ps[i].part_depth - 1) / ps[i].part_depth;
   }
+  const bool split = precision == Precision::fp32 && tiles[0] + tiles[1] < kCoverBlocks &&
+                     tiles[0] * parts[0] + tiles[1] * parts[1] <= kMaxPartialTiles && (parts[0] > 1 || parts[1] > 1);
+  std::unique_lock<std::mutex> lock(ctx.scratch_mutex, std::defer_lock);
+  if (split) {
+    lock.lock();
+    float* partials = nullptr;
+    unsigned* counters = nullptr;
+    split_workspace(ctx, &partials, &counters);
+    ps[0].partials = partials;
+    ps[0].counters = counters;
+    if (count > 1) {
+      ps[1].partials = partials + tiles[0] * parts[0] * kGemmBm * kGemmBn;
+      ps[1].counters = counters + tiles[0];
+    }
+  }
+  const int64_t blocks[2] = {tiles[0] * (split ? parts[0] : 1), tiles[1] * (split ? parts[1] : 1)};
   if (blocks[0] + blocks[1] <= INT_MAX) {
     GemmPair pp{};
     pp.p[0] = ps[0];
     if (count > 1) pp.p[1] = ps[1];
     pp.blocks0 = static_cast<unsigned>(blocks[0]);
-    pp.tiles_n[0] = static_cast<unsigned>(tiles_n[0]);
-    pp.tiles_n[1] = static_cast<unsigned>(count > 1 ? tiles_n[1] : 1);
+    for (int i = 0; i < 2; ++i) {
+      pp.tiles_n[i] = static_cast<unsigned>(i < count ? tiles_n[i] : 1);
+      pp.splits[i] = static_cast<unsigned>(split && i < count ? parts[i] : 1);
+    }
     launch_pair(ctx, pp, static_cast<unsigned>(blocks[0] + blocks[1]), precision);
     return;
   }
@@ -88,7 +158,7 @@ void DeviceBackend::dense_forward(float* y, float* z, const float* x, const floa
                                   Activation act) {
   DeviceContext& ctx = this->ctx();
   if (s.batch == 0) return;
-  const GemmParams p{s.batch, s.out, s.in, x, s.in, 1, w, s.out, 1, y, s.out, b, act, z};
+  GemmParams p{s.batch, s.out, s.in, x, s.in, 1, w, s.out, 1, y, s.out, b, act, z};
   gemm(ctx, &p, 1, s.precision);
 }
 

@@ -13,7 +13,13 @@
 namespace customml::CUSTOMML_CUDA_NS {
 
 struct DeviceContext {
-  explicit DeviceContext(Backend* device) : memory(device), partials(device), counts(device), segments(device) {}
+  explicit DeviceContext(Backend* device)
+      : memory(device),
+        partials(device),
+        counts(device),
+        segments(device),
+        gemm_partials(device),
+        gemm_counters(device) {}
   Backend* memory;  // allocation and host <-> device copies
   // Every launch goes to stream, which a thread recording an inference graph redirects
   // to its capture stream for the duration (StreamRedirect): other threads' work on the
@@ -34,6 +40,10 @@ struct DeviceContext {
   Buffer<int64_t> counts;
   Buffer<Segment> segments;
   std::vector<Segment> uploaded_segments;  // what `segments` holds on the device (device_segments)
+  // The split-K GEMMs' workspace (cuda/dense.cu): allocated once, never moved, as recorded
+  // graphs keep its address; launches on the one stream use it in turn.
+  Buffer<float> gemm_partials;
+  Buffer<unsigned> gemm_counters;
 };
 
 // Sends this thread's launches through ctx.stream to s until destroyed.

@@ -169,6 +169,14 @@ def test_atomics(order):
     assert cas_winners == 1  # exactly one thread swaps the 0 out
 
 
+def test_blocks_run_last_first_under_the_reverse_order(order):
+    # A kernel whose result depends on which block runs or finishes first (split-K's
+    # last-arriving block) meets both ends of the grid.
+    got = run("block_order", [], (3, 2, 2), (4, 2, 1), 1)
+    ids = np.arange(12, dtype=np.float64)
+    np.testing.assert_array_equal(got, ids[::-1] if order == "reverse" else ids)
+
+
 def test_dp4a():
     rng = np.random.default_rng(0)
     a = rng.integers(-128, 128, (32, 4))

@@ -164,6 +164,14 @@ __global__ void deadlock_kernel(double* out) {
   out[threadIdx.x] = 1.0;
 }
 
+// out (blocks + 1): the blocks' linear indices in the order they ran (each block's
+// first thread takes a slot through an atomic counter, in out[0]).
+__global__ void block_order_kernel(double* out, unsigned* next) {
+  if (threadIdx.x + threadIdx.y + threadIdx.z != 0) return;
+  const unsigned slot = atomicAdd(next, 1u);
+  out[slot] = blockIdx.x + static_cast<double>(gridDim.x) * (blockIdx.y + static_cast<double>(gridDim.y) * blockIdx.z);
+}
+
 }  // namespace
 
 std::vector<double> run_selftest(const std::string& name, const std::vector<double>& in, dim3 grid, dim3 block) {
@@ -192,6 +200,10 @@ std::vector<double> run_selftest(const std::string& name, const std::vector<doub
     need_input(1);
     out.assign(threads * 3, -1.0);
     launch(vote_kernel, grid, block, 0, nullptr, out.data(), in.data());
+  } else if (name == "block_order") {
+    unsigned next = 0;
+    out.assign(static_cast<size_t>(grid.x) * grid.y * grid.z, -1.0);
+    launch(block_order_kernel, grid, block, 0, nullptr, out.data(), &next);
   } else if (name == "atomics") {
     need_input(1);
     std::vector<int64_t> scratch{INT64_MIN, 0, 0};

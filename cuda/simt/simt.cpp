@@ -236,12 +236,16 @@ void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::fun
     explicit Active(Runner* p) { tl_runner = p; }
     ~Active() { tl_runner = nullptr; }
   } active(&r);
-  for (unsigned z = 0; z < grid.z; ++z)
-    for (unsigned y = 0; y < grid.y; ++y)
-      for (unsigned x = 0; x < grid.x; ++x) {
-        r.block_idx = {x, y, z};
-        run_block(r, n);
-      }
+  // Blocks run one after another, last first under the reverse order: a kernel whose
+  // result depends on which block runs (or finishes) first, as split-K's last-arriving
+  // block, then meets both orders.
+  const uint64_t blocks = static_cast<uint64_t>(grid.x) * grid.y * grid.z;
+  for (uint64_t i = 0; i < blocks; ++i) {
+    const uint64_t b = order == ThreadOrder::reverse ? blocks - 1 - i : i;
+    r.block_idx = {static_cast<unsigned>(b % grid.x), static_cast<unsigned>(b / grid.x % grid.y),
+                   static_cast<unsigned>(b / (static_cast<uint64_t>(grid.x) * grid.y))};
+    run_block(r, n);
+  }
 }
 
 int64_t launches() { return g_launches.load(std::memory_order_relaxed); }

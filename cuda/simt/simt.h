@@ -2,7 +2,7 @@
 // Defines: the CUDA spellings that kernels in cuda/*.cuh use, for the host compiler:
 // __global__ and friends, threadIdx/blockIdx/blockDim/gridDim, __shared__,
 // __syncthreads, __syncwarp, warp shuffles and votes, atomics, __dp4a, __fmul_rn, __ldg,
-// float4, int4. Include it after every other header: its macros would rewrite their code.
+// __ldcg, __threadfence, float4, int4. Include it after every other header: its macros would rewrite their code.
 
 #include <cstdint>
 #include <cstring>
@@ -161,3 +161,10 @@ template <class T>
 T __ldg(const T* p) {
   return *p;
 }
+// A load from L2, past the SM's L1 (data other blocks stored during this launch).
+template <class T>
+T __ldcg(const T* p) {
+  return *p;
+}
+// Blocks run one at a time and memory is the host's, so every store is already visible.
+inline void __threadfence() {}

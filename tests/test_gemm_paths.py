@@ -1,0 +1,140 @@
+"""The CUDA float32 dense kernels' three paths (issue 22), on cuda-emulated against NumPy:
+the warp-per-column GEMV (C of at most 4 rows or 16 columns), the tiled GEMM split along k
+(fewer tiles than an H100's 132 SMs: each block sums one part, the tile's last block to
+arrive adds the parts) and the tiled GEMM unsplit (each thread adds its parts in
+registers). All three sum in the parts order of cuda/dense.cuh (k in at most 32 parts of
+a multiple of 16, each summed from zero in k order, the parts added left to right), so a
+row's bits depend neither on the batch it came in nor on the path, the grid or which
+block finished first (the emulator runs the blocks last first under the reverse order).
+
+Against the previous kernel (one serial sum over all k) the order differs once k > 16; the
+bound does not: any order of a K-term float32 sum errs by at most gamma_K sum |a_i b_i|
+(tests/test_dense.py's gemm_bound, which these tests apply unchanged), so the two orders
+differ by at most twice that. Splitting into parts lowers the worst case to
+gamma_(K/P + P) (P parts), so the new order is never worse."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import customml
+import reference
+from customml import _core, ops
+from support import VALUE_KINDS, assert_close, assert_same_bits, make_values, nan_filled
+from test_dense import backward_tolerances, build, forward_tolerance, run_backward, run_forward
+
+pytestmark = pytest.mark.skipif(
+    not customml.build_info()["simt_emulation"], reason="built with CUSTOMML_SIMT_EMULATION=OFF"
+)
+
+# cuda/dense.cu's choice, mirrored so that each test knows which path it reaches.
+COVER_BLOCKS, MAX_PARTIAL_TILES, GEMV_ROWS, GEMV_COLUMNS = 132, 512, 4, 16
+
+
+def part_depth(k):
+    return max(1, math.ceil(math.ceil(k / 32) / 16)) * 16
+
+
+def path(rows, n, k):
+    if rows <= GEMV_ROWS or n <= GEMV_COLUMNS:
+        return "gemv"
+    tiles = math.ceil(rows / 64) * math.ceil(n / 64)
+    parts = math.ceil(k / part_depth(k))
+    if tiles < COVER_BLOCKS and tiles * parts <= MAX_PARTIAL_TILES and parts > 1:
+        return "split"
+    return "tiled"
+
+
+# k at the slice (16) and part boundaries: 32 parts of 16 up to 512, of 32 beyond.
+DEPTHS = (1, 15, 16, 17, 31, 33, 255, 511, 512, 513, 1000, 1025)
+WIDTHS = (17, 63, 64, 65, 130)
+
+
+def orders(*names):
+    for name in names:
+        _core._simt_set_thread_order(name, 7)
+        yield name
+    _core._simt_set_thread_order("forward")
+
+
+@given(
+    k=st.sampled_from(DEPTHS),
+    n=st.sampled_from(WIDTHS),
+    kind=st.sampled_from(VALUE_KINDS),
+    start=st.integers(0, 60),
+    seed=st.integers(0, 2**16),
+)
+def test_every_path_gives_a_row_the_same_bits(k, n, kind, start, seed):
+    # A batch of at least 132 tiles (unsplit; interior tiles of aligned operands load
+    # without checks), 70 rows (split where k has 2+ parts) and 1 to 4 rows (GEMV) of the
+    # same x: the same bits, within the GEMM bound, under the forward and reverse orders.
+    rows = 64 * math.ceil(COVER_BLOCKS / math.ceil(n / 64))
+    assert path(rows, n, k) == "tiled" and path(3, n, k) == "gemv"
+    x, w, b, _ = build((rows, k, n, kind, seed))
+    for order in orders("forward", "reverse"):
+        y, z = run_forward(x, w, b, "tanh", "cuda-emulated")
+        y_ref, z_ref = reference.dense_forward(x, w, b, activation="tanh")
+        tol_z, tol_y = forward_tolerance("tanh", x, w, b, y_ref, z_ref)
+        assert_close(z, z_ref, tol_z, f"preact, {rows} rows ({order})")
+        assert_close(y, y_ref, tol_y, f"out, {rows} rows ({order})")
+        # x one float off 16-byte alignment: every tile takes the checked loads
+        shifted = np.empty(x.size + 1, np.float32)[1:].reshape(x.shape)
+        shifted[...] = x
+        y_checked, _ = run_forward(shifted, w, b, "tanh", "cuda-emulated")
+        assert_same_bits(y_checked, y, f"out with x misaligned ({order})")
+        for m in (1, 2, 4, 70):
+            part, zp = run_forward(x[start : start + m].copy(), w, b, "tanh", "cuda-emulated")
+            where = f"rows {start}..{start + m - 1} through the {path(m, n, k)} path vs in {rows} rows ({order})"
+            assert_same_bits(zp, z[start : start + m], "preact of " + where)
+            assert_same_bits(part, y[start : start + m], where)
+
+
+# The README MLP's layers at batch 128 and 1 (every backward path: dW split, dx split,
+# dx by the GEMV, dW of 10 columns by the GEMV), and one with k past 512.
+BACKWARD_SHAPES = [(128, 784, 256), (128, 256, 256), (128, 256, 10), (1, 784, 256), (3, 256, 10), (96, 1030, 70)]
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+@pytest.mark.parametrize("shape", BACKWARD_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_backward_bits_do_not_depend_on_the_order_blocks_finish(shape, activation):
+    # Split-K's sums are added by whichever block of a tile arrives last: the result must
+    # not depend on which, nor on what ran before (the arrival counters reset themselves).
+    batch, n_in, n_out = shape
+    x, w, b, dy = build((batch, n_in, n_out, "mixed", batch + n_in))
+    results = []
+    for order in orders("forward", "reverse", "shuffled"):
+        y, z = run_forward(x, w, b, activation, "cuda-emulated")
+        for _ in range(2):
+            results.append((order, run_backward(dy, x, w, y, z, activation, "cuda-emulated")))
+    dx, dw, db = results[0][1]
+    tol_dx, tol_dw, tol_db = backward_tolerances(activation, dy, x, w, y, z)
+    dx_ref, dw_ref, db_ref = reference.dense_backward(dy, x, w, y, z=z, activation=activation)
+    assert_close(dx, dx_ref, tol_dx, "dx")
+    assert_close(dw, dw_ref, tol_dw, "dweight")
+    assert_close(db, db_ref, tol_db, "dbias")
+    for order, (dx2, dw2, db2) in results[1:]:
+        assert_same_bits(dx2, dx, f"dx ({order})")
+        assert_same_bits(dw2, dw, f"dweight ({order})")
+        assert_same_bits(db2, db, f"dbias ({order})")
+
+
+def test_split_gemms_of_different_shapes_in_turn_share_the_workspace():
+    # Two split shapes alternating (different tile and part counts, one workspace): each
+    # keeps its bits, so no launch sees another's partial sums or arrival counts.
+    rng = np.random.default_rng(5)
+    cases = []
+    for rows, k, n in [(128, 784, 256), (70, 100, 200), (128, 256, 256)]:
+        assert path(rows, n, k) == "split"
+        x = make_values(rng, (rows, k), "normal")
+        w = make_values(rng, (k, n), "normal", scale=1 / np.sqrt(k))
+        b = make_values(rng, (n,), "normal")
+        cases.append((x, w, b, ops.dense_forward(x, w, b, device="cuda-emulated")))
+    for x, w, b, first in cases[::-1] + cases:
+        out = nan_filled(first.shape)
+        ops.dense_forward(x, w, b, out=out, device="cuda-emulated")
+        assert_same_bits(out, first, f"{x.shape} x {w.shape} again")
