@@ -1,5 +1,5 @@
 """The model ``customml optimize`` chose against the README model's float32, the best single
-techniques (int8 alone, 90% pruning alone) and ONNX Runtime's float32 and dynamic int8 of the
+techniques (int8 alone, bf16 alone, 90% pruning alone) and ONNX Runtime's float32 and dynamic int8 of the
 exported float model: test accuracy and batch-1 p50 / p99, one thread each, rounds
 interleaved so drifting load falls on all alike (issue #21).
 
@@ -29,6 +29,7 @@ def main() -> None:
     base = cm.load(base_path)
     models = {"customml float32": base, "customml optimize": cm.load(chosen_path)}
     models["customml int8"] = cm.quantize.int8(base, calibration=x[:1024])
+    models["customml bf16"] = cm.quantize.bf16(base)
     if len(sys.argv) > 3:
         models["customml pruned"] = cm.load(sys.argv[3])
     x1 = np.ascontiguousarray(xt[:1])

@@ -83,6 +83,13 @@ std::vector<double> MetricAccumulator::regression_stats() const {
   return stats;
 }
 
+std::vector<double> MetricAccumulator::regression_shift() const {
+  if (!stats_.regression) return {};
+  std::vector<double> shift(static_cast<size_t>(outputs_), 0.0);
+  if (shift_set_) backend_->copy_to_host(shift.data(), regression_shift_.data(), sizeof(double) * shift.size());
+  return shift;
+}
+
 namespace {
 // The exact area under the ROC curve of (score, label != 0) pairs (sorted in place), as
 // sklearn.metrics.roc_auc_score; NaN for one class only or a NaN score.
@@ -110,14 +117,24 @@ double binary_roc_auc(std::vector<std::pair<double, int32_t>>& scores) {
 }
 }  // namespace
 
+void MetricAccumulator::read_scores(std::vector<float>* logits, std::vector<int32_t>* labels) const {
+  const size_t rows = stats_.scores ? static_cast<size_t>(score_rows_) : 0;
+  logits->resize(rows * static_cast<size_t>(outputs_));
+  labels->resize(rows);
+  if (rows == 0) return;
+  backend_->copy_to_host(logits->data(), score_logits_.data(), sizeof(float) * logits->size());
+  backend_->copy_to_host(labels->data(), score_labels_.data(), sizeof(int32_t) * labels->size());
+}
+
 double MetricAccumulator::roc_auc() {
   if (!stats_.scores) return NAN;
-  const int64_t out = outputs_;
-  const size_t rows = static_cast<size_t>(score_rows_);
-  std::vector<float> logits(rows * static_cast<size_t>(out));
-  std::vector<int32_t> labels(rows);
-  backend_->copy_to_host(logits.data(), score_logits_.data(), sizeof(float) * logits.size());
-  backend_->copy_to_host(labels.data(), score_labels_.data(), sizeof(int32_t) * labels.size());
+  std::vector<float> logits;
+  std::vector<int32_t> labels;
+  read_scores(&logits, &labels);
+  return customml::roc_auc(logits.data(), labels.data(), labels.size(), outputs_);
+}
+
+double roc_auc(const float* logits, const int32_t* labels, size_t rows, int64_t out) {
   if (out <= 2) {
     // The score is the logit, or logit_1 - logit_0 for two classes (monotone in P(class 1)).
     std::vector<std::pair<double, int32_t>> scores(rows);
@@ -133,7 +150,7 @@ double MetricAccumulator::roc_auc() {
   // sklearn needs every class in the labels; a missing one gives NaN here, as one class does.
   std::vector<double> probs(rows * static_cast<size_t>(out));
   for (size_t i = 0; i < rows; ++i) {
-    const float* row = logits.data() + i * static_cast<size_t>(out);
+    const float* row = logits + i * static_cast<size_t>(out);
     double* p = probs.data() + i * static_cast<size_t>(out);
     const float mx = *std::max_element(row, row + out);
     double sum = 0.0;

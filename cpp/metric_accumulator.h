@@ -69,11 +69,16 @@ class MetricAccumulator {
   // (4, outputs) row-major: sums of |e|, e^2, y - s, (y - s)^2 with s the first target row
   // since the reset; empty when not chosen.
   std::vector<double> regression_stats() const;
+  // (outputs): the shift s of those moments (zeros before the first batch); empty when not
+  // chosen. Data-parallel training moves each rank's moments to one shift before summing.
+  std::vector<double> regression_shift() const;
   // The exact area under the ROC curve of the scores since the reset (ties count one
   // half, as sklearn.metrics.roc_auc_score); NaN when only one class was seen or a score
   // is NaN. More than two classes: the macro average of the one-vs-rest areas of the
   // softmax probabilities (sklearn's multi_class="ovr"); NaN unless every class was seen.
   double roc_auc();
+  // The rows roc_auc ranks, read from the device: logits (rows, outputs) and labels (rows).
+  void read_scores(std::vector<float>* logits, std::vector<int32_t>* labels) const;
 
  private:
   Backend* backend_;
@@ -97,5 +102,9 @@ class MetricAccumulator {
   Buffer<int32_t> score_labels_;
   int64_t score_rows_ = 0;
 };
+
+// MetricAccumulator::roc_auc's area of rows in host memory: logits (rows, outputs),
+// labels (rows). Data-parallel training gathers the ranks' rows and ranks them here.
+double roc_auc(const float* logits, const int32_t* labels, size_t rows, int64_t outputs);
 
 }  // namespace customml

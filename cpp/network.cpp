@@ -100,9 +100,9 @@ void Network::set_step(int64_t step) {
 }
 
 void Network::train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
-                          int64_t b, const float* teacher_logits) {
+                          int64_t b, const float* soft_targets) {
   Exclusive lock(mutex_);
-  trainer_.train_batch(x, y, sample_weight, n, index, b, teacher_logits);
+  trainer_.train_batch(x, y, sample_weight, n, index, b, soft_targets);
   invalidate_plan();
 }
 
@@ -128,7 +128,7 @@ void Network::write_gradients(const float* src) {
   backend_->copy_to_device(trainer_.gradients(), src, sizeof(float) * static_cast<size_t>(model_.num_params()));
 }
 
-void Network::evaluate(const float* x, const void* y, int64_t n, int64_t batch_size) {
+void Network::evaluate(const float* x, const void* y, int64_t n, int64_t batch_size, const float* soft_targets) {
   Exclusive lock(mutex_);
   // Holding mutex_ exclusively, this thread alone could publish a plan. Inside a
   // transaction evaluate keeps the plan of the weights before it, as predict does (the
@@ -139,7 +139,7 @@ void Network::evaluate(const float* x, const void* y, int64_t n, int64_t batch_s
     rebuild = updates_ == 0 || !plan_.current();
   }
   if (rebuild) build_plan();
-  trainer_.evaluate(*plan_.current(), x, y, n, batch_size);
+  trainer_.evaluate(*plan_.current(), x, y, n, batch_size, soft_targets);
 }
 
 void Network::check_inputs(const char* op, const Tensor& x, const Tensor* y, const Tensor* sample_weight) const {
@@ -171,9 +171,19 @@ std::vector<double> Network::regression_stats() const {
   return trainer_.metrics().regression_stats();
 }
 
+std::vector<double> Network::regression_shift() const {
+  Shared lock(mutex_);
+  return trainer_.metrics().regression_shift();
+}
+
 double Network::roc_auc() {
   Exclusive lock(mutex_);
   return trainer_.metrics().roc_auc();
+}
+
+void Network::roc_scores(std::vector<float>* logits, std::vector<int32_t>* labels) const {
+  Shared lock(mutex_);
+  trainer_.metrics().read_scores(logits, labels);
 }
 
 // ---- Pruning, quantization and QAT: the model's and the trainer's, under the lock ----

@@ -97,9 +97,11 @@ class CUSTOMML_PRIVATE_API Network {
   // access. The batch's loss (its mean weighted by sample_weight times the class weights,
   // sum_i w_i l_i / sum_i w_i) goes into the metrics on the device: a step never waits
   // for the device (but in fp16, for the overflow check).
-  // teacher_logits (n, outputs): the distillation loss's soft targets, null otherwise.
+  // soft_targets (n, outputs): the distillation loss's teacher logits, or softmax
+  // cross-entropy's probability targets (y then holds their argmax, for the metrics);
+  // null otherwise.
   void train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
-                   int64_t b, const float* teacher_logits = nullptr);
+                   int64_t b, const float* soft_targets = nullptr);
   // train_batch in two halves for data-parallel training (Trainer::compute_gradients and
   // apply_gradients, see BatchShare); between them the caller sums gradients() over the
   // ranks. Each takes exclusive access.
@@ -113,8 +115,9 @@ class CUSTOMML_PRIVATE_API Network {
   // the host cannot address (an all-reduce through host memory).
   void read_gradients(float* dst) const;
   void write_gradients(const float* src);
-  // The same forward and loss without dropout or update, over all n rows in batches.
-  void evaluate(const float* x, const void* y, int64_t n, int64_t batch_size);
+  // The same forward and loss without dropout or update, over all n rows in batches
+  // (soft_targets: softmax cross-entropy's probability targets, as train_batch).
+  void evaluate(const float* x, const void* y, int64_t n, int64_t batch_size, const float* soft_targets = nullptr);
   // x: (n, input_dim) -> out: (n, output_dim), in batches; safe to call concurrently.
   void predict(float* out, const float* x, int64_t n, int64_t batch_size) const;
 
@@ -183,12 +186,17 @@ class CUSTOMML_PRIVATE_API Network {
   // the first target row since the reset); empty when not accumulated.
   std::vector<int64_t> confusion_matrix() const;
   std::vector<double> regression_stats() const;
+  // (output_dim): the shift s of regression_stats' moments (zeros before the first batch).
+  std::vector<double> regression_shift() const;
   // The exact area under the ROC curve of the scores since the last reset (ties count
   // one half, as sklearn.metrics.roc_auc_score); NaN when only one class was seen or a
   // score is NaN. With more than two classes, the macro average of the one-vs-rest
   // areas of the softmax probabilities (sklearn's multi_class="ovr"); NaN unless every
   // class was seen.
   double roc_auc();
+  // The rows roc_auc ranks: logits (rows, output_dim) and labels (rows); empty when not
+  // accumulated (data-parallel training gathers them from the ranks).
+  void roc_scores(std::vector<float>* logits, std::vector<int32_t>* labels) const;
 
  private:
   // Builds the plan from the model if a weight change made it stale; callers hold no lock.

@@ -297,6 +297,20 @@ void Trainer::check_targets(const void* y, const int64_t* index, int64_t b) cons
   }
 }
 
+void Trainer::check_soft_targets(const char* op, const float* soft_targets) const {
+  if (!soft_targets) return;
+  const std::string pre = std::string("[") + op + "] ";
+  if (loss_.kind != LossKind::softmax_cross_entropy && loss_.kind != LossKind::distillation)
+    throw std::invalid_argument(pre + "probability targets apply to the softmax cross-entropy loss, not " +
+                                loss_name(loss_.kind));
+  // Class weights are indexed by a label; the probability targets are used as given
+  // (fit applies label smoothing to them before the first batch).
+  if (loss_.kind == LossKind::softmax_cross_entropy && !loss_.class_weights.empty())
+    throw std::invalid_argument(pre +
+                                "class_weights need integer labels; weight probability targets' rows with "
+                                "sample_weight");
+}
+
 void Trainer::check_inputs(const char* op, const Tensor& x, const Tensor* y, const Tensor* sample_weight) const {
   const std::string pre = std::string("[") + op + "] ";
   const int64_t input_dim = model_.input_dim(), output_dim = model_.output_dim();
@@ -376,16 +390,16 @@ void Trainer::stage_batch(const float* x, const void* y, const float* sample_wei
     backend_->copy_to_device(ws.labels.data(), labels, sizeof(int32_t) * static_cast<size_t>(b));
 }
 
-void Trainer::stage_rows(float* dst, const float* src, const int64_t* index, int64_t b, int64_t cols) {
+void Trainer::stage_rows(float* dst, const float* src, const int64_t* index, int64_t start, int64_t b, int64_t cols) {
   const bool direct = backend_->host_addressable();
   const size_t row_bytes = sizeof(float) * static_cast<size_t>(cols);
   if (!direct) ws_->host_targets.resize(static_cast<size_t>(b * cols));
   float* rows = direct ? dst : ws_->host_targets.data();
-  for (int64_t i = 0; i < b; ++i) std::memcpy(rows + i * cols, src + index[i] * cols, row_bytes);
+  for (int64_t i = 0; i < b; ++i) std::memcpy(rows + i * cols, src + (index ? index[i] : start + i) * cols, row_bytes);
   if (!direct) backend_->copy_to_device(dst, rows, row_bytes * static_cast<size_t>(b));
 }
 
-const float* Trainer::forward(int64_t b, int64_t first_row) {
+const float* Trainer::forward(int64_t b, const BatchShare& share) {
   Workspace& ws = *ws_;
   const std::vector<LayerSpec>& layers = model_.layers();
   const float* params = model_.params();
@@ -403,7 +417,7 @@ const float* Trainer::forward(int64_t b, int64_t first_row) {
       const float* w = params + model_.weight_offsets()[l];
       if (fake_[l]) {
         w = fake_weights(l);
-        cur = fake_input(l, cur, b);
+        cur = fake_input(l, cur, b, share);
         ws.layer_in[l] = cur;
       }
       ws.layer_w[l] = w;
@@ -411,7 +425,7 @@ const float* Trainer::forward(int64_t b, int64_t first_row) {
                               s.activation);
       width = s.units;
     } else if (s.rate > 0.0f) {
-      dropout(dst, cur, b * width, s.rate, l, static_cast<uint64_t>(first_row * width));
+      dropout(dst, cur, b * width, s.rate, l, static_cast<uint64_t>(share.first_row * width));
     } else {
       continue;  // a dropout of rate 0 is the identity: pass cur through
     }
@@ -430,7 +444,7 @@ void Trainer::dropout(float* y, const float* x, int64_t n, float rate, size_t l,
     backend_->dropout(y, x, n, rate, seed_, static_cast<uint64_t>(step_) * layers + l, first, nullptr, 0);
 }
 
-void Trainer::loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad,
+void Trainer::loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad, bool soft,
                              const BatchShare& share) {
   Workspace& ws = *ws_;
   const int64_t out = model_.output_dim();
@@ -438,6 +452,10 @@ void Trainer::loss_and_count(const float* logits, const float* row_weights, int6
   double* loss = metrics_.batch_loss();
   switch (loss_.kind) {
     case LossKind::softmax_cross_entropy:
+      if (soft) {
+        backend_->softmax_cross_entropy_soft(grad, loss, logits, ws.targets.data(), row_weights, b, out);
+        break;
+      }
       backend_->softmax_cross_entropy(grad, loss, logits, ws.labels.data(),
                                       loss_.class_weights.empty() ? nullptr : class_weights_.data(), row_weights, b,
                                       out, loss_.label_smoothing);
@@ -478,19 +496,18 @@ void reserve_rows(std::vector<Buffer<float>>& act, std::vector<Buffer<float>>& p
 }  // namespace
 
 void Trainer::train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
-                          int64_t b, const float* teacher_logits) {
+                          int64_t b, const float* soft_targets) {
   if (b < 1) throw std::invalid_argument("[fit] a batch needs at least one row");
-  compute_gradients(x, y, sample_weight, n, index, b, BatchShare{}, teacher_logits);
+  compute_gradients(x, y, sample_weight, n, index, b, BatchShare{}, soft_targets);
   apply_gradients(b);
 }
 
 void Trainer::compute_gradients(const float* x, const void* y, const float* sample_weight, int64_t n,
-                                const int64_t* index, int64_t b, const BatchShare& share, const float* teacher_logits) {
+                                const int64_t* index, int64_t b, const BatchShare& share, const float* soft_targets) {
   if (!compiled_) throw std::runtime_error("[fit] the model must be compiled before training");
-  if ((loss_.kind == LossKind::distillation) != (teacher_logits != nullptr))
-    throw std::invalid_argument(loss_.kind == LossKind::distillation
-                                    ? "[fit] the distillation loss trains on a teacher's logits: use customml.distill"
-                                    : "[fit] teacher logits apply to the distillation loss alone");
+  if (loss_.kind == LossKind::distillation && !soft_targets)
+    throw std::invalid_argument("[fit] the distillation loss trains on a teacher's logits: use customml.distill");
+  check_soft_targets("fit", soft_targets);
   if (b < 0) throw std::invalid_argument("[fit] a batch share cannot have a negative row count");
   for (int64_t i = 0; i < b; ++i)
     if (index[i] < 0 || index[i] >= n)
@@ -507,6 +524,9 @@ void Trainer::compute_gradients(const float* x, const void* y, const float* samp
         "[fit] a quantized model cannot be trained: fine-tune the float model (or quantize.qat) and quantize again");
   if (b == 0) {  // an empty share of a global batch takes part with a zero gradient
     backend_->fill_zero(grads_.data(), sizeof(float) * static_cast<size_t>(model_.num_params()));
+    // and in the other ranks' input ranges, with none of its own.
+    for (const auto& f : fake_)
+      if (f && f->inputs && share.combine_range) observe_input_range(*f, nullptr, 0, share);
     return;
   }
   Workspace& ws = *ws_;
@@ -521,9 +541,10 @@ void Trainer::compute_gradients(const float* x, const void* y, const float* samp
   ws.labels.reserve(rows);
   if (sample_weight) ws.row_weights.reserve(rows);
   stage_batch(x, y, sample_weight, index, 0, b);
-  if (teacher_logits) stage_rows(ws.targets.data(), teacher_logits, index, b, out);
+  if (soft_targets) stage_rows(ws.targets.data(), soft_targets, index, 0, b, out);
 
-  loss_and_count(forward(b, share.first_row), sample_weight ? ws.row_weights.data() : nullptr, b, true, share);
+  loss_and_count(forward(b, share), sample_weight ? ws.row_weights.data() : nullptr, b, true,
+                 soft_targets != nullptr, share);
   // fp16 scales the loss by the device's loss scale (its StepState) before the backward pass.
   const StepState* gate = precision_ == Precision::fp16 ? step_state_.data() : nullptr;
   if (gate) backend_->scale_by(ws.grad_a.data(), b * out, &gate->scale);
@@ -581,9 +602,11 @@ void Trainer::apply_gradients(int64_t b) {
   model_.apply_masks();  // unchanged weights on a skipped step: a no-op then
 }
 
-void Trainer::evaluate(const InferencePlan& plan, const float* x, const void* y, int64_t n, int64_t batch_size) {
+void Trainer::evaluate(const InferencePlan& plan, const float* x, const void* y, int64_t n, int64_t batch_size,
+                       const float* soft_targets) {
   if (!compiled_) throw std::runtime_error("[evaluate] the model must be compiled before evaluation");
   if (batch_size < 1) throw std::invalid_argument("[evaluate] batch_size must be >= 1");
+  check_soft_targets("evaluate", soft_targets);
   check_targets(y, nullptr, n);
   Workspace& ws = *ws_;
   const int64_t rows = n < batch_size ? n : batch_size;
@@ -594,7 +617,10 @@ void Trainer::evaluate(const InferencePlan& plan, const float* x, const void* y,
   for (int64_t start = 0; start < n; start += batch_size) {
     const int64_t b = n - start < batch_size ? n - start : batch_size;
     stage_batch(x, y, nullptr, nullptr, start, b);
-    loss_and_count(plan.forward(*eval_ws_, ws.input.data(), b, nullptr), nullptr, b, false);
+    // The distillation loss evaluates against the labels (there is no teacher here).
+    const bool soft = soft_targets && loss_.kind == LossKind::softmax_cross_entropy;
+    if (soft) stage_rows(ws.targets.data(), soft_targets, nullptr, start, b, model_.output_dim());
+    loss_and_count(plan.forward(*eval_ws_, ws.input.data(), b, nullptr), nullptr, b, false, soft);
   }
   // The weights are the same for every batch: one penalty, weighted by all n rows.
   if (model_.regularized()) metrics_.add_penalty(kernel_penalty(false), n, nullptr);

@@ -5,6 +5,7 @@
 // statistics) as one call. No locking: the Network that owns it gives it exclusive access.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -49,6 +50,10 @@ struct BatchShare {
   double weight = 1.0;      // this rank's sum of row weights over the global batch's
   int64_t global_rows = 0;  // rows in the global batch (the loss metric counts weight x these); 0: b
   int64_t first_row = 0;    // the global batch's row of this rank's first row (the dropout masks)
+  // QAT's static input ranges: this rank's batch range (lo, hi) of a layer's input -> the
+  // global batch's (the min and max over the ranks), called for each fake-quantized input
+  // in layer order, also on a rank whose share is empty (with (0, 0)); null: one process.
+  std::function<std::pair<float, float>(float, float)> combine_range;
 };
 
 class Trainer {
@@ -91,20 +96,24 @@ class Trainer {
   // See Network::check_inputs.
   void check_inputs(const char* op, const Tensor& x, const Tensor* y, const Tensor* sample_weight) const;
   // See Network::train_batch.
-  // teacher_logits (n, outputs): the distillation loss's soft targets, null otherwise.
+  // soft_targets (n, outputs): the distillation loss's teacher logits, or softmax
+  // cross-entropy's probability targets (then y holds their argmax, for the metrics);
+  // null otherwise.
   void train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
-                   int64_t b, const float* teacher_logits = nullptr);
+                   int64_t b, const float* soft_targets = nullptr);
   // train_batch in two halves, for data parallelism (see BatchShare): compute_gradients
   // runs forward, loss and backward of a share into gradients() (b = 0: zeros, no
   // metrics), then the caller sums gradients() over the ranks and apply_gradients(b)
   // unscales (fp16), adds the penalty, clips, updates and masks.
   void compute_gradients(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
-                         int64_t b, const BatchShare& share, const float* teacher_logits = nullptr);
+                         int64_t b, const BatchShare& share, const float* soft_targets = nullptr);
   void apply_gradients(int64_t b);
   float* gradients() { return grads_.data(); }
   const float* gradients() const { return grads_.data(); }
-  // The forward pass of `plan` and the loss over all n rows in batches, into the metrics.
-  void evaluate(const InferencePlan& plan, const float* x, const void* y, int64_t n, int64_t batch_size);
+  // The forward pass of `plan` and the loss over all n rows in batches, into the metrics;
+  // soft_targets (n, outputs): softmax cross-entropy's probability targets, or null.
+  void evaluate(const InferencePlan& plan, const float* x, const void* y, int64_t n, int64_t batch_size,
+                const float* soft_targets = nullptr);
 
   // Chooses the metric statistics accumulated from the next batch on (after compile, which
   // clears the choice) and zeroes them. confusion needs a classification loss, regression
@@ -125,7 +134,16 @@ class Trainer {
   // multiplies by instead of the float weights and inputs.
   struct FakeQuant {
     explicit FakeQuant(Backend* be)
-        : w(be), w_codes(be), w_scale(be), x(be), x_codes(be), x_scale(be), x_zero(be), range(be) {}
+        : w(be),
+          w_codes(be),
+          w_scale(be),
+          x(be),
+          x_codes(be),
+          x_scale(be),
+          x_zero(be),
+          range(be),
+          batch_range(be),
+          batch_ends(be) {}
     bool per_channel = true;
     bool inputs = true;       // fake-quantize the layer's input too (static uint8)
     float momentum = 0.9f;    // of the moving averages of the input range
@@ -138,17 +156,24 @@ class Trainer {
     Buffer<float> x_scale;    // (1)
     Buffer<int32_t> x_zero;   // (1)
     Buffer<double> range;     // (2): the moving input range (lo, hi)
+    // Data parallelism (BatchShare::combine_range): this rank's batch range, and the
+    // global batch's as two floats.
+    Buffer<double> batch_range;  // (2)
+    Buffer<float> batch_ends;    // (2)
   };
   void check_targets(const void* y, const int64_t* index, int64_t b) const;
+  // Which targets the loss reads, checked against the loss before a batch runs.
+  void check_soft_targets(const char* op, const float* soft_targets) const;
   // Gathers rows index (or start, start + 1, ...) of x, y and sample_weight (each may be
   // null but x) into the workspace's device buffers.
   void stage_batch(const float* x, const void* y, const float* sample_weight, const int64_t* index, int64_t start,
                    int64_t b);
-  // Gathers rows index of src (n, cols), host memory, into dst (b, cols) on the device.
-  void stage_rows(float* dst, const float* src, const int64_t* index, int64_t b, int64_t cols);
+  // Gathers rows index (or start, start + 1, ...) of src (n, cols), host memory, into dst
+  // (b, cols) on the device.
+  void stage_rows(float* dst, const float* src, const int64_t* index, int64_t start, int64_t b, int64_t cols);
   // The training forward pass (dropout, fake quantization) of the staged batch, keeping
   // what backward needs; returns the output (b, output_dim).
-  const float* forward(int64_t b, int64_t first_row = 0);
+  const float* forward(int64_t b, const BatchShare& share);
   // Dropout layer l's mask over n elements starting at element `first` of the global
   // batch's mask (forward, and again in backward).
   void dropout(float* y, const float* x, int64_t n, float rate, size_t l, uint64_t first);
@@ -156,8 +181,9 @@ class Trainer {
   StepState read_step_state() const;
   void write_step_state(const StepState& s);
   // The batch's loss (and its gradient, with_grad), correct count and metric statistics,
-  // all left on the device. row_weights: the staged sample weights, or null.
-  void loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad,
+  // all left on the device. row_weights: the staged sample weights, or null; soft: the
+  // softmax cross-entropy's probability targets are staged in the targets buffer.
+  void loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad, bool soft,
                       const BatchShare& share = {});
   // The sum of the layers' L1/L2 kernel penalties at the current weights (1 double on the
   // device); with_grad also adds their gradients to grads_.
@@ -168,7 +194,10 @@ class Trainer {
   // The fake-quantized kernel of Dense layer l, and its input (b, in) fake-quantized when
   // the layer asks for it (else `input` itself).
   const float* fake_weights(size_t l);
-  const float* fake_input(size_t l, const float* input, int64_t b);
+  const float* fake_input(size_t l, const float* input, int64_t b, const BatchShare& share);
+  // Moves the batch range of input (n values) into layer f's moving range and encoding,
+  // the global batch's under data parallelism.
+  void observe_input_range(FakeQuant& f, const float* input, int64_t n, const BatchShare& share);
 
   Model& model_;
   Backend* backend_;

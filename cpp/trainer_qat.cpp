@@ -24,6 +24,8 @@ void Trainer::set_fake_quantization(int64_t layer, bool per_channel, bool inputs
   f->x_scale.reserve(1);
   f->x_zero.reserve(1);
   f->range.reserve(2);
+  f->batch_range.reserve(2);
+  f->batch_ends.reserve(2);
   fake_[static_cast<size_t>(layer)] = std::move(f);
 }
 
@@ -43,7 +45,7 @@ std::pair<double, double> Trainer::fake_input_range(int64_t layer) const {
 }
 
 // Both ranges are computed on the device (symmetric_scales, observe_range), so a QAT
-// training step never waits for it.
+// training step never waits for it (in one process; see observe_input_range).
 
 const float* Trainer::fake_weights(size_t l) {
   const DenseLayerState& p = *model_.dense_state(l);
@@ -57,14 +59,34 @@ const float* Trainer::fake_weights(size_t l) {
   return f.w.data();
 }
 
-const float* Trainer::fake_input(size_t l, const float* input, int64_t b) {
+void Trainer::observe_input_range(FakeQuant& f, const float* input, int64_t n, const BatchShare& share) {
+  if (!share.combine_range) {
+    backend_->observe_range(f.range.data(), f.x_scale.data(), f.x_zero.data(), input, n, f.momentum, !f.range_set);
+  } else {
+    // This rank's batch range (observe_range's first-batch form, into scratch), the
+    // caller's combination of the ranks' (a min and max all-reduce), then that range
+    // averaged in as one process averages the global batch's: observe_range of the two
+    // ends gives back exactly (lo, hi), since lo <= 0 <= hi. Two host copies per layer and
+    // step (the step waits for the device there), under data parallelism only.
+    backend_->observe_range(f.batch_range.data(), f.x_scale.data(), f.x_zero.data(), input, n, 0.0f, true);
+    double mine[2];
+    backend_->copy_to_host(mine, f.batch_range.data(), sizeof(mine));
+    const std::pair<float, float> all = share.combine_range(static_cast<float>(mine[0]), static_cast<float>(mine[1]));
+    const float ends[2] = {all.first, all.second};
+    backend_->copy_to_device(f.batch_ends.data(), ends, sizeof(ends));
+    backend_->observe_range(f.range.data(), f.x_scale.data(), f.x_zero.data(), f.batch_ends.data(), 2, f.momentum,
+                            !f.range_set);
+  }
+  f.range_set = true;
+}
+
+const float* Trainer::fake_input(size_t l, const float* input, int64_t b, const BatchShare& share) {
   const DenseLayerState& p = *model_.dense_state(l);
   FakeQuant& f = *fake_[l];
   if (!f.inputs) return input;
   // A moving average of the batch ranges, encoded as inference encodes a static input
   // (customml.quantize.activation_encoding).
-  backend_->observe_range(f.range.data(), f.x_scale.data(), f.x_zero.data(), input, b * p.in, f.momentum, !f.range_set);
-  f.range_set = true;
+  observe_input_range(f, input, b * p.in, share);
   f.x.reserve(static_cast<size_t>(b * p.in));
   f.x_codes.reserve(static_cast<size_t>(b * p.in));
   backend_->quantize(f.x_codes.data(), DType::u8, input, f.x_scale.data(), f.x_zero.data(), b, p.in, QuantAxis::tensor);

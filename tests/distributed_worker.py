@@ -92,13 +92,13 @@ def sample_weight(batch: int, callbacks=()):
 
 
 def metrics_validation(batch: int, callbacks=()):
-    model = _model(cm.optimizers.Adam(1e-2), metrics=["accuracy", "f1_macro", "confusion_matrix"])
+    model = _model(cm.optimizers.Adam(1e-2), metrics=["accuracy", "f1_macro", "confusion_matrix", "roc_auc"])
     x, y = _data()
     return model, _fit(model, batch, callbacks, validation_data=(x[:31], y[:31]))
 
 
 def regression(batch: int, callbacks=()):
-    model = _model(cm.optimizers.SGD(0.02, momentum=0.5), loss="mse", metrics=["mae", "rmse"], outputs=2)
+    model = _model(cm.optimizers.SGD(0.02, momentum=0.5), loss="mse", metrics=["mae", "rmse", "r2"], outputs=2)
     return model, _fit(model, batch, callbacks, data=_data(regression=True))
 
 
@@ -121,6 +121,73 @@ def qat(batch: int, callbacks=()):
     model.fit(x, y, epochs=1, batch_size=batch, verbose=0, callbacks=list(callbacks))
     q = quantize.qat(model, x, y, epochs=EPOCHS, batch_size=batch, static=False)
     return q, {"history": {}, "epochs": EPOCHS}
+
+
+def qat_static(batch: int, callbacks=()):
+    # Static input ranges: every rank moves each layer's range by the global batch's.
+    model = _model(cm.optimizers.Adam(1e-2))
+    x, y = _data()
+    model.fit(x, y, epochs=1, batch_size=batch, verbose=0, callbacks=list(callbacks))
+    q = quantize.qat(model, x, y, epochs=EPOCHS, batch_size=batch, static=True, momentum=0.5)
+    return q, {"history": {}, "epochs": EPOCHS}
+
+
+def _parts(ranks: int):
+    """Rank r's contiguous part of the rows (38 and 39 rows under 2 ranks, 25, 26 and 26
+    under 3): with B = 4 every rank fills every step but the last."""
+    return [(N_ROWS * r // ranks, N_ROWS * (r + 1) // ranks) for r in range(ranks)]
+
+
+def _local_model_and_data():
+    model = _model(cm.optimizers.SGD(0.05, momentum=0.9), dropout=0.3, metrics=["accuracy"])
+    x, y = _data()
+    w = np.random.default_rng(1).uniform(0.0, 2.0, N_ROWS).astype(np.float32)
+    return model, x, y, w
+
+
+def local_shards(batch: int, callbacks=()):
+    # init(local_data=True): each rank fits on its own part of the rows (shuffled by its
+    # own stream), with dropout, sample weights and its own validation rows.
+    ctx = cm.distributed.context()
+    lo, hi = _parts(ctx.size)[ctx.rank]
+    model, x, y, w = _local_model_and_data()
+    ctx.local_data = True
+    try:
+        x, y, w = x[lo:hi], y[lo:hi], w[lo:hi]
+        return model, _fit(model, batch, callbacks, data=(x, y), sample_weight=w, validation_data=(x[:10], y[:10]))
+    finally:
+        ctx.local_data = False
+
+
+def local_shards_reference(batch: int, ranks: int):
+    """What local_shards under `ranks` ranks computes, in one process: each epoch, the ranks'
+    batches (their parts in the order each rank's stream draws) laid end to end, batch
+    ranks x batch, not shuffled."""
+    model, x, y, w = _local_model_and_data()
+    parts = _parts(ranks)
+    steps = max(-(-(hi - lo) // batch) for lo, hi in parts)
+    val = np.concatenate([np.arange(lo, hi)[:10] for lo, hi in parts])
+    history: Dict[str, List[float]] = {}
+    for epoch in range(EPOCHS):
+        orders = []
+        for r, (lo, hi) in enumerate(parts):
+            order = np.arange(hi - lo)
+            np.random.Generator(np.random.Philox(key=model.seed, counter=[0, r, 1, epoch])).shuffle(order)
+            orders.append(lo + order)
+        rows = np.concatenate([o[s * batch : (s + 1) * batch] for s in range(steps) for o in orders])
+        h = model.fit(
+            x[rows],
+            y[rows],
+            epochs=1,
+            batch_size=ranks * batch,
+            shuffle=False,
+            sample_weight=w[rows],
+            validation_data=(x[val], y[val]),
+            verbose=0,
+        )
+        for key, values in h.history.items():
+            history.setdefault(key, []).extend(values)
+    return model, {"history": history, "epochs": EPOCHS}
 
 
 def checkpoint_resume(batch: int, callbacks=()):
@@ -155,9 +222,20 @@ SCENARIOS: Dict[str, Callable] = {
         pruned,
         early_stopping,
         qat,
+        qat_static,
         checkpoint_resume,
+        local_shards,
     )
 }
+
+
+def predictions(predict, predict_proba) -> Dict[str, np.ndarray]:
+    """A model's logits and probabilities of the data, and of 2 rows (fewer rows than 3
+    ranks: a rank with no part), through the given functions (its seed gives every rank
+    and the single process the same weights)."""
+    model = _model(cm.optimizers.Adam(1e-2))
+    x, _ = _data()
+    return {"logits": predict(model, x), "proba": predict_proba(model, x), "two_rows": predict(model, x[:2])}
 
 
 def weights(model) -> np.ndarray:
@@ -182,6 +260,16 @@ def main() -> None:
         results[f"{name}/epochs"] = np.array(info["epochs"])
         for key, values in info["history"].items():
             results[f"{name}/history/{key}"] = np.asarray(values, np.float64)
+    if not names:
+        got = predictions(cm.distributed.predict, cm.distributed.predict_proba)
+        lo, hi = _parts(ctx.size)[ctx.rank]
+        ctx.local_data = True  # each rank predicts its part; every rank gets them end to end
+        got["local"] = cm.distributed.predict(_model(cm.optimizers.Adam(1e-2)), _data()[0][lo:hi])
+        ctx.local_data = False
+        every = ctx.comm.allgather(got)  # every rank gets the whole array
+        for key, value in got.items():
+            results[f"predict/{key}"] = value
+            results[f"predict/{key}/same_on_every_rank"] = np.array(all(np.array_equal(e[key], value) for e in every))
     if ctx.rank == 0:
         np.savez(out, **results)
 

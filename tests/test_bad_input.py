@@ -227,7 +227,11 @@ CASES = {
     ),
     "validation-data-shape": (_classifier, lambda m: m.fit(X, Y, validation_data=(X,), verbose=0), r"validation_data"),
     # label encodings
-    "one-hot": (_classifier, lambda m: m.fit(X, np.eye(C, dtype=np.float32)[Y], verbose=0), r"y .*argmax"),
+    "unnormalized-probabilities": (
+        _classifier,
+        lambda m: m.fit(X, np.ones((N, C), np.float32), verbose=0),
+        r"y row 0 sums to",
+    ),
     "y-2d-wide-int": (_classifier, lambda m: m.evaluate(X, np.stack([Y, Y], axis=1)), r"y .*1-D"),
     "fractional-labels": (_classifier, lambda m: m.fit(X, Y + 0.5, verbose=0), r"y .*integer"),
     "string-labels": (_classifier, lambda m: m.fit(X, np.array(["a"] * N), verbose=0), r"y .*integer"),

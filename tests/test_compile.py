@@ -74,3 +74,14 @@ def test_compile_checks_the_loss_against_the_model():
         cm.losses.SoftmaxCrossEntropy(label_smoothing=1.5)
     with pytest.raises(ValueError, match="class_weights"):
         cm.losses.SoftmaxCrossEntropy(class_weights=[1.0, -1.0])
+
+
+def test_a_loss_repr_shows_its_settings_and_they_survive_save(tmp_path):
+    """A label-smoothed or class-weighted loss says so in its repr, before and after a save."""
+    assert repr(cm.losses.SoftmaxCrossEntropy()) == "SoftmaxCrossEntropy()"
+    loss = cm.losses.SoftmaxCrossEntropy(label_smoothing=0.1, class_weights=[1.0, 2.0, 1.0])
+    assert repr(loss) == "SoftmaxCrossEntropy(label_smoothing=0.1, class_weights=[1.0, 2.0, 1.0])"
+    model = cm.Sequential([cm.layers.Dense(3)], input_dim=4, seed=0)
+    model.compile(optimizer="adam", loss=loss)
+    model.save(tmp_path / "m.cml")
+    assert repr(cm.load(tmp_path / "m.cml")._loss) == repr(loss)

@@ -71,6 +71,8 @@ def reference(name: str, ranks: int, tmp_path, monkeypatch):
         model, info = worker.checkpoint_straight(B * ranks)
         # The resumed fit ran the last two of the four epochs.
         info = {"epochs": 2, "history": {k: v[2:] for k, v in info["history"].items()}}
+    elif name == "local_shards":
+        model, info = worker.local_shards_reference(B, ranks)
     else:
         model, info = worker.SCENARIOS[name](B * ranks)
     return worker.weights(model), info
@@ -81,7 +83,7 @@ def test_ranks_equal_one_process_with_the_global_batch(job, name, tmp_path, monk
     ranks, got, _ = job
     want, info = reference(name, ranks, tmp_path, monkeypatch)
     assert bool(got[f"{name}/identical"]), f"{name}: the ranks' parameters differ after some step"
-    if name != "qat":
+    if name not in ("qat", "qat_static"):
         assert int(got[f"{name}/steps"]) >= 20 or name in ("early_stopping", "checkpoint_resume")
     w = got[f"{name}/weights"]
     assert w.shape == want.shape
@@ -96,13 +98,27 @@ def test_ranks_equal_one_process_with_the_global_batch(job, name, tmp_path, monk
             np.testing.assert_allclose(mine, np.asarray(values, np.float64), rtol=1e-5, err_msg=f"{name}: {key}")
 
 
+def test_distributed_predict_gathers_what_one_process_predicts(job):
+    # Each rank predicts its part of the rows (25, 26, 26 of 77 under 3 ranks; of 2 rows,
+    # one rank has none) and every rank gets the whole array. The same kernels compute each
+    # row, but a part is a smaller batch than the whole, which the GEMM may block
+    # differently: a few float32 roundings of the same sums, so 1e-6 of the largest output.
+    _, got, _ = job
+    want = worker.predictions(lambda model, x: model.predict(x), lambda model, x: model.predict_proba(x))
+    want["local"] = want["logits"]  # the ranks' parts of x, end to end, are x
+    for key, value in want.items():
+        assert bool(got[f"predict/{key}/same_on_every_rank"]), key
+        assert got[f"predict/{key}"].shape == value.shape, key
+        np.testing.assert_allclose(got[f"predict/{key}"], value, rtol=0, atol=1e-6 * np.max(np.abs(value)), err_msg=key)
+
+
 def test_file_callbacks_act_on_rank_0_only(job):
     ranks, _, tmp = job
     assert (tmp / f"log_{ranks}_0.csv").read_text().count("\n") == 3  # the header and two epochs
     assert [p.name for p in tmp.glob(f"log_{ranks}_*.csv")] == [f"log_{ranks}_0.csv"]
 
 
-EMULATED = ("sgd_momentum", "dropout", "sample_weight")
+EMULATED = ("sgd_momentum", "dropout", "sample_weight", "qat_static")
 
 
 @pytest.mark.skipif(not cm.build_info()["simt_emulation"], reason="a build without the SIMT emulation")
@@ -195,9 +211,28 @@ def test_mismatched_optimizers_or_data_are_refused_at_the_first_step(tmp_path, c
     assert proc.returncode != 0
     text = proc.stdout + proc.stderr
     assert f"differ from rank 0 in {what}" in text, text
+    if case == "data":  # other arrays on a rank: the message says how to give each rank its own
+        assert "init(local_data=True)" in text, text
 
 
 def test_outside_mpi_init_is_a_single_process_context():
     ctx = cm.distributed.init()
     assert (ctx.rank, ctx.size, ctx.active) == (0, 1, False)
     assert cm.distributed.context() is ctx
+
+
+def test_the_gathered_roc_rows_give_the_executors_area_in_any_order():
+    # What rank 0 does with the ranks' rows: the executor's area of its own rows, whatever
+    # their order (it sorts them), and the one-vs-rest form for three classes.
+    model = worker._model(cm.optimizers.Adam(1e-2), metrics=["roc_auc"])
+    x, y = worker._data()
+    model.evaluate(x, y)
+    logits, labels = model._net.roc_scores()
+    assert logits.shape == (worker.N_ROWS, 3) and labels.dtype == np.int32
+    order = np.random.default_rng(0).permutation(worker.N_ROWS)
+    area = model._net.roc_auc()
+    assert 0.0 < area < 1.0
+    assert cm._core.roc_auc(logits, labels) == area
+    assert cm._core.roc_auc(logits[order], labels[order]) == area
+    with pytest.raises(ValueError, match="logits must be"):
+        cm._core.roc_auc(logits[:, 0], labels)

@@ -145,3 +145,30 @@ def test_cli_optimize_saves_the_chosen_model(model, tmp_path, capsys):
     assert chosen in [name for name, _ in _optimize.CANDIDATES] + ["float32"]
     assert cli.main(args + ["--max-accuracy-drop", "-1"]) == 2
     assert "error: --max-accuracy-drop must be in [0, 100)" in capsys.readouterr().err
+
+
+def test_bf16_candidates_are_bf16_models_of_their_bases(model, data, run):
+    _, (xv, yv) = data
+    _, report = run
+    rows = {r["name"]: r for r in report.rows}
+    bf16 = cm.quantize.bf16(model)
+    # The bf16 row measures quantize.bf16 of the model: its accuracy, and half the kernel bytes.
+    assert rows["bf16"]["accuracy"] == accuracy(bf16, xv, yv)
+    assert rows["bf16"]["file_bytes"] == len(cm.io.dumps(bf16))
+    assert rows["bf16"]["file_bytes"] < 0.6 * rows["float32"]["file_bytes"]
+    # A combination is built from its base when that was kept, and is smaller still.
+    if rows["structured 25%"]["why"] != "over the accuracy budget":
+        assert rows["structured 25% + bf16"]["file_bytes"] < 0.6 * rows["structured 25%"]["file_bytes"]
+
+
+def test_fine_tuning_anneals_and_keeps_the_masks(model, data):
+    train, val = data
+    ctx = _optimize._Context(val[0], val[1], train, 0, 2, 0.01, [1])
+    pruned = _optimize._pruned(0.75)(model, ctx)
+    kernels = [layer.get_weights()[0] for layer in pruned.layers]
+    # Global magnitude pruning: 75% of all kernel weights, held through fine-tuning.
+    assert sum(int((k == 0).sum()) for k in kernels) >= 0.75 * sum(k.size for k in kernels)
+    # Adam from FINE_TUNE_LEARNING_RATE, annealed to 0 by the last fine-tuning step.
+    schedule = pruned._optimizer.learning_rate
+    assert schedule(0) == pytest.approx(_optimize.FINE_TUNE_LEARNING_RATE)
+    assert schedule.decay_steps == pruned._net.step  # reaches 0 at the last fine-tuning step

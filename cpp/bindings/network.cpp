@@ -3,6 +3,7 @@
 // parameter and optimizer-state copies, metrics, pruning, int8 and quantization-aware
 // training; predict is predict.cpp's.
 
+#include <pybind11/functional.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -45,9 +46,36 @@ py::array_t<T, py::array::c_style> layer_array(const char* op, const char* arg, 
   return py::array_t<T, py::array::c_style>::ensure(a);
 }
 
+// The soft targets of a training or evaluation call, when given: float32 (rows of x,
+// outputs), C-contiguous (the trainer checks that the loss takes them).
+void check_soft_targets(const char* op, const Network& n, const Tensor& x, const Tensor* t) {
+  if (t &&
+      (t->dtype() != DType::f32 || t->shape() != std::vector<int64_t>{x.dim(0), n.output_dim()} || !t->is_contiguous()))
+    throw std::invalid_argument(std::string("[") + op +
+                                "] soft_targets must be a C-contiguous float32 array of shape (" +
+                                std::to_string(x.dim(0)) + ", " + std::to_string(n.output_dim()) + ")");
+}
+
 }  // namespace
 
 void bind_network(py::module_& m) {
+  m.def(
+      "roc_auc",
+      [](py::array_t<float, py::array::c_style | py::array::forcecast> logits,
+         py::array_t<int32_t, py::array::c_style | py::array::forcecast> labels) {
+        if (logits.ndim() != 2 || labels.ndim() != 1 || logits.shape(0) != labels.shape(0) || logits.shape(1) < 1)
+          throw std::invalid_argument("[roc_auc] logits must be (rows, outputs >= 1) and labels (rows,), got shapes " +
+                                      py::str(py::tuple(logits.attr("shape"))).cast<std::string>() + " and " +
+                                      py::str(py::tuple(labels.attr("shape"))).cast<std::string>());
+        const size_t rows = static_cast<size_t>(labels.shape(0));
+        const int64_t outputs = logits.shape(1);
+        const float* l = logits.data();
+        const int32_t* y = labels.data();
+        py::gil_scoped_release release;
+        return roc_auc(l, y, rows, outputs);
+      },
+      py::arg("logits"), py::arg("labels"),
+      "Network.roc_auc's area of the given rows (Network.roc_scores' arrays, e.g. gathered from the ranks).");
   py::class_<Network> network(m, "Network", "The compiled layer plan and its flat buffers.");
   network
       .def(py::init([](int64_t input_dim, std::vector<LayerSpec> layers, const std::string& device) {
@@ -152,32 +180,31 @@ void bind_network(py::module_& m) {
       .def(
           "train_batch",
           [](Network& n, py::object x, py::object y, py::object index, std::optional<py::object> sample_weight,
-             std::optional<py::object> teacher_logits) {
+             std::optional<py::object> soft_targets) {
             Views views("fit", Device{});  // the executor takes host arrays and stages them
             Tensor xt = views.in(x, "x"), yt = views.in(y, "y");
             Tensor it = views.in(index, "index");
             auto wt = views.in(sample_weight, "sample_weight");
-            auto tt = views.in(teacher_logits, "teacher_logits");
+            auto tt = views.in(soft_targets, "soft_targets");
             n.check_inputs("fit", xt, &yt, ptr(wt));
             if (it.dtype() != DType::i64 || it.ndim() != 1 || !it.is_contiguous())
               throw TypeError("[fit] index must be a contiguous 1-D int64 array");
-            if (tt && (tt->dtype() != DType::f32 || tt->shape() != std::vector<int64_t>{xt.dim(0), n.output_dim()} ||
-                       !tt->is_contiguous()))
-              throw std::invalid_argument("[fit] teacher_logits must be a C-contiguous float32 array of shape (" +
-                                          std::to_string(xt.dim(0)) + ", " + std::to_string(n.output_dim()) + ")");
+            check_soft_targets("fit", n, xt, ptr(tt));
             py::gil_scoped_release release;
             n.train_batch(xt.ptr<float>(), yt.data(), wt ? wt->ptr<float>() : nullptr, xt.dim(0), it.ptr<int64_t>(),
                           it.dim(0), tt ? tt->ptr<float>() : nullptr);
           },
           py::arg("x"), py::arg("y"), py::arg("index"), py::arg("sample_weight") = py::none(),
-          py::arg("teacher_logits") = py::none(),
+          py::arg("soft_targets") = py::none(),
           "One training step on rows `index` of x and y (and sample_weight, float32 (n,), when given); its loss and "
-          "metric statistics stay on the device until metrics() reads them.")
+          "metric statistics stay on the device until metrics() reads them. soft_targets (n, outputs) float32: the "
+          "distillation loss's teacher logits, or softmax cross-entropy's probability targets (y: their argmax).")
       // Data-parallel training (python/customml/distributed.py): train_batch in two halves.
       .def(
           "compute_gradients",
           [](Network& n, py::object x, py::object y, py::object index, std::optional<py::object> sample_weight,
-             double weight, int64_t global_rows, int64_t first_row) {
+             double weight, int64_t global_rows, int64_t first_row,
+             std::function<std::pair<float, float>(float, float)> combine_range) {
             Views views("fit", Device{});
             Tensor xt = views.in(x, "x"), yt = views.in(y, "y");
             Tensor it = views.in(index, "index");
@@ -187,15 +214,19 @@ void bind_network(py::module_& m) {
               throw TypeError("[fit] index must be a contiguous 1-D int64 array");
             if (!(std::isfinite(weight) && weight >= 0.0) || global_rows < 0 || first_row < 0)
               throw std::invalid_argument("[fit] a batch share needs a finite weight >= 0 and row counts >= 0");
+            // combine_range, a Python function, takes the GIL back when it runs, with the
+            // network's lock held: it must not call the network (distributed.py's all-reduces).
             py::gil_scoped_release release;
             n.compute_gradients(xt.ptr<float>(), yt.data(), wt ? wt->ptr<float>() : nullptr, xt.dim(0),
-                                it.ptr<int64_t>(), it.dim(0), BatchShare{weight, global_rows, first_row});
+                                it.ptr<int64_t>(), it.dim(0),
+                                BatchShare{weight, global_rows, first_row, std::move(combine_range)});
           },
           py::arg("x"), py::arg("y"), py::arg("index"), py::arg("sample_weight") = py::none(), py::arg("weight") = 1.0,
-          py::arg("global_rows") = 0, py::arg("first_row") = 0,
+          py::arg("global_rows") = 0, py::arg("first_row") = 0, py::arg("combine_range") = py::none(),
           "Forward, loss and backward of rows `index` (a rank's share of a global batch; may be empty) into the "
           "gradient buffer, the loss gradient scaled by `weight` (the share's fraction of the global batch's row "
-          "weights); `first_row`: the global batch's row of index[0], for the dropout masks.")
+          "weights); `first_row`: the global batch's row of index[0], for the dropout masks; `combine_range`: "
+          "(lo, hi) -> (lo, hi), this rank's batch range of a fake-quantized input to the global batch's.")
       .def("apply_gradients", &Network::apply_gradients, py::arg("rows"), py::call_guard<py::gil_scoped_release>(),
            "Unscale (fp16), penalty, clipping, the update and the masks, from the gradient buffer; `rows`: the "
            "share's row count (the penalty's weight in the loss metric).")
@@ -237,14 +268,16 @@ void bind_network(py::module_& m) {
           py::arg("values"), "Copies values (num_params float32) into the gradient buffer.")
       .def(
           "evaluate",
-          [](Network& n, py::object x, py::object y, int64_t batch_size) {
+          [](Network& n, py::object x, py::object y, int64_t batch_size, std::optional<py::object> soft_targets) {
             Views views("evaluate", Device{});  // the executor takes host arrays and stages them
             Tensor xt = views.in(x, "x"), yt = views.in(y, "y");
+            auto tt = views.in(soft_targets, "soft_targets");
             n.check_inputs("evaluate", xt, &yt);
+            check_soft_targets("evaluate", n, xt, ptr(tt));
             py::gil_scoped_release release;
-            n.evaluate(xt.ptr<float>(), yt.data(), xt.dim(0), batch_size);
+            n.evaluate(xt.ptr<float>(), yt.data(), xt.dim(0), batch_size, tt ? tt->ptr<float>() : nullptr);
           },
-          py::arg("x"), py::arg("y"), py::arg("batch_size"))
+          py::arg("x"), py::arg("y"), py::arg("batch_size"), py::arg("soft_targets") = py::none())
       .def(
           "metrics",
           [](const Network& n) {
@@ -289,11 +322,41 @@ void bind_network(py::module_& m) {
              std::copy(st.begin(), st.end(), a.mutable_data());
              return a;
            })
+      .def(
+          "regression_shift",
+          [](const Network& n) {
+            std::vector<double> s;
+            {
+              py::gil_scoped_release release;
+              s = n.regression_shift();
+            }
+            py::array_t<double> a(static_cast<int64_t>(s.size()));
+            std::copy(s.begin(), s.end(), a.mutable_data());
+            return a;
+          },
+          "(outputs,) float64: the shift s of regression_stats' target moments (zeros before the first batch).")
       .def("roc_auc",
            [](Network& n) {
              py::gil_scoped_release release;
              return n.roc_auc();
            })
+      .def(
+          "roc_scores",
+          [](const Network& n) {
+            std::vector<float> logits;
+            std::vector<int32_t> labels;
+            {
+              py::gil_scoped_release release;
+              n.roc_scores(&logits, &labels);
+            }
+            const int64_t rows = static_cast<int64_t>(labels.size());
+            py::array_t<float> l({rows, n.output_dim()});
+            py::array_t<int32_t> y(rows);
+            std::copy(logits.begin(), logits.end(), l.mutable_data());
+            std::copy(labels.begin(), labels.end(), y.mutable_data());
+            return py::make_tuple(l, y);
+          },
+          "(logits (rows, outputs) float32, labels (rows,) int32): the rows roc_auc ranks since the last reset.")
       .def("dense_shape", &Network::dense_shape, py::arg("layer"), "(in, out) of a Dense layer.")
       .def(
           "set_mask",

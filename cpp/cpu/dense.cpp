@@ -9,8 +9,10 @@
 namespace customml::cpu {
 
 // x: (batch, in)  w: (in, out)  b: (out) -> y: (batch, out), z: (batch, out) optional
-void CpuBackend::dense_forward(float* y, float* z, const float* x, const float* w, const float* b, DenseShape s,
-                               Activation act) {
+namespace {
+
+// y = act(x w + b) with x, w and y row-major and contiguous: what both forward entry points compute.
+GemmArgs forward_args(float* y, const float* x, const float* w, const float* b, DenseShape s, Activation act) {
   GemmArgs g;
   g.m = s.batch;
   g.n = s.out;
@@ -25,6 +27,14 @@ void CpuBackend::dense_forward(float* y, float* z, const float* x, const float* 
   g.ldc = s.out;
   g.bias = b;
   g.act = act;
+  return g;
+}
+
+}  // namespace
+
+void CpuBackend::dense_forward(float* y, float* z, const float* x, const float* w, const float* b, DenseShape s,
+                               Activation act) {
+  GemmArgs g = forward_args(y, x, w, b, s, act);
   g.preact = z;
   gemm_f32(g);
 }
@@ -45,20 +55,7 @@ void CpuBackend::dense_pack(void* packed, const float* w, int64_t in, int64_t ou
 void CpuBackend::dense_forward_packed(float* y, const float* x, const float* w, const void* packed, const float* b,
                                       DenseShape s, Activation act, bool reverse_columns) {
   const auto* bytes = static_cast<const unsigned char*>(packed);
-  GemmArgs g;
-  g.m = s.batch;
-  g.n = s.out;
-  g.k = s.in;
-  g.a = x;
-  g.a_rs = s.in;
-  g.a_cs = 1;
-  g.b = w;
-  g.b_rs = s.out;
-  g.b_cs = 1;
-  g.c = y;
-  g.ldc = s.out;
-  g.bias = b;
-  g.act = act;
+  GemmArgs g = forward_args(y, x, w, b, s, act);
   std::memcpy(&g.packed_nr, bytes, sizeof g.packed_nr);
   g.packed_b = reinterpret_cast<const float*>(bytes + kPackedHeader);
   g.reverse_columns = reverse_columns;

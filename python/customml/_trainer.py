@@ -32,6 +32,27 @@ from .layers import Layer, Normalization
 __all__ = ["Trainer"]
 
 
+# How far a row of probability targets may sum from 1: each of C float32 probabilities
+# carries up to 2^-24 relative rounding, so a normalized row is within C 2^-24 of 1 (< 1e-3
+# for C < 16,000 classes); a row further off is not a distribution (a missing softmax).
+PROBABILITY_SUM_TOLERANCE = 1e-3
+
+
+class _Probabilities:
+    """Probability targets of the softmax cross-entropy (Keras' CategoricalCrossentropy):
+    the rows, float32 (n, classes), and their argmax, int32 (n,), which the metrics
+    (accuracy, the confusion matrix, roc_auc) compare predictions with. Sliced by rows
+    like an array of labels."""
+
+    __slots__ = ("probs", "labels")
+
+    def __init__(self, probs: np.ndarray, labels: np.ndarray):
+        self.probs, self.labels = probs, labels
+
+    def __getitem__(self, rows) -> "_Probabilities":
+        return _Probabilities(self.probs[rows], self.labels[rows])
+
+
 def _scalars(logs: Dict) -> Dict[str, float]:
     """The logs without the confusion matrix, for one-line displays."""
     return {k: v for k, v in logs.items() if not isinstance(v, np.ndarray)}
@@ -62,8 +83,10 @@ class Trainer:
         """Builds the model for x's width (and compiles it) if needed; checks the width."""
         raise NotImplementedError
 
-    def _as_targets(self, y, n: int, op: str, name: str = "y") -> np.ndarray:
-        """Labels as int32 (n,) for classification losses; targets float32 (n, out) for mse."""
+    def _as_targets(self, y, n: int, op: str, name: str = "y"):
+        """Labels as int32 (n,) for classification losses; targets float32 (n, out) for mse;
+        for the softmax cross-entropy, a (n, classes) y is probability targets
+        (``_as_probabilities``)."""
         if self._loss is None:
             raise ValueError(f"[{op}] the model must be compiled first (model.compile(...))")
         try:
@@ -88,10 +111,13 @@ class Trainer:
             return y
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
+        if self._loss.name == "softmax_cross_entropy" and y.ndim == 2 and y.shape[1] == out:
+            return self._as_probabilities(y, n, op, name)
         if y.ndim != 1:
-            raise ValueError(
-                f"[{op}] {name} must be 1-D class labels, got shape {y.shape} (one-hot targets: pass argmax(axis=1))"
+            probabilities = (
+                f" or probability targets of shape ({n}, {out})" if self._loss.name == "softmax_cross_entropy" else ""
             )
+            raise ValueError(f"[{op}] {name} must be 1-D class labels{probabilities}, got shape {y.shape}")
         if y.dtype == np.bool_:
             y = y.astype(np.int32)
         elif np.issubdtype(y.dtype, np.floating):
@@ -110,6 +136,44 @@ class Trainer:
                 f" (the model has {out} output{'s' if out != 1 else ''})"
             )
         return np.ascontiguousarray(y, dtype=np.int32)
+
+    def _as_probabilities(self, y: np.ndarray, n: int, op: str, name: str):
+        """Probability targets (n, classes) for the softmax cross-entropy: numeric, finite,
+        >= 0, each row summing to 1 within PROBABILITY_SUM_TOLERANCE. One-hot rows
+        throughout are the labels they encode (the same loss, bit for bit, through the
+        labels' kernel); otherwise a _Probabilities, label smoothing applied to the rows as
+        Keras does: ``(1 - eps) q + eps / classes`` in float32."""
+        loss = self._loss
+        assert isinstance(loss, losses_mod.SoftmaxCrossEntropy)  # the caller's condition
+        if y.dtype != np.bool_ and (not np.issubdtype(y.dtype, np.number) or np.iscomplexobj(y)):
+            raise TypeError(f"[{op}] {name} must be numeric probabilities, got dtype {y.dtype}")
+        q = np.ascontiguousarray(y, dtype=np.float32)
+        check_finite(q, name, op)
+        if (q < 0).any():
+            r, c = (int(i) for i in np.argwhere(q < 0)[0])
+            raise ValueError(
+                f"[{op}] {name} must hold probabilities >= 0, got {float(q[r, c])!r} at row {r}, column {c}"
+            )
+        sums = q.sum(axis=1, dtype=np.float64)
+        off = np.abs(sums - 1.0) > PROBABILITY_SUM_TOLERANCE
+        if off.any():
+            r = int(np.argmax(off))
+            raise ValueError(
+                f"[{op}] {name} row {r} sums to {sums[r]:.6g}: probability targets must sum to 1 per row "
+                f"(within {PROBABILITY_SUM_TOLERANCE:g}; for scores, apply a softmax first)"
+            )
+        labels = np.ascontiguousarray(np.argmax(q, axis=1), dtype=np.int32)  # the first maximal, as accuracy takes
+        if ((q == 0) | (q == 1)).all():
+            return labels
+        if loss.class_weights:
+            raise ValueError(
+                f"[{op}] class_weights need integer labels (or one-hot rows); weight the rows of probability "
+                f"targets {name} with sample_weight instead"
+            )
+        eps = loss.label_smoothing
+        if eps:
+            q = np.float32(1.0 - eps) * q + np.float32(eps / q.shape[1])
+        return _Probabilities(q, labels)
 
     def _as_sample_weight(self, w, n: int, op: str, name: str = "sample_weight") -> np.ndarray:
         """float32 (n,), finite and >= 0 (the executor checks each batch again)."""
@@ -203,6 +267,12 @@ class Trainer:
         batch runs forward, loss, backward, clipping, the update and the metric
         counters. Returns a History (also kept as ``model.history``). Ctrl-C stops
         between batches with KeyboardInterrupt, leaving the model consistent.
+
+        With the softmax cross-entropy, ``y`` may be probability targets (n, classes) rather
+        than labels (label distributions, mixup, a teacher's softmax), as Keras'
+        CategoricalCrossentropy: finite, >= 0, each row summing to 1 (within 1e-3). The
+        metrics compare predictions with each row's argmax; label smoothing applies to the
+        rows; class weights need labels. One-hot rows train exactly as their labels.
 
         ``sample_weight`` (one number >= 0 per sample) weights each sample's loss: a
         batch's loss is ``sum_i w_i l_i / sum_i w_i`` with ``w_i`` the sample weight times
@@ -312,9 +382,14 @@ class Trainer:
         seed = self.seed if seed is None else positive_int(seed, "seed", op, minimum=0)
         if distributed_mod.context().active:
             if from_iterable:
-                raise ValueError("[fit] distributed training takes arrays x and y (the same on every rank)")
+                raise ValueError(
+                    "[fit] distributed training takes arrays x and y, not an iterable of batches (the same arrays "
+                    "on every rank, or each rank its own with cm.distributed.init(local_data=True))"
+                )
             fit_args = {"n": x.shape[0], "epochs": epochs, "batch_size": batch_size, "shuffle": shuffle}
             fit_args.update(initial_epoch=initial_epoch, data=distributed_mod.digest(x, y, sample_weight, x_val, y_val))
+            if isinstance(y, _Probabilities):
+                raise ValueError("[fit] distributed training takes class labels y, not probability targets, yet")
             seed, callbacks, verbose = distributed_mod.begin_fit(self, seed, fit_args, callbacks, verbose)
         if from_iterable:
             epoch_batches = self._iterable_batches(x, steps_per_epoch, op)
@@ -338,6 +413,11 @@ class Trainer:
                     order = np.arange(n, dtype=np.int64)
                 for start in range(0, n, step_rows):
                     yield x, y, order[start : start + step_rows], sample_weight
+
+            if distributed_mod.context().active and distributed_mod.context().local_data:  # each rank its shard
+                steps, epoch_batches = distributed_mod.local_batches(
+                    self, x, y, sample_weight, batch_size, shuffle, seed
+                )
 
         seed_pending = True
         if initial_epoch is not None:
@@ -384,7 +464,10 @@ class Trainer:
                     if train_step is None:
                         train_step = distributed_mod.train_step(self, batch_size)
                     with self._lock:  # a save or a weight transaction sees whole steps
-                        train_step(xb, yb, index, wb)
+                        if isinstance(yb, _Probabilities):  # not distributed (refused above)
+                            self._net.train_batch(xb, yb.labels, index, wb, yb.probs)
+                        else:
+                            train_step(xb, yb, index, wb)
                     if batch_hooks:
                         batch_logs = self._read_metrics()
                         for cb in batch_hooks:
@@ -459,17 +542,22 @@ class Trainer:
                     logs[m] = metrics_mod.from_confusion(counts, m) if count else float("nan")
         return logs
 
-    def _evaluate_arrays(self, x: np.ndarray, y: np.ndarray, batch_size: int) -> Dict[str, float]:
+    def _evaluate_arrays(self, x: np.ndarray, y, batch_size: int) -> Dict[str, float]:
         assert self._net is not None
+        probs = None
+        if isinstance(y, _Probabilities):
+            _, probs = distributed_mod.shard(x, y.probs)
+            y = y.labels
         x, y = distributed_mod.shard(x, y)  # each rank its part; the metrics are summed
         with self._lock:  # the weights of no half-done transaction
             self._net.reset_metrics()
-            self._net.evaluate(x, y, batch_size)
+            self._net.evaluate(x, y, batch_size, probs)
             return self._read_metrics()
 
     def evaluate(self, x, y, batch_size: int = 1024) -> Dict[str, float]:
         """Loss and compiled metrics over (x, y), dropout off: ``{"loss": ..., "accuracy": ...}``;
-        "confusion_matrix" is an int64 array (classes, classes), rows = true labels."""
+        "confusion_matrix" is an int64 array (classes, classes), rows = true labels. ``y``
+        may be probability targets, as in ``fit``."""
         op = "evaluate"
         batch_size = positive_int(batch_size, "batch_size", op)
         x = as_features(x, "x", op)

@@ -23,9 +23,12 @@ class Loss:
 
 
 class SoftmaxCrossEntropy(Loss):
-    """Softmax cross-entropy on logits with integer labels. ``label_smoothing`` eps
-    targets ``(1 - eps) * onehot + eps / classes``; ``class_weights`` (one per class)
-    weight each sample by its label's weight and the mean divides by their sum."""
+    """Softmax cross-entropy on logits with integer labels, or with probability targets
+    (a (n, classes) y in fit and evaluate, each row summing to 1: Keras'
+    CategoricalCrossentropy). ``label_smoothing`` eps targets ``(1 - eps) * onehot + eps /
+    classes`` (``(1 - eps) * q + eps / classes`` for probability rows); ``class_weights``
+    (one per class, labels only) weight each sample by its label's weight and the mean
+    divides by their sum."""
 
     name = "softmax_cross_entropy"
 
@@ -49,6 +52,13 @@ class SoftmaxCrossEntropy(Loss):
 
     def _config(self) -> dict:
         return {"loss": self.name, "label_smoothing": self.label_smoothing, "class_weights": self.class_weights or []}
+
+    def __repr__(self) -> str:
+        # Only what differs from the defaults, so that a plain loss reads SoftmaxCrossEntropy().
+        args = [f"label_smoothing={self.label_smoothing!r}"] if self.label_smoothing else []
+        if self.class_weights is not None:
+            args.append(f"class_weights={self.class_weights!r}")
+        return f"SoftmaxCrossEntropy({', '.join(args)})"
 
 
 class BinaryCrossEntropy(Loss):

@@ -46,7 +46,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _checks, _formats, distributed, io, ops
+from . import _checks, _formats, io, ops
 from ._calibration import RANGES as _RANGES
 from ._calibration import activation_encoding
 from .layers import Dense
@@ -479,12 +479,6 @@ def qat(
     epochs = _checks.positive_int(epochs, "epochs", "quantize.qat")
     if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0 <= momentum < 1:
         raise ValueError(f"[quantize.qat] momentum must be in [0, 1), got {momentum!r}")
-    if static and distributed.context().active:
-        # Each rank would track its own rows' input ranges (docs/distributed.md).
-        raise ValueError(
-            "[quantize.qat] static=True is not available in distributed training yet (the input ranges "
-            "are per rank); give static=False (weights fake-quantized, inputs quantized per row at run time)"
-        )
     tuned = _copy(model)
     dense = [i for i, layer in enumerate(tuned.layers) if isinstance(layer, Dense)]
     for i in dense:
