@@ -205,6 +205,8 @@ PRIVATE_FUNCTIONS = {
     "Trainer::step",
     "Trainer::loss_scale",
     "Trainer::loss_scale_good_steps",
+    # customml.distributed's roc_auc over the rows gathered on rank 0
+    "roc_auc",
     # devices, DLPack
     "backend_for",
     "cuda_compiled",
