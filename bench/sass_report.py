@@ -3,7 +3,7 @@ without a GPU (issue 22): for each kernel of a CUDA build, its registers, shared
 and occupancy on sm_80 and sm_90, the instruction mix of its main loop, and for the
 README MLP's shapes and 4096^3 the dense layer's grids against the SM count.
 
-    python bench/sass_report.py build/cuda/_core*.so [--markdown] [--kernel REGEX]
+    python bench/sass_report.py build/cuda/libcustomml.so.0 [--markdown] [--kernel REGEX]
 
 Needs cuobjdump and nvdisasm (PATH, the CUDA toolkit, or PyPI's nvidia-cuda-cuobjdump and
 nvidia-cuda-nvdisasm, extra "sass"). The main loop is main_loop()'s; its mix is static (each
@@ -271,7 +271,7 @@ def dense_estimates(kernels: dict[tuple[str, str], Kernel]) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("binary", help="the CUDA build's _core*.so")
+    ap.add_argument("binary", help="the CUDA build's libcustomml.so.0 (the kernels; _core links it)")
     ap.add_argument("--kernel", default=".", help="only kernels whose name matches (regex)")
     ap.add_argument("--markdown", action="store_true", help="a Markdown table (docs/performance.md)")
     args = ap.parse_args()

@@ -8,11 +8,12 @@
 #include <vector>
 
 #include "dlpack.h"
+#include "private_api.h"
 #include "tensor.h"
 
 namespace customml {
 
-class Array {
+class CUSTOMML_PRIVATE_API Array {
  public:
   // Uninitialized memory from the device's backend (its caching allocator on "cuda").
   static Array empty(DType dtype, std::vector<int64_t> shape, const Device& device);
@@ -55,14 +56,14 @@ class Array {
 
 // The DLPack device of customml memory: kDLCPU for "cpu" and "cuda-emulated" (whose
 // buffers are host memory, readable by any CPU consumer), kDLCUDA with the index for "cuda:N".
-dlpack::DLDevice dlpack_device(const Device& device);
+CUSTOMML_PRIVATE_API dlpack::DLDevice dlpack_device(const Device& device);
 // The DLPack type of a dtype, and back (DType::other for types customml has no name for,
 // vectors of lanes included).
 dlpack::DLDataType dlpack_dtype(DType dtype);
-DType dtype_from_dlpack(const dlpack::DLDataType& t);
+CUSTOMML_PRIVATE_API DType dtype_from_dlpack(const dlpack::DLDataType& t);
 
 // Owners that call a consumed managed tensor's deleter when the last holder lets go.
-std::shared_ptr<void> dlpack_owner(dlpack::DLManagedTensor* m);
-std::shared_ptr<void> dlpack_owner(dlpack::DLManagedTensorVersioned* m);
+CUSTOMML_PRIVATE_API std::shared_ptr<void> dlpack_owner(dlpack::DLManagedTensor* m);
+CUSTOMML_PRIVATE_API std::shared_ptr<void> dlpack_owner(dlpack::DLManagedTensorVersioned* m);
 
 }  // namespace customml

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "activation.h"
+#include "private_api.h"
 #include "step_state.h"
 #include "tensor.h"
 
@@ -253,25 +254,25 @@ class Buffer {
 };
 
 // The backend of a device: "cpu" always; "cuda" only in a CUDA build with a usable GPU.
-Backend& backend_for(const Device& device);
+CUSTOMML_PRIVATE_API Backend& backend_for(const Device& device);
 
 // The "cuda-emulated" device (cuda/emulated_backend.cpp); throws when the build has no
 // SIMT emulation.
 Backend& emulated_cuda_backend();
-bool simt_emulation_compiled();
+CUSTOMML_PRIVATE_API bool simt_emulation_compiled();
 // How many device allocations "cuda-emulated" has made so far (what would be a cudaMalloc
 // or a caching-allocator call on "cuda"), so tests can check that steady-state training and
 // inference allocate nothing; defined only in builds with the SIMT emulation.
-int64_t emulated_cuda_allocations();
+CUSTOMML_PRIVATE_API int64_t emulated_cuda_allocations();
 // How many times cuda-emulated has made the host wait for the device so far: copies to the
 // host and synchronize() (what stalls a training step on "cuda"), so tests can check that
 // a steady-state training step makes none.
-int64_t emulated_cuda_host_waits();
+CUSTOMML_PRIVATE_API int64_t emulated_cuda_host_waits();
 
 // Whether the CUDA backend is built and usable, and why not; from cuda/.
-bool cuda_compiled();
-bool cuda_available();
-std::string cuda_unavailable_reason();
+CUSTOMML_PRIVATE_API bool cuda_compiled();
+CUSTOMML_PRIVATE_API bool cuda_available();
+CUSTOMML_PRIVATE_API std::string cuda_unavailable_reason();
 Backend& cuda_backend(int index);
 
 }  // namespace customml

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "private_api.h"
 
 namespace customml {
 
@@ -105,6 +106,6 @@ class MetricAccumulator {
 
 // MetricAccumulator::roc_auc's area of rows in host memory: logits (rows, outputs),
 // labels (rows). Data-parallel training gathers the ranks' rows and ranks them here.
-double roc_auc(const float* logits, const int32_t* labels, size_t rows, int64_t outputs);
+CUSTOMML_PRIVATE_API double roc_auc(const float* logits, const int32_t* labels, size_t rows, int64_t outputs);
 
 }  // namespace customml

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "private_api.h"
 
 namespace customml {
 
@@ -32,8 +33,8 @@ struct LayerSpec {
 };
 
 enum class SparseFormat { dense, csr, nm };
-const char* sparse_format_name(SparseFormat f);
-SparseFormat parse_sparse_format(const std::string& name);
+CUSTOMML_PRIVATE_API const char* sparse_format_name(SparseFormat f);
+CUSTOMML_PRIVATE_API SparseFormat parse_sparse_format(const std::string& name);
 
 // What set_quantization stored for a layer, on the host (the file's copy).
 struct QuantizedLayer {

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "private_api.h"
 #include "third_party/nlohmann/json.hpp"
 
 namespace customml {
@@ -21,13 +22,13 @@ namespace customml {
 using Json = nlohmann::ordered_json;
 
 // A malformed, truncated, oversized or modified file (Python: ValueError).
-class ModelFileError : public std::invalid_argument {
+class CUSTOMML_PRIVATE_API ModelFileError : public std::invalid_argument {
  public:
   using std::invalid_argument::invalid_argument;
 };
 
 // The file could not be read at all (Python: OSError with this errno, e.g. FileNotFoundError).
-class ModelFileIoError : public std::runtime_error {
+class CUSTOMML_PRIVATE_API ModelFileIoError : public std::runtime_error {
  public:
   ModelFileIoError(int code, const std::string& message) : std::runtime_error(message), error_code(code) {}
   int error_code;
@@ -83,7 +84,7 @@ struct ModelFile {
   int64_t input_dim = 0;
 
   // The float32 tensor `name` (an optimizer slot's), copied out of the data section.
-  std::vector<float> f32(const std::string& name) const;
+  CUSTOMML_PRIVATE_API std::vector<float> f32(const std::string& name) const;
   const std::map<std::string, FileTensor>& tensors() const { return tensors_; }
 
   std::vector<uint8_t> raw_;  // the file's bytes
@@ -92,11 +93,11 @@ struct ModelFile {
 };
 
 // Reads and validates the file at path (regular files only; a FIFO or device is refused).
-ModelFile read_model_file(const std::string& path);
+CUSTOMML_PRIVATE_API ModelFile read_model_file(const std::string& path);
 // Validates bytes already in memory; where names them in messages.
-ModelFile parse_model_file(std::vector<uint8_t> bytes, const std::string& where);
+CUSTOMML_PRIVATE_API ModelFile parse_model_file(std::vector<uint8_t> bytes, const std::string& where);
 
 // "sha256:" + the hex digest the writer stores (see customml.io).
-std::string sha256_hex(const uint8_t* data, size_t n);
+CUSTOMML_PRIVATE_API std::string sha256_hex(const uint8_t* data, size_t n);
 
 }  // namespace customml

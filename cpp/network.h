@@ -18,12 +18,13 @@
 #include "inference_plan.h"
 #include "metric_accumulator.h"
 #include "model.h"
+#include "private_api.h"
 #include "published.h"
 #include "trainer.h"
 
 namespace customml {
 
-class Network {
+class CUSTOMML_PRIVATE_API Network {
  public:
   Network(int64_t input_dim, std::vector<LayerSpec> layers, const Device& device);
   ~Network();

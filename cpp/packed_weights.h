@@ -7,12 +7,13 @@
 #include <cstdint>
 
 #include "backend.h"
+#include "private_api.h"
 
 namespace customml::ops {
 
 // Int8 weights (k, n) in one device's gemm_s8 layout, packed once and read by every call;
 // owns its device memory. Immutable once packed, so concurrent calls may share it.
-class PackedS8 {
+class CUSTOMML_PRIVATE_API PackedS8 {
  public:
   PackedS8(Backend& backend, int64_t k, int64_t n);
   ~PackedS8();

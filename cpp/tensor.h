@@ -8,11 +8,13 @@
 #include <string>
 #include <vector>
 
+#include "private_api.h"
+
 namespace customml {
 
 // A wrong dtype is a TypeError in Python; std::invalid_argument (ValueError) is for
 // wrong shapes and values. cpp/bindings/module.cpp registers the translation.
-class TypeError : public std::runtime_error {
+class CUSTOMML_PRIVATE_API TypeError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
@@ -21,12 +23,12 @@ class TypeError : public std::runtime_error {
 // sums); elsewhere they are listed so that errors can name what a caller passed.
 enum class DType { f32, f16, bf16, i8, u8, i32, i64, f64, other };
 
-const char* dtype_name(DType t);
-size_t dtype_size(DType t);
+CUSTOMML_PRIVATE_API const char* dtype_name(DType t);
+CUSTOMML_PRIVATE_API size_t dtype_size(DType t);
 
 enum class DeviceKind { cpu, cuda, cuda_emulated };
 
-struct Device {
+struct CUSTOMML_PRIVATE_API Device {
   DeviceKind kind = DeviceKind::cpu;
   int index = 0;
   std::string name() const;
@@ -36,7 +38,7 @@ struct Device {
 
 // A dense n-d array. Strides are in bytes (as NumPy's) so that ops can reject
 // non-contiguous views with a clear message instead of reading the wrong elements.
-class Tensor {
+class CUSTOMML_PRIVATE_API Tensor {
  public:
   Tensor() = default;
   // Borrowed view: the caller keeps the memory alive.

@@ -15,12 +15,13 @@
 #include "inference_plan.h"
 #include "metric_accumulator.h"
 #include "model.h"
+#include "private_api.h"
 
 namespace customml {
 
 enum class LossKind { softmax_cross_entropy, binary_cross_entropy, mse, distillation };
-LossKind parse_loss(const std::string& name);
-const char* loss_name(LossKind k);
+CUSTOMML_PRIVATE_API LossKind parse_loss(const std::string& name);
+CUSTOMML_PRIVATE_API const char* loss_name(LossKind k);
 
 struct LossConfig {
   LossKind kind = LossKind::softmax_cross_entropy;
@@ -68,7 +69,7 @@ class Trainer {
   Precision precision() const { return precision_; }
   // The optimizer steps applied. In fp16 the device counts them (a step whose gradients
   // overflow is skipped there), so this and the loss scale's getters read the device.
-  int64_t step() const;
+  CUSTOMML_PRIVATE_API int64_t step() const;
   void set_step(int64_t step);
   void set_seed(uint64_t seed) { seed_ = seed; }
   // Applied to both optimizer configurations (the one compile set and the other, so a
@@ -78,8 +79,8 @@ class Trainer {
   // fp16 training scales the loss by this before the backward pass so small gradients
   // survive fp16's range; a step whose gradients overflow is skipped and halves it, and
   // 2000 good steps in a row double it (torch.cuda.amp.GradScaler's defaults).
-  double loss_scale() const;
-  int64_t loss_scale_good_steps() const;
+  CUSTOMML_PRIVATE_API double loss_scale() const;
+  CUSTOMML_PRIVATE_API int64_t loss_scale_good_steps() const;
   void set_loss_scale(double scale, int64_t good_steps);
 
   // Optimizer state slots, each num_params floats laid out as the parameters: adam m, v

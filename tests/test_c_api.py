@@ -164,26 +164,145 @@ def test_configurations_python_refuses_are_refused(lib, old, new, message):
         cm.io.loads(edited)
 
 
-def test_only_the_c_api_is_exported():
+C_API = {
+    "cml_version",
+    "cml_last_error",
+    "cml_model_load",
+    "cml_model_load_from_memory",
+    "cml_model_free",
+    "cml_model_input_dim",
+    "cml_model_output_dim",
+    "cml_predict",
+    "cml_predict_proba",
+    "cml_set_num_threads",
+}
+# The private C++ surface _core links (cpp/private_api.h; docs/decisions.md, "The C runtime",
+# says why each group): classes exported whole (their out-of-line members, and the type
+# information of those _core catches by type), and functions by name.
+PRIVATE_CLASSES = {
+    "Network",
+    "Array",
+    "Tensor",
+    "Device",
+    "ops::PackedS8",
+    "TypeError",
+    "ModelFileError",
+    "ModelFileIoError",
+}
+PRIVATE_FUNCTIONS = {
+    # the model file reader behind customml.io
+    "read_model_file",
+    "parse_model_file",
+    "sha256_hex",
+    "ModelFile::f32",
+    # names and parsers of the enums the bindings convert
+    "dtype_name",
+    "dtype_size",
+    "parse_loss",
+    "loss_name",
+    "parse_sparse_format",
+    "sparse_format_name",
+    "Trainer::step",
+    "Trainer::loss_scale",
+    "Trainer::loss_scale_good_steps",
+    # customml.distributed's roc_auc over the rows gathered on rank 0
+    "roc_auc",
+    # devices, DLPack
+    "backend_for",
+    "cuda_compiled",
+    "cuda_available",
+    "cuda_unavailable_reason",
+    "simt_emulation_compiled",
+    "emulated_cuda_allocations",
+    "emulated_cuda_host_waits",
+    "dlpack_device",
+    "dtype_from_dlpack",
+    "dlpack_owner",
+    # customml.ops: the Tensor-level ops
+    *(
+        "ops::" + op
+        for op in (
+            "dense_forward dense_backward dense_forward_bf16 softmax_cross_entropy softmax_cross_entropy_soft "
+            "distillation_loss binary_cross_entropy_with_logits mse count_correct confusion_matrix_update "
+            "regression_stats_update dropout sgd_update adam_update clip_by_global_norm l1_l2_penalty quantize "
+            "dequantize quantize_rows_dynamic symmetric_scales observe_range gemm_s8_pack gemm_s8 apply_mask "
+            "sparse_dense_forward sparse_pack nm_dense_forward softmax sigmoid feature_affine"
+        ).split()
+    ),
+    # the CPU: ISA levels, kernel variants (build_info), threads, test hooks
+    *(
+        "cpu::" + f
+        for f in (
+            "isa_name parse_isa detected_isa cpu_features active_isa set_isa_ceiling amx_emulation "
+            "set_amx_emulation elementwise elementwise_for first_nonfinite gemm_f32_variant gemm_bf16_variant "
+            "gemm_s8_variant quantize_variant sparse_kernels ThreadPool::instance ThreadPool::set_num_threads"
+        ).split()
+    ),
+    # the SIMT emulator's test hooks
+    "simt::set_thread_order",
+    "simt::parse_thread_order",
+    "simt::launches",
+    "simt::run_selftest",
+}
+
+
+def _exported_names(path: str) -> set:
+    """The library's defined dynamic symbols, demangled, without parameter lists."""
     nm = shutil.which("nm")
     assert nm, "nm (binutils) is needed"
-    out = subprocess.run([nm, "-D", "--defined-only", LIBRARY], capture_output=True, text=True, check=True).stdout
-    names = {line.split()[-1].split("@")[0] for line in out.splitlines() if line.strip()}
-    names.discard("CUSTOMML_0")  # the version node of the symbol map
-    assert names == {
-        "cml_version",
-        "cml_last_error",
-        "cml_model_load",
-        "cml_model_load_from_memory",
-        "cml_model_free",
-        "cml_model_input_dim",
-        "cml_model_output_dim",
-        "cml_predict",
-        "cml_predict_proba",
-        "cml_set_num_threads",
-    }
+    out = subprocess.run([nm, "-DC", "--defined-only", path], capture_output=True, text=True, check=True).stdout
+    names = set()
+    for line in out.splitlines():
+        name = line.split(" ", 2)[2].split("@")[0].replace("[abi:cxx11]", "")
+        depth = 0
+        for i, c in enumerate(name):
+            depth += {"<": 1, ">": -1}.get(c, 0)
+            if c == "(" and depth == 0:
+                name = name[:i]
+                break
+        names.add(name)
+    return names - {"CUSTOMML_0", "CUSTOMML_PRIVATE"}  # the symbol map's version nodes
+
+
+def test_only_the_c_api_and_the_private_cxx_surface_are_exported():
+    names = _exported_names(LIBRARY)
+    leaked = sorted(n for n in names if "std::" in n or "nlohmann" in n or "__gnu_cxx" in n)
+    assert not leaked, leaked
+    functions = {"customml::" + f for f in PRIVATE_FUNCTIONS}
+    if not cm.build_info()["simt_emulation"]:
+        functions = {f for f in functions if "::simt::" not in f}
+    classes = tuple("customml::" + c for c in PRIVATE_CLASSES)
+
+    def of_a_private_class(name: str) -> bool:
+        for prefix in ("typeinfo name for ", "typeinfo for ", "vtable for "):
+            if name.startswith(prefix):
+                return name[len(prefix) :] in classes
+        return name.startswith(tuple(c + "::" for c in classes))
+
+    unlisted = sorted(n for n in names - C_API - functions if not of_a_private_class(n))
+    assert not unlisted, unlisted
+    assert C_API | functions <= names, sorted(C_API | functions - names)
+    assert {"customml::Network::predict", "typeinfo for customml::TypeError"} <= names
     soname = subprocess.run(["readelf", "-d", LIBRARY], capture_output=True, text=True, check=True).stdout
     assert "Library soname: [libcustomml.so.0]" in soname
+
+
+def test_the_python_module_runs_on_the_library(lib):
+    """_core links libcustomml.so.0 instead of a copy of the core: one library file in the
+    process, and its state (here the kernels' thread count) is Python's."""
+    core = cm._core.__file__
+    dynamic = subprocess.run(["readelf", "-d", core], capture_output=True, text=True, check=True).stdout
+    assert "Shared library: [libcustomml.so.0]" in dynamic
+    assert "customml::ops::dense_forward" not in _exported_names(core)
+    with open("/proc/self/maps") as f:
+        maps = f.read()
+    assert {line.split()[-1] for line in maps.splitlines() if "libcustomml.so" in line} == {os.path.realpath(LIBRARY)}
+    before = cm.get_num_threads()
+    try:
+        assert lib.cml_set_num_threads(3) == OK
+        assert cm.get_num_threads() == 3
+    finally:
+        cm.set_num_threads(before)
 
 
 def test_version(lib):

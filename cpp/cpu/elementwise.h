@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "cpu/isa.h"
+#include "private_api.h"
 
 namespace customml::cpu {
 
@@ -71,9 +72,9 @@ extern const ElementwiseKernels kElementwiseAvx512;
 #endif
 
 // The table for the active ISA level (selected with every other family by isa.cpp).
-const ElementwiseKernels& elementwise();
+CUSTOMML_PRIVATE_API const ElementwiseKernels& elementwise();
 // The table for a given level (the best one at or below it), whatever the active level.
-const ElementwiseKernels& elementwise_for(IsaLevel level);
+CUSTOMML_PRIVATE_API const ElementwiseKernels& elementwise_for(IsaLevel level);
 void select_elementwise(IsaLevel level);
 
 }  // namespace customml::cpu

@@ -6,6 +6,7 @@
 
 #include "activation.h"
 #include "cpu/isa.h"
+#include "private_api.h"
 
 namespace customml::cpu {
 
@@ -54,7 +55,7 @@ void gemm_f32(const GemmArgs& args);
 // the packing itself (returns the NR it packed for, to store as GemmArgs::packed_nr).
 int64_t gemm_f32_packed_floats(int64_t k, int64_t n);
 int gemm_f32_pack_b(float* dst, const float* b, int64_t k, int64_t n);
-const char* gemm_f32_variant();
+CUSTOMML_PRIVATE_API const char* gemm_f32_variant();
 void select_gemm_f32(IsaLevel level);
 
 // The variants, named what then how: portable always; the others only on x86-64.

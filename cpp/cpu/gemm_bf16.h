@@ -19,6 +19,7 @@
 
 #include "activation.h"
 #include "cpu/isa.h"
+#include "private_api.h"
 
 namespace customml::cpu {
 
@@ -92,7 +93,7 @@ using GemmBf16Kernel = void (*)(const GemmBf16Args&);
 // x: (m, k) f32  packed: w (k, n) bf16 -> y (m, n) = act(bf16(x) . w + bias)
 void gemm_bf16(float* y, const float* x, const void* packed, const float* bias, int64_t m, int64_t k, int64_t n,
                Activation act);
-const char* gemm_bf16_variant();
+CUSTOMML_PRIVATE_API const char* gemm_bf16_variant();
 void select_gemm_bf16(IsaLevel level);
 
 // The variants, named what then how: portable always; the others only on x86-64.

@@ -7,6 +7,7 @@
 
 #include "backend.h"
 #include "cpu/isa.h"
+#include "private_api.h"
 
 namespace customml::cpu {
 
@@ -55,7 +56,7 @@ using GemmS8Kernel = void (*)(const GemmS8Args&);
 // a: (m, k) u8  packed: w (k, n) -> one of y_f32 / y_u8 / y_i32 (m, n), per the epilogue.
 void gemm_s8(float* y_f32, uint8_t* y_u8, int32_t* y_i32, const uint8_t* a, const void* packed, GemmS8Shape s,
              const GemmS8Epilogue& e);
-const char* gemm_s8_variant();
+CUSTOMML_PRIVATE_API const char* gemm_s8_variant();
 void select_gemm_s8(IsaLevel level);
 
 // The variants, named what then how: portable always; the others only on x86-64.

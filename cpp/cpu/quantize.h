@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "cpu/isa.h"
+#include "private_api.h"
 
 namespace customml::cpu {
 
@@ -15,7 +16,7 @@ using QuantizeRowFn = void (*)(void* q, bool i8, const float* x, int64_t n, cons
                                bool per_column, int32_t lo, int32_t hi);
 
 void select_quantize(IsaLevel level);
-const char* quantize_variant();
+CUSTOMML_PRIVATE_API const char* quantize_variant();
 QuantizeRowFn quantize_row_kernel();
 
 void f32_quantize__portable(void* q, bool i8, const float* x, int64_t n, const float* scale, const int32_t* zero,

@@ -7,6 +7,7 @@
 #include "backend.h"
 #include "cpu/isa.h"
 #include "cpu/sparse_packed.h"
+#include "private_api.h"
 
 namespace customml::cpu {
 
@@ -51,7 +52,7 @@ extern const SparseKernels kSparseAvx512;
 #endif
 
 // The table for the active ISA level (selected with every other family by isa.cpp).
-const SparseKernels& sparse_kernels();
+CUSTOMML_PRIVATE_API const SparseKernels& sparse_kernels();
 void select_sparse(IsaLevel level);
 
 }  // namespace customml::cpu

@@ -13,16 +13,18 @@
 #include <thread>
 #include <vector>
 
+#include "private_api.h"
+
 namespace customml::cpu {
 
 class ThreadPool {
  public:
-  static ThreadPool& instance();
+  CUSTOMML_PRIVATE_API static ThreadPool& instance();
 
   // Threads a parallel_for may use, the caller included (>= 1). Starts as
   // CUSTOMML_NUM_THREADS, else the hardware's thread count.
   int num_threads() const { return num_threads_.load(); }
-  void set_num_threads(int n);
+  CUSTOMML_PRIVATE_API void set_num_threads(int n);
 
   // Runs fn(task) for every task in [0, tasks), spread over up to num_threads() threads,
   // and returns when all are done. Inline on the caller when there is one task, one

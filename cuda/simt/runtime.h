@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "private_api.h"
+
 namespace customml::simt {
 
 struct uint3 {
@@ -32,10 +34,10 @@ constexpr unsigned kMaxThreadsPerBlock = 1024;
 enum class ThreadOrder { forward, reverse, shuffled };
 // The order runnable threads of a block are resumed in, for every later launch on any
 // OS thread; the seed drives `shuffled`.
-void set_thread_order(ThreadOrder order, uint64_t seed = 0);
+CUSTOMML_PRIVATE_API void set_thread_order(ThreadOrder order, uint64_t seed = 0);
 ThreadOrder thread_order();
 const char* thread_order_name(ThreadOrder order);
-ThreadOrder parse_thread_order(const std::string& name);
+CUSTOMML_PRIVATE_API ThreadOrder parse_thread_order(const std::string& name);
 
 // Runs body() once per thread of a grid x block launch, each call as a fiber that sees
 // its own threadIdx / blockIdx. dynamic_shared_bytes of per-block memory are available
@@ -45,7 +47,7 @@ ThreadOrder parse_thread_order(const std::string& name);
 void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::function<void()>& body);
 // Kernel launches run_grid has started in this process, on any OS thread: what a launch
 // costs on the GPU (a few microseconds each) is counted where no GPU is; for tests.
-int64_t launches();
+CUSTOMML_PRIVATE_API int64_t launches();
 
 // The calling fiber's coordinates and the launch shape.
 const uint3& thread_idx();
@@ -70,6 +72,7 @@ unsigned lane_id();
 void poison_shared(void* p, size_t bytes);
 
 // One of the primitive test kernels of simt/selftest.cpp over `input`; for the tests.
-std::vector<double> run_selftest(const std::string& name, const std::vector<double>& input, dim3 grid, dim3 block);
+CUSTOMML_PRIVATE_API std::vector<double> run_selftest(const std::string& name, const std::vector<double>& input,
+                                                      dim3 grid, dim3 block);
 
 }  // namespace customml::simt
