@@ -120,6 +120,14 @@ struct NmMatrix {
   int n = 2, m = 4;
 };
 
+// What a training step's loss also adds to the epoch's metrics (MetricAccumulator), so that
+// a device can finish the loss, its gradient and the statistics in one launch (issue 22).
+struct LossMetrics {
+  double* loss_sum = nullptr;  // (1) += the batch's mean loss x loss_rows, when not null
+  double loss_rows = 0.0;
+  int64_t* correct = nullptr;  // (1) += the rows count_correct counts, when not null
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -168,6 +176,16 @@ class Backend {
 #define CUSTOMML_OP(ret, name, params) virtual ret name params = 0;
 #include "backend_ops.def"
 #undef CUSTOMML_OP
+
+  // softmax_cross_entropy, then m's sums as accumulate and count_correct add them: the
+  // three ops by default, one launch on the CUDA devices (cuda/loss_epilogue.cuh).
+  virtual void softmax_cross_entropy_metrics(float* grad, double* loss, const float* logits, const int32_t* labels,
+                                             const float* class_weights, const float* row_weights, int64_t batch,
+                                             int64_t classes, float label_smoothing, const LossMetrics& m) {
+    softmax_cross_entropy(grad, loss, logits, labels, class_weights, row_weights, batch, classes, label_smoothing);
+    if (m.loss_sum) accumulate(m.loss_sum, loss, m.loss_rows, nullptr);
+    if (m.correct) count_correct(m.correct, logits, labels, batch, classes);
+  }
 
   // Optional capabilities, with the defaults of a device that has none.
   // Inference weights packed once in this device's GEMM layout (DESIGN decision 5): the

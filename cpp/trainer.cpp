@@ -436,11 +436,18 @@ void Trainer::loss_and_count(const float* logits, const float* row_weights, int6
   const int64_t out = model_.output_dim();
   float* grad = with_grad ? ws.grad_a.data() : nullptr;
   double* loss = metrics_.batch_loss();
+  const double loss_rows =
+      share.global_rows > 0 ? share.weight * static_cast<double>(share.global_rows) : static_cast<double>(b);
+  // Softmax cross-entropy adds its loss and correct count to the metrics itself (one
+  // launch on CUDA); the other losses leave that to accumulate and count_correct.
+  bool folded = false;
   switch (loss_.kind) {
     case LossKind::softmax_cross_entropy:
-      backend_->softmax_cross_entropy(grad, loss, logits, ws.labels.data(),
-                                      loss_.class_weights.empty() ? nullptr : class_weights_.data(), row_weights, b,
-                                      out, loss_.label_smoothing);
+      backend_->softmax_cross_entropy_metrics(grad, loss, logits, ws.labels.data(),
+                                              loss_.class_weights.empty() ? nullptr : class_weights_.data(),
+                                              row_weights, b, out, loss_.label_smoothing,
+                                              metrics_.loss_metrics(b, loss_rows));
+      folded = true;
       break;
     case LossKind::binary_cross_entropy:
       backend_->binary_cross_entropy_with_logits(grad, loss, logits, ws.targets.data(), row_weights, b, 1);
@@ -449,18 +456,20 @@ void Trainer::loss_and_count(const float* logits, const float* row_weights, int6
     case LossKind::distillation:
       // Training stages the teacher's logits into targets; evaluate has none and reports
       // the labels' cross-entropy.
-      if (with_grad)
+      if (with_grad) {
         backend_->distillation_loss(grad, loss, logits, ws.targets.data(), ws.labels.data(), row_weights, b, out,
                                     loss_.temperature, loss_.alpha);
-      else
-        backend_->softmax_cross_entropy(nullptr, loss, logits, ws.labels.data(), nullptr, nullptr, b, out, 0.0f);
+      } else {
+        backend_->softmax_cross_entropy_metrics(nullptr, loss, logits, ws.labels.data(), nullptr, nullptr, b, out,
+                                                0.0f, metrics_.loss_metrics(b, loss_rows));
+        folded = true;
+      }
       break;
   }
-  if (share.global_rows > 0)
-    metrics_.add_loss(b, share.weight * static_cast<double>(share.global_rows));
-  else
-    metrics_.add_loss(b);
-  if (loss_.kind != LossKind::mse) backend_->count_correct(metrics_.correct(), logits, ws.labels.data(), b, out);
+  if (!folded) {
+    metrics_.add_loss(b, loss_rows);
+    if (loss_.kind != LossKind::mse) backend_->count_correct(metrics_.correct(), logits, ws.labels.data(), b, out);
+  }
   metrics_.record(logits, {ws.labels.data(), ws.targets.data(), ws.host_targets.data()}, b);
 }
 

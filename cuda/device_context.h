@@ -13,7 +13,8 @@
 namespace customml::CUSTOMML_CUDA_NS {
 
 struct DeviceContext {
-  explicit DeviceContext(Backend* device) : memory(device), partials(device), counts(device), segments(device) {}
+  explicit DeviceContext(Backend* device)
+      : memory(device), partials(device), counts(device), segments(device), ticket(device) {}
   Backend* memory;  // allocation and host <-> device copies
   // Every launch goes to stream, which a thread recording an inference graph redirects
   // to its capture stream for the duration (StreamRedirect): other threads' work on the
@@ -34,6 +35,13 @@ struct DeviceContext {
   Buffer<int64_t> counts;
   Buffer<Segment> segments;
   std::vector<Segment> uploaded_segments;  // what `segments` holds on the device (device_segments)
+  // The block counter of the one-launch reductions (cuda/loss_epilogue.cuh): zeroed once,
+  // and every launch that uses it leaves it at zero.
+  Buffer<unsigned> ticket;
+  unsigned* grid_ticket() {
+    if (!ticket.data()) memory->fill_zero(ticket.reserve(1), sizeof(unsigned));
+    return ticket.data();
+  }
 };
 
 // Sends this thread's launches through ctx.stream to s until destroyed.

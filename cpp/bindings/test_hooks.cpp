@@ -8,6 +8,8 @@
 
 #include <array>
 #include <cstring>
+#include <limits>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -52,6 +54,52 @@ void bind_test_hooks(py::module_& m) {
   m.def("_emulated_launches", &simt::launches,
         "How many kernels the SIMT emulator has launched in this process (cuda-emulated's launches); for tests.");
 #endif
+  m.def(
+      "_softmax_cross_entropy_metrics",
+      [](py::array_t<float, py::array::c_style> logits, py::array_t<int32_t, py::array::c_style> labels,
+         std::optional<py::array_t<float, py::array::c_style>> class_weights,
+         std::optional<py::array_t<float, py::array::c_style>> row_weights, float label_smoothing, double loss_sum,
+         double loss_rows, int64_t correct, const std::string& device) {
+        // The training step's loss (Trainer::loss_and_count) on host copies of its inputs:
+        // no checks beyond the shapes, the executor's own callers make them.
+        if (logits.ndim() != 2 || labels.ndim() != 1 || labels.shape(0) != logits.shape(0) || logits.shape(0) < 1 ||
+            logits.shape(1) < 1)
+          throw std::invalid_argument("[_softmax_cross_entropy_metrics] logits (batch, classes), labels (batch)");
+        const int64_t batch = logits.shape(0), classes = logits.shape(1);
+        Backend& be = backend_for(Device::parse(device));
+        auto upload = [&](auto& buf, const auto* src, size_t n) {
+          buf.reserve(n);
+          be.copy_to_device(buf.data(), src, sizeof(*src) * n);
+          return buf.data();
+        };
+        Buffer<float> z(&be), g(&be), cw(&be), rw(&be);
+        Buffer<int32_t> y(&be);
+        Buffer<double> sums(&be);
+        Buffer<int64_t> count(&be);
+        const size_t n = static_cast<size_t>(batch * classes);
+        const std::vector<float> nan(n, std::numeric_limits<float>::quiet_NaN());
+        const double host_sums[2] = {std::numeric_limits<double>::quiet_NaN(), loss_sum};
+        LossMetrics m{upload(sums, host_sums, 2) + 1, loss_rows, upload(count, &correct, 1)};
+        const float* cwp = class_weights ? upload(cw, class_weights->data(), static_cast<size_t>(classes)) : nullptr;
+        const float* rwp = row_weights ? upload(rw, row_weights->data(), static_cast<size_t>(batch)) : nullptr;
+        float* gp = upload(g, nan.data(), n);
+        {
+          py::gil_scoped_release release;
+          be.softmax_cross_entropy_metrics(gp, sums.data(), upload(z, logits.data(), n),
+                                           upload(y, labels.data(), static_cast<size_t>(batch)), cwp, rwp, batch,
+                                           classes, label_smoothing, m);
+        }
+        py::array_t<float> grad({batch, classes});
+        double out_sums[2];
+        be.copy_to_host(grad.mutable_data(), gp, sizeof(float) * n);
+        be.copy_to_host(out_sums, sums.data(), sizeof(out_sums));
+        be.copy_to_host(&correct, count.data(), sizeof(correct));
+        return py::make_tuple(out_sums[0], grad, out_sums[1], correct);
+      },
+      py::arg("logits"), py::arg("labels"), py::arg("class_weights"), py::arg("row_weights"),
+      py::arg("label_smoothing"), py::arg("loss_sum"), py::arg("loss_rows"), py::arg("correct"), py::arg("device"),
+      "Backend::softmax_cross_entropy_metrics (the training step's loss, gradient and metric sums) on a device: "
+      "(loss, grad, loss_sum + loss x loss_rows, correct + the rows right); for tests.");
   m.def(
       "_set_isa",
       [](const std::string& level) { return std::string(cpu::isa_name(cpu::set_isa_ceiling(cpu::parse_isa(level)))); },
