@@ -171,6 +171,29 @@ class Backend {
   }
   virtual void replay_graph(void* graph) {}
   virtual void destroy_graph(void* graph) {}
+  // Training-step graphs (Trainer's cuda_graph): as capture_graph, but a body that cannot
+  // be captured (a host wait, an allocation, a copy from pageable memory) throws, naming
+  // the operation, instead of running; devices without graphs refuse.
+  virtual bool records_graphs() const { return false; }
+  virtual void* record_graph(const std::function<void()>& body) {
+    throw std::invalid_argument("device '" + name() + "' has no graphs to record a training step in");
+  }
+  // Counts the device buffers given back so far: a graph holds the addresses it was
+  // recorded with, so one recorded before a deallocation may point at freed memory.
+  virtual uint64_t memory_epoch() const { return 0; }
+
+  // Page-locked host memory (cudaHostAlloc on "cuda"): the host memory a copy inside a
+  // graph may read, since the copy runs whenever the graph does.
+  virtual void* allocate_host(size_t bytes) { return ::operator new(bytes == 0 ? 1 : bytes); }
+  virtual void deallocate_host(void* p) { ::operator delete(p); }
+  // Events: a point in this device's queue the host can wait for, so that it reuses a
+  // pinned buffer only once the copy that reads it has run. Null, and no waiting, on
+  // devices whose ops finish before they return.
+  virtual void* create_event() { return nullptr; }
+  virtual void destroy_event(void* event) {}
+  virtual void record_event(void* event) {}
+  // Blocks until the work queued before the last record_event(event) has finished.
+  virtual void wait_event(void* event) {}
 
   // The ops, one pure virtual method each, from their one list (backend_ops.def).
 #define CUSTOMML_OP(ret, name, params) virtual ret name params = 0;
@@ -285,6 +308,8 @@ int64_t emulated_cuda_allocations();
 // host and synchronize() (what stalls a training step on "cuda"), so tests can check that
 // a steady-state training step makes none.
 int64_t emulated_cuda_host_waits();
+// How many graphs cuda-emulated has replayed so far (each a cudaGraphLaunch on "cuda").
+int64_t emulated_cuda_graph_replays();
 
 // Whether the CUDA backend is built and usable, and why not; from cuda/.
 bool cuda_compiled();

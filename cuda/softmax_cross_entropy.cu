@@ -11,14 +11,13 @@ constexpr int64_t kWarpRowMaxClasses = 1024;
 void DeviceBackend::softmax_cross_entropy(float* grad, double* loss, const float* logits, const int32_t* labels,
                                           const float* class_weights, const float* row_weights, int64_t batch,
                                           int64_t classes, float label_smoothing) {
-  softmax_cross_entropy_metrics(grad, loss, logits, labels, class_weights, row_weights, batch, classes,
-                                label_smoothing, LossMetrics{});
+  softmax_cross_entropy_metrics(grad, loss, logits, labels, class_weights, row_weights, batch, classes, label_smoothing,
+                                LossMetrics{});
 }
 
-void DeviceBackend::softmax_cross_entropy_metrics(float* grad, double* loss, const float* logits,
-                                                  const int32_t* labels, const float* class_weights,
-                                                  const float* row_weights, int64_t batch, int64_t classes,
-                                                  float label_smoothing, const LossMetrics& m) {
+void DeviceBackend::softmax_cross_entropy_metrics(float* grad, double* loss, const float* logits, const int32_t* labels,
+                                                  const float* class_weights, const float* row_weights, int64_t batch,
+                                                  int64_t classes, float label_smoothing, const LossMetrics& m) {
   DeviceContext& ctx = this->ctx();
   if (batch == 0) return;
   std::lock_guard<std::mutex> lock(ctx.scratch_mutex);

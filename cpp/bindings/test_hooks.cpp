@@ -51,6 +51,8 @@ void bind_test_hooks(py::module_& m) {
         "How many device allocations cuda-emulated has made in this process; for tests.");
   m.def("_emulated_host_waits", &emulated_cuda_host_waits,
         "How many times cuda-emulated has made the host wait (copies to the host, synchronize); for tests.");
+  m.def("_emulated_graph_replays", &emulated_cuda_graph_replays,
+        "How many graphs cuda-emulated has replayed in this process (cudaGraphLaunch on cuda); for tests.");
   m.def("_emulated_launches", &simt::launches,
         "How many kernels the SIMT emulator has launched in this process (cuda-emulated's launches); for tests.");
 #endif
@@ -100,6 +102,56 @@ void bind_test_hooks(py::module_& m) {
       py::arg("label_smoothing"), py::arg("loss_sum"), py::arg("loss_rows"), py::arg("correct"), py::arg("device"),
       "Backend::softmax_cross_entropy_metrics (the training step's loss, gradient and metric sums) on a device: "
       "(loss, grad, loss_sum + loss x loss_rows, correct + the rows right); for tests.");
+  m.def(
+      "_record_graph_around",
+      [](const std::string& op, const std::string& device) {
+        // One operation recorded into a graph on a device, then the graph replayed: what
+        // the step graph's capture allows (a copy from pinned memory, a fill, a copy on
+        // the device) and what it refuses (host waits, allocations, pageable sources).
+        Backend& be = backend_for(Device::parse(device));
+        Buffer<float> dev(&be);
+        dev.reserve(4);
+        be.fill_zero(dev.data(), 4 * sizeof(float));
+        float* pinned = static_cast<float*>(be.allocate_host(4 * sizeof(float)));
+        std::vector<float> pageable(4, 3.0f);
+        struct Release {
+          Backend& be;
+          float* p;
+          ~Release() { be.deallocate_host(p); }
+        } release{be, pinned};
+        for (int i = 0; i < 4; ++i) pinned[i] = 1.0f;
+        std::vector<float> got(4);
+        void* graph = be.record_graph([&] {
+          if (op == "pinned_copy")
+            be.copy_to_device(dev.data(), pinned, 4 * sizeof(float));
+          else if (op == "pageable_copy")
+            be.copy_to_device(dev.data(), pageable.data(), 4 * sizeof(float));
+          else if (op == "copy_to_host")
+            be.copy_to_host(got.data(), dev.data(), 4 * sizeof(float));
+          else if (op == "synchronize")
+            be.synchronize();
+          else if (op == "allocate")
+            Buffer<float>(&be).reserve(1);
+          else if (op == "wait_event")
+            be.wait_event(nullptr);
+          else if (op == "nested")
+            be.record_graph([] {});
+          else
+            throw std::invalid_argument("[_record_graph_around] unknown op '" + op + "'");
+        });
+        // Recorded, nothing ran: the device buffer still holds zeros. A replay copies what
+        // the pinned memory holds then, not at the recording.
+        be.copy_to_host(got.data(), dev.data(), 4 * sizeof(float));
+        const float before = got[0];
+        for (int i = 0; i < 4; ++i) pinned[i] = 2.0f;
+        be.replay_graph(graph);
+        be.copy_to_host(got.data(), dev.data(), 4 * sizeof(float));
+        be.destroy_graph(graph);
+        return std::make_pair(before, got[0]);
+      },
+      py::arg("op"), py::arg("device"),
+      "Records one operation into a device graph (Backend::record_graph) and replays it: (the value before the "
+      "replay, after it); the operations a graph cannot hold raise; for tests.");
   m.def(
       "_set_isa",
       [](const std::string& level) { return std::string(cpu::isa_name(cpu::set_isa_ceiling(cpu::parse_isa(level)))); },
