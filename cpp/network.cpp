@@ -87,6 +87,11 @@ bool Network::cuda_graph() const {
   return trainer_.cuda_graph();
 }
 
+int64_t Network::cuda_graph_replays() const {
+  Shared lock(mutex_);
+  return trainer_.cuda_graph_replays();
+}
+
 float Network::learning_rate() const {
   Shared lock(mutex_);
   return trainer_.learning_rate();

@@ -79,6 +79,7 @@ class Network {
   // See Trainer::set_cuda_graph.
   void set_cuda_graph(bool on);
   bool cuda_graph() const;
+  int64_t cuda_graph_replays() const;
   float learning_rate() const;
 
   // Optimizer state for saving and resuming training. Slots, each num_params() floats

@@ -121,6 +121,8 @@ class Trainer {
   // an operation in the step that a graph cannot hold fails when it is recorded.
   void set_cuda_graph(bool on);
   bool cuda_graph() const { return graph_ != nullptr; }
+  // Steps replayed from a recorded graph since set_cuda_graph(true).
+  int64_t cuda_graph_replays() const;
 
   // Quantization-aware training of Dense layer `layer` (trainer_qat.cpp); see
   // Network::set_fake_quantization.

@@ -27,6 +27,8 @@ void Trainer::set_cuda_graph(bool on) {
     if (!s.done) s.done = backend_->create_event();
 }
 
+int64_t Trainer::cuda_graph_replays() const { return graph_ ? graph_->replays : 0; }
+
 void Trainer::train_batch_graphed(const float* x, const void* y, const float* sample_weight, int64_t n,
                                   const int64_t* index, int64_t b, const float* teacher_logits) {
   check_batch(y, sample_weight, n, index, b, teacher_logits);
@@ -78,6 +80,7 @@ void Trainer::train_batch_graphed(const float* x, const void* y, const float* sa
 
   if (slot.graph && slot.key == key) {
     backend_->replay_graph(slot.graph);
+    ++g.replays;
     // What the body does on the host besides launching: count the rows and the step.
     metrics_.count_rows(b);
     if (!fp16) ++step_;
@@ -90,6 +93,7 @@ void Trainer::train_batch_graphed(const float* x, const void* y, const float* sa
     slot.graph = backend_->record_graph(body);
     slot.key = key;
     backend_->replay_graph(slot.graph);
+    ++g.replays;
   } else {
     body();  // a step with a new key runs directly (its copies still read the slot)
   }

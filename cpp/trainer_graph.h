@@ -88,6 +88,7 @@ struct StepGraph {
   int next = 0;       // the slot of the next step
   StepGraphKey last;  // the previous step's key
   bool has_last = false;
+  int64_t replays = 0;  // steps replayed from a recorded graph
 };
 
 }  // namespace customml

@@ -17,10 +17,9 @@ from customml import _core
 pytestmark = pytest.mark.skipif(not cm.build_info()["simt_emulation"], reason="built with CUSTOMML_SIMT_EMULATION=OFF")
 
 _ROWS, _BATCH = 200, 64  # 3 full batches and a short one per epoch
-
-
-def _replays(device):
-    return _core._emulated_graph_replays() if device == "cuda-emulated" else 0
+# The devices that record graphs: the capture tests run on a GPU too (bench/gpu_check.sh's
+# tests stage selects "cuda and not emulated").
+GRAPH_DEVICES = ["cuda-emulated"] + (["cuda"] if _core.cuda_available() else [])
 
 
 def _lr_scheduler():
@@ -35,8 +34,8 @@ _CASES = {
     "adam": {},
     "dropout": dict(dropout=0.3),
     "fp16": dict(precision="fp16"),
-    "sgd+clip+l2+weights": dict(
-        optimizer=lambda: cm.optimizers.SGD(0.05, momentum=0.9), clipnorm=0.5, l2=1e-3, sample_weight=True
+    "sgd+dropout+clip+l2+weights": dict(
+        optimizer=lambda: cm.optimizers.SGD(0.05, momentum=0.9), dropout=0.2, clipnorm=0.5, l2=1e-3, sample_weight=True
     ),
     "qat": dict(qat=True),
     "mse+r2": dict(loss="mse", metrics=["mae", "r2"]),
@@ -79,9 +78,8 @@ def _fit(device, case, graph):
         y = rng.integers(0, 2 if outputs == 1 else outputs, _ROWS).astype(np.int32)
     w = rng.uniform(0.5, 2.0, _ROWS).astype(np.float32) if c.get("sample_weight") else None
     callbacks = [c["callbacks"]()] if "callbacks" in c else None
-    replays = _replays(device)
     history = model.fit(x, y, epochs=3, batch_size=_BATCH, sample_weight=w, verbose=0, callbacks=callbacks)
-    return model, history.history, _replays(device) - replays
+    return model, history.history, model._net.cuda_graph_replays
 
 
 def _same_bits(a, b):
@@ -90,8 +88,21 @@ def _same_bits(a, b):
 
 @pytest.mark.parametrize("case", sorted(_CASES))
 def test_replayed_steps_give_the_bits_of_unrecorded_ones(case):
-    plain, plain_history, _ = _fit("cuda-emulated", case, graph=False)
-    graphed, graphed_history, replays = _fit("cuda-emulated", case, graph=True)
+    _check_replays_against_unrecorded("cuda-emulated", case)
+
+
+@pytest.mark.parametrize("device", GRAPH_DEVICES)
+def test_replayed_steps_give_the_bits_of_unrecorded_ones_on(device):
+    """The case a GPU checks: SGD (an update that does not read the step count, whose Adam
+    bias correction a GPU computes on the device in a graph and on the host without one,
+    a rounding apart), with dropout (the device's step count picks the masks), clipping, a
+    penalty and sample weights."""
+    _check_replays_against_unrecorded(device, "sgd+dropout+clip+l2+weights")
+
+
+def _check_replays_against_unrecorded(device, case):
+    plain, plain_history, _ = _fit(device, case, graph=False)
+    graphed, graphed_history, replays = _fit(device, case, graph=True)
     assert graphed._net.cuda_graph and not plain._net.cuda_graph
     assert _same_bits(plain.get_weights(), graphed.get_weights())
     np.testing.assert_equal(graphed_history, plain_history)
@@ -121,8 +132,9 @@ def test_a_replayed_step_is_one_graph_launch_of_the_same_kernels():
     assert (launches, waits, replays) == (8, 0, 1)
 
 
-def test_a_recorded_copy_reads_the_pinned_memory_at_each_replay():
-    before, after = _core._record_graph_around("pinned_copy", "cuda-emulated")
+@pytest.mark.parametrize("device", GRAPH_DEVICES)
+def test_a_recorded_copy_reads_the_pinned_memory_at_each_replay(device):
+    before, after = _core._record_graph_around("pinned_copy", device)
     assert (before, after) == (0.0, 2.0)  # nothing ran at the recording; the replay read the new value
 
 
@@ -137,9 +149,10 @@ def test_a_recorded_copy_reads_the_pinned_memory_at_each_replay():
         ("nested", "a capture inside a capture"),
     ],
 )
-def test_what_a_graph_cannot_hold_is_refused_while_recording(op, what):
+@pytest.mark.parametrize("device", GRAPH_DEVICES)
+def test_what_a_graph_cannot_hold_is_refused_while_recording(device, op, what):
     with pytest.raises(RuntimeError, match=r"\[cuda graph\] " + what):
-        _core._record_graph_around(op, "cuda-emulated")
+        _core._record_graph_around(op, device)
 
 
 def test_cuda_graph_needs_a_device_with_graphs_and_no_roc_auc():

@@ -153,6 +153,8 @@ void bind_network(py::module_& m) {
            "Runs each training step as one recorded device graph (compile's cuda_graph); ValueError on a device "
            "without graphs.")
       .def_property_readonly("cuda_graph", &Network::cuda_graph)
+      .def_property_readonly("cuda_graph_replays", &Network::cuda_graph_replays,
+                             "Training steps replayed from a recorded graph since set_cuda_graph(True).")
       .def(
           "train_batch",
           [](Network& n, py::object x, py::object y, py::object index, std::optional<py::object> sample_weight,
