@@ -202,12 +202,27 @@ class Backend {
 
   // softmax_cross_entropy, then m's sums as accumulate and count_correct add them: the
   // three ops by default, one launch on the CUDA devices (cuda/loss_epilogue.cuh).
+  // m.correct is not read by mse_metrics.
   virtual void softmax_cross_entropy_metrics(float* grad, double* loss, const float* logits, const int32_t* labels,
                                              const float* class_weights, const float* row_weights, int64_t batch,
                                              int64_t classes, float label_smoothing, const LossMetrics& m) {
     softmax_cross_entropy(grad, loss, logits, labels, class_weights, row_weights, batch, classes, label_smoothing);
     if (m.loss_sum) accumulate(m.loss_sum, loss, m.loss_rows, nullptr);
     if (m.correct) count_correct(m.correct, logits, labels, batch, classes);
+  }
+  // binary_cross_entropy_with_logits and mse the same way (labels: count_correct's).
+  virtual void binary_cross_entropy_with_logits_metrics(float* grad, double* loss, const float* logits,
+                                                        const float* targets, const int32_t* labels,
+                                                        const float* row_weights, int64_t rows, int64_t cols,
+                                                        const LossMetrics& m) {
+    binary_cross_entropy_with_logits(grad, loss, logits, targets, row_weights, rows, cols);
+    if (m.loss_sum) accumulate(m.loss_sum, loss, m.loss_rows, nullptr);
+    if (m.correct) count_correct(m.correct, logits, labels, rows, cols);
+  }
+  virtual void mse_metrics(float* grad, double* loss, const float* pred, const float* target, const float* row_weights,
+                           int64_t rows, int64_t cols, const LossMetrics& m) {
+    mse(grad, loss, pred, target, row_weights, rows, cols);
+    if (m.loss_sum) accumulate(m.loss_sum, loss, m.loss_rows, nullptr);
   }
 
   // Optional capabilities, with the defaults of a device that has none.

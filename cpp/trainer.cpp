@@ -460,8 +460,8 @@ void Trainer::loss_and_count(const float* logits, const float* row_weights, int6
   double* loss = metrics_.batch_loss();
   const double loss_rows =
       share.global_rows > 0 ? share.weight * static_cast<double>(share.global_rows) : static_cast<double>(b);
-  // Softmax cross-entropy adds its loss and correct count to the metrics itself (one
-  // launch on CUDA); the other losses leave that to accumulate and count_correct.
+  // The loss ops add the batch's loss and correct count to the metrics themselves (one
+  // launch on CUDA); distillation leaves that to accumulate and count_correct.
   bool folded = false;
   switch (loss_.kind) {
     case LossKind::softmax_cross_entropy:
@@ -471,9 +471,15 @@ void Trainer::loss_and_count(const float* logits, const float* row_weights, int6
       folded = true;
       break;
     case LossKind::binary_cross_entropy:
-      backend_->binary_cross_entropy_with_logits(grad, loss, logits, ws.targets.data(), row_weights, b, 1);
+      backend_->binary_cross_entropy_with_logits_metrics(grad, loss, logits, ws.targets.data(), ws.labels.data(),
+                                                         row_weights, b, 1, metrics_.loss_metrics(b, loss_rows));
+      folded = true;
       break;
-    case LossKind::mse: backend_->mse(grad, loss, logits, ws.targets.data(), row_weights, b, out); break;
+    case LossKind::mse:
+      backend_->mse_metrics(grad, loss, logits, ws.targets.data(), row_weights, b, out,
+                            metrics_.loss_metrics(b, loss_rows));
+      folded = true;
+      break;
     case LossKind::distillation:
       // Training stages the teacher's logits into targets; evaluate has none and reports
       // the labels' cross-entropy.
@@ -489,7 +495,7 @@ void Trainer::loss_and_count(const float* logits, const float* row_weights, int6
   }
   if (!folded) {
     metrics_.add_loss(b, loss_rows);
-    if (loss_.kind != LossKind::mse) backend_->count_correct(metrics_.correct(), logits, ws.labels.data(), b, out);
+    backend_->count_correct(metrics_.correct(), logits, ws.labels.data(), b, out);
   }
   metrics_.record(logits, {ws.labels.data(), ws.targets.data(), ws.uploaded_targets}, b);
 }

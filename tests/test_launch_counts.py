@@ -18,13 +18,12 @@ _BATCH = 128
 
 # The launches of one step of the README MLP (784-256-256-10, batch 128) under each loss and
 # option: the counts today, so that none grows unnoticed. The dense layers take one launch
-# each way (the backward pass's dz, db, dW and dx in one grid), softmax cross-entropy one
-# (loss, gradient, the epoch's loss sum and correct count: cuda/loss_epilogue.cuh), the
-# optimizer one over each run of trainable layers: 8, the issue's target, for the README
-# step (issue 22; 13 before the loss was fused). Binary cross-entropy and mse still take
-# their weight total, loss and sum launches and the metrics' own (5 and 4); dropout adds
-# its mask each way, clipping its norm and scale passes, a regularizer its penalty, zeroing
-# and sum. fp16 adds its dynamic loss scaling (the gradient scaled, the overflow norm, the
+# each way (the backward pass's dz, db, dW and dx in one grid), the loss one (loss,
+# gradient, the epoch's loss sum and correct count: cuda/loss_epilogue.cuh), the optimizer
+# one over each run of trainable layers: 8, the issue's target, for the README step (issue
+# 22; 13 before the losses were fused, binary cross-entropy 12, mse 11). The regression
+# and confusion statistics take a launch each; dropout adds its mask each way, clipping
+# its norm (two) and scale passes, a regularizer its penalty (two) and sum. fp16 adds its dynamic loss scaling (the gradient scaled, the overflow norm, the
 # scale's update, the unscale: 6 launches), QAT the fake quantization of each layer's
 # weights and input every step (18 for three layers).
 _CASES = {
@@ -38,8 +37,8 @@ _CASES = {
     "clipnorm": dict(clipnorm=1.0, launches=11),
     "l2": dict(l2=1e-4, launches=11),
     "f1+confusion": dict(metrics=["accuracy", "f1", "confusion_matrix"], launches=9),
-    "binary_ce": dict(loss=lambda: "binary_cross_entropy", classes=2, outputs=1, launches=12),
-    "mse": dict(loss=lambda: "mse", classes=0, metrics=["mae", "r2"], launches=11),
+    "binary_ce": dict(loss=lambda: "binary_cross_entropy", classes=2, outputs=1, launches=8),
+    "mse": dict(loss=lambda: "mse", classes=0, metrics=["mae", "r2"], launches=9),
     "fp16": dict(precision="fp16", launches=14),
     "qat": dict(qat=True, launches=26),
 }

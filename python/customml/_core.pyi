@@ -33,6 +33,20 @@ def cuda_unavailable_reason() -> str: ...
 def check_device(device: str) -> str: ...
 def _set_isa(level: str) -> str: ...
 def _record_graph_around(op: str, device: str) -> Tuple[float, float]: ...
+def _loss_metrics(
+    loss: str,
+    logits: np.ndarray,
+    labels: Optional[np.ndarray],
+    targets: Optional[np.ndarray],
+    class_weights: Optional[np.ndarray],
+    row_weights: Optional[np.ndarray],
+    label_smoothing: float,
+    loss_sum: float,
+    loss_rows: float,
+    correct: int,
+    device: str,
+) -> Tuple[float, npt.NDArray[np.float32], float, int]: ...
+def _record_graph_around(op: str, device: str) -> Tuple[float, float]: ...
 def _softmax_cross_entropy_metrics(
     logits: np.ndarray,
     labels: np.ndarray,
