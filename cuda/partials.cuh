@@ -21,11 +21,7 @@ __global__ void sum_partials_kernel(double* out, PartialsSum p) {
   const double total = ordered_sum(p.partials + p.first, p.count);
   if (threadIdx.x != 0) return;
   switch (p.finish) {
-    case Finish::mean: {
-      const double weight = *p.total * p.total_factor;
-      *out = weight > 0.0 ? total / weight : 0.0;
-      break;
-    }
+    case Finish::mean: *out = *p.total > 0.0 ? total / *p.total : 0.0; break;
     case Finish::divide: *out = total / p.divisor; break;
     case Finish::sqrt: *out = sqrt(total); break;
     case Finish::add: *out += total; break;
