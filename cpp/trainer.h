@@ -235,8 +235,9 @@ class Trainer {
   std::unique_ptr<Workspace> ws_;
   std::unique_ptr<InferenceWorkspace> eval_ws_;
   std::vector<std::unique_ptr<FakeQuant>> fake_;  // per layer; set under QAT
-  // The step graph's state while set_cuda_graph is on; its device step counts, read by the
-  // dropout and update kernels outside fp16 (null otherwise: they take the host's count).
+  // The step graph's state while set_cuda_graph is on; during a graphed step outside fp16,
+  // its device step counts, which the dropout and update kernels read (null otherwise:
+  // they take the host's count).
   std::unique_ptr<StepGraph> graph_;
   const StepState* step_gates_ = nullptr;
   uint64_t config_count_ = 0;  // bumped by whatever changes the step's launches (StepGraphKey)

@@ -56,6 +56,12 @@ void Trainer::train_batch_graphed(const float* x, const void* y, const float* sa
   StepState* gates = slot.gates.reserve(2);
   gates[0] = {static_cast<double>(step_), 1.0, 0.0, 0.0, 1.0};
   gates[1] = {static_cast<double>(step_ + 1), 1.0, 0.0, 0.0, 1.0};
+  // The dropout and update kernels of this step (alone: compute_gradients and
+  // apply_gradients called directly take the host's count) read the device's count.
+  struct Gates {
+    const StepState*& gates;
+    ~Gates() { gates = nullptr; }
+  } reset{step_gates_};
   step_gates_ = fp16 ? nullptr : g.gates.data();
 
   // Everything the device does in the step, copies from the slot first.

@@ -166,3 +166,20 @@ def test_cuda_graph_needs_a_device_with_graphs_and_no_roc_auc():
     x = np.zeros((8, 3), np.float32)
     with pytest.raises(ValueError, match="roc_auc"):
         model.fit(x, np.zeros(8, np.int32), verbose=0)
+
+
+def test_the_two_halves_of_a_step_take_the_hosts_step_count_after_graphed_steps():
+    """Data-parallel training calls compute_gradients and apply_gradients, never recorded:
+    after graphed steps they must read the host's step count (Adam's bias correction), not
+    the device copy the last graphed step left."""
+    runs = []
+    for graph in (False, True):
+        model, _, _ = _fit("cuda-emulated", "adam", graph=graph)
+        rng = np.random.default_rng(9)
+        x = rng.standard_normal((_BATCH, 24)).astype(np.float32)
+        y = rng.integers(0, 10, _BATCH).astype(np.int32)
+        for _ in range(2):
+            model._net.compute_gradients(x, y, np.arange(_BATCH, dtype=np.int64))
+            model._net.apply_gradients(_BATCH)
+        runs.append(model.get_weights())
+    assert _same_bits(*runs)
