@@ -46,18 +46,6 @@ def _loss_metrics(
     correct: int,
     device: str,
 ) -> Tuple[float, npt.NDArray[np.float32], float, int]: ...
-def _record_graph_around(op: str, device: str) -> Tuple[float, float]: ...
-def _softmax_cross_entropy_metrics(
-    logits: np.ndarray,
-    labels: np.ndarray,
-    class_weights: Optional[np.ndarray],
-    row_weights: Optional[np.ndarray],
-    label_smoothing: float,
-    loss_sum: float,
-    loss_rows: float,
-    correct: int,
-    device: str,
-) -> Tuple[float, npt.NDArray[np.float32], float, int]: ...
 def _vmath(name: str, x: npt.ArrayLike, level: str) -> npt.NDArray[np.float32]: ...
 
 # The SIMT emulator's hooks exist in builds with CUSTOMML_SIMT_EMULATION (all but MSVC).
