@@ -17,15 +17,18 @@
 #                            modules each stage needs, CuPy and whether it sees the device
 #   build     90 s    45 s   cmake + ninja into build/gpucheck, CUSTOMML_CUDA=ON, for the
 #                            GPU's own architecture; then device "cuda" must be usable
-#   tests     95 s    50 s   pytest tests -k "cuda and not emulated" -m "not slow" (about
-#                            1,100 tests: the device fixture's "cuda" cases), hypothesis "ci"
+#   tests     95 s    52 s   pytest tests -k "cuda and not emulated" -m "not slow" (about
+#                            1,100 tests: the device fixture's "cuda" cases), hypothesis "ci";
+#                            among them the capture test, tests/test_step_graph.py's "cuda"
+#                            cases (a fit recorded as one CUDA graph against one without,
+#                            bit for bit, and what a capture must refuse: about 2 s)
 #   bench     65 s    45 s   pytest bench/bench_cuda.py, 0.05 s of timing per benchmark
 #                            (about 110) instead of bench/pytest.ini's 1 s
 #   e2e       30 s    10 s   bench/end_to_end.py --device cuda, then bench/nccl_check.py (a
 #                            one-rank NCCL communicator through customml.distributed)
 #   sanitize  80 s    60 s   the dense and int8 GEMM tests on "cuda" under compute-sanitizer's
 #                            memcheck, racecheck, initcheck and synccheck, 20 s each
-#   total    390 s   215 s   (plus the report, under a second)
+#   total    390 s   217 s   (plus the report, under a second)
 #
 # The build's estimate scales a measurement on a 2-core development machine (132 s of
 # compiler time for sm_90 alone; its longest chain, bindings.cpp then the link, 35 s);

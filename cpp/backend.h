@@ -121,6 +121,14 @@ struct NmMatrix {
   int n = 2, m = 4;
 };
 
+// What a training step's loss also adds to the epoch's metrics (MetricAccumulator), so that
+// a device can finish the loss, its gradient and the statistics in one launch (issue 22).
+struct LossMetrics {
+  double* loss_sum = nullptr;  // (1) += the batch's mean loss x loss_rows, when not null
+  double loss_rows = 0.0;
+  int64_t* correct = nullptr;  // (1) += the rows count_correct counts, when not null
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -164,11 +172,59 @@ class Backend {
   }
   virtual void replay_graph(void* graph) {}
   virtual void destroy_graph(void* graph) {}
+  // Training-step graphs (Trainer's cuda_graph): as capture_graph, but a body that cannot
+  // be captured (a host wait, an allocation, a copy from pageable memory) throws, naming
+  // the operation, instead of running; devices without graphs refuse.
+  virtual bool records_graphs() const { return false; }
+  virtual void* record_graph(const std::function<void()>& body) {
+    throw std::invalid_argument("device '" + name() + "' has no graphs to record a training step in");
+  }
+  // Counts the device buffers given back so far: a graph holds the addresses it was
+  // recorded with, so one recorded before a deallocation may point at freed memory.
+  virtual uint64_t memory_epoch() const { return 0; }
+
+  // Page-locked host memory (cudaHostAlloc on "cuda"): the host memory a copy inside a
+  // graph may read, since the copy runs whenever the graph does.
+  virtual void* allocate_host(size_t bytes) { return ::operator new(bytes == 0 ? 1 : bytes); }
+  virtual void deallocate_host(void* p) { ::operator delete(p); }
+  // Events: a point in this device's queue the host can wait for, so that it reuses a
+  // pinned buffer only once the copy that reads it has run. Null, and no waiting, on
+  // devices whose ops finish before they return.
+  virtual void* create_event() { return nullptr; }
+  virtual void destroy_event(void* event) {}
+  virtual void record_event(void* event) {}
+  // Blocks until the work queued before the last record_event(event) has finished.
+  virtual void wait_event(void* event) {}
 
   // The ops, one pure virtual method each, from their one list (backend_ops.def).
 #define CUSTOMML_OP(ret, name, params) virtual ret name params = 0;
 #include "backend_ops.def"
 #undef CUSTOMML_OP
+
+  // softmax_cross_entropy, then m's sums as accumulate and count_correct add them: the
+  // three ops by default, one launch on the CUDA devices (cuda/loss_epilogue.cuh).
+  // m.correct is not read by mse_metrics.
+  virtual void softmax_cross_entropy_metrics(float* grad, double* loss, const float* logits, const int32_t* labels,
+                                             const float* class_weights, const float* row_weights, int64_t batch,
+                                             int64_t classes, float label_smoothing, const LossMetrics& m) {
+    softmax_cross_entropy(grad, loss, logits, labels, class_weights, row_weights, batch, classes, label_smoothing);
+    if (m.loss_sum) accumulate(m.loss_sum, loss, m.loss_rows, nullptr);
+    if (m.correct) count_correct(m.correct, logits, labels, batch, classes);
+  }
+  // binary_cross_entropy_with_logits and mse the same way (labels: count_correct's).
+  virtual void binary_cross_entropy_with_logits_metrics(float* grad, double* loss, const float* logits,
+                                                        const float* targets, const int32_t* labels,
+                                                        const float* row_weights, int64_t rows, int64_t cols,
+                                                        const LossMetrics& m) {
+    binary_cross_entropy_with_logits(grad, loss, logits, targets, row_weights, rows, cols);
+    if (m.loss_sum) accumulate(m.loss_sum, loss, m.loss_rows, nullptr);
+    if (m.correct) count_correct(m.correct, logits, labels, rows, cols);
+  }
+  virtual void mse_metrics(float* grad, double* loss, const float* pred, const float* target, const float* row_weights,
+                           int64_t rows, int64_t cols, const LossMetrics& m) {
+    mse(grad, loss, pred, target, row_weights, rows, cols);
+    if (m.loss_sum) accumulate(m.loss_sum, loss, m.loss_rows, nullptr);
+  }
 
   // Optional capabilities, with the defaults of a device that has none.
   // Inference weights packed once in this device's GEMM layout (DESIGN decision 5): the
@@ -268,6 +324,8 @@ CUSTOMML_PRIVATE_API int64_t emulated_cuda_allocations();
 // host and synchronize() (what stalls a training step on "cuda"), so tests can check that
 // a steady-state training step makes none.
 CUSTOMML_PRIVATE_API int64_t emulated_cuda_host_waits();
+// How many graphs cuda-emulated has replayed so far (each a cudaGraphLaunch on "cuda").
+CUSTOMML_PRIVATE_API int64_t emulated_cuda_graph_replays();
 
 // Whether the CUDA backend is built and usable, and why not; from cuda/.
 CUSTOMML_PRIVATE_API bool cuda_compiled();

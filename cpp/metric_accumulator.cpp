@@ -57,6 +57,11 @@ void MetricAccumulator::add_loss(int64_t b, double loss_rows) {
   count_ += b;
 }
 
+LossMetrics MetricAccumulator::loss_metrics(int64_t b, double loss_rows) {
+  count_ += b;
+  return {sums_.data() + kLossSum, loss_rows, correct_.data()};
+}
+
 void MetricAccumulator::add_penalty(const double* penalty, int64_t rows, const StepState* gate) {
   backend_->accumulate(sums_.data() + kLossSum, penalty, static_cast<double>(rows), gate);
 }

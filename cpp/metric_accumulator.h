@@ -55,6 +55,15 @@ class MetricAccumulator {
   // The same with the batch's mean loss counted for `loss_rows` rows (a data-parallel
   // share, see BatchShare), still b rows for the metrics' count.
   void add_loss(int64_t b, double loss_rows);
+  // add_loss and count_correct's sums as a loss op adds them itself in its own launch
+  // (Backend::softmax_cross_entropy_metrics), for the batch's b rows.
+  LossMetrics loss_metrics(int64_t b, double loss_rows);
+  // Counts b more rows: the host's share of add_loss, for a replayed step graph whose
+  // device work already added the loss.
+  void count_rows(int64_t b) { count_ += b; }
+  // Whether the next record takes its first targets (the regression shift): host work a
+  // replayed step graph would skip.
+  bool needs_first_targets() const { return stats_.regression && !shift_set_; }
   // A kernel penalty (1 double on the device), which belongs to each of `rows` rows' loss.
   // Not on a step that gate (fp16's device state, or null) says is skipped.
   void add_penalty(const double* penalty, int64_t rows, const StepState* gate);

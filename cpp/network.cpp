@@ -77,6 +77,21 @@ void Network::set_learning_rate(float lr) {
   trainer_.set_learning_rate(lr);
 }
 
+void Network::set_cuda_graph(bool on) {
+  Exclusive lock(mutex_);
+  trainer_.set_cuda_graph(on);
+}
+
+bool Network::cuda_graph() const {
+  Shared lock(mutex_);
+  return trainer_.cuda_graph();
+}
+
+int64_t Network::cuda_graph_replays() const {
+  Shared lock(mutex_);
+  return trainer_.cuda_graph_replays();
+}
+
 float Network::learning_rate() const {
   Shared lock(mutex_);
   return trainer_.learning_rate();

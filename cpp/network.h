@@ -77,6 +77,10 @@ class CUSTOMML_PRIVATE_API Network {
   // changes inside a step; applied to both optimizer configurations (the one compile
   // set and the other, so a later compile with the other kind is not affected).
   void set_learning_rate(float lr);
+  // See Trainer::set_cuda_graph.
+  void set_cuda_graph(bool on);
+  bool cuda_graph() const;
+  int64_t cuda_graph_replays() const;
   float learning_rate() const;
 
   // Optimizer state for saving and resuming training. Slots, each num_params() floats

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "ops.h"
+#include "trainer_graph.h"
 
 namespace customml {
 
@@ -49,6 +50,9 @@ struct Trainer::Workspace {
   // Host staging of a batch for devices whose memory the host cannot address.
   std::vector<float> host_input, host_targets, host_row_weights;
   std::vector<int32_t> host_labels;
+  // The host copy of the last uploaded batch's targets (host_targets, or a step graph's
+  // pinned slot): the regression metrics take their shift from it.
+  const float* uploaded_targets = nullptr;
   // layer_in[l]: what layer l read in the last forward pass (a pass-through dropout
   // leaves its own act buffer unwritten, so backward must not assume act[l - 1]).
   std::vector<const float*> layer_in;
@@ -80,6 +84,7 @@ Trainer::Trainer(Model& model)
 Trainer::~Trainer() = default;
 
 void Trainer::plan_updates() {
+  ++config_count_;
   const std::vector<LayerSpec>& layers = model_.layers();
   update_ranges_.clear();
   lowest_trainable_ = layers.size();
@@ -271,6 +276,7 @@ void Trainer::compile(const LossConfig& loss, const OptimizerConfig& opt, Precis
   step_ = 0;
   if (precision == Precision::fp16) write_step_state({0.0, kInitialLossScale, 0.0, 0.0, 1.0});
   compiled_ = true;
+  ++config_count_;
   metrics_.clear_choice();
 }
 
@@ -283,6 +289,7 @@ void Trainer::choose_metrics(const MetricStats& stats) {
     throw std::invalid_argument(std::string("[compile] regression metrics need the loss mse, not ") +
                                 loss_name(loss_.kind));
   metrics_.choose(stats, model_.output_dim());
+  ++config_count_;
 }
 
 void Trainer::check_targets(const void* y, const int64_t* index, int64_t b) const {
@@ -349,45 +356,58 @@ void Trainer::stage_batch(const float* x, const void* y, const float* sample_wei
   Workspace& ws = *ws_;
   // Rows are gathered straight into host-addressable device buffers; elsewhere into
   // host staging buffers that are then copied over.
-  const bool direct = backend_->host_addressable();
+  if (backend_->host_addressable()) {
+    gather_batch({ws.input.data(), ws.row_weights.data(), ws.targets.data(), ws.labels.data()}, x, y, sample_weight,
+                 index, start, b);
+    return;
+  }
+  const size_t rows = static_cast<size_t>(b);
+  ws.host_input.resize(rows * static_cast<size_t>(model_.input_dim()));
+  ws.host_row_weights.resize(rows);
+  ws.host_targets.resize(rows * static_cast<size_t>(model_.output_dim()));
+  ws.host_labels.resize(rows);
+  const HostBatch h{ws.host_input.data(), ws.host_row_weights.data(), ws.host_targets.data(), ws.host_labels.data()};
+  gather_batch(h, x, y, sample_weight, index, start, b);
+  upload_batch(h, b, sample_weight != nullptr, y != nullptr);
+}
+
+void Trainer::gather_batch(const HostBatch& h, const float* x, const void* y, const float* sample_weight,
+                           const int64_t* index, int64_t start, int64_t b) const {
   const int64_t input_dim = model_.input_dim(), out = model_.output_dim();
   auto row = [&](int64_t i) { return index ? index[i] : start + i; };
-  const size_t in_bytes = sizeof(float) * static_cast<size_t>(b * input_dim);
-  if (!direct) ws.host_input.resize(static_cast<size_t>(b * input_dim));
-  float* in = direct ? ws.input.data() : ws.host_input.data();
   for (int64_t i = 0; i < b; ++i)
-    std::memcpy(in + i * input_dim, x + row(i) * input_dim, sizeof(float) * static_cast<size_t>(input_dim));
-  if (!direct) backend_->copy_to_device(ws.input.data(), in, in_bytes);
-  if (sample_weight) {
-    if (!direct) ws.host_row_weights.resize(static_cast<size_t>(b));
-    float* w = direct ? ws.row_weights.data() : ws.host_row_weights.data();
-    for (int64_t i = 0; i < b; ++i) w[i] = sample_weight[row(i)];
-    if (!direct) backend_->copy_to_device(ws.row_weights.data(), w, sizeof(float) * static_cast<size_t>(b));
-  }
+    std::memcpy(h.input + i * input_dim, x + row(i) * input_dim, sizeof(float) * static_cast<size_t>(input_dim));
+  if (sample_weight)
+    for (int64_t i = 0; i < b; ++i) h.row_weights[i] = sample_weight[row(i)];
   if (!y) return;
-  const bool float_targets = loss_.kind == LossKind::binary_cross_entropy || loss_.kind == LossKind::mse;
-  const size_t n_targets = static_cast<size_t>(loss_.kind == LossKind::mse ? b * out : b);
-  if (!direct) {
-    ws.host_targets.resize(n_targets);
-    ws.host_labels.resize(static_cast<size_t>(b));
-  }
-  float* targets = direct ? ws.targets.data() : ws.host_targets.data();
-  int32_t* labels = direct ? ws.labels.data() : ws.host_labels.data();
   if (loss_.kind == LossKind::mse) {
     const float* t = static_cast<const float*>(y);
     for (int64_t i = 0; i < b; ++i)
-      std::memcpy(targets + i * out, t + row(i) * out, sizeof(float) * static_cast<size_t>(out));
+      std::memcpy(h.targets + i * out, t + row(i) * out, sizeof(float) * static_cast<size_t>(out));
   } else {
     const int32_t* src = static_cast<const int32_t*>(y);
-    for (int64_t i = 0; i < b; ++i) labels[i] = src[row(i)];
+    for (int64_t i = 0; i < b; ++i) h.labels[i] = src[row(i)];
     // Binary cross-entropy takes its 0/1 labels as float targets too (accuracy uses the labels).
-    if (float_targets)
-      for (int64_t i = 0; i < b; ++i) targets[i] = static_cast<float>(labels[i]);
+    if (loss_.kind == LossKind::binary_cross_entropy)
+      for (int64_t i = 0; i < b; ++i) h.targets[i] = static_cast<float>(h.labels[i]);
   }
-  if (direct) return;
-  if (float_targets) backend_->copy_to_device(ws.targets.data(), targets, sizeof(float) * n_targets);
-  if (loss_.kind != LossKind::mse)
-    backend_->copy_to_device(ws.labels.data(), labels, sizeof(int32_t) * static_cast<size_t>(b));
+}
+
+void Trainer::upload_batch(const HostBatch& h, int64_t b, bool row_weights, bool targets, bool soft) {
+  Workspace& ws = *ws_;
+  ws.uploaded_targets = h.targets;
+  const size_t rows = static_cast<size_t>(b);
+  backend_->copy_to_device(ws.input.data(), h.input, sizeof(float) * rows * static_cast<size_t>(model_.input_dim()));
+  if (row_weights) backend_->copy_to_device(ws.row_weights.data(), h.row_weights, sizeof(float) * rows);
+  if (!targets) return;
+  if (loss_.kind == LossKind::binary_cross_entropy || loss_.kind == LossKind::mse)
+    backend_->copy_to_device(
+        ws.targets.data(), h.targets,
+        sizeof(float) * rows * static_cast<size_t>(loss_.kind == LossKind::mse ? model_.output_dim() : 1));
+  if (loss_.kind != LossKind::mse) backend_->copy_to_device(ws.labels.data(), h.labels, sizeof(int32_t) * rows);
+  if (soft)
+    backend_->copy_to_device(ws.targets.data(), h.targets,
+                             sizeof(float) * rows * static_cast<size_t>(model_.output_dim()));
 }
 
 void Trainer::stage_rows(float* dst, const float* src, const int64_t* index, int64_t start, int64_t b, int64_t cols) {
@@ -440,6 +460,8 @@ void Trainer::dropout(float* y, const float* x, int64_t n, float rate, size_t l,
   const uint64_t layers = model_.layers().size();
   if (precision_ == Precision::fp16)
     backend_->dropout(y, x, n, rate, seed_, l, first, step_state_.data(), layers);
+  else if (step_gates_)
+    backend_->dropout(y, x, n, rate, seed_, l, first, step_gates_, layers);
   else
     backend_->dropout(y, x, n, rate, seed_, static_cast<uint64_t>(step_) * layers + l, first, nullptr, 0);
 }
@@ -450,36 +472,51 @@ void Trainer::loss_and_count(const float* logits, const float* row_weights, int6
   const int64_t out = model_.output_dim();
   float* grad = with_grad ? ws.grad_a.data() : nullptr;
   double* loss = metrics_.batch_loss();
+  const double loss_rows =
+      share.global_rows > 0 ? share.weight * static_cast<double>(share.global_rows) : static_cast<double>(b);
+  // The loss ops add the batch's loss and correct count to the metrics themselves (one
+  // launch on CUDA); distillation and probability targets leave that to accumulate and
+  // count_correct.
+  bool folded = false;
   switch (loss_.kind) {
     case LossKind::softmax_cross_entropy:
       if (soft) {
         backend_->softmax_cross_entropy_soft(grad, loss, logits, ws.targets.data(), row_weights, b, out);
         break;
       }
-      backend_->softmax_cross_entropy(grad, loss, logits, ws.labels.data(),
-                                      loss_.class_weights.empty() ? nullptr : class_weights_.data(), row_weights, b,
-                                      out, loss_.label_smoothing);
+      backend_->softmax_cross_entropy_metrics(
+          grad, loss, logits, ws.labels.data(), loss_.class_weights.empty() ? nullptr : class_weights_.data(),
+          row_weights, b, out, loss_.label_smoothing, metrics_.loss_metrics(b, loss_rows));
+      folded = true;
       break;
     case LossKind::binary_cross_entropy:
-      backend_->binary_cross_entropy_with_logits(grad, loss, logits, ws.targets.data(), row_weights, b, 1);
+      backend_->binary_cross_entropy_with_logits_metrics(grad, loss, logits, ws.targets.data(), ws.labels.data(),
+                                                         row_weights, b, 1, metrics_.loss_metrics(b, loss_rows));
+      folded = true;
       break;
-    case LossKind::mse: backend_->mse(grad, loss, logits, ws.targets.data(), row_weights, b, out); break;
+    case LossKind::mse:
+      backend_->mse_metrics(grad, loss, logits, ws.targets.data(), row_weights, b, out,
+                            metrics_.loss_metrics(b, loss_rows));
+      folded = true;
+      break;
     case LossKind::distillation:
       // Training stages the teacher's logits into targets; evaluate has none and reports
       // the labels' cross-entropy.
-      if (with_grad)
+      if (with_grad) {
         backend_->distillation_loss(grad, loss, logits, ws.targets.data(), ws.labels.data(), row_weights, b, out,
                                     loss_.temperature, loss_.alpha);
-      else
-        backend_->softmax_cross_entropy(nullptr, loss, logits, ws.labels.data(), nullptr, nullptr, b, out, 0.0f);
+      } else {
+        backend_->softmax_cross_entropy_metrics(nullptr, loss, logits, ws.labels.data(), nullptr, nullptr, b, out, 0.0f,
+                                                metrics_.loss_metrics(b, loss_rows));
+        folded = true;
+      }
       break;
   }
-  if (share.global_rows > 0)
-    metrics_.add_loss(b, share.weight * static_cast<double>(share.global_rows));
-  else
-    metrics_.add_loss(b);
-  if (loss_.kind != LossKind::mse) backend_->count_correct(metrics_.correct(), logits, ws.labels.data(), b, out);
-  metrics_.record(logits, {ws.labels.data(), ws.targets.data(), ws.host_targets.data()}, b);
+  if (!folded) {
+    metrics_.add_loss(b, loss_rows);
+    backend_->count_correct(metrics_.correct(), logits, ws.labels.data(), b, out);
+  }
+  metrics_.record(logits, {ws.labels.data(), ws.targets.data(), ws.uploaded_targets}, b);
 }
 
 namespace {
@@ -498,12 +535,16 @@ void reserve_rows(std::vector<Buffer<float>>& act, std::vector<Buffer<float>>& p
 void Trainer::train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
                           int64_t b, const float* soft_targets) {
   if (b < 1) throw std::invalid_argument("[fit] a batch needs at least one row");
+  if (graph_) {
+    train_batch_graphed(x, y, sample_weight, n, index, b, soft_targets);
+    return;
+  }
   compute_gradients(x, y, sample_weight, n, index, b, BatchShare{}, soft_targets);
   apply_gradients(b);
 }
 
-void Trainer::compute_gradients(const float* x, const void* y, const float* sample_weight, int64_t n,
-                                const int64_t* index, int64_t b, const BatchShare& share, const float* soft_targets) {
+void Trainer::check_batch(const void* y, const float* sample_weight, int64_t n, const int64_t* index, int64_t b,
+                          const float* soft_targets) const {
   if (!compiled_) throw std::runtime_error("[fit] the model must be compiled before training");
   if (loss_.kind == LossKind::distillation && !soft_targets)
     throw std::invalid_argument("[fit] the distillation loss trains on a teacher's logits: use customml.distill");
@@ -522,6 +563,11 @@ void Trainer::compute_gradients(const float* x, const void* y, const float* samp
   if (model_.any_quantized())
     throw std::runtime_error(
         "[fit] a quantized model cannot be trained: fine-tune the float model (or quantize.qat) and quantize again");
+}
+
+void Trainer::compute_gradients(const float* x, const void* y, const float* sample_weight, int64_t n,
+                                const int64_t* index, int64_t b, const BatchShare& share, const float* soft_targets) {
+  check_batch(y, sample_weight, n, index, b, soft_targets);
   if (b == 0) {  // an empty share of a global batch takes part with a zero gradient
     backend_->fill_zero(grads_.data(), sizeof(float) * static_cast<size_t>(model_.num_params()));
     // and in the other ranks' input ranges, with none of its own.
@@ -529,22 +575,30 @@ void Trainer::compute_gradients(const float* x, const void* y, const float* samp
       if (f && f->inputs && share.combine_range) observe_input_range(*f, nullptr, 0, share);
     return;
   }
+  reserve_batch(b, sample_weight != nullptr);
+  stage_batch(x, y, sample_weight, index, 0, b);
+  if (soft_targets) stage_rows(ws_->targets.data(), soft_targets, index, 0, b, model_.output_dim());
+  run_gradients(b, share, sample_weight != nullptr, soft_targets != nullptr);
+}
+
+void Trainer::reserve_batch(int64_t b, bool row_weights) {
   Workspace& ws = *ws_;
-  const std::vector<LayerSpec>& layers = model_.layers();
   const int64_t input_dim = model_.input_dim(), out = model_.output_dim();
   const size_t rows = static_cast<size_t>(b);
-  reserve_rows(ws.act, ws.preact, layers, model_.widths(), b);
+  reserve_rows(ws.act, ws.preact, model_.layers(), model_.widths(), b);
   ws.input.reserve(rows * static_cast<size_t>(input_dim));
   ws.grad_a.reserve(rows * static_cast<size_t>(model_.max_width()));
   ws.grad_b.reserve(rows * static_cast<size_t>(model_.max_width()));
   ws.targets.reserve(rows * static_cast<size_t>(out));
   ws.labels.reserve(rows);
-  if (sample_weight) ws.row_weights.reserve(rows);
-  stage_batch(x, y, sample_weight, index, 0, b);
-  if (soft_targets) stage_rows(ws.targets.data(), soft_targets, index, 0, b, out);
+  if (row_weights) ws.row_weights.reserve(rows);
+}
 
-  loss_and_count(forward(b, share), sample_weight ? ws.row_weights.data() : nullptr, b, true,
-                 soft_targets != nullptr, share);
+void Trainer::run_gradients(int64_t b, const BatchShare& share, bool row_weights, bool soft) {
+  Workspace& ws = *ws_;
+  const std::vector<LayerSpec>& layers = model_.layers();
+  const int64_t input_dim = model_.input_dim(), out = model_.output_dim();
+  loss_and_count(forward(b, share), row_weights ? ws.row_weights.data() : nullptr, b, true, soft, share);
   // fp16 scales the loss by the device's loss scale (its StepState) before the backward pass.
   const StepState* gate = precision_ == Precision::fp16 ? step_state_.data() : nullptr;
   if (gate) backend_->scale_by(ws.grad_a.data(), b * out, &gate->scale);
@@ -598,7 +652,8 @@ void Trainer::apply_gradients(int64_t b) {
   if (model_.regularized()) metrics_.add_penalty(kernel_penalty(true), b, gate);
   if (opt_.clip_norm > 0.0f) backend_->clip_by_global_norm(grads_.data(), norm, num_params, opt_.clip_norm);
   if (!gate) ++step_;
-  run_optimizer(gate);
+  // In a step graph the update reads the step count from the device (step_gates_[1]).
+  run_optimizer(gate ? gate : step_gates_ ? step_gates_ + 1 : nullptr);
   model_.apply_masks();  // unchanged weights on a skipped step: a no-op then
 }
 

@@ -19,6 +19,8 @@
 
 namespace customml {
 
+struct StepGraph;  // trainer_graph.h
+
 enum class LossKind { softmax_cross_entropy, binary_cross_entropy, mse, distillation };
 CUSTOMML_PRIVATE_API LossKind parse_loss(const std::string& name);
 CUSTOMML_PRIVATE_API const char* loss_name(LossKind k);
@@ -122,6 +124,16 @@ class Trainer {
   MetricAccumulator& metrics() { return metrics_; }
   const MetricAccumulator& metrics() const { return metrics_; }
 
+  // The training step (train_batch) as one device graph (trainer_graph.cpp): batches are
+  // gathered into pinned host memory, two buffers used alternately with an event each,
+  // and the whole step, their copies included, is recorded once and replayed while its
+  // shape and configuration stay (docs/decisions.md). Devices without graphs refuse it;
+  // an operation in the step that a graph cannot hold fails when it is recorded.
+  void set_cuda_graph(bool on);
+  bool cuda_graph() const { return graph_ != nullptr; }
+  // Steps replayed from a recorded graph since set_cuda_graph(true).
+  int64_t cuda_graph_replays() const;
+
   // Quantization-aware training of Dense layer `layer` (trainer_qat.cpp); see
   // Network::set_fake_quantization.
   void set_fake_quantization(int64_t layer, bool per_channel, bool inputs, float momentum);
@@ -164,6 +176,29 @@ class Trainer {
   void check_targets(const void* y, const int64_t* index, int64_t b) const;
   // Which targets the loss reads, checked against the loss before a batch runs.
   void check_soft_targets(const char* op, const float* soft_targets) const;
+  // compute_gradients' checks of a batch share.
+  void check_batch(const void* y, const float* sample_weight, int64_t n, const int64_t* index, int64_t b,
+                   const float* soft_targets) const;
+  // Host memory a batch is gathered into before it is copied to the device.
+  struct HostBatch {
+    float* input;
+    float* row_weights;
+    float* targets;
+    int32_t* labels;
+  };
+  void gather_batch(const HostBatch& h, const float* x, const void* y, const float* sample_weight, const int64_t* index,
+                    int64_t start, int64_t b) const;
+  // Copies a gathered batch into the workspace's device buffers; soft: h.targets holds the
+  // batch's teacher logits or probability targets (b, outputs).
+  void upload_batch(const HostBatch& h, int64_t b, bool row_weights, bool targets, bool soft = false);
+  // Grows the workspace to b rows.
+  void reserve_batch(int64_t b, bool row_weights);
+  // The device work of compute_gradients on the staged batch: forward, loss, backward; soft:
+  // the softmax cross-entropy reads probability targets.
+  void run_gradients(int64_t b, const BatchShare& share, bool row_weights, bool soft);
+  // train_batch through the step graph (trainer_graph.cpp).
+  void train_batch_graphed(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
+                           int64_t b, const float* soft_targets);
   // Gathers rows index (or start, start + 1, ...) of x, y and sample_weight (each may be
   // null but x) into the workspace's device buffers.
   void stage_batch(const float* x, const void* y, const float* sample_weight, const int64_t* index, int64_t start,
@@ -231,6 +266,12 @@ class Trainer {
   std::unique_ptr<Workspace> ws_;
   std::unique_ptr<InferenceWorkspace> eval_ws_;
   std::vector<std::unique_ptr<FakeQuant>> fake_;  // per layer; set under QAT
+  // The step graph's state while set_cuda_graph is on; during a graphed step outside fp16,
+  // its device step counts, which the dropout and update kernels read (null otherwise:
+  // they take the host's count).
+  std::unique_ptr<StepGraph> graph_;
+  const StepState* step_gates_ = nullptr;
+  uint64_t config_count_ = 0;  // bumped by whatever changes the step's launches (StepGraphKey)
 };
 
 }  // namespace customml

@@ -27,11 +27,13 @@ void Trainer::set_fake_quantization(int64_t layer, bool per_channel, bool inputs
   f->batch_range.reserve(2);
   f->batch_ends.reserve(2);
   fake_[static_cast<size_t>(layer)] = std::move(f);
+  ++config_count_;  // the step's launches change (a recorded step graph is stale)
 }
 
 void Trainer::clear_fake_quantization(int64_t layer) {
   model_.dense("clear_fake_quantization", layer);
   fake_[static_cast<size_t>(layer)].reset();
+  ++config_count_;
 }
 
 std::pair<double, double> Trainer::fake_input_range(int64_t layer) const {

@@ -1,4 +1,5 @@
-// Launcher of binary cross-entropy with logits.
+// Launchers of binary cross-entropy with logits: one launch for the loss, its gradient and
+// the step's metric sums (cuda/loss_epilogue.cuh).
 
 #include "cuda/binary_cross_entropy.cuh"
 #include "cuda/device_backend.h"
@@ -8,15 +9,30 @@ namespace customml::CUSTOMML_CUDA_NS {
 void DeviceBackend::binary_cross_entropy_with_logits(float* grad, double* loss, const float* logits,
                                                      const float* targets, const float* row_weights, int64_t rows,
                                                      int64_t cols) {
+  binary_cross_entropy_with_logits_metrics(grad, loss, logits, targets, nullptr, row_weights, rows, cols,
+                                           LossMetrics{});
+}
+
+void DeviceBackend::binary_cross_entropy_with_logits_metrics(float* grad, double* loss, const float* logits,
+                                                             const float* targets, const int32_t* labels,
+                                                             const float* row_weights, int64_t rows, int64_t cols,
+                                                             const LossMetrics& m) {
   DeviceContext& ctx = this->ctx();
-  std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
-  const int64_t n = rows * cols;
-  // partials[kReduceBlocks] holds the total weight, after the per-block sums.
-  double* partial = ctx.partials.reserve(kReduceBlocks + 1);
-  if (row_weights) loss_weight_total(ctx, partial + kReduceBlocks, nullptr, nullptr, row_weights, rows);
-  launch(binary_cross_entropy_with_logits_kernel, dim3(kReduceBlocks), dim3(kThreads), 0, ctx.stream, partial, grad,
-         logits, targets, row_weights, static_cast<const double*>(partial + kReduceBlocks), n, cols);
-  finish_pointwise_loss(ctx, loss, partial, row_weights != nullptr, n, cols);
+  // The kernel counts one column's predictions; count_correct takes the others.
+  const bool count_here = m.correct && cols == 1;
+  {
+    std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
+    LossGrid g;
+    g.row_loss = ctx.partials.reserve(kReduceBlocks);
+    g.block_correct = count_here ? ctx.counts.reserve(kReduceBlocks) : nullptr;
+    g.ticket = ctx.grid_ticket();
+    g.loss = loss;
+    g.metrics = m;
+    if (!count_here) g.metrics.correct = nullptr;
+    launch(binary_cross_entropy_with_logits_kernel, dim3(kReduceBlocks), dim3(kThreads), 0, ctx.stream, g, grad, logits,
+           targets, labels, row_weights, rows, cols);
+  }
+  if (m.correct && !count_here) count_correct(m.correct, logits, labels, rows, cols);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

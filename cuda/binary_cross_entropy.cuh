@@ -1,24 +1,33 @@
 #pragma once
-// Defines: binary_cross_entropy_with_logits_kernel, loss partial sums and gradient in one pass.
+// Defines: binary_cross_entropy_with_logits_kernel: the loss, its gradient and the step's
+// metric sums in one launch.
 
 #include <cmath>
 #include <cstdint>
 
 #include "activation.h"
 #include "cuda/common.cuh"
+#include "cuda/loss_epilogue.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
-// logits, targets (n = rows cols), row_weights (rows) or null, total (1) = W (read only
-// with row weights) -> grad (n) or null, partial (gridDim.x): per-block sums of
-// w_i (max(z, 0) - z t + log1p(exp(-|z|))) (w_i = 1 without weights); the gradient is
-// (sigmoid(z) - t) / n, or w_i (sigmoid(z) - t) / (cols W).
+// logits, targets (rows, cols), row_weights (rows) or null -> grad (rows cols) or null, and
+// g's results: the loss, the sum over the elements of w_i (max(z, 0) - z t +
+// log1p(exp(-|z|))) divided by n = rows cols (unweighted, w_i = 1) or cols W (W = sum_i
+// w_i, 0 when W is 0), the gradient (sigmoid(z) - t) / n or w_i (sigmoid(z) - t) / (cols W);
+// with g.block_correct (one column), the rows where (z > 0) == (labels_i != 0) counted. A
+// grid of kReduceBlocks blocks striding over the elements; weighted, each block finds W
+// itself; the last one adds the per-block sums in block order (cuda/loss_epilogue.cuh).
 __global__ void __launch_bounds__(kThreads)
-    binary_cross_entropy_with_logits_kernel(double* partial, float* grad, const float* logits, const float* targets,
-                                            const float* row_weights, const double* total, int64_t n, int64_t cols) {
+    binary_cross_entropy_with_logits_kernel(LossGrid g, float* grad, const float* logits, const float* targets,
+                                            const int32_t* labels, const float* row_weights, int64_t rows,
+                                            int64_t cols) {
+  const int64_t n = rows * cols;
+  const double total = row_weights ? batch_weight_total(nullptr, nullptr, row_weights, rows) : 0.0;
   const float inv_n = 1.0f / static_cast<float>(n);
-  const double inv_total = row_weights && *total > 0.0 ? 1.0 / (*total * static_cast<double>(cols)) : 0.0;
+  const double inv_total = row_weights && total > 0.0 ? 1.0 / (total * static_cast<double>(cols)) : 0.0;
   double sum = 0.0;
+  int64_t hits = 0;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * kThreads) {
     const float z = logits[i], t = targets[i];
@@ -26,9 +35,12 @@ __global__ void __launch_bounds__(kThreads)
     sum += w * (static_cast<double>(z > 0.0f ? z : 0.0f) - static_cast<double>(z) * t +
                 log1p(exp(-static_cast<double>(fabsf(z)))));
     if (grad) grad[i] = (act::sigmoid(z) - t) * (row_weights ? static_cast<float>(w * inv_total) : inv_n);
+    if (g.block_correct) hits += (z > 0.0f) == (labels[i] != 0);
   }
   sum = block_sum(sum);
-  if (threadIdx.x == 0) partial[blockIdx.x] = sum;
+  if (g.block_correct) hits = block_sum(hits);
+  if (threadIdx.x == 0) g.row_loss[blockIdx.x] = sum;
+  finish_loss_grid(g, row_weights ? total * static_cast<double>(cols) : static_cast<double>(n), gridDim.x, hits);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

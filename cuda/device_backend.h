@@ -20,6 +20,14 @@ class DeviceBackend : public Backend {
 #define CUSTOMML_OP(ret, name, params) ret name params override;
 #include "backend_ops.def"
 #undef CUSTOMML_OP
+  void softmax_cross_entropy_metrics(float* grad, double* loss, const float* logits, const int32_t* labels,
+                                     const float* class_weights, const float* row_weights, int64_t batch,
+                                     int64_t classes, float label_smoothing, const LossMetrics& m) override;
+  void binary_cross_entropy_with_logits_metrics(float* grad, double* loss, const float* logits, const float* targets,
+                                                const int32_t* labels, const float* row_weights, int64_t rows,
+                                                int64_t cols, const LossMetrics& m) override;
+  void mse_metrics(float* grad, double* loss, const float* pred, const float* target, const float* row_weights,
+                   int64_t rows, int64_t cols, const LossMetrics& m) override;
 
  protected:
   // Owned by the subclass: its buffers must be released while its memory methods exist.

@@ -19,7 +19,8 @@ struct DeviceContext {
         counts(device),
         segments(device),
         gemm_partials(device),
-        gemm_counters(device) {}
+        gemm_counters(device),
+        ticket(device) {}
   Backend* memory;  // allocation and host <-> device copies
   // Every launch goes to stream, which a thread recording an inference graph redirects
   // to its capture stream for the duration (StreamRedirect): other threads' work on the
@@ -44,6 +45,13 @@ struct DeviceContext {
   // graphs keep its address; launches on the one stream use it in turn.
   Buffer<float> gemm_partials;
   Buffer<unsigned> gemm_counters;
+  // The block counter of the one-launch reductions (cuda/loss_epilogue.cuh): zeroed once,
+  // and every launch that uses it leaves it at zero.
+  Buffer<unsigned> ticket;
+  unsigned* grid_ticket() {
+    if (!ticket.data()) memory->fill_zero(ticket.reserve(1), sizeof(unsigned));
+    return ticket.data();
+  }
 };
 
 // Sends this thread's launches through ctx.stream to s until destroyed.
@@ -61,7 +69,7 @@ void loss_weight_total(DeviceContext& ctx, double* total, const int32_t* labels,
                        const float* row_weights, int64_t batch);
 // What a sum of partials becomes.
 enum class Finish {
-  mean,    // sum / (total[0] * total_factor), 0 when that is not positive: a weighted mean loss
+  mean,    // sum / total[0], 0 when that is not positive: a weighted mean loss
   divide,  // sum / divisor: an unweighted mean loss
   sqrt,    // sqrt(sum): a norm
   add,     // out[0] + sum: one more term of a running sum (a penalty over layers)
@@ -72,17 +80,12 @@ struct PartialsSum {
   int64_t first = 0, count = 0;
   Finish finish = Finish::divide;
   const double* total = nullptr;  // Finish::mean
-  double total_factor = 1.0;      // Finish::mean
   double divisor = 1.0;           // Finish::divide
 };
 
 // Launches a kernel on ctx.stream that sets out (1), on the device, to p's sum finished
 // (cuda/partials.cu).
 void finish_partials(DeviceContext& ctx, double* out, const PartialsSum& p);
-// A pointwise loss's per-block sums partial[0, kReduceBlocks) (and, weighted, the total
-// weight W in partial[kReduceBlocks]) -> loss (1) = sum / (cols W), or sum / n unweighted.
-void finish_pointwise_loss(DeviceContext& ctx, double* loss, const double* partial, bool weighted, int64_t n,
-                           int64_t cols);
 // counts (n) on the device -> out (1) += their sum, on ctx.stream (cuda/partials.cu).
 void sum_counts(DeviceContext& ctx, int64_t* out, const int64_t* counts, int64_t n);
 // Copies the no-decay table to the device; returns its device address.

@@ -8,7 +8,12 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <new>
+#include <stdexcept>
+#include <string>
 
 #include "backend.h"
 #include "cuda/device_backend.h"
@@ -42,39 +47,143 @@ namespace {
 
 namespace dev = cuda_emulated;
 
+// CUDA's stream capture, emulated: while this thread records (simt::recording()), kernel
+// launches, copies and fills are appended to the graph instead of running, and whatever
+// a graph cannot hold (a host wait, an allocation, a copy from pageable host memory,
+// which CUDA refuses during capture too) throws, naming it.
+[[noreturn]] void refuse_in_capture(const char* what) {
+  throw std::runtime_error(std::string("[cuda graph] ") + what + " cannot be captured in a graph");
+}
+
 class EmulatedCudaBackend final : public dev::DeviceBackend {
  public:
   Device device() const override { return {DeviceKind::cuda_emulated, 0}; }
   std::string name() const override { return "cuda-emulated"; }
 
   void* allocate(size_t bytes) override {
+    if (simt::recording()) refuse_in_capture("a device allocation");
     void* p = std::aligned_alloc(256, ((bytes + 255) / 256) * 256 + (bytes == 0 ? 256 : 0));
     if (!p) throw std::bad_alloc();
     allocations_.fetch_add(1, std::memory_order_relaxed);
     return p;
   }
   int64_t allocations() const { return allocations_.load(std::memory_order_relaxed); }
-  void deallocate(void* p) override { std::free(p); }
+  void deallocate(void* p) override {
+    memory_epoch_.fetch_add(1, std::memory_order_relaxed);
+    std::free(p);
+  }
+  uint64_t memory_epoch() const override { return memory_epoch_.load(std::memory_order_relaxed); }
   void copy_to_device(void* dst, const void* host_src, size_t bytes) override {
+    if (simt::Recording* r = simt::recording()) {
+      if (!pinned(host_src, bytes)) refuse_in_capture("a copy from pageable host memory (stage it in allocate_host's)");
+      r->push_back([dst, host_src, bytes] { std::memcpy(dst, host_src, bytes); });
+      return;
+    }
     if (bytes) std::memcpy(dst, host_src, bytes);
   }
   void copy_to_host(void* host_dst, const void* src, size_t bytes) override {
+    if (simt::recording()) refuse_in_capture("a copy to the host (the host would wait for the device)");
     host_waits_.fetch_add(1, std::memory_order_relaxed);
     if (bytes) std::memcpy(host_dst, src, bytes);
   }
-  void synchronize() override { host_waits_.fetch_add(1, std::memory_order_relaxed); }
+  void synchronize() override {
+    if (simt::recording()) refuse_in_capture("synchronize");
+    host_waits_.fetch_add(1, std::memory_order_relaxed);
+  }
   int64_t host_waits() const { return host_waits_.load(std::memory_order_relaxed); }
   void copy_on_device(void* dst, const void* src, size_t bytes) override {
+    if (simt::Recording* r = simt::recording()) {
+      r->push_back([dst, src, bytes] { std::memcpy(dst, src, bytes); });
+      return;
+    }
     if (bytes) std::memcpy(dst, src, bytes);
   }
   void fill_zero(void* dst, size_t bytes) override {
+    if (simt::Recording* r = simt::recording()) {
+      r->push_back([dst, bytes] { std::memset(dst, 0, bytes); });
+      return;
+    }
     if (bytes) std::memset(dst, 0, bytes);
   }
 
+  // Pinned memory is host memory here; its ranges are kept so that a capture can tell it
+  // from pageable memory, as the CUDA driver does.
+  void* allocate_host(size_t bytes) override {
+    if (simt::recording()) refuse_in_capture("a pinned host allocation");
+    void* p = ::operator new(bytes == 0 ? 1 : bytes);
+    std::lock_guard<std::mutex> lock(pinned_mutex_);
+    pinned_[reinterpret_cast<uintptr_t>(p)] = bytes;
+    return p;
+  }
+  void deallocate_host(void* p) override {
+    {
+      std::lock_guard<std::mutex> lock(pinned_mutex_);
+      pinned_.erase(reinterpret_cast<uintptr_t>(p));
+    }
+    ::operator delete(p);
+  }
+  // Every op has finished when it returns, so an event is complete once recorded and
+  // waiting for it never blocks; waiting inside a capture is refused as CUDA refuses it.
+  void* create_event() override { return new int(0); }
+  void destroy_event(void* event) override { delete static_cast<int*>(event); }
+  void record_event(void* event) override {
+    if (simt::Recording* r = simt::recording()) {
+      r->push_back([event] { *static_cast<int*>(event) = 1; });
+      return;
+    }
+    *static_cast<int*>(event) = 1;
+  }
+  void wait_event(void*) override {
+    if (simt::recording()) refuse_in_capture("waiting for an event on the host");
+  }
+
+  bool records_graphs() const override { return true; }
+  void* record_graph(const std::function<void()>& body) override {
+    if (simt::recording()) refuse_in_capture("a capture inside a capture");
+    auto graph = std::make_unique<simt::Recording>();
+    simt::set_recording(graph.get());
+    try {
+      body();
+    } catch (...) {
+      simt::set_recording(nullptr);
+      throw;
+    }
+    simt::set_recording(nullptr);
+    return graph.release();
+  }
+  // Inference graphs: a body that cannot be captured runs directly instead (Backend).
+  void* capture_graph(const std::function<void()>& body) override {
+    try {
+      return record_graph(body);
+    } catch (const std::runtime_error&) {
+      body();
+      return nullptr;
+    }
+  }
+  void replay_graph(void* graph) override {
+    if (simt::recording()) refuse_in_capture("a graph replay");
+    replays_.fetch_add(1, std::memory_order_relaxed);
+    for (const std::function<void()>& node : *static_cast<simt::Recording*>(graph)) node();
+  }
+  void destroy_graph(void* graph) override { delete static_cast<simt::Recording*>(graph); }
+  int64_t replays() const { return replays_.load(std::memory_order_relaxed); }
+
  private:
   dev::DeviceContext& ctx() override { return ctx_; }
+  bool pinned(const void* p, size_t bytes) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    std::lock_guard<std::mutex> lock(pinned_mutex_);
+    auto it = pinned_.upper_bound(a);
+    if (it == pinned_.begin()) return false;
+    --it;
+    return a + bytes <= it->first + it->second;
+  }
   std::atomic<int64_t> allocations_{0};
   std::atomic<int64_t> host_waits_{0};
+  std::atomic<uint64_t> memory_epoch_{0};
+  std::atomic<int64_t> replays_{0};
+  std::mutex pinned_mutex_;
+  std::map<uintptr_t, size_t> pinned_;  // start -> bytes
   dev::DeviceContext ctx_{this};
 };
 
@@ -90,5 +199,7 @@ Backend& emulated_cuda_backend() { return instance(); }
 int64_t emulated_cuda_allocations() { return instance().allocations(); }
 
 int64_t emulated_cuda_host_waits() { return instance().host_waits(); }
+
+int64_t emulated_cuda_graph_replays() { return instance().replays(); }
 
 }  // namespace customml

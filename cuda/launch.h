@@ -36,7 +36,8 @@ using Stream = void*;
 
 template <class... KernelArgs, class... Args>
 void launch(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t shared_bytes, Stream, Args... args) {
-  simt::run_grid(grid, block, shared_bytes, [&] { kernel(static_cast<KernelArgs>(args)...); });
+  // The arguments by value: a launch recorded into a graph runs after this returns.
+  simt::run_grid(grid, block, shared_bytes, [=] { kernel(static_cast<KernelArgs>(args)...); });
 }
 }  // namespace customml::CUSTOMML_CUDA_NS
 #endif

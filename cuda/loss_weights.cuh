@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "cuda/common.cuh"
+#include "cuda/loss_epilogue.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
@@ -14,11 +15,7 @@ namespace customml::CUSTOMML_CUDA_NS {
 // deterministic.
 __global__ void loss_weight_total_kernel(double* total, const int32_t* labels, const float* class_weights,
                                          const float* row_weights, int64_t batch) {
-  double sum = 0.0;
-  for (int64_t i = threadIdx.x; i < batch; i += kThreads)
-    sum += (class_weights ? static_cast<double>(class_weights[labels[i]]) : 1.0) *
-           (row_weights ? static_cast<double>(row_weights[i]) : 1.0);
-  sum = block_sum(sum);
+  const double sum = batch_weight_total(labels, class_weights, row_weights, batch);
   if (threadIdx.x == 0) *total = sum;
 }
 

@@ -1,4 +1,5 @@
-// Launcher of the mean squared error.
+// Launchers of the mean squared error: one launch for the loss, its gradient and the step's
+// loss sum (cuda/loss_epilogue.cuh).
 
 #include "cuda/device_backend.h"
 #include "cuda/mse.cuh"
@@ -7,15 +8,21 @@ namespace customml::CUSTOMML_CUDA_NS {
 
 void DeviceBackend::mse(float* grad, double* loss, const float* pred, const float* target, const float* row_weights,
                         int64_t rows, int64_t cols) {
+  mse_metrics(grad, loss, pred, target, row_weights, rows, cols, LossMetrics{});
+}
+
+void DeviceBackend::mse_metrics(float* grad, double* loss, const float* pred, const float* target,
+                                const float* row_weights, int64_t rows, int64_t cols, const LossMetrics& m) {
   DeviceContext& ctx = this->ctx();
   std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
-  const int64_t n = rows * cols;
-  // partials[kReduceBlocks] holds the total weight, after the per-block sums.
-  double* partial = ctx.partials.reserve(kReduceBlocks + 1);
-  if (row_weights) loss_weight_total(ctx, partial + kReduceBlocks, nullptr, nullptr, row_weights, rows);
-  launch(mse_kernel, dim3(kReduceBlocks), dim3(kThreads), 0, ctx.stream, partial, grad, pred, target, row_weights,
-         static_cast<const double*>(partial + kReduceBlocks), n, cols);
-  finish_pointwise_loss(ctx, loss, partial, row_weights != nullptr, n, cols);
+  LossGrid g;
+  g.row_loss = ctx.partials.reserve(kReduceBlocks);
+  g.ticket = ctx.grid_ticket();
+  g.loss = loss;
+  g.metrics = m;
+  g.metrics.correct = nullptr;  // regression counts nothing right
+  launch(mse_kernel, dim3(kReduceBlocks), dim3(kThreads), 0, ctx.stream, g, grad, pred, target, row_weights, rows,
+         cols);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -1,21 +1,24 @@
 #pragma once
-// Defines: mse_kernel, loss partial sums and gradient in one pass.
+// Defines: mse_kernel: the loss, its gradient and the step's loss sum in one launch.
 
 #include <cstdint>
 
 #include "cuda/common.cuh"
+#include "cuda/loss_epilogue.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
-// pred, target (n = rows cols), row_weights (rows) or null, total (1) = W (read only
-// with row weights) -> grad (n) or null, partial (gridDim.x): per-block sums of
-// w_i (pred - target)^2 (w_i = 1 without weights); the gradient is 2 (pred - target) / n,
-// or 2 w_i (pred - target) / (cols W).
-__global__ void __launch_bounds__(kThreads)
-    mse_kernel(double* partial, float* grad, const float* pred, const float* target, const float* row_weights,
-               const double* total, int64_t n, int64_t cols) {
+// pred, target (rows, cols), row_weights (rows) or null -> grad (rows cols) or null, and
+// g's results: the loss, the sum of w_i (pred - target)^2 divided by n = rows cols
+// (unweighted) or cols W (W = sum_i w_i, 0 when W is 0), the gradient 2 (pred - target) / n
+// or 2 w_i (pred - target) / (cols W). As binary_cross_entropy_with_logits_kernel: a grid
+// of kReduceBlocks blocks, the last one finishing (cuda/loss_epilogue.cuh).
+__global__ void __launch_bounds__(kThreads) mse_kernel(LossGrid g, float* grad, const float* pred, const float* target,
+                                                       const float* row_weights, int64_t rows, int64_t cols) {
+  const int64_t n = rows * cols;
+  const double total = row_weights ? batch_weight_total(nullptr, nullptr, row_weights, rows) : 0.0;
   const float scale = 2.0f / static_cast<float>(n);
-  const double inv_total = row_weights && *total > 0.0 ? 2.0 / (*total * static_cast<double>(cols)) : 0.0;
+  const double inv_total = row_weights && total > 0.0 ? 2.0 / (total * static_cast<double>(cols)) : 0.0;
   double sum = 0.0;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * kThreads) {
@@ -25,7 +28,8 @@ __global__ void __launch_bounds__(kThreads)
     if (grad) grad[i] = (row_weights ? static_cast<float>(w * inv_total) : scale) * d;
   }
   sum = block_sum(sum);
-  if (threadIdx.x == 0) partial[blockIdx.x] = sum;
+  if (threadIdx.x == 0) g.row_loss[blockIdx.x] = sum;
+  finish_loss_grid(g, row_weights ? total * static_cast<double>(cols) : static_cast<double>(n), gridDim.x, 0);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

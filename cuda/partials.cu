@@ -9,22 +9,6 @@ void finish_partials(DeviceContext& ctx, double* out, const PartialsSum& p) {
   launch(sum_partials_kernel, dim3(1), dim3(kThreads), 0, ctx.stream, out, p);
 }
 
-void finish_pointwise_loss(DeviceContext& ctx, double* loss, const double* partial, bool weighted, int64_t n,
-                           int64_t cols) {
-  PartialsSum sum;
-  sum.partials = partial;
-  sum.count = kReduceBlocks;
-  if (weighted) {
-    sum.finish = Finish::mean;
-    sum.total = partial + kReduceBlocks;
-    sum.total_factor = static_cast<double>(cols);
-  } else {
-    sum.finish = Finish::divide;
-    sum.divisor = static_cast<double>(n);
-  }
-  finish_partials(ctx, loss, sum);
-}
-
 void sum_counts(DeviceContext& ctx, int64_t* out, const int64_t* counts, int64_t n) {
   launch(sum_counts_kernel, dim3(1), dim3(kThreads), 0, ctx.stream, out, counts, n);
 }

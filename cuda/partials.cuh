@@ -9,6 +9,7 @@
 
 #include "cuda/common.cuh"
 #include "cuda/device_context.h"
+#include "cuda/loss_epilogue.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
@@ -17,23 +18,10 @@ namespace customml::CUSTOMML_CUDA_NS {
 // result is deterministic, and with at most kThreads terms (every per-block reduction) it
 // is the plain left-to-right sum the host used to make.
 __global__ void sum_partials_kernel(double* out, PartialsSum p) {
-  __shared__ double slices[kThreads];
-  CUSTOMML_POISON_SHARED(slices);
-  const int64_t per = (p.count + kThreads - 1) / kThreads;
-  const int64_t begin = p.first + threadIdx.x * per, end = p.first + p.count;
-  double sum = 0.0;
-  for (int64_t i = begin; i < begin + per && i < end; ++i) sum += p.partials[i];
-  slices[threadIdx.x] = sum;
-  __syncthreads();
+  const double total = ordered_sum(p.partials + p.first, p.count);
   if (threadIdx.x != 0) return;
-  double total = 0.0;
-  for (int t = 0; t < kThreads; ++t) total += slices[t];
   switch (p.finish) {
-    case Finish::mean: {
-      const double weight = *p.total * p.total_factor;
-      *out = weight > 0.0 ? total / weight : 0.0;
-      break;
-    }
+    case Finish::mean: *out = *p.total > 0.0 ? total / *p.total : 0.0; break;
     case Finish::divide: *out = total / p.divisor; break;
     case Finish::sqrt: *out = sqrt(total); break;
     case Finish::add: *out += total; break;

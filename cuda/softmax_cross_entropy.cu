@@ -1,4 +1,5 @@
-// Launcher of softmax cross-entropy.
+// Launchers of softmax cross-entropy: one launch for the loss, its gradient and the
+// step's metric sums (cuda/loss_epilogue.cuh).
 
 #include "cuda/device_backend.h"
 #include "cuda/softmax_cross_entropy.cuh"
@@ -10,27 +11,31 @@ constexpr int64_t kWarpRowMaxClasses = 1024;
 void DeviceBackend::softmax_cross_entropy(float* grad, double* loss, const float* logits, const int32_t* labels,
                                           const float* class_weights, const float* row_weights, int64_t batch,
                                           int64_t classes, float label_smoothing) {
+  softmax_cross_entropy_metrics(grad, loss, logits, labels, class_weights, row_weights, batch, classes, label_smoothing,
+                                LossMetrics{});
+}
+
+void DeviceBackend::softmax_cross_entropy_metrics(float* grad, double* loss, const float* logits, const int32_t* labels,
+                                                  const float* class_weights, const float* row_weights, int64_t batch,
+                                                  int64_t classes, float label_smoothing, const LossMetrics& m) {
   DeviceContext& ctx = this->ctx();
+  if (batch == 0) return;
   std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
-  // partials[0] holds the total weight, partials[1 .. batch] the weighted row losses.
-  double* scratch = ctx.partials.reserve(static_cast<size_t>(batch) + 1);
-  loss_weight_total(ctx, scratch, labels, class_weights, row_weights, batch);
   // A warp per row while each lane has at most 32 classes to visit; a block per row beyond.
-  if (classes <= kWarpRowMaxClasses)
-    launch(softmax_cross_entropy_kernel, dim3(exact_blocks(batch, kWarps)), dim3(kThreads), 0, ctx.stream, scratch + 1,
-           grad, logits, labels, class_weights, row_weights, static_cast<const double*>(scratch), batch, classes,
-           label_smoothing);
+  const bool warp_rows = classes <= kWarpRowMaxClasses;
+  const unsigned blocks = warp_rows ? exact_blocks(batch, kWarps) : exact_blocks(batch, 1);
+  LossGrid g;
+  g.row_loss = ctx.partials.reserve(static_cast<size_t>(batch));
+  g.block_correct = m.correct ? ctx.counts.reserve(blocks) : nullptr;
+  g.ticket = ctx.grid_ticket();
+  g.loss = loss;
+  g.metrics = m;
+  if (warp_rows)
+    launch(softmax_cross_entropy_kernel, dim3(blocks), dim3(kThreads), 0, ctx.stream, g, grad, logits, labels,
+           class_weights, row_weights, batch, classes, label_smoothing);
   else
-    launch(softmax_cross_entropy_block_kernel, dim3(exact_blocks(batch, 1)), dim3(kThreads), 0, ctx.stream, scratch + 1,
-           grad, logits, labels, class_weights, row_weights, static_cast<const double*>(scratch), batch, classes,
-           label_smoothing);
-  PartialsSum sum;
-  sum.partials = scratch;
-  sum.first = 1;
-  sum.count = batch;
-  sum.finish = Finish::mean;
-  sum.total = scratch;
-  finish_partials(ctx, loss, sum);
+    launch(softmax_cross_entropy_block_kernel, dim3(blocks), dim3(kThreads), 0, ctx.stream, g, grad, logits, labels,
+           class_weights, row_weights, batch, classes, label_smoothing);
 }
 
 void DeviceBackend::softmax_cross_entropy_soft(float* grad, double* loss, const float* logits, const float* targets,

@@ -1,12 +1,14 @@
 #pragma once
 // Defines: softmax_cross_entropy_kernel (a warp per row) and
 // softmax_cross_entropy_block_kernel (a block per row, for many classes): the row's max
-// and exp sum in one online pass, then loss and gradient, probabilities never stored.
+// and exp sum in one online pass, then loss and gradient, probabilities never stored, and
+// the batch's loss and metrics finished in the same launch; softmax_cross_entropy_soft_kernel.
 
 #include <cmath>
 #include <cstdint>
 
 #include "cuda/common.cuh"
+#include "cuda/loss_epilogue.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
@@ -86,36 +88,54 @@ __device__ __forceinline__ void softmax_grad_row(float* g, const float* row, flo
 }
 
 // logits (batch, classes), labels (batch), class_weights (classes) or null, row_weights
-// (batch) or null, total (1) = W -> row_loss (batch) = w_i l_i, grad (batch, classes) or
-// null. A warp per row, kWarps rows per block; the loss is as cpu/softmax_cross_entropy.cpp.
+// (batch) or null -> grad (batch, classes) or null, and g's results: the loss, the mean
+// sum_i w_i l_i / W with W = sum_i w_i, and the metrics (the correct count too when
+// g.block_correct is set), in one launch. A warp per row, kWarps rows per block; every
+// block finds W itself (the gradient scales by w_i / W), the last one sums the row losses
+// (cuda/loss_epilogue.cuh). The loss is as cpu/softmax_cross_entropy.cpp.
 __global__ void __launch_bounds__(kThreads)
-    softmax_cross_entropy_kernel(double* row_loss, float* grad, const float* logits, const int32_t* labels,
-                                 const float* class_weights, const float* row_weights, const double* total,
-                                 int64_t batch, int64_t classes, float label_smoothing) {
-  const int lane = threadIdx.x % 32;
-  const int64_t row_index = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
-  if (row_index >= batch) return;
-  const float* row = logits + row_index * classes;
-  const int32_t y = labels[row_index];
-  OnlineRowStats st = online_row_stats(row, classes, lane, 32);
-  const float mx = warp_max(st.max);
-  rebase_to_row_max(st, mx);
-  const double sum = warp_sum(st.sum);
-  const double sum_shifted = warp_sum(st.sum_shifted);
-  const double w = softmax_row_weight(class_weights, row_weights, y, row_index);
-  if (lane == 0) row_loss[row_index] = softmax_row_loss(row, mx, sum, sum_shifted, w, y, classes, label_smoothing);
-  if (grad)
-    softmax_grad_row(grad + row_index * classes, row, mx, sum, w, *total, y, classes, label_smoothing, lane, 32);
+    softmax_cross_entropy_kernel(LossGrid g, float* grad, const float* logits, const int32_t* labels,
+                                 const float* class_weights, const float* row_weights, int64_t batch, int64_t classes,
+                                 float label_smoothing) {
+  __shared__ int64_t hits[kWarps];
+  CUSTOMML_POISON_SHARED(hits);
+  const double total = batch_weight_total(labels, class_weights, row_weights, batch);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int64_t row_index = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
+  int64_t hit = 0;
+  if (row_index < batch) {  // no early exit: the block meets at finish_loss_grid's barriers
+    const float* row = logits + row_index * classes;
+    const int32_t y = labels[row_index];
+    OnlineRowStats st = online_row_stats(row, classes, lane, 32);
+    const float mx = warp_max(st.max);
+    rebase_to_row_max(st, mx);
+    const double sum = warp_sum(st.sum);
+    const double sum_shifted = warp_sum(st.sum_shifted);
+    const double w = softmax_row_weight(class_weights, row_weights, y, row_index);
+    if (lane == 0) g.row_loss[row_index] = softmax_row_loss(row, mx, sum, sum_shifted, w, y, classes, label_smoothing);
+    if (grad)
+      softmax_grad_row(grad + row_index * classes, row, mx, sum, w, total, y, classes, label_smoothing, lane, 32);
+    if (g.block_correct) hit = warp_predicted_class(row, classes, lane) == y;
+  }
+  if (lane == 0) hits[warp] = hit;
+  __syncthreads();
+  int64_t block_hits = 0;
+  if (threadIdx.x == 0)
+    for (int w = 0; w < kWarps; ++w) block_hits += hits[w];
+  finish_loss_grid(g, total, batch, block_hits);
 }
 
 // As softmax_cross_entropy_kernel with a block of kThreads per row (grid: batch blocks),
 // for rows too long for one warp to keep the memory system busy.
 __global__ void __launch_bounds__(kThreads)
-    softmax_cross_entropy_block_kernel(double* row_loss, float* grad, const float* logits, const int32_t* labels,
-                                       const float* class_weights, const float* row_weights, const double* total,
-                                       int64_t batch, int64_t classes, float label_smoothing) {
+    softmax_cross_entropy_block_kernel(LossGrid g, float* grad, const float* logits, const int32_t* labels,
+                                       const float* class_weights, const float* row_weights, int64_t batch,
+                                       int64_t classes, float label_smoothing) {
   __shared__ double sums[2];
+  __shared__ int64_t hit;
   CUSTOMML_POISON_SHARED(sums);
+  CUSTOMML_POISON_SHARED(hit);
+  const double total = batch_weight_total(labels, class_weights, row_weights, batch);
   const int64_t row_index = blockIdx.x;
   const float* row = logits + row_index * classes;
   const int32_t y = labels[row_index];
@@ -127,13 +147,19 @@ __global__ void __launch_bounds__(kThreads)
   if (threadIdx.x == 0) sums[0] = sum;
   const double sum_shifted = block_sum(st.sum_shifted);
   if (threadIdx.x == 0) sums[1] = sum_shifted;
+  // The first warp finds the predicted class as count_correct_kernel does (a warp per row).
+  if (g.block_correct && threadIdx.x < 32) {
+    const int64_t predicted = warp_predicted_class(row, classes, static_cast<int>(threadIdx.x));
+    if (threadIdx.x == 0) hit = predicted == y;
+  }
   __syncthreads();
   const double w = softmax_row_weight(class_weights, row_weights, y, row_index);
   if (threadIdx.x == 0)
-    row_loss[row_index] = softmax_row_loss(row, mx, sums[0], sums[1], w, y, classes, label_smoothing);
+    g.row_loss[row_index] = softmax_row_loss(row, mx, sums[0], sums[1], w, y, classes, label_smoothing);
   if (grad)
-    softmax_grad_row(grad + row_index * classes, row, mx, sums[0], w, *total, y, classes, label_smoothing, threadIdx.x,
+    softmax_grad_row(grad + row_index * classes, row, mx, sums[0], w, total, y, classes, label_smoothing, threadIdx.x,
                      kThreads);
+  finish_loss_grid(g, total, batch, g.block_correct && threadIdx.x == 0 ? hit : 0);
 }
 
 // Soft labels. logits, targets: (batch, classes)  row_weights: (batch) or null  total (1)

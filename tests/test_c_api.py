@@ -215,6 +215,7 @@ PRIVATE_FUNCTIONS = {
     "simt_emulation_compiled",
     "emulated_cuda_allocations",
     "emulated_cuda_host_waits",
+    "emulated_cuda_graph_replays",
     "dlpack_device",
     "dtype_from_dlpack",
     "dlpack_owner",

@@ -177,6 +177,12 @@ void bind_network(py::module_& m) {
            "Sets the learning rate of the next update (schedules); ValueError unless finite and >= 0.")
       .def_property_readonly("learning_rate", &Network::learning_rate,
                              "The learning rate the next update uses (as float32).")
+      .def("set_cuda_graph", &Network::set_cuda_graph, py::arg("on"),
+           "Runs each training step as one recorded device graph (compile's cuda_graph); ValueError on a device "
+           "without graphs.")
+      .def_property_readonly("cuda_graph", &Network::cuda_graph)
+      .def_property_readonly("cuda_graph_replays", &Network::cuda_graph_replays,
+                             "Training steps replayed from a recorded graph since set_cuda_graph(True).")
       .def(
           "train_batch",
           [](Network& n, py::object x, py::object y, py::object index, std::optional<py::object> sample_weight,

@@ -8,6 +8,8 @@
 
 #include <array>
 #include <cstring>
+#include <limits>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -49,9 +51,122 @@ void bind_test_hooks(py::module_& m) {
         "How many device allocations cuda-emulated has made in this process; for tests.");
   m.def("_emulated_host_waits", &emulated_cuda_host_waits,
         "How many times cuda-emulated has made the host wait (copies to the host, synchronize); for tests.");
+  m.def("_emulated_graph_replays", &emulated_cuda_graph_replays,
+        "How many graphs cuda-emulated has replayed in this process (cudaGraphLaunch on cuda); for tests.");
   m.def("_emulated_launches", &simt::launches,
         "How many kernels the SIMT emulator has launched in this process (cuda-emulated's launches); for tests.");
 #endif
+  m.def(
+      "_loss_metrics",
+      [](const std::string& loss_name, py::array_t<float, py::array::c_style> logits,
+         std::optional<py::array_t<int32_t, py::array::c_style>> labels,
+         std::optional<py::array_t<float, py::array::c_style>> targets,
+         std::optional<py::array_t<float, py::array::c_style>> class_weights,
+         std::optional<py::array_t<float, py::array::c_style>> row_weights, float label_smoothing, double loss_sum,
+         double loss_rows, int64_t correct, const std::string& device) {
+        // The training step's loss (Trainer::loss_and_count) on host copies of its inputs:
+        // no checks beyond the shapes, the executor's own callers make them.
+        const bool softmax = loss_name == "softmax_cross_entropy", bce = loss_name == "binary_cross_entropy";
+        if (!softmax && !bce && loss_name != "mse")
+          throw std::invalid_argument("[_loss_metrics] loss is softmax_cross_entropy, binary_cross_entropy or mse");
+        if (logits.ndim() != 2 || logits.shape(0) < 1 || logits.shape(1) < 1)
+          throw std::invalid_argument("[_loss_metrics] logits (rows, cols)");
+        const int64_t rows = logits.shape(0), cols = logits.shape(1);
+        const size_t n = static_cast<size_t>(rows * cols);
+        if ((softmax || bce) && (!labels || labels->ndim() != 1 || labels->shape(0) != rows))
+          throw std::invalid_argument("[_loss_metrics] labels (rows) int32");
+        if (!softmax && (!targets || static_cast<size_t>(targets->size()) != n))
+          throw std::invalid_argument("[_loss_metrics] targets (rows, cols) float32");
+        Backend& be = backend_for(Device::parse(device));
+        auto upload = [&](auto& buf, const auto* src, size_t count) {
+          buf.reserve(count);
+          be.copy_to_device(buf.data(), src, sizeof(*src) * count);
+          return buf.data();
+        };
+        Buffer<float> z(&be), g(&be), t(&be), cw(&be), rw(&be);
+        Buffer<int32_t> y(&be);
+        Buffer<double> sums(&be);
+        Buffer<int64_t> count(&be);
+        const std::vector<float> nan(n, std::numeric_limits<float>::quiet_NaN());
+        const double host_sums[2] = {std::numeric_limits<double>::quiet_NaN(), loss_sum};
+        LossMetrics m{upload(sums, host_sums, 2) + 1, loss_rows, upload(count, &correct, 1)};
+        const float* cwp = class_weights ? upload(cw, class_weights->data(), static_cast<size_t>(cols)) : nullptr;
+        const float* rwp = row_weights ? upload(rw, row_weights->data(), static_cast<size_t>(rows)) : nullptr;
+        const int32_t* yp = labels ? upload(y, labels->data(), static_cast<size_t>(rows)) : nullptr;
+        const float* tp = targets ? upload(t, targets->data(), n) : nullptr;
+        const float* zp = upload(z, logits.data(), n);
+        float* gp = upload(g, nan.data(), n);
+        {
+          py::gil_scoped_release release;
+          if (softmax)
+            be.softmax_cross_entropy_metrics(gp, sums.data(), zp, yp, cwp, rwp, rows, cols, label_smoothing, m);
+          else if (bce)
+            be.binary_cross_entropy_with_logits_metrics(gp, sums.data(), zp, tp, yp, rwp, rows, cols, m);
+          else
+            be.mse_metrics(gp, sums.data(), zp, tp, rwp, rows, cols, m);
+        }
+        py::array_t<float> grad({rows, cols});
+        double out_sums[2];
+        be.copy_to_host(grad.mutable_data(), gp, sizeof(float) * n);
+        be.copy_to_host(out_sums, sums.data(), sizeof(out_sums));
+        be.copy_to_host(&correct, count.data(), sizeof(correct));
+        return py::make_tuple(out_sums[0], grad, out_sums[1], correct);
+      },
+      py::arg("loss"), py::arg("logits"), py::arg("labels"), py::arg("targets"), py::arg("class_weights"),
+      py::arg("row_weights"), py::arg("label_smoothing"), py::arg("loss_sum"), py::arg("loss_rows"), py::arg("correct"),
+      py::arg("device"),
+      "Backend::<loss>_metrics (the training step's loss, gradient and metric sums) on a device: (loss, grad, "
+      "loss_sum + loss x loss_rows, correct + the rows right); for tests.");
+  m.def(
+      "_record_graph_around",
+      [](const std::string& op, const std::string& device) {
+        // One operation recorded into a graph on a device, then the graph replayed: what
+        // the step graph's capture allows (a copy from pinned memory, a fill, a copy on
+        // the device) and what it refuses (host waits, allocations, pageable sources).
+        Backend& be = backend_for(Device::parse(device));
+        Buffer<float> dev(&be);
+        dev.reserve(4);
+        be.fill_zero(dev.data(), 4 * sizeof(float));
+        float* pinned = static_cast<float*>(be.allocate_host(4 * sizeof(float)));
+        std::vector<float> pageable(4, 3.0f);
+        struct Release {
+          Backend& be;
+          float* p;
+          ~Release() { be.deallocate_host(p); }
+        } release{be, pinned};
+        for (int i = 0; i < 4; ++i) pinned[i] = 1.0f;
+        std::vector<float> got(4);
+        void* graph = be.record_graph([&] {
+          if (op == "pinned_copy")
+            be.copy_to_device(dev.data(), pinned, 4 * sizeof(float));
+          else if (op == "pageable_copy")
+            be.copy_to_device(dev.data(), pageable.data(), 4 * sizeof(float));
+          else if (op == "copy_to_host")
+            be.copy_to_host(got.data(), dev.data(), 4 * sizeof(float));
+          else if (op == "synchronize")
+            be.synchronize();
+          else if (op == "allocate")
+            Buffer<float>(&be).reserve(1);
+          else if (op == "wait_event")
+            be.wait_event(nullptr);
+          else if (op == "nested")
+            be.record_graph([] {});
+          else
+            throw std::invalid_argument("[_record_graph_around] unknown op '" + op + "'");
+        });
+        // Recorded, nothing ran: the device buffer still holds zeros. A replay copies what
+        // the pinned memory holds then, not at the recording.
+        be.copy_to_host(got.data(), dev.data(), 4 * sizeof(float));
+        const float before = got[0];
+        for (int i = 0; i < 4; ++i) pinned[i] = 2.0f;
+        be.replay_graph(graph);
+        be.copy_to_host(got.data(), dev.data(), 4 * sizeof(float));
+        be.destroy_graph(graph);
+        return std::make_pair(before, got[0]);
+      },
+      py::arg("op"), py::arg("device"),
+      "Records one operation into a device graph (Backend::record_graph) and replays it: (the value before the "
+      "replay, after it); the operations a graph cannot hold raise; for tests.");
   m.def(
       "_set_isa",
       [](const std::string& level) { return std::string(cpu::isa_name(cpu::set_isa_ceiling(cpu::parse_isa(level)))); },

@@ -45,6 +45,12 @@ CUSTOMML_PRIVATE_API ThreadOrder parse_thread_order(const std::string& name);
 // std::runtime_error when the threads of a block deadlock (waiting at different
 // barriers).
 void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::function<void()>& body);
+// Stream capture, as CUDA graphs record it: while a recording is set on this OS thread,
+// run_grid appends each launch (with its arguments, which the body holds by value) to it
+// instead of running it; replaying runs the entries in order. Null: launches run.
+using Recording = std::vector<std::function<void()>>;
+void set_recording(Recording* recording);
+Recording* recording();
 // Kernel launches run_grid has started in this process, on any OS thread: what a launch
 // costs on the GPU (a few microseconds each) is counted where no GPU is; for tests.
 CUSTOMML_PRIVATE_API int64_t launches();

@@ -52,6 +52,7 @@ struct Runner {
 };
 
 thread_local Runner* tl_runner = nullptr;
+thread_local Recording* tl_recording = nullptr;
 
 std::atomic<int> g_order{static_cast<int>(ThreadOrder::forward)};
 std::atomic<uint64_t> g_seed{0};
@@ -205,6 +206,11 @@ void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::fun
     throw std::invalid_argument("[simt] a block needs 1 to 1024 threads, got " + std::to_string(n64));
   if (static_cast<uint64_t>(grid.x) * grid.y * grid.z == 0) return;
   if (tl_runner) throw std::logic_error("[simt] a kernel launched another kernel");
+  if (tl_recording) {
+    tl_recording->push_back(
+        [grid, block, dynamic_shared_bytes, body] { run_grid(grid, block, dynamic_shared_bytes, body); });
+    return;
+  }
   g_launches.fetch_add(1, std::memory_order_relaxed);
   const unsigned n = static_cast<unsigned>(n64);
 
@@ -249,6 +255,9 @@ void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::fun
 }
 
 int64_t launches() { return g_launches.load(std::memory_order_relaxed); }
+
+void set_recording(Recording* recording) { tl_recording = recording; }
+Recording* recording() { return tl_recording; }
 
 const uint3& thread_idx() { return runner().current->idx; }
 const uint3& block_idx() { return runner().block_idx; }

@@ -40,6 +40,10 @@ inline int4 make_int4(int x, int y, int z, int w) { return {x, y, z, w}; }
 
 inline void __syncthreads() { ::customml::simt::syncthreads(); }
 inline void __syncwarp(unsigned mask = 0xffffffffu) { ::customml::simt::warp_exchange(mask, 0); }
+// Blocks run one at a time over host memory, so every write is already visible to every
+// later reader: the fence orders nothing here (it does on the GPU, where the last-block
+// reductions of cuda/loss_epilogue.cuh and split-K's cuda/dense.cu need it).
+inline void __threadfence() {}
 
 namespace customml::simt::detail {
 template <class T>
@@ -166,5 +170,3 @@ template <class T>
 T __ldcg(const T* p) {
   return *p;
 }
-// Blocks run one at a time and memory is the host's, so every store is already visible.
-inline void __threadfence() {}

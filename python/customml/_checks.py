@@ -61,6 +61,12 @@ def check_finite(a: np.ndarray, name: str, op: str, why: str = "training on it w
     raise ValueError(f"[{op}] {name} contains NaN or inf: {a[at]} at {place}; {why}")
 
 
+def boolean(op: str, name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"[{op}] {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def positive_int(value, name: str, op: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"[{op}] {name} must be an integer >= {minimum}, got {value!r}")

@@ -1,9 +1,8 @@
 """Sequential: a Keras-like model over the C++ network executor.
 
-Python here checks and converts what users pass, then makes one executor call per
-batch (fit) or per call (predict, evaluate); the maths runs in C++ with the GIL
-released. This module holds the model (its layers, the executor, compile, predict and
-its files); fit and evaluate come from its base class, ``_trainer.Trainer``.
+Python here checks and converts what users pass, then makes one executor call per batch (fit) or per call
+(predict, evaluate); the maths runs in C++ with the GIL released. This module holds the model (its layers, the
+executor, compile, predict and its files); fit and evaluate come from its base class, ``_trainer.Trainer``.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from ._callback import Callback
-from ._checks import as_features, number, positive_int
+from ._checks import as_features, boolean, number, positive_int
 from ._checks import check_finite as _check_finite
 from ._history import History
 from ._model_description import ModelDescription, describe
@@ -76,6 +75,7 @@ class Sequential(Trainer):
         self._optimizer: Optional[optimizers_mod.Optimizer] = None
         self._metrics: Tuple[str, ...] = ()
         self._precision = "fp32"
+        self._cuda_graph = False
         self.history: Optional[History] = None
         self._input_dim = None
         # Set by a callback to end fit after the current epoch (Keras' name).
@@ -357,22 +357,22 @@ class Sequential(Trainer):
         metrics: Optional[Iterable[str]] = None,
         clipnorm: Optional[float] = None,
         precision: str = "fp32",
+        cuda_graph: bool = False,
     ) -> None:
-        """Sets the optimizer, the loss and the metrics; resets the optimizer state, the
-        step count and ``epochs_trained``. ``clipnorm`` clips the gradients by global
-        norm, as the optimizer's own ``clipnorm`` (give one or the other).
+        """Sets the optimizer, the loss and the metrics; resets the optimizer state, the step count and
+        ``epochs_trained``. ``clipnorm`` clips gradients by global norm like the optimizer's (give one or the other).
 
-        ``metrics``: names from ``customml.metrics.NAMES``: "accuracy", "precision",
-        "recall", "f1" (binary for one logit or two classes, else macro), their
-        ``_binary``/``_macro``/``_micro``/``_weighted`` variants, "confusion_matrix" and
-        "roc_auc" (binary, or one-vs-rest macro for more classes) for classification
-        losses; "mae", "rmse", "r2" for mse. The executor accumulates their statistics per
-        batch; values follow sklearn.metrics.
+        ``metrics``: names from ``customml.metrics.NAMES``: "accuracy", "precision", "recall", "f1" (binary for
+        one logit or two classes, else macro), their ``_binary``/``_macro``/``_micro``/``_weighted`` variants,
+        "confusion_matrix" and "roc_auc" (binary, or one-vs-rest macro for more classes) for classification
+        losses; "mae", "rmse", "r2" for mse; statistics accumulated per batch, values as sklearn.metrics.
 
-        ``precision``: the number format of the dense layers' products: "fp32" (default,
-        every device), or on CUDA tensor cores "tf32", "bf16" or "fp16" (operands rounded
-        to it, float32 accumulation and float32 master weights; fp16 with dynamic loss
-        scaling)."""
+        ``precision``: the number format of the dense layers' products: "fp32" (default, every device), or on
+        CUDA tensor cores "tf32", "bf16" or "fp16" (operands rounded to it, float32 accumulation and float32
+        master weights; fp16 with dynamic loss scaling).
+
+        ``cuda_graph``: on "cuda" ("cuda-emulated" too), each training step is recorded once as a CUDA graph and
+        replayed while its shape and configuration stay (batches staged in pinned memory); not with "roc_auc"."""
         optimizer = optimizers_mod.get(optimizer)
         if clipnorm is not None:
             if optimizer.clipnorm is not None and optimizer.clipnorm != clipnorm:
@@ -402,22 +402,21 @@ class Sequential(Trainer):
         if self._net is not None:
             _check_binary_metrics(metrics, self._net.output_dim)
         self._optimizer, self._loss, self._metrics = optimizer, loss, metrics
-        self._precision = precision
+        self._precision, self._cuda_graph = precision, boolean("compile", "cuda_graph", cuda_graph)
         self._epoch = 0
         if self._net is not None:
             self._compile_net()
 
     @property
     def epochs_trained(self) -> int:
-        """Epochs that fit completed since compile (restored by ``load`` from a file saved
-        with ``include_optimizer=True``); the next fit draws its first epoch's shuffle order
-        from this index."""
+        """Epochs that fit completed since compile (restored by ``load`` from a file saved with
+        ``include_optimizer=True``); the next fit draws its first epoch's shuffle order from this index."""
         return self._epoch
 
     @property
     def learning_rate(self) -> float:
-        """The learning rate the next update uses (what a schedule or a
-        LearningRateScheduler last set), as the executor holds it (float32)."""
+        """The learning rate the next update uses (what a schedule or a LearningRateScheduler last set), as the
+        executor holds it (float32)."""
         self._require_built("learning_rate")
         if self._optimizer is None:
             raise ValueError("[learning_rate] the model must be compiled first (model.compile(...))")
@@ -440,6 +439,7 @@ class Sequential(Trainer):
             self._precision,
         )
         self._net.set_metric_stats(_core.MetricStats(**metrics_mod.needs(self._metrics)))
+        self._net.set_cuda_graph(self._cuda_graph)
 
     def _require_built(self, op: str) -> None:
         if self._net is None:

@@ -1,0 +1,96 @@
+#pragma once
+// Defines: the device functions (no kernels, so any launcher file may include this) that a
+// loss kernel finishes a whole training step's loss with in its own launch: the batch's
+// total weight, the fixed-order sum of per-row terms, and the grid's last block folding
+// the batch's loss and correct count into the epoch's metrics (LossMetrics). The separate
+// kernels they replace (loss_weight_total_kernel, sum_partials_kernel) call the same
+// functions, so either path gives the same bits.
+
+#include <cstdint>
+
+#include "cuda/common.cuh"
+
+namespace customml::CUSTOMML_CUDA_NS {
+
+// labels (batch) (read only with class weights), class_weights (classes) or null,
+// row_weights (batch) or null -> W = sum_i class_weights[label_i] row_weights[i], a
+// missing factor being 1, in every thread of the block. Strided per thread, then
+// block_sum: a fixed order. Unweighted, W = batch (exact: a sum of ones below 2^53).
+__device__ __forceinline__ double batch_weight_total(const int32_t* labels, const float* class_weights,
+                                                     const float* row_weights, int64_t batch) {
+  if (!class_weights && !row_weights) return static_cast<double>(batch);
+  __shared__ double total;
+  CUSTOMML_POISON_SHARED(total);
+  double sum = 0.0;
+  for (int64_t i = threadIdx.x; i < batch; i += kThreads)
+    sum += (class_weights ? static_cast<double>(class_weights[labels[i]]) : 1.0) *
+           (row_weights ? static_cast<double>(row_weights[i]) : 1.0);
+  sum = block_sum(sum);
+  if (threadIdx.x == 0) total = sum;
+  __syncthreads();
+  return total;
+}
+
+// terms [0, count) -> their sum, valid in thread 0 of a kThreads block. Each thread adds
+// a contiguous slice in order, then thread 0 adds the slices in order: deterministic,
+// and with at most kThreads terms the plain left-to-right sum. Volatile reads: the terms
+// may come from other blocks of the same grid (see finish_loss_grid).
+__device__ __forceinline__ double ordered_sum(const volatile double* terms, int64_t count) {
+  __shared__ double slices[kThreads];
+  CUSTOMML_POISON_SHARED(slices);
+  const int64_t per = (count + kThreads - 1) / kThreads;
+  const int64_t begin = threadIdx.x * per;
+  double sum = 0.0;
+  for (int64_t i = begin; i < begin + per && i < count; ++i) sum += terms[i];
+  slices[threadIdx.x] = sum;
+  __syncthreads();
+  double total = 0.0;
+  if (threadIdx.x == 0)
+    for (int t = 0; t < kThreads; ++t) total += slices[t];
+  __syncthreads();  // slices may be reused by the next call
+  return total;
+}
+
+// Where a one-launch loss leaves its results: row_loss (batch) and block_correct
+// (gridDim.x) are scratch the grid's last block reads; ticket (1) counts the blocks that
+// are done and is 0 between launches (the last block puts it back, so a recorded graph
+// replays too).
+struct LossGrid {
+  double* row_loss = nullptr;
+  int64_t* block_correct = nullptr;  // null: no correct count
+  unsigned* ticket = nullptr;
+  double* loss = nullptr;  // (1): the batch's weighted mean loss
+  LossMetrics metrics;
+};
+
+// Called by every thread of every block once the block's row losses are written (and,
+// counting, hits holds in thread 0 the block's rows classified right). The last block
+// to finish (a ticket taken after a fence, so every other block's writes are visible to
+// it) sums the row losses in row order, divides by total (0 when total is not positive),
+// and adds to the metrics: the separate kernels' arithmetic, in one launch.
+__device__ __forceinline__ void finish_loss_grid(const LossGrid& g, double total, int64_t batch, int64_t hits) {
+  __shared__ unsigned last;
+  CUSTOMML_POISON_SHARED(last);
+  if (threadIdx.x == 0 && g.block_correct) g.block_correct[blockIdx.x] = hits;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(g.ticket, 1u) == gridDim.x - 1 ? 1u : 0u;
+  __syncthreads();
+  if (last == 0u) return;
+  __threadfence();
+  const double sum = ordered_sum(g.row_loss, batch);
+  int64_t correct = 0;
+  if (g.block_correct) {
+    const volatile int64_t* counts = g.block_correct;
+    for (int64_t b = threadIdx.x; b < gridDim.x; b += kThreads) correct += counts[b];
+    correct = block_sum(correct);
+  }
+  if (threadIdx.x != 0) return;
+  const double loss = total > 0.0 ? sum / total : 0.0;
+  *g.loss = loss;
+  if (g.metrics.loss_sum) *g.metrics.loss_sum += loss * g.metrics.loss_rows;
+  if (g.metrics.correct) *g.metrics.correct += correct;
+  *g.ticket = 0u;
+}
+
+}  // namespace customml::CUSTOMML_CUDA_NS
