@@ -513,8 +513,10 @@ class Sequential(Trainer):
 
     def load_weights(self, path) -> None:
         """Loads the weights of a file saved by ``save`` into this model, which must have
-        the same layers and input size; the optimizer state is left as it is."""
+        the same layers and input size; the optimizer state is left as it is. The file's
+        configuration is checked as ``customml.load`` checks it."""
         desc = _model_file.read(path)
+        Sequential._configured(desc, os.fspath(path))  # load's checks, on an unbuilt model
         mismatch = desc.mismatch(self)
         if mismatch:
             raise ValueError(f"[load_weights] {os.fspath(path)} does not fit the model: {mismatch}")
@@ -531,16 +533,31 @@ class Sequential(Trainer):
                     cast(Normalization, layer)._set_stats(spec["mean"], spec["variance"])
 
     @classmethod
-    def _from_description(cls, desc: ModelDescription, device: str) -> "Sequential":
-        """A new model on ``device`` from a description (what ``customml.io`` reads from a
-        file): its layers, its compile configuration, its weights and, when the description
-        holds them, its optimizer state and callback states."""
+    def _configured(cls, desc: ModelDescription, where: str, device: str = "cpu", build: bool = False) -> "Sequential":
+        """The model a description configures (its layers and compile configuration; built
+        when ``build``, else nothing is allocated), any invalid configuration a ValueError
+        naming ``where``: the one check of a file's configuration, for load and load_weights."""
         arch = desc.architecture
-        model = cls(desc.layers(), input_dim=arch["input_dim"], device=device, seed=arch["seed"], name=arch["name"])
-        args = desc.compile_args()
-        if args is not None:
-            model.compile(**args)
-        model._restore(desc)
+        try:
+            input_dim = arch["input_dim"] if build else None
+            model = cls(desc.layers(), input_dim=input_dim, device=device, seed=arch["seed"], name=arch["name"])
+            args = desc.compile_args()
+            if args is not None:
+                model.compile(**args)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: invalid model configuration: {exc}") from None
+        return model
+
+    @classmethod
+    def _from_description(cls, desc: ModelDescription, device: str, where: str) -> "Sequential":
+        """A new model on ``device`` from a description (what ``customml.io`` reads from
+        ``where``): its layers, its compile configuration, its weights and, when the
+        description holds them, its optimizer state and callback states."""
+        model = cls._configured(desc, where, device, build=True)
+        try:
+            model._restore(desc)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: invalid model configuration: {exc}") from None
         return model
 
     def _restore(self, desc: ModelDescription, with_state: bool = True) -> None:
