@@ -54,10 +54,12 @@ __global__ void quantize_kernel(T* q, const float* x, const float* scale, const 
     CUSTOMML_UNROLL
     for (int e = 0; e < kQuantVec; ++e) {
       const int64_t i = i0 + e;
+      // Past the end the row index would be `rows`: one scale and zero past theirs.
+      if (i >= n) break;
       const int64_t p = quant_param_index(axis, i, cols);
       const int32_t c = quantize_value(v[e], scale[p], zero ? zero[p] : 0, lo, hi);
       packed |= (static_cast<uint32_t>(c) & 0xFFu) << (8 * e);
-      if (!whole && i < n) q[i] = static_cast<T>(c);
+      if (!whole) q[i] = static_cast<T>(c);
     }
     if (whole) *reinterpret_cast<uint32_t*>(q + i0) = packed;
   }
@@ -82,10 +84,11 @@ __global__ void dequantize_kernel(float* x, const T* q, const float* scale, cons
       CUSTOMML_UNROLL
       for (int e = 0; e < kQuantVec; ++e) c[e] = i0 + e < n ? q[i0 + e] : T{0};
     }
-    float v[kQuantVec];
+    float v[kQuantVec] = {};
     CUSTOMML_UNROLL
     for (int e = 0; e < kQuantVec; ++e) {
       const int64_t i = i0 + e;
+      if (i >= n) break;  // as in quantize_kernel: no scale or zero read past theirs
       const int64_t p = quant_param_index(axis, i, cols);
       v[e] = scale[p] * static_cast<float>(static_cast<int32_t>(c[e]) - (zero ? zero[p] : 0));
     }
