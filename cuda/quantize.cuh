@@ -3,6 +3,7 @@
 // and quantize_rows_dynamic_kernel (a warp per row: its range, then its codes); QAT's
 // symmetric_scales_*_kernel and observe_range_kernel.
 
+#include <cmath>
 #include <cstdint>
 
 #include "cuda/common.cuh"
@@ -117,6 +118,21 @@ __device__ __forceinline__ RowQuantization row_quantization(float lo, float hi) 
 }
 
 constexpr int kRowsPerQuantBlock = kThreads / 32;  // a warp per row
+
+// x: (rows, x_cols)  y: (rows, y_cols) -> y's row NaN where x's holds a NaN or an infinity
+// (v - v is 0 exactly for finite v, NaN otherwise). A warp per row, as below.
+__global__ void __launch_bounds__(kThreads)
+    nan_rows_of_nonfinite_kernel(float* y, const float* x, int64_t rows, int64_t x_cols, int64_t y_cols) {
+  const int lane = threadIdx.x % 32;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerQuantBlock + threadIdx.x / 32;
+  if (row >= rows) return;  // whole warps leave together: the vote below sees all 32 lanes
+  const float* xr = x + row * x_cols;
+  bool bad = false;
+  for (int64_t c = lane; c < x_cols; c += 32) bad = bad || !(xr[c] - xr[c] == 0.0f);
+  if (!__any_sync(0xFFFFFFFFu, bad)) return;
+  float* yr = y + row * y_cols;
+  for (int64_t c = lane; c < y_cols; c += 32) yr[c] = nanf("");
+}
 
 // x: (rows, cols) -> scale, zero: (rows), q: (rows, cols) u8; lo = min(0, min x),
 // hi = max(0, max x) per row: min and max are exact, so the warp's reduction order does
