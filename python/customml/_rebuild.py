@@ -5,18 +5,15 @@ or the other (issue 20). The caller holds the model's lock."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, Tuple
+from typing import Any, Dict, Tuple
 
 import numpy as np
 
 from . import _core
 from .layers import Dense
 
-if TYPE_CHECKING:
-    from .models import Sequential
 
-
-def rebuild(model: Sequential) -> None:
+def rebuild(model: Any) -> None:  # a Sequential (models imports this module)
     """A new executor for the current layers: layers that were built keep their weights,
     new ones are initialized from (seed, position); recompiled when compiled."""
     kept = {id(layer): layer.get_weights() for layer in model.layers if layer.input_dim is not None}
@@ -72,7 +69,8 @@ def rebuild(model: Sequential) -> None:
         if nm is not None:
             nms[i] = nm
         if fmt != "dense":
-            net.set_sparse_format(i, fmt, max_batch, *(nm or (2, 4)), min_batch=min_batch)
+            n, m = nm or (2, 4)
+            net.set_sparse_format(i, fmt, max_batch, n, m, min_batch=min_batch)
         if q is not None:
             net.set_quantization(i, q["w_q"], q["w_scale"], q["in_scale"], q["in_zero"])
         if half:
