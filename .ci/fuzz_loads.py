@@ -59,6 +59,16 @@ def make_corpus(directory: pathlib.Path) -> None:
     nm = small()
     cm.prune.n_m(nm, 2, 4, measure=False)
     models["nm"] = nm
+    # Format versions 2 to 4: a regularizer and a schedule, a frozen layer, bf16 kernels.
+    regularized = cm.Sequential(
+        [cm.layers.Dense(8, "relu", kernel_regularizer=cm.regularizers.L1L2(l1=1e-4, l2=1e-3)), cm.layers.Dense(2)],
+        input_dim=6,
+        seed=1,
+    )
+    regularized.layers[0].trainable = False
+    regularized.compile(optimizer=cm.optimizers.SGD(cm.schedules.StepDecay(0.1, 10, 0.5)), loss="mse")
+    models["regularized"] = regularized
+    models["bf16"] = cm.quantize.bf16(small())
     models["int8_static"] = cm.quantize.int8(small(), calibration=x)
     models["int8_dynamic"] = cm.quantize.int8(small(), calibration=x, static=False, per_channel=False)
     for name, model in models.items():

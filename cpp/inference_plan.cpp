@@ -325,6 +325,11 @@ const float* InferencePlan::forward_prepared(InferenceWorkspace& ws, const float
   const float* cur = input;
   // When the previous int8 layer requantized its output for this one, cur_q holds it.
   const uint8_t* cur_q = nullptr;
+  // The float input (width `coded_width`) of the int8 layers since cur_q was last null: a
+  // row of it with a NaN or an infinity has no code, so that row of their float output is
+  // made NaN (the model's input, or a float layer's output that overflowed).
+  const float* coded = nullptr;
+  int64_t coded_width = 0;
   int64_t width = input_dim_;
   const size_t last = kinds_.size() - 1;
   // Preprocessing folded into the first Dense layer is skipped.
@@ -364,6 +369,8 @@ const float* InferencePlan::forward_prepared(InferenceWorkspace& ws, const float
       e.act = act;
       uint8_t* a = (cur_q == ws.q_a.data()) ? ws.q_b.data() : ws.q_a.data();
       if (cur_q == nullptr) {
+        coded = cur;
+        coded_width = width;
         if (p.is_static) {
           backend_->quantize(a, DType::u8, cur, p.in_scale.data(), p.in_zero.data(), b, width, QuantAxis::tensor);
         } else {
@@ -390,6 +397,7 @@ const float* InferencePlan::forward_prepared(InferenceWorkspace& ws, const float
         cur_q = a;
       } else {
         backend_->gemm_s8(dst, nullptr, nullptr, cur_q, p.s8->data(), {b, width, units}, e);
+        backend_->nan_rows_of_nonfinite(dst, coded, b, coded_width, units);
         cur_q = nullptr;
         cur = dst;
       }

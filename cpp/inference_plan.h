@@ -60,9 +60,6 @@ class InferencePlan {
   // memory of earlier builds is reused, so a warm rebuild allocates none.
   void build(const Model& model, Precision precision, uint64_t generation);
   uint64_t generation() const { return generation_; }
-  // Whether a Dense layer runs int8 (its inputs quantized: a NaN or an infinity becomes
-  // an ordinary code).
-  bool quantized() const { return quantized_; }
 
   // Grows ws to hold batches of `rows` rows (no-op once it does).
   void reserve(InferenceWorkspace& ws, int64_t rows) const;

@@ -1,10 +1,7 @@
 #include "network.h"
 
-#include <limits>
 #include <stdexcept>
 #include <string>
-
-#include "cpu/elementwise.h"
 
 namespace customml {
 
@@ -380,19 +377,6 @@ const float* Network::forward_replayed(const InferencePlan& plan, InferenceWorks
   return output;
 }
 
-// out (n, out_dim): the rows whose x (n, input_dim) holds a NaN or an infinity set to NaN.
-// One pass over x on this thread (the common case finds nothing), no allocation.
-static void nan_rows_of_nonfinite_input(float* out, const float* x, int64_t n, int64_t input_dim, int64_t out_dim) {
-  const cpu::ElementwiseKernels& k = cpu::elementwise();
-  for (int64_t row = 0; row < n;) {
-    const int64_t at = k.first_nonfinite(x + row * input_dim, (n - row) * input_dim);
-    if (at < 0) return;
-    row += at / input_dim;
-    for (int64_t j = 0; j < out_dim; ++j) out[row * out_dim + j] = std::numeric_limits<float>::quiet_NaN();
-    ++row;
-  }
-}
-
 void Network::predict(float* out, const float* x, int64_t n, int64_t batch_size) const {
   if (batch_size < 1) throw std::invalid_argument("[predict] batch_size must be >= 1");
   // No lock: the published plan is immutable, and a builder rebuilds it only after this
@@ -423,9 +407,6 @@ void Network::predict(float* out, const float* x, int64_t n, int64_t batch_size)
       backend_->copy_to_host(out + start * out_dim, y, sizeof(float) * static_cast<size_t>(b * out_dim));
     }
   }
-  // An int8 layer quantizes a NaN or an infinity into an ordinary code, which would give
-  // the row finite, confident outputs: such a row's outputs are NaN, as a float model's are.
-  if (plan->quantized()) nan_rows_of_nonfinite_input(out, x, n, input_dim, out_dim);
   release_workspace(std::move(ws));
 }
 

@@ -42,6 +42,13 @@ void DeviceBackend::quantize_rows_dynamic(uint8_t* q, float* scale, int32_t* zer
          scale, zero, x, rows, cols);
 }
 
+void DeviceBackend::nan_rows_of_nonfinite(float* y, const float* x, int64_t rows, int64_t x_cols, int64_t y_cols) {
+  DeviceContext& ctx = this->ctx();
+  if (rows == 0) return;
+  launch(nan_rows_of_nonfinite_kernel, dim3(exact_blocks(rows, kRowsPerQuantBlock)), dim3(kThreads), 0, ctx.stream, y,
+         x, rows, x_cols, y_cols);
+}
+
 void DeviceBackend::symmetric_scales(float* scale, const float* w, int64_t rows, int64_t cols, QuantAxis axis) {
   DeviceContext& ctx = this->ctx();
   if (axis == QuantAxis::column) {

@@ -3,6 +3,7 @@
 // and quantize_rows_dynamic_kernel (a warp per row: its range, then its codes); QAT's
 // symmetric_scales_*_kernel and observe_range_kernel.
 
+#include <cmath>
 #include <cstdint>
 
 #include "cuda/common.cuh"
@@ -54,10 +55,12 @@ __global__ void quantize_kernel(T* q, const float* x, const float* scale, const 
     CUSTOMML_UNROLL
     for (int e = 0; e < kQuantVec; ++e) {
       const int64_t i = i0 + e;
+      // Past the end the row index would be `rows`: one scale and zero past theirs.
+      if (i >= n) break;
       const int64_t p = quant_param_index(axis, i, cols);
       const int32_t c = quantize_value(v[e], scale[p], zero ? zero[p] : 0, lo, hi);
       packed |= (static_cast<uint32_t>(c) & 0xFFu) << (8 * e);
-      if (!whole && i < n) q[i] = static_cast<T>(c);
+      if (!whole) q[i] = static_cast<T>(c);
     }
     if (whole) *reinterpret_cast<uint32_t*>(q + i0) = packed;
   }
@@ -82,10 +85,11 @@ __global__ void dequantize_kernel(float* x, const T* q, const float* scale, cons
       CUSTOMML_UNROLL
       for (int e = 0; e < kQuantVec; ++e) c[e] = i0 + e < n ? q[i0 + e] : T{0};
     }
-    float v[kQuantVec];
+    float v[kQuantVec] = {};
     CUSTOMML_UNROLL
     for (int e = 0; e < kQuantVec; ++e) {
       const int64_t i = i0 + e;
+      if (i >= n) break;  // as in quantize_kernel: no scale or zero read past theirs
       const int64_t p = quant_param_index(axis, i, cols);
       v[e] = scale[p] * static_cast<float>(static_cast<int32_t>(c[e]) - (zero ? zero[p] : 0));
     }
@@ -114,6 +118,21 @@ __device__ __forceinline__ RowQuantization row_quantization(float lo, float hi) 
 }
 
 constexpr int kRowsPerQuantBlock = kThreads / 32;  // a warp per row
+
+// x: (rows, x_cols)  y: (rows, y_cols) -> y's row NaN where x's holds a NaN or an infinity
+// (v - v is 0 exactly for finite v, NaN otherwise). A warp per row, as below.
+__global__ void __launch_bounds__(kThreads)
+    nan_rows_of_nonfinite_kernel(float* y, const float* x, int64_t rows, int64_t x_cols, int64_t y_cols) {
+  const int lane = threadIdx.x % 32;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerQuantBlock + threadIdx.x / 32;
+  if (row >= rows) return;  // whole warps leave together: the vote below sees all 32 lanes
+  const float* xr = x + row * x_cols;
+  bool bad = false;
+  for (int64_t c = lane; c < x_cols; c += 32) bad = bad || !(xr[c] - xr[c] == 0.0f);
+  if (!__any_sync(0xFFFFFFFFu, bad)) return;
+  float* yr = y + row * y_cols;
+  for (int64_t c = lane; c < y_cols; c += 32) yr[c] = nanf("");
+}
 
 // x: (rows, cols) -> scale, zero: (rows), q: (rows, cols) u8; lo = min(0, min x),
 // hi = max(0, max x) per row: min and max are exact, so the warp's reduction order does

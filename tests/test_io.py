@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -870,3 +871,32 @@ def _optimizer_config(**kv):
 )
 def test_bad_metadata(tmp_path, good, change, match):
     _refused(tmp_path, _edit(good, change), match)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (_layer(0, activation="swish"), "Dense activation"),
+        (_layer(1, rate=None), "Dropout rate"),
+        (_layer(1, rate=1.5), "Dropout rate"),
+        (_layer(1, name="dense"), "named 'dense'"),
+        (_optimizer_config(epsilon=-1.0), "Adam epsilon must be >= 0"),
+        (_optimizer_config(learning_rate=-1.0), "Adam learning_rate must be >= 0"),
+        (_json_meta("training", lambda t: dict(t, metrics=["auc"])), "unknown metric"),
+    ],
+)
+def test_load_weights_checks_the_configuration_as_load(tmp_path, good, change, match):
+    # One check of a file's configuration for both paths (issue 20: load_weights used to
+    # take the weights of a file whose configuration load refuses).
+    path = tmp_path / "bad.cml"
+    path.write_bytes(_edit(good, change))
+    full = f"^{re.escape(str(path))}: invalid model configuration: .*{match}"
+    with pytest.raises(ValueError, match=full):
+        cm.load(path)
+    model = _small_model()
+    before = _bits(model)
+    with pytest.raises(ValueError, match=full):
+        model.load_weights(path)
+    with pytest.raises(ValueError, match=full):
+        cm.io.load_weights(_small_model(compiled=False), path)
+    assert _bits(model) == before

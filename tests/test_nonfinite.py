@@ -94,3 +94,23 @@ def test_evaluate_refuses_nonfinite_x(device):
     x[3, 1] = np.nan
     with pytest.raises(ValueError, match=r"\[evaluate\] x contains NaN or inf: nan at \(3, 1\), row 3, column 1"):
         model.evaluate(x, np.zeros(6, np.int32))
+
+
+@pytest.mark.parametrize("static", [True, False], ids=["int8_static", "int8_dynamic"])
+def test_an_overflow_inside_an_int8_model_makes_its_row_nan(device, static):
+    # A float layer whose output overflows to inf (finite input) before an int8 layer: no
+    # code represents inf, so the row used to come out finite; it is NaN, as in a float model.
+    model = _model("float32", "relu", device)
+    model.layers[0].set_weights([np.full((8, 32), 4.0, np.float32), np.zeros(32, np.float32)])
+    calibration = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
+    model = cm.quantize.int8(model, calibration=calibration, static=static)
+    model._net.clear_quantization(0)  # layer 0 runs float32, layers 1 and 2 int8
+    x = _x()
+    clean = model.predict(x)
+    assert np.isfinite(clean).all()
+    bad = x.copy()
+    bad[3] = 3e38  # finite; 4 * 3e38 overflows in layer 0
+    got = model.predict(bad)
+    assert np.isnan(got[3]).all(), got[3]
+    rows = [0, 1, 2, 4, 5]
+    assert_same_bits(got[rows], clean[rows], "the rows without an overflow")

@@ -319,3 +319,47 @@ def test_out_sharing_memory_with_x_is_rejected(device):
     x = buf.view(np.float32).reshape(3, 4)
     with pytest.raises(ValueError, match=r"\[quantize\] out shares memory with x"):
         ops.quantize(x, S1, out=buf[:12].reshape(3, 4), device=device)
+
+
+_GUARDED = r"""
+import ctypes, mmap, sys
+import numpy as np
+from customml import ops
+
+PAGE = mmap.PAGESIZE
+keep = []
+
+def guarded(values):
+    # values copied to the end of a page whose next page is PROT_NONE: a read past the end faults.
+    mm = mmap.mmap(-1, 2 * PAGE)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(mm))
+    assert ctypes.CDLL(None).mprotect(ctypes.c_void_p(base + PAGE), ctypes.c_size_t(PAGE), 0) == 0
+    a = np.frombuffer(mm, values.dtype, count=values.size, offset=PAGE - values.nbytes)
+    a[:] = values
+    keep.append(mm)
+    return a
+
+rows, cols = 5, 3  # 15 elements: the last run of four has one past the end, in row `rows`
+x = np.linspace(-2, 2, rows * cols, dtype=np.float32).reshape(rows, cols)
+scale = guarded(np.full(rows, 0.05, np.float32))
+zero = guarded(np.arange(rows, dtype=np.int32))
+for device in sys.argv[1:]:
+    q = ops.quantize(x, scale, zero, dtype="int8", axis="row", device=device)
+    back = ops.dequantize(q, scale, zero, axis="row", device=device)
+    assert np.abs(back - x).max() <= 0.025 + 1e-6, device
+print("ok")
+"""
+
+
+def test_row_scales_are_not_read_past_their_end():
+    # The emulated CUDA kernels took the scale and zero of the lanes past the end of the
+    # array too (row index `rows`), one element past each: found by the ASan stage, here
+    # made a fault by a guarded page after the scales, so it fails without a sanitizer.
+    import subprocess
+    import sys
+
+    from customml import _core
+
+    devices = ["cpu"] + (["cuda-emulated"] if _core.build_info()["simt_emulation"] else [])
+    run = subprocess.run([sys.executable, "-c", _GUARDED, *devices], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", (run.returncode, run.stderr[-2000:])

@@ -246,3 +246,35 @@ def test_a_failed_transaction_ends():
     np.testing.assert_array_equal(model.predict(x), np.zeros((5, 10), np.float32))
     with pytest.raises(RuntimeError, match="no update is open"):
         model._net.end_update()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_add_and_pop_are_transactions(kind, device):
+    # add and pop build a new executor: predict runs the model before the change or after
+    # it, never the new executor before its weights, pruning or int8 layers are written.
+    model, x = _model(kind, device), _x()
+    wants = [model.predict(x)]
+    head = model.pop()
+    wants.append(model.predict(x))
+    model.add(head)
+    wants.append(model.predict(x))
+    reads = [0]
+
+    def readers(stop):
+        while not stop.is_set():
+            y = model.predict(x)
+            assert any(np.array_equal(y, w) for w in wants), "a prediction ran a half-built model"
+            reads[0] += 1
+
+    def writer():
+        start, k = time.monotonic(), 0
+        while (k < 100 or reads[0] < 500) and time.monotonic() - start < RACE_S:
+            model.pop() if k % 2 == 0 else model.add(head)
+            k += 1
+        if k % 2:
+            model.add(head)
+
+    _run(writer, readers)
+    assert reads[0] > 0
+    np.testing.assert_array_equal(model.predict(x), wants[2])

@@ -3,8 +3,10 @@
 
 #include "cpu/finite.h"
 
+#include <limits>
 #include <vector>
 
+#include "cpu/cpu_backend.h"
 #include "cpu/elementwise.h"
 #include "cpu/thread_pool.h"
 
@@ -24,6 +26,19 @@ int64_t first_nonfinite(const float* x, int64_t n) {
   for (int64_t i : found)
     if (i >= 0) return i;
   return -1;
+}
+
+// One pass over x on this thread, from one non-finite element to the next (the common
+// case finds none in a single scan); a batch's activations, so no pool.
+void CpuBackend::nan_rows_of_nonfinite(float* y, const float* x, int64_t rows, int64_t x_cols, int64_t y_cols) {
+  const ElementwiseKernels& k = elementwise();
+  for (int64_t row = 0; row < rows;) {
+    const int64_t at = k.first_nonfinite(x + row * x_cols, (rows - row) * x_cols);
+    if (at < 0) return;
+    row += at / x_cols;
+    for (int64_t j = 0; j < y_cols; ++j) y[row * y_cols + j] = std::numeric_limits<float>::quiet_NaN();
+    ++row;
+  }
 }
 
 }  // namespace customml::cpu

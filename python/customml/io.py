@@ -128,7 +128,4 @@ def load_weights(model, path) -> None:
 
 
 def _build(desc: ModelDescription, device: str, where: str) -> Sequential:
-    try:
-        return Sequential._from_description(desc, device)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{where}: invalid model configuration: {exc}") from None
+    return Sequential._from_description(desc, device, where)

@@ -24,6 +24,7 @@ from ._checks import as_features, boolean, number, positive_int
 from ._checks import check_finite as _check_finite
 from ._history import History
 from ._model_description import ModelDescription, describe
+from ._rebuild import rebuild
 from ._safetensors import atomic_write
 from ._trainer import Trainer
 from .layers import Dense, Dropout, Layer, Normalization
@@ -110,9 +111,14 @@ class Sequential(Trainer):
         ``pop``) the executor is rebuilt: the other layers keep their weights and trainable
         flags, the new layer is initialized from the model's seed and its position, and a
         compiled model is compiled again with the same configuration (fresh optimizer
-        state and step count, as after ``compile``)."""
+        state and step count, as after ``compile``). A concurrent predict runs the model
+        before the change or after it, never a mix."""
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add expects a customml layer, got {type(layer).__name__}")
+        with self._lock:  # a transaction, as set_weights: save, steps and evaluate wait
+            self._add(layer)
+
+    def _add(self, layer: Layer) -> None:
         if layer._model is not None:
             raise ValueError(f"layer {layer.name!r} already belongs to a model")
         if layer._preprocessing and any(not lay._preprocessing for lay in self.layers):
@@ -134,7 +140,7 @@ class Sequential(Trainer):
         self.layers.append(layer)
         if self._net is not None:
             try:
-                self._rebuild()
+                rebuild(self)
             except BaseException:
                 self.layers.pop()
                 layer._model, layer._index, layer.input_dim = None, -1, None
@@ -143,6 +149,10 @@ class Sequential(Trainer):
     def pop(self) -> Layer:
         """Removes and returns the last layer, e.g. to replace a classifier's head; a built
         model is rebuilt as by ``add``, keeping the other layers' weights."""
+        with self._lock:  # a transaction, as add
+            return self._pop()
+
+    def _pop(self) -> Layer:
         if not self.layers:
             raise ValueError("[pop] the model has no layers")
         if self._net is not None and not any(isinstance(lay, Dense) for lay in self.layers[:-1]):
@@ -150,73 +160,12 @@ class Sequential(Trainer):
         layer = self.layers.pop()
         if self._net is not None:
             try:
-                self._rebuild()
+                rebuild(self)
             except BaseException:
                 self.layers.append(layer)
                 raise
         layer._model, layer._index, layer.input_dim = None, -1, None
         return layer
-
-    def _rebuild(self) -> None:
-        """A new executor for the current layers: layers that were built keep their weights,
-        new ones are initialized from (seed, position); recompiled when compiled."""
-        kept = {id(layer): layer.get_weights() for layer in self.layers if layer.input_dim is not None}
-        # A kept layer keeps its index (add appends, pop removes the last), and with it its
-        # pruning mask, N:M shape, inference format and int8 quantization.
-        old = self._net
-        assert old is not None and self._input_dim is not None  # add and pop rebuild a built model
-        carried = {
-            i: (
-                self._masks.get(i),
-                self._nm.get(i),
-                old.sparse_format(i),
-                old.sparse_min_batch(i),
-                old.quantization(i),
-                old.bf16(i),
-            )
-            for i, layer in enumerate(self.layers)
-            if id(layer) in kept and isinstance(layer, Dense)
-        }
-        width = self._input_dim
-        for layer in self.layers:
-            layer.input_dim = width
-            width = layer.output_dim(width)
-        try:
-            net = _core.Network(
-                self._input_dim, [_core.LayerSpec(**layer._spec()) for layer in self.layers], self.device
-            )
-        except BaseException:
-            for layer in self.layers:
-                if id(layer) not in kept:
-                    layer.input_dim = None
-            raise
-        self._net = net
-        for index, layer in enumerate(self.layers):
-            if id(layer) in kept:
-                layer._assign(kept[id(layer)])
-                continue
-            # A stream per position (counter word 2 = 2 keeps it apart from the
-            # initialization and shuffle streams): the same new head gets the same weights.
-            rng = np.random.Generator(np.random.Philox(key=self.seed, counter=[0, 0, 2, index]))
-            weights = layer._initial_weights(rng)
-            if weights:
-                layer._assign(weights)
-        self._masks, self._nm = {}, {}
-        for i, (keep, nm, (fmt, max_batch), min_batch, q, half) in carried.items():
-            if keep is not None:
-                net.set_mask(i, np.ascontiguousarray(keep, dtype=np.uint8))
-                self._masks[i] = keep
-            if nm is not None:
-                self._nm[i] = nm
-            if fmt != "dense":
-                net.set_sparse_format(i, fmt, max_batch, *(nm or (2, 4)), min_batch=min_batch)
-            if q is not None:
-                net.set_quantization(i, q["w_q"], q["w_scale"], q["in_scale"], q["in_zero"])
-            if half:
-                net.set_bf16(i, True)
-        if self._loss is not None:
-            self._epoch = 0
-            self._compile_net()
 
     @property
     def built(self) -> bool:
@@ -427,19 +376,21 @@ class Sequential(Trainer):
         assert self._net is not None
         self._net.set_learning_rate(lr)
 
-    def _compile_net(self) -> None:
-        assert self._net is not None and self._loss is not None and self._optimizer is not None
+    def _compile_net(self, net: Optional[_core.Network] = None) -> None:
+        """Compiles ``net`` (the model's executor unless given: _rebuild's new one)."""
+        net = net or self._net
+        assert net is not None and self._loss is not None and self._optimizer is not None
         loss = dict(self._loss._config())
         update = dict(self._optimizer._config())
         update_config = {"sgd": _core.SgdConfig, "adam": _core.AdamConfig}[update.pop("optimizer")]
-        _check_binary_metrics(self._metrics, self._net.output_dim)
-        self._net.compile(
+        _check_binary_metrics(self._metrics, net.output_dim)
+        net.compile(
             _core.LossConfig(loss.pop("loss"), **loss),
             _core.OptimizerConfig(update_config(**update), clip_norm=self._optimizer.clipnorm or 0.0),
             self._precision,
         )
-        self._net.set_metric_stats(_core.MetricStats(**metrics_mod.needs(self._metrics)))
-        self._net.set_cuda_graph(self._cuda_graph)
+        net.set_metric_stats(_core.MetricStats(**metrics_mod.needs(self._metrics)))
+        net.set_cuda_graph(self._cuda_graph)
 
     def _require_built(self, op: str) -> None:
         if self._net is None:
@@ -513,8 +464,10 @@ class Sequential(Trainer):
 
     def load_weights(self, path) -> None:
         """Loads the weights of a file saved by ``save`` into this model, which must have
-        the same layers and input size; the optimizer state is left as it is."""
+        the same layers and input size; the optimizer state is left as it is. The file's
+        configuration is checked as ``customml.load`` checks it."""
         desc = _model_file.read(path)
+        Sequential._configured(desc, os.fspath(path))  # load's checks, on an unbuilt model
         mismatch = desc.mismatch(self)
         if mismatch:
             raise ValueError(f"[load_weights] {os.fspath(path)} does not fit the model: {mismatch}")
@@ -531,16 +484,31 @@ class Sequential(Trainer):
                     cast(Normalization, layer)._set_stats(spec["mean"], spec["variance"])
 
     @classmethod
-    def _from_description(cls, desc: ModelDescription, device: str) -> "Sequential":
-        """A new model on ``device`` from a description (what ``customml.io`` reads from a
-        file): its layers, its compile configuration, its weights and, when the description
-        holds them, its optimizer state and callback states."""
+    def _configured(cls, desc: ModelDescription, where: str, device: str = "cpu", build: bool = False) -> "Sequential":
+        """The model a description configures (its layers and compile configuration; built
+        when ``build``, else nothing is allocated), any invalid configuration a ValueError
+        naming ``where``: the one check of a file's configuration, for load and load_weights."""
         arch = desc.architecture
-        model = cls(desc.layers(), input_dim=arch["input_dim"], device=device, seed=arch["seed"], name=arch["name"])
-        args = desc.compile_args()
-        if args is not None:
-            model.compile(**args)
-        model._restore(desc)
+        try:
+            input_dim = arch["input_dim"] if build else None
+            model = cls(desc.layers(), input_dim=input_dim, device=device, seed=arch["seed"], name=arch["name"])
+            args = desc.compile_args()
+            if args is not None:
+                model.compile(**args)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: invalid model configuration: {exc}") from None
+        return model
+
+    @classmethod
+    def _from_description(cls, desc: ModelDescription, device: str, where: str) -> "Sequential":
+        """A new model on ``device`` from a description (what ``customml.io`` reads from
+        ``where``): its layers, its compile configuration, its weights and, when the
+        description holds them, its optimizer state and callback states."""
+        model = cls._configured(desc, where, device, build=True)
+        try:
+            model._restore(desc)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: invalid model configuration: {exc}") from None
         return model
 
     def _restore(self, desc: ModelDescription, with_state: bool = True) -> None:
