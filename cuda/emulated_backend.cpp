@@ -163,6 +163,11 @@ class EmulatedCudaBackend final : public dev::DeviceBackend {
   void replay_graph(void* graph) override {
     if (simt::recording()) refuse_in_capture("a graph replay");
     replays_.fetch_add(1, std::memory_order_relaxed);
+    // On a GPU a replay runs in the main stream's order, after the split GEMMs and loss
+    // reductions queued before it and before those queued after; here it runs on the calling
+    // thread, so it holds the lock those direct launches hold while they run (the recorded
+    // nodes themselves never take it), or two threads' replays would share the scratch buffers.
+    std::lock_guard<std::mutex> lock(ctx_.scratch_mutex);
     for (const std::function<void()>& node : *static_cast<simt::Recording*>(graph)) node();
   }
   void destroy_graph(void* graph) override { delete static_cast<simt::Recording*>(graph); }
