@@ -29,7 +29,7 @@ def _lr_scheduler():
 # Each case exercises what a replay must reproduce: the device's step count (dropout
 # streams, Adam's bias correction), fp16's device state, QAT's moving input range, the
 # regression metrics' per-epoch shift, masks, sample weights, a learning rate that changes
-# (recorded again), clipping and penalties.
+# (recorded again), clipping, penalties and probability targets (staged like a teacher's logits).
 _CASES = {
     "adam": {},
     "dropout": dict(dropout=0.3),
@@ -42,6 +42,7 @@ _CASES = {
     "binary+f1": dict(loss="binary_cross_entropy", metrics=["accuracy", "f1", "confusion_matrix"]),
     "pruned": dict(prune=0.5),
     "lr_schedule": dict(callbacks=_lr_scheduler),
+    "probability targets": dict(soft=True),
 }
 
 
@@ -74,6 +75,9 @@ def _fit(device, case, graph):
     x = rng.standard_normal((_ROWS, 24)).astype(np.float32)
     if loss == "mse":
         y = rng.standard_normal((_ROWS, outputs)).astype(np.float32)
+    elif c.get("soft"):
+        y = rng.random((_ROWS, outputs)).astype(np.float32)
+        y /= y.sum(axis=1, keepdims=True)
     else:
         y = rng.integers(0, 2 if outputs == 1 else outputs, _ROWS).astype(np.int32)
     w = rng.uniform(0.5, 2.0, _ROWS).astype(np.float32) if c.get("sample_weight") else None
