@@ -166,7 +166,14 @@ class Backend {
   // per-kernel launch cost from a fixed-shape inference. A device without graphs (or a
   // body that cannot be captured) runs body right away and returns null; with a graph,
   // nothing has run until the first replay.
-  virtual void* capture_graph(const std::function<void()>& body) {
+  void* capture_graph(const std::function<void()>& body) {
+    if (records_graphs()) {
+      try {
+        return record_graph(body);
+      } catch (const std::runtime_error&) {
+        // what a graph cannot hold (record_graph names it) runs directly below
+      }
+    }
     body();
     return nullptr;
   }

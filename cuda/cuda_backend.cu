@@ -183,14 +183,6 @@ class CudaBackend final : public dev::DeviceBackend {
     if (!failure.empty()) throw std::runtime_error(failure);
     return exec;
   }
-  void* capture_graph(const std::function<void()>& body) override {
-    try {
-      return record_graph(body);
-    } catch (const std::runtime_error&) {
-      body();
-      return nullptr;
-    }
-  }
   void replay_graph(void* graph) override {
     refuse_in_capture("a graph replay");
     CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(graph), stream_));

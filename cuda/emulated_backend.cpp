@@ -151,15 +151,6 @@ class EmulatedCudaBackend final : public dev::DeviceBackend {
     simt::set_recording(nullptr);
     return graph.release();
   }
-  // Inference graphs: a body that cannot be captured runs directly instead (Backend).
-  void* capture_graph(const std::function<void()>& body) override {
-    try {
-      return record_graph(body);
-    } catch (const std::runtime_error&) {
-      body();
-      return nullptr;
-    }
-  }
   void replay_graph(void* graph) override {
     if (simt::recording()) refuse_in_capture("a graph replay");
     replays_.fetch_add(1, std::memory_order_relaxed);
