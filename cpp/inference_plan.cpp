@@ -293,6 +293,19 @@ void InferencePlan::reserve(InferenceWorkspace& ws, int64_t rows) const {
   ws.q_zero.reserve(r);
 }
 
+size_t InferencePlan::bytes() const {
+  auto held = [](const auto& buffer) { return buffer.size() * sizeof(*buffer.data()); };
+  size_t total = held(params_) + held(affine_);
+  for (const auto& p : layers_) {
+    if (!p) continue;
+    total += held(p->dense_packed) + held(p->fold_w) + held(p->fold_b) + held(p->w_scale) + held(p->in_scale) +
+             held(p->in_zero) + held(p->nm_values) + held(p->nm_index) + held(p->nm_packed) + held(p->bf16_packed);
+    if (p->s8) total += p->s8->nbytes();
+    if (p->csr) total += p->csr->bytes();
+  }
+  return total;
+}
+
 const float* InferencePlan::forward(InferenceWorkspace& ws, const float* input, int64_t b, float* out) const {
   return prepared_ ? forward_prepared(ws, input, b, out) : forward_plain(ws, input, b, out);
 }

@@ -66,6 +66,8 @@ class InferencePlan {
   // input: (b, input_dim) on the device -> the output (b, output_dim), in ws or, when
   // given, in out (the last layer writes straight into it).
   const float* forward(InferenceWorkspace& ws, const float* input, int64_t b, float* out) const;
+  // The memory its buffers hold (capacities: what it has allocated, on its device).
+  size_t bytes() const;
 
  private:
   // A Dense layer as inference runs it.

@@ -331,6 +331,8 @@ Published<InferencePlan>::Reader Network::read_plan() const {
 
 void Network::prepare() const { ensure_plan(); }
 
+int64_t Network::inference_bytes() const { return static_cast<int64_t>(read_plan()->bytes()); }
+
 std::unique_ptr<InferenceWorkspace> Network::acquire_workspace() const {
   if (InferenceWorkspace* ws = spare_.exchange(nullptr, std::memory_order_acquire))
     return std::unique_ptr<InferenceWorkspace>(ws);

@@ -169,6 +169,9 @@ class CUSTOMML_PRIVATE_API Network {
   std::pair<int64_t, int64_t> dense_shape(int64_t layer) const;
   // Builds the inference plan now instead of at the first predict.
   void prepare() const;
+  // The inference plan's memory (its copy of the weights and the packed, int8, sparse and
+  // bf16 layouts), built first if stale: the serving side's memory gauge.
+  int64_t inference_bytes() const;
 
   // Validates a caller's x (n, input_dim) float32 and, when given, y (labels (n)
   // int32, or targets (n, output_dim) float32 for mse) and sample_weight ((n) float32;

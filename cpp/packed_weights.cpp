@@ -16,6 +16,10 @@ PackedCsr::PackedCsr(Backend& backend)
 
 CsrMatrix PackedCsr::matrix() const { return {offsets_.data(), index_.data(), values_.data(), in_, out_, nnz_}; }
 
+size_t PackedCsr::bytes() const {
+  return (offsets_.size() + index_.size()) * sizeof(int32_t) + values_.size() * sizeof(float) + packed_.size();
+}
+
 void PackedCsr::fill(const CsrMatrix& host) {
   in_ = host.in;
   out_ = host.out;

@@ -48,6 +48,8 @@ class PackedCsr {
   int64_t out() const { return out_; }
   int64_t nnz() const { return nnz_; }
   size_t packed_bytes() const { return packed_bytes_; }
+  // The memory it holds: the CSR's copy and the packed layout, at their capacities.
+  size_t bytes() const;
   Device device() const { return backend_->device(); }
 
  private:

@@ -1,7 +1,8 @@
 """The monitoring that ships with customml serve (issue #17): deploy/prometheus/alerts.yml
 is valid (promtool check rules) and fires where it should (promtool test rules), and
 every metric the rules and the Grafana dashboard name is in a real /metrics scrape
-(promtool checks syntax only: a renamed metric would leave a rule that never fires)."""
+(promtool checks syntax only: a renamed metric would leave a rule that never fires), and the
+memory gauge counts what each version holds."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from serve_support import Server, classifier, rows, save, scrape
+import customml as cm
+from serve_support import Server, classifier, rows, sample, save, scrape
 
 ROOT = Path(__file__).resolve().parent.parent
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
@@ -77,3 +79,21 @@ def test_the_deployment_files_use_real_flags_and_routes():
     assert entry[:2] == ["customml", "serve"]
     config = config_from_args(parser.parse_args(entry[2:] + cmd))
     assert config.port == container["ports"][0]["containerPort"]
+
+
+def test_the_memory_gauge_counts_the_plan_each_version_runs(tmp_path):
+    """The gauge is the parameters plus the inference plan's buffers: an int8 version's plan
+    (codes, not a packed float copy) holds less than its float twin's."""
+    x = rows(64)
+    model = classifier()
+    save(model, tmp_path / "repo" / "m" / "1" / "model.cml")
+    save(cm.quantize.int8(model, calibration=x), tmp_path / "repo" / "m" / "2" / "model.cml")
+    (tmp_path / "repo" / "m" / "config.json").write_text(json.dumps({"split": {"1": 0.5, "2": 0.5}}))
+    with Server(tmp_path / "repo") as server:
+        m = scrape(server)
+    gauge = {v: sample(m, "customml_model_memory_bytes", model="m", version=v) for v in ("1", "2")}
+    for v in ("1", "2"):
+        served = cm.load(tmp_path / "repo" / "m" / v / "model.cml")
+        served.predict(x[:1])
+        assert gauge[v] == 4 * served.count_params() + served._net.inference_bytes > 4 * served.count_params()
+    assert gauge["2"] < gauge["1"], gauge

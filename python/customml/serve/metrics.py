@@ -60,7 +60,7 @@ class Metrics:
         self.pending = Gauge("nv_inference_pending_request_count", "Requests queued or running", _LABELS, registry=r)
         self.memory = Gauge(
             "customml_model_memory_bytes",
-            "A loaded model's parameters (float32 weights and biases)",
+            "A loaded model's memory: float32 parameters and the inference plan (packed, int8, sparse copies)",
             _LABELS,
             registry=r,
         )

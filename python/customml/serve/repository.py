@@ -61,7 +61,8 @@ class ServedModel:
             self.model.predict, pool, config.threads, config.max_batch_size, config.max_queue_delay_us, metrics, labels
         )
         self.in_flight = 0
-        self.memory_bytes = 4 * self.model.count_params()
+        # The float32 parameters and the plan predict runs (its copy, packed / int8 / sparse)
+        self.memory_bytes = 4 * self.model.count_params() + self.model._net.inference_bytes
 
     def tensors(self, logits: np.ndarray, names) -> Dict[str, np.ndarray]:
         out = {"logits": logits}
