@@ -145,13 +145,15 @@ struct TcStage {
   SliceLoad run[2];
 
   // The operand's rows r0.. and slice k0: run j is element e = tid + 128 j of the slice's
-  // 256 runs, along k (4 runs a row) or along the rows (16 runs a k).
+  // 256 runs, along k (4 runs a row) or along the rows (16 runs a k). kChecked false: a
+  // full slice of an operand whose runs are float4s (Operand::float4_runs).
+  template <bool kChecked>
   __device__ __forceinline__ void load(const Operand& o, int64_t r0, int64_t k0, bool along_k) {
     CUSTOMML_UNROLL
     for (int j = 0; j < 2; ++j) {
       const int e = static_cast<int>(threadIdx.x) + kTcThreads * j;
       const int r = along_k ? e / 4 : (e % 16) * 4, k = along_k ? (e % 4) * 4 : e / 16;
-      run[j].template load<kGrad>(o, r0 + r, k0 + k, along_k);
+      run[j].template load<kGrad, kChecked>(o, r0 + r, k0 + k, along_k);
     }
   }
   // into s: [row][k] unless trans ([k][row], 16-bit only)
@@ -231,17 +233,19 @@ __global__ void __launch_bounds__(kTcThreads) gemm_tc_kernel(GemmPair pp) {
   const int64_t depth = row0 < p.m ? p.k : 0;
   TcStage<T, kGrad> sa, sb;
   if (depth > 0) {
-    sa.load(oa, row0, 0, a_along_k);
-    sb.load(ob, col0, 0, b_along_k);
+    sa.template load<true>(oa, row0, 0, a_along_k);
+    sb.template load<true>(ob, col0, 0, b_along_k);
   }
   int buffer = 0;
-  for (int64_t k0 = 0; k0 < depth; k0 += kTcBk) {
+  // One slice: store the staged one, load the next (kChecked: with the bounds and
+  // alignment checks), multiply the stored one.
+  auto slice = [&](auto checked, int64_t k0) {
     sa.store(as[buffer], a_along_k, a_trans);
     sb.store(bs[buffer], b_along_k, b_trans);
     __syncthreads();  // the slice is stored; the other buffer's readers are done
     if (k0 + kTcBk < depth) {
-      sa.load(oa, row0, k0 + kTcBk, a_along_k);
-      sb.load(ob, col0, k0 + kTcBk, b_along_k);
+      sa.template load<decltype(checked)::value>(oa, row0, k0 + kTcBk, a_along_k);
+      sb.template load<decltype(checked)::value>(ob, col0, k0 + kTcBk, b_along_k);
     }
     CUSTOMML_UNROLL
     for (int kk = 0; kk < kTcBk; kk += kDepth) {
@@ -273,7 +277,13 @@ __global__ void __launch_bounds__(kTcThreads) gemm_tc_kernel(GemmPair pp) {
       }
     }
     buffer ^= 1;
-  }
+  };
+  // An interior tile of aligned operands loads the next slice without checks while it is
+  // full; edge tiles and the last slice take the checked loads.
+  const bool unchecked = oa.float4_runs(row0, a_along_k) && ob.float4_runs(col0, b_along_k);
+  int64_t k0 = 0;
+  for (; unchecked && k0 + 2 * kTcBk <= depth; k0 += kTcBk) slice(std::false_type(), k0);
+  for (; k0 < depth; k0 += kTcBk) slice(std::true_type(), k0);
   // The accumulators' layout (simt/mma.h): element e of m-tile i, n-tile j is row
   // 16 i + lane / 4 + 8 (e / 2), column 8 j + 2 (lane % 4) + e % 2 of the warp's quarter.
   CUSTOMML_UNROLL

@@ -721,7 +721,7 @@ TENSOR_CORE_U = {"tf32": 2.0**-11, "bf16": 2.0**-8, "fp16": 2.0**-11}
 
 
 @pytest.mark.parametrize("precision", list(TENSOR_CORE_U))
-@pytest.mark.parametrize("shape", [(1, 1, 1), (17, 33, 65), (70, 37, 90), (130, 300, 17)])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (17, 33, 65), (70, 37, 90), (130, 300, 17), (96, 80, 72)])
 def test_dense_tensor_core_precisions(device, precision, shape):
     batch, n_in, n_out = shape
     rng = np.random.default_rng(batch * 1000 + n_in)
