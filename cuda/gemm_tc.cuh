@@ -152,7 +152,8 @@ struct TcStage {
     CUSTOMML_UNROLL
     for (int j = 0; j < 2; ++j) {
       const int e = static_cast<int>(threadIdx.x) + kTcThreads * j;
-      const int r = along_k ? e / 4 : (e % 16) * 4, k = along_k ? (e % 4) * 4 : e / 16;
+      // shifts, not divisions: the compiler would divide by a selected 4 or 16
+      const int r = along_k ? e >> 2 : (e & 15) << 2, k = along_k ? (e & 3) << 2 : e >> 4;
       run[j].template load<kGrad, kChecked>(o, r0 + r, k0 + k, along_k);
     }
   }
@@ -163,13 +164,13 @@ struct TcStage {
     for (int j = 0; j < 2; ++j) {
       const int e = static_cast<int>(threadIdx.x) + kTcThreads * j;
       if (along_k) {
-        TensorCoreType<T>::store4(s + (e / 4) * Layout::kLdK + (e % 4) * 4, run[j].v);
+        TensorCoreType<T>::store4(s + (e >> 2) * Layout::kLdK + ((e & 3) << 2), run[j].v);
       } else if (trans) {
-        TensorCoreType<T>::store4(s + (e / 16) * Layout::kLdRow + (e % 16) * 4, run[j].v);
+        TensorCoreType<T>::store4(s + (e >> 4) * Layout::kLdRow + ((e & 15) << 2), run[j].v);
       } else {
         CUSTOMML_UNROLL
         for (int i = 0; i < 4; ++i)
-          TensorCoreType<T>::store1(s + ((e % 16) * 4 + i) * Layout::kLdK + e / 16, run[j].v[i]);
+          TensorCoreType<T>::store1(s + (((e & 15) << 2) + i) * Layout::kLdK + (e >> 4), run[j].v[i]);
       }
     }
   }
@@ -193,7 +194,7 @@ __device__ __forceinline__ int ldmatrix_offset(bool trans) {
 
 // grid (the pair's tiles), block kTcThreads; kGrad as gemm_kernel's
 template <class T, bool kGrad>
-__global__ void __launch_bounds__(kTcThreads) gemm_tc_kernel(GemmPair pp) {
+__global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(GemmPair pp) {
   using Layout = TcLayout<T>;
   using Stored = typename Layout::Stored;
   constexpr int kDepth = TensorCoreType<T>::kDepth;
