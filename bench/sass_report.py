@@ -30,7 +30,7 @@ SM: dict[str, dict[str, Any]] = {
     "sm_90": dict(name="H100 SXM", sms=132, regs=65536, warps=64, blocks=32, smem=228 * 1024),
 }
 # Threads per block of the kernels not launched with the common kThreads = 256
-# (cuda/common.cuh); cuda/dense.cuh's kGemmThreads, kGemvThreads and kTcThreads.
+# (cuda/common.cuh); cuda/dense.cuh's kGemmThreads, kGemvThreads, cuda/gemm_tc.cuh's kTcThreads.
 BLOCK_THREADS = {"gemm_kernel": 256, "gemv_kernel": 256, "gemm_tc_kernel": 128, "accumulate_kernel": 1}
 DEFAULT_THREADS = 256
 

@@ -7,6 +7,7 @@
 
 #include "cuda/dense.cuh"
 #include "cuda/device_backend.h"
+#include "cuda/gemm_tc.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 namespace {

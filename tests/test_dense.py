@@ -721,7 +721,7 @@ TENSOR_CORE_U = {"tf32": 2.0**-11, "bf16": 2.0**-8, "fp16": 2.0**-11}
 
 
 @pytest.mark.parametrize("precision", list(TENSOR_CORE_U))
-@pytest.mark.parametrize("shape", [(1, 1, 1), (17, 33, 65), (70, 37, 90), (130, 300, 17)])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (17, 33, 65), (70, 37, 90), (130, 300, 17), (96, 80, 72)])
 def test_dense_tensor_core_precisions(device, precision, shape):
     batch, n_in, n_out = shape
     rng = np.random.default_rng(batch * 1000 + n_in)
@@ -751,6 +751,33 @@ def test_dense_tensor_core_precisions(device, precision, shape):
     assert_close(dx, dy.astype(np.float64) @ w.T, (2 * u + u * u + (n_out + 2) * U32) * (dy64 @ w64.T), "dx")
     # the bias gradient is a plain float32 column sum in every precision
     assert_close(db, dy.astype(np.float64).sum(axis=0), (batch + 1) * U32 * dy64.sum(axis=0), "dbias")
+
+
+@pytest.mark.parametrize("precision", list(TENSOR_CORE_U))
+def test_dense_tensor_core_precisions_propagate_nan(device, precision):
+    """A NaN operand makes exactly its row or column of the product NaN in every precision:
+    the 16-bit and tf32 conversions keep NaN, and so do the tensor-core products."""
+    if device == "cpu":
+        pytest.skip("the cpu runs fp32 only (test_dense_tensor_core_precisions checks its error)")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((70, 37)).astype(np.float32)
+    w = rng.standard_normal((37, 90)).astype(np.float32)
+    b = rng.standard_normal(90).astype(np.float32)
+    dy = rng.standard_normal((70, 90)).astype(np.float32)
+    x[3, 11], w[20, 5], dy[2, 4] = np.nan, np.nan, np.nan
+    y = nan_filled((70, 90))
+    ops.dense_forward(x, w, b, out=y, precision=precision, device=device)
+    want = np.zeros((70, 90), bool)
+    want[3, :] = want[:, 5] = True
+    np.testing.assert_array_equal(np.isnan(y), want)
+    w[20, 5] = 0.5
+    dx, dw, db = ops.dense_backward(dy, x, w, y, precision=precision, device=device)
+    want_dx, want_dw = np.zeros((70, 37), bool), np.zeros((37, 90), bool)
+    want_dx[2, :] = True  # dy's NaN row through w
+    want_dw[:, 4] = want_dw[11, :] = True  # x's NaN column (of x^T) and dy's NaN column
+    np.testing.assert_array_equal(np.isnan(dx), want_dx)
+    np.testing.assert_array_equal(np.isnan(dw), want_dw)
+    np.testing.assert_array_equal(np.isnan(db), np.arange(90) == 4)
 
 
 def test_unknown_precision_is_rejected(device):

@@ -332,6 +332,75 @@ def test_wmma_float_fragments(order, kind):
     assert not np.array_equal(got, c + a @ b)  # the operands really were rounded
 
 
+@pytest.mark.parametrize("trans", [False, True], ids=["plain", "trans"])
+def test_ldmatrix_gives_each_lane_its_ptx_fragment(order, trans):
+    """ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16 as the PTX ISA lays it out: lanes
+    8i..8i+7 give the row addresses of matrix i; lane l receives in register i row l/4,
+    elements 2(l%4) and 2(l%4)+1 of matrix i, the first in the low half; with .trans the
+    matrix is transposed first (rows 2(l%4) and 2(l%4)+1 of column l/4). Each element in
+    shared memory holds its own index."""
+    name = "ldmatrix_trans" if trans else "ldmatrix"
+    got = run(name, [0], (1, 1, 1), (32, 1, 1), 8).reshape(32, 4, 2)
+    lane, i, h = np.arange(32)[:, None, None], np.arange(4)[None, :, None], np.arange(2)[None, None, :]
+    if trans:
+        want = (8 * i + 2 * (lane % 4) + h) * 8 + lane // 4
+    else:
+        want = (8 * i + lane // 4) * 8 + 2 * (lane % 4) + h
+    np.testing.assert_array_equal(got, want)
+    # 16 bytes on, every row is still aligned: each row starts 8 elements later
+    np.testing.assert_array_equal(run(name, [16], (1, 1, 1), (32, 1, 1), 8).reshape(32, 4, 2), want + 8)
+
+
+def test_warp_matrix_instructions_refuse_misuse():
+    """What the GPU answers with wrong results or a fault, the emulator refuses: a row
+    address that is not 16-byte aligned, a warp of fewer than 32 lanes (the instructions are
+    .aligned), and lanes of one warp at different matrix instructions."""
+    with pytest.raises(RuntimeError, match="not 16-byte aligned"):
+        run("ldmatrix", [8], (1, 1, 1), (32, 1, 1), 8)
+    with pytest.raises(RuntimeError, match="not every lane takes part"):
+        run("ldmatrix_trans", [0], (1, 1, 1), (16, 1, 1), 8)
+    values = np.ones(16 * 16 + 16 * 8 + 128)
+    with pytest.raises(RuntimeError, match="not every lane takes part"):
+        run("mma_bf16", values, (1, 1, 1), (24, 1, 1), 1)
+    with pytest.raises(RuntimeError, match="one warp-wide instruction at a time"):
+        run("mma_diverge", [16], (1, 1, 1), (32, 1, 1), 1)
+    assert (run("mma_diverge", [32], (1, 1, 1), (32, 1, 1), 1) == 1).all()  # all lanes at ldmatrix: fine
+
+
+def _truncate_tf32(x):
+    """The tensor core reads a tf32 operand's top 19 bits of the float32 register."""
+    return (np.asarray(x, np.float32).view(np.uint32) & np.uint32(0xFFFFE000)).view(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["f16", "bf16", "tf32"])
+def test_mma_sync_fragments(order, kind):
+    """mma.sync.aligned.m16n8k16 (f16, bf16) / m16n8k8 (tf32), f32 accumulators, with each
+    lane's A, B and C registers taken from the matrices by the PTX ISA's fragment layout
+    (cuda/simt/mma.h): d = c + the exact products added in k order in float32, the
+    emulator's specification (a GPU may add in another order: the GEMM tests bound rather
+    than match). A kernel with two of A's registers exchanged gets a wrong d."""
+    depth = 8 if kind == "tf32" else 16
+    rng = np.random.default_rng(21)
+    a = rng.standard_normal((16, depth)).astype(np.float32)
+    b = rng.standard_normal((depth, 8)).astype(np.float32)
+    c = rng.standard_normal((16, 8)).astype(np.float32)
+    values = np.concatenate([a.ravel(), b.ravel(), c.ravel()])
+    got = np.array(run(f"mma_{kind}", values, (1, 1, 1), (32, 1, 1), 1), np.float32).reshape(16, 8)
+    rounding = _truncate_tf32 if kind == "tf32" else ROUNDINGS[kind]
+    ra, rb = rounding(a), rounding(b)
+    want = c.copy()
+    for k in range(depth):
+        want += ra[:, k : k + 1] * rb[k : k + 1, :]
+    np.testing.assert_array_equal(got, want)
+    if kind == "tf32":  # the operands' low bits were dropped, not rounded
+        rounded = c.copy()
+        for k in range(depth):
+            rounded += _round_tf32(a[:, k : k + 1]) * _round_tf32(b[k : k + 1, :])
+        assert not np.array_equal(got, rounded)
+    swapped = np.array(run(f"mma_{kind}_swapped", values, (1, 1, 1), (32, 1, 1), 1), np.float32).reshape(16, 8)
+    assert np.abs(swapped - want).max() > 0.1
+
+
 def _every_kernel_family(seed=11):
     """Every op family once on cuda-emulated, at sizes that cross the kernels' tiles and
     blocks (GEMM tiles of 64 and slices of 16, more than one reduction block, a warp and a

@@ -72,6 +72,9 @@ const uint64_t* warp_exchange(unsigned mask, uint64_t value);
 // lane outside the mask, exited or absent (a partial warp) gets an undefined value on the
 // GPU; votes are defined for such lanes (they count as false) and are not checked.
 void check_shuffle_source(unsigned src_lane);
+// After a warp_exchange: the lanes that took part in it, one bit per lane (absent lanes of
+// a partial warp, exited lanes and lanes outside the mask are 0).
+unsigned warp_participants();
 unsigned lane_id();
 // Fills `bytes` at `p` (a static __shared__ variable) with 0xFF unless this block has
 // already: the first thread to reach the declaration poisons it, before any can write it.

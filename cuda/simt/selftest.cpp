@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cuda/launch.h"
+#include "simt/mma.h"
 #include "simt/wmma.h"
 
 namespace customml::simt {
@@ -125,6 +126,78 @@ __global__ void wmma_float_kernel(float* d, const E* a, const E* b, const float*
     wmma::mma_sync(acc, fa, fb, acc);
   }
   wmma::store_matrix_sync(d, acc, 16, wmma::mem_row_major);
+}
+
+// One warp: shared memory holds 32 rows of 8 16-bit elements, element e = its index
+// (0..255); lane l gives row l's address plus `offset` bytes to ldmatrix.x4 (.trans if
+// kTrans). out (32, 8): each lane's 4 registers as 8 16-bit halves, low half first.
+template <bool kTrans>
+__global__ void ldmatrix_kernel(double* out, int offset) {
+  __shared__ __align__(16) uint16_t rows[32 * 8 + 8];
+  poison_shared(&rows, sizeof(rows));
+  const unsigned lane = threadIdx.x % 32;
+  for (unsigned e = lane; e < 32 * 8 + 8; e += 32) rows[e] = static_cast<uint16_t>(e);
+  __syncwarp();
+  uint32_t r[4];
+  const void* row = reinterpret_cast<const char*>(rows + lane * 8) + offset;
+  if (kTrans)
+    ptx::ldmatrix_x4_trans(r, row);
+  else
+    ptx::ldmatrix_x4(r, row);
+  for (int i = 0; i < 4; ++i) {
+    out[threadIdx.x * 8 + 2 * i] = r[i] & 0xFFFFu;
+    out[threadIdx.x * 8 + 2 * i + 1] = r[i] >> 16;
+  }
+}
+
+// One warp: d (16, 8) = a (16, K) b (K, 8) + c (16, 8) (row-major floats; K 16, or 8 for
+// tf32) through mma_sync<T>, each lane building its fragments from a and b as the PTX ISA
+// lays them out and storing its d elements by the accumulator layout (simt/mma.h). The
+// operands are converted here (16-bit: __float2bfloat16 / __float2half; tf32: the float
+// bits as they are, so the tensor core's truncation shows). swap_a: a[1] and a[2]
+// exchanged, a wrong fragment mapping that must give a wrong d.
+template <class T>
+__global__ void mma_kernel(float* d, const float* a, const float* b, const float* c, bool swap_a) {
+  constexpr bool kTf32 = !std::is_same_v<T, __half> && !std::is_same_v<T, __nv_bfloat16>;
+  constexpr int kK = kTf32 ? 8 : 16;
+  const int lane = static_cast<int>(threadIdx.x), g = lane / 4, t = lane % 4;
+  auto bits = [](float v) -> uint32_t {
+    if constexpr (std::is_same_v<T, __half>) return __float2half(v).bits;
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) return __float2bfloat16(v).bits;
+    uint32_t x;
+    std::memcpy(&x, &v, 4);
+    return x;
+  };
+  // a 16-bit pair (the lower k in the low half), or one tf32 element
+  auto pair = [&](const float* p, int stride) { return kTf32 ? bits(p[0]) : bits(p[0]) | bits(p[stride]) << 16; };
+  uint32_t fa[4], fb[2];
+  for (int r = 0; r < 4; ++r) {
+    const int row = g + 8 * (r % 2), k = kTf32 ? t + 4 * (r / 2) : 2 * t + 8 * (r / 2);
+    fa[r] = pair(a + row * kK + k, 1);
+  }
+  for (int r = 0; r < 2; ++r) {
+    const int k = kTf32 ? t + 4 * r : 2 * t + 8 * r;
+    fb[r] = pair(b + k * 8 + g, 8);
+  }
+  if (swap_a) std::swap(fa[1], fa[2]);
+  float acc[4];
+  for (int e = 0; e < 4; ++e) acc[e] = c[(g + 8 * (e / 2)) * 8 + 2 * t + e % 2];
+  ptx::mma_sync<T>(acc, fa, fb, acc);
+  for (int e = 0; e < 4; ++e) d[(g + 8 * (e / 2)) * 8 + 2 * t + e % 2] = acc[e];
+}
+
+// Lanes below `split` execute ldmatrix while the others execute an mma: refused.
+__global__ void matrix_divergence_kernel(double* out, unsigned split) {
+  __shared__ __align__(16) uint16_t rows[32 * 8];
+  poison_shared(&rows, sizeof(rows));
+  uint32_t r[4] = {0, 0, 0, 0};
+  const uint32_t b[2] = {0, 0};
+  float acc[4] = {0, 0, 0, 0};
+  if (threadIdx.x % 32 < split)
+    ptx::ldmatrix_x4(r, rows + (threadIdx.x % 32) * 8);
+  else
+    ptx::mma_sync<__nv_bfloat16>(acc, r, b, acc);
+  out[threadIdx.x] = 1.0;
 }
 
 // One warp loads a __half fragment from `offset` elements into a 32-byte aligned tile,
@@ -277,6 +350,39 @@ std::vector<double> run_selftest(const std::string& name, const std::vector<doub
                : name == "to_bf16" ? __bfloat162float(__float2bfloat16(v))
                                    : nvcuda::wmma::__float_to_tf32(v);
     }
+  } else if (name == "ldmatrix" || name == "ldmatrix_trans") {
+    // in: the byte offset added to each row address; out (threads, 8).
+    if (in.size() != 1) throw std::invalid_argument("selftest '" + name + "' needs 1 input");
+    out.assign(static_cast<size_t>(threads) * 8, -1.0);
+    if (name == "ldmatrix")
+      launch(ldmatrix_kernel<false>, grid, block, 0, nullptr, out.data(), static_cast<int>(in[0]));
+    else
+      launch(ldmatrix_kernel<true>, grid, block, 0, nullptr, out.data(), static_cast<int>(in[0]));
+  } else if (name.rfind("mma_", 0) == 0 && name != "mma_diverge") {
+    // mma_{bf16,f16,tf32}[_swapped]; in: a (16, K), b (K, 8), c (16, 8) row-major
+    // floats; out: d (16, 8).
+    const bool swapped = name.size() > 8 && name.compare(name.size() - 8, 8, "_swapped") == 0;
+    const std::string kind = name.substr(4, name.size() - 4 - (swapped ? 8 : 0));
+    const size_t depth = kind == "tf32" ? 8 : 16;
+    if (in.size() != 16 * depth + depth * 8 + 128)
+      throw std::invalid_argument("selftest '" + name + "' needs " + std::to_string(24 * depth + 128) + " inputs");
+    const std::vector<float> f(in.begin(), in.end());
+    std::vector<float> d(128, -1.0f);
+    const float *a = f.data(), *b = a + 16 * depth, *c = b + depth * 8;
+    if (kind == "bf16")
+      launch(mma_kernel<__nv_bfloat16>, grid, block, 0, nullptr, d.data(), a, b, c, swapped);
+    else if (kind == "f16")
+      launch(mma_kernel<__half>, grid, block, 0, nullptr, d.data(), a, b, c, swapped);
+    else if (kind == "tf32")
+      launch(mma_kernel<nvcuda::wmma::precision::tf32>, grid, block, 0, nullptr, d.data(), a, b, c, swapped);
+    else
+      throw std::invalid_argument("unknown selftest '" + name + "'");
+    out.assign(d.begin(), d.end());
+  } else if (name == "mma_diverge") {
+    // in: the first lane that executes the mma instead of ldmatrix; out: 1 per thread.
+    if (in.size() != 1) throw std::invalid_argument("selftest 'mma_diverge' needs 1 input");
+    out.assign(threads, 0.0);
+    launch(matrix_divergence_kernel, grid, block, 0, nullptr, out.data(), static_cast<unsigned>(in[0]));
   } else if (name == "wmma_rules") {
     // in: the offset (elements) and ldm of a __half fragment's load; out: 1 once loaded.
     if (in.size() != 2 || threads != 32) throw std::invalid_argument("selftest 'wmma_rules' needs one warp, 2 inputs");

@@ -296,6 +296,12 @@ const uint64_t* warp_exchange(unsigned mask, uint64_t value) {
   return slots.values[buffer];
 }
 
+unsigned warp_participants() {
+  const Runner& r = runner();
+  const ThreadState& t = *r.current;
+  return r.warps[t.linear / kWarpSize].participants[(t.warp_ops - 1) & 1u];
+}
+
 void check_shuffle_source(unsigned src_lane) {
   Runner& r = runner();
   const ThreadState& t = *r.current;
