@@ -217,7 +217,8 @@ __device__ __forceinline__ void gemm_block(const GemmParams& p, const GemmTile& 
   // Once this thread's copies of the slice k0 (buffer buf) have landed: its dy elements
   // become dz = act'(dy; y, z), db's ones are written (backward only). Each thread rewrites
   // its own copies, so the barrier that follows publishes them with the rest.
-  auto finish = [&](int buf, int k0, bool first) {
+  // kFull: a whole slice of a tile inside the operands, so db's row is not in it.
+  auto finish = [&](auto full, int buf, int k0, bool first) {
     if constexpr (kGrad) {
       const int d = depth - k0 < kGemmBk ? depth - k0 : kGemmBk;
       if (dz_act != Activation::identity) {
@@ -230,7 +231,7 @@ __device__ __forceinline__ void gemm_block(const GemmParams& p, const GemmTile& 
         CUSTOMML_NO_UNROLL
         for (int i = 0; i < n; ++i) v[i] = act::backward(dz_act, v[i], y[i], zp ? z[i] : 0.0f);
       }
-      if (a_ones >= 0) {
+      if (!decltype(full)::value && a_ones >= 0) {
         float* v = slice(sm.a, buf, run_smem<kAk>(tid));
         const int k = run_k<kAk>(tid);
         if constexpr (kAk) {
@@ -259,7 +260,7 @@ __device__ __forceinline__ void gemm_block(const GemmParams& p, const GemmTile& 
   CUSTOMML_UNROLL
   for (int s = 0; s < kStages - 1; ++s) issue(std::false_type(), s, s * kGemmBk, true);
   cp_async_wait<kStages - 2>();
-  finish(0, 0, true);
+  finish(std::false_type(), 0, 0, true);
   __syncthreads();
   int stage = 0;  // the buffer of the slice being multiplied
   // Slices [k0, to) of a part: issue the slice kStages - 1 ahead (into the buffer read
@@ -270,7 +271,7 @@ __device__ __forceinline__ void gemm_block(const GemmParams& p, const GemmTile& 
       issue(full, ahead, k0 + (kStages - 1) * kGemmBk, false);
       multiply_slice<kAk, kBk>(sm.a + stage * kGemmSliceFloats, sm.b + stage * kGemmSliceFloats, ty, tx, acc);
       cp_async_wait<kStages - 2>();
-      finish(next, k0 + kGemmBk, false);
+      finish(full, next, k0 + kGemmBk, false);
       __syncthreads();
       stage = next;
     }
