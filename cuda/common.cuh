@@ -17,12 +17,6 @@
 #else
 #define CUSTOMML_UNROLL _Pragma("GCC unroll 16")
 #endif
-// A loop kept rolled: code off the hot path that would bloat it unrolled.
-#if defined(__CUDACC__)
-#define CUSTOMML_NO_UNROLL _Pragma("unroll 1")
-#else
-#define CUSTOMML_NO_UNROLL
-#endif
 
 // After each static __shared__ declaration: the emulator fills the variable with 0xFF bytes
 // (NaN in floats) at its first use in each block, as the GPU leaves it uninitialized, so a

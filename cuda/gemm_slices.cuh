@@ -2,13 +2,20 @@
 // Defines: how the float32 tiled GEMM of cuda/dense.cuh moves and multiplies its slices:
 // Operand (an operand as the loads see it), the tile and slice constants, each thread's
 // cp.async runs of an operand's slice (run_*, copy_run) in its shared-memory layout, and
-// multiply_slice (a slice's products into a thread's 4 x 4 register tile).
+// multiply_slice (a slice's products into a thread's 4 x 4 register tile); CUSTOMML_NO_UNROLL.
 
 #include <cstdint>
 
 #include "activation.h"
 #include "cuda/async_copy.cuh"
 #include "cuda/common.cuh"
+
+// A loop kept rolled: code off the hot path that would bloat it unrolled.
+#if defined(__CUDACC__)
+#define CUSTOMML_NO_UNROLL _Pragma("unroll 1")
+#else
+#define CUSTOMML_NO_UNROLL
+#endif
 
 namespace customml::CUSTOMML_CUDA_NS {
 
