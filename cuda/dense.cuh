@@ -169,12 +169,12 @@ __device__ __forceinline__ void gemm_block(const GemmParams& p, const GemmTile& 
   const float *dz_y = a_dz ? p.a_y : p.b_y, *dz_z = a_dz ? p.a_z : p.b_z;
   const float* yp = kGrad && dz_act != Activation::identity ? dz_y + dz_offset : nullptr;
   const float* zp = yp && dz_z ? dz_z + dz_offset : nullptr;
-  // db's row of ones (A's row m): row-major, this thread's whole run (0) when its row is m;
-  // k-major, the element of its run in row m, if any; else -1.
+  // db's row of ones (A's row m; a product with db has a k-major A, gemm_kernel): the
+  // element of this thread's run in row m, if any; else -1.
   int a_ones = -1;
-  if (kGrad && p.db) {
+  if (kGrad && !kAk && p.db) {
     const int64_t d = p.m - (row0 + run_row<kAk>(tid));
-    a_ones = kAk ? (d == 0 ? 0 : -1) : (d >= 0 && d < 4 ? static_cast<int>(d) : -1);
+    a_ones = d >= 0 && d < 4 ? static_cast<int>(d) : -1;
   }
   auto slice = [](float* buffers, int buf, int tid_smem) { return buffers + buf * kGemmSliceFloats + tid_smem; };
 
@@ -197,12 +197,12 @@ __device__ __forceinline__ void gemm_block(const GemmParams& p, const GemmTile& 
       rows_left(first, &a_rows, &b_rows);
       const int na = run_count<kAk>(a_rows, tid, d), nb = run_count<kBk>(b_rows, tid, d);
       const bool va = runs_vec<kAk>(oa, a_dz), vb = runs_vec<kBk>(ob, b_dz);
-      copy_run(a, a_src, kAk ? oa.cs : oa.rs, na, va);
-      copy_run(b, b_src, kBk ? ob.cs : ob.rs, nb, vb);
+      copy_run(a, a_src, oa.base, kAk ? oa.cs : oa.rs, na, va);
+      copy_run(b, b_src, ob.base, kBk ? ob.cs : ob.rs, nb, vb);
       if (kGrad && yp) {
         const int64_t step = a_dz ? (kAk ? oa.cs : oa.rs) : (kBk ? ob.cs : ob.rs);
-        copy_run(slice(sm.y, buf, run_smem<kAk>(tid)), yp, step, a_dz ? na : nb, a_dz ? va : vb);
-        if (zp) copy_run(slice(sm.z, buf, run_smem<kAk>(tid)), zp, step, a_dz ? na : nb, a_dz ? va : vb);
+        copy_run(slice(sm.y, buf, run_smem<kAk>(tid)), yp, dz_y, step, a_dz ? na : nb, a_dz ? va : vb);
+        if (zp) copy_run(slice(sm.z, buf, run_smem<kAk>(tid)), zp, dz_z, step, a_dz ? na : nb, a_dz ? va : vb);
       }
     }
     cp_async_commit();
@@ -231,16 +231,8 @@ __device__ __forceinline__ void gemm_block(const GemmParams& p, const GemmTile& 
         CUSTOMML_NO_UNROLL
         for (int i = 0; i < n; ++i) v[i] = act::backward(dz_act, v[i], y[i], zp ? z[i] : 0.0f);
       }
-      if (!decltype(full)::value && a_ones >= 0) {
-        float* v = slice(sm.a, buf, run_smem<kAk>(tid));
-        const int k = run_k<kAk>(tid);
-        if constexpr (kAk) {
-          CUSTOMML_NO_UNROLL
-          for (int i = 0; i < 4 && k + i < d; ++i) v[i] = 1.0f;
-        } else if (k < d) {
-          v[a_ones] = 1.0f;
-        }
-      }
+      if (!decltype(full)::value && a_ones >= 0 && run_k<kAk>(tid) < d)
+        slice(sm.a, buf, run_smem<kAk>(tid))[a_ones] = 1.0f;
     }
   };
 
@@ -375,10 +367,11 @@ __global__ void __launch_bounds__(kGemmThreads, kGrad ? 2 : 3) gemm_kernel(GemmP
   const GemmSmem sm{&as[0][0], &bs[0][0], &ys[0][0], &zs[0][0], totals, &tile_shared, &arrived};
   // The layouts follow the operands: a forward GEMM's are known (x row-major along k, w
   // along n: dense_forward's), so it carries one; a backward one's are dx's (dy and w both
-  // along k) or dW's (x and dy both along their rows), chosen by A.
+  // along k) or dW's (x and dy both along their rows), chosen by A; dW's always when it has
+  // db's row (its A is x^T, k-contiguous only for one input, which the GEMV takes anyway).
   if constexpr (!kGrad)
     gemm_block<kGrad, kStages, true, false>(p, tile, splits, sm);
-  else if (p.a_cs == 1)
+  else if (p.a_cs == 1 && !p.db)
     gemm_block<kGrad, kStages, true, true>(p, tile, splits, sm);
   else
     gemm_block<kGrad, kStages, false, false>(p, tile, splits, sm);

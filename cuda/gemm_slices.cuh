@@ -104,14 +104,17 @@ __device__ __forceinline__ bool runs_vec(const Operand& o, bool dz) {
                           (dz && o.z ? reinterpret_cast<uintptr_t>(o.z) : 0);
   return (kRowMajor ? o.cs : o.rs) == 1 && (kRowMajor ? o.rs : o.cs) % 4 == 0 && (bases & 15) == 0;
 }
-// The 4 elements of a run into dst: count of them read, the rest zero-filled.
-__device__ __forceinline__ void copy_run(float* dst, const float* src, int64_t step, int count, bool vec) {
+// The 4 elements of a run into dst: count of them read, the rest zero-filled. A copy that
+// reads nothing is given base (the array's first element, aligned as a run) as its source,
+// not an address past the array: no tool or prefetch sees an out-of-bounds address.
+__device__ __forceinline__ void copy_run(float* dst, const float* src, const float* base, int64_t step, int count,
+                                         bool vec) {
   if (vec) {
-    cp_async<16>(dst, src, count * 4);
+    cp_async<16>(dst, count ? src : base, count * 4);
     return;
   }
   CUSTOMML_UNROLL
-  for (int i = 0; i < 4; ++i) cp_async<4>(dst + i, src + i * step, i < count ? 4 : 0);
+  for (int i = 0; i < 4; ++i) cp_async<4>(dst + i, i < count ? src + i * step : base, i < count ? 4 : 0);
 }
 
 // acc += this slice's products, k in order. A thread's rows are ty * 4 + i; its columns
