@@ -122,9 +122,11 @@ def classify(op: str) -> list[str]:
 
 
 def main_loop(sass: str) -> dict:
-    """The mix of the main loop: among the innermost loops holding tensor-core instructions
-    (else FFMA), the one with the most, and of equals the shortest (the fp32 GEMM's
-    unchecked-load loop, which interior tiles run, beside its checked twin for edge tiles)."""
+    """The mix of the main loop: the loop with the most tensor-core instructions (else FFMA)
+    of its own, outside the loops nested in it, and of equals the shortest (the fp32 GEMM's
+    whole-slice loop, which interior tiles run, beside its counted twin for edge tiles). Its
+    nested loops count in its mix (the backward GEMM's per-slice dz pass over a thread's 4
+    elements, kept rolled)."""
     insns = [(int(m.group(1), 16), m.group(3), m.group(4)) for m in INSN.finditer(sass)]
     loops = []
     for addr, op, rest in insns:
@@ -135,19 +137,17 @@ def main_loop(sass: str) -> dict:
             loops.append((int(target.group(1), 16), addr))
     counted = []
     for lo, hi in loops:
+        nested = [(a, b) for a, b in loops if (a, b) != (lo, hi) and lo <= a and b <= hi]
         body = [op for a, op, _ in insns if lo <= a <= hi]
-        tags = [classify(op) for op in body]
-        counted.append(((lo, hi), body, sum("mma" in t for t in tags), sum("ffma" in t for t in tags)))
+        own = [classify(op) for a, op, _ in insns if lo <= a <= hi and not any(x <= a <= y for x, y in nested)]
+        counted.append((body, sum("mma" in t for t in own), sum("ffma" in t for t in own)))
     if not counted:
         return {}
-    use_mma = any(c[2] for c in counted)
-    holding = [c for c in counted if (c[2] if use_mma else c[3])]
+    use_mma = any(c[1] for c in counted)
+    holding = [c for c in counted if (c[1] if use_mma else c[2])]
     if not holding:
         return {}
-    inner = [c for c in holding if not any(o[0] != c[0] and c[0][0] <= o[0][0] and o[0][1] <= c[0][1] for o in holding)]
-    best = max(inner, key=lambda c: ((c[2] if use_mma else c[3]), -len(c[1])))
-    best = (None, best[1])
-    body = best[1]
+    body = max(holding, key=lambda c: ((c[1] if use_mma else c[2]), -len(c[0])))[0]
     mix = {"insns": len(body)}
     for tag in ("ffma", "mma", "ld128", "cp_async", "ldmatrix", "convert", "int64", "ldg"):
         mix[tag] = sum(1 for op in body if tag in classify(op))

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <climits>
 #include <mutex>
+#include <stdexcept>
+#include <string>
 
 #include "cuda/dense.cuh"
 #include "cuda/device_backend.h"
@@ -95,6 +97,12 @@ void gemm(DeviceContext& ctx, GemmParams* ps, int count, Precision precision) {
   static_assert(kGemmBm == kTcBm && kGemmBn == kTcBn, "both GEMMs tile C alike");
   for (int i = 0; i < count; ++i) ps[i].part_depth = part_depth_of(ps[i].k);
   if (precision == Precision::fp32 && gemv(ctx, ps, count)) return;
+  for (int i = 0; i < count; ++i)
+    if (precision == Precision::fp32 && ps[i].k > kGemmMaxK)
+      throw std::invalid_argument(
+          "dense layer on CUDA: the float32 GEMM's reduction length (the batch, for the weight "
+          "gradient) is " +
+          std::to_string(ps[i].k) + ", over its limit of 2^30");
   int64_t tiles_n[2] = {0, 0}, tiles[2] = {0, 0}, parts[2] = {1, 1};
   for (int i = 0; i < count; ++i) {
     tiles_n[i] = exact_blocks(ps[i].n, kGemmBn);

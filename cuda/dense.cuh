@@ -9,7 +9,9 @@
 #include <type_traits>
 
 #include "activation.h"
+#include "cuda/async_copy.cuh"
 #include "cuda/common.cuh"
+#include "cuda/gemm_slices.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
@@ -65,44 +67,13 @@ struct GemmPair {
 // At most kMaxParts parts, of at least one slice each: few enough that a warp holds a
 // part per lane (gemv_kernel), enough that split-K covers the SMs at the MLP's shapes.
 constexpr int kMaxParts = 32;
-constexpr int kGemmBk = 16;  // the tiled kernels' slice depth
+// The float32 tiled kernel counts k in 32 bits (its loop and copy counts); gemm() refuses more.
+constexpr int64_t kGemmMaxK = int64_t{1} << 30;
 inline int64_t part_depth_of(int64_t k) {
   const int64_t per_part = (k + kMaxParts - 1) / kMaxParts;
   const int64_t slices = (per_part + kGemmBk - 1) / kGemmBk;
   return (slices < 1 ? 1 : slices) * kGemmBk;
 }
-
-// One operand as the loads see it: element (r, k) at base[r * rs + k * cs], rows along
-// m (A) or n (B), depth along k.
-struct Operand {
-  const float* base;
-  int64_t rs, cs, rows, depth;
-  Activation act;  // not identity: base holds dy, read as dz
-  const float *y, *z;
-  int64_t ones_row;  // the row that reads as ones (db's), or -1
-
-  // kGrad: the backward pass's extras (act, ones_row) are looked at; a forward GEMM's
-  // kernel is compiled without them.
-  template <bool kGrad>
-  __device__ __forceinline__ float at(int64_t r, int64_t k) const {
-    if (r < rows && k < depth) {
-      const int64_t off = r * rs + k * cs;
-      if (!kGrad || act == Activation::identity) return base[off];
-      return act::backward(act, base[off], y[off], z ? z[off] : 0.0f);
-    }
-    return kGrad && r == ones_row && k < depth ? 1.0f : 0.0f;
-  }
-
-  // Whether the 64 rows from r0 are inside and every 4-element run of a full slice along
-  // the contiguous direction is a 16-byte-aligned float4 (of y and z too, for dz):
-  // SliceLoad may then skip its checks.
-  __device__ __forceinline__ bool float4_runs(int64_t r0, bool along_k) const {
-    const bool grad = act != Activation::identity;
-    const uintptr_t bases = reinterpret_cast<uintptr_t>(base) | (grad ? reinterpret_cast<uintptr_t>(y) : 0) |
-                            (grad && z ? reinterpret_cast<uintptr_t>(z) : 0);
-    return r0 + 64 <= rows && (along_k ? cs : rs) == 1 && (along_k ? rs : cs) % 4 == 0 && (bases & 15) == 0;
-  }
-};
 
 __device__ __forceinline__ Operand operand_a(const GemmParams& p) {
   return {p.a, p.a_rs, p.a_cs, p.m, p.k, p.a_act, p.a_y, p.a_z, p.db ? p.m : -1};
@@ -146,35 +117,274 @@ __device__ __forceinline__ void store_c(const GemmParams& p, int64_t r, int64_t 
   p.c[r * p.ldc + c] = act::apply(p.act, v);
 }
 
-// A 64 x 64 tile of C per block of 256 threads, each thread a 4 x 4 register tile;
-// 16-deep slices of A and B staged through two shared-memory buffers (double buffering:
-// the next slice's global loads are in flight while the current one is multiplied, and
-// one barrier per slice suffices). Each thread moves 4 elements of each operand per
-// slice, as one 16-byte load when the operand is contiguous along that direction and
-// aligned, else as 4 scalar loads.
-constexpr int kGemmBm = 64, kGemmBn = 64, kGemmTm = 4, kGemmTn = 4;
-constexpr int kGemmThreads = (kGemmBm / kGemmTm) * (kGemmBn / kGemmTn);
+// Shared memory of a block: kStages slices of A and B, and of dy's y and z in a backward
+// product (copied beside dy and combined with it once landed).
+struct GemmSmem {
+  float *a, *b, *y, *z, *total;
+  GemmTile* tile;
+  unsigned* arrived;  // split-K: how many of the tile's blocks were done before this one
+};
 
-// One operand's slice: `rows` x `cols` of a strided matrix, into shared memory laid out
-// [k][m] (A) or [k][n] (B). along_k: the thread's 4 elements run along k (the operand is
-// k-contiguous), else along m / n.
+// The block's tile, its layouts known: A row-major (kAk) or k-major, B likewise (kBk).
+template <bool kGrad, int kStages, bool kAk, bool kBk>
+__device__ __forceinline__ void gemm_block(const GemmParams& p, const GemmTile& tile, unsigned splits,
+                                           const GemmSmem& sm) {
+  const int tid = threadIdx.x;
+  const int tx = tid % (kGemmBn / kGemmTn), ty = tid / (kGemmBn / kGemmTn);
+  const int64_t row0 = tile.row0, col0 = tile.col0;
+  // The epilogue reads the tile from shared memory: kept in registers, its 64-bit origin
+  // would live across the main loop (the forward kernel spilled it).
+  if (tid == 0) *sm.tile = tile;
+  // This block's k: all of it, or its part when split; counted in 32 bits from its start
+  // (gemm() keeps k within kGemmMaxK).
+  const int64_t k_begin = tile.part * p.part_depth;
+  const int depth =
+      static_cast<int>((splits > 1 && k_begin + p.part_depth < p.k ? k_begin + p.part_depth : p.k) - k_begin);
+  const int part_depth = static_cast<int>(p.part_depth);
+  const Operand oa = operand_a(p), ob = operand_b(p);
+  const float* a_src = run_src<kAk>(oa, row0, k_begin, tid);
+  const float* b_src = run_src<kBk>(ob, col0, k_begin, tid);
+  // The rows left from each run's first: from the registers' tile before the first
+  // barrier, from the shared copy after it (not held across the main loop).
+  auto rows_left = [&](bool first, int* a_rows, int* b_rows) {
+    const GemmTile& t = first ? tile : *sm.tile;
+    *a_rows = run_rows<kAk>(oa, t.row0, tid);
+    *b_rows = run_rows<kBk>(ob, t.col0, tid);
+  };
+  // Backward: at most one operand holds dy (dense_backward's: dW's B, dx's A), read as dz;
+  // its y and z are copied to the same offsets as dy in their own buffers. Both operands
+  // then share one layout (dz's copy mapping is either's).
+  static_assert(!kGrad || kAk == kBk, "a backward product's operands share one layout");
+  const bool a_dz = kGrad && p.a_act != Activation::identity, b_dz = kGrad && p.b_act != Activation::identity;
+  const Activation dz_act = a_dz ? p.a_act : (b_dz ? p.b_act : Activation::identity);
+  const int64_t dz_offset = a_dz ? a_src - oa.base : b_src - ob.base;
+  const float *dz_y = a_dz ? p.a_y : p.b_y, *dz_z = a_dz ? p.a_z : p.b_z;
+  const float* yp = kGrad && dz_act != Activation::identity ? dz_y + dz_offset : nullptr;
+  const float* zp = yp && dz_z ? dz_z + dz_offset : nullptr;
+  // db's row of ones (A's row m; a product with db has a k-major A, gemm_kernel): the
+  // element of this thread's run in row m, if any; else -1.
+  int a_ones = -1;
+  if (kGrad && !kAk && p.db) {
+    const int64_t d = p.m - (row0 + run_row<kAk>(tid));
+    a_ones = d >= 0 && d < 4 ? static_cast<int>(d) : -1;
+  }
+  auto slice = [](float* buffers, int buf, int tid_smem) { return buffers + buf * kGemmSliceFloats + tid_smem; };
+
+  // Issues the slice k0 (from k_begin) into buffer buf, as a group (empty past the end).
+  // kFull: the slice is whole and every run a 16-byte one.
+  auto issue = [&](auto full, int buf, int k0, bool first) {
+    const int left = depth - k0;
+    float* a = slice(sm.a, buf, run_smem<kAk>(tid));
+    float* b = slice(sm.b, buf, run_smem<kBk>(tid));
+    if constexpr (decltype(full)::value) {
+      cp_async<16>(a, a_src, 16);
+      cp_async<16>(b, b_src, 16);
+      if (kGrad && yp) {
+        cp_async<16>(slice(sm.y, buf, run_smem<kAk>(tid)), yp, 16);
+        if (zp) cp_async<16>(slice(sm.z, buf, run_smem<kAk>(tid)), zp, 16);
+      }
+    } else if (left > 0) {
+      const int d = left < kGemmBk ? left : kGemmBk;
+      int a_rows, b_rows;
+      rows_left(first, &a_rows, &b_rows);
+      const int na = run_count<kAk>(a_rows, tid, d), nb = run_count<kBk>(b_rows, tid, d);
+      const bool va = runs_vec<kAk>(oa, a_dz), vb = runs_vec<kBk>(ob, b_dz);
+      copy_run(a, a_src, oa.base, kAk ? oa.cs : oa.rs, na, va);
+      copy_run(b, b_src, ob.base, kBk ? ob.cs : ob.rs, nb, vb);
+      if (kGrad && yp) {
+        const int64_t step = a_dz ? (kAk ? oa.cs : oa.rs) : (kBk ? ob.cs : ob.rs);
+        copy_run(slice(sm.y, buf, run_smem<kAk>(tid)), yp, dz_y, step, a_dz ? na : nb, a_dz ? va : vb);
+        if (zp) copy_run(slice(sm.z, buf, run_smem<kAk>(tid)), zp, dz_z, step, a_dz ? na : nb, a_dz ? va : vb);
+      }
+    }
+    cp_async_commit();
+    a_src += kGemmBk * oa.cs;
+    b_src += kGemmBk * ob.cs;
+    if (kGrad && yp) {
+      const int64_t advance = kGemmBk * (a_dz ? oa.cs : ob.cs);
+      yp += advance;
+      if (zp) zp += advance;
+    }
+  };
+  // Once this thread's copies of the slice k0 (buffer buf) have landed: its dy elements
+  // become dz = act'(dy; y, z), db's ones are written (backward only). Each thread rewrites
+  // its own copies, so the barrier that follows publishes them with the rest.
+  // kFull: a whole slice of a tile inside the operands, so db's row is not in it.
+  auto finish = [&](auto full, int buf, int k0, bool first) {
+    if constexpr (kGrad) {
+      const int d = depth - k0 < kGemmBk ? depth - k0 : kGemmBk;
+      if (dz_act != Activation::identity) {
+        const int smem = run_smem<kAk>(tid);
+        float* v = slice(a_dz ? sm.a : sm.b, buf, smem);
+        const float *y = slice(sm.y, buf, smem), *z = slice(sm.z, buf, smem);
+        int a_rows, b_rows;
+        rows_left(first, &a_rows, &b_rows);
+        const int n = a_dz ? run_count<kAk>(a_rows, tid, d) : run_count<kBk>(b_rows, tid, d);
+        CUSTOMML_NO_UNROLL
+        for (int i = 0; i < n; ++i) v[i] = act::backward(dz_act, v[i], y[i], zp ? z[i] : 0.0f);
+      }
+      if (!decltype(full)::value && a_ones >= 0 && run_k<kAk>(tid) < d)
+        slice(sm.a, buf, run_smem<kAk>(tid))[a_ones] = 1.0f;
+    }
+  };
+
+  // acc: the current part's sums; total: the parts' sums so far, in order. The forward
+  // kernel keeps total in shared memory until the epilogue (this thread's own 16 floats,
+  // read and written once a part, thread-major float4s), which frees 16 of its 80
+  // registers for the pipeline.
+  constexpr bool kSharedTotal = !kGrad;
+  float acc[kGemmTm][kGemmTn], total[kGemmTm][kGemmTn];
+  CUSTOMML_UNROLL
+  for (int i = 0; i < kGemmTm; ++i) {
+    CUSTOMML_UNROLL
+    for (int j = 0; j < kGemmTn; ++j) acc[i][j] = total[i][j] = 0.0f;
+    if (kSharedTotal) store4(sm.total + (i * kGemmThreads + tid) * kGemmTn, total[i]);
+  }
+  // The pipeline: slices 0 .. kStages - 2 issued, the first waited for.
+  CUSTOMML_UNROLL
+  for (int s = 0; s < kStages - 1; ++s) issue(std::false_type(), s, s * kGemmBk, true);
+  cp_async_wait<kStages - 2>();
+  finish(std::false_type(), 0, 0, true);
+  __syncthreads();
+  int stage = 0;  // the buffer of the slice being multiplied
+  // Slices [k0, to) of a part: issue the slice kStages - 1 ahead (into the buffer read
+  // before the last barrier), multiply this one, wait for the next one, barrier.
+  auto slices = [&](auto full, int k0, int to) {
+    for (; k0 < to; k0 += kGemmBk) {
+      const int next = stage + 1 < kStages ? stage + 1 : 0, ahead = stage ? stage - 1 : kStages - 1;
+      issue(full, ahead, k0 + (kStages - 1) * kGemmBk, false);
+      multiply_slice<kAk, kBk>(sm.a + stage * kGemmSliceFloats, sm.b + stage * kGemmSliceFloats, ty, tx, acc);
+      cp_async_wait<kStages - 2>();
+      finish(full, next, k0 + kGemmBk, false);
+      __syncthreads();
+      stage = next;
+    }
+    return k0;
+  };
+  // An interior tile of aligned operands issues whole 16-byte slices without counting while
+  // the slice issued is whole (k0 + kStages slices <= depth); edge tiles and the last
+  // slices take the counted loop.
+  const bool whole =
+      runs_vec<kAk>(oa, a_dz) && runs_vec<kBk>(ob, b_dz) && row0 + kGemmBm <= oa.rows && col0 + kGemmBn <= ob.rows;
+  const int whole_end = whole ? depth - kStages * kGemmBk + 1 : 0;  // the whole-slice loop's slices start below
+  // The parts, each summed from zero, then added to the total in order.
+  for (int k0 = 0; k0 < depth;) {
+    const int part_end = part_depth < depth - k0 ? k0 + part_depth : depth;
+    k0 = slices(std::false_type(), slices(std::true_type(), k0, whole_end < part_end ? whole_end : part_end), part_end);
+    CUSTOMML_UNROLL
+    for (int i = 0; i < kGemmTm; ++i) {
+      if (kSharedTotal) load4(total[i], sm.total + (i * kGemmThreads + tid) * kGemmTn);
+      CUSTOMML_UNROLL
+      for (int j = 0; j < kGemmTn; ++j) {
+        total[i][j] += acc[i][j];
+        acc[i][j] = 0.0f;
+      }
+      if (kSharedTotal) store4(sm.total + (i * kGemmThreads + tid) * kGemmTn, total[i]);
+    }
+  }
+  cp_async_wait<0>();  // the empty groups issued past the end
+  if (kSharedTotal) {
+    CUSTOMML_UNROLL
+    for (int i = 0; i < kGemmTm; ++i) load4(total[i], sm.total + (i * kGemmThreads + tid) * kGemmTn);
+  }
+
+  const GemmTile t = *sm.tile;
+  if (splits > 1) {
+    // Every block stores its part's sums; the tile's last block adds them all, in part
+    // order, whichever block that is. The fences order the stores before the count and
+    // the count before the loads (the threadFenceReduction pattern); __ldcg reads L2,
+    // where the other SMs' stores are. A part's tile is stored thread-major: row i of
+    // every thread's register tile, then row i + 1, each thread's 4 values a float4.
+    const int64_t tile_base = static_cast<int64_t>(t.index) * splits;
+    float* mine = p.partials + (tile_base + t.part) * (kGemmBm * kGemmBn);
+    CUSTOMML_UNROLL
+    for (int i = 0; i < kGemmTm; ++i) store4(mine + (i * kGemmThreads + tid) * kGemmTn, total[i]);
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) *sm.arrived = atomicAdd(p.counters + t.index, 1u);
+    __syncthreads();
+    if (*sm.arrived != splits - 1) return;
+    __threadfence();
+    if (tid == 0) p.counters[t.index] = 0;  // ready for the next launch
+    CUSTOMML_UNROLL
+    for (int i = 0; i < kGemmTm; ++i) {
+      CUSTOMML_UNROLL
+      for (int j = 0; j < kGemmTn; ++j) total[i][j] = 0.0f;
+    }
+    for (unsigned q = 0; q < splits; ++q) {
+      const float* part = p.partials + (tile_base + q) * (kGemmBm * kGemmBn);
+      CUSTOMML_UNROLL
+      for (int i = 0; i < kGemmTm; ++i) {
+        const float4 v = __ldcg(reinterpret_cast<const float4*>(part + (i * kGemmThreads + tid) * kGemmTn));
+        total[i][0] += v.x;
+        total[i][1] += v.y;
+        total[i][2] += v.z;
+        total[i][3] += v.w;
+      }
+    }
+  }
+
+  CUSTOMML_UNROLL
+  for (int i = 0; i < kGemmTm; ++i) {
+    CUSTOMML_UNROLL
+    for (int j = 0; j < kGemmTn; ++j)
+      store_c<kGrad>(p, t.row0 + ty * kGemmTm + i, t.col0 + (kBk ? tx + 16 * j : tx * kGemmTn + j), total[i][j]);
+  }
+}
+
+// grid (the pair's tiles times their splits), block kGemmThreads; kGrad: a backward-pass
+// product (GemmParams' extras in use). Three slices in flight forward (30 KiB of shared
+// memory); two backward, whose y and z buffers double the bytes (40 KiB; 48 is the static
+// limit).
+template <bool kGrad>
+__global__ void __launch_bounds__(kGemmThreads, kGrad ? 2 : 3) gemm_kernel(GemmPair pp) {
+  constexpr int kStages = kGrad ? 2 : 3;
+  __shared__ __align__(16) float as[kStages][kGemmSliceFloats];
+  CUSTOMML_POISON_SHARED(as);
+  __shared__ __align__(16) float bs[kStages][kGemmSliceFloats];
+  CUSTOMML_POISON_SHARED(bs);
+  __shared__ __align__(16) float ys[kGrad ? kStages : 1][kGrad ? kGemmSliceFloats : 4];
+  CUSTOMML_POISON_SHARED(ys);
+  __shared__ __align__(16) float zs[kGrad ? kStages : 1][kGrad ? kGemmSliceFloats : 4];
+  CUSTOMML_POISON_SHARED(zs);
+  __shared__ __align__(16) float totals[kGrad ? 4 : kGemmTm * kGemmThreads * kGemmTn];
+  CUSTOMML_POISON_SHARED(totals);
+  __shared__ GemmTile tile_shared;
+  CUSTOMML_POISON_SHARED(tile_shared);
+  __shared__ unsigned arrived;
+  CUSTOMML_POISON_SHARED(arrived);
+  const GemmTile tile = gemm_tile<kGrad>(pp, kGemmBm, kGemmBn);
+  const GemmParams& p = kGrad ? pp.p[tile.problem] : pp.p[0];
+  const unsigned splits = kGrad ? pp.splits[tile.problem] : pp.splits[0];
+  const GemmSmem sm{&as[0][0], &bs[0][0], &ys[0][0], &zs[0][0], totals, &tile_shared, &arrived};
+  // The layouts follow the operands: a forward GEMM's are known (x row-major along k, w
+  // along n: dense_forward's), so it carries one; a backward one's are dx's (dy and w both
+  // along k) or dW's (x and dy both along their rows), chosen by A; dW's always when it has
+  // db's row (its A is x^T, k-contiguous only for one input, which the GEMV takes anyway).
+  if constexpr (!kGrad)
+    gemm_block<kGrad, kStages, true, false>(p, tile, splits, sm);
+  else if (p.a_cs == 1 && !p.db)
+    gemm_block<kGrad, kStages, true, true>(p, tile, splits, sm);
+  else
+    gemm_block<kGrad, kStages, false, false>(p, tile, splits, sm);
+}
+
+// Four elements of an operand from (r, k) on, along k or along r, for gemv_kernel: one
+// 16-byte load when they are inside, contiguous and aligned, else element by element.
 struct SliceLoad {
   float v[4];
 
-  // (r, k): the first element; the 4 elements run along k or along r. kChecked false: the
-  // caller knows them inside and a float4 (Operand::float4_runs, a full slice).
-  template <bool kGrad, bool kChecked = true>
+  template <bool kGrad>
   __device__ __forceinline__ void load(const Operand& o, int64_t r, int64_t k, bool along_k) {
     const int64_t dr = along_k ? 0 : 1, dk = along_k ? 1 : 0;
     const int64_t contiguous_stride = along_k ? o.cs : o.rs;
-    // unchecked, the contiguous stride is 1 (Operand::float4_runs)
-    const int64_t off = !kChecked ? (along_k ? r * o.rs + k : r + k * o.cs) : r * o.rs + k * o.cs;
+    const int64_t off = r * o.rs + k * o.cs;
     const bool in_bounds = along_k ? (r < o.rows && k + 3 < o.depth) : (r + 3 < o.rows && k < o.depth);
     const bool grad = kGrad && o.act != Activation::identity;
     const uintptr_t addresses = reinterpret_cast<uintptr_t>(o.base + off) |
                                 (grad ? reinterpret_cast<uintptr_t>(o.y + off) : 0) |
                                 (grad && o.z ? reinterpret_cast<uintptr_t>(o.z + off) : 0);
-    if (!kChecked || (in_bounds && contiguous_stride == 1 && (addresses & 15) == 0)) {
+    if (in_bounds && contiguous_stride == 1 && (addresses & 15) == 0) {
       const float4 q = *reinterpret_cast<const float4*>(o.base + off);
       v[0] = q.x;
       v[1] = q.y;
@@ -190,160 +400,10 @@ struct SliceLoad {
       }
       return;
     }
-    if constexpr (kChecked) {
-      CUSTOMML_UNROLL
-      for (int i = 0; i < 4; ++i) v[i] = o.at<kGrad>(r + i * dr, k + i * dk);
-    }
+    CUSTOMML_UNROLL
+    for (int i = 0; i < 4; ++i) v[i] = o.at<kGrad>(r + i * dr, k + i * dk);
   }
 };
-
-// grid (the pair's tiles times their splits), block kGemmThreads; kGrad: a backward-pass
-// product (GemmParams' extras in use)
-template <bool kGrad>
-__global__ void __launch_bounds__(kGemmThreads, kGrad ? 2 : 3) gemm_kernel(GemmPair pp) {
-  __shared__ __align__(16) float as[2][kGemmBk][kGemmBm];
-  __shared__ __align__(16) float bs[2][kGemmBk][kGemmBn];
-  __shared__ unsigned arrived;  // split-K: how many of the tile's blocks were done before this one
-  CUSTOMML_POISON_SHARED(as);
-  CUSTOMML_POISON_SHARED(bs);
-  CUSTOMML_POISON_SHARED(arrived);
-  const int tid = threadIdx.x;
-  const int tx = tid % (kGemmBn / kGemmTn), ty = tid / (kGemmBn / kGemmTn);
-  const GemmTile tile = gemm_tile<kGrad>(pp, kGemmBm, kGemmBn);
-  const GemmParams& p = kGrad ? pp.p[tile.problem] : pp.p[0];
-  const unsigned splits = kGrad ? pp.splits[tile.problem] : pp.splits[0];
-  const int64_t row0 = tile.row0, col0 = tile.col0;
-  // This block's k: all of it, or its part when split.
-  const int64_t k_begin = tile.part * p.part_depth;
-  const int64_t k_end = splits > 1 && k_begin + p.part_depth < p.k ? k_begin + p.part_depth : p.k;
-  Operand oa = operand_a(p), ob = operand_b(p);
-  oa.depth = ob.depth = k_end;
-  // Which direction each operand's 4-element runs take: along the contiguous one. A
-  // forward GEMM's are known (x row-major along k, w row-major along n: dense_forward's),
-  // so its main loop carries one layout's code.
-  const bool a_along_k = kGrad ? p.a_cs == 1 : true, b_along_k = kGrad && p.b_cs != 1 && p.b_rs == 1;
-  // A: along k, thread t takes row t / 4, k (t % 4) * 4; else k t / 16, rows (t % 16) * 4.
-  const int a_m = a_along_k ? tid / 4 : (tid % 16) * 4, a_k = a_along_k ? (tid % 4) * 4 : tid / 16;
-  // B: along n, thread t takes k t / 16, columns (t % 16) * 4; else column t / 4, k (t % 4) * 4.
-  const int b_n = b_along_k ? tid / 4 : (tid % 16) * 4, b_k = b_along_k ? (tid % 4) * 4 : tid / 16;
-  SliceLoad a_next, b_next;
-  auto fetch = [&](auto checked, int64_t k0) {
-    a_next.template load<kGrad, decltype(checked)::value>(oa, row0 + a_m, k0 + a_k, a_along_k);
-    b_next.template load<kGrad, decltype(checked)::value>(ob, col0 + b_n, k0 + b_k, b_along_k);
-  };
-  auto stash = [&](int buf) {
-    CUSTOMML_UNROLL
-    for (int i = 0; i < 4; ++i) {
-      if (a_along_k)
-        as[buf][a_k + i][a_m] = a_next.v[i];
-      else
-        as[buf][a_k][a_m + i] = a_next.v[i];
-      if (b_along_k)
-        bs[buf][b_k + i][b_n] = b_next.v[i];
-      else
-        bs[buf][b_k][b_n + i] = b_next.v[i];
-    }
-  };
-
-  // acc: the current part's sums; total: the parts' sums so far, in order.
-  float acc[kGemmTm][kGemmTn], total[kGemmTm][kGemmTn];
-  CUSTOMML_UNROLL
-  for (int i = 0; i < kGemmTm; ++i) {
-    CUSTOMML_UNROLL
-    for (int j = 0; j < kGemmTn; ++j) acc[i][j] = total[i][j] = 0.0f;
-  }
-  if (k_begin < k_end) {
-    fetch(std::true_type(), k_begin);
-    stash(0);
-    __syncthreads();
-  }
-  int cur = 0;
-  // Slices [from, to) of a part; returns where it stopped. The slice loop is the
-  // multiply-adds, the next slice's loads (checked or not) and their stash alone.
-  auto slices = [&](auto checked, int64_t k0, int64_t to) {
-    for (; k0 < to; k0 += kGemmBk) {
-      const bool more = k0 + kGemmBk < k_end;
-      if (more) fetch(checked, k0 + kGemmBk);
-      CUSTOMML_UNROLL
-      for (int kk = 0; kk < kGemmBk; ++kk) {
-        const float4 a4 = *reinterpret_cast<const float4*>(&as[cur][kk][ty * kGemmTm]);
-        const float4 b4 = *reinterpret_cast<const float4*>(&bs[cur][kk][tx * kGemmTn]);
-        const float a_frag[kGemmTm] = {a4.x, a4.y, a4.z, a4.w};
-        const float b_frag[kGemmTn] = {b4.x, b4.y, b4.z, b4.w};
-        CUSTOMML_UNROLL
-        for (int i = 0; i < kGemmTm; ++i) {
-          CUSTOMML_UNROLL
-          for (int j = 0; j < kGemmTn; ++j) acc[i][j] += a_frag[i] * b_frag[j];
-        }
-      }
-      // The other buffer was last read in the previous slice, before the last barrier.
-      if (more) stash(cur ^ 1);
-      __syncthreads();
-      cur ^= 1;
-    }
-    return k0;
-  };
-  // An interior tile of aligned operands loads without checks while the next slice is
-  // full (k0 + 2 slices <= k_end); edge tiles and the last slice take the checked loads.
-  const bool unchecked = oa.float4_runs(row0, a_along_k) && ob.float4_runs(col0, b_along_k);
-  const int64_t last_unchecked = unchecked ? k_end - 2 * kGemmBk : k_begin - 1;
-  // The parts, each summed from zero, then added to the total in order.
-  for (int64_t part0 = k_begin; part0 < k_end; part0 += p.part_depth) {
-    const int64_t part_end = part0 + p.part_depth < k_end ? part0 + p.part_depth : k_end;
-    const int64_t mid = last_unchecked + 1 < part_end ? last_unchecked + 1 : part_end;
-    int64_t k0 = part0;
-    if constexpr (!kGrad) k0 = slices(std::false_type(), part0, mid);  // the backward's registers: 122 -> 160
-    slices(std::true_type(), k0, part_end);
-    CUSTOMML_UNROLL
-    for (int i = 0; i < kGemmTm; ++i) {
-      CUSTOMML_UNROLL
-      for (int j = 0; j < kGemmTn; ++j) {
-        total[i][j] += acc[i][j];
-        acc[i][j] = 0.0f;
-      }
-    }
-  }
-
-  if (splits > 1) {
-    // Every block stores its part's sums; the tile's last block adds them all, in part
-    // order, whichever block that is. The fences order the stores before the count and
-    // the count before the loads (the threadFenceReduction pattern); __ldcg reads L2,
-    // where the other SMs' stores are.
-    const int64_t tile_base = static_cast<int64_t>(tile.index) * splits;
-    float* mine = p.partials + (tile_base + tile.part) * (kGemmBm * kGemmBn);
-    CUSTOMML_UNROLL
-    for (int i = 0; i < kGemmTm; ++i) store4(mine + (ty * kGemmTm + i) * kGemmBn + tx * kGemmTn, total[i]);
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) arrived = atomicAdd(p.counters + tile.index, 1u);
-    __syncthreads();
-    if (arrived != splits - 1) return;
-    __threadfence();
-    if (tid == 0) p.counters[tile.index] = 0;  // ready for the next launch
-    CUSTOMML_UNROLL
-    for (int i = 0; i < kGemmTm; ++i) {
-      CUSTOMML_UNROLL
-      for (int j = 0; j < kGemmTn; ++j) total[i][j] = 0.0f;
-    }
-    for (unsigned q = 0; q < splits; ++q) {
-      const float* part = p.partials + (tile_base + q) * (kGemmBm * kGemmBn);
-      CUSTOMML_UNROLL
-      for (int i = 0; i < kGemmTm; ++i) {
-        const float4 v = __ldcg(reinterpret_cast<const float4*>(part + (ty * kGemmTm + i) * kGemmBn + tx * kGemmTn));
-        total[i][0] += v.x;
-        total[i][1] += v.y;
-        total[i][2] += v.z;
-        total[i][3] += v.w;
-      }
-    }
-  }
-
-  CUSTOMML_UNROLL
-  for (int i = 0; i < kGemmTm; ++i) {
-    CUSTOMML_UNROLL
-    for (int j = 0; j < kGemmTn; ++j) store_c<kGrad>(p, row0 + ty * kGemmTm + i, col0 + tx * kGemmTn + j, total[i][j]);
-  }
-}
 
 // Up to kGemvRows rows of C, or a few columns: a warp per column of a group of kGemvRows
 // rows, lane q summing part q (parts order: at most kMaxParts = 32 parts), then every

@@ -212,6 +212,61 @@ def test_wmma_int8_fragments_are_exact(order, kind):
     np.testing.assert_array_equal(got, want)
 
 
+def _async_copy(mode, n=64):
+    x = np.arange(5 * n, dtype=np.float64) + 1.0
+    return x, run("async_copy" + mode, x, (1, 1, 1), (n, 1, 1), 11)
+
+
+def test_async_copies_land_at_their_wait(order):
+    """cp.async (cuda/simt/async_copy.h): a 16-byte copy (the last thread's reading 8 bytes,
+    zero-filled after) lands by wait_group 1, which leaves the newer group's 4-byte copy
+    pending (NaN until wait_group 0); after the barrier each thread reads its neighbour's."""
+    n = 64
+    x, got = _async_copy("", n)
+    wide = x[: 4 * n].reshape(n, 4).copy()
+    wide[-1, 2:] = 0.0  # src-size 8 of 16: zero-filled
+    narrow = x[4 * n :]
+    np.testing.assert_array_equal(got[:, :4], wide)
+    assert np.isnan(got[:, 4]).all()  # its group was still pending: not performed
+    np.testing.assert_array_equal(got[:, 5], narrow)
+    np.testing.assert_array_equal(got[:, 6:10], np.roll(wide, -1, axis=0))
+    np.testing.assert_array_equal(got[:, 10], np.roll(narrow, -1))
+
+
+def test_reading_an_async_copy_too_early_reads_wrong_values():
+    """Read before its own wait, a destination is NaN under every order; another thread's,
+    read after that thread's wait but without the barrier, is NaN (not yet issued) or right
+    depending on the thread order, so the emulated orders disagree as a GPU's timing would."""
+    _, got = _async_copy("_read_before_wait")
+    assert np.isnan(got[:, :4]).all()
+    try:
+        results = {}
+        for order in ("forward", "reverse"):
+            _core._simt_set_thread_order(order)
+            x, results[order] = _async_copy("_no_barrier")
+    finally:
+        _core._simt_set_thread_order("forward")
+    assert np.isnan(results["forward"][:-1, 6:]).all()  # the next thread has not run yet
+    np.testing.assert_array_equal(results["reverse"][:-1, 10], x[4 * 64 + 1 :])  # it has
+
+
+@pytest.mark.parametrize(
+    ("mode", "error"),
+    [
+        ("_uncommitted", "waits with cp.async copies issued but not committed"),
+        ("_pending_at_exit", "exited with 2 cp.async copies not waited for"),
+        ("_misaligned_source", "of 16 bytes is not 16-byte aligned .destination 0, source 4"),
+        ("_misaligned_destination", "of 16 bytes is not 16-byte aligned .destination 4, source 0"),
+        ("_source_too_long", "reads 8 source bytes, more than its 4"),
+    ],
+)
+def test_async_copy_misuse_is_refused(mode, error):
+    """What the PTX ISA forbids or leaves undefined fails the launch, naming it."""
+    with pytest.raises(RuntimeError, match=error):
+        _async_copy(mode)
+    _async_copy("")  # the emulator is usable afterwards
+
+
 def test_a_deadlock_is_an_error_not_a_hang():
     with pytest.raises(RuntimeError, match=r"deadlock.*16 threads wait at __syncthreads"):
         run("deadlock", [], (1, 1, 1), (64, 1, 1), 1)

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cuda/launch.h"
+#include "simt/async_copy.h"
 #include "simt/mma.h"
 #include "simt/wmma.h"
 
@@ -245,6 +246,53 @@ __global__ void block_order_kernel(double* out, unsigned* next) {
   out[slot] = blockIdx.x + static_cast<double>(gridDim.x) * (blockIdx.y + static_cast<double>(gridDim.y) * blockIdx.z);
 }
 
+// cp.async (simt/async_copy.h), one block of up to 256 threads over in (5 per thread): a
+// group of a 16-byte copy of in[4t..] (the last thread's reads 8 bytes, the rest
+// zero-filled), then a group of a 4-byte copy of in[4n + t]. out (threads, 11): the 16-byte
+// destination after wait_group 1 (0-3), the 4-byte one then (4: its group still pending)
+// and after wait_group 0 (5), the next thread's two destinations after the barrier (6-10).
+// The other modes each make one mistake.
+enum AsyncCopyMode {
+  kCopyRight,
+  kCopyNoBarrier,
+  kCopyReadBeforeWait,
+  kCopyUncommitted,
+  kCopyPendingAtExit,
+  kCopyMisalignedSource,
+  kCopyMisalignedDestination,
+  kCopySourceTooLong
+};
+
+__global__ void async_copy_kernel(double* out, const float* in, int mode) {
+  __shared__ __align__(16) float wide[256 * 4];
+  __shared__ __align__(16) float narrow[256];
+  poison_shared(&wide, sizeof(wide));
+  poison_shared(&narrow, sizeof(narrow));
+  const unsigned t = threadIdx.x, n = blockDim.x, next = (t + 1) % n;
+  double* o = out + global_id() * 11;
+  cp_async<16>(wide + 4 * t + (mode == kCopyMisalignedDestination), in + 4 * t + (mode == kCopyMisalignedSource),
+               t == n - 1 ? 8 : 16);
+  cp_async_commit();
+  if (mode == kCopyReadBeforeWait)
+    for (int i = 0; i < 4; ++i) o[i] = wide[4 * t + i];
+  cp_async<4>(narrow + t, in + 4 * n + t, mode == kCopySourceTooLong ? 8 : 4);
+  if (mode == kCopyUncommitted) {
+    cp_async_wait<0>();
+    return;
+  }
+  cp_async_commit();
+  if (mode == kCopyPendingAtExit) return;
+  cp_async_wait<1>();
+  if (mode != kCopyReadBeforeWait)
+    for (int i = 0; i < 4; ++i) o[i] = wide[4 * t + i];
+  o[4] = narrow[t];
+  cp_async_wait<0>();
+  o[5] = narrow[t];
+  if (mode != kCopyNoBarrier) __syncthreads();
+  for (int i = 0; i < 4; ++i) o[6 + i] = wide[4 * next + i];
+  o[10] = narrow[next];
+}
+
 }  // namespace
 
 std::vector<double> run_selftest(const std::string& name, const std::vector<double>& in, dim3 grid, dim3 block) {
@@ -402,6 +450,25 @@ std::vector<double> run_selftest(const std::string& name, const std::vector<doub
   } else if (name == "deadlock") {
     out.assign(threads, 0.0);
     launch(deadlock_kernel, grid, block, 0, nullptr, out.data());
+  } else if (name.rfind("async_copy", 0) == 0) {
+    static const char* const modes[] = {"",
+                                        "_no_barrier",
+                                        "_read_before_wait",
+                                        "_uncommitted",
+                                        "_pending_at_exit",
+                                        "_misaligned_source",
+                                        "_misaligned_destination",
+                                        "_source_too_long"};
+    int mode = -1;
+    for (int m = 0; m < 8; ++m)
+      if (name == std::string("async_copy") + modes[m]) mode = m;
+    if (mode < 0) throw std::invalid_argument("unknown selftest '" + name + "'");
+    if (grid.x * grid.y * grid.z != 1 || block.y * block.z != 1 || block.x > 256)
+      throw std::invalid_argument("selftest 'async_copy': one 1-D block of up to 256 threads");
+    need_input(5);
+    std::vector<float> source(in.begin(), in.end());
+    out.assign(threads * 11, -1.0);
+    launch(async_copy_kernel, grid, block, 0, nullptr, out.data(), static_cast<const float*>(source.data()), mode);
   } else {
     throw std::invalid_argument("unknown selftest '" + name + "'");
   }

@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "simt/async_copy.h"
 #include "simt/fiber.h"
 #include "simt/runtime.h"
 
@@ -20,6 +21,13 @@ constexpr size_t kStackBytes = 64 * 1024;
 
 enum class Wait { none, block_barrier, warp, done };
 
+// A cp.async issued and not yet performed (simt/async_copy.h).
+struct AsyncCopy {
+  void* dst;
+  const void* src;
+  unsigned bytes, src_bytes;
+};
+
 struct ThreadState {
   Fiber fiber;
   uint3 idx;
@@ -27,6 +35,10 @@ struct ThreadState {
   Wait wait = Wait::none;
   unsigned warp_mask = 0;
   unsigned warp_ops = 0;  // warp collectives completed: their parity picks the exchange buffer
+  // cp.async: the copies not yet performed, in issue order, and where each committed
+  // group among them ends (the copies past the last end are not committed yet).
+  std::vector<AsyncCopy> copies;
+  std::vector<size_t> group_ends;
 };
 
 // Two buffers, used alternately: no lane can start collective k + 2 before every lane
@@ -75,6 +87,10 @@ void fiber_main() {
   Runner& r = runner();
   try {
     (*r.body)();
+    if (!r.current->copies.empty())
+      throw std::runtime_error("thread " + std::to_string(r.current->linear) + " exited with " +
+                               std::to_string(r.current->copies.size()) +
+                               " cp.async copies not waited for (cp.async.wait_group missing)");
   } catch (const std::exception& e) {
     if (r.error.empty()) r.error = e.what();
   }
@@ -139,6 +155,8 @@ void run_block(Runner& r, unsigned n) {
     t.idx = {i % r.block.x, (i / r.block.x) % r.block.y, i / (r.block.x * r.block.y)};
     t.wait = Wait::none;
     t.warp_ops = 0;
+    t.copies.clear();
+    t.group_ends.clear();
   }
   // Uninitialized shared memory, as on the GPU: all bits set reads as NaN in floats,
   // so a kernel that reads before writing shows it.
@@ -272,6 +290,47 @@ void poison_shared(void* p, size_t bytes) {
     if (q == p) return;
   r.poisoned.push_back(p);
   std::memset(p, 0xFF, bytes);
+}
+
+void async_copy(void* dst, const void* src, unsigned bytes, unsigned src_bytes) {
+  auto address = [](const void* p) { return reinterpret_cast<uintptr_t>(p); };
+  std::string error;
+  if (bytes != 4 && bytes != 8 && bytes != 16)
+    error = "copies " + std::to_string(bytes) + " bytes (4, 8 or 16)";
+  else if (src_bytes > bytes)
+    error = "reads " + std::to_string(src_bytes) + " source bytes, more than its " + std::to_string(bytes);
+  else if (address(dst) % bytes != 0 || address(src) % bytes != 0)
+    error = "of " + std::to_string(bytes) + " bytes is not " + std::to_string(bytes) + "-byte aligned (destination " +
+            std::to_string(address(dst) % bytes) + ", source " + std::to_string(address(src) % bytes) +
+            " bytes past a boundary)";
+  if (!error.empty())
+    throw std::runtime_error("cp.async of thread " + std::to_string(runner().current->linear) + " " + error);
+  runner().current->copies.push_back({dst, src, bytes, src_bytes});
+  std::memset(dst, 0xFF, bytes);  // until the wait: NaN, as a read before the copy lands may see
+}
+
+void async_commit() {
+  ThreadState& t = *runner().current;
+  t.group_ends.push_back(t.copies.size());
+}
+
+void async_wait(int pending) {
+  ThreadState& t = *runner().current;
+  if (t.copies.size() > (t.group_ends.empty() ? 0 : t.group_ends.back()))
+    throw std::runtime_error("thread " + std::to_string(t.linear) +
+                             " waits with cp.async copies issued but not committed: cp.async.wait_group does not "
+                             "wait for them (cp.async.commit_group missing)");
+  const size_t groups = t.group_ends.size(), keep = static_cast<size_t>(pending);
+  if (groups <= keep) return;
+  const size_t done_groups = groups - keep, done = t.group_ends[done_groups - 1];
+  for (size_t i = 0; i < done; ++i) {
+    const AsyncCopy& c = t.copies[i];
+    if (c.src_bytes) std::memcpy(c.dst, c.src, c.src_bytes);
+    std::memset(static_cast<unsigned char*>(c.dst) + c.src_bytes, 0, c.bytes - c.src_bytes);
+  }
+  t.copies.erase(t.copies.begin(), t.copies.begin() + static_cast<std::ptrdiff_t>(done));
+  t.group_ends.erase(t.group_ends.begin(), t.group_ends.begin() + static_cast<std::ptrdiff_t>(done_groups));
+  for (size_t& end : t.group_ends) end -= done;
 }
 
 void syncthreads() {
