@@ -369,22 +369,25 @@ __global__ void __launch_bounds__(kGemmThreads, kGrad ? 2 : 3) gemm_kernel(GemmP
     gemm_block<kGrad, kStages, false, false>(p, tile, splits, sm);
 }
 
-// Four elements of an operand from (r, k) on, along k or along r, for gemv_kernel: one
-// 16-byte load when they are inside, contiguous and aligned, else element by element.
+// Four elements of an operand from (r, k) on, along k or along r, for gemv_kernel and the
+// tensor-core kernel's staging (cuda/gemm_tc.cuh): one 16-byte load when they are inside,
+// contiguous and aligned, else element by element. kChecked false: the caller knows them
+// inside and a float4 (Operand::float4_runs, a full slice).
 struct SliceLoad {
   float v[4];
 
-  template <bool kGrad>
+  template <bool kGrad, bool kChecked = true>
   __device__ __forceinline__ void load(const Operand& o, int64_t r, int64_t k, bool along_k) {
     const int64_t dr = along_k ? 0 : 1, dk = along_k ? 1 : 0;
     const int64_t contiguous_stride = along_k ? o.cs : o.rs;
-    const int64_t off = r * o.rs + k * o.cs;
+    // unchecked, the contiguous stride is 1 (Operand::float4_runs)
+    const int64_t off = !kChecked ? (along_k ? r * o.rs + k : r + k * o.cs) : r * o.rs + k * o.cs;
     const bool in_bounds = along_k ? (r < o.rows && k + 3 < o.depth) : (r + 3 < o.rows && k < o.depth);
     const bool grad = kGrad && o.act != Activation::identity;
     const uintptr_t addresses = reinterpret_cast<uintptr_t>(o.base + off) |
                                 (grad ? reinterpret_cast<uintptr_t>(o.y + off) : 0) |
                                 (grad && o.z ? reinterpret_cast<uintptr_t>(o.z + off) : 0);
-    if (in_bounds && contiguous_stride == 1 && (addresses & 15) == 0) {
+    if (!kChecked || (in_bounds && contiguous_stride == 1 && (addresses & 15) == 0)) {
       const float4 q = *reinterpret_cast<const float4*>(o.base + off);
       v[0] = q.x;
       v[1] = q.y;
@@ -400,8 +403,10 @@ struct SliceLoad {
       }
       return;
     }
-    CUSTOMML_UNROLL
-    for (int i = 0; i < 4; ++i) v[i] = o.at<kGrad>(r + i * dr, k + i * dk);
+    if constexpr (kChecked) {
+      CUSTOMML_UNROLL
+      for (int i = 0; i < 4; ++i) v[i] = o.at<kGrad>(r + i * dr, k + i * dk);
+    }
   }
 };
 

@@ -41,6 +41,16 @@ struct Operand {
     }
     return kGrad && r == ones_row && k < depth ? 1.0f : 0.0f;
   }
+
+  // Whether the 64 rows from r0 are inside and every 4-element run of a full slice along
+  // the contiguous direction is a 16-byte-aligned float4 (of y and z too, for dz):
+  // SliceLoad (the tensor-core kernel's staging) may then skip its checks.
+  __device__ __forceinline__ bool float4_runs(int64_t r0, bool along_k) const {
+    const bool grad = act != Activation::identity;
+    const uintptr_t bases = reinterpret_cast<uintptr_t>(base) | (grad ? reinterpret_cast<uintptr_t>(y) : 0) |
+                            (grad && z ? reinterpret_cast<uintptr_t>(z) : 0);
+    return r0 + 64 <= rows && (along_k ? cs : rs) == 1 && (along_k ? rs : cs) % 4 == 0 && (bases & 15) == 0;
+  }
 };
 
 // A 64 x 64 tile of C per block of 256 threads, each thread a 4 x 4 register tile, over
