@@ -9,9 +9,11 @@ hypothesis would make 257 x 257 operands far too slow for the CI budget.
 from __future__ import annotations
 
 import contextlib
-from typing import Tuple
+import os
+from typing import Sequence, Tuple
 
 import numpy as np
+from hypothesis import assume
 from hypothesis import strategies as st
 
 import customml
@@ -22,6 +24,24 @@ U64 = 2.0**-53  # unit roundoff of float64
 TINY32 = 2.0**-149  # smallest float32 subnormal: the absolute error of one underflowing rounding is at most half of it
 
 ISA_ORDER = ("portable", "avx2", "avx512", "avx512_vnni", "amx")
+
+# .ci/sanitizers runs the GEMM property tests under AddressSanitizer with the hypothesis
+# profile "sanitizer" (tests/conftest.py), where one large product takes up to a second on
+# the emulated device and the NumPy reference and bounds several times their usual time.
+SANITIZER = os.environ.get("HYPOTHESIS_PROFILE") == "sanitizer"
+
+
+def large_example_once(problem, large: Sequence, activation: str, keep: Sequence[str]) -> None:
+    """Under the sanitizer profile, runs an explicit example from ``large`` (the shapes that
+    cross the MC / KC / NC blocking or the CUDA tiles many times) for the activations in
+    ``keep`` only: the blocking and the addresses a large product reads and writes are the
+    same for every activation, which changes only the arithmetic of one store path (bias and
+    relu in registers, or the epilogue), and ``keep`` names one of each. Every other
+    profile, and every drawn or small explicit example, runs for every activation.
+    Hypothesis skips an explicit example that fails ``assume`` (a drawn one is never large)."""
+    if SANITIZER and problem in large:
+        assume(activation in keep)
+
 
 # 1, small odd sizes, and every GEMM blocking boundary +-1: MR = 4 / 6 / 12 rows,
 # NR = 16 / 32 columns, MC = 120 rows, KC = 256 depth (NC = 1024 columns is reached by

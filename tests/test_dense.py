@@ -19,6 +19,7 @@ from support import (
     assert_float32_array,
     assert_same_bits,
     isa_available,
+    large_example_once,
     make_values,
     nan_filled,
     seeds,
@@ -194,6 +195,7 @@ def run_backward(dy, x, w, y, z, activation, device, need_dx=True):
 @example(problem=LARGE_PROBLEMS[1])
 @example(problem=LARGE_PROBLEMS[2])
 def test_dense_forward_matches_reference(isa, device, activation, problem):
+    large_example_once(problem, LARGE_PROBLEMS, activation, keep=("relu", "gelu"))
     x, w, b, _ = build(problem)
     y, z = run_forward(x, w, b, activation, device)
     y_ref, z_ref = reference.dense_forward(x, w, b, activation=activation)
@@ -252,6 +254,7 @@ def test_dense_forward_batch_zero(isa, device):
 @example(problem=LARGE_PROBLEMS[1], need_dx=True)
 @example(problem=(257, 3, 17, "normal", 4), need_dx=False)
 def test_dense_backward_matches_reference(isa, device, activation, problem, need_dx):
+    large_example_once(problem, LARGE_PROBLEMS, activation, keep=("relu", "gelu"))
     x, w, b, dy = build(problem)
     # y and z are what the forward pass hands the backward pass in training
     y, z = run_forward(x, w, b, activation, device)

@@ -25,7 +25,17 @@ from hypothesis import strategies as st
 import customml
 import reference
 from customml import _core, ops
-from support import TINY32, U32, active_isa, assert_close, assert_float32_array, isa_available, nan_filled, seeds
+from support import (
+    TINY32,
+    U32,
+    active_isa,
+    assert_close,
+    assert_float32_array,
+    isa_available,
+    large_example_once,
+    nan_filled,
+    seeds,
+)
 from test_dense import LIPSCHITZ, activation_rounding
 
 ACTIVATIONS = reference.ACTIVATIONS
@@ -155,6 +165,7 @@ def test_int32_out_is_exact(s8_isa, device, problem):
 @example(problem=LARGE[0])
 @example(problem=LARGE[1])
 def test_float32_out_matches_reference(s8_isa, device, activation, problem):
+    large_example_once(problem, LARGE, activation, keep=("relu", "gelu"))
     a, w, a_scale, a_zero, w_scale, bias = build(problem)
     packed = ops.gemm_s8_pack(w, device=device)
     for b in (bias, None):
@@ -180,6 +191,7 @@ def test_float32_out_matches_reference(s8_isa, device, activation, problem):
 @given(problem=s8_problems, out_zero=st.sampled_from([0, 1, 128, 255]))
 @example(problem=LARGE[1], out_zero=128)
 def test_uint8_out_requantizes(s8_isa, device, activation, problem, out_zero):
+    large_example_once(problem, LARGE, activation, keep=("relu", "sigmoid"))
     a, w, a_scale, a_zero, w_scale, bias = build(problem)
     m, n = a.shape[0], w.shape[1]
     packed = ops.gemm_s8_pack(w, device=device)

@@ -28,6 +28,7 @@ from support import (
     assert_close,
     assert_float32_array,
     assert_same_bits,
+    large_example_once,
     make_values,
     nan_filled,
     seeds,
@@ -113,6 +114,7 @@ def check_against_reference(y, x, w_dense, b, activation, name):
 @example(problem=LARGE_CSR[2])
 @pytest.mark.parametrize("packed", [False, True], ids=["raw", "packed"])
 def test_sparse_dense_forward_matches_reference(isa, device, activation, packed, problem):
+    large_example_once(problem, LARGE_CSR, activation, keep=("relu", "gelu"))
     x, w, b = build_dense(problem)
     csr = ops.csr_from_dense(w)
     y = run_csr(x, csr, b, activation, device, packed)
@@ -299,6 +301,7 @@ def nm_format(problem):
 @example(problem=LARGE_NM[1])
 @example(problem=LARGE_NM[2])
 def test_nm_dense_forward_matches_reference(isa, device, activation, problem):
+    large_example_once(problem, LARGE_NM, activation, keep=("relu", "gelu"))
     x, values, index, b, n, m = nm_format(problem)
     y = nan_filled((x.shape[0], values.shape[1]))
     ret = ops.nm_dense_forward(x, values, index, b, n=n, m=m, activation=activation, out=y, device=device)
