@@ -41,6 +41,16 @@ struct AdamConfig {
   int64_t step = 1;  // 1-based count of updates including this one (bias correction)
 };
 
+// What an optimizer update reads from device memory instead of its arguments, so that a
+// training step decides it there without the host waiting, and a recorded step graph
+// reads each step's value at replay (each null when unused; the Python ops pass none).
+struct UpdateScalars {
+  const float* lr = nullptr;        // the learning rate instead of the config's (a step graph's schedule)
+  const double* unscale = nullptr;  // each gradient *= *unscale first, as scale_by (fp16's StepState::unscale)
+  const double* norm = nullptr;     // then *= max_norm / (*norm + 1e-6) where that is below 1, as clip_by_global_norm
+  float max_norm = 0.0f;
+};
+
 // The number format a dense layer's GEMM products use: fp32 everywhere; tf32, bf16 and
 // fp16 on tensor cores (operands rounded to the format, accumulation in float32, weights
 // kept in float32) where a backend supports them.

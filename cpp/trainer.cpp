@@ -106,27 +106,6 @@ void Trainer::plan_updates() {
   }
 }
 
-void Trainer::run_optimizer(const StepState* gate) {
-  // One fused pass per run of trainable layers (usually one: the layers above a frozen
-  // base); frozen parameters and their state are never touched, so they stay bit-identical
-  // whatever the weight decay.
-  float* params = model_.params();
-  for (const UpdateRange& r : update_ranges_) {
-    const int64_t n = r.end - r.begin, nd = static_cast<int64_t>(r.no_decay.size());
-    if (opt_.kind == OptimizerConfig::Kind::adam) {
-      AdamConfig c = opt_.adam;
-      c.step = step_;
-      backend_->adam_update(params + r.begin, grads_.data() + r.begin, state_a_.data() + r.begin,
-                            state_b_.data() + r.begin, c.amsgrad ? state_c_.data() + r.begin : nullptr, n,
-                            r.no_decay.data(), nd, c, gate);
-    } else {
-      backend_->sgd_update(params + r.begin, grads_.data() + r.begin,
-                           opt_.sgd.momentum != 0.0f ? state_a_.data() + r.begin : nullptr, n, r.no_decay.data(), nd,
-                           opt_.sgd, gate);
-    }
-  }
-}
-
 int Trainer::state_slots() const {
   if (!compiled_) return 0;
   if (opt_.kind == OptimizerConfig::Kind::adam) return opt_.adam.amsgrad ? 3 : 2;
@@ -204,24 +183,6 @@ void Trainer::set_learning_rate(float lr) {
 }
 
 float Trainer::learning_rate() const { return opt_.kind == OptimizerConfig::Kind::adam ? opt_.adam.lr : opt_.sgd.lr; }
-
-const double* Trainer::kernel_penalty(bool with_grad) {
-  const std::vector<LayerSpec>& layers = model_.layers();
-  double* penalty = scalars_.data() + kPenalty;
-  backend_->fill_zero(penalty, sizeof(double));
-  int64_t width = model_.input_dim();
-  for (size_t l = 0; l < layers.size(); ++l) {
-    const LayerSpec& s = layers[l];
-    if (s.kind != LayerSpec::Kind::dense) continue;
-    // A frozen layer's penalty still counts in the loss (as in Keras) but takes no gradient.
-    const int64_t w = model_.weight_offsets()[l];
-    if (s.l1 > 0.0f || s.l2 > 0.0f)
-      backend_->l1_l2_penalty(with_grad && s.trainable ? grads_.data() + w : nullptr, penalty, model_.params() + w,
-                              width * s.units, s.l1, s.l2);
-    width = s.units;
-  }
-  return penalty;
-}
 
 void Trainer::compile(const LossConfig& loss, const OptimizerConfig& opt, Precision precision) {
   if (!backend_->supports(precision))
@@ -631,30 +592,6 @@ void Trainer::run_gradients(int64_t b, const BatchShare& share, bool row_weights
       if (s.rate > 0.0f) dropout(cur, cur, b * in_width, s.rate, l, static_cast<uint64_t>(share.first_row * in_width));
     }
   }
-}
-
-void Trainer::apply_gradients(int64_t b) {
-  if (!compiled_) throw std::runtime_error("[fit] the model must be compiled before training");
-  const int64_t num_params = model_.num_params();
-  const StepState* gate = precision_ == Precision::fp16 ? step_state_.data() : nullptr;
-  double* norm = scalars_.data() + kNorm;
-  if (gate) {
-    // The norm pass doubles as the overflow check (an infinite limit never clips), and the
-    // device takes the decision (step_state.h): an overflowing step is skipped by the gated
-    // kernels below (no update, no penalty in the loss, the step count stays) without the
-    // host waiting for the device (docs/decisions.md).
-    backend_->clip_by_global_norm(grads_.data(), norm, num_params, INFINITY);
-    backend_->update_loss_scale(step_state_.data(), norm, kLossScaleGrowthInterval);
-    backend_->scale_by(grads_.data(), num_params, &gate->unscale);
-  }
-  // The penalty belongs to the loss (as Keras reports it), so its gradient is added
-  // before clipping, at the weights the forward pass used (and to unscaled gradients).
-  if (model_.regularized()) metrics_.add_penalty(kernel_penalty(true), b, gate);
-  if (opt_.clip_norm > 0.0f) backend_->clip_by_global_norm(grads_.data(), norm, num_params, opt_.clip_norm);
-  if (!gate) ++step_;
-  // In a step graph the update reads the step count from the device (step_gates_[1]).
-  run_optimizer(gate ? gate : step_gates_ ? step_gates_ + 1 : nullptr);
-  model_.apply_masks();  // unchanged weights on a skipped step: a no-op then
 }
 
 void Trainer::evaluate(const InferencePlan& plan, const float* x, const void* y, int64_t n, int64_t batch_size,

@@ -133,6 +133,7 @@ class Trainer {
   bool cuda_graph() const { return graph_ != nullptr; }
   // Steps replayed from a recorded graph since set_cuda_graph(true).
   int64_t cuda_graph_replays() const;
+  int64_t cuda_graph_recordings() const;  // steps recorded as a graph since set_cuda_graph(true)
 
   // Quantization-aware training of Dense layer `layer` (trainer_qat.cpp); see
   // Network::set_fake_quantization.
@@ -223,8 +224,9 @@ class Trainer {
   // The sum of the layers' L1/L2 kernel penalties at the current weights (1 double on the
   // device); with_grad also adds their gradients to grads_.
   const double* kernel_penalty(bool with_grad);
-  // gate: fp16's device state (the update is skipped on its say), else null.
-  void run_optimizer(const StepState* gate);
+  // gate: fp16's device state (the update is skipped on its say), else null; scalars: what
+  // the update reads from the device (trainer_step.cpp).
+  void run_optimizer(const StepState* gate, const UpdateScalars& scalars);
   const Buffer<float>& state_buffer(int slot, int64_t offset, int64_t n) const;
   // The fake-quantized kernel of Dense layer l, and its input (b, in) fake-quantized when
   // the layer asks for it (else `input` itself).
@@ -271,7 +273,8 @@ class Trainer {
   // they take the host's count).
   std::unique_ptr<StepGraph> graph_;
   const StepState* step_gates_ = nullptr;
-  uint64_t config_count_ = 0;  // bumped by whatever changes the step's launches (StepGraphKey)
+  const float* step_lr_ = nullptr;  // during a graphed step: its learning rate on the device
+  uint64_t config_count_ = 0;       // bumped by whatever changes the step's launches (StepGraphKey)
 };
 
 }  // namespace customml
