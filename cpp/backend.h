@@ -51,6 +51,14 @@ struct UpdateScalars {
   float max_norm = 0.0f;
 };
 
+// One Dense kernel's L1/L2 penalty (Backend::kernel_penalties).
+struct PenaltyTerm {
+  float* grad = nullptr;         // (n) += the penalty's gradient, or null (a frozen layer, evaluation)
+  const float* param = nullptr;  // (n)
+  int64_t n = 0;
+  float l1 = 0.0f, l2 = 0.0f;
+};
+
 // The number format a dense layer's GEMM products use: fp32 everywhere; tf32, bf16 and
 // fp16 on tensor cores (operands rounded to the format, accumulation in float32, weights
 // kept in float32) where a backend supports them.
@@ -137,6 +145,9 @@ struct LossMetrics {
   double* loss_sum = nullptr;  // (1) += the batch's mean loss x loss_rows, when not null
   double loss_rows = 0.0;
   int64_t* correct = nullptr;  // (1) += the rows count_correct counts, when not null
+  // (1): the gradient written times it, each product in double then rounded, as scale_by
+  // would scale it afterwards (fp16's loss scale); null: unscaled
+  const double* grad_scale = nullptr;
 };
 
 class Backend {
@@ -218,13 +229,15 @@ class Backend {
 #include "backend_ops.def"
 #undef CUSTOMML_OP
 
-  // softmax_cross_entropy, then m's sums as accumulate and count_correct add them: the
-  // three ops by default, one launch on the CUDA devices (cuda/loss_epilogue.cuh).
+  // softmax_cross_entropy, then the gradient scaled as scale_by scales it and m's sums as
+  // accumulate and count_correct add them: the ops by default, one launch on the CUDA
+  // devices (cuda/loss_epilogue.cuh).
   // m.correct is not read by mse_metrics.
   virtual void softmax_cross_entropy_metrics(float* grad, double* loss, const float* logits, const int32_t* labels,
                                              const float* class_weights, const float* row_weights, int64_t batch,
                                              int64_t classes, float label_smoothing, const LossMetrics& m) {
     softmax_cross_entropy(grad, loss, logits, labels, class_weights, row_weights, batch, classes, label_smoothing);
+    if (grad && m.grad_scale) scale_by(grad, batch * classes, m.grad_scale);
     if (m.loss_sum) accumulate(m.loss_sum, loss, m.loss_rows, nullptr);
     if (m.correct) count_correct(m.correct, logits, labels, batch, classes);
   }
@@ -234,12 +247,14 @@ class Backend {
                                                         const float* row_weights, int64_t rows, int64_t cols,
                                                         const LossMetrics& m) {
     binary_cross_entropy_with_logits(grad, loss, logits, targets, row_weights, rows, cols);
+    if (grad && m.grad_scale) scale_by(grad, rows * cols, m.grad_scale);
     if (m.loss_sum) accumulate(m.loss_sum, loss, m.loss_rows, nullptr);
     if (m.correct) count_correct(m.correct, logits, labels, rows, cols);
   }
   virtual void mse_metrics(float* grad, double* loss, const float* pred, const float* target, const float* row_weights,
                            int64_t rows, int64_t cols, const LossMetrics& m) {
     mse(grad, loss, pred, target, row_weights, rows, cols);
+    if (grad && m.grad_scale) scale_by(grad, rows * cols, m.grad_scale);
     if (m.loss_sum) accumulate(m.loss_sum, loss, m.loss_rows, nullptr);
   }
 

@@ -62,10 +62,6 @@ LossMetrics MetricAccumulator::loss_metrics(int64_t b, double loss_rows) {
   return {sums_.data() + kLossSum, loss_rows, correct_.data()};
 }
 
-void MetricAccumulator::add_penalty(const double* penalty, int64_t rows, const StepState* gate) {
-  backend_->accumulate(sums_.data() + kLossSum, penalty, static_cast<double>(rows), gate);
-}
-
 MetricCounters MetricAccumulator::counters() const {
   MetricCounters c;
   backend_->copy_to_host(&c.loss_sum, sums_.data() + kLossSum, sizeof(double));

@@ -64,9 +64,9 @@ class MetricAccumulator {
   // Whether the next record takes its first targets (the regression shift): host work a
   // replayed step graph would skip.
   bool needs_first_targets() const { return stats_.regression && !shift_set_; }
-  // A kernel penalty (1 double on the device), which belongs to each of `rows` rows' loss.
-  // Not on a step that gate (fp16's device state, or null) says is skipped.
-  void add_penalty(const double* penalty, int64_t rows, const StepState* gate);
+  // The epoch's loss sum (1 double on the device), where a kernel penalty, which belongs
+  // to each row's loss, is added for the batch's rows (Backend::kernel_penalties).
+  double* loss_sum() { return sums_.data() + kLossSum; }
   // Where count_correct adds the rows it finds right (1 int64 on the device).
   int64_t* correct() { return correct_.data(); }
   // logits: (b, outputs) on the device -> the chosen statistics.

@@ -218,12 +218,14 @@ class Trainer {
   void write_step_state(const StepState& s);
   // The batch's loss (and its gradient, with_grad), correct count and metric statistics,
   // all left on the device. row_weights: the staged sample weights, or null; soft: the
-  // softmax cross-entropy's probability targets are staged in the targets buffer.
-  void loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad, bool soft,
+  // softmax cross-entropy's probability targets are staged in the targets buffer. Returns
+  // whether the loss op folded the metrics (and fp16's loss scale into the gradient).
+  bool loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad, bool soft,
                       const BatchShare& share = {});
-  // The sum of the layers' L1/L2 kernel penalties at the current weights (1 double on the
-  // device); with_grad also adds their gradients to grads_.
-  const double* kernel_penalty(bool with_grad);
+  // The sum of the layers' L1/L2 kernel penalties at the current weights, added to the
+  // loss of `rows` rows in the metrics unless gate skips the step; with_grad also adds
+  // their gradients to grads_ (one launch on CUDA).
+  void add_kernel_penalty(bool with_grad, int64_t rows, const StepState* gate);
   // gate: fp16's device state (the update is skipped on its say), else null; scalars: what
   // the update reads from the device (trainer_step.cpp).
   void run_optimizer(const StepState* gate, const UpdateScalars& scalars);
@@ -256,6 +258,7 @@ class Trainer {
   // A step's scalars on the device: the gradients' global norm and the kernel penalty.
   static constexpr size_t kNorm = 0, kPenalty = 1;
   Buffer<double> scalars_;
+  std::vector<PenaltyTerm> penalty_terms_;  // add_kernel_penalty's, reused
   // The parameters the optimizer updates: maximal runs of trainable layers' [kernel,
   // bias] ranges, each with its no-decay segments relative to its start; and the lowest
   // trainable dense layer (layers.size() when none), below which backward stops.

@@ -31,10 +31,9 @@ void Trainer::run_optimizer(const StepState* gate, const UpdateScalars& scalars)
   }
 }
 
-const double* Trainer::kernel_penalty(bool with_grad) {
+void Trainer::add_kernel_penalty(bool with_grad, int64_t rows, const StepState* gate) {
   const std::vector<LayerSpec>& layers = model_.layers();
-  double* penalty = scalars_.data() + kPenalty;
-  backend_->fill_zero(penalty, sizeof(double));
+  penalty_terms_.clear();  // keeps its capacity: no allocation per step
   int64_t width = model_.input_dim();
   for (size_t l = 0; l < layers.size(); ++l) {
     const LayerSpec& s = layers[l];
@@ -42,11 +41,12 @@ const double* Trainer::kernel_penalty(bool with_grad) {
     // A frozen layer's penalty still counts in the loss (as in Keras) but takes no gradient.
     const int64_t w = model_.weight_offsets()[l];
     if (s.l1 > 0.0f || s.l2 > 0.0f)
-      backend_->l1_l2_penalty(with_grad && s.trainable ? grads_.data() + w : nullptr, penalty, model_.params() + w,
-                              width * s.units, s.l1, s.l2);
+      penalty_terms_.push_back(
+          {with_grad && s.trainable ? grads_.data() + w : nullptr, model_.params() + w, width * s.units, s.l1, s.l2});
     width = s.units;
   }
-  return penalty;
+  backend_->kernel_penalties(scalars_.data() + kPenalty, metrics_.loss_sum(), penalty_terms_.data(),
+                             static_cast<int64_t>(penalty_terms_.size()), static_cast<double>(rows), gate);
 }
 
 void Trainer::apply_gradients(int64_t b) {
@@ -71,7 +71,7 @@ void Trainer::apply_gradients(int64_t b) {
   }
   // The penalty belongs to the loss (as Keras reports it), so its gradient is added
   // before clipping, at the weights the forward pass used (and to unscaled gradients).
-  if (model_.regularized()) metrics_.add_penalty(kernel_penalty(true), b, gate);
+  if (model_.regularized()) add_kernel_penalty(true, b, gate);
   if (clip) {  // the update scales the gradients by the norm it reads
     backend_->global_norm(norm, grads_.data(), num_params, nullptr, 0);
     scalars.norm = norm;

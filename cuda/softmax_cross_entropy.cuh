@@ -76,14 +76,15 @@ __device__ __forceinline__ void rebase_to_row_max(OnlineRowStats& st, float mx) 
 // first + stride, ...
 __device__ __forceinline__ void softmax_grad_row(float* g, const float* row, float mx, double sum, double w,
                                                  double total, int32_t y, int64_t classes, float label_smoothing,
-                                                 int64_t first, int64_t stride) {
+                                                 int64_t first, int64_t stride, const double* grad_scale) {
   const float off = label_smoothing / static_cast<float>(classes);
   const float on = 1.0f - label_smoothing + off;
   const float scale = static_cast<float>(total > 0.0 ? w / total : 0.0);
   const float inv_sum = static_cast<float>(1.0 / sum);
+  const ScaledGrad scaled(grad_scale);
   for (int64_t c = first; c < classes; c += stride) {
     const float p = expf(row[c] - mx) * inv_sum;
-    g[c] = scale * (p - (c == y ? on : off));
+    g[c] = scaled(scale * (p - (c == y ? on : off)));
   }
 }
 
@@ -114,7 +115,8 @@ __global__ void __launch_bounds__(kThreads)
     const double w = softmax_row_weight(class_weights, row_weights, y, row_index);
     if (lane == 0) g.row_loss[row_index] = softmax_row_loss(row, mx, sum, sum_shifted, w, y, classes, label_smoothing);
     if (grad)
-      softmax_grad_row(grad + row_index * classes, row, mx, sum, w, total, y, classes, label_smoothing, lane, 32);
+      softmax_grad_row(grad + row_index * classes, row, mx, sum, w, total, y, classes, label_smoothing, lane, 32,
+                       g.metrics.grad_scale);
     if (g.block_correct) hit = warp_predicted_class(row, classes, lane) == y;
   }
   if (lane == 0) hits[warp] = hit;
@@ -158,7 +160,7 @@ __global__ void __launch_bounds__(kThreads)
     g.row_loss[row_index] = softmax_row_loss(row, mx, sums[0], sums[1], w, y, classes, label_smoothing);
   if (grad)
     softmax_grad_row(grad + row_index * classes, row, mx, sums[0], w, total, y, classes, label_smoothing, threadIdx.x,
-                     kThreads);
+                     kThreads, g.metrics.grad_scale);
   finish_loss_grid(g, total, batch, g.block_correct && threadIdx.x == 0 ? hit : 0);
 }
 
