@@ -257,6 +257,24 @@ class Backend {
     if (grad && m.grad_scale) scale_by(grad, rows * cols, m.grad_scale);
     if (m.loss_sum) accumulate(m.loss_sum, loss, m.loss_rows, nullptr);
   }
+  // softmax_cross_entropy_soft likewise (labels: the targets' argmax, count_correct's).
+  virtual void softmax_cross_entropy_soft_metrics(float* grad, double* loss, const float* logits, const float* targets,
+                                                  const int32_t* labels, const float* row_weights, int64_t batch,
+                                                  int64_t classes, const LossMetrics& m) {
+    softmax_cross_entropy_soft(grad, loss, logits, targets, row_weights, batch, classes);
+    if (grad && m.grad_scale) scale_by(grad, batch * classes, m.grad_scale);
+    if (m.loss_sum) accumulate(m.loss_sum, loss, m.loss_rows, nullptr);
+    if (m.correct) count_correct(m.correct, logits, labels, batch, classes);
+  }
+  // distillation_loss likewise (student: the logits count_correct reads).
+  virtual void distillation_loss_metrics(float* grad, double* loss, const float* student, const float* teacher,
+                                         const int32_t* labels, const float* row_weights, int64_t batch,
+                                         int64_t classes, float temperature, float alpha, const LossMetrics& m) {
+    distillation_loss(grad, loss, student, teacher, labels, row_weights, batch, classes, temperature, alpha);
+    if (grad && m.grad_scale) scale_by(grad, batch * classes, m.grad_scale);
+    if (m.loss_sum) accumulate(m.loss_sum, loss, m.loss_rows, nullptr);
+    if (m.correct) count_correct(m.correct, student, labels, batch, classes);
+  }
 
   // Optional capabilities, with the defaults of a device that has none.
   // Inference weights packed once in this device's GEMM layout (DESIGN decision 5): the

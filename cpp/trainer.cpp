@@ -427,7 +427,7 @@ void Trainer::dropout(float* y, const float* x, int64_t n, float rate, size_t l,
     backend_->dropout(y, x, n, rate, seed_, static_cast<uint64_t>(step_) * layers + l, first, nullptr, 0);
 }
 
-bool Trainer::loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad, bool soft,
+void Trainer::loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad, bool soft,
                              const BatchShare& share) {
   Workspace& ws = *ws_;
   const int64_t out = model_.output_dim();
@@ -436,9 +436,7 @@ bool Trainer::loss_and_count(const float* logits, const float* row_weights, int6
   const double loss_rows =
       share.global_rows > 0 ? share.weight * static_cast<double>(share.global_rows) : static_cast<double>(b);
   // The loss ops add the batch's loss and correct count to the metrics themselves and scale
-  // the gradient by fp16's loss scale (one launch on CUDA); distillation and probability
-  // targets leave that to accumulate, count_correct and scale_by.
-  bool folded = false;
+  // the gradient by fp16's loss scale before the backward pass (one launch on CUDA).
   const auto folded_metrics = [&] {
     LossMetrics m = metrics_.loss_metrics(b, loss_rows);
     if (grad && precision_ == Precision::fp16) m.grad_scale = &step_state_.data()->scale;
@@ -447,42 +445,34 @@ bool Trainer::loss_and_count(const float* logits, const float* row_weights, int6
   switch (loss_.kind) {
     case LossKind::softmax_cross_entropy:
       if (soft) {
-        backend_->softmax_cross_entropy_soft(grad, loss, logits, ws.targets.data(), row_weights, b, out);
+        backend_->softmax_cross_entropy_soft_metrics(grad, loss, logits, ws.targets.data(), ws.labels.data(),
+                                                     row_weights, b, out, folded_metrics());
         break;
       }
       backend_->softmax_cross_entropy_metrics(grad, loss, logits, ws.labels.data(),
                                               loss_.class_weights.empty() ? nullptr : class_weights_.data(),
                                               row_weights, b, out, loss_.label_smoothing, folded_metrics());
-      folded = true;
       break;
     case LossKind::binary_cross_entropy:
       backend_->binary_cross_entropy_with_logits_metrics(grad, loss, logits, ws.targets.data(), ws.labels.data(),
                                                          row_weights, b, 1, folded_metrics());
-      folded = true;
       break;
     case LossKind::mse:
       backend_->mse_metrics(grad, loss, logits, ws.targets.data(), row_weights, b, out, folded_metrics());
-      folded = true;
       break;
     case LossKind::distillation:
       // Training stages the teacher's logits into targets; evaluate has none and reports
       // the labels' cross-entropy.
       if (with_grad) {
-        backend_->distillation_loss(grad, loss, logits, ws.targets.data(), ws.labels.data(), row_weights, b, out,
-                                    loss_.temperature, loss_.alpha);
+        backend_->distillation_loss_metrics(grad, loss, logits, ws.targets.data(), ws.labels.data(), row_weights, b,
+                                            out, loss_.temperature, loss_.alpha, folded_metrics());
       } else {
         backend_->softmax_cross_entropy_metrics(nullptr, loss, logits, ws.labels.data(), nullptr, nullptr, b, out, 0.0f,
-                                                metrics_.loss_metrics(b, loss_rows));
-        folded = true;
+                                                folded_metrics());
       }
       break;
   }
-  if (!folded) {
-    metrics_.add_loss(b, loss_rows);
-    backend_->count_correct(metrics_.correct(), logits, ws.labels.data(), b, out);
-  }
   metrics_.record(logits, {ws.labels.data(), ws.targets.data(), ws.uploaded_targets}, b);
-  return folded;
 }
 
 namespace {
@@ -564,12 +554,7 @@ void Trainer::run_gradients(int64_t b, const BatchShare& share, bool row_weights
   Workspace& ws = *ws_;
   const std::vector<LayerSpec>& layers = model_.layers();
   const int64_t input_dim = model_.input_dim(), out = model_.output_dim();
-  const bool scaled =
-      loss_and_count(forward(b, share), row_weights ? ws.row_weights.data() : nullptr, b, true, soft, share);
-  // fp16 scales the loss by the device's loss scale (its StepState) before the backward
-  // pass: the loss ops that fold the metrics scale the gradient they write.
-  const StepState* gate = precision_ == Precision::fp16 ? step_state_.data() : nullptr;
-  if (gate && !scaled) backend_->scale_by(ws.grad_a.data(), b * out, &gate->scale);
+  loss_and_count(forward(b, share), row_weights ? ws.row_weights.data() : nullptr, b, true, soft, share);
   if (share.weight != 1.0) backend_->scale(ws.grad_a.data(), b * out, share.weight);
 
   // Backward: gradient w.r.t. each layer's output in cur, ping-ponging between two

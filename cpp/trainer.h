@@ -218,9 +218,9 @@ class Trainer {
   void write_step_state(const StepState& s);
   // The batch's loss (and its gradient, with_grad), correct count and metric statistics,
   // all left on the device. row_weights: the staged sample weights, or null; soft: the
-  // softmax cross-entropy's probability targets are staged in the targets buffer. Returns
-  // whether the loss op folded the metrics (and fp16's loss scale into the gradient).
-  bool loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad, bool soft,
+  // softmax cross-entropy's probability targets are staged in the targets buffer. In fp16
+  // the gradient carries the device's loss scale (its StepState).
+  void loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad, bool soft,
                       const BatchShare& share = {});
   // The sum of the layers' L1/L2 kernel penalties at the current weights, added to the
   // loss of `rows` rows in the metrics unless gate skips the step; with_grad also adds

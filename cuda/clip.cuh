@@ -22,13 +22,14 @@ struct NormFinish {
 // x (n) -> partial (gridDim.x): per-block sums of x^2 in double; then the grid's last
 // block to finish (a ticket taken after a fence, as finish_loss_grid) adds them in block
 // order with sum_partials_kernel's ordered_sum, so norm = sqrt of the same bits the
-// separate finishing launch made, and with a state runs update_loss_scale on it. Thread t adds the
-// quads of elements 4q .. 4q + 3 for q = t, t + stride, ... in order, element by element:
-// one 16-byte load per quad where x is 16-byte aligned (`aligned`), four loads otherwise,
-// so the sum is the same bits whatever x's alignment. Quads count from element 0 rather
-// than from x's first 16-byte boundary for that reason. The grid is fixed (kReduceBlocks,
-// for determinism), so each thread loads kSumUnroll quads before adding them, in the same
-// order: enough bytes in flight to cover the memory latency with few threads.
+// separate finishing launch made, and with a state runs update_loss_scale on it (the
+// overflow check of fp16 in one launch). Thread t adds the quads of elements 4q .. 4q + 3
+// for q = t, t + stride, ... in order, element by element: one 16-byte load per quad
+// where x is 16-byte aligned (`aligned`), four loads otherwise, so the sum is the same
+// bits whatever x's alignment. Quads count from element 0 rather than from x's first
+// 16-byte boundary for that reason. The grid is fixed (kReduceBlocks, for determinism),
+// so each thread loads kSumUnroll quads before adding them, in the same order: enough
+// bytes in flight to cover the memory latency with few threads.
 constexpr int kSumUnroll = 4;
 __global__ void __launch_bounds__(kThreads)
     sum_squares_kernel(double* partial, const float* x, int64_t n, bool aligned, NormFinish f) {

@@ -28,7 +28,8 @@ _BATCH = 128
 # and its share of the loss; 11 before). fp16 adds its dynamic loss scaling: the overflow
 # norm, whose last block updates the scale (the loss kernel scales its gradient, the
 # update unscales: 14 before); QAT the fake quantization of each layer's
-# weights and input every step (18 for three layers).
+# weights and input every step (18 for three layers). Probability targets take the
+# softmax cross-entropy's one launch too (13 before).
 _CASES = {
     "softmax_ce+adam": dict(launches=8),
     "softmax_ce+sgd": dict(optimizer=lambda: cm.optimizers.SGD(0.1, momentum=0.9), launches=8),
@@ -44,6 +45,7 @@ _CASES = {
     "mse": dict(loss=lambda: "mse", classes=0, metrics=["mae", "r2"], launches=9),
     "fp16": dict(precision="fp16", launches=9),
     "qat": dict(qat=True, launches=26),
+    "probability targets": dict(soft=True, launches=8),
 }
 # The README step: the issue's bound, asserted on its own so that a change of the table
 # above cannot loosen it.
@@ -75,7 +77,10 @@ def _model(case):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2 * _BATCH, 784)).astype(np.float32)
     classes = c.get("classes", 10)
-    if classes:
+    if c.get("soft"):
+        y = rng.random((2 * _BATCH, outputs)).astype(np.float32)
+        y /= y.sum(axis=1, keepdims=True)
+    elif classes:
         y = rng.integers(0, classes, 2 * _BATCH).astype(np.int32)
     else:
         y = rng.standard_normal((2 * _BATCH, outputs)).astype(np.float32)
@@ -113,6 +118,22 @@ def test_launches_and_host_waits_per_training_step(case):
     assert launches <= bound, f"{launches} launches per step, more than the {bound} this case takes"
     if case == "softmax_ce+adam":
         assert launches <= _README_BOUND
+
+
+def test_a_distillation_step_takes_the_readme_steps_launches():
+    """The distillation loss in one launch as the others (13 before: the total weight, the
+    loss, its sum, the epoch's sum and the correct count apart); the teacher's logits are
+    one predict per fit, outside the step."""
+    teacher, x, y, _ = _model("softmax_ce+adam")
+    student, _, _, _ = _model("softmax_ce+adam")
+
+    def fit(rows):
+        return _counts(lambda: cm.distill(teacher, student, x[:rows], y[:rows], epochs=1, batch_size=_BATCH,
+                                          shuffle=False, verbose=0))  # fmt: skip
+
+    fit(_BATCH)
+    one, two = fit(_BATCH), fit(2 * _BATCH)
+    assert (two[0] - one[0], two[1] - one[1]) == (_README_BOUND, 0)
 
 
 def test_predict_is_one_launch_per_dense_layer():

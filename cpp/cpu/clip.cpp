@@ -24,7 +24,7 @@ void CpuBackend::global_norm(double* norm, const float* x, int64_t n, StepState*
   double sum = 0.0;
   for (double p : partial) sum += p;
   *norm = std::sqrt(sum);
-  if (state) update_loss_scale(state, norm, growth_interval);
+  if (state) update_loss_scale(*state, *norm, growth_interval);
 }
 
 // grad: (n), in place. As torch.nn.utils.clip_grad_norm_: scale by
