@@ -41,6 +41,24 @@ struct AdamConfig {
   int64_t step = 1;  // 1-based count of updates including this one (bias correction)
 };
 
+// What an optimizer update reads from device memory instead of its arguments, so that a
+// training step decides it there without the host waiting, and a recorded step graph
+// reads each step's value at replay (each null when unused; the Python ops pass none).
+struct UpdateScalars {
+  const float* lr = nullptr;        // the learning rate instead of the config's (a step graph's schedule)
+  const double* unscale = nullptr;  // each gradient *= *unscale first, as scale_by (fp16's StepState::unscale)
+  const double* norm = nullptr;     // then *= max_norm / (*norm + 1e-6) where that is below 1, as clip_by_global_norm
+  float max_norm = 0.0f;
+};
+
+// One Dense kernel's L1/L2 penalty (Backend::kernel_penalties).
+struct PenaltyTerm {
+  float* grad = nullptr;         // (n) += the penalty's gradient, or null (a frozen layer, evaluation)
+  const float* param = nullptr;  // (n)
+  int64_t n = 0;
+  float l1 = 0.0f, l2 = 0.0f;
+};
+
 // The number format a dense layer's GEMM products use: fp32 everywhere; tf32, bf16 and
 // fp16 on tensor cores (operands rounded to the format, accumulation in float32, weights
 // kept in float32) where a backend supports them.
@@ -127,6 +145,9 @@ struct LossMetrics {
   double* loss_sum = nullptr;  // (1) += the batch's mean loss x loss_rows, when not null
   double loss_rows = 0.0;
   int64_t* correct = nullptr;  // (1) += the rows count_correct counts, when not null
+  // (1): the gradient written times it, each product in double then rounded, as scale_by
+  // would scale it afterwards (fp16's loss scale); null: unscaled
+  const double* grad_scale = nullptr;
 };
 
 class Backend {
@@ -208,13 +229,15 @@ class Backend {
 #include "backend_ops.def"
 #undef CUSTOMML_OP
 
-  // softmax_cross_entropy, then m's sums as accumulate and count_correct add them: the
-  // three ops by default, one launch on the CUDA devices (cuda/loss_epilogue.cuh).
+  // softmax_cross_entropy, then the gradient scaled as scale_by scales it and m's sums as
+  // accumulate and count_correct add them: the ops by default, one launch on the CUDA
+  // devices (cuda/loss_epilogue.cuh).
   // m.correct is not read by mse_metrics.
   virtual void softmax_cross_entropy_metrics(float* grad, double* loss, const float* logits, const int32_t* labels,
                                              const float* class_weights, const float* row_weights, int64_t batch,
                                              int64_t classes, float label_smoothing, const LossMetrics& m) {
     softmax_cross_entropy(grad, loss, logits, labels, class_weights, row_weights, batch, classes, label_smoothing);
+    if (grad && m.grad_scale) scale_by(grad, batch * classes, m.grad_scale);
     if (m.loss_sum) accumulate(m.loss_sum, loss, m.loss_rows, nullptr);
     if (m.correct) count_correct(m.correct, logits, labels, batch, classes);
   }
@@ -224,13 +247,33 @@ class Backend {
                                                         const float* row_weights, int64_t rows, int64_t cols,
                                                         const LossMetrics& m) {
     binary_cross_entropy_with_logits(grad, loss, logits, targets, row_weights, rows, cols);
+    if (grad && m.grad_scale) scale_by(grad, rows * cols, m.grad_scale);
     if (m.loss_sum) accumulate(m.loss_sum, loss, m.loss_rows, nullptr);
     if (m.correct) count_correct(m.correct, logits, labels, rows, cols);
   }
   virtual void mse_metrics(float* grad, double* loss, const float* pred, const float* target, const float* row_weights,
                            int64_t rows, int64_t cols, const LossMetrics& m) {
     mse(grad, loss, pred, target, row_weights, rows, cols);
+    if (grad && m.grad_scale) scale_by(grad, rows * cols, m.grad_scale);
     if (m.loss_sum) accumulate(m.loss_sum, loss, m.loss_rows, nullptr);
+  }
+  // softmax_cross_entropy_soft likewise (labels: the targets' argmax, count_correct's).
+  virtual void softmax_cross_entropy_soft_metrics(float* grad, double* loss, const float* logits, const float* targets,
+                                                  const int32_t* labels, const float* row_weights, int64_t batch,
+                                                  int64_t classes, const LossMetrics& m) {
+    softmax_cross_entropy_soft(grad, loss, logits, targets, row_weights, batch, classes);
+    if (grad && m.grad_scale) scale_by(grad, batch * classes, m.grad_scale);
+    if (m.loss_sum) accumulate(m.loss_sum, loss, m.loss_rows, nullptr);
+    if (m.correct) count_correct(m.correct, logits, labels, batch, classes);
+  }
+  // distillation_loss likewise (student: the logits count_correct reads).
+  virtual void distillation_loss_metrics(float* grad, double* loss, const float* student, const float* teacher,
+                                         const int32_t* labels, const float* row_weights, int64_t batch,
+                                         int64_t classes, float temperature, float alpha, const LossMetrics& m) {
+    distillation_loss(grad, loss, student, teacher, labels, row_weights, batch, classes, temperature, alpha);
+    if (grad && m.grad_scale) scale_by(grad, batch * classes, m.grad_scale);
+    if (m.loss_sum) accumulate(m.loss_sum, loss, m.loss_rows, nullptr);
+    if (m.correct) count_correct(m.correct, student, labels, batch, classes);
   }
 
   // Optional capabilities, with the defaults of a device that has none.

@@ -47,23 +47,9 @@ void MetricAccumulator::reset() {
   shift_set_ = false;
 }
 
-void MetricAccumulator::add_loss(int64_t b) {
-  backend_->accumulate(sums_.data() + kLossSum, sums_.data() + kBatchLoss, static_cast<double>(b), nullptr);
-  count_ += b;
-}
-
-void MetricAccumulator::add_loss(int64_t b, double loss_rows) {
-  backend_->accumulate(sums_.data() + kLossSum, sums_.data() + kBatchLoss, loss_rows, nullptr);
-  count_ += b;
-}
-
 LossMetrics MetricAccumulator::loss_metrics(int64_t b, double loss_rows) {
   count_ += b;
   return {sums_.data() + kLossSum, loss_rows, correct_.data()};
-}
-
-void MetricAccumulator::add_penalty(const double* penalty, int64_t rows, const StepState* gate) {
-  backend_->accumulate(sums_.data() + kLossSum, penalty, static_cast<double>(rows), gate);
 }
 
 MetricCounters MetricAccumulator::counters() const {

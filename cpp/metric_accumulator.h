@@ -48,27 +48,21 @@ class MetricAccumulator {
   const MetricStats& stats() const { return stats_; }
   void reset();
 
-  // Where a loss op writes a batch's mean loss (1 double on the device), then add_loss
-  // folds it into the sum for the batch's b rows: loss_sum += loss b, count += b.
+  // Where a loss op writes a batch's mean loss (1 double on the device).
   double* batch_loss() { return sums_.data() + kBatchLoss; }
-  void add_loss(int64_t b);
-  // The same with the batch's mean loss counted for `loss_rows` rows (a data-parallel
-  // share, see BatchShare), still b rows for the metrics' count.
-  void add_loss(int64_t b, double loss_rows);
-  // add_loss and count_correct's sums as a loss op adds them itself in its own launch
-  // (Backend::softmax_cross_entropy_metrics), for the batch's b rows.
+  // Where a loss op adds the batch's mean loss (x loss_rows: b, or a data-parallel share's
+  // rows, see BatchShare) and correct count itself, in its own launch
+  // (Backend::softmax_cross_entropy_metrics); counts the batch's b rows.
   LossMetrics loss_metrics(int64_t b, double loss_rows);
-  // Counts b more rows: the host's share of add_loss, for a replayed step graph whose
+  // Counts b more rows: the host's share of loss_metrics, for a replayed step graph whose
   // device work already added the loss.
   void count_rows(int64_t b) { count_ += b; }
   // Whether the next record takes its first targets (the regression shift): host work a
   // replayed step graph would skip.
   bool needs_first_targets() const { return stats_.regression && !shift_set_; }
-  // A kernel penalty (1 double on the device), which belongs to each of `rows` rows' loss.
-  // Not on a step that gate (fp16's device state, or null) says is skipped.
-  void add_penalty(const double* penalty, int64_t rows, const StepState* gate);
-  // Where count_correct adds the rows it finds right (1 int64 on the device).
-  int64_t* correct() { return correct_.data(); }
+  // The epoch's loss sum (1 double on the device), where a kernel penalty, which belongs
+  // to each row's loss, is added for the batch's rows (Backend::kernel_penalties).
+  double* loss_sum() { return sums_.data() + kLossSum; }
   // logits: (b, outputs) on the device -> the chosen statistics.
   void record(const float* logits, const BatchTargets& t, int64_t b);
 

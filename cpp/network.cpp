@@ -89,6 +89,11 @@ int64_t Network::cuda_graph_replays() const {
   return trainer_.cuda_graph_replays();
 }
 
+int64_t Network::cuda_graph_recordings() const {
+  Shared lock(mutex_);
+  return trainer_.cuda_graph_recordings();
+}
+
 float Network::learning_rate() const {
   Shared lock(mutex_);
   return trainer_.learning_rate();

@@ -81,6 +81,7 @@ class CUSTOMML_PRIVATE_API Network {
   void set_cuda_graph(bool on);
   bool cuda_graph() const;
   int64_t cuda_graph_replays() const;
+  int64_t cuda_graph_recordings() const;
   float learning_rate() const;
 
   // Optimizer state for saving and resuming training. Slots, each num_params() floats

@@ -401,7 +401,7 @@ void sgd_update(const Tensor& param, const Tensor& grad, const Tensor* velocity,
   check_segments(op, no_decay, param.numel());
   backend_for(param.device())
       .sgd_update(f32(param), f32(grad), f32(velocity), param.numel(), no_decay.data(),
-                  static_cast<int64_t>(no_decay.size()), config, nullptr);
+                  static_cast<int64_t>(no_decay.size()), config, nullptr, {});
 }
 
 void adam_update(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, const Tensor* vmax,
@@ -423,7 +423,7 @@ void adam_update(const Tensor& param, const Tensor& grad, const Tensor& m, const
   check_segments(op, no_decay, param.numel());
   backend_for(param.device())
       .adam_update(f32(param), f32(grad), f32(m), f32(v), config.amsgrad ? f32(vmax) : nullptr, param.numel(),
-                   no_decay.data(), static_cast<int64_t>(no_decay.size()), config, nullptr);
+                   no_decay.data(), static_cast<int64_t>(no_decay.size()), config, nullptr, {});
 }
 
 double clip_by_global_norm(const Tensor& grad, float max_norm) {

@@ -106,27 +106,6 @@ void Trainer::plan_updates() {
   }
 }
 
-void Trainer::run_optimizer(const StepState* gate) {
-  // One fused pass per run of trainable layers (usually one: the layers above a frozen
-  // base); frozen parameters and their state are never touched, so they stay bit-identical
-  // whatever the weight decay.
-  float* params = model_.params();
-  for (const UpdateRange& r : update_ranges_) {
-    const int64_t n = r.end - r.begin, nd = static_cast<int64_t>(r.no_decay.size());
-    if (opt_.kind == OptimizerConfig::Kind::adam) {
-      AdamConfig c = opt_.adam;
-      c.step = step_;
-      backend_->adam_update(params + r.begin, grads_.data() + r.begin, state_a_.data() + r.begin,
-                            state_b_.data() + r.begin, c.amsgrad ? state_c_.data() + r.begin : nullptr, n,
-                            r.no_decay.data(), nd, c, gate);
-    } else {
-      backend_->sgd_update(params + r.begin, grads_.data() + r.begin,
-                           opt_.sgd.momentum != 0.0f ? state_a_.data() + r.begin : nullptr, n, r.no_decay.data(), nd,
-                           opt_.sgd, gate);
-    }
-  }
-}
-
 int Trainer::state_slots() const {
   if (!compiled_) return 0;
   if (opt_.kind == OptimizerConfig::Kind::adam) return opt_.adam.amsgrad ? 3 : 2;
@@ -204,24 +183,6 @@ void Trainer::set_learning_rate(float lr) {
 }
 
 float Trainer::learning_rate() const { return opt_.kind == OptimizerConfig::Kind::adam ? opt_.adam.lr : opt_.sgd.lr; }
-
-const double* Trainer::kernel_penalty(bool with_grad) {
-  const std::vector<LayerSpec>& layers = model_.layers();
-  double* penalty = scalars_.data() + kPenalty;
-  backend_->fill_zero(penalty, sizeof(double));
-  int64_t width = model_.input_dim();
-  for (size_t l = 0; l < layers.size(); ++l) {
-    const LayerSpec& s = layers[l];
-    if (s.kind != LayerSpec::Kind::dense) continue;
-    // A frozen layer's penalty still counts in the loss (as in Keras) but takes no gradient.
-    const int64_t w = model_.weight_offsets()[l];
-    if (s.l1 > 0.0f || s.l2 > 0.0f)
-      backend_->l1_l2_penalty(with_grad && s.trainable ? grads_.data() + w : nullptr, penalty, model_.params() + w,
-                              width * s.units, s.l1, s.l2);
-    width = s.units;
-  }
-  return penalty;
-}
 
 void Trainer::compile(const LossConfig& loss, const OptimizerConfig& opt, Precision precision) {
   if (!backend_->supports(precision))
@@ -474,47 +435,42 @@ void Trainer::loss_and_count(const float* logits, const float* row_weights, int6
   double* loss = metrics_.batch_loss();
   const double loss_rows =
       share.global_rows > 0 ? share.weight * static_cast<double>(share.global_rows) : static_cast<double>(b);
-  // The loss ops add the batch's loss and correct count to the metrics themselves (one
-  // launch on CUDA); distillation and probability targets leave that to accumulate and
-  // count_correct.
-  bool folded = false;
+  // The loss ops add the batch's loss and correct count to the metrics themselves and scale
+  // the gradient by fp16's loss scale before the backward pass (one launch on CUDA).
+  const auto folded_metrics = [&] {
+    LossMetrics m = metrics_.loss_metrics(b, loss_rows);
+    if (grad && precision_ == Precision::fp16) m.grad_scale = &step_state_.data()->scale;
+    return m;
+  };
   switch (loss_.kind) {
     case LossKind::softmax_cross_entropy:
       if (soft) {
-        backend_->softmax_cross_entropy_soft(grad, loss, logits, ws.targets.data(), row_weights, b, out);
+        backend_->softmax_cross_entropy_soft_metrics(grad, loss, logits, ws.targets.data(), ws.labels.data(),
+                                                     row_weights, b, out, folded_metrics());
         break;
       }
-      backend_->softmax_cross_entropy_metrics(
-          grad, loss, logits, ws.labels.data(), loss_.class_weights.empty() ? nullptr : class_weights_.data(),
-          row_weights, b, out, loss_.label_smoothing, metrics_.loss_metrics(b, loss_rows));
-      folded = true;
+      backend_->softmax_cross_entropy_metrics(grad, loss, logits, ws.labels.data(),
+                                              loss_.class_weights.empty() ? nullptr : class_weights_.data(),
+                                              row_weights, b, out, loss_.label_smoothing, folded_metrics());
       break;
     case LossKind::binary_cross_entropy:
       backend_->binary_cross_entropy_with_logits_metrics(grad, loss, logits, ws.targets.data(), ws.labels.data(),
-                                                         row_weights, b, 1, metrics_.loss_metrics(b, loss_rows));
-      folded = true;
+                                                         row_weights, b, 1, folded_metrics());
       break;
     case LossKind::mse:
-      backend_->mse_metrics(grad, loss, logits, ws.targets.data(), row_weights, b, out,
-                            metrics_.loss_metrics(b, loss_rows));
-      folded = true;
+      backend_->mse_metrics(grad, loss, logits, ws.targets.data(), row_weights, b, out, folded_metrics());
       break;
     case LossKind::distillation:
       // Training stages the teacher's logits into targets; evaluate has none and reports
       // the labels' cross-entropy.
       if (with_grad) {
-        backend_->distillation_loss(grad, loss, logits, ws.targets.data(), ws.labels.data(), row_weights, b, out,
-                                    loss_.temperature, loss_.alpha);
+        backend_->distillation_loss_metrics(grad, loss, logits, ws.targets.data(), ws.labels.data(), row_weights, b,
+                                            out, loss_.temperature, loss_.alpha, folded_metrics());
       } else {
         backend_->softmax_cross_entropy_metrics(nullptr, loss, logits, ws.labels.data(), nullptr, nullptr, b, out, 0.0f,
-                                                metrics_.loss_metrics(b, loss_rows));
-        folded = true;
+                                                folded_metrics());
       }
       break;
-  }
-  if (!folded) {
-    metrics_.add_loss(b, loss_rows);
-    backend_->count_correct(metrics_.correct(), logits, ws.labels.data(), b, out);
   }
   metrics_.record(logits, {ws.labels.data(), ws.targets.data(), ws.uploaded_targets}, b);
 }
@@ -599,9 +555,6 @@ void Trainer::run_gradients(int64_t b, const BatchShare& share, bool row_weights
   const std::vector<LayerSpec>& layers = model_.layers();
   const int64_t input_dim = model_.input_dim(), out = model_.output_dim();
   loss_and_count(forward(b, share), row_weights ? ws.row_weights.data() : nullptr, b, true, soft, share);
-  // fp16 scales the loss by the device's loss scale (its StepState) before the backward pass.
-  const StepState* gate = precision_ == Precision::fp16 ? step_state_.data() : nullptr;
-  if (gate) backend_->scale_by(ws.grad_a.data(), b * out, &gate->scale);
   if (share.weight != 1.0) backend_->scale(ws.grad_a.data(), b * out, share.weight);
 
   // Backward: gradient w.r.t. each layer's output in cur, ping-ponging between two
@@ -633,30 +586,6 @@ void Trainer::run_gradients(int64_t b, const BatchShare& share, bool row_weights
   }
 }
 
-void Trainer::apply_gradients(int64_t b) {
-  if (!compiled_) throw std::runtime_error("[fit] the model must be compiled before training");
-  const int64_t num_params = model_.num_params();
-  const StepState* gate = precision_ == Precision::fp16 ? step_state_.data() : nullptr;
-  double* norm = scalars_.data() + kNorm;
-  if (gate) {
-    // The norm pass doubles as the overflow check (an infinite limit never clips), and the
-    // device takes the decision (step_state.h): an overflowing step is skipped by the gated
-    // kernels below (no update, no penalty in the loss, the step count stays) without the
-    // host waiting for the device (docs/decisions.md).
-    backend_->clip_by_global_norm(grads_.data(), norm, num_params, INFINITY);
-    backend_->update_loss_scale(step_state_.data(), norm, kLossScaleGrowthInterval);
-    backend_->scale_by(grads_.data(), num_params, &gate->unscale);
-  }
-  // The penalty belongs to the loss (as Keras reports it), so its gradient is added
-  // before clipping, at the weights the forward pass used (and to unscaled gradients).
-  if (model_.regularized()) metrics_.add_penalty(kernel_penalty(true), b, gate);
-  if (opt_.clip_norm > 0.0f) backend_->clip_by_global_norm(grads_.data(), norm, num_params, opt_.clip_norm);
-  if (!gate) ++step_;
-  // In a step graph the update reads the step count from the device (step_gates_[1]).
-  run_optimizer(gate ? gate : step_gates_ ? step_gates_ + 1 : nullptr);
-  model_.apply_masks();  // unchanged weights on a skipped step: a no-op then
-}
-
 void Trainer::evaluate(const InferencePlan& plan, const float* x, const void* y, int64_t n, int64_t batch_size,
                        const float* soft_targets) {
   if (!compiled_) throw std::runtime_error("[evaluate] the model must be compiled before evaluation");
@@ -678,7 +607,7 @@ void Trainer::evaluate(const InferencePlan& plan, const float* x, const void* y,
     loss_and_count(plan.forward(*eval_ws_, ws.input.data(), b, nullptr), nullptr, b, false, soft);
   }
   // The weights are the same for every batch: one penalty, weighted by all n rows.
-  if (model_.regularized()) metrics_.add_penalty(kernel_penalty(false), n, nullptr);
+  if (model_.regularized()) add_kernel_penalty(false, n, nullptr);
 }
 
 }  // namespace customml

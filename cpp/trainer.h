@@ -133,6 +133,7 @@ class Trainer {
   bool cuda_graph() const { return graph_ != nullptr; }
   // Steps replayed from a recorded graph since set_cuda_graph(true).
   int64_t cuda_graph_replays() const;
+  int64_t cuda_graph_recordings() const;  // steps recorded as a graph since set_cuda_graph(true)
 
   // Quantization-aware training of Dense layer `layer` (trainer_qat.cpp); see
   // Network::set_fake_quantization.
@@ -217,14 +218,17 @@ class Trainer {
   void write_step_state(const StepState& s);
   // The batch's loss (and its gradient, with_grad), correct count and metric statistics,
   // all left on the device. row_weights: the staged sample weights, or null; soft: the
-  // softmax cross-entropy's probability targets are staged in the targets buffer.
+  // softmax cross-entropy's probability targets are staged in the targets buffer. In fp16
+  // the gradient carries the device's loss scale (its StepState).
   void loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad, bool soft,
                       const BatchShare& share = {});
-  // The sum of the layers' L1/L2 kernel penalties at the current weights (1 double on the
-  // device); with_grad also adds their gradients to grads_.
-  const double* kernel_penalty(bool with_grad);
-  // gate: fp16's device state (the update is skipped on its say), else null.
-  void run_optimizer(const StepState* gate);
+  // The sum of the layers' L1/L2 kernel penalties at the current weights, added to the
+  // loss of `rows` rows in the metrics unless gate skips the step; with_grad also adds
+  // their gradients to grads_ (one launch on CUDA).
+  void add_kernel_penalty(bool with_grad, int64_t rows, const StepState* gate);
+  // gate: fp16's device state (the update is skipped on its say), else null; scalars: what
+  // the update reads from the device (trainer_step.cpp).
+  void run_optimizer(const StepState* gate, const UpdateScalars& scalars);
   const Buffer<float>& state_buffer(int slot, int64_t offset, int64_t n) const;
   // The fake-quantized kernel of Dense layer l, and its input (b, in) fake-quantized when
   // the layer asks for it (else `input` itself).
@@ -254,6 +258,7 @@ class Trainer {
   // A step's scalars on the device: the gradients' global norm and the kernel penalty.
   static constexpr size_t kNorm = 0, kPenalty = 1;
   Buffer<double> scalars_;
+  std::vector<PenaltyTerm> penalty_terms_;  // add_kernel_penalty's, reused
   // The parameters the optimizer updates: maximal runs of trainable layers' [kernel,
   // bias] ranges, each with its no-decay segments relative to its start; and the lowest
   // trainable dense layer (layers.size() when none), below which backward stops.
@@ -271,7 +276,8 @@ class Trainer {
   // they take the host's count).
   std::unique_ptr<StepGraph> graph_;
   const StepState* step_gates_ = nullptr;
-  uint64_t config_count_ = 0;  // bumped by whatever changes the step's launches (StepGraphKey)
+  const float* step_lr_ = nullptr;  // during a graphed step: its learning rate on the device
+  uint64_t config_count_ = 0;       // bumped by whatever changes the step's launches (StepGraphKey)
 };
 
 }  // namespace customml

@@ -29,6 +29,8 @@ void Trainer::set_cuda_graph(bool on) {
 
 int64_t Trainer::cuda_graph_replays() const { return graph_ ? graph_->replays : 0; }
 
+int64_t Trainer::cuda_graph_recordings() const { return graph_ ? graph_->recordings : 0; }
+
 void Trainer::train_batch_graphed(const float* x, const void* y, const float* sample_weight, int64_t n,
                                   const int64_t* index, int64_t b, const float* soft_targets) {
   check_batch(y, sample_weight, n, index, b, soft_targets);
@@ -49,6 +51,8 @@ void Trainer::train_batch_graphed(const float* x, const void* y, const float* sa
   backend_->wait_event(slot.done);
   const HostBatch h{slot.input.reserve(rows * static_cast<size_t>(input_dim)), slot.row_weights.reserve(rows),
                     slot.targets.reserve(rows * static_cast<size_t>(out)), slot.labels.reserve(rows)};
+  float* lr = slot.lr.reserve(1);
+  *lr = learning_rate();
   gather_batch(h, x, y, sample_weight, index, 0, b);
   if (soft_targets)
     for (int64_t i = 0; i < b; ++i)
@@ -60,14 +64,20 @@ void Trainer::train_batch_graphed(const float* x, const void* y, const float* sa
   // apply_gradients called directly take the host's count) read the device's count.
   struct Gates {
     const StepState*& gates;
-    ~Gates() { gates = nullptr; }
-  } reset{step_gates_};
+    const float*& lr;
+    ~Gates() {
+      gates = nullptr;
+      lr = nullptr;
+    }
+  } reset{step_gates_, step_lr_};
   step_gates_ = fp16 ? nullptr : g.gates.data();
+  step_lr_ = g.lr.data();
 
   // Everything the device does in the step, copies from the slot first.
   auto body = [&] {
     upload_batch(h, b, sample_weight != nullptr, y != nullptr, soft_targets != nullptr);
     if (!fp16) backend_->copy_to_device(g.gates.data(), gates, 2 * sizeof(StepState));
+    backend_->copy_to_device(g.lr.data(), lr, sizeof(float));
     run_gradients(b, BatchShare{}, sample_weight != nullptr, soft_targets != nullptr);
     apply_gradients(b);
   };
@@ -76,8 +86,6 @@ void Trainer::train_batch_graphed(const float* x, const void* y, const float* sa
   key.rows = b;
   key.row_weights = sample_weight != nullptr;
   key.soft = soft_targets != nullptr;
-  const float lr = learning_rate();
-  std::memcpy(&key.learning_rate_bits, &lr, sizeof lr);
   key.config = config_count_;
   key.memory = backend_->memory_epoch();
   key.first_targets = metrics_.needs_first_targets();
@@ -98,6 +106,7 @@ void Trainer::train_batch_graphed(const float* x, const void* y, const float* sa
     slot.graph = nullptr;
     slot.graph = backend_->record_graph(body);
     slot.key = key;
+    ++g.recordings;
     backend_->replay_graph(slot.graph);
     ++g.replays;
   } else {

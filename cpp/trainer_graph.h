@@ -44,20 +44,21 @@ class PinnedBuffer {
 struct StepGraphKey {
   int64_t rows = 0;
   bool row_weights = false, soft = false;  // soft: teacher logits or probability targets staged
-  uint32_t learning_rate_bits = 0;         // the updates take the rate by value
   uint64_t config = 0;                     // Trainer's configuration count (compile, freezing, QAT, metrics)
   uint64_t memory = 0;                     // Backend::memory_epoch: no buffer given back since
   std::vector<const void*> masks;          // each masked layer's keep mask (apply_masks launches per mask)
   bool first_targets = false;              // MetricAccumulator::needs_first_targets
   bool operator==(const StepGraphKey& o) const {
-    return rows == o.rows && row_weights == o.row_weights && soft == o.soft &&
-           learning_rate_bits == o.learning_rate_bits && config == o.config && memory == o.memory && masks == o.masks &&
-           first_targets == o.first_targets;
+    return rows == o.rows && row_weights == o.row_weights && soft == o.soft && config == o.config &&
+           memory == o.memory && masks == o.masks && first_targets == o.first_targets;
   }
 };
 
 struct StepGraph {
-  explicit StepGraph(Backend* be) : backend(be), gates(be), slots{Slot(be), Slot(be)} { gates.reserve(2); }
+  explicit StepGraph(Backend* be) : backend(be), gates(be), lr(be), slots{Slot(be), Slot(be)} {
+    gates.reserve(2);
+    lr.reserve(1);
+  }
   ~StepGraph() {
     for (Slot& s : slots) {
       if (s.done) {
@@ -71,10 +72,11 @@ struct StepGraph {
   StepGraph& operator=(const StepGraph&) = delete;
 
   struct Slot {
-    explicit Slot(Backend* be) : input(be), row_weights(be), targets(be), labels(be), gates(be) {}
+    explicit Slot(Backend* be) : input(be), row_weights(be), targets(be), labels(be), gates(be), lr(be) {}
     PinnedBuffer<float> input, row_weights, targets;
     PinnedBuffer<int32_t> labels;
     PinnedBuffer<StepState> gates;  // (2): what StepGraph::gates receives
+    PinnedBuffer<float> lr;         // (1): what StepGraph::lr receives
     void* done = nullptr;           // recorded after the step that read this slot
     void* graph = nullptr;          // the step recorded with this slot's buffers, under key
     StepGraphKey key;
@@ -84,11 +86,15 @@ struct StepGraph {
   // step (the dropout streams), [1] after it (Adam's bias correction), copied from the
   // slot at the start of each step, so a replay reads the host's count of that step.
   Buffer<StepState> gates;
+  // The step's learning rate, copied from the slot likewise: a schedule replays the graph
+  // it recorded once instead of recording one per rate.
+  Buffer<float> lr;
   Slot slots[2];
   int next = 0;       // the slot of the next step
   StepGraphKey last;  // the previous step's key
   bool has_last = false;
-  int64_t replays = 0;  // steps replayed from a recorded graph
+  int64_t replays = 0;     // steps replayed from a recorded graph
+  int64_t recordings = 0;  // steps recorded
 };
 
 }  // namespace customml

@@ -6,8 +6,8 @@
 namespace customml::CUSTOMML_CUDA_NS {
 
 void DeviceBackend::adam_update(float* param, const float* grad, float* m, float* v, float* vmax, int64_t n,
-                                const Segment* no_decay, int64_t n_no_decay, const AdamConfig& c,
-                                const StepState* gate) {
+                                const Segment* no_decay, int64_t n_no_decay, const AdamConfig& c, const StepState* gate,
+                                const UpdateScalars& scalars) {
   DeviceContext& ctx = this->ctx();
   if (n == 0) return;
   // The bias corrections of c.step on the host, rounded as cpu/adam.cpp rounds them; with a
@@ -18,7 +18,7 @@ void DeviceBackend::adam_update(float* param, const float* grad, float* m, float
   const Segment* segs = device_segments(ctx, no_decay, n_no_decay);
   const Vec4Split split = vec4_split(n, {param, grad, m, v, vmax});
   launch(adam_update_kernel, dim3(vec4_blocks(n, split)), dim3(kThreads), 0, ctx.stream, param, grad, m, v, vmax, n,
-         split, segs, n_no_decay, c, s, gate);
+         split, segs, n_no_decay, c, s, gate, scalars);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -6,11 +6,13 @@
 #include <cstdint>
 
 #include "cuda/common.cuh"
+#include "cuda/update_scalars.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
 // Per-step scalars computed once on the host (adam_bias): lr / (1 - beta1^t) and
-// sqrt(1 - beta2^t); from the device's step count instead when a gate is given.
+// sqrt(1 - beta2^t); on the device instead when a gate (its step count) or a learning rate
+// in device memory is given.
 struct AdamStep {
   float step_size;
   float bias2_sqrt;
@@ -37,18 +39,21 @@ __device__ __forceinline__ float adam_element(float p0, float grad, float& m, fl
   return p - s.step_size * mi / (sqrtf(vhat) / s.bias2_sqrt + c.eps);
 }
 
-// param, grad, m, v, vmax (null without amsgrad) (n): as cpu/adam.cpp. split
+// param, grad, m, v, vmax (null without amsgrad) (n): as cpu/adam.cpp, the learning rate
+// and the gradient's scaling read as u says (UpdateScalars). split
 // (vec4_split over the five arrays): its float4s one per thread, one 16-byte load and
 // store of each array, then its head and tail elements one per thread; with arrays of
 // different alignments everything is scalar, the loop the kernel was before.
 __global__ void adam_update_kernel(float* param, const float* grad, float* m, float* v, float* vmax, int64_t n,
                                    Vec4Split split, const Segment* no_decay, int64_t n_no_decay, AdamConfig c,
-                                   AdamStep s, const StepState* gate) {
-  if (gate) {
-    if (gate->skip != 0.0) return;  // fp16: this step's gradients overflowed
-    const AdamBias b = adam_bias(c.lr, c.beta1, c.beta2, gate->step);
+                                   AdamStep s, const StepState* gate, UpdateScalars u) {
+  if (gate && gate->skip != 0.0) return;  // fp16: this step's gradients overflowed
+  if (u.lr) c.lr = *u.lr;
+  if (gate || u.lr) {
+    const AdamBias b = adam_bias(c.lr, c.beta1, c.beta2, gate ? gate->step : static_cast<double>(c.step));
     s = {b.step_size, b.bias2_sqrt};
   }
+  const GradientScaling scaled(u);
   const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const bool amsgrad = vmax != nullptr;
@@ -64,7 +69,7 @@ __global__ void adam_update_kernel(float* param, const float* grad, float* m, fl
     takes_decay4(decay, no_decay, n_no_decay, i0);
     CUSTOMML_UNROLL
     for (int j = 0; j < 4; ++j)
-      p[j] = adam_element(p[j], g[j], mi[j], vi[j], vmaxi[j], amsgrad, decay[j] ? c.weight_decay : 0.0f, c, s);
+      p[j] = adam_element(p[j], scaled(g[j]), mi[j], vi[j], vmaxi[j], amsgrad, decay[j] ? c.weight_decay : 0.0f, c, s);
     store4(param + i0, p);
     store4(m + i0, mi);
     store4(v + i0, vi);
@@ -74,7 +79,7 @@ __global__ void adam_update_kernel(float* param, const float* grad, float* m, fl
     const int64_t i = vec4_scalar_index(split, k);
     float mi = m[i], vi = v[i], vmaxi = amsgrad ? vmax[i] : 0.0f;
     const float wd = takes_decay(no_decay, n_no_decay, i) ? c.weight_decay : 0.0f;
-    param[i] = adam_element(param[i], grad[i], mi, vi, vmaxi, amsgrad, wd, c, s);
+    param[i] = adam_element(param[i], scaled(grad[i]), mi, vi, vmaxi, amsgrad, wd, c, s);
     m[i] = mi;
     v[i] = vi;
     if (amsgrad) vmax[i] = vmaxi;

@@ -28,6 +28,12 @@ class DeviceBackend : public Backend {
                                                 int64_t cols, const LossMetrics& m) override;
   void mse_metrics(float* grad, double* loss, const float* pred, const float* target, const float* row_weights,
                    int64_t rows, int64_t cols, const LossMetrics& m) override;
+  void softmax_cross_entropy_soft_metrics(float* grad, double* loss, const float* logits, const float* targets,
+                                          const int32_t* labels, const float* row_weights, int64_t batch,
+                                          int64_t classes, const LossMetrics& m) override;
+  void distillation_loss_metrics(float* grad, double* loss, const float* student, const float* teacher,
+                                 const int32_t* labels, const float* row_weights, int64_t batch, int64_t classes,
+                                 float temperature, float alpha, const LossMetrics& m) override;
 
  protected:
   // Owned by the subclass: its buffers must be released while its memory methods exist.

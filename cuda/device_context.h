@@ -71,8 +71,6 @@ void loss_weight_total(DeviceContext& ctx, double* total, const int32_t* labels,
 enum class Finish {
   mean,    // sum / total[0], 0 when that is not positive: a weighted mean loss
   divide,  // sum / divisor: an unweighted mean loss
-  sqrt,    // sqrt(sum): a norm
-  add,     // out[0] + sum: one more term of a running sum (a penalty over layers)
 };
 
 struct PartialsSum {

@@ -1,4 +1,5 @@
-// Launcher of the distillation loss.
+// Launchers of the distillation loss: one launch for the loss, its gradient and the
+// step's metric sums (cuda/loss_epilogue.cuh).
 
 #include "cuda/device_backend.h"
 #include "cuda/distillation.cuh"
@@ -8,21 +9,28 @@ namespace customml::CUSTOMML_CUDA_NS {
 void DeviceBackend::distillation_loss(float* grad, double* loss, const float* student, const float* teacher,
                                       const int32_t* labels, const float* row_weights, int64_t batch, int64_t classes,
                                       float temperature, float alpha) {
+  distillation_loss_metrics(grad, loss, student, teacher, labels, row_weights, batch, classes, temperature, alpha,
+                            LossMetrics{});
+}
+
+void DeviceBackend::distillation_loss_metrics(float* grad, double* loss, const float* student, const float* teacher,
+                                              const int32_t* labels, const float* row_weights, int64_t batch,
+                                              int64_t classes, float temperature, float alpha, const LossMetrics& m) {
   DeviceContext& ctx = this->ctx();
+  if (batch == 0) {  // the mean of no rows is 0, and adds nothing
+    ctx.memory->fill_zero(loss, sizeof(double));
+    return;
+  }
   std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
-  // partials[0] holds the total weight, partials[1 .. batch] the weighted row losses.
-  double* scratch = ctx.partials.reserve(static_cast<size_t>(batch) + 1);
-  loss_weight_total(ctx, scratch, nullptr, nullptr, row_weights, batch);
-  launch(distillation_loss_kernel, dim3(exact_blocks(batch, kWarps)), dim3(kThreads), 0, ctx.stream, scratch + 1, grad,
-         student, teacher, labels, row_weights, static_cast<const double*>(scratch), batch, classes, temperature,
-         alpha);
-  PartialsSum sum;
-  sum.partials = scratch;
-  sum.first = 1;
-  sum.count = batch;
-  sum.finish = Finish::mean;
-  sum.total = scratch;
-  finish_partials(ctx, loss, sum);
+  const unsigned blocks = exact_blocks(batch, kWarps);
+  LossGrid g;
+  g.row_loss = ctx.partials.reserve(static_cast<size_t>(batch));
+  g.block_correct = m.correct ? ctx.counts.reserve(blocks) : nullptr;
+  g.ticket = ctx.grid_ticket();
+  g.loss = loss;
+  g.metrics = m;
+  launch(distillation_loss_kernel, dim3(blocks), dim3(kThreads), 0, ctx.stream, g, grad, student, teacher, labels,
+         row_weights, batch, classes, temperature, alpha);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -51,6 +51,16 @@ __device__ __forceinline__ double ordered_sum(const volatile double* terms, int6
   return total;
 }
 
+// A gradient element as a one-launch loss writes it: v times the scale (fp16's loss scale,
+// LossMetrics::grad_scale; 1 without one, which changes no value) in double and rounded,
+// scale_by_kernel's arithmetic. The scale is read once per thread, before the loop, and
+// multiplied by unconditionally: a conditional product per element made mse_kernel spill.
+struct ScaledGrad {
+  double scale;
+  __device__ __forceinline__ explicit ScaledGrad(const double* s) : scale(s ? *s : 1.0) {}
+  __device__ __forceinline__ float operator()(float v) const { return static_cast<float>(v * scale); }
+};
+
 // Where a one-launch loss leaves its results: row_loss (batch) and block_correct
 // (gridDim.x) are scratch the grid's last block reads; ticket (1) counts the blocks that
 // are done and is 0 between launches (the last block puts it back, so a recorded graph

@@ -1,6 +1,6 @@
 #pragma once
 // Defines: the kernels that finish a reduction on the device (per-block partial sums into
-// one loss, norm or count, and a loss into an epoch's sum), so a training step leaves its
+// one loss or count, and a loss into an epoch's sum), so a training step leaves its
 // scalar results in device memory instead of waiting to add them on the host. Included by
 // cuda/partials.cu alone (kernels have external linkage); the other launchers call the
 // host functions that device_context.h declares.
@@ -23,8 +23,6 @@ __global__ void sum_partials_kernel(double* out, PartialsSum p) {
   switch (p.finish) {
     case Finish::mean: *out = *p.total > 0.0 ? total / *p.total : 0.0; break;
     case Finish::divide: *out = total / p.divisor; break;
-    case Finish::sqrt: *out = sqrt(total); break;
-    case Finish::add: *out += total; break;
   }
 }
 

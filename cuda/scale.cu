@@ -19,8 +19,4 @@ void DeviceBackend::scale_by(float* x, int64_t n, const double* coef) {
   launch(scale_by_kernel, dim3(vec4_blocks(n, split)), dim3(kThreads), 0, ctx.stream, x, n, split, coef);
 }
 
-void DeviceBackend::update_loss_scale(StepState* state, const double* norm, int64_t growth_interval) {
-  launch(update_loss_scale_kernel, dim3(1), dim3(1), 0, ctx().stream, state, norm, growth_interval);
-}
-
 }  // namespace customml::CUSTOMML_CUDA_NS

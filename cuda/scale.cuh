@@ -1,6 +1,6 @@
 #pragma once
 // Defines: scale_kernel and scale_by_kernel, a flat buffer scaled in place in float4s
-// (global-norm clipping's second pass, the fp16 loss scale), and update_loss_scale_kernel.
+// (global-norm clipping's second pass, the fp16 loss scale).
 
 #include <cstdint>
 
@@ -14,11 +14,6 @@ __global__ void scale_kernel(float* x, int64_t n, Vec4Split split, double coef) 
 // x (n) *= *coef, the coefficient in device memory (fp16's loss scale, decided there).
 __global__ void scale_by_kernel(float* x, int64_t n, Vec4Split split, const double* coef) {
   scale_elements(x, n, split, *coef);
-}
-
-// The loss scale's update after a backward pass (step_state.h): one thread.
-__global__ void update_loss_scale_kernel(StepState* state, const double* norm, int64_t growth_interval) {
-  update_loss_scale(*state, *norm, growth_interval);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -26,7 +26,8 @@ const Segment* device_segments(DeviceContext& ctx, const Segment* no_decay, int6
 }
 
 void DeviceBackend::sgd_update(float* param, const float* grad, float* velocity, int64_t n, const Segment* no_decay,
-                               int64_t n_no_decay, const SgdConfig& c, const StepState* gate) {
+                               int64_t n_no_decay, const SgdConfig& c, const StepState* gate,
+                               const UpdateScalars& scalars) {
   DeviceContext& ctx = this->ctx();
   if (n == 0) return;
   std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
@@ -34,7 +35,7 @@ void DeviceBackend::sgd_update(float* param, const float* grad, float* velocity,
   // velocity is not read without momentum, so its alignment does not matter then
   const Vec4Split split = vec4_split(n, {param, grad, c.momentum != 0.0f ? velocity : nullptr});
   launch(sgd_update_kernel, dim3(vec4_blocks(n, split)), dim3(kThreads), 0, ctx.stream, param, grad, velocity, n, split,
-         segs, n_no_decay, c, gate);
+         segs, n_no_decay, c, gate, scalars);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "cuda/common.cuh"
+#include "cuda/update_scalars.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
@@ -20,12 +21,16 @@ __device__ __forceinline__ float sgd_element(float p, float grad, float& velocit
   return p - c.lr * (c.nesterov ? g + c.momentum * v : v);
 }
 
-// param, grad, velocity (null when momentum is 0) (n): as cpu/sgd.cpp. split
+// param, grad, velocity (null when momentum is 0) (n): as cpu/sgd.cpp, the learning rate
+// and the gradient's scaling read as u says (UpdateScalars). split
 // (vec4_split over the arrays in use): its float4s one per thread, then its head and tail
 // elements one per thread, as adam_update_kernel.
 __global__ void sgd_update_kernel(float* param, const float* grad, float* velocity, int64_t n, Vec4Split split,
-                                  const Segment* no_decay, int64_t n_no_decay, SgdConfig c, const StepState* gate) {
+                                  const Segment* no_decay, int64_t n_no_decay, SgdConfig c, const StepState* gate,
+                                  UpdateScalars u) {
   if (gate && gate->skip != 0.0) return;  // fp16: this step's gradients overflowed
+  if (u.lr) c.lr = *u.lr;
+  const GradientScaling scaled(u);
   const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const bool momentum = c.momentum != 0.0f;
@@ -38,7 +43,8 @@ __global__ void sgd_update_kernel(float* param, const float* grad, float* veloci
     if (momentum) load4(vel, velocity + i0);
     takes_decay4(decay, no_decay, n_no_decay, i0);
     CUSTOMML_UNROLL
-    for (int j = 0; j < 4; ++j) p[j] = sgd_element(p[j], g[j], vel[j], momentum, decay[j] ? c.weight_decay : 0.0f, c);
+    for (int j = 0; j < 4; ++j)
+      p[j] = sgd_element(p[j], scaled(g[j]), vel[j], momentum, decay[j] ? c.weight_decay : 0.0f, c);
     store4(param + i0, p);
     if (momentum) store4(velocity + i0, vel);
   }
@@ -46,7 +52,7 @@ __global__ void sgd_update_kernel(float* param, const float* grad, float* veloci
     const int64_t i = vec4_scalar_index(split, k);
     float vel = momentum ? velocity[i] : 0.0f;
     const float wd = takes_decay(no_decay, n_no_decay, i) ? c.weight_decay : 0.0f;
-    param[i] = sgd_element(param[i], grad[i], vel, momentum, wd, c);
+    param[i] = sgd_element(param[i], scaled(grad[i]), vel, momentum, wd, c);
     if (momentum) velocity[i] = vel;
   }
 }

@@ -40,19 +40,28 @@ void DeviceBackend::softmax_cross_entropy_metrics(float* grad, double* loss, con
 
 void DeviceBackend::softmax_cross_entropy_soft(float* grad, double* loss, const float* logits, const float* targets,
                                                const float* row_weights, int64_t batch, int64_t classes) {
+  softmax_cross_entropy_soft_metrics(grad, loss, logits, targets, nullptr, row_weights, batch, classes, LossMetrics{});
+}
+
+void DeviceBackend::softmax_cross_entropy_soft_metrics(float* grad, double* loss, const float* logits,
+                                                       const float* targets, const int32_t* labels,
+                                                       const float* row_weights, int64_t batch, int64_t classes,
+                                                       const LossMetrics& m) {
   DeviceContext& ctx = this->ctx();
+  if (batch == 0) {  // the mean of no rows is 0, and adds nothing
+    ctx.memory->fill_zero(loss, sizeof(double));
+    return;
+  }
   std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
-  double* scratch = ctx.partials.reserve(static_cast<size_t>(batch) + 1);
-  loss_weight_total(ctx, scratch, nullptr, nullptr, row_weights, batch);
-  launch(softmax_cross_entropy_soft_kernel, dim3(exact_blocks(batch, kWarps)), dim3(kThreads), 0, ctx.stream,
-         scratch + 1, grad, logits, targets, row_weights, static_cast<const double*>(scratch), batch, classes);
-  PartialsSum sum;
-  sum.partials = scratch;
-  sum.first = 1;
-  sum.count = batch;
-  sum.finish = Finish::mean;
-  sum.total = scratch;
-  finish_partials(ctx, loss, sum);
+  const unsigned blocks = exact_blocks(batch, kWarps);
+  LossGrid g;
+  g.row_loss = ctx.partials.reserve(static_cast<size_t>(batch));
+  g.block_correct = m.correct ? ctx.counts.reserve(blocks) : nullptr;
+  g.ticket = ctx.grid_ticket();
+  g.loss = loss;
+  g.metrics = m;
+  launch(softmax_cross_entropy_soft_kernel, dim3(blocks), dim3(kThreads), 0, ctx.stream, g, grad, logits, targets,
+         labels, row_weights, batch, classes);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

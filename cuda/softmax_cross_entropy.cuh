@@ -76,14 +76,15 @@ __device__ __forceinline__ void rebase_to_row_max(OnlineRowStats& st, float mx) 
 // first + stride, ...
 __device__ __forceinline__ void softmax_grad_row(float* g, const float* row, float mx, double sum, double w,
                                                  double total, int32_t y, int64_t classes, float label_smoothing,
-                                                 int64_t first, int64_t stride) {
+                                                 int64_t first, int64_t stride, const double* grad_scale) {
   const float off = label_smoothing / static_cast<float>(classes);
   const float on = 1.0f - label_smoothing + off;
   const float scale = static_cast<float>(total > 0.0 ? w / total : 0.0);
   const float inv_sum = static_cast<float>(1.0 / sum);
+  const ScaledGrad scaled(grad_scale);
   for (int64_t c = first; c < classes; c += stride) {
     const float p = expf(row[c] - mx) * inv_sum;
-    g[c] = scale * (p - (c == y ? on : off));
+    g[c] = scaled(scale * (p - (c == y ? on : off)));
   }
 }
 
@@ -114,7 +115,8 @@ __global__ void __launch_bounds__(kThreads)
     const double w = softmax_row_weight(class_weights, row_weights, y, row_index);
     if (lane == 0) g.row_loss[row_index] = softmax_row_loss(row, mx, sum, sum_shifted, w, y, classes, label_smoothing);
     if (grad)
-      softmax_grad_row(grad + row_index * classes, row, mx, sum, w, total, y, classes, label_smoothing, lane, 32);
+      softmax_grad_row(grad + row_index * classes, row, mx, sum, w, total, y, classes, label_smoothing, lane, 32,
+                       g.metrics.grad_scale);
     if (g.block_correct) hit = warp_predicted_class(row, classes, lane) == y;
   }
   if (lane == 0) hits[warp] = hit;
@@ -158,41 +160,58 @@ __global__ void __launch_bounds__(kThreads)
     g.row_loss[row_index] = softmax_row_loss(row, mx, sums[0], sums[1], w, y, classes, label_smoothing);
   if (grad)
     softmax_grad_row(grad + row_index * classes, row, mx, sums[0], w, total, y, classes, label_smoothing, threadIdx.x,
-                     kThreads);
+                     kThreads, g.metrics.grad_scale);
   finish_loss_grid(g, total, batch, g.block_correct && threadIdx.x == 0 ? hit : 0);
 }
 
-// Soft labels. logits, targets: (batch, classes)  row_weights: (batch) or null  total (1)
-// = W -> row_loss (batch) = w_i l_i with l_i = Q log S - sum_{q_c != 0} q_c d_c (d = z -
-// max, S = sum_c e^d, Q = sum_c q_c), grad (batch, classes) or null = w_i / W (Q
-// softmax(z) - q), as cpu/soft_target_kernels.h. A warp per row, kWarps rows per block.
+// Soft labels. logits, targets: (batch, classes)  labels (batch): the targets' argmax,
+// read when g.block_correct is set  row_weights: (batch) or null -> g.row_loss (batch) =
+// w_i l_i with l_i = Q log S - sum_{q_c != 0} q_c d_c (d = z - max, S = sum_c e^d, Q =
+// sum_c q_c), grad (batch, classes) or null = w_i / W (Q softmax(z) - q), as
+// cpu/soft_target_kernels.h, and g's results in the same launch, as
+// softmax_cross_entropy_kernel: a warp per row, kWarps rows per block, W found by every
+// block, the row losses summed by the last (cuda/loss_epilogue.cuh).
 __global__ void __launch_bounds__(kThreads)
-    softmax_cross_entropy_soft_kernel(double* row_loss, float* grad, const float* logits, const float* targets,
-                                      const float* row_weights, const double* total, int64_t batch, int64_t classes) {
-  const int lane = threadIdx.x % 32;
-  const int64_t row_index = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
-  if (row_index >= batch) return;
-  const float* z = logits + row_index * classes;
-  const float* q = targets + row_index * classes;
-  float mx = -INFINITY;  // a NaN reaches the sums through its own term
-  for (int64_t c = lane; c < classes; c += 32) mx = z[c] > mx ? z[c] : mx;
-  mx = warp_max(mx);
-  double sum = 0.0, qsum = 0.0, qd = 0.0;
-  for (int64_t c = lane; c < classes; c += 32) {
-    const float d = z[c] - mx;
-    sum += expf(d);
-    qsum += q[c];
-    if (q[c] != 0.0f) qd += static_cast<double>(q[c]) * static_cast<double>(d);  // 0 log 0 = 0
+    softmax_cross_entropy_soft_kernel(LossGrid g, float* grad, const float* logits, const float* targets,
+                                      const int32_t* labels, const float* row_weights, int64_t batch, int64_t classes) {
+  __shared__ int64_t hits[kWarps];
+  CUSTOMML_POISON_SHARED(hits);
+  const double total = batch_weight_total(nullptr, nullptr, row_weights, batch);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int64_t row_index = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
+  int64_t hit = 0;
+  if (row_index < batch) {  // no early exit: the block meets at finish_loss_grid's barriers
+    const float* z = logits + row_index * classes;
+    const float* q = targets + row_index * classes;
+    float mx = -INFINITY;  // a NaN reaches the sums through its own term
+    for (int64_t c = lane; c < classes; c += 32) mx = z[c] > mx ? z[c] : mx;
+    mx = warp_max(mx);
+    double sum = 0.0, qsum = 0.0, qd = 0.0;
+    for (int64_t c = lane; c < classes; c += 32) {
+      const float d = z[c] - mx;
+      sum += expf(d);
+      qsum += q[c];
+      if (q[c] != 0.0f) qd += static_cast<double>(q[c]) * static_cast<double>(d);  // 0 log 0 = 0
+    }
+    sum = warp_sum(sum);
+    qsum = warp_sum(qsum);
+    qd = warp_sum(qd);
+    const double w = row_weights ? static_cast<double>(row_weights[row_index]) : 1.0;
+    if (lane == 0) g.row_loss[row_index] = w * (qsum * log(sum) - qd);
+    if (grad) {
+      const float scale = static_cast<float>(total > 0.0 ? w / total : 0.0), qp = static_cast<float>(qsum / sum);
+      const ScaledGrad scaled(g.metrics.grad_scale);
+      float* gr = grad + row_index * classes;
+      for (int64_t c = lane; c < classes; c += 32) gr[c] = scaled(scale * (qp * expf(z[c] - mx) - q[c]));
+    }
+    if (g.block_correct) hit = warp_predicted_class(z, classes, lane) == labels[row_index];
   }
-  sum = warp_sum(sum);
-  qsum = warp_sum(qsum);
-  qd = warp_sum(qd);
-  const double w = row_weights ? static_cast<double>(row_weights[row_index]) : 1.0;
-  if (lane == 0) row_loss[row_index] = w * (qsum * log(sum) - qd);
-  if (!grad) return;
-  const float scale = static_cast<float>(*total > 0.0 ? w / *total : 0.0), qp = static_cast<float>(qsum / sum);
-  float* g = grad + row_index * classes;
-  for (int64_t c = lane; c < classes; c += 32) g[c] = scale * (qp * expf(z[c] - mx) - q[c]);
+  if (lane == 0) hits[warp] = hit;
+  __syncthreads();
+  int64_t block_hits = 0;
+  if (threadIdx.x == 0)
+    for (int w = 0; w < kWarps; ++w) block_hits += hits[w];
+  finish_loss_grid(g, total, batch, block_hits);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -183,6 +183,8 @@ void bind_network(py::module_& m) {
       .def_property_readonly("cuda_graph", &Network::cuda_graph)
       .def_property_readonly("cuda_graph_replays", &Network::cuda_graph_replays,
                              "Training steps replayed from a recorded graph since set_cuda_graph(True).")
+      .def_property_readonly("cuda_graph_recordings", &Network::cuda_graph_recordings,
+                             "Training steps recorded as a graph since set_cuda_graph(True).")
       .def(
           "train_batch",
           [](Network& n, py::object x, py::object y, py::object index, std::optional<py::object> sample_weight,

@@ -1,5 +1,5 @@
 // L1/L2 penalty on a Dense kernel on the CPU: one pass that adds the penalty's gradient
-// to the kernel's gradient and sums the penalty itself.
+// to the kernel's gradient and sums the penalty itself; and the layers' penalties in turn.
 
 #include <cmath>
 
@@ -21,6 +21,14 @@ void CpuBackend::l1_l2_penalty(float* grad, double* penalty, const float* param,
     }
   }
   *penalty += static_cast<double>(l1) * abs_sum + static_cast<double>(l2) * sq_sum;
+}
+
+void CpuBackend::kernel_penalties(double* penalty, double* sum, const PenaltyTerm* terms, int64_t count, double weight,
+                                  const StepState* gate) {
+  *penalty = 0.0;
+  for (int64_t t = 0; t < count; ++t)
+    l1_l2_penalty(terms[t].grad, penalty, terms[t].param, terms[t].n, terms[t].l1, terms[t].l2);
+  if (sum) accumulate(sum, penalty, weight, gate);
 }
 
 }  // namespace customml::cpu

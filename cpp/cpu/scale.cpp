@@ -1,6 +1,5 @@
 // Scaling a flat buffer in place on the CPU: the second pass of global-norm clipping, and
-// the fp16 loss scale (the loss gradient scaled up, the parameter gradients back down), with
-// the loss scale's update after each backward pass.
+// the fp16 loss scale (the parameter gradients scaled back down).
 
 #include "cpu/cpu_backend.h"
 #include "cpu/elementwise.h"
@@ -15,9 +14,5 @@ void CpuBackend::scale(float* x, int64_t n, double coef) {
 }
 
 void CpuBackend::scale_by(float* x, int64_t n, const double* coef) { scale(x, n, *coef); }
-
-void CpuBackend::update_loss_scale(StepState* state, const double* norm, int64_t growth_interval) {
-  customml::update_loss_scale(*state, *norm, growth_interval);
-}
 
 }  // namespace customml::cpu

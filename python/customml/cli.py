@@ -99,6 +99,7 @@ def _train(args: argparse.Namespace) -> int:
         loss=cm.losses.SoftmaxCrossEntropy(label_smoothing=args.label_smoothing),
         metrics=["accuracy"],
         precision=args.precision,
+        cuda_graph=args.cuda_graph,
     )
     print(
         f"customml {cm.__version__} | {args.dataset}: {x_train.shape[0]} train / {x_test.shape[0]} test, "
@@ -434,6 +435,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     train.add_argument("--validation-split", type=_FRACTION, default=0.1)
     train.add_argument("--precision", default="fp32", help="fp32; tf32, bf16 or fp16 on CUDA devices")
     train.add_argument("--device", default="cpu")
+    train.add_argument(
+        "--cuda-graph", action="store_true", help="record each training step once as a CUDA graph (cuda devices)"
+    )
     train.add_argument("--seed", type=argument_int(0), default=0)
     train.add_argument("--output", "-o", default=None, help="save the model here (then reload it and check it)")
     train.add_argument(

@@ -63,7 +63,13 @@ def distill(
     if student._loss is None:
         student.compile(optimizer="adam", loss=loss, metrics=["accuracy"])
     else:
-        student.compile(optimizer=student._optimizer, loss=loss, metrics=student._metrics, precision=student._precision)
+        student.compile(
+            optimizer=student._optimizer,
+            loss=loss,
+            metrics=student._metrics,
+            precision=student._precision,
+            cuda_graph=student._cuda_graph,
+        )
     student._ensure_ready(x, op)
     assert student._net is not None
     if student._net.output_dim != outputs:

@@ -295,6 +295,7 @@ def structured(model, fraction: float, criterion: str = "l2", *, measure: bool =
             loss=copy.deepcopy(model._loss),
             metrics=model._metrics,
             precision=model._precision,
+            cuda_graph=model._cuda_graph,
         )
     for i, keep in masks.items():
         _set_mask(smaller, i, keep)

@@ -480,6 +480,7 @@ def qat(
     if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real) or not 0 <= momentum < 1:
         raise ValueError(f"[quantize.qat] momentum must be in [0, 1), got {momentum!r}")
     tuned = _copy(model)
+    tuned._cuda_graph = model._cuda_graph  # a setting of the session, not of the file
     dense = [i for i, layer in enumerate(tuned.layers) if isinstance(layer, Dense)]
     for i in dense:
         tuned._net.clear_quantization(i)
@@ -487,7 +488,15 @@ def qat(
     if learning_rate is not None:
         optimizer = copy.copy(tuned._optimizer)
         optimizer.learning_rate = _checks.number("quantize.qat", "learning_rate", learning_rate)
-        tuned.compile(optimizer=optimizer, loss=tuned._loss, metrics=tuned._metrics, precision=tuned._precision)
+        tuned.compile(
+            optimizer=optimizer,
+            loss=tuned._loss,
+            metrics=tuned._metrics,
+            precision=tuned._precision,
+            cuda_graph=tuned._cuda_graph,
+        )
+    else:
+        tuned._net.set_cuda_graph(tuned._cuda_graph)
     tuned.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=verbose)
     for i in dense:
         tuned._net.clear_fake_quantization(i)
