@@ -423,7 +423,8 @@ def test_warp_matrix_instructions_refuse_misuse():
 
 
 def _truncate_tf32(x):
-    """The tensor core reads a tf32 operand's top 19 bits of the float32 register."""
+    """What GPUs are observed to read of a tf32 operand (its layout is implementation-defined
+    in the PTX ISA): the top 19 bits of the float32 register."""
     return (np.asarray(x, np.float32).view(np.uint32) & np.uint32(0xFFFFE000)).view(np.float32)
 
 

@@ -7,11 +7,13 @@
 // that reads a destination before its own wait reads NaN, and one that reads another
 // thread's destination before the barrier that follows that thread's wait reads NaN or the
 // buffer's old contents, depending on the thread order (the emulator runs threads forward
-// and in reverse): the results differ, as they could on the GPU. What the PTX ISA forbids or
-// leaves undefined is refused as an error of the launch: a copy of a size other than 4, 8 or
-// 16 bytes, a source or destination not aligned to it, src_bytes above it, a wait while
-// copies are issued but not committed (wait_group does not wait for them: a missing
-// commit_group), and a thread that exits with copies not yet waited for.
+// and in reverse): the results differ, as they could on the GPU. Refused as an error of the
+// launch: what the PTX ISA forbids or leaves undefined (a copy of a size other than 4, 8 or
+// 16 bytes, a source or destination not aligned to it, src_bytes above it) and, stricter
+// than the ISA, what is legal but a bug in our kernels: a wait while copies are issued but
+// not committed (wait_group does not cover them: a missing commit_group), and a thread that
+// exits with copies not yet waited for. Not checked: that the source is global and the
+// destination shared memory, and copies of one group overlapping (undefined on the GPU).
 
 #include <cstddef>
 

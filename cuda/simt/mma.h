@@ -20,8 +20,9 @@
 //   2t+8..), a[3] = (g+8, 2t+8..); B (16 x 8) b[0] = (k 2t..2t+1, n g), b[1] = (k 2t+8..,
 //   n g).
 // - m16n8k8 (tf32, one element per register): a[0] = (g, t), a[1] = (g+8, t), a[2] = (g,
-//   t+4), a[3] = (g+8, t+4); b[0] = (k t, n g), b[1] = (k t+4, n g). The tensor core reads
-//   a tf32 operand's top 19 bits: the low 13 are ignored, here as there.
+//   t+4), a[3] = (g+8, t+4); b[0] = (k t, n g), b[1] = (k t+4, n g). The PTX ISA leaves
+//   tf32's layout in a register implementation-defined; GPUs are observed to read the top
+//   19 bits, so the emulation ignores the low 13 (our kernels pass cvt.rna results only).
 // - C and D (16 x 8, f32): c[e] = (g + 8 (e / 2), 2t + e % 2).
 //
 // Misuse is refused with an exception, where the GPU gives wrong results or a fault: a
@@ -29,7 +30,7 @@
 // instruction (.aligned: a partial warp, an exited or divergent lane), or lanes of one
 // warp at different matrix instructions.
 //
-// Products are exact in float (at most 11 x 11 significant bits); each D element is its
+// Products are exact in float (at most 11 x 11 significant bits) unless they underflow; each D element is its
 // C element plus the products added in k order in float. The GPU's internal order and
 // rounding of that sum are unspecified, so tests bound the result (tests/test_dense.py)
 // rather than match the hardware's bits.

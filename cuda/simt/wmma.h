@@ -102,11 +102,15 @@ struct tf32 {};
 }  // namespace precision
 
 // tf32: float with 10 explicit mantissa bits, rounded to nearest, ties away from zero
-// (cvt.rna.tf32.f32).
+// (cvt.rna.tf32.f32). A NaN is quieted, so that no NaN whose payload lies only in the low 13
+// bits reads as an infinity once the tensor core drops them.
 inline float __float_to_tf32(float f) {
   uint32_t x;
   std::memcpy(&x, &f, 4);
-  if ((x & 0x7F800000u) != 0x7F800000u) x = (x + 0x1000u) & 0xFFFFE000u;
+  if ((x & 0x7F800000u) != 0x7F800000u)
+    x = (x + 0x1000u) & 0xFFFFE000u;
+  else if (x & 0x007FFFFFu)
+    x |= 0x00400000u;
   std::memcpy(&f, &x, 4);
   return f;
 }
