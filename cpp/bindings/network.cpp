@@ -445,7 +445,9 @@ void bind_network(py::module_& m) {
           py::arg("layer"), "None, or the layer's int8 weights, scales and input encoding.")
       .def("prepare", &Network::prepare, py::call_guard<py::gil_scoped_release>(),
            "Builds the inference plan (sparse and int8 layers) now rather than at the first predict.")
-      .def_property_readonly("inference_bytes", &Network::inference_bytes,
+      .def_property_readonly("inference_bytes",
+                             // the GIL released: a stale plan is built first
+                             py::cpp_function(&Network::inference_bytes, py::call_guard<py::gil_scoped_release>()),
                              "The inference plan's memory in bytes (its weights' copy and the packed, int8, sparse and "
                              "bf16 layouts), built first if stale.")
       .def("set_fake_quantization", &Network::set_fake_quantization, py::arg("layer"), py::arg("per_channel") = true,
