@@ -22,13 +22,9 @@ void DeviceBackend::binary_cross_entropy_with_logits_metrics(float* grad, double
   const bool count_here = m.correct && cols == 1;
   {
     std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
-    LossGrid g;
-    g.row_loss = ctx.partials.reserve(kReduceBlocks);
-    g.block_correct = count_here ? ctx.counts.reserve(kReduceBlocks) : nullptr;
-    g.ticket = ctx.grid_ticket();
-    g.loss = loss;
-    g.metrics = m;
-    if (!count_here) g.metrics.correct = nullptr;
+    LossMetrics counted = m;
+    if (!count_here) counted.correct = nullptr;
+    const LossGrid g = loss_grid(ctx, loss, kReduceBlocks, kReduceBlocks, counted);
     launch(binary_cross_entropy_with_logits_kernel, dim3(kReduceBlocks), dim3(kThreads), 0, ctx.stream, g, grad, logits,
            targets, labels, row_weights, rows, cols);
   }

@@ -23,12 +23,7 @@ void DeviceBackend::distillation_loss_metrics(float* grad, double* loss, const f
   }
   std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
   const unsigned blocks = exact_blocks(batch, kWarps);
-  LossGrid g;
-  g.row_loss = ctx.partials.reserve(static_cast<size_t>(batch));
-  g.block_correct = m.correct ? ctx.counts.reserve(blocks) : nullptr;
-  g.ticket = ctx.grid_ticket();
-  g.loss = loss;
-  g.metrics = m;
+  const LossGrid g = loss_grid(ctx, loss, static_cast<size_t>(batch), blocks, m);
   launch(distillation_loss_kernel, dim3(blocks), dim3(kThreads), 0, ctx.stream, g, grad, student, teacher, labels,
          row_weights, batch, classes, temperature, alpha);
 }

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "cuda/common.cuh"
+#include "cuda/device_context.h"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
@@ -72,6 +73,18 @@ struct LossGrid {
   double* loss = nullptr;  // (1): the batch's weighted mean loss
   LossMetrics metrics;
 };
+
+// A loss launch's LossGrid (callers hold ctx.scratch_mutex): `terms` row (or block) losses,
+// a correct count per block of `blocks` when m counts, the grid's ticket.
+inline LossGrid loss_grid(DeviceContext& ctx, double* loss, size_t terms, unsigned blocks, const LossMetrics& m) {
+  LossGrid g;
+  g.row_loss = ctx.partials.reserve(terms);
+  g.block_correct = m.correct ? ctx.counts.reserve(blocks) : nullptr;
+  g.ticket = ctx.grid_ticket();
+  g.loss = loss;
+  g.metrics = m;
+  return g;
+}
 
 // Called by every thread of every block once the block's row losses are written (and,
 // counting, hits holds in thread 0 the block's rows classified right). The last block

@@ -15,12 +15,9 @@ void DeviceBackend::mse_metrics(float* grad, double* loss, const float* pred, co
                                 const float* row_weights, int64_t rows, int64_t cols, const LossMetrics& m) {
   DeviceContext& ctx = this->ctx();
   std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
-  LossGrid g;
-  g.row_loss = ctx.partials.reserve(kReduceBlocks);
-  g.ticket = ctx.grid_ticket();
-  g.loss = loss;
-  g.metrics = m;
-  g.metrics.correct = nullptr;  // regression counts nothing right
+  LossMetrics regression = m;
+  regression.correct = nullptr;  // regression counts nothing right
+  const LossGrid g = loss_grid(ctx, loss, kReduceBlocks, kReduceBlocks, regression);
   launch(mse_kernel, dim3(kReduceBlocks), dim3(kThreads), 0, ctx.stream, g, grad, pred, target, row_weights, rows,
          cols);
 }

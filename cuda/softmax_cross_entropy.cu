@@ -24,12 +24,7 @@ void DeviceBackend::softmax_cross_entropy_metrics(float* grad, double* loss, con
   // A warp per row while each lane has at most 32 classes to visit; a block per row beyond.
   const bool warp_rows = classes <= kWarpRowMaxClasses;
   const unsigned blocks = warp_rows ? exact_blocks(batch, kWarps) : exact_blocks(batch, 1);
-  LossGrid g;
-  g.row_loss = ctx.partials.reserve(static_cast<size_t>(batch));
-  g.block_correct = m.correct ? ctx.counts.reserve(blocks) : nullptr;
-  g.ticket = ctx.grid_ticket();
-  g.loss = loss;
-  g.metrics = m;
+  const LossGrid g = loss_grid(ctx, loss, static_cast<size_t>(batch), blocks, m);
   if (warp_rows)
     launch(softmax_cross_entropy_kernel, dim3(blocks), dim3(kThreads), 0, ctx.stream, g, grad, logits, labels,
            class_weights, row_weights, batch, classes, label_smoothing);
@@ -54,12 +49,7 @@ void DeviceBackend::softmax_cross_entropy_soft_metrics(float* grad, double* loss
   }
   std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
   const unsigned blocks = exact_blocks(batch, kWarps);
-  LossGrid g;
-  g.row_loss = ctx.partials.reserve(static_cast<size_t>(batch));
-  g.block_correct = m.correct ? ctx.counts.reserve(blocks) : nullptr;
-  g.ticket = ctx.grid_ticket();
-  g.loss = loss;
-  g.metrics = m;
+  const LossGrid g = loss_grid(ctx, loss, static_cast<size_t>(batch), blocks, m);
   launch(softmax_cross_entropy_soft_kernel, dim3(blocks), dim3(kThreads), 0, ctx.stream, g, grad, logits, targets,
          labels, row_weights, batch, classes);
 }
