@@ -124,6 +124,19 @@ __device__ __forceinline__ int64_t warp_predicted_class(const float* row, int64_
   return best_c;
 }
 
+// A block of kWarps warps, a row each, lane 0 holding its row's hit (0 or 1) -> how many
+// of the block's rows hit, in thread 0 (0 in the others). Every thread calls it (a barrier).
+__device__ __forceinline__ int64_t block_warp_hits(int64_t hit) {
+  __shared__ int64_t hits[kWarps];
+  CUSTOMML_POISON_SHARED(hits);
+  if (threadIdx.x % 32 == 0) hits[threadIdx.x / 32] = hit;
+  __syncthreads();
+  int64_t sum = 0;
+  if (threadIdx.x == 0)
+    for (int w = 0; w < kWarps; ++w) sum += hits[w];
+  return sum;
+}
+
 // The float4 split of an elementwise pass over n floats of several arrays: the first
 // `head` elements one per thread (up to the arrays' first 16-byte boundary), then `vecs`
 // float4s, one 16-byte load and store per array, then the remaining n - head - 4 vecs

@@ -82,8 +82,6 @@ __global__ void __launch_bounds__(kThreads)
     distillation_loss_kernel(LossGrid lg, float* grad, const float* student, const float* teacher,
                              const int32_t* labels, const float* row_weights, int64_t batch, int64_t classes,
                              float temperature, float alpha) {
-  __shared__ int64_t hits[kWarps];
-  CUSTOMML_POISON_SHARED(hits);
   const double total = batch_weight_total(nullptr, nullptr, row_weights, batch);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int64_t row_index = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
@@ -93,12 +91,7 @@ __global__ void __launch_bounds__(kThreads)
                      lane);
     if (lg.block_correct) hit = warp_predicted_class(student + row_index * classes, classes, lane) == labels[row_index];
   }
-  if (lane == 0) hits[warp] = hit;
-  __syncthreads();
-  int64_t block_hits = 0;
-  if (threadIdx.x == 0)
-    for (int w = 0; w < kWarps; ++w) block_hits += hits[w];
-  finish_loss_grid(lg, total, batch, block_hits);
+  finish_loss_grid(lg, total, batch, block_warp_hits(hit));
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -12,8 +12,6 @@ namespace customml::CUSTOMML_CUDA_NS {
 // first maximal logit is the label (one column: (logit > 0) == (label != 0)).
 __global__ void __launch_bounds__(kThreads)
     count_correct_kernel(int64_t* correct, const float* logits, const int32_t* labels, int64_t batch, int64_t classes) {
-  __shared__ int64_t hits[kWarps];
-  CUSTOMML_POISON_SHARED(hits);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int64_t row_index = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
   int64_t hit = 0;
@@ -21,13 +19,8 @@ __global__ void __launch_bounds__(kThreads)
     // labels are 0 / 1 with a single logit (ops.cpp checks), so this is the one rule
     hit = warp_predicted_class(logits + row_index * classes, classes, lane) == labels[row_index];
   }
-  if (lane == 0) hits[warp] = hit;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    int64_t sum = 0;
-    for (int w = 0; w < kWarps; ++w) sum += hits[w];
-    correct[blockIdx.x] = sum;
-  }
+  const int64_t sum = block_warp_hits(hit);
+  if (threadIdx.x == 0) correct[blockIdx.x] = sum;
 }
 
 // logits (batch, k), labels (batch) -> counts (classes, classes) += 1 at [label,

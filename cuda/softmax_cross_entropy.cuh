@@ -98,8 +98,6 @@ __global__ void __launch_bounds__(kThreads)
     softmax_cross_entropy_kernel(LossGrid g, float* grad, const float* logits, const int32_t* labels,
                                  const float* class_weights, const float* row_weights, int64_t batch, int64_t classes,
                                  float label_smoothing) {
-  __shared__ int64_t hits[kWarps];
-  CUSTOMML_POISON_SHARED(hits);
   const double total = batch_weight_total(labels, class_weights, row_weights, batch);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int64_t row_index = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
@@ -119,12 +117,7 @@ __global__ void __launch_bounds__(kThreads)
                        g.metrics.grad_scale);
     if (g.block_correct) hit = warp_predicted_class(row, classes, lane) == y;
   }
-  if (lane == 0) hits[warp] = hit;
-  __syncthreads();
-  int64_t block_hits = 0;
-  if (threadIdx.x == 0)
-    for (int w = 0; w < kWarps; ++w) block_hits += hits[w];
-  finish_loss_grid(g, total, batch, block_hits);
+  finish_loss_grid(g, total, batch, block_warp_hits(hit));
 }
 
 // As softmax_cross_entropy_kernel with a block of kThreads per row (grid: batch blocks),
@@ -174,8 +167,6 @@ __global__ void __launch_bounds__(kThreads)
 __global__ void __launch_bounds__(kThreads)
     softmax_cross_entropy_soft_kernel(LossGrid g, float* grad, const float* logits, const float* targets,
                                       const int32_t* labels, const float* row_weights, int64_t batch, int64_t classes) {
-  __shared__ int64_t hits[kWarps];
-  CUSTOMML_POISON_SHARED(hits);
   const double total = batch_weight_total(nullptr, nullptr, row_weights, batch);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int64_t row_index = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
@@ -206,12 +197,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     if (g.block_correct) hit = warp_predicted_class(z, classes, lane) == labels[row_index];
   }
-  if (lane == 0) hits[warp] = hit;
-  __syncthreads();
-  int64_t block_hits = 0;
-  if (threadIdx.x == 0)
-    for (int w = 0; w < kWarps; ++w) block_hits += hits[w];
-  finish_loss_grid(g, total, batch, block_hits);
+  finish_loss_grid(g, total, batch, block_warp_hits(hit));
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS
