@@ -191,8 +191,9 @@ LOAD_LATENCY = 600
 H100_SMS = SM["sm_90"]["sms"]
 
 # cuda/dense.cu's choice of kernel, mirrored (tests/test_gemm_paths.py checks the same
-# rule): the GEMV for C of at most 4 rows or 16 columns (both problems of a pair), else the
-# 64 x 64 tiles, split into parts below 132 tiles and 512 parts' tiles.
+# rule): the GEMV for float32 C of at most 4 rows or 16 columns (both problems of a pair),
+# else the 64 x 64 tiles (float32 or tensor cores), split into parts below 132 tiles and
+# 512 parts' tiles.
 GEMV_ROWS, GEMV_COLUMNS, COVER_BLOCKS, MAX_PARTIAL_TILES, MAX_PARTS = 4, 16, 132, 512, 32
 
 
@@ -200,9 +201,10 @@ def part_depth(k: int) -> int:
     return max(1, math.ceil(math.ceil(k / MAX_PARTS) / 16)) * 16
 
 
-def dense_path(problems: list[tuple[int, int, int]]) -> tuple[str, int, list[int]]:
-    """(kernel, blocks, blocks per tile or GEMV warps' k iterations per problem)."""
-    if all(m <= GEMV_ROWS or n <= GEMV_COLUMNS for m, n, _ in problems):
+def dense_path(problems: list[tuple[int, int, int]], gemv: bool = True) -> tuple[str, int, list[int]]:
+    """(kernel, blocks, blocks per tile or GEMV warps' k iterations per problem); gemv
+    False: the tensor-core precisions, which have no GEMV path."""
+    if gemv and all(m <= GEMV_ROWS or n <= GEMV_COLUMNS for m, n, _ in problems):
         warps = sum(n * math.ceil(m / GEMV_ROWS) for m, n, _ in problems)
         return "gemv", math.ceil(warps / 8), [min(part_depth(k), k) for _, _, k in problems]
     tiles = [math.ceil(m / 64) * math.ceil(n / 64) for m, n, _ in problems]
@@ -229,15 +231,24 @@ def dense_shapes() -> list[tuple[str, bool, list[tuple[int, int, int]]]]:
     return out
 
 
-def estimate_cycles(kernels: dict[tuple[str, str], Kernel], backward: bool, problems: list) -> tuple[str, int, float]:
+def estimate_cycles(
+    kernels: dict[tuple[str, str], Kernel], backward: bool, problems: list, tensor_cores: bool = False
+) -> tuple[str, int, float]:
     """(path, blocks, estimated cycles on an H100) under the assumptions above (0 when the
-    kernel's SASS was not read)."""
-    path, blocks, per = dense_path(problems)
+    kernel's SASS was not read); tensor_cores: the bf16 kernel's (its loop a 16-deep slice
+    as the FP32 kernel's)."""
+    path, blocks, per = dense_path(problems, gemv=not tensor_cores)
     flag = "true" if backward else "false"
-    k = kernels.get((f"{'gemv' if path == 'gemv' else 'gemm'}_kernel<{flag}>", "sm_90"))
+    name = (
+        f"gemm_tc_kernel<__nv_bfloat16, {flag}>"
+        if tensor_cores
+        else f"{'gemv' if path == 'gemv' else 'gemm'}_kernel<{flag}>"
+    )
+    k = kernels.get((name, "sm_90"))
     if not k or not k.loop:
         return path, blocks, 0.0
     per_sm, _ = occupancy(k)
+    warps = (128 if tensor_cores else 256) // 32
     resident = min(per_sm, math.ceil(blocks / H100_SMS))
     waves = math.ceil(blocks / (per_sm * H100_SMS))
     if path == "gemv":
@@ -248,24 +259,25 @@ def estimate_cycles(kernels: dict[tuple[str, str], Kernel], backward: bool, prob
         issue = waves * resident * 8 * iters / unroll * k.loop["insns"] / ISSUE_PER_CYCLE
         return path, blocks, math.ceil(iters / unroll) * LOAD_LATENCY + issue
     slices = max(math.ceil((kk if s == 1 else part_depth(kk)) / 16) for (_, _, kk), s in zip(problems, per))
-    cycles = waves * slices * resident * 8 * k.loop["insns"] / ISSUE_PER_CYCLE
+    cycles = waves * slices * resident * warps * k.loop["insns"] / ISSUE_PER_CYCLE
     if path == "split":
         cycles += (max(per) + 1) * 64 * 64 * 4 / L2_BYTES_PER_CYCLE
     return path, blocks, cycles
 
 
 def dense_estimates(kernels: dict[tuple[str, str], Kernel]) -> list[str]:
-    """Each dense GEMM's kernel and blocks against the SM count and, for the FP32 kernels
-    on sm_90, an estimated time (assumptions above) beside the FMA floor."""
+    """Each dense GEMM's kernel and blocks against the SM count and, for the FP32 and bf16
+    kernels on sm_90, an estimated time (assumptions above) beside the FMA floor."""
     lines = []
     for what, backward, problems in dense_shapes():
-        path, blocks, cycles = estimate_cycles(kernels, backward, problems)
-        cover = ", ".join(f"{blocks / lim['sms']:.2f}x {lim['name']}'s {lim['sms']} SMs" for lim in SM.values())
         flops = sum(2 * m * n * kk for m, n, kk in problems)
-        estimate = f"; FP32 estimate {cycles / CLOCK_HZ * 1e6:.1f} us" if cycles else ""
-        lines.append(
-            f"  {what}: {path}, {blocks} blocks ({cover}){estimate} against an FMA floor of {flops / 67e12 * 1e6:.2f} us"
-        )
+        for tc in (False, True):
+            path, blocks, cycles = estimate_cycles(kernels, backward, problems, tc)
+            cover = ", ".join(f"{blocks / lim['sms']:.2f}x {lim['name']}'s {lim['sms']} SMs" for lim in SM.values())
+            precision = "bf16" if tc else "FP32"
+            estimate = f"; estimate {cycles / CLOCK_HZ * 1e6:.1f} us" if cycles else ""
+            floor = flops / (990e12 if tc else 67e12) * 1e6
+            lines.append(f"  {what} {precision}: {path}, {blocks} blocks ({cover}){estimate}, FMA floor {floor:.2f} us")
     return lines
 
 
@@ -305,8 +317,7 @@ def main() -> int:
             print(sep.join(c.ljust(w) for c, w in zip(r, widths)))
     print()
     print("dense layer GEMMs: kernel (gemv, split-K or tiled) and blocks against the SM count; estimates")
-    print("(not measurements) under the")
-    print(f"assumptions in {Path(__file__).name}, against 67 TFLOP/s FP32:")
+    print(f"(not measurements) under the assumptions in {Path(__file__).name}, against 67 TFLOP/s FP32, 990 bf16:")
     print("\n".join(dense_estimates(kernels)))
     return 0
 

@@ -91,8 +91,9 @@ bool gemv(DeviceContext& ctx, const GemmParams* ps, int count) {
 
 // One or two GEMMs (count), each over a 1-D grid of its tiles: both in one launch when
 // their tiles fit in gridDim.x (2^31 - 1 blocks: every realistic shape), else each in
-// chunks of rows that do, db's row with the last chunk. Few float32 tiles are split
-// along k; products of a few rows or columns take gemv_kernel.
+// chunks of rows that do, db's row with the last chunk. Few tiles are split along k (both
+// kernels: they sum in the parts order, split or not); float32 products of a few rows or
+// columns take gemv_kernel.
 void gemm(DeviceContext& ctx, GemmParams* ps, int count, Precision precision) {
   static_assert(kGemmBm == kTcBm && kGemmBn == kTcBn, "both GEMMs tile C alike");
   for (int i = 0; i < count; ++i) ps[i].part_depth = part_depth_of(ps[i].k);
@@ -109,7 +110,7 @@ void gemm(DeviceContext& ctx, GemmParams* ps, int count, Precision precision) {
     tiles[i] = tiles_n[i] * ((rows_of(ps[i]) + kGemmBm - 1) / kGemmBm);
     parts[i] = (ps[i].k + ps[i].part_depth - 1) / ps[i].part_depth;
   }
-  const bool split = precision == Precision::fp32 && tiles[0] + tiles[1] < kCoverBlocks &&
+  const bool split = tiles[0] + tiles[1] < kCoverBlocks &&
                      tiles[0] * parts[0] + tiles[1] * parts[1] <= kMaxPartialTiles && (parts[0] > 1 || parts[1] > 1);
   std::unique_lock<std::mutex> lock(ctx.scratch_mutex, std::defer_lock);
   if (split) {

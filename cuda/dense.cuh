@@ -92,14 +92,12 @@ struct GemmTile {
   unsigned index, part;
   int64_t row0, col0;
 };
-// kSplit: the kernel splits tiles along k (the tensor-core kernel never does: the
-// division cost its tf32 instance a spill on sm_90).
-template <bool kPair, bool kSplit = true>
+template <bool kPair>
 __device__ __forceinline__ GemmTile gemm_tile(const GemmPair& pp, int bm, int bn) {
   const unsigned b = blockIdx.x;
   const int problem = kPair && b >= pp.blocks0 ? 1 : 0;
   const unsigned local = problem ? b - pp.blocks0 : b;
-  const unsigned splits = kSplit ? pp.splits[problem] : 1, index = local / splits;
+  const unsigned splits = pp.splits[problem], index = local / splits;
   return {problem, index, local % splits, static_cast<int64_t>(index / pp.tiles_n[problem]) * bm,
           static_cast<int64_t>(index % pp.tiles_n[problem]) * bn};
 }
@@ -115,6 +113,47 @@ __device__ __forceinline__ void store_c(const GemmParams& p, int64_t r, int64_t 
   v += p.bias ? p.bias[c] : 0.0f;
   if (p.preact) p.preact[r * p.ldc + c] = v;
   p.c[r * p.ldc + c] = act::apply(p.act, v);
+}
+
+// Split-K's end of a block's part (splits > 1): every block stores its part's sums; the
+// tile's last block to arrive adds them all, in part order, whichever block that is, and
+// returns true with them in total (the others false). The fences order the stores before
+// the count and the count before the loads (the threadFenceReduction pattern); __ldcg
+// reads L2, where the other SMs' stores are. A part's tile (64 x 64 floats, both GEMMs'
+// tiles) is stored thread-major: float4 i of every thread, then i + 1. Block-uniform.
+template <int kThreads, int kRows>
+__device__ __forceinline__ bool split_last_block(const GemmParams& p, const GemmTile& t, unsigned splits,
+                                                 float (&total)[kRows][4], unsigned* arrived) {
+  static_assert(kThreads * kRows * 4 == 64 * 64, "a part's tile is 64 x 64 floats");
+  const int tid = threadIdx.x;
+  const int64_t tile_base = static_cast<int64_t>(t.index) * splits;
+  float* mine = p.partials + (tile_base + t.part) * (64 * 64);
+  CUSTOMML_UNROLL
+  for (int i = 0; i < kRows; ++i) store4(mine + (i * kThreads + tid) * 4, total[i]);
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) *arrived = atomicAdd(p.counters + t.index, 1u);
+  __syncthreads();
+  if (*arrived != splits - 1) return false;
+  __threadfence();
+  if (tid == 0) p.counters[t.index] = 0;  // ready for the next launch
+  CUSTOMML_UNROLL
+  for (int i = 0; i < kRows; ++i) {
+    CUSTOMML_UNROLL
+    for (int j = 0; j < 4; ++j) total[i][j] = 0.0f;
+  }
+  for (unsigned q = 0; q < splits; ++q) {
+    const float* part = p.partials + (tile_base + q) * (64 * 64);
+    CUSTOMML_UNROLL
+    for (int i = 0; i < kRows; ++i) {
+      const float4 v = __ldcg(reinterpret_cast<const float4*>(part + (i * kThreads + tid) * 4));
+      total[i][0] += v.x;
+      total[i][1] += v.y;
+      total[i][2] += v.z;
+      total[i][3] += v.w;
+    }
+  }
+  return true;
 }
 
 // Shared memory of a block: kStages slices of A and B, and of dy's y and z in a backward
@@ -289,40 +328,7 @@ __device__ __forceinline__ void gemm_block(const GemmParams& p, const GemmTile& 
   }
 
   const GemmTile t = *sm.tile;
-  if (splits > 1) {
-    // Every block stores its part's sums; the tile's last block adds them all, in part
-    // order, whichever block that is. The fences order the stores before the count and
-    // the count before the loads (the threadFenceReduction pattern); __ldcg reads L2,
-    // where the other SMs' stores are. A part's tile is stored thread-major: row i of
-    // every thread's register tile, then row i + 1, each thread's 4 values a float4.
-    const int64_t tile_base = static_cast<int64_t>(t.index) * splits;
-    float* mine = p.partials + (tile_base + t.part) * (kGemmBm * kGemmBn);
-    CUSTOMML_UNROLL
-    for (int i = 0; i < kGemmTm; ++i) store4(mine + (i * kGemmThreads + tid) * kGemmTn, total[i]);
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) *sm.arrived = atomicAdd(p.counters + t.index, 1u);
-    __syncthreads();
-    if (*sm.arrived != splits - 1) return;
-    __threadfence();
-    if (tid == 0) p.counters[t.index] = 0;  // ready for the next launch
-    CUSTOMML_UNROLL
-    for (int i = 0; i < kGemmTm; ++i) {
-      CUSTOMML_UNROLL
-      for (int j = 0; j < kGemmTn; ++j) total[i][j] = 0.0f;
-    }
-    for (unsigned q = 0; q < splits; ++q) {
-      const float* part = p.partials + (tile_base + q) * (kGemmBm * kGemmBn);
-      CUSTOMML_UNROLL
-      for (int i = 0; i < kGemmTm; ++i) {
-        const float4 v = __ldcg(reinterpret_cast<const float4*>(part + (i * kGemmThreads + tid) * kGemmTn));
-        total[i][0] += v.x;
-        total[i][1] += v.y;
-        total[i][2] += v.z;
-        total[i][3] += v.w;
-      }
-    }
-  }
+  if (splits > 1 && !split_last_block<kGemmThreads>(p, t, splits, total, sm.arrived)) return;
 
   CUSTOMML_UNROLL
   for (int i = 0; i < kGemmTm; ++i) {

@@ -192,7 +192,12 @@ __device__ __forceinline__ int ldmatrix_offset(bool trans) {
   return (r + row_half * 8) * Layout::kLdK + k_half * kHalf;
 }
 
-// grid (the pair's tiles), block kTcThreads; kGrad as gemm_kernel's
+// grid (the pair's tiles times their splits), block kTcThreads; kGrad as gemm_kernel's.
+// The sums follow the float32 kernels' parts order (GemmParams::part_depth): each part's
+// mma chain starts from zero and the parts' sums are added in order in float32, in the
+// block (total, kept in shared memory: 32 registers the loop cannot spare) or, split, by
+// the tile's last block (split_last_block). So a split changes no bit, and a row's result
+// depends neither on the batch nor on the grid.
 template <class T, bool kGrad>
 __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(GemmPair pp) {
   using Layout = TcLayout<T>;
@@ -203,10 +208,17 @@ __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(Gemm
   __shared__ __align__(16) Stored bs[2][Layout::kElements];
   CUSTOMML_POISON_SHARED(as);
   CUSTOMML_POISON_SHARED(bs);
+  __shared__ __align__(16) float totals[8 * 4 * kTcThreads];
+  CUSTOMML_POISON_SHARED(totals);
+  __shared__ float db_part[kGrad ? kTcBn : 1];
+  CUSTOMML_POISON_SHARED(db_part);
+  __shared__ unsigned arrived;
+  CUSTOMML_POISON_SHARED(arrived);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int wm = warp / 2, wn = warp % 2;  // this warp's 32 x 32 quarter of the tile
-  const GemmTile tile = gemm_tile<kGrad, false>(pp, kTcBm, kTcBn);
+  const GemmTile tile = gemm_tile<kGrad>(pp, kTcBm, kTcBn);
   const GemmParams& p = kGrad ? pp.p[tile.problem] : pp.p[0];
+  const unsigned splits = kGrad ? pp.splits[tile.problem] : pp.splits[0];
   const int64_t row0 = tile.row0, col0 = tile.col0;
   Operand oa = operand_a(p);
   oa.ones_row = -1;  // db is summed in float below, not from reduced-precision operands
@@ -222,20 +234,28 @@ __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(Gemm
   const int a_step = a_trans ? 16 : 16 * Layout::kLdK, b_step = b_trans ? 16 : 16 * Layout::kLdK;
 
   float acc[2][4][4];
-  CUSTOMML_UNROLL
-  for (int i = 0; i < 2; ++i) {
+  // acc viewed as 8 float4s: this thread's float4 i of the tile's thread-major layout
+  // (its total in shared memory, a split part's partials)
+  auto& acc4 = reinterpret_cast<float(&)[8][4]>(acc);
+  auto zero_acc = [&] {
     CUSTOMML_UNROLL
-    for (int j = 0; j < 4; ++j) {
+    for (int i = 0; i < 8; ++i) {
       CUSTOMML_UNROLL
-      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+      for (int e = 0; e < 4; ++e) acc4[i][e] = 0.0f;
     }
-  }
-  // A tile of db's row alone multiplies nothing.
-  const int64_t depth = row0 < p.m ? p.k : 0;
+  };
+  zero_acc();
+  CUSTOMML_UNROLL
+  for (int i = 0; i < 8; ++i) store4(totals + (i * kTcThreads + tid) * 4, acc4[i]);
+  // This block's k: all of it, or its part when split. A tile of db's row alone
+  // multiplies nothing but still sums db's parts.
+  const int64_t k_begin = tile.part * p.part_depth;
+  const int64_t k_end = splits > 1 && k_begin + p.part_depth < p.k ? k_begin + p.part_depth : p.k;
+  const bool multiplies = row0 < p.m;
   TcStage<T, kGrad> sa, sb;
-  if (depth > 0) {
-    sa.template load<true>(oa, row0, 0, a_along_k);
-    sb.template load<true>(ob, col0, 0, b_along_k);
+  if (multiplies && k_begin < k_end) {
+    sa.template load<true>(oa, row0, k_begin, a_along_k);
+    sb.template load<true>(ob, col0, k_begin, b_along_k);
   }
   int buffer = 0;
   // One slice: store the staged one, load the next (kChecked: with the bounds and
@@ -244,7 +264,7 @@ __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(Gemm
     sa.store(as[buffer], a_along_k, a_trans);
     sb.store(bs[buffer], b_along_k, b_trans);
     __syncthreads();  // the slice is stored; the other buffer's readers are done
-    if (k0 + kTcBk < depth) {
+    if (k0 + kTcBk < k_end) {
       sa.template load<decltype(checked)::value>(oa, row0, k0 + kTcBk, a_along_k);
       sb.template load<decltype(checked)::value>(ob, col0, k0 + kTcBk, b_along_k);
     }
@@ -279,38 +299,63 @@ __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(Gemm
     }
     buffer ^= 1;
   };
+  // The accumulators' layout (simt/mma.h): element e of m-tile i, n-tile j is row
+  // 16 i + lane / 4 + 8 (e / 2), column 8 j + 2 (lane % 4) + e % 2 of the warp's quarter.
+  auto row_of = [&](int i, int e) { return wm * 32 + i * 16 + lane / 4 + 8 * (e / 2); };
+  auto col_of = [&](int j, int e) { return wn * 32 + j * 8 + 2 * (lane % 4) + e % 2; };
+  // db: the block whose tile holds row m sums each part's column of dz in float (the
+  // tensor-core operands would round dz first), k in order, into that row's accumulators
+  // (A's row m reads zeros there): the float32 kernels' ones row, bit for bit.
+  const int db_row = kGrad && p.db && row0 <= p.m && p.m < row0 + kTcBm ? static_cast<int>(p.m - row0) : -1;
   // An interior tile of aligned operands loads the next slice without checks while it is
   // full; edge tiles and the last slice take the checked loads.
   const bool unchecked = oa.float4_runs(row0, a_along_k) && ob.float4_runs(col0, b_along_k);
-  int64_t k0 = 0;
-  for (; unchecked && k0 + 2 * kTcBk <= depth; k0 += kTcBk) slice(std::false_type(), k0);
-  for (; k0 < depth; k0 += kTcBk) slice(std::true_type(), k0);
-  // The accumulators' layout (simt/mma.h): element e of m-tile i, n-tile j is row
-  // 16 i + lane / 4 + 8 (e / 2), column 8 j + 2 (lane % 4) + e % 2 of the warp's quarter.
+  const int64_t part_depth = p.part_depth;
+  for (int64_t k0 = k_begin; k0 < k_end;) {
+    const int64_t part_begin = k0, part_end = part_depth < k_end - k0 ? k0 + part_depth : k_end;
+    if (multiplies) {
+      for (; unchecked && k0 + 2 * kTcBk <= k_end && k0 < part_end; k0 += kTcBk) slice(std::false_type(), k0);
+      for (; k0 < part_end; k0 += kTcBk) slice(std::true_type(), k0);
+    }
+    if (kGrad && db_row >= 0) {
+      if (tid < kTcBn) {
+        float sum = 0.0f;
+        CUSTOMML_NO_UNROLL
+        for (int64_t k = part_begin; k < part_end; ++k) sum += ob.at<kGrad>(col0 + tid, k);
+        db_part[tid] = sum;
+      }
+      __syncthreads();
+      CUSTOMML_UNROLL
+      for (int i = 0; i < 2; ++i) {
+        CUSTOMML_UNROLL
+        for (int j = 0; j < 4; ++j) {
+          CUSTOMML_UNROLL
+          for (int e = 0; e < 4; ++e)
+            if (row_of(i, e) == db_row) acc[i][j][e] = db_part[col_of(j, e)];
+        }
+      }
+      __syncthreads();  // db_part is rewritten by the next part
+    }
+    k0 = part_end;
+    CUSTOMML_UNROLL
+    for (int i = 0; i < 8; ++i) {
+      float t[4];
+      load4(t, totals + (i * kTcThreads + tid) * 4);
+      CUSTOMML_UNROLL
+      for (int e = 0; e < 4; ++e) t[e] += acc4[i][e];
+      store4(totals + (i * kTcThreads + tid) * 4, t);
+    }
+    zero_acc();
+  }
+  CUSTOMML_UNROLL
+  for (int i = 0; i < 8; ++i) load4(acc4[i], totals + (i * kTcThreads + tid) * 4);
+  if (splits > 1 && !split_last_block<kTcThreads>(p, tile, splits, acc4, &arrived)) return;
   CUSTOMML_UNROLL
   for (int i = 0; i < 2; ++i) {
     CUSTOMML_UNROLL
     for (int j = 0; j < 4; ++j) {
       CUSTOMML_UNROLL
-      for (int e = 0; e < 4; ++e) {
-        const int64_t gr = row0 + wm * 32 + i * 16 + lane / 4 + 8 * (e / 2);
-        const int64_t gc = col0 + wn * 32 + j * 8 + 2 * (lane % 4) + e % 2;
-        if (gr >= p.m || gc >= p.n) continue;
-        const float v = acc[i][j][e] + (p.bias ? p.bias[gc] : 0.0f);
-        if (p.preact) p.preact[gr * p.ldc + gc] = v;
-        p.c[gr * p.ldc + gc] = act::apply(p.act, v);
-      }
-    }
-  }
-  // db in the block whose tile holds row m: a column per thread, in float from dz itself
-  // (the tensor-core operands would round it first), rows in order as a serial sum.
-  if (kGrad && p.db && row0 <= p.m && p.m < row0 + kTcBm) {
-    for (int c = tid; c < kTcBn; c += kTcThreads) {
-      const int64_t gc = col0 + c;
-      if (gc >= p.n) continue;
-      float sum = 0.0f;
-      for (int64_t k = 0; k < p.k; ++k) sum += ob.at<kGrad>(gc, k);
-      p.db[gc] = sum;
+      for (int e = 0; e < 4; ++e) store_c<kGrad>(p, row0 + row_of(i, e), col0 + col_of(j, e), acc[i][j][e]);
     }
   }
 }

@@ -1,4 +1,4 @@
-"""The CUDA float32 dense kernels' three paths (issue 22), on cuda-emulated against NumPy:
+"""The CUDA dense kernels' paths (issue 22), on cuda-emulated against NumPy. Float32:
 the warp-per-column GEMV (C of at most 4 rows or 16 columns), the tiled GEMM split along k
 (fewer tiles than an H100's 132 SMs: each block sums one part, the tile's last block to
 arrive adds the parts) and the tiled GEMM unsplit (each thread adds its parts in
@@ -11,7 +11,13 @@ Against the previous kernel (one serial sum over all k) the order differs once k
 bound does not: any order of a K-term float32 sum errs by at most gamma_K sum |a_i b_i|
 (tests/test_dense.py's gemm_bound, which these tests apply unchanged), so the two orders
 differ by at most twice that. Splitting into parts lowers the worst case to
-gamma_(K/P + P) (P parts), so the new order is never worse."""
+gamma_(K/P + P) (P parts), so the new order is never worse.
+
+The tensor-core kernel (tf32, bf16, fp16) sums its mma chains in the same parts order,
+split along k under the same rule (it has no GEMV path): its bits are not the float32
+kernels' (its operands are rounded), but they too depend neither on the batch nor on the
+split nor on which block finished first, and its bias gradient, summed in float from dz in
+the parts order, is the float32 kernels' bit for bit."""
 
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ import customml
 import reference
 from customml import _core, ops
 from support import VALUE_KINDS, assert_close, assert_same_bits, make_values, nan_filled
-from test_dense import backward_tolerances, build, forward_tolerance, run_backward, run_forward
+from test_dense import TENSOR_CORE_U, backward_tolerances, build, forward_tolerance, run_backward, run_forward
 
 pytestmark = pytest.mark.skipif(
     not customml.build_info()["simt_emulation"], reason="built with CUSTOMML_SIMT_EMULATION=OFF"
@@ -40,8 +46,8 @@ def part_depth(k):
     return max(1, math.ceil(math.ceil(k / 32) / 16)) * 16
 
 
-def path(rows, n, k):
-    if rows <= GEMV_ROWS or n <= GEMV_COLUMNS:
+def path(rows, n, k, gemv=True):
+    if gemv and (rows <= GEMV_ROWS or n <= GEMV_COLUMNS):
         return "gemv"
     tiles = math.ceil(rows / 64) * math.ceil(n / 64)
     parts = math.ceil(k / part_depth(k))
@@ -138,3 +144,56 @@ def test_split_gemms_of_different_shapes_in_turn_share_the_workspace():
         out = nan_filled(first.shape)
         ops.dense_forward(x, w, b, out=out, device="cuda-emulated")
         assert_same_bits(out, first, f"{x.shape} x {w.shape} again")
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])  # fp16 takes bf16's code but the conversion
+def test_tensor_core_rows_do_not_depend_on_the_batch_or_the_split(precision):
+    # A batch of at least 132 tiles (unsplit: each block adds its parts in shared memory),
+    # 70 rows and 1 row (split, the blocks' parts added by the tile's last block) of the
+    # same x: the same bits under the forward and reverse orders, within the tensor-core
+    # bound of tests/test_dense.py. k = 100: 7 parts of 16, the last one 4 deep.
+    k, n = 100, 130
+    rows = 64 * math.ceil(COVER_BLOCKS / math.ceil(n / 64))
+    assert path(rows, n, k, gemv=False) == "tiled" and path(70, n, k, gemv=False) == "split"
+    x, w, b, _ = build((rows, k, n, "normal", 11))
+    y = nan_filled((rows, n))
+    ops.dense_forward(x, w, b, out=y, precision=precision, device="cuda-emulated")
+    u = TENSOR_CORE_U[precision]
+    x64, w64 = np.abs(x.astype(np.float64)), np.abs(w.astype(np.float64))
+    tol = (2 * u + u * u + (k + 2) * 2.0**-24) * (x64 @ w64 + np.abs(b))
+    assert_close(y, x.astype(np.float64) @ w + b, tol, f"out ({precision})")
+    for order in orders("forward", "reverse"):
+        for start, m in ((5, 70), (77, 1)):
+            part = nan_filled((m, n))
+            ops.dense_forward(x[start : start + m].copy(), w, b, out=part, precision=precision, device="cuda-emulated")
+            assert_same_bits(part, y[start : start + m], f"{precision}: rows {start}.. of {m} vs in {rows} ({order})")
+
+
+# dW split (128 x 256: 8 parts of 16) and unsplit (32 x 700 -> 780: 143 tiles, 2 parts in a
+# block); db's row in a tile of its own (in = 256) and inside one (in = 700).
+@pytest.mark.parametrize(
+    "shape, precision", [((128, 256, 256), "tf32"), ((32, 700, 780), "bf16"), ((3, 256, 10), "fp16")], ids=str
+)
+def test_tensor_core_backward_is_deterministic_and_db_is_float32s(shape, precision):
+    batch, n_in, n_out = shape
+    x, w, b, dy = build((batch, n_in, n_out, "normal", n_in))
+    y, z = run_forward(x, w, b, "relu", "cuda-emulated")
+    _, _, db32 = run_backward(dy, x, w, y, z, "relu", "cuda-emulated")
+    results = []
+    for order in orders("forward", "reverse", "shuffled"):
+        got = ops.dense_backward(dy, x, w, y, z=z, activation="relu", precision=precision, device="cuda-emulated")
+        results.append((order, got))
+    dx, dw, db = results[0][1]
+    assert_same_bits(db, db32, f"dbias ({precision}) vs float32's")
+    u = TENSOR_CORE_U[precision]
+    dz = np.where(z > 0, dy, 0).astype(np.float64)
+    assert_close(
+        dw,
+        x.T.astype(np.float64) @ dz,
+        (2 * u + u * u + (batch + 2) * 2.0**-24) * (np.abs(x.T) @ np.abs(dz)),
+        "dweight",
+    )
+    for order, (dx2, dw2, db2) in results[1:]:
+        assert_same_bits(dx2, dx, f"dx ({precision}, {order})")
+        assert_same_bits(dw2, dw, f"dweight ({precision}, {order})")
+        assert_same_bits(db2, db, f"dbias ({precision}, {order})")
