@@ -256,9 +256,13 @@ __device__ __forceinline__ void gemm_block(const GemmParams& p, const GemmTile& 
         const int smem = run_smem<kAk>(tid);
         float* v = slice(a_dz ? sm.a : sm.b, buf, smem);
         const float *y = slice(sm.y, buf, smem), *z = slice(sm.z, buf, smem);
-        int a_rows, b_rows;
-        rows_left(first, &a_rows, &b_rows);
-        const int n = a_dz ? run_count<kAk>(a_rows, tid, d) : run_count<kBk>(b_rows, tid, d);
+        // a whole slice's runs are all 4 elements long (nothing to count)
+        int n = 4;
+        if constexpr (!decltype(full)::value) {
+          int a_rows, b_rows;
+          rows_left(first, &a_rows, &b_rows);
+          n = a_dz ? run_count<kAk>(a_rows, tid, d) : run_count<kBk>(b_rows, tid, d);
+        }
         CUSTOMML_NO_UNROLL
         for (int i = 0; i < n; ++i) v[i] = act::backward(dz_act, v[i], y[i], zp ? z[i] : 0.0f);
       }
