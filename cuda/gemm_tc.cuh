@@ -192,6 +192,16 @@ __device__ __forceinline__ int ldmatrix_offset(bool trans) {
   return (r + row_half * 8) * Layout::kLdK + k_half * kHalf;
 }
 
+// Four 8 x 8 matrices from shared memory, this lane's row address given: transposed
+// (ldmatrix.trans) for a [k][row] layout.
+template <class Stored>
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const Stored* row, bool trans) {
+  if (trans)
+    ptx::ldmatrix_x4_trans(r, row);
+  else
+    ptx::ldmatrix_x4(r, row);
+}
+
 // grid (the pair's tiles times their splits), block kTcThreads; kGrad as gemm_kernel's.
 // The sums follow the float32 kernels' parts order (GemmParams::part_depth): each part's
 // mma chain starts from zero and the parts' sums are added in order in float32, in the
@@ -274,19 +284,8 @@ __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(Gemm
       uint32_t a[2][4], b[2][4];
       CUSTOMML_UNROLL
       for (int i = 0; i < 2; ++i) {
-        const Stored* row = as[buffer] + a_lane + i * a_step + kk;
-        if (a_trans)
-          ptx::ldmatrix_x4_trans(a[i], row);
-        else
-          ptx::ldmatrix_x4(a[i], row);
-      }
-      CUSTOMML_UNROLL
-      for (int jj = 0; jj < 2; ++jj) {
-        const Stored* row = bs[buffer] + b_lane + jj * b_step + kk;
-        if (b_trans)
-          ptx::ldmatrix_x4_trans(b[jj], row);
-        else
-          ptx::ldmatrix_x4(b[jj], row);
+        ldmatrix_x4(a[i], as[buffer] + a_lane + i * a_step + kk, a_trans);
+        ldmatrix_x4(b[i], bs[buffer] + b_lane + i * b_step + kk, b_trans);
       }
       CUSTOMML_UNROLL
       for (int i = 0; i < 2; ++i) {
