@@ -27,8 +27,9 @@ namespace customml::CUSTOMML_CUDA_NS {
 //   gradient inside the weight-gradient product, summed over k in the GEMM's order (the
 //   order of a serial column sum), written to db instead of C.
 //
-// The float32 kernels sum in one order, the parts order (part_depth), whatever the
-// kernel, grid or split: a row's result does not depend on the batch it came in.
+// Every kernel sums in one order, the parts order (part_depth), whatever the kernel, grid
+// or split (the tensor-core kernel its mma chains): a row's result does not depend on the
+// batch it came in.
 struct GemmParams {
   int64_t m, n, k;
   const float* a;
