@@ -181,8 +181,8 @@ def occupancy(k: Kernel) -> tuple[int, float]:
 # The estimate's assumptions (H100 SXM): a sustained 1.755 GHz; 4 warp-instructions issued
 # per SM and cycle; every instruction of the main loop's body issued once a slice (the static
 # count: an upper bound, it includes the paths not taken); a slice's global loads (600 cycles)
-# hidden behind the arithmetic of the slices in flight before it (the FP32 forward 2, the
-# backward and the tensor-core kernel 1), so that a slice takes at least 600 cycles over those
+# hidden behind the arithmetic of the slices in flight before it (the FP32 kernel's 2, the
+# tensor-core kernel's 1), so that a slice takes at least 600 cycles over those
 # (a short grid of one block an SM waits for its loads); split-K's last block reading the
 # tile's parts from L2 at 64 bytes a cycle; the GEMV latency-bound, 600 cycles a round of
 # loads; launch overhead (2-4 us) excluded.
@@ -261,7 +261,7 @@ def estimate_cycles(
         issue = waves * resident * 8 * iters / unroll * k.loop["insns"] / ISSUE_PER_CYCLE
         return path, blocks, math.ceil(iters / unroll) * LOAD_LATENCY + issue
     slices = max(math.ceil((kk if s == 1 else part_depth(kk)) / 16) for (_, _, kk), s in zip(problems, per))
-    in_flight = 1 if backward or tensor_cores else 2
+    in_flight = 1 if tensor_cores else 2
     cycles = waves * slices * max(resident * warps * k.loop["insns"] / ISSUE_PER_CYCLE, LOAD_LATENCY / in_flight)
     if path == "split":
         cycles += (max(per) + 1) * 64 * 64 * 4 / L2_BYTES_PER_CYCLE

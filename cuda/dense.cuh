@@ -157,10 +157,10 @@ __device__ __forceinline__ bool split_last_block(const GemmParams& p, const Gemm
   return true;
 }
 
-// Shared memory of a block: kStages slices of A and B, and of dy's y and z in a backward
-// product (copied beside dy and combined with it once landed).
+// Shared memory of a block: kStages slices of A and B, and in a backward product of the
+// derivative's input for dy (copied beside dy and combined with it once landed).
 struct GemmSmem {
-  float *a, *b, *y, *z, *total;
+  float *a, *b, *aux, *total;
   GemmTile* tile;
   unsigned* arrived;  // split-K: how many of the tile's blocks were done before this one
 };
@@ -192,15 +192,16 @@ __device__ __forceinline__ void gemm_block(const GemmParams& p, const GemmTile& 
     *b_rows = run_rows<kBk>(ob, t.col0, tid);
   };
   // Backward: at most one operand holds dy (dense_backward's: dW's B, dx's A), read as dz;
-  // its y and z are copied to the same offsets as dy in their own buffers. Both operands
-  // then share one layout (dz's copy mapping is either's).
+  // the derivative's input is copied to the same offsets as dy in its own buffer: act::
+  // backward reads z for gelu (activation_needs_preact: z is then given) and y for every
+  // other activation, never both. Both operands share one layout (dz's copy mapping is
+  // either's).
   static_assert(!kGrad || kAk == kBk, "a backward product's operands share one layout");
   const bool a_dz = kGrad && p.a_act != Activation::identity, b_dz = kGrad && p.b_act != Activation::identity;
   const Activation dz_act = a_dz ? p.a_act : (b_dz ? p.b_act : Activation::identity);
   const int64_t dz_offset = a_dz ? a_src - oa.base : b_src - ob.base;
-  const float *dz_y = a_dz ? p.a_y : p.b_y, *dz_z = a_dz ? p.a_z : p.b_z;
-  const float* yp = kGrad && dz_act != Activation::identity ? dz_y + dz_offset : nullptr;
-  const float* zp = yp && dz_z ? dz_z + dz_offset : nullptr;
+  const float* dz_aux = dz_act == Activation::gelu ? (a_dz ? p.a_z : p.b_z) : (a_dz ? p.a_y : p.b_y);
+  const float* aux = kGrad && dz_act != Activation::identity ? dz_aux + dz_offset : nullptr;
   // db's row of ones (A's row m; a product with db has a k-major A, gemm_kernel): the
   // element of this thread's run in row m, if any; else -1.
   int a_ones = -1;
@@ -219,10 +220,7 @@ __device__ __forceinline__ void gemm_block(const GemmParams& p, const GemmTile& 
     if constexpr (decltype(full)::value) {
       cp_async<16>(a, a_src, 16);
       cp_async<16>(b, b_src, 16);
-      if (kGrad && yp) {
-        cp_async<16>(slice(sm.y, buf, run_smem<kAk>(tid)), yp, 16);
-        if (zp) cp_async<16>(slice(sm.z, buf, run_smem<kAk>(tid)), zp, 16);
-      }
+      if (kGrad && aux) cp_async<16>(slice(sm.aux, buf, run_smem<kAk>(tid)), aux, 16);
     } else if (left > 0) {
       const int d = left < kGemmBk ? left : kGemmBk;
       int a_rows, b_rows;
@@ -231,20 +229,15 @@ __device__ __forceinline__ void gemm_block(const GemmParams& p, const GemmTile& 
       const bool va = runs_vec<kAk>(oa, a_dz), vb = runs_vec<kBk>(ob, b_dz);
       copy_run(a, a_src, oa.base, kAk ? oa.cs : oa.rs, na, va);
       copy_run(b, b_src, ob.base, kBk ? ob.cs : ob.rs, nb, vb);
-      if (kGrad && yp) {
+      if (kGrad && aux) {
         const int64_t step = a_dz ? (kAk ? oa.cs : oa.rs) : (kBk ? ob.cs : ob.rs);
-        copy_run(slice(sm.y, buf, run_smem<kAk>(tid)), yp, dz_y, step, a_dz ? na : nb, a_dz ? va : vb);
-        if (zp) copy_run(slice(sm.z, buf, run_smem<kAk>(tid)), zp, dz_z, step, a_dz ? na : nb, a_dz ? va : vb);
+        copy_run(slice(sm.aux, buf, run_smem<kAk>(tid)), aux, dz_aux, step, a_dz ? na : nb, a_dz ? va : vb);
       }
     }
     cp_async_commit();
     a_src += kGemmBk * oa.cs;
     b_src += kGemmBk * ob.cs;
-    if (kGrad && yp) {
-      const int64_t advance = kGemmBk * (a_dz ? oa.cs : ob.cs);
-      yp += advance;
-      if (zp) zp += advance;
-    }
+    if (kGrad && aux) aux += kGemmBk * (a_dz ? oa.cs : ob.cs);
   };
   // Once this thread's copies of the slice k0 (buffer buf) have landed: its dy elements
   // become dz = act'(dy; y, z), db's ones are written (backward only). Each thread rewrites
@@ -256,7 +249,7 @@ __device__ __forceinline__ void gemm_block(const GemmParams& p, const GemmTile& 
       if (dz_act != Activation::identity) {
         const int smem = run_smem<kAk>(tid);
         float* v = slice(a_dz ? sm.a : sm.b, buf, smem);
-        const float *y = slice(sm.y, buf, smem), *z = slice(sm.z, buf, smem);
+        const float* in = slice(sm.aux, buf, smem);
         // a whole slice's runs are all 4 elements long (nothing to count)
         int n = 4;
         if constexpr (!decltype(full)::value) {
@@ -265,7 +258,7 @@ __device__ __forceinline__ void gemm_block(const GemmParams& p, const GemmTile& 
           n = a_dz ? run_count<kAk>(a_rows, tid, d) : run_count<kBk>(b_rows, tid, d);
         }
         CUSTOMML_NO_UNROLL
-        for (int i = 0; i < n; ++i) v[i] = act::backward(dz_act, v[i], y[i], zp ? z[i] : 0.0f);
+        for (int i = 0; i < n; ++i) v[i] = act::backward(dz_act, v[i], in[i], in[i]);
       }
       if (!decltype(full)::value && a_ones >= 0 && run_k<kAk>(tid) < d)
         slice(sm.a, buf, run_smem<kAk>(tid))[a_ones] = 1.0f;
@@ -344,20 +337,17 @@ __device__ __forceinline__ void gemm_block(const GemmParams& p, const GemmTile& 
 }
 
 // grid (the pair's tiles times their splits), block kGemmThreads; kGrad: a backward-pass
-// product (GemmParams' extras in use). Three slices in flight forward (30 KiB of shared
-// memory); two backward, whose y and z buffers double the bytes (40 KiB; 48 is the static
-// limit).
+// product (GemmParams' extras in use). Three slices in flight: 30 KiB of shared memory
+// forward, 45 backward with the derivative's input (48 is the static limit).
 template <bool kGrad>
 __global__ void __launch_bounds__(kGemmThreads, kGrad ? 2 : 3) gemm_kernel(GemmPair pp) {
-  constexpr int kStages = kGrad ? 2 : 3;
+  constexpr int kStages = 3;
   __shared__ __align__(16) float as[kStages][kGemmSliceFloats];
   CUSTOMML_POISON_SHARED(as);
   __shared__ __align__(16) float bs[kStages][kGemmSliceFloats];
   CUSTOMML_POISON_SHARED(bs);
-  __shared__ __align__(16) float ys[kGrad ? kStages : 1][kGrad ? kGemmSliceFloats : 4];
-  CUSTOMML_POISON_SHARED(ys);
-  __shared__ __align__(16) float zs[kGrad ? kStages : 1][kGrad ? kGemmSliceFloats : 4];
-  CUSTOMML_POISON_SHARED(zs);
+  __shared__ __align__(16) float auxs[kGrad ? kStages : 1][kGrad ? kGemmSliceFloats : 4];
+  CUSTOMML_POISON_SHARED(auxs);
   __shared__ __align__(16) float totals[kGrad ? 4 : kGemmTm * kGemmThreads * kGemmTn];
   CUSTOMML_POISON_SHARED(totals);
   __shared__ GemmTile tile_shared;
@@ -367,7 +357,7 @@ __global__ void __launch_bounds__(kGemmThreads, kGrad ? 2 : 3) gemm_kernel(GemmP
   const GemmTile tile = gemm_tile<kGrad>(pp, kGemmBm, kGemmBn);
   const GemmParams& p = kGrad ? pp.p[tile.problem] : pp.p[0];
   const unsigned splits = kGrad ? pp.splits[tile.problem] : pp.splits[0];
-  const GemmSmem sm{&as[0][0], &bs[0][0], &ys[0][0], &zs[0][0], totals, &tile_shared, &arrived};
+  const GemmSmem sm{&as[0][0], &bs[0][0], &auxs[0][0], totals, &tile_shared, &arrived};
   // The layouts follow the operands: a forward GEMM's are known (x row-major along k, w
   // along n: dense_forward's), so it carries one; a backward one's are dx's (dy and w both
   // along k) or dW's (x and dy both along their rows), chosen by A; dW's always when it has
