@@ -295,10 +295,8 @@ __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(Gemm
       for (int e = 0; e < 4; ++e) {
         const int64_t gr = row0 + wm * 32 + i * 16 + lane / 4 + 8 * (e / 2);
         const int64_t gc = col0 + wn * 32 + j * 8 + 2 * (lane % 4) + e % 2;
-        if (gr >= p.m || gc >= p.n) continue;
-        const float v = acc[i][j][e] + (p.bias ? p.bias[gc] : 0.0f);
-        if (p.preact) p.preact[gr * p.ldc + gc] = v;
-        p.c[gr * p.ldc + gc] = act::apply(p.act, v);
+        // row m (db's) is summed below, not from these accumulators
+        if (gr < p.m) store_c<kGrad>(p, gr, gc, acc[i][j][e]);
       }
     }
   }
