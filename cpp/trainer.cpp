@@ -28,6 +28,15 @@ const char* loss_name(LossKind k) {
   return "?";
 }
 
+namespace {
+// The 16-bit twin of Dense layer l's kernel w (HalfOperands::w) where the model keeps one
+// and w is its own kernel (not QAT's fake-quantized copy); else null.
+const uint16_t* half_kernel(const Model& m, size_t l, const float* w) {
+  const int64_t offset = m.weight_offsets()[l];
+  return m.half_params() && w == m.params() + offset ? m.half_params() + offset : nullptr;
+}
+}  // namespace
+
 // The buffers of one training (or evaluation) batch of up to `rows` rows. Device buffers
 // are host-addressable on the cpu backend, so batches are gathered straight into them.
 struct Trainer::Workspace {
@@ -232,6 +241,7 @@ void Trainer::compile(const LossConfig& loss, const OptimizerConfig& opt, Precis
                              sizeof(float) * loss.class_weights.size());
   }
   precision_ = precision;
+  model_.set_half_format(precision);  // the weights' 16-bit twin, at bf16 and fp16 only
   loss_scale_ = kInitialLossScale;
   good_steps_ = 0;
   step_ = 0;
@@ -402,8 +412,8 @@ const float* Trainer::forward(int64_t b, const BatchShare& share) {
         ws.layer_in[l] = cur;
       }
       ws.layer_w[l] = w;
-      backend_->dense_forward(dst, z, cur, w, params + model_.bias_offsets()[l], {b, width, s.units, precision_},
-                              s.activation);
+      backend_->dense_forward(dst, z, cur, w, params + model_.bias_offsets()[l],
+                              {b, width, s.units, precision_, {half_kernel(model_, l, w)}}, s.activation);
       width = s.units;
     } else if (s.rate > 0.0f) {
       dropout(dst, cur, b * width, s.rate, l, static_cast<uint64_t>(share.first_row * width));
@@ -574,7 +584,8 @@ void Trainer::run_gradients(int64_t b, const BatchShare& share, bool row_weights
       backend_->dense_backward(dx, s.trainable ? grads_.data() + model_.weight_offsets()[l] : nullptr,
                                s.trainable ? grads_.data() + model_.bias_offsets()[l] : nullptr, cur, cur,
                                ws.layer_in[l], ws.layer_w[l], ws.act[l].data(), ws.preact[l].data(),
-                               {b, in_width, s.units, precision_}, s.activation);
+                               {b, in_width, s.units, precision_, {half_kernel(model_, l, ws.layer_w[l])}},
+                               s.activation);
       if (!need_dx) break;
       float* t = cur;
       cur = other;

@@ -16,6 +16,8 @@ namespace {
 template <bool kGrad>
 void launch_pair(DeviceContext& ctx, const GemmPair& pp, unsigned blocks, Precision precision, bool gemv) {
   const dim3 grid(blocks);
+  // a forward product whose B (the kernel) has a 16-bit copy that cp.async can move
+  const bool copy_b = !kGrad && copyable_b16(pp.p[0]);
   switch (precision) {
     case Precision::fp32:
       if (gemv)
@@ -27,9 +29,17 @@ void launch_pair(DeviceContext& ctx, const GemmPair& pp, unsigned blocks, Precis
       launch(gemm_tc_kernel<nvcuda::wmma::precision::tf32, kGrad>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
       break;
     case Precision::bf16:
-      launch(gemm_tc_kernel<__nv_bfloat16, kGrad>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
+      if (copy_b)
+        launch(gemm_tc_kernel<__nv_bfloat16, false, true>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
+      else
+        launch(gemm_tc_kernel<__nv_bfloat16, kGrad>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
       break;
-    case Precision::fp16: launch(gemm_tc_kernel<__half, kGrad>, grid, dim3(kTcThreads), 0, ctx.stream, pp); break;
+    case Precision::fp16:
+      if (copy_b)
+        launch(gemm_tc_kernel<__half, false, true>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
+      else
+        launch(gemm_tc_kernel<__half, kGrad>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
+      break;
   }
 }
 
@@ -160,7 +170,15 @@ void gemm(DeviceContext& ctx, GemmParams* ps, int count, Precision precision) {
     }
   }
 }
+
 }  // namespace
+
+void DeviceBackend::round_to_half(uint16_t* dst, const float* src, int64_t n, Precision format) {
+  DeviceContext& ctx = this->ctx();
+  if (n > 0)
+    launch(round_to_half_kernel, dim3(grid_stride_blocks(n, kThreads)), dim3(kThreads), 0, ctx.stream, dst, src, n,
+           format == Precision::bf16);
+}
 
 // x: (batch, in)  w: (in, out)  b: (out) -> y: (batch, out), z: (batch, out) optional
 void DeviceBackend::dense_forward(float* y, float* z, const float* x, const float* w, const float* b, DenseShape s,
@@ -168,6 +186,7 @@ void DeviceBackend::dense_forward(float* y, float* z, const float* x, const floa
   DeviceContext& ctx = this->ctx();
   if (s.batch == 0) return;
   GemmParams p{s.batch, s.out, s.in, x, s.in, 1, w, s.out, 1, y, s.out, b, act, z};
+  if (half_operands(s.precision)) p.b16 = s.half.w;
   gemm(ctx, &p, 1, s.precision);
 }
 
@@ -198,7 +217,8 @@ void DeviceBackend::dense_backward(float* dx, float* dw, float* db, float*, cons
     p.a_y = y;
     p.a_z = z;
   }
-  if (count) gemm(ctx, ps, count, s.precision);
+  if (!count) return;
+  gemm(ctx, ps, count, s.precision);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -51,6 +51,10 @@ struct GemmParams {
   // to arrive (counters, one per tile, zero between launches) adds them in part order.
   float* partials = nullptr;
   unsigned* counters = nullptr;
+  // bf16 / fp16 forward launches: B's 16-bit copy (the launch's format, at b's element
+  // strides), which the tensor-core kernel copies as it is; null: it reads the float b and
+  // rounds it as staged. The backward kernel reads none (cuda/gemm_tc.cuh).
+  const uint16_t* b16 = nullptr;
 };
 
 // Up to two independent GEMMs in one launch (the backward pass's dW and dx): blocks

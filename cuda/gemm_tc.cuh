@@ -7,6 +7,7 @@
 #include <type_traits>
 
 #include "cuda/dense.cuh"
+#include "cuda/half_bits.cuh"
 
 #if defined(__CUDACC__)
 #include <cuda_bf16.h>
@@ -60,9 +61,10 @@ __device__ __forceinline__ void mma_sync(float (&d)[4], const uint32_t (&a)[4], 
 
 namespace customml::CUSTOMML_CUDA_NS {
 
-// The tensor-core element types: how a float operand is stored in shared memory, four
-// at a time (a float4's worth: 8 bytes of 16-bit pairs, or 16 bytes of tf32), and the
-// mma depth for it.
+// The tensor-core element types: how an operand is stored in shared memory, the mma depth
+// for it, and how a float operand is rounded to it as staged, four at a time (a float4's
+// worth: 8 bytes of 16-bit pairs, or 16 bytes of tf32). A bf16 / fp16 operand with a 16-bit
+// copy in global memory (GemmParams::b16) is copied as it is instead.
 template <class T>
 struct TensorCoreType;
 template <class T>
@@ -110,11 +112,15 @@ struct TensorCoreType<nvcuda::wmma::precision::tf32> {
 };
 
 // A 64 x 64 tile of C per block of 4 warps, each warp a 32 x 32 quarter as 2 x 4 mma
-// tiles of 16 x 8 in float accumulators (32 registers). 16-deep slices of A and B go
-// through two shared-memory buffers (the next slice's global loads in flight while the
-// current one is multiplied; one barrier per slice), each thread moving 2 runs of 4
-// elements of each operand per slice: float4 loads along the operand's contiguous
-// direction where aligned (SliceLoad), converted to the tensor-core type as stored.
+// tiles of 16 x 8 in float accumulators (32 registers), over 16-deep slices of A and B in
+// kTcStages shared-memory buffers (slices s + 1 and s + 2 on their way while s is
+// multiplied; one barrier per slice). Each operand arrives one of two ways:
+// - B at bf16 / fp16 with a 16-bit copy in global memory (GemmParams::b16: the weights'
+//   twin): cp.async, each thread one run of 8 elements per slice (HalfRun), no register
+//   holding it on its way, nothing converted;
+// - float (A; B at tf32 or without a copy): each thread loads 2 runs of 4 elements per slice
+//   into registers, float4 loads along the operand's contiguous direction where aligned
+//   (SliceLoad), and stores them rounded to the tensor-core type after the multiply.
 //
 // Shared-memory layouts, per operand and chosen at run time (uniform in a block):
 // - [row][k] (k contiguous), read by ldmatrix; tf32 always (ldmatrix moves 16-bit
@@ -126,7 +132,7 @@ struct TensorCoreType<nvcuda::wmma::precision::tf32> {
 // Each row is padded by 16 bytes, so that the 8 rows an ldmatrix reads (16 bytes each)
 // fall in distinct banks: strides of 48 or 80 bytes ([row][k], 16 / 32-bit) and 144
 // ([k][row]).
-constexpr int kTcBm = 64, kTcBn = 64, kTcBk = 16, kTcThreads = 128;
+constexpr int kTcBm = 64, kTcBn = 64, kTcBk = 16, kTcThreads = 128, kTcStages = 3;
 
 template <class T>
 struct TcLayout {
@@ -137,8 +143,8 @@ struct TcLayout {
   static constexpr int kElements = kTcBm * kLdK > kTcBk* kLdRow ? kTcBm* kLdK : kTcBk* kLdRow;
 };
 
-// One operand's part of a slice: where this thread's 2 runs come from and go, and their
-// values in flight.
+// One float operand's part of a slice (tf32; bf16 / fp16 without a 16-bit copy): where
+// this thread's 2 runs come from and go, and their values in flight.
 template <class T, bool kGrad>
 struct TcStage {
   using Stored = typename TensorCoreType<T>::Stored;
@@ -176,6 +182,92 @@ struct TcStage {
   }
 };
 
+// One thread's run of a 16-bit operand's slices: 8 elements, adjacent in the operand's
+// shared layout ([row][k]: row e / 2, k (e % 2) 8 on; [k][row]: k e / 8, rows (e % 8) 8 on;
+// e the thread) and in global memory (the layout follows the operand's contiguous
+// direction), copied by one 16-byte cp.async, the elements outside the operand zero-filled.
+// The operand's other stride is a multiple of 8 and its base 16-byte aligned, so every run is
+// (copyable_b16; others are read as float: 4-byte copies of pairs cost the loop some 60
+// instructions, and cp.async moves no 2-byte unit).
+struct HalfRun {
+  const uint16_t* src;  // the run's first element in the next slice issued
+  int k;                // the run's first k in a slice
+  int inside;           // of the run's 8 elements along k (8 or 0) or rows, those in rows
+  int dst;              // its offset in a buffer
+  bool along_k;
+
+  // The operand (element (r, k) at o[r * rs + k * cs], rows deep), its tile's rows r0..,
+  // and the layout ([row][k] when along_k, row strides ld_k / ld_row).
+  __device__ __forceinline__ HalfRun(const uint16_t* o, int64_t rs, int64_t cs, int64_t rows, int64_t r0, bool along_k_,
+                                     int ld_k, int ld_row)
+      : along_k(along_k_) {
+    const int e = static_cast<int>(threadIdx.x);
+    const int r = along_k ? e >> 1 : (e & 7) << 3;
+    k = along_k ? (e & 1) << 3 : e >> 3;
+    dst = along_k ? r * ld_k + k : k * ld_row + r;
+    const int64_t left = rows - (r0 + r);
+    inside = left <= 0 ? 0 : (along_k || left >= 8 ? 8 : static_cast<int>(left));
+    src = o + (inside ? (r0 + r) * rs + k * cs : 0);
+  }
+
+  // The slice k0 (the next one) into buffer if it starts before depth (else nothing: an
+  // empty group); o and cs as constructed (read from the parameters again rather than held
+  // in registers).
+  __device__ __forceinline__ void issue(uint16_t* buffer, const uint16_t* o, int64_t cs, int64_t k0, int64_t depth) {
+    if (k0 < depth) {
+      const int64_t left = depth - (k0 + k);
+      const int n = left <= 0 ? 0 : (along_k && left < inside ? static_cast<int>(left) : inside);
+      cp_async<16>(buffer + dst, n ? src : o, 2 * n);
+    }
+    src += kTcBk * cs;
+  }
+};
+
+// Whether HalfRun can copy B's 16-bit copy: contiguous along its shared layout's direction
+// (the kernel's b_along_k), the other stride a multiple of 8 and the base 16-byte aligned.
+inline bool copyable_b16(const GemmParams& p) {
+  const int64_t rs = p.b_cs, cs = p.b_rs;  // B as rows n, depth k (operand_b)
+  const bool along_k = cs == 1 || rs != 1;
+  return p.b16 && (along_k ? cs : rs) == 1 && (along_k ? rs : cs) % 8 == 0 &&
+         (reinterpret_cast<uintptr_t>(p.b16) & 15) == 0;
+}
+
+// acc += the products of one slice in shared memory (a, b: the buffers at this lane's
+// ldmatrix addresses; the steps between its fragments: A's two m-tiles, B's two pairs of
+// n-tiles; tf32 takes two k8 steps).
+template <class T>
+__device__ __forceinline__ void multiply_tc_slice(const typename TcLayout<T>::Stored* a,
+                                                  const typename TcLayout<T>::Stored* b, int a_step, int b_step,
+                                                  bool a_trans, bool b_trans, float (&acc)[2][4][4]) {
+  CUSTOMML_UNROLL
+  for (int kk = 0; kk < kTcBk; kk += TensorCoreType<T>::kDepth) {
+    // tf32's second k8 step: 8 floats along k in [row][k]
+    uint32_t af[2][4], bf[2][4];
+    CUSTOMML_UNROLL
+    for (int i = 0; i < 2; ++i) {
+      if (a_trans)
+        ptx::ldmatrix_x4_trans(af[i], a + i * a_step + kk);
+      else
+        ptx::ldmatrix_x4(af[i], a + i * a_step + kk);
+    }
+    CUSTOMML_UNROLL
+    for (int jj = 0; jj < 2; ++jj) {
+      if (b_trans)
+        ptx::ldmatrix_x4_trans(bf[jj], b + jj * b_step + kk);
+      else
+        ptx::ldmatrix_x4(bf[jj], b + jj * b_step + kk);
+    }
+    CUSTOMML_UNROLL
+    for (int i = 0; i < 2; ++i) {
+      CUSTOMML_UNROLL
+      for (int j = 0; j < 4; ++j) {
+        const uint32_t bj[2] = {bf[j / 2][(j % 2) * 2], bf[j / 2][(j % 2) * 2 + 1]};
+        ptx::mma_sync<T>(acc[i][j], af[i], bj, acc[i][j]);
+      }
+    }
+  }
+}
+
 // This lane's row address for an ldmatrix.x4 of a 16 x 16 (16-bit) or 16 x 8 (tf32) block
 // at rows 0.., k 0.. of s, in the order the mma's fragments take its 8 x 8 matrices
 // (simt/mma.h): matrix i = lanes 8i..8i+7, row lane % 8. kRowsFirst: matrices 0 and 1
@@ -192,15 +284,24 @@ __device__ __forceinline__ int ldmatrix_offset(bool trans) {
   return (r + row_half * 8) * Layout::kLdK + k_half * kHalf;
 }
 
-// grid (the pair's tiles), block kTcThreads; kGrad as gemm_kernel's
-template <class T, bool kGrad>
+// dst (n) = src rounded to bf16 or fp16 (half_bits): the 16-bit copies of the weights
+// (Backend::round_to_half: Model's twin, the inference plan's copy). grid-stride.
+__global__ void round_to_half_kernel(uint16_t* dst, const float* src, int64_t n, bool bf16) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += stride)
+    dst[i] = half_bits(src[i], bf16);
+}
+
+// grid (the pair's tiles), block kTcThreads; kGrad as gemm_kernel's. kCopyB: B from its
+// 16-bit copy (bf16 / fp16 forward launches whose b16 is copyable_b16), a kernel of its own
+// so that neither loop holds the other's staging of B.
+template <class T, bool kGrad, bool kCopyB = false>
 __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(GemmPair pp) {
   using Layout = TcLayout<T>;
   using Stored = typename Layout::Stored;
-  constexpr int kDepth = TensorCoreType<T>::kDepth;
-  constexpr bool kTf32 = kDepth == 8;
-  __shared__ __align__(16) Stored as[2][Layout::kElements];
-  __shared__ __align__(16) Stored bs[2][Layout::kElements];
+  constexpr bool kTf32 = TensorCoreType<T>::kDepth == 8;
+  __shared__ __align__(16) Stored as[kTcStages][Layout::kElements];
+  __shared__ __align__(16) Stored bs[kTcStages][Layout::kElements];
   CUSTOMML_POISON_SHARED(as);
   CUSTOMML_POISON_SHARED(bs);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
@@ -211,12 +312,12 @@ __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(Gemm
   Operand oa = operand_a(p);
   oa.ones_row = -1;  // db is summed in float below, not from reduced-precision operands
   const Operand ob = operand_b(p);
-  // Each operand loads along its contiguous direction (k unless only the rows are), and a
-  // row-contiguous 16-bit operand is kept [k][row] for ldmatrix.trans.
+  // Each operand is copied along its contiguous direction (k unless only the rows are), and
+  // a row-contiguous 16-bit operand is kept [k][row] for ldmatrix.trans.
   const bool a_along_k = oa.cs == 1 || oa.rs != 1, b_along_k = ob.cs == 1 || ob.rs != 1;
   const bool a_trans = !kTf32 && !a_along_k, b_trans = !kTf32 && !b_along_k;
   // This lane's ldmatrix addresses in a buffer, and the steps between its fragments:
-  // A's two m-tiles (16 rows), B's two pairs of n-tiles (16 rows), tf32's second k8 step.
+  // A's two m-tiles (16 rows), B's two pairs of n-tiles (16 rows).
   const int a_lane = ldmatrix_offset<T, true>(a_trans) + (a_trans ? wm * 32 : wm * 32 * Layout::kLdK);
   const int b_lane = ldmatrix_offset<T, false>(b_trans) + (b_trans ? wn * 32 : wn * 32 * Layout::kLdK);
   const int a_step = a_trans ? 16 : 16 * Layout::kLdK, b_step = b_trans ? 16 : 16 * Layout::kLdK;
@@ -232,59 +333,58 @@ __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(Gemm
   }
   // A tile of db's row alone multiplies nothing.
   const int64_t depth = row0 < p.m ? p.k : 0;
+  // kCopyB: B is copied as it is from its 16-bit copy (HalfRun); A, and B otherwise, are
+  // float, staged through registers and rounded as stored (TcStage). The backward kernel
+  // takes no copy: with dz's derivative fused into its loads it has no registers left for a
+  // copy's run (168 of 170 at 3 blocks an SM; ptxas spilled 44 bytes).
+  static_assert(!kCopyB || (!kTf32 && !kGrad), "16-bit copies: bf16 / fp16 forward launches");
+  HalfRun rb(p.b16, p.b_cs, p.b_rs, p.n, col0, b_along_k, Layout::kLdK, Layout::kLdRow);
   TcStage<T, kGrad> sa, sb;
-  if (depth > 0) {
-    sa.template load<true>(oa, row0, 0, a_along_k);
-    sb.template load<true>(ob, col0, 0, b_along_k);
-  }
-  int buffer = 0;
-  // One slice: store the staged one, load the next (kChecked: with the bounds and
-  // alignment checks), multiply the stored one.
-  auto slice = [&](auto checked, int64_t k0) {
-    sa.store(as[buffer], a_along_k, a_trans);
-    sb.store(bs[buffer], b_along_k, b_trans);
-    __syncthreads();  // the slice is stored; the other buffer's readers are done
-    if (k0 + kTcBk < depth) {
-      sa.template load<decltype(checked)::value>(oa, row0, k0 + kTcBk, a_along_k);
-      sb.template load<decltype(checked)::value>(ob, col0, k0 + kTcBk, b_along_k);
+  // The slice k0 for buffer buf: the copies issued (as a group), the float operands' loads
+  // (kChecked: with the bounds and alignment checks) into registers; stored, once the
+  // buffer's readers are done, by store_floats.
+  auto issue = [&](auto checked, int buf, int64_t k0) {
+    if constexpr (kCopyB) rb.issue(bs[buf], p.b16, p.b_rs, k0, depth);
+    if (k0 < depth) {
+      sa.template load<decltype(checked)::value>(oa, row0, k0, a_along_k);
+      if constexpr (!kCopyB) sb.template load<decltype(checked)::value>(ob, col0, k0, b_along_k);
     }
-    CUSTOMML_UNROLL
-    for (int kk = 0; kk < kTcBk; kk += kDepth) {
-      // tf32's second k8 step: 8 floats along k in [row][k]
-      uint32_t a[2][4], b[2][4];
-      CUSTOMML_UNROLL
-      for (int i = 0; i < 2; ++i) {
-        const Stored* row = as[buffer] + a_lane + i * a_step + kk;
-        if (a_trans)
-          ptx::ldmatrix_x4_trans(a[i], row);
-        else
-          ptx::ldmatrix_x4(a[i], row);
-      }
-      CUSTOMML_UNROLL
-      for (int jj = 0; jj < 2; ++jj) {
-        const Stored* row = bs[buffer] + b_lane + jj * b_step + kk;
-        if (b_trans)
-          ptx::ldmatrix_x4_trans(b[jj], row);
-        else
-          ptx::ldmatrix_x4(b[jj], row);
-      }
-      CUSTOMML_UNROLL
-      for (int i = 0; i < 2; ++i) {
-        CUSTOMML_UNROLL
-        for (int j = 0; j < 4; ++j) {
-          const uint32_t bj[2] = {b[j / 2][(j % 2) * 2], b[j / 2][(j % 2) * 2 + 1]};
-          ptx::mma_sync<T>(acc[i][j], a[i], bj, acc[i][j]);
-        }
-      }
-    }
-    buffer ^= 1;
+    cp_async_commit();
   };
-  // An interior tile of aligned operands loads the next slice without checks while it is
-  // full; edge tiles and the last slice take the checked loads.
-  const bool unchecked = oa.float4_runs(row0, a_along_k) && ob.float4_runs(col0, b_along_k);
-  int64_t k0 = 0;
-  for (; unchecked && k0 + 2 * kTcBk <= depth; k0 += kTcBk) slice(std::false_type(), k0);
-  for (; k0 < depth; k0 += kTcBk) slice(std::true_type(), k0);
+  auto store_floats = [&](int buf, int64_t k0) {
+    if (k0 >= depth) return;
+    sa.store(as[buf], a_along_k, a_trans);
+    if constexpr (!kCopyB) sb.store(bs[buf], b_along_k, b_trans);
+  };
+  // The pipeline: slices 0 .. kTcStages - 2 in their buffers, then per slice: issue the one
+  // kTcStages - 1 ahead (into the buffer read before the last barrier), multiply this one,
+  // store the float operands of the one ahead, wait for the next one's copies, barrier.
+  CUSTOMML_UNROLL
+  for (int s = 0; s < kTcStages - 1; ++s) {
+    issue(std::true_type(), s, s * kTcBk);
+    store_floats(s, s * kTcBk);
+  }
+  cp_async_wait<kTcStages - 2>();
+  __syncthreads();
+  int stage = 0;  // the buffer of the slice being multiplied
+  auto slices = [&](auto checked, int64_t k0, int64_t to) {
+    for (; k0 < to; k0 += kTcBk) {
+      const int ahead = stage ? stage - 1 : kTcStages - 1, next = stage + 1 < kTcStages ? stage + 1 : 0;
+      const int64_t k_ahead = k0 + (kTcStages - 1) * kTcBk;
+      issue(checked, ahead, k_ahead);
+      multiply_tc_slice<T>(as[stage] + a_lane, bs[stage] + b_lane, a_step, b_step, a_trans, b_trans, acc);
+      store_floats(ahead, k_ahead);
+      cp_async_wait<kTcStages - 2>();
+      __syncthreads();
+      stage = next;
+    }
+    return k0;
+  };
+  // An interior tile of aligned float operands loads them without checks while the slice
+  // ahead is full; edge tiles and the last slices take the checked loads.
+  const bool unchecked = oa.float4_runs(row0, a_along_k) && (kCopyB || ob.float4_runs(col0, b_along_k));
+  slices(std::true_type(), slices(std::false_type(), 0, unchecked ? depth - kTcStages * kTcBk + 1 : 0), depth);
+  cp_async_wait<0>();  // the empty groups issued past the end
   // The accumulators' layout (simt/mma.h): element e of m-tile i, n-tile j is row
   // 16 i + lane / 4 + 8 (e / 2), column 8 j + 2 (lane % 4) + e % 2 of the warp's quarter.
   CUSTOMML_UNROLL
