@@ -150,16 +150,24 @@ struct TcStage {
   using Stored = typename TensorCoreType<T>::Stored;
   SliceLoad run[2];
 
+  // tf32's runs along the rows are transposed as stored (4 scalar stores each): their k
+  // vary fastest across the lanes, so that a warp's 32 stores of one row (row stride 20
+  // floats) fall in 32 banks; with the rows fastest (4 apart: 80 floats, 16 banks) they
+  // fell in 4, 8 to a bank.
+  static constexpr bool kTransposes = sizeof(Stored) == 4;
+
   // The operand's rows r0.. and slice k0: run j is element e = tid + 128 j of the slice's
-  // 256 runs, along k (4 runs a row) or along the rows (16 runs a k). kChecked false: a
-  // full slice of an operand whose runs are float4s (Operand::float4_runs).
+  // 256 runs, along k (4 runs a row) or along the rows (16 runs a k; tf32: 16 k a group of
+  // 4 rows). kChecked false: a full slice of an operand whose runs are float4s
+  // (Operand::float4_runs).
   template <bool kChecked>
   __device__ __forceinline__ void load(const Operand& o, int64_t r0, int64_t k0, bool along_k) {
     CUSTOMML_UNROLL
     for (int j = 0; j < 2; ++j) {
       const int e = static_cast<int>(threadIdx.x) + kTcThreads * j;
       // shifts, not divisions: the compiler would divide by a selected 4 or 16
-      const int r = along_k ? e >> 2 : (e & 15) << 2, k = along_k ? (e & 3) << 2 : e >> 4;
+      const int r = along_k ? e >> 2 : (kTransposes ? e >> 4 : e & 15) << 2;
+      const int k = along_k ? (e & 3) << 2 : (kTransposes ? e & 15 : e >> 4);
       run[j].template load<kGrad, kChecked>(o, r0 + r, k0 + k, along_k);
     }
   }
@@ -176,7 +184,7 @@ struct TcStage {
       } else {
         CUSTOMML_UNROLL
         for (int i = 0; i < 4; ++i)
-          TensorCoreType<T>::store1(s + (((e & 15) << 2) + i) * Layout::kLdK + (e >> 4), run[j].v[i]);
+          TensorCoreType<T>::store1(s + (((e >> 4) << 2) + i) * Layout::kLdK + (e & 15), run[j].v[i]);
       }
     }
   }
