@@ -89,6 +89,8 @@ inline Precision parse_precision(const std::string& s) {
 // GEMM then rounds the float array as it stages it). Ignored at fp32 and tf32.
 struct HalfOperands {
   const uint16_t* w = nullptr;  // (in, out): the kernel's twin (Model::half_params)
+  const uint16_t* x = nullptr;  // (batch, in): the input, as the layer below wrote it (y)
+  uint16_t* y = nullptr;        // (batch, out), written with y: the next layer's x
 };
 
 struct DenseShape {

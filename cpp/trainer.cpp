@@ -45,6 +45,7 @@ struct Trainer::Workspace {
     for (size_t l = 0; l < n_layers; ++l) {
       act.emplace_back(be);
       preact.emplace_back(be);
+      act16.emplace_back(be);
     }
     layer_in.resize(n_layers);
     layer_w.resize(n_layers);
@@ -52,10 +53,13 @@ struct Trainer::Workspace {
   Buffer<float> input;                // (rows, input_dim)
   std::vector<Buffer<float>> act;     // act[l]: (rows, width_l), layer l's output
   std::vector<Buffer<float>> preact;  // preact[l]: (rows, width_l), gelu layers only
-  Buffer<float> grad_a, grad_b;       // (rows, max_width): backward ping-pong
-  Buffer<float> targets;              // (rows, output_dim): mse and binary cross-entropy
-  Buffer<int32_t> labels;             // (rows): classification labels
-  Buffer<float> row_weights;          // (rows): the batch's sample weights, when fit has them
+  // act16[l]: Dense layer l's output rounded to bf16 / fp16 (those precisions only): the
+  // next Dense layer's A as the tensor cores read it (HalfOperands)
+  std::vector<Buffer<uint16_t>> act16;
+  Buffer<float> grad_a, grad_b;  // (rows, max_width): backward ping-pong
+  Buffer<float> targets;         // (rows, output_dim): mse and binary cross-entropy
+  Buffer<int32_t> labels;        // (rows): classification labels
+  Buffer<float> row_weights;     // (rows): the batch's sample weights, when fit has them
   // Host staging of a batch for devices whose memory the host cannot address.
   std::vector<float> host_input, host_targets, host_row_weights;
   std::vector<int32_t> host_labels;
@@ -395,11 +399,13 @@ const float* Trainer::forward(int64_t b, const BatchShare& share) {
   const std::vector<LayerSpec>& layers = model_.layers();
   const float* params = model_.params();
   const float* cur = ws.input.data();
+  const uint16_t* cur16 = nullptr;  // cur in 16 bits, when the Dense layer below wrote it so
   int64_t width = model_.input_dim();
   for (size_t l = 0; l < layers.size(); ++l) {
     const LayerSpec& s = layers[l];
     ws.layer_in[l] = cur;
     float* dst = ws.act[l].data();
+    uint16_t* dst16 = nullptr;
     if (s.kind == LayerSpec::Kind::affine) {
       const float* scale = model_.affine() + model_.affine_offset(l);
       backend_->feature_affine(dst, cur, scale, scale + width, b, width);
@@ -409,11 +415,13 @@ const float* Trainer::forward(int64_t b, const BatchShare& share) {
       if (fake_[l]) {
         w = fake_weights(l);
         cur = fake_input(l, cur, b, share);
+        cur16 = nullptr;
         ws.layer_in[l] = cur;
       }
       ws.layer_w[l] = w;
+      dst16 = ws.act16[l].data();
       backend_->dense_forward(dst, z, cur, w, params + model_.bias_offsets()[l],
-                              {b, width, s.units, precision_, {half_kernel(model_, l, w)}}, s.activation);
+                              {b, width, s.units, precision_, {half_kernel(model_, l, w), cur16, dst16}}, s.activation);
       width = s.units;
     } else if (s.rate > 0.0f) {
       dropout(dst, cur, b * width, s.rate, l, static_cast<uint64_t>(share.first_row * width));
@@ -421,6 +429,7 @@ const float* Trainer::forward(int64_t b, const BatchShare& share) {
       continue;  // a dropout of rate 0 is the identity: pass cur through
     }
     cur = dst;
+    cur16 = dst16;
   }
   return cur;
 }
@@ -552,6 +561,10 @@ void Trainer::reserve_batch(int64_t b, bool row_weights) {
   const int64_t input_dim = model_.input_dim(), out = model_.output_dim();
   const size_t rows = static_cast<size_t>(b);
   reserve_rows(ws.act, ws.preact, model_.layers(), model_.widths(), b);
+  if (half_operands(precision_))
+    for (size_t l = 0; l < model_.layers().size(); ++l)
+      if (model_.layers()[l].kind == LayerSpec::Kind::dense)
+        ws.act16[l].reserve(rows * static_cast<size_t>(model_.widths()[l]));
   ws.input.reserve(rows * static_cast<size_t>(input_dim));
   ws.grad_a.reserve(rows * static_cast<size_t>(model_.max_width()));
   ws.grad_b.reserve(rows * static_cast<size_t>(model_.max_width()));

@@ -195,7 +195,7 @@ struct TcStage {
 // e the thread) and in global memory (the layout follows the operand's contiguous
 // direction), copied by one 16-byte cp.async, the elements outside the operand zero-filled.
 // The operand's other stride is a multiple of 8 and its base 16-byte aligned, so every run is
-// (copyable_b16; others are read as float: 4-byte copies of pairs cost the loop some 60
+// (copyable_16; others are read as float: 4-byte copies of pairs cost the loop some 60
 // instructions, and cp.async moves no 2-byte unit).
 struct HalfRun {
   const uint16_t* src;  // the run's first element in the next slice issued
@@ -231,14 +231,17 @@ struct HalfRun {
   }
 };
 
-// Whether HalfRun can copy B's 16-bit copy: contiguous along its shared layout's direction
-// (the kernel's b_along_k), the other stride a multiple of 8 and the base 16-byte aligned.
-inline bool copyable_b16(const GemmParams& p) {
-  const int64_t rs = p.b_cs, cs = p.b_rs;  // B as rows n, depth k (operand_b)
+// Whether HalfRun can copy an operand's 16-bit copy o (element (r, k) at o[r * rs + k * cs]:
+// B's rs is b_cs): contiguous along its shared layout's direction (the kernel's along_k),
+// the other stride a multiple of 8 and the base 16-byte aligned.
+inline bool copyable_16(const uint16_t* o, int64_t rs, int64_t cs) {
   const bool along_k = cs == 1 || rs != 1;
-  return p.b16 && (along_k ? cs : rs) == 1 && (along_k ? rs : cs) % 8 == 0 &&
-         (reinterpret_cast<uintptr_t>(p.b16) & 15) == 0;
+  return o && (along_k ? cs : rs) == 1 && (along_k ? rs : cs) % 8 == 0 && (reinterpret_cast<uintptr_t>(o) & 15) == 0;
 }
+
+// Which operands a forward tensor-core launch copies from their 16-bit copies (the kernel's
+// kCopies): none, B (the weights' twin), or A (the layer below's 16-bit output) and B.
+constexpr int kTcCopyNone = 0, kTcCopyB = 1, kTcCopyAB = 2;
 
 // acc += the products of one slice in shared memory (a, b: the buffers at this lane's
 // ldmatrix addresses; the steps between its fragments: A's two m-tiles, B's two pairs of
@@ -300,10 +303,10 @@ __global__ void round_to_half_kernel(uint16_t* dst, const float* src, int64_t n,
     dst[i] = half_bits(src[i], bf16);
 }
 
-// grid (the pair's tiles), block kTcThreads; kGrad as gemm_kernel's. kCopyB: B from its
-// 16-bit copy (bf16 / fp16 forward launches whose b16 is copyable_b16), a kernel of its own
-// so that neither loop holds the other's staging of B.
-template <class T, bool kGrad, bool kCopyB = false>
+// grid (the pair's tiles), block kTcThreads; kGrad as gemm_kernel's. kCopies: the operands
+// taken from their 16-bit copies (bf16 / fp16 forward launches whose copies are
+// copyable_16), a kernel of its own so that no loop holds both ways of staging an operand.
+template <class T, bool kGrad, int kCopies = kTcCopyNone>
 __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(GemmPair pp) {
   using Layout = TcLayout<T>;
   using Stored = typename Layout::Stored;
@@ -341,27 +344,30 @@ __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(Gemm
   }
   // A tile of db's row alone multiplies nothing.
   const int64_t depth = row0 < p.m ? p.k : 0;
-  // kCopyB: B is copied as it is from its 16-bit copy (HalfRun); A, and B otherwise, are
-  // float, staged through registers and rounded as stored (TcStage). The backward kernel
-  // takes no copy: with dz's derivative fused into its loads it has no registers left for a
-  // copy's run (168 of 170 at 3 blocks an SM; ptxas spilled 44 bytes).
+  // The operands kCopies names are copied as they are from their 16-bit copies (HalfRun);
+  // the others are float, staged through registers and rounded as stored (TcStage). The
+  // backward kernel takes no copy: with dz's derivative fused into its loads it has no
+  // registers left for a copy's run (168 of 170 at 3 blocks an SM; ptxas spilled 44 bytes).
+  constexpr bool kCopyA = kCopies == kTcCopyAB, kCopyB = kCopies != kTcCopyNone;
   static_assert(!kCopyB || (!kTf32 && !kGrad), "16-bit copies: bf16 / fp16 forward launches");
+  HalfRun ra(p.a16, p.a_rs, p.a_cs, p.m, row0, a_along_k, Layout::kLdK, Layout::kLdRow);
   HalfRun rb(p.b16, p.b_cs, p.b_rs, p.n, col0, b_along_k, Layout::kLdK, Layout::kLdRow);
   TcStage<T, kGrad> sa, sb;
   // The slice k0 for buffer buf: the copies issued (as a group), the float operands' loads
   // (kChecked: with the bounds and alignment checks) into registers; stored, once the
   // buffer's readers are done, by store_floats.
   auto issue = [&](auto checked, int buf, int64_t k0) {
+    if constexpr (kCopyA) ra.issue(as[buf], p.a16, p.a_cs, k0, depth);
     if constexpr (kCopyB) rb.issue(bs[buf], p.b16, p.b_rs, k0, depth);
     if (k0 < depth) {
-      sa.template load<decltype(checked)::value>(oa, row0, k0, a_along_k);
+      if constexpr (!kCopyA) sa.template load<decltype(checked)::value>(oa, row0, k0, a_along_k);
       if constexpr (!kCopyB) sb.template load<decltype(checked)::value>(ob, col0, k0, b_along_k);
     }
     cp_async_commit();
   };
   auto store_floats = [&](int buf, int64_t k0) {
     if (k0 >= depth) return;
-    sa.store(as[buf], a_along_k, a_trans);
+    if constexpr (!kCopyA) sa.store(as[buf], a_along_k, a_trans);
     if constexpr (!kCopyB) sb.store(bs[buf], b_along_k, b_trans);
   };
   // The pipeline: slices 0 .. kTcStages - 2 in their buffers, then per slice: issue the one
@@ -390,7 +396,7 @@ __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(Gemm
   };
   // An interior tile of aligned float operands loads them without checks while the slice
   // ahead is full; edge tiles and the last slices take the checked loads.
-  const bool unchecked = oa.float4_runs(row0, a_along_k) && (kCopyB || ob.float4_runs(col0, b_along_k));
+  const bool unchecked = (kCopyA || oa.float4_runs(row0, a_along_k)) && (kCopyB || ob.float4_runs(col0, b_along_k));
   slices(std::true_type(), slices(std::false_type(), 0, unchecked ? depth - kTcStages * kTcBk + 1 : 0), depth);
   cp_async_wait<0>();  // the empty groups issued past the end
   // The accumulators' layout (simt/mma.h): element e of m-tile i, n-tile j is row
