@@ -561,10 +561,12 @@ void Trainer::reserve_batch(int64_t b, bool row_weights) {
   const int64_t input_dim = model_.input_dim(), out = model_.output_dim();
   const size_t rows = static_cast<size_t>(b);
   reserve_rows(ws.act, ws.preact, model_.layers(), model_.widths(), b);
-  if (half_operands(precision_))
-    for (size_t l = 0; l < model_.layers().size(); ++l)
-      if (model_.layers()[l].kind == LayerSpec::Kind::dense)
-        ws.act16[l].reserve(rows * static_cast<size_t>(model_.widths()[l]));
+  for (size_t l = 0; l < model_.layers().size(); ++l) {
+    if (half_operands(precision_) && model_.layers()[l].kind == LayerSpec::Kind::dense)
+      ws.act16[l].reserve(rows * static_cast<size_t>(model_.widths()[l]));
+    else
+      ws.act16[l].release();  // none at the other precisions, also after a recompile
+  }
   ws.input.reserve(rows * static_cast<size_t>(input_dim));
   ws.grad_a.reserve(rows * static_cast<size_t>(model_.max_width()));
   ws.grad_b.reserve(rows * static_cast<size_t>(model_.max_width()));
