@@ -49,6 +49,10 @@ struct UpdateScalars {
   const double* unscale = nullptr;  // each gradient *= *unscale first, as scale_by (fp16's StepState::unscale)
   const double* norm = nullptr;     // then *= max_norm / (*norm + 1e-6) where that is below 1, as clip_by_global_norm
   float max_norm = 0.0f;
+  // The parameters' 16-bit twin (Model::half_params): each updated parameter is written
+  // there too, rounded to bf16 (half_bf16) or fp16; null: none.
+  uint16_t* half = nullptr;
+  bool half_bf16 = false;
 };
 
 // One Dense kernel's L1/L2 penalty (Backend::kernel_penalties).
@@ -80,10 +84,23 @@ inline Precision parse_precision(const std::string& s) {
   throw std::invalid_argument("precision must be fp32, tf32, bf16 or fp16, got '" + s + "'");
 }
 
+// 16-bit copies of a dense layer's operands for its bf16 / fp16 GEMMs: the precision's
+// format as bits, in the float arrays' layouts; null where the caller keeps none (the
+// GEMM then rounds the float array as it stages it). Ignored at fp32 and tf32.
+struct HalfOperands {
+  const uint16_t* w = nullptr;  // (in, out): the kernel's twin (Model::half_params)
+  const uint16_t* x = nullptr;  // (batch, in): the input, as the layer below wrote it (y)
+  uint16_t* y = nullptr;        // (batch, out), written with y: the next layer's x
+};
+
 struct DenseShape {
   int64_t batch = 0, in = 0, out = 0;
   Precision precision = Precision::fp32;  // of the GEMM products
+  HalfOperands half = {};
 };
+
+// Whether a precision's GEMM operands are 16-bit values (the tensor cores' bf16 / fp16).
+inline bool half_operands(Precision p) { return p == Precision::bf16 || p == Precision::fp16; }
 
 // ---- int8 ----
 // A code q stands for the real scale * (q - zero). Weights: int8, symmetric (zero 0),
@@ -156,6 +173,11 @@ class Backend {
   virtual Device device() const = 0;
   virtual std::string name() const = 0;
   virtual bool supports(Precision p) const { return p == Precision::fp32; }
+  // dst (n) = src rounded to nearest even to bf16 or fp16 (format), as bits: the 16-bit
+  // copies a device's tensor-core GEMMs read (HalfOperands); where supports(format).
+  virtual void round_to_half(uint16_t* dst, const float* src, int64_t n, Precision format) {
+    throw std::logic_error(std::string("round_to_half: device '") + name() + "' has no " + precision_name(format));
+  }
 
   // Memory. Where it is host-addressable (cpu, cuda-emulated) the executor reads and
   // writes device buffers directly; elsewhere it stages through copies.
@@ -352,6 +374,12 @@ class Buffer {
   }
   T* data() const { return data_; }
   size_t size() const { return size_; }
+  // Frees the memory (a buffer that only some configurations keep).
+  void release() {
+    if (data_) backend_->deallocate(data_);
+    data_ = nullptr;
+    size_ = 0;
+  }
 
  private:
   Backend* backend_;

@@ -90,7 +90,7 @@ void upload(Backend* be, Buffer<T>& dst, const std::vector<T>& src) {
 }  // namespace
 
 InferencePlan::InferencePlan(Backend* backend, size_t n_layers)
-    : backend_(backend), params_(backend), affine_(backend), layers_(n_layers) {}
+    : backend_(backend), params_(backend), affine_(backend), half_params_(backend), layers_(n_layers) {}
 
 void InferencePlan::build(const Model& model, Precision precision, uint64_t generation) {
   generation_ = generation;
@@ -113,6 +113,12 @@ void InferencePlan::build(const Model& model, Precision precision, uint64_t gene
   const size_t n_params = static_cast<size_t>(model.num_params());
   params_.reserve(std::max<size_t>(n_params, 1));
   backend_->copy_on_device(params_.data(), model.params(), sizeof(float) * n_params);
+  if (half_operands(precision)) {
+    half_params_.reserve(std::max<size_t>(n_params, 1));
+    backend_->round_to_half(half_params_.data(), params_.data(), static_cast<int64_t>(n_params), precision);
+  } else {
+    half_params_.release();
+  }
   const size_t n_affine = static_cast<size_t>(model.affine_floats());
   affine_.reserve(std::max<size_t>(n_affine, 1));
   backend_->copy_on_device(affine_.data(), model.affine(), sizeof(float) * n_affine);
@@ -295,7 +301,7 @@ void InferencePlan::reserve(InferenceWorkspace& ws, int64_t rows) const {
 
 size_t InferencePlan::bytes() const {
   auto held = [](const auto& buffer) { return buffer.size() * sizeof(*buffer.data()); };
-  size_t total = held(params_) + held(affine_);
+  size_t total = held(params_) + held(affine_) + held(half_params_);
   for (const auto& p : layers_) {
     if (!p) continue;
     total += held(p->dense_packed) + held(p->fold_w) + held(p->fold_b) + held(p->w_scale) + held(p->in_scale) +
@@ -321,7 +327,7 @@ const float* InferencePlan::forward_plain(InferenceWorkspace& ws, const float* i
       backend_->feature_affine(dst, cur, scale, scale + width, b, width);
     } else if (kinds_[l] == LayerSpec::Kind::dense) {
       backend_->dense_forward(dst, nullptr, cur, params_.data() + weight_offsets_[l], params_.data() + bias_offsets_[l],
-                              {b, width, widths_[l], precision_}, activations_[l]);
+                              {b, width, widths_[l], precision_, {half_kernel(l)}}, activations_[l]);
       width = widths_[l];
     } else if (dst == out) {
       std::memcpy(dst, cur, sizeof(float) * static_cast<size_t>(b * width));
@@ -441,7 +447,8 @@ const float* InferencePlan::forward_prepared(InferenceWorkspace& ws, const float
           backend_->dense_forward_packed(dst, cur, w, p.dense_packed.data(), bias, {b, width, units, precision_}, act,
                                          reverse_columns);
         } else {
-          backend_->dense_forward(dst, nullptr, cur, w, bias, {b, width, units, precision_}, act);
+          backend_->dense_forward(dst, nullptr, cur, w, bias,
+                                  {b, width, units, precision_, {p.folded ? nullptr : half_kernel(l)}}, act);
         }
       }
       cur = dst;

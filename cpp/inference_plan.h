@@ -80,6 +80,10 @@ class InferencePlan {
   // with nothing prepared: a device without a packed GEMM layout and no int8 or sparse layer.
   const float* forward_plain(InferenceWorkspace& ws, const float* input, int64_t b, float* out) const;
   const float* forward_prepared(InferenceWorkspace& ws, const float* input, int64_t b, float* out) const;
+  // Dense layer l's kernel in 16 bits (bf16 / fp16 plans), else null.
+  const uint16_t* half_kernel(size_t l) const {
+    return half_params_.data() ? half_params_.data() + weight_offsets_[l] : nullptr;
+  }
 
   Backend* backend_;
   uint64_t generation_ = 0;
@@ -89,7 +93,9 @@ class InferencePlan {
   std::vector<Activation> activations_;
   std::vector<int64_t> widths_, weight_offsets_, bias_offsets_, affine_offsets_;
   Buffer<float> params_, affine_;  // copies of the model's
-  bool prepared_ = false;          // forward_prepared, else forward_plain
+  // bf16 / fp16 plans: params_ rounded to the precision (HalfOperands::w), once per build
+  Buffer<uint16_t> half_params_;
+  bool prepared_ = false;  // forward_prepared, else forward_plain
   bool quantized_ = false;
   std::vector<std::unique_ptr<Layer>> layers_;  // null but for Dense layers once prepared
 };

@@ -2,6 +2,7 @@
 
 #include "cpu/gemm_bf16.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -24,7 +25,12 @@ SparseFormat parse_sparse_format(const std::string& name) {
 }
 
 Model::Model(int64_t input_dim, std::vector<LayerSpec> layers, Backend* backend)
-    : backend_(backend), input_dim_(input_dim), layers_(std::move(layers)), params_(backend), affine_(backend) {
+    : backend_(backend),
+      input_dim_(input_dim),
+      layers_(std::move(layers)),
+      params_(backend),
+      half_params_(backend),
+      affine_(backend) {
   if (input_dim < 1) throw std::invalid_argument("[Network] input_dim must be >= 1, got " + std::to_string(input_dim));
   if (layers_.empty()) throw std::invalid_argument("[Network] needs at least one layer");
   int64_t width = input_dim;
@@ -145,6 +151,23 @@ void Model::write_params(const float* src, int64_t offset, int64_t n) {
   backend_->copy_to_device(params_.data() + offset, src, sizeof(float) * static_cast<size_t>(n));
   apply_masks();
   round_bf16_layers();
+  refresh_half(offset, n);
+}
+
+void Model::set_half_format(Precision format) {
+  if (!half_operands(format)) {
+    half_params_.release();
+    half_format_ = Precision::fp32;
+    return;
+  }
+  half_params_.reserve(static_cast<size_t>(std::max<int64_t>(num_params_, 1)));
+  half_format_ = format;
+  refresh_half(0, num_params_);
+}
+
+void Model::refresh_half(int64_t offset, int64_t n) {
+  if (half_params_.data() && n > 0)
+    backend_->round_to_half(half_params_.data() + offset, params_.data() + offset, n, half_format_);
 }
 
 // bf16 layers exist only on devices with a bf16 product, whose memory the host addresses
@@ -190,12 +213,15 @@ void Model::set_mask(int64_t layer, const uint8_t* keep) {
   backend_->copy_to_device(d.keep.data(), keep, n);
   d.masked = true;
   backend_->apply_mask(params_.data() + weight_offsets_[static_cast<size_t>(layer)], d.keep.data(), d.in * d.out);
+  refresh_half(weight_offsets_[static_cast<size_t>(layer)], d.in * d.out);
 }
 
 void Model::apply_masks() {
   for (size_t l = 0; l < dense_.size(); ++l)
-    if (dense_[l] && dense_[l]->masked)
+    if (dense_[l] && dense_[l]->masked) {
       backend_->apply_mask(params_.data() + weight_offsets_[l], dense_[l]->keep.data(), dense_[l]->in * dense_[l]->out);
+      refresh_half(weight_offsets_[l], dense_[l]->in * dense_[l]->out);
+    }
 }
 
 void Model::set_sparse_format(int64_t layer, SparseFormat format, int64_t max_batch, int n, int m, int64_t min_batch) {
@@ -249,6 +275,7 @@ void Model::set_quantization(int64_t layer, const int8_t* w_q, const float* w_sc
                                               static_cast<float>(q->w_q[static_cast<size_t>(i * d.out + j)]);
   backend_->copy_to_device(params_.data() + weight_offsets_[static_cast<size_t>(layer)], w.data(),
                            sizeof(float) * w.size());
+  refresh_half(weight_offsets_[static_cast<size_t>(layer)], n);
   d.quant = std::move(q);
 }
 

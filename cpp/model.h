@@ -119,10 +119,21 @@ class Model {
   // Whether any layer is int8 or bf16: such a model does not train.
   bool any_quantized() const;
 
+  // The parameters' 16-bit twin (num_params values of bf16 or fp16, as bits, at params()'s
+  // offsets), which the tensor-core GEMMs read at those precisions (HalfOperands): kept
+  // for format bf16 or fp16 (rounded now), released for any other. Every write to the
+  // parameters keeps it current: this class's own, and the optimizer's update, which writes
+  // it beside each parameter (UpdateScalars::half). Null while there is none.
+  void set_half_format(Precision format);
+  uint16_t* half_params() const { return half_params_.data(); }
+  Precision half_format() const { return half_format_; }
+
  private:
   void check_affine(size_t layer, const float* scale, size_t n_scale, const float* shift, size_t n_shift) const;
   void upload_affine(size_t layer, const float* scale, const float* shift);
   void round_bf16_layers();
+  // The twin of [offset, offset + n) from the parameters, where there is one.
+  void refresh_half(int64_t offset, int64_t n);
 
   Backend* backend_;
   int64_t input_dim_;
@@ -133,6 +144,8 @@ class Model {
   int64_t max_width_ = 0;
   bool regularized_ = false;
   Buffer<float> params_;
+  Buffer<uint16_t> half_params_;
+  Precision half_format_ = Precision::fp32;  // bf16 or fp16 while half_params_ is held
   Buffer<float> affine_;
   std::vector<int64_t> affine_offsets_;
   int64_t affine_floats_ = 0;

@@ -28,6 +28,15 @@ const char* loss_name(LossKind k) {
   return "?";
 }
 
+namespace {
+// The 16-bit twin of Dense layer l's kernel w (HalfOperands::w) where the model keeps one
+// and w is its own kernel (not QAT's fake-quantized copy); else null.
+const uint16_t* half_kernel(const Model& m, size_t l, const float* w) {
+  const int64_t offset = m.weight_offsets()[l];
+  return m.half_params() && w == m.params() + offset ? m.half_params() + offset : nullptr;
+}
+}  // namespace
+
 // The buffers of one training (or evaluation) batch of up to `rows` rows. Device buffers
 // are host-addressable on the cpu backend, so batches are gathered straight into them.
 struct Trainer::Workspace {
@@ -36,6 +45,7 @@ struct Trainer::Workspace {
     for (size_t l = 0; l < n_layers; ++l) {
       act.emplace_back(be);
       preact.emplace_back(be);
+      act16.emplace_back(be);
     }
     layer_in.resize(n_layers);
     layer_w.resize(n_layers);
@@ -43,10 +53,13 @@ struct Trainer::Workspace {
   Buffer<float> input;                // (rows, input_dim)
   std::vector<Buffer<float>> act;     // act[l]: (rows, width_l), layer l's output
   std::vector<Buffer<float>> preact;  // preact[l]: (rows, width_l), gelu layers only
-  Buffer<float> grad_a, grad_b;       // (rows, max_width): backward ping-pong
-  Buffer<float> targets;              // (rows, output_dim): mse and binary cross-entropy
-  Buffer<int32_t> labels;             // (rows): classification labels
-  Buffer<float> row_weights;          // (rows): the batch's sample weights, when fit has them
+  // act16[l]: Dense layer l's output rounded to bf16 / fp16 (those precisions only): the
+  // next Dense layer's A as the tensor cores read it (HalfOperands)
+  std::vector<Buffer<uint16_t>> act16;
+  Buffer<float> grad_a, grad_b;  // (rows, max_width): backward ping-pong
+  Buffer<float> targets;         // (rows, output_dim): mse and binary cross-entropy
+  Buffer<int32_t> labels;        // (rows): classification labels
+  Buffer<float> row_weights;     // (rows): the batch's sample weights, when fit has them
   // Host staging of a batch for devices whose memory the host cannot address.
   std::vector<float> host_input, host_targets, host_row_weights;
   std::vector<int32_t> host_labels;
@@ -232,6 +245,7 @@ void Trainer::compile(const LossConfig& loss, const OptimizerConfig& opt, Precis
                              sizeof(float) * loss.class_weights.size());
   }
   precision_ = precision;
+  model_.set_half_format(precision);  // the weights' 16-bit twin, at bf16 and fp16 only
   loss_scale_ = kInitialLossScale;
   good_steps_ = 0;
   step_ = 0;
@@ -385,11 +399,13 @@ const float* Trainer::forward(int64_t b, const BatchShare& share) {
   const std::vector<LayerSpec>& layers = model_.layers();
   const float* params = model_.params();
   const float* cur = ws.input.data();
+  const uint16_t* cur16 = nullptr;  // cur in 16 bits, when the Dense layer below wrote it so
   int64_t width = model_.input_dim();
   for (size_t l = 0; l < layers.size(); ++l) {
     const LayerSpec& s = layers[l];
     ws.layer_in[l] = cur;
     float* dst = ws.act[l].data();
+    uint16_t* dst16 = nullptr;
     if (s.kind == LayerSpec::Kind::affine) {
       const float* scale = model_.affine() + model_.affine_offset(l);
       backend_->feature_affine(dst, cur, scale, scale + width, b, width);
@@ -399,11 +415,13 @@ const float* Trainer::forward(int64_t b, const BatchShare& share) {
       if (fake_[l]) {
         w = fake_weights(l);
         cur = fake_input(l, cur, b, share);
+        cur16 = nullptr;
         ws.layer_in[l] = cur;
       }
       ws.layer_w[l] = w;
-      backend_->dense_forward(dst, z, cur, w, params + model_.bias_offsets()[l], {b, width, s.units, precision_},
-                              s.activation);
+      dst16 = ws.act16[l].data();
+      backend_->dense_forward(dst, z, cur, w, params + model_.bias_offsets()[l],
+                              {b, width, s.units, precision_, {half_kernel(model_, l, w), cur16, dst16}}, s.activation);
       width = s.units;
     } else if (s.rate > 0.0f) {
       dropout(dst, cur, b * width, s.rate, l, static_cast<uint64_t>(share.first_row * width));
@@ -411,6 +429,7 @@ const float* Trainer::forward(int64_t b, const BatchShare& share) {
       continue;  // a dropout of rate 0 is the identity: pass cur through
     }
     cur = dst;
+    cur16 = dst16;
   }
   return cur;
 }
@@ -542,6 +561,12 @@ void Trainer::reserve_batch(int64_t b, bool row_weights) {
   const int64_t input_dim = model_.input_dim(), out = model_.output_dim();
   const size_t rows = static_cast<size_t>(b);
   reserve_rows(ws.act, ws.preact, model_.layers(), model_.widths(), b);
+  for (size_t l = 0; l < model_.layers().size(); ++l) {
+    if (half_operands(precision_) && model_.layers()[l].kind == LayerSpec::Kind::dense)
+      ws.act16[l].reserve(rows * static_cast<size_t>(model_.widths()[l]));
+    else
+      ws.act16[l].release();  // none at the other precisions, also after a recompile
+  }
   ws.input.reserve(rows * static_cast<size_t>(input_dim));
   ws.grad_a.reserve(rows * static_cast<size_t>(model_.max_width()));
   ws.grad_b.reserve(rows * static_cast<size_t>(model_.max_width()));
@@ -574,7 +599,8 @@ void Trainer::run_gradients(int64_t b, const BatchShare& share, bool row_weights
       backend_->dense_backward(dx, s.trainable ? grads_.data() + model_.weight_offsets()[l] : nullptr,
                                s.trainable ? grads_.data() + model_.bias_offsets()[l] : nullptr, cur, cur,
                                ws.layer_in[l], ws.layer_w[l], ws.act[l].data(), ws.preact[l].data(),
-                               {b, in_width, s.units, precision_}, s.activation);
+                               {b, in_width, s.units, precision_, {half_kernel(model_, l, ws.layer_w[l])}},
+                               s.activation);
       if (!need_dx) break;
       float* t = cur;
       cur = other;

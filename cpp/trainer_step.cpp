@@ -17,16 +17,21 @@ void Trainer::run_optimizer(const StepState* gate, const UpdateScalars& scalars)
   float* params = model_.params();
   for (const UpdateRange& r : update_ranges_) {
     const int64_t n = r.end - r.begin, nd = static_cast<int64_t>(r.no_decay.size());
+    UpdateScalars u = scalars;  // and the weights' 16-bit twin, written with them
+    if (model_.half_params()) {
+      u.half = model_.half_params() + r.begin;
+      u.half_bf16 = model_.half_format() == Precision::bf16;
+    }
     if (opt_.kind == OptimizerConfig::Kind::adam) {
       AdamConfig c = opt_.adam;
       c.step = step_;
       backend_->adam_update(params + r.begin, grads_.data() + r.begin, state_a_.data() + r.begin,
                             state_b_.data() + r.begin, c.amsgrad ? state_c_.data() + r.begin : nullptr, n,
-                            r.no_decay.data(), nd, c, gate, scalars);
+                            r.no_decay.data(), nd, c, gate, u);
     } else {
       backend_->sgd_update(params + r.begin, grads_.data() + r.begin,
                            opt_.sgd.momentum != 0.0f ? state_a_.data() + r.begin : nullptr, n, r.no_decay.data(), nd,
-                           opt_.sgd, gate, scalars);
+                           opt_.sgd, gate, u);
     }
   }
 }

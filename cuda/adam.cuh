@@ -54,6 +54,7 @@ __global__ void adam_update_kernel(float* param, const float* grad, float* m, fl
     s = {b.step_size, b.bias2_sqrt};
   }
   const GradientScaling scaled(u);
+  const HalfTwin twin(u);
   const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const bool amsgrad = vmax != nullptr;
@@ -71,6 +72,7 @@ __global__ void adam_update_kernel(float* param, const float* grad, float* m, fl
     for (int j = 0; j < 4; ++j)
       p[j] = adam_element(p[j], scaled(g[j]), mi[j], vi[j], vmaxi[j], amsgrad, decay[j] ? c.weight_decay : 0.0f, c, s);
     store4(param + i0, p);
+    twin.store4(i0, p);
     store4(m + i0, mi);
     store4(v + i0, vi);
     if (amsgrad) store4(vmax + i0, vmaxi);
@@ -80,6 +82,7 @@ __global__ void adam_update_kernel(float* param, const float* grad, float* m, fl
     float mi = m[i], vi = v[i], vmaxi = amsgrad ? vmax[i] : 0.0f;
     const float wd = takes_decay(no_decay, n_no_decay, i) ? c.weight_decay : 0.0f;
     param[i] = adam_element(param[i], scaled(grad[i]), mi, vi, vmaxi, amsgrad, wd, c, s);
+    twin.store(i, param[i]);
     m[i] = mi;
     v[i] = vi;
     if (amsgrad) vmax[i] = vmaxi;

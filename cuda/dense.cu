@@ -16,6 +16,10 @@ namespace {
 template <bool kGrad>
 void launch_pair(DeviceContext& ctx, const GemmPair& pp, unsigned blocks, Precision precision, bool gemv) {
   const dim3 grid(blocks);
+  // a forward product whose B (the kernel), and A too, have 16-bit copies cp.async can move
+  const GemmParams& p = pp.p[0];
+  const bool copy_b = !kGrad && copyable_16(p.b16, p.b_cs, p.b_rs),
+             copy_a = copy_b && copyable_16(p.a16, p.a_rs, p.a_cs);
   switch (precision) {
     case Precision::fp32:
       if (gemv)
@@ -27,9 +31,21 @@ void launch_pair(DeviceContext& ctx, const GemmPair& pp, unsigned blocks, Precis
       launch(gemm_tc_kernel<nvcuda::wmma::precision::tf32, kGrad>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
       break;
     case Precision::bf16:
-      launch(gemm_tc_kernel<__nv_bfloat16, kGrad>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
+      if (copy_a)
+        launch(gemm_tc_kernel<__nv_bfloat16, false, kTcCopyAB>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
+      else if (copy_b)
+        launch(gemm_tc_kernel<__nv_bfloat16, false, kTcCopyB>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
+      else
+        launch(gemm_tc_kernel<__nv_bfloat16, kGrad>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
       break;
-    case Precision::fp16: launch(gemm_tc_kernel<__half, kGrad>, grid, dim3(kTcThreads), 0, ctx.stream, pp); break;
+    case Precision::fp16:
+      if (copy_a)
+        launch(gemm_tc_kernel<__half, false, kTcCopyAB>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
+      else if (copy_b)
+        launch(gemm_tc_kernel<__half, false, kTcCopyB>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
+      else
+        launch(gemm_tc_kernel<__half, kGrad>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
+      break;
   }
 }
 
@@ -149,6 +165,8 @@ void gemm(DeviceContext& ctx, GemmParams* ps, int count, Precision precision) {
       part.m = last ? p.m - r0 : chunk;
       if (!last) part.db = nullptr;
       part.a = p.a + r0 * p.a_rs;
+      if (p.a16) part.a16 = p.a16 + r0 * p.a_rs;
+      if (p.c16) part.c16 = p.c16 + r0 * p.ldc;
       part.c = p.c + r0 * p.ldc;
       if (p.preact) part.preact = p.preact + r0 * p.ldc;
       if (p.a_act != Activation::identity) {
@@ -161,7 +179,15 @@ void gemm(DeviceContext& ctx, GemmParams* ps, int count, Precision precision) {
     }
   }
 }
+
 }  // namespace
+
+void DeviceBackend::round_to_half(uint16_t* dst, const float* src, int64_t n, Precision format) {
+  DeviceContext& ctx = this->ctx();
+  if (n > 0)
+    launch(round_to_half_kernel, dim3(grid_stride_blocks(n, kThreads)), dim3(kThreads), 0, ctx.stream, dst, src, n,
+           format == Precision::bf16);
+}
 
 // x: (batch, in)  w: (in, out)  b: (out) -> y: (batch, out), z: (batch, out) optional
 void DeviceBackend::dense_forward(float* y, float* z, const float* x, const float* w, const float* b, DenseShape s,
@@ -169,6 +195,12 @@ void DeviceBackend::dense_forward(float* y, float* z, const float* x, const floa
   DeviceContext& ctx = this->ctx();
   if (s.batch == 0) return;
   GemmParams p{s.batch, s.out, s.in, x, s.in, 1, w, s.out, 1, y, s.out, b, act, z};
+  if (half_operands(s.precision)) {
+    p.a16 = s.half.x;
+    p.b16 = s.half.w;
+    p.c16 = s.half.y;
+    p.bf16 = s.precision == Precision::bf16;
+  }
   gemm(ctx, &p, 1, s.precision);
 }
 
@@ -199,7 +231,8 @@ void DeviceBackend::dense_backward(float* dx, float* dw, float* db, float*, cons
     p.a_y = y;
     p.a_z = z;
   }
-  if (count) gemm(ctx, ps, count, s.precision);
+  if (!count) return;
+  gemm(ctx, ps, count, s.precision);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

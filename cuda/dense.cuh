@@ -12,6 +12,7 @@
 #include "cuda/async_copy.cuh"
 #include "cuda/common.cuh"
 #include "cuda/gemm_slices.cuh"
+#include "cuda/half_bits.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
@@ -52,6 +53,15 @@ struct GemmParams {
   // to arrive (counters, one per tile, zero between launches) adds them in part order.
   float* partials = nullptr;
   unsigned* counters = nullptr;
+  // bf16 / fp16 forward launches (format bf16, else fp16): A's and B's 16-bit copies (at a's
+  // and b's element strides), which the tensor-core kernel copies as they are; null: it
+  // reads the float operand and rounds it as staged. The backward kernel reads none
+  // (cuda/gemm_tc.cuh). c16: the epilogue also writes C rounded to the format there (the
+  // next layer's A), at c's offsets.
+  const uint16_t* a16 = nullptr;
+  const uint16_t* b16 = nullptr;
+  uint16_t* c16 = nullptr;
+  bool bf16 = false;
 };
 
 // Up to two independent GEMMs in one launch (the backward pass's dW and dx): blocks
@@ -113,7 +123,9 @@ __device__ __forceinline__ void store_c(const GemmParams& p, int64_t r, int64_t 
   }
   v += p.bias ? p.bias[c] : 0.0f;
   if (p.preact) p.preact[r * p.ldc + c] = v;
-  p.c[r * p.ldc + c] = act::apply(p.act, v);
+  const float y = act::apply(p.act, v);
+  p.c[r * p.ldc + c] = y;
+  if (p.c16) p.c16[r * p.ldc + c] = half_bits(y, p.bf16);
 }
 
 // Split-K's end of a block's part (splits > 1): every block stores its part's sums; the

@@ -7,6 +7,7 @@
 #include <type_traits>
 
 #include "cuda/dense.cuh"
+#include "cuda/half_bits.cuh"
 
 #if defined(__CUDACC__)
 #include <cuda_bf16.h>
@@ -60,9 +61,10 @@ __device__ __forceinline__ void mma_sync(float (&d)[4], const uint32_t (&a)[4], 
 
 namespace customml::CUSTOMML_CUDA_NS {
 
-// The tensor-core element types: how a float operand is stored in shared memory, four
-// at a time (a float4's worth: 8 bytes of 16-bit pairs, or 16 bytes of tf32), and the
-// mma depth for it.
+// The tensor-core element types: how an operand is stored in shared memory, the mma depth
+// for it, and how a float operand is rounded to it as staged, four at a time (a float4's
+// worth: 8 bytes of 16-bit pairs, or 16 bytes of tf32). A bf16 / fp16 operand with a 16-bit
+// copy in global memory (GemmParams::b16) is copied as it is instead.
 template <class T>
 struct TensorCoreType;
 template <class T>
@@ -110,11 +112,15 @@ struct TensorCoreType<nvcuda::wmma::precision::tf32> {
 };
 
 // A 64 x 64 tile of C per block of 4 warps, each warp a 32 x 32 quarter as 2 x 4 mma
-// tiles of 16 x 8 in float accumulators (32 registers). 16-deep slices of A and B go
-// through two shared-memory buffers (the next slice's global loads in flight while the
-// current one is multiplied; one barrier per slice), each thread moving 2 runs of 4
-// elements of each operand per slice: float4 loads along the operand's contiguous
-// direction where aligned (SliceLoad), converted to the tensor-core type as stored.
+// tiles of 16 x 8 in float accumulators (32 registers), over 16-deep slices of A and B in
+// kTcStages shared-memory buffers (slices s + 1 and s + 2 on their way while s is
+// multiplied; one barrier per slice). Each operand arrives one of two ways:
+// - B at bf16 / fp16 with a 16-bit copy in global memory (GemmParams::b16: the weights'
+//   twin): cp.async, each thread one run of 8 elements per slice (HalfRun), no register
+//   holding it on its way, nothing converted;
+// - float (A; B at tf32 or without a copy): each thread loads 2 runs of 4 elements per slice
+//   into registers, float4 loads along the operand's contiguous direction where aligned
+//   (SliceLoad), and stores them rounded to the tensor-core type after the multiply.
 //
 // Shared-memory layouts, per operand and chosen at run time (uniform in a block):
 // - [row][k] (k contiguous), read by ldmatrix; tf32 always (ldmatrix moves 16-bit
@@ -126,7 +132,7 @@ struct TensorCoreType<nvcuda::wmma::precision::tf32> {
 // Each row is padded by 16 bytes, so that the 8 rows an ldmatrix reads (16 bytes each)
 // fall in distinct banks: strides of 48 or 80 bytes ([row][k], 16 / 32-bit) and 144
 // ([k][row]).
-constexpr int kTcBm = 64, kTcBn = 64, kTcBk = 16, kTcThreads = 128;
+constexpr int kTcBm = 64, kTcBn = 64, kTcBk = 16, kTcThreads = 128, kTcStages = 3;
 
 template <class T>
 struct TcLayout {
@@ -137,23 +143,31 @@ struct TcLayout {
   static constexpr int kElements = kTcBm * kLdK > kTcBk* kLdRow ? kTcBm* kLdK : kTcBk* kLdRow;
 };
 
-// One operand's part of a slice: where this thread's 2 runs come from and go, and their
-// values in flight.
+// One float operand's part of a slice (tf32; bf16 / fp16 without a 16-bit copy): where
+// this thread's 2 runs come from and go, and their values in flight.
 template <class T, bool kGrad>
 struct TcStage {
   using Stored = typename TensorCoreType<T>::Stored;
   SliceLoad run[2];
 
+  // tf32's runs along the rows are transposed as stored (4 scalar stores each): their k
+  // vary fastest across the lanes, so that a warp's 32 stores of one row (row stride 20
+  // floats) fall in 32 banks; with the rows fastest (4 apart: 80 floats, 16 banks) they
+  // fell in 4, 8 to a bank.
+  static constexpr bool kTransposes = sizeof(Stored) == 4;
+
   // The operand's rows r0.. and slice k0: run j is element e = tid + 128 j of the slice's
-  // 256 runs, along k (4 runs a row) or along the rows (16 runs a k). kChecked false: a
-  // full slice of an operand whose runs are float4s (Operand::float4_runs).
+  // 256 runs, along k (4 runs a row) or along the rows (16 runs a k; tf32: 16 k a group of
+  // 4 rows). kChecked false: a full slice of an operand whose runs are float4s
+  // (Operand::float4_runs).
   template <bool kChecked>
   __device__ __forceinline__ void load(const Operand& o, int64_t r0, int64_t k0, bool along_k) {
     CUSTOMML_UNROLL
     for (int j = 0; j < 2; ++j) {
       const int e = static_cast<int>(threadIdx.x) + kTcThreads * j;
       // shifts, not divisions: the compiler would divide by a selected 4 or 16
-      const int r = along_k ? e >> 2 : (e & 15) << 2, k = along_k ? (e & 3) << 2 : e >> 4;
+      const int r = along_k ? e >> 2 : (kTransposes ? e >> 4 : e & 15) << 2;
+      const int k = along_k ? (e & 3) << 2 : (kTransposes ? e & 15 : e >> 4);
       run[j].template load<kGrad, kChecked>(o, r0 + r, k0 + k, along_k);
     }
   }
@@ -170,11 +184,101 @@ struct TcStage {
       } else {
         CUSTOMML_UNROLL
         for (int i = 0; i < 4; ++i)
-          TensorCoreType<T>::store1(s + (((e & 15) << 2) + i) * Layout::kLdK + (e >> 4), run[j].v[i]);
+          TensorCoreType<T>::store1(s + (((e >> 4) << 2) + i) * Layout::kLdK + (e & 15), run[j].v[i]);
       }
     }
   }
 };
+
+// One thread's run of a 16-bit operand's slices: 8 elements, adjacent in the operand's
+// shared layout ([row][k]: row e / 2, k (e % 2) 8 on; [k][row]: k e / 8, rows (e % 8) 8 on;
+// e the thread) and in global memory (the layout follows the operand's contiguous
+// direction), copied by one 16-byte cp.async, the elements outside the operand zero-filled.
+// The operand's other stride is a multiple of 8 and its base 16-byte aligned, so every run is
+// (copyable_16; others are read as float: 4-byte copies of pairs cost the loop some 60
+// instructions, and cp.async moves no 2-byte unit).
+struct HalfRun {
+  const uint16_t* src;  // the run's first element in the next slice issued
+  int k;                // the run's first k in a slice
+  int inside;           // of the run's 8 elements along k (8 or 0) or rows, those in rows
+  int dst;              // its offset in a buffer
+  bool along_k;
+
+  // The operand (element (r, k) at o[r * rs + k * cs], rows deep), its tile's rows r0..,
+  // the first slice's k0, and the layout ([row][k] when along_k, row strides ld_k / ld_row).
+  __device__ __forceinline__ HalfRun(const uint16_t* o, int64_t rs, int64_t cs, int64_t rows, int64_t r0, int64_t k0,
+                                     bool along_k_, int ld_k, int ld_row)
+      : along_k(along_k_) {
+    const int e = static_cast<int>(threadIdx.x);
+    const int r = along_k ? e >> 1 : (e & 7) << 3;
+    k = along_k ? (e & 1) << 3 : e >> 3;
+    dst = along_k ? r * ld_k + k : k * ld_row + r;
+    const int64_t left = rows - (r0 + r);
+    inside = left <= 0 ? 0 : (along_k || left >= 8 ? 8 : static_cast<int>(left));
+    src = o + (inside ? (r0 + r) * rs + (k0 + k) * cs : 0);
+  }
+
+  // The slice k0 (the next one) into buffer if it starts before depth (else nothing: an
+  // empty group); o and cs as constructed (read from the parameters again rather than held
+  // in registers).
+  __device__ __forceinline__ void issue(uint16_t* buffer, const uint16_t* o, int64_t cs, int64_t k0, int64_t depth) {
+    if (k0 < depth) {
+      const int64_t left = depth - (k0 + k);
+      const int n = left <= 0 ? 0 : (along_k && left < inside ? static_cast<int>(left) : inside);
+      cp_async<16>(buffer + dst, n ? src : o, 2 * n);
+    }
+    src += kTcBk * cs;
+  }
+};
+
+// Whether HalfRun can copy an operand's 16-bit copy o (element (r, k) at o[r * rs + k * cs]:
+// B's rs is b_cs): contiguous along its shared layout's direction (the kernel's along_k),
+// the other stride a multiple of 8 and the base 16-byte aligned.
+inline bool copyable_16(const uint16_t* o, int64_t rs, int64_t cs) {
+  const bool along_k = cs == 1 || rs != 1;
+  return o && (along_k ? cs : rs) == 1 && (along_k ? rs : cs) % 8 == 0 && (reinterpret_cast<uintptr_t>(o) & 15) == 0;
+}
+
+// Which operands a forward tensor-core launch copies from their 16-bit copies (the kernel's
+// kCopies): none, B (the weights' twin), or A (the layer below's 16-bit output) and B.
+constexpr int kTcCopyNone = 0, kTcCopyB = 1, kTcCopyAB = 2;
+
+// Four 8 x 8 matrices from shared memory, this lane's row address given: transposed
+// (ldmatrix.trans) for a [k][row] layout.
+template <class Stored>
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const Stored* row, bool trans) {
+  if (trans)
+    ptx::ldmatrix_x4_trans(r, row);
+  else
+    ptx::ldmatrix_x4(r, row);
+}
+
+// acc += the products of one slice in shared memory (a, b: the buffers at this lane's
+// ldmatrix addresses; the steps between its fragments: A's two m-tiles, B's two pairs of
+// n-tiles; tf32 takes two k8 steps).
+template <class T>
+__device__ __forceinline__ void multiply_tc_slice(const typename TcLayout<T>::Stored* a,
+                                                  const typename TcLayout<T>::Stored* b, int a_step, int b_step,
+                                                  bool a_trans, bool b_trans, float (&acc)[2][4][4]) {
+  CUSTOMML_UNROLL
+  for (int kk = 0; kk < kTcBk; kk += TensorCoreType<T>::kDepth) {
+    // tf32's second k8 step: 8 floats along k in [row][k]
+    uint32_t af[2][4], bf[2][4];
+    CUSTOMML_UNROLL
+    for (int i = 0; i < 2; ++i) {
+      ldmatrix_x4(af[i], a + i * a_step + kk, a_trans);
+      ldmatrix_x4(bf[i], b + i * b_step + kk, b_trans);
+    }
+    CUSTOMML_UNROLL
+    for (int i = 0; i < 2; ++i) {
+      CUSTOMML_UNROLL
+      for (int j = 0; j < 4; ++j) {
+        const uint32_t bj[2] = {bf[j / 2][(j % 2) * 2], bf[j / 2][(j % 2) * 2 + 1]};
+        ptx::mma_sync<T>(acc[i][j], af[i], bj, acc[i][j]);
+      }
+    }
+  }
+}
 
 // This lane's row address for an ldmatrix.x4 of a 16 x 16 (16-bit) or 16 x 8 (tf32) block
 // at rows 0.., k 0.. of s, in the order the mma's fragments take its 8 x 8 matrices
@@ -192,30 +296,29 @@ __device__ __forceinline__ int ldmatrix_offset(bool trans) {
   return (r + row_half * 8) * Layout::kLdK + k_half * kHalf;
 }
 
-// Four 8 x 8 matrices from shared memory, this lane's row address given: transposed
-// (ldmatrix.trans) for a [k][row] layout.
-template <class Stored>
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const Stored* row, bool trans) {
-  if (trans)
-    ptx::ldmatrix_x4_trans(r, row);
-  else
-    ptx::ldmatrix_x4(r, row);
+// dst (n) = src rounded to bf16 or fp16 (half_bits): the 16-bit copies of the weights
+// (Backend::round_to_half: Model's twin, the inference plan's copy). grid-stride.
+__global__ void round_to_half_kernel(uint16_t* dst, const float* src, int64_t n, bool bf16) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += stride)
+    dst[i] = half_bits(src[i], bf16);
 }
 
 // grid (the pair's tiles times their splits), block kTcThreads; kGrad as gemm_kernel's.
-// The sums follow the float32 kernels' parts order (GemmParams::part_depth): each part's
-// mma chain starts from zero and the parts' sums are added in order in float32, in the
-// block (total, kept in shared memory: 32 registers the loop cannot spare) or, split, by
+// kCopies: the operands taken from their 16-bit copies (bf16 / fp16 forward launches whose
+// copies are copyable_16), a kernel of its own so that no loop holds both ways of staging an
+// operand. The sums follow the float32 kernels' parts order (GemmParams::part_depth): each
+// part's mma chain starts from zero and the parts' sums are added in order in float32, in
+// the block (total, kept in shared memory: 32 registers the loop cannot spare) or, split, by
 // the tile's last block (split_last_block). So a split changes no bit, and a row's result
 // depends neither on the batch nor on the grid.
-template <class T, bool kGrad>
+template <class T, bool kGrad, int kCopies = kTcCopyNone>
 __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(GemmPair pp) {
   using Layout = TcLayout<T>;
   using Stored = typename Layout::Stored;
-  constexpr int kDepth = TensorCoreType<T>::kDepth;
-  constexpr bool kTf32 = kDepth == 8;
-  __shared__ __align__(16) Stored as[2][Layout::kElements];
-  __shared__ __align__(16) Stored bs[2][Layout::kElements];
+  constexpr bool kTf32 = TensorCoreType<T>::kDepth == 8;
+  __shared__ __align__(16) Stored as[kTcStages][Layout::kElements];
+  __shared__ __align__(16) Stored bs[kTcStages][Layout::kElements];
   CUSTOMML_POISON_SHARED(as);
   CUSTOMML_POISON_SHARED(bs);
   __shared__ __align__(16) float totals[8 * 4 * kTcThreads];
@@ -233,12 +336,12 @@ __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(Gemm
   Operand oa = operand_a(p);
   oa.ones_row = -1;  // db is summed in float below, not from reduced-precision operands
   const Operand ob = operand_b(p);
-  // Each operand loads along its contiguous direction (k unless only the rows are), and a
-  // row-contiguous 16-bit operand is kept [k][row] for ldmatrix.trans.
+  // Each operand is copied along its contiguous direction (k unless only the rows are), and
+  // a row-contiguous 16-bit operand is kept [k][row] for ldmatrix.trans.
   const bool a_along_k = oa.cs == 1 || oa.rs != 1, b_along_k = ob.cs == 1 || ob.rs != 1;
   const bool a_trans = !kTf32 && !a_along_k, b_trans = !kTf32 && !b_along_k;
   // This lane's ldmatrix addresses in a buffer, and the steps between its fragments:
-  // A's two m-tiles (16 rows), B's two pairs of n-tiles (16 rows), tf32's second k8 step.
+  // A's two m-tiles (16 rows), B's two pairs of n-tiles (16 rows).
   const int a_lane = ldmatrix_offset<T, true>(a_trans) + (a_trans ? wm * 32 : wm * 32 * Layout::kLdK);
   const int b_lane = ldmatrix_offset<T, false>(b_trans) + (b_trans ? wn * 32 : wn * 32 * Layout::kLdK);
   const int a_step = a_trans ? 16 : 16 * Layout::kLdK, b_step = b_trans ? 16 : 16 * Layout::kLdK;
@@ -257,47 +360,12 @@ __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(Gemm
   zero_acc();
   CUSTOMML_UNROLL
   for (int i = 0; i < 8; ++i) store4(totals + (i * kTcThreads + tid) * 4, acc4[i]);
-  // This block's k: all of it, or its part when split. A tile of db's row alone
-  // multiplies nothing but still sums db's parts.
+  // This block's k: all of it, or its part when split (part_depth is a multiple of kTcBk, so
+  // no slice straddles two parts). A tile of db's row alone multiplies nothing but still
+  // sums db's parts.
   const int64_t k_begin = tile.part * p.part_depth;
   const int64_t k_end = splits > 1 && k_begin + p.part_depth < p.k ? k_begin + p.part_depth : p.k;
   const bool multiplies = row0 < p.m;
-  TcStage<T, kGrad> sa, sb;
-  if (multiplies && k_begin < k_end) {
-    sa.template load<true>(oa, row0, k_begin, a_along_k);
-    sb.template load<true>(ob, col0, k_begin, b_along_k);
-  }
-  int buffer = 0;
-  // One slice: store the staged one, load the next (kChecked: with the bounds and
-  // alignment checks), multiply the stored one.
-  auto slice = [&](auto checked, int64_t k0) {
-    sa.store(as[buffer], a_along_k, a_trans);
-    sb.store(bs[buffer], b_along_k, b_trans);
-    __syncthreads();  // the slice is stored; the other buffer's readers are done
-    if (k0 + kTcBk < k_end) {
-      sa.template load<decltype(checked)::value>(oa, row0, k0 + kTcBk, a_along_k);
-      sb.template load<decltype(checked)::value>(ob, col0, k0 + kTcBk, b_along_k);
-    }
-    CUSTOMML_UNROLL
-    for (int kk = 0; kk < kTcBk; kk += kDepth) {
-      // tf32's second k8 step: 8 floats along k in [row][k]
-      uint32_t a[2][4], b[2][4];
-      CUSTOMML_UNROLL
-      for (int i = 0; i < 2; ++i) {
-        ldmatrix_x4(a[i], as[buffer] + a_lane + i * a_step + kk, a_trans);
-        ldmatrix_x4(b[i], bs[buffer] + b_lane + i * b_step + kk, b_trans);
-      }
-      CUSTOMML_UNROLL
-      for (int i = 0; i < 2; ++i) {
-        CUSTOMML_UNROLL
-        for (int j = 0; j < 4; ++j) {
-          const uint32_t bj[2] = {b[j / 2][(j % 2) * 2], b[j / 2][(j % 2) * 2 + 1]};
-          ptx::mma_sync<T>(acc[i][j], a[i], bj, acc[i][j]);
-        }
-      }
-    }
-    buffer ^= 1;
-  };
   // The accumulators' layout (simt/mma.h): element e of m-tile i, n-tile j is row
   // 16 i + lane / 4 + 8 (e / 2), column 8 j + 2 (lane % 4) + e % 2 of the warp's quarter.
   auto row_of = [&](int i, int e) { return wm * 32 + i * 16 + lane / 4 + 8 * (e / 2); };
@@ -306,16 +374,9 @@ __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(Gemm
   // tensor-core operands would round dz first), k in order, into that row's accumulators
   // (A's row m reads zeros there): the float32 kernels' ones row, bit for bit.
   const int db_row = kGrad && p.db && row0 <= p.m && p.m < row0 + kTcBm ? static_cast<int>(p.m - row0) : -1;
-  // An interior tile of aligned operands loads the next slice without checks while it is
-  // full; edge tiles and the last slice take the checked loads.
-  const bool unchecked = oa.float4_runs(row0, a_along_k) && ob.float4_runs(col0, b_along_k);
-  const int64_t part_depth = p.part_depth;
-  for (int64_t k0 = k_begin; k0 < k_end;) {
-    const int64_t part_begin = k0, part_end = part_depth < k_end - k0 ? k0 + part_depth : k_end;
-    if (multiplies) {
-      for (; unchecked && k0 + 2 * kTcBk <= k_end && k0 < part_end; k0 += kTcBk) slice(std::false_type(), k0);
-      for (; k0 < part_end; k0 += kTcBk) slice(std::true_type(), k0);
-    }
+  // The part [part_begin, part_end) is multiplied: db's part into row m, the part's sums
+  // added to the total, the accumulators zeroed for the next part.
+  auto end_part = [&](int64_t part_begin, int64_t part_end) {
     if (kGrad && db_row >= 0) {
       if (tid < kTcBn) {
         float sum = 0.0f;
@@ -335,7 +396,6 @@ __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(Gemm
       }
       __syncthreads();  // db_part is rewritten by the next part
     }
-    k0 = part_end;
     CUSTOMML_UNROLL
     for (int i = 0; i < 8; ++i) {
       float t[4];
@@ -345,6 +405,78 @@ __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(Gemm
       store4(totals + (i * kTcThreads + tid) * 4, t);
     }
     zero_acc();
+  };
+  const int64_t part_depth = p.part_depth;
+  if (multiplies) {
+    // The operands kCopies names are copied as they are from their 16-bit copies (HalfRun);
+    // the others are float, staged through registers and rounded as stored (TcStage). The
+    // backward kernel takes no copy: with dz's derivative fused into its loads it has no
+    // registers left for a copy's run (ptxas spilled 44 bytes).
+    constexpr bool kCopyA = kCopies == kTcCopyAB, kCopyB = kCopies != kTcCopyNone;
+    static_assert(!kCopyB || (!kTf32 && !kGrad), "16-bit copies: bf16 / fp16 forward launches");
+    HalfRun ra(p.a16, p.a_rs, p.a_cs, p.m, row0, k_begin, a_along_k, Layout::kLdK, Layout::kLdRow);
+    HalfRun rb(p.b16, p.b_cs, p.b_rs, p.n, col0, k_begin, b_along_k, Layout::kLdK, Layout::kLdRow);
+    TcStage<T, kGrad> sa, sb;
+    // The slice k0 for buffer buf: the copies issued (as a group), the float operands' loads
+    // (kChecked: with the bounds and alignment checks) into registers; stored, once the
+    // buffer's readers are done, by store_floats.
+    auto issue = [&](auto checked, int buf, int64_t k0) {
+      if constexpr (kCopyA) ra.issue(as[buf], p.a16, p.a_cs, k0, k_end);
+      if constexpr (kCopyB) rb.issue(bs[buf], p.b16, p.b_rs, k0, k_end);
+      if (k0 < k_end) {
+        if constexpr (!kCopyA) sa.template load<decltype(checked)::value>(oa, row0, k0, a_along_k);
+        if constexpr (!kCopyB) sb.template load<decltype(checked)::value>(ob, col0, k0, b_along_k);
+      }
+      cp_async_commit();
+    };
+    auto store_floats = [&](int buf, int64_t k0) {
+      if (k0 >= k_end) return;
+      if constexpr (!kCopyA) sa.store(as[buf], a_along_k, a_trans);
+      if constexpr (!kCopyB) sb.store(bs[buf], b_along_k, b_trans);
+    };
+    // The pipeline: slices 0 .. kTcStages - 2 in their buffers, then per slice: issue the one
+    // kTcStages - 1 ahead (into the buffer read before the last barrier), multiply this one,
+    // store the float operands of the one ahead, wait for the next one's copies, barrier;
+    // at a part's end, end_part.
+    CUSTOMML_UNROLL
+    for (int s = 0; s < kTcStages - 1; ++s) {
+      issue(std::true_type(), s, k_begin + s * kTcBk);
+      store_floats(s, k_begin + s * kTcBk);
+    }
+    cp_async_wait<kTcStages - 2>();
+    __syncthreads();
+    int stage = 0;  // the buffer of the slice being multiplied
+    int64_t part_begin = k_begin;
+    auto slices = [&](auto checked, int64_t k0, int64_t to) {
+      for (; k0 < to; k0 += kTcBk) {
+        const int ahead = stage ? stage - 1 : kTcStages - 1, next = stage + 1 < kTcStages ? stage + 1 : 0;
+        const int64_t k_ahead = k0 + (kTcStages - 1) * kTcBk;
+        issue(checked, ahead, k_ahead);
+        multiply_tc_slice<T>(as[stage] + a_lane, bs[stage] + b_lane, a_step, b_step, a_trans, b_trans, acc);
+        store_floats(ahead, k_ahead);
+        cp_async_wait<kTcStages - 2>();
+        __syncthreads();
+        stage = next;
+        const int64_t part_end = part_depth < k_end - part_begin ? part_begin + part_depth : k_end;
+        if (k0 + kTcBk >= part_end) {
+          end_part(part_begin, part_end);
+          part_begin = part_end;
+        }
+      }
+      return k0;
+    };
+    // An interior tile of aligned float operands loads them without checks while the slice
+    // ahead is full; edge tiles and the last slices take the checked loads.
+    const bool unchecked = (kCopyA || oa.float4_runs(row0, a_along_k)) && (kCopyB || ob.float4_runs(col0, b_along_k));
+    slices(std::true_type(), slices(std::false_type(), k_begin, unchecked ? k_end - kTcStages * kTcBk + 1 : k_begin),
+           k_end);
+    cp_async_wait<0>();  // the empty groups issued past the end
+  } else {
+    for (int64_t k0 = k_begin; k0 < k_end;) {
+      const int64_t part_end = part_depth < k_end - k0 ? k0 + part_depth : k_end;
+      end_part(k0, part_end);
+      k0 = part_end;
+    }
   }
   CUSTOMML_UNROLL
   for (int i = 0; i < 8; ++i) load4(acc4[i], totals + (i * kTcThreads + tid) * 4);

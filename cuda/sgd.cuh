@@ -31,6 +31,7 @@ __global__ void sgd_update_kernel(float* param, const float* grad, float* veloci
   if (gate && gate->skip != 0.0) return;  // fp16: this step's gradients overflowed
   if (u.lr) c.lr = *u.lr;
   const GradientScaling scaled(u);
+  const HalfTwin twin(u);
   const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const bool momentum = c.momentum != 0.0f;
@@ -46,6 +47,7 @@ __global__ void sgd_update_kernel(float* param, const float* grad, float* veloci
     for (int j = 0; j < 4; ++j)
       p[j] = sgd_element(p[j], scaled(g[j]), vel[j], momentum, decay[j] ? c.weight_decay : 0.0f, c);
     store4(param + i0, p);
+    twin.store4(i0, p);
     if (momentum) store4(velocity + i0, vel);
   }
   for (int64_t k = first; k < n - 4 * split.vecs; k += stride) {
@@ -53,6 +55,7 @@ __global__ void sgd_update_kernel(float* param, const float* grad, float* veloci
     float vel = momentum ? velocity[i] : 0.0f;
     const float wd = takes_decay(no_decay, n_no_decay, i) ? c.weight_decay : 0.0f;
     param[i] = sgd_element(param[i], scaled(grad[i]), vel, momentum, wd, c);
+    twin.store(i, param[i]);
     if (momentum) velocity[i] = vel;
   }
 }

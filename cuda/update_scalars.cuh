@@ -1,10 +1,12 @@
 #pragma once
-// Defines: GradientScaling, how the optimizer update kernels read their gradient under
-// UpdateScalars (backend.h): scaled as scale_by_kernel and then clip_scale_kernel would
-// have scaled it in place, each product in double rounded to float, so the update gives
-// their bits without their passes. Device functions only: any kernel file may include it.
+// Defines: GradientScaling and HalfTwin, how the optimizer update kernels read their
+// gradient and write the parameters' 16-bit twin under UpdateScalars (backend.h). The
+// gradient is scaled as scale_by_kernel and then clip_scale_kernel would have scaled it in
+// place, each product in double rounded to float, so the update gives their bits without
+// their passes. Device functions only: any kernel file may include it.
 
 #include "cuda/common.cuh"
+#include "cuda/half_bits.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
@@ -26,6 +28,21 @@ struct GradientScaling {
     if (unscales) g = static_cast<float>(g * unscale);
     if (clips) g = static_cast<float>(g * clip);
     return g;
+  }
+};
+
+// The parameters' 16-bit twin (UpdateScalars::half), written as each parameter is.
+struct HalfTwin {
+  uint16_t* half;
+  bool bf16;
+  __device__ __forceinline__ explicit HalfTwin(const UpdateScalars& u) : half(u.half), bf16(u.half_bf16) {}
+  __device__ __forceinline__ void store4(int64_t i0, const float (&p)[4]) const {
+    if (!half) return;
+    CUSTOMML_UNROLL
+    for (int j = 0; j < 4; ++j) half[i0 + j] = half_bits(p[j], bf16);
+  }
+  __device__ __forceinline__ void store(int64_t i, float p) const {
+    if (half) half[i] = half_bits(p, bf16);
   }
 };
 
