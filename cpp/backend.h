@@ -148,6 +148,13 @@ struct LossMetrics {
   // (1): the gradient written times it, each product in double then rounded, as scale_by
   // would scale it afterwards (fp16's loss scale); null: unscaled
   const double* grad_scale = nullptr;
+  // classification: (k, k) += 1 at [label, prediction] of each row, as
+  // confusion_matrix_update counts (k = classes, 2 for one column); null: not counted
+  int64_t* confusion = nullptr;
+  // mse: (4, cols) += the batch's sums as regression_stats_update adds them, around
+  // regression_shift (cols); null: not summed
+  double* regression = nullptr;
+  const double* regression_shift = nullptr;
 };
 
 class Backend {
@@ -232,7 +239,7 @@ class Backend {
   // softmax_cross_entropy, then the gradient scaled as scale_by scales it and m's sums as
   // accumulate and count_correct add them: the ops by default, one launch on the CUDA
   // devices (cuda/loss_epilogue.cuh).
-  // m.correct is not read by mse_metrics.
+  // m.correct and m.confusion are not read by mse_metrics, m.regression only by it.
   virtual void softmax_cross_entropy_metrics(float* grad, double* loss, const float* logits, const int32_t* labels,
                                              const float* class_weights, const float* row_weights, int64_t batch,
                                              int64_t classes, float label_smoothing, const LossMetrics& m) {
@@ -240,6 +247,7 @@ class Backend {
     if (grad && m.grad_scale) scale_by(grad, batch * classes, m.grad_scale);
     if (m.loss_sum) accumulate(m.loss_sum, loss, m.loss_rows, nullptr);
     if (m.correct) count_correct(m.correct, logits, labels, batch, classes);
+    if (m.confusion) confusion_matrix_update(m.confusion, logits, labels, batch, classes);
   }
   // binary_cross_entropy_with_logits and mse the same way (labels: count_correct's).
   virtual void binary_cross_entropy_with_logits_metrics(float* grad, double* loss, const float* logits,
@@ -250,12 +258,14 @@ class Backend {
     if (grad && m.grad_scale) scale_by(grad, rows * cols, m.grad_scale);
     if (m.loss_sum) accumulate(m.loss_sum, loss, m.loss_rows, nullptr);
     if (m.correct) count_correct(m.correct, logits, labels, rows, cols);
+    if (m.confusion) confusion_matrix_update(m.confusion, logits, labels, rows, cols);
   }
   virtual void mse_metrics(float* grad, double* loss, const float* pred, const float* target, const float* row_weights,
                            int64_t rows, int64_t cols, const LossMetrics& m) {
     mse(grad, loss, pred, target, row_weights, rows, cols);
     if (grad && m.grad_scale) scale_by(grad, rows * cols, m.grad_scale);
     if (m.loss_sum) accumulate(m.loss_sum, loss, m.loss_rows, nullptr);
+    if (m.regression) regression_stats_update(m.regression, pred, target, m.regression_shift, rows, cols);
   }
   // softmax_cross_entropy_soft likewise (labels: the targets' argmax, count_correct's).
   virtual void softmax_cross_entropy_soft_metrics(float* grad, double* loss, const float* logits, const float* targets,
@@ -265,6 +275,7 @@ class Backend {
     if (grad && m.grad_scale) scale_by(grad, batch * classes, m.grad_scale);
     if (m.loss_sum) accumulate(m.loss_sum, loss, m.loss_rows, nullptr);
     if (m.correct) count_correct(m.correct, logits, labels, batch, classes);
+    if (m.confusion) confusion_matrix_update(m.confusion, logits, labels, batch, classes);
   }
   // distillation_loss likewise (student: the logits count_correct reads).
   virtual void distillation_loss_metrics(float* grad, double* loss, const float* student, const float* teacher,
@@ -274,6 +285,7 @@ class Backend {
     if (grad && m.grad_scale) scale_by(grad, batch * classes, m.grad_scale);
     if (m.loss_sum) accumulate(m.loss_sum, loss, m.loss_rows, nullptr);
     if (m.correct) count_correct(m.correct, student, labels, batch, classes);
+    if (m.confusion) confusion_matrix_update(m.confusion, student, labels, batch, classes);
   }
 
   // Optional capabilities, with the defaults of a device that has none.

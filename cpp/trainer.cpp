@@ -438,7 +438,7 @@ void Trainer::loss_and_count(const float* logits, const float* row_weights, int6
   // The loss ops add the batch's loss and correct count to the metrics themselves and scale
   // the gradient by fp16's loss scale before the backward pass (one launch on CUDA).
   const auto folded_metrics = [&] {
-    LossMetrics m = metrics_.loss_metrics(b, loss_rows);
+    LossMetrics m = metrics_.loss_metrics(b, loss_rows, {ws.labels.data(), ws.targets.data(), ws.uploaded_targets});
     if (grad && precision_ == Precision::fp16) m.grad_scale = &step_state_.data()->scale;
     return m;
   };
@@ -472,7 +472,7 @@ void Trainer::loss_and_count(const float* logits, const float* row_weights, int6
       }
       break;
   }
-  metrics_.record(logits, {ws.labels.data(), ws.targets.data(), ws.uploaded_targets}, b);
+  metrics_.record_scores(logits, ws.labels.data(), b);
 }
 
 namespace {

@@ -1,8 +1,9 @@
 #pragma once
 // Defines: the device functions (no kernels, so any launcher file may include this) that a
 // loss kernel finishes a whole training step's loss with in its own launch: the batch's
-// total weight, the fixed-order sum of per-row terms, and the grid's last block folding
-// the batch's loss and correct count into the epoch's metrics (LossMetrics). The separate
+// total weight, the fixed-order sum of per-row terms, the metrics' per-row statistics
+// (correct count, confusion matrix, regression sums) and the grid's last block folding the
+// batch's loss and correct count into the epoch's metrics (LossMetrics). The separate
 // kernels they replace (loss_weight_total_kernel, sum_partials_kernel) call the same
 // functions, so either path gives the same bits.
 
@@ -84,6 +85,49 @@ inline LossGrid loss_grid(DeviceContext& ctx, double* loss, size_t terms, unsign
   g.loss = loss;
   g.metrics = m;
   return g;
+}
+
+// A row classified as `predicted` with label y -> counts (k', k') += 1 at [y, predicted],
+// k' = classes (2 for one column). Integer atomics: exact sums in any row order, so
+// deterministic (confusion_matrix_update_kernel and the loss kernels count alike).
+__device__ __forceinline__ void count_confusion(int64_t* counts, int64_t classes, int32_t y, int64_t predicted) {
+  const int64_t k = classes == 1 ? 2 : classes;
+  atomicAdd(reinterpret_cast<unsigned long long*>(counts + y * k + predicted), 1ull);
+}
+
+// A warp-per-row loss kernel's row statistics: in lane 0, 1 when the row's predicted class
+// (warp_predicted_class) is its label y, else 0 (0 when nothing counts), and the row counted
+// in g.metrics.confusion when set. Every lane of the warp calls it.
+__device__ __forceinline__ int64_t warp_row_hit(const LossGrid& g, const float* row, int64_t classes, int32_t y,
+                                                int lane) {
+  if (!g.block_correct && !g.metrics.confusion) return 0;
+  const int64_t predicted = warp_predicted_class(row, classes, lane);
+  if (g.metrics.confusion && lane == 0) count_confusion(g.metrics.confusion, classes, y, predicted);
+  return predicted == y;
+}
+
+// pred, target (batch, outputs), shift (outputs) -> stats (4, outputs) += for column j
+// [sum |e|, sum e^2, sum d, sum d^2], e = pred - target, d = target - shift in float64, the
+// rows added in order onto the sums so far: the CPU's loop, bit for bit (the regression
+// metrics' statistics; one thread per column, as the bias gradient's column sums).
+__device__ __forceinline__ void add_regression_column(double* stats, const float* pred, const float* target,
+                                                      const double* shift, int64_t batch, int64_t outputs, int64_t j) {
+  double abs_err = stats[j], sq_err = stats[outputs + j], sum_y = stats[2 * outputs + j],
+         sum_y2 = stats[3 * outputs + j];
+  const double s = shift[j];
+  for (int64_t i = 0; i < batch; ++i) {
+    const double y = target[i * outputs + j];
+    const double e = static_cast<double>(pred[i * outputs + j]) - y;
+    const double d = y - s;
+    abs_err += fabs(e);
+    sq_err += e * e;
+    sum_y += d;
+    sum_y2 += d * d;
+  }
+  stats[j] = abs_err;
+  stats[outputs + j] = sq_err;
+  stats[2 * outputs + j] = sum_y;
+  stats[3 * outputs + j] = sum_y2;
 }
 
 // Called by every thread of every block once the block's row losses are written (and,

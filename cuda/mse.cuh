@@ -1,5 +1,6 @@
 #pragma once
-// Defines: mse_kernel: the loss, its gradient and the step's loss sum in one launch.
+// Defines: mse_kernel: the loss, its gradient, the step's loss sum and the regression
+// metrics' sums in one launch.
 
 #include <cstdint>
 
@@ -11,8 +12,10 @@ namespace customml::CUSTOMML_CUDA_NS {
 // pred, target (rows, cols), row_weights (rows) or null -> grad (rows cols) or null, and
 // g's results: the loss, the sum of w_i (pred - target)^2 divided by n = rows cols
 // (unweighted) or cols W (W = sum_i w_i, 0 when W is 0), the gradient 2 (pred - target) / n
-// or 2 w_i (pred - target) / (cols W). As binary_cross_entropy_with_logits_kernel: a grid
-// of kReduceBlocks blocks, the last one finishing (cuda/loss_epilogue.cuh).
+// or 2 w_i (pred - target) / (cols W), and with g.metrics.regression the regression
+// metrics' sums (a thread per column, add_regression_column). As
+// binary_cross_entropy_with_logits_kernel: a grid of kReduceBlocks blocks, the last one
+// finishing (cuda/loss_epilogue.cuh).
 __global__ void __launch_bounds__(kThreads) mse_kernel(LossGrid g, float* grad, const float* pred, const float* target,
                                                        const float* row_weights, int64_t rows, int64_t cols) {
   const int64_t n = rows * cols;
@@ -30,6 +33,10 @@ __global__ void __launch_bounds__(kThreads) mse_kernel(LossGrid g, float* grad, 
   }
   sum = block_sum(sum);
   if (threadIdx.x == 0) g.row_loss[blockIdx.x] = sum;
+  if (g.metrics.regression)
+    for (int64_t j = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; j < cols;
+         j += static_cast<int64_t>(gridDim.x) * kThreads)
+      add_regression_column(g.metrics.regression, pred, target, g.metrics.regression_shift, rows, cols, j);
   finish_loss_grid(g, row_weights ? total * static_cast<double>(cols) : static_cast<double>(n), gridDim.x, 0);
 }
 

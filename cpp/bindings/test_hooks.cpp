@@ -90,6 +90,20 @@ void bind_test_hooks(py::module_& m) {
         const std::vector<float> nan(n, std::numeric_limits<float>::quiet_NaN());
         const double host_sums[2] = {std::numeric_limits<double>::quiet_NaN(), loss_sum};
         LossMetrics m{upload(sums, host_sums, 2) + 1, loss_rows, upload(count, &correct, 1)};
+        // The statistics the step also folds: a confusion matrix from zero (classification),
+        // the regression sums from zero around the first target row (mse).
+        const int64_t k = cols == 1 ? 2 : cols;
+        Buffer<int64_t> confusion(&be);
+        Buffer<double> stats(&be), shift(&be);
+        const size_t stat_count = static_cast<size_t>(softmax || bce ? k * k : 4 * cols);
+        if (softmax || bce) {
+          const std::vector<int64_t> zero(stat_count, 0);
+          m.confusion = upload(confusion, zero.data(), stat_count);
+        } else {
+          const std::vector<double> zero(stat_count, 0.0), first(targets->data(), targets->data() + cols);
+          m.regression = upload(stats, zero.data(), stat_count);
+          m.regression_shift = upload(shift, first.data(), first.size());
+        }
         const float* cwp = class_weights ? upload(cw, class_weights->data(), static_cast<size_t>(cols)) : nullptr;
         const float* rwp = row_weights ? upload(rw, row_weights->data(), static_cast<size_t>(rows)) : nullptr;
         const int32_t* yp = labels ? upload(y, labels->data(), static_cast<size_t>(rows)) : nullptr;
@@ -110,13 +124,24 @@ void bind_test_hooks(py::module_& m) {
         be.copy_to_host(grad.mutable_data(), gp, sizeof(float) * n);
         be.copy_to_host(out_sums, sums.data(), sizeof(out_sums));
         be.copy_to_host(&correct, count.data(), sizeof(correct));
-        return py::make_tuple(out_sums[0], grad, out_sums[1], correct);
+        py::object statistic;
+        if (softmax || bce) {
+          py::array_t<int64_t> counts({k, k});
+          be.copy_to_host(counts.mutable_data(), confusion.data(), sizeof(int64_t) * stat_count);
+          statistic = counts;
+        } else {
+          py::array_t<double> sums4({int64_t{4}, cols});
+          be.copy_to_host(sums4.mutable_data(), stats.data(), sizeof(double) * stat_count);
+          statistic = sums4;
+        }
+        return py::make_tuple(out_sums[0], grad, out_sums[1], correct, statistic);
       },
       py::arg("loss"), py::arg("logits"), py::arg("labels"), py::arg("targets"), py::arg("class_weights"),
       py::arg("row_weights"), py::arg("label_smoothing"), py::arg("loss_sum"), py::arg("loss_rows"), py::arg("correct"),
       py::arg("device"),
       "Backend::<loss>_metrics (the training step's loss, gradient and metric sums) on a device: (loss, grad, "
-      "loss_sum + loss x loss_rows, correct + the rows right); for tests.");
+      "loss_sum + loss x loss_rows, correct + the rows right, the confusion matrix (classification) or the "
+      "regression sums around the first target row (mse)); for tests.");
   m.def(
       "_record_graph_around",
       [](const std::string& op, const std::string& device) {
