@@ -43,7 +43,8 @@ __global__ void __launch_bounds__(kThreads)
   sum = block_sum(sum);
   if (g.block_correct) hits = block_sum(hits);
   if (threadIdx.x == 0) g.row_loss[blockIdx.x] = sum;
-  finish_loss_grid(g, row_weights ? total * static_cast<double>(cols) : static_cast<double>(n), gridDim.x, hits);
+  // No penalty blocks: their sums made ptxas spill here (sm_90); the launcher runs kernel_penalties.
+  finish_loss_grid<false>(g, row_weights ? total * static_cast<double>(cols) : static_cast<double>(n), gridDim.x, hits);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

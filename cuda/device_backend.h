@@ -16,6 +16,7 @@ class DeviceBackend : public Backend {
   // memory, but it takes the real device's path so that tests cover it).
   bool host_addressable() const override { return false; }
   bool supports(Precision) const override { return true; }  // tensor cores: sm_80 and later
+  int64_t folded_penalties() const override;
 
 #define CUSTOMML_OP(ret, name, params) ret name params override;
 #include "backend_ops.def"
