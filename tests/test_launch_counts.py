@@ -45,13 +45,19 @@ _CASES = {
     "f1+confusion": dict(metrics=["accuracy", "f1", "confusion_matrix"], launches=8),
     "binary_ce": dict(loss=lambda: "binary_cross_entropy", classes=2, outputs=1, launches=8),
     "mse": dict(loss=lambda: "mse", classes=0, metrics=["mae", "r2"], launches=8),
+    "mse+l2": dict(loss=lambda: "mse", classes=0, metrics=["mae", "r2"], l2=1e-4, launches=8),
     "fp16": dict(precision="fp16", launches=9),
     "qat": dict(qat=True, launches=26),
     "probability targets": dict(soft=True, launches=8),
 }
-# The README step: the issue's bound, asserted on its own so that a change of the table
-# above cannot loosen it.
+# The issue's bound, asserted on its own for every case but fp16's and QAT's (which the issue
+# leaves out) and those named here with the reason they exceed it, so that a change of the
+# table above cannot loosen it. Clipping: the norm is a reduction over every gradient that
+# the update waits for; folding it into the backward launches' epilogues would change its
+# summation order, and so the clipped weights' bits. Dropout: its masks could live in the
+# dense layers' epilogues (cuda/dense.cuh's C store), not done yet.
 _README_BOUND = 8
+_OVER_BOUND = {"fp16", "qat", "clipnorm", "dropout"}
 
 
 def _model(case):
@@ -118,7 +124,7 @@ def test_launches_and_host_waits_per_training_step(case):
     assert waits == 0, f"{waits} host waits in a training step"
     bound = _CASES[case]["launches"]
     assert launches <= bound, f"{launches} launches per step, more than the {bound} this case takes"
-    if case == "softmax_ce+adam":
+    if case not in _OVER_BOUND:
         assert launches <= _README_BOUND
 
 
