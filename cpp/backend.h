@@ -312,6 +312,14 @@ class Backend {
     add_penalties(m);
   }
 
+  // QAT's fake quantization: y = dequantize(quantize(x)) through codes (rows, cols) of
+  // qtype, the ops' bits; the CUDA devices compute it in one pass and leave codes unwritten.
+  virtual void fake_quantize(float* y, void* codes, DType qtype, const float* x, const float* scale,
+                             const int32_t* zero, int64_t rows, int64_t cols, QuantAxis axis) {
+    quantize(codes, qtype, x, scale, zero, rows, cols, axis);
+    dequantize(y, codes, qtype, scale, zero, rows, cols, axis);
+  }
+
   // The penalties a loss op sums (LossMetrics::penalties), the ops' way.
   void add_penalties(const LossMetrics& m) {
     if (m.penalty_count > 0)

@@ -162,7 +162,7 @@ class Trainer {
     float momentum = 0.9f;    // of the moving averages of the input range
     bool range_set = false;   // range holds at least a first batch's range
     Buffer<float> w;          // (in, out): dequantize(quantize(weights))
-    Buffer<int8_t> w_codes;   // (in, out)
+    Buffer<int8_t> w_codes;   // (in, out): fake_quantize's codes (the CUDA devices write none)
     Buffer<float> w_scale;    // (out) or (1)
     Buffer<float> x;          // (rows, in): dequantize(quantize(input))
     Buffer<uint8_t> x_codes;  // (rows, in)

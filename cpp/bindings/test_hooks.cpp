@@ -57,6 +57,46 @@ void bind_test_hooks(py::module_& m) {
         "How many kernels the SIMT emulator has launched in this process (cuda-emulated's launches); for tests.");
 #endif
   m.def(
+      "_fake_quantize",
+      [](py::array_t<float, py::array::c_style> x, py::array_t<float, py::array::c_style> scale,
+         std::optional<py::array_t<int32_t, py::array::c_style>> zero, const std::string& dtype,
+         const std::string& axis, const std::string& device) {
+        // QAT's fake quantization (Backend::fake_quantize) on host copies: no checks beyond
+        // the shapes, Trainer::fake_weights / fake_input make them.
+        if (x.ndim() != 2) throw std::invalid_argument("[_fake_quantize] x (rows, cols)");
+        if (dtype != "int8" && dtype != "uint8") throw std::invalid_argument("[_fake_quantize] dtype int8 or uint8");
+        if (axis != "tensor" && axis != "row" && axis != "column")
+          throw std::invalid_argument("[_fake_quantize] axis tensor, row or column");
+        const int64_t rows = x.shape(0), cols = x.shape(1);
+        const QuantAxis ax = axis == "tensor" ? QuantAxis::tensor : axis == "row" ? QuantAxis::row : QuantAxis::column;
+        const size_t n = static_cast<size_t>(rows * cols), params = static_cast<size_t>(ax == QuantAxis::tensor ? 1
+                                                                                        : ax == QuantAxis::row  ? rows
+                                                                                                                : cols);
+        if (static_cast<size_t>(scale.size()) != params || (zero && static_cast<size_t>(zero->size()) != params))
+          throw std::invalid_argument("[_fake_quantize] scale and zero: one per axis entry");
+        Backend& be = backend_for(Device::parse(device));
+        Buffer<float> xd(&be), yd(&be), sd(&be);
+        Buffer<int32_t> zd(&be);
+        Buffer<uint8_t> codes(&be);
+        be.copy_to_device(xd.reserve(n), x.data(), sizeof(float) * n);
+        be.copy_to_device(sd.reserve(params), scale.data(), sizeof(float) * params);
+        if (zero) be.copy_to_device(zd.reserve(params), zero->data(), sizeof(int32_t) * params);
+        const std::vector<float> nan(n, std::numeric_limits<float>::quiet_NaN());
+        be.copy_to_device(yd.reserve(n), nan.data(), sizeof(float) * n);
+        codes.reserve(n);
+        {
+          py::gil_scoped_release release;
+          be.fake_quantize(yd.data(), codes.data(), dtype == "int8" ? DType::i8 : DType::u8, xd.data(), sd.data(),
+                           zero ? zd.data() : nullptr, rows, cols, ax);
+        }
+        py::array_t<float> y({rows, cols});
+        be.copy_to_host(y.mutable_data(), yd.data(), sizeof(float) * n);
+        return y;
+      },
+      py::arg("x"), py::arg("scale"), py::arg("zero"), py::arg("dtype"), py::arg("axis"), py::arg("device"),
+      "Backend::fake_quantize (QAT's dequantize(quantize(x)), one launch on the CUDA devices) on a device; for "
+      "tests.");
+  m.def(
       "_loss_metrics",
       [](const std::string& loss_name, py::array_t<float, py::array::c_style> logits,
          std::optional<py::array_t<int32_t, py::array::c_style>> labels,
