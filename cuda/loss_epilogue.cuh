@@ -124,11 +124,13 @@ __device__ __forceinline__ void count_confusion(int64_t* counts, int64_t classes
 }
 
 // A warp-per-row loss kernel's row statistics: in lane 0, 1 when the row's predicted class
-// (warp_predicted_class) is its label y, else 0 (0 when nothing counts), and the row counted
-// in g.metrics.confusion when set. Every lane of the warp calls it.
-__device__ __forceinline__ int64_t warp_row_hit(const LossGrid& g, const float* row, int64_t classes, int32_t y,
-                                                int lane) {
+// (warp_predicted_class) is its label labels[i], else 0 (0 when nothing counts), and the row
+// counted in g.metrics.confusion when set. labels is read only then (it may be null
+// otherwise). Every lane of the warp calls it.
+__device__ __forceinline__ int64_t warp_row_hit(const LossGrid& g, const float* row, int64_t classes,
+                                                const int32_t* labels, int64_t i, int lane) {
   if (!g.block_correct && !g.metrics.confusion) return 0;
+  const int32_t y = labels[i];
   const int64_t predicted = warp_predicted_class(row, classes, lane);
   if (g.metrics.confusion && lane == 0) count_confusion(g.metrics.confusion, classes, y, predicted);
   return predicted == y;

@@ -116,7 +116,7 @@ __global__ void __launch_bounds__(kThreads)
     if (grad)
       softmax_grad_row(grad + row_index * classes, row, mx, sum, w, total, y, classes, label_smoothing, lane, 32,
                        g.metrics.grad_scale);
-    hit = warp_row_hit(g, row, classes, y, lane);
+    hit = warp_row_hit(g, row, classes, labels, row_index, lane);
   }
   finish_loss_grid(g, total, batch, block_warp_hits(hit));
 }
@@ -145,7 +145,7 @@ __global__ void __launch_bounds__(kThreads)
   if (threadIdx.x == 0) sums[1] = sum_shifted;
   // The first warp finds the predicted class as count_correct_kernel does (a warp per row).
   if (threadIdx.x < 32) {
-    const int64_t row_hit = warp_row_hit(g, row, classes, y, static_cast<int>(threadIdx.x));
+    const int64_t row_hit = warp_row_hit(g, row, classes, labels, row_index, static_cast<int>(threadIdx.x));
     if (threadIdx.x == 0) hit = row_hit;
   }
   __syncthreads();
@@ -196,7 +196,7 @@ __global__ void __launch_bounds__(kThreads)
       float* gr = grad + row_index * classes;
       for (int64_t c = lane; c < classes; c += 32) gr[c] = scaled(scale * (qp * expf(z[c] - mx) - q[c]));
     }
-    hit = warp_row_hit(g, z, classes, labels[row_index], lane);
+    hit = warp_row_hit(g, z, classes, labels, row_index, lane);
   }
   finish_loss_grid(g, total, batch, block_warp_hits(hit));
 }
