@@ -44,10 +44,22 @@ struct AdamConfig {
 // What an optimizer update reads from device memory instead of its arguments, so that a
 // training step decides it there without the host waiting, and a recorded step graph
 // reads each step's value at replay (each null when unused; the Python ops pass none).
+// Elements [begin, end) of an update's parameters under an L1/L2 penalty (UpdateScalars).
+struct PenaltySpan {
+  int64_t begin = 0, end = 0;
+  float l1 = 0.0f, l2 = 0.0f;
+};
+constexpr int kUpdatePenaltySpans = 8;
+
 struct UpdateScalars {
   const float* lr = nullptr;        // the learning rate instead of the config's (a step graph's schedule)
   const double* unscale = nullptr;  // each gradient *= *unscale first, as scale_by (fp16's StepState::unscale)
-  const double* norm = nullptr;     // then *= max_norm / (*norm + 1e-6) where that is below 1, as clip_by_global_norm
+  // then += l1 sign(w) + 2 l2 w at the parameter before the update, in each span, as
+  // kernel_penalties adds the penalty's gradient (by value: no device table); only where
+  // Backend::folded_penalties() is not 0
+  PenaltySpan penalties[kUpdatePenaltySpans];
+  int penalty_count = 0;
+  const double* norm = nullptr;  // then *= max_norm / (*norm + 1e-6) where that is below 1, as clip_by_global_norm
   float max_norm = 0.0f;
   // The parameters' 16-bit twin (Model::half_params): each updated parameter is written
   // there too, rounded to bf16 (half_bf16) or fp16; null: none.
@@ -165,6 +177,20 @@ struct LossMetrics {
   // (1): the gradient written times it, each product in double then rounded, as scale_by
   // would scale it afterwards (fp16's loss scale); null: unscaled
   const double* grad_scale = nullptr;
+  // classification: (k, k) += 1 at [label, prediction] of each row, as
+  // confusion_matrix_update counts (k = classes, 2 for one column); null: not counted
+  int64_t* confusion = nullptr;
+  // mse: (4, cols) += the batch's sums as regression_stats_update adds them, around
+  // regression_shift (cols); null: not summed
+  double* regression = nullptr;
+  const double* regression_shift = nullptr;
+  // The kernel penalties' sum after the loss, as kernel_penalties(penalty, loss_sum,
+  // penalties, penalty_count, penalty_weight) adds it, the terms' grad null (the update adds
+  // the gradients: UpdateScalars::penalties); 0 terms: none
+  const PenaltyTerm* penalties = nullptr;
+  int64_t penalty_count = 0;
+  double* penalty = nullptr;  // (1)
+  double penalty_weight = 0.0;
 };
 
 class Backend {
@@ -254,7 +280,7 @@ class Backend {
   // softmax_cross_entropy, then the gradient scaled as scale_by scales it and m's sums as
   // accumulate and count_correct add them: the ops by default, one launch on the CUDA
   // devices (cuda/loss_epilogue.cuh).
-  // m.correct is not read by mse_metrics.
+  // m.correct and m.confusion are not read by mse_metrics, m.regression only by it.
   virtual void softmax_cross_entropy_metrics(float* grad, double* loss, const float* logits, const int32_t* labels,
                                              const float* class_weights, const float* row_weights, int64_t batch,
                                              int64_t classes, float label_smoothing, const LossMetrics& m) {
@@ -262,6 +288,8 @@ class Backend {
     if (grad && m.grad_scale) scale_by(grad, batch * classes, m.grad_scale);
     if (m.loss_sum) accumulate(m.loss_sum, loss, m.loss_rows, nullptr);
     if (m.correct) count_correct(m.correct, logits, labels, batch, classes);
+    if (m.confusion) confusion_matrix_update(m.confusion, logits, labels, batch, classes);
+    add_penalties(m);
   }
   // binary_cross_entropy_with_logits and mse the same way (labels: count_correct's).
   virtual void binary_cross_entropy_with_logits_metrics(float* grad, double* loss, const float* logits,
@@ -272,12 +300,16 @@ class Backend {
     if (grad && m.grad_scale) scale_by(grad, rows * cols, m.grad_scale);
     if (m.loss_sum) accumulate(m.loss_sum, loss, m.loss_rows, nullptr);
     if (m.correct) count_correct(m.correct, logits, labels, rows, cols);
+    if (m.confusion) confusion_matrix_update(m.confusion, logits, labels, rows, cols);
+    add_penalties(m);
   }
   virtual void mse_metrics(float* grad, double* loss, const float* pred, const float* target, const float* row_weights,
                            int64_t rows, int64_t cols, const LossMetrics& m) {
     mse(grad, loss, pred, target, row_weights, rows, cols);
     if (grad && m.grad_scale) scale_by(grad, rows * cols, m.grad_scale);
     if (m.loss_sum) accumulate(m.loss_sum, loss, m.loss_rows, nullptr);
+    if (m.regression) regression_stats_update(m.regression, pred, target, m.regression_shift, rows, cols);
+    add_penalties(m);
   }
   // softmax_cross_entropy_soft likewise (labels: the targets' argmax, count_correct's).
   virtual void softmax_cross_entropy_soft_metrics(float* grad, double* loss, const float* logits, const float* targets,
@@ -287,6 +319,8 @@ class Backend {
     if (grad && m.grad_scale) scale_by(grad, batch * classes, m.grad_scale);
     if (m.loss_sum) accumulate(m.loss_sum, loss, m.loss_rows, nullptr);
     if (m.correct) count_correct(m.correct, logits, labels, batch, classes);
+    if (m.confusion) confusion_matrix_update(m.confusion, logits, labels, batch, classes);
+    add_penalties(m);
   }
   // distillation_loss likewise (student: the logits count_correct reads).
   virtual void distillation_loss_metrics(float* grad, double* loss, const float* student, const float* teacher,
@@ -296,9 +330,29 @@ class Backend {
     if (grad && m.grad_scale) scale_by(grad, batch * classes, m.grad_scale);
     if (m.loss_sum) accumulate(m.loss_sum, loss, m.loss_rows, nullptr);
     if (m.correct) count_correct(m.correct, student, labels, batch, classes);
+    if (m.confusion) confusion_matrix_update(m.confusion, student, labels, batch, classes);
+    add_penalties(m);
+  }
+
+  // QAT's fake quantization: y = dequantize(quantize(x)) through codes (rows, cols) of
+  // qtype, the ops' bits; the CUDA devices compute it in one pass and leave codes unwritten.
+  virtual void fake_quantize(float* y, void* codes, DType qtype, const float* x, const float* scale,
+                             const int32_t* zero, int64_t rows, int64_t cols, QuantAxis axis) {
+    quantize(codes, qtype, x, scale, zero, rows, cols, axis);
+    dequantize(y, codes, qtype, scale, zero, rows, cols, axis);
+  }
+
+  // The penalties a loss op sums (LossMetrics::penalties), the ops' way.
+  void add_penalties(const LossMetrics& m) {
+    if (m.penalty_count > 0)
+      kernel_penalties(m.penalty, m.loss_sum, m.penalties, m.penalty_count, m.penalty_weight, nullptr);
   }
 
   // Optional capabilities, with the defaults of a device that has none.
+  // How many kernel penalties a loss launch sums and an update adds the gradients of
+  // (LossMetrics::penalties, UpdateScalars::penalties), saving kernel_penalties' launch; 0:
+  // the executor runs kernel_penalties.
+  virtual int64_t folded_penalties() const { return 0; }
   // Inference weights packed once in this device's GEMM layout (DESIGN decision 5): the
   // bytes it takes for w (in, out), 0 where the device reads w as it is; then
   // dense_forward reading the packed copy (w stays valid: a device may fall back to it,

@@ -47,9 +47,25 @@ void MetricAccumulator::reset() {
   shift_set_ = false;
 }
 
-LossMetrics MetricAccumulator::loss_metrics(int64_t b, double loss_rows) {
+LossMetrics MetricAccumulator::loss_metrics(int64_t b, double loss_rows, const BatchTargets& t) {
   count_ += b;
-  return {sums_.data() + kLossSum, loss_rows, correct_.data()};
+  LossMetrics m;
+  m.loss_sum = sums_.data() + kLossSum;
+  m.loss_rows = loss_rows;
+  m.correct = correct_.data();
+  if (stats_.confusion) m.confusion = confusion_.data();
+  if (stats_.regression) {
+    if (!shift_set_) {
+      // Any typical target serves; the first row of the first batch costs nothing to find.
+      const float* host = backend_->host_addressable() ? t.targets : t.host_targets;
+      std::vector<double> shift(host, host + outputs_);
+      backend_->copy_to_device(regression_shift_.data(), shift.data(), sizeof(double) * shift.size());
+      shift_set_ = true;
+    }
+    m.regression = regression_.data();
+    m.regression_shift = regression_shift_.data();
+  }
+  return m;
 }
 
 MetricCounters MetricAccumulator::counters() const {
@@ -161,27 +177,14 @@ double roc_auc(const float* logits, const int32_t* labels, size_t rows, int64_t 
   return total / static_cast<double>(out);
 }
 
-void MetricAccumulator::record(const float* logits, const BatchTargets& t, int64_t b) {
-  const int64_t out = outputs_;
-  if (stats_.confusion) backend_->confusion_matrix_update(confusion_.data(), logits, t.labels, b, out);
-  if (stats_.regression) {
-    if (!shift_set_) {
-      // Any typical target serves; the first row of the first batch costs nothing to find.
-      const float* host = backend_->host_addressable() ? t.targets : t.host_targets;
-      std::vector<double> shift(host, host + out);
-      backend_->copy_to_device(regression_shift_.data(), shift.data(), sizeof(double) * shift.size());
-      shift_set_ = true;
-    }
-    backend_->regression_stats_update(regression_.data(), logits, t.targets, regression_shift_.data(), b, out);
-  }
-  if (stats_.scores) {
-    const size_t rows = static_cast<size_t>(score_rows_), w = static_cast<size_t>(out);
-    score_logits_.grow((rows + static_cast<size_t>(b)) * w, rows * w);
-    score_labels_.grow(rows + static_cast<size_t>(b), rows);
-    backend_->copy_on_device(score_logits_.data() + rows * w, logits, sizeof(float) * static_cast<size_t>(b) * w);
-    backend_->copy_on_device(score_labels_.data() + rows, t.labels, sizeof(int32_t) * static_cast<size_t>(b));
-    score_rows_ += b;
-  }
+void MetricAccumulator::record_scores(const float* logits, const int32_t* labels, int64_t b) {
+  if (!stats_.scores) return;
+  const size_t rows = static_cast<size_t>(score_rows_), w = static_cast<size_t>(outputs_);
+  score_logits_.grow((rows + static_cast<size_t>(b)) * w, rows * w);
+  score_labels_.grow(rows + static_cast<size_t>(b), rows);
+  backend_->copy_on_device(score_logits_.data() + rows * w, logits, sizeof(float) * static_cast<size_t>(b) * w);
+  backend_->copy_on_device(score_labels_.data() + rows, labels, sizeof(int32_t) * static_cast<size_t>(b));
+  score_rows_ += b;
 }
 
 }  // namespace customml

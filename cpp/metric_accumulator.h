@@ -51,20 +51,22 @@ class MetricAccumulator {
   // Where a loss op writes a batch's mean loss (1 double on the device).
   double* batch_loss() { return sums_.data() + kBatchLoss; }
   // Where a loss op adds the batch's mean loss (x loss_rows: b, or a data-parallel share's
-  // rows, see BatchShare) and correct count itself, in its own launch
-  // (Backend::softmax_cross_entropy_metrics); counts the batch's b rows.
-  LossMetrics loss_metrics(int64_t b, double loss_rows);
+  // rows, see BatchShare), correct count, confusion matrix and regression sums itself, in
+  // its own launch (Backend::softmax_cross_entropy_metrics); counts the batch's b rows. The
+  // first batch after a reset sets the regression shift from t's first row.
+  LossMetrics loss_metrics(int64_t b, double loss_rows, const BatchTargets& t);
   // Counts b more rows: the host's share of loss_metrics, for a replayed step graph whose
   // device work already added the loss.
   void count_rows(int64_t b) { count_ += b; }
-  // Whether the next record takes its first targets (the regression shift): host work a
+  // Whether the next loss_metrics takes its first targets (the regression shift): host work a
   // replayed step graph would skip.
   bool needs_first_targets() const { return stats_.regression && !shift_set_; }
   // The epoch's loss sum (1 double on the device), where a kernel penalty, which belongs
   // to each row's loss, is added for the batch's rows (Backend::kernel_penalties).
   double* loss_sum() { return sums_.data() + kLossSum; }
-  // logits: (b, outputs) on the device -> the chosen statistics.
-  void record(const float* logits, const BatchTargets& t, int64_t b);
+  // logits (b, outputs), labels (b) on the device -> kept for ROC AUC when chosen (the
+  // other statistics come from the loss op, through loss_metrics).
+  void record_scores(const float* logits, const int32_t* labels, int64_t b);
 
   // The sums since the reset, read from the device.
   MetricCounters counters() const;

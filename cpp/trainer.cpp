@@ -111,9 +111,11 @@ void Trainer::plan_updates() {
     }
     if (lowest_trainable_ == layers.size()) lowest_trainable_ = l;
     // Layers are laid out back to back, so adjacent trainable layers make one range.
-    if (update_ranges_.empty() || update_ranges_.back().end != begin) update_ranges_.push_back({begin, begin, {}});
+    if (update_ranges_.empty() || update_ranges_.back().end != begin) update_ranges_.push_back({begin, begin, {}, {}});
     UpdateRange& r = update_ranges_.back();
     r.end = end;
+    if (s.l1 > 0.0f || s.l2 > 0.0f)
+      r.penalties.push_back({begin - r.begin, model_.bias_offsets()[l] - r.begin, s.l1, s.l2});
     // Biases take no weight decay (DESIGN decision 2).
     r.no_decay.push_back({model_.bias_offsets()[l] - r.begin, end - r.begin});
   }
@@ -457,8 +459,15 @@ void Trainer::loss_and_count(const float* logits, const float* row_weights, int6
   // The loss ops add the batch's loss and correct count to the metrics themselves and scale
   // the gradient by fp16's loss scale before the backward pass (one launch on CUDA).
   const auto folded_metrics = [&] {
-    LossMetrics m = metrics_.loss_metrics(b, loss_rows);
+    LossMetrics m = metrics_.loss_metrics(b, loss_rows, {ws.labels.data(), ws.targets.data(), ws.uploaded_targets});
     if (grad && precision_ == Precision::fp16) m.grad_scale = &step_state_.data()->scale;
+    if (grad && fold_penalties_) {  // their gradients: the update's (apply_gradients)
+      gather_penalty_terms(false);
+      m.penalties = penalty_terms_.data();
+      m.penalty_count = static_cast<int64_t>(penalty_terms_.size());
+      m.penalty = scalars_.data() + kPenalty;
+      m.penalty_weight = static_cast<double>(b);
+    }
     return m;
   };
   switch (loss_.kind) {
@@ -491,7 +500,7 @@ void Trainer::loss_and_count(const float* logits, const float* row_weights, int6
       }
       break;
   }
-  metrics_.record(logits, {ws.labels.data(), ws.targets.data(), ws.uploaded_targets}, b);
+  metrics_.record_scores(logits, ws.labels.data(), b);
 }
 
 namespace {
@@ -510,6 +519,13 @@ void reserve_rows(std::vector<Buffer<float>>& act, std::vector<Buffer<float>>& p
 void Trainer::train_batch(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
                           int64_t b, const float* soft_targets) {
   if (b < 1) throw std::invalid_argument("[fit] a batch needs at least one row");
+  // The step's loss and update take the penalties (not compute_gradients and
+  // apply_gradients called apart: a data-parallel step adds them after the gradients' sum).
+  struct FoldScope {
+    bool& fold;
+    ~FoldScope() { fold = false; }
+  } scope{fold_penalties_};
+  fold_penalties_ = penalties_foldable();
   if (graph_) {
     train_batch_graphed(x, y, sample_weight, n, index, b, soft_targets);
     return;

@@ -162,7 +162,7 @@ class Trainer {
     float momentum = 0.9f;    // of the moving averages of the input range
     bool range_set = false;   // range holds at least a first batch's range
     Buffer<float> w;          // (in, out): dequantize(quantize(weights))
-    Buffer<int8_t> w_codes;   // (in, out)
+    Buffer<int8_t> w_codes;   // (in, out): fake_quantize's codes (the CUDA devices write none)
     Buffer<float> w_scale;    // (out) or (1)
     Buffer<float> x;          // (rows, in): dequantize(quantize(input))
     Buffer<uint8_t> x_codes;  // (rows, in)
@@ -226,6 +226,12 @@ class Trainer {
   // loss of `rows` rows in the metrics unless gate skips the step; with_grad also adds
   // their gradients to grads_ (one launch on CUDA).
   void add_kernel_penalty(bool with_grad, int64_t rows, const StepState* gate);
+  // penalty_terms_ = the layers' penalty terms (their gradients in grads_ when with_grad).
+  void gather_penalty_terms(bool with_grad);
+  // Whether train_batch's step folds the penalties into the loss launch (their sum) and the
+  // update (their gradients): a device that can, outside fp16 and clipping (which need the
+  // penalized gradients before the update; docs/decisions.md, "CUDA").
+  bool penalties_foldable() const;
   // gate: fp16's device state (the update is skipped on its say), else null; scalars: what
   // the update reads from the device (trainer_step.cpp).
   void run_optimizer(const StepState* gate, const UpdateScalars& scalars);
@@ -265,8 +271,10 @@ class Trainer {
   struct UpdateRange {
     int64_t begin = 0, end = 0;
     std::vector<Segment> no_decay;
+    std::vector<PenaltySpan> penalties;  // the regularized kernels, relative to begin
   };
   std::vector<UpdateRange> update_ranges_;
+  bool fold_penalties_ = false;  // during a train_batch whose step folds them
   size_t lowest_trainable_ = 0;
   std::unique_ptr<Workspace> ws_;
   std::unique_ptr<InferenceWorkspace> eval_ws_;

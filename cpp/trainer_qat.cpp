@@ -56,8 +56,7 @@ const float* Trainer::fake_weights(size_t l) {
   // Symmetric int8 scales from this step's weights, as customml.quantize.quantize_weights.
   const QuantAxis axis = f.per_channel ? QuantAxis::column : QuantAxis::tensor;
   backend_->symmetric_scales(f.w_scale.data(), w, p.in, p.out, axis);
-  backend_->quantize(f.w_codes.data(), DType::i8, w, f.w_scale.data(), nullptr, p.in, p.out, axis);
-  backend_->dequantize(f.w.data(), f.w_codes.data(), DType::i8, f.w_scale.data(), nullptr, p.in, p.out, axis);
+  backend_->fake_quantize(f.w.data(), f.w_codes.data(), DType::i8, w, f.w_scale.data(), nullptr, p.in, p.out, axis);
   return f.w.data();
 }
 
@@ -91,9 +90,8 @@ const float* Trainer::fake_input(size_t l, const float* input, int64_t b, const 
   observe_input_range(f, input, b * p.in, share);
   f.x.reserve(static_cast<size_t>(b * p.in));
   f.x_codes.reserve(static_cast<size_t>(b * p.in));
-  backend_->quantize(f.x_codes.data(), DType::u8, input, f.x_scale.data(), f.x_zero.data(), b, p.in, QuantAxis::tensor);
-  backend_->dequantize(f.x.data(), f.x_codes.data(), DType::u8, f.x_scale.data(), f.x_zero.data(), b, p.in,
-                       QuantAxis::tensor);
+  backend_->fake_quantize(f.x.data(), f.x_codes.data(), DType::u8, input, f.x_scale.data(), f.x_zero.data(), b, p.in,
+                          QuantAxis::tensor);
   return f.x.data();
 }
 

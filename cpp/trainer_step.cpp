@@ -22,6 +22,9 @@ void Trainer::run_optimizer(const StepState* gate, const UpdateScalars& scalars)
       u.half = model_.half_params() + r.begin;
       u.half_bf16 = model_.half_format() == Precision::bf16;
     }
+    if (fold_penalties_) {  // the loss launch summed them; the update adds their gradients
+      for (const PenaltySpan& p : r.penalties) u.penalties[u.penalty_count++] = p;
+    }
     if (opt_.kind == OptimizerConfig::Kind::adam) {
       AdamConfig c = opt_.adam;
       c.step = step_;
@@ -36,7 +39,7 @@ void Trainer::run_optimizer(const StepState* gate, const UpdateScalars& scalars)
   }
 }
 
-void Trainer::add_kernel_penalty(bool with_grad, int64_t rows, const StepState* gate) {
+void Trainer::gather_penalty_terms(bool with_grad) {
   const std::vector<LayerSpec>& layers = model_.layers();
   penalty_terms_.clear();  // keeps its capacity: no allocation per step
   int64_t width = model_.input_dim();
@@ -50,8 +53,22 @@ void Trainer::add_kernel_penalty(bool with_grad, int64_t rows, const StepState* 
           {with_grad && s.trainable ? grads_.data() + w : nullptr, model_.params() + w, width * s.units, s.l1, s.l2});
     width = s.units;
   }
+}
+
+void Trainer::add_kernel_penalty(bool with_grad, int64_t rows, const StepState* gate) {
+  gather_penalty_terms(with_grad);
   backend_->kernel_penalties(scalars_.data() + kPenalty, metrics_.loss_sum(), penalty_terms_.data(),
                              static_cast<int64_t>(penalty_terms_.size()), static_cast<double>(rows), gate);
+}
+
+bool Trainer::penalties_foldable() const {
+  if (!model_.regularized() || precision_ == Precision::fp16 || opt_.clip_norm > 0.0f) return false;
+  int64_t terms = 0;
+  for (const LayerSpec& s : model_.layers()) terms += s.kind == LayerSpec::Kind::dense && (s.l1 > 0.0f || s.l2 > 0.0f);
+  if (terms > backend_->folded_penalties()) return false;
+  for (const UpdateRange& r : update_ranges_)
+    if (r.penalties.size() > static_cast<size_t>(kUpdatePenaltySpans)) return false;
+  return true;
 }
 
 void Trainer::apply_gradients(int64_t b) {
@@ -76,7 +93,7 @@ void Trainer::apply_gradients(int64_t b) {
   }
   // The penalty belongs to the loss (as Keras reports it), so its gradient is added
   // before clipping, at the weights the forward pass used (and to unscaled gradients).
-  if (model_.regularized()) add_kernel_penalty(true, b, gate);
+  if (model_.regularized() && !fold_penalties_) add_kernel_penalty(true, b, gate);
   if (clip) {  // the update scales the gradients by the norm it reads
     backend_->global_norm(norm, grads_.data(), num_params, nullptr, 0);
     scalars.norm = norm;

@@ -18,17 +18,21 @@ void DeviceBackend::binary_cross_entropy_with_logits_metrics(float* grad, double
                                                              const float* row_weights, int64_t rows, int64_t cols,
                                                              const LossMetrics& m) {
   DeviceContext& ctx = this->ctx();
-  // The kernel counts one column's predictions; count_correct takes the others.
-  const bool count_here = m.correct && cols == 1;
+  // The kernel counts one column's predictions; count_correct and confusion_matrix_update
+  // take the others (a row's prediction is then its first maximal logit).
+  const bool count_here = m.correct && cols == 1, confusion_here = m.confusion && cols == 1;
   {
     std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
     LossMetrics counted = m;
     if (!count_here) counted.correct = nullptr;
-    const LossGrid g = loss_grid(ctx, loss, kReduceBlocks, kReduceBlocks, counted);
+    if (!confusion_here) counted.confusion = nullptr;
+    const LossGrid g = loss_grid(ctx, loss, kReduceBlocks, kReduceBlocks, counted, false);
     launch(binary_cross_entropy_with_logits_kernel, dim3(kReduceBlocks), dim3(kThreads), 0, ctx.stream, g, grad, logits,
            targets, labels, row_weights, rows, cols);
   }
   if (m.correct && !count_here) count_correct(m.correct, logits, labels, rows, cols);
+  if (m.confusion && !confusion_here) confusion_matrix_update(m.confusion, logits, labels, rows, cols);
+  add_penalties(m);  // the kernel has no penalty blocks (see binary_cross_entropy_with_logits_kernel)
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

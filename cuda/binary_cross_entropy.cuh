@@ -15,7 +15,8 @@ namespace customml::CUSTOMML_CUDA_NS {
 // g's results: the loss, the sum over the elements of w_i (max(z, 0) - z t +
 // log1p(exp(-|z|))) divided by n = rows cols (unweighted, w_i = 1) or cols W (W = sum_i
 // w_i, 0 when W is 0), the gradient (sigmoid(z) - t) / n or w_i (sigmoid(z) - t) / (cols W);
-// with g.block_correct (one column), the rows where (z > 0) == (labels_i != 0) counted. A
+// with g.block_correct (one column), the rows where (z > 0) == (labels_i != 0) counted,
+// with g.metrics.confusion (one column) each at [label_i, z > 0]. A
 // grid of kReduceBlocks blocks striding over the elements; weighted, each block finds W
 // itself; the last one adds the per-block sums in block order (cuda/loss_epilogue.cuh).
 __global__ void __launch_bounds__(kThreads)
@@ -37,11 +38,13 @@ __global__ void __launch_bounds__(kThreads)
                 log1p(exp(-static_cast<double>(fabsf(z)))));
     if (grad) grad[i] = scaled((act::sigmoid(z) - t) * (row_weights ? static_cast<float>(w * inv_total) : inv_n));
     if (g.block_correct) hits += (z > 0.0f) == (labels[i] != 0);
+    if (g.metrics.confusion) count_confusion(g.metrics.confusion, 1, labels[i], z > 0.0f);
   }
   sum = block_sum(sum);
   if (g.block_correct) hits = block_sum(hits);
   if (threadIdx.x == 0) g.row_loss[blockIdx.x] = sum;
-  finish_loss_grid(g, row_weights ? total * static_cast<double>(cols) : static_cast<double>(n), gridDim.x, hits);
+  // No penalty blocks: their sums made ptxas spill here (sm_90); the launcher runs kernel_penalties.
+  finish_loss_grid<false>(g, row_weights ? total * static_cast<double>(cols) : static_cast<double>(n), gridDim.x, hits);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -17,6 +17,9 @@ class DeviceBackend : public Backend {
   bool host_addressable() const override { return false; }
   bool supports(Precision) const override { return true; }  // tensor cores: sm_80 and later
   void round_to_half(uint16_t* dst, const float* src, int64_t n, Precision format) override;
+  int64_t folded_penalties() const override;
+  void fake_quantize(float* y, void* codes, DType qtype, const float* x, const float* scale, const int32_t* zero,
+                     int64_t rows, int64_t cols, QuantAxis axis) override;
 
 #define CUSTOMML_OP(ret, name, params) ret name params override;
 #include "backend_ops.def"

@@ -19,13 +19,14 @@ void DeviceBackend::distillation_loss_metrics(float* grad, double* loss, const f
   DeviceContext& ctx = this->ctx();
   if (batch == 0) {  // the mean of no rows is 0, and adds nothing
     ctx.memory->fill_zero(loss, sizeof(double));
+    add_penalties(m);
     return;
   }
   std::lock_guard<std::mutex> lock(ctx.scratch_mutex);
   const unsigned blocks = exact_blocks(batch, kWarps);
   const LossGrid g = loss_grid(ctx, loss, static_cast<size_t>(batch), blocks, m);
-  launch(distillation_loss_kernel, dim3(blocks), dim3(kThreads), 0, ctx.stream, g, grad, student, teacher, labels,
-         row_weights, batch, classes, temperature, alpha);
+  launch(distillation_loss_kernel, dim3(loss_launch_blocks(g)), dim3(kThreads), 0, ctx.stream, g, grad, student,
+         teacher, labels, row_weights, batch, classes, temperature, alpha);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

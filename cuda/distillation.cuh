@@ -89,7 +89,7 @@ __global__ void __launch_bounds__(kThreads)
   if (row_index < batch) {  // no early exit: the block meets at finish_loss_grid's barriers
     distillation_row(lg, grad, student, teacher, labels, row_weights, total, row_index, classes, temperature, alpha,
                      lane);
-    if (lg.block_correct) hit = warp_predicted_class(student + row_index * classes, classes, lane) == labels[row_index];
+    hit = warp_row_hit(lg, student + row_index * classes, classes, labels, row_index, lane);
   }
   finish_loss_grid(lg, total, batch, block_warp_hits(hit));
 }

@@ -1,8 +1,9 @@
 #pragma once
 // Defines: the device functions (no kernels, so any launcher file may include this) that a
 // loss kernel finishes a whole training step's loss with in its own launch: the batch's
-// total weight, the fixed-order sum of per-row terms, and the grid's last block folding
-// the batch's loss and correct count into the epoch's metrics (LossMetrics). The separate
+// total weight, the fixed-order sum of per-row terms, the metrics' per-row statistics
+// (correct count, confusion matrix, regression sums) and the grid's last block folding the
+// batch's loss and correct count into the epoch's metrics (LossMetrics). The separate
 // kernels they replace (loss_weight_total_kernel, sum_partials_kernel) call the same
 // functions, so either path gives the same bits.
 
@@ -10,6 +11,7 @@
 
 #include "cuda/common.cuh"
 #include "cuda/device_context.h"
+#include "cuda/penalty.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
@@ -52,6 +54,14 @@ __device__ __forceinline__ double ordered_sum(const volatile double* terms, int6
   return total;
 }
 
+// partial (count, blocks): each term's block sums -> start + the terms' sums in order, each
+// its blocks' sums in block order (ordered_sum), valid in thread 0. Every thread calls it.
+__device__ __forceinline__ double penalties_total(const double* partial, int count, int64_t blocks, double start) {
+  double penalty = start;
+  for (int k = 0; k < count; ++k) penalty += ordered_sum(partial + k * blocks, blocks);
+  return penalty;
+}
+
 // A gradient element as a one-launch loss writes it: v times the scale (fp16's loss scale,
 // LossMetrics::grad_scale; 1 without one, which changes no value) in double and rounded,
 // scale_by_kernel's arithmetic. The scale is read once per thread, before the loop, and
@@ -63,7 +73,7 @@ struct ScaledGrad {
 };
 
 // Where a one-launch loss leaves its results: row_loss (batch) and block_correct
-// (gridDim.x) are scratch the grid's last block reads; ticket (1) counts the blocks that
+// (blocks) are scratch the grid's last block reads; ticket (1) counts the blocks that
 // are done and is 0 between launches (the last block puts it back, so a recorded graph
 // replays too).
 struct LossGrid {
@@ -72,18 +82,83 @@ struct LossGrid {
   unsigned* ticket = nullptr;
   double* loss = nullptr;  // (1): the batch's weighted mean loss
   LossMetrics metrics;
+  // The loss's blocks; after them come kReduceBlocks blocks per penalty term, which sum the
+  // kernel penalties (LossMetrics::penalties) as kernel_penalties_kernel's grid does.
+  unsigned blocks = 0;
+  int penalty_count = 0;
+  PenaltyTerm penalties[kPenaltyTerms];  // grad null: the update adds the gradients
+  double* penalty_partial = nullptr;     // (penalty_count, kReduceBlocks)
 };
 
 // A loss launch's LossGrid (callers hold ctx.scratch_mutex): `terms` row (or block) losses,
-// a correct count per block of `blocks` when m counts, the grid's ticket.
-inline LossGrid loss_grid(DeviceContext& ctx, double* loss, size_t terms, unsigned blocks, const LossMetrics& m) {
+// a correct count per block of `blocks` when m counts, the grid's ticket, and m's penalties
+// when the kernel sums them (`penalties`; at most kPenaltyTerms, which folded_penalties says).
+inline LossGrid loss_grid(DeviceContext& ctx, double* loss, size_t terms, unsigned blocks, const LossMetrics& m,
+                          bool penalties = true) {
   LossGrid g;
-  g.row_loss = ctx.partials.reserve(terms);
+  const int count = penalties ? static_cast<int>(m.penalty_count) : 0;
+  g.row_loss = ctx.partials.reserve(terms + static_cast<size_t>(count) * kReduceBlocks);
   g.block_correct = m.correct ? ctx.counts.reserve(blocks) : nullptr;
   g.ticket = ctx.grid_ticket();
   g.loss = loss;
   g.metrics = m;
+  g.blocks = blocks;
+  g.penalty_count = count;
+  for (int k = 0; k < count; ++k)
+    g.penalties[k] = {nullptr, m.penalties[k].param, m.penalties[k].n, m.penalties[k].l1, m.penalties[k].l2};
+  g.penalty_partial = g.row_loss + terms;
   return g;
+}
+
+// The blocks a loss launch takes: the loss's and the penalties'.
+inline unsigned loss_launch_blocks(const LossGrid& g) {
+  return g.blocks + static_cast<unsigned>(g.penalty_count) * kReduceBlocks;
+}
+
+// A row classified as `predicted` with label y -> counts (k', k') += 1 at [y, predicted],
+// k' = classes (2 for one column). Integer atomics: exact sums in any row order, so
+// deterministic (confusion_matrix_update_kernel and the loss kernels count alike).
+__device__ __forceinline__ void count_confusion(int64_t* counts, int64_t classes, int32_t y, int64_t predicted) {
+  const int64_t k = classes == 1 ? 2 : classes;
+  atomicAdd(reinterpret_cast<unsigned long long*>(counts + y * k + predicted), 1ull);
+}
+
+// A warp-per-row loss kernel's row statistics: in lane 0, 1 when the row's predicted class
+// (warp_predicted_class) is its label labels[i], else 0 (0 when nothing counts), and the row
+// counted in g.metrics.confusion when set. labels is read only then (it may be null
+// otherwise). Every lane of the warp calls it.
+__device__ __forceinline__ int64_t warp_row_hit(const LossGrid& g, const float* row, int64_t classes,
+                                                const int32_t* labels, int64_t i, int lane) {
+  if (!g.block_correct && !g.metrics.confusion) return 0;
+  const int32_t y = labels[i];
+  const int64_t predicted = warp_predicted_class(row, classes, lane);
+  if (g.metrics.confusion && lane == 0) count_confusion(g.metrics.confusion, classes, y, predicted);
+  return predicted == y;
+}
+
+// pred, target (batch, outputs), shift (outputs) -> stats (4, outputs) += for column j
+// [sum |e|, sum e^2, sum d, sum d^2], e = pred - target, d = target - shift in float64, the
+// rows added in order onto the sums so far: the CPU's loop, bit for bit (the regression
+// metrics' statistics; one thread per column, as the bias gradient's column sums).
+__device__ __forceinline__ void add_regression_column(double* stats, const float* pred, const float* target,
+                                                      const double* shift, int64_t batch, int64_t outputs, int64_t j) {
+  double abs_err = stats[j], sq_err = stats[outputs + j], sum_y = stats[2 * outputs + j],
+         sum_y2 = stats[3 * outputs + j];
+  const double s = shift[j];
+  const float *p = pred + j, *t = target + j;
+  for (int64_t i = 0; i < batch; ++i, p += outputs, t += outputs) {
+    const double y = *t;
+    const double e = static_cast<double>(*p) - y;
+    const double d = y - s;
+    abs_err += fabs(e);
+    sq_err += e * e;
+    sum_y += d;
+    sum_y2 += d * d;
+  }
+  stats[j] = abs_err;
+  stats[outputs + j] = sq_err;
+  stats[2 * outputs + j] = sum_y;
+  stats[3 * outputs + j] = sum_y2;
 }
 
 // Called by every thread of every block once the block's row losses are written (and,
@@ -91,10 +166,28 @@ inline LossGrid loss_grid(DeviceContext& ctx, double* loss, size_t terms, unsign
 // to finish (a ticket taken after a fence, so every other block's writes are visible to
 // it) sums the row losses in row order, divides by total (0 when total is not positive),
 // and adds to the metrics: the separate kernels' arithmetic, in one launch.
+// The blocks after the loss's (g.blocks) sum the penalties instead: block y kReduceBlocks
+// + x takes term y's share x (penalty_block_sum), and the last block adds them after the
+// loss (penalties_total), so the loss sum gets the loss, then the penalty: the bits of the
+// loss launch followed by kernel_penalties_kernel's.
+// kPenalties false: a kernel launched without penalty blocks, and compiled without their code.
+template <bool kPenalties = true>
 __device__ __forceinline__ void finish_loss_grid(const LossGrid& g, double total, int64_t batch, int64_t hits) {
   __shared__ unsigned last;
   CUSTOMML_POISON_SHARED(last);
-  if (threadIdx.x == 0 && g.block_correct) g.block_correct[blockIdx.x] = hits;
+  if (kPenalties && blockIdx.x >= g.blocks) {
+    const unsigned b = blockIdx.x - g.blocks;
+    // One copy of the loop per term, each reading its term's parameters in place: a term
+    // chosen first (penalty_term) stays live across the loss's code and made ptxas spill.
+    const int y = static_cast<int>(b / kReduceBlocks);
+    double sum = 0.0;
+    CUSTOMML_UNROLL
+    for (int k = 0; k < kPenaltyTerms; ++k)
+      if (k == y) sum = penalty_block_sum(g.penalties[k], b % kReduceBlocks, kReduceBlocks);
+    if (threadIdx.x == 0) g.penalty_partial[b] = sum;
+  } else if (threadIdx.x == 0 && g.block_correct) {
+    g.block_correct[blockIdx.x] = hits;
+  }
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) last = atomicAdd(g.ticket, 1u) == gridDim.x - 1 ? 1u : 0u;
@@ -105,15 +198,23 @@ __device__ __forceinline__ void finish_loss_grid(const LossGrid& g, double total
   int64_t correct = 0;
   if (g.block_correct) {
     const volatile int64_t* counts = g.block_correct;
-    for (int64_t b = threadIdx.x; b < gridDim.x; b += kThreads) correct += counts[b];
+    for (int64_t b = threadIdx.x; b < g.blocks; b += kThreads) correct += counts[b];
     correct = block_sum(correct);
   }
-  if (threadIdx.x != 0) return;
-  const double loss = total > 0.0 ? sum / total : 0.0;
-  *g.loss = loss;
-  if (g.metrics.loss_sum) *g.metrics.loss_sum += loss * g.metrics.loss_rows;
-  if (g.metrics.correct) *g.metrics.correct += correct;
-  *g.ticket = 0u;
+  if (threadIdx.x == 0) {
+    const double loss = total > 0.0 ? sum / total : 0.0;
+    *g.loss = loss;
+    if (g.metrics.loss_sum) *g.metrics.loss_sum += loss * g.metrics.loss_rows;
+    if (g.metrics.correct) *g.metrics.correct += correct;
+  }
+  if (kPenalties && g.penalty_count > 0) {  // after the loss is added, and with nothing of it live
+    const double penalty = penalties_total(g.penalty_partial, g.penalty_count, kReduceBlocks, 0.0);
+    if (threadIdx.x == 0) {
+      *g.metrics.penalty = penalty;
+      if (g.metrics.loss_sum) *g.metrics.loss_sum += penalty * g.metrics.penalty_weight;
+    }
+  }
+  if (threadIdx.x == 0) *g.ticket = 0u;
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "cuda/common.cuh"
+#include "cuda/loss_epilogue.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
@@ -25,45 +26,24 @@ __global__ void __launch_bounds__(kThreads)
 
 // logits (batch, k), labels (batch) -> counts (classes, classes) += 1 at [label,
 // prediction]; prediction: first maximal logit, or logit > 0 when k == 1 (classes = 2).
-// A warp per row, kWarps rows per block. Integer atomics: the sums are exact and do not
-// depend on the order the rows arrive in, so the result is deterministic.
+// A warp per row, kWarps rows per block (count_confusion: integer atomics).
 __global__ void __launch_bounds__(kThreads)
     confusion_matrix_update_kernel(int64_t* counts, const float* logits, const int32_t* labels, int64_t batch,
                                    int64_t k) {
   const int lane = threadIdx.x % 32;
   const int64_t row_index = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (row_index >= batch) return;
-  const float* row = logits + row_index * k;
-  const int64_t pred = warp_predicted_class(row, k, lane);
-  const int64_t classes = k == 1 ? 2 : k;
-  if (lane == 0) atomicAdd(reinterpret_cast<unsigned long long*>(counts + labels[row_index] * classes + pred), 1ull);
+  const int64_t pred = warp_predicted_class(logits + row_index * k, k, lane);
+  if (lane == 0) count_confusion(counts, k, labels[row_index], pred);
 }
 
-// pred, target (batch, outputs), shift (outputs) -> stats (4, outputs) += per column
-// [sum |e|, sum e^2, sum d, sum d^2], e = pred - target, d = target - shift in float64. One thread per column over
-// the rows in order (as the bias gradient's column sums): no float atomics, the same
-// sums as the CPU's loop, bit for bit.
+// pred, target (batch, outputs), shift (outputs) -> stats (4, outputs) += per column the
+// sums of add_regression_column, one thread per column.
 __global__ void __launch_bounds__(kThreads)
     regression_stats_update_kernel(double* stats, const float* pred, const float* target, const double* shift,
                                    int64_t batch, int64_t outputs) {
   const int64_t j = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  if (j >= outputs) return;
-  double abs_err = stats[j], sq_err = stats[outputs + j], sum_y = stats[2 * outputs + j],
-         sum_y2 = stats[3 * outputs + j];
-  const double s = shift[j];
-  for (int64_t i = 0; i < batch; ++i) {
-    const double y = target[i * outputs + j];
-    const double e = static_cast<double>(pred[i * outputs + j]) - y;
-    const double d = y - s;
-    abs_err += fabs(e);
-    sq_err += e * e;
-    sum_y += d;
-    sum_y2 += d * d;
-  }
-  stats[j] = abs_err;
-  stats[outputs + j] = sq_err;
-  stats[2 * outputs + j] = sum_y;
-  stats[3 * outputs + j] = sum_y2;
+  if (j < outputs) add_regression_column(stats, pred, target, shift, batch, outputs, j);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -18,8 +18,8 @@ void DeviceBackend::mse_metrics(float* grad, double* loss, const float* pred, co
   LossMetrics regression = m;
   regression.correct = nullptr;  // regression counts nothing right
   const LossGrid g = loss_grid(ctx, loss, kReduceBlocks, kReduceBlocks, regression);
-  launch(mse_kernel, dim3(kReduceBlocks), dim3(kThreads), 0, ctx.stream, g, grad, pred, target, row_weights, rows,
-         cols);
+  launch(mse_kernel, dim3(loss_launch_blocks(g)), dim3(kThreads), 0, ctx.stream, g, grad, pred, target, row_weights,
+         rows, cols);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -1,5 +1,6 @@
-// Launchers of quantize, dequantize (grid-stride, four elements per thread) and
-// quantize_rows_dynamic (a warp per row); QAT's symmetric_scales and observe_range.
+// Launchers of quantize, dequantize (grid-stride, four elements per thread), fake_quantize
+// (the two in one pass, an element per thread) and quantize_rows_dynamic (a warp per row); QAT's symmetric_scales and
+// observe_range.
 
 #include "cuda/device_backend.h"
 #include "cuda/quantize.cuh"
@@ -32,6 +33,18 @@ void DeviceBackend::dequantize(float* x, const void* q, DType qtype, const float
   else
     launch(dequantize_kernel<uint8_t>, grid, dim3(kThreads), 0, ctx.stream, x, static_cast<const uint8_t*>(q), scale,
            zero, rows, cols, axis);
+}
+
+void DeviceBackend::fake_quantize(float* y, void*, DType qtype, const float* x, const float* scale, const int32_t* zero,
+                                  int64_t rows, int64_t cols, QuantAxis axis) {
+  DeviceContext& ctx = this->ctx();
+  const int64_t n = rows * cols;
+  if (n == 0) return;
+  const dim3 grid(grid_stride_blocks(n, kThreads));
+  if (qtype == DType::i8)
+    launch(fake_quantize_kernel<int8_t>, grid, dim3(kThreads), 0, ctx.stream, y, x, scale, zero, rows, cols, axis);
+  else
+    launch(fake_quantize_kernel<uint8_t>, grid, dim3(kThreads), 0, ctx.stream, y, x, scale, zero, rows, cols, axis);
 }
 
 void DeviceBackend::quantize_rows_dynamic(uint8_t* q, float* scale, int32_t* zero, const float* x, int64_t rows,

@@ -1,7 +1,7 @@
 #pragma once
-// Defines: quantize_kernel, dequantize_kernel (static scales per tensor, row or column)
-// and quantize_rows_dynamic_kernel (a warp per row: its range, then its codes); QAT's
-// symmetric_scales_*_kernel and observe_range_kernel.
+// Defines: quantize_kernel, dequantize_kernel (static scales per tensor, row or column),
+// fake_quantize_kernel (the two in one pass) and quantize_rows_dynamic_kernel (a warp per
+// row: its range, then its codes); QAT's symmetric_scales_*_kernel and observe_range_kernel.
 
 #include <cmath>
 #include <cstdint>
@@ -100,6 +100,24 @@ __global__ void dequantize_kernel(float* x, const T* q, const float* scale, cons
       for (int e = 0; e < kQuantVec; ++e)
         if (i0 + e < n) x[i0 + e] = v[e];
     }
+  }
+}
+
+// x: (rows, cols) f32 -> y: (rows, cols) f32 = dequantize(quantize(x)) with T's codes, as
+// quantize_kernel then dequantize_kernel compute them (the same quantize_value and product),
+// the codes never stored: QAT's fake quantization in one pass. y may be x.
+template <class T>
+__global__ void fake_quantize_kernel(float* y, const float* x, const float* scale, const int32_t* zero, int64_t rows,
+                                     int64_t cols, QuantAxis axis) {
+  constexpr int32_t lo = sizeof(T) == 1 && static_cast<T>(-1) < 0 ? -127 : 0;
+  constexpr int32_t hi = lo < 0 ? 127 : 255;
+  const int64_t n = rows * cols;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t p = quant_param_index(axis, i, cols);
+    const int32_t z = zero ? zero[p] : 0;
+    const int32_t c = quantize_value(x[i], scale[p], z, lo, hi);
+    y[i] = scale[p] * static_cast<float>(c - z);
   }
 }
 

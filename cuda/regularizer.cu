@@ -25,6 +25,10 @@ void launch_penalties(DeviceContext& ctx, double* penalty, double* sum, const Pe
 }
 }  // namespace
 
+// The loss launches sum up to kPenaltyTerms penalties in blocks of their own
+// (finish_loss_grid), the updates add their gradients (GradientScaling).
+int64_t DeviceBackend::folded_penalties() const { return kPenaltyTerms; }
+
 void DeviceBackend::l1_l2_penalty(float* grad, double* penalty, const float* param, int64_t n, float l1, float l2) {
   DeviceContext& ctx = this->ctx();
   std::lock_guard<std::mutex> lock(ctx.scratch_mutex);

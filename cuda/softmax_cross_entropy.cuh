@@ -91,8 +91,9 @@ __device__ __forceinline__ void softmax_grad_row(float* g, const float* row, flo
 // logits (batch, classes), labels (batch), class_weights (classes) or null, row_weights
 // (batch) or null -> grad (batch, classes) or null, and g's results: the loss, the mean
 // sum_i w_i l_i / W with W = sum_i w_i, and the metrics (the correct count too when
-// g.block_correct is set), in one launch. A warp per row, kWarps rows per block; every
-// block finds W itself (the gradient scales by w_i / W), the last one sums the row losses
+// g.block_correct is set, the confusion matrix when g.metrics.confusion is), in one
+// launch. A warp per row, kWarps rows per block; every block finds W itself (the gradient
+// scales by w_i / W), the last one sums the row losses
 // (cuda/loss_epilogue.cuh). The loss is as cpu/softmax_cross_entropy.cpp.
 __global__ void __launch_bounds__(kThreads)
     softmax_cross_entropy_kernel(LossGrid g, float* grad, const float* logits, const int32_t* labels,
@@ -115,7 +116,7 @@ __global__ void __launch_bounds__(kThreads)
     if (grad)
       softmax_grad_row(grad + row_index * classes, row, mx, sum, w, total, y, classes, label_smoothing, lane, 32,
                        g.metrics.grad_scale);
-    if (g.block_correct) hit = warp_predicted_class(row, classes, lane) == y;
+    hit = warp_row_hit(g, row, classes, labels, row_index, lane);
   }
   finish_loss_grid(g, total, batch, block_warp_hits(hit));
 }
@@ -143,9 +144,9 @@ __global__ void __launch_bounds__(kThreads)
   const double sum_shifted = block_sum(st.sum_shifted);
   if (threadIdx.x == 0) sums[1] = sum_shifted;
   // The first warp finds the predicted class as count_correct_kernel does (a warp per row).
-  if (g.block_correct && threadIdx.x < 32) {
-    const int64_t predicted = warp_predicted_class(row, classes, static_cast<int>(threadIdx.x));
-    if (threadIdx.x == 0) hit = predicted == y;
+  if (threadIdx.x < 32) {
+    const int64_t row_hit = warp_row_hit(g, row, classes, labels, row_index, static_cast<int>(threadIdx.x));
+    if (threadIdx.x == 0) hit = row_hit;
   }
   __syncthreads();
   const double w = softmax_row_weight(class_weights, row_weights, y, row_index);
@@ -195,7 +196,7 @@ __global__ void __launch_bounds__(kThreads)
       float* gr = grad + row_index * classes;
       for (int64_t c = lane; c < classes; c += 32) gr[c] = scaled(scale * (qp * expf(z[c] - mx) - q[c]));
     }
-    if (g.block_correct) hit = warp_predicted_class(z, classes, lane) == labels[row_index];
+    hit = warp_row_hit(g, z, classes, labels, row_index, lane);
   }
   finish_loss_grid(g, total, batch, block_warp_hits(hit));
 }

@@ -21,14 +21,17 @@ _BATCH = 128
 # each way (the backward pass's dz, db, dW and dx in one grid), the loss one (loss,
 # gradient, the epoch's loss sum and correct count: cuda/loss_epilogue.cuh), the optimizer
 # one over each run of trainable layers: 8, the issue's target, for the README step (issue
-# 22; 13 before the losses were fused, binary cross-entropy 12, mse 11). The regression
-# and confusion statistics take a launch each; dropout adds its mask each way, clipping
+# 22; 13 before the losses were fused, binary cross-entropy 12, mse 11), the regression
+# and confusion statistics included (the loss launch adds them: 9 before); dropout adds its
+# mask each way, clipping
 # its norm (one: the grid's last block finishes it; the update scales the gradients as it
-# reads them, 11 before), a regularizer its penalty (one for every layer: gradient, sum
-# and its share of the loss; 11 before). fp16 adds its dynamic loss scaling: the overflow
+# reads them, 11 before). A regularizer's penalty takes none: its sum is blocks of the loss
+# launch, its gradient the update's (9 before, 11 before that; with clipping or fp16, or
+# under binary cross-entropy, it keeps its launch). fp16 adds its dynamic loss scaling: the overflow
 # norm, whose last block updates the scale (the loss kernel scales its gradient, the
 # update unscales: 14 before); QAT the fake quantization of each layer's
-# weights and input every step (18 for three layers). Probability targets take the
+# weights and input every step (12 for three layers: each the scales or the range, then
+# the codes and their values in one pass, Backend::fake_quantize; 18 before). Probability targets take the
 # softmax cross-entropy's one launch too (13 before).
 _CASES = {
     "softmax_ce+adam": dict(launches=8),
@@ -39,17 +42,23 @@ _CASES = {
     "sample_weight": dict(sample_weight=True, launches=8),
     "dropout": dict(dropout=0.1, launches=10),
     "clipnorm": dict(clipnorm=1.0, launches=9),
-    "l2": dict(l2=1e-4, launches=9),
-    "f1+confusion": dict(metrics=["accuracy", "f1", "confusion_matrix"], launches=9),
+    "l2": dict(l2=1e-4, launches=8),
+    "f1+confusion": dict(metrics=["accuracy", "f1", "confusion_matrix"], launches=8),
     "binary_ce": dict(loss=lambda: "binary_cross_entropy", classes=2, outputs=1, launches=8),
-    "mse": dict(loss=lambda: "mse", classes=0, metrics=["mae", "r2"], launches=9),
+    "mse": dict(loss=lambda: "mse", classes=0, metrics=["mae", "r2"], launches=8),
+    "mse+l2": dict(loss=lambda: "mse", classes=0, metrics=["mae", "r2"], l2=1e-4, launches=8),
     "fp16": dict(precision="fp16", launches=9),
-    "qat": dict(qat=True, launches=26),
+    "qat": dict(qat=True, launches=20),
     "probability targets": dict(soft=True, launches=8),
 }
-# The README step: the issue's bound, asserted on its own so that a change of the table
-# above cannot loosen it.
+# The issue's bound, asserted on its own for every case but fp16's and QAT's (which the issue
+# leaves out) and those named here with the reason they exceed it, so that a change of the
+# table above cannot loosen it. Clipping: the norm is a reduction over every gradient that
+# the update waits for; folding it into the backward launches' epilogues would change its
+# summation order, and so the clipped weights' bits. Dropout: its masks could live in the
+# dense layers' epilogues (cuda/dense.cuh's C store), not done yet.
 _README_BOUND = 8
+_OVER_BOUND = {"fp16", "qat", "clipnorm", "dropout"}
 
 
 def _model(case):
@@ -116,7 +125,7 @@ def test_launches_and_host_waits_per_training_step(case):
     assert waits == 0, f"{waits} host waits in a training step"
     bound = _CASES[case]["launches"]
     assert launches <= bound, f"{launches} launches per step, more than the {bound} this case takes"
-    if case == "softmax_ce+adam":
+    if case not in _OVER_BOUND:
         assert launches <= _README_BOUND
 
 

@@ -1,7 +1,8 @@
 """The training step's losses (Backend::<loss>_metrics): the loss, its gradient and the
-epoch's loss sum and correct count in one launch on the CUDA devices (issue 22), against
-tests/reference.py and, bit for bit, against the ops they replace (the loss op,
-accumulate, count_correct), which the CPU runs."""
+epoch's loss sum, correct count, confusion matrix and regression sums in one launch on the
+CUDA devices (issue 22), against tests/reference.py and, bit for bit, against the ops they
+replace (the loss op, accumulate, count_correct, confusion_matrix_update,
+regression_stats_update), which the CPU runs."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def test_softmax_step_loss_matches_the_reference_and_the_separate_ops(
 ):
     logits, labels, cw, smoothing = build(problem)
     rw = None if weights is None else row_weights_of(np.random.default_rng(problem[-1]), logits.shape[0], weights)
-    loss, grad, new_sum, new_correct = _core._loss_metrics(
+    loss, grad, new_sum, new_correct, confusion = _core._loss_metrics(
         "softmax_cross_entropy", logits, labels, None, cw, rw, smoothing, loss_sum, loss_rows, correct, device
     )
     loss_ref, grad_ref = reference.softmax_cross_entropy(
@@ -71,6 +72,15 @@ def test_softmax_step_loss_matches_the_reference_and_the_separate_ops(
     check_sums(device, loss, loss_sum, loss_rows, new_sum)
     # count_correct's rule (the first maximal logit), exact in integers.
     assert new_correct == correct + ops.count_correct(logits, labels, device=device)
+    check_confusion(device, confusion, logits, labels)
+
+
+def check_confusion(device, confusion, logits, labels):
+    """The step's confusion matrix is confusion_matrix_update's, exact in integers."""
+    k = 2 if logits.shape[1] == 1 else logits.shape[1]
+    want = ops.confusion_matrix_update(np.zeros((k, k), np.int64), logits, labels, device=device)
+    np.testing.assert_array_equal(confusion, want)
+    assert confusion.sum() == logits.shape[0]
 
 
 pointwise_problems = st.tuples(sizes, sizes, st.integers(0, 2**32 - 1)).filter(lambda p: p[0] * p[1] <= 1 << 15)
@@ -99,7 +109,7 @@ def test_binary_step_loss_matches_the_reference_and_the_separate_ops(
     labels = rng.integers(0, 2, rows).astype(np.int32)
     targets = np.repeat(labels[:, None], cols, axis=1).astype(np.float32)
     rw = None if weights is None else row_weights_of(rng, rows, weights)
-    loss, grad, new_sum, new_correct = _core._loss_metrics(
+    loss, grad, new_sum, new_correct, confusion = _core._loss_metrics(
         "binary_cross_entropy", logits, labels, targets, None, rw, 0.0, loss_sum, loss_rows, correct, device
     )
     loss_ref, grad_ref = reference.binary_cross_entropy_with_logits(logits, targets, row_weights=rw)
@@ -112,6 +122,7 @@ def test_binary_step_loss_matches_the_reference_and_the_separate_ops(
     assert_same_bits(grad, grad_op, "grad")
     check_sums(device, loss, loss_sum, loss_rows, new_sum)
     assert new_correct == correct + ops.count_correct(logits, labels, device=device)
+    check_confusion(device, confusion, logits, labels)
 
 
 @given(problem=pointwise_problems, weights=st.sampled_from((None,) + ROW_WEIGHTS), loss_sum=SUMS, loss_rows=ROWS)
@@ -123,7 +134,7 @@ def test_mse_step_loss_matches_the_reference_and_the_separate_ops(device, proble
     pred = rng.standard_normal((rows, cols)).astype(np.float32)
     target = rng.standard_normal((rows, cols)).astype(np.float32)
     rw = None if weights is None else row_weights_of(rng, rows, weights)
-    loss, grad, new_sum, new_correct = _core._loss_metrics(
+    loss, grad, new_sum, new_correct, stats = _core._loss_metrics(
         "mse", pred, None, target, None, rw, 0.0, loss_sum, loss_rows, 5, device
     )
     loss_ref, grad_ref = reference.mse(pred, target, row_weights=rw)
@@ -136,3 +147,6 @@ def test_mse_step_loss_matches_the_reference_and_the_separate_ops(device, proble
     assert_same_bits(grad, grad_op, "grad")
     check_sums(device, loss, loss_sum, loss_rows, new_sum)
     assert new_correct == 5  # a regression loss counts nothing
+    # regression_stats_update's sums (each column's rows in order, float64), bit for bit
+    want = ops.regression_stats_update(np.zeros((4, cols)), pred, target, target[0].astype(np.float64), device=device)
+    assert stats.tobytes() == want.tobytes(), (stats, want)

@@ -14,8 +14,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import reference
-from customml import ops
-from support import TINY32, VALUE_KINDS, make_values, seeds, sizes
+from customml import _core, ops
+from support import TINY32, VALUE_KINDS, assert_same_bits, make_values, seeds, sizes
 
 AXES = ("tensor", "row", "column")
 QTYPES = ("uint8", "int8")
@@ -106,6 +106,21 @@ def test_dequantize_matches_reference(device, problem):
     # Exact: the product is exact in float64 and the op rounds it once to float32.
     want = reference.dequantize(q, scale, zero, axis=axis).astype(np.float32)
     np.testing.assert_array_equal(out, want)
+
+
+@given(problem=quant_problems)
+@example(problem=(257, 1025, "int8", "column", "mixed", "pow2", True, 1))
+@example(problem=(33, 1025, "uint8", "tensor", "huge", "normal", True, 2))
+@example(problem=(1025, 3, "uint8", "row", "normal", "tiny", False, 3))
+def test_fake_quantize_is_quantize_then_dequantize(device, problem):
+    """QAT's fake quantization (Backend::fake_quantize, one launch on the CUDA devices where
+    the ops take two) gives the bits of quantize then dequantize on the same device."""
+    x, scale, zero = build(problem)
+    qtype, axis = problem[2], problem[3]
+    y = _core._fake_quantize(x, scale, zero, qtype, axis, device)
+    q = ops.quantize(x, scale, zero, dtype=qtype, axis=axis, out=np.zeros(x.shape, qtype), device=device)
+    want = ops.dequantize(q, scale, zero, axis=axis, out=np.full(x.shape, np.nan, np.float32), device=device)
+    assert_same_bits(y, want, "fake-quantized")
 
 
 @pytest.mark.parametrize("qtype", QTYPES)

@@ -212,3 +212,46 @@ def test_op_refuses_bad_arguments(call, error, match):
     p, g = np.ones(4, np.float32), np.zeros(4, np.float32)
     with pytest.raises(error, match=r"\[l1_l2_penalty\] " + match):
         call(ops, p, g)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("frozen", [False, True])
+def test_a_folded_penalty_step_gives_the_separate_kernels_bits(optimizer, frozen):
+    """On the CUDA devices a training step sums the penalties in the loss launch and the
+    update adds their gradients (Backend::folded_penalties, one launch fewer); a step in two
+    halves (compute_gradients, apply_gradients, as data-parallel training runs it) keeps
+    kernel_penalties. Both give the same bits: weights, optimizer state and the loss sum,
+    a frozen regularized layer's penalty included (it counts in the loss, takes no gradient)."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((64, 12)).astype(np.float32)
+    y = rng.integers(0, 3, 64).astype(np.int32)
+    reg = cm.regularizers
+
+    def model():
+        m = cm.Sequential(
+            [
+                cm.layers.Dense(16, "relu", kernel_regularizer=reg.l1_l2(1e-3, 1e-2)),
+                cm.layers.Dense(8, "tanh", kernel_regularizer=reg.l2(5e-2)),
+                cm.layers.Dense(3, kernel_regularizer=reg.l1(2e-2)),
+            ],
+            input_dim=12,
+            seed=4,
+            device="cuda-emulated",
+        )
+        m.layers[1].trainable = not frozen
+        opt = cm.optimizers.SGD(0.1, momentum=0.9) if optimizer == "sgd" else cm.optimizers.Adam(1e-2)
+        m.compile(opt, "softmax_cross_entropy")
+        return m
+
+    folded, halves = model(), model()
+    for step in range(3):
+        index = np.arange(16 * step, 16 * step + 16, dtype=np.int64)
+        folded._net.train_batch(x, y, index)
+        halves._net.compute_gradients(x, y, index)
+        halves._net.apply_gradients(16)
+    for a, b in zip(folded.get_weights(), halves.get_weights()):
+        assert a.tobytes() == b.tobytes()
+    for slot in range(folded._net.state_slots):
+        n = folded._net.num_params
+        assert folded._net.read_state(slot, 0, n).tobytes() == halves._net.read_state(slot, 0, n).tobytes()
+    assert np.float64(folded._net.metrics()[0]).tobytes() == np.float64(halves._net.metrics()[0]).tobytes()

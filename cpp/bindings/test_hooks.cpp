@@ -57,6 +57,46 @@ void bind_test_hooks(py::module_& m) {
         "How many kernels the SIMT emulator has launched in this process (cuda-emulated's launches); for tests.");
 #endif
   m.def(
+      "_fake_quantize",
+      [](py::array_t<float, py::array::c_style> x, py::array_t<float, py::array::c_style> scale,
+         std::optional<py::array_t<int32_t, py::array::c_style>> zero, const std::string& dtype,
+         const std::string& axis, const std::string& device) {
+        // QAT's fake quantization (Backend::fake_quantize) on host copies: no checks beyond
+        // the shapes, Trainer::fake_weights / fake_input make them.
+        if (x.ndim() != 2) throw std::invalid_argument("[_fake_quantize] x (rows, cols)");
+        if (dtype != "int8" && dtype != "uint8") throw std::invalid_argument("[_fake_quantize] dtype int8 or uint8");
+        if (axis != "tensor" && axis != "row" && axis != "column")
+          throw std::invalid_argument("[_fake_quantize] axis tensor, row or column");
+        const int64_t rows = x.shape(0), cols = x.shape(1);
+        const QuantAxis ax = axis == "tensor" ? QuantAxis::tensor : axis == "row" ? QuantAxis::row : QuantAxis::column;
+        const size_t n = static_cast<size_t>(rows * cols), params = static_cast<size_t>(ax == QuantAxis::tensor ? 1
+                                                                                        : ax == QuantAxis::row  ? rows
+                                                                                                                : cols);
+        if (static_cast<size_t>(scale.size()) != params || (zero && static_cast<size_t>(zero->size()) != params))
+          throw std::invalid_argument("[_fake_quantize] scale and zero: one per axis entry");
+        Backend& be = backend_for(Device::parse(device));
+        Buffer<float> xd(&be), yd(&be), sd(&be);
+        Buffer<int32_t> zd(&be);
+        Buffer<uint8_t> codes(&be);
+        be.copy_to_device(xd.reserve(n), x.data(), sizeof(float) * n);
+        be.copy_to_device(sd.reserve(params), scale.data(), sizeof(float) * params);
+        if (zero) be.copy_to_device(zd.reserve(params), zero->data(), sizeof(int32_t) * params);
+        const std::vector<float> nan(n, std::numeric_limits<float>::quiet_NaN());
+        be.copy_to_device(yd.reserve(n), nan.data(), sizeof(float) * n);
+        codes.reserve(n);
+        {
+          py::gil_scoped_release release;
+          be.fake_quantize(yd.data(), codes.data(), dtype == "int8" ? DType::i8 : DType::u8, xd.data(), sd.data(),
+                           zero ? zd.data() : nullptr, rows, cols, ax);
+        }
+        py::array_t<float> y({rows, cols});
+        be.copy_to_host(y.mutable_data(), yd.data(), sizeof(float) * n);
+        return y;
+      },
+      py::arg("x"), py::arg("scale"), py::arg("zero"), py::arg("dtype"), py::arg("axis"), py::arg("device"),
+      "Backend::fake_quantize (QAT's dequantize(quantize(x)), one launch on the CUDA devices) on a device; for "
+      "tests.");
+  m.def(
       "_loss_metrics",
       [](const std::string& loss_name, py::array_t<float, py::array::c_style> logits,
          std::optional<py::array_t<int32_t, py::array::c_style>> labels,
@@ -90,6 +130,20 @@ void bind_test_hooks(py::module_& m) {
         const std::vector<float> nan(n, std::numeric_limits<float>::quiet_NaN());
         const double host_sums[2] = {std::numeric_limits<double>::quiet_NaN(), loss_sum};
         LossMetrics m{upload(sums, host_sums, 2) + 1, loss_rows, upload(count, &correct, 1)};
+        // The statistics the step also folds: a confusion matrix from zero (classification),
+        // the regression sums from zero around the first target row (mse).
+        const int64_t k = cols == 1 ? 2 : cols;
+        Buffer<int64_t> confusion(&be);
+        Buffer<double> stats(&be), shift(&be);
+        const size_t stat_count = static_cast<size_t>(softmax || bce ? k * k : 4 * cols);
+        if (softmax || bce) {
+          const std::vector<int64_t> zero(stat_count, 0);
+          m.confusion = upload(confusion, zero.data(), stat_count);
+        } else {
+          const std::vector<double> zero(stat_count, 0.0), first(targets->data(), targets->data() + cols);
+          m.regression = upload(stats, zero.data(), stat_count);
+          m.regression_shift = upload(shift, first.data(), first.size());
+        }
         const float* cwp = class_weights ? upload(cw, class_weights->data(), static_cast<size_t>(cols)) : nullptr;
         const float* rwp = row_weights ? upload(rw, row_weights->data(), static_cast<size_t>(rows)) : nullptr;
         const int32_t* yp = labels ? upload(y, labels->data(), static_cast<size_t>(rows)) : nullptr;
@@ -110,13 +164,24 @@ void bind_test_hooks(py::module_& m) {
         be.copy_to_host(grad.mutable_data(), gp, sizeof(float) * n);
         be.copy_to_host(out_sums, sums.data(), sizeof(out_sums));
         be.copy_to_host(&correct, count.data(), sizeof(correct));
-        return py::make_tuple(out_sums[0], grad, out_sums[1], correct);
+        py::object statistic;
+        if (softmax || bce) {
+          py::array_t<int64_t> counts({k, k});
+          be.copy_to_host(counts.mutable_data(), confusion.data(), sizeof(int64_t) * stat_count);
+          statistic = counts;
+        } else {
+          py::array_t<double> sums4({int64_t{4}, cols});
+          be.copy_to_host(sums4.mutable_data(), stats.data(), sizeof(double) * stat_count);
+          statistic = sums4;
+        }
+        return py::make_tuple(out_sums[0], grad, out_sums[1], correct, statistic);
       },
       py::arg("loss"), py::arg("logits"), py::arg("labels"), py::arg("targets"), py::arg("class_weights"),
       py::arg("row_weights"), py::arg("label_smoothing"), py::arg("loss_sum"), py::arg("loss_rows"), py::arg("correct"),
       py::arg("device"),
       "Backend::<loss>_metrics (the training step's loss, gradient and metric sums) on a device: (loss, grad, "
-      "loss_sum + loss x loss_rows, correct + the rows right); for tests.");
+      "loss_sum + loss x loss_rows, correct + the rows right, the confusion matrix (classification) or the "
+      "regression sums around the first target row (mse)); for tests.");
   m.def(
       "_record_graph_around",
       [](const std::string& op, const std::string& device) {
