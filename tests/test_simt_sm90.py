@@ -1,0 +1,312 @@
+"""The emulator's sm_90 primitives (cuda/simt/tma.h, cuda/simt/wgmma.h) through the test
+kernels of cuda/simt/selftest_sm90.cpp: wgmma's accumulator layout and shared-memory
+descriptors in every canonical layout and swizzle, against layouts written here from the
+PTX ISA's description; mbarrier phases and transaction counts; the TMA's tiled load with
+its swizzle and zero fill; both together as a Hopper GEMM uses them; and the misuse each
+refuses or turns into wrong results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import customml
+from customml import _core
+
+pytestmark = pytest.mark.skipif(
+    not customml.build_info()["simt_emulation"], reason="built with CUSTOMML_SIMT_EMULATION=OFF"
+)
+
+SWIZZLE_CODE = {0: 0, 128: 1, 64: 2, 32: 3}  # the descriptor's bits 62-63
+POISON = 0xFFFFFFFF
+
+
+@pytest.fixture(params=["forward", "reverse", "shuffled"])
+def order(request):
+    _core._simt_set_thread_order(request.param, 777)
+    yield request.param
+    _core._simt_set_thread_order("forward")
+
+
+def run(name, values, block=128):
+    return np.array(_core._simt_selftest(name, list(map(float, values)), (1, 1, 1), (block, 1, 1)))
+
+
+def accumulator_position(n):
+    """(row, column) of each thread's registers of a 64 x n wgmma accumulator: thread t of
+    the warpgroup (warp w = t // 32, g = lane // 4, q = lane % 4), register 4i + 2h + e holds
+    row 16w + g + 8h, column 8i + 2q + e."""
+    t = np.arange(128)[:, None]
+    j = np.arange(n // 2)[None, :]
+    rows = 16 * (t // 32) + (t % 32) // 4 + 8 * ((j // 2) % 2)
+    cols = 8 * (j // 4) + 2 * (t % 4) + j % 2
+    return rows, cols
+
+
+def operand_address(start, leading, stride, swizzle, mn_major, mn, k, element):
+    """The shared-memory byte address of element (mn, k) in a canonical layout: K-major rows
+    of 16 bytes (8-row core matrices, `stride` apart, the second 16 bytes of k `leading` on)
+    or, swizzled, of the pattern's width; MN-major rows of 16 bytes of mn per k (core
+    matrices `stride` apart along mn, 8-k groups `leading` apart) or, swizzled, the pattern's
+    width of mn per k, wider mn `leading` apart and 8-k groups `stride` apart. Then the
+    swizzle: bits [4, 4+B) XOR bits [7, 7+B)."""
+    span = swizzle or 16
+    if not mn_major:
+        kb = k * element
+        if swizzle == 0:
+            at = start + (mn % 8) * 16 + (mn // 8) * stride + (kb // 16) * leading + kb % 16
+        else:
+            at = start + (mn % 8) * span + (mn // 8) * stride + kb
+    else:
+        mb = mn * element
+        if swizzle == 0:
+            at = start + (mb // 16) * stride + (k % 8) * 16 + (k // 8) * leading + mb % 16
+        else:
+            at = start + mb % span + (mb // span) * leading + (k % 8) * span + (k // 8) * stride
+    if swizzle:
+        at ^= ((at >> 7) & (span // 16 - 1)) << 4
+    return at
+
+
+def layout_for(rows, swizzle, mn_major, element, base, k_offset):
+    """(start, leading, stride) of a compact canonical layout for a rows x (32 bytes of k)
+    operand at `base` (k_offset: bytes into a swizzled pattern's row, as a k loop advances)."""
+    span = swizzle or 16
+    if not mn_major:
+        if swizzle == 0:
+            return base, 8 * 16 * rows // 8, 128
+        return base + k_offset, 16, 8 * span
+    mn_bytes = rows * element
+    if swizzle == 0:
+        return base, 128 * (mn_bytes // 16), 128
+    blocks = max(1, mn_bytes // span)
+    return base, 8 * span, 8 * span * blocks
+
+
+def bits_of(x, kind):
+    x = np.asarray(x, np.float32)
+    if kind == "tf32":
+        return x.view(np.uint32).astype(np.uint64)
+    if kind == "f16":
+        return x.astype(np.float16).view(np.uint16).astype(np.uint64)
+    return (x.view(np.uint32) >> 16).astype(np.uint64)  # exact in bf16 by construction
+
+
+def wgmma_case(kind, n, trans_a, trans_b, swizzle, rng, k_offset=0, mode=0, accumulate=True):
+    element = 4 if kind == "tf32" else 2
+    depth = 32 // element
+    # Small multiples of 1/4: exact in every format, their products and sums exact in float32,
+    # so D does not depend on the order of the sum.
+    a = rng.integers(-8, 9, (64, depth)).astype(np.float32) / 4
+    b = rng.integers(-8, 9, (n, depth)).astype(np.float32) / 4
+    c = rng.integers(-8, 9, (64, n)).astype(np.float32)
+    image = np.full(40960, 0xFF, np.uint8)  # unwritten bytes read as NaN
+    layouts = []
+    for matrix, base, mn_major in ((a, 0, trans_a), (b, 16384, trans_b)):
+        start, leading, stride = layout_for(matrix.shape[0], swizzle, mn_major, element, base, k_offset)
+        bits = bits_of(matrix, kind)
+        if kind == "tf32":  # low mantissa bits the tensor core does not read (cuda/simt/mma.h)
+            bits |= rng.integers(0, 1 << 13, bits.shape).astype(np.uint64)
+        seen = set()
+        for mn in range(matrix.shape[0]):
+            for k in range(depth):
+                at = operand_address(start, leading, stride, swizzle, mn_major, mn, k, element)
+                assert at not in seen and at + element <= image.size
+                seen.add(at)
+                image[at : at + element] = np.frombuffer(int(bits[mn, k]).to_bytes(element, "little"), np.uint8)
+        layouts += [start, leading, stride, SWIZZLE_CODE[swizzle]]
+    rows, cols = accumulator_position(n)
+    head = [int(trans_a), int(trans_b), *layouts, int(accumulate), mode]
+    values = np.concatenate([head, c[rows, cols].ravel(), image.view(np.uint32)])
+    want = a @ b.T + (c if accumulate else 0)
+    return values, want, c
+
+
+def run_wgmma(kind, n, values, block=128):
+    return run(f"sm90_wgmma_{kind}_n{n}", values, block).reshape(-1, n // 2)
+
+
+@pytest.mark.parametrize("swizzle", [0, 32, 64, 128])
+@pytest.mark.parametrize(("trans_a", "trans_b"), [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("n", [8, 64])
+def test_wgmma_bf16_reads_every_canonical_layout(order, n, trans_a, trans_b, swizzle):
+    """m64nNk16 bf16 with A and B K-major or MN-major in every swizzle: D = C + A B^T in
+    the accumulator layout."""
+    rng = np.random.default_rng(n + 2 * trans_a + 4 * trans_b + swizzle)
+    k_offset = 32 if swizzle >= 64 else 0  # a k step into the pattern's row
+    values, want, _ = wgmma_case("bf16", n, trans_a, trans_b, swizzle, rng, k_offset)
+    got = run_wgmma("bf16", n, values)
+    rows, cols = accumulator_position(n)
+    np.testing.assert_array_equal(got, want[rows, cols])
+
+
+@pytest.mark.parametrize(("kind", "trans_b", "swizzle"), [("f16", True, 64), ("f16", False, 0), ("tf32", False, 128)])
+def test_wgmma_f16_and_tf32(kind, trans_b, swizzle):
+    """f16 (either major) and tf32 (K-major only; the low 13 bits of each operand ignored)."""
+    rng = np.random.default_rng(5)
+    values, want, _ = wgmma_case(kind, 64, False, trans_b, swizzle, rng)
+    rows, cols = accumulator_position(64)
+    np.testing.assert_array_equal(run_wgmma(kind, 64, values), want[rows, cols])
+
+
+def test_wgmma_without_accumulate_and_chained():
+    """scale-d 0 ignores the registers' old values; two wgmmas in flight into the same
+    registers chain (D = C + 2 A B)."""
+    rng = np.random.default_rng(8)
+    rows, cols = accumulator_position(64)
+    values, want, c = wgmma_case("bf16", 64, False, False, 128, rng, accumulate=False)
+    np.testing.assert_array_equal(run_wgmma("bf16", 64, values), want[rows, cols])
+    values, want, c = wgmma_case("bf16", 64, False, False, 128, rng, mode=1)
+    np.testing.assert_array_equal(run_wgmma("bf16", 64, values), (2 * (want - c) + c)[rows, cols])
+
+
+def test_a_wrong_descriptor_gives_wrong_results():
+    """The operands laid out with 128-byte swizzle but described without it (or with the
+    64-byte one) read other elements: the emulator really applies the descriptor."""
+    rng = np.random.default_rng(9)
+    values, want, _ = wgmma_case("bf16", 64, False, False, 128, rng)
+    rows, cols = accumulator_position(64)
+    for code in (0, 2):
+        wrong = values.copy()
+        wrong[5] = wrong[9] = code
+        got = run_wgmma("bf16", 64, wrong)
+        assert not np.array_equal(got, want[rows, cols])
+
+
+@pytest.mark.parametrize(
+    ("mode", "block", "error"),
+    [
+        (2, 128, "no wgmma.fence"),
+        (4, 128, "not committed"),
+        (5, 128, "exited with 1 wgmma.mma_async not waited for"),
+        (6, 128, "wrote accumulator registers"),
+        (7, 128, "differs from what another thread of warpgroup 0"),
+        (0, 96, "warpgroup is partial"),
+    ],
+)
+def test_wgmma_misuse_is_refused(mode, block, error):
+    values, _, _ = wgmma_case("bf16", 8, False, False, 0, np.random.default_rng(1), mode=mode)
+    if block != 128:
+        values = np.concatenate([values[:12], values[12 : 12 + block * 4], values[12 + 128 * 4 :]])
+    with pytest.raises(RuntimeError, match=error):
+        run_wgmma("bf16", 8, values, block)
+
+
+def test_reading_accumulators_before_the_wait_reads_nan():
+    values, _, _ = wgmma_case("bf16", 8, False, False, 0, np.random.default_rng(2), mode=3)
+    assert np.isnan(run_wgmma("bf16", 8, values)).all()
+
+
+def _swizzled_box(matrix, row, column, box_rows, box_columns, swizzle):
+    """The bytes a TMA load leaves in shared memory: the box (zeros outside the matrix),
+    each row the box's width (or the swizzle's), 16-byte chunks XOR-swizzled by address."""
+    rows, cols = matrix.shape
+    box = np.zeros((box_rows, box_columns), matrix.dtype)
+    for r in range(box_rows):
+        for col in range(box_columns):
+            gr, gc = row + r, column + col
+            if 0 <= gr < rows and 0 <= gc < cols:
+                box[r, col] = matrix[gr, gc]
+    linear = box.view(np.uint8).reshape(-1)
+    if not swizzle:
+        return linear
+    out = np.empty_like(linear)
+    for at in range(linear.size):
+        out[at ^ (((at >> 7) & (swizzle // 16 - 1)) << 4)] = linear[at]
+    return out
+
+
+def _tma(matrix, box_rows, box_columns, swizzle, column, row, mode=0, dst=1024):
+    rows, cols = matrix.shape
+    head = [rows, cols, matrix.dtype.itemsize, box_rows, box_columns, swizzle, column, row, dst, mode]
+    words = np.ascontiguousarray(matrix).view(np.uint32).ravel()
+    return run("sm90_tma", np.concatenate([head, words])).astype(np.uint64)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "box", "swizzle", "at"),
+    [
+        (np.float32, (8, 8), 32, (0, 0)),
+        (np.float32, (16, 16), 64, (20, 13)),  # past the bottom and right edges
+        (np.float16, (8, 64), 128, (-3, -5)),  # negative coordinates: zeros before the edge
+        (np.float32, (5, 12), 0, (1, 30)),
+    ],
+)
+def test_tma_load_lands_swizzled_with_zero_fill(order, dtype, box, swizzle, at):
+    rng = np.random.default_rng(4)
+    matrix = (rng.standard_normal((24, 40)) + 3).astype(dtype)
+    row, column = at
+    got = _tma(matrix, *box, swizzle, column, row)
+    want = _swizzled_box(matrix, row, column, *box, swizzle).view(np.uint32)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_an_mbarrier_runs_phase_after_phase():
+    """The same barrier for a second load: its second phase (parity 1) completes when the
+    second box lands."""
+    matrix = np.arange(24 * 40, dtype=np.float32).reshape(24, 40)
+    got = _tma(matrix, 8, 8, 32, 3, 2, mode=1)
+    np.testing.assert_array_equal(got, _swizzled_box(matrix, 3, 11, 8, 8, 32).view(np.uint32))
+
+
+@pytest.mark.parametrize("mode", [2, 3], ids=["read_before_wait", "wrong_parity"])
+def test_reading_a_tma_box_before_its_phase_completes_reads_nan(mode):
+    """Before the wait, or after a wait for the parity of the phase before (which returns
+    at once, as on the GPU), the destination holds NaN."""
+    matrix = np.ones((24, 40), np.float32)
+    got = _tma(matrix, 8, 8, 32, 0, 0, mode=mode)
+    assert (got == POISON).all()
+
+
+@pytest.mark.parametrize(
+    ("mode", "dst", "error"),
+    [
+        (4, 1024, "exited with 1 tensor copies in flight"),  # no expect_tx: the phase completed early
+        (5, 1024, "deadlock.*128 at an mbarrier wait"),  # expected more bytes than arrive
+        (6, 1024, "transaction count went negative"),
+        (7, 1024, "holds no mbarrier"),
+        (0, 1024 + 128, "not 256-byte aligned"),  # a 32-byte swizzle's pattern repeats every 256 bytes
+    ],
+)
+def test_tma_and_mbarrier_misuse_is_refused(mode, dst, error):
+    matrix = np.ones((24, 40), np.float32)
+    with pytest.raises(RuntimeError, match=error):
+        _tma(matrix, 8, 8, 32, 0, 0, mode=mode, dst=dst)
+
+
+def test_tensor_maps_refuse_what_the_driver_refuses():
+    with pytest.raises(ValueError, match="row stride must be a multiple of 16"):
+        _tma(np.ones((24, 30), np.float16), 8, 8, 0, 0, 0)
+    with pytest.raises(ValueError, match="box's rows must be a multiple of 16 bytes"):
+        _tma(np.ones((24, 40), np.float32), 8, 6, 0, 0, 0)
+    with pytest.raises(ValueError, match="swizzle's width"):
+        _tma(np.ones((24, 40), np.float32), 8, 16, 128, 0, 0)
+
+
+@pytest.mark.parametrize(("kind", "mn"), [("bf16", False), ("bf16", True), ("tf32", False)])
+def test_tma_then_wgmma_computes_the_product(order, kind, mn):
+    """A (64 x k) and B by TMA into 128-byte swizzled stages, then wgmma along k in 32-byte
+    steps (the descriptor's start advanced inside the pattern's row, or by 8-k groups for an
+    MN-major B): D = A B, each element summed in k order in float32."""
+    rng = np.random.default_rng(6)
+    element = 4 if kind == "tf32" else 2
+    depth = 128 // element
+    a = rng.standard_normal((64, depth)).astype(np.float32)
+    b = rng.standard_normal((depth, 64)).astype(np.float32)  # k x n
+    if kind == "bf16":
+        a = (a.view(np.uint32) & 0xFFFF0000).view(np.float32)
+        b = (b.view(np.uint32) & 0xFFFF0000).view(np.float32)
+        store = lambda x: (x.view(np.uint32) >> 16).astype(np.uint16)  # noqa: E731
+        ra, rb = a, b
+    else:
+        store = lambda x: x  # noqa: E731
+        ra = (a.view(np.uint32) & 0xFFFFE000).view(np.float32)
+        rb = (b.view(np.uint32) & 0xFFFFE000).view(np.float32)
+    b_stored = store(b) if mn else store(np.ascontiguousarray(b.T))
+    words = np.concatenate([np.ascontiguousarray(store(a)).view(np.uint32).ravel(), b_stored.view(np.uint32).ravel()])
+    name = f"sm90_tma_wgmma_{kind}" + ("_mn" if mn else "")
+    got = run(name, np.concatenate([[depth, 64], words])).reshape(64, 64).astype(np.float32)
+    want = np.zeros((64, 64), np.float32)
+    for k in range(depth):
+        want += ra[:, k : k + 1] * rb[k : k + 1, :]
+    np.testing.assert_array_equal(got, want)
