@@ -51,6 +51,12 @@ struct GemmParams {
   // to arrive (counters, one per tile, zero between launches) adds them in part order.
   float* partials = nullptr;
   unsigned* counters = nullptr;
+  // bf16 / fp16 launches: A and B as 16-bit values (the launch's format: __nv_bfloat16 or
+  // __half bits), at the same element strides as a / b (a_rs, a_cs, b_rs, b_cs), so
+  // element (i, p) of A is a16[i * a_rs + p * a_cs]. A backward operand that holds dy
+  // (a_act / b_act not identity) is given as dz = act'(dy; y, z) already rounded.
+  const uint16_t* a16 = nullptr;
+  const uint16_t* b16 = nullptr;
 };
 
 // Up to two independent GEMMs in one launch (the backward pass's dW and dx): blocks

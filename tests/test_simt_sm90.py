@@ -310,3 +310,81 @@ def test_tma_then_wgmma_computes_the_product(order, kind, mn):
     for k in range(depth):
         want += ra[:, k : k + 1] * rb[k : k + 1, :]
     np.testing.assert_array_equal(got, want)
+
+
+def _to_16(x, f16):
+    x = np.asarray(x, np.float32)
+    if f16:
+        return x.astype(np.float16).astype(np.float64)
+    bits = x.view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).astype(np.uint32)
+    return rounded.view(np.float32).astype(np.float64)
+
+
+ACTIVATIONS = {
+    0: lambda v: v,
+    1: lambda v: np.maximum(v, 0),
+    2: lambda v: 1 / (1 + np.exp(-v)),
+    4: lambda v: 0.5 * v * (1 + np.tanh(np.sqrt(2 / np.pi) * (v + 0.044715 * v**3))),
+}
+
+
+def _wgmma_gemm(m, n, k, act=0, bias=True, preact=True, f16=False, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    head = [m, n, k, act, int(bias), int(preact), int(f16)]
+    out = run("sm90_gemm", np.concatenate([head, x.ravel(), w.ravel(), b]), block=1)
+    c = out[: m * n].reshape(m, n)
+    z = out[m * n :].reshape(m, n) if preact else None
+    xa, wa = _to_16(x, f16), _to_16(w, f16)
+    want_z = xa @ wa + (b if bias else 0)
+    # The operands are the rounded 16-bit values (the kernel reads nothing else); their
+    # products are exact in float32 and summed in float32 (any order on the GPU): at most
+    # k roundings of 2^-24 relative to the sum of |products|, plus the bias's addition.
+    bound = (k + 2) * 2.0**-24 * (np.abs(xa) @ np.abs(wa) + (np.abs(b) if bias else 0)) + 1e-30
+    return c, z, want_z, bound
+
+
+@pytest.mark.parametrize(
+    ("m", "n", "k"),
+    [(128, 128, 256), (1, 8, 8), (129, 120, 64), (127, 136, 200), (65, 264, 520)],
+    ids=["one_tile", "tiny", "row_edge", "edges", "ring_wraps"],
+)
+def test_wgmma_gemm_matches_numpy(m, n, k):
+    """gemm_wgmma_kernel (TMA ring, wgmma, store_c's epilogue) on bf16 operands: tile edges
+    +-1, k across the ring of stages more than once (the mbarriers' parity flips); C's
+    elements all written (NaN before)."""
+    c, z, want_z, bound = _wgmma_gemm(m, n, k)
+    assert np.all(np.abs(z - want_z) <= bound)
+    assert np.all(np.abs(c - want_z) <= bound)  # identity
+
+
+@pytest.mark.parametrize("act", [1, 2, 4], ids=["relu", "sigmoid", "gelu"])
+def test_wgmma_gemm_epilogue(order, act):
+    """Bias, preact and activation as gemm_tc_kernel's epilogue; fp16 for one activation.
+    The activations' slopes are at most 1.13 (gelu), so the preact's bound carries over."""
+    c, z, want_z, bound = _wgmma_gemm(130, 72, 96, act=act, f16=act == 2, seed=act)
+    assert np.all(np.abs(z - want_z) <= bound)
+    assert np.all(np.abs(c - ACTIVATIONS[act](want_z)) <= 1.13 * bound + 1e-7)
+
+
+@pytest.mark.parametrize(
+    ("sm90", "precision", "shape", "offset", "taken"),
+    [
+        (True, 2, (4096, 4096, 4096), 0, True),
+        (True, 3, (1536, 1408, 256), 0, True),  # 12 x 11 = 132 tiles of 128 x 128: one wave
+        (False, 2, (4096, 4096, 4096), 0, False),  # not a Hopper: the sm_80 kernel
+        (True, 1, (4096, 4096, 4096), 0, False),  # tf32: wgmma's tf32 needs a K-major B, W is N-major
+        (True, 2, (1536, 1280, 256), 0, False),  # 120 tiles: fewer than the SMs
+        (True, 2, (4096, 4096, 248), 0, False),  # k short of the ring of stages
+        (True, 2, (128, 256, 784), 0, False),  # the README MLP's first layer: 2 tiles
+        (True, 2, (4096, 4100, 4096), 0, False),  # rows of W not a multiple of 16 bytes
+        (True, 2, (4096, 4096, 4096), 4, False),  # operands not 16-byte aligned
+    ],
+)
+def test_the_wgmma_kernel_is_chosen_where_it_pays_off(sm90, precision, shape, offset, taken):
+    """cuda/gemm_wgmma.cuh's wgmma_path, which gemm() asks first: Hopper, bf16 / fp16,
+    operands the TMA takes, at least a wave of tiles and k for the ring; else sm_80's."""
+    assert run("sm90_path", [int(sm90), precision, *shape, offset], block=1)[0] == float(taken)

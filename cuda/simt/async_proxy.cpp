@@ -171,12 +171,19 @@ float operand(uint64_t desc, bool mn_major, unsigned mn, unsigned k, WgmmaType t
 std::vector<float> compute(const Wgmma& op, const std::vector<float>& input) {
   const unsigned t = thread_linear() % kWarpgroup, warp = t / 32, g = (t % 32) / 4, q = t % 4;
   const unsigned depth = op.type == WgmmaType::tf32 ? 8 : 16;
+  // This thread's two rows of A and n / 4 columns of B, each read once.
+  float a[2][16], b[64][16];
+  for (unsigned h = 0; h < 2; ++h)
+    for (unsigned k = 0; k < depth; ++k) a[h][k] = operand(op.desc_a, op.trans_a, 16 * warp + g + 8 * h, k, op.type);
+  for (unsigned c = 0; c < static_cast<unsigned>(op.n) / 4; ++c)
+    for (unsigned k = 0; k < depth; ++k)
+      b[c][k] = operand(op.desc_b, op.trans_b, 8 * (c / 2) + 2 * q + c % 2, k, op.type);
   std::vector<float> out(static_cast<size_t>(op.n / 2));
   for (unsigned j = 0; j < out.size(); ++j) {
-    const unsigned row = 16 * warp + g + 8 * ((j / 2) % 2), col = 8 * (j / 4) + 2 * q + j % 2;
+    const float* row = a[(j / 2) % 2];
+    const float* col = b[2 * (j / 4) + j % 2];
     float sum = op.accumulate ? input[j] : 0.0f;
-    for (unsigned k = 0; k < depth; ++k)
-      sum += operand(op.desc_a, op.trans_a, row, k, op.type) * operand(op.desc_b, op.trans_b, col, k, op.type);
+    for (unsigned k = 0; k < depth; ++k) sum += row[k] * col[k];
     out[j] = sum;
   }
   return out;

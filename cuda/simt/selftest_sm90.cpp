@@ -4,10 +4,12 @@
 
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "cuda/gemm_wgmma.cuh"
 #include "cuda/launch.h"
 #include "simt/tma.h"
 #include "simt/wgmma.h"
@@ -259,6 +261,57 @@ std::vector<double> run_selftest_sm90(const std::string& name, const std::vector
     else
       launch(tma_wgmma_kernel<__nv_bfloat16, 64, false>, dim3(), block, shared, nullptr, out.data(), pa, pb, k, a_bytes,
              b_bytes);
+  } else if (name == "sm90_gemm") {
+    // gemm_wgmma_kernel on 16-bit operands given directly; in: m, n, k, activation, bias?,
+    // preact?, format (0 bf16, 1 f16), x (m x k), w (k x n), bias (n); out: C (m x n), then
+    // preact (m x n) when asked.
+    if (in.size() < 7) throw std::invalid_argument("selftest 'sm90_gemm': too few inputs");
+    const auto m = static_cast<int64_t>(in[0]), n = static_cast<int64_t>(in[1]), k = static_cast<int64_t>(in[2]);
+    const bool bias = in[4] != 0, preact = in[5] != 0, f16 = in[6] != 0;
+    if (in.size() != static_cast<size_t>(7 + m * k + k * n + n))
+      throw std::invalid_argument("selftest 'sm90_gemm': x, w and bias");
+    std::vector<float> f(in.begin() + 7, in.end());
+    std::vector<uint16_t> x16(static_cast<size_t>(m * k)), w16(static_cast<size_t>(k * n));
+    auto to16 = [f16](float v) { return f16 ? __float2half(v).bits : __float2bfloat16(v).bits; };
+    for (size_t i = 0; i < x16.size(); ++i) x16[i] = to16(f[i]);
+    for (size_t i = 0; i < w16.size(); ++i) w16[i] = to16(f[x16.size() + i]);
+    const float nan = std::numeric_limits<float>::quiet_NaN();  // every element must be written
+    std::vector<float> c(static_cast<size_t>(m * n), nan), z(static_cast<size_t>(m * n), nan);
+    cuda_emulated::GemmParams p{m,
+                                n,
+                                k,
+                                f.data(),
+                                k,
+                                1,
+                                f.data() + m * k,
+                                n,
+                                1,
+                                c.data(),
+                                n,
+                                bias ? f.data() + m * k + k * n : nullptr,
+                                static_cast<Activation>(static_cast<int>(in[3])),
+                                preact ? z.data() : nullptr};
+    p.a16 = x16.data();
+    p.b16 = w16.data();
+    if (!cuda_emulated::wgmma_operands_fit(p))
+      throw std::invalid_argument("selftest 'sm90_gemm': operands the wgmma GEMM does not take");
+    if (f16)
+      cuda_emulated::launch_wgmma<__half>(p, nullptr);
+    else
+      cuda_emulated::launch_wgmma<__nv_bfloat16>(p, nullptr);
+    out.assign(c.begin(), c.end());
+    if (preact) out.insert(out.end(), z.begin(), z.end());
+  } else if (name == "sm90_path") {
+    // gemm()'s choice (wgmma_path) for a forward product x (m x k) w (k x n) with 16-bit
+    // copies; in: sm90, precision (Precision's value), m, n, k, the copies' offset in
+    // elements from an aligned address; out: 1 if the wgmma kernel would take it.
+    if (in.size() != 6) throw std::invalid_argument("selftest 'sm90_path': 6 inputs");
+    alignas(16) static const uint16_t storage[16] = {};
+    const auto m = static_cast<int64_t>(in[2]), n = static_cast<int64_t>(in[3]), k = static_cast<int64_t>(in[4]);
+    cuda_emulated::GemmParams p{m,      n, k, nullptr, k, 1, nullptr, n, 1, nullptr, n, nullptr, Activation::identity,
+                                nullptr};
+    p.a16 = p.b16 = storage + static_cast<int>(in[5]);
+    out.assign(1, cuda_emulated::wgmma_path(in[0] != 0, p, static_cast<Precision>(static_cast<int>(in[1]))));
   } else {
     throw std::invalid_argument("unknown selftest '" + name + "'");
   }
