@@ -98,6 +98,8 @@ __global__ void __launch_bounds__(kWgThreads, 1) gemm_wgmma_kernel(const __grid_
   const int row = row0 + 64 * group + 16 * (t / 32) + (t % 32) / 4, col = col0 + 2 * (t % 4);
   CUSTOMML_UNROLL
   for (int j = 0; j < kWgBn / 2; ++j) store_c<false>(p, row + 8 * ((j / 2) % 2), col + 8 * (j / 4) + j % 2, d[j]);
+#elif defined(__CUDA_ARCH__)
+  __trap();  // never launched without sm_90a code (wgmma_path): loud if it were
 #endif
 }
 
@@ -116,8 +118,12 @@ inline bool wgmma_operands_fit(const GemmParams& p) {
 // and a shape where it pays off: a 128 x 128 grid of at least one wave (132 SMs: below,
 // the sm_80 kernel's 64 x 64 tiles keep 4x as many SMs busy) and k for the whole ring of
 // stages (kWgStages x kWgBk = 256: below, the pipeline's fill is most of the work).
-// Otherwise the sm_80 kernel (gemm_tc_kernel), the fallback everywhere.
+// Otherwise the sm_80 kernel (gemm_tc_kernel), the fallback everywhere, and on a Hopper
+// too when the build has no sm_90a code.
 inline bool wgmma_path(bool sm90, const GemmParams& p, Precision precision) {
+#if defined(__CUDACC__) && !defined(CUSTOMML_CUDA_SM90A_CODE)
+  sm90 = false;  // the fatbin has no sm_90a code (CMAKE_CUDA_ARCHITECTURES without 90a)
+#endif
   if (!sm90 || (precision != Precision::bf16 && precision != Precision::fp16) || !wgmma_operands_fit(p)) return false;
   const int64_t tiles = ((p.m + kWgBm - 1) / kWgBm) * ((p.n + kWgBn - 1) / kWgBn);
   return tiles >= 132 && p.k >= kWgStages * kWgBk;
