@@ -53,8 +53,10 @@ __global__ void __launch_bounds__(kWgThreads, 1) gemm_wgmma_kernel(const __grid_
   const int row0 = static_cast<int>(blockIdx.x / tiles_n) * kWgBm,
             col0 = static_cast<int>(blockIdx.x % tiles_n) * kWgBn;
   const int slices = static_cast<int>((p.k + kWgBk - 1) / kWgBk);
-  if (tid == 0)
+  if (tid == 0) {
     for (int s = 0; s < kWgStages; ++s) ptx::mbarrier_init(&full[s], 1);
+    ptx::mbarrier_init_fence();
+  }
   __syncthreads();
   auto issue = [&](int slice) {
     const int s = slice % kWgStages;

@@ -46,6 +46,11 @@ __device__ __forceinline__ unsigned char* sm90_shared() {
 __device__ __forceinline__ void mbarrier_init(uint64_t* bar, unsigned count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(shared_address(bar)), "r"(count) : "memory");
 }
+// After mbarrier_init, before the barrier that publishes it: makes the initialization
+// visible to the asynchronous proxy (the TMA completing on it) too.
+__device__ __forceinline__ void mbarrier_init_fence() {
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+}
 __device__ __forceinline__ void mbarrier_arrive(uint64_t* bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(shared_address(bar)) : "memory");
 }
@@ -185,6 +190,8 @@ inline void encode_tensor_map_2d(TensorMap* map, const void* global, unsigned el
 
 namespace customml::ptx {
 inline unsigned char* sm90_shared() { return static_cast<unsigned char*>(simt::dynamic_shared()); }
+// The emulator's barriers are visible to its TMA once initialized.
+inline void mbarrier_init_fence() {}
 // The emulator reads the registers only at the wait: nothing to tie.
 template <int kRegisters>
 inline void wgmma_fence_operands(float (&)[kRegisters]) {}
