@@ -156,7 +156,8 @@ __device__ __forceinline__ void wgmma_async(float (&d)[N / 2], uint64_t desc_a, 
 
 // The host side, before a launch: the map of a rows x columns matrix of element_bytes
 // elements (columns contiguous, rows row_bytes apart) in boxes of box_rows x box_columns,
-// swizzled by swizzle_bytes (0 or 128), zeros past the edges.
+// swizzled by swizzle_bytes (0, 32, 64 or 128; std::invalid_argument otherwise, as the
+// emulator's), zeros past the edges.
 inline void encode_tensor_map_2d(TensorMap* map, const void* global, unsigned element_bytes, uint64_t rows,
                                  uint64_t columns, uint64_t row_bytes, unsigned box_rows, unsigned box_columns,
                                  unsigned swizzle_bytes) {
@@ -174,10 +175,21 @@ inline void encode_tensor_map_2d(TensorMap* map, const void* global, unsigned el
   const cuuint32_t box[2] = {box_columns, box_rows}, element_strides[2] = {1, 1};
   const CUtensorMapDataType type =
       element_bytes == 2 ? CU_TENSOR_MAP_DATA_TYPE_UINT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
+  // Each width its own mode: a pattern the map does not state would land the box in a
+  // layout the wgmma descriptors do not describe.
+  CUtensorMapSwizzle swizzle;
+  switch (swizzle_bytes) {
+    case 0: swizzle = CU_TENSOR_MAP_SWIZZLE_NONE; break;
+    case 32: swizzle = CU_TENSOR_MAP_SWIZZLE_32B; break;
+    case 64: swizzle = CU_TENSOR_MAP_SWIZZLE_64B; break;
+    case 128: swizzle = CU_TENSOR_MAP_SWIZZLE_128B; break;
+    default:
+      throw std::invalid_argument("tensor map: swizzle of 0, 32, 64 or 128 bytes, not " +
+                                  std::to_string(swizzle_bytes));
+  }
   const CUresult r = encode(map, type, 2, const_cast<void*>(global), dims, strides, box, element_strides,
-                            CU_TENSOR_MAP_INTERLEAVE_NONE,
-                            swizzle_bytes == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_NONE,
-                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS) throw std::runtime_error("CUDA: cuTensorMapEncodeTiled failed (" + std::to_string(r) + ")");
 }
 
