@@ -204,8 +204,5 @@ namespace customml::ptx {
 inline unsigned char* sm90_shared() { return static_cast<unsigned char*>(simt::dynamic_shared()); }
 // The emulator's barriers are visible to its TMA once initialized.
 inline void mbarrier_init_fence() {}
-// The emulator reads the registers only at the wait: nothing to tie.
-template <int kRegisters>
-inline void wgmma_fence_operands(float (&)[kRegisters]) {}
 }  // namespace customml::ptx
 #endif

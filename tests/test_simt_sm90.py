@@ -181,6 +181,9 @@ def test_a_wrong_descriptor_gives_wrong_results():
         (5, 128, "exited with 1 wgmma.mma_async not waited for"),
         (6, 128, "wrote accumulator registers"),
         (7, 128, "differs from what another thread of warpgroup 0"),
+        (8, 128, "the thread wrote them meanwhile"),  # d *= 2 between two chained wgmmas
+        (9, 128, "written after the last wgmma.fence"),
+        (10, 128, "operand shared memory changed while the wgmma was in flight"),
         (0, 96, "warpgroup is partial"),
     ],
 )
@@ -190,6 +193,60 @@ def test_wgmma_misuse_is_refused(mode, block, error):
         values = np.concatenate([values[:12], values[12 : 12 + block * 4], values[12 + 128 * 4 :]])
     with pytest.raises(RuntimeError, match=error):
         run_wgmma("bf16", 8, values, block)
+
+
+@pytest.mark.parametrize(("swizzle", "skip"), [(128, 128), (128, 896), (64, 256), (32, 128)])
+def test_a_swizzled_start_off_the_pattern_repeat_is_refused(swizzle, skip):
+    """With base offset 0, a swizzled operand's start may step k inside a pattern row
+    (address bits 4-6, the test above) but not rows into the pattern (bits 7 up to its
+    repeat): the GPU would swizzle relative to the repeat, not to the address."""
+    values, _, _ = wgmma_case("bf16", 8, False, False, swizzle, np.random.default_rng(3))
+    values[2] += skip  # A's start
+    with pytest.raises(RuntimeError, match=f"not on its swizzle pattern's {8 * swizzle}-byte repeat"):
+        run_wgmma("bf16", 8, values)
+
+
+def _sw128(at):
+    return at ^ (((at >> 7) & 7) << 4)
+
+
+def _cutlass_tile(rows, mn_major):
+    """Byte offsets of a rows x 64 (k) bf16 tile built from CUTLASS's 128-byte swizzle atoms
+    (cute's GMMA::Layout_K_SW128_Atom / Layout_MN_SW128_Atom tiled over the tile): K-major,
+    rows of 64 k (128 bytes), 8-row atoms 1024 bytes apart; MN-major, 64 mn (128 bytes) per
+    k, 8-k atoms 1024 bytes apart, 64-mn blocks 64 k x 128 bytes = 8192 apart."""
+    mn = np.arange(rows)[:, None]
+    k = np.arange(64)[None, :]
+    if mn_major:
+        return _sw128((mn % 64) * 2 + (k % 8) * 128 + (k // 8) * 1024 + (mn // 64) * 8192)
+    return _sw128((mn % 8) * 128 + (mn // 8) * 1024 + k * 2)
+
+
+@pytest.mark.parametrize("step", [0, 3])
+@pytest.mark.parametrize(("trans_a", "trans_b"), [(False, False), (False, True), (True, True)])
+def test_descriptors_as_cutlass_builds_them(trans_a, trans_b, step):
+    """The descriptor values CUTLASS's make_gmma_desc gives for those tiles (m64n128k16, bf16,
+    k step `step` of 4): K-major SW128: SBO 1024, LBO 16 (unused), start + 32 bytes per k
+    step; MN-major SW128: SBO 1024 (the next 8 k), LBO 8192 (the next 64 mn), start + 2048
+    per k step. B's 128 columns span two 64-mn blocks, so an MN-major B reads through LBO."""
+    rng = np.random.default_rng(10 + step)
+    n = 128
+    a = rng.integers(-8, 9, (64, 64)).astype(np.float32) / 4
+    b = rng.integers(-8, 9, (n, 64)).astype(np.float32) / 4
+    c = rng.integers(-8, 9, (64, n)).astype(np.float32)
+    image = np.full(40960, 0xFF, np.uint8)
+    head = [int(trans_a), int(trans_b)]
+    for matrix, base, mn_major in ((a, 0, trans_a), (b, 16384, trans_b)):
+        at = base + _cutlass_tile(matrix.shape[0], mn_major)
+        bits = bits_of(matrix, "bf16")
+        image[at] = bits & 0xFF
+        image[at + 1] = bits >> 8
+        head += [base + 2048 * step, 8192, 1024, 1] if mn_major else [base + 32 * step, 16, 1024, 1]
+    rows, cols = accumulator_position(n)
+    values = np.concatenate([head, [1, 0], c[rows, cols].ravel(), image.view(np.uint32)])
+    ks = slice(16 * step, 16 * step + 16)
+    want = a[:, ks] @ b[:, ks].T + c
+    np.testing.assert_array_equal(run_wgmma("bf16", n, values), want[rows, cols])
 
 
 def test_reading_accumulators_before_the_wait_reads_nan():
@@ -284,11 +341,11 @@ def test_tensor_maps_refuse_what_the_driver_refuses():
 
 
 @pytest.mark.parametrize(("kind", "mn"), [("bf16", False), ("bf16", True), ("tf32", False)])
-def test_tma_then_wgmma_computes_the_product(order, kind, mn):
-    """A (64 x k) and B by TMA into 128-byte swizzled stages, then wgmma along k in 32-byte
-    steps (the descriptor's start advanced inside the pattern's row, or by 8-k groups for an
-    MN-major B): D = A B, each element summed in k order in float32."""
-    rng = np.random.default_rng(6)
+def _tma_wgmma(kind, mn, mode=0, seed=6):
+    """A (64 x k) and B by TMA into 128-byte swizzled stages, then wgmma along k (the
+    selftest's modes: 0 right, 1 the mbarrier wait after the wgmmas, 2 the stage refilled
+    while they are in flight); D and the operands as the GPU reads them."""
+    rng = np.random.default_rng(seed)
     element = 4 if kind == "tf32" else 2
     depth = 128 // element
     a = rng.standard_normal((64, depth)).astype(np.float32)
@@ -305,7 +362,26 @@ def test_tma_then_wgmma_computes_the_product(order, kind, mn):
     b_stored = store(b) if mn else store(np.ascontiguousarray(b.T))
     words = np.concatenate([np.ascontiguousarray(store(a)).view(np.uint32).ravel(), b_stored.view(np.uint32).ravel()])
     name = f"sm90_tma_wgmma_{kind}" + ("_mn" if mn else "")
-    got = run(name, np.concatenate([[depth, 64], words])).reshape(64, 64).astype(np.float32)
+    got = run(name, np.concatenate([[depth, 64, mode], words])).reshape(64, 64).astype(np.float32)
+    return got, ra, rb
+
+
+@pytest.mark.parametrize("mode", [1, 2], ids=["mbarrier_wait_after_the_wgmma", "stage_refilled_in_flight"])
+def test_operands_changing_under_a_wgmma_in_flight_are_refused(mode):
+    """wgmma reads its shared operands any time between issue and the wait_group covering
+    it: a TMA that lands (or a refill that starts) in between is refused, not computed with
+    whichever contents the emulator happened to read."""
+    with pytest.raises(RuntimeError, match="operand shared memory changed while the wgmma was in flight"):
+        _tma_wgmma("bf16", True, mode)
+
+
+@pytest.mark.parametrize(("kind", "mn"), [("bf16", False), ("bf16", True), ("tf32", False)])
+def test_tma_then_wgmma_computes_the_product(order, kind, mn):
+    """A (64 x k) and B by TMA into 128-byte swizzled stages, then wgmma along k in 32-byte
+    steps (the descriptor's start advanced inside the pattern's row, or by 8-k groups for an
+    MN-major B): D = A B, each element summed in k order in float32."""
+    got, ra, rb = _tma_wgmma(kind, mn)
+    depth = ra.shape[1]
     want = np.zeros((64, 64), np.float32)
     for k in range(depth):
         want += ra[:, k : k + 1] * rb[k : k + 1, :]

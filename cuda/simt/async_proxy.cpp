@@ -43,11 +43,25 @@ struct Wgmma {
   WgmmaType type;
   bool chained;              // its accumulator input is the result of an earlier operation still in flight
   std::vector<float> input;  // otherwise, the accumulator registers as they were at issue
+  // The bits of the operand elements this thread's registers need (its two rows of A, then
+  // its columns of B, each k in order), read at issue: the GPU may read them any time until
+  // the wait, so the wait checks that shared memory still holds them.
+  std::vector<uint32_t> operands;
+};
+
+// Accumulator registers a thread named (wgmma_fence_operands, or a wgmma on them), with
+// their bits as the last wgmma.fence (or a wgmma issued on them since) left them.
+struct Accumulators {
+  float* d;
+  int registers;
+  bool captured;
+  std::vector<uint32_t> bits;
 };
 
 struct ThreadWgmma {
   std::vector<Wgmma> ops;  // issued, not yet complete, in issue order
   std::vector<size_t> group_ends;
+  std::vector<Accumulators> named;
   bool fenced = false;
   size_t issued = 0;
 };
@@ -150,34 +164,52 @@ uint32_t operand_address(uint64_t desc, bool mn_major, unsigned mn, unsigned k, 
   return mode == 0 ? at : swizzle(at, 16 * w);
 }
 
-float operand(uint64_t desc, bool mn_major, unsigned mn, unsigned k, WgmmaType type) {
+uint32_t operand_bits(uint64_t desc, bool mn_major, unsigned mn, unsigned k, WgmmaType type) {
   const unsigned eb = type == WgmmaType::tf32 ? 4 : 2;
   const unsigned char* p = shared_at(operand_address(desc, mn_major, mn, k, eb), eb, "wgmma.mma_async operand");
+  uint32_t bits = 0;
+  std::memcpy(&bits, p, eb);
+  return bits;
+}
+
+float operand_value(uint32_t bits, WgmmaType type) {
   if (type == WgmmaType::tf32) {
-    uint32_t bits;
-    std::memcpy(&bits, p, 4);
     bits &= 0xFFFFE000u;  // the top 19 bits, as GPUs read a tf32 operand (cuda/simt/mma.h)
     float f;
     std::memcpy(&f, &bits, 4);
     return f;
   }
-  uint16_t bits;
-  std::memcpy(&bits, p, 2);
-  return type == WgmmaType::bf16 ? __bfloat162float(__nv_bfloat16{bits}) : __half2float(__half{bits});
+  const auto half = static_cast<uint16_t>(bits);
+  return type == WgmmaType::bf16 ? __bfloat162float(__nv_bfloat16{half}) : __half2float(__half{half});
 }
 
-// D = A B (+ the accumulator input) for the calling thread's n / 2 registers: register
-// 4i + 2h + e holds row 16 warp + lane / 4 + 8h, column 8i + 2 (lane % 4) + e.
-std::vector<float> compute(const Wgmma& op, const std::vector<float>& input) {
+// The calling thread's operand elements of op as shared memory holds them now: its two rows
+// of A (register 4i + 2h + e holds row 16 warp + lane / 4 + 8h, column 8i + 2 (lane % 4) + e)
+// and n / 4 columns of B, depth k each.
+std::vector<uint32_t> read_operands(const Wgmma& op) {
   const unsigned t = thread_linear() % kWarpgroup, warp = t / 32, g = (t % 32) / 4, q = t % 4;
   const unsigned depth = op.type == WgmmaType::tf32 ? 8 : 16;
-  // This thread's two rows of A and n / 4 columns of B, each read once.
-  float a[2][16], b[64][16];
+  std::vector<uint32_t> bits;
+  bits.reserve((2 + static_cast<size_t>(op.n) / 4) * depth);
   for (unsigned h = 0; h < 2; ++h)
-    for (unsigned k = 0; k < depth; ++k) a[h][k] = operand(op.desc_a, op.trans_a, 16 * warp + g + 8 * h, k, op.type);
+    for (unsigned k = 0; k < depth; ++k)
+      bits.push_back(operand_bits(op.desc_a, op.trans_a, 16 * warp + g + 8 * h, k, op.type));
   for (unsigned c = 0; c < static_cast<unsigned>(op.n) / 4; ++c)
     for (unsigned k = 0; k < depth; ++k)
-      b[c][k] = operand(op.desc_b, op.trans_b, 8 * (c / 2) + 2 * q + c % 2, k, op.type);
+      bits.push_back(operand_bits(op.desc_b, op.trans_b, 8 * (c / 2) + 2 * q + c % 2, k, op.type));
+  return bits;
+}
+
+// D = A B (+ the accumulator input) for the calling thread's n / 2 registers, from the
+// operands read at issue.
+std::vector<float> compute(const Wgmma& op, const std::vector<float>& input) {
+  const unsigned depth = op.type == WgmmaType::tf32 ? 8 : 16;
+  float a[2][16], b[64][16];
+  size_t next = 0;
+  for (unsigned h = 0; h < 2; ++h)
+    for (unsigned k = 0; k < depth; ++k) a[h][k] = operand_value(op.operands[next++], op.type);
+  for (unsigned c = 0; c < static_cast<unsigned>(op.n) / 4; ++c)
+    for (unsigned k = 0; k < depth; ++k) b[c][k] = operand_value(op.operands[next++], op.type);
   std::vector<float> out(static_cast<size_t>(op.n / 2));
   for (unsigned j = 0; j < out.size(); ++j) {
     const float* row = a[(j / 2) % 2];
@@ -189,7 +221,14 @@ std::vector<float> compute(const Wgmma& op, const std::vector<float>& input) {
   return out;
 }
 
-constexpr uint32_t kPoison = 0xFFFFFFFFu;
+// The accumulators' value while a wgmma is in flight: a signaling NaN, so that arithmetic
+// on them (d *= s between two chained wgmmas) gives a quiet NaN, other bits, and shows as a
+// write as much as a store does.
+constexpr uint32_t kPoison = 0xFFBFFFFFu;
+
+void poison(float* d, int n) {
+  for (int j = 0; j < n / 2; ++j) std::memcpy(d + j, &kPoison, 4);
+}
 
 bool still_poisoned(const float* d, int n) {
   for (int j = 0; j < n / 2; ++j) {
@@ -198,6 +237,25 @@ bool still_poisoned(const float* d, int n) {
     if (bits != kPoison) return false;
   }
   return true;
+}
+
+std::vector<uint32_t> bits_of(const float* d, int registers) {
+  std::vector<uint32_t> bits(static_cast<size_t>(registers));
+  std::memcpy(bits.data(), d, 4 * bits.size());
+  return bits;
+}
+
+Accumulators& named(ThreadWgmma& w, float* d, int registers) {
+  for (Accumulators& a : w.named)
+    if (a.d == d) {
+      if (a.registers != registers)
+        throw std::runtime_error(thread_name() + ": accumulator registers named with " + std::to_string(a.registers) +
+                                 " and " + std::to_string(registers) +
+                                 " registers (a wgmma shape different from an earlier one's)");
+      return a;
+    }
+  w.named.push_back({d, registers, false, {}});
+  return w.named.back();
 }
 
 }  // namespace
@@ -297,7 +355,16 @@ void tensor_load_2d(void* dst, const TensorMap* map, int column, int row, uint64
   std::memset(dst, 0xFF, static_cast<size_t>(m.box_rows) * span);  // NaN until it lands
 }
 
-void wgmma_fence() { tl_block.wgmma[thread_linear()].fenced = true; }
+void wgmma_fence() {
+  ThreadWgmma& w = tl_block.wgmma[thread_linear()];
+  w.fenced = true;
+  for (Accumulators& a : w.named) {
+    a.bits = bits_of(a.d, a.registers);
+    a.captured = true;
+  }
+}
+
+void wgmma_fence_operands(float* d, int registers) { named(tl_block.wgmma[thread_linear()], d, registers); }
 
 void wgmma_mma_async(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool accumulate, bool trans_a, bool trans_b,
                      WgmmaType type) {
@@ -316,6 +383,16 @@ void wgmma_mma_async(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool acc
   if (n < 8 || n > 256 || n % 8) fail("n " + std::to_string(n) + " (8 to 256 in steps of 8)");
   if (type == WgmmaType::tf32 && (trans_a || trans_b)) fail("tf32 operands must be K-major (no transpose)");
   if (((desc_a >> 49) & 7) || ((desc_b >> 49) & 7)) fail("a descriptor's base offset is not 0 (not emulated)");
+  // With base offset 0 the PTX ISA has a swizzled operand start on its pattern's repeat
+  // (8 rows of 16 w bytes; only the 16-byte chunk bits below the row may step k): the GPU
+  // swizzles relative to that repeat, so another start reads other elements there.
+  for (const uint64_t desc : {desc_a, desc_b}) {
+    const unsigned mode = static_cast<unsigned>(desc >> 62), w = mode == 1 ? 8 : mode == 2 ? 4 : 2;
+    const uint32_t start = static_cast<uint32_t>(desc & 0x3FFF) << 4;
+    if (mode != 0 && ((start >> 7) & (w - 1)) != 0)
+      fail("a descriptor's start (shared address " + std::to_string(start) + ") is not on its swizzle pattern's " +
+           std::to_string(128 * w) + "-byte repeat (rows in, with base offset 0)");
+  }
   const unsigned flags = accumulate | trans_a << 1 | trans_b << 2 | static_cast<unsigned>(type) << 3;
   std::vector<Issued>& issued = tl_block.warpgroups[wg];
   if (w.issued == issued.size())
@@ -327,14 +404,24 @@ void wgmma_mma_async(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool acc
            " issued as its wgmma.mma_async number " + std::to_string(w.issued) + " (.aligned)");
   }
   ++w.issued;
-  Wgmma op{d, n, desc_a, desc_b, accumulate, trans_a, trans_b, type, false, {}};
+  Wgmma op{d, n, desc_a, desc_b, accumulate, trans_a, trans_b, type, false, {}, {}};
   for (const Wgmma& earlier : w.ops)
     if (earlier.d == d) {
       if (earlier.n != n) fail("a different shape accumulates into registers a wgmma in flight writes");
       op.chained = true;
     }
+  if (op.chained && !still_poisoned(d, n))
+    fail("it accumulates into registers an earlier wgmma in flight writes, and the thread wrote them meanwhile");
+  Accumulators& acc = named(w, d, n / 2);
+  if (acc.captured && acc.bits != bits_of(d, n / 2))
+    fail(
+        "its accumulator registers were written after the last wgmma.fence (the fence orders register accesses "
+        "before the wgmma)");
   if (!op.chained) op.input.assign(d, d + n / 2);
-  std::memset(d, 0xFF, sizeof(float) * static_cast<size_t>(n / 2));  // NaN until the wait
+  op.operands = read_operands(op);
+  poison(d, n);  // NaN until the wait
+  acc.bits = bits_of(d, n / 2);
+  acc.captured = true;
   w.ops.push_back(std::move(op));
 }
 
@@ -353,11 +440,17 @@ void wgmma_wait_group(int pending) {
   const size_t groups = w.group_ends.size(), keep = static_cast<size_t>(pending);
   if (groups <= keep) return;
   const size_t done_groups = groups - keep, done = w.group_ends[done_groups - 1];
-  // Operands are read now, at completion: a kernel that overwrites a stage before the wait
-  // covering the wgmma that reads it computes with the new contents, as the GPU may.
+  // The GPU may read the operands any time from issue to completion: a kernel that changes
+  // them in between (a stage refilled early, a TMA landing after the wgmma was issued
+  // without waiting for its mbarrier) computes with either contents, so it is refused.
   std::map<float*, std::vector<float>> results;
   for (size_t i = 0; i < done; ++i) {
     const Wgmma& op = w.ops[i];
+    if (read_operands(op) != op.operands)
+      throw std::runtime_error(thread_name() +
+                               ": operand shared memory changed while the wgmma was in flight (between its "
+                               "wgmma.mma_async and the wgmma.wait_group covering it: an mbarrier wait missing, or "
+                               "a stage refilled before the wgmmas reading it completed)");
     results[op.d] = compute(op, op.chained ? results.at(op.d) : op.input);
   }
   for (size_t i = done; i < w.ops.size(); ++i) {
@@ -376,6 +469,7 @@ void wgmma_wait_group(int pending) {
                                "wgmma.wait_group covering it)");
     std::memcpy(d, values.data(), sizeof(float) * values.size());
   }
+  for (Accumulators& a : w.named) a.captured = false;  // a wgmma.fence must follow (w.fenced)
   w.ops.erase(w.ops.begin(), w.ops.begin() + static_cast<std::ptrdiff_t>(done));
   w.group_ends.erase(w.group_ends.begin(), w.group_ends.begin() + static_cast<std::ptrdiff_t>(done_groups));
   for (size_t& end : w.group_ends) end -= done;

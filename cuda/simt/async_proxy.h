@@ -42,6 +42,9 @@ void tensor_load_2d(void* dst, const TensorMap* map, int column, int row, uint64
 // thread at d), A and B from shared-memory descriptors.
 enum class WgmmaType { bf16, f16, tf32 };
 void wgmma_fence();
+// The emulator's side of wgmma_fence_operands: names d (registers floats) as accumulator
+// registers, whose values the next wgmma.fence records.
+void wgmma_fence_operands(float* d, int registers);
 void wgmma_mma_async(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool accumulate, bool trans_a, bool trans_b,
                      WgmmaType type);
 void wgmma_commit_group();

@@ -22,7 +22,19 @@ using ptx::Swizzle;
 
 // wgmma over operands the test lays out in shared memory itself. The modes each make one
 // mistake, or chain two wgmmas into the same registers (D = C + 2 A B).
-enum WgmmaMode { kRight, kChain, kNoFence, kReadEarly, kUncommitted, kPendingAtExit, kWriteAccumulator, kDiverge };
+enum WgmmaMode {
+  kRight,
+  kChain,
+  kNoFence,
+  kReadEarly,
+  kUncommitted,
+  kPendingAtExit,
+  kWriteAccumulator,
+  kDiverge,
+  kWriteBetweenChained,  // scales the registers between two chained wgmmas
+  kWriteAfterFence,      // writes a register after the fence, before the wgmma
+  kOverwriteOperand      // a generic store into A while the wgmma is in flight
+};
 
 struct WgmmaArgs {
   unsigned a_start, a_leading, a_stride, a_swizzle, b_start, b_leading, b_stride, b_swizzle;
@@ -43,10 +55,20 @@ __global__ void wgmma_kernel(double* out, const double* c, const uint32_t* image
   uint64_t da = ptx::smem_descriptor(base + args.a_start, args.a_leading, args.a_stride, Swizzle(args.a_swizzle));
   const uint64_t db = ptx::smem_descriptor(base + args.b_start, args.b_leading, args.b_stride, Swizzle(args.b_swizzle));
   if (args.mode == kDiverge && threadIdx.x == 40) da += 2;
+  ptx::wgmma_fence_operands(d);
   if (args.mode != kNoFence) ptx::wgmma_fence();
+  if (args.mode == kWriteAfterFence) d[N / 2 - 1] = 0.5f;
   ptx::wgmma_async<T, N, kTransA, kTransB>(d, da, db, args.accumulate);
-  if (args.mode == kChain) ptx::wgmma_async<T, N, kTransA, kTransB>(d, da, db, true);
+  if (args.mode == kWriteBetweenChained)
+    for (int j = 0; j < N / 2; ++j) d[j] *= 2.0f;
+  if (args.mode == kChain || args.mode == kWriteBetweenChained)
+    ptx::wgmma_async<T, N, kTransA, kTransB>(d, da, db, true);
   if (args.mode == kWriteAccumulator) d[0] = 1.0f;
+  if (args.mode == kOverwriteOperand) {
+    __syncthreads();  // every thread's wgmma issued: thread 0 then stores into A's first row
+    if (threadIdx.x == 0)
+      for (unsigned i = 0; i < 4; ++i) s[args.a_start / 4 + i] = 0;
+  }
   double* o = out + threadIdx.x * (N / 2);
   if (args.mode == kReadEarly)
     for (int j = 0; j < N / 2; ++j) o[j] = d[j];
@@ -138,10 +160,16 @@ __global__ void tma_kernel(double* out, const ptx::TensorMap* map, int column, i
 // The path a Hopper GEMM takes: A (64 x k) and B by TMA into 128-byte swizzled stages,
 // then wgmma over k in steps of 32 bytes; out (64, n): D = A B in the accumulator layout's
 // rows and columns. B is K-major (n x k, as the backward's W^T) or, with kTransB, MN-major
-// (k x n, as the forward's W), 16-bit types only.
+// (k x n, as the forward's W), 16-bit types only. The modes each make one mistake.
+enum TmaWgmmaMode {
+  kTmaWgmmaRight,
+  kTmaWgmmaLateWait,  // the mbarrier wait after the wgmmas are issued, before their wait_group
+  kTmaWgmmaRefill     // the stage reloaded while the wgmmas reading it are in flight
+};
+
 template <class T, int N, bool kTransB>
 __global__ void tma_wgmma_kernel(double* out, const ptx::TensorMap* map_a, const ptx::TensorMap* map_b, int depth,
-                                 unsigned a_bytes, unsigned b_bytes) {
+                                 unsigned a_bytes, unsigned b_bytes, int mode) {
   constexpr unsigned kElement = std::is_same_v<T, nvcuda::wmma::precision::tf32> ? 4 : 2;
   auto* s = static_cast<unsigned char*>(dynamic_shared());
   auto* bar = reinterpret_cast<uint64_t*>(s);
@@ -153,7 +181,7 @@ __global__ void tma_wgmma_kernel(double* out, const ptx::TensorMap* map_a, const
     ptx::tma_load_2d(a, map_a, 0, 0, bar);
     ptx::tma_load_2d(b, map_b, 0, 0, bar);
   }
-  ptx::mbarrier_wait(bar, 0);
+  if (mode != kTmaWgmmaLateWait) ptx::mbarrier_wait(bar, 0);
   float d[N / 2];
   ptx::wgmma_fence();
   for (int k = 0; k < depth; k += 32 / kElement) {
@@ -163,7 +191,16 @@ __global__ void tma_wgmma_kernel(double* out, const ptx::TensorMap* map_a, const
     ptx::wgmma_async<T, N, false, kTransB>(d, da, db, k > 0);
   }
   ptx::wgmma_commit_group();
+  if (mode == kTmaWgmmaLateWait) ptx::mbarrier_wait(bar, 0);
+  if (mode == kTmaWgmmaRefill) {
+    __syncthreads();  // every thread's wgmmas issued
+    if (threadIdx.x == 0) {
+      ptx::mbarrier_arrive_expect_tx(bar, a_bytes);
+      ptx::tma_load_2d(a, map_a, 0, 0, bar);
+    }
+  }
   ptx::wgmma_wait_group<0>();
+  if (mode == kTmaWgmmaRefill) ptx::mbarrier_wait(bar, 1);
   const unsigned t = threadIdx.x, warp = t / 32, g = (t % 32) / 4, q = t % 4;
   for (int j = 0; j < N / 2; ++j) out[(16 * warp + g + 8 * (j / 2 % 2)) * N + 8 * (j / 4) + 2 * q + j % 2] = d[j];
 }
@@ -181,7 +218,7 @@ std::vector<double> run_selftest_sm90(const std::string& name, const std::vector
   if (grid.x * grid.y * grid.z != 1) throw std::invalid_argument("selftest '" + name + "': one block");
   std::vector<double> out;
   if (name.rfind("sm90_wgmma_", 0) == 0) {
-    // sm90_wgmma_{bf16,f16,tf32}_n{8,64}; in: trans_a, trans_b, WgmmaArgs (10), the
+    // sm90_wgmma_{bf16,f16,tf32}_n{8,64,128}; in: trans_a, trans_b, WgmmaArgs (10), the
     // accumulators (threads x n / 2), the shared memory's words.
     const std::string kind = name.substr(11, name.find("_n", 11) - 11);
     const int n = std::stoi(name.substr(name.find("_n", 11) + 2));
@@ -203,8 +240,10 @@ std::vector<double> run_selftest_sm90(const std::string& name, const std::vector
         run_wgmma<T, 8>(ta, tb, block, shared, out.data(), c.data(), image.data(), words, args);
       else if (n == 64)
         run_wgmma<T, 64>(ta, tb, block, shared, out.data(), c.data(), image.data(), words, args);
+      else if (n == 128)
+        run_wgmma<T, 128>(ta, tb, block, shared, out.data(), c.data(), image.data(), words, args);
       else
-        throw std::invalid_argument("selftest '" + name + "': n 8 or 64");
+        throw std::invalid_argument("selftest '" + name + "': n 8, 64 or 128");
     };
     if (kind == "bf16")
       run_n(__nv_bfloat16{});
@@ -230,14 +269,15 @@ std::vector<double> run_selftest_sm90(const std::string& name, const std::vector
            static_cast<const ptx::TensorMap*>(&map), static_cast<int>(in[6]), static_cast<int>(in[7]), box_bytes,
            dst_offset, static_cast<int>(in[9]));
   } else if (name.rfind("sm90_tma_wgmma_", 0) == 0) {
-    // sm90_tma_wgmma_{bf16,tf32}[_mn]; in: depth, n, then A's words (64 x depth), then
-    // B's (n x depth, or depth x n for _mn); out: D (64, n).
+    // sm90_tma_wgmma_{bf16,tf32}[_mn]; in: depth, n, mode, then A's words (64 x depth),
+    // then B's (n x depth, or depth x n for _mn); out: D (64, n).
     const bool mn = name.size() > 3 && name.compare(name.size() - 3, 3, "_mn") == 0;
     const bool tf32 = name.find("tf32") != std::string::npos;
     const unsigned eb = tf32 ? 4 : 2, depth = static_cast<unsigned>(in[0]), n = static_cast<unsigned>(in[1]);
-    if (n != 64 || depth * eb != 128 || in.size() != 2 + (64 + n) * depth * eb / 4)
+    if (n != 64 || depth * eb != 128 || in.size() != 3 + (64 + n) * depth * eb / 4)
       throw std::invalid_argument("selftest '" + name + "': n 64, 128 bytes of k, and the operands' words");
-    const std::vector<uint32_t> words = words_of(in, 2);
+    const int mode = static_cast<int>(in[2]);
+    const std::vector<uint32_t> words = words_of(in, 3);
     const uint32_t* b_words = words.data() + 64 * depth * eb / 4;
     ptx::TensorMap map_a, map_b;
     ptx::encode_tensor_map_2d(&map_a, words.data(), eb, 64, depth, depth * eb, 64, depth, 128);
@@ -254,13 +294,13 @@ std::vector<double> run_selftest_sm90(const std::string& name, const std::vector
     if (tf32 && mn) throw std::invalid_argument("tf32 operands are K-major");
     if (tf32)
       launch(tma_wgmma_kernel<nvcuda::wmma::precision::tf32, 64, false>, dim3(), block, shared, nullptr, out.data(), pa,
-             pb, k, a_bytes, b_bytes);
+             pb, k, a_bytes, b_bytes, mode);
     else if (mn)
       launch(tma_wgmma_kernel<__nv_bfloat16, 64, true>, dim3(), block, shared, nullptr, out.data(), pa, pb, k, a_bytes,
-             b_bytes);
+             b_bytes, mode);
     else
       launch(tma_wgmma_kernel<__nv_bfloat16, 64, false>, dim3(), block, shared, nullptr, out.data(), pa, pb, k, a_bytes,
-             b_bytes);
+             b_bytes, mode);
   } else if (name == "sm90_gemm") {
     // gemm_wgmma_kernel on 16-bit operands given directly; in: m, n, k, activation, bias?,
     // preact?, format (0 bf16, 1 f16), x (m x k), w (k x n), bias (n); out: C (m x n), then

@@ -20,23 +20,36 @@
 //   swizzle: the roles swapped). The swizzle XORs address bits [4, 4+B) with [7, 7+B)
 //   (Swizzle<B,4,3>, B = 3, 2, 1), the pattern TMA writes (simt/tma.h).
 //
-// Asynchrony: an issued wgmma sets its accumulator registers to NaN; the wait_group that
-// covers its group computes D = A B (+ D as it was at issue, when accumulating) reading A
-// and B then, and writes the registers. Several in flight into the same registers chain
-// (the PTX ISA allows it for the same shape). So a read of the accumulators before the wait
-// reads NaN, and a stage refilled before the wait of the wgmma that reads it gives wrong
-// results. Products exact, summed in float in k order from the accumulator (the GPU's order
-// and rounding are unspecified: tests bound, as for mma.sync); tf32 operands are read as
-// their top 19 bits (cuda/simt/mma.h).
+// Asynchrony: an issued wgmma sets its accumulator registers to a signaling NaN and reads
+// A and B (this thread's elements) through the descriptors; the wait_group that covers its
+// group checks that shared memory still holds what was read (the GPU may read it any time
+// until then), computes D = A B (+ D as it was at issue, when accumulating) and writes the
+// registers. Several in flight into the same registers chain (the PTX ISA allows it for the
+// same shape). So a read of the accumulators before the wait reads NaN. Products exact,
+// summed in float in k order from the accumulator (the GPU's order and rounding are
+// unspecified: tests bound, as for mma.sync); tf32 operands are read as their top 19 bits
+// (cuda/simt/mma.h).
 //
-// Refused: a wgmma with no wgmma.fence since the thread's last wait_group (stricter than
-// the ISA, which asks for one where the registers were accessed in between: our kernels
-// fence every batch), a partial warpgroup, threads of one warpgroup issuing different
+// Refused: operand shared memory changed between the issue and the wait covering it (a
+// TMA landing after the issue: its mbarrier wait missing or late; a stage refilled or
+// stored into early); a wgmma with no wgmma.fence since the thread's last wait_group
+// (stricter than the ISA, which asks for one where the registers were accessed in between:
+// our kernels fence every batch); accumulator registers written after the fence and before
+// the wgmma that uses them (checked for registers named by wgmma_fence_operands before the
+// fence, or used by an earlier wgmma: the fence records their bits); registers written while
+// a wgmma is in flight (checked at a chained wgmma and at the wait; arithmetic counts, as the
+// signaling NaN turns quiet); a partial warpgroup, threads of one warpgroup issuing different
 // wgmmas or different numbers of them (.aligned), a wait with wgmmas not committed, a
-// thread that exits with wgmmas in flight, accumulator registers written while in flight,
-// operands outside the block's dynamic shared memory, a transposed tf32 operand and a
-// descriptor base offset other than 0 (not emulated). Not checked: the generic-to-async
-// proxy fence after writing operands with ordinary stores (our operands come by TMA).
+// thread that exits with wgmmas in flight, operands outside the block's dynamic shared
+// memory, a transposed tf32 operand, a descriptor base offset other than 0 (not emulated)
+// and, with base offset 0, a swizzled operand whose start is rows into its pattern's
+// repeat (address bits 7 and up, below 8 x the width; the bits below 7 step k).
+// Not checked: reads of the accumulators between the fence and the wgmma (a read is
+// invisible here; the ISA asks for the fence after them too); writes, before the first
+// fence, of registers never named; and the generic-to-async proxy fence
+// (fence.proxy.async) after writing operands with ordinary shared stores: the emulator does
+// not see which proxy wrote a byte (our kernels' operands come by TMA; the selftest's, by
+// stores, would need it on the GPU).
 
 #include <cstdint>
 #include <type_traits>
@@ -58,6 +71,12 @@ inline uint64_t smem_descriptor(const void* start, unsigned leading, unsigned st
 }
 
 inline void wgmma_fence() { simt::async_proxy::wgmma_fence(); }
+// On the GPU a compiler fence on the accumulator registers; here it names them, so that
+// the next wgmma_fence records their values (see "Refused" above).
+template <int kRegisters>
+inline void wgmma_fence_operands(float (&d)[kRegisters]) {
+  simt::async_proxy::wgmma_fence_operands(d, kRegisters);
+}
 inline void wgmma_commit_group() { simt::async_proxy::wgmma_commit_group(); }
 template <int kPending>
 inline void wgmma_wait_group() {
