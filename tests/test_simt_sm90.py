@@ -184,6 +184,7 @@ def test_a_wrong_descriptor_gives_wrong_results():
         (8, 128, "the thread wrote them meanwhile"),  # d *= 2 between two chained wgmmas
         (9, 128, "written after the last wgmma.fence"),
         (10, 128, "operand shared memory changed while the wgmma was in flight"),
+        (11, 128, "written by generic stores with no fence.proxy.async since"),
         (0, 96, "warpgroup is partial"),
     ],
 )

@@ -76,12 +76,21 @@ struct Issued {
 
 struct Block {
   unsigned threads = 0;
+  // Dynamic shared memory as the asynchronous proxy sees it: the block's poison, then what
+  // tensor copies wrote and what fence.proxy.async published (grown on first use).
+  std::vector<unsigned char> async_view;
   std::map<uint32_t, Barrier> barriers;  // by shared-memory address
   std::vector<ThreadWgmma> wgmma;
   std::vector<std::vector<Issued>> warpgroups;
 };
 
 thread_local Block tl_block;
+
+unsigned char* async_view_at(uint32_t at, size_t bytes) {
+  std::vector<unsigned char>& v = tl_block.async_view;
+  if (v.size() < at + bytes) v.resize(dynamic_shared_bytes(), 0xFF);  // poisoned at the block's start
+  return v.data() + at;
+}
 
 std::string thread_name() { return "thread " + std::to_string(thread_linear()); }
 
@@ -121,6 +130,7 @@ void perform(const BulkCopy& c) {
         std::memcpy(dst, global + static_cast<uint64_t>(gr) * m.row_bytes + static_cast<uint64_t>(gc) * eb, eb);
       else
         std::memset(dst, 0, eb);  // out of bounds: zeros (CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE)
+      std::memcpy(async_view_at(m.swizzle_bytes ? swizzle(at, m.swizzle_bytes) : at, eb), dst, eb);
     }
 }
 
@@ -164,9 +174,16 @@ uint32_t operand_address(uint64_t desc, bool mn_major, unsigned mn, unsigned k, 
   return mode == 0 ? at : swizzle(at, 16 * w);
 }
 
-uint32_t operand_bits(uint64_t desc, bool mn_major, unsigned mn, unsigned k, WgmmaType type) {
+// issue: also checks that the asynchronous proxy sees the same bytes (a TMA wrote them, or
+// a fence.proxy.async followed the generic stores that did).
+uint32_t operand_bits(uint64_t desc, bool mn_major, unsigned mn, unsigned k, WgmmaType type, bool issue) {
   const unsigned eb = type == WgmmaType::tf32 ? 4 : 2;
-  const unsigned char* p = shared_at(operand_address(desc, mn_major, mn, k, eb), eb, "wgmma.mma_async operand");
+  const uint32_t at = operand_address(desc, mn_major, mn, k, eb);
+  const unsigned char* p = shared_at(at, eb, "wgmma.mma_async operand");
+  if (issue && std::memcmp(p, async_view_at(at, eb), eb) != 0)
+    throw std::runtime_error("wgmma.mma_async by " + thread_name() + " reads shared address " + std::to_string(at) +
+                             ", written by generic stores with no fence.proxy.async since (the wgmma, in the "
+                             "asynchronous proxy, may not see them)");
   uint32_t bits = 0;
   std::memcpy(&bits, p, eb);
   return bits;
@@ -186,17 +203,17 @@ float operand_value(uint32_t bits, WgmmaType type) {
 // The calling thread's operand elements of op as shared memory holds them now: its two rows
 // of A (register 4i + 2h + e holds row 16 warp + lane / 4 + 8h, column 8i + 2 (lane % 4) + e)
 // and n / 4 columns of B, depth k each.
-std::vector<uint32_t> read_operands(const Wgmma& op) {
+std::vector<uint32_t> read_operands(const Wgmma& op, bool issue) {
   const unsigned t = thread_linear() % kWarpgroup, warp = t / 32, g = (t % 32) / 4, q = t % 4;
   const unsigned depth = op.type == WgmmaType::tf32 ? 8 : 16;
   std::vector<uint32_t> bits;
   bits.reserve((2 + static_cast<size_t>(op.n) / 4) * depth);
   for (unsigned h = 0; h < 2; ++h)
     for (unsigned k = 0; k < depth; ++k)
-      bits.push_back(operand_bits(op.desc_a, op.trans_a, 16 * warp + g + 8 * h, k, op.type));
+      bits.push_back(operand_bits(op.desc_a, op.trans_a, 16 * warp + g + 8 * h, k, op.type, issue));
   for (unsigned c = 0; c < static_cast<unsigned>(op.n) / 4; ++c)
     for (unsigned k = 0; k < depth; ++k)
-      bits.push_back(operand_bits(op.desc_b, op.trans_b, 8 * (c / 2) + 2 * q + c % 2, k, op.type));
+      bits.push_back(operand_bits(op.desc_b, op.trans_b, 8 * (c / 2) + 2 * q + c % 2, k, op.type, issue));
   return bits;
 }
 
@@ -263,6 +280,7 @@ Accumulators& named(ThreadWgmma& w, float* d, int registers) {
 void block_start(unsigned threads) {
   tl_block.threads = threads;
   tl_block.barriers.clear();
+  tl_block.async_view.clear();
   tl_block.wgmma.assign(threads, ThreadWgmma{});
   tl_block.warpgroups.assign((threads + kWarpgroup - 1) / kWarpgroup, {});
 }
@@ -353,6 +371,13 @@ void tensor_load_2d(void* dst, const TensorMap* map, int column, int row, uint64
   Barrier& b = barrier_at(bar, "cp.async.bulk.tensor's mbarrier");
   b.in_flight.push_back({at, m, column, row});
   std::memset(dst, 0xFF, static_cast<size_t>(m.box_rows) * span);  // NaN until it lands
+  std::memset(async_view_at(at, static_cast<size_t>(m.box_rows) * span), 0xFF, static_cast<size_t>(m.box_rows) * span);
+}
+
+// Publishes all of the block's generic stores, not only the calling thread's (not checked).
+void fence_proxy_async() {
+  const size_t bytes = dynamic_shared_bytes();
+  if (bytes) std::memcpy(async_view_at(0, bytes), shared_at(0, bytes, "fence.proxy.async"), bytes);
 }
 
 void wgmma_fence() {
@@ -418,7 +443,7 @@ void wgmma_mma_async(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool acc
         "its accumulator registers were written after the last wgmma.fence (the fence orders register accesses "
         "before the wgmma)");
   if (!op.chained) op.input.assign(d, d + n / 2);
-  op.operands = read_operands(op);
+  op.operands = read_operands(op, true);
   poison(d, n);  // NaN until the wait
   acc.bits = bits_of(d, n / 2);
   acc.captured = true;
@@ -446,7 +471,7 @@ void wgmma_wait_group(int pending) {
   std::map<float*, std::vector<float>> results;
   for (size_t i = 0; i < done; ++i) {
     const Wgmma& op = w.ops[i];
-    if (read_operands(op) != op.operands)
+    if (read_operands(op, false) != op.operands)
       throw std::runtime_error(thread_name() +
                                ": operand shared memory changed while the wgmma was in flight (between its "
                                "wgmma.mma_async and the wgmma.wait_group covering it: an mbarrier wait missing, or "

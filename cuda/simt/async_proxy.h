@@ -38,6 +38,10 @@ void tensor_map_encode_2d(TensorMap* map, const void* global, uint32_t element_b
                           uint64_t row_bytes, uint32_t box_rows, uint32_t box_columns, uint32_t swizzle_bytes);
 void tensor_load_2d(void* dst, const TensorMap* map, int column, int row, uint64_t* bar);
 
+// fence.proxy.async.shared::cta: the generic proxy's shared-memory stores so far become
+// visible to the asynchronous proxy (wgmma's operand reads).
+void fence_proxy_async();
+
 // wgmma.mma_async m64nNk16 (bf16, f16) or m64nNk8 (tf32), f32 accumulators (n / 2 per
 // thread at d), A and B from shared-memory descriptors.
 enum class WgmmaType { bf16, f16, tf32 };

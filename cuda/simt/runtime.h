@@ -61,6 +61,7 @@ const uint3& block_idx();
 const dim3& block_dim();
 const dim3& grid_dim();
 void* dynamic_shared();
+size_t dynamic_shared_bytes();
 
 // Barriers. Not inline on purpose: the calling fiber is suspended inside, and the
 // compiler must reload anything it cached from memory other threads may have written.

@@ -33,7 +33,8 @@ enum WgmmaMode {
   kDiverge,
   kWriteBetweenChained,  // scales the registers between two chained wgmmas
   kWriteAfterFence,      // writes a register after the fence, before the wgmma
-  kOverwriteOperand      // a generic store into A while the wgmma is in flight
+  kOverwriteOperand,     // a generic store into A while the wgmma is in flight
+  kNoProxyFence          // the operands' stores not followed by fence.proxy.async
 };
 
 struct WgmmaArgs {
@@ -48,6 +49,7 @@ template <class T, int N, bool kTransA, bool kTransB>
 __global__ void wgmma_kernel(double* out, const double* c, const uint32_t* image, unsigned words, WgmmaArgs args) {
   auto* s = static_cast<uint32_t*>(dynamic_shared());
   for (unsigned i = threadIdx.x; i < words; i += blockDim.x) s[i] = image[i];
+  if (args.mode != kNoProxyFence) ptx::fence_proxy_async();
   __syncthreads();
   const auto* base = reinterpret_cast<const unsigned char*>(s);
   float d[N / 2];

@@ -321,6 +321,7 @@ const uint3& block_idx() { return runner().block_idx; }
 const dim3& block_dim() { return runner().block; }
 const dim3& grid_dim() { return runner().grid; }
 void* dynamic_shared() { return runner().shared.get(); }
+size_t dynamic_shared_bytes() { return runner().shared_bytes; }
 unsigned lane_id() { return runner().current->linear % kWarpSize; }
 unsigned thread_linear() { return runner().current->linear; }
 

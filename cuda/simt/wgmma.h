@@ -44,12 +44,16 @@
 // memory, a transposed tf32 operand, a descriptor base offset other than 0 (not emulated)
 // and, with base offset 0, a swizzled operand whose start is rows into its pattern's
 // repeat (address bits 7 and up, below 8 x the width; the bits below 7 step k).
+// Refused at issue as well: operand bytes the asynchronous proxy may not see, i.e. written
+// by ordinary (generic) shared stores with no fence.proxy.async since. The emulator keeps
+// the proxy's view of dynamic shared memory (the block's poison, the bytes tensor copies
+// write, and all of it at each fence.proxy.async) and compares an operand's bytes with it.
 // Not checked: reads of the accumulators between the fence and the wgmma (a read is
 // invisible here; the ISA asks for the fence after them too); writes, before the first
-// fence, of registers never named; and the generic-to-async proxy fence
-// (fence.proxy.async) after writing operands with ordinary shared stores: the emulator does
-// not see which proxy wrote a byte (our kernels' operands come by TMA; the selftest's, by
-// stores, would need it on the GPU).
+// fence, of registers never named; that a thread's fence.proxy.async covers only its own
+// stores (here any thread's fence publishes the whole block's, so a fence by one thread
+// after a __syncthreads passes where the ISA asks each writer to fence); a generic store
+// that writes the bytes the view already holds.
 
 #include <cstdint>
 #include <type_traits>
@@ -71,6 +75,10 @@ inline uint64_t smem_descriptor(const void* start, unsigned leading, unsigned st
 }
 
 inline void wgmma_fence() { simt::async_proxy::wgmma_fence(); }
+// fence.proxy.async.shared::cta: after operands written with ordinary shared stores,
+// before the wgmma that reads them. Only the emulator's test kernels write operands so
+// (cuda/sm90.cuh has no device spelling until a kernel does).
+inline void fence_proxy_async() { simt::async_proxy::fence_proxy_async(); }
 // On the GPU a compiler fence on the accumulator registers; here it names them, so that
 // the next wgmma_fence records their values (see "Refused" above).
 template <int kRegisters>
