@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ARCHS = ("sm_80", "sm_90")
+ARCHS = ("sm_80", "sm_90a")
 KERNEL_SOURCES = Path(__file__).resolve().parent.parent / "cuda"
 
 
@@ -34,7 +34,7 @@ def main() -> int:
     rows = []
     current = None
     for line in text.splitlines():
-        m = re.search(r"Compiling entry function '([^']+)' for '(sm_\d+)'", line)
+        m = re.search(r"Compiling entry function '([^']+)' for '(sm_\d+a?)'", line)
         if m:
             current = {
                 "kernel": m.group(1),

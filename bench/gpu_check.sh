@@ -175,6 +175,8 @@ IFS=, read -r gpu driver memory <<<"$(head -n 1 <<<"$gpu_line")"
 # list is built.
 cap=$(timeout -k 2 5 nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1)
 [[ $cap =~ ^[0-9]+\.[0-9]+$ ]] && CUDA_ARCH="${cap/./}-real"
+# wgmma and the TMA (cuda/gemm_wgmma.cuh) need the arch-specific target on a Hopper
+[[ $CUDA_ARCH == 90-real ]] && CUDA_ARCH=90a-real
 # CMake looks for nvcc on PATH; the toolkit's default place is where it usually is instead.
 if ! command -v nvcc >/dev/null && [[ -x /usr/local/cuda/bin/nvcc ]]; then
   PATH=/usr/local/cuda/bin:$PATH

@@ -1,6 +1,6 @@
 """What the compiled CUDA kernels would do on an A100 or H100, read from the machine code
 without a GPU (issue 22): for each kernel of a CUDA build, its registers, shared memory
-and occupancy on sm_80 and sm_90, the instruction mix of its main loop, and for the
+and occupancy on sm_80 and sm_90a, the instruction mix of its main loop, and for the
 README MLP's shapes and 4096^3 the dense layer's grids against the SM count.
 
     python bench/sass_report.py build/cuda/libcustomml.so.0 [--markdown] [--kernel REGEX]
@@ -27,11 +27,21 @@ from typing import Any
 # Per-SM limits (CUDA C Programming Guide, "Technical Specifications per Compute Capability").
 SM: dict[str, dict[str, Any]] = {
     "sm_80": dict(name="A100", sms=108, regs=65536, warps=64, blocks=32, smem=164 * 1024),
-    "sm_90": dict(name="H100 SXM", sms=132, regs=65536, warps=64, blocks=32, smem=228 * 1024),
+    "sm_90a": dict(name="H100 SXM", sms=132, regs=65536, warps=64, blocks=32, smem=228 * 1024),
 }
 # Threads per block of the kernels not launched with the common kThreads = 256
-# (cuda/common.cuh); cuda/dense.cuh's kGemmThreads, kGemvThreads, cuda/gemm_tc.cuh's kTcThreads.
-BLOCK_THREADS = {"gemm_kernel": 256, "gemv_kernel": 256, "gemm_tc_kernel": 128, "accumulate_kernel": 1}
+# (cuda/common.cuh); cuda/dense.cuh's kGemmThreads, kGemvThreads, cuda/gemm_tc.cuh's kTcThreads,
+# cuda/gemm_wgmma.cuh's kWgThreads.
+BLOCK_THREADS = {
+    "gemm_kernel": 256,
+    "gemv_kernel": 256,
+    "gemm_tc_kernel": 128,
+    "gemm_wgmma_kernel": 256,
+    "accumulate_kernel": 1,
+}
+# Dynamic shared memory per block, which cuobjdump's resource usage does not count
+# (cuda/gemm_wgmma.cuh's kWgSharedBytes: the mbarriers, 4 stages of 32 KiB, alignment).
+DYNAMIC_SMEM = {"gemm_wgmma_kernel": 1024 + 4 * 32768 + 1024}
 DEFAULT_THREADS = 256
 
 
@@ -83,7 +93,7 @@ def resources(binary: str) -> dict[tuple[str, str], Kernel]:
     kernels: dict[tuple[str, str], Kernel] = {}
     arch = None
     for line in run([tool("cuobjdump"), "-res-usage", binary]).splitlines():
-        m = re.match(r"arch = (sm_\d+)", line)
+        m = re.match(r"arch = (sm_\d+a?)", line)
         if m:
             arch = m.group(1)
         m = re.match(r"\s*Function (\S+):", line)
@@ -112,6 +122,8 @@ def classify(op: str) -> list[str]:
         tags.append("cp_async")
     if parts[0] == "LDSM":
         tags.append("ldmatrix")
+    if parts[0] == "UTMALDG":
+        tags.append("tma")
     if parts[0] == "LDG":
         tags.append("ldg")
     if parts[0] in ("F2F", "F2FP", "I2F", "F2I"):
@@ -149,7 +161,7 @@ def main_loop(sass: str) -> dict:
         return {}
     body = max(holding, key=lambda c: ((c[1] if use_mma else c[2]), -len(c[0])))[0]
     mix = {"insns": len(body)}
-    for tag in ("ffma", "mma", "ld128", "cp_async", "ldmatrix", "convert", "int64", "ldg"):
+    for tag in ("ffma", "mma", "ld128", "cp_async", "ldmatrix", "tma", "convert", "int64", "ldg"):
         mix[tag] = sum(1 for op in body if tag in classify(op))
     return mix
 
@@ -164,6 +176,10 @@ def disassemble(binary: str, kernels: dict[tuple[str, str], Kernel], pattern: re
                 k.loop = main_loop(chunk)
 
 
+def dynamic_smem(name: str) -> int:
+    return next((b for base, b in DYNAMIC_SMEM.items() if name.startswith(base)), 0)
+
+
 def occupancy(k: Kernel) -> tuple[int, float]:
     """Resident blocks per SM and the share of the SM's warps they fill."""
     lim = SM[k.arch]
@@ -173,6 +189,7 @@ def occupancy(k: Kernel) -> tuple[int, float]:
     by_regs = (lim["regs"] // regs_per_warp) // warps
     # sm_90's figure includes the 1 KiB the runtime reserves per block; sm_80's does not.
     smem = k.smem + (1024 if k.arch == "sm_80" else 0)
+    smem += dynamic_smem(k.name)
     by_smem = lim["smem"] // smem if smem else lim["blocks"]
     blocks = min(by_regs, by_smem, lim["blocks"], lim["warps"] // warps)
     return blocks, blocks * warps / lim["warps"]
@@ -190,7 +207,7 @@ CLOCK_HZ = 1.755e9
 ISSUE_PER_CYCLE = 4
 L2_BYTES_PER_CYCLE = 64
 LOAD_LATENCY = 600
-H100_SMS = SM["sm_90"]["sms"]
+H100_SMS = SM["sm_90a"]["sms"]
 
 # cuda/dense.cu's choice of kernel, mirrored (tests/test_gemm_paths.py checks the same
 # rule): the GEMV for float32 C of at most 4 rows or 16 columns (both problems of a pair),
@@ -246,7 +263,7 @@ def estimate_cycles(
         if tensor_cores
         else f"{'gemv' if path == 'gemv' else 'gemm'}_kernel<{flag}>"
     )
-    k = kernels.get((name, "sm_90"))
+    k = kernels.get((name, "sm_90a"))
     if not k or not k.loop:
         return path, blocks, 0.0
     per_sm, _ = occupancy(k)
@@ -295,7 +312,7 @@ def main() -> int:
     disassemble(args.binary, kernels, pattern)
     sep = " | " if args.markdown else "  "
     head = ["kernel", "arch", "regs", "smem B", "blocks/SM", "occ", "loop insns", "FFMA", "MMA", "128-bit ld",
-            "cp.async", "ldmatrix", "cvt", "int64"]  # fmt: skip
+            "cp.async", "ldmatrix", "TMA", "cvt", "int64"]  # fmt: skip
     rows = []
     for (name, arch), k in sorted(kernels.items()):
         if not pattern.search(name) or arch not in SM:
@@ -304,9 +321,9 @@ def main() -> int:
         loop = k.loop
         n = loop.get("insns", 0)
         pct = lambda t: f"{100 * loop[t] / n:.0f}%" if n else "-"  # noqa: E731
-        rows.append([name, arch, str(k.regs), str(k.smem), str(blocks), f"{100 * occ:.0f}%", str(n) if n else "-",
+        rows.append([name, arch, str(k.regs), str(k.smem + dynamic_smem(name)), str(blocks), f"{100 * occ:.0f}%", str(n) if n else "-",
                      pct("ffma"), pct("mma"), *(str(loop.get(t, "-")) for t in ("ld128", "cp_async", "ldmatrix",
-                     "convert", "int64"))])  # fmt: skip
+                     "tma", "convert", "int64"))])  # fmt: skip
         if k.local:
             rows[-1][0] += f" (LOCAL {k.local} B)"
     if args.markdown:

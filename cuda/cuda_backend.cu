@@ -39,6 +39,10 @@ class CudaBackend final : public dev::DeviceBackend {
     CUDA_CHECK(cudaSetDevice(index_));
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     ctx_.stream = stream_;
+    int major = 0, minor = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, index_));
+    CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, index_));
+    ctx_.sm90 = major == 9 && minor == 0;
   }
   ~CudaBackend() override {
     // Process exit may have torn the driver down already; nothing to report then.

@@ -10,6 +10,7 @@
 #include "cuda/dense.cuh"
 #include "cuda/device_backend.h"
 #include "cuda/gemm_tc.cuh"
+#include "cuda/gemm_wgmma.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 namespace {
@@ -113,6 +114,13 @@ bool gemv(DeviceContext& ctx, const GemmParams* ps, int count) {
 void gemm(DeviceContext& ctx, GemmParams* ps, int count, Precision precision) {
   static_assert(kGemmBm == kTcBm && kGemmBn == kTcBn, "both GEMMs tile C alike");
   for (int i = 0; i < count; ++i) ps[i].part_depth = part_depth_of(ps[i].k);
+  if (count == 1 && wgmma_path(ctx.sm90, ps[0], precision)) {
+    if (precision == Precision::bf16)
+      launch_wgmma<__nv_bfloat16>(ps[0], ctx.stream);
+    else
+      launch_wgmma<__half>(ps[0], ctx.stream);
+    return;
+  }
   if (precision == Precision::fp32 && gemv(ctx, ps, count)) return;
   for (int i = 0; i < count; ++i)
     if (precision == Precision::fp32 && ps[i].k > kGemmMaxK)

@@ -22,6 +22,8 @@ struct DeviceContext {
         gemm_counters(device),
         ticket(device) {}
   Backend* memory;  // allocation and host <-> device copies
+  // Compute capability 9.0 (Hopper): gemm() may take the sm_90a kernel (cuda/gemm_wgmma.cuh).
+  bool sm90 = false;
   // Every launch goes to stream, which a thread recording an inference graph redirects
   // to its capture stream for the duration (StreamRedirect): other threads' work on the
   // device keeps going to the main stream and is never swept into the graph.

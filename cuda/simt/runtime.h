@@ -61,6 +61,7 @@ const uint3& block_idx();
 const dim3& block_dim();
 const dim3& grid_dim();
 void* dynamic_shared();
+size_t dynamic_shared_bytes();
 
 // Barriers. Not inline on purpose: the calling fiber is suspended inside, and the
 // compiler must reload anything it cached from memory other threads may have written.
@@ -76,6 +77,16 @@ void check_shuffle_source(unsigned src_lane);
 // a partial warp, exited lanes and lanes outside the mask are 0).
 unsigned warp_participants();
 unsigned lane_id();
+// The calling thread's index in its block (x fastest).
+unsigned thread_linear();
+// The shared-memory address of p (its offset in the block's dynamic shared memory, whose
+// base is 1024-byte aligned), as the GPU's 32-bit shared addresses; throws, naming what,
+// unless all `bytes` from p lie in the block's dynamic shared memory. shared_at: back.
+uint32_t shared_offset(const void* p, size_t bytes, const char* what);
+unsigned char* shared_at(uint32_t offset, size_t bytes, const char* what);
+// Suspends the calling thread until ready() holds (evaluated now, then whenever no thread
+// can run); a block whose threads all wait on conditions that do not hold is a deadlock.
+void block_until(const std::function<bool()>& ready);
 // Fills `bytes` at `p` (a static __shared__ variable) with 0xFF unless this block has
 // already: the first thread to reach the declaration poisons it, before any can write it.
 void poison_shared(void* p, size_t bytes);

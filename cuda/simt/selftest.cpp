@@ -295,6 +295,9 @@ __global__ void async_copy_kernel(double* out, const float* in, int mode) {
 
 }  // namespace
 
+// The sm_90 primitives' test kernels (selftest_sm90.cpp), names starting "sm90_".
+std::vector<double> run_selftest_sm90(const std::string& name, const std::vector<double>& in, dim3 grid, dim3 block);
+
 std::vector<double> run_selftest(const std::string& name, const std::vector<double>& in, dim3 grid, dim3 block) {
   const int64_t threads = static_cast<int64_t>(grid.x) * grid.y * grid.z * block.x * block.y * block.z;
   std::vector<double> out;
@@ -469,6 +472,8 @@ std::vector<double> run_selftest(const std::string& name, const std::vector<doub
     std::vector<float> source(in.begin(), in.end());
     out.assign(threads * 11, -1.0);
     launch(async_copy_kernel, grid, block, 0, nullptr, out.data(), static_cast<const float*>(source.data()), mode);
+  } else if (name.rfind("sm90_", 0) == 0) {
+    return run_selftest_sm90(name, in, grid, block);
   } else {
     throw std::invalid_argument("unknown selftest '" + name + "'");
   }

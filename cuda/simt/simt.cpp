@@ -4,11 +4,15 @@
 
 #include <atomic>
 #include <cstring>
+#include <functional>
 #include <memory>
+#include <new>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "simt/async_copy.h"
+#include "simt/async_proxy.h"
 #include "simt/fiber.h"
 #include "simt/runtime.h"
 
@@ -19,7 +23,7 @@ namespace {
 // for unoptimized builds. Pages nobody touches are never committed.
 constexpr size_t kStackBytes = 64 * 1024;
 
-enum class Wait { none, block_barrier, warp, done };
+enum class Wait { none, block_barrier, warp, condition, done };
 
 // A cp.async issued and not yet performed (simt/async_copy.h).
 struct AsyncCopy {
@@ -39,6 +43,8 @@ struct ThreadState {
   // group among them ends (the copies past the last end are not committed yet).
   std::vector<AsyncCopy> copies;
   std::vector<size_t> group_ends;
+  // Wait::condition: the thread goes on once this holds (an mbarrier phase, block_until).
+  std::function<bool()> ready;
 };
 
 // Two buffers, used alternately: no lane can start collective k + 2 before every lane
@@ -57,7 +63,12 @@ struct Runner {
   dim3 grid, block;
   uint3 block_idx;
   const std::function<void()>* body = nullptr;
-  std::unique_ptr<unsigned char[]> shared;
+  // Dynamic shared memory, 1024-byte aligned as the GPU's (the swizzle patterns of TMA
+  // and wgmma repeat every 1024 bytes of the shared-memory address).
+  struct AlignedFree {
+    void operator()(unsigned char* p) const { ::operator delete[](p, std::align_val_t(1024)); }
+  };
+  std::unique_ptr<unsigned char[], AlignedFree> shared;
   size_t shared_bytes = 0;
   std::vector<void*> poisoned;  // the static __shared__ variables poisoned in this block
   std::string error;
@@ -91,6 +102,7 @@ void fiber_main() {
       throw std::runtime_error("thread " + std::to_string(r.current->linear) + " exited with " +
                                std::to_string(r.current->copies.size()) +
                                " cp.async copies not waited for (cp.async.wait_group missing)");
+    async_proxy::thread_exit(r.current->linear);
   } catch (const std::exception& e) {
     if (r.error.empty()) r.error = e.what();
   }
@@ -147,6 +159,25 @@ bool release_warps(Runner& r, unsigned n) {
   return released;
 }
 
+// Lets the threads whose condition now holds go on; a condition that throws fails the launch.
+bool release_conditions(Runner& r, unsigned n) {
+  bool released = false;
+  for (unsigned i = 0; i < n; ++i) {
+    ThreadState& t = *r.threads[i];
+    if (t.wait != Wait::condition) continue;
+    try {
+      if (!t.ready()) continue;
+    } catch (const std::exception& e) {
+      fail_in_kernel(r, e.what());
+      return false;
+    }
+    t.wait = Wait::none;
+    t.ready = nullptr;
+    released = true;
+  }
+  return released;
+}
+
 void run_block(Runner& r, unsigned n) {
   for (unsigned i = 0; i < n; ++i) {
     ThreadState& t = *r.threads[i];
@@ -157,7 +188,9 @@ void run_block(Runner& r, unsigned n) {
     t.warp_ops = 0;
     t.copies.clear();
     t.group_ends.clear();
+    t.ready = nullptr;
   }
+  async_proxy::block_start(n);
   // Uninitialized shared memory, as on the GPU: all bits set reads as NaN in floats,
   // so a kernel that reads before writing shows it.
   if (r.shared_bytes) std::memset(r.shared.get(), 0xFF, r.shared_bytes);
@@ -171,15 +204,20 @@ void run_block(Runner& r, unsigned n) {
     }
     r.current = nullptr;
     if (!r.error.empty()) throw std::runtime_error("[simt] " + r.error);
-    unsigned done = 0, at_barrier = 0, at_warp = 0;
+    unsigned done = 0, at_barrier = 0, at_warp = 0, at_condition = 0;
     for (unsigned i = 0; i < n; ++i) {
       const Wait w = r.threads[i]->wait;
       done += w == Wait::done;
       at_barrier += w == Wait::block_barrier;
       at_warp += w == Wait::warp;
+      at_condition += w == Wait::condition;
     }
-    if (done == n) return;
+    if (done == n) {
+      async_proxy::block_end();
+      return;
+    }
     if (at_warp && release_warps(r, n)) continue;
+    if (at_condition && release_conditions(r, n)) continue;
     if (!r.error.empty()) throw std::runtime_error("[simt] " + r.error);
     if (at_barrier + done == n) {
       // Threads that have exited count as arrived (what current GPUs do).
@@ -187,10 +225,11 @@ void run_block(Runner& r, unsigned n) {
         if (r.threads[i]->wait == Wait::block_barrier) r.threads[i]->wait = Wait::none;
       continue;
     }
-    throw std::runtime_error(
-        "[simt] deadlock in block (" + std::to_string(r.block_idx.x) + ", " + std::to_string(r.block_idx.y) + ", " +
-        std::to_string(r.block_idx.z) + "): " + std::to_string(at_barrier) + " threads wait at __syncthreads, " +
-        std::to_string(at_warp) + " at a warp collective, " + std::to_string(done) + " have exited");
+    throw std::runtime_error("[simt] deadlock in block (" + std::to_string(r.block_idx.x) + ", " +
+                             std::to_string(r.block_idx.y) + ", " + std::to_string(r.block_idx.z) +
+                             "): " + std::to_string(at_barrier) + " threads wait at __syncthreads, " +
+                             std::to_string(at_warp) + " at a warp collective, " + std::to_string(at_condition) +
+                             " at an mbarrier wait, " + std::to_string(done) + " have exited");
   }
 }
 
@@ -240,7 +279,7 @@ void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::fun
   while (r.threads.size() < n) r.threads.push_back(std::make_unique<ThreadState>());
   r.warps.resize((n + kWarpSize - 1) / kWarpSize);
   if (r.shared_bytes < dynamic_shared_bytes) {
-    r.shared.reset(new unsigned char[dynamic_shared_bytes]);
+    r.shared.reset(new (std::align_val_t(1024)) unsigned char[dynamic_shared_bytes]);
   }
   r.shared_bytes = dynamic_shared_bytes;
   r.order.resize(n);
@@ -282,7 +321,36 @@ const uint3& block_idx() { return runner().block_idx; }
 const dim3& block_dim() { return runner().block; }
 const dim3& grid_dim() { return runner().grid; }
 void* dynamic_shared() { return runner().shared.get(); }
+size_t dynamic_shared_bytes() { return runner().shared_bytes; }
 unsigned lane_id() { return runner().current->linear % kWarpSize; }
+unsigned thread_linear() { return runner().current->linear; }
+
+uint32_t shared_offset(const void* p, size_t bytes, const char* what) {
+  const Runner& r = runner();
+  const auto base = reinterpret_cast<uintptr_t>(r.shared.get()), at = reinterpret_cast<uintptr_t>(p);
+  if (at < base || at - base + bytes > r.shared_bytes)
+    throw std::runtime_error(std::string(what) + ": " + std::to_string(bytes) +
+                             " bytes that are not all in the block's dynamic shared memory (" +
+                             std::to_string(r.shared_bytes) + " bytes)");
+  return static_cast<uint32_t>(at - base);
+}
+unsigned char* shared_at(uint32_t offset, size_t bytes, const char* what) {
+  const Runner& r = runner();
+  if (static_cast<size_t>(offset) + bytes > r.shared_bytes)
+    throw std::runtime_error(std::string(what) + ": shared-memory bytes " + std::to_string(offset) + " to " +
+                             std::to_string(offset + bytes) + " are past the block's dynamic shared memory (" +
+                             std::to_string(r.shared_bytes) + " bytes)");
+  return r.shared.get() + offset;
+}
+
+void block_until(const std::function<bool()>& ready) {
+  if (ready()) return;
+  Runner& r = runner();
+  ThreadState& t = *r.current;
+  t.ready = ready;
+  t.wait = Wait::condition;
+  Fiber::switch_to(t.fiber, r.scheduler);
+}
 
 void poison_shared(void* p, size_t bytes) {
   Runner& r = runner();

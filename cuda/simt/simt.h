@@ -15,6 +15,7 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
+#define __grid_constant__
 #define __align__(n) __attribute__((aligned(n)))
 // One instance per OS thread, shared by the fibers of the block that runs on it.
 #define __shared__ static thread_local
