@@ -259,7 +259,9 @@ def estimate_cycles(
     path, blocks, per = dense_path(problems, gemv=not tensor_cores)
     flag = "true" if backward else "false"
     name = (
-        f"gemm_tc_kernel<__nv_bfloat16, {flag}>"
+        # the forward with B (the weights' 16-bit twin) copied and A rounded as staged (layer 1,
+        # predict; layers 2+ copy A too), the backward without copies
+        f"gemm_tc_kernel<__nv_bfloat16, {flag}, {0 if backward else 1}>"
         if tensor_cores
         else f"{'gemv' if path == 'gemv' else 'gemm'}_kernel<{flag}>"
     )

@@ -406,38 +406,37 @@ __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(Gemm
     }
     zero_acc();
   };
-  const int64_t part_depth = p.part_depth;
+  // The operands kCopies names are copied as they are from their 16-bit copies (HalfRun);
+  // the others are float, staged through registers and rounded as stored (TcStage). The
+  // backward kernel takes no copy: with dz's derivative fused into its loads it has no
+  // registers left for a copy's run (ptxas spilled 44 bytes).
+  constexpr bool kCopyA = kCopies == kTcCopyAB, kCopyB = kCopies != kTcCopyNone;
+  static_assert(!kCopyB || (!kTf32 && !kGrad), "16-bit copies: bf16 / fp16 forward launches");
+  HalfRun ra(p.a16, p.a_rs, p.a_cs, p.m, row0, k_begin, a_along_k, Layout::kLdK, Layout::kLdRow);
+  HalfRun rb(p.b16, p.b_cs, p.b_rs, p.n, col0, k_begin, b_along_k, Layout::kLdK, Layout::kLdRow);
+  TcStage<T, kGrad> sa, sb;
+  // The slice k0 for buffer buf: the copies issued (as a group), the float operands' loads
+  // (kChecked: with the bounds and alignment checks) into registers; stored, once the
+  // buffer's readers are done, by store_floats.
+  auto issue = [&](auto checked, int buf, int64_t k0) {
+    if constexpr (kCopyA) ra.issue(as[buf], p.a16, p.a_cs, k0, k_end);
+    if constexpr (kCopyB) rb.issue(bs[buf], p.b16, p.b_rs, k0, k_end);
+    if (k0 < k_end) {
+      if constexpr (!kCopyA) sa.template load<decltype(checked)::value>(oa, row0, k0, a_along_k);
+      if constexpr (!kCopyB) sb.template load<decltype(checked)::value>(ob, col0, k0, b_along_k);
+    }
+    cp_async_commit();
+  };
+  auto store_floats = [&](int buf, int64_t k0) {
+    if (k0 >= k_end) return;
+    if constexpr (!kCopyA) sa.store(as[buf], a_along_k, a_trans);
+    if constexpr (!kCopyB) sb.store(bs[buf], b_along_k, b_trans);
+  };
+  // The pipeline: slices 0 .. kTcStages - 2 in their buffers, then per slice: issue the one
+  // kTcStages - 1 ahead (into the buffer read before the last barrier), multiply this one,
+  // store the float operands of the one ahead, wait for the next one's copies, barrier.
+  // It runs across the parts: only the sums restart at a part's end (end_part).
   if (multiplies) {
-    // The operands kCopies names are copied as they are from their 16-bit copies (HalfRun);
-    // the others are float, staged through registers and rounded as stored (TcStage). The
-    // backward kernel takes no copy: with dz's derivative fused into its loads it has no
-    // registers left for a copy's run (ptxas spilled 44 bytes).
-    constexpr bool kCopyA = kCopies == kTcCopyAB, kCopyB = kCopies != kTcCopyNone;
-    static_assert(!kCopyB || (!kTf32 && !kGrad), "16-bit copies: bf16 / fp16 forward launches");
-    HalfRun ra(p.a16, p.a_rs, p.a_cs, p.m, row0, k_begin, a_along_k, Layout::kLdK, Layout::kLdRow);
-    HalfRun rb(p.b16, p.b_cs, p.b_rs, p.n, col0, k_begin, b_along_k, Layout::kLdK, Layout::kLdRow);
-    TcStage<T, kGrad> sa, sb;
-    // The slice k0 for buffer buf: the copies issued (as a group), the float operands' loads
-    // (kChecked: with the bounds and alignment checks) into registers; stored, once the
-    // buffer's readers are done, by store_floats.
-    auto issue = [&](auto checked, int buf, int64_t k0) {
-      if constexpr (kCopyA) ra.issue(as[buf], p.a16, p.a_cs, k0, k_end);
-      if constexpr (kCopyB) rb.issue(bs[buf], p.b16, p.b_rs, k0, k_end);
-      if (k0 < k_end) {
-        if constexpr (!kCopyA) sa.template load<decltype(checked)::value>(oa, row0, k0, a_along_k);
-        if constexpr (!kCopyB) sb.template load<decltype(checked)::value>(ob, col0, k0, b_along_k);
-      }
-      cp_async_commit();
-    };
-    auto store_floats = [&](int buf, int64_t k0) {
-      if (k0 >= k_end) return;
-      if constexpr (!kCopyA) sa.store(as[buf], a_along_k, a_trans);
-      if constexpr (!kCopyB) sb.store(bs[buf], b_along_k, b_trans);
-    };
-    // The pipeline: slices 0 .. kTcStages - 2 in their buffers, then per slice: issue the one
-    // kTcStages - 1 ahead (into the buffer read before the last barrier), multiply this one,
-    // store the float operands of the one ahead, wait for the next one's copies, barrier;
-    // at a part's end, end_part.
     CUSTOMML_UNROLL
     for (int s = 0; s < kTcStages - 1; ++s) {
       issue(std::true_type(), s, k_begin + s * kTcBk);
@@ -445,39 +444,35 @@ __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(Gemm
     }
     cp_async_wait<kTcStages - 2>();
     __syncthreads();
-    int stage = 0;  // the buffer of the slice being multiplied
-    int64_t part_begin = k_begin;
-    auto slices = [&](auto checked, int64_t k0, int64_t to) {
-      for (; k0 < to; k0 += kTcBk) {
-        const int ahead = stage ? stage - 1 : kTcStages - 1, next = stage + 1 < kTcStages ? stage + 1 : 0;
-        const int64_t k_ahead = k0 + (kTcStages - 1) * kTcBk;
-        issue(checked, ahead, k_ahead);
-        multiply_tc_slice<T>(as[stage] + a_lane, bs[stage] + b_lane, a_step, b_step, a_trans, b_trans, acc);
-        store_floats(ahead, k_ahead);
-        cp_async_wait<kTcStages - 2>();
-        __syncthreads();
-        stage = next;
-        const int64_t part_end = part_depth < k_end - part_begin ? part_begin + part_depth : k_end;
-        if (k0 + kTcBk >= part_end) {
-          end_part(part_begin, part_end);
-          part_begin = part_end;
-        }
-      }
-      return k0;
-    };
-    // An interior tile of aligned float operands loads them without checks while the slice
-    // ahead is full; edge tiles and the last slices take the checked loads.
-    const bool unchecked = (kCopyA || oa.float4_runs(row0, a_along_k)) && (kCopyB || ob.float4_runs(col0, b_along_k));
-    slices(std::true_type(), slices(std::false_type(), k_begin, unchecked ? k_end - kTcStages * kTcBk + 1 : k_begin),
-           k_end);
-    cp_async_wait<0>();  // the empty groups issued past the end
-  } else {
-    for (int64_t k0 = k_begin; k0 < k_end;) {
-      const int64_t part_end = part_depth < k_end - k0 ? k0 + part_depth : k_end;
-      end_part(k0, part_end);
-      k0 = part_end;
-    }
   }
+  int stage = 0;  // the buffer of the slice being multiplied
+  auto slices = [&](auto checked, int64_t k0, int64_t to) {
+    for (; k0 < to; k0 += kTcBk) {
+      const int ahead = stage ? stage - 1 : kTcStages - 1, next = stage + 1 < kTcStages ? stage + 1 : 0;
+      const int64_t k_ahead = k0 + (kTcStages - 1) * kTcBk;
+      issue(checked, ahead, k_ahead);
+      multiply_tc_slice<T>(as[stage] + a_lane, bs[stage] + b_lane, a_step, b_step, a_trans, b_trans, acc);
+      store_floats(ahead, k_ahead);
+      cp_async_wait<kTcStages - 2>();
+      __syncthreads();
+      stage = next;
+    }
+    return k0;
+  };
+  // An interior tile of aligned float operands loads them without checks while the slice
+  // ahead is full; edge tiles and the last slices take the checked loads.
+  const bool unchecked = (kCopyA || oa.float4_runs(row0, a_along_k)) && (kCopyB || ob.float4_runs(col0, b_along_k));
+  const int64_t unchecked_end = unchecked ? k_end - kTcStages * kTcBk + 1 : k_begin;
+  const int64_t part_depth = p.part_depth;
+  for (int64_t k0 = k_begin; k0 < k_end;) {
+    const int64_t part_end = part_depth < k_end - k0 ? k0 + part_depth : k_end;
+    if (multiplies)
+      slices(std::true_type(), slices(std::false_type(), k0, part_end < unchecked_end ? part_end : unchecked_end),
+             part_end);
+    end_part(k0, part_end);
+    k0 = part_end;
+  }
+  if (multiplies) cp_async_wait<0>();  // the empty groups issued past the end
   CUSTOMML_UNROLL
   for (int i = 0; i < 8; ++i) load4(acc4[i], totals + (i * kTcThreads + tid) * 4);
   if (splits > 1 && !split_last_block<kTcThreads>(p, tile, splits, acc4, &arrived)) return;
