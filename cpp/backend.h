@@ -7,6 +7,7 @@
 #include <functional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "activation.h"
@@ -458,6 +459,10 @@ CUSTOMML_PRIVATE_API int64_t emulated_cuda_allocations();
 CUSTOMML_PRIVATE_API int64_t emulated_cuda_host_waits();
 // How many graphs cuda-emulated has replayed so far (each a cudaGraphLaunch on "cuda").
 CUSTOMML_PRIVATE_API int64_t emulated_cuda_graph_replays();
+// Makes cuda-emulated's gemm() choose as on a Hopper with sm_90a code (the TMA + wgmma
+// kernel, cuda/gemm_wgmma.cuh) or not, from wgmma_min_tiles 128 x 128 tiles (a GPU's is an
+// H100's 132 SMs); returns the setting before. For tests.
+CUSTOMML_PRIVATE_API std::pair<bool, int64_t> emulated_cuda_set_sm90(bool on, int64_t wgmma_min_tiles);
 
 // Whether the CUDA backend is built and usable, and why not; from cuda/.
 CUSTOMML_PRIVATE_API bool cuda_compiled();

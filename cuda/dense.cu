@@ -114,7 +114,7 @@ bool gemv(DeviceContext& ctx, const GemmParams* ps, int count) {
 void gemm(DeviceContext& ctx, GemmParams* ps, int count, Precision precision) {
   static_assert(kGemmBm == kTcBm && kGemmBn == kTcBn, "both GEMMs tile C alike");
   for (int i = 0; i < count; ++i) ps[i].part_depth = part_depth_of(ps[i].k);
-  if (count == 1 && wgmma_path(ctx.sm90, ps[0], precision)) {
+  if (count == 1 && wgmma_path(ctx, ps[0], precision)) {
     if (precision == Precision::bf16)
       launch_wgmma<__nv_bfloat16>(ps[0], ctx.stream);
     else

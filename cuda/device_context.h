@@ -22,8 +22,12 @@ struct DeviceContext {
         gemm_counters(device),
         ticket(device) {}
   Backend* memory;  // allocation and host <-> device copies
-  // Compute capability 9.0 (Hopper): gemm() may take the sm_90a kernel (cuda/gemm_wgmma.cuh).
+  // Compute capability 9.0 (Hopper): gemm() may take the sm_90a kernel (cuda/gemm_wgmma.cuh)
+  // for products of at least wgmma_min_tiles of its 128 x 128 tiles (one wave of an H100
+  // SXM's 132 SMs). cuda-emulated's test hook (emulated_cuda_set_sm90) sets both, so that
+  // the path a Hopper takes runs end to end at shapes the emulator finishes in seconds.
   bool sm90 = false;
+  int64_t wgmma_min_tiles = 132;
   // Every launch goes to stream, which a thread recording an inference graph redirects
   // to its capture stream for the duration (StreamRedirect): other threads' work on the
   // device keeps going to the main stream and is never swept into the graph.

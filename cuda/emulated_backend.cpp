@@ -14,6 +14,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "backend.h"
 #include "cuda/device_backend.h"
@@ -163,6 +164,15 @@ class EmulatedCudaBackend final : public dev::DeviceBackend {
   }
   void destroy_graph(void* graph) override { delete static_cast<simt::Recording*>(graph); }
   int64_t replays() const { return replays_.load(std::memory_order_relaxed); }
+  // emulated_cuda_set_sm90: under the lock gemm()'s split path holds, so that no launch
+  // queued meanwhile sees half of the change.
+  std::pair<bool, int64_t> set_sm90(bool on, int64_t wgmma_min_tiles) {
+    std::lock_guard<std::mutex> lock(ctx_.scratch_mutex);
+    const std::pair<bool, int64_t> before{ctx_.sm90, ctx_.wgmma_min_tiles};
+    ctx_.sm90 = on;
+    ctx_.wgmma_min_tiles = wgmma_min_tiles;
+    return before;
+  }
 
  private:
   dev::DeviceContext& ctx() override { return ctx_; }
@@ -197,5 +207,10 @@ int64_t emulated_cuda_allocations() { return instance().allocations(); }
 int64_t emulated_cuda_host_waits() { return instance().host_waits(); }
 
 int64_t emulated_cuda_graph_replays() { return instance().replays(); }
+
+std::pair<bool, int64_t> emulated_cuda_set_sm90(bool on, int64_t wgmma_min_tiles) {
+  if (wgmma_min_tiles < 1) throw std::invalid_argument("wgmma_min_tiles must be at least 1");
+  return instance().set_sm90(on, wgmma_min_tiles);
+}
 
 }  // namespace customml

@@ -22,6 +22,7 @@
 
 #include "backend.h"
 #include "cuda/dense.cuh"
+#include "cuda/device_context.h"
 #include "cuda/sm90.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
@@ -115,20 +116,21 @@ inline bool wgmma_operands_fit(const GemmParams& p) {
          p.m <= INT32_MAX - kWgBm && p.n <= INT32_MAX - kWgBn;
 }
 
-// Whether gemm() takes gemm_wgmma_kernel for a product: on a Hopper (sm90: compute
+// Whether gemm() takes gemm_wgmma_kernel for a product: on a Hopper (ctx.sm90: compute
 // capability 9.0, whose code the fatbin has as sm_90a), bf16 / fp16, operands that fit,
-// and a shape where it pays off: a 128 x 128 grid of at least one wave (132 SMs: below,
-// the sm_80 kernel's 64 x 64 tiles keep 4x as many SMs busy) and k for the whole ring of
-// stages (kWgStages x kWgBk = 256: below, the pipeline's fill is most of the work).
-// Otherwise the sm_80 kernel (gemm_tc_kernel), the fallback everywhere, and on a Hopper
-// too when the build has no sm_90a code.
-inline bool wgmma_path(bool sm90, const GemmParams& p, Precision precision) {
+// and a shape where it pays off: a 128 x 128 grid of at least one wave
+// (ctx.wgmma_min_tiles, an H100's 132 SMs: below, the sm_80 kernel's 64 x 64 tiles keep 4x
+// as many SMs busy) and k for the whole ring of stages (kWgStages x kWgBk = 256: below, the
+// pipeline's fill is most of the work). Otherwise the sm_80 kernel (gemm_tc_kernel), the
+// fallback everywhere, and on a Hopper too when the build has no sm_90a code.
+inline bool wgmma_path(const DeviceContext& ctx, const GemmParams& p, Precision precision) {
+  bool sm90 = ctx.sm90;
 #if defined(__CUDACC__) && !defined(CUSTOMML_CUDA_SM90A_CODE)
   sm90 = false;  // the fatbin has no sm_90a code (CMAKE_CUDA_ARCHITECTURES without 90a)
 #endif
   if (!sm90 || (precision != Precision::bf16 && precision != Precision::fp16) || !wgmma_operands_fit(p)) return false;
   const int64_t tiles = ((p.m + kWgBm - 1) / kWgBm) * ((p.n + kWgBn - 1) / kWgBn);
-  return tiles >= 132 && p.k >= kWgStages * kWgBk;
+  return tiles >= ctx.wgmma_min_tiles && p.k >= kWgStages * kWgBk;
 }
 
 // Launches gemm_wgmma_kernel<T> for p (wgmma_operands_fit) on stream.

@@ -216,6 +216,7 @@ PRIVATE_FUNCTIONS = {
     "emulated_cuda_allocations",
     "emulated_cuda_host_waits",
     "emulated_cuda_graph_replays",
+    "emulated_cuda_set_sm90",
     "dlpack_device",
     "dtype_from_dlpack",
     "dlpack_owner",
@@ -243,6 +244,7 @@ PRIVATE_FUNCTIONS = {
     "simt::set_thread_order",
     "simt::parse_thread_order",
     "simt::launches",
+    "simt::wgmma_issued",
     "simt::run_selftest",
 }
 

@@ -55,7 +55,57 @@ void bind_test_hooks(py::module_& m) {
         "How many graphs cuda-emulated has replayed in this process (cudaGraphLaunch on cuda); for tests.");
   m.def("_emulated_launches", &simt::launches,
         "How many kernels the SIMT emulator has launched in this process (cuda-emulated's launches); for tests.");
+  m.def("_emulated_wgmmas", &simt::wgmma_issued,
+        "How many wgmma.mma_async the SIMT emulator's warpgroups have issued in this process; for tests.");
+  m.def("_emulated_set_sm90", &emulated_cuda_set_sm90, py::arg("on"), py::arg("wgmma_min_tiles") = 132,
+        "Makes cuda-emulated's GEMMs choose as a Hopper's (the TMA + wgmma kernel from wgmma_min_tiles tiles of 128 x "
+        "128) or not; returns (on, wgmma_min_tiles) as they were; for tests.");
 #endif
+  m.def(
+      "_dense_forward_half",
+      [](py::array_t<float, py::array::c_style> x, py::array_t<float, py::array::c_style> w,
+         py::array_t<float, py::array::c_style> b, const std::string& activation, const std::string& precision,
+         bool half_x, const std::string& device) {
+        // Backend::dense_forward as a training step calls it at bf16 / fp16: with the 16-bit
+        // twin of w and, where half_x, x in 16 bits as the layer below wrote it (both
+        // rounded by Backend::round_to_half), writing y's 16-bit copy for the layer above.
+        const Precision prec = parse_precision(precision);
+        if (!half_operands(prec)) throw std::invalid_argument("[_dense_forward_half] precision bf16 or fp16");
+        if (x.ndim() != 2 || w.ndim() != 2 || b.ndim() != 1 || w.shape(0) != x.shape(1) || b.shape(0) != w.shape(1))
+          throw std::invalid_argument("[_dense_forward_half] x (batch, in), w (in, out), b (out)");
+        const int64_t batch = x.shape(0), in = x.shape(1), out = w.shape(1);
+        const size_t nx = static_cast<size_t>(batch * in), nw = static_cast<size_t>(in * out),
+                     ny = static_cast<size_t>(batch * out);
+        Backend& be = backend_for(Device::parse(device));
+        if (!be.supports(prec)) throw std::invalid_argument("[_dense_forward_half] the device has no " + precision);
+        Buffer<float> xd(&be), wd(&be), bd(&be), yd(&be), zd(&be);
+        Buffer<uint16_t> x16(&be), w16(&be), y16(&be);
+        be.copy_to_device(xd.reserve(nx), x.data(), sizeof(float) * nx);
+        be.copy_to_device(wd.reserve(nw), w.data(), sizeof(float) * nw);
+        be.copy_to_device(bd.reserve(static_cast<size_t>(out)), b.data(), sizeof(float) * static_cast<size_t>(out));
+        const std::vector<float> nan(ny, std::numeric_limits<float>::quiet_NaN());
+        const std::vector<uint16_t> nan16(ny, 0xFFFF);  // NaN in both formats
+        be.copy_to_device(yd.reserve(ny), nan.data(), sizeof(float) * ny);
+        be.copy_to_device(zd.reserve(ny), nan.data(), sizeof(float) * ny);
+        be.copy_to_device(y16.reserve(ny), nan16.data(), sizeof(uint16_t) * ny);
+        {
+          py::gil_scoped_release release;
+          be.round_to_half(w16.reserve(nw), wd.data(), static_cast<int64_t>(nw), prec);
+          if (half_x) be.round_to_half(x16.reserve(nx), xd.data(), static_cast<int64_t>(nx), prec);
+          be.dense_forward(yd.data(), zd.data(), xd.data(), wd.data(), bd.data(),
+                           {batch, in, out, prec, {w16.data(), x16.data(), y16.data()}}, parse_activation(activation));
+        }
+        py::array_t<float> y({batch, out}), z({batch, out});
+        py::array_t<uint16_t> h({batch, out});
+        be.copy_to_host(y.mutable_data(), yd.data(), sizeof(float) * ny);
+        be.copy_to_host(z.mutable_data(), zd.data(), sizeof(float) * ny);
+        be.copy_to_host(h.mutable_data(), y16.data(), sizeof(uint16_t) * ny);
+        return py::make_tuple(y, z, h);
+      },
+      py::arg("x"), py::arg("w"), py::arg("b"), py::arg("activation"), py::arg("precision"), py::arg("half_x"),
+      py::arg("device"),
+      "Backend::dense_forward at bf16 / fp16 with 16-bit copies of w and (half_x) x, as a training step runs it: "
+      "(y, the pre-activation, y's 16-bit bits); for tests.");
   m.def(
       "_fake_quantize",
       [](py::array_t<float, py::array::c_style> x, py::array_t<float, py::array::c_style> scale,

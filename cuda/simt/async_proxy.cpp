@@ -4,6 +4,7 @@
 
 #include "simt/async_proxy.h"
 
+#include <atomic>
 #include <cstring>
 #include <map>
 #include <stdexcept>
@@ -85,6 +86,7 @@ struct Block {
 };
 
 thread_local Block tl_block;
+std::atomic<int64_t> g_wgmma_issued{0};  // by warpgroups, on any OS thread
 
 unsigned char* async_view_at(uint32_t at, size_t bytes) {
   std::vector<unsigned char>& v = tl_block.async_view;
@@ -420,9 +422,10 @@ void wgmma_mma_async(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool acc
   }
   const unsigned flags = accumulate | trans_a << 1 | trans_b << 2 | static_cast<unsigned>(type) << 3;
   std::vector<Issued>& issued = tl_block.warpgroups[wg];
-  if (w.issued == issued.size())
+  if (w.issued == issued.size()) {
     issued.push_back({desc_a, desc_b, n, flags});
-  else {
+    g_wgmma_issued.fetch_add(1, std::memory_order_relaxed);
+  } else {
     const Issued& first = issued[w.issued];
     if (first.desc_a != desc_a || first.desc_b != desc_b || first.n != n || first.flags != flags)
       fail("it differs from what another thread of warpgroup " + std::to_string(wg) +
@@ -501,3 +504,7 @@ void wgmma_wait_group(int pending) {
 }
 
 }  // namespace customml::simt::async_proxy
+
+namespace customml::simt {
+int64_t wgmma_issued() { return async_proxy::g_wgmma_issued.load(std::memory_order_relaxed); }
+}  // namespace customml::simt

@@ -54,6 +54,9 @@ Recording* recording();
 // Kernel launches run_grid has started in this process, on any OS thread: what a launch
 // costs on the GPU (a few microseconds each) is counted where no GPU is; for tests.
 CUSTOMML_PRIVATE_API int64_t launches();
+// wgmma.mma_async instructions warpgroups have issued in this process (one per warpgroup,
+// simt/async_proxy.cpp): tests tell by it that gemm() took the sm_90a kernel.
+CUSTOMML_PRIVATE_API int64_t wgmma_issued();
 
 // The calling fiber's coordinates and the launch shape.
 const uint3& thread_idx();

@@ -353,7 +353,9 @@ std::vector<double> run_selftest_sm90(const std::string& name, const std::vector
     cuda_emulated::GemmParams p{m,      n, k, nullptr, k, 1, nullptr, n, 1, nullptr, n, nullptr, Activation::identity,
                                 nullptr};
     p.a16 = p.b16 = storage + static_cast<int>(in[5]);
-    out.assign(1, cuda_emulated::wgmma_path(in[0] != 0, p, static_cast<Precision>(static_cast<int>(in[1]))));
+    cuda_emulated::DeviceContext ctx(nullptr);  // the threshold a device starts with
+    ctx.sm90 = in[0] != 0;
+    out.assign(1, cuda_emulated::wgmma_path(ctx, p, static_cast<Precision>(static_cast<int>(in[1]))));
   } else {
     throw std::invalid_argument("unknown selftest '" + name + "'");
   }
