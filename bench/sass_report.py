@@ -220,9 +220,31 @@ def part_depth(k: int) -> int:
     return max(1, math.ceil(math.ceil(k / MAX_PARTS) / 16)) * 16
 
 
-def dense_path(problems: list[tuple[int, int, int]], gemv: bool = True) -> tuple[str, int, list[int]]:
+# cuda/gemm_wgmma.cuh's wgmma_path, mirrored (tests/test_gemm_wgmma.py runs it end to end):
+# on sm_90a, one bf16 / fp16 forward product with 16-bit copies of both operands (A: the
+# previous Dense layer's c16, so never a step's first layer nor, yet, predict) whose rows the
+# TMA takes (k and n multiples of 8 elements), of at least one wave of 128 x 128 tiles and k
+# for the ring of 4 slices of 64.
+WG_TILE, WG_BK, WG_STAGES, WG_MIN_TILES = 128, 64, 4, 132
+
+
+def wgmma_path(problems: list[tuple[int, int, int]], a16: bool) -> bool:
+    if len(problems) != 1 or not a16:
+        return False
+    m, n, k = problems[0]
+    tiles = math.ceil(m / WG_TILE) * math.ceil(n / WG_TILE)
+    return n % 8 == 0 and k % 8 == 0 and tiles >= WG_MIN_TILES and k >= WG_STAGES * WG_BK
+
+
+def dense_path(
+    problems: list[tuple[int, int, int]], gemv: bool = True, wgmma: bool = False
+) -> tuple[str, int, list[int]]:
     """(kernel, blocks, blocks per tile or GEMV warps' k iterations per problem); gemv
-    False: the tensor-core precisions, which have no GEMV path."""
+    False: the tensor-core precisions, which have no GEMV path; wgmma: on sm_90a, for
+    wgmma_path's forward products."""
+    if wgmma and wgmma_path(problems, a16=True):
+        m, n, _ = problems[0]
+        return "wgmma", math.ceil(m / WG_TILE) * math.ceil(n / WG_TILE), [1]
     if gemv and all(m <= GEMV_ROWS or n <= GEMV_COLUMNS for m, n, _ in problems):
         warps = sum(n * math.ceil(m / GEMV_ROWS) for m, n, _ in problems)
         return "gemv", math.ceil(warps / 8), [min(part_depth(k), k) for _, _, k in problems]
@@ -235,19 +257,39 @@ def dense_path(problems: list[tuple[int, int, int]], gemv: bool = True) -> tuple
     return ("split" if split else "tiled"), sum(t * s for t, s in zip(tiles, splits)), splits
 
 
-def dense_shapes() -> list[tuple[str, bool, list[tuple[int, int, int]]]]:
+def dense_shapes() -> list[tuple[str, bool, list[tuple[int, int, int]], bool]]:
     """The dense layer's GEMMs as cuda/dense.cu launches them (the backward pass's dW, with
-    db's extra row, and dx in one grid): (what, backward, [(m, n, k) per problem]) for the
-    README MLP at batch 128 and 1, and 4096^3."""
+    db's extra row, and dx in one grid): (what, backward, [(m, n, k) per problem], whether
+    a training step has A in 16 bits: a Dense layer after the first) for the README MLP at
+    batch 128 and 1, and 4096^3 (as a layer after the first)."""
     out = []
     for batch in (128, 1):
         for i, (inp, units) in enumerate([(784, 256), (256, 256), (256, 10)]):
-            out.append((f"MLP b{batch} L{i + 1} forward {batch}x{inp}->{units}", False, [(batch, units, inp)]))
+            out.append((f"MLP b{batch} L{i + 1} forward {batch}x{inp}->{units}", False, [(batch, units, inp)], i > 0))
             back = [(inp + 1, units, batch)] + ([(batch, inp, units)] if i else [])
-            out.append((f"MLP b{batch} L{i + 1} backward" + ("" if i else " (no dx)"), True, back))
-    out.append(("4096^3 forward", False, [(4096, 4096, 4096)]))
-    out.append(("4096^3 backward (dW + dx)", True, [(4097, 4096, 4096), (4096, 4096, 4096)]))
+            out.append((f"MLP b{batch} L{i + 1} backward" + ("" if i else " (no dx)"), True, back, False))
+    out.append(("4096^3 forward", False, [(4096, 4096, 4096)], True))
+    out.append(("4096^3 backward (dW + dx)", True, [(4097, 4096, 4096), (4096, 4096, 4096)], False))
     return out
+
+
+# The wgmma kernel's estimate (H100 SXM, one block an SM: 130 KiB of shared memory): a slice
+# (64 deep) is 8 HGMMA.64x128x16 a warpgroup, 128 x 128 x 64 FMA at 2048 dense bf16 FMA a
+# cycle and SM (512 cycles), beside its 32 KiB of operands from L2 at 64 bytes a cycle
+# (512), or half that (1024); 3 slices in flight cover the TMA's latency after the first
+# (LOAD_LATENCY once a block); the epilogue writes the tile's float32 C and its 16-bit copy
+# (96 KiB) at 64 bytes a cycle. Returns (low, high) cycles.
+WG_SLICE_FMA_CYCLES = WG_TILE * WG_TILE * WG_BK // 2048
+WG_SLICE_BYTES = 2 * WG_TILE * WG_BK * 2
+
+
+def estimate_wgmma_cycles(m: int, n: int, k: int) -> tuple[float, float]:
+    waves = math.ceil(math.ceil(m / WG_TILE) * math.ceil(n / WG_TILE) / H100_SMS)
+    slices = math.ceil(k / WG_BK)
+    epilogue = WG_TILE * WG_TILE * 6 / L2_BYTES_PER_CYCLE
+    per_slice = [max(WG_SLICE_FMA_CYCLES, WG_SLICE_BYTES / bw) for bw in (L2_BYTES_PER_CYCLE, L2_BYTES_PER_CYCLE / 2)]
+    low, high = (waves * (LOAD_LATENCY + slices * c + epilogue) for c in per_slice)
+    return low, high
 
 
 def estimate_cycles(
@@ -291,7 +333,7 @@ def dense_estimates(kernels: dict[tuple[str, str], Kernel]) -> list[str]:
     """Each dense GEMM's kernel and blocks against the SM count and, for the FP32 and bf16
     kernels on sm_90, an estimated time (assumptions above) beside the FMA floor."""
     lines = []
-    for what, backward, problems in dense_shapes():
+    for what, backward, problems, a16 in dense_shapes():
         flops = sum(2 * m * n * kk for m, n, kk in problems)
         for tc in (False, True):
             path, blocks, cycles = estimate_cycles(kernels, backward, problems, tc)
@@ -300,6 +342,14 @@ def dense_estimates(kernels: dict[tuple[str, str], Kernel]) -> list[str]:
             estimate = f"; estimate {cycles / CLOCK_HZ * 1e6:.1f} us" if cycles else ""
             floor = flops / (990e12 if tc else 67e12) * 1e6
             lines.append(f"  {what} {precision}: {path}, {blocks} blocks ({cover}){estimate}, FMA floor {floor:.2f} us")
+            if tc and not backward and wgmma_path(problems, a16):
+                # on an H100 gemm() takes the sm_90a kernel instead (the line above: an A100's)
+                path, blocks, _ = dense_path(problems, gemv=False, wgmma=True)
+                low, high = (c / CLOCK_HZ * 1e6 for c in estimate_wgmma_cycles(*problems[0]))
+                lines.append(
+                    f"  {what} bf16 on sm_90a: {path}, {blocks} blocks ({blocks / H100_SMS:.2f}x the H100's "
+                    f"{H100_SMS} SMs); estimate {low:.0f}-{high:.0f} us, FMA floor {floor:.2f} us"
+                )
     return lines
 
 

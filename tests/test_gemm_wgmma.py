@@ -16,7 +16,10 @@ gemm_tc_kernel's, so the bits may too; the bound holds for any order)."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,3 +184,23 @@ def test_training_takes_wgmma_from_the_second_layer_and_stays_close_to_sm80(hopp
     # 0.1 x the gradient's change, far below 1e-5 of their unit scale.
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
+def _sass_report():
+    spec = importlib.util.spec_from_file_location("sass_report", Path(__file__).parents[1] / "bench" / "sass_report.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("sass_report", module)  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(4096, 4096, 4096), (1536, 1280, 256), (1536, 1408, 256), (4096, 4096, 248), (128, 256, 784), (4096, 4100, 4096)],
+)
+def test_the_sass_report_mirrors_the_dispatch(shape):
+    """bench/sass_report.py's estimates name the kernel gemm() takes on an H100 by its own
+    copy of wgmma_path's rule: the two must agree (a forward product with 16-bit copies)."""
+    m, n, k = shape
+    taken = _core._simt_selftest("sm90_path", [1, 2, m, n, k, 0], [1, 1, 1], [1, 1, 1])[0] == 1.0
+    assert _sass_report().wgmma_path([shape], a16=True) == taken
