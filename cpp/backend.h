@@ -106,10 +106,24 @@ struct HalfOperands {
   uint16_t* y = nullptr;        // (batch, out), written with y: the next layer's x
 };
 
+// Inverted dropout applied by a dense layer's epilogue (Backend::fuses_dropout), with the
+// mask of Backend::dropout (its seed, stream, gate, per_step and first): out null, none.
+// dense_forward writes y and also out = y masked (the Dropout layer after it: its output);
+// dense_backward masks dx itself (out is dx: the Dropout layer below passes the gradient
+// through its mask), so a Dense -> Dropout -> Dense step runs no dropout launch.
+struct DropoutMask {
+  float* out = nullptr;
+  float rate = 0.0f;
+  uint64_t seed = 0, stream = 0, first = 0;
+  const StepState* gate = nullptr;
+  uint64_t per_step = 0;
+};
+
 struct DenseShape {
   int64_t batch = 0, in = 0, out = 0;
   Precision precision = Precision::fp32;  // of the GEMM products
   HalfOperands half = {};
+  DropoutMask dropout = {};  // only where fuses_dropout() says so
 };
 
 // Whether a precision's GEMM operands are 16-bit values (the tensor cores' bf16 / fp16).
@@ -354,6 +368,9 @@ class Backend {
   // (LossMetrics::penalties, UpdateScalars::penalties), saving kernel_penalties' launch; 0:
   // the executor runs kernel_penalties.
   virtual int64_t folded_penalties() const { return 0; }
+  // Whether dense_forward and dense_backward apply DenseShape::dropout; false: the
+  // executor runs dropout and leaves it empty.
+  virtual bool fuses_dropout() const { return false; }
   // Inference weights packed once in this device's GEMM layout (DESIGN decision 5): the
   // bytes it takes for w (in, out), 0 where the device reads w as it is; then
   // dense_forward reading the packed copy (w stays valid: a device may fall back to it,

@@ -422,11 +422,15 @@ const float* Trainer::forward(int64_t b, const BatchShare& share) {
       }
       ws.layer_w[l] = w;
       dst16 = ws.act16[l].data();
-      backend_->dense_forward(dst, z, cur, w, params + model_.bias_offsets()[l],
-                              {b, width, s.units, precision_, {half_kernel(model_, l, w), cur16, dst16}}, s.activation);
+      DenseShape shape{b, width, s.units, precision_, {half_kernel(model_, l, w), cur16, dst16}};
+      if (dropout_fused_below(l + 1))  // the Dropout layer's output too
+        shape.dropout = dropout_mask(ws.act[l + 1].data(), layers[l + 1].rate, l + 1,
+                                     static_cast<uint64_t>(share.first_row * s.units));
+      backend_->dense_forward(dst, z, cur, w, params + model_.bias_offsets()[l], shape, s.activation);
       width = s.units;
     } else if (s.rate > 0.0f) {
-      dropout(dst, cur, b * width, s.rate, l, static_cast<uint64_t>(share.first_row * width));
+      if (!dropout_fused_below(l))
+        dropout(dst, cur, b * width, s.rate, l, static_cast<uint64_t>(share.first_row * width));
     } else {
       continue;  // a dropout of rate 0 is the identity: pass cur through
     }
@@ -437,15 +441,29 @@ const float* Trainer::forward(int64_t b, const BatchShare& share) {
 }
 
 void Trainer::dropout(float* y, const float* x, int64_t n, float rate, size_t l, uint64_t first) {
-  // One stream per (step, layer): no two masks share random numbers. In fp16 the device
-  // holds the step count, and the kernel reads it there.
+  const DropoutMask m = dropout_mask(y, rate, l, first);
+  backend_->dropout(y, x, n, rate, m.seed, m.stream, first, m.gate, m.per_step);
+}
+
+DropoutMask Trainer::dropout_mask(float* out, float rate, size_t l, uint64_t first) const {
+  // One stream per (step, layer): no two masks share random numbers. In fp16 (and in a
+  // step graph) the device holds the step count, and the kernel reads it there.
   const uint64_t layers = model_.layers().size();
-  if (precision_ == Precision::fp16)
-    backend_->dropout(y, x, n, rate, seed_, l, first, step_state_.data(), layers);
-  else if (step_gates_)
-    backend_->dropout(y, x, n, rate, seed_, l, first, step_gates_, layers);
-  else
-    backend_->dropout(y, x, n, rate, seed_, static_cast<uint64_t>(step_) * layers + l, first, nullptr, 0);
+  const StepState* gate = precision_ == Precision::fp16 ? step_state_.data() : step_gates_;
+  if (gate) return {out, rate, seed_, l, first, gate, layers};
+  return {out, rate, seed_, static_cast<uint64_t>(step_) * layers + l, first, nullptr, 0};
+}
+
+bool Trainer::dropout_fused_below(size_t l) const {
+  const std::vector<LayerSpec>& layers = model_.layers();
+  return l > 0 && l < layers.size() && layers[l].kind == LayerSpec::Kind::dropout && layers[l].rate > 0.0f &&
+         layers[l - 1].kind == LayerSpec::Kind::dense && backend_->fuses_dropout();
+}
+
+bool Trainer::dropout_fused_above(size_t l) const {
+  const std::vector<LayerSpec>& layers = model_.layers();
+  return l + 1 < layers.size() && layers[l].kind == LayerSpec::Kind::dropout && layers[l].rate > 0.0f &&
+         layers[l + 1].kind == LayerSpec::Kind::dense && backend_->fuses_dropout();
 }
 
 void Trainer::loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad, bool soft,
@@ -612,10 +630,12 @@ void Trainer::run_gradients(int64_t b, const BatchShare& share, bool row_weights
       float* dx = need_dx ? other : nullptr;
       // A frozen layer above it passes the gradient on without the weight-gradient work.
       // The kernel is the one the forward pass used (fake-quantized under QAT).
+      DenseShape shape{b, in_width, s.units, precision_, {half_kernel(model_, l, ws.layer_w[l])}};
+      if (need_dx && dropout_fused_above(l - 1))  // dx through the Dropout layer's mask
+        shape.dropout = dropout_mask(dx, layers[l - 1].rate, l - 1, static_cast<uint64_t>(share.first_row * in_width));
       backend_->dense_backward(dx, s.trainable ? grads_.data() + model_.weight_offsets()[l] : nullptr,
                                s.trainable ? grads_.data() + model_.bias_offsets()[l] : nullptr, cur, cur,
-                               ws.layer_in[l], ws.layer_w[l], ws.act[l].data(), ws.preact[l].data(),
-                               {b, in_width, s.units, precision_, {half_kernel(model_, l, ws.layer_w[l])}},
+                               ws.layer_in[l], ws.layer_w[l], ws.act[l].data(), ws.preact[l].data(), shape,
                                s.activation);
       if (!need_dx) break;
       float* t = cur;
@@ -623,7 +643,8 @@ void Trainer::run_gradients(int64_t b, const BatchShare& share, bool row_weights
       other = t;
     } else {
       if (!need_dx) break;
-      if (s.rate > 0.0f) dropout(cur, cur, b * in_width, s.rate, l, static_cast<uint64_t>(share.first_row * in_width));
+      if (s.rate > 0.0f && !dropout_fused_above(l))
+        dropout(cur, cur, b * in_width, s.rate, l, static_cast<uint64_t>(share.first_row * in_width));
     }
   }
 }

@@ -213,6 +213,13 @@ class Trainer {
   // Dropout layer l's mask over n elements starting at element `first` of the global
   // batch's mask (forward, and again in backward).
   void dropout(float* y, const float* x, int64_t n, float rate, size_t l, uint64_t first);
+  // That mask as a dense layer's epilogue applies it (DenseShape::dropout), writing out.
+  DropoutMask dropout_mask(float* out, float rate, size_t l, uint64_t first) const;
+  // Whether layer l is a Dropout (rate > 0) whose mask the Dense layer below (forward:
+  // its output masked as it is written) or above (backward: its dx) applies, on a device
+  // that fuses it: no dropout launch that way.
+  bool dropout_fused_below(size_t l) const;
+  bool dropout_fused_above(size_t l) const;
   // fp16's step count and loss scale on the device, read or written whole (not in a step).
   StepState read_step_state() const;
   void write_step_state(const StepState& s);

@@ -177,6 +177,10 @@ void gemm(DeviceContext& ctx, GemmParams* ps, int count, Precision precision) {
       if (p.c16) part.c16 = p.c16 + r0 * p.ldc;
       part.c = p.c + r0 * p.ldc;
       if (p.preact) part.preact = p.preact + r0 * p.ldc;
+      if (p.dropout.out) {  // the mask's elements are counted from the whole C's first
+        part.dropout.out = p.dropout.out + r0 * p.ldc;
+        part.dropout.first += static_cast<uint64_t>(r0 * p.ldc);
+      }
       if (p.a_act != Activation::identity) {
         part.a_y = p.a_y + r0 * p.a_rs;
         if (p.a_z) part.a_z = p.a_z + r0 * p.a_rs;
@@ -203,6 +207,7 @@ void DeviceBackend::dense_forward(float* y, float* z, const float* x, const floa
   DeviceContext& ctx = this->ctx();
   if (s.batch == 0) return;
   GemmParams p{s.batch, s.out, s.in, x, s.in, 1, w, s.out, 1, y, s.out, b, act, z};
+  p.dropout = s.dropout;
   if (half_operands(s.precision)) {
     p.a16 = s.half.x;
     p.b16 = s.half.w;
@@ -238,6 +243,10 @@ void DeviceBackend::dense_backward(float* dx, float* dw, float* db, float*, cons
     p.a_act = act;
     p.a_y = y;
     p.a_z = z;
+    if (s.dropout.out) {  // the Dropout layer below: dx through its mask
+      p.dropout = s.dropout;
+      p.dropout.out = dx;
+    }
   }
   if (!count) return;
   gemm(ctx, ps, count, s.precision);

@@ -13,6 +13,7 @@
 #include "cuda/common.cuh"
 #include "cuda/gemm_slices.cuh"
 #include "cuda/half_bits.cuh"
+#include "random.h"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
@@ -62,6 +63,10 @@ struct GemmParams {
   const uint16_t* b16 = nullptr;
   uint16_t* c16 = nullptr;
   bool bf16 = false;
+  // dropout.out: the epilogue also writes C masked there (DropoutMask, backend.h), at c's
+  // offsets, which are the mask's element indices (c is the Dropout layer's whole input or
+  // gradient, ldc its width); out == c masks C in place.
+  DropoutMask dropout = {};
 };
 
 // Up to two independent GEMMs in one launch (the backward pass's dW and dx): blocks
@@ -113,7 +118,20 @@ __device__ __forceinline__ GemmTile gemm_tile(const GemmPair& pp, int bm, int bn
           static_cast<int64_t>(index % pp.tiles_n[problem]) * bn};
 }
 
-// C (r, c) = v: the bias, preact and activation, or db's row (r == m with db).
+// Element i of an inverted-dropout mask applied to y: dropout_kernel's value (the same
+// Philox bits, scale and product), so fusing the mask changes no bit.
+__device__ __forceinline__ float dropout_value(const DropoutMask& d, int64_t i, float y) {
+  const uint64_t e = d.first + static_cast<uint64_t>(i);
+  const uint64_t stream = d.gate ? d.stream + static_cast<uint64_t>(d.gate->step) * d.per_step : d.stream;
+  const Philox4 r = philox4x32_10(d.seed, stream, e / 4);
+  // selects, not r.v[e % 4]: a dynamic index would put r in local memory
+  const unsigned j = static_cast<unsigned>(e % 4);
+  const uint32_t bits = j == 0 ? r.v[0] : j == 1 ? r.v[1] : j == 2 ? r.v[2] : r.v[3];
+  return uniform_from_bits(bits) >= d.rate ? y * (1.0f / (1.0f - d.rate)) : 0.0f;
+}
+
+// C (r, c) = v: the bias, preact and activation, or db's row (r == m with db); then the
+// dropout mask's copy (or C masked in place).
 template <bool kGrad>
 __device__ __forceinline__ void store_c(const GemmParams& p, int64_t r, int64_t c, float v) {
   if (r > p.m || c >= p.n || (r == p.m && !(kGrad && p.db))) return;
@@ -121,11 +139,13 @@ __device__ __forceinline__ void store_c(const GemmParams& p, int64_t r, int64_t 
     p.db[c] = v;
     return;
   }
+  const int64_t i = r * p.ldc + c;
   v += p.bias ? p.bias[c] : 0.0f;
-  if (p.preact) p.preact[r * p.ldc + c] = v;
+  if (p.preact) p.preact[i] = v;
   const float y = act::apply(p.act, v);
-  p.c[r * p.ldc + c] = y;
-  if (p.c16) p.c16[r * p.ldc + c] = half_bits(y, p.bf16);
+  if (p.dropout.out != p.c) p.c[i] = y;
+  if (p.c16) p.c16[i] = half_bits(y, p.bf16);
+  if (p.dropout.out) p.dropout.out[i] = dropout_value(p.dropout, i, y);
 }
 
 // Split-K's end of a block's part (splits > 1): every block stores its part's sums; the

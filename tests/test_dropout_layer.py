@@ -111,3 +111,40 @@ def test_dropout_zero_rate_trains_like_no_dropout():
         m.fit(x, y, epochs=1, batch_size=16, shuffle=False, verbose=0)
     for i, (a, b) in enumerate(zip(zero.get_weights(), plain.get_weights())):
         np.testing.assert_array_equal(a, b, err_msg=f"weight {i} after one SGD step with Dropout(0.0)")
+
+
+@pytest.mark.parametrize("rows", [2, 128])
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
+def test_fused_dropout_draws_the_cpus_mask(rows, precision):
+    """On CUDA a Dense -> Dropout -> Dense step applies the mask in the dense layers'
+    epilogues (the forward output and the backward dx: no dropout launch), by element
+    index as dropout_kernel. Small integers, an output of 4, a power-of-two batch and
+    SGD's lr 2^-6 make every value of the step exact (mse's gradient a multiple of 2^-8,
+    the kept units doubled, every operand exact in tf32 and bf16 too), so the step on
+    "cuda-emulated" equals the CPU's float32 step bit for bit whatever the summation
+    order or precision: an element whose mask differed (index, stream) would show. Rows 2
+    take the GEMV (fp32), 128 the README batch; 96 units end in half a tile."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(-1, 2, (rows, 12)).astype(np.float32)
+    y = rng.integers(-3, 4, (rows, 4)).astype(np.float32)
+    weights = [
+        rng.integers(-1, 2, (12, 96)).astype(np.float32),
+        rng.integers(-1, 2, 96).astype(np.float32),
+        rng.integers(-1, 2, (96, 4)).astype(np.float32),
+        rng.integers(-1, 2, 4).astype(np.float32),
+    ]
+    got = {}
+    for device in ("cpu", "cuda-emulated"):
+        model = cm.Sequential(
+            [cm.layers.Dense(96, activation="relu"), cm.layers.Dropout(0.5), cm.layers.Dense(4)],
+            input_dim=12, seed=8, device=device,
+        )  # fmt: skip
+        model.set_weights(weights)
+        model.compile(
+            optimizer=cm.optimizers.SGD(2.0**-6), loss="mse", precision="fp32" if device == "cpu" else precision
+        )
+        model.fit(x, y, epochs=1, batch_size=rows, verbose=0)
+        got[device] = model.get_weights()
+    for i, (a, b) in enumerate(zip(got["cpu"], got["cuda-emulated"])):
+        np.testing.assert_array_equal(a, b, err_msg=f"weight {i}")
+        assert (a != weights[i]).any()
