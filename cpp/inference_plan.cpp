@@ -15,7 +15,10 @@ namespace customml {
 
 InferenceWorkspace::InferenceWorkspace(Backend* be, size_t n_layers)
     : backend(be), input(be), q_a(be), q_b(be), q_scale(be), q_zero(be) {
-  for (size_t l = 0; l < n_layers; ++l) act.emplace_back(be);
+  for (size_t l = 0; l < n_layers; ++l) {
+    act.emplace_back(be);
+    act16.emplace_back(be);
+  }
 }
 
 void InferenceWorkspace::clear_graphs() {
@@ -291,7 +294,13 @@ void InferencePlan::prepare_sparse(Layer& p, size_t l) {
 
 void InferencePlan::reserve(InferenceWorkspace& ws, int64_t rows) const {
   const size_t r = static_cast<size_t>(rows);
-  for (size_t l = 0; l < widths_.size(); ++l) ws.act[l].reserve(r * static_cast<size_t>(widths_[l]));
+  for (size_t l = 0; l < widths_.size(); ++l) {
+    ws.act[l].reserve(r * static_cast<size_t>(widths_[l]));
+    if (half_operands(precision_) && feeds_dense(l))
+      ws.act16[l].reserve(r * static_cast<size_t>(widths_[l]));
+    else
+      ws.act16[l].release();  // none at the other precisions, also after a rebuild
+  }
   if (!quantized_) return;
   ws.q_a.reserve(r * static_cast<size_t>(max_width_));
   ws.q_b.reserve(r * static_cast<size_t>(max_width_));
@@ -312,36 +321,52 @@ size_t InferencePlan::bytes() const {
   return total;
 }
 
-const float* InferencePlan::forward(InferenceWorkspace& ws, const float* input, int64_t b, float* out) const {
-  return prepared_ ? forward_prepared(ws, input, b, out) : forward_plain(ws, input, b, out);
+bool InferencePlan::feeds_dense(size_t l) const {
+  if (kinds_[l] != LayerSpec::Kind::dense) return false;
+  for (size_t k = l + 1; k < kinds_.size(); ++k)
+    if (kinds_[k] != LayerSpec::Kind::dropout) return kinds_[k] == LayerSpec::Kind::dense;
+  return false;
 }
 
-const float* InferencePlan::forward_plain(InferenceWorkspace& ws, const float* input, int64_t b, float* out) const {
+const float* InferencePlan::forward(InferenceWorkspace& ws, const float* input, int64_t b, float* out,
+                                    const uint16_t* input16) const {
+  if (!half_operands(precision_)) input16 = nullptr;
+  return prepared_ ? forward_prepared(ws, input, b, out, input16) : forward_plain(ws, input, b, out, input16);
+}
+
+const float* InferencePlan::forward_plain(InferenceWorkspace& ws, const float* input, int64_t b, float* out,
+                                          const uint16_t* input16) const {
   const float* cur = input;
+  const uint16_t* cur16 = input16;  // cur in 16 bits, or null
   int64_t width = input_dim_;
   const size_t last = kinds_.size() - 1;
   for (size_t l = 0; l < kinds_.size(); ++l) {
     float* dst = (out && l == last) ? out : ws.act[l].data();
+    uint16_t* dst16 = nullptr;
     if (kinds_[l] == LayerSpec::Kind::affine) {
       const float* scale = affine_.data() + affine_offsets_[l];
       backend_->feature_affine(dst, cur, scale, scale + width, b, width);
     } else if (kinds_[l] == LayerSpec::Kind::dense) {
+      dst16 = ws.act16[l].data();  // null unless a Dense layer reads it (reserve)
       backend_->dense_forward(dst, nullptr, cur, params_.data() + weight_offsets_[l], params_.data() + bias_offsets_[l],
-                              {b, width, widths_[l], precision_, {half_kernel(l)}}, activations_[l]);
+                              {b, width, widths_[l], precision_, {half_kernel(l), cur16, dst16}}, activations_[l]);
       width = widths_[l];
     } else if (dst == out) {
       std::memcpy(dst, cur, sizeof(float) * static_cast<size_t>(b * width));
     } else {
-      continue;  // dropout at inference is the identity: pass cur through
+      continue;  // dropout at inference is the identity: pass cur (and cur16) through
     }
     cur = dst;
+    cur16 = dst16;
   }
   return cur;
 }
 
-const float* InferencePlan::forward_prepared(InferenceWorkspace& ws, const float* input, int64_t b, float* out) const {
+const float* InferencePlan::forward_prepared(InferenceWorkspace& ws, const float* input, int64_t b, float* out,
+                                             const uint16_t* input16) const {
   const bool reverse_columns = (ws.passes++ & 1) != 0;
   const float* cur = input;
+  const uint16_t* cur16 = input16;  // cur in 16 bits, or null
   // When the previous int8 layer requantized its output for this one, cur_q holds it.
   const uint8_t* cur_q = nullptr;
   // The float input (width `coded_width`) of the int8 layers since cur_q was last null: a
@@ -365,6 +390,7 @@ const float* InferencePlan::forward_prepared(InferenceWorkspace& ws, const float
       const float* scale = affine_.data() + affine_offsets_[l];
       backend_->feature_affine(dst, cur, scale, scale + width, b, width);
       cur = dst;
+      cur16 = nullptr;
       continue;
     }
     if (kinds_[l] != LayerSpec::Kind::dense) {
@@ -380,6 +406,8 @@ const float* InferencePlan::forward_prepared(InferenceWorkspace& ws, const float
     const int64_t units = widths_[l];
     const float* w = p.folded ? p.fold_w.data() : params_.data() + weight_offsets_[l];
     const float* bias = p.folded ? p.fold_b.data() : params_.data() + bias_offsets_[l];
+    const uint16_t* in16 = cur16;
+    cur16 = nullptr;  // unless the plain product below writes its output's copy
     if (p.quantized) {
       GemmS8Epilogue e;
       e.w_scale = p.w_scale.data();
@@ -447,8 +475,12 @@ const float* InferencePlan::forward_prepared(InferenceWorkspace& ws, const float
           backend_->dense_forward_packed(dst, cur, w, p.dense_packed.data(), bias, {b, width, units, precision_}, act,
                                          reverse_columns);
         } else {
+          // a folded layer's kernel has no 16-bit copy; its input is the model's, as staged
+          uint16_t* dst16 = ws.act16[l].data();  // null unless a Dense layer reads it (reserve)
           backend_->dense_forward(dst, nullptr, cur, w, bias,
-                                  {b, width, units, precision_, {p.folded ? nullptr : half_kernel(l)}}, act);
+                                  {b, width, units, precision_, {p.folded ? nullptr : half_kernel(l), in16, dst16}},
+                                  act);
+          cur16 = dst16;
         }
       }
       cur = dst;

@@ -28,6 +28,9 @@ struct InferenceWorkspace {
   Backend* backend;
   Buffer<float> input;             // (rows, input_dim): a batch staged on devices the host cannot address
   std::vector<Buffer<float>> act;  // act[l]: (rows, width_l), layer l's output
+  // act16[l]: Dense layer l's output in bf16 / fp16 (those plans only, where the next layer
+  // is a Dense one reading it): that layer's A as the tensor cores read it (HalfOperands)
+  std::vector<Buffer<uint16_t>> act16;
   // Int8: quantized activations (rows, max_width) ping-ponging between layers, and the
   // per-row scales and zero points of dynamic quantization (rows).
   Buffer<uint8_t> q_a, q_b;
@@ -64,8 +67,12 @@ class InferencePlan {
   // Grows ws to hold batches of `rows` rows (no-op once it does).
   void reserve(InferenceWorkspace& ws, int64_t rows) const;
   // input: (b, input_dim) on the device -> the output (b, output_dim), in ws or, when
-  // given, in out (the last layer writes straight into it).
-  const float* forward(InferenceWorkspace& ws, const float* input, int64_t b, float* out) const;
+  // given, in out (the last layer writes straight into it). input16: input rounded to the
+  // plan's precision's format (bf16 / fp16 plans), which a first Dense layer multiplying
+  // the input as it is reads instead of rounding it; may be null.
+  const float* forward(InferenceWorkspace& ws, const float* input, int64_t b, float* out,
+                       const uint16_t* input16 = nullptr) const;
+  Precision precision() const { return precision_; }
   // The memory its buffers hold (capacities: what it has allocated, on its device).
   size_t bytes() const;
 
@@ -78,8 +85,13 @@ class InferencePlan {
   void prepare_bf16(Layer& p, size_t l);
   // The layer-by-layer float forward (training's arithmetic, without dropout), for models
   // with nothing prepared: a device without a packed GEMM layout and no int8 or sparse layer.
-  const float* forward_plain(InferenceWorkspace& ws, const float* input, int64_t b, float* out) const;
-  const float* forward_prepared(InferenceWorkspace& ws, const float* input, int64_t b, float* out) const;
+  const float* forward_plain(InferenceWorkspace& ws, const float* input, int64_t b, float* out,
+                             const uint16_t* input16) const;
+  const float* forward_prepared(InferenceWorkspace& ws, const float* input, int64_t b, float* out,
+                                const uint16_t* input16) const;
+  // Whether Dense layer l's output is read as it is by a Dense layer above it (dropout, the
+  // identity here, between): then, in bf16 / fp16 plans, its epilogue writes a 16-bit copy.
+  bool feeds_dense(size_t l) const;
   // Dense layer l's kernel in 16 bits (bf16 / fp16 plans), else null.
   const uint16_t* half_kernel(size_t l) const {
     return half_params_.data() ? half_params_.data() + weight_offsets_[l] : nullptr;

@@ -101,3 +101,26 @@ def test_the_plan_keeps_a_16_bit_copy_only_at_16_bit_precisions():
     model.compile(optimizer=cm.optimizers.SGD(0.5), loss="softmax_cross_entropy", precision="bf16")
     model.predict(X)
     assert model._net.inference_bytes == fp32 + 2 * model.count_params()
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_predict_with_16_bit_activations_gives_the_layer_by_layer_bits(precision):
+    """The inference plan's Dense layers write their outputs' 16-bit copies, which the next
+    Dense layer (dropout between: the identity) copies instead of rounding the float output
+    as staged: the same bits as cm.ops.dense_forward layer by layer, which has no copies. A
+    stale or missing copy changes them (dropping the plan's write failed both cases)."""
+    x = RNG.standard_normal((70, 24)).astype(np.float32) * 3
+    x[3, 5] = 2049.0  # a tie in fp16 (ulp 2 there): rounds to even
+    x[4, 2] = 1e-6  # an fp16 subnormal
+    layers = [cm.layers.Dense(32, activation="relu"), cm.layers.Dropout(0.3), cm.layers.Dense(16, activation="tanh")]
+    model = cm.Sequential(layers + [cm.layers.Dense(5)], input_dim=24, device=DEVICE, seed=4)
+    model.compile(loss="softmax_cross_entropy", precision=precision)
+    got = model.predict(x, batch_size=32)
+    weights = model.get_weights()
+    for start in range(0, len(x), 32):
+        a = x[start : start + 32]
+        for i, act in enumerate(["relu", "tanh", "identity"]):
+            a = cm.ops.dense_forward(
+                a, weights[2 * i], weights[2 * i + 1], activation=act, device=DEVICE, precision=precision
+            )
+        np.testing.assert_array_equal(got[start : start + 32].view(np.uint32), np.asarray(a).view(np.uint32))
