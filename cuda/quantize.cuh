@@ -28,13 +28,19 @@ __device__ __forceinline__ int64_t quant_param_index(QuantAxis axis, int64_t i, 
 // otherwise. The scale's index is derived per element, so runs of four may cross rows.
 constexpr int kQuantVec = 4;
 
+// T's codes: int8_t in [-127, 127] (symmetric: -128 unused), uint8_t in [0, 255].
+template <class T>
+struct CodeRange {
+  static constexpr int32_t lo = sizeof(T) == 1 && static_cast<T>(-1) < 0 ? -127 : 0;
+  static constexpr int32_t hi = lo < 0 ? 127 : 255;
+};
+
 // x: (rows, cols) f32  scale, zero (zero null: 0): (1), (rows) or (cols) per axis
 // -> q: (rows, cols) T (int8_t codes in [-127, 127], uint8_t in [0, 255])
 template <class T>
 __global__ void quantize_kernel(T* q, const float* x, const float* scale, const int32_t* zero, int64_t rows,
                                 int64_t cols, QuantAxis axis) {
-  constexpr int32_t lo = sizeof(T) == 1 && static_cast<T>(-1) < 0 ? -127 : 0;
-  constexpr int32_t hi = lo < 0 ? 127 : 255;
+  constexpr int32_t lo = CodeRange<T>::lo, hi = CodeRange<T>::hi;
   const int64_t n = rows * cols;
   const bool aligned = (reinterpret_cast<uintptr_t>(x) & 15) == 0 && (reinterpret_cast<uintptr_t>(q) & 3) == 0;
   for (int64_t i0 = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) * kQuantVec; i0 < n;
@@ -109,8 +115,7 @@ __global__ void dequantize_kernel(float* x, const T* q, const float* scale, cons
 template <class T>
 __global__ void fake_quantize_kernel(float* y, const float* x, const float* scale, const int32_t* zero, int64_t rows,
                                      int64_t cols, QuantAxis axis) {
-  constexpr int32_t lo = sizeof(T) == 1 && static_cast<T>(-1) < 0 ? -127 : 0;
-  constexpr int32_t hi = lo < 0 ? 127 : 255;
+  constexpr int32_t lo = CodeRange<T>::lo, hi = CodeRange<T>::hi;
   const int64_t n = rows * cols;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
