@@ -14,13 +14,24 @@
 
 namespace customml::CUSTOMML_CUDA_NS {
 namespace {
-template <bool kGrad>
-void launch_pair(DeviceContext& ctx, const GemmPair& pp, unsigned blocks, Precision precision, bool gemv) {
-  const dim3 grid(blocks);
-  // a forward product whose B (the kernel), and A too, have 16-bit copies cp.async can move
+// A bf16 / fp16 launch (T): a forward product whose B (the kernel), and A too, have 16-bit
+// copies cp.async can move takes the instance that copies them.
+template <class T, bool kGrad>
+void launch_half(DeviceContext& ctx, const GemmPair& pp, dim3 grid) {
   const GemmParams& p = pp.p[0];
   const bool copy_b = !kGrad && copyable_16(p.b16, p.b_cs, p.b_rs),
              copy_a = copy_b && copyable_16(p.a16, p.a_rs, p.a_cs);
+  if (copy_a)
+    launch(gemm_tc_kernel<T, false, kTcCopyAB>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
+  else if (copy_b)
+    launch(gemm_tc_kernel<T, false, kTcCopyB>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
+  else
+    launch(gemm_tc_kernel<T, kGrad>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
+}
+
+template <bool kGrad>
+void launch_pair(DeviceContext& ctx, const GemmPair& pp, unsigned blocks, Precision precision, bool gemv) {
+  const dim3 grid(blocks);
   switch (precision) {
     case Precision::fp32:
       if (gemv)
@@ -31,22 +42,8 @@ void launch_pair(DeviceContext& ctx, const GemmPair& pp, unsigned blocks, Precis
     case Precision::tf32:
       launch(gemm_tc_kernel<nvcuda::wmma::precision::tf32, kGrad>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
       break;
-    case Precision::bf16:
-      if (copy_a)
-        launch(gemm_tc_kernel<__nv_bfloat16, false, kTcCopyAB>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
-      else if (copy_b)
-        launch(gemm_tc_kernel<__nv_bfloat16, false, kTcCopyB>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
-      else
-        launch(gemm_tc_kernel<__nv_bfloat16, kGrad>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
-      break;
-    case Precision::fp16:
-      if (copy_a)
-        launch(gemm_tc_kernel<__half, false, kTcCopyAB>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
-      else if (copy_b)
-        launch(gemm_tc_kernel<__half, false, kTcCopyB>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
-      else
-        launch(gemm_tc_kernel<__half, kGrad>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
-      break;
+    case Precision::bf16: launch_half<__nv_bfloat16, kGrad>(ctx, pp, grid); break;
+    case Precision::fp16: launch_half<__half, kGrad>(ctx, pp, grid); break;
   }
 }
 
