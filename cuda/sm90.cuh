@@ -1,16 +1,16 @@
 #pragma once
 // Defines: sm_90's asynchronous primitives as kernels spell them (customml::ptx): the
-// mbarrier (init, arrive, arrive.expect_tx, a wait on a phase's parity), the TMA's 2-D
-// tiled load into shared memory completing on an mbarrier, wgmma's shared-memory matrix
-// descriptor, fence, commit_group, wait_group and m64n128k16 (bf16, f16; f32 accumulators),
-// and sm90_shared(), the block's dynamic shared memory 1024-byte aligned (the swizzle
-// patterns repeat every 1024 bytes of the address). Under nvcc, inline PTX, compiled
-// where the target has sm_90a's features (CUSTOMML_SM90A: wgmma and the TMA need the
-// arch-specific target; elsewhere a kernel that uses them compiles empty and is never
-// launched); on the host, the emulation of cuda/simt/tma.h and cuda/simt/wgmma.h (their
-// comments: the layouts, and what the emulator checks). And the host side:
-// encode_tensor_map_2d (cuTensorMapEncodeTiled, through the runtime's driver entry point
-// so that nothing links libcuda).
+// mbarrier (init, arrive, arrive.expect_tx, a wait on a phase's parity), elect.sync,
+// setmaxnreg, the TMA's 2-D tiled load into shared memory completing on an mbarrier,
+// wgmma's shared-memory matrix descriptor, fence, commit_group, wait_group and m64n128k16
+// (bf16, f16; f32 accumulators), and sm90_shared(), the block's dynamic shared memory
+// 1024-byte aligned (the swizzle patterns repeat every 1024 bytes of the address). Under
+// nvcc, inline PTX, compiled where the target has sm_90a's features (CUSTOMML_SM90A: wgmma
+// and the TMA need the arch-specific target; elsewhere a kernel that uses them compiles
+// empty and is never launched); on the host, the emulation of cuda/simt/tma.h and
+// cuda/simt/wgmma.h (their comments: the layouts, and what the emulator checks). And the
+// host side: encode_tensor_map_2d (cuTensorMapEncodeTiled, through the runtime's driver
+// entry point so that nothing links libcuda).
 
 #include <cstdint>
 #include <stdexcept>
@@ -70,6 +70,29 @@ __device__ __forceinline__ void mbarrier_wait(uint64_t* bar, unsigned parity) {
       "}\n" ::"r"(shared_address(bar)),
       "r"(parity)
       : "memory");
+}
+// elect.sync over the full warp: true in one lane (the ISA does not say which).
+__device__ __forceinline__ bool elect_one_sync() {
+  uint32_t elected = 0;
+  asm volatile(
+      "{\n"
+      ".reg .b32 lane;\n"
+      ".reg .pred p;\n"
+      "elect.sync lane|p, 0xffffffff;\n"
+      "selp.u32 %0, 1, 0, p;\n"
+      "}\n"
+      : "=r"(elected));
+  return elected != 0;
+}
+// The warpgroup's registers a thread: .dec returns the rest to the CTA's pool, .inc waits
+// until the pool has what it asks (every warp of the warpgroup executes the same).
+template <unsigned kRegisters>
+__device__ __forceinline__ void setmaxnreg_inc() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(kRegisters));
+}
+template <unsigned kRegisters>
+__device__ __forceinline__ void setmaxnreg_dec() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(kRegisters));
 }
 // The box whose first element is (row, column) of the map's tensor into dst (a CTA's own
 // shared memory is its shared::cluster window), completing its bytes on bar.
