@@ -458,10 +458,10 @@ def test_wgmma_gemm_epilogue(order, act):
     ("sm90", "precision", "shape", "offset", "taken"),
     [
         (True, 2, (4096, 4096, 4096), 0, True),
-        (True, 3, (1536, 1408, 256), 0, True),  # 12 x 11 = 132 tiles of 128 x 128: one wave
+        (True, 3, (1536, 2816, 256), 0, True),  # 12 x 11 = 132 tiles of 128 x 256: one wave
         (False, 2, (4096, 4096, 4096), 0, False),  # not a Hopper: the sm_80 kernel
         (True, 1, (4096, 4096, 4096), 0, False),  # tf32: wgmma's tf32 needs a K-major B, W is N-major
-        (True, 2, (1536, 1280, 256), 0, False),  # 120 tiles: fewer than the SMs
+        (True, 2, (1536, 2560, 256), 0, False),  # 120 tiles: fewer than the SMs
         (True, 2, (4096, 4096, 248), 0, False),  # k short of the ring of stages
         (True, 2, (128, 256, 784), 0, False),  # the README MLP's first layer: 2 tiles
         (True, 2, (4096, 4100, 4096), 0, False),  # rows of W not a multiple of 16 bytes
