@@ -477,7 +477,7 @@ CUSTOMML_PRIVATE_API int64_t emulated_cuda_host_waits();
 // How many graphs cuda-emulated has replayed so far (each a cudaGraphLaunch on "cuda").
 CUSTOMML_PRIVATE_API int64_t emulated_cuda_graph_replays();
 // Makes cuda-emulated's gemm() choose as on a Hopper with sm_90a code (the TMA + wgmma
-// kernel, cuda/gemm_wgmma.cuh) or not, from wgmma_min_tiles 128 x 128 tiles (a GPU's is an
+// kernel, cuda/gemm_wgmma.cuh) or not, from wgmma_min_tiles 128 x 256 tiles (a GPU's is an
 // H100's 132 SMs); returns the setting before. For tests.
 CUSTOMML_PRIVATE_API std::pair<bool, int64_t> emulated_cuda_set_sm90(bool on, int64_t wgmma_min_tiles);
 
