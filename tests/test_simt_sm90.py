@@ -345,7 +345,7 @@ def test_tensor_maps_refuse_what_the_driver_refuses():
 def _tma_wgmma(kind, mn, mode=0, seed=6):
     """A (64 x k) and B by TMA into 128-byte swizzled stages, then wgmma along k (the
     selftest's modes: 0 right, 1 the mbarrier wait after the wgmmas, 2 the stage refilled
-    while they are in flight); D and the operands as the GPU reads them."""
+    while they are in flight, 3 right, the stage loaded again after a __syncthreads); D and the operands as the GPU reads them."""
     rng = np.random.default_rng(seed)
     element = 4 if kind == "tf32" else 2
     depth = 128 // element
@@ -489,6 +489,25 @@ def _ring(mode, slices=5, seed=8):
     for k in range(64 * slices):
         want += a[:, k : k + 1] * b[k : k + 1, :]
     return got.reshape(64, 64).astype(np.float32), want
+
+
+def test_a_stage_reloaded_after_a_barrier_is_ordered(order):
+    """The same stage loaded again once every thread's wait_group is behind a __syncthreads
+    (the barrier tells the issuing thread that the others' wgmmas completed): accepted, D
+    as before (the order check's other side: a copy after a block-wide barrier)."""
+    got, ra, rb = _tma_wgmma("bf16", True, 3)
+    want = np.zeros((64, 64), np.float32)
+    for k in range(ra.shape[1]):
+        want += ra[:, k : k + 1] * rb[k : k + 1, :]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_a_producer_waiting_on_the_wrong_parity_deadlocks(order):
+    """A fresh empty barrier has completed only the phase "before" its first (parity 1): a
+    producer that waits for parity 0 on its first pass waits for consumers that wait for
+    it, which the GPU hangs on and the emulator reports."""
+    with pytest.raises(RuntimeError, match="deadlock"):
+        _ring(3)
 
 
 def test_a_warp_specialized_ring_computes_the_product(order):

@@ -166,7 +166,8 @@ __global__ void tma_kernel(double* out, const ptx::TensorMap* map, int column, i
 enum TmaWgmmaMode {
   kTmaWgmmaRight,
   kTmaWgmmaLateWait,  // the mbarrier wait after the wgmmas are issued, before their wait_group
-  kTmaWgmmaRefill     // the stage reloaded while the wgmmas reading it are in flight
+  kTmaWgmmaRefill,    // the stage reloaded while the wgmmas reading it are in flight
+  kTmaWgmmaReload     // right: the stage reloaded after every thread's wait_group and a __syncthreads
 };
 
 template <class T, int N, bool kTransB>
@@ -203,6 +204,14 @@ __global__ void tma_wgmma_kernel(double* out, const ptx::TensorMap* map_a, const
   }
   ptx::wgmma_wait_group<0>();
   if (mode == kTmaWgmmaRefill) ptx::mbarrier_wait(bar, 1);
+  if (mode == kTmaWgmmaReload) {
+    __syncthreads();  // every thread's wgmmas complete, and thread 0 knows it
+    if (threadIdx.x == 0) {
+      ptx::mbarrier_arrive_expect_tx(bar, a_bytes);
+      ptx::tma_load_2d(a, map_a, 0, 0, bar);
+    }
+    ptx::mbarrier_wait(bar, 1);
+  }
   const unsigned t = threadIdx.x, warp = t / 32, g = (t % 32) / 4, q = t % 4;
   for (int j = 0; j < N / 2; ++j) out[(16 * warp + g + 8 * (j / 2 % 2)) * N + 8 * (j / 4) + 2 * q + j % 2] = d[j];
 }
@@ -214,8 +223,9 @@ __global__ void tma_wgmma_kernel(double* out, const ptx::TensorMap* map_a, const
 // modes each make one mistake in the release.
 enum RingMode {
   kRingRight,
-  kRingEarlyRelease,   // a consumer arrives on the slice's empty barrier before its wait_group
-  kRingReleaseCurrent  // after wait_group 1, the current slice's stage released (its wgmmas in flight)
+  kRingEarlyRelease,    // a consumer arrives on the slice's empty barrier before its wait_group
+  kRingReleaseCurrent,  // after wait_group 1, the current slice's stage released (its wgmmas in flight)
+  kRingEmptyParity      // the producer's empty wait without the flip: its first pass never goes on
 };
 constexpr int kRingStages = 2;
 
@@ -237,7 +247,7 @@ __global__ void ring_kernel(double* out, const ptx::TensorMap* map_a, const ptx:
     if (tid < 32 && ptx::elect_one_sync())
       for (int slice = 0; slice < slices; ++slice) {
         const int st = slice % kRingStages;
-        ptx::mbarrier_wait(&empty[st], (static_cast<unsigned>(slice / kRingStages) & 1u) ^ 1u);
+        ptx::mbarrier_wait(&empty[st], (static_cast<unsigned>(slice / kRingStages) & 1u) ^ (mode != kRingEmptyParity));
         unsigned char* a = stages + st * 2 * kBox;
         ptx::mbarrier_arrive_expect_tx(&full[st], 2 * kBox);
         ptx::tma_load_2d(a, map_a, 64 * slice, 0, &full[st]);
