@@ -8,17 +8,19 @@
 // Warp-specialized, as CUTLASS's sm90 kernels: a block is three warpgroups. The first is
 // the producer: one elected thread of its first warp issues the TMA loads, the others exit
 // at once, and it gives its registers up (setmaxnreg.dec to kWgProducerRegisters) to the
-// two consumer warpgroups (setmaxnreg.inc to kWgConsumerRegisters), which compute a 128 x 256
-// tile of C, each 64 rows with m64n256k16 (128 accumulators per thread: the registers the
-// producer gave). k goes in slices of 64 (128 bytes of 16-bit values: one row of the 128-byte
-// swizzle), kWgStages of them in a ring. Per stage, the TMA brings A's 128 x 64 box (K-major:
-// x's rows) and B's as four 64 (k) x 64 (n) boxes (MN-major: W's rows are n-contiguous, read
-// with wgmma's transpose), 48 KiB in all, announced to the stage's full mbarrier. Elements past the edges arrive as
-// zeros (the TMA's fill), so partial tiles need no checks before the epilogue's. Each stage also has an empty mbarrier,
-// one arrival per consumer thread: a consumer arrives once its wgmmas that read the stage are complete (wait_group 1
-// after the next slice's issue: only that slice's in flight), and the producer waits for the phase before refilling it.
-// No block-wide barrier in the loop: the producer runs up to kWgStages slices ahead, each consumer warpgroup at its own
-// pace.
+// two consumer warpgroups (setmaxnreg.inc to kWgConsumerRegisters), which compute a 128 x
+// 256 tile of C, each 64 rows with m64n256k16 (128 accumulators per thread: the registers
+// the producer gave). k goes in slices of 64 (128 bytes of 16-bit values: one row of the
+// 128-byte swizzle), kWgStages of them in a ring. Per stage, the TMA brings A's 128 x 64 box
+// (K-major: x's rows) and B's as four 64 (k) x 64 (n) boxes (MN-major: W's rows are
+// n-contiguous, read with wgmma's transpose), 48 KiB in all, announced to the stage's full
+// mbarrier. Elements past the edges arrive as zeros (the TMA's fill), so partial tiles need
+// no checks before the epilogue's. Each stage also has an empty mbarrier, one arrival per
+// consumer thread: a consumer arrives once its wgmmas that read the stage are complete
+// (wait_group 1 after the next slice's issue: only that slice's in flight), and the
+// producer waits for the phase before refilling it. No block-wide barrier in the loop: the
+// producer keeps kWgStages - 1 slices loading ahead of the one computed, and each consumer
+// warpgroup goes at its own pace.
 
 #include <climits>
 #include <cstdint>
