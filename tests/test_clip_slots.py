@@ -17,7 +17,8 @@ as it reads them, so they are still the backward's):
   rounds to the same float32 or to its neighbour: the weights differ by at most
   lr * spacing(g * factor) + spacing(lr * g * factor) + spacing(w);
 - the same slots and weights, bit for bit, under every thread order of the emulator;
-- the steps that keep a norm pass of their own (a penalty, fp16) leave no slots.
+- the steps that keep a norm pass of their own (a penalty, fp16, data parallelism) leave no
+  slots.
 
 The shapes cross the tiles' edges (63, 64, 65 columns, db's extra row), batch 1 (the layers
 with an input gradient take the GEMV: both products are small), the GEMV for dW (16 outputs
@@ -147,8 +148,12 @@ def test_every_thread_order_gives_the_same_slots_and_weights(case):
     assert all(r == runs[0] for r in runs[1:])
 
 
-@pytest.mark.parametrize("args", [dict(precision="fp16"), dict(l2=1e-3)], ids=["fp16", "l2"])
+@pytest.mark.parametrize(
+    "args", [dict(precision="fp16"), dict(l2=1e-3), dict(data_parallel=True)], ids=["fp16", "l2", "data parallel"]
+)
 def test_a_step_whose_norm_keeps_its_pass_leaves_no_slots(args):
+    """A penalty's gradient and fp16's unscaling come after the backward, and a data-parallel
+    step sums the ranks' gradients between its halves: their norm is global_norm's."""
     input_dim, widths, batch, _ = _SHAPES["tile edges"]
     reg = cm.regularizers.l2(args["l2"]) if "l2" in args else None
     model = cm.Sequential(
@@ -159,5 +164,10 @@ def test_a_step_whose_norm_keeps_its_pass_leaves_no_slots(args):
                   precision=args.get("precision", "fp32"))  # fmt: skip
     rng = np.random.default_rng(4)
     x = rng.standard_normal((batch, input_dim)).astype(np.float32)
-    model.fit(x, rng.integers(0, widths[-1], batch).astype(np.int32), batch_size=batch, verbose=0)
+    y = rng.integers(0, widths[-1], batch).astype(np.int32)
+    model.fit(x, y, batch_size=batch, verbose=0)
+    if args.get("data_parallel"):
+        assert len(model._net._read_norm_slots()) > 0  # the fit's step took them
+        model._net.compute_gradients(x, y, np.arange(batch, dtype=np.int64))
+        model._net.apply_gradients(batch)
     assert len(model._net._read_norm_slots()) == 0
