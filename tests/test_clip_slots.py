@@ -20,9 +20,10 @@ as it reads them, so they are still the backward's):
 - the steps that keep a norm pass of their own (a penalty, fp16, data parallelism) leave no
   slots.
 
-The shapes cross the tiles' edges (63, 64, 65 columns, db's extra row), batch 1 (the layers
-with an input gradient take the GEMV: both products are small), the GEMV for dW (16 outputs
-or fewer) and the tensor cores (bf16)."""
+The shapes cross the tiles' edges (63, 64, 65 columns, db's extra row), batch 1 (the top
+layer takes the GEMV: 10 outputs, and its input gradient's one row), the GEMV for every
+layer (16 outputs or fewer, inputs too where there is an input gradient) and the tensor
+cores (bf16)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ _LR, _MAX_NORM = 0.25, 1e-3
 _SHAPES = {
     "tile edges": (65, (64, 63, 17), 70, "fp32"),
     "batch 1": (65, (130, 64, 10), 1, "fp32"),
-    "gemv dW": (20, (33, 16), 9, "fp32"),
+    "gemv": (20, (12, 7), 9, "fp32"),
     "tensor cores": (65, (64, 65, 10), 70, "bf16"),
 }
 
@@ -112,6 +113,8 @@ def test_each_slot_holds_its_tiles_sum_of_squares(case):
     _, _, grad, slots = _fit(shape)
     expected = _expected_slots(shape, grad)
     assert len(slots) == len(expected)
+    gemv_slots = sum(t.ndim == 1 for t in expected)
+    assert gemv_slots == (len(expected) if case == "gemv" else 10 * 17 if case == "batch 1" else 0)
     for s, (got, tile) in enumerate(zip(slots, expected)):
         want = _exact(tile)
         assert abs(got - want) <= (tile.size - 1) * _U * want, f"slot {s}: {got!r}, its tile's {want!r}"
