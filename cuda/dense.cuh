@@ -3,7 +3,8 @@
 // epilogue behind all three GEMMs of a dense layer, and the backward pass's activation
 // derivative and bias gradient), gemv_kernel (the same products for up to 4 rows or 16
 // columns, a warp per output column), and the types they share with the tensor-core GEMM
-// of cuda/gemm_tc.cuh (GemmParams, GemmPair, Operand, gemm_tile, store_c).
+// of cuda/gemm_tc.cuh (GemmParams, GemmPair, Operand, gemm_tile, store_c,
+// store_tile_squares).
 
 #include <cstdint>
 #include <type_traits>
