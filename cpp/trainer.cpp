@@ -609,11 +609,7 @@ void Trainer::reserve_batch(int64_t b, bool row_weights) {
   ws.targets.reserve(rows * static_cast<size_t>(out));
   ws.labels.reserve(rows);
   if (row_weights) ws.row_weights.reserve(rows);
-  norm_slot_count_ = 0;
-  if (slot_norm_) {
-    for (size_t l = lowest_trainable_; l < model_.layers().size(); ++l) norm_slot_count_ += norm_slots_of(l, b);
-    norm_slots_.reserve(static_cast<size_t>(norm_slot_count_));
-  }
+  reserve_norm_slots(b);
 }
 
 void Trainer::run_gradients(int64_t b, const BatchShare& share, bool row_weights, bool soft) {

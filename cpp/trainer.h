@@ -250,6 +250,9 @@ class Trainer {
   bool norm_from_slots() const;
   // The norm slots dense layer l's backward fills at batch b (0: none, or not trainable).
   int64_t norm_slots_of(size_t l, int64_t b) const;
+  // norm_slot_count_ = the slots a batch of b rows fills (none without slot_norm_), and
+  // their buffer reserved (reserve_batch: before a step graph records).
+  void reserve_norm_slots(int64_t b);
   // gate: fp16's device state (the update is skipped on its say), else null; scalars: what
   // the update reads from the device (trainer_step.cpp).
   void run_optimizer(const StepState* gate, const UpdateScalars& scalars);

@@ -83,6 +83,13 @@ int64_t Trainer::norm_slots_of(size_t l, int64_t b) const {
   return backend_->dense_norm_slots(DenseShape{b, in_width, s.units, precision_}, l > lowest_trainable_);
 }
 
+void Trainer::reserve_norm_slots(int64_t b) {
+  norm_slot_count_ = 0;
+  if (!slot_norm_) return;
+  for (size_t l = lowest_trainable_; l < model_.layers().size(); ++l) norm_slot_count_ += norm_slots_of(l, b);
+  norm_slots_.reserve(static_cast<size_t>(norm_slot_count_));
+}
+
 void Trainer::apply_gradients(int64_t b) {
   if (!compiled_) throw std::runtime_error("[fit] the model must be compiled before training");
   const int64_t num_params = model_.num_params();
