@@ -83,17 +83,34 @@ void split_workspace(DeviceContext& ctx, float** partials, unsigned** counters) 
   *counters = ctx.gemm_counters.data();
 }
 
+// A product's warps in gemv_kernel (one per column of each kGemvRows rows), and whether it
+// takes the products: all of at most kGemvRows rows or kGemvMaxColumns columns, in at most
+// INT_MAX blocks.
+int64_t gemv_warps(const GemmParams& p) { return p.n * ((rows_of(p) + kGemvRows - 1) / kGemvRows); }
+bool gemv_fits(const GemmParams* ps, int count) {
+  int64_t warps = 0;
+  for (int i = 0; i < count; ++i) {
+    if (rows_of(ps[i]) > kGemvRows && ps[i].n > kGemvMaxColumns) return false;
+    warps += gemv_warps(ps[i]);
+  }
+  return (warps + kGemvThreads / 32 - 1) / (kGemvThreads / 32) <= INT_MAX;
+}
+
+// The slots of problem 0's sums of squares (GemmParams::sq) that gemm() fills: a float32
+// GEMV's warps, else the tiles (both kernels tile C alike, split or not).
+int64_t sq_slots(const GemmParams* ps, int count, Precision precision) {
+  if (precision == Precision::fp32 && gemv_fits(ps, count)) return gemv_warps(ps[0]);
+  return exact_blocks(ps[0].n, kGemmBn) * ((rows_of(ps[0]) + kGemmBm - 1) / kGemmBm);
+}
+
 // Up to two float32 products, all of at most kGemvRows rows or kGemvMaxColumns columns,
 // through gemv_kernel: true if it took them.
 bool gemv(DeviceContext& ctx, const GemmParams* ps, int count) {
+  if (!gemv_fits(ps, count)) return false;
   int64_t warps[2] = {0, 0};
-  for (int i = 0; i < count; ++i) {
-    if (rows_of(ps[i]) > kGemvRows && ps[i].n > kGemvMaxColumns) return false;
-    warps[i] = ps[i].n * ((rows_of(ps[i]) + kGemvRows - 1) / kGemvRows);
-  }
+  for (int i = 0; i < count; ++i) warps[i] = gemv_warps(ps[i]);
   // at least one block and one column per row group (a launch of none is an error)
   const int64_t blocks = std::max<int64_t>(1, (warps[0] + warps[1] + kGemvThreads / 32 - 1) / (kGemvThreads / 32));
-  if (blocks > INT_MAX) return false;
   GemmPair pp{};
   pp.p[0] = ps[0];
   if (count > 1) pp.p[1] = ps[1];
@@ -173,6 +190,7 @@ void gemm(DeviceContext& ctx, GemmParams* ps, int count, Precision precision) {
       if (p.a16) part.a16 = p.a16 + r0 * p.a_rs;
       if (p.c16) part.c16 = p.c16 + r0 * p.ldc;
       part.c = p.c + r0 * p.ldc;
+      if (p.sq) part.sq = p.sq + (r0 / kGemmBm) * tiles_n[i];  // the whole C's tile indices
       if (p.preact) part.preact = p.preact + r0 * p.ldc;
       if (p.dropout.out) {  // the mask's elements are counted from the whole C's first
         part.dropout.out = p.dropout.out + r0 * p.ldc;
@@ -214,14 +232,10 @@ void DeviceBackend::dense_forward(float* y, float* z, const float* x, const floa
   gemm(ctx, &p, 1, s.precision);
 }
 
-// dy, y, z: (batch, out)  x: (batch, in)  w: (in, out) -> dx (batch, in), dw (in, out), db (out);
-// dx, or dw and db together (a frozen layer), may be null and are then skipped. Both
-// products read dy as dz = act'(dy; y, z) as they load it, so the dz workspace is not
-// written.
-void DeviceBackend::dense_backward(float* dx, float* dw, float* db, float*, const float* dy, const float* x,
-                                   const float* w, const float* y, const float* z, DenseShape s, Activation act) {
-  DeviceContext& ctx = this->ctx();
-  GemmParams ps[2];
+namespace {
+// dense_backward's products (ps[0] dW when dw is given, then dx): how many.
+int backward_params(GemmParams (&ps)[2], float* dx, float* dw, float* db, const float* dy, const float* x,
+                    const float* w, const float* y, const float* z, const DenseShape& s, Activation act) {
   int count = 0;
   if (dw) {
     // dw (in, out) = x^T (in, batch) . dz (batch, out), db (out) its row of ones; with
@@ -245,8 +259,31 @@ void DeviceBackend::dense_backward(float* dx, float* dw, float* db, float*, cons
       p.dropout.out = dx;
     }
   }
+  return count;
+}
+}  // namespace
+
+// dy, y, z: (batch, out)  x: (batch, in)  w: (in, out) -> dx (batch, in), dw (in, out), db (out);
+// dx, or dw and db together (a frozen layer), may be null and are then skipped. Both
+// products read dy as dz = act'(dy; y, z) as they load it, so the dz workspace is not
+// written. With s.norm_slots, dW's tiles leave their sums of squares there.
+void DeviceBackend::dense_backward(float* dx, float* dw, float* db, float*, const float* dy, const float* x,
+                                   const float* w, const float* y, const float* z, DenseShape s, Activation act) {
+  DeviceContext& ctx = this->ctx();
+  GemmParams ps[2];
+  const int count = backward_params(ps, dx, dw, db, dy, x, w, y, z, s, act);
   if (!count) return;
+  if (dw) ps[0].sq = s.norm_slots;
   gemm(ctx, ps, count, s.precision);
+}
+
+int64_t DeviceBackend::dense_norm_slots(const DenseShape& s, bool dx) const {
+  float shape_only = 0.0f;  // stands for every buffer: only the products' shapes are read
+  GemmParams ps[2];
+  float* none = &shape_only;
+  const int count =
+      backward_params(ps, dx ? none : nullptr, none, none, none, none, none, none, none, s, Activation::identity);
+  return sq_slots(ps, count, s.precision);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -476,14 +476,16 @@ __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(Gemm
   CUSTOMML_UNROLL
   for (int i = 0; i < 8; ++i) load4(acc4[i], totals + (i * kTcThreads + tid) * 4);
   if (splits > 1 && !split_last_block<kTcThreads>(p, tile, splits, acc4, &arrived)) return;
+  double sq = 0.0;
   CUSTOMML_UNROLL
   for (int i = 0; i < 2; ++i) {
     CUSTOMML_UNROLL
     for (int j = 0; j < 4; ++j) {
       CUSTOMML_UNROLL
-      for (int e = 0; e < 4; ++e) store_c<kGrad>(p, row0 + row_of(i, e), col0 + col_of(j, e), acc[i][j][e]);
+      for (int e = 0; e < 4; ++e) sq += store_c<kGrad>(p, row0 + row_of(i, e), col0 + col_of(j, e), acc[i][j][e]);
     }
   }
+  if (kGrad && p.sq) store_tile_squares<kTcThreads>(p.sq, tile.index, sq);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS
