@@ -439,12 +439,10 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemmPair pp) {
     CUSTOMML_UNROLL
     for (int r = 0; r < kGemvRows; ++r) total[r] += __shfl_sync(0xffffffffu, acc[r], q);
   }
-  // every lane holds every row's total: lane r stores row r, so that the store (with a
-  // backward's derivative and mask: the dx store's) is compiled once, not once a row.
-  // Selects, not total[lane]: a dynamic index would put total in local memory.
-  static_assert(kGemvRows == 4, "a select per row");
-  if (lane < kGemvRows)
-    store_c<kGrad>(p, row0 + lane, col, lane == 0 ? total[0] : lane == 1 ? total[1] : lane == 2 ? total[2] : total[3]);
+  if (lane == 0) {
+    CUSTOMML_UNROLL
+    for (int r = 0; r < kGemvRows; ++r) store_c<kGrad>(p, row0 + r, col, total[r]);
+  }
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS
