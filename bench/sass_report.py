@@ -133,12 +133,14 @@ def classify(op: str) -> list[str]:
     return tags
 
 
-def main_loop(sass: str) -> dict:
+def main_loop(sass: str, by_loads: bool = False) -> dict:
     """The mix of the main loop: the loop with the most tensor-core instructions (else FFMA)
     of its own, outside the loops nested in it, and of equals the shortest (the fp32 GEMM's
     whole-slice loop, which interior tiles run, beside its counted twin for edge tiles). Its
     nested loops count in its mix (the backward GEMM's per-slice dz pass over a thread's 4
-    elements, kept rolled)."""
+    elements, kept rolled). by_loads: the loop with the most global loads of its own instead
+    (the GEMV's k loop: its loop over the lanes' sums is laid out around its epilogue, which
+    has more FFMA)."""
     insns = [(int(m.group(1), 16), m.group(3), m.group(4)) for m in INSN.finditer(sass)]
     exits = [addr for addr, op, _ in insns if op == "EXIT"]
     loops = []
@@ -155,14 +157,16 @@ def main_loop(sass: str) -> dict:
         nested = [(a, b) for a, b in loops if (a, b) != (lo, hi) and lo <= a and b <= hi]
         body = [op for a, op, _ in insns if lo <= a <= hi]
         own = [classify(op) for a, op, _ in insns if lo <= a <= hi and not any(x <= a <= y for x, y in nested)]
-        counted.append((body, sum("mma" in t for t in own), sum("ffma" in t for t in own)))
+        counted.append(
+            (body, sum("mma" in t for t in own), sum("ffma" in t for t in own), sum("ldg" in t for t in own))
+        )
     if not counted:
         return {}
     use_mma = any(c[1] for c in counted)
     holding = [c for c in counted if (c[1] if use_mma else c[2])]
     if not holding:
         return {}
-    body = max(holding, key=lambda c: ((c[1] if use_mma else c[2]), -len(c[0])))[0]
+    body = max(holding, key=lambda c: (c[3] if by_loads else 0, (c[1] if use_mma else c[2]), -len(c[0])))[0]
     mix = {"insns": len(body)}
     for tag in ("ffma", "mma", "ld128", "cp_async", "ldmatrix", "tma", "convert", "int64", "ldg"):
         mix[tag] = sum(1 for op in body if tag in classify(op))
@@ -176,7 +180,7 @@ def disassemble(binary: str, kernels: dict[tuple[str, str], Kernel], pattern: re
             name = short_name(chunk.split(None, 1)[0])
             k = kernels.get((name, arch))
             if k and pattern.search(name):
-                k.loop = main_loop(chunk)
+                k.loop = main_loop(chunk, by_loads=name.startswith("gemv_kernel"))
 
 
 def dynamic_smem(name: str) -> int:
@@ -263,16 +267,17 @@ def dense_path(
 def dense_shapes() -> list[tuple[str, bool, list[tuple[int, int, int]], bool]]:
     """The dense layer's GEMMs as cuda/dense.cu launches them (the backward pass's dW, with
     db's extra row, and dx in one grid): (what, backward, [(m, n, k) per problem], whether
-    a training step has A in 16 bits: a Dense layer after the first) for the README MLP at
-    batch 128 and 1, and 4096^3 (as a layer after the first)."""
+    a training step has A in 16 bits: forward, a Dense layer after the first; backward, dz,
+    which the dx store of the Dense layer above writes: every layer but the top) for the
+    README MLP at batch 128 and 1, and 4096^3 (as a layer between two others)."""
     out = []
     for batch in (128, 1):
         for i, (inp, units) in enumerate([(784, 256), (256, 256), (256, 10)]):
             out.append((f"MLP b{batch} L{i + 1} forward {batch}x{inp}->{units}", False, [(batch, units, inp)], i > 0))
             back = [(inp + 1, units, batch)] + ([(batch, inp, units)] if i else [])
-            out.append((f"MLP b{batch} L{i + 1} backward" + ("" if i else " (no dx)"), True, back, False))
+            out.append((f"MLP b{batch} L{i + 1} backward" + ("" if i else " (no dx)"), True, back, i < 2))
     out.append(("4096^3 forward", False, [(4096, 4096, 4096)], True))
-    out.append(("4096^3 backward (dW + dx)", True, [(4097, 4096, 4096), (4096, 4096, 4096)], False))
+    out.append(("4096^3 backward (dW + dx)", True, [(4097, 4096, 4096), (4096, 4096, 4096)], True))
     return out
 
 
@@ -297,17 +302,24 @@ def estimate_wgmma_cycles(m: int, n: int, k: int) -> tuple[float, float]:
 
 
 def estimate_cycles(
-    kernels: dict[tuple[str, str], Kernel], backward: bool, problems: list, tensor_cores: bool = False
+    kernels: dict[tuple[str, str], Kernel],
+    backward: bool,
+    problems: list,
+    tensor_cores: bool = False,
+    dz16: bool = False,
 ) -> tuple[str, int, float]:
     """(path, blocks, estimated cycles on an H100) under the assumptions above (0 when the
     kernel's SASS was not read); tensor_cores: the bf16 kernel's (its loop a 16-deep slice
-    as the FP32 kernel's)."""
+    as the FP32 kernel's); dz16: a backward whose dz has a 16-bit copy."""
+    # the backward copies dz (dW's B) and, with dx (a layer after the first), x16 and the
+    # weights' twin too; without dz16 (the top layer) nothing
+    backward_copies = (2 if len(problems) == 2 else 1) if dz16 else 0
     path, blocks, per = dense_path(problems, gemv=not tensor_cores)
     flag = "true" if backward else "false"
     name = (
         # the forward with B (the weights' 16-bit twin) copied and A rounded as staged (layer 1,
-        # predict; layers 2+ copy A too), the backward without copies
-        f"gemm_tc_kernel<__nv_bfloat16, {flag}, {0 if backward else 1}>"
+        # predict; layers 2+ copy A too)
+        f"gemm_tc_kernel<__nv_bfloat16, {flag}, {backward_copies if backward else 1}>"
         if tensor_cores
         else f"{'gemv' if path == 'gemv' else 'gemm'}_kernel<{flag}>"
     )
@@ -340,7 +352,7 @@ def dense_estimates(kernels: dict[tuple[str, str], Kernel]) -> list[str]:
     for what, backward, problems, a16 in dense_shapes():
         flops = sum(2 * m * n * kk for m, n, kk in problems)
         for tc in (False, True):
-            path, blocks, cycles = estimate_cycles(kernels, backward, problems, tc)
+            path, blocks, cycles = estimate_cycles(kernels, backward, problems, tc, backward and a16)
             cover = ", ".join(f"{blocks / lim['sms']:.2f}x {lim['name']}'s {lim['sms']} SMs" for lim in SM.values())
             precision = "bf16" if tc else "FP32"
             estimate = f"; estimate {cycles / CLOCK_HZ * 1e6:.1f} us" if cycles else ""

@@ -108,6 +108,9 @@ struct HalfOperands {
   const uint16_t* w = nullptr;  // (in, out): the kernel's twin (Model::half_params)
   const uint16_t* x = nullptr;  // (batch, in): the input, as the layer below wrote it (y)
   uint16_t* y = nullptr;        // (batch, out), written with y: the next layer's x
+  // dense_backward: dy's copy (batch, out), the dz that the layer above's dx store wrote
+  // (DenseShape::below), read where dy is dz (act identity)
+  const uint16_t* dy = nullptr;
 };
 
 // Inverted dropout applied by a dense layer's epilogue (Backend::fuses_dropout), with the
@@ -123,11 +126,25 @@ struct DropoutMask {
   uint64_t per_step = 0;
 };
 
+// The Dense layer below's activation derivative, applied by dense_backward's dx store
+// where Backend::fuses_derivative (after a fused Dropout's mask): dx is written as that
+// layer's dz = act'(dx; y, z) (y, z: its output and pre-activation, z for gelu only), and
+// at bf16 / fp16 also rounded to dz16 (null: not written), that layer's HalfOperands::dy.
+// The layer below then passes act identity: its dy is dz. The same float expression as
+// the derivative applied where dy is read, so no bit changes.
+struct DerivativeBelow {
+  Activation act = Activation::identity;
+  const float* y = nullptr;
+  const float* z = nullptr;
+  uint16_t* dz16 = nullptr;
+};
+
 struct DenseShape {
   int64_t batch = 0, in = 0, out = 0;
   Precision precision = Precision::fp32;  // of the GEMM products
   HalfOperands half = {};
-  DropoutMask dropout = {};  // only where fuses_dropout() says so
+  DropoutMask dropout = {};    // only where fuses_dropout() says so
+  DerivativeBelow below = {};  // only where fuses_derivative() says so
   // dense_backward: dw's and db's sums of squares, one double per slot (dense_norm_slots
   // of them, each the sum of one tile's or GEMV warp's elements, written by one block),
   // for the gradients' global norm without a pass of its own; null: none.
@@ -379,6 +396,8 @@ class Backend {
   // Whether dense_forward and dense_backward apply DenseShape::dropout; false: the
   // executor runs dropout and leaves it empty.
   virtual bool fuses_dropout() const { return false; }
+  // Whether dense_backward applies DenseShape::below; false: it leaves it empty.
+  virtual bool fuses_derivative() const { return false; }
   // How many slots dense_backward fills at DenseShape::norm_slots for a layer of shape s
   // (with dx or without); 0: this device fills none (the executor runs global_norm).
   virtual int64_t dense_norm_slots(const DenseShape& s, bool dx) const { return 0; }

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "ops.h"
 #include "trainer_graph.h"
@@ -41,13 +42,14 @@ const uint16_t* half_kernel(const Model& m, size_t l, const float* w) {
 // are host-addressable on the cpu backend, so batches are gathered straight into them.
 struct Trainer::Workspace {
   Workspace(Backend* be, size_t n_layers)
-      : input(be), grad_a(be), grad_b(be), targets(be), labels(be), row_weights(be) {
+      : input(be), grad_a(be), grad_b(be), grad16_a(be), grad16_b(be), targets(be), labels(be), row_weights(be) {
     for (size_t l = 0; l < n_layers; ++l) {
       act.emplace_back(be);
       preact.emplace_back(be);
       act16.emplace_back(be);
     }
     layer_in.resize(n_layers);
+    layer_in16.resize(n_layers);
     layer_w.resize(n_layers);
   }
   Buffer<float> input;                // (rows, input_dim)
@@ -60,6 +62,9 @@ struct Trainer::Workspace {
   Buffer<float> targets;         // (rows, output_dim): mse and binary cross-entropy
   Buffer<int32_t> labels;        // (rows): classification labels
   Buffer<float> row_weights;     // (rows): the batch's sample weights, when fit has them
+  // (rows, max_width), bf16 / fp16 only: dz's 16-bit copies beside grad_a / grad_b, written
+  // by the dx store of the Dense layer above (DerivativeBelow::dz16)
+  Buffer<uint16_t> grad16_a, grad16_b;
   // Host staging of a batch for devices whose memory the host cannot address.
   std::vector<float> host_input, host_targets, host_row_weights;
   std::vector<int32_t> host_labels;
@@ -69,6 +74,8 @@ struct Trainer::Workspace {
   // layer_in[l]: what layer l read in the last forward pass (a pass-through dropout
   // leaves its own act buffer unwritten, so backward must not assume act[l - 1]).
   std::vector<const float*> layer_in;
+  // layer_in16[l]: layer_in[l]'s 16-bit copy as the forward pass read it, or null
+  std::vector<const uint16_t*> layer_in16;
   // layer_w[l]: the kernel Dense layer l multiplied by in the last forward pass: its own,
   // or its fake-quantized copy under quantization-aware training.
   std::vector<const float*> layer_w;
@@ -407,6 +414,7 @@ const float* Trainer::forward(int64_t b, const BatchShare& share) {
   for (size_t l = 0; l < layers.size(); ++l) {
     const LayerSpec& s = layers[l];
     ws.layer_in[l] = cur;
+    ws.layer_in16[l] = nullptr;
     float* dst = ws.act[l].data();
     uint16_t* dst16 = nullptr;
     if (s.kind == LayerSpec::Kind::affine) {
@@ -422,7 +430,10 @@ const float* Trainer::forward(int64_t b, const BatchShare& share) {
         ws.layer_in[l] = cur;
       }
       ws.layer_w[l] = w;
-      dst16 = ws.act16[l].data();
+      ws.layer_in16[l] = cur16;
+      // the 16-bit copy only where a Dense layer reads it next (not before a Dropout that
+      // masks it, nor at the output)
+      if (dense_reads_output(l)) dst16 = ws.act16[l].data();
       DenseShape shape{b, width, s.units, precision_, {half_kernel(model_, l, w), cur16, dst16}};
       if (dropout_fused_below(l + 1))  // the Dropout layer's output too
         shape.dropout = dropout_mask(ws.act[l + 1].data(), layers[l + 1].rate, l + 1,
@@ -453,18 +464,6 @@ DropoutMask Trainer::dropout_mask(float* out, float rate, size_t l, uint64_t fir
   const StepState* gate = precision_ == Precision::fp16 ? step_state_.data() : step_gates_;
   if (gate) return {out, rate, seed_, l, first, gate, layers};
   return {out, rate, seed_, static_cast<uint64_t>(step_) * layers + l, first, nullptr, 0};
-}
-
-bool Trainer::dropout_fused_below(size_t l) const {
-  const std::vector<LayerSpec>& layers = model_.layers();
-  return l > 0 && l < layers.size() && layers[l].kind == LayerSpec::Kind::dropout && layers[l].rate > 0.0f &&
-         layers[l - 1].kind == LayerSpec::Kind::dense && backend_->fuses_dropout();
-}
-
-bool Trainer::dropout_fused_above(size_t l) const {
-  const std::vector<LayerSpec>& layers = model_.layers();
-  return l + 1 < layers.size() && layers[l].kind == LayerSpec::Kind::dropout && layers[l].rate > 0.0f &&
-         layers[l + 1].kind == LayerSpec::Kind::dense && backend_->fuses_dropout();
 }
 
 void Trainer::loss_and_count(const float* logits, const float* row_weights, int64_t b, bool with_grad, bool soft,
@@ -606,6 +605,12 @@ void Trainer::reserve_batch(int64_t b, bool row_weights) {
   ws.input.reserve(rows * static_cast<size_t>(input_dim));
   ws.grad_a.reserve(rows * static_cast<size_t>(model_.max_width()));
   ws.grad_b.reserve(rows * static_cast<size_t>(model_.max_width()));
+  for (Buffer<uint16_t>* g : {&ws.grad16_a, &ws.grad16_b}) {
+    if (half_operands(precision_))
+      g->reserve(rows * static_cast<size_t>(model_.max_width()));
+    else
+      g->release();
+  }
   ws.targets.reserve(rows * static_cast<size_t>(out));
   ws.labels.reserve(rows);
   if (row_weights) ws.row_weights.reserve(rows);
@@ -623,9 +628,14 @@ void Trainer::run_gradients(int64_t b, const BatchShare& share, bool row_weights
   // buffers; dense layers overwrite it with dz in place.
   // Backward stops at the lowest trainable dense layer: nothing below it needs a
   // gradient (the layers before the first dense layer have no parameters at all).
+  // Where the device fuses it, a Dense layer's dx store writes the Dense layer below's dz
+  // (its derivative applied, and dz's 16-bit copy), and that layer reads dz as it is.
   float* cur = ws.grad_a.data();
   float* other = ws.grad_b.data();
   int64_t slots = 0;  // the norm slots filled so far (slot_norm_), in backward order
+  uint16_t* cur16 = ws.grad16_a.data();  // cur's 16-bit copy, once dz_ready
+  uint16_t* other16 = ws.grad16_b.data();
+  bool dz_ready = false;  // cur holds dz (the layer above applied this layer's derivative)
   for (size_t l = layers.size(); l-- > lowest_trainable_;) {
     const LayerSpec& s = layers[l];
     const int64_t in_width = l == 0 ? input_dim : model_.widths()[l - 1];
@@ -634,21 +644,25 @@ void Trainer::run_gradients(int64_t b, const BatchShare& share, bool row_weights
       float* dx = need_dx ? other : nullptr;
       // A frozen layer above it passes the gradient on without the weight-gradient work.
       // The kernel is the one the forward pass used (fake-quantized under QAT).
-      DenseShape shape{b, in_width, s.units, precision_, {half_kernel(model_, l, ws.layer_w[l])}};
+      DenseShape shape{b, in_width, s.units, precision_, {half_kernel(model_, l, ws.layer_w[l]), ws.layer_in16[l]}};
+      if (dz_ready) shape.half.dy = cur16;
       if (need_dx && dropout_fused_above(l - 1))  // dx through the Dropout layer's mask
         shape.dropout = dropout_mask(dx, layers[l - 1].rate, l - 1, static_cast<uint64_t>(share.first_row * in_width));
       if (slot_norm_ && s.trainable) {
         shape.norm_slots = norm_slots_.data() + slots;
         slots += norm_slots_of(l, b);
       }
+      const size_t below = need_dx ? derivative_fused_below(l) : layers.size();
+      if (below < layers.size())
+        shape.below = {layers[below].activation, ws.act[below].data(), ws.preact[below].data(), other16};
       backend_->dense_backward(dx, s.trainable ? grads_.data() + model_.weight_offsets()[l] : nullptr,
                                s.trainable ? grads_.data() + model_.bias_offsets()[l] : nullptr, cur, cur,
                                ws.layer_in[l], ws.layer_w[l], ws.act[l].data(), ws.preact[l].data(), shape,
-                               s.activation);
+                               dz_ready ? Activation::identity : s.activation);
       if (!need_dx) break;
-      float* t = cur;
-      cur = other;
-      other = t;
+      dz_ready = below < layers.size();
+      std::swap(cur, other);
+      std::swap(cur16, other16);
     } else {
       if (!need_dx) break;
       if (s.rate > 0.0f && !dropout_fused_above(l))

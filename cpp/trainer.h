@@ -224,6 +224,13 @@ class Trainer {
   // that fuses it: no dropout launch that way.
   bool dropout_fused_below(size_t l) const;
   bool dropout_fused_above(size_t l) const;
+  // Whether Dense layer l's output is the next Dense layer's input (through Dropouts of
+  // rate 0): its 16-bit copy is read only then.
+  bool dense_reads_output(size_t l) const;
+  // The Dense layer whose dz Dense layer l's dx store writes (DerivativeBelow): the one
+  // below it through Dropouts that pass dx on (rate 0) or are fused into that store, where
+  // the device fuses derivatives; else layers().size().
+  size_t derivative_fused_below(size_t l) const;
   // fp16's step count and loss scale on the device, read or written whole (not in a step).
   StepState read_step_state() const;
   void write_step_state(const StepState& s);

@@ -14,17 +14,20 @@
 
 namespace customml::CUSTOMML_CUDA_NS {
 namespace {
-// A bf16 / fp16 launch (T): a forward product whose B (the kernel), and A too, have 16-bit
-// copies cp.async can move takes the instance that copies them.
+// A bf16 / fp16 launch (T): products whose B, and A too, have 16-bit copies cp.async can
+// move (every problem's, in a backward pair) take the instance that copies them.
 template <class T, bool kGrad>
 void launch_half(DeviceContext& ctx, const GemmPair& pp, dim3 grid) {
-  const GemmParams& p = pp.p[0];
-  const bool copy_b = !kGrad && copyable_16(p.b16, p.b_cs, p.b_rs),
-             copy_a = copy_b && copyable_16(p.a16, p.a_rs, p.a_cs);
+  bool copy_b = true, copy_a = true;
+  for (int i = 0; i < (kGrad && pp.p[1].m > 0 ? 2 : 1); ++i) {
+    const GemmParams& p = pp.p[i];
+    copy_b = copy_b && copyable_16(p.b16, p.b_cs, p.b_rs);
+    copy_a = copy_a && copy_b && copyable_16(p.a16, p.a_rs, p.a_cs);
+  }
   if (copy_a)
-    launch(gemm_tc_kernel<T, false, kTcCopyAB>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
+    launch(gemm_tc_kernel<T, kGrad, kTcCopyAB>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
   else if (copy_b)
-    launch(gemm_tc_kernel<T, false, kTcCopyB>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
+    launch(gemm_tc_kernel<T, kGrad, kTcCopyB>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
   else
     launch(gemm_tc_kernel<T, kGrad>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
 }
@@ -47,12 +50,11 @@ void launch_pair(DeviceContext& ctx, const GemmPair& pp, unsigned blocks, Precis
   }
 }
 
-// The forward pass's GEMMs take the kernels compiled without the backward extras or a
-// second problem, which would cost them registers (occupancy) and code in the main loop.
-void launch_pair(DeviceContext& ctx, const GemmPair& pp, unsigned blocks, Precision precision, bool gemv = false) {
-  bool grad = pp.p[1].m > 0;
-  for (const GemmParams& p : pp.p)
-    grad = grad || p.db || p.a_act != Activation::identity || p.b_act != Activation::identity;
+// The forward pass's GEMMs (grad false) take the kernels compiled without the backward
+// extras or a second problem, which would cost them registers (occupancy) and code in the
+// main loop.
+void launch_pair(DeviceContext& ctx, const GemmPair& pp, unsigned blocks, Precision precision, bool grad,
+                 bool gemv = false) {
   if (grad)
     launch_pair<true>(ctx, pp, blocks, precision, gemv);
   else
@@ -105,7 +107,7 @@ int64_t sq_slots(const GemmParams* ps, int count, Precision precision) {
 
 // Up to two float32 products, all of at most kGemvRows rows or kGemvMaxColumns columns,
 // through gemv_kernel: true if it took them.
-bool gemv(DeviceContext& ctx, const GemmParams* ps, int count) {
+bool gemv(DeviceContext& ctx, const GemmParams* ps, int count, bool grad) {
   if (!gemv_fits(ps, count)) return false;
   int64_t warps[2] = {0, 0};
   for (int i = 0; i < count; ++i) warps[i] = gemv_warps(ps[i]);
@@ -116,7 +118,7 @@ bool gemv(DeviceContext& ctx, const GemmParams* ps, int count) {
   if (count > 1) pp.p[1] = ps[1];
   pp.blocks0 = static_cast<unsigned>(warps[0]);
   for (int i = 0; i < 2; ++i) pp.tiles_n[i] = static_cast<unsigned>(i < count ? std::max<int64_t>(ps[i].n, 1) : 1);
-  launch_pair(ctx, pp, static_cast<unsigned>(blocks), Precision::fp32, true);
+  launch_pair(ctx, pp, static_cast<unsigned>(blocks), Precision::fp32, grad, true);
   return true;
 }
 
@@ -124,18 +126,18 @@ bool gemv(DeviceContext& ctx, const GemmParams* ps, int count) {
 // their tiles fit in gridDim.x (2^31 - 1 blocks: every realistic shape), else each in
 // chunks of rows that do, db's row with the last chunk. Few tiles are split along k (both
 // kernels: they sum in the parts order, split or not); float32 products of a few rows or
-// columns take gemv_kernel.
-void gemm(DeviceContext& ctx, GemmParams* ps, int count, Precision precision) {
+// columns take gemv_kernel. grad: dense_backward's products (the kernels with its extras).
+void gemm(DeviceContext& ctx, GemmParams* ps, int count, Precision precision, bool grad = false) {
   static_assert(kGemmBm == kTcBm && kGemmBn == kTcBn, "both GEMMs tile C alike");
   for (int i = 0; i < count; ++i) ps[i].part_depth = part_depth_of(ps[i].k);
-  if (count == 1 && wgmma_path(ctx, ps[0], precision)) {
+  if (!grad && count == 1 && wgmma_path(ctx, ps[0], precision)) {
     if (precision == Precision::bf16)
       launch_wgmma<__nv_bfloat16>(ps[0], ctx.stream);
     else
       launch_wgmma<__half>(ps[0], ctx.stream);
     return;
   }
-  if (precision == Precision::fp32 && gemv(ctx, ps, count)) return;
+  if (precision == Precision::fp32 && gemv(ctx, ps, count, grad)) return;
   for (int i = 0; i < count; ++i)
     if (precision == Precision::fp32 && ps[i].k > kGemmMaxK)
       throw std::invalid_argument(
@@ -173,7 +175,7 @@ void gemm(DeviceContext& ctx, GemmParams* ps, int count, Precision precision) {
       pp.tiles_n[i] = static_cast<unsigned>(i < count ? tiles_n[i] : 1);
       pp.splits[i] = static_cast<unsigned>(split && i < count ? parts[i] : 1);
     }
-    launch_pair(ctx, pp, static_cast<unsigned>(blocks[0] + blocks[1]), precision);
+    launch_pair(ctx, pp, static_cast<unsigned>(blocks[0] + blocks[1]), precision, grad);
     return;
   }
   for (int i = 0; i < count; ++i) {
@@ -196,13 +198,11 @@ void gemm(DeviceContext& ctx, GemmParams* ps, int count, Precision precision) {
         part.dropout.out = p.dropout.out + r0 * p.ldc;
         part.dropout.first += static_cast<uint64_t>(r0 * p.ldc);
       }
-      if (p.a_act != Activation::identity) {
-        part.a_y = p.a_y + r0 * p.a_rs;
-        if (p.a_z) part.a_z = p.a_z + r0 * p.a_rs;
-      }
+      if (p.grad_y) part.grad_y = p.grad_y + r0 * p.ldc;
+      if (p.grad_z) part.grad_z = p.grad_z + r0 * p.ldc;
       pp.blocks0 = static_cast<unsigned>(tiles_n[i] * ((rows_of(part) + kGemmBm - 1) / kGemmBm));
       pp.tiles_n[0] = pp.tiles_n[1] = static_cast<unsigned>(tiles_n[i]);
-      launch_pair(ctx, pp, pp.blocks0, precision);
+      launch_pair(ctx, pp, pp.blocks0, precision, grad);
     }
   }
 }
@@ -233,48 +233,67 @@ void DeviceBackend::dense_forward(float* y, float* z, const float* x, const floa
 }
 
 namespace {
-// dense_backward's products (ps[0] dW when dw is given, then dx): how many.
-int backward_params(GemmParams (&ps)[2], float* dx, float* dw, float* db, const float* dy, const float* x,
-                    const float* w, const float* y, const float* z, const DenseShape& s, Activation act) {
+// dense_backward's products (ps[0] dW when dw is given, then dx), reading dz as it is (dy;
+// dz16 its 16-bit copy or null): how many.
+int backward_params(GemmParams (&ps)[2], float* dx, float* dw, float* db, const float* dy, const uint16_t* dz16,
+                    const float* x, const float* w, const DenseShape& s) {
+  const bool half = half_operands(s.precision);
   int count = 0;
   if (dw) {
     // dw (in, out) = x^T (in, batch) . dz (batch, out), db (out) its row of ones; with
     // batch 0, the bias-free epilogue writes zeros
     GemmParams& p = ps[count++];
     p = {s.in, s.out, s.batch, x, 1, s.in, dy, s.out, 1, dw, s.out, nullptr, Activation::identity, nullptr};
-    p.b_act = act;
-    p.b_y = y;
-    p.b_z = z;
     p.db = db;
+    if (half) {
+      p.a16 = s.half.x;
+      p.b16 = dz16;
+    }
   }
   // dx (batch, in) = dz (batch, out) . w^T (out, in)
   if (dx && s.batch > 0) {
     GemmParams& p = ps[count++];
     p = {s.batch, s.in, s.out, dy, s.out, 1, w, 1, s.out, dx, s.in, nullptr, Activation::identity, nullptr};
-    p.a_act = act;
-    p.a_y = y;
-    p.a_z = z;
     if (s.dropout.out) {  // the Dropout layer below: dx through its mask
       p.dropout = s.dropout;
       p.dropout.out = dx;
     }
+    p.grad_act = s.below.act;
+    p.grad_y = s.below.y;
+    p.grad_z = activation_needs_preact(s.below.act) ? s.below.z : nullptr;
+    if (half) {
+      p.a16 = dz16;
+      p.b16 = s.half.w;
+      p.c16 = s.below.dz16;
+    }
   }
+  for (int i = 0; i < count; ++i) ps[i].bf16 = s.precision == Precision::bf16;
   return count;
 }
 }  // namespace
 
 // dy, y, z: (batch, out)  x: (batch, in)  w: (in, out) -> dx (batch, in), dw (in, out), db (out);
-// dx, or dw and db together (a frozen layer), may be null and are then skipped. Both
-// products read dy as dz = act'(dy; y, z) as they load it, so the dz workspace is not
-// written. With s.norm_slots, dW's tiles leave their sums of squares there.
-void DeviceBackend::dense_backward(float* dx, float* dw, float* db, float*, const float* dy, const float* x,
+// dx, or dw and db together (a frozen layer), may be null and are then skipped. The
+// products read dz as it is: dy itself where act is identity (the layer above's dx store
+// applied this layer's derivative: DenseShape::below), else dz = act'(dy; y, z) written
+// first (one elementwise launch: the top layer's, the op's). dx's store applies the layer
+// below's derivative (s.below) after the Dropout's mask (s.dropout), and writes dz16. With
+// s.norm_slots, dW's tiles leave their sums of squares there.
+void DeviceBackend::dense_backward(float* dx, float* dw, float* db, float* dz, const float* dy, const float* x,
                                    const float* w, const float* y, const float* z, DenseShape s, Activation act) {
   DeviceContext& ctx = this->ctx();
+  const int64_t n = s.batch * s.out;
+  const uint16_t* dz16 = half_operands(s.precision) && act == Activation::identity ? s.half.dy : nullptr;
+  if (act != Activation::identity && n > 0) {
+    launch(activation_backward_kernel, dim3(grid_stride_blocks(n, kThreads)), dim3(kThreads), 0, ctx.stream, dz, dy, y,
+           activation_needs_preact(act) ? z : nullptr, n, act);
+    dy = dz;
+  }
   GemmParams ps[2];
-  const int count = backward_params(ps, dx, dw, db, dy, x, w, y, z, s, act);
+  const int count = backward_params(ps, dx, dw, db, dy, dz16, x, w, s);
   if (!count) return;
   if (dw) ps[0].sq = s.norm_slots;
-  gemm(ctx, ps, count, s.precision);
+  gemm(ctx, ps, count, s.precision, true);
 }
 
 int64_t DeviceBackend::dense_norm_slots(const DenseShape& s, bool dx) const {
@@ -282,7 +301,7 @@ int64_t DeviceBackend::dense_norm_slots(const DenseShape& s, bool dx) const {
   GemmParams ps[2];
   float* none = &shape_only;
   const int count =
-      backward_params(ps, dx ? none : nullptr, none, none, none, none, none, none, none, s, Activation::identity);
+      backward_params(ps, dx ? none : nullptr, none, none, none, nullptr, none, none, s);
   return sq_slots(ps, count, s.precision);
 }
 

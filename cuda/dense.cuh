@@ -22,13 +22,14 @@ namespace customml::CUSTOMML_CUDA_NS {
 // strides, so transposed operands are read in place. preact, if set, receives the
 // value before the activation.
 //
-// The backward pass's extras (null / identity in a forward GEMM), so that dz, db, dW and
-// dx take one launch and no pass writes dz:
-// - a_act / b_act: that operand holds dy and is read as dz = act'(dy; y, z), with y and
-//   z (a_y, a_z / b_y, b_z) at the operand's own offsets (dy's layout);
+// The backward pass's extras (null / identity in a forward GEMM), so that db, dW and dx
+// take one launch and the operands are read as they are (dz, ready: dense_backward):
 // - db: C gets one more row, m, where A reads as ones: the column sums of B, the bias
 //   gradient inside the weight-gradient product, summed over k in the GEMM's order (the
-//   order of a serial column sum), written to db instead of C.
+//   order of a serial column sum), written to db instead of C;
+// - grad_act: dx's store writes the layer below's dz = act'(dx; y, z) instead of dx
+//   (after a fused Dropout's mask), y and z (grad_y, grad_z) at C's offsets, and its
+//   16-bit copy to c16: the derivative is applied once per element, where dx is made.
 //
 // Every kernel sums in one order, the parts order (part_depth), whatever the kernel, grid
 // or split (the tensor-core kernel its mma chains): a row's result does not depend on the
@@ -44,9 +45,9 @@ struct GemmParams {
   const float* bias;
   Activation act;
   float* preact;
-  Activation a_act = Activation::identity, b_act = Activation::identity;
-  const float *a_y = nullptr, *a_z = nullptr, *b_y = nullptr, *b_z = nullptr;
   float* db = nullptr;
+  Activation grad_act = Activation::identity;
+  const float *grad_y = nullptr, *grad_z = nullptr;
   // The parts order: k in parts of part_depth (a multiple of kGemmBk: part_depth_of(k)),
   // each summed in k order from zero, the parts' sums added left to right from zero.
   int64_t part_depth = 0;
@@ -55,11 +56,10 @@ struct GemmParams {
   // to arrive (counters, one per tile, zero between launches) adds them in part order.
   float* partials = nullptr;
   unsigned* counters = nullptr;
-  // bf16 / fp16 forward launches (format bf16, else fp16): A's and B's 16-bit copies (at a's
-  // and b's element strides), which the tensor-core kernel copies as they are; null: it
-  // reads the float operand and rounds it as staged. The backward kernel reads none
-  // (cuda/gemm_tc.cuh). c16: the epilogue also writes C rounded to the format there (the
-  // next layer's A), at c's offsets.
+  // bf16 / fp16 launches (format bf16, else fp16): A's and B's 16-bit copies (at a's and b's
+  // element strides), which the tensor-core kernel copies as they are; null: it reads the
+  // float operand and rounds it as staged. c16: the epilogue also writes C rounded to the
+  // format there (the next layer's A, or the layer below's dz), at c's offsets.
   const uint16_t* a16 = nullptr;
   const uint16_t* b16 = nullptr;
   uint16_t* c16 = nullptr;
@@ -97,12 +97,10 @@ inline int64_t part_depth_of(int64_t k) {
 }
 
 __device__ __forceinline__ Operand operand_a(const GemmParams& p) {
-  return {p.a, p.a_rs, p.a_cs, p.m, p.k, p.a_act, p.a_y, p.a_z, p.db ? p.m : -1};
+  return {p.a, p.a_rs, p.a_cs, p.m, p.k, p.db ? p.m : -1};
 }
 // B (k, n) is addressed as rows n, depth k: b_cs steps along n, b_rs along k.
-__device__ __forceinline__ Operand operand_b(const GemmParams& p) {
-  return {p.b, p.b_cs, p.b_rs, p.n, p.k, p.b_act, p.b_y, p.b_z, -1};
-}
+__device__ __forceinline__ Operand operand_b(const GemmParams& p) { return {p.b, p.b_cs, p.b_rs, p.n, p.k, -1}; }
 
 // This block's problem, tile (its index in the problem, first row, first column) and
 // part (0 unless split). A forward GEMM (kPair false) is always problem 0, known at
@@ -136,8 +134,10 @@ __device__ __forceinline__ float dropout_value(const DropoutMask& d, int64_t i, 
 }
 
 // C (r, c) = v: the bias, preact and activation, or db's row (r == m with db); then the
-// dropout mask's copy (or C masked in place). Returns the square of what a backward product
-// stored, exact in double (0: nothing stored), for GemmParams::sq.
+// dropout mask's copy (or C masked in place); a backward product's C (dx) then becomes the
+// layer below's dz (grad_act), the same float expression the layer's own loads applied.
+// Returns the square of what a backward product stored, exact in double (0: nothing
+// stored), for GemmParams::sq.
 template <bool kGrad>
 __device__ __forceinline__ double store_c(const GemmParams& p, int64_t r, int64_t c, float v) {
   if (r > p.m || c >= p.n || (r == p.m && !(kGrad && p.db))) return 0.0;
@@ -149,10 +149,17 @@ __device__ __forceinline__ double store_c(const GemmParams& p, int64_t r, int64_
   v += p.bias ? p.bias[c] : 0.0f;
   if (p.preact) p.preact[i] = v;
   const float y = act::apply(p.act, v);
+  if constexpr (kGrad) {  // dropout.out is c here (dx masked in place)
+    const float g = p.dropout.out ? dropout_value(p.dropout, i, y) : y;
+    const float dz = act::backward(p.grad_act, g, p.grad_y ? p.grad_y[i] : 0.0f, p.grad_z ? p.grad_z[i] : 0.0f);
+    p.c[i] = dz;
+    if (p.c16) p.c16[i] = half_bits(dz, p.bf16);
+    return static_cast<double>(dz) * dz;
+  }
   if (p.dropout.out != p.c) p.c[i] = y;
   if (p.c16) p.c16[i] = half_bits(y, p.bf16);
   if (p.dropout.out) p.dropout.out[i] = dropout_value(p.dropout, i, y);
-  return kGrad ? static_cast<double>(y) * y : 0.0;
+  return 0.0;
 }
 
 // A tile's sum of squares (GemmParams::sq) in sq[slot]: each thread's v (its elements'
@@ -213,10 +220,9 @@ __device__ __forceinline__ bool split_last_block(const GemmParams& p, const Gemm
   return true;
 }
 
-// Shared memory of a block: kStages slices of A and B, and in a backward product of the
-// derivative's input for dy (copied beside dy and combined with it once landed).
+// Shared memory of a block: kStages slices of A and B.
 struct GemmSmem {
-  float *a, *b, *aux, *total;
+  float *a, *b, *total;
   GemmTile* tile;
   unsigned* arrived;  // split-K: how many of the tile's blocks were done before this one
 };
@@ -247,17 +253,7 @@ __device__ __forceinline__ void gemm_block(const GemmParams& p, const GemmTile& 
     *a_rows = run_rows<kAk>(oa, t.row0, tid);
     *b_rows = run_rows<kBk>(ob, t.col0, tid);
   };
-  // Backward: at most one operand holds dy (dense_backward's: dW's B, dx's A), read as dz;
-  // the derivative's input is copied to the same offsets as dy in its own buffer: act::
-  // backward reads z for gelu (activation_needs_preact: z is then given) and y for every
-  // other activation, never both. Both operands share one layout (dz's copy mapping is
-  // either's).
   static_assert(!kGrad || kAk == kBk, "a backward product's operands share one layout");
-  const bool a_dz = kGrad && p.a_act != Activation::identity, b_dz = kGrad && p.b_act != Activation::identity;
-  const Activation dz_act = a_dz ? p.a_act : (b_dz ? p.b_act : Activation::identity);
-  const int64_t dz_offset = a_dz ? a_src - oa.base : b_src - ob.base;
-  const float* dz_aux = dz_act == Activation::gelu ? (a_dz ? p.a_z : p.b_z) : (a_dz ? p.a_y : p.b_y);
-  const float* aux = kGrad && dz_act != Activation::identity ? dz_aux + dz_offset : nullptr;
   // db's row of ones (A's row m; a product with db has a k-major A, gemm_kernel): the
   // element of this thread's run in row m, if any; else -1.
   int a_ones = -1;
@@ -276,48 +272,24 @@ __device__ __forceinline__ void gemm_block(const GemmParams& p, const GemmTile& 
     if constexpr (decltype(full)::value) {
       cp_async<16>(a, a_src, 16);
       cp_async<16>(b, b_src, 16);
-      if (kGrad && aux) cp_async<16>(slice(sm.aux, buf, run_smem<kAk>(tid)), aux, 16);
     } else if (left > 0) {
       const int d = left < kGemmBk ? left : kGemmBk;
       int a_rows, b_rows;
       rows_left(first, &a_rows, &b_rows);
       const int na = run_count<kAk>(a_rows, tid, d), nb = run_count<kBk>(b_rows, tid, d);
-      const bool va = runs_vec<kAk>(oa, a_dz), vb = runs_vec<kBk>(ob, b_dz);
-      copy_run(a, a_src, oa.base, kAk ? oa.cs : oa.rs, na, va);
-      copy_run(b, b_src, ob.base, kBk ? ob.cs : ob.rs, nb, vb);
-      if (kGrad && aux) {
-        const int64_t step = a_dz ? (kAk ? oa.cs : oa.rs) : (kBk ? ob.cs : ob.rs);
-        copy_run(slice(sm.aux, buf, run_smem<kAk>(tid)), aux, dz_aux, step, a_dz ? na : nb, a_dz ? va : vb);
-      }
+      copy_run(a, a_src, oa.base, kAk ? oa.cs : oa.rs, na, runs_vec<kAk>(oa));
+      copy_run(b, b_src, ob.base, kBk ? ob.cs : ob.rs, nb, runs_vec<kBk>(ob));
     }
     cp_async_commit();
     a_src += kGemmBk * oa.cs;
     b_src += kGemmBk * ob.cs;
-    if (kGrad && aux) aux += kGemmBk * (a_dz ? oa.cs : ob.cs);
   };
-  // Once this thread's copies of the slice k0 (buffer buf) have landed: its dy elements
-  // become dz = act'(dy; y, z), db's ones are written (backward only). Each thread rewrites
-  // its own copies, so the barrier that follows publishes them with the rest.
-  // kFull: a whole slice of a tile inside the operands, so db's row is not in it.
-  auto finish = [&](auto full, int buf, int k0, bool first) {
-    if constexpr (kGrad) {
-      const int d = depth - k0 < kGemmBk ? depth - k0 : kGemmBk;
-      if (dz_act != Activation::identity) {
-        const int smem = run_smem<kAk>(tid);
-        float* v = slice(a_dz ? sm.a : sm.b, buf, smem);
-        const float* in = slice(sm.aux, buf, smem);
-        // a whole slice's runs are all 4 elements long (nothing to count)
-        int n = 4;
-        if constexpr (!decltype(full)::value) {
-          int a_rows, b_rows;
-          rows_left(first, &a_rows, &b_rows);
-          n = a_dz ? run_count<kAk>(a_rows, tid, d) : run_count<kBk>(b_rows, tid, d);
-        }
-        CUSTOMML_NO_UNROLL
-        for (int i = 0; i < n; ++i) v[i] = act::backward(dz_act, v[i], in[i], in[i]);
-      }
-      if (!decltype(full)::value && a_ones >= 0 && run_k<kAk>(tid) < d)
-        slice(sm.a, buf, run_smem<kAk>(tid))[a_ones] = 1.0f;
+  // Once this thread's copies of the slice k0 (buffer buf) have landed: db's ones are
+  // written (backward only, never in a whole slice: db's row is outside the operands).
+  // Each thread rewrites its own copies, so the barrier that follows publishes them.
+  auto finish = [&](auto full, int buf, int k0) {
+    if constexpr (kGrad && !decltype(full)::value) {
+      if (a_ones >= 0 && run_k<kAk>(tid) < depth - k0) slice(sm.a, buf, run_smem<kAk>(tid))[a_ones] = 1.0f;
     }
   };
 
@@ -337,7 +309,7 @@ __device__ __forceinline__ void gemm_block(const GemmParams& p, const GemmTile& 
   CUSTOMML_UNROLL
   for (int s = 0; s < kStages - 1; ++s) issue(std::false_type(), s, s * kGemmBk, true);
   cp_async_wait<kStages - 2>();
-  finish(std::false_type(), 0, 0, true);
+  finish(std::false_type(), 0, 0);
   __syncthreads();
   int stage = 0;  // the buffer of the slice being multiplied
   // Slices [k0, to) of a part: issue the slice kStages - 1 ahead (into the buffer read
@@ -348,7 +320,7 @@ __device__ __forceinline__ void gemm_block(const GemmParams& p, const GemmTile& 
       issue(full, ahead, k0 + (kStages - 1) * kGemmBk, false);
       multiply_slice<kAk, kBk>(sm.a + stage * kGemmSliceFloats, sm.b + stage * kGemmSliceFloats, ty, tx, acc);
       cp_async_wait<kStages - 2>();
-      finish(full, next, k0 + kGemmBk, false);
+      finish(full, next, k0 + kGemmBk);
       __syncthreads();
       stage = next;
     }
@@ -357,8 +329,7 @@ __device__ __forceinline__ void gemm_block(const GemmParams& p, const GemmTile& 
   // An interior tile of aligned operands issues whole 16-byte slices without counting while
   // the slice issued is whole (k0 + kStages slices <= depth); edge tiles and the last
   // slices take the counted loop.
-  const bool whole =
-      runs_vec<kAk>(oa, a_dz) && runs_vec<kBk>(ob, b_dz) && row0 + kGemmBm <= oa.rows && col0 + kGemmBn <= ob.rows;
+  const bool whole = runs_vec<kAk>(oa) && runs_vec<kBk>(ob) && row0 + kGemmBm <= oa.rows && col0 + kGemmBn <= ob.rows;
   const int whole_end = whole ? depth - kStages * kGemmBk + 1 : 0;  // the whole-slice loop's slices start below
   // The parts, each summed from zero, then added to the total in order.
   for (int k0 = 0; k0 < depth;) {
@@ -395,8 +366,7 @@ __device__ __forceinline__ void gemm_block(const GemmParams& p, const GemmTile& 
 }
 
 // grid (the pair's tiles times their splits), block kGemmThreads; kGrad: a backward-pass
-// product (GemmParams' extras in use). Three slices in flight: 30 KiB of shared memory
-// forward, 45 backward with the derivative's input (48 is the static limit).
+// product (GemmParams' extras in use). Three slices in flight: 30 KiB of shared memory.
 template <bool kGrad>
 __global__ void __launch_bounds__(kGemmThreads, kGrad ? 2 : 3) gemm_kernel(GemmPair pp) {
   constexpr int kStages = 3;
@@ -404,8 +374,6 @@ __global__ void __launch_bounds__(kGemmThreads, kGrad ? 2 : 3) gemm_kernel(GemmP
   CUSTOMML_POISON_SHARED(as);
   __shared__ __align__(16) float bs[kStages][kGemmSliceFloats];
   CUSTOMML_POISON_SHARED(bs);
-  __shared__ __align__(16) float auxs[kGrad ? kStages : 1][kGrad ? kGemmSliceFloats : 4];
-  CUSTOMML_POISON_SHARED(auxs);
   __shared__ __align__(16) float totals[kGrad ? 4 : kGemmTm * kGemmThreads * kGemmTn];
   CUSTOMML_POISON_SHARED(totals);
   __shared__ GemmTile tile_shared;
@@ -415,7 +383,7 @@ __global__ void __launch_bounds__(kGemmThreads, kGrad ? 2 : 3) gemm_kernel(GemmP
   const GemmTile tile = gemm_tile<kGrad>(pp, kGemmBm, kGemmBn);
   const GemmParams& p = kGrad ? pp.p[tile.problem] : pp.p[0];
   const unsigned splits = kGrad ? pp.splits[tile.problem] : pp.splits[0];
-  const GemmSmem sm{&as[0][0], &bs[0][0], &auxs[0][0], totals, &tile_shared, &arrived};
+  const GemmSmem sm{&as[0][0], &bs[0][0], totals, &tile_shared, &arrived};
   // The layouts follow the operands: a forward GEMM's are known (x row-major along k, w
   // along n: dense_forward's), so it carries one; a backward one's are dx's (dy and w both
   // along k) or dW's (x and dy both along their rows), chosen by A; dW's always when it has
@@ -442,24 +410,12 @@ struct SliceLoad {
     // unchecked, the contiguous stride is 1 (Operand::float4_runs)
     const int64_t off = !kChecked ? (along_k ? r * o.rs + k : r + k * o.cs) : r * o.rs + k * o.cs;
     const bool in_bounds = along_k ? (r < o.rows && k + 3 < o.depth) : (r + 3 < o.rows && k < o.depth);
-    const bool grad = kGrad && o.act != Activation::identity;
-    const uintptr_t addresses = reinterpret_cast<uintptr_t>(o.base + off) |
-                                (grad ? reinterpret_cast<uintptr_t>(o.y + off) : 0) |
-                                (grad && o.z ? reinterpret_cast<uintptr_t>(o.z + off) : 0);
-    if (!kChecked || (in_bounds && contiguous_stride == 1 && (addresses & 15) == 0)) {
+    if (!kChecked || (in_bounds && contiguous_stride == 1 && (reinterpret_cast<uintptr_t>(o.base + off) & 15) == 0)) {
       const float4 q = *reinterpret_cast<const float4*>(o.base + off);
       v[0] = q.x;
       v[1] = q.y;
       v[2] = q.z;
       v[3] = q.w;
-      if (grad) {
-        const float4 y = *reinterpret_cast<const float4*>(o.y + off);
-        const float4 z = o.z ? *reinterpret_cast<const float4*>(o.z + off) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        v[0] = act::backward(o.act, v[0], y.x, z.x);
-        v[1] = act::backward(o.act, v[1], y.y, z.y);
-        v[2] = act::backward(o.act, v[2], y.z, z.z);
-        v[3] = act::backward(o.act, v[3], y.w, z.w);
-      }
       return;
     }
     if constexpr (kChecked) {

@@ -18,7 +18,8 @@ class DeviceBackend : public Backend {
   bool supports(Precision) const override { return true; }  // tensor cores: sm_80 and later
   void round_to_half(uint16_t* dst, const float* src, int64_t n, Precision format) override;
   int64_t folded_penalties() const override;
-  bool fuses_dropout() const override { return true; }  // the GEMM epilogue: cuda/dense.cuh
+  bool fuses_dropout() const override { return true; }     // the GEMM epilogue: cuda/dense.cuh
+  bool fuses_derivative() const override { return true; }  // dx's store: cuda/dense.cuh
   int64_t dense_norm_slots(const DenseShape& s, bool dx) const override;
   void fake_quantize(float* y, void* codes, DType qtype, const float* x, const float* scale, const int32_t* zero,
                      int64_t rows, int64_t cols, QuantAxis axis) override;

@@ -6,7 +6,6 @@
 
 #include <cstdint>
 
-#include "activation.h"
 #include "cuda/async_copy.cuh"
 #include "cuda/common.cuh"
 
@@ -26,30 +25,22 @@ constexpr int kGemmBk = 16;  // the tiled kernels' slice depth
 struct Operand {
   const float* base;
   int64_t rs, cs, rows, depth;
-  Activation act;  // not identity: base holds dy, read as dz
-  const float *y, *z;
   int64_t ones_row;  // the row that reads as ones (db's), or -1
 
-  // kGrad: the backward pass's extras (act, ones_row) are looked at; a forward GEMM's
-  // kernel is compiled without them.
+  // kGrad: the backward pass's extra (ones_row) is looked at; a forward GEMM's kernel is
+  // compiled without it.
   template <bool kGrad>
   __device__ __forceinline__ float at(int64_t r, int64_t k) const {
-    if (r < rows && k < depth) {
-      const int64_t off = r * rs + k * cs;
-      if (!kGrad || act == Activation::identity) return base[off];
-      return act::backward(act, base[off], y[off], z ? z[off] : 0.0f);
-    }
+    if (r < rows && k < depth) return base[r * rs + k * cs];
     return kGrad && r == ones_row && k < depth ? 1.0f : 0.0f;
   }
 
   // Whether the 64 rows from r0 are inside and every 4-element run of a full slice along
-  // the contiguous direction is a 16-byte-aligned float4 (of y and z too, for dz):
-  // SliceLoad (the tensor-core kernel's staging) may then skip its checks.
+  // the contiguous direction is a 16-byte-aligned float4: SliceLoad (the tensor-core
+  // kernel's staging) may then skip its checks.
   __device__ __forceinline__ bool float4_runs(int64_t r0, bool along_k) const {
-    const bool grad = act != Activation::identity;
-    const uintptr_t bases = reinterpret_cast<uintptr_t>(base) | (grad ? reinterpret_cast<uintptr_t>(y) : 0) |
-                            (grad && z ? reinterpret_cast<uintptr_t>(z) : 0);
-    return r0 + 64 <= rows && (along_k ? cs : rs) == 1 && (along_k ? rs : cs) % 4 == 0 && (bases & 15) == 0;
+    return r0 + 64 <= rows && (along_k ? cs : rs) == 1 && (along_k ? rs : cs) % 4 == 0 &&
+           (reinterpret_cast<uintptr_t>(base) & 15) == 0;
   }
 };
 
@@ -107,12 +98,11 @@ __device__ __forceinline__ int run_rows(const Operand& o, int64_t row0, int tid)
   return static_cast<int>(rows < 4 ? rows : 4);
 }
 // Whether every slice's 4 elements are one aligned 16-byte run: contiguous along the layout,
-// the other stride a multiple of 4 and the bases (dy's y and z too) 16-byte aligned.
+// the other stride a multiple of 4 and the base 16-byte aligned.
 template <bool kRowMajor>
-__device__ __forceinline__ bool runs_vec(const Operand& o, bool dz) {
-  const uintptr_t bases = reinterpret_cast<uintptr_t>(o.base) | (dz ? reinterpret_cast<uintptr_t>(o.y) : 0) |
-                          (dz && o.z ? reinterpret_cast<uintptr_t>(o.z) : 0);
-  return (kRowMajor ? o.cs : o.rs) == 1 && (kRowMajor ? o.rs : o.cs) % 4 == 0 && (bases & 15) == 0;
+__device__ __forceinline__ bool runs_vec(const Operand& o) {
+  return (kRowMajor ? o.cs : o.rs) == 1 && (kRowMajor ? o.rs : o.cs) % 4 == 0 &&
+         (reinterpret_cast<uintptr_t>(o.base) & 15) == 0;
 }
 // The 4 elements of a run into dst: count of them read, the rest zero-filled. A copy that
 // reads nothing is given base (the array's first element, aligned as a run) as its source,

@@ -1,7 +1,8 @@
 #pragma once
 // Defines: gemm_tc_kernel (the tiled GEMM of cuda/dense.cuh's gemm_kernel on the tensor
 // cores, for tf32, bf16 and fp16: ldmatrix and mma.sync, in inline PTX on the device and
-// emulated by cuda/simt/mma.h on the host).
+// emulated by cuda/simt/mma.h on the host), and the dense layer's elementwise kernels
+// (round_to_half_kernel, activation_backward_kernel).
 
 #include <cstdint>
 #include <type_traits>
@@ -239,8 +240,9 @@ inline bool copyable_16(const uint16_t* o, int64_t rs, int64_t cs) {
   return o && (along_k ? cs : rs) == 1 && (along_k ? rs : cs) % 8 == 0 && (reinterpret_cast<uintptr_t>(o) & 15) == 0;
 }
 
-// Which operands a forward tensor-core launch copies from their 16-bit copies (the kernel's
-// kCopies): none, B (the weights' twin), or A (the layer below's 16-bit output) and B.
+// Which operands a tensor-core launch copies from their 16-bit copies (the kernel's
+// kCopies): none, B (forward: the weights' twin; backward: dW's dz and dx's twin), or A too
+// (the layer below's 16-bit output; dz).
 constexpr int kTcCopyNone = 0, kTcCopyB = 1, kTcCopyAB = 2;
 
 // Four 8 x 8 matrices from shared memory, this lane's row address given: transposed
@@ -304,9 +306,19 @@ __global__ void round_to_half_kernel(uint16_t* dst, const float* src, int64_t n,
     dst[i] = half_bits(src[i], bf16);
 }
 
+// dz (n) = act'(dy; y, z) (z: gelu's pre-activation, else null), for a dense_backward whose
+// dy is not dz yet (no Dense layer's dx store made it: the top layer's, the op's); dz may be
+// dy. grid-stride.
+__global__ void activation_backward_kernel(float* dz, const float* dy, const float* y, const float* z, int64_t n,
+                                           Activation act) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += stride)
+    dz[i] = act::backward(act, dy[i], y[i], z ? z[i] : 0.0f);
+}
+
 // grid (the pair's tiles times their splits), block kTcThreads; kGrad as gemm_kernel's.
-// kCopies: the operands taken from their 16-bit copies (bf16 / fp16 forward launches whose
-// copies are copyable_16), a kernel of its own so that no loop holds both ways of staging an
+// kCopies: the operands taken from their 16-bit copies (bf16 / fp16 launches whose copies
+// are copyable_16, every problem's), a kernel of its own so that no loop holds both ways of staging an
 // operand. The sums follow the float32 kernels' parts order (GemmParams::part_depth): each
 // part's mma chain starts from zero and the parts' sums are added in order in float32, in
 // the block (total, kept in shared memory: 32 registers the loop cannot spare) or, split, by
@@ -408,10 +420,10 @@ __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(Gemm
   };
   // The operands kCopies names are copied as they are from their 16-bit copies (HalfRun);
   // the others are float, staged through registers and rounded as stored (TcStage). The
-  // backward kernel takes no copy: with dz's derivative fused into its loads it has no
-  // registers left for a copy's run (ptxas spilled 44 bytes).
+  // backward's operands are read as they are (dz ready: dense_backward), so its copies are
+  // the forward's: dz's (the layer above's dx store), x's and the weights' twin.
   constexpr bool kCopyA = kCopies == kTcCopyAB, kCopyB = kCopies != kTcCopyNone;
-  static_assert(!kCopyB || (!kTf32 && !kGrad), "16-bit copies: bf16 / fp16 forward launches");
+  static_assert(!kCopyB || !kTf32, "16-bit copies: bf16 / fp16 launches");
   HalfRun ra(p.a16, p.a_rs, p.a_cs, p.m, row0, k_begin, a_along_k, Layout::kLdK, Layout::kLdRow);
   HalfRun rb(p.b16, p.b_cs, p.b_rs, p.n, col0, k_begin, b_along_k, Layout::kLdK, Layout::kLdRow);
   TcStage<T, kGrad> sa, sb;

@@ -130,13 +130,13 @@ __global__ void __launch_bounds__(kWgThreads, 1) gemm_wgmma_kernel(const __grid_
 #endif
 }
 
-// Whether a product can take gemm_wgmma_kernel: a forward one (no db, no activation
-// derivative on an operand) with 16-bit copies of both operands whose rows are
+// Whether a product can take gemm_wgmma_kernel: a forward one (no db, no derivative in
+// its store) with 16-bit copies of both operands whose rows are
 // contiguous, 16-byte aligned and a multiple of 16 bytes apart (the TMA's rules).
 inline bool wgmma_operands_fit(const GemmParams& p) {
   auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
-  return p.a16 && p.b16 && !p.db && p.a_act == Activation::identity && p.b_act == Activation::identity && p.a_cs == 1 &&
-         p.b_cs == 1 && p.a_rs % 8 == 0 && p.b_rs % 8 == 0 && aligned(p.a16) && aligned(p.b16) && p.k <= INT32_MAX &&
+  return p.a16 && p.b16 && !p.db && p.grad_act == Activation::identity && p.a_cs == 1 && p.b_cs == 1 &&
+         p.a_rs % 8 == 0 && p.b_rs % 8 == 0 && aligned(p.a16) && aligned(p.b16) && p.k <= INT32_MAX &&
          p.m <= INT32_MAX - kWgBm && p.n <= INT32_MAX - kWgBn;
 }
 

@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <limits>
@@ -106,6 +107,73 @@ void bind_test_hooks(py::module_& m) {
       py::arg("device"),
       "Backend::dense_forward at bf16 / fp16 with 16-bit copies of w and (half_x) x, as a training step runs it: "
       "(y, the pre-activation, y's 16-bit bits); for tests.");
+  m.def(
+      "_dense_backward_below",
+      [](py::array_t<float, py::array::c_style> dy, py::array_t<float, py::array::c_style> x,
+         py::array_t<float, py::array::c_style> w, const std::string& below_activation,
+         py::array_t<float, py::array::c_style> below_y, std::optional<py::array_t<float, py::array::c_style>> below_z,
+         const std::string& precision, std::optional<py::array_t<uint16_t, py::array::c_style>> dy16,
+         std::optional<py::array_t<uint16_t, py::array::c_style>> x16, const std::string& device) {
+        // Backend::dense_backward as a training step calls it for a layer whose dy is dz (act
+        // identity), its dx store writing the Dense layer below's dz (DenseShape::below) and,
+        // at bf16 / fp16, dz's 16-bit copy; the backward reads the 16-bit copies given (dy16,
+        // x16: whatever bits the caller chose) and the 16-bit twin of w.
+        const Precision prec = parse_precision(precision);
+        const Activation below = parse_activation(below_activation);
+        if (x.ndim() != 2 || w.ndim() != 2 || dy.ndim() != 2 || w.shape(0) != x.shape(1) || dy.shape(0) != x.shape(0) ||
+            dy.shape(1) != w.shape(1) || below_y.ndim() != 2 || below_y.shape(0) != x.shape(0) ||
+            below_y.shape(1) != x.shape(1) || (below_z && below_z->size() != below_y.size()) ||
+            (dy16 && dy16->size() != dy.size()) || (x16 && x16->size() != x.size()))
+          throw std::invalid_argument(
+              "[_dense_backward_below] dy (batch, out), x and below_y / below_z (batch, in), w (in, out), the 16-bit "
+              "copies as their arrays");
+        if (activation_needs_preact(below) && !below_z)
+          throw std::invalid_argument("[_dense_backward_below] below_z: the activation needs it");
+        const int64_t batch = x.shape(0), in = x.shape(1), out = w.shape(1);
+        const size_t nx = static_cast<size_t>(batch * in), nw = static_cast<size_t>(in * out),
+                     ny = static_cast<size_t>(batch * out);
+        Backend& be = backend_for(Device::parse(device));
+        if (!be.supports(prec) || !be.fuses_derivative())
+          throw std::invalid_argument("[_dense_backward_below] the device fuses no derivative at " + precision);
+        Buffer<float> dyd(&be), xd(&be), wd(&be), yd(&be), zd(&be), dxd(&be), dwd(&be), dbd(&be);
+        Buffer<uint16_t> dy16d(&be), x16d(&be), w16d(&be), dx16d(&be);
+        be.copy_to_device(dyd.reserve(ny), dy.data(), sizeof(float) * ny);
+        be.copy_to_device(xd.reserve(nx), x.data(), sizeof(float) * nx);
+        be.copy_to_device(wd.reserve(nw), w.data(), sizeof(float) * nw);
+        be.copy_to_device(yd.reserve(nx), below_y.data(), sizeof(float) * nx);
+        if (below_z) be.copy_to_device(zd.reserve(nx), below_z->data(), sizeof(float) * nx);
+        if (dy16) be.copy_to_device(dy16d.reserve(ny), dy16->data(), sizeof(uint16_t) * ny);
+        if (x16) be.copy_to_device(x16d.reserve(nx), x16->data(), sizeof(uint16_t) * nx);
+        const std::vector<float> nan(std::max(nx, nw), std::numeric_limits<float>::quiet_NaN());
+        const std::vector<uint16_t> nan16(nx, 0xFFFF);  // NaN in both formats
+        be.copy_to_device(dxd.reserve(nx), nan.data(), sizeof(float) * nx);
+        be.copy_to_device(dwd.reserve(nw), nan.data(), sizeof(float) * nw);
+        be.copy_to_device(dbd.reserve(static_cast<size_t>(out)), nan.data(), sizeof(float) * static_cast<size_t>(out));
+        be.copy_to_device(dx16d.reserve(nx), nan16.data(), sizeof(uint16_t) * nx);
+        {
+          py::gil_scoped_release release;
+          DenseShape s{batch, in, out, prec};
+          if (half_operands(prec)) {
+            be.round_to_half(w16d.reserve(nw), wd.data(), static_cast<int64_t>(nw), prec);
+            s.half = {w16d.data(), x16 ? x16d.data() : nullptr, nullptr, dy16 ? dy16d.data() : nullptr};
+          }
+          s.below = {below, yd.data(), below_z ? zd.data() : nullptr, dx16d.data()};
+          be.dense_backward(dxd.data(), dwd.data(), dbd.data(), dyd.data(), dyd.data(), xd.data(), wd.data(), nullptr,
+                            nullptr, s, Activation::identity);
+        }
+        py::array_t<float> dx({batch, in}), dw({in, out}), db(out);
+        py::array_t<uint16_t> dx16({batch, in});
+        be.copy_to_host(dx.mutable_data(), dxd.data(), sizeof(float) * nx);
+        be.copy_to_host(dw.mutable_data(), dwd.data(), sizeof(float) * nw);
+        be.copy_to_host(db.mutable_data(), dbd.data(), sizeof(float) * static_cast<size_t>(out));
+        be.copy_to_host(dx16.mutable_data(), dx16d.data(), sizeof(uint16_t) * nx);
+        return py::make_tuple(dx, dw, db, dx16);
+      },
+      py::arg("dy"), py::arg("x"), py::arg("w"), py::arg("below_activation"), py::arg("below_y"), py::arg("below_z"),
+      py::arg("precision"), py::arg("dy16"), py::arg("x16"), py::arg("device"),
+      "Backend::dense_backward of a layer whose dy is dz, its dx store writing the layer below's dz (and its "
+      "16-bit bits at bf16 / fp16, else NaN bits), reading the 16-bit copies given: (dz below, dw, db, dz below's "
+      "16-bit bits); for tests.");
   m.def(
       "_fake_quantize",
       [](py::array_t<float, py::array::c_style> x, py::array_t<float, py::array::c_style> scale,

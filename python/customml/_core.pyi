@@ -66,6 +66,18 @@ def _vmath(name: str, x: npt.ArrayLike, level: str) -> npt.NDArray[np.float32]: 
 def _dense_forward_half(
     x: np.ndarray, w: np.ndarray, b: np.ndarray, activation: str, precision: str, half_x: bool, device: str
 ) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.uint16]]: ...
+def _dense_backward_below(
+    dy: np.ndarray,
+    x: np.ndarray,
+    w: np.ndarray,
+    below_activation: str,
+    below_y: np.ndarray,
+    below_z: Optional[np.ndarray],
+    precision: str,
+    dy16: Optional[np.ndarray],
+    x16: Optional[np.ndarray],
+    device: str,
+) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.uint16]]: ...
 
 # The SIMT emulator's hooks exist in builds with CUSTOMML_SIMT_EMULATION (all but MSVC).
 def _simt_set_thread_order(order: str, seed: int = 0) -> None: ...

@@ -1,0 +1,39 @@
+// Which layers a device's GEMM epilogues fuse into a Dense layer's launches (the Dropout
+// masks, the activation derivative of the layer below) and which 16-bit outputs a training
+// step reads: the predicates the forward and backward passes of trainer.cpp ask.
+
+#include <vector>
+
+#include "trainer.h"
+
+namespace customml {
+
+bool Trainer::dense_reads_output(size_t l) const {
+  const std::vector<LayerSpec>& layers = model_.layers();
+  size_t j = l + 1;
+  while (j < layers.size() && layers[j].kind == LayerSpec::Kind::dropout && layers[j].rate == 0.0f) ++j;
+  return j < layers.size() && layers[j].kind == LayerSpec::Kind::dense;
+}
+
+size_t Trainer::derivative_fused_below(size_t l) const {
+  const std::vector<LayerSpec>& layers = model_.layers();
+  if (!backend_->fuses_derivative()) return layers.size();
+  size_t j = l;
+  while (j-- > 0 && layers[j].kind == LayerSpec::Kind::dropout && (layers[j].rate == 0.0f || dropout_fused_above(j))) {
+  }
+  return j < l && layers[j].kind == LayerSpec::Kind::dense ? j : layers.size();
+}
+
+bool Trainer::dropout_fused_below(size_t l) const {
+  const std::vector<LayerSpec>& layers = model_.layers();
+  return l > 0 && l < layers.size() && layers[l].kind == LayerSpec::Kind::dropout && layers[l].rate > 0.0f &&
+         layers[l - 1].kind == LayerSpec::Kind::dense && backend_->fuses_dropout();
+}
+
+bool Trainer::dropout_fused_above(size_t l) const {
+  const std::vector<LayerSpec>& layers = model_.layers();
+  return l + 1 < layers.size() && layers[l].kind == LayerSpec::Kind::dropout && layers[l].rate > 0.0f &&
+         layers[l + 1].kind == LayerSpec::Kind::dense && backend_->fuses_dropout();
+}
+
+}  // namespace customml
