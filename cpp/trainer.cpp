@@ -42,7 +42,7 @@ const uint16_t* half_kernel(const Model& m, size_t l, const float* w) {
 // are host-addressable on the cpu backend, so batches are gathered straight into them.
 struct Trainer::Workspace {
   Workspace(Backend* be, size_t n_layers)
-      : input(be), grad_a(be), grad_b(be), grad16_a(be), grad16_b(be), targets(be), labels(be), row_weights(be) {
+      : input(be), grad_a(be), grad_b(be), targets(be), labels(be), row_weights(be), grad16_a(be), grad16_b(be) {
     for (size_t l = 0; l < n_layers; ++l) {
       act.emplace_back(be);
       preact.emplace_back(be);

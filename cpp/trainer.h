@@ -291,6 +291,7 @@ class Trainer {
   MetricAccumulator metrics_;
   // A step's scalars on the device: the gradients' global norm and the kernel penalty.
   static constexpr size_t kNorm = 0, kPenalty = 1;
+  static constexpr int64_t kMaxNormSlots = 512;  // reserve_norm_slots: where the slots pay
   Buffer<double> scalars_;
   std::vector<PenaltyTerm> penalty_terms_;  // add_kernel_penalty's, reused
   // The parameters the optimizer updates: maximal runs of trainable layers' [kernel,

@@ -87,6 +87,14 @@ void Trainer::reserve_norm_slots(int64_t b) {
   norm_slot_count_ = 0;
   if (!slot_norm_) return;
   for (size_t l = lowest_trainable_; l < model_.layers().size(); ++l) norm_slot_count_ += norm_slots_of(l, b);
+  // Every update block reads all the slots: at most kMaxNormSlots (4 KB of doubles) never
+  // reads more than the block's own gradients (256 threads a float4, 4 KB at least), so the
+  // slots cost at most the norm pass's read. Above (large layers), the pass is cheaper.
+  if (norm_slot_count_ > kMaxNormSlots) {
+    slot_norm_ = false;
+    norm_slot_count_ = 0;
+    return;
+  }
   norm_slots_.reserve(static_cast<size_t>(norm_slot_count_));
 }
 

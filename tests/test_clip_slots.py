@@ -174,3 +174,27 @@ def test_a_step_whose_norm_keeps_its_pass_leaves_no_slots(args):
         model._net.compute_gradients(x, y, np.arange(batch, dtype=np.int64))
         model._net.apply_gradients(batch)
     assert len(model._net._read_norm_slots()) == 0
+
+
+def test_a_step_with_more_slots_than_pay_keeps_its_pass():
+    """Every update block reads all the slots: above 512 (Trainer::kMaxNormSlots) they would
+    cost more than the norm pass's read of the gradients, so the step keeps the pass. One
+    layer of 2 outputs from 2100 inputs: the float32 GEMV's warps, 2 x ceil(2101 / 4) = 1052
+    slots; the clipped step is still the CPU's within the rounding argued above."""
+    model = cm.Sequential([cm.layers.Dense(2)], input_dim=2100, device="cuda-emulated", seed=2)
+    model.compile(optimizer=cm.optimizers.SGD(_LR), loss="softmax_cross_entropy", clipnorm=_MAX_NORM)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((5, 2100)).astype(np.float32)
+    y = rng.integers(0, 2, 5).astype(np.int32)
+    before = np.concatenate([w.ravel() for w in model.get_weights()])
+    model.fit(x, y, batch_size=5, verbose=0)
+    assert len(model._net._read_norm_slots()) == 0
+    grad = np.empty(model._net.num_params, np.float32)
+    model._net.read_gradients(grad)
+    norm = ops.clip_by_global_norm(grad, _MAX_NORM, device="cpu")
+    assert norm > 10 * _MAX_NORM
+    ops.sgd_update(before, grad, lr=_LR, device="cpu")
+    after = np.concatenate([w.ravel() for w in model.get_weights()])
+    step = np.float32(_LR) * np.abs(grad)
+    tol = np.float32(_LR) * np.spacing(np.abs(grad)) + np.spacing(step) + np.spacing(np.abs(before))
+    assert np.all(np.abs(after.astype(np.float64) - before) <= tol)
