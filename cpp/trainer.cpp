@@ -632,7 +632,7 @@ void Trainer::run_gradients(int64_t b, const BatchShare& share, bool row_weights
   // (its derivative applied, and dz's 16-bit copy), and that layer reads dz as it is.
   float* cur = ws.grad_a.data();
   float* other = ws.grad_b.data();
-  int64_t slots = 0;  // the norm slots filled so far (slot_norm_), in backward order
+  int64_t slots = 0;                     // the norm slots filled so far (slot_norm_), in backward order
   uint16_t* cur16 = ws.grad16_a.data();  // cur's 16-bit copy, once dz_ready
   uint16_t* other16 = ws.grad16_b.data();
   bool dz_ready = false;  // cur holds dz (the layer above applied this layer's derivative)

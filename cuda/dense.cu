@@ -300,8 +300,7 @@ int64_t DeviceBackend::dense_norm_slots(const DenseShape& s, bool dx) const {
   float shape_only = 0.0f;  // stands for every buffer: only the products' shapes are read
   GemmParams ps[2];
   float* none = &shape_only;
-  const int count =
-      backward_params(ps, dx ? none : nullptr, none, none, none, nullptr, none, none, s);
+  const int count = backward_params(ps, dx ? none : nullptr, none, none, none, nullptr, none, none, s);
   return sq_slots(ps, count, s.precision);
 }
 
