@@ -153,11 +153,15 @@ __device__ __forceinline__ void store_c(const GemmParams& p, int64_t r, int64_t 
 // returns true with them in total (the others false). The fences order the stores before
 // the count and the count before the loads (the threadFenceReduction pattern); __ldcg
 // reads L2, where the other SMs' stores are. A part's tile (64 x 64 floats, both GEMMs'
-// tiles) is stored thread-major: float4 i of every thread, then i + 1. Block-uniform.
+// tiles) is stored thread-major: float4 i of every thread, then i + 1. A thread's loads of 8
+// float4s are in flight at once (the adds stay in part order): two parts' of the float32
+// kernel (4 each: the sum waits on L2's latency half as often), one of the tensor-core
+// kernel's (8; two spilled its forward). Block-uniform.
 template <int kThreads, int kRows>
 __device__ __forceinline__ bool split_last_block(const GemmParams& p, const GemmTile& t, unsigned splits,
                                                  float (&total)[kRows][4], unsigned* arrived) {
   static_assert(kThreads * kRows * 4 == 64 * 64, "a part's tile is 64 x 64 floats");
+  constexpr int kInFlight = kRows < 8 ? 8 / kRows : 1;
   const int tid = threadIdx.x;
   const int64_t tile_base = static_cast<int64_t>(t.index) * splits;
   float* mine = p.partials + (tile_base + t.part) * (64 * 64);
@@ -175,17 +179,31 @@ __device__ __forceinline__ bool split_last_block(const GemmParams& p, const Gemm
     CUSTOMML_UNROLL
     for (int j = 0; j < 4; ++j) total[i][j] = 0.0f;
   }
-  for (unsigned q = 0; q < splits; ++q) {
-    const float* part = p.partials + (tile_base + q) * (64 * 64);
+  // Parts q .. q + n - 1: their loads, then their adds in order.
+  auto add_parts = [&](auto n, unsigned q) {
+    float4 v[decltype(n)::value][kRows];
     CUSTOMML_UNROLL
-    for (int i = 0; i < kRows; ++i) {
-      const float4 v = __ldcg(reinterpret_cast<const float4*>(part + (i * kThreads + tid) * 4));
-      total[i][0] += v.x;
-      total[i][1] += v.y;
-      total[i][2] += v.z;
-      total[i][3] += v.w;
+    for (int h = 0; h < decltype(n)::value; ++h) {
+      const float* part = p.partials + (tile_base + q + h) * (64 * 64);
+      CUSTOMML_UNROLL
+      for (int i = 0; i < kRows; ++i)
+        v[h][i] = __ldcg(reinterpret_cast<const float4*>(part + (i * kThreads + tid) * 4));
     }
-  }
+    CUSTOMML_UNROLL
+    for (int h = 0; h < decltype(n)::value; ++h) {
+      CUSTOMML_UNROLL
+      for (int i = 0; i < kRows; ++i) {
+        total[i][0] += v[h][i].x;
+        total[i][1] += v[h][i].y;
+        total[i][2] += v[h][i].z;
+        total[i][3] += v[h][i].w;
+      }
+    }
+  };
+  unsigned q = 0;
+  if constexpr (kInFlight > 1)
+    for (; q + kInFlight <= splits; q += kInFlight) add_parts(std::integral_constant<int, kInFlight>(), q);
+  for (; q < splits; ++q) add_parts(std::integral_constant<int, 1>(), q);
   return true;
 }
 
