@@ -74,10 +74,10 @@ struct GemmParams {
 // splits[i] consecutive blocks per tile (its parts, or 1). gemv_kernel counts warps
 // instead of blocks, a warp per column of a group of kGemvRows rows.
 //
-// A tile is tile_rows x tile_cols of C (64 x 64, or down to 16 x 8 where a launch would
-// leave SMs idle, gemm()): its block multiplies the kernel's 64 x 64 from the tile's
-// origin (its time is its slices' latency, not its FMAs, at those shapes) and keeps only
-// the tile's elements, which it stores and, split, sums. An element's sum is the same
+// A tile is tile_rows x tile_cols of C (64 x 64, or down to 16 x 8 where a split launch
+// would leave SMs idle, gemm()): its block multiplies the kernel's 64 x 64 from the tile's
+// origin (a part's time is its slices' latency, not its FMAs, at those shapes) and keeps
+// only the tile's elements, which it stores and, split, sums. An element's sum is the same
 // whichever block computes it, so the tiling changes no bit.
 struct GemmPair {
   GemmParams p[2];
