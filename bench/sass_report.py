@@ -36,12 +36,12 @@ BLOCK_THREADS = {
     "gemm_kernel": 256,
     "gemv_kernel": 256,
     "gemm_tc_kernel": 128,
-    "gemm_wgmma_kernel": 256,
+    "gemm_wgmma_kernel": 384,
     "accumulate_kernel": 1,
 }
 # Dynamic shared memory per block, which cuobjdump's resource usage does not count
-# (cuda/gemm_wgmma.cuh's kWgSharedBytes: the mbarriers, 4 stages of 32 KiB, alignment).
-DYNAMIC_SMEM = {"gemm_wgmma_kernel": 1024 + 4 * 32768 + 1024}
+# (cuda/gemm_wgmma.cuh's kWgSharedBytes: the mbarriers, 4 stages of 48 KiB, alignment).
+DYNAMIC_SMEM = {"gemm_wgmma_kernel": 1024 + 4 * 49152 + 1024}
 DEFAULT_THREADS = 256
 
 
@@ -140,12 +140,15 @@ def main_loop(sass: str) -> dict:
     nested loops count in its mix (the backward GEMM's per-slice dz pass over a thread's 4
     elements, kept rolled)."""
     insns = [(int(m.group(1), 16), m.group(3), m.group(4)) for m in INSN.finditer(sass)]
+    exits = [addr for addr, op, _ in insns if op == "EXIT"]
     loops = []
     for addr, op, rest in insns:
         if op.split(".")[0] != "BRA":
             continue
         target = re.search(r"0x([0-9a-f]+)", rest)
-        if target and int(target.group(1), 16) <= addr:
+        # A branch back over an EXIT is no loop: ptxas puts an mbarrier wait's retry after
+        # the kernel's end and branches back from there into the code that waited.
+        if target and int(target.group(1), 16) <= addr and not any(int(target.group(1), 16) < e < addr for e in exits):
             loops.append((int(target.group(1), 16), addr))
     counted = []
     for lo, hi in loops:
@@ -224,16 +227,16 @@ def part_depth(k: int) -> int:
 # cuda/gemm_wgmma.cuh's wgmma_path, mirrored (tests/test_gemm_wgmma.py runs it end to end):
 # on sm_90a, one bf16 / fp16 forward product with 16-bit copies of both operands (A: the
 # previous Dense layer's c16, so never a step's first layer nor, yet, predict) whose rows the
-# TMA takes (k and n multiples of 8 elements), of at least one wave of 128 x 128 tiles and k
+# TMA takes (k and n multiples of 8 elements), of at least one wave of 128 x 256 tiles and k
 # for the ring of 4 slices of 64.
-WG_TILE, WG_BK, WG_STAGES, WG_MIN_TILES = 128, 64, 4, 132
+WG_BM, WG_BN, WG_BK, WG_STAGES, WG_MIN_TILES = 128, 256, 64, 4, 132
 
 
 def wgmma_path(problems: list[tuple[int, int, int]], a16: bool) -> bool:
     if len(problems) != 1 or not a16:
         return False
     m, n, k = problems[0]
-    tiles = math.ceil(m / WG_TILE) * math.ceil(n / WG_TILE)
+    tiles = math.ceil(m / WG_BM) * math.ceil(n / WG_BN)
     return n % 8 == 0 and k % 8 == 0 and tiles >= WG_MIN_TILES and k >= WG_STAGES * WG_BK
 
 
@@ -245,7 +248,7 @@ def dense_path(
     wgmma_path's forward products."""
     if wgmma and wgmma_path(problems, a16=True):
         m, n, _ = problems[0]
-        return "wgmma", math.ceil(m / WG_TILE) * math.ceil(n / WG_TILE), [1]
+        return "wgmma", math.ceil(m / WG_BM) * math.ceil(n / WG_BN), [1]
     if gemv and all(m <= GEMV_ROWS or n <= GEMV_COLUMNS for m, n, _ in problems):
         warps = sum(n * math.ceil(m / GEMV_ROWS) for m, n, _ in problems)
         return "gemv", math.ceil(warps / 8), [min(part_depth(k), k) for _, _, k in problems]
@@ -289,20 +292,21 @@ def dense_shapes() -> list[tuple[str, bool, list[tuple[int, int, int]], bool]]:
     return out
 
 
-# The wgmma kernel's estimate (H100 SXM, one block an SM: 130 KiB of shared memory): a slice
-# (64 deep) is 8 HGMMA.64x128x16 a warpgroup, 128 x 128 x 64 FMA at 2048 dense bf16 FMA a
-# cycle and SM (512 cycles), beside its 32 KiB of operands from L2 at 64 bytes a cycle
-# (512), or half that (1024); 3 slices in flight cover the TMA's latency after the first
-# (LOAD_LATENCY once a block); the epilogue writes the tile's float32 C and its 16-bit copy
-# (96 KiB) at 64 bytes a cycle. Returns (low, high) cycles.
-WG_SLICE_FMA_CYCLES = WG_TILE * WG_TILE * WG_BK // 2048
-WG_SLICE_BYTES = 2 * WG_TILE * WG_BK * 2
+# The wgmma kernel's estimate (H100 SXM, one block an SM: 194 KiB of shared memory): a slice
+# (64 deep) is 4 HGMMA.64x256x16 a consumer warpgroup, 128 x 256 x 64 FMA at 2048 dense bf16
+# FMA a cycle and SM (1024 cycles), beside its 48 KiB of operands from L2 at 64 bytes a cycle
+# (768), or half that (1536); the producer warp keeps 3 slices ahead (each stage refilled once
+# its consumers arrive on its empty barrier, no block-wide barrier), which covers the TMA's
+# latency after the first (LOAD_LATENCY once a block); the epilogue writes the tile's float32
+# C and its 16-bit copy (192 KiB) at 64 bytes a cycle. Returns (low, high) cycles.
+WG_SLICE_FMA_CYCLES = WG_BM * WG_BN * WG_BK // 2048
+WG_SLICE_BYTES = (WG_BM + WG_BN) * WG_BK * 2
 
 
 def estimate_wgmma_cycles(m: int, n: int, k: int) -> tuple[float, float]:
-    waves = math.ceil(math.ceil(m / WG_TILE) * math.ceil(n / WG_TILE) / H100_SMS)
+    waves = math.ceil(math.ceil(m / WG_BM) * math.ceil(n / WG_BN) / H100_SMS)
     slices = math.ceil(k / WG_BK)
-    epilogue = WG_TILE * WG_TILE * 6 / L2_BYTES_PER_CYCLE
+    epilogue = WG_BM * WG_BN * 6 / L2_BYTES_PER_CYCLE
     per_slice = [max(WG_SLICE_FMA_CYCLES, WG_SLICE_BYTES / bw) for bw in (L2_BYTES_PER_CYCLE, L2_BYTES_PER_CYCLE / 2)]
     low, high = (waves * (LOAD_LATENCY + slices * c + epilogue) for c in per_slice)
     return low, high

@@ -62,6 +62,10 @@ struct UpdateScalars {
   int penalty_count = 0;
   const double* norm = nullptr;  // then *= max_norm / (*norm + 1e-6) where that is below 1, as clip_by_global_norm
   float max_norm = 0.0f;
+  // or, where norm_slots is given, by the square root of their sum in slot order instead of
+  // *norm (norm_slot_count of DenseShape::norm_slots: each block of the update adds them)
+  const double* norm_slots = nullptr;
+  int64_t norm_slot_count = 0;
   // The parameters' 16-bit twin (Model::half_params): each updated parameter is written
   // there too, rounded to bf16 (half_bf16) or fp16; null: none.
   uint16_t* half = nullptr;
@@ -124,6 +128,10 @@ struct DenseShape {
   Precision precision = Precision::fp32;  // of the GEMM products
   HalfOperands half = {};
   DropoutMask dropout = {};  // only where fuses_dropout() says so
+  // dense_backward: dw's and db's sums of squares, one double per slot (dense_norm_slots
+  // of them, each the sum of one tile's or GEMV warp's elements, written by one block),
+  // for the gradients' global norm without a pass of its own; null: none.
+  double* norm_slots = nullptr;
 };
 
 // Whether a precision's GEMM operands are 16-bit values (the tensor cores' bf16 / fp16).
@@ -371,6 +379,9 @@ class Backend {
   // Whether dense_forward and dense_backward apply DenseShape::dropout; false: the
   // executor runs dropout and leaves it empty.
   virtual bool fuses_dropout() const { return false; }
+  // How many slots dense_backward fills at DenseShape::norm_slots for a layer of shape s
+  // (with dx or without); 0: this device fills none (the executor runs global_norm).
+  virtual int64_t dense_norm_slots(const DenseShape& s, bool dx) const { return 0; }
   // Inference weights packed once in this device's GEMM layout (DESIGN decision 5): the
   // bytes it takes for w (in, out), 0 where the device reads w as it is; then
   // dense_forward reading the packed copy (w stays valid: a device may fall back to it,
@@ -477,7 +488,7 @@ CUSTOMML_PRIVATE_API int64_t emulated_cuda_host_waits();
 // How many graphs cuda-emulated has replayed so far (each a cudaGraphLaunch on "cuda").
 CUSTOMML_PRIVATE_API int64_t emulated_cuda_graph_replays();
 // Makes cuda-emulated's gemm() choose as on a Hopper with sm_90a code (the TMA + wgmma
-// kernel, cuda/gemm_wgmma.cuh) or not, from wgmma_min_tiles 128 x 128 tiles (a GPU's is an
+// kernel, cuda/gemm_wgmma.cuh) or not, from wgmma_min_tiles 128 x 256 tiles (a GPU's is an
 // H100's 132 SMs); returns the setting before. For tests.
 CUSTOMML_PRIVATE_API std::pair<bool, int64_t> emulated_cuda_set_sm90(bool on, int64_t wgmma_min_tiles);
 

@@ -140,6 +140,13 @@ void Network::read_gradients(float* dst) const {
   backend_->copy_to_host(dst, trainer_.gradients(), sizeof(float) * static_cast<size_t>(model_.num_params()));
 }
 
+std::vector<double> Network::read_norm_slots() const {
+  Shared lock(mutex_);
+  std::vector<double> slots(static_cast<size_t>(trainer_.norm_slot_count()));
+  if (!slots.empty()) backend_->copy_to_host(slots.data(), trainer_.norm_slots(), sizeof(double) * slots.size());
+  return slots;
+}
+
 void Network::write_gradients(const float* src) {
   Exclusive lock(mutex_);
   backend_->copy_to_device(trainer_.gradients(), src, sizeof(float) * static_cast<size_t>(model_.num_params()));

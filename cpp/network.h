@@ -120,6 +120,9 @@ class CUSTOMML_PRIVATE_API Network {
   // the host cannot address (an all-reduce through host memory).
   void read_gradients(float* dst) const;
   void write_gradients(const float* src);
+  // The last training step's sums of squares of its gradients' tiles (Trainer::norm_slots),
+  // copied to the host; for tests.
+  std::vector<double> read_norm_slots() const;
   // The same forward and loss without dropout or update, over all n rows in batches
   // (soft_targets: softmax cross-entropy's probability targets, as train_batch).
   void evaluate(const float* x, const void* y, int64_t n, int64_t batch_size, const float* soft_targets = nullptr);

@@ -85,6 +85,7 @@ Trainer::Trainer(Model& model)
       step_state_(backend_),
       metrics_(backend_),
       scalars_(backend_),
+      norm_slots_(backend_),
       ws_(std::make_unique<Workspace>(backend_, model.layers().size())),
       eval_ws_(std::make_unique<InferenceWorkspace>(backend_, model.layers().size())) {
   fake_.resize(model.layers().size());
@@ -540,10 +541,11 @@ void Trainer::train_batch(const float* x, const void* y, const float* sample_wei
   // The step's loss and update take the penalties (not compute_gradients and
   // apply_gradients called apart: a data-parallel step adds them after the gradients' sum).
   struct FoldScope {
-    bool& fold;
-    ~FoldScope() { fold = false; }
-  } scope{fold_penalties_};
+    bool &fold, &slots;
+    ~FoldScope() { fold = slots = false; }
+  } scope{fold_penalties_, slot_norm_};
   fold_penalties_ = penalties_foldable();
+  slot_norm_ = norm_from_slots();
   if (graph_) {
     train_batch_graphed(x, y, sample_weight, n, index, b, soft_targets);
     return;
@@ -607,6 +609,7 @@ void Trainer::reserve_batch(int64_t b, bool row_weights) {
   ws.targets.reserve(rows * static_cast<size_t>(out));
   ws.labels.reserve(rows);
   if (row_weights) ws.row_weights.reserve(rows);
+  reserve_norm_slots(b);
 }
 
 void Trainer::run_gradients(int64_t b, const BatchShare& share, bool row_weights, bool soft) {
@@ -622,6 +625,7 @@ void Trainer::run_gradients(int64_t b, const BatchShare& share, bool row_weights
   // gradient (the layers before the first dense layer have no parameters at all).
   float* cur = ws.grad_a.data();
   float* other = ws.grad_b.data();
+  int64_t slots = 0;  // the norm slots filled so far (slot_norm_), in backward order
   for (size_t l = layers.size(); l-- > lowest_trainable_;) {
     const LayerSpec& s = layers[l];
     const int64_t in_width = l == 0 ? input_dim : model_.widths()[l - 1];
@@ -633,6 +637,10 @@ void Trainer::run_gradients(int64_t b, const BatchShare& share, bool row_weights
       DenseShape shape{b, in_width, s.units, precision_, {half_kernel(model_, l, ws.layer_w[l])}};
       if (need_dx && dropout_fused_above(l - 1))  // dx through the Dropout layer's mask
         shape.dropout = dropout_mask(dx, layers[l - 1].rate, l - 1, static_cast<uint64_t>(share.first_row * in_width));
+      if (slot_norm_ && s.trainable) {
+        shape.norm_slots = norm_slots_.data() + slots;
+        slots += norm_slots_of(l, b);
+      }
       backend_->dense_backward(dx, s.trainable ? grads_.data() + model_.weight_offsets()[l] : nullptr,
                                s.trainable ? grads_.data() + model_.bias_offsets()[l] : nullptr, cur, cur,
                                ws.layer_in[l], ws.layer_w[l], ws.act[l].data(), ws.preact[l].data(), shape,

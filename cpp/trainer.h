@@ -112,6 +112,10 @@ class Trainer {
   void apply_gradients(int64_t b);
   float* gradients() { return grads_.data(); }
   const float* gradients() const { return grads_.data(); }
+  // The last train_batch's norm slots (norm_from_slots), top layer's first; 0 of them where
+  // its step took a global_norm pass.
+  const double* norm_slots() const { return norm_slots_.data(); }
+  int64_t norm_slot_count() const { return norm_slot_count_; }
   // The forward pass of `plan` and the loss over all n rows in batches, into the metrics;
   // soft_targets (n, outputs): softmax cross-entropy's probability targets, or null.
   void evaluate(const InferencePlan& plan, const float* x, const void* y, int64_t n, int64_t batch_size,
@@ -239,6 +243,16 @@ class Trainer {
   // update (their gradients): a device that can, outside fp16 and clipping (which need the
   // penalized gradients before the update; docs/decisions.md, "CUDA").
   bool penalties_foldable() const;
+  // Whether train_batch's step takes the clipping norm from the dense backward's sums of
+  // squares (DenseShape::norm_slots) instead of a global_norm pass: a device that leaves
+  // them, clipping, and every gradient as the dense backward stored it (no penalty
+  // gradient added after it, no fp16 unscaling; docs/decisions.md, "CUDA").
+  bool norm_from_slots() const;
+  // The norm slots dense layer l's backward fills at batch b (0: none, or not trainable).
+  int64_t norm_slots_of(size_t l, int64_t b) const;
+  // norm_slot_count_ = the slots a batch of b rows fills (none without slot_norm_), and
+  // their buffer reserved (reserve_batch: before a step graph records).
+  void reserve_norm_slots(int64_t b);
   // gate: fp16's device state (the update is skipped on its say), else null; scalars: what
   // the update reads from the device (trainer_step.cpp).
   void run_optimizer(const StepState* gate, const UpdateScalars& scalars);
@@ -282,6 +296,9 @@ class Trainer {
   };
   std::vector<UpdateRange> update_ranges_;
   bool fold_penalties_ = false;  // during a train_batch whose step folds them
+  bool slot_norm_ = false;       // during a train_batch whose step clips by norm_slots_
+  Buffer<double> norm_slots_;    // the backward's sums of squares, top layer's first
+  int64_t norm_slot_count_ = 0;  // how many this step's backward fills
   size_t lowest_trainable_ = 0;
   std::unique_ptr<Workspace> ws_;
   std::unique_ptr<InferenceWorkspace> eval_ws_;

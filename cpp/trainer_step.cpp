@@ -71,6 +71,25 @@ bool Trainer::penalties_foldable() const {
   return true;
 }
 
+bool Trainer::norm_from_slots() const {
+  return opt_.clip_norm > 0.0f && !model_.regularized() && precision_ != Precision::fp16 &&
+         backend_->dense_norm_slots(DenseShape{1, 1, 1, precision_}, false) > 0;
+}
+
+int64_t Trainer::norm_slots_of(size_t l, int64_t b) const {
+  const LayerSpec& s = model_.layers()[l];
+  if (s.kind != LayerSpec::Kind::dense || !s.trainable || l < lowest_trainable_) return 0;
+  const int64_t in_width = l == 0 ? model_.input_dim() : model_.widths()[l - 1];
+  return backend_->dense_norm_slots(DenseShape{b, in_width, s.units, precision_}, l > lowest_trainable_);
+}
+
+void Trainer::reserve_norm_slots(int64_t b) {
+  norm_slot_count_ = 0;
+  if (!slot_norm_) return;
+  for (size_t l = lowest_trainable_; l < model_.layers().size(); ++l) norm_slot_count_ += norm_slots_of(l, b);
+  norm_slots_.reserve(static_cast<size_t>(norm_slot_count_));
+}
+
 void Trainer::apply_gradients(int64_t b) {
   if (!compiled_) throw std::runtime_error("[fit] the model must be compiled before training");
   const int64_t num_params = model_.num_params();
@@ -94,7 +113,11 @@ void Trainer::apply_gradients(int64_t b) {
   // The penalty belongs to the loss (as Keras reports it), so its gradient is added
   // before clipping, at the weights the forward pass used (and to unscaled gradients).
   if (model_.regularized() && !fold_penalties_) add_kernel_penalty(true, b, gate);
-  if (clip) {  // the update scales the gradients by the norm it reads
+  if (clip && slot_norm_) {  // the update sums the backward's slots itself
+    scalars.norm_slots = norm_slots_.data();
+    scalars.norm_slot_count = norm_slot_count_;
+    scalars.max_norm = opt_.clip_norm;
+  } else if (clip) {  // the update scales the gradients by the norm it reads
     backend_->global_norm(norm, grads_.data(), num_params, nullptr, 0);
     scalars.norm = norm;
     scalars.max_norm = opt_.clip_norm;

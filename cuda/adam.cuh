@@ -53,7 +53,7 @@ __global__ void adam_update_kernel(float* param, const float* grad, float* m, fl
     const AdamBias b = adam_bias(c.lr, c.beta1, c.beta2, gate ? gate->step : static_cast<double>(c.step));
     s = {b.step_size, b.bias2_sqrt};
   }
-  const GradientScaling scaled(u);
+  const GradientScaling scaled(u, clip_norm(u));  // every thread: the norm slots take the block
   const HalfTwin twin(u);
   const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;

@@ -83,24 +83,17 @@ void split_workspace(DeviceContext& ctx, float** partials, unsigned** counters) 
   *counters = ctx.gemm_counters.data();
 }
 
-// Up to two float32 products, all of at most kGemvRows rows or kGemvMaxColumns columns,
-// through gemv_kernel: true if it took them.
-bool gemv(DeviceContext& ctx, const GemmParams* ps, int count) {
-  int64_t warps[2] = {0, 0};
+// A product's warps in gemv_kernel (one per column of each kGemvRows rows), and whether it
+// takes the products: all of at most kGemvRows rows or kGemvMaxColumns columns, in at most
+// INT_MAX blocks.
+int64_t gemv_warps(const GemmParams& p) { return p.n * ((rows_of(p) + kGemvRows - 1) / kGemvRows); }
+bool gemv_fits(const GemmParams* ps, int count) {
+  int64_t warps = 0;
   for (int i = 0; i < count; ++i) {
     if (rows_of(ps[i]) > kGemvRows && ps[i].n > kGemvMaxColumns) return false;
-    warps[i] = ps[i].n * ((rows_of(ps[i]) + kGemvRows - 1) / kGemvRows);
+    warps += gemv_warps(ps[i]);
   }
-  // at least one block and one column per row group (a launch of none is an error)
-  const int64_t blocks = std::max<int64_t>(1, (warps[0] + warps[1] + kGemvThreads / 32 - 1) / (kGemvThreads / 32));
-  if (blocks > INT_MAX) return false;
-  GemmPair pp{};
-  pp.p[0] = ps[0];
-  if (count > 1) pp.p[1] = ps[1];
-  pp.blocks0 = static_cast<unsigned>(warps[0]);
-  for (int i = 0; i < 2; ++i) pp.tiles_n[i] = static_cast<unsigned>(i < count ? std::max<int64_t>(ps[i].n, 1) : 1);
-  launch_pair(ctx, pp, static_cast<unsigned>(blocks), Precision::fp32, true);
-  return true;
+  return (warps + kGemvThreads / 32 - 1) / (kGemvThreads / 32) <= INT_MAX;
 }
 
 // How a launch tiles its problems' C: tiles of rows x cols, tiles_n across each C and tiles
@@ -141,6 +134,32 @@ Tiling choose_tiling(const GemmParams* ps, int count, const int64_t (&parts)[2])
       if (covers ? !best_covers || t.blocks < best.blocks : !best_covers && t.blocks > best.blocks) best = t;
     }
   return best;
+}
+
+// The slots of problem 0's sums of squares (GemmParams::sq) that gemm() fills: a float32
+// GEMV's warps, else the tiles of choose_tiling (both kernels tile C alike).
+int64_t sq_slots(const GemmParams* ps, int count, Precision precision) {
+  if (precision == Precision::fp32 && gemv_fits(ps, count)) return gemv_warps(ps[0]);
+  int64_t parts[2] = {1, 1};
+  for (int i = 0; i < count; ++i) parts[i] = (ps[i].k + part_depth_of(ps[i].k) - 1) / part_depth_of(ps[i].k);
+  return choose_tiling(ps, count, parts).tiles[0];
+}
+
+// Up to two float32 products, all of at most kGemvRows rows or kGemvMaxColumns columns,
+// through gemv_kernel: true if it took them.
+bool gemv(DeviceContext& ctx, const GemmParams* ps, int count) {
+  if (!gemv_fits(ps, count)) return false;
+  int64_t warps[2] = {0, 0};
+  for (int i = 0; i < count; ++i) warps[i] = gemv_warps(ps[i]);
+  // at least one block and one column per row group (a launch of none is an error)
+  const int64_t blocks = std::max<int64_t>(1, (warps[0] + warps[1] + kGemvThreads / 32 - 1) / (kGemvThreads / 32));
+  GemmPair pp{};
+  pp.p[0] = ps[0];
+  if (count > 1) pp.p[1] = ps[1];
+  pp.blocks0 = static_cast<unsigned>(warps[0]);
+  for (int i = 0; i < 2; ++i) pp.tiles_n[i] = static_cast<unsigned>(i < count ? std::max<int64_t>(ps[i].n, 1) : 1);
+  launch_pair(ctx, pp, static_cast<unsigned>(blocks), Precision::fp32, true);
+  return true;
 }
 
 // One or two GEMMs (count), each over a 1-D grid of its tiles: both in one launch when
@@ -212,6 +231,7 @@ void gemm(DeviceContext& ctx, GemmParams* ps, int count, Precision precision) {
       if (p.a16) part.a16 = p.a16 + r0 * p.a_rs;
       if (p.c16) part.c16 = p.c16 + r0 * p.ldc;
       part.c = p.c + r0 * p.ldc;
+      if (p.sq) part.sq = p.sq + (r0 / kGemmBm) * tiles_n[i];  // the whole C's tile indices
       if (p.preact) part.preact = p.preact + r0 * p.ldc;
       if (p.dropout.out) {  // the mask's elements are counted from the whole C's first
         part.dropout.out = p.dropout.out + r0 * p.ldc;
@@ -253,14 +273,10 @@ void DeviceBackend::dense_forward(float* y, float* z, const float* x, const floa
   gemm(ctx, &p, 1, s.precision);
 }
 
-// dy, y, z: (batch, out)  x: (batch, in)  w: (in, out) -> dx (batch, in), dw (in, out), db (out);
-// dx, or dw and db together (a frozen layer), may be null and are then skipped. Both
-// products read dy as dz = act'(dy; y, z) as they load it, so the dz workspace is not
-// written.
-void DeviceBackend::dense_backward(float* dx, float* dw, float* db, float*, const float* dy, const float* x,
-                                   const float* w, const float* y, const float* z, DenseShape s, Activation act) {
-  DeviceContext& ctx = this->ctx();
-  GemmParams ps[2];
+namespace {
+// dense_backward's products (ps[0] dW when dw is given, then dx): how many.
+int backward_params(GemmParams (&ps)[2], float* dx, float* dw, float* db, const float* dy, const float* x,
+                    const float* w, const float* y, const float* z, const DenseShape& s, Activation act) {
   int count = 0;
   if (dw) {
     // dw (in, out) = x^T (in, batch) . dz (batch, out), db (out) its row of ones; with
@@ -284,8 +300,31 @@ void DeviceBackend::dense_backward(float* dx, float* dw, float* db, float*, cons
       p.dropout.out = dx;
     }
   }
+  return count;
+}
+}  // namespace
+
+// dy, y, z: (batch, out)  x: (batch, in)  w: (in, out) -> dx (batch, in), dw (in, out), db (out);
+// dx, or dw and db together (a frozen layer), may be null and are then skipped. Both
+// products read dy as dz = act'(dy; y, z) as they load it, so the dz workspace is not
+// written. With s.norm_slots, dW's tiles leave their sums of squares there.
+void DeviceBackend::dense_backward(float* dx, float* dw, float* db, float*, const float* dy, const float* x,
+                                   const float* w, const float* y, const float* z, DenseShape s, Activation act) {
+  DeviceContext& ctx = this->ctx();
+  GemmParams ps[2];
+  const int count = backward_params(ps, dx, dw, db, dy, x, w, y, z, s, act);
   if (!count) return;
+  if (dw) ps[0].sq = s.norm_slots;
   gemm(ctx, ps, count, s.precision);
+}
+
+int64_t DeviceBackend::dense_norm_slots(const DenseShape& s, bool dx) const {
+  float shape_only = 0.0f;  // stands for every buffer: only the products' shapes are read
+  GemmParams ps[2];
+  float* none = &shape_only;
+  const int count =
+      backward_params(ps, dx ? none : nullptr, none, none, none, none, none, none, none, s, Activation::identity);
+  return sq_slots(ps, count, s.precision);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -3,7 +3,8 @@
 // epilogue behind all three GEMMs of a dense layer, and the backward pass's activation
 // derivative and bias gradient), gemv_kernel (the same products for up to 4 rows or 16
 // columns, a warp per output column), and the types they share with the tensor-core GEMM
-// of cuda/gemm_tc.cuh (GemmParams, GemmPair, Operand, gemm_tile, store_c).
+// of cuda/gemm_tc.cuh (GemmParams, GemmPair, Operand, gemm_tile, store_c,
+// store_tile_squares).
 
 #include <cstdint>
 #include <type_traits>
@@ -67,6 +68,10 @@ struct GemmParams {
   // offsets, which are the mask's element indices (c is the Dropout layer's whole input or
   // gradient, ldc its width); out == c masks C in place.
   DropoutMask dropout = {};
+  // The backward's dW product (db's row included): each tile's sum of squares of what it
+  // stored, in double, left in sq[tile index] by its last block (gemv_kernel: sq[warp
+  // index], by lane 0), each slot written once (DenseShape::norm_slots); null: none.
+  double* sq = nullptr;
 };
 
 // Up to two independent GEMMs in one launch (the backward pass's dW and dx): blocks
@@ -144,13 +149,14 @@ __device__ __forceinline__ float dropout_value(const DropoutMask& d, int64_t i, 
 }
 
 // C (r, c) = v: the bias, preact and activation, or db's row (r == m with db); then the
-// dropout mask's copy (or C masked in place).
+// dropout mask's copy (or C masked in place). Returns the square of what a backward product
+// stored, exact in double (0: nothing stored), for GemmParams::sq.
 template <bool kGrad>
-__device__ __forceinline__ void store_c(const GemmParams& p, int64_t r, int64_t c, float v) {
-  if (r > p.m || c >= p.n || (r == p.m && !(kGrad && p.db))) return;
+__device__ __forceinline__ double store_c(const GemmParams& p, int64_t r, int64_t c, float v) {
+  if (r > p.m || c >= p.n || (r == p.m && !(kGrad && p.db))) return 0.0;
   if (kGrad && r == p.m) {
     p.db[c] = v;
-    return;
+    return static_cast<double>(v) * v;
   }
   const int64_t i = r * p.ldc + c;
   v += p.bias ? p.bias[c] : 0.0f;
@@ -159,6 +165,24 @@ __device__ __forceinline__ void store_c(const GemmParams& p, int64_t r, int64_t 
   if (p.dropout.out != p.c) p.c[i] = y;
   if (p.c16) p.c16[i] = half_bits(y, p.bf16);
   if (p.dropout.out) p.dropout.out[i] = dropout_value(p.dropout, i, y);
+  return kGrad ? static_cast<double>(y) * y : 0.0;
+}
+
+// A tile's sum of squares (GemmParams::sq) in sq[slot]: each thread's v (its elements'
+// squares, added in its store order) summed through warp shuffles, then the warps' sums in
+// warp order by thread 0, all in double: the same bits whatever the threads' schedule.
+// Called by the block's kBlock threads alike.
+template <int kBlock>
+__device__ __forceinline__ void store_tile_squares(double* sq, unsigned slot, double v) {
+  __shared__ double warp_sums[kBlock / 32];
+  CUSTOMML_POISON_SHARED(warp_sums);
+  v = warp_sum(v);
+  if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = v;
+  __syncthreads();
+  if (threadIdx.x != 0) return;
+  double total = 0.0;
+  for (int w = 0; w < kBlock / 32; ++w) total += warp_sums[w];
+  sq[slot] = total;
 }
 
 // Split-K's end of a block's part (splits > 1): every block stores its part's sums; the
@@ -398,15 +422,17 @@ __device__ __forceinline__ void gemm_block(const GemmParams& p, const GemmTile& 
   for (int i = 0; i < kGemmTm; ++i) keep |= (ty * kGemmTm + i < t.rows && (kBk ? tx : tx * kGemmTn) < t.cols) << i;
   if (splits > 1 && !split_last_block<kGemmThreads>(p, t, splits, total, keep, sm.arrived)) return;
 
+  double sq = 0.0;
   CUSTOMML_UNROLL
   for (int i = 0; i < kGemmTm; ++i) {
     CUSTOMML_UNROLL
     for (int j = 0; j < kGemmTn; ++j) {
       const int c = kBk ? tx + 16 * j : tx * kGemmTn + j;
       if (ty * kGemmTm + i < t.rows && c < t.cols)
-        store_c<kGrad>(p, t.row0 + ty * kGemmTm + i, t.col0 + c, total[i][j]);
+        sq += store_c<kGrad>(p, t.row0 + ty * kGemmTm + i, t.col0 + c, total[i][j]);
     }
   }
+  if (kGrad && p.sq) store_tile_squares<kGemmThreads>(p.sq, t.index, sq);
 }
 
 // grid (the pair's tiles times their splits), block kGemmThreads; kGrad: a backward-pass
@@ -526,8 +552,10 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemmPair pp) {
     for (int r = 0; r < kGemvRows; ++r) total[r] += __shfl_sync(0xffffffffu, acc[r], q);
   }
   if (lane == 0) {
+    double sq = 0.0;
     CUSTOMML_UNROLL
-    for (int r = 0; r < kGemvRows; ++r) store_c<kGrad>(p, row0 + r, col, total[r]);
+    for (int r = 0; r < kGemvRows; ++r) sq += store_c<kGrad>(p, row0 + r, col, total[r]);
+    if (kGrad && p.sq) p.sq[local] = sq;
   }
 }
 

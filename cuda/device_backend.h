@@ -19,6 +19,7 @@ class DeviceBackend : public Backend {
   void round_to_half(uint16_t* dst, const float* src, int64_t n, Precision format) override;
   int64_t folded_penalties() const override;
   bool fuses_dropout() const override { return true; }  // the GEMM epilogue: cuda/dense.cuh
+  int64_t dense_norm_slots(const DenseShape& s, bool dx) const override;
   void fake_quantize(float* y, void* codes, DType qtype, const float* x, const float* scale, const int32_t* zero,
                      int64_t rows, int64_t cols, QuantAxis axis) override;
 

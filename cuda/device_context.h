@@ -23,7 +23,7 @@ struct DeviceContext {
         ticket(device) {}
   Backend* memory;  // allocation and host <-> device copies
   // Compute capability 9.0 (Hopper): gemm() may take the sm_90a kernel (cuda/gemm_wgmma.cuh)
-  // for products of at least wgmma_min_tiles of its 128 x 128 tiles (one wave of an H100
+  // for products of at least wgmma_min_tiles of its 128 x 256 tiles (one wave of an H100
   // SXM's 132 SMs). cuda-emulated's test hook (emulated_cuda_set_sm90) sets both, so that
   // the path a Hopper takes runs end to end at shapes the emulator finishes in seconds.
   bool sm90 = false;

@@ -484,6 +484,7 @@ __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(Gemm
   CUSTOMML_UNROLL
   for (int i = 0; i < 8; ++i) keep |= (i / 4 * 16 < rows_left && i % 4 * 8 < cols_left) << i;
   if (splits > 1 && !split_last_block<kTcThreads>(p, tile, splits, acc4, keep, &arrived)) return;
+  double sq = 0.0;
   CUSTOMML_UNROLL
   for (int i = 0; i < 2; ++i) {
     CUSTOMML_UNROLL
@@ -491,9 +492,10 @@ __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(Gemm
       CUSTOMML_UNROLL
       for (int e = 0; e < 4; ++e)
         if (i * 16 + 8 * (e / 2) < rows_left && j * 8 + e % 2 < cols_left)
-          store_c<kGrad>(p, row0 + row_of(i, e), col0 + col_of(j, e), acc[i][j][e]);
+          sq += store_c<kGrad>(p, row0 + row_of(i, e), col0 + col_of(j, e), acc[i][j][e]);
     }
   }
+  if (kGrad && p.sq) store_tile_squares<kTcThreads>(p.sq, tile.index, sq);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -5,16 +5,22 @@
 // store_c's (bias, preact, activation), as gemm_tc_kernel's. The primitives and their
 // layouts: cuda/sm90.cuh (device), cuda/simt/tma.h and cuda/simt/wgmma.h (host emulation).
 //
-// A block of two warpgroups computes a 128 x 128 tile of C, each warpgroup 64 rows with
-// m64n128k16 (64 accumulators per thread). k goes in slices of 64 (128 bytes of 16-bit
-// values: one row of the 128-byte swizzle), kWgStages of them in flight. Per stage, the
-// TMA brings A's 128 x 64 box (K-major: x's rows) and B's as two 64 (k) x 64 (n) boxes
-// (MN-major: W's rows are n-contiguous, read with wgmma's transpose), 32 KiB in all,
-// announced to the stage's mbarrier by thread 0, which issues them. Elements past the
-// edges arrive as zeros (the TMA's fill), so partial tiles need no checks before the
-// epilogue's. A stage is reused once every thread's wgmmas that read it are complete:
-// wait_group 1 leaves only the current slice's in flight, and a __syncthreads after it
-// lets thread 0 refill the previous slice's stage.
+// Warp-specialized, as CUTLASS's sm90 kernels: a block is three warpgroups. The first is
+// the producer: one elected thread of its first warp issues the TMA loads, the others exit
+// at once, and it gives its registers up (setmaxnreg.dec to kWgProducerRegisters) to the
+// two consumer warpgroups (setmaxnreg.inc to kWgConsumerRegisters), which compute a 128 x
+// 256 tile of C, each 64 rows with m64n256k16 (128 accumulators per thread: the registers
+// the producer gave). k goes in slices of 64 (128 bytes of 16-bit values: one row of the
+// 128-byte swizzle), kWgStages of them in a ring. Per stage, the TMA brings A's 128 x 64 box
+// (K-major: x's rows) and B's as four 64 (k) x 64 (n) boxes (MN-major: W's rows are
+// n-contiguous, read with wgmma's transpose), 48 KiB in all, announced to the stage's full
+// mbarrier. Elements past the edges arrive as zeros (the TMA's fill), so partial tiles need
+// no checks before the epilogue's. Each stage also has an empty mbarrier, one arrival per
+// consumer thread: a consumer arrives once its wgmmas that read the stage are complete
+// (wait_group 1 after the next slice's issue: only that slice's in flight), and the
+// producer waits for the phase before refilling it. No block-wide barrier in the loop: the
+// producer keeps kWgStages - 1 slices loading ahead of the one computed, and each consumer
+// warpgroup goes at its own pace.
 
 #include <climits>
 #include <cstdint>
@@ -27,10 +33,14 @@
 
 namespace customml::CUSTOMML_CUDA_NS {
 
-constexpr int kWgBm = 128, kWgBn = 128, kWgBk = 64, kWgStages = 4, kWgThreads = 256;
-constexpr unsigned kWgABytes = kWgBm * kWgBk * 2, kWgBHalfBytes = kWgBk * 64 * 2;
-constexpr unsigned kWgStageBytes = kWgABytes + 2 * kWgBHalfBytes;
-// the mbarriers' kilobyte, the stages, and a kilobyte to align them to 1024 bytes
+constexpr int kWgBm = 128, kWgBn = 256, kWgBk = 64, kWgStages = 4, kWgConsumers = 256, kWgThreads = 128 + kWgConsumers;
+// setmaxnreg's counts: a 384-thread block starts with 168 registers a thread (65536 / 384,
+// in steps of 8; ptxas allocates that much to a kernel that reallocates); the producer's
+// 128 threads give 128 each back, which the consumers' 256 take (168 + 64 = 232).
+constexpr unsigned kWgProducerRegisters = 40, kWgConsumerRegisters = 232;
+constexpr unsigned kWgABytes = kWgBm * kWgBk * 2, kWgBBoxBytes = kWgBk * 64 * 2;
+constexpr unsigned kWgStageBytes = kWgABytes + kWgBn / 64 * kWgBBoxBytes;
+// the mbarriers' kilobyte (full, then empty), the stages, and a kilobyte to align them
 constexpr size_t kWgSharedBytes = 1024 + kWgStages * static_cast<size_t>(kWgStageBytes) + 1024;
 
 // What a launch passes: the product and its operands' tensor maps (A: m x k of a16, B:
@@ -40,7 +50,8 @@ struct WgmmaGemm {
   ptx::TensorMap a, b;
 };
 
-// grid: one block per 128 x 128 tile, row-major over the tiles; block kWgThreads;
+// grid: one block per 128 x 256 tile, row-major over the tiles; block kWgThreads (the
+// producer warpgroup, then the consumers);
 // dynamic shared memory kWgSharedBytes. T: __nv_bfloat16 or __half.
 template <class T>
 __global__ void __launch_bounds__(kWgThreads, 1) gemm_wgmma_kernel(const __grid_constant__ WgmmaGemm g) {
@@ -48,28 +59,42 @@ __global__ void __launch_bounds__(kWgThreads, 1) gemm_wgmma_kernel(const __grid_
   const GemmParams& p = g.p;
   unsigned char* shared = ptx::sm90_shared();
   auto* full = reinterpret_cast<uint64_t*>(shared);
+  uint64_t* empty = full + kWgStages;
   unsigned char* stages = shared + 1024;
-  const int tid = static_cast<int>(threadIdx.x), group = tid / 128, t = tid % 128;
+  const int tid = static_cast<int>(threadIdx.x), warpgroup = tid / 128, t = tid % 128;
   const auto tiles_n = static_cast<unsigned>((p.n + kWgBn - 1) / kWgBn);
   const int row0 = static_cast<int>(blockIdx.x / tiles_n) * kWgBm,
             col0 = static_cast<int>(blockIdx.x % tiles_n) * kWgBn;
   const int slices = static_cast<int>((p.k + kWgBk - 1) / kWgBk);
   if (tid == 0) {
-    for (int s = 0; s < kWgStages; ++s) ptx::mbarrier_init(&full[s], 1);
+    for (int s = 0; s < kWgStages; ++s) {
+      ptx::mbarrier_init(&full[s], 1);
+      ptx::mbarrier_init(&empty[s], kWgConsumers);
+    }
     ptx::mbarrier_init_fence();
   }
-  __syncthreads();
-  auto issue = [&](int slice) {
-    const int s = slice % kWgStages;
-    unsigned char* a = stages + s * kWgStageBytes;
-    unsigned char* b = a + kWgABytes;
-    ptx::mbarrier_arrive_expect_tx(&full[s], kWgStageBytes);
-    ptx::tma_load_2d(a, &g.a, slice * kWgBk, row0, &full[s]);
-    ptx::tma_load_2d(b, &g.b, col0, slice * kWgBk, &full[s]);
-    ptx::tma_load_2d(b + kWgBHalfBytes, &g.b, col0 + 64, slice * kWgBk, &full[s]);
-  };
-  if (tid == 0)
-    for (int slice = 0; slice < kWgStages - 1 && slice < slices; ++slice) issue(slice);
+  __syncthreads();  // the block's one: the barriers are initialized
+  if (warpgroup == 0) {
+    ptx::setmaxnreg_dec<kWgProducerRegisters>();
+    if (tid < 32 && ptx::elect_one_sync()) {
+      for (int slice = 0; slice < slices; ++slice) {
+        // The first pass finds every stage empty (the wait for parity 1 of a fresh barrier,
+        // the phase "before" its first, returns at once); pass r waits for the consumers'
+        // r-th release of the stage.
+        const int s = slice % kWgStages;
+        ptx::mbarrier_wait(&empty[s], (static_cast<unsigned>(slice / kWgStages) & 1u) ^ 1u);
+        unsigned char* a = stages + s * kWgStageBytes;
+        unsigned char* b = a + kWgABytes;
+        ptx::mbarrier_arrive_expect_tx(&full[s], kWgStageBytes);
+        ptx::tma_load_2d(a, &g.a, slice * kWgBk, row0, &full[s]);
+        for (int box = 0; box < kWgBn / 64; ++box)
+          ptx::tma_load_2d(b + box * kWgBBoxBytes, &g.b, col0 + 64 * box, slice * kWgBk, &full[s]);
+      }
+    }
+    return;  // every load lands on a full barrier some consumer waits for
+  }
+  ptx::setmaxnreg_inc<kWgConsumerRegisters>();
+  const int group = warpgroup - 1;
   float d[kWgBn / 2];
   CUSTOMML_UNROLL
   for (int j = 0; j < kWgBn / 2; ++j) d[j] = 0.0f;
@@ -83,16 +108,15 @@ __global__ void __launch_bounds__(kWgThreads, 1) gemm_wgmma_kernel(const __grid_
     CUSTOMML_UNROLL
     for (int kk = 0; kk < kWgBk / 16; ++kk) {
       // A: rows of 128 bytes, 8-row groups 1024 apart, 16 k = 32 bytes on; B: 8-k groups
-      // 1024 apart (16 k = 2048 bytes on), its second 64 columns a box (8 KiB) on.
+      // 1024 apart (16 k = 2048 bytes on), each further 64 columns a box (8 KiB) on.
       const uint64_t da = ptx::smem_descriptor(a + 32 * kk, 16, 1024, ptx::Swizzle::b128);
-      const uint64_t db = ptx::smem_descriptor(b + 2048 * kk, kWgBHalfBytes, 1024, ptx::Swizzle::b128);
+      const uint64_t db = ptx::smem_descriptor(b + 2048 * kk, kWgBBoxBytes, 1024, ptx::Swizzle::b128);
       ptx::wgmma_async<T, kWgBn, false, true>(d, da, db, true);
     }
     ptx::wgmma_commit_group();
     ptx::wgmma_wait_group<1>();  // the previous slice's wgmmas are complete (this thread's)
     ptx::wgmma_fence_operands(d);
-    __syncthreads();  // ... every thread's: its stage may be refilled
-    if (tid == 0 && slice + kWgStages - 1 < slices) issue(slice + kWgStages - 1);
+    if (slice > 0) ptx::mbarrier_arrive(&empty[(slice - 1) % kWgStages]);  // its stage may be refilled
   }
   ptx::wgmma_wait_group<0>();
   ptx::wgmma_fence_operands(d);
@@ -118,8 +142,8 @@ inline bool wgmma_operands_fit(const GemmParams& p) {
 
 // Whether gemm() takes gemm_wgmma_kernel for a product: on a Hopper (ctx.sm90: compute
 // capability 9.0, whose code the fatbin has as sm_90a), bf16 / fp16, operands that fit,
-// and a shape where it pays off: a 128 x 128 grid of at least one wave
-// (ctx.wgmma_min_tiles, an H100's 132 SMs: below, the sm_80 kernel's 64 x 64 tiles keep 4x
+// and a shape where it pays off: a 128 x 256 grid of at least one wave
+// (ctx.wgmma_min_tiles, an H100's 132 SMs: below, the sm_80 kernel's 64 x 64 tiles keep 8x
 // as many SMs busy) and k for the whole ring of stages (kWgStages x kWgBk = 256: below, the
 // pipeline's fill is most of the work). Otherwise the sm_80 kernel (gemm_tc_kernel), the
 // fallback everywhere, and on a Hopper too when the build has no sm_90a code.

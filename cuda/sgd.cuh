@@ -30,7 +30,7 @@ __global__ void sgd_update_kernel(float* param, const float* grad, float* veloci
                                   UpdateScalars u) {
   if (gate && gate->skip != 0.0) return;  // fp16: this step's gradients overflowed
   if (u.lr) c.lr = *u.lr;
-  const GradientScaling scaled(u);
+  const GradientScaling scaled(u, clip_norm(u));  // every thread: the norm slots take the block
   const HalfTwin twin(u);
   const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;

@@ -4,26 +4,42 @@
 // gradient is scaled as scale_by_kernel, the penalty's gradient added as
 // kernel_penalties_kernel and then scaled as clip_scale_kernel would have done it in place,
 // each product in double rounded to float, so the update gives their bits without their
-// passes. Device functions only: any kernel file may include it.
+// passes (the clipping norm also from the dense backward's slots: clip_norm). Device
+// functions only: any kernel file may include it.
 
 #include "cuda/common.cuh"
 #include "cuda/half_bits.cuh"
+#include "cuda/loss_epilogue.cuh"
 #include "cuda/penalty.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
+
+// The gradients' global norm the update clips by: *u.norm, or the square root of the sum
+// of u's norm slots in slot order (ordered_sum, so every block gets the same bits);
+// unused where u clips by neither. Every thread of the block calls it.
+__device__ __forceinline__ double clip_norm(const UpdateScalars& u) {
+  if (!u.norm_slots) return u.norm ? *u.norm : 0.0;
+  __shared__ double norm;
+  CUSTOMML_POISON_SHARED(norm);
+  const double total = ordered_sum(u.norm_slots, u.norm_slot_count);
+  if (threadIdx.x == 0) norm = sqrt(total);
+  __syncthreads();
+  return norm;
+}
 
 struct GradientScaling {
   double unscale = 1.0, clip = 1.0;
   bool unscales = false, clips = false;
   const UpdateScalars& spans;  // the launch's parameters: the penalty spans read in place
-  // Reads the factors from device memory (once per thread, before the element loop).
-  __device__ __forceinline__ explicit GradientScaling(const UpdateScalars& u) : spans(u) {
+  // Reads the factors from device memory (once per thread, before the element loop); norm:
+  // clip_norm(u).
+  __device__ __forceinline__ GradientScaling(const UpdateScalars& u, double norm) : spans(u) {
     if (u.unscale) {
       unscale = *u.unscale;
       unscales = true;
     }
-    if (u.norm) {
-      clip = static_cast<double>(u.max_norm) / (*u.norm + 1e-6);
+    if (u.norm || u.norm_slots) {
+      clip = static_cast<double>(u.max_norm) / (norm + 1e-6);
       clips = clip < 1.0;
     }
   }

@@ -1,12 +1,12 @@
 """The sm_90a GEMM (cuda/gemm_wgmma.cuh: TMA + wgmma) as gemm() reaches it on a Hopper, end
 to end on cuda-emulated. A private hook (`_core._emulated_set_sm90`) makes the emulated
 device choose as compute capability 9.0 with sm_90a code does, and lowers the one-wave
-threshold (132 tiles of 128 x 128) so that a product of a few tiles takes the path: the
-emulator runs the kernel's 256 threads a tile, and a 132-tile product takes it 16 s.
+threshold (132 tiles of 128 x 256) so that a product of a few tiles takes the path: the
+emulator runs the kernel's 384 threads a tile (a producer warpgroup, two consumers).
 
 Every test that means to reach the kernel counts the wgmma.mma_async the emulator's
 warpgroups issued (`_core._emulated_wgmmas`): exactly 2 warpgroups x 4 (k = 64 a slice in
-m64n128k16 steps) per slice per tile, so a dispatch that silently fell back to the sm_80
+m64n256k16 steps) per slice per tile, so a dispatch that silently fell back to the sm_80
 kernel (gemm_tc_kernel) fails, and so would a grid or a slice count off by one.
 
 Tolerance, as tests/test_dense.py's tensor-core test argues it: each operand is rounded to
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.skipif(not cm.build_info()["simt_emulation"], reason="b
 
 DEVICE = "cuda-emulated"
 # gemm_wgmma_kernel's tile, k slice and ring (cuda/gemm_wgmma.cuh), and wgmma_path's k floor
-BM, BN, BK, STAGES, WARPGROUPS = 128, 128, 64, 4, 2
+BM, BN, BK, STAGES, WARPGROUPS = 128, 256, 64, 4, 2
 
 
 def wgmmas(m, n, k):
@@ -83,14 +83,16 @@ def to_16(y, precision):
 
 
 # (m, k, n) and the epilogue's activation: rows at the 128-row tile's edges +-1 (the TMA's
-# zero fill and store_c's row checks), columns at the 128-column tile's edges +-8 (W's rows
+# zero fill and store_c's row checks), columns at the 256-column tile's edges +-8 and inside
+# its last 64-column box (136: the last box all past the edge, zero-filled) (W's rows
 # must be a multiple of 16 bytes for the TMA), k a multiple of 8 but not of the 64-deep
 # slice nor of the 256-deep ring (264, 296: a last slice partly zero-filled, the ring wraps).
 CASES = [
     ((1, 256, 8), "identity"),
-    ((127, 264, 136), "relu"),
+    ((127, 264, 264), "relu"),
     ((128, 256, 128), "gelu"),
-    ((129, 296, 120), "gelu"),
+    ((129, 296, 248), "gelu"),
+    ((65, 256, 136), "relu"),
 ]
 
 
@@ -196,7 +198,7 @@ def _sass_report():
 
 @pytest.mark.parametrize(
     "shape",
-    [(4096, 4096, 4096), (1536, 1280, 256), (1536, 1408, 256), (4096, 4096, 248), (128, 256, 784), (4096, 4100, 4096)],
+    [(4096, 4096, 4096), (1536, 2560, 256), (1536, 2816, 256), (4096, 4096, 248), (128, 256, 784), (4096, 4100, 4096)],
 )
 def test_the_sass_report_mirrors_the_dispatch(shape):
     """bench/sass_report.py's estimates name the kernel gemm() takes on an H100 by its own

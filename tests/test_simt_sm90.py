@@ -345,7 +345,7 @@ def test_tensor_maps_refuse_what_the_driver_refuses():
 def _tma_wgmma(kind, mn, mode=0, seed=6):
     """A (64 x k) and B by TMA into 128-byte swizzled stages, then wgmma along k (the
     selftest's modes: 0 right, 1 the mbarrier wait after the wgmmas, 2 the stage refilled
-    while they are in flight); D and the operands as the GPU reads them."""
+    while they are in flight, 3 right, the stage loaded again after a __syncthreads); D and the operands as the GPU reads them."""
     rng = np.random.default_rng(seed)
     element = 4 if kind == "tf32" else 2
     depth = 128 // element
@@ -367,12 +367,19 @@ def _tma_wgmma(kind, mn, mode=0, seed=6):
     return got, ra, rb
 
 
-@pytest.mark.parametrize("mode", [1, 2], ids=["mbarrier_wait_after_the_wgmma", "stage_refilled_in_flight"])
-def test_operands_changing_under_a_wgmma_in_flight_are_refused(mode):
+@pytest.mark.parametrize(
+    ("mode", "error"),
+    [
+        (1, "operand shared memory changed while the wgmma was in flight"),
+        (2, "overwrites shared bytes 1024 to 9216 that thread 0's wgmma number 0 reads"),
+    ],
+    ids=["mbarrier_wait_after_the_wgmma", "stage_refilled_in_flight"],
+)
+def test_operands_changing_under_a_wgmma_in_flight_are_refused(mode, error):
     """wgmma reads its shared operands any time between issue and the wait_group covering
-    it: a TMA that lands (or a refill that starts) in between is refused, not computed with
-    whichever contents the emulator happened to read."""
-    with pytest.raises(RuntimeError, match="operand shared memory changed while the wgmma was in flight"):
+    it: a TMA that lands in between is refused at the wait, not computed with whichever
+    contents the emulator happened to read; a refill that starts in between, at its issue."""
+    with pytest.raises(RuntimeError, match=error):
         _tma_wgmma("bf16", True, mode)
 
 
@@ -451,10 +458,10 @@ def test_wgmma_gemm_epilogue(order, act):
     ("sm90", "precision", "shape", "offset", "taken"),
     [
         (True, 2, (4096, 4096, 4096), 0, True),
-        (True, 3, (1536, 1408, 256), 0, True),  # 12 x 11 = 132 tiles of 128 x 128: one wave
+        (True, 3, (1536, 2816, 256), 0, True),  # 12 x 11 = 132 tiles of 128 x 256: one wave
         (False, 2, (4096, 4096, 4096), 0, False),  # not a Hopper: the sm_80 kernel
         (True, 1, (4096, 4096, 4096), 0, False),  # tf32: wgmma's tf32 needs a K-major B, W is N-major
-        (True, 2, (1536, 1280, 256), 0, False),  # 120 tiles: fewer than the SMs
+        (True, 2, (1536, 2560, 256), 0, False),  # 120 tiles: fewer than the SMs
         (True, 2, (4096, 4096, 248), 0, False),  # k short of the ring of stages
         (True, 2, (128, 256, 784), 0, False),  # the README MLP's first layer: 2 tiles
         (True, 2, (4096, 4100, 4096), 0, False),  # rows of W not a multiple of 16 bytes
@@ -465,3 +472,100 @@ def test_the_wgmma_kernel_is_chosen_where_it_pays_off(sm90, precision, shape, of
     """cuda/gemm_wgmma.cuh's wgmma_path, which gemm() asks first: Hopper, bf16 / fp16,
     operands the TMA takes, at least a wave of tiles and k for the ring; else sm_80's."""
     assert run("sm90_path", [int(sm90), precision, *shape, offset], block=1)[0] == float(taken)
+
+
+def _ring(mode, slices=5, seed=8):
+    """The selftest's warp-specialized ring (a producer warpgroup, one consumer warpgroup,
+    2 stages with full and empty mbarriers): D = A B over k = 64 slices, A (64 x k) and B
+    (k x 64) bf16; D and the float32 sum in k order."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((64, 64 * slices)).astype(np.float32)
+    b = rng.standard_normal((64 * slices, 64)).astype(np.float32)
+    a = (a.view(np.uint32) & 0xFFFF0000).view(np.float32)
+    b = (b.view(np.uint32) & 0xFFFF0000).view(np.float32)
+    store = lambda x: np.ascontiguousarray((x.view(np.uint32) >> 16).astype(np.uint16)).view(np.uint32).ravel()  # noqa: E731
+    got = run("sm90_ring", np.concatenate([[slices, mode], store(a), store(b)]), block=256)
+    want = np.zeros((64, 64), np.float32)
+    for k in range(64 * slices):
+        want += a[:, k : k + 1] * b[k : k + 1, :]
+    return got.reshape(64, 64).astype(np.float32), want
+
+
+def test_a_stage_reloaded_after_a_barrier_is_ordered(order):
+    """The same stage loaded again once every thread's wait_group is behind a __syncthreads
+    (the barrier tells the issuing thread that the others' wgmmas completed): accepted, D
+    as before (the order check's other side: a copy after a block-wide barrier)."""
+    got, ra, rb = _tma_wgmma("bf16", True, 3)
+    want = np.zeros((64, 64), np.float32)
+    for k in range(ra.shape[1]):
+        want += ra[:, k : k + 1] * rb[k : k + 1, :]
+    np.testing.assert_array_equal(got, want)
+
+
+def test_a_producer_waiting_on_the_wrong_parity_deadlocks(order):
+    """A fresh empty barrier has completed only the phase "before" its first (parity 1): a
+    producer that waits for parity 0 on its first pass waits for consumers that wait for
+    it, which the GPU hangs on and the emulator reports."""
+    with pytest.raises(RuntimeError, match="deadlock"):
+        _ring(3)
+
+
+def test_a_warp_specialized_ring_computes_the_product(order):
+    """An elected producer thread refills each stage after the consumers' arrivals on its
+    empty mbarrier complete a phase (the first pass waiting for parity 1, which a fresh
+    barrier has completed), 5 slices through 2 stages: D = A B exactly as the k-order sum."""
+    got, want = _ring(0)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("mode", [1, 2], ids=["release_before_the_wait_group", "release_of_the_slice_in_flight"])
+def test_a_stage_refilled_before_its_consumers_released_it_is_refused(order, mode):
+    """A tensor copy into a stage must be ordered after every wgmma reading it (the reader's
+    wait_group, its arrive, the producer's wait on that phase). A consumer that arrives
+    before its wait_group leaves no trace in the results here (the emulator completes the
+    wgmma at the wait, before the producer runs): refused at the copy's issue, naming the
+    reader; so is a release of the slice still in flight (which the operands' check at the
+    wait catches too). A refill with no wait at all arrives twice in a full barrier's phase,
+    refused as such (test_tma_and_mbarrier_misuse_is_refused's kind)."""
+    with pytest.raises(RuntimeError, match=r"overwrites shared bytes \d+ to \d+ that thread \d+'s wgmma number"):
+        _ring(mode)
+
+
+def test_setmaxnreg_moves_registers_from_the_producer_to_the_consumers(order):
+    """384 threads start with 168 registers each; the producer warpgroup's .dec to 40 frees
+    what the consumers' .inc to 232 takes (under the reverse order the consumers ask first
+    and wait for the pool)."""
+    assert run("sm90_setmaxnreg", [0], block=384).tolist() == [1.0] * 384
+
+
+@pytest.mark.parametrize(
+    ("mode", "block", "error"),
+    [
+        (1, 384, "deadlock.*setmaxnreg.inc"),
+        (2, 384, "236 registers .24 to 256 in steps of 8"),
+        (3, 384, "differs from warpgroup 1's setmaxnreg number 0"),
+        (4, 384, "to fewer registers .160. than the warp holds .168"),
+        (5, 384, "to more registers .176. than the warp holds .168"),
+        (0, 320, "its warpgroup is partial"),
+    ],
+    ids=["more_than_the_pool", "odd_count", "warps_differ", "inc_below", "dec_above", "partial_warpgroup"],
+)
+def test_setmaxnreg_misuse_is_refused(order, mode, block, error):
+    """What the GPU would hang on (an .inc the pool can never give: 256 x 72 > 128 x 128) or
+    leave undefined (a count off the 8-register steps, warps of one warpgroup asking
+    differently, .inc below or .dec above what the warp holds, a partial warpgroup)."""
+    with pytest.raises(RuntimeError, match=error):
+        run("sm90_setmaxnreg", [mode], block=block)
+
+
+def test_elect_one_sync_elects_one_lane_a_warp(order):
+    """One lane of each warp (a partial last one too), which one left open: the first in the
+    thread order, so a kernel that assumes lane 0 meets lane 31 under the reverse order."""
+    got = run("sm90_elect", [], block=80)
+    warps = [got[0:32], got[32:64], got[64:80]]
+    assert [w.sum() for w in warps] == [1, 1, 1]
+    lanes = [int(w.argmax()) for w in warps]
+    if order == "forward":
+        assert lanes == [0, 0, 0]
+    elif order == "reverse":
+        assert lanes == [31, 31, 15]

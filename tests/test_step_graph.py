@@ -37,6 +37,7 @@ _CASES = {
     "sgd+dropout+clip+l2+weights": dict(
         optimizer=lambda: cm.optimizers.SGD(0.05, momentum=0.9), dropout=0.2, clipnorm=0.5, l2=1e-3, sample_weight=True
     ),
+    "clip": dict(clipnorm=0.05),  # the norm from the backward's slots (no penalty, fp32)
     "qat": dict(qat=True),
     "mse+r2": dict(loss="mse", metrics=["mae", "r2"]),
     "binary+f1": dict(loss="binary_cross_entropy", metrics=["accuracy", "f1", "confusion_matrix"]),

@@ -264,6 +264,9 @@ void bind_network(py::module_& m) {
             n.read_gradients(dst);
           },
           py::arg("out"), "Copies the gradient buffer into out (num_params float32).")
+      .def("_read_norm_slots", &Network::read_norm_slots, py::call_guard<py::gil_scoped_release>(),
+           "The last training step's per-tile sums of squares of its gradients, which its update clipped by "
+           "(empty where a pass of its own took the norm); for tests.")
       .def(
           "write_gradients",
           [](Network& n, py::array_t<float, py::array::c_style> values) {

@@ -4,7 +4,9 @@
 
 #include "simt/async_proxy.h"
 
+#include <algorithm>
 #include <atomic>
+#include <climits>
 #include <cstring>
 #include <map>
 #include <stdexcept>
@@ -30,10 +32,24 @@ struct BulkCopy {
   int column, row;
 };
 
+// What a thread knows of the block's completed wgmmas: entry t is how many of thread t's
+// wgmma.mma_async (in issue order) are known complete. A thread knows its own from its
+// wgmma.wait_group; an mbarrier arrive releases what the thread knows to the phase, a wait
+// that sees the phase complete acquires it, and a __syncthreads joins the threads'.
+using Knowledge = std::vector<size_t>;
+
+void join(Knowledge& into, const Knowledge& from) {
+  if (into.size() < from.size()) into.resize(from.size(), 0);
+  for (size_t t = 0; t < from.size(); ++t)
+    if (from[t] > into[t]) into[t] = from[t];
+}
+
 struct Barrier {
   unsigned count = 0, pending = 0, phase = 0;
   int64_t transactions = 0;  // bytes announced by expect_tx and not yet delivered
   std::vector<BulkCopy> in_flight;
+  Knowledge arrived;   // joined from every arrival so far
+  Knowledge released;  // as arrived was when the last phase completed: what a wait acquires
 };
 
 struct Wgmma {
@@ -77,6 +93,20 @@ struct Issued {
 
 struct Block {
   unsigned threads = 0;
+  // The ordering of wgmma reads before tensor copies into the same bytes, kept from the
+  // block's first wgmma on (nothing to order before): known[u] is thread u's Knowledge;
+  // reads, by the [first, last) bytes an operand's descriptor spans, entry t 1 + the issue
+  // index of thread t's latest wgmma reading them; spans caches the descriptors' bytes.
+  bool ordering = false;
+  std::vector<Knowledge> known;
+  std::map<std::pair<uint32_t, uint32_t>, std::vector<size_t>> reads;
+  std::map<std::pair<uint64_t, unsigned>, std::pair<uint32_t, uint32_t>> spans;
+  // setmaxnreg: each thread's register count (from the first setmaxnreg: the most the
+  // block size allows), the CTA's pool, and each warpgroup's setmaxnreg in order
+  // (action << 16 | count) with how many each thread has executed.
+  std::vector<unsigned> registers, reallocations;
+  std::vector<std::vector<unsigned>> reallocated;
+  int64_t pool = 0;
   // Dynamic shared memory as the asynchronous proxy sees it: the block's poison, then what
   // tensor copies wrote and what fence.proxy.async published (grown on first use).
   std::vector<unsigned char> async_view;
@@ -110,6 +140,7 @@ void complete_if_done(Barrier& b) {
   if (b.pending != 0 || b.transactions != 0) return;
   b.phase ^= 1u;
   b.pending = b.count;
+  b.released = b.arrived;
 }
 
 // Swizzle<B,4,3> on a shared-memory address: the 16-byte chunk bits [4, 4+B) XOR the bits
@@ -174,6 +205,23 @@ uint32_t operand_address(uint64_t desc, bool mn_major, unsigned mn, unsigned k, 
       at = start + (chunk % w) * 16 + (chunk / w) * leading + (k % 8) * 16 * w + (k / 8) * stride + mb % 16;
   }
   return mode == 0 ? at : swizzle(at, 16 * w);
+}
+
+// The [first, last) shared-memory bytes a wgmma operand spans (rows: 64 for A, n for B),
+// over every thread's elements: what a tensor copy into them must be ordered after.
+std::pair<uint32_t, uint32_t> operand_span(uint64_t desc, bool mn_major, unsigned rows, WgmmaType type) {
+  const unsigned eb = type == WgmmaType::tf32 ? 4 : 2, depth = type == WgmmaType::tf32 ? 8 : 16;
+  const auto key = std::make_pair(desc, rows << 8 | static_cast<unsigned>(mn_major) << 4 | static_cast<unsigned>(type));
+  const auto it = tl_block.spans.find(key);
+  if (it != tl_block.spans.end()) return it->second;
+  uint32_t first = UINT32_MAX, last = 0;
+  for (unsigned mn = 0; mn < rows; ++mn)
+    for (unsigned k = 0; k < depth; ++k) {
+      const uint32_t at = operand_address(desc, mn_major, mn, k, eb);
+      first = std::min(first, at);
+      last = std::max(last, at + eb);
+    }
+  return tl_block.spans[key] = {first, last};
 }
 
 // issue: also checks that the asynchronous proxy sees the same bytes (a TMA wrote them, or
@@ -285,6 +333,18 @@ void block_start(unsigned threads) {
   tl_block.async_view.clear();
   tl_block.wgmma.assign(threads, ThreadWgmma{});
   tl_block.warpgroups.assign((threads + kWarpgroup - 1) / kWarpgroup, {});
+  tl_block.ordering = false;
+  tl_block.known.clear();
+  tl_block.reads.clear();
+  tl_block.spans.clear();
+  tl_block.registers.clear();
+}
+
+void block_barrier(const unsigned* threads, size_t count) {
+  if (!tl_block.ordering) return;
+  Knowledge all;
+  for (size_t i = 0; i < count; ++i) join(all, tl_block.known[threads[i]]);
+  for (size_t i = 0; i < count; ++i) tl_block.known[threads[i]] = all;
 }
 
 void thread_exit(unsigned linear) {
@@ -315,7 +375,7 @@ void mbarrier_init(uint64_t* bar, unsigned count) {
     throw std::runtime_error("mbarrier.init with count " + std::to_string(count) + " (1 to 2^20 - 1)");
   Barrier& b = tl_block.barriers[at];
   if (!b.in_flight.empty()) throw std::runtime_error("mbarrier.init on an mbarrier with tensor copies in flight");
-  b = Barrier{count, count, 0, 0, {}};
+  b = Barrier{count, count, 0, 0, {}, {}, {}};
   *bar = kBarrierMark;
 }
 
@@ -327,6 +387,7 @@ void mbarrier_arrive(uint64_t* bar, unsigned transaction_bytes) {
                              "mbarrier.init");
   b.transactions += transaction_bytes;
   --b.pending;
+  if (tl_block.ordering) join(b.arrived, tl_block.known[thread_linear()]);  // arrive has .release semantics
   complete_if_done(b);
 }
 
@@ -334,11 +395,57 @@ void mbarrier_wait_parity(uint64_t* bar, unsigned parity) {
   const uint32_t at = shared_offset(bar, 8, "mbarrier.try_wait.parity");
   barrier_at(bar, "mbarrier.try_wait.parity");
   parity &= 1u;
-  block_until([at, parity] {
+  Knowledge acquired;  // what the completed phase released, as the wait saw it
+  block_until([at, parity, &acquired] {
     Barrier& b = tl_block.barriers.at(at);
     if (b.phase == parity && b.pending == 0 && !b.in_flight.empty()) land(b);
-    return b.phase != parity;  // the phase of that parity has completed
+    if (b.phase == parity) return false;
+    acquired = b.released;  // the phase of that parity has completed
+    return true;
   });
+  if (tl_block.ordering) join(tl_block.known[thread_linear()], acquired);
+}
+
+void setmaxnreg(bool increase, unsigned count) {
+  const unsigned t = thread_linear(), wg = t / kWarpgroup;
+  auto fail = [&](const std::string& why) {
+    throw std::runtime_error(std::string(increase ? "setmaxnreg.inc" : "setmaxnreg.dec") + " by " + thread_name() +
+                             ": " + why);
+  };
+  if (count < 24 || count > 256 || count % 8) fail(std::to_string(count) + " registers (24 to 256 in steps of 8)");
+  if ((wg + 1) * kWarpgroup > tl_block.threads)
+    fail("its warpgroup is partial (the block has " + std::to_string(tl_block.threads) +
+         " threads): every warp of a warpgroup executes it");
+  if (tl_block.registers.empty()) {
+    // At launch every warp holds the kernel's register count; ptxas gives a kernel that
+    // reallocates the most its __launch_bounds__ allow (the SASS report shows it), so the
+    // pool starts empty.
+    const unsigned warps = (tl_block.threads + 31) / 32;
+    tl_block.registers.assign(tl_block.threads, std::min(256u, 65536u / (32 * warps) / 8 * 8));
+    tl_block.reallocations.assign(tl_block.threads, 0);
+    tl_block.reallocated.assign((tl_block.threads + kWarpgroup - 1) / kWarpgroup, {});
+    tl_block.pool = 0;
+  }
+  const unsigned code = static_cast<unsigned>(increase) << 16 | count;
+  std::vector<unsigned>& done = tl_block.reallocated[wg];
+  unsigned& mine = tl_block.reallocations[t];
+  if (mine == done.size())
+    done.push_back(code);
+  else if (done[mine] != code)
+    fail("it differs from warpgroup " + std::to_string(wg) + "'s setmaxnreg number " + std::to_string(mine) +
+         " as another thread executed it (.sync.aligned: every warp of the warpgroup executes the same)");
+  ++mine;
+  unsigned& held = tl_block.registers[t];
+  if (increase ? count < held : count > held)
+    fail(std::string(increase ? "to fewer" : "to more") + " registers (" + std::to_string(count) +
+         ") than the warp holds (" + std::to_string(held) + ")");
+  const int64_t change = static_cast<int64_t>(count) - held;
+  block_until([change] {  // takes them once the pool has them (gives them back at once)
+    if (tl_block.pool < change) return false;
+    tl_block.pool -= change;
+    return true;
+  });
+  held = count;
 }
 
 void tensor_map_encode_2d(TensorMap* map, const void* global, uint32_t element_bytes, uint64_t rows, uint64_t columns,
@@ -371,6 +478,29 @@ void tensor_load_2d(void* dst, const TensorMap* map, int column, int row, uint64
     throw std::runtime_error("cp.async.bulk.tensor by " + thread_name() + ": the destination (shared address " +
                              std::to_string(at) + ") is not " + std::to_string(alignment) + "-byte aligned");
   Barrier& b = barrier_at(bar, "cp.async.bulk.tensor's mbarrier");
+  if (tl_block.ordering) {
+    // The copy may write any time from now: every wgmma reading these bytes must be known
+    // complete to this thread (its readers' wait_group, then an arrive on an mbarrier whose
+    // phase this thread waited for, or a __syncthreads).
+    const uint32_t end = at + m.box_rows * span;
+    const Knowledge& known = tl_block.known[thread_linear()];
+    for (auto it = tl_block.reads.begin(); it != tl_block.reads.end();) {
+      if (it->first.first >= end || it->first.second <= at) {
+        ++it;
+        continue;
+      }
+      for (size_t t = 0; t < it->second.size(); ++t)
+        if (it->second[t] > (t < known.size() ? known[t] : 0))
+          throw std::runtime_error(
+              "cp.async.bulk.tensor by " + thread_name() + " overwrites shared bytes " + std::to_string(at) + " to " +
+              std::to_string(end) + " that thread " + std::to_string(t) + "'s wgmma number " +
+              std::to_string(it->second[t] - 1) +
+              " reads, and nothing orders that wgmma's completion before the copy (a stage refilled before all "
+              "its consumers released it: their wgmma.wait_group, then an arrive on the stage's empty mbarrier "
+              "whose phase the producer waits for with the right parity)");
+      it = tl_block.reads.erase(it);  // overwritten: later reads are new ones
+    }
+  }
   b.in_flight.push_back({at, m, column, row});
   std::memset(dst, 0xFF, static_cast<size_t>(m.box_rows) * span);  // NaN until it lands
   std::memset(async_view_at(at, static_cast<size_t>(m.box_rows) * span), 0xFF, static_cast<size_t>(m.box_rows) * span);
@@ -447,6 +577,15 @@ void wgmma_mma_async(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool acc
         "before the wgmma)");
   if (!op.chained) op.input.assign(d, d + n / 2);
   op.operands = read_operands(op, true);
+  if (!tl_block.ordering) {
+    tl_block.ordering = true;
+    tl_block.known.assign(tl_block.threads, Knowledge(tl_block.threads, 0));
+  }
+  for (const auto& span : {operand_span(desc_a, trans_a, 64, type), operand_span(desc_b, trans_b, n, type)}) {
+    std::vector<size_t>& readers = tl_block.reads[span];
+    readers.resize(tl_block.threads, 0);
+    readers[t] = w.issued;  // 1 + this wgmma's issue index
+  }
   poison(d, n);  // NaN until the wait
   acc.bits = bits_of(d, n / 2);
   acc.captured = true;
@@ -501,6 +640,7 @@ void wgmma_wait_group(int pending) {
   w.ops.erase(w.ops.begin(), w.ops.begin() + static_cast<std::ptrdiff_t>(done));
   w.group_ends.erase(w.group_ends.begin(), w.group_ends.begin() + static_cast<std::ptrdiff_t>(done_groups));
   for (size_t& end : w.group_ends) end -= done;
+  tl_block.known[thread_linear()][thread_linear()] = w.issued - w.ops.size();
 }
 
 }  // namespace customml::simt::async_proxy

@@ -17,11 +17,18 @@ namespace customml::simt::async_proxy {
 void block_start(unsigned threads);
 void thread_exit(unsigned linear);
 void block_end();
+// When a __syncthreads releases `threads` (their linear indices): each learns what the
+// others know of completed wgmmas (the ordering simt/tma.h describes).
+void block_barrier(const unsigned* threads, size_t count);
 
 // mbarrier (an 8-byte object in dynamic shared memory).
 void mbarrier_init(uint64_t* bar, unsigned count);
 void mbarrier_arrive(uint64_t* bar, unsigned transaction_bytes);
 void mbarrier_wait_parity(uint64_t* bar, unsigned parity);
+
+// setmaxnreg.{inc,dec}.sync.aligned.u32 count: the calling thread's share of its warpgroup's
+// register reallocation (simt/tma.h).
+void setmaxnreg(bool increase, unsigned count);
 
 // A 2-D tiled tensor map, the emulator's CUtensorMap (same size and alignment; the GPU's
 // is opaque, written by cuTensorMapEncodeTiled).

@@ -79,6 +79,11 @@ void check_shuffle_source(unsigned src_lane);
 // After a warp_exchange: the lanes that took part in it, one bit per lane (absent lanes of
 // a partial warp, exited lanes and lanes outside the mask are 0).
 unsigned warp_participants();
+// elect.sync over `mask`: true in one lane of those taking part. The PTX ISA makes the
+// choice deterministic (the same lane for the same mask) but does not say which; here the
+// first of them in the block's thread order (the lowest lane under forward, the highest
+// under reverse, any under shuffled), so that a kernel assuming lane 0 fails under some order.
+bool elect_one(unsigned mask);
 unsigned lane_id();
 // The calling thread's index in its block (x fastest).
 unsigned thread_linear();

@@ -166,7 +166,8 @@ __global__ void tma_kernel(double* out, const ptx::TensorMap* map, int column, i
 enum TmaWgmmaMode {
   kTmaWgmmaRight,
   kTmaWgmmaLateWait,  // the mbarrier wait after the wgmmas are issued, before their wait_group
-  kTmaWgmmaRefill     // the stage reloaded while the wgmmas reading it are in flight
+  kTmaWgmmaRefill,    // the stage reloaded while the wgmmas reading it are in flight
+  kTmaWgmmaReload     // right: the stage reloaded after every thread's wait_group and a __syncthreads
 };
 
 template <class T, int N, bool kTransB>
@@ -203,9 +204,111 @@ __global__ void tma_wgmma_kernel(double* out, const ptx::TensorMap* map_a, const
   }
   ptx::wgmma_wait_group<0>();
   if (mode == kTmaWgmmaRefill) ptx::mbarrier_wait(bar, 1);
+  if (mode == kTmaWgmmaReload) {
+    __syncthreads();  // every thread's wgmmas complete, and thread 0 knows it
+    if (threadIdx.x == 0) {
+      ptx::mbarrier_arrive_expect_tx(bar, a_bytes);
+      ptx::tma_load_2d(a, map_a, 0, 0, bar);
+    }
+    ptx::mbarrier_wait(bar, 1);
+  }
   const unsigned t = threadIdx.x, warp = t / 32, g = (t % 32) / 4, q = t % 4;
   for (int j = 0; j < N / 2; ++j) out[(16 * warp + g + 8 * (j / 2 % 2)) * N + 8 * (j / 4) + 2 * q + j % 2] = d[j];
 }
+
+// A warp-specialized ring as gemm_wgmma_kernel's, small: warpgroup 0's elected thread
+// loads slice after slice of A (64 x 64, K-major) and B (64 (k) x 64 (n), MN-major) into
+// kRingStages stages, each with a full and an empty mbarrier; warpgroup 1 computes D = A B
+// over all of k and releases a stage once its wgmmas are complete. out (64, 64): D. The
+// modes each make one mistake in the release.
+enum RingMode {
+  kRingRight,
+  kRingEarlyRelease,    // a consumer arrives on the slice's empty barrier before its wait_group
+  kRingReleaseCurrent,  // after wait_group 1, the current slice's stage released (its wgmmas in flight)
+  kRingEmptyParity      // the producer's empty wait without the flip: its first pass never goes on
+};
+constexpr int kRingStages = 2;
+
+__global__ void ring_kernel(double* out, const ptx::TensorMap* map_a, const ptx::TensorMap* map_b, int slices,
+                            int mode) {
+  constexpr unsigned kBox = 64 * 64 * 2;
+  auto* s = static_cast<unsigned char*>(dynamic_shared());
+  auto* full = reinterpret_cast<uint64_t*>(s);
+  uint64_t* empty = full + kRingStages;
+  unsigned char* stages = s + 1024;
+  const unsigned tid = threadIdx.x;
+  if (tid == 0)
+    for (int i = 0; i < kRingStages; ++i) {
+      ptx::mbarrier_init(&full[i], 1);
+      ptx::mbarrier_init(&empty[i], 128);
+    }
+  __syncthreads();
+  if (tid < 128) {
+    if (tid < 32 && ptx::elect_one_sync())
+      for (int slice = 0; slice < slices; ++slice) {
+        const int st = slice % kRingStages;
+        ptx::mbarrier_wait(&empty[st], (static_cast<unsigned>(slice / kRingStages) & 1u) ^ (mode != kRingEmptyParity));
+        unsigned char* a = stages + st * 2 * kBox;
+        ptx::mbarrier_arrive_expect_tx(&full[st], 2 * kBox);
+        ptx::tma_load_2d(a, map_a, 64 * slice, 0, &full[st]);
+        ptx::tma_load_2d(a + kBox, map_b, 0, 64 * slice, &full[st]);
+      }
+    return;
+  }
+  float d[32];
+  for (int slice = 0; slice < slices; ++slice) {
+    const int st = slice % kRingStages;
+    ptx::mbarrier_wait(&full[st], static_cast<unsigned>(slice / kRingStages) & 1u);
+    const unsigned char* a = stages + st * 2 * kBox;
+    ptx::wgmma_fence_operands(d);
+    ptx::wgmma_fence();
+    for (int k = 0; k < 64; k += 16) {
+      const uint64_t da = ptx::smem_descriptor(a + 2 * k, 16, 1024, Swizzle::b128);
+      const uint64_t db = ptx::smem_descriptor(a + kBox + k / 8 * 1024, 8192, 1024, Swizzle::b128);
+      ptx::wgmma_async<__nv_bfloat16, 64, false, true>(d, da, db, slice > 0 || k > 0);
+    }
+    ptx::wgmma_commit_group();
+    if (mode == kRingEarlyRelease) ptx::mbarrier_arrive(&empty[st]);
+    ptx::wgmma_wait_group<1>();
+    ptx::wgmma_fence_operands(d);
+    if (mode == kRingReleaseCurrent)
+      ptx::mbarrier_arrive(&empty[st]);
+    else if (mode != kRingEarlyRelease && slice > 0)
+      ptx::mbarrier_arrive(&empty[(slice - 1) % kRingStages]);
+  }
+  ptx::wgmma_wait_group<0>();
+  ptx::wgmma_fence_operands(d);
+  const unsigned t = tid % 128, warp = t / 32, g = (t % 32) / 4, q = t % 4;
+  for (int j = 0; j < 32; ++j) out[(16 * warp + g + 8 * (j / 2 % 2)) * 64 + 8 * (j / 4) + 2 * q + j % 2] = d[j];
+}
+
+// setmaxnreg as gemm_wgmma_kernel uses it (a block of 384 threads: warpgroup 0 gives
+// registers up, 1 and 2 take them); the modes each make one mistake. out: 1 a thread past it.
+enum RegisterMode { kRegRight, kRegTooMany, kRegOddCount, kRegDiverge, kRegIncBelow, kRegDecAbove };
+
+__global__ void setmaxnreg_kernel(double* out, int mode) {
+  const unsigned tid = threadIdx.x;
+  if (tid < 128) {
+    if (mode == kRegDecAbove)
+      ptx::setmaxnreg_dec<176>();
+    else
+      ptx::setmaxnreg_dec<40>();
+  } else if (mode == kRegTooMany) {
+    ptx::setmaxnreg_inc<240>();
+  } else if (mode == kRegOddCount) {
+    ptx::setmaxnreg_inc<236>();
+  } else if (mode == kRegDiverge && tid / 32 == 5) {
+    ptx::setmaxnreg_inc<224>();
+  } else if (mode == kRegIncBelow) {
+    ptx::setmaxnreg_inc<160>();
+  } else {
+    ptx::setmaxnreg_inc<232>();
+  }
+  out[tid] = 1.0;
+}
+
+// elect.sync in each warp; out: 1 in the elected lane, 0 elsewhere.
+__global__ void elect_kernel(double* out) { out[threadIdx.x] = ptx::elect_one_sync() ? 1.0 : 0.0; }
 
 std::vector<uint32_t> words_of(const std::vector<double>& in, size_t from) {
   std::vector<uint32_t> w(in.size() - from);
@@ -343,6 +446,30 @@ std::vector<double> run_selftest_sm90(const std::string& name, const std::vector
       cuda_emulated::launch_wgmma<__nv_bfloat16>(p, nullptr);
     out.assign(c.begin(), c.end());
     if (preact) out.insert(out.end(), z.begin(), z.end());
+  } else if (name == "sm90_ring") {
+    // in: slices, mode, then A's words (64 x 64 slices, k contiguous), then B's (64 slices x
+    // 64, n contiguous); out: D (64, 64). Block 256.
+    if (in.size() < 2) throw std::invalid_argument("selftest 'sm90_ring': too few inputs");
+    const int slices = static_cast<int>(in[0]);
+    const std::vector<uint32_t> words = words_of(in, 2);
+    if (words.size() != static_cast<size_t>(2 * 64 * 64 * slices / 2))
+      throw std::invalid_argument("selftest 'sm90_ring': A's and B's words");
+    ptx::TensorMap map_a, map_b;
+    const auto k = static_cast<uint64_t>(64 * slices);
+    ptx::encode_tensor_map_2d(&map_a, words.data(), 2, 64, k, 2 * k, 64, 64, 128);
+    ptx::encode_tensor_map_2d(&map_b, words.data() + 64 * k / 2, 2, k, 64, 128, 64, 64, 128);
+    out.assign(64 * 64, -1.0);
+    launch(ring_kernel, dim3(), block, 1024 + kRingStages * 2 * 64 * 64 * 2, nullptr, out.data(),
+           static_cast<const ptx::TensorMap*>(&map_a), static_cast<const ptx::TensorMap*>(&map_b), slices,
+           static_cast<int>(in[1]));
+  } else if (name == "sm90_setmaxnreg") {
+    // in: mode; out: 1 for each thread that went past its setmaxnreg.
+    if (in.size() != 1) throw std::invalid_argument("selftest 'sm90_setmaxnreg': the mode");
+    out.assign(threads, 0.0);
+    launch(setmaxnreg_kernel, dim3(), block, 0, nullptr, out.data(), static_cast<int>(in[0]));
+  } else if (name == "sm90_elect") {
+    out.assign(threads, -1.0);
+    launch(elect_kernel, dim3(), block, 0, nullptr, out.data());
   } else if (name == "sm90_path") {
     // gemm()'s choice (wgmma_path) for a forward product x (m x k) w (k x n) with 16-bit
     // copies; in: sm90, precision (Precision's value), m, n, k, the copies' offset in

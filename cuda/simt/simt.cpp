@@ -221,15 +221,20 @@ void run_block(Runner& r, unsigned n) {
     if (!r.error.empty()) throw std::runtime_error("[simt] " + r.error);
     if (at_barrier + done == n) {
       // Threads that have exited count as arrived (what current GPUs do).
+      std::vector<unsigned> released;
       for (unsigned i = 0; i < n; ++i)
-        if (r.threads[i]->wait == Wait::block_barrier) r.threads[i]->wait = Wait::none;
+        if (r.threads[i]->wait == Wait::block_barrier) {
+          r.threads[i]->wait = Wait::none;
+          released.push_back(i);
+        }
+      async_proxy::block_barrier(released.data(), released.size());
       continue;
     }
     throw std::runtime_error("[simt] deadlock in block (" + std::to_string(r.block_idx.x) + ", " +
                              std::to_string(r.block_idx.y) + ", " + std::to_string(r.block_idx.z) +
                              "): " + std::to_string(at_barrier) + " threads wait at __syncthreads, " +
                              std::to_string(at_warp) + " at a warp collective, " + std::to_string(at_condition) +
-                             " at an mbarrier wait, " + std::to_string(done) + " have exited");
+                             " at an mbarrier wait or setmaxnreg.inc, " + std::to_string(done) + " have exited");
   }
 }
 
@@ -421,6 +426,15 @@ const uint64_t* warp_exchange(unsigned mask, uint64_t value) {
   Fiber::switch_to(t.fiber, r.scheduler);
   ++t.warp_ops;
   return slots.values[buffer];
+}
+
+bool elect_one(unsigned mask) {
+  warp_exchange(mask, 0);
+  const Runner& r = runner();
+  const unsigned me = r.current->linear, warp = me / kWarpSize, participants = warp_participants();
+  for (unsigned k : r.order)
+    if (k / kWarpSize == warp && ((participants >> (k % kWarpSize)) & 1u)) return k == me;
+  return false;  // unreachable: the caller took part
 }
 
 unsigned warp_participants() {
