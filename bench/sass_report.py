@@ -219,7 +219,8 @@ H100_SMS = SM["sm_90a"]["sms"]
 # cuda/dense.cu's choice of kernel, mirrored (tests/test_gemm_paths.py checks the same
 # rule): the GEMV for float32 C of at most 4 rows or 16 columns (both problems of a pair),
 # else the 64 x 64 tiles (float32 or tensor cores), split into parts below 132 tiles and
-# 512 parts' tiles.
+# 512 parts' tiles; below 132 blocks, the smaller split tiling (16-64 rows, 8-64 columns) with
+# the fewest blocks that cover the SMs, else the most blocks.
 GEMV_ROWS, GEMV_COLUMNS, COVER_BLOCKS, MAX_PARTIAL_TILES, MAX_PARTS = 4, 16, 132, 512, 32
 
 
@@ -255,13 +256,28 @@ def dense_path(
     if gemv and all(m <= GEMV_ROWS or n <= GEMV_COLUMNS for m, n, _ in problems):
         warps = sum(n * math.ceil(m / GEMV_ROWS) for m, n, _ in problems)
         return "gemv", math.ceil(warps / 8), [min(part_depth(k), k) for _, _, k in problems]
-    tiles = [math.ceil(m / 64) * math.ceil(n / 64) for m, n, _ in problems]
+    split, _, blocks, splits = dense_tiling(problems)
+    return ("split" if split else "tiled"), blocks, splits
+
+
+def dense_tiling(problems: list[tuple[int, int, int]]) -> tuple[bool, tuple[int, int], int, list[int]]:
+    """A tiled launch's (split, (tile rows, tile columns), blocks, blocks per tile)."""
     parts = [math.ceil(k / part_depth(k)) for _, _, k in problems]
-    split = (
-        sum(tiles) < COVER_BLOCKS and sum(t * p for t, p in zip(tiles, parts)) <= MAX_PARTIAL_TILES and max(parts) > 1
-    )
-    splits = parts if split else [1] * len(problems)
-    return ("split" if split else "tiled"), sum(t * s for t, s in zip(tiles, splits)), splits
+
+    def of(rows: int, cols: int) -> tuple[bool, tuple[int, int], int, list[int]]:
+        tiles = [math.ceil(m / rows) * math.ceil(n / cols) for m, n, _ in problems]
+        split = sum(tiles) < COVER_BLOCKS and sum(t * p for t, p in zip(tiles, parts)) <= MAX_PARTIAL_TILES
+        splits = parts if split and max(parts) > 1 else [1] * len(problems)
+        return splits != [1] * len(problems), (rows, cols), sum(t * s for t, s in zip(tiles, splits)), splits
+
+    best = of(64, 64)
+    if best[2] >= COVER_BLOCKS:
+        return best
+    for rows, cols in ((r, c) for r in (64, 32, 16) for c in (64, 32, 16, 8)):
+        t = of(rows, cols)
+        if t[0] and ((best[2] < COVER_BLOCKS or t[2] < best[2]) if t[2] >= COVER_BLOCKS else t[2] > best[2]):
+            best = t
+    return best
 
 
 def dense_shapes() -> list[tuple[str, bool, list[tuple[int, int, int]], bool]]:
@@ -341,7 +357,7 @@ def estimate_cycles(
     in_flight = 1 if tensor_cores else 2
     cycles = waves * slices * max(resident * warps * k.loop["insns"] / ISSUE_PER_CYCLE, LOAD_LATENCY / in_flight)
     if path == "split":
-        cycles += (max(per) + 1) * 64 * 64 * 4 / L2_BYTES_PER_CYCLE
+        cycles += (max(per) + 1) * math.prod(dense_tiling(problems)[1]) * 4 / L2_BYTES_PER_CYCLE
     return path, blocks, cycles
 
 

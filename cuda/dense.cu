@@ -98,11 +98,53 @@ bool gemv_fits(const GemmParams* ps, int count) {
   return (warps + kGemvThreads / 32 - 1) / (kGemvThreads / 32) <= INT_MAX;
 }
 
+// How a launch tiles its problems' C: tiles of rows x cols, tiles_n across each C and tiles
+// in all, split (a block per part of each tile) or not, and its blocks.
+struct Tiling {
+  int64_t rows, cols, tiles_n[2], tiles[2];
+  bool split;
+  int64_t blocks;
+};
+Tiling tiling_of(const GemmParams* ps, int count, const int64_t (&parts)[2], int64_t rows, int64_t cols) {
+  Tiling t{rows, cols, {0, 0}, {0, 0}, false, 0};
+  for (int i = 0; i < count; ++i) {
+    t.tiles_n[i] = exact_blocks(ps[i].n, static_cast<int>(cols));
+    t.tiles[i] = t.tiles_n[i] * ((rows_of(ps[i]) + rows - 1) / rows);
+  }
+  t.split = t.tiles[0] + t.tiles[1] < kCoverBlocks &&
+            t.tiles[0] * parts[0] + t.tiles[1] * parts[1] <= kMaxPartialTiles && (parts[0] > 1 || parts[1] > 1);
+  t.blocks = t.split ? t.tiles[0] * parts[0] + t.tiles[1] * parts[1] : t.tiles[0] + t.tiles[1];
+  return t;
+}
+
+// 64 x 64 tiles, unless their blocks (split or not) leave SMs idle: then the smaller split
+// tiling (rows 32 or 16: the tensor cores' m16; columns 32, 16 or 8: their n8) with the
+// fewest blocks that cover the SMs, or if none does the most blocks. Split only: a split
+// block does one part, whose time (a slice or two's latency, then the final sum, smaller
+// with the tile) its redundant products hardly change; an unsplit one of single-part problems
+// (k <= 16) issues its loop's instructions once per block, so that blocks sharing an SM cost
+// more than the idle SMs (the estimate: the batch-1 dW 785 x 256, 200 blocks of 32 x 32
+// against 52 of 64 x 64: 0.9 us against 0.5).
+Tiling choose_tiling(const GemmParams* ps, int count, const int64_t (&parts)[2]) {
+  Tiling best = tiling_of(ps, count, parts, kGemmBm, kGemmBn);
+  if (best.blocks >= kCoverBlocks) return best;
+  for (const int64_t rows : {64, 32, 16})
+    for (const int64_t cols : {64, 32, 16, 8}) {
+      const Tiling t = tiling_of(ps, count, parts, rows, cols);
+      if (!t.split) continue;
+      const bool covers = t.blocks >= kCoverBlocks, best_covers = best.blocks >= kCoverBlocks;
+      if (covers ? !best_covers || t.blocks < best.blocks : !best_covers && t.blocks > best.blocks) best = t;
+    }
+  return best;
+}
+
 // The slots of problem 0's sums of squares (GemmParams::sq) that gemm() fills: a float32
-// GEMV's warps, else the tiles (both kernels tile C alike, split or not).
+// GEMV's warps, else the tiles of choose_tiling (both kernels tile C alike).
 int64_t sq_slots(const GemmParams* ps, int count, Precision precision) {
   if (precision == Precision::fp32 && gemv_fits(ps, count)) return gemv_warps(ps[0]);
-  return exact_blocks(ps[0].n, kGemmBn) * ((rows_of(ps[0]) + kGemmBm - 1) / kGemmBm);
+  int64_t parts[2] = {1, 1};
+  for (int i = 0; i < count; ++i) parts[i] = (ps[i].k + part_depth_of(ps[i].k) - 1) / part_depth_of(ps[i].k);
+  return choose_tiling(ps, count, parts).tiles[0];
 }
 
 // Up to two float32 products, all of at most kGemvRows rows or kGemvMaxColumns columns,
@@ -144,14 +186,11 @@ void gemm(DeviceContext& ctx, GemmParams* ps, int count, Precision precision, bo
           "dense layer on CUDA: the float32 GEMM's reduction length (the batch, for the weight "
           "gradient) is " +
           std::to_string(ps[i].k) + ", over its limit of 2^30");
-  int64_t tiles_n[2] = {0, 0}, tiles[2] = {0, 0}, parts[2] = {1, 1};
-  for (int i = 0; i < count; ++i) {
-    tiles_n[i] = exact_blocks(ps[i].n, kGemmBn);
-    tiles[i] = tiles_n[i] * ((rows_of(ps[i]) + kGemmBm - 1) / kGemmBm);
-    parts[i] = (ps[i].k + ps[i].part_depth - 1) / ps[i].part_depth;
-  }
-  const bool split = tiles[0] + tiles[1] < kCoverBlocks &&
-                     tiles[0] * parts[0] + tiles[1] * parts[1] <= kMaxPartialTiles && (parts[0] > 1 || parts[1] > 1);
+  int64_t parts[2] = {1, 1};
+  for (int i = 0; i < count; ++i) parts[i] = (ps[i].k + ps[i].part_depth - 1) / ps[i].part_depth;
+  const Tiling tiling = choose_tiling(ps, count, parts);
+  const int64_t *tiles_n = tiling.tiles_n, *tiles = tiling.tiles;
+  const bool split = tiling.split;
   std::unique_lock<std::mutex> lock(ctx.scratch_mutex, std::defer_lock);
   if (split) {
     lock.lock();
@@ -175,6 +214,8 @@ void gemm(DeviceContext& ctx, GemmParams* ps, int count, Precision precision, bo
       pp.tiles_n[i] = static_cast<unsigned>(i < count ? tiles_n[i] : 1);
       pp.splits[i] = static_cast<unsigned>(split && i < count ? parts[i] : 1);
     }
+    pp.tile_rows = static_cast<unsigned>(tiling.rows);
+    pp.tile_cols = static_cast<unsigned>(tiling.cols);
     launch_pair(ctx, pp, static_cast<unsigned>(blocks[0] + blocks[1]), precision, grad);
     return;
   }

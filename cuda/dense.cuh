@@ -78,11 +78,18 @@ struct GemmParams {
 // [0, blocks0) take problem 0, the rest problem 1, each over its tiles row by row, with
 // splits[i] consecutive blocks per tile (its parts, or 1). gemv_kernel counts warps
 // instead of blocks, a warp per column of a group of kGemvRows rows.
+//
+// A tile is tile_rows x tile_cols of C (64 x 64, or down to 16 x 8 where a split launch
+// would leave SMs idle, gemm()): its block multiplies the kernel's 64 x 64 from the tile's
+// origin (a part's time is its slices' latency, not its FMAs, at those shapes) and keeps
+// only the tile's elements, which it stores and, split, sums. An element's sum is the same
+// whichever block computes it, so the tiling changes no bit.
 struct GemmPair {
   GemmParams p[2];
   unsigned blocks0;
   unsigned tiles_n[2];
   unsigned splits[2] = {1, 1};
+  unsigned tile_rows = kGemmBm, tile_cols = kGemmBn;
 };
 
 // At most kMaxParts parts, of at least one slice each: few enough that a warp holds a
@@ -110,15 +117,21 @@ struct GemmTile {
   int problem;
   unsigned index, part;
   int64_t row0, col0;
+  int rows, cols;  // the tile's extent (GemmPair::tile_rows, tile_cols)
 };
 template <bool kPair>
-__device__ __forceinline__ GemmTile gemm_tile(const GemmPair& pp, int bm, int bn) {
+__device__ __forceinline__ GemmTile gemm_tile(const GemmPair& pp) {
   const unsigned b = blockIdx.x;
   const int problem = kPair && b >= pp.blocks0 ? 1 : 0;
   const unsigned local = problem ? b - pp.blocks0 : b;
   const unsigned splits = pp.splits[problem], index = local / splits;
-  return {problem, index, local % splits, static_cast<int64_t>(index / pp.tiles_n[problem]) * bm,
-          static_cast<int64_t>(index % pp.tiles_n[problem]) * bn};
+  return {problem,
+          index,
+          local % splits,
+          static_cast<int64_t>(index / pp.tiles_n[problem]) * pp.tile_rows,
+          static_cast<int64_t>(index % pp.tiles_n[problem]) * pp.tile_cols,
+          static_cast<int>(pp.tile_rows),
+          static_cast<int>(pp.tile_cols)};
 }
 
 // Element i of an inverted-dropout mask applied to y: dropout_kernel's value (the same
@@ -183,17 +196,23 @@ __device__ __forceinline__ void store_tile_squares(double* sq, unsigned slot, do
 // tile's last block to arrive adds them all, in part order, whichever block that is, and
 // returns true with them in total (the others false). The fences order the stores before
 // the count and the count before the loads (the threadFenceReduction pattern); __ldcg
-// reads L2, where the other SMs' stores are. A part's tile (64 x 64 floats, both GEMMs'
-// tiles) is stored thread-major: float4 i of every thread, then i + 1. Block-uniform.
+// reads L2, where the other SMs' stores are. A part's slot (64 x 64 floats, both GEMMs'
+// blocks) is stored thread-major: float4 i of every thread, then i + 1; only the float4s
+// with an element of the tile (bit i of keep) are stored and summed. A thread's loads of 8
+// float4s are in flight at once (the adds stay in part order): two parts' of the float32
+// kernel (4 each: the sum waits on L2's latency half as often), one of the tensor-core
+// kernel's (8; two spilled its forward). Block-uniform.
 template <int kThreads, int kRows>
 __device__ __forceinline__ bool split_last_block(const GemmParams& p, const GemmTile& t, unsigned splits,
-                                                 float (&total)[kRows][4], unsigned* arrived) {
-  static_assert(kThreads * kRows * 4 == 64 * 64, "a part's tile is 64 x 64 floats");
+                                                 float (&total)[kRows][4], unsigned keep, unsigned* arrived) {
+  static_assert(kThreads * kRows * 4 == 64 * 64, "a part's slot is 64 x 64 floats");
+  constexpr int kInFlight = kRows < 8 ? 8 / kRows : 1;
   const int tid = threadIdx.x;
   const int64_t tile_base = static_cast<int64_t>(t.index) * splits;
   float* mine = p.partials + (tile_base + t.part) * (64 * 64);
   CUSTOMML_UNROLL
-  for (int i = 0; i < kRows; ++i) store4(mine + (i * kThreads + tid) * 4, total[i]);
+  for (int i = 0; i < kRows; ++i)
+    if (keep >> i & 1) store4(mine + (i * kThreads + tid) * 4, total[i]);
   __threadfence();
   __syncthreads();
   if (tid == 0) *arrived = atomicAdd(p.counters + t.index, 1u);
@@ -206,17 +225,32 @@ __device__ __forceinline__ bool split_last_block(const GemmParams& p, const Gemm
     CUSTOMML_UNROLL
     for (int j = 0; j < 4; ++j) total[i][j] = 0.0f;
   }
-  for (unsigned q = 0; q < splits; ++q) {
-    const float* part = p.partials + (tile_base + q) * (64 * 64);
+  // Parts q .. q + n - 1: their loads, then their adds in order.
+  auto add_parts = [&](auto n, unsigned q) {
+    float4 v[decltype(n)::value][kRows];
     CUSTOMML_UNROLL
-    for (int i = 0; i < kRows; ++i) {
-      const float4 v = __ldcg(reinterpret_cast<const float4*>(part + (i * kThreads + tid) * 4));
-      total[i][0] += v.x;
-      total[i][1] += v.y;
-      total[i][2] += v.z;
-      total[i][3] += v.w;
+    for (int h = 0; h < decltype(n)::value; ++h) {
+      const float* part = p.partials + (tile_base + q + h) * (64 * 64);
+      CUSTOMML_UNROLL
+      for (int i = 0; i < kRows; ++i)
+        if (keep >> i & 1) v[h][i] = __ldcg(reinterpret_cast<const float4*>(part + (i * kThreads + tid) * 4));
     }
-  }
+    CUSTOMML_UNROLL
+    for (int h = 0; h < decltype(n)::value; ++h) {
+      CUSTOMML_UNROLL
+      for (int i = 0; i < kRows; ++i) {
+        if (!(keep >> i & 1)) continue;
+        total[i][0] += v[h][i].x;
+        total[i][1] += v[h][i].y;
+        total[i][2] += v[h][i].z;
+        total[i][3] += v[h][i].w;
+      }
+    }
+  };
+  unsigned q = 0;
+  if constexpr (kInFlight > 1)
+    for (; q + kInFlight <= splits; q += kInFlight) add_parts(std::integral_constant<int, kInFlight>(), q);
+  for (; q < splits; ++q) add_parts(std::integral_constant<int, 1>(), q);
   return true;
 }
 
@@ -353,14 +387,21 @@ __device__ __forceinline__ void gemm_block(const GemmParams& p, const GemmTile& 
   }
 
   const GemmTile t = *sm.tile;
-  if (splits > 1 && !split_last_block<kGemmThreads>(p, t, splits, total, sm.arrived)) return;
+  // The elements of the tile: this thread's rows ty * 4 + i, columns from tx * 4 or tx.
+  unsigned keep = 0;
+  CUSTOMML_UNROLL
+  for (int i = 0; i < kGemmTm; ++i) keep |= (ty * kGemmTm + i < t.rows && (kBk ? tx : tx * kGemmTn) < t.cols) << i;
+  if (splits > 1 && !split_last_block<kGemmThreads>(p, t, splits, total, keep, sm.arrived)) return;
 
   double sq = 0.0;
   CUSTOMML_UNROLL
   for (int i = 0; i < kGemmTm; ++i) {
     CUSTOMML_UNROLL
-    for (int j = 0; j < kGemmTn; ++j)
-      sq += store_c<kGrad>(p, t.row0 + ty * kGemmTm + i, t.col0 + (kBk ? tx + 16 * j : tx * kGemmTn + j), total[i][j]);
+    for (int j = 0; j < kGemmTn; ++j) {
+      const int c = kBk ? tx + 16 * j : tx * kGemmTn + j;
+      if (ty * kGemmTm + i < t.rows && c < t.cols)
+        sq += store_c<kGrad>(p, t.row0 + ty * kGemmTm + i, t.col0 + c, total[i][j]);
+    }
   }
   if (kGrad && p.sq) store_tile_squares<kGemmThreads>(p.sq, t.index, sq);
 }
@@ -380,7 +421,7 @@ __global__ void __launch_bounds__(kGemmThreads, kGrad ? 2 : 3) gemm_kernel(GemmP
   CUSTOMML_POISON_SHARED(tile_shared);
   __shared__ unsigned arrived;
   CUSTOMML_POISON_SHARED(arrived);
-  const GemmTile tile = gemm_tile<kGrad>(pp, kGemmBm, kGemmBn);
+  const GemmTile tile = gemm_tile<kGrad>(pp);
   const GemmParams& p = kGrad ? pp.p[tile.problem] : pp.p[0];
   const unsigned splits = kGrad ? pp.splits[tile.problem] : pp.splits[0];
   const GemmSmem sm{&as[0][0], &bs[0][0], totals, &tile_shared, &arrived};

@@ -341,7 +341,7 @@ __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(Gemm
   CUSTOMML_POISON_SHARED(arrived);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int wm = warp / 2, wn = warp % 2;  // this warp's 32 x 32 quarter of the tile
-  const GemmTile tile = gemm_tile<kGrad>(pp, kTcBm, kTcBn);
+  const GemmTile tile = gemm_tile<kGrad>(pp);
   const GemmParams& p = kGrad ? pp.p[tile.problem] : pp.p[0];
   const unsigned splits = kGrad ? pp.splits[tile.problem] : pp.splits[0];
   const int64_t row0 = tile.row0, col0 = tile.col0;
@@ -385,7 +385,7 @@ __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(Gemm
   // db: the block whose tile holds row m sums each part's column of dz in float (the
   // tensor-core operands would round dz first), k in order, into that row's accumulators
   // (A's row m reads zeros there): the float32 kernels' ones row, bit for bit.
-  const int db_row = kGrad && p.db && row0 <= p.m && p.m < row0 + kTcBm ? static_cast<int>(p.m - row0) : -1;
+  const int db_row = kGrad && p.db && row0 <= p.m && p.m < row0 + pp.tile_rows ? static_cast<int>(p.m - row0) : -1;
   // The part [part_begin, part_end) is multiplied: db's part into row m, the part's sums
   // added to the total, the accumulators zeroed for the next part.
   auto end_part = [&](int64_t part_begin, int64_t part_end) {
@@ -487,14 +487,24 @@ __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(Gemm
   if (multiplies) cp_async_wait<0>();  // the empty groups issued past the end
   CUSTOMML_UNROLL
   for (int i = 0; i < 8; ++i) load4(acc4[i], totals + (i * kTcThreads + tid) * 4);
-  if (splits > 1 && !split_last_block<kTcThreads>(p, tile, splits, acc4, &arrived)) return;
+  // The elements of the tile: this lane's rows and columns left in it from its first
+  // (row_of, col_of at 0: float4 i is m-tile i / 4's rows, n-tile i % 4's columns). The
+  // tile's extent is read from the parameters here, not held across the loop.
+  const int rows_left = static_cast<int>(pp.tile_rows) - row_of(0, 0),
+            cols_left = static_cast<int>(pp.tile_cols) - col_of(0, 0);
+  unsigned keep = 0;
+  CUSTOMML_UNROLL
+  for (int i = 0; i < 8; ++i) keep |= (i / 4 * 16 < rows_left && i % 4 * 8 < cols_left) << i;
+  if (splits > 1 && !split_last_block<kTcThreads>(p, tile, splits, acc4, keep, &arrived)) return;
   double sq = 0.0;
   CUSTOMML_UNROLL
   for (int i = 0; i < 2; ++i) {
     CUSTOMML_UNROLL
     for (int j = 0; j < 4; ++j) {
       CUSTOMML_UNROLL
-      for (int e = 0; e < 4; ++e) sq += store_c<kGrad>(p, row0 + row_of(i, e), col0 + col_of(j, e), acc[i][j][e]);
+      for (int e = 0; e < 4; ++e)
+        if (i * 16 + 8 * (e / 2) < rows_left && j * 8 + e % 2 < cols_left)
+          sq += store_c<kGrad>(p, row0 + row_of(i, e), col0 + col_of(j, e), acc[i][j][e]);
     }
   }
   if (kGrad && p.sq) store_tile_squares<kTcThreads>(p.sq, tile.index, sq);

@@ -34,13 +34,15 @@ import pytest
 
 import customml as cm
 from customml import _core, ops
+from test_gemm_paths import tiling
 
 pytestmark = pytest.mark.skipif(not cm.build_info()["simt_emulation"], reason="built with CUSTOMML_SIMT_EMULATION=OFF")
 
 _U = 2.0**-53
-# cuda/dense.cu's tiling of C (db's row included): 64 x 64 tiles; the float32 GEMV (every
-# product of a launch of at most 4 rows or 16 columns) a warp per column of 4 rows.
-_TILE, _GEMV_ROWS, _GEMV_COLUMNS = 64, 4, 16
+# cuda/dense.cu's tiling of C (db's row included): test_gemm_paths.tiling's tiles (64 x 64,
+# or smaller for a split launch under 132 blocks); the float32 GEMV (every product of a
+# launch of at most 4 rows or 16 columns) a warp per column of 4 rows.
+_GEMV_ROWS = 4
 _LR, _MAX_NORM = 0.25, 1e-3
 
 # (input width, layer widths, batch, precision)
@@ -78,12 +80,14 @@ def _fit(shape, steps=2, order=None, **compile_args):
     return model, before, grad, np.asarray(model._net._read_norm_slots())
 
 
-def _tiles(c, gemv):
-    """c (rows, n), db's row last: its slots' elements, in slot order."""
+def _tiles(c, tile):
+    """c (rows, n), db's row last: its slots' elements, in slot order (tile: (rows, columns),
+    or None for the GEMV)."""
     rows, n = c.shape
-    if gemv:
+    if tile is None:
         return [c[r : r + _GEMV_ROWS, col] for r in range(0, rows, _GEMV_ROWS) for col in range(n)]
-    return [c[r : r + _TILE, q : q + _TILE] for r in range(0, rows, _TILE) for q in range(0, n, _TILE)]
+    tr, tc = tile
+    return [c[r : r + tr, q : q + tc] for r in range(0, rows, tr) for q in range(0, n, tc)]
 
 
 def _expected_slots(shape, grad):
@@ -97,9 +101,8 @@ def _expected_slots(shape, grad):
         i, o = ins[layer], widths[layer]
         c = grad[offsets[layer] : offsets[layer + 1]].reshape(i + 1, o)
         dx = layer > 0  # the lowest layer computes no input gradient
-        small = lambda rows, n: rows <= _GEMV_ROWS or n <= _GEMV_COLUMNS  # noqa: E731
-        gemv = precision == "fp32" and small(i + 1, o) and (not dx or small(batch, i))
-        slots += _tiles(c, gemv)
+        path, tr, tc, _ = tiling([(i + 1, o, batch)] + ([(batch, i, o)] if dx else []), precision == "fp32")
+        slots += _tiles(c, None if path == "gemv" else (tr, tc))
     return slots
 
 
@@ -119,7 +122,7 @@ def test_each_slot_holds_its_tiles_sum_of_squares(case):
         want = _exact(tile)
         assert abs(got - want) <= (tile.size - 1) * _U * want, f"slot {s}: {got!r}, its tile's {want!r}"
     total = math.fsum(float(v) for v in grad.astype(np.float64) ** 2)
-    bound = (_TILE * _TILE + len(slots)) * _U * total
+    bound = (64 * 64 + len(slots)) * _U * total  # a slot's tile is at most 64 x 64
     assert abs(sum(slots) - total) <= bound
     assert np.sqrt(total) > 10 * _MAX_NORM  # the step clipped
 

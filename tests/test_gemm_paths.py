@@ -46,14 +46,35 @@ def part_depth(k):
     return max(1, math.ceil(math.ceil(k / 32) / 16)) * 16
 
 
+def tiling(problems, gemv=True):
+    """(path, tile rows, tile columns, blocks) of a launch of problems [(rows, n, k)]."""
+    if gemv and all(rows <= GEMV_ROWS or n <= GEMV_COLUMNS for rows, n, _ in problems):
+        return "gemv", 0, 0, 0
+    parts = [math.ceil(k / part_depth(k)) for _, _, k in problems]
+
+    def of(tr, tc):
+        tiles = [math.ceil(rows / tr) * math.ceil(n / tc) for rows, n, _ in problems]
+        split = sum(tiles) < COVER_BLOCKS and sum(t * p for t, p in zip(tiles, parts)) <= MAX_PARTIAL_TILES
+        split = split and max(parts) > 1
+        blocks = sum(t * p for t, p in zip(tiles, parts)) if split else sum(tiles)
+        return ("split" if split else "tiled"), tr, tc, blocks
+
+    best = of(64, 64)
+    if best[3] >= COVER_BLOCKS:
+        return best
+    for tr in (64, 32, 16):
+        for tc in (64, 32, 16, 8):
+            t = of(tr, tc)
+            if t[0] != "split":
+                continue
+            covers, best_covers = t[3] >= COVER_BLOCKS, best[3] >= COVER_BLOCKS
+            if (not best_covers or t[3] < best[3]) if covers else (not best_covers and t[3] > best[3]):
+                best = t
+    return best
+
+
 def path(rows, n, k, gemv=True):
-    if gemv and (rows <= GEMV_ROWS or n <= GEMV_COLUMNS):
-        return "gemv"
-    tiles = math.ceil(rows / 64) * math.ceil(n / 64)
-    parts = math.ceil(k / part_depth(k))
-    if tiles < COVER_BLOCKS and tiles * parts <= MAX_PARTIAL_TILES and parts > 1:
-        return "split"
-    return "tiled"
+    return tiling([(rows, n, k)], gemv)[0]
 
 
 # k at the slice (16) and part boundaries: 32 parts of 16 up to 512, of 32 beyond.
@@ -197,3 +218,94 @@ def test_tensor_core_backward_is_deterministic_and_db_is_float32s(shape, precisi
         assert_same_bits(dx2, dx, f"dx ({precision}, {order})")
         assert_same_bits(dw2, dw, f"dweight ({precision}, {order})")
         assert_same_bits(db2, db, f"dbias ({precision}, {order})")
+
+
+def tiled_64(problems, rows, gemv):
+    """The smallest rows >= rows (a multiple of 64, the batch) at which the launch of
+    problems(rows) takes 64 x 64 tiles."""
+    rows = 64 * math.ceil(rows / 64)
+    while tiling(problems(rows), gemv)[1:3] != (64, 64):
+        rows += 64
+    return rows
+
+
+# Split launches below 132 blocks of 64 x 64 take smaller tiles (cuda/dense.cu's
+# choose_tiling): each tile shape at its edges +-1 (rows 15 / 17 / 31 / 33 / 63 / 65, columns
+# 9 / 17 / 31 / 33) and at batch 1.
+SMALL_TILES = [
+    ((17, 17, 100), "fp32", (16, 8)),
+    ((33, 33, 256), "fp32", (16, 16)),
+    ((63, 33, 513), "fp32", (16, 32)),
+    ((129, 31, 256), "fp32", (16, 64)),
+    ((65, 17, 256), "fp32", (32, 8)),
+    ((129, 63, 100), "fp32", (32, 16)),
+    ((15, 257, 256), "fp32", (64, 32)),
+    ((1, 9, 100), "bf16", (64, 8)),
+    ((17, 9, 100), "bf16", (16, 8)),
+    ((33, 63, 256), "bf16", (16, 16)),
+    ((63, 31, 513), "bf16", (32, 8)),
+    ((1, 257, 256), "bf16", (64, 32)),
+]
+
+
+@pytest.mark.parametrize("shape, precision, tile", SMALL_TILES, ids=str)
+def test_small_tiles_give_a_row_the_same_bits(shape, precision, tile):
+    # The rows of a launch on small tiles against the same rows in a batch on 64 x 64 tiles
+    # (each block keeps, stores and sums only its tile's elements: a missed one stays NaN, a
+    # part summed from another tile's slot or out of order changes bits), forward and
+    # reverse block orders; within the GEMM bound of NumPy.
+    rows, n, k = shape
+    gemv = precision == "fp32"
+    assert tiling([shape], gemv)[1:3] == tile
+    big = tiled_64(lambda r: [(r, n, k)], rows + 3, gemv)
+    x, w, b, _ = build((big, k, n, "normal", rows * n + k))
+    kwargs = {"precision": precision, "device": "cuda-emulated"}
+    y = nan_filled((big, n))
+    ops.dense_forward(x, w, b, activation="tanh", out=y, **kwargs)
+    if precision == "fp32":
+        y_ref, z_ref = reference.dense_forward(x, w, b, activation="tanh")
+        assert_close(y, y_ref, forward_tolerance("tanh", x, w, b, y_ref, z_ref)[1], f"out, {big} rows")
+    for order in orders("forward", "reverse"):
+        part = nan_filled((rows, n))
+        ops.dense_forward(x[3 : 3 + rows].copy(), w, b, activation="tanh", out=part, **kwargs)
+        assert_same_bits(part, y[3 : 3 + rows], f"rows 3.. on {tile} tiles vs in {big} on 64 x 64 ({order})")
+
+
+# Backward launches on small tiles (the README MLP's L3 at batch 128 and L2 at batch 1, dW
+# alone, and edges +-1): dW and db against a wider layer's first columns and dx against a
+# larger batch's first rows, both on 64 x 64 tiles.
+SMALL_BACKWARD = [
+    ((128, 256, 10), True, (32, 16)),
+    ((1, 256, 256), True, (16, 64)),
+    ((100, 127, 129), False, (32, 32)),
+    ((17, 65, 9), True, (16, 8)),
+]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("shape, need_dx, tile", SMALL_BACKWARD, ids=str)
+def test_small_tiles_give_backward_the_same_bits(shape, need_dx, tile, precision):
+    batch, n_in, n_out = shape
+
+    def pair(batch, n_out):
+        return [(n_in + 1, n_out, batch)] + ([(batch, n_in, n_out)] if need_dx else [])
+
+    assert tiling(pair(batch, n_out), False)[1:3] == tile
+    if precision == "fp32" and tiling(pair(batch, n_out))[0] == "gemv":
+        pytest.skip("the float32 launch takes the GEMV")
+    wide = tiled_64(lambda c: pair(batch, c), n_out + 1, precision == "fp32")
+    tall = tiled_64(lambda r: pair(r, n_out), batch + 1, precision == "fp32")
+    x, w, b, dy = build((tall, n_in, wide, "normal", n_in + wide))
+    kwargs = {"activation": "relu", "need_dx": need_dx, "precision": precision, "device": "cuda-emulated"}
+
+    def backward(x, w, dy):
+        y, z = run_forward(x, w, b[: w.shape[1]], "relu", "cuda-emulated")
+        return ops.dense_backward(dy, x, w, y, z=z, **kwargs)
+
+    got = backward(x[:batch].copy(), w[:, :n_out].copy(), dy[:batch, :n_out].copy())
+    _, dw, db = backward(x[:batch].copy(), w, dy[:batch].copy())
+    assert_same_bits(got[1], dw[:, :n_out], f"dweight on {tile} tiles vs {wide} columns")
+    assert_same_bits(got[2], db[:n_out], f"dbias on {tile} tiles vs {wide} columns")
+    if need_dx:
+        dx, _, _ = backward(x, w[:, :n_out].copy(), dy[:, :n_out].copy())
+        assert_same_bits(got[0], dx[:batch], f"dx on {tile} tiles vs a batch of {tall}")
