@@ -231,6 +231,12 @@ struct LossMetrics {
   int64_t penalty_count = 0;
   double* penalty = nullptr;  // (1)
   double penalty_weight = 0.0;
+  // The top Dense layer's activation derivative, applied to the gradient written (after
+  // grad_scale) where Backend::fuses_derivative: grad is that layer's dz = act'(grad; y, z),
+  // rounded to top.dz16 at bf16 / fp16 (top_bf16: bf16, else fp16) when not null, as a
+  // Dense layer's dx store writes the layer below's (DerivativeBelow). Identity: none.
+  DerivativeBelow top = {};
+  bool top_bf16 = false;
 };
 
 class Backend {

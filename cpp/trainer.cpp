@@ -479,6 +479,7 @@ void Trainer::loss_and_count(const float* logits, const float* row_weights, int6
   const auto folded_metrics = [&] {
     LossMetrics m = metrics_.loss_metrics(b, loss_rows, {ws.labels.data(), ws.targets.data(), ws.uploaded_targets});
     if (grad && precision_ == Precision::fp16) m.grad_scale = &step_state_.data()->scale;
+    if (grad) loss_derivative(m, share, ws.act.back().data(), ws.preact.back().data(), ws.grad16_a.data());
     if (grad && fold_penalties_) {  // their gradients: the update's (apply_gradients)
       gather_penalty_terms(false);
       m.penalties = penalty_terms_.data();
@@ -635,7 +636,7 @@ void Trainer::run_gradients(int64_t b, const BatchShare& share, bool row_weights
   int64_t slots = 0;                     // the norm slots filled so far (slot_norm_), in backward order
   uint16_t* cur16 = ws.grad16_a.data();  // cur's 16-bit copy, once dz_ready
   uint16_t* other16 = ws.grad16_b.data();
-  bool dz_ready = false;  // cur holds dz (the layer above applied this layer's derivative)
+  bool dz_ready = loss_applies_derivative(share);  // cur holds dz (the dx store above or the loss applied act')
   for (size_t l = layers.size(); l-- > lowest_trainable_;) {
     const LayerSpec& s = layers[l];
     const int64_t in_width = l == 0 ? input_dim : model_.widths()[l - 1];

@@ -231,6 +231,13 @@ class Trainer {
   // below it through Dropouts that pass dx on (rate 0) or are fused into that store, where
   // the device fuses derivatives; else layers().size().
   size_t derivative_fused_below(size_t l) const;
+  // Whether the training step's loss writes the top Dense layer's dz (LossMetrics::top):
+  // the device fuses derivatives, the top layer is Dense, and nothing changes the gradient
+  // between the loss and that layer's backward (a data-parallel share is scaled there).
+  bool loss_applies_derivative(const BatchShare& share) const;
+  // Where it does, sets m.top from the top layer's output y, pre-activation z and dz's
+  // 16-bit copy dz16 (the step's buffers; z and dz16 read only where needed).
+  void loss_derivative(LossMetrics& m, const BatchShare& share, const float* y, const float* z, uint16_t* dz16) const;
   // fp16's step count and loss scale on the device, read or written whole (not in a step).
   StepState read_step_state() const;
   void write_step_state(const StepState& s);

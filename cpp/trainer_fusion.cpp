@@ -24,6 +24,20 @@ size_t Trainer::derivative_fused_below(size_t l) const {
   return j < l && layers[j].kind == LayerSpec::Kind::dense ? j : layers.size();
 }
 
+bool Trainer::loss_applies_derivative(const BatchShare& share) const {
+  const std::vector<LayerSpec>& layers = model_.layers();
+  return backend_->fuses_derivative() && share.weight == 1.0 && !layers.empty() &&
+         layers.back().kind == LayerSpec::Kind::dense;
+}
+
+void Trainer::loss_derivative(LossMetrics& m, const BatchShare& share, const float* y, const float* z,
+                              uint16_t* dz16) const {
+  if (!loss_applies_derivative(share)) return;
+  const Activation a = model_.layers().back().activation;
+  m.top = {a, y, activation_needs_preact(a) ? z : nullptr, half_operands(precision_) ? dz16 : nullptr};
+  m.top_bf16 = precision_ == Precision::bf16;
+}
+
 bool Trainer::dropout_fused_below(size_t l) const {
   const std::vector<LayerSpec>& layers = model_.layers();
   return l > 0 && l < layers.size() && layers[l].kind == LayerSpec::Kind::dropout && layers[l].rate > 0.0f &&

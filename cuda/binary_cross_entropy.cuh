@@ -27,7 +27,7 @@ __global__ void __launch_bounds__(kThreads)
   const double total = row_weights ? batch_weight_total(nullptr, nullptr, row_weights, rows) : 0.0;
   const float inv_n = 1.0f / static_cast<float>(n);
   const double inv_total = row_weights && total > 0.0 ? 1.0 / (total * static_cast<double>(cols)) : 0.0;
-  const ScaledGrad scaled(g.metrics.grad_scale);
+  const ScaledGrad scaled(g.metrics);
   double sum = 0.0;
   int64_t hits = 0;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < n;
@@ -36,7 +36,7 @@ __global__ void __launch_bounds__(kThreads)
     const double w = row_weights ? static_cast<double>(row_weights[i / cols]) : 1.0;
     sum += w * (static_cast<double>(z > 0.0f ? z : 0.0f) - static_cast<double>(z) * t +
                 log1p(exp(-static_cast<double>(fabsf(z)))));
-    if (grad) grad[i] = scaled((act::sigmoid(z) - t) * (row_weights ? static_cast<float>(w * inv_total) : inv_n));
+    if (grad) scaled.store(grad, i, (act::sigmoid(z) - t) * (row_weights ? static_cast<float>(w * inv_total) : inv_n));
     if (g.block_correct) hits += (z > 0.0f) == (labels[i] != 0);
     if (g.metrics.confusion) count_confusion(g.metrics.confusion, 1, labels[i], z > 0.0f);
   }

@@ -316,8 +316,9 @@ int backward_params(GemmParams (&ps)[2], float* dx, float* dw, float* db, const 
 // dy, y, z: (batch, out)  x: (batch, in)  w: (in, out) -> dx (batch, in), dw (in, out), db (out);
 // dx, or dw and db together (a frozen layer), may be null and are then skipped. The
 // products read dz as it is: dy itself where act is identity (the layer above's dx store
-// applied this layer's derivative: DenseShape::below), else dz = act'(dy; y, z) written
-// first (one elementwise launch: the top layer's, the op's). dx's store applies the layer
+// applied this layer's derivative: DenseShape::below; the loss, the top layer's:
+// LossMetrics::top), else dz = act'(dy; y, z) written first (one elementwise launch: the
+// op's, and a top layer's where the gradient changed after the loss). dx's store applies the layer
 // below's derivative (s.below) after the Dropout's mask (s.dropout), and writes dz16. With
 // s.norm_slots, dW's tiles leave their sums of squares there.
 void DeviceBackend::dense_backward(float* dx, float* dw, float* db, float* dz, const float* dy, const float* x,

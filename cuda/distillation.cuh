@@ -68,13 +68,13 @@ __device__ __forceinline__ void distillation_row(const LossGrid& lg, float* grad
               ib = static_cast<float>(1.0 / sb);
   const float k_hard = static_cast<float>(scale * (1.0 - static_cast<double>(alpha))),
               id = static_cast<float>(hard ? 1.0 / sd : 0.0);
-  const ScaledGrad scaled(lg.metrics.grad_scale);
+  const ScaledGrad scaled(lg.metrics, row_index * classes);
   float* g = grad + row_index * classes;
   for (int64_t c = lane; c < classes; c += 32) {
     const float d = s[c] - ms;
     float r = k_soft * (expf(d * inv_t) * ia - expf((t[c] - mt) * inv_t) * ib);
     if (hard) r += k_hard * (expf(d) * id - (c == y ? 1.0f : 0.0f));
-    g[c] = scaled(r);
+    scaled.store(g, c, r);
   }
 }
 

@@ -307,8 +307,8 @@ __global__ void round_to_half_kernel(uint16_t* dst, const float* src, int64_t n,
 }
 
 // dz (n) = act'(dy; y, z) (z: gelu's pre-activation, else null), for a dense_backward whose
-// dy is not dz yet (no Dense layer's dx store made it: the top layer's, the op's); dz may be
-// dy. grid-stride.
+// dy is not dz yet (neither a Dense layer's dx store nor the loss made it: the op's, a top
+// layer's whose gradient changed after the loss); dz may be dy. grid-stride.
 __global__ void activation_backward_kernel(float* dz, const float* dy, const float* y, const float* z, int64_t n,
                                            Activation act) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;

@@ -11,6 +11,7 @@
 
 #include "cuda/common.cuh"
 #include "cuda/device_context.h"
+#include "cuda/half_bits.cuh"
 #include "cuda/penalty.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
@@ -64,12 +65,29 @@ __device__ __forceinline__ double penalties_total(const double* partial, int cou
 
 // A gradient element as a one-launch loss writes it: v times the scale (fp16's loss scale,
 // LossMetrics::grad_scale; 1 without one, which changes no value) in double and rounded,
-// scale_by_kernel's arithmetic. The scale is read once per thread, before the loop, and
-// multiplied by unconditionally: a conditional product per element made mse_kernel spill.
+// scale_by_kernel's arithmetic, then the top Dense layer's activation derivative
+// (LossMetrics::top: act'(g; y, z), activation_backward_kernel's expression, so that layer's
+// backward reads a ready dz; identity changes no value) and dz's 16-bit copy where asked.
+// The scale is read once per thread, before the loop, and multiplied by unconditionally: a
+// conditional product per element made mse_kernel spill. offset: the element index of the
+// grad pointer that store is given (a row's, in the row kernels).
 struct ScaledGrad {
   double scale;
-  __device__ __forceinline__ explicit ScaledGrad(const double* s) : scale(s ? *s : 1.0) {}
-  __device__ __forceinline__ float operator()(float v) const { return static_cast<float>(v * scale); }
+  DerivativeBelow top;
+  bool bf16;
+  __device__ __forceinline__ ScaledGrad(const LossMetrics& m, int64_t offset = 0)
+      : scale(m.grad_scale ? *m.grad_scale : 1.0), top(m.top), bf16(m.top_bf16) {
+    if (top.y) top.y += offset;
+    if (top.z) top.z += offset;
+    if (top.dz16) top.dz16 += offset;
+  }
+  // grad[i] = v as the step's backward reads it.
+  __device__ __forceinline__ void store(float* grad, int64_t i, float v) const {
+    const float dz =
+        act::backward(top.act, static_cast<float>(v * scale), top.y ? top.y[i] : 0.0f, top.z ? top.z[i] : 0.0f);
+    grad[i] = dz;
+    if (top.dz16) top.dz16[i] = half_bits(dz, bf16);
+  }
 };
 
 // Where a one-launch loss leaves its results: row_loss (batch) and block_correct

@@ -22,7 +22,7 @@ __global__ void __launch_bounds__(kThreads) mse_kernel(LossGrid g, float* grad, 
   const double total = row_weights ? batch_weight_total(nullptr, nullptr, row_weights, rows) : 0.0;
   const float scale = 2.0f / static_cast<float>(n);
   const double inv_total = row_weights && total > 0.0 ? 2.0 / (total * static_cast<double>(cols)) : 0.0;
-  const ScaledGrad scaled(g.metrics.grad_scale);
+  const ScaledGrad scaled(g.metrics);
   const bool loss_block = blockIdx.x < g.blocks;  // else a penalty block (finish_loss_grid)
   const int64_t stride = static_cast<int64_t>(g.blocks) * kThreads;
   // The regression sums first: after the loss loop, its live values made ptxas spill.
@@ -35,7 +35,7 @@ __global__ void __launch_bounds__(kThreads) mse_kernel(LossGrid g, float* grad, 
     const float d = pred[i] - target[i];
     const double w = row_weights ? static_cast<double>(row_weights[i / cols]) : 1.0;
     sum += w * (static_cast<double>(d) * d);
-    if (grad) grad[i] = scaled((row_weights ? static_cast<float>(w * inv_total) : scale) * d);
+    if (grad) scaled.store(grad, i, (row_weights ? static_cast<float>(w * inv_total) : scale) * d);
   }
   sum = block_sum(sum);
   if (threadIdx.x == 0 && loss_block) g.row_loss[blockIdx.x] = sum;

@@ -72,19 +72,23 @@ __device__ __forceinline__ void rebase_to_row_max(OnlineRowStats& st, float mx) 
   if (st.terms > 0 && st.max != mx) st.rebase(mx);
 }
 
-// The gradient row g = w / W (softmax - q); this thread writes classes first,
-// first + stride, ...
+// The gradient row g = w / W (softmax - q), stored through scaled (at the row's offset);
+// this thread writes classes first, first + stride, ...
 __device__ __forceinline__ void softmax_grad_row(float* g, const float* row, float mx, double sum, double w,
                                                  double total, int32_t y, int64_t classes, float label_smoothing,
-                                                 int64_t first, int64_t stride, const double* grad_scale) {
+                                                 int64_t first, int64_t stride, ScaledGrad scaled) {
   const float off = label_smoothing / static_cast<float>(classes);
   const float on = 1.0f - label_smoothing + off;
   const float scale = static_cast<float>(total > 0.0 ? w / total : 0.0);
   const float inv_sum = static_cast<float>(1.0 / sum);
-  const ScaledGrad scaled(grad_scale);
+  // Not unrolled: the unrolled copies of ScaledGrad::store (the top layer's derivative and
+  // dz's 16-bit copy) made ptxas spill (sm_80); the loop is memory-bound.
+#if defined(__CUDACC__)
+#pragma unroll 1
+#endif
   for (int64_t c = first; c < classes; c += stride) {
     const float p = expf(row[c] - mx) * inv_sum;
-    g[c] = scaled(scale * (p - (c == y ? on : off)));
+    scaled.store(g, c, scale * (p - (c == y ? on : off)));
   }
 }
 
@@ -115,7 +119,7 @@ __global__ void __launch_bounds__(kThreads)
     if (lane == 0) g.row_loss[row_index] = softmax_row_loss(row, mx, sum, sum_shifted, w, y, classes, label_smoothing);
     if (grad)
       softmax_grad_row(grad + row_index * classes, row, mx, sum, w, total, y, classes, label_smoothing, lane, 32,
-                       g.metrics.grad_scale);
+                       ScaledGrad(g.metrics, row_index * classes));
     hit = warp_row_hit(g, row, classes, labels, row_index, lane);
   }
   finish_loss_grid(g, total, batch, block_warp_hits(hit));
@@ -154,7 +158,7 @@ __global__ void __launch_bounds__(kThreads)
     g.row_loss[row_index] = softmax_row_loss(row, mx, sums[0], sums[1], w, y, classes, label_smoothing);
   if (grad)
     softmax_grad_row(grad + row_index * classes, row, mx, sums[0], w, total, y, classes, label_smoothing, threadIdx.x,
-                     kThreads, g.metrics.grad_scale);
+                     kThreads, ScaledGrad(g.metrics, row_index * classes));
   finish_loss_grid(g, total, batch, g.block_correct && threadIdx.x == 0 ? hit : 0);
 }
 
@@ -192,9 +196,9 @@ __global__ void __launch_bounds__(kThreads)
     if (lane == 0) g.row_loss[row_index] = w * (qsum * log(sum) - qd);
     if (grad) {
       const float scale = static_cast<float>(total > 0.0 ? w / total : 0.0), qp = static_cast<float>(qsum / sum);
-      const ScaledGrad scaled(g.metrics.grad_scale);
+      const ScaledGrad scaled(g.metrics, row_index * classes);
       float* gr = grad + row_index * classes;
-      for (int64_t c = lane; c < classes; c += 32) gr[c] = scaled(scale * (qp * expf(z[c] - mx) - q[c]));
+      for (int64_t c = lane; c < classes; c += 32) scaled.store(gr, c, scale * (qp * expf(z[c] - mx) - q[c]));
     }
     hit = warp_row_hit(g, z, classes, labels, row_index, lane);
   }

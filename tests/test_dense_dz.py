@@ -122,10 +122,13 @@ def test_the_backward_reads_the_16_bit_copies(below):
 
 
 @pytest.mark.parametrize("rows", [1, 63, 65])
-@pytest.mark.parametrize(("act1", "act2"), [("relu", "gelu"), ("gelu", "tanh"), ("sigmoid", "identity")])
-def test_a_step_through_every_derivative_and_a_fused_dropout_matches_the_cpu(rows, act1, act2):
+@pytest.mark.parametrize(
+    ("act1", "act2", "top"), [("relu", "gelu", "tanh"), ("gelu", "tanh", "gelu"), ("sigmoid", "identity", "sigmoid")]
+)
+def test_a_step_through_every_derivative_and_a_fused_dropout_matches_the_cpu(rows, act1, act2, top):
     """A training step whose dx stores apply each activation's derivative, one through a
-    fused Dropout's mask (same Philox bits by element index), batch 1 and tile edges: the
+    fused Dropout's mask (same Philox bits by element index), and whose loss applies the top
+    layer's (LossMetrics::top), batch 1 and tile edges: the
     cuda-emulated weights after one SGD step against the CPU's. The devices sum in different
     orders (float32 rounding, ~1e-7 relative, through 3 layers and one step of lr 0.1); a
     derivative applied twice, skipped or read at the wrong offsets moves a weight by 1e-3 or
@@ -137,7 +140,7 @@ def test_a_step_through_every_derivative_and_a_fused_dropout_matches_the_cpu(row
     for device in ("cpu", DEVICE):
         model = cm.Sequential(
             [cm.layers.Dense(65, activation=act1), cm.layers.Dropout(0.5), cm.layers.Dense(17, activation=act2),
-             cm.layers.Dense(3)],
+             cm.layers.Dense(3, activation=top)],
             input_dim=13, seed=4, device=device,
         )  # fmt: skip
         model.compile(optimizer=cm.optimizers.SGD(0.1), loss="mse")
@@ -147,3 +150,38 @@ def test_a_step_through_every_derivative_and_a_fused_dropout_matches_the_cpu(row
     for i, (a, b) in enumerate(zip(got["cpu"], got[DEVICE])):
         assert (a != start[i]).any(), f"weight {i} did not move"
         np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * max(1.0, np.abs(a).max()), err_msg=f"weight {i}")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize(
+    ("top", "loss"),
+    [("sigmoid", "binary_cross_entropy"), ("tanh", "mse"), ("gelu", "mse"), ("relu", "softmax_cross_entropy")],
+)
+def test_the_loss_launch_writes_the_top_layers_dz_bit_for_bit(top, loss, precision):
+    """The top Dense layer's derivative moved into the loss launch (LossMetrics::top), not
+    changed: the weights after two Adam steps equal bit for bit those of the same model
+    ending in a Dropout of rate 0, whose top layer is not the model's last, so that its
+    dense_backward still applies the derivative in its own launch. At bf16 / fp16 the loss
+    also writes dz's 16-bit copy, which the top layer's tensor-core backward reads instead
+    of rounding the float dz as it stages it (the same rounding); fp16 scales the gradient
+    by its loss scale before the derivative, as before."""
+    rng = np.random.default_rng(5)
+    rows, outputs = 70, 1 if loss == "binary_cross_entropy" else 16
+    x = rng.standard_normal((rows, 24)).astype(np.float32)
+    if loss == "mse":
+        y = rng.standard_normal((rows, outputs)).astype(np.float32)
+    else:
+        y = rng.integers(0, 2 if outputs == 1 else outputs, rows).astype(np.int32)
+    got = []
+    for tail in ([], [cm.layers.Dropout(0.0)]):
+        model = cm.Sequential(
+            [cm.layers.Dense(32, activation="relu"), cm.layers.Dense(outputs, activation=top), *tail],
+            input_dim=24, seed=2, device=DEVICE,
+        )  # fmt: skip
+        model.compile(optimizer=cm.optimizers.Adam(1e-2), loss=loss, precision=precision)
+        start = model.get_weights()
+        model.fit(x, y, epochs=1, batch_size=rows // 2, shuffle=False, verbose=0)
+        got.append(model.get_weights())
+    for i, (fused, plain) in enumerate(zip(*got)):
+        assert (fused != start[i]).any(), f"weight {i} did not move"
+        np.testing.assert_array_equal(fused.view(np.uint32), plain.view(np.uint32), err_msg=f"weight {i}")

@@ -34,7 +34,8 @@ _BATCH = 128
 # update unscales: 14 before); QAT the fake quantization of each layer's
 # weights and input every step (12 for three layers: each the scales or the range, then
 # the codes and their values in one pass, Backend::fake_quantize; 18 before). Probability targets take the
-# softmax cross-entropy's one launch too (13 before).
+# softmax cross-entropy's one launch too (13 before). A top layer with an activation takes
+# none for its derivative: the loss launch writes its dz (LossMetrics::top; 9 before).
 _CASES = {
     "softmax_ce+adam": dict(launches=8),
     "softmax_ce+sgd": dict(optimizer=lambda: cm.optimizers.SGD(0.1, momentum=0.9), launches=8),
@@ -49,6 +50,9 @@ _CASES = {
     "binary_ce": dict(loss=lambda: "binary_cross_entropy", classes=2, outputs=1, launches=8),
     "mse": dict(loss=lambda: "mse", classes=0, metrics=["mae", "r2"], launches=8),
     "mse+l2": dict(loss=lambda: "mse", classes=0, metrics=["mae", "r2"], l2=1e-4, launches=8),
+    "binary_ce+sigmoid top": dict(loss=lambda: "binary_cross_entropy", classes=2, outputs=1, top="sigmoid", launches=8),
+    "mse+tanh top": dict(loss=lambda: "mse", classes=0, metrics=["mae", "r2"], top="tanh", launches=8),
+    "mse+gelu top": dict(loss=lambda: "mse", classes=0, metrics=["mae"], top="gelu", launches=8),
     "fp16": dict(precision="fp16", launches=9),
     "qat": dict(qat=True, launches=20),
     "probability targets": dict(soft=True, launches=8),
@@ -67,7 +71,7 @@ def _model(case):
     layers = [cm.layers.Dense(256, "relu", kernel_regularizer=reg)]
     if "dropout" in c:
         layers.append(cm.layers.Dropout(c["dropout"]))
-    layers += [cm.layers.Dense(256, "relu"), cm.layers.Dense(outputs)]
+    layers += [cm.layers.Dense(256, "relu"), cm.layers.Dense(outputs, c.get("top"))]
     model = cm.Sequential(layers, input_dim=784, device="cuda-emulated", seed=0)
     optimizer = c["optimizer"]() if "optimizer" in c else cm.optimizers.Adam(1e-3)
     loss = c["loss"]() if "loss" in c else "softmax_cross_entropy"
