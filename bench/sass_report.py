@@ -328,7 +328,8 @@ def estimate_cycles(
     kernel's SASS was not read); tensor_cores: the bf16 kernel's (its loop a 16-deep slice
     as the FP32 kernel's); dz16: a backward whose dz has a 16-bit copy."""
     # the backward copies dz (dW's B) and, with dx (a layer after the first), x16 and the
-    # weights' twin too; without dz16 (the top layer) nothing
+    # weights' twin too; without a dz16 it can copy (the README MLP's top layer: 10 wide, not a
+    # multiple of 8) nothing
     backward_copies = (2 if len(problems) == 2 else 1) if dz16 else 0
     path, blocks, per = dense_path(problems, gemv=not tensor_cores)
     flag = "true" if backward else "false"
