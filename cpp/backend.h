@@ -45,22 +45,10 @@ struct AdamConfig {
 // What an optimizer update reads from device memory instead of its arguments, so that a
 // training step decides it there without the host waiting, and a recorded step graph
 // reads each step's value at replay (each null when unused; the Python ops pass none).
-// Elements [begin, end) of an update's parameters under an L1/L2 penalty (UpdateScalars).
-struct PenaltySpan {
-  int64_t begin = 0, end = 0;
-  float l1 = 0.0f, l2 = 0.0f;
-};
-constexpr int kUpdatePenaltySpans = 8;
-
 struct UpdateScalars {
   const float* lr = nullptr;        // the learning rate instead of the config's (a step graph's schedule)
   const double* unscale = nullptr;  // each gradient *= *unscale first, as scale_by (fp16's StepState::unscale)
-  // then += l1 sign(w) + 2 l2 w at the parameter before the update, in each span, as
-  // kernel_penalties adds the penalty's gradient (by value: no device table); only where
-  // Backend::folded_penalties() is not 0
-  PenaltySpan penalties[kUpdatePenaltySpans];
-  int penalty_count = 0;
-  const double* norm = nullptr;  // then *= max_norm / (*norm + 1e-6) where that is below 1, as clip_by_global_norm
+  const double* norm = nullptr;     // then *= max_norm / (*norm + 1e-6) where that is below 1, as clip_by_global_norm
   float max_norm = 0.0f;
   // or, where norm_slots is given, by the square root of their sum in slot order instead of
   // *norm (norm_slot_count of DenseShape::norm_slots: each block of the update adds them)
@@ -139,6 +127,15 @@ struct DerivativeBelow {
   uint16_t* dz16 = nullptr;
 };
 
+// A Dense kernel's L1/L2 penalty in a training step, whose gradient l1 sign(w) + 2 l2 w at
+// the weights w (the parameters, not a fake-quantized copy) dense_backward's dW store adds
+// to what it stores (kernel_penalties' expression), before its square goes to the norm
+// slots; w null: none. Only where Backend::folded_penalties() is not 0.
+struct DensePenalty {
+  const float* w = nullptr;
+  float l1 = 0.0f, l2 = 0.0f;
+};
+
 struct DenseShape {
   int64_t batch = 0, in = 0, out = 0;
   Precision precision = Precision::fp32;  // of the GEMM products
@@ -149,6 +146,7 @@ struct DenseShape {
   // of them, each the sum of one tile's or GEMV warp's elements, written by one block),
   // for the gradients' global norm without a pass of its own; null: none.
   double* norm_slots = nullptr;
+  DensePenalty penalty = {};  // dense_backward: the kernel's, which dW's store adds
 };
 
 // Whether a precision's GEMM operands are 16-bit values (the tensor cores' bf16 / fp16).
@@ -225,8 +223,8 @@ struct LossMetrics {
   double* regression = nullptr;
   const double* regression_shift = nullptr;
   // The kernel penalties' sum after the loss, as kernel_penalties(penalty, loss_sum,
-  // penalties, penalty_count, penalty_weight) adds it, the terms' grad null (the update adds
-  // the gradients: UpdateScalars::penalties); 0 terms: none
+  // penalties, penalty_count, penalty_weight) adds it, the terms' grad null (dW's stores add
+  // the gradients: DenseShape::penalty); 0 terms: none
   const PenaltyTerm* penalties = nullptr;
   int64_t penalty_count = 0;
   double* penalty = nullptr;  // (1)

@@ -119,11 +119,9 @@ void Trainer::plan_updates() {
     }
     if (lowest_trainable_ == layers.size()) lowest_trainable_ = l;
     // Layers are laid out back to back, so adjacent trainable layers make one range.
-    if (update_ranges_.empty() || update_ranges_.back().end != begin) update_ranges_.push_back({begin, begin, {}, {}});
+    if (update_ranges_.empty() || update_ranges_.back().end != begin) update_ranges_.push_back({begin, begin, {}});
     UpdateRange& r = update_ranges_.back();
     r.end = end;
-    if (s.l1 > 0.0f || s.l2 > 0.0f)
-      r.penalties.push_back({begin - r.begin, model_.bias_offsets()[l] - r.begin, s.l1, s.l2});
     // Biases take no weight decay (DESIGN decision 2).
     r.no_decay.push_back({model_.bias_offsets()[l] - r.begin, end - r.begin});
   }
@@ -480,7 +478,7 @@ void Trainer::loss_and_count(const float* logits, const float* row_weights, int6
     LossMetrics m = metrics_.loss_metrics(b, loss_rows, {ws.labels.data(), ws.targets.data(), ws.uploaded_targets});
     if (grad && precision_ == Precision::fp16) m.grad_scale = &step_state_.data()->scale;
     if (grad) loss_derivative(m, share, ws.act.back().data(), ws.preact.back().data(), ws.grad16_a.data());
-    if (grad && fold_penalties_) {  // their gradients: the update's (apply_gradients)
+    if (grad && fold_penalties_) {  // their gradients: dW's stores (run_gradients)
       gather_penalty_terms(false);
       m.penalties = penalty_terms_.data();
       m.penalty_count = static_cast<int64_t>(penalty_terms_.size());
@@ -653,6 +651,8 @@ void Trainer::run_gradients(int64_t b, const BatchShare& share, bool row_weights
         shape.norm_slots = norm_slots_.data() + slots;
         slots += norm_slots_of(l, b);
       }
+      if (fold_penalties_ && s.trainable && (s.l1 > 0.0f || s.l2 > 0.0f))
+        shape.penalty = {model_.params() + model_.weight_offsets()[l], s.l1, s.l2};
       const size_t below = need_dx ? derivative_fused_below(l) : layers.size();
       if (below < layers.size())
         shape.below = {layers[below].activation, ws.act[below].data(), ws.preact[below].data(), other16};

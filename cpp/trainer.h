@@ -253,14 +253,14 @@ class Trainer {
   void add_kernel_penalty(bool with_grad, int64_t rows, const StepState* gate);
   // penalty_terms_ = the layers' penalty terms (their gradients in grads_ when with_grad).
   void gather_penalty_terms(bool with_grad);
-  // Whether train_batch's step folds the penalties into the loss launch (their sum) and the
-  // update (their gradients): a device that can, outside fp16 and clipping (which need the
-  // penalized gradients before the update; docs/decisions.md, "CUDA").
+  // Whether train_batch's step folds the penalties into the loss launch (their sum) and
+  // dW's stores (their gradients, DenseShape::penalty): a device that can, outside fp16
+  // (whose gradients are loss-scaled until its unscale pass; docs/decisions.md, "CUDA").
   bool penalties_foldable() const;
   // Whether train_batch's step takes the clipping norm from the dense backward's sums of
   // squares (DenseShape::norm_slots) instead of a global_norm pass: a device that leaves
-  // them, clipping, and every gradient as the dense backward stored it (no penalty
-  // gradient added after it, no fp16 unscaling; docs/decisions.md, "CUDA").
+  // them, clipping, and every gradient as the dense backward stored it (a penalty's
+  // gradient only where dW's store adds it, no fp16 unscaling; docs/decisions.md, "CUDA").
   bool norm_from_slots() const;
   // The norm slots dense layer l's backward fills at batch b (0: none, or not trainable).
   int64_t norm_slots_of(size_t l, int64_t b) const;
@@ -307,7 +307,6 @@ class Trainer {
   struct UpdateRange {
     int64_t begin = 0, end = 0;
     std::vector<Segment> no_decay;
-    std::vector<PenaltySpan> penalties;  // the regularized kernels, relative to begin
   };
   std::vector<UpdateRange> update_ranges_;
   bool fold_penalties_ = false;  // during a train_batch whose step folds them

@@ -22,9 +22,6 @@ void Trainer::run_optimizer(const StepState* gate, const UpdateScalars& scalars)
       u.half = model_.half_params() + r.begin;
       u.half_bf16 = model_.half_format() == Precision::bf16;
     }
-    if (fold_penalties_) {  // the loss launch summed them; the update adds their gradients
-      for (const PenaltySpan& p : r.penalties) u.penalties[u.penalty_count++] = p;
-    }
     if (opt_.kind == OptimizerConfig::Kind::adam) {
       AdamConfig c = opt_.adam;
       c.step = step_;
@@ -62,17 +59,14 @@ void Trainer::add_kernel_penalty(bool with_grad, int64_t rows, const StepState* 
 }
 
 bool Trainer::penalties_foldable() const {
-  if (!model_.regularized() || precision_ == Precision::fp16 || opt_.clip_norm > 0.0f) return false;
+  if (!model_.regularized() || precision_ == Precision::fp16) return false;
   int64_t terms = 0;
   for (const LayerSpec& s : model_.layers()) terms += s.kind == LayerSpec::Kind::dense && (s.l1 > 0.0f || s.l2 > 0.0f);
-  if (terms > backend_->folded_penalties()) return false;
-  for (const UpdateRange& r : update_ranges_)
-    if (r.penalties.size() > static_cast<size_t>(kUpdatePenaltySpans)) return false;
-  return true;
+  return terms <= backend_->folded_penalties();
 }
 
-bool Trainer::norm_from_slots() const {
-  return opt_.clip_norm > 0.0f && !model_.regularized() && precision_ != Precision::fp16 &&
+bool Trainer::norm_from_slots() const {  // after fold_penalties_ is set
+  return opt_.clip_norm > 0.0f && (!model_.regularized() || fold_penalties_) && precision_ != Precision::fp16 &&
          backend_->dense_norm_slots(DenseShape{1, 1, 1, precision_}, false) > 0;
 }
 

@@ -70,8 +70,7 @@ __global__ void adam_update_kernel(float* param, const float* grad, float* m, fl
     takes_decay4(decay, no_decay, n_no_decay, i0);
     CUSTOMML_UNROLL
     for (int j = 0; j < 4; ++j)
-      p[j] = adam_element(p[j], scaled(g[j], p[j], i0 + j), mi[j], vi[j], vmaxi[j], amsgrad,
-                          decay[j] ? c.weight_decay : 0.0f, c, s);
+      p[j] = adam_element(p[j], scaled(g[j]), mi[j], vi[j], vmaxi[j], amsgrad, decay[j] ? c.weight_decay : 0.0f, c, s);
     store4(param + i0, p);
     twin.store4(i0, p);
     store4(m + i0, mi);
@@ -82,7 +81,7 @@ __global__ void adam_update_kernel(float* param, const float* grad, float* m, fl
     const int64_t i = vec4_scalar_index(split, k);
     float mi = m[i], vi = v[i], vmaxi = amsgrad ? vmax[i] : 0.0f;
     const float wd = takes_decay(no_decay, n_no_decay, i) ? c.weight_decay : 0.0f;
-    param[i] = adam_element(param[i], scaled(grad[i], param[i], i), mi, vi, vmaxi, amsgrad, wd, c, s);
+    param[i] = adam_element(param[i], scaled(grad[i]), mi, vi, vmaxi, amsgrad, wd, c, s);
     twin.store(i, param[i]);
     m[i] = mi;
     v[i] = vi;

@@ -26,13 +26,12 @@ void DeviceBackend::binary_cross_entropy_with_logits_metrics(float* grad, double
     LossMetrics counted = m;
     if (!count_here) counted.correct = nullptr;
     if (!confusion_here) counted.confusion = nullptr;
-    const LossGrid g = loss_grid(ctx, loss, kReduceBlocks, kReduceBlocks, counted, false);
-    launch(binary_cross_entropy_with_logits_kernel, dim3(kReduceBlocks), dim3(kThreads), 0, ctx.stream, g, grad, logits,
-           targets, labels, row_weights, rows, cols);
+    const LossGrid g = loss_grid(ctx, loss, kReduceBlocks, kReduceBlocks, counted);
+    launch(binary_cross_entropy_with_logits_kernel, dim3(loss_launch_blocks(g)), dim3(kThreads), 0, ctx.stream, g, grad,
+           logits, targets, labels, row_weights, rows, cols);
   }
   if (m.correct && !count_here) count_correct(m.correct, logits, labels, rows, cols);
   if (m.confusion && !confusion_here) confusion_matrix_update(m.confusion, logits, labels, rows, cols);
-  add_penalties(m);  // the kernel has no penalty blocks (see binary_cross_entropy_with_logits_kernel)
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -17,21 +17,29 @@ namespace customml::CUSTOMML_CUDA_NS {
 // w_i, 0 when W is 0), the gradient (sigmoid(z) - t) / n or w_i (sigmoid(z) - t) / (cols W);
 // with g.block_correct (one column), the rows where (z > 0) == (labels_i != 0) counted,
 // with g.metrics.confusion (one column) each at [label_i, z > 0]. A
-// grid of kReduceBlocks blocks striding over the elements; weighted, each block finds W
-// itself; the last one adds the per-block sums in block order (cuda/loss_epilogue.cuh).
+// grid of kReduceBlocks blocks striding over the elements, then the penalties' blocks;
+// weighted, each block finds W itself; the last one adds the per-block sums in block order
+// (cuda/loss_epilogue.cuh).
 __global__ void __launch_bounds__(kThreads)
     binary_cross_entropy_with_logits_kernel(LossGrid g, float* grad, const float* logits, const float* targets,
                                             const int32_t* labels, const float* row_weights, int64_t rows,
                                             int64_t cols) {
   const int64_t n = rows * cols;
   const double total = row_weights ? batch_weight_total(nullptr, nullptr, row_weights, rows) : 0.0;
+  const double divisor = row_weights ? total * static_cast<double>(cols) : static_cast<double>(n);
+  // A penalty block takes a branch of its own, so that none of the loss's values is live in
+  // its sums (they made ptxas spill on sm_90 when the blocks shared the loss's code).
+  if (blockIdx.x >= g.blocks) {
+    finish_loss_grid(g, divisor, g.blocks, 0);
+    return;
+  }
   const float inv_n = 1.0f / static_cast<float>(n);
   const double inv_total = row_weights && total > 0.0 ? 1.0 / (total * static_cast<double>(cols)) : 0.0;
   const ScaledGrad scaled(g.metrics);
   double sum = 0.0;
   int64_t hits = 0;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * kThreads) {
+       i += static_cast<int64_t>(g.blocks) * kThreads) {
     const float z = logits[i], t = targets[i];
     const double w = row_weights ? static_cast<double>(row_weights[i / cols]) : 1.0;
     sum += w * (static_cast<double>(z > 0.0f ? z : 0.0f) - static_cast<double>(z) * t +
@@ -43,8 +51,7 @@ __global__ void __launch_bounds__(kThreads)
   sum = block_sum(sum);
   if (g.block_correct) hits = block_sum(hits);
   if (threadIdx.x == 0) g.row_loss[blockIdx.x] = sum;
-  // No penalty blocks: their sums made ptxas spill here (sm_90); the launcher runs kernel_penalties.
-  finish_loss_grid<false>(g, row_weights ? total * static_cast<double>(cols) : static_cast<double>(n), gridDim.x, hits);
+  finish_loss_grid(g, divisor, g.blocks, hits);
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -235,6 +235,7 @@ void gemm(DeviceContext& ctx, GemmParams* ps, int count, Precision precision, bo
       part.c = p.c + r0 * p.ldc;
       if (p.sq) part.sq = p.sq + (r0 / kGemmBm) * tiles_n[i];  // the whole C's tile indices
       if (p.preact) part.preact = p.preact + r0 * p.ldc;
+      if (p.penalty_w) part.penalty_w = p.penalty_w + r0 * p.ldc;
       if (p.dropout.out) {  // the mask's elements are counted from the whole C's first
         part.dropout.out = p.dropout.out + r0 * p.ldc;
         part.dropout.first += static_cast<uint64_t>(r0 * p.ldc);
@@ -286,6 +287,9 @@ int backward_params(GemmParams (&ps)[2], float* dx, float* dw, float* db, const 
     GemmParams& p = ps[count++];
     p = {s.in, s.out, s.batch, x, 1, s.in, dy, s.out, 1, dw, s.out, nullptr, Activation::identity, nullptr};
     p.db = db;
+    p.penalty_w = s.penalty.w;
+    p.l1 = s.penalty.l1;
+    p.l2 = s.penalty.l2;
     if (half) {
       p.a16 = s.half.x;
       p.b16 = dz16;
@@ -320,7 +324,8 @@ int backward_params(GemmParams (&ps)[2], float* dx, float* dw, float* db, const 
 // LossMetrics::top), else dz = act'(dy; y, z) written first (one elementwise launch: the
 // op's, and a top layer's where the gradient changed after the loss). dx's store applies the layer
 // below's derivative (s.below) after the Dropout's mask (s.dropout), and writes dz16. With
-// s.norm_slots, dW's tiles leave their sums of squares there.
+// s.norm_slots, dW's tiles leave their sums of squares there; with s.penalty, dW's store
+// adds the penalty's gradient first.
 void DeviceBackend::dense_backward(float* dx, float* dw, float* db, float* dz, const float* dy, const float* x,
                                    const float* w, const float* y, const float* z, DenseShape s, Activation act) {
   DeviceContext& ctx = this->ctx();

@@ -14,6 +14,7 @@
 #include "cuda/common.cuh"
 #include "cuda/gemm_slices.cuh"
 #include "cuda/half_bits.cuh"
+#include "cuda/penalty.cuh"
 #include "random.h"
 
 namespace customml::CUSTOMML_CUDA_NS {
@@ -72,6 +73,11 @@ struct GemmParams {
   // stored, in double, left in sq[tile index] by its last block (gemv_kernel: sq[warp
   // index], by lane 0), each slot written once (DenseShape::norm_slots); null: none.
   double* sq = nullptr;
+  // The backward's dW product: the kernel's L1/L2 penalty (DenseShape::penalty), its
+  // gradient at penalty_w (at c's offsets) added to each dW element stored (before its
+  // square); null: none.
+  const float* penalty_w = nullptr;
+  float l1 = 0.0f, l2 = 0.0f;
 };
 
 // Up to two independent GEMMs in one launch (the backward pass's dW and dx): blocks
@@ -148,7 +154,9 @@ __device__ __forceinline__ float dropout_value(const DropoutMask& d, int64_t i, 
 
 // C (r, c) = v: the bias, preact and activation, or db's row (r == m with db); then the
 // dropout mask's copy (or C masked in place); a backward product's C (dx) then becomes the
-// layer below's dz (grad_act), the same float expression the layer's own loads applied.
+// layer below's dz (grad_act), the same float expression the layer's own loads applied;
+// dW's gains its penalty's gradient (penalty_w), kernel_penalties' float sum. Split or
+// not, a C element is stored once: the penalty is added once.
 // Returns the square of what a backward product stored, exact in double (0: nothing
 // stored), for GemmParams::sq.
 template <bool kGrad>
@@ -164,7 +172,8 @@ __device__ __forceinline__ double store_c(const GemmParams& p, int64_t r, int64_
   const float y = act::apply(p.act, v);
   if constexpr (kGrad) {  // dropout.out is c here (dx masked in place)
     const float g = p.dropout.out ? dropout_value(p.dropout, i, y) : y;
-    const float dz = act::backward(p.grad_act, g, p.grad_y ? p.grad_y[i] : 0.0f, p.grad_z ? p.grad_z[i] : 0.0f);
+    float dz = act::backward(p.grad_act, g, p.grad_y ? p.grad_y[i] : 0.0f, p.grad_z ? p.grad_z[i] : 0.0f);
+    if (p.penalty_w) dz += penalty_gradient(p.l1, p.l2, p.penalty_w[i]);
     p.c[i] = dz;
     if (p.c16) p.c16[i] = half_bits(dz, p.bf16);
     return static_cast<double>(dz) * dz;

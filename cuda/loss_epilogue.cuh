@@ -188,12 +188,10 @@ __device__ __forceinline__ void add_regression_column(double* stats, const float
 // + x takes term y's share x (penalty_block_sum), and the last block adds them after the
 // loss (penalties_total), so the loss sum gets the loss, then the penalty: the bits of the
 // loss launch followed by kernel_penalties_kernel's.
-// kPenalties false: a kernel launched without penalty blocks, and compiled without their code.
-template <bool kPenalties = true>
 __device__ __forceinline__ void finish_loss_grid(const LossGrid& g, double total, int64_t batch, int64_t hits) {
   __shared__ unsigned last;
   CUSTOMML_POISON_SHARED(last);
-  if (kPenalties && blockIdx.x >= g.blocks) {
+  if (blockIdx.x >= g.blocks) {
     const unsigned b = blockIdx.x - g.blocks;
     // One copy of the loop per term, each reading its term's parameters in place: a term
     // chosen first (penalty_term) stays live across the loss's code and made ptxas spill.
@@ -225,7 +223,7 @@ __device__ __forceinline__ void finish_loss_grid(const LossGrid& g, double total
     if (g.metrics.loss_sum) *g.metrics.loss_sum += loss * g.metrics.loss_rows;
     if (g.metrics.correct) *g.metrics.correct += correct;
   }
-  if (kPenalties && g.penalty_count > 0) {  // after the loss is added, and with nothing of it live
+  if (g.penalty_count > 0) {  // after the loss is added, and with nothing of it live
     const double penalty = penalties_total(g.penalty_partial, g.penalty_count, kReduceBlocks, 0.0);
     if (threadIdx.x == 0) {
       *g.metrics.penalty = penalty;

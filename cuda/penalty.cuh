@@ -2,8 +2,9 @@
 // Defines: the device functions (no kernels, so any launcher file may include this) of the
 // L1/L2 kernel penalties: an element's gradient and a block's share of a penalty's sum (the
 // terms' total: penalties_total in cuda/loss_epilogue.cuh). kernel_penalties_kernel, the
-// loss launches that sum the penalties (cuda/loss_epilogue.cuh) and the optimizer updates
-// that add their gradient (cuda/update_scalars.cuh) share them: the same bits on every path.
+// loss launches that sum the penalties (cuda/loss_epilogue.cuh) and the dense backward's
+// dW store that adds their gradient (store_c, cuda/dense.cuh) share them: the same bits on
+// every path.
 
 #include <cstdint>
 

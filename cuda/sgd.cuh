@@ -45,7 +45,7 @@ __global__ void sgd_update_kernel(float* param, const float* grad, float* veloci
     takes_decay4(decay, no_decay, n_no_decay, i0);
     CUSTOMML_UNROLL
     for (int j = 0; j < 4; ++j)
-      p[j] = sgd_element(p[j], scaled(g[j], p[j], i0 + j), vel[j], momentum, decay[j] ? c.weight_decay : 0.0f, c);
+      p[j] = sgd_element(p[j], scaled(g[j]), vel[j], momentum, decay[j] ? c.weight_decay : 0.0f, c);
     store4(param + i0, p);
     twin.store4(i0, p);
     if (momentum) store4(velocity + i0, vel);
@@ -54,7 +54,7 @@ __global__ void sgd_update_kernel(float* param, const float* grad, float* veloci
     const int64_t i = vec4_scalar_index(split, k);
     float vel = momentum ? velocity[i] : 0.0f;
     const float wd = takes_decay(no_decay, n_no_decay, i) ? c.weight_decay : 0.0f;
-    param[i] = sgd_element(param[i], scaled(grad[i], param[i], i), vel, momentum, wd, c);
+    param[i] = sgd_element(param[i], scaled(grad[i]), vel, momentum, wd, c);
     twin.store(i, param[i]);
     if (momentum) velocity[i] = vel;
   }

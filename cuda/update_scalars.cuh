@@ -1,16 +1,14 @@
 #pragma once
 // Defines: GradientScaling and HalfTwin, how the optimizer update kernels read their
 // gradient and write the parameters' 16-bit twin under UpdateScalars (backend.h). The
-// gradient is scaled as scale_by_kernel, the penalty's gradient added as
-// kernel_penalties_kernel and then scaled as clip_scale_kernel would have done it in place,
-// each product in double rounded to float, so the update gives their bits without their
-// passes (the clipping norm also from the dense backward's slots: clip_norm). Device
-// functions only: any kernel file may include it.
+// gradient is scaled as scale_by_kernel and then as clip_scale_kernel would have done it
+// in place, each product in double rounded to float, so the update gives their bits
+// without their passes (the clipping norm also from the dense backward's slots:
+// clip_norm). Device functions only: any kernel file may include it.
 
 #include "cuda/common.cuh"
 #include "cuda/half_bits.cuh"
 #include "cuda/loss_epilogue.cuh"
-#include "cuda/penalty.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
@@ -30,10 +28,9 @@ __device__ __forceinline__ double clip_norm(const UpdateScalars& u) {
 struct GradientScaling {
   double unscale = 1.0, clip = 1.0;
   bool unscales = false, clips = false;
-  const UpdateScalars& spans;  // the launch's parameters: the penalty spans read in place
   // Reads the factors from device memory (once per thread, before the element loop); norm:
   // clip_norm(u).
-  __device__ __forceinline__ GradientScaling(const UpdateScalars& u, double norm) : spans(u) {
+  __device__ __forceinline__ GradientScaling(const UpdateScalars& u, double norm) {
     if (u.unscale) {
       unscale = *u.unscale;
       unscales = true;
@@ -43,13 +40,9 @@ struct GradientScaling {
       clips = clip < 1.0;
     }
   }
-  // The gradient g of element i of the update, whose parameter is w.
-  __device__ __forceinline__ float operator()(float g, float w, int64_t i) const {
+  // The gradient g as the update uses it.
+  __device__ __forceinline__ float operator()(float g) const {
     if (unscales) g = static_cast<float>(g * unscale);
-    CUSTOMML_UNROLL
-    for (int k = 0; k < kUpdatePenaltySpans; ++k)  // constant indices: no local copy of the spans
-      if (k < spans.penalty_count && i >= spans.penalties[k].begin && i < spans.penalties[k].end)
-        g += penalty_gradient(spans.penalties[k].l1, spans.penalties[k].l2, w);
     if (clips) g = static_cast<float>(g * clip);
     return g;
   }

@@ -17,8 +17,9 @@ as it reads them, so they are still the backward's):
   rounds to the same float32 or to its neighbour: the weights differ by at most
   lr * spacing(g * factor) + spacing(lr * g * factor) + spacing(w);
 - the same slots and weights, bit for bit, under every thread order of the emulator;
-- the steps that keep a norm pass of their own (a penalty, fp16, data parallelism) leave no
-  slots.
+- the steps that keep a norm pass of their own (fp16, data parallelism) leave no slots; a
+  penalty does not (its gradient is in what dW's store stores, so in the slots: the
+  "penalties" shape).
 
 The shapes cross the tiles' edges (63, 64, 65 columns, db's extra row), batch 1 (the top
 layer takes the GEMV: 10 outputs, and its input gradient's one row), the GEMV for every
@@ -51,12 +52,17 @@ _SHAPES = {
     "batch 1": (65, (130, 64, 10), 1, "fp32"),
     "gemv": (20, (12, 7), 9, "fp32"),
     "tensor cores": (65, (64, 65, 10), 70, "bf16"),
+    "penalties": (65, (64, 63, 17), 70, "fp32"),
 }
+# Kernel regularizers on every layer of the "penalties" shape: l1, l2 and both.
+_PENALTIES = {"penalties": (cm.regularizers.l1(1e-2), cm.regularizers.l2(2e-2), cm.regularizers.l1_l2(1e-2, 1e-2))}
 
 
-def _fit(shape, steps=2, order=None, **compile_args):
-    input_dim, widths, batch, precision = shape
-    layers = [cm.layers.Dense(u, "relu") for u in widths[:-1]] + [cm.layers.Dense(widths[-1])]
+def _fit(case, steps=2, order=None, **compile_args):
+    input_dim, widths, batch, precision = _SHAPES[case]
+    regs = _PENALTIES.get(case, (None,) * len(widths))
+    layers = [cm.layers.Dense(u, "relu", kernel_regularizer=r) for u, r in zip(widths[:-1], regs)]
+    layers.append(cm.layers.Dense(widths[-1], kernel_regularizer=regs[len(widths) - 1]))
     model = cm.Sequential(layers, input_dim=input_dim, device="cuda-emulated", seed=2)
     model.compile(
         optimizer=cm.optimizers.SGD(_LR), loss="softmax_cross_entropy", precision=precision,
@@ -113,7 +119,7 @@ def _exact(values):
 @pytest.mark.parametrize("case", sorted(_SHAPES))
 def test_each_slot_holds_its_tiles_sum_of_squares(case):
     shape = _SHAPES[case]
-    _, _, grad, slots = _fit(shape)
+    _, _, grad, slots = _fit(case)
     expected = _expected_slots(shape, grad)
     assert len(slots) == len(expected)
     gemv_slots = sum(t.ndim == 1 for t in expected)
@@ -129,7 +135,7 @@ def test_each_slot_holds_its_tiles_sum_of_squares(case):
 
 @pytest.mark.parametrize("case", sorted(_SHAPES))
 def test_the_clipped_step_is_the_cpus_within_a_rounding(case):
-    model, before, grad, slots = _fit(_SHAPES[case])
+    model, before, grad, slots = _fit(case)
     assert len(slots) > 0
     params = np.concatenate([w.ravel() for w in before])
     clipped = grad.copy()
@@ -149,17 +155,19 @@ def test_the_clipped_step_is_the_cpus_within_a_rounding(case):
 def test_every_thread_order_gives_the_same_slots_and_weights(case):
     runs = []
     for order in (("forward",), ("reverse",), ("shuffled", 1), ("shuffled", 2)):
-        model, _, _, slots = _fit(_SHAPES[case], order=order)
+        model, _, _, slots = _fit(case, order=order)
         runs.append((slots.tobytes(), np.concatenate([w.ravel() for w in model.get_weights()]).tobytes()))
     assert all(r == runs[0] for r in runs[1:])
 
 
 @pytest.mark.parametrize(
-    "args", [dict(precision="fp16"), dict(l2=1e-3), dict(data_parallel=True)], ids=["fp16", "l2", "data parallel"]
-)
+    "args", [dict(precision="fp16"), dict(l2=1e-3, data_parallel=True), dict(data_parallel=True)],
+    ids=["fp16", "l2 data parallel", "data parallel"],
+)  # fmt: skip
 def test_a_step_whose_norm_keeps_its_pass_leaves_no_slots(args):
-    """A penalty's gradient and fp16's unscaling come after the backward, and a data-parallel
-    step sums the ranks' gradients between its halves: their norm is global_norm's."""
+    """fp16's unscaling comes after the backward, and a data-parallel step sums the ranks'
+    gradients between its halves (and adds a penalty's gradient after that sum): their norm
+    is global_norm's."""
     input_dim, widths, batch, _ = _SHAPES["tile edges"]
     reg = cm.regularizers.l2(args["l2"]) if "l2" in args else None
     model = cm.Sequential(

@@ -214,44 +214,72 @@ def test_op_refuses_bad_arguments(call, error, match):
         call(ops, p, g)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-@pytest.mark.parametrize("frozen", [False, True])
-def test_a_folded_penalty_step_gives_the_separate_kernels_bits(optimizer, frozen):
-    """On the CUDA devices a training step sums the penalties in the loss launch and the
-    update adds their gradients (Backend::folded_penalties, one launch fewer); a step in two
-    halves (compute_gradients, apply_gradients, as data-parallel training runs it) keeps
-    kernel_penalties. Both give the same bits: weights, optimizer state and the loss sum,
-    a frozen regularized layer's penalty included (it counts in the loss, takes no gradient)."""
+# The folded step's variants (test_a_folded_penalty_step_gives_the_separate_kernels_bits):
+# binary cross-entropy sums the penalties in its loss launch too; with clipping the norm
+# comes from dW's slots, which then include the penalty's gradient (a bound of 1e6 that
+# never clips, so that the weights keep the separate passes' bits: test_clip_slots checks a
+# clipped step's). At 16 rows every product is tiled; at 3 the top layer's take the float32
+# GEMV, at 48 split-K (the weight gradient's k is the batch: 3 parts); bf16 the tensor cores.
+# frozen: the middle layer.
+_FOLDED = {
+    "sgd": dict(),
+    "adam frozen": dict(optimizer="adam", frozen=True),
+    "binary_ce": dict(loss="binary_cross_entropy"),
+    "clipnorm frozen": dict(clipnorm=1e6, frozen=True),
+    "binary_ce clipnorm": dict(loss="binary_cross_entropy", clipnorm=1e6),
+    "clipnorm gemv": dict(clipnorm=1e6, batch=3),
+    "clipnorm split-k": dict(clipnorm=1e6, batch=48),
+    "clipnorm bf16 frozen": dict(clipnorm=1e6, precision="bf16", frozen=True),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(_FOLDED))
+def test_a_folded_penalty_step_gives_the_separate_kernels_bits(variant):
+    """On the CUDA devices a training step sums the penalties in the loss launch and dW's
+    store adds their gradients (Backend::folded_penalties, DenseShape::penalty: no launch
+    of their own); a step in two halves (compute_gradients, apply_gradients, as
+    data-parallel training runs it) keeps kernel_penalties. Both give the same bits:
+    gradients, weights, optimizer state and the loss sum, a frozen regularized layer's
+    penalty included (it counts in the loss, takes no gradient)."""
+    v = _FOLDED[variant]
+    batch, binary = v.get("batch", 16), v.get("loss") == "binary_cross_entropy"
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((64, 12)).astype(np.float32)
-    y = rng.integers(0, 3, 64).astype(np.int32)
+    x = rng.standard_normal((3 * batch, 12)).astype(np.float32)
+    y = rng.integers(0, 2 if binary else 3, 3 * batch).astype(np.int32)
     reg = cm.regularizers
 
     def model():
         m = cm.Sequential(
             [
-                cm.layers.Dense(16, "relu", kernel_regularizer=reg.l1_l2(1e-3, 1e-2)),
-                cm.layers.Dense(8, "tanh", kernel_regularizer=reg.l2(5e-2)),
-                cm.layers.Dense(3, kernel_regularizer=reg.l1(2e-2)),
+                cm.layers.Dense(40, "relu", kernel_regularizer=reg.l1_l2(1e-3, 1e-2)),
+                cm.layers.Dense(24, "tanh", kernel_regularizer=reg.l2(5e-2)),
+                cm.layers.Dense(1 if binary else 3, kernel_regularizer=reg.l1(2e-2)),
             ],
             input_dim=12,
             seed=4,
             device="cuda-emulated",
         )
-        m.layers[1].trainable = not frozen
-        opt = cm.optimizers.SGD(0.1, momentum=0.9) if optimizer == "sgd" else cm.optimizers.Adam(1e-2)
-        m.compile(opt, "softmax_cross_entropy")
+        m.layers[1].trainable = not v.get("frozen", False)
+        opt = cm.optimizers.Adam(1e-2) if v.get("optimizer") == "adam" else cm.optimizers.SGD(0.1, momentum=0.9)
+        m.compile(opt, v.get("loss", "softmax_cross_entropy"), clipnorm=v.get("clipnorm"),
+                  precision=v.get("precision", "fp32"))  # fmt: skip
         return m
 
     folded, halves = model(), model()
+    n = folded._net.num_params
+    grads = np.empty((2, n), np.float32)
     for step in range(3):
-        index = np.arange(16 * step, 16 * step + 16, dtype=np.int64)
+        index = np.arange(batch * step, batch * step + batch, dtype=np.int64)
         folded._net.train_batch(x, y, index)
         halves._net.compute_gradients(x, y, index)
-        halves._net.apply_gradients(16)
+        halves._net.apply_gradients(batch)
+        folded._net.read_gradients(grads[0])
+        halves._net.read_gradients(grads[1])
+        assert grads[0].tobytes() == grads[1].tobytes(), f"step {step}"
+        # the folded step clipped by dW's slots (so they included the penalty), the halves by global_norm
+        assert (len(folded._net._read_norm_slots()) > 0) == ("clipnorm" in v)
     for a, b in zip(folded.get_weights(), halves.get_weights()):
         assert a.tobytes() == b.tobytes()
     for slot in range(folded._net.state_slots):
-        n = folded._net.num_params
         assert folded._net.read_state(slot, 0, n).tobytes() == halves._net.read_state(slot, 0, n).tobytes()
     assert np.float64(folded._net.metrics()[0]).tobytes() == np.float64(halves._net.metrics()[0]).tobytes()

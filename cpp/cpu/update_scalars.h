@@ -5,7 +5,6 @@
 // the fused update gives their bits.
 
 #include <cstdint>
-#include <stdexcept>
 #include <vector>
 
 #include "backend.h"
@@ -16,8 +15,6 @@ namespace customml::cpu {
 class ScaledGradient {
  public:
   ScaledGradient(const float* grad, const UpdateScalars& s) : grad_(grad) {
-    // The CPU adds penalties in kernel_penalties (its folded_penalties() is 0).
-    if (s.penalty_count != 0) throw std::logic_error("[update] the CPU update adds no penalty gradients");
     if (s.unscale) {
       unscale_ = *s.unscale;
       scaled_ = true;
