@@ -8,18 +8,23 @@
 
 #include "cuda/common.cuh"
 #include "cuda/half_bits.cuh"
-#include "cuda/loss_epilogue.cuh"
 
 namespace customml::CUSTOMML_CUDA_NS {
 
 // The gradients' global norm the update clips by: *u.norm, or the square root of the sum
-// of u's norm slots in slot order (ordered_sum, so every block gets the same bits);
-// unused where u clips by neither. Every thread of the block calls it.
+// of u's norm slots in a fixed order, so every block gets the same bits: each thread adds
+// a contiguous slice of them in slot order (one or two slots up to Trainer::kMaxNormSlots),
+// then block_sum's tree (warp shuffles, the warps' sums in warp order), a few dependent
+// adds instead of a serial sum of kThreads slices in thread 0 (docs/decisions.md, "Clipping's
+// norm"). Unused where u clips by neither. Every thread of the block calls it.
 __device__ __forceinline__ double clip_norm(const UpdateScalars& u) {
   if (!u.norm_slots) return u.norm ? *u.norm : 0.0;
   __shared__ double norm;
   CUSTOMML_POISON_SHARED(norm);
-  const double total = ordered_sum(u.norm_slots, u.norm_slot_count);
+  const int64_t per = (u.norm_slot_count + kThreads - 1) / kThreads, begin = threadIdx.x * per;
+  double slice = 0.0;
+  for (int64_t i = begin; i < begin + per && i < u.norm_slot_count; ++i) slice += u.norm_slots[i];
+  const double total = block_sum(slice);
   if (threadIdx.x == 0) norm = sqrt(total);
   __syncthreads();
   return norm;
