@@ -27,18 +27,13 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t n = rows * cols;
   const double total = row_weights ? batch_weight_total(nullptr, nullptr, row_weights, rows) : 0.0;
   const double divisor = row_weights ? total * static_cast<double>(cols) : static_cast<double>(n);
-  // A penalty block takes a branch of its own, so that none of the loss's values is live in
-  // its sums (they made ptxas spill on sm_90 when the blocks shared the loss's code).
-  if (blockIdx.x >= g.blocks) {
-    finish_loss_grid(g, divisor, g.blocks, 0);
-    return;
-  }
   const float inv_n = 1.0f / static_cast<float>(n);
   const double inv_total = row_weights && total > 0.0 ? 1.0 / (total * static_cast<double>(cols)) : 0.0;
   const ScaledGrad scaled(g.metrics);
   double sum = 0.0;
   int64_t hits = 0;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < n;
+  const bool loss_block = blockIdx.x < g.blocks;  // else a penalty block (finish_loss_grid)
+  for (int64_t i = loss_block ? blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x : n; i < n;
        i += static_cast<int64_t>(g.blocks) * kThreads) {
     const float z = logits[i], t = targets[i];
     const double w = row_weights ? static_cast<double>(row_weights[i / cols]) : 1.0;
@@ -50,7 +45,7 @@ __global__ void __launch_bounds__(kThreads)
   }
   sum = block_sum(sum);
   if (g.block_correct) hits = block_sum(hits);
-  if (threadIdx.x == 0) g.row_loss[blockIdx.x] = sum;
+  if (threadIdx.x == 0 && loss_block) g.row_loss[blockIdx.x] = sum;
   finish_loss_grid(g, divisor, g.blocks, hits);
 }
 
