@@ -407,6 +407,10 @@ class Backend {
   // How many slots dense_backward fills at DenseShape::norm_slots for a layer of shape s
   // (with dx or without); 0: this device fills none (the executor runs global_norm).
   virtual int64_t dense_norm_slots(const DenseShape& s, bool dx) const { return 0; }
+  // Whether dense_forward (dw false) or the dW product of dense_backward (dw true: no dx)
+  // of shape s, given its 16-bit copies (s.half: x, w; dy for dw), reads x only through
+  // s.half.x; false: it reads the float x (and maybe the copy too).
+  virtual bool dense_reads_half_x(const DenseShape& s, bool dw) const { return false; }
   // Inference weights packed once in this device's GEMM layout (DESIGN decision 5): the
   // bytes it takes for w (in, out), 0 where the device reads w as it is; then
   // dense_forward reading the packed copy (w stays valid: a device may fall back to it,
@@ -510,6 +514,9 @@ CUSTOMML_PRIVATE_API int64_t emulated_cuda_allocations();
 // host and synchronize() (what stalls a training step on "cuda"), so tests can check that
 // a steady-state training step makes none.
 CUSTOMML_PRIVATE_API int64_t emulated_cuda_host_waits();
+// The bytes copied host -> device by cuda-emulated so far (copy_to_device, and its copies
+// in replayed graphs as they run): what would cross PCIe on "cuda". For tests.
+CUSTOMML_PRIVATE_API int64_t emulated_cuda_bytes_to_device();
 // How many graphs cuda-emulated has replayed so far (each a cudaGraphLaunch on "cuda").
 CUSTOMML_PRIVATE_API int64_t emulated_cuda_graph_replays();
 // Makes cuda-emulated's gemm() choose as on a Hopper with sm_90a code (the TMA + wgmma
