@@ -151,6 +151,12 @@ struct DenseShape {
   double* norm_slots = nullptr;
 };
 
+// Backend::dense_half_reads: whether a dense layer's launches read its input's 16-bit copy
+// (HalfOperands::x) and dz's (HalfOperands::dy).
+struct HalfReads {
+  bool x = false, dy = false;
+};
+
 // Whether a precision's GEMM operands are 16-bit values (the tensor cores' bf16 / fp16).
 inline bool half_operands(Precision p) { return p == Precision::bf16 || p == Precision::fp16; }
 
@@ -407,10 +413,11 @@ class Backend {
   // How many slots dense_backward fills at DenseShape::norm_slots for a layer of shape s
   // (with dx or without); 0: this device fills none (the executor runs global_norm).
   virtual int64_t dense_norm_slots(const DenseShape& s, bool dx) const { return 0; }
-  // Whether dense_forward (dw false) or the dW product of dense_backward (dw true: no dx)
-  // of shape s, given its 16-bit copies (s.half: x, w; dy for dw), reads x only through
-  // s.half.x; false: it reads the float x (and maybe the copy too).
-  virtual bool dense_reads_half_x(const DenseShape& s, bool dw) const { return false; }
+  // Which of the 16-bit copies given in s.half (x, w; dy for the backward) dense_forward
+  // (backward false) or dense_backward (with dw, dx or both) of shape s reads: a copy read
+  // is what the products take instead of rounding the float operand (x: the float x is then
+  // not read), one not read need not be written.
+  virtual HalfReads dense_half_reads(const DenseShape& s, bool backward, bool dw, bool dx) const { return {}; }
   // Inference weights packed once in this device's GEMM layout (DESIGN decision 5): the
   // bytes it takes for w (in, out), 0 where the device reads w as it is; then
   // dense_forward reading the packed copy (w stays valid: a device may fall back to it,

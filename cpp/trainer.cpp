@@ -370,22 +370,16 @@ void Trainer::stage_rows(float* dst, const float* src, const int64_t* index, int
 
 bool Trainer::half_input(const BatchShare& share) const {
   const std::vector<LayerSpec>& layers = model_.layers();
-  const uint16_t *x16 = ws_->input16.data(), *dz16 = ws_->grad16_a.data();  // as reserve_batch left them
-  if (!half_operands(precision_) || !x16 || !dz16) return false;
+  if (!ws_->input16.data() || !ws_->grad16_a.data()) return false;  // none at this precision
   size_t f = 0;
   while (f < layers.size() && layers[f].kind == LayerSpec::Kind::dropout && layers[f].rate == 0.0f) ++f;
-  if (f == layers.size() || layers[f].kind != LayerSpec::Kind::dense || fake_[f]) return false;
-  const int64_t offset = model_.weight_offsets()[f];
-  const uint16_t* w16 = model_.half_params() ? model_.half_params() + offset : nullptr;
-  DenseShape s{1, model_.input_dim(), layers[f].units, precision_, {w16, x16}};
-  if (!backend_->dense_reads_half_x(s, false)) return false;
+  if (f == layers.size() || layers[f].kind != LayerSpec::Kind::dense || !half_reads(f, false).x) return false;
   if (lowest_trainable_ != f) return true;  // the backward stops above it
   // Its dW reads dz's copy where the Dense layer above's dx store (or the loss) wrote it.
   size_t above = f + 1;
   while (above < layers.size() && layers[above].kind != LayerSpec::Kind::dense) ++above;
   const bool dz_ready = above < layers.size() ? derivative_fused_below(above) == f : loss_applies_derivative(share);
-  s.half.dy = dz16;
-  return dz_ready && backend_->dense_reads_half_x(s, true);
+  return dz_ready && half_reads(f, true).x;
 }
 
 const float* Trainer::forward(int64_t b, const BatchShare& share) {
@@ -416,9 +410,9 @@ const float* Trainer::forward(int64_t b, const BatchShare& share) {
       }
       ws.layer_w[l] = w;
       ws.layer_in16[l] = cur16;
-      // the 16-bit copy only where a Dense layer reads it next (not before a Dropout that
-      // masks it, nor at the output)
-      if (dense_reads_output(l)) dst16 = ws.act16[l].data();
+      // the 16-bit copy only where the next Dense layer's launches read it (not before a
+      // Dropout that masks it, nor at the output, nor where that layer rounds its A itself)
+      if (half_output_read(l)) dst16 = ws.act16[l].data();
       DenseShape shape{b, width, s.units, precision_, {half_kernel(model_, l, w), cur16, dst16}};
       if (dropout_fused_below(l + 1))  // the Dropout layer's output too
         shape.dropout = dropout_mask(ws.act[l + 1].data(), layers[l + 1].rate, l + 1,
@@ -613,8 +607,8 @@ void Trainer::run_gradients(int64_t b, const BatchShare& share, bool row_weights
       // A frozen layer above it passes the gradient on without the weight-gradient work.
       // The kernel is the one the forward pass used (fake-quantized under QAT).
       DenseShape shape{b, in_width, s.units, precision_, {half_kernel(model_, l, ws.layer_w[l]), ws.layer_in16[l]}};
-      if (dz_ready) shape.half.dy = cur16;
-      if (need_dx && dropout_fused_above(l - 1))  // dx through the Dropout layer's mask
+      if (dz_ready && half_reads(l, true).dy) shape.half.dy = cur16;  // written only then
+      if (need_dx && dropout_fused_above(l - 1))                      // dx through the Dropout layer's mask
         shape.dropout = dropout_mask(dx, layers[l - 1].rate, l - 1, static_cast<uint64_t>(share.first_row * in_width));
       if (slot_norm_ && s.trainable) {
         shape.norm_slots = norm_slots_.data() + slots;
@@ -622,7 +616,8 @@ void Trainer::run_gradients(int64_t b, const BatchShare& share, bool row_weights
       }
       const size_t below = need_dx ? derivative_fused_below(l) : layers.size();
       if (below < layers.size())
-        shape.below = {layers[below].activation, ws.act[below].data(), ws.preact[below].data(), other16};
+        shape.below = {layers[below].activation, ws.act[below].data(), ws.preact[below].data(),
+                       half_reads(below, true).dy ? other16 : nullptr};
       backend_->dense_backward(dx, s.trainable ? grads_.data() + model_.weight_offsets()[l] : nullptr,
                                s.trainable ? grads_.data() + model_.bias_offsets()[l] : nullptr, cur, cur,
                                ws.layer_in[l], ws.layer_w[l], ws.act[l].data(), ws.preact[l].data(), shape,

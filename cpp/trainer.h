@@ -231,6 +231,12 @@ class Trainer {
   // Whether Dense layer l's output is the next Dense layer's input (through Dropouts of
   // rate 0): its 16-bit copy is read only then.
   bool dense_reads_output(size_t l) const;
+  // Which 16-bit copies Dense layer l's launches read in a training step, forward or
+  // backward (Backend::dense_half_reads: x, its input's; dy, dz's where it has one): a
+  // copy is written only where it is read.
+  HalfReads half_reads(size_t l, bool backward) const;
+  // Whether Dense layer l's output's 16-bit copy is read (by the next Dense layer).
+  bool half_output_read(size_t l) const;
   // Whether a training step's only reader of the staged batch is the first Dense layer's
   // GEMMs (rate-0 Dropouts aside; not under QAT) and they read it only through its 16-bit
   // copy (the device says so, for the workspace's copies of x and of the dz its backward

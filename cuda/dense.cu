@@ -359,16 +359,24 @@ int64_t DeviceBackend::dense_norm_slots(const DenseShape& s, bool dx) const {
   return sq_slots(ps, count, s.precision);
 }
 
-// Every launch that reads x takes the instance copying A from half.x (the wgmma kernel,
-// forward, reads only 16-bit copies; where it cannot take a product, gemm_tc_kernel does).
-bool DeviceBackend::dense_reads_half_x(const DenseShape& s, bool dw) const {
-  if (!half_operands(s.precision) || !s.half.x) return false;
+// What half_copies says the launches copy (the wgmma kernel, forward, reads only 16-bit
+// copies, and only where gemm_tc_kernel would copy both).
+HalfReads DeviceBackend::dense_half_reads(const DenseShape& s, bool backward, bool dw, bool dx) const {
+  if (!half_operands(s.precision)) return {};
   float shape_only = 0.0f;  // stands for every float buffer: only the products' layout is read
   float* none = &shape_only;
   GemmParams ps[2];
-  if (!dw) ps[0] = forward_params(none, nullptr, none, none, none, s, Activation::identity);
-  const int count = dw ? backward_params(ps, nullptr, none, none, none, s.half.dy, none, none, s) : 1;
-  return count == 1 && half_copies(ps, 1) == kTcCopyAB;
+  DenseShape one = s;
+  one.batch = 1;  // a batch for dx's product: the copies' layout does not depend on it
+  int count = 1;
+  if (!backward)
+    ps[0] = forward_params(none, nullptr, none, none, none, one, Activation::identity);
+  else
+    count = backward_params(ps, dx ? none : nullptr, dw ? none : nullptr, none, none, s.half.dy, none, none, one);
+  if (!count) return {};
+  const int copies = half_copies(ps, count);
+  // A: the input (forward, dW's x^T) or dz (dx's); B: the twin, or dz (dW's)
+  return {copies == kTcCopyAB && (!backward || dw), backward && (dw ? copies != kTcCopyNone : copies == kTcCopyAB)};
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS
