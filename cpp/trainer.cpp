@@ -6,7 +6,7 @@
 #include <string>
 #include <utility>
 
-#include "half_round.h"
+#include "cpu/elementwise.h"
 #include "ops.h"
 #include "trainer_graph.h"
 
@@ -318,7 +318,8 @@ void Trainer::gather_batch(const HostBatch& h, const float* x, const void* y, co
   // in 16 bits: the device's rounding (cpp/half_round.h), so the GEMM sees the bits it would have rounded
   for (int64_t i = 0; i < b; ++i) {
     if (h.input16)
-      round_to_half_host(h.input16 + i * input_dim, x + row(i) * input_dim, input_dim, precision_ == Precision::bf16);
+      cpu::elementwise().round_to_half(h.input16 + i * input_dim, x + row(i) * input_dim, input_dim,
+                                       precision_ == Precision::bf16);
     else
       std::memcpy(h.input + i * input_dim, x + row(i) * input_dim, sizeof(float) * static_cast<size_t>(input_dim));
   }

@@ -1,7 +1,7 @@
 """The staged input batch in 16 bits (docs/decisions.md, CUDA): at bf16 and fp16, where the
 first Dense layer's GEMMs are the step's only reader of the batch and read it only through
 its 16-bit copy (Trainer::half_input), the host rounds the batch as it gathers it
-(cpp/half_round.h) and only that copy crosses to the device: 2 bytes a value instead of 4,
+(cpp/half_round.h, vectorized at each ISA level) and only that copy crosses to the device: 2 bytes a value instead of 4,
 and no conversion in layer 1's forward or backward loop. The host's rounding must give the
 device's bits, so a model whose first layer reads the copy trains to the bits of one whose
 GEMM rounds the float batch as it stages it (an identity Rescaling in front keeps the copy
@@ -34,7 +34,8 @@ def _special_values() -> np.ndarray:
 
 
 @pytest.mark.parametrize("fmt", ["bf16", "fp16"])
-def test_host_rounding_gives_the_device_bits(fmt):
+def test_host_rounding_gives_the_device_bits(fmt, isa):
+    # the host's loop at each ISA level (ElementwiseKernels::round_to_half)
     rng = np.random.default_rng(5)
     # every exponent, random mantissas, and the 16-bit rounding boundaries' neighbourhoods
     bits = rng.integers(0, 2**32, 100_000, dtype=np.uint64).astype(np.uint32)

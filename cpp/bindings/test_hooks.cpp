@@ -20,7 +20,6 @@
 #include "bindings/bindings.h"
 #include "cpu/elementwise.h"
 #include "cpu/isa.h"
-#include "half_round.h"
 // The host model of the AMX tile instructions, for its own unit tests.
 #define CUSTOMML_AMX_EMULATED 1
 #include "cpu/amx_tiles.h"
@@ -182,12 +181,12 @@ void bind_test_hooks(py::module_& m) {
       "_round_to_half",
       [](py::array_t<float, py::array::c_style> x, const std::string& format, const std::string& device) {
         // Backend::round_to_half on a device, or (device "host") the host's rounding of a
-        // staged batch (cpp/half_round.h), which must give the same bits.
+        // staged batch (cpp/half_round.h at the active ISA level), which must give the same bits.
         if (format != "bf16" && format != "fp16") throw std::invalid_argument("[_round_to_half] format bf16 or fp16");
         const size_t n = static_cast<size_t>(x.size());
         py::array_t<uint16_t> bits(static_cast<py::ssize_t>(n));
         if (device == "host") {
-          round_to_half_host(bits.mutable_data(), x.data(), static_cast<int64_t>(n), format == "bf16");
+          cpu::elementwise().round_to_half(bits.mutable_data(), x.data(), static_cast<int64_t>(n), format == "bf16");
           return bits;
         }
         Backend& be = backend_for(Device::parse(device));
