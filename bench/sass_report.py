@@ -230,7 +230,7 @@ def part_depth(k: int) -> int:
 
 # cuda/gemm_wgmma.cuh's wgmma_path, mirrored (tests/test_gemm_wgmma.py runs it end to end):
 # on sm_90a, one bf16 / fp16 forward product with 16-bit copies of both operands (A: the
-# previous Dense layer's c16, so never a step's first layer nor, yet, predict) whose rows the
+# previous Dense layer's c16 or the staged batch's copy; not, yet, in predict) whose rows the
 # TMA takes (k and n multiples of 8 elements), of at least one wave of 128 x 256 tiles and k
 # for the ring of 4 slices of 64.
 WG_BM, WG_BN, WG_BK, WG_STAGES, WG_MIN_TILES = 128, 256, 64, 4, 132
@@ -280,20 +280,28 @@ def dense_tiling(problems: list[tuple[int, int, int]]) -> tuple[bool, tuple[int,
     return best
 
 
-def dense_shapes() -> list[tuple[str, bool, list[tuple[int, int, int]], bool]]:
+def half_copies(inp: int, units: int) -> int:
+    """The operands a training step's bf16 launches of a Dense layer (inp -> units) copy from
+    their 16-bit copies (cuda/dense.cu's half_copies; gemm_tc_kernel's kCopies): B (the
+    weights' twin; dW's dz) where units is a multiple of 8, A too (x or the staged batch's
+    copy; dx's dz) where inp is as well, else none (the README MLP's 10-wide top layer)."""
+    return 0 if units % 8 else 2 if inp % 8 == 0 else 1
+
+
+def dense_shapes() -> list[tuple[str, bool, list[tuple[int, int, int]], int]]:
     """The dense layer's GEMMs as cuda/dense.cu launches them (the backward pass's dW, with
-    db's extra row, and dx in one grid): (what, backward, [(m, n, k) per problem], whether
-    a training step has A in 16 bits: forward, a Dense layer after the first; backward, dz,
-    which the dx store of the Dense layer above writes: every layer but the top) for the
-    README MLP at batch 128 and 1, and 4096^3 (as a layer between two others)."""
+    db's extra row, and dx in one grid): (what, backward, [(m, n, k) per problem], the
+    operands a training step's bf16 launch copies: half_copies) for the README MLP at batch
+    128 and 1, and 4096^3 (as a layer between two others)."""
     out = []
     for batch in (128, 1):
         for i, (inp, units) in enumerate([(784, 256), (256, 256), (256, 10)]):
-            out.append((f"MLP b{batch} L{i + 1} forward {batch}x{inp}->{units}", False, [(batch, units, inp)], i > 0))
+            copies = half_copies(inp, units)
+            out.append((f"MLP b{batch} L{i + 1} forward {batch}x{inp}->{units}", False, [(batch, units, inp)], copies))
             back = [(inp + 1, units, batch)] + ([(batch, inp, units)] if i else [])
-            out.append((f"MLP b{batch} L{i + 1} backward" + ("" if i else " (no dx)"), True, back, i < 2))
-    out.append(("4096^3 forward", False, [(4096, 4096, 4096)], True))
-    out.append(("4096^3 backward (dW + dx)", True, [(4097, 4096, 4096), (4096, 4096, 4096)], True))
+            out.append((f"MLP b{batch} L{i + 1} backward" + ("" if i else " (no dx)"), True, back, copies))
+    out.append(("4096^3 forward", False, [(4096, 4096, 4096)], 2))
+    out.append(("4096^3 backward (dW + dx)", True, [(4097, 4096, 4096), (4096, 4096, 4096)], 2))
     return out
 
 
@@ -322,21 +330,15 @@ def estimate_cycles(
     backward: bool,
     problems: list,
     tensor_cores: bool = False,
-    dz16: bool = False,
+    copies: int = 0,
 ) -> tuple[str, int, float]:
     """(path, blocks, estimated cycles on an H100) under the assumptions above (0 when the
     kernel's SASS was not read); tensor_cores: the bf16 kernel's (its loop a 16-deep slice
-    as the FP32 kernel's); dz16: a backward whose dz has a 16-bit copy."""
-    # the backward copies dz (dW's B) and, with dx (a layer after the first), x16 and the
-    # weights' twin too; without a dz16 it can copy (the README MLP's top layer: 10 wide, not a
-    # multiple of 8) nothing
-    backward_copies = (2 if len(problems) == 2 else 1) if dz16 else 0
+    as the FP32 kernel's) copying the operands half_copies says."""
     path, blocks, per = dense_path(problems, gemv=not tensor_cores)
     flag = "true" if backward else "false"
     name = (
-        # the forward with B (the weights' 16-bit twin) copied and A rounded as staged (layer 1,
-        # predict; layers 2+ copy A too)
-        f"gemm_tc_kernel<__nv_bfloat16, {flag}, {backward_copies if backward else 1}>"
+        f"gemm_tc_kernel<__nv_bfloat16, {flag}, {copies}>"
         if tensor_cores
         else f"{'gemv' if path == 'gemv' else 'gemm'}_kernel<{flag}>"
     )
@@ -356,7 +358,10 @@ def estimate_cycles(
         return path, blocks, math.ceil(iters / unroll) * LOAD_LATENCY + issue
     slices = max(math.ceil((kk if s == 1 else part_depth(kk)) / 16) for (_, _, kk), s in zip(problems, per))
     in_flight = 1 if tensor_cores else 2
-    cycles = waves * slices * max(resident * warps * k.loop["insns"] / ISSUE_PER_CYCLE, LOAD_LATENCY / in_flight)
+    # a bf16 slice is 8 HMMA a warp (2 m16 x 4 n8 tiles, k16): a loop body with more is
+    # unrolled (the instance copying both operands: 2 slices)
+    per_slice = k.loop["insns"] / (max(1, k.loop.get("mma", 8) // 8) if tensor_cores else 1)
+    cycles = waves * slices * max(resident * warps * per_slice / ISSUE_PER_CYCLE, LOAD_LATENCY / in_flight)
     if path == "split":
         cycles += (max(per) + 1) * math.prod(dense_tiling(problems)[1]) * 4 / L2_BYTES_PER_CYCLE
     return path, blocks, cycles
@@ -366,16 +371,16 @@ def dense_estimates(kernels: dict[tuple[str, str], Kernel]) -> list[str]:
     """Each dense GEMM's kernel and blocks against the SM count and, for the FP32 and bf16
     kernels on sm_90, an estimated time (assumptions above) beside the FMA floor."""
     lines = []
-    for what, backward, problems, a16 in dense_shapes():
+    for what, backward, problems, copies in dense_shapes():
         flops = sum(2 * m * n * kk for m, n, kk in problems)
         for tc in (False, True):
-            path, blocks, cycles = estimate_cycles(kernels, backward, problems, tc, backward and a16)
+            path, blocks, cycles = estimate_cycles(kernels, backward, problems, tc, copies)
             cover = ", ".join(f"{blocks / lim['sms']:.2f}x {lim['name']}'s {lim['sms']} SMs" for lim in SM.values())
             precision = "bf16" if tc else "FP32"
             estimate = f"; estimate {cycles / CLOCK_HZ * 1e6:.1f} us" if cycles else ""
             floor = flops / (990e12 if tc else 67e12) * 1e6
             lines.append(f"  {what} {precision}: {path}, {blocks} blocks ({cover}){estimate}, FMA floor {floor:.2f} us")
-            if tc and not backward and wgmma_path(problems, a16):
+            if tc and not backward and wgmma_path(problems, copies == 2):
                 # on an H100 gemm() takes the sm_90a kernel instead (the line above: an A100's)
                 path, blocks, _ = dense_path(problems, gemv=False, wgmma=True)
                 low, high = (c / CLOCK_HZ * 1e6 for c in estimate_wgmma_cycles(*problems[0]))

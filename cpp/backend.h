@@ -149,6 +149,12 @@ struct DenseShape {
   DensePenalty penalty = {};  // dense_backward: the kernel's, which dW's store adds
 };
 
+// Backend::dense_half_reads: whether a dense layer's launches read its input's 16-bit copy
+// (HalfOperands::x) and dz's (HalfOperands::dy).
+struct HalfReads {
+  bool x = false, dy = false;
+};
+
 // Whether a precision's GEMM operands are 16-bit values (the tensor cores' bf16 / fp16).
 inline bool half_operands(Precision p) { return p == Precision::bf16 || p == Precision::fp16; }
 
@@ -405,6 +411,11 @@ class Backend {
   // How many slots dense_backward fills at DenseShape::norm_slots for a layer of shape s
   // (with dx or without); 0: this device fills none (the executor runs global_norm).
   virtual int64_t dense_norm_slots(const DenseShape& s, bool dx) const { return 0; }
+  // Which of the 16-bit copies given in s.half (x, w; dy for the backward) dense_forward
+  // (backward false) or dense_backward (with dw, dx or both) of shape s reads: a copy read
+  // is what the products take instead of rounding the float operand (x: the float x is then
+  // not read), one not read need not be written.
+  virtual HalfReads dense_half_reads(const DenseShape& s, bool backward, bool dw, bool dx) const { return {}; }
   // Inference weights packed once in this device's GEMM layout (DESIGN decision 5): the
   // bytes it takes for w (in, out), 0 where the device reads w as it is; then
   // dense_forward reading the packed copy (w stays valid: a device may fall back to it,
@@ -508,6 +519,9 @@ CUSTOMML_PRIVATE_API int64_t emulated_cuda_allocations();
 // host and synchronize() (what stalls a training step on "cuda"), so tests can check that
 // a steady-state training step makes none.
 CUSTOMML_PRIVATE_API int64_t emulated_cuda_host_waits();
+// The bytes copied host -> device by cuda-emulated so far (copy_to_device, and its copies
+// in replayed graphs as they run): what would cross PCIe on "cuda". For tests.
+CUSTOMML_PRIVATE_API int64_t emulated_cuda_bytes_to_device();
 // How many graphs cuda-emulated has replayed so far (each a cudaGraphLaunch on "cuda").
 CUSTOMML_PRIVATE_API int64_t emulated_cuda_graph_replays();
 // Makes cuda-emulated's gemm() choose as on a Hopper with sm_90a code (the TMA + wgmma

@@ -6,6 +6,7 @@
 #include <string>
 #include <utility>
 
+#include "cpu/elementwise.h"
 #include "ops.h"
 #include "trainer_graph.h"
 
@@ -42,7 +43,15 @@ const uint16_t* half_kernel(const Model& m, size_t l, const float* w) {
 // are host-addressable on the cpu backend, so batches are gathered straight into them.
 struct Trainer::Workspace {
   Workspace(Backend* be, size_t n_layers)
-      : input(be), grad_a(be), grad_b(be), targets(be), labels(be), row_weights(be), grad16_a(be), grad16_b(be) {
+      : input(be),
+        input16(be),
+        grad_a(be),
+        grad_b(be),
+        targets(be),
+        labels(be),
+        row_weights(be),
+        grad16_a(be),
+        grad16_b(be) {
     for (size_t l = 0; l < n_layers; ++l) {
       act.emplace_back(be);
       preact.emplace_back(be);
@@ -53,6 +62,7 @@ struct Trainer::Workspace {
     layer_w.resize(n_layers);
   }
   Buffer<float> input;                // (rows, input_dim)
+  Buffer<uint16_t> input16;           // (rows, input_dim), bf16 / fp16: the batch's copy (half_input)
   std::vector<Buffer<float>> act;     // act[l]: (rows, width_l), layer l's output
   std::vector<Buffer<float>> preact;  // preact[l]: (rows, width_l), gelu layers only
   // act16[l]: Dense layer l's output rounded to bf16 / fp16 (those precisions only): the
@@ -67,6 +77,7 @@ struct Trainer::Workspace {
   Buffer<uint16_t> grad16_a, grad16_b;
   // Host staging of a batch for devices whose memory the host cannot address.
   std::vector<float> host_input, host_targets, host_row_weights;
+  std::vector<uint16_t> host_input16;
   std::vector<int32_t> host_labels;
   // The host copy of the last uploaded batch's targets (host_targets, or a step graph's
   // pinned slot): the regression metrics take their shift from it.
@@ -275,81 +286,25 @@ void Trainer::choose_metrics(const MetricStats& stats) {
   ++config_count_;
 }
 
-void Trainer::check_targets(const void* y, const int64_t* index, int64_t b) const {
-  if (loss_.kind == LossKind::mse) return;
-  const int32_t* labels = static_cast<const int32_t*>(y);
-  const int64_t classes = loss_.kind == LossKind::binary_cross_entropy ? 2 : model_.output_dim();
-  for (int64_t i = 0; i < b; ++i) {
-    const int64_t r = index ? index[i] : i;
-    if (labels[r] < 0 || labels[r] >= classes)
-      throw std::out_of_range("y[" + std::to_string(r) + "] = " + std::to_string(labels[r]) + " is outside [0, " +
-                              std::to_string(classes) + ")");
-  }
-}
-
-void Trainer::check_soft_targets(const char* op, const float* soft_targets) const {
-  if (!soft_targets) return;
-  const std::string pre = std::string("[") + op + "] ";
-  if (loss_.kind != LossKind::softmax_cross_entropy && loss_.kind != LossKind::distillation)
-    throw std::invalid_argument(pre + "probability targets apply to the softmax cross-entropy loss, not " +
-                                loss_name(loss_.kind));
-  // Class weights are indexed by a label; the probability targets are used as given
-  // (fit applies label smoothing to them before the first batch).
-  if (loss_.kind == LossKind::softmax_cross_entropy && !loss_.class_weights.empty())
-    throw std::invalid_argument(pre +
-                                "class_weights need integer labels; weight probability targets' rows with "
-                                "sample_weight");
-}
-
-void Trainer::check_inputs(const char* op, const Tensor& x, const Tensor* y, const Tensor* sample_weight) const {
-  const std::string pre = std::string("[") + op + "] ";
-  const int64_t input_dim = model_.input_dim(), output_dim = model_.output_dim();
-  if (x.dtype() != DType::f32) throw TypeError(pre + "x must be float32, got " + dtype_name(x.dtype()));
-  if (x.ndim() != 2) throw std::invalid_argument(pre + "x must be 2-D (samples, features), got shape " + x.shape_str());
-  if (!x.is_contiguous()) throw std::invalid_argument(pre + "x must be C-contiguous");
-  if (x.dim(1) != input_dim)
-    throw std::invalid_argument(pre + "x has " + std::to_string(x.dim(1)) + " features but the model expects " +
-                                std::to_string(input_dim));
-  if (sample_weight) {
-    if (sample_weight->dtype() != DType::f32)
-      throw TypeError(pre + "sample_weight must be float32, got " + dtype_name(sample_weight->dtype()));
-    if (sample_weight->shape() != std::vector<int64_t>{x.dim(0)} || !sample_weight->is_contiguous())
-      throw std::invalid_argument(pre + "sample_weight has shape " + sample_weight->shape_str() +
-                                  "; expected a C-contiguous array of shape (" + std::to_string(x.dim(0)) + ",)");
-  }
-  if (!y) return;
-  if (!y->is_contiguous()) throw std::invalid_argument(pre + "y must be C-contiguous");
-  if (compiled_ && loss_.kind == LossKind::mse) {
-    if (y->dtype() != DType::f32)
-      throw TypeError(pre + "y must be float32 for loss 'mse', got " + dtype_name(y->dtype()));
-    if (y->shape() != std::vector<int64_t>{x.dim(0), output_dim})
-      throw std::invalid_argument(pre + "y has shape " + y->shape_str() + ", expected (" + std::to_string(x.dim(0)) +
-                                  ", " + std::to_string(output_dim) + ")");
-  } else {
-    if (y->dtype() != DType::i32)
-      throw TypeError(pre + "y (class labels) must be int32, got " + dtype_name(y->dtype()));
-    if (y->shape() != std::vector<int64_t>{x.dim(0)})
-      throw std::invalid_argument(pre + "y has shape " + y->shape_str() + " but x has " + std::to_string(x.dim(0)) +
-                                  " rows");
-  }
-}
-
 void Trainer::stage_batch(const float* x, const void* y, const float* sample_weight, const int64_t* index,
-                          int64_t start, int64_t b) {
+                          int64_t start, int64_t b, bool half_x) {
   Workspace& ws = *ws_;
   // Rows are gathered straight into host-addressable device buffers; elsewhere into
   // host staging buffers that are then copied over.
   if (backend_->host_addressable()) {
-    gather_batch({ws.input.data(), ws.row_weights.data(), ws.targets.data(), ws.labels.data()}, x, y, sample_weight,
-                 index, start, b);
+    gather_batch({ws.input.data(), ws.row_weights.data(), ws.targets.data(), ws.labels.data(),
+                  half_x ? ws.input16.data() : nullptr},
+                 x, y, sample_weight, index, start, b);
     return;
   }
-  const size_t rows = static_cast<size_t>(b);
-  ws.host_input.resize(rows * static_cast<size_t>(model_.input_dim()));
+  const size_t rows = static_cast<size_t>(b), values = rows * static_cast<size_t>(model_.input_dim());
+  ws.host_input.resize(half_x ? 0 : values);
+  ws.host_input16.resize(half_x ? values : 0);
   ws.host_row_weights.resize(rows);
   ws.host_targets.resize(rows * static_cast<size_t>(model_.output_dim()));
   ws.host_labels.resize(rows);
-  const HostBatch h{ws.host_input.data(), ws.host_row_weights.data(), ws.host_targets.data(), ws.host_labels.data()};
+  const HostBatch h{ws.host_input.data(), ws.host_row_weights.data(), ws.host_targets.data(), ws.host_labels.data(),
+                    half_x ? ws.host_input16.data() : nullptr};
   gather_batch(h, x, y, sample_weight, index, start, b);
   upload_batch(h, b, sample_weight != nullptr, y != nullptr);
 }
@@ -358,8 +313,14 @@ void Trainer::gather_batch(const HostBatch& h, const float* x, const void* y, co
                            const int64_t* index, int64_t start, int64_t b) const {
   const int64_t input_dim = model_.input_dim(), out = model_.output_dim();
   auto row = [&](int64_t i) { return index ? index[i] : start + i; };
-  for (int64_t i = 0; i < b; ++i)
-    std::memcpy(h.input + i * input_dim, x + row(i) * input_dim, sizeof(float) * static_cast<size_t>(input_dim));
+  // in 16 bits: the device's rounding (cpp/half_round.h), so the GEMM sees the bits it would have rounded
+  for (int64_t i = 0; i < b; ++i) {
+    if (h.input16)
+      cpu::elementwise().round_to_half(h.input16 + i * input_dim, x + row(i) * input_dim, input_dim,
+                                       precision_ == Precision::bf16);
+    else
+      std::memcpy(h.input + i * input_dim, x + row(i) * input_dim, sizeof(float) * static_cast<size_t>(input_dim));
+  }
   if (sample_weight)
     for (int64_t i = 0; i < b; ++i) h.row_weights[i] = sample_weight[row(i)];
   if (!y) return;
@@ -380,7 +341,11 @@ void Trainer::upload_batch(const HostBatch& h, int64_t b, bool row_weights, bool
   Workspace& ws = *ws_;
   ws.uploaded_targets = h.targets;
   const size_t rows = static_cast<size_t>(b);
-  backend_->copy_to_device(ws.input.data(), h.input, sizeof(float) * rows * static_cast<size_t>(model_.input_dim()));
+  const size_t values = rows * static_cast<size_t>(model_.input_dim());
+  if (h.input16)
+    backend_->copy_to_device(ws.input16.data(), h.input16, sizeof(uint16_t) * values);
+  else
+    backend_->copy_to_device(ws.input.data(), h.input, sizeof(float) * values);
   if (row_weights) backend_->copy_to_device(ws.row_weights.data(), h.row_weights, sizeof(float) * rows);
   if (!targets) return;
   if (loss_.kind == LossKind::binary_cross_entropy || loss_.kind == LossKind::mse)
@@ -402,12 +367,27 @@ void Trainer::stage_rows(float* dst, const float* src, const int64_t* index, int
   if (!direct) backend_->copy_to_device(dst, rows, row_bytes * static_cast<size_t>(b));
 }
 
+bool Trainer::half_input(const BatchShare& share) const {
+  const std::vector<LayerSpec>& layers = model_.layers();
+  if (!ws_->input16.data() || !ws_->grad16_a.data()) return false;  // none at this precision
+  size_t f = 0;
+  while (f < layers.size() && layers[f].kind == LayerSpec::Kind::dropout && layers[f].rate == 0.0f) ++f;
+  if (f == layers.size() || layers[f].kind != LayerSpec::Kind::dense || !half_reads(f, false).x) return false;
+  if (lowest_trainable_ != f) return true;  // the backward stops above it
+  // Its dW reads dz's copy where the Dense layer above's dx store (or the loss) wrote it.
+  size_t above = f + 1;
+  while (above < layers.size() && layers[above].kind != LayerSpec::Kind::dense) ++above;
+  const bool dz_ready = above < layers.size() ? derivative_fused_below(above) == f : loss_applies_derivative(share);
+  return dz_ready && half_reads(f, true).x;
+}
+
 const float* Trainer::forward(int64_t b, const BatchShare& share) {
   Workspace& ws = *ws_;
   const std::vector<LayerSpec>& layers = model_.layers();
   const float* params = model_.params();
   const float* cur = ws.input.data();
-  const uint16_t* cur16 = nullptr;  // cur in 16 bits, when the Dense layer below wrote it so
+  // cur in 16 bits, when the Dense layer below wrote it so, or the batch was staged so
+  const uint16_t* cur16 = half_input(share) ? ws.input16.data() : nullptr;
   int64_t width = model_.input_dim();
   for (size_t l = 0; l < layers.size(); ++l) {
     const LayerSpec& s = layers[l];
@@ -429,9 +409,9 @@ const float* Trainer::forward(int64_t b, const BatchShare& share) {
       }
       ws.layer_w[l] = w;
       ws.layer_in16[l] = cur16;
-      // the 16-bit copy only where a Dense layer reads it next (not before a Dropout that
-      // masks it, nor at the output)
-      if (dense_reads_output(l)) dst16 = ws.act16[l].data();
+      // the 16-bit copy only where the next Dense layer's launches read it (not before a
+      // Dropout that masks it, nor at the output, nor where that layer rounds its A itself)
+      if (half_output_read(l)) dst16 = ws.act16[l].data();
       DenseShape shape{b, width, s.units, precision_, {half_kernel(model_, l, w), cur16, dst16}};
       if (dropout_fused_below(l + 1))  // the Dropout layer's output too
         shape.dropout = dropout_mask(ws.act[l + 1].data(), layers[l + 1].rate, l + 1,
@@ -552,28 +532,6 @@ void Trainer::train_batch(const float* x, const void* y, const float* sample_wei
   apply_gradients(b);
 }
 
-void Trainer::check_batch(const void* y, const float* sample_weight, int64_t n, const int64_t* index, int64_t b,
-                          const float* soft_targets) const {
-  if (!compiled_) throw std::runtime_error("[fit] the model must be compiled before training");
-  if (loss_.kind == LossKind::distillation && !soft_targets)
-    throw std::invalid_argument("[fit] the distillation loss trains on a teacher's logits: use customml.distill");
-  check_soft_targets("fit", soft_targets);
-  if (b < 0) throw std::invalid_argument("[fit] a batch share cannot have a negative row count");
-  for (int64_t i = 0; i < b; ++i)
-    if (index[i] < 0 || index[i] >= n)
-      throw std::out_of_range("[fit] batch index " + std::to_string(index[i]) + " is outside [0, " + std::to_string(n) +
-                              ")");
-  check_targets(y, index, b);
-  if (sample_weight)
-    for (int64_t i = 0; i < b; ++i)
-      if (!(std::isfinite(sample_weight[index[i]]) && sample_weight[index[i]] >= 0.0f))
-        throw std::invalid_argument("[fit] sample_weight[" + std::to_string(index[i]) +
-                                    "] = " + std::to_string(sample_weight[index[i]]) + " must be finite and >= 0");
-  if (model_.any_quantized())
-    throw std::runtime_error(
-        "[fit] a quantized model cannot be trained: fine-tune the float model (or quantize.qat) and quantize again");
-}
-
 void Trainer::compute_gradients(const float* x, const void* y, const float* sample_weight, int64_t n,
                                 const int64_t* index, int64_t b, const BatchShare& share, const float* soft_targets) {
   check_batch(y, sample_weight, n, index, b, soft_targets);
@@ -585,7 +543,7 @@ void Trainer::compute_gradients(const float* x, const void* y, const float* samp
     return;
   }
   reserve_batch(b, sample_weight != nullptr);
-  stage_batch(x, y, sample_weight, index, 0, b);
+  stage_batch(x, y, sample_weight, index, 0, b, half_input(share));
   if (soft_targets) stage_rows(ws_->targets.data(), soft_targets, index, 0, b, model_.output_dim());
   run_gradients(b, share, sample_weight != nullptr, soft_targets != nullptr);
 }
@@ -602,6 +560,10 @@ void Trainer::reserve_batch(int64_t b, bool row_weights) {
       ws.act16[l].release();  // none at the other precisions, also after a recompile
   }
   ws.input.reserve(rows * static_cast<size_t>(input_dim));
+  if (half_operands(precision_))
+    ws.input16.reserve(rows * static_cast<size_t>(input_dim));
+  else
+    ws.input16.release();
   ws.grad_a.reserve(rows * static_cast<size_t>(model_.max_width()));
   ws.grad_b.reserve(rows * static_cast<size_t>(model_.max_width()));
   for (Buffer<uint16_t>* g : {&ws.grad16_a, &ws.grad16_b}) {
@@ -644,8 +606,8 @@ void Trainer::run_gradients(int64_t b, const BatchShare& share, bool row_weights
       // A frozen layer above it passes the gradient on without the weight-gradient work.
       // The kernel is the one the forward pass used (fake-quantized under QAT).
       DenseShape shape{b, in_width, s.units, precision_, {half_kernel(model_, l, ws.layer_w[l]), ws.layer_in16[l]}};
-      if (dz_ready) shape.half.dy = cur16;
-      if (need_dx && dropout_fused_above(l - 1))  // dx through the Dropout layer's mask
+      if (dz_ready && half_reads(l, true).dy) shape.half.dy = cur16;  // written only then
+      if (need_dx && dropout_fused_above(l - 1))                      // dx through the Dropout layer's mask
         shape.dropout = dropout_mask(dx, layers[l - 1].rate, l - 1, static_cast<uint64_t>(share.first_row * in_width));
       if (slot_norm_ && s.trainable) {
         shape.norm_slots = norm_slots_.data() + slots;
@@ -655,7 +617,8 @@ void Trainer::run_gradients(int64_t b, const BatchShare& share, bool row_weights
         shape.penalty = {model_.params() + model_.weight_offsets()[l], s.l1, s.l2};
       const size_t below = need_dx ? derivative_fused_below(l) : layers.size();
       if (below < layers.size())
-        shape.below = {layers[below].activation, ws.act[below].data(), ws.preact[below].data(), other16};
+        shape.below = {layers[below].activation, ws.act[below].data(), ws.preact[below].data(),
+                       half_reads(below, true).dy ? other16 : nullptr};
       backend_->dense_backward(dx, s.trainable ? grads_.data() + model_.weight_offsets()[l] : nullptr,
                                s.trainable ? grads_.data() + model_.bias_offsets()[l] : nullptr, cur, cur,
                                ws.layer_in[l], ws.layer_w[l], ws.act[l].data(), ws.preact[l].data(), shape,

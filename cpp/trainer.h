@@ -190,6 +190,9 @@ class Trainer {
     float* row_weights;
     float* targets;
     int32_t* labels;
+    // the input rounded to 16 bits instead (input unwritten), where the step reads only that
+    // (half_input)
+    uint16_t* input16 = nullptr;
   };
   void gather_batch(const HostBatch& h, const float* x, const void* y, const float* sample_weight, const int64_t* index,
                     int64_t start, int64_t b) const;
@@ -205,9 +208,10 @@ class Trainer {
   void train_batch_graphed(const float* x, const void* y, const float* sample_weight, int64_t n, const int64_t* index,
                            int64_t b, const float* soft_targets);
   // Gathers rows index (or start, start + 1, ...) of x, y and sample_weight (each may be
-  // null but x) into the workspace's device buffers.
+  // null but x) into the workspace's device buffers; half_x: x rounded to 16 bits into
+  // the input's 16-bit buffer instead of the float one (half_input).
   void stage_batch(const float* x, const void* y, const float* sample_weight, const int64_t* index, int64_t start,
-                   int64_t b);
+                   int64_t b, bool half_x = false);
   // Gathers rows index (or start, start + 1, ...) of src (n, cols), host memory, into dst
   // (b, cols) on the device.
   void stage_rows(float* dst, const float* src, const int64_t* index, int64_t start, int64_t b, int64_t cols);
@@ -227,6 +231,17 @@ class Trainer {
   // Whether Dense layer l's output is the next Dense layer's input (through Dropouts of
   // rate 0): its 16-bit copy is read only then.
   bool dense_reads_output(size_t l) const;
+  // Which 16-bit copies Dense layer l's launches read in a training step, forward or
+  // backward (Backend::dense_half_reads: x, its input's; dy, dz's where it has one): a
+  // copy is written only where it is read.
+  HalfReads half_reads(size_t l, bool backward) const;
+  // Whether Dense layer l's output's 16-bit copy is read (by the next Dense layer).
+  bool half_output_read(size_t l) const;
+  // Whether a training step's only reader of the staged batch is the first Dense layer's
+  // GEMMs (rate-0 Dropouts aside; not under QAT) and they read it only through its 16-bit
+  // copy (the device says so, for the workspace's copies of x and of the dz its backward
+  // reads; after reserve_batch): then only that copy is staged (docs/decisions.md, "CUDA").
+  bool half_input(const BatchShare& share) const;
   // The Dense layer whose dz Dense layer l's dx store writes (DerivativeBelow): the one
   // below it through Dropouts that pass dx on (rate 0) or are fused into that store, where
   // the device fuses derivatives; else layers().size().

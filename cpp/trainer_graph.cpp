@@ -49,8 +49,12 @@ void Trainer::train_batch_graphed(const float* x, const void* y, const float* sa
   StepGraph::Slot& slot = g.slots[g.next];
   g.next ^= 1;
   backend_->wait_event(slot.done);
-  const HostBatch h{slot.input.reserve(rows * static_cast<size_t>(input_dim)), slot.row_weights.reserve(rows),
-                    slot.targets.reserve(rows * static_cast<size_t>(out)), slot.labels.reserve(rows)};
+  // the input in 16 bits only, where that is all the step reads (half_input)
+  const bool half_x = half_input(BatchShare{});
+  const size_t values = rows * static_cast<size_t>(input_dim);
+  const HostBatch h{half_x ? nullptr : slot.input.reserve(values), slot.row_weights.reserve(rows),
+                    slot.targets.reserve(rows * static_cast<size_t>(out)), slot.labels.reserve(rows),
+                    half_x ? slot.input16.reserve(values) : nullptr};
   float* lr = slot.lr.reserve(1);
   *lr = learning_rate();
   gather_batch(h, x, y, sample_weight, index, 0, b);

@@ -72,13 +72,14 @@ struct StepGraph {
   StepGraph& operator=(const StepGraph&) = delete;
 
   struct Slot {
-    explicit Slot(Backend* be) : input(be), row_weights(be), targets(be), labels(be), gates(be), lr(be) {}
+    explicit Slot(Backend* be) : input(be), row_weights(be), targets(be), labels(be), input16(be), gates(be), lr(be) {}
     PinnedBuffer<float> input, row_weights, targets;
     PinnedBuffer<int32_t> labels;
-    PinnedBuffer<StepState> gates;  // (2): what StepGraph::gates receives
-    PinnedBuffer<float> lr;         // (1): what StepGraph::lr receives
-    void* done = nullptr;           // recorded after the step that read this slot
-    void* graph = nullptr;          // the step recorded with this slot's buffers, under key
+    PinnedBuffer<uint16_t> input16;  // the input instead, rounded (Trainer::half_input)
+    PinnedBuffer<StepState> gates;   // (2): what StepGraph::gates receives
+    PinnedBuffer<float> lr;          // (1): what StepGraph::lr receives
+    void* done = nullptr;            // recorded after the step that read this slot
+    void* graph = nullptr;           // the step recorded with this slot's buffers, under key
     StepGraphKey key;
   };
   Backend* backend;

@@ -14,19 +14,25 @@
 
 namespace customml::CUSTOMML_CUDA_NS {
 namespace {
-// A bf16 / fp16 launch (T): products whose B, and A too, have 16-bit copies cp.async can
-// move (every problem's, in a backward pair) take the instance that copies them.
+// The operands a bf16 / fp16 launch of count products copies from their 16-bit copies
+// (kTcCopy*): B where every product's B has a copy cp.async can move, A too where every
+// product's A has one as well (no instance copies A alone).
+int half_copies(const GemmParams* ps, int count) {
+  bool copy_b = true, copy_a = true;
+  for (int i = 0; i < count; ++i) {
+    copy_b = copy_b && copyable_16(ps[i].b16, ps[i].b_cs, ps[i].b_rs);
+    copy_a = copy_a && copy_b && copyable_16(ps[i].a16, ps[i].a_rs, ps[i].a_cs);
+  }
+  return copy_a ? kTcCopyAB : copy_b ? kTcCopyB : kTcCopyNone;
+}
+
+// A bf16 / fp16 launch (T) takes the instance that copies what half_copies says.
 template <class T, bool kGrad>
 void launch_half(DeviceContext& ctx, const GemmPair& pp, dim3 grid) {
-  bool copy_b = true, copy_a = true;
-  for (int i = 0; i < (kGrad && pp.p[1].m > 0 ? 2 : 1); ++i) {
-    const GemmParams& p = pp.p[i];
-    copy_b = copy_b && copyable_16(p.b16, p.b_cs, p.b_rs);
-    copy_a = copy_a && copy_b && copyable_16(p.a16, p.a_rs, p.a_cs);
-  }
-  if (copy_a)
+  const int copies = half_copies(pp.p, kGrad && pp.p[1].m > 0 ? 2 : 1);
+  if (copies == kTcCopyAB)
     launch(gemm_tc_kernel<T, kGrad, kTcCopyAB>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
-  else if (copy_b)
+  else if (copies == kTcCopyB)
     launch(gemm_tc_kernel<T, kGrad, kTcCopyB>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
   else
     launch(gemm_tc_kernel<T, kGrad>, grid, dim3(kTcThreads), 0, ctx.stream, pp);
@@ -249,6 +255,20 @@ void gemm(DeviceContext& ctx, GemmParams* ps, int count, Precision precision, bo
   }
 }
 
+// dense_forward's product.
+GemmParams forward_params(float* y, float* z, const float* x, const float* w, const float* b, const DenseShape& s,
+                          Activation act) {
+  GemmParams p{s.batch, s.out, s.in, x, s.in, 1, w, s.out, 1, y, s.out, b, act, z};
+  p.dropout = s.dropout;
+  if (half_operands(s.precision)) {
+    p.a16 = s.half.x;
+    p.b16 = s.half.w;
+    p.c16 = s.half.y;
+    p.bf16 = s.precision == Precision::bf16;
+  }
+  return p;
+}
+
 }  // namespace
 
 void DeviceBackend::round_to_half(uint16_t* dst, const float* src, int64_t n, Precision format) {
@@ -263,14 +283,7 @@ void DeviceBackend::dense_forward(float* y, float* z, const float* x, const floa
                                   Activation act) {
   DeviceContext& ctx = this->ctx();
   if (s.batch == 0) return;
-  GemmParams p{s.batch, s.out, s.in, x, s.in, 1, w, s.out, 1, y, s.out, b, act, z};
-  p.dropout = s.dropout;
-  if (half_operands(s.precision)) {
-    p.a16 = s.half.x;
-    p.b16 = s.half.w;
-    p.c16 = s.half.y;
-    p.bf16 = s.precision == Precision::bf16;
-  }
+  GemmParams p = forward_params(y, z, x, w, b, s, act);
   gemm(ctx, &p, 1, s.precision);
 }
 
@@ -349,6 +362,26 @@ int64_t DeviceBackend::dense_norm_slots(const DenseShape& s, bool dx) const {
   float* none = &shape_only;
   const int count = backward_params(ps, dx ? none : nullptr, none, none, none, nullptr, none, none, s);
   return sq_slots(ps, count, s.precision);
+}
+
+// What half_copies says the launches copy (the wgmma kernel, forward, reads only 16-bit
+// copies, and only where gemm_tc_kernel would copy both).
+HalfReads DeviceBackend::dense_half_reads(const DenseShape& s, bool backward, bool dw, bool dx) const {
+  if (!half_operands(s.precision)) return {};
+  float shape_only = 0.0f;  // stands for every float buffer: only the products' layout is read
+  float* none = &shape_only;
+  GemmParams ps[2];
+  DenseShape one = s;
+  one.batch = 1;  // a batch for dx's product: the copies' layout does not depend on it
+  int count = 1;
+  if (!backward)
+    ps[0] = forward_params(none, nullptr, none, none, none, one, Activation::identity);
+  else
+    count = backward_params(ps, dx ? none : nullptr, dw ? none : nullptr, none, none, s.half.dy, none, none, one);
+  if (!count) return {};
+  const int copies = half_copies(ps, count);
+  // A: the input (forward, dW's x^T) or dz (dx's); B: the twin, or dz (dW's)
+  return {copies == kTcCopyAB && (!backward || dw), backward && (dw ? copies != kTcCopyNone : copies == kTcCopyAB)};
 }
 
 }  // namespace customml::CUSTOMML_CUDA_NS

@@ -21,6 +21,7 @@ class DeviceBackend : public Backend {
   bool fuses_dropout() const override { return true; }     // the GEMM epilogue: cuda/dense.cuh
   bool fuses_derivative() const override { return true; }  // dx's store: cuda/dense.cuh
   int64_t dense_norm_slots(const DenseShape& s, bool dx) const override;
+  HalfReads dense_half_reads(const DenseShape& s, bool backward, bool dw, bool dx) const override;
   void fake_quantize(float* y, void* codes, DType qtype, const float* x, const float* scale, const int32_t* zero,
                      int64_t rows, int64_t cols, QuantAxis axis) override;
 

@@ -77,11 +77,16 @@ class EmulatedCudaBackend final : public dev::DeviceBackend {
   void copy_to_device(void* dst, const void* host_src, size_t bytes) override {
     if (simt::Recording* r = simt::recording()) {
       if (!pinned(host_src, bytes)) refuse_in_capture("a copy from pageable host memory (stage it in allocate_host's)");
-      r->push_back([dst, host_src, bytes] { std::memcpy(dst, host_src, bytes); });
+      r->push_back([this, dst, host_src, bytes] {
+        bytes_to_device_.fetch_add(static_cast<int64_t>(bytes), std::memory_order_relaxed);
+        std::memcpy(dst, host_src, bytes);
+      });
       return;
     }
+    bytes_to_device_.fetch_add(static_cast<int64_t>(bytes), std::memory_order_relaxed);
     if (bytes) std::memcpy(dst, host_src, bytes);
   }
+  int64_t bytes_to_device() const { return bytes_to_device_.load(std::memory_order_relaxed); }
   void copy_to_host(void* host_dst, const void* src, size_t bytes) override {
     if (simt::recording()) refuse_in_capture("a copy to the host (the host would wait for the device)");
     host_waits_.fetch_add(1, std::memory_order_relaxed);
@@ -186,6 +191,7 @@ class EmulatedCudaBackend final : public dev::DeviceBackend {
   }
   std::atomic<int64_t> allocations_{0};
   std::atomic<int64_t> host_waits_{0};
+  std::atomic<int64_t> bytes_to_device_{0};  // copy_to_device's, replayed copies included
   std::atomic<uint64_t> memory_epoch_{0};
   std::atomic<int64_t> replays_{0};
   std::mutex pinned_mutex_;
@@ -205,6 +211,8 @@ Backend& emulated_cuda_backend() { return instance(); }
 int64_t emulated_cuda_allocations() { return instance().allocations(); }
 
 int64_t emulated_cuda_host_waits() { return instance().host_waits(); }
+
+int64_t emulated_cuda_bytes_to_device() { return instance().bytes_to_device(); }
 
 int64_t emulated_cuda_graph_replays() { return instance().replays(); }
 

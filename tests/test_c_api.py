@@ -215,6 +215,7 @@ PRIVATE_FUNCTIONS = {
     "simt_emulation_compiled",
     "emulated_cuda_allocations",
     "emulated_cuda_host_waits",
+    "emulated_cuda_bytes_to_device",
     "emulated_cuda_graph_replays",
     "emulated_cuda_set_sm90",
     "dlpack_device",

@@ -52,6 +52,9 @@ void bind_test_hooks(py::module_& m) {
         "How many device allocations cuda-emulated has made in this process; for tests.");
   m.def("_emulated_host_waits", &emulated_cuda_host_waits,
         "How many times cuda-emulated has made the host wait (copies to the host, synchronize); for tests.");
+  m.def("_emulated_bytes_to_device", &emulated_cuda_bytes_to_device,
+        "How many bytes cuda-emulated has copied host -> device in this process (replayed copies included); for "
+        "tests.");
   m.def("_emulated_graph_replays", &emulated_cuda_graph_replays,
         "How many graphs cuda-emulated has replayed in this process (cudaGraphLaunch on cuda); for tests.");
   m.def("_emulated_launches", &simt::launches,
@@ -174,6 +177,30 @@ void bind_test_hooks(py::module_& m) {
       "Backend::dense_backward of a layer whose dy is dz, its dx store writing the layer below's dz (and its "
       "16-bit bits at bf16 / fp16, else NaN bits), reading the 16-bit copies given: (dz below, dw, db, dz below's "
       "16-bit bits); for tests.");
+  m.def(
+      "_round_to_half",
+      [](py::array_t<float, py::array::c_style> x, const std::string& format, const std::string& device) {
+        // Backend::round_to_half on a device, or (device "host") the host's rounding of a
+        // staged batch (cpp/half_round.h at the active ISA level), which must give the same bits.
+        if (format != "bf16" && format != "fp16") throw std::invalid_argument("[_round_to_half] format bf16 or fp16");
+        const size_t n = static_cast<size_t>(x.size());
+        py::array_t<uint16_t> bits(static_cast<py::ssize_t>(n));
+        if (device == "host") {
+          cpu::elementwise().round_to_half(bits.mutable_data(), x.data(), static_cast<int64_t>(n), format == "bf16");
+          return bits;
+        }
+        Backend& be = backend_for(Device::parse(device));
+        Buffer<float> src(&be);
+        Buffer<uint16_t> dst(&be);
+        be.copy_to_device(src.reserve(n + 1), x.data(), sizeof(float) * n);
+        dst.reserve(n + 1);
+        be.round_to_half(dst.data(), src.data(), static_cast<int64_t>(n), parse_precision(format));
+        be.copy_to_host(bits.mutable_data(), dst.data(), sizeof(uint16_t) * n);
+        return bits;
+      },
+      py::arg("x"), py::arg("format"), py::arg("device"),
+      "x rounded to bf16 or fp16 as bits by a device's Backend::round_to_half, or by the host (device 'host') as a "
+      "staged batch is; for tests.");
   m.def(
       "_fake_quantize",
       [](py::array_t<float, py::array::c_style> x, py::array_t<float, py::array::c_style> scale,

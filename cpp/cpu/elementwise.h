@@ -57,6 +57,9 @@ struct ElementwiseKernels {
   void (*scale)(float* x, int64_t n, double coef);                   // x_i = fl32(x_i coef), product in float64
   void (*apply_mask)(float* param, const uint8_t* keep, int64_t n);  // param_i = 0 where keep_i == 0
   int64_t (*first_nonfinite)(const float* x, int64_t n);             // index of the first NaN or +-inf, or -1
+  // dst (n) = src rounded to bf16 (bf16) or fp16 as bits: the host's rounding of a staged
+  // batch, the device's bits (half_round.h)
+  void (*round_to_half)(uint16_t* dst, const float* src, int64_t n, bool bf16);
   // The vectorized math of cpu/vmath.h over arrays, for tests/test_vmath.py.
   UnaryFn exp, exp_nonpositive, log, log1p, log1p_unit, tanh, sigmoid, gelu;
 };

@@ -13,6 +13,7 @@
 #include "cpu/elementwise.h"
 #include "cpu/soft_target_kernels.h"
 #include "cpu/vmath.h"
+#include "half_round.h"
 
 namespace customml::cpu {
 namespace {
@@ -511,6 +512,10 @@ int64_t ew_first_nonfinite(const float* x, int64_t n) {
 
 // The table of this file's ISA (kIsaSuffix comes from cpu/simd.h); dropout is passed
 // in, since its portable form is the scalar Philox of random.h.
+// The staged batch's rounding (half_round.h's scalar loop, which the compiler vectorizes
+// at each file's ISA: the same bits at every level).
+void ew_round_to_half(uint16_t* dst, const float* src, int64_t n, bool bf16) { round_to_half_host(dst, src, n, bf16); }
+
 constexpr ElementwiseKernels elementwise_table(DropoutFn dropout) {
   return {kIsaSuffix,
           ew_softmax_cross_entropy,
@@ -526,6 +531,7 @@ constexpr ElementwiseKernels elementwise_table(DropoutFn dropout) {
           ew_scale,
           ew_apply_mask,
           ew_first_nonfinite,
+          ew_round_to_half,
           vmath_map<vexp>,
           vmath_map<vexp_nonpositive>,
           vmath_map<vlog>,

@@ -1,0 +1,120 @@
+"""The staged input batch in 16 bits (docs/decisions.md, CUDA): at bf16 and fp16, where the
+first Dense layer's GEMMs are the step's only reader of the batch and read it only through
+its 16-bit copy (Trainer::half_input), the host rounds the batch as it gathers it
+(cpp/half_round.h, vectorized at each ISA level) and only that copy crosses to the device: 2 bytes a value instead of 4,
+and no conversion in layer 1's forward or backward loop. The host's rounding must give the
+device's bits, so a model whose first layer reads the copy trains to the bits of one whose
+GEMM rounds the float batch as it stages it (an identity Rescaling in front keeps the copy
+out: the affine layer's output has none)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import customml as cm
+from customml import _core
+
+pytestmark = pytest.mark.skipif(not cm.build_info()["simt_emulation"], reason="built with CUSTOMML_SIMT_EMULATION=OFF")
+
+DEVICE = "cuda-emulated"
+
+
+def _special_values() -> np.ndarray:
+    f32 = np.finfo(np.float32)
+    v = [0.0, -0.0, 1.0, -1.0, f32.tiny, f32.smallest_subnormal, f32.max, -f32.max, np.inf, -np.inf, np.nan, -np.nan]
+    # fp16: its largest finite (65504), the tie to inf (65520) and either side, its smallest
+    # normal and subnormal, half the smallest subnormal (a tie to 0) and just above
+    v += [65504.0, 65519.996, 65520.0, 65520.004, 2.0**-14, 2.0**-24, 2.0**-25, 2.0**-25 * 1.0000001, 2.0**-26]
+    # ties to even in both formats: odd and even kept bits with exactly half an ulp dropped
+    v += [1.0 + 2.0**-8, 1.0 + 3 * 2.0**-8, 1.0 + 2.0**-11, 1.0 + 3 * 2.0**-11, 3.0 * 2.0**-20 + 2.0**-25]
+    x = np.array(v, dtype=np.float32)
+    nan_payloads = np.array([0x7F800001, 0xFF800001, 0x7FC00000, 0x7FBFFFFF, 0x7FFFFFFF], dtype=np.uint32)
+    return np.concatenate([x, -x, nan_payloads.view(np.float32)])
+
+
+@pytest.mark.parametrize("fmt", ["bf16", "fp16"])
+def test_host_rounding_gives_the_device_bits(fmt, isa):
+    # the host's loop at each ISA level (ElementwiseKernels::round_to_half)
+    rng = np.random.default_rng(5)
+    # every exponent, random mantissas, and the 16-bit rounding boundaries' neighbourhoods
+    bits = rng.integers(0, 2**32, 100_000, dtype=np.uint64).astype(np.uint32)
+    ties = (rng.integers(0, 2**16, 10_000, dtype=np.uint32) << 16) | np.uint32(0x8000)
+    fp16_ties = (rng.integers(0, 2**19, 10_000, dtype=np.uint32) << 13) | np.uint32(0x1000)
+    x = np.concatenate([_special_values(), bits.view(np.float32), ties.view(np.float32), fp16_ties.view(np.float32)])
+    host = _core._round_to_half(x, fmt, "host")
+    device = _core._round_to_half(x, fmt, DEVICE)
+    np.testing.assert_array_equal(host, device)
+
+
+RNG = np.random.default_rng(16)
+X = RNG.standard_normal((38, 24)).astype(np.float32) * 3  # no -0.0: the affine's +0 would differ in sign
+X[3, 5] = 2049.0  # a tie in fp16 (ulp 2 there): rounds to even
+X[4, 2] = 1e-6  # an fp16 subnormal
+X[5, 7] = 1.0 + 2.0**-8  # a tie in bf16
+X2 = RNG.standard_normal((32, 24)).astype(np.float32)
+Y = RNG.integers(0, 5, 38).astype(np.int32)
+EPOCHS, BATCH = 1, 32  # batches of 32 and a last one of 6: the copy must follow each batch's rows
+
+
+def _layers():
+    return [cm.layers.Dense(32, activation="relu"), cm.layers.Dropout(0.0), cm.layers.Dense(16), cm.layers.Dense(5)]
+
+
+def _fit(layers, precision, rescaled, cuda_graph=False, input_dim=24):
+    if rescaled:
+        layers.insert(0, cm.layers.Rescaling(1.0))
+    model = cm.Sequential(layers, input_dim=input_dim, device=DEVICE, seed=3)
+    model.compile(
+        optimizer=cm.optimizers.Adam(0.01), loss="softmax_cross_entropy", precision=precision, cuda_graph=cuda_graph
+    )
+    x = X[:, :input_dim]
+    model.fit(x, Y, epochs=1, batch_size=BATCH, seed=1, verbose=0)
+    # evaluate stages another batch's floats: a first layer reading the float buffer in the
+    # next steps would read those
+    model.evaluate(X2[:, :input_dim], Y[: len(X2)], batch_size=BATCH)
+    before = _core._emulated_bytes_to_device()
+    model.fit(x, Y, epochs=EPOCHS, batch_size=BATCH, seed=2, verbose=0)
+    crossed = _core._emulated_bytes_to_device() - before
+    return model.get_weights(), model.predict(x, batch_size=BATCH), model.evaluate(x, Y, batch_size=BATCH), crossed
+
+
+def _assert_same_bits(got, want):
+    w_got, p_got, e_got, _ = got
+    w_want, p_want, e_want, _ = want
+    assert len(w_got) == len(w_want)
+    for a, b in zip(w_got, w_want):
+        np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+    np.testing.assert_array_equal(p_got.view(np.uint32), p_want.view(np.uint32))
+    assert e_got == e_want
+
+
+@pytest.mark.parametrize(("precision", "cuda_graph"), [("bf16", False), ("fp16", True), ("bf16", True)])
+def test_only_the_16_bit_batch_crosses_and_trains_to_the_rounded_as_staged_bits(precision, cuda_graph):
+    got = _fit(_layers(), precision, rescaled=False, cuda_graph=cuda_graph)
+    want = _fit(_layers(), precision, rescaled=True, cuda_graph=cuda_graph)
+    _assert_same_bits(got, want)
+    # the same copies but the input: 2 bytes a value instead of 4
+    assert want[3] - got[3] == EPOCHS * X.size * 2
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "units_not_8",  # no instance copies A alone: B (the weights' twin, 5 wide) is not copyable
+        "input_not_8",  # A's rows are not 16-byte multiples
+        "top_dz_not_8",  # one layer: its dW's B (dz, 5 wide) has no copy the kernel can move
+        "fp32",
+    ],
+)
+def test_the_float_batch_crosses_where_a_reader_needs_it(case):
+    precision = "fp32" if case == "fp32" else "bf16"
+    input_dim = 20 if case == "input_not_8" else 24
+    layers = {
+        "units_not_8": lambda: [cm.layers.Dense(5, activation="relu"), cm.layers.Dense(5)],
+        "top_dz_not_8": lambda: [cm.layers.Dense(5)],
+    }.get(case, _layers)
+    got = _fit(layers(), precision, rescaled=False, input_dim=input_dim)
+    want = _fit(layers(), precision, rescaled=True, input_dim=input_dim)
+    _assert_same_bits(got, want)
+    assert got[3] == want[3]
