@@ -105,8 +105,8 @@ __device__ __forceinline__ void wgmma_tile(const WgmmaGemm& g, unsigned tile, un
   auto* full = reinterpret_cast<uint64_t*>(shared);
   uint64_t* empty = full + kWgStages;
   uint64_t* squared = empty + kWgStages;  // the consumer warps' sums of squares are in
-  uint64_t* drained = squared + 1;        // per consumer warpgroup: its wgmmas are complete
-  auto* warp_squares = reinterpret_cast<double*>(drained + 2);
+  uint64_t* drained = squared + 1;        // every consumer's wgmmas are complete
+  auto* warp_squares = reinterpret_cast<double*>(drained + 1);
   unsigned char* stages = shared + 1024;
   const int tid = static_cast<int>(threadIdx.x), warpgroup = tid / 128, t = tid % 128;
   const int row0 = static_cast<int>(tile / g.tiles_n[kProblem]) * kWgBm,
@@ -119,7 +119,7 @@ __device__ __forceinline__ void wgmma_tile(const WgmmaGemm& g, unsigned tile, un
       ptx::mbarrier_init(&empty[s], kWgConsumers);
     }
     ptx::mbarrier_init(squared, kWgConsumers / 32);
-    for (int group = 0; group < 2; ++group) ptx::mbarrier_init(&drained[group], 128);
+    ptx::mbarrier_init(drained, kWgConsumers);
     ptx::mbarrier_init_fence();
   }
   __syncthreads();  // the block's one: the barriers are initialized
@@ -189,27 +189,22 @@ __device__ __forceinline__ void wgmma_tile(const WgmmaGemm& g, unsigned tile, un
     for (int j = 0; j < kWgBn / 2; ++j) store_c<false>(p, row + 8 * ((j / 2) % 2), col + 8 * (j / 4) + j % 2, d[j]);
   } else {
     // The backward's store (a derivative, a dropout mask, db) inlined 128 times would be
-    // most of the kernel's code: the accumulators go through shared memory instead, 64 at
-    // a time, into this warpgroup's own halves of A in the ring (once every thread of the
-    // warpgroup has waited for its wgmmas: a wait covers the waiting thread's; the other
-    // warpgroup's never read them; every load has landed), each thread's floats its own,
-    // then one rolled loop stores them. Row m (dW's db) is summed from dz in float.
-    ptx::mbarrier_arrive(&drained[group]);
-    ptx::mbarrier_wait(&drained[group], 0);
-    double sq = 0.0;
+    // most of the kernel's code: the accumulators go through shared memory instead, into
+    // the ring (every load has landed; once every consumer thread has waited for its
+    // wgmmas: a wait covers the waiting thread's only, and both warpgroups read B), each
+    // thread's float4 i at (i x 256 + its index) x 16 bytes, then one rolled loop stores
+    // them (half of them at a time, with a loop between, made ptxas serialize the wgmmas:
+    // C7515). Row m (dW's db) is summed from dz in float.
+    ptx::mbarrier_arrive(drained);
+    ptx::mbarrier_wait(drained, 0);
+    float* mine = reinterpret_cast<float*>(stages) + (tid - 128) * 4;
     CUSTOMML_UNROLL
-    for (int half = 0; half < 2; ++half) {
-      auto mine = [&](int e) {  // float e of this thread's 64, 16 in each stage's half
-        return reinterpret_cast<float*>(stages + (e / 16) * kWgStageBytes + group * (kWgABytes / 2)) +
-               ((e % 16) / 4 * 128 + t) * 4 + e % 4;
-      };
-      CUSTOMML_UNROLL
-      for (int e = 0; e < 64; e += 4) store4(mine(e), reinterpret_cast<const float(&)[4]>(d[64 * half + e]));
-      CUSTOMML_NO_UNROLL
-      for (int e = 0; e < 64; ++e) {
-        const int j = 64 * half + e, r = row + 8 * ((j / 2) % 2);
-        if (r < p.m) sq += store_c<true>(p, r, col + 8 * (j / 4) + j % 2, *mine(e));
-      }
+    for (int j = 0; j < kWgBn / 2; j += 4) store4(mine + j * kWgConsumers, reinterpret_cast<const float(&)[4]>(d[j]));
+    double sq = 0.0;
+    CUSTOMML_NO_UNROLL
+    for (int j = 0; j < kWgBn / 2; ++j) {
+      const int r = row + 8 * ((j / 2) % 2);
+      if (r < p.m) sq += store_c<true>(p, r, col + 8 * (j / 4) + j % 2, mine[j / 4 * 4 * kWgConsumers + j % 4]);
     }
     const int64_t c = col0 + tid - 128;
     if (p.db && row0 <= p.m && p.m < row0 + kWgBm && c < p.n) sq += store_c<true>(p, p.m, c, wgmma_db(p, c));
