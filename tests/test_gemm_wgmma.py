@@ -324,3 +324,32 @@ def test_the_sass_report_mirrors_the_backward_dispatch(layer):
     taken = _core._simt_selftest("sm90_backward_path", [1, 2, batch, n_in, n_out], [1, 1, 1], [1, 1, 1])[0] == 1.0
     pair = [(n_in + 1, n_out, batch), (batch, n_in, n_out)]
     assert _sass_report().wgmma_path(pair, a16=True, backward=True) == taken
+
+
+def test_a_frozen_layers_dx_alone_takes_wgmma(hopper):
+    """A frozen layer's backward is dx alone (no dW: the pair's first problem empty): the
+    middle layer of this MLP, dz (BATCH x 256) W^T (256 x 256), takes the kernel in its
+    backward, beside the forward products of the layers above the first; the weights stay
+    within the summation-order bound of sm_80's (as the test above argues it)."""
+
+    def run():
+        model = cm.Sequential(
+            [cm.layers.Dense(256, activation="relu"), cm.layers.Dense(256, activation="tanh"), cm.layers.Dense(16)],
+            input_dim=24,
+            device=DEVICE,
+            seed=1,
+        )
+        model.layers[1].trainable = False
+        model.compile(optimizer=cm.optimizers.SGD(0.1), loss="softmax_cross_entropy", precision="bf16")
+        before = _core._emulated_wgmmas()
+        model.fit(X[:BATCH], Y[:BATCH], epochs=1, batch_size=BATCH, shuffle=False, verbose=0)
+        return model.get_weights(), _core._emulated_wgmmas() - before
+
+    got, issued = run()
+    # layers 2 and 3 forward, layer 2's dx: one 128 x 256 tile each
+    assert issued == wgmmas(BATCH, 256, 256) + wgmmas(BATCH, 16, 256) + wgmmas(BATCH, 256, 256)
+    _core._emulated_set_sm90(False, 132)
+    want, issued = run()
+    assert issued == 0
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
