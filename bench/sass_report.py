@@ -229,30 +229,38 @@ def part_depth(k: int) -> int:
 
 
 # cuda/gemm_wgmma.cuh's wgmma_path, mirrored (tests/test_gemm_wgmma.py runs it end to end):
-# on sm_90a, one bf16 / fp16 forward product with 16-bit copies of both operands (A: the
-# previous Dense layer's c16 or the staged batch's copy; not, yet, in predict) whose rows the
-# TMA takes (k and n multiples of 8 elements), of at least one wave of 128 x 256 tiles and k
-# for the ring of 4 slices of 64.
+# on sm_90a, bf16 / fp16 products with 16-bit copies of both operands (a forward's A: the
+# previous Dense layer's c16 or the staged batch's copy, not yet predict's; a backward's: dz's
+# copy and x's) whose rows the TMA takes (multiples of 8 elements), of at least one wave of
+# 128 x 256 tiles in all and k for the ring of 4 slices of 64 in each. backward:
+# dense_backward's pair, dW (m = in + 1 with db's row: x's rows are in wide, dz's n) then dx
+# (dz's and W's rows are k = out wide), or either alone (layer 1: dW; a frozen layer: dx).
 WG_BM, WG_BN, WG_BK, WG_STAGES, WG_MIN_TILES = 128, 256, 64, 4, 132
 
 
-def wgmma_path(problems: list[tuple[int, int, int]], a16: bool) -> bool:
-    if len(problems) != 1 or not a16:
+def wgmma_path(problems: list[tuple[int, int, int]], a16: bool, backward: bool = False) -> bool:
+    if (len(problems) != 1 and not backward) or not a16:
         return False
-    m, n, k = problems[0]
-    tiles = math.ceil(m / WG_BM) * math.ceil(n / WG_BN)
-    return n % 8 == 0 and k % 8 == 0 and tiles >= WG_MIN_TILES and k >= WG_STAGES * WG_BK
+    for i, (m, n, k) in enumerate(problems):
+        rows = (k, n) if not backward else (m - 1, n) if i == 0 else (k, k)
+        if any(r % 8 for r in rows) or k < WG_STAGES * WG_BK:
+            return False
+    return sum(wgmma_tiles(p) for p in problems) >= WG_MIN_TILES
+
+
+def wgmma_tiles(problem: tuple[int, int, int]) -> int:
+    m, n, _ = problem
+    return math.ceil(m / WG_BM) * math.ceil(n / WG_BN)
 
 
 def dense_path(
-    problems: list[tuple[int, int, int]], gemv: bool = True, wgmma: bool = False
+    problems: list[tuple[int, int, int]], gemv: bool = True, wgmma: bool = False, backward: bool = False
 ) -> tuple[str, int, list[int]]:
     """(kernel, blocks, blocks per tile or GEMV warps' k iterations per problem); gemv
     False: the tensor-core precisions, which have no GEMV path; wgmma: on sm_90a, for
-    wgmma_path's forward products."""
-    if wgmma and wgmma_path(problems, a16=True):
-        m, n, _ = problems[0]
-        return "wgmma", math.ceil(m / WG_BM) * math.ceil(n / WG_BN), [1]
+    wgmma_path's products (backward: the backward's pair)."""
+    if wgmma and wgmma_path(problems, a16=True, backward=backward):
+        return "wgmma", sum(wgmma_tiles(p) for p in problems), [1] * len(problems)
     if gemv and all(m <= GEMV_ROWS or n <= GEMV_COLUMNS for m, n, _ in problems):
         warps = sum(n * math.ceil(m / GEMV_ROWS) for m, n, _ in problems)
         return "gemv", math.ceil(warps / 8), [min(part_depth(k), k) for _, _, k in problems]
@@ -316,12 +324,33 @@ WG_SLICE_FMA_CYCLES = WG_BM * WG_BN * WG_BK // 2048
 WG_SLICE_BYTES = (WG_BM + WG_BN) * WG_BK * 2
 
 
-def estimate_wgmma_cycles(m: int, n: int, k: int) -> tuple[float, float]:
-    waves = math.ceil(math.ceil(m / WG_BM) * math.ceil(n / WG_BN) / H100_SMS)
-    slices = math.ceil(k / WG_BK)
-    epilogue = WG_BM * WG_BN * 6 / L2_BYTES_PER_CYCLE
-    per_slice = [max(WG_SLICE_FMA_CYCLES, WG_SLICE_BYTES / bw) for bw in (L2_BYTES_PER_CYCLE, L2_BYTES_PER_CYCLE / 2)]
-    low, high = (waves * (LOAD_LATENCY + slices * c + epilogue) for c in per_slice)
+# The backward's pair: dx's epilogue also reads y (and z) and writes dz's 16-bit copy (10 or
+# 14 bytes an element, 12 here), dW's writes float32 only; the tiles holding db's row each
+# sum a 256-column strip of dz in float (k x 1 KiB), 16 loads of a warp in flight per
+# LOAD_LATENCY: extra SM cycles those blocks spend beside the others' waves.
+def estimate_wgmma_cycles(problems: list[tuple[int, int, int]], backward: bool = False) -> tuple[float, float]:
+    tiles = sum(wgmma_tiles(p) for p in problems)
+    per_tile = []
+    for i, (_, _, k) in enumerate(problems):
+        epilogue = WG_BM * WG_BN * (6 if not backward else 4 if i == 0 else 12) / L2_BYTES_PER_CYCLE
+        per_tile.append(
+            [
+                LOAD_LATENCY + math.ceil(k / WG_BK) * max(WG_SLICE_FMA_CYCLES, WG_SLICE_BYTES / bw) + epilogue
+                for bw in (L2_BYTES_PER_CYCLE, L2_BYTES_PER_CYCLE / 2)
+            ]
+        )
+    db = 0.0
+    if backward:
+        m, n, k = problems[0]
+        db = math.ceil(n / WG_BN) * k * WG_BN * 4 / (8 * 16 * 128 / LOAD_LATENCY)
+    # the tiles' SM cycles over the SMs, at least the waves' (one block an SM)
+    low, high = (
+        max(
+            math.ceil(tiles / H100_SMS) * max(c[j] for c in per_tile),
+            (sum(wgmma_tiles(p) * c[j] for p, c in zip(problems, per_tile)) + db) / H100_SMS,
+        )
+        for j in (0, 1)
+    )
     return low, high
 
 
@@ -380,10 +409,10 @@ def dense_estimates(kernels: dict[tuple[str, str], Kernel]) -> list[str]:
             estimate = f"; estimate {cycles / CLOCK_HZ * 1e6:.1f} us" if cycles else ""
             floor = flops / (990e12 if tc else 67e12) * 1e6
             lines.append(f"  {what} {precision}: {path}, {blocks} blocks ({cover}){estimate}, FMA floor {floor:.2f} us")
-            if tc and not backward and wgmma_path(problems, copies == 2):
+            if tc and wgmma_path(problems, copies == 2, backward):
                 # on an H100 gemm() takes the sm_90a kernel instead (the line above: an A100's)
-                path, blocks, _ = dense_path(problems, gemv=False, wgmma=True)
-                low, high = (c / CLOCK_HZ * 1e6 for c in estimate_wgmma_cycles(*problems[0]))
+                path, blocks, _ = dense_path(problems, gemv=False, wgmma=True, backward=backward)
+                low, high = (c / CLOCK_HZ * 1e6 for c in estimate_wgmma_cycles(problems, backward))
                 lines.append(
                     f"  {what} bf16 on sm_90a: {path}, {blocks} blocks ({blocks / H100_SMS:.2f}x the H100's "
                     f"{H100_SMS} SMs); estimate {low:.0f}-{high:.0f} us, FMA floor {floor:.2f} us"

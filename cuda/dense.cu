@@ -145,7 +145,8 @@ Tiling choose_tiling(const GemmParams* ps, int count, const int64_t (&parts)[2])
 }
 
 // The slots of problem 0's sums of squares (GemmParams::sq) that gemm() fills: a float32
-// GEMV's warps, else the tiles of choose_tiling (both kernels tile C alike).
+// GEMV's warps, else the tiles of choose_tiling (both sm_80 kernels tile C alike; the wgmma
+// kernel's fewer tiles fill the first slots and zero the rest: the count is the shape's).
 int64_t sq_slots(const GemmParams* ps, int count, Precision precision) {
   if (precision == Precision::fp32 && gemv_fits(ps, count)) return gemv_warps(ps[0]);
   int64_t parts[2] = {1, 1};
@@ -180,9 +181,17 @@ void gemm(DeviceContext& ctx, GemmParams* ps, int count, Precision precision, bo
   for (int i = 0; i < count; ++i) ps[i].part_depth = part_depth_of(ps[i].k);
   if (!grad && count == 1 && wgmma_path(ctx, ps[0], precision)) {
     if (precision == Precision::bf16)
-      launch_wgmma<__nv_bfloat16>(ps[0], ctx.stream);
+      launch_wgmma<__nv_bfloat16, false>(ps, ctx.stream);
     else
-      launch_wgmma<__half>(ps[0], ctx.stream);
+      launch_wgmma<__half, false>(ps, ctx.stream);
+    return;
+  }
+  GemmParams pair[2];
+  if (grad && wgmma_backward(ctx, ps, count, precision, pair)) {
+    if (precision == Precision::bf16)
+      launch_wgmma<__nv_bfloat16, true>(pair, ctx.stream, ps[0].sq ? sq_slots(ps, count, precision) : 0);
+    else
+      launch_wgmma<__half, true>(pair, ctx.stream, ps[0].sq ? sq_slots(ps, count, precision) : 0);
     return;
   }
   if (precision == Precision::fp32 && gemv(ctx, ps, count, grad)) return;

@@ -45,7 +45,7 @@ def test_the_dx_store_writes_the_layer_below_dz(below, batch, n_in, n_out):
     x = rng.standard_normal((batch, n_in)).astype(np.float32)
     w = rng.standard_normal((n_in, n_out)).astype(np.float32)
     y, z = _layer_below(rng, batch, n_in, below)
-    got_dx, got_dw, got_db, _ = _core._dense_backward_below(
+    got_dx, got_dw, got_db, *_ = _core._dense_backward_below(
         dz, x, w, below, y, z if below == "gelu" else None, "fp32", None, None, DEVICE
     )
     dx = dz.astype(np.float64) @ w.T.astype(np.float64)
@@ -80,7 +80,7 @@ def test_the_dx_store_matches_the_layers_own_derivative_bit_for_bit():
     for below in ACTIVATIONS:
         y, z = _layer_below(rng, batch, n_in, below)
         zz = z if below == "gelu" else None
-        fused, _, _, _ = _core._dense_backward_below(dz, x, w, below, y, zz, "fp32", None, None, DEVICE)
+        fused, *_ = _core._dense_backward_below(dz, x, w, below, y, zz, "fp32", None, None, DEVICE)
         plain, _, _ = cm.ops.dense_backward(dz, x, w, np.zeros_like(dz), device=DEVICE)
         _, dw_op, db_op = cm.ops.dense_backward(plain, x_below, w_below, y, z=zz, activation=below, device=DEVICE)
         _, dw_fused, db_fused = cm.ops.dense_backward(fused, x_below, w_below, y, device=DEVICE)
@@ -103,7 +103,7 @@ def test_the_backward_reads_the_16_bit_copies(below):
 
     dz, x, w = bf16_values((batch, n_out)), bf16_values((batch, n_in)), bf16_values((n_in, n_out))
     y, z = _layer_below(rng, batch, n_in, below)
-    got_dx, got_dw, got_db, got_dx16 = _core._dense_backward_below(
+    got_dx, got_dw, got_db, got_dx16, _ = _core._dense_backward_below(
         dz, x, w, below, y, z if below == "gelu" else None, "bf16", reference.to_bf16(2 * dz),
         reference.to_bf16(4 * x), DEVICE,
     )  # fmt: skip

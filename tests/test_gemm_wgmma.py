@@ -206,3 +206,150 @@ def test_the_sass_report_mirrors_the_dispatch(shape):
     m, n, k = shape
     taken = _core._simt_selftest("sm90_path", [1, 2, m, n, k, 0], [1, 1, 1], [1, 1, 1])[0] == 1.0
     assert _sass_report().wgmma_path([shape], a16=True) == taken
+
+
+# The backward on wgmma: dense_backward's pair (dW = x^T dz with db, dx = dz W^T through the
+# layer below's derivative) in one launch of gemm_wgmma_kernel<T, true>, where both products
+# fit: 16-bit copies of x and dz (and the weights' twin), each k (the batch for dW, the
+# layer's width for dx) at least the ring's 256. Shapes (batch, in, out): dx's rows at the
+# 128-row tile's edge +1, dW's rows (in, and db's row) at the edge +8 and -8 and exactly one
+# tile (db's row alone in a second tile row), columns at the 256-column tile's edge +8, k
+# past a whole slice and ring (264) or exactly at it.
+BACKWARD = [(257, 136, 264), (256, 128, 256), (256, 120, 256)]
+ACTIVATIONS = ["identity", "relu", "sigmoid", "tanh", "gelu"]
+
+
+def backward_wgmmas(batch, n_in, n_out):
+    """What the pair issues: dW's tiles over its in rows (a tile of db's row alone
+    multiplies nothing), dx's over the batch."""
+    dw = math.ceil(n_in / BM) * math.ceil(n_out / BN) * math.ceil(batch / BK)
+    dx = math.ceil(batch / BM) * math.ceil(n_in / BN) * math.ceil(n_out / BK)
+    return (dw + dx) * (BK // 16) * WARPGROUPS
+
+
+def backward(shape, below, precision, seed, integers=False):
+    """_dense_backward_below's (dz below, dW, db, dz below's 16-bit copy, norm slots) and
+    the wgmmas it issued, with the 16-bit copies of dz and x (as a training step has them
+    from the layers' stores) and what they were made from. integers: operands small
+    integers (exact in both formats), so that every float32 sum is exact in any order."""
+    batch, n_in, n_out = shape
+    rng = np.random.default_rng(seed)
+    if integers:
+        dz = rng.integers(-3, 4, (batch, n_out)).astype(np.float32)
+        x = rng.integers(-3, 4, (batch, n_in)).astype(np.float32)
+        w = rng.integers(-3, 4, (n_in, n_out)).astype(np.float32)
+    else:
+        dz = rng.standard_normal((batch, n_out)).astype(np.float32)
+        x = rng.standard_normal((batch, n_in)).astype(np.float32)
+        w = (rng.standard_normal((n_in, n_out)) / np.sqrt(n_out)).astype(np.float32)
+    z = rng.standard_normal((batch, n_in)).astype(np.float32) * 2
+    z.flat[::7] = 0.0
+    z.flat[1::11] = -0.0
+    y = reference.activation_forward(below, z).astype(np.float32)
+    dz16, x16 = to_16(dz, precision), to_16(x, precision)
+    before = _core._emulated_wgmmas()
+    out = _core._dense_backward_below(dz, x, w, below, y, z if below == "gelu" else None, precision, dz16, x16, DEVICE)
+    return out, _core._emulated_wgmmas() - before, (dz, x, w, y, z)
+
+
+def from_16(bits, precision):
+    if precision == "fp16":
+        return bits.view(np.float16).astype(np.float64)
+    return (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+
+
+def tiles_of(a, rows, cols):
+    """a's tiles, row-major, as the slots are numbered."""
+    return [a[r : r + rows, c : c + cols] for r in range(0, a.shape[0], rows) for c in range(0, a.shape[1], cols)]
+
+
+@pytest.mark.parametrize("below", ACTIVATIONS)
+def test_the_backward_through_wgmma_equals_sm80_where_the_sums_are_exact(hopper, below):
+    """Small-integer operands make every sum exact whatever its order, so the two paths
+    must agree bit for bit on everything they store: dx through each derivative of the
+    layer below, its 16-bit copy, dW and db; and each slot is its 128 x 256 tile's sum of
+    squares (dW's rows and db's row), exactly."""
+    shape = BACKWARD[0] if below in ("identity", "gelu") else BACKWARD[1]
+    got, issued, _ = backward(shape, below, "bf16", seed=len(below), integers=True)
+    assert issued == backward_wgmmas(*shape), "the backward did not take the wgmma kernel"
+    _core._emulated_set_sm90(False, 132)
+    want, issued, _ = backward(shape, below, "bf16", seed=len(below), integers=True)
+    assert issued == 0
+    for name, g, w in zip(("dz below", "dW", "db", "dz below's copy"), got[:4], want[:4]):
+        bits = np.uint32 if g.dtype == np.float32 else np.uint16
+        np.testing.assert_array_equal(g.view(bits), w.view(bits), err_msg=name)
+    stored = np.vstack([got[1], got[2][None, :]]).astype(np.float64)
+    want_slots = [float((t**2).sum()) for t in tiles_of(stored, BM, BN)]
+    # as many slots as the sm_80 tiles (the trainer counts them by shape), the rest zeros
+    assert len(got[4]) == len(want[4]) > len(want_slots)
+    np.testing.assert_array_equal(got[4], want_slots + [0.0] * (len(got[4]) - len(want_slots)))
+
+
+@pytest.mark.parametrize(("precision", "shape"), [("bf16", BACKWARD[2]), ("fp16", BACKWARD[0])])
+def test_the_backward_through_wgmma_matches_numpy(hopper, precision, shape):
+    """Normal values: dx and dW against float64 products of the 16-bit copies the kernel
+    reads (exact in float32), within the float32 sum's (K + 2) u32 of the sum of |terms|
+    (any order); db is summed in float from dz in the parts order, as gemm_tc_kernel does,
+    so its bits are sm_80's."""
+    batch, n_in, n_out = shape
+    (dx, dw, db, dx16, _), issued, (dz, x, w, _, _) = backward(shape, "identity", precision, seed=n_in)
+    assert issued == backward_wgmmas(*shape)
+    dz16, x16, w16 = (from_16(to_16(a, precision), precision) for a in (dz, x, w))
+    assert_close(dx, dz16 @ w16.T, (n_out + 2) * U32 * (np.abs(dz16) @ np.abs(w16.T)), f"dx ({precision})")
+    np.testing.assert_array_equal(dx16, to_16(dx, precision))
+    assert_close(dw, x16.T @ dz16, (batch + 2) * U32 * (np.abs(x16.T) @ np.abs(dz16)), f"dW ({precision})")
+    _core._emulated_set_sm90(False, 132)
+    (_, _, db_sm80, _, _), issued, _ = backward(shape, "identity", precision, seed=n_in)
+    assert issued == 0
+    np.testing.assert_array_equal(db.view(np.uint32), db_sm80.view(np.uint32))
+
+
+def test_the_backward_through_wgmma_does_not_depend_on_the_thread_order(hopper):
+    runs = []
+    for _ in orders("forward", "reverse", "shuffled"):
+        out, issued, _ = backward(BACKWARD[2], "gelu", "bf16", seed=9)
+        assert issued == backward_wgmmas(*BACKWARD[2])
+        runs.append(out)
+    for out in runs[1:]:
+        for got, want in zip(out, runs[0]):
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    "layer", [(4096, 4096, 4096), (256, 2048, 4096), (248, 4096, 4096), (4096, 4100, 4096), (512, 1024, 1024)]
+)
+def test_the_sass_report_mirrors_the_backward_dispatch(layer):
+    """The same for the backward's pair of a layer (batch, in, out) with 16-bit x and dz."""
+    batch, n_in, n_out = layer
+    taken = _core._simt_selftest("sm90_backward_path", [1, 2, batch, n_in, n_out], [1, 1, 1], [1, 1, 1])[0] == 1.0
+    pair = [(n_in + 1, n_out, batch), (batch, n_in, n_out)]
+    assert _sass_report().wgmma_path(pair, a16=True, backward=True) == taken
+
+
+def test_a_frozen_layers_dx_alone_takes_wgmma(hopper):
+    """A frozen layer's backward is dx alone (no dW: the pair's first problem empty): the
+    middle layer of this MLP, dz (BATCH x 256) W^T (256 x 256), takes the kernel in its
+    backward, beside the forward products of the layers above the first; the weights stay
+    within the summation-order bound of sm_80's (as the test above argues it)."""
+
+    def run():
+        model = cm.Sequential(
+            [cm.layers.Dense(256, activation="relu"), cm.layers.Dense(256, activation="tanh"), cm.layers.Dense(16)],
+            input_dim=24,
+            device=DEVICE,
+            seed=1,
+        )
+        model.layers[1].trainable = False
+        model.compile(optimizer=cm.optimizers.SGD(0.1), loss="softmax_cross_entropy", precision="bf16")
+        before = _core._emulated_wgmmas()
+        model.fit(X[:BATCH], Y[:BATCH], epochs=1, batch_size=BATCH, shuffle=False, verbose=0)
+        return model.get_weights(), _core._emulated_wgmmas() - before
+
+    got, issued = run()
+    # layers 2 and 3 forward, layer 2's dx: one 128 x 256 tile each
+    assert issued == wgmmas(BATCH, 256, 256) + wgmmas(BATCH, 16, 256) + wgmmas(BATCH, 256, 256)
+    _core._emulated_set_sm90(False, 132)
+    want, issued = run()
+    assert issued == 0
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)

@@ -153,6 +153,8 @@ void bind_test_hooks(py::module_& m) {
         be.copy_to_device(dwd.reserve(nw), nan.data(), sizeof(float) * nw);
         be.copy_to_device(dbd.reserve(static_cast<size_t>(out)), nan.data(), sizeof(float) * static_cast<size_t>(out));
         be.copy_to_device(dx16d.reserve(nx), nan16.data(), sizeof(uint16_t) * nx);
+        Buffer<double> slotsd(&be);
+        std::vector<double> slots;
         {
           py::gil_scoped_release release;
           DenseShape s{batch, in, out, prec};
@@ -161,6 +163,11 @@ void bind_test_hooks(py::module_& m) {
             s.half = {w16d.data(), x16 ? x16d.data() : nullptr, nullptr, dy16 ? dy16d.data() : nullptr};
           }
           s.below = {below, yd.data(), below_z ? zd.data() : nullptr, dx16d.data()};
+          slots.resize(static_cast<size_t>(be.dense_norm_slots(s, true)), std::numeric_limits<double>::quiet_NaN());
+          if (!slots.empty()) {
+            be.copy_to_device(slotsd.reserve(slots.size()), slots.data(), sizeof(double) * slots.size());
+            s.norm_slots = slotsd.data();
+          }
           be.dense_backward(dxd.data(), dwd.data(), dbd.data(), dyd.data(), dyd.data(), xd.data(), wd.data(), nullptr,
                             nullptr, s, Activation::identity);
         }
@@ -170,13 +177,15 @@ void bind_test_hooks(py::module_& m) {
         be.copy_to_host(dw.mutable_data(), dwd.data(), sizeof(float) * nw);
         be.copy_to_host(db.mutable_data(), dbd.data(), sizeof(float) * static_cast<size_t>(out));
         be.copy_to_host(dx16.mutable_data(), dx16d.data(), sizeof(uint16_t) * nx);
-        return py::make_tuple(dx, dw, db, dx16);
+        if (!slots.empty()) be.copy_to_host(slots.data(), slotsd.data(), sizeof(double) * slots.size());
+        return py::make_tuple(dx, dw, db, dx16,
+                              py::array_t<double>(static_cast<py::ssize_t>(slots.size()), slots.data()));
       },
       py::arg("dy"), py::arg("x"), py::arg("w"), py::arg("below_activation"), py::arg("below_y"), py::arg("below_z"),
       py::arg("precision"), py::arg("dy16"), py::arg("x16"), py::arg("device"),
       "Backend::dense_backward of a layer whose dy is dz, its dx store writing the layer below's dz (and its "
       "16-bit bits at bf16 / fp16, else NaN bits), reading the 16-bit copies given: (dz below, dw, db, dz below's "
-      "16-bit bits); for tests.");
+      "16-bit bits, dW's norm slots: DenseShape::norm_slots, NaN-filled before); for tests.");
   m.def(
       "_round_to_half",
       [](py::array_t<float, py::array::c_style> x, const std::string& format, const std::string& device) {

@@ -441,9 +441,9 @@ std::vector<double> run_selftest_sm90(const std::string& name, const std::vector
     if (!cuda_emulated::wgmma_operands_fit(p))
       throw std::invalid_argument("selftest 'sm90_gemm': operands the wgmma GEMM does not take");
     if (f16)
-      cuda_emulated::launch_wgmma<__half>(p, nullptr);
+      cuda_emulated::launch_wgmma<__half, false>(&p, nullptr);
     else
-      cuda_emulated::launch_wgmma<__nv_bfloat16>(p, nullptr);
+      cuda_emulated::launch_wgmma<__nv_bfloat16, false>(&p, nullptr);
     out.assign(c.begin(), c.end());
     if (preact) out.insert(out.end(), z.begin(), z.end());
   } else if (name == "sm90_ring") {
@@ -483,6 +483,25 @@ std::vector<double> run_selftest_sm90(const std::string& name, const std::vector
     cuda_emulated::DeviceContext ctx(nullptr);  // the threshold a device starts with
     ctx.sm90 = in[0] != 0;
     out.assign(1, cuda_emulated::wgmma_path(ctx, p, static_cast<Precision>(static_cast<int>(in[1]))));
+  } else if (name == "sm90_backward_path") {
+    // gemm()'s choice (wgmma_backward) for dense_backward's pair of a layer batch x in ->
+    // out (dW with db, dx; dense.cu's backward_params) with 16-bit copies of x, dz and W;
+    // in: sm90, precision, batch, in, out; out: 1 if the wgmma kernel would take it.
+    if (in.size() != 5) throw std::invalid_argument("selftest 'sm90_backward_path': 5 inputs");
+    alignas(16) static const uint16_t storage[16] = {};
+    static float db = 0.0f;
+    const auto batch = static_cast<int64_t>(in[2]), n_in = static_cast<int64_t>(in[3]),
+               n_out = static_cast<int64_t>(in[4]);
+    cuda_emulated::GemmParams ps[2] = {{n_in, n_out, batch, nullptr, 1, n_in, nullptr, n_out, 1, nullptr, n_out,
+                                        nullptr, Activation::identity, nullptr},
+                                       {batch, n_in, n_out, nullptr, n_out, 1, nullptr, 1, n_out, nullptr, n_in,
+                                        nullptr, Activation::identity, nullptr}};
+    ps[0].db = &db;
+    for (cuda_emulated::GemmParams& p : ps) p.a16 = p.b16 = storage;
+    cuda_emulated::DeviceContext ctx(nullptr);
+    ctx.sm90 = in[0] != 0;
+    cuda_emulated::GemmParams pair[2];
+    out.assign(1, cuda_emulated::wgmma_backward(ctx, ps, 2, static_cast<Precision>(static_cast<int>(in[1])), pair));
   } else {
     throw std::invalid_argument("unknown selftest '" + name + "'");
   }

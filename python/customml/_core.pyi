@@ -78,7 +78,13 @@ def _dense_backward_below(
     dy16: Optional[np.ndarray],
     x16: Optional[np.ndarray],
     device: str,
-) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.uint16]]: ...
+) -> Tuple[
+    npt.NDArray[np.float32],
+    npt.NDArray[np.float32],
+    npt.NDArray[np.float32],
+    npt.NDArray[np.uint16],
+    npt.NDArray[np.float64],
+]: ...
 
 # The SIMT emulator's hooks exist in builds with CUSTOMML_SIMT_EMULATION (all but MSVC).
 def _simt_set_thread_order(order: str, seed: int = 0) -> None: ...
