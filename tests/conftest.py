@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, settings
 
 from customml import _core
 from device_arrays import bridged_ops
-from support import ISA_ORDER, active_isa
+from support import ISA_ORDER, active_isa, skip_above_portable_off_cpu
 
 # The isa fixture is function-scoped but holds no per-example state (an ISA ceiling that
 # stays put for the whole test), so hypothesis need not reset it between examples.
@@ -57,6 +57,7 @@ def isa(request):
     """Caps the kernels at one ISA level for the test and restores the original level
     afterwards; skips when the CPU lacks the level (a lower one would run instead)."""
     wanted = request.param
+    skip_above_portable_off_cpu(request, wanted)
     original = active_isa()
     active = _core._set_isa(wanted)
     try:

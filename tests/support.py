@@ -13,6 +13,7 @@ import os
 from typing import Sequence, Tuple
 
 import numpy as np
+import pytest
 from hypothesis import assume
 from hypothesis import strategies as st
 
@@ -41,6 +42,16 @@ def large_example_once(problem, large: Sequence, activation: str, keep: Sequence
     Hypothesis skips an explicit example that fails ``assume`` (a drawn one is never large)."""
     if SANITIZER and problem in large:
         assume(activation in keep)
+
+
+def skip_above_portable_off_cpu(request, wanted: str) -> None:
+    """The ISA cap selects CPU kernels only: ops on another device run that device's
+    kernels (cuda-emulated's backend and emulator include no cpp/cpu code; backend.cpp hands
+    out the CPU backend for "cpu" alone), so a cap above portable would repeat the portable
+    run's work exactly (the same derandomized examples). Skipped, for CI time."""
+    device = request.node.callspec.params.get("device", "cpu").partition(":")[0]
+    if device != "cpu" and wanted != "portable":
+        pytest.skip(f"the ISA cap does not reach {device}'s kernels: run once, at portable")
 
 
 # 1, small odd sizes, and every GEMM blocking boundary +-1: MR = 4 / 6 / 12 rows,

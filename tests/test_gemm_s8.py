@@ -35,6 +35,7 @@ from support import (
     large_example_once,
     nan_filled,
     seeds,
+    skip_above_portable_off_cpu,
 )
 from test_dense import LIPSCHITZ, activation_rounding
 
@@ -58,6 +59,7 @@ def s8_isa(request):
         finally:
             _core._set_amx_emulation(False)
         return
+    skip_above_portable_off_cpu(request, wanted)
     if not isa_available(wanted):
         pytest.skip(f"this CPU lacks {wanted} (it supports up to {_core.build_info()['isa_detected']})")
     original = active_isa()
