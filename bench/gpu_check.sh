@@ -15,7 +15,7 @@
 #   stage   limit  expected  what
 #   detect    30 s     5 s   nvidia-smi (the GPU, its compute capability), nvcc, the Python
 #                            modules each stage needs, CuPy and whether it sees the device
-#   build     90 s    45 s   cmake + ninja into build/gpucheck, CUSTOMML_CUDA=ON, for the
+#   build     90 s    60 s   cmake + ninja into build/gpucheck, CUSTOMML_CUDA=ON, for the
 #                            GPU's own architecture; then device "cuda" must be usable
 #   tests     95 s    52 s   pytest tests -k "cuda and not emulated" -m "not slow" (about
 #                            1,100 tests: the device fixture's "cuda" cases), hypothesis "ci";
@@ -28,10 +28,11 @@
 #                            one-rank NCCL communicator through customml.distributed)
 #   sanitize  80 s    60 s   the dense and int8 GEMM tests on "cuda" under compute-sanitizer's
 #                            memcheck, racecheck, initcheck and synccheck, 20 s each
-#   total    390 s   217 s   (plus the report, under a second)
+#   total    390 s   232 s   (plus the report, under a second)
 #
-# The build's estimate scales a measurement on a 2-core development machine (132 s of
-# compiler time for sm_90 alone; its longest chain, bindings.cpp then the link, 35 s);
+# The build's estimate scales a measurement on a 2-core development machine (Zen 5: 202 s of
+# compiler time for sm_90a alone; its longest chain, cuda/dense.cu, 44 s, about 52 s with the
+# wgmma backward's instances since, then the link);
 # the others are guesses from CPU runs of the same tests, to be replaced by the seconds
 # the first report measures.
 #
