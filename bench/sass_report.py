@@ -230,7 +230,7 @@ def part_depth(k: int) -> int:
 
 # cuda/gemm_wgmma.cuh's wgmma_path, mirrored (tests/test_gemm_wgmma.py runs it end to end):
 # on sm_90a, bf16 / fp16 products with 16-bit copies of both operands (a forward's A: the
-# previous Dense layer's c16 or the staged batch's copy, not yet predict's; a backward's: dz's
+# previous Dense layer's c16 or the staged batch's copy, predict's too; a backward's: dz's
 # copy and x's) whose rows the TMA takes (multiples of 8 elements), of at least one wave of
 # 128 x 256 tiles in all and k for the ring of 4 slices of 64 in each. backward:
 # dense_backward's pair, dW (m = in + 1 with db's row: x's rows are in wide, dz's n) then dx

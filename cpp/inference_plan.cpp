@@ -14,7 +14,7 @@
 namespace customml {
 
 InferenceWorkspace::InferenceWorkspace(Backend* be, size_t n_layers)
-    : backend(be), input(be), q_a(be), q_b(be), q_scale(be), q_zero(be) {
+    : backend(be), input(be), input16(be), q_a(be), q_b(be), q_scale(be), q_zero(be) {
   for (size_t l = 0; l < n_layers; ++l) {
     act.emplace_back(be);
     act16.emplace_back(be);
@@ -90,6 +90,10 @@ void upload(Backend* be, Buffer<T>& dst, const std::vector<T>& src) {
   dst.reserve(std::max<size_t>(src.size(), 1));
   if (!src.empty()) be->copy_to_device(dst.data(), src.data(), sizeof(T) * src.size());
 }
+
+// Stands for the input's 16-bit copy in the Backend::dense_half_reads query: aligned as
+// every allocation is; only its address is read.
+alignas(256) const uint16_t kStandIn[8] = {};
 }  // namespace
 
 InferencePlan::InferencePlan(Backend* backend, size_t n_layers)
@@ -126,6 +130,19 @@ void InferencePlan::build(const Model& model, Precision precision, uint64_t gene
   affine_.reserve(std::max<size_t>(n_affine, 1));
   backend_->copy_on_device(affine_.data(), model.affine(), sizeof(float) * n_affine);
 
+  // The first layer, dropouts aside, a Dense one that dense_forward runs (no int8, bf16 or
+  // sparse format) reading the input's 16-bit copy.
+  half_input_ = false;
+  size_t f = 0;
+  while (f < specs.size() && specs[f].kind == LayerSpec::Kind::dropout) ++f;
+  if (half_operands(precision) && f < specs.size() && specs[f].kind == LayerSpec::Kind::dense) {
+    const DenseLayerState* d = model.dense_state(f);
+    if (!d || (!d->quant && !d->bf16 && d->format == SparseFormat::dense))
+      half_input_ = backend_
+                        ->dense_half_reads({1, input_dim_, widths_[f], precision, {half_kernel(f), kStandIn}}, false,
+                                           false, false)
+                        .x;
+  }
   const bool packs_dense = backend_->dense_packed_bytes(1, 1) > 0;
   prepared_ = packs_dense && precision == Precision::fp32;
   quantized_ = false;

@@ -26,7 +26,10 @@ struct InferenceWorkspace {
   void clear_graphs();
 
   Backend* backend;
-  Buffer<float> input;             // (rows, input_dim): a batch staged on devices the host cannot address
+  Buffer<float> input;  // (rows, input_dim): a batch staged on devices the host cannot address
+  // the batch staged in 16 bits instead (InferencePlan::half_input), and its host rounding
+  Buffer<uint16_t> input16;
+  std::vector<uint16_t> host_input16;
   std::vector<Buffer<float>> act;  // act[l]: (rows, width_l), layer l's output
   // act16[l]: Dense layer l's output in bf16 / fp16 (those plans only, where the next layer
   // is a Dense one reading it): that layer's A as the tensor cores read it (HalfOperands)
@@ -73,6 +76,11 @@ class InferencePlan {
   const float* forward(InferenceWorkspace& ws, const float* input, int64_t b, float* out,
                        const uint16_t* input16 = nullptr) const;
   Precision precision() const { return precision_; }
+  // Whether forward reads the input only through input16, which the caller then stages
+  // instead of the floats (rounded as the device would: cpp/half_round.h): the first layer,
+  // dropouts aside, is a plain Dense one whose launch the device says reads x's 16-bit
+  // copy (Backend::dense_half_reads), so its loop converts nothing and half the bytes cross.
+  bool half_input() const { return half_input_; }
   // The memory its buffers hold (capacities: what it has allocated, on its device).
   size_t bytes() const;
 
@@ -108,6 +116,7 @@ class InferencePlan {
   // bf16 / fp16 plans: params_ rounded to the precision (HalfOperands::w), once per build
   Buffer<uint16_t> half_params_;
   bool prepared_ = false;  // forward_prepared, else forward_plain
+  bool half_input_ = false;
   bool quantized_ = false;
   std::vector<std::unique_ptr<Layer>> layers_;  // null but for Dense layers once prepared
 };

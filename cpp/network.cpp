@@ -3,6 +3,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "cpu/elementwise.h"
+
 namespace customml {
 
 using Exclusive = std::unique_lock<std::shared_mutex>;
@@ -370,18 +372,15 @@ void Network::release_workspace(std::unique_ptr<InferenceWorkspace> ws) const {
 }
 
 const float* Network::forward_replayed(const InferencePlan& plan, InferenceWorkspace& ws, int64_t b) const {
-  if (!graphs_usable_.load(std::memory_order_relaxed)) return plan.forward(ws, ws.input.data(), b, nullptr);
-  if (ws.graph_generation != plan.generation()) {
-    ws.clear_graphs();
-    ws.graph_generation = plan.generation();
-  }
+  const uint16_t* input16 = plan.half_input() ? ws.input16.data() : nullptr;
+  if (!graphs_usable_.load(std::memory_order_relaxed)) return plan.forward(ws, ws.input.data(), b, nullptr, input16);
   auto it = ws.graphs.find(b);
   if (it != ws.graphs.end()) {
     backend_->replay_graph(it->second.handle);
     return it->second.output;
   }
   const float* output = nullptr;
-  void* graph = backend_->capture_graph([&] { output = plan.forward(ws, ws.input.data(), b, nullptr); });
+  void* graph = backend_->capture_graph([&] { output = plan.forward(ws, ws.input.data(), b, nullptr, input16); });
   if (!graph) {
     graphs_usable_.store(false, std::memory_order_relaxed);
     return output;  // the body ran directly
@@ -397,6 +396,13 @@ void Network::predict(float* out, const float* x, int64_t n, int64_t batch_size)
   // call has let go of it.
   const Published<InferencePlan>::Reader plan = read_plan();
   std::unique_ptr<InferenceWorkspace> ws = acquire_workspace();
+  // Graphs of another plan are stale, and so is the row count they were recorded at: this
+  // plan's buffers (its staged input's format among them) may move below it.
+  if (ws->graph_generation != plan->generation()) {
+    ws->clear_graphs();
+    ws->graph_generation = plan->generation();
+    ws->graph_rows = 0;
+  }
   const int64_t rows = n < batch_size ? n : batch_size;
   plan->reserve(*ws, rows);
   const int64_t input_dim = model_.input_dim(), out_dim = model_.output_dim();
@@ -407,7 +413,16 @@ void Network::predict(float* out, const float* x, int64_t n, int64_t batch_size)
       plan->forward(*ws, x + start * input_dim, b, out + start * out_dim);
     }
   } else {
-    ws->input.reserve(static_cast<size_t>(rows * input_dim));
+    // Where the plan reads the input only in 16 bits, the host rounds each batch (the
+    // device's bits) and that copy alone crosses: half the bytes.
+    const bool half = plan->half_input();
+    const size_t values = static_cast<size_t>(rows * input_dim);
+    if (half) {
+      ws->input16.reserve(values);
+      if (ws->host_input16.size() < values) ws->host_input16.resize(values);
+    } else {
+      ws->input.reserve(values);
+    }
     // More rows than the workspace's graphs were recorded at may have moved its buffers.
     if (rows > ws->graph_rows) {
       ws->clear_graphs();
@@ -415,8 +430,14 @@ void Network::predict(float* out, const float* x, int64_t n, int64_t batch_size)
     }
     for (int64_t start = 0; start < n; start += batch_size) {
       const int64_t b = n - start < batch_size ? n - start : batch_size;
-      backend_->copy_to_device(ws->input.data(), x + start * input_dim,
-                               sizeof(float) * static_cast<size_t>(b * input_dim));
+      const size_t batch_values = static_cast<size_t>(b * input_dim);
+      if (half) {
+        cpu::elementwise().round_to_half(ws->host_input16.data(), x + start * input_dim,
+                                         static_cast<int64_t>(batch_values), plan->precision() == Precision::bf16);
+        backend_->copy_to_device(ws->input16.data(), ws->host_input16.data(), sizeof(uint16_t) * batch_values);
+      } else {
+        backend_->copy_to_device(ws->input.data(), x + start * input_dim, sizeof(float) * batch_values);
+      }
       const float* y = forward_replayed(*plan, *ws, b);
       backend_->copy_to_host(out + start * out_dim, y, sizeof(float) * static_cast<size_t>(b * out_dim));
     }

@@ -644,16 +644,22 @@ void Trainer::evaluate(const InferencePlan& plan, const float* x, const void* y,
   Workspace& ws = *ws_;
   const int64_t rows = n < batch_size ? n : batch_size;
   plan.reserve(*eval_ws_, rows);
-  ws.input.reserve(static_cast<size_t>(rows * model_.input_dim()));
+  // The batch crosses in 16 bits where that is all the plan reads of it (half_input).
+  const bool half_x = plan.half_input() && plan.precision() == precision_;
+  if (half_x)
+    ws.input16.reserve(static_cast<size_t>(rows * model_.input_dim()));
+  else
+    ws.input.reserve(static_cast<size_t>(rows * model_.input_dim()));
   ws.targets.reserve(static_cast<size_t>(rows * model_.output_dim()));
   ws.labels.reserve(static_cast<size_t>(rows));
   for (int64_t start = 0; start < n; start += batch_size) {
     const int64_t b = n - start < batch_size ? n - start : batch_size;
-    stage_batch(x, y, nullptr, nullptr, start, b);
+    stage_batch(x, y, nullptr, nullptr, start, b, half_x);
     // The distillation loss evaluates against the labels (there is no teacher here).
     const bool soft = soft_targets && loss_.kind == LossKind::softmax_cross_entropy;
     if (soft) stage_rows(ws.targets.data(), soft_targets, nullptr, start, b, model_.output_dim());
-    loss_and_count(plan.forward(*eval_ws_, ws.input.data(), b, nullptr), nullptr, b, false, soft);
+    loss_and_count(plan.forward(*eval_ws_, ws.input.data(), b, nullptr, half_x ? ws.input16.data() : nullptr), nullptr,
+                   b, false, soft);
   }
   // The weights are the same for every batch: one penalty, weighted by all n rows.
   if (model_.regularized()) add_kernel_penalty(false, n, nullptr);

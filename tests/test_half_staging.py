@@ -118,3 +118,53 @@ def test_the_float_batch_crosses_where_a_reader_needs_it(case):
     want = _fit(layers(), precision, rescaled=True, input_dim=input_dim)
     _assert_same_bits(got, want)
     assert got[3] == want[3]
+
+
+def _infer(layers, precision, rescaled, cuda_graph=False, input_dim=24):
+    """Predictions, evaluate's results and the bytes each call copied to the device: predict
+    in batches of 32 and a last one of 6 (twice: the workspace reused), one row,
+    and three rows one at a time; evaluate over the same batches."""
+    if rescaled:
+        layers.insert(0, cm.layers.Rescaling(1.0))
+    model = cm.Sequential(layers, input_dim=input_dim, device=DEVICE, seed=3)
+    model.compile(loss="softmax_cross_entropy", precision=precision, cuda_graph=cuda_graph)
+    x = X[:, :input_dim]
+    calls = [
+        lambda: model.predict(x, batch_size=BATCH),
+        lambda: model.predict(x, batch_size=BATCH),
+        lambda: model.predict(x[:1], batch_size=BATCH),
+        lambda: model.predict(x[5:8], batch_size=1),
+        lambda: model.evaluate(x, Y, batch_size=BATCH),
+    ]
+    results, crossed = [], []
+    for call in calls:
+        before = _core._emulated_bytes_to_device()
+        results.append(call())
+        crossed.append(_core._emulated_bytes_to_device() - before)
+    return results, np.array(crossed)
+
+
+def _assert_same_results(got, want):
+    for a, b in zip(got[0][:-1], want[0][:-1]):
+        np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+    assert got[0][-1] == want[0][-1]
+
+
+@pytest.mark.parametrize(("precision", "cuda_graph"), [("bf16", False), ("fp16", True)])
+def test_predict_and_evaluate_stage_the_16_bit_input_and_give_the_rounded_as_staged_bits(precision, cuda_graph):
+    got = _infer(_layers(), precision, rescaled=False, cuda_graph=cuda_graph)
+    want = _infer(_layers(), precision, rescaled=True, cuda_graph=cuda_graph)
+    _assert_same_results(got, want)
+    # the same copies but the input: 2 bytes a value instead of 4
+    np.testing.assert_array_equal(want[1] - got[1], np.array([X.size, X.size, 24, 3 * 24, X.size]) * 2)
+
+
+@pytest.mark.parametrize("case", ["units_not_8", "input_not_8", "fp32"])
+def test_inference_stages_the_float_input_where_the_first_layer_reads_it(case):
+    precision = "fp32" if case == "fp32" else "bf16"
+    input_dim = 20 if case == "input_not_8" else 24
+    layers = (lambda: [cm.layers.Dense(5, activation="relu"), cm.layers.Dense(5)]) if case == "units_not_8" else _layers
+    got = _infer(layers(), precision, rescaled=False, input_dim=input_dim)
+    want = _infer(layers(), precision, rescaled=True, input_dim=input_dim)
+    _assert_same_results(got, want)
+    np.testing.assert_array_equal(got[1], want[1])
