@@ -481,9 +481,12 @@ struct SliceLoad {
 // adjacent columns, so a row-major B's 32-byte sector of 8 columns is read once per block.
 constexpr int kGemvRows = 4, kGemvThreads = 256, kGemvMaxColumns = 16;
 
-// grid (the pair's warps / 8), block kGemvThreads; kGrad as gemm_kernel's
+// grid (the pair's warps / 8), block kGemvThreads; kGrad as gemm_kernel's. The backward
+// asks for 4 blocks an SM (64 registers): left to itself, ptxas gives it 80 (3 blocks)
+// since its store adds the penalty's gradient, for a loop some 10% shorter. 0: no minimum
+// (the forward's 48-60 registers, as ptxas picks them).
 template <bool kGrad>
-__global__ void __launch_bounds__(kGemvThreads) gemv_kernel(GemmPair pp) {
+__global__ void __launch_bounds__(kGemvThreads, kGrad ? 4 : 0) gemv_kernel(GemmPair pp) {
   const unsigned warp = blockIdx.x * (kGemvThreads / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int problem = kGrad && warp >= pp.blocks0 ? 1 : 0;
