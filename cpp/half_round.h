@@ -1,5 +1,5 @@
 #pragma once
-// Defines: host_half_bits (host_bf16_bits, host_fp16_bits) and round_to_half_host, the
+// Defines: host_bf16_bits, host_fp16_bits and round_to_half_host, the
 // host's rounding of floats to a 16-bit tensor-core format (bf16 or IEEE fp16) as bits: round to nearest even, overflow
 // to inf (fp16 past 65504), subnormals kept, NaN kept a quiet NaN of the same sign. These are the bits the device's
 // rounding gives (cuda/half_bits.cuh: __float2bfloat16_rn /
@@ -51,8 +51,6 @@ inline uint16_t host_bf16_bits(float f) {
   x += 0x7FFFu + ((x >> 16) & 1u);  // a carry into the exponent is correct (up to inf)
   return static_cast<uint16_t>(x >> 16);
 }
-
-inline uint16_t host_half_bits(float f, bool bf16) { return bf16 ? host_bf16_bits(f) : host_fp16_bits(f); }
 
 // dst (n) = src rounded to bf16 (bf16) or fp16, as bits.
 inline void round_to_half_host(uint16_t* dst, const float* src, int64_t n, bool bf16) {

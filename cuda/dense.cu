@@ -373,8 +373,9 @@ int64_t DeviceBackend::dense_norm_slots(const DenseShape& s, bool dx) const {
   return sq_slots(ps, count, s.precision);
 }
 
-// What half_copies says the launches copy (the wgmma kernel, forward, reads only 16-bit
-// copies, and only where gemm_tc_kernel would copy both).
+// What half_copies says the launches copy (the wgmma kernel, forward or backward, reads
+// only 16-bit copies, and takes a product only where both pointers are given: the trainer
+// gives those this answers for, so it never reads a copy left unwritten).
 HalfReads DeviceBackend::dense_half_reads(const DenseShape& s, bool backward, bool dw, bool dx) const {
   if (!half_operands(s.precision)) return {};
   float shape_only = 0.0f;  // stands for every float buffer: only the products' layout is read
