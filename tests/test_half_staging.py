@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import customml as cm
 from customml import _core
@@ -45,6 +47,55 @@ def test_host_rounding_gives_the_device_bits(fmt, isa):
     host = _core._round_to_half(x, fmt, "host")
     device = _core._round_to_half(x, fmt, DEVICE)
     np.testing.assert_array_equal(host, device)
+
+
+def _fp16_reference(x: np.ndarray) -> np.ndarray:
+    """NumPy's float32 -> float16 (IEEE round to nearest even, subnormals kept, overflow to
+    inf), NaN as the quiet NaN of x's sign that cpp/half_round.h documents."""
+    with np.errstate(over="ignore", invalid="ignore"):  # the overflow to inf, NaN: what is checked
+        bits = x.astype(np.float16).view(np.uint16)
+    sign = (x.view(np.uint32) >> 16).astype(np.uint16) & np.uint16(0x8000)
+    return np.where(np.isnan(x), sign | np.uint16(0x7E00), bits)
+
+
+def _bf16_reference(x: np.ndarray) -> np.ndarray:
+    """bf16 by the nearer of the two candidates in float64 (ties to the even one): the
+    truncated top half and the next one up (2^128 standing for inf); subnormals kept, NaN
+    quiet with its top half kept, inf kept."""
+    b = x.view(np.uint32).astype(np.uint64)
+    lo = (b & 0x7FFFFFFF) >> 16
+    hi = lo + 1
+
+    def value(h):
+        v = (h << 16).astype(np.uint32).view(np.float32).astype(np.float64)
+        return np.where(h == 0x7F80, 2.0**128, v)
+
+    with np.errstate(invalid="ignore"):  # NaN's and inf's candidates: replaced below
+        a = np.abs(x.astype(np.float64))
+        below, above = a - value(lo), value(hi) - a
+        up = (above < below) | ((above == below) & (lo % 2 == 1))
+    magnitude = np.where(up, hi, lo)
+    magnitude = np.where(np.isinf(x), 0x7F80, magnitude)
+    out = ((b >> 16) & 0x8000) | magnitude
+    return np.where(np.isnan(x), (b >> 16) | 0x40, out).astype(np.uint16)
+
+
+# Any float's bits, and those next to each format's rounding boundaries: a tie (half an ulp
+# dropped) or one bit either side of it, at any exponent (bf16 drops 16 bits, fp16 13 of a
+# normal float32 in its range, more below 2^-14).
+_patterns = st.one_of(
+    st.integers(0, 2**32 - 1),
+    st.builds(lambda hi, d: (hi << 16) + 0x8000 + d, st.integers(0, 2**16 - 1), st.integers(-1, 1)),
+    st.builds(lambda hi, d: (hi << 13) + 0x1000 + d, st.integers(0, 2**19 - 1), st.integers(-1, 1)),
+)
+
+
+@pytest.mark.parametrize("fmt", ["bf16", "fp16"])
+@given(patterns=st.lists(_patterns, min_size=1, max_size=300))
+def test_host_rounding_matches_numpy(fmt, isa, patterns):
+    x = (np.array(patterns, dtype=np.uint64) % 2**32).astype(np.uint32).view(np.float32)
+    want = _bf16_reference(x) if fmt == "bf16" else _fp16_reference(x)
+    np.testing.assert_array_equal(_core._round_to_half(x, fmt, "host"), want)
 
 
 RNG = np.random.default_rng(16)
