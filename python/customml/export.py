@@ -11,13 +11,16 @@ output "output" float32 (batch, output_dim), predict's output (logits for
 classification losses); the batch dimension is symbolic ("batch").
 
 An int8 Dense layer (customml.quantize) is written in QDQ form, which runtimes fuse into
-integer kernels: its codes are an INT8 initializer ``layers.{i}.kernel_q`` dequantized by
-``DequantizeLinear`` with its per-output-channel scales (axis 1) or one scale, feeding a
-``MatMul`` then ``Add`` of the bias. A static input goes through ``QuantizeLinear`` /
-``DequantizeLinear`` with its uint8 scale and zero point (between two int8 layers that is
-exactly the executor's fused requantization); a dynamic one is quantized per row as the
-executor does it, written out in elementary ops (ONNX's DynamicQuantizeLinear quantizes
-per tensor): lo = min(0, min x), hi = max(0, max x), scale = (hi - lo) / 255 (1 when 0),
+integer kernels: its codes, offset by 128, are a UINT8 initializer ``layers.{i}.kernel_q``
+dequantized by ``DequantizeLinear`` with zero point 128 and its per-output-channel scales (axis 1)
+or one scale (the same values as the int8 codes), feeding a ``MatMul`` then ``Add`` of the bias.
+uint8 weights because onnxruntime's fused kernels for uint8 inputs times int8 weights saturate
+on x86 CPUs without VNNI (AVX2's ``vpmaddubsw`` adds two products in int16): a model fused that
+way is wrong by tenths of its output on such a CPU, while uint8 times uint8 is exact everywhere.
+A static input goes through ``QuantizeLinear`` / ``DequantizeLinear`` with its uint8 scale and
+zero point (between two int8 layers that is exactly the executor's fused requantization); a
+dynamic one is quantized per row as the executor does it, written out in elementary ops (ONNX's
+DynamicQuantizeLinear quantizes per tensor): lo = min(0, min x), hi = max(0, max x), scale = (hi - lo) / 255 (1 when 0),
 zero = round(-lo / scale), codes clip(round(x / scale) + zero, 0, 255).
 
 A bf16 Dense layer (customml.quantize.bf16) keeps its kernel as a BFLOAT16 initializer
@@ -162,9 +165,9 @@ def export_onnx(model, path, opset: int = MIN_OPSET) -> None:
             per_channel = q["w_scale"].shape[0] > 1
             w_scale = q["w_scale"] if per_channel else q["w_scale"].reshape(())
             inits += [
-                numpy_helper.from_array(q["w_q"], f"{p}.kernel_q"),
+                numpy_helper.from_array((q["w_q"].astype(np.int16) + 128).astype(np.uint8), f"{p}.kernel_q"),
                 numpy_helper.from_array(w_scale, f"{p}.kernel_scale"),
-                numpy_helper.from_array(np.zeros(w_scale.shape, np.int8), f"{p}.kernel_zero"),
+                numpy_helper.from_array(np.full(w_scale.shape, 128, np.uint8), f"{p}.kernel_zero"),
                 numpy_helper.from_array(bias, f"{p}.bias"),
             ]
             w = node(
