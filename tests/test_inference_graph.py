@@ -70,6 +70,17 @@ def test_each_row_count_is_recorded_once_and_replays_the_direct_passes_bits(prec
     np.testing.assert_array_equal(_bits(one[1][0]), _bits(one[0][0]))
 
 
+def test_an_int8_plan_replays_its_direct_passes_bits():
+    # quantized activations ping-pong between the workspace's int8 buffers: in the graph too
+    model = _model()
+    x = _x()
+    qmodel = cm.quantize.int8(model, calibration=x)
+    runs = [_counted(lambda: qmodel.predict(x, batch_size=_BATCH)) for _ in range(3)]
+    assert [n for _, n in runs] == [(1, 1), (1, 3), (0, 3)]
+    for out, _ in runs[1:]:
+        np.testing.assert_array_equal(_bits(out), _bits(runs[0][0]))
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_the_16_bit_staged_input_is_what_the_replays_read(precision):
     model = _model(precision)
