@@ -22,7 +22,8 @@ InferenceWorkspace::InferenceWorkspace(Backend* be, size_t n_layers)
 }
 
 void InferenceWorkspace::clear_graphs() {
-  for (auto& [rows, g] : graphs) backend->destroy_graph(g.handle);
+  for (auto& [rows, g] : graphs)
+    if (g.handle) backend->destroy_graph(g.handle);
   graphs.clear();
 }
 

@@ -45,10 +45,12 @@ struct InferenceWorkspace {
   uint64_t passes = 0;
   // Inference graphs by batch rows, with the output each leaves its result in; valid for
   // the plan (by generation) and the row capacity they were recorded at (a new plan or a
-  // grown buffer moves what they point to).
+  // grown buffer moves what they point to). warm: a pass at these rows ran directly (the
+  // next one is recorded; Network::forward_replayed).
   struct Graph {
     void* handle = nullptr;
     const float* output = nullptr;
+    bool warm = false;
   };
   std::map<int64_t, Graph> graphs;
   uint64_t graph_generation = 0;

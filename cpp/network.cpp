@@ -373,19 +373,28 @@ void Network::release_workspace(std::unique_ptr<InferenceWorkspace> ws) const {
 
 const float* Network::forward_replayed(const InferencePlan& plan, InferenceWorkspace& ws, int64_t b) const {
   const uint16_t* input16 = plan.half_input() ? ws.input16.data() : nullptr;
-  if (!graphs_usable_.load(std::memory_order_relaxed)) return plan.forward(ws, ws.input.data(), b, nullptr, input16);
-  auto it = ws.graphs.find(b);
-  if (it != ws.graphs.end()) {
-    backend_->replay_graph(it->second.handle);
-    return it->second.output;
+  auto direct = [&] { return plan.forward(ws, ws.input.data(), b, nullptr, input16); };
+  if (!graphs_usable_.load(std::memory_order_relaxed)) return direct();
+  InferenceWorkspace::Graph& g = ws.graphs[b];  // a new row count's node: once per recording
+  if (g.handle) {
+    backend_->replay_graph(g.handle);
+    return g.output;
+  }
+  // A row count's first pass runs directly, as a training step with a new key does: what
+  // the device does once (the split-K GEMMs' workspace is allocated at its first use) is
+  // done outside any capture, which would refuse it and turn graphs off for good.
+  if (!g.warm) {
+    g.warm = true;
+    return direct();
   }
   const float* output = nullptr;
-  void* graph = backend_->capture_graph([&] { output = plan.forward(ws, ws.input.data(), b, nullptr, input16); });
+  void* graph = backend_->capture_graph([&] { output = direct(); });
   if (!graph) {
     graphs_usable_.store(false, std::memory_order_relaxed);
     return output;  // the body ran directly
   }
-  ws.graphs[b] = {graph, output};
+  g.handle = graph;
+  g.output = output;
   backend_->replay_graph(graph);
   return output;
 }

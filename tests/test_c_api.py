@@ -245,6 +245,7 @@ PRIVATE_FUNCTIONS = {
     "simt::set_thread_order",
     "simt::parse_thread_order",
     "simt::launches",
+    "simt::recordings",
     "simt::wgmma_issued",
     "simt::run_selftest",
 }

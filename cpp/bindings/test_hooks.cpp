@@ -57,6 +57,8 @@ void bind_test_hooks(py::module_& m) {
         "tests.");
   m.def("_emulated_graph_replays", &emulated_cuda_graph_replays,
         "How many graphs cuda-emulated has replayed in this process (cudaGraphLaunch on cuda); for tests.");
+  m.def("_emulated_graph_recordings", &simt::recordings,
+        "How many graph recordings cuda-emulated has begun in this process (failed captures included); for tests.");
   m.def("_emulated_launches", &simt::launches,
         "How many kernels the SIMT emulator has launched in this process (cuda-emulated's launches); for tests.");
   m.def("_emulated_wgmmas", &simt::wgmma_issued,

@@ -51,6 +51,9 @@ void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::fun
 using Recording = std::vector<std::function<void()>>;
 void set_recording(Recording* recording);
 Recording* recording();
+// Recordings begun (set_recording with a recording) in this process, on any OS thread,
+// graphs whose capture failed included; for tests.
+CUSTOMML_PRIVATE_API int64_t recordings();
 // Kernel launches run_grid has started in this process, on any OS thread: what a launch
 // costs on the GPU (a few microseconds each) is counted where no GPU is; for tests.
 CUSTOMML_PRIVATE_API int64_t launches();

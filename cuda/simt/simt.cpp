@@ -80,6 +80,7 @@ thread_local Recording* tl_recording = nullptr;
 std::atomic<int> g_order{static_cast<int>(ThreadOrder::forward)};
 std::atomic<uint64_t> g_seed{0};
 std::atomic<int64_t> g_launches{0};
+std::atomic<int64_t> g_recordings{0};
 
 uint64_t splitmix64(uint64_t& state) {
   uint64_t z = (state += 0x9E3779B97F4A7C15ull);
@@ -318,7 +319,11 @@ void run_grid(dim3 grid, dim3 block, size_t dynamic_shared_bytes, const std::fun
 
 int64_t launches() { return g_launches.load(std::memory_order_relaxed); }
 
-void set_recording(Recording* recording) { tl_recording = recording; }
+void set_recording(Recording* recording) {
+  if (recording) g_recordings.fetch_add(1, std::memory_order_relaxed);
+  tl_recording = recording;
+}
+int64_t recordings() { return g_recordings.load(std::memory_order_relaxed); }
 Recording* recording() { return tl_recording; }
 
 const uint3& thread_idx() { return runner().current->idx; }
