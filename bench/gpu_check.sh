@@ -32,7 +32,10 @@
 #
 # The build's estimate scales a measurement on a 2-core development machine (Zen 5: 202 s of
 # compiler time for sm_90a alone; its longest chain, cuda/dense.cu, 44 s, about 52 s with the
-# wgmma backward's instances since, then the link);
+# wgmma backward's instances, then the link), kept as the bound though dense.cu has shrunk
+# since: with the wgmma forward's epilogue rolled its two instances went from a third of
+# dense.cu's sm_90a ptxas time to 1% (14-16 s of CPU each to under half a second, Zen 3),
+# an estimated 39 s for the chain, below which another file may now set it (unmeasured);
 # the others are guesses from CPU runs of the same tests, to be replaced by the seconds
 # the first report measures.
 #

@@ -181,31 +181,31 @@ __device__ __forceinline__ void wgmma_tile(const WgmmaGemm& g, unsigned tile, un
   }
   ptx::wgmma_wait_group<0>();
   ptx::wgmma_fence_operands(d);
+  // store_c (the forward's bias, preact, activation, dropout mask and 16-bit copy; the
+  // backward's derivative, mask and copy) inlined 128 times would be most of the kernel's
+  // code (the forward's unrolled: 39 k SASS instructions, 1.3 k rolled): the
+  // accumulators go through shared memory instead, into the ring (every load has landed;
+  // once every consumer thread has waited for its wgmmas: a wait covers the waiting thread's
+  // only, and both warpgroups read B), each thread's float4 i at (i x 256 + its index) x 16
+  // bytes, then one rolled loop stores them (half of them at a time, with a loop between,
+  // made ptxas serialize the wgmmas: C7515). The same store_c with the same floats: the
+  // bits are the unrolled store's.
+  ptx::mbarrier_arrive(drained);
+  ptx::mbarrier_wait(drained, 0);
+  float* mine = reinterpret_cast<float*>(stages) + (tid - 128) * 4;
+  CUSTOMML_UNROLL
+  for (int j = 0; j < kWgBn / 2; j += 4) store4(mine + j * kWgConsumers, reinterpret_cast<const float(&)[4]>(d[j]));
   // The accumulator layout (cuda/simt/wgmma.h): register j of thread t is row
   // 16 (t / 32) + (t % 32) / 4 + 8 ((j / 2) % 2), column 8 (j / 4) + 2 (t % 4) + j % 2.
   const int row = row0 + 64 * group + 16 * (t / 32) + (t % 32) / 4, col = col0 + 2 * (t % 4);
-  if constexpr (!kGrad) {
-    CUSTOMML_UNROLL
-    for (int j = 0; j < kWgBn / 2; ++j) store_c<false>(p, row + 8 * ((j / 2) % 2), col + 8 * (j / 4) + j % 2, d[j]);
-  } else {
-    // The backward's store (a derivative, a dropout mask, db) inlined 128 times would be
-    // most of the kernel's code: the accumulators go through shared memory instead, into
-    // the ring (every load has landed; once every consumer thread has waited for its
-    // wgmmas: a wait covers the waiting thread's only, and both warpgroups read B), each
-    // thread's float4 i at (i x 256 + its index) x 16 bytes, then one rolled loop stores
-    // them (half of them at a time, with a loop between, made ptxas serialize the wgmmas:
-    // C7515). Row m (dW's db) is summed from dz in float.
-    ptx::mbarrier_arrive(drained);
-    ptx::mbarrier_wait(drained, 0);
-    float* mine = reinterpret_cast<float*>(stages) + (tid - 128) * 4;
-    CUSTOMML_UNROLL
-    for (int j = 0; j < kWgBn / 2; j += 4) store4(mine + j * kWgConsumers, reinterpret_cast<const float(&)[4]>(d[j]));
-    double sq = 0.0;
-    CUSTOMML_NO_UNROLL
-    for (int j = 0; j < kWgBn / 2; ++j) {
-      const int r = row + 8 * ((j / 2) % 2);
-      if (r < p.m) sq += store_c<true>(p, r, col + 8 * (j / 4) + j % 2, mine[j / 4 * 4 * kWgConsumers + j % 4]);
-    }
+  double sq = 0.0;
+  CUSTOMML_NO_UNROLL
+  for (int j = 0; j < kWgBn / 2; ++j) {
+    const int r = row + 8 * ((j / 2) % 2);
+    if (r < p.m) sq += store_c<kGrad>(p, r, col + 8 * (j / 4) + j % 2, mine[j / 4 * 4 * kWgConsumers + j % 4]);
+  }
+  if constexpr (kGrad) {
+    // Row m (dW's db) is summed from dz in float.
     const int64_t c = col0 + tid - 128;
     if (p.db && row0 <= p.m && p.m < row0 + kWgBm && c < p.n) sq += store_c<true>(p, p.m, c, wgmma_db(p, c));
     if (p.sq) {

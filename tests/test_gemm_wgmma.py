@@ -95,6 +95,8 @@ CASES = [
     ((65, 256, 136), "relu"),
 ]
 
+ACTIVATIONS = ["identity", "relu", "sigmoid", "tanh", "gelu"]
+
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 @pytest.mark.parametrize(("shape", "activation"), CASES)
@@ -112,6 +114,29 @@ def test_dense_forward_through_wgmma_matches_numpy(hopper, precision, activation
     assert_close(y, y_ref, tol_y, f"out ({precision}, wgmma)")
     # the epilogue's 16-bit copy of y (the next layer's A) is y rounded to the format
     np.testing.assert_array_equal(y16, to_16(y, precision))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_the_forward_through_wgmma_equals_sm80_where_the_sums_are_exact(hopper, precision, activation):
+    """x small integers, w and b small multiples of 1/64 (exact in both formats, products
+    exact, every partial sum a multiple of 1/64 under 2^12: exact in float32 in any order),
+    so the two paths must agree bit for bit on everything the epilogue stores: preact, out
+    through each activation (z about unit scale, where each one bends) and out's 16-bit
+    copy, at the 128-row tile's edge +1 and 8 columns short of the 256-column tile's."""
+    m, k, n = 129, 296, 248
+    rng = np.random.default_rng(len(activation) + len(precision))
+    x = rng.integers(-3, 4, (m, k)).astype(np.float32)
+    w = (rng.integers(-3, 4, (k, n)) / 64).astype(np.float32)
+    b = (rng.integers(-32, 33, n) / 64).astype(np.float32)
+    *got, issued = forward(x, w, b, activation, precision)
+    assert issued == wgmmas(m, n, k), "gemm() did not take the wgmma kernel"
+    _core._emulated_set_sm90(False, 132)
+    *want, issued = forward(x, w, b, activation, precision)
+    assert issued == 0
+    for name, g, e in zip(("out", "preact", "out's copy"), got, want):
+        bits = np.uint32 if g.dtype == np.float32 else np.uint16
+        np.testing.assert_array_equal(g.view(bits), e.view(bits), err_msg=f"{name} ({precision}, {activation})")
 
 
 def test_wgmma_bits_do_not_depend_on_the_thread_order(hopper):
@@ -216,7 +241,6 @@ def test_the_sass_report_mirrors_the_dispatch(shape):
 # tile (db's row alone in a second tile row), columns at the 256-column tile's edge +8, k
 # past a whole slice and ring (264) or exactly at it.
 BACKWARD = [(257, 136, 264), (256, 128, 256), (256, 120, 256)]
-ACTIVATIONS = ["identity", "relu", "sigmoid", "tanh", "gelu"]
 
 
 def backward_wgmmas(batch, n_in, n_out):
