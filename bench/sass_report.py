@@ -231,19 +231,18 @@ def part_depth(k: int) -> int:
 # cuda/gemm_wgmma.cuh's wgmma_path, mirrored (tests/test_gemm_wgmma.py runs it end to end):
 # on sm_90a, bf16 / fp16 products with 16-bit copies of both operands (a forward's A: the
 # previous Dense layer's c16 or the staged batch's copy, predict's too; a backward's: dz's
-# copy and x's) whose rows the TMA takes (multiples of 8 elements), of at least one wave of
-# 128 x 256 tiles in all and k for the ring of 4 slices of 64 in each. backward:
-# dense_backward's pair, dW (m = in + 1 with db's row: x's rows are in wide, dz's n) then dx
-# (dz's and W's rows are k = out wide), or either alone (layer 1: dW; a frozen layer: dx).
+# copy and x's), whose rows the TMA takes whatever their width (padded to multiples of 8
+# elements: backend.h's half_ld), of at least one wave of 128 x 256 tiles in all and k for
+# the ring of 4 slices of 64 in each. backward: dense_backward's pair, dW (m = in + 1 with
+# db's row) then dx, or either alone (layer 1: dW; a frozen layer: dx).
 WG_BM, WG_BN, WG_BK, WG_STAGES, WG_MIN_TILES = 128, 256, 64, 4, 132
 
 
 def wgmma_path(problems: list[tuple[int, int, int]], a16: bool, backward: bool = False) -> bool:
     if (len(problems) != 1 and not backward) or not a16:
         return False
-    for i, (m, n, k) in enumerate(problems):
-        rows = (k, n) if not backward else (m - 1, n) if i == 0 else (k, k)
-        if any(r % 8 for r in rows) or k < WG_STAGES * WG_BK:
+    for _, _, k in problems:
+        if k < WG_STAGES * WG_BK:
             return False
     return sum(wgmma_tiles(p) for p in problems) >= WG_MIN_TILES
 
@@ -288,23 +287,17 @@ def dense_tiling(problems: list[tuple[int, int, int]]) -> tuple[bool, tuple[int,
     return best
 
 
-def half_copies(inp: int, units: int) -> int:
-    """The operands a training step's bf16 launches of a Dense layer (inp -> units) copy from
-    their 16-bit copies (cuda/dense.cu's half_copies; gemm_tc_kernel's kCopies): B (the
-    weights' twin; dW's dz) where units is a multiple of 8, A too (x or the staged batch's
-    copy; dx's dz) where inp is as well, else none (the README MLP's 10-wide top layer)."""
-    return 0 if units % 8 else 2 if inp % 8 == 0 else 1
-
-
 def dense_shapes() -> list[tuple[str, bool, list[tuple[int, int, int]], int]]:
     """The dense layer's GEMMs as cuda/dense.cu launches them (the backward pass's dW, with
     db's extra row, and dx in one grid): (what, backward, [(m, n, k) per problem], the
-    operands a training step's bf16 launch copies: half_copies) for the README MLP at batch
+    operands a training step's bf16 launch copies: both, whatever the widths, every 16-bit copy's
+    rows padded to a multiple of 8 elements by backend.h's half_ld, the README MLP's 10-wide top
+    layer's twin and dz rows 16 apart; gemm_tc_kernel's kCopies 2) for the README MLP at batch
     128 and 1, and 4096^3 (as a layer between two others)."""
     out = []
     for batch in (128, 1):
         for i, (inp, units) in enumerate([(784, 256), (256, 256), (256, 10)]):
-            copies = half_copies(inp, units)
+            copies = 2
             out.append((f"MLP b{batch} L{i + 1} forward {batch}x{inp}->{units}", False, [(batch, units, inp)], copies))
             back = [(inp + 1, units, batch)] + ([(batch, inp, units)] if i else [])
             out.append((f"MLP b{batch} L{i + 1} backward" + ("" if i else " (no dx)"), True, back, copies))
@@ -363,7 +356,7 @@ def estimate_cycles(
 ) -> tuple[str, int, float]:
     """(path, blocks, estimated cycles on an H100) under the assumptions above (0 when the
     kernel's SASS was not read); tensor_cores: the bf16 kernel's (its loop a 16-deep slice
-    as the FP32 kernel's) copying the operands half_copies says."""
+    as the FP32 kernel's) copying the operands dense_shapes says."""
     path, blocks, per = dense_path(problems, gemv=not tensor_cores)
     flag = "true" if backward else "false"
     name = (

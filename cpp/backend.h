@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "activation.h"
+#include "host_device.h"
 #include "private_api.h"
 #include "step_state.h"
 #include "tensor.h"
@@ -22,6 +23,21 @@ namespace customml {
 struct Segment {
   int64_t begin = 0;
   int64_t end = 0;
+};
+
+// The row stride of every 16-bit copy of a (rows, cols) matrix that the tensor-core GEMMs
+// read (HalfOperands, the weights' twin, dz's copy): cols rounded up to a multiple of 8
+// elements, so that each row starts 16-byte aligned and cp.async / the TMA move it in
+// 16-byte runs (a 10-wide top layer's twin and dz rows 16 apart); equal to cols where cols
+// is a multiple of 8. A pad is never read: the GEMMs copy no element past a row's cols.
+CUSTOMML_HD inline int64_t half_ld(int64_t cols) { return (cols + 7) / 8 * 8; }
+
+// A padded or moved Dense kernel's place in the parameters' 16-bit twin (Model::half_params):
+// the parameters [begin, end), rows of cols, go to rows ld = half_ld(cols) apart from twin
+// index dst (a multiple of 8) on, the pads zero (a kernel whose cols and offset are multiples
+// of 8 has no entry: its twin index is its parameter index).
+struct HalfRows {
+  int64_t begin = 0, end = 0, cols = 0, ld = 0, dst = 0;
 };
 
 struct SgdConfig {
@@ -54,10 +70,15 @@ struct UpdateScalars {
   // *norm (norm_slot_count of DenseShape::norm_slots: each block of the update adds them)
   const double* norm_slots = nullptr;
   int64_t norm_slot_count = 0;
-  // The parameters' 16-bit twin (Model::half_params): each updated parameter is written
-  // there too, rounded to bf16 (half_bf16) or fp16; null: none.
+  // The parameters' 16-bit twin (Model::half_params): each updated parameter i (of this
+  // update's n, the model's parameter half_first + i) is written there too, rounded to bf16
+  // (half_bf16) or fp16, at its twin index (HalfRows: a padded kernel's rows, half_rows of
+  // them, in device memory; the others at their parameter index); null: none.
   uint16_t* half = nullptr;
   bool half_bf16 = false;
+  int64_t half_first = 0;
+  const HalfRows* half_rows = nullptr;
+  int64_t half_row_count = 0;
 };
 
 // One Dense kernel's L1/L2 penalty (Backend::kernel_penalties).
@@ -90,8 +111,9 @@ inline Precision parse_precision(const std::string& s) {
 }
 
 // 16-bit copies of a dense layer's operands for its bf16 / fp16 GEMMs: the precision's
-// format as bits, in the float arrays' layouts; null where the caller keeps none (the
-// GEMM then rounds the float array as it stages it). Ignored at fp32 and tf32.
+// format as bits, in the float arrays' layouts but for their rows, half_ld(cols) apart;
+// null where the caller keeps none (the GEMM then rounds the float array as it stages it).
+// Ignored at fp32 and tf32.
 struct HalfOperands {
   const uint16_t* w = nullptr;  // (in, out): the kernel's twin (Model::half_params)
   const uint16_t* x = nullptr;  // (batch, in): the input, as the layer below wrote it (y)
@@ -117,7 +139,8 @@ struct DropoutMask {
 // The Dense layer below's activation derivative, applied by dense_backward's dx store
 // where Backend::fuses_derivative (after a fused Dropout's mask): dx is written as that
 // layer's dz = act'(dx; y, z) (y, z: its output and pre-activation, z for gelu only), and
-// at bf16 / fp16 also rounded to dz16 (null: not written), that layer's HalfOperands::dy.
+// at bf16 / fp16 also rounded to dz16 (rows half_ld apart; null: not written), that layer's
+// HalfOperands::dy.
 // The layer below then passes act identity: its dy is dz. The same float expression as
 // the derivative applied where dy is read, so no bit changes.
 struct DerivativeBelow {
@@ -249,9 +272,10 @@ class Backend {
   virtual Device device() const = 0;
   virtual std::string name() const = 0;
   virtual bool supports(Precision p) const { return p == Precision::fp32; }
-  // dst (n) = src rounded to nearest even to bf16 or fp16 (format), as bits: the 16-bit
-  // copies a device's tensor-core GEMMs read (HalfOperands); where supports(format).
-  virtual void round_to_half(uint16_t* dst, const float* src, int64_t n, Precision format) {
+  // dst = src (n: rows of cols) rounded to nearest even to bf16 or fp16 (format), as bits,
+  // its rows ld apart (ld >= cols; the pads left as they are): the 16-bit copies a device's
+  // tensor-core GEMMs read (HalfOperands, ld half_ld(cols)); where supports(format).
+  virtual void round_to_half(uint16_t* dst, const float* src, int64_t n, int64_t cols, int64_t ld, Precision format) {
     throw std::logic_error(std::string("round_to_half: device '") + name() + "' has no " + precision_name(format));
   }
 

@@ -121,9 +121,13 @@ void InferencePlan::build(const Model& model, Precision precision, uint64_t gene
   const size_t n_params = static_cast<size_t>(model.num_params());
   params_.reserve(std::max<size_t>(n_params, 1));
   backend_->copy_on_device(params_.data(), model.params(), sizeof(float) * n_params);
-  if (half_operands(precision)) {
-    half_params_.reserve(std::max<size_t>(n_params, 1));
-    backend_->round_to_half(half_params_.data(), params_.data(), static_cast<int64_t>(n_params), precision);
+  if (half_operands(precision)) {  // in the model's twin's layout (Model::half_params)
+    half_weight_offsets_ = model.half_weight_offsets();
+    const size_t n_half = static_cast<size_t>(model.half_size());
+    half_params_.reserve(std::max<size_t>(n_half, 1));
+    backend_->fill_zero(half_params_.data(), sizeof(uint16_t) * n_half);  // the pads
+    round_half_twin(*backend_, half_params_.data(), params_.data(), 0, static_cast<int64_t>(n_params),
+                    model.half_rows(), precision);
   } else {
     half_params_.release();
   }
@@ -315,7 +319,7 @@ void InferencePlan::reserve(InferenceWorkspace& ws, int64_t rows) const {
   for (size_t l = 0; l < widths_.size(); ++l) {
     ws.act[l].reserve(r * static_cast<size_t>(widths_[l]));
     if (half_operands(precision_) && feeds_dense(l))
-      ws.act16[l].reserve(r * static_cast<size_t>(widths_[l]));
+      ws.act16[l].reserve(r * static_cast<size_t>(half_ld(widths_[l])));
     else
       ws.act16[l].release();  // none at the other precisions, also after a rebuild
   }

@@ -104,7 +104,7 @@ class InferencePlan {
   bool feeds_dense(size_t l) const;
   // Dense layer l's kernel in 16 bits (bf16 / fp16 plans), else null.
   const uint16_t* half_kernel(size_t l) const {
-    return half_params_.data() ? half_params_.data() + weight_offsets_[l] : nullptr;
+    return half_params_.data() ? half_params_.data() + half_weight_offsets_[l] : nullptr;
   }
 
   Backend* backend_;
@@ -117,7 +117,8 @@ class InferencePlan {
   Buffer<float> params_, affine_;  // copies of the model's
   // bf16 / fp16 plans: params_ rounded to the precision (HalfOperands::w), once per build
   Buffer<uint16_t> half_params_;
-  bool prepared_ = false;  // forward_prepared, else forward_plain
+  std::vector<int64_t> half_weight_offsets_;  // Model::half_weight_offset's
+  bool prepared_ = false;                     // forward_prepared, else forward_plain
   bool half_input_ = false;
   bool quantized_ = false;
   std::vector<std::unique_ptr<Layer>> layers_;  // null but for Dense layers once prepared

@@ -30,6 +30,7 @@ Model::Model(int64_t input_dim, std::vector<LayerSpec> layers, Backend* backend)
       layers_(std::move(layers)),
       params_(backend),
       half_params_(backend),
+      half_rows_device_(backend),
       affine_(backend) {
   if (input_dim < 1) throw std::invalid_argument("[Network] input_dim must be >= 1, got " + std::to_string(input_dim));
   if (layers_.empty()) throw std::invalid_argument("[Network] needs at least one layer");
@@ -80,6 +81,19 @@ Model::Model(int64_t input_dim, std::vector<LayerSpec> layers, Backend* backend)
     } else {
       dense_.emplace_back();
     }
+  }
+  // The 16-bit twin: the parameters' layout, but for the kernels that would not be
+  // copyable there (rows not a multiple of 8 wide, or a start not 16-byte aligned: a kernel
+  // after a bias of such a width), which follow it, 16-byte aligned, in rows half_ld apart
+  // (HalfRows).
+  half_size_ = half_ld(num_params_);
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    half_weight_offsets_.push_back(weight_offsets_[l]);
+    if (!dense_[l] || (half_ld(dense_[l]->out) == dense_[l]->out && weight_offsets_[l] % 8 == 0)) continue;
+    const int64_t begin = weight_offsets_[l], out = dense_[l]->out;
+    half_rows_.push_back({begin, begin + dense_[l]->in * out, out, half_ld(out), half_size_});
+    half_weight_offsets_.back() = half_size_;
+    half_size_ += dense_[l]->in * half_ld(out);
   }
   affine_.reserve(static_cast<size_t>(affine_floats_));
   for (size_t l = 0; l < layers_.size(); ++l)
@@ -157,17 +171,35 @@ void Model::write_params(const float* src, int64_t offset, int64_t n) {
 void Model::set_half_format(Precision format) {
   if (!half_operands(format)) {
     half_params_.release();
+    half_rows_device_.release();
     half_format_ = Precision::fp32;
     return;
   }
-  half_params_.reserve(static_cast<size_t>(std::max<int64_t>(num_params_, 1)));
+  half_params_.reserve(static_cast<size_t>(std::max<int64_t>(half_size_, 1)));
+  backend_->fill_zero(half_params_.data(), sizeof(uint16_t) * static_cast<size_t>(half_size_));  // the pads
+  if (!half_rows_.empty()) {
+    half_rows_device_.reserve(half_rows_.size());
+    backend_->copy_to_device(half_rows_device_.data(), half_rows_.data(), sizeof(HalfRows) * half_rows_.size());
+  }
   half_format_ = format;
   refresh_half(0, num_params_);
 }
 
+void round_half_twin(Backend& backend, uint16_t* twin, const float* params, int64_t offset, int64_t n,
+                     const std::vector<HalfRows>& rows, Precision format) {
+  const int64_t end = offset + n;
+  for (const HalfRows& r : rows) {  // sorted by begin
+    if (r.end <= offset || r.begin >= end) continue;
+    if (offset < r.begin) backend.round_to_half(twin + offset, params + offset, r.begin - offset, 1, 1, format);
+    backend.round_to_half(twin + r.dst, params + r.begin, r.end - r.begin, r.cols, r.ld, format);
+    offset = r.end;
+  }
+  if (offset < end) backend.round_to_half(twin + offset, params + offset, end - offset, 1, 1, format);
+}
+
 void Model::refresh_half(int64_t offset, int64_t n) {
   if (half_params_.data() && n > 0)
-    backend_->round_to_half(half_params_.data() + offset, params_.data() + offset, n, half_format_);
+    round_half_twin(*backend_, half_params_.data(), params_.data(), offset, n, half_rows_, half_format_);
 }
 
 // bf16 layers exist only on devices with a bf16 product, whose memory the host addresses

@@ -62,6 +62,12 @@ struct DenseLayerState {
   bool bf16 = false;
 };
 
+// twin (the parameters' 16-bit copy, Model::half_params) = params [offset, offset + n)
+// rounded to format: at their own offsets, and the padded kernels' rows (rows) that the range
+// meets whole. Model's and InferencePlan's copies.
+void round_half_twin(Backend& backend, uint16_t* twin, const float* params, int64_t offset, int64_t n,
+                     const std::vector<HalfRows>& rows, Precision format);
+
 class Model {
  public:
   Model(int64_t input_dim, std::vector<LayerSpec> layers, Backend* backend);
@@ -119,14 +125,24 @@ class Model {
   // Whether any layer is int8 or bf16: such a model does not train.
   bool any_quantized() const;
 
-  // The parameters' 16-bit twin (num_params values of bf16 or fp16, as bits, at params()'s
-  // offsets), which the tensor-core GEMMs read at those precisions (HalfOperands): kept
-  // for format bf16 or fp16 (rounded now), released for any other. Every write to the
+  // The parameters' 16-bit twin (bf16 or fp16, as bits), which the tensor-core GEMMs read at
+  // those precisions (HalfOperands): half_size() values, each parameter at its own offset but
+  // for the kernels whose rows are not a multiple of 8 wide or whose offset is not one of 8,
+  // which follow the parameters' span, 16-byte aligned, in rows half_ld apart, the pads zero
+  // (half_rows(): the 10-wide top layer's rows 16 apart, so that cp.async copies them); Dense
+  // layer l's kernel at half_weight_offset(l).
+  // Kept for format bf16 or fp16 (rounded now), released for any other. Every write to the
   // parameters keeps it current: this class's own, and the optimizer's update, which writes
-  // it beside each parameter (UpdateScalars::half). Null while there is none.
+  // it beside each parameter (UpdateScalars::half, with half_rows_device()). Null while
+  // there is none.
   void set_half_format(Precision format);
   uint16_t* half_params() const { return half_params_.data(); }
   Precision half_format() const { return half_format_; }
+  int64_t half_size() const { return half_size_; }
+  int64_t half_weight_offset(size_t l) const { return half_weight_offsets_[l]; }
+  const std::vector<int64_t>& half_weight_offsets() const { return half_weight_offsets_; }
+  const std::vector<HalfRows>& half_rows() const { return half_rows_; }
+  const HalfRows* half_rows_device() const { return half_rows_device_.data(); }
 
  private:
   void check_affine(size_t layer, const float* scale, size_t n_scale, const float* shift, size_t n_shift) const;
@@ -146,6 +162,10 @@ class Model {
   Buffer<float> params_;
   Buffer<uint16_t> half_params_;
   Precision half_format_ = Precision::fp32;  // bf16 or fp16 while half_params_ is held
+  int64_t half_size_ = 0;
+  std::vector<int64_t> half_weight_offsets_;
+  std::vector<HalfRows> half_rows_;
+  Buffer<HalfRows> half_rows_device_;  // half_rows_ on the device, while half_params_ is held
   Buffer<float> affine_;
   std::vector<int64_t> affine_offsets_;
   int64_t affine_floats_ = 0;

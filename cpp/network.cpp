@@ -425,10 +425,11 @@ void Network::predict(float* out, const float* x, int64_t n, int64_t batch_size)
     // Where the plan reads the input only in 16 bits, the host rounds each batch (the
     // device's bits) and that copy alone crosses: half the bytes.
     const bool half = plan->half_input();
-    const size_t values = static_cast<size_t>(rows * input_dim);
+    const size_t values = static_cast<size_t>(rows * input_dim),
+                 values16 = static_cast<size_t>(rows * half_ld(input_dim));
     if (half) {
-      ws->input16.reserve(values);
-      if (ws->host_input16.size() < values) ws->host_input16.resize(values);
+      ws->input16.reserve(values16);
+      if (ws->host_input16.size() < values16) ws->host_input16.resize(values16);
     } else {
       ws->input.reserve(values);
     }
@@ -440,10 +441,13 @@ void Network::predict(float* out, const float* x, int64_t n, int64_t batch_size)
     for (int64_t start = 0; start < n; start += batch_size) {
       const int64_t b = n - start < batch_size ? n - start : batch_size;
       const size_t batch_values = static_cast<size_t>(b * input_dim);
-      if (half) {
-        cpu::elementwise().round_to_half(ws->host_input16.data(), x + start * input_dim,
-                                         static_cast<int64_t>(batch_values), plan->precision() == Precision::bf16);
-        backend_->copy_to_device(ws->input16.data(), ws->host_input16.data(), sizeof(uint16_t) * batch_values);
+      if (half) {  // rows half_ld apart, as every 16-bit copy (the pads not written: no GEMM reads them)
+        for (int64_t i = 0; i < b; ++i)
+          cpu::elementwise().round_to_half(ws->host_input16.data() + i * half_ld(input_dim),
+                                           x + (start + i) * input_dim, input_dim,
+                                           plan->precision() == Precision::bf16);
+        backend_->copy_to_device(ws->input16.data(), ws->host_input16.data(),
+                                 sizeof(uint16_t) * static_cast<size_t>(b * half_ld(input_dim)));
       } else {
         backend_->copy_to_device(ws->input.data(), x + start * input_dim, sizeof(float) * batch_values);
       }

@@ -34,8 +34,8 @@ namespace {
 // The 16-bit twin of Dense layer l's kernel w (HalfOperands::w) where the model keeps one
 // and w is its own kernel (not QAT's fake-quantized copy); else null.
 const uint16_t* half_kernel(const Model& m, size_t l, const float* w) {
-  const int64_t offset = m.weight_offsets()[l];
-  return m.half_params() && w == m.params() + offset ? m.half_params() + offset : nullptr;
+  return m.half_params() && w == m.params() + m.weight_offsets()[l] ? m.half_params() + m.half_weight_offset(l)
+                                                                    : nullptr;
 }
 }  // namespace
 
@@ -62,17 +62,18 @@ struct Trainer::Workspace {
     layer_w.resize(n_layers);
   }
   Buffer<float> input;                // (rows, input_dim)
-  Buffer<uint16_t> input16;           // (rows, input_dim), bf16 / fp16: the batch's copy (half_input)
+  Buffer<uint16_t> input16;           // (rows, half_ld(input_dim)), bf16 / fp16: the batch's copy (half_input)
   std::vector<Buffer<float>> act;     // act[l]: (rows, width_l), layer l's output
   std::vector<Buffer<float>> preact;  // preact[l]: (rows, width_l), gelu layers only
-  // act16[l]: Dense layer l's output rounded to bf16 / fp16 (those precisions only): the
+  // act16[l]: Dense layer l's output rounded to bf16 / fp16 (those precisions only; rows
+  // half_ld(width_l) apart, as every 16-bit copy: backend.h): the
   // next Dense layer's A as the tensor cores read it (HalfOperands)
   std::vector<Buffer<uint16_t>> act16;
   Buffer<float> grad_a, grad_b;  // (rows, max_width): backward ping-pong
   Buffer<float> targets;         // (rows, output_dim): mse and binary cross-entropy
   Buffer<int32_t> labels;        // (rows): classification labels
   Buffer<float> row_weights;     // (rows): the batch's sample weights, when fit has them
-  // (rows, max_width), bf16 / fp16 only: dz's 16-bit copies beside grad_a / grad_b, written
+  // (rows, half_ld(max_width)), bf16 / fp16 only: dz's 16-bit copies beside grad_a / grad_b, written
   // by the dx store of the Dense layer above (DerivativeBelow::dz16)
   Buffer<uint16_t> grad16_a, grad16_b;
   // Host staging of a batch for devices whose memory the host cannot address.
@@ -299,7 +300,7 @@ void Trainer::stage_batch(const float* x, const void* y, const float* sample_wei
   }
   const size_t rows = static_cast<size_t>(b), values = rows * static_cast<size_t>(model_.input_dim());
   ws.host_input.resize(half_x ? 0 : values);
-  ws.host_input16.resize(half_x ? values : 0);
+  ws.host_input16.resize(half_x ? rows * static_cast<size_t>(half_ld(model_.input_dim())) : 0);
   ws.host_row_weights.resize(rows);
   ws.host_targets.resize(rows * static_cast<size_t>(model_.output_dim()));
   ws.host_labels.resize(rows);
@@ -313,10 +314,11 @@ void Trainer::gather_batch(const HostBatch& h, const float* x, const void* y, co
                            const int64_t* index, int64_t start, int64_t b) const {
   const int64_t input_dim = model_.input_dim(), out = model_.output_dim();
   auto row = [&](int64_t i) { return index ? index[i] : start + i; };
-  // in 16 bits: the device's rounding (cpp/half_round.h), so the GEMM sees the bits it would have rounded
+  // in 16 bits: the device's rounding (cpp/half_round.h), so the GEMM sees the bits it would
+  // have rounded; rows half_ld apart (the pads not written: no GEMM reads them)
   for (int64_t i = 0; i < b; ++i) {
     if (h.input16)
-      cpu::elementwise().round_to_half(h.input16 + i * input_dim, x + row(i) * input_dim, input_dim,
+      cpu::elementwise().round_to_half(h.input16 + i * half_ld(input_dim), x + row(i) * input_dim, input_dim,
                                        precision_ == Precision::bf16);
     else
       std::memcpy(h.input + i * input_dim, x + row(i) * input_dim, sizeof(float) * static_cast<size_t>(input_dim));
@@ -343,7 +345,8 @@ void Trainer::upload_batch(const HostBatch& h, int64_t b, bool row_weights, bool
   const size_t rows = static_cast<size_t>(b);
   const size_t values = rows * static_cast<size_t>(model_.input_dim());
   if (h.input16)
-    backend_->copy_to_device(ws.input16.data(), h.input16, sizeof(uint16_t) * values);
+    backend_->copy_to_device(ws.input16.data(), h.input16,
+                             sizeof(uint16_t) * rows * static_cast<size_t>(half_ld(model_.input_dim())));
   else
     backend_->copy_to_device(ws.input.data(), h.input, sizeof(float) * values);
   if (row_weights) backend_->copy_to_device(ws.row_weights.data(), h.row_weights, sizeof(float) * rows);
@@ -555,20 +558,20 @@ void Trainer::reserve_batch(int64_t b, bool row_weights) {
   reserve_rows(ws.act, ws.preact, model_.layers(), model_.widths(), b);
   for (size_t l = 0; l < model_.layers().size(); ++l) {
     if (half_operands(precision_) && model_.layers()[l].kind == LayerSpec::Kind::dense)
-      ws.act16[l].reserve(rows * static_cast<size_t>(model_.widths()[l]));
+      ws.act16[l].reserve(rows * static_cast<size_t>(half_ld(model_.widths()[l])));
     else
       ws.act16[l].release();  // none at the other precisions, also after a recompile
   }
   ws.input.reserve(rows * static_cast<size_t>(input_dim));
   if (half_operands(precision_))
-    ws.input16.reserve(rows * static_cast<size_t>(input_dim));
+    ws.input16.reserve(rows * static_cast<size_t>(half_ld(input_dim)));
   else
     ws.input16.release();
   ws.grad_a.reserve(rows * static_cast<size_t>(model_.max_width()));
   ws.grad_b.reserve(rows * static_cast<size_t>(model_.max_width()));
   for (Buffer<uint16_t>* g : {&ws.grad16_a, &ws.grad16_b}) {
     if (half_operands(precision_))
-      g->reserve(rows * static_cast<size_t>(model_.max_width()));
+      g->reserve(rows * static_cast<size_t>(half_ld(model_.max_width())));
     else
       g->release();
   }
@@ -647,7 +650,7 @@ void Trainer::evaluate(const InferencePlan& plan, const float* x, const void* y,
   // The batch crosses in 16 bits where that is all the plan reads of it (half_input).
   const bool half_x = plan.half_input() && plan.precision() == precision_;
   if (half_x)
-    ws.input16.reserve(static_cast<size_t>(rows * model_.input_dim()));
+    ws.input16.reserve(static_cast<size_t>(rows * half_ld(model_.input_dim())));
   else
     ws.input.reserve(static_cast<size_t>(rows * model_.input_dim()));
   ws.targets.reserve(static_cast<size_t>(rows * model_.output_dim()));

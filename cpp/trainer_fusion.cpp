@@ -31,7 +31,7 @@ HalfReads Trainer::half_reads(size_t l, bool backward) const {
                      in,
                      layers[l].units,
                      precision_,
-                     {model_.half_params() + model_.weight_offsets()[l], kStandIn, nullptr, kStandIn}};
+                     {model_.half_params() + model_.half_weight_offset(l), kStandIn, nullptr, kStandIn}};
   return backend_->dense_half_reads(s, backward, layers[l].trainable, l > lowest_trainable_);
 }
 

@@ -54,7 +54,7 @@ void Trainer::train_batch_graphed(const float* x, const void* y, const float* sa
   const size_t values = rows * static_cast<size_t>(input_dim);
   const HostBatch h{half_x ? nullptr : slot.input.reserve(values), slot.row_weights.reserve(rows),
                     slot.targets.reserve(rows * static_cast<size_t>(out)), slot.labels.reserve(rows),
-                    half_x ? slot.input16.reserve(values) : nullptr};
+                    half_x ? slot.input16.reserve(rows * static_cast<size_t>(half_ld(input_dim))) : nullptr};
   float* lr = slot.lr.reserve(1);
   *lr = learning_rate();
   gather_batch(h, x, y, sample_weight, index, 0, b);

@@ -19,8 +19,11 @@ void Trainer::run_optimizer(const StepState* gate, const UpdateScalars& scalars)
     const int64_t n = r.end - r.begin, nd = static_cast<int64_t>(r.no_decay.size());
     UpdateScalars u = scalars;  // and the weights' 16-bit twin, written with them
     if (model_.half_params()) {
-      u.half = model_.half_params() + r.begin;
+      u.half = model_.half_params();
       u.half_bf16 = model_.half_format() == Precision::bf16;
+      u.half_first = r.begin;
+      u.half_rows = model_.half_rows_device();
+      u.half_row_count = static_cast<int64_t>(model_.half_rows().size());
     }
     if (opt_.kind == OptimizerConfig::Kind::adam) {
       AdamConfig c = opt_.adam;

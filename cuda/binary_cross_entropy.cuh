@@ -29,7 +29,7 @@ __global__ void __launch_bounds__(kThreads)
   const double divisor = row_weights ? total * static_cast<double>(cols) : static_cast<double>(n);
   const float inv_n = 1.0f / static_cast<float>(n);
   const double inv_total = row_weights && total > 0.0 ? 1.0 / (total * static_cast<double>(cols)) : 0.0;
-  const ScaledGrad scaled(g.metrics);
+  const ScaledGrad scaled(g.metrics, cols);
   double sum = 0.0;
   int64_t hits = 0;
   const bool loss_block = blockIdx.x < g.blocks;  // else a penalty block (finish_loss_grid)

@@ -20,8 +20,8 @@ namespace {
 int half_copies(const GemmParams* ps, int count) {
   bool copy_b = true, copy_a = true;
   for (int i = 0; i < count; ++i) {
-    copy_b = copy_b && copyable_16(ps[i].b16, ps[i].b_cs, ps[i].b_rs);
-    copy_a = copy_a && copy_b && copyable_16(ps[i].a16, ps[i].a_rs, ps[i].a_cs);
+    copy_b = copy_b && copyable_16(ps[i].b16, ps[i].b16_cs, ps[i].b16_rs);
+    copy_a = copy_a && copy_b && copyable_16(ps[i].a16, ps[i].a16_rs, ps[i].a16_cs);
   }
   return copy_a ? kTcCopyAB : copy_b ? kTcCopyB : kTcCopyNone;
 }
@@ -245,8 +245,8 @@ void gemm(DeviceContext& ctx, GemmParams* ps, int count, Precision precision, bo
       part.m = last ? p.m - r0 : chunk;
       if (!last) part.db = nullptr;
       part.a = p.a + r0 * p.a_rs;
-      if (p.a16) part.a16 = p.a16 + r0 * p.a_rs;
-      if (p.c16) part.c16 = p.c16 + r0 * p.ldc;
+      if (p.a16) part.a16 = p.a16 + r0 * p.a16_rs;
+      if (p.c16) part.c16 = p.c16 + r0 * p.ldc16;
       part.c = p.c + r0 * p.ldc;
       if (p.sq) part.sq = p.sq + (r0 / kGemmBm) * tiles_n[i];  // the whole C's tile indices
       if (p.preact) part.preact = p.preact + r0 * p.ldc;
@@ -271,8 +271,13 @@ GemmParams forward_params(float* y, float* z, const float* x, const float* w, co
   p.dropout = s.dropout;
   if (half_operands(s.precision)) {
     p.a16 = s.half.x;
+    p.a16_rs = half_ld(s.in);
+    p.a16_cs = 1;
     p.b16 = s.half.w;
+    p.b16_rs = half_ld(s.out);
+    p.b16_cs = 1;
     p.c16 = s.half.y;
+    p.ldc16 = half_ld(s.out);
     p.bf16 = s.precision == Precision::bf16;
   }
   return p;
@@ -280,11 +285,12 @@ GemmParams forward_params(float* y, float* z, const float* x, const float* w, co
 
 }  // namespace
 
-void DeviceBackend::round_to_half(uint16_t* dst, const float* src, int64_t n, Precision format) {
+void DeviceBackend::round_to_half(uint16_t* dst, const float* src, int64_t n, int64_t cols, int64_t ld,
+                                  Precision format) {
   DeviceContext& ctx = this->ctx();
   if (n > 0)
     launch(round_to_half_kernel, dim3(grid_stride_blocks(n, kThreads)), dim3(kThreads), 0, ctx.stream, dst, src, n,
-           format == Precision::bf16);
+           cols, ld, format == Precision::bf16);
 }
 
 // x: (batch, in)  w: (in, out)  b: (out) -> y: (batch, out), z: (batch, out) optional
@@ -314,7 +320,11 @@ int backward_params(GemmParams (&ps)[2], float* dx, float* dw, float* db, const 
     p.l2 = s.penalty.l2;
     if (half) {
       p.a16 = s.half.x;
+      p.a16_rs = 1;
+      p.a16_cs = half_ld(s.in);
       p.b16 = dz16;
+      p.b16_rs = half_ld(s.out);
+      p.b16_cs = 1;
     }
   }
   // dx (batch, in) = dz (batch, out) . w^T (out, in)
@@ -330,8 +340,13 @@ int backward_params(GemmParams (&ps)[2], float* dx, float* dw, float* db, const 
     p.grad_z = activation_needs_preact(s.below.act) ? s.below.z : nullptr;
     if (half) {
       p.a16 = dz16;
+      p.a16_rs = half_ld(s.out);
+      p.a16_cs = 1;
       p.b16 = s.half.w;
+      p.b16_rs = 1;
+      p.b16_cs = half_ld(s.out);
       p.c16 = s.below.dz16;
+      p.ldc16 = half_ld(s.in);
     }
   }
   for (int i = 0; i < count; ++i) ps[i].bf16 = s.precision == Precision::bf16;

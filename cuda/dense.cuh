@@ -57,13 +57,16 @@ struct GemmParams {
   // to arrive (counters, one per tile, zero between launches) adds them in part order.
   float* partials = nullptr;
   unsigned* counters = nullptr;
-  // bf16 / fp16 launches (format bf16, else fp16): A's and B's 16-bit copies (at a's and b's
-  // element strides), which the tensor-core kernel copies as they are; null: it reads the
-  // float operand and rounds it as staged. c16: the epilogue also writes C rounded to the
-  // format there (the next layer's A, or the layer below's dz), at c's offsets.
+  // bf16 / fp16 launches (format bf16, else fp16): A's and B's 16-bit copies, element (r, k)
+  // of A at a16[r * a16_rs + k * a16_cs] (B's (k, c) at b16[k * b16_rs + c * b16_cs]): the
+  // float operand's layout with rows padded to half_ld (backend.h), which the tensor-core
+  // kernel copies as they are; null: it reads the float operand and rounds it as staged.
+  // c16: the epilogue also writes C rounded to the format there (the next layer's A, or the
+  // layer below's dz), element (r, c) at c16[r * ldc16 + c].
   const uint16_t* a16 = nullptr;
   const uint16_t* b16 = nullptr;
   uint16_t* c16 = nullptr;
+  int64_t a16_rs = 0, a16_cs = 0, b16_rs = 0, b16_cs = 0, ldc16 = 0;
   bool bf16 = false;
   // dropout.out: the epilogue also writes C masked there (DropoutMask, backend.h), at c's
   // offsets, which are the mask's element indices (c is the Dropout layer's whole input or
@@ -175,11 +178,11 @@ __device__ __forceinline__ double store_c(const GemmParams& p, int64_t r, int64_
     float dz = act::backward(p.grad_act, g, p.grad_y ? p.grad_y[i] : 0.0f, p.grad_z ? p.grad_z[i] : 0.0f);
     if (p.penalty_w) dz += penalty_gradient(p.l1, p.l2, p.penalty_w[i]);
     p.c[i] = dz;
-    if (p.c16) p.c16[i] = half_bits(dz, p.bf16);
+    if (p.c16) p.c16[r * p.ldc16 + c] = half_bits(dz, p.bf16);
     return static_cast<double>(dz) * dz;
   }
   if (p.dropout.out != p.c) p.c[i] = y;
-  if (p.c16) p.c16[i] = half_bits(y, p.bf16);
+  if (p.c16) p.c16[r * p.ldc16 + c] = half_bits(y, p.bf16);
   if (p.dropout.out) p.dropout.out[i] = dropout_value(p.dropout, i, y);
   return 0.0;
 }

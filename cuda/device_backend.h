@@ -16,7 +16,7 @@ class DeviceBackend : public Backend {
   // memory, but it takes the real device's path so that tests cover it).
   bool host_addressable() const override { return false; }
   bool supports(Precision) const override { return true; }  // tensor cores: sm_80 and later
-  void round_to_half(uint16_t* dst, const float* src, int64_t n, Precision format) override;
+  void round_to_half(uint16_t* dst, const float* src, int64_t n, int64_t cols, int64_t ld, Precision format) override;
   int64_t folded_penalties() const override;
   bool fuses_dropout() const override { return true; }     // the GEMM epilogue: cuda/dense.cuh
   bool fuses_derivative() const override { return true; }  // dx's store: cuda/dense.cuh

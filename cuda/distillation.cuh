@@ -68,7 +68,7 @@ __device__ __forceinline__ void distillation_row(const LossGrid& lg, float* grad
               ib = static_cast<float>(1.0 / sb);
   const float k_hard = static_cast<float>(scale * (1.0 - static_cast<double>(alpha))),
               id = static_cast<float>(hard ? 1.0 / sd : 0.0);
-  const ScaledGrad scaled(lg.metrics, row_index * classes);
+  const ScaledGrad scaled(lg.metrics, classes, row_index);
   float* g = grad + row_index * classes;
   for (int64_t c = lane; c < classes; c += 32) {
     const float d = s[c] - ms;

@@ -65,7 +65,7 @@ namespace customml::CUSTOMML_CUDA_NS {
 // The tensor-core element types: how an operand is stored in shared memory, the mma depth
 // for it, and how a float operand is rounded to it as staged, four at a time (a float4's
 // worth: 8 bytes of 16-bit pairs, or 16 bytes of tf32). A bf16 / fp16 operand with a 16-bit
-// copy in global memory (GemmParams::b16) is copied as it is instead.
+// copy in global memory (GemmParams::a16, b16) is copied as it is instead.
 template <class T>
 struct TensorCoreType;
 template <class T>
@@ -194,10 +194,11 @@ struct TcStage {
 // One thread's run of a 16-bit operand's slices: 8 elements, adjacent in the operand's
 // shared layout ([row][k]: row e / 2, k (e % 2) 8 on; [k][row]: k e / 8, rows (e % 8) 8 on;
 // e the thread) and in global memory (the layout follows the operand's contiguous
-// direction), copied by one 16-byte cp.async, the elements outside the operand zero-filled.
-// The operand's other stride is a multiple of 8 and its base 16-byte aligned, so every run is
-// (copyable_16; others are read as float: 4-byte copies of pairs cost the loop some 60
-// instructions, and cp.async moves no 2-byte unit).
+// direction), copied by one 16-byte cp.async, the elements outside the operand zero-filled
+// (so a padded copy's pads, past its rows' ends, are never read). The operand's other stride
+// is a multiple of 8 (half_ld: the copies' rows are padded to one) and its base 16-byte
+// aligned, so every run is (copyable_16; others are read as float: 4-byte copies of pairs
+// cost the loop some 60 instructions, and cp.async moves no 2-byte unit).
 struct HalfRun {
   const uint16_t* src;  // the run's first element in the next slice issued
   int k;                // the run's first k in a slice
@@ -233,8 +234,9 @@ struct HalfRun {
 };
 
 // Whether HalfRun can copy an operand's 16-bit copy o (element (r, k) at o[r * rs + k * cs]:
-// B's rs is b_cs): contiguous along its shared layout's direction (the kernel's along_k),
-// the other stride a multiple of 8 and the base 16-byte aligned.
+// B's rs is b16_cs): contiguous along its shared layout's direction (the kernel's along_k,
+// which the float operand's strides decide: the copy has its layout), the other stride a
+// multiple of 8 and the base 16-byte aligned.
 inline bool copyable_16(const uint16_t* o, int64_t rs, int64_t cs) {
   const bool along_k = cs == 1 || rs != 1;
   return o && (along_k ? cs : rs) == 1 && (along_k ? rs : cs) % 8 == 0 && (reinterpret_cast<uintptr_t>(o) & 15) == 0;
@@ -298,12 +300,13 @@ __device__ __forceinline__ int ldmatrix_offset(bool trans) {
   return (r + row_half * 8) * Layout::kLdK + k_half * kHalf;
 }
 
-// dst (n) = src rounded to bf16 or fp16 (half_bits): the 16-bit copies of the weights
-// (Backend::round_to_half: Model's twin, the inference plan's copy). grid-stride.
-__global__ void round_to_half_kernel(uint16_t* dst, const float* src, int64_t n, bool bf16) {
+// dst = src (n: rows of cols) rounded to bf16 or fp16 (half_bits), its rows ld apart (the
+// pads untouched): the 16-bit copies of the weights (Backend::round_to_half: Model's twin,
+// the inference plan's copy; a padded kernel's rows). grid-stride.
+__global__ void round_to_half_kernel(uint16_t* dst, const float* src, int64_t n, int64_t cols, int64_t ld, bool bf16) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n; i += stride)
-    dst[i] = half_bits(src[i], bf16);
+    dst[ld == cols ? i : i / cols * ld + i % cols] = half_bits(src[i], bf16);
 }
 
 // dz (n) = act'(dy; y, z) (z: gelu's pre-activation, else null), for a dense_backward whose
@@ -349,8 +352,12 @@ __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(Gemm
   oa.ones_row = -1;  // db is summed in float below, not from reduced-precision operands
   const Operand ob = operand_b(p);
   // Each operand is copied along its contiguous direction (k unless only the rows are), and
-  // a row-contiguous 16-bit operand is kept [k][row] for ldmatrix.trans.
-  const bool a_along_k = oa.cs == 1 || oa.rs != 1, b_along_k = ob.cs == 1 || ob.rs != 1;
+  // a row-contiguous 16-bit operand is kept [k][row] for ldmatrix.trans. A copied operand's
+  // direction is its copy's: where the float's is ambiguous (one row or one k: both strides 1)
+  // the copy's padded stride decides it (copyable_16's rule).
+  constexpr bool kCopyA = kCopies == kTcCopyAB, kCopyB = kCopies != kTcCopyNone;
+  const bool a_along_k = kCopyA ? p.a16_cs == 1 || p.a16_rs != 1 : oa.cs == 1 || oa.rs != 1;
+  const bool b_along_k = kCopyB ? p.b16_rs == 1 || p.b16_cs != 1 : ob.cs == 1 || ob.rs != 1;
   const bool a_trans = !kTf32 && !a_along_k, b_trans = !kTf32 && !b_along_k;
   // This lane's ldmatrix addresses in a buffer, and the steps between its fragments:
   // A's two m-tiles (16 rows), B's two pairs of n-tiles (16 rows).
@@ -422,17 +429,16 @@ __global__ void __launch_bounds__(kTcThreads, kGrad ? 3 : 4) gemm_tc_kernel(Gemm
   // the others are float, staged through registers and rounded as stored (TcStage). The
   // backward's operands are read as they are (dz ready: dense_backward), so its copies are
   // the forward's: dz's (the layer above's dx store), x's and the weights' twin.
-  constexpr bool kCopyA = kCopies == kTcCopyAB, kCopyB = kCopies != kTcCopyNone;
   static_assert(!kCopyB || !kTf32, "16-bit copies: bf16 / fp16 launches");
-  HalfRun ra(p.a16, p.a_rs, p.a_cs, p.m, row0, k_begin, a_along_k, Layout::kLdK, Layout::kLdRow);
-  HalfRun rb(p.b16, p.b_cs, p.b_rs, p.n, col0, k_begin, b_along_k, Layout::kLdK, Layout::kLdRow);
+  HalfRun ra(p.a16, p.a16_rs, p.a16_cs, p.m, row0, k_begin, a_along_k, Layout::kLdK, Layout::kLdRow);
+  HalfRun rb(p.b16, p.b16_cs, p.b16_rs, p.n, col0, k_begin, b_along_k, Layout::kLdK, Layout::kLdRow);
   TcStage<T, kGrad> sa, sb;
   // The slice k0 for buffer buf: the copies issued (as a group), the float operands' loads
   // (kChecked: with the bounds and alignment checks) into registers; stored, once the
   // buffer's readers are done, by store_floats.
   auto issue = [&](auto checked, int buf, int64_t k0) {
-    if constexpr (kCopyA) ra.issue(as[buf], p.a16, p.a_cs, k0, k_end);
-    if constexpr (kCopyB) rb.issue(bs[buf], p.b16, p.b_rs, k0, k_end);
+    if constexpr (kCopyA) ra.issue(as[buf], p.a16, p.a16_cs, k0, k_end);
+    if constexpr (kCopyB) rb.issue(bs[buf], p.b16, p.b16_rs, k0, k_end);
     if (k0 < k_end) {
       if constexpr (!kCopyA) sa.template load<decltype(checked)::value>(oa, row0, k0, a_along_k);
       if constexpr (!kCopyB) sb.template load<decltype(checked)::value>(ob, col0, k0, b_along_k);

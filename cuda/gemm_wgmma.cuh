@@ -255,8 +255,8 @@ __global__ void __launch_bounds__(kWgThreads, 1) gemm_wgmma_kernel(const __grid_
 // multiple of 16 bytes apart (the TMA's rules); a forward product has no backward extras.
 inline bool wgmma_operands_fit(const GemmParams& p, WgLayout l = WgLayout::forward) {
   auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
-  const int64_t a_unit = wg_mn_a(l) ? p.a_rs : p.a_cs, a_pitch = wg_mn_a(l) ? p.a_cs : p.a_rs;
-  const int64_t b_unit = wg_mn_b(l) ? p.b_cs : p.b_rs, b_pitch = wg_mn_b(l) ? p.b_rs : p.b_cs;
+  const int64_t a_unit = wg_mn_a(l) ? p.a16_rs : p.a16_cs, a_pitch = wg_mn_a(l) ? p.a16_cs : p.a16_rs;
+  const int64_t b_unit = wg_mn_b(l) ? p.b16_cs : p.b16_rs, b_pitch = wg_mn_b(l) ? p.b16_rs : p.b16_cs;
   return p.a16 && p.b16 && (l != WgLayout::forward || (!p.db && p.grad_act == Activation::identity)) && a_unit == 1 &&
          b_unit == 1 && a_pitch % 8 == 0 && b_pitch % 8 == 0 && aligned(p.a16) && aligned(p.b16) && p.k <= INT32_MAX &&
          p.m <= INT32_MAX - kWgBm && p.n <= INT32_MAX - kWgBn;
@@ -322,13 +322,13 @@ void launch_wgmma(const GemmParams* ps, Stream stream, int64_t sq_slots = 0) {
     const WgLayout l = kGrad ? (i == 0 ? WgLayout::dw : WgLayout::dx) : WgLayout::forward;
     const auto m = static_cast<uint64_t>(p.m), n = static_cast<uint64_t>(p.n), k = static_cast<uint64_t>(p.k);
     if (wg_mn_a(l))  // rows k, columns m, in boxes of 64 x 64
-      ptx::encode_tensor_map_2d(&g.a[i], p.a16, 2, k, m, static_cast<uint64_t>(p.a_cs) * 2, kWgBk, 64, 128);
+      ptx::encode_tensor_map_2d(&g.a[i], p.a16, 2, k, m, static_cast<uint64_t>(p.a16_cs) * 2, kWgBk, 64, 128);
     else  // rows m, columns k, in boxes of the tile's rows x 64
-      ptx::encode_tensor_map_2d(&g.a[i], p.a16, 2, m, k, static_cast<uint64_t>(p.a_rs) * 2, kWgBm, kWgBk, 128);
+      ptx::encode_tensor_map_2d(&g.a[i], p.a16, 2, m, k, static_cast<uint64_t>(p.a16_rs) * 2, kWgBm, kWgBk, 128);
     if (wg_mn_b(l))
-      ptx::encode_tensor_map_2d(&g.b[i], p.b16, 2, k, n, static_cast<uint64_t>(p.b_rs) * 2, kWgBk, 64, 128);
+      ptx::encode_tensor_map_2d(&g.b[i], p.b16, 2, k, n, static_cast<uint64_t>(p.b16_rs) * 2, kWgBk, 64, 128);
     else
-      ptx::encode_tensor_map_2d(&g.b[i], p.b16, 2, n, k, static_cast<uint64_t>(p.b_cs) * 2, kWgBn, kWgBk, 128);
+      ptx::encode_tensor_map_2d(&g.b[i], p.b16, 2, n, k, static_cast<uint64_t>(p.b16_cs) * 2, kWgBn, kWgBk, 128);
     tiles[i] = wgmma_tiles(p);
     g.tiles_n[i] = static_cast<unsigned>((p.n + kWgBn - 1) / kWgBn);
   }

@@ -69,24 +69,32 @@ __device__ __forceinline__ double penalties_total(const double* partial, int cou
 // (LossMetrics::top: act'(g; y, z), activation_backward_kernel's expression, so that layer's
 // backward reads a ready dz; identity changes no value) and dz's 16-bit copy where asked.
 // The scale is read once per thread, before the loop, and multiplied by unconditionally: a
-// conditional product per element made mse_kernel spill. offset: the element index of the
-// grad pointer that store is given (a row's, in the row kernels).
+// conditional product per element made mse_kernel spill. The gradient is (rows, cols), dz16's
+// rows half_ld(cols) apart (backend.h: its pads are not written; the GEMMs read none). row:
+// the row kernels' row, whose grad pointer store is given (i a column); -1: i the element
+// index (a flat kernel's).
 struct ScaledGrad {
   double scale;
   DerivativeBelow top;
   bool bf16;
-  __device__ __forceinline__ ScaledGrad(const LossMetrics& m, int64_t offset = 0)
-      : scale(m.grad_scale ? *m.grad_scale : 1.0), top(m.top), bf16(m.top_bf16) {
-    if (top.y) top.y += offset;
-    if (top.z) top.z += offset;
-    if (top.dz16) top.dz16 += offset;
+  int64_t cols, pad;  // pad: dz16's per row (a flat kernel's; 0 in a row kernel's)
+  __device__ __forceinline__ ScaledGrad(const LossMetrics& m, int64_t cols_, int64_t row = -1)
+      : scale(m.grad_scale ? *m.grad_scale : 1.0),
+        top(m.top),
+        bf16(m.top_bf16),
+        cols(cols_),
+        pad(row < 0 ? half_ld(cols_) - cols_ : 0) {
+    if (row < 0) return;
+    if (top.y) top.y += row * cols;
+    if (top.z) top.z += row * cols;
+    if (top.dz16) top.dz16 += row * half_ld(cols);
   }
   // grad[i] = v as the step's backward reads it.
   __device__ __forceinline__ void store(float* grad, int64_t i, float v) const {
     const float dz =
         act::backward(top.act, static_cast<float>(v * scale), top.y ? top.y[i] : 0.0f, top.z ? top.z[i] : 0.0f);
     grad[i] = dz;
-    if (top.dz16) top.dz16[i] = half_bits(dz, bf16);
+    if (top.dz16) top.dz16[pad ? i + i / cols * pad : i] = half_bits(dz, bf16);
   }
 };
 

@@ -22,7 +22,7 @@ __global__ void __launch_bounds__(kThreads) mse_kernel(LossGrid g, float* grad, 
   const double total = row_weights ? batch_weight_total(nullptr, nullptr, row_weights, rows) : 0.0;
   const float scale = 2.0f / static_cast<float>(n);
   const double inv_total = row_weights && total > 0.0 ? 2.0 / (total * static_cast<double>(cols)) : 0.0;
-  const ScaledGrad scaled(g.metrics);
+  const ScaledGrad scaled(g.metrics, cols);
   const bool loss_block = blockIdx.x < g.blocks;  // else a penalty block (finish_loss_grid)
   const int64_t stride = static_cast<int64_t>(g.blocks) * kThreads;
   // The regression sums first: after the loss loop, its live values made ptxas spill.

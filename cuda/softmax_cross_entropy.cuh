@@ -119,7 +119,7 @@ __global__ void __launch_bounds__(kThreads)
     if (lane == 0) g.row_loss[row_index] = softmax_row_loss(row, mx, sum, sum_shifted, w, y, classes, label_smoothing);
     if (grad)
       softmax_grad_row(grad + row_index * classes, row, mx, sum, w, total, y, classes, label_smoothing, lane, 32,
-                       ScaledGrad(g.metrics, row_index * classes));
+                       ScaledGrad(g.metrics, classes, row_index));
     hit = warp_row_hit(g, row, classes, labels, row_index, lane);
   }
   finish_loss_grid(g, total, batch, block_warp_hits(hit));
@@ -158,7 +158,7 @@ __global__ void __launch_bounds__(kThreads)
     g.row_loss[row_index] = softmax_row_loss(row, mx, sums[0], sums[1], w, y, classes, label_smoothing);
   if (grad)
     softmax_grad_row(grad + row_index * classes, row, mx, sums[0], w, total, y, classes, label_smoothing, threadIdx.x,
-                     kThreads, ScaledGrad(g.metrics, row_index * classes));
+                     kThreads, ScaledGrad(g.metrics, classes, row_index));
   finish_loss_grid(g, total, batch, g.block_correct && threadIdx.x == 0 ? hit : 0);
 }
 
@@ -196,7 +196,7 @@ __global__ void __launch_bounds__(kThreads)
     if (lane == 0) g.row_loss[row_index] = w * (qsum * log(sum) - qd);
     if (grad) {
       const float scale = static_cast<float>(total > 0.0 ? w / total : 0.0), qp = static_cast<float>(qsum / sum);
-      const ScaledGrad scaled(g.metrics, row_index * classes);
+      const ScaledGrad scaled(g.metrics, classes, row_index);
       float* gr = grad + row_index * classes;
       for (int64_t c = lane; c < classes; c += 32) scaled.store(gr, c, scale * (qp * expf(z[c] - mx) - q[c]));
     }

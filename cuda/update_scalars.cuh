@@ -53,18 +53,33 @@ struct GradientScaling {
   }
 };
 
-// The parameters' 16-bit twin (UpdateScalars::half), written as each parameter is.
+// The parameters' 16-bit twin (UpdateScalars::half), written as each parameter is: at its
+// parameter index, or in a padded kernel's rows (UpdateScalars::half_rows; a division only
+// there, the table's few entries read from the cache).
 struct HalfTwin {
   uint16_t* half;
   bool bf16;
-  __device__ __forceinline__ explicit HalfTwin(const UpdateScalars& u) : half(u.half), bf16(u.half_bf16) {}
+  int64_t first;
+  const HalfRows* rows;
+  int64_t row_count;
+  __device__ __forceinline__ explicit HalfTwin(const UpdateScalars& u)
+      : half(u.half), bf16(u.half_bf16), first(u.half_first), rows(u.half_rows), row_count(u.half_row_count) {}
+  // The twin index of the update's parameter i.
+  __device__ __forceinline__ int64_t index(int64_t i) const {
+    const int64_t j = first + i;
+    for (int64_t e = 0; e < row_count; ++e) {
+      const HalfRows r = rows[e];
+      if (j >= r.begin && j < r.end) return r.dst + (j - r.begin) / r.cols * r.ld + (j - r.begin) % r.cols;
+    }
+    return j;
+  }
   __device__ __forceinline__ void store4(int64_t i0, const float (&p)[4]) const {
     if (!half) return;
     CUSTOMML_UNROLL
-    for (int j = 0; j < 4; ++j) half[i0 + j] = half_bits(p[j], bf16);
+    for (int j = 0; j < 4; ++j) half[index(i0 + j)] = half_bits(p[j], bf16);
   }
   __device__ __forceinline__ void store(int64_t i, float p) const {
-    if (half) half[i] = half_bits(p, bf16);
+    if (half) half[index(i)] = half_bits(p, bf16);
   }
 };
 

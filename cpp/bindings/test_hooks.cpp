@@ -31,6 +31,26 @@ namespace py = pybind11;
 
 namespace customml {
 
+namespace {
+// A (rows, cols) 16-bit copy on be in the GEMMs' layout (rows half_ld(cols) apart): src's
+// rows (null: none written), the pads NaN bits in both formats, so that a GEMM reading one
+// would make NaN.
+uint16_t* upload_padded16(Backend& be, Buffer<uint16_t>& dst, const uint16_t* src, int64_t rows, int64_t cols) {
+  const int64_t ld = half_ld(cols);
+  std::vector<uint16_t> host(static_cast<size_t>(rows * ld), 0xFFFF);
+  if (src)
+    for (int64_t r = 0; r < rows; ++r) std::memcpy(&host[r * ld], src + r * cols, sizeof(uint16_t) * cols);
+  be.copy_to_device(dst.reserve(std::max<size_t>(host.size(), 1)), host.data(), sizeof(uint16_t) * host.size());
+  return dst.data();
+}
+// dst (rows, cols) = the rows of such a copy on be.
+void download_padded16(Backend& be, uint16_t* dst, const uint16_t* src, int64_t rows, int64_t cols) {
+  std::vector<uint16_t> host(static_cast<size_t>(rows * half_ld(cols)));
+  be.copy_to_host(host.data(), src, sizeof(uint16_t) * host.size());
+  for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + r * cols, &host[r * half_ld(cols)], sizeof(uint16_t) * cols);
+}
+}  // namespace
+
 void bind_test_hooks(py::module_& m) {
 #ifdef CUSTOMML_SIMT_EMULATION
   m.def(
@@ -74,7 +94,8 @@ void bind_test_hooks(py::module_& m) {
          bool half_x, const std::string& device) {
         // Backend::dense_forward as a training step calls it at bf16 / fp16: with the 16-bit
         // twin of w and, where half_x, x in 16 bits as the layer below wrote it (both
-        // rounded by Backend::round_to_half), writing y's 16-bit copy for the layer above.
+        // rounded by Backend::round_to_half, rows half_ld apart, the pads NaN bits), writing
+        // y's 16-bit copy for the layer above.
         const Precision prec = parse_precision(precision);
         if (!half_operands(prec)) throw std::invalid_argument("[_dense_forward_half] precision bf16 or fp16");
         if (x.ndim() != 2 || w.ndim() != 2 || b.ndim() != 1 || w.shape(0) != x.shape(1) || b.shape(0) != w.shape(1))
@@ -90,14 +111,15 @@ void bind_test_hooks(py::module_& m) {
         be.copy_to_device(wd.reserve(nw), w.data(), sizeof(float) * nw);
         be.copy_to_device(bd.reserve(static_cast<size_t>(out)), b.data(), sizeof(float) * static_cast<size_t>(out));
         const std::vector<float> nan(ny, std::numeric_limits<float>::quiet_NaN());
-        const std::vector<uint16_t> nan16(ny, 0xFFFF);  // NaN in both formats
         be.copy_to_device(yd.reserve(ny), nan.data(), sizeof(float) * ny);
         be.copy_to_device(zd.reserve(ny), nan.data(), sizeof(float) * ny);
-        be.copy_to_device(y16.reserve(ny), nan16.data(), sizeof(uint16_t) * ny);
+        upload_padded16(be, y16, nullptr, batch, out);
+        upload_padded16(be, w16, nullptr, in, out);  // rounded below, its pads NaN
+        if (half_x) upload_padded16(be, x16, nullptr, batch, in);
         {
           py::gil_scoped_release release;
-          be.round_to_half(w16.reserve(nw), wd.data(), static_cast<int64_t>(nw), prec);
-          if (half_x) be.round_to_half(x16.reserve(nx), xd.data(), static_cast<int64_t>(nx), prec);
+          be.round_to_half(w16.data(), wd.data(), static_cast<int64_t>(nw), out, half_ld(out), prec);
+          if (half_x) be.round_to_half(x16.data(), xd.data(), static_cast<int64_t>(nx), in, half_ld(in), prec);
           be.dense_forward(yd.data(), zd.data(), xd.data(), wd.data(), bd.data(),
                            {batch, in, out, prec, {w16.data(), x16.data(), y16.data()}}, parse_activation(activation));
         }
@@ -105,7 +127,7 @@ void bind_test_hooks(py::module_& m) {
         py::array_t<uint16_t> h({batch, out});
         be.copy_to_host(y.mutable_data(), yd.data(), sizeof(float) * ny);
         be.copy_to_host(z.mutable_data(), zd.data(), sizeof(float) * ny);
-        be.copy_to_host(h.mutable_data(), y16.data(), sizeof(uint16_t) * ny);
+        download_padded16(be, h.mutable_data(), y16.data(), batch, out);
         return py::make_tuple(y, z, h);
       },
       py::arg("x"), py::arg("w"), py::arg("b"), py::arg("activation"), py::arg("precision"), py::arg("half_x"),
@@ -122,7 +144,8 @@ void bind_test_hooks(py::module_& m) {
         // Backend::dense_backward as a training step calls it for a layer whose dy is dz (act
         // identity), its dx store writing the Dense layer below's dz (DenseShape::below) and,
         // at bf16 / fp16, dz's 16-bit copy; the backward reads the 16-bit copies given (dy16,
-        // x16: whatever bits the caller chose) and the 16-bit twin of w.
+        // x16: whatever bits the caller chose) and the 16-bit twin of w, all with rows half_ld
+        // apart and NaN bits in the pads.
         const Precision prec = parse_precision(precision);
         const Activation below = parse_activation(below_activation);
         if (x.ndim() != 2 || w.ndim() != 2 || dy.ndim() != 2 || w.shape(0) != x.shape(1) || dy.shape(0) != x.shape(0) ||
@@ -147,21 +170,21 @@ void bind_test_hooks(py::module_& m) {
         be.copy_to_device(wd.reserve(nw), w.data(), sizeof(float) * nw);
         be.copy_to_device(yd.reserve(nx), below_y.data(), sizeof(float) * nx);
         if (below_z) be.copy_to_device(zd.reserve(nx), below_z->data(), sizeof(float) * nx);
-        if (dy16) be.copy_to_device(dy16d.reserve(ny), dy16->data(), sizeof(uint16_t) * ny);
-        if (x16) be.copy_to_device(x16d.reserve(nx), x16->data(), sizeof(uint16_t) * nx);
+        if (dy16) upload_padded16(be, dy16d, dy16->data(), batch, out);
+        if (x16) upload_padded16(be, x16d, x16->data(), batch, in);
         const std::vector<float> nan(std::max(nx, nw), std::numeric_limits<float>::quiet_NaN());
-        const std::vector<uint16_t> nan16(nx, 0xFFFF);  // NaN in both formats
         be.copy_to_device(dxd.reserve(nx), nan.data(), sizeof(float) * nx);
         be.copy_to_device(dwd.reserve(nw), nan.data(), sizeof(float) * nw);
         be.copy_to_device(dbd.reserve(static_cast<size_t>(out)), nan.data(), sizeof(float) * static_cast<size_t>(out));
-        be.copy_to_device(dx16d.reserve(nx), nan16.data(), sizeof(uint16_t) * nx);
+        upload_padded16(be, dx16d, nullptr, batch, in);
+        if (half_operands(prec)) upload_padded16(be, w16d, nullptr, in, out);
         Buffer<double> slotsd(&be);
         std::vector<double> slots;
         {
           py::gil_scoped_release release;
           DenseShape s{batch, in, out, prec};
           if (half_operands(prec)) {
-            be.round_to_half(w16d.reserve(nw), wd.data(), static_cast<int64_t>(nw), prec);
+            be.round_to_half(w16d.data(), wd.data(), static_cast<int64_t>(nw), out, half_ld(out), prec);
             s.half = {w16d.data(), x16 ? x16d.data() : nullptr, nullptr, dy16 ? dy16d.data() : nullptr};
           }
           s.below = {below, yd.data(), below_z ? zd.data() : nullptr, dx16d.data()};
@@ -178,7 +201,7 @@ void bind_test_hooks(py::module_& m) {
         be.copy_to_host(dx.mutable_data(), dxd.data(), sizeof(float) * nx);
         be.copy_to_host(dw.mutable_data(), dwd.data(), sizeof(float) * nw);
         be.copy_to_host(db.mutable_data(), dbd.data(), sizeof(float) * static_cast<size_t>(out));
-        be.copy_to_host(dx16.mutable_data(), dx16d.data(), sizeof(uint16_t) * nx);
+        download_padded16(be, dx16.mutable_data(), dx16d.data(), batch, in);
         if (!slots.empty()) be.copy_to_host(slots.data(), slotsd.data(), sizeof(double) * slots.size());
         return py::make_tuple(dx, dw, db, dx16,
                               py::array_t<double>(static_cast<py::ssize_t>(slots.size()), slots.data()));
@@ -188,6 +211,22 @@ void bind_test_hooks(py::module_& m) {
       "Backend::dense_backward of a layer whose dy is dz, its dx store writing the layer below's dz (and its "
       "16-bit bits at bf16 / fp16, else NaN bits), reading the 16-bit copies given: (dz below, dw, db, dz below's "
       "16-bit bits, dW's norm slots: DenseShape::norm_slots, NaN-filled before); for tests.");
+  m.def(
+      "_dense_half_reads",
+      [](int64_t in, int64_t out, const std::string& precision, const std::string& device) {
+        // Backend::dense_half_reads for a Dense layer in -> out given every 16-bit copy (16-byte
+        // aligned, as every allocation is), as a training step asks it (Trainer::half_reads):
+        // whether its forward reads x's copy (the launch copying A and B) and its backward, dW
+        // and dx, x's and dz's.
+        alignas(256) static const uint16_t stand_in[8] = {};
+        const DenseShape s{1, in, out, parse_precision(precision), {stand_in, stand_in, nullptr, stand_in}};
+        const Backend& be = backend_for(Device::parse(device));
+        const HalfReads f = be.dense_half_reads(s, false, true, true), b = be.dense_half_reads(s, true, true, true);
+        return py::make_tuple(f.x, b.x, b.dy);
+      },
+      py::arg("in_"), py::arg("out"), py::arg("precision"), py::arg("device"),
+      "Backend::dense_half_reads for a Dense layer in -> out with every 16-bit copy given: (forward reads x's copy, "
+      "backward reads x's, backward reads dz's); for tests.");
   m.def(
       "_round_to_half",
       [](py::array_t<float, py::array::c_style> x, const std::string& format, const std::string& device) {
@@ -205,7 +244,7 @@ void bind_test_hooks(py::module_& m) {
         Buffer<uint16_t> dst(&be);
         be.copy_to_device(src.reserve(n + 1), x.data(), sizeof(float) * n);
         dst.reserve(n + 1);
-        be.round_to_half(dst.data(), src.data(), static_cast<int64_t>(n), parse_precision(format));
+        be.round_to_half(dst.data(), src.data(), static_cast<int64_t>(n), 1, 1, parse_precision(format));
         be.copy_to_host(bits.mutable_data(), dst.data(), sizeof(uint16_t) * n);
         return bits;
       },

@@ -438,6 +438,9 @@ std::vector<double> run_selftest_sm90(const std::string& name, const std::vector
                                 preact ? z.data() : nullptr};
     p.a16 = x16.data();
     p.b16 = w16.data();
+    p.a16_rs = k;  // the copies as packed as the floats
+    p.a16_cs = p.b16_cs = 1;
+    p.b16_rs = n;
     if (!cuda_emulated::wgmma_operands_fit(p))
       throw std::invalid_argument("selftest 'sm90_gemm': operands the wgmma GEMM does not take");
     if (f16)
@@ -472,14 +475,18 @@ std::vector<double> run_selftest_sm90(const std::string& name, const std::vector
     launch(elect_kernel, dim3(), block, 0, nullptr, out.data());
   } else if (name == "sm90_path") {
     // gemm()'s choice (wgmma_path) for a forward product x (m x k) w (k x n) with 16-bit
-    // copies; in: sm90, precision (Precision's value), m, n, k, the copies' offset in
-    // elements from an aligned address; out: 1 if the wgmma kernel would take it.
+    // copies (rows half_ld apart, as dense.cu's forward_params); in: sm90, precision
+    // (Precision's value), m, n, k, the copies' offset in elements from an aligned address;
+    // out: 1 if the wgmma kernel would take it.
     if (in.size() != 6) throw std::invalid_argument("selftest 'sm90_path': 6 inputs");
     alignas(16) static const uint16_t storage[16] = {};
     const auto m = static_cast<int64_t>(in[2]), n = static_cast<int64_t>(in[3]), k = static_cast<int64_t>(in[4]);
     cuda_emulated::GemmParams p{m,      n, k, nullptr, k, 1, nullptr, n, 1, nullptr, n, nullptr, Activation::identity,
                                 nullptr};
     p.a16 = p.b16 = storage + static_cast<int>(in[5]);
+    p.a16_rs = half_ld(k);
+    p.b16_rs = half_ld(n);
+    p.a16_cs = p.b16_cs = 1;
     cuda_emulated::DeviceContext ctx(nullptr);  // the threshold a device starts with
     ctx.sm90 = in[0] != 0;
     out.assign(1, cuda_emulated::wgmma_path(ctx, p, static_cast<Precision>(static_cast<int>(in[1]))));
@@ -498,6 +505,10 @@ std::vector<double> run_selftest_sm90(const std::string& name, const std::vector
                                         nullptr, Activation::identity, nullptr}};
     ps[0].db = &db;
     for (cuda_emulated::GemmParams& p : ps) p.a16 = p.b16 = storage;
+    // the copies' strides as dense.cu's backward_params: x^T, dz; dz, W^T
+    ps[0].a16_rs = ps[0].b16_cs = ps[1].a16_cs = ps[1].b16_rs = 1;
+    ps[0].a16_cs = half_ld(n_in);
+    ps[0].b16_rs = ps[1].a16_rs = ps[1].b16_cs = half_ld(n_out);
     cuda_emulated::DeviceContext ctx(nullptr);
     ctx.sm90 = in[0] != 0;
     cuda_emulated::GemmParams pair[2];
