@@ -9,7 +9,10 @@ hypothesis would make 257 x 257 operands far too slow for the CI budget.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
+import sys
+from pathlib import Path
 from typing import Sequence, Tuple
 
 import numpy as np
@@ -173,6 +176,16 @@ def assert_same_bits(a: np.ndarray, b: np.ndarray, name: str) -> None:
         diff = np.argwhere(a.view(np.uint32) != b.view(np.uint32))
         i = tuple(diff[0])
         raise AssertionError(f"{name}: {len(diff)} elements differ in their bits, first at {i}: {a[i]!r} vs {b[i]!r}")
+
+
+def sass_report_module():
+    """bench/sass_report.py as a module (bench/ is not a package), for the tests that compare
+    its mirror of the GEMM dispatch with the C++."""
+    spec = importlib.util.spec_from_file_location("sass_report", Path(__file__).parents[1] / "bench" / "sass_report.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("sass_report", module)  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 def active_isa() -> str:

@@ -16,10 +16,7 @@ gemm_tc_kernel's, so the bits may too; the bound holds for any order)."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,7 +24,7 @@ import pytest
 import customml as cm
 import reference
 from customml import _core
-from support import U32, assert_close
+from support import U32, assert_close, sass_report_module
 from test_dense import LIPSCHITZ, TENSOR_CORE_U, activation_rounding
 
 pytestmark = pytest.mark.skipif(not cm.build_info()["simt_emulation"], reason="built with CUSTOMML_SIMT_EMULATION=OFF")
@@ -213,14 +210,6 @@ def test_training_takes_wgmma_from_the_second_layer_and_stays_close_to_sm80(hopp
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
 
 
-def _sass_report():
-    spec = importlib.util.spec_from_file_location("sass_report", Path(__file__).parents[1] / "bench" / "sass_report.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("sass_report", module)  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize(
     "shape",
     [(4096, 4096, 4096), (1536, 2560, 256), (1536, 2816, 256), (4096, 4096, 248), (128, 256, 784), (4096, 4100, 4096)],
@@ -230,7 +219,7 @@ def test_the_sass_report_mirrors_the_dispatch(shape):
     copy of wgmma_path's rule: the two must agree (a forward product with 16-bit copies)."""
     m, n, k = shape
     taken = _core._simt_selftest("sm90_path", [1, 2, m, n, k, 0], [1, 1, 1], [1, 1, 1])[0] == 1.0
-    assert _sass_report().wgmma_path([shape], a16=True) == taken
+    assert sass_report_module().wgmma_path([shape], a16=True) == taken
 
 
 # The backward on wgmma: dense_backward's pair (dW = x^T dz with db, dx = dz W^T through the
@@ -347,7 +336,7 @@ def test_the_sass_report_mirrors_the_backward_dispatch(layer):
     batch, n_in, n_out = layer
     taken = _core._simt_selftest("sm90_backward_path", [1, 2, batch, n_in, n_out], [1, 1, 1], [1, 1, 1])[0] == 1.0
     pair = [(n_in + 1, n_out, batch), (batch, n_in, n_out)]
-    assert _sass_report().wgmma_path(pair, a16=True, backward=True) == taken
+    assert sass_report_module().wgmma_path(pair, a16=True, backward=True) == taken
 
 
 def test_a_frozen_layers_dx_alone_takes_wgmma(hopper):

@@ -9,16 +9,13 @@ or wrong sums."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 import customml as cm
 import reference
 from customml import _core
+from support import sass_report_module
 
 pytestmark = pytest.mark.skipif(not cm.build_info()["simt_emulation"], reason="built with CUSTOMML_SIMT_EMULATION=OFF")
 
@@ -119,21 +116,13 @@ def test_a_step_through_padded_copies_gives_the_exact_update():
         np.testing.assert_array_equal(got, w.astype(np.float32))
 
 
-def _sass_report():
-    spec = importlib.util.spec_from_file_location("sass_report", Path(__file__).parents[1] / "bench" / "sass_report.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("sass_report", module)  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_the_sass_report_mirrors_the_instance_choice(precision):
     """bench/sass_report.py's estimates and instruction counts name, for each README MLP
     layer, the gemm_tc_kernel instance a training step's launches take (kCopies): the one
     copying A and B (2) where the device reads the copies of x and dz both ways
     (Backend::dense_half_reads, the rule half_copies applies), the 10-wide top layer included."""
-    for what, backward, problems, copies in _sass_report().dense_shapes():
+    for what, backward, problems, copies in sass_report_module().dense_shapes():
         if not what.startswith("MLP"):
             continue
         m, n, k = problems[0]
