@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import _thread
 import re
+import signal
 import threading
 import time
 
@@ -126,6 +127,9 @@ def test_ctrl_c_during_fit():
         [cm.layers.Dense(128, activation="relu"), cm.layers.Dropout(0.2), cm.layers.Dense(10)], input_dim=64, seed=0
     )
     model.compile("adam", metrics=["accuracy"])
+    # Python's own SIGINT handler, as at a terminal: a runner started in the background by a
+    # shell without job control inherits SIGINT ignored, and interrupt_main then does nothing.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.3, _thread.interrupt_main)
     returned = interrupted = False
     start = time.perf_counter()
@@ -140,6 +144,7 @@ def test_ctrl_c_during_fit():
     finally:
         timer.cancel()
         timer.join()
+        signal.signal(signal.SIGINT, previous)
     elapsed = time.perf_counter() - start
     assert interrupted and not returned, "KeyboardInterrupt did not propagate out of fit"
     assert elapsed < 5.0, f"fit took {elapsed:.1f}s to stop after Ctrl-C"
